@@ -1,0 +1,62 @@
+# mcached: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 11211
+ARGS   ?=
+
+.PHONY: all venv install run test test-unit test-int lint fmt type bench bench-memory clean system-deps
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Installs the package (editable) with its runtime dependencies.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Adds what the tests need on top.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	touch $@
+
+venv install: $(VENV)/.installed
+
+# Starts a daemon in the foreground on 127.0.0.1:11211 with memcached's defaults.
+run: $(VENV)/.installed
+	$(BIN)/mcached -l $(HOST) -p $(PORT) $(ARGS)
+
+# The reference memcached and libmemcached's tools, for the comparison tests and benchmarks.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+test: system-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+test-unit: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m unit
+
+test-int: system-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m integration
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check mcached tests scripts
+	$(BIN)/ruff format --check mcached tests scripts
+
+fmt: $(VENV)/.installed-test
+	$(BIN)/ruff format mcached tests scripts
+	$(BIN)/ruff check --fix mcached tests scripts
+
+type: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+bench: system-deps $(VENV)/.installed
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,414 @@
+"""What each verb means: command -> cache call -> reply bytes, and the counters.
+
+The server calls a `Handlers` instance with each parsed command and the connection's
+`Session` (its output list and its worker's counters). Replies are appended as bytes; the
+server joins one batch into one send. ``noreply`` is honoured here, with memcached's rule:
+errors sent through its ``out_string`` are hidden by ``noreply``, while out-of-memory errors
+(``out_errstring``) are always sent.
+
+Hot path: `get` and the storage verbs run once per request, so they bind attributes to
+locals and format with ``%`` on bytes (measured cheaper than building reply objects).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psutil
+
+from mcached import MEMCACHED_VERSION
+from mcached.clock import Clock
+from mcached.errors import CloseConnection, Shutdown
+from mcached.protocol import commands as c
+from mcached.protocol import responses as r
+from mcached.settings import Settings, stats_settings
+from mcached.stats import Counters, ordered
+from mcached.storage.cache import Cache
+from mcached.storage.results import DeltaResult, StoreMode, StoreResult
+from mcached.storage.slabs import SlabClasses, slab_class_sizes
+
+
+class Session(Protocol):
+    """What a handler needs from a connection (the server's Connection provides it)."""
+
+    out: list[bytes]
+    counters: Counters
+
+
+class ServerInfo(Protocol):
+    """Figures and hooks only the server and daemon have."""
+
+    def general_stats(self) -> dict[str, Any]: ...
+
+    def conns_stats(self) -> list[tuple[str, object]]: ...
+
+    def all_counters(self) -> list[Counters]: ...
+
+    def reset_stats(self) -> None: ...
+
+    def set_verbosity(self, level: int) -> None: ...
+
+
+STORE_REPLY = {
+    StoreResult.STORED: r.STORED,
+    StoreResult.NOT_STORED: r.NOT_STORED,
+    StoreResult.EXISTS: r.EXISTS,
+    StoreResult.NOT_FOUND: r.NOT_FOUND,
+    StoreResult.TOO_LARGE: r.SERVER_ERROR_TOO_LARGE,
+    StoreResult.NO_MEMORY: r.SERVER_ERROR_OOM_STORE,
+}
+
+STORE_MODE = {
+    c.Set: StoreMode.SET,
+    c.Add: StoreMode.ADD,
+    c.Replace: StoreMode.REPLACE,
+    c.Append: StoreMode.APPEND,
+    c.Prepend: StoreMode.PREPEND,
+    c.Cas: StoreMode.CAS,
+}
+
+MB = 1024 * 1024
+
+
+class Handlers:
+    def __init__(
+        self,
+        cache: Cache,
+        settings: Settings,
+        info: ServerInfo,
+        clock: Clock | None = None,
+        discovery: Any = None,
+    ) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.info = info
+        self.clock = clock or cache.clock
+        self.discovery = discovery
+        self.classes = SlabClasses(
+            slab_class_sizes(settings.chunk_size, settings.growth_factor, settings.slab_chunk_max)
+        )
+        self._process = psutil.Process()
+        self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
+            c.Get: self.get,
+            c.Gets: self.gets,
+            c.Gat: self.gat,
+            c.Gats: self.gat,
+            c.Set: self.store,
+            c.Add: self.store,
+            c.Replace: self.store,
+            c.Append: self.store,
+            c.Prepend: self.store,
+            c.Cas: self.store,
+            c.TooLarge: self.too_large,
+            c.BadDataChunk: self.bad_data_chunk,
+            c.Delete: self.delete,
+            c.Incr: self.delta,
+            c.Decr: self.delta,
+            c.Touch: self.touch,
+            c.FlushAll: self.flush_all,
+            c.Version: self.version,
+            c.Verbosity: self.verbosity,
+            c.Quit: self.quit,
+            c.ShutdownCmd: self.shutdown,
+            c.Stats: self.stats,
+            c.CacheMemlimit: self.cache_memlimit,
+            c.ConfigGet: self.config,
+            c.ConfigSet: self.config,
+            c.ConfigDelete: self.config,
+            c.Invalid: self.invalid,
+        }
+
+    def __call__(self, cmd: c.Command, session: Session) -> None:
+        self._table[type(cmd)](cmd, session)
+
+    # ---- retrieval ----
+
+    def get(self, cmd: c.Get, s: Session) -> None:
+        out = s.out
+        append = out.append
+        cache_get = self.cache.get
+        hits = 0
+        for key in cmd.keys:
+            hit = cache_get(key)
+            if hit is not None:
+                value, flags, _ = hit
+                append(b"VALUE %b %d %d\r\n" % (key, flags, len(value)))
+                append(value)
+                append(b"\r\n")
+                hits += 1
+        append(r.END)
+        ctr = s.counters
+        n = len(cmd.keys)
+        ctr.cmd_get += n
+        ctr.get_hits += hits
+        ctr.get_misses += n - hits
+
+    def gets(self, cmd: c.Gets, s: Session) -> None:
+        append = s.out.append
+        cache_get = self.cache.get
+        hits = 0
+        for key in cmd.keys:
+            hit = cache_get(key)
+            if hit is not None:
+                value, flags, cas = hit
+                append(b"VALUE %b %d %d %d\r\n" % (key, flags, len(value), cas))
+                append(value)
+                append(b"\r\n")
+                hits += 1
+        append(r.END)
+        ctr = s.counters
+        n = len(cmd.keys)
+        ctr.cmd_get += n
+        ctr.get_hits += hits
+        ctr.get_misses += n - hits
+
+    def gat(self, cmd: c.Gat, s: Session) -> None:
+        append = s.out.append
+        with_cas = type(cmd) is c.Gats
+        hits = 0
+        for key in cmd.keys:
+            hit = self.cache.get_and_touch(key, cmd.exptime)
+            if hit is not None:
+                value, flags, cas = hit
+                append(r.value_header(key, flags, len(value), cas if with_cas else None))
+                append(value)
+                append(b"\r\n")
+                hits += 1
+        append(r.END)
+        ctr = s.counters
+        n = len(cmd.keys)
+        ctr.cmd_get += n
+        ctr.cmd_touch += n
+        ctr.touch_hits += hits
+        ctr.touch_misses += n - hits
+
+    # ---- storage ----
+
+    def store(self, cmd: c.Store, s: Session) -> None:
+        mode = STORE_MODE[type(cmd)]
+        cas = cmd.cas_unique if type(cmd) is c.Cas else 0  # type: ignore[attr-defined]
+        result = self.cache.store(mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cas)
+        ctr = s.counters
+        ctr.cmd_set += 1
+        if mode is StoreMode.CAS:
+            if result is StoreResult.STORED:
+                ctr.cas_hits += 1
+            elif result is StoreResult.EXISTS:
+                ctr.cas_badval += 1
+            elif result is StoreResult.NOT_FOUND:
+                ctr.cas_misses += 1
+        if result is StoreResult.NO_MEMORY:
+            ctr.store_no_memory += 1
+            s.out.append(r.SERVER_ERROR_OOM_STORE)  # memcached sends this despite noreply
+            return
+        if result is StoreResult.TOO_LARGE:
+            ctr.store_too_large += 1
+        if not cmd.noreply:
+            s.out.append(STORE_REPLY[result])
+
+    def too_large(self, cmd: c.TooLarge, s: Session) -> None:
+        s.counters.store_too_large += 1
+        if cmd.mode == b"set":
+            # memcached drops the old value so a failed set never leaves stale data behind
+            self.cache.unlink(cmd.key)
+        if not cmd.noreply:
+            s.out.append(r.SERVER_ERROR_TOO_LARGE)
+
+    def bad_data_chunk(self, cmd: c.BadDataChunk, s: Session) -> None:
+        s.counters.cmd_set += 1
+        if not cmd.noreply:
+            s.out.append(r.CLIENT_ERROR_BAD_CHUNK)
+
+    # ---- other keyed commands ----
+
+    def delete(self, cmd: c.Delete, s: Session) -> None:
+        if self.cache.delete(cmd.key):
+            s.counters.delete_hits += 1
+            reply = r.DELETED
+        else:
+            s.counters.delete_misses += 1
+            reply = r.NOT_FOUND
+        if not cmd.noreply:
+            s.out.append(reply)
+
+    def delta(self, cmd: c.Incr, s: Session) -> None:
+        incr = type(cmd) is c.Incr
+        if incr:
+            result, value = self.cache.incr(cmd.key, cmd.delta)
+        else:
+            result, value = self.cache.decr(cmd.key, cmd.delta)
+        ctr = s.counters
+        if result is DeltaResult.OK:
+            if incr:
+                ctr.incr_hits += 1
+            else:
+                ctr.decr_hits += 1
+            reply = r.number(value)
+        elif result is DeltaResult.NOT_FOUND:
+            if incr:
+                ctr.incr_misses += 1
+            else:
+                ctr.decr_misses += 1
+            reply = r.NOT_FOUND
+        elif result is DeltaResult.NON_NUMERIC:
+            reply = r.CLIENT_ERROR_NON_NUMERIC
+        else:
+            s.out.append(r.SERVER_ERROR_OOM)  # sent even with noreply, as memcached does
+            return
+        if not cmd.noreply:
+            s.out.append(reply)
+
+    def touch(self, cmd: c.Touch, s: Session) -> None:
+        s.counters.cmd_touch += 1
+        if self.cache.touch(cmd.key, cmd.exptime):
+            s.counters.touch_hits += 1
+            reply = r.TOUCHED
+        else:
+            s.counters.touch_misses += 1
+            reply = r.NOT_FOUND
+        if not cmd.noreply:
+            s.out.append(reply)
+
+    # ---- server-wide ----
+
+    def flush_all(self, cmd: c.FlushAll, s: Session) -> None:
+        s.counters.cmd_flush += 1
+        if not self.settings.flush_enabled:
+            reply = r.CLIENT_ERROR_FLUSH_DISABLED
+        elif cmd.delay is None:
+            reply = r.CLIENT_ERROR_FORMAT
+        else:
+            self.cache.flush_all(cmd.delay)
+            reply = r.OK
+        if not cmd.noreply:
+            s.out.append(reply)
+
+    def version(self, cmd: c.Version, s: Session) -> None:
+        s.out.append(r.version(MEMCACHED_VERSION))
+
+    def verbosity(self, cmd: c.Verbosity, s: Session) -> None:
+        if cmd.level is not None:
+            self.info.set_verbosity(min(cmd.level, 2))
+        if not cmd.noreply:
+            s.out.append(r.OK)
+
+    def quit(self, cmd: c.Quit, s: Session) -> None:
+        raise CloseConnection("quit")
+
+    def shutdown(self, cmd: c.ShutdownCmd, s: Session) -> None:
+        if not self.settings.shutdown_command:
+            s.out.append(r.ERROR_SHUTDOWN_DISABLED)
+        elif cmd.mode is None:
+            s.out.append(r.CLIENT_ERROR_SHUTDOWN_MODE)
+        else:
+            raise Shutdown(graceful=cmd.mode == b"graceful")
+
+    def cache_memlimit(self, cmd: c.CacheMemlimit, s: Session) -> None:
+        mb = cmd.megabytes
+        if mb is None:
+            reply = r.ERROR
+        elif mb < 8:
+            reply = r.MEMLIMIT_TOO_SMALL
+        elif mb > 1_000_000_000:
+            reply = r.MEMLIMIT_NOT_MB
+        elif self.cache.set_memory_limit(mb * MB):
+            reply = r.OK
+        else:
+            reply = r.MEMLIMIT_FAILED
+        if not cmd.noreply:
+            s.out.append(reply)
+
+    def config(self, cmd: c.Command, s: Session) -> None:
+        if self.discovery is None:
+            s.out.append(r.ERROR)
+            return
+        self.discovery.handle(cmd, s.out)
+
+    def invalid(self, cmd: c.Invalid, s: Session) -> None:
+        if not cmd.noreply:
+            s.out.append(cmd.reply)
+
+    # ---- stats ----
+
+    def stats(self, cmd: c.Stats, s: Session) -> None:
+        args = cmd.args
+        sub = args[0] if args else b""
+        if sub == b"":
+            s.out.append(r.stats_block(self.general_stats()))
+        elif sub == b"reset" and len(args) == 1:
+            self.reset_stats()
+            s.out.append(r.RESET)
+        elif sub == b"settings" and len(args) == 1:
+            s.out.append(r.stats_block(list(stats_settings(self.settings))))
+        elif sub == b"items" and len(args) == 1:
+            s.out.append(r.stats_block(self.items_stats()))
+        elif sub == b"slabs" and len(args) == 1:
+            s.out.append(r.stats_block(self.slabs_stats()))
+        elif sub == b"sizes" and len(args) == 1:
+            s.out.append(r.stats_block(self.sizes_stats()))
+        elif sub == b"conns" and len(args) == 1:
+            s.out.append(r.stats_block(self.info.conns_stats()))
+        else:
+            s.out.append(r.ERROR)
+
+    def general_stats(self) -> list[tuple[str, object]]:
+        from mcached.stats import sum_counters
+
+        values: dict[str, object] = {}
+        values["pid"] = os.getpid()
+        values.update(self.info.general_stats())
+        values["version"] = MEMCACHED_VERSION
+        values["pointer_size"] = 64
+        cpu = self._process.cpu_times()
+        values["rusage_user"] = f"{cpu.user:.6f}"
+        values["rusage_system"] = f"{cpu.system:.6f}"
+        total = sum_counters(self.info.all_counters())
+        for name, value in vars(total).items():
+            values[name] = value
+        values.update(self.cache.stats())
+        values["time"] = int(time.time())
+        return ordered(values)
+
+    def reset_stats(self) -> None:
+        for ctr in self.info.all_counters():
+            ctr.reset()
+        self.cache.reset_stats()
+        self.info.reset_stats()
+
+    def items_stats(self) -> list[tuple[str, object]]:
+        now = self.clock.now()
+        out: list[tuple[str, object]] = []
+        for clsid, (number, nbytes, oldest) in sorted(
+            self.cache.class_stats(self.classes.class_of).items()
+        ):
+            p = f"items:{clsid}:"
+            out += [(p + "number", number), (p + "age", max(0, now - oldest)),
+                    (p + "mem_requested", nbytes)]
+        return out
+
+    def slabs_stats(self) -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = []
+        total = 0
+        walk = sorted(self.cache.class_stats(self.classes.class_of).items())
+        for clsid, (number, nbytes, _) in walk:
+            p = f"{clsid}:"
+            out += [(p + "chunk_size", self.classes.chunk_size(clsid)),
+                    (p + "chunks_per_page", self.classes.per_page(clsid)),
+                    (p + "used_chunks", number),
+                    (p + "mem_requested", nbytes)]
+            total += nbytes
+        out += [("active_slabs", len(walk)), ("total_malloced", total)]
+        return out
+
+    def sizes_stats(self) -> list[tuple[str, object]]:
+        if not self.settings.track_sizes:
+            return [("sizes_status", "disabled")]
+        # memcached's histogram: item sizes rounded up to 32-byte buckets
+        buckets: dict[int, int] = {}
+        walk = self.cache.class_stats(lambda size: (size + 31) // 32 * 32)
+        for bucket, (number, _, _) in walk.items():
+            buckets[bucket] = buckets.get(bucket, 0) + number
+        return [(str(b), n) for b, n in sorted(buckets.items())]

@@ -1,0 +1,292 @@
+"""One small value type per verb.
+
+A command is built for every request, so each is a plain ``__slots__`` class with a
+positional constructor (no dataclass machinery on the hot path). Equality and repr compare
+the slots, for tests. `noreply` is carried on every command that memcached lets take it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Command:
+    __slots__: tuple[str, ...] = ()
+    #: the verb as clients spell it, for logs and per-command counters
+    verb = b""
+    #: every slot, base classes first (filled in by __init_subclass__)
+    _fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls) -> None:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names.extend(klass.__dict__.get("__slots__", ()))
+        cls._fields = tuple(names)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self._fields)
+
+    def __hash__(self) -> int:
+        return hash((type(self),) + tuple(_hashable(getattr(self, s)) for s in self._fields))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{s}={getattr(self, s)!r}" for s in self._fields)
+        return f"{type(self).__name__}({args})"
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+# ---- retrieval ----
+
+
+class Get(Command):
+    __slots__ = ("keys",)
+    verb = b"get"
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self.keys = keys
+
+
+class Gets(Get):
+    __slots__ = ()
+    verb = b"gets"
+
+
+class Gat(Command):
+    __slots__ = ("exptime", "keys")
+    verb = b"gat"
+
+    def __init__(self, exptime: int, keys: list[bytes]) -> None:
+        self.exptime = exptime
+        self.keys = keys
+
+
+class Gats(Gat):
+    __slots__ = ()
+    verb = b"gats"
+
+
+# ---- storage ----
+
+
+class Store(Command):
+    """set/add/replace/append/prepend: the data block has been read in full."""
+
+    __slots__ = ("key", "flags", "exptime", "value", "noreply")
+
+    def __init__(self, key: bytes, flags: int, exptime: int, value: bytes, noreply: bool = False):
+        self.key = key
+        self.flags = flags
+        self.exptime = exptime
+        self.value = value
+        self.noreply = noreply
+
+
+class Set(Store):
+    __slots__ = ()
+    verb = b"set"
+
+
+class Add(Store):
+    __slots__ = ()
+    verb = b"add"
+
+
+class Replace(Store):
+    __slots__ = ()
+    verb = b"replace"
+
+
+class Append(Store):
+    __slots__ = ()
+    verb = b"append"
+
+
+class Prepend(Store):
+    __slots__ = ()
+    verb = b"prepend"
+
+
+class Cas(Store):
+    __slots__ = ("cas_unique",)
+    verb = b"cas"
+
+    def __init__(
+        self,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        value: bytes,
+        cas_unique: int,
+        noreply: bool = False,
+    ) -> None:
+        super().__init__(key, flags, exptime, value, noreply)
+        self.cas_unique = cas_unique
+
+
+class TooLarge(Command):
+    """A storage command whose value is over -I; its data block was swallowed."""
+
+    __slots__ = ("mode", "key", "noreply")
+    verb = b"set"
+
+    def __init__(self, mode: bytes, key: bytes, noreply: bool = False) -> None:
+        self.mode = mode
+        self.key = key
+        self.noreply = noreply
+
+
+class BadDataChunk(Command):
+    """A storage command whose data block did not end with \\r\\n; nothing is stored."""
+
+    __slots__ = ("mode", "key", "noreply")
+    verb = b"set"
+
+    def __init__(self, mode: bytes, key: bytes, noreply: bool = False) -> None:
+        self.mode = mode
+        self.key = key
+        self.noreply = noreply
+
+
+# ---- other keyed commands ----
+
+
+class Delete(Command):
+    __slots__ = ("key", "noreply")
+    verb = b"delete"
+
+    def __init__(self, key: bytes, noreply: bool = False) -> None:
+        self.key = key
+        self.noreply = noreply
+
+
+class Incr(Command):
+    __slots__ = ("key", "delta", "noreply")
+    verb = b"incr"
+
+    def __init__(self, key: bytes, delta: int, noreply: bool = False) -> None:
+        self.key = key
+        self.delta = delta
+        self.noreply = noreply
+
+
+class Decr(Incr):
+    __slots__ = ()
+    verb = b"decr"
+
+
+class Touch(Command):
+    __slots__ = ("key", "exptime", "noreply")
+    verb = b"touch"
+
+    def __init__(self, key: bytes, exptime: int, noreply: bool = False) -> None:
+        self.key = key
+        self.exptime = exptime
+        self.noreply = noreply
+
+
+# ---- server-wide commands ----
+
+
+class FlushAll(Command):
+    __slots__ = ("delay", "noreply")
+    verb = b"flush_all"
+
+    def __init__(self, delay: int = 0, noreply: bool = False) -> None:
+        self.delay = delay
+        self.noreply = noreply
+
+
+class Version(Command):
+    __slots__ = ()
+    verb = b"version"
+
+
+class Verbosity(Command):
+    __slots__ = ("level", "noreply")
+    verb = b"verbosity"
+
+    def __init__(self, level: int | None, noreply: bool = False) -> None:
+        self.level = level
+        self.noreply = noreply
+
+
+class Quit(Command):
+    __slots__ = ()
+    verb = b"quit"
+
+
+class ShutdownCmd(Command):
+    """``shutdown [graceful]``; `mode` is None when the argument was not understood."""
+
+    __slots__ = ("mode",)
+    verb = b"shutdown"
+
+    def __init__(self, mode: bytes | None = b"") -> None:
+        self.mode = mode
+
+
+class Stats(Command):
+    __slots__ = ("args",)
+    verb = b"stats"
+
+    def __init__(self, args: list[bytes]) -> None:
+        self.args = args
+
+
+class CacheMemlimit(Command):
+    __slots__ = ("megabytes", "noreply")
+    verb = b"cache_memlimit"
+
+    def __init__(self, megabytes: int | None, noreply: bool = False) -> None:
+        self.megabytes = megabytes
+        self.noreply = noreply
+
+
+class ConfigGet(Command):
+    """``config get <key>``: the ElastiCache auto-discovery endpoint (``cluster``)."""
+
+    __slots__ = ("key",)
+    verb = b"config"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+
+class ConfigSet(Command):
+    __slots__ = ("key", "flags", "value", "noreply")
+    verb = b"config"
+
+    def __init__(self, key: bytes, flags: int, value: bytes, noreply: bool = False) -> None:
+        self.key = key
+        self.flags = flags
+        self.value = value
+        self.noreply = noreply
+
+
+class ConfigDelete(Command):
+    __slots__ = ("key", "noreply")
+    verb = b"config"
+
+    def __init__(self, key: bytes, noreply: bool = False) -> None:
+        self.key = key
+        self.noreply = noreply
+
+
+class Invalid(Command):
+    """A request that earns an error line (already formatted); `noreply` may suppress it.
+
+    Returned rather than raised so the parser keeps its place in the stream and the handler
+    decides, as memcached's ``out_string`` does, whether ``noreply`` hides it.
+    """
+
+    __slots__ = ("reply", "noreply")
+    verb = b""
+
+    def __init__(self, reply: bytes, noreply: bool = False) -> None:
+        self.reply = reply
+        self.noreply = noreply

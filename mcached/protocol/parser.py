@@ -1,0 +1,439 @@
+"""The request parser: ``feed(bytes)``, then ``next_command()`` until it says `NEED_DATA`.
+
+The parser owns the framing of memcached's text protocol (``proto_text.c`` in memcached 1.6):
+
+* A command line ends with ``\\n``; a ``\\r`` before it is dropped, so telnet's and some
+  clients' bare ``\\n`` work. Tokens are separated by one or more spaces; a NUL byte ends the
+  line early (memcached tokenizes a C string).
+* Storage commands are followed by a data block of exactly the declared length plus
+  ``\\r\\n``. A block that does not end in ``\\r\\n`` is `BadDataChunk`; the bytes after the
+  declared length + 2 are read as the next command, as memcached does.
+* A value that cannot fit in an item of ``-I`` bytes (memcached counts its item header, the key
+  and the CAS field against ``-I``) becomes `TooLarge` and its data block is swallowed without
+  being buffered: the connection survives and memory does not grow.
+* More than 2048 bytes without a newline closes the connection, unless the line is a ``get`` or
+  ``gets`` (multigets may be long); those are capped at `MAX_MULTIGET_LINE`.
+
+Errors that memcached answers with a line come back as `Invalid` commands (the handler decides
+whether ``noreply`` hides them); input that memcached hangs up on raises `CloseConnection`.
+
+Rule: the parser never holds more than one line or one data block (at most -I bytes) beyond
+what the caller has not yet taken, plus what the last ``feed()`` brought.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from mcached.errors import CloseConnection
+from mcached.protocol import commands as c
+from mcached.protocol import responses as r
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+KEY_MAX_LENGTH = 250
+MAX_LINE = 2048  # memcached: a line this long without "\n" must be a multiget, or we hang up
+MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grows unbounded)
+# memcached's item header (struct _stritem on 64-bit) and its optional CAS field: counted with
+# the key (plus its NUL) and the value (plus "\r\n") against -I; flags take 4 bytes when set.
+ITEM_HEADER_SIZE = 48
+ITEM_CAS_SIZE = 8
+ITEM_FLAGS_SIZE = 4
+
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+INT32_MAX = 2**31 - 1
+
+_ERROR = c.Invalid(r.ERROR)
+_NOREPLY = b"noreply"
+
+
+def item_total_size(nkey: int, flags: int, vlen: int, cas_enabled: bool) -> int:
+    """Bytes memcached charges an item of this shape (``item_make_header`` + CAS)."""
+    total = ITEM_HEADER_SIZE + nkey + 1 + vlen + 2
+    if flags:
+        total += ITEM_FLAGS_SIZE
+    if cas_enabled:
+        total += ITEM_CAS_SIZE
+    return total
+
+
+# ---- memcached's number parsers (util.c): strtoul and friends, then its extra checks ----
+
+
+def _digits(tok: bytes) -> int | None:
+    """An optionally signed decimal, as strtol reads a whole token; None if not a number."""
+    if tok.isdigit():
+        return int(tok)
+    if len(tok) > 1 and tok[0] in b"+-" and tok[1:].isdigit():
+        return int(tok)
+    return None
+
+
+def parse_uint64(tok: bytes) -> int | None:
+    """``safe_strtoull``: 0..2^64-1; a minus sign is refused (except on zero)."""
+    v = _digits(tok)
+    if v is None or v > UINT64_MAX or v < 0:
+        return None
+    return v
+
+
+def parse_uint32(tok: bytes) -> int | None:
+    """Item flags: 32 bits, as memcached 1.6 stores them."""
+    v = _digits(tok)
+    if v is None or v > UINT32_MAX or v < 0:
+        return None
+    return v
+
+
+def parse_int32(tok: bytes) -> int | None:
+    """``safe_strtol`` into an int32: exptimes, lengths, delays."""
+    v = _digits(tok)
+    if v is None or v > INT32_MAX or v < -(2**63):
+        return None
+    return v
+
+
+class Parser:
+    """One per connection. Not thread-safe: a connection lives on one worker."""
+
+    __slots__ = (
+        "_buf",
+        "_pos",
+        "_pending",
+        "_swallow",
+        "item_size_max",
+        "cas_enabled",
+        "_dispatch",
+    )
+
+    def __init__(self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        # a storage command waiting for its data block: (build, key, flags, exptime, vlen,
+        # cas_unique, noreply, verb)
+        self._pending: tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes] | None
+        self._pending = None
+        self._swallow = 0
+        self.item_size_max = item_size_max
+        self.cas_enabled = cas_enabled
+        # Dispatch on the verb: one dict lookup per line (hot path).
+        self._dispatch: dict[bytes, Callable[[list[bytes]], c.Command | None]] = {
+            b"get": self._get,
+            b"gets": self._gets,
+            b"set": self._storage,
+            b"add": self._storage,
+            b"replace": self._storage,
+            b"append": self._storage,
+            b"prepend": self._storage,
+            b"cas": self._cas,
+            b"delete": self._delete,
+            b"incr": self._arith,
+            b"decr": self._arith,
+            b"touch": self._touch,
+            b"gat": self._gat,
+            b"gats": self._gat,
+            b"flush_all": self._flush_all,
+            b"version": self._version,
+            b"verbosity": self._verbosity,
+            b"quit": self._quit,
+            b"shutdown": self._shutdown,
+            b"stats": self._stats,
+            b"cache_memlimit": self._memlimit,
+            b"config": self._config,
+        }
+
+    # ---- buffer ----
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes. Swallowed data (an oversized value) is dropped right here."""
+        if self._swallow:
+            n = min(self._swallow, len(data))
+            self._swallow -= n
+            data = data[n:]
+            if not data:
+                return
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that no command has consumed yet."""
+        return len(self._buf) - self._pos
+
+    # ---- commands ----
+
+    def next_command(self) -> c.Command | _NeedData:
+        """The next complete command, or NEED_DATA. Raises CloseConnection on hostile input."""
+        while True:
+            buf = self._buf
+            if self._swallow:
+                n = min(self._swallow, len(buf) - self._pos)
+                self._pos += n
+                self._swallow -= n
+                if self._swallow:
+                    return NEED_DATA
+            if self._pending is not None:
+                cmd = self._data_block()
+                if cmd is None:
+                    return NEED_DATA
+                return cmd
+            pos = self._pos
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                self._check_partial_line()
+                return NEED_DATA
+            end = nl
+            if end > pos and buf[end - 1] == 13:  # "\r"
+                end -= 1
+            line = bytes(buf[pos:end])
+            self._pos = nl + 1
+            cmd = self.parse_line(line)
+            if cmd is not None:
+                return cmd
+            # None: a storage header was read; its data block is next.
+
+    def parse_line(self, line: bytes) -> c.Command | None:
+        """One command line (without its line ending) -> a command, or None for a header."""
+        if b"\0" in line:
+            line = line[: line.index(b"\0")]
+        tokens = line.split(b" ")
+        if b"" in tokens:
+            tokens = [t for t in tokens if t]
+            if not tokens:
+                return _ERROR
+        fn = self._dispatch.get(tokens[0])
+        if fn is None:
+            if len(tokens) > 1 and tokens[-1].startswith(b"HTTP/"):
+                raise CloseConnection("HTTP request on the memcached port")
+            return _ERROR
+        return fn(tokens)
+
+    def _check_partial_line(self) -> None:
+        size = len(self._buf) - self._pos
+        if size <= MAX_LINE:
+            return
+        raw = bytes(self._buf[self._pos : self._pos + 110])
+        head = raw.lstrip(b" ")
+        if len(raw) - len(head) > 100 or not (
+            head.startswith(b"get ") or head.startswith(b"gets ")
+        ):
+            raise CloseConnection(f"line over {MAX_LINE} bytes without a newline")
+        if size > MAX_MULTIGET_LINE:
+            raise CloseConnection(f"multiget line over {MAX_MULTIGET_LINE} bytes")
+
+    def _data_block(self) -> c.Command | None:
+        assert self._pending is not None
+        build, key, flags, exptime, vlen, cas_unique, noreply, verb = self._pending
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < vlen + 2:
+            return None
+        self._pending = None
+        end = pos + vlen
+        self._pos = end + 2
+        if buf[end : end + 2] != b"\r\n":
+            return c.BadDataChunk(verb, key, noreply)
+        value = bytes(buf[pos:end])
+        if build is c.Cas:
+            return c.Cas(key, flags, exptime, value, cas_unique, noreply)
+        return build(key, flags, exptime, value, noreply)
+
+    # ---- verbs ----
+
+    def _keys(self, keys: list[bytes]) -> c.Invalid | None:
+        for k in keys:
+            if len(k) > KEY_MAX_LENGTH:
+                return c.Invalid(r.CLIENT_ERROR_FORMAT)
+        return None
+
+    def _get(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) < 2:
+            return _ERROR
+        keys = tokens[1:]
+        return self._keys(keys) or c.Get(keys)
+
+    def _gets(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) < 2:
+            return _ERROR
+        keys = tokens[1:]
+        return self._keys(keys) or c.Gets(keys)
+
+    def _gat(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) < 3:
+            return _ERROR
+        exptime = parse_int32(tokens[1])
+        if exptime is None:
+            return c.Invalid(r.CLIENT_ERROR_EXPTIME)
+        keys = tokens[2:]
+        bad = self._keys(keys)
+        if bad:
+            return bad
+        return c.Gat(exptime, keys) if tokens[0] == b"gat" else c.Gats(exptime, keys)
+
+    _STORAGE: dict[bytes, Callable[..., c.Command]] = {
+        b"set": c.Set,
+        b"add": c.Add,
+        b"replace": c.Replace,
+        b"append": c.Append,
+        b"prepend": c.Prepend,
+        b"cas": c.Cas,
+    }
+
+    def _storage(self, tokens: list[bytes]) -> c.Command | None:
+        n = len(tokens)
+        if n != 5 and n != 6:
+            return _ERROR
+        return self._storage_header(tokens, 0)
+
+    def _cas(self, tokens: list[bytes]) -> c.Command | None:
+        n = len(tokens)
+        if n != 6 and n != 7:
+            return _ERROR
+        cas_unique = parse_uint64(tokens[5])
+        if cas_unique is None:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, tokens[-1] == _NOREPLY)
+        return self._storage_header(tokens, cas_unique)
+
+    def _storage_header(self, tokens: list[bytes], cas_unique: int) -> c.Command | None:
+        noreply = tokens[-1] == _NOREPLY
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        flags = parse_uint32(tokens[2])
+        exptime = parse_int32(tokens[3])
+        vlen = parse_int32(tokens[4])
+        if flags is None or exptime is None or vlen is None or vlen < 0:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        verb = tokens[0]
+        if item_total_size(len(key), flags, vlen, self.cas_enabled) > self.item_size_max:
+            self._swallow_block(vlen + 2)
+            return c.TooLarge(verb, key, noreply)
+        self._pending = (self._STORAGE[verb], key, flags, exptime, vlen, cas_unique, noreply, verb)
+        return None
+
+    def _swallow_block(self, n: int) -> None:
+        avail = len(self._buf) - self._pos
+        take = min(n, avail)
+        self._pos += take
+        self._swallow = n - take
+
+    def _delete(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n < 2 or n > 4:
+            return _ERROR
+        noreply = False
+        if n > 2:
+            hold_is_zero = tokens[2] == b"0"
+            noreply = tokens[-1] == _NOREPLY
+            valid = (n == 3 and (hold_is_zero or noreply)) or (n == 4 and hold_is_zero and noreply)
+            if not valid:
+                return c.Invalid(r.CLIENT_ERROR_DELETE_FORMAT, noreply)
+        if len(tokens[1]) > KEY_MAX_LENGTH:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        return c.Delete(tokens[1], noreply)
+
+    def _arith(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n != 3 and n != 4:
+            return _ERROR
+        noreply = tokens[-1] == _NOREPLY
+        if len(tokens[1]) > KEY_MAX_LENGTH:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        delta = parse_uint64(tokens[2])
+        if delta is None:
+            return c.Invalid(r.CLIENT_ERROR_DELTA, noreply)
+        if tokens[0] == b"incr":
+            return c.Incr(tokens[1], delta, noreply)
+        return c.Decr(tokens[1], delta, noreply)
+
+    def _touch(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n != 3 and n != 4:
+            return _ERROR
+        noreply = tokens[-1] == _NOREPLY
+        if len(tokens[1]) > KEY_MAX_LENGTH:
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        exptime = parse_int32(tokens[2])
+        if exptime is None:
+            return c.Invalid(r.CLIENT_ERROR_EXPTIME, noreply)
+        return c.Touch(tokens[1], exptime, noreply)
+
+    def _flush_all(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n > 3:
+            return _ERROR
+        noreply = n > 1 and tokens[-1] == _NOREPLY
+        delay: int | None = 0
+        if n != (2 if noreply else 1):
+            delay = parse_int32(tokens[1])  # None: the handler answers the format error
+        return c.FlushAll(delay, noreply)
+
+    def _version(self, tokens: list[bytes]) -> c.Command:
+        return c.Version()
+
+    def _verbosity(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n != 2 and n != 3:
+            return _ERROR
+        noreply = tokens[-1] == _NOREPLY
+        if noreply and n == 2:
+            return _ERROR  # "verbosity noreply" is not the syntax; memcached says ERROR
+        return c.Verbosity(parse_uint32(tokens[1]), noreply)
+
+    def _quit(self, tokens: list[bytes]) -> c.Command:
+        return c.Quit()
+
+    def _shutdown(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n == 1:
+            return c.ShutdownCmd(b"")
+        if n == 2 and tokens[1] == b"graceful":
+            return c.ShutdownCmd(b"graceful")
+        return c.ShutdownCmd(None)
+
+    def _stats(self, tokens: list[bytes]) -> c.Command:
+        return c.Stats(tokens[1:])
+
+    def _memlimit(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n != 2 and n != 3:
+            return _ERROR
+        return c.CacheMemlimit(parse_uint32(tokens[1]), tokens[-1] == _NOREPLY)
+
+    def _config(self, tokens: list[bytes]) -> c.Command | None:
+        """``config get|set|delete <key>``: the auto-discovery endpoint."""
+        n = len(tokens)
+        if n >= 3 and tokens[1] == b"get":
+            return c.ConfigGet(tokens[2]) if n == 3 else _ERROR
+        if n >= 3 and tokens[1] == b"delete":
+            noreply = tokens[-1] == _NOREPLY
+            if n == 3 or (n == 4 and noreply):
+                return c.ConfigDelete(tokens[2], noreply)
+            return _ERROR
+        if n in (5, 6) and tokens[1] == b"set":
+            noreply = tokens[-1] == _NOREPLY
+            key = tokens[2]
+            flags = parse_uint32(tokens[3])
+            vlen = parse_int32(tokens[4])
+            if len(key) > KEY_MAX_LENGTH or flags is None or vlen is None or vlen < 0:
+                return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            if vlen + 2 > self.item_size_max:
+                self._swallow_block(vlen + 2)
+                return c.Invalid(r.SERVER_ERROR_TOO_LARGE, noreply)
+            self._pending = (_config_set, key, flags, 0, vlen, 0, noreply, b"config")
+            return None
+        return _ERROR
+
+
+def _config_set(key: bytes, flags: int, exptime: int, value: bytes, noreply: bool) -> c.Command:
+    return c.ConfigSet(key, flags, value, noreply)

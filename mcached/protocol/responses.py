@@ -1,0 +1,65 @@
+"""Reply lines, encoded once.
+
+Every reply memcached sends is either a fixed line (below) or one of the few shapes built by
+the functions here. Handlers append these bytes to the connection's output list; the server
+joins a whole batch into one send.
+"""
+
+from __future__ import annotations
+
+CRLF = b"\r\n"
+
+STORED = b"STORED\r\n"
+NOT_STORED = b"NOT_STORED\r\n"
+EXISTS = b"EXISTS\r\n"
+NOT_FOUND = b"NOT_FOUND\r\n"
+DELETED = b"DELETED\r\n"
+TOUCHED = b"TOUCHED\r\n"
+END = b"END\r\n"
+OK = b"OK\r\n"
+RESET = b"RESET\r\n"
+ERROR = b"ERROR\r\n"
+
+CLIENT_ERROR_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
+CLIENT_ERROR_DELETE_FORMAT = (
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+)
+CLIENT_ERROR_BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
+CLIENT_ERROR_DELTA = b"CLIENT_ERROR invalid numeric delta argument\r\n"
+CLIENT_ERROR_NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+CLIENT_ERROR_EXPTIME = b"CLIENT_ERROR invalid exptime argument\r\n"
+CLIENT_ERROR_FLUSH_DISABLED = b"CLIENT_ERROR flush_all not allowed\r\n"
+CLIENT_ERROR_SHUTDOWN_MODE = b"CLIENT_ERROR invalid shutdown mode\r\n"
+SERVER_ERROR_TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
+SERVER_ERROR_OOM_STORE = b"SERVER_ERROR out of memory storing object\r\n"
+SERVER_ERROR_OOM = b"SERVER_ERROR out of memory\r\n"
+ERROR_SHUTDOWN_DISABLED = b"ERROR: shutdown not enabled\r\n"
+MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+MEMLIMIT_NOT_MB = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+MEMLIMIT_FAILED = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+
+
+def value_header(key: bytes, flags: int, length: int, cas: int | None = None) -> bytes:
+    """``VALUE <key> <flags> <bytes> [<cas unique>]\\r\\n``."""
+    if cas is None:
+        return b"VALUE %b %d %d\r\n" % (key, flags, length)
+    return b"VALUE %b %d %d %d\r\n" % (key, flags, length, cas)
+
+
+def stat_line(name: str, value: object) -> bytes:
+    return b"STAT %b %b\r\n" % (name.encode(), str(value).encode())
+
+
+def stats_block(pairs: list[tuple[str, object]]) -> bytes:
+    """A whole ``stats`` reply: one STAT line per pair, then END."""
+    return b"".join([stat_line(n, v) for n, v in pairs]) + END
+
+
+def number(value: int) -> bytes:
+    """incr/decr reply: the new value."""
+    return b"%d\r\n" % value
+
+
+def version(text: str) -> bytes:
+    return b"VERSION %b\r\n" % text.encode()

@@ -1,0 +1,318 @@
+"""The listener: binds the TCP (and UDP) sockets, accepts, and hands connections to workers.
+
+One thread accepts on every listening socket and hands each new connection to the next
+worker, round-robin (memcached's ``dispatch_conn_new``). Past ``-c`` connections a newcomer
+gets memcached's ``ERROR Too many open connections`` and is closed at once (memcached's
+``maxconns_fast``), so accepting never stalls.
+
+UDP (``-U``): memcached's framing. Each datagram starts with an 8-byte header (request id,
+sequence number, datagram count, reserved; 16-bit big-endian each); a request must fit in one
+datagram, and the reply is split into datagrams of at most `UDP_MAX_PAYLOAD` bytes, each with
+the request id, its sequence number and the total. Every worker polls the UDP socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from mcached.errors import CloseConnection, Shutdown
+from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.protocol.responses import TOO_MANY_CONNECTIONS
+from mcached.server.connection import Connection
+from mcached.server.workers import Worker
+from mcached.settings import Settings
+from mcached.stats import Counters, ServerCounters
+
+log = logging.getLogger("mcached.server")
+
+UDP_HEADER = struct.Struct("!HHHH")
+UDP_MAX_PAYLOAD = 1400  # memcached's UDP_MAX_PAYLOAD_SIZE: header included
+UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
+
+
+def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port)."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if spec.count(":") == 1:
+        host, _, port_s = spec.partition(":")
+        return host, int(port_s)
+    return spec, default_port
+
+
+def bind_sockets(
+    listen: tuple[str, ...], port: int, kind: int, backlog: int
+) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    for spec in listen:
+        host, p = parse_listen(spec, port)
+        infos = socket.getaddrinfo(host or None, p, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)
+        for family, stype, proto, _, addr in infos:
+            s = socket.socket(family, stype, proto)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(addr)
+                if kind == socket.SOCK_STREAM:
+                    s.listen(backlog)
+                s.setblocking(False)
+            except OSError:
+                s.close()
+                for other in socks:
+                    other.close()
+                raise
+            socks.append(s)
+    return socks
+
+
+def _fmt_addr(addr: Any) -> str:
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(addr)
+
+
+class _UdpSession:
+    __slots__ = ("out", "counters", "session")
+
+    def __init__(self, counters: Counters) -> None:
+        self.out: list[bytes] = []
+        self.counters = counters
+        self.session: dict[str, Any] = {}
+
+
+class Server:
+    """Listener plus workers. Knows nothing of what commands mean."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handle: Callable[[Any, Any], None],
+        make_parser: Callable[[], Parser],
+        on_shutdown: Callable[[bool], None],
+        tcp_sockets: list[socket.socket] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handle = handle
+        self.make_parser = make_parser
+        self.on_shutdown = on_shutdown
+        self.counters = ServerCounters()
+        self._curr = 0
+        self._curr_lock = threading.Lock()
+        self.accepting = True
+        self.tcp: list[socket.socket] = tcp_sockets or []
+        self.udp: list[socket.socket] = []
+        self.workers: list[Worker] = []
+        self._next = 0
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._accept_loop, name="mcached-listener",
+                                        daemon=True)
+
+    # ---- lifecycle ----
+
+    def bind(self) -> None:
+        s = self.settings
+        if not self.tcp:
+            self.tcp = bind_sockets(s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog)
+        if s.udp_port and not self.udp:
+            self.udp = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0)
+
+    def start(self) -> None:
+        self.bind()
+        s = self.settings
+        for i in range(s.threads):
+            w = Worker(i, self.handle, self.make_parser, s.reqs_per_event, s.idle_timeout,
+                       self._conn_closed, self.on_shutdown)
+            for u in self.udp:
+                w.add_reader(u, self._udp_reader(u, w))
+            self.workers.append(w)
+        for w in self.workers:
+            w.start()
+        for t in self.tcp:
+            t.setblocking(False)
+            self._selector.register(t, selectors.EVENT_READ, t)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread.start()
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets (first step of a stop)."""
+        self._stopping = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_accepting()
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            if threading.current_thread() is not w.thread:
+                w.join(timeout)
+        for u in self.udp:
+            u.close()
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(t.getsockname()[1]) for t in self.tcp]
+
+    @property
+    def udp_ports(self) -> list[int]:
+        return [int(u.getsockname()[1]) for u in self.udp]
+
+    # ---- accepting (listener thread) ----
+
+    def _accept_loop(self) -> None:
+        try:
+            while not self._stopping:
+                for key, _ in self._selector.select():
+                    if key.data is None:
+                        continue
+                    self._accept(key.data)
+        finally:
+            for t in self.tcp:
+                self._selector.unregister(t)
+                t.close()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _accept(self, lsock: socket.socket) -> None:
+        listen_addr = _fmt_addr(lsock.getsockname())
+        for _ in range(64):  # bounded, so one busy listener cannot starve the others
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed: %s", exc)
+                    with self.counters.lock:
+                        self.counters.listen_disabled_num += 1
+                    return
+                raise
+            with self._curr_lock:
+                over = self._curr >= self.settings.max_connections
+                if not over:
+                    self._curr += 1
+            if over:
+                with self.counters.lock:
+                    self.counters.rejected_connections += 1
+                try:
+                    sock.setblocking(False)
+                    sock.send(TOO_MANY_CONNECTIONS)
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            with self.counters.lock:
+                self.counters.total_connections += 1
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            worker = self.workers[self._next]
+            self._next = (self._next + 1) % len(self.workers)
+            worker.hand_off(sock, _fmt_addr(peer), listen_addr)
+
+    def _conn_closed(self, conn: Connection, reason: str) -> None:
+        with self._curr_lock:
+            self._curr -= 1
+
+    # ---- UDP (worker threads) ----
+
+    def _udp_reader(self, sock: socket.socket, worker: Worker) -> Callable[[], None]:
+        def serve() -> None:
+            for _ in range(16):
+                try:
+                    data, peer = sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                self._serve_datagram(sock, data, peer, worker)
+
+        return serve
+
+    def _serve_datagram(self, sock: socket.socket, data: bytes, peer: Any, worker: Worker) -> None:
+        if len(data) < UDP_HEADER.size:
+            return
+        req_id, seq, total, _ = UDP_HEADER.unpack_from(data)
+        worker.counters.bytes_read += len(data)
+        session = _UdpSession(worker.counters)
+        if seq != 0 or total != 1:
+            session.out.append(UDP_MULTI_PACKET)
+        else:
+            parser = self.make_parser()
+            parser.feed(data[UDP_HEADER.size:])
+            try:
+                for _ in range(self.settings.reqs_per_event * 50):
+                    cmd = parser.next_command()
+                    if cmd is NEED_DATA:
+                        break
+                    self.handle(cmd, session)
+            except CloseConnection:
+                pass
+            except Shutdown as exc:
+                self.on_shutdown(exc.graceful)
+            except Exception:
+                log.exception("error handling a UDP request from %s", peer)
+                return
+        reply = b"".join(session.out)
+        if not reply:
+            return
+        size = UDP_MAX_PAYLOAD - UDP_HEADER.size
+        chunks = [reply[i : i + size] for i in range(0, len(reply), size)]
+        n = len(chunks)
+        if n > 0xFFFF:
+            return
+        for i, chunk in enumerate(chunks):
+            try:
+                sock.sendto(UDP_HEADER.pack(req_id, i, n, 0) + chunk, peer)
+                worker.counters.bytes_written += len(chunk) + UDP_HEADER.size
+            except OSError:
+                return
+
+    # ---- figures ----
+
+    @property
+    def curr_connections(self) -> int:
+        return self._curr
+
+    def all_counters(self) -> list[Counters]:
+        return [w.counters for w in self.workers]
+
+    def conns_stats(self) -> list[tuple[str, object]]:
+        import time as _time
+
+        out: list[tuple[str, object]] = []
+        for t in self.tcp:
+            try:
+                fd = t.fileno()
+                out.append((f"{fd}:addr", "tcp:" + _fmt_addr(t.getsockname())))
+                out.append((f"{fd}:state", "conn_listening"))
+            except OSError:
+                continue
+        now = _time.monotonic()
+        conns = []
+        for w in self.workers:
+            conns.extend(list(w.conns))
+        for c in sorted(conns, key=lambda c: c.fd):
+            out.append((f"{c.fd}:addr", f"tcp:{c.peer}"))
+            out.append((f"{c.fd}:listen_addr", f"tcp:{c.listen_addr}"))
+            out.append((f"{c.fd}:state", c.state))
+            out.append((f"{c.fd}:secs_since_last_cmd", int(now - c.last_cmd)))
+        return out

@@ -1,0 +1,172 @@
+"""Worker threads: each runs its own selector loop over the connections handed to it.
+
+A connection is handed to one worker for life (memcached's ``dispatch_conn_new``): the
+listener puts the socket on the worker's `SimpleQueue` and writes one byte to its wake-up
+socket. The loop then serves I/O events, and afterwards gives each YIELDED connection (one
+that used its ``-R`` turn with commands still buffered) another turn, so a pipelining client
+shares the thread fairly with the others.
+
+Each worker owns its `Counters`; only its own thread writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mcached.protocol.parser import Parser
+from mcached.server.connection import CLOSED, Connection
+from mcached.stats import Counters
+
+log = logging.getLogger("mcached.worker")
+
+IDLE_CHECK_INTERVAL = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        index: int,
+        handle: Callable[[Any, Any], None],
+        make_parser: Callable[[], Parser],
+        reqs_per_event: int,
+        idle_timeout: int,
+        on_close: Callable[[Connection, str], None],
+        on_shutdown: Callable[[bool], None],
+    ) -> None:
+        self.index = index
+        self.handle = handle
+        self.make_parser = make_parser
+        self.reqs_per_event = reqs_per_event
+        self.idle_timeout = idle_timeout
+        self._on_close = on_close
+        self._on_shutdown = on_shutdown
+        self.counters = Counters()
+        self.selector = selectors.DefaultSelector()
+        self.queue: queue.SimpleQueue[tuple[socket.socket, Any, str]] = queue.SimpleQueue()
+        self.ready: set[Connection] = set()
+        self.conns: set[Connection] = set()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._extra: dict[int, Callable[[], None]] = {}
+        self.thread = threading.Thread(target=self.run, name=f"mcached-worker-{index}", daemon=True)
+
+    # ---- called from other threads ----
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def hand_off(self, sock: socket.socket, peer: Any, listen_addr: str) -> None:
+        self.queue.put((sock, peer, listen_addr))
+        self._wake()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def add_reader(self, sock: socket.socket, callback: Callable[[], None]) -> None:
+        """Serve another socket (the UDP one) from this loop. Call before `start()`."""
+        self.selector.register(sock, selectors.EVENT_READ, callback)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or we are shutting down
+
+    # ---- the loop (worker thread only) ----
+
+    def run(self) -> None:
+        select = self.selector.select
+        ready = self.ready
+        next_idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
+        timeout: float | None
+        while not self._stopping:
+            if ready:
+                timeout = 0
+            elif self.idle_timeout:
+                timeout = IDLE_CHECK_INTERVAL
+            else:
+                timeout = None
+            try:
+                events = select(timeout)
+            except InterruptedError:
+                continue
+            for key, mask in events:
+                conn = key.data
+                if conn is None:
+                    self._accept_handed_off()
+                elif type(conn) is Connection:
+                    if mask & selectors.EVENT_WRITE:
+                        conn.on_writable()
+                    if mask & selectors.EVENT_READ and conn.state != CLOSED:
+                        conn.on_readable()
+                else:
+                    conn()  # an extra reader (UDP)
+            if ready:
+                for conn in list(ready):
+                    if conn.state != CLOSED:
+                        conn.process()
+            if self.idle_timeout and time.monotonic() >= next_idle_check:
+                self._close_idle()
+                next_idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
+        self._close_all()
+
+    def _accept_handed_off(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                sock, peer, listen_addr = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if self._stopping:
+                sock.close()
+                continue
+            conn = Connection(
+                sock, peer, listen_addr, self, self.handle, self.make_parser(), self.reqs_per_event
+            )
+            self.conns.add(conn)
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("<%d new client connection from %s", conn.fd, peer)
+
+    def _close_idle(self) -> None:
+        deadline = time.monotonic() - self.idle_timeout
+        for conn in list(self.conns):
+            if conn.last_cmd < deadline and conn.state != CLOSED:
+                conn.close("idle timeout")
+
+    def _close_all(self) -> None:
+        for conn in list(self.conns):
+            conn.flush()
+            conn.close("server stopping")
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ---- callbacks from connections ----
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        self.conns.discard(conn)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("<%d connection closed: %s", conn.fd, reason)
+        self._on_close(conn, reason)
+
+    def request_shutdown(self, graceful: bool) -> None:
+        self._on_shutdown(graceful)

@@ -1,0 +1,284 @@
+"""Tunables: memcached's flags, defaults, bounds and ``stats settings`` names, declared once.
+
+Each `Settings` field carries its command-line flag, help text, unit and the name
+``stats settings`` reports it under in its `metadata`; `cli.py` builds the click options,
+``--help`` and the ``-o`` table from it, and `stats_settings()` generates the stat lines, so
+the three never drift (memcached keeps ``settings_init`` and ``process_stat_settings`` in step
+by hand). Defaults are memcached 1.6's, except ``listen``: 127.0.0.1, as Debian ships it.
+
+`validate()` applies memcached's bounds and answers with memcached's own messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(Exception):
+    """A bad flag value: the message is printed and the daemon exits with `code`."""
+
+    def __init__(self, message: str, code: int = 64) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def opt(
+    flag: str | None,
+    help: str,
+    *,
+    long: str | None = None,
+    stat: str | None = None,
+    extended: bool = False,
+    metavar: str | None = None,
+) -> dict[str, Any]:
+    """Field metadata: `flag`/`long` on the command line, or an ``-o`` key when `extended`."""
+    return {
+        "flag": flag,
+        "long": long,
+        "help": help,
+        "stat": stat,
+        "extended": extended,
+        "metavar": metavar,
+    }
+
+
+KB = 1024
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = field(default=11211, metadata=opt(
+        "-p", "TCP port to listen on (0 picks a free one)", long="--port", stat="tcpport",
+        metavar="<num>"))
+    udp_port: int = field(default=0, metadata=opt(
+        "-U", "UDP port to listen on (default: 0, off)", long="--udp-port", stat="udpport",
+        metavar="<num>"))
+    listen: tuple[str, ...] = field(default=("127.0.0.1",), metadata=opt(
+        "-l", "interfaces to listen on, comma separated (default: 127.0.0.1)",
+        long="--listen", stat="inter", metavar="<addr>"))
+    shutdown_command: bool = field(default=False, metadata=opt(
+        "-A", 'enable ascii "shutdown" command', long="--enable-shutdown",
+        stat="shutdown_command"))
+    memory_limit: int = field(default=64 * MB, metadata=opt(
+        "-m", "item memory in megabytes (default: 64)", long="--memory-limit",
+        stat="maxbytes", metavar="<num>"))
+    evictions: bool = field(default=True, metadata=opt(
+        "-M", "return error on memory exhausted instead of evicting",
+        long="--disable-evictions", stat="evictions"))
+    max_connections: int = field(default=1024, metadata=opt(
+        "-c", "max simultaneous connections (default: 1024)", long="--conn-limit",
+        stat="maxconns", metavar="<num>"))
+    verbose: int = field(default=0, metadata=opt(
+        "-v", "verbose: -v errors and warnings, -vv client connections and commands, "
+        "-vvv everything", long="--verbose", stat="verbosity"))
+    growth_factor: float = field(default=1.25, metadata=opt(
+        "-f", "chunk size growth factor (default: 1.25)", long="--slab-growth-factor",
+        stat="growth_factor", metavar="<num>"))
+    chunk_size: int = field(default=48, metadata=opt(
+        "-n", "min space used for key+value+flags (default: 48)", long="--slab-min-size",
+        stat="chunk_size", metavar="<bytes>"))
+    threads: int = field(default=4, metadata=opt(
+        "-t", "number of worker threads (default: 4)", long="--threads",
+        stat="num_threads", metavar="<num>"))
+    reqs_per_event: int = field(default=20, metadata=opt(
+        "-R", "maximum number of requests per event, limits the requests processed per "
+        "connection to prevent starvation (default: 20)", long="--max-reqs-per-event",
+        stat="reqs_per_event", metavar="<num>"))
+    cas_enabled: bool = field(default=True, metadata=opt(
+        "-C", "disable use of CAS", long="--disable-cas", stat="cas_enabled"))
+    tcp_backlog: int = field(default=1024, metadata=opt(
+        "-b", "set the backlog queue limit (default: 1024)", long="--listen-backlog",
+        stat="tcp_backlog", metavar="<num>"))
+    protocol: str = field(default="ascii", metadata=opt(
+        "-B", "protocol: ascii (the only one served; binary and auto are refused)",
+        long="--protocol", stat="binding_protocol", metavar="<name>"))
+    item_size_max: int = field(default=1 * MB, metadata=opt(
+        "-I", "max item size, k/m suffixes (default: 1m, min: 1k, max: 1024m)",
+        long="--max-item-size", stat="item_size_max", metavar="<num>"))
+    flush_enabled: bool = field(default=True, metadata=opt(
+        "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"))
+    # ---- extended options (-o key=value, memcached's names) ----
+    maxconns_fast: bool = field(default=True, metadata=opt(
+        None, "immediately close new connections after limit (default: enabled)",
+        stat="maxconns_fast", extended=True))
+    idle_timeout: int = field(default=0, metadata=opt(
+        None, "timeout for idle connections in seconds (default: 0, no timeout)",
+        stat="idle_timeout", extended=True))
+    slab_chunk_max: int = field(default=512 * KB, metadata=opt(
+        None, "maximum slab chunk size in kilobytes (default: 512)",
+        stat="slab_chunk_max", extended=True))
+    slab_reassign: bool = field(default=True, metadata=opt(
+        None, "allow moving slab pages between classes (default: enabled)",
+        stat="slab_reassign", extended=True))
+    slab_automove: int = field(default=1, metadata=opt(
+        None, "0 off, 1 move pages slowly to where evictions are, 2 aggressively "
+        "(default: 1)", stat="slab_automove", extended=True))
+    lru_crawler: bool = field(default=True, metadata=opt(
+        None, "background thread that reclaims expired items (default: enabled)",
+        stat="lru_crawler", extended=True))
+    track_sizes: bool = field(default=False, metadata=opt(
+        None, "enable dynamic reports for 'stats sizes' command",
+        stat="track_sizes", extended=True))
+
+    @property
+    def slab_page_size(self) -> int:
+        """1 MB: memcached 1.6 keeps 1 MB pages and chains larger items across chunks."""
+        return MB
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# memcached-internal -o keys: tuning for machinery mcached does not have (extstore, the hash
+# table's growth, the LRU maintainer's thresholds, log buffers). Accepted, with a warning, so
+# that an existing memcached command line starts; they change nothing here.
+IGNORED_EXTENDED = frozenset(
+    """
+    hashpower tail_repair_time hash_algorithm lru_crawler_sleep lru_crawler_tocrawl
+    read_buf_mem_limit resp_obj_mem_limit lru_maintainer no_lru_maintainer hot_lru_pct
+    warm_lru_pct hot_max_factor warm_max_factor temporary_ttl watcher_logbuf_size
+    worker_logbuf_size no_hashexpand modern no_modern sock_cookie_id lru_segmented
+    no_lru_segmented inline_ascii_response no_inline_ascii_response slab_automove_ratio
+    slab_automove_window slab_automove_freeratio large_memory_pages
+    ext_path ext_page_size ext_wbuf_size ext_threads ext_io_threadcount ext_item_size
+    ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate ext_compact_under ext_drop_under
+    ext_max_frag ext_max_sleep ext_path_sync
+    """.split()
+)
+
+
+def _bool_option(name: str) -> tuple[str, bool] | None:
+    """``no_<name>`` turns an enabled-by-default boolean off (memcached's convention)."""
+    if name.startswith("no_"):
+        return name[3:], False
+    return name, True
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``-I`` style sizes: plain bytes, or a k/m suffix (memcached's ``-I`` parser)."""
+    s = text.strip().lower()
+    unit = 1
+    if s.endswith("k"):
+        unit, s = KB, s[:-1]
+    elif s.endswith("m"):
+        unit, s = MB, s[:-1]
+    if not s.isdigit():
+        raise SettingsError(f"Invalid {what}: {text!r}")
+    return int(s) * unit
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise SettingsError(f"Invalid value for {what}: {text!r}") from None
+
+
+def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
+    """Parse one ``-o`` comma list into `options` (field name -> value); `warn` collects notes."""
+    fields = {f.name: f for f in dataclasses.fields(Settings) if f.metadata.get("extended")}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        if name in IGNORED_EXTENDED:
+            warn.append(f'-o {name}: memcached-internal option, accepted and ignored')
+            continue
+        key, enabled = _bool_option(name) or (name, True)
+        f = fields.get(key) if key in fields else fields.get(name)
+        if f is None:
+            if name.startswith("ssl_"):
+                raise SettingsError(f'-o {name}: TLS is not supported yet', code=1)
+            raise SettingsError(f'Illegal suboption "{name}"', code=1)
+        if f.type in ("bool", bool):
+            if value:
+                raise SettingsError(f'-o {name} takes no value', code=1)
+            options[f.name] = enabled if key == f.name else True
+        elif name == "slab_chunk_max":
+            # memcached takes kilobytes here (bytes in its 1.4 releases when larger than 1m).
+            if not value:
+                raise SettingsError("-o slab_chunk_max needs a value", code=1)
+            n = parse_size(value, "slab_chunk_max")
+            options[f.name] = n * KB if value.strip().isdigit() else n
+        else:
+            if not value or key != name:
+                raise SettingsError(f'-o {name} needs a value: {name}=<num>', code=1)
+            options[f.name] = _int(value, name)
+
+
+def validate(s: Settings) -> None:
+    """memcached's start-up checks, with its messages (``memcached.c`` ``main``)."""
+    if not 0 <= s.port <= 65535:
+        raise SettingsError(f"ERROR: Invalid port number {s.port}.")
+    if not 0 <= s.udp_port <= 65535:
+        raise SettingsError(f"ERROR: Invalid port number {s.udp_port}.")
+    if s.threads <= 0:
+        raise SettingsError("Number of threads must be greater than 0", code=1)
+    if s.threads > 64:
+        raise SettingsError("Number of threads must be 64 or fewer", code=1)
+    if s.max_connections <= 0:
+        raise SettingsError("Maximum connections must be greater than 0", code=1)
+    if not s.growth_factor > 1.0 or math.isinf(s.growth_factor):
+        raise SettingsError("Factor must be greater than 1", code=1)
+    if s.chunk_size <= 0:
+        raise SettingsError("Chunk size must be greater than 0", code=1)
+    if s.reqs_per_event <= 0:
+        raise SettingsError("Number of requests per event must be greater than 0", code=1)
+    if s.tcp_backlog <= 0:
+        raise SettingsError("Listen backlog must be greater than 0", code=1)
+    if s.protocol not in ("ascii",):
+        if s.protocol in ("binary", "auto"):
+            raise SettingsError(
+                f"Binding protocol {s.protocol!r} is not supported: mcached speaks the ascii "
+                "protocol only (-B ascii)")
+        raise SettingsError(
+            f"Invalid value for binding protocol: {s.protocol}\n"
+            " -- should be one of auto, binary, or ascii")
+    if s.item_size_max < KB:
+        raise SettingsError("Item max size cannot be less than 1024 bytes.")
+    if s.item_size_max > 1024 * MB:
+        raise SettingsError("Cannot set item size limit higher than 1 gigabytes.")
+    if s.memory_limit <= 0 or s.item_size_max > s.memory_limit // 2:
+        raise SettingsError("Cannot set item size limit higher than 1/2 of memory max.")
+    if s.slab_chunk_max > s.item_size_max:
+        raise SettingsError(
+            f"slab_chunk_max (bytes: {s.slab_chunk_max}) cannot be larger than -I "
+            f"(item_size_max {s.item_size_max})")
+    if s.slab_page_size % s.slab_chunk_max != 0:
+        raise SettingsError(
+            f"slab_chunk_max (bytes: {s.slab_chunk_max}) must be an even divisor of "
+            f"slab_page_size (bytes: {s.slab_page_size})")
+    if s.slab_automove not in (0, 1, 2):
+        raise SettingsError("slab_automove must be between 0 and 2", code=1)
+    if s.idle_timeout < 0:
+        raise SettingsError("idle_timeout must be 0 or more", code=1)
+    if not s.listen:
+        raise SettingsError("-l needs at least one interface")
+
+
+def _stat_value(f: dataclasses.Field[Any], value: Any) -> str:
+    if f.name == "evictions":
+        return "on" if value else "off"
+    if f.name == "listen":
+        return ",".join(value)
+    if f.name == "protocol":
+        return "ascii"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
+    """``stats settings`` lines: every field that names a stat, in declaration order."""
+    for f in dataclasses.fields(Settings):
+        name = f.metadata.get("stat")
+        if name:
+            yield name, _stat_value(f, getattr(s, f.name))

@@ -1,0 +1,101 @@
+"""Counters, declared once.
+
+`Counters` holds the per-command counters memcached keeps per worker thread
+(``THREAD_STATS_FIELDS``): one instance per worker, written only by its own thread, summed
+for ``stats`` by iterating the dataclass fields (memcached's X-macro idea). A reader may see
+a counter a few increments stale, never a torn value. `ServerCounters` holds the listener's
+connection figures. Names are memcached's: pymemcache and monitoring tools parse them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class Counters:
+    cmd_get: int = 0
+    cmd_set: int = 0
+    cmd_flush: int = 0
+    cmd_touch: int = 0
+    cmd_meta: int = 0
+    get_hits: int = 0
+    get_misses: int = 0
+    delete_misses: int = 0
+    delete_hits: int = 0
+    incr_misses: int = 0
+    incr_hits: int = 0
+    decr_misses: int = 0
+    decr_hits: int = 0
+    cas_misses: int = 0
+    cas_hits: int = 0
+    cas_badval: int = 0
+    touch_hits: int = 0
+    touch_misses: int = 0
+    store_too_large: int = 0
+    store_no_memory: int = 0
+    auth_cmds: int = 0
+    auth_errors: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    conn_yields: int = 0
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+def sum_counters(parts: list[Counters]) -> Counters:
+    total = Counters()
+    for f in fields(Counters):
+        setattr(total, f.name, sum(getattr(p, f.name) for p in parts))
+    return total
+
+
+@dataclass
+class ServerCounters:
+    """Connection figures kept by the listener (curr_connections is derived)."""
+
+    total_connections: int = 0
+    rejected_connections: int = 0
+    closed_connections: int = 0
+    listen_disabled_num: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.total_connections = 0
+            self.rejected_connections = 0
+            self.listen_disabled_num = 0
+
+
+# Order of the general ``stats`` reply: memcached 1.6's, for the names we keep.
+GENERAL_ORDER = (
+    "pid uptime time version libevent pointer_size rusage_user rusage_system max_connections "
+    "curr_connections total_connections rejected_connections connection_structures "
+    "reserved_fds cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses "
+    "get_expired get_flushed delete_misses delete_hits incr_misses incr_hits decr_misses "
+    "decr_hits cas_misses cas_hits cas_badval touch_hits touch_misses store_too_large "
+    "store_no_memory auth_cmds auth_errors bytes_read bytes_written limit_maxbytes "
+    "accepting_conns listen_disabled_num time_in_listen_disabled_us threads conn_yields "
+    "hash_power_level hash_bytes hash_is_expanding slab_reassign_rescues "
+    "slab_reassign_chunk_rescues slab_reassign_evictions_nomem slab_reassign_inline_reclaim "
+    "slab_reassign_busy_items slab_reassign_busy_deletes slab_reassign_running slabs_moved "
+    "lru_crawler_running lru_crawler_starts lru_maintainer_juggles malloc_fails "
+    "log_worker_dropped log_worker_written log_watcher_skipped log_watcher_sent log_watchers "
+    "bytes curr_items total_items slab_global_page_pool expired_unfetched evicted_unfetched "
+    "evicted_active evictions reclaimed crawler_reclaimed crawler_items_checked "
+    "lrutail_reflocked moves_to_cold moves_to_warm moves_within_lru direct_reclaims "
+    "lru_bumps_dropped"
+).split()
+
+
+def ordered(values: dict[str, object]) -> list[tuple[str, object]]:
+    """`values` in memcached's order; names memcached does not have go last."""
+    out = [(name, values[name]) for name in GENERAL_ORDER if name in values]
+    known = set(GENERAL_ORDER)
+    out.extend((k, v) for k, v in values.items() if k not in known)
+    return out

@@ -1,0 +1,146 @@
+"""Shared fixtures: servers on free loopback ports.
+
+`server` is parametrized over ``mcached`` (our daemon, started in-process on port 0) and
+``memcached`` (Debian's binary, started as a subprocess), so every raw-wire expectation is
+checked against the reference as well as against us. `server_factory` starts either kind
+with extra memcached-style flags (``-C``, ``-F``, ``-M -m 2``...).
+
+``MCACHED_NO_REFERENCE=1`` skips the reference runs on a machine without memcached; CI
+installs it (``make test`` runs ``scripts/install-system-deps.sh``), so there they always run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+HOST = "127.0.0.1"
+KINDS = ("mcached", "memcached")
+
+
+@dataclass
+class Server:
+    kind: str
+    host: str
+    port: int
+    udp_port: int = 0
+    handle: Any = field(default=None, repr=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _start_memcached(args: list[str]) -> Server:
+    binary = shutil.which("memcached")
+    if binary is None:
+        if os.environ.get("MCACHED_NO_REFERENCE"):
+            pytest.skip("reference memcached not installed (MCACHED_NO_REFERENCE set)")
+        raise RuntimeError("memcached is not installed: run `make test` (it installs it)")
+    port = free_port()
+    cmd = [binary, "-l", HOST, "-p", str(port)]
+    if "-U" not in args:
+        cmd += ["-U", "0"]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    cmd += args
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+    except OSError:
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"memcached {args} did not start: {err.decode()}") from None
+    udp = 0
+    if "-U" in args:
+        udp = int(args[args.index("-U") + 1])
+    return Server("memcached", HOST, port, udp, proc)
+
+
+def _stop_memcached(server: Server) -> None:
+    proc: subprocess.Popen[bytes] = server.handle
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+def _start_mcached(args: list[str]) -> Server:
+    from mcached.cli import parse_settings
+    from mcached.daemon import Daemon
+
+    argv = ["-l", HOST, "-p", "0"] + list(args)
+    settings = parse_settings(argv)
+    daemon = Daemon(settings)
+    daemon.start()
+    return Server("mcached", HOST, daemon.port, daemon.udp_port, daemon)
+
+
+def _stop_mcached(server: Server) -> None:
+    server.handle.stop()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Server]]:
+    """``server_factory(kind, *flags)`` starts a server; all are stopped after the test."""
+    started: list[Server] = []
+
+    def start(kind: str, *args: str) -> Server:
+        srv = _start_mcached(list(args)) if kind == "mcached" else _start_memcached(list(args))
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in reversed(started):
+        if srv.kind == "mcached":
+            _stop_mcached(srv)
+        else:
+            _stop_memcached(srv)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server(kind: str, server_factory: Callable[..., Server]) -> Server:
+    """A fresh server with default flags, once as mcached and once as memcached."""
+    return server_factory(kind)
+
+
+@pytest.fixture
+def mcached(server_factory: Callable[..., Server]) -> Server:
+    """A fresh mcached with default flags (for tests of mcached-only behaviour)."""
+    return server_factory("mcached")

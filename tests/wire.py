@@ -1,0 +1,107 @@
+"""A raw-socket client for exact-bytes tests.
+
+``conn.request(b"get k\\r\\n")`` sends and returns every byte the server sends until the reply
+is complete (it waits for `until` or, by default, for the line ending a reply) or the server
+goes quiet; ``conn.closed()`` tells whether the server hung up.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+TERMINATORS = (
+    b"END\r\n", b"STORED\r\n", b"NOT_STORED\r\n", b"EXISTS\r\n", b"NOT_FOUND\r\n",
+    b"DELETED\r\n", b"TOUCHED\r\n", b"OK\r\n", b"RESET\r\n", b"ERROR\r\n",
+)
+
+
+class Conn:
+    def __init__(self, address: tuple[str, int], timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_exact(self, n: int) -> bytes:
+        buf = b""
+        self.sock.settimeout(self.timeout)
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+
+    def read_for(self, seconds: float) -> bytes:
+        """Everything that arrives within `seconds` (stops early at EOF)."""
+        buf = b""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return buf
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                return buf
+            except ConnectionResetError:
+                return buf
+            if not chunk:
+                return buf
+            buf += chunk
+
+    def read_until(self, end: bytes, limit: float | None = None) -> bytes:
+        buf = b""
+        deadline = time.monotonic() + (limit or self.timeout)
+        while not buf.endswith(end):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {end!r} after {buf[-200:]!r}")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before {end!r}; got {buf[-200:]!r}")
+            buf += chunk
+        return buf
+
+    def request(self, data: bytes, expect_len: int | None = None, quiet: float = 0.3) -> bytes:
+        """Send `data`; return `expect_len` bytes, or what arrives until `quiet` s of silence."""
+        self.send(data)
+        if expect_len is not None:
+            return self.read_exact(expect_len)
+        buf = b""
+        while True:
+            self.sock.settimeout(quiet)
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                return buf
+            if not chunk:
+                return buf
+            buf += chunk
+
+    def closed(self, wait: float = 2.0) -> bool:
+        """True when the server has closed the connection (EOF or reset) within `wait` s."""
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+        except (TimeoutError, socket.timeout):
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
