@@ -68,6 +68,10 @@ class Daemon:
         self.server.start()
         self.port = self.server.ports[0]
         self.udp_port = self.server.udp_ports[0] if self.server.udp_ports else 0
+        if self.port != self.settings.port or self.udp_port != self.settings.udp_port:
+            # port 0 asked for a free port: report the one we got (stats settings)
+            self.settings = self.settings.replace(port=self.port, udp_port=self.udp_port)
+            self.handlers.settings = self.settings
         self.started_mono = time.monotonic()
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())

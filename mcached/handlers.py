@@ -291,7 +291,9 @@ class Handlers:
 
     def verbosity(self, cmd: c.Verbosity, s: Session) -> None:
         if cmd.level is not None:
-            self.info.set_verbosity(min(cmd.level, 2))
+            level = min(cmd.level, 2)  # memcached's MAX_VERBOSITY_LEVEL
+            self.settings = self.settings.replace(verbose=level)
+            self.info.set_verbosity(level)
         if not cmd.noreply:
             s.out.append(r.OK)
 
@@ -315,6 +317,7 @@ class Handlers:
         elif mb > 1_000_000_000:
             reply = r.MEMLIMIT_NOT_MB
         elif self.cache.set_memory_limit(mb * MB):
+            self.settings = self.settings.replace(memory_limit=mb * MB)
             reply = r.OK
         else:
             reply = r.MEMLIMIT_FAILED

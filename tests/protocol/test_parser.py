@@ -1,0 +1,256 @@
+"""Parser cases from a table, each fed whole, byte by byte, and followed by trailing bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcached.errors import CloseConnection
+from mcached.protocol import commands as c
+from mcached.protocol import responses as r
+from mcached.protocol.parser import (
+    MAX_LINE,
+    MAX_MULTIGET_LINE,
+    NEED_DATA,
+    Parser,
+    item_total_size,
+    parse_int32,
+    parse_uint32,
+    parse_uint64,
+)
+
+pytestmark = pytest.mark.unit
+
+ERR = c.Invalid(r.ERROR)
+FMT = c.Invalid(r.CLIENT_ERROR_FORMAT)
+K250 = b"k" * 250
+K251 = b"k" * 251
+
+CASES: list[tuple[str, bytes, list[c.Command]]] = [
+    ("get", b"get k\r\n", [c.Get([b"k"])]),
+    ("get-bare-lf", b"get k\n", [c.Get([b"k"])]),
+    ("get-many", b"get a b c\r\n", [c.Get([b"a", b"b", b"c"])]),
+    ("get-extra-spaces", b"get  a   b \r\n", [c.Get([b"a", b"b"])]),
+    ("get-leading-space", b"  get a\r\n", [c.Get([b"a"])]),
+    ("get-no-key", b"get\r\n", [ERR]),
+    ("gets", b"gets a b\r\n", [c.Gets([b"a", b"b"])]),
+    ("get-250", b"get " + K250 + b"\r\n", [c.Get([K250])]),
+    ("get-251", b"get " + K251 + b"\r\n", [FMT]),
+    ("gat", b"gat 10 a b\r\n", [c.Gat(10, [b"a", b"b"])]),
+    ("gats", b"gats -1 a\r\n", [c.Gats(-1, [b"a"])]),
+    ("gat-bad-exptime", b"gat x a\r\n", [c.Invalid(r.CLIENT_ERROR_EXPTIME)]),
+    ("gat-no-key", b"gat 1\r\n", [ERR]),
+    ("set", b"set k 5 10 2\r\nhi\r\n", [c.Set(b"k", 5, 10, b"hi")]),
+    ("set-noreply", b"set k 0 0 2 noreply\r\nhi\r\n", [c.Set(b"k", 0, 0, b"hi", True)]),
+    ("set-other-6th", b"set k 0 0 2 foo\r\nhi\r\n", [c.Set(b"k", 0, 0, b"hi", False)]),
+    ("set-empty", b"set k 0 0 0\r\n\r\n", [c.Set(b"k", 0, 0, b"")]),
+    ("set-binary", b"set k 0 0 4\r\n\r\n\0\xff\r\n", [c.Set(b"k", 0, 0, b"\r\n\0\xff")]),
+    ("set-bare-lf-line", b"set k 0 0 1\nx\r\n", [c.Set(b"k", 0, 0, b"x")]),
+    ("add", b"add k 0 0 1\r\nx\r\n", [c.Add(b"k", 0, 0, b"x")]),
+    ("replace", b"replace k 0 0 1\r\nx\r\n", [c.Replace(b"k", 0, 0, b"x")]),
+    ("append", b"append k 0 0 1\r\nx\r\n", [c.Append(b"k", 0, 0, b"x")]),
+    ("prepend", b"prepend k 0 0 1\r\nx\r\n", [c.Prepend(b"k", 0, 0, b"x")]),
+    ("cas", b"cas k 1 2 1 99\r\nx\r\n", [c.Cas(b"k", 1, 2, b"x", 99)]),
+    ("cas-noreply", b"cas k 1 2 1 99 noreply\r\nx\r\n", [c.Cas(b"k", 1, 2, b"x", 99, True)]),
+    ("cas-bad-unique", b"cas k 0 0 1 x\r\n", [FMT]),
+    ("cas-few-tokens", b"cas k 0 0 1\r\n", [ERR]),
+    ("set-few-tokens", b"set k 0 0\r\n", [ERR]),
+    ("set-many-tokens", b"set k 0 0 1 noreply x\r\n", [ERR]),
+    ("set-bad-flags", b"set k x 0 1\r\n", [FMT]),
+    ("set-neg-flags", b"set k -1 0 1\r\n", [FMT]),
+    ("set-flags-max", b"set k 4294967295 0 1\r\nx\r\n", [c.Set(b"k", 2**32 - 1, 0, b"x")]),
+    ("set-flags-over", b"set k 4294967296 0 1\r\n", [FMT]),
+    ("set-bad-exptime", b"set k 0 x 1\r\n", [FMT]),
+    ("set-neg-exptime", b"set k 0 -1 1\r\nx\r\n", [c.Set(b"k", 0, -1, b"x")]),
+    ("set-bad-length", b"set k 0 0 x\r\n", [FMT]),
+    ("set-neg-length", b"set k 0 0 -1\r\n", [FMT]),
+    ("set-noreply-bad", b"set k 0 0 x noreply\r\n", [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
+    ("set-251", b"set " + K251 + b" 0 0 1\r\n", [FMT]),
+    ("bad-chunk", b"set k 0 0 1\r\nxy\r\n", [c.BadDataChunk(b"set", b"k"), ERR]),
+    ("bad-chunk-noreply", b"set k 0 0 1 noreply\r\nxyz\r\n",
+     [c.BadDataChunk(b"set", b"k", True), c.Invalid(r.ERROR)]),
+    ("delete", b"delete k\r\n", [c.Delete(b"k")]),
+    ("delete-0", b"delete k 0\r\n", [c.Delete(b"k")]),
+    ("delete-noreply", b"delete k noreply\r\n", [c.Delete(b"k", True)]),
+    ("delete-0-noreply", b"delete k 0 noreply\r\n", [c.Delete(b"k", True)]),
+    ("delete-1", b"delete k 1\r\n", [c.Invalid(r.CLIENT_ERROR_DELETE_FORMAT)]),
+    ("delete-no-key", b"delete\r\n", [ERR]),
+    ("incr", b"incr k 5\r\n", [c.Incr(b"k", 5)]),
+    ("decr-noreply", b"decr k 5 noreply\r\n", [c.Decr(b"k", 5, True)]),
+    ("incr-max", b"incr k 18446744073709551615\r\n", [c.Incr(b"k", 2**64 - 1)]),
+    ("incr-over", b"incr k 18446744073709551616\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
+    ("incr-neg", b"incr k -1\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
+    ("incr-text", b"incr k abc\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
+    ("incr-no-delta", b"incr k\r\n", [ERR]),
+    ("touch", b"touch k 10\r\n", [c.Touch(b"k", 10)]),
+    ("touch-noreply", b"touch k 10 noreply\r\n", [c.Touch(b"k", 10, True)]),
+    ("touch-bad", b"touch k x\r\n", [c.Invalid(r.CLIENT_ERROR_EXPTIME)]),
+    ("flush", b"flush_all\r\n", [c.FlushAll(0)]),
+    ("flush-delay", b"flush_all 10\r\n", [c.FlushAll(10)]),
+    ("flush-noreply", b"flush_all noreply\r\n", [c.FlushAll(0, True)]),
+    ("flush-delay-noreply", b"flush_all 5 noreply\r\n", [c.FlushAll(5, True)]),
+    ("flush-bad", b"flush_all x\r\n", [c.FlushAll(None)]),
+    ("flush-many", b"flush_all 1 2 3\r\n", [ERR]),
+    ("version", b"version\r\n", [c.Version()]),
+    ("verbosity", b"verbosity 1\r\n", [c.Verbosity(1)]),
+    ("verbosity-noreply", b"verbosity 1 noreply\r\n", [c.Verbosity(1, True)]),
+    ("verbosity-only-noreply", b"verbosity noreply\r\n", [ERR]),
+    ("verbosity-none", b"verbosity\r\n", [ERR]),
+    ("quit", b"quit\r\n", [c.Quit()]),
+    ("shutdown", b"shutdown\r\n", [c.ShutdownCmd(b"")]),
+    ("shutdown-graceful", b"shutdown graceful\r\n", [c.ShutdownCmd(b"graceful")]),
+    ("shutdown-bad", b"shutdown now\r\n", [c.ShutdownCmd(None)]),
+    ("stats", b"stats\r\n", [c.Stats([])]),
+    ("stats-items", b"stats items\r\n", [c.Stats([b"items"])]),
+    ("memlimit", b"cache_memlimit 100\r\n", [c.CacheMemlimit(100)]),
+    ("memlimit-bad", b"cache_memlimit x\r\n", [c.CacheMemlimit(None)]),
+    ("config-get", b"config get cluster\r\n", [c.ConfigGet(b"cluster")]),
+    ("config-set", b"config set cluster 0 3\r\nabc\r\n", [c.ConfigSet(b"cluster", 0, b"abc")]),
+    ("config-delete", b"config delete cluster\r\n", [c.ConfigDelete(b"cluster")]),
+    ("unknown", b"foo bar\r\n", [ERR]),
+    ("empty-line", b"\r\n", [ERR]),
+    ("spaces-line", b"   \r\n", [ERR]),
+    ("nul-ends-line", b"get a\0b c\r\n", [c.Get([b"a"])]),
+    ("pipeline", b"get a\r\nset b 0 0 1\r\nx\r\ndelete b\r\n",
+     [c.Get([b"a"]), c.Set(b"b", 0, 0, b"x"), c.Delete(b"b")]),
+]
+
+
+def drain(p: Parser) -> list[object]:
+    out: list[object] = []
+    while True:
+        cmd = p.next_command()
+        if cmd is NEED_DATA:
+            return out
+        out.append(cmd)
+
+
+@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
+                         ids=[n for n, _, _ in CASES])
+def test_whole(data: bytes, expected: list[c.Command]) -> None:
+    p = Parser()
+    p.feed(data)
+    assert drain(p) == expected
+    assert p.buffered == 0
+
+
+@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
+                         ids=[n for n, _, _ in CASES])
+def test_byte_by_byte(data: bytes, expected: list[c.Command]) -> None:
+    p = Parser()
+    got: list[object] = []
+    for i in range(len(data)):
+        p.feed(data[i : i + 1])
+        got.extend(drain(p))
+    assert got == expected
+
+
+@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
+                         ids=[n for n, _, _ in CASES])
+def test_trailing_bytes(data: bytes, expected: list[c.Command]) -> None:
+    p = Parser()
+    p.feed(data + b"get tail\r\nget par")
+    assert drain(p) == expected + [c.Get([b"tail"])]
+    p.feed(b"tial\r\n")
+    assert drain(p) == [c.Get([b"partial"])]
+
+
+def test_value_too_large_is_swallowed_without_buffering() -> None:
+    p = Parser(item_size_max=1024)
+    p.feed(b"set k 0 0 5000\r\n")
+    assert p.next_command() == c.TooLarge(b"set", b"k")
+    for _ in range(5):
+        p.feed(b"x" * 1000)
+        assert p.buffered == 0
+        assert p.next_command() is NEED_DATA
+    p.feed(b"\r\nget k\r\n")
+    assert drain(p) == [c.Get([b"k"])]
+
+
+def test_too_large_boundary_counts_memcached_item_header() -> None:
+    limit = 1024 * 1024
+    biggest = limit - item_total_size(1, 0, 0, True)
+    assert biggest == 1048516  # -I 1m, key "k", no flags, CAS on: memcached's own boundary
+    p = Parser(item_size_max=limit)
+    p.feed(b"set k 0 0 %d\r\n" % biggest)
+    assert p.next_command() is NEED_DATA  # waits for the data: it fits
+    p2 = Parser(item_size_max=limit)
+    p2.feed(b"set k 0 0 %d\r\n" % (biggest + 1))
+    assert p2.next_command() == c.TooLarge(b"set", b"k")
+    p3 = Parser(item_size_max=limit)
+    p3.feed(b"set k 1 0 %d\r\n" % (biggest - 3))  # non-zero flags cost 4 bytes
+    assert p3.next_command() == c.TooLarge(b"set", b"k")
+
+
+def test_huge_declared_length_swallowed() -> None:
+    p = Parser()
+    p.feed(b"set k 0 0 2147483647\r\n")
+    assert p.next_command() == c.TooLarge(b"set", b"k")
+    p.feed(b"x" * 100)
+    assert p.buffered == 0
+
+
+def test_length_over_int32_is_format_error() -> None:
+    p = Parser()
+    p.feed(b"set k 0 0 4294967296\r\n")
+    assert p.next_command() == FMT
+
+
+def test_long_line_without_newline_closes() -> None:
+    p = Parser()
+    p.feed(b"set " + b"k" * MAX_LINE)
+    with pytest.raises(CloseConnection):
+        p.next_command()
+
+
+def test_long_get_line_is_allowed() -> None:
+    keys = [b"key%05d" % i for i in range(1000)]
+    line = b"get " + b" ".join(keys) + b"\r\n"
+    assert len(line) > MAX_LINE
+    p = Parser()
+    for i in range(0, len(line), 1000):
+        p.feed(line[i : i + 1000])
+        got = drain(p)
+    assert got == [c.Get(keys)]
+
+
+def test_multiget_line_is_capped() -> None:
+    p = Parser()
+    p.feed(b"get " + b"k " * (MAX_MULTIGET_LINE // 2 + 10))
+    with pytest.raises(CloseConnection):
+        p.next_command()
+
+
+def test_http_request_closes() -> None:
+    p = Parser()
+    p.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(CloseConnection):
+        p.next_command()
+
+
+def test_cas_disabled_shrinks_item_size() -> None:
+    limit = 1024 * 1024
+    assert item_total_size(1, 0, 10, False) == item_total_size(1, 0, 10, True) - 8
+    p = Parser(item_size_max=limit, cas_enabled=False)
+    p.feed(b"set k 0 0 %d\r\n" % (1048516 + 8))
+    assert p.next_command() is NEED_DATA
+
+
+@pytest.mark.parametrize("tok,u32,u64,i32", [
+    (b"0", 0, 0, 0),
+    (b"+7", 7, 7, 7),
+    (b"-0", 0, 0, 0),
+    (b"-5", None, None, -5),
+    (b"4294967295", 4294967295, 4294967295, None),
+    (b"4294967296", None, 4294967296, None),
+    (b"18446744073709551615", None, 2**64 - 1, None),
+    (b"18446744073709551616", None, None, None),
+    (b"2147483647", 2147483647, 2147483647, 2147483647),
+    (b"12a", None, None, None),
+    (b"", None, None, None),
+    (b"-", None, None, None),
+    (b"1_000", None, None, None),
+])
+def test_number_parsers(tok: bytes, u32: int | None, u64: int | None, i32: int | None) -> None:
+    assert parse_uint32(tok) == u32
+    assert parse_uint64(tok) == u64
+    assert parse_int32(tok) == i32

@@ -1,0 +1,210 @@
+"""The cache facade: memcached's store/delta/expiry/flush semantics, with a fake clock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from mcached.clock import REALTIME_MAXDELTA, FakeClock
+from mcached.storage.cache import Cache, item_size, parse_counter
+from mcached.storage.results import DeltaResult, StoreMode, StoreResult
+
+pytestmark = pytest.mark.unit
+
+MB = 1024 * 1024
+SET, ADD, REPLACE, APPEND, PREPEND, CAS = (
+    StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE, StoreMode.APPEND, StoreMode.PREPEND,
+    StoreMode.CAS,
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cache(clock: FakeClock) -> Cache:
+    return Cache(memory_limit=64 * MB, clock=clock)
+
+
+def test_store_modes(cache: Cache) -> None:
+    assert cache.store(ADD, b"k", b"a") is StoreResult.STORED
+    assert cache.store(ADD, b"k", b"b") is StoreResult.NOT_STORED
+    assert cache.store(REPLACE, b"x", b"b") is StoreResult.NOT_STORED
+    assert cache.store(REPLACE, b"k", b"b", flags=3) is StoreResult.STORED
+    assert cache.store(APPEND, b"k", b">", flags=9) is StoreResult.STORED
+    assert cache.store(PREPEND, b"k", b"<") is StoreResult.STORED
+    assert cache.get(b"k")[:2] == (b"<b>", 3)  # type: ignore[index]
+    assert cache.store(APPEND, b"nope", b"x") is StoreResult.NOT_STORED
+
+
+def test_cas(cache: Cache) -> None:
+    assert cache.store(CAS, b"k", b"v", cas=1) is StoreResult.NOT_FOUND
+    cache.store(SET, b"k", b"v")
+    _, _, unique = cache.get(b"k")  # type: ignore[misc]
+    assert cache.store(CAS, b"k", b"w", cas=unique + 100) is StoreResult.EXISTS
+    assert cache.store(CAS, b"k", b"w", cas=unique) is StoreResult.STORED
+    assert cache.store(CAS, b"k", b"z", cas=unique) is StoreResult.EXISTS
+    assert cache.get(b"k")[0] == b"w"  # type: ignore[index]
+
+
+def test_cas_unique_changes_on_every_write(cache: Cache) -> None:
+    seen = set()
+    cache.store(SET, b"n", b"1")
+    for op in (lambda: cache.store(SET, b"n", b"2"), lambda: cache.incr(b"n", 1),
+               lambda: cache.store(APPEND, b"n", b"0"), lambda: cache.decr(b"n", 1)):
+        op()
+        seen.add(cache.get(b"n")[2])  # type: ignore[index]
+    assert len(seen) == 4
+
+
+def test_cas_disabled_reports_zero(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock, cas_enabled=False)
+    cache.store(SET, b"k", b"v")
+    assert cache.get(b"k") == (b"v", 0, 0)
+    assert cache.store(CAS, b"k", b"w", cas=0) is StoreResult.STORED
+
+
+def test_relative_expiry(cache: Cache, clock: FakeClock) -> None:
+    cache.store(SET, b"k", b"v", exptime=10)
+    clock.advance(9)
+    assert cache.get(b"k") is not None
+    clock.advance(1)
+    assert cache.get(b"k") is None
+    st = cache.stats()
+    assert st["get_expired"] == 1 and st["curr_items"] == 0 and st["reclaimed"] == 1
+
+
+def test_absolute_and_negative_expiry(cache: Cache, clock: FakeClock) -> None:
+    now_unix = clock.unixtime()
+    cache.store(SET, b"past", b"v", exptime=now_unix - 5)
+    cache.store(SET, b"future", b"v", exptime=now_unix + 100)
+    cache.store(SET, b"neg", b"v", exptime=-1)
+    assert cache.get(b"past") is None
+    assert cache.get(b"neg") is None
+    assert cache.get(b"future") is not None
+    clock.advance(100)
+    assert cache.get(b"future") is None
+    assert REALTIME_MAXDELTA == 2592000
+
+
+def test_touch_and_gat(cache: Cache, clock: FakeClock) -> None:
+    cache.store(SET, b"k", b"v", exptime=5)
+    assert cache.touch(b"k", 100)
+    assert not cache.touch(b"missing", 100)
+    clock.advance(50)
+    assert cache.get_and_touch(b"k", 10) is not None
+    clock.advance(10)
+    assert cache.get(b"k") is None
+
+
+def test_incr_decr(cache: Cache) -> None:
+    assert cache.incr(b"n", 1) == (DeltaResult.NOT_FOUND, 0)
+    cache.store(SET, b"n", b"18446744073709551615")
+    assert cache.incr(b"n", 1) == (DeltaResult.OK, 0)
+    assert cache.get(b"n")[0] == b"0" + b" " * 19  # type: ignore[index]
+    cache.store(SET, b"n", b"5")
+    assert cache.decr(b"n", 10) == (DeltaResult.OK, 0)
+    cache.store(SET, b"n", b"99")
+    assert cache.incr(b"n", 1) == (DeltaResult.OK, 100)
+    assert cache.get(b"n")[0] == b"100"  # type: ignore[index]
+    cache.store(SET, b"t", b"abc")
+    assert cache.incr(b"t", 1) == (DeltaResult.NON_NUMERIC, 0)
+    cache.store(SET, b"e", b"")
+    assert cache.incr(b"e", 1) == (DeltaResult.NON_NUMERIC, 0)
+
+
+@pytest.mark.parametrize("value,number", [
+    (b"12", 12), (b" 12", 12), (b"12 ", 12), (b"12 34", 12), (b"+3", 3), (b"-0", 0),
+    (b"-3", None), (b"12a", None), (b"", None), (b" ", None),
+    (b"18446744073709551615", 2**64 - 1), (b"18446744073709551616", None),
+])
+def test_parse_counter(value: bytes, number: int | None) -> None:
+    assert parse_counter(value) == number
+
+
+def test_flush_all_immediate_and_delayed(cache: Cache, clock: FakeClock) -> None:
+    cache.store(SET, b"a", b"1")
+    cache.flush_all()
+    assert cache.get(b"a") is None
+    cache.store(SET, b"b", b"1")  # stored after the flush: live
+    assert cache.get(b"b") is not None
+    cache.flush_all(10)
+    clock.advance(5)
+    assert cache.get(b"b") is not None
+    clock.advance(5)
+    assert cache.get(b"b") is None
+    cache.store(SET, b"c", b"1")
+    assert cache.get(b"c") is not None
+
+
+def test_lru_eviction_keeps_recently_read(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, item_size_max=64 * 1024, clock=clock, partitions=1)
+    value = b"x" * 1000
+    for i in range(100):
+        cache.store(SET, b"hot%d" % i, value)
+    for i in range(5000):
+        for j in range(0, 100, 10):
+            if i % 200 == 0:
+                cache.get(b"hot%d" % j)
+        cache.store(SET, b"cold%d" % i, value)
+    st = cache.stats()
+    assert st["bytes"] <= 2 * MB
+    assert st["evictions"] > 0
+    for j in range(0, 100, 10):
+        assert cache.get(b"hot%d" % j) is not None, j
+
+
+def test_no_evictions_refuses(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, clock=clock, evictions=False, partitions=1)
+    results = [cache.store(SET, b"k%d" % i, b"x" * 10000) for i in range(400)]
+    assert StoreResult.NO_MEMORY in results
+    assert cache.stats()["evictions"] == 0
+    assert cache.get(b"k0") is not None
+
+
+def test_memory_accounting_matches_memcached(cache: Cache) -> None:
+    cache.store(SET, b"a", b"x")
+    assert cache.stats()["bytes"] == 61 == item_size(1, 0, 1, True)  # memcached: mem_requested 61
+
+
+def test_concurrent_incr_loses_nothing(cache: Cache) -> None:
+    cache.store(SET, b"n", b"0")
+
+    def work() -> None:
+        for _ in range(2000):
+            cache.incr(b"n", 1)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get(b"n")[0].strip() == b"16000"  # type: ignore[index]
+
+
+def test_concurrent_cas_loses_nothing(cache: Cache) -> None:
+    cache.store(SET, b"c", b"0")
+
+    def work() -> None:
+        done = 0
+        while done < 300:
+            value, _, unique = cache.get(b"c")  # type: ignore[misc]
+            new = b"%d" % (int(value) + 1)
+            if cache.store(CAS, b"c", new, cas=unique) is StoreResult.STORED:
+                done += 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get(b"c")[0] == b"1800"  # type: ignore[index]
+
+
+def test_set_memory_limit(cache: Cache) -> None:
+    assert cache.set_memory_limit(128 * MB)
+    assert cache.stats()["limit_maxbytes"] == 128 * MB
+    assert not cache.set_memory_limit(MB)
