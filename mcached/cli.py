@@ -45,9 +45,10 @@ def _build_params() -> list[click.Parameter]:
     for f in dataclasses.fields(Settings):
         md = f.metadata
         flag = md.get("flag")
-        if not flag:
+        if md.get("extended") or not (flag or md.get("long")):
             continue
-        decls = [flag] + ([md["long"]] if md.get("long") else []) + [f.name]
+        # memcached's letter and long name; mcached-only options have a long name alone
+        decls = [d for d in (flag, md.get("long")) if d] + [f.name]
         if f.name == "verbose":
             params.append(click.Option(decls, count=True, help=md["help"]))
         elif f.type in ("bool", bool):
@@ -102,7 +103,8 @@ def _convert(values: dict[str, Any]) -> Settings:
                 options[name] = int(raw, 10)
             except ValueError:
                 raise SettingsError(
-                    f"Invalid value for {f.metadata['flag']}: {raw!r} (a number)"
+                    f"Invalid value for {f.metadata['flag'] or f.metadata['long']}: {raw!r} "
+                    "(a number)"
                 ) from None
         else:
             options[name] = raw

@@ -55,6 +55,11 @@ class Daemon:
             return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled)
 
         self.server = Server(settings, self.handlers, make_parser, self.request_stop)
+        # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
+        # each has reload() -> None and is called from the main thread.
+        self.reloadables: list[Any] = []
+        # Parts with background threads: start() after the server, stop() before it.
+        self.services: list[Any] = []
         self.started_mono = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
@@ -73,6 +78,8 @@ class Daemon:
             self.settings = self.settings.replace(port=self.port, udp_port=self.udp_port)
             self.handlers.settings = self.settings
         self.started_mono = time.monotonic()
+        for svc in self.services:
+            svc.start()
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
         for u in self.server.udp:
@@ -83,6 +90,8 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
+        for svc in reversed(self.services):
+            svc.stop()
         self.server.stop()
         log.info("stopped")
 
@@ -110,11 +119,20 @@ class Daemon:
                     log.info("signal %s: stopping", signal.Signals(arg).name)
                     break
                 if kind == "signal" and arg == signal.SIGHUP:
-                    log.info("SIGHUP: nothing to reload")
+                    self.reload()
         finally:
             self._waiting = False
             self.stop()
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP: re-read what can be re-read; the cache is never touched."""
+        log.info("SIGHUP: reloading")
+        for part in self.reloadables:
+            try:
+                part.reload()
+            except Exception:
+                log.exception("reload of %r failed; keeping the previous configuration", part)
 
     def _install_signals(self) -> None:
         def on_signal(signo: int, frame: Any) -> None:
