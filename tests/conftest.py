@@ -86,12 +86,10 @@ def _start_memcached(args: list[str]) -> Server:
 def _stop_memcached(server: Server) -> None:
     proc: subprocess.Popen[bytes] = server.handle
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        # memcached acts on SIGTERM only at its next once-a-second clock tick; it keeps
+        # nothing on disk, so SIGKILL loses nothing and saves most of a second per test.
+        proc.kill()
+        proc.wait()
     if proc.stderr:
         proc.stderr.close()
 

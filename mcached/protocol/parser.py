@@ -386,9 +386,11 @@ class Parser:
         if n != 2 and n != 3:
             return _ERROR
         noreply = tokens[-1] == _NOREPLY
-        if noreply and n == 2:
-            return _ERROR  # "verbosity noreply" is not the syntax; memcached says ERROR
-        return c.Verbosity(parse_uint32(tokens[1]), noreply)
+        level = parse_uint32(tokens[1])
+        if level is None:
+            # "verbosity noreply" lands here too, and noreply hides the error (memcached 1.6)
+            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+        return c.Verbosity(level, noreply)
 
     def _quit(self, tokens: list[bytes]) -> c.Command:
         return c.Quit()
