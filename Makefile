@@ -6,7 +6,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 11211
 ARGS   ?=
 
-.PHONY: all venv install run test test-unit test-int lint fmt type bench bench-memory clean system-deps
+# `make install` installs system-wide (root): see scripts/install.sh.
+.PHONY: all venv install dev run test test-unit test-int lint fmt type bench bench-memory clean system-deps
 
 all: test
 
@@ -24,7 +25,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test,dev]'
 	touch $@
 
-venv install: $(VENV)/.installed
+venv dev: $(VENV)/.installed
+
+install:
+	bash scripts/install.sh
 
 # Starts a daemon in the foreground on 127.0.0.1:11211 with memcached's defaults.
 run: $(VENV)/.installed

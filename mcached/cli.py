@@ -8,6 +8,9 @@ value gets memcached's message and a non-zero exit at once, before anything bind
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -125,6 +128,9 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 def _command() -> click.Command:
     params = _build_params()
+    params.append(click.Option(["--config"], metavar="<file>", expose_value=False,
+                               help="read flags from <file> (the format of Debian's "
+                               "/etc/memcached.conf); command-line flags override it"))
     params.append(click.Option(["-V", "--version"], is_flag=True, expose_value=False,
                                is_eager=True, callback=_print_version,
                                help="print version and exit"))
@@ -145,38 +151,131 @@ def _command() -> click.Command:
     )
 
 
-def parse_settings(argv: Sequence[str]) -> Settings:
-    """Parse a memcached-style command line into `Settings` (raises SettingsError/UsageError)."""
+def read_config_file(path: str) -> list[str]:
+    """Flags from a file in the format of Debian's ``/etc/memcached.conf``.
+
+    One flag per line (``-m 64``, ``-l 127.0.0.1``, ``-v``), ``#`` comments and blank lines
+    ignored; Debian's ``logfile <path>`` line means ``--log-file <path>``.
+    """
+    args: list[str] = []
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}", code=66) from None
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            words = shlex.split(text, comments=True)
+        except ValueError as exc:
+            raise SettingsError(f"{path}:{number}: {exc}") from None
+        if not words:
+            continue
+        if words[0] == "logfile" and len(words) == 2:
+            args += ["--log-file", words[1]]
+        elif words[0].startswith("-"):
+            args += words
+        else:
+            raise SettingsError(f"{path}:{number}: not a flag: {text!r}")
+    return args
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--config FILE`` (or ``--config=FILE``) out of `argv`."""
+    out: list[str] = []
+    config = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise SettingsError("--config needs a file name")
+            config = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+        i += 1
+    return config, out
+
+
+def _raw_params(args: list[str]) -> dict[str, Any]:
     cmd = _command()
-    with cmd.make_context("mcached", list(argv)) as ctx:
-        result = cmd.invoke(ctx)
-    assert isinstance(result, Settings)
-    return result
+    ctx = cmd.make_context("mcached", list(args))
+    return dict(ctx.params)
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != () and value != 0
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """A memcached-style command line (with an optional ``--config FILE`` whose flags the
+    command line overrides) -> `Settings`. Raises SettingsError or click's UsageError."""
+    config, args = _split_config(list(argv))
+    params = _raw_params(args)
+    if config:
+        merged = _raw_params(read_config_file(config))
+        merged.update({k: v for k, v in params.items() if _is_set(v)})
+        params = merged
+    return _convert(params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from mcached import process, systemd
     from mcached.daemon import Daemon, configure_logging
 
     args = list(sys.argv[1:] if argv is None else argv)
-    cmd = _command()
     try:
-        settings = cmd.main(args, prog_name="mcached", standalone_mode=False)
+        settings = parse_settings(args)
     except SettingsError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.code)
-    except click.exceptions.Exit as exc:
+    except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(64)
-    if not isinstance(settings, Settings):  # --help or --version already answered
-        sys.exit(0)
-    configure_logging(settings.verbose)
-    daemon = Daemon(settings)
-    try:
-        code = daemon.run()
-    except OSError as exc:
-        click.echo(f"failed to listen on {','.join(settings.listen)}:{settings.port}: {exc}",
+    for name in ("pidfile", "log_file"):
+        value = getattr(settings, name)
+        if value:  # -d changes directory to /: make paths absolute first
+            settings = settings.replace(**{name: os.path.abspath(value)})
+    log_file = configure_logging(settings.verbose, settings.log_file)
+    if settings.enable_coredumps:
+        process.raise_core_limit()
+    under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
+    if settings.daemonize and under_systemd:
+        click.echo("warning: -d ignored: running under systemd, which supervises mcached",
                    err=True)
+    if os.geteuid() == 0 and not settings.user:
+        logging.getLogger("mcached").info(
+            "running as root without -u: consider -u <user> to drop privileges")
+    daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None)
+    if log_file is not None:
+        daemon.reloadables.append(log_file)
+
+    def before_start() -> None:
+        # bound, no thread started yet: detach, record the pid, give up root
+        if settings.daemonize and not under_systemd:
+            process.daemonize(keep_stdio=settings.verbose > 0 and not settings.log_file)
+        if settings.pidfile:
+            process.write_pidfile(settings.pidfile)
+        if settings.lock_memory:
+            process.lock_memory()
+        if settings.user:
+            process.drop_privileges(settings.user)
+
+    try:
+        code = daemon.run(before_start=before_start)
+    except OSError as exc:
+        click.echo(f"failed to listen on {','.join(settings.listen)} port {settings.port}: "
+                   f"{exc.strerror or exc}", err=True)
         sys.exit(71)  # EX_OSERR, as memcached
+    finally:
+        if settings.pidfile:
+            process.remove_pidfile(settings.pidfile)
     sys.exit(code)

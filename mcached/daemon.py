@@ -9,14 +9,19 @@ verbosity, stats reset). Signal handlers only record the signal; the main thread
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import queue
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from mcached import systemd
 from mcached.clock import Clock
+from mcached.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.protocol.parser import Parser
 from mcached.server.listener import Server
@@ -25,7 +30,11 @@ from mcached.stats import Counters
 from mcached.storage.cache import Cache
 
 log = logging.getLogger("mcached")
+# Start, stop and reload lines: logged whatever the verbosity (a few lines per lifetime).
+lifecycle = logging.getLogger("mcached.lifecycle")
+lifecycle.setLevel(logging.INFO)
 
+STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
 TRACE = 5  # -vvv: every command and reply
 logging.addLevelName(TRACE, "TRACE")
 
@@ -37,7 +46,12 @@ def log_level(verbose: int) -> int:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        tcp_sockets: list[socket.socket] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or Clock()
         self.cache = Cache(
@@ -47,19 +61,24 @@ class Daemon:
             cas_enabled=settings.cas_enabled,
             clock=self.clock,
         )
-        self.handlers = Handlers(self.cache, settings, self, self.clock)
+        # The `config get cluster` endpoint. It lists this node by its bound port, known only
+        # once the server has bound (port 0 picks one), hence the callable.
+        self.discovery = Discovery(settings, local_port=lambda: self.server.ports[0])
+        self.handlers = Handlers(self.cache, settings, self, self.clock,
+                                 discovery=self.discovery)
         item_size_max = settings.item_size_max
         cas_enabled = settings.cas_enabled
 
         def make_parser() -> Parser:
             return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled)
 
-        self.server = Server(settings, self.handlers, make_parser, self.request_stop)
+        self.server = Server(settings, self.handlers, make_parser, self.request_stop,
+                             tcp_sockets=tcp_sockets)
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
         # each has reload() -> None and is called from the main thread.
-        self.reloadables: list[Any] = []
+        self.reloadables: list[Any] = [self.discovery]
         # Parts with background threads: start() after the server, stop() before it.
-        self.services: list[Any] = []
+        self.services: list[Any] = [self.discovery]
         self.started_mono = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
@@ -71,6 +90,8 @@ class Daemon:
 
     def start(self) -> None:
         self.server.start()
+        if self.settings.verbose >= 3:
+            self.set_verbosity(self.settings.verbose)
         self.port = self.server.ports[0]
         self.udp_port = self.server.udp_ports[0] if self.server.udp_ports else 0
         if self.port != self.settings.port or self.udp_port != self.settings.udp_port:
@@ -85,15 +106,17 @@ class Daemon:
         for u in self.server.udp:
             log.info("listening on udp %s", u.getsockname())
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Stop accepting, answer what was received (within --shutdown-timeout when
+        `graceful`), close connections, stop threads in reverse start order."""
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
         for svc in reversed(self.services):
             svc.stop()
-        self.server.stop()
-        log.info("stopped")
+        self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
+        lifecycle.info("stopped")
 
     def request_stop(self, graceful: bool = False) -> None:
         """From any thread (the ``shutdown`` command, a signal): ask the main loop to stop."""
@@ -105,29 +128,69 @@ class Daemon:
 
     _waiting = False
 
-    def run(self) -> int:
-        """Start, serve until asked to stop (signal or ``shutdown``), stop. Main thread only."""
-        self.start()
+    def run(self, before_start: Callable[[], None] | None = None) -> int:
+        """Bind, (detach, drop privileges: `before_start`), start, serve until a signal or
+        ``shutdown``, stop. Main thread only. Tells systemd each step when under it."""
         self._install_signals()
+        self.server.bind()  # binding errors surface here, before we detach
+        if before_start is not None:
+            before_start()
+        self.start()
         self._waiting = True
+        systemd.notify("READY=1\nSTATUS=" + self.status_line() + f"\nMAINPID={os.getpid()}")
+        lifecycle.info("ready: %s", self.status_line())
+        watchdog = systemd.watchdog_interval()
+        if watchdog:
+            systemd.notify("WATCHDOG=1")
+        next_status = time.monotonic() + STATUS_INTERVAL
         try:
             while True:
-                kind, arg = self._events.get()
+                timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL)
+                try:
+                    kind, arg = self._events.get(timeout=timeout)
+                except queue.Empty:
+                    kind, arg = "tick", None
+                if watchdog:
+                    systemd.notify("WATCHDOG=1")
+                if time.monotonic() >= next_status:
+                    systemd.notify("STATUS=" + self.status_line())
+                    next_status = time.monotonic() + STATUS_INTERVAL
                 if kind == "stop":
+                    lifecycle.info("shutdown command: stopping")
                     break
                 if kind == "signal" and arg in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-                    log.info("signal %s: stopping", signal.Signals(arg).name)
+                    lifecycle.info("%s: stopping", signal.Signals(arg).name)
                     break
                 if kind == "signal" and arg == signal.SIGHUP:
+                    systemd.notify("RELOADING=1")
                     self.reload()
+                    systemd.notify("READY=1\nSTATUS=" + self.status_line())
         finally:
             self._waiting = False
+            systemd.notify("STOPPING=1")
             self.stop()
         return 0
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= and the log: where we listen and what we hold."""
+        c = self.cache.stats()
+        addrs = ",".join(f"{h}:{p}" for h, p in self._addresses())
+        return (f"listening on {addrs}; {self.server.curr_connections} connections; "
+                f"{c['curr_items']} items, {c['bytes']} of {c['limit_maxbytes']} bytes")
+
+    def _addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for t in self.server.tcp:
+            try:
+                name = t.getsockname()
+            except OSError:
+                continue
+            out.append((str(name[0]), int(name[1])))
+        return out
+
     def reload(self) -> None:
         """SIGHUP: re-read what can be re-read; the cache is never touched."""
-        log.info("SIGHUP: reloading")
+        lifecycle.info("SIGHUP: reloading")
         for part in self.reloadables:
             try:
                 part.reload()
@@ -168,16 +231,48 @@ class Daemon:
 
     def set_verbosity(self, level: int) -> None:
         logging.getLogger("mcached").setLevel(log_level(level))
+        for w in self.server.workers:
+            w.trace = level >= 3
 
 
-def configure_logging(verbose: int) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s mcached[%(process)d] %(levelname)s "
-                                           "%(message)s"))
+class LogFile:
+    """The ``--log-file`` handler, reopened on SIGHUP (and by itself when logrotate moves
+    the file: WatchedFileHandler)."""
+
+    def __init__(self, handler: logging.handlers.WatchedFileHandler) -> None:
+        self.handler = handler
+
+    def reload(self) -> None:
+        self.handler.acquire()
+        try:
+            if self.handler.stream:
+                self.handler.stream.close()
+            self.handler.stream = self.handler._open()
+        finally:
+            self.handler.release()
+
+
+def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
+    """stderr (journald takes it) or a file; -v INFO, -vv DEBUG (connections), -vvv TRACE
+    (every command and reply)."""
+    handler: logging.Handler
+    reopen = None
+    if log_file:
+        fh = logging.handlers.WatchedFileHandler(log_file)
+        handler = fh
+        reopen = LogFile(fh)
+        fmt = "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s"
+    else:
+        handler = logging.StreamHandler()
+        # under systemd, journald adds the time and the pid itself
+        fmt = ("%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM")
+               else "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s")
+    handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("mcached")
     root.handlers[:] = [handler]
     root.setLevel(log_level(verbose))
     root.propagate = False
+    return reopen
 
 
 def pid() -> int:

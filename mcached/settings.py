@@ -102,6 +102,42 @@ class Settings:
         long="--max-item-size", stat="item_size_max", metavar="<num>"))
     flush_enabled: bool = field(default=True, metadata=opt(
         "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"))
+    # ---- process lifecycle (memcached's letters; mcached-only ones have long names) ----
+    daemonize: bool = field(default=False, metadata=opt(
+        "-d", "run as a daemon (detach; ignored under systemd, which supervises us)",
+        long="--daemon"))
+    pidfile: str = field(default="", metadata=opt(
+        "-P", "save PID in <file>", long="--pidfile", metavar="<file>"))
+    user: str = field(default="", metadata=opt(
+        "-u", "assume identity of <username> after binding (only when run as root)",
+        long="--user", metavar="<user>"))
+    enable_coredumps: bool = field(default=False, metadata=opt(
+        "-r", "maximize core file limit", long="--enable-coredumps"))
+    lock_memory: bool = field(default=False, metadata=opt(
+        "-k", "lock down all paged memory (mlockall)", long="--lock-memory"))
+    log_file: str = field(default="", metadata=opt(
+        None, "write the log here instead of stderr; reopened on SIGHUP (logrotate)",
+        long="--log-file", metavar="<file>"))
+    shutdown_timeout: float = field(default=10.0, metadata=opt(
+        None, "seconds SIGTERM waits for replies to requests already received before "
+        "exiting anyway (default: 10)", long="--shutdown-timeout", metavar="<seconds>"))
+    # ---- cluster (auto discovery, `config get cluster`): mcached-only, long names only ----
+    cluster_file: str = field(default="", metadata=opt(
+        None, "cluster membership file, one node per line (host:port or host|ip|port); "
+        "re-read on SIGHUP and when it changes", long="--cluster-file", metavar="<path>"))
+    cluster_dns: str = field(default="", metadata=opt(
+        None, "DNS name whose every address is a cluster node, e.g. a Kubernetes headless "
+        "Service; re-resolved periodically", long="--cluster-dns", metavar="<name:port>"))
+    cluster_dns_interval: float = field(default=10.0, metadata=opt(
+        None, "seconds between re-resolving --cluster-dns and the names in --cluster-file "
+        "(default: 10)", long="--cluster-dns-interval", metavar="<seconds>"))
+    config_set_enabled: bool = field(default=False, metadata=opt(
+        None, 'allow "config set cluster" and "config delete cluster" (off: anyone who can '
+        "reach the port could repoint every client)", long="--enable-config-set"))
+    cluster_node_name: str = field(default="", metadata=opt(
+        None, "hostname this node advertises when it lists itself (default: from -l; "
+        "localhost on loopback, the FQDN on a wildcard address)",
+        long="--cluster-node-name", metavar="<host>"))
     # ---- extended options (-o key=value, memcached's names) ----
     maxconns_fast: bool = field(default=True, metadata=opt(
         None, "immediately close new connections after limit (default: enabled)",
@@ -260,6 +296,15 @@ def validate(s: Settings) -> None:
         raise SettingsError("idle_timeout must be 0 or more", code=1)
     if not s.listen:
         raise SettingsError("-l needs at least one interface")
+    if s.cluster_file and s.cluster_dns:
+        raise SettingsError("--cluster-file and --cluster-dns exclude each other: pick one "
+                            "source of membership")
+    if s.cluster_dns:
+        name, sep, port = s.cluster_dns.rpartition(":")
+        if not sep or not name.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"--cluster-dns wants name:port, got {s.cluster_dns!r}")
+    if not 0 < s.cluster_dns_interval < math.inf:
+        raise SettingsError("--cluster-dns-interval must be a positive number of seconds")
 
 
 def _stat_value(f: dataclasses.Field[Any], value: Any) -> str:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcached.conn")
 
+TRACE = 5  # the -vvv log level
 READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 4 * 1024 * 1024  # stop reading past this much unsent output
 OUTPUT_HARD_CAP = 64 * 1024 * 1024  # close a connection whose unsent output passes this
@@ -164,6 +165,8 @@ class Connection:
                 cmd = parser.next_command()
                 if cmd is NEED_DATA:
                     break
+                if self.worker.trace:
+                    log.log(TRACE, "<%d %r", self.fd, cmd)
                 handle(cmd, self)
                 budget -= 1
             else:
@@ -193,12 +196,41 @@ class Connection:
         else:
             self.set_state(READING)
 
+    def drain_step(self) -> None:
+        """Stopping: read what the kernel already holds, answer every complete request in it.
+
+        Stops early when the output is BLOCKED; the worker calls again once it drains.
+        """
+        while self.state != CLOSED:
+            self._process_until_blocked()
+            if self.state != READING:
+                return
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close("read error")
+                return
+            if not data:
+                self.eof = True
+                return
+            self.counters.bytes_read += len(data)
+            self.parser.feed(data)
+
+    def _process_until_blocked(self) -> None:
+        self.process()
+        while self.state == YIELDED:
+            self.process()
+
     def flush(self) -> None:
         out = self.out
         if not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if self.worker.trace:
+            log.log(TRACE, ">%d %r", self.fd, data[:512])
         self._send(data)
 
     def _send(self, data: bytes) -> None:

@@ -19,6 +19,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -156,13 +157,16 @@ class Server:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, drain: float | None = None, timeout: float = 5.0) -> None:
+        """Stop accepting, then stop the workers in reverse start order. With `drain`
+        seconds, workers first answer the requests already received (graceful stop)."""
         self.stop_accepting()
-        for w in self.workers:
-            w.stop()
-        for w in self.workers:
+        deadline = time.monotonic() + drain if drain else None
+        for w in reversed(self.workers):
+            w.stop(deadline)
+        for w in reversed(self.workers):
             if threading.current_thread() is not w.thread:
-                w.join(timeout)
+                w.join((drain or 0) + timeout)
         for u in self.udp:
             u.close()
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcached.protocol.parser import Parser
-from mcached.server.connection import CLOSED, Connection
+from mcached.server.connection import BLOCKED, CLOSED, YIELDED, Connection
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.worker")
@@ -56,7 +56,9 @@ class Worker:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.trace = False  # -vvv: log every command and reply
         self._stopping = False
+        self._drain_until: float | None = None
         self._extra: dict[int, Callable[[], None]] = {}
         self.thread = threading.Thread(target=self.run, name=f"mcached-worker-{index}", daemon=True)
 
@@ -69,7 +71,10 @@ class Worker:
         self.queue.put((sock, peer, listen_addr))
         self._wake()
 
-    def stop(self) -> None:
+    def stop(self, drain_until: float | None = None) -> None:
+        """Stop the loop. With `drain_until` (a time.monotonic() deadline), first answer
+        the requests already received on every connection and send the replies."""
+        self._drain_until = drain_until
         self._stopping = True
         self._wake()
 
@@ -122,9 +127,38 @@ class Worker:
             if self.idle_timeout and time.monotonic() >= next_idle_check:
                 self._close_idle()
                 next_idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
+        if self._drain_until is not None:
+            self._drain(self._drain_until)
         self._close_all()
 
-    def _accept_handed_off(self) -> None:
+    def _drain(self, deadline: float) -> None:
+        """Answer what was received, send it, close; give up at `deadline`."""
+        self._accept_handed_off(draining=True)
+        for conn in list(self.conns):
+            conn.drain_step()
+        while True:
+            busy = []
+            for conn in list(self.conns):
+                if conn.state == CLOSED:
+                    continue
+                if conn.unsent or conn.state == BLOCKED:
+                    busy.append(conn)
+                else:
+                    conn.close("server stopping")
+            left = deadline - time.monotonic()
+            if not busy or left <= 0:
+                if busy:
+                    log.warning("stop deadline passed with %d connection(s) still sending",
+                                len(busy))
+                return
+            for key, mask in self.selector.select(min(left, 0.1)):
+                conn = key.data
+                if type(conn) is Connection and mask & selectors.EVENT_WRITE:
+                    conn.on_writable()
+                    if conn.state == YIELDED:
+                        conn.drain_step()
+
+    def _accept_handed_off(self, draining: bool = False) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
@@ -135,7 +169,7 @@ class Worker:
                 sock, peer, listen_addr = self.queue.get_nowait()
             except queue.Empty:
                 return
-            if self._stopping:
+            if self._stopping and not draining:
                 sock.close()
                 continue
             conn = Connection(

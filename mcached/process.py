@@ -1,0 +1,96 @@
+"""Process-level chores of a Unix daemon: detach, pid file, drop root, core dumps, mlock.
+
+Each mirrors a memcached flag: ``-d`` (`daemonize`), ``-P`` (`write_pidfile`), ``-u``
+(`drop_privileges`), ``-r`` (`raise_core_limit`), ``-k`` (`lock_memory`). They run in the
+main thread before any worker thread exists (fork and threads do not mix).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import resource
+import sys
+
+log = logging.getLogger("mcached")
+
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+
+
+def daemonize(keep_stdio: bool = False) -> None:
+    """Detach from the terminal: fork twice, new session, cwd /, stdio to /dev/null."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    if not keep_stdio:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(fd, target)
+        if fd > 2:
+            os.close(fd)
+
+
+def write_pidfile(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return  # another instance owns it now
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def drop_privileges(user: str) -> None:
+    """``-u``: become `user` (its groups too). Only meaningful when started as root."""
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        log.warning("-u %s ignored: not running as root", user)
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise SystemExit(f"can't find the user {user} to switch to") from None
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+    os.setgroups(sorted(set(groups + [pw.pw_gid])))
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def raise_core_limit() -> None:
+    """``-r``: core file size limit up to the hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("failed to ensure corefile creation: %s", exc)
+
+
+def lock_memory() -> bool:
+    """``-k``: mlockall(MCL_CURRENT | MCL_FUTURE); False (and a warning) if refused."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
+            return True
+        err = ctypes.get_errno()
+        log.warning("warning: -k invalid, mlockall() failed: %s", os.strerror(err))
+    except (OSError, AttributeError) as exc:
+        log.warning("warning: -k invalid, mlockall() unavailable: %s", exc)
+    return False

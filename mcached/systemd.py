@@ -1,0 +1,69 @@
+"""systemd integration: sd_notify, socket activation and the watchdog, in stdlib only.
+
+* `notify("READY=1")` sends one datagram to ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the
+  abstract namespace). Outside systemd the variable is unset and every call is a no-op.
+* `listen_fds()` returns the sockets systemd passed (``LISTEN_FDS`` from fd 3 on), when
+  ``LISTEN_PID`` is ours; they are served instead of binding.
+* `watchdog_interval()` is half of ``WATCHDOG_USEC`` (systemd's advice), or None.
+
+These are the few lines of the protocol (``sd_notify(3)``, ``sd_listen_fds(3)``); gunicorn's
+``gunicorn/systemd.py`` does the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+log = logging.getLogger("mcached.systemd")
+
+SD_LISTEN_FDS_START = 3
+
+
+def notify(state: str) -> bool:
+    """Send `state` (e.g. ``READY=1``) to the service manager; False when not under one."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+        return True
+    except OSError as exc:
+        log.warning("sd_notify(%s) failed: %s", state.split("\n")[0], exc)
+        return False
+
+
+def listen_fds(unset_environment: bool = True) -> list[socket.socket]:
+    """Sockets passed by socket activation, or [] when there are none for this process."""
+    try:
+        pid = int(os.environ.get("LISTEN_PID", "0"))
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    if unset_environment:
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+    if pid != os.getpid() or count <= 0:
+        return []
+    socks = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        os.set_inheritable(fd, False)
+        socks.append(socket.socket(fileno=fd))
+    return socks
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half the configured timeout), or None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    wpid = os.environ.get("WATCHDOG_PID")
+    if not usec or (wpid and wpid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 1_000_000 / 2, 0.05)
+    except ValueError:
+        return None

@@ -1,0 +1,266 @@
+"""The daemon as a real process: signals, systemd notify and socket activation, -d/-P, the
+config file, bad flags. Each test starts ``python -m mcached`` on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HOST, free_port, wait_for_port
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(*args: str, env: dict[str, str] | None = None, port: int | None = None,
+          **kw: object) -> tuple[subprocess.Popen[bytes], int]:
+    port = port or free_port()
+    full_env = dict(os.environ)
+    full_env.pop("NOTIFY_SOCKET", None)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **kw)  # type: ignore[call-overload]
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    d = tempfile.mkdtemp(prefix="mcached-test-")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_mid_pipeline_loses_no_reply(signo: int) -> None:
+    proc, port = spawn()
+    try:
+        wait_for_port(port)
+        with Conn((HOST, port)) as conn:
+            assert conn.request(b"version\r\n").startswith(b"VERSION ")  # accepted
+            n = 1500
+            batch = b"".join(b"set key%d 0 0 6\r\nval%03d\r\nget key%d\r\n" % (i, i % 1000, i)
+                             for i in range(n))
+            assert len(batch) < 100_000  # all of it fits in the kernel's receive buffer
+            conn.send(batch)
+            proc.send_signal(signo)
+            data = b""
+            conn.sock.settimeout(15)
+            while True:
+                chunk = conn.sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        expected = b"".join(b"STORED\r\nVALUE key%d 0 6\r\nval%03d\r\nEND\r\n" % (i, i % 1000)
+                            for i in range(n))
+        assert data == expected
+        assert proc.wait(15) == 0
+    finally:
+        stop(proc)
+
+
+def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path) -> None:
+    path = str(tmp / "notify.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    sink.settimeout(15)
+    proc, port = spawn(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    try:
+        messages: list[str] = []
+
+        def next_msg() -> str:
+            msg = sink.recv(4096).decode()
+            messages.append(msg)
+            return msg
+
+        first = next_msg()
+        assert "READY=1" in first.split("\n"), first
+        # READY=1 promises the port accepts: connect at once, no retry
+        with socket.create_connection((HOST, port), timeout=2) as s:
+            s.sendall(b"version\r\n")
+            assert s.recv(100).startswith(b"VERSION ")
+        assert any(line.startswith("STATUS=listening on") for line in first.split("\n"))
+        assert f"MAINPID={proc.pid}" in first.split("\n")
+        # watchdog pings at half of WATCHDOG_USEC
+        deadline = time.monotonic() + 5
+        while "WATCHDOG=1" not in messages[-1]:
+            assert time.monotonic() < deadline
+            next_msg()
+        proc.send_signal(signal.SIGHUP)
+        while "RELOADING=1" not in messages[-1]:
+            next_msg()
+        while "READY=1" not in messages[-1].split("\n"):
+            next_msg()
+        proc.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in messages[-1]:
+            next_msg()
+        assert proc.wait(15) == 0
+    finally:
+        sink.close()
+        stop(proc)
+
+
+def test_socket_activation_serves_the_inherited_socket() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    # systemd's contract: the sockets are fds 3.., LISTEN_PID is the service's own pid.
+    script = (f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached '
+              f'-l {HOST} -p 1')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(["bash", "-c", script, sys.executable], pass_fds=(fd,), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listener.close()  # the daemon holds the only copy now
+    try:
+        wait_for_port(port)
+        with Conn((HOST, port)) as conn:
+            assert conn.request(b"set a 0 0 1\r\nx\r\nget a\r\n") == (
+                b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n")
+            assert f"STAT tcpport {port}\r\n".encode() in conn.request(b"stats settings\r\n")
+    finally:
+        stop(proc)
+
+
+def test_daemonize_writes_pidfile_and_detaches(tmp: Path) -> None:
+    pidfile = tmp / "mcached.pid"
+    proc, port = spawn("-d", "-P", str(pidfile))
+    try:
+        assert proc.wait(15) == 0  # the foreground process returns at once
+        deadline = time.monotonic() + 10
+        while not pidfile.exists():
+            assert time.monotonic() < deadline, "no pid file"
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        assert pid != proc.pid
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own: detached
+        wait_for_port(port)
+        with Conn((HOST, port)) as conn:
+            assert conn.request(b"version\r\n").startswith(b"VERSION ")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pidfile.exists():
+            assert time.monotonic() < deadline, "pid file not removed on exit"
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+
+def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
+    conf = tmp / "mcached.conf"
+    port = free_port()
+    conf.write_text(
+        "# Debian's /etc/memcached.conf format\n"
+        f"-p {port}\n-l {HOST}\n-m 32\n-c 77\n\n-t 2\n"
+        f"logfile {tmp / 'mcached.log'}\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "mcached", "--config", str(conf), "-m", "48"],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        with Conn((HOST, port)) as conn:
+            settings = conn.request(b"stats settings\r\n")
+        assert b"STAT maxbytes 50331648\r\n" in settings  # -m 48 on the command line wins
+        assert b"STAT maxconns 77\r\n" in settings
+        assert b"STAT num_threads 2\r\n" in settings
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log = (tmp / "mcached.log").read_text()
+        assert "ready: listening on" in log and "SIGTERM: stopping" in log
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["-t", "0"], "Number of threads must be greater than 0", 1),
+    (["-c", "0"], "Maximum connections must be greater than 0", 1),
+    (["-I", "512"], "Item max size cannot be less than 1024 bytes.", 64),
+    (["-f", "1.0"], "Factor must be greater than 1", 1),
+    (["-B", "binary"], "ascii protocol only", 64),
+    (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
+    (["-p", "70000"], "Invalid port number 70000", 64),
+    (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),
+])
+def test_bad_flags_exit_at_once(args: list[str], message: str, code: int) -> None:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "mcached", *args], capture_output=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30)
+    assert result.returncode == code
+    assert message in result.stderr.decode()
+    assert time.monotonic() - started < 20
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port)],
+                                capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                timeout=30)
+    assert result.returncode == 71
+    assert b"failed to listen" in result.stderr
+
+
+def test_version_and_help_entry_points() -> None:
+    for cmd in ([sys.executable, "-m", "mcached", "--version"],
+                [sys.executable, "-m", "mcached", "-V"]):
+        out = subprocess.run(cmd, capture_output=True, timeout=30,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.returncode == 0 and out.stdout.startswith(b"mcached ")
+    out = subprocess.run([sys.executable, "-m", "mcached", "-h"], capture_output=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0
+    for flag in (b"--port", b"--memory-limit", b"--threads", b"--max-item-size", b"--config"):
+        assert flag in out.stdout, flag
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_unit_files_verify(tmp: Path) -> None:
+    """systemd-analyze accepts the units (ExecStart pointed at an existing binary)."""
+    exe = shutil.which("mcached") or sys.executable
+    for name in ("mcached.service", "mcached@.service"):
+        src = ROOT / "scripts" / name
+        if not src.exists():
+            continue
+        text = src.read_text().replace("/usr/local/bin/mcached", exe)
+        dst = tmp / name
+        dst.write_text(text)
+        target = str(dst).replace("@.service", "@11211.service") if "@" in name else str(dst)
+        if "@" in name:
+            os.link(dst, target)
+        result = subprocess.run(["systemd-analyze", "verify", target], capture_output=True,
+                                timeout=60)
+        errors = [line for line in result.stderr.decode().splitlines()
+                  if name.split("@")[0] in line]
+        assert result.returncode == 0 and not errors, result.stderr.decode()
