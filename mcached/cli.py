@@ -94,6 +94,11 @@ def _convert(values: dict[str, Any]) -> Settings:
             if not text.isdigit():
                 raise SettingsError(f"Invalid value for -m: {raw!r} (megabytes)")
             options[name] = int(text) * MB
+        elif name == "stat_key_prefix":
+            if len(raw) != 1:
+                raise SettingsError("-D takes one character", code=1)
+            options[name] = raw
+            options["detail_enabled"] = True  # memcached: -D turns prefix stats on
         elif name == "item_size_max":
             options[name] = parse_size(raw, "-I value")
         elif f.type in ("float", float):

@@ -21,11 +21,12 @@ import psutil
 
 from mcached import MEMCACHED_VERSION
 from mcached.clock import Clock
+from mcached.discovery import LEGACY_KEY
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol import commands as c
 from mcached.protocol import responses as r
 from mcached.settings import Settings, stats_settings
-from mcached.stats import Counters, ordered
+from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache
 from mcached.storage.results import DeltaResult, StoreMode, StoreResult
 from mcached.storage.slabs import SlabClasses, slab_class_sizes
@@ -91,6 +92,7 @@ class Handlers:
             slab_class_sizes(settings.chunk_size, settings.growth_factor, settings.slab_chunk_max)
         )
         self._process = psutil.Process()
+        self.detail = PrefixStats(settings.stat_key_prefix.encode(), settings.detail_enabled)
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
             c.Get: self.get,
             c.Gets: self.gets,
@@ -139,12 +141,19 @@ class Handlers:
                 append(value)
                 append(b"\r\n")
                 hits += 1
+            elif key == LEGACY_KEY and self.discovery is not None:
+                # Auto discovery on engines before 1.4.14. Checked on a miss only, so a hit
+                # pays nothing and a miss one bytes comparison.
+                append(self.discovery.legacy_value())
+                hits += 1
         append(r.END)
         ctr = s.counters
         n = len(cmd.keys)
         ctr.cmd_get += n
         ctr.get_hits += hits
         ctr.get_misses += n - hits
+        if self.detail.enabled:
+            self._detail_gets(cmd.keys)
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
         append = s.out.append
@@ -164,6 +173,8 @@ class Handlers:
         ctr.cmd_get += n
         ctr.get_hits += hits
         ctr.get_misses += n - hits
+        if self.detail.enabled:
+            self._detail_gets(cmd.keys)
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         append = s.out.append
@@ -180,10 +191,18 @@ class Handlers:
         append(r.END)
         ctr = s.counters
         n = len(cmd.keys)
-        ctr.cmd_get += n
+        # memcached counts gat/gats as touches only (cmd_touch, touch_hits/misses)
         ctr.cmd_touch += n
         ctr.touch_hits += hits
         ctr.touch_misses += n - hits
+        if self.detail.enabled:
+            for key in cmd.keys:
+                self.detail.record_get(key, True)
+
+    def _detail_gets(self, keys: list[bytes]) -> None:
+        # a second lookup, paid only while `stats detail on` is active
+        for key in keys:
+            self.detail.record_get(key, self.cache.get(key) is not None)
 
     # ---- storage ----
 
@@ -202,11 +221,11 @@ class Handlers:
                 ctr.cas_misses += 1
         if result is StoreResult.NO_MEMORY:
             ctr.store_no_memory += 1
-            s.out.append(r.SERVER_ERROR_OOM_STORE)  # memcached sends this despite noreply
-            return
-        if result is StoreResult.TOO_LARGE:
+        elif result is StoreResult.TOO_LARGE:
             ctr.store_too_large += 1
-        if not cmd.noreply:
+        if self.detail.enabled:
+            self.detail.record_set(cmd.key)
+        if not cmd.noreply:  # memcached 1.6 hides every reply, errors too, under noreply
             s.out.append(STORE_REPLY[result])
 
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
@@ -225,6 +244,8 @@ class Handlers:
     # ---- other keyed commands ----
 
     def delete(self, cmd: c.Delete, s: Session) -> None:
+        if self.detail.enabled:
+            self.detail.record_delete(cmd.key)
         if self.cache.delete(cmd.key):
             s.counters.delete_hits += 1
             reply = r.DELETED
@@ -256,8 +277,7 @@ class Handlers:
         elif result is DeltaResult.NON_NUMERIC:
             reply = r.CLIENT_ERROR_NON_NUMERIC
         else:
-            s.out.append(r.SERVER_ERROR_OOM)  # sent even with noreply, as memcached does
-            return
+            reply = r.SERVER_ERROR_OOM
         if not cmd.noreply:
             s.out.append(reply)
 
@@ -279,7 +299,7 @@ class Handlers:
         if not self.settings.flush_enabled:
             reply = r.CLIENT_ERROR_FLUSH_DISABLED
         elif cmd.delay is None:
-            reply = r.CLIENT_ERROR_FORMAT
+            reply = r.CLIENT_ERROR_EXPTIME
         else:
             self.cache.flush_all(cmd.delay)
             reply = r.OK
@@ -354,8 +374,22 @@ class Handlers:
             s.out.append(r.stats_block(self.sizes_stats()))
         elif sub == b"conns" and len(args) == 1:
             s.out.append(r.stats_block(self.info.conns_stats()))
+        elif sub == b"detail":
+            s.out.append(self.stats_detail(args[1:]))
         else:
             s.out.append(r.ERROR)
+
+    def stats_detail(self, args: list[bytes]) -> bytes:
+        """``stats detail on|off|dump``: per-prefix counters (keys split at ``-D``)."""
+        if len(args) != 1:
+            return r.CLIENT_ERROR_DETAIL_USAGE
+        if args[0] in (b"on", b"off"):
+            self.detail.enabled = args[0] == b"on"
+            self.settings = self.settings.replace(detail_enabled=self.detail.enabled)
+            return r.OK
+        if args[0] == b"dump":
+            return self.detail.dump()
+        return r.CLIENT_ERROR_DETAIL_USAGE
 
     def general_stats(self) -> list[tuple[str, object]]:
         from mcached.stats import sum_counters

@@ -100,6 +100,11 @@ class Settings:
     item_size_max: int = field(default=1 * MB, metadata=opt(
         "-I", "max item size, k/m suffixes (default: 1m, min: 1k, max: 1024m)",
         long="--max-item-size", stat="item_size_max", metavar="<num>"))
+    stat_key_prefix: str = field(default=":", metadata=opt(
+        "-D", "delimiter between key prefixes and IDs for per-prefix stats (`stats detail`);"
+        " giving it turns the collection on", stat="stat_key_prefix", metavar="<char>"))
+    detail_enabled: bool = field(default=False, metadata=opt(
+        None, "", stat="detail_enabled"))
     flush_enabled: bool = field(default=True, metadata=opt(
         "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"))
     # ---- process lifecycle (memcached's letters; mcached-only ones have long names) ----

@@ -72,6 +72,59 @@ class ServerCounters:
             self.listen_disabled_num = 0
 
 
+class PrefixStats:
+    """``stats detail``: get/hit/set/del counts per key prefix (memcached's ``-D``, ':').
+
+    Off by default; when on, handlers record each keyed command here, under one lock.
+    Keys without the delimiter are not counted, as in memcached.
+    """
+
+    MAX_PREFIXES = 10_000  # bound the table: a client choosing keys cannot grow it forever
+
+    def __init__(self, delimiter: bytes = b":", enabled: bool = False) -> None:
+        self.delimiter = delimiter
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._table: dict[bytes, list[int]] = {}
+
+    def _row(self, key: bytes) -> list[int] | None:
+        i = key.find(self.delimiter)
+        if i < 0:
+            return None
+        prefix = key[:i]
+        row = self._table.get(prefix)
+        if row is None:
+            if len(self._table) >= self.MAX_PREFIXES:
+                return None
+            row = self._table[prefix] = [0, 0, 0, 0]
+        return row
+
+    def record_get(self, key: bytes, hit: bool) -> None:
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row[0] += 1
+                row[1] += hit
+
+    def record_set(self, key: bytes) -> None:
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row[2] += 1
+
+    def record_delete(self, key: bytes) -> None:
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row[3] += 1
+
+    def dump(self) -> bytes:
+        with self._lock:
+            rows = sorted(self._table.items())
+        lines = [b"PREFIX %b get %d hit %d set %d del %d\r\n" % (p, *v) for p, v in rows]
+        return b"".join(lines) + b"END\r\n"
+
+
 # Order of the general ``stats`` reply: memcached 1.6's, for the names we keep.
 GENERAL_ORDER = (
     "pid uptime time version libevent pointer_size rusage_user rusage_system max_connections "

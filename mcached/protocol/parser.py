@@ -50,6 +50,8 @@ ITEM_FLAGS_SIZE = 4
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
 INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 _ERROR = c.Invalid(r.ERROR)
 _NOREPLY = b"noreply"
@@ -86,19 +88,21 @@ def parse_uint64(tok: bytes) -> int | None:
 
 
 def parse_uint32(tok: bytes) -> int | None:
-    """Item flags: 32 bits, as memcached 1.6 stores them."""
-    v = _digits(tok)
-    if v is None or v > UINT32_MAX or v < 0:
+    """Item flags: parsed as 64 bits, then truncated to the 32 memcached 1.6 stores
+    (4294967296 is stored as 0; -1 and 2^64 are refused)."""
+    v = parse_uint64(tok)
+    if v is None:
         return None
-    return v
+    return v & UINT32_MAX
 
 
 def parse_int32(tok: bytes) -> int | None:
-    """``safe_strtol`` into an int32: exptimes, lengths, delays."""
+    """``safe_strtol`` into an int32: strtol's 64-bit range, then truncated to 32 bits as
+    memcached 1.6 does (a length of 4294967296 reads as 0, 2147483648 as negative)."""
     v = _digits(tok)
-    if v is None or v > INT32_MAX or v < -(2**63):
+    if v is None or v > INT64_MAX or v < INT64_MIN:
         return None
-    return v
+    return ((v + 2**31) & UINT32_MAX) - 2**31
 
 
 class Parser:
@@ -109,6 +113,7 @@ class Parser:
         "_pos",
         "_pending",
         "_swallow",
+        "_after_swallow",
         "item_size_max",
         "cas_enabled",
         "_dispatch",
@@ -122,6 +127,7 @@ class Parser:
         self._pending: tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes] | None
         self._pending = None
         self._swallow = 0
+        self._after_swallow: c.Command | None = None
         self.item_size_max = item_size_max
         self.cas_enabled = cas_enabled
         # Dispatch on the verb: one dict lookup per line (hot path).
@@ -182,6 +188,9 @@ class Parser:
                 self._swallow -= n
                 if self._swallow:
                     return NEED_DATA
+            if self._after_swallow is not None:
+                done, self._after_swallow = self._after_swallow, None
+                return done
             if self._pending is not None:
                 cmd = self._data_block()
                 if cmd is None:
@@ -213,7 +222,7 @@ class Parser:
                 return _ERROR
         fn = self._dispatch.get(tokens[0])
         if fn is None:
-            if len(tokens) > 1 and tokens[-1].startswith(b"HTTP/"):
+            if tokens[-1].startswith(b"HTTP/"):
                 raise CloseConnection("HTTP request on the memcached port")
             return _ERROR
         return fn(tokens)
@@ -269,8 +278,8 @@ class Parser:
         return self._keys(keys) or c.Gets(keys)
 
     def _gat(self, tokens: list[bytes]) -> c.Command:
-        if len(tokens) < 3:
-            return _ERROR
+        if len(tokens) < 2:
+            return _ERROR  # "gat 10" with no key is a valid, empty request (END)
         exptime = parse_int32(tokens[1])
         if exptime is None:
             return c.Invalid(r.CLIENT_ERROR_EXPTIME)
@@ -312,20 +321,25 @@ class Parser:
         flags = parse_uint32(tokens[2])
         exptime = parse_int32(tokens[3])
         vlen = parse_int32(tokens[4])
-        if flags is None or exptime is None or vlen is None or vlen < 0:
+        if flags is None or exptime is None or vlen is None or vlen < 0 or vlen > INT32_MAX - 2:
             return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
         verb = tokens[0]
         if item_total_size(len(key), flags, vlen, self.cas_enabled) > self.item_size_max:
-            self._swallow_block(vlen + 2)
-            return c.TooLarge(verb, key, noreply)
+            # memcached answers once the whole block has been swallowed
+            return self._swallow_block(vlen + 2, c.TooLarge(verb, key, noreply))
         self._pending = (self._STORAGE[verb], key, flags, exptime, vlen, cas_unique, noreply, verb)
         return None
 
-    def _swallow_block(self, n: int) -> None:
+    def _swallow_block(self, n: int, then: c.Command) -> c.Command | None:
+        """Discard the next `n` bytes, then answer `then` (None while bytes are missing)."""
         avail = len(self._buf) - self._pos
         take = min(n, avail)
         self._pos += take
         self._swallow = n - take
+        if self._swallow:
+            self._after_swallow = then
+            return None
+        return then
 
     def _delete(self, tokens: list[bytes]) -> c.Command:
         n = len(tokens)
@@ -430,8 +444,7 @@ class Parser:
             if len(key) > KEY_MAX_LENGTH or flags is None or vlen is None or vlen < 0:
                 return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
             if vlen + 2 > self.item_size_max:
-                self._swallow_block(vlen + 2)
-                return c.Invalid(r.SERVER_ERROR_TOO_LARGE, noreply)
+                return self._swallow_block(vlen + 2, c.Invalid(r.SERVER_ERROR_TOO_LARGE, noreply))
             self._pending = (_config_set, key, flags, 0, vlen, 0, noreply, b"config")
             return None
         return _ERROR

@@ -191,12 +191,16 @@ class Cache:
         part.stats.bytes -= item.size
 
     def _link_locked(self, part: _Partition, key: bytes, item: Item, now: int) -> bool:
-        """Insert `item` (replacing any old one), evicting from the LRU tail as needed."""
+        """Insert `item` (replacing any old one), evicting from the LRU tail as needed.
+
+        Room is made while the old item still counts, as memcached allocates the new item
+        before it unlinks the old one; on failure the old item stays (callers decide).
+        """
+        if not self._make_room_locked(part, item.size, now):
+            return False
         old = part.items.get(key)
         if old is not None:
             self._unlink_locked(part, key, old)
-        if not self._make_room_locked(part, item.size, now):
-            return False
         part.items[key] = item
         part.stats.curr_items += 1
         part.stats.total_items += 1
@@ -288,8 +292,8 @@ class Cache:
             elif mode is StoreMode.CAS:
                 if old is None:
                     return StoreResult.NOT_FOUND
-                if cas != self._reported_cas(old):
-                    return StoreResult.EXISTS
+                if not self.cas_enabled or cas != old.cas:
+                    return StoreResult.EXISTS  # with -C memcached never matches a cas
             else:  # REPLACE, APPEND, PREPEND
                 if old is None:
                     return StoreResult.NOT_STORED
@@ -306,7 +310,11 @@ class Cache:
                     item = Item(value, flags, old.exptime, self._next_seq(), now, size)
                     return self._finish_store_locked(part, key, item, now)
             item = Item(value, flags, self.clock.realtime(exptime), self._next_seq(), now, size)
-            return self._finish_store_locked(part, key, item, now)
+            result = self._finish_store_locked(part, key, item, now)
+            if result is StoreResult.NO_MEMORY and mode is StoreMode.SET and old is not None:
+                # memcached drops the old value when a set fails: never serve stale data
+                self._unlink_locked(part, key, old)
+            return result
 
     def _finish_store_locked(
         self, part: _Partition, key: bytes, item: Item, now: int
@@ -386,11 +394,7 @@ class Cache:
 
     def set_memory_limit(self, memory_limit: int) -> bool:
         """``cache_memlimit``: the new limit applies from the next store in each partition."""
-        if memory_limit < 2 * self.item_size_max:
-            return False
         share = memory_limit // len(self._parts)
-        if share < self.item_size_max:
-            return False
         for part in self._parts:
             with part.lock:
                 part.limit = share

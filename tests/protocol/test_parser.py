@@ -38,7 +38,8 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("gat", b"gat 10 a b\r\n", [c.Gat(10, [b"a", b"b"])]),
     ("gats", b"gats -1 a\r\n", [c.Gats(-1, [b"a"])]),
     ("gat-bad-exptime", b"gat x a\r\n", [c.Invalid(r.CLIENT_ERROR_EXPTIME)]),
-    ("gat-no-key", b"gat 1\r\n", [ERR]),
+    ("gat-no-key", b"gat 1\r\n", [c.Gat(1, [])]),
+    ("gat-nothing", b"gat\r\n", [ERR]),
     ("set", b"set k 5 10 2\r\nhi\r\n", [c.Set(b"k", 5, 10, b"hi")]),
     ("set-noreply", b"set k 0 0 2 noreply\r\nhi\r\n", [c.Set(b"k", 0, 0, b"hi", True)]),
     ("set-other-6th", b"set k 0 0 2 foo\r\nhi\r\n", [c.Set(b"k", 0, 0, b"hi", False)]),
@@ -58,7 +59,11 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("set-bad-flags", b"set k x 0 1\r\n", [FMT]),
     ("set-neg-flags", b"set k -1 0 1\r\n", [FMT]),
     ("set-flags-max", b"set k 4294967295 0 1\r\nx\r\n", [c.Set(b"k", 2**32 - 1, 0, b"x")]),
-    ("set-flags-over", b"set k 4294967296 0 1\r\n", [FMT]),
+    ("set-flags-wrap", b"set k 4294967297 0 1\r\nx\r\n", [c.Set(b"k", 1, 0, b"x")]),
+    ("set-flags-over-64", b"set k 18446744073709551616 0 1\r\n", [FMT]),
+    ("set-length-wraps-to-0", b"set k 0 0 4294967296\r\n\r\n", [c.Set(b"k", 0, 0, b"")]),
+    ("set-length-int-max", b"set k 0 0 2147483647\r\n", [FMT]),
+    ("set-length-2-31", b"set k 0 0 2147483648\r\n", [FMT]),
     ("set-bad-exptime", b"set k 0 x 1\r\n", [FMT]),
     ("set-neg-exptime", b"set k 0 -1 1\r\nx\r\n", [c.Set(b"k", 0, -1, b"x")]),
     ("set-bad-length", b"set k 0 0 x\r\n", [FMT]),
@@ -161,13 +166,14 @@ def test_trailing_bytes(data: bytes, expected: list[c.Command]) -> None:
 def test_value_too_large_is_swallowed_without_buffering() -> None:
     p = Parser(item_size_max=1024)
     p.feed(b"set k 0 0 5000\r\n")
-    assert p.next_command() == c.TooLarge(b"set", b"k")
+    assert p.next_command() is NEED_DATA
     for _ in range(5):
         p.feed(b"x" * 1000)
         assert p.buffered == 0
         assert p.next_command() is NEED_DATA
     p.feed(b"\r\nget k\r\n")
-    assert drain(p) == [c.Get([b"k"])]
+    # memcached answers once the whole block is swallowed
+    assert drain(p) == [c.TooLarge(b"set", b"k"), c.Get([b"k"])]
 
 
 def test_too_large_boundary_counts_memcached_item_header() -> None:
@@ -178,24 +184,24 @@ def test_too_large_boundary_counts_memcached_item_header() -> None:
     p.feed(b"set k 0 0 %d\r\n" % biggest)
     assert p.next_command() is NEED_DATA  # waits for the data: it fits
     p2 = Parser(item_size_max=limit)
-    p2.feed(b"set k 0 0 %d\r\n" % (biggest + 1))
+    p2.feed(b"set k 0 0 %d\r\n" % (biggest + 1) + b"x" * (biggest + 3))
     assert p2.next_command() == c.TooLarge(b"set", b"k")
     p3 = Parser(item_size_max=limit)
-    p3.feed(b"set k 1 0 %d\r\n" % (biggest - 3))  # non-zero flags cost 4 bytes
-    assert p3.next_command() == c.TooLarge(b"set", b"k")
+    p3.feed(b"set k 1 0 %d\r\n" % (biggest - 3) + b"x" * (biggest - 1))
+    assert p3.next_command() == c.TooLarge(b"set", b"k")  # non-zero flags cost 4 bytes
 
 
 def test_huge_declared_length_swallowed() -> None:
     p = Parser()
-    p.feed(b"set k 0 0 2147483647\r\n")
-    assert p.next_command() == c.TooLarge(b"set", b"k")
+    p.feed(b"set k 0 0 2147483645\r\n")
+    assert p.next_command() is NEED_DATA
     p.feed(b"x" * 100)
     assert p.buffered == 0
 
 
-def test_length_over_int32_is_format_error() -> None:
+def test_length_over_int64_is_format_error() -> None:
     p = Parser()
-    p.feed(b"set k 0 0 4294967296\r\n")
+    p.feed(b"set k 0 0 9223372036854775808\r\n")
     assert p.next_command() == FMT
 
 
@@ -224,9 +230,10 @@ def test_multiget_line_is_capped() -> None:
         p.next_command()
 
 
-def test_http_request_closes() -> None:
+@pytest.mark.parametrize("line", [b"GET / HTTP/1.1\r\n", b"HTTP/1.0\r\n", b"POST /x HTTP/2\n"])
+def test_http_request_closes(line: bytes) -> None:
     p = Parser()
-    p.feed(b"GET / HTTP/1.1\r\n")
+    p.feed(line)
     with pytest.raises(CloseConnection):
         p.next_command()
 
@@ -244,9 +251,9 @@ def test_cas_disabled_shrinks_item_size() -> None:
     (b"+7", 7, 7, 7),
     (b"-0", 0, 0, 0),
     (b"-5", None, None, -5),
-    (b"4294967295", 4294967295, 4294967295, None),
-    (b"4294967296", None, 4294967296, None),
-    (b"18446744073709551615", None, 2**64 - 1, None),
+    (b"4294967295", 4294967295, 4294967295, -1),
+    (b"4294967296", 0, 4294967296, 0),
+    (b"18446744073709551615", 4294967295, 2**64 - 1, None),
     (b"18446744073709551616", None, None, None),
     (b"2147483647", 2147483647, 2147483647, 2147483647),
     (b"12a", None, None, None),

@@ -64,7 +64,7 @@ def test_cas_disabled_reports_zero(clock: FakeClock) -> None:
     cache = Cache(memory_limit=64 * MB, clock=clock, cas_enabled=False)
     cache.store(SET, b"k", b"v")
     assert cache.get(b"k") == (b"v", 0, 0)
-    assert cache.store(CAS, b"k", b"w", cas=0) is StoreResult.STORED
+    assert cache.store(CAS, b"k", b"w", cas=0) is StoreResult.EXISTS  # memcached -C
 
 
 def test_relative_expiry(cache: Cache, clock: FakeClock) -> None:
@@ -207,4 +207,17 @@ def test_concurrent_cas_loses_nothing(cache: Cache) -> None:
 def test_set_memory_limit(cache: Cache) -> None:
     assert cache.set_memory_limit(128 * MB)
     assert cache.stats()["limit_maxbytes"] == 128 * MB
-    assert not cache.set_memory_limit(MB)
+    assert cache.set_memory_limit(8 * MB)  # memcached accepts cache_memlimit 8
+
+
+def test_failed_set_drops_the_old_value(clock: FakeClock) -> None:
+    """memcached allocates before unlinking, and a failed set deletes the old value."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, evictions=False, partitions=1)
+    value = b"x" * 100_000
+    stored = 0
+    while cache.store(SET, b"k%d" % stored, value) is StoreResult.STORED:
+        stored += 1
+    assert stored >= 5
+    assert cache.store(SET, b"k1", value) is StoreResult.NO_MEMORY
+    assert cache.get(b"k1") is None
+    assert cache.get(b"k0") is not None
