@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from urllib.parse import quote_from_bytes
+
 import psutil
 
 from mcached import MEMCACHED_VERSION
@@ -117,6 +119,7 @@ class Handlers:
             c.ShutdownCmd: self.shutdown,
             c.Stats: self.stats,
             c.CacheMemlimit: self.cache_memlimit,
+            c.LruCrawler: self.lru_crawler,
             c.ConfigGet: self.config,
             c.ConfigSet: self.config,
             c.ConfigDelete: self.config,
@@ -343,6 +346,34 @@ class Handlers:
             reply = r.MEMLIMIT_FAILED
         if not cmd.noreply:
             s.out.append(reply)
+
+    def lru_crawler(self, cmd: c.LruCrawler, s: Session) -> None:
+        """``lru_crawler metadump <all|ids>``: one line per live item (memcached-tool dump
+        reads it); ``lru_crawler crawl <all|ids>``: reclaim expired items now."""
+        sub, which = cmd.args
+        classes: set[int] | None = None
+        if which != b"all":
+            try:
+                classes = {int(x) for x in which.split(b",")}
+            except ValueError:
+                classes = {-1}
+            if not all(1 <= i <= len(self.classes.sizes) for i in classes):
+                s.out.append(r.BADCLASS)
+                return
+        if sub == b"crawl":
+            self.cache.crawl(classes)
+            s.out.append(r.OK)
+            return
+        base = self.clock.process_started
+        out = []
+        for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
+                self.classes.class_of, classes):
+            out.append(b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n" % (
+                quote_from_bytes(key, safe="-._~").encode(),
+                exptime + base if exptime else -1,
+                atime + base, cas, b"yes" if fetched else b"no", clsid, size))
+        out.append(r.END)
+        s.out.append(b"".join(out))
 
     def config(self, cmd: c.Command, s: Session) -> None:
         if self.discovery is None:

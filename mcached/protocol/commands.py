@@ -238,6 +238,16 @@ class Stats(Command):
         self.args = args
 
 
+class LruCrawler(Command):
+    """``lru_crawler metadump|crawl <all|class ids>`` (other subcommands: ERROR)."""
+
+    __slots__ = ("args",)
+    verb = b"lru_crawler"
+
+    def __init__(self, args: list[bytes]) -> None:
+        self.args = args
+
+
 class CacheMemlimit(Command):
     __slots__ = ("megabytes", "noreply")
     verb = b"cache_memlimit"

@@ -153,6 +153,7 @@ class Parser:
             b"shutdown": self._shutdown,
             b"stats": self._stats,
             b"cache_memlimit": self._memlimit,
+            b"lru_crawler": self._lru_crawler,
             b"config": self._config,
         }
 
@@ -419,6 +420,11 @@ class Parser:
 
     def _stats(self, tokens: list[bytes]) -> c.Command:
         return c.Stats(tokens[1:])
+
+    def _lru_crawler(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
+            return _ERROR
+        return c.LruCrawler(tokens[1:])
 
     def _memlimit(self, tokens: list[bytes]) -> c.Command:
         n = len(tokens)

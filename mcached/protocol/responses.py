@@ -38,6 +38,7 @@ ERROR_SHUTDOWN_DISABLED = b"ERROR: shutdown not enabled\r\n"
 MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
 MEMLIMIT_NOT_MB = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
 MEMLIMIT_FAILED = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+BADCLASS = b"BADCLASS invalid class id\r\n"
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 
 

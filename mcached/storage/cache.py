@@ -435,6 +435,43 @@ class Cache:
         """Per slab class: [items, bytes charged, oldest store time] (``stats items``)."""
         return _class_walk(self, class_of)
 
+    def metadump(
+        self, class_of: Any, classes: set[int] | None = None
+    ) -> Iterator[tuple[bytes, int, int, int, bool, int, int]]:
+        """Live items: (key, exptime, last access, cas, fetched, size, class id), times in
+        server time (exptime 0: never). Partition by partition, never one long lock."""
+        now = self.clock.now()
+        for part in self._parts:
+            with part.lock:
+                rows = []
+                for key, it in part.items.items():
+                    if it.exptime and it.exptime <= now:
+                        continue
+                    if it.cas <= self._flush_seq or (
+                        self._flush_at and self._flush_at <= now and it.time < self._flush_at
+                    ):
+                        continue
+                    clsid = class_of(it.size)
+                    if classes is None or clsid in classes:
+                        rows.append((key, it.exptime, it.time, self._reported_cas(it),
+                                     it.fetched, it.size, clsid))
+            yield from rows
+
+    def crawl(self, classes: set[int] | None = None) -> int:
+        """Reclaim expired items now (memcached's ``lru_crawler crawl``); returns how many."""
+        reclaimed = 0
+        for part in self._parts:
+            with part.lock:
+                now = self.clock.now()
+                dead = [(k, it) for k, it in part.items.items() if it.exptime and it.exptime <= now]
+                for key, it in dead:
+                    self._unlink_locked(part, key, it)
+                    part.stats.reclaimed += 1
+                    if not it.fetched:
+                        part.stats.expired_unfetched += 1
+                reclaimed += len(dead)
+        return reclaimed
+
     def keys(self) -> Iterator[bytes]:
         """A snapshot of the keys (for ``stats cachedump``-style tools and tests)."""
         for part in self._parts:
