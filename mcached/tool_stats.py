@@ -1,0 +1,249 @@
+"""``mcached-tool HOST:PORT display|stats|settings|dump|top``: what memcached's
+``memcached-tool`` shows, plus a live view. Works against memcached as well as mcached: it
+only reads ``stats``, ``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get``.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import unquote_to_bytes
+
+import click
+
+
+class StatsClient:
+    """One connection; requests whose replies end with END (or a known line)."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, line: bytes, end: bytes = b"END\r\n") -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        while True:
+            i = self.buf.find(end)
+            if i >= 0 and (i == 0 or self.buf[i - 2 : i] == b"\r\n" or self.buf[i - 1 : i]
+                           == b"\n"):
+                reply, self.buf = self.buf[: i + len(end)], self.buf[i + len(end):]
+                return reply
+            if self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) and \
+                    b"\r\n" in self.buf:
+                err, _, self.buf = self.buf.partition(b"\r\n")
+                raise click.ClickException(f"server answered {err.decode(errors='replace')}")
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise click.ClickException("connection closed by the server")
+            self.buf += chunk
+
+    def stats(self, sub: str = "") -> dict[str, str]:
+        reply = self.request(b"stats" + (b" " + sub.encode() if sub else b""))
+        out: dict[str, str] = {}
+        for line in reply.split(b"\r\n"):
+            if line.startswith(b"STAT "):
+                _, name, value = line.decode(errors="replace").split(" ", 2)
+                out[name] = value
+        return out
+
+
+def _client(ctx: click.Context) -> StatsClient:
+    target = ctx.obj
+    try:
+        return StatsClient(target.address, max(target.timeout, 5.0))
+    except OSError as exc:
+        raise click.ClickException(f"cannot connect to {target.address}: {exc}") from None
+
+
+def _by_class(stats: dict[str, str], prefix: str = "") -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {}
+    for name, value in stats.items():
+        if prefix:
+            if not name.startswith(prefix):
+                continue
+            name = name[len(prefix):]
+        cls, sep, field = name.partition(":")
+        if sep and cls.isdigit():
+            out.setdefault(int(cls), {})[field] = value
+    return out
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    return f"{n}"
+
+
+@click.command()
+@click.pass_context
+def display(ctx: click.Context) -> None:
+    """The slab table, as memcached-tool prints it."""
+    c = _client(ctx)
+    try:
+        slabs = _by_class(c.stats("slabs"))
+        items = _by_class(c.stats("items"), "items:")
+    finally:
+        c.close()
+    click.echo("  #  Item_Size  Max_age   Pages   Count   Full?  Evicted Evict_Time OOM")
+    for cls in sorted(set(slabs) | set(items)):
+        s, it = slabs.get(cls, {}), items.get(cls, {})
+        pages = int(s.get("total_pages", 0))
+        chunks = int(s.get("total_chunks", 0))
+        used = int(s.get("used_chunks", it.get("number", 0)))
+        full = "yes" if chunks and used >= chunks and not int(s.get("free_chunks", 0)) else "no"
+        click.echo(f"{cls:3d} {_size(float(s.get('chunk_size', 0))):>10} "
+                   f"{int(it.get('age', 0)):7d}s {pages:7d} {int(it.get('number', 0)):7d} "
+                   f"{full:>7} {int(it.get('evicted', 0)):8d} "
+                   f"{int(it.get('evicted_time', 0)):9d} {int(it.get('outofmemory', 0)):4d}")
+
+
+def _table(title: str, values: dict[str, str]) -> None:
+    width = max((len(k) for k in values), default=10)
+    click.echo(f"#{title}   Field{' ' * max(width - 5, 1)}   Value")
+    for name, value in values.items():
+        click.echo(f"{name:>{width + 3}} {value:>16}")
+
+
+@click.command()
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """General statistics."""
+    c = _client(ctx)
+    try:
+        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", c.stats())
+    finally:
+        c.close()
+
+
+@click.command()
+@click.pass_context
+def settings(ctx: click.Context) -> None:
+    """The server's settings (stats settings)."""
+    c = _client(ctx)
+    try:
+        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", c.stats("settings"))
+    finally:
+        c.close()
+
+
+def _metadump(c: StatsClient) -> Iterator[tuple[bytes, int]]:
+    reply = c.request(b"lru_crawler metadump all")
+    for line in reply.split(b"\n"):
+        if not line.startswith(b"key="):
+            continue
+        fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
+        yield unquote_to_bytes(fields[b"key"]), int(fields[b"exp"])
+
+
+@click.command()
+@click.argument("limit", type=int, required=False)
+@click.pass_context
+def dump(ctx: click.Context, limit: int | None) -> None:
+    """Every key and value as a replayable stream of `add` commands (memcached-tool dump)."""
+    c = _client(ctx)
+    out = sys.stdout.buffer
+    try:
+        keys = list(_metadump(c))
+        if limit:
+            keys = keys[:limit]
+        click.echo(f"Dumping memcache contents ({len(keys)} keys)", err=True)
+        for i in range(0, len(keys), 100):
+            batch = keys[i : i + 100]
+            reply = c.request(b"get " + b" ".join(k for k, _ in batch))
+            exp = dict(batch)
+            pos = 0
+            while reply.startswith(b"VALUE ", pos):
+                eol = reply.index(b"\r\n", pos)
+                _, key, flags, length = reply[pos:eol].split(b" ")[:4]
+                start = eol + 2
+                value = reply[start : start + int(length)]
+                e = exp.get(key, 0)
+                out.write(b"add %b %b %d %b\r\n%b\r\n" % (key, flags, max(e, 0), length, value))
+                pos = start + int(length) + 2
+        out.flush()
+    finally:
+        c.close()
+
+
+TOP_COUNTERS = (
+    ("get", "cmd_get"), ("set", "cmd_set"), ("delete", ("delete_hits", "delete_misses")),
+    ("incr", ("incr_hits", "incr_misses")), ("decr", ("decr_hits", "decr_misses")),
+    ("cas", ("cas_hits", "cas_misses", "cas_badval")), ("touch", "cmd_touch"),
+    ("flush", "cmd_flush"),
+)
+
+
+def _count(stats: dict[str, str], names: str | tuple[str, ...]) -> int:
+    if isinstance(names, str):
+        names = (names,)
+    return sum(int(stats.get(n, 0)) for n in names)
+
+
+def render_top(address: str, prev: dict[str, str], cur: dict[str, str], slabs: dict[str, str],
+               elapsed: float) -> str:
+    """One screen of `top` from two stats snapshots `elapsed` seconds apart."""
+    lines = [f"mcached-tool top  {address}  version {cur.get('version', '?')}  "
+             f"uptime {cur.get('uptime', '?')}s  (Ctrl-C quits)", ""]
+    rates = []
+    for label, names in TOP_COUNTERS:
+        rates.append(f"{label} {(_count(cur, names) - _count(prev, names)) / elapsed:,.0f}/s")
+    lines.append("ops:  " + "  ".join(rates))
+    hits = int(cur.get("get_hits", 0)) - int(prev.get("get_hits", 0))
+    gets = int(cur.get("cmd_get", 0)) - int(prev.get("cmd_get", 0))
+    total_hits, total_gets = int(cur.get("get_hits", 0)), int(cur.get("cmd_get", 0))
+    ratio_now = f"{100 * hits / gets:.1f}%" if gets else "-"
+    ratio_all = f"{100 * total_hits / total_gets:.1f}%" if total_gets else "-"
+    lines.append(f"hit ratio: {ratio_now} now, {ratio_all} since start")
+    lines.append(f"connections: {cur.get('curr_connections', '?')} open, "
+                 f"{cur.get('total_connections', '?')} total, "
+                 f"{cur.get('rejected_connections', '0')} rejected")
+    evict_rate = (int(cur.get("evictions", 0)) - int(prev.get("evictions", 0))) / elapsed
+    lines.append(f"memory: {_size(int(cur.get('bytes', 0)))} of "
+                 f"{_size(int(cur.get('limit_maxbytes', 0)))} in {cur.get('curr_items', 0)} "
+                 f"items; evictions {cur.get('evictions', 0)} ({evict_rate:,.0f}/s)")
+    lines.append(f"network: in {_size((int(cur.get('bytes_read', 0)) - int(prev.get('bytes_read', 0))) / elapsed)}/s"
+                 f"  out {_size((int(cur.get('bytes_written', 0)) - int(prev.get('bytes_written', 0))) / elapsed)}/s")
+    lines.append("")
+    lines.append("  class  chunk_size   chunks_used   memory")
+    for cls, s in sorted(_by_class(slabs).items()):
+        used = int(s.get("used_chunks", 0))
+        size = int(s.get("chunk_size", 0))
+        lines.append(f"  {cls:5d}  {size:10d}   {used:11d}   {_size(used * size)}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
+@click.option("--count", default=0, help="stop after this many refreshes (0: until Ctrl-C)")
+@click.pass_context
+def top(ctx: click.Context, interval: float, count: int) -> None:
+    """A live view: ops/s by command, hit ratio, connections, memory by slab class."""
+    c = _client(ctx)
+    address = f"{ctx.obj.address[0]}:{ctx.obj.address[1]}"
+    tty = sys.stdout.isatty()
+    try:
+        prev, t0 = c.stats(), time.monotonic()
+        n = 0
+        while count == 0 or n < count:
+            time.sleep(interval)
+            cur, t1 = c.stats(), time.monotonic()
+            screen = render_top(address, prev, cur, c.stats("slabs"), max(t1 - t0, 1e-6))
+            if tty:
+                click.echo("\x1b[H\x1b[2J" + screen)
+            else:
+                click.echo(screen + "\n")
+            prev, t0 = cur, t1
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        c.close()
+
+
+COMMANDS = (display, stats, settings, dump, top)
