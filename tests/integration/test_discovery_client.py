@@ -1,0 +1,193 @@
+"""The discovery client (mcached.cluster_client.ClusterClient) against 3+ loopback nodes.
+
+It spreads keys over every node; it follows a membership change within one poll; a killed node
+costs only the keys it held while the others keep serving; it falls over to another node when
+its endpoint dies; and on a server without ``config get cluster`` (Debian's memcached) it reads
+the legacy ``AmazonElastiCache:cluster`` item.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mcached.cluster_client import ClusterClient, DiscoveryError
+from mcached.discovery import Node, format_data
+from tests.conftest import Server, free_port
+from tests.integration.test_discovery import start_cluster, wait_until
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+KEYS = [f"key:{i}" for i in range(300)]
+FAST = {"connect_timeout": 1.0, "timeout": 1.0}
+
+
+def items(server: Server) -> int:
+    return int(server.handle.cache.stats()["curr_items"])
+
+
+def push(servers: list[Server], nodes: list[Node], version: int) -> None:
+    """What ``mcached-tool cluster set`` does: the same data to every node."""
+    data = format_data(version, sorted(nodes))
+    for s in servers:
+        with Conn(s.address) as conn:
+            assert (
+                conn.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(data), data), expect_len=8)
+                == b"STORED\r\n"
+            )
+
+
+def wait_for_polls(client: ClusterClient, n: int = 2, timeout: float = 5.0) -> None:
+    """`n` more completed polls. Two: the first may have started before the change."""
+    target = client.polls + n
+    assert wait_until(lambda: client.polls >= target, timeout)
+
+
+def test_keys_spread_over_every_node(server_factory: Callable[..., Server], tmp_path: Path) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 4)
+    with ClusterClient(f"127.0.0.1:{cluster.servers[0].port}", poll_interval=0, **FAST) as c:
+        assert c.servers == sorted(("127.0.0.1", s.port) for s in cluster.servers)
+        assert c.config is not None and c.config.version == 1
+        for k in KEYS:
+            assert c.set(k, k.encode(), noreply=False)
+        counts = [items(s) for s in cluster.servers]
+        assert sum(counts) == len(KEYS)
+        assert min(counts) > 30  # rendezvous hashing: roughly 75 each
+        assert c.get_many(KEYS) == {k: k.encode() for k in KEYS}
+        c.set_many({"a": b"1", "b": b"2"}, noreply=False)
+        assert c.get("a") == b"1" and c.delete("a", noreply=False) and c.get("a") is None
+        assert c.incr("n", 1) is None and c.add("n", b"5", noreply=False)
+        assert c.incr("n", 2) == 7
+
+
+def test_follows_a_membership_change_within_one_poll(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3, "--enable-config-set")
+    spare = server_factory("mcached", "--enable-config-set")
+    everyone = cluster.servers + [spare]
+    nodes = list(cluster.nodes)
+    with ClusterClient([f"127.0.0.1:{cluster.servers[0].port}"], poll_interval=0.2, **FAST) as c:
+        assert len(c.servers) == 3
+        # add a node
+        push(everyone, nodes + [Node("localhost", "127.0.0.1", spare.port)], 2)
+        wait_for_polls(c)
+        assert ("127.0.0.1", spare.port) in c.servers and len(c.servers) == 4
+        for k in KEYS:
+            c.set(k, b"v", noreply=False)
+        assert items(spare) > 0
+        # remove two
+        push(everyone, nodes[:1] + [Node("localhost", "127.0.0.1", spare.port)], 3)
+        wait_for_polls(c)
+        assert c.servers == sorted(
+            [("127.0.0.1", cluster.servers[0].port), ("127.0.0.1", spare.port)]
+        )
+        assert c.config is not None and c.config.version == 3
+        for k in KEYS[:50]:
+            assert c.set(k, b"w", noreply=False)
+        assert set(c.get_many(KEYS[:50]).values()) == {b"w"}
+
+
+def test_killed_node_costs_only_its_keys(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3)
+    victim = cluster.servers[1]
+    with ClusterClient(
+        f"127.0.0.1:{cluster.servers[0].port}", poll_interval=0.2, ignore_exc=True, **FAST
+    ) as c:
+        for k in KEYS:
+            c.set(k, k.encode(), noreply=False)
+        owner = {k: c._get_client(k).server[1] for k in KEYS}
+        lost = {k for k in KEYS if owner[k] == victim.port}
+        assert 0 < len(lost) < len(KEYS)
+        victim.handle.stop()
+        got = c.get_many(KEYS)
+        assert set(got) == set(KEYS) - lost  # exactly the victim's keys are gone
+        for k in sorted(lost)[:5]:
+            assert c.get(k) is None  # a miss, not an exception
+        survivors = [k for k in KEYS if k not in lost]
+        assert all(c.get(k) == k.encode() for k in survivors[:50])
+        assert c.set(survivors[0], b"new", noreply=False)
+        assert c.get(survivors[0]) == b"new"
+        wait_for_polls(c)  # the victim is still listed: polling carries on unharmed
+        assert c.get_many(survivors[:20]) == {k: k.encode() for k in survivors[1:20]} | {
+            survivors[0]: b"new"
+        }
+
+
+def test_endpoint_dies_client_polls_another_node(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3, "--enable-config-set")
+    endpoint, *rest = cluster.servers
+    with ClusterClient(
+        f"127.0.0.1:{endpoint.port}", poll_interval=0.2, ignore_exc=True, **FAST
+    ) as c:
+        endpoint.handle.stop()
+        push(rest, [n for n in cluster.nodes if n.port != endpoint.port], 2)
+        wait_for_polls(c, 3)
+        assert c.servers == sorted(("127.0.0.1", s.port) for s in rest)
+
+
+def test_threads_share_a_client_while_it_changes(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3, "--enable-config-set")
+    all_nodes = list(cluster.nodes)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    with ClusterClient(
+        f"127.0.0.1:{cluster.servers[0].port}",
+        poll_interval=0.05,
+        use_pooling=True,
+        ignore_exc=False,
+        **FAST,
+    ) as c:
+
+        def work(n: int) -> None:
+            try:
+                i = 0
+                while not stop.is_set():
+                    key = f"t{n}:{i % 50}"
+                    c.set(key, b"x", noreply=False)
+                    c.get(key)
+                    i += 1
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for version in range(2, 12):
+            push(cluster.servers, all_nodes[: 1 + version % 3], version)
+            wait_for_polls(c, 1)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+
+
+def test_legacy_key_on_memcached(server_factory: Callable[..., Server]) -> None:
+    """Debian's memcached answers ERROR to config get; the item holds the configuration."""
+    ref = server_factory("memcached")
+    data = format_data(4, [Node("localhost", "127.0.0.1", ref.port)])
+    with Conn(ref.address) as conn:
+        assert conn.request(b"config get cluster\r\n") == b"ERROR\r\n"
+        assert (
+            conn.request(b"set AmazonElastiCache:cluster 0 0 %d\r\n%b\r\n" % (len(data), data))
+            == b"STORED\r\n"
+        )
+    with ClusterClient(("127.0.0.1", ref.port), poll_interval=0, **FAST) as c:
+        assert c.servers == [("127.0.0.1", ref.port)]
+        assert c.config is not None and c.config.version == 4
+        assert c.set("k", b"v", noreply=False) and c.get("k") == b"v"
+
+
+def test_no_endpoint_raises() -> None:
+    with pytest.raises(DiscoveryError):
+        ClusterClient(f"127.0.0.1:{free_port()}", discovery_timeout=0.5)

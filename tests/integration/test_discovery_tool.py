@@ -1,0 +1,219 @@
+"""``mcached-tool HOST:PORT cluster [set|add|remove|revert]`` and ``scripts/cluster.py``.
+
+The tool runs through click's CliRunner (in-process); the script as a real subprocess that
+starts real ``python -m mcached`` nodes, checked and then stopped with SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mcached.discovery import Node, config_reply, format_data
+from mcached.tool import main
+from tests.conftest import Server, free_port
+from tests.integration.test_discovery import Cluster, request, start_cluster
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+GET = b"config get cluster\r\n"
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def run(server: Server, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--timeout", "2", f"127.0.0.1:{server.port}", *args])
+
+
+def served(cluster: Cluster, server: Server) -> bytes:
+    return request(server, GET)
+
+
+def test_cluster_shows_nodes_and_health(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3)
+    res = run(cluster.servers[0], "cluster")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == f"127.0.0.1:{cluster.servers[0].port}: configuration version 1, 3 nodes"
+    assert lines[1].split() == [
+        "NODE",
+        "STATE",
+        "LATENCY",
+        "VERSION",
+        "UPTIME",
+        "ITEMS",
+        "CONNS",
+        "CONFIG",
+    ]
+    for line, node in zip(lines[2:], sorted(cluster.nodes), strict=True):
+        fields = line.split()
+        assert fields[0] == str(node)
+        assert fields[1] == "up" and fields[3] == "1.6.18" and fields[-1] == "same"
+    # a node goes down: reported, exit status 1
+    cluster.servers[2].handle.stop()
+    res = run(cluster.servers[0], "cluster")
+    assert res.exit_code == 1
+    down = [line for line in res.output.splitlines() if " DOWN " in line]
+    assert len(down) == 1 and f"|{cluster.servers[2].port}" in down[0]
+
+
+def test_cluster_reports_a_node_with_another_configuration(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3, "--enable-config-set")
+    data = format_data(9, sorted(cluster.nodes)[:1])
+    odd = cluster.servers[2]
+    with Conn(odd.address) as conn:
+        conn.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(data), data))
+    res = run(cluster.servers[0], "cluster")
+    assert res.exit_code == 1
+    assert re.search(rf"\|{odd.port} .*DIFFERS: version 9, 1 nodes", res.output), res.output
+
+
+def test_cluster_set_add_remove_revert(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3, "--enable-config-set")
+    spare = server_factory("mcached", "--enable-config-set")
+    a, b, c = cluster.servers
+    spare_node = Node("localhost", "127.0.0.1", spare.port)
+
+    res = run(a, "cluster", "add", f"localhost:{spare.port}")
+    assert res.exit_code == 0, res.output
+    four = tuple(sorted(cluster.nodes + (spare_node,)))
+    expected = config_reply(format_data(2, four))
+    assert res.output.splitlines()[0] == (
+        "configuration version 2: " + " ".join(str(n) for n in four)
+    )
+    assert res.output.count(": STORED") == 4  # old and new nodes, each once
+    for s in (a, b, c, spare):
+        assert served(cluster, s) == expected
+
+    res = run(b, "cluster", "remove", f"127.0.0.1:{a.port}", f"localhost|127.0.0.1|{c.port}")
+    assert res.exit_code == 0, res.output
+    two = tuple(sorted((Node("localhost", "127.0.0.1", b.port), spare_node)))
+    for s in (a, b, c, spare):  # the removed nodes learn it too: their clients follow
+        assert served(cluster, s) == config_reply(format_data(3, two))
+
+    res = run(b, "cluster", "set", f"localhost:{a.port}", f"[::1]:{b.port}", "--endpoint-only")
+    assert res.exit_code == 0, res.output
+    assert served(cluster, b) == config_reply(
+        format_data(4, sorted([Node("::1", "::1", b.port), Node("localhost", "127.0.0.1", a.port)]))
+    )
+    assert served(cluster, a) == config_reply(format_data(3, two))  # endpoint only
+
+    res = run(a, "cluster", "revert")
+    assert res.exit_code == 0, res.output
+    assert served(cluster, a) == cluster.expected(4)  # the file again, one version on
+
+
+def test_cluster_changes_refused_and_bad_input(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3)
+    a = cluster.servers[0]
+    res = run(a, "cluster", "add", "localhost:1")
+    assert res.exit_code == 1
+    assert "CLIENT_ERROR config set not allowed (start mcached with --enable-config-set)" in (
+        res.output
+    )
+    assert served(cluster, a) == cluster.expected()
+    res = run(a, "cluster", "remove", "localhost:1")
+    assert res.exit_code == 2 and "localhost:1 is not in the cluster" in res.output
+    res = run(a, "cluster", "add", "no-such-host.invalid:1")
+    assert res.exit_code == 2 and "does not resolve" in res.output
+    res = run(a, "cluster", "add", "a:b")
+    assert res.exit_code == 2 and "bad port" in res.output
+    res = run(a, "cluster", "remove", *[f"localhost:{s.port}" for s in cluster.servers])
+    assert res.exit_code == 2 and "no node" in res.output
+    res = CliRunner().invoke(main, [f"127.0.0.1:{free_port()}", "cluster"])
+    assert res.exit_code == 2 and "cannot read the cluster configuration" in res.output
+    res = CliRunner().invoke(main, ["nope:", "cluster"])
+    assert res.exit_code == 2 and "HOST:PORT" in res.output
+
+
+def test_tool_as_a_command() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "mcached.tool", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and "HOST:PORT" in out.stdout and "cluster" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mcached.tool", "x:1", "cluster", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0
+    assert all(word in out.stdout for word in ("set", "add", "remove", "revert"))
+
+
+def test_cluster_script_starts_and_stops_n_nodes(tmp_path: Path) -> None:
+    """`python scripts/cluster.py -n 3`: three real processes, one node list, Ctrl-C stops all."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "cluster.py"),
+            "-n",
+            "3",
+            "--spares",
+            "1",
+            "--base-port",
+            "0",
+            "--dir",
+            str(tmp_path),
+            "--",
+            "-m",
+            "16",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        text = "".join(lines)
+        assert "ready" in text, text
+        ports = [int(p) for p in re.findall(r"^  127\.0\.0\.1:(\d+)  pid", text, re.M)]
+        assert len(ports) == 4
+        nodes = sorted(Node("localhost", "127.0.0.1", p) for p in ports[:3])
+        expected = config_reply(format_data(1, nodes))
+        for port in ports:  # the spare reads the same file: it serves the same list
+            assert request(Server("mcached", "127.0.0.1", port), GET) == expected
+        assert (tmp_path / "cluster.conf").read_text().count("localhost:") == 3
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, rest
+        assert "stopped" in rest
+        for port in ports:
+            with pytest.raises(OSError):
+                request(Server("mcached", "127.0.0.1", port), GET)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

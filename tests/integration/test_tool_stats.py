@@ -1,0 +1,81 @@
+"""mcached-tool's display/stats/settings/dump/top against both servers."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from mcached.tool import main
+from mcached.tool_stats import render_top
+from tests.conftest import Server
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+
+def run(server: Server, *args: str) -> str:
+    result = CliRunner().invoke(main, [f"{server.host}:{server.port}", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def load(server: Server) -> None:
+    with Conn(server.address) as conn:
+        conn.send(b"".join(b"set key%d %d 0 %d\r\n%b\r\n" % (i, i, 10 + i, b"v" * (10 + i))
+                           for i in range(20)) + b"set bin 7 0 4\r\n\x00\r\n\xff\r\n"
+                  + b"get key1 nope\r\n")
+        conn.read_until(b"END\r\n")
+
+
+def test_stats_and_settings(server: Server) -> None:
+    load(server)
+    out = run(server, "stats")
+    assert out.startswith(f"#{server.host}:{server.port}")
+    assert any(line.split() == ["curr_items", "21"] for line in out.splitlines())
+    assert any(line.split() == ["get_hits", "1"] for line in out.splitlines())
+    settings = run(server, "settings")
+    assert any(line.split() == ["maxbytes", "67108864"] for line in settings.splitlines())
+
+
+def test_display_shows_the_slab_table(server: Server) -> None:
+    load(server)
+    out = run(server, "display").splitlines()
+    assert out[0].split()[:4] == ["#", "Item_Size", "Max_age", "Pages"]
+    rows = [line.split() for line in out[1:]]
+    assert rows and all(r[0].isdigit() for r in rows)
+    assert sum(int(r[4]) for r in rows) == 21  # the Count column adds up to curr_items
+
+
+def test_dump_replays_into_an_empty_server(server: Server, server_factory: object) -> None:
+    load(server)
+    result = CliRunner().invoke(main, [f"{server.host}:{server.port}", "dump"])
+    assert result.exit_code == 0
+    stream = result.stdout_bytes
+    assert stream.count(b"add ") == 21
+    other = server_factory(server.kind)  # type: ignore[operator]
+    with Conn(other.address) as conn:
+        conn.send(stream)
+        replies = b""
+        while replies.count(b"STORED\r\n") < 21:
+            replies += conn.sock.recv(65536)
+        assert replies == b"STORED\r\n" * 21
+        assert conn.request(b"get bin key19\r\n") == (
+            b"VALUE bin 7 4\r\n\x00\r\n\xff\r\nVALUE key19 19 29\r\n" + b"v" * 29 + b"\r\nEND\r\n")
+
+
+def test_top_refreshes(server: Server) -> None:
+    load(server)
+    out = run(server, "top", "--interval", "0.2", "--count", "2")
+    assert out.count("hit ratio:") == 2
+    assert "ops:  get " in out and "connections:" in out and "class  chunk_size" in out
+
+
+def test_render_top_rates() -> None:
+    prev = {"cmd_get": "100", "get_hits": "50", "cmd_set": "10", "evictions": "0"}
+    cur = {"cmd_get": "300", "get_hits": "200", "cmd_set": "30", "evictions": "4",
+           "bytes": "2048", "limit_maxbytes": "67108864", "curr_items": "7"}
+    screen = render_top("h:1", prev, cur, {"1:chunk_size": "96", "1:used_chunks": "7"}, 2.0)
+    assert "get 100/s" in screen and "set 10/s" in screen
+    assert "hit ratio: 75.0% now, 66.7% since start" in screen
+    assert "evictions 4 (2/s)" in screen
+    assert "      1          96             7   672B" in screen

@@ -1,0 +1,522 @@
+"""Unit tests of mcached/discovery.py and mcached/endpoint.py: the format, the version rules,
+the sources and their precedence. No sockets: names come from a fake resolver."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mcached.cli import parse_settings
+from mcached.discovery import (
+    CLIENT_ERROR_DELETE_DISABLED,
+    CLIENT_ERROR_SET_DISABLED,
+    ClusterConfig,
+    Discovery,
+    Node,
+    config_reply,
+    format_data,
+    legacy_block,
+    parse_data,
+    parse_node,
+)
+from mcached.endpoint import EndpointError, NotSupported, parse_address, parse_config_reply
+from mcached.protocol import commands as c
+from mcached.protocol.parser import Parser
+from mcached.settings import Settings, SettingsError, validate
+from tests.test_layering import ROOT, imports, module_name
+
+pytestmark = pytest.mark.unit
+
+# The reference's example (shared/reference/auto-discovery.md), byte for byte.
+EXAMPLE = (
+    b"CONFIG cluster 0 80\r\n1\nlocalhost|127.0.0.1|21001 localhost|127.0.0.1|21002 "
+    b"localhost|127.0.0.1|21003\n\r\nEND\r\n"
+)
+THREE = tuple(Node("localhost", "127.0.0.1", p) for p in (21001, 21002, 21003))
+
+HOSTS = {
+    "localhost": ["127.0.0.1"],
+    "node-a": ["10.0.0.1"],
+    "node-b": ["10.0.0.2"],
+    "dual": ["10.0.0.9", "fd00::9"],
+}
+
+
+class FakeDns:
+    """A resolver whose answers the test changes; counts lookups."""
+
+    def __init__(self, table: dict[str, list[str]] | None = None) -> None:
+        self.table = dict(HOSTS if table is None else table)
+        self.lookups = 0
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        self.lookups += 1
+        return list(self.table.get(host, []))
+
+    @staticmethod
+    def reverse(ip: str) -> str:
+        return {"127.0.0.1": "localhost"}.get(ip, ip)
+
+
+def make(dns: FakeDns | None = None, port: int = 21001, **settings: object) -> Discovery:
+    s = Settings(listen=("127.0.0.1",), cluster_node_name="localhost", **settings)  # type: ignore[arg-type]
+    dns = dns or FakeDns()
+    return Discovery(s, local_port=lambda: port, resolve=dns.resolve, reverse=dns.reverse)
+
+
+def ask(d: Discovery, cmd: c.Command) -> bytes:
+    out: list[bytes] = []
+    d.handle(cmd, out)
+    assert len(out) <= 1  # one reply, one bytes object: one write
+    return b"".join(out)
+
+
+def get(d: Discovery) -> bytes:
+    return ask(d, c.ConfigGet(b"cluster"))
+
+
+def config_set(data: bytes, noreply: bool = False) -> c.ConfigSet:
+    return c.ConfigSet(b"cluster", 0, data, noreply)
+
+
+def write(path: Path, text: str) -> None:
+    """Write and make sure stat() sees a change even within one mtime tick."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+# ---- the format ----
+
+
+def test_reference_example_bytes() -> None:
+    data = format_data(1, THREE)
+    assert len(data) == 80
+    assert config_reply(data) == EXAMPLE
+    assert legacy_block(data) + b"END\r\n" == (
+        b"VALUE AmazonElastiCache:cluster 0 80\r\n" + data + b"\r\nEND\r\n"
+    )
+
+
+def test_empty_ip_is_written_host_pipe_pipe_port() -> None:
+    assert format_data(7, [Node("cache-1", "", 11211)]) == b"7\ncache-1||11211\n"
+
+
+NODE_CASES = [
+    ("localhost|127.0.0.1|21001", Node("localhost", "127.0.0.1", 21001)),
+    ("cache-1||11211", Node("cache-1", "", 11211)),
+    ("node-a:11311", Node("node-a", "", 11311)),
+    ("node-a", Node("node-a", "", 11211)),
+    ("10.1.2.3:5", Node("10.1.2.3", "10.1.2.3", 5)),
+    ("[::1]:11211", Node("::1", "::1", 11211)),
+    ("[fd00::1]", Node("fd00::1", "fd00::1", 11211)),
+    ("h|fd00::1|1", Node("h", "fd00::1", 1)),
+]
+
+
+@pytest.mark.parametrize("token,node", NODE_CASES, ids=[t for t, _ in NODE_CASES])
+def test_parse_node(token: str, node: Node) -> None:
+    assert parse_node(token) == node
+
+
+BAD_NODES = [
+    "a|b",
+    "a|1.2.3.4|0",
+    "a|1.2.3.4|65536",
+    "a|not-an-ip|1",
+    "|1.2.3.4|1",
+    "a:",
+    "a:x",
+    "::1:11211",
+    "[::1",
+    "[nope]:1",
+    "h\x01:1",
+]
+
+
+@pytest.mark.parametrize("token", BAD_NODES)
+def test_parse_node_refuses(token: str) -> None:
+    with pytest.raises(ValueError):
+        parse_node(token)
+
+
+def test_parse_node_resolves_names_only() -> None:
+    dns = FakeDns()
+    assert parse_node("node-a:1", resolve=dns.resolve) == Node("node-a", "10.0.0.1", 1)
+    assert parse_node("dual:1", resolve=dns.resolve).ip == "10.0.0.9"  # IPv4 first
+    assert parse_node("gone:1", resolve=dns.resolve) == Node("gone", "", 1)
+    assert parse_node("h|10.9.9.9|1", resolve=dns.resolve).ip == "10.9.9.9"  # as written
+    dns.lookups = 0
+    parse_node("10.0.0.1:1", resolve=dns.resolve)
+    assert dns.lookups == 0
+
+
+def test_parse_data_version_comments_and_order() -> None:
+    text = "# the cache\n  3 \nnode-b:2 node-a:1  # two on a line\n\nnode-a:1\n"
+    assert parse_data(text) == (3, (Node("node-a", "", 1), Node("node-b", "", 2)))
+    assert parse_data(format_data(1, THREE)) == (1, THREE)  # a config get payload is valid
+    assert parse_data(b"localhost|127.0.0.1|21003\nlocalhost|127.0.0.1|21001") == (
+        None,
+        (THREE[0], THREE[2]),
+    )
+
+
+@pytest.mark.parametrize("text", [b"", b"# nothing\n", b"5\n", b"0\na:1\n", b"\xff:1", b"a:0"])
+def test_parse_data_refuses(text: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_data(text)
+
+
+# ---- serving ----
+
+
+def test_no_cluster_lists_itself() -> None:
+    d = make(port=33333)
+    assert get(d) == b"CONFIG cluster 0 28\r\n1\nlocalhost|127.0.0.1|33333\n\r\nEND\r\n"
+    assert (
+        d.legacy_value()
+        == b"VALUE AmazonElastiCache:cluster 0 28\r\n1\nlocalhost|127.0.0.1|33333\n\r\n"
+    )
+
+
+def test_reply_is_built_once_per_change() -> None:
+    d = make()
+    assert get(d) is get(d)
+
+
+def test_other_keys_and_commands_answer_error() -> None:
+    d = make(config_set_enabled=True)
+    assert ask(d, c.ConfigGet(b"foo")) == b"ERROR\r\n"
+    assert ask(d, c.ConfigSet(b"foo", 0, b"1\na:1\n")) == b"ERROR\r\n"
+    assert ask(d, c.ConfigDelete(b"foo")) == b"ERROR\r\n"
+    assert ask(d, c.Version()) == b"ERROR\r\n"
+
+
+def test_parser_frames_config_requests() -> None:
+    p = Parser()
+    p.feed(b"config get cluster\nconfig set cluster 0 6 noreply\r\n1\na:1\n\r\n")
+    assert p.next_command() == c.ConfigGet(b"cluster")
+    assert p.next_command() == c.ConfigSet(b"cluster", 0, b"1\na:1\n", True)
+
+
+# ---- the cluster file ----
+
+
+def test_file_source_and_its_versions(tmp_path: Path) -> None:
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21003\nlocalhost:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f))
+    assert get(d) == EXAMPLE
+    d.reload()  # same list: same version
+    assert get(d) == EXAMPLE
+    write(f, "localhost:21001\nlocalhost:21002\n")
+    d.reload()
+    assert d.current() == ClusterConfig(2, THREE[:2])
+    write(f, "localhost:21001\nlocalhost:21002\nlocalhost:21003\n")
+    d.refresh()  # what the watcher does on a change
+    assert d.current().version == 3
+    assert d.current().nodes == THREE
+
+
+def test_same_membership_same_bytes_on_every_node(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("localhost:21001\nlocalhost:21002\nlocalhost:21003\n")
+    b.write_text(
+        "# another order, duplicates\n"
+        "localhost:21003 localhost:21002\nlocalhost:21001\nlocalhost:21002\n"
+    )
+    nodes = [make(port=p, cluster_file=str(x)) for p, x in ((21001, a), (21002, b), (21003, a))]
+    assert {get(n) for n in nodes} == {EXAMPLE}
+
+
+def test_file_version_line_pins_the_version(tmp_path: Path) -> None:
+    f = tmp_path / "cluster"
+    f.write_text("41\nlocalhost:21001\n")
+    d = make(cluster_file=str(f))
+    assert d.current().version == 41
+    write(f, "42\nlocalhost:21001\n")  # the same list, a new pin: served as written
+    d.reload()
+    assert d.current().version == 42
+    write(f, "localhost:21001\nlocalhost:21002\n")  # unpinned change: one more
+    d.reload()
+    assert d.current().version == 43
+
+
+def test_bad_file_keeps_the_previous_membership(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f))
+    before = get(d)
+    write(f, "localhost:21001\nlocalhost:nope\n")
+    with caplog.at_level(logging.ERROR, "mcached.discovery"):
+        d.reload()
+    assert get(d) == before
+    assert "bad port" in caplog.text
+    f.unlink()
+    d.reload()
+    assert get(d) == before
+
+
+def test_missing_file_lists_itself_until_it_appears(tmp_path: Path) -> None:
+    f = tmp_path / "cluster"
+    d = make(port=21002, cluster_file=str(f))
+    assert d.current() == ClusterConfig(1, (THREE[1],))
+    f.write_text("localhost:21001 localhost:21002 localhost:21003\n")
+    d.refresh()
+    assert d.current() == ClusterConfig(2, THREE)
+
+
+def test_file_names_are_resolved_and_re_resolved(tmp_path: Path) -> None:
+    dns = FakeDns()
+    f = tmp_path / "cluster"
+    f.write_text("node-a:11211\nnode-b:11211\nunknown:11211\nfixed|10.5.5.5|11211\n")
+    d = make(dns, cluster_file=str(f))
+    assert [str(n) for n in d.current().nodes] == [
+        "fixed|10.5.5.5|11211",
+        "node-a|10.0.0.1|11211",
+        "node-b|10.0.0.2|11211",
+        "unknown||11211",
+    ]
+    dns.table["node-b"] = ["10.0.0.22"]  # a node came back elsewhere
+    d.refresh()
+    assert "node-b|10.0.0.22|11211" in get(d).decode()
+    assert d.current().version == 2
+
+
+def test_watcher_follows_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21001\n")
+    d = make(cluster_file=str(f), cluster_dns_interval=60.0)
+    d.file_poll_interval = 0.02
+    d.start()
+    try:
+        write(f, "localhost:21001\nlocalhost:21002\n")
+        deadline = time.monotonic() + 5
+        while d.current().version < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert d.current() == ClusterConfig(2, THREE[:2])
+    finally:
+        d.stop()
+    assert d._thread is None
+
+
+# ---- DNS ----
+
+
+def test_dns_every_address_is_a_node() -> None:
+    dns = FakeDns({"svc": ["10.0.0.3", "10.0.0.1", "127.0.0.1"]})
+    d = make(dns, cluster_dns="svc:11211")
+    assert get(d) == config_reply(
+        b"1\n10.0.0.1|10.0.0.1|11211 10.0.0.3|10.0.0.3|11211 localhost|127.0.0.1|11211\n"
+    )
+    d.refresh()  # same answer: same version
+    assert d.current().version == 1
+    dns.table["svc"] = ["10.0.0.1"]
+    d.refresh()
+    assert d.current() == ClusterConfig(2, (Node("10.0.0.1", "10.0.0.1", 11211),))
+    dns.table["svc"] = []  # resolution fails: keep what we had
+    d.refresh()
+    assert d.current().version == 2
+
+
+def test_dns_that_never_resolved_lists_itself() -> None:
+    d = make(FakeDns({}), port=21001, cluster_dns="svc:11211")
+    assert get(d) == config_reply(b"1\nlocalhost|127.0.0.1|21001\n")
+
+
+# ---- config set / delete ----
+
+
+def test_config_set_refused_unless_enabled() -> None:
+    d = make()
+    assert ask(d, config_set(b"1\na:1\n")) == CLIENT_ERROR_SET_DISABLED
+    assert ask(d, config_set(b"1\na:1\n", noreply=True)) == b""
+    assert ask(d, c.ConfigDelete(b"cluster")) == CLIENT_ERROR_DELETE_DISABLED
+    assert d.current().version == 1
+
+
+def test_config_set_and_delete() -> None:
+    d = make(config_set_enabled=True)
+    first = get(d)
+    data = format_data(5, THREE)
+    assert ask(d, config_set(data)) == b"STORED\r\n"
+    assert get(d) == config_reply(data)  # the version as given
+    assert ask(d, config_set(b"localhost|127.0.0.1|21002\n")) == b"STORED\r\n"  # unpinned: +1
+    assert d.current() == ClusterConfig(6, (THREE[1],))
+    assert ask(d, config_set(b"1\nbad|x|1\n")).startswith(
+        b"CLIENT_ERROR bad cluster configuration: bad ip"
+    )
+    assert ask(d, config_set(b"\n")) == b"CLIENT_ERROR bad cluster configuration: no nodes\r\n"
+    assert ask(d, config_set(b"1\nbad|x|1\n", noreply=True)) == b""
+    assert ask(d, c.ConfigDelete(b"cluster")) == b"DELETED\r\n"
+    assert d.current().nodes == parse_data(first[21:-7])[1]  # itself again
+    assert d.current().version == 7
+    assert ask(d, c.ConfigDelete(b"cluster")) == b"NOT_FOUND\r\n"
+    assert ask(d, c.ConfigDelete(b"cluster", noreply=True)) == b""
+
+
+def test_config_set_never_resolves() -> None:
+    dns = FakeDns()
+    d = make(dns, config_set_enabled=True)
+    get(d)
+    dns.lookups = 0
+    assert ask(d, config_set(b"2\nnode-a:1\n")) == b"STORED\r\n"
+    assert dns.lookups == 0
+    assert get(d) == config_reply(b"2\nnode-a||1\n")
+
+
+def test_config_set_overrides_the_file_until_deleted(tmp_path: Path) -> None:
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21001\nlocalhost:21002\nlocalhost:21003\n")
+    d = make(cluster_file=str(f), config_set_enabled=True)
+    assert ask(d, config_set(format_data(10, THREE[:1]))) == b"STORED\r\n"
+    write(f, "localhost:21002\n")  # the file changes while the override holds
+    d.reload()
+    assert d.current() == ClusterConfig(10, THREE[:1])
+    assert d.overridden
+    assert ask(d, c.ConfigDelete(b"cluster")) == b"DELETED\r\n"
+    assert d.current() == ClusterConfig(11, (THREE[1],))  # the file as it is now
+
+
+# ---- the client side of the format (mcached/endpoint.py) ----
+
+REPLY_CASES = [
+    EXAMPLE,
+    b"VALUE AmazonElastiCache:cluster 0 80\r\n" + format_data(1, THREE) + b"\r\nEND\r\n",
+    b"CONFIG cluster 7 18\r\n12\ncache-1||11211\n\r\nEND\r\n",
+]
+
+
+@pytest.mark.parametrize("reply", REPLY_CASES)
+def test_parse_config_reply_whole_and_byte_by_byte(reply: bytes) -> None:
+    used, config = parse_config_reply(reply + b"trailing") or (0, None)
+    assert used == len(reply)
+    assert config is not None and config.nodes
+    for i in range(len(reply)):
+        assert parse_config_reply(reply[:i]) is None
+
+
+def test_parse_config_reply_errors() -> None:
+    assert parse_config_reply(b"END\r\n") == (5, None)
+    with pytest.raises(NotSupported):
+        parse_config_reply(b"ERROR\r\n")
+    for bad in (
+        b"CLIENT_ERROR x\r\n",
+        b"CONFIG cluster 0 5\r\n1\na:1\r\nEND\r\n",  # wrong length
+        b"CONFIG cluster 0 4\r\na:1\n\r\nEND\r\n",  # no version line
+        b"CONFIG cluster 0 7\r\n1\na:1\nb\r\nEND\r\n",  # no final newline
+        b"CONFIG cluster 0 8\r\n1\na:1\nb\n\r\nEND\r\n",  # three lines
+        b"CONFIG cluster 0 6\r\n1\na:1\n\r\nEND!\r\n",  # not END
+        b"CONFIG cluster 0 x\r\n",
+    ):
+        with pytest.raises(EndpointError):
+            parse_config_reply(bad)
+
+
+ADDRESS_CASES = [
+    ("127.0.0.1:21001", ("127.0.0.1", 21001)),
+    ("cache.example.com", ("cache.example.com", 11211)),
+    ("[::1]:5", ("::1", 5)),
+    ("[::1]", ("::1", 11211)),
+    ("::1", ("::1", 11211)),
+]
+
+
+@pytest.mark.parametrize("text,address", ADDRESS_CASES)
+def test_parse_address(text: str, address: tuple[str, int]) -> None:
+    assert parse_address(text) == address
+
+
+@pytest.mark.parametrize("text", ["", "h:", "h:0", "h:x", "[::1]x", ":5"])
+def test_parse_address_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+# ---- settings and layering ----
+
+
+def test_cluster_options_from_the_command_line() -> None:
+    s = parse_settings(
+        [
+            "--cluster-file",
+            "/etc/c",
+            "--cluster-dns-interval",
+            "0.5",
+            "--enable-config-set",
+            "--cluster-node-name",
+            "n1",
+        ]
+    )
+    assert (s.cluster_file, s.cluster_dns_interval, s.config_set_enabled, s.cluster_node_name) == (
+        "/etc/c",
+        0.5,
+        True,
+        "n1",
+    )
+    assert parse_settings(["--cluster-dns", "svc.ns.svc:11211"]).cluster_dns == "svc.ns.svc:11211"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cluster_file": "f", "cluster_dns": "svc:1"},
+        {"cluster_dns": "svc"},
+        {"cluster_dns": "svc:0"},
+        {"cluster_dns": ":11211"},
+        {"cluster_dns_interval": 0.0},
+    ],
+)
+def test_cluster_options_validated(changes: dict[str, object]) -> None:
+    with pytest.raises(SettingsError):
+        validate(Settings(**changes))  # type: ignore[arg-type]
+
+
+def test_layering_of_discovery_and_its_clients() -> None:
+    allowed = {
+        "mcached.discovery": ("mcached.protocol", "mcached.settings", "mcached.errors"),
+        "mcached.endpoint": ("mcached.discovery",),
+        "mcached.cluster_client": ("mcached.discovery", "mcached.endpoint"),
+        "mcached.tool": ("mcached.discovery", "mcached.endpoint", "mcached.tool_stats"),
+        "mcached.tool_stats": (),
+    }
+    problems = []
+    for path in sorted(ROOT.rglob("*.py")):
+        name = module_name(path)
+        found = {i for i in imports(path) if i != "mcached" and not i.startswith("mcached.__")}
+        if name.startswith("mcached.server") and any("discovery" in i for i in found):
+            problems.append(f"{name} imports {found}")
+        for mod, ok in allowed.items():
+            if name == mod:
+                problems += [
+                    f"{name} imports {i}"
+                    for i in found
+                    if not any(i == a or i.startswith(a + ".") for a in ok)
+                ]
+    assert problems == []
+
+
+def test_tool_and_daemon_do_not_need_pymemcache() -> None:
+    """pymemcache is the ``client`` extra: only mcached.cluster_client may import it."""
+    for path in sorted(ROOT.rglob("*.py")):
+        if module_name(path) != "mcached.cluster_client":
+            assert not any(i.startswith("pymemcache") for i in all_imports(path)), path
+
+
+def all_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
