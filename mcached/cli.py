@@ -105,7 +105,12 @@ def _convert(values: dict[str, Any]) -> Settings:
             try:
                 options[name] = float(raw)
             except ValueError:
-                raise SettingsError("Factor must be greater than 1", code=1) from None
+                if name == "growth_factor":
+                    raise SettingsError("Factor must be greater than 1", code=1) from None
+                raise SettingsError(
+                    f"Invalid value for {f.metadata['flag'] or f.metadata['long']}: {raw!r} "
+                    "(a number)"
+                ) from None
         elif f.type in ("int", int):
             try:
                 options[name] = int(raw, 10)
@@ -259,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.geteuid() == 0 and not settings.user:
         logging.getLogger("mcached").info(
             "running as root without -u: consider -u <user> to drop privileges")
-    daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None)
+    try:
+        daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None)
+    except SettingsError as exc:  # -Y file, -Z certificates: memcached's messages and codes
+        click.echo(str(exc), err=True)
+        sys.exit(exc.code)
     if log_file is not None:
         daemon.reloadables.append(log_file)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcached import systemd
+from mcached.auth import AuthFile
 from mcached.clock import Clock
 from mcached.discovery import Discovery
 from mcached.handlers import Handlers
@@ -28,6 +29,7 @@ from mcached.server.listener import Server
 from mcached.settings import Settings
 from mcached.stats import Counters
 from mcached.storage.cache import Cache
+from mcached.storage.maintainer import LruCrawler, SlabAutomover
 
 log = logging.getLogger("mcached")
 # Start, stop and reload lines: logged whatever the verbosity (a few lines per lifetime).
@@ -60,25 +62,43 @@ class Daemon:
             evictions=settings.evictions,
             cas_enabled=settings.cas_enabled,
             clock=self.clock,
+            chunk_size=settings.chunk_size,
+            growth_factor=settings.growth_factor,
+            slab_chunk_max=settings.slab_chunk_max,
+            slab_reassign=settings.slab_reassign,
+            slab_automove=settings.slab_automove,
         )
         # The `config get cluster` endpoint. It lists this node by its bound port, known only
         # once the server has bound (port 0 picks one), hence the callable.
         self.discovery = Discovery(settings, local_port=lambda: self.server.ports[0])
+        # -Y: the credentials (read now: a bad file stops us before anything binds)
+        self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
         self.handlers = Handlers(self.cache, settings, self, self.clock,
-                                 discovery=self.discovery)
+                                 discovery=self.discovery, authfile=self.authfile)
         item_size_max = settings.item_size_max
         cas_enabled = settings.cas_enabled
+        auth = self.authfile is not None
 
         def make_parser() -> Parser:
-            return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled)
+            return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled, auth=auth)
 
+        # -Z: the Server builds its TLS context here, so bad certificates stop us early too
         self.server = Server(settings, self.handlers, make_parser, self.request_stop,
                              tcp_sockets=tcp_sockets)
+        self.handlers.tls = self.server.tls  # refresh_certs
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
         # each has reload() -> None and is called from the main thread.
         self.reloadables: list[Any] = [self.discovery]
+        self.reloadables += [p for p in (self.authfile, self.server.tls) if p is not None]
         # Parts with background threads: start() after the server, stop() before it.
         self.services: list[Any] = [self.discovery]
+        # The cache's own threads: the LRU crawler (-o lru_crawler) reclaims expired items
+        # nobody reads; the automover moves slab pages (also what frees pages after
+        # cache_memlimit lowers the limit), so it runs whenever pages may move.
+        if settings.lru_crawler:
+            self.services.append(LruCrawler(self.cache))
+        if settings.slab_reassign:
+            self.services.append(SlabAutomover(self.cache))
         self.started_mono = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
@@ -218,6 +238,7 @@ class Daemon:
             "accepting_conns": 1 if srv.accepting else 0,
             "listen_disabled_num": srv.counters.listen_disabled_num,
             "threads": self.settings.threads,
+            **(srv.tls.stats() if srv.tls is not None else {}),
         }
 
     def conns_stats(self) -> list[tuple[str, object]]:

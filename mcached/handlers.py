@@ -30,7 +30,7 @@ from mcached.protocol import responses as r
 from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache
-from mcached.storage.results import DeltaResult, StoreMode, StoreResult
+from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 from mcached.storage.slabs import SlabClasses, slab_class_sizes
 
 
@@ -75,6 +75,33 @@ STORE_MODE = {
 
 MB = 1024 * 1024
 
+# ``slabs reassign`` replies, memcached's words (proto_text.c process_slabs_reassign_command)
+SLABS_REASSIGN_DISABLED = b"CLIENT_ERROR slab reassignment disabled\r\n"
+REASSIGN_REPLY = {
+    ReassignResult.OK: r.OK,
+    ReassignResult.RUNNING: b"BUSY currently processing reassign request\r\n",
+    ReassignResult.BADCLASS: b"BADCLASS invalid src or dst class id\r\n",
+    ReassignResult.NOSPARE: b"NOSPARE source class has no spare pages\r\n",
+    ReassignResult.SAME: b"SAME src and dst class are identical\r\n",
+}
+
+
+def once_per_key(lookup: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`lookup`, remembered per key for one multiget. The cache copies a value out on every
+    hit, so ``get k k k ...`` (a 1 MB line can name a key 500,000 times) would otherwise
+    build 500,000 copies of it before the first byte is sent. A repeated key is served the
+    value it had at its first lookup; the reply is one the same get could have produced."""
+    seen: dict[bytes, Any] = {}
+
+    def get(key: bytes) -> Any:
+        try:
+            return seen[key]
+        except KeyError:
+            hit = seen[key] = lookup(key)
+            return hit
+
+    return get
+
 
 class Handlers:
     def __init__(
@@ -84,12 +111,19 @@ class Handlers:
         info: ServerInfo,
         clock: Clock | None = None,
         discovery: Any = None,
+        authfile: Any = None,
+        tls: Any = None,
     ) -> None:
         self.cache = cache
         self.settings = settings
         self.info = info
         self.clock = clock or cache.clock
         self.discovery = discovery
+        # -Y: an `mcached.auth.AuthFile` (check(user, password) -> bool); the parser only
+        # sends `Auth` commands when it is set
+        self.authfile = authfile
+        # -Z: the server's TLS context holder (refresh() -> None, or an error line)
+        self.tls = tls
         self.classes = SlabClasses(
             slab_class_sizes(settings.chunk_size, settings.growth_factor, settings.slab_chunk_max)
         )
@@ -120,10 +154,14 @@ class Handlers:
             c.Stats: self.stats,
             c.CacheMemlimit: self.cache_memlimit,
             c.LruCrawler: self.lru_crawler,
+            c.SlabsReassign: self.slabs_reassign,
+            c.SlabsAutomove: self.slabs_automove,
             c.ConfigGet: self.config,
             c.ConfigSet: self.config,
             c.ConfigDelete: self.config,
             c.Invalid: self.invalid,
+            c.Auth: self.auth,
+            c.RefreshCerts: self.refresh_certs,
         }
 
     def __call__(self, cmd: c.Command, session: Session) -> None:
@@ -134,7 +172,7 @@ class Handlers:
     def get(self, cmd: c.Get, s: Session) -> None:
         out = s.out
         append = out.append
-        cache_get = self.cache.get
+        cache_get = self.cache.get if len(cmd.keys) == 1 else once_per_key(self.cache.get)
         hits = 0
         for key in cmd.keys:
             hit = cache_get(key)
@@ -160,7 +198,7 @@ class Handlers:
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
         append = s.out.append
-        cache_get = self.cache.get
+        cache_get = self.cache.get if len(cmd.keys) == 1 else once_per_key(self.cache.get)
         hits = 0
         for key in cmd.keys:
             hit = cache_get(key)
@@ -381,6 +419,30 @@ class Handlers:
             return
         self.discovery.handle(cmd, s.out)
 
+    def auth(self, cmd: c.Auth, s: Session) -> None:
+        """-Y: the ``set`` exchange of an unauthenticated connection. STORED lets it in;
+        a wrong user or password keeps it out and open, as memcached does."""
+        ctr = s.counters
+        ctr.auth_cmds += 1
+        if self.authfile is not None and self.authfile.check(cmd.user, cmd.password):
+            cmd.grant()
+            s.out.append(r.STORED)  # even under noreply, as memcached
+        else:
+            ctr.auth_errors += 1
+            s.out.append(r.CLIENT_ERROR_AUTH_FAILURE)
+
+    def refresh_certs(self, cmd: c.RefreshCerts, s: Session) -> None:
+        """Reload the TLS certificate, key and CA files for new connections. An error is
+        sent whatever noreply says (memcached's write_and_free)."""
+        if self.tls is None:
+            s.out.append(r.ERROR_TLS_NOT_ENABLED)
+            return
+        error = self.tls.refresh()
+        if error:
+            s.out.append(error.encode() + b"\r\n")
+        elif not cmd.noreply:
+            s.out.append(r.OK)
+
     def invalid(self, cmd: c.Invalid, s: Session) -> None:
         if not cmd.noreply:
             s.out.append(cmd.reply)
@@ -446,37 +508,43 @@ class Handlers:
         self.cache.reset_stats()
         self.info.reset_stats()
 
+    def slabs_reassign(self, cmd: c.SlabsReassign, s: Session) -> None:
+        """``slabs reassign <src> <dst>``: memcached moves the page in the background and
+        answers OK at once; mcached moves it before answering (a few milliseconds)."""
+        if not self.settings.slab_reassign:
+            s.out.append(SLABS_REASSIGN_DISABLED)
+        elif cmd.src is None or cmd.dst is None:
+            s.out.append(r.CLIENT_ERROR_FORMAT)
+        else:
+            s.out.append(REASSIGN_REPLY[self.cache.reassign(cmd.src, cmd.dst)])
+
+    def slabs_automove(self, cmd: c.SlabsAutomove, s: Session) -> None:
+        if cmd.level is not None:
+            self.cache.automove = cmd.level
+            self.settings = self.settings.replace(slab_automove=cmd.level)
+        if not cmd.noreply:
+            s.out.append(r.OK)
+
     def items_stats(self) -> list[tuple[str, object]]:
-        now = self.clock.now()
+        """``stats items``: memcached's per-class fields, for classes holding items."""
         out: list[tuple[str, object]] = []
-        for clsid, (number, nbytes, oldest) in sorted(
-            self.cache.class_stats(self.classes.class_of).items()
-        ):
+        for clsid, fields in self.cache.items_stats():
             p = f"items:{clsid}:"
-            out += [(p + "number", number), (p + "age", max(0, now - oldest)),
-                    (p + "mem_requested", nbytes)]
+            out += [(p + name, value) for name, value in fields.items()]
         return out
 
     def slabs_stats(self) -> list[tuple[str, object]]:
+        """``stats slabs``: memcached's per-class fields, for classes holding pages."""
         out: list[tuple[str, object]] = []
-        total = 0
-        walk = sorted(self.cache.class_stats(self.classes.class_of).items())
-        for clsid, (number, nbytes, _) in walk:
+        classes, totals = self.cache.slabs_stats()
+        for clsid, fields in classes:
             p = f"{clsid}:"
-            out += [(p + "chunk_size", self.classes.chunk_size(clsid)),
-                    (p + "chunks_per_page", self.classes.per_page(clsid)),
-                    (p + "used_chunks", number),
-                    (p + "mem_requested", nbytes)]
-            total += nbytes
-        out += [("active_slabs", len(walk)), ("total_malloced", total)]
+            out += [(p + name, value) for name, value in fields.items()]
+        out += list(totals.items())
         return out
 
     def sizes_stats(self) -> list[tuple[str, object]]:
         if not self.settings.track_sizes:
             return [("sizes_status", "disabled")]
-        # memcached's histogram: item sizes rounded up to 32-byte buckets
-        buckets: dict[int, int] = {}
-        walk = self.cache.class_stats(lambda size: (size + 31) // 32 * 32)
-        for bucket, (number, _, _) in walk.items():
-            buckets[bucket] = buckets.get(bucket, 0) + number
-        return [(str(b), n) for b, n in sorted(buckets.items())]
+        # memcached's histogram: live items by total size, rounded up to 32-byte buckets
+        return [(str(b), n) for b, n in sorted(self.cache.size_histogram().items())]

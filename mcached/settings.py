@@ -97,6 +97,9 @@ class Settings:
     protocol: str = field(default="ascii", metadata=opt(
         "-B", "protocol: ascii (the only one served; binary and auto are refused)",
         long="--protocol", stat="binding_protocol", metavar="<name>"))
+    auth_file: str = field(default="", metadata=opt(
+        "-Y", "enable ASCII protocol authentication: a file of user:password lines, "
+        "re-read on SIGHUP", long="--auth-file", stat="auth_enabled_ascii", metavar="<file>"))
     item_size_max: int = field(default=1 * MB, metadata=opt(
         "-I", "max item size, k/m suffixes (default: 1m, min: 1k, max: 1024m)",
         long="--max-item-size", stat="item_size_max", metavar="<num>"))
@@ -165,6 +168,38 @@ class Settings:
     track_sizes: bool = field(default=False, metadata=opt(
         None, "enable dynamic reports for 'stats sizes' command",
         stat="track_sizes", extended=True))
+    # ---- TLS (-Z and memcached's -o ssl_* options) ----
+    ssl_enabled: bool = field(default=False, metadata=opt(
+        "-Z", "enable TLS/SSL on every TCP listener (-l notls:<addr>:<port> for a plain one)",
+        long="--enable-ssl", stat="ssl_enabled"))
+    ssl_chain_cert: str = field(default="", metadata=opt(
+        None, "certificate chain file in PEM format", stat="ssl_chain_cert", extended=True))
+    ssl_key: str = field(default="", metadata=opt(
+        None, "private key, if not part of the ssl_chain_cert", stat="ssl_key",
+        extended=True))
+    ssl_verify_mode: int = field(default=0, metadata=opt(
+        None, "client certificate verification: 0 none, 1 request (verified if sent), "
+        "2 require, 3 require once (default: 0)", stat="ssl_verify_mode", extended=True))
+    ssl_ciphers: str = field(default="", metadata=opt(
+        None, "OpenSSL cipher list for TLS 1.2 and older", stat="ssl_ciphers",
+        extended=True))
+    ssl_ca_cert: str = field(default="", metadata=opt(
+        None, "PEM file of the CAs client certificates are verified against",
+        stat="ssl_ca_cert", extended=True))
+    ssl_session_cache: bool = field(default=False, metadata=opt(
+        None, "enable server-side SSL session cache (sessions resume by ticket either "
+        "way; with it, stats counts ssl_new_sessions)", stat="ssl_session_cache",
+        extended=True))
+    ssl_min_version: int = field(default=2, metadata=opt(
+        None, "minimum protocol version: 0 tlsv1.0, 1 tlsv1.1, 2 tlsv1.2, 3 tlsv1.3 "
+        "(default: 2)", stat="ssl_min_version", extended=True))
+    # ---- hostile clients: mcached-only ----
+    stall_timeout: float = field(default=30.0, metadata=opt(
+        None, "seconds a connection may sit part-way through a request (a half-sent line "
+        "or value, a TLS handshake, a -Y login) or with replies it does not read, before it "
+        "is closed; 0: never (memcached has no such limit) (default: 30)",
+        long="--stall-timeout",
+        metavar="<seconds>"))
 
     @property
     def slab_page_size(self) -> int:
@@ -188,7 +223,7 @@ IGNORED_EXTENDED = frozenset(
     slab_automove_window slab_automove_freeratio large_memory_pages
     ext_path ext_page_size ext_wbuf_size ext_threads ext_io_threadcount ext_item_size
     ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate ext_compact_under ext_drop_under
-    ext_max_frag ext_max_sleep ext_path_sync
+    ext_max_frag ext_max_sleep ext_path_sync ssl_wbuf_size ssl_kernel_tls ssl_keyformat
     """.split()
 )
 
@@ -234,10 +269,10 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
         key, enabled = _bool_option(name) or (name, True)
         f = fields.get(key) if key in fields else fields.get(name)
         if f is None:
-            if name.startswith("ssl_"):
-                raise SettingsError(f'-o {name}: TLS is not supported yet', code=1)
             raise SettingsError(f'Illegal suboption "{name}"', code=1)
-        if f.type in ("bool", bool):
+        if name.startswith("ssl_"):
+            _apply_ssl(options, f, name, value)
+        elif f.type in ("bool", bool):
             if value:
                 raise SettingsError(f'-o {name} takes no value', code=1)
             options[f.name] = enabled if key == f.name else True
@@ -251,6 +286,31 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
             if not value or key != name:
                 raise SettingsError(f'-o {name} needs a value: {name}=<num>', code=1)
             options[f.name] = _int(value, name)
+
+
+# ssl_verify_mode -> the OpenSSL SSL_VERIFY_* flags memcached stores and reports: NONE,
+# PEER, PEER|FAIL_IF_NO_PEER_CERT, PEER|FAIL_IF_NO_PEER_CERT|CLIENT_ONCE
+SSL_VERIFY_FLAGS = (0, 1, 3, 7)
+SSL_VERSIONS = ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")
+
+
+def _apply_ssl(options: dict[str, Any], f: dataclasses.Field[Any], name: str, value: str) -> None:
+    """memcached's ssl_* suboptions, with its messages."""
+    if f.type in ("bool", bool):
+        options[f.name] = not name.startswith("no_")  # memcached ignores a value here
+        return
+    if not value:
+        raise SettingsError(f"Missing {name} argument", code=1)
+    if f.type in ("str", str):
+        options[f.name] = value
+        return
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise SettingsError(f"could not parse argument to {name}", code=1) from None
+    if not 0 <= n <= 3:
+        raise SettingsError(f"Invalid {name}. Use help to see valid options.", code=1)
+    options[f.name] = n
 
 
 def validate(s: Settings) -> None:
@@ -301,6 +361,16 @@ def validate(s: Settings) -> None:
         raise SettingsError("idle_timeout must be 0 or more", code=1)
     if not s.listen:
         raise SettingsError("-l needs at least one interface")
+    if s.auth_file and s.udp_port:
+        raise SettingsError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)")
+    if not 0 <= s.ssl_verify_mode <= 3:
+        raise SettingsError("Invalid ssl_verify_mode. Use help to see valid options.", code=1)
+    if not 0 <= s.ssl_min_version <= 3:
+        raise SettingsError("Invalid ssl_min_version. Use help to see valid options.", code=1)
+    if not s.ssl_enabled and any(h.startswith("notls:") for h in s.listen):
+        raise SettingsError("'notls' option is valid only when SSL is enabled", code=71)
+    if not 0 <= s.stall_timeout < math.inf:
+        raise SettingsError("--stall-timeout must be 0 (off) or a number of seconds")
     if s.cluster_file and s.cluster_dns:
         raise SettingsError("--cluster-file and --cluster-dns exclude each other: pick one "
                             "source of membership")
@@ -319,6 +389,16 @@ def _stat_value(f: dataclasses.Field[Any], value: Any) -> str:
         return ",".join(value)
     if f.name == "protocol":
         return "ascii"
+    if f.name == "auth_file":
+        return value or "no"  # memcached prints the file's path when -Y is on
+    if f.name in ("ssl_chain_cert", "ssl_key"):
+        return value or "(null)"
+    if f.name in ("ssl_ciphers", "ssl_ca_cert"):
+        return value or "NULL"
+    if f.name == "ssl_verify_mode":
+        return str(SSL_VERIFY_FLAGS[value])
+    if f.name == "ssl_min_version":
+        return SSL_VERSIONS[value]
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

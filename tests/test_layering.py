@@ -21,6 +21,8 @@ ALLOWED = {
     "mcached.settings": (),
     "mcached.clock": (),
     "mcached.errors": (),
+    # the -Y credentials: read by handlers, loaded by the daemon; raises a SettingsError
+    "mcached.auth": ("mcached.settings",),
 }
 
 

@@ -248,6 +248,31 @@ class LruCrawler(Command):
         self.args = args
 
 
+class SlabsReassign(Command):
+    """``slabs reassign <src> <dst>``: move a page between slab classes (dst 0: the global
+    page pool; src -1: any class with a page to spare). A number memcached's ``safe_strtol``
+    refuses is None (the handler answers; with slab_reassign off, that comes first)."""
+
+    __slots__ = ("src", "dst")
+    verb = b"slabs"
+
+    def __init__(self, src: int | None, dst: int | None) -> None:
+        self.src = src
+        self.dst = dst
+
+
+class SlabsAutomove(Command):
+    """``slabs automove <0|1|2>``; `level` is None for ``slabs automove ratio <r>``, which
+    memcached accepts and mcached's automover has no use for."""
+
+    __slots__ = ("level", "noreply")
+    verb = b"slabs"
+
+    def __init__(self, level: int | None, noreply: bool = False) -> None:
+        self.level = level
+        self.noreply = noreply
+
+
 class CacheMemlimit(Command):
     __slots__ = ("megabytes", "noreply")
     verb = b"cache_memlimit"
@@ -285,6 +310,36 @@ class ConfigDelete(Command):
     def __init__(self, key: bytes, noreply: bool = False) -> None:
         self.key = key
         self.noreply = noreply
+
+
+class RefreshCerts(Command):
+    """``refresh_certs``: reload the TLS certificate, key and CA files."""
+
+    __slots__ = ("noreply",)
+    verb = b"refresh_certs"
+
+    def __init__(self, noreply: bool = False) -> None:
+        self.noreply = noreply
+
+
+class Auth(Command):
+    """``-Y``: the credentials of the ``set <key> 0 0 <n>`` + ``<user> <password>`` exchange.
+
+    `grant` is the parser's switch to the full protocol, called by the handler when the
+    credentials are right (the parser frames, the handler decides). The password never
+    appears in a repr, so the -vvv trace does not log it.
+    """
+
+    __slots__ = ("user", "password", "grant")
+    verb = b"set"
+
+    def __init__(self, user: bytes, password: bytes, grant: Any = None) -> None:
+        self.user = user
+        self.password = password
+        self.grant = grant
+
+    def __repr__(self) -> str:
+        return f"Auth(user={self.user!r}, password=<{len(self.password)} bytes>)"
 
 
 class Invalid(Command):

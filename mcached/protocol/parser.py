@@ -14,6 +14,11 @@ The parser owns the framing of memcached's text protocol (``proto_text.c`` in me
 * More than 2048 bytes without a newline closes the connection, unless the line is a ``get`` or
   ``gets`` (multigets may be long); those are capped at `MAX_MULTIGET_LINE`.
 
+* With ``-Y`` (``Parser(auth=True)``) a connection starts unauthenticated: only memcached's
+  ``set <key> <flags> <exptime> <n>`` + ``<user> <password>`` exchange is parsed, into `Auth`;
+  every other line is ``CLIENT_ERROR unauthenticated``. The handler checks the credentials
+  and calls `authenticated()`; the full protocol follows on the same buffer.
+
 Errors that memcached answers with a line come back as `Invalid` commands (the handler decides
 whether ``noreply`` hides them); input that memcached hangs up on raises `CloseConnection`.
 
@@ -23,6 +28,7 @@ what the caller has not yet taken, plus what the last ``feed()`` brought.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -53,7 +59,15 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
+AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block resets the link
+
 _ERROR = c.Invalid(r.ERROR)
+# what strtod reads as a whole token (``slabs automove ratio <r>``)
+_STRTOD = re.compile(
+    rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
+_UNAUTHENTICATED = c.Invalid(r.CLIENT_ERROR_UNAUTHENTICATED)
+_AUTH_BAD_TERMINATION = c.Invalid(r.CLIENT_ERROR_BAD_TERMINATION)
+_AUTH_BAD_FORMAT = c.Invalid(r.CLIENT_ERROR_AUTH_FORMAT)
 _NOREPLY = b"noreply"
 
 
@@ -117,9 +131,13 @@ class Parser:
         "item_size_max",
         "cas_enabled",
         "_dispatch",
+        "_auth",
+        "_auth_len",
     )
 
-    def __init__(self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True) -> None:
+    def __init__(
+        self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True, auth: bool = False
+    ) -> None:
         self._buf = bytearray()
         self._pos = 0
         # a storage command waiting for its data block: (build, key, flags, exptime, vlen,
@@ -130,6 +148,9 @@ class Parser:
         self._after_swallow: c.Command | None = None
         self.item_size_max = item_size_max
         self.cas_enabled = cas_enabled
+        # -Y: until granted, only the authentication exchange is parsed (see _next_auth)
+        self._auth = auth
+        self._auth_len = -1  # the exchange's data block length (+2), once its line is read
         # Dispatch on the verb: one dict lookup per line (hot path).
         self._dispatch: dict[bytes, Callable[[list[bytes]], c.Command | None]] = {
             b"get": self._get,
@@ -154,7 +175,9 @@ class Parser:
             b"stats": self._stats,
             b"cache_memlimit": self._memlimit,
             b"lru_crawler": self._lru_crawler,
+            b"slabs": self._slabs,
             b"config": self._config,
+            b"refresh_certs": self._refresh_certs,
         }
 
     # ---- buffer ----
@@ -177,10 +200,24 @@ class Parser:
         """Bytes held that no command has consumed yet."""
         return len(self._buf) - self._pos
 
+    @property
+    def authenticating(self) -> bool:
+        """-Y: the connection has not authenticated yet."""
+        return self._auth
+
+    @property
+    def in_data_block(self) -> bool:
+        """A command line was read and its data block is still arriving (or being
+        swallowed): memcached's ``conn_nread``/``conn_swallow``, which its idle_timeout
+        leaves alone."""
+        return self._pending is not None or self._swallow > 0 or self._auth_len >= 0
+
     # ---- commands ----
 
     def next_command(self) -> c.Command | _NeedData:
         """The next complete command, or NEED_DATA. Raises CloseConnection on hostile input."""
+        if self._auth:
+            return self._next_auth()
         while True:
             buf = self._buf
             if self._swallow:
@@ -426,11 +463,79 @@ class Parser:
             return _ERROR
         return c.LruCrawler(tokens[1:])
 
+    def _slabs(self, tokens: list[bytes]) -> c.Command:
+        """``slabs reassign <src> <dst>`` (exactly) and ``slabs automove <level> ...``, with
+        memcached's token counts, number parsers and noreply (only automove takes it)."""
+        n = len(tokens)
+        if n == 4 and tokens[1] == b"reassign":
+            return c.SlabsReassign(parse_int32(tokens[2]), parse_int32(tokens[3]))
+        if n >= 3 and tokens[1] == b"automove":
+            noreply = tokens[-1] == _NOREPLY
+            if tokens[2] == b"ratio":
+                if n < 4 or not _STRTOD.fullmatch(tokens[3]):
+                    return c.Invalid(r.ERROR, noreply)
+                return c.SlabsAutomove(None, noreply)
+            level = parse_uint32(tokens[2])  # safe_strtoul: 64 bits, kept modulo 2^32
+            if level is None:
+                return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            if level > 2:
+                return c.Invalid(r.ERROR, noreply)
+            return c.SlabsAutomove(level, noreply)
+        return _ERROR
+
     def _memlimit(self, tokens: list[bytes]) -> c.Command:
         n = len(tokens)
         if n != 2 and n != 3:
             return _ERROR
         return c.CacheMemlimit(parse_uint32(tokens[1]), tokens[-1] == _NOREPLY)
+
+    def _refresh_certs(self, tokens: list[bytes]) -> c.Command:
+        """``refresh_certs [noreply]``: reload the TLS certificates (other tokens ignored)."""
+        return c.RefreshCerts(len(tokens) > 1 and tokens[-1] == _NOREPLY)
+
+    # ---- ASCII authentication (-Y): memcached 1.6.18's try_read_command_asciiauth ----
+
+    def authenticated(self) -> None:
+        """The handler accepted the credentials: parse the full protocol from here on."""
+        self._auth = False
+
+    def _next_auth(self) -> c.Command | _NeedData:
+        """Until authenticated, a connection may only send ``set <any> <any> <any> <n>``
+        and an n-byte ``<user> <password>`` block. Anything else is answered
+        ``CLIENT_ERROR unauthenticated`` (never hidden by noreply), and nothing is ever
+        buffered beyond one 2048-byte line or one `AUTH_BLOCK_MAX` block."""
+        buf = self._buf
+        pos = self._pos
+        if self._auth_len < 0:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > MAX_LINE:
+                    raise CloseConnection(f"unauthenticated line over {MAX_LINE} bytes")
+                return NEED_DATA
+            self._pos = nl + 1
+            tokens = _tokens(bytes(buf[pos:nl]).removesuffix(b"\r"))
+            size = _strtoul32(tokens[4]) if len(tokens) >= 5 and tokens[0] == b"set" else None
+            if size is None:
+                return _UNAUTHENTICATED
+            if size + 2 > AUTH_BLOCK_MAX:
+                # memcached's read buffer cannot hold it either: it resets the connection
+                raise CloseConnection(f"authentication block of {size} bytes")
+            self._auth_len = size + 2
+            pos = self._pos
+        n = self._auth_len
+        if len(buf) - pos < n:
+            return NEED_DATA
+        block = bytes(buf[pos : pos + n])
+        self._pos = pos + n
+        self._auth_len = -1
+        if not block.endswith(b"\r\n"):
+            return _AUTH_BAD_TERMINATION
+        creds = _tokens(block[:-2])
+        if len(creds) < 2:
+            return _AUTH_BAD_FORMAT
+        # memcached 1.6.18 tokenizes the block: the user and the password are its first two
+        # tokens (so a password cannot contain a space), anything after them is ignored
+        return c.Auth(creds[0], creds[1], self.authenticated)
 
     def _config(self, tokens: list[bytes]) -> c.Command | None:
         """``config get|set|delete <key>``: the auto-discovery endpoint."""
@@ -458,3 +563,20 @@ class Parser:
 
 def _config_set(key: bytes, flags: int, exptime: int, value: bytes, noreply: bool) -> c.Command:
     return c.ConfigSet(key, flags, value, noreply)
+
+
+def _tokens(line: bytes) -> list[bytes]:
+    """memcached's ``tokenize_command`` on a C string: a NUL ends it, spaces separate."""
+    if b"\0" in line:
+        line = line[: line.index(b"\0")]
+    return [t for t in line.split(b" ") if t]
+
+
+def _strtoul32(tok: bytes) -> int | None:
+    """``safe_strtoul`` into a uint32_t, as memcached 1.6.18 reads the exchange's length:
+    digits with an optional '+', up to 2^64-1, then truncated to 32 bits (4294967296 is 0)."""
+    digits = tok[1:] if tok[:1] == b"+" else tok
+    if not digits.isdigit():
+        return None
+    v = int(digits)
+    return v & UINT32_MAX if v <= UINT64_MAX else None

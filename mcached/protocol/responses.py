@@ -40,6 +40,13 @@ MEMLIMIT_NOT_MB = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\
 MEMLIMIT_FAILED = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
 BADCLASS = b"BADCLASS invalid class id\r\n"
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+# -Y, ASCII authentication (memcached 1.6's proto_text.c)
+CLIENT_ERROR_UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
+CLIENT_ERROR_AUTH_FAILURE = b"CLIENT_ERROR authentication failure\r\n"
+CLIENT_ERROR_AUTH_FORMAT = b"CLIENT_ERROR bad authentication token format\r\n"
+CLIENT_ERROR_BAD_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
+# refresh_certs without -Z (memcached's tls.c)
+ERROR_TLS_NOT_ENABLED = b"Error TLS not enabled\r\n"
 
 
 def value_header(key: bytes, flags: int, length: int, cas: int | None = None) -> bytes:

@@ -1,14 +1,24 @@
 """One client connection: socket I/O, the parser, the output buffer, the state machine.
 
-States (memcached's ``conn_states``): READING (waiting for input), YIELDED (commands are
-buffered but this connection used its ``-R`` turn; the worker comes back to it without a
-read), BLOCKED (too much unsent output: no reading or parsing until the client drains it),
-CLOSED. Every change goes through `set_state()`, which also sets the selector interest.
+States (memcached's ``conn_states``): HANDSHAKE (a TLS connection before its handshake
+is done), READING (waiting for input), YIELDED (commands are buffered but this connection used
+its ``-R`` turn; the worker comes back to it without a read), BLOCKED (too much unsent output:
+no reading or parsing until the client drains it), CLOSING (nothing more is read; the replies
+already made are sent, then the connection closes: after ``quit``, a hang-up on hostile input,
+or the client's EOF), CLOSED. Every change goes through `set_state()`, which also sets the
+selector interest.
 
-Output: replies for one turn are collected in `out` and joined into one send. What the
-socket does not take waits in `_wbuf`; past `OUTPUT_SOFT_CAP` the connection stops reading
-(a client that pipelines without reading cannot grow our memory), and if one turn's output
-alone overflows `OUTPUT_HARD_CAP` the connection is closed.
+Output: replies for one turn are collected in `out`. A turn of up to `JOIN_MAX` bytes is
+joined into one send (the common case: one syscall). A bigger turn (a multiget of large
+values) is never joined: its pieces, which are the cache's own value objects, wait in `_wq`
+and go out by scatter-gather `sendmsg` (TLS: in chunks of at most `TLS_WRITE_MAX`), and what
+the socket does not take stays as memoryview slices, so no reply is ever copied whole. Past
+`OUTPUT_SOFT_CAP` unsent bytes the connection stops reading and parsing (a client that
+pipelines without reading cannot make us build more replies); a client that then reads
+nothing for ``--stall-timeout`` seconds is closed by its worker.
+
+After the client's EOF (a half-close), every request received before it is still answered
+and every reply sent, as memcached does; then the connection closes.
 """
 
 from __future__ import annotations
@@ -16,8 +26,11 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from mcached.errors import CloseConnection, Shutdown
@@ -32,18 +45,25 @@ log = logging.getLogger("mcached.conn")
 TRACE = 5  # the -vvv log level
 READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 4 * 1024 * 1024  # stop reading past this much unsent output
-OUTPUT_HARD_CAP = 64 * 1024 * 1024  # close a connection whose unsent output passes this
+JOIN_MAX = 256 * 1024  # a turn's replies up to this size are joined into one send
+SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
+TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
 
+HANDSHAKE = "conn_tls_handshake"
 READING = "conn_read"
 YIELDED = "conn_yield"
 BLOCKED = "conn_write_blocked"
+CLOSING = "conn_closing"
 CLOSED = "conn_closed"
 
 _EVENTS = {
+    HANDSHAKE: selectors.EVENT_READ,
     READING: selectors.EVENT_READ,
     YIELDED: 0,
     BLOCKED: selectors.EVENT_WRITE,
+    CLOSING: selectors.EVENT_WRITE,
 }
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Connection:
@@ -57,13 +77,19 @@ class Connection:
         "out",
         "counters",
         "state",
-        "_wbuf",
+        "_wq",
+        "_wq_bytes",
         "_events",
         "last_cmd",
         "handle",
         "reqs_per_event",
         "session",
         "eof",
+        "tls",
+        "opened",
+        "req_start",
+        "out_since",
+        "_closing",
     )
 
     def __init__(
@@ -84,14 +110,22 @@ class Connection:
         self.parser = parser
         self.out: list[bytes] = []
         self.counters: Counters = worker.counters
-        self.state = READING
-        self._wbuf = b""
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.state = HANDSHAKE if self.tls else READING
+        # unsent output, oldest first: bytes, or memoryview slices of partly sent pieces
+        self._wq: deque[bytes | memoryview] = deque()
+        self._wq_bytes = 0
         self._events = selectors.EVENT_READ
-        self.last_cmd = time.monotonic()
+        self.last_cmd = self.opened = time.monotonic()
+        # For the worker's stall check: when the request now arriving began, and when the
+        # unsent output last moved (a handshake or a login is timed from `opened`).
+        self.req_start = self.last_cmd
+        self.out_since = self.last_cmd
         self.handle = handle
         self.reqs_per_event = reqs_per_event
         self.session: dict[str, Any] = {}  # per-connection state handlers may keep
-        self.eof = False
+        self.eof = False  # the client half-closed: nothing more is read
+        self._closing = ""  # CLOSING: why, logged once the output is sent
 
     # ---- state ----
 
@@ -101,14 +135,20 @@ class Connection:
         self.state = state
         if state == CLOSED:
             return
-        events = _EVENTS[state]
-        if self._wbuf:
-            events |= selectors.EVENT_WRITE
-        self._set_events(events)
+        self._refresh_events()
         if state == YIELDED:
             self.worker.ready.add(self)
         else:
             self.worker.ready.discard(self)
+
+    def _refresh_events(self) -> None:
+        """Selector interest from the state, unsent output and EOF."""
+        events = _EVENTS[self.state]
+        if self._wq:
+            events |= selectors.EVENT_WRITE
+        if self.eof:
+            events &= ~selectors.EVENT_READ  # a half-closed socket is always readable
+        self._set_events(events)
 
     def _set_events(self, events: int) -> None:
         if events == self._events:
@@ -124,36 +164,91 @@ class Connection:
 
     # ---- events ----
 
-    def on_readable(self) -> None:
+    def _recv(self) -> bytes | None:
+        """What the socket holds (b"" at EOF); None when nothing is ready or on a read error
+        (then the connection is closed)."""
+        sock = self.sock
         try:
-            data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
+            data = sock.recv(READ_SIZE)
+            if self.tls and data:
+                # TLS: decrypted bytes OpenSSL holds are invisible to the selector
+                parts = [data]
+                while sock.pending():  # type: ignore[attr-defined]
+                    parts.append(sock.recv(READ_SIZE))
+                data = b"".join(parts)
+        except _WOULD_BLOCK:
+            return None
         except OSError:
             self.close("read error")
+            return None
+        return data
+
+    def on_readable(self) -> None:
+        if self.state == HANDSHAKE:
+            self._handshake()
+            return
+        data = self._recv()
+        if data is None:
             return
         if not data:
             self.eof = True
-            self.process()  # answer what was received before the EOF
-            while self.state == YIELDED:
-                self.process()
-            if self.state != CLOSED:
-                self.flush()
-                self.close("client closed")
+            self.process()  # answer what was received before the EOF, then close
             return
+        parser = self.parser
+        if not parser.buffered and not parser.in_data_block:
+            self.req_start = time.monotonic()  # a new request begins arriving
         self.counters.bytes_read += len(data)
-        self.parser.feed(data)
+        parser.feed(data)
         self.process()
 
     def on_writable(self) -> None:
-        self._send(b"")
-        if self.state == CLOSED:
+        if self.state == HANDSHAKE:
+            self._handshake()
             return
-        if self.state == BLOCKED and len(self._wbuf) < OUTPUT_SOFT_CAP:
+        self._drain_output()
+        state = self.state
+        if state == CLOSED:
+            return
+        if not self._wq and state == CLOSING:
+            self.close(self._closing)
+        elif state == BLOCKED and self._wq_bytes < OUTPUT_SOFT_CAP:
             # drained enough: go back to parsing what is buffered, then reading
             self.set_state(YIELDED)
-        elif not self._wbuf:
-            self._set_events(_EVENTS[self.state])
+        elif not self._wq:
+            self._refresh_events()
+
+    def _handshake(self) -> None:
+        """One non-blocking step of the TLS handshake (memcached's ssl_accept)."""
+        sock: ssl.SSLSocket = self.sock  # type: ignore[assignment]
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._set_events(selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._set_events(selectors.EVENT_WRITE)
+            return
+        except (OSError, ValueError) as exc:  # SSLError is an OSError
+            self.worker.tls_handshake_failed()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("<%d TLS handshake failed: %s", self.fd, exc)
+            self.close("TLS handshake failed")
+            return
+        self.worker.tls_handshake_done(sock)
+        self.set_state(READING)
+        self.on_readable()  # a request may have come with the client's last flight
+
+    def _finish(self, reason: str) -> None:
+        """No more requests: send what is owed, then close (memcached's close-after-write)."""
+        self.flush()
+        if self.state == CLOSED:
+            return
+        if not self._wq:
+            self.close(reason)
+            return
+        self.eof = True
+        self._closing = reason
+        self.set_state(CLOSING)
 
     def process(self) -> None:
         """Run up to ``-R`` buffered commands, then send their replies in one write."""
@@ -172,8 +267,7 @@ class Connection:
             else:
                 self.counters.conn_yields += 1
         except CloseConnection as exc:
-            self.flush()
-            self.close(exc.reason)
+            self._finish(exc.reason)
             return
         except Shutdown as exc:
             self.flush()
@@ -189,10 +283,12 @@ class Connection:
         self.flush()
         if self.state == CLOSED:
             return
-        if len(self._wbuf) >= OUTPUT_SOFT_CAP:
+        if self._wq_bytes >= OUTPUT_SOFT_CAP:
             self.set_state(BLOCKED)
         elif budget == 0:
             self.set_state(YIELDED)
+        elif self.eof:
+            self._finish("client closed")
         else:
             self.set_state(READING)
 
@@ -201,19 +297,17 @@ class Connection:
 
         Stops early when the output is BLOCKED; the worker calls again once it drains.
         """
+        if self.state == HANDSHAKE:
+            self.close("server stopping")  # no request can have arrived yet
+            return
         while self.state != CLOSED:
             self._process_until_blocked()
             if self.state != READING:
                 return
-            try:
-                data = self.sock.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.close("read error")
-                return
+            data = self._recv()
             if not data:
-                self.eof = True
+                if data is not None:
+                    self.eof = True
                 return
             self.counters.bytes_read += len(data)
             self.parser.feed(data)
@@ -227,39 +321,101 @@ class Connection:
         out = self.out
         if not out:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
+        if len(out) == 1:
+            data = out[0]
+        else:
+            if sum(map(len, out)) > JOIN_MAX:
+                # a big turn: queue the pieces themselves, never a joined copy
+                if self.worker.trace:
+                    log.log(TRACE, ">%d %r...", self.fd, out[0][:512])
+                self._queue(out)
+                out.clear()
+                self._drain_output()
+                return
+            data = b"".join(out)
         out.clear()
         if self.worker.trace:
             log.log(TRACE, ">%d %r", self.fd, data[:512])
-        self._send(data)
-
-    def _send(self, data: bytes) -> None:
-        if self._wbuf:
-            data = self._wbuf + data if data else self._wbuf
-            self._wbuf = b""
-        if not data:
+        if self._wq or (self.tls and len(data) > TLS_WRITE_MAX):
+            # earlier replies still wait (keep the order), or too big for one SSL_write
+            self._queue((data,))
+            self._drain_output()
             return
         try:
             sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             sent = 0
         except OSError:
             self.close("write error")
             return
         self.counters.bytes_written += sent
         if sent < len(data):
-            rest = data[sent:]
-            if len(rest) > OUTPUT_HARD_CAP:
-                self.close("output buffer over the hard cap")
+            self._queue((memoryview(data)[sent:],))
+            self._refresh_events()
+
+    def _queue(self, pieces: Any) -> None:
+        if not self._wq:
+            self.out_since = time.monotonic()
+        for piece in pieces:
+            if piece:
+                self._wq.append(piece)
+                self._wq_bytes += len(piece)
+
+    def _drain_output(self) -> None:
+        """Send queued output until the socket takes no more; keep the rest as slices."""
+        wq = self._wq
+        sock = self.sock
+        while wq:
+            try:
+                if self.tls:
+                    chunk = self._tls_chunk()
+                    asked = len(chunk)
+                    sent = sock.send(chunk)
+                else:
+                    batch = list(islice(wq, SENDMSG_BUFFERS))
+                    asked = sum(map(len, batch))
+                    sent = sock.sendmsg(batch)
+            except _WOULD_BLOCK:
+                break
+            except OSError:
+                self.close("write error")
                 return
-            self._wbuf = rest
-            self._set_events(self._events | selectors.EVENT_WRITE)
-        elif self._events & selectors.EVENT_WRITE and self.state != CLOSED:
-            self._set_events(_EVENTS[self.state])
+            self.counters.bytes_written += sent
+            self._wq_bytes -= sent
+            self.out_since = time.monotonic()
+            left = sent
+            while left:
+                head = wq[0]
+                if len(head) <= left:
+                    left -= len(head)
+                    wq.popleft()
+                else:
+                    wq[0] = memoryview(head)[left:]
+                    left = 0
+            if sent < asked:
+                break  # the socket is full
+        if self.state != CLOSED:
+            self._refresh_events()
+
+    def _tls_chunk(self) -> bytes | memoryview:
+        """The next SSL_write. OpenSSL wants a write it refused retried with the same bytes
+        and no shorter: the head of the queue only ever grows (small pieces are merged into
+        it) and is cut at the same `TLS_WRITE_MAX`, so a retry always satisfies that."""
+        wq = self._wq
+        head = wq[0]
+        if len(head) < TLS_WRITE_MAX and len(wq) > 1:
+            parts = [wq.popleft()]
+            size = len(head)
+            while wq and size + len(wq[0]) <= TLS_WRITE_MAX:
+                size += len(wq[0])
+                parts.append(wq.popleft())
+            head = b"".join(parts)
+            wq.appendleft(head)
+        return head[:TLS_WRITE_MAX] if len(head) > TLS_WRITE_MAX else head
 
     @property
     def unsent(self) -> int:
-        return len(self._wbuf)
+        return self._wq_bytes
 
     def close(self, reason: str = "") -> None:
         if self.state == CLOSED:
@@ -272,6 +428,8 @@ class Connection:
             self._events = 0
         self.state = CLOSED
         self.worker.ready.discard(self)
+        self._wq.clear()  # release the values we were sending
+        self._wq_bytes = 0
         try:
             self.sock.close()
         except OSError:

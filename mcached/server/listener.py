@@ -3,7 +3,13 @@
 One thread accepts on every listening socket and hands each new connection to the next
 worker, round-robin (memcached's ``dispatch_conn_new``). Past ``-c`` connections a newcomer
 gets memcached's ``ERROR Too many open connections`` and is closed at once (memcached's
-``maxconns_fast``), so accepting never stalls.
+``maxconns_fast``), so accepting never stalls. Out of file descriptors (EMFILE), the
+listener stops watching its sockets for `ACCEPT_BACKOFF` seconds instead of spinning on a
+socket that stays readable; an error accept() reports about one connection (Linux passes on
+ECONNABORTED, EPROTO...) drops that connection, never the listener.
+
+With ``-Z`` every TCP listener speaks TLS except those bound from a ``notls:<addr>:<port>``
+spec; their accepted sockets are wrapped here (no I/O: the handshake runs on the worker).
 
 UDP (``-U``): memcached's framing. Each datagram starts with an 8-byte header (request id,
 sequence number, datagram count, reserved; 16-bit big-endian each); a request must fit in one
@@ -27,6 +33,7 @@ from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.parser import NEED_DATA, Parser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
 from mcached.server.connection import Connection
+from mcached.server.tls import TLS
 from mcached.server.workers import Worker
 from mcached.settings import Settings
 from mcached.stats import Counters, ServerCounters
@@ -38,8 +45,21 @@ UDP_MAX_PAYLOAD = 1400  # memcached's UDP_MAX_PAYLOAD_SIZE: header included
 UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
 
 
+NOTLS = "notls:"
+ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
+
+
+def split_notls(spec: str) -> tuple[bool, str]:
+    """``notls:<addr>`` -> (True, addr): a plain listener beside TLS ones (memcached's -l)."""
+    if spec.startswith(NOTLS):
+        return True, spec[len(NOTLS):]
+    return False, spec
+
+
 def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port)."""
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); a ``notls:``
+    prefix is ignored here (see `bind_sockets`)."""
+    spec = split_notls(spec)[1]
     if spec.startswith("["):
         host, _, rest = spec[1:].partition("]")
         port = int(rest[1:]) if rest.startswith(":") else default_port
@@ -51,10 +71,16 @@ def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
 
 
 def bind_sockets(
-    listen: tuple[str, ...], port: int, kind: int, backlog: int
+    listen: tuple[str, ...],
+    port: int,
+    kind: int,
+    backlog: int,
+    notls: set[socket.socket] | None = None,
 ) -> list[socket.socket]:
+    """Bind every address of `listen`; the sockets of ``notls:`` specs also go in `notls`."""
     socks: list[socket.socket] = []
     for spec in listen:
+        plain, _ = split_notls(spec)
         host, p = parse_listen(spec, port)
         infos = socket.getaddrinfo(host or None, p, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)
         for family, stype, proto, _, addr in infos:
@@ -73,6 +99,8 @@ def bind_sockets(
                     other.close()
                 raise
             socks.append(s)
+            if plain and notls is not None:
+                notls.add(s)
     return socks
 
 
@@ -111,7 +139,11 @@ class Server:
         self._curr = 0
         self._curr_lock = threading.Lock()
         self.accepting = True
+        self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self.tcp: list[socket.socket] = tcp_sockets or []
+        # -Z: every TCP listener speaks TLS except those bound from a notls: address
+        self.tls = TLS(settings) if settings.ssl_enabled else None
+        self.notls: set[socket.socket] = set()
         self.udp: list[socket.socket] = []
         self.workers: list[Worker] = []
         self._next = 0
@@ -126,7 +158,8 @@ class Server:
     def bind(self) -> None:
         s = self.settings
         if not self.tcp:
-            self.tcp = bind_sockets(s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog)
+            self.tcp = bind_sockets(s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog,
+                                    notls=self.notls)
         if s.udp_port and not self.udp:
             self.udp = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0)
 
@@ -135,7 +168,8 @@ class Server:
         s = self.settings
         for i in range(s.threads):
             w = Worker(i, self.handle, self.make_parser, s.reqs_per_event, s.idle_timeout,
-                       self._conn_closed, self.on_shutdown)
+                       self._conn_closed, self.on_shutdown, stall_timeout=s.stall_timeout,
+                       tls=self.tls)
             for u in self.udp:
                 w.add_reader(u, self._udp_reader(u, w))
             self.workers.append(w)
@@ -183,13 +217,23 @@ class Server:
     def _accept_loop(self) -> None:
         try:
             while not self._stopping:
-                for key, _ in self._selector.select():
+                timeout = None
+                if self._paused_until:
+                    timeout = self._paused_until - time.monotonic()
+                    if timeout <= 0:
+                        self._resume_accepting()
+                        timeout = None
+                for key, _ in self._selector.select(timeout):
                     if key.data is None:
                         continue
-                    self._accept(key.data)
+                    try:
+                        self._accept(key.data)
+                    except Exception:  # never let one bad accept stop the listener
+                        log.exception("accepting a connection failed")
         finally:
             for t in self.tcp:
-                self._selector.unregister(t)
+                if not self._paused_until:
+                    self._selector.unregister(t)
                 t.close()
             self._selector.close()
             self._wake_r.close()
@@ -204,11 +248,15 @@ class Server:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept failed: %s", exc)
-                    with self.counters.lock:
-                        self.counters.listen_disabled_num += 1
+                    # Out of descriptors: the pending connection stays in the backlog and
+                    # the socket stays readable, so select would spin. Stop watching the
+                    # listeners for a moment (memcached: accept_new_conns(false)).
+                    log.warning("accept failed: %s; pausing accepts", exc)
+                    self._pause_accepting()
                     return
-                raise
+                # ECONNABORTED, EPROTO, EPERM...: that one connection is gone, the rest wait
+                log.info("accept failed: %s", exc)
+                continue
             with self._curr_lock:
                 over = self._curr >= self.settings.max_connections
                 if not over:
@@ -225,14 +273,37 @@ class Server:
                 continue
             with self.counters.lock:
                 self.counters.total_connections += 1
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setblocking(False)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None and lsock not in self.notls:
+                    sock = self.tls.wrap(sock)
+            except (OSError, ValueError) as exc:  # reset before we got to it
+                log.info("dropping a connection from %s: %s", _fmt_addr(peer), exc)
+                sock.close()
+                self._conn_closed(None, "reset before hand-off")
+                continue
             worker = self.workers[self._next]
             self._next = (self._next + 1) % len(self.workers)
             worker.hand_off(sock, _fmt_addr(peer), listen_addr)
 
-    def _conn_closed(self, conn: Connection, reason: str) -> None:
+    def _pause_accepting(self) -> None:
+        if not self._paused_until:
+            for t in self.tcp:
+                self._selector.unregister(t)
+            self.accepting = False
+            with self.counters.lock:
+                self.counters.listen_disabled_num += 1
+        self._paused_until = time.monotonic() + ACCEPT_BACKOFF
+
+    def _resume_accepting(self) -> None:
+        self._paused_until = 0.0
+        for t in self.tcp:
+            self._selector.register(t, selectors.EVENT_READ, t)
+        self.accepting = True
+
+    def _conn_closed(self, conn: Connection | None, reason: str) -> None:
         with self._curr_lock:
             self._curr -= 1
 

@@ -7,6 +7,18 @@ that used its ``-R`` turn with commands still buffered) another turn, so a pipel
 shares the thread fairly with the others.
 
 Each worker owns its `Counters`; only its own thread writes them.
+
+Timeouts, checked once a second (`TIMEOUT_CHECK_INTERVAL`) when either is on:
+
+* ``-o idle_timeout=S`` (memcached's): a connection waiting for its next command (a half-sent
+  command line counts as waiting) that has completed none for S seconds is closed without a
+  word. As in memcached, one in the middle of a value or of sending replies is not idle.
+* ``--stall-timeout=S`` (mcached's; memcached has none): a connection part-way through
+  something for S seconds is closed: a request begun S seconds ago and still incomplete (a
+  slow-loris line or value), output the client has not taken a byte of for S seconds (it
+  never reads), a TLS handshake not done S seconds after the accept, and, with ``-Y``, a
+  connection that has not logged in S seconds after the accept (so that clients without
+  credentials cannot hold the ``-c`` slots).
 """
 
 from __future__ import annotations
@@ -21,12 +33,12 @@ from collections.abc import Callable
 from typing import Any
 
 from mcached.protocol.parser import Parser
-from mcached.server.connection import BLOCKED, CLOSED, YIELDED, Connection
+from mcached.server.connection import BLOCKED, CLOSED, HANDSHAKE, READING, YIELDED, Connection
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.worker")
 
-IDLE_CHECK_INTERVAL = 1.0
+TIMEOUT_CHECK_INTERVAL = 1.0
 
 
 class Worker:
@@ -39,12 +51,16 @@ class Worker:
         idle_timeout: int,
         on_close: Callable[[Connection, str], None],
         on_shutdown: Callable[[bool], None],
+        stall_timeout: float = 0.0,
+        tls: Any = None,
     ) -> None:
         self.index = index
         self.handle = handle
         self.make_parser = make_parser
         self.reqs_per_event = reqs_per_event
         self.idle_timeout = idle_timeout
+        self.stall_timeout = stall_timeout
+        self.tls = tls  # the server's `tls.TLS` (handshake counters), or None
         self._on_close = on_close
         self._on_shutdown = on_shutdown
         self.counters = Counters()
@@ -96,13 +112,14 @@ class Worker:
     def run(self) -> None:
         select = self.selector.select
         ready = self.ready
-        next_idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
+        timed = bool(self.idle_timeout or self.stall_timeout)
+        next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
         while not self._stopping:
             if ready:
                 timeout = 0
-            elif self.idle_timeout:
-                timeout = IDLE_CHECK_INTERVAL
+            elif timed:
+                timeout = TIMEOUT_CHECK_INTERVAL
             else:
                 timeout = None
             try:
@@ -124,9 +141,9 @@ class Worker:
                 for conn in list(ready):
                     if conn.state != CLOSED:
                         conn.process()
-            if self.idle_timeout and time.monotonic() >= next_idle_check:
-                self._close_idle()
-                next_idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
+            if timed and time.monotonic() >= next_check:
+                self._close_timed_out()
+                next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
         if self._drain_until is not None:
             self._drain(self._drain_until)
         self._close_all()
@@ -180,11 +197,33 @@ class Worker:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<%d new client connection from %s", conn.fd, peer)
 
-    def _close_idle(self) -> None:
-        deadline = time.monotonic() - self.idle_timeout
+    def _close_timed_out(self) -> None:
+        now = time.monotonic()
+        idle = self.idle_timeout
+        stall = self.stall_timeout
         for conn in list(self.conns):
-            if conn.last_cmd < deadline and conn.state != CLOSED:
-                conn.close("idle timeout")
+            state = conn.state
+            if state == CLOSED or state == YIELDED:
+                continue
+            if conn.unsent:
+                if stall and now - conn.out_since > stall:
+                    conn.close("replies not read")
+            elif state == HANDSHAKE:
+                if stall and now - conn.opened > stall:
+                    conn.close("TLS handshake not done")
+            elif state == READING:
+                parser = conn.parser
+                in_block = parser.in_data_block
+                if idle and not in_block and now - conn.last_cmd > idle:
+                    conn.close("idle timeout")
+                elif stall and parser.authenticating and now - conn.opened > stall:
+                    conn.close("not authenticated")
+                elif (
+                    stall
+                    and (in_block or parser.buffered)
+                    and now - max(conn.req_start, conn.last_cmd) > stall
+                ):
+                    conn.close("request incomplete")
 
     def _close_all(self) -> None:
         for conn in list(self.conns):
@@ -204,3 +243,11 @@ class Worker:
 
     def request_shutdown(self, graceful: bool) -> None:
         self._on_shutdown(graceful)
+
+    def tls_handshake_failed(self) -> None:
+        if self.tls is not None:
+            self.tls.handshake_failed()
+
+    def tls_handshake_done(self, sock: Any) -> None:
+        if self.tls is not None:
+            self.tls.handshake_done(sock)

@@ -30,3 +30,13 @@ class DeltaResult(enum.Enum):
     NON_NUMERIC = "non_numeric"
     NOT_FOUND = "not_found"
     NO_MEMORY = "no_memory"
+
+
+class ReassignResult(enum.Enum):
+    """``slabs reassign`` outcomes (memcached's ``enum reassign_result_type``)."""
+
+    OK = "ok"
+    RUNNING = "running"
+    BADCLASS = "badclass"
+    NOSPARE = "nospare"
+    SAME = "same"

@@ -210,6 +210,8 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
     (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
     (["-p", "70000"], "Invalid port number 70000", 64),
     (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),
+    # regression: every bad float used to be reported as a bad -f growth factor
+    (["--cluster-dns-interval", "abc"], "Invalid value for --cluster-dns-interval", 64),
 ])
 def test_bad_flags_exit_at_once(args: list[str], message: str, code: int) -> None:
     started = time.monotonic()

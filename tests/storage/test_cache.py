@@ -74,7 +74,9 @@ def test_relative_expiry(cache: Cache, clock: FakeClock) -> None:
     clock.advance(1)
     assert cache.get(b"k") is None
     st = cache.stats()
-    assert st["get_expired"] == 1 and st["curr_items"] == 0 and st["reclaimed"] == 1
+    # memcached's do_item_get counts get_expired; "reclaimed" counts only memory reused from
+    # an expired item by an allocation (checked against memcached 1.6.18)
+    assert st["get_expired"] == 1 and st["curr_items"] == 0 and st["reclaimed"] == 0
 
 
 def test_absolute_and_negative_expiry(cache: Cache, clock: FakeClock) -> None:

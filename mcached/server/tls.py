@@ -1,0 +1,157 @@
+"""TLS (``-Z``): the server's SSLContext, built from memcached's ``-o ssl_*`` settings.
+
+Only the standard library's `ssl` module. The context is built once at start (a bad file
+stops the daemon with memcached's message and exit code 64) and again by ``refresh_certs``
+or SIGHUP, which swap in a new one only when every file loads: a bad file keeps the running
+context (memcached, which reloads into its live context, can be left with a certificate that
+does not match its key). Connections already open keep the context they started with.
+
+Accepted sockets are wrapped with ``do_handshake_on_connect=False``; the handshake runs on
+the worker, one non-blocking step per readiness event (`Connection._handshake`), so a client
+that stalls mid-handshake holds no thread.
+
+memcached's settings map onto `ssl` as follows: ``ssl_verify_mode`` 0/1/2/3 -> CERT_NONE,
+CERT_OPTIONAL, CERT_REQUIRED, CERT_REQUIRED (3, "once", differs from 2 only on
+renegotiation, which is disabled); ``ssl_min_version`` 0..3 -> TLS 1.0 .. 1.3;
+``ssl_session_cache``: reported, and turns on the ssl_new_sessions count; sessions resume by
+ticket either way, as they do in memcached.
+
+Counters (``stats``, shown only with -Z, memcached's names): ``ssl_handshake_errors``,
+``ssl_new_sessions`` (with ssl_session_cache: full handshakes, i.e. not resumed),
+``time_since_server_cert_refresh``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+from typing import Any
+
+from mcached.settings import Settings, SettingsError
+
+log = logging.getLogger("mcached.tls")
+
+VERIFY_MODES = (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED, ssl.CERT_REQUIRED)
+MIN_VERSIONS = (
+    ssl.TLSVersion.TLSv1,
+    ssl.TLSVersion.TLSv1_1,
+    ssl.TLSVersion.TLSv1_2,
+    ssl.TLSVersion.TLSv1_3,
+)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+
+
+class TLSError(SettingsError):
+    """A certificate, key, CA or cipher setting that cannot be used (memcached: exit 64)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=64)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc)
+
+
+def _check_chain(path: str) -> None:
+    """The chain file is readable and holds a PEM certificate (so that an error from
+    load_cert_chain can be blamed on the key, as memcached's messages do)."""
+    what = "Error loading the certificate chain"
+    if not path:
+        raise TLSError(f"{what}: (null) : -o ssl_chain_cert=<file> is required with -Z")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TLSError(f"{what}: {path} : {_reason(exc)}") from None
+    if not _PEM_CERT.search(data):
+        raise TLSError(f"{what}: {path} : no PEM certificate in the file")
+
+
+def build_context(s: Settings) -> ssl.SSLContext:
+    """A server context from the ``ssl_*`` settings; raises TLSError with memcached's words."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = MIN_VERSIONS[s.ssl_min_version]
+    _check_chain(s.ssl_chain_cert)
+    try:
+        ctx.load_cert_chain(s.ssl_chain_cert, s.ssl_key or None)
+    except (OSError, ValueError) as exc:
+        raise TLSError(f"Error loading the key: {s.ssl_key or '(null)'} : {_reason(exc)}") from None
+    ctx.verify_mode = VERIFY_MODES[s.ssl_verify_mode]
+    if s.ssl_ca_cert:
+        try:
+            ctx.load_verify_locations(cafile=s.ssl_ca_cert)
+        except (OSError, ValueError) as exc:
+            raise TLSError(
+                f"Error loading the CA certificate: {s.ssl_ca_cert} : {_reason(exc)}"
+            ) from None
+    if s.ssl_ciphers:
+        try:
+            ctx.set_ciphers(s.ssl_ciphers)
+        except ssl.SSLError:
+            raise TLSError(f"Error setting the provided cipher(s): {s.ssl_ciphers}") from None
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # as memcached: a renegotiation is refused
+    # Session tickets stay on, as in memcached (its ssl_session_cache turns on OpenSSL's
+    # server-side cache; tickets resume sessions either way). The ssl module cannot switch
+    # that cache, which OpenSSL keeps by default: the setting is reported, and counted.
+    return ctx
+
+
+class TLS:
+    """The live context, its reload, and the handshake counters (written by workers)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.context = build_context(settings)
+        self.loaded_at = time.monotonic()
+        self.handshake_errors = 0
+        self.new_sessions = 0
+        self._lock = threading.Lock()
+
+    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        """A non-blocking server-side TLS socket; no I/O happens here."""
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+    def refresh(self) -> str | None:
+        """``refresh_certs``: reload every file into a new context; None, or the error."""
+        try:
+            context = build_context(self.settings)
+        except TLSError as exc:
+            log.error("TLS certificates not reloaded, keeping the current ones: %s", exc)
+            return str(exc)
+        self.context = context
+        self.loaded_at = time.monotonic()
+        logging.getLogger("mcached.lifecycle").info("TLS certificates reloaded")
+        return None
+
+    def reload(self) -> None:
+        """SIGHUP."""
+        self.refresh()
+
+    def handshake_failed(self) -> None:
+        with self._lock:
+            self.handshake_errors += 1
+
+    def handshake_done(self, sock: ssl.SSLSocket) -> None:
+        if self.settings.ssl_session_cache and not sock.session_reused:
+            with self._lock:
+                self.new_sessions += 1
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.settings.ssl_session_cache:
+            out["ssl_new_sessions"] = self.new_sessions
+        out["ssl_handshake_errors"] = self.handshake_errors
+        out["time_since_server_cert_refresh"] = int(time.monotonic() - self.loaded_at)
+        return out
+
+    def __repr__(self) -> str:
+        return f"TLS({self.settings.ssl_chain_cert!r})"

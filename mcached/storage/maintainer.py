@@ -1,0 +1,103 @@
+"""Background threads that keep the cache in shape: memcached's LRU crawler and slab automover.
+
+Both are daemon services (``start()``/``stop()``, started after the server, stopped before
+it) around one method of `Cache`, which tests call directly instead of waiting on a thread:
+
+* `LruCrawler` runs `Cache.crawl` every `interval` seconds: classes that hold items with an
+  exptime, or that a ``flush_all`` touched since their last sweep, are walked page by page
+  and their expired and flushed items unlinked, so their memory is reused without anyone
+  reading them. It sleeps `pause` seconds between pages (memcached's ``lru_crawler_sleep``),
+  so a sweep never holds the interpreter for long.
+* `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
+  pool after ``cache_memlimit`` lowered the limit, a class sitting on several pages of free
+  chunks gives one back, and with ``slab_automove`` 1 (a class evicted in each of the last 3
+  ticks while another evicted nothing) or 2 (a class evicted more than another) a page moves
+  from the quiet class to the evicting one -- the cure for slab calcification.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from mcached.storage.cache import Cache
+
+log = logging.getLogger("mcached.storage")
+
+
+class _Periodic:
+    """A daemon thread calling `run()` every `interval` seconds until `stop()`."""
+
+    name = "mcached-periodic"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run()
+                self.runs += 1
+            except Exception:  # a bug here must not kill the thread silently
+                log.exception("%s failed", self.name)
+
+    def run(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class LruCrawler(_Periodic):
+    """Reclaims expired items nobody reads (memcached's ``-o lru_crawler``)."""
+
+    name = "mcached-lru-crawler"
+
+    def __init__(self, cache: Cache, interval: float = 60.0, pause: float = 0.001) -> None:
+        """60 s: memcached's autocrawl waits as long before a class's first sweep. (The
+        clock hand reclaims expired items of a full class anyway; a sweep costs about a
+        second of interpreter time per million items.)"""
+        super().__init__(interval)
+        self.cache = cache
+        self.pause = pause
+        self.reclaimed = 0
+
+    def run(self) -> None:
+        nap: Callable[[], None] | None = None
+        if self.pause > 0:
+            pause = self.pause
+            stop = self._stop
+
+            def nap() -> None:
+                if not stop.is_set():
+                    time.sleep(pause)
+
+        self.reclaimed += self.cache.crawl(pause=nap)
+
+
+class SlabAutomover(_Periodic):
+    """Moves pages to the classes that need them (memcached's slab rebalancer thread)."""
+
+    name = "mcached-slab-automover"
+
+    def __init__(self, cache: Cache, interval: float = 1.0) -> None:
+        super().__init__(interval)
+        self.cache = cache
+        self.moved = 0
+
+    def run(self) -> None:
+        if self.cache.automove_tick():
+            self.moved += 1

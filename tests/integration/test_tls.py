@@ -1,0 +1,496 @@
+"""TLS (``-Z``) against mcached and Debian's memcached 1.6.18, which is built with TLS.
+
+Certificates come from `tests.certs` (a CA, a server certificate for 127.0.0.1, a client
+certificate from that CA and one from an unrelated CA). Clients are pymemcache with a
+``tls_context`` and raw `ssl` sockets. What both servers do the same way runs against both
+(the `kind` fixture); what is mcached's own (certificates reloaded on SIGHUP and kept when the
+new files are bad, the handshake deadline, the handshake counter) runs against mcached.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pymemcache.client.base import Client
+
+from tests.certs import PKI, make_pki
+from tests.conftest import HOST, free_port
+from tests.wire import Conn
+
+if TYPE_CHECKING:
+    from tests.conftest import Server
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_flags(pki: PKI, *extra: str) -> list[str]:
+    opts = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
+    if extra:
+        opts += "," + ",".join(extra)
+    return ["-Z", "-o", opts]
+
+
+def client_context(
+    pki: PKI, cert: tuple[Path, Path] | None = None, **versions: Any
+) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    if cert:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    for name, value in versions.items():
+        setattr(ctx, name, value)
+    return ctx
+
+
+def tls_conn(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    return ctx.wrap_socket(raw, server_hostname=HOST)
+
+
+def request(sock: socket.socket, data: bytes, end: bytes = b"\r\n") -> bytes:
+    sock.sendall(data)
+    buf = b""
+    while not buf.endswith(end):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {buf[-100:]!r}")
+        buf += chunk
+    return buf
+
+
+def handshake_refused(port: int, ctx: ssl.SSLContext) -> bool:
+    """True when the server refuses this client: the handshake fails, or (TLS 1.3, where the
+    client's certificate is checked after the client's handshake is done) the first request
+    gets an alert or a hang-up instead of a reply."""
+    try:
+        with tls_conn(port, ctx) as s:
+            s.sendall(b"version\r\n")
+            return not s.recv(100).startswith(b"VERSION")
+    except (ssl.SSLError, ConnectionError, OSError):
+        return True
+
+
+def mc_client(server: Server, ctx: ssl.SSLContext | None = None) -> Client:
+    return Client(
+        server.address,
+        tls_context=ctx,
+        connect_timeout=TIMEOUT,
+        timeout=TIMEOUT,
+        default_noreply=False,
+    )
+
+
+def stat(server: Server, name: bytes, group: str = "", port: int | None = None) -> bytes:
+    """One stat, read over a plain (notls) port or over TLS with a trusting context."""
+    with Conn((server.host, port or server.port)) as c:
+        lines = c.request(f"stats {group}".strip().encode() + b"\r\n").split(b"\r\n")
+    for line in lines:
+        if line.startswith(b"STAT " + name + b" "):
+            return line.split(b" ", 2)[2]
+    raise KeyError(name)
+
+
+# ---- serving over TLS ----
+
+
+def test_pymemcache_over_tls(kind: str, pki: PKI, server_factory: Callable[..., Server]) -> None:
+    server = server_factory(kind, *tls_flags(pki))
+    client = mc_client(server, client_context(pki))
+    try:
+        big = os.urandom(900_000)
+        assert client.set("big", big) is True
+        assert client.get("big") == big
+        assert client.set("n", b"41") is True
+        assert client.incr("n", 1) == 42
+        values = {f"k{i}": os.urandom(i * 10) for i in range(1, 40)}
+        assert client.set_many(values) == []
+        assert client.get_many(list(values)) == values
+        assert client.version() == b"1.6.18"
+    finally:
+        client.close()
+
+
+def test_one_reply_larger_than_the_socket_buffer_over_tls(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """A single reply piece of megabytes (``lru_crawler metadump``) to a client that is slow
+    to read: OpenSSL then wants its write retried with no fewer bytes, so mcached never hands
+    it more than one bounded chunk at a time."""
+    server = server_factory(kind, *tls_flags(pki))
+    keys = [b"k%05d" % i + b"x" * 230 for i in range(16000)]  # a 5 MB reply
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connect: small window
+    raw.settimeout(TIMEOUT)
+    raw.connect(server.address)
+    with client_context(pki).wrap_socket(raw, server_hostname=HOST) as s:
+        s.sendall(b"".join(b"set %b 0 0 1 noreply\r\nv\r\n" % k for k in keys))
+        assert request(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
+        s.sendall(b"lru_crawler metadump all\r\n")
+        time.sleep(0.3)  # let the server fill the socket and be told to retry
+        reply = bytearray()
+        while not reply.endswith(b"END\r\n"):
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed mid-reply"
+            reply += chunk
+    lines = bytes(reply).split(b"\n")
+    assert len(reply) > 4_000_000
+    assert sorted(line.split(b" ")[0] for line in lines if line.startswith(b"key=")) == sorted(
+        b"key=" + k for k in keys
+    )
+
+
+def test_pipelined_requests_larger_than_a_tls_record(
+    pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """Requests pipelined past one 16 KB TLS record: the records OpenSSL has already read
+    off the socket are invisible to select, so the connection drains `pending()` after each
+    read. (memcached 1.6.18 stalls here: 20 pipelined sets of 100..1900 bytes get 18
+    replies, then nothing, hence mcached only.)"""
+    server = server_factory("mcached", *tls_flags(pki))
+    client = mc_client(server, client_context(pki))
+    try:
+        values = {f"k{i}": os.urandom(i * 100) for i in range(1, 120)}
+        assert client.set_many(values) == []
+        assert client.get_many(list(values)) == values
+    finally:
+        client.close()
+
+
+def test_large_pipelined_replies_over_tls(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """Replies far larger than one TLS record and the socket buffer arrive whole (mcached
+    cuts them into SSL_writes of its own and retries them as OpenSSL requires)."""
+    server = server_factory(kind, "-m", "128", *tls_flags(pki))
+    value = bytes(range(256)) * 4000  # 1,024,000 bytes
+    with tls_conn(server.port, client_context(pki)) as s:
+        for i in range(12):
+            assert (
+                request(s, b"set v%d 0 0 %d\r\n" % (i, len(value)) + value + b"\r\n")
+                == b"STORED\r\n"
+            )
+        keys = b" ".join(b"v%d" % i for i in range(12))
+        one = b"".join(b"VALUE v%d 0 %d\r\n" % (i, len(value)) + value + b"\r\n" for i in range(12))
+        expected = (one + b"END\r\n") * 2
+        s.sendall((b"get " + keys + b"\r\n") * 2)
+        reply = bytearray()
+        while len(reply) < len(expected):
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed mid-reply"
+            reply += chunk
+    assert reply == expected
+
+
+def test_notls_listener_beside_a_tls_one(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    plain = free_port()
+    server = server_factory(kind, *tls_flags(pki), "-l", f"notls:{HOST}:{plain}")
+    with Conn((HOST, plain)) as c:
+        assert c.request(b"set k 0 0 2\r\nhi\r\n") == b"STORED\r\n"
+    with tls_conn(server.port, client_context(pki)) as s:
+        assert request(s, b"get k\r\n", end=b"END\r\n") == b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+    # plain text on the TLS port is not a protocol: the connection is dropped
+    with Conn(server.address) as c:
+        c.send(b"version\r\n")
+        assert c.closed()
+    assert stat(server, b"inter", "settings", port=plain) == f"{HOST},notls:{HOST}:{plain}".encode()
+
+
+def test_stats_settings_name_the_tls_options(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    plain = free_port()
+    server_factory(
+        kind,
+        "-Z",
+        "-o",
+        f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key},ssl_verify_mode=2,"
+        f"ssl_ca_cert={pki.ca},ssl_min_version=3,ssl_session_cache,ssl_ciphers=HIGH",
+        "-l",
+        f"notls:{HOST}:{plain}",
+    )
+    with Conn((HOST, plain)) as c:
+        lines = c.request(b"stats settings\r\n").split(b"\r\n")
+    ssl_lines = [
+        ln
+        for ln in lines
+        if ln.startswith(b"STAT ssl_")
+        and b"keyformat" not in ln
+        and b"wbuf" not in ln
+        and b"kernel" not in ln
+    ]
+    assert ssl_lines == [
+        b"STAT ssl_enabled yes",
+        b"STAT ssl_chain_cert " + str(pki.server_cert).encode(),
+        b"STAT ssl_key " + str(pki.server_key).encode(),
+        b"STAT ssl_verify_mode 3",  # OpenSSL's PEER|FAIL_IF_NO_PEER_CERT, as memcached prints
+        b"STAT ssl_ciphers HIGH",
+        b"STAT ssl_ca_cert " + str(pki.ca).encode(),
+        b"STAT ssl_session_cache yes",
+        b"STAT ssl_min_version tlsv1.3",
+    ]
+
+
+def test_stats_settings_without_tls(server: Server) -> None:
+    with Conn(server.address) as c:
+        lines = c.request(b"stats settings\r\n").split(b"\r\n")
+    assert b"STAT ssl_enabled no" in lines
+    assert b"STAT ssl_chain_cert (null)" in lines
+    assert b"STAT ssl_ca_cert NULL" in lines
+    assert b"STAT ssl_min_version tlsv1.2" in lines
+
+
+# ---- client certificates and versions ----
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3])
+def test_client_certificate_verification(
+    kind: str, mode: int, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """1: a certificate is optional but must verify if sent; 2 and 3: required."""
+    server = server_factory(
+        kind, *tls_flags(pki, f"ssl_verify_mode={mode}", f"ssl_ca_cert={pki.ca}")
+    )
+    good = client_context(pki, (pki.client_cert, pki.client_key))
+    rogue = client_context(pki, (pki.rogue_cert, pki.rogue_key))
+    none = client_context(pki)
+    assert not handshake_refused(server.port, good)
+    assert handshake_refused(server.port, rogue)
+    assert handshake_refused(server.port, none) == (mode >= 2)
+    client = mc_client(server, good)
+    try:
+        assert client.set("k", b"v") is True and client.get("k") == b"v"
+    finally:
+        client.close()
+
+
+def test_min_version(kind: str, pki: PKI, server_factory: Callable[..., Server]) -> None:
+    server = server_factory(kind, *tls_flags(pki, "ssl_min_version=3"))
+    assert handshake_refused(
+        server.port, client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    )
+    assert not handshake_refused(
+        server.port, client_context(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    )
+    default = server_factory(kind, *tls_flags(pki))  # memcached's default: TLS 1.2 and up
+    assert not handshake_refused(
+        default.port, client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    )
+
+
+def test_session_resumption(kind: str, pki: PKI, server_factory: Callable[..., Server]) -> None:
+    """Session tickets resume a session with or without ssl_session_cache (which, in
+    memcached, turns on OpenSSL's server-side session cache; tickets work regardless)."""
+    for flags in ((), ("ssl_session_cache",)):
+        server = server_factory(kind, *tls_flags(pki, *flags))
+        ctx = client_context(pki)
+        with tls_conn(server.port, ctx) as s:
+            request(s, b"version\r\n")  # TLS 1.3 tickets arrive after the handshake
+            session = s.session
+        raw = socket.create_connection(server.address, timeout=TIMEOUT)
+        with ctx.wrap_socket(raw, server_hostname=HOST, session=session) as s:
+            request(s, b"version\r\n")
+            assert s.session_reused
+
+
+def test_key_inside_the_chain_file(pki: PKI, server_factory: Callable[..., Server]) -> None:
+    """No ssl_key: the key is read from the chain file (memcached 1.6.18 refuses to start:
+    "Error loading the key: (null)", although its help says ssl_key is needed only "if not
+    part of the -ssl_chain_cert")."""
+    server = server_factory("mcached", "-Z", "-o", f"ssl_chain_cert={pki.server_combined}")
+    assert not handshake_refused(server.port, client_context(pki))
+
+
+# ---- refresh_certs ----
+
+
+def test_refresh_certs(kind: str, pki: PKI, server_factory: Callable[..., Server]) -> None:
+    server = server_factory(kind, *tls_flags(pki))
+    with tls_conn(server.port, client_context(pki)) as s:
+        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+        # noreply hides the OK; extra tokens are ignored
+        assert request(s, b"refresh_certs noreply\r\nrefresh_certs x y\r\n") == b"OK\r\n"
+
+
+def test_refresh_certs_without_tls(server: Server) -> None:
+    with Conn(server.address) as c:
+        assert (
+            c.request(b"refresh_certs\r\nrefresh_certs noreply\r\n")
+            == b"Error TLS not enabled\r\n" * 2
+        )
+
+
+def test_refresh_certs_and_sighup_load_new_files_and_keep_old_ones_on_error(
+    pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """Rotation: new connections get the new certificate. A bad new file is an error line for
+    refresh_certs (a log line for SIGHUP) and the running context stays (memcached loads
+    into its live context and can be left with a certificate that does not match its key)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    server = server_factory("mcached", "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}")
+    ctx = client_context(pki)
+
+    def peer_cn() -> str:
+        with tls_conn(server.port, ctx) as s:
+            request(s, b"version\r\n")
+            subject = dict(x[0] for x in s.getpeercert()["subject"])
+            return str(subject["commonName"])
+
+    assert peer_cn() == "127.0.0.1"
+    old = tls_conn(server.port, ctx)
+    shutil.copy(pki.other_server_cert, cert)
+    with tls_conn(server.port, ctx) as s:
+        assert request(s, b"refresh_certs\r\n").startswith(b"Error loading the key: ")
+    assert peer_cn() == "127.0.0.1"  # the certificate did not match the key: nothing changed
+    shutil.copy(pki.other_server_key, key)
+    with tls_conn(server.port, ctx) as s:
+        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+    assert peer_cn() == "127.0.0.1 (rotated)"
+    assert request(old, b"version\r\n") == b"VERSION 1.6.18\r\n"  # open ones carry on
+    old.close()
+    # SIGHUP does the same (the daemon calls every reloadable's reload())
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    server.handle.reload()
+    assert peer_cn() == "127.0.0.1"
+    cert.write_text("not a certificate")
+    server.handle.reload()
+    assert peer_cn() == "127.0.0.1"
+
+
+# ---- hostile TLS clients ----
+
+
+def test_stalled_handshake_is_closed_and_others_are_served(
+    pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """A client that connects to a TLS port and sends nothing, or half a ClientHello, holds
+    no thread and is closed after --stall-timeout; handshakes that fail are counted."""
+    server = server_factory("mcached", *tls_flags(pki), "--stall-timeout", "1")
+    silent = socket.create_connection(server.address, timeout=TIMEOUT)
+    half = socket.create_connection(server.address, timeout=TIMEOUT)
+    half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+    ctx = client_context(pki)
+    start = time.monotonic()
+    with tls_conn(server.port, ctx) as s:
+        for i in range(5):
+            assert request(s, b"set k 0 0 1\r\n%d\r\n" % i) == b"STORED\r\n"
+            time.sleep(0.1)
+    for sock in (silent, half):
+        sock.settimeout(4)
+        assert sock.recv(100) == b""
+    assert time.monotonic() - start < 4
+    with Conn(server.address) as c:  # garbage instead of a ClientHello
+        c.send(b"GET / HTTP/1.1\r\n\r\n")
+        assert c.closed()
+    stats = mc_client(server, ctx).stats()
+    assert stats[b"ssl_handshake_errors"] >= 1
+    assert stats[b"curr_connections"] == 1
+
+
+def test_reset_during_handshake_and_mid_reply(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    server = server_factory(kind, "-m", "64", *tls_flags(pki))
+    ctx = client_context(pki)
+    value = b"x" * 1_000_000
+    with tls_conn(server.port, ctx) as s:
+        for i in range(4):
+            request(s, b"set b%d 0 0 %d\r\n" % (i, len(value)) + value + b"\r\n")
+    for _ in range(10):
+        raw = socket.create_connection(server.address, timeout=TIMEOUT)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.sendall(b"\x16\x03\x01")
+        raw.close()  # RST mid-handshake
+        s = tls_conn(server.port, ctx)
+        s.sendall(b"get b0 b1 b2 b3\r\n")
+        s.recv(1000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST mid-reply
+    client = mc_client(server, ctx)
+    assert client.get("b3") == value
+    client.close()
+
+
+# ---- start-up errors: memcached's messages and exit codes ----
+
+
+def start_and_fail(kind: str, args: list[str]) -> tuple[int, str]:
+    port = str(free_port())
+    if kind == "memcached":
+        cmd = ["memcached", "-l", HOST, "-p", port, "-U", "0"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+    else:
+        cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", port]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NOTIFY_SOCKET", None)
+    try:
+        proc = subprocess.run(cmd + args, capture_output=True, timeout=10, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{kind} {args} started instead of failing")
+    return proc.returncode, proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("missing-chain", "Error loading the certificate chain: {missing} : "),
+        ("bad-key", "Error loading the key: {ca} : "),
+        ("missing-ca", "Error loading the CA certificate: {missing} : "),
+        ("bad-ciphers", "Error setting the provided cipher(s): BOGUS"),
+    ],
+)
+def test_bad_tls_files_stop_the_start(
+    kind: str, name: str, expected: str, pki: PKI, tmp_path: Path
+) -> None:
+    if kind == "memcached" and shutil.which("memcached") is None:
+        pytest.skip("reference memcached not installed")
+    missing = tmp_path / "missing.pem"
+    opts = {
+        "missing-chain": f"ssl_chain_cert={missing},ssl_key={pki.server_key}",
+        "bad-key": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.ca}",
+        "missing-ca": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key},"
+        f"ssl_ca_cert={missing}",
+        "bad-ciphers": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key},"
+        "ssl_ciphers=BOGUS",
+    }[name]
+    code, err = start_and_fail(kind, ["-Z", "-o", opts])
+    assert code == 64
+    assert expected.format(missing=missing, ca=pki.ca) in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("ssl_verify_mode=4", "Invalid ssl_verify_mode. Use help to see valid options."),
+        ("ssl_min_version=tlsv1.2", "could not parse argument to ssl_min_version"),
+        ("ssl_chain_cert", "Missing ssl_chain_cert argument"),
+    ],
+)
+def test_bad_tls_options(kind: str, option: str, message: str) -> None:
+    if kind == "memcached" and shutil.which("memcached") is None:
+        pytest.skip("reference memcached not installed")
+    code, err = start_and_fail(kind, ["-Z", "-o", option])
+    assert code == 1
+    assert message in err

@@ -1,0 +1,124 @@
+"""The open-addressing item table (mcached/storage/assoc.py)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mcached.storage.assoc import (
+    ADDR_MASK,
+    EMPTY,
+    HB_MASK,
+    MIN_CAPACITY,
+    TOMB,
+    Assoc,
+    make_entry,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def probe(t: Assoc, s: int, addr: int) -> int:
+    """find_addr, checked against a plain scan of the probe chain."""
+    i = t.find_addr(s, addr)
+    j = s & t.mask
+    while t.tbl[j] != EMPTY:
+        if t.tbl[j] > TOMB and t.tbl[j] & ADDR_MASK == addr:
+            assert i == j
+            return i
+        j = (j + 1) & t.mask
+    assert i == -1
+    return -1
+
+
+def insert(t: Assoc, s: int, addr: int) -> None:
+    """Insert as the cache does: at the first deleted or empty slot of the chain."""
+    m = t.mask
+    i = s & m
+    ins = -1
+    while t.tbl[i] != EMPTY:
+        if t.tbl[i] == TOMB and ins < 0:
+            ins = i
+        i = (i + 1) & m
+    t.insert_at(ins if ins >= 0 else i, make_entry(s, addr))
+
+
+def test_entry_layout() -> None:
+    e = make_entry(0x123456789, 0xABCDE12345)
+    assert e & ADDR_MASK == 0xABCDE12345
+    assert (e >> 40) & HB_MASK == 0x123456789 & HB_MASK
+    assert e > TOMB and make_entry(0, 0) > TOMB  # no entry is ever empty or a tombstone
+
+
+def test_insert_find_remove_and_growth() -> None:
+    hashes: dict[int, int] = {}
+    t = Assoc(hash_at=lambda a: hashes[a])
+    rnd = random.Random(1)
+    live: dict[int, int] = {}
+    for n in range(5000):
+        addr = (n + 1) * 8
+        s = rnd.getrandbits(40)
+        hashes[addr] = s
+        insert(t, s, addr)
+        live[addr] = s
+    assert t.used == 5000 and t.capacity >= 5000 / 0.6
+    for addr, s in live.items():
+        assert probe(t, s, addr) >= 0
+    for addr in list(live)[::2]:
+        t.remove_at(t.find_addr(live[addr], addr))
+        del live[addr]
+    assert t.used == 2500
+    for addr, s in live.items():
+        assert probe(t, s, addr) >= 0
+    assert probe(t, 12345, 8 * 999_999) == -1
+    # churn: tombstones never fill the table up
+    for n in range(20000):
+        addr = (100_000 + n) * 8
+        s = rnd.getrandbits(40)
+        hashes[addr] = s
+        insert(t, s, addr)
+        victim = next(iter(live))
+        t.remove_at(t.find_addr(live.pop(victim), victim))
+        live[addr] = s
+        assert t.used + t.tombs <= t.limit
+    assert t.used == len(live)
+    assert sorted(e & ADDR_MASK for e in t.entries()) == sorted(live)
+
+
+def test_removing_before_an_empty_slot_leaves_no_tombstone() -> None:
+    t = Assoc(hash_at=lambda a: 0)
+    insert(t, 5, 8)
+    insert(t, 5, 16)  # slot 6
+    t.remove_at(t.find_addr(5, 16))  # the chain ends after it
+    assert t.tombs == 0 and t.tbl[6] == EMPTY
+    insert(t, 5, 16)
+    t.remove_at(t.find_addr(5, 8))  # 16 still probes past slot 5
+    assert t.tombs == 1 and t.tbl[5] == TOMB
+    assert t.find_addr(5, 16) == 6
+
+
+def test_rebuild_of_a_big_table_reads_the_item_hash() -> None:
+    """Past 2^22 slots the entry no longer holds every home-slot bit: `hash_at` is used."""
+    calls = []
+
+    def hash_at(addr: int) -> int:
+        calls.append(addr)
+        return addr >> 3
+
+    t = Assoc(hash_at=hash_at)
+    for n in range(1, 200):
+        insert(t, n, n * 8)
+    t.used = 1_500_000  # pretend: makes rebuild() pick a table of 2^23 slots
+    t.rebuild()
+    assert t.capacity == 1 << 23 and len(calls) == 199
+    t.used = 199
+    for n in range(1, 200):
+        assert t.find_addr(n, n * 8) == n  # home slot = hash_at(addr) & mask
+
+
+def test_min_capacity() -> None:
+    t = Assoc(hash_at=lambda a: 0)
+    assert t.capacity == MIN_CAPACITY
+    t.rebuild()
+    assert t.capacity == MIN_CAPACITY

@@ -1,0 +1,710 @@
+"""The slab allocator behind the Cache: the memory bound, eviction, chained items, the crawler,
+page moves and their stats (mcached/storage/items.py, through the Cache facade)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import tracemalloc
+
+import pytest
+
+from mcached.clock import FakeClock
+from mcached.storage.cache import Cache
+from mcached.storage.items import HEADER, NSTAT
+from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
+
+pytestmark = pytest.mark.unit
+
+KB = 1024
+MB = 1024 * 1024
+SET, APPEND, PREPEND = StoreMode.SET, StoreMode.APPEND, StoreMode.PREPEND
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def value_for(key: bytes, size: int) -> bytes:
+    """A value that names its key, so a value served under the wrong key shows."""
+    return (key + b"|") * (size // (len(key) + 1)) + b"." * (size % (len(key) + 1))
+
+
+def class_pages(cache: Cache) -> dict[int, int]:
+    classes, _ = cache.slabs_stats()
+    return {cid: row["total_pages"] for cid, row in classes}
+
+
+def check_consistent(cache: Cache) -> None:
+    """curr_items, bytes and the slab figures agree with the items actually held."""
+    st = cache.stats()
+    keys = list(cache.keys())
+    assert st["curr_items"] == len(keys)
+    classes, totals = cache.slabs_stats()
+    assert totals["total_malloced"] <= cache.memory_limit
+    assert sum(row["total_pages"] for _, row in classes) * MB <= totals["total_malloced"]
+    for key in keys:
+        hit = cache.get(key)
+        if hit is not None:  # (a flushed or expired one is dropped by the get)
+            assert hit[0] == value_for(key, len(hit[0]))
+
+
+# ---- the memory bound ----
+
+
+def test_churn_of_ten_times_the_limit_stays_within_it(clock: FakeClock) -> None:
+    """Write 10x -m of distinct items of mixed sizes: pages never exceed -m, the counters
+    stay exact, and the process's Python allocations grow by no more than the pages plus the
+    item table (tracemalloc sees every bytearray page and every index array)."""
+    limit = 8 * MB  # 8 pages for 5 sizes (fewer pages than sizes: see the next test)
+    cache = Cache(memory_limit=limit, clock=clock)
+    rnd = random.Random(7)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        written = n = 0
+        while written < 10 * limit:
+            key = b"churn:%d" % n
+            size = rnd.choice((10, 100, 700, 3000, 20_000))
+            assert cache.store(SET, key, value_for(key, size)) is StoreResult.STORED
+            written += size
+            n += 1
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    st = cache.stats()
+    assert st["evictions"] > 0
+    assert st["bytes"] <= limit
+    _, totals = cache.slabs_stats()
+    assert totals["total_malloced"] <= limit
+    # pages (4 MB) + item tables (8 bytes a slot) + small change; a dict of bytes would be
+    # some 130 bytes for each of the ~20,000 items held
+    slots = st["hash_bytes"]
+    assert grown < limit + slots + 512 * KB, (grown, slots)
+    check_consistent(cache)
+
+
+def test_more_sizes_than_pages_still_stores(clock: FakeClock) -> None:
+    """Two pages, five sizes: a class without a page takes one from another class each
+    time (memcached instead lets every class have one page over -m)."""
+    cache = Cache(memory_limit=2 * MB, clock=clock)
+    for rnd in range(3):
+        for size in (10, 200, 2000, 20_000, 100_000):
+            key = b"%d:%d" % (rnd, size)
+            assert cache.store(SET, key, value_for(key, size)) is StoreResult.STORED
+            assert cache.get(key) is not None
+    assert cache.stats()["slabs_moved"] >= 3
+    assert cache.slabs_stats()[1]["total_malloced"] == 2 * MB
+    check_consistent(cache)
+
+
+def test_lowering_the_limit_gives_pages_back(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    for i in range(80_000):
+        cache.store(SET, b"k%d" % i, b"x" * 50)
+    assert cache.slabs_stats()[1]["total_malloced"] == 8 * MB
+    assert cache.set_memory_limit(4 * MB)
+    assert cache.stats()["limit_maxbytes"] == 4 * MB
+    moves = 0
+    while cache.slabs_stats()[1]["total_malloced"] > 4 * MB:
+        assert cache.automove_tick()
+        moves += 1
+        assert moves <= 4
+    assert cache.stats()["slab_reassign_evictions_nomem"] > 0
+    for i in range(80_000):  # keeps working within the new limit
+        cache.store(SET, b"n%d" % i, b"y" * 50)
+    assert cache.slabs_stats()[1]["total_malloced"] == 4 * MB
+
+
+# ---- eviction ----
+
+
+def test_hot_keys_read_during_a_cold_scan_survive_it(clock: FakeClock) -> None:
+    def scan(read_hot: bool) -> int:
+        cache = Cache(memory_limit=4 * MB, clock=clock)
+        hot = [b"hot:%d" % i for i in range(200)]
+        for key in hot:
+            cache.store(SET, key, value_for(key, 500))
+        for i in range(30_000):  # ~5x the cache in items of the same class
+            if read_hot and i % 500 == 0:
+                for key in hot:
+                    cache.get(key)
+            cache.store(SET, b"cold:%d" % i, value_for(b"cold", 500))
+        assert cache.stats()["evictions"] > 20_000
+        return sum(cache.get(key) is not None for key in hot)
+
+    assert scan(read_hot=True) == 200
+    assert scan(read_hot=False) == 0  # the same scan evicts them when nobody reads them
+
+
+def test_a_new_item_is_not_the_next_victim(clock: FakeClock) -> None:
+    """An item stored in a hole left by a delete may sit right ahead of the clock hand: it
+    still survives the next evictions."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=1)
+    i = 0
+    while cache.stats()["evictions"] == 0:
+        cache.store(SET, b"fill:%d" % i, b"x" * 900)
+        i += 1
+    cache.delete(b"fill:%d" % (i // 2))
+    cache.store(SET, b"new", b"x" * 900)
+    for j in range(50):
+        cache.store(SET, b"more:%d" % j, b"x" * 900)
+    assert cache.get(b"new") is not None
+
+
+def test_disabled_evictions_refuse_instead(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, clock=clock, evictions=False)
+    stored = []
+    for i in range(1000):
+        key = b"k%d" % i
+        result = cache.store(SET, key, value_for(key, 10_000))
+        if result is StoreResult.NO_MEMORY:
+            break
+        assert result is StoreResult.STORED
+        stored.append(key)
+    else:
+        pytest.fail("a 2 MB -M cache took 10 MB")
+    st = cache.stats()
+    assert st["evictions"] == 0 and st["curr_items"] == len(stored)
+    assert all(cache.get(k) is not None for k in stored)
+    items = dict(cache.items_stats())
+    assert sum(row["outofmemory"] for row in items.values()) == 1
+    # a delete frees a chunk the next store can use
+    assert cache.delete(stored[0])
+    assert cache.store(SET, b"again", value_for(b"again", 10_000)) is StoreResult.STORED
+    # expired items are reclaimed (memory reused), never live ones
+    assert cache.store(SET, stored[1], b"x" * 10_000) is StoreResult.NO_MEMORY  # full...
+    assert cache.get(stored[1]) is None  # ...and a failed set drops the old value
+    assert cache.store(SET, b"ttl", value_for(b"ttl", 10_000), exptime=5) is StoreResult.STORED
+    clock.advance(6)
+    assert cache.store(SET, b"late", value_for(b"late", 10_000)) is StoreResult.STORED
+    assert cache.stats()["reclaimed"] == 1 and cache.stats()["evictions"] == 0
+
+
+def test_a_class_without_pages_takes_one_from_another(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=4 * MB, clock=clock)
+    for i in range(60_000):
+        cache.store(SET, b"s%d" % i, b"x" * 30)  # 95 bytes: class 1
+    assert class_pages(cache) == {1: 4}
+    assert cache.store(SET, b"big", b"y" * 50_000) is StoreResult.STORED
+    assert cache.get(b"big") == (b"y" * 50_000, 0, cache.get(b"big")[2])  # type: ignore[index]
+    pages = class_pages(cache)
+    assert pages[1] == 3 and sum(pages.values()) == 4
+    assert cache.stats()["slabs_moved"] == 1
+    # with -M only an empty page may move, so a new size is refused
+    strict = Cache(memory_limit=4 * MB, clock=clock, evictions=False)
+    n = 0
+    while strict.store(SET, b"s%d" % n, b"x" * 30) is StoreResult.STORED:
+        n += 1
+    assert class_pages(strict) == {1: 4}
+    assert strict.store(SET, b"big", b"y" * 50_000) is StoreResult.NO_MEMORY
+    assert strict.stats()["slabs_moved"] == 0
+
+
+# ---- chained items ----
+
+
+@pytest.mark.parametrize("chunk_max", [512 * KB, 16 * KB])
+def test_items_spanning_chunks_round_trip_byte_exact(clock: FakeClock, chunk_max: int) -> None:
+    cache = Cache(memory_limit=32 * MB, item_size_max=4 * MB, clock=clock, slab_chunk_max=chunk_max)
+    rnd = random.Random(3)
+    key = b"chained"
+    first = chunk_max - HEADER - len(key)  # value bytes the head chunk holds
+    rest = chunk_max - HEADER
+    sizes = [first - 1, first, first + 1, first + rest, first + rest + 1, MB, 4 * MB - 200]
+    for size in sizes:
+        value = rnd.randbytes(size)
+        assert cache.store(SET, key, value, flags=7) is StoreResult.STORED, size
+        hit = cache.get(key)
+        assert hit is not None and hit[0] == value and hit[1] == 7, size
+        assert cache.get_and_touch(key, 100) == hit
+    used = sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
+    assert used == 1 + (4 * MB - 200 - first + rest - 1) // rest
+    assert cache.store(APPEND, key, b"x" * 200) is StoreResult.NOT_STORED  # over -I
+    value = rnd.randbytes(MB)
+    assert cache.store(SET, key, value) is StoreResult.STORED
+    tail = rnd.randbytes(3000)
+    assert cache.store(APPEND, key, tail) is StoreResult.STORED
+    assert cache.store(PREPEND, key, b"<") is StoreResult.STORED
+    assert cache.get(key)[0] == b"<" + value + tail  # type: ignore[index]
+    assert cache.delete(key)
+    assert sum(row["used_chunks"] for _, row in cache.slabs_stats()[0]) == 0
+    assert cache.stats()["bytes"] == 0
+
+
+def test_chained_items_are_evicted_whole(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock)
+    for i in range(30):
+        key = b"big:%d" % i
+        assert cache.store(SET, key, value_for(key, 1_500_000)) is StoreResult.STORED
+    st = cache.stats()
+    assert st["evictions"] > 0
+    check_consistent(cache)
+    classes, _ = cache.slabs_stats()
+    used = sum(row["used_chunks"] for _, row in classes)
+    assert used == 3 * st["curr_items"]  # 1.5 MB: three 512 KB chunks each
+
+
+# ---- expiry and the crawler ----
+
+
+def test_the_crawler_reclaims_expired_items_without_reads(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(3000):
+        cache.store(SET, b"ttl:%d" % i, b"x" * 100, exptime=10)
+        cache.store(SET, b"keep:%d" % i, b"x" * 100)
+    clock.advance(5)
+    assert cache.crawl() == 0
+    clock.advance(5)
+    used_before = sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
+    assert cache.crawl() == 3000
+    st = cache.stats()
+    assert st["curr_items"] == 3000 and st["crawler_reclaimed"] == 3000
+    assert st["expired_unfetched"] == 3000 and st["get_expired"] == 0  # nothing was read
+    assert st["crawler_items_checked"] == 6000 + 6000
+    used_after = sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
+    assert used_before - used_after == 3000  # the chunks are free for reuse
+    assert cache.crawl() == 0
+
+
+def test_the_crawler_skips_classes_without_expiring_items(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(1000):
+        cache.store(SET, b"keep:%d" % i, b"x" * 100)
+    cache.crawl()
+    assert cache.stats()["crawler_items_checked"] == 0
+    cache.flush_all()  # a flush makes every class worth one sweep
+    assert cache.crawl() == 1000
+    assert cache.stats()["curr_items"] == 0
+    assert cache.crawl(classes={1}) == 0  # a named class is always swept
+
+
+def test_a_delayed_flush_is_swept_once_due(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(100):
+        cache.store(SET, b"k%d" % i, b"x")
+    cache.flush_all(10)
+    assert cache.crawl() == 0
+    clock.advance(10)
+    assert cache.crawl() == 100
+    cache.store(SET, b"after", b"x")
+    assert cache.crawl() == 0 and cache.get(b"after") is not None
+
+
+def test_lazy_expiry_counts_like_memcached(clock: FakeClock) -> None:
+    """do_item_get counts get_expired/get_flushed for any lookup (get, delete, touch...)."""
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for key in (b"a", b"b", b"c"):
+        cache.store(SET, key, b"1", exptime=1)
+    clock.advance(2)
+    assert cache.get(b"a") is None
+    assert not cache.delete(b"b")
+    assert not cache.touch(b"c", 10)
+    st = cache.stats()
+    assert st["get_expired"] == 3 and st["curr_items"] == 0 and st["reclaimed"] == 0
+    cache.store(SET, b"f", b"1")
+    cache.flush_all()
+    assert cache.incr(b"f", 1)[1] == 0
+    assert cache.stats()["get_flushed"] == 1
+
+
+def test_the_clock_hand_reclaims_expired_before_evicting(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=1)
+    i = 0
+
+    def full() -> bool:
+        classes, totals = cache.slabs_stats()
+        return totals["total_malloced"] == 2 * MB and classes[0][1]["free_chunks"] == 0
+
+    while not full():
+        cache.store(SET, b"t%d" % i, b"x" * 800, exptime=5)
+        i += 1
+    assert cache.stats()["evictions"] == 0
+    clock.advance(6)
+    for j in range(500):
+        cache.store(SET, b"n%d" % j, b"x" * 800)
+    st = cache.stats()
+    assert st["reclaimed"] == 500 and st["expired_unfetched"] == 500
+    assert st["evictions"] == 0
+
+
+# ---- page moves ----
+
+
+def fill_small_then_shift(cache: Cache, tick: bool) -> int:
+    """Fill the cache with 100-byte items, then write 10 KB ones in batches (an automover
+    tick after each): how many 10 KB items are held at the end."""
+    for i in range(80_000):
+        key = b"small:%d" % i
+        cache.store(SET, key, value_for(key, 100))
+    for batch in range(12):
+        for i in range(200):
+            key = b"large:%d:%d" % (batch, i)
+            assert cache.store(SET, key, value_for(key, 10_000)) is StoreResult.STORED
+        if tick:
+            cache.automove_tick()
+    return sum(1 for k in cache.keys() if k.startswith(b"large:"))
+
+
+def test_automove_moves_pages_after_a_size_shift(clock: FakeClock) -> None:
+    still = Cache(memory_limit=8 * MB, clock=clock, slab_automove=0)
+    held_without = fill_small_then_shift(still, tick=True)
+    assert still.stats()["slabs_moved"] == 1  # the one page the first 10 KB item needed
+    moving = Cache(memory_limit=8 * MB, clock=clock, slab_automove=1)
+    held_with = fill_small_then_shift(moving, tick=True)
+    large_class = moving.class_of(10_000 + 61)
+    pages = class_pages(moving)
+    assert moving.stats()["slabs_moved"] >= 3
+    assert pages[large_class] >= 3 and class_pages(still)[large_class] == 1
+    assert held_with >= 2 * held_without
+    check_consistent(moving)
+
+
+def test_automove_2_moves_on_any_eviction(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_automove=2)
+    fill_small_then_shift(cache, tick=True)
+    assert cache.stats()["slabs_moved"] >= 6
+
+
+def test_automove_gives_back_free_pages(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(80_000):
+        key = b"k%d" % i
+        cache.store(SET, key, value_for(key, 100))
+    for i in range(0, 80_000):
+        if i % 10:
+            cache.delete(b"k%d" % i)
+    assert cache.automove_tick()
+    st = cache.stats()
+    assert st["slab_global_page_pool"] == 1 and st["slab_reassign_rescues"] > 0
+    assert st["slab_reassign_evictions_nomem"] == 0  # they fit elsewhere: all kept
+    assert st["curr_items"] == 8000
+    check_consistent(cache)
+
+
+def test_reassign_replies(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    for i in range(30_000):
+        key = b"k%d" % i
+        cache.store(SET, key, value_for(key, 30))  # 3 pages of class 1
+    assert class_pages(cache) == {1: 3}
+    assert cache.reassign(1, 1) is ReassignResult.SAME
+    assert cache.reassign(1, 99) is ReassignResult.BADCLASS
+    assert cache.reassign(-2, 5) is ReassignResult.BADCLASS
+    assert cache.reassign(5, 1) is ReassignResult.NOSPARE
+    assert cache.reassign(0, 1) is ReassignResult.NOSPARE  # the pool holds no spare page
+    assert cache.reassign(1, 5) is ReassignResult.OK
+    assert cache.reassign(-1, 7) is ReassignResult.OK  # any class with two pages: class 1
+    assert class_pages(cache) == {1: 1, 5: 1, 7: 1}
+    assert cache.reassign(-1, 9) is ReassignResult.BADCLASS  # none has two pages now
+    assert cache.reassign(5, 0) is ReassignResult.NOSPARE
+    st = cache.stats()
+    assert st["slabs_moved"] == 2
+    assert st["curr_items"] + st["slab_reassign_evictions_nomem"] == 30_000
+    cache._items.move_lock.acquire()  # a move in progress
+    try:
+        assert cache.reassign(1, 5) is ReassignResult.RUNNING
+    finally:
+        cache._items.move_lock.release()
+    check_consistent(cache)
+
+
+def test_reassign_to_the_pool_and_back(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    for i in range(40_000):
+        cache.store(SET, b"k%d" % i, b"x" * 30)
+    assert cache.reassign(1, 0) is ReassignResult.OK
+    assert cache.reassign(1, 0) is ReassignResult.OK
+    assert cache.stats()["slab_global_page_pool"] == 2
+    assert cache.reassign(0, 3) is ReassignResult.OK
+    assert class_pages(cache)[3] == 1 and cache.stats()["slab_global_page_pool"] == 1
+
+
+# ---- stats ----
+
+
+def test_stats_for_one_item_are_memcacheds(clock: FakeClock) -> None:
+    """memcached 1.6.18 after ``set a 0 0 1`` / ``get a``: the figures of stats slabs/items."""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    cache.store(SET, b"a", b"x")
+    cache.get(b"a")
+    classes, totals = cache.slabs_stats()
+    assert classes == [
+        (
+            1,
+            {
+                "chunk_size": 96,
+                "chunks_per_page": 10922,
+                "total_pages": 1,
+                "total_chunks": 10922,
+                "used_chunks": 1,
+                "free_chunks": 10921,
+                "free_chunks_end": 0,
+                "get_hits": 1,
+                "cmd_set": 1,
+                "delete_hits": 0,
+                "incr_hits": 0,
+                "decr_hits": 0,
+                "cas_hits": 0,
+                "cas_badval": 0,
+                "touch_hits": 0,
+            },
+        )
+    ]
+    assert totals == {"active_slabs": 1, "total_malloced": MB}
+    items = dict(cache.items_stats())
+    assert list(items) == [1]
+    assert items[1]["number"] == 1 and items[1]["mem_requested"] == 61
+    assert items[1]["hits_to_cold"] == 1
+    st = cache.stats()
+    assert st["bytes"] == 61 and st["curr_items"] == 1 and st["total_items"] == 1
+    cache.reset_stats()
+    st = cache.stats()
+    assert st["total_items"] == 0 and st["curr_items"] == 1 and st["bytes"] == 61
+
+
+def test_per_class_command_counters(clock: FakeClock) -> None:
+    """The sequence below, on memcached 1.6.18, gives these ``stats slabs`` figures: a set
+    counts in cmd_set whatever its outcome (EXISTS, NOT_STORED too)."""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    cache.store(SET, b"cn", b"5")
+    cache.incr(b"cn", 1)
+    cache.decr(b"cn", 1)
+    cache.touch(b"cn", 0)
+    cache.get(b"cn")
+    unique = cache.get(b"cn")[2]  # type: ignore[index]
+    assert cache.store(StoreMode.CAS, b"cn", b"7", cas=unique + 1) is StoreResult.EXISTS
+    assert cache.store(StoreMode.CAS, b"cn", b"7", cas=unique) is StoreResult.STORED
+    assert cache.store(StoreMode.ADD, b"cn", b"1") is StoreResult.NOT_STORED
+    assert cache.store(APPEND, b"nope", b"1") is StoreResult.NOT_STORED
+    cache.delete(b"cn")
+    row = dict(cache.slabs_stats()[0])[1]
+    assert {
+        k: row[k]
+        for k in (
+            "get_hits",
+            "cmd_set",
+            "delete_hits",
+            "incr_hits",
+            "decr_hits",
+            "cas_hits",
+            "cas_badval",
+            "touch_hits",
+        )
+    } == {
+        "get_hits": 2,
+        "cmd_set": 5,
+        "delete_hits": 1,
+        "incr_hits": 1,
+        "decr_hits": 1,
+        "cas_hits": 1,
+        "cas_badval": 1,
+        "touch_hits": 1,
+    }
+    assert row["used_chunks"] == 0
+
+
+def test_sizes_and_metadump(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    cache.store(SET, b"a", b"x")  # 61 bytes
+    cache.store(SET, b"b", b"x" * 40, flags=1, exptime=100)  # 104
+    cache.store(SET, b"c", b"x", exptime=-1)  # already expired: not listed
+    assert cache.size_histogram() == {64: 1, 128: 1}
+    rows = sorted(cache.metadump())
+    assert [(r[0], r[5], r[6]) for r in rows] == [(b"a", 61, 1), (b"b", 104, 2)]
+    assert rows[1][1] == clock.now() + 100 and rows[0][1] == 0
+    assert sorted(cache.keys()) == [b"a", b"b", b"c"]  # keys() lists what the table holds
+    assert list(cache.metadump(classes={2})) == [rows[1]]
+
+
+def test_class_stats_keeps_its_shape(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    cache.store(SET, b"a", b"x")
+    clock.advance(30)
+    assert cache.class_stats() == {1: [1, 61, clock.now() - 30]}
+
+
+def test_partition_counters_are_per_class(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock, partitions=4)
+    for i in range(100):
+        cache.store(SET, b"k%d" % i, b"x" * (i * 10))
+    total = sum(p.cst[c * NSTAT] for p in cache._parts for c in range(1, 40))
+    assert total == 100 == cache.stats()["curr_items"]
+
+
+# ---- concurrency ----
+
+
+def test_threads_on_overlapping_keys_with_evictions_lose_nothing(clock: FakeClock) -> None:
+    """Eight threads store, read and delete over the same keys in a cache small enough to
+    evict all the time, and incr one counter: no exception, no value served under the wrong
+    key, and no incr lost. (The counter is alone in slab class 1 -- every other value is
+    larger -- and every class gets its page from the pool, so it is never evicted.)"""
+    cache = Cache(memory_limit=16 * MB, clock=clock, partitions=4)
+    cache.store(SET, b"counter", b"0")
+    assert cache.class_of(61 + len(b"counter") + 5) == 1
+    errors: list[BaseException] = []
+    incrs = [0] * 8
+
+    def work(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(4000):
+                key = b"k%d" % rnd.randrange(400)
+                op = rnd.random()
+                if op < 0.4:
+                    cache.store(SET, key, value_for(key, rnd.choice((50, 900, 9000, 200_000))))
+                elif op < 0.8:
+                    hit = cache.get(key)
+                    if hit is not None:
+                        assert hit[0] == value_for(key, len(hit[0]))
+                elif op < 0.9:
+                    cache.delete(key)
+                else:
+                    assert cache.incr(b"counter", 1)[0] is DeltaResult.OK
+                    incrs[seed] += 1
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert cache.stats()["evictions"] > 0
+    assert cache.stats()["slabs_moved"] == 0
+    hit = cache.get(b"counter")
+    assert hit is not None and int(hit[0]) == sum(incrs) > 0
+    cache.delete(b"counter")
+    check_consistent(cache)
+
+
+# ---- paths around the common ones ----
+
+
+def test_overwrites_keep_the_counters_exact(clock: FakeClock) -> None:
+    """A set over an item of the same class rewrites it in place: bytes, and the count of
+    items with an exptime (what lets the crawler skip a class) follow the new item."""
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    cache.store(SET, b"k", b"x" * 20, flags=3, exptime=100)
+    cache.store(SET, b"k", b"y" * 21)  # same class, no flags, no exptime
+    assert cache.stats()["bytes"] == 61 + 21 - 1 + len(b"k") - 1
+    assert cache.crawl() == 0 and cache.stats()["crawler_items_checked"] == 0
+    cache.store(SET, b"k", b"z" * 20, exptime=10)
+    clock.advance(10)
+    assert cache.crawl() == 1 and cache.stats()["curr_items"] == 0
+    # a set over an expired item: counted as such, replaced by the new one
+    cache.store(SET, b"e", b"1", exptime=1)
+    clock.advance(1)
+    assert cache.store(SET, b"e", b"2") is StoreResult.STORED
+    assert cache.stats()["get_expired"] == 1 and cache.stats()["curr_items"] == 1
+    assert cache.get(b"e") == (b"2", 0, cache.get(b"e")[2])  # type: ignore[index]
+
+
+def test_too_large_and_unlink(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, item_size_max=64 * KB, clock=clock)
+    for mode in (SET, StoreMode.ADD):
+        assert cache.store(mode, b"k", b"x" * (64 * KB)) is StoreResult.TOO_LARGE
+    assert cache.store(SET, b"k", b"x" * (64 * KB - 62)) is StoreResult.STORED  # 64 KB exactly
+    cache.unlink(b"k")
+    cache.unlink(b"k")
+    st = cache.stats()
+    assert cache.get(b"k") is None and st["curr_items"] == 0 and st["bytes"] == 0
+
+
+def test_incr_that_outgrows_its_chunk_or_spans_chunks(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, item_size_max=2 * MB, clock=clock)
+    cache.store(SET, b"n", b"99", flags=4, exptime=100)
+    cache.get(b"n")
+    assert cache.incr(b"n", 1)[1] == 100  # a new item, 3 bytes: flags, exptime, fetched kept
+    hit = cache.get(b"n")
+    assert hit is not None and hit[:2] == (b"100", 4)
+    [(_, exptime, _, _, fetched, _, _)] = list(cache.metadump())
+    assert fetched and exptime == clock.now() + 100
+    big = b"7" + b" " * 700_000  # a counter chained over two chunks
+    cache.store(SET, b"big", big)
+    assert cache.incr(b"big", 5)[1] == 12
+    assert cache.get(b"big")[0] == b"12".ljust(len(big))  # type: ignore[index]
+    assert cache.stats()["curr_items"] == 2
+
+
+def test_no_room_for_a_chained_item_leaks_no_chunk(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=4 * MB, item_size_max=2 * MB, clock=clock, evictions=False)
+    n = 0
+    while cache.store(SET, b"c%d" % n, b"x" * 1_500_000) is StoreResult.STORED:
+        n += 1
+    assert n == 2  # 4 pages of two 512 KB chunks; three chunks an item
+    classes, _ = cache.slabs_stats()
+    assert sum(row["used_chunks"] for _, row in classes) == 3 * n
+    assert cache.stats()["curr_items"] == n
+
+
+def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
+    """The largest class's pages hold continuation chunks: moving one evicts (or keeps) the
+    whole item each chunk belongs to, wherever its head is."""
+    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock)
+    for i in range(5):
+        key = b"c%d" % i
+        assert cache.store(SET, key, value_for(key, 1_500_000)) is StoreResult.STORED
+    largest = len(cache.slab_sizes)
+    assert class_pages(cache) == {largest: 8}
+    assert cache.reassign(largest, 0) is ReassignResult.OK
+    assert cache.reassign(largest, 3) is ReassignResult.OK
+    st = cache.stats()
+    assert st["slabs_moved"] == 2 and 2 <= st["curr_items"] < 5
+    classes, _ = cache.slabs_stats()
+    used = dict(classes)[largest]["used_chunks"]
+    assert used == 3 * st["curr_items"]
+    check_consistent(cache)
+
+
+def test_no_slab_reassign_means_no_page_moves(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, clock=clock, slab_reassign=False)
+    for i in range(30_000):
+        cache.store(SET, b"s%d" % i, b"x" * 30)
+    assert cache.store(SET, b"big", b"y" * 50_000) is StoreResult.NO_MEMORY
+    assert cache.automove_tick() is False
+    assert cache.stats()["slabs_moved"] == 0
+
+
+def test_evictions_of_items_with_an_exptime_and_the_age_of_the_tail(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=1)
+    for i in range(2220):  # two pages of 1,110 chunks
+        cache.store(SET, b"k%d" % i, b"x" * 800, exptime=1000)
+    assert cache.stats()["evictions"] == 0
+    clock.advance(30)
+    for i in range(10):
+        cache.store(SET, b"n%d" % i, b"x" * 800)
+    row = next(iter(dict(cache.items_stats()).values()))
+    assert row["evicted"] == row["evicted_nonzero"] == 10
+    assert row["evicted_time"] == 30  # the last one evicted was stored 30 s before
+    assert row["age"] == 30  # and so were the next ones the hand will reach
+    clock.advance(5)
+    assert next(iter(dict(cache.items_stats()).values()))["age"] == 35
+
+
+def test_automove_1_waits_for_three_ticks_of_evictions(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_automove=1)
+    for i in range(80_000):
+        cache.store(SET, b"s%d" % i, b"x" * 30)  # class 1, 8 pages, nothing evicted
+    assert class_pages(cache) == {1: 8} and cache.stats()["evictions"] == 0
+    moved = []
+    for batch in range(3):
+        for i in range(200):
+            cache.store(SET, b"large:%d:%d" % (batch, i), b"y" * 10_000)
+        moved.append(cache.automove_tick())
+    assert moved == [False, False, True]
+    cache.automove = 0
+    assert cache.automove == 0
+    for i in range(200):
+        cache.store(SET, b"later:%d" % i, b"y" * 10_000)
+    assert cache.automove_tick() is False
+
+
+def test_keys_over_250_bytes_are_a_caller_bug(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    with pytest.raises(ValueError):
+        cache.store(SET, b"k" * 251, b"x")
+    assert cache.store(SET, b"k" * 250, b"x") is StoreResult.STORED

@@ -1,0 +1,87 @@
+"""The background services: LRU crawler and slab automover threads (mcached/storage/
+maintainer.py). Short intervals, bounded waits: a test fails only if nothing happens within
+several seconds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mcached.clock import FakeClock
+from mcached.storage.cache import Cache
+from mcached.storage.maintainer import LruCrawler, SlabAutomover
+from mcached.storage.results import StoreMode
+
+pytestmark = pytest.mark.unit
+
+MB = 1024 * 1024
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_crawler_thread_reclaims_expired_items() -> None:
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(2000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100, exptime=5 if i % 2 else 0)
+    crawler = LruCrawler(cache, interval=0.01, pause=0.0005)
+    crawler.start()
+    try:
+        assert wait_for(lambda: crawler.runs >= 2)
+        assert cache.stats()["curr_items"] == 2000  # nothing expired yet
+        clock.advance(5)
+        assert wait_for(lambda: cache.stats()["curr_items"] == 1000)
+        assert wait_for(lambda: crawler.reclaimed == 1000)
+        st = cache.stats()
+        assert st["crawler_reclaimed"] == 1000 and st["get_expired"] == 0
+        assert st["lru_crawler_starts"] >= 3
+    finally:
+        crawler.stop()
+    assert not any(t.name == LruCrawler.name for t in threading.enumerate())
+
+
+def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
+    cache = Cache(memory_limit=8 * MB, clock=FakeClock())
+    for i in range(80_000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 30)
+    assert cache.slabs_stats()[1]["total_malloced"] == 8 * MB
+    mover = SlabAutomover(cache, interval=0.01)
+    mover.start()
+    try:
+        cache.set_memory_limit(5 * MB)
+        assert wait_for(lambda: cache.slabs_stats()[1]["total_malloced"] == 5 * MB)
+        assert mover.moved == 3
+    finally:
+        mover.stop()
+
+
+def test_a_failing_run_is_logged_and_the_thread_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = []
+
+    class Broken(SlabAutomover):
+        def run(self) -> None:
+            calls.append(1)
+            raise RuntimeError("boom")
+
+    mover = Broken(Cache(memory_limit=8 * MB), interval=0.01)
+    with caplog.at_level(logging.ERROR, logger="mcached.storage"):
+        mover.start()
+        try:
+            assert wait_for(lambda: len(calls) >= 3)
+        finally:
+            mover.stop()
+    assert "failed" in caplog.text and "boom" in caplog.text
+    mover.stop()  # stopping twice is harmless
