@@ -61,6 +61,9 @@ type: $(VENV)/.installed-test
 bench: system-deps $(VENV)/.installed
 	$(BIN)/python scripts/bench.py
 
+bench-memory: system-deps $(VENV)/.installed
+	$(BIN)/python scripts/bench_memory.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
