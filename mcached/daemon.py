@@ -83,7 +83,7 @@ class Daemon:
             return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled, auth=auth)
 
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
-        self.server = Server(settings, self.handlers, make_parser, self.request_stop,
+        self.server = Server(settings, self.handlers.dispatcher(), make_parser, self.request_stop,
                              tcp_sockets=tcp_sockets)
         self.handlers.tls = self.server.tls  # refresh_certs
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):

@@ -167,6 +167,16 @@ class Handlers:
     def __call__(self, cmd: c.Command, session: Session) -> None:
         self._table[type(cmd)](cmd, session)
 
+    def dispatcher(self) -> Callable[[c.Command, Session], None]:
+        """`__call__` as a plain closure: the server calls it once per request, and a
+        closure over the table is cheaper than an instance's ``__call__`` (measured)."""
+        table = self._table
+
+        def handle(cmd: c.Command, session: Session) -> None:
+            table[type(cmd)](cmd, session)
+
+        return handle
+
     # ---- retrieval ----
 
     def get(self, cmd: c.Get, s: Session) -> None:

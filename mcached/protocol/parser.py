@@ -45,6 +45,7 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 KEY_MAX_LENGTH = 250
+BUFFER_SWITCH = 64 * 1024  # past this many unconsumed bytes, accumulate in a bytearray
 MAX_LINE = 2048  # memcached: a line this long without "\n" must be a multiget, or we hang up
 MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grows unbounded)
 # memcached's item header (struct _stritem on 64-bit) and its optional CAS field: counted with
@@ -62,6 +63,7 @@ INT64_MIN = -(2**63)
 AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block resets the link
 
 _ERROR = c.Invalid(r.ERROR)
+_FORMAT = c.Invalid(r.CLIENT_ERROR_FORMAT)
 # what strtod reads as a whole token (``slabs automove ratio <r>``)
 _STRTOD = re.compile(
     rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
@@ -138,7 +140,7 @@ class Parser:
     def __init__(
         self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True, auth: bool = False
     ) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         # a storage command waiting for its data block: (build, key, flags, exptime, vlen,
         # cas_unique, noreply, verb)
@@ -190,10 +192,28 @@ class Parser:
             data = data[n:]
             if not data:
                 return
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        # Hot path: a request usually arrives whole in one read, so when everything before
+        # it was consumed the received bytes become the buffer as they are (no copy); lines
+        # and values are then single slices of it. Only a remainder that grows past
+        # BUFFER_SWITCH (a large value arriving in pieces) accumulates in a bytearray, so
+        # appending stays linear.
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+        elif type(buf) is bytearray:
+            if pos:
+                del buf[:pos]
+            buf += data
+        else:
+            rest = buf[pos:]
+            if len(rest) + len(data) > BUFFER_SWITCH:
+                grown = bytearray(rest)
+                grown += data
+                self._buf = grown
+            else:
+                self._buf = rest + data
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
@@ -216,6 +236,40 @@ class Parser:
 
     def next_command(self) -> c.Command | _NeedData:
         """The next complete command, or NEED_DATA. Raises CloseConnection on hostile input."""
+        # Hot path: no data block pending, nothing to swallow, not authenticating -- one
+        # line, split and dispatched right here (every attribute read and call saved is paid
+        # back per request). Everything else goes through _next_framed().
+        if (self._pending is not None or self._swallow or self._auth
+                or self._after_swallow is not None):
+            return self._next_framed()
+        buf = self._buf
+        pos = self._pos
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            self._check_partial_line()
+            return NEED_DATA
+        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
+        line = bytes(buf[pos:end])
+        self._pos = nl + 1
+        if b"\0" in line:
+            line = line[: line.index(b"\0")]
+        tokens = line.split(b" ")
+        if b"" in tokens:
+            tokens = [t for t in tokens if t]
+            if not tokens:
+                return _ERROR
+        fn = self._dispatch.get(tokens[0])
+        if fn is None:
+            if tokens[-1].startswith(b"HTTP/"):
+                raise CloseConnection("HTTP request on the memcached port")
+            return _ERROR
+        cmd = fn(tokens)
+        if cmd is None:  # a storage header: its data block comes next
+            return self._next_framed()
+        return cmd
+
+    def _next_framed(self) -> c.Command | _NeedData:
+        """next_command() for every state: data blocks, swallowing, authentication."""
         if self._auth:
             return self._next_auth()
         while True:
@@ -307,13 +361,20 @@ class Parser:
         if len(tokens) < 2:
             return _ERROR
         keys = tokens[1:]
-        return self._keys(keys) or c.Get(keys)
+        if len(keys) == 1:
+            if len(keys[0]) > KEY_MAX_LENGTH:
+                return _FORMAT
+        elif max(map(len, keys)) > KEY_MAX_LENGTH:
+            return _FORMAT
+        return c.Get(keys)
 
     def _gets(self, tokens: list[bytes]) -> c.Command:
         if len(tokens) < 2:
             return _ERROR
         keys = tokens[1:]
-        return self._keys(keys) or c.Gets(keys)
+        if max(map(len, keys)) > KEY_MAX_LENGTH:
+            return _FORMAT
+        return c.Gets(keys)
 
     def _gat(self, tokens: list[bytes]) -> c.Command:
         if len(tokens) < 2:

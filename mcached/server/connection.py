@@ -24,7 +24,6 @@ and every reply sent, as memcached does; then the connection closes.
 from __future__ import annotations
 
 import logging
-import selectors
 import socket
 import ssl
 import time
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.server.poller import READ, WRITE
 from mcached.stats import Counters
 
 if TYPE_CHECKING:
@@ -57,11 +57,11 @@ CLOSING = "conn_closing"
 CLOSED = "conn_closed"
 
 _EVENTS = {
-    HANDSHAKE: selectors.EVENT_READ,
-    READING: selectors.EVENT_READ,
+    HANDSHAKE: READ,
+    READING: READ,
     YIELDED: 0,
-    BLOCKED: selectors.EVENT_WRITE,
-    CLOSING: selectors.EVENT_WRITE,
+    BLOCKED: WRITE,
+    CLOSING: WRITE,
 }
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -115,7 +115,7 @@ class Connection:
         # unsent output, oldest first: bytes, or memoryview slices of partly sent pieces
         self._wq: deque[bytes | memoryview] = deque()
         self._wq_bytes = 0
-        self._events = selectors.EVENT_READ
+        self._events = READ
         self.last_cmd = self.opened = time.monotonic()
         # For the worker's stall check: when the request now arriving began, and when the
         # unsent output last moved (a handshake or a login is timed from `opened`).
@@ -145,9 +145,9 @@ class Connection:
         """Selector interest from the state, unsent output and EOF."""
         events = _EVENTS[self.state]
         if self._wq:
-            events |= selectors.EVENT_WRITE
+            events |= WRITE
         if self.eof:
-            events &= ~selectors.EVENT_READ  # a half-closed socket is always readable
+            events &= ~READ  # a half-closed socket is always readable
         self._set_events(events)
 
     def _set_events(self, events: int) -> None:
@@ -223,10 +223,10 @@ class Connection:
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._set_events(selectors.EVENT_READ)
+            self._set_events(READ)
             return
         except ssl.SSLWantWriteError:
-            self._set_events(selectors.EVENT_WRITE)
+            self._set_events(WRITE)
             return
         except (OSError, ValueError) as exc:  # SSLError is an OSError
             self.worker.tls_handshake_failed()
@@ -252,15 +252,17 @@ class Connection:
 
     def process(self) -> None:
         """Run up to ``-R`` buffered commands, then send their replies in one write."""
-        parser = self.parser
+        # hot path: one iteration per request, so everything it touches is a local
+        next_command = self.parser.next_command
         handle = self.handle
+        trace = self.worker.trace
         budget = self.reqs_per_event
         try:
             while budget:
-                cmd = parser.next_command()
+                cmd = next_command()
                 if cmd is NEED_DATA:
                     break
-                if self.worker.trace:
+                if trace:
                     log.log(TRACE, "<%d %r", self.fd, cmd)
                 handle(cmd, self)
                 budget -= 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import selectors
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 from mcached.protocol.parser import Parser
 from mcached.server.connection import BLOCKED, CLOSED, HANDSHAKE, READING, YIELDED, Connection
+from mcached.server.poller import READ, READ_READY, WRITE_READY, Poller
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.worker")
@@ -64,14 +64,15 @@ class Worker:
         self._on_close = on_close
         self._on_shutdown = on_shutdown
         self.counters = Counters()
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.queue: queue.SimpleQueue[tuple[socket.socket, Any, str]] = queue.SimpleQueue()
         self.ready: set[Connection] = set()
         self.conns: set[Connection] = set()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_fd = self._wake_r.fileno()
+        self.selector.register(self._wake_r, READ, None)
         self.trace = False  # -vvv: log every command and reply
         self._stopping = False
         self._drain_until: float | None = None
@@ -99,7 +100,7 @@ class Worker:
 
     def add_reader(self, sock: socket.socket, callback: Callable[[], None]) -> None:
         """Serve another socket (the UDP one) from this loop. Call before `start()`."""
-        self.selector.register(sock, selectors.EVENT_READ, callback)
+        self.selector.register(sock, READ, callback)
 
     def _wake(self) -> None:
         try:
@@ -110,7 +111,8 @@ class Worker:
     # ---- the loop (worker thread only) ----
 
     def run(self) -> None:
-        select = self.selector.select
+        poll = self.selector.poll
+        owners = self.selector.owners
         ready = self.ready
         timed = bool(self.idle_timeout or self.stall_timeout)
         next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
@@ -123,18 +125,22 @@ class Worker:
             else:
                 timeout = None
             try:
-                events = select(timeout)
+                events = poll(timeout)
             except InterruptedError:
                 continue
-            for key, mask in events:
-                conn = key.data
-                if conn is None:
-                    self._accept_handed_off()
-                elif type(conn) is Connection:
-                    if mask & selectors.EVENT_WRITE:
+            # hot path: one iteration per ready socket; raw epoll events and one dict
+            # lookup (poller.py says why not selectors)
+            for fd, mask in events:
+                conn = owners.get(fd)
+                if type(conn) is Connection:
+                    if mask & WRITE_READY:
                         conn.on_writable()
-                    if mask & selectors.EVENT_READ and conn.state != CLOSED:
+                    if mask & READ_READY and conn.state != CLOSED:
                         conn.on_readable()
+                elif conn is None:
+                    if fd == self._wake_fd:
+                        self._accept_handed_off()
+                    # else: closed by an earlier event of this batch
                 else:
                     conn()  # an extra reader (UDP)
             if ready:
@@ -168,9 +174,9 @@ class Worker:
                     log.warning("stop deadline passed with %d connection(s) still sending",
                                 len(busy))
                 return
-            for key, mask in self.selector.select(min(left, 0.1)):
-                conn = key.data
-                if type(conn) is Connection and mask & selectors.EVENT_WRITE:
+            for fd, mask in self.selector.poll(min(left, 0.1)):
+                conn = self.selector.owners.get(fd)
+                if type(conn) is Connection and mask & WRITE_READY:
                     conn.on_writable()
                     if conn.state == YIELDED:
                         conn.drain_step()
@@ -193,7 +199,7 @@ class Worker:
                 sock, peer, listen_addr, self, self.handle, self.make_parser(), self.reqs_per_event
             )
             self.conns.add(conn)
-            self.selector.register(sock, selectors.EVENT_READ, conn)
+            self.selector.register(sock, READ, conn)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<%d new client connection from %s", conn.fd, peer)
 
