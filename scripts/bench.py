@@ -111,8 +111,10 @@ def memcached_cmd(threads: int) -> list[str]:
     return cmd + ["-l", HOST, "-p", "{port}", "-U", "0", "-t", str(threads), "-m", "1024"]
 
 
-def mcached_cmd(threads: int) -> list[str]:
-    return [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", "-t", str(threads)] + [
+def mcached_cmd(threads: int | None) -> list[str]:
+    # None: mcached's own default thread count (1 under the GIL; see settings.py)
+    t = ["-t", str(threads)] if threads else []
+    return [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", *t] + [
         "-m",
         "1024",
     ]
@@ -886,7 +888,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="See the module docstring for what is measured and the caveats.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
-    p.add_argument("--threads", type=int, default=2, help="server worker threads (default 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="memcached worker threads (default 2)")
+    p.add_argument("--mcached-threads", type=int, default=None,
+                   help="mcached worker threads (default: mcached's own default)")
     p.add_argument(
         "--only",
         choices=LOADS,
@@ -938,7 +943,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def server_templates(args: argparse.Namespace) -> dict[str, list[str]]:
-    templates = {"mcached": mcached_cmd(args.threads), "memcached": memcached_cmd(args.threads)}
+    templates = {
+        "mcached": mcached_cmd(args.mcached_threads),
+        "memcached": memcached_cmd(args.threads),
+    }
     for name, override in (("mcached", args.mcached_cmd), ("memcached", args.memcached_cmd)):
         if override:
             if "{port}" not in override:
@@ -964,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"python {platform.python_version()} ({sys.executable}); {platform.platform()}")
     print(
-        f"duration {args.duration:g}s, repeat {args.repeat}, server threads {args.threads}, "
+        f"duration {args.duration:g}s, repeat {args.repeat}, memcached threads {args.threads}, "
+        f"mcached threads {args.mcached_threads or 'default'}, "
         f"memaslap: {find_memaslap() or '-'}"
     )
     for name in servers:
