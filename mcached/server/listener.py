@@ -150,8 +150,8 @@ class Server:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
-        self._thread = threading.Thread(target=self._accept_loop, name="mcached-listener",
-                                        daemon=True)
+        # made in start(): a Thread built before -d forks cannot start in the child (3.13)
+        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----
 
@@ -179,6 +179,8 @@ class Server:
             t.setblocking(False)
             self._selector.register(t, selectors.EVENT_READ, t)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._accept_loop, name="mcached-listener",
+                                        daemon=True)
         self._thread.start()
 
     def stop_accepting(self) -> None:
@@ -188,8 +190,9 @@ class Server:
             self._wake_w.send(b"\0")
         except OSError:
             pass
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(5)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(5)
 
     def stop(self, drain: float | None = None, timeout: float = 5.0) -> None:
         """Stop accepting, then stop the workers in reverse start order. With `drain`
