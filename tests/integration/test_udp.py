@@ -1,0 +1,79 @@
+"""UDP (-U): memcached's 8-byte frame header and replies split into datagrams, checked
+against both servers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import HOST, Server, free_port
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+HEADER = struct.Struct("!HHHH")
+
+
+def udp_request(port: int, request_id: int, payload: bytes, seq: int = 0,
+                total: int = 1) -> list[bytes]:
+    """Send one datagram; collect the reply datagrams until all `total` arrived."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(HEADER.pack(request_id, seq, total, 0) + payload, (HOST, port))
+        got: list[bytes] = []
+        while True:
+            data, _ = s.recvfrom(65536)
+            got.append(data)
+            _, _, n, _ = HEADER.unpack_from(data)
+            if len(got) == n:
+                return got
+
+
+def start(kind: str, server_factory: Callable[..., Server]) -> Server:
+    port = free_port(socket.SOCK_DGRAM)
+    return server_factory(kind, "-U", str(port))
+
+
+def test_udp_get_and_set(kind: str, server_factory: Callable[..., Server]) -> None:
+    srv = start(kind, server_factory)
+    with Conn(srv.address) as conn:
+        assert conn.request(b"set k 5 0 3\r\nabc\r\n") == b"STORED\r\n"
+    [reply] = udp_request(srv.udp_port, 0x1234, b"get k\r\n")
+    assert reply == HEADER.pack(0x1234, 0, 1, 0) + b"VALUE k 5 3\r\nabc\r\nEND\r\n"
+    [reply] = udp_request(srv.udp_port, 7, b"set u 0 0 2\r\nhi\r\n")
+    assert reply == HEADER.pack(7, 0, 1, 0) + b"STORED\r\n"
+    with Conn(srv.address) as conn:
+        assert conn.request(b"get u\r\n") == b"VALUE u 0 2\r\nhi\r\nEND\r\n"
+
+
+def test_udp_large_reply_is_split_into_datagrams(kind: str,
+                                                 server_factory: Callable[..., Server]) -> None:
+    srv = start(kind, server_factory)
+    value = bytes(range(256)) * 20  # 5120 bytes: several datagrams
+    with Conn(srv.address) as conn:
+        assert conn.request(b"set big 0 0 %d\r\n" % len(value) + value + b"\r\n") == b"STORED\r\n"
+    parts = udp_request(srv.udp_port, 99, b"get big\r\n")
+    headers = [HEADER.unpack_from(p) for p in parts]
+    n = len(parts)
+    assert n > 1
+    assert sorted(h[1] for h in headers) == list(range(n))
+    assert all(h[0] == 99 and h[2] == n and h[3] == 0 for h in headers)
+    assert all(len(p) <= 1400 for p in parts)
+    body = b"".join(p[8:] for p in sorted(parts, key=lambda p: HEADER.unpack_from(p)[1]))
+    assert body == b"VALUE big 0 %d\r\n" % len(value) + value + b"\r\nEND\r\n"
+
+
+def test_udp_off_by_default(kind: str, server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(kind)
+    with Conn(srv.address) as conn:
+        assert b"STAT udpport 0\r\n" in conn.request(b"stats settings\r\n")
+
+
+def test_udp_multi_datagram_request_is_refused(kind: str,
+                                               server_factory: Callable[..., Server]) -> None:
+    srv = start(kind, server_factory)
+    [reply] = udp_request(srv.udp_port, 5, b"get k\r\n", seq=1, total=2)
+    assert reply == HEADER.pack(5, 0, 1, 0) + b"SERVER_ERROR multi-packet request not supported\r\n"
