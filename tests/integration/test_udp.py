@@ -72,8 +72,9 @@ def test_udp_off_by_default(kind: str, server_factory: Callable[..., Server]) ->
         assert b"STAT udpport 0\r\n" in conn.request(b"stats settings\r\n")
 
 
-def test_udp_multi_datagram_request_is_refused(kind: str,
-                                               server_factory: Callable[..., Server]) -> None:
-    srv = start(kind, server_factory)
+def test_udp_multi_datagram_request_is_refused(server_factory: Callable[..., Server]) -> None:
+    """mcached only: memcached 1.6.18 queues this same reply but sends it only along with a
+    later request's (a fresh server stays silent), so clients cannot rely on it there."""
+    srv = start("mcached", server_factory)
     [reply] = udp_request(srv.udp_port, 5, b"get k\r\n", seq=1, total=2)
     assert reply == HEADER.pack(5, 0, 1, 0) + b"SERVER_ERROR multi-packet request not supported\r\n"
