@@ -55,16 +55,22 @@ def _build_params() -> list[click.Parameter]:
         if f.name == "verbose":
             params.append(click.Option(decls, count=True, help=md["help"]))
         elif f.type in ("bool", bool):
-            params.append(click.Option(decls, is_flag=True, default=None,
-                                       help=md["help"]))
+            params.append(click.Option(decls, is_flag=True, default=None, help=md["help"]))
         elif f.name == "listen":
-            params.append(click.Option(decls, multiple=True, metavar=md["metavar"],
-                                       help=md["help"]))
+            params.append(
+                click.Option(decls, multiple=True, metavar=md["metavar"], help=md["help"])
+            )
         else:
-            params.append(click.Option(decls, type=str, default=None,
-                                       metavar=md.get("metavar"), help=md["help"]))
-    params.append(click.Option(["-o", "--extended", "extended"], multiple=True,
-                               metavar="<opts>", help=_extended_help()))
+            params.append(
+                click.Option(
+                    decls, type=str, default=None, metavar=md.get("metavar"), help=md["help"]
+                )
+            )
+    params.append(
+        click.Option(
+            ["-o", "--extended", "extended"], multiple=True, metavar="<opts>", help=_extended_help()
+        )
+    )
     return params
 
 
@@ -138,12 +144,25 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 def _command() -> click.Command:
     params = _build_params()
-    params.append(click.Option(["--config"], metavar="<file>", expose_value=False,
-                               help="read flags from <file> (the format of Debian's "
-                               "/etc/memcached.conf); command-line flags override it"))
-    params.append(click.Option(["-V", "--version"], is_flag=True, expose_value=False,
-                               is_eager=True, callback=_print_version,
-                               help="print version and exit"))
+    params.append(
+        click.Option(
+            ["--config"],
+            metavar="<file>",
+            expose_value=False,
+            help="read flags from <file> (the format of Debian's "
+            "/etc/memcached.conf); command-line flags override it",
+        )
+    )
+    params.append(
+        click.Option(
+            ["-V", "--version"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_print_version,
+            help="print version and exit",
+        )
+    )
 
     def callback(**values: Any) -> Settings:
         return _convert(values)
@@ -259,11 +278,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         process.raise_core_limit()
     under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
     if settings.daemonize and under_systemd:
-        click.echo("warning: -d ignored: running under systemd, which supervises mcached",
-                   err=True)
+        click.echo("warning: -d ignored: running under systemd, which supervises mcached", err=True)
     if os.geteuid() == 0 and not settings.user:
         logging.getLogger("mcached").info(
-            "running as root without -u: consider -u <user> to drop privileges")
+            "running as root without -u: consider -u <user> to drop privileges"
+        )
     try:
         daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None)
     except SettingsError as exc:  # -Y file, -Z certificates: memcached's messages and codes
@@ -286,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = daemon.run(before_start=before_start)
     except OSError as exc:
-        click.echo(f"failed to listen on {','.join(settings.listen)} port {settings.port}: "
-                   f"{exc.strerror or exc}", err=True)
+        click.echo(
+            f"failed to listen on {','.join(settings.listen)} port {settings.port}: "
+            f"{exc.strerror or exc}",
+            err=True,
+        )
         sys.exit(71)  # EX_OSERR, as memcached
     finally:
         if settings.pidfile:

@@ -73,8 +73,9 @@ class Daemon:
         self.discovery = Discovery(settings, local_port=lambda: self.server.ports[0])
         # -Y: the credentials (read now: a bad file stops us before anything binds)
         self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
-        self.handlers = Handlers(self.cache, settings, self, self.clock,
-                                 discovery=self.discovery, authfile=self.authfile)
+        self.handlers = Handlers(
+            self.cache, settings, self, self.clock, discovery=self.discovery, authfile=self.authfile
+        )
         item_size_max = settings.item_size_max
         cas_enabled = settings.cas_enabled
         auth = self.authfile is not None
@@ -83,8 +84,13 @@ class Daemon:
             return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled, auth=auth)
 
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
-        self.server = Server(settings, self.handlers.dispatcher(), make_parser, self.request_stop,
-                             tcp_sockets=tcp_sockets)
+        self.server = Server(
+            settings,
+            self.handlers.dispatcher(),
+            make_parser,
+            self.request_stop,
+            tcp_sockets=tcp_sockets,
+        )
         self.handlers.tls = self.server.tls  # refresh_certs
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
         # each has reload() -> None and is called from the main thread.
@@ -195,8 +201,10 @@ class Daemon:
         """One line for systemd's STATUS= and the log: where we listen and what we hold."""
         c = self.cache.stats()
         addrs = ",".join(f"{h}:{p}" for h, p in self._addresses())
-        return (f"listening on {addrs}; {self.server.curr_connections} connections; "
-                f"{c['curr_items']} items, {c['bytes']} of {c['limit_maxbytes']} bytes")
+        return (
+            f"listening on {addrs}; {self.server.curr_connections} connections; "
+            f"{c['curr_items']} items, {c['bytes']} of {c['limit_maxbytes']} bytes"
+        )
 
     def _addresses(self) -> list[tuple[str, int]]:
         out = []
@@ -286,8 +294,11 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     else:
         handler = logging.StreamHandler()
         # under systemd, journald adds the time and the pid itself
-        fmt = ("%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM")
-               else "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s")
+        fmt = (
+            "%(levelname)s %(message)s"
+            if os.environ.get("JOURNAL_STREAM")
+            else "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s"
+        )
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("mcached")
     root.handlers[:] = [handler]

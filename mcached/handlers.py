@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
 from urllib.parse import quote_from_bytes
 
 import psutil
@@ -415,11 +414,20 @@ class Handlers:
         base = self.clock.process_started
         out = []
         for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
-                self.classes.class_of, classes):
-            out.append(b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n" % (
-                quote_from_bytes(key, safe="-._~").encode(),
-                exptime + base if exptime else -1,
-                atime + base, cas, b"yes" if fetched else b"no", clsid, size))
+            self.classes.class_of, classes
+        ):
+            out.append(
+                b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n"
+                % (
+                    quote_from_bytes(key, safe="-._~").encode(),
+                    exptime + base if exptime else -1,
+                    atime + base,
+                    cas,
+                    b"yes" if fetched else b"no",
+                    clsid,
+                    size,
+                )
+            )
         out.append(r.END)
         s.out.append(b"".join(out))
 

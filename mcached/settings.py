@@ -65,155 +65,427 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Settings:
-    port: int = field(default=11211, metadata=opt(
-        "-p", "TCP port to listen on (0 picks a free one)", long="--port", stat="tcpport",
-        metavar="<num>"))
-    udp_port: int = field(default=0, metadata=opt(
-        "-U", "UDP port to listen on (default: 0, off)", long="--udp-port", stat="udpport",
-        metavar="<num>"))
-    listen: tuple[str, ...] = field(default=("127.0.0.1",), metadata=opt(
-        "-l", "interfaces to listen on, comma separated (default: 127.0.0.1)",
-        long="--listen", stat="inter", metavar="<addr>"))
-    shutdown_command: bool = field(default=False, metadata=opt(
-        "-A", 'enable ascii "shutdown" command', long="--enable-shutdown",
-        stat="shutdown_command"))
-    memory_limit: int = field(default=64 * MB, metadata=opt(
-        "-m", "item memory in megabytes (default: 64)", long="--memory-limit",
-        stat="maxbytes", metavar="<num>"))
-    evictions: bool = field(default=True, metadata=opt(
-        "-M", "return error on memory exhausted instead of evicting",
-        long="--disable-evictions", stat="evictions"))
-    max_connections: int = field(default=1024, metadata=opt(
-        "-c", "max simultaneous connections (default: 1024)", long="--conn-limit",
-        stat="maxconns", metavar="<num>"))
-    verbose: int = field(default=0, metadata=opt(
-        "-v", "verbose: -v errors and warnings, -vv client connections and commands, "
-        "-vvv everything", long="--verbose", stat="verbosity"))
-    growth_factor: float = field(default=1.25, metadata=opt(
-        "-f", "chunk size growth factor (default: 1.25)", long="--slab-growth-factor",
-        stat="growth_factor", metavar="<num>"))
-    chunk_size: int = field(default=48, metadata=opt(
-        "-n", "min space used for key+value+flags (default: 48)", long="--slab-min-size",
-        stat="chunk_size", metavar="<bytes>"))
-    threads: int = field(default_factory=lambda: default_threads(), metadata=opt(
-        "-t", "number of worker threads (default: 1 under the GIL, where more threads only "
-        "fight over it and measured at half the throughput; 4, memcached's default, on a "
-        "free-threaded Python)", long="--threads", stat="num_threads", metavar="<num>"))
-    reqs_per_event: int = field(default=20, metadata=opt(
-        "-R", "maximum number of requests per event, limits the requests processed per "
-        "connection to prevent starvation (default: 20)", long="--max-reqs-per-event",
-        stat="reqs_per_event", metavar="<num>"))
-    cas_enabled: bool = field(default=True, metadata=opt(
-        "-C", "disable use of CAS", long="--disable-cas", stat="cas_enabled"))
-    tcp_backlog: int = field(default=1024, metadata=opt(
-        "-b", "set the backlog queue limit (default: 1024)", long="--listen-backlog",
-        stat="tcp_backlog", metavar="<num>"))
-    protocol: str = field(default="ascii", metadata=opt(
-        "-B", "protocol: ascii (the only one served; binary and auto are refused)",
-        long="--protocol", stat="binding_protocol", metavar="<name>"))
-    auth_file: str = field(default="", metadata=opt(
-        "-Y", "enable ASCII protocol authentication: a file of user:password lines, "
-        "re-read on SIGHUP", long="--auth-file", stat="auth_enabled_ascii", metavar="<file>"))
-    item_size_max: int = field(default=1 * MB, metadata=opt(
-        "-I", "max item size, k/m suffixes (default: 1m, min: 1k, max: 1024m)",
-        long="--max-item-size", stat="item_size_max", metavar="<num>"))
-    stat_key_prefix: str = field(default=":", metadata=opt(
-        "-D", "delimiter between key prefixes and IDs for per-prefix stats (`stats detail`);"
-        " giving it turns the collection on", stat="stat_key_prefix", metavar="<char>"))
-    detail_enabled: bool = field(default=False, metadata=opt(
-        None, "", stat="detail_enabled"))
-    flush_enabled: bool = field(default=True, metadata=opt(
-        "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"))
+    port: int = field(
+        default=11211,
+        metadata=opt(
+            "-p",
+            "TCP port to listen on (0 picks a free one)",
+            long="--port",
+            stat="tcpport",
+            metavar="<num>",
+        ),
+    )
+    udp_port: int = field(
+        default=0,
+        metadata=opt(
+            "-U",
+            "UDP port to listen on (default: 0, off)",
+            long="--udp-port",
+            stat="udpport",
+            metavar="<num>",
+        ),
+    )
+    listen: tuple[str, ...] = field(
+        default=("127.0.0.1",),
+        metadata=opt(
+            "-l",
+            "interfaces to listen on, comma separated (default: 127.0.0.1)",
+            long="--listen",
+            stat="inter",
+            metavar="<addr>",
+        ),
+    )
+    shutdown_command: bool = field(
+        default=False,
+        metadata=opt(
+            "-A",
+            'enable ascii "shutdown" command',
+            long="--enable-shutdown",
+            stat="shutdown_command",
+        ),
+    )
+    memory_limit: int = field(
+        default=64 * MB,
+        metadata=opt(
+            "-m",
+            "item memory in megabytes (default: 64)",
+            long="--memory-limit",
+            stat="maxbytes",
+            metavar="<num>",
+        ),
+    )
+    evictions: bool = field(
+        default=True,
+        metadata=opt(
+            "-M",
+            "return error on memory exhausted instead of evicting",
+            long="--disable-evictions",
+            stat="evictions",
+        ),
+    )
+    max_connections: int = field(
+        default=1024,
+        metadata=opt(
+            "-c",
+            "max simultaneous connections (default: 1024)",
+            long="--conn-limit",
+            stat="maxconns",
+            metavar="<num>",
+        ),
+    )
+    verbose: int = field(
+        default=0,
+        metadata=opt(
+            "-v",
+            "verbose: -v errors and warnings, -vv client connections and commands, -vvv everything",
+            long="--verbose",
+            stat="verbosity",
+        ),
+    )
+    growth_factor: float = field(
+        default=1.25,
+        metadata=opt(
+            "-f",
+            "chunk size growth factor (default: 1.25)",
+            long="--slab-growth-factor",
+            stat="growth_factor",
+            metavar="<num>",
+        ),
+    )
+    chunk_size: int = field(
+        default=48,
+        metadata=opt(
+            "-n",
+            "min space used for key+value+flags (default: 48)",
+            long="--slab-min-size",
+            stat="chunk_size",
+            metavar="<bytes>",
+        ),
+    )
+    threads: int = field(
+        default_factory=lambda: default_threads(),
+        metadata=opt(
+            "-t",
+            "number of worker threads (default: 1 under the GIL, where more threads only "
+            "fight over it and measured at half the throughput; 4, memcached's default, on a "
+            "free-threaded Python)",
+            long="--threads",
+            stat="num_threads",
+            metavar="<num>",
+        ),
+    )
+    reqs_per_event: int = field(
+        default=20,
+        metadata=opt(
+            "-R",
+            "maximum number of requests per event, limits the requests processed per "
+            "connection to prevent starvation (default: 20)",
+            long="--max-reqs-per-event",
+            stat="reqs_per_event",
+            metavar="<num>",
+        ),
+    )
+    cas_enabled: bool = field(
+        default=True,
+        metadata=opt("-C", "disable use of CAS", long="--disable-cas", stat="cas_enabled"),
+    )
+    tcp_backlog: int = field(
+        default=1024,
+        metadata=opt(
+            "-b",
+            "set the backlog queue limit (default: 1024)",
+            long="--listen-backlog",
+            stat="tcp_backlog",
+            metavar="<num>",
+        ),
+    )
+    protocol: str = field(
+        default="ascii",
+        metadata=opt(
+            "-B",
+            "protocol: ascii (the only one served; binary and auto are refused)",
+            long="--protocol",
+            stat="binding_protocol",
+            metavar="<name>",
+        ),
+    )
+    auth_file: str = field(
+        default="",
+        metadata=opt(
+            "-Y",
+            "enable ASCII protocol authentication: a file of user:password lines, "
+            "re-read on SIGHUP",
+            long="--auth-file",
+            stat="auth_enabled_ascii",
+            metavar="<file>",
+        ),
+    )
+    item_size_max: int = field(
+        default=1 * MB,
+        metadata=opt(
+            "-I",
+            "max item size, k/m suffixes (default: 1m, min: 1k, max: 1024m)",
+            long="--max-item-size",
+            stat="item_size_max",
+            metavar="<num>",
+        ),
+    )
+    stat_key_prefix: str = field(
+        default=":",
+        metadata=opt(
+            "-D",
+            "delimiter between key prefixes and IDs for per-prefix stats (`stats detail`);"
+            " giving it turns the collection on",
+            stat="stat_key_prefix",
+            metavar="<char>",
+        ),
+    )
+    detail_enabled: bool = field(default=False, metadata=opt(None, "", stat="detail_enabled"))
+    flush_enabled: bool = field(
+        default=True,
+        metadata=opt(
+            "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"
+        ),
+    )
     # ---- process lifecycle (memcached's letters; mcached-only ones have long names) ----
-    daemonize: bool = field(default=False, metadata=opt(
-        "-d", "run as a daemon (detach; ignored under systemd, which supervises us)",
-        long="--daemon"))
-    pidfile: str = field(default="", metadata=opt(
-        "-P", "save PID in <file>", long="--pidfile", metavar="<file>"))
-    user: str = field(default="", metadata=opt(
-        "-u", "assume identity of <username> after binding (only when run as root)",
-        long="--user", metavar="<user>"))
-    enable_coredumps: bool = field(default=False, metadata=opt(
-        "-r", "maximize core file limit", long="--enable-coredumps"))
-    lock_memory: bool = field(default=False, metadata=opt(
-        "-k", "lock down all paged memory (mlockall)", long="--lock-memory"))
-    log_file: str = field(default="", metadata=opt(
-        None, "write the log here instead of stderr; reopened on SIGHUP (logrotate)",
-        long="--log-file", metavar="<file>"))
-    shutdown_timeout: float = field(default=10.0, metadata=opt(
-        None, "seconds SIGTERM waits for replies to requests already received before "
-        "exiting anyway (default: 10)", long="--shutdown-timeout", metavar="<seconds>"))
+    daemonize: bool = field(
+        default=False,
+        metadata=opt(
+            "-d",
+            "run as a daemon (detach; ignored under systemd, which supervises us)",
+            long="--daemon",
+        ),
+    )
+    pidfile: str = field(
+        default="", metadata=opt("-P", "save PID in <file>", long="--pidfile", metavar="<file>")
+    )
+    user: str = field(
+        default="",
+        metadata=opt(
+            "-u",
+            "assume identity of <username> after binding (only when run as root)",
+            long="--user",
+            metavar="<user>",
+        ),
+    )
+    enable_coredumps: bool = field(
+        default=False, metadata=opt("-r", "maximize core file limit", long="--enable-coredumps")
+    )
+    lock_memory: bool = field(
+        default=False,
+        metadata=opt("-k", "lock down all paged memory (mlockall)", long="--lock-memory"),
+    )
+    log_file: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "write the log here instead of stderr; reopened on SIGHUP (logrotate)",
+            long="--log-file",
+            metavar="<file>",
+        ),
+    )
+    shutdown_timeout: float = field(
+        default=10.0,
+        metadata=opt(
+            None,
+            "seconds SIGTERM waits for replies to requests already received before "
+            "exiting anyway (default: 10)",
+            long="--shutdown-timeout",
+            metavar="<seconds>",
+        ),
+    )
     # ---- cluster (auto discovery, `config get cluster`): mcached-only, long names only ----
-    cluster_file: str = field(default="", metadata=opt(
-        None, "cluster membership file, one node per line (host:port or host|ip|port); "
-        "re-read on SIGHUP and when it changes", long="--cluster-file", metavar="<path>"))
-    cluster_dns: str = field(default="", metadata=opt(
-        None, "DNS name whose every address is a cluster node, e.g. a Kubernetes headless "
-        "Service; re-resolved periodically", long="--cluster-dns", metavar="<name:port>"))
-    cluster_dns_interval: float = field(default=10.0, metadata=opt(
-        None, "seconds between re-resolving --cluster-dns and the names in --cluster-file "
-        "(default: 10)", long="--cluster-dns-interval", metavar="<seconds>"))
-    config_set_enabled: bool = field(default=False, metadata=opt(
-        None, 'allow "config set cluster" and "config delete cluster" (off: anyone who can '
-        "reach the port could repoint every client)", long="--enable-config-set"))
-    cluster_node_name: str = field(default="", metadata=opt(
-        None, "hostname this node advertises when it lists itself (default: from -l; "
-        "localhost on loopback, the FQDN on a wildcard address)",
-        long="--cluster-node-name", metavar="<host>"))
+    cluster_file: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "cluster membership file, one node per line (host:port or host|ip|port); "
+            "re-read on SIGHUP and when it changes",
+            long="--cluster-file",
+            metavar="<path>",
+        ),
+    )
+    cluster_dns: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "DNS name whose every address is a cluster node, e.g. a Kubernetes headless "
+            "Service; re-resolved periodically",
+            long="--cluster-dns",
+            metavar="<name:port>",
+        ),
+    )
+    cluster_dns_interval: float = field(
+        default=10.0,
+        metadata=opt(
+            None,
+            "seconds between re-resolving --cluster-dns and the names in --cluster-file "
+            "(default: 10)",
+            long="--cluster-dns-interval",
+            metavar="<seconds>",
+        ),
+    )
+    config_set_enabled: bool = field(
+        default=False,
+        metadata=opt(
+            None,
+            'allow "config set cluster" and "config delete cluster" (off: anyone who can '
+            "reach the port could repoint every client)",
+            long="--enable-config-set",
+        ),
+    )
+    cluster_node_name: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "hostname this node advertises when it lists itself (default: from -l; "
+            "localhost on loopback, the FQDN on a wildcard address)",
+            long="--cluster-node-name",
+            metavar="<host>",
+        ),
+    )
     # ---- extended options (-o key=value, memcached's names) ----
-    maxconns_fast: bool = field(default=True, metadata=opt(
-        None, "immediately close new connections after limit (default: enabled)",
-        stat="maxconns_fast", extended=True))
-    idle_timeout: int = field(default=0, metadata=opt(
-        None, "timeout for idle connections in seconds (default: 0, no timeout)",
-        stat="idle_timeout", extended=True))
-    slab_chunk_max: int = field(default=512 * KB, metadata=opt(
-        None, "maximum slab chunk size in kilobytes (default: 512)",
-        stat="slab_chunk_max", extended=True))
-    slab_reassign: bool = field(default=True, metadata=opt(
-        None, "allow moving slab pages between classes (default: enabled)",
-        stat="slab_reassign", extended=True))
-    slab_automove: int = field(default=1, metadata=opt(
-        None, "0 off, 1 move pages slowly to where evictions are, 2 aggressively "
-        "(default: 1)", stat="slab_automove", extended=True))
-    lru_crawler: bool = field(default=True, metadata=opt(
-        None, "background thread that reclaims expired items (default: enabled)",
-        stat="lru_crawler", extended=True))
-    track_sizes: bool = field(default=False, metadata=opt(
-        None, "enable dynamic reports for 'stats sizes' command",
-        stat="track_sizes", extended=True))
+    maxconns_fast: bool = field(
+        default=True,
+        metadata=opt(
+            None,
+            "immediately close new connections after limit (default: enabled)",
+            stat="maxconns_fast",
+            extended=True,
+        ),
+    )
+    idle_timeout: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "timeout for idle connections in seconds (default: 0, no timeout)",
+            stat="idle_timeout",
+            extended=True,
+        ),
+    )
+    slab_chunk_max: int = field(
+        default=512 * KB,
+        metadata=opt(
+            None,
+            "maximum slab chunk size in kilobytes (default: 512)",
+            stat="slab_chunk_max",
+            extended=True,
+        ),
+    )
+    slab_reassign: bool = field(
+        default=True,
+        metadata=opt(
+            None,
+            "allow moving slab pages between classes (default: enabled)",
+            stat="slab_reassign",
+            extended=True,
+        ),
+    )
+    slab_automove: int = field(
+        default=1,
+        metadata=opt(
+            None,
+            "0 off, 1 move pages slowly to where evictions are, 2 aggressively (default: 1)",
+            stat="slab_automove",
+            extended=True,
+        ),
+    )
+    lru_crawler: bool = field(
+        default=True,
+        metadata=opt(
+            None,
+            "background thread that reclaims expired items (default: enabled)",
+            stat="lru_crawler",
+            extended=True,
+        ),
+    )
+    track_sizes: bool = field(
+        default=False,
+        metadata=opt(
+            None,
+            "enable dynamic reports for 'stats sizes' command",
+            stat="track_sizes",
+            extended=True,
+        ),
+    )
     # ---- TLS (-Z and memcached's -o ssl_* options) ----
-    ssl_enabled: bool = field(default=False, metadata=opt(
-        "-Z", "enable TLS/SSL on every TCP listener (-l notls:<addr>:<port> for a plain one)",
-        long="--enable-ssl", stat="ssl_enabled"))
-    ssl_chain_cert: str = field(default="", metadata=opt(
-        None, "certificate chain file in PEM format", stat="ssl_chain_cert", extended=True))
-    ssl_key: str = field(default="", metadata=opt(
-        None, "private key, if not part of the ssl_chain_cert", stat="ssl_key",
-        extended=True))
-    ssl_verify_mode: int = field(default=0, metadata=opt(
-        None, "client certificate verification: 0 none, 1 request (verified if sent), "
-        "2 require, 3 require once (default: 0)", stat="ssl_verify_mode", extended=True))
-    ssl_ciphers: str = field(default="", metadata=opt(
-        None, "OpenSSL cipher list for TLS 1.2 and older", stat="ssl_ciphers",
-        extended=True))
-    ssl_ca_cert: str = field(default="", metadata=opt(
-        None, "PEM file of the CAs client certificates are verified against",
-        stat="ssl_ca_cert", extended=True))
-    ssl_session_cache: bool = field(default=False, metadata=opt(
-        None, "enable server-side SSL session cache (sessions resume by ticket either "
-        "way; with it, stats counts ssl_new_sessions)", stat="ssl_session_cache",
-        extended=True))
-    ssl_min_version: int = field(default=2, metadata=opt(
-        None, "minimum protocol version: 0 tlsv1.0, 1 tlsv1.1, 2 tlsv1.2, 3 tlsv1.3 "
-        "(default: 2)", stat="ssl_min_version", extended=True))
+    ssl_enabled: bool = field(
+        default=False,
+        metadata=opt(
+            "-Z",
+            "enable TLS/SSL on every TCP listener (-l notls:<addr>:<port> for a plain one)",
+            long="--enable-ssl",
+            stat="ssl_enabled",
+        ),
+    )
+    ssl_chain_cert: str = field(
+        default="",
+        metadata=opt(
+            None, "certificate chain file in PEM format", stat="ssl_chain_cert", extended=True
+        ),
+    )
+    ssl_key: str = field(
+        default="",
+        metadata=opt(
+            None, "private key, if not part of the ssl_chain_cert", stat="ssl_key", extended=True
+        ),
+    )
+    ssl_verify_mode: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "client certificate verification: 0 none, 1 request (verified if sent), "
+            "2 require, 3 require once (default: 0)",
+            stat="ssl_verify_mode",
+            extended=True,
+        ),
+    )
+    ssl_ciphers: str = field(
+        default="",
+        metadata=opt(
+            None, "OpenSSL cipher list for TLS 1.2 and older", stat="ssl_ciphers", extended=True
+        ),
+    )
+    ssl_ca_cert: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "PEM file of the CAs client certificates are verified against",
+            stat="ssl_ca_cert",
+            extended=True,
+        ),
+    )
+    ssl_session_cache: bool = field(
+        default=False,
+        metadata=opt(
+            None,
+            "enable server-side SSL session cache (sessions resume by ticket either "
+            "way; with it, stats counts ssl_new_sessions)",
+            stat="ssl_session_cache",
+            extended=True,
+        ),
+    )
+    ssl_min_version: int = field(
+        default=2,
+        metadata=opt(
+            None,
+            "minimum protocol version: 0 tlsv1.0, 1 tlsv1.1, 2 tlsv1.2, 3 tlsv1.3 (default: 2)",
+            stat="ssl_min_version",
+            extended=True,
+        ),
+    )
     # ---- hostile clients: mcached-only ----
-    stall_timeout: float = field(default=30.0, metadata=opt(
-        None, "seconds a connection may sit part-way through a request (a half-sent line "
-        "or value, a TLS handshake, a -Y login) or with replies it does not read, before it "
-        "is closed; 0: never (memcached has no such limit) (default: 30)",
-        long="--stall-timeout",
-        metavar="<seconds>"))
+    stall_timeout: float = field(
+        default=30.0,
+        metadata=opt(
+            None,
+            "seconds a connection may sit part-way through a request (a half-sent line "
+            "or value, a TLS handshake, a -Y login) or with replies it does not read, before it "
+            "is closed; 0: never (memcached has no such limit) (default: 30)",
+            long="--stall-timeout",
+            metavar="<seconds>",
+        ),
+    )
 
     @property
     def slab_page_size(self) -> int:
@@ -278,7 +550,7 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
             continue
         name, _, value = item.partition("=")
         if name in IGNORED_EXTENDED:
-            warn.append(f'-o {name}: memcached-internal option, accepted and ignored')
+            warn.append(f"-o {name}: memcached-internal option, accepted and ignored")
             continue
         key, enabled = _bool_option(name) or (name, True)
         f = fields.get(key) if key in fields else fields.get(name)
@@ -288,7 +560,7 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
             _apply_ssl(options, f, name, value)
         elif f.type in ("bool", bool):
             if value:
-                raise SettingsError(f'-o {name} takes no value', code=1)
+                raise SettingsError(f"-o {name} takes no value", code=1)
             options[f.name] = enabled if key == f.name else True
         elif name == "slab_chunk_max":
             # memcached takes kilobytes here (bytes in its 1.4 releases when larger than 1m).
@@ -298,7 +570,7 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
             options[f.name] = n * KB if value.strip().isdigit() else n
         else:
             if not value or key != name:
-                raise SettingsError(f'-o {name} needs a value: {name}=<num>', code=1)
+                raise SettingsError(f"-o {name} needs a value: {name}=<num>", code=1)
             options[f.name] = _int(value, name)
 
 
@@ -351,10 +623,12 @@ def validate(s: Settings) -> None:
         if s.protocol in ("binary", "auto"):
             raise SettingsError(
                 f"Binding protocol {s.protocol!r} is not supported: mcached speaks the ascii "
-                "protocol only (-B ascii)")
+                "protocol only (-B ascii)"
+            )
         raise SettingsError(
             f"Invalid value for binding protocol: {s.protocol}\n"
-            " -- should be one of auto, binary, or ascii")
+            " -- should be one of auto, binary, or ascii"
+        )
     if s.item_size_max < KB:
         raise SettingsError("Item max size cannot be less than 1024 bytes.")
     if s.item_size_max > 1024 * MB:
@@ -364,11 +638,13 @@ def validate(s: Settings) -> None:
     if s.slab_chunk_max > s.item_size_max:
         raise SettingsError(
             f"slab_chunk_max (bytes: {s.slab_chunk_max}) cannot be larger than -I "
-            f"(item_size_max {s.item_size_max})")
+            f"(item_size_max {s.item_size_max})"
+        )
     if s.slab_page_size % s.slab_chunk_max != 0:
         raise SettingsError(
             f"slab_chunk_max (bytes: {s.slab_chunk_max}) must be an even divisor of "
-            f"slab_page_size (bytes: {s.slab_page_size})")
+            f"slab_page_size (bytes: {s.slab_page_size})"
+        )
     if s.slab_automove not in (0, 1, 2):
         raise SettingsError("slab_automove must be between 0 and 2", code=1)
     if s.idle_timeout < 0:
@@ -386,8 +662,9 @@ def validate(s: Settings) -> None:
     if not 0 <= s.stall_timeout < math.inf:
         raise SettingsError("--stall-timeout must be 0 (off) or a number of seconds")
     if s.cluster_file and s.cluster_dns:
-        raise SettingsError("--cluster-file and --cluster-dns exclude each other: pick one "
-                            "source of membership")
+        raise SettingsError(
+            "--cluster-file and --cluster-dns exclude each other: pick one source of membership"
+        )
     if s.cluster_dns:
         name, sep, port = s.cluster_dns.rpartition(":")
         if not sep or not name.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:

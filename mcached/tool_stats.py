@@ -28,12 +28,15 @@ class StatsClient:
         self.sock.sendall(line + b"\r\n")
         while True:
             i = self.buf.find(end)
-            if i >= 0 and (i == 0 or self.buf[i - 2 : i] == b"\r\n" or self.buf[i - 1 : i]
-                           == b"\n"):
-                reply, self.buf = self.buf[: i + len(end)], self.buf[i + len(end):]
+            if i >= 0 and (
+                i == 0 or self.buf[i - 2 : i] == b"\r\n" or self.buf[i - 1 : i] == b"\n"
+            ):
+                reply, self.buf = self.buf[: i + len(end)], self.buf[i + len(end) :]
                 return reply
-            if self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) and \
-                    b"\r\n" in self.buf:
+            if (
+                self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))
+                and b"\r\n" in self.buf
+            ):
                 err, _, self.buf = self.buf.partition(b"\r\n")
                 raise click.ClickException(f"server answered {err.decode(errors='replace')}")
             chunk = self.sock.recv(1 << 20)
@@ -65,7 +68,7 @@ def _by_class(stats: dict[str, str], prefix: str = "") -> dict[int, dict[str, st
         if prefix:
             if not name.startswith(prefix):
                 continue
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
         cls, sep, field = name.partition(":")
         if sep and cls.isdigit():
             out.setdefault(int(cls), {})[field] = value
@@ -97,10 +100,12 @@ def display(ctx: click.Context) -> None:
         chunks = int(s.get("total_chunks", 0))
         used = int(s.get("used_chunks", it.get("number", 0)))
         full = "yes" if chunks and used >= chunks and not int(s.get("free_chunks", 0)) else "no"
-        click.echo(f"{cls:3d} {_size(float(s.get('chunk_size', 0))):>10} "
-                   f"{int(it.get('age', 0)):7d}s {pages:7d} {int(it.get('number', 0)):7d} "
-                   f"{full:>7} {int(it.get('evicted', 0)):8d} "
-                   f"{int(it.get('evicted_time', 0)):9d} {int(it.get('outofmemory', 0)):4d}")
+        click.echo(
+            f"{cls:3d} {_size(float(s.get('chunk_size', 0))):>10} "
+            f"{int(it.get('age', 0)):7d}s {pages:7d} {int(it.get('number', 0)):7d} "
+            f"{full:>7} {int(it.get('evicted', 0)):8d} "
+            f"{int(it.get('evicted_time', 0)):9d} {int(it.get('outofmemory', 0)):4d}"
+        )
 
 
 def _table(title: str, values: dict[str, str]) -> None:
@@ -172,9 +177,13 @@ def dump(ctx: click.Context, limit: int | None) -> None:
 
 
 TOP_COUNTERS = (
-    ("get", "cmd_get"), ("set", "cmd_set"), ("delete", ("delete_hits", "delete_misses")),
-    ("incr", ("incr_hits", "incr_misses")), ("decr", ("decr_hits", "decr_misses")),
-    ("cas", ("cas_hits", "cas_misses", "cas_badval")), ("touch", "cmd_touch"),
+    ("get", "cmd_get"),
+    ("set", "cmd_set"),
+    ("delete", ("delete_hits", "delete_misses")),
+    ("incr", ("incr_hits", "incr_misses")),
+    ("decr", ("decr_hits", "decr_misses")),
+    ("cas", ("cas_hits", "cas_misses", "cas_badval")),
+    ("touch", "cmd_touch"),
     ("flush", "cmd_flush"),
 )
 
@@ -185,11 +194,15 @@ def _count(stats: dict[str, str], names: str | tuple[str, ...]) -> int:
     return sum(int(stats.get(n, 0)) for n in names)
 
 
-def render_top(address: str, prev: dict[str, str], cur: dict[str, str], slabs: dict[str, str],
-               elapsed: float) -> str:
+def render_top(
+    address: str, prev: dict[str, str], cur: dict[str, str], slabs: dict[str, str], elapsed: float
+) -> str:
     """One screen of `top` from two stats snapshots `elapsed` seconds apart."""
-    lines = [f"mcached-tool top  {address}  version {cur.get('version', '?')}  "
-             f"uptime {cur.get('uptime', '?')}s  (Ctrl-C quits)", ""]
+    lines = [
+        f"mcached-tool top  {address}  version {cur.get('version', '?')}  "
+        f"uptime {cur.get('uptime', '?')}s  (Ctrl-C quits)",
+        "",
+    ]
     rates = []
     for label, names in TOP_COUNTERS:
         rates.append(f"{label} {(_count(cur, names) - _count(prev, names)) / elapsed:,.0f}/s")
@@ -200,15 +213,20 @@ def render_top(address: str, prev: dict[str, str], cur: dict[str, str], slabs: d
     ratio_now = f"{100 * hits / gets:.1f}%" if gets else "-"
     ratio_all = f"{100 * total_hits / total_gets:.1f}%" if total_gets else "-"
     lines.append(f"hit ratio: {ratio_now} now, {ratio_all} since start")
-    lines.append(f"connections: {cur.get('curr_connections', '?')} open, "
-                 f"{cur.get('total_connections', '?')} total, "
-                 f"{cur.get('rejected_connections', '0')} rejected")
+    lines.append(
+        f"connections: {cur.get('curr_connections', '?')} open, "
+        f"{cur.get('total_connections', '?')} total, "
+        f"{cur.get('rejected_connections', '0')} rejected"
+    )
     evict_rate = (int(cur.get("evictions", 0)) - int(prev.get("evictions", 0))) / elapsed
-    lines.append(f"memory: {_size(int(cur.get('bytes', 0)))} of "
-                 f"{_size(int(cur.get('limit_maxbytes', 0)))} in {cur.get('curr_items', 0)} "
-                 f"items; evictions {cur.get('evictions', 0)} ({evict_rate:,.0f}/s)")
-    lines.append(f"network: in {_size((int(cur.get('bytes_read', 0)) - int(prev.get('bytes_read', 0))) / elapsed)}/s"
-                 f"  out {_size((int(cur.get('bytes_written', 0)) - int(prev.get('bytes_written', 0))) / elapsed)}/s")
+    lines.append(
+        f"memory: {_size(int(cur.get('bytes', 0)))} of "
+        f"{_size(int(cur.get('limit_maxbytes', 0)))} in {cur.get('curr_items', 0)} "
+        f"items; evictions {cur.get('evictions', 0)} ({evict_rate:,.0f}/s)"
+    )
+    rate_in = (int(cur.get("bytes_read", 0)) - int(prev.get("bytes_read", 0))) / elapsed
+    rate_out = (int(cur.get("bytes_written", 0)) - int(prev.get("bytes_written", 0))) / elapsed
+    lines.append(f"network: in {_size(rate_in)}/s  out {_size(rate_out)}/s")
     lines.append("")
     lines.append("  class  chunk_size   chunks_used   memory")
     for cls, s in sorted(_by_class(slabs).items()):

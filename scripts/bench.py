@@ -888,10 +888,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="See the module docstring for what is measured and the caveats.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="memcached worker threads (default 2)")
-    p.add_argument("--mcached-threads", type=int, default=None,
-                   help="mcached worker threads (default: mcached's own default)")
+    p.add_argument("--threads", type=int, default=2, help="memcached worker threads (default 2)")
+    p.add_argument(
+        "--mcached-threads",
+        type=int,
+        default=None,
+        help="mcached worker threads (default: mcached's own default)",
+    )
     p.add_argument(
         "--only",
         choices=LOADS,

@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent / "mcached"
 ALLOWED = {
     "mcached.protocol": ("mcached.errors", "mcached.protocol"),
     "mcached.storage": ("mcached.errors", "mcached.clock", "mcached.storage"),
-    "mcached.server": ("mcached.errors", "mcached.protocol", "mcached.stats", "mcached.settings",
-                       "mcached.server"),
+    "mcached.server": (
+        "mcached.errors",
+        "mcached.protocol",
+        "mcached.stats",
+        "mcached.settings",
+        "mcached.server",
+    ),
     "mcached.stats": (),
     "mcached.settings": (),
     "mcached.clock": (),

@@ -11,8 +11,16 @@ import socket
 import time
 
 TERMINATORS = (
-    b"END\r\n", b"STORED\r\n", b"NOT_STORED\r\n", b"EXISTS\r\n", b"NOT_FOUND\r\n",
-    b"DELETED\r\n", b"TOUCHED\r\n", b"OK\r\n", b"RESET\r\n", b"ERROR\r\n",
+    b"END\r\n",
+    b"STORED\r\n",
+    b"NOT_STORED\r\n",
+    b"EXISTS\r\n",
+    b"NOT_FOUND\r\n",
+    b"DELETED\r\n",
+    b"TOUCHED\r\n",
+    b"OK\r\n",
+    b"RESET\r\n",
+    b"ERROR\r\n",
 )
 
 
@@ -55,7 +63,7 @@ class Conn:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return buf
             except ConnectionResetError:
                 return buf
@@ -87,7 +95,7 @@ class Conn:
             self.sock.settimeout(quiet)
             try:
                 chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return buf
             if not chunk:
                 return buf
@@ -101,7 +109,7 @@ class Conn:
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     return True
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except (ConnectionResetError, BrokenPipeError):
             return True

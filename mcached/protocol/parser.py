@@ -62,11 +62,13 @@ INT64_MIN = -(2**63)
 
 AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block resets the link
 
+# a storage command waiting for its data block
+_Pending = tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes]
+
 _ERROR = c.Invalid(r.ERROR)
 _FORMAT = c.Invalid(r.CLIENT_ERROR_FORMAT)
 # what strtod reads as a whole token (``slabs automove ratio <r>``)
-_STRTOD = re.compile(
-    rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
+_STRTOD = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
 _UNAUTHENTICATED = c.Invalid(r.CLIENT_ERROR_UNAUTHENTICATED)
 _AUTH_BAD_TERMINATION = c.Invalid(r.CLIENT_ERROR_BAD_TERMINATION)
 _AUTH_BAD_FORMAT = c.Invalid(r.CLIENT_ERROR_AUTH_FORMAT)
@@ -144,8 +146,7 @@ class Parser:
         self._pos = 0
         # a storage command waiting for its data block: (build, key, flags, exptime, vlen,
         # cas_unique, noreply, verb)
-        self._pending: tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes] | None
-        self._pending = None
+        self._pending: _Pending | None = None
         self._swallow = 0
         self._after_swallow: c.Command | None = None
         self.item_size_max = item_size_max
@@ -239,8 +240,12 @@ class Parser:
         # Hot path: no data block pending, nothing to swallow, not authenticating -- one
         # line, split and dispatched right here (every attribute read and call saved is paid
         # back per request). Everything else goes through _next_framed().
-        if (self._pending is not None or self._swallow or self._auth
-                or self._after_swallow is not None):
+        if (
+            self._pending is not None
+            or self._swallow
+            or self._auth
+            or self._after_swallow is not None
+        ):
             return self._next_framed()
         buf = self._buf
         pos = self._pos

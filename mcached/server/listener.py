@@ -52,7 +52,7 @@ ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxc
 def split_notls(spec: str) -> tuple[bool, str]:
     """``notls:<addr>`` -> (True, addr): a plain listener beside TLS ones (memcached's -l)."""
     if spec.startswith(NOTLS):
-        return True, spec[len(NOTLS):]
+        return True, spec[len(NOTLS) :]
     return False, spec
 
 
@@ -158,8 +158,9 @@ class Server:
     def bind(self) -> None:
         s = self.settings
         if not self.tcp:
-            self.tcp = bind_sockets(s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog,
-                                    notls=self.notls)
+            self.tcp = bind_sockets(
+                s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog, notls=self.notls
+            )
         if s.udp_port and not self.udp:
             self.udp = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0)
 
@@ -167,9 +168,17 @@ class Server:
         self.bind()
         s = self.settings
         for i in range(s.threads):
-            w = Worker(i, self.handle, self.make_parser, s.reqs_per_event, s.idle_timeout,
-                       self._conn_closed, self.on_shutdown, stall_timeout=s.stall_timeout,
-                       tls=self.tls)
+            w = Worker(
+                i,
+                self.handle,
+                self.make_parser,
+                s.reqs_per_event,
+                s.idle_timeout,
+                self._conn_closed,
+                self.on_shutdown,
+                stall_timeout=s.stall_timeout,
+                tls=self.tls,
+            )
             for u in self.udp:
                 w.add_reader(u, self._udp_reader(u, w))
             self.workers.append(w)
@@ -179,8 +188,9 @@ class Server:
             t.setblocking(False)
             self._selector.register(t, selectors.EVENT_READ, t)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._accept_loop, name="mcached-listener",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="mcached-listener", daemon=True
+        )
         self._thread.start()
 
     def stop_accepting(self) -> None:
@@ -335,7 +345,7 @@ class Server:
             session.out.append(UDP_MULTI_PACKET)
         else:
             parser = self.make_parser()
-            parser.feed(data[UDP_HEADER.size:])
+            parser.feed(data[UDP_HEADER.size :])
             try:
                 for _ in range(self.settings.reqs_per_event * 50):
                     cmd = parser.next_command()

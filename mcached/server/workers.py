@@ -171,8 +171,9 @@ class Worker:
             left = deadline - time.monotonic()
             if not busy or left <= 0:
                 if busy:
-                    log.warning("stop deadline passed with %d connection(s) still sending",
-                                len(busy))
+                    log.warning(
+                        "stop deadline passed with %d connection(s) still sending", len(busy)
+                    )
                 return
             for fd, mask in self.selector.poll(min(left, 0.1)):
                 conn = self.selector.owners.get(fd)

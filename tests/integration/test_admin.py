@@ -19,10 +19,13 @@ LINE = re.compile(
 
 def test_metadump_lists_every_live_item(server: Server) -> None:
     with Conn(server.address) as conn:
-        assert conn.request(
-            b"set foo 0 0 3\r\nbar\r\nset k%2 0 100 1\r\ny\r\nset gone 0 -1 1\r\nz\r\n"
-            b"get foo\r\n"
-        ) == b"STORED\r\nSTORED\r\nSTORED\r\nVALUE foo 0 3\r\nbar\r\nEND\r\n"
+        assert (
+            conn.request(
+                b"set foo 0 0 3\r\nbar\r\nset k%2 0 100 1\r\ny\r\nset gone 0 -1 1\r\nz\r\n"
+                b"get foo\r\n"
+            )
+            == b"STORED\r\nSTORED\r\nSTORED\r\nVALUE foo 0 3\r\nbar\r\nEND\r\n"
+        )
         conn.send(b"lru_crawler metadump all\r\n")
         dump = conn.read_until(b"END\r\n")
     body = dump[: -len(b"END\r\n")]
@@ -36,14 +39,17 @@ def test_metadump_lists_every_live_item(server: Server) -> None:
     assert foo.group(6) == b"1"
 
 
-@pytest.mark.parametrize("request_line,reply", [
-    (b"lru_crawler metadump 99\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
-    (b"lru_crawler foo\r\n", b"ERROR\r\n"),
-    (b"lru_crawler\r\n", b"ERROR\r\n"),
-    (b"lru_crawler crawl all\r\n", b"OK\r\n"),
-    (b"lru_crawler metadump 1\r\n", b"END\r\n"),
-])
+@pytest.mark.parametrize(
+    "request_line,reply",
+    [
+        (b"lru_crawler metadump 99\r\n", b"BADCLASS invalid class id\r\n"),
+        (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
+        (b"lru_crawler foo\r\n", b"ERROR\r\n"),
+        (b"lru_crawler\r\n", b"ERROR\r\n"),
+        (b"lru_crawler crawl all\r\n", b"OK\r\n"),
+        (b"lru_crawler metadump 1\r\n", b"END\r\n"),
+    ],
+)
 def test_lru_crawler_replies(server: Server, request_line: bytes, reply: bytes) -> None:
     with Conn(server.address) as conn:
         conn.send(request_line)

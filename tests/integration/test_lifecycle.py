@@ -24,16 +24,16 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(*args: str, env: dict[str, str] | None = None, port: int | None = None,
-          **kw: object) -> tuple[subprocess.Popen[bytes], int]:
+def spawn(
+    *args: str, env: dict[str, str] | None = None, port: int | None = None, **kw: object
+) -> tuple[subprocess.Popen[bytes], int]:
     port = port or free_port()
     full_env = dict(os.environ)
     full_env.pop("NOTIFY_SOCKET", None)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            **kw)  # type: ignore[call-overload]
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
     return proc, port
 
 
@@ -61,8 +61,9 @@ def test_stop_signal_mid_pipeline_loses_no_reply(signo: int) -> None:
         with Conn((HOST, port)) as conn:
             assert conn.request(b"version\r\n").startswith(b"VERSION ")  # accepted
             n = 1500
-            batch = b"".join(b"set key%d 0 0 6\r\nval%03d\r\nget key%d\r\n" % (i, i % 1000, i)
-                             for i in range(n))
+            batch = b"".join(
+                b"set key%d 0 0 6\r\nval%03d\r\nget key%d\r\n" % (i, i % 1000, i) for i in range(n)
+            )
             assert len(batch) < 100_000  # all of it fits in the kernel's receive buffer
             conn.send(batch)
             proc.send_signal(signo)
@@ -73,8 +74,9 @@ def test_stop_signal_mid_pipeline_loses_no_reply(signo: int) -> None:
                 if not chunk:
                     break
                 data += chunk
-        expected = b"".join(b"STORED\r\nVALUE key%d 0 6\r\nval%03d\r\nEND\r\n" % (i, i % 1000)
-                            for i in range(n))
+        expected = b"".join(
+            b"STORED\r\nVALUE key%d 0 6\r\nval%03d\r\nEND\r\n" % (i, i % 1000) for i in range(n)
+        )
         assert data == expected
         assert proc.wait(15) == 0
     finally:
@@ -130,17 +132,25 @@ def test_socket_activation_serves_the_inherited_socket() -> None:
     port = listener.getsockname()[1]
     fd = listener.fileno()
     # systemd's contract: the sockets are fds 3.., LISTEN_PID is the service's own pid.
-    script = (f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached '
-              f'-l {HOST} -p 1')
+    script = (
+        f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached '
+        f"-l {HOST} -p 1"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(["bash", "-c", script, sys.executable], pass_fds=(fd,), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["bash", "-c", script, sys.executable],
+        pass_fds=(fd,),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     listener.close()  # the daemon holds the only copy now
     try:
         wait_for_port(port)
         with Conn((HOST, port)) as conn:
             assert conn.request(b"set a 0 0 1\r\nx\r\nget a\r\n") == (
-                b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n")
+                b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+            )
             assert f"STAT tcpport {port}\r\n".encode() in conn.request(b"stats settings\r\n")
     finally:
         stop(proc)
@@ -183,9 +193,12 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
         f"-p {port}\n-l {HOST}\n-m 32\n-c 77\n\n-t 2\n"
         f"logfile {tmp / 'mcached.log'}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "mcached", "--config", str(conf), "-m", "48"],
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcached", "--config", str(conf), "-m", "48"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(port)
         with Conn((HOST, port)) as conn:
@@ -201,22 +214,29 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
         stop(proc)
 
 
-@pytest.mark.parametrize("args,message,code", [
-    (["-t", "0"], "Number of threads must be greater than 0", 1),
-    (["-c", "0"], "Maximum connections must be greater than 0", 1),
-    (["-I", "512"], "Item max size cannot be less than 1024 bytes.", 64),
-    (["-f", "1.0"], "Factor must be greater than 1", 1),
-    (["-B", "binary"], "ascii protocol only", 64),
-    (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
-    (["-p", "70000"], "Invalid port number 70000", 64),
-    (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),
-    # regression: every bad float used to be reported as a bad -f growth factor
-    (["--cluster-dns-interval", "abc"], "Invalid value for --cluster-dns-interval", 64),
-])
+@pytest.mark.parametrize(
+    "args,message,code",
+    [
+        (["-t", "0"], "Number of threads must be greater than 0", 1),
+        (["-c", "0"], "Maximum connections must be greater than 0", 1),
+        (["-I", "512"], "Item max size cannot be less than 1024 bytes.", 64),
+        (["-f", "1.0"], "Factor must be greater than 1", 1),
+        (["-B", "binary"], "ascii protocol only", 64),
+        (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
+        (["-p", "70000"], "Invalid port number 70000", 64),
+        (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),
+        # regression: every bad float used to be reported as a bad -f growth factor
+        (["--cluster-dns-interval", "abc"], "Invalid value for --cluster-dns-interval", 64),
+    ],
+)
 def test_bad_flags_exit_at_once(args: list[str], message: str, code: int) -> None:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "mcached", *args], capture_output=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcached", *args],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=30,
+    )
     assert result.returncode == code
     assert message in result.stderr.decode()
     assert time.monotonic() - started < 20
@@ -227,21 +247,31 @@ def test_port_in_use_is_a_clear_error() -> None:
         s.bind((HOST, 0))
         s.listen(1)
         port = s.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port)],
-                                capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port)],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=30,
+        )
     assert result.returncode == 71
     assert b"failed to listen" in result.stderr
 
 
 def test_version_and_help_entry_points() -> None:
-    for cmd in ([sys.executable, "-m", "mcached", "--version"],
-                [sys.executable, "-m", "mcached", "-V"]):
-        out = subprocess.run(cmd, capture_output=True, timeout=30,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    for cmd in (
+        [sys.executable, "-m", "mcached", "--version"],
+        [sys.executable, "-m", "mcached", "-V"],
+    ):
+        out = subprocess.run(
+            cmd, capture_output=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(ROOT))
+        )
         assert out.returncode == 0 and out.stdout.startswith(b"mcached ")
-    out = subprocess.run([sys.executable, "-m", "mcached", "-h"], capture_output=True, timeout=30,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        [sys.executable, "-m", "mcached", "-h"],
+        capture_output=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert out.returncode == 0
     for flag in (b"--port", b"--memory-limit", b"--threads", b"--max-item-size", b"--config"):
         assert flag in out.stdout, flag
@@ -261,8 +291,10 @@ def test_unit_files_verify(tmp: Path) -> None:
         target = str(dst).replace("@.service", "@11211.service") if "@" in name else str(dst)
         if "@" in name:
             os.link(dst, target)
-        result = subprocess.run(["systemd-analyze", "verify", target], capture_output=True,
-                                timeout=60)
-        errors = [line for line in result.stderr.decode().splitlines()
-                  if name.split("@")[0] in line]
+        result = subprocess.run(
+            ["systemd-analyze", "verify", target], capture_output=True, timeout=60
+        )
+        errors = [
+            line for line in result.stderr.decode().splitlines() if name.split("@")[0] in line
+        ]
         assert result.returncode == 0 and not errors, result.stderr.decode()

@@ -21,9 +21,13 @@ def run(server: Server, *args: str) -> str:
 
 def load(server: Server) -> None:
     with Conn(server.address) as conn:
-        conn.send(b"".join(b"set key%d %d 0 %d\r\n%b\r\n" % (i, i, 10 + i, b"v" * (10 + i))
-                           for i in range(20)) + b"set bin 7 0 4\r\n\x00\r\n\xff\r\n"
-                  + b"get key1 nope\r\n")
+        conn.send(
+            b"".join(
+                b"set key%d %d 0 %d\r\n%b\r\n" % (i, i, 10 + i, b"v" * (10 + i)) for i in range(20)
+            )
+            + b"set bin 7 0 4\r\n\x00\r\n\xff\r\n"
+            + b"get key1 nope\r\n"
+        )
         conn.read_until(b"END\r\n")
 
 
@@ -60,7 +64,8 @@ def test_dump_replays_into_an_empty_server(server: Server, server_factory: objec
             replies += conn.sock.recv(65536)
         assert replies == b"STORED\r\n" * 21
         assert conn.request(b"get bin key19\r\n") == (
-            b"VALUE bin 7 4\r\n\x00\r\n\xff\r\nVALUE key19 19 29\r\n" + b"v" * 29 + b"\r\nEND\r\n")
+            b"VALUE bin 7 4\r\n\x00\r\n\xff\r\nVALUE key19 19 29\r\n" + b"v" * 29 + b"\r\nEND\r\n"
+        )
 
 
 def test_top_refreshes(server: Server) -> None:
@@ -72,8 +77,15 @@ def test_top_refreshes(server: Server) -> None:
 
 def test_render_top_rates() -> None:
     prev = {"cmd_get": "100", "get_hits": "50", "cmd_set": "10", "evictions": "0"}
-    cur = {"cmd_get": "300", "get_hits": "200", "cmd_set": "30", "evictions": "4",
-           "bytes": "2048", "limit_maxbytes": "67108864", "curr_items": "7"}
+    cur = {
+        "cmd_get": "300",
+        "get_hits": "200",
+        "cmd_set": "30",
+        "evictions": "4",
+        "bytes": "2048",
+        "limit_maxbytes": "67108864",
+        "curr_items": "7",
+    }
     screen = render_top("h:1", prev, cur, {"1:chunk_size": "96", "1:used_chunks": "7"}, 2.0)
     assert "get 100/s" in screen and "set 10/s" in screen
     assert "hit ratio: 75.0% now, 66.7% since start" in screen

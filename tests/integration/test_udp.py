@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 HEADER = struct.Struct("!HHHH")
 
 
-def udp_request(port: int, request_id: int, payload: bytes, seq: int = 0,
-                total: int = 1) -> list[bytes]:
+def udp_request(
+    port: int, request_id: int, payload: bytes, seq: int = 0, total: int = 1
+) -> list[bytes]:
     """Send one datagram; collect the reply datagrams until all `total` arrived."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(3)
@@ -49,8 +50,9 @@ def test_udp_get_and_set(kind: str, server_factory: Callable[..., Server]) -> No
         assert conn.request(b"get u\r\n") == b"VALUE u 0 2\r\nhi\r\nEND\r\n"
 
 
-def test_udp_large_reply_is_split_into_datagrams(kind: str,
-                                                 server_factory: Callable[..., Server]) -> None:
+def test_udp_large_reply_is_split_into_datagrams(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
     srv = start(kind, server_factory)
     value = bytes(range(256)) * 20  # 5120 bytes: several datagrams
     with Conn(srv.address) as conn:

@@ -71,8 +71,11 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("set-noreply-bad", b"set k 0 0 x noreply\r\n", [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
     ("set-251", b"set " + K251 + b" 0 0 1\r\n", [FMT]),
     ("bad-chunk", b"set k 0 0 1\r\nxy\r\n", [c.BadDataChunk(b"set", b"k"), ERR]),
-    ("bad-chunk-noreply", b"set k 0 0 1 noreply\r\nxyz\r\n",
-     [c.BadDataChunk(b"set", b"k", True), c.Invalid(r.ERROR)]),
+    (
+        "bad-chunk-noreply",
+        b"set k 0 0 1 noreply\r\nxyz\r\n",
+        [c.BadDataChunk(b"set", b"k", True), c.Invalid(r.ERROR)],
+    ),
     ("delete", b"delete k\r\n", [c.Delete(b"k")]),
     ("delete-0", b"delete k 0\r\n", [c.Delete(b"k")]),
     ("delete-noreply", b"delete k noreply\r\n", [c.Delete(b"k", True)]),
@@ -98,8 +101,7 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("version", b"version\r\n", [c.Version()]),
     ("verbosity", b"verbosity 1\r\n", [c.Verbosity(1)]),
     ("verbosity-noreply", b"verbosity 1 noreply\r\n", [c.Verbosity(1, True)]),
-    ("verbosity-only-noreply", b"verbosity noreply\r\n",
-     [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
+    ("verbosity-only-noreply", b"verbosity noreply\r\n", [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
     ("verbosity-bad", b"verbosity foo\r\n", [FMT]),
     ("verbosity-extra", b"verbosity 1 2\r\n", [c.Verbosity(1)]),
     ("verbosity-too-many", b"verbosity 1 2 3\r\n", [ERR]),
@@ -119,8 +121,7 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("slabs-automove-noreply", b"slabs automove 0 noreply\r\n", [c.SlabsAutomove(0, True)]),
     ("slabs-automove-extra", b"slabs automove 1 2\r\n", [c.SlabsAutomove(1)]),
     ("slabs-automove-3", b"slabs automove 3\r\n", [ERR]),
-    ("slabs-automove-3-noreply", b"slabs automove 3 noreply\r\n",
-     [c.Invalid(r.ERROR, True)]),
+    ("slabs-automove-3-noreply", b"slabs automove 3 noreply\r\n", [c.Invalid(r.ERROR, True)]),
     ("slabs-automove-wraps", b"slabs automove 4294967297\r\n", [c.SlabsAutomove(1)]),
     ("slabs-automove-negative", b"slabs automove -1\r\n", [FMT]),
     ("slabs-automove-text", b"slabs automove x\r\n", [FMT]),
@@ -140,8 +141,11 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("empty-line", b"\r\n", [ERR]),
     ("spaces-line", b"   \r\n", [ERR]),
     ("nul-ends-line", b"get a\0b c\r\n", [c.Get([b"a"])]),
-    ("pipeline", b"get a\r\nset b 0 0 1\r\nx\r\ndelete b\r\n",
-     [c.Get([b"a"]), c.Set(b"b", 0, 0, b"x"), c.Delete(b"b")]),
+    (
+        "pipeline",
+        b"get a\r\nset b 0 0 1\r\nx\r\ndelete b\r\n",
+        [c.Get([b"a"]), c.Set(b"b", 0, 0, b"x"), c.Delete(b"b")],
+    ),
 ]
 
 
@@ -154,8 +158,9 @@ def drain(p: Parser) -> list[object]:
         out.append(cmd)
 
 
-@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
-                         ids=[n for n, _, _ in CASES])
+@pytest.mark.parametrize(
+    "data,expected", [(d, e) for _, d, e in CASES], ids=[n for n, _, _ in CASES]
+)
 def test_whole(data: bytes, expected: list[c.Command]) -> None:
     p = Parser()
     p.feed(data)
@@ -163,8 +168,9 @@ def test_whole(data: bytes, expected: list[c.Command]) -> None:
     assert p.buffered == 0
 
 
-@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
-                         ids=[n for n, _, _ in CASES])
+@pytest.mark.parametrize(
+    "data,expected", [(d, e) for _, d, e in CASES], ids=[n for n, _, _ in CASES]
+)
 def test_byte_by_byte(data: bytes, expected: list[c.Command]) -> None:
     p = Parser()
     got: list[object] = []
@@ -174,8 +180,9 @@ def test_byte_by_byte(data: bytes, expected: list[c.Command]) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in CASES],
-                         ids=[n for n, _, _ in CASES])
+@pytest.mark.parametrize(
+    "data,expected", [(d, e) for _, d, e in CASES], ids=[n for n, _, _ in CASES]
+)
 def test_trailing_bytes(data: bytes, expected: list[c.Command]) -> None:
     p = Parser()
     p.feed(data + b"get tail\r\nget par")
@@ -267,21 +274,24 @@ def test_cas_disabled_shrinks_item_size() -> None:
     assert p.next_command() is NEED_DATA
 
 
-@pytest.mark.parametrize("tok,u32,u64,i32", [
-    (b"0", 0, 0, 0),
-    (b"+7", 7, 7, 7),
-    (b"-0", 0, 0, 0),
-    (b"-5", None, None, -5),
-    (b"4294967295", 4294967295, 4294967295, -1),
-    (b"4294967296", 0, 4294967296, 0),
-    (b"18446744073709551615", 4294967295, 2**64 - 1, None),
-    (b"18446744073709551616", None, None, None),
-    (b"2147483647", 2147483647, 2147483647, 2147483647),
-    (b"12a", None, None, None),
-    (b"", None, None, None),
-    (b"-", None, None, None),
-    (b"1_000", None, None, None),
-])
+@pytest.mark.parametrize(
+    "tok,u32,u64,i32",
+    [
+        (b"0", 0, 0, 0),
+        (b"+7", 7, 7, 7),
+        (b"-0", 0, 0, 0),
+        (b"-5", None, None, -5),
+        (b"4294967295", 4294967295, 4294967295, -1),
+        (b"4294967296", 0, 4294967296, 0),
+        (b"18446744073709551615", 4294967295, 2**64 - 1, None),
+        (b"18446744073709551616", None, None, None),
+        (b"2147483647", 2147483647, 2147483647, 2147483647),
+        (b"12a", None, None, None),
+        (b"", None, None, None),
+        (b"-", None, None, None),
+        (b"1_000", None, None, None),
+    ],
+)
 def test_number_parsers(tok: bytes, u32: int | None, u64: int | None, i32: int | None) -> None:
     assert parse_uint32(tok) == u32
     assert parse_uint64(tok) == u64

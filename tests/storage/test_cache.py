@@ -14,7 +14,11 @@ pytestmark = pytest.mark.unit
 
 MB = 1024 * 1024
 SET, ADD, REPLACE, APPEND, PREPEND, CAS = (
-    StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE, StoreMode.APPEND, StoreMode.PREPEND,
+    StoreMode.SET,
+    StoreMode.ADD,
+    StoreMode.REPLACE,
+    StoreMode.APPEND,
+    StoreMode.PREPEND,
     StoreMode.CAS,
 )
 
@@ -53,8 +57,12 @@ def test_cas(cache: Cache) -> None:
 def test_cas_unique_changes_on_every_write(cache: Cache) -> None:
     seen = set()
     cache.store(SET, b"n", b"1")
-    for op in (lambda: cache.store(SET, b"n", b"2"), lambda: cache.incr(b"n", 1),
-               lambda: cache.store(APPEND, b"n", b"0"), lambda: cache.decr(b"n", 1)):
+    for op in (
+        lambda: cache.store(SET, b"n", b"2"),
+        lambda: cache.incr(b"n", 1),
+        lambda: cache.store(APPEND, b"n", b"0"),
+        lambda: cache.decr(b"n", 1),
+    ):
         op()
         seen.add(cache.get(b"n")[2])  # type: ignore[index]
     assert len(seen) == 4
@@ -118,11 +126,23 @@ def test_incr_decr(cache: Cache) -> None:
     assert cache.incr(b"e", 1) == (DeltaResult.NON_NUMERIC, 0)
 
 
-@pytest.mark.parametrize("value,number", [
-    (b"12", 12), (b" 12", 12), (b"12 ", 12), (b"12 34", 12), (b"+3", 3), (b"-0", 0),
-    (b"-3", None), (b"12a", None), (b"", None), (b" ", None),
-    (b"18446744073709551615", 2**64 - 1), (b"18446744073709551616", None),
-])
+@pytest.mark.parametrize(
+    "value,number",
+    [
+        (b"12", 12),
+        (b" 12", 12),
+        (b"12 ", 12),
+        (b"12 34", 12),
+        (b"+3", 3),
+        (b"-0", 0),
+        (b"-3", None),
+        (b"12a", None),
+        (b"", None),
+        (b" ", None),
+        (b"18446744073709551615", 2**64 - 1),
+        (b"18446744073709551616", None),
+    ],
+)
 def test_parse_counter(value: bytes, number: int | None) -> None:
     assert parse_counter(value) == number
 
