@@ -59,6 +59,13 @@ def _cert(
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # Python 3.13's default contexts verify strictly (VERIFY_X509_STRICT), which wants
+        # the key identifiers RFC 5280 asks of a CA-issued certificate.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
     if ca:
         builder = builder.add_extension(
