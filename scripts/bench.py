@@ -108,7 +108,27 @@ def memcached_cmd(threads: int) -> list[str]:
     cmd = [MEMCACHED_BIN]
     if os.geteuid() == 0:
         cmd += ["-u", "root"]
-    return cmd + ["-l", HOST, "-p", "{port}", "-U", "0", "-t", str(threads), "-m", "1024"]
+    return (
+        cmd
+        + ["-l", HOST, "-p", "{port}", "-U", "0", "-t", str(threads), "-m", "1024"]
+        + [
+            "-c",
+            "4096",  # room for --idle-conns beside the load's own connections
+        ]
+    )
+
+
+def open_idle(port: int, n: int) -> list[socket.socket]:
+    """`n` connections that stay open and silent during the load (--idle-conns)."""
+    socks = []
+    for _ in range(n):
+        socks.append(socket.create_connection((HOST, port), timeout=5))
+    if socks:  # make sure the server accepted them all before the load starts
+        probe = socks[-1]
+        probe.sendall(b"version\r\n")
+        if not probe.recv(100).startswith(b"VERSION"):
+            raise RuntimeError("idle connection probe failed")
+    return socks
 
 
 def mcached_cmd(threads: int | None) -> list[str]:
@@ -117,6 +137,8 @@ def mcached_cmd(threads: int | None) -> list[str]:
     return [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", *t] + [
         "-m",
         "1024",
+        "-c",
+        "4096",  # as memcached's command
     ]
 
 
@@ -890,6 +912,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     p.add_argument("--threads", type=int, default=2, help="memcached worker threads (default 2)")
     p.add_argument(
+        "--idle-conns",
+        type=int,
+        default=0,
+        help="extra connections held open and idle during every load (default 0)",
+    )
+    p.add_argument(
         "--mcached-threads",
         type=int,
         default=None,
@@ -976,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} ({sys.executable}); {platform.platform()}")
     print(
         f"duration {args.duration:g}s, repeat {args.repeat}, memcached threads {args.threads}, "
-        f"mcached threads {args.mcached_threads or 'default'}, "
+        f"mcached threads {args.mcached_threads or 'default'}, idle conns {args.idle_conns}, "
         f"memaslap: {find_memaslap() or '-'}"
     )
     for name in servers:
@@ -995,15 +1023,19 @@ def main(argv: list[str] | None = None) -> int:
                 order = servers if rnd % 2 == 1 else servers[::-1]
                 for name in order:
                     server = Server(name, templates[name], args.threads)
+                    idle: list[socket.socket] = []
                     try:
                         server.start()
                         versions[name] = server.version
+                        idle = open_idle(server.port, args.idle_conns)
                         result = run_load(load, server, args)
                         if not server.alive():
                             result["failed"] = "server died during the load:\n" + server.log_tail()
                     except (RuntimeError, OSError, ValueError) as e:
                         result = {"failed": str(e)}
                     finally:
+                        for sock in idle:
+                            sock.close()
                         server.stop()
                     result["round"] = rnd
                     runs[load][name].append(result)
