@@ -258,7 +258,7 @@ class Handlers:
 
     def store(self, cmd: c.Store, s: Session) -> None:
         mode = STORE_MODE[type(cmd)]
-        cas = cmd.cas_unique if type(cmd) is c.Cas else 0  # type: ignore[attr-defined]
+        cas = cmd.cas_unique if isinstance(cmd, c.Cas) else 0
         result = self.cache.store(mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cas)
         ctr = s.counters
         ctr.cmd_set += 1

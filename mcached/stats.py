@@ -121,7 +121,10 @@ class PrefixStats:
     def dump(self) -> bytes:
         with self._lock:
             rows = sorted(self._table.items())
-        lines = [b"PREFIX %b get %d hit %d set %d del %d\r\n" % (p, *v) for p, v in rows]
+        lines = [
+            b"PREFIX %b get %d hit %d set %d del %d\r\n" % (p, v[0], v[1], v[2], v[3])
+            for p, v in rows
+        ]
         return b"".join(lines) + b"END\r\n"
 
 

@@ -196,7 +196,8 @@ class FlushAll(Command):
     __slots__ = ("delay", "noreply")
     verb = b"flush_all"
 
-    def __init__(self, delay: int = 0, noreply: bool = False) -> None:
+    def __init__(self, delay: int | None = 0, noreply: bool = False) -> None:
+        # delay None: the argument did not parse (the handler answers the error)
         self.delay = delay
         self.noreply = noreply
 

@@ -176,11 +176,11 @@ class Worker:
                     )
                 return
             for fd, mask in self.selector.poll(min(left, 0.1)):
-                conn = self.selector.owners.get(fd)
-                if type(conn) is Connection and mask & WRITE_READY:
-                    conn.on_writable()
-                    if conn.state == YIELDED:
-                        conn.drain_step()
+                owner = self.selector.owners.get(fd)
+                if type(owner) is Connection and mask & WRITE_READY:
+                    owner.on_writable()
+                    if owner.state == YIELDED:
+                        owner.drain_step()
 
     def _accept_handed_off(self, draining: bool = False) -> None:
         try:
