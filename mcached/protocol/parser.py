@@ -221,6 +221,16 @@ class Parser:
         """Bytes held that no command has consumed yet."""
         return len(self._buf) - self._pos
 
+    def at_rest(self) -> bool:
+        """Nothing buffered and no data block under way: the next byte starts a request.
+        (`buffered` and `in_data_block` together, in one call: asked on every read.)"""
+        return (
+            self._pos >= len(self._buf)
+            and self._pending is None
+            and not self._swallow
+            and self._auth_len < 0
+        )
+
     @property
     def authenticating(self) -> bool:
         """-Y: the connection has not authenticated yet."""
@@ -251,7 +261,8 @@ class Parser:
         pos = self._pos
         nl = buf.find(b"\n", pos)
         if nl < 0:
-            self._check_partial_line()
+            if len(buf) - pos > MAX_LINE:
+                self._check_partial_line()
             return NEED_DATA
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
         line = bytes(buf[pos:end])

@@ -195,7 +195,7 @@ class Connection:
             self.process()  # answer what was received before the EOF, then close
             return
         parser = self.parser
-        if not parser.buffered and not parser.in_data_block:
+        if parser.at_rest():
             self.req_start = time.monotonic()  # a new request begins arriving
         self.counters.bytes_read += len(data)
         parser.feed(data)
@@ -291,7 +291,7 @@ class Connection:
             self.set_state(YIELDED)
         elif self.eof:
             self._finish("client closed")
-        else:
+        elif self.state is not READING:  # usually already READING: skip the call
             self.set_state(READING)
 
     def drain_step(self) -> None:
