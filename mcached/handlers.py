@@ -179,25 +179,6 @@ class Handlers:
     # ---- retrieval ----
 
     def get(self, cmd: c.Get, s: Session) -> None:
-        keys = cmd.keys
-        if len(keys) == 1 and not self.detail.enabled:
-            # hot path: most gets ask for one key
-            key = keys[0]
-            hit = self.cache.get(key)
-            ctr = s.counters
-            ctr.cmd_get += 1
-            if hit is not None:
-                value, flags, _ = hit
-                s.out += (b"VALUE %b %d %d\r\n" % (key, flags, len(value)), value, b"\r\nEND\r\n")
-                ctr.get_hits += 1
-                return
-            if key == LEGACY_KEY and self.discovery is not None:
-                s.out += (self.discovery.legacy_value(), r.END)
-                ctr.get_hits += 1
-                return
-            s.out.append(r.END)
-            ctr.get_misses += 1
-            return
         out = s.out
         append = out.append
         cache_get = self.cache.get if len(cmd.keys) == 1 else once_per_key(self.cache.get)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 TERMINATORS = (
     b"END\r\n",
@@ -113,3 +114,40 @@ class Conn:
             return False
         except (ConnectionResetError, BrokenPipeError):
             return True
+
+
+# ---- exact-bytes exchanges (tests/integration/test_wire*.py) ----
+
+PROBE = b"get wire:probe\r\n"  # sent after a request: its END marks the end of the reply
+PROBE_REPLY = b"END\r\n"
+
+
+def recv_exact(conn: Conn, n: int, timeout: float = 5.0) -> bytes:
+    """Up to `n` bytes: returns early (short) on EOF or after `timeout` s."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        conn.sock.settimeout(left)
+        try:
+            chunk = conn.sock.recv(n - len(buf))
+        except (TimeoutError, OSError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def exchange(conn: Conn, request: bytes, expected: bytes) -> None:
+    """Send `request` + PROBE on `conn`; assert the reply is exactly `expected` + END."""
+    conn.send(request + PROBE)
+    assert recv_exact(conn, len(expected) + len(PROBE_REPLY)) == expected + PROBE_REPLY
+
+
+def roundtrip(server: Any, request: bytes, expected: bytes) -> None:
+    """`exchange` on a fresh connection to `server` (anything with an ``address``)."""
+    with Conn(server.address) as conn:
+        exchange(conn, request, expected)

@@ -285,55 +285,25 @@ class Parser:
         return cmd
 
     def _next_framed(self) -> c.Command | _NeedData:
-        """next_command() for every state: data blocks, swallowing, authentication."""
+        """next_command() in the other states: authentication, swallowing an oversized
+        value, a data block under way. Once none is left, plain lines resume."""
         if self._auth:
             return self._next_auth()
-        while True:
-            buf = self._buf
+        if self._swallow:
+            n = min(self._swallow, len(self._buf) - self._pos)
+            self._pos += n
+            self._swallow -= n
             if self._swallow:
-                n = min(self._swallow, len(buf) - self._pos)
-                self._pos += n
-                self._swallow -= n
-                if self._swallow:
-                    return NEED_DATA
-            if self._after_swallow is not None:
-                done, self._after_swallow = self._after_swallow, None
-                return done
-            if self._pending is not None:
-                cmd = self._data_block()
-                if cmd is None:
-                    return NEED_DATA
-                return cmd
-            pos = self._pos
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                self._check_partial_line()
                 return NEED_DATA
-            end = nl
-            if end > pos and buf[end - 1] == 13:  # "\r"
-                end -= 1
-            line = bytes(buf[pos:end])
-            self._pos = nl + 1
-            cmd = self.parse_line(line)
-            if cmd is not None:
-                return cmd
-            # None: a storage header was read; its data block is next.
-
-    def parse_line(self, line: bytes) -> c.Command | None:
-        """One command line (without its line ending) -> a command, or None for a header."""
-        if b"\0" in line:
-            line = line[: line.index(b"\0")]
-        tokens = line.split(b" ")
-        if b"" in tokens:
-            tokens = [t for t in tokens if t]
-            if not tokens:
-                return _ERROR
-        fn = self._dispatch.get(tokens[0])
-        if fn is None:
-            if tokens[-1].startswith(b"HTTP/"):
-                raise CloseConnection("HTTP request on the memcached port")
-            return _ERROR
-        return fn(tokens)
+        if self._after_swallow is not None:
+            done, self._after_swallow = self._after_swallow, None
+            return done
+        if self._pending is not None:
+            cmd = self._data_block()
+            return NEED_DATA if cmd is None else cmd
+        # No state left: next_command() takes the next line (and comes back here only if
+        # that line sets a state again, so this never loops).
+        return self.next_command()
 
     def _check_partial_line(self) -> None:
         size = len(self._buf) - self._pos

@@ -464,32 +464,17 @@ class Cache:
         """The slot of `key`'s live item, or ``-1 - slot`` where it would be inserted. An
         expired or flushed item found on the way is unlinked and counted (memcached's
         ``do_item_get``: get_expired / get_flushed, whatever the command)."""
-        s = h >> self._pshift
-        want = MARK | (s & HB_MASK) << 40
-        nkey = len(key)
-        bufs = self._bufs
-        tbl = part.tbl
-        m = part.mask
-        i = s & m
-        ins = -1
-        while True:
-            e = tbl[i]
-            if e & TAG_MASK == want:
-                a = e & ADDR_MASK
-                buf = bufs[a >> PAGE_SHIFT]
-                o = a & OFF_MASK
-                if buf[o + 1] == nkey and buf.startswith(key, o + HEADER):
-                    exptime, itime, cas, _ = TAIL_HDR.unpack_from(buf, o + OFF_EXPTIME)
-                    if (exptime or self._items.flush_at or cas <= part.flush_seq) and (
-                        self._gone_locked(part, i, a, exptime, itime, cas)
-                    ):
-                        return -1 - (ins if ins >= 0 else i)
-                    return i
-            elif e == EMPTY:
-                return -1 - (ins if ins >= 0 else i)
-            elif e == TOMB and ins < 0:
-                ins = i
-            i = (i + 1) & m
+        i = self._raw_find_locked(part, key, h)
+        if i < 0:
+            return i
+        a = part.tbl[i] & ADDR_MASK
+        buf = self._bufs[a >> PAGE_SHIFT]
+        exptime, itime, cas, _ = TAIL_HDR.unpack_from(buf, (a & OFF_MASK) + OFF_EXPTIME)
+        if (exptime or self._items.flush_at or cas <= part.flush_seq) and (
+            self._gone_locked(part, i, a, exptime, itime, cas)
+        ):
+            return -1 - i  # unlinked: its slot (now a tombstone) takes the new item
+        return i
 
     def _raw_find_locked(self, part: Partition, key: bytes, h: int) -> int:
         """Like `_find_locked`, but whatever state the item is in (nothing is unlinked)."""

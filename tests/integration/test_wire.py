@@ -16,70 +16,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mcached.settings import default_threads
 from tests.conftest import Server
-from tests.wire import Conn
+from tests.wire import PROBE, Conn, exchange, roundtrip
 
 pytestmark = pytest.mark.integration
-
-PROBE = b"get wire:probe\r\n"
-PROBE_REPLY = b"END\r\n"
-
-
-@pytest.fixture
-def server_factory(server_factory: Callable[..., Server]) -> Iterator[Callable[..., Server]]:
-    """The shared factory, but reference memcacheds are SIGKILLed at teardown.
-
-    memcached only acts on SIGTERM at its next one-second clock tick, so the shared
-    teardown costs 1 s per test; the reference holds nothing worth a graceful stop.
-    """
-    started: list[Server] = []
-
-    def start(kind: str, *flags: str) -> Server:
-        srv = server_factory(kind, *flags)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        if srv.kind == "memcached" and srv.handle.poll() is None:
-            srv.handle.kill()
-            srv.handle.wait()
-
-
-def recv_exact(conn: Conn, n: int, timeout: float = 3.0) -> bytes:
-    """Up to `n` bytes: returns early (short) on EOF or after `timeout` s."""
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        conn.sock.settimeout(left)
-        try:
-            chunk = conn.sock.recv(n - len(buf))
-        except (TimeoutError, OSError):
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def exchange(conn: Conn, request: bytes, expected: bytes) -> None:
-    """Send `request` + PROBE on `conn`; assert the reply is exactly `expected` + END."""
-    conn.send(request + PROBE)
-    assert recv_exact(conn, len(expected) + len(PROBE_REPLY)) == expected + PROBE_REPLY
-
-
-def roundtrip(server: Server, request: bytes, expected: bytes) -> None:
-    with Conn(server.address) as conn:
-        exchange(conn, request, expected)
 
 
 def stats(conn: Conn, sub: bytes = b"") -> dict[str, str]:

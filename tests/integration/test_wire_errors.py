@@ -12,19 +12,16 @@ Table cases send ``request + PROBE`` on a fresh connection and expect ``reply + 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import Server
-from tests.wire import Conn
+from tests.wire import Conn, exchange, roundtrip
 
 pytestmark = pytest.mark.integration
 
-PROBE = b"get wire:probe\r\n"
-PROBE_REPLY = b"END\r\n"
 
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
 BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
@@ -32,57 +29,6 @@ TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 NO_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
 KEY250 = b"a" * 250
 KEY251 = b"b" * 251
-
-
-@pytest.fixture
-def server_factory(server_factory: Callable[..., Server]) -> Iterator[Callable[..., Server]]:
-    """The shared factory, but reference memcacheds are SIGKILLed at teardown.
-
-    memcached only acts on SIGTERM at its next one-second clock tick, so the shared
-    teardown costs 1 s per test; the reference holds nothing worth a graceful stop.
-    """
-    started: list[Server] = []
-
-    def start(kind: str, *flags: str) -> Server:
-        srv = server_factory(kind, *flags)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        if srv.kind == "memcached" and srv.handle.poll() is None:
-            srv.handle.kill()
-            srv.handle.wait()
-
-
-def recv_exact(conn: Conn, n: int, timeout: float = 5.0) -> bytes:
-    """Up to `n` bytes: returns early (short) on EOF or after `timeout` s."""
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        conn.sock.settimeout(left)
-        try:
-            chunk = conn.sock.recv(n - len(buf))
-        except (TimeoutError, OSError):
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def exchange(conn: Conn, request: bytes, expected: bytes) -> None:
-    """Send `request` + PROBE on `conn`; assert the reply is exactly `expected` + END."""
-    conn.send(request + PROBE)
-    assert recv_exact(conn, len(expected) + len(PROBE_REPLY)) == expected + PROBE_REPLY
-
-
-def roundtrip(server: Server, request: bytes, expected: bytes) -> None:
-    with Conn(server.address) as conn:
-        exchange(conn, request, expected)
 
 
 def cases(*rows: tuple[str, bytes, bytes]) -> list[Any]:
