@@ -86,7 +86,7 @@ class Daemon:
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
         self.server = Server(
             settings,
-            self.handlers.dispatcher(),
+            self.handlers.dispatch_table(),
             make_parser,
             self.request_stop,
             tcp_sockets=tcp_sockets,

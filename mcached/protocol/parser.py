@@ -185,14 +185,19 @@ class Parser:
 
     # ---- buffer ----
 
-    def feed(self, data: bytes) -> None:
-        """Add received bytes. Swallowed data (an oversized value) is dropped right here."""
+    def feed(self, data: bytes) -> bool:
+        """Add received bytes. Swallowed data (an oversized value) is dropped right here.
+
+        True when the parser was at rest -- nothing buffered, no data block or login under
+        way -- so these bytes begin a new request: the server times slow requests from there."""
+        fresh = True
         if self._swallow:
+            fresh = False
             n = min(self._swallow, len(data))
             self._swallow -= n
             data = data[n:]
             if not data:
-                return
+                return False
         # Hot path: a request usually arrives whole in one read, so when everything before
         # it was consumed the received bytes become the buffer as they are (no copy); lines
         # and values are then single slices of it. Only a remainder that grows past
@@ -202,7 +207,9 @@ class Parser:
         pos = self._pos
         if pos >= len(buf):
             self._buf = data if type(data) is bytes else bytes(data)
-        elif type(buf) is bytearray:
+            self._pos = 0
+            return fresh and self._pending is None and self._auth_len < 0
+        if type(buf) is bytearray:
             if pos:
                 del buf[:pos]
             buf += data
@@ -215,21 +222,12 @@ class Parser:
             else:
                 self._buf = rest + data
         self._pos = 0
+        return False
 
     @property
     def buffered(self) -> int:
         """Bytes held that no command has consumed yet."""
         return len(self._buf) - self._pos
-
-    def at_rest(self) -> bool:
-        """Nothing buffered and no data block under way: the next byte starts a request.
-        (`buffered` and `in_data_block` together, in one call: asked on every read.)"""
-        return (
-            self._pos >= len(self._buf)
-            and self._pending is None
-            and not self._swallow
-            and self._auth_len < 0
-        )
 
     @property
     def authenticating(self) -> bool:
@@ -267,7 +265,9 @@ class Parser:
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
         line = bytes(buf[pos:end])
         self._pos = nl + 1
-        if b"\0" in line:
+        # `0 in line` looks for the NUL byte as an int: `b"\0" in line` first tries (and
+        # fails) to read its operand as one, and building that TypeError cost ~4% of a get
+        if 0 in line:
             line = line[: line.index(b"\0")]
         tokens = line.split(b" ")
         if b"" in tokens:

@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ class Connection:
         "_wq_bytes",
         "_events",
         "last_cmd",
-        "handle",
+        "dispatch",
         "reqs_per_event",
         "session",
         "eof",
@@ -98,7 +98,7 @@ class Connection:
         peer: Any,
         listen_addr: str,
         worker: Worker,
-        handle: Callable[[Any, Any], None],
+        dispatch: Mapping[type, Callable[[Any, Any], None]],
         parser: Parser,
         reqs_per_event: int,
     ) -> None:
@@ -121,7 +121,7 @@ class Connection:
         # unsent output last moved (a handshake or a login is timed from `opened`).
         self.req_start = self.last_cmd
         self.out_since = self.last_cmd
-        self.handle = handle
+        self.dispatch = dispatch  # command type -> its handler(command, connection)
         self.reqs_per_event = reqs_per_event
         self.session: dict[str, Any] = {}  # per-connection state handlers may keep
         self.eof = False  # the client half-closed: nothing more is read
@@ -184,21 +184,30 @@ class Connection:
         return data
 
     def on_readable(self) -> None:
-        if self.state == HANDSHAKE:
-            self._handshake()
-            return
-        data = self._recv()
-        if data is None:
-            return
+        # hot path: one call per request under a request-reply load, so the plain-TCP read
+        # is written out here rather than through _recv()
+        if self.tls:
+            if self.state == HANDSHAKE:
+                self._handshake()
+                return
+            data = self._recv()
+            if data is None:
+                return
+        else:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except _WOULD_BLOCK:
+                return
+            except OSError:
+                self.close("read error")
+                return
         if not data:
             self.eof = True
             self.process()  # answer what was received before the EOF, then close
             return
-        parser = self.parser
-        if parser.at_rest():
-            self.req_start = time.monotonic()  # a new request begins arriving
         self.counters.bytes_read += len(data)
-        parser.feed(data)
+        if self.parser.feed(data):
+            self.req_start = self.worker.now  # a new request begins arriving
         self.process()
 
     def on_writable(self) -> None:
@@ -254,7 +263,7 @@ class Connection:
         """Run up to ``-R`` buffered commands, then send their replies in one write."""
         # hot path: one iteration per request, so everything it touches is a local
         next_command = self.parser.next_command
-        handle = self.handle
+        dispatch = self.dispatch
         trace = self.worker.trace
         budget = self.reqs_per_event
         try:
@@ -264,7 +273,7 @@ class Connection:
                     break
                 if trace:
                     log.log(TRACE, "<%d %r", self.fd, cmd)
-                handle(cmd, self)
+                dispatch[type(cmd)](cmd, self)
                 budget -= 1
             else:
                 self.counters.conn_yields += 1
@@ -281,7 +290,7 @@ class Connection:
             self.close("internal error")
             return
         if budget != self.reqs_per_event:
-            self.last_cmd = time.monotonic()
+            self.last_cmd = self.worker.now
         self.flush()
         if self.state == CLOSED:
             return

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcached.errors import CloseConnection, Shutdown
@@ -126,13 +126,13 @@ class Server:
     def __init__(
         self,
         settings: Settings,
-        handle: Callable[[Any, Any], None],
+        dispatch: Mapping[type, Callable[[Any, Any], None]],
         make_parser: Callable[[], Parser],
         on_shutdown: Callable[[bool], None],
         tcp_sockets: list[socket.socket] | None = None,
     ) -> None:
         self.settings = settings
-        self.handle = handle
+        self.dispatch = dispatch  # command type -> its handler(command, session)
         self.make_parser = make_parser
         self.on_shutdown = on_shutdown
         self.counters = ServerCounters()
@@ -170,7 +170,7 @@ class Server:
         for i in range(s.threads):
             w = Worker(
                 i,
-                self.handle,
+                self.dispatch,
                 self.make_parser,
                 s.reqs_per_event,
                 s.idle_timeout,
@@ -351,7 +351,7 @@ class Server:
                     cmd = parser.next_command()
                     if cmd is NEED_DATA:
                         break
-                    self.handle(cmd, session)
+                    self.dispatch[type(cmd)](cmd, session)
             except CloseConnection:
                 pass
             except Shutdown as exc:

@@ -28,7 +28,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcached.protocol.parser import Parser
@@ -45,7 +45,7 @@ class Worker:
     def __init__(
         self,
         index: int,
-        handle: Callable[[Any, Any], None],
+        dispatch: Mapping[type, Callable[[Any, Any], None]],
         make_parser: Callable[[], Parser],
         reqs_per_event: int,
         idle_timeout: int,
@@ -55,7 +55,7 @@ class Worker:
         tls: Any = None,
     ) -> None:
         self.index = index
-        self.handle = handle
+        self.dispatch = dispatch
         self.make_parser = make_parser
         self.reqs_per_event = reqs_per_event
         self.idle_timeout = idle_timeout
@@ -76,7 +76,10 @@ class Worker:
         self.trace = False  # -vvv: log every command and reply
         self._stopping = False
         self._drain_until: float | None = None
-        self._extra: dict[int, Callable[[], None]] = {}
+        # The loop's clock: time.monotonic() when the last poll returned. Connections stamp
+        # their timeout bookkeeping with it (one clock read per batch of events, not two per
+        # request); the timeouts it serves are whole seconds.
+        self.now = time.monotonic()
         self.thread = threading.Thread(target=self.run, name=f"mcached-worker-{index}", daemon=True)
 
     # ---- called from other threads ----
@@ -114,6 +117,7 @@ class Worker:
         poll = self.selector.poll
         owners = self.selector.owners
         ready = self.ready
+        monotonic = time.monotonic
         timed = bool(self.idle_timeout or self.stall_timeout)
         next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
@@ -128,6 +132,7 @@ class Worker:
                 events = poll(timeout)
             except InterruptedError:
                 continue
+            self.now = monotonic()
             # hot path: one iteration per ready socket; raw epoll events and one dict
             # lookup (poller.py says why not selectors)
             for fd, mask in events:
@@ -197,7 +202,13 @@ class Worker:
                 sock.close()
                 continue
             conn = Connection(
-                sock, peer, listen_addr, self, self.handle, self.make_parser(), self.reqs_per_event
+                sock,
+                peer,
+                listen_addr,
+                self,
+                self.dispatch,
+                self.make_parser(),
+                self.reqs_per_event,
             )
             self.conns.add(conn)
             self.selector.register(sock, READ, conn)

@@ -204,6 +204,31 @@ def test_value_too_large_is_swallowed_without_buffering() -> None:
     assert drain(p) == [c.TooLarge(b"set", b"k"), c.Get([b"k"])]
 
 
+def test_feed_tells_when_a_new_request_begins() -> None:
+    """feed() is True only when the parser was at rest: the server times a slow request
+    from the read that began it, not from later pieces of it."""
+    p = Parser(item_size_max=1024)
+    assert p.feed(b"get a\r\nge") is True  # at rest: a new request
+    assert p.next_command() == c.Get([b"a"])
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"t b\r\n") is False  # the rest of a half-sent line
+    assert p.next_command() == c.Get([b"b"])
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"set k 0 0 3\r\n") is True
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"abc") is False  # its data block
+    assert p.feed(b"\r\n") is False
+    assert p.next_command() == c.Set(b"k", 0, 0, b"abc", False)
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"set k 0 0 5000\r\n") is True
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"x" * 1000) is False  # an oversized block being swallowed
+    assert p.feed(b"x" * 4000 + b"\r\n") is False
+    assert p.next_command() == c.TooLarge(b"set", b"k")
+    assert p.next_command() is NEED_DATA
+    assert p.feed(b"get c\r\n") is True
+
+
 def test_too_large_boundary_counts_memcached_item_header() -> None:
     limit = 1024 * 1024
     biggest = limit - item_total_size(1, 0, 0, True)
