@@ -66,6 +66,7 @@ AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block res
 _Pending = tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes]
 
 _ERROR = c.Invalid(r.ERROR)
+_Get = c.Get
 _FORMAT = c.Invalid(r.CLIENT_ERROR_FORMAT)
 # what strtod reads as a whole token (``slabs automove ratio <r>``)
 _STRTOD = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
@@ -137,6 +138,7 @@ class Parser:
         "_dispatch",
         "_auth",
         "_auth_len",
+        "_framed",
     )
 
     def __init__(
@@ -154,6 +156,10 @@ class Parser:
         # -Y: until granted, only the authentication exchange is parsed (see _next_auth)
         self._auth = auth
         self._auth_len = -1  # the exchange's data block length (+2), once its line is read
+        # Set whenever one of the four states above may be: next_command() then leaves its
+        # one-line fast path for _next_framed(), which clears it once none is left. One
+        # attribute test per command instead of four.
+        self._framed = auth
         # Dispatch on the verb: one dict lookup per line (hot path).
         self._dispatch: dict[bytes, Callable[[list[bytes]], c.Command | None]] = {
             b"get": self._get,
@@ -248,12 +254,7 @@ class Parser:
         # Hot path: no data block pending, nothing to swallow, not authenticating -- one
         # line, split and dispatched right here (every attribute read and call saved is paid
         # back per request). Everything else goes through _next_framed().
-        if (
-            self._pending is not None
-            or self._swallow
-            or self._auth
-            or self._after_swallow is not None
-        ):
+        if self._framed:
             return self._next_framed()
         buf = self._buf
         pos = self._pos
@@ -274,6 +275,8 @@ class Parser:
             tokens = [t for t in tokens if t]
             if not tokens:
                 return _ERROR
+        elif len(tokens) == 2 and tokens[0] == b"get" and len(tokens[1]) <= KEY_MAX_LENGTH:
+            return _Get(tokens[1:])  # the commonest line of all, without the _get() call
         fn = self._dispatch.get(tokens[0])
         if fn is None:
             if tokens[-1].startswith(b"HTTP/"):
@@ -287,6 +290,16 @@ class Parser:
     def _next_framed(self) -> c.Command | _NeedData:
         """next_command() in the other states: authentication, swallowing an oversized
         value, a data block under way. Once none is left, plain lines resume."""
+        cmd = self._framed_step()
+        self._framed = (
+            self._pending is not None
+            or self._swallow > 0
+            or self._auth
+            or self._after_swallow is not None
+        )
+        return cmd
+
+    def _framed_step(self) -> c.Command | _NeedData:
         if self._auth:
             return self._next_auth()
         if self._swallow:
@@ -303,6 +316,7 @@ class Parser:
             return NEED_DATA if cmd is None else cmd
         # No state left: next_command() takes the next line (and comes back here only if
         # that line sets a state again, so this never loops).
+        self._framed = False
         return self.next_command()
 
     def _check_partial_line(self) -> None:
@@ -403,9 +417,23 @@ class Parser:
         key = tokens[1]
         if len(key) > KEY_MAX_LENGTH:
             return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
-        flags = parse_uint32(tokens[2])
-        exptime = parse_int32(tokens[3])
-        vlen = parse_int32(tokens[4])
+        f, e, n = tokens[2], tokens[3], tokens[4]
+        if (
+            len(f) < 10
+            and len(e) < 10
+            and len(n) < 10
+            and f.isdigit()
+            and e.isdigit()
+            and n.isdigit()
+        ):
+            # hot path: plain digits below 2^31, which memcached's parsers take as they are
+            flags = int(f)
+            exptime = int(e)
+            vlen = int(n)
+        else:
+            flags = parse_uint32(f)
+            exptime = parse_int32(e)
+            vlen = parse_int32(n)
         if flags is None or exptime is None or vlen is None or vlen < 0 or vlen > INT32_MAX - 2:
             return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
         verb = tokens[0]
@@ -413,6 +441,7 @@ class Parser:
             # memcached answers once the whole block has been swallowed
             return self._swallow_block(vlen + 2, c.TooLarge(verb, key, noreply))
         self._pending = (self._STORAGE[verb], key, flags, exptime, vlen, cas_unique, noreply, verb)
+        self._framed = True
         return None
 
     def _swallow_block(self, n: int, then: c.Command) -> c.Command | None:
@@ -423,6 +452,7 @@ class Parser:
         self._swallow = n - take
         if self._swallow:
             self._after_swallow = then
+            self._framed = True
             return None
         return then
 
@@ -604,6 +634,7 @@ class Parser:
             if vlen + 2 > self.item_size_max:
                 return self._swallow_block(vlen + 2, c.Invalid(r.SERVER_ERROR_TOO_LARGE, noreply))
             self._pending = (_config_set, key, flags, 0, vlen, 0, noreply, b"config")
+            self._framed = True
             return None
         return _ERROR
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 import enum
 
 
-class StoreMode(enum.Enum):
+class _Result(enum.Enum):
+    # Members are singletons that compare by identity, so they may hash by identity too:
+    # object.__hash__ is C, Enum's own __hash__ a Python call, paid on every dict lookup
+    # keyed by a member (the handlers do one per storage command).
+    __hash__ = object.__hash__
+
+
+class StoreMode(_Result):
     SET = "set"
     ADD = "add"
     REPLACE = "replace"
@@ -16,7 +23,7 @@ class StoreMode(enum.Enum):
     CAS = "cas"
 
 
-class StoreResult(enum.Enum):
+class StoreResult(_Result):
     STORED = "stored"
     NOT_STORED = "not_stored"
     EXISTS = "exists"
@@ -25,14 +32,14 @@ class StoreResult(enum.Enum):
     NO_MEMORY = "no_memory"
 
 
-class DeltaResult(enum.Enum):
+class DeltaResult(_Result):
     OK = "ok"
     NON_NUMERIC = "non_numeric"
     NOT_FOUND = "not_found"
     NO_MEMORY = "no_memory"
 
 
-class ReassignResult(enum.Enum):
+class ReassignResult(_Result):
     """``slabs reassign`` outcomes (memcached's ``enum reassign_result_type``)."""
 
     OK = "ok"
