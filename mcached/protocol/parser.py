@@ -195,7 +195,15 @@ class Parser:
         """Add received bytes. Swallowed data (an oversized value) is dropped right here.
 
         True when the parser was at rest -- nothing buffered, no data block or login under
-        way -- so these bytes begin a new request: the server times slow requests from there."""
+        way -- so these bytes begin a new request: the server times slow requests from there.
+        """
+        # Hot path: a request usually arrives whole in one read, so when everything before
+        # it was consumed the received bytes become the buffer as they are (no copy); lines
+        # and values are then single slices of it.
+        if self._pos >= len(self._buf) and not self._framed:
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+            return True
         fresh = True
         if self._swallow:
             fresh = False
@@ -204,11 +212,8 @@ class Parser:
             data = data[n:]
             if not data:
                 return False
-        # Hot path: a request usually arrives whole in one read, so when everything before
-        # it was consumed the received bytes become the buffer as they are (no copy); lines
-        # and values are then single slices of it. Only a remainder that grows past
-        # BUFFER_SWITCH (a large value arriving in pieces) accumulates in a bytearray, so
-        # appending stays linear.
+        # Only a remainder that grows past BUFFER_SWITCH (a large value arriving in pieces)
+        # accumulates in a bytearray, so appending stays linear.
         buf = self._buf
         pos = self._pos
         if pos >= len(buf):
