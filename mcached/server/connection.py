@@ -330,10 +330,10 @@ class Connection:
 
     def flush(self) -> None:
         out = self.out
-        if not out:
-            return
         if len(out) == 1:
-            data = out[0]
+            data = out.pop()
+        elif not out:
+            return
         else:
             if sum(map(len, out)) > JOIN_MAX:
                 # a big turn: queue the pieces themselves, never a joined copy
@@ -344,7 +344,7 @@ class Connection:
                 self._drain_output()
                 return
             data = b"".join(out)
-        out.clear()
+            out.clear()
         if self.worker.trace:
             log.log(TRACE, ">%d %r", self.fd, data[:512])
         if self._wq or (self.tls and len(data) > TLS_WRITE_MAX):

@@ -137,7 +137,9 @@ class Worker:
             # lookup (poller.py says why not selectors)
             for fd, mask in events:
                 conn = owners.get(fd)
-                if type(conn) is Connection:
+                if mask == READ and type(conn) is Connection:
+                    conn.on_readable()  # the common event first: one test
+                elif type(conn) is Connection:
                     if mask & WRITE_READY:
                         conn.on_writable()
                     if mask & READ_READY and conn.state != CLOSED:
