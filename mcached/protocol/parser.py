@@ -432,9 +432,9 @@ class Parser:
             and n.isdigit()
         ):
             # hot path: plain digits below 2^31, which memcached's parsers take as they are
-            flags = int(f)
-            exptime = int(e)
-            vlen = int(n)
+            flags: int | None = int(f)
+            exptime: int | None = int(e)
+            vlen: int | None = int(n)
         else:
             flags = parse_uint32(f)
             exptime = parse_int32(e)
