@@ -27,6 +27,7 @@ from mcached.discovery import LEGACY_KEY
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol import commands as c
 from mcached.protocol import responses as r
+from mcached.protocol.responses import ZERO_FLAGS_SUFFIX
 from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache
@@ -211,11 +212,14 @@ class Handlers:
             return
         ctr.get_hits += 1
         value, flags, _ = hit
-        header = b"VALUE %b %d %d\r\n" % (key, flags, len(value))
-        if len(value) <= INLINE_VALUE_MAX:
-            s.out.append(b"".join((header, value, VALUE_END)))
+        n = len(value)
+        suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
+        if suffix is None:
+            suffix = r.value_suffix(flags, n)
+        if n <= INLINE_VALUE_MAX:
+            s.out.append(b"".join((b"VALUE ", key, suffix, value, VALUE_END)))
         else:
-            s.out += (header, value, VALUE_END)  # a large value goes out uncopied
+            s.out += (b"VALUE " + key + suffix, value, VALUE_END)  # a large value: uncopied
 
     def _get_many(self, keys: list[bytes], s: Session) -> None:
         out = s.out
@@ -225,7 +229,11 @@ class Handlers:
             hit = cache_get(key)
             if hit is not None:
                 value, flags, _ = hit
-                out += (b"VALUE %b %d %d\r\n" % (key, flags, len(value)), value, b"\r\n")
+                n = len(value)
+                suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
+                if suffix is None:
+                    suffix = r.value_suffix(flags, n)
+                out += (b"VALUE ", key, suffix, value, b"\r\n")
                 hits += 1
             elif key == LEGACY_KEY and self.discovery is not None:
                 # Auto discovery on engines before 1.4.14. Checked on a miss only, so a hit

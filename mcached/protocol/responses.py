@@ -56,6 +56,22 @@ def value_header(key: bytes, flags: int, length: int, cas: int | None = None) ->
     return b"VALUE %b %d %d %d\r\n" % (key, flags, length, cas)
 
 
+# The " 0 <bytes>\r\n" end of a VALUE line without flags, by value length. Formatting
+# the two numbers was a third of making a get reply, and a cache serves few distinct
+# lengths: `value_suffix` fills this as lengths are seen, up to VALUE_SUFFIX_MAX of them.
+# Readers look it up first (hot path): ``ZERO_FLAGS_SUFFIX.get(n) if not flags else None``.
+ZERO_FLAGS_SUFFIX: dict[int, bytes] = {}
+VALUE_SUFFIX_MAX = 4096
+
+
+def value_suffix(flags: int, length: int) -> bytes:
+    """`` <flags> <bytes>\r\n``: the end of a VALUE line after its key (without CAS)."""
+    suffix = b" %d %d\r\n" % (flags, length)
+    if not flags and len(ZERO_FLAGS_SUFFIX) < VALUE_SUFFIX_MAX:
+        ZERO_FLAGS_SUFFIX[length] = suffix
+    return suffix
+
+
 def stat_line(name: str, value: object) -> bytes:
     return b"STAT %b %b\r\n" % (name.encode(), str(value).encode())
 
