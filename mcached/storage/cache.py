@@ -45,7 +45,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mcached.clock import Clock
-from mcached.storage.assoc import ADDR_MASK, EMPTY, HB_MASK, MARK, TAG_MASK, TOMB, make_entry
+from mcached.storage.assoc import (
+    ADDR_BITS,
+    ADDR_MASK,
+    EMPTY,
+    HB_MASK,
+    MARK,
+    TAG_MASK,
+    TOMB,
+    make_entry,
+)
 from mcached.storage.items import (
     GET_HDR,
     HDR,
@@ -240,10 +249,11 @@ class Cache:
         SET = StoreMode.SET
         STORED = StoreResult.STORED
         TOO_LARGE = StoreResult.TOO_LARGE
-        assert (MARK, TAG_MASK, ADDR_MASK, HEADER, NSTAT) == (
+        assert (MARK, TAG_MASK, ADDR_MASK, ADDR_BITS, HEADER, NSTAT) == (
             0x4000000000000000,
             0x7FFFFF0000000000,
             0xFFFFFFFFFF,
+            40,
             48,
             21,
         )
@@ -264,7 +274,9 @@ class Cache:
             h = hash(key)
             part = parts[h & pmask]
             s = h >> pshift
-            want = (s & 0x3FFFFF) << 40 | 0x4000000000000000  # make_entry's tag bits
+            # make_entry's MARK and tag bits, shifted down: `e >> 40` compares them as a
+            # one-digit int, where `e & TAG_MASK` made a 63-bit one per probe
+            want = (s & 0x3FFFFF) | 0x400000
             lock = part.lock
             lock.acquire()
             try:
@@ -273,7 +285,7 @@ class Cache:
                 i = s & m
                 while True:
                     e = tbl[i]
-                    if e & 0x7FFFFF0000000000 == want:  # TAG_MASK
+                    if e >> 40 == want:  # ADDR_BITS
                         pno = (e >> 20) & 0xFFFFF
                         o = e & 0xFFFFF
                         buf = bufs[pno]
