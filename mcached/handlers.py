@@ -30,7 +30,7 @@ from mcached.protocol import responses as r
 from mcached.protocol.responses import ZERO_FLAGS_SUFFIX
 from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
-from mcached.storage.cache import Cache
+from mcached.storage.cache import Cache, Hit
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 from mcached.storage.slabs import SlabClasses, slab_class_sizes
 
@@ -221,9 +221,24 @@ class Handlers:
         else:
             s.out += (b"VALUE " + key + suffix, value, VALUE_END)  # a large value: uncopied
 
+    def _lookup(self, lookup: Callable[[bytes], Hit | None], keys: list[bytes]) -> Any:
+        """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`),
+        and telling `stats detail` of each hit or miss while it is on."""
+        lookup = per_key(lookup, keys)
+        if not self.detail.enabled:
+            return lookup
+        record = self.detail.record_get
+
+        def recorded(key: bytes) -> Hit | None:
+            hit: Hit | None = lookup(key)
+            record(key, hit is not None)
+            return hit
+
+        return recorded
+
     def _get_many(self, keys: list[bytes], s: Session) -> None:
         out = s.out
-        cache_get = per_key(self.cache.get, keys)
+        cache_get = self._lookup(self.cache.get, keys)
         hits = 0
         for key in keys:
             hit = cache_get(key)
@@ -246,12 +261,10 @@ class Handlers:
         ctr.cmd_get += n
         ctr.get_hits += hits
         ctr.get_misses += n - hits
-        if self.detail.enabled:
-            self._detail_gets(keys)
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
         out = s.out
-        cache_get = per_key(self.cache.get, cmd.keys)
+        cache_get = self._lookup(self.cache.get, cmd.keys)
         hits = 0
         for key in cmd.keys:
             hit = cache_get(key)
@@ -265,15 +278,13 @@ class Handlers:
         ctr.cmd_get += n
         ctr.get_hits += hits
         ctr.get_misses += n - hits
-        if self.detail.enabled:
-            self._detail_gets(cmd.keys)
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         append = s.out.append
         with_cas = type(cmd) is c.Gats
         exptime = cmd.exptime
         get_and_touch = self.cache.get_and_touch
-        lookup = per_key(lambda key: get_and_touch(key, exptime), cmd.keys)
+        lookup = self._lookup(lambda key: get_and_touch(key, exptime), cmd.keys)
         hits = 0
         for key in cmd.keys:
             hit = lookup(key)
@@ -290,14 +301,6 @@ class Handlers:
         ctr.cmd_touch += n
         ctr.touch_hits += hits
         ctr.touch_misses += n - hits
-        if self.detail.enabled:
-            for key in cmd.keys:
-                self.detail.record_get(key, True)
-
-    def _detail_gets(self, keys: list[bytes]) -> None:
-        # a second lookup, paid only while `stats detail on` is active
-        for key in keys:
-            self.detail.record_get(key, self.cache.get(key) is not None)
 
     # ---- storage ----
 

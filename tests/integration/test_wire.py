@@ -765,6 +765,21 @@ def test_stats_detail_dump_counts_by_prefix(server: Server) -> None:
     )
 
 
+def test_bug_stats_detail_counted_gat_misses_as_hits_and_gets_twice(server: Server) -> None:
+    """With ``stats detail on`` a get looked every key up a second time to record it (the
+    slab class's get_hits counted each hit twice), and gat recorded every key as a hit."""
+    with Conn(server.address) as conn:
+        exchange(conn, b"stats detail on\r\nset a:x 0 0 1\r\nx\r\n", b"OK\r\nSTORED\r\n")
+        exchange(conn, b"gat 0 a:x a:y\r\n", b"VALUE a:x 0 1\r\nx\r\nEND\r\n")
+        exchange(conn, b"get a:x\r\n", b"VALUE a:x 0 1\r\nx\r\nEND\r\n")
+        conn.send(b"stats detail dump\r\n")
+        dump = conn.read_until(b"END\r\n").split(b"\r\n")
+        slabs = stats(conn, b"slabs")
+    # the exchanges' probe gets are counted too, under their own prefix
+    assert b"PREFIX a get 3 hit 2 set 1 del 0" in dump
+    assert slabs["1:get_hits"] == "1"
+
+
 # --- pipelining -------------------------------------------------------------------------
 
 
