@@ -446,8 +446,10 @@ class Parser:
             # memcached answers once the whole block has been swallowed
             return self._swallow_block(vlen + 2, c.TooLarge(verb, key, noreply))
         self._pending = (self._STORAGE[verb], key, flags, exptime, vlen, cas_unique, noreply, verb)
-        self._framed = True
-        return None
+        cmd = self._data_block()  # usually the block came with its line: done here
+        if cmd is None:
+            self._framed = True
+        return cmd
 
     def _swallow_block(self, n: int, then: c.Command) -> c.Command | None:
         """Discard the next `n` bytes, then answer `then` (None while bytes are missing)."""
