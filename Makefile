@@ -58,8 +58,10 @@ fmt: $(VENV)/.installed-test
 type: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# Medians of 3 runs per load and server, alternating (the machine is noisy).
+BENCH_ARGS ?= --repeat 3
 bench: system-deps $(VENV)/.installed
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python scripts/bench_memory.py
