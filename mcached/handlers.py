@@ -2,13 +2,13 @@
 
 The server looks each parsed command's type up in `Handlers.dispatch_table()` and calls the
 handler with the command and the connection's `Session` (its output list and its worker's
-counters). Replies are appended as bytes; the
-server joins one batch into one send. ``noreply`` is honoured here, with memcached's rule:
-errors sent through its ``out_string`` are hidden by ``noreply``, while out-of-memory errors
-(``out_errstring``) are always sent.
+counters). Replies are appended as bytes; the server joins one batch into one send.
+``noreply`` is honoured here, with memcached's rule: errors sent through its ``out_string``
+are hidden by ``noreply``, while out-of-memory errors (``out_errstring``) are always sent.
 
 Hot path: `get` and the storage verbs run once per request, so they bind attributes to
-locals and format with ``%`` on bytes (measured cheaper than building reply objects).
+locals and build replies from bytes pieces (measured cheaper than building reply objects;
+`get` has its own one-key path, see there).
 """
 
 from __future__ import annotations
