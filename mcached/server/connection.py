@@ -262,7 +262,8 @@ class Connection:
     def process(self) -> None:
         """Run up to ``-R`` buffered commands, then send their replies in one write."""
         # hot path: one iteration per request, so everything it touches is a local
-        next_command = self.parser.next_command
+        parser = self.parser
+        next_command = parser.next_command
         dispatch = self.dispatch
         trace = self.worker.trace
         budget = self.reqs_per_event
@@ -275,6 +276,8 @@ class Connection:
                     log.log(TRACE, "<%d %r", self.fd, cmd)
                 dispatch[type(cmd)](cmd, self)
                 budget -= 1
+                if budget and parser.at_end:
+                    break  # nothing left: no call just to hear NEED_DATA
             else:
                 self.counters.conn_yields += 1
         except CloseConnection as exc:

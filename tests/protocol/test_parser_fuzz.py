@@ -7,6 +7,8 @@
   most one partial line (2048 bytes, 1 MB for a multiget) or one partial data block.
 * Valid commands, encoded as a client would, come back equal, however cut.
 * The same for the ``-Y`` authentication phase.
+* Whenever the parser says `at_end` (the server then stops asking), the next
+  `next_command` would indeed have said NEED_DATA.
 """
 
 from __future__ import annotations
@@ -188,6 +190,9 @@ def run(pieces: list[bytes], auth: bool = False, grant: bool = False) -> tuple[l
                         cmd.grant()
                 else:
                     seen.append(cmd)
+                if parser.at_end:
+                    assert parser.next_command() is NEED_DATA
+                    break
             check_bounded(parser)
     except CloseConnection:
         return seen, True
