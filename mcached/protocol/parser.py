@@ -276,7 +276,9 @@ class Parser:
                 self._check_partial_line()
             return NEED_DATA
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
-        line = bytes(buf[pos:end])
+        line = buf[pos:end]
+        if type(line) is not bytes:  # a bytearray buffer (see feed): keys must be bytes
+            line = bytes(line)
         self._pos = nl + 1
         # `0 in line` looks for the NUL byte as an int: `b"\0" in line` first tries (and
         # fails) to read its operand as one, and building that TypeError cost ~4% of a get
@@ -358,7 +360,9 @@ class Parser:
         self._pos = end + 2
         if buf[end : end + 2] != b"\r\n":
             return c.BadDataChunk(verb, key, noreply)
-        value = bytes(buf[pos:end])
+        value = buf[pos:end]
+        if type(value) is not bytes:  # a bytearray buffer (a value that came in pieces)
+            value = bytes(value)
         if build is c.Cas:
             return c.Cas(key, flags, exptime, value, cas_unique, noreply)
         return build(key, flags, exptime, value, noreply)
