@@ -52,7 +52,7 @@ ERROR_TLS_NOT_ENABLED = b"Error TLS not enabled\r\n"
 def value_header(key: bytes, flags: int, length: int, cas: int | None = None) -> bytes:
     """``VALUE <key> <flags> <bytes> [<cas unique>]\\r\\n``."""
     if cas is None:
-        return b"VALUE %b %d %d\r\n" % (key, flags, length)
+        return b"VALUE " + key + value_suffix(flags, length)
     return b"VALUE %b %d %d %d\r\n" % (key, flags, length, cas)
 
 

@@ -1,2 +1,2 @@
 """Sockets and threads. Knows bytes, connections and commands as opaque values; never what a
-verb means (it receives `handle` as a callable) and never the storage."""
+verb means (it receives a table from command type to handler) and never the storage."""
