@@ -38,7 +38,7 @@ from mcached.storage.slabs import SlabClasses, slab_class_sizes
 class Session(Protocol):
     """What a handler needs from a connection (the server's Connection provides it)."""
 
-    out: list[bytes]
+    out: list[bytes | bytearray]  # a bytearray: a value copied out of the cache
     counters: Counters
 
 

@@ -108,7 +108,7 @@ class Connection:
         self.listen_addr = listen_addr
         self.worker = worker
         self.parser = parser
-        self.out: list[bytes] = []
+        self.out: list[bytes | bytearray] = []
         self.counters: Counters = worker.counters
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.state = HANDSHAKE if self.tls else READING

@@ -33,7 +33,7 @@ trade measured (scripts/bench_memory.py --micro): they are closures over local a
 by `_bind_hot_paths` (about 20% faster than methods reading ``self.x``), with the table probe,
 the header write and the common set written out inline; ``lock.acquire()``/``release()`` in
 ``try``/``finally`` rather than ``with`` (about 100 ns cheaper in CPython 3.11); one
-``struct.unpack_from`` for the header; the value copied out of the page with one memoryview
+``struct.unpack_from`` for the header; the value copied out of the page with one bytearray
 slice; and a set over an existing item of the same class rewritten in place (no chunk
 allocated or freed).
 """
@@ -121,8 +121,9 @@ _SET, _ADD, _CAS, _REPLACE, _APPEND = (
 _STORED = StoreResult.STORED
 _NO_MEMORY = StoreResult.NO_MEMORY
 
-#: what `get` returns for a hit: (value, flags, cas unique)
-Hit = tuple[bytes, int, int]
+#: what `get` returns for a hit: (value, flags, cas unique); the value is the caller's own
+#: copy (a bytearray from the hot path: it is only ever sent)
+Hit = tuple[bytes | bytearray, int, int]
 
 
 def parse_counter(value: bytes) -> int | None:
@@ -305,11 +306,14 @@ class Cache:
                 if not fetched:
                     buf[o + 3] = 1  # OFF_FETCHED
                 part.cst[pbase[pno] + 11] += 1  # S_GET_HITS of the item's class
+                value: bytes | bytearray
                 if st & 2:  # ST_CHAINED
                     value = read_chained(pno << 20 | o, nk, nbytes)
                 else:
+                    # a bytearray slice: one copy, made under the lock, without the memoryview
+                    # that `.tobytes()` needs (callgrind: ~700 instructions fewer a hit)
                     vo = o + 48 + nk
-                    value = mvs[pno][vo : vo + nbytes].tobytes()
+                    value = buf[vo : vo + nbytes]
                 return value, flags, (cas if cas_on else 0)
             finally:
                 lock.release()

@@ -44,6 +44,22 @@ def test_store_modes(cache: Cache) -> None:
     assert cache.store(APPEND, b"nope", b"x") is StoreResult.NOT_STORED
 
 
+def test_a_hit_is_a_copy_that_later_writes_leave_alone(cache: Cache) -> None:
+    """A reply may wait in a connection's queue while the item is rewritten in place (a set
+    of the same size) or deleted and its chunk taken by another key: the value `get` gave
+    must not change with it."""
+    cache.store(SET, b"k", b"a" * 1000)
+    first = cache.get(b"k")
+    assert first is not None
+    cache.store(SET, b"k", b"b" * 1000)  # same class: the chunk is rewritten in place
+    second = cache.get(b"k")
+    assert cache.delete(b"k")
+    cache.store(SET, b"j", b"c" * 1000)  # takes the freed chunk
+    assert first[0] == b"a" * 1000
+    assert second is not None and second[0] == b"b" * 1000
+    assert cache.get(b"j") == (b"c" * 1000, 0, cache.get(b"j")[2])  # type: ignore[index]
+
+
 def test_cas(cache: Cache) -> None:
     assert cache.store(CAS, b"k", b"v", cas=1) is StoreResult.NOT_FOUND
     cache.store(SET, b"k", b"v")
