@@ -61,6 +61,11 @@ The exit status is 1 if any run failed or counted errors, 130 if interrupted.
 ``--mcached-cmd`` replaces the mcached command (with ``{port}`` and
 ``{threads}`` placeholders); e.g. pass a memcached command to check the script
 itself with memcached on both sides.
+``--ceiling`` adds two more servers to every load: ``scripts/bench_ceiling.py``, a
+bare one-thread Python server that knows get/set/version over a dict (the most
+CPython gets out of this machine: mcached cannot beat it), and the same over
+mcached's slab cache (what the storage costs without the daemon around it).
+Their ratios to memcached, from the same run, are the yardstick for mcached's.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MEMCACHED_BIN = "/usr/bin/memcached"
 LOADS = ("memaslap", "multiget", "mix")
 SERVERS = ("mcached", "memcached")
+# --ceiling: scripts/bench_ceiling.py, a bare Python server, over a dict and over mcached's cache
+CEILINGS = ("ceiling", "ceiling-cache")
 START_TIMEOUT = 20.0  # seconds for a server to answer "version"
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 
@@ -140,6 +147,11 @@ def mcached_cmd(threads: int | None) -> list[str]:
         "-c",
         "4096",  # as memcached's command
     ]
+
+
+def ceiling_cmd(store: str) -> list[str]:
+    script = str(REPO_ROOT / "scripts" / "bench_ceiling.py")
+    return [sys.executable, script, "--port", "{port}", "--store", store, "-m", "1024"]
 
 
 def free_port() -> int:
@@ -931,6 +943,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--servers", choices=("both", *SERVERS), default="both")
     p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run scripts/bench_ceiling.py over a dict and over mcached's cache: the "
+        "most a Python server gets out of this machine, measured in the same run",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -977,6 +995,8 @@ def server_templates(args: argparse.Namespace) -> dict[str, list[str]]:
     templates = {
         "mcached": mcached_cmd(args.mcached_threads),
         "memcached": memcached_cmd(args.threads),
+        "ceiling": ceiling_cmd("dict"),
+        "ceiling-cache": ceiling_cmd("cache"),
     }
     for name, override in (("mcached", args.mcached_cmd), ("memcached", args.memcached_cmd)):
         if override:
@@ -990,6 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loads = [name for name in LOADS if not args.only or name in args.only]
     servers = list(SERVERS) if args.servers == "both" else [args.servers]
+    if args.ceiling:
+        servers += CEILINGS
     templates = server_templates(args)
     if any(name in loads for name in ("memaslap", "multiget")) and find_memaslap() is None:
         print("memaslap (memcaslap) not found: install libmemcached-tools", file=sys.stderr)
@@ -1047,20 +1069,26 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: reporting what ran", flush=True)
 
     summary = {ld: {s: summarize(runs[ld][s]) for s in servers} for ld in loads}
-    ratios: dict[str, dict[str, float | None]] = {}
+    # each server's figures over memcached's, when memcached ran
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
     for ld in loads:
-        if len(servers) == 2:
-            mc, ref = summary[ld]["mcached"], summary[ld]["memcached"]
-            ratios[ld] = {
-                k: (mc[k] / ref[k] if mc[k] is not None and ref[k] else None)
-                for k in ("ops_per_s", "p50_ms", "p99_ms")
-            }
+        if "memcached" not in servers:
+            continue
+        ref = summary[ld]["memcached"]
+        ratios[ld] = {}
+        for s in servers:
+            if s != "memcached":
+                sm = summary[ld][s]
+                ratios[ld][s] = {
+                    k: (sm[k] / ref[k] if sm[k] is not None and ref[k] else None)
+                    for k in ("ops_per_s", "p50_ms", "p99_ms")
+                }
 
     print()
     title = f"medians of {args.repeat} run(s)" if args.repeat > 1 else "1 run each"
     print(f"Results ({title}; latency in ms; cpu in % of one core)")
     header = (
-        f"{'load':<10} {'server':<10} {'ops/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'avg ms':>8}"
+        f"{'load':<10} {'server':<13} {'ops/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'avg ms':>8}"
         f" {'errors':>7} {'srv cpu':>8} {'cli cpu':>8} {'ratio(ops)':>11}"
     )
     print(header)
@@ -1069,9 +1097,9 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             sm = summary[ld][s]
             approx = sm["latency_approx"]
-            ratio = ratios.get(ld, {}).get("ops_per_s") if s == "mcached" else None
+            ratio = ratios.get(ld, {}).get(s, {}).get("ops_per_s")
             print(
-                f"{ld:<10} {s:<10} {fmt_ops(sm['ops_per_s']):>11}"
+                f"{ld:<10} {s:<13} {fmt_ops(sm['ops_per_s']):>11}"
                 f" {fmt_num(sm['p50_ms'], approx=approx):>9}"
                 f" {fmt_num(sm['p99_ms'], approx=approx):>9} {fmt_num(sm['avg_ms']):>8}"
                 f" {sm['errors'] if sm['ok_runs'] else '-':>7}"
@@ -1083,12 +1111,12 @@ def main(argv: list[str] | None = None) -> int:
                 shown = ", ".join(
                     f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.3g}" for k, v in extra.items()
                 )
-                print(f"{'':<21} {shown}")
+                print(f"{'':<24} {shown}")
             if sm["error_kinds"]:
                 kinds = ", ".join(f"{k} {v}" for k, v in sm["error_kinds"].items())
-                print(f"{'':<21} ERRORS (all runs): {kinds}")
+                print(f"{'':<24} ERRORS (all runs): {kinds}")
             if sm["ok_runs"] < sm["runs"]:
-                print(f"{'':<21} {sm['runs'] - sm['ok_runs']} of {sm['runs']} run(s) FAILED")
+                print(f"{'':<24} {sm['runs'] - sm['ok_runs']} of {sm['runs']} run(s) FAILED")
     print()
     if any(summary[ld][s]["latency_approx"] for ld in loads for s in servers):
         print(
@@ -1116,11 +1144,17 @@ def main(argv: list[str] | None = None) -> int:
                 break
     if ratios:
         print()
-        print("ratio mcached/memcached (ops/s: higher is better; latency: lower is better)")
-        for ld, r in ratios.items():
+        print("ratio to memcached (ops/s: higher is better; latency: lower is better)")
+        for ld, per_server in ratios.items():
+            for s, r in per_server.items():
+                print(
+                    f"  {ld:<10} {s:<13} ops/s {fmt_num(r['ops_per_s'], 2)}x"
+                    f"   p50 {fmt_num(r['p50_ms'], 2)}x   p99 {fmt_num(r['p99_ms'], 2)}x"
+                )
+        if args.ceiling:
             print(
-                f"  {ld:<10} ops/s {fmt_num(r['ops_per_s'], 2)}x"
-                f"   p50 {fmt_num(r['p50_ms'], 2)}x   p99 {fmt_num(r['p99_ms'], 2)}x"
+                "  ceiling: scripts/bench_ceiling.py, get/set/version over a dict and nothing"
+                " else;\n  ceiling-cache: the same over mcached's slab cache (no daemon around it)"
             )
 
     if args.json:
