@@ -59,7 +59,7 @@ type: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 # Medians of 3 runs per load and server, alternating (the machine is noisy).
-BENCH_ARGS ?= --repeat 3
+BENCH_ARGS ?= --repeat 3 --ceiling
 bench: system-deps $(VENV)/.installed
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
