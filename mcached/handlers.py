@@ -440,11 +440,19 @@ class Handlers:
             s.out.append(reply)
 
     def lru_crawler(self, cmd: c.LruCrawler, s: Session) -> None:
-        """``lru_crawler metadump <all|ids>``: one line per live item (memcached-tool dump
-        reads it); ``lru_crawler crawl <all|ids>``: reclaim expired items now."""
+        """``lru_crawler metadump <all|hash|ids>``: one line per live item (memcached-tool
+        dump reads it); ``lru_crawler crawl <all|ids>``: reclaim expired items now.
+
+        ``hash`` asks memcached to walk its hash table rather than its LRUs, which can skip or
+        repeat items they reorder mid-walk; mcached always walks its item tables, so it is
+        ``all``. memcached only dumps that way: ``crawl hash`` is its "unknown error"."""
         sub, which = cmd.args
         classes: set[int] | None = None
-        if which != b"all":
+        if which == b"hash":
+            if sub == b"crawl":
+                s.out.append(r.CRAWLER_ERROR)
+                return
+        elif which != b"all":
             try:
                 classes = {int(x) for x in which.split(b",")}
             except ValueError:

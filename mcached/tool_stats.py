@@ -34,7 +34,7 @@ class StatsClient:
                 reply, self.buf = self.buf[: i + len(end)], self.buf[i + len(end) :]
                 return reply
             if (
-                self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))
+                self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"BADCLASS"))
                 and b"\r\n" in self.buf
             ):
                 err, _, self.buf = self.buf.partition(b"\r\n")
@@ -138,12 +138,22 @@ def settings(ctx: click.Context) -> None:
 
 
 def _metadump(c: StatsClient) -> Iterator[tuple[bytes, int]]:
-    reply = c.request(b"lru_crawler metadump all")
+    """Every live key once, with its exptime. memcached walks its hash table for ``metadump
+    hash``; its LRU walk (``all``, all a server older than that knows) can skip an item the
+    LRU moves mid-walk, or meet it twice: repeats are dropped."""
+    try:
+        reply = c.request(b"lru_crawler metadump hash")
+    except click.ClickException:
+        reply = c.request(b"lru_crawler metadump all")
+    seen: set[bytes] = set()
     for line in reply.split(b"\n"):
         if not line.startswith(b"key="):
             continue
         fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
-        yield unquote_to_bytes(fields[b"key"]), int(fields[b"exp"])
+        key = unquote_to_bytes(fields[b"key"])
+        if key not in seen:
+            seen.add(key)
+            yield key, int(fields[b"exp"])
 
 
 @click.command()

@@ -39,6 +39,7 @@ MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\
 MEMLIMIT_NOT_MB = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
 MEMLIMIT_FAILED = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
 BADCLASS = b"BADCLASS invalid class id\r\n"
+CRAWLER_ERROR = b"ERROR an unknown error happened\r\n"  # lru_crawler crawl hash
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 # -Y, ASCII authentication (memcached 1.6's proto_text.c)
 CLIENT_ERROR_UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"

@@ -17,7 +17,8 @@ LINE = re.compile(
 )
 
 
-def test_metadump_lists_every_live_item(server: Server) -> None:
+@pytest.mark.parametrize("which", [b"all", b"hash"])
+def test_metadump_lists_every_live_item(server: Server, which: bytes) -> None:
     with Conn(server.address) as conn:
         assert (
             conn.request(
@@ -26,7 +27,7 @@ def test_metadump_lists_every_live_item(server: Server) -> None:
             )
             == b"STORED\r\nSTORED\r\nSTORED\r\nVALUE foo 0 3\r\nbar\r\nEND\r\n"
         )
-        conn.send(b"lru_crawler metadump all\r\n")
+        conn.send(b"lru_crawler metadump %b\r\n" % which)
         dump = conn.read_until(b"END\r\n")
     body = dump[: -len(b"END\r\n")]
     rows = {m.group(1): m for m in LINE.finditer(body)}
@@ -48,6 +49,10 @@ def test_metadump_lists_every_live_item(server: Server) -> None:
         (b"lru_crawler\r\n", b"ERROR\r\n"),
         (b"lru_crawler crawl all\r\n", b"OK\r\n"),
         (b"lru_crawler metadump 1\r\n", b"END\r\n"),
+        (b"lru_crawler metadump hash\r\n", b"END\r\n"),
+        (b"lru_crawler metadump hash,1\r\n", b"BADCLASS invalid class id\r\n"),
+        (b"lru_crawler metadump HASH\r\n", b"BADCLASS invalid class id\r\n"),
+        (b"lru_crawler crawl hash\r\n", b"ERROR an unknown error happened\r\n"),
     ],
 )
 def test_lru_crawler_replies(server: Server, request_line: bytes, reply: bytes) -> None:

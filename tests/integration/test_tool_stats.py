@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+
 import pytest
 from click.testing import CliRunner
 
@@ -66,6 +70,49 @@ def test_dump_replays_into_an_empty_server(server: Server, server_factory: objec
         assert conn.request(b"get bin key19\r\n") == (
             b"VALUE bin 7 4\r\n\x00\r\n\xff\r\nVALUE key19 19 29\r\n" + b"v" * 29 + b"\r\nEND\r\n"
         )
+
+
+@pytest.fixture
+def lru_walk_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A server that knows no ``metadump hash`` (as memcached before it had one) and whose
+    LRU walk met key ``a`` twice: what a real memcached does only when its LRU moves an item
+    mid-walk. Yields its address and the request lines it received."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+    replies = {
+        b"lru_crawler metadump hash": b"BADCLASS invalid class id\r\n",
+        b"lru_crawler metadump all": b"key=a exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n"
+        b"key=b exp=-1 la=1 cas=2 fetch=no cls=1 size=60\n"
+        b"key=a exp=-1 la=1 cas=1 fetch=no cls=1 size=60\nEND\r\n",
+        b"get a b": b"VALUE a 0 1\r\nx\r\nVALUE b 3 2\r\nyy\r\nEND\r\n",
+    }
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                seen.append(line.rstrip(b"\r\n"))
+                conn.sendall(replies.get(seen[-1], b"ERROR\r\n"))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    host, port = listener.getsockname()
+    yield f"{host}:{port}", seen
+    listener.close()
+    thread.join(5)
+
+
+def test_bug_dump_repeated_a_key_the_lru_walk_met_twice(
+    lru_walk_server: tuple[str, list[bytes]],
+) -> None:
+    """memcached's ``metadump all`` lists an item twice when its LRU moves it during the walk
+    (seen in CI against memcached 1.6.18: the replay then answered NOT_STORED once). The dump
+    asks for the hash walk first, falls back to the LRU walk, and lists every key once."""
+    address, seen = lru_walk_server
+    result = CliRunner().invoke(main, [address, "dump"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"add a 0 0 1\r\nx\r\nadd b 3 0 2\r\nyy\r\n"
+    assert seen == [b"lru_crawler metadump hash", b"lru_crawler metadump all", b"get a b"]
 
 
 def test_top_refreshes(server: Server) -> None:
