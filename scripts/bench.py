@@ -115,14 +115,8 @@ def memcached_cmd(threads: int) -> list[str]:
     cmd = [MEMCACHED_BIN]
     if os.geteuid() == 0:
         cmd += ["-u", "root"]
-    return (
-        cmd
-        + ["-l", HOST, "-p", "{port}", "-U", "0", "-t", str(threads), "-m", "1024"]
-        + [
-            "-c",
-            "4096",  # room for --idle-conns beside the load's own connections
-        ]
-    )
+    cmd += ["-l", HOST, "-p", "{port}", "-U", "0", "-t", str(threads), "-m", "1024"]
+    return cmd + ["-c", "4096"]  # room for --idle-conns beside the load's own connections
 
 
 def open_idle(port: int, n: int) -> list[socket.socket]:
@@ -141,12 +135,8 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
 def mcached_cmd(threads: int | None) -> list[str]:
     # None: mcached's own default thread count (1 under the GIL; see settings.py)
     t = ["-t", str(threads)] if threads else []
-    return [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", *t] + [
-        "-m",
-        "1024",
-        "-c",
-        "4096",  # as memcached's command
-    ]
+    cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", *t]
+    return cmd + ["-m", "1024", "-c", "4096"]  # as memcached's command
 
 
 def ceiling_cmd(store: str) -> list[str]:

@@ -110,7 +110,10 @@ def serve(port: int, get: Any, put: Any) -> None:
         if pos < len(buf):
             pending[conn] = buf[pos:]
         if out:
-            conn.sendall(b"".join(out))  # replies are small: sendall never waits long here
+            # The loads' replies fit the socket buffer. One that did not would make this
+            # non-blocking sendall raise and stop the server, which bench.py reports as a
+            # failed run: a yardstick has no output queue.
+            conn.sendall(b"".join(out))
 
     while True:
         for key, _ in sel.select():
