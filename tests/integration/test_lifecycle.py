@@ -132,10 +132,10 @@ def test_socket_activation_serves_the_inherited_socket() -> None:
     port = listener.getsockname()[1]
     fd = listener.fileno()
     # systemd's contract: the sockets are fds 3.., LISTEN_PID is the service's own pid.
-    script = (
-        f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached '
-        f"-l {HOST} -p 1"
-    )
+    # Move the socket to fd 3 unless it is there already (moving 3 onto 3, then closing
+    # the original, would close the only copy).
+    move = "" if fd == 3 else f"exec 3<&{fd}; exec {fd}<&-; "
+    script = f'{move}LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached -l {HOST} -p 1'
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         ["bash", "-c", script, sys.executable],
