@@ -22,7 +22,7 @@ from typing import Any
 from mcached import systemd
 from mcached.auth import AuthFile
 from mcached.clock import Clock
-from mcached.discovery import Discovery
+from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.protocol.parser import Parser
 from mcached.server.listener import Server

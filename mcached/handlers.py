@@ -23,7 +23,7 @@ import psutil
 
 from mcached import MEMCACHED_VERSION
 from mcached.clock import Clock
-from mcached.discovery import LEGACY_KEY
+from mcached.cluster.config import LEGACY_KEY
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol import commands as c
 from mcached.protocol import responses as r

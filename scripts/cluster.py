@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         tool = (
             "mcached-tool"
             if shutil.which("mcached-tool")
-            else f"PYTHONPATH={ROOT} python -m mcached.tool"
+            else f"PYTHONPATH={ROOT} python -m mcached.client.tool"
         )
         python = "python" if shutil.which("mcached-tool") else f"PYTHONPATH={ROOT} python"
         print("try:")
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.spares:
             print(f"  {tool} {first} cluster add {args.name}:{ports[args.nodes]}")
         print(
-            f'  {python} -c "from mcached.cluster_client import ClusterClient; '
+            f'  {python} -c "from mcached.client.cluster import ClusterClient; '
             f"c = ClusterClient('{first}', poll_interval=5); "
             "c.set('k', b'v'); print(c.get('k'), c.servers)\""
         )

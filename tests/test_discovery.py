@@ -1,5 +1,6 @@
-"""Unit tests of mcached/discovery.py and mcached/endpoint.py: the format, the version rules,
-the sources and their precedence. No sockets: names come from a fake resolver."""
+"""Unit tests of mcached/cluster/ and the client side of its format (mcached/client/node.py):
+the format, the version rules, the sources and their precedence. No sockets: names come from a
+fake resolver."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from mcached.addr import parse_address
 from mcached.cli import parse_settings
-from mcached.discovery import (
-    CLIENT_ERROR_DELETE_DISABLED,
-    CLIENT_ERROR_SET_DISABLED,
+from mcached.client.node import NodeError, NotSupported, parse_config_reply
+from mcached.cluster.config import (
     ClusterConfig,
-    Discovery,
     Node,
     config_reply,
     format_data,
@@ -24,7 +24,11 @@ from mcached.discovery import (
     parse_data,
     parse_node,
 )
-from mcached.endpoint import EndpointError, NotSupported, parse_address, parse_config_reply
+from mcached.cluster.discovery import (
+    CLIENT_ERROR_DELETE_DISABLED,
+    CLIENT_ERROR_SET_DISABLED,
+    Discovery,
+)
 from mcached.protocol import commands as c
 from mcached.protocol.parser import Parser
 from mcached.settings import Settings, SettingsError, validate
@@ -386,7 +390,7 @@ def test_config_set_overrides_the_file_until_deleted(tmp_path: Path) -> None:
     assert d.current() == ClusterConfig(11, (THREE[1],))  # the file as it is now
 
 
-# ---- the client side of the format (mcached/endpoint.py) ----
+# ---- the client side of the format (mcached/client/node.py) ----
 
 REPLY_CASES = [
     EXAMPLE,
@@ -417,7 +421,7 @@ def test_parse_config_reply_errors() -> None:
         b"CONFIG cluster 0 6\r\n1\na:1\n\r\nEND!\r\n",  # not END
         b"CONFIG cluster 0 x\r\n",
     ):
-        with pytest.raises(EndpointError):
+        with pytest.raises(NodeError):
             parse_config_reply(bad)
 
 
@@ -482,11 +486,19 @@ def test_cluster_options_validated(changes: dict[str, object]) -> None:
 
 def test_layering_of_discovery_and_its_clients() -> None:
     allowed = {
-        "mcached.discovery": ("mcached.protocol", "mcached.settings", "mcached.errors"),
-        "mcached.endpoint": ("mcached.discovery",),
-        "mcached.cluster_client": ("mcached.discovery", "mcached.endpoint"),
-        "mcached.tool": ("mcached.discovery", "mcached.endpoint", "mcached.tool_stats"),
-        "mcached.tool_stats": (),
+        "mcached.cluster.config": ("mcached.addr",),
+        "mcached.cluster.sources": ("mcached.addr", "mcached.cluster.config"),
+        "mcached.cluster.discovery": (
+            "mcached.addr",
+            "mcached.cluster",
+            "mcached.protocol",
+            "mcached.settings",
+            "mcached.errors",
+        ),
+        "mcached.client.node": ("mcached.addr", "mcached.cluster.config"),
+        "mcached.client.cluster": ("mcached.addr", "mcached.cluster.config", "mcached.client.node"),
+        "mcached.client.tool": ("mcached.addr", "mcached.cluster", "mcached.client"),
+        "mcached.client.tool_stats": (),
     }
     problems = []
     for path in sorted(ROOT.rglob("*.py")):
@@ -505,9 +517,9 @@ def test_layering_of_discovery_and_its_clients() -> None:
 
 
 def test_tool_and_daemon_do_not_need_pymemcache() -> None:
-    """pymemcache is the ``client`` extra: only mcached.cluster_client may import it."""
+    """pymemcache is the ``client`` extra: only mcached.client.cluster may import it."""
     for path in sorted(ROOT.rglob("*.py")):
-        if module_name(path) != "mcached.cluster_client":
+        if module_name(path) != "mcached.client.cluster":
             assert not any(i.startswith("pymemcache") for i in all_imports(path)), path
 
 

@@ -16,6 +16,7 @@ ALLOWED = {
     "mcached.protocol": ("mcached.errors", "mcached.protocol"),
     "mcached.storage": ("mcached.errors", "mcached.clock", "mcached.storage"),
     "mcached.server": (
+        "mcached.addr",
         "mcached.errors",
         "mcached.protocol",
         "mcached.stats",
@@ -26,6 +27,7 @@ ALLOWED = {
     "mcached.settings": (),
     "mcached.clock": (),
     "mcached.errors": (),
+    "mcached.addr": (),
     # the -Y credentials: read by handlers, loaded by the daemon; raises a SettingsError
     "mcached.auth": ("mcached.settings",),
 }

@@ -11,10 +11,7 @@ ECONNABORTED, EPROTO...) drops that connection, never the listener.
 With ``-Z`` every TCP listener speaks TLS except those bound from a ``notls:<addr>:<port>``
 spec; their accepted sockets are wrapped here (no I/O: the handshake runs on the worker).
 
-UDP (``-U``): memcached's framing. Each datagram starts with an 8-byte header (request id,
-sequence number, datagram count, reserved; 16-bit big-endian each); a request must fit in one
-datagram, and the reply is split into datagrams of at most `UDP_MAX_PAYLOAD` bytes, each with
-the request id, its sequence number and the total. Every worker polls the UDP socket.
+UDP (``-U``): the sockets are bound here and served by the workers (`mcached.server.udp`).
 """
 
 from __future__ import annotations
@@ -23,51 +20,24 @@ import errno
 import logging
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mcached.errors import CloseConnection, Shutdown
-from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.addr import format_address, parse_listen, split_notls
+from mcached.protocol.parser import Parser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
 from mcached.server.connection import Connection
 from mcached.server.tls import TLS
+from mcached.server.udp import UdpServer
 from mcached.server.workers import Worker
 from mcached.settings import Settings
 from mcached.stats import Counters, ServerCounters
 
 log = logging.getLogger("mcached.server")
 
-UDP_HEADER = struct.Struct("!HHHH")
-UDP_MAX_PAYLOAD = 1400  # memcached's UDP_MAX_PAYLOAD_SIZE: header included
-UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
-
-
-NOTLS = "notls:"
 ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
-
-
-def split_notls(spec: str) -> tuple[bool, str]:
-    """``notls:<addr>`` -> (True, addr): a plain listener beside TLS ones (memcached's -l)."""
-    if spec.startswith(NOTLS):
-        return True, spec[len(NOTLS) :]
-    return False, spec
-
-
-def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); a ``notls:``
-    prefix is ignored here (see `bind_sockets`)."""
-    spec = split_notls(spec)[1]
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-        return host, port
-    if spec.count(":") == 1:
-        host, _, port_s = spec.partition(":")
-        return host, int(port_s)
-    return spec, default_port
 
 
 def bind_sockets(
@@ -81,7 +51,12 @@ def bind_sockets(
     socks: list[socket.socket] = []
     for spec in listen:
         plain, _ = split_notls(spec)
-        host, p = parse_listen(spec, port)
+        try:
+            host, p = parse_listen(spec, port)
+        except ValueError as exc:  # reported as a failure to listen, as a bad host is
+            for other in socks:
+                other.close()
+            raise OSError(errno.EINVAL, str(exc)) from None
         infos = socket.getaddrinfo(host or None, p, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)
         for family, stype, proto, _, addr in infos:
             s = socket.socket(family, stype, proto)
@@ -102,22 +77,6 @@ def bind_sockets(
             if plain and notls is not None:
                 notls.add(s)
     return socks
-
-
-def _fmt_addr(addr: Any) -> str:
-    if isinstance(addr, tuple):
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(addr)
-
-
-class _UdpSession:
-    __slots__ = ("out", "counters", "session")
-
-    def __init__(self, counters: Counters) -> None:
-        self.out: list[bytes] = []
-        self.counters = counters
-        self.session: dict[str, Any] = {}
 
 
 class Server:
@@ -145,6 +104,7 @@ class Server:
         self.tls = TLS(settings) if settings.ssl_enabled else None
         self.notls: set[socket.socket] = set()
         self.udp: list[socket.socket] = []
+        self.udp_server = UdpServer(dispatch, make_parser, settings.reqs_per_event, on_shutdown)
         self.workers: list[Worker] = []
         self._next = 0
         self._selector = selectors.DefaultSelector()
@@ -180,7 +140,7 @@ class Server:
                 tls=self.tls,
             )
             for u in self.udp:
-                w.add_reader(u, self._udp_reader(u, w))
+                w.add_reader(u, self.udp_server.reader(u, w.counters))
             self.workers.append(w)
         for w in self.workers:
             w.start()
@@ -253,7 +213,7 @@ class Server:
             self._wake_w.close()
 
     def _accept(self, lsock: socket.socket) -> None:
-        listen_addr = _fmt_addr(lsock.getsockname())
+        listen_addr = format_address(lsock.getsockname())
         for _ in range(64):  # bounded, so one busy listener cannot starve the others
             try:
                 sock, peer = lsock.accept()
@@ -293,13 +253,13 @@ class Server:
                 if self.tls is not None and lsock not in self.notls:
                     sock = self.tls.wrap(sock)
             except (OSError, ValueError) as exc:  # reset before we got to it
-                log.info("dropping a connection from %s: %s", _fmt_addr(peer), exc)
+                log.info("dropping a connection from %s: %s", format_address(peer), exc)
                 sock.close()
                 self._conn_closed(None, "reset before hand-off")
                 continue
             worker = self.workers[self._next]
             self._next = (self._next + 1) % len(self.workers)
-            worker.hand_off(sock, _fmt_addr(peer), listen_addr)
+            worker.hand_off(sock, format_address(peer), listen_addr)
 
     def _pause_accepting(self) -> None:
         if not self._paused_until:
@@ -320,60 +280,6 @@ class Server:
         with self._curr_lock:
             self._curr -= 1
 
-    # ---- UDP (worker threads) ----
-
-    def _udp_reader(self, sock: socket.socket, worker: Worker) -> Callable[[], None]:
-        def serve() -> None:
-            for _ in range(16):
-                try:
-                    data, peer = sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    return
-                self._serve_datagram(sock, data, peer, worker)
-
-        return serve
-
-    def _serve_datagram(self, sock: socket.socket, data: bytes, peer: Any, worker: Worker) -> None:
-        if len(data) < UDP_HEADER.size:
-            return
-        req_id, seq, total, _ = UDP_HEADER.unpack_from(data)
-        worker.counters.bytes_read += len(data)
-        session = _UdpSession(worker.counters)
-        if seq != 0 or total != 1:
-            session.out.append(UDP_MULTI_PACKET)
-        else:
-            parser = self.make_parser()
-            parser.feed(data[UDP_HEADER.size :])
-            try:
-                for _ in range(self.settings.reqs_per_event * 50):
-                    cmd = parser.next_command()
-                    if cmd is NEED_DATA:
-                        break
-                    self.dispatch[type(cmd)](cmd, session)
-            except CloseConnection:
-                pass
-            except Shutdown as exc:
-                self.on_shutdown(exc.graceful)
-            except Exception:
-                log.exception("error handling a UDP request from %s", peer)
-                return
-        reply = b"".join(session.out)
-        if not reply:
-            return
-        size = UDP_MAX_PAYLOAD - UDP_HEADER.size
-        chunks = [reply[i : i + size] for i in range(0, len(reply), size)]
-        n = len(chunks)
-        if n > 0xFFFF:
-            return
-        for i, chunk in enumerate(chunks):
-            try:
-                sock.sendto(UDP_HEADER.pack(req_id, i, n, 0) + chunk, peer)
-                worker.counters.bytes_written += len(chunk) + UDP_HEADER.size
-            except OSError:
-                return
-
     # ---- figures ----
 
     @property
@@ -390,7 +296,7 @@ class Server:
         for t in self.tcp:
             try:
                 fd = t.fileno()
-                out.append((f"{fd}:addr", "tcp:" + _fmt_addr(t.getsockname())))
+                out.append((f"{fd}:addr", "tcp:" + format_address(t.getsockname())))
                 out.append((f"{fd}:state", "conn_listening"))
             except OSError:
                 continue

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from mcached.discovery import Node, config_reply, format_data, name_of
+from mcached.cluster.config import Node, config_reply, format_data
+from mcached.cluster.sources import name_of
 from tests.conftest import Server, free_port, wait_for_port
 from tests.wire import Conn
 

@@ -1,4 +1,4 @@
-"""The discovery client (mcached.cluster_client.ClusterClient) against 3+ loopback nodes.
+"""The discovery client (mcached.client.cluster.ClusterClient) against 3+ loopback nodes.
 
 It spreads keys over every node; it follows a membership change within one poll; a killed node
 costs only the keys it held while the others keep serving; it falls over to another node when
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mcached.cluster_client import ClusterClient, DiscoveryError
-from mcached.discovery import Node, format_data
+from mcached.client.cluster import ClusterClient, DiscoveryError
+from mcached.cluster.config import Node, format_data
 from tests.conftest import Server, free_port
 from tests.integration.test_discovery import start_cluster, wait_until
 from tests.wire import Conn
@@ -191,3 +191,11 @@ def test_legacy_key_on_memcached(server_factory: Callable[..., Server]) -> None:
 def test_no_endpoint_raises() -> None:
     with pytest.raises(DiscoveryError):
         ClusterClient(f"127.0.0.1:{free_port()}", discovery_timeout=0.5)
+
+
+def test_old_import_path_still_works() -> None:
+    """``from mcached.cluster_client import ClusterClient`` (its home before mcached/client/)."""
+    from mcached import cluster_client
+
+    assert cluster_client.ClusterClient is ClusterClient
+    assert cluster_client.DiscoveryError is DiscoveryError

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from mcached.discovery import Node, config_reply, format_data
-from mcached.tool import main
+from mcached.client.tool import main
+from mcached.cluster.config import Node, config_reply, format_data
 from tests.conftest import Server, free_port
 from tests.integration.test_discovery import Cluster, request, start_cluster
 from tests.wire import Conn
@@ -146,7 +146,7 @@ def test_cluster_changes_refused_and_bad_input(
 def test_tool_as_a_command() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run(
-        [sys.executable, "-m", "mcached.tool", "--help"],
+        [sys.executable, "-m", "mcached.client.tool", "--help"],
         env=env,
         capture_output=True,
         text=True,
@@ -154,7 +154,7 @@ def test_tool_as_a_command() -> None:
     )
     assert out.returncode == 0 and "HOST:PORT" in out.stdout and "cluster" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "mcached.tool", "x:1", "cluster", "--help"],
+        [sys.executable, "-m", "mcached.client.tool", "x:1", "cluster", "--help"],
         env=env,
         capture_output=True,
         text=True,
@@ -162,6 +162,18 @@ def test_tool_as_a_command() -> None:
     )
     assert out.returncode == 0
     assert all(word in out.stdout for word in ("set", "add", "remove", "revert"))
+
+
+def test_tool_at_its_old_path() -> None:
+    """``python -m mcached.tool`` (the tool's home before mcached/client/) still runs it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mcached.tool", "--help"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and "HOST:PORT" in out.stdout and "cluster" in out.stdout
 
 
 def test_cluster_script_starts_and_stops_n_nodes(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from mcached.tool import main
-from mcached.tool_stats import render_top
+from mcached.client.tool import main
+from mcached.client.tool_stats import render_top
 from tests.conftest import Server
 from tests.wire import Conn
 

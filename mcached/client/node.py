@@ -1,9 +1,9 @@
-"""A plain-socket client for one node's configuration endpoint, and the tool's health probe.
+"""A plain-socket client for one node: its configuration endpoint, its version and stats.
 
-`Endpoint` speaks ``config get|set|delete cluster`` (falling back to the legacy
+`NodeClient` speaks ``config get|set|delete cluster`` (falling back to the legacy
 ``get AmazonElastiCache:cluster`` when a server answers ``ERROR``), ``version`` and ``stats``.
 It needs no pymemcache, so ``mcached-tool`` works without the ``client`` extra; the discovery
-client (`mcached.cluster_client`) polls through it too.
+client (`mcached.client.cluster`) polls through it too.
 
 Rules: one connection, reused for every request, as pollers do; any error closes it and the
 next request reconnects. Every read is bounded by `timeout`. Replies are parsed by length (the
@@ -16,37 +16,16 @@ import socket
 import time
 from collections.abc import Callable
 
-from mcached.discovery import DEFAULT_PORT, LEGACY_KEY, ClusterConfig, parse_data
+from mcached.addr import format_address
+from mcached.cluster.config import LEGACY_KEY, ClusterConfig, parse_data
 
 
-class EndpointError(Exception):
+class NodeError(Exception):
     """The node could not be reached, or answered something that is not a configuration."""
 
 
-class NotSupported(EndpointError):
+class NotSupported(NodeError):
     """The node knows neither ``config get cluster`` nor the legacy key."""
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``v6``, ``host`` -> (host, port); ValueError if bad."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad address {text!r}")
-        port = rest[1:] if rest else str(default_port)
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, str(default_port)  # a name, or a bare IPv6 address
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad address {text!r}: want host:port")
-    return host, int(port)
-
-
-def format_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 _CONFIG_HEADS = (b"CONFIG cluster ", b"VALUE " + LEGACY_KEY + b" ")
@@ -56,7 +35,7 @@ def parse_config_reply(buf: bytes) -> tuple[int, ClusterConfig | None] | None:
     """One ``config get cluster`` or legacy ``get`` reply at the start of `buf`.
 
     Returns None while incomplete, else (bytes used, config); config is None for a legacy
-    ``END`` (no such item). Raises NotSupported on ``ERROR``, EndpointError on anything else
+    ``END`` (no such item). Raises NotSupported on ``ERROR``, NodeError on anything else
     that is not a well-formed configuration.
     """
     eol = buf.find(b"\r\n")
@@ -70,23 +49,23 @@ def parse_config_reply(buf: bytes) -> tuple[int, ClusterConfig | None] | None:
     head = next((h for h in _CONFIG_HEADS if line.startswith(h)), None)
     parts = line.split(b" ")
     if head is None or len(parts) != 4 or not parts[3].isdigit():
-        raise EndpointError(f"unexpected reply {line[:200]!r}")
+        raise NodeError(f"unexpected reply {line[:200]!r}")
     n = int(parts[3])
     start = eol + 2
     end = start + n
     if len(buf) < end + 7:
         return None
     if buf[end : end + 7] != b"\r\nEND\r\n":
-        raise EndpointError(f"bad framing after {n} data bytes: {buf[end : end + 7]!r}")
+        raise NodeError(f"bad framing after {n} data bytes: {buf[end : end + 7]!r}")
     data = buf[start:end]
     if not data.endswith(b"\n") or data.count(b"\n") != 2:
-        raise EndpointError(f"bad configuration data {data[:200]!r}")
+        raise NodeError(f"bad configuration data {data[:200]!r}")
     try:
         version, nodes = parse_data(data)
     except ValueError as exc:
-        raise EndpointError(f"bad configuration data: {exc}") from None
+        raise NodeError(f"bad configuration data: {exc}") from None
     if version is None:
-        raise EndpointError(f"no version line in {data[:200]!r}")
+        raise NodeError(f"no version line in {data[:200]!r}")
     return end + 7, ClusterConfig(version, nodes)
 
 
@@ -104,7 +83,7 @@ def _block(buf: bytes) -> int | None:
     return None
 
 
-class Endpoint:
+class NodeClient:
     """One connection to one node. Not thread-safe: one user at a time."""
 
     def __init__(self, address: tuple[str, int], timeout: float = 2.0) -> None:
@@ -114,7 +93,7 @@ class Endpoint:
         self.legacy = False  # the node answered ERROR to config get: use the legacy key
 
     def __repr__(self) -> str:
-        return f"<Endpoint {format_address(self.address)}>"
+        return f"<NodeClient {format_address(self.address)}>"
 
     def close(self) -> None:
         if self.sock is not None:
@@ -123,7 +102,7 @@ class Endpoint:
             finally:
                 self.sock = None
 
-    def __enter__(self) -> Endpoint:
+    def __enter__(self) -> NodeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -143,22 +122,22 @@ class Endpoint:
                 n = complete(buf)
                 if n is not None:
                     if n != len(buf):
-                        raise EndpointError(f"unexpected bytes after the reply: {buf[n:]!r}")
+                        raise NodeError(f"unexpected bytes after the reply: {buf[n:]!r}")
                     return buf
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise EndpointError(f"no complete reply within {self.timeout}s")
+                    raise NodeError(f"no complete reply within {self.timeout}s")
                 sock.settimeout(left)
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise EndpointError("connection closed by the node")
+                    raise NodeError("connection closed by the node")
                 buf += chunk
-        except EndpointError:
+        except NodeError:
             self.close()
             raise
         except OSError as exc:
             self.close()
-            raise EndpointError(f"{format_address(self.address)}: {exc}") from exc
+            raise NodeError(f"{format_address(self.address)}: {exc}") from exc
 
     def config_get(self) -> ClusterConfig:
         """The node's configuration: ``config get cluster``, or the legacy key after ERROR."""
@@ -193,7 +172,7 @@ class Endpoint:
     def version(self) -> str:
         reply = self._request(b"version\r\n", _line)
         if not reply.startswith(b"VERSION "):
-            raise EndpointError(f"unexpected reply {reply!r}")
+            raise NodeError(f"unexpected reply {reply!r}")
         return reply[8:-2].decode("ascii", "replace")
 
     def stats(self) -> dict[str, str]:

@@ -1,16 +1,10 @@
-"""The ElastiCache auto-discovery endpoint: the cluster's node list, its version, its sources.
+"""The served auto-discovery endpoint: the configuration this node serves, and its watcher.
 
-What lives here:
-
-* The wire format of a cluster configuration, shared by the server, the discovery client
-  (`mcached.cluster_client`) and ``mcached-tool``: `Node`, `ClusterConfig`, `format_data`,
-  `parse_node`, `parse_data`. The data is ``<version>\\n<node> <node>...\\n`` and a node is
-  ``host|ip|port``; ``config get cluster`` answers
-  ``CONFIG cluster 0 <n>\\r\\n<data>\\r\\nEND\\r\\n`` with ``<n> = len(data)`` (memcached's
-  VALUE framing: the ``\\r\\n`` after the data is not counted).
-* `Discovery`, one per daemon: the configuration this node serves, its sources, and
-  `handle(cmd, out)` for ``config get|set|delete cluster`` (`legacy_value` for the old
-  ``get AmazonElastiCache:cluster``).
+What lives here: `Discovery`, one per daemon: the configuration this node serves (built from
+the override, the source, or this node alone: `own_node`), `handle(cmd, out)` for
+``config get|set|delete cluster`` (`legacy_value` for the old ``get AmazonElastiCache:cluster``),
+`reload` (SIGHUP) and the watcher thread (`start`/`stop`) that follows the source. The data
+format lives in `mcached.cluster.config`, the sources in `mcached.cluster.sources`.
 
 Rules:
 
@@ -45,207 +39,38 @@ Lock order: `_refresh_lock` (one refresher at a time) before `_lock` (the served
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from mcached.addr import parse_listen
+from mcached.cluster.config import (
+    CLUSTER_KEY,
+    ClusterConfig,
+    Node,
+    Resolver,
+    config_reply,
+    is_ip,
+    legacy_block,
+    parse_data,
+)
+from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
 from mcached.protocol import commands as c
 from mcached.protocol import responses as r
 from mcached.settings import Settings
 
 log = logging.getLogger("mcached.discovery")
 
-CLUSTER_KEY = b"cluster"
-LEGACY_KEY = b"AmazonElastiCache:cluster"
-DEFAULT_PORT = 11211
 FILE_POLL_INTERVAL = 1.0  # seconds between stat() calls on --cluster-file
 
 CLIENT_ERROR_SET_DISABLED = b"CLIENT_ERROR config set not allowed\r\n"
 CLIENT_ERROR_DELETE_DISABLED = b"CLIENT_ERROR config delete not allowed\r\n"
 
 
-# ---- the format ----
-
-
-@dataclass(frozen=True, order=True)
-class Node:
-    """One cluster member as the endpoint lists it: ``host|ip|port`` (ip may be empty)."""
-
-    host: str
-    ip: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}|{self.ip}|{self.port}"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """Where to connect: the ip when known (no lookup), else the host."""
-        return (self.ip or self.host, self.port)
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    version: int
-    nodes: tuple[Node, ...]
-
-    def data(self) -> bytes:
-        return format_data(self.version, self.nodes)
-
-
-def format_data(version: int, nodes: Iterable[Node]) -> bytes:
-    """``<version>\\n<host>|<ip>|<port> ...\\n``: the payload of both reply forms."""
-    return b"%d\n%s\n" % (version, " ".join(str(n) for n in nodes).encode("ascii"))
-
-
-def config_reply(data: bytes) -> bytes:
-    return b"CONFIG cluster 0 %d\r\n%b\r\nEND\r\n" % (len(data), data)
-
-
-def legacy_block(data: bytes) -> bytes:
-    """The ``get AmazonElastiCache:cluster`` item, without the END line."""
-    return b"VALUE %b 0 %d\r\n%b\r\n" % (LEGACY_KEY, len(data), data)
-
-
-def canonical(nodes: Iterable[Node]) -> tuple[Node, ...]:
-    """Rule 3: de-duplicated and sorted, so equal memberships give equal bytes."""
-    return tuple(sorted(set(nodes)))
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_host(host: str, token: str) -> None:
-    if not host or not host.isascii() or not host.isprintable() or "|" in host or " " in host:
-        raise ValueError(f"bad host in {token!r}")
-
-
-def _port(text: str, token: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"bad port in {token!r}")
-    return int(text)
-
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def parse_node(
-    token: str, default_port: int = DEFAULT_PORT, resolve: Resolver | None = None
-) -> Node:
-    """``host|ip|port``, ``host:port``, ``[v6]:port``, ``ip:port`` or ``host`` -> a `Node`.
-
-    An IP literal is its own host and ip. A name gets its first address from `resolve` (IPv4
-    first); without a resolver, or when it fails, the ip stays empty (``host||port``).
-    Raises ValueError with a message fit for a CLIENT_ERROR line.
-    """
-    if "|" in token:
-        parts = token.split("|")
-        if len(parts) != 3:
-            raise ValueError(f"bad node {token!r}: want host|ip|port")
-        host, ip, port_text = parts
-        _check_host(host, token)
-        if ip and not is_ip(ip):
-            raise ValueError(f"bad ip in {token!r}")
-        node = Node(host, ip, _port(port_text, token))
-    else:
-        if token.startswith("["):
-            host, sep, rest = token[1:].partition("]")
-            if not sep or not is_ip(host) or (rest and not rest.startswith(":")):
-                raise ValueError(f"bad node {token!r}")
-            port = _port(rest[1:], token) if rest else default_port
-        elif token.count(":") == 1:
-            host, _, port_text = token.partition(":")
-            port = _port(port_text, token)
-        elif ":" in token:
-            raise ValueError(f"bad node {token!r}: write an IPv6 address as [addr]:port")
-        else:
-            host, port = token, default_port
-        _check_host(host, token)
-        node = Node(host, host if is_ip(host) else "", port)
-    if not node.ip and resolve is not None:
-        ips = resolve(node.host, node.port)
-        if ips:
-            node = Node(node.host, ips[0], node.port)
-    return node
-
-
-def parse_data(
-    text: bytes | str, resolve: Resolver | None = None, default_port: int = DEFAULT_PORT
-) -> tuple[int | None, tuple[Node, ...]]:
-    """A cluster file or ``config set`` data -> (pinned version or None, canonical nodes).
-
-    Nodes are separated by spaces or newlines; ``#`` starts a comment; a first line that is a
-    bare number is the version (the wire's own layout, so a ``config get`` payload is valid).
-    Raises ValueError on a bad node, a version below 1, or no node at all.
-    """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError("not ASCII") from None
-    version: int | None = None
-    tokens: list[str] = []
-    first = True
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if first and line.isdigit():
-            version = int(line)
-            if version < 1:
-                raise ValueError("the version must be 1 or more")
-        else:
-            tokens += line.split()
-        first = False
-    nodes = canonical(parse_node(t, default_port, resolve) for t in tokens)
-    if not nodes:
-        raise ValueError("no nodes")
-    return version, nodes
-
-
-# ---- names ----
-
-
-def resolve_name(host: str, port: int) -> list[str]:
-    """Every address of `host`, IPv4 first, de-duplicated in resolver order ([] on failure)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return []
-    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
-    v6 = [str(i[4][0]).split("%", 1)[0] for i in infos if i[0] == socket.AF_INET6]
-    return list(dict.fromkeys(v4 + v6))
-
-
-def name_of(ip: str, resolve: Resolver = resolve_name) -> str:
-    """A hostname for `ip` that resolves back to it (reverse lookup, checked), else the ip.
-
-    DNS sources give addresses; clients that connect by host (emcache) need a name that
-    reaches this very node, which the shared service name does not.
-    """
-    try:
-        name = socket.gethostbyaddr(ip)[0]
-    except (OSError, UnicodeError):
-        return ip
-    return name if ip in resolve(name, 0) else ip
-
-
 def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) -> Node:
     """How this node lists itself: ``--cluster-node-name`` or a name derived from ``-l``."""
-    listen = settings.listen[0] if settings.listen else ""
-    if listen.startswith("["):
-        listen = listen[1:].partition("]")[0]
-    elif listen.count(":") == 1:
-        listen = listen.partition(":")[0]
+    listen = parse_listen(settings.listen[0], port)[0] if settings.listen else ""
     wildcard = listen in ("", "0.0.0.0", "::", "*")
     if settings.cluster_node_name:
         host = settings.cluster_node_name
@@ -261,73 +86,6 @@ def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) ->
         ips = resolve(host, port)
         ip = ips[0] if ips else ""
     return Node(host, ip, port)
-
-
-# ---- sources ----
-
-
-class FileSource:
-    """``--cluster-file``: parsed on change (stat), its names resolved on each refresh."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.stamp: tuple[int, int, int] | None = None
-        self.version: int | None = None
-        self.specs: tuple[Node, ...] = ()  # as written; names not resolved yet
-        self.loaded = False
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def changed(self) -> bool:
-        return self._stat() != self.stamp
-
-    def read(self) -> None:
-        """Parse the file; raises OSError/ValueError and then keeps what it had."""
-        stamp = self._stat()
-        with open(self.path, "rb") as f:
-            text = f.read()
-        try:
-            version, specs = parse_data(text)
-        except ValueError as exc:
-            self.stamp = stamp  # do not re-read a bad file until it changes again
-            raise ValueError(f"{self.path}: {exc}") from None
-        self.stamp, self.version, self.specs, self.loaded = stamp, version, specs, True
-
-    def nodes(self, resolve: Resolver) -> tuple[Node, ...]:
-        """The nodes as written, each name without an ip resolved now (IPv4 first)."""
-        out = []
-        for n in self.specs:
-            if not n.ip:
-                ips = resolve(n.host, n.port)
-                if ips:
-                    n = Node(n.host, ips[0], n.port)
-                else:
-                    log.warning("cluster file: %s does not resolve; listed as %s", n.host, n)
-            out.append(n)
-        return canonical(out)
-
-
-class DnsSource:
-    """``--cluster-dns name:port``: every address of the name is a node on that port."""
-
-    def __init__(self, spec: str) -> None:
-        name, _, port = spec.rpartition(":")
-        self.name = name.strip("[]")
-        self.port = int(port)
-
-    def nodes(self, resolve: Resolver, reverse: Callable[[str], str]) -> tuple[Node, ...] | None:
-        ips = resolve(self.name, self.port)
-        if not ips:
-            return None
-        return canonical(Node(reverse(ip), ip, self.port) for ip in ips)
-
-
-# ---- the endpoint ----
 
 
 class Discovery:

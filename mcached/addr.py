@@ -1,0 +1,81 @@
+"""Host and port, as people write them and as the log prints them: the one grammar of
+``host:port`` every part of mcached reads (``-l``, ``--cluster-dns``, cluster nodes,
+``mcached-tool HOST:PORT``, the discovery client's endpoints).
+
+The grammar: ``host:port``, ``host``, ``[v6]:port``, ``[v6]``, and a bare IPv6 address
+(more than one colon and no brackets: all host, no port). `split_host_port` reads it and
+nothing else; each caller then applies its own rule for what is missing (a default port) or
+not allowed (a cluster node refuses a bare IPv6 address, which is ambiguous there).
+
+Rules: pure functions over strings and tuples, no lookups and no sockets; this module
+imports nothing from mcached, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_PORT = 11211  # memcached's
+NOTLS = "notls:"  # ``-l notls:<addr>``: a plain listener beside TLS ones (memcached's)
+
+
+def split_host_port(text: str) -> tuple[str, str | None]:
+    """``[v6]:port``, ``[v6]``, ``host:port``, ``host`` or a bare IPv6 address ->
+    (host, port text, or None when there is none). Raises ValueError on a ``[`` without its
+    ``]`` or on anything but ``:port`` after it. The host and port are not checked."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}")
+        return host, (rest[1:] if rest else None)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None  # a name, or a bare IPv6 address
+
+
+def parse_port(text: str, context: str) -> int:
+    """A TCP/UDP port, 1 to 65535; ValueError naming `context` otherwise."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port in {context!r}")
+    return int(text)
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Where to connect: ``host:port``, ``[v6]:port``, ``v6``, ``host`` -> (host, port).
+
+    The host must not be empty and the port must be 1 to 65535; ValueError otherwise.
+    """
+    text = text.strip()
+    host, port = split_host_port(text)
+    if not host or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"bad address {text!r}: want host:port")
+    return host, int(port) if port is not None else default_port
+
+
+def split_notls(spec: str) -> tuple[bool, str]:
+    """``notls:<addr>`` -> (True, addr): a plain listener beside TLS ones (memcached's -l)."""
+    if spec.startswith(NOTLS):
+        return True, spec[len(NOTLS) :]
+    return False, spec
+
+
+def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
+    """An ``-l`` address -> (host, port) to bind: ``host``, ``host:port``, ``[v6]``,
+    ``[v6]:port``, with or without ``notls:``. An empty host is the wildcard; port 0 picks
+    a free port. ValueError on a malformed address."""
+    host, port = split_host_port(split_notls(spec)[1])
+    if port is None:
+        return host, default_port
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad port in {spec!r}")
+    return host, int(port)
+
+
+def format_address(address: tuple[Any, ...] | str) -> str:
+    """(host, port, ...) -> ``host:port`` or ``[v6]:port``; a non-IP address (an AF_UNIX
+    path, as `socket.getpeername` gives it) as it is."""
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)

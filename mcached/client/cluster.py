@@ -1,0 +1,253 @@
+"""The discovery client: a pymemcache `HashClient` that follows the configuration endpoint.
+
+::
+
+    from mcached.client.cluster import ClusterClient
+
+    client = ClusterClient("cache.example.com:11211", poll_interval=60, ignore_exc=True)
+    client.set("user:42", b"Ada")       # sharded over every node the endpoint lists
+    client.get("user:42")
+
+It asks the endpoint (``config get cluster``; the legacy ``get AmazonElastiCache:cluster``
+on old engines) for the node list, builds the hash ring over it, and re-polls every
+`poll_interval` seconds in a background thread, adding and removing nodes as the list
+changes. pymemcache 4.0 has no such client; this needs the ``client`` extra
+(``pip install mcached[client]``).
+
+Rules:
+
+1. What is compared is the node list, not only the version: a client that falls over to
+   another endpoint whose version counter differs still sees exactly what changed. The
+   version is kept for logs and `config`.
+2. If the endpoint cannot be reached the client tries its other seeds, then the nodes it
+   already knows (any node serves the configuration); if none answers it keeps the current
+   membership. A node that dies but stays listed is pymemcache's business: its keys miss (or
+   raise, without ``ignore_exc``) and the others keep serving.
+3. `HashClient` is not written for a ring that changes under it, so the ring is read and
+   changed under `_ring_lock`, and a removed node's client stays in ``clients`` until the
+   next poll closes it (a request that picked it just before may still be using it).
+
+Lock order: `_poll_lock` (one poll at a time: the endpoint connection is not shared) before
+`_ring_lock`. The poll's network I/O runs without `_ring_lock`, so requests never wait on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pymemcache.client.hash import HashClient  # type: ignore[import-untyped]
+from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
+
+from mcached.addr import format_address, parse_address
+from mcached.client.node import NodeClient, NodeError
+from mcached.cluster.config import ClusterConfig, Node
+
+log = logging.getLogger("mcached.client.cluster")
+
+Address = tuple[str, int]
+
+
+class DiscoveryError(MemcacheError):  # type: ignore[misc]
+    """No configuration endpoint answered."""
+
+
+def _addresses(endpoints: str | Address | Sequence[str | Address]) -> list[Address]:
+    if isinstance(endpoints, str) or (
+        isinstance(endpoints, tuple) and len(endpoints) == 2 and isinstance(endpoints[1], int)
+    ):
+        endpoints = [endpoints]
+    out: list[Address] = []
+    for e in endpoints:
+        out.append(parse_address(e) if isinstance(e, str) else (str(e[0]), int(e[1])))
+    if not out:
+        raise ValueError("at least one configuration endpoint is needed")
+    return out
+
+
+class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClient is untyped
+    """A `HashClient` over the nodes a configuration endpoint lists, kept up to date.
+
+    `endpoints`: ``"host:port"``, ``(host, port)`` or a list of them (seeds, tried in order).
+    `poll_interval`: seconds between polls; 0 turns the background thread off (call
+    `refresh()` yourself). `use_ip`: connect to each node's ip (no DNS lookup per node), else
+    to its hostname. `discovery_timeout`: seconds for one poll. Other keyword arguments go to
+    `HashClient` (``ignore_exc``, ``use_pooling``, ``timeout``, ``serde``...). Raises
+    `DiscoveryError` when no endpoint answers the first poll.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Address | Sequence[str | Address],
+        poll_interval: float = 60.0,
+        use_ip: bool = True,
+        discovery_timeout: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        self._poll_lock = threading.Lock()  # one poll at a time; taken before _ring_lock
+        self._ring_lock = threading.RLock()
+        self._seeds = _addresses(endpoints)
+        self._members: set[Address] = set()
+        self._retired: list[tuple[str, Any]] = []  # (ring key, client) removed last poll
+        self._endpoint: NodeClient | None = None
+        self.poll_interval = poll_interval
+        self.use_ip = use_ip
+        self.discovery_timeout = discovery_timeout
+        self.config: ClusterConfig | None = None
+        self.polls = 0  # completed polls, answered or not (tests wait on it)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        super().__init__(servers=[], **kwargs)
+        self.refresh()
+        if self.config is None:
+            if self._endpoint is not None:
+                self._endpoint.close()
+            raise DiscoveryError(
+                "no configuration endpoint answered: "
+                + ", ".join(format_address(a) for a in self._seeds)
+            )
+        if poll_interval > 0:
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="mcached-cluster-poll", daemon=True
+            )
+            self._thread.start()
+
+    # ---- discovery ----
+
+    @property
+    def servers(self) -> list[Address]:
+        """The current members, sorted (the nodes the ring is built from)."""
+        with self._ring_lock:
+            return sorted(self._members)
+
+    def _node_address(self, node: Node) -> Address:
+        return node.address if self.use_ip else (node.host, node.port)
+
+    def _candidates(self) -> Iterable[Address]:
+        seen: set[Address] = set()
+        current = [self._endpoint.address] if self._endpoint else []
+        for address in current + self._seeds + sorted(self._members):
+            if address not in seen:
+                seen.add(address)
+                yield address
+
+    def fetch(self) -> ClusterConfig | None:
+        """Ask the endpoint (then the other seeds, then known nodes); None if none answers."""
+        for address in self._candidates():
+            if self._endpoint is None or self._endpoint.address != address:
+                if self._endpoint is not None:
+                    self._endpoint.close()
+                self._endpoint = NodeClient(address, self.discovery_timeout)
+            try:
+                return self._endpoint.config_get()
+            except NodeError as exc:
+                log.warning("cluster discovery: %s: %s", format_address(address), exc)
+        return None
+
+    def refresh(self) -> bool:
+        """Poll once; apply a changed node list. True if the membership changed."""
+        with self._poll_lock:
+            try:
+                config = self.fetch()
+            finally:
+                self.polls += 1
+            if config is None:
+                return False
+            return self._apply(config)
+
+    def _apply(self, config: ClusterConfig) -> bool:
+        wanted = {self._node_address(n) for n in config.nodes}
+        with self._ring_lock:
+            for key, client in self._retired:  # rule 3: removed a poll ago, now unused
+                if self.clients.get(key) is client:
+                    del self.clients[key]
+                self._close_quietly(client)
+            self._retired = []
+            previous = self.config
+            self.config = config
+            added = wanted - self._members
+            removed = self._members - wanted
+            for server in sorted(added):
+                self._failed_clients.pop(server, None)
+                self._dead_clients.pop(server, None)
+                self.add_server(server)
+            for server in sorted(removed):
+                key = self._make_client_key(server)
+                self._drop_from_ring(key)
+                self._failed_clients.pop(server, None)
+                self._dead_clients.pop(server, None)
+                client = self.clients.get(key)
+                if client is not None:
+                    self._retired.append((key, client))
+            self._members = wanted
+        if added or removed:
+            log.info(
+                "cluster configuration %d: %d nodes (+%d -%d)",
+                config.version,
+                len(wanted),
+                len(added),
+                len(removed),
+            )
+        elif previous is not None and previous.version != config.version:
+            log.debug("cluster configuration %d: same nodes", config.version)
+        return bool(added or removed)
+
+    def _drop_from_ring(self, key: str) -> None:
+        try:
+            self.hasher.remove_node(key)
+        except ValueError:
+            pass  # pymemcache had already taken it out (marked dead)
+
+    @staticmethod
+    def _close_quietly(client: Any) -> None:
+        try:
+            client.close()
+        except Exception:
+            log.debug("closing a removed node's client failed", exc_info=True)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("cluster discovery poll failed; keeping the current nodes")
+
+    # ---- HashClient, made safe for a ring that changes (rule 3) ----
+
+    def _get_client(self, key: Any) -> Any:
+        with self._ring_lock:
+            return super()._get_client(key)
+
+    def remove_server(self, server: Any, port: Any = None) -> None:
+        """pymemcache marks a failing node dead through here; tolerate a node already gone."""
+        if port is not None:
+            server = (server, port)
+        with self._ring_lock:
+            self._failed_clients.pop(server, None)
+            if server in self._members:
+                self._dead_clients[server] = time.time()
+            self._drop_from_ring(self._make_client_key(server))
+
+    def close(self) -> None:
+        """Stop polling and close every connection."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.discovery_timeout * 4 + 1)
+        with self._ring_lock:
+            if self._endpoint is not None:
+                self._endpoint.close()
+            for _, client in self._retired:
+                self._close_quietly(client)
+            self._retired = []
+            super().close()
+
+    disconnect_all = close
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,311 @@
+"""``mcached-tool HOST:PORT COMMAND``: look at and manage running nodes (memcached ships
+``memcached-tool``; this is ours).
+
+The group takes the node first, as memcached-tool does, then a command. Commands so far:
+
+* ``cluster``: the configuration the node serves and every listed node's health.
+* ``cluster set|add|remove NODE...``: new membership, pushed with ``config set cluster`` to
+  every node of the old and the new list (``--endpoint-only``: to HOST:PORT alone), with
+  version max(versions seen) + 1, so every node serves the same bytes.
+* ``cluster revert``: ``config delete cluster`` on the same nodes: each goes back to its
+  ``--cluster-file``, ``--cluster-dns`` or itself.
+
+Exit status: 0 when everything asked for worked (and, for ``cluster``, every node is up and
+serves the same configuration); 1 when some node failed; 2 for bad usage or an endpoint that
+cannot be read. Only plain sockets (`mcached.client.node`): no pymemcache needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+
+from mcached import __version__
+from mcached.addr import format_address, parse_address
+from mcached.client.node import NodeClient, NodeError
+from mcached.cluster.config import ClusterConfig, Node, canonical, format_data, parse_node
+from mcached.cluster.sources import resolve_name
+
+Address = tuple[str, int]
+
+
+class EndpointUnreadable(click.ClickException):
+    exit_code = 2
+
+
+@dataclass
+class Target:
+    address: Address
+    timeout: float
+
+    def endpoint(self, address: Address | None = None) -> NodeClient:
+        return NodeClient(address or self.address, self.timeout)
+
+    def config(self) -> ClusterConfig:
+        """The endpoint's configuration, or exit 2 with the reason."""
+        try:
+            with self.endpoint() as ep:
+                return ep.config_get()
+        except NodeError as exc:
+            raise EndpointUnreadable(
+                f"{format_address(self.address)}: cannot read the cluster configuration: {exc}"
+            ) from None
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: str) -> Address:
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(
+    "mcached-tool",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("address", metavar="HOST:PORT", callback=_address)
+@click.option("--timeout", default=2.0, show_default=True, help="seconds per node request")
+@click.version_option(__version__, "-V", "--version", prog_name="mcached-tool")
+@click.pass_context
+def main(ctx: click.Context, address: Address, timeout: float) -> None:
+    """Look at and manage the mcached (or memcached) node at HOST:PORT."""
+    ctx.obj = Target(address, timeout)
+
+
+# ---- cluster ----
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def cluster(ctx: click.Context) -> None:
+    """Show the discovered nodes and each node's health.
+
+    The nodes are what HOST:PORT answers to `config get cluster` (the ElastiCache
+    auto-discovery endpoint). Each node is then asked for its version, stats and its own
+    configuration; CONFIG says whether it serves the same one. Exits 1 if a node is down or
+    serves a different configuration.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    target: Target = ctx.obj
+    config = target.config()
+    n = len(config.nodes)
+    click.echo(
+        f"{format_address(target.address)}: configuration version {config.version}, "
+        f"{n} node{'s' if n != 1 else ''}"
+    )
+    width = max([len("NODE")] + [len(str(node)) for node in config.nodes])
+    click.echo(
+        f"{'NODE':<{width}}  {'STATE':<5}  {'LATENCY':>8}  {'VERSION':<8}  {'UPTIME':>8}  "
+        f"{'ITEMS':>8}  {'CONNS':>5}  CONFIG"
+    )
+    healthy = True
+    for node in config.nodes:
+        row = _probe(target, node, config)
+        healthy = healthy and row.ok
+        click.echo(f"{str(node):<{width}}  {row.text}")
+    if not healthy:
+        ctx.exit(1)
+
+
+@dataclass
+class Probe:
+    ok: bool
+    text: str
+
+
+def _uptime(seconds: str) -> str:
+    if not seconds.isdigit():
+        return "?"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def _probe(target: Target, node: Node, expected: ClusterConfig) -> Probe:
+    """version + stats + config get on one node, on one connection."""
+    start = time.monotonic()
+    try:
+        with target.endpoint(node.address) as ep:
+            version = ep.version()
+            latency = (time.monotonic() - start) * 1000
+            stats = ep.stats()
+            try:
+                theirs: ClusterConfig | None = ep.config_get()
+            except NodeError:
+                theirs = None
+    except NodeError as exc:
+        return Probe(False, f"{'DOWN':<5}  {exc}")
+    if theirs is None:
+        same, agree = "none", False
+    elif theirs == expected:
+        same, agree = "same", True
+    elif theirs.nodes == expected.nodes:
+        same, agree = f"same nodes, version {theirs.version}", True
+    else:
+        same, agree = f"DIFFERS: version {theirs.version}, {len(theirs.nodes)} nodes", False
+    return Probe(
+        agree,
+        f"{'up':<5}  {latency:>6.1f}ms  {version:<8}  {_uptime(stats.get('uptime', '')):>8}  "
+        f"{stats.get('curr_items', '?'):>8}  {stats.get('curr_connections', '?'):>5}  {same}",
+    )
+
+
+# ---- changing membership ----
+
+
+def _parse_new(tokens: tuple[str, ...]) -> list[Node]:
+    """NODE arguments -> nodes with their ip resolved here (the server never resolves a set)."""
+    nodes = []
+    for token in tokens:
+        try:
+            node = parse_node(token, resolve=resolve_name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="NODE") from None
+        if not node.ip:
+            raise click.BadParameter(
+                f"{node.host} does not resolve; give its address too: {node.host}|<ip>|{node.port}",
+                param_hint="NODE",
+            )
+        nodes.append(node)
+    return nodes
+
+
+def _matches(node: Node, spec: Node) -> bool:
+    if node.port != spec.port:
+        return False
+    if spec.ip and spec.host != spec.ip:  # host|ip|port, exactly
+        return node == spec
+    return spec.host in (node.host, node.ip)
+
+
+def _push(
+    target: Target,
+    ctx: click.Context,
+    change: Callable[[ClusterConfig], tuple[Node, ...]],
+    endpoint_only: bool,
+) -> None:
+    current = target.config()
+    new = change(current)
+    if not new:
+        raise click.UsageError("that would leave the cluster with no node")
+    addresses = [target.address]
+    if not endpoint_only:
+        addresses += [n.address for n in current.nodes + new]
+    addresses = list(dict.fromkeys(addresses))
+    # The version: one more than any node serves, so every node moves to the same bytes and
+    # clients that only act on a higher version (the Java client) act.
+    version = current.version
+    for address in addresses[1:]:
+        try:
+            with target.endpoint(address) as ep:
+                version = max(version, ep.config_get().version)
+        except NodeError:
+            pass
+    data = format_data(version + 1, new)
+    click.echo(f"configuration version {version + 1}: {data.decode().splitlines()[1]}")
+    failed = False
+    for address in addresses:
+        try:
+            with target.endpoint(address) as ep:
+                reply = ep.config_set(data).decode("ascii", "replace").strip()
+        except NodeError as exc:
+            reply = f"unreachable: {exc}"
+        if reply != "STORED":
+            failed = True
+            if "not allowed" in reply:
+                reply += " (start mcached with --enable-config-set)"
+        click.echo(f"  {format_address(address)}: {reply}")
+    if failed:
+        ctx.exit(1)
+
+
+_ENDPOINT_ONLY = click.option(
+    "--endpoint-only",
+    is_flag=True,
+    help="send to HOST:PORT alone, not to every node of the old and new lists",
+)
+
+
+@cluster.command("set")
+@click.argument("nodes", nargs=-1, required=True, metavar="NODE...")
+@_ENDPOINT_ONLY
+@click.pass_context
+def cluster_set(ctx: click.Context, nodes: tuple[str, ...], endpoint_only: bool) -> None:
+    """Make NODE... the whole membership (host:port, [v6]:port or host|ip|port)."""
+    new = canonical(_parse_new(nodes))
+    _push(ctx.obj, ctx, lambda current: new, endpoint_only)
+
+
+@cluster.command("add")
+@click.argument("nodes", nargs=-1, required=True, metavar="NODE...")
+@_ENDPOINT_ONLY
+@click.pass_context
+def cluster_add(ctx: click.Context, nodes: tuple[str, ...], endpoint_only: bool) -> None:
+    """Add NODE... to the nodes HOST:PORT lists."""
+    extra = _parse_new(nodes)
+    _push(ctx.obj, ctx, lambda current: canonical(current.nodes + tuple(extra)), endpoint_only)
+
+
+@cluster.command("remove")
+@click.argument("nodes", nargs=-1, required=True, metavar="NODE...")
+@_ENDPOINT_ONLY
+@click.pass_context
+def cluster_remove(ctx: click.Context, nodes: tuple[str, ...], endpoint_only: bool) -> None:
+    """Remove NODE... (host:port, ip:port or host|ip|port) from the nodes HOST:PORT lists."""
+    try:
+        specs = [parse_node(token) for token in nodes]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NODE") from None
+
+    def change(current: ClusterConfig) -> tuple[Node, ...]:
+        for spec, token in zip(specs, nodes, strict=True):
+            if not any(_matches(n, spec) for n in current.nodes):
+                raise click.BadParameter(f"{token} is not in the cluster", param_hint="NODE")
+        return tuple(n for n in current.nodes if not any(_matches(n, s) for s in specs))
+
+    _push(ctx.obj, ctx, change, endpoint_only)
+
+
+@cluster.command("revert")
+@_ENDPOINT_ONLY
+@click.pass_context
+def cluster_revert(ctx: click.Context, endpoint_only: bool) -> None:
+    """Drop what `cluster set|add|remove` stored (config delete cluster): each node serves its
+    --cluster-file, --cluster-dns or itself again."""
+    target: Target = ctx.obj
+    current = target.config()
+    addresses = [target.address]
+    if not endpoint_only:
+        addresses += [n.address for n in current.nodes]
+    failed = False
+    for address in dict.fromkeys(addresses):
+        try:
+            with target.endpoint(address) as ep:
+                reply = ep.config_delete().decode("ascii", "replace").strip()
+        except NodeError as exc:
+            reply = f"unreachable: {exc}"
+        if reply not in ("DELETED", "NOT_FOUND"):
+            failed = True
+        click.echo(f"  {format_address(address)}: {reply}")
+    if failed:
+        ctx.exit(1)
+
+
+# display, stats, settings, dump, top (memcached-tool's own commands) live in tool_stats
+from mcached.client.tool_stats import COMMANDS as _STATS_COMMANDS  # noqa: E402
+
+for _command in _STATS_COMMANDS:
+    main.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()

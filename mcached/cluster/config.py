@@ -1,0 +1,161 @@
+"""A cluster configuration and its data: the auto-discovery format clients and server share.
+
+What lives here: `Node` (``host|ip|port``), `ClusterConfig` (a version and its nodes), the
+data both reply forms carry (`format_data`, and `parse_data` for it, a cluster file and
+``config set`` data alike), node parsing (`parse_node`: ``host|ip|port``, ``host:port``,
+``[v6]:port``), and the two server reply forms built from the data (`config_reply`,
+`legacy_block`).
+
+The data is ``<version>\\n<node> <node>...\\n`` and a node is ``host|ip|port``;
+``config get cluster`` answers ``CONFIG cluster 0 <n>\\r\\n<data>\\r\\nEND\\r\\n`` with
+``<n> = len(data)`` (memcached's VALUE framing: the ``\\r\\n`` after the data is not counted).
+
+Rules: pure values and functions, no sockets; a name is resolved only through a `Resolver`
+the caller passes in. The same membership gives the same bytes (`canonical`: nodes
+de-duplicated and sorted by (host, ip, port), whatever order they were listed in). Imported
+by the server side (`mcached.cluster.discovery`) and the client side (`mcached.client`), so
+it imports only `mcached.addr`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mcached.addr import DEFAULT_PORT, parse_port, split_host_port
+
+CLUSTER_KEY = b"cluster"
+LEGACY_KEY = b"AmazonElastiCache:cluster"
+
+Resolver = Callable[[str, int], list[str]]
+"""(host, port) -> the host's addresses, IPv4 first ([] when it does not resolve)."""
+
+
+@dataclass(frozen=True, order=True)
+class Node:
+    """One cluster member as the endpoint lists it: ``host|ip|port`` (ip may be empty)."""
+
+    host: str
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}|{self.ip}|{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where to connect: the ip when known (no lookup), else the host."""
+        return (self.ip or self.host, self.port)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    version: int
+    nodes: tuple[Node, ...]
+
+    def data(self) -> bytes:
+        return format_data(self.version, self.nodes)
+
+
+def format_data(version: int, nodes: Iterable[Node]) -> bytes:
+    """``<version>\\n<host>|<ip>|<port> ...\\n``: the payload of both reply forms."""
+    return b"%d\n%s\n" % (version, " ".join(str(n) for n in nodes).encode("ascii"))
+
+
+def config_reply(data: bytes) -> bytes:
+    return b"CONFIG cluster 0 %d\r\n%b\r\nEND\r\n" % (len(data), data)
+
+
+def legacy_block(data: bytes) -> bytes:
+    """The ``get AmazonElastiCache:cluster`` item, without the END line."""
+    return b"VALUE %b 0 %d\r\n%b\r\n" % (LEGACY_KEY, len(data), data)
+
+
+def canonical(nodes: Iterable[Node]) -> tuple[Node, ...]:
+    """De-duplicated and sorted, so equal memberships give equal bytes on every node."""
+    return tuple(sorted(set(nodes)))
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(host: str, token: str) -> None:
+    if not host or not host.isascii() or not host.isprintable() or "|" in host or " " in host:
+        raise ValueError(f"bad host in {token!r}")
+
+
+def parse_node(
+    token: str, default_port: int = DEFAULT_PORT, resolve: Resolver | None = None
+) -> Node:
+    """``host|ip|port``, ``host:port``, ``[v6]:port``, ``ip:port`` or ``host`` -> a `Node`.
+
+    An IP literal is its own host and ip. A name gets its first address from `resolve` (IPv4
+    first); without a resolver, or when it fails, the ip stays empty (``host||port``).
+    Raises ValueError with a message fit for a CLIENT_ERROR line.
+    """
+    if "|" in token:
+        parts = token.split("|")
+        if len(parts) != 3:
+            raise ValueError(f"bad node {token!r}: want host|ip|port")
+        host, ip, port_text = parts
+        _check_host(host, token)
+        if ip and not is_ip(ip):
+            raise ValueError(f"bad ip in {token!r}")
+        node = Node(host, ip, parse_port(port_text, token))
+    else:
+        try:
+            host, port_part = split_host_port(token)
+        except ValueError:
+            raise ValueError(f"bad node {token!r}") from None
+        if token.startswith("[") and not is_ip(host):
+            raise ValueError(f"bad node {token!r}")
+        if port_part is None and ":" in host and not token.startswith("["):
+            raise ValueError(f"bad node {token!r}: write an IPv6 address as [addr]:port")
+        port = default_port if port_part is None else parse_port(port_part, token)
+        _check_host(host, token)
+        node = Node(host, host if is_ip(host) else "", port)
+    if not node.ip and resolve is not None:
+        ips = resolve(node.host, node.port)
+        if ips:
+            node = Node(node.host, ips[0], node.port)
+    return node
+
+
+def parse_data(
+    text: bytes | str, resolve: Resolver | None = None, default_port: int = DEFAULT_PORT
+) -> tuple[int | None, tuple[Node, ...]]:
+    """A cluster file or ``config set`` data -> (pinned version or None, canonical nodes).
+
+    Nodes are separated by spaces or newlines; ``#`` starts a comment; a first line that is a
+    bare number is the version (the wire's own layout, so a ``config get`` payload is valid).
+    Raises ValueError on a bad node, a version below 1, or no node at all.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("not ASCII") from None
+    version: int | None = None
+    tokens: list[str] = []
+    first = True
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if first and line.isdigit():
+            version = int(line)
+            if version < 1:
+                raise ValueError("the version must be 1 or more")
+        else:
+            tokens += line.split()
+        first = False
+    nodes = canonical(parse_node(t, default_port, resolve) for t in tokens)
+    if not nodes:
+        raise ValueError("no nodes")
+    return version, nodes

@@ -1,0 +1,107 @@
+"""mcached/addr.py: the one host:port grammar, read the way each caller needs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mcached.addr import (
+    format_address,
+    parse_address,
+    parse_listen,
+    split_host_port,
+    split_notls,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("host:11211", ("host", "11211")),
+        ("host", ("host", None)),
+        ("[::1]:21001", ("::1", "21001")),
+        ("[::1]", ("::1", None)),
+        ("::1", ("::1", None)),  # a bare IPv6 address: all host
+        ("fe80::1:11211", ("fe80::1:11211", None)),
+        ("host:", ("host", "")),
+        (":11211", ("", "11211")),
+    ],
+)
+def test_split_host_port(text: str, want: tuple[str, str | None]) -> None:
+    assert split_host_port(text) == want
+
+
+@pytest.mark.parametrize("text", ["[::1", "[::1]x", "[::1]11211"])
+def test_split_host_port_refuses_a_broken_bracket(text: str) -> None:
+    with pytest.raises(ValueError):
+        split_host_port(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("127.0.0.1:21001", ("127.0.0.1", 21001)),
+        (" host:1 ", ("host", 1)),
+        ("host", ("host", 11211)),
+        ("[::1]:5", ("::1", 5)),
+        ("::1", ("::1", 11211)),
+        ("[::1]", ("::1", 11211)),
+    ],
+)
+def test_parse_address(text: str, want: tuple[str, int]) -> None:
+    assert parse_address(text) == want
+
+
+@pytest.mark.parametrize("text", ["", ":1", "host:", "host:0", "host:65536", "host:x", "[::1"])
+def test_parse_address_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 11211)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),  # port 0: a free one
+        ("notls:127.0.0.1:5", ("127.0.0.1", 5)),
+        ("[::1]:5", ("::1", 5)),
+        ("[::1]", ("::1", 11211)),
+        ("::1", ("::1", 11211)),
+        ("", ("", 11211)),  # the wildcard
+    ],
+)
+def test_parse_listen(spec: str, want: tuple[str, int]) -> None:
+    assert parse_listen(spec, 11211) == want
+
+
+@pytest.mark.parametrize("spec", ["host:x", "host:70000", "[::1", "notls:[::1]x"])
+def test_parse_listen_refuses(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(spec, 11211)
+
+
+def test_split_notls() -> None:
+    assert split_notls("notls:127.0.0.1:1") == (True, "127.0.0.1:1")
+    assert split_notls("127.0.0.1:1") == (False, "127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("address", "want"),
+    [
+        (("127.0.0.1", 1), "127.0.0.1:1"),
+        (("::1", 2, 0, 0), "[::1]:2"),  # getsockname's IPv6 4-tuple
+        (("host", 3), "host:3"),
+        ("/run/mcached.sock", "/run/mcached.sock"),
+        ("", ""),  # an AF_UNIX peer without a name
+    ],
+)
+def test_format_address(address: tuple[Any, ...] | str, want: str) -> None:
+    assert format_address(address) == want
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:21001", "[::1]:5", "host:7"])
+def test_format_reads_back(text: str) -> None:
+    assert format_address(parse_address(text)) == text
