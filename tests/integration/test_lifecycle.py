@@ -146,11 +146,11 @@ def test_socket_activation_serves_the_inherited_socket() -> None:
     )
     listener.close()  # the daemon holds the only copy now
     try:
-        wait_for_port(port)
+        wait_for_port(port)  # connects at once: the socket listened before the daemon ran
         with Conn((HOST, port)) as conn:
-            assert conn.request(b"set a 0 0 1\r\nx\r\nget a\r\n") == (
-                b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
-            )
+            # so wait for the whole reply (the interpreter may take a while to start)
+            want = b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+            assert conn.request(b"set a 0 0 1\r\nx\r\nget a\r\n", expect_len=len(want)) == want
             assert f"STAT tcpport {port}\r\n".encode() in conn.request(b"stats settings\r\n")
     finally:
         stop(proc)
