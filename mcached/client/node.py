@@ -1,20 +1,25 @@
-"""A plain-socket client for one node: its configuration endpoint, its version and stats.
+"""A plain-socket client for one node, mcached or memcached: the one small client of the
+project's tools.
 
 `NodeClient` speaks ``config get|set|delete cluster`` (falling back to the legacy
-``get AmazonElastiCache:cluster`` when a server answers ``ERROR``), ``version`` and ``stats``.
-It needs no pymemcache, so ``mcached-tool`` works without the ``client`` extra; the discovery
-client (`mcached.client.cluster`) polls through it too.
+``get AmazonElastiCache:cluster`` when a server answers ``ERROR``), ``version``,
+``stats [<sub>]``, the requests answered by lines up to ``END`` (``lru_crawler metadump``)
+and ``get`` of many keys. It needs no pymemcache, so ``mcached-tool`` works without the
+``client`` extra; the discovery client (`mcached.client.cluster`) polls through it too.
 
-Rules: one connection, reused for every request, as pollers do; any error closes it and the
-next request reconnects. Every read is bounded by `timeout`. Replies are parsed by length (the
-``<n>`` of the ``CONFIG`` line), never by guessing where the data ends.
+Rules: one connection, reused for every request, as pollers do; a transport error or a reply
+that cannot be read closes it and the next request reconnects, while an error line the node
+answers (`ReplyError`) leaves it open. Every request is bounded by `timeout`: a small reply
+must be whole within it, a bulk one (a dump's metadump or multiget) must not go silent for
+longer. Replies are parsed by length (the ``<n>`` of a ``CONFIG`` or ``VALUE`` line), never by
+guessing where the data ends.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mcached.addr import format_address
 from mcached.cluster.config import LEGACY_KEY, ClusterConfig, parse_data
@@ -26,6 +31,22 @@ class NodeError(Exception):
 
 class NotSupported(NodeError):
     """The node knows neither ``config get cluster`` nor the legacy key."""
+
+
+class ReplyError(NodeError):
+    """The node answered with an error line (``ERROR``, ``CLIENT_ERROR <msg>``...)."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__(f"the node answered {line.decode('ascii', 'replace')}")
+        self.line = line
+
+
+# First words of the lines that answer a request with a refusal, memcached's included
+# (``BADCLASS`` and ``BUSY`` come from lru_crawler).
+ERROR_LINES = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"BADCLASS", b"BUSY")
+
+Completer = Callable[[bytearray], int | None]
+"""The reply read so far -> its length once it is complete, else None."""
 
 
 _CONFIG_HEADS = (b"CONFIG cluster ", b"VALUE " + LEGACY_KEY + b" ")
@@ -69,18 +90,46 @@ def parse_config_reply(buf: bytes) -> tuple[int, ClusterConfig | None] | None:
     return end + 7, ClusterConfig(version, nodes)
 
 
-def _line(buf: bytes) -> int | None:
+def _line(buf: bytearray) -> int | None:
     eol = buf.find(b"\r\n")
     return None if eol < 0 else eol + 2
 
 
-def _block(buf: bytes) -> int | None:
-    """A ``STAT ...`` block: complete at an ``END`` line, or at a single error line."""
-    if buf.endswith(b"END\r\n") and (len(buf) == 5 or buf.endswith(b"\r\nEND\r\n")):
-        return len(buf)
-    if not buf.startswith(b"STAT ") and b"\r\n" in buf:
-        return buf.index(b"\r\n") + 2
+def _error_line(buf: bytearray) -> int | None:
+    if buf.startswith(ERROR_LINES):
+        return _line(buf)
     return None
+
+
+def _until_end(buf: bytearray) -> int | None:
+    """Lines up to ``END`` (``STAT`` lines; metadump lines, which memcached ends with a bare
+    ``\\n``), or a single error line."""
+    if buf.endswith(b"END\r\n") and (len(buf) == 5 or buf[-6:-5] == b"\n"):
+        return len(buf)
+    return _error_line(buf)
+
+
+def _values(buf: bytearray) -> int | None:
+    """A ``get`` reply: ``VALUE <key> <flags> <bytes>`` blocks walked by length, then ``END``;
+    or a single error line."""
+    pos = 0
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        if buf.startswith(b"VALUE ", pos):
+            parts = buf[pos:eol].split(b" ")
+            if len(parts) < 4 or not parts[3].isdigit():
+                raise NodeError(f"bad VALUE line {bytes(buf[pos:eol][:200])!r}")
+            pos = eol + 2 + int(parts[3]) + 2
+            if len(buf) < pos:
+                return None
+        elif eol == pos + 3 and buf.startswith(b"END", pos):
+            return eol + 2
+        elif pos == 0 and buf.startswith(ERROR_LINES):
+            return eol + 2
+        else:
+            raise NodeError(f"unexpected line in a get reply {bytes(buf[pos:eol][:200])!r}")
 
 
 class NodeClient:
@@ -108,8 +157,9 @@ class NodeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, data: bytes, complete: Callable[[bytes], int | None]) -> bytes:
-        """Send `data`; read until `complete(buf)` gives the reply's length. Bounded in time."""
+    def _request(self, data: bytes, complete: Completer, bulk: bool = False) -> bytes:
+        """Send `data`; read until `complete(buf)` gives the reply's length. The whole reply
+        must come within `timeout`; a `bulk` one, within `timeout` of its last bytes."""
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -117,21 +167,23 @@ class NodeClient:
             sock = self.sock
             sock.sendall(data)
             deadline = time.monotonic() + self.timeout
-            buf = b""
+            buf = bytearray()
             while True:
                 n = complete(buf)
                 if n is not None:
                     if n != len(buf):
-                        raise NodeError(f"unexpected bytes after the reply: {buf[n:]!r}")
-                    return buf
+                        raise NodeError(f"unexpected bytes after the reply: {bytes(buf[n:])!r}")
+                    return bytes(buf)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise NodeError(f"no complete reply within {self.timeout}s")
                 sock.settimeout(left)
-                chunk = sock.recv(65536)
+                chunk = sock.recv(1 << 20)
                 if not chunk:
                     raise NodeError("connection closed by the node")
                 buf += chunk
+                if bulk:
+                    deadline = time.monotonic() + self.timeout
         except NodeError:
             self.close()
             raise
@@ -139,12 +191,19 @@ class NodeClient:
             self.close()
             raise NodeError(f"{format_address(self.address)}: {exc}") from exc
 
+    def _checked(self, data: bytes, complete: Completer, bulk: bool = False) -> bytes:
+        """`_request`, with an error line raised as `ReplyError` (the connection stays)."""
+        reply = self._request(data, complete, bulk)
+        if reply.startswith(ERROR_LINES):
+            raise ReplyError(reply.rstrip(b"\r\n"))
+        return reply
+
     def config_get(self) -> ClusterConfig:
         """The node's configuration: ``config get cluster``, or the legacy key after ERROR."""
         found: list[ClusterConfig | None] = []
 
-        def complete(buf: bytes) -> int | None:
-            parsed = parse_config_reply(buf)
+        def complete(buf: bytearray) -> int | None:
+            parsed = parse_config_reply(bytes(buf))
             if parsed is None:
                 return None
             found.append(parsed[1])
@@ -175,11 +234,31 @@ class NodeClient:
             raise NodeError(f"unexpected reply {reply!r}")
         return reply[8:-2].decode("ascii", "replace")
 
-    def stats(self) -> dict[str, str]:
-        reply = self._request(b"stats\r\n", _block)
+    def lines(self, request: bytes) -> list[bytes]:
+        """A request answered by lines up to ``END`` (``lru_crawler metadump ...``): its lines
+        without their ends, ``END`` left out. Raises `ReplyError` on an error line."""
+        reply = self._checked(request + b"\r\n", _until_end, bulk=True)
+        return reply[:-5].splitlines()
+
+    def stats(self, sub: str = "") -> dict[str, str]:
+        """``stats`` or ``stats <sub>`` -> {name: value}, in the node's order."""
+        request = b"stats " + sub.encode("ascii") if sub else b"stats"
         out = {}
-        for line in reply.split(b"\r\n"):
+        for line in self.lines(request):
             parts = line.split(b" ", 2)
             if len(parts) == 3 and parts[0] == b"STAT":
                 out[parts[1].decode("ascii", "replace")] = parts[2].decode("ascii", "replace")
+        return out
+
+    def get_many(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+        """``get <key>...`` -> (key, flags as sent, value) of each hit, in the node's order."""
+        reply = self._checked(b"get " + b" ".join(keys) + b"\r\n", _values, bulk=True)
+        out = []
+        pos = 0
+        while reply.startswith(b"VALUE ", pos):
+            eol = reply.index(b"\r\n", pos)
+            _, key, flags, length = reply[pos:eol].split(b" ")[:4]
+            start = eol + 2
+            out.append((key, flags, reply[start : start + int(length)]))
+            pos = start + int(length) + 2
         return out

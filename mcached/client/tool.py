@@ -25,7 +25,7 @@ import click
 
 from mcached import __version__
 from mcached.addr import format_address, parse_address
-from mcached.client.node import NodeClient, NodeError
+from mcached.client.node import NodeClient, NodeError, ReplyError
 from mcached.cluster.config import ClusterConfig, Node, canonical, format_data, parse_node
 from mcached.cluster.sources import resolve_name
 
@@ -137,7 +137,10 @@ def _probe(target: Target, node: Node, expected: ClusterConfig) -> Probe:
         with target.endpoint(node.address) as ep:
             version = ep.version()
             latency = (time.monotonic() - start) * 1000
-            stats = ep.stats()
+            try:
+                stats = ep.stats()
+            except ReplyError:  # up, but keeps its stats to itself (-Y before a login)
+                stats = {}
             try:
                 theirs: ClusterConfig | None = ep.config_get()
             except NodeError:

@@ -1,65 +1,38 @@
 """``mcached-tool HOST:PORT display|stats|settings|dump|top``: what memcached's
-``memcached-tool`` shows, plus a live view. Works against memcached as well as mcached: it
-only reads ``stats``, ``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get``.
+``memcached-tool`` shows, plus a live view.
+
+Rules: works against memcached as well as mcached, so it only reads ``stats``,
+``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get``, through the one node
+client (`mcached.client.node.NodeClient`); a node's error or an unreachable node is a
+one-line message and exit 1 (click's `ClickException`), never a traceback.
 """
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote_to_bytes
 
 import click
 
+from mcached.client.node import NodeClient, NodeError, ReplyError
 
-class StatsClient:
-    """One connection; requests whose replies end with END (or a known line)."""
-
-    def __init__(self, address: tuple[str, int], timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, line: bytes, end: bytes = b"END\r\n") -> bytes:
-        self.sock.sendall(line + b"\r\n")
-        while True:
-            i = self.buf.find(end)
-            if i >= 0 and (
-                i == 0 or self.buf[i - 2 : i] == b"\r\n" or self.buf[i - 1 : i] == b"\n"
-            ):
-                reply, self.buf = self.buf[: i + len(end)], self.buf[i + len(end) :]
-                return reply
-            if (
-                self.buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"BADCLASS"))
-                and b"\r\n" in self.buf
-            ):
-                err, _, self.buf = self.buf.partition(b"\r\n")
-                raise click.ClickException(f"server answered {err.decode(errors='replace')}")
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise click.ClickException("connection closed by the server")
-            self.buf += chunk
-
-    def stats(self, sub: str = "") -> dict[str, str]:
-        reply = self.request(b"stats" + (b" " + sub.encode() if sub else b""))
-        out: dict[str, str] = {}
-        for line in reply.split(b"\r\n"):
-            if line.startswith(b"STAT "):
-                _, name, value = line.decode(errors="replace").split(" ", 2)
-                out[name] = value
-        return out
+STATS_TIMEOUT = 5.0  # seconds: at least this for a node's reply, whatever --timeout says
 
 
-def _client(ctx: click.Context) -> StatsClient:
+@contextmanager
+def _node(ctx: click.Context) -> Iterator[NodeClient]:
+    """The node HOST:PORT names, closed on the way out; its errors as one-line messages."""
     target = ctx.obj
+    node = NodeClient(target.address, max(target.timeout, STATS_TIMEOUT))
     try:
-        return StatsClient(target.address, max(target.timeout, 5.0))
-    except OSError as exc:
-        raise click.ClickException(f"cannot connect to {target.address}: {exc}") from None
+        yield node
+    except NodeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        node.close()
 
 
 def _by_class(stats: dict[str, str], prefix: str = "") -> dict[int, dict[str, str]]:
@@ -87,12 +60,9 @@ def _size(n: float) -> str:
 @click.pass_context
 def display(ctx: click.Context) -> None:
     """The slab table, as memcached-tool prints it."""
-    c = _client(ctx)
-    try:
-        slabs = _by_class(c.stats("slabs"))
-        items = _by_class(c.stats("items"), "items:")
-    finally:
-        c.close()
+    with _node(ctx) as node:
+        slabs = _by_class(node.stats("slabs"))
+        items = _by_class(node.stats("items"), "items:")
     click.echo("  #  Item_Size  Max_age   Pages   Count   Full?  Evicted Evict_Time OOM")
     for cls in sorted(set(slabs) | set(items)):
         s, it = slabs.get(cls, {}), items.get(cls, {})
@@ -119,34 +89,28 @@ def _table(title: str, values: dict[str, str]) -> None:
 @click.pass_context
 def stats(ctx: click.Context) -> None:
     """General statistics."""
-    c = _client(ctx)
-    try:
-        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", c.stats())
-    finally:
-        c.close()
+    with _node(ctx) as node:
+        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", node.stats())
 
 
 @click.command()
 @click.pass_context
 def settings(ctx: click.Context) -> None:
     """The server's settings (stats settings)."""
-    c = _client(ctx)
-    try:
-        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", c.stats("settings"))
-    finally:
-        c.close()
+    with _node(ctx) as node:
+        _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", node.stats("settings"))
 
 
-def _metadump(c: StatsClient) -> Iterator[tuple[bytes, int]]:
+def _metadump(node: NodeClient) -> Iterator[tuple[bytes, int]]:
     """Every live key once, with its exptime. memcached walks its hash table for ``metadump
     hash``; its LRU walk (``all``, all a server older than that knows) can skip an item the
     LRU moves mid-walk, or meet it twice: repeats are dropped."""
     try:
-        reply = c.request(b"lru_crawler metadump hash")
-    except click.ClickException:
-        reply = c.request(b"lru_crawler metadump all")
+        lines = node.lines(b"lru_crawler metadump hash")
+    except ReplyError:
+        lines = node.lines(b"lru_crawler metadump all")
     seen: set[bytes] = set()
-    for line in reply.split(b"\n"):
+    for line in lines:
         if not line.startswith(b"key="):
             continue
         fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
@@ -161,29 +125,19 @@ def _metadump(c: StatsClient) -> Iterator[tuple[bytes, int]]:
 @click.pass_context
 def dump(ctx: click.Context, limit: int | None) -> None:
     """Every key and value as a replayable stream of `add` commands (memcached-tool dump)."""
-    c = _client(ctx)
     out = sys.stdout.buffer
-    try:
-        keys = list(_metadump(c))
+    with _node(ctx) as node:
+        keys = list(_metadump(node))
         if limit:
             keys = keys[:limit]
         click.echo(f"Dumping memcache contents ({len(keys)} keys)", err=True)
         for i in range(0, len(keys), 100):
             batch = keys[i : i + 100]
-            reply = c.request(b"get " + b" ".join(k for k, _ in batch))
             exp = dict(batch)
-            pos = 0
-            while reply.startswith(b"VALUE ", pos):
-                eol = reply.index(b"\r\n", pos)
-                _, key, flags, length = reply[pos:eol].split(b" ")[:4]
-                start = eol + 2
-                value = reply[start : start + int(length)]
-                e = exp.get(key, 0)
-                out.write(b"add %b %b %d %b\r\n%b\r\n" % (key, flags, max(e, 0), length, value))
-                pos = start + int(length) + 2
+            for key, flags, value in node.get_many([k for k, _ in batch]):
+                e = max(exp.get(key, 0), 0)
+                out.write(b"add %b %b %d %d\r\n%b\r\n" % (key, flags, e, len(value), value))
         out.flush()
-    finally:
-        c.close()
 
 
 TOP_COUNTERS = (
@@ -252,26 +206,24 @@ def render_top(
 @click.pass_context
 def top(ctx: click.Context, interval: float, count: int) -> None:
     """A live view: ops/s by command, hit ratio, connections, memory by slab class."""
-    c = _client(ctx)
     address = f"{ctx.obj.address[0]}:{ctx.obj.address[1]}"
     tty = sys.stdout.isatty()
-    try:
-        prev, t0 = c.stats(), time.monotonic()
-        n = 0
-        while count == 0 or n < count:
-            time.sleep(interval)
-            cur, t1 = c.stats(), time.monotonic()
-            screen = render_top(address, prev, cur, c.stats("slabs"), max(t1 - t0, 1e-6))
-            if tty:
-                click.echo("\x1b[H\x1b[2J" + screen)
-            else:
-                click.echo(screen + "\n")
-            prev, t0 = cur, t1
-            n += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        c.close()
+    with _node(ctx) as node:
+        try:
+            prev, t0 = node.stats(), time.monotonic()
+            n = 0
+            while count == 0 or n < count:
+                time.sleep(interval)
+                cur, t1 = node.stats(), time.monotonic()
+                screen = render_top(address, prev, cur, node.stats("slabs"), max(t1 - t0, 1e-6))
+                if tty:
+                    click.echo("\x1b[H\x1b[2J" + screen)
+                else:
+                    click.echo(screen + "\n")
+                prev, t0 = cur, t1
+                n += 1
+        except KeyboardInterrupt:
+            pass
 
 
 COMMANDS = (display, stats, settings, dump, top)
