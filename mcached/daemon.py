@@ -25,6 +25,7 @@ from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.protocol.parser import Parser
+from mcached.server.connection import TRACE
 from mcached.server.listener import Server
 from mcached.settings import Settings
 from mcached.stats import Counters
@@ -37,8 +38,7 @@ lifecycle = logging.getLogger("mcached.lifecycle")
 lifecycle.setLevel(logging.INFO)
 
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
-TRACE = 5  # -vvv: every command and reply
-logging.addLevelName(TRACE, "TRACE")
+logging.addLevelName(TRACE, "TRACE")  # -vvv: every command and reply (the connections log it)
 
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
@@ -133,8 +133,9 @@ class Daemon:
             log.info("listening on udp %s", u.getsockname())
 
     def stop(self, graceful: bool = True) -> None:
-        """Stop accepting, answer what was received (within --shutdown-timeout when
-        `graceful`), close connections, stop threads in reverse start order."""
+        """Stop accepting; when `graceful`, answer what every connection has sent and send
+        the replies (within --shutdown-timeout); close the connections (at once, dropping
+        unsent replies, when not `graceful`); stop the threads in reverse start order."""
         with self._stop_lock:
             if self._stopped:
                 return
@@ -145,12 +146,15 @@ class Daemon:
         lifecycle.info("stopped")
 
     def request_stop(self, graceful: bool = False) -> None:
-        """From any thread (the ``shutdown`` command, a signal): ask the main loop to stop."""
+        """From any thread (the ``shutdown [graceful]`` command): ask the main loop to stop,
+        at once or `graceful` (see `stop`)."""
         self._events.put(("stop", graceful))
         if not self._waiting:
             # No main loop is waiting (the daemon runs inside a test): stop from a helper
             # thread, since the caller may be a worker that stop() joins.
-            threading.Thread(target=self.stop, name="mcached-stop", daemon=True).start()
+            threading.Thread(
+                target=self.stop, args=(graceful,), name="mcached-stop", daemon=True
+            ).start()
 
     _waiting = False
 
@@ -169,6 +173,7 @@ class Daemon:
         if watchdog:
             systemd.notify("WATCHDOG=1")
         next_status = time.monotonic() + STATUS_INTERVAL
+        graceful = True  # signals drain; the shutdown command says which it wants
         try:
             while True:
                 timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL)
@@ -182,7 +187,9 @@ class Daemon:
                     systemd.notify("STATUS=" + self.status_line())
                     next_status = time.monotonic() + STATUS_INTERVAL
                 if kind == "stop":
-                    lifecycle.info("shutdown command: stopping")
+                    graceful = bool(arg)
+                    how = "gracefully" if graceful else "at once"
+                    lifecycle.info("shutdown command: stopping %s", how)
                     break
                 if kind == "signal" and arg in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     lifecycle.info("%s: stopping", signal.Signals(arg).name)
@@ -194,7 +201,7 @@ class Daemon:
         finally:
             self._waiting = False
             systemd.notify("STOPPING=1")
-            self.stop()
+            self.stop(graceful)
         return 0
 
     def status_line(self) -> str:
@@ -305,7 +312,3 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     root.setLevel(log_level(verbose))
     root.propagate = False
     return reopen
-
-
-def pid() -> int:
-    return os.getpid()

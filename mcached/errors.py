@@ -1,45 +1,16 @@
-"""Error types shared by every layer.
+"""Exceptions that cross layers: a handler or the parser raises them, the server acts on them.
 
-The protocol has three error lines (memcached `doc/protocol.txt`, "Error strings"):
-``ERROR`` for an unknown verb, ``CLIENT_ERROR <msg>`` for bad input and
-``SERVER_ERROR <msg>`` for our fault. Each has an exception here carrying its message;
-`handlers` turns them into reply lines. `CloseConnection` asks the server to hang up
-without a reply (memcached's ``conn_closing``), and `Shutdown` derives from
-BaseException so that no ``except Exception`` swallows a stop request.
+The protocol's own error lines (``ERROR``, ``CLIENT_ERROR <msg>``, ``SERVER_ERROR <msg>``:
+memcached `doc/protocol.txt`, "Error strings") are replies, not exceptions: the parser and
+the handlers answer them as values from `mcached.protocol.responses`, and the connection stays
+open. What is left here cannot be answered with a line:
+
+* `CloseConnection`: hang up on the client without a reply (memcached's ``conn_closing``).
+* `Shutdown`: stop the daemon (the ``shutdown`` command). It derives from BaseException so
+  that no ``except Exception`` swallows a stop request.
+
+Rules: this module imports nothing, so every layer may import it.
 """
-
-
-class ProtocolError(Exception):
-    """A request that earns an error line; the connection stays open."""
-
-    line = b"ERROR"
-
-    def __init__(self, message: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-
-    def reply(self) -> bytes:
-        if self.message:
-            return self.line + b" " + self.message.encode() + b"\r\n"
-        return self.line + b"\r\n"
-
-
-class UnknownCommand(ProtocolError):
-    """``ERROR``: a verb we do not know, or a known verb with the wrong token count."""
-
-    line = b"ERROR"
-
-
-class ClientError(ProtocolError):
-    """``CLIENT_ERROR <msg>``: the request is malformed."""
-
-    line = b"CLIENT_ERROR"
-
-
-class ServerError(ProtocolError):
-    """``SERVER_ERROR <msg>``: the request is fine but we cannot serve it."""
-
-    line = b"SERVER_ERROR"
 
 
 class CloseConnection(Exception):
@@ -51,7 +22,9 @@ class CloseConnection(Exception):
 
 
 class Shutdown(BaseException):
-    """Stop the daemon. `graceful` mirrors memcached's SIGUSR1 stop."""
+    """Stop the daemon: at once (memcached's ``shutdown``: connections are closed and replies
+    not yet sent are dropped), or, `graceful`, after answering what every connection has
+    already sent (``shutdown graceful``, as SIGUSR1 and SIGTERM)."""
 
     def __init__(self, graceful: bool = False) -> None:
         super().__init__("graceful" if graceful else "immediate")

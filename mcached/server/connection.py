@@ -83,7 +83,6 @@ class Connection:
         "last_cmd",
         "dispatch",
         "reqs_per_event",
-        "session",
         "eof",
         "tls",
         "opened",
@@ -123,7 +122,6 @@ class Connection:
         self.out_since = self.last_cmd
         self.dispatch = dispatch  # command type -> its handler(command, connection)
         self.reqs_per_event = reqs_per_event
-        self.session: dict[str, Any] = {}  # per-connection state handlers may keep
         self.eof = False  # the client half-closed: nothing more is read
         self._closing = ""  # CLOSING: why, logged once the output is sent
 

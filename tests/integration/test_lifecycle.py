@@ -4,6 +4,7 @@ config file, bad flags. Each test starts ``python -m mcached`` on a free loopbac
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -79,6 +80,89 @@ def test_stop_signal_mid_pipeline_loses_no_reply(signo: int) -> None:
         )
         assert data == expected
         assert proc.wait(15) == 0
+    finally:
+        stop(proc)
+
+
+BIG = 512 * 1024  # one value; a reader asks for it COPIES times and reads none of it
+COPIES = 40  # 20 MB of replies: far more than the kernel buffers of one connection hold
+
+
+def unread_replies(port: int) -> tuple[socket.socket, int]:
+    """A connection that asked for ~20 MB of replies and has read none of them: most of them
+    wait in the server, unsent. Returns it and the length of the whole reply."""
+    with Conn((HOST, port)) as conn:
+        assert conn.request(b"set big 0 0 %d\r\n%b\r\n" % (BIG, b"v" * BIG)) == b"STORED\r\n"
+    reader = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    reader.connect((HOST, port))
+    reader.sendall(b"get" + b" big" * COPIES + b"\r\n")
+    # Readable: the server has begun sending, so it has made every reply (one command's
+    # replies are queued together).
+    assert select.select([reader], [], [], 10)[0], "no reply began"
+    return reader, COPIES * (len(b"VALUE big 0 %d\r\n" % BIG) + BIG + 2) + len(b"END\r\n")
+
+
+def read_to_the_end(sock: socket.socket) -> bytes:
+    """Everything until the server closes (EOF or reset)."""
+    sock.settimeout(10)
+    parts = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            parts.append(chunk)
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return b"".join(parts)
+
+
+def stops_accepting(port: int, limit: float = 5.0) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_shutdown_stops_at_once_dropping_unsent_replies() -> None:
+    """``shutdown`` (memcached's: it raises SIGINT, which exits) does not wait for replies
+    a client has not read, however long --shutdown-timeout is."""
+    proc, port = spawn("-A", "--shutdown-timeout", "60")
+    try:
+        wait_for_port(port)
+        reader, whole = unread_replies(port)
+        with Conn((HOST, port)) as admin:
+            admin.send(b"shutdown\r\n")
+            assert admin.closed()
+        assert proc.wait(10) == 0  # at once, not after 60 s
+        assert len(read_to_the_end(reader)) < whole  # the unsent replies were dropped
+        assert proc.stderr is not None
+        assert b"shutdown command: stopping at once" in proc.stderr.read()
+    finally:
+        stop(proc)
+
+
+def test_shutdown_graceful_sends_every_reply_first() -> None:
+    """``shutdown graceful`` (as SIGUSR1) stops accepting, then answers and sends everything
+    already asked for (within --shutdown-timeout) before it exits."""
+    proc, port = spawn("-A", "--shutdown-timeout", "60")
+    try:
+        wait_for_port(port)
+        reader, whole = unread_replies(port)
+        with Conn((HOST, port)) as admin:
+            admin.send(b"shutdown graceful\r\n")
+            assert admin.closed()
+        assert stops_accepting(port)
+        time.sleep(0.2)
+        assert proc.poll() is None  # stopping, but still owes the reader its replies
+        reply = read_to_the_end(reader)
+        assert len(reply) == whole and reply.endswith(b"\r\nEND\r\n")
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None
+        assert b"shutdown command: stopping gracefully" in proc.stderr.read()
     finally:
         stop(proc)
 
