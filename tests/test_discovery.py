@@ -4,7 +4,6 @@ fake resolver."""
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import time
@@ -32,7 +31,6 @@ from mcached.cluster.discovery import (
 from mcached.protocol import commands as c
 from mcached.protocol.parser import Parser
 from mcached.settings import Settings, SettingsError, validate
-from tests.test_layering import ROOT, imports, module_name
 
 pytestmark = pytest.mark.unit
 
@@ -482,53 +480,3 @@ def test_cluster_options_from_the_command_line() -> None:
 def test_cluster_options_validated(changes: dict[str, object]) -> None:
     with pytest.raises(SettingsError):
         validate(Settings(**changes))  # type: ignore[arg-type]
-
-
-def test_layering_of_discovery_and_its_clients() -> None:
-    allowed = {
-        "mcached.cluster.config": ("mcached.addr",),
-        "mcached.cluster.sources": ("mcached.addr", "mcached.cluster.config"),
-        "mcached.cluster.discovery": (
-            "mcached.addr",
-            "mcached.cluster",
-            "mcached.protocol",
-            "mcached.settings",
-            "mcached.errors",
-        ),
-        "mcached.client.node": ("mcached.addr", "mcached.cluster.config"),
-        "mcached.client.cluster": ("mcached.addr", "mcached.cluster.config", "mcached.client.node"),
-        "mcached.client.tool": ("mcached.addr", "mcached.cluster", "mcached.client"),
-        "mcached.client.tool_stats": ("mcached.client.node",),
-    }
-    problems = []
-    for path in sorted(ROOT.rglob("*.py")):
-        name = module_name(path)
-        found = {i for i in imports(path) if i != "mcached" and not i.startswith("mcached.__")}
-        if name.startswith("mcached.server") and any("discovery" in i for i in found):
-            problems.append(f"{name} imports {found}")
-        for mod, ok in allowed.items():
-            if name == mod:
-                problems += [
-                    f"{name} imports {i}"
-                    for i in found
-                    if not any(i == a or i.startswith(a + ".") for a in ok)
-                ]
-    assert problems == []
-
-
-def test_tool_and_daemon_do_not_need_pymemcache() -> None:
-    """pymemcache is the ``client`` extra: only mcached.client.cluster may import it."""
-    for path in sorted(ROOT.rglob("*.py")):
-        if module_name(path) != "mcached.client.cluster":
-            assert not any(i.startswith("pymemcache") for i in all_imports(path)), path
-
-
-def all_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found

@@ -1,8 +1,25 @@
-"""The one-way imports of the style guide, checked by walking every module's imports."""
+"""The walls between mcached's rooms: one table says what each module may import, and every
+module's imports, walked with `ast`, are checked against it.
+
+`LAYERS` has one row per module under mcached/ (a package's row is its ``__init__``). A row
+lists the mcached modules the module may import (``"mcached.protocol.*"``: the package and
+every module in it) and the third-party distributions it may use; the standard library is
+free. The test fails when a module imports something its row does not list, when a module
+has no row, and when a row (or an entry) names a module that does not exist. Imports are
+counted wherever they sit: in a function, under ``if TYPE_CHECKING:``, relative or absolute.
+
+Imports point down. From the bottom: the leaf modules (errors, addr, clock, settings, stats,
+systemd, process); ``protocol/`` and ``storage/``, which know nothing above them; the cluster's
+data format; ``server/`` (sockets and threads, meaning-free: never ``handlers`` or
+``storage``) and the served discovery endpoint; ``handlers``; ``daemon``, which wires them;
+``cli`` and ``__main__`` on top. ``client/`` is a side tower: clients of running nodes that
+share the cluster's format and ``addr``, and never import the daemon's layers.
+"""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,68 +28,304 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent / "mcached"
 
-# package prefix -> the mcached modules it may import (prefix match)
-ALLOWED = {
-    "mcached.protocol": ("mcached.errors", "mcached.protocol"),
-    "mcached.storage": ("mcached.errors", "mcached.clock", "mcached.storage"),
-    "mcached.server": (
+LEAF: set[str] = set()  # imports nothing from mcached
+PROTOCOL = "mcached.protocol.*"
+
+LAYERS: dict[str, set[str]] = {
+    # ---- leaves: every layer may import them ----
+    "mcached": LEAF,  # the version constants
+    "mcached.errors": LEAF,
+    "mcached.addr": LEAF,
+    "mcached.clock": LEAF,
+    "mcached.settings": LEAF,
+    "mcached.stats": LEAF,
+    "mcached.systemd": LEAF,
+    "mcached.process": LEAF,
+    "mcached.auth": {"mcached.settings"},  # raises SettingsError, as a bad flag does
+    # ---- protocol/: bytes in, commands out; no sockets ----
+    "mcached.protocol": LEAF,
+    "mcached.protocol.commands": LEAF,
+    "mcached.protocol.responses": LEAF,
+    "mcached.protocol.parser": {
+        "mcached.errors",
+        "mcached.protocol.commands",
+        "mcached.protocol.responses",
+    },
+    # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
+    # Exactly what each module needs today: items owns the allocator's pieces (slabs, lru,
+    # assoc); lru reads item headers in slab pages; cache is the facade over items and reads
+    # the slab table and the index directly for stats and the crawler's walks.
+    "mcached.storage": LEAF,
+    "mcached.storage.results": LEAF,
+    "mcached.storage.slabs": LEAF,
+    "mcached.storage.assoc": LEAF,
+    "mcached.storage.lru": {"mcached.storage.slabs"},
+    "mcached.storage.items": {
+        "mcached.clock",
+        "mcached.storage.assoc",
+        "mcached.storage.lru",
+        "mcached.storage.results",
+        "mcached.storage.slabs",
+    },
+    "mcached.storage.cache": {
+        "mcached.clock",
+        "mcached.storage.assoc",
+        "mcached.storage.items",
+        "mcached.storage.results",
+        "mcached.storage.slabs",
+    },
+    "mcached.storage.maintainer": {"mcached.storage.cache"},
+    # ---- cluster/: auto-discovery; config is the format clients and server share ----
+    "mcached.cluster": LEAF,
+    "mcached.cluster.config": {"mcached.addr"},
+    "mcached.cluster.sources": {"mcached.addr", "mcached.cluster.config"},
+    "mcached.cluster.discovery": {
+        "mcached.addr",
+        "mcached.cluster.config",
+        "mcached.cluster.sources",
+        "mcached.settings",
+        PROTOCOL,
+    },
+    # ---- server/: sockets and threads; it is handed the dispatch table, never handlers ----
+    "mcached.server": LEAF,
+    "mcached.server.poller": LEAF,
+    "mcached.server.tls": {"mcached.settings"},
+    "mcached.server.udp": {"mcached.errors", "mcached.stats", PROTOCOL},
+    "mcached.server.connection": {
+        "mcached.errors",
+        "mcached.stats",
+        PROTOCOL,
+        "mcached.server.poller",
+        "mcached.server.workers",  # under TYPE_CHECKING: its owner's type
+    },
+    "mcached.server.workers": {
+        "mcached.stats",
+        PROTOCOL,
+        "mcached.server.connection",
+        "mcached.server.poller",
+    },
+    "mcached.server.listener": {
         "mcached.addr",
         "mcached.errors",
-        "mcached.protocol",
-        "mcached.stats",
         "mcached.settings",
-        "mcached.server",
-    ),
-    "mcached.stats": (),
-    "mcached.settings": (),
-    "mcached.clock": (),
-    "mcached.errors": (),
-    "mcached.addr": (),
-    # the -Y credentials: read by handlers, loaded by the daemon; raises a SettingsError
-    "mcached.auth": ("mcached.settings",),
+        "mcached.stats",
+        PROTOCOL,
+        "mcached.server.connection",
+        "mcached.server.tls",
+        "mcached.server.udp",
+        "mcached.server.workers",
+    },
+    # ---- what each verb means ----
+    "mcached.handlers": {
+        "mcached",
+        "mcached.clock",
+        "mcached.errors",
+        "mcached.settings",
+        "mcached.stats",
+        PROTOCOL,
+        "mcached.storage.cache",
+        "mcached.storage.results",
+        "mcached.storage.slabs",  # the slab class table, for stats sizes
+        "mcached.cluster.config",
+        "mcached.cluster.discovery",
+        "psutil",  # rusage and memory figures for stats
+    },
+    # ---- wiring and the command line ----
+    "mcached.daemon": {
+        "mcached.auth",
+        "mcached.clock",
+        "mcached.cluster.discovery",
+        "mcached.handlers",
+        "mcached.settings",
+        "mcached.stats",
+        "mcached.systemd",
+        PROTOCOL,
+        "mcached.server.*",
+        "mcached.storage.cache",
+        "mcached.storage.maintainer",
+    },
+    "mcached.cli": {
+        "mcached",
+        "mcached.daemon",
+        "mcached.process",
+        "mcached.settings",
+        "mcached.systemd",
+        "click",
+    },
+    "mcached.__main__": {"mcached.cli"},
+    # ---- client/: clients of running nodes; no daemon layer, pymemcache only for one ----
+    "mcached.client": LEAF,
+    "mcached.client.node": {"mcached.addr", "mcached.cluster.config"},
+    "mcached.client.cluster": {
+        "mcached.addr",
+        "mcached.cluster.config",
+        "mcached.client.node",
+        "pymemcache",  # the client extra: the tool and the daemon run without it
+    },
+    "mcached.client.tool_stats": {"mcached.client.node", "click"},
+    "mcached.client.tool": {
+        "mcached",
+        "mcached.addr",
+        "mcached.cluster.config",
+        "mcached.cluster.sources",
+        "mcached.client.node",
+        "mcached.client.tool_stats",
+        "click",
+    },
+    # ---- old homes, kept for existing commands and imports ----
+    "mcached.tool": {"mcached.client.tool"},
+    "mcached.cluster_client": {"mcached.client.cluster"},
 }
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT.parent).with_suffix("")
+def module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    return {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+
+
+def imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """What the module `name` at `path` imports: mcached modules by full name (``from
+    mcached.x import y`` is ``mcached.x.y`` when that is a module, else ``mcached.x``), and
+    other packages by their top-level name."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names)
-    return {m for m in found if m == "mcached" or m.startswith("mcached.")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's own package up
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if full in known else base)
+    out = set()
+    for imp in found:
+        top = imp.partition(".")[0]
+        if top == "mcached":
+            out.add(imp)
+        elif top not in sys.stdlib_module_names and top != "__future__":
+            out.add(top)
+    return out
 
 
-def test_imports_point_down() -> None:
-    problems = []
-    for path in sorted(ROOT.rglob("*.py")):
-        name = module_name(path)
-        for prefix, allowed in ALLOWED.items():
-            if name == prefix or name.startswith(prefix + "."):
-                for imp in imports(path):
-                    if imp == "mcached":
-                        continue  # the package's version constants
-                    if not any(imp == a or imp.startswith(a + ".") for a in allowed):
-                        problems.append(f"{name} imports {imp}")
-    assert problems == []
+def allowed(imp: str, row: set[str]) -> bool:
+    for entry in row:
+        if entry.endswith(".*"):
+            package = entry[:-2]
+            if imp == package or imp.startswith(package + "."):
+                return True
+        elif imp == entry:
+            return True
+    return False
 
 
-def test_only_items_touches_slab_internals() -> None:
-    """In storage/, the allocator's pieces are reached only through items (and cache)."""
-    for path in sorted((ROOT / "storage").glob("*.py")):
-        name = module_name(path)
-        if name in ("mcached.storage.items", "mcached.storage.cache"):
+def problems(root: Path, table: dict[str, set[str]]) -> list[str]:
+    """Every way the modules under `root` and `table` disagree, one line each."""
+    found = modules(root)
+    known = set(found)
+    out = [f"{name} has no row in the table" for name in sorted(known - set(table))]
+    out += [
+        f"the table has a row for {name}, which does not exist"
+        for name in sorted(table.keys() - known)
+    ]
+    for name, row in sorted(table.items()):
+        for entry in sorted(row):
+            target = entry.removesuffix(".*")
+            if target.startswith("mcached") and target not in known:
+                out.append(f"{name}'s row names {entry}, which does not exist")
+    for name, path in found.items():
+        row = table.get(name)
+        if row is None:
             continue
-        for imp in imports(path):
-            assert not imp.startswith("mcached.storage.lru"), f"{name} imports {imp}"
-            assert not imp.startswith("mcached.storage.assoc"), f"{name} imports {imp}"
+        for imp in sorted(imports(path, name, known)):
+            if imp != name and not allowed(imp, row):
+                out.append(f"{name} imports {imp}")
+    return out
+
+
+def test_every_import_is_in_the_table() -> None:
+    assert problems(ROOT, LAYERS) == []
+
+
+# ---- the checker itself, on made-up trees: it must be able to fail ----
+
+
+def tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "mcached"
+    for rel, text in {"__init__.py": "", **files}.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+BASE = {
+    "mcached": LEAF,
+    "mcached.server": LEAF,
+    "mcached.server.listener": {"mcached.errors"},
+    "mcached.errors": LEAF,
+    "mcached.handlers": {"mcached.errors"},
+}
+
+
+@pytest.mark.parametrize(
+    ("handlers", "problem"),
+    [
+        (
+            "from mcached.server import listener\n",
+            "mcached.handlers imports mcached.server.listener",
+        ),
+        ("import mcached.server.listener\n", "mcached.handlers imports mcached.server.listener"),
+        (
+            "from mcached.server.listener import Server\n",
+            "mcached.handlers imports mcached.server.listener",
+        ),
+        ("from .server import listener\n", "mcached.handlers imports mcached.server.listener"),
+        ("from . import server\n", "mcached.handlers imports mcached.server"),
+        (
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from mcached.server import listener\n",
+            "mcached.handlers imports mcached.server.listener",
+        ),
+        ("def f():\n    import mcached.server\n", "mcached.handlers imports mcached.server"),
+        ("import pymemcache.client\n", "mcached.handlers imports pymemcache"),
+    ],
+)
+def test_a_forbidden_import_fails(tmp_path: Path, handlers: str, problem: str) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "errors.py": "",
+            "server/__init__.py": "",
+            "server/listener.py": "from ..errors import x\nimport socket\n",
+            "handlers.py": "from mcached import errors\n" + handlers,
+        },
+    )
+    assert problems(root, BASE) == [problem]
+
+
+def test_a_module_without_a_row_fails(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"errors.py": "", "handlers.py": "", "server/listener.py": ""})
+    root.joinpath("server", "__init__.py").write_text("")
+    root.joinpath("newroom.py").write_text("")
+    assert problems(root, BASE) == ["mcached.newroom has no row in the table"]
+
+
+def test_a_stale_row_or_entry_fails(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"errors.py": "", "server/__init__.py": "", "server/listener.py": ""})
+    table = {**BASE, "mcached.server": {"mcached.gone.*"}}
+    assert problems(root, table) == [
+        "the table has a row for mcached.handlers, which does not exist",
+        "mcached.server's row names mcached.gone.*, which does not exist",
+    ]
