@@ -96,7 +96,6 @@ LAYERS: dict[str, set[str]] = {
         "mcached.stats",
         PROTOCOL,
         "mcached.server.poller",
-        "mcached.server.workers",  # under TYPE_CHECKING: its owner's type
     },
     "mcached.server.workers": {
         "mcached.stats",

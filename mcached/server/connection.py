@@ -19,6 +19,10 @@ nothing for ``--stall-timeout`` seconds is closed by its worker.
 
 After the client's EOF (a half-close), every request received before it is still answered
 and every reply sent, as memcached does; then the connection closes.
+
+A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
+and loop clock, and four callbacks. `Worker` is the one owner in the daemon; tests build a
+connection over a socketpair with a fake one (tests/server/test_connection.py).
 """
 
 from __future__ import annotations
@@ -30,15 +34,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.parser import NEED_DATA, Parser
-from mcached.server.poller import READ, WRITE
+from mcached.server.poller import READ, WRITE, Poller
 from mcached.stats import Counters
-
-if TYPE_CHECKING:
-    from mcached.server.workers import Worker
 
 log = logging.getLogger("mcached.conn")
 
@@ -64,6 +65,27 @@ _EVENTS = {
     CLOSING: WRITE,
 }
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Owner(Protocol):
+    """What a connection needs from the worker that owns it (`mcached.server.workers.Worker`).
+
+    Only the owner's thread calls a connection, so none of this is locked.
+    """
+
+    counters: Counters  # the worker's own; the connection adds its bytes and yields
+    selector: Poller  # where the connection registers the events its state wants
+    ready: set[Connection]  # YIELDED connections, served again without a read
+    now: float  # time.monotonic() when the loop last woke (one clock read per batch)
+    trace: bool  # -vvv: log every command and reply
+
+    def connection_closed(self, conn: Connection, reason: str) -> None: ...
+
+    def request_shutdown(self, graceful: bool) -> None: ...
+
+    def tls_handshake_failed(self) -> None: ...
+
+    def tls_handshake_done(self, sock: Any) -> None: ...
 
 
 class Connection:
@@ -96,7 +118,7 @@ class Connection:
         sock: socket.socket,
         peer: Any,
         listen_addr: str,
-        worker: Worker,
+        worker: Owner,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
         parser: Parser,
         reqs_per_event: int,

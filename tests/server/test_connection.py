@@ -1,0 +1,342 @@
+"""mcached/server/connection.py: one connection's state machine, over a socketpair, with a
+fake owner in place of its worker and a small dispatch table in place of the handlers."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mcached.errors import CloseConnection, Shutdown
+from mcached.protocol import commands as c
+from mcached.protocol.parser import Parser
+from mcached.server.connection import (
+    BLOCKED,
+    CLOSED,
+    CLOSING,
+    OUTPUT_SOFT_CAP,
+    READING,
+    YIELDED,
+    Connection,
+)
+from mcached.server.poller import READ, WRITE, Poller
+from mcached.stats import Counters
+
+pytestmark = pytest.mark.unit
+
+
+class RecordingPoller(Poller):
+    """A real epoll that also remembers each socket's interest, for the tests to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: dict[int, int] = {}
+
+    def register(self, sock: socket.socket, events: int, owner: Any) -> None:
+        super().register(sock, events, owner)
+        self.events[sock.fileno()] = events
+
+    def modify(self, sock: socket.socket, events: int, owner: Any) -> None:
+        super().modify(sock, events, owner)
+        self.events[sock.fileno()] = events
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        super().unregister(sock)
+        del self.events[fd]
+
+
+class FakeOwner:
+    """What a worker gives its connections (`mcached.server.connection.Owner`)."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.selector = RecordingPoller()
+        self.ready: set[Connection] = set()
+        self.now = 0.0
+        self.trace = False
+        self.closed: list[str] = []
+        self.shutdowns: list[bool] = []
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        self.closed.append(reason)
+
+    def request_shutdown(self, graceful: bool) -> None:
+        self.shutdowns.append(graceful)
+
+    def tls_handshake_failed(self) -> None:
+        raise AssertionError("no TLS here")
+
+    def tls_handshake_done(self, sock: Any) -> None:
+        raise AssertionError("no TLS here")
+
+    def interest(self, conn: Connection) -> int:
+        """The events the connection asks the poller for (0: not registered)."""
+        return self.selector.events.get(conn.fd, 0)
+
+
+def get(cmd: c.Get, conn: Any) -> None:
+    """``get <key>...``: ``<key>\\r\\n`` per key; ``big<N>`` answers N bytes of x."""
+    for key in cmd.keys:
+        if key.startswith(b"big"):
+            conn.out.append(b"x" * int(key[3:]))
+        else:
+            conn.out.append(key + b"\r\n")
+
+
+def quit_(cmd: c.Quit, conn: Any) -> None:
+    raise CloseConnection("quit")
+
+
+def shutdown(cmd: c.ShutdownCmd, conn: Any) -> None:
+    raise Shutdown(graceful=cmd.mode == b"graceful")
+
+
+DISPATCH = {c.Get: get, c.Quit: quit_, c.ShutdownCmd: shutdown}  # nothing else: a KeyError
+
+
+_OPEN: list[Any] = []  # sockets and pollers a test made, closed after it
+
+
+@pytest.fixture(autouse=True)
+def _close_what_tests_open() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def make(
+    reqs_per_event: int = 20, sndbuf: int | None = None
+) -> tuple[Connection, socket.socket, FakeOwner]:
+    """A connection as a worker holds it after the hand-off, and the client's end."""
+    ours, client = socket.socketpair()
+    _OPEN.extend((ours, client))
+    ours.setblocking(False)
+    if sndbuf is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    client.settimeout(5)
+    owner = FakeOwner()
+    _OPEN.append(owner.selector)
+    conn = Connection(ours, "peer", "listen", owner, DISPATCH, Parser(), reqs_per_event)
+    owner.selector.register(ours, READ, conn)  # as Worker._accept_handed_off does
+    return conn, client, owner
+
+
+def received(client: socket.socket) -> bytes:
+    """What the client can read now, without waiting."""
+    parts = []
+    client.setblocking(False)
+    try:
+        while chunk := client.recv(1 << 20):
+            parts.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        client.settimeout(5)
+    return b"".join(parts)
+
+
+def test_a_request_is_answered_and_counted() -> None:
+    conn, client, owner = make()
+    client.sendall(b"get a b\r\n")
+    conn.on_readable()
+    assert client.recv(100) == b"a\r\nb\r\n"
+    assert conn.state == READING and owner.interest(conn) == READ
+    assert owner.counters.bytes_read == 9 and owner.counters.bytes_written == 6
+    assert not owner.ready and not owner.closed
+    conn.close()
+
+
+def test_pipelined_requests_yield_after_reqs_per_event_commands() -> None:
+    """-R 2: five pipelined commands take three turns; between them the connection waits
+    in the owner's ready set, not on the poller, and is not read."""
+    conn, client, owner = make(reqs_per_event=2)
+    client.sendall(b"".join(b"get k%d\r\n" % i for i in range(5)))
+    conn.on_readable()
+    assert received(client) == b"k0\r\nk1\r\n"
+    assert conn.state == YIELDED and conn in owner.ready
+    assert owner.interest(conn) == 0  # buffered input: served without a read
+    assert owner.counters.conn_yields == 1
+    conn.process()
+    assert received(client) == b"k2\r\nk3\r\n"
+    assert conn.state == YIELDED and owner.counters.conn_yields == 2
+    conn.process()
+    assert received(client) == b"k4\r\n"
+    assert conn.state == READING and conn not in owner.ready
+    assert owner.interest(conn) == READ
+    assert owner.counters.conn_yields == 2
+    conn.close()
+
+
+def test_unread_output_past_the_cap_blocks_reading_then_resumes() -> None:
+    """A client that pipelines without reading: past OUTPUT_SOFT_CAP unsent bytes the
+    connection neither reads nor parses; once the client drains it, it goes on."""
+    conn, client, owner = make(reqs_per_event=1)
+    size = OUTPUT_SOFT_CAP + 1024 * 1024
+    client.sendall(b"get big%d\r\nget after\r\n" % size)
+    conn.on_readable()
+    assert conn.state == BLOCKED and conn not in owner.ready
+    assert conn.unsent >= OUTPUT_SOFT_CAP
+    assert owner.interest(conn) == WRITE  # no READ: nothing more is taken in
+    assert conn.parser.buffered == len(b"get after\r\n")  # and nothing more parsed
+    got = b""
+    while conn.state == BLOCKED:
+        got += client.recv(1 << 20)
+        conn.on_writable()
+    assert conn.unsent < OUTPUT_SOFT_CAP
+    assert conn.state == YIELDED and conn in owner.ready  # drained enough: parse again
+    conn.process()
+    assert conn.parser.buffered == 0
+    while conn.unsent:
+        got += received(client)
+        conn.on_writable()
+    got += received(client)
+    assert got == b"x" * size + b"after\r\n"
+    assert conn.state == YIELDED  # -R 1: the turn ended on its budget
+    conn.process()  # the next turn finds nothing: back to reading
+    assert conn.state == READING and owner.interest(conn) == READ
+    conn.close()
+
+
+def test_a_partial_send_keeps_the_rest_and_the_order() -> None:
+    conn, client, owner = make(sndbuf=4096)
+    client.sendall(b"get big100000\r\n")
+    conn.on_readable()
+    assert 0 < conn.unsent < 100000  # the socket took part of it
+    assert owner.interest(conn) == READ | WRITE  # still reading, and waiting to write
+    client.sendall(b"get next\r\n")  # its reply must wait behind the rest
+    conn.on_readable()
+    got = b""
+    while conn.unsent:
+        got += received(client)
+        conn.on_writable()
+    got += received(client)
+    assert got == b"x" * 100000 + b"next\r\n"
+    assert owner.interest(conn) == READ
+    assert owner.counters.bytes_written == len(got)
+    conn.close()
+
+
+def test_eof_answers_what_came_before_then_closes() -> None:
+    conn, client, owner = make()
+    client.sendall(b"get a\r\nget b\r\n")
+    client.shutdown(socket.SHUT_WR)
+    conn.on_readable()
+    assert received(client) == b"a\r\nb\r\n"
+    conn.on_readable()  # reads the EOF
+    assert conn.state == CLOSED and owner.closed == ["client closed"]
+    assert client.recv(100) == b""  # and the client sees its close
+    assert owner.interest(conn) == 0
+
+
+def test_eof_with_replies_unsent_closes_once_they_are_sent() -> None:
+    conn, client, owner = make(sndbuf=4096)
+    client.sendall(b"get big100000\r\n")
+    client.shutdown(socket.SHUT_WR)
+    conn.on_readable()
+    conn.on_readable()  # the EOF, while most of the reply waits
+    assert conn.state == CLOSING and conn.eof
+    assert owner.interest(conn) == WRITE  # only writing: a half-closed socket is readable
+    got = b""
+    while conn.state == CLOSING:
+        got += received(client)
+        conn.on_writable()
+    got += received(client)
+    assert got == b"x" * 100000
+    assert conn.state == CLOSED and owner.closed == ["client closed"]
+
+
+def test_quit_sends_what_came_before_and_nothing_after() -> None:
+    conn, client, owner = make(sndbuf=4096)
+    client.sendall(b"get big50000\r\nquit\r\nget never\r\n")
+    conn.on_readable()
+    assert conn.state == CLOSING  # the reply before quit is still going out
+    got = b""
+    while conn.state == CLOSING:
+        got += received(client)
+        conn.on_writable()
+    got += received(client)
+    assert got == b"x" * 50000
+    assert conn.state == CLOSED and owner.closed == ["quit"]
+
+
+def test_quit_with_nothing_owed_closes_at_once() -> None:
+    conn, client, owner = make()
+    client.sendall(b"get a\r\nquit\r\n")
+    conn.on_readable()
+    assert conn.state == CLOSED and owner.closed == ["quit"]
+    assert client.recv(100) == b"a\r\n" and client.recv(100) == b""
+
+
+@pytest.mark.parametrize(("line", "graceful"), [(b"shutdown", False), (b"shutdown graceful", True)])
+def test_shutdown_command_closes_and_tells_the_owner(line: bytes, graceful: bool) -> None:
+    conn, client, owner = make()
+    client.sendall(b"get a\r\n" + line + b"\r\nget b\r\n")
+    conn.on_readable()
+    assert conn.state == CLOSED and owner.closed == ["shutdown command"]
+    assert owner.shutdowns == [graceful]
+    assert client.recv(100) == b"a\r\n"  # what came before, and nothing after
+    assert client.recv(100) == b""
+
+
+def test_a_failing_handler_closes_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    conn, client, owner = make()
+    client.sendall(b"version\r\n")  # not in DISPATCH: the lookup raises
+    conn.on_readable()
+    assert conn.state == CLOSED and owner.closed == ["internal error"]
+    assert "error handling a request from peer" in caplog.text
+    assert client.recv(100) == b""
+
+
+def test_drain_step_answers_what_the_kernel_already_holds() -> None:
+    """Stopping gracefully: requests that arrived but were never read are answered."""
+    conn, client, owner = make()
+    client.sendall(b"get a\r\nget b\r\n")  # the worker has not been woken for them
+    conn.drain_step()
+    assert received(client) == b"a\r\nb\r\n"
+    assert conn.state == READING and not owner.closed
+
+
+def test_close_is_once_and_unregisters() -> None:
+    conn, client, owner = make()
+    conn.close("first")
+    conn.close("second")
+    assert conn.state == CLOSED and owner.closed == ["first"]
+    assert owner.interest(conn) == 0 and conn.fd not in owner.selector.owners
+    assert client.recv(100) == b""
+
+
+class ResetSocket:
+    """A socket whose peer reset the connection: every read fails."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, n: int) -> bytes:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_read_error_closes_the_connection() -> None:
+    ours, client = socket.socketpair()
+    owner = FakeOwner()
+    _OPEN.extend((ours, client, owner.selector))
+    conn = Connection(
+        ResetSocket(ours),  # type: ignore[arg-type]
+        "peer",
+        "listen",
+        owner,
+        DISPATCH,
+        Parser(),
+        20,
+    )
+    conn.on_readable()
+    assert conn.state == CLOSED and owner.closed == ["read error"]
+    assert ours.fileno() == -1
