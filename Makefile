@@ -7,7 +7,7 @@ PORT   ?= 11211
 ARGS   ?=
 
 # `make install` installs system-wide (root): see scripts/install.sh.
-.PHONY: all venv install dev run test test-unit test-int lint fmt type bench bench-memory clean system-deps
+.PHONY: all venv install dev run test test-unit test-int cov lint fmt type bench bench-memory clean system-deps
 
 all: test
 
@@ -47,6 +47,13 @@ test-unit: $(VENV)/.installed-test
 test-int: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m integration
 
+# Line and branch coverage of the whole suite, one row per module (COV_ARGS: pytest's, e.g.
+# COV_ARGS="-m unit" or COV_ARGS=tests/protocol); the daemons it starts as subprocesses
+# (lifecycle tests, scripts/cluster.py) are not counted.
+COV_ARGS ?=
+cov: system-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q --cov --cov-report=term-missing $(COV_ARGS)
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mcached tests scripts
 	$(BIN)/ruff format --check mcached tests scripts
@@ -67,5 +74,5 @@ bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python scripts/bench_memory.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

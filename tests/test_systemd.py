@@ -1,0 +1,158 @@
+"""mcached/systemd.py with a patched environment: sd_notify datagrams to a socket of our own,
+socket activation from fds we place, the watchdog interval. No systemd needed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from mcached import systemd
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[socket.socket]:
+    """The service manager's end of NOTIFY_SOCKET: a datagram socket bound to a path."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def test_notify_outside_systemd_is_a_no_op() -> None:
+    with mock.patch.dict(os.environ, {}, clear=True):
+        assert systemd.notify("READY=1") is False
+
+
+def test_notify_sends_one_datagram(manager: socket.socket) -> None:
+    with mock.patch.dict(os.environ, {"NOTIFY_SOCKET": manager.getsockname()}, clear=True):
+        assert systemd.notify("READY=1\nSTATUS=listening on 127.0.0.1:11211") is True
+        assert systemd.notify("STOPPING=1") is True
+    assert manager.recv(4096) == b"READY=1\nSTATUS=listening on 127.0.0.1:11211"
+    assert manager.recv(4096) == b"STOPPING=1"
+
+
+def test_notify_to_an_abstract_socket() -> None:
+    """``@name`` is the abstract namespace: a leading NUL byte, no file."""
+    name = f"mcached-test-{os.getpid()}-{id(object())}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        with mock.patch.dict(os.environ, {"NOTIFY_SOCKET": "@" + name}, clear=True):
+            assert systemd.notify("WATCHDOG=1") is True
+        assert sock.recv(4096) == b"WATCHDOG=1"
+
+
+def test_notify_to_a_gone_socket_warns_and_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = str(tmp_path / "nobody-listens")
+    with (
+        mock.patch.dict(os.environ, {"NOTIFY_SOCKET": gone}, clear=True),
+        caplog.at_level(logging.WARNING, "mcached.systemd"),
+    ):
+        assert systemd.notify("READY=1\nSTATUS=x") is False
+    assert "sd_notify(READY=1) failed" in caplog.text
+
+
+@pytest.fixture
+def passed_fds() -> Iterator[tuple[int, list[tuple[str, int]]]]:
+    """Two listening sockets placed on two consecutive free fds, as systemd places its
+    sockets from fd 3 on. Yields the first fd and their addresses."""
+    first = 200
+    while any(_open(fd) for fd in (first, first + 1)):
+        first += 2
+    addresses = []
+    for fd in (first, first + 1):
+        with socket.create_server(("127.0.0.1", 0)) as s:
+            addresses.append(s.getsockname())
+            os.dup2(s.fileno(), fd)
+    yield first, addresses
+    for fd in (first, first + 1):
+        if _open(fd):
+            os.close(fd)
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_listen_fds_takes_the_sockets_passed_to_this_process(
+    passed_fds: tuple[int, list[tuple[str, int]]],
+) -> None:
+    first, addresses = passed_fds
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a:b"}
+    with (
+        mock.patch.object(systemd, "SD_LISTEN_FDS_START", first),
+        mock.patch.dict(os.environ, env, clear=True),
+    ):
+        socks = systemd.listen_fds()
+        # consumed: a child process (-d, a re-exec) must not take them for its own
+        assert not {"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} & set(os.environ)
+    try:
+        assert [s.fileno() for s in socks] == [first, first + 1]
+        assert [s.getsockname() for s in socks] == addresses
+        assert not any(os.get_inheritable(s.fileno()) for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"LISTEN_PID": "1", "LISTEN_FDS": "2"},  # passed to another process (our parent)
+        {"LISTEN_FDS": "2"},
+        {"LISTEN_PID": "<pid>", "LISTEN_FDS": "0"},
+        {"LISTEN_PID": "<pid>", "LISTEN_FDS": "two"},
+        {"LISTEN_PID": "x", "LISTEN_FDS": "2"},
+    ],
+)
+def test_listen_fds_takes_nothing_not_meant_for_us(
+    env: dict[str, str], passed_fds: tuple[int, list[tuple[str, int]]]
+) -> None:
+    first, _ = passed_fds
+    env = {k: v.replace("<pid>", str(os.getpid())) for k, v in env.items()}
+    with (
+        mock.patch.object(systemd, "SD_LISTEN_FDS_START", first),
+        mock.patch.dict(os.environ, env, clear=True),
+    ):
+        assert systemd.listen_fds() == []
+    assert _open(first) and _open(first + 1)  # left alone
+
+
+def test_listen_fds_can_leave_the_environment() -> None:
+    env = {"LISTEN_PID": "1", "LISTEN_FDS": "1"}
+    with mock.patch.dict(os.environ, env, clear=True):
+        assert systemd.listen_fds(unset_environment=False) == []
+        assert os.environ["LISTEN_FDS"] == "1" and os.environ["LISTEN_PID"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("env", "interval"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "2000000"}, 1.0),  # pings at half the timeout
+        ({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "<pid>"}, 1.0),
+        ({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}, None),  # another process's
+        ({"WATCHDOG_USEC": "10"}, 0.05),  # a floor, so the main loop never spins
+        ({"WATCHDOG_USEC": "soon"}, None),
+    ],
+)
+def test_watchdog_interval(env: dict[str, str], interval: float | None) -> None:
+    env = {k: v.replace("<pid>", str(os.getpid())) for k, v in env.items()}
+    with mock.patch.dict(os.environ, env, clear=True):
+        assert systemd.watchdog_interval() == interval
