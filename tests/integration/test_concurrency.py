@@ -4,24 +4,40 @@
 file drives the protocol directly, with pipelining and noreply, and covers append, prepend,
 add races and cas from raw sockets. Against both servers: these are memcached's atomicity
 guarantees (every compound operation runs under its key's lock).
+
+mcached runs each test with one worker thread (its default under the GIL) and with four
+(``-t 4``): the listener hands connections round-robin, so the threads' connections sit on
+different workers and their requests interleave at any bytecode, not only at socket calls.
+memcached runs them with its default four.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.conftest import Server
 from tests.wire import Conn
-
-if TYPE_CHECKING:
-    from tests.conftest import Server
 
 pytestmark = pytest.mark.integration
 
 THREADS = 8
+
+
+@pytest.fixture(
+    params=[("mcached", 1), ("mcached", 4), ("memcached", 4)],
+    ids=["mcached-t1", "mcached-t4", "memcached-t4"],
+)
+def server(request: pytest.FixtureRequest, server_factory: Callable[..., Server]) -> Server:
+    """conftest's `server`, with the number of worker threads as a parameter too."""
+    kind, workers = request.param
+    srv = server_factory(kind, "-t", str(workers))
+    with Conn(srv.address) as c:
+        c.send(b"stats\r\n")
+        assert b"STAT threads %d\r\n" % workers in c.read_until(b"END\r\n")
+    return srv
 
 
 def run_threads(n: int, target: Callable[[int], None]) -> None:
