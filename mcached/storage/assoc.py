@@ -1,10 +1,9 @@
 """The key -> item table (memcached's ``assoc.c``): open addressing over 64-bit slots.
 
-One table per partition, guarded by the partition's lock. Keys are not stored here: they live
-in the item, in page memory, and a lookup compares them there. So the table costs 8 bytes a
-slot and no Python object per item; at its load factor (kept between 0.25 and 0.6) that is
-13 to 32 bytes an item, 16.8 measured with 1,000,000 items (memcached's own table: 8 bytes a
-bucket plus the 8-byte ``h_next`` pointer in each item).
+One table per partition, guarded by the partition's lock, in the arena's ``tables`` mapping
+(`mcached.storage.arena`). Keys are not stored here: they live in the item, in page memory,
+and a lookup compares them there. So the table costs 8 bytes a slot and no Python object per
+item; at its load factor (kept between 0.25 and 0.6) that is 13 to 32 bytes an item.
 
 A slot holds an *entry*:
 
@@ -17,12 +16,30 @@ entries alone. Larger tables read the full hash from the item header (`hash_at`)
 
 0 is an empty slot and 1 a deleted one (a tombstone: linear probing must walk past it).
 Tombstones are counted with the live entries against the load limit, and a rebuild drops them.
+
+Windows. Each partition has two windows of the same size in the arena; its table lives in the
+first ``mask + 1`` slots of one of them (``T_WIN``). A rebuild writes the other window, then
+gives the old one's memory back, and bumps ``T_GEN``: a process's view (`Assoc`) keeps the
+table's place in its own attributes and re-reads it (`sync`) whenever ``T_GEN`` moved, which
+it checks each time it takes the partition lock. A window is sized at start-up for three
+times twice a partition's share of the most items the memory could ever hold, so a table
+always finds room; should it not (`full`), a store refuses rather than overfill it.
 """
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
+
+from mcached.storage.arena import (
+    MIN_CAPACITY,
+    T_GEN,
+    T_LIMIT,
+    T_MASK,
+    T_TOMBS,
+    T_USED,
+    T_WIN,
+    Arena,
+)
 
 ADDR_BITS = 40
 ADDR_MASK = (1 << ADDR_BITS) - 1
@@ -32,34 +49,70 @@ MARK = 1 << 62
 TAG_MASK = MARK | (HB_MASK << ADDR_BITS)
 EMPTY = 0
 TOMB = 1
-MIN_CAPACITY = 64
 LOAD_NUM, LOAD_DEN = 3, 5  # rebuild when live + tombstones exceed 0.6 of the slots
+FULL_NUM, FULL_DEN = 9, 10  # a table at its window's size takes up to 0.9, then refuses
 
 
 def make_entry(s: int, addr: int) -> int:
     return MARK | (s & HB_MASK) << ADDR_BITS | addr
 
 
+def init_table(arena: Arena, index: int) -> None:
+    """Lay out partition `index`'s empty table (once, when the arena is made)."""
+    w = arena.words
+    tb = arena.part_block(index)
+    capacity = min(MIN_CAPACITY, arena.window)
+    w[tb + T_WIN] = 0
+    w[tb + T_MASK] = capacity - 1
+    w[tb + T_USED] = w[tb + T_TOMBS] = 0
+    w[tb + T_LIMIT] = capacity * LOAD_NUM // LOAD_DEN
+    w[tb + T_GEN] = 0
+
+
 class Assoc:
-    """An open-addressing table of entries. Not thread-safe: the owner holds its lock."""
+    """A view of one partition's table. Not thread-safe: the caller holds the partition lock
+    (and has called `sync` since taking it)."""
 
-    __slots__ = ("tbl", "mask", "used", "tombs", "limit", "hash_at")
+    __slots__ = ("arena", "index", "w", "tb", "wins", "tbl", "mask", "gen", "hash_at", "window")
 
-    def __init__(self, hash_at: Callable[[int], int], capacity: int = MIN_CAPACITY) -> None:
+    def __init__(self, arena: Arena, index: int, hash_at: Callable[[int], int]) -> None:
         """`hash_at(addr)` returns the ``s`` value of the item at `addr` (big tables)."""
+        self.arena = arena
+        self.index = index
+        self.w = arena.words
+        self.tb = arena.part_block(index)
+        self.wins = arena.windows[index]
+        self.window = arena.window
         self.hash_at = hash_at
-        self._alloc(capacity)
-        self.used = 0
+        self.sync()
 
-    def _alloc(self, capacity: int) -> None:
-        self.tbl = array("q", bytes(8 * capacity))
-        self.mask = capacity - 1
-        self.tombs = 0
-        self.limit = capacity * LOAD_NUM // LOAD_DEN
+    def sync(self) -> None:
+        """Re-read where the table lives (another process may have rebuilt it)."""
+        w = self.w
+        tb = self.tb
+        self.gen = w[tb + T_GEN]
+        self.mask = int(w[tb + T_MASK])
+        self.tbl = self.wins[w[tb + T_WIN]]
 
     @property
     def capacity(self) -> int:
         return self.mask + 1
+
+    @property
+    def used(self) -> int:
+        return int(self.w[self.tb + T_USED])
+
+    @property
+    def limit(self) -> int:
+        return int(self.w[self.tb + T_LIMIT])
+
+    @property
+    def tombs(self) -> int:
+        return int(self.w[self.tb + T_TOMBS])
+
+    def full(self) -> bool:
+        """No room for one more entry (the table cannot grow past its window)."""
+        return bool(self.w[self.tb + T_USED] >= self.window * FULL_NUM // FULL_DEN)
 
     def find_addr(self, s: int, addr: int) -> int:
         """The slot holding the item at `addr` (whose key hashes to `s`), or -1."""
@@ -77,34 +130,47 @@ class Assoc:
     def insert_at(self, i: int, entry: int) -> None:
         """Fill slot `i`, found empty or deleted by a lookup, and keep the load in bounds."""
         tbl = self.tbl
+        w = self.w
+        tb = self.tb
         if tbl[i] == TOMB:
-            self.tombs -= 1
+            w[tb + T_TOMBS] -= 1
         tbl[i] = entry
-        self.used += 1
-        if self.used + self.tombs > self.limit:
+        used = w[tb + T_USED] + 1
+        w[tb + T_USED] = used
+        if used + w[tb + T_TOMBS] > w[tb + T_LIMIT]:
             self.rebuild()
 
     def remove_at(self, i: int) -> None:
         tbl = self.tbl
+        w = self.w
+        tb = self.tb
         if tbl[(i + 1) & self.mask] == EMPTY:
             tbl[i] = EMPTY  # nothing probes past here: no tombstone needed
         else:
             tbl[i] = TOMB
-            self.tombs += 1
-        self.used -= 1
+            w[tb + T_TOMBS] += 1
+        w[tb + T_USED] -= 1
 
     def rebuild(self) -> None:
-        """Rehash into a table three times the live entries (dropping tombstones)."""
+        """Rehash into the other window, three times the live entries (dropping tombstones)."""
+        w = self.w
+        tb = self.tb
+        used = int(w[tb + T_USED])
+        window = self.window
         capacity = MIN_CAPACITY
-        while capacity < self.used * 3:
+        while capacity < used * 3:
             capacity *= 2
+        capacity = min(capacity, window)
         old = self.tbl
-        self._alloc(capacity)
-        tbl = self.tbl
-        m = self.mask
+        old_capacity = self.mask + 1
+        old_win = int(w[tb + T_WIN])
+        win = 1 - old_win
+        tbl = self.wins[win]  # all zeros: released when it was last left, or never used
+        m = capacity - 1
         if m <= HB_MASK:
             # the entry carries the home-slot bits: no page memory is read
-            for e in old:
+            for k in range(old_capacity):
+                e = old[k]
                 if e > TOMB:
                     i = (e >> ADDR_BITS) & m
                     while tbl[i]:
@@ -112,13 +178,25 @@ class Assoc:
                     tbl[i] = e
         else:
             hash_at = self.hash_at
-            for e in old:
+            for k in range(old_capacity):
+                e = old[k]
                 if e > TOMB:
                     i = hash_at(e & ADDR_MASK) & m
                     while tbl[i]:
                         i = (i + 1) & m
                     tbl[i] = e
+        w[tb + T_WIN] = win
+        w[tb + T_MASK] = m
+        w[tb + T_TOMBS] = 0
+        if capacity < window:
+            w[tb + T_LIMIT] = capacity * LOAD_NUM // LOAD_DEN
+        else:
+            w[tb + T_LIMIT] = capacity * FULL_NUM // FULL_DEN
+        w[tb + T_GEN] += 1
+        self.arena.release_window(self.index, old_win, old_capacity)
+        self.sync()
 
     def entries(self) -> list[int]:
         """The live entries (a snapshot)."""
-        return [e for e in self.tbl if e > TOMB]
+        tbl = self.tbl
+        return [e for e in tbl[: self.mask + 1] if e > TOMB]

@@ -2,40 +2,48 @@
 
 This is memcached's ``thread.c`` (the locks around each operation) and the item semantics of
 ``memcached.c`` (``do_store_item``, ``do_add_delta``, lazy expiry, ``flush_all`` by sequence
-marks) over the slab allocator of `items`, `slabs`, `lru` and `assoc`:
+marks) over the slab allocator of `items`, `slabs`, `lru` and `assoc`, all of it in the
+shared-memory `arena`:
 
-* items live in 1 MB pages (``bytearray``) taken from a pool of at most ``-m`` bytes, in the
-  chunk of the slab class memcached would give them; the key -> item table of each partition
-  is an ``array('q')`` of item addresses, so the only per-item memory outside the pages is
-  its table slot (8 bytes at a load of 0.25 to 0.6: 16.8 bytes an item measured with
-  1,000,000 items);
+* items live in 1 MB pages of the arena, in the chunk of the slab class memcached would give
+  them; the key -> item table of each partition is a window of int64 slots, so the only
+  per-item memory outside the pages is its table slot (8 bytes at a load of 0.25 to 0.6);
 * a store that finds no free chunk and no page to take evicts from its class's clock hand
   (`lru`); with ``-M`` it answers NO_MEMORY instead; a class with no page at all gets one
   moved from another class (`Items.steal_page`), so a new size never fails for want of pages;
 * expired items go when they are looked up, when the clock hand reaches them, or when the
   crawler (`maintainer.LruCrawler`) sweeps their class; ``flush_all`` only moves marks.
 
+Processes. A `Cache` is a view: every figure it reads or writes is in the arena, so caches
+built over one arena (`view`, or the same object in a forked process) are one cache. Keys
+are hashed with Python's ``hash()``, which is the same in a forked process as in its parent
+(the hash secret is chosen at interpreter start), so every worker finds every key; never
+share an arena with a process that was not forked from the one that made it.
+
+Memory. The arena reserves address space for ``max(-m, 1 GB)`` of pages at start-up (only
+what is written becomes resident): ``cache_memlimit`` can raise the limit, and pages then
+grow up to that reserve; a limit past it is accepted (as memcached accepts one past the
+machine's memory) and pages stop at the reserve.
+
 Concurrency. Keys are split into hash partitions (memcached's striped item locks), each with
-its own lock, item table, CAS sequence and counters, so worker threads working on different
-keys do not wait for each other. Every compound operation (check-then-store, read-modify-
-write) runs entirely under its partition's lock: nothing relies on the GIL.
+its own lock, item table, CAS sequence and counters, so workers working on different keys do
+not wait for each other. Every compound operation (check-then-store, read-modify-write) runs
+entirely under its partition's lock: nothing relies on the GIL. The lock order is written in
+`items`. Public methods take the partition lock; ``_name_locked`` helpers assume it is held.
 
-Lock order (the whole storage package):
-
-    Items.move_lock or Items.crawl_lock -> partition lock -> SlabClass.lock -> PagePool.lock
-
-(`Items.flush_lock` is a leaf, held for one increment.) Public methods take the partition
-lock; ``_name_locked`` helpers assume it is held. No code path holds two partition locks
-except the clock hand, which only try-acquires the second, nor two class locks.
+Holders. Each public operation sets this view's holder word in the arena before it takes its
+first lock and clears it after the last (see `arena`): a process killed in between is known
+to have left the arena untrustworthy. `bind_holder` picks the word (one per process or
+thread that may die alone).
 
 Hot path. `get` and `store` run once per request, so they trade some clarity for speed, each
-trade measured (scripts/bench_memory.py --micro): they are closures over local aliases built
-by `_bind_hot_paths` (about 20% faster than methods reading ``self.x``), with the table probe,
-the header write and the common set written out inline; ``lock.acquire()``/``release()`` in
-``try``/``finally`` rather than ``with`` (about 100 ns cheaper in CPython 3.11); one
-``struct.unpack_from`` for the header; the value copied out of the page with one bytearray
-slice; and a set over an existing item of the same class rewritten in place (no chunk
-allocated or freed).
+trade measured (scripts/bench_memory.py --micro, callgrind): they are closures over local
+aliases built by `_bind_hot_paths` (about 20% faster than methods reading ``self.x``), with
+the table probe, the header write and the common set written out inline; ``acquire()``/
+``release()`` in ``try``/``finally`` rather than ``with``; one ``struct.unpack_from`` for
+the header; the key compared and the value copied out with one slice of the page mapping;
+and a set over an existing item of the same class rewritten in place (no chunk allocated or
+freed).
 """
 
 from __future__ import annotations
@@ -45,26 +53,28 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mcached.clock import Clock
-from mcached.storage.assoc import (
-    ADDR_BITS,
-    ADDR_MASK,
-    EMPTY,
-    HB_MASK,
-    MARK,
-    TAG_MASK,
-    TOMB,
-    make_entry,
-)
-from mcached.storage.items import (
+from mcached.storage.arena import (
+    C_CRAWLER_CHECKED,
+    C_EVICTED_TIME,
+    C_MOVES_TO_WARM,
+    C_REFLOCKED,
+    G_CRAWLER_STARTS,
+    G_CRAWLING,
+    G_MALLOC_FAILS,
+    G_MOVING,
+    G_NSPARE,
+    G_REASSIGN_BUSY,
+    G_SLABS_MOVED,
     GET_HDR,
     HDR,
     HEADER,
+    HOLE,
     I32,
-    NEED_PAGE,
     NSTAT,
     OFF_CAS,
     OFF_EXPTIME,
     OFF_FETCHED,
+    OFF_REF,
     S_CAS_BADVAL,
     S_CAS_HITS,
     S_CMD_SET,
@@ -86,24 +96,30 @@ from mcached.storage.items import (
     S_TOTAL,
     S_TOUCH_HITS,
     S_TTL,
-    TAIL_HDR,
-    U64,
-    Items,
-    ItemStats,
-    Partition,
-    item_size,
-)
-from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
-from mcached.storage.slabs import (
-    HOLE,
-    OFF_MASK,
-    OFF_REF,
-    PAGE_SHIFT,
     SLAB_PAGE_SIZE,
     ST_CHAINED,
     ST_LINKED,
     ST_RESERVED,
+    T_GEN,
+    T_GET_EXPIRED,
+    T_GET_FLUSHED,
+    T_SEQ,
+    TAIL_HDR,
+    U64,
+    Arena,
 )
+from mcached.storage.assoc import (
+    ADDR_BITS,
+    ADDR_MASK,
+    EMPTY,
+    HB_MASK,
+    MARK,
+    TAG_MASK,
+    TOMB,
+    make_entry,
+)
+from mcached.storage.items import NEED_PAGE, Items, ItemStats, Partition, item_size
+from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 
 __all__ = ["Cache", "Hit", "ItemStats", "item_size", "parse_counter"]
 
@@ -122,7 +138,7 @@ _STORED = StoreResult.STORED
 _NO_MEMORY = StoreResult.NO_MEMORY
 
 #: what `get` returns for a hit: (value, flags, cas unique); the value is the caller's own
-#: copy (a bytearray from the hot path: it is only ever sent)
+#: copy (bytes out of the page mapping: it is only ever sent)
 Hit = tuple[bytes | bytearray, int, int]
 
 
@@ -153,8 +169,25 @@ def parse_counter(value: bytes) -> int | None:
     return number
 
 
+class _Holding:
+    """``with`` this around a public operation: the view's holder word is set inside."""
+
+    __slots__ = ("words", "slot")
+
+    def __init__(self, words: Any, slot: int) -> None:
+        self.words = words
+        self.slot = slot
+
+    def __enter__(self) -> None:
+        self.words[self.slot] = 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.words[self.slot] = 0
+
+
 class Cache:
-    """Thread-safe item store with memcached's semantics. See the module docstring."""
+    """Item store with memcached's semantics, safe across threads and processes. See the
+    module docstring."""
 
     def __init__(
         self,
@@ -170,18 +203,21 @@ class Cache:
         slab_chunk_max: int = SLAB_PAGE_SIZE // 2,
         slab_reassign: bool = True,
         slab_automove: int = 1,
+        arena: Arena | None = None,
+        reserve: int | None = None,
+        window: int | None = None,
+        holder: int = 0,
     ) -> None:
         self.clock = clock or Clock()
         self.item_size_max = item_size_max
         self.evictions = evictions
         self.cas_enabled = cas_enabled
-        self.memory_limit = memory_limit
-        self._items = items = Items(
+        # what `view` needs to build another view of the same arena
+        self._config: dict[str, Any] = dict(
             memory_limit=memory_limit,
             item_size_max=item_size_max,
             evictions=evictions,
             cas_enabled=cas_enabled,
-            clock=self.clock,
             partitions=partitions or DEFAULT_PARTITIONS,
             chunk_size=chunk_size,
             growth_factor=growth_factor,
@@ -189,13 +225,16 @@ class Cache:
             slab_reassign=slab_reassign,
             slab_automove=slab_automove,
         )
+        self._items = items = Items(
+            clock=self.clock, arena=arena, reserve=reserve, window=window, **self._config
+        )
+        self.arena = items.arena
         # Hot-path aliases (see the module docstring).
         self._parts = items.parts
         self._pmask = items.pmask
         self._pshift = items.pshift
-        self._bufs = items.bufs
-        self._mvs = items.mvs
-        self._pbase = items.pbase
+        self._pm = items.pm
+        self._w = items.w
         self._lookup = items.lookup
         self._chunk_max = items.chunk_max
         self._largest = items.largest
@@ -203,7 +242,24 @@ class Cache:
         self._realtime = self.clock.realtime
         # memcached's item size without key and value: header, NUL, CRLF, CAS
         self._base_size = item_size(0, 0, 0, cas_enabled)
+        self.bind_holder(holder)
+
+    def view(self, holder: int = 0, clock: Clock | None = None) -> Cache:
+        """Another view of this cache's arena, with holder word `holder` (a thread or a
+        process that may die alone needs its own)."""
+        return Cache(clock=clock or self.clock, arena=self.arena, holder=holder, **self._config)
+
+    def bind_holder(self, slot: int) -> None:
+        """Use holder word `slot` from now on (a forked worker calls this once)."""
+        if not 0 <= slot < len(self.arena.holders):
+            raise ValueError(f"holder slots are 0..{len(self.arena.holders) - 1}")
+        self.holder = slot
+        self._hold = _Holding(self.arena.holders, slot)
         self._bind_hot_paths()
+
+    @property
+    def memory_limit(self) -> int:
+        return self._items.pool.limit
 
     # ---- the hot path ----
 
@@ -228,9 +284,8 @@ class Cache:
         parts = self._parts
         pmask = self._pmask
         pshift = self._pshift
-        bufs = self._bufs
-        mvs = self._mvs
-        pbase = self._pbase
+        pm = self._pm
+        w = self._w
         classes = items.classes
         lookup = self._lookup
         chunk_max = self._chunk_max
@@ -247,9 +302,13 @@ class Cache:
         link = self._link_locked
         slow = self._store_slow
         steal = items.steal_page
+        held = self.arena.holders
+        slot = self.holder
+        hard_max = items.arena.window * 9 // 10  # assoc.FULL_NUM / FULL_DEN
         SET = StoreMode.SET
         STORED = StoreResult.STORED
         TOO_LARGE = StoreResult.TOO_LARGE
+        NO_MEMORY = StoreResult.NO_MEMORY
         assert (MARK, TAG_MASK, ADDR_MASK, ADDR_BITS, HEADER, NSTAT) == (
             0x4000000000000000,
             0x7FFFFF0000000000,
@@ -269,7 +328,7 @@ class Cache:
             1,
         )
         assert (S_NUMBER, S_MEM, S_TTL, S_TOTAL, S_CMD_SET, S_GET_HITS) == (0, 1, 2, 3, 12, 11)
-        assert (PAGE_SHIFT, OFF_MASK, HB_MASK) == (20, 0xFFFFF, 0x3FFFFF)
+        assert (HB_MASK, T_GEN, T_SEQ) == (0x3FFFFF, 7, 0)
 
         def get(key: bytes) -> Hit | None:
             h = hash(key)
@@ -279,44 +338,44 @@ class Cache:
             # one-digit int, where `e & TAG_MASK` made a 63-bit one per probe
             want = (s & 0x3FFFFF) | 0x400000
             lock = part.lock
+            held[slot] = 1
             lock.acquire()
             try:
+                if w[part.tb + 7] != part.gen:  # T_GEN: the table moved, or a flush_all
+                    part.sync()
                 tbl = part.tbl
                 m = part.mask
                 i = s & m
                 while True:
                     e = tbl[i]
                     if e >> 40 == want:  # ADDR_BITS
-                        pno = (e >> 20) & 0xFFFFF
-                        o = e & 0xFFFFF
-                        buf = bufs[pno]
-                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cas = unpack(buf, o)
-                        if nk == len(key) and buf.startswith(key, o + 48):  # OFF_KEY
+                        a = e & 0xFFFFFFFFFF
+                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
+                            pm, a
+                        )
+                        if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
                             break
                     elif not e:
                         return None
                     i = (i + 1) & m
-                if (exptime or items.flush_at or cas <= part.flush_seq) and gone(
-                    part, i, pno << 20 | o, exptime, itime, cas
+                if (exptime or part.flush_at or cas <= part.flush_seq) and gone(
+                    part, i, a, exptime, itime, cas
                 ):
                     return None
                 # the LRU bump: one byte each, written only when it changes
                 if not ref:
-                    buf[o + 2] = 1  # OFF_REF
+                    pm[a + 2] = 1  # OFF_REF
                 if not fetched:
-                    buf[o + 3] = 1  # OFF_FETCHED
-                part.cst[pbase[pno] + 11] += 1  # S_GET_HITS of the item's class
-                value: bytes | bytearray
+                    pm[a + 3] = 1  # OFF_FETCHED
+                part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
                 if st & 2:  # ST_CHAINED
-                    value = read_chained(pno << 20 | o, nk, nbytes)
-                else:
-                    # a bytearray slice: one copy, made under the lock, without the memoryview
-                    # that `.tobytes()` needs (callgrind: ~700 instructions fewer a hit)
-                    vo = o + 48 + nk
-                    value = buf[vo : vo + nbytes]
-                return value, flags, (cas if cas_on else 0)
+                    return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
+                # one copy out of the page mapping, made under the lock
+                vo = a + 48 + nk
+                return pm[vo : vo + nbytes], flags, (cas if cas_on else 0)
             finally:
                 lock.release()
+                held[slot] = 0
 
         def store(
             mode: StoreMode,
@@ -342,115 +401,129 @@ class Cache:
             cid = lookup[(total + 7) >> 3]
             base = cid * 21  # NSTAT
             lock = part.lock
-            lock.acquire()
+            held[slot] = 1
             try:
-                tbl = part.tbl
-                m = part.mask
-                i = s & m
-                ins = -1
-                while True:
-                    e = tbl[i]
-                    if e & 0x7FFFFF0000000000 == want:
-                        pno = (e >> 20) & 0xFFFFF
-                        o = e & 0xFFFFF
-                        buf = bufs[pno]
-                        if buf[o + 1] == nkey and buf.startswith(key, o + 48):
+                lock.acquire()
+                try:
+                    tb = part.tb
+                    if w[tb + 7] != part.gen:  # T_GEN
+                        part.sync()
+                    tbl = part.tbl
+                    m = part.mask
+                    i = s & m
+                    ins = -1
+                    while True:
+                        e = tbl[i]
+                        if e & 0x7FFFFF0000000000 == want:
+                            a = e & 0xFFFFFFFFFF
+                            if pm[a + 1] == nkey and pm[a + 48 : a + 48 + nkey] == key:
+                                break
+                        elif not e:
+                            a = -1
                             break
-                    elif not e:
-                        pno = -1
-                        break
-                    elif e == 1 and ins < 0:  # TOMB
-                        ins = i
-                    i = (i + 1) & m
-                now = now_fn()
-                exp = realtime(exptime) if exptime else 0
-                cst = part.cst
-                if pno >= 0:
-                    st, _, _, _, old_nbytes, old_flags, old_exp, old_time, old_cas = unpack(buf, o)
-                    if (old_exp or items.flush_at or old_cas <= part.flush_seq) and gone(
-                        part, i, pno << 20 | o, old_exp, old_time, old_cas
-                    ):
-                        pno = -1
-                        if ins < 0:
+                        elif e == 1 and ins < 0:  # TOMB
                             ins = i
-                    elif evictions and pbase[pno] == base and not st & 2:
-                        # The same class and one chunk: rewrite the item in place. (Not with
-                        # -M: memcached must find room for the new item before it frees the
-                        # old one, and answers NO_MEMORY when there is none.)
-                        part.seq = seq = part.seq + part.stride
-                        mv = mvs[pno]
-                        pack(mv, o, 1, nkey, 1, 0, nbytes, flags, exp, now, seq, h, -1)
-                        vo = o + 48 + nkey
-                        mv[vo : vo + nbytes] = value
-                        old_total = base_size + nkey + old_nbytes
-                        if old_flags:
-                            old_total += 4
-                        cst[base + 1] += total - old_total  # S_MEM
-                        if bool(exp) != bool(old_exp):
-                            cst[base + 2] += 1 if exp else -1  # S_TTL
-                        cst[base + 3] += 1  # S_TOTAL
-                        cst[base + 12] += 1  # S_CMD_SET
-                        return STORED
-                    else:
-                        result = link(part, i, pno << 20 | o, key, h, value, flags, exp, True, True)
-                        if result is STORED:
+                        i = (i + 1) & m
+                    now = now_fn()
+                    exp = realtime(exptime) if exptime else 0
+                    cst = part.cst
+                    if a >= 0:
+                        (
+                            st,
+                            _,
+                            _,
+                            _,
+                            old_nbytes,
+                            old_flags,
+                            old_exp,
+                            old_time,
+                            old_cid,
+                            old_cas,
+                            _,
+                        ) = unpack(pm, a)
+                        if (old_exp or part.flush_at or old_cas <= part.flush_seq) and gone(
+                            part, i, a, old_exp, old_time, old_cas
+                        ):
+                            a = -1
+                            if ins < 0:
+                                ins = i
+                        elif evictions and old_cid == cid and not st & 2:
+                            # The same class and one chunk: rewrite the item in place. (Not
+                            # with -M: memcached must find room for the new item before it
+                            # frees the old one, and answers NO_MEMORY when there is none.)
+                            seq = w[tb] + part.stride  # T_SEQ
+                            w[tb] = seq
+                            pack(pm, a, 1, nkey, 1, 0, nbytes, flags, exp, now, cid, seq, h, -1)
+                            vo = a + 48 + nkey
+                            pm[vo : vo + nbytes] = value
+                            old_total = base_size + nkey + old_nbytes
+                            if old_flags:
+                                old_total += 4
+                            cst[base + 1] += total - old_total  # S_MEM
+                            if bool(exp) != bool(old_exp):
+                                cst[base + 2] += 1 if exp else -1  # S_TTL
+                            cst[base + 3] += 1  # S_TOTAL
+                            cst[base + 12] += 1  # S_CMD_SET
+                            return STORED
+                        else:
+                            result = link(part, i, a, key, h, value, flags, exp, True, True)
+                            if result is STORED:
+                                cst[base + 12] += 1
+                                return STORED
+                    if a < 0:
+                        i = ins if ins >= 0 else i
+                        if w[tb + 2] >= hard_max:  # T_USED: the table cannot grow further
+                            cst[base + 7] += 1  # S_OUTOFMEMORY
+                            return NO_MEMORY
+                        # a new key: take a free chunk of its class, if there is one
+                        cls = classes[cid]
+                        clock = cls.lock
+                        clock.acquire()
+                        try:
+                            c = cls.chunk_pop_locked()
+                            if c >= 0:
+                                ref = c & 1  # HOLE: a reused hole starts referenced
+                                c &= -2
+                                pm[c] = 8  # ST_RESERVED
+                                cls.count_used(1)
+                        finally:
+                            clock.release()
+                        if c < 0:
+                            # no free chunk: a new page, an eviction, or a page from another
+                            # class
+                            result = link(part, -1 - i, -1, key, h, value, flags, exp, True, True)
+                            if result is STORED:
+                                cst[base + 12] += 1
+                        else:
+                            seq = w[tb] + part.stride  # T_SEQ
+                            w[tb] = seq
+                            pack(pm, c, 1, nkey, ref, 0, nbytes, flags, exp, now, cid, seq, h, -1)
+                            vo = c + 48
+                            pm[vo : vo + nkey] = key
+                            vo += nkey
+                            pm[vo : vo + nbytes] = value
+                            part.insert_at(i, want | c)
+                            cst[base] += 1  # S_NUMBER
+                            cst[base + 1] += total  # S_MEM
+                            if exp:
+                                cst[base + 2] += 1
+                            cst[base + 3] += 1
                             cst[base + 12] += 1
                             return STORED
-                if pno < 0:
-                    i = ins if ins >= 0 else i
-                    # a new key: take a free chunk of its class, if there is one
-                    cls = classes[cid]
-                    clock = cls.lock
-                    clock.acquire()
-                    try:
-                        a = cls.chunk_pop_locked()
-                        if a >= 0:
-                            ref = a & 1  # HOLE: a reused hole starts referenced
-                            a &= -2
-                            bufs[a >> 20][a & 0xFFFFF] = 8  # ST_RESERVED
-                            cls.used += 1
-                    finally:
-                        clock.release()
-                    if a < 0:
-                        # no free chunk: a new page, an eviction, or a page from another class
-                        result = link(part, -1 - i, -1, key, h, value, flags, exp, True, True)
+                finally:
+                    lock.release()
+                if result.__class__ is int:
+                    # no page for the class: move one from another class, with no lock held
+                    steal(result)
+                    with part:
+                        result = self._store_locked(
+                            part, h, mode, key, value, flags, exptime, cas, False
+                        )
                         if result is STORED:
-                            cst[base + 12] += 1
-                    else:
-                        part.seq = seq = part.seq + part.stride
-                        o = a & 0xFFFFF
-                        mv = mvs[a >> 20]
-                        pack(mv, o, 1, nkey, ref, 0, nbytes, flags, exp, now, seq, h, -1)
-                        vo = o + 48
-                        mv[vo : vo + nkey] = key
-                        vo += nkey
-                        mv[vo : vo + nbytes] = value
-                        # assoc.insert_at, inline
-                        if tbl[i] == 1:
-                            part.tombs -= 1
-                        tbl[i] = want | a
-                        part.used += 1
-                        if part.used + part.tombs > part.limit:
-                            part.rebuild()
-                        cst[base] += 1  # S_NUMBER
-                        cst[base + 1] += total  # S_MEM
-                        if exp:
-                            cst[base + 2] += 1
-                        cst[base + 3] += 1
-                        cst[base + 12] += 1
-                        return STORED
+                            part.cst[base + 12] += 1
+                return result  # type: ignore[return-value]
             finally:
-                lock.release()
-            if result.__class__ is int:
-                # no page for the class: move one from another class, with no lock held
-                steal(result)
-                with lock:
-                    result = self._store_locked(
-                        part, h, mode, key, value, flags, exptime, cas, False
-                    )
-                    if result is STORED:
-                        part.cst[base + 12] += 1
-            return result  # type: ignore[return-value]
+                held[slot] = 0
 
         self.get = get
         self.store = store
@@ -472,7 +545,7 @@ class Cache:
 
     @automove.setter
     def automove(self, level: int) -> None:
-        self._items.automove = level  # one value, read once per tick
+        self._items.automove = level
 
     # ---- lookups (partition lock held) ----
 
@@ -484,9 +557,8 @@ class Cache:
         if i < 0:
             return i
         a = part.tbl[i] & ADDR_MASK
-        buf = self._bufs[a >> PAGE_SHIFT]
-        exptime, itime, cas, _ = TAIL_HDR.unpack_from(buf, (a & OFF_MASK) + OFF_EXPTIME)
-        if (exptime or self._items.flush_at or cas <= part.flush_seq) and (
+        exptime, itime, _, cas, _ = TAIL_HDR.unpack_from(self._pm, a + OFF_EXPTIME)
+        if (exptime or part.flush_at or cas <= part.flush_seq) and (
             self._gone_locked(part, i, a, exptime, itime, cas)
         ):
             return -1 - i  # unlinked: its slot (now a tombstone) takes the new item
@@ -497,7 +569,7 @@ class Cache:
         s = h >> self._pshift
         want = MARK | (s & HB_MASK) << 40
         nkey = len(key)
-        bufs = self._bufs
+        pm = self._pm
         tbl = part.tbl
         m = part.mask
         i = s & m
@@ -506,9 +578,7 @@ class Cache:
             e = tbl[i]
             if e & TAG_MASK == want:
                 a = e & ADDR_MASK
-                buf = bufs[a >> PAGE_SHIFT]
-                o = a & OFF_MASK
-                if buf[o + 1] == nkey and buf.startswith(key, o + HEADER):
+                if pm[a + 1] == nkey and pm[a + HEADER : a + HEADER + nkey] == key:
                     return i
             elif e == EMPTY:
                 return -1 - (ins if ins >= 0 else i)
@@ -521,37 +591,38 @@ class Cache:
     ) -> bool:
         """Unlink the item at `a` if it is flushed or expired (lazy expiry); True if so."""
         now = self._now()
-        fa = self._items.flush_at
-        if cas <= part.flush_seq or (fa and fa <= now and itime < fa):
-            part.get_flushed += 1
+        if self._items.is_flushed(part, cas, itime, now):
+            part.count_get_gone(flushed=True)
         elif exptime and exptime <= now:
-            part.get_expired += 1
+            part.count_get_gone(flushed=False)
         else:
             return False
         self._items.unlink_locked(part, i, a)
         return True
 
+    def _part(self, key: bytes) -> tuple[Partition, int]:
+        h = hash(key)
+        return self._parts[h & self._pmask], h
+
     # ---- reads ----
 
     def get_and_touch(self, key: bytes, exptime: int) -> Hit | None:
         """``gat``: a get that also sets a new exptime."""
-        h = hash(key)
-        part = self._parts[h & self._pmask]
-        with part.lock:
+        part, h = self._part(key)
+        with self._hold, part:
             i = self._find_locked(part, key, h)
             if i < 0:
                 return None
             a = part.tbl[i] & ADDR_MASK
             self._touch_locked(part, a, self._realtime(exptime))
-            buf = self._bufs[a >> PAGE_SHIFT]
-            buf[(a & OFF_MASK) + OFF_FETCHED] = 1
-            _, _, _, _, _, flags, _, _, cas = GET_HDR.unpack_from(buf, a & OFF_MASK)
+            pm = self._pm
+            pm[a + OFF_FETCHED] = 1
+            _, _, _, _, _, flags, _, _, _, cas, _ = GET_HDR.unpack_from(pm, a)
             return self._items.read_value(a), flags, (cas if self.cas_enabled else 0)
 
     def touch(self, key: bytes, exptime: int) -> bool:
-        h = hash(key)
-        part = self._parts[h & self._pmask]
-        with part.lock:
+        part, h = self._part(key)
+        with self._hold, part:
             i = self._find_locked(part, key, h)
             if i < 0:
                 return False
@@ -559,14 +630,13 @@ class Cache:
             return True
 
     def _touch_locked(self, part: Partition, a: int, exptime: int) -> None:
-        buf = self._bufs[a >> PAGE_SHIFT]
-        o = a & OFF_MASK
-        base = self._pbase[a >> PAGE_SHIFT]
-        old = I32.unpack_from(buf, o + OFF_EXPTIME)[0]
+        pm = self._pm
+        base = pm[a + 20] * NSTAT  # OFF_CLSID
+        old = I32.unpack_from(pm, a + OFF_EXPTIME)[0]
         if bool(old) != bool(exptime):
             part.cst[base + S_TTL] += 1 if exptime else -1
-        I32.pack_into(buf, o + OFF_EXPTIME, exptime)
-        buf[o + OFF_REF] = 1
+        I32.pack_into(pm, a + OFF_EXPTIME, exptime)
+        pm[a + OFF_REF] = 1
         part.cst[base + S_TOUCH_HITS] += 1
 
     # ---- writes ----
@@ -589,23 +659,25 @@ class Cache:
             total += 4
         if total > self.item_size_max:
             return StoreResult.TOO_LARGE
-        h = hash(key)
-        part = self._parts[h & self._pmask]
+        part, h = self._part(key)
         # memcached counts a set in its item's class whatever the outcome, unless the item
         # could not be allocated (slab_stats set_cmds, in complete_nread_ascii)
         counted = self._items.class_for(total) * NSTAT + S_CMD_SET
-        with part.lock:
-            result = self._store_locked(part, h, mode, key, value, flags, exptime, cas, True)
-            if result.__class__ is not int and result is not _NO_MEMORY:
-                part.cst[counted] += 1
-        if result.__class__ is int:
-            # The item's class has no page and the pool none to give: move one from another
-            # class (no lock may be held for that), then try once more.
-            self._items.steal_page(result)
-            with part.lock:
-                result = self._store_locked(part, h, mode, key, value, flags, exptime, cas, False)
-                if result is not _NO_MEMORY:
+        with self._hold:
+            with part:
+                result = self._store_locked(part, h, mode, key, value, flags, exptime, cas, True)
+                if result.__class__ is not int and result is not _NO_MEMORY:
                     part.cst[counted] += 1
+            if result.__class__ is int:
+                # The item's class has no page and the pool none to give: move one from
+                # another class (no lock may be held for that), then try once more.
+                self._items.steal_page(result)
+                with part:
+                    result = self._store_locked(
+                        part, h, mode, key, value, flags, exptime, cas, False
+                    )
+                    if result is not _NO_MEMORY:
+                        part.cst[counted] += 1
         return result  # type: ignore[return-value]
 
     def _store_locked(
@@ -623,18 +695,19 @@ class Cache:
         """`store` under the partition lock; an int (a class id) asks for a page first."""
         i = self._find_locked(part, key, h)
         old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
+        pm = self._pm
         if mode is _SET:
             pass
         elif mode is _ADD:
             if old >= 0:
                 # add promotes the existing item (memcached's do_item_update)
-                self._bufs[old >> PAGE_SHIFT][(old & OFF_MASK) + OFF_REF] = 1
+                pm[old + OFF_REF] = 1
                 return StoreResult.NOT_STORED
         elif mode is _CAS:
             if old < 0:
                 return StoreResult.NOT_FOUND
-            base = self._pbase[old >> PAGE_SHIFT]
-            old_cas = U64.unpack_from(self._bufs[old >> PAGE_SHIFT], (old & OFF_MASK) + OFF_CAS)[0]
+            base = pm[old + 20] * NSTAT  # OFF_CLSID
+            old_cas = U64.unpack_from(pm, old + OFF_CAS)[0]
             if not self.cas_enabled or cas != old_cas:
                 part.cst[base + S_CAS_BADVAL] += 1
                 return StoreResult.EXISTS  # with -C memcached never matches a cas
@@ -644,9 +717,7 @@ class Cache:
                 return StoreResult.NOT_STORED
             if mode is not _REPLACE:
                 # append/prepend keep the old item's flags and exptime
-                buf = self._bufs[old >> PAGE_SHIFT]
-                o = old & OFF_MASK
-                _, _, _, _, _, flags, old_exptime, _, _ = GET_HDR.unpack_from(buf, o)
+                _, _, _, _, _, flags, old_exptime, _, _, _, _ = GET_HDR.unpack_from(pm, old)
                 current = self._items.read_value(old)
                 value = current + value if mode is _APPEND else value + current
                 if item_size(len(key), flags, len(value), self.cas_enabled) > self.item_size_max:
@@ -683,6 +754,7 @@ class Cache:
     ) -> StoreResult | int:
         """Write a new item for `key` (replacing `old`, the item in slot `i`, if >= 0)."""
         items = self._items
+        pm = self._pm
         now = self._now()
         nkey = len(key)
         nbytes = len(value)
@@ -695,31 +767,44 @@ class Cache:
         else:
             cid = self._largest
             n = items.chunks_for(nkey, nbytes)
-        part.seq += part.stride
-        cas = part.seq
         cst = part.cst
         base = cid * NSTAT
+        if old < 0 and part.full():
+            cst[base + S_OUTOFMEMORY] += 1
+            return _NO_MEMORY
+        cas = part.next_cas()
         if old >= 0 and n == 1 and self.evictions:
-            pno = old >> PAGE_SHIFT
-            if self._pbase[pno] == base:
-                mv = self._mvs[pno]
-                o = old & OFF_MASK
-                st, _, _, _, old_nbytes, old_flags, old_exptime = GET_HDR.unpack_from(mv, o)[:7]
-                if not st & ST_CHAINED:
-                    # Same class, one chunk: rewrite in place. With -M this is not done: there
-                    # memcached must find room for the new item before it frees the old one.
-                    HDR.pack_into(
-                        mv, o, ST_LINKED, nkey, 1, fetched, nbytes, flags, exptime, now, cas, h, -1
-                    )
-                    vo = o + HEADER + nkey
-                    mv[vo : vo + nbytes] = value
-                    cst[base + S_MEM] += total - item_size(
-                        nkey, old_flags, old_nbytes, self.cas_enabled
-                    )
-                    if bool(exptime) != bool(old_exptime):
-                        cst[base + S_TTL] += 1 if exptime else -1
-                    cst[base + S_TOTAL] += 1
-                    return _STORED
+            st, _, _, _, old_nbytes, old_flags, old_exptime, _, old_cid, _, _ = GET_HDR.unpack_from(
+                pm, old
+            )
+            if old_cid == cid and not st & ST_CHAINED:
+                # Same class, one chunk: rewrite in place. With -M this is not done: there
+                # memcached must find room for the new item before it frees the old one.
+                HDR.pack_into(
+                    pm,
+                    old,
+                    ST_LINKED,
+                    nkey,
+                    1,
+                    fetched,
+                    nbytes,
+                    flags,
+                    exptime,
+                    now,
+                    cid,
+                    cas,
+                    h,
+                    -1,
+                )
+                vo = old + HEADER + nkey
+                pm[vo : vo + nbytes] = value
+                cst[base + S_MEM] += total - item_size(
+                    nkey, old_flags, old_nbytes, self.cas_enabled
+                )
+                if bool(exptime) != bool(old_exptime):
+                    cst[base + S_TTL] += 1 if exptime else -1
+                cst[base + S_TOTAL] += 1
+                return _STORED
         used = part.used
         chain: list[int] | None = None
         if n == 1:
@@ -748,11 +833,11 @@ class Cache:
         if chain is None:
             ref = a & HOLE
             a &= ~HOLE
-            items.write(a, key, h, value, flags, exptime, now, cas, ref)
+            items.write(a, key, h, value, flags, exptime, now, cas, ref, cid)
         else:
             a = items.write_chain(chain, key, h, value, flags, exptime, now, cas)
         if fetched:
-            self._bufs[a >> PAGE_SHIFT][(a & OFF_MASK) + OFF_FETCHED] = 1
+            pm[a + OFF_FETCHED] = 1
         entry = make_entry(h >> self._pshift, a)
         if old >= 0:
             part.tbl[i] = entry
@@ -768,14 +853,13 @@ class Cache:
 
     def delete(self, key: bytes) -> bool:
         """True if a live item was deleted."""
-        h = hash(key)
-        part = self._parts[h & self._pmask]
-        with part.lock:
+        part, h = self._part(key)
+        with self._hold, part:
             i = self._find_locked(part, key, h)
             if i < 0:
                 return False
             a = part.tbl[i] & ADDR_MASK
-            part.cst[self._pbase[a >> PAGE_SHIFT] + S_DELETE_HITS] += 1
+            part.cst[self._pm[a + 20] * NSTAT + S_DELETE_HITS] += 1  # OFF_CLSID
             self._items.unlink_locked(part, i, a)
             return True
 
@@ -786,14 +870,14 @@ class Cache:
         return self._delta(key, delta, False)
 
     def _delta(self, key: bytes, delta: int, incr: bool) -> tuple[DeltaResult, int]:
-        h = hash(key)
-        part = self._parts[h & self._pmask]
-        with part.lock:
-            result = self._delta_locked(part, h, key, delta, incr, True)
-        if result[0] is None:
-            self._items.steal_page(result[1])
-            with part.lock:
-                result = self._delta_locked(part, h, key, delta, incr, False)
+        part, h = self._part(key)
+        with self._hold:
+            with part:
+                result = self._delta_locked(part, h, key, delta, incr, True)
+            if result[0] is None:
+                self._items.steal_page(result[1])
+                with part:
+                    result = self._delta_locked(part, h, key, delta, incr, False)
         return result  # type: ignore[return-value]
 
     def _delta_locked(
@@ -805,11 +889,9 @@ class Cache:
         if i < 0:
             return DeltaResult.NOT_FOUND, 0
         a = part.tbl[i] & ADDR_MASK
-        pno = a >> PAGE_SHIFT
-        mv = self._mvs[pno]
-        o = a & OFF_MASK
-        st, nkey, _, fetched, nbytes, flags, exptime, _, _ = GET_HDR.unpack_from(mv, o)
-        hits = self._pbase[pno] + (S_INCR_HITS if incr else S_DECR_HITS)  # the old item's
+        pm = self._pm
+        st, nkey, _, fetched, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(pm, a)
+        hits = cid * NSTAT + (S_INCR_HITS if incr else S_DECR_HITS)  # the old item's
         value = self._items.read_value(a)
         number = parse_counter(value) if value else None
         if number is None:
@@ -821,11 +903,10 @@ class Cache:
         digits = b"%d" % number
         if len(digits) <= nbytes and not st & ST_CHAINED:
             # memcached rewrites in place and pads with spaces to the old length
-            vo = o + HEADER + nkey
-            mv[vo : vo + nbytes] = digits.ljust(nbytes)
-            part.seq += part.stride
-            U64.pack_into(mv, o + OFF_CAS, part.seq)
-            mv[o + OFF_REF] = 1
+            vo = a + HEADER + nkey
+            pm[vo : vo + nbytes] = digits.ljust(nbytes)
+            U64.pack_into(pm, a + OFF_CAS, part.next_cas())
+            pm[a + OFF_REF] = 1
         else:
             if len(digits) <= nbytes:
                 digits = digits.ljust(nbytes)
@@ -841,9 +922,8 @@ class Cache:
 
     def unlink(self, key: bytes) -> None:
         """Drop `key` if present, without counting it as a delete (a failed ``set``)."""
-        h = hash(key)
-        part = self._parts[h & self._pmask]
-        with part.lock:
+        part, h = self._part(key)
+        with self._hold, part:
             i = self._raw_find_locked(part, key, h)
             if i >= 0:
                 self._items.unlink_locked(part, i, part.tbl[i] & ADDR_MASK)
@@ -855,38 +935,33 @@ class Cache:
         (items at or below it are gone), one partition lock at a time; items are dropped when
         next looked up, reached by the clock hand, or swept by the crawler.
         """
-        items = self._items
-        if delay > 0:
-            items.flush_at = self._realtime(delay)
-        else:
-            for part in self._parts:
-                with part.lock:
-                    part.flush_seq = part.seq
-            items.flush_at = 0
-        with items.flush_lock:  # not crawl_lock: a crawl pass holds that for seconds
-            items.flush_gen += 1
+        with self._hold:
+            self._items.flush(self._realtime(delay) if delay > 0 else 0)
 
     # ---- limits, maintenance ----
 
     def set_memory_limit(self, memory_limit: int) -> bool:
         """``cache_memlimit``: new pages are taken up to the new limit; when it went down,
         spare pages are freed now and the automover gives back pages in use, one a tick."""
-        self._items.pool.set_limit(memory_limit)
-        self.memory_limit = memory_limit
+        with self._hold:
+            self._items.pool.set_limit(memory_limit)
         return True
 
     def reassign(self, src: int, dst: int) -> ReassignResult:
         """``slabs reassign <src> <dst>``: move a page from class `src` to `dst` (0: the
         global pool; src -1: any class with a page to spare)."""
-        return self._items.reassign(src, dst)
+        with self._hold:
+            return self._items.reassign(src, dst)
 
     def automove_tick(self) -> bool:
         """One run of the slab automover (the daemon's `SlabAutomover` calls it)."""
-        return self._items.automove_tick()
+        with self._hold:
+            return self._items.automove_tick()
 
     def crawl(self, classes: set[int] | None = None, pause: Any = None) -> int:
         """Reclaim expired and flushed items now, without reads (``lru_crawler crawl``)."""
-        return self._items.crawl(classes, pause)
+        with self._hold:
+            return self._items.crawl(classes, pause)
 
     # ---- stats ----
 
@@ -903,10 +978,10 @@ class Cache:
             total.expired_unfetched += row[S_EXPIRED_UNFETCHED]
             total.outofmemory += row[S_OUTOFMEMORY]
             total.crawler_reclaimed += row[S_CRAWLER_RECLAIMED]
+        w = self._w
         for part in self._parts:
-            with part.lock:
-                total.get_expired += part.get_expired
-                total.get_flushed += part.get_flushed
+            total.get_expired += w[part.tb + T_GET_EXPIRED]
+            total.get_flushed += w[part.tb + T_GET_FLUSHED]
         return total
 
     def stats(self) -> dict[str, Any]:
@@ -916,9 +991,11 @@ class Cache:
         s = self.item_stats()
         classes = items.classes[1:]
         slots = sum(p.capacity for p in self._parts)
-        with items.pool.lock:
-            spare = len(items.pool.spare)
-            malloc_fails = items.pool.malloc_fails
+        with self._hold:
+            checked = sum(c.field(C_CRAWLER_CHECKED) for c in classes)
+            reflocked = sum(c.field(C_REFLOCKED) for c in classes)
+            warm = sum(c.field(C_MOVES_TO_WARM) for c in classes)
+        fig = items.figure
         return {
             "limit_maxbytes": self.memory_limit,
             "hash_power_level": int(math.log2(slots)),
@@ -928,27 +1005,27 @@ class Cache:
             "slab_reassign_chunk_rescues": 0,
             "slab_reassign_evictions_nomem": sum(r[S_MOVE_EVICTED] for r in rows),
             "slab_reassign_inline_reclaim": 0,
-            "slab_reassign_busy_items": items.reassign_busy,
+            "slab_reassign_busy_items": fig(G_REASSIGN_BUSY),
             "slab_reassign_busy_deletes": 0,
-            "slab_reassign_running": 1 if items.move_lock.locked() else 0,
-            "slabs_moved": items.slabs_moved,
-            "lru_crawler_running": 1 if items.crawl_lock.locked() else 0,
-            "lru_crawler_starts": items.crawler_starts,
-            "malloc_fails": malloc_fails,
+            "slab_reassign_running": fig(G_MOVING),
+            "slabs_moved": fig(G_SLABS_MOVED),
+            "lru_crawler_running": fig(G_CRAWLING),
+            "lru_crawler_starts": fig(G_CRAWLER_STARTS),
+            "malloc_fails": fig(G_MALLOC_FAILS),
             "bytes": s.bytes,
             "curr_items": s.curr_items,
             "total_items": s.total_items,
-            "slab_global_page_pool": spare,
+            "slab_global_page_pool": fig(G_NSPARE),
             "expired_unfetched": s.expired_unfetched,
             "evicted_unfetched": s.evicted_unfetched,
             "evicted_active": 0,
             "evictions": s.evictions,
             "reclaimed": s.reclaimed,
             "crawler_reclaimed": s.crawler_reclaimed,
-            "crawler_items_checked": sum(c.crawler_checked for c in classes),
-            "lrutail_reflocked": sum(c.reflocked for c in classes),
+            "crawler_items_checked": checked,
+            "lrutail_reflocked": reflocked,
             "moves_to_cold": 0,
-            "moves_to_warm": sum(c.moves_to_warm for c in classes),
+            "moves_to_warm": warm,
             "moves_within_lru": 0,
             "direct_reclaims": s.evictions + s.reclaimed,
             "lru_bumps_dropped": 0,
@@ -958,46 +1035,46 @@ class Cache:
 
     def reset_stats(self) -> None:
         """``stats reset``: zero the counters (not the gauges curr_items and bytes)."""
-        self._items.reset_counters()
+        with self._hold:
+            self._items.reset_counters()
 
     def slabs_stats(self) -> tuple[list[tuple[int, dict[str, int]]], dict[str, int]]:
         """``stats slabs``: per class with pages, memcached's fields; then the totals."""
         items = self._items
         rows = items.class_counters()
         out = []
-        for cls in items.classes[1:]:
-            with cls.lock:
-                pages = len(cls.pages)
-                if not pages:
-                    continue
-                total = pages * cls.perslab
-                free = cls.nfree + cls.uncarved  # never-used chunks are free chunks too
-            row = rows[cls.id]
-            out.append(
-                (
-                    cls.id,
-                    {
-                        "chunk_size": cls.size,
-                        "chunks_per_page": cls.perslab,
-                        "total_pages": pages,
-                        "total_chunks": total,
-                        "used_chunks": total - free,
-                        "free_chunks": free,
-                        "free_chunks_end": 0,  # memcached 1.6: always 0 (pages are cut up whole)
-                        "get_hits": row[S_GET_HITS],
-                        "cmd_set": row[S_CMD_SET],
-                        "delete_hits": row[S_DELETE_HITS],
-                        "incr_hits": row[S_INCR_HITS],
-                        "decr_hits": row[S_DECR_HITS],
-                        "cas_hits": row[S_CAS_HITS],
-                        "cas_badval": row[S_CAS_BADVAL],
-                        "touch_hits": row[S_TOUCH_HITS],
-                    },
+        with self._hold:
+            for cls in items.classes[1:]:
+                with cls.lock:
+                    pages = cls.npages
+                    if not pages:
+                        continue
+                    total = pages * cls.perslab
+                    free = cls.nfree + cls.uncarved  # never-used chunks are free chunks too
+                row = rows[cls.id]
+                out.append(
+                    (
+                        cls.id,
+                        {
+                            "chunk_size": cls.size,
+                            "chunks_per_page": cls.perslab,
+                            "total_pages": pages,
+                            "total_chunks": total,
+                            "used_chunks": total - free,
+                            "free_chunks": free,
+                            "free_chunks_end": 0,  # memcached 1.6: always 0 (pages cut whole)
+                            "get_hits": row[S_GET_HITS],
+                            "cmd_set": row[S_CMD_SET],
+                            "delete_hits": row[S_DELETE_HITS],
+                            "incr_hits": row[S_INCR_HITS],
+                            "decr_hits": row[S_DECR_HITS],
+                            "cas_hits": row[S_CAS_HITS],
+                            "cas_badval": row[S_CAS_BADVAL],
+                            "touch_hits": row[S_TOUCH_HITS],
+                        },
+                    )
                 )
-            )
-        with items.pool.lock:
-            malloced = items.pool.malloced
-        return out, {"active_slabs": len(out), "total_malloced": malloced}
+        return out, {"active_slabs": len(out), "total_malloced": items.pool.malloced}
 
     def items_stats(self) -> list[tuple[int, dict[str, int]]]:
         """``stats items``: per class holding items, memcached's fields. The clock has one
@@ -1006,56 +1083,50 @@ class Cache:
         now = self._now()
         rows = items.class_counters()
         out = []
-        for cls in items.classes[1:]:
-            row = rows[cls.id]
-            if not row[S_NUMBER]:
-                continue
-            with cls.lock:
-                moves, reflocked = cls.moves_to_warm, cls.reflocked
-                evicted_time, checked = cls.evicted_time, cls.crawler_checked
-            out.append(
-                (
-                    cls.id,
-                    {
-                        "number": row[S_NUMBER],
-                        "number_hot": 0,
-                        "number_warm": 0,
-                        "number_cold": row[S_NUMBER],
-                        "age_hot": 0,
-                        "age_warm": 0,
-                        "age": items.oldest_near_hand(cls, now),
-                        "mem_requested": row[S_MEM],
-                        "evicted": row[S_EVICTED],
-                        "evicted_nonzero": row[S_EVICTED_NONZERO],
-                        "evicted_time": evicted_time,
-                        "outofmemory": row[S_OUTOFMEMORY],
-                        "tailrepairs": 0,
-                        "reclaimed": row[S_RECLAIMED],
-                        "expired_unfetched": row[S_EXPIRED_UNFETCHED],
-                        "evicted_unfetched": row[S_EVICTED_UNFETCHED],
-                        "evicted_active": 0,
-                        "crawler_reclaimed": row[S_CRAWLER_RECLAIMED],
-                        "crawler_items_checked": checked,
-                        "lrutail_reflocked": reflocked,
-                        "moves_to_cold": 0,
-                        "moves_to_warm": moves,
-                        "moves_within_lru": 0,
-                        "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED],
-                        "hits_to_hot": 0,
-                        "hits_to_warm": 0,
-                        "hits_to_cold": row[S_GET_HITS],
-                        "hits_to_temp": 0,
-                    },
+        with self._hold:
+            for cls in items.classes[1:]:
+                row = rows[cls.id]
+                if not row[S_NUMBER]:
+                    continue
+                with cls.lock:
+                    moves, reflocked = cls.field(C_MOVES_TO_WARM), cls.field(C_REFLOCKED)
+                    evicted_time = cls.field(C_EVICTED_TIME)
+                    checked = cls.field(C_CRAWLER_CHECKED)
+                out.append(
+                    (
+                        cls.id,
+                        {
+                            "number": row[S_NUMBER],
+                            "number_hot": 0,
+                            "number_warm": 0,
+                            "number_cold": row[S_NUMBER],
+                            "age_hot": 0,
+                            "age_warm": 0,
+                            "age": items.oldest_near_hand(cls, now),
+                            "mem_requested": row[S_MEM],
+                            "evicted": row[S_EVICTED],
+                            "evicted_nonzero": row[S_EVICTED_NONZERO],
+                            "evicted_time": evicted_time,
+                            "outofmemory": row[S_OUTOFMEMORY],
+                            "tailrepairs": 0,
+                            "reclaimed": row[S_RECLAIMED],
+                            "expired_unfetched": row[S_EXPIRED_UNFETCHED],
+                            "evicted_unfetched": row[S_EVICTED_UNFETCHED],
+                            "evicted_active": 0,
+                            "crawler_reclaimed": row[S_CRAWLER_RECLAIMED],
+                            "crawler_items_checked": checked,
+                            "lrutail_reflocked": reflocked,
+                            "moves_to_cold": 0,
+                            "moves_to_warm": moves,
+                            "moves_within_lru": 0,
+                            "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED],
+                            "hits_to_hot": 0,
+                            "hits_to_warm": 0,
+                            "hits_to_cold": row[S_GET_HITS],
+                            "hits_to_temp": 0,
+                        },
+                    )
                 )
-            )
-        return out
-
-    def class_stats(self, class_of: Any = None) -> dict[int, list[int]]:
-        """Per slab class holding items: [items, bytes requested, oldest store time]."""
-        now = self._now()
-        out: dict[int, list[int]] = {}
-        for cid, st in self.items_stats():
-            out[cid] = [st["number"], st["mem_requested"], now - st["age"]]
         return out
 
     def size_histogram(self) -> dict[int, int]:
@@ -1084,33 +1155,29 @@ class Cache:
         self, live_only: bool = True
     ) -> Iterator[tuple[bytes, int, int, int, bool, int, int]]:
         items = self._items
+        pm = self._pm
         now = self._now()
         for part in self._parts:
             rows = []
-            with part.lock:
-                fa = items.flush_at
+            with self._hold, part:
                 for _, a in items.iter_items(part):
-                    buf = self._bufs[a >> PAGE_SHIFT]
-                    o = a & OFF_MASK
-                    st, nkey, _, fetched, nbytes, flags, exptime, itime, cas = GET_HDR.unpack_from(
-                        buf, o
+                    st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
+                        GET_HDR.unpack_from(pm, a)
                     )
                     if live_only and (
-                        (exptime and exptime <= now)
-                        or cas <= part.flush_seq
-                        or (fa and fa <= now and itime < fa)
+                        (exptime and exptime <= now) or items.is_flushed(part, cas, itime, now)
                     ):
                         continue
                     assert st & ST_LINKED
                     rows.append(
                         (
-                            bytes(buf[o + HEADER : o + HEADER + nkey]),
+                            pm[a + HEADER : a + HEADER + nkey],
                             exptime,
                             itime,
                             cas if self.cas_enabled else 0,
                             bool(fetched),
                             item_size(nkey, flags, nbytes, self.cas_enabled),
-                            self._pbase[a >> PAGE_SHIFT] // NSTAT,
+                            cid,
                         )
                     )
             yield from rows

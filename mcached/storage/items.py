@@ -1,127 +1,127 @@
 """Item lifecycle (memcached's ``items.c``): where an item lives, how it gets memory, how it
-leaves. `Items` owns the page pool, the slab classes and the partitions; `cache.Cache` holds
-the locks around it and decides what each command means.
+leaves. `Items` holds the views of the page pool, the slab classes and the partitions over one
+`Arena`; `cache.Cache` decides what each command means.
 
-Layout. An item is written into a chunk of page memory, header first (48 bytes, no padding
-beyond memcached's own item header, which is also 48):
-
-    0  status   ST_* (slabs)        12 exptime  int32, server time; 0 = never
-    1  nkey                         16 time     uint32, server time of the last store
-    2  ref      clock reference     24 cas      uint64, also the flush_all sequence mark
-    3  fetched  read since stored   32 hash     int64, hash(key): partition and table slot
-    4  nbytes   value length        40 next     chained items: the next chunk (-1: none)
-    8  flags    uint32              48 key, then the value (no CRLF, no NUL)
-
-An item of memcached's total size ``48 + nkey + 1 + nbytes + 2 (+ 8 CAS) (+ 4 flags)`` goes
-in the class memcached would put it in; our layout is never larger, so it always fits. Items
-larger than the largest chunk are chained through chunks of the largest class: the head
-holds the header, key and the start of the value, each continuation chunk (`ST_CONT`) holds
-its head's address at 32, the next chunk at 40, and value bytes from 48.
+An item is written into a chunk of page memory, header first (the layout is the arena's, see
+`mcached.storage.arena`). An item of memcached's total size ``48 + nkey + 1 + nbytes + 2 (+ 8
+CAS) (+ 4 flags)`` goes in the class memcached would put it in; our layout is never larger,
+so it always fits. Items larger than the largest chunk are chained through chunks of the
+largest class: the head holds the header, key and the start of the value, each continuation
+chunk (`ST_CONT`) holds its head's address at `OFF_HEAD`, the next chunk at `OFF_NEXT`, and
+value bytes from 48.
 
 Partitions. The key space is split by ``hash(key) & (partitions - 1)``; each `Partition` is an
 item table (`assoc.Assoc`) with its lock, its CAS sequence and flush mark, and counters per
 slab class. An item, the chunks it occupies and its counters are only changed with its
 partition lock held; chunks change hands (free <-> used) only with their class lock held too.
 
-Locks, in the only order they are taken:
+Locks, in the only order they are taken (the whole storage package, every process):
 
-    move_lock -> partition lock -> class lock -> pool lock
+    move_lock or crawl_lock -> partition lock -> class lock -> pool lock
 
-A thread that holds a class lock and needs another partition's lock (the clock hand evicting,
-in ``_evict_locked``) only try-acquires it and skips the item if it is busy, as memcached's
-``lru_pull_tail`` does with item locks. A store that needs a page taken from another class
-releases its partition lock first (`steal_page`) and retries.
+(``flush_lock`` is a leaf, held for one increment.) A holder of a class lock that needs
+another partition's lock (the clock hand evicting, in ``_evict_locked``) only try-acquires it
+and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with item locks. A
+store that needs a page taken from another class releases its partition lock first
+(`steal_page`) and retries. No code path holds two partition locks except the clock hand, nor
+two class locks.
 
 Reads without locks. The page mover and the crawler first scan pages without any lock to
 find candidates (a racy read is only a hint), then lock the candidate's partition and class
 and check it again before they touch it.
+
+Views and processes. A `Partition` keeps, in its own attributes, where its table lives and
+the flush marks (``flush_seq``, ``flush_at``); they change only under its lock, and each
+change bumps the partition's ``T_GEN``. So whoever takes a partition lock compares ``T_GEN``
+with the view's `gen` and calls `sync` when they differ (`Partition.__enter__` does it).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mcached.clock import Clock
-from mcached.storage.assoc import ADDR_MASK, Assoc, make_entry
-from mcached.storage.lru import sweep
-from mcached.storage.results import ReassignResult
-from mcached.storage.slabs import (
+from mcached.storage.arena import (
+    C_CRAWLED_FLUSH_GEN,
+    C_CRAWLED_TIME,
+    C_CRAWLER_CHECKED,
+    C_EVICTED_TIME,
+    C_HAND_CHUNK,
+    C_HAND_PAGE,
+    C_MOVES_TO_WARM,
+    C_REFLOCKED,
+    CONT_HDR,
+    G_AUTOMOVE,
+    G_CRAWLER_STARTS,
+    G_CRAWLING,
+    G_FLUSH_AT,
+    G_FLUSH_GEN,
+    G_LIMIT,
+    G_MOVING,
+    G_PICK_CURSOR,
+    G_REASSIGN_BUSY,
+    G_SLABS_MOVED,
+    GAUGES,
+    GET_HDR,
+    HDR,
+    HEADER,
     HOLE,
-    OFF_MASK,
+    I32,
+    MAX_PAGES,
+    NSTAT,
+    OFF_EXPTIME,
+    OFF_HASH,
+    OFF_HEAD,
     OFF_NEXT,
+    OFF_TIME,
     PAGE_SHIFT,
+    PF_MOVING,
+    S_CRAWLER_RECLAIMED,
+    S_EVICTED,
+    S_EVICTED_NONZERO,
+    S_EVICTED_UNFETCHED,
+    S_EXPIRED_UNFETCHED,
+    S_MEM,
+    S_MOVE_EVICTED,
+    S_MOVE_RESCUED,
+    S_NUMBER,
+    S_RECLAIMED,
+    S_TTL,
     SLAB_PAGE_SIZE,
     ST_CHAINED,
     ST_CONT,
     ST_LINKED,
     ST_RESERVED,
-    Page,
-    PagePool,
-    SlabClass,
-    class_lookup,
-    slab_class_sizes,
+    T_FLUSH_SEQ,
+    T_GEN,
+    T_GET_EXPIRED,
+    T_GET_FLUSHED,
+    T_SEQ,
+    TAIL_HDR,
+    Arena,
+    Q,
+    window_slots,
 )
+from mcached.storage.assoc import ADDR_MASK, Assoc, init_table, make_entry
+from mcached.storage.lru import sweep
+from mcached.storage.results import ReassignResult
+from mcached.storage.slabs import PagePool, SlabClass, class_lookup, slab_class_sizes
 
 log = logging.getLogger("mcached.storage")
 
-HEADER = 48
-OFF_NKEY = 1
-OFF_FETCHED = 3
-OFF_EXPTIME = 12
-OFF_CAS = 24
-OFF_HASH = 32
-OFF_HEAD = 32  # continuation chunk: its item's head address
-OFF_KEY = HEADER
-
-HDR = struct.Struct("<BBBBIIiIxxxxQqq")  # the whole header, for writing
-GET_HDR = struct.Struct("<BBBBIIiIxxxxQ")  # up to cas: what a read needs
-TAIL_HDR = struct.Struct("<iIxxxxQq")  # exptime, time, cas, hash: what the crawler needs
-CONT_HDR = struct.Struct("<B31xqq")  # status, head, next
-Q = struct.Struct("<q")
-I32 = struct.Struct("<i")
-U64 = struct.Struct("<Q")
-
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
 NEED_PAGE = -2  # the class has no page (or too few chunks for a chained item)
-UNLIMITED_SCAN = 0
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
 # (memcached looks at 5 items of the LRU tail; the crawler reclaims what the hand misses)
-
-# Per-class counters, one row of NSTAT ints per class in each partition (`Partition.cst`,
-# index ``clsid * NSTAT + S_*``): written under the partition lock, summed for `stats`.
-S_NUMBER = 0  # gauge: items
-S_MEM = 1  # gauge: bytes requested (memcached's total item size)
-S_TTL = 2  # gauge: items with an exptime (the crawler skips classes without any)
-S_TOTAL = 3
-S_EVICTED = 4
-S_EVICTED_NONZERO = 5
-S_EVICTED_UNFETCHED = 6
-S_OUTOFMEMORY = 7
-S_RECLAIMED = 8
-S_EXPIRED_UNFETCHED = 9
-S_CRAWLER_RECLAIMED = 10
-S_GET_HITS = 11
-S_CMD_SET = 12
-S_DELETE_HITS = 13
-S_INCR_HITS = 14
-S_DECR_HITS = 15
-S_CAS_HITS = 16
-S_CAS_BADVAL = 17
-S_TOUCH_HITS = 18
-S_MOVE_EVICTED = 19  # slab_reassign_evictions_nomem
-S_MOVE_RESCUED = 20  # slab_reassign_rescues
-NSTAT = 21
-GAUGES = (S_NUMBER, S_MEM, S_TTL)
 
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
 AUTOMOVE_WINDOW = 3  # automove 1: a class must evict in this many ticks in a row
 AUTOMOVE_FREE_PAGES = 2.5  # a class holding this many pages' worth of free chunks gives one
+RESERVE_MIN = 1024 * 1024 * 1024  # address space reserved for pages: at least 1 GB (see Cache)
 
 
 def item_size(nkey: int, flags: int, nvalue: int, cas_enabled: bool) -> int:
@@ -135,22 +135,65 @@ def item_size(nkey: int, flags: int, nvalue: int, cas_enabled: bool) -> int:
 
 
 class Partition(Assoc):
-    """A slice of the key space: its item table, lock, CAS sequence, flush mark, counters."""
+    """A slice of the key space: its item table, lock, CAS sequence, flush marks, counters."""
 
-    __slots__ = ("index", "lock", "seq", "stride", "flush_seq", "cst", "get_expired", "get_flushed")
+    __slots__ = ("lock", "stride", "cst", "flush_seq", "flush_at")
 
-    def __init__(self, index: int, count: int, nclasses: int, hash_at: Callable[[int], int]):
-        super().__init__(hash_at)
-        self.index = index
-        self.lock = threading.Lock()
+    def __init__(self, arena: Arena, index: int, count: int, hash_at: Callable[[int], int]):
+        self.lock = arena.part_locks[index]
         # CAS numbers: partition i draws i + count, i + 2*count... so they are unique across
         # partitions without a shared lock, and increase within each.
-        self.seq = index
         self.stride = count
-        self.flush_seq = 0  # items with cas <= flush_seq are flushed
-        self.cst = [0] * ((nclasses + 1) * NSTAT)
-        self.get_expired = 0
-        self.get_flushed = 0
+        self.cst = arena.counters(index)
+        self.flush_seq = 0
+        self.flush_at = 0
+        super().__init__(arena, index, hash_at)
+
+    def sync(self) -> None:
+        super().sync()
+        self.flush_seq = int(self.w[self.tb + T_FLUSH_SEQ])  # cas <= this: flushed
+        self.flush_at = int(self.w[G_FLUSH_AT])  # stored before this time: flushed, once due
+
+    def __enter__(self) -> Partition:
+        self.lock.acquire()
+        if self.w[self.tb + T_GEN] != self.gen:
+            self.sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+    def try_enter(self) -> bool:
+        """Take the lock if it is free (then leave with `__exit__`)."""
+        if not self.lock.acquire(False):
+            return False
+        if self.w[self.tb + T_GEN] != self.gen:
+            self.sync()
+        return True
+
+    def next_cas(self) -> int:
+        w = self.w
+        seq = w[self.tb + T_SEQ] + self.stride
+        w[self.tb + T_SEQ] = seq
+        return int(seq)
+
+    @property
+    def seq(self) -> int:
+        return int(self.w[self.tb + T_SEQ])
+
+    def mark_flushed(self) -> None:
+        """flush_all now: every item stored so far is gone (lock held)."""
+        w = self.w
+        w[self.tb + T_FLUSH_SEQ] = w[self.tb + T_SEQ]
+        self.bump()
+
+    def bump(self) -> None:
+        """Tell every view to re-read this partition's marks (lock held)."""
+        self.w[self.tb + T_GEN] += 1
+        self.sync()
+
+    def count_get_gone(self, flushed: bool) -> None:
+        self.w[self.tb + (T_GET_FLUSHED if flushed else T_GET_EXPIRED)] += 1
 
 
 @dataclass
@@ -173,6 +216,11 @@ class ItemStats:
 class Items:
     """Pages, classes, partitions, and every operation that moves an item in or out of them.
 
+    Without `arena` a new one is laid out for these settings (the memory for ``-m``, reserved
+    as `reserve` bytes of address space, at least `RESERVE_MIN`; table windows of `window`
+    slots, by default sized from the reserve); with it, these are views of an arena another
+    `Items` laid out with the same settings.
+
     Methods named ``*_locked`` expect the caller to hold the partition lock of the item (and
     say so when they expect a class lock too).
     """
@@ -191,6 +239,9 @@ class Items:
         slab_chunk_max: int,
         slab_reassign: bool,
         slab_automove: int,
+        arena: Arena | None = None,
+        reserve: int | None = None,
+        window: int | None = None,
     ) -> None:
         if partitions < 1 or partitions & (partitions - 1):
             raise ValueError("partitions must be a power of two")
@@ -199,38 +250,69 @@ class Items:
         self.evictions = evictions
         self.cas_enabled = cas_enabled
         self.slab_reassign = slab_reassign
-        self.automove = slab_automove
         self.sizes = slab_class_sizes(chunk_size, growth_factor, slab_chunk_max)
         self.largest = len(self.sizes)
         self.chunk_max = self.sizes[-1]
         self.lookup = class_lookup(self.sizes)
-        self.classes: list[SlabClass] = [SlabClass(0, SLAB_PAGE_SIZE)]  # 0: the global pool
-        self.classes += [SlabClass(i + 1, size) for i, size in enumerate(self.sizes)]
-        self.pool = PagePool(memory_limit, NSTAT)
-        self.bufs = self.pool.bufs
-        self.mvs = self.pool.mvs
-        self.pbase = self.pool.base
+        fresh = arena is None
+        if arena is None:
+            if reserve is None:
+                reserve = max(memory_limit, RESERVE_MIN)
+            max_pages = min(MAX_PAGES, -(-reserve // SLAB_PAGE_SIZE))
+            if memory_limit > MAX_PAGES * SLAB_PAGE_SIZE:
+                raise ValueError("memory limit over 1 TB: addresses hold 20 bits of page number")
+            arena = Arena(
+                max_pages=max_pages,
+                nclasses=self.largest,
+                partitions=partitions,
+                window=window or window_slots(max_pages, partitions, self.sizes[0]),
+            )
+        self.arena = arena
+        self.w = arena.words
+        self.pm = arena.pages
+        self.classes: list[SlabClass] = [SlabClass(arena, 0, SLAB_PAGE_SIZE)]  # 0: the pool
+        self.classes += [SlabClass(arena, i + 1, size) for i, size in enumerate(self.sizes)]
+        self.pool = PagePool(arena)
         self.pshift = partitions.bit_length() - 1
         self.pmask = partitions - 1
-        self.parts = [
-            Partition(i, partitions, self.largest, self.hash_at) for i in range(partitions)
-        ]
-        # flush_all with a delay: items stored before this server time are gone once it
-        # passes. Written by flush_all only, read as one value.
-        self.flush_at = 0
-        self.flush_gen = 0  # bumped by every flush_all: the crawler sweeps all classes again
-        self.flush_lock = threading.Lock()  # guards flush_gen's increments (held briefly)
+        if fresh:
+            w = self.w
+            w[G_LIMIT] = memory_limit
+            w[G_AUTOMOVE] = slab_automove
+            for i in range(partitions):
+                init_table(arena, i)
+                w[arena.part_block(i) + T_SEQ] = i
+        self.parts = [Partition(arena, i, partitions, self.hash_at) for i in range(partitions)]
         # Page moves: one at a time (memcached's single rebalancer thread).
-        self.move_lock = threading.Lock()
-        self.slabs_moved = 0  # these four: written with move_lock held
-        self.reassign_busy = 0
-        self.automove_runs = 0
+        self.move_lock = arena.move_lock
+        # The crawler: one pass at a time.
+        self.crawl_lock = arena.crawl_lock
+        self.flush_lock = arena.flush_lock
+        # The automover's memory of past ticks: only one automover runs (in one process).
         self._last_evictions = [0] * (self.largest + 1)
         self._window: deque[list[int]] = deque(maxlen=AUTOMOVE_WINDOW)
-        self._pick_cursor = 0  # slabs_reassign_pick_any's round robin
-        # The crawler: one pass at a time.
-        self.crawl_lock = threading.Lock()
-        self.crawler_starts = 0
+
+    # ---- shared figures ----
+
+    @property
+    def flush_at(self) -> int:
+        return int(self.w[G_FLUSH_AT])
+
+    @property
+    def flush_gen(self) -> int:
+        return int(self.w[G_FLUSH_GEN])
+
+    @property
+    def automove(self) -> int:
+        return int(self.w[G_AUTOMOVE])
+
+    @automove.setter
+    def automove(self, level: int) -> None:
+        self.w[G_AUTOMOVE] = level  # one word, read once per tick
+
+    def figure(self, g: int) -> int:
+        """A global word (``G_*``)."""
+        return int(self.w[g])
 
     # ---- sizes ----
 
@@ -247,10 +329,11 @@ class Items:
 
     def hash_at(self, addr: int) -> int:
         """The table hash bits (``hash >> partition bits``) of the item at `addr`."""
-        return int(
-            Q.unpack_from(self.bufs[addr >> PAGE_SHIFT], (addr & OFF_MASK) + OFF_HASH)[0]
-            >> self.pshift
-        )
+        return int(Q.unpack_from(self.pm, addr + OFF_HASH)[0] >> self.pshift)
+
+    def is_flushed(self, part: Partition, cas: int, itime: int, now: int) -> bool:
+        fa = part.flush_at
+        return cas <= part.flush_seq or bool(fa and fa <= now and itime < fa)
 
     # ---- getting memory ----
 
@@ -263,7 +346,7 @@ class Items:
         lock.acquire()
         try:
             a = self._alloc_locked(cls, part, now)
-            if a < 0 and not cls.pages:
+            if a < 0 and not cls.npages:
                 return NEED_PAGE
             return a
         finally:
@@ -278,9 +361,9 @@ class Items:
                 a = self._alloc_locked(cls, part, now)
                 if a < 0:
                     for x in got:
-                        cls.chunk_push_locked(self._page(x), x & OFF_MASK & ~HOLE)
-                    cls.used -= len(got)
-                    if len(cls.pages) * cls.perslab < n:
+                        cls.chunk_push_locked(x & ~HOLE)
+                    cls.count_used(-len(got))
+                    if cls.npages * cls.perslab < n:
                         return NEED_PAGE
                     return a
                 got.append(a)
@@ -290,18 +373,18 @@ class Items:
         """Class lock held: free chunk, else a new page, else evict from the clock hand."""
         a = cls.chunk_pop_locked()
         if a < 0:
-            page = self.pool.take(cls.id)
-            if page is not None:
-                cls.add_page_locked(page)
+            pno = self.pool.take(cls.id)
+            if pno >= 0:
+                cls.add_page_locked(pno)
                 a = cls.chunk_pop_locked()
             else:
                 a = self._evict_locked(cls, part, now)
                 if a < 0:
                     return a
-                self.bufs[a >> PAGE_SHIFT][a & OFF_MASK] = ST_RESERVED
+                self.pm[a] = ST_RESERVED
                 return a  # the victim's chunk: `used` is unchanged
-        self.bufs[a >> PAGE_SHIFT][a & OFF_MASK & ~HOLE] = ST_RESERVED
-        cls.used += 1
+        self.pm[a & ~HOLE] = ST_RESERVED
+        cls.count_used(1)
         return a
 
     def _evict_locked(self, cls: SlabClass, part: Partition, now: int) -> int:
@@ -309,35 +392,30 @@ class Items:
         expired or flushed, evicting it otherwise (not with -M). Its address, or NO_ROOM."""
         parts = self.parts
         pmask = self.pmask
-        flush_at = self.flush_at
         evict = self.evictions
+        pm = self.pm
         if evict:
             # two turns: the first may only clear reference bytes
-            limit = (2 * len(cls.pages) + 1) * cls.perslab
+            limit = (2 * cls.npages + 1) * cls.perslab
         else:
             limit = NO_EVICT_SCAN
-        for page, o in sweep(cls, limit, evict):
-            buf = page.buf
-            h = Q.unpack_from(buf, o + OFF_HASH)[0]
+        for a in sweep(cls, limit, evict):
+            h = Q.unpack_from(pm, a + OFF_HASH)[0]
             owner = parts[h & pmask]
-            if owner is not part and not owner.lock.acquire(False):
-                cls.reflocked += 1
+            if owner is not part and not owner.try_enter():
+                cls.add_to(C_REFLOCKED, 1)
                 continue
             try:
-                st, nkey, ref, fetched, nbytes, flags, exptime, itime, cas = GET_HDR.unpack_from(
-                    buf, o
+                st, nkey, ref, fetched, nbytes, flags, exptime, itime, _, cas, _ = (
+                    GET_HDR.unpack_from(pm, a)
                 )
                 if ref and evict:
                     continue  # read since the hand looked: it keeps its second chance
-                dead = (
-                    (exptime and exptime <= now)
-                    or cas <= owner.flush_seq
-                    or (flush_at and flush_at <= now and itime < flush_at)
-                )
+                dead = (exptime and exptime <= now) or self.is_flushed(owner, cas, itime, now)
                 if not dead and not evict:
                     continue
                 cst = owner.cst
-                base = self.pbase[page.pno]
+                base = cls.id * NSTAT
                 if dead:
                     cst[base + S_RECLAIMED] += 1
                     if not fetched:
@@ -348,21 +426,19 @@ class Items:
                         cst[base + S_EVICTED_NONZERO] += 1
                     if not fetched:
                         cst[base + S_EVICTED_UNFETCHED] += 1
-                    cls.evicted_time = now - itime
-                addr = page.pno << PAGE_SHIFT | o
-                self._drop_locked(owner, cls, page, o, h, st, nkey, nbytes, flags, exptime)
-                return addr
+                    cls.set_field(C_EVICTED_TIME, now - itime)
+                self._drop_locked(owner, cls, a, h, st, nkey, nbytes, flags, exptime)
+                return a
             finally:
                 if owner is not part:
-                    owner.lock.release()
+                    owner.__exit__()
         return NO_ROOM
 
     def _drop_locked(
         self,
         part: Partition,
         cls: SlabClass,
-        page: Page,
-        o: int,
+        a: int,
         h: int,
         st: int,
         nkey: int,
@@ -370,36 +446,30 @@ class Items:
         flags: int,
         exptime: int,
     ) -> None:
-        """Partition and class locks held: take the item at `o` out of the table and the
+        """Partition and class locks held: take the item at `a` out of the table and the
         counters, free its continuation chunks; its head chunk is left to the caller."""
-        addr = page.pno << PAGE_SHIFT | o
-        slot = part.find_addr(h >> self.pshift, addr)
+        slot = part.find_addr(h >> self.pshift, a)
         assert slot >= 0, "a linked item is in its partition's table"
         part.remove_at(slot)
         cst = part.cst
-        base = self.pbase[page.pno]
+        base = cls.id * NSTAT
         cst[base + S_NUMBER] -= 1
         cst[base + S_MEM] -= item_size(nkey, flags, nbytes, self.cas_enabled)
         if exptime:
             cst[base + S_TTL] -= 1
         if st & ST_CHAINED:
-            cls.used -= self._free_continuations_locked(cls, page.buf, o)
+            cls.count_used(-self._free_continuations_locked(cls, a))
 
-    def _free_continuations_locked(self, cls: SlabClass, buf: bytearray, o: int) -> int:
-        nxt = Q.unpack_from(buf, o + OFF_NEXT)[0]
+    def _free_continuations_locked(self, cls: SlabClass, a: int) -> int:
+        pm = self.pm
+        nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
         n = 0
         while nxt >= 0:
-            page = self._page(nxt)
-            co = nxt & OFF_MASK
-            nxt = Q.unpack_from(page.buf, co + OFF_NEXT)[0]
-            cls.chunk_push_locked(page, co)
+            c = nxt
+            nxt = Q.unpack_from(pm, c + OFF_NEXT)[0]
+            cls.chunk_push_locked(c)
             n += 1
         return n
-
-    def _page(self, addr: int) -> Page:
-        page = self.pool.pages[addr >> PAGE_SHIFT]
-        assert page is not None
-        return page
 
     # ---- writing and reading items (partition lock held) ----
 
@@ -414,16 +484,18 @@ class Items:
         now: int,
         cas: int,
         ref: int,
+        cid: int,
     ) -> None:
         """Fill the reserved chunk at `a` with a single-chunk item (it is linked from here)."""
-        mv = self.mvs[a >> PAGE_SHIFT]
-        o = a & OFF_MASK
+        pm = self.pm
         nkey = len(key)
-        HDR.pack_into(mv, o, ST_LINKED, nkey, ref, 0, len(value), flags, exptime, now, cas, h, -1)
-        ko = o + HEADER
-        mv[ko : ko + nkey] = key
+        HDR.pack_into(
+            pm, a, ST_LINKED, nkey, ref, 0, len(value), flags, exptime, now, cid, cas, h, -1
+        )
+        ko = a + HEADER
+        pm[ko : ko + nkey] = key
         ko += nkey
-        mv[ko : ko + len(value)] = value
+        pm[ko : ko + len(value)] = value
 
     def write_chain(
         self,
@@ -441,58 +513,58 @@ class Items:
         ref = addrs[0] & HOLE
         addrs = [a & ~HOLE for a in addrs]
         head = addrs[0]
-        mv = self.mvs[head >> PAGE_SHIFT]
-        o = head & OFF_MASK
+        pm = self.pm
         nkey = len(key)
         nbytes = len(value)
         nxt = addrs[1] if len(addrs) > 1 else -1
         status = ST_LINKED | ST_CHAINED if nxt >= 0 else ST_LINKED
-        HDR.pack_into(mv, o, status, nkey, ref, 0, nbytes, flags, exptime, now, cas, h, nxt)
-        ko = o + HEADER
-        mv[ko : ko + nkey] = key
+        HDR.pack_into(
+            pm, head, status, nkey, ref, 0, nbytes, flags, exptime, now, self.largest, cas, h, nxt
+        )
+        ko = head + HEADER
+        pm[ko : ko + nkey] = key
         first = min(nbytes, self.chunk_max - HEADER - nkey)
         ko += nkey
-        mv[ko : ko + first] = value[:first]
+        mv = memoryview(value)
+        pm[ko : ko + first] = mv[:first]
         pos = first
         rest = self.chunk_max - HEADER
         for k in range(1, len(addrs)):
-            a = addrs[k]
-            cmv = self.mvs[a >> PAGE_SHIFT]
-            co = a & OFF_MASK
+            c = addrs[k]
             nxt = addrs[k + 1] if k + 1 < len(addrs) else -1
             take = min(rest, nbytes - pos)
-            cmv[co + HEADER : co + HEADER + take] = value[pos : pos + take]
-            CONT_HDR.pack_into(cmv, co, ST_CONT, head, nxt)
+            pm[c + HEADER : c + HEADER + take] = mv[pos : pos + take]
+            CONT_HDR.pack_into(pm, c, ST_CONT, head, nxt)
             pos += take
         return head
 
     def read_chained(self, a: int, nkey: int, nbytes: int) -> bytes:
         """The value of a chained item, joined from its chunks."""
-        mv = self.mvs[a >> PAGE_SHIFT]
-        o = a & OFF_MASK
+        pm = self.pm
         first = min(nbytes, self.chunk_max - HEADER - nkey)
-        vo = o + HEADER + nkey
-        pieces = [mv[vo : vo + first]]
+        vo = a + HEADER + nkey
+        pieces = [pm[vo : vo + first]]
         left = nbytes - first
         rest = self.chunk_max - HEADER
-        nxt = Q.unpack_from(mv, o + OFF_NEXT)[0]
+        nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
         while left > 0:
-            cmv = self.mvs[nxt >> PAGE_SHIFT]
-            co = nxt & OFF_MASK
             take = min(left, rest)
-            pieces.append(cmv[co + HEADER : co + HEADER + take])
+            pieces.append(pm[nxt + HEADER : nxt + HEADER + take])
             left -= take
-            nxt = Q.unpack_from(cmv, co + OFF_NEXT)[0]
+            nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
         return b"".join(pieces)
 
     def read_value(self, a: int) -> bytes:
-        mv = self.mvs[a >> PAGE_SHIFT]
-        o = a & OFF_MASK
-        st, nkey, _, _, nbytes = GET_HDR.unpack_from(mv, o)[:5]
+        pm = self.pm
+        st, nkey, _, _, nbytes = GET_HDR.unpack_from(pm, a)[:5]
         if st & ST_CHAINED:
             return self.read_chained(a, nkey, nbytes)
-        vo = o + HEADER + nkey
-        return mv[vo : vo + nbytes].tobytes()
+        vo = a + HEADER + nkey
+        return pm[vo : vo + nbytes]
+
+    def read_key(self, a: int) -> bytes:
+        nkey = self.pm[a + 1]
+        return self.pm[a + HEADER : a + HEADER + nkey]
 
     def unlink_locked(self, part: Partition, slot: int, a: int) -> None:
         """Take the item at `a` (in table slot `slot`) out of the cache and free its memory."""
@@ -501,24 +573,20 @@ class Items:
 
     def forget_locked(self, part: Partition, a: int) -> None:
         """Uncount and free the item at `a`, already out of the table (replaced or removed)."""
-        pno = a >> PAGE_SHIFT
-        buf = self.bufs[pno]
-        o = a & OFF_MASK
-        st, nkey, _, _, nbytes, flags, exptime = GET_HDR.unpack_from(buf, o)[:7]
+        st, nkey, _, _, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(self.pm, a)
         cst = part.cst
-        base = self.pbase[pno]
+        base = cid * NSTAT
         cst[base + S_NUMBER] -= 1
         cst[base + S_MEM] -= item_size(nkey, flags, nbytes, self.cas_enabled)
         if exptime:
             cst[base + S_TTL] -= 1
-        page = self._page(a)
-        cls = self.classes[page.clsid]
+        cls = self.classes[cid]
         with cls.lock:
             n = 1
             if st & ST_CHAINED:
-                n += self._free_continuations_locked(cls, buf, o)
-            cls.chunk_push_locked(page, o)
-            cls.used -= n
+                n += self._free_continuations_locked(cls, a)
+            cls.chunk_push_locked(a)
+            cls.count_used(-n)
 
     # ---- page moves (memcached's slab rebalancer) ----
 
@@ -530,10 +598,10 @@ class Items:
         with self.move_lock:
             dst = self.classes[cid]
             with dst.lock:
-                if dst.nfree or dst.carve is not None:
-                    return  # another thread got it memory meanwhile
+                if dst.nfree or dst.uncarved:
+                    return  # another worker got it memory meanwhile
             with self.pool.lock:
-                if self.pool.spare or self.pool.malloced + SLAB_PAGE_SIZE <= self.pool.limit:
+                if self.pool.room():
                     return  # the retry takes a page from the pool
             src = self._pick_source(cid)
             if src is not None:
@@ -548,11 +616,11 @@ class Items:
             if cls.id == dst:
                 continue
             with cls.lock:
-                npages = len(cls.pages)
+                npages = cls.npages
                 if not npages:
                     continue
                 if not self.evictions and not any(
-                    cls.free_in_page_locked(p) == cls.perslab for p in cls.pages
+                    cls.free_in_page_locked(p) == cls.perslab for p in cls.pages_locked()
                 ):
                     continue
             if npages > best_pages:
@@ -562,7 +630,7 @@ class Items:
     def reassign(self, src: int, dst: int) -> ReassignResult:
         """``slabs reassign <src> <dst>``: move one page now (memcached's checks and order;
         memcached moves it in the background, we move it before answering)."""
-        if not self.move_lock.acquire(blocking=False):
+        if not self.move_lock.acquire(False):
             return ReassignResult.RUNNING
         try:
             if src == dst:
@@ -572,12 +640,11 @@ class Items:
             if not (0 <= src <= self.largest and 0 <= dst <= self.largest):
                 return ReassignResult.BADCLASS
             if src == 0:
-                spare = self.pool.spare_count()
-                if spare < 2:
+                if self.pool.spare_count() < 2:
                     return ReassignResult.NOSPARE
             else:
                 with self.classes[src].lock:
-                    if len(self.classes[src].pages) < 2:
+                    if self.classes[src].npages < 2:
                         return ReassignResult.NOSPARE
             self._move_page_locked(src, dst)
             return ReassignResult.OK
@@ -586,149 +653,149 @@ class Items:
 
     def _pick_any(self, dst: int) -> int:
         """memcached's ``slabs_reassign_pick_any``: the next class (round robin) with 2 pages."""
+        w = self.w
         for _ in range(self.largest):
-            self._pick_cursor = self._pick_cursor % self.largest + 1
-            cls = self.classes[self._pick_cursor]
-            if cls.id != dst and len(cls.pages) > 1:
+            cursor = int(w[G_PICK_CURSOR]) % self.largest + 1
+            w[G_PICK_CURSOR] = cursor
+            cls = self.classes[cursor]
+            if cls.id != dst and cls.npages > 1:
                 return cls.id
         return -1
 
     def _move_page_locked(self, src: int, dst: int) -> bool:
         """move_lock held, nothing else: empty one page of `src` (or a spare one, src 0) and
         give it to `dst` (0: back to the pool, which frees it while over the limit)."""
-        if src == 0:
-            page = self.pool.take_spare()
-            if page is None:
-                return False
-        else:
-            cls = self.classes[src]
-            with cls.lock:
-                if not cls.pages:
+        self.w[G_MOVING] = 1
+        try:
+            if src == 0:
+                pno = self.pool.take_spare()
+                if pno < 0:
                     return False
-                page = max(cls.pages, key=cls.free_in_page_locked)
-                cls.remove_page_locked(page)
-            if not self._empty_page(cls, page):
-                return False
-        if dst == 0:
-            self.pool.give(page)
-        else:
-            dcls = self.classes[dst]
-            with dcls.lock:
-                self.pool.set_owner(page, dst)
-                dcls.add_page_locked(page)
-        self.slabs_moved += 1
-        return True
+            else:
+                cls = self.classes[src]
+                with cls.lock:
+                    pages = cls.pages_locked()
+                    if not pages:
+                        return False
+                    pno = max(pages, key=cls.free_in_page_locked)
+                    cls.remove_page_locked(pno)
+                if not self._empty_page(cls, pno):
+                    return False
+            if dst == 0:
+                self.pool.give(pno)
+            else:
+                dcls = self.classes[dst]
+                with dcls.lock:
+                    self.pool.set_owner(pno, dst)
+                    dcls.add_page_locked(pno)
+            self.w[G_SLABS_MOVED] += 1
+            return True
+        finally:
+            self.w[G_MOVING] = 0
 
-    def _empty_page(self, cls: SlabClass, page: Page) -> bool:
+    def _empty_page(self, cls: SlabClass, pno: int) -> bool:
         """Rescue (copy to a free chunk of the class) or evict every item in a detached page.
         Items being written (reserved chunks) are waited for."""
-        buf = page.buf
-        base = page.pno << PAGE_SHIFT
+        pm = self.pm
+        base = pno << PAGE_SHIFT
         parts = self.parts
         waited = 0
         while True:
             busy = 0
             for o in range(0, cls.perslab * cls.size, cls.size):
-                st = buf[o]
+                c = base | o
+                st = pm[c]
                 if not st:
                     continue
                 if st & ST_RESERVED:
                     busy += 1
                     continue
                 if st & ST_CONT:
-                    head = Q.unpack_from(buf, o + OFF_HEAD)[0]
-                    h = Q.unpack_from(self.bufs[head >> PAGE_SHIFT], (head & OFF_MASK) + OFF_HASH)[
-                        0
-                    ]
+                    head = Q.unpack_from(pm, c + OFF_HEAD)[0]
+                    h = Q.unpack_from(pm, head + OFF_HASH)[0]
                 else:
-                    head = base | o
-                    h = Q.unpack_from(buf, o + OFF_HASH)[0]
+                    head = c
+                    h = Q.unpack_from(pm, c + OFF_HASH)[0]
                 part = parts[h & self.pmask]
-                with part.lock, cls.lock:
-                    if not self._move_one_locked(part, cls, page, o, st, head, h):
+                with part, cls.lock:
+                    if not self._move_one_locked(part, cls, c, st, head, h):
                         busy += 1
             if not busy:
                 return True
-            self.reassign_busy += busy
+            self.w[G_REASSIGN_BUSY] += busy
             waited += 1
             if waited > MOVE_PATIENCE:
                 # A store holds a reserved chunk for microseconds: this is a bug elsewhere.
                 # Leave the page detached (1 MB lost) rather than hang the mover.
-                log.error("page %d of class %d stays busy: not moved", page.pno, cls.id)
+                log.error("page %d of class %d stays busy: not moved", pno, cls.id)
                 return False
             time.sleep(0.001)
 
     def _move_one_locked(
-        self, part: Partition, cls: SlabClass, page: Page, o: int, st: int, head: int, h: int
+        self, part: Partition, cls: SlabClass, c: int, st: int, head: int, h: int
     ) -> bool:
-        """Partition and class locks held: free the chunk at `o` of a detached page, by
+        """Partition and class locks held: free the chunk at `c` of a detached page, by
         moving its item to another chunk or evicting it. False if it changed meanwhile."""
-        buf = page.buf
-        if buf[o] != st:
+        pm = self.pm
+        if pm[c] != st:
             return False
-        hpage = self._page(head)
-        hbuf = hpage.buf
-        ho = head & OFF_MASK
-        if st & ST_CONT:
-            if Q.unpack_from(buf, o + OFF_HEAD)[0] != head:
-                return False
-        if not hbuf[ho] & ST_LINKED or Q.unpack_from(hbuf, ho + OFF_HASH)[0] != h:
+        if st & ST_CONT and Q.unpack_from(pm, c + OFF_HEAD)[0] != head:
             return False
-        hst, nkey, _, fetched, nbytes, flags, exptime = GET_HDR.unpack_from(hbuf, ho)[:7]
-        base = self.pbase[hpage.pno]
+        if not pm[head] & ST_LINKED or Q.unpack_from(pm, head + OFF_HASH)[0] != h:
+            return False
+        hst, nkey, _, _, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(pm, head)
+        base = cid * NSTAT
         if not hst & ST_CHAINED:
             to = cls.chunk_pop_locked() & ~HOLE
             if to >= 0:
                 # rescue: copy the chunk and point the table at the copy
-                size = cls.size
-                self.mvs[to >> PAGE_SHIFT][to & OFF_MASK : (to & OFF_MASK) + size] = page.mv[
-                    o : o + size
-                ]
+                pm[to : to + cls.size] = pm[c : c + cls.size]
                 i = part.find_addr(h >> self.pshift, head)
                 assert i >= 0, "a linked item is in its partition's table"
                 part.tbl[i] = make_entry(h >> self.pshift, to)
-                buf[o] = 0
+                pm[c] = 0
                 part.cst[base + S_MOVE_RESCUED] += 1
                 return True
         part.cst[base + S_MOVE_EVICTED] += 1
-        self._drop_locked(part, cls, hpage, ho, h, hst, nkey, nbytes, flags, exptime)
-        cls.chunk_push_locked(hpage, ho)
-        cls.used -= 1
+        hcls = self.classes[cid]
+        self._drop_locked(part, hcls, head, h, hst, nkey, nbytes, flags, exptime)
+        hcls.chunk_push_locked(head)
+        hcls.count_used(-1)
         return True
 
     def automove_tick(self) -> bool:
         """One look at the classes (memcached's automover, every second): move a page where
         it is needed. True if a page moved."""
-        if not self.move_lock.acquire(blocking=False):
+        if not self.move_lock.acquire(False):
             return False
         try:
-            self.automove_runs += 1
             if self.pool.over_limit():
                 # cache_memlimit went down: give pages back, fullest class first
                 src = self._pick_source(0)
                 return src is not None and self._move_page_locked(src, 0)
-            evictions = self._class_counter(S_EVICTED)
+            evictions = self.class_counter(S_EVICTED)
             delta = [n - last for n, last in zip(evictions, self._last_evictions, strict=True)]
             self._last_evictions = evictions
             self._window.append(delta)
-            if not self.automove or not self.slab_reassign:
+            automove = self.automove
+            if not automove or not self.slab_reassign:
                 return False
             # a class sitting on free memory gives a page back to the pool
             for cls in self.classes[1:]:
                 with cls.lock:
                     free = cls.nfree + cls.uncarved
-                    spare = len(cls.pages) > 1 and free >= AUTOMOVE_FREE_PAGES * cls.perslab
+                    spare = cls.npages > 1 and free >= AUTOMOVE_FREE_PAGES * cls.perslab
                 if spare:
                     return self._move_page_locked(cls.id, 0)
             dst = max(range(1, self.largest + 1), key=lambda i: delta[i])
             if delta[dst] <= 0:
                 return False
-            if self.automove == 1 and (
+            if automove == 1 and (
                 len(self._window) < AUTOMOVE_WINDOW or not all(w[dst] > 0 for w in self._window)
             ):
                 return False
             with self.pool.lock:
-                if self.pool.spare or self.pool.malloced + SLAB_PAGE_SIZE <= self.pool.limit:
+                if self.pool.room():
                     return False  # the class will take a page from the pool itself
             window_evictions = [sum(w[i] for w in self._window) for i in range(self.largest + 1)]
             src = None
@@ -738,11 +805,11 @@ class Items:
                     continue
                 quiet = (
                     window_evictions[cls.id] == 0
-                    if self.automove == 1
+                    if automove == 1
                     else window_evictions[cls.id] < window_evictions[dst]
                 )
-                if quiet and len(cls.pages) > best:
-                    src, best = cls.id, len(cls.pages)
+                if quiet and cls.npages > best:
+                    src, best = cls.id, cls.npages
             if src is None:
                 return False
             self._window.clear()  # judge the next move on fresh evictions
@@ -757,102 +824,109 @@ class Items:
     ) -> int:
         """Reclaim expired and flushed items of `classes` (all that may hold some if None),
         page by page, without reads (memcached's LRU crawler). Returns how many."""
-        if not self.crawl_lock.acquire(blocking=False):
+        if not self.crawl_lock.acquire(False):
             return 0  # a pass is running (the background crawler, or a crawl command)
+        w = self.w
+        w[G_CRAWLING] = 1
         try:
-            self.crawler_starts += 1
+            w[G_CRAWLER_STARTS] += 1
             now = self.clock.now()
             gen = self.flush_gen
+            flush_at = self.flush_at
             reclaimed = 0
-            ttl = self._class_counter(S_TTL)
+            ttl = self.class_counter(S_TTL)
             for cls in self.classes[1:]:
                 if classes is not None:
                     if cls.id not in classes:
                         continue
                 elif (
                     not ttl[cls.id]
-                    and cls.crawled_flush_gen == gen
-                    and not (cls.crawled_time < self.flush_at <= now)
+                    and cls.field(C_CRAWLED_FLUSH_GEN) == gen
+                    and not (cls.field(C_CRAWLED_TIME) < flush_at <= now)
                 ):
                     continue  # nothing here can have expired or been flushed
                 with cls.lock:
-                    pages = list(cls.pages)
-                for page in pages:
-                    reclaimed += self._crawl_page(cls, page, now)
+                    pages = cls.pages_locked()
+                for pno in pages:
+                    reclaimed += self._crawl_page(cls, pno, now)
                     if pause is not None:
                         pause()
                 with cls.lock:
-                    cls.crawled_flush_gen = gen
-                    cls.crawled_time = now
+                    cls.set_field(C_CRAWLED_FLUSH_GEN, gen)
+                    cls.set_field(C_CRAWLED_TIME, now)
             return reclaimed
         finally:
+            w[G_CRAWLING] = 0
             self.crawl_lock.release()
 
-    def _crawl_page(self, cls: SlabClass, page: Page, now: int) -> int:
-        buf = page.buf
+    def _crawl_page(self, cls: SlabClass, pno: int, now: int) -> int:
+        pm = self.pm
         parts = self.parts
         pmask = self.pmask
-        flush_at = self.flush_at
+        base = pno << PAGE_SHIFT
         found = []
         checked = 0
+        # unlocked: hints, checked again under the locks (the marks read fresh, not from
+        # views another process may have moved since they last took their lock)
+        w = self.w
+        flush_at = int(w[G_FLUSH_AT])
+        flush_seq = [int(w[p.tb + T_FLUSH_SEQ]) for p in parts]
         for o in range(0, cls.perslab * cls.size, cls.size):
-            if buf[o] & ST_LINKED:  # unlocked: a hint, checked again under the locks
+            c = base | o
+            if pm[c] & ST_LINKED:
                 checked += 1
-                exptime, itime, cas, h = TAIL_HDR.unpack_from(buf, o + OFF_EXPTIME)
+                exptime, itime, _, cas, h = TAIL_HDR.unpack_from(pm, c + OFF_EXPTIME)
                 if (
                     (exptime and exptime <= now)
-                    or cas <= parts[h & pmask].flush_seq
+                    or cas <= flush_seq[h & pmask]
                     or (flush_at and flush_at <= now and itime < flush_at)
                 ):
-                    found.append((o, h))
+                    found.append((c, h))
         reclaimed = 0
-        for o, h in found:
+        for c, h in found:
             part = parts[h & pmask]
-            with part.lock, cls.lock:
-                if page.clsid != cls.id or page.moving:
+            with part, cls.lock:
+                if self.pool.clsid(pno) != cls.id or self.pool.flags(pno) & PF_MOVING:
                     break  # the page left the class
-                if not buf[o] & ST_LINKED:
+                if not pm[c] & ST_LINKED:
                     continue
-                st, nkey, _, fetched, nbytes, flags, exptime, itime, cas = GET_HDR.unpack_from(
-                    buf, o
+                st, nkey, _, fetched, nbytes, flags, exptime, itime, _, cas, hh = (
+                    GET_HDR.unpack_from(pm, c)
                 )
-                if Q.unpack_from(buf, o + OFF_HASH)[0] != h:
+                if hh != h:
                     continue
-                flushed = cas <= part.flush_seq or (
-                    flush_at and flush_at <= now and itime < flush_at
-                )
+                flushed = self.is_flushed(part, cas, itime, now)
                 if not (flushed or (exptime and exptime <= now)):
                     continue
-                base = self.pbase[page.pno]
-                part.cst[base + S_CRAWLER_RECLAIMED] += 1
+                b = cls.id * NSTAT
+                part.cst[b + S_CRAWLER_RECLAIMED] += 1
                 if not fetched and not flushed:
-                    part.cst[base + S_EXPIRED_UNFETCHED] += 1
-                self._drop_locked(part, cls, page, o, h, st, nkey, nbytes, flags, exptime)
-                cls.chunk_push_locked(page, o)
-                cls.used -= 1
+                    part.cst[b + S_EXPIRED_UNFETCHED] += 1
+                self._drop_locked(part, cls, c, h, st, nkey, nbytes, flags, exptime)
+                cls.chunk_push_locked(c)
+                cls.count_used(-1)
                 reclaimed += 1
         with cls.lock:
-            cls.crawler_checked += checked
+            cls.add_to(C_CRAWLER_CHECKED, checked)
         return reclaimed
 
     # ---- stats ----
 
-    def _class_counter(self, field: int) -> list[int]:
-        """One counter summed over partitions, per class (index = class id)."""
+    def class_counter(self, field: int) -> list[int]:
+        """One counter summed over partitions, per class (index = class id). Each word is
+        read once, without locks: a figure, not a transaction."""
         out = [0] * (self.largest + 1)
         for part in self.parts:
-            with part.lock:
-                cst = part.cst
-                for cid in range(1, self.largest + 1):
-                    out[cid] += cst[cid * NSTAT + field]
+            cst = part.cst
+            for cid in range(1, self.largest + 1):
+                out[cid] += cst[cid * NSTAT + field]
         return out
 
     def class_counters(self) -> list[list[int]]:
         """Every per-class counter summed over partitions: ``rows[cid][S_*]``."""
         rows = [[0] * NSTAT for _ in range(self.largest + 1)]
         for part in self.parts:
-            with part.lock:
-                cst = part.cst[:]
+            cst = part.cst.tolist()
             for cid in range(1, self.largest + 1):
                 row = rows[cid]
                 b = cid * NSTAT
@@ -864,23 +938,24 @@ class Items:
         """Age of the oldest of the next `sample` items the hand will reach: the age of what
         gets evicted next (memcached's ``age``: the time of the item at the LRU tail)."""
         with cls.lock:
-            pages = list(cls.pages)
-            pi, ci = cls.hand_page, cls.hand_chunk
-        oldest = now
-        seen = 0
+            pages = cls.pages_locked()
+            hand, ci = cls.field(C_HAND_PAGE), cls.field(C_HAND_CHUNK)
         if not pages:
             return 0
-        if pi >= len(pages):
-            pi = ci = 0
+        pi = pages.index(hand) if hand in pages else 0
+        if hand not in pages:
+            ci = 0
+        pm = self.pm
+        oldest = now
+        seen = 0
         for _ in range(len(pages) * cls.perslab):
             if ci >= cls.perslab:
                 ci = 0
                 pi = (pi + 1) % len(pages)
-            buf = pages[pi].buf
-            o = ci * cls.size
+            c = (pages[pi] << PAGE_SHIFT) + ci * cls.size
             ci += 1
-            if len(buf) > o and buf[o] & ST_LINKED:
-                t = I32.unpack_from(buf, o + 16)[0]
+            if pm[c] & ST_LINKED:
+                t = I32.unpack_from(pm, c + OFF_TIME)[0]
                 oldest = min(oldest, t)
                 seen += 1
                 if seen >= sample:
@@ -897,17 +972,43 @@ class Items:
 
     def reset_counters(self) -> None:
         for part in self.parts:
-            with part.lock:
+            with part:
                 cst = part.cst
                 for cid in range(self.largest + 1):
                     b = cid * NSTAT
                     for k in range(NSTAT):
                         if k not in GAUGES:
                             cst[b + k] = 0
-                part.get_expired = part.get_flushed = 0
+                part.w[part.tb + T_GET_EXPIRED] = part.w[part.tb + T_GET_FLUSHED] = 0
         for cls in self.classes:
             with cls.lock:
-                cls.moves_to_warm = cls.reflocked = cls.evicted_time = cls.crawler_checked = 0
+                for f in (C_MOVES_TO_WARM, C_REFLOCKED, C_EVICTED_TIME, C_CRAWLER_CHECKED):
+                    cls.set_field(f, 0)
         with self.move_lock:
-            self.slabs_moved = self.reassign_busy = 0
-        self.crawler_starts = 0
+            self.w[G_SLABS_MOVED] = self.w[G_REASSIGN_BUSY] = 0
+        self.w[G_CRAWLER_STARTS] = 0
+
+    def flush(self, realtime_at: int) -> None:
+        """flush_all: every item now (`realtime_at` 0), or those stored before that server
+        time once it comes. Nothing is walked: marks move, one partition lock at a time."""
+        w = self.w
+        w[G_FLUSH_AT] = realtime_at
+        for part in self.parts:
+            with part:
+                if realtime_at:
+                    part.bump()
+                else:
+                    part.mark_flushed()
+        with self.flush_lock:  # not crawl_lock: a crawl pass holds that for seconds
+            w[G_FLUSH_GEN] += 1
+
+    def spare_pages(self) -> int:
+        return self.pool.spare_count()
+
+
+__all__ = [
+    "ItemStats",
+    "Items",
+    "Partition",
+    "item_size",
+]

@@ -17,52 +17,65 @@ items out of COLD later. mcached keeps the cheap half of that and drops the list
 The walk costs nothing per item and no memory: no prev/next pointers, no list updates on the
 hot path. The price is precision: order among referenced items is not kept, and the hand
 clears a reference byte without the item's partition lock, so a read racing with the hand may
-lose its bump (the item then gets one turn less; never a wrong result).
+lose its bump (the item then gets one turn less; never a wrong result). The hand's place is
+two words of the class's arena block, so every process's store moves the same hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mcached.storage.slabs import OFF_REF, ST_LINKED, Page, SlabClass
+from mcached.storage.arena import (
+    C_HAND_CHUNK,
+    C_HAND_PAGE,
+    C_HEAD,
+    C_MOVES_TO_WARM,
+    OFF_REF,
+    PAGE_SHIFT,
+    ST_LINKED,
+)
+from mcached.storage.slabs import SlabClass
 
 
-def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[tuple[Page, int]]:
-    """Candidates for eviction, in clock order: (page, offset) of linked, unreferenced items.
+def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[int]:
+    """Candidates for eviction, in clock order: addresses of linked, unreferenced items.
 
     The class lock must be held for the whole iteration. At most `limit` chunks are visited;
     the hand keeps its place between calls. Without `second_chance` (-M: only expired items
     may go, referenced or not) every linked item is a candidate and no byte is cleared.
     """
-    pages = cls.pages
-    npages = len(pages)
-    if not npages:
-        return
+    w = cls.w
+    b = cls.b
+    pno = int(w[b + C_HAND_PAGE])
+    ci = int(w[b + C_HAND_CHUNK])
+    if pno < 0:
+        pno = int(w[b + C_HEAD])
+        ci = 0
+        if pno < 0:
+            return
+    pm = cls.pm
     size = cls.size
     per = cls.perslab
-    pi = cls.hand_page
-    ci = cls.hand_chunk
-    if pi >= npages:
-        pi = ci = 0
-    page = pages[pi]
-    buf = page.buf
+    base = pno << PAGE_SHIFT
+    warmed = 0
     for _ in range(limit):
         if ci >= per:
             ci = 0
-            pi += 1
-            if pi >= npages:
-                pi = 0
-            page = pages[pi]
-            buf = page.buf
-        o = ci * size
+            pno = cls.next_page_locked(pno)
+            base = pno << PAGE_SHIFT
+        a = base + ci * size
         ci += 1
-        if buf[o] & ST_LINKED:
-            if second_chance and buf[o + OFF_REF]:
-                buf[o + OFF_REF] = 0
-                cls.moves_to_warm += 1
+        if pm[a] & ST_LINKED:
+            if second_chance and pm[a + OFF_REF]:
+                pm[a + OFF_REF] = 0
+                warmed += 1
                 continue
-            cls.hand_page = pi
-            cls.hand_chunk = ci
-            yield page, o
-    cls.hand_page = pi
-    cls.hand_chunk = ci
+            # the consumer may stop here: everything is recorded before each yield
+            w[b + C_HAND_PAGE] = pno
+            w[b + C_HAND_CHUNK] = ci
+            w[b + C_MOVES_TO_WARM] += warmed
+            warmed = 0
+            yield a
+    w[b + C_HAND_PAGE] = pno
+    w[b + C_HAND_CHUNK] = ci
+    w[b + C_MOVES_TO_WARM] += warmed

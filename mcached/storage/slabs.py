@@ -1,61 +1,73 @@
 """Slab classes, 1 MB pages, free chunks and the memory limit. Sizes and addresses, never keys.
 
-This is memcached's ``slabs.c``. Item memory is a set of 1 MB pages (``bytearray``), created
-on demand from a pool that never holds more than ``-m`` bytes. A page belongs to one slab
-class at a time and is cut into that class's fixed-size chunks; an item lives in one chunk of
-the smallest class that holds it (items over the largest chunk are chained across chunks of
-the largest class, see `items`). Pages move between classes (``slabs reassign``, automove),
-so memory never fragments: a chunk is reused only by an item of its own class.
+This is memcached's ``slabs.c``, over the arena's ``pages`` mapping (`mcached.storage.arena`).
+A page belongs to one slab class at a time and is cut into that class's fixed-size chunks; an
+item lives in one chunk of the smallest class that holds it (items over the largest chunk are
+chained across chunks of the largest class, see `items`). Pages move between classes (``slabs
+reassign``, automove), so memory never fragments: a chunk is reused only by its own class.
 
 The class table is memcached's ``slabs_init``: the first chunk holds memcached's item header
 plus ``-n`` bytes, each next class is ``-f`` times larger, 8-byte aligned, until
 ``slab_chunk_max / -f``; the last class is exactly ``slab_chunk_max`` (half a page by default).
 
-Addresses. A chunk is named by one int, ``page number << 20 | offset``, so the item table can
-hold it in a 64-bit slot. ``pool.bufs[address >> 20]`` is the page's bytearray.
+`SlabClass` and `PagePool` are views: every field they read or write is a word of the arena
+(``C_``, ``P_`` and ``G_`` names), so another process's view sees the same class.
 
 Free chunks. Each page keeps its own free list, threaded through the free chunks themselves
-(the next address sits at `OFF_NEXT`), so free memory costs no Python objects; a class keeps
-the pages that have free chunks, plus a bump pointer into its newest page (chunks never yet
-used: memcached's old ``end_page_ptr``), so taking a page costs no loop over its chunks.
+(the next address sits at `OFF_NEXT`), and a class keeps the pages that have free chunks in
+a list, plus a bump pointer into its newest page (chunks never used yet: memcached's old
+``end_page_ptr``), so taking a page costs no loop over its chunks.
 
-Every chunk starts with a status byte (`OFF_STATUS`): free chunks are 0; `items` defines the
-other states. The hand of the clock (`lru`) reads `ST_LINKED` and the reference byte.
-
-Locks (the whole storage package; written once here, repeated in `cache`):
-    partition lock (cache) -> class lock (SlabClass.lock) -> pool lock (PagePool.lock)
-A class lock guards its pages list, free lists, bump pointer, clock hand and counters; the
-pool lock guards the page list and the limit. Functions named ``*_locked`` here expect the
-class lock held. Page moves take `Items.move_lock` first, before any of these.
+Locks (the whole order is written in `items`): a class lock guards its words and the rows
+of its pages; the pool lock guards the global page words and the two page stacks. Methods
+named ``*_locked`` here expect the class lock held.
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
-import threading
 
-ITEM_HEADER_SIZE = 48  # memcached's struct _stritem on 64-bit: the class table is built on it
+from mcached.storage.arena import (
+    C_CARVE,
+    C_CARVE_OFF,
+    C_FREE_PAGES,
+    C_HAND_CHUNK,
+    C_HAND_PAGE,
+    C_HEAD,
+    C_NFREE,
+    C_NPAGES,
+    C_TAIL,
+    C_USED,
+    G_LIMIT,
+    G_MALLOC_FAILS,
+    G_MALLOCED,
+    G_NEXT_PAGE,
+    G_NRELEASED,
+    G_NSPARE,
+    HEADER,
+    HOLE,
+    OFF_MASK,
+    OFF_NEXT,
+    P_CLSID,
+    P_FLAGS,
+    P_FNEXT,
+    P_FPREV,
+    P_FREE_HEAD,
+    P_NEXT,
+    P_NFREE,
+    P_PREV,
+    P_WORDS,
+    PAGE_SHIFT,
+    PF_DIRTY,
+    PF_MOVING,
+    SLAB_PAGE_SIZE,
+    ST_FREE,
+    Arena,
+    Q,
+)
+
 CHUNK_ALIGN_BYTES = 8
 MAX_NUMBER_OF_SLAB_CLASSES = 64
-SLAB_PAGE_SIZE = 1024 * 1024  # memcached 1.6 keeps 1 MB pages; larger items are chunked
-PAGE_SHIFT = 20
-OFF_MASK = SLAB_PAGE_SIZE - 1
-MAX_PAGES = 1 << 20  # 20 bits of page number in a 40-bit address: up to 1 TB of items
-
-# The first bytes of every chunk (the rest of the layout is `items`').
-OFF_STATUS = 0
-OFF_REF = 2  # the clock's reference bit: set by reads, cleared by the hand
-OFF_NEXT = 40  # free chunk: the next free chunk of its page (-1 ends the list)
-ST_FREE = 0
-ST_LINKED = 1  # the head chunk of an item reachable from the item table
-ST_CHAINED = 2  # (with ST_LINKED) the item continues in other chunks
-ST_CONT = 4  # a continuation chunk of a chained item
-ST_RESERVED = 8  # allocated, not yet linked (a store is writing it)
-HOLE = 1  # tag on an address popped from a free list (addresses are 8-byte aligned)
-
-_ZERO_PAGE = bytes(SLAB_PAGE_SIZE)
-_Q = struct.Struct("<q")
 
 
 def slab_class_sizes(
@@ -65,7 +77,7 @@ def slab_class_sizes(
 ) -> list[int]:
     """Chunk size of each class, class 1 first (memcached ``-vv`` prints the same table)."""
     sizes: list[int] = []
-    size = ITEM_HEADER_SIZE + chunk_size
+    size = HEADER + chunk_size
     while len(sizes) < MAX_NUMBER_OF_SLAB_CLASSES - 2:
         if size >= slab_chunk_max / factor:
             break
@@ -108,251 +120,357 @@ def class_lookup(sizes: list[int]) -> list[int]:
     return table
 
 
-class Page:
-    """One 1 MB page: its memory, its owner and its free list."""
-
-    __slots__ = ("pno", "buf", "mv", "clsid", "free_head", "nfree", "moving", "dirty")
-
-    def __init__(self, pno: int) -> None:
-        self.pno = pno
-        self.buf = bytearray(SLAB_PAGE_SIZE)
-        self.mv = memoryview(self.buf)
-        self.clsid = 0  # 0: in the pool
-        self.free_head = -1
-        self.nfree = 0
-        self.moving = False  # being emptied by a page move: frees do not list its chunks
-        self.dirty = False  # holds old data: zeroed before a class uses it
-
-
 class SlabClass:
-    """One slab class: its pages, free chunks and clock hand. Guarded by `lock`."""
+    """One slab class: its pages, free chunks and clock hand, in arena words. Guarded by
+    `lock` (the arena's class lock)."""
 
-    __slots__ = (
-        "id",
-        "size",
-        "perslab",
-        "lock",
-        "pages",
-        "free_pages",
-        "nfree",
-        "carve",
-        "carve_off",
-        "hand_page",
-        "hand_chunk",
-        "used",
-        "moves_to_warm",
-        "reflocked",
-        "evicted_time",
-        "crawler_checked",
-        "crawled_flush_gen",
-        "crawled_time",
-    )
+    __slots__ = ("arena", "id", "size", "perslab", "lock", "w", "b", "pm", "page_base")
 
-    def __init__(self, clsid: int, size: int) -> None:
+    def __init__(self, arena: Arena, clsid: int, size: int) -> None:
+        self.arena = arena
         self.id = clsid
         self.size = size
         self.perslab = SLAB_PAGE_SIZE // size
-        self.lock = threading.Lock()
-        self.pages: list[Page] = []
-        self.free_pages: list[Page] = []  # pages whose free list is not empty
-        self.nfree = 0  # chunks on free lists
-        self.carve: Page | None = None  # newest page, cut from `carve_off` on
-        self.carve_off = 0
-        self.hand_page = 0  # the clock hand: index into `pages`, chunk index in that page
-        self.hand_chunk = 0
-        self.used = 0  # chunks holding (part of) an item, or reserved for one
-        # counters, memcached's names in `stats items`
-        self.moves_to_warm = 0  # second chances: the hand found the reference bit set
-        self.reflocked = 0  # candidates skipped: their partition was locked (lrutail_reflocked)
-        self.evicted_time = 0  # seconds since the last evicted item was stored
-        self.crawler_checked = 0
-        self.crawled_flush_gen = 0  # flush_all generation the crawler last swept for
-        self.crawled_time = 0  # server time of the crawler's last sweep
+        self.lock = arena.class_locks[clsid]
+        self.w = arena.words
+        self.b = arena.class_block(clsid)
+        self.pm = arena.pages
+        self.page_base = arena.page_base
+
+    def row(self, pno: int) -> int:
+        """Word offset of page `pno`'s row."""
+        return self.page_base + pno * P_WORDS
+
+    # ---- figures (class lock held for a consistent answer) ----
+
+    def field(self, f: int) -> int:
+        return int(self.w[self.b + f])
+
+    def set_field(self, f: int, value: int) -> None:
+        self.w[self.b + f] = value
+
+    def add_to(self, f: int, delta: int) -> None:
+        self.w[self.b + f] += delta
+
+    @property
+    def npages(self) -> int:
+        return int(self.w[self.b + C_NPAGES])
+
+    @property
+    def nfree(self) -> int:
+        return int(self.w[self.b + C_NFREE])
+
+    @property
+    def used(self) -> int:
+        return int(self.w[self.b + C_USED])
 
     @property
     def uncarved(self) -> int:
         """Chunks of the newest page never used yet (memcached's ``free_chunks_end``)."""
-        if self.carve is None:
+        if self.w[self.b + C_CARVE] < 0:
             return 0
-        return (SLAB_PAGE_SIZE - self.carve_off) // self.size
+        return (SLAB_PAGE_SIZE - int(self.w[self.b + C_CARVE_OFF])) // self.size
+
+    def pages_locked(self) -> list[int]:
+        """The class's page numbers, in clock order."""
+        w = self.w
+        out = []
+        pno = int(w[self.b + C_HEAD])
+        while pno >= 0:
+            out.append(pno)
+            pno = int(w[self.row(pno) + P_NEXT])
+        return out
+
+    def next_page_locked(self, pno: int) -> int:
+        """The page after `pno` in clock order, wrapping to the first."""
+        nxt = int(self.w[self.row(pno) + P_NEXT])
+        return nxt if nxt >= 0 else int(self.w[self.b + C_HEAD])
+
+    # ---- chunks ----
 
     def chunk_pop_locked(self) -> int:
         """A free chunk's address, from a free list or the bump pointer; -1 if none. An
         address from a free list is tagged with bit 0 (`HOLE`): a hole left by a delete may
         lie just ahead of the clock hand, so the item put there starts referenced."""
-        fp = self.free_pages
-        if fp:
-            page = fp[-1]
-            addr = page.free_head
-            o = addr & OFF_MASK
-            page.free_head = _Q.unpack_from(page.buf, o + OFF_NEXT)[0]
-            page.nfree -= 1
-            self.nfree -= 1
-            if not page.nfree:
-                fp.pop()
-            return addr | HOLE
-        carve = self.carve
-        if carve is not None:
-            o = self.carve_off
-            self.carve_off = o + self.size
-            if self.carve_off + self.size > SLAB_PAGE_SIZE:
-                self.carve = None
-            return carve.pno << PAGE_SHIFT | o
+        w = self.w
+        b = self.b
+        fp = w[b + C_FREE_PAGES]
+        if fp >= 0:
+            r = self.page_base + fp * P_WORDS
+            addr = w[r + P_FREE_HEAD]
+            w[r + P_FREE_HEAD] = Q.unpack_from(self.pm, addr + OFF_NEXT)[0]
+            n = w[r + P_NFREE] - 1
+            w[r + P_NFREE] = n
+            w[b + C_NFREE] -= 1
+            if not n:
+                self._unlist_free_locked(fp)
+            return int(addr) | HOLE
+        carve = w[b + C_CARVE]
+        if carve >= 0:
+            o = w[b + C_CARVE_OFF]
+            size = self.size
+            w[b + C_CARVE_OFF] = o + size
+            if o + 2 * size > SLAB_PAGE_SIZE:
+                w[b + C_CARVE] = -1
+            return int(carve) << PAGE_SHIFT | int(o)
         return -1
 
-    def chunk_push_locked(self, page: Page, o: int) -> None:
-        """Free the chunk at offset `o` of `page` (a page being moved keeps it unlisted)."""
-        buf = page.buf
-        buf[o] = ST_FREE
-        if page.moving:
+    def chunk_push_locked(self, addr: int) -> None:
+        """Free the chunk at `addr` (a page being moved keeps it unlisted)."""
+        w = self.w
+        pm = self.pm
+        pm[addr] = ST_FREE
+        pno = addr >> PAGE_SHIFT
+        r = self.page_base + pno * P_WORDS
+        if w[r + P_FLAGS] & PF_MOVING:
             return
-        _Q.pack_into(buf, o + OFF_NEXT, page.free_head)
-        page.free_head = page.pno << PAGE_SHIFT | o
-        page.nfree += 1
-        self.nfree += 1
-        if page.nfree == 1:
-            self.free_pages.append(page)
+        Q.pack_into(pm, addr + OFF_NEXT, w[r + P_FREE_HEAD])
+        w[r + P_FREE_HEAD] = addr
+        n = w[r + P_NFREE] + 1
+        w[r + P_NFREE] = n
+        w[self.b + C_NFREE] += 1
+        if n == 1:
+            # list the page first: the next pop takes from it (memcached reuses the
+            # most recently freed memory first)
+            head = w[self.b + C_FREE_PAGES]
+            w[r + P_FNEXT] = head
+            w[r + P_FPREV] = -1
+            if head >= 0:
+                w[self.row(int(head)) + P_FPREV] = pno
+            w[self.b + C_FREE_PAGES] = pno
 
-    def add_page_locked(self, page: Page) -> None:
-        """Take `page` (from the pool or another class): all of it becomes carvable."""
-        if page.dirty:
-            page.mv[:] = _ZERO_PAGE  # stale statuses must not look like items to the hand
-        page.dirty = True
-        page.clsid = self.id
-        page.free_head = -1
-        page.nfree = 0
-        page.moving = False
-        self.pages.append(page)
-        if self.carve is not None and self.carve_off + self.size <= SLAB_PAGE_SIZE:
+    def _unlist_free_locked(self, pno: int) -> None:
+        w = self.w
+        r = self.row(pno)
+        nxt, prev = w[r + P_FNEXT], w[r + P_FPREV]
+        if prev >= 0:
+            w[self.row(int(prev)) + P_FNEXT] = nxt
+        else:
+            w[self.b + C_FREE_PAGES] = nxt
+        if nxt >= 0:
+            w[self.row(int(nxt)) + P_FPREV] = prev
+        w[r + P_FNEXT] = w[r + P_FPREV] = -1
+
+    # ---- pages ----
+
+    def add_page_locked(self, pno: int) -> None:
+        """Take page `pno` (from the pool or another class): all of it becomes carvable."""
+        w = self.w
+        b = self.b
+        r = self.row(pno)
+        if w[r + P_FLAGS] & PF_DIRTY:
+            # stale statuses must not look like items to the hand: the page reads as zeros
+            # again (and its memory goes back to the OS until it is written)
+            self.arena.release_pages(pno)
+        w[r + P_FLAGS] = PF_DIRTY
+        w[r + P_CLSID] = self.id
+        w[r + P_FREE_HEAD] = -1
+        w[r + P_NFREE] = 0
+        tail = w[b + C_TAIL]
+        w[r + P_NEXT] = -1
+        w[r + P_PREV] = tail
+        if tail >= 0:
+            w[self.row(int(tail)) + P_NEXT] = pno
+        else:
+            w[b + C_HEAD] = pno
+        w[b + C_TAIL] = pno
+        w[b + C_NPAGES] += 1
+        carve = w[b + C_CARVE]
+        if carve >= 0:
             # an older partly carved page keeps its bump pointer; list its rest as free
-            old = self.carve
-            for o in range(self.carve_off, SLAB_PAGE_SIZE - self.size + 1, self.size):
-                self.chunk_push_locked(old, o)
-        self.carve = page
-        self.carve_off = 0
+            base = int(carve) << PAGE_SHIFT
+            for o in range(int(w[b + C_CARVE_OFF]), SLAB_PAGE_SIZE - self.size + 1, self.size):
+                self.chunk_push_locked(base | o)
+        w[b + C_CARVE] = pno
+        w[b + C_CARVE_OFF] = 0
 
-    def remove_page_locked(self, page: Page) -> None:
-        """Detach `page` for a move: no allocation or hand visit reaches it from now on.
+    def remove_page_locked(self, pno: int) -> None:
+        """Detach page `pno` for a move: no allocation or hand visit reaches it from now on.
         Its live items stay readable until the mover unlinks them."""
-        i = self.pages.index(page)
-        del self.pages[i]
-        if i < self.hand_page:
-            self.hand_page -= 1
-        elif i == self.hand_page:
-            self.hand_chunk = 0
-        if self.hand_page >= len(self.pages):
-            self.hand_page = 0
-        if page.nfree:
-            self.free_pages.remove(page)
-            self.nfree -= page.nfree
-        if self.carve is page:
-            self.carve = None
+        w = self.w
+        b = self.b
+        r = self.row(pno)
+        nxt, prev = w[r + P_NEXT], w[r + P_PREV]
+        if w[b + C_HAND_PAGE] == pno:
+            w[b + C_HAND_PAGE] = nxt  # -1: the hand starts again at the first page
+            w[b + C_HAND_CHUNK] = 0
+        if prev >= 0:
+            w[self.row(int(prev)) + P_NEXT] = nxt
+        else:
+            w[b + C_HEAD] = nxt
+        if nxt >= 0:
+            w[self.row(int(nxt)) + P_PREV] = prev
+        else:
+            w[b + C_TAIL] = prev
+        w[r + P_NEXT] = w[r + P_PREV] = -1
+        w[b + C_NPAGES] -= 1
+        if w[r + P_NFREE]:
+            self._unlist_free_locked(pno)
+            w[b + C_NFREE] -= w[r + P_NFREE]
+        if w[b + C_CARVE] == pno:
+            w[b + C_CARVE] = -1
         # chunks never carved or on the free list were free; what remains is in use
-        page.free_head = -1
-        page.nfree = 0
-        page.moving = True
+        w[r + P_FREE_HEAD] = -1
+        w[r + P_NFREE] = 0
+        w[r + P_FLAGS] |= PF_MOVING
 
-    def free_in_page_locked(self, page: Page) -> int:
-        """How many chunks of `page` hold nothing (the mover prefers the emptiest page)."""
-        n = page.nfree
-        if self.carve is page:
-            n += (SLAB_PAGE_SIZE - self.carve_off) // self.size
+    def free_in_page_locked(self, pno: int) -> int:
+        """How many chunks of page `pno` hold nothing (the mover prefers the emptiest)."""
+        w = self.w
+        n = int(w[self.row(pno) + P_NFREE])
+        if w[self.b + C_CARVE] == pno:
+            n += (SLAB_PAGE_SIZE - int(w[self.b + C_CARVE_OFF])) // self.size
         return n
+
+    def count_used(self, delta: int) -> None:
+        """Chunks that became used (or, negative, free): the class lock is held."""
+        self.w[self.b + C_USED] += delta
 
 
 class PagePool:
-    """Every page, and the limit: at most `limit` bytes of pages exist at any time.
+    """Every page, and the limit: at most ``G_LIMIT`` bytes of pages exist at any time.
 
-    `bufs[pno]` and `mvs[pno]` are each page's bytearray and memoryview, lists the hot path
-    indexes directly; `base[pno]` is its class's offset in the per-class counters.
+    A page is in one of four places: never handed out yet (from ``G_NEXT_PAGE`` on), in a
+    class, on the spare stack (memory held, no owner: memcached's global page pool), or on
+    the released stack (its memory given back to the OS).
     """
 
-    def __init__(self, limit: int, stat_width: int) -> None:
-        if limit > MAX_PAGES * SLAB_PAGE_SIZE:
-            raise ValueError("memory limit over 1 TB: addresses hold 20 bits of page number")
-        self.lock = threading.Lock()
-        self.limit = limit
-        self.stat_width = stat_width
-        self.pages: list[Page | None] = []
-        self.bufs: list[bytearray] = []
-        self.mvs: list[memoryview] = []
-        self.base: list[int] = []
-        self.spare: list[Page] = []  # allocated pages no class owns (the global page pool)
-        self.released: list[int] = []  # page numbers whose memory was given back
-        self.malloced = 0  # bytes of pages that exist (memcached's total_malloced)
-        self.malloc_fails = 0
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self.lock = arena.pool_lock
+        self.w = arena.words
+        self.max_pages = arena.max_pages
+        self.spare_base = arena.spare_base
+        self.released_base = arena.released_base
 
-    def take(self, clsid: int) -> Page | None:
-        """A page for class `clsid`: a spare one, else a new one within the limit."""
+    def row(self, pno: int) -> int:
+        return self.arena.page_row(pno)
+
+    def field(self, g: int) -> int:
+        return int(self.w[g])
+
+    @property
+    def limit(self) -> int:
+        return int(self.w[G_LIMIT])
+
+    @property
+    def malloced(self) -> int:
+        return int(self.w[G_MALLOCED])
+
+    def room(self) -> bool:
+        """Whether a new page may be made without going over the limit (lock held)."""
+        w = self.w
+        return bool(w[G_NSPARE]) or (
+            w[G_MALLOCED] + SLAB_PAGE_SIZE <= w[G_LIMIT] and self._can_make_locked()
+        )
+
+    def _can_make_locked(self) -> bool:
+        return bool(self.w[G_NRELEASED]) or self.w[G_NEXT_PAGE] < self.max_pages
+
+    def take(self, clsid: int) -> int:
+        """A page for class `clsid` (its number): a spare one, else a new one within the
+        limit; -1 when there is none."""
+        w = self.w
         with self.lock:
-            if self.spare:
-                page = self.spare.pop()
-            elif self.malloced + SLAB_PAGE_SIZE <= self.limit:
-                try:
-                    page = self._new_page_locked()
-                except MemoryError:
-                    self.malloc_fails += 1
-                    return None
+            n = w[G_NSPARE]
+            if n:
+                pno = int(w[self.spare_base + n - 1])
+                w[G_NSPARE] = n - 1
+            elif w[G_MALLOCED] + SLAB_PAGE_SIZE <= w[G_LIMIT]:
+                pno = self._new_page_locked()
+                if pno < 0:
+                    w[G_MALLOC_FAILS] += 1
+                    return -1
             else:
-                return None
-            self.set_owner(page, clsid)
-            return page
+                return -1
+            w[self.row(pno) + P_CLSID] = clsid
+            return pno
 
-    def set_owner(self, page: Page, clsid: int) -> None:
-        """Record that `page` now belongs to class `clsid` (before any item is written in it)."""
-        self.base[page.pno] = clsid * self.stat_width
-        page.clsid = clsid
-
-    def _new_page_locked(self) -> Page:
-        if self.released:
-            pno = self.released.pop()
+    def _new_page_locked(self) -> int:
+        w = self.w
+        n = w[G_NRELEASED]
+        if n:
+            pno = int(w[self.released_base + n - 1])
+            w[G_NRELEASED] = n - 1
         else:
-            pno = len(self.pages)
-            self.pages.append(None)
-            self.bufs.append(bytearray())
-            self.mvs.append(memoryview(b""))
-            self.base.append(0)
-        page = Page(pno)
-        self.pages[pno] = page
-        self.bufs[pno] = page.buf
-        self.mvs[pno] = page.mv
-        self.malloced += SLAB_PAGE_SIZE
-        return page
+            pno = int(w[G_NEXT_PAGE])
+            if pno >= self.max_pages:
+                return -1  # the arena's reserve is used up (see Cache's docstring)
+            w[G_NEXT_PAGE] = pno + 1
+            r = self.row(pno)
+            for f in (P_FREE_HEAD, P_NEXT, P_PREV, P_FNEXT, P_FPREV):
+                w[r + f] = -1
+        w[G_MALLOCED] += SLAB_PAGE_SIZE
+        return pno
 
-    def give(self, page: Page) -> None:
+    def set_owner(self, pno: int, clsid: int) -> None:
+        """Record that page `pno` now belongs to class `clsid` (before any item is written)."""
+        self.w[self.row(pno) + P_CLSID] = clsid
+
+    def give(self, pno: int) -> None:
         """Take back an empty page; its memory goes back to the OS while over the limit."""
+        w = self.w
         with self.lock:
-            page.clsid = 0
-            page.moving = False
-            self.spare.append(page)
+            r = self.row(pno)
+            w[r + P_CLSID] = 0
+            w[r + P_FLAGS] &= ~PF_MOVING
+            n = w[G_NSPARE]
+            w[self.spare_base + n] = pno
+            w[G_NSPARE] = n + 1
             self._release_over_limit_locked()
 
     def set_limit(self, limit: int) -> None:
         with self.lock:
-            self.limit = limit
+            self.w[G_LIMIT] = limit
             self._release_over_limit_locked()
 
     def over_limit(self) -> bool:
         with self.lock:
-            return self.malloced > self.limit
+            return bool(self.w[G_MALLOCED] > self.w[G_LIMIT])
 
     def _release_over_limit_locked(self) -> None:
-        while self.malloced > self.limit and self.spare:
-            page = self.spare.pop()
-            pno = page.pno
-            self.pages[pno] = None
-            self.bufs[pno] = bytearray()
-            self.mvs[pno] = memoryview(b"")
-            page.mv.release()
-            page.buf = bytearray()
-            self.released.append(pno)
-            self.malloced -= SLAB_PAGE_SIZE
+        w = self.w
+        while w[G_MALLOCED] > w[G_LIMIT] and w[G_NSPARE]:
+            n = w[G_NSPARE] - 1
+            pno = int(w[self.spare_base + n])
+            w[G_NSPARE] = n
+            self.arena.release_pages(pno)
+            w[self.row(pno) + P_FLAGS] = 0  # zeros now: no need to clear it again
+            m = w[G_NRELEASED]
+            w[self.released_base + m] = pno
+            w[G_NRELEASED] = m + 1
+            w[G_MALLOCED] -= SLAB_PAGE_SIZE
 
     def spare_count(self) -> int:
         with self.lock:
-            return len(self.spare)
+            return int(self.w[G_NSPARE])
 
-    def take_spare(self) -> Page | None:
-        """A spare page, for ``slabs reassign 0 <dst>``."""
+    def take_spare(self) -> int:
+        """A spare page, for ``slabs reassign 0 <dst>``; -1 if none."""
+        w = self.w
         with self.lock:
-            return self.spare.pop() if self.spare else None
+            n = w[G_NSPARE]
+            if not n:
+                return -1
+            w[G_NSPARE] = n - 1
+            return int(w[self.spare_base + n - 1])
+
+    def clsid(self, pno: int) -> int:
+        return int(self.w[self.row(pno) + P_CLSID])
+
+    def flags(self, pno: int) -> int:
+        return int(self.w[self.row(pno) + P_FLAGS])
+
+
+__all__ = [
+    "CHUNK_ALIGN_BYTES",
+    "HOLE",
+    "OFF_MASK",
+    "PAGE_SHIFT",
+    "SLAB_PAGE_SIZE",
+    "PagePool",
+    "SlabClass",
+    "class_lookup",
+    "SlabClasses",
+    "slab_class_sizes",
+]

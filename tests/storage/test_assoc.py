@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
+from mcached.storage.arena import MIN_CAPACITY, T_USED, Arena
 from mcached.storage.assoc import (
     ADDR_MASK,
     EMPTY,
     HB_MASK,
-    MIN_CAPACITY,
     TOMB,
     Assoc,
+    init_table,
     make_entry,
 )
 
 pytestmark = pytest.mark.unit
+
+
+def table(hash_at: Callable[[int], int], window: int = 1 << 16) -> Assoc:
+    """A one-partition table in an arena of its own, `window` slots a window."""
+    arena = Arena(max_pages=1, nclasses=1, partitions=1, window=window)
+    init_table(arena, 0)
+    return Assoc(arena, 0, hash_at)
 
 
 def probe(t: Assoc, s: int, addr: int) -> int:
@@ -53,7 +62,7 @@ def test_entry_layout() -> None:
 
 def test_insert_find_remove_and_growth() -> None:
     hashes: dict[int, int] = {}
-    t = Assoc(hash_at=lambda a: hashes[a])
+    t = table(lambda a: hashes[a])
     rnd = random.Random(1)
     live: dict[int, int] = {}
     for n in range(5000):
@@ -87,7 +96,7 @@ def test_insert_find_remove_and_growth() -> None:
 
 
 def test_removing_before_an_empty_slot_leaves_no_tombstone() -> None:
-    t = Assoc(hash_at=lambda a: 0)
+    t = table(lambda a: 0)
     insert(t, 5, 8)
     insert(t, 5, 16)  # slot 6
     t.remove_at(t.find_addr(5, 16))  # the chain ends after it
@@ -106,19 +115,43 @@ def test_rebuild_of_a_big_table_reads_the_item_hash() -> None:
         calls.append(addr)
         return addr >> 3
 
-    t = Assoc(hash_at=hash_at)
+    t = table(hash_at, window=1 << 23)
     for n in range(1, 200):
         insert(t, n, n * 8)
-    t.used = 1_500_000  # pretend: makes rebuild() pick a table of 2^23 slots
+    t.w[t.tb + T_USED] = 1_500_000  # pretend: makes rebuild() pick a table of 2^23 slots
     t.rebuild()
     assert t.capacity == 1 << 23 and len(calls) == 199
-    t.used = 199
+    t.w[t.tb + T_USED] = 199
     for n in range(1, 200):
         assert t.find_addr(n, n * 8) == n  # home slot = hash_at(addr) & mask
 
 
+def test_another_view_follows_a_rebuild() -> None:
+    """A rebuild moves the table to the other window: a view made before it (as a forked
+    process has) finds the entries again once it syncs."""
+    t = table(lambda a: a >> 3)
+    other = Assoc(t.arena, 0, t.hash_at)
+    for n in range(1, 100):
+        insert(t, n, n * 8)
+    assert other.gen != t.gen and other.capacity == MIN_CAPACITY  # stale until it syncs
+    other.sync()
+    assert all(other.find_addr(n, n * 8) >= 0 for n in range(1, 100))
+    assert other.capacity == t.capacity > MIN_CAPACITY
+
+
+def test_a_table_at_its_window_size_refuses_before_it_fills() -> None:
+    t = table(lambda a: a >> 3, window=128)
+    n = 1
+    while not t.full():
+        insert(t, n, n * 8)
+        n += 1
+    assert t.capacity == 128 and t.used == 128 * 9 // 10
+    assert all(t.find_addr(k, k * 8) >= 0 for k in range(1, n))
+    assert t.tbl[: t.capacity].tolist().count(EMPTY) > 0  # probes always end
+
+
 def test_min_capacity() -> None:
-    t = Assoc(hash_at=lambda a: 0)
+    t = table(lambda a: 0)
     assert t.capacity == MIN_CAPACITY
     t.rebuild()
     assert t.capacity == MIN_CAPACITY

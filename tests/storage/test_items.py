@@ -518,13 +518,6 @@ def test_sizes_and_metadump(clock: FakeClock) -> None:
     assert list(cache.metadump(classes={2})) == [rows[1]]
 
 
-def test_class_stats_keeps_its_shape(clock: FakeClock) -> None:
-    cache = Cache(memory_limit=64 * MB, clock=clock)
-    cache.store(SET, b"a", b"x")
-    clock.advance(30)
-    assert cache.class_stats() == {1: [1, 61, clock.now() - 30]}
-
-
 def test_partition_counters_are_per_class(clock: FakeClock) -> None:
     cache = Cache(memory_limit=64 * MB, clock=clock, partitions=4)
     for i in range(100):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from mcached.storage.slabs import (
+from mcached.storage.arena import (
+    C_HAND_PAGE,
+    G_LIMIT,
     HOLE,
     PAGE_SHIFT,
     SLAB_PAGE_SIZE,
     ST_FREE,
     ST_LINKED,
+    Arena,
+)
+from mcached.storage.slabs import (
     PagePool,
     SlabClass,
     SlabClasses,
@@ -126,92 +131,136 @@ def test_chunks_per_page() -> None:
     assert classes.chunk_size(1) == 96
 
 
+def pool_of(pages: int, reserve: int | None = None) -> PagePool:
+    """A page pool of `pages` MB over an arena reserving `reserve` pages (default: as many)."""
+    arena = Arena(max_pages=reserve or pages, nclasses=2, partitions=1, window=64)
+    arena.words[G_LIMIT] = pages * MB
+    return PagePool(arena)
+
+
 def test_pool_never_exceeds_its_limit() -> None:
-    pool = PagePool(3 * MB, stat_width=1)
+    pool = pool_of(3, reserve=8)
     pages = [pool.take(1) for _ in range(3)]
-    assert all(p is not None for p in pages)
-    assert pool.take(2) is None
+    assert sorted(pages) == [0, 1, 2]
+    assert pool.take(2) == -1
     assert pool.malloced == 3 * MB
     pool.give(pages[0])  # back to the pool, kept: within the limit
     assert pool.spare_count() == 1 and pool.malloced == 3 * MB
     again = pool.take(5)
-    assert again is pages[0] and again.clsid == 5 and pool.base[again.pno] == 5
+    assert again == pages[0] and pool.clsid(again) == 5
+
+
+def test_pool_stops_at_the_arenas_reserve_and_counts_a_failure() -> None:
+    pool = pool_of(8, reserve=2)  # a limit past the reserve: pages stop at the reserve
+    assert pool.take(1) == 0 and pool.take(1) == 1
+    assert pool.take(1) == -1
+    assert pool.field(2) == 1  # G_MALLOC_FAILS, as when memcached's malloc fails
 
 
 def test_pool_frees_spare_pages_when_the_limit_drops() -> None:
-    pool = PagePool(4 * MB, stat_width=1)
+    pool = pool_of(4)
     pages = [pool.take(1) for _ in range(4)]
+    pool.arena.pages[pages[0] << PAGE_SHIFT] = 9  # old data in a page that goes back
     for p in pages[:3]:
-        assert p is not None
         pool.give(p)
     pool.set_limit(2 * MB)
-    assert pool.malloced == 2 * MB  # one spare page freed, one still in use by class 1
+    assert pool.malloced == 2 * MB  # two spare pages freed, one kept, one in use by class 1
     assert pool.over_limit() is False
     assert pool.spare_count() == 1
-    # a released page number is reused
+    # a released page number is reused, and reads as zeros
     pool.set_limit(4 * MB)
     p = pool.take(2)
-    assert p is not None and p.pno in {q.pno for q in pages if q is not None}
+    assert p in pages[:3]
+    released = [q for q in pages[:3] if pool.flags(q) == 0]
+    assert pool.arena.pages[pages[0] << PAGE_SHIFT] in (0, 9)  # 9 only if still spare
+    assert len(released) >= 1
 
 
-def test_pool_refuses_more_than_a_terabyte() -> None:
+def test_the_arena_refuses_more_than_a_terabyte() -> None:
     with pytest.raises(ValueError):
-        PagePool(2 << 40, stat_width=1)
+        Arena(max_pages=(1 << 20) + 1, nclasses=2, partitions=1, window=64)
 
 
 def test_free_lists_and_bump_pointer() -> None:
-    pool = PagePool(2 * MB, stat_width=1)
-    cls = SlabClass(1, 96 * 1024)  # 10 chunks a page
+    pool = pool_of(2)
+    cls = SlabClass(pool.arena, 1, 96 * 1024)  # 10 chunks a page
     assert cls.perslab == 10
     assert cls.chunk_pop_locked() == -1
     page = pool.take(1)
-    assert page is not None
     cls.add_page_locked(page)
     assert cls.uncarved == 10
     got = [cls.chunk_pop_locked() for _ in range(10)]
-    assert got == [page.pno << PAGE_SHIFT | i * cls.size for i in range(10)]
-    assert cls.chunk_pop_locked() == -1 and cls.carve is None
-    cls.chunk_push_locked(page, 3 * cls.size)
-    cls.chunk_push_locked(page, 7 * cls.size)
-    assert cls.nfree == 2 and cls.free_pages == [page]
+    assert got == [page << PAGE_SHIFT | i * cls.size for i in range(10)]
+    assert cls.chunk_pop_locked() == -1 and cls.uncarved == 0
+    cls.chunk_push_locked(page << PAGE_SHIFT | 3 * cls.size)
+    cls.chunk_push_locked(page << PAGE_SHIFT | 7 * cls.size)
+    assert cls.nfree == 2
     # last freed, first reused; tagged as a hole
-    assert cls.chunk_pop_locked() == (page.pno << PAGE_SHIFT | 7 * cls.size) | HOLE
-    assert cls.chunk_pop_locked() == (page.pno << PAGE_SHIFT | 3 * cls.size) | HOLE
-    assert cls.free_pages == [] and cls.nfree == 0
+    assert cls.chunk_pop_locked() == (page << PAGE_SHIFT | 7 * cls.size) | HOLE
+    assert cls.chunk_pop_locked() == (page << PAGE_SHIFT | 3 * cls.size) | HOLE
+    assert cls.nfree == 0 and cls.chunk_pop_locked() == -1
+
+
+def test_free_chunks_of_several_pages() -> None:
+    pool = pool_of(3)
+    cls = SlabClass(pool.arena, 1, 256 * 1024)  # 4 a page
+    for _ in range(3):
+        cls.add_page_locked(pool.take(1))
+    # the first two pages' chunks went to the free list when the next page came
+    chunks = [cls.chunk_pop_locked() & ~HOLE for _ in range(12)]
+    assert cls.chunk_pop_locked() == -1
+    for c in (chunks[1], chunks[9], chunks[5], chunks[10]):
+        cls.chunk_push_locked(c)
+    assert cls.nfree == 4
+    popped = {cls.chunk_pop_locked() & ~HOLE for _ in range(4)}
+    assert popped == {chunks[1], chunks[9], chunks[5], chunks[10]}
+    assert cls.chunk_pop_locked() == -1 and cls.nfree == 0
 
 
 def test_a_page_from_another_class_is_zeroed() -> None:
-    pool = PagePool(1 * MB, stat_width=1)
-    a = SlabClass(1, 1000 * 8)
+    pool = pool_of(1)
+    arena = pool.arena
+    a = SlabClass(arena, 1, 1000 * 8)
     page = pool.take(1)
-    assert page is not None
     a.add_page_locked(page)
-    page.buf[0] = ST_LINKED
-    page.buf[SLAB_PAGE_SIZE - 1] = 7
+    base = page << PAGE_SHIFT
+    arena.pages[base] = ST_LINKED
+    arena.pages[base + SLAB_PAGE_SIZE - 1] = 7
     a.remove_page_locked(page)
-    assert a.pages == [] and page.moving
-    b = SlabClass(2, 96)
+    assert a.pages_locked() == [] and pool.flags(page) & 1  # PF_MOVING
+    b = SlabClass(arena, 2, 96)
     pool.set_owner(page, 2)
     b.add_page_locked(page)
-    assert page.buf[0] == ST_FREE and page.buf[SLAB_PAGE_SIZE - 1] == 0
-    assert page.clsid == 2 and not page.moving
+    assert arena.pages[base] == ST_FREE and arena.pages[base + SLAB_PAGE_SIZE - 1] == 0
+    assert pool.clsid(page) == 2 and not pool.flags(page) & 1
 
 
 def test_removing_a_page_drops_its_free_chunks() -> None:
-    pool = PagePool(2 * MB, stat_width=1)
-    cls = SlabClass(1, 128 * 1024)  # 8 a page
+    pool = pool_of(2)
+    arena = pool.arena
+    cls = SlabClass(arena, 1, 128 * 1024)  # 8 a page
     p1, p2 = pool.take(1), pool.take(1)
-    assert p1 is not None and p2 is not None
     cls.add_page_locked(p1)
     first = [cls.chunk_pop_locked() for _ in range(8)]
     cls.add_page_locked(p2)
-    cls.chunk_push_locked(p1, first[2] & (SLAB_PAGE_SIZE - 1))
+    cls.chunk_push_locked(first[2])
     assert cls.nfree == 1
-    cls.hand_page = 1
+    cls.set_field(C_HAND_PAGE, p1)
     cls.remove_page_locked(p1)
-    assert cls.nfree == 0 and cls.free_pages == [] and cls.pages == [p2]
-    assert cls.hand_page == 0  # the hand follows its page
+    assert cls.nfree == 0 and cls.pages_locked() == [p2]
+    assert cls.field(C_HAND_PAGE) == p2  # the hand moves on to the next page
     # a chunk freed in a page being moved is not listed
-    cls.chunk_push_locked(p1, first[5] & (SLAB_PAGE_SIZE - 1))
+    cls.chunk_push_locked(first[5])
     assert cls.nfree == 0
     assert cls.free_in_page_locked(p2) == 8
+
+
+def test_a_class_seen_from_another_view_is_the_same_class() -> None:
+    """Views hold no state: what one writes, another reads (two processes do the same)."""
+    pool = pool_of(2)
+    arena = pool.arena
+    one = SlabClass(arena, 1, 128 * 1024)
+    other = SlabClass(arena, 1, 128 * 1024)
+    one.add_page_locked(pool.take(1))
+    c = other.chunk_pop_locked()
+    assert c == 0 and one.uncarved == 7 and other.pages_locked() == one.pages_locked()

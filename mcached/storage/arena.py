@@ -1,0 +1,349 @@
+"""The arena: every byte of the cache in shared memory, laid out once and named once here.
+
+memcached keeps its cache in one process's memory and runs worker *threads* over it; under
+the GIL, threads cannot run Python at the same time, so mcached's workers are *processes*
+(or, on a free-threaded interpreter, threads) over one arena. Nothing of the cache is a Python
+object: the item memory, the item tables, the slab classes' and partitions' state, the clock
+hands, CAS sequences, flush marks and counters are all words in memory that every worker maps.
+Each process builds its own Python views (`Cache`, `Items`, `SlabClass`, `Partition`) over
+the arena; the views hold no state of their own, so any worker sees what any other wrote.
+
+Regions. Three anonymous ``MAP_SHARED`` mappings, created before any worker starts (a forked
+process inherits them; threads share them), sized from ``-m`` at start-up. They are reserved
+with ``MAP_NORESERVE``: a page of them costs memory only once it is written, so the reserve
+can be generous while resident memory follows what is stored.
+
+* ``pages``: `max_pages` slab pages of 1 MB (`SLAB_PAGE_SIZE`). An item's *address* is its
+  byte offset in this mapping, ``page << 20 | offset``: the item tables hold it in 40 bits.
+* ``tables``: the item tables, two windows of `window` int64 slots per partition. The live
+  window holds the partition's table (its first ``mask + 1`` slots); a rebuild writes the
+  other window and hands the old one's memory back (``MADV_REMOVE``).
+* ``words``: int64 state, in blocks whose fields are the ``G_``, ``C_``, ``P_``, ``T_``
+  names below: one global block, one block per slab class, one row per page, one block per
+  partition, the per-class counters of each partition (``S_`` names), and the holder slots.
+
+The item header (48 bytes, memcached's own header size), at the start of an item's chunk:
+
+     0 status   ST_*               12 exptime  int32, server time; 0 = never
+     1 nkey                        16 time     uint32, server time of the last store
+     2 ref      clock reference    20 clsid    the slab class of the chunk
+     3 fetched  read since stored  24 cas      uint64, also the flush_all sequence mark
+     4 nbytes   value length       32 hash     int64, hash(key): partition and table slot
+     8 flags    uint32             40 next     chained items: the next chunk (-1: none)
+    48 key, then the value (no CRLF, no NUL)
+
+A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`; a continuation
+chunk of a chained item has status `ST_CONT`, its head's address at `OFF_HEAD` and the next
+chunk at `OFF_NEXT`. The header is read and written only through the `Struct`\\ s here.
+
+Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per slab class, one
+for the page pool, one each for page moves, crawls and flush generations. They work across
+processes and threads alike, and cost less than a `threading.Lock` to take (~90 ns). The
+order in which they are taken is written once, in `mcached.storage.items`.
+
+Holders. A worker process that dies holding a lock leaves it taken for ever and the data it
+guarded half written. So every public storage operation first writes a non-zero word into its
+process's *holder slot* (`HOLDER_BASE`) and clears it after its last lock is released. A
+supervisor that sees a worker die with its slot set knows the arena cannot be trusted and
+builds a new one (`Arena.holding`); a worker that died with its slot clear left the arena
+whole. In one process (threads) every thread uses slot 0, which nobody reads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+SLAB_PAGE_SIZE = 1024 * 1024  # memcached 1.6 keeps 1 MB pages; larger items are chunked
+PAGE_SHIFT = 20
+OFF_MASK = SLAB_PAGE_SIZE - 1
+MAX_PAGES = 1 << 20  # 20 bits of page number in a 40-bit address: up to 1 TB of items
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Linux's value (3.11 lacks the name)
+OS_PAGE = mmap.PAGESIZE
+
+# ---- the item header ----
+HEADER = 48
+OFF_STATUS = 0
+OFF_NKEY = 1
+OFF_REF = 2  # the clock's reference byte: set by reads, cleared by the hand
+OFF_FETCHED = 3
+OFF_NBYTES = 4
+OFF_FLAGS = 8
+OFF_EXPTIME = 12
+OFF_TIME = 16
+OFF_CLSID = 20
+OFF_CAS = 24
+OFF_HASH = 32
+OFF_HEAD = 32  # continuation chunk: its item's head address
+OFF_NEXT = 40  # chained item or continuation: the next chunk; free chunk: the next free one
+OFF_KEY = HEADER
+
+ST_FREE = 0
+ST_LINKED = 1  # the head chunk of an item reachable from an item table
+ST_CHAINED = 2  # (with ST_LINKED) the item continues in other chunks
+ST_CONT = 4  # a continuation chunk of a chained item
+ST_RESERVED = 8  # allocated, not yet linked (a store is writing it)
+HOLE = 1  # tag on an address popped from a free list (addresses are 8-byte aligned)
+
+#: the whole header: status, nkey, ref, fetched, nbytes, flags, exptime, time, clsid, cas,
+#: hash, next
+HDR = struct.Struct("<BBBBIIiIBxxxQqq")
+#: what a read needs: the header up to the hash
+GET_HDR = struct.Struct("<BBBBIIiIBxxxQq")
+#: exptime, time, clsid, cas, hash: what the crawler and the clock hand need
+TAIL_HDR = struct.Struct("<iIBxxxQq")
+#: a continuation chunk: status, head, next
+CONT_HDR = struct.Struct("<B31xqq")
+Q = struct.Struct("<q")
+I32 = struct.Struct("<i")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+assert HDR.size == HEADER and GET_HDR.size == OFF_NEXT and TAIL_HDR.size == OFF_NEXT - OFF_EXPTIME
+assert CONT_HDR.size == HEADER
+
+# ---- the global block ----
+G_LIMIT = 0  # the memory limit in bytes (-m, cache_memlimit)
+G_MALLOCED = 1  # bytes of pages held by classes or spare (memcached's total_malloced)
+G_MALLOC_FAILS = 2
+G_NEXT_PAGE = 3  # pages from here on were never handed out
+G_NSPARE = 4  # pages on the spare stack (memcached's global page pool)
+G_NRELEASED = 5  # pages whose memory went back to the OS, on the released stack
+G_FLUSH_AT = 6  # flush_all with a delay: items stored before this server time are gone
+G_FLUSH_GEN = 7  # bumped by every flush_all: the crawler sweeps every class again
+G_SLABS_MOVED = 8
+G_REASSIGN_BUSY = 9
+G_PICK_CURSOR = 10  # slabs_reassign_pick_any's round robin
+G_CRAWLER_STARTS = 11
+G_AUTOMOVE = 12  # slab_automove level (changed at run time by `slabs automove`)
+G_MOVING = 13  # 1 while a page move runs (stats: slab_reassign_running)
+G_CRAWLING = 14  # 1 while a crawl pass runs (stats: lru_crawler_running)
+G_WORDS = 16
+
+# ---- one block per slab class (0 is the page pool's, unused) ----
+C_HEAD = 0  # the class's pages, in clock order: a list through P_NEXT/P_PREV (-1: none)
+C_TAIL = 1
+C_NPAGES = 2
+C_FREE_PAGES = 3  # pages with free chunks: a list through P_FNEXT/P_FPREV
+C_NFREE = 4  # chunks on free lists
+C_CARVE = 5  # the newest page, cut from C_CARVE_OFF on (-1: none)
+C_CARVE_OFF = 6
+C_HAND_PAGE = 7  # the clock hand: a page of the class (-1: its first) and a chunk in it
+C_HAND_CHUNK = 8
+C_USED = 9  # chunks holding (part of) an item, or reserved for one
+C_MOVES_TO_WARM = 10  # second chances: the hand found the reference byte set
+C_REFLOCKED = 11  # candidates skipped: their partition was locked (lrutail_reflocked)
+C_EVICTED_TIME = 12  # seconds since the last evicted item was stored
+C_CRAWLER_CHECKED = 13
+C_CRAWLED_FLUSH_GEN = 14  # flush_all generation the crawler last swept for
+C_CRAWLED_TIME = 15  # server time of the crawler's last sweep
+C_WORDS = 16
+
+# ---- one row per page ----
+P_CLSID = 0  # 0: not in a class
+P_FREE_HEAD = 1  # the page's free list, threaded through its free chunks (-1: empty)
+P_NFREE = 2
+P_FLAGS = 3  # PF_*
+P_NEXT = 4  # the class's page list
+P_PREV = 5
+P_FNEXT = 6  # the class's list of pages with free chunks
+P_FPREV = 7
+P_WORDS = 8
+PF_MOVING = 1  # being emptied by a page move: frees do not list its chunks
+PF_DIRTY = 2  # holds old data: zeroed before a class uses it
+
+# ---- one block per partition ----
+T_SEQ = 0  # the last CAS unique drawn (partition i draws i, i + n, i + 2n...)
+T_FLUSH_SEQ = 1  # items with cas <= this are flushed
+T_USED = 2  # live entries in the table
+T_TOMBS = 3  # deleted slots in the table
+T_LIMIT = 4  # rebuild when used + tombs exceed this
+T_MASK = 5  # table capacity - 1
+T_WIN = 6  # the live window (0 or 1)
+T_GEN = 7  # bumped by every rebuild: views re-read the table's place
+T_GET_EXPIRED = 8
+T_GET_FLUSHED = 9
+T_WORDS = 10
+
+# ---- per-class counters, one row of NSTAT words per class in each partition ----
+# index ``clsid * NSTAT + S_*`` in the partition's counter block; written under the
+# partition lock, summed for `stats`
+S_NUMBER = 0  # gauge: items
+S_MEM = 1  # gauge: bytes requested (memcached's total item size)
+S_TTL = 2  # gauge: items with an exptime (the crawler skips classes without any)
+S_TOTAL = 3
+S_EVICTED = 4
+S_EVICTED_NONZERO = 5
+S_EVICTED_UNFETCHED = 6
+S_OUTOFMEMORY = 7
+S_RECLAIMED = 8
+S_EXPIRED_UNFETCHED = 9
+S_CRAWLER_RECLAIMED = 10
+S_GET_HITS = 11
+S_CMD_SET = 12
+S_DELETE_HITS = 13
+S_INCR_HITS = 14
+S_DECR_HITS = 15
+S_CAS_HITS = 16
+S_CAS_BADVAL = 17
+S_TOUCH_HITS = 18
+S_MOVE_EVICTED = 19  # slab_reassign_evictions_nomem
+S_MOVE_RESCUED = 20  # slab_reassign_rescues
+NSTAT = 21
+GAUGES = (S_NUMBER, S_MEM, S_TTL)
+
+MAX_HOLDERS = 257  # holder slots: 0 for threads, 1.. for worker processes
+MAX_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES
+
+# ---- item tables ----
+MIN_CAPACITY = 64
+TABLE_HEADROOM = 2  # a window holds twice a partition's share of the most items there can be
+
+
+def window_slots(max_pages: int, partitions: int, smallest_chunk: int) -> int:
+    """Slots in each table window: room for a rebuild at three times the most items a
+    partition can hold (every chunk of every page the smallest, spread evenly), twice over
+    for an uneven spread; a power of two."""
+    most = max_pages * (SLAB_PAGE_SIZE // smallest_chunk)
+    share = most * TABLE_HEADROOM // partitions + MIN_CAPACITY
+    slots = MIN_CAPACITY
+    while slots < 3 * share:
+        slots *= 2
+    return slots
+
+
+def _map(size: int) -> mmap.mmap:
+    size = max(OS_PAGE, -(-size // OS_PAGE) * OS_PAGE)
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+
+
+class Arena:
+    """The three mappings, their word views and the locks. See the module docstring.
+
+    `max_pages` bounds the item memory (``-m`` and any later ``cache_memlimit``);
+    `nclasses` is the number of slab classes; `window` the slots of each table window.
+    """
+
+    def __init__(self, *, max_pages: int, nclasses: int, partitions: int, window: int) -> None:
+        if max_pages > MAX_PAGES:
+            raise ValueError("memory limit over 1 TB: addresses hold 20 bits of page number")
+        if nclasses >= MAX_CLASSES:
+            raise ValueError(f"at most {MAX_CLASSES - 1} slab classes")
+        self.max_pages = max_pages
+        self.nclasses = nclasses
+        self.partitions = partitions
+        self.window = window
+        # word offsets of the blocks
+        self.spare_base = G_WORDS
+        self.released_base = self.spare_base + max_pages
+        self.class_base = self.released_base + max_pages
+        self.page_base = self.class_base + (nclasses + 1) * C_WORDS
+        self.part_base = self.page_base + max_pages * P_WORDS
+        self.cst_width = (nclasses + 1) * NSTAT
+        self.cst_base = self.part_base + partitions * T_WORDS
+        self.holder_base = self.cst_base + partitions * self.cst_width
+        nwords = self.holder_base + MAX_HOLDERS
+
+        # each window starts on an OS page, so that giving one back never touches another
+        self.stride = -(-window * 8 // OS_PAGE) * OS_PAGE // 8
+        self.pages = _map(max_pages * SLAB_PAGE_SIZE)
+        self.tables = _map(partitions * 2 * self.stride * 8)
+        self._words_map = _map(nwords * 8)
+        self.words = memoryview(self._words_map).cast("q")
+        tables = memoryview(self.tables).cast("q")
+        #: windows[partition][0 or 1]: int64 views of the two table windows
+        stride = self.stride
+        self.windows = [
+            [tables[(2 * i + w) * stride : (2 * i + w) * stride + window] for w in range(2)]
+            for i in range(partitions)
+        ]
+        self.holders = self.words[self.holder_base : self.holder_base + MAX_HOLDERS]
+
+        ctx = multiprocessing.get_context("fork")
+        self.part_locks = [ctx.Lock() for _ in range(partitions)]
+        self.class_locks = [ctx.Lock() for _ in range(nclasses + 1)]
+        self.pool_lock = ctx.Lock()
+        self.move_lock = ctx.Lock()
+        self.crawl_lock = ctx.Lock()
+        self.flush_lock = ctx.Lock()
+
+        w = self.words
+        for cid in range(nclasses + 1):
+            b = self.class_block(cid)
+            for f in (C_HEAD, C_TAIL, C_FREE_PAGES, C_CARVE, C_HAND_PAGE):
+                w[b + f] = -1
+        for pno in range(max_pages):
+            b = self.page_row(pno)
+            for f in (P_FREE_HEAD, P_NEXT, P_PREV, P_FNEXT, P_FPREV):
+                w[b + f] = -1
+
+    # ---- where things are ----
+
+    def class_block(self, cid: int) -> int:
+        return self.class_base + cid * C_WORDS
+
+    def page_row(self, pno: int) -> int:
+        return self.page_base + pno * P_WORDS
+
+    def part_block(self, index: int) -> int:
+        return self.part_base + index * T_WORDS
+
+    def counters(self, index: int) -> memoryview:
+        """Partition `index`'s per-class counters: ``[clsid * NSTAT + S_*]``."""
+        b = self.cst_base + index * self.cst_width
+        return self.words[b : b + self.cst_width]
+
+    def counter_blocks(self) -> memoryview:
+        """Every partition's counters, one after another."""
+        return self.words[self.cst_base : self.cst_base + self.partitions * self.cst_width]
+
+    # ---- memory ----
+
+    def release_pages(self, pno: int, count: int = 1) -> None:
+        """Give pages' memory back to the OS; they read as zeros when next used."""
+        self.pages.madvise(mmap.MADV_REMOVE, pno << PAGE_SHIFT, count << PAGE_SHIFT)
+
+    def release_window(self, index: int, win: int, slots: int) -> None:
+        """Give the first `slots` slots of a table window back (they read as zeros)."""
+        start = (2 * index + win) * self.stride * 8
+        size = -(-slots * 8 // OS_PAGE) * OS_PAGE  # within the window's own OS pages
+        if size:
+            self.tables.madvise(mmap.MADV_REMOVE, start, size)
+
+    # ---- holders ----
+
+    def holding(self, slot: int) -> bool:
+        """Whether the process using holder `slot` was inside a storage operation (it may
+        hold a lock, and the data under it may be half written)."""
+        return bool(self.holders[slot])
+
+    def clear_holder(self, slot: int) -> None:
+        self.holders[slot] = 0
+
+    def locks(self) -> Sequence[Any]:
+        """Every lock of the arena (tests and the supervisor's diagnostics)."""
+        return [
+            *self.part_locks,
+            *self.class_locks,
+            self.pool_lock,
+            self.move_lock,
+            self.crawl_lock,
+            self.flush_lock,
+        ]
+
+    def close(self) -> None:
+        """Unmap now, if no view of this process still points in (else the mappings go
+        with their last view: an arena is never unmapped under a reader)."""
+        self.windows = []
+        for view in (self.holders, self.words):
+            try:
+                view.release()
+            except BufferError:
+                return
+        for region in (self._words_map, self.tables, self.pages):
+            try:
+                region.close()
+            except BufferError:
+                return
