@@ -52,16 +52,18 @@ LAYERS: dict[str, set[str]] = {
         "mcached.protocol.responses",
     },
     # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
-    # Exactly what each module needs today: items owns the allocator's pieces (slabs, lru,
-    # assoc); lru reads item headers in slab pages; cache is the facade over items and reads
-    # the slab table and the index directly for stats and the crawler's walks.
+    # The arena owns the shared layout and every module reads it; items owns the allocator's
+    # pieces (slabs, lru, assoc); lru walks slab classes; cache is the facade over items and
+    # reads the index directly for its hot path and walks.
     "mcached.storage": LEAF,
+    "mcached.storage.arena": LEAF,
     "mcached.storage.results": LEAF,
-    "mcached.storage.slabs": LEAF,
-    "mcached.storage.assoc": LEAF,
-    "mcached.storage.lru": {"mcached.storage.slabs"},
+    "mcached.storage.slabs": {"mcached.storage.arena"},
+    "mcached.storage.assoc": {"mcached.storage.arena"},
+    "mcached.storage.lru": {"mcached.storage.arena", "mcached.storage.slabs"},
     "mcached.storage.items": {
         "mcached.clock",
+        "mcached.storage.arena",
         "mcached.storage.assoc",
         "mcached.storage.lru",
         "mcached.storage.results",
@@ -69,10 +71,10 @@ LAYERS: dict[str, set[str]] = {
     },
     "mcached.storage.cache": {
         "mcached.clock",
+        "mcached.storage.arena",
         "mcached.storage.assoc",
         "mcached.storage.items",
         "mcached.storage.results",
-        "mcached.storage.slabs",
     },
     "mcached.storage.maintainer": {"mcached.storage.cache"},
     # ---- cluster/: auto-discovery; config is the format clients and server share ----
