@@ -232,7 +232,8 @@ def test_automove_follows_a_size_shift(server_factory: Callable[..., Server]) ->
         fill_small(conn, 90_000)  # all 8 pages to class 1
         assert stats(conn, b"slabs")["1:total_pages"] == "8"
         value = b"v" * 10_000
-        large = conn.request(b"set probe 0 0 10000\r\n" + value + b"\r\n")
+        # the set moves a page first: wait for its reply, not for 0.3 s of silence
+        large = conn.request(b"set probe 0 0 10000\r\n" + value + b"\r\n", expect_len=8)
         assert large == b"STORED\r\n"
         clsid = next(
             k.split(":")[0]
