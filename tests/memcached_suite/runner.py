@@ -1,0 +1,202 @@
+"""Runs one of memcached's own ``t/*.t`` files against a server and reads its TAP output.
+
+memcached's ``t/lib/MemcachedTest.pm`` starts ``./memcached-debug`` (its debug build) from
+the current directory, through ``./timedrun <seconds>``, with memcached's flags; it decides
+which features to test by grepping ``memcached-debug -h`` (``unix-socket``, ``enable-ssl``,
+``sasl``, ``ext_path``, ``proxy_config``...), adds ``-u root`` when run as root, ``-p``/``-U``
+with ports it picked, or ``-s /tmp/memcachetest.<pid>.<n>`` when the server advertises unix
+sockets, and waits for the server by connecting to it. So a run directory holds:
+
+- ``t``: a link to the ``t/`` directory of memcached's source, which
+  ``scripts/install-system-deps.sh`` fetches with ``apt-get source memcached`` (the release of
+  the reference binary) into ``/var/cache/mcached/memcached-src`` (``MEMCACHED_SRC_CACHE``);
+  nothing of memcached's is kept in this repository;
+- ``memcached-debug``: a shell script that execs the server under test with the suite's
+  arguments, less ``-o relaxed_privileges``: an option of memcached's debug build only
+  (``#ifdef MEMCACHED_DEBUG`` in ``memcached.c``), which release builds, Debian's memcached
+  and mcached alike, refuse with ``Illegal suboption``. Its ``-h`` answer is the server's
+  own, captured once with its exit status (the suite runs ``-h`` three times per server it
+  starts, and a Python start-up costs a third of a second);
+- ``timedrun``: memcached's ``timedrun`` kills the server after N seconds; here it execs the
+  server directly, and `run_file` kills the file's whole process group when it ends or times
+  out, which covers every server the file started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcached import MEMCACHED_VERSION
+
+SRC_CACHE = Path(os.environ.get("MEMCACHED_SRC_CACHE", "/var/cache/mcached/memcached-src"))
+
+WRAPPER = """\
+#!/bin/sh
+# memcached's t/lib/MemcachedTest.pm runs ./memcached-debug: this runs {name} instead.
+# -h: the server's own answer, captured once (tests/memcached_suite/runner.py).
+if [ "$#" -eq 1 ] && [ "$1" = "-h" ]; then
+    cat {help_file}
+    exit {help_status}
+fi
+# Drop "-o relaxed_privileges", which only memcached's debug build knows.
+n=$#
+skip=
+for a do
+    shift
+    n=$((n - 1))
+    if [ -n "$skip" ]; then skip=; continue; fi
+    if [ "$a" = "-o" ] && [ "$n" -gt 0 ] && [ "$1" = "relaxed_privileges" ]; then
+        skip=1
+        continue
+    fi
+    set -- "$@" "$a"
+done
+exec {command} "$@"
+"""
+
+TIMEDRUN = """\
+#!/bin/sh
+# memcached's timedrun <seconds> <command...>: the harness kills the process group instead.
+shift
+exec "$@"
+"""
+
+
+def source_dir() -> Path:
+    """memcached's unpacked source, as the install step left it."""
+    return SRC_CACHE / f"memcached-{MEMCACHED_VERSION}"
+
+
+def server_command(kind: str) -> list[str]:
+    if kind == "mcached":
+        return [sys.executable, "-m", "mcached"]
+    binary = shutil.which("memcached")
+    if binary is None:
+        raise RuntimeError("memcached is not installed: run `make system-deps`")
+    return [binary]
+
+
+def make_run_dir(directory: Path, kind: str, source: Path) -> Path:
+    """A directory laid out as memcached's build directory, serving `kind`."""
+    command = server_command(kind)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "t").symlink_to(source / "t")
+    help_run = subprocess.run([*command, "-h"], capture_output=True, timeout=60)
+    help_file = directory / "help.out"
+    help_file.write_bytes(help_run.stdout + help_run.stderr)
+    wrapper = WRAPPER.format(
+        name=kind,
+        help_file=shlex.quote(str(help_file)),
+        help_status=help_run.returncode,
+        command=shlex.join(command),
+    )
+    for name, text in (("memcached-debug", wrapper), ("timedrun", TIMEDRUN)):
+        path = directory / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return directory
+
+
+TAP_TEST = re.compile(r"^(not )?ok (\d+)\b(?: - )?(.*)$")
+TAP_PLAN = re.compile(r"^1\.\.(\d+)")
+
+
+@dataclass
+class Result:
+    """One file's run: its plan, the subtests that failed, exit status and output."""
+
+    name: str
+    status: int | None  # None: killed at the timeout
+    seconds: float
+    output: str
+    planned: int | None = None
+    ran: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # number -> description
+
+    def problems(self, allowed: dict[str, str]) -> list[str]:
+        """What makes this run a failure, given subtests `allowed` to fail (by description)."""
+        out: list[str] = []
+        if self.status is None:
+            out.append(f"timed out after {self.seconds:.0f}s")
+        if self.planned is None:
+            out.append("no TAP plan (the file died before its first test)")
+        elif self.ran != list(range(1, self.planned + 1)):
+            out.append(f"planned {self.planned} tests, ran {len(self.ran)}")
+        unexpected = {n: d for n, d in self.failed.items() if d not in allowed}
+        if unexpected:
+            listed = ", ".join(f"{n} ({d})" for n, d in sorted(unexpected.items()))
+            out.append(f"failed subtests: {listed}")
+        # Test::More exits with the number of failed tests; anything else is a death.
+        if self.status is not None and self.status != min(len(self.failed), 254):
+            out.append(f"exit status {self.status}")
+        return out
+
+    def report(self, limit: int = 12000) -> str:
+        """The output worth reading: failures and diagnostics, long lines cut."""
+        keep = [
+            line[:400] + (" [...]" if len(line) > 400 else "")
+            for line in self.output.splitlines()
+            if not line.startswith("ok ") and " INFO " not in line and " DEBUG " not in line
+        ]
+        text = "\n".join(keep)
+        return text if len(text) <= limit else text[:limit] + "\n[... cut]"
+
+
+def parse(name: str, status: int | None, seconds: float, output: str) -> Result:
+    result = Result(name, status, seconds, output)
+    for line in output.splitlines():
+        if m := TAP_PLAN.match(line):
+            result.planned = int(m.group(1))
+        elif m := TAP_TEST.match(line):
+            number = int(m.group(2))
+            result.ran.append(number)
+            if m.group(1):
+                result.failed[number] = m.group(3).strip()
+    return result
+
+
+def run_file(run_dir: Path, name: str, timeout: float) -> Result:
+    """``perl t/<name>`` in `run_dir`, in a process group of its own, killed when done.
+
+    The output goes to a file, not a pipe: the servers the file started inherit it, and one
+    still on its way out must not hold the run open.
+    """
+    start = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("T_MEMD", "SSL_TEST"))}
+    log = run_dir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["perl", f"t/{name}"],
+            cwd=run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    status: int | None
+    try:
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        status = None
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+    output = log.read_bytes().decode(errors="replace")
+    return parse(name, status, time.monotonic() - start, output)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
