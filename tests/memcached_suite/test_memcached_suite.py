@@ -1,0 +1,307 @@
+"""memcached 1.6.18's own test suite (its ``t/*.t`` files) against mcached.
+
+Every ``.t`` file of memcached's source is in exactly one table below (a test checks it):
+
+* `IN_SCOPE`: the files that test what mcached claims (the text protocol, its flags, its
+  stats, UDP): each runs as one test, ``perl t/<file>`` with a timeout, two files at a time.
+  A file passes when it ran its whole plan and every subtest passed, except
+  - ``quirks``: subtests that assert a memcached quirk which would be a bug to copy; their
+    outcome is ignored, and the reason is given;
+  - ``known``: subtests (a part of their description) that fail today for a reason written
+    up in ``TRIAGE.md``. They are strict: the run is reported as XFAIL while exactly they
+    fail, and fails when one of them passes (remove it from the table then) or anything
+    else fails. ``unrun`` counts the
+    subtests a known failure keeps from running (an ``eval`` that dies part-way).
+  - ``dies``: the file cannot run today at all (the server refuses its flags): the whole
+    test is ``xfail(strict=True)`` with the ``TRIAGE.md`` section.
+  - ``vacuous``: output showing that the file took a branch that tests nothing (unixsocket.t
+    when ``-h`` does not advertise unix sockets): reported as XFAIL until it stops appearing.
+* `PENDING`: files for protocols mcached does not serve yet (meta, binary); skipped with the
+  reason, they join `IN_SCOPE` when the protocol lands.
+* `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
+  seccomp, persistence, memcached's own source checks...), each with the reason; skipped.
+
+``MCACHED_SUITE_SERVER=memcached`` runs the same files against Debian's memcached instead
+(the reference the expectations come from): there every in-scope file must pass outright,
+quirks aside. Where the files come from and how the server is started: `runner`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from tests.memcached_suite import runner
+
+pytestmark = pytest.mark.integration
+
+SERVER = os.environ.get("MCACHED_SUITE_SERVER", "mcached")
+TIMEOUT = 240.0  # seconds for one file; the slowest (chunked-items, maxconns) take ~30
+PARALLEL = 2  # files at a time: the machine has 2 cores
+
+
+def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class InScope:
+    known: Mapping[str, str] = field(default_factory=_frozen)
+    unrun: int = 0
+    quirks: Mapping[str, str] = field(default_factory=_frozen)
+    dies: str = ""
+    vacuous: tuple[str, str] | None = None
+
+
+def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
+    """`subtests` (a part of each description) fail today; `section` of TRIAGE.md says why."""
+    return InScope(known=_frozen({s: section for s in subtests}), unrun=unrun)
+
+
+PASSES = InScope()
+BINARY = "pending: binary protocol (TRIAGE.md: 00-startup.t)"
+SLAB_CHUNK_MAX = "TRIAGE.md: -o slab_chunk_max is read in kilobytes"
+
+IN_SCOPE: dict[str, InScope] = {
+    # issue 12's core group
+    "bogus-commands.t": PASSES,
+    "cas.t": PASSES,
+    "chunked-items.t": InScope(dies=SLAB_CHUNK_MAX),
+    "dash-M.t": PASSES,
+    "flags.t": PASSES,
+    "flush-all.t": InScope(
+        quirks=_frozen(
+            {
+                "failed to set value after flush with no CAS at least once": (
+                    "under -C, memcached loses an item set in the same second as flush_all "
+                    "(its flush cliff is a whole second without CAS numbers); the test asserts "
+                    "that loss happens, mcached keeps the item, which is what the client asked"
+                )
+            }
+        )
+    ),
+    "getandtouch.t": PASSES,
+    "getset.t": PASSES,
+    "incrdecr.t": PASSES,
+    "issue_104.t": PASSES,
+    "issue_108.t": PASSES,
+    "issue_152.t": PASSES,
+    "issue_192.t": PASSES,
+    "issue_3.t": PASSES,
+    "issue_41.t": PASSES,
+    "issue_68.t": PASSES,
+    "issue_70.t": PASSES,
+    "item_size_max.t": InScope(dies=SLAB_CHUNK_MAX),
+    "malicious-commands.t": PASSES,
+    "maxconns.t": PASSES,
+    "multiversioning.t": PASSES,
+    "noreply.t": PASSES,
+    "quit.t": PASSES,
+    "strtol-testing.t": PASSES,
+    "touch.t": PASSES,
+    # authentication, idle connections, shutdown
+    "ascii-auth.t": PASSES,
+    "idle-timeout.t": known("TRIAGE.md: idle-timeout.t", "check stats initial", "check stats 2"),
+    "shutdown.t": PASSES,
+    # unix domain sockets, stats conns
+    "unixsocket.t": InScope(
+        vacuous=(
+            "Died connecting to unsupported unix socket",
+            "TRIAGE.md: unixsocket.t (no unix sockets: the file only checks -s is refused)",
+        )
+    ),
+    "stats-conns.t": known("TRIAGE.md: stats-conns.t", "udp port number is correct"),
+    # start-up, memory, stats
+    "00-startup.t": known(BINARY, "auto works", "binary works", unrun=1),
+    "evictions.t": PASSES,
+    "issue_14.t": known("TRIAGE.md: issue_14.t, issue_163.t, issue_183.t", "Memory grows.."),
+    "issue_163.t": known(
+        "TRIAGE.md: issue_14.t, issue_163.t, issue_183.t", "Objects should be reclaimed"
+    ),
+    "issue_183.t": known(
+        "TRIAGE.md: issue_14.t, issue_163.t, issue_183.t", "Objects should be reclaimed"
+    ),
+    "issue_22.t": PASSES,
+    "issue_29.t": PASSES,
+    "issue_42.t": PASSES,
+    "issue_61.t": PASSES,
+    "lru.t": known("TRIAGE.md: lru.t", "big == <undef>", "item_36 == "),
+    "stats.t": InScope(dies=SLAB_CHUNK_MAX + "; then TRIAGE.md: stats.t"),
+    "stats-detail.t": known(
+        "TRIAGE.md: stats-detail.t",
+        "empty stats after clear",
+        "foo:123 == 'fooval'",
+        "details after clear and get",
+        "end of details",
+        "detail collection turned off",
+        "foo:124 == <undef>",
+        "details after stats turned off",
+    ),
+    # beyond issue 12's list: text protocol and flags mcached claims, passing
+    "binary-get.t": PASSES,  # binary-safe values over the text protocol, despite its name
+    "daemonize.t": PASSES,
+    "dyn-maxbytes.t": PASSES,
+    "slabs_reassign.t": PASSES,
+    "udp.t": known(BINARY, "binary protocol", unrun=7),  # the text half passes
+}
+
+PENDING: dict[str, str] = {
+    "metaget.t": "pending: meta protocol (mg/ms/md/mn/ma/me), not served yet",
+    "binary.t": "pending: binary protocol, not served yet (-B binary is refused)",
+    "issue_50.t": "pending: binary protocol (starts the server with -B binary)",
+}
+
+OUT_OF_SCOPE: dict[str, str] = {
+    "64bit.t": "memcached's T_MEMD_INITIAL_MALLOC/T_MEMD_SLABS_ALLOC environment hooks fake "
+    "total_malloced; mcached has no such hooks",
+    "binary-extstore.t": "extstore (binary protocol over flash storage): mcached keeps nothing "
+    "on disk, by design",
+    "binary-sasl.t": "SASL, which memcached serves over the binary protocol only; mcached "
+    "authenticates text clients with -Y (ascii-auth.t)",
+    "chunked-extstore.t": "extstore: mcached keeps nothing on disk, by design",
+    "conn-limits.t": "memcached's read/response buffer memory accounting "
+    "(-o read_buf_mem_limit, response_obj_oom), and meta commands",
+    "error-extstore.t": "extstore: mcached keeps nothing on disk, by design",
+    "expirations.t": "drives time with 'debugtime', a command of memcached's debug build "
+    "only (Debian's memcached fails it too)",
+    "extstore-buckets.t": "extstore: mcached keeps nothing on disk, by design",
+    "extstore-jbod.t": "extstore: mcached keeps nothing on disk, by design",
+    "extstore.t": "extstore: mcached keeps nothing on disk, by design",
+    "issue_140.t": "skipped by memcached itself ('Fix for Issue 140 was only an illusion')",
+    "issue_260.t": "skipped by memcached itself (needs a patched 1.4.15)",
+    "issue_67.t": "memcached's MEMCACHED_PORT_FILENAME port file, and it binds the default "
+    "port 11211; mcached does not write the port file (TRIAGE.md: beyond the list)",
+    "line-lengths.t": "checks the line lengths of memcached's doc/protocol.txt, not a server",
+    "lru-crawler.t": "beyond issue 12's list; fails today: TRIAGE.md: beyond the list",
+    "lru-maintainer.t": "memcached's segmented LRU (HOT/WARM/COLD moves, which mcached's "
+    "clock LRU does not have by design); TRIAGE.md: beyond the list",
+    "misbehave.t": "seccomp (-o drop_privileges), which memcached's debug build tests",
+    "proxy.t": "memcached's proxy (-o proxy_config, Lua routes)",
+    "refhang.t": "skipped by memcached itself ('Test is flaky. Needs special hooks.')",
+    "restart.t": "warm restart from a memory file (-e): mcached keeps nothing across a "
+    "restart, by design",
+    "slabhang.t": "skipped by memcached itself ('Test is flaky. Needs special hooks.')",
+    "slabs-reassign-chunked.t": "beyond issue 12's list; fails today: TRIAGE.md: beyond the list",
+    "slabs-reassign2.t": "beyond issue 12's list; fails today: TRIAGE.md: beyond the list",
+    "ssl_cert_refresh.t": "TLS files run only with SSL_TEST=1, which runs the whole suite "
+    "over TLS: a later phase",
+    "ssl_ports.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
+    "ssl_proto_version.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
+    "ssl_session_resumption.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
+    "ssl_settings.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
+    "ssl_verify_modes.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
+    "watcher.t": "memcached's 'watch' log streams (logger.c), which mcached does not serve",
+    "watcher_connid.t": "memcached's 'watch' log streams (logger.c), which mcached does not serve",
+    "whitespace.t": "checks whitespace in memcached's git checkout, not a server",
+}
+
+# Slowest first, so the two lanes finish together (seconds on mcached, 2 at a time).
+SLOW = ("getset.t", "maxconns.t", "chunked-items.t", "00-startup.t", "dash-M.t", "idle-timeout.t")
+
+
+class Suite:
+    """The run directory and the files' runs, two at a time, started at first use."""
+
+    def __init__(self, run_dir: Path, names: list[str]) -> None:
+        self.run_dir = run_dir
+        self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="memcached-suite")
+        ordered = sorted(names, key=lambda n: (n not in SLOW, SLOW.index(n) if n in SLOW else 0))
+        self.runs: dict[str, Future[runner.Result]] = {
+            n: self.pool.submit(runner.run_file, run_dir, n, TIMEOUT) for n in ordered
+        }
+
+    def result(self, name: str) -> runner.Result:
+        future = self.runs.get(name)
+        if future is None:  # not selected at start-up (a -k run): run it now
+            future = self.runs[name] = self.pool.submit(
+                runner.run_file, self.run_dir, name, TIMEOUT
+            )
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        runner.kill_running()
+
+
+@pytest.fixture(scope="session")
+def suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Suite]:
+    source = runner.source_dir()
+    if not (source / "t" / "lib" / "MemcachedTest.pm").is_file():
+        raise RuntimeError(
+            f"memcached's source is not in {source}: run `make system-deps` "
+            "(scripts/install-system-deps.sh fetches it with apt-get source)"
+        )
+    if shutil.which("perl") is None:
+        raise RuntimeError("perl is not installed: run `make system-deps`")
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.originalname == "test_memcached_suite_file" and hasattr(item, "callspec")
+    ]
+    run_dir = runner.make_run_dir(tmp_path_factory.mktemp("memcached-suite"), SERVER, source)
+    s = Suite(run_dir, selected)
+    yield s
+    s.close()
+
+
+def _params() -> list[object]:
+    out: list[object] = []
+    for name, entry in IN_SCOPE.items():
+        marks = []
+        if entry.dies and SERVER == "mcached":
+            marks.append(pytest.mark.xfail(strict=True, reason=entry.dies))
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.mark.parametrize("name", _params())
+def test_memcached_suite_file(suite: Suite, name: str) -> None:
+    entry = IN_SCOPE[name]
+    reference = SERVER != "mcached"
+    expected = {} if reference else dict(entry.known)
+    result = suite.result(name)
+    allowed = {**expected, **entry.quirks}
+    problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
+    assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
+    failed = list(result.failed.values())
+    passing = [k for k in expected if not any(k in d for d in failed)]
+    assert not passing, f"{name}: known failures now pass, remove them from IN_SCOPE: {passing}"
+    if entry.vacuous and not reference:
+        pattern, reason = entry.vacuous
+        assert pattern in result.output, f"{name}: no longer vacuous, drop `vacuous`: {reason}"
+        pytest.xfail(reason)
+    if expected:
+        sections = sorted(set(expected.values()))
+        pytest.xfail(f"known failures ({len(result.failed)} subtests): {'; '.join(sections)}")
+
+
+@pytest.mark.parametrize("name", sorted(PENDING))
+def test_memcached_suite_pending(name: str) -> None:
+    pytest.skip(PENDING[name])
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_SCOPE))
+def test_memcached_suite_out_of_scope(name: str) -> None:
+    pytest.skip(OUT_OF_SCOPE[name])
+
+
+def test_every_file_is_listed_once() -> None:
+    """A new memcached release's files must be read and placed before they count."""
+    tables = [set(IN_SCOPE), set(PENDING), set(OUT_OF_SCOPE)]
+    assert not (tables[0] & tables[1] or tables[0] & tables[2] or tables[1] & tables[2])
+    source = runner.source_dir() / "t"
+    if not source.is_dir():
+        pytest.fail(f"memcached's source is not in {source.parent}: run `make system-deps`")
+    on_disk = {p.name for p in source.glob("*.t")}
+    listed = set().union(*tables)
+    assert on_disk - listed == set(), "files to read and place in a table"
+    assert listed - on_disk == set(), "listed files memcached's source does not have"
