@@ -55,7 +55,8 @@ fi
 # `deb` only, so add a deb-src twin of the distribution's own entries (not of third-party
 # repositories, which may have no sources) in a file of our own, leaving the system's alone:
 # deb822 (/etc/apt/sources.list.d/debian.sources, bookworm's default) or one-line format.
-if ! apt-cache showsrc memcached 2>/dev/null | grep -q '^Package: memcached'; then
+sources="$(apt-cache showsrc memcached 2>/dev/null || true)"
+if [[ "$sources" != *"Package: memcached"* ]]; then
     if ! grep -rqsE '^[[:space:]]*(deb-src[[:space:]]|Types:.*deb-src)' \
         /etc/apt/sources.list /etc/apt/sources.list.d/; then
         for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/ubuntu.sources; do
@@ -75,8 +76,7 @@ if ! apt-cache showsrc memcached 2>/dev/null | grep -q '^Package: memcached'; th
                  }' "$f" | $SUDO tee "/etc/apt/sources.list.d/mcached-deb-src-$(basename "$f")" >/dev/null
         done
         if [ -f /etc/apt/sources.list ]; then
-            { grep -E '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list || true; } |
-                grep -v 'cdrom:' | sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' |
+            sed -nE '/cdrom:/d; s/^[[:space:]]*deb[[:space:]]/deb-src /p' /etc/apt/sources.list |
                 $SUDO tee /etc/apt/sources.list.d/mcached-deb-src.list >/dev/null
         fi
     fi
