@@ -1,14 +1,17 @@
-"""What each verb means: command -> cache call -> reply bytes, and the counters.
+"""What each verb means: command -> cache call -> outcome, and the counters.
 
 The server looks each parsed command's type up in `Handlers.dispatch_table()` and calls the
 handler with the command and the connection's `Session` (its output list and its worker's
-counters). Replies are appended as bytes; the server joins one batch into one send.
-``noreply`` is honoured here, with memcached's rule: errors sent through its ``out_string``
-are hidden by ``noreply``, while out-of-memory errors (``out_errstring``) are always sent.
+counters). A handler decides what the command means: which cache call, which counters, what
+it came to (an `Outcome`, an `Error`, the items found, a number, stats rows). It never writes
+wire text and never reads ``noreply``: it hands that result to the command's replies
+(``cmd.reply(s.out, Outcome.STORED)``, ``cmd.reply_value(...)``), which write it in the
+syntax the command was parsed from (`mcached.protocol.responses.TextReplies` for memcached's
+text protocol) or, under ``noreply`` or a quiet flag, write nothing. So the same handler
+serves a verb in every syntax (see `mcached.protocol.outcomes`).
 
 Hot path: `get` and the storage verbs run once per request, so they bind attributes to
-locals and build replies from bytes pieces (measured cheaper than building reply objects;
-`get` has its own one-key path, see there).
+locals, and `get` has its own one-key path (see there).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import quote_from_bytes
 
 import psutil
 
@@ -26,8 +28,7 @@ from mcached.clock import Clock
 from mcached.cluster.config import LEGACY_KEY
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol import commands as c
-from mcached.protocol import responses as r
-from mcached.protocol.responses import ZERO_FLAGS_SUFFIX
+from mcached.protocol.outcomes import Error, Out, Outcome
 from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit
@@ -38,7 +39,7 @@ from mcached.storage.slabs import SlabClasses, slab_class_sizes
 class Session(Protocol):
     """What a handler needs from a connection (the server's Connection provides it)."""
 
-    out: list[bytes | bytearray]  # a bytearray: a value copied out of the cache
+    out: Out  # reply pieces, appended by the commands' replies
     counters: Counters
 
 
@@ -56,13 +57,13 @@ class ServerInfo(Protocol):
     def set_verbosity(self, level: int) -> None: ...
 
 
-STORE_REPLY = {
-    StoreResult.STORED: r.STORED,
-    StoreResult.NOT_STORED: r.NOT_STORED,
-    StoreResult.EXISTS: r.EXISTS,
-    StoreResult.NOT_FOUND: r.NOT_FOUND,
-    StoreResult.TOO_LARGE: r.SERVER_ERROR_TOO_LARGE,
-    StoreResult.NO_MEMORY: r.SERVER_ERROR_OOM_STORE,
+STORE_OUTCOME: dict[StoreResult, Outcome | Error] = {
+    StoreResult.STORED: Outcome.STORED,
+    StoreResult.NOT_STORED: Outcome.NOT_STORED,
+    StoreResult.EXISTS: Outcome.EXISTS,
+    StoreResult.NOT_FOUND: Outcome.NOT_FOUND,
+    StoreResult.TOO_LARGE: Error.TOO_LARGE,
+    StoreResult.NO_MEMORY: Error.NO_MEMORY_STORING,
 }
 
 STORE_MODE = {
@@ -76,21 +77,13 @@ STORE_MODE = {
 
 MB = 1024 * 1024
 
-# ``slabs reassign`` replies, memcached's words (proto_text.c process_slabs_reassign_command)
-SLABS_REASSIGN_DISABLED = b"CLIENT_ERROR slab reassignment disabled\r\n"
-REASSIGN_REPLY = {
-    ReassignResult.OK: r.OK,
-    ReassignResult.RUNNING: b"BUSY currently processing reassign request\r\n",
-    ReassignResult.BADCLASS: b"BADCLASS invalid src or dst class id\r\n",
-    ReassignResult.NOSPARE: b"NOSPARE source class has no spare pages\r\n",
-    ReassignResult.SAME: b"SAME src and dst class are identical\r\n",
+REASSIGN_OUTCOME: dict[ReassignResult, Outcome | Error] = {
+    ReassignResult.OK: Outcome.OK,
+    ReassignResult.RUNNING: Error.REASSIGN_BUSY,
+    ReassignResult.BADCLASS: Error.REASSIGN_BAD_CLASS,
+    ReassignResult.NOSPARE: Error.REASSIGN_NO_SPARE,
+    ReassignResult.SAME: Error.REASSIGN_SAME,
 }
-
-
-# A get reply of a value up to this size is joined into one piece; a larger value is sent
-# as its own piece, never copied again.
-INLINE_VALUE_MAX = 16 * 1024
-VALUE_END = b"\r\nEND\r\n"  # what follows the value of a single-key get
 
 
 def once_per_key(lookup: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
@@ -189,34 +182,26 @@ class Handlers:
     def get(self, cmd: c.Get, s: Session) -> None:
         keys = cmd.keys
         if len(keys) != 1 or self.detail.enabled:
-            self._get_many(keys, s)
+            self._get_many(cmd, s)
             return
-        # Hot path: one key, the commonest request a cache serves. The reply of a small
-        # value is made as one piece (header, value, CRLF and END joined at once), which the
-        # connection then sends as it is; callgrind counts ~9% fewer instructions per get
-        # than the general loop below.
+        # Hot path: one key, the commonest request a cache serves: no loop, and one reply
+        # call writes the whole reply (reply_one_value, reply_one_miss).
         key = keys[0]
         hit = self.cache.get(key)
         ctr = s.counters
         ctr.cmd_get += 1
         if hit is None:
             if key == LEGACY_KEY and self.discovery is not None:
-                s.out += (self.discovery.legacy_value(), r.END)
+                s.out.append(self.discovery.legacy_value())
+                cmd.reply_end(s.out)
                 ctr.get_hits += 1
             else:
-                s.out.append(r.END)
                 ctr.get_misses += 1
+                cmd.reply_one_miss(s.out, key)
             return
         ctr.get_hits += 1
         value, flags, _ = hit
-        n = len(value)
-        suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
-        if suffix is None:
-            suffix = r.value_suffix(flags, n)
-        if n <= INLINE_VALUE_MAX:
-            s.out.append(b"".join((b"VALUE ", key, suffix, value, VALUE_END)))
-        else:
-            s.out += (b"VALUE " + key + suffix, value, VALUE_END)  # a large value: uncopied
+        cmd.reply_one_value(s.out, key, value, flags)
 
     def _lookup(self, lookup: Callable[[bytes], Hit | None], keys: list[bytes]) -> Any:
         """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`),
@@ -233,43 +218,42 @@ class Handlers:
 
         return recorded
 
-    def _get_many(self, keys: list[bytes], s: Session) -> None:
+    def _retrieve(
+        self, cmd: c.Get | c.Gat, s: Session, lookup: Callable[[bytes], Hit | None], with_cas: bool
+    ) -> int:
+        """Every key of a get/gets/gat/gats looked up and rendered in order; the hits."""
         out = s.out
-        cache_get = self._lookup(self.cache.get, keys)
+        reply_value = cmd.reply_value
+        keys = cmd.keys
+        cache_get = self._lookup(lookup, keys)
+        legacy = self.discovery is not None
         hits = 0
         for key in keys:
             hit = cache_get(key)
             if hit is not None:
-                value, flags, _ = hit
-                n = len(value)
-                suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
-                if suffix is None:
-                    suffix = r.value_suffix(flags, n)
-                out += (b"VALUE ", key, suffix, value, b"\r\n")
+                data, flags, cas = hit
+                reply_value(out, key, data, flags, cas if with_cas else None)
                 hits += 1
-            elif key == LEGACY_KEY and self.discovery is not None:
+            elif legacy and key == LEGACY_KEY and type(cmd) is c.Get:
                 # Auto discovery on engines before 1.4.14. Checked on a miss only, so a hit
                 # pays nothing and a miss one bytes comparison.
                 out.append(self.discovery.legacy_value())
                 hits += 1
-        out.append(r.END)
+            else:
+                cmd.reply_miss(out, key)
+        cmd.reply_end(out)
+        return hits
+
+    def _get_many(self, cmd: c.Get, s: Session) -> None:
+        hits = self._retrieve(cmd, s, self.cache.get, False)
         ctr = s.counters
-        n = len(keys)
+        n = len(cmd.keys)
         ctr.cmd_get += n
         ctr.get_hits += hits
         ctr.get_misses += n - hits
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
-        out = s.out
-        cache_get = self._lookup(self.cache.get, cmd.keys)
-        hits = 0
-        for key in cmd.keys:
-            hit = cache_get(key)
-            if hit is not None:
-                value, flags, cas = hit
-                out += (b"VALUE %b %d %d %d\r\n" % (key, flags, len(value), cas), value, b"\r\n")
-                hits += 1
-        out.append(r.END)
+        hits = self._retrieve(cmd, s, self.cache.get, True)
         ctr = s.counters
         n = len(cmd.keys)
         ctr.cmd_get += n
@@ -277,21 +261,9 @@ class Handlers:
         ctr.get_misses += n - hits
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
-        append = s.out.append
-        with_cas = type(cmd) is c.Gats
         exptime = cmd.exptime
         get_and_touch = self.cache.get_and_touch
-        lookup = self._lookup(lambda key: get_and_touch(key, exptime), cmd.keys)
-        hits = 0
-        for key in cmd.keys:
-            hit = lookup(key)
-            if hit is not None:
-                value, flags, cas = hit
-                append(r.value_header(key, flags, len(value), cas if with_cas else None))
-                append(value)
-                append(b"\r\n")
-                hits += 1
-        append(r.END)
+        hits = self._retrieve(cmd, s, lambda key: get_and_touch(key, exptime), type(cmd) is c.Gats)
         ctr = s.counters
         n = len(cmd.keys)
         # memcached counts gat/gats as touches only (cmd_touch, touch_hits/misses)
@@ -320,21 +292,18 @@ class Handlers:
             ctr.store_too_large += 1
         if self.detail.enabled:
             self.detail.record_set(cmd.key)
-        if not cmd.noreply:  # memcached 1.6 hides every reply, errors too, under noreply
-            s.out.append(STORE_REPLY[result])
+        cmd.reply(s.out, STORE_OUTCOME[result])
 
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
         s.counters.store_too_large += 1
         if cmd.mode == b"set":
             # memcached drops the old value so a failed set never leaves stale data behind
             self.cache.unlink(cmd.key)
-        if not cmd.noreply:
-            s.out.append(r.SERVER_ERROR_TOO_LARGE)
+        cmd.reply(s.out, Error.TOO_LARGE)
 
     def bad_data_chunk(self, cmd: c.BadDataChunk, s: Session) -> None:
         s.counters.cmd_set += 1
-        if not cmd.noreply:
-            s.out.append(r.CLIENT_ERROR_BAD_CHUNK)
+        cmd.reply(s.out, Error.BAD_DATA_CHUNK)
 
     # ---- other keyed commands ----
 
@@ -343,12 +312,11 @@ class Handlers:
             self.detail.record_delete(cmd.key)
         if self.cache.delete(cmd.key):
             s.counters.delete_hits += 1
-            reply = r.DELETED
+            outcome = Outcome.DELETED
         else:
             s.counters.delete_misses += 1
-            reply = r.NOT_FOUND
-        if not cmd.noreply:
-            s.out.append(reply)
+            outcome = Outcome.NOT_FOUND
+        cmd.reply(s.out, outcome)
 
     def delta(self, cmd: c.Incr, s: Session) -> None:
         incr = type(cmd) is c.Incr
@@ -362,82 +330,78 @@ class Handlers:
                 ctr.incr_hits += 1
             else:
                 ctr.decr_hits += 1
-            reply = r.number(value)
-        elif result is DeltaResult.NOT_FOUND:
+            cmd.reply_number(s.out, value)
+            return
+        if result is DeltaResult.NOT_FOUND:
             if incr:
                 ctr.incr_misses += 1
             else:
                 ctr.decr_misses += 1
-            reply = r.NOT_FOUND
+            outcome: Outcome | Error = Outcome.NOT_FOUND
         elif result is DeltaResult.NON_NUMERIC:
-            reply = r.CLIENT_ERROR_NON_NUMERIC
+            outcome = Error.NON_NUMERIC
         else:
-            reply = r.SERVER_ERROR_OOM
-        if not cmd.noreply:
-            s.out.append(reply)
+            outcome = Error.NO_MEMORY
+        cmd.reply(s.out, outcome)
 
     def touch(self, cmd: c.Touch, s: Session) -> None:
         s.counters.cmd_touch += 1
         if self.cache.touch(cmd.key, cmd.exptime):
             s.counters.touch_hits += 1
-            reply = r.TOUCHED
+            outcome = Outcome.TOUCHED
         else:
             s.counters.touch_misses += 1
-            reply = r.NOT_FOUND
-        if not cmd.noreply:
-            s.out.append(reply)
+            outcome = Outcome.NOT_FOUND
+        cmd.reply(s.out, outcome)
 
     # ---- server-wide ----
 
     def flush_all(self, cmd: c.FlushAll, s: Session) -> None:
         s.counters.cmd_flush += 1
         if not self.settings.flush_enabled:
-            reply = r.CLIENT_ERROR_FLUSH_DISABLED
+            outcome: Outcome | Error = Error.FLUSH_DISABLED
         elif cmd.delay is None:
-            reply = r.CLIENT_ERROR_EXPTIME
+            outcome = Error.BAD_EXPTIME
         else:
             self.cache.flush_all(cmd.delay)
-            reply = r.OK
-        if not cmd.noreply:
-            s.out.append(reply)
+            outcome = Outcome.OK
+        cmd.reply(s.out, outcome)
 
     def version(self, cmd: c.Version, s: Session) -> None:
-        s.out.append(r.version(MEMCACHED_VERSION))
+        cmd.reply_version(s.out, MEMCACHED_VERSION)
 
     def verbosity(self, cmd: c.Verbosity, s: Session) -> None:
         if cmd.level is not None:
             level = min(cmd.level, 2)  # memcached's MAX_VERBOSITY_LEVEL
             self.settings = self.settings.replace(verbose=level)
             self.info.set_verbosity(level)
-        if not cmd.noreply:
-            s.out.append(r.OK)
+        cmd.reply(s.out, Outcome.OK)
 
     def quit(self, cmd: c.Quit, s: Session) -> None:
         raise CloseConnection("quit")
 
     def shutdown(self, cmd: c.ShutdownCmd, s: Session) -> None:
         if not self.settings.shutdown_command:
-            s.out.append(r.ERROR_SHUTDOWN_DISABLED)
+            cmd.reply(s.out, Error.SHUTDOWN_DISABLED)
         elif cmd.mode is None:
-            s.out.append(r.CLIENT_ERROR_SHUTDOWN_MODE)
+            cmd.reply(s.out, Error.SHUTDOWN_MODE)
         else:
             raise Shutdown(graceful=cmd.mode == b"graceful")
 
     def cache_memlimit(self, cmd: c.CacheMemlimit, s: Session) -> None:
         mb = cmd.megabytes
         if mb is None:
-            reply = r.ERROR
+            outcome: Outcome | Error = Error.UNKNOWN_COMMAND
         elif mb < 8:
-            reply = r.MEMLIMIT_TOO_SMALL
+            outcome = Error.MEMLIMIT_TOO_SMALL
         elif mb > 1_000_000_000:
-            reply = r.MEMLIMIT_NOT_MB
+            outcome = Error.MEMLIMIT_NOT_MB
         elif self.cache.set_memory_limit(mb * MB):
             self.settings = self.settings.replace(memory_limit=mb * MB)
-            reply = r.OK
+            outcome = Outcome.OK
         else:
-            reply = r.MEMLIMIT_FAILED
-        if not cmd.noreply:
-            s.out.append(reply)
+            outcome = Error.MEMLIMIT_FAILED
+        cmd.reply(s.out, outcome)
 
     def lru_crawler(self, cmd: c.LruCrawler, s: Session) -> None:
         """``lru_crawler metadump <all|hash|ids>``: one line per live item (memcached-tool
@@ -450,7 +414,7 @@ class Handlers:
         classes: set[int] | None = None
         if which == b"hash":
             if sub == b"crawl":
-                s.out.append(r.CRAWLER_ERROR)
+                cmd.reply(s.out, Error.CRAWLER_FAILED)
                 return
         elif which != b"all":
             try:
@@ -458,65 +422,53 @@ class Handlers:
             except ValueError:
                 classes = {-1}
             if not all(1 <= i <= len(self.classes.sizes) for i in classes):
-                s.out.append(r.BADCLASS)
+                cmd.reply(s.out, Error.BAD_CLASS)
                 return
         if sub == b"crawl":
             self.cache.crawl(classes)
-            s.out.append(r.OK)
+            cmd.reply(s.out, Outcome.OK)
             return
-        base = self.clock.process_started
-        out = []
-        for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
-            self.classes.class_of, classes
-        ):
-            out.append(
-                b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n"
-                % (
-                    quote_from_bytes(key, safe="-._~").encode(),
-                    exptime + base if exptime else -1,
-                    atime + base,
-                    cas,
-                    b"yes" if fetched else b"no",
-                    clsid,
-                    size,
-                )
+        base = self.clock.process_started  # server time -> Unix time
+        rows = [
+            (key, exptime + base if exptime else -1, atime + base, cas, fetched, size, clsid)
+            for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
+                self.classes.class_of, classes
             )
-        out.append(r.END)
-        s.out.append(b"".join(out))
+        ]
+        cmd.reply_metadump(s.out, rows)
 
     def config(self, cmd: c.Command, s: Session) -> None:
         if self.discovery is None:
-            s.out.append(r.ERROR)
+            cmd.reply(s.out, Error.UNKNOWN_COMMAND)
             return
         self.discovery.handle(cmd, s.out)
 
     def auth(self, cmd: c.Auth, s: Session) -> None:
         """-Y: the ``set`` exchange of an unauthenticated connection. STORED lets it in;
-        a wrong user or password keeps it out and open, as memcached does."""
+        a wrong user or password keeps it out and open, as memcached does. The exchange
+        cannot say noreply: its replies are always sent."""
         ctr = s.counters
         ctr.auth_cmds += 1
         if self.authfile is not None and self.authfile.check(cmd.user, cmd.password):
             cmd.grant()
-            s.out.append(r.STORED)  # even under noreply, as memcached
+            cmd.reply(s.out, Outcome.STORED)
         else:
             ctr.auth_errors += 1
-            s.out.append(r.CLIENT_ERROR_AUTH_FAILURE)
+            cmd.reply(s.out, Error.AUTH_FAILED)
 
     def refresh_certs(self, cmd: c.RefreshCerts, s: Session) -> None:
-        """Reload the TLS certificate, key and CA files for new connections. An error is
-        sent whatever noreply says (memcached's write_and_free)."""
+        """Reload the TLS certificate, key and CA files for new connections."""
         if self.tls is None:
-            s.out.append(r.ERROR_TLS_NOT_ENABLED)
+            cmd.reply(s.out, Error.TLS_NOT_ENABLED)
             return
         error = self.tls.refresh()
         if error:
-            s.out.append(error.encode() + b"\r\n")
-        elif not cmd.noreply:
-            s.out.append(r.OK)
+            cmd.reply(s.out, Error.CERTS_NOT_LOADED, error)
+        else:
+            cmd.reply(s.out, Outcome.OK)
 
     def invalid(self, cmd: c.Invalid, s: Session) -> None:
-        if not cmd.noreply:
-            s.out.append(cmd.reply)
+        cmd.reply(s.out, cmd.error)
 
     # ---- stats ----
 
@@ -524,36 +476,35 @@ class Handlers:
         args = cmd.args
         sub = args[0] if args else b""
         if sub == b"":
-            s.out.append(r.stats_block(self.general_stats()))
+            cmd.reply_stats(s.out, self.general_stats())
         elif sub == b"reset" and len(args) == 1:
             self.reset_stats()
-            s.out.append(r.RESET)
+            cmd.reply(s.out, Outcome.RESET)
         elif sub == b"settings" and len(args) == 1:
-            s.out.append(r.stats_block(list(stats_settings(self.settings))))
+            cmd.reply_stats(s.out, stats_settings(self.settings))
         elif sub == b"items" and len(args) == 1:
-            s.out.append(r.stats_block(self.items_stats()))
+            cmd.reply_stats(s.out, self.items_stats())
         elif sub == b"slabs" and len(args) == 1:
-            s.out.append(r.stats_block(self.slabs_stats()))
+            cmd.reply_stats(s.out, self.slabs_stats())
         elif sub == b"sizes" and len(args) == 1:
-            s.out.append(r.stats_block(self.sizes_stats()))
+            cmd.reply_stats(s.out, self.sizes_stats())
         elif sub == b"conns" and len(args) == 1:
-            s.out.append(r.stats_block(self.info.conns_stats()))
+            cmd.reply_stats(s.out, self.info.conns_stats())
         elif sub == b"detail":
-            s.out.append(self.stats_detail(args[1:]))
+            self.stats_detail(cmd, args[1:], s)
         else:
-            s.out.append(r.ERROR)
+            cmd.reply(s.out, Error.UNKNOWN_COMMAND)
 
-    def stats_detail(self, args: list[bytes]) -> bytes:
+    def stats_detail(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:
         """``stats detail on|off|dump``: per-prefix counters (keys split at ``-D``)."""
-        if len(args) != 1:
-            return r.CLIENT_ERROR_DETAIL_USAGE
-        if args[0] in (b"on", b"off"):
+        if len(args) == 1 and args[0] in (b"on", b"off"):
             self.detail.enabled = args[0] == b"on"
             self.settings = self.settings.replace(detail_enabled=self.detail.enabled)
-            return r.OK
-        if args[0] == b"dump":
-            return self.detail.dump()
-        return r.CLIENT_ERROR_DETAIL_USAGE
+            cmd.reply(s.out, Outcome.OK)
+        elif len(args) == 1 and args[0] == b"dump":
+            cmd.reply_prefix_stats(s.out, self.detail.rows())
+        else:
+            cmd.reply(s.out, Error.DETAIL_USAGE)
 
     def general_stats(self) -> list[tuple[str, object]]:
         from mcached.stats import sum_counters
@@ -583,18 +534,18 @@ class Handlers:
         """``slabs reassign <src> <dst>``: memcached moves the page in the background and
         answers OK at once; mcached moves it before answering (a few milliseconds)."""
         if not self.settings.slab_reassign:
-            s.out.append(SLABS_REASSIGN_DISABLED)
+            outcome: Outcome | Error = Error.REASSIGN_DISABLED
         elif cmd.src is None or cmd.dst is None:
-            s.out.append(r.CLIENT_ERROR_FORMAT)
+            outcome = Error.BAD_FORMAT
         else:
-            s.out.append(REASSIGN_REPLY[self.cache.reassign(cmd.src, cmd.dst)])
+            outcome = REASSIGN_OUTCOME[self.cache.reassign(cmd.src, cmd.dst)]
+        cmd.reply(s.out, outcome)
 
     def slabs_automove(self, cmd: c.SlabsAutomove, s: Session) -> None:
         if cmd.level is not None:
             self.cache.automove = cmd.level
             self.settings = self.settings.replace(slab_automove=cmd.level)
-        if not cmd.noreply:
-            s.out.append(r.OK)
+        cmd.reply(s.out, Outcome.OK)
 
     def items_stats(self) -> list[tuple[str, object]]:
         """``stats items``: memcached's per-class fields, for classes holding items."""

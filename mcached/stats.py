@@ -118,14 +118,11 @@ class PrefixStats:
             if row is not None:
                 row[3] += 1
 
-    def dump(self) -> bytes:
+    def rows(self) -> list[tuple[bytes, int, int, int, int]]:
+        """``stats detail dump``: (prefix, gets, hits, sets, deletes), by prefix."""
         with self._lock:
             rows = sorted(self._table.items())
-        lines = [
-            b"PREFIX %b get %d hit %d set %d del %d\r\n" % (p, v[0], v[1], v[2], v[3])
-            for p, v in rows
-        ]
-        return b"".join(lines) + b"END\r\n"
+        return [(p, v[0], v[1], v[2], v[3]) for p, v in rows]
 
 
 # Order of the general ``stats`` reply: memcached 1.6's, for the names we keep.

@@ -42,14 +42,16 @@ LAYERS: dict[str, set[str]] = {
     "mcached.systemd": LEAF,
     "mcached.process": LEAF,
     "mcached.auth": {"mcached.settings"},  # raises SettingsError, as a bad flag does
-    # ---- protocol/: bytes in, commands out; no sockets ----
+    # ---- protocol/: bytes in, commands out; outcomes in, reply bytes out; no sockets ----
     "mcached.protocol": LEAF,
-    "mcached.protocol.commands": LEAF,
-    "mcached.protocol.responses": LEAF,
+    "mcached.protocol.outcomes": LEAF,  # the vocabulary: knows no bytes
+    "mcached.protocol.responses": {"mcached.protocol.outcomes"},
+    # a command inherits the replies of its syntax
+    "mcached.protocol.commands": {"mcached.protocol.outcomes", "mcached.protocol.responses"},
     "mcached.protocol.parser": {
         "mcached.errors",
         "mcached.protocol.commands",
-        "mcached.protocol.responses",
+        "mcached.protocol.outcomes",
     },
     # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
     # The arena owns the shared layout and every module reads it; items owns the allocator's

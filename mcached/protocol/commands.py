@@ -2,18 +2,29 @@
 
 A command is built for every request, so each is a plain ``__slots__`` class with a
 positional constructor (no dataclass machinery on the hot path). Equality and repr compare
-the slots, for tests. `noreply` is carried on every command that memcached lets take it.
+the slots, for tests. `noreply` is carried on every command that memcached lets take it
+(False on the others).
+
+A command answers in the syntax it was parsed from: the handler that serves it says what it
+came to (``cmd.reply(out, Outcome.STORED)``) and the command's replies write the bytes. These
+are the text protocol's commands and inherit `responses.TextReplies`; another syntax's
+command types inherit their own replies (see `outcomes`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mcached.protocol.outcomes import Error
+from mcached.protocol.responses import TextReplies
 
-class Command:
+
+class Command(TextReplies):
     __slots__: tuple[str, ...] = ()
     #: the verb as clients spell it, for logs and per-command counters
     verb = b""
+    #: a command that memcached lets say noreply has it as a slot instead
+    noreply: bool = False
     #: every slot, base classes first (filled in by __init_subclass__)
     _fields: tuple[str, ...] = ()
 
@@ -344,15 +355,15 @@ class Auth(Command):
 
 
 class Invalid(Command):
-    """A request that earns an error line (already formatted); `noreply` may suppress it.
+    """A request that earns an error; `noreply` (when the parser had seen it) may hide it.
 
-    Returned rather than raised so the parser keeps its place in the stream and the handler
+    Returned rather than raised so the parser keeps its place in the stream and the reply
     decides, as memcached's ``out_string`` does, whether ``noreply`` hides it.
     """
 
-    __slots__ = ("reply", "noreply")
+    __slots__ = ("error", "noreply")
     verb = b""
 
-    def __init__(self, reply: bytes, noreply: bool = False) -> None:
-        self.reply = reply
+    def __init__(self, error: Error, noreply: bool = False) -> None:
+        self.error = error
         self.noreply = noreply

@@ -19,8 +19,9 @@ The parser owns the framing of memcached's text protocol (``proto_text.c`` in me
   every other line is ``CLIENT_ERROR unauthenticated``. The handler checks the credentials
   and calls `authenticated()`; the full protocol follows on the same buffer.
 
-Errors that memcached answers with a line come back as `Invalid` commands (the handler decides
-whether ``noreply`` hides them); input that memcached hangs up on raises `CloseConnection`.
+Errors that memcached answers with a line come back as `Invalid` commands naming the `Error`
+(the renderer writes it, or hides it under ``noreply``); input that memcached hangs up on
+raises `CloseConnection`.
 
 Rule: the parser never holds more than one line or one data block (at most -I bytes) beyond
 what the caller has not yet taken, plus what the last ``feed()`` brought.
@@ -34,7 +35,7 @@ from typing import Final
 
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
-from mcached.protocol import responses as r
+from mcached.protocol.outcomes import Error
 
 
 class _NeedData:
@@ -65,14 +66,14 @@ AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block res
 # a storage command waiting for its data block
 _Pending = tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes]
 
-_ERROR = c.Invalid(r.ERROR)
+_ERROR = c.Invalid(Error.UNKNOWN_COMMAND)
 _Get = c.Get
-_FORMAT = c.Invalid(r.CLIENT_ERROR_FORMAT)
+_FORMAT = c.Invalid(Error.BAD_FORMAT)
 # what strtod reads as a whole token (``slabs automove ratio <r>``)
 _STRTOD = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
-_UNAUTHENTICATED = c.Invalid(r.CLIENT_ERROR_UNAUTHENTICATED)
-_AUTH_BAD_TERMINATION = c.Invalid(r.CLIENT_ERROR_BAD_TERMINATION)
-_AUTH_BAD_FORMAT = c.Invalid(r.CLIENT_ERROR_AUTH_FORMAT)
+_UNAUTHENTICATED = c.Invalid(Error.UNAUTHENTICATED)
+_AUTH_BAD_TERMINATION = c.Invalid(Error.AUTH_BAD_TERMINATION)
+_AUTH_BAD_FORMAT = c.Invalid(Error.AUTH_BAD_FORMAT)
 _NOREPLY = b"noreply"
 
 
@@ -372,7 +373,7 @@ class Parser:
     def _keys(self, keys: list[bytes]) -> c.Invalid | None:
         for k in keys:
             if len(k) > KEY_MAX_LENGTH:
-                return c.Invalid(r.CLIENT_ERROR_FORMAT)
+                return c.Invalid(Error.BAD_FORMAT)
         return None
 
     def _get(self, tokens: list[bytes]) -> c.Command:
@@ -399,7 +400,7 @@ class Parser:
             return _ERROR  # "gat 10" with no key is a valid, empty request (END)
         exptime = parse_int32(tokens[1])
         if exptime is None:
-            return c.Invalid(r.CLIENT_ERROR_EXPTIME)
+            return c.Invalid(Error.BAD_EXPTIME)
         keys = tokens[2:]
         bad = self._keys(keys)
         if bad:
@@ -427,14 +428,14 @@ class Parser:
             return _ERROR
         cas_unique = parse_uint64(tokens[5])
         if cas_unique is None:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, tokens[-1] == _NOREPLY)
+            return c.Invalid(Error.BAD_FORMAT, tokens[-1] == _NOREPLY)
         return self._storage_header(tokens, cas_unique)
 
     def _storage_header(self, tokens: list[bytes], cas_unique: int) -> c.Command | None:
         noreply = tokens[-1] == _NOREPLY
         key = tokens[1]
         if len(key) > KEY_MAX_LENGTH:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         f, e, n = tokens[2], tokens[3], tokens[4]
         if (
             len(f) < 10
@@ -453,7 +454,7 @@ class Parser:
             exptime = parse_int32(e)
             vlen = parse_int32(n)
         if flags is None or exptime is None or vlen is None or vlen < 0 or vlen > INT32_MAX - 2:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         verb = tokens[0]
         if item_total_size(len(key), flags, vlen, self.cas_enabled) > self.item_size_max:
             # memcached answers once the whole block has been swallowed
@@ -486,9 +487,9 @@ class Parser:
             noreply = tokens[-1] == _NOREPLY
             valid = (n == 3 and (hold_is_zero or noreply)) or (n == 4 and hold_is_zero and noreply)
             if not valid:
-                return c.Invalid(r.CLIENT_ERROR_DELETE_FORMAT, noreply)
+                return c.Invalid(Error.BAD_DELETE_FORMAT, noreply)
         if len(tokens[1]) > KEY_MAX_LENGTH:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         return c.Delete(tokens[1], noreply)
 
     def _arith(self, tokens: list[bytes]) -> c.Command:
@@ -497,10 +498,10 @@ class Parser:
             return _ERROR
         noreply = tokens[-1] == _NOREPLY
         if len(tokens[1]) > KEY_MAX_LENGTH:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         delta = parse_uint64(tokens[2])
         if delta is None:
-            return c.Invalid(r.CLIENT_ERROR_DELTA, noreply)
+            return c.Invalid(Error.BAD_DELTA, noreply)
         if tokens[0] == b"incr":
             return c.Incr(tokens[1], delta, noreply)
         return c.Decr(tokens[1], delta, noreply)
@@ -511,10 +512,10 @@ class Parser:
             return _ERROR
         noreply = tokens[-1] == _NOREPLY
         if len(tokens[1]) > KEY_MAX_LENGTH:
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         exptime = parse_int32(tokens[2])
         if exptime is None:
-            return c.Invalid(r.CLIENT_ERROR_EXPTIME, noreply)
+            return c.Invalid(Error.BAD_EXPTIME, noreply)
         return c.Touch(tokens[1], exptime, noreply)
 
     def _flush_all(self, tokens: list[bytes]) -> c.Command:
@@ -538,7 +539,7 @@ class Parser:
         level = parse_uint32(tokens[1])
         if level is None:
             # "verbosity noreply" lands here too, and noreply hides the error (memcached 1.6)
-            return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+            return c.Invalid(Error.BAD_FORMAT, noreply)
         return c.Verbosity(level, noreply)
 
     def _quit(self, tokens: list[bytes]) -> c.Command:
@@ -570,13 +571,13 @@ class Parser:
             noreply = tokens[-1] == _NOREPLY
             if tokens[2] == b"ratio":
                 if n < 4 or not _STRTOD.fullmatch(tokens[3]):
-                    return c.Invalid(r.ERROR, noreply)
+                    return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
                 return c.SlabsAutomove(None, noreply)
             level = parse_uint32(tokens[2])  # safe_strtoul: 64 bits, kept modulo 2^32
             if level is None:
-                return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+                return c.Invalid(Error.BAD_FORMAT, noreply)
             if level > 2:
-                return c.Invalid(r.ERROR, noreply)
+                return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
             return c.SlabsAutomove(level, noreply)
         return _ERROR
 
@@ -650,9 +651,9 @@ class Parser:
             flags = parse_uint32(tokens[3])
             vlen = parse_int32(tokens[4])
             if len(key) > KEY_MAX_LENGTH or flags is None or vlen is None or vlen < 0:
-                return c.Invalid(r.CLIENT_ERROR_FORMAT, noreply)
+                return c.Invalid(Error.BAD_FORMAT, noreply)
             if vlen + 2 > self.item_size_max:
-                return self._swallow_block(vlen + 2, c.Invalid(r.SERVER_ERROR_TOO_LARGE, noreply))
+                return self._swallow_block(vlen + 2, c.Invalid(Error.TOO_LARGE, noreply))
             self._pending = (_config_set, key, flags, 0, vlen, 0, noreply, b"config")
             self._framed = True
             return None

@@ -22,13 +22,13 @@ from typing import Any
 
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.protocol.responses import UDP_MULTI_PACKET
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.server")
 
 UDP_HEADER = struct.Struct("!HHHH")
 UDP_MAX_PAYLOAD = 1400  # memcached's UDP_MAX_PAYLOAD_SIZE: header included
-UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
 READS_PER_WAKE = 16  # datagrams one worker reads per wake-up, so it gets back to its TCP
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
-from mcached.protocol import responses as r
+from mcached.protocol.outcomes import Error
 from mcached.protocol.parser import (
     MAX_LINE,
     MAX_MULTIGET_LINE,
@@ -20,8 +20,8 @@ from mcached.protocol.parser import (
 
 pytestmark = pytest.mark.unit
 
-ERR = c.Invalid(r.ERROR)
-FMT = c.Invalid(r.CLIENT_ERROR_FORMAT)
+ERR = c.Invalid(Error.UNKNOWN_COMMAND)
+FMT = c.Invalid(Error.BAD_FORMAT)
 K250 = b"k" * 250
 K251 = b"k" * 251
 
@@ -37,7 +37,7 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("get-251", b"get " + K251 + b"\r\n", [FMT]),
     ("gat", b"gat 10 a b\r\n", [c.Gat(10, [b"a", b"b"])]),
     ("gats", b"gats -1 a\r\n", [c.Gats(-1, [b"a"])]),
-    ("gat-bad-exptime", b"gat x a\r\n", [c.Invalid(r.CLIENT_ERROR_EXPTIME)]),
+    ("gat-bad-exptime", b"gat x a\r\n", [c.Invalid(Error.BAD_EXPTIME)]),
     ("gat-no-key", b"gat 1\r\n", [c.Gat(1, [])]),
     ("gat-nothing", b"gat\r\n", [ERR]),
     ("set", b"set k 5 10 2\r\nhi\r\n", [c.Set(b"k", 5, 10, b"hi")]),
@@ -68,30 +68,30 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("set-neg-exptime", b"set k 0 -1 1\r\nx\r\n", [c.Set(b"k", 0, -1, b"x")]),
     ("set-bad-length", b"set k 0 0 x\r\n", [FMT]),
     ("set-neg-length", b"set k 0 0 -1\r\n", [FMT]),
-    ("set-noreply-bad", b"set k 0 0 x noreply\r\n", [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
+    ("set-noreply-bad", b"set k 0 0 x noreply\r\n", [c.Invalid(Error.BAD_FORMAT, True)]),
     ("set-251", b"set " + K251 + b" 0 0 1\r\n", [FMT]),
     ("bad-chunk", b"set k 0 0 1\r\nxy\r\n", [c.BadDataChunk(b"set", b"k"), ERR]),
     (
         "bad-chunk-noreply",
         b"set k 0 0 1 noreply\r\nxyz\r\n",
-        [c.BadDataChunk(b"set", b"k", True), c.Invalid(r.ERROR)],
+        [c.BadDataChunk(b"set", b"k", True), c.Invalid(Error.UNKNOWN_COMMAND)],
     ),
     ("delete", b"delete k\r\n", [c.Delete(b"k")]),
     ("delete-0", b"delete k 0\r\n", [c.Delete(b"k")]),
     ("delete-noreply", b"delete k noreply\r\n", [c.Delete(b"k", True)]),
     ("delete-0-noreply", b"delete k 0 noreply\r\n", [c.Delete(b"k", True)]),
-    ("delete-1", b"delete k 1\r\n", [c.Invalid(r.CLIENT_ERROR_DELETE_FORMAT)]),
+    ("delete-1", b"delete k 1\r\n", [c.Invalid(Error.BAD_DELETE_FORMAT)]),
     ("delete-no-key", b"delete\r\n", [ERR]),
     ("incr", b"incr k 5\r\n", [c.Incr(b"k", 5)]),
     ("decr-noreply", b"decr k 5 noreply\r\n", [c.Decr(b"k", 5, True)]),
     ("incr-max", b"incr k 18446744073709551615\r\n", [c.Incr(b"k", 2**64 - 1)]),
-    ("incr-over", b"incr k 18446744073709551616\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
-    ("incr-neg", b"incr k -1\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
-    ("incr-text", b"incr k abc\r\n", [c.Invalid(r.CLIENT_ERROR_DELTA)]),
+    ("incr-over", b"incr k 18446744073709551616\r\n", [c.Invalid(Error.BAD_DELTA)]),
+    ("incr-neg", b"incr k -1\r\n", [c.Invalid(Error.BAD_DELTA)]),
+    ("incr-text", b"incr k abc\r\n", [c.Invalid(Error.BAD_DELTA)]),
     ("incr-no-delta", b"incr k\r\n", [ERR]),
     ("touch", b"touch k 10\r\n", [c.Touch(b"k", 10)]),
     ("touch-noreply", b"touch k 10 noreply\r\n", [c.Touch(b"k", 10, True)]),
-    ("touch-bad", b"touch k x\r\n", [c.Invalid(r.CLIENT_ERROR_EXPTIME)]),
+    ("touch-bad", b"touch k x\r\n", [c.Invalid(Error.BAD_EXPTIME)]),
     ("flush", b"flush_all\r\n", [c.FlushAll(0)]),
     ("flush-delay", b"flush_all 10\r\n", [c.FlushAll(10)]),
     ("flush-noreply", b"flush_all noreply\r\n", [c.FlushAll(0, True)]),
@@ -101,7 +101,7 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("version", b"version\r\n", [c.Version()]),
     ("verbosity", b"verbosity 1\r\n", [c.Verbosity(1)]),
     ("verbosity-noreply", b"verbosity 1 noreply\r\n", [c.Verbosity(1, True)]),
-    ("verbosity-only-noreply", b"verbosity noreply\r\n", [c.Invalid(r.CLIENT_ERROR_FORMAT, True)]),
+    ("verbosity-only-noreply", b"verbosity noreply\r\n", [c.Invalid(Error.BAD_FORMAT, True)]),
     ("verbosity-bad", b"verbosity foo\r\n", [FMT]),
     ("verbosity-extra", b"verbosity 1 2\r\n", [c.Verbosity(1)]),
     ("verbosity-too-many", b"verbosity 1 2 3\r\n", [ERR]),
@@ -121,7 +121,11 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("slabs-automove-noreply", b"slabs automove 0 noreply\r\n", [c.SlabsAutomove(0, True)]),
     ("slabs-automove-extra", b"slabs automove 1 2\r\n", [c.SlabsAutomove(1)]),
     ("slabs-automove-3", b"slabs automove 3\r\n", [ERR]),
-    ("slabs-automove-3-noreply", b"slabs automove 3 noreply\r\n", [c.Invalid(r.ERROR, True)]),
+    (
+        "slabs-automove-3-noreply",
+        b"slabs automove 3 noreply\r\n",
+        [c.Invalid(Error.UNKNOWN_COMMAND, True)],
+    ),
     ("slabs-automove-wraps", b"slabs automove 4294967297\r\n", [c.SlabsAutomove(1)]),
     ("slabs-automove-negative", b"slabs automove -1\r\n", [FMT]),
     ("slabs-automove-text", b"slabs automove x\r\n", [FMT]),

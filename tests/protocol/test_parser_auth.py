@@ -11,14 +11,14 @@ import pytest
 
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
-from mcached.protocol import responses as r
+from mcached.protocol.outcomes import Error
 from mcached.protocol.parser import NEED_DATA, Parser
 
 pytestmark = pytest.mark.unit
 
-UNAUTH = c.Invalid(r.CLIENT_ERROR_UNAUTHENTICATED)
-BAD_FORMAT = c.Invalid(r.CLIENT_ERROR_AUTH_FORMAT)
-BAD_TERM = c.Invalid(r.CLIENT_ERROR_BAD_TERMINATION)
+UNAUTH = c.Invalid(Error.UNAUTHENTICATED)
+BAD_FORMAT = c.Invalid(Error.AUTH_BAD_FORMAT)
+BAD_TERM = c.Invalid(Error.AUTH_BAD_TERMINATION)
 
 
 def auth(user: bytes, password: bytes) -> tuple[str, bytes, bytes]:

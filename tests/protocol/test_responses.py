@@ -1,18 +1,25 @@
-"""Reply building: the VALUE line suffix cache."""
+"""The text replies: exact bytes for every outcome, and memcached's noreply rule."""
 
 from __future__ import annotations
 
 import pytest
 
+from mcached.protocol import commands as c
 from mcached.protocol import responses as r
+from mcached.protocol.outcomes import Error, Out, Outcome
 
 pytestmark = pytest.mark.unit
+
+QUIET = c.Set(b"k", 0, 0, b"v", noreply=True)
+LOUD = c.Set(b"k", 0, 0, b"v")
 
 
 def test_value_suffix_bytes() -> None:
     assert r.value_suffix(0, 5) == b" 0 5\r\n"
     assert r.value_suffix(4294967295, 0) == b" 4294967295 0\r\n"
     assert r.value_header(b"k", 7, 3) == b"VALUE k" + r.value_suffix(7, 3)
+    assert r.value_header(b"k", 0, 3) == b"VALUE k 0 3\r\n"
+    assert r.value_header(b"k", 7, 3, 99) == b"VALUE k 7 3 99\r\n"
 
 
 def test_value_suffix_remembers_only_zero_flags_and_stays_bounded(
@@ -27,3 +34,122 @@ def test_value_suffix_remembers_only_zero_flags_and_stays_bounded(
     for n in range(r.VALUE_SUFFIX_MAX + 100):
         assert r.value_suffix(0, n) == b" 0 %d\r\n" % n
     assert len(table) == r.VALUE_SUFFIX_MAX
+
+
+def test_every_outcome_and_error_has_a_line() -> None:
+    for member in [*Outcome, *Error]:
+        if member is Error.CERTS_NOT_LOADED:
+            continue  # its line is the failure's message
+        line = r.LINES[member]
+        assert line.endswith(b"\r\n") and b"\r\n" not in line[:-2]
+
+
+@pytest.mark.parametrize(
+    "outcome,line",
+    [
+        (Outcome.STORED, b"STORED\r\n"),
+        (Outcome.NOT_STORED, b"NOT_STORED\r\n"),
+        (Outcome.EXISTS, b"EXISTS\r\n"),
+        (Outcome.NOT_FOUND, b"NOT_FOUND\r\n"),
+        (Outcome.DELETED, b"DELETED\r\n"),
+        (Outcome.TOUCHED, b"TOUCHED\r\n"),
+        (Outcome.OK, b"OK\r\n"),
+        (Error.UNKNOWN_COMMAND, b"ERROR\r\n"),
+        (Error.TOO_LARGE, b"SERVER_ERROR object too large for cache\r\n"),
+        (Error.NO_MEMORY_STORING, b"SERVER_ERROR out of memory storing object\r\n"),
+    ],
+)
+def test_reply_lines_and_noreply_hides_them(outcome: Outcome | Error, line: bytes) -> None:
+    out: Out = []
+    LOUD.reply(out, outcome)
+    assert out == [line]
+    QUIET.reply(out, outcome)  # memcached 1.6 hides errors too under noreply
+    assert out == [line]
+
+
+def test_errors_memcached_always_sends_ignore_noreply() -> None:
+    cmd = c.RefreshCerts(noreply=True)
+    out: Out = []
+    cmd.reply(out, Error.TLS_NOT_ENABLED)
+    cmd.reply(out, Error.CERTS_NOT_LOADED, "Error loading the key: no such file")
+    cmd.reply(out, Outcome.OK)
+    assert out == [b"Error TLS not enabled\r\n", b"Error loading the key: no such file\r\n"]
+
+
+def test_commands_without_noreply_are_always_answered() -> None:
+    for cmd in (c.Get([b"k"]), c.Stats([]), c.ShutdownCmd(None), c.Auth(b"u", b"p")):
+        assert cmd.noreply is False
+        out: Out = []
+        cmd.reply(out, Error.UNKNOWN_COMMAND)
+        assert out == [b"ERROR\r\n"]
+
+
+def test_number() -> None:
+    out: Out = []
+    c.Incr(b"n", 1).reply_number(out, 18446744073709551615)
+    c.Incr(b"n", 1, noreply=True).reply_number(out, 5)
+    assert out == [b"18446744073709551615\r\n"]
+
+
+def test_retrieval_bytes() -> None:
+    cmd = c.Gets([b"a", b"b", b"c"])
+    out: Out = []
+    cmd.reply_value(out, b"a", b"xy", 0, None)
+    cmd.reply_miss(out, b"b")
+    cmd.reply_value(out, b"c", bytearray(b"z"), 7, 42)
+    cmd.reply_end(out)
+    assert b"".join(out) == b"VALUE a 0 2\r\nxy\r\nVALUE c 7 1 42\r\nz\r\nEND\r\n"
+
+
+@pytest.mark.parametrize("size", [0, 5, r.INLINE_VALUE_MAX, r.INLINE_VALUE_MAX + 1])
+@pytest.mark.parametrize("flags", [0, 3])
+def test_single_value_is_value_then_end(size: int, flags: int) -> None:
+    cmd = c.Get([b"k"])
+    data = b"v" * size
+    one: Out = []
+    cmd.reply_one_value(one, b"k", data, flags)
+    two: Out = []
+    cmd.reply_value(two, b"k", data, flags, None)
+    cmd.reply_end(two)
+    assert b"".join(one) == b"".join(two) == b"VALUE k %d %d\r\n%b\r\nEND\r\n" % (flags, size, data)
+    # a small reply is one piece; a large value is sent as it is, never copied
+    assert len(one) == 1 if size <= r.INLINE_VALUE_MAX else one[1] is data
+
+
+def test_one_miss_is_miss_then_end() -> None:
+    cmd = c.Get([b"k"])
+    one: Out = []
+    cmd.reply_one_miss(one, b"k")
+    two: Out = []
+    cmd.reply_miss(two, b"k")
+    cmd.reply_end(two)
+    assert one == two == [b"END\r\n"]
+
+
+def test_blocks() -> None:
+    out: Out = []
+    cmd = c.Stats([])
+    cmd.reply_stats(out, [("pid", 12), ("version", "1.6.18"), ("rusage_user", "0.100000")])
+    cmd.reply_stats(out, [])
+    cmd.reply_prefix_stats(out, [(b"user", 3, 2, 1, 0)])
+    c.Version().reply_version(out, "1.6.18")
+    assert out == [
+        b"STAT pid 12\r\nSTAT version 1.6.18\r\nSTAT rusage_user 0.100000\r\nEND\r\n",
+        b"END\r\n",
+        b"PREFIX user get 3 hit 2 set 1 del 0\r\nEND\r\n",
+        b"VERSION 1.6.18\r\n",
+    ]
+
+
+def test_metadump_lines() -> None:
+    out: Out = []
+    rows = [
+        (b"a b/\xff", -1, 1700000000, 7, False, 96, 1),
+        (b"k", 1700000100, 1700000001, 8, True, 100, 2),
+    ]
+    c.LruCrawler([b"metadump", b"all"]).reply_metadump(out, rows)
+    assert out == [
+        b"key=a%20b%2F%FF exp=-1 la=1700000000 cas=7 fetch=no cls=1 size=96\n"
+        b"key=k exp=1700000100 la=1700000001 cas=8 fetch=yes cls=2 size=100\n"
+        b"END\r\n"
+    ]
