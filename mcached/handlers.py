@@ -33,7 +33,6 @@ from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
-from mcached.storage.slabs import SlabClasses, slab_class_sizes
 
 
 class Session(Protocol):
@@ -132,9 +131,6 @@ class Handlers:
         self.authfile = authfile
         # -Z: the server's TLS context holder (refresh() -> None, or an error line)
         self.tls = tls
-        self.classes = SlabClasses(
-            slab_class_sizes(settings.chunk_size, settings.growth_factor, settings.slab_chunk_max)
-        )
         self._process = psutil.Process()
         self.detail = PrefixStats(settings.stat_key_prefix.encode(), settings.detail_enabled)
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
@@ -421,7 +417,7 @@ class Handlers:
                 classes = {int(x) for x in which.split(b",")}
             except ValueError:
                 classes = {-1}
-            if not all(1 <= i <= len(self.classes.sizes) for i in classes):
+            if not all(1 <= i <= len(self.cache.slab_sizes) for i in classes):
                 cmd.reply(s.out, Error.BAD_CLASS)
                 return
         if sub == b"crawl":
@@ -432,7 +428,7 @@ class Handlers:
         rows = [
             (key, exptime + base if exptime else -1, atime + base, cas, fetched, size, clsid)
             for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
-                self.classes.class_of, classes
+                classes=classes
             )
         ]
         cmd.reply_metadump(s.out, rows)

@@ -128,7 +128,6 @@ LAYERS: dict[str, set[str]] = {
         PROTOCOL,
         "mcached.storage.cache",
         "mcached.storage.results",
-        "mcached.storage.slabs",  # the slab class table, for stats sizes
         "mcached.cluster.config",
         "mcached.cluster.discovery",
         "psutil",  # rusage and memory figures for stats
