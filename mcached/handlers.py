@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 from mcached import MEMCACHED_VERSION
 from mcached.clock import Clock
-from mcached.cluster.config import LEGACY_KEY
+from mcached.cluster.config import CLUSTER_KEY, LEGACY_KEY, parse_data
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error, Out, Outcome
@@ -33,6 +33,9 @@ from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
+
+if TYPE_CHECKING:
+    from mcached.cluster.discovery import Discovery
 
 
 class Session(Protocol):
@@ -117,7 +120,7 @@ class Handlers:
         settings: Settings,
         info: ServerInfo,
         clock: Clock | None = None,
-        discovery: Any = None,
+        discovery: Discovery | None = None,
         authfile: Any = None,
         tls: Any = None,
     ) -> None:
@@ -160,9 +163,9 @@ class Handlers:
             c.LruCrawler: self.lru_crawler,
             c.SlabsReassign: self.slabs_reassign,
             c.SlabsAutomove: self.slabs_automove,
-            c.ConfigGet: self.config,
-            c.ConfigSet: self.config,
-            c.ConfigDelete: self.config,
+            c.ConfigGet: self.config_get,
+            c.ConfigSet: self.config_set,
+            c.ConfigDelete: self.config_delete,
             c.Invalid: self.invalid,
             c.Auth: self.auth,
             c.RefreshCerts: self.refresh_certs,
@@ -188,8 +191,9 @@ class Handlers:
         ctr.cmd_get += 1
         if hit is None:
             if key == LEGACY_KEY and self.discovery is not None:
-                s.out.append(self.discovery.legacy_value())
-                cmd.reply_end(s.out)
+                # Auto discovery on engines before 1.4.14: the cluster's data as an item.
+                # Checked on a miss only, so a hit pays nothing, a miss one comparison.
+                cmd.reply_one_value(s.out, key, self.discovery.data(), 0)
                 ctr.get_hits += 1
             else:
                 ctr.get_misses += 1
@@ -222,7 +226,7 @@ class Handlers:
         reply_value = cmd.reply_value
         keys = cmd.keys
         cache_get = self._lookup(lookup, keys)
-        legacy = self.discovery is not None
+        discovery = self.discovery
         hits = 0
         for key in keys:
             hit = cache_get(key)
@@ -230,10 +234,8 @@ class Handlers:
                 data, flags, cas = hit
                 reply_value(out, key, data, flags, cas if with_cas else None)
                 hits += 1
-            elif legacy and key == LEGACY_KEY and type(cmd) is c.Get:
-                # Auto discovery on engines before 1.4.14. Checked on a miss only, so a hit
-                # pays nothing and a miss one bytes comparison.
-                out.append(self.discovery.legacy_value())
+            elif discovery is not None and key == LEGACY_KEY and type(cmd) is c.Get:
+                reply_value(out, key, discovery.data(), 0, None)  # as in get()
                 hits += 1
             else:
                 cmd.reply_miss(out, key)
@@ -433,11 +435,43 @@ class Handlers:
         ]
         cmd.reply_metadump(s.out, rows)
 
-    def config(self, cmd: c.Command, s: Session) -> None:
-        if self.discovery is None:
+    # ---- the auto-discovery endpoint (ElastiCache's config verbs; only the key "cluster") ----
+
+    def config_get(self, cmd: c.ConfigGet, s: Session) -> None:
+        if self.discovery is None or cmd.key != CLUSTER_KEY:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
-            return
-        self.discovery.handle(cmd, s.out)
+        else:
+            cmd.reply_config(s.out, cmd.key, self.discovery.data())
+
+    def config_set(self, cmd: c.ConfigSet, s: Session) -> None:
+        """Serve this data instead of the source's until ``config delete`` (only with
+        --enable-config-set: anyone who reaches the port could otherwise repoint every
+        client). The nodes are taken as written: a worker never waits on a name lookup."""
+        if self.discovery is None or cmd.key != CLUSTER_KEY:
+            outcome: Outcome | Error = Error.UNKNOWN_COMMAND
+        elif not self.settings.config_set_enabled:
+            outcome = Error.CONFIG_SET_DISABLED
+        else:
+            try:
+                version, nodes = parse_data(cmd.value)
+            except ValueError as exc:
+                cmd.reply(s.out, Error.BAD_CLUSTER_CONFIG, str(exc))
+                return
+            self.discovery.override(version, nodes)
+            outcome = Outcome.STORED
+        cmd.reply(s.out, outcome)
+
+    def config_delete(self, cmd: c.ConfigDelete, s: Session) -> None:
+        """Drop the ``config set`` override: the source (or this node alone) is served again."""
+        if self.discovery is None or cmd.key != CLUSTER_KEY:
+            outcome: Outcome | Error = Error.UNKNOWN_COMMAND
+        elif not self.settings.config_set_enabled:
+            outcome = Error.CONFIG_DELETE_DISABLED
+        elif self.discovery.drop_override():
+            outcome = Outcome.DELETED
+        else:
+            outcome = Outcome.NOT_FOUND
+        cmd.reply(s.out, outcome)
 
     def auth(self, cmd: c.Auth, s: Session) -> None:
         """-Y: the ``set`` exchange of an unauthenticated connection. STORED lets it in;

@@ -1,6 +1,6 @@
 """The wall between meaning and wire text, checked on the source: handlers decide what a
-command came to and never write reply bytes or read ``noreply`` (the replies in
-`mcached.protocol.responses` do both)."""
+command came to and the cluster endpoint holds membership; neither writes reply bytes or
+reads ``noreply`` (the replies in `mcached.protocol.responses` do both)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HANDLERS = Path(__file__).resolve().parent.parent / "mcached" / "handlers.py"
+ROOT = Path(__file__).resolve().parent.parent / "mcached"
 
 
-def test_handlers_write_no_wire_text_and_never_read_noreply() -> None:
-    tree = ast.parse(HANDLERS.read_text())
+@pytest.mark.parametrize("module", ["handlers.py", "cluster/discovery.py"])
+def test_no_wire_text_and_no_noreply(module: str) -> None:
+    tree = ast.parse((ROOT / module).read_text())
     problems = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, bytes):

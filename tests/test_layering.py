@@ -83,12 +83,13 @@ LAYERS: dict[str, set[str]] = {
     "mcached.cluster": LEAF,
     "mcached.cluster.config": {"mcached.addr"},
     "mcached.cluster.sources": {"mcached.addr", "mcached.cluster.config"},
+    # the membership it serves; what the config verbs mean is the handlers', their bytes the
+    # protocol's
     "mcached.cluster.discovery": {
         "mcached.addr",
         "mcached.cluster.config",
         "mcached.cluster.sources",
         "mcached.settings",
-        PROTOCOL,
     },
     # ---- server/: sockets and threads; it is handed the dispatch table, never handlers ----
     "mcached.server": LEAF,

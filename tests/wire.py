@@ -151,3 +151,9 @@ def roundtrip(server: Any, request: bytes, expected: bytes) -> None:
     """`exchange` on a fresh connection to `server` (anything with an ``address``)."""
     with Conn(server.address) as conn:
         exchange(conn, request, expected)
+
+
+def config_reply(data: bytes) -> bytes:
+    """The ``config get cluster`` reply carrying `data`, as ElastiCache frames it: ``<n>``
+    counts the data, not the ``\\r\\n`` after it."""
+    return b"CONFIG cluster 0 %d\r\n%b\r\nEND\r\n" % (len(data), data)

@@ -3,12 +3,13 @@
 What lives here: `Node` (``host|ip|port``), `ClusterConfig` (a version and its nodes), the
 data both reply forms carry (`format_data`, and `parse_data` for it, a cluster file and
 ``config set`` data alike), node parsing (`parse_node`: ``host|ip|port``, ``host:port``,
-``[v6]:port``), and the two server reply forms built from the data (`config_reply`,
-`legacy_block`).
+``[v6]:port``).
 
 The data is ``<version>\\n<node> <node>...\\n`` and a node is ``host|ip|port``;
 ``config get cluster`` answers ``CONFIG cluster 0 <n>\\r\\n<data>\\r\\nEND\\r\\n`` with
-``<n> = len(data)`` (memcached's VALUE framing: the ``\\r\\n`` after the data is not counted).
+``<n> = len(data)`` (memcached's VALUE framing: the ``\\r\\n`` after the data is not counted),
+and the old ``get AmazonElastiCache:cluster`` answers the same data as a ``VALUE`` block. The
+server writes both in `mcached.protocol.responses`; `mcached.client.node` reads them.
 
 Rules: pure values and functions, no sockets; a name is resolved only through a `Resolver`
 the caller passes in. The same membership gives the same bytes (`canonical`: nodes
@@ -61,15 +62,6 @@ class ClusterConfig:
 def format_data(version: int, nodes: Iterable[Node]) -> bytes:
     """``<version>\\n<host>|<ip>|<port> ...\\n``: the payload of both reply forms."""
     return b"%d\n%s\n" % (version, " ".join(str(n) for n in nodes).encode("ascii"))
-
-
-def config_reply(data: bytes) -> bytes:
-    return b"CONFIG cluster 0 %d\r\n%b\r\nEND\r\n" % (len(data), data)
-
-
-def legacy_block(data: bytes) -> bytes:
-    """The ``get AmazonElastiCache:cluster`` item, without the END line."""
-    return b"VALUE %b 0 %d\r\n%b\r\n" % (LEGACY_KEY, len(data), data)
 
 
 def canonical(nodes: Iterable[Node]) -> tuple[Node, ...]:

@@ -1,16 +1,18 @@
 """The served auto-discovery endpoint: the configuration this node serves, and its watcher.
 
-What lives here: `Discovery`, one per daemon: the configuration this node serves (built from
-the override, the source, or this node alone: `own_node`), `handle(cmd, out)` for
-``config get|set|delete cluster`` (`legacy_value` for the old ``get AmazonElastiCache:cluster``),
-`reload` (SIGHUP) and the watcher thread (`start`/`stop`) that follows the source. The data
-format lives in `mcached.cluster.config`, the sources in `mcached.cluster.sources`.
+What lives here: `Discovery`, one per daemon: the membership this node serves (built from
+the override, the source, or this node alone: `own_node`), its data (`data`, what ``config
+get cluster`` and the old ``get AmazonElastiCache:cluster`` carry), the ``config set``
+override (`override`, `drop_override`), `reload` (SIGHUP) and the watcher thread
+(`start`/`stop`) that follows the source. What the ``config`` verbs mean is in
+`mcached.handlers`, their reply in `mcached.protocol.responses`; the data format lives in
+`mcached.cluster.config`, the sources in `mcached.cluster.sources`.
 
 Rules:
 
-1. Replies are built once per change, never per request. A worker reads one attribute holding
-   immutable bytes (swapped whole under the GIL), so ``config get`` takes no lock and appends
-   the whole reply as one bytes object: it goes out in one write, as clients that keep only
+1. The data is built once per change, never per request. A worker reads one attribute holding
+   immutable bytes (swapped whole under the GIL), so ``config get`` takes no lock, and its
+   reply is one bytes object made from it: it goes out in one write, as clients that keep only
    their last read need.
 2. Where membership comes from, highest first: a ``config set cluster`` override (only with
    ``--enable-config-set``; ``config delete cluster`` drops it); else the source,
@@ -46,26 +48,17 @@ from collections.abc import Callable
 
 from mcached.addr import parse_listen
 from mcached.cluster.config import (
-    CLUSTER_KEY,
     ClusterConfig,
     Node,
     Resolver,
-    config_reply,
     is_ip,
-    legacy_block,
-    parse_data,
 )
 from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
-from mcached.protocol import commands as c
-from mcached.protocol import responses as r
 from mcached.settings import Settings
 
 log = logging.getLogger("mcached.discovery")
 
 FILE_POLL_INTERVAL = 1.0  # seconds between stat() calls on --cluster-file
-
-CLIENT_ERROR_SET_DISABLED = b"CLIENT_ERROR config set not allowed\r\n"
-CLIENT_ERROR_DELETE_DISABLED = b"CLIENT_ERROR config delete not allowed\r\n"
 
 
 def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) -> Node:
@@ -115,8 +108,7 @@ class Discovery:
         self._override: tuple[int | None, tuple[Node, ...]] | None = None
         self._self_node: Node | None = None
         self.config = ClusterConfig(0, ())
-        self._reply: bytes | None = None  # rule 1: built once per change
-        self._legacy = b""
+        self._data: bytes | None = None  # rule 1: built once per change
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,68 +118,41 @@ class Discovery:
         self._ensure_loaded()
         return self.config
 
-    def reply(self) -> bytes:
-        reply = self._reply
-        if reply is None:
+    def data(self) -> bytes:
+        """``<version>\\n<node> <node>...\\n``: what both reply forms carry (rule 1)."""
+        data = self._data
+        if data is None:
             self._ensure_loaded()
-            reply = self._reply
-            assert reply is not None
-        return reply
-
-    def legacy_value(self) -> bytes:
-        if self._reply is None:
-            self._ensure_loaded()
-        return self._legacy
+            data = self._data
+            assert data is not None
+        return data
 
     @property
     def overridden(self) -> bool:
         return self._override is not None
 
-    def handle(self, cmd: c.Command, out: list[bytes]) -> None:
-        """``config get|set|delete <key>`` -> reply bytes appended to `out`."""
-        if type(cmd) is c.ConfigGet:
-            out.append(self.reply() if cmd.key == CLUSTER_KEY else r.ERROR)
-        elif type(cmd) is c.ConfigSet:
-            reply = self._config_set(cmd)
-            if not cmd.noreply:
-                out.append(reply)
-        elif type(cmd) is c.ConfigDelete:
-            reply = self._config_delete(cmd)
-            if not cmd.noreply:
-                out.append(reply)
-        else:
-            out.append(r.ERROR)
-
-    def _config_set(self, cmd: c.ConfigSet) -> bytes:
-        if cmd.key != CLUSTER_KEY:
-            return r.ERROR
-        if not self.settings.config_set_enabled:
-            return CLIENT_ERROR_SET_DISABLED
-        try:
-            version, nodes = parse_data(cmd.value)  # rule 5: no name lookups here
-        except ValueError as exc:
-            return b"CLIENT_ERROR bad cluster configuration: %s\r\n" % str(exc).encode()
+    def override(self, version: int | None, nodes: tuple[Node, ...]) -> None:
+        """``config set cluster``: serve these nodes (and this version, when pinned) until
+        `drop_override`, whatever the source says. Rule 5: the nodes are served as given,
+        never resolved here."""
         self._ensure_loaded()
         with self._lock:
             self._override = (version, nodes)
             self._publish_locked("config set")
-        return r.STORED
 
-    def _config_delete(self, cmd: c.ConfigDelete) -> bytes:
-        if cmd.key != CLUSTER_KEY:
-            return r.ERROR
-        if not self.settings.config_set_enabled:
-            return CLIENT_ERROR_DELETE_DISABLED
+    def drop_override(self) -> bool:
+        """``config delete cluster``: serve the source (or this node) again; False when no
+        override was in force."""
         self._ensure_loaded()
         with self._lock:
             if self._override is None:
-                return r.NOT_FOUND
+                return False
             self._override = None
             self._publish_locked("config delete")
-        return r.DELETED
+        return True
 
     def _publish_locked(self, why: str) -> None:
-        """Rules 2 and 4: pick what to serve; bump or pin the version; rebuild the replies."""
+        """Rules 2 and 4: pick what to serve; bump or pin the version; rebuild the data."""
         if self._override is not None:
             pinned, nodes = self._override
         elif self._source is not None:
@@ -202,22 +167,20 @@ class Discovery:
             version = old.version + 1
         else:
             version = old.version
-        if version == old.version and nodes == old.nodes and self._reply is not None:
+        if version == old.version and nodes == old.nodes and self._data is not None:
             return
         self.config = ClusterConfig(version, nodes)
-        data = self.config.data()
-        self._legacy = legacy_block(data)
-        self._reply = config_reply(data)
+        self._data = self.config.data()
         log.info("cluster configuration %d (%s): %s", version, why, " ".join(str(n) for n in nodes))
 
     # ---- sources ----
 
     def _ensure_loaded(self) -> None:
         """The first configuration: at start(), or at a request that comes before it."""
-        if self._reply is not None:
+        if self._data is not None:
             return
         with self._refresh_lock:
-            if self._reply is not None:
+            if self._data is not None:
                 return
             self_node = own_node(self.settings, self.local_port(), self.resolve)
             source, version = self._collect(initial=True)
@@ -259,7 +222,7 @@ class Discovery:
 
     def refresh(self, why: str = "refresh") -> None:
         """Re-read the sources now and publish any change (watcher thread, SIGHUP)."""
-        if self._reply is None:
+        if self._data is None:
             self._ensure_loaded()
             return
         if self.file is None and self.dns is None:

@@ -103,6 +103,9 @@ class Error(_Member):
     AUTH_BAD_TERMINATION = "auth_bad_termination"
     TLS_NOT_ENABLED = "tls_not_enabled"  # refresh_certs without -Z
     CERTS_NOT_LOADED = "certs_not_loaded"  # refresh_certs failed: `detail` says why
+    CONFIG_SET_DISABLED = "config_set_disabled"  # config set without --enable-config-set
+    CONFIG_DELETE_DISABLED = "config_delete_disabled"
+    BAD_CLUSTER_CONFIG = "bad_cluster_config"  # config set data: `detail` says what is wrong
 
 
 class Replies(Protocol):
@@ -156,3 +159,6 @@ class Replies(Protocol):
     ) -> None:
         """``lru_crawler metadump``: (key, exptime or -1, last access, cas, fetched, size,
         class id) rows, times as Unix time."""
+
+    def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
+        """``config get <key>``: the auto-discovery data (ElastiCache's endpoint)."""

@@ -75,11 +75,15 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.AUTH_BAD_TERMINATION: b"CLIENT_ERROR bad command line termination\r\n",
     # refresh_certs (memcached's tls.c): the failure's line is its message
     Error.TLS_NOT_ENABLED: b"Error TLS not enabled\r\n",
+    # config set|delete cluster (mcached's: ElastiCache has no public wording for them)
+    Error.CONFIG_SET_DISABLED: b"CLIENT_ERROR config set not allowed\r\n",
+    Error.CONFIG_DELETE_DISABLED: b"CLIENT_ERROR config delete not allowed\r\n",
 }
 
 # Errors whose line carries a message (``reply(..., detail)``).
 DETAILED: dict[Outcome | Error, bytes] = {
     Error.CERTS_NOT_LOADED: b"%b\r\n",  # tls.c: the failure's own words
+    Error.BAD_CLUSTER_CONFIG: b"CLIENT_ERROR bad cluster configuration: %b\r\n",
 }
 
 # Sent whatever noreply says: memcached writes these with write_and_free (tls.c).
@@ -214,10 +218,7 @@ class TextReplies:
         lines.append(END)
         out.append(b"".join(lines))
 
-
-# The lines the cluster endpoint still writes itself, until the config verbs' meaning moves to the
-# handlers and their replies here.
-ERROR = LINES[Error.UNKNOWN_COMMAND]
-STORED = LINES[Outcome.STORED]
-NOT_FOUND = LINES[Outcome.NOT_FOUND]
-DELETED = LINES[Outcome.DELETED]
+    def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
+        # ElastiCache's CONFIG block: <n> counts the data, not the \r\n after it (VALUE
+        # framing). One bytes object: clients that keep only their last read get it whole.
+        out.append(b"CONFIG %b 0 %d\r\n%b\r\nEND\r\n" % (key, len(data), data))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from mcached.cluster.config import Node, config_reply, format_data
+from mcached.cluster.config import Node, format_data
 from mcached.cluster.sources import name_of
 from tests.conftest import Server, free_port, wait_for_port
-from tests.wire import Conn
+from tests.wire import Conn, config_reply
 
 pytestmark = pytest.mark.integration
 

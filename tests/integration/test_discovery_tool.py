@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mcached.client.tool import main
-from mcached.cluster.config import Node, config_reply, format_data
+from mcached.cluster.config import Node, format_data
 from tests.conftest import Server, free_port
 from tests.integration.test_discovery import Cluster, request, start_cluster
-from tests.wire import Conn
+from tests.wire import Conn, config_reply
 
 pytestmark = pytest.mark.integration
 

@@ -38,10 +38,11 @@ def test_value_suffix_remembers_only_zero_flags_and_stays_bounded(
 
 def test_every_outcome_and_error_has_a_line() -> None:
     for member in [*Outcome, *Error]:
-        if member is Error.CERTS_NOT_LOADED:
-            continue  # its line is the failure's message
-        line = r.LINES[member]
+        line = r.DETAILED[member] % b"why" if member in r.DETAILED else r.LINES[member]
         assert line.endswith(b"\r\n") and b"\r\n" not in line[:-2]
+    out: Out = []
+    c.ConfigSet(b"cluster", 0, b"x").reply(out, Error.BAD_CLUSTER_CONFIG, "no nodes")
+    assert out == [b"CLIENT_ERROR bad cluster configuration: no nodes\r\n"]
 
 
 @pytest.mark.parametrize(
