@@ -105,11 +105,34 @@ def once_per_key(lookup: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return get
 
 
+def repeats(keys: list[bytes]) -> bool:
+    return len(keys) > 1 and len(set(keys)) < len(keys)
+
+
 def per_key(lookup: Callable[[bytes], Any], keys: list[bytes]) -> Callable[[bytes], Any]:
     """The lookup for a multiget of `keys`: `once_per_key(lookup)` when a key repeats,
     else `lookup` itself (no wrapper call per key on the common path)."""
-    if len(keys) > 1 and len(set(keys)) < len(keys):
-        return once_per_key(lookup)
+    return once_per_key(lookup) if repeats(keys) else lookup
+
+
+def touch_per_key(
+    get_and_touch: Callable[[bytes], Any], touch: Callable[[bytes], bool]
+) -> Callable[[bytes], Any]:
+    """`gat`'s lookup when a key repeats: every occurrence touches the item, as memcached's
+    does, so an exptime already past expires it at the first and the next ones miss; a
+    repeat still served is given its first hit's value, not copied out again
+    (`once_per_key`)."""
+    first: dict[bytes, Any] = {}
+
+    def lookup(key: bytes) -> Any:
+        if key not in first:
+            hit = first[key] = get_and_touch(key)
+            return hit
+        hit = first[key]
+        if hit is not None and not touch(key):
+            hit = first[key] = None
+        return hit
+
     return lookup
 
 
@@ -203,10 +226,14 @@ class Handlers:
         value, flags, _ = hit
         cmd.reply_one_value(s.out, key, value, flags)
 
-    def _lookup(self, lookup: Callable[[bytes], Hit | None], keys: list[bytes]) -> Any:
-        """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`),
-        and telling `stats detail` of each hit or miss while it is on."""
-        lookup = per_key(lookup, keys)
+    def _lookup(
+        self, lookup: Callable[[bytes], Hit | None], keys: list[bytes], once: bool = True
+    ) -> Any:
+        """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`;
+        not with `once` false: the lookup handles repeats itself), and telling `stats detail`
+        of each hit or miss while it is on."""
+        if once:
+            lookup = per_key(lookup, keys)
         if not self.detail.enabled:
             return lookup
         record = self.detail.record_get
@@ -219,13 +246,18 @@ class Handlers:
         return recorded
 
     def _retrieve(
-        self, cmd: c.Get | c.Gat, s: Session, lookup: Callable[[bytes], Hit | None], with_cas: bool
+        self,
+        cmd: c.Get | c.Gat,
+        s: Session,
+        lookup: Callable[[bytes], Hit | None],
+        with_cas: bool,
+        once: bool = True,
     ) -> int:
         """Every key of a get/gets/gat/gats looked up and rendered in order; the hits."""
         out = s.out
         reply_value = cmd.reply_value
         keys = cmd.keys
-        cache_get = self._lookup(lookup, keys)
+        cache_get = self._lookup(lookup, keys, once)
         discovery = self.discovery
         hits = 0
         for key in keys:
@@ -260,8 +292,15 @@ class Handlers:
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         exptime = cmd.exptime
-        get_and_touch = self.cache.get_and_touch
-        hits = self._retrieve(cmd, s, lambda key: get_and_touch(key, exptime), type(cmd) is c.Gats)
+        cache = self.cache
+
+        def get_and_touch(key: bytes) -> Hit | None:
+            return cache.get_and_touch(key, exptime)
+
+        lookup: Callable[[bytes], Hit | None] = get_and_touch
+        if repeats(cmd.keys):
+            lookup = touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
+        hits = self._retrieve(cmd, s, lookup, type(cmd) is c.Gats, once=False)
         ctr = s.counters
         n = len(cmd.keys)
         # memcached counts gat/gats as touches only (cmd_touch, touch_hits/misses)
@@ -559,6 +598,7 @@ class Handlers:
             ctr.reset()
         self.cache.reset_stats()
         self.info.reset_stats()
+        self.detail.clear()  # memcached's stats_reset calls stats_prefix_clear
 
     def slabs_reassign(self, cmd: c.SlabsReassign, s: Session) -> None:
         """``slabs reassign <src> <dst>``: memcached moves the page in the background and

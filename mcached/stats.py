@@ -87,6 +87,11 @@ class PrefixStats:
         self._lock = threading.Lock()
         self._table: dict[bytes, list[int]] = {}
 
+    def clear(self) -> None:
+        """``stats reset`` empties the table (memcached's ``stats_prefix_clear``)."""
+        with self._lock:
+            self._table.clear()
+
     def _row(self, key: bytes) -> list[int] | None:
         i = key.find(self.delimiter)
         if i < 0:
