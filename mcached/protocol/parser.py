@@ -90,13 +90,18 @@ def item_total_size(nkey: int, flags: int, vlen: int, cas_enabled: bool) -> int:
 # ---- memcached's number parsers (util.c): strtoul and friends, then its extra checks ----
 
 
+# strtol skips leading whitespace, and memcached's safe_strto* take the number when the byte
+# after it is whitespace (isspace) or the end, whatever follows: "5\r" (a line that ended
+# "\r\r\n": only one "\r" is cut), "\t5", "5\tx".
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)(?:[ \t\n\v\f\r][\s\S]*)?")
+
+
 def _digits(tok: bytes) -> int | None:
-    """An optionally signed decimal, as strtol reads a whole token; None if not a number."""
+    """An optionally signed decimal, as safe_strtol reads a token; None if not a number."""
     if tok.isdigit():
         return int(tok)
-    if len(tok) > 1 and tok[0] in b"+-" and tok[1:].isdigit():
-        return int(tok)
-    return None
+    m = _STRTOL.fullmatch(tok)
+    return int(m.group(1)) if m else None
 
 
 def parse_uint64(tok: bytes) -> int | None:

@@ -319,6 +319,16 @@ def test_cas_disabled_shrinks_item_size() -> None:
         (b"", None, None, None),
         (b"-", None, None, None),
         (b"1_000", None, None, None),
+        # whitespace around the number, as strtol and safe_strtol take it
+        (b"5\r", 5, 5, 5),
+        (b"\t5", 5, 5, 5),
+        (b"5\tx", 5, 5, 5),
+        (b" \v-5\f", None, None, -5),
+        (b"+7\n", 7, 7, 7),
+        (b"5x\r", None, None, None),
+        (b"\r", None, None, None),
+        (b"+\r", None, None, None),
+        (b"\r 5", 5, 5, 5),  # strtol skips any leading whitespace
     ],
 )
 def test_number_parsers(tok: bytes, u32: int | None, u64: int | None, i32: int | None) -> None:
