@@ -2,8 +2,22 @@
 
 The daemon is the only module that knows every layer. The server gets the handlers as a
 plain callable; the handlers get this object as their `ServerInfo` (connection figures,
-verbosity, stats reset). Signal handlers only record the signal; the main thread acts on it
-(gunicorn's arbiter pattern), so no lock is ever taken inside a signal handler.
+verbosity, stats reset); the server gets it as its `Hooks` (a stop request, run-time
+settings). Signal handlers only record the signal; the main thread acts on it (gunicorn's
+arbiter pattern), so no lock is ever taken inside a signal handler.
+
+Two ways to run the same workers:
+
+* *processes* (`run` with ``processes=True``: the ``mcached`` command under the GIL): this
+  process binds, lays out the cache's arena and the board, then becomes the supervisor
+  (`mcached.server.supervisor`) of ``-t`` worker processes and one maintainer process (the
+  LRU crawler and the slab automover). Each worker process runs one worker loop in its main
+  thread, with its own holder word in the arena (``slot + 1``); the maintainer's two threads
+  have the two words after the workers'.
+* *threads* (`start`/`stop`, and `run` on a free-threaded interpreter): every worker is a
+  thread of this process, the maintainer's threads too. Tests and programs that embed the
+  daemon use this: forking a process that runs other threads (pytest, a web server) is not
+  safe.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +40,21 @@ from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.protocol.parser import Parser
+from mcached.server.board import (
+    COUNTERS,
+    DETAIL,
+    G_DETAIL,
+    G_SETTINGS_EPOCH,
+    G_STARTED,
+    G_STOP,
+    G_VERBOSE,
+    STOP_GRACEFUL,
+    STOP_NOW,
+    TLS_FIGURES,
+)
 from mcached.server.connection import TRACE
 from mcached.server.listener import Server
+from mcached.server.supervisor import MAINTAINER, Child, Supervisor, TooManyDeaths
 from mcached.settings import Settings
 from mcached.stats import Counters
 from mcached.storage.cache import Cache
@@ -47,27 +75,23 @@ def log_level(verbose: int) -> int:
     return VERBOSITY_LEVELS.get(verbose, TRACE)
 
 
+def gil_enabled() -> bool:
+    """False on a free-threaded interpreter that runs without its GIL."""
+    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
 class Daemon:
     def __init__(
         self,
         settings: Settings,
         clock: Clock | None = None,
         tcp_sockets: list[socket.socket] | None = None,
+        processes: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or Clock()
-        self.cache = Cache(
-            memory_limit=settings.memory_limit,
-            item_size_max=settings.item_size_max,
-            evictions=settings.evictions,
-            cas_enabled=settings.cas_enabled,
-            clock=self.clock,
-            chunk_size=settings.chunk_size,
-            growth_factor=settings.growth_factor,
-            slab_chunk_max=settings.slab_chunk_max,
-            slab_reassign=settings.slab_reassign,
-            slab_automove=settings.slab_automove,
-        )
+        self.processes = processes
+        self.cache = self._make_cache()
         # The `config get cluster` endpoint. It lists this node by its bound port, known only
         # once the server has bound (port 0 picks one), hence the callable.
         self.discovery = Discovery(settings, local_port=lambda: self.server.ports[0])
@@ -88,49 +112,78 @@ class Daemon:
             settings,
             self.handlers.dispatch_table(),
             make_parser,
-            self.request_stop,
+            self,
             tcp_sockets=tcp_sockets,
         )
+        self.board = self.server.board
         self.handlers.tls = self.server.tls  # refresh_certs
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
-        # each has reload() -> None and is called from the main thread.
+        # each has reload() -> None and is called from the thread that serves.
         self.reloadables: list[Any] = [self.discovery]
         self.reloadables += [p for p in (self.authfile, self.server.tls) if p is not None]
-        # Parts with background threads: start() after the server, stop() before it.
-        self.services: list[Any] = [self.discovery]
-        # The cache's own threads: the LRU crawler (-o lru_crawler) reclaims expired items
-        # nobody reads; the automover moves slab pages (also what frees pages after
-        # cache_memlimit lowers the limit), so it runs whenever pages may move.
-        if settings.lru_crawler:
-            self.services.append(LruCrawler(self.cache))
-        if settings.slab_reassign:
-            self.services.append(SlabAutomover(self.cache))
-        self.started_mono = time.monotonic()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
         self._stop_lock = threading.Lock()
+        self._threads_started: list[Any] = []
+        self._hup = False  # a worker process: SIGHUP arrived, reload at the next turn
+        self._supervisor_pid = os.getpid()
+        self.supervisor: Supervisor | None = None
         self.port = 0
         self.udp_port = 0
 
-    # ---- lifecycle ----
+    def _make_cache(self) -> Cache:
+        s = self.settings
+        return Cache(
+            memory_limit=s.memory_limit,
+            item_size_max=s.item_size_max,
+            evictions=s.evictions,
+            cas_enabled=s.cas_enabled,
+            clock=self.clock,
+            chunk_size=s.chunk_size,
+            growth_factor=s.growth_factor,
+            slab_chunk_max=s.slab_chunk_max,
+            slab_reassign=s.slab_reassign,
+            slab_automove=s.slab_automove,
+        )
 
-    def start(self) -> None:
-        self.server.start()
-        if self.settings.verbose >= 3:
-            self.set_verbosity(self.settings.verbose)
+    def _maintainers(self, holder: int) -> list[Any]:
+        """The cache's own threads, each over a view of its own holder word: the LRU crawler
+        (-o lru_crawler) reclaims expired items nobody reads; the automover moves slab pages
+        (also what frees pages after cache_memlimit lowers the limit), so it runs whenever
+        pages may move."""
+        out: list[Any] = []
+        if self.settings.lru_crawler:
+            out.append(LruCrawler(self.cache.view(holder=holder)))
+        if self.settings.slab_reassign:
+            out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
+        return out
+
+    def _bound(self) -> None:
+        """After binding: the ports we got (port 0 asks for a free one), in stats settings."""
         self.port = self.server.ports[0]
         self.udp_port = self.server.udp_ports[0] if self.server.udp_ports else 0
         if self.port != self.settings.port or self.udp_port != self.settings.udp_port:
-            # port 0 asked for a free port: report the one we got (stats settings)
             self.settings = self.settings.replace(port=self.port, udp_port=self.udp_port)
             self.handlers.settings = self.settings
-        self.started_mono = time.monotonic()
-        for svc in self.services:
-            svc.start()
+        self.board.set(G_VERBOSE, self.settings.verbose)
+        self.board.set(G_DETAIL, int(self.settings.detail_enabled))
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
         for u in self.server.udp:
             log.info("listening on udp %s", u.getsockname())
+
+    # ---- threads: the daemon inside this process ----
+
+    def start(self) -> None:
+        """Serve from threads of this process (workers, maintainers, discovery)."""
+        self.server.bind()
+        self._bound()
+        self.server.start()
+        if self.settings.verbose >= 3:
+            self.set_verbosity(self.settings.verbose)
+        self._threads_started = [self.discovery, *self._maintainers(holder=0)]
+        for svc in self._threads_started:
+            svc.start()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; when `graceful`, answer what every connection has sent and send
@@ -140,7 +193,7 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
-        for svc in reversed(self.services):
+        for svc in reversed(self._threads_started):
             svc.stop()
         self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
         lifecycle.info("stopped")
@@ -158,6 +211,8 @@ class Daemon:
 
     _waiting = False
 
+    # ---- the main loop ----
+
     def run(self, before_start: Callable[[], None] | None = None) -> int:
         """Bind, (detach, drop privileges: `before_start`), start, serve until a signal or
         ``shutdown``, stop. Main thread only. Tells systemd each step when under it."""
@@ -165,44 +220,205 @@ class Daemon:
         self.server.bind()  # binding errors surface here, before we detach
         if before_start is not None:
             before_start()
+        if self.processes:
+            return self._run_processes()
         self.start()
         self._waiting = True
+        graceful = True  # signals drain; the shutdown command says which it wants
+        try:
+            graceful = self._main_loop()
+        finally:
+            self._waiting = False
+            systemd.notify("STOPPING=1")
+            self.stop(graceful)
+        return 0
+
+    def _main_loop(self, on_tick: Callable[[str, Any], None] | None = None) -> bool:
+        """Serve signals and systemd until a stop; whether the stop is graceful."""
         systemd.notify("READY=1\nSTATUS=" + self.status_line() + f"\nMAINPID={os.getpid()}")
         lifecycle.info("ready: %s", self.status_line())
         watchdog = systemd.watchdog_interval()
         if watchdog:
             systemd.notify("WATCHDOG=1")
         next_status = time.monotonic() + STATUS_INTERVAL
-        graceful = True  # signals drain; the shutdown command says which it wants
-        try:
-            while True:
-                timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL)
-                try:
-                    kind, arg = self._events.get(timeout=timeout)
-                except queue.Empty:
-                    kind, arg = "tick", None
-                if watchdog:
-                    systemd.notify("WATCHDOG=1")
-                if time.monotonic() >= next_status:
-                    systemd.notify("STATUS=" + self.status_line())
-                    next_status = time.monotonic() + STATUS_INTERVAL
-                if kind == "stop":
-                    graceful = bool(arg)
-                    how = "gracefully" if graceful else "at once"
-                    lifecycle.info("shutdown command: stopping %s", how)
-                    break
-                if kind == "signal" and arg in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        while True:
+            timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL, 1.0)
+            try:
+                kind, arg = self._events.get(timeout=timeout)
+            except queue.Empty:
+                kind, arg = "tick", None
+            if on_tick is not None:
+                on_tick(kind, arg)
+            if watchdog:
+                systemd.notify("WATCHDOG=1")
+            if time.monotonic() >= next_status:
+                systemd.notify("STATUS=" + self.status_line())
+                next_status = time.monotonic() + STATUS_INTERVAL
+            if kind == "stop":
+                graceful = bool(arg)
+                how = "gracefully" if graceful else "at once"
+                lifecycle.info("shutdown command: stopping %s", how)
+                return graceful
+            if kind == "signal" and arg in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                if arg == signal.SIGTERM and self.board.get(G_STOP) == STOP_NOW:
+                    lifecycle.info("shutdown command: stopping at once")
+                    return False
+                if self.board.get(G_STOP) == STOP_GRACEFUL:
+                    lifecycle.info("shutdown command: stopping gracefully")
+                else:
                     lifecycle.info("%s: stopping", signal.Signals(arg).name)
-                    break
-                if kind == "signal" and arg == signal.SIGHUP:
-                    systemd.notify("RELOADING=1")
-                    self.reload()
-                    systemd.notify("READY=1\nSTATUS=" + self.status_line())
+                return True
+            if kind == "signal" and arg == signal.SIGHUP:
+                systemd.notify("RELOADING=1")
+                self.reload()
+                systemd.notify("READY=1\nSTATUS=" + self.status_line())
+
+    # ---- processes: the supervisor ----
+
+    def _run_processes(self) -> int:
+        self._bound()
+        nworkers = self.settings.threads
+        self.supervisor = sup = Supervisor(
+            self.board,
+            nworkers,
+            worker_main=self._worker_main,
+            maintainer_main=self._maintainer_main if self._maintainers(0) else None,
+            died_inside=self._died_inside,
+            rebuild=self._rebuild,
+        )
+        sup.start()
+        if not sup.wait_ready():
+            log.error("the workers did not all start within 15 s")
+        self._waiting = True
+
+        def on_tick(kind: str, arg: Any) -> None:
+            sup.reap()
+
+        graceful = True
+        code = 0
+        try:
+            graceful = self._main_loop(on_tick)
+        except TooManyDeaths as exc:
+            log.error("%s: stopping", exc)
+            code = 1
         finally:
             self._waiting = False
             systemd.notify("STOPPING=1")
-            self.stop(graceful)
-        return 0
+            sup.stop(graceful, self.settings.shutdown_timeout)
+            self.server.close_sockets()
+            lifecycle.info("stopped")
+        return code
+
+    def _died_inside(self, child: Child) -> bool:
+        arena = self.cache.arena
+        n = self.settings.threads
+        if child.kind == MAINTAINER:
+            holders = [n + 1, n + 2]
+        else:
+            holders = [child.slot + 1]
+        inside = any(arena.holding(h) for h in holders)
+        for h in holders:
+            arena.clear_holder(h)
+        return inside
+
+    def _rebuild(self) -> None:
+        """A child died inside a cache operation: a new, empty arena (every child is dead)."""
+        old = self.cache
+        self.cache = self._make_cache()
+        self.handlers.cache = self.cache
+        old.arena.close()
+
+    def _child_signals(self, on_stop: Callable[[bool], None]) -> None:
+        def stop_draining(signo: int, frame: Any) -> None:
+            on_stop(True)
+
+        def stop_now(signo: int, frame: Any) -> None:
+            on_stop(False)
+
+        def hup(signo: int, frame: Any) -> None:
+            self._hup = True
+
+        signal.signal(signal.SIGTERM, stop_draining)
+        signal.signal(signal.SIGUSR1, stop_draining)
+        signal.signal(signal.SIGQUIT, stop_now)
+        signal.signal(signal.SIGHUP, hup)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _worker_main(self, slot: int) -> None:
+        """A worker process: one worker loop in this (the main) thread."""
+        self.cache.bind_holder(slot + 1)
+        worker = self.server.make_worker(slot)
+        timeout = self.settings.shutdown_timeout
+
+        def on_stop(graceful: bool) -> None:
+            worker.stop(time.monotonic() + timeout if graceful else None)
+
+        self._child_signals(on_stop)
+        self.apply_settings()
+        self.discovery.start()
+        try:
+            worker.run()
+        finally:
+            self.discovery.stop()
+
+    def _maintainer_main(self) -> None:
+        """The maintainer process: the LRU crawler and the slab automover."""
+        done = threading.Event()
+        self._child_signals(lambda graceful: done.set())
+        services = self._maintainers(holder=self.settings.threads + 1)
+        for svc in services:
+            svc.start()
+        while not done.wait(1.0):
+            if os.getppid() != self._supervisor_pid:
+                break
+        for svc in services:
+            svc.stop()
+
+    # ---- Hooks, for the server (called in a worker) ----
+
+    def request_shutdown(self, graceful: bool) -> None:
+        if self.processes:
+            self.board.set(G_STOP, STOP_GRACEFUL if graceful else STOP_NOW)
+            os.kill(self._supervisor_pid, signal.SIGTERM)
+        else:
+            self.request_stop(graceful)
+
+    def apply_settings(self) -> None:
+        """Run-time settings another worker changed (verbosity, stats detail), and a
+        pending SIGHUP of a worker process."""
+        board = self.board
+        level = board.get(G_VERBOSE)
+        self._apply_verbosity(level)
+        detail = bool(board.get(G_DETAIL))
+        self.handlers.detail.enabled = detail
+        self.handlers.settings = self.handlers.settings.replace(
+            verbose=min(level, 2),
+            detail_enabled=detail,
+            memory_limit=self.cache.memory_limit,
+            slab_automove=self.cache.automove,
+        )
+        if self._hup:
+            self._hup = False
+            self.reload()
+
+    def extra_figures(self, kinds: int) -> dict[str, Any]:
+        if kinds & DETAIL:
+            return {"detail": self.handlers.detail.snapshot()}
+        return {}
+
+    def worker_tick(self) -> None:
+        if not self.processes:
+            return
+        if self._hup:
+            self.apply_settings()
+        if os.getppid() != self._supervisor_pid:
+            worker = self.server.current()
+            if worker is not None:
+                log.error("the supervisor is gone: stopping")
+                worker.stop(time.monotonic() + self.settings.shutdown_timeout)
+
+    # ---- figures ----
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= and the log: where we listen and what we hold."""
@@ -224,8 +440,15 @@ class Daemon:
         return out
 
     def reload(self) -> None:
-        """SIGHUP: re-read what can be re-read; the cache is never touched."""
+        """SIGHUP: re-read what can be re-read; the cache is never touched. The supervisor
+        passes it on to every child, which reloads its own copies."""
         lifecycle.info("SIGHUP: reloading")
+        if self.supervisor is not None and os.getpid() == self._supervisor_pid:
+            self.supervisor.signal_all(signal.SIGHUP)
+            for part in self.reloadables:
+                if isinstance(part, LogFile):
+                    part.reload()
+            return
         for part in self.reloadables:
             try:
                 part.reload()
@@ -236,39 +459,83 @@ class Daemon:
         def on_signal(signo: int, frame: Any) -> None:
             self._events.put(("signal", signo))
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1]
+        if self.processes:
+            sigs.append(signal.SIGCHLD)
+        for sig in sigs:
             signal.signal(sig, on_signal)
 
     # ---- ServerInfo, for the handlers ----
 
     def general_stats(self) -> dict[str, Any]:
         srv = self.server
-        return {
-            "uptime": int(time.monotonic() - self.started_mono),
+        srv.gather(COUNTERS | TLS_FIGURES)
+        counters, figures = srv.totals()
+        self._last_totals = counters
+        out: dict[str, Any] = {
+            "uptime": max(0, int(time.time()) - self.board.get(G_STARTED)),
             "max_connections": self.settings.max_connections,
             "curr_connections": srv.curr_connections,
-            "total_connections": srv.counters.total_connections,
-            "rejected_connections": srv.counters.rejected_connections,
+            "total_connections": figures["total_connections"],
+            "rejected_connections": figures["rejected_connections"],
             "connection_structures": srv.curr_connections + len(srv.tcp) + len(srv.udp),
             "accepting_conns": 1 if srv.accepting else 0,
-            "listen_disabled_num": srv.counters.listen_disabled_num,
+            "listen_disabled_num": figures["listen_disabled_num"],
             "threads": self.settings.threads,
-            **(srv.tls.stats() if srv.tls is not None else {}),
+            "idle_kicks": figures["idle_kicks"],
         }
+        if srv.tls is not None:
+            tls = srv.tls_figures()
+            if self.settings.ssl_session_cache:
+                out["ssl_new_sessions"] = tls["new_sessions"]
+            out["ssl_handshake_errors"] = tls["handshake_errors"]
+            out["time_since_server_cert_refresh"] = int(time.monotonic() - srv.tls.loaded_at)
+        return out
+
+    _last_totals: Counters | None = None
 
     def conns_stats(self) -> list[tuple[str, object]]:
         return self.server.conns_stats()
 
     def all_counters(self) -> list[Counters]:
-        return self.server.all_counters()
+        """The workers' counters, summed (as `general_stats` gathered them)."""
+        if self._last_totals is None:
+            self.server.gather(COUNTERS)
+            self._last_totals = self.server.totals()[0]
+        totals, self._last_totals = self._last_totals, None
+        return [totals]
 
     def reset_stats(self) -> None:
-        self.server.counters.reset()
+        self.server.reset_figures()
+
+    def set_detail(self, on: bool) -> None:
+        board = self.board
+        board.set(G_DETAIL, int(on))
+        board.bump(G_SETTINGS_EPOCH)
+        board.wake_all()
+
+    def detail_table(self) -> dict[bytes, list[int]]:
+        """Every process's ``stats detail`` table, summed."""
+        self.server.gather(DETAIL)
+        tables = self.server.per_process("detail")
+        if self.server.current() is None or not tables:
+            tables.append(self.handlers.detail.snapshot())
+        return self.handlers.detail.merge(tables)
 
     def set_verbosity(self, level: int) -> None:
+        board = self.board
+        board.set(G_VERBOSE, level)
+        board.bump(G_SETTINGS_EPOCH)
+        self._apply_verbosity(level)
+        board.wake_all()
+
+    def _apply_verbosity(self, level: int) -> None:
         logging.getLogger("mcached").setLevel(log_level(level))
         for w in self.server.workers:
             w.trace = level >= 3
+        worker = self.server.current()
+        if worker is not None:
+            worker.trace = level >= 3
 
 
 class LogFile:

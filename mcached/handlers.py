@@ -58,6 +58,10 @@ class ServerInfo(Protocol):
 
     def set_verbosity(self, level: int) -> None: ...
 
+    def set_detail(self, on: bool) -> None: ...
+
+    def detail_table(self) -> dict[bytes, list[int]]: ...
+
 
 STORE_OUTCOME: dict[StoreResult, Outcome | Error] = {
     StoreResult.STORED: Outcome.STORED,
@@ -569,9 +573,10 @@ class Handlers:
         if len(args) == 1 and args[0] in (b"on", b"off"):
             self.detail.enabled = args[0] == b"on"
             self.settings = self.settings.replace(detail_enabled=self.detail.enabled)
+            self.info.set_detail(self.detail.enabled)  # every worker
             cmd.reply(s.out, Outcome.OK)
         elif len(args) == 1 and args[0] == b"dump":
-            cmd.reply_prefix_stats(s.out, self.detail.rows())
+            cmd.reply_prefix_stats(s.out, self.detail.rows(self.info.detail_table()))
         else:
             cmd.reply(s.out, Error.DETAIL_USAGE)
 

@@ -1,10 +1,10 @@
 """Counters, declared once.
 
 `Counters` holds the per-command counters memcached keeps per worker thread
-(``THREAD_STATS_FIELDS``): one instance per worker, written only by its own thread, summed
-for ``stats`` by iterating the dataclass fields (memcached's X-macro idea). A reader may see
-a counter a few increments stale, never a torn value. `ServerCounters` holds the listener's
-connection figures. Names are memcached's: pymemcache and monitoring tools parse them.
+(``THREAD_STATS_FIELDS``): one instance per worker, written only by its own thread. For
+``stats`` each worker publishes its own on the board (`mcached.server.board`), and the
+published rows are summed by iterating the dataclass fields (memcached's X-macro idea).
+Names are memcached's: pymemcache and monitoring tools parse them.
 """
 
 from __future__ import annotations
@@ -51,25 +51,6 @@ def sum_counters(parts: list[Counters]) -> Counters:
     for f in fields(Counters):
         setattr(total, f.name, sum(getattr(p, f.name) for p in parts))
     return total
-
-
-@dataclass
-class ServerCounters:
-    """Connection figures kept by the listener (curr_connections is derived)."""
-
-    total_connections: int = 0
-    rejected_connections: int = 0
-    closed_connections: int = 0
-    listen_disabled_num: int = 0
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-
-    def reset(self) -> None:
-        with self.lock:
-            self.total_connections = 0
-            self.rejected_connections = 0
-            self.listen_disabled_num = 0
 
 
 class PrefixStats:
@@ -123,11 +104,25 @@ class PrefixStats:
             if row is not None:
                 row[3] += 1
 
-    def rows(self) -> list[tuple[bytes, int, int, int, int]]:
-        """``stats detail dump``: (prefix, gets, hits, sets, deletes), by prefix."""
+    def snapshot(self) -> dict[bytes, list[int]]:
+        """A copy of the table (a worker publishes it; `merge` sums several)."""
         with self._lock:
-            rows = sorted(self._table.items())
-        return [(p, v[0], v[1], v[2], v[3]) for p, v in rows]
+            return {p: list(v) for p, v in self._table.items()}
+
+    @staticmethod
+    def merge(tables: list[dict[bytes, list[int]]]) -> dict[bytes, list[int]]:
+        out: dict[bytes, list[int]] = {}
+        for table in tables:
+            for prefix, row in table.items():
+                got = out.setdefault(prefix, [0, 0, 0, 0])
+                for k in range(4):
+                    got[k] += row[k]
+        return out
+
+    @staticmethod
+    def rows(table: dict[bytes, list[int]]) -> list[tuple[bytes, int, int, int, int]]:
+        """``stats detail dump``: (prefix, gets, hits, sets, deletes), by prefix."""
+        return [(p, v[0], v[1], v[2], v[3]) for p, v in sorted(table.items())]
 
 
 # Order of the general ``stats`` reply: memcached 1.6's, for the names we keep.

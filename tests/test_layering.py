@@ -102,11 +102,19 @@ LAYERS: dict[str, set[str]] = {
         PROTOCOL,
         "mcached.server.poller",
     },
+    # the board and the supervisor: words and processes, no meaning at all
+    "mcached.server.board": LEAF,
+    "mcached.server.supervisor": {"mcached.server.board"},
     "mcached.server.workers": {
+        "mcached.addr",
+        "mcached.settings",
         "mcached.stats",
         PROTOCOL,
+        "mcached.server.board",
         "mcached.server.connection",
         "mcached.server.poller",
+        "mcached.server.tls",
+        "mcached.server.udp",
     },
     "mcached.server.listener": {
         "mcached.addr",
@@ -114,6 +122,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.settings",
         "mcached.stats",
         PROTOCOL,
+        "mcached.server.board",
         "mcached.server.connection",
         "mcached.server.tls",
         "mcached.server.udp",

@@ -145,6 +145,11 @@ class TLS:
             with self._lock:
                 self.new_sessions += 1
 
+    def figures(self) -> dict[str, int]:
+        """This process's handshake counters (the board sums them over processes)."""
+        with self._lock:
+            return {"handshake_errors": self.handshake_errors, "new_sessions": self.new_sessions}
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.settings.ssl_session_cache:

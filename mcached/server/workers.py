@@ -1,14 +1,24 @@
-"""Worker threads: each runs its own selector loop over the connections handed to it.
+"""Workers: each runs its own poll loop, accepts its own connections and serves them for life.
 
-A connection is handed to one worker for life (memcached's ``dispatch_conn_new``): the
-listener puts the socket on the worker's `SimpleQueue` and writes one byte to its wake-up
-socket. The loop then serves I/O events, and afterwards gives each YIELDED connection (one
-that used its ``-R`` turn with commands still buffered) another turn, so a pipelining client
-shares the thread fairly with the others.
+A worker is a thread, or the main thread of a worker process (see `mcached.server.supervisor`):
+the code is the same. Every worker watches every listening socket (``EPOLLEXCLUSIVE``: the
+kernel wakes one worker per new connection, not all of them), accepts, and serves what it
+accepted until the connection closes (memcached's worker threads, minus its dispatcher
+thread). Past ``-c`` open connections in the whole daemon (summed from the board), a newcomer
+gets memcached's ``ERROR Too many open connections`` and is closed at once (memcached's
+``maxconns_fast``). Out of file descriptors (EMFILE), a worker stops watching the listening
+sockets for `ACCEPT_BACKOFF` seconds instead of spinning on a socket that stays readable.
+
+The loop serves I/O events, then gives each YIELDED connection (one that used its ``-R`` turn
+with commands still buffered) another turn, so a pipelining client shares the worker fairly.
+
+Its board slot (`mcached.server.board`) is how a worker hears the others: a byte on its
+wake-up socket means look at the board: publish figures another worker asked for, apply a
+run-time setting (verbosity, stats detail), reload certificates, stop.
 
 Each worker owns its `Counters`; only its own thread writes them.
 
-Timeouts, checked once a second (`TIMEOUT_CHECK_INTERVAL`) when either is on:
+Timeouts, checked once a second (`TIMEOUT_CHECK_INTERVAL`):
 
 * ``-o idle_timeout=S`` (memcached's): a connection waiting for its next command (a half-sent
   command line counts as waiting) that has completed none for S seconds is closed without a
@@ -23,111 +33,178 @@ Timeouts, checked once a second (`TIMEOUT_CHECK_INTERVAL`) when either is on:
 
 from __future__ import annotations
 
+import errno
 import logging
-import queue
+import os
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from mcached.addr import format_address
 from mcached.protocol.parser import Parser
+from mcached.protocol.responses import TOO_MANY_CONNECTIONS
+from mcached.server.board import (
+    CONNS,
+    COUNTERS,
+    G_SETTINGS_EPOCH,
+    G_STOP,
+    G_TLS_EPOCH,
+    RUNNING,
+    STOPPING,
+    TLS_FIGURES,
+    W_ACCEPTING,
+    W_CONNS,
+    W_PID,
+    W_STATE,
+)
 from mcached.server.connection import BLOCKED, CLOSED, HANDSHAKE, READING, YIELDED, Connection
 from mcached.server.poller import READ, READ_READY, WRITE_READY, Poller
 from mcached.stats import Counters
 
+if TYPE_CHECKING:
+    from mcached.server.board import Board
+    from mcached.server.tls import TLS
+    from mcached.server.udp import UdpServer
+    from mcached.settings import Settings
+
 log = logging.getLogger("mcached.worker")
 
 TIMEOUT_CHECK_INTERVAL = 1.0
+ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
+ACCEPT_BATCH = 16  # connections one wake-up accepts, so others get theirs too
+EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+
+
+class Host(Protocol):
+    """What a worker needs from the server it belongs to (`mcached.server.listener.Server`)."""
+
+    settings: Settings
+    dispatch: Mapping[type, Callable[[Any, Any], None]]
+    board: Board
+    tls: TLS | None
+    tcp: list[socket.socket]
+    notls: set[socket.socket]
+    udp: list[socket.socket]
+    udp_server: UdpServer
+
+    def make_parser(self) -> Parser: ...
+
+    def worker_started(self, worker: Worker) -> None: ...
+
+    def worker_tick(self, worker: Worker) -> None: ...
+
+    def apply_settings(self, worker: Worker) -> None: ...
+
+    def extra_figures(self, kinds: int) -> dict[str, Any]: ...
+
+    def idle_kicked(self, worker: Worker) -> None: ...
+
+    def request_shutdown(self, graceful: bool) -> None: ...
+
+
+class _Listening:
+    """Marks a listening socket among the poller's owners."""
+
+    __slots__ = ("sock", "addr", "tls")
+
+    def __init__(self, sock: socket.socket, tls: bool) -> None:
+        self.sock = sock
+        self.addr = format_address(sock.getsockname())
+        self.tls = tls
 
 
 class Worker:
-    def __init__(
-        self,
-        index: int,
-        dispatch: Mapping[type, Callable[[Any, Any], None]],
-        make_parser: Callable[[], Parser],
-        reqs_per_event: int,
-        idle_timeout: int,
-        on_close: Callable[[Connection, str], None],
-        on_shutdown: Callable[[bool], None],
-        stall_timeout: float = 0.0,
-        tls: Any = None,
-    ) -> None:
-        self.index = index
-        self.dispatch = dispatch
-        self.make_parser = make_parser
-        self.reqs_per_event = reqs_per_event
-        self.idle_timeout = idle_timeout
-        self.stall_timeout = stall_timeout
-        self.tls = tls  # the server's `tls.TLS` (handshake counters), or None
-        self._on_close = on_close
-        self._on_shutdown = on_shutdown
+    def __init__(self, server: Host, slot: int) -> None:
+        self.server = server
+        self.slot = slot
+        self.index = slot
+        self.board = board = server.board
+        s = server.settings
+        self.dispatch = server.dispatch
+        self.make_parser = server.make_parser
+        self.reqs_per_event = s.reqs_per_event
+        self.idle_timeout = s.idle_timeout
+        self.stall_timeout = s.stall_timeout
+        self.max_connections = s.max_connections
+        self.tls = server.tls  # the server's `tls.TLS` (context, handshake counters), or None
         self.counters = Counters()
         self.selector = Poller()
-        self.queue: queue.SimpleQueue[tuple[socket.socket, Any, str]] = queue.SimpleQueue()
         self.ready: set[Connection] = set()
         self.conns: set[Connection] = set()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._wake_fd = self._wake_r.fileno()
-        self.selector.register(self._wake_r, READ, None)
+        self._wake = board.wake_fd(slot)
+        self._wake_fd = self._wake.fileno()
+        self.selector.register(self._wake, READ, None)
+        self._listening = [_Listening(t, t not in server.notls) for t in server.tcp]
+        self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
+        for lst in self._listening:
+            self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
+        for u in server.udp:
+            self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
         self.trace = False  # -vvv: log every command and reply
         self._stopping = False
         self._drain_until: float | None = None
+        self._seen = [0] * board.slots  # requests of each other worker answered
+        self._settings_epoch = board.get(G_SETTINGS_EPOCH)
+        self._tls_epoch = board.get(G_TLS_EPOCH)
         # The loop's clock: time.monotonic() when the last poll returned. Connections stamp
         # their timeout bookkeeping with it (one clock read per batch of events, not two per
         # request); the timeouts it serves are whole seconds.
         self.now = time.monotonic()
-        self.thread = threading.Thread(target=self.run, name=f"mcached-worker-{index}", daemon=True)
+        self.thread: threading.Thread | None = None
+        board.set_word(slot, W_ACCEPTING, 1)
 
-    # ---- called from other threads ----
+    # ---- called from other threads (or a signal handler) ----
 
     def start(self) -> None:
+        """Run the loop in a thread of its own (thread mode)."""
+        self.thread = threading.Thread(
+            target=self.run, name=f"mcached-worker-{self.slot}", daemon=True
+        )
         self.thread.start()
-
-    def hand_off(self, sock: socket.socket, peer: Any, listen_addr: str) -> None:
-        self.queue.put((sock, peer, listen_addr))
-        self._wake()
 
     def stop(self, drain_until: float | None = None) -> None:
         """Stop the loop. With `drain_until` (a time.monotonic() deadline), first answer
         the requests already received on every connection and send the replies."""
         self._drain_until = drain_until
         self._stopping = True
-        self._wake()
+        self.board.wake(self.slot)
 
     def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
+        if self.thread is not None:
+            self.thread.join(timeout)
 
-    def add_reader(self, sock: socket.socket, callback: Callable[[], None]) -> None:
-        """Serve another socket (the UDP one) from this loop. Call before `start()`."""
-        self.selector.register(sock, READ, callback)
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or we are shutting down
-
-    # ---- the loop (worker thread only) ----
+    # ---- the loop (the worker's thread only) ----
 
     def run(self) -> None:
+        board = self.board
+        board.set_word(self.slot, W_PID, os.getpid())
+        board.set_word(self.slot, W_STATE, RUNNING)
+        self.server.worker_started(self)
+        try:
+            self._loop()
+            board.set_word(self.slot, W_STATE, STOPPING)
+            if self._drain_until is not None:
+                self._drain(self._drain_until)
+        finally:
+            self._close_all()
+
+    def _loop(self) -> None:
         poll = self.selector.poll
         owners = self.selector.owners
         ready = self.ready
         monotonic = time.monotonic
-        timed = bool(self.idle_timeout or self.stall_timeout)
-        next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
+        next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
         while not self._stopping:
             if ready:
                 timeout = 0
-            elif timed:
-                timeout = TIMEOUT_CHECK_INTERVAL
             else:
-                timeout = None
+                timeout = TIMEOUT_CHECK_INTERVAL
+                if self._paused_until:
+                    timeout = max(0.0, min(timeout, self._paused_until - monotonic()))
             try:
                 events = poll(timeout)
             except InterruptedError:
@@ -146,24 +223,181 @@ class Worker:
                         conn.on_readable()
                 elif conn is None:
                     if fd == self._wake_fd:
-                        self._accept_handed_off()
+                        self._woken()
                     # else: closed by an earlier event of this batch
+                elif type(conn) is _Listening:
+                    self._accept(conn)
                 else:
-                    conn()  # an extra reader (UDP)
+                    conn()  # a UDP socket
             if ready:
                 for conn in list(ready):
                     if conn.state != CLOSED:
                         conn.process()
-            if timed and time.monotonic() >= next_check:
-                self._close_timed_out()
-                next_check = time.monotonic() + TIMEOUT_CHECK_INTERVAL
-        if self._drain_until is not None:
-            self._drain(self._drain_until)
-        self._close_all()
+            if self._paused_until and self.now >= self._paused_until:
+                self._resume_accepting()
+            if self.now >= next_check:
+                self._tick()
+                next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
+
+    def _tick(self) -> None:
+        """Once a second: timeouts, whether the daemon still runs."""
+        if self.idle_timeout or self.stall_timeout:
+            self._close_timed_out()
+        self.server.worker_tick(self)
+
+    # ---- the board ----
+
+    def _woken(self) -> None:
+        try:
+            while self._wake.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        board = self.board
+        self.answer_requests()
+        epoch = board.get(G_SETTINGS_EPOCH)
+        if epoch != self._settings_epoch:
+            self._settings_epoch = epoch
+            self.server.apply_settings(self)
+        epoch = board.get(G_TLS_EPOCH)
+        if epoch != self._tls_epoch:
+            self._tls_epoch = epoch
+            if self.tls is not None:
+                self.tls.refresh()
+        if board.get(G_STOP) and not self._stopping:
+            pass  # the supervisor (or the daemon) stops every worker; nothing to do here
+
+    def answer_requests(self) -> None:
+        """Publish what other workers asked for since we last looked."""
+        kinds = self.board.requests(self.slot, self._seen)
+        if kinds:
+            self.publish(kinds)
+            self.board.acknowledge(self.slot, self._seen)
+
+    def publish(self, kinds: int) -> None:
+        blob: dict[str, Any] | None = None
+        if kinds & ~COUNTERS:
+            blob = {}
+            if kinds & CONNS:
+                blob["conns"] = self.conns_rows()
+            if kinds & TLS_FIGURES and self.tls is not None:
+                blob["tls"] = self.tls.figures()
+            blob.update(self.server.extra_figures(kinds))
+        self.board.publish(self.slot, self.counters, blob)
+
+    def gather(self, kinds: int) -> list[int]:
+        """Every worker's figures of `kinds`, published on the board (see `board.gather`)."""
+
+        def answer() -> None:
+            self.publish(kinds)
+            self.answer_requests()
+
+        return self.board.gather(self.slot, kinds, answer)
+
+    def conns_rows(self) -> list[tuple[int, str, str, str, float]]:
+        """(fd, peer, listen address, state, last command) of each open connection."""
+        return [
+            (c.fd, c.peer, c.listen_addr, c.state, c.last_cmd)
+            for c in self.conns
+            if c.state != CLOSED
+        ]
+
+    # ---- accepting ----
+
+    def _accept(self, lst: _Listening) -> None:
+        board = self.board
+        lsock = lst.sock
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: the pending connection stays in the backlog and
+                    # the socket stays readable, so the poll would spin. Stop watching the
+                    # listeners for a moment (memcached: accept_new_conns(false)).
+                    log.warning("accept failed: %s; pausing accepts", exc)
+                    self._pause_accepting()
+                    return
+                # ECONNABORTED, EPROTO, EPERM...: that one connection is gone, the rest wait
+                log.info("accept failed: %s", exc)
+                continue
+            if self._stopping or board.connections() >= self.max_connections:
+                board.add_figure(self.slot, "rejected_connections")
+                try:
+                    sock.setblocking(False)
+                    sock.send(TOO_MANY_CONNECTIONS)
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            try:
+                sock.setblocking(False)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None and lst.tls:
+                    sock = self.tls.wrap(sock)
+            except (OSError, ValueError) as exc:  # reset before we got to it
+                log.info("dropping a connection from %s: %s", format_address(peer), exc)
+                sock.close()
+                continue
+            board.add(self.slot, W_CONNS, 1)
+            board.add_figure(self.slot, "total_connections")
+            conn = Connection(
+                sock,
+                format_address(peer),
+                lst.addr,
+                self,
+                self.dispatch,
+                self.make_parser(),
+                self.reqs_per_event,
+            )
+            self.conns.add(conn)
+            self.selector.register(sock, READ, conn)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("<%d new client connection from %s", conn.fd, conn.peer)
+
+    def _pause_accepting(self) -> None:
+        if not self._paused_until:
+            for lst in self._listening:
+                self.selector.unregister(lst.sock)
+            self.board.set_word(self.slot, W_ACCEPTING, 0)
+            self.board.add_figure(self.slot, "listen_disabled_num")
+        self._paused_until = time.monotonic() + ACCEPT_BACKOFF
+
+    def _resume_accepting(self) -> None:
+        self._paused_until = 0.0
+        if self._stopping:
+            return
+        for lst in self._listening:
+            self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
+        self.board.set_word(self.slot, W_ACCEPTING, 1)
+
+    def _stop_accepting(self) -> None:
+        """Stopping: no more connections. The listening sockets are closed here too (a
+        worker process holds its own copies: the port refuses connections once every
+        process has closed its own)."""
+        for lst in self._listening:
+            if not self._paused_until:
+                try:
+                    self.selector.unregister(lst.sock)
+                except KeyError:
+                    pass  # closed already (another worker thread of this process)
+            lst.sock.close()
+        for u in self.server.udp:
+            try:
+                self.selector.unregister(u)
+            except KeyError:
+                pass
+        self._paused_until = 0.0
+        self._listening = []
+
+    # ---- stopping ----
 
     def _drain(self, deadline: float) -> None:
         """Answer what was received, send it, close; give up at `deadline`."""
-        self._accept_handed_off(draining=True)
+        self._stop_accepting()
         for conn in list(self.conns):
             conn.drain_step()
         while True:
@@ -188,34 +422,8 @@ class Worker:
                     owner.on_writable()
                     if owner.state == YIELDED:
                         owner.drain_step()
-
-    def _accept_handed_off(self, draining: bool = False) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        while True:
-            try:
-                sock, peer, listen_addr = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if self._stopping and not draining:
-                sock.close()
-                continue
-            conn = Connection(
-                sock,
-                peer,
-                listen_addr,
-                self,
-                self.dispatch,
-                self.make_parser(),
-                self.reqs_per_event,
-            )
-            self.conns.add(conn)
-            self.selector.register(sock, READ, conn)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("<%d new client connection from %s", conn.fd, peer)
+                elif owner is None and fd == self._wake_fd:
+                    self._woken()
 
     def _close_timed_out(self) -> None:
         now = time.monotonic()
@@ -235,6 +443,7 @@ class Worker:
                 parser = conn.parser
                 in_block = parser.in_data_block
                 if idle and not in_block and now - conn.last_cmd > idle:
+                    self.server.idle_kicked(self)
                     conn.close("idle timeout")
                 elif stall and parser.authenticating and now - conn.opened > stall:
                     conn.close("not authenticated")
@@ -246,23 +455,23 @@ class Worker:
                     conn.close("request incomplete")
 
     def _close_all(self) -> None:
+        self._stop_accepting()
         for conn in list(self.conns):
             conn.flush()
             conn.close("server stopping")
         self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
-    # ---- callbacks from connections ----
+    # ---- callbacks from connections (the Owner protocol) ----
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
-        self.conns.discard(conn)
+        if conn in self.conns:
+            self.conns.discard(conn)
+            self.board.add(self.slot, W_CONNS, -1)  # counted out at once: -c sees it free
         if log.isEnabledFor(logging.DEBUG):
             log.debug("<%d connection closed: %s", conn.fd, reason)
-        self._on_close(conn, reason)
 
     def request_shutdown(self, graceful: bool) -> None:
-        self._on_shutdown(graceful)
+        self.server.request_shutdown(graceful)
 
     def tls_handshake_failed(self) -> None:
         if self.tls is not None:

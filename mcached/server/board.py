@@ -1,0 +1,296 @@
+"""The board: what the workers of one daemon tell each other, in one shared mapping.
+
+Workers (processes forked by the supervisor, or threads) share two things: the cache's arena
+(`mcached.storage.arena`) and this board. The board has a *slot* per worker and a few global
+words; like the arena it is an anonymous ``MAP_SHARED`` mapping made before the workers
+start, so a forked worker and a thread read and write the same words. It carries:
+
+* live figures each worker writes as they change, so anyone may read them at any time: its
+  open connections (``-c`` counts the daemon's total), total and rejected connections, how
+  often it stopped accepting, its pid and state;
+* *published* figures: a worker's `Counters` stay plain Python attributes on the request
+  path (a word of shared memory costs about twice as much to bump), and are copied here on
+  request, with a blob of what varies in size (its connections for ``stats conns``, its
+  ``stats detail`` table, its TLS figures);
+* global words: a stop request (from the ``shutdown`` command), the run-time settings a
+  command changes for every worker (``verbosity``, ``stats detail on|off``), and epochs that
+  tell every worker to re-read something (``refresh_certs``).
+
+Publishing (exact, not sampled). A worker that needs every worker's figures (``stats``)
+bumps its own request word, wakes every other worker (one byte on each worker's wake-up
+socket, made here too), publishes its own, and waits until every running worker has
+acknowledged its request. A worker acknowledges in its loop, as soon as it wakes, after the
+requests it was serving: so every reply a client has *received* before asking for ``stats``
+is counted in it, whichever worker served it. Requests are per requester (no shared counter,
+no lock), so two workers asking at once each get their answer; a requester keeps answering
+requests while it waits. A worker that does not answer within `PUBLISH_WAIT` seconds (stuck,
+or dying) is counted with its last published figures.
+
+Totals survive workers: when a worker dies, the supervisor adds its last published figures
+to the *retired* row before the slot is reused; ``stats reset`` records the current totals
+as the *baseline* row, which every total is read against.
+
+Rules: words of a slot are written by its worker only (the supervisor writes them only for
+a worker that is dead); global words by anyone, each one a whole value (no read-modify-write
+across workers). Nothing here is on the request path.
+"""
+
+from __future__ import annotations
+
+import mmap
+import pickle
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+PUBLISH_WAIT = 1.0  # seconds a requester waits for a worker's figures
+BLOB_MAX = 4 * 1024 * 1024  # bytes of a worker's published blob (a longer one is cut short)
+
+# publish kinds (a request asks for the union)
+COUNTERS = 1
+CONNS = 2
+DETAIL = 4
+TLS_FIGURES = 8
+
+# worker states
+EMPTY = 0
+STARTING = 1
+RUNNING = 2
+STOPPING = 3
+
+# ---- a slot's words ----
+W_PID = 0
+W_STATE = 1
+W_CONNS = 2  # open connections now
+W_REQ_SEQ = 4  # publish requests this worker made
+W_REQ_KINDS = 5  # the kinds of its latest request
+W_BLOB_LEN = 6
+W_PUBLISHED = 7  # how many times it published (tests, diagnostics)
+W_ACCEPTING = 8  # 0 while it pauses accepting (out of descriptors)
+W_HEAD = 16  # then: the ack row (one word per requester), then the figures row
+
+# ---- global words ----
+G_STOP = 0  # 0: none; STOP_NOW or STOP_GRACEFUL, set by the `shutdown` command
+G_VERBOSE = 1  # `verbosity` (and -v) for every worker
+G_DETAIL = 2  # `stats detail on|off`
+G_SETTINGS_EPOCH = 3  # bumped when one of the two above changes
+G_TLS_EPOCH = 4  # bumped by refresh_certs: every worker reloads its certificates
+G_STARTED = 5  # time.time() the daemon started (uptime survives worker restarts)
+G_WORDS = 16
+STOP_NOW = 1
+STOP_GRACEFUL = 2
+
+#: figures kept per worker beside the `Counters` fields: written live by the server
+SERVER_FIGURES = (
+    "total_connections",
+    "rejected_connections",
+    "listen_disabled_num",
+    "idle_kicks",
+)
+
+
+def _map(size: int) -> mmap.mmap:
+    size = max(mmap.PAGESIZE, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+
+
+class Board:
+    """The shared words and blobs of `slots` workers whose published figures are named
+    `counter_fields` (the `Counters` fields). Made before the workers start."""
+
+    def __init__(self, slots: int, counter_fields: Sequence[str]) -> None:
+        self.slots = slots
+        self.fields = tuple(counter_fields) + SERVER_FIGURES
+        self.index = {name: k for k, name in enumerate(self.fields)}
+        self.ack_base = W_HEAD
+        self.fig_base = W_HEAD + slots
+        self.slot_words = self.fig_base + len(self.fields)
+        # globals, then the retired and baseline rows, then the slots
+        self.retired_base = G_WORDS
+        self.baseline_base = self.retired_base + len(self.fields)
+        self.slot_base = self.baseline_base + len(self.fields)
+        nwords = self.slot_base + slots * self.slot_words
+        self._map = _map(nwords * 8)
+        self.words = memoryview(self._map).cast("q")
+        self.blobs = _map(slots * BLOB_MAX)
+        # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
+        self.wakers = [socket.socketpair() for _ in range(slots)]
+        for r, w in self.wakers:
+            r.setblocking(False)
+            w.setblocking(False)
+        self.words[G_STARTED] = int(time.time())
+
+    # ---- places ----
+
+    def base(self, slot: int) -> int:
+        return self.slot_base + slot * self.slot_words
+
+    def word(self, slot: int, w: int) -> int:
+        return int(self.words[self.base(slot) + w])
+
+    def set_word(self, slot: int, w: int, value: int) -> None:
+        self.words[self.base(slot) + w] = value
+
+    def add(self, slot: int, w: int, delta: int) -> None:
+        """Only the slot's own worker (or the supervisor for a dead one) calls this."""
+        self.words[self.base(slot) + w] += delta
+
+    def add_figure(self, slot: int, name: str, delta: int = 1) -> None:
+        self.words[self.base(slot) + self.fig_base + self.index[name]] += delta
+
+    # ---- global words ----
+
+    def get(self, g: int) -> int:
+        return int(self.words[g])
+
+    def set(self, g: int, value: int) -> None:
+        self.words[g] = value
+
+    def bump(self, g: int) -> None:
+        """An epoch moves on (its writers take turns: a command, then the next)."""
+        self.words[g] = self.words[g] + 1
+
+    # ---- waking ----
+
+    def wake_fd(self, slot: int) -> socket.socket:
+        return self.wakers[slot][0]
+
+    def wake(self, slot: int) -> None:
+        try:
+            self.wakers[slot][1].send(b"\0")
+        except OSError:
+            pass  # a wake-up is already pending (the pair's buffer is full), or closed
+
+    def wake_all(self, but: int = -1) -> None:
+        for slot in range(self.slots):
+            if slot != but and self.word(slot, W_STATE) in (STARTING, RUNNING, STOPPING):
+                self.wake(slot)
+
+    # ---- figures ----
+
+    def live(self) -> list[int]:
+        return [s for s in range(self.slots) if self.word(s, W_STATE) != EMPTY]
+
+    def connections(self) -> int:
+        """Open connections of the whole daemon (what ``-c`` limits)."""
+        return sum(self.word(s, W_CONNS) for s in range(self.slots))
+
+    def totals(self) -> dict[str, int]:
+        """Every figure summed over workers, retired ones included, since the last reset."""
+        out = []
+        w = self.words
+        n = len(self.fields)
+        for k in range(n):
+            total = w[self.retired_base + k] - w[self.baseline_base + k]
+            for s in range(self.slots):
+                total += w[self.base(s) + self.fig_base + k]
+            out.append(int(total))
+        return dict(zip(self.fields, out, strict=True))
+
+    def reset(self) -> None:
+        """``stats reset``: every total reads 0 from now on (after a publish round)."""
+        totals = self.totals()
+        w = self.words
+        for k, name in enumerate(self.fields):
+            w[self.baseline_base + k] += totals[name]
+
+    def retire(self, slot: int) -> None:
+        """The supervisor, for a dead worker: keep its figures, free its slot."""
+        w = self.words
+        b = self.base(slot)
+        for k in range(len(self.fields)):
+            w[self.retired_base + k] += w[b + self.fig_base + k]
+            w[b + self.fig_base + k] = 0
+        for word in (W_PID, W_CONNS, W_BLOB_LEN, W_ACCEPTING):
+            w[b + word] = 0
+        # its requests and acks restart from zero with its next worker
+        w[b + W_REQ_SEQ] = 0
+        for r in range(self.slots):
+            w[b + self.ack_base + r] = 0
+            w[self.base(r) + self.ack_base + slot] = 0
+        w[b + W_STATE] = EMPTY
+
+    # ---- publishing (a worker) ----
+
+    def publish(self, slot: int, counters: Any, blob: dict[str, Any] | None) -> None:
+        """Copy `counters` (a `Counters`) and `blob` into `slot`."""
+        w = self.words
+        b = self.base(slot) + self.fig_base
+        for k, name in enumerate(self.fields[: -len(SERVER_FIGURES)]):
+            w[b + k] = getattr(counters, name)
+        if blob is not None:
+            data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
+            if len(data) > BLOB_MAX:
+                data = pickle.dumps({"truncated": True}, protocol=pickle.HIGHEST_PROTOCOL)
+            start = slot * BLOB_MAX
+            self.blobs[start : start + len(data)] = data
+            self.set_word(slot, W_BLOB_LEN, len(data))
+        self.add(slot, W_PUBLISHED, 1)
+
+    def blob(self, slot: int) -> dict[str, Any]:
+        n = self.word(slot, W_BLOB_LEN)
+        if not n:
+            return {}
+        start = slot * BLOB_MAX
+        try:
+            data: dict[str, Any] = pickle.loads(self.blobs[start : start + n])
+        except Exception:  # torn by a worker that died while writing it
+            return {}
+        return data
+
+    def requests(self, slot: int, seen: list[int]) -> int:
+        """The kinds other workers asked for since `slot` last looked (`seen`: per
+        requester, the request number acknowledged; updated by `acknowledge`)."""
+        kinds = 0
+        for r in range(self.slots):
+            if r != slot and self.word(r, W_REQ_SEQ) > seen[r]:
+                kinds |= self.word(r, W_REQ_KINDS)
+        return kinds
+
+    def acknowledge(self, slot: int, seen: list[int]) -> None:
+        """After publishing: `slot` answered every request made so far."""
+        b = self.base(slot) + self.ack_base
+        for r in range(self.slots):
+            seq = self.word(r, W_REQ_SEQ)
+            if seq > seen[r]:
+                seen[r] = seq
+                self.words[b + r] = seq
+
+    def gather(
+        self, slot: int, kinds: int, answer: Callable[[], None], wait: float = PUBLISH_WAIT
+    ) -> list[int]:
+        """Ask every other running worker to publish `kinds`, and wait for them. `answer`
+        publishes this worker's own figures and answers requests made meanwhile. Returns
+        the slots that did not answer in time (their figures are the last they published).
+        `slot` -1: the asker is not a worker (it only waits)."""
+        if slot >= 0:
+            seq = self.word(slot, W_REQ_SEQ) + 1
+            self.set_word(slot, W_REQ_KINDS, kinds)
+            self.set_word(slot, W_REQ_SEQ, seq)
+        else:
+            return []
+        others = [s for s in self.live() if s != slot]
+        for s in others:
+            self.wake(s)
+        answer()
+        deadline = time.monotonic() + wait
+        pause = 0.0001
+        while True:
+            late = [
+                s
+                for s in others
+                if self.word(s, W_STATE) == RUNNING
+                and self.words[self.base(s) + self.ack_base + slot] < seq
+            ]
+            if not late or time.monotonic() >= deadline:
+                return late
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+            answer()
+
+    def close(self) -> None:
+        for r, w in self.wakers:
+            r.close()
+            w.close()
