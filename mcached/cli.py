@@ -256,7 +256,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from mcached import process, systemd
-    from mcached.daemon import Daemon, configure_logging
+    from mcached.daemon import Daemon, configure_logging, gil_enabled
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "running as root without -u: consider -u <user> to drop privileges"
         )
     try:
-        daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None)
+        daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None, processes=gil_enabled())
     except SettingsError as exc:  # -Y file, -Z certificates: memcached's messages and codes
         click.echo(str(exc), err=True)
         sys.exit(exc.code)

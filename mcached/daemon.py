@@ -304,8 +304,10 @@ class Daemon:
         finally:
             self._waiting = False
             systemd.notify("STOPPING=1")
-            sup.stop(graceful, self.settings.shutdown_timeout)
+            # our copies of the listening sockets first: the port refuses connections once
+            # every worker has closed its own too, which each does as it starts to stop
             self.server.close_sockets()
+            sup.stop(graceful, self.settings.shutdown_timeout)
             lifecycle.info("stopped")
         return code
 
@@ -337,6 +339,9 @@ class Daemon:
 
         def hup(signo: int, frame: Any) -> None:
             self._hup = True
+            worker = self.server.current()
+            if worker is not None:
+                self.board.wake(worker.slot)  # reload at the worker's next turn
 
         signal.signal(signal.SIGTERM, stop_draining)
         signal.signal(signal.SIGUSR1, stop_draining)
