@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from mcached import systemd
 from mcached.auth import AuthFile
 from mcached.clock import Clock
@@ -477,7 +479,20 @@ class Daemon:
         srv.gather(COUNTERS | TLS_FIGURES)
         counters, figures = srv.totals()
         self._last_totals = counters
+        # the daemon's pid (the pid file's) and the CPU of all its processes
+        main = psutil.Process(self._supervisor_pid)
+        user = system = 0.0
+        for p in [main, *main.children()]:
+            try:
+                cpu = p.cpu_times()
+            except psutil.Error:
+                continue  # a child that exited meanwhile
+            user += cpu.user
+            system += cpu.system
         out: dict[str, Any] = {
+            "pid": self._supervisor_pid,
+            "rusage_user": f"{user:.6f}",
+            "rusage_system": f"{system:.6f}",
             "uptime": max(0, int(time.time()) - self.board.get(G_STARTED)),
             "max_connections": self.settings.max_connections,
             "curr_connections": srv.curr_connections,
@@ -512,6 +527,11 @@ class Daemon:
 
     def reset_stats(self) -> None:
         self.server.reset_figures()
+
+    def refresh_settings(self) -> None:
+        """Before ``stats settings``: what another worker changed (the limit, automove,
+        verbosity, detail) into this worker's copy of the settings."""
+        self.apply_settings()
 
     def set_detail(self, on: bool) -> None:
         board = self.board

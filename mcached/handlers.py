@@ -16,12 +16,9 @@ locals, and `get` has its own one-key path (see there).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
-
-import psutil
 
 from mcached import MEMCACHED_VERSION
 from mcached.clock import Clock
@@ -59,6 +56,8 @@ class ServerInfo(Protocol):
     def set_verbosity(self, level: int) -> None: ...
 
     def set_detail(self, on: bool) -> None: ...
+
+    def refresh_settings(self) -> None: ...
 
     def detail_table(self) -> dict[bytes, list[int]]: ...
 
@@ -161,7 +160,6 @@ class Handlers:
         self.authfile = authfile
         # -Z: the server's TLS context holder (refresh() -> None, or an error line)
         self.tls = tls
-        self._process = psutil.Process()
         self.detail = PrefixStats(settings.stat_key_prefix.encode(), settings.detail_enabled)
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
             c.Get: self.get,
@@ -554,6 +552,7 @@ class Handlers:
             self.reset_stats()
             cmd.reply(s.out, Outcome.RESET)
         elif sub == b"settings" and len(args) == 1:
+            self.info.refresh_settings()  # what other workers changed at run time
             cmd.reply_stats(s.out, stats_settings(self.settings))
         elif sub == b"items" and len(args) == 1:
             cmd.reply_stats(s.out, self.items_stats())
@@ -584,13 +583,9 @@ class Handlers:
         from mcached.stats import sum_counters
 
         values: dict[str, object] = {}
-        values["pid"] = os.getpid()
-        values.update(self.info.general_stats())
+        values.update(self.info.general_stats())  # pid, rusage, connections...
         values["version"] = MEMCACHED_VERSION
         values["pointer_size"] = 64
-        cpu = self._process.cpu_times()
-        values["rusage_user"] = f"{cpu.user:.6f}"
-        values["rusage_system"] = f"{cpu.system:.6f}"
         total = sum_counters(self.info.all_counters())
         for name, value in vars(total).items():
             values[name] = value

@@ -1,9 +1,11 @@
 """Shared fixtures: servers on free loopback ports.
 
-`server` is parametrized over ``mcached`` (our daemon, started in-process on port 0) and
-``memcached`` (Debian's binary, started as a subprocess), so every raw-wire expectation is
-checked against the reference as well as against us. `server_factory` starts either kind
-with extra memcached-style flags (``-C``, ``-F``, ``-M -m 2``...).
+`server` is parametrized over ``mcached`` (our daemon, started in-process on port 0, its
+workers threads) and ``memcached`` (Debian's binary, started as a subprocess), so every
+raw-wire expectation is checked against the reference as well as against us.
+`server_factory` starts either kind, or ``mcached-procs`` (the ``mcached`` command in a
+subprocess: a supervisor and worker processes, as it runs in production), with extra
+memcached-style flags (``-C``, ``-F``, ``-M -m 2``...).
 
 ``MCACHED_NO_REFERENCE=1`` skips the reference runs on a machine without memcached; CI
 installs it (``make test`` runs ``scripts/install-system-deps.sh``), so there they always run.
@@ -109,13 +111,55 @@ def _stop_mcached(server: Server) -> None:
     server.handle.stop()
 
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _start_mcached_procs(args: list[str]) -> Server:
+    """``python -m mcached`` (worker processes) on a free port, answering once it returns."""
+    import sys
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NOTIFY_SOCKET", None)
+    cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, timeout=20)
+        with socket.create_connection((HOST, port), timeout=20) as s:
+            s.sendall(b"version\r\n")
+            assert s.recv(100).startswith(b"VERSION ")
+    except (OSError, AssertionError):
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"mcached {args} did not start: {err.decode()}") from None
+    return Server("mcached-procs", HOST, port, 0, proc)
+
+
+def _stop_mcached_procs(server: Server) -> None:
+    proc: subprocess.Popen[bytes] = server.handle
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
 @pytest.fixture
 def server_factory() -> Iterator[Callable[..., Server]]:
     """``server_factory(kind, *flags)`` starts a server; all are stopped after the test."""
     started: list[Server] = []
 
     def start(kind: str, *args: str) -> Server:
-        srv = _start_mcached(list(args)) if kind == "mcached" else _start_memcached(list(args))
+        starter = {
+            "mcached": _start_mcached,
+            "mcached-procs": _start_mcached_procs,
+            "memcached": _start_memcached,
+        }[kind]
+        srv = starter(list(args))
         started.append(srv)
         return srv
 
@@ -123,6 +167,8 @@ def server_factory() -> Iterator[Callable[..., Server]]:
     for srv in reversed(started):
         if srv.kind == "mcached":
             _stop_mcached(srv)
+        elif srv.kind == "mcached-procs":
+            _stop_mcached_procs(srv)
         else:
             _stop_memcached(srv)
 

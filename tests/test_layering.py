@@ -155,6 +155,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.server.*",
         "mcached.storage.cache",
         "mcached.storage.maintainer",
+        "psutil",  # the daemon's processes' CPU, for stats
     },
     "mcached.cli": {
         "mcached",

@@ -50,37 +50,50 @@ def bind_sockets(
     kind: int,
     backlog: int,
     notls: set[socket.socket] | None = None,
-) -> list[socket.socket]:
-    """Bind every address of `listen`; the sockets of ``notls:`` specs also go in `notls`."""
-    socks: list[socket.socket] = []
+    copies: int = 1,
+) -> list[list[socket.socket]]:
+    """Bind every address of `listen`, `copies` sockets each (with ``SO_REUSEPORT`` when
+    more than one: the kernel then spreads new connections, and datagrams, over them, and a
+    worker serves its own copy). One list of copies per address; the sockets of ``notls:``
+    specs also go in `notls`."""
+    groups: list[list[socket.socket]] = []
+
+    def close_all() -> None:
+        for group in groups:
+            for other in group:
+                other.close()
+
     for spec in listen:
         plain, _ = split_notls(spec)
         try:
             host, p = parse_listen(spec, port)
         except ValueError as exc:  # reported as a failure to listen, as a bad host is
-            for other in socks:
-                other.close()
+            close_all()
             raise OSError(errno.EINVAL, str(exc)) from None
         infos = socket.getaddrinfo(host or None, p, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)
         for family, stype, proto, _, addr in infos:
-            s = socket.socket(family, stype, proto)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind(addr)
-                if kind == socket.SOCK_STREAM:
-                    s.listen(backlog)
-                s.setblocking(False)
-            except OSError:
-                s.close()
-                for other in socks:
-                    other.close()
-                raise
-            socks.append(s)
-            if plain and notls is not None:
-                notls.add(s)
-    return socks
+            group: list[socket.socket] = []
+            groups.append(group)
+            for _ in range(copies):
+                s = socket.socket(family, stype, proto)
+                group.append(s)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if copies > 1:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if family == socket.AF_INET6:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.bind(addr)
+                    if kind == socket.SOCK_STREAM:
+                        s.listen(backlog)
+                    s.setblocking(False)
+                except OSError:
+                    close_all()
+                    raise
+                addr = s.getsockname()  # port 0 asked for one: the copies take the same
+                if plain and notls is not None:
+                    notls.add(s)
+    return groups
 
 
 class Hooks(Protocol):
@@ -111,11 +124,14 @@ class Server:
         self.dispatch = dispatch  # command type -> its handler(command, session)
         self.make_parser = make_parser
         self.hooks = hooks
-        self.tcp: list[socket.socket] = tcp_sockets or []
+        # The listening sockets, per address a group: one copy per worker (each serves its
+        # own; SO_REUSEPORT spreads connections over them), or one that all share (sockets
+        # systemd passes). `tcp` and `udp`: the first of each group.
+        self.tcp_groups: list[list[socket.socket]] = [[t] for t in tcp_sockets or []]
+        self.udp_groups: list[list[socket.socket]] = []
         # -Z: every TCP listener speaks TLS except those bound from a notls: address
         self.tls = TLS(settings) if settings.ssl_enabled else None
         self.notls: set[socket.socket] = set()
-        self.udp: list[socket.socket] = []
         self.udp_server = UdpServer(
             dispatch, make_parser, settings.reqs_per_event, hooks.request_shutdown
         )
@@ -125,16 +141,33 @@ class Server:
 
     # ---- lifecycle ----
 
+    @property
+    def tcp(self) -> list[socket.socket]:
+        return [group[0] for group in self.tcp_groups]
+
+    @property
+    def udp(self) -> list[socket.socket]:
+        return [group[0] for group in self.udp_groups]
+
+    def listening(self, slot: int) -> list[socket.socket]:
+        """The TCP sockets worker `slot` accepts on: its copy of each address's."""
+        return [group[slot % len(group)] for group in self.tcp_groups]
+
+    def datagram_sockets(self, slot: int) -> list[socket.socket]:
+        return [group[slot % len(group)] for group in self.udp_groups]
+
     def bind(self) -> None:
         s = self.settings
-        if not self.tcp:
-            self.tcp = bind_sockets(
-                s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog, notls=self.notls
+        copies = self.board.slots
+        if not self.tcp_groups:
+            self.tcp_groups = bind_sockets(
+                s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog, self.notls, copies
             )
-        if s.udp_port and not self.udp:
-            self.udp = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0)
-        for t in self.tcp:
-            t.setblocking(False)
+        if s.udp_port and not self.udp_groups:
+            self.udp_groups = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0, None, copies)
+        for group in self.tcp_groups:
+            for t in group:
+                t.setblocking(False)
 
     def start(self) -> None:
         """Thread mode: every worker a thread of this process."""
@@ -159,11 +192,12 @@ class Server:
                 w.join((drain or 0) + timeout)
 
     def close_sockets(self) -> None:
-        for sock in (*self.tcp, *self.udp):
-            try:
-                sock.close()
-            except OSError:
-                pass
+        for group in (*self.tcp_groups, *self.udp_groups):
+            for sock in group:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
 
     @property
     def ports(self) -> list[int]:

@@ -85,12 +85,16 @@ class Host(Protocol):
     dispatch: Mapping[type, Callable[[Any, Any], None]]
     board: Board
     tls: TLS | None
-    tcp: list[socket.socket]
     notls: set[socket.socket]
-    udp: list[socket.socket]
     udp_server: UdpServer
 
     def make_parser(self) -> Parser: ...
+
+    def listening(self, slot: int) -> list[socket.socket]: ...
+
+    def datagram_sockets(self, slot: int) -> list[socket.socket]: ...
+
+    def close_sockets(self) -> None: ...
 
     def worker_started(self, worker: Worker) -> None: ...
 
@@ -137,11 +141,12 @@ class Worker:
         self._wake = board.wake_fd(slot)
         self._wake_fd = self._wake.fileno()
         self.selector.register(self._wake, READ, None)
-        self._listening = [_Listening(t, t not in server.notls) for t in server.tcp]
+        self._listening = [_Listening(t, t not in server.notls) for t in server.listening(slot)]
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
-        for u in server.udp:
+        self._udp = server.datagram_sockets(slot)
+        for u in self._udp:
             self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
         self.trace = False  # -vvv: log every command and reply
         self._stopping = False
@@ -384,14 +389,15 @@ class Worker:
                     self.selector.unregister(lst.sock)
                 except KeyError:
                     pass  # closed already (another worker thread of this process)
-            lst.sock.close()
-        for u in self.server.udp:
+        for u in self._udp:
             try:
                 self.selector.unregister(u)
             except KeyError:
                 pass
+        self.server.close_sockets()  # this process's copies, all of them
         self._paused_until = 0.0
         self._listening = []
+        self._udp = []
 
     # ---- stopping ----
 

@@ -5,10 +5,11 @@ file drives the protocol directly, with pipelining and noreply, and covers appen
 add races and cas from raw sockets. Against both servers: these are memcached's atomicity
 guarantees (every compound operation runs under its key's lock).
 
-mcached runs each test with one worker thread (its default under the GIL) and with four
-(``-t 4``): the listener hands connections round-robin, so the threads' connections sit on
-different workers and their requests interleave at any bytecode, not only at socket calls.
-memcached runs them with its default four.
+mcached runs each test with one worker thread, with four (``-t 4``: each worker accepts its
+own connections, so the threads' connections sit on different workers and their requests
+interleave at any bytecode, not only at socket calls), and as the ``mcached`` command runs in
+production: four worker processes over one shared cache. memcached runs them with its default
+four.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ THREADS = 8
 
 
 @pytest.fixture(
-    params=[("mcached", 1), ("mcached", 4), ("memcached", 4)],
-    ids=["mcached-t1", "mcached-t4", "memcached-t4"],
+    params=[("mcached", 1), ("mcached", 4), ("mcached-procs", 4), ("memcached", 4)],
+    ids=["mcached-t1", "mcached-t4", "mcached-procs-t4", "memcached-t4"],
 )
 def server(request: pytest.FixtureRequest, server_factory: Callable[..., Server]) -> Server:
     """conftest's `server`, with the number of worker threads as a parameter too."""

@@ -1,0 +1,321 @@
+"""The ``mcached`` command as it runs in production: a supervisor and ``-t`` worker processes
+over one shared-memory cache (mcached/server/supervisor.py, board.py, storage/arena.py).
+
+Each test starts ``python -m mcached -t 4`` in a subprocess. Which worker serves a connection
+is read from /proc: the server side of each client's connection is a socket that exactly one
+worker process holds, so the tests know their connections are spread over several processes
+and check that what one worker does, another sees: items, counters, flushes, the ``-c``
+limit, run-time settings; and that a worker killed under load costs only its own
+connections.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import Server
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+WORKERS = 4
+
+
+def socket_inodes(pid: int) -> set[int]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        m = re.fullmatch(r"socket:\[(\d+)\]", link)
+        if m:
+            out.add(int(m.group(1)))
+    return out
+
+
+def server_side_inode(conn: Conn, server_port: int) -> int:
+    """The inode of the daemon's end of `conn` (from /proc/net/tcp)."""
+    client_port = conn.sock.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], int(fields[9])
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == (
+            client_port
+        ):
+            return inode
+    raise AssertionError("no server side for the connection")
+
+
+def worker_pid_of(conn: Conn, server: Server) -> int:
+    inode = server_side_inode(conn, server.port)
+    for p in psutil.Process(server.handle.pid).children():
+        if inode in socket_inodes(p.pid):
+            return p.pid
+    raise AssertionError("no worker holds the connection")
+
+
+def spread(server: Server, n: int = 16) -> tuple[list[Conn], dict[int, list[Conn]]]:
+    """`n` connections, and which worker process serves each."""
+    conns = [Conn(server.address) for _ in range(n)]
+    for c in conns:
+        assert c.request(b"version\r\n").startswith(b"VERSION")
+    by_worker: dict[int, list[Conn]] = {}
+    for c in conns:
+        by_worker.setdefault(worker_pid_of(c, server), []).append(c)
+    return conns, by_worker
+
+
+def stat(conn: Conn, name: str, sub: bytes = b"") -> str:
+    conn.send(b"stats" + (b" " + sub if sub else b"") + b"\r\n")
+    reply = conn.read_until(b"END\r\n").decode()
+    m = re.search(rf"^STAT {name} (\S+)\r$", reply, re.M)
+    assert m, f"no {name} in {reply!r}"
+    return m.group(1)
+
+
+@pytest.fixture
+def procs(server_factory: Callable[..., Server]) -> Server:
+    return server_factory("mcached-procs", "-t", str(WORKERS))
+
+
+def test_one_cache_for_every_worker(procs: Server) -> None:
+    conns, by_worker = spread(procs)
+    try:
+        assert len(by_worker) >= 2, "the kernel should spread 16 connections over 4 workers"
+        pids = list(by_worker)
+        writer, reader = by_worker[pids[0]][0], by_worker[pids[1]][0]
+        assert writer.request(b"set shared 5 0 5\r\nhello\r\n", expect_len=8) == b"STORED\r\n"
+        assert reader.request(b"get shared\r\n") == b"VALUE shared 5 5\r\nhello\r\nEND\r\n"
+        reader.send(b"gets shared\r\n")
+        cas = reader.read_until(b"END\r\n").split(b"\r\n")[0].split()[4]
+        assert writer.request(b"cas shared 0 0 3 %b\r\nbye\r\n" % cas, expect_len=8) == (
+            b"STORED\r\n"
+        )
+        assert reader.request(b"cas shared 0 0 3 %b\r\nnew\r\n" % cas, expect_len=8) == (
+            b"EXISTS\r\n"
+        )
+        assert reader.request(b"incr n 1\r\n") == b"NOT_FOUND\r\n"
+        writer.request(b"set n 0 0 2\r\n41\r\n", expect_len=8)
+        assert reader.request(b"incr n 1\r\n") == b"42\r\n"
+        assert writer.request(b"append shared 0 0 1\r\n!\r\n", expect_len=8) == b"STORED\r\n"
+        assert reader.request(b"get shared\r\n") == b"VALUE shared 0 4\r\nbye!\r\nEND\r\n"
+        assert writer.request(b"flush_all\r\n") == b"OK\r\n"
+        assert reader.request(b"get shared n\r\n") == b"END\r\n"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_stats_count_every_worker_exactly(procs: Server) -> None:
+    conns, by_worker = spread(procs)
+    try:
+        assert len(by_worker) >= 2
+        for i, c in enumerate(conns):
+            c.request(b"set k%d 0 0 1\r\nx\r\n" % i, expect_len=8)
+            for _ in range(3):
+                c.request(b"get k%d\r\n" % i)
+        with Conn(procs.address) as asker:
+            assert stat(asker, "cmd_set") == str(len(conns))
+            assert stat(asker, "cmd_get") == str(3 * len(conns))
+            assert stat(asker, "get_hits") == str(3 * len(conns))
+            assert stat(asker, "curr_items") == str(len(conns))
+            assert stat(asker, "curr_connections") == str(len(conns) + 1)
+            assert int(stat(asker, "total_connections")) >= len(conns) + 1
+            assert stat(asker, "threads") == str(WORKERS)
+            # the daemon's pid, as in the pid file, whichever worker answers
+            assert stat(asker, "pid") == str(procs.handle.pid)
+            asker.send(b"stats reset\r\n")
+            assert asker.read_until(b"RESET\r\n") == b"RESET\r\n"
+            assert stat(asker, "cmd_get") == "0"
+            assert stat(asker, "curr_items") == str(len(conns))  # a gauge: not reset
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_stats_conns_lists_every_workers_connections(procs: Server) -> None:
+    conns, by_worker = spread(procs, 8)
+    try:
+        with Conn(procs.address) as asker:
+            asker.send(b"stats conns\r\n")
+            reply = asker.read_until(b"END\r\n").decode()
+        peers = set(re.findall(r":addr tcp:127\.0\.0\.1:(\d+)\r", reply))
+        for c in conns:
+            assert str(c.sock.getsockname()[1]) in peers
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_the_connection_limit_counts_the_whole_daemon(
+    server_factory: Callable[..., Server],
+) -> None:
+    server = server_factory("mcached-procs", "-t", str(WORKERS), "-c", "10")
+    conns, by_worker = spread(server, 9)  # and the one spread's lookups do not keep
+    try:
+        assert len(by_worker) >= 2
+        with Conn(server.address) as tenth:
+            assert tenth.request(b"version\r\n").startswith(b"VERSION")
+            with Conn(server.address) as eleventh:  # told at once, and closed
+                refusal = b"ERROR Too many open connections\r\n"
+                assert eleventh.read_exact(len(refusal)) == refusal
+                assert eleventh.closed()
+        # a closed connection stops counting as soon as its worker sees the close
+        deadline = time.monotonic() + 2
+        while True:
+            with Conn(server.address) as again:
+                try:
+                    if again.request(b"version\r\n").startswith(b"VERSION"):
+                        break
+                except ConnectionResetError:
+                    pass  # refused: the close of `tenth` not seen yet
+            assert time.monotonic() < deadline
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_run_time_settings_reach_every_worker(procs: Server) -> None:
+    conns, by_worker = spread(procs)
+    try:
+        pids = list(by_worker)
+        a, b = by_worker[pids[0]][0], by_worker[pids[1]][0]
+        assert a.request(b"verbosity 1\r\n") == b"OK\r\n"
+        assert stat(b, "verbosity", b"settings") == "1"
+        assert a.request(b"stats detail on\r\n") == b"OK\r\n"
+        assert stat(b, "detail_enabled", b"settings") == "yes"
+        b.request(b"set user:1 0 0 1\r\nx\r\n", expect_len=8)
+        a.request(b"get user:1\r\n")
+        b.send(b"stats detail dump\r\n")
+        assert b.read_until(b"END\r\n") == b"PREFIX user get 1 hit 1 set 1 del 0\r\nEND\r\n"
+        assert a.request(b"cache_memlimit 100\r\n") == b"OK\r\n"
+        assert stat(b, "maxbytes", b"settings") == str(100 * 1024 * 1024)
+        assert stat(b, "limit_maxbytes") == str(100 * 1024 * 1024)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_worker_killed_under_load_costs_only_its_connections(procs: Server) -> None:
+    conns, by_worker = spread(procs)
+    errors: list[str] = []
+    stop = threading.Event()
+    victim = next(iter(by_worker))
+    survivors = [c for pid, cs in by_worker.items() if pid != victim for c in cs]
+    assert survivors
+
+    def load(c: Conn, n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key = b"load%d:%d" % (n, i % 50)
+            if c.request(b"set %b 0 0 2\r\nok\r\n" % key, expect_len=8) != b"STORED\r\n":
+                errors.append("set")
+            if c.request(b"get %b\r\n" % key) != b"VALUE %b 0 2\r\nok\r\nEND\r\n" % key:
+                errors.append("get")
+            i += 1
+
+    threads = [threading.Thread(target=load, args=(c, n)) for n, c in enumerate(survivors)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        for c in by_worker[victim]:
+            assert c.closed()  # its connections are gone
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []  # every other connection kept working throughout
+    with Conn(procs.address) as fresh:
+        assert fresh.request(b"get load0:1\r\n").startswith(b"VALUE load0:1 0 2\r\n")
+        assert int(stat(fresh, "cmd_set")) > 0
+    children = psutil.Process(procs.handle.pid).children()
+    assert victim not in [p.pid for p in children]
+    assert len(children) == WORKERS + 1  # replaced (and the maintainer)
+    for c in conns:
+        c.close()
+
+
+def test_sigterm_drains_every_worker(procs: Server) -> None:
+    """Pipelined requests on connections of different workers: all answered at SIGTERM."""
+    conns, by_worker = spread(procs, 8)
+    assert len(by_worker) >= 2
+    n = 800
+    batch = b"".join(b"set d%d 0 0 3\r\nabc\r\nget d%d\r\n" % (i, i) for i in range(n))
+    for c in conns:
+        c.send(batch)
+    procs.handle.send_signal(signal.SIGTERM)
+    for c in conns:
+        data = b""
+        c.sock.settimeout(15)
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.count(b"STORED\r\n") == n and data.count(b"END\r\n") == n
+        c.close()
+    assert procs.handle.wait(20) == 0
+
+
+def test_random_sessions_over_several_workers_match_memcached(
+    server_factory: Callable[..., Server],
+) -> None:
+    """The same seeded sessions, on four connections taking turns, against both servers:
+    every reply equal (CAS uniques compared by their order, which both keep increasing)."""
+    replies = {}
+    for kind in ("mcached-procs", "memcached"):
+        server = server_factory(kind, "-t", str(WORKERS))
+        rng = random.Random(15)
+        conns = [Conn(server.address) for _ in range(4)]
+        got = []
+        for _ in range(400):
+            c = rng.choice(conns)
+            key = b"r%d" % rng.randrange(8)
+            verb = rng.choice(["set", "add", "append", "get", "delete", "incr", "touch", "gets"])
+            if verb in ("set", "add", "append"):
+                value = b"%d" % rng.randrange(1000)
+                req = b"%b %b 0 0 %d\r\n%b\r\n" % (verb.encode(), key, len(value), value)
+            elif verb == "incr":
+                req = b"incr %b %d\r\n" % (key, rng.randrange(10))
+            elif verb == "touch":
+                req = b"touch %b 100\r\n" % key
+            else:
+                req = b"%b %b\r\n" % (verb.encode(), key)
+            c.send(req)
+            reply = c.read_until(b"END\r\n" if verb in ("get", "gets") else b"\r\n")
+            if verb == "gets":
+                reply = re.sub(rb"^(VALUE \S+ \d+ \d+) \d+", rb"\1 <cas>", reply)
+            got.append(reply)
+        replies[kind] = got
+        for c in conns:
+            c.close()
+    assert replies["mcached-procs"] == replies["memcached"]
+
+
+def test_the_daemon_pid_file_and_children(server_factory: Callable[..., Server]) -> None:
+    """One supervisor, -t workers and a maintainer; the workers exit with the supervisor."""
+    server = server_factory("mcached-procs", "-t", "2")
+    sup = psutil.Process(server.handle.pid)
+    children = sup.children()
+    assert len(children) == 3
+    sup.kill()  # the supervisor dies (SIGKILL): its workers must not be left serving
+    server.handle.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=1).close()
