@@ -222,6 +222,7 @@ class Daemon:
         self.server.bind()  # binding errors surface here, before we detach
         if before_start is not None:
             before_start()
+        self._supervisor_pid = os.getpid()  # -d made a new process: the pid file's
         if self.processes:
             return self._run_processes()
         self.start()
@@ -502,8 +503,9 @@ class Daemon:
             "accepting_conns": 1 if srv.accepting else 0,
             "listen_disabled_num": figures["listen_disabled_num"],
             "threads": self.settings.threads,
-            "idle_kicks": figures["idle_kicks"],
         }
+        if self.settings.idle_timeout:  # memcached shows the row only then
+            out["idle_kicks"] = figures["idle_kicks"]
         if srv.tls is not None:
             tls = srv.tls_figures()
             if self.settings.ssl_session_cache:
