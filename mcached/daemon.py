@@ -49,6 +49,7 @@ from mcached.server.board import (
     G_SETTINGS_EPOCH,
     G_STARTED,
     G_STOP,
+    G_TLS_EPOCH,
     G_VERBOSE,
     STOP_GRACEFUL,
     STOP_NOW,
@@ -534,6 +535,14 @@ class Daemon:
         """Before ``stats settings``: what another worker changed (the limit, automove,
         verbosity, detail) into this worker's copy of the settings."""
         self.apply_settings()
+
+    def tls_refreshed(self) -> None:
+        """``refresh_certs`` worked here: every other worker process loads the files too."""
+        board = self.board
+        board.bump(G_TLS_EPOCH)
+        if self.server.tls is not None:
+            self.server.tls.epoch = board.get(G_TLS_EPOCH)
+        board.wake_all()
 
     def set_detail(self, on: bool) -> None:
         board = self.board

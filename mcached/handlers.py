@@ -59,6 +59,8 @@ class ServerInfo(Protocol):
 
     def refresh_settings(self) -> None: ...
 
+    def tls_refreshed(self) -> None: ...
+
     def detail_table(self) -> dict[bytes, list[int]]: ...
 
 
@@ -536,6 +538,7 @@ class Handlers:
         if error:
             cmd.reply(s.out, Error.CERTS_NOT_LOADED, error)
         else:
+            self.info.tls_refreshed()  # every worker loads them too
             cmd.reply(s.out, Outcome.OK)
 
     def invalid(self, cmd: c.Invalid, s: Session) -> None:

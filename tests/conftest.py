@@ -118,20 +118,29 @@ def _start_mcached_procs(args: list[str]) -> Server:
     """``python -m mcached`` (worker processes) on a free port, answering once it returns."""
     import sys
 
+    import tempfile
+
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("NOTIFY_SOCKET", None)
+    # readiness as systemd hears it: READY=1 once every worker process runs its loop
+    notify_dir = tempfile.mkdtemp(prefix="mcached-notify-")
+    notify_path = os.path.join(notify_dir, "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify_path)
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, timeout=20)
-        with socket.create_connection((HOST, port), timeout=20) as s:
-            s.sendall(b"version\r\n")
-            assert s.recv(100).startswith(b"VERSION ")
-    except (OSError, AssertionError):
+        notify.settimeout(20)
+        while b"READY=1" not in notify.recv(4096):
+            pass
+    except OSError:
         proc.kill()
         _, err = proc.communicate()
         raise RuntimeError(f"mcached {args} did not start: {err.decode()}") from None
+    finally:
+        notify.close()
+        os.unlink(notify_path)
+        os.rmdir(notify_dir)
     return Server("mcached-procs", HOST, port, 0, proc)
 
 

@@ -114,6 +114,7 @@ class TLS:
         self.loaded_at = time.monotonic()
         self.handshake_errors = 0
         self.new_sessions = 0
+        self.epoch = 0  # the board's TLS epoch these files were loaded for
         self._lock = threading.Lock()
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:

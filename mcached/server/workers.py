@@ -153,7 +153,6 @@ class Worker:
         self._drain_until: float | None = None
         self._seen = [0] * board.slots  # requests of each other worker answered
         self._settings_epoch = board.get(G_SETTINGS_EPOCH)
-        self._tls_epoch = board.get(G_TLS_EPOCH)
         # The loop's clock: time.monotonic() when the last poll returned. Connections stamp
         # their timeout bookkeeping with it (one clock read per batch of events, not two per
         # request); the timeouts it serves are whole seconds.
@@ -265,10 +264,11 @@ class Worker:
             self._settings_epoch = epoch
             self.server.apply_settings(self)
         epoch = board.get(G_TLS_EPOCH)
-        if epoch != self._tls_epoch:
-            self._tls_epoch = epoch
-            if self.tls is not None:
-                self.tls.refresh()
+        if self.tls is not None and epoch != self.tls.epoch:
+            # another worker ran refresh_certs (this process's copy, once: worker threads
+            # share one)
+            self.tls.epoch = epoch
+            self.tls.refresh()
         if board.get(G_STOP) and not self._stopping:
             pass  # the supervisor (or the daemon) stops every worker; nothing to do here
 

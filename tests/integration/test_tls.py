@@ -496,3 +496,49 @@ def test_bad_tls_options(kind: str, option: str, message: str) -> None:
     code, err = start_and_fail(kind, ["-Z", "-o", option])
     assert code == 1
     assert message in err
+
+
+def test_refresh_certs_reaches_every_worker_process(
+    pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """With worker processes, refresh_certs on one connection loads the new files in every
+    worker: each new handshake, whichever worker accepts it, shows the new certificate; and
+    the handshake errors of every worker are counted in stats."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    server = server_factory(
+        "mcached-procs", "-t", "4", "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"
+    )
+    ctx = client_context(pki)
+
+    def peer_cns(n: int) -> set[str]:
+        names = set()
+        socks = [tls_conn(server.port, ctx) for _ in range(n)]  # spread over the workers
+        for s in socks:
+            request(s, b"version\r\n")
+            names.add(str(dict(x[0] for x in s.getpeercert()["subject"])["commonName"]))
+            s.close()
+        return names
+
+    assert peer_cns(12) == {"127.0.0.1"}
+    shutil.copy(pki.other_server_cert, cert)
+    shutil.copy(pki.other_server_key, key)
+    with tls_conn(server.port, ctx) as s:
+        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+    assert peer_cns(12) == {"127.0.0.1 (rotated)"}
+    for _ in range(6):  # plain-text clients fail their handshakes on whichever worker
+        with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
+            raw.sendall(b"version\r\n")
+            try:
+                raw.recv(100)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 5
+    while True:
+        with tls_conn(server.port, ctx) as s:
+            reply = request(s, b"stats\r\n", end=b"END\r\n")
+        if b"STAT ssl_handshake_errors 6\r\n" in reply:
+            break
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.05)
