@@ -117,7 +117,6 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 def _start_mcached_procs(args: list[str]) -> Server:
     """``python -m mcached`` (worker processes) on a free port, answering once it returns."""
     import sys
-
     import tempfile
 
     port = free_port()

@@ -319,3 +319,49 @@ def test_the_daemon_pid_file_and_children(server_factory: Callable[..., Server])
     assert not alive
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=1).close()
+
+
+def ask(server: Server, request: bytes, until: bytes = b"END\r\n") -> bytes:
+    """`request` on a new connection, again if a worker restart resets it."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with Conn(server.address, timeout=10) as c:
+                c.send(request)
+                return c.read_until(until)
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daemon(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A worker killed while the crawler it runs for ``lru_crawler crawl`` walks a class
+    (a long cache operation) may leave a lock taken and an item half changed: the supervisor
+    lays out a new, empty arena and restarts every worker; the port never closes. The kill
+    can land before the walk begins, so it is tried until it lands inside."""
+    server = server_factory("mcached-procs", "-t", "2")
+    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(60_000))
+    for _attempt in range(5):
+        assert ask(server, fill + b"get w59999\r\n").startswith(b"VALUE w59999")
+        with Conn(server.address) as walker:
+            assert walker.request(b"version\r\n").startswith(b"VERSION")
+            pid = worker_pid_of(walker, server)
+            walker.send(b"lru_crawler crawl 1\r\n")  # about 60,000 chunks to look at
+            time.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+        if ask(server, b"get w1\r\n") == b"END\r\n":
+            break  # the arena was laid out again: an empty cache
+    else:
+        pytest.fail("five kills all landed outside cache operations")
+    # the daemon serves on, with all its workers
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(server.handle.pid).children()) != 2 + 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert ask(server, b"set again 0 0 1\r\nx\r\n", b"STORED\r\n") == b"STORED\r\n"
+    assert ask(server, b"get again\r\n") == b"VALUE again 0 1\r\nx\r\nEND\r\n"
+    server.handle.terminate()
+    _, err = server.handle.communicate(timeout=20)
+    assert b"inside a cache operation" in err

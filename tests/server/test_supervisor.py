@@ -1,0 +1,131 @@
+"""The supervisor (mcached/server/supervisor.py): forks workers, replaces dead ones, lays out
+a new arena when one died inside a cache operation, gives up on a crash loop, and stops them.
+
+The children here are small stand-ins (they mark their board slot running and sleep), so
+each decision is checked on its own; tests/integration/test_processes.py runs the real
+daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mcached.server import supervisor as sup_module
+from mcached.server.board import EMPTY, RUNNING, W_STATE, Board
+from mcached.server.supervisor import WORKER, Child, Supervisor, TooManyDeaths
+
+pytestmark = pytest.mark.unit
+
+
+def stand_in(board: Board, stubborn: bool = False) -> object:
+    def main(slot: int) -> None:
+        board.set_word(slot, W_STATE, RUNNING)
+        if stubborn:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            time.sleep(0.02)
+
+    return main
+
+
+class Harness:
+    def __init__(self, workers: int = 2, stubborn: bool = False) -> None:
+        self.board = Board(workers, ["cmd_get"])
+        self.inside = False
+        self.rebuilt = 0
+        self.sup = Supervisor(
+            self.board,
+            workers,
+            worker_main=stand_in(self.board, stubborn),  # type: ignore[arg-type]
+            maintainer_main=None,
+            died_inside=self.died_inside,
+            rebuild=self.rebuild,
+        )
+
+    def died_inside(self, child: Child) -> bool:
+        return self.inside
+
+    def rebuild(self) -> None:
+        self.rebuilt += 1
+
+    def pids(self) -> dict[int, int]:
+        return {c.slot: pid for pid, c in self.sup.children.items() if c.kind == WORKER}
+
+    def wait_replaced(self, old: dict[int, int], slots: set[int]) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            self.sup.reap()
+            now = self.pids()
+            if all(now.get(s) not in (None, old[s]) for s in slots) and self.sup.wait_ready(0.1):
+                return
+            assert time.monotonic() < deadline, (old, now)
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness()
+    h.sup.start()
+    assert h.sup.wait_ready(10)
+    yield h
+    h.sup.stop(graceful=True, timeout=1)
+
+
+def test_workers_start_and_run(harness: Harness) -> None:
+    assert sorted(harness.pids()) == [0, 1]
+    assert all(harness.board.word(s, W_STATE) == RUNNING for s in (0, 1))
+
+
+def test_a_worker_that_died_outside_the_cache_is_replaced_alone(harness: Harness) -> None:
+    before = harness.pids()
+    harness.board.add_figure(0, "cmd_get", 7)  # its figures so far
+    os.kill(before[0], signal.SIGKILL)
+    harness.wait_replaced(before, {0})
+    after = harness.pids()
+    assert after[1] == before[1]  # the other worker was left alone
+    assert harness.rebuilt == 0 and harness.sup.restarts == 1
+    assert harness.board.totals()["cmd_get"] == 7  # kept in the totals (retired)
+
+
+def test_a_worker_that_died_inside_the_cache_restarts_everything_on_a_new_arena(
+    harness: Harness,
+) -> None:
+    before = harness.pids()
+    harness.inside = True
+    os.kill(before[1], signal.SIGKILL)
+    harness.wait_replaced(before, {0, 1})  # every worker, not only the dead one
+    assert harness.rebuilt == 1 and harness.sup.rebuilds == 1
+
+
+def test_a_crash_loop_stops_the_daemon(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sup_module, "CRASH_LIMIT", 3)
+    harness.sup._deaths = sup_module.deque(maxlen=3)
+    with pytest.raises(TooManyDeaths):
+        for _ in range(3):
+            before = harness.pids()
+            os.kill(before[0], signal.SIGKILL)
+            harness.wait_replaced(before, {0})
+
+
+def test_stop_drains_then_kills_what_ignores_it() -> None:
+    h = Harness(stubborn=True)
+    h.sup.start()
+    assert h.sup.wait_ready(10)
+    pids = list(h.pids().values())
+    t0 = time.monotonic()
+    h.sup.stop(graceful=True, timeout=0.3)
+    took = time.monotonic() - t0
+    assert sup_module.KILL_GRACE <= took < sup_module.KILL_GRACE + 3  # waited, then killed
+    assert not h.sup.children
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert all(h.board.word(s, W_STATE) == EMPTY for s in (0, 1))
