@@ -8,12 +8,12 @@
 
 Load: each server in turn (never both at once) is started on a free loopback port, with
 ``-m 1024`` so nothing is evicted, and given N items -- 12-byte keys, 100-byte values --
-as pipelined ``set ... noreply``. Its resident set size (RSS, from /proc via psutil) is read
-before and after; the script prints RSS per item, both as (after - before) / N and as
+as pipelined ``set ... noreply``. Its memory (PSS summed over its processes, see `rss`) is read
+before and after; the script prints memory per item, both as (after - before) / N and as
 after / N, for each server, and the ratios. Target: mcached within 1.5x of memcached.
 
 Churn: mcached (and memcached) with ``-m 64`` receive distinct keys totalling 10 x 64 MB of
-values of mixed sizes (100 B to 16 KB), then the RSS and ``total_malloced`` are printed: the
+values of mixed sizes (100 B to 16 KB), then the memory and ``total_malloced`` are printed: the
 item memory stays at -m, whatever was written.
 
 Micro: ``Cache.store`` and ``Cache.get`` in-process, no sockets: 200,000 ops of 100-byte
@@ -124,7 +124,18 @@ class Client:
 
 
 def rss(proc: subprocess.Popen[bytes]) -> int:
-    return int(psutil.Process(proc.pid).memory_info().rss)
+    """The memory a server holds: the proportional set size (PSS) of its process and every
+    child of it, summed. mcached is a supervisor and worker processes over one shared
+    arena: PSS counts each shared page once across them, where summing RSS would count it
+    once per process. (memcached is one process: its PSS is its RSS less shared libraries.)"""
+    main = psutil.Process(proc.pid)
+    total = 0
+    for p in [main, *main.children(recursive=True)]:
+        try:
+            total += int(p.memory_full_info().pss)
+        except psutil.Error:
+            continue
+    return total
 
 
 def load(kind: str, n: int, value_size: int, memory_mb: int) -> dict[str, float]:
@@ -263,7 +274,7 @@ def main() -> None:
     for kind in kinds:
         r = results[kind] = load(kind, n, args.value_size, args.memory)
         print(
-            f"  {kind:9s} RSS {r['before'] / MB:7.1f} MB -> {r['after'] / MB:7.1f} MB   "
+            f"  {kind:9s} PSS {r['before'] / MB:7.1f} MB -> {r['after'] / MB:7.1f} MB   "
             f"{(r['after'] - r['before']) / n:6.1f} B/item added, {r['after'] / n:6.1f} B/item "
             f"total   (slab pages {r['malloced'] / MB:.0f} MB, {n / r['seconds']:,.0f} sets/s)"
         )
@@ -287,7 +298,7 @@ def main() -> None:
     for kind in kinds:
         c = churn(kind, m, args.churn_factor)
         print(
-            f"  {kind:9s} {c['sets']:,} sets, {c['written'] / MB:,.0f} MB written: RSS "
+            f"  {kind:9s} {c['sets']:,} sets, {c['written'] / MB:,.0f} MB written: PSS "
             f"{c['rss'] / MB:.1f} MB, slab pages {c['malloced'] / MB:.0f} MB (-m {m}), "
             f"{c['curr_items']:,} items held, {c['evictions']:,} evictions, "
             f"{c['slabs_moved']} pages moved"
