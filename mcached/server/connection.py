@@ -49,6 +49,7 @@ OUTPUT_SOFT_CAP = 4 * 1024 * 1024  # stop reading past this much unsent output
 JOIN_MAX = 256 * 1024  # a turn's replies up to this size are joined into one send
 SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
 TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
+DRAIN_READ_MAX = 4 * 1024 * 1024  # bytes a stopping connection still reads (what it holds)
 
 HANDSHAKE = "conn_tls_handshake"
 READING = "conn_read"
@@ -111,6 +112,7 @@ class Connection:
         "req_start",
         "out_since",
         "_closing",
+        "drain_left",
     )
 
     def __init__(
@@ -146,6 +148,7 @@ class Connection:
         self.reqs_per_event = reqs_per_event
         self.eof = False  # the client half-closed: nothing more is read
         self._closing = ""  # CLOSING: why, logged once the output is sent
+        self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
 
     # ---- state ----
 
@@ -326,29 +329,37 @@ class Connection:
         elif self.state is not READING:  # usually already READING: skip the call
             self.set_state(READING)
 
-    def drain_step(self) -> None:
-        """Stopping: read what the kernel already holds, answer every complete request in it.
+    def drain_step(self, deadline: float = float("inf")) -> None:
+        """Stopping: answer every complete request received, and nothing sent after.
 
-        Stops early when the output is BLOCKED; the worker calls again once it drains.
+        The first call takes what the kernel already holds for us (at most `DRAIN_READ_MAX`
+        bytes: a client that keeps pipelining cannot hold the stop up), and nothing is read
+        after it. Stops early when the output is BLOCKED, the worker calls again once it
+        drains; and at `deadline` (time.monotonic()), whatever is left.
         """
         if self.state == HANDSHAKE:
             self.close("server stopping")  # no request can have arrived yet
             return
-        while self.state != CLOSED:
-            self._process_until_blocked()
-            if self.state != READING:
+        if self.drain_left < 0:
+            self.drain_left = DRAIN_READ_MAX
+        self._process_until_blocked(deadline)
+        while self.drain_left > 0 and self.state == READING and not self.eof:
+            if time.monotonic() >= deadline:
                 return
             data = self._recv()
             if not data:
                 if data is not None:
                     self.eof = True
-                return
+                self.drain_left = 0  # the kernel held no more: nothing is read from now on
+                break
             self.counters.bytes_read += len(data)
             self.parser.feed(data)
+            self.drain_left -= len(data)
+            self._process_until_blocked(deadline)
 
-    def _process_until_blocked(self) -> None:
+    def _process_until_blocked(self, deadline: float = float("inf")) -> None:
         self.process()
-        while self.state == YIELDED:
+        while self.state == YIELDED and time.monotonic() < deadline:
             self.process()
 
     def flush(self) -> None:

@@ -405,7 +405,7 @@ class Worker:
         """Answer what was received, send it, close; give up at `deadline`."""
         self._stop_accepting()
         for conn in list(self.conns):
-            conn.drain_step()
+            conn.drain_step(deadline)
         while True:
             busy = []
             for conn in list(self.conns):
@@ -427,7 +427,7 @@ class Worker:
                 if type(owner) is Connection and mask & WRITE_READY:
                     owner.on_writable()
                     if owner.state == YIELDED:
-                        owner.drain_step()
+                        owner.drain_step(deadline)
                 elif owner is None and fd == self._wake_fd:
                     self._woken()
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,60 @@ def stops_accepting(port: int, limit: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_bug_a_client_that_keeps_pipelining_held_the_stop_past_its_deadline() -> None:
+    """At SIGTERM a stopping connection read whatever the kernel held, again and again: a
+    client that never stops sending kept it draining until the stop thread gave up, and the
+    reset lost replies it was owed. Now what arrives after the signal is not read, and the
+    drain stops at its deadline: the daemon exits within --shutdown-timeout, with the replies
+    in order (the last one possibly cut by the close at the deadline)."""
+    proc, port = spawn("--shutdown-timeout", "3")
+    stop_sending = threading.Event()
+    try:
+        wait_for_port(port)
+        conns = [socket.create_connection((HOST, port), timeout=10) for _ in range(2)]
+        one = b"set p 0 0 2\r\nok\r\nget p\r\n"
+        answer = b"STORED\r\nVALUE p 0 2\r\nok\r\nEND\r\n"
+
+        def pipeline(sock: socket.socket) -> None:
+            try:
+                while not stop_sending.is_set():
+                    sock.sendall(one * 200)
+            except OSError:
+                pass  # the daemon closed the connection
+
+        senders = [threading.Thread(target=pipeline, args=(c,)) for c in conns]
+        for t in senders:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        replies = []
+        for c in conns:
+            data = b""
+            c.settimeout(15)
+            try:
+                while True:
+                    chunk = c.recv(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            replies.append(data)
+        assert proc.wait(15) == 0
+        assert time.monotonic() - t0 < 3 + 1.5  # within the deadline: no worker was killed
+        assert proc.stderr is not None
+        assert b"killed" not in proc.stderr.read()
+        for data in replies:
+            # replies in order; at the deadline the last may be cut short by the close
+            whole = len(data) // len(answer)
+            assert whole > 0 and data[: whole * len(answer)] == answer * whole
+            assert answer.startswith(data[whole * len(answer) :])
+    finally:
+        stop_sending.set()
+        stop(proc)
 
 
 def test_shutdown_stops_at_once_dropping_unsent_replies() -> None:
