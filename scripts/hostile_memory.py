@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""What hostile clients can make a server hold: mcached against memcached, same attacks.
+
+Each server in turn (never both at once) runs with ``-m 64`` on a free loopback port, and its
+memory -- the PSS of its process and every child, summed (shared pages counted once; see
+bench_memory.py) -- is printed before an attack, while it holds, and after its connections
+are closed:
+
+* ``multiget``: 110 values of 500 KB are stored, then 10 connections with small receive
+  buffers each send ``get big0 big1 ... big109`` and never read the reply;
+* ``half-values``: 300 connections each send ``set partN 0 0 1048000`` and 1,000 KB of its
+  data, then stop sending (rounds of them, closing the connections in between, to show the
+  memory comes back).
+
+Usage: ``python scripts/hostile_memory.py [--servers mcached,memcached] [--rounds 3]``. The
+bound mcached states for these attacks is in README "Security"; tests/integration/
+test_memory_bounds.py asserts it with smaller sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, port: int) -> subprocess.Popen[bytes]:
+    if kind == "memcached":
+        binary = shutil.which("memcached")
+        if binary is None:
+            raise SystemExit("memcached is not installed (scripts/install-system-deps.sh)")
+        cmd = [binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", "64", "-c", "1024"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+    else:
+        cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-m", "64"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(100).startswith(b"VERSION"):
+                    time.sleep(0.3)
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"{kind} did not start")
+        time.sleep(0.05)
+
+
+def memory(proc: subprocess.Popen[bytes]) -> float:
+    main = psutil.Process(proc.pid)
+    total = 0
+    for p in [main, *main.children(recursive=True)]:
+        try:
+            total += int(p.memory_full_info().pss)
+        except psutil.Error:
+            continue
+    return total / MB
+
+
+def settle(proc: subprocess.Popen[bytes], seconds: float = 1.0) -> float:
+    time.sleep(seconds)
+    return memory(proc)
+
+
+def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]]:
+    value = b"m" * 500_000
+    with socket.create_connection((HOST, port)) as s:
+        for i in range(110):
+            s.sendall(b"set big%d 0 0 %d noreply\r\n%b\r\n" % (i, len(value), value))
+        s.sendall(b"version\r\n")
+        s.recv(100)
+    marks = [("stored", settle(proc))]
+    line = b"get " + b" ".join(b"big%d" % i for i in range(110)) + b"\r\n"
+    conns = []
+    for _ in range(10):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((HOST, port))
+        c.sendall(line)
+        conns.append(c)
+    marks.append(("10 multigets unread", settle(proc, 3.0)))
+    for c in conns:
+        c.close()
+    marks.append(("closed", settle(proc, 2.0)))
+    return marks
+
+
+def half_values(proc: subprocess.Popen[bytes], port: int, rounds: int) -> list[tuple[str, float]]:
+    marks = [("start", settle(proc, 0.5))]
+    chunk = b"h" * 1000 * 1024
+    for r in range(rounds):
+        conns = []
+        for i in range(300):
+            c = socket.create_connection((HOST, port))
+            c.setblocking(False)
+            data = b"set part%d 0 0 1048000\r\n" % i + chunk
+            try:
+                sent = c.send(data)
+                c.setblocking(True)
+                c.settimeout(2)
+                c.sendall(data[sent:])
+            except OSError:
+                pass  # the server stopped reading: what it holds is what it holds
+            conns.append(c)
+        marks.append((f"round {r + 1}: 300 values, 1,000 KB each, half-sent", settle(proc, 2.0)))
+        for c in conns:
+            c.close()
+        marks.append((f"round {r + 1}: closed", settle(proc, 2.0)))
+    return marks
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--servers", default="mcached,memcached")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    for kind in args.servers.split(","):
+        for attack in ("multiget", "half-values"):
+            port = free_port()
+            proc = start(kind, port)
+            try:
+                base = memory(proc)
+                print(f"{kind:9s} {attack}: {base:7.1f} MB at start (-m 64)")
+                if attack == "multiget":
+                    marks = multiget(proc, port)
+                else:
+                    marks = half_values(proc, port, args.rounds)
+                for label, mb in marks:
+                    print(f"    {mb:7.1f} MB  {label}")
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
