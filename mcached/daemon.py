@@ -56,6 +56,7 @@ from mcached.server.board import (
     TLS_FIGURES,
 )
 from mcached.server.connection import TRACE
+from mcached.server.docs import SharedDocs
 from mcached.server.listener import Server
 from mcached.server.supervisor import MAINTAINER, Child, Supervisor, TooManyDeaths
 from mcached.settings import Settings
@@ -96,8 +97,18 @@ class Daemon:
         self.processes = processes
         self.cache = self._make_cache()
         # The `config get cluster` endpoint. It lists this node by its bound port, known only
-        # once the server has bound (port 0 picks one), hence the callable.
-        self.discovery = Discovery(settings, local_port=lambda: self.server.ports[0])
+        # once the server has bound (port 0 picks one), hence the callable. Its membership and
+        # health live in two shared documents, made here, before any worker process is forked,
+        # so every process serves the same ones: writers are the workers (0..t-1), the
+        # maintainer (t, the keeper: source and health checks) and the supervisor (t+1, the
+        # first load); in one process, every thread writes as 0.
+        writers = settings.threads + 2
+        self.discovery = Discovery(
+            settings,
+            local_port=lambda: self.server.ports[0],
+            docs=SharedDocs(writers),
+            health_docs=SharedDocs(writers),
+        )
         # -Y: the credentials (read now: a bad file stops us before anything binds)
         self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
         self.handlers = Handlers(
@@ -282,11 +293,16 @@ class Daemon:
     def _run_processes(self) -> int:
         self._bound()
         nworkers = self.settings.threads
+        # the first membership, before the workers exist: they only ever read it (and write
+        # config set); the maintainer keeps it from then on
+        self.discovery.writer = nworkers + 1
+        self.discovery.keeper = False
+        self.discovery.load()
         self.supervisor = sup = Supervisor(
             self.board,
             nworkers,
             worker_main=self._worker_main,
-            maintainer_main=self._maintainer_main if self._maintainers(0) else None,
+            maintainer_main=self._maintainer_main,
             died_inside=self._died_inside,
             rebuild=self._rebuild,
         )
@@ -365,23 +381,27 @@ class Daemon:
 
         self._child_signals(on_stop)
         self.apply_settings()
-        self.discovery.start()
-        try:
-            worker.run()
-        finally:
-            self.discovery.stop()
+        self.discovery.writer = slot
+        self.discovery.keeper = False  # it serves the shared membership; the maintainer keeps it
+        worker.run()
 
     def _maintainer_main(self) -> None:
-        """The maintainer process: the LRU crawler and the slab automover."""
+        """The maintainer process: the LRU crawler, the slab automover, and the cluster's
+        keeper (the source watcher and the health checks: one process for the daemon, and
+        one that never serves a request, so a check never waits behind one)."""
         done = threading.Event()
         self._child_signals(lambda graceful: done.set())
-        services = self._maintainers(holder=self.settings.threads + 1)
+        self.discovery.writer = self.settings.threads
+        services = [*self._maintainers(holder=self.settings.threads + 1), self.discovery]
         for svc in services:
             svc.start()
-        while not done.wait(1.0):
+        while not done.wait(0.2):
             if os.getppid() != self._supervisor_pid:
                 break
-        for svc in services:
+            if self._hup:
+                self._hup = False
+                self.discovery.reload()
+        for svc in reversed(services):
             svc.stop()
 
     # ---- Hooks, for the server (called in a worker) ----
@@ -513,6 +533,11 @@ class Daemon:
                 out["ssl_new_sessions"] = tls["new_sessions"]
             out["ssl_handshake_errors"] = tls["handshake_errors"]
             out["time_since_server_cert_refresh"] = int(time.monotonic() - srv.tls.loaded_at)
+        s = self.settings
+        if s.cluster_file or s.cluster_dns or s.config_set_enabled:
+            # a node of a cluster: its configuration and health checks (mcached's own rows,
+            # last; a lone node's stats stay memcached's)
+            out.update(self.discovery.stat_rows())
         return out
 
     _last_totals: Counters | None = None

@@ -567,6 +567,9 @@ class Handlers:
             cmd.reply_stats(s.out, self.info.conns_stats())
         elif sub == b"detail":
             self.stats_detail(cmd, args[1:], s)
+        elif sub == b"cluster" and len(args) == 1 and self.discovery is not None:
+            # mcached's own: the membership and each node's health as this node sees it
+            cmd.reply_stats(s.out, self.discovery.health_rows())
         else:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
 

@@ -342,6 +342,36 @@ class Settings:
             metavar="<host>",
         ),
     )
+    cluster_health_interval: float = field(
+        default=2.0,
+        metadata=opt(
+            None,
+            "seconds between health checks of the other cluster nodes; 0 turns them off "
+            "(default: 2)",
+            long="--cluster-health-interval",
+            metavar="<seconds>",
+        ),
+    )
+    cluster_health_failures: int = field(
+        default=3,
+        metadata=opt(
+            None,
+            "health checks a node fails in a row before it leaves the list this node serves "
+            "(default: 3)",
+            long="--cluster-health-failures",
+            metavar="<num>",
+        ),
+    )
+    cluster_health_rise: int = field(
+        default=5,
+        metadata=opt(
+            None,
+            "health checks a hidden node passes in a row before it is listed again; doubled "
+            "for each time it was hidden in the last 10 minutes (default: 5)",
+            long="--cluster-health-rise",
+            metavar="<num>",
+        ),
+    )
     # ---- extended options (-o key=value, memcached's names) ----
     maxconns_fast: bool = field(
         default=True,
@@ -669,6 +699,10 @@ def validate(s: Settings) -> None:
             raise SettingsError(f"--cluster-dns wants name:port, got {s.cluster_dns!r}")
     if not 0 < s.cluster_dns_interval < math.inf:
         raise SettingsError("--cluster-dns-interval must be a positive number of seconds")
+    if not 0 <= s.cluster_health_interval < math.inf:
+        raise SettingsError("--cluster-health-interval must be 0 (off) or a number of seconds")
+    if s.cluster_health_failures < 1 or s.cluster_health_rise < 1:
+        raise SettingsError("--cluster-health-failures and --cluster-health-rise must be 1 or more")
 
 
 def _stat_value(f: dataclasses.Field[Any], value: Any) -> str:

@@ -327,7 +327,7 @@ def test_watcher_follows_the_file(tmp_path: Path) -> None:
         assert d.current() == ClusterConfig(2, THREE[:2])
     finally:
         d.stop()
-    assert d._thread is None
+    assert not d.running
 
 
 # ---- DNS ----

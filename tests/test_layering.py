@@ -85,9 +85,15 @@ LAYERS: dict[str, set[str]] = {
     "mcached.cluster.sources": {"mcached.addr", "mcached.cluster.config"},
     # the membership it serves; what the config verbs mean is the handlers', their bytes the
     # protocol's
+    # one daemon's membership as a document, its version rule, the store's interface
+    "mcached.cluster.membership": {"mcached.cluster.config"},
+    # the health rule and the checks (asyncio sockets; no settings, no server)
+    "mcached.cluster.health": {"mcached.cluster.config"},
     "mcached.cluster.discovery": {
         "mcached.addr",
         "mcached.cluster.config",
+        "mcached.cluster.health",
+        "mcached.cluster.membership",
         "mcached.cluster.sources",
         "mcached.settings",
     },
@@ -105,6 +111,9 @@ LAYERS: dict[str, set[str]] = {
     # the board and the supervisor: words and processes, no meaning at all
     "mcached.server.board": LEAF,
     "mcached.server.supervisor": {"mcached.server.board"},
+    # one shared document (bytes) for every process of a daemon: what it means is the
+    # daemon's business (the cluster's membership and health)
+    "mcached.server.docs": LEAF,
     "mcached.server.workers": {
         "mcached.addr",
         "mcached.settings",

@@ -1,50 +1,60 @@
-"""The served auto-discovery endpoint: the configuration this node serves, and its watcher.
+"""The served auto-discovery endpoint: the membership this daemon serves, its keeper, and the
+health checks that hide failed members.
 
-What lives here: `Discovery`, one per daemon: the membership this node serves (built from
-the override, the source, or this node alone: `own_node`), its data (`data`, what ``config
-get cluster`` and the old ``get AmazonElastiCache:cluster`` carry), the ``config set``
-override (`override`, `drop_override`), `reload` (SIGHUP) and the watcher thread
-(`start`/`stop`) that follows the source. What the ``config`` verbs mean is in
-`mcached.handlers`, their reply in `mcached.protocol.responses`; the data format lives in
-`mcached.cluster.config`, the sources in `mcached.cluster.sources`.
+What lives here: `Discovery`, one per daemon process. Every process of a daemon (its worker
+processes, the maintainer, the supervisor before it forks) shares *one* membership: a
+document (`mcached.cluster.membership`) in a store the daemon hands in, one ``MAP_SHARED``
+mapping for all of them (`mcached.server.docs.SharedDocs`; `LocalDocs` when the daemon runs in
+one process). So ``config set cluster`` on one connection is what ``config get cluster``
+answers on every other one, whichever worker process serves it.
+
+Two roles:
+
+* every process *serves*: `data` (what ``config get cluster`` and the old
+  ``get AmazonElastiCache:cluster`` carry), `override`/`drop_override` (``config set|delete``),
+  `health_rows` (``stats cluster``) and `stat_rows` (rows of ``stats``);
+* exactly one process *keeps* (`keeper` True, `start`): it reads the source (the cluster file
+  or DNS name; the watcher thread, and SIGHUP's `reload`), runs the health checks (the health
+  thread, `mcached.cluster.health`) and writes what they decide. In the ``mcached`` command
+  that is the maintainer process (it never serves a request, so a check never waits behind
+  one, and the supervisor stays free of threads); in a daemon run in one process, threads of
+  it. A keeper that dies is replaced by the supervisor and resumes from the document: the
+  version and the hidden nodes live there, not in the process.
 
 Rules:
 
-1. The data is built once per change, never per request. A worker reads one attribute holding
-   immutable bytes (swapped whole under the GIL), so ``config get`` takes no lock, and its
-   reply is one bytes object made from it: it goes out in one write, as clients that keep only
-   their last read need.
-2. Where membership comes from, highest first: a ``config set cluster`` override (only with
-   ``--enable-config-set``; ``config delete cluster`` drops it); else the source,
-   ``--cluster-file`` or ``--cluster-dns`` (exclusive); else this node alone. A source keeps
-   being read while an override is in force; it is served again once the override is deleted.
+1. The data is built once per change of the document, never per request. A process reads the
+   document again only when the store's newest key moves (a few words), and keeps the decoded
+   membership and its bytes in one attribute swapped whole, so ``config get`` takes no lock;
+   its reply is one bytes object: it goes out in one write, as clients that keep only their
+   last read need.
+2. Where membership comes from, and the version rule: `mcached.cluster.membership` (override,
+   then source, then this node; a pin is served as written; otherwise one more per change of
+   the served nodes). Health only hides listed nodes (`mcached.cluster.health`), never adds.
 3. The same membership gives the same bytes on every node: nodes are de-duplicated and sorted
    by (host, ip, port), whatever order the source listed them in.
-4. The version is 1 for the first configuration a node serves and goes up by one each time the
-   node list it serves changes (re-reading an unchanged list keeps it). A source may pin it:
-   a cluster file or ``config set`` data whose first line is a bare number is served with that
-   version as written, so nodes fed the same file or the same ``set`` agree byte for byte even
-   after restarts (``mcached-tool cluster set|add|remove`` always pins max(seen) + 1).
-   Unpinned (DNS, a plain file), nodes that saw the same changes agree; a node restarted alone
-   starts again at 1. Clients compare versions per endpoint (emcache acts on any change, the
-   pymemcache-based ones diff the node list), so a version that differs between two nodes
-   serving the same list costs nothing. A pinned version lower than the one served is served
-   too: the operator's word wins.
-5. Names are resolved outside `_lock`, by the refreshing thread: SIGHUP's main thread or the
-   watcher (the first load runs in `start`, or in a request that comes before it). After
-   start a ``config get`` never waits on a lookup, and ``config set`` never resolves: a worker
-   must not block on DNS. Its data is stored as given (``host||port`` keeps an empty ip); the
-   tool resolves names before it sends.
+4. Writes: a writer reads the newest document, changes its own part, writes the whole, and
+   reads back; if a concurrent write from another process built on an older document won,
+   it writes again on top of it (membership rule 4). Threads of one process take `_lock`.
+5. Names are resolved outside `_lock`, by the keeper's refreshing thread (the watcher, or
+   SIGHUP's main thread) or before the workers start. A worker never waits on a lookup:
+   ``config set`` data is stored as given (``host||port`` keeps an empty ip); the tool
+   resolves names before it sends.
 
-Lock order: `_refresh_lock` (one refresher at a time) before `_lock` (the served state).
+Lock order: `_refresh_lock` (one refresher at a time) before `_lock` (this process's writes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from mcached.addr import parse_listen
 from mcached.cluster.config import (
@@ -53,18 +63,32 @@ from mcached.cluster.config import (
     Resolver,
     is_ip,
 )
+from mcached.cluster.health import (
+    CHECK_TIMEOUT,
+    DOWN,
+    SELF,
+    UNCHECKED,
+    Prober,
+    Rule,
+    Track,
+    decide,
+)
+from mcached.cluster.membership import Docs, LocalDocs, Membership, decode, encode, settle
 from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
 from mcached.settings import Settings
 
 log = logging.getLogger("mcached.discovery")
 
 FILE_POLL_INTERVAL = 1.0  # seconds between stat() calls on --cluster-file
+COMMIT_TRIES = 8  # writes lost to concurrent ones before giving up (logged)
+WILDCARDS = ("", "0.0.0.0", "::", "*")
+COUNTERS = ("checks", "failed_checks", "hides", "returns")
 
 
 def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) -> Node:
     """How this node lists itself: ``--cluster-node-name`` or a name derived from ``-l``."""
     listen = parse_listen(settings.listen[0], port)[0] if settings.listen else ""
-    wildcard = listen in ("", "0.0.0.0", "::", "*")
+    wildcard = listen in WILDCARDS
     if settings.cluster_node_name:
         host = settings.cluster_node_name
     elif wildcard:
@@ -81,10 +105,17 @@ def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) ->
     return Node(host, ip, port)
 
 
-class Discovery:
-    """The configuration one node serves; `handle` answers the ``config`` commands.
+def health_enabled(settings: Settings) -> bool:
+    """Checks run unless --cluster-health-interval is 0; not under -Z (they speak plain TCP
+    and a TLS port would fail them all)."""
+    return settings.cluster_health_interval > 0 and not settings.ssl_enabled
 
-    Reloadable (SIGHUP: `reload`) and a service (`start`/`stop`: the watcher thread).
+
+class Discovery:
+    """The membership one daemon serves; see the module's rules.
+
+    Reloadable (SIGHUP: `reload`) and, in the keeper, a service (`start`/`stop`: the watcher
+    and health threads).
     """
 
     def __init__(
@@ -93,6 +124,8 @@ class Discovery:
         local_port: Callable[[], int],
         resolve: Resolver = resolve_name,
         reverse: Callable[[str], str] | None = None,
+        docs: Docs | None = None,
+        health_docs: Docs | None = None,
     ) -> None:
         self.settings = settings
         self.local_port = local_port
@@ -101,93 +134,157 @@ class Discovery:
         self.file = FileSource(settings.cluster_file) if settings.cluster_file else None
         self.dns = DnsSource(settings.cluster_dns) if settings.cluster_dns else None
         self.file_poll_interval = FILE_POLL_INTERVAL
+        self.docs: Docs = docs if docs is not None else LocalDocs()
+        self.health_docs: Docs = health_docs if health_docs is not None else LocalDocs()
+        self.writer = 0  # this process's writer number in both stores (the daemon sets it)
+        self.keeper = True  # False in a worker process: it serves, never reads a source
+        self.rule = Rule(settings.cluster_health_failures, settings.cluster_health_rise)
+        self.health_interval = settings.cluster_health_interval if health_enabled(settings) else 0.0
         self._refresh_lock = threading.Lock()  # one refresher at a time; taken before _lock
-        self._lock = threading.Lock()  # the served state
-        self._source: tuple[Node, ...] | None = None  # None: nothing usable, list ourselves
+        self._lock = threading.Lock()  # this process's writes
+        # the keeper's own inputs (rule 4: it writes them again if a write of theirs was lost)
+        self._source: tuple[Node, ...] | None = None
         self._source_version: int | None = None
-        self._override: tuple[int | None, tuple[Node, ...]] | None = None
         self._self_node: Node | None = None
-        self.config = ClusterConfig(0, ())
-        self._data: bytes | None = None  # rule 1: built once per change
+        self._hidden: frozenset[Node] = frozenset()
+        self._inputs = False  # the inputs above were read in this process
+        # rule 1: (key, membership, data) as last read, swapped whole
+        self._seen: tuple[int, Membership, bytes] = (-1, Membership(), b"")
+        self._health_seen: tuple[int, dict[str, Any]] = (-1, {})
+        # the keeper's health state (its health thread alone touches these)
+        self.tracks: dict[Node, Track] = {}
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.rounds = 0
+        self._local_ips: set[str] | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
-    # ---- what is served ----
+    # ---- reading the shared document (every process) ----
+
+    def _read(self) -> tuple[int, Membership, bytes]:
+        seen = self._seen
+        if self.docs.newest() == seen[0]:
+            return seen
+        key, raw = self.docs.read()
+        m = decode(raw)
+        seen = (key, m, m.config.data() if m.loaded else b"")
+        self._seen = seen
+        return seen
+
+    def membership(self) -> Membership:
+        self._ensure_loaded()
+        return self._read()[1]
 
     def current(self) -> ClusterConfig:
-        self._ensure_loaded()
-        return self.config
+        return self.membership().config
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self._read()[1].config
 
     def data(self) -> bytes:
         """``<version>\\n<node> <node>...\\n``: what both reply forms carry (rule 1)."""
-        data = self._data
-        if data is None:
+        data = self._read()[2]
+        if not data:
             self._ensure_loaded()
-            data = self._data
-            assert data is not None
+            data = self._read()[2]
         return data
 
     @property
     def overridden(self) -> bool:
-        return self._override is not None
+        return self.membership().override is not None
+
+    def _ensure_loaded(self) -> None:
+        """The first membership: the keeper's start (or the supervisor's, before it forks),
+        or a request that comes before it."""
+        if not self._read()[1].loaded:
+            self.load("start")
+
+    # ---- writing it (rule 4) ----
+
+    def _commit(self, change: Callable[[Membership], Membership | None], part: str) -> Membership:
+        """Write `change(newest)` (None: nothing to change), again on top of a concurrent
+        write that lost ours. `part` is "o" (the override) or "k" (the keeper's inputs)."""
+        with self._lock:
+            back = self._read()[1]
+            for _ in range(COMMIT_TRIES):
+                prev = back
+                inputs = change(prev)
+                if inputs is None:
+                    return prev
+                if part == "o":
+                    inputs = replace(inputs, o_seq=prev.o_seq + 1)
+                else:
+                    inputs = replace(inputs, k_seq=prev.k_seq + 1)
+                m = settle(prev, inputs)
+                self.docs.write(self.writer, encode(m))
+                back = self._read()[1]
+                if (back.o_seq >= m.o_seq) if part == "o" else (back.k_seq >= m.k_seq):
+                    if m.config != prev.config:
+                        log.info(
+                            "cluster configuration %d (%s): %s",
+                            m.version,
+                            m.why,
+                            " ".join(str(n) for n in m.nodes),
+                        )
+                    return back
+            log.warning("cluster membership: %d writes lost to concurrent ones", COMMIT_TRIES)
+            return back
 
     def override(self, version: int | None, nodes: tuple[Node, ...]) -> None:
         """``config set cluster``: serve these nodes (and this version, when pinned) until
         `drop_override`, whatever the source says. Rule 5: the nodes are served as given,
         never resolved here."""
         self._ensure_loaded()
-        with self._lock:
-            self._override = (version, nodes)
-            self._publish_locked("config set")
+        self._commit(lambda p: replace(p, override=(version, nodes), why="config set"), "o")
 
     def drop_override(self) -> bool:
         """``config delete cluster``: serve the source (or this node) again; False when no
         override was in force."""
         self._ensure_loaded()
-        with self._lock:
-            if self._override is None:
-                return False
-            self._override = None
-            self._publish_locked("config delete")
-        return True
+        dropped = False
 
-    def _publish_locked(self, why: str) -> None:
-        """Rules 2 and 4: pick what to serve; bump or pin the version; rebuild the data."""
-        if self._override is not None:
-            pinned, nodes = self._override
-        elif self._source is not None:
-            pinned, nodes = self._source_version, self._source
-        else:
-            assert self._self_node is not None  # set by _ensure_loaded, before any publish
-            pinned, nodes = None, (self._self_node,)
-        old = self.config
-        if pinned is not None:
-            version = pinned
-        elif nodes != old.nodes:
-            version = old.version + 1
-        else:
-            version = old.version
-        if version == old.version and nodes == old.nodes and self._data is not None:
-            return
-        self.config = ClusterConfig(version, nodes)
-        self._data = self.config.data()
-        log.info("cluster configuration %d (%s): %s", version, why, " ".join(str(n) for n in nodes))
+        def change(p: Membership) -> Membership | None:
+            nonlocal dropped
+            if p.override is None:
+                return None
+            dropped = True
+            return replace(p, override=None, why="config delete")
 
-    # ---- sources ----
+        self._commit(change, "o")
+        return dropped
 
-    def _ensure_loaded(self) -> None:
-        """The first configuration: at start(), or at a request that comes before it."""
-        if self._data is not None:
-            return
+    def _publish(self, why: str) -> Membership:
+        """The keeper's inputs into the document, if it does not hold them already."""
+
+        def change(p: Membership) -> Membership | None:
+            mine = (self._source, self._source_version, self._self_node, self._hidden)
+            if p.loaded and (p.source, p.source_pin, p.self_node, p.hidden) == mine:
+                return None
+            return replace(
+                p,
+                source=self._source,
+                source_pin=self._source_version,
+                self_node=self._self_node,
+                hidden=self._hidden,
+                why=why,
+            )
+
+        return self._commit(change, "k")
+
+    # ---- sources (the keeper) ----
+
+    def load(self, why: str = "start") -> None:
+        """Read this node's name and the source, and publish them: the keeper at its start,
+        the supervisor before it forks the workers."""
         with self._refresh_lock:
-            if self._data is not None:
-                return
             self_node = own_node(self.settings, self.local_port(), self.resolve)
-            source, version = self._collect(initial=True)
-            with self._lock:
-                self._self_node = self_node
-                self._source, self._source_version = source, version
-                self._publish_locked("start")
+            source, version = self._collect(initial=not self._inputs)
+            if not self._inputs:
+                self._hidden = self._read()[1].hidden  # resume what the last keeper hid
+            self._self_node, self._source, self._source_version = self_node, source, version
+            self._inputs = True
+            self._publish(why)
 
     def _collect(self, initial: bool = False) -> tuple[tuple[Node, ...] | None, int | None]:
         """Read the file or resolve the DNS name (no `_lock` held: rule 5).
@@ -222,38 +319,50 @@ class Discovery:
 
     def refresh(self, why: str = "refresh") -> None:
         """Re-read the sources now and publish any change (watcher thread, SIGHUP)."""
-        if self._data is None:
-            self._ensure_loaded()
-            return
-        if self.file is None and self.dns is None:
+        if not self._inputs:
+            self.load(why)
             return
         with self._refresh_lock:
-            source, version = self._collect()
-            with self._lock:
-                self._source, self._source_version = source, version
-                self._publish_locked(why)
+            if self.file is not None or self.dns is not None:
+                self._source, self._source_version = self._collect()
+            self._publish(why)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the cluster file (or re-resolve the DNS name) at once."""
+        """SIGHUP: re-read the cluster file (or re-resolve the DNS name) at once. Only the
+        keeper reads sources; a worker process has nothing to re-read."""
+        if not self.keeper:
+            return
         if self.file is not None:
             self.file.stamp = None  # re-read even if stat() looks the same
         self.refresh("SIGHUP")
 
-    # ---- the watcher (a service) ----
+    # ---- the keeper's threads (a service) ----
 
     def start(self) -> None:
-        self._ensure_loaded()
-        if self.file is None and self.dns is None:
-            return
+        """Become the keeper: publish the inputs, follow the source, check health."""
+        self.keeper = True
+        self.load("start")
         self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, name="mcached-discovery", daemon=True)
-        self._thread.start()
+        if self.file is not None or self.dns is not None:
+            self._spawn(self._watch, "mcached-discovery")
+        if self.health_interval > 0:
+            self._spawn(self._health_thread, "mcached-cluster-health")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        self._thread = None
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(5)
+        self._threads = []
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
 
     def _watch(self) -> None:
         interval = self.settings.cluster_dns_interval
@@ -271,6 +380,191 @@ class Discovery:
             except Exception:
                 log.exception("cluster refresh failed; keeping the previous membership")
 
+    # ---- health (the keeper's health thread) ----
+
+    def is_self(self, node: Node) -> bool:
+        """Whether `node` is this daemon: its own node, or one of its listening addresses."""
+        me = self._self_node or self._read()[1].self_node
+        if node == me:
+            return True
+        try:
+            port = self.local_port()
+        except (IndexError, AttributeError):
+            return False
+        if node.port != port:
+            return False
+        if self._local_ips is None:
+            ips = {me.ip} if me is not None and me.ip else set()
+            for spec in self.settings.listen:
+                try:
+                    host = parse_listen(spec, port)[0]
+                except ValueError:
+                    continue
+                if host in WILDCARDS:
+                    ips |= {"127.0.0.1", "::1"}
+                elif is_ip(host):
+                    ips.add(host)
+            self._local_ips = ips
+        return node.ip in self._local_ips
+
+    def _health_thread(self) -> None:
+        try:
+            asyncio.run(self._health_main())
+        except Exception:
+            log.exception("cluster health checks stopped")
+
+    async def _health_main(self) -> None:
+        prober = Prober()
+        interval = self.health_interval
+        timeout = min(interval, CHECK_TIMEOUT)
+        self._resume_health()
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self.health_round(prober, timeout)
+                except Exception:
+                    log.exception("cluster health round failed")
+                next_at = max(next_at + interval, time.monotonic())
+                while not self._stop.is_set():
+                    left = next_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    await asyncio.sleep(min(left, 0.1))
+        finally:
+            prober.close()
+
+    def _resume_health(self) -> None:
+        """A keeper that replaces a dead one goes on with its counters and hidden nodes."""
+        doc = self._health_doc()
+        for name in COUNTERS:
+            self.counters[name] = int(doc.get("counters", {}).get(name, 0))
+        now = time.time()
+        for node in self._hidden:
+            t = Track(node, state=DOWN)
+            t.hides.append(now)
+            self.tracks[node] = t
+
+    async def health_round(self, prober: Prober, timeout: float) -> None:
+        """One round: check every listed member but this node, apply the rule, publish."""
+        m = self._read()[1]
+        members = [n for n in m.listed if not self.is_self(n)]
+        for node in list(self.tracks):
+            if node not in members:
+                del self.tracks[node]
+        for node in members:
+            if node not in self.tracks:
+                self.tracks[node] = Track(node)
+        results = await prober.round(members, timeout) if members else {}
+        now = time.time()
+        for node, r in results.items():
+            self.tracks[node].record(r.ok, r.latency, r.error, r.view)
+            self.counters["checks"] += 1
+            if not r.ok:
+                self.counters["failed_checks"] += 1
+        events = decide(self._self_node, m.listed, self.tracks, self.rule, now)
+        for node in events.hidden:
+            self.counters["hides"] += 1
+            t = self.tracks[node]
+            log.warning(
+                "cluster health: %s hidden after %d failed checks (%s)", node, t.fails, t.error
+            )
+        for node in events.back:
+            self.counters["returns"] += 1
+            log.warning("cluster health: %s is back", node)
+        hidden = frozenset(n for n, t in self.tracks.items() if t.state == DOWN)
+        if hidden != self._hidden:
+            self._hidden = hidden
+            names = ", ".join(str(n) for n in sorted(hidden)) or "none"
+            self._publish(f"health: hidden {names}")
+        elif events.hidden or events.back or m.hidden != hidden:
+            self._publish("health")
+        self._write_health(now)
+        self.rounds += 1
+
+    def _write_health(self, now: float) -> None:
+        doc = {
+            "on": self.health_interval > 0,
+            "updated": now,
+            "nodes": [
+                [
+                    str(t.node),
+                    t.state,
+                    t.fails,
+                    t.passes,
+                    None if t.latency is None else round(t.latency * 1000, 3),
+                    t.since,
+                    t.error,
+                ]
+                for t in self.tracks.values()
+            ],
+            "counters": self.counters,
+        }
+        self.health_docs.write(self.writer, json.dumps(doc).encode("ascii"))
+
+    def _health_doc(self) -> dict[str, Any]:
+        seen = self._health_seen
+        if self.health_docs.newest() == seen[0]:
+            return seen[1]
+        key, raw = self.health_docs.read()
+        try:
+            doc: dict[str, Any] = json.loads(raw) if raw else {}
+        except ValueError:
+            doc = {}
+        self._health_seen = (key, doc)
+        return doc
+
+    # ---- figures (every process) ----
+
+    def health_rows(self) -> list[tuple[str, object]]:
+        """``stats cluster``: the membership and every listed node's health as this node sees
+        it: ``node:<host|ip|port> <state> <failed in a row> <passed in a row> <latency ms|->
+        <seconds in state> [<last error>]`` (``self`` for this node)."""
+        m = self.membership()
+        doc = self._health_doc()
+        on = self.health_interval > 0
+        rows: list[tuple[str, object]] = [
+            ("health", "on" if on else "off"),
+            ("health_interval", f"{self.health_interval:g}"),
+            ("health_failures", self.rule.failures),
+            ("health_rise", self.rule.rise),
+            ("version", m.version),
+            ("listed", len(m.listed)),
+            ("served", len(m.nodes)),
+        ]
+        known = {e[0]: e for e in doc.get("nodes", [])}
+        now = time.time()
+        for node in m.listed:
+            name = f"node:{node}"
+            if self.is_self(node):
+                rows.append((name, SELF))
+                continue
+            e = known.get(str(node))
+            if e is None:
+                state = DOWN if node in m.hidden else UNCHECKED
+                rows.append((name, f"{state} 0 0 - 0"))
+                continue
+            _, state, fails, passes, latency, since, error = e
+            lat = "-" if latency is None else f"{latency:.2f}"
+            value = f"{state} {fails} {passes} {lat} {max(0, int(now - since))}"
+            rows.append((name, value + (f" {error}" if error else "")))
+        return rows
+
+    def stat_rows(self) -> list[tuple[str, object]]:
+        """Rows of ``stats`` (mcached's own names): the served configuration and the health
+        checks' counters, summed over the keeper's lifetimes."""
+        m = self.membership()
+        counters = self._health_doc().get("counters", {})
+        return [
+            ("cluster_version", m.version),
+            ("cluster_nodes", len(m.nodes)),
+            ("cluster_nodes_hidden", len(m.listed) - len(m.nodes)),
+            ("cluster_health_checks", int(counters.get("checks", 0))),
+            ("cluster_health_failed_checks", int(counters.get("failed_checks", 0))),
+            ("cluster_health_hides", int(counters.get("hides", 0))),
+            ("cluster_health_returns", int(counters.get("returns", 0))),
+        ]
+
     def __repr__(self) -> str:
         src = self.settings.cluster_file or self.settings.cluster_dns or "self"
-        return f"<Discovery {src} version {self.config.version}>"
+        return f"<Discovery {src} version {self._read()[1].version}>"

@@ -1,0 +1,264 @@
+"""Cluster health: which listed nodes this node reaches, and which it hides.
+
+What lives here: `Rule` (how many failed checks hide a node, how many passed ones bring it
+back), `Track` (one member as this node sees it), `decide` (the rule, pure: tests drive it
+with made-up checks), `parse_view` (a peer's ``stats cluster`` rows) and `Prober` (the
+checks themselves: asyncio, one kept-open connection per member). The keeper
+(`mcached.cluster.discovery`) runs a round every interval and publishes what it decided.
+
+The check: ``stats cluster`` on a kept-open connection, every ``--cluster-health-interval``
+seconds, answered within the same time (at most `CHECK_TIMEOUT`). It is cheap (a few rows
+from a shared document, no cache lock, no publishing round between workers) and it brings
+back the peer's own view of every member, which the rule needs. A peer that answers anything
+well-formed (``END``, or an error line: memcached's ``ERROR``, ``CLIENT_ERROR`` under ``-Y``)
+passed; a refused or reset connection, silence past the timeout, or garbage failed.
+
+The rule (the same on every node, so healthy nodes converge on the same list):
+
+1. A member that fails `failures` checks in a row is hidden if a *majority* of the members
+   that could vote agree: every listed member but itself votes, this node included; a peer
+   this node reaches votes "failing" when its own last check of the member failed, "up"
+   otherwise; a peer it cannot reach counts as a vote it does not have (so it never helps to
+   hide); a peer that answers without a view (memcached, ``-Y``) does not vote. Otherwise the
+   member is *disputed*: kept, and shown so.
+2. A hidden member comes back after `rise` checks passed in a row; each time it was hidden
+   again within `FLAP_WINDOW` seconds doubles that (up to `MAX_PENALTY` times), so a flapping
+   node does not churn the version.
+3. This node never checks or hides itself.
+
+What the majority buys: a node that loses its way to one peer (a partition between two nodes)
+does not hide it while the others still reach it, so every node keeps serving the same list;
+a node cut off from all its peers (or a firewall that lets clients in but not peers) hides no
+one. A dead node is hidden by every node that has a majority on its side. A two-node cluster
+has one voter per member: each hides the other if they lose sight of each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mcached.cluster.config import Node, parse_node
+
+CHECK_TIMEOUT = 2.0  # seconds: the longest a check may take (and never past the interval)
+FLAP_WINDOW = 600.0  # seconds during which another hide doubles the passes needed to return
+MAX_PENALTY = 8
+REPLY_MAX = 1 << 20  # bytes of a ``stats cluster`` reply we read before calling it garbage
+
+SELF = "self"
+UP = "up"
+FAILING = "failing"  # the last check failed; not (yet) hidden
+DISPUTED = "disputed"  # failed enough to hide, but most voters still reach it
+DOWN = "down"  # hidden
+UNCHECKED = "unchecked"  # no check yet (or health checks are off)
+SERVED_STATES = (UP, FAILING, DISPUTED, UNCHECKED, SELF)
+
+
+@dataclass(frozen=True)
+class Rule:
+    failures: int = 3
+    rise: int = 5
+
+
+@dataclass
+class Track:
+    """One member as this node sees it."""
+
+    node: Node
+    state: str = UNCHECKED
+    fails: int = 0  # checks failed in a row
+    passes: int = 0  # checks passed in a row
+    checks: int = 0
+    failed: int = 0
+    latency: float | None = None  # seconds, of the last check that passed
+    error: str = ""
+    since: float = field(default_factory=time.time)  # when `state` began
+    hides: list[float] = field(default_factory=list)  # when it was hidden, recent ones
+    view: dict[Node, int] | None = None  # the member's own consecutive failures per node
+
+    def record(
+        self, ok: bool, latency: float | None, error: str, view: dict[Node, int] | None
+    ) -> None:
+        self.checks += 1
+        if ok:
+            self.passes += 1
+            self.fails = 0
+            self.latency = latency
+            self.error = ""
+            self.view = view
+        else:
+            self.fails += 1
+            self.passes = 0
+            self.failed += 1
+            self.error = error
+            self.view = None
+
+    def set_state(self, state: str, now: float) -> None:
+        if state != self.state:
+            self.state = state
+            self.since = now
+
+    def rise_needed(self, rule: Rule, now: float) -> int:
+        recent = [t for t in self.hides if now - t < FLAP_WINDOW]
+        self.hides = recent
+        return rule.rise * min(MAX_PENALTY, 1 << max(0, len(recent) - 1))
+
+
+@dataclass
+class Events:
+    hidden: list[Node] = field(default_factory=list)
+    back: list[Node] = field(default_factory=list)
+
+
+def decide(
+    me: Node | None, listed: Iterable[Node], tracks: dict[Node, Track], rule: Rule, now: float
+) -> Events:
+    """Apply the rule to every tracked member after a round of checks; states change in
+    `tracks`, and the members hidden and brought back are returned."""
+    events = Events()
+    members = set(listed)
+    for node, t in tracks.items():
+        if t.state == DOWN:
+            if t.passes >= t.rise_needed(rule, now):
+                t.set_state(UP, now)
+                events.back.append(node)
+            continue
+        if t.fails == 0:
+            t.set_state(UP if t.checks else UNCHECKED, now)
+        elif t.fails < rule.failures:
+            t.set_state(FAILING, now)
+        elif _majority_agrees(me, members, node, tracks):
+            t.set_state(DOWN, now)
+            t.hides.append(now)
+            events.hidden.append(node)
+        else:
+            t.set_state(DISPUTED, now)
+    return events
+
+
+def _majority_agrees(
+    me: Node | None, members: set[Node], node: Node, tracks: dict[Node, Track]
+) -> bool:
+    voters = 1  # this node, which failed it
+    agree = 1
+    for peer in members:
+        if peer == node or peer == me or peer not in tracks:
+            continue
+        t = tracks[peer]
+        if t.fails == 0 and t.checks and t.view is None:
+            continue  # reachable but shows no view: not a voter
+        voters += 1
+        if t.fails == 0 and t.view is not None and t.view.get(node, 0) > 0:
+            agree += 1
+    return agree * 2 > voters
+
+
+# ---- a peer's view: its ``stats cluster`` rows ----
+
+
+def parse_view(reply: bytes) -> dict[Node, int] | None:
+    """``STAT node:<host|ip|port> <state> <fails> ...`` rows -> {node: consecutive failures};
+    None when the reply holds no such row (not an mcached, or health off there)."""
+    view: dict[Node, int] = {}
+    any_row = False
+    for line in reply.split(b"\r\n"):
+        if not line.startswith(b"STAT node:"):
+            continue
+        parts = line[10:].split(b" ")
+        if len(parts) < 2:
+            continue
+        try:
+            node = parse_node(parts[0].decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        any_row = True
+        view[node] = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+    return view if any_row else None
+
+
+# ---- the checks ----
+
+
+@dataclass
+class Result:
+    ok: bool
+    latency: float | None
+    error: str
+    view: dict[Node, int] | None
+
+
+class Prober:
+    """One kept-open connection per member; `round` checks them all at once. Runs inside one
+    asyncio loop (the keeper's health thread)."""
+
+    REQUEST = b"stats cluster\r\n"
+    ERROR_LINES = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+
+    def __init__(self) -> None:
+        self.conns: dict[Node, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+
+    async def round(self, nodes: Iterable[Node], timeout: float) -> dict[Node, Result]:
+        nodes = list(nodes)
+        for gone in set(self.conns) - set(nodes):
+            self._drop(gone)
+        results = await asyncio.gather(*(self.check(n, timeout) for n in nodes))
+        return dict(zip(nodes, results, strict=True))
+
+    async def check(self, node: Node, timeout: float) -> Result:
+        start = time.monotonic()
+        try:
+            reply = await asyncio.wait_for(self._ask(node), timeout)
+        except TimeoutError:
+            self._drop(node)
+            return Result(False, None, f"no reply within {timeout:g}s", None)
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
+            self._drop(node)
+            return Result(False, None, _describe(exc), None)
+        latency = time.monotonic() - start
+        return Result(True, latency, "", parse_view(reply))
+
+    async def _ask(self, node: Node) -> bytes:
+        conn = self.conns.get(node)
+        if conn is None:
+            host, port = node.address
+            conn = await asyncio.open_connection(host, port, limit=REPLY_MAX)
+            self.conns[node] = conn
+        reader, writer = conn
+        writer.write(self.REQUEST)
+        await writer.drain()
+        buf = bytearray()
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            buf += line
+            if line == b"END\r\n" or (len(buf) == len(line) and line.startswith(self.ERROR_LINES)):
+                return bytes(buf)
+            if not line.startswith(b"STAT ") or len(buf) > REPLY_MAX:
+                raise ValueError(f"unexpected reply {bytes(line[:80])!r}")
+
+    def _drop(self, node: Node) -> None:
+        conn = self.conns.pop(node, None)
+        if conn is not None:
+            conn[1].close()
+
+    def close(self) -> None:
+        for node in list(self.conns):
+            self._drop(node)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "connection closed by the node"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    text = str(exc) or type(exc).__name__
+    return text.replace("\r", " ").replace("\n", " ")[:200]

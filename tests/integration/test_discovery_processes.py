@@ -1,0 +1,142 @@
+"""One membership per daemon, whichever worker process a client lands on.
+
+The ``mcached`` command runs ``-t`` worker processes and a maintainer under a supervisor;
+the membership lives in a shared document (mcached/server/docs.py, cluster/membership.py),
+so ``config set cluster`` served by one worker process is what ``config get cluster``
+answers on connections served by every other one, a replaced worker or keeper serves the
+same version, and exactly one process of the daemon (the maintainer) runs the health checks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mcached.cluster.config import Node, format_data
+from tests.conftest import Server
+from tests.integration.test_discovery import wait_until
+from tests.integration.test_processes import worker_pid_of
+from tests.wire import Conn, config_reply
+
+pytestmark = pytest.mark.integration
+
+GET = b"config get cluster\r\n"
+
+
+def get(conn: Conn) -> bytes:
+    conn.send(GET)
+    return conn.read_until(b"END\r\n")
+
+
+def spread(server: Server, n: int = 16) -> tuple[list[Conn], dict[int, list[Conn]]]:
+    """`n` connections, and which worker process serves each."""
+    conns = [Conn(server.address) for _ in range(n)]
+    for c in conns:
+        assert c.request(b"version\r\n", expect_len=16) == b"VERSION 1.6.18\r\n"
+    by_worker: dict[int, list[Conn]] = {}
+    for c in conns:
+        by_worker.setdefault(worker_pid_of(c, server), []).append(c)
+    return conns, by_worker
+
+
+def config_set(conn: Conn, data: bytes) -> bytes:
+    return conn.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(data), data), expect_len=8)
+
+
+def peers_of(server: Server, port: int) -> set[int]:
+    """The pids of `server`'s processes that hold a connection to 127.0.0.1:`port`."""
+    out = set()
+    for p in [psutil.Process(server.handle.pid), *psutil.Process(server.handle.pid).children()]:
+        try:
+            conns = p.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.raddr and c.raddr[1] == port for c in conns):
+            out.add(p.pid)
+    return out
+
+
+def test_config_set_on_one_worker_is_served_by_every_worker(
+    server_factory: Callable[..., Server],
+) -> None:
+    procs = server_factory("mcached-procs", "-t", "4", "--enable-config-set")
+    conns, by_worker = spread(procs)
+    try:
+        assert len(by_worker) >= 3, "the kernel should spread 16 connections over 4 workers"
+        pids = list(by_worker)
+        first = by_worker[pids[0]][0]
+        lone = get(first)
+        nodes = [Node("localhost", "127.0.0.1", p) for p in (21001, 21002, 21003)]
+        data = format_data(7, nodes)
+        assert config_set(first, data) == b"STORED\r\n"
+        for pid in pids:
+            for c in by_worker[pid]:
+                assert get(c) == config_reply(data), f"worker {pid}"
+        # an unpinned set on another worker: one more, everywhere
+        second = by_worker[pids[1]][0]
+        data2 = format_data(8, nodes[:2])
+        assert config_set(second, b"%s\n" % data2.split(b"\n")[1]) == b"STORED\r\n"
+        for c in conns:
+            assert get(c) == config_reply(data2)
+        # delete on a third worker: every worker lists the node itself again
+        third = by_worker[pids[2]][0]
+        assert third.request(b"config delete cluster\r\n", expect_len=9) == b"DELETED\r\n"
+        back = config_reply(b"9\n" + lone.split(b"\n")[2] + b"\n")
+        for c in conns:
+            assert get(c) == back
+            assert c.request(b"config delete cluster\r\n", expect_len=11) == b"NOT_FOUND\r\n"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_replaced_worker_and_keeper_serve_the_same_version(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A worker killed and forked again, and a keeper (maintainer) killed and forked again,
+    go on with the document: the version a client saw never goes back to 1."""
+    f = tmp_path / "cluster.conf"
+    spare = server_factory("mcached")  # a peer: the keeper keeps a health connection to it
+    f.write_text(f"localhost:{spare.port}\n")
+    procs = server_factory(
+        "mcached-procs", "-t", "2", "--cluster-file", str(f), "--cluster-health-interval", "0.2"
+    )
+    with Conn(procs.address) as c:
+        assert wait_until(lambda: get(c).startswith(b"CONFIG cluster 0 "))
+    # three changes of the file: version 4
+    for k in range(3):
+        f.write_text(f"localhost:{spare.port}\nlocalhost:{21001 + k}\n")
+        with Conn(procs.address) as c:
+            assert wait_until(lambda k=k: b"\n%d\n" % (2 + k) in b"\n" + get(c), 5)
+    with Conn(procs.address) as c:
+        expected = get(c)
+    assert expected.split(b"\r\n")[1].startswith(b"4\n")
+    # exactly one process holds health connections to the peer: not the supervisor, and
+    # not a worker
+    assert wait_until(lambda: len(peers_of(procs, spare.port)) == 1, 5)
+    (keeper,) = peers_of(procs, spare.port)
+    conns, by_worker = spread(procs, 8)
+    try:
+        assert keeper != procs.handle.pid and keeper not in by_worker
+        os.kill(keeper, signal.SIGKILL)
+        victim = next(iter(by_worker))
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.3)
+        for _ in range(8):
+            with Conn(procs.address) as c:
+                assert wait_until(lambda c=c: get(c) == expected, 5)
+        assert wait_until(lambda: len(peers_of(procs, spare.port)) == 1, 10)
+        assert peers_of(procs, spare.port) != {keeper}  # a new keeper, checking again
+        # the new keeper follows the file, from version 4 on
+        f.write_text(f"localhost:{spare.port}\n")
+        with Conn(procs.address) as c:
+            assert wait_until(lambda: get(c).split(b"\r\n")[1].startswith(b"5\n"), 5)
+    finally:
+        for c in conns:
+            c.close()

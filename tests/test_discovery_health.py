@@ -1,0 +1,307 @@
+"""Unit tests of the shared membership document (mcached/cluster/membership.py), the health
+rule (mcached/cluster/health.py) and how Discovery writes both: the version rule with
+health, lost updates written again, the majority rule in every shape of failure, hysteresis
+and flapping. No sockets: checks are made up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+
+from mcached.cluster.config import Node
+from mcached.cluster.discovery import Discovery
+from mcached.cluster.health import (
+    DISPUTED,
+    DOWN,
+    FAILING,
+    UNCHECKED,
+    UP,
+    Prober,
+    Result,
+    Rule,
+    Track,
+    decide,
+    parse_view,
+)
+from mcached.cluster.membership import LocalDocs, Membership, decode, encode, settle
+from mcached.server.docs import SharedDocs
+from mcached.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+A, B, C, D, E = (Node("localhost", "127.0.0.1", 21001 + i) for i in range(5))
+RULE = Rule(failures=3, rise=2)
+
+
+# ---- the version rule ----
+
+
+def loaded(**kw: object) -> Membership:
+    return settle(Membership(), Membership(self_node=A, **kw))  # type: ignore[arg-type]
+
+
+def test_settle_lists_override_then_source_then_self() -> None:
+    m = loaded()
+    assert (m.listed, m.nodes, m.version) == ((A,), (A,), 1)
+    m2 = settle(m, replace(m, source=(A, B, C)))
+    assert (m2.nodes, m2.version) == ((A, B, C), 2)
+    m3 = settle(m2, replace(m2, override=(None, (B,))))
+    assert (m3.nodes, m3.version) == ((B,), 3)
+    m4 = settle(m3, replace(m3, override=None))
+    assert (m4.nodes, m4.version) == ((A, B, C), 4)
+    assert settle(m4, m4).version == 4  # nothing changed: the same version
+
+
+def test_health_hides_and_moves_the_version_even_under_a_pin() -> None:
+    m = loaded(source=(A, B, C), source_pin=40)
+    assert (m.nodes, m.version) == ((A, B, C), 40)
+    hid = settle(m, replace(m, hidden=frozenset({C})))
+    assert (hid.listed, hid.nodes, hid.version) == ((A, B, C), (A, B), 41)
+    back = settle(hid, replace(hid, hidden=frozenset()))
+    assert (back.nodes, back.version) == ((A, B, C), 42)
+    # a new pin is the operator's word again
+    pinned = settle(back, replace(back, source_pin=50))
+    assert pinned.version == 50
+    # a hidden node that is no longer listed changes nothing
+    gone = settle(pinned, replace(pinned, source=(A, B), source_pin=51, hidden=frozenset({C})))
+    assert (gone.nodes, gone.version) == ((A, B), 51)
+
+
+def test_health_never_hides_every_listed_node() -> None:
+    m = loaded(source=(B, C))
+    all_hidden = settle(m, replace(m, hidden=frozenset({B, C})))
+    assert all_hidden.nodes == (B, C) and all_hidden.version == m.version
+
+
+def test_document_round_trip() -> None:
+    m = loaded(source=(A, B, Node("cache", "", 11211)), source_pin=3, hidden=frozenset({B}))
+    m = replace(settle(m, replace(m, override=(9, (A, C)))), o_seq=4, k_seq=7, why="x")
+    assert decode(encode(m)) == m
+    assert decode(b"") == Membership()
+
+
+# ---- Discovery's writes ----
+
+
+def make(store: object = None, **settings: object) -> Discovery:
+    s = Settings(listen=("127.0.0.1",), cluster_node_name="localhost", **settings)  # type: ignore[arg-type]
+    return Discovery(
+        s,
+        local_port=lambda: 21001,
+        resolve=lambda host, port: ["127.0.0.1"],
+        docs=store,  # type: ignore[arg-type]
+    )
+
+
+class Racing(LocalDocs):
+    """A store where another process's write lands between our read and our write, once."""
+
+    def __init__(self, sneak: bytes) -> None:
+        super().__init__()
+        self.sneak: bytes | None = sneak
+
+    def write(self, writer: int, data: bytes) -> int:
+        if self.sneak is not None and self._key:
+            sneak, self.sneak = self.sneak, None
+            super().write(9, sneak)  # the other write comes first
+            key = super().write(writer, data)
+            # ...but ours was built on the older document: pretend theirs won the tie
+            super().write(9, sneak)
+            return key
+        return super().write(writer, data)
+
+
+def test_a_lost_override_is_written_again_on_top_of_the_winner() -> None:
+    d = make(config_set_enabled=True)
+    d.load()
+    m = d.membership()
+    # the keeper (another process) hides nothing but bumps its part at the same time
+    keeper_write = encode(settle(m, replace(m, source=(A, B), k_seq=m.k_seq + 1, why="k")))
+    store = Racing(keeper_write)
+    store.write(0, encode(m))
+    d.docs = store
+    d._seen = (-1, Membership(), b"")
+    d.override(None, (A, C))
+    final = d.membership()
+    assert final.override == (None, (A, C)) and final.source == (A, B)
+    assert final.nodes == (A, C)
+
+
+def test_two_discoveries_over_one_shared_store_serve_one_membership() -> None:
+    store = SharedDocs(3, size=4096)
+    keeper, worker = make(store), make(store, config_set_enabled=True)
+    worker.writer = 1
+    keeper.load()
+    assert worker.data() == keeper.data() == b"1\nlocalhost|127.0.0.1|21001\n"
+    worker.override(5, (A, B))
+    assert keeper.current().version == 5 and keeper.data() == worker.data()
+    keeper._hidden = frozenset({B})
+    keeper._publish("health")
+    assert worker.current().nodes == (A,) and worker.current().version == 6
+    assert worker.drop_override() and not worker.drop_override()
+    assert keeper.current().nodes == (A,) and keeper.current().version == 6
+
+
+# ---- the rule ----
+
+
+def tracks(*nodes: Node) -> dict[Node, Track]:
+    return {n: Track(n) for n in nodes}
+
+
+def check(t: dict[Node, Track], node: Node, ok: bool, view: dict[Node, int] | None = None) -> None:
+    t[node].record(ok, 0.001 if ok else None, "" if ok else "refused", view)
+
+
+def round_of(
+    t: dict[Node, Track],
+    listed: tuple[Node, ...],
+    dead: set[Node],
+    views: dict[Node, dict[Node, int] | None],
+    now: float = 0.0,
+) -> tuple[list[Node], list[Node]]:
+    for node in t:
+        check(t, node, node not in dead, views.get(node))
+    ev = decide(A, listed, t, RULE, now)
+    return ev.hidden, ev.back
+
+
+def test_a_dead_node_is_hidden_when_the_others_agree() -> None:
+    listed = (A, B, C)
+    t = tracks(B, C)
+    b_sees = {A: 0, C: 1}
+    assert round_of(t, listed, {C}, {B: b_sees}) == ([], [])
+    assert t[C].state == FAILING and t[B].state == UP
+    round_of(t, listed, {C}, {B: b_sees})
+    assert round_of(t, listed, {C}, {B: b_sees}) == ([C], [])
+    assert t[C].state == DOWN
+    # it comes back after `rise` passes in a row
+    assert round_of(t, listed, set(), {B: {A: 0, C: 0}}) == ([], [])
+    assert round_of(t, listed, set(), {B: {A: 0, C: 0}}) == ([], [C])
+    assert t[C].state == UP
+
+
+def test_a_partition_between_two_nodes_hides_nothing() -> None:
+    """A cannot reach C; B reaches both: A alone is no majority of {A, B}, so C is kept
+    (disputed), and every node serves the same list."""
+    listed = (A, B, C)
+    t = tracks(B, C)
+    for _ in range(5):
+        hidden, _ = round_of(t, listed, {C}, {B: {A: 0, C: 0}})
+        assert hidden == []
+    assert t[C].state == DISPUTED
+
+
+def test_a_node_cut_off_from_every_peer_hides_no_one() -> None:
+    """A firewall that lets clients in but not peers: every peer fails from here, and no
+    peer can vote with us."""
+    listed = (A, B, C, D)
+    t = tracks(B, C, D)
+    for _ in range(5):
+        hidden, _ = round_of(t, listed, {B, C, D}, {})
+        assert hidden == []
+    assert {x.state for x in t.values()} == {DISPUTED}
+
+
+def test_the_majority_side_of_a_split_hides_the_minority() -> None:
+    listed = (A, B, C, D, E)
+    # A is with B and C; D and E are on the other side
+    t = tracks(B, C, D, E)
+    side = {A: 0, B: 0, C: 0, D: 1, E: 1}
+    for _ in range(3):
+        hidden, _ = round_of(t, listed, {D, E}, {B: side, C: side})
+    assert sorted(hidden) == [D, E]
+    # D's view of the same split: D and E are 2 of the 4 voters about A: not a majority
+    t2 = {n: Track(n) for n in (A, B, C, E)}
+    for _ in range(3):
+        for n in t2:
+            t2[n].record(n == E, None, "", {A: 1, B: 1, C: 1, D: 0} if n == E else None)
+        ev = decide(D, listed, t2, RULE, 0.0)
+    assert ev.hidden == []
+
+
+def test_two_nodes_each_decide_alone() -> None:
+    t = tracks(B)
+    for _ in range(3):
+        hidden, _ = round_of(t, (A, B), {B}, {})
+    assert hidden == [B]
+
+
+def test_peers_without_a_view_do_not_vote() -> None:
+    """memcached peers, or mcached under -Y, answer without a view: A decides with the
+    voters it has."""
+    listed = (A, B, C)
+    t = tracks(B, C)
+    for _ in range(3):
+        hidden, _ = round_of(t, listed, {C}, {B: None})
+    assert hidden == [C]
+
+
+def test_flapping_needs_more_passes_each_time() -> None:
+    t = tracks(B)
+    listed = (A, B)
+    now = 1000.0
+    needed = []
+    for _ in range(3):
+        for _ in range(3):
+            round_of(t, listed, {B}, {}, now)
+        assert t[B].state == DOWN
+        n = 0
+        while t[B].state == DOWN:
+            round_of(t, listed, set(), {}, now)
+            n += 1
+        needed.append(n)
+        now += 60
+    assert needed == [2, 4, 8]
+    # ten quiet minutes later, the penalty is gone
+    for _ in range(3):
+        round_of(t, listed, {B}, {}, now + 700)
+    n = 0
+    while t[B].state == DOWN:
+        round_of(t, listed, set(), {}, now + 700)
+        n += 1
+    assert n == 2
+
+
+def test_unchecked_until_the_first_check() -> None:
+    t = tracks(B)
+    decide(A, (A, B), t, RULE, 0.0)
+    assert t[B].state == UNCHECKED
+
+
+def test_parse_view() -> None:
+    reply = (
+        b"STAT health on\r\nSTAT version 3\r\n"
+        b"STAT node:localhost|127.0.0.1|21001 self\r\n"
+        b"STAT node:localhost|127.0.0.1|21002 up 0 4 0.31 12\r\n"
+        b"STAT node:localhost|127.0.0.1|21003 down 7 0 - 3 connection refused\r\n"
+        b"STAT node:bad|x|1 up 0\r\nEND\r\n"
+    )
+    assert parse_view(reply) == {A: 0, B: 0, C: 7}
+    assert parse_view(b"END\r\n") is None
+    assert parse_view(b"ERROR\r\n") is None
+
+
+def test_prober_against_no_one() -> None:
+    """A refused port fails fast; the round reports it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nobody = Node("localhost", "127.0.0.1", port)
+
+    async def go() -> dict[Node, Result]:
+        p = Prober()
+        try:
+            return await p.round([nobody], 1.0)
+        finally:
+            p.close()
+
+    start = time.monotonic()
+    res = asyncio.run(go())[nobody]
+    assert not res.ok and res.error == "connection refused"
+    assert time.monotonic() - start < 1.0
