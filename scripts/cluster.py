@@ -3,13 +3,16 @@
 
     python scripts/cluster.py                 # 3 nodes on 127.0.0.1:21001-21003
     python scripts/cluster.py -n 5 --spares 1 -- -m 16 -vv
+    python scripts/cluster.py -n 20           # ElastiCache's largest cluster, on one machine
 
 Every node runs ``python -m mcached`` from this checkout (no install needed) with one shared
 cluster file, so each answers ``config get cluster`` with the same node list, and with
 ``--enable-config-set``, so ``mcached-tool HOST:PORT cluster add|remove`` works. ``--spares``
-starts extra nodes that are not in the file yet, ready to be added. Flags after ``--`` go to
-every node. The cluster file and the nodes' logs live in ``--dir`` (default: a temporary
-directory, removed at exit). Ctrl-C (or SIGTERM) stops every node.
+starts extra nodes that are not in the file yet, ready to be added. Each node runs one
+worker process (``--threads``; a node is the ``mcached`` command: its supervisor, workers
+and maintainer), so 20 nodes fit one machine. Flags after ``--`` go to every node. The
+cluster file and the nodes' logs live in ``--dir`` (default: a temporary directory, removed
+at exit). Ctrl-C (or SIGTERM) stops every node.
 
 Edit the printed cluster file and every node serves the new list within a second.
 """
@@ -85,11 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         default=21001,
         help="first port, the next ones follow (21001); 0 picks free ports",
     )
+    parser.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=1,
+        help="worker processes per node (1: twenty nodes on one machine)",
+    )
     parser.add_argument("--dir", help="where the cluster file and logs go (default: a temp dir)")
     parser.add_argument("node_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.nodes < 1 or args.spares < 0:
-        parser.error("--nodes must be 1 or more and --spares 0 or more")
+    if args.nodes < 1 or args.spares < 0 or args.threads < 1:
+        parser.error("--nodes and --threads must be 1 or more and --spares 0 or more")
 
     total = args.nodes + args.spares
     if args.base_port:
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--enable-config-set",
                 "--cluster-node-name",
                 args.name,
+                "-t",
+                str(args.threads),
                 *args.node_args,
             ]
             procs.append(
@@ -147,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             log.close()
+        # they start at once: on a small machine twenty interpreters take a while
+        deadline = time.monotonic() + 15.0 + 2.0 * total
         for port, proc in procs:
-            wait_for(args.host, port, proc, 15.0)
+            wait_for(args.host, port, proc, max(1.0, deadline - time.monotonic()))
 
         first = f"{args.host}:{ports[0]}"
         print(f"mcached cluster: {args.nodes} nodes, cluster file {cluster_file}")

@@ -33,7 +33,7 @@ from mcached.settings import Settings
 pytestmark = pytest.mark.unit
 
 A, B, C, D, E = (Node("localhost", "127.0.0.1", 21001 + i) for i in range(5))
-RULE = Rule(failures=3, rise=2)
+RULE = Rule(failures=3, rise=2, grace=0)
 
 
 # ---- the version rule ----
@@ -264,6 +264,24 @@ def test_flapping_needs_more_passes_each_time() -> None:
         round_of(t, listed, set(), {}, now + 700)
         n += 1
     assert n == 2
+
+
+def test_a_member_never_reached_gets_a_start_up_grace() -> None:
+    """Nodes of a fleet start together: one never reached is not hidden for `grace` seconds."""
+    rule = Rule(failures=3, rise=2, grace=30)
+    t = {B: Track(B, first=100.0)}
+    for now in (101.0, 102.0, 103.0, 120.0):
+        t[B].record(False, None, "refused", None)
+        assert decide(A, (A, B), t, rule, now).hidden == []
+        assert t[B].state == FAILING
+    t[B].record(False, None, "refused", None)
+    assert decide(A, (A, B), t, rule, 131.0).hidden == [B]
+    # one that was reached once is hidden by the rule alone
+    t2 = {B: Track(B, first=100.0)}
+    t2[B].record(True, 0.001, "", None)
+    for _ in range(3):
+        t2[B].record(False, None, "refused", None)
+    assert decide(A, (A, B), t2, rule, 101.0).hidden == [B]
 
 
 def test_unchecked_until_the_first_check() -> None:

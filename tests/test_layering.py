@@ -181,8 +181,16 @@ LAYERS: dict[str, set[str]] = {
     "mcached.client.cluster": {
         "mcached.addr",
         "mcached.cluster.config",
+        "mcached.client.hashing",
         "mcached.client.node",
         "pymemcache",  # the client extra: the tool and the daemon run without it
+    },
+    # pymemcache's rendezvous hashing, reproduced (the tool runs without pymemcache)
+    "mcached.client.hashing": {"mcached.cluster.config"},
+    "mcached.client.warm": {
+        "mcached.cluster.config",
+        "mcached.client.hashing",
+        "mcached.client.node",
     },
     "mcached.client.tool_stats": {"mcached.client.node", "click"},
     "mcached.client.tool": {
@@ -190,8 +198,10 @@ LAYERS: dict[str, set[str]] = {
         "mcached.addr",
         "mcached.cluster.config",
         "mcached.cluster.sources",
+        "mcached.client.hashing",
         "mcached.client.node",
         "mcached.client.tool_stats",
+        "mcached.client.warm",
         "click",
     },
     # ---- old homes, kept for existing commands and imports ----

@@ -26,6 +26,14 @@ Rules:
 3. `HashClient` is not written for a ring that changes under it, so the ring is read and
    changed under `_ring_lock`, and a removed node's client stays in ``clients`` until the
    next poll closes it (a request that picked it just before may still be using it).
+4. A node that stops answering never blocks a caller for long: unless given, the connect and
+   I/O timeouts are `CONNECT_TIMEOUT` and `TIMEOUT` (pymemcache's own default is to wait for
+   ever). With ``ignore_exc=True`` such a node's keys are then misses after at most that long,
+   and pymemcache skips the node for ``retry_timeout`` seconds after a failure.
+5. Keys are hashed as pymemcache's `HashClient` hashes them (rendezvous, murmur3, the ring
+   naming nodes ``ip:port``), except that a ``bytes`` key is hashed as its text, so ``b"k"``
+   and ``"k"`` land on the same node (`mcached.client.hashing`, which ``mcached-tool cluster
+   add --warm`` uses to move exactly the keys that change node).
 
 Lock order: `_poll_lock` (one poll at a time: the endpoint connection is not shared) before
 `_ring_lock`. The poll's network I/O runs without `_ring_lock`, so requests never wait on it.
@@ -39,16 +47,21 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pymemcache.client.base import check_key_helper  # type: ignore[import-untyped]
 from pymemcache.client.hash import HashClient  # type: ignore[import-untyped]
 from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
 
 from mcached.addr import format_address, parse_address
+from mcached.client.hashing import key_text
 from mcached.client.node import NodeClient, NodeError
 from mcached.cluster.config import ClusterConfig, Node
 
 log = logging.getLogger("mcached.client.cluster")
 
 Address = tuple[str, int]
+
+CONNECT_TIMEOUT = 1.0  # seconds to connect to a node, unless `connect_timeout` is given
+TIMEOUT = 1.0  # seconds any one send or receive on a node may take, unless `timeout` is given
 
 
 class DiscoveryError(MemcacheError):  # type: ignore[misc]
@@ -75,8 +88,9 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
     `poll_interval`: seconds between polls; 0 turns the background thread off (call
     `refresh()` yourself). `use_ip`: connect to each node's ip (no DNS lookup per node), else
     to its hostname. `discovery_timeout`: seconds for one poll. Other keyword arguments go to
-    `HashClient` (``ignore_exc``, ``use_pooling``, ``timeout``, ``serde``...). Raises
-    `DiscoveryError` when no endpoint answers the first poll.
+    `HashClient` (``ignore_exc``, ``use_pooling``, ``serde``...); ``connect_timeout`` and
+    ``timeout`` default to `CONNECT_TIMEOUT` and `TIMEOUT` (rule 4; ``None`` waits for ever).
+    Raises `DiscoveryError` when no endpoint answers the first poll.
     """
 
     def __init__(
@@ -100,6 +114,8 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
         self.polls = 0  # completed polls, answered or not (tests wait on it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        kwargs.setdefault("timeout", TIMEOUT)
         super().__init__(servers=[], **kwargs)
         self.refresh()
         if self.config is None:
@@ -218,8 +234,17 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
     # ---- HashClient, made safe for a ring that changes (rule 3) ----
 
     def _get_client(self, key: Any) -> Any:
+        """`HashClient._get_client` under the ring lock, a bytes key hashed as its text."""
+        check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
         with self._ring_lock:
-            return super()._get_client(key)
+            if self._dead_clients:
+                self._retry_dead()
+            server = self.hasher.get_node(key_text(key) if isinstance(key, bytes) else key)
+            if server is None:
+                if self.ignore_exc:
+                    return None
+                raise MemcacheError("All servers seem to be down right now")
+            return self.clients[server]
 
     def remove_server(self, server: Any, port: Any = None) -> None:
         """pymemcache marks a failing node dead through here; tolerate a node already gone."""

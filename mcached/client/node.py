@@ -250,6 +250,27 @@ class NodeClient:
                 out[parts[1].decode("ascii", "replace")] = parts[2].decode("ascii", "replace")
         return out
 
+    def store_many(
+        self, items: Sequence[tuple[bytes, bytes, int, bytes]], verb: bytes = b"set"
+    ) -> list[bytes]:
+        """``set <key> <flags> <exptime> <n>`` + value for each (key, flags as sent, exptime,
+        value), pipelined in one write -> each reply line (``STORED``...), in order."""
+        if not items:
+            return []
+        data = b"".join(
+            b"%b %b %b %d %d\r\n%b\r\n" % (verb, key, flags, exptime, len(value), value)
+            for key, flags, exptime, value in items
+        )
+        want = len(items)
+
+        def complete(buf: bytearray) -> int | None:
+            if buf.count(b"\r\n") >= want:
+                return len(buf) if buf.endswith(b"\r\n") else None
+            return None
+
+        reply = self._request(data, complete, bulk=True)
+        return reply.split(b"\r\n")[:want]
+
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes]]:
         """``get <key>...`` -> (key, flags as sent, value) of each hit, in the node's order."""
         reply = self._checked(b"get " + b" ".join(keys) + b"\r\n", _values, bulk=True)

@@ -441,7 +441,7 @@ class Discovery:
             self.counters[name] = int(doc.get("counters", {}).get(name, 0))
         now = time.time()
         for node in self._hidden:
-            t = Track(node, state=DOWN)
+            t = Track(node, state=DOWN, reached=True)
             t.hides.append(now)
             self.tracks[node] = t
 

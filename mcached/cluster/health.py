@@ -24,7 +24,9 @@ The rule (the same on every node, so healthy nodes converge on the same list):
 2. A hidden member comes back after `rise` checks passed in a row; each time it was hidden
    again within `FLAP_WINDOW` seconds doubles that (up to `MAX_PENALTY` times), so a flapping
    node does not churn the version.
-3. This node never checks or hides itself.
+3. A member this node has never reached is not hidden before `Rule.grace` seconds of
+   tracking it: the nodes of a fleet start together, and one still starting is not dead.
+4. This node never checks or hides itself.
 
 What the majority buys: a node that loses its way to one peer (a partition between two nodes)
 does not hide it while the others still reach it, so every node keeps serving the same list;
@@ -56,10 +58,14 @@ UNCHECKED = "unchecked"  # no check yet (or health checks are off)
 SERVED_STATES = (UP, FAILING, DISPUTED, UNCHECKED, SELF)
 
 
+STARTUP_GRACE = 30.0  # seconds a member never reached may fail before it can be hidden
+
+
 @dataclass(frozen=True)
 class Rule:
     failures: int = 3
     rise: int = 5
+    grace: float = STARTUP_GRACE
 
 
 @dataclass
@@ -75,6 +81,8 @@ class Track:
     latency: float | None = None  # seconds, of the last check that passed
     error: str = ""
     since: float = field(default_factory=time.time)  # when `state` began
+    first: float = field(default_factory=time.time)  # when this node began to track it
+    reached: bool = False  # a check of it ever passed
     hides: list[float] = field(default_factory=list)  # when it was hidden, recent ones
     view: dict[Node, int] | None = None  # the member's own consecutive failures per node
 
@@ -83,6 +91,7 @@ class Track:
     ) -> None:
         self.checks += 1
         if ok:
+            self.reached = True
             self.passes += 1
             self.fails = 0
             self.latency = latency
@@ -127,7 +136,7 @@ def decide(
             continue
         if t.fails == 0:
             t.set_state(UP if t.checks else UNCHECKED, now)
-        elif t.fails < rule.failures:
+        elif t.fails < rule.failures or _starting(t, rule, now):
             t.set_state(FAILING, now)
         elif _majority_agrees(me, members, node, tracks):
             t.set_state(DOWN, now)
@@ -136,6 +145,11 @@ def decide(
         else:
             t.set_state(DISPUTED, now)
     return events
+
+
+def _starting(t: Track, rule: Rule, now: float) -> bool:
+    """Never reached, and tracked for less than the grace (rule 3)."""
+    return not t.reached and rule.grace > 0 and now - t.first < rule.grace
 
 
 def _majority_agrees(

@@ -199,3 +199,56 @@ def test_old_import_path_still_works() -> None:
 
     assert cluster_client.ClusterClient is ClusterClient
     assert cluster_client.DiscoveryError is DiscoveryError
+
+
+def test_issue_19_a_stopped_node_costs_a_miss_within_the_default_timeout(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Issue 19: a node that stops answering (SIGSTOP: its port still accepts, nothing
+    replies) must not block the client for ever. With the defaults (no timeout given) a get
+    for one of its keys is a miss after about `TIMEOUT`, and the other keys keep working."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from mcached.client.cluster import CONNECT_TIMEOUT, TIMEOUT
+
+    assert 0 < CONNECT_TIMEOUT <= 2 and 0 < TIMEOUT <= 2
+    endpoint = server_factory("mcached", "--enable-config-set", "--cluster-health-interval", "0")
+    victim = server_factory("mcached-procs", "-t", "1")
+    nodes = [Node("localhost", "127.0.0.1", s.port) for s in (endpoint, victim)]
+    push([endpoint], nodes, 2)
+    with ClusterClient(f"127.0.0.1:{endpoint.port}", poll_interval=0, ignore_exc=True) as c:
+        assert c.servers == sorted(("127.0.0.1", s.port) for s in (endpoint, victim))
+        keys = [f"k{i}" for i in range(40)]
+        for k in keys:
+            assert c.set(k, b"v", noreply=False)
+        theirs = [k for k in keys if c._get_client(k).server[1] == victim.port]
+        ours = [k for k in keys if k not in theirs]
+        assert theirs and ours
+        procs = [psutil.Process(victim.handle.pid), *psutil.Process(victim.handle.pid).children()]
+        for p in procs:
+            os.kill(p.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            assert c.get(theirs[0]) is None
+            took = time.monotonic() - start
+            assert TIMEOUT * 0.8 <= took < TIMEOUT + 1.0, took
+            assert all(c.get(k) == b"v" for k in ours)
+        finally:
+            for p in procs:
+                os.kill(p.pid, signal.SIGCONT)
+
+
+def test_bytes_and_text_keys_land_on_the_same_node(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    cluster = start_cluster(server_factory, tmp_path, 3)
+    with ClusterClient(f"127.0.0.1:{cluster.servers[0].port}", poll_interval=0, **FAST) as c:
+        for i in range(60):
+            k = f"key:{i}"
+            assert c._get_client(k) is c._get_client(k.encode())
+            c.set(k.encode(), b"bytes", noreply=False)
+            assert c.get(k) == b"bytes"

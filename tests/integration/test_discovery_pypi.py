@@ -146,3 +146,89 @@ def test_emcache_on_a_lone_node(mcached: Server) -> None:
     nodes, value = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert [(n.address, n.port) for n in nodes] == [("localhost", mcached.port)]
     assert value == b"v"
+
+
+def test_every_client_discovers_the_twenty_nodes_of_scripts_cluster_py(tmp_path: Path) -> None:
+    """ElastiCache's largest cluster, 20 nodes, on this machine: ``scripts/cluster.py -n 20``
+    (real processes, one worker each) starts it, and every auto-discovery client the tests
+    install finds all 20 nodes through one of them."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from mcached.client.cluster import ClusterClient
+    from tests.conftest import ROOT
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "cluster.py"), "-n", "20", "--base-port", "0"]
+        + ["--dir", str(tmp_path), "--", "-m", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        text = "".join(lines)
+        assert "ready" in text, text
+        ports = sorted(int(p) for p in re.findall(r"^  127\.0\.0\.1:(\d+)  pid", text, re.M))
+        assert len(ports) == 20
+        endpoint = ports[7]
+        # ClusterClient
+        with ClusterClient(f"127.0.0.1:{endpoint}", poll_interval=0) as c:
+            assert c.servers == [("127.0.0.1", p) for p in ports]
+        # elasticache-auto-discovery
+        ead = import_module("elasticache_auto_discovery")
+        found = ead.discover(f"127.0.0.1:{endpoint}", time_to_timeout=5)
+        assert sorted(int(n[2]) for n in found) == ports
+        # emcache
+        emcache = import_module("emcache")
+
+        async def emcache_nodes() -> list[Any]:
+            client = await emcache.create_client(
+                [emcache.MemcachedHostAddress("127.0.0.1", endpoint)],
+                autodiscovery=True,
+                autodiscovery_timeout=5.0,
+                timeout=5.0,
+            )
+            try:
+                return list(client.cluster_managment().nodes())
+            finally:
+                await client.close()
+
+        nodes = asyncio.run(asyncio.wait_for(emcache_nodes(), 60))
+        assert sorted(n.port for n in nodes) == ports
+        # django-elastipymemcache
+        import_module("django")
+        backend = import_module("django_elastipymemcache.backend")
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure()
+        cache = backend.ElastiPymemcache(
+            f"127.0.0.1:{endpoint}", {"OPTIONS": {"connect_timeout": 5, "timeout": 5}}
+        )
+        try:
+            cache.set("twenty", "nodes")
+            assert cache.get("twenty") == "nodes"
+            assert sorted(cache._cache.clients) == [f"127.0.0.1:{p}" for p in ports]
+        finally:
+            cache.close()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from mcached.client.tool import main
 from mcached.cluster.config import Node, format_data
 from tests.conftest import Server, free_port
-from tests.integration.test_discovery import Cluster, request, start_cluster
+from tests.integration.test_discovery import Cluster, request, start_cluster, wait_until
 from tests.wire import Conn, config_reply
 
 pytestmark = pytest.mark.integration
@@ -41,11 +41,15 @@ def served(cluster: Cluster, server: Server) -> bytes:
 def test_cluster_shows_nodes_and_health(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    cluster = start_cluster(server_factory, tmp_path, 3)
-    res = run(cluster.servers[0], "cluster")
+    fast = ("--cluster-health-interval", "0.2", "--cluster-health-failures", "2")
+    cluster = start_cluster(server_factory, tmp_path, 3, *fast, "--cluster-health-rise", "2")
+    a = cluster.servers[0]
+    # every node's checks have seen every other node up
+    assert wait_until(lambda: "up:2" in run(a, "cluster").output.split("\n")[4], 5)
+    res = run(a, "cluster")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0] == f"127.0.0.1:{cluster.servers[0].port}: configuration version 1, 3 nodes"
+    assert lines[0] == f"127.0.0.1:{a.port}: configuration version 1, 3 nodes"
     assert lines[1].split() == [
         "NODE",
         "STATE",
@@ -54,18 +58,35 @@ def test_cluster_shows_nodes_and_health(
         "UPTIME",
         "ITEMS",
         "CONNS",
+        "HEALTH",
         "CONFIG",
     ]
-    for line, node in zip(lines[2:], sorted(cluster.nodes), strict=True):
+    for line, node in zip(lines[2:5], sorted(cluster.nodes), strict=True):
         fields = line.split()
         assert fields[0] == str(node)
         assert fields[1] == "up" and fields[3] == "1.6.18" and fields[-1] == "same"
-    # a node goes down: reported, exit status 1
-    cluster.servers[2].handle.stop()
-    res = run(cluster.servers[0], "cluster")
+        assert fields[-2] == "up:2"  # both other nodes' checks see it up
+    assert lines[5].startswith("health as each node sees it (checks every 0.2s; 2 failed")
+    assert lines[6:] == [f"  {n}: every other node up" for n in sorted(cluster.nodes)]
+    # a node goes down: reported at once (exit status 1), hidden by the others soon after
+    victim = cluster.servers[2]
+    victim.handle.stop()
+    gone = Node("localhost", "127.0.0.1", victim.port)
+    b = cluster.servers[1]
+    assert wait_until(lambda: all(f"{gone}" not in served(cluster, s).decode() for s in (a, b)), 5)
+    res = run(a, "cluster")
     assert res.exit_code == 1
-    down = [line for line in res.output.splitlines() if " DOWN " in line]
-    assert len(down) == 1 and f"|{cluster.servers[2].port}" in down[0]
+    lines = res.output.splitlines()
+    assert lines[0] == (
+        f"127.0.0.1:{a.port}: configuration version 2, 2 nodes "
+        "(1 more listed, hidden by its health checks)"
+    )
+    down = [line for line in lines if " DOWN " in line]
+    assert len(down) == 1 and down[0].startswith(str(gone)) and " down:2 " in down[0]
+    assert f"  {gone}: unreachable (" in res.output
+    seen = [line for line in lines if line.startswith(f"  {cluster.nodes[0]}: ")]
+    assert seen and f"{gone} down, hidden for " in seen[0]
+    assert "failed in a row (connection refused)" in seen[0]
 
 
 def test_cluster_reports_a_node_with_another_configuration(

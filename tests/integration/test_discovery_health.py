@@ -1,0 +1,504 @@
+"""Cluster health with real nodes: each node is the ``mcached`` command (a supervisor, one
+worker process and the maintainer, which runs the checks), on loopback, on free ports.
+
+* ``kill -9`` of a node under a client's load: within interval x failures (plus a round's
+  phase and a check's timeout) every live node stops listing it; the client drops it at its
+  next poll; its keys stop timing out (they are misses on their new owners) and no other key
+  ever fails. Restarted, it is listed again only after the hysteresis (``rise`` passed checks).
+* A partition between two nodes only (a relay in front of one node black-holes the other's
+  connections): the majority rule keeps it listed everywhere, shown as ``disputed`` by the
+  node that cannot reach it; cut off from a majority, it is hidden.
+
+Timings: interval 0.3 s, 3 failures, rise 4.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import psutil
+import pytest
+
+from mcached.client.cluster import ClusterClient
+from mcached.cluster.config import Node
+from tests.conftest import ROOT, free_port
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 0.3
+FAILURES = 3
+RISE = 4
+HEALTH = (
+    "--cluster-health-interval",
+    str(INTERVAL),
+    "--cluster-health-failures",
+    str(FAILURES),
+    "--cluster-health-rise",
+    str(RISE),
+)
+# A round starts up to one interval after a death, each failing check may take up to its
+# timeout (the interval) and the machine is shared: the bound the tests hold nodes to.
+DETECT = INTERVAL * FAILURES + 2 * INTERVAL + 1.5
+
+
+@dataclass
+class Node_:
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def node(self) -> Node:
+        return Node("localhost", "127.0.0.1", self.port)
+
+    def pids(self) -> list[int]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            main = psutil.Process(self.proc.pid)
+            return [main.pid] + [c.pid for c in main.children()]
+        except psutil.Error:
+            return []
+
+
+@dataclass
+class Cluster:
+    file: Path
+    nodes: list[Node_]
+    flags: tuple[str, ...]
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, n: Node_) -> None:
+        self.spawn(n)
+        self.ready(n)
+
+    def spawn(self, n: Node_) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("NOTIFY_SOCKET", None)
+        log = self.file.parent / f"node-{n.port}.log"
+        self.logs.append(log)
+        cmd = [sys.executable, "-m", "mcached", "-l", "127.0.0.1", "-p", str(n.port)]
+        cmd += ["-t", "1", "--cluster-file", str(self.file), *self.flags]
+        with open(log, "ab") as out:
+            n.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+
+    def ready(self, n: Node_) -> None:
+        assert n.proc is not None
+        log = self.file.parent / f"node-{n.port}.log"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with Conn(n.address) as c:
+                    if c.request(b"version\r\n", expect_len=16) == b"VERSION 1.6.18\r\n":
+                        return
+            except OSError:
+                pass
+            if n.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node {n.port} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def kill9(self, n: Node_) -> None:
+        """``kill -9`` of every process of the node at once (the supervisor and its children)."""
+        for pid in n.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert n.proc is not None
+        n.proc.wait(10)
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.terminate()
+        for n in self.nodes:
+            if n.proc is not None:
+                try:
+                    n.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    n.proc.kill()
+                    n.proc.wait()
+
+
+def served(n: Node_ | tuple[str, int]) -> tuple[int, set[int]]:
+    """(version, ports) of what a node serves to ``config get cluster``."""
+    address = n if isinstance(n, tuple) else n.address
+    with Conn(address) as c:
+        c.send(b"config get cluster\r\n")
+        reply = c.read_until(b"END\r\n")
+    lines = reply.split(b"\n")
+    return int(lines[1]), {int(t.rsplit(b"|", 1)[1]) for t in lines[2].split()}
+
+
+def cluster_stats(n: Node_) -> dict[str, str]:
+    with Conn(n.address) as c:
+        c.send(b"stats cluster\r\n")
+        reply = c.read_until(b"END\r\n").decode()
+    return dict(re.findall(r"^STAT (\S+) (.*)\r$", reply, re.M))
+
+
+def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.02) -> float | None:
+    """Seconds until `check()` held, or None if it never did within `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(step)
+    return None
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(n: int, *flags: str, extra: list[int] | tuple[int, ...] = ()) -> Cluster:
+        """`n` nodes on free ports, in a cluster file that also lists the ports `extra`."""
+        ports: list[int] = []
+        while len(ports) < n:
+            p = free_port()
+            if p not in ports and p not in extra:
+                ports.append(p)
+        f = tmp_path / "cluster.conf"
+        f.write_text("".join(f"localhost:{p}\n" for p in [*ports, *extra]))
+        cluster = Cluster(f, [Node_(p) for p in ports], HEALTH + flags)
+        made.append(cluster)
+        for node in cluster.nodes:  # at once: they come up together, as a fleet does
+            cluster.spawn(node)
+        for node in cluster.nodes:
+            cluster.ready(node)
+        return cluster
+
+    yield make
+    for c in made:
+        c.stop_all()
+
+
+KEYS = [f"key:{i}" for i in range(300)]
+
+
+def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(4)
+    a, b, victim, d = cluster.nodes
+    live = [a, b, d]
+    all_ports = {n.port for n in cluster.nodes}
+    # nodes started one after the other: a node checked before it answered may have been
+    # hidden and brought back (the version moved); wait until every node lists every node
+    assert wait_for(lambda: all(served(n)[1] == all_ports for n in cluster.nodes), 15)
+    base = {n.port: served(n)[0] for n in live}
+    client = ClusterClient(
+        f"127.0.0.1:{a.port}", poll_interval=0.2, ignore_exc=True, timeout=0.5, connect_timeout=0.5
+    )
+    try:
+        for k in KEYS:
+            assert client.set(k, k.encode(), noreply=False)
+        owner = {k: client._get_client(k).server[1] for k in KEYS}
+        theirs = [k for k in KEYS if owner[k] == victim.port]
+        ours = [k for k in KEYS if owner[k] != victim.port]
+        assert 20 < len(theirs) < 150
+        # the load: one thread reading every key in turn, recording what each call took
+        calls: list[tuple[float, str, bytes | None, float]] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                for k in KEYS:
+                    t0 = time.monotonic()
+                    try:
+                        got = client.get(k)
+                    except Exception as exc:  # ignore_exc: nothing should ever raise
+                        failures.append(f"{k}: {exc!r}")
+                        got = None
+                    calls.append((t0, k, got, time.monotonic() - t0))
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        time.sleep(0.5)
+        killed = time.monotonic()
+        cluster.kill9(victim)
+        # every live node stops listing it
+        gone = wait_for(lambda: all(victim.port not in served(n)[1] for n in live), 10)
+        assert gone is not None, [served(n) for n in live]
+        assert gone <= DETECT, f"the live nodes took {gone:.2f}s"
+        print(f"kill -9: every live node stopped listing it after {gone:.2f}s")
+        for n in live:  # one change on every node
+            assert served(n)[0] == base[n.port] + 1
+        # the client drops it at its next poll
+        polled = wait_for(lambda: ("127.0.0.1", victim.port) not in client.servers, 2)
+        assert polled is not None
+        settled = time.monotonic()
+        time.sleep(1.0)
+        stop.set()
+        worker.join(10)
+        assert not failures
+        for t0, k, got, took in calls:
+            if k in ours:  # every other key: always a hit, whatever happened
+                assert got == k.encode(), (k, t0 - killed)
+            elif t0 > settled:  # the victim's keys, once routed: misses, never a timeout
+                assert got is None and took < 0.2, (k, took)
+        after = [c for c in calls if c[0] > settled and c[1] in theirs]
+        assert len(after) > len(theirs)  # the load kept going over them
+        # the counters and the view
+        assert cluster_stats(a)[f"node:{victim.node}"].startswith("down ")
+        with Conn(a.address) as c:
+            c.send(b"stats\r\n")
+            stats = dict(
+                re.findall(r"^STAT (\S+) (\S+)\r$", c.read_until(b"END\r\n").decode(), re.M)
+            )
+        assert stats["cluster_nodes"] == "3" and stats["cluster_nodes_hidden"] == "1"
+        assert int(stats["cluster_health_checks"]) > 3 * FAILURES
+        assert int(stats["cluster_health_failed_checks"]) >= FAILURES
+        hides, returns = int(stats["cluster_health_hides"]), int(stats["cluster_health_returns"])
+        assert hides == returns + 1  # (start-up may have hidden and brought back a node)
+        # restarted: listed again only after RISE passed checks
+        cluster.start(victim)
+        ready = time.monotonic()
+        early = wait_for(
+            lambda: any(victim.port in served(n)[1] for n in live), (RISE - 1) * INTERVAL - 0.2
+        )
+        assert early is None, f"listed again {early:.2f}s after it answered"
+        back = wait_for(lambda: all(served(n) == (base[n.port] + 2, all_ports) for n in live), 10)
+        assert back is not None
+        came_back = time.monotonic() - ready
+        print(f"restarted: listed again {came_back:.2f}s after it answered")
+        assert (RISE - 1) * INTERVAL - 0.2 <= came_back <= RISE * INTERVAL + DETECT
+        assert wait_for(lambda: ("127.0.0.1", victim.port) in client.servers, 2) is not None
+        assert cluster_stats(a)[f"node:{victim.node}"].startswith("up ")
+        client.set(theirs[0], b"again", noreply=False)
+        assert client.get(theirs[0]) == b"again"
+    finally:
+        client.close()
+
+
+class Relay:
+    """127.0.0.1:<port> forwarding to a node, except for connections opened by a process of a
+    blocked name (`owners`: pid -> name): those are accepted and never answered (a black
+    hole). Blocking a name also cuts the connections it already had through the relay."""
+
+    def __init__(self, target: int, owners: Callable[[], dict[int, str]]) -> None:
+        self.target = target
+        self.owners = owners
+        self.blocked: set[str] = set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.forwarded: list[tuple[str | None, socket.socket, socket.socket]] = []
+        self.holes = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _owner(self, peer_port: int) -> str | None:
+        inode = None
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            local, remote = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)
+            if local == peer_port and remote == self.port:
+                inode = f[9]
+        if inode is None:
+            return None
+        for pid, name in self.owners().items():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return name
+                except OSError:
+                    continue
+        return None
+
+    def block(self, name: str) -> None:
+        with self._lock:
+            self.blocked.add(name)
+            cut = [(c, u) for owner, c, u in self.forwarded if owner == name]
+        for pair in cut:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            owner = self._owner(peer[1])
+            with self._lock:
+                if owner in self.blocked:
+                    self.held.append(conn)
+                    self.holes += 1
+                    continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                conn.close()
+                continue
+            up.settimeout(None)
+            with self._lock:
+                self.forwarded.append((owner, conn, up))
+            for src, dst in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self.held:
+            s.close()
+        for _, c, u in self.forwarded:
+            c.close()
+            u.close()
+
+
+def test_a_partition_between_two_nodes_keeps_the_list_the_same_everywhere(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A cannot reach C (a relay in front of C black-holes A's connections); B reaches both.
+    A alone is no majority of the voters about C (A and B): C stays listed on every node, and
+    A shows it as disputed. Then B loses C too: now the majority agrees, and A and B hide it
+    (C, which still reaches itself and them, keeps listing everyone: the minority view)."""
+    c_port = free_port()
+    names: dict[int, str] = {}
+    relay = Relay(c_port, lambda: dict(names))
+    try:
+        cluster = make_cluster(2, extra=[relay.port])
+        a, b = cluster.nodes
+        c_node = Node_(c_port)  # C listens on its own port; the file lists it at the relay
+        cluster.nodes.append(c_node)
+        cluster.start(c_node)
+        for name, n in (("a", a), ("b", b), ("c", c_node)):
+            names.update(dict.fromkeys(n.pids(), name))
+        listed = {a.port, b.port, relay.port}
+        assert wait_for(lambda: all(served(n)[1] == listed for n in (a, b, c_node)), 15)
+        base = {n.port: served(n)[0] for n in (a, b, c_node)}
+        relay_node = Node("localhost", "127.0.0.1", relay.port)
+        assert wait_for(lambda: cluster_stats(a)[f"node:{relay_node}"].startswith("up "), 5)
+        relay.block("a")
+        disputed = wait_for(
+            lambda: cluster_stats(a)[f"node:{relay_node}"].startswith("disputed "), 10
+        )
+        assert disputed is not None, cluster_stats(a)
+        assert relay.holes >= 1
+        # more rounds: nobody hides C, every node serves the same list and version
+        time.sleep(INTERVAL * (FAILURES + 2))
+        for n in (a, b, c_node):
+            assert served(n) == (base[n.port], listed)
+        assert cluster_stats(b)[f"node:{relay_node}"].startswith("up ")
+        assert cluster_stats(a)[f"node:{relay_node}"].startswith("disputed ")
+        # B loses C too: A and B are the majority about C, and both hide it
+        relay.block("b")
+        hidden = wait_for(lambda: all(served(n)[1] == listed - {relay.port} for n in (a, b)), 10)
+        assert hidden is not None, (served(a), served(b), cluster_stats(a), cluster_stats(b))
+        assert served(a) == (base[a.port] + 1, listed - {relay.port})
+        assert served(b) == (base[b.port] + 1, listed - {relay.port})
+        assert served(c_node) == (base[c_node.port], listed)  # C's view: it reaches everyone
+    finally:
+        relay.close()
+
+
+def test_warm_add_and_remove_move_exactly_the_keys_that_change_node(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """``cluster add NODE --warm`` copies to the new node exactly the keys the clients' hashing
+    (pymemcache's rendezvous, which ClusterClient is) gives it, with flags and expiry; once
+    the client follows, every key is a hit. ``remove NODE --warm`` drains a node the same way."""
+    from click.testing import CliRunner
+    from pymemcache.client.rendezvous import RendezvousHash  # type: ignore[import-untyped]
+
+    from mcached.client.tool import main
+
+    cluster = make_cluster(3, "--enable-config-set")
+    a, b, _ = cluster.nodes
+    spare = Node_(free_port())
+    cluster.start(spare)
+    cluster.nodes.append(spare)
+    three = {n.port for n in cluster.nodes[:3]}
+    assert wait_for(lambda: served(a)[1] == three, 10)
+    client = ClusterClient(f"127.0.0.1:{a.port}", poll_interval=0.2, ignore_exc=True)
+    try:
+        keys = [f"user:{i}" for i in range(400)]
+        for i, k in enumerate(keys):
+            assert client.set(k, f"v{i}".encode(), expire=600 if i % 2 else 0, flags=i % 5)
+        ring = RendezvousHash()
+        for n in cluster.nodes:
+            ring.add_node(f"127.0.0.1:{n.port}")
+        movers = {k for k in keys if ring.get_node(k) == f"127.0.0.1:{spare.port}"}
+        assert 50 < len(movers) < 160
+        res = CliRunner().invoke(
+            main,
+            ["--timeout", "5", f"127.0.0.1:{a.port}", "cluster", "add"]
+            + [f"localhost:{spare.port}", "--warm", "--rate", "0"],
+        )
+        assert res.exit_code == 0, res.output
+        assert f"warm: copied {len(movers)} items" in res.output
+        with Conn(spare.address) as c:
+            c.send(b"lru_crawler metadump all\r\n")
+            dump = c.read_until(b"END\r\n").decode()
+        held = {unquote(k): e for k, e in re.findall(r"^key=(\S+) exp=(-?\d+) ", dump, re.M)}
+        assert set(held) == movers
+        for k in sorted(movers)[:40]:
+            i = int(k.split(":")[1])
+            with Conn(spare.address) as c:
+                c.send(f"get {k}\r\n".encode())
+                assert c.read_until(b"END\r\n").startswith(
+                    f"VALUE {k} {i % 5} {len(f'v{i}')}\r\nv{i}\r\n".encode()
+                )
+            assert (held[k] == "-1") == (i % 2 == 0)  # the expiry came along
+        assert wait_for(lambda: len(client.servers) == 4, 5) is not None
+        assert client.get_many(keys) == {k: f"v{i}".encode() for i, k in enumerate(keys)}
+        # drain b: its keys go to the nodes that own them without it
+        res = CliRunner().invoke(
+            main,
+            ["--timeout", "5", f"127.0.0.1:{a.port}", "cluster", "remove"]
+            + [f"localhost:{b.port}", "--warm", "--rate", "0"],
+        )
+        assert res.exit_code == 0, res.output
+        b_keys = {k for k in keys if ring.get_node(k) == f"127.0.0.1:{b.port}"}
+        assert f"warm: copied {len(b_keys)} items" in res.output
+        assert wait_for(lambda: len(client.servers) == 3, 5) is not None
+        assert ("127.0.0.1", b.port) not in client.servers
+        assert client.get_many(keys) == {k: f"v{i}".encode() for i, k in enumerate(keys)}
+    finally:
+        client.close()
