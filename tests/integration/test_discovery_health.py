@@ -9,7 +9,7 @@ worker process and the maintainer, which runs the checks), on loopback, on free 
   connections): the majority rule keeps it listed everywhere, shown as ``disputed`` by the
   node that cannot reach it; cut off from a majority, it is hidden.
 
-Timings: interval 0.3 s, 3 failures, rise 4.
+Timings: interval 0.5 s, 3 failures, rise 4.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
 
-INTERVAL = 0.3
+INTERVAL = 0.5  # the checks' timeout too: loose enough for a loaded machine
 FAILURES = 3
 RISE = 4
 HEALTH = (
@@ -206,7 +206,7 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
     assert wait_for(lambda: all(served(n)[1] == all_ports for n in cluster.nodes), 15)
     base = {n.port: served(n)[0] for n in live}
     client = ClusterClient(
-        f"127.0.0.1:{a.port}", poll_interval=0.2, ignore_exc=True, timeout=0.5, connect_timeout=0.5
+        f"127.0.0.1:{a.port}", poll_interval=0.2, ignore_exc=True, timeout=1.0, connect_timeout=1.0
     )
     try:
         for k in KEYS:
@@ -255,7 +255,7 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
             if k in ours:  # every other key: always a hit, whatever happened
                 assert got == k.encode(), (k, t0 - killed)
             elif t0 > settled:  # the victim's keys, once routed: misses, never a timeout
-                assert got is None and took < 0.2, (k, took)
+                assert got is None and took < 0.5, (k, took)  # no 1 s timeout
         after = [c for c in calls if c[0] > settled and c[1] in theirs]
         assert len(after) > len(theirs)  # the load kept going over them
         # the counters and the view
@@ -305,7 +305,7 @@ class Relay:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.held: list[socket.socket] = []
-        self.forwarded: list[tuple[str | None, socket.socket, socket.socket]] = []
+        self.forwarded: list[tuple[int, socket.socket, socket.socket]] = []  # (peer port, ...)
         self.holes = 0
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -333,9 +333,12 @@ class Relay:
         return None
 
     def block(self, name: str) -> None:
+        """From now on `name`'s connections are black-holed; those it has are cut (whose they
+        are is looked up now: a node may have connected before its pids were known)."""
         with self._lock:
             self.blocked.add(name)
-            cut = [(c, u) for owner, c, u in self.forwarded if owner == name]
+            forwarded = list(self.forwarded)
+        cut = [(c, u) for peer, c, u in forwarded if self._owner(peer) == name]
         for pair in cut:
             for s in pair:
                 try:
@@ -362,7 +365,7 @@ class Relay:
                 continue
             up.settimeout(None)
             with self._lock:
-                self.forwarded.append((owner, conn, up))
+                self.forwarded.append((peer[1], conn, up))
             for src, dst in ((conn, up), (up, conn)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
