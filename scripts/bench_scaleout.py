@@ -124,7 +124,7 @@ def run_add(
         "misses": misses,
         "reads": reads,
         "tool_s": announced - start,
-        "switch_s": (switched_at[0] - announced) if switched_at else float("nan"),
+        "switch_s": (switched_at[0] - start) if switched_at else float("nan"),
         "copied": copied,
         "copy_s": seconds,
     }
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"; warm copied {r['copied']:.0f} items in {r['copy_s']:.2f}s" if warm else ""
             print(
                 f"add {label}: {r['misses']:.0f} misses in {r['reads']:.0f} reads "
-                f"(tool {r['tool_s']:.2f}s, client switched {r['switch_s']:.2f}s after the "
-                f"announce){extra}",
+                f"(the tool ran {r['tool_s']:.2f}s; the client used {args.nodes + 1} nodes "
+                f"{r['switch_s']:.2f}s after it started){extra}",
                 flush=True,
             )
     finally:

@@ -42,6 +42,18 @@ def test_owner_is_pymemcaches_for_every_key() -> None:
     for key in words(1000, "abcdefghijklmnopqrstuvwxyz0123456789:", seed=7):
         owner = ring.owner(key)
         assert owner is not None and ring_name(owner) == theirs.get_node(key)
+        assert ring.owner(key.encode()) == owner  # a key as stored: hashed as its text
+
+
+def test_non_ascii_keys_as_pymemcache_hashes_their_text() -> None:
+    nodes = [Node("localhost", "127.0.0.1", 21001 + i) for i in range(5)]
+    ring = Ring(nodes)
+    theirs = RendezvousHash()
+    for n in nodes:
+        theirs.add_node(ring_name(n))
+    for key in words(300, "aé€漢字😀:", seed=3):
+        owner = ring.owner(key.encode("utf-8"))
+        assert owner is not None and ring_name(owner) == theirs.get_node(key)
 
 
 def test_ring_names() -> None:

@@ -33,27 +33,33 @@ def murmur3_32(data: str, seed: int = 0) -> int:
     """pymemcache's `murmur3_32`: MurmurHash3 (x86, 32-bit) over ``ord()`` of each character.
     pymemcache keeps only the low byte of each character but the last of a block's four,
     whose high bits fall off the 32-bit result anyway: so it is MurmurHash3 of the
-    characters' low bytes (here through ``latin-1`` bytes when they fit, the fast way)."""
+    characters' low bytes (`hash_input`)."""
+    raw = hash_input(data)
+    return _finish(_blocks(seed, raw, len(raw) & ~3), raw[len(raw) & ~3 :], len(raw))
+
+
+def hash_input(text: str) -> bytes:
+    """The bytes pymemcache's murmur3 reads from `text`: each character's low byte."""
     try:
-        raw = data.encode("latin-1")
+        return text.encode("latin-1")
     except UnicodeEncodeError:
-        raw = bytes(ord(ch) & 0xFF for ch in data)
-    return _murmur3_bytes(raw, seed)
+        return bytes(ord(ch) & 0xFF for ch in text)
 
 
-def _murmur3_bytes(raw: bytes, seed: int) -> int:
-    length = len(raw)
-    h1 = seed
-    rounded = length & ~3
-    for (k1,) in _BLOCKS.iter_unpack(raw[:rounded]):
+def _blocks(h1: int, raw: bytes, end: int) -> int:
+    """Mix the 4-byte blocks of raw[:end] into h1."""
+    for (k1,) in _BLOCK.iter_unpack(raw[:end]):
         k1 = (k1 * C1) & M32
         k1 = ((k1 << 15) | (k1 >> 17)) & M32
         h1 ^= (k1 * C2) & M32
         h1 = ((h1 << 13) | (h1 >> 19)) & M32
         h1 = (h1 * 5 + 0xE6546B64) & M32
-    tail = length & 3
+    return h1
+
+
+def _finish(h1: int, tail: bytes, length: int) -> int:
     if tail:
-        k1 = int.from_bytes(raw[rounded:], "little")
+        k1 = int.from_bytes(tail, "little")
         k1 = (k1 * C1) & M32
         k1 = ((k1 << 15) | (k1 >> 17)) & M32
         h1 ^= (k1 * C2) & M32
@@ -66,7 +72,7 @@ def _murmur3_bytes(raw: bytes, seed: int) -> int:
     return h1
 
 
-_BLOCKS = struct.Struct("<I")
+_BLOCK = struct.Struct("<I")
 
 
 def ring_name(node: Node, by: str = "ip") -> str:
@@ -82,17 +88,39 @@ def key_text(key: bytes) -> str:
 
 
 class Ring:
-    """Rendezvous hashing over `nodes`, named as the client names them."""
+    """Rendezvous hashing over `nodes`, named as the client names them.
+
+    Every score hashes ``f"{name}-{key}"``: the whole 4-byte blocks of ``f"{name}-"`` are
+    mixed once per node (their state is kept), so a score costs only the key's blocks.
+    """
 
     def __init__(self, nodes: Iterable[Node], by: str = "ip") -> None:
         self.names = {node: ring_name(node, by) for node in nodes}
+        self._mid: list[tuple[Node, str, int, bytes, int]] = []
+        for node, name in self.names.items():
+            prefix = hash_input(f"{name}-")
+            cut = len(prefix) & ~3
+            self._mid.append((node, name, _blocks(0, prefix, cut), prefix[cut:], cut))
 
-    def owner(self, key: str) -> Node | None:
+    def owner(self, key: str | bytes) -> Node | None:
+        """The node `key` goes to (a bytes key is hashed as its text)."""
+        raw = key if isinstance(key, bytes) and key.isascii() else hash_input(_text(key))
         best: Node | None = None
         best_name = ""
         high = -1
-        for node, name in self.names.items():
-            score = murmur3_32(f"{name}-{key}")
+        for node, name, h1, rest, skipped in self._mid:
+            score = _score(h1, rest, skipped, raw)
             if score > high or (score == high and name > best_name):
                 high, best, best_name = score, node, name
         return best
+
+
+def _text(key: str | bytes) -> str:
+    return key_text(key) if isinstance(key, bytes) else key
+
+
+def _score(h1: int, rest: bytes, skipped: int, raw: bytes) -> int:
+    """murmur3 of prefix + raw, the prefix's first `skipped` bytes already mixed into h1."""
+    data = rest + raw
+    cut = len(data) & ~3
+    return _finish(_blocks(h1, data, cut), data[cut:], skipped + len(data))

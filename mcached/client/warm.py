@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from mcached.client.hashing import Ring, key_text
+from mcached.client.hashing import Ring
 from mcached.client.node import NodeClient, ReplyError
 from mcached.cluster.config import Node
 
@@ -103,12 +103,11 @@ def warm(
             with connect(source) as src:
                 moving: list[tuple[bytes, int, Node]] = []
                 for key, exp in metadump(src):
-                    text = key_text(key)
-                    if old.owner(text) != source:
-                        report.stale += 1
-                        continue
-                    dest = new.owner(text)
+                    dest = new.owner(key)
                     if dest is None or dest == source:
+                        continue  # stays (or, if stale here, is not ours to move)
+                    if old.owner(key) != source:  # asked only of the few that would move
+                        report.stale += 1
                         continue
                     moving.append((key, exp, dest))
                 if echo is not None:
