@@ -115,6 +115,10 @@ def run_add(
     client.close()
     copied = 0.0
     seconds = 0.0
+    if warm:
+        lines = out.splitlines()
+        print("\n".join(["  $ mcached-tool ... cluster add ... --warm", *lines[:3], "  ..."]))
+        print("\n".join(line for line in lines if line.startswith(("warm: copied", "config"))))
     for line in out.splitlines():
         if line.startswith("warm: copied "):
             words = line.split()

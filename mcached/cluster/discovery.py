@@ -545,7 +545,7 @@ class Discovery:
                 rows.append((name, f"{state} 0 0 - 0"))
                 continue
             _, state, fails, passes, latency, since, error = e
-            lat = "-" if latency is None else f"{latency:.2f}"
+            lat = "-" if latency is None or fails else f"{latency:.2f}"  # of a passed check
             value = f"{state} {fails} {passes} {lat} {max(0, int(now - since))}"
             rows.append((name, value + (f" {error}" if error else "")))
         return rows
