@@ -1,13 +1,14 @@
 """The ``mcached`` command: memcached's flags, letters and long names, built from `Settings`.
 
-Every option comes from a `Settings` field's metadata, so ``--help``, the parser and
-``stats settings`` cannot drift apart. Values are taken as text and converted here, so a bad
-value gets memcached's message and a non-zero exit at once, before anything binds.
+Every option comes from a setting's declaration (`mcached.settings.OPTIONS`): its flag, help,
+how it is given, and how its text is read and checked. So ``--help``, the parser, the ``-o``
+table and ``stats settings`` cannot drift apart, and nothing here names a setting. Values are
+taken as text and read by each setting's own parser, so a bad value gets memcached's message
+and a non-zero exit at once, before anything binds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shlex
@@ -18,24 +19,11 @@ from typing import Any
 import click
 
 from mcached import MEMCACHED_VERSION, __version__
-from mcached.settings import (
-    MB,
-    Settings,
-    SettingsError,
-    apply_extended,
-    parse_size,
-    validate,
-)
-
-# Flags that turn a default-on feature off (memcached's -M, -C, -F).
-_INVERTED = {"evictions", "cas_enabled", "flush_enabled"}
+from mcached.settings import COUNT, FLAG, LIST, OPTIONS, Settings, SettingsError, convert, validate
 
 
 def _extended_help() -> str:
-    lines = []
-    for f in dataclasses.fields(Settings):
-        if f.metadata.get("extended"):
-            lines.append(f"{f.name}: {f.metadata['help']}")
+    lines = [f"{o.name}: {o.help}" for o in OPTIONS.values() if o.extended]
     return (
         "comma separated list of extended options (memcached's -o); most options have a "
         "'no_' prefix to disable. Honoured: " + "; ".join(lines) + ". memcached's other "
@@ -45,26 +33,20 @@ def _extended_help() -> str:
 
 def _build_params() -> list[click.Parameter]:
     params: list[click.Parameter] = []
-    for f in dataclasses.fields(Settings):
-        md = f.metadata
-        flag = md.get("flag")
-        if md.get("extended") or not (flag or md.get("long")):
+    for o in OPTIONS.values():
+        if o.extended or not (o.flag or o.long):
             continue
         # memcached's letter and long name; mcached-only options have a long name alone
-        decls = [d for d in (flag, md.get("long")) if d] + [f.name]
-        if f.name == "verbose":
-            params.append(click.Option(decls, count=True, help=md["help"]))
-        elif f.type in ("bool", bool):
-            params.append(click.Option(decls, is_flag=True, default=None, help=md["help"]))
-        elif f.name == "listen":
-            params.append(
-                click.Option(decls, multiple=True, metavar=md["metavar"], help=md["help"])
-            )
+        decls = [d for d in (o.flag, o.long) if d] + [o.name]
+        if o.take == COUNT:
+            params.append(click.Option(decls, count=True, help=o.help))
+        elif o.take == FLAG:
+            params.append(click.Option(decls, is_flag=True, default=None, help=o.help))
+        elif o.take == LIST:
+            params.append(click.Option(decls, multiple=True, metavar=o.metavar, help=o.help))
         else:
             params.append(
-                click.Option(
-                    decls, type=str, default=None, metavar=md.get("metavar"), help=md["help"]
-                )
+                click.Option(decls, type=str, default=None, metavar=o.metavar, help=o.help)
             )
     params.append(
         click.Option(
@@ -76,59 +58,8 @@ def _build_params() -> list[click.Parameter]:
 
 def _convert(values: dict[str, Any]) -> Settings:
     """Raw option text -> a validated `Settings`; raises SettingsError with memcached's words."""
-    options: dict[str, Any] = {}
-    warnings: list[str] = []
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    for name, raw in values.items():
-        if name == "extended" or raw is None or raw == ():
-            continue
-        f = fields[name]
-        if name == "verbose":
-            if raw:
-                options[name] = int(raw)
-        elif name in _INVERTED:
-            if raw:
-                options[name] = False
-        elif f.type in ("bool", bool):
-            if raw:
-                options[name] = True
-        elif name == "listen":
-            hosts = tuple(h.strip() for spec in raw for h in spec.split(",") if h.strip())
-            options[name] = hosts
-        elif name == "memory_limit":
-            text = raw.strip().lower().removesuffix("m")
-            if not text.isdigit():
-                raise SettingsError(f"Invalid value for -m: {raw!r} (megabytes)")
-            options[name] = int(text) * MB
-        elif name == "stat_key_prefix":
-            if len(raw) != 1:
-                raise SettingsError("-D takes one character", code=1)
-            options[name] = raw
-            options["detail_enabled"] = True  # memcached: -D turns prefix stats on
-        elif name == "item_size_max":
-            options[name] = parse_size(raw, "-I value")
-        elif f.type in ("float", float):
-            try:
-                options[name] = float(raw)
-            except ValueError:
-                if name == "growth_factor":
-                    raise SettingsError("Factor must be greater than 1", code=1) from None
-                raise SettingsError(
-                    f"Invalid value for {f.metadata['flag'] or f.metadata['long']}: {raw!r} "
-                    "(a number)"
-                ) from None
-        elif f.type in ("int", int):
-            try:
-                options[name] = int(raw, 10)
-            except ValueError:
-                raise SettingsError(
-                    f"Invalid value for {f.metadata['flag'] or f.metadata['long']}: {raw!r} "
-                    "(a number)"
-                ) from None
-        else:
-            options[name] = raw
-    for spec in values.get("extended") or ():
-        apply_extended(options, spec, warnings)
+    raw = {k: v for k, v in values.items() if k != "extended"}
+    options, warnings = convert(raw, tuple(values.get("extended") or ()))
     settings = Settings(**options)
     validate(settings)
     for w in warnings:
@@ -269,10 +200,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(64)
-    for name in ("pidfile", "log_file"):
-        value = getattr(settings, name)
-        if value:  # -d changes directory to /: make paths absolute first
-            settings = settings.replace(**{name: os.path.abspath(value)})
+    for o in OPTIONS.values():
+        value = getattr(settings, o.name)
+        if o.path and value:  # -d changes directory to /: make paths absolute first
+            settings = settings.replace(**{o.name: os.path.abspath(value)})
     log_file = configure_logging(settings.verbose, settings.log_file)
     if settings.enable_coredumps:
         process.raise_core_limit()

@@ -1,12 +1,19 @@
 """Tunables: memcached's flags, defaults, bounds and ``stats settings`` names, declared once.
 
-Each `Settings` field carries its command-line flag, help text, unit and the name
-``stats settings`` reports it under in its `metadata`; `cli.py` builds the click options,
-``--help`` and the ``-o`` table from it, and `stats_settings()` generates the stat lines, so
-the three never drift (memcached keeps ``settings_init`` and ``process_stat_settings`` in step
-by hand). Defaults are memcached 1.6's, except ``listen``: 127.0.0.1, as Debian ships it.
+Each `Settings` field says everything about itself in its metadata (`opt`): its command-line
+flag or ``-o`` name, help text and metavar; how the command line gives it (`take`: a value, a
+flag, a count, a list); how its text is read (`parse`, raising memcached's message and exit
+code); its bounds (`check`, the same); how ``stats settings`` prints it (`show`); the other
+settings it implies, and whether it names a file. `OPTIONS` resolves that metadata once, with
+defaults by type, and everything else is generated from it with no per-name branch: `cli.py`
+builds the click options, ``--help`` and the ``-o`` table, `apply_extended` reads ``-o``,
+`validate` applies every field's checks and then `RULES` (the bounds between settings), and
+`stats_settings` prints the stat lines, so none of them can drift (memcached keeps
+``settings_init`` and ``process_stat_settings`` in step by hand). gunicorn's ``Setting``
+carries its validator the same way.
 
-`validate()` applies memcached's bounds and answers with memcached's own messages.
+Defaults are memcached 1.6's, except ``listen``: 127.0.0.1, as Debian ships it. Messages and
+exit codes are memcached's where it has them (64, EX_USAGE, unless it says otherwise).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +35,21 @@ class SettingsError(Exception):
         self.code = code
 
 
+KB = 1024
+MB = 1024 * 1024
+
+#: text (as given) and how messages name the setting ("-m", "--stall-timeout", "idle_timeout")
+Parse = Callable[[Any, str], Any]
+Check = Callable[[Any], None]
+Show = Callable[[Any], str]
+
+# How the command line gives a setting.
+VALUE = "value"  # -m 64
+FLAG = "flag"  # -M: present means the opposite of the default
+COUNT = "count"  # -v, -vv, -vvv
+LIST = "list"  # -l a,b -l c
+
+
 def opt(
     flag: str | None,
     help: str,
@@ -35,8 +58,15 @@ def opt(
     stat: str | None = None,
     extended: bool = False,
     metavar: str | None = None,
+    take: str | None = None,
+    parse: Parse | None = None,
+    check: Check | tuple[Check, ...] = (),
+    show: Show | None = None,
+    implies: Mapping[str, Any] | None = None,
+    path: bool = False,
 ) -> dict[str, Any]:
-    """Field metadata: `flag`/`long` on the command line, or an ``-o`` key when `extended`."""
+    """Field metadata: `flag`/`long` on the command line, or an ``-o`` key when `extended`.
+    What is left out defaults by the field's type (see `Option`)."""
     return {
         "flag": flag,
         "long": long,
@@ -44,7 +74,218 @@ def opt(
         "stat": stat,
         "extended": extended,
         "metavar": metavar,
+        "take": take,
+        "parse": parse,
+        "check": check if isinstance(check, tuple) else (check,),
+        "show": show,
+        "implies": dict(implies or {}),
+        "path": path,
     }
+
+
+# ---- parse: text -> value, or memcached's message ----
+
+
+def text(raw: str, what: str) -> str:
+    return raw
+
+
+def integer(raw: str, what: str) -> int:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise SettingsError(f"Invalid value for {what}: {raw!r} (a number)") from None
+
+
+def decimal(raw: str, what: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"Invalid value for {what}: {raw!r} (a number)") from None
+
+
+def megabytes(raw: str, what: str) -> int:
+    """``-m 64`` or ``-m 64m``: megabytes."""
+    digits = raw.strip().lower().removesuffix("m")
+    if not digits.isdigit():
+        raise SettingsError(f"Invalid value for {what}: {raw!r} (megabytes)")
+    return int(digits) * MB
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``-I`` style sizes: plain bytes, or a k/m suffix (memcached's ``-I`` parser)."""
+    s = text.strip().lower()
+    unit = 1
+    if s.endswith("k"):
+        unit, s = KB, s[:-1]
+    elif s.endswith("m"):
+        unit, s = MB, s[:-1]
+    if not s.isdigit():
+        raise SettingsError(f"Invalid {what}: {text!r}")
+    return int(s) * unit
+
+
+def size(raw: str, what: str) -> int:
+    return parse_size(raw, f"{what} value")
+
+
+def one_char(raw: str, what: str) -> str:
+    if len(raw) != 1:
+        raise SettingsError(f"{what} takes one character", code=1)
+    return raw
+
+
+def addresses(raw: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``-l`` given several times, each comma separated."""
+    return tuple(h.strip() for spec in raw for h in spec.split(",") if h.strip())
+
+
+def failing_with(parse: Parse, message: str, code: int) -> Parse:
+    """`parse`, with memcached's message for a value it cannot read."""
+
+    def read(raw: str, what: str) -> Any:
+        try:
+            return parse(raw, what)
+        except SettingsError:
+            raise SettingsError(message, code) from None
+
+    return read
+
+
+# -o values: the text after "=", "" when there is none (or after a no_ prefix)
+
+
+def switch(raw: str, what: str) -> bool:
+    """An on/off ``-o`` key (``no_`` turns it off): a value is refused."""
+    if raw:
+        raise SettingsError(f"-o {what} takes no value", code=1)
+    return True
+
+
+def lax_switch(raw: str, what: str) -> bool:
+    """An on/off ``-o`` key whose value memcached ignores (its ssl_* switches)."""
+    return True
+
+
+def number(raw: str, what: str) -> int:
+    """A numeric ``-o`` key, in mcached's words."""
+    if not raw:
+        raise SettingsError(f"-o {what} needs a value: {what}=<num>", code=1)
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise SettingsError(f"Invalid value for {what}: {raw!r}") from None
+
+
+def memcached_number(raw: str, what: str) -> int:
+    """A numeric ``-o`` key, in memcached's words (its ``safe_strtol`` suboptions)."""
+    if not raw:
+        raise SettingsError(f"Missing {what} argument", code=1)
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise SettingsError(f"could not parse argument to {what}", code=1) from None
+
+
+def memcached_text(raw: str, what: str) -> str:
+    if not raw:
+        raise SettingsError(f"Missing {what} argument", code=1)
+    return raw
+
+
+# ---- check: bounds, with memcached's messages ----
+
+
+def at_least(low: float, message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if not value >= low:  # `not >=`: a NaN is refused too
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def at_most(high: float, message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if not value <= high:
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def one_of(values: tuple[Any, ...], message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if value not in values:
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def above(low: float, message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if not value > low:
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def finite(message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if math.isinf(value):
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def some_address(value: tuple[str, ...]) -> None:
+    if not value:
+        raise SettingsError("-l needs at least one interface")
+
+
+def port_number(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"ERROR: Invalid port number {value}.")
+
+
+def ascii_protocol(value: str) -> None:
+    if value == "ascii":
+        return
+    if value in ("binary", "auto"):
+        raise SettingsError(
+            f"Binding protocol {value!r} is not supported: mcached speaks the ascii "
+            "protocol only (-B ascii)"
+        )
+    raise SettingsError(
+        f"Invalid value for binding protocol: {value}\n -- should be one of auto, binary, or ascii"
+    )
+
+
+def name_and_port(value: str) -> None:
+    """``--cluster-dns``: ``name:port`` (``[v6]:port`` too); empty is off."""
+    if not value:
+        return
+    name, sep, port = value.rpartition(":")
+    if not sep or not name.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"--cluster-dns wants name:port, got {value!r}")
+
+
+# ---- show: how stats settings prints a value ----
+
+
+def on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def joined(value: tuple[str, ...]) -> str:
+    return ",".join(value)
+
+
+def or_else(empty: str) -> Show:
+    """The value, or memcached's word for "not set" (``no``, ``NULL``, ``(null)``)."""
+    return lambda value: value or empty
+
+
+def looked_up(table: tuple[Any, ...]) -> Show:
+    return lambda value: str(table[value])
 
 
 def default_threads() -> int:
@@ -57,8 +298,16 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-KB = 1024
-MB = 1024 * 1024
+FACTOR = "Factor must be greater than 1"
+DNS_INTERVAL = "--cluster-dns-interval must be a positive number of seconds"
+STALL = "--stall-timeout must be 0 (off) or a number of seconds"
+HEALTH_INTERVAL = "--cluster-health-interval must be 0 (off) or a number of seconds"
+HEALTH_COUNTS = "--cluster-health-failures and --cluster-health-rise must be 1 or more"
+
+# ssl_verify_mode -> the OpenSSL SSL_VERIFY_* flags memcached stores and reports: NONE,
+# PEER, PEER|FAIL_IF_NO_PEER_CERT, PEER|FAIL_IF_NO_PEER_CERT|CLIENT_ONCE
+SSL_VERIFY_FLAGS = (0, 1, 3, 7)
+SSL_VERSIONS = ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")
 
 
 @dataclass(frozen=True)
@@ -71,6 +320,7 @@ class Settings:
             long="--port",
             stat="tcpport",
             metavar="<num>",
+            check=port_number,
         ),
     )
     udp_port: int = field(
@@ -81,6 +331,7 @@ class Settings:
             long="--udp-port",
             stat="udpport",
             metavar="<num>",
+            check=port_number,
         ),
     )
     listen: tuple[str, ...] = field(
@@ -91,6 +342,10 @@ class Settings:
             long="--listen",
             stat="inter",
             metavar="<addr>",
+            take=LIST,
+            parse=addresses,
+            check=some_address,
+            show=joined,
         ),
     )
     shutdown_command: bool = field(
@@ -110,6 +365,7 @@ class Settings:
             long="--memory-limit",
             stat="maxbytes",
             metavar="<num>",
+            parse=megabytes,
         ),
     )
     evictions: bool = field(
@@ -119,6 +375,7 @@ class Settings:
             "return error on memory exhausted instead of evicting",
             long="--disable-evictions",
             stat="evictions",
+            show=on_off,
         ),
     )
     max_connections: int = field(
@@ -129,6 +386,7 @@ class Settings:
             long="--conn-limit",
             stat="maxconns",
             metavar="<num>",
+            check=at_least(1, "Maximum connections must be greater than 0", 1),
         ),
     )
     verbose: int = field(
@@ -138,6 +396,7 @@ class Settings:
             "verbose: -v errors and warnings, -vv client connections and commands, -vvv everything",
             long="--verbose",
             stat="verbosity",
+            take=COUNT,
         ),
     )
     growth_factor: float = field(
@@ -148,6 +407,8 @@ class Settings:
             long="--slab-growth-factor",
             stat="growth_factor",
             metavar="<num>",
+            parse=failing_with(decimal, FACTOR, 1),
+            check=(above(1.0, FACTOR, 1), finite(FACTOR, 1)),
         ),
     )
     chunk_size: int = field(
@@ -158,6 +419,7 @@ class Settings:
             long="--slab-min-size",
             stat="chunk_size",
             metavar="<bytes>",
+            check=at_least(1, "Chunk size must be greater than 0", 1),
         ),
     )
     threads: int = field(
@@ -170,6 +432,10 @@ class Settings:
             long="--threads",
             stat="num_threads",
             metavar="<num>",
+            check=(
+                at_least(1, "Number of threads must be greater than 0", 1),
+                at_most(64, "Number of threads must be 64 or fewer", 1),
+            ),
         ),
     )
     reqs_per_event: int = field(
@@ -181,6 +447,7 @@ class Settings:
             long="--max-reqs-per-event",
             stat="reqs_per_event",
             metavar="<num>",
+            check=at_least(1, "Number of requests per event must be greater than 0", 1),
         ),
     )
     cas_enabled: bool = field(
@@ -195,6 +462,7 @@ class Settings:
             long="--listen-backlog",
             stat="tcp_backlog",
             metavar="<num>",
+            check=at_least(1, "Listen backlog must be greater than 0", 1),
         ),
     )
     protocol: str = field(
@@ -205,6 +473,7 @@ class Settings:
             long="--protocol",
             stat="binding_protocol",
             metavar="<name>",
+            check=ascii_protocol,
         ),
     )
     auth_file: str = field(
@@ -216,6 +485,7 @@ class Settings:
             long="--auth-file",
             stat="auth_enabled_ascii",
             metavar="<file>",
+            show=or_else("no"),
         ),
     )
     item_size_max: int = field(
@@ -226,6 +496,11 @@ class Settings:
             long="--max-item-size",
             stat="item_size_max",
             metavar="<num>",
+            parse=size,
+            check=(
+                at_least(KB, "Item max size cannot be less than 1024 bytes."),
+                at_most(1024 * MB, "Cannot set item size limit higher than 1 gigabytes."),
+            ),
         ),
     )
     stat_key_prefix: str = field(
@@ -236,6 +511,8 @@ class Settings:
             " giving it turns the collection on",
             stat="stat_key_prefix",
             metavar="<char>",
+            parse=one_char,
+            implies={"detail_enabled": True},
         ),
     )
     detail_enabled: bool = field(default=False, metadata=opt(None, "", stat="detail_enabled"))
@@ -255,7 +532,8 @@ class Settings:
         ),
     )
     pidfile: str = field(
-        default="", metadata=opt("-P", "save PID in <file>", long="--pidfile", metavar="<file>")
+        default="",
+        metadata=opt("-P", "save PID in <file>", long="--pidfile", metavar="<file>", path=True),
     )
     user: str = field(
         default="",
@@ -280,6 +558,7 @@ class Settings:
             "write the log here instead of stderr; reopened on SIGHUP (logrotate)",
             long="--log-file",
             metavar="<file>",
+            path=True,
         ),
     )
     shutdown_timeout: float = field(
@@ -311,6 +590,7 @@ class Settings:
             "Service; re-resolved periodically",
             long="--cluster-dns",
             metavar="<name:port>",
+            check=name_and_port,
         ),
     )
     cluster_dns_interval: float = field(
@@ -321,6 +601,7 @@ class Settings:
             "(default: 10)",
             long="--cluster-dns-interval",
             metavar="<seconds>",
+            check=(above(0, DNS_INTERVAL), finite(DNS_INTERVAL)),
         ),
     )
     config_set_enabled: bool = field(
@@ -350,6 +631,7 @@ class Settings:
             "(default: 2)",
             long="--cluster-health-interval",
             metavar="<seconds>",
+            check=(at_least(0, HEALTH_INTERVAL), finite(HEALTH_INTERVAL)),
         ),
     )
     cluster_health_failures: int = field(
@@ -360,6 +642,7 @@ class Settings:
             "(default: 3)",
             long="--cluster-health-failures",
             metavar="<num>",
+            check=at_least(1, HEALTH_COUNTS),
         ),
     )
     cluster_health_rise: int = field(
@@ -370,6 +653,7 @@ class Settings:
             "for each time it was hidden in the last 10 minutes (default: 5)",
             long="--cluster-health-rise",
             metavar="<num>",
+            check=at_least(1, HEALTH_COUNTS),
         ),
     )
     # ---- extended options (-o key=value, memcached's names) ----
@@ -389,15 +673,22 @@ class Settings:
             "timeout for idle connections in seconds (default: 0, no timeout)",
             stat="idle_timeout",
             extended=True,
+            check=at_least(0, "idle_timeout must be 0 or more", 1),
         ),
     )
     slab_chunk_max: int = field(
         default=512 * KB,
         metadata=opt(
             None,
-            "maximum slab chunk size in kilobytes (default: 512)",
+            "largest slab chunk, in bytes: items above it are chained across chunks "
+            "(default: 524288; memcached's help says kilobytes, its parser reads bytes)",
             stat="slab_chunk_max",
             extended=True,
+            parse=memcached_number,
+            # memcached takes any size (and crashes on 0); mcached's chunks hold a 48-byte
+            # item header, so it keeps the floor -I has, which the kilobytes it once read
+            # here had too
+            check=at_least(KB, "slab_chunk_max cannot be less than 1024 bytes."),
         ),
     )
     slab_reassign: bool = field(
@@ -416,6 +707,7 @@ class Settings:
             "0 off, 1 move pages slowly to where evictions are, 2 aggressively (default: 1)",
             stat="slab_automove",
             extended=True,
+            check=one_of((0, 1, 2), "slab_automove must be between 0 and 2", 1),
         ),
     )
     lru_crawler: bool = field(
@@ -449,13 +741,23 @@ class Settings:
     ssl_chain_cert: str = field(
         default="",
         metadata=opt(
-            None, "certificate chain file in PEM format", stat="ssl_chain_cert", extended=True
+            None,
+            "certificate chain file in PEM format",
+            stat="ssl_chain_cert",
+            extended=True,
+            parse=memcached_text,
+            show=or_else("(null)"),
         ),
     )
     ssl_key: str = field(
         default="",
         metadata=opt(
-            None, "private key, if not part of the ssl_chain_cert", stat="ssl_key", extended=True
+            None,
+            "private key, if not part of the ssl_chain_cert",
+            stat="ssl_key",
+            extended=True,
+            parse=memcached_text,
+            show=or_else("(null)"),
         ),
     )
     ssl_verify_mode: int = field(
@@ -466,12 +768,22 @@ class Settings:
             "2 require, 3 require once (default: 0)",
             stat="ssl_verify_mode",
             extended=True,
+            parse=memcached_number,
+            check=one_of(
+                (0, 1, 2, 3), "Invalid ssl_verify_mode. Use help to see valid options.", 1
+            ),
+            show=looked_up(SSL_VERIFY_FLAGS),
         ),
     )
     ssl_ciphers: str = field(
         default="",
         metadata=opt(
-            None, "OpenSSL cipher list for TLS 1.2 and older", stat="ssl_ciphers", extended=True
+            None,
+            "OpenSSL cipher list for TLS 1.2 and older",
+            stat="ssl_ciphers",
+            extended=True,
+            parse=memcached_text,
+            show=or_else("NULL"),
         ),
     )
     ssl_ca_cert: str = field(
@@ -481,6 +793,8 @@ class Settings:
             "PEM file of the CAs client certificates are verified against",
             stat="ssl_ca_cert",
             extended=True,
+            parse=memcached_text,
+            show=or_else("NULL"),
         ),
     )
     ssl_session_cache: bool = field(
@@ -491,6 +805,7 @@ class Settings:
             "way; with it, stats counts ssl_new_sessions)",
             stat="ssl_session_cache",
             extended=True,
+            parse=lax_switch,
         ),
     )
     ssl_min_version: int = field(
@@ -500,6 +815,11 @@ class Settings:
             "minimum protocol version: 0 tlsv1.0, 1 tlsv1.1, 2 tlsv1.2, 3 tlsv1.3 (default: 2)",
             stat="ssl_min_version",
             extended=True,
+            parse=memcached_number,
+            check=one_of(
+                (0, 1, 2, 3), "Invalid ssl_min_version. Use help to see valid options.", 1
+            ),
+            show=looked_up(SSL_VERSIONS),
         ),
     )
     # ---- hostile clients: mcached-only ----
@@ -512,6 +832,7 @@ class Settings:
             "is closed; 0: never (memcached has no such limit) (default: 30)",
             long="--stall-timeout",
             metavar="<seconds>",
+            check=(at_least(0, STALL), finite(STALL)),
         ),
     )
 
@@ -522,6 +843,83 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line, ``-o``, the checks and ``stats settings`` use it:
+    its field's metadata, with what the declaration left out filled in by the field's type
+    (a bool is a flag, or an ``-o`` switch; an int, a float, a str is read as such; shown as
+    ``yes``/``no``, ``%.2f``, or as it is). ``take`` is FLAG for both kinds of switch: a
+    flag given means the opposite of the default; an ``-o`` key turns it on, ``no_<key>``
+    off."""
+
+    name: str
+    flag: str | None
+    long: str | None
+    help: str
+    stat: str | None
+    extended: bool
+    metavar: str | None
+    take: str
+    parse: Parse
+    checks: tuple[Check, ...]
+    show: Show
+    implies: Mapping[str, Any]
+    path: bool
+    default: Any
+
+    @property
+    def what(self) -> str:
+        """How messages name the setting: its flag, its long name, or its -o key."""
+        return self.flag or self.long or self.name
+
+
+def _show_yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _show_float(value: float) -> str:
+    return f"{value:.2f}"
+
+
+_BY_TYPE: dict[Any, tuple[Parse, Parse, Show]] = {
+    # type: (command-line parse, -o parse, stats settings format)
+    bool: (text, switch, _show_yes_no),
+    int: (integer, number, str),
+    float: (decimal, number, _show_float),
+    str: (text, memcached_text, str),
+}
+
+
+def _option(f: dataclasses.Field[Any], kind: Any) -> Option:
+    md = f.metadata
+    cli_parse, ext_parse, show = _BY_TYPE.get(kind, (text, text, str))
+    take = md["take"] or (FLAG if kind is bool else VALUE)
+    default = f.default if f.default is not dataclasses.MISSING else None
+    return Option(
+        name=f.name,
+        flag=md["flag"],
+        long=md["long"],
+        help=md["help"],
+        stat=md["stat"],
+        extended=md["extended"],
+        metavar=md["metavar"],
+        take=take,
+        parse=md["parse"] or (ext_parse if md["extended"] else cli_parse),
+        checks=md["check"],
+        show=md["show"] or show,
+        implies=md["implies"],
+        path=md["path"],
+        default=default,
+    )
+
+
+_TYPES = typing.get_type_hints(Settings)
+#: every setting, in declaration order
+OPTIONS: dict[str, Option] = {
+    f.name: _option(f, _TYPES[f.name]) for f in dataclasses.fields(Settings)
+}
 
 
 # memcached-internal -o keys: tuning for machinery mcached does not have (extstore, the hash
@@ -540,38 +938,14 @@ IGNORED_EXTENDED = frozenset(
     ext_max_frag ext_max_sleep ext_path_sync ssl_wbuf_size ssl_kernel_tls ssl_keyformat
     """.split()
 )
-
-
-def _bool_option(name: str) -> tuple[str, bool] | None:
-    """``no_<name>`` turns an enabled-by-default boolean off (memcached's convention)."""
-    if name.startswith("no_"):
-        return name[3:], False
-    return name, True
-
-
-def parse_size(text: str, what: str = "size") -> int:
-    """``-I`` style sizes: plain bytes, or a k/m suffix (memcached's ``-I`` parser)."""
-    s = text.strip().lower()
-    unit = 1
-    if s.endswith("k"):
-        unit, s = KB, s[:-1]
-    elif s.endswith("m"):
-        unit, s = MB, s[:-1]
-    if not s.isdigit():
-        raise SettingsError(f"Invalid {what}: {text!r}")
-    return int(s) * unit
-
-
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise SettingsError(f"Invalid value for {what}: {text!r}") from None
+_EXTENDED = {o.name: o for o in OPTIONS.values() if o.extended}
 
 
 def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
-    """Parse one ``-o`` comma list into `options` (field name -> value); `warn` collects notes."""
-    fields = {f.name: f for f in dataclasses.fields(Settings) if f.metadata.get("extended")}
+    """Parse one ``-o`` comma list into `options` (field name -> value); `warn` collects notes.
+
+    ``key=value`` or ``key``; ``no_<key>`` turns an on/off key off (memcached's convention)
+    and is refused on a key that takes a value."""
     for item in spec.split(","):
         item = item.strip()
         if not item:
@@ -580,158 +954,112 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
         if name in IGNORED_EXTENDED:
             warn.append(f"-o {name}: memcached-internal option, accepted and ignored")
             continue
-        key, enabled = _bool_option(name) or (name, True)
-        f = fields.get(key) if key in fields else fields.get(name)
-        if f is None:
+        off = name.startswith("no_") and name not in _EXTENDED
+        o = _EXTENDED.get(name[3:] if off else name)
+        if o is None:
             raise SettingsError(f'Illegal suboption "{name}"', code=1)
-        if name.startswith("ssl_"):
-            _apply_ssl(options, f, name, value)
-        elif f.type in ("bool", bool):
-            if value:
-                raise SettingsError(f"-o {name} takes no value", code=1)
-            options[f.name] = enabled if key == f.name else True
-        elif name == "slab_chunk_max":
-            # memcached takes kilobytes here (bytes in its 1.4 releases when larger than 1m).
-            if not value:
-                raise SettingsError("-o slab_chunk_max needs a value", code=1)
-            n = parse_size(value, "slab_chunk_max")
-            options[f.name] = n * KB if value.strip().isdigit() else n
+        if o.take == FLAG:
+            o.parse(value, name)  # a switch: refuses a value, or ignores it
+            options[o.name] = not off
+        elif off:
+            raise SettingsError(f"-o {name} needs a value: {name}=<num>", code=1)
         else:
-            if not value or key != name:
-                raise SettingsError(f"-o {name} needs a value: {name}=<num>", code=1)
-            options[f.name] = _int(value, name)
+            options[o.name] = o.parse(value, name)
 
 
-# ssl_verify_mode -> the OpenSSL SSL_VERIFY_* flags memcached stores and reports: NONE,
-# PEER, PEER|FAIL_IF_NO_PEER_CERT, PEER|FAIL_IF_NO_PEER_CERT|CLIENT_ONCE
-SSL_VERIFY_FLAGS = (0, 1, 3, 7)
-SSL_VERSIONS = ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")
+def convert(
+    raw: Mapping[str, Any], extended: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
+    """Command-line values (field name -> the text, flag, count or list given; None or ()
+    when not given) and ``-o`` lists -> (field name -> value, warnings). Each value is read
+    by its setting's own `parse`."""
+    options: dict[str, Any] = {}
+    warnings: list[str] = []
+    for name, given in raw.items():
+        if given is None or given == ():
+            continue
+        o = OPTIONS[name]
+        if o.take == COUNT:
+            if not given:
+                continue
+            options[name] = int(given)
+        elif o.take == FLAG:
+            if not given:
+                continue
+            options[name] = not o.default
+        else:
+            options[name] = o.parse(given, o.what)
+        options.update(o.implies)
+    for spec in extended:
+        apply_extended(options, spec, warnings)
+    return options, warnings
 
 
-def _apply_ssl(options: dict[str, Any], f: dataclasses.Field[Any], name: str, value: str) -> None:
-    """memcached's ssl_* suboptions, with its messages."""
-    if f.type in ("bool", bool):
-        options[f.name] = not name.startswith("no_")  # memcached ignores a value here
-        return
-    if not value:
-        raise SettingsError(f"Missing {name} argument", code=1)
-    if f.type in ("str", str):
-        options[f.name] = value
-        return
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise SettingsError(f"could not parse argument to {name}", code=1) from None
-    if not 0 <= n <= 3:
-        raise SettingsError(f"Invalid {name}. Use help to see valid options.", code=1)
-    options[f.name] = n
+# ---- rules between settings (memcached.c main, after the options are read) ----
 
 
-def validate(s: Settings) -> None:
-    """memcached's start-up checks, with its messages (``memcached.c`` ``main``)."""
-    if not 0 <= s.port <= 65535:
-        raise SettingsError(f"ERROR: Invalid port number {s.port}.")
-    if not 0 <= s.udp_port <= 65535:
-        raise SettingsError(f"ERROR: Invalid port number {s.udp_port}.")
-    if s.threads <= 0:
-        raise SettingsError("Number of threads must be greater than 0", code=1)
-    if s.threads > 64:
-        raise SettingsError("Number of threads must be 64 or fewer", code=1)
-    if s.max_connections <= 0:
-        raise SettingsError("Maximum connections must be greater than 0", code=1)
-    if not s.growth_factor > 1.0 or math.isinf(s.growth_factor):
-        raise SettingsError("Factor must be greater than 1", code=1)
-    if s.chunk_size <= 0:
-        raise SettingsError("Chunk size must be greater than 0", code=1)
-    if s.reqs_per_event <= 0:
-        raise SettingsError("Number of requests per event must be greater than 0", code=1)
-    if s.tcp_backlog <= 0:
-        raise SettingsError("Listen backlog must be greater than 0", code=1)
-    if s.protocol not in ("ascii",):
-        if s.protocol in ("binary", "auto"):
-            raise SettingsError(
-                f"Binding protocol {s.protocol!r} is not supported: mcached speaks the ascii "
-                "protocol only (-B ascii)"
-            )
-        raise SettingsError(
-            f"Invalid value for binding protocol: {s.protocol}\n"
-            " -- should be one of auto, binary, or ascii"
-        )
-    if s.item_size_max < KB:
-        raise SettingsError("Item max size cannot be less than 1024 bytes.")
-    if s.item_size_max > 1024 * MB:
-        raise SettingsError("Cannot set item size limit higher than 1 gigabytes.")
+def _item_size_within_memory(s: Settings) -> None:
     if s.memory_limit <= 0 or s.item_size_max > s.memory_limit // 2:
         raise SettingsError("Cannot set item size limit higher than 1/2 of memory max.")
-    if s.slab_chunk_max > s.item_size_max:
+
+
+def _slab_chunk_max_fits(s: Settings) -> None:
+    """memcached's three checks on -o slab_chunk_max, in its order and words."""
+    chunk, item, page = s.slab_chunk_max, s.item_size_max, s.slab_page_size
+    if chunk > item:
         raise SettingsError(
-            f"slab_chunk_max (bytes: {s.slab_chunk_max}) cannot be larger than -I "
-            f"(item_size_max {s.item_size_max})"
+            f"slab_chunk_max (bytes: {chunk}) cannot be larger than -I (item_size_max {item})"
         )
-    if s.slab_page_size % s.slab_chunk_max != 0:
+    if item % chunk != 0:
         raise SettingsError(
-            f"slab_chunk_max (bytes: {s.slab_chunk_max}) must be an even divisor of "
-            f"slab_page_size (bytes: {s.slab_page_size})"
+            f"-I (item_size_max: {item}) must be evenly divisible by slab_chunk_max "
+            f"(bytes: {chunk})"
         )
-    if s.slab_automove not in (0, 1, 2):
-        raise SettingsError("slab_automove must be between 0 and 2", code=1)
-    if s.idle_timeout < 0:
-        raise SettingsError("idle_timeout must be 0 or more", code=1)
-    if not s.listen:
-        raise SettingsError("-l needs at least one interface")
+    if page % chunk != 0:
+        raise SettingsError(
+            f"slab_chunk_max (bytes: {chunk}) must divide evenly into {page} (slab_page_size)"
+        )
+
+
+def _no_udp_with_auth(s: Settings) -> None:
     if s.auth_file and s.udp_port:
         raise SettingsError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)")
-    if not 0 <= s.ssl_verify_mode <= 3:
-        raise SettingsError("Invalid ssl_verify_mode. Use help to see valid options.", code=1)
-    if not 0 <= s.ssl_min_version <= 3:
-        raise SettingsError("Invalid ssl_min_version. Use help to see valid options.", code=1)
+
+
+def _notls_needs_ssl(s: Settings) -> None:
     if not s.ssl_enabled and any(h.startswith("notls:") for h in s.listen):
         raise SettingsError("'notls' option is valid only when SSL is enabled", code=71)
-    if not 0 <= s.stall_timeout < math.inf:
-        raise SettingsError("--stall-timeout must be 0 (off) or a number of seconds")
+
+
+def _one_cluster_source(s: Settings) -> None:
     if s.cluster_file and s.cluster_dns:
         raise SettingsError(
             "--cluster-file and --cluster-dns exclude each other: pick one source of membership"
         )
-    if s.cluster_dns:
-        name, sep, port = s.cluster_dns.rpartition(":")
-        if not sep or not name.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"--cluster-dns wants name:port, got {s.cluster_dns!r}")
-    if not 0 < s.cluster_dns_interval < math.inf:
-        raise SettingsError("--cluster-dns-interval must be a positive number of seconds")
-    if not 0 <= s.cluster_health_interval < math.inf:
-        raise SettingsError("--cluster-health-interval must be 0 (off) or a number of seconds")
-    if s.cluster_health_failures < 1 or s.cluster_health_rise < 1:
-        raise SettingsError("--cluster-health-failures and --cluster-health-rise must be 1 or more")
 
 
-def _stat_value(f: dataclasses.Field[Any], value: Any) -> str:
-    if f.name == "evictions":
-        return "on" if value else "off"
-    if f.name == "listen":
-        return ",".join(value)
-    if f.name == "protocol":
-        return "ascii"
-    if f.name == "auth_file":
-        return value or "no"  # memcached prints the file's path when -Y is on
-    if f.name in ("ssl_chain_cert", "ssl_key"):
-        return value or "(null)"
-    if f.name in ("ssl_ciphers", "ssl_ca_cert"):
-        return value or "NULL"
-    if f.name == "ssl_verify_mode":
-        return str(SSL_VERIFY_FLAGS[value])
-    if f.name == "ssl_min_version":
-        return SSL_VERSIONS[value]
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
+RULES: tuple[Callable[[Settings], None], ...] = (
+    _item_size_within_memory,
+    _slab_chunk_max_fits,
+    _no_udp_with_auth,
+    _notls_needs_ssl,
+    _one_cluster_source,
+)
+
+
+def validate(s: Settings) -> None:
+    """memcached's start-up checks, with its messages (``memcached.c`` ``main``): every
+    setting's own bounds, in declaration order, then the rules between settings."""
+    for o in OPTIONS.values():
+        value = getattr(s, o.name)
+        for check in o.checks:
+            check(value)
+    for rule in RULES:
+        rule(s)
 
 
 def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
     """``stats settings`` lines: every field that names a stat, in declaration order."""
-    for f in dataclasses.fields(Settings):
-        name = f.metadata.get("stat")
-        if name:
-            yield name, _stat_value(f, getattr(s, f.name))
+    for o in OPTIONS.values():
+        if o.stat:
+            yield o.stat, o.show(getattr(s, o.name))

@@ -53,7 +53,6 @@ def stats(conn: Conn, sub: bytes = b"") -> list[tuple[str, str]]:
     ],
 )
 def test_slab_chunk_max_is_in_bytes(
-    request: pytest.FixtureRequest,
     kind: str,
     server_factory: Callable[..., Server],
     flags: tuple[str, ...],
@@ -61,7 +60,6 @@ def test_slab_chunk_max_is_in_bytes(
     item_max: str,
 ) -> None:
     """memcached reads ``-o slab_chunk_max`` with safe_strtol: bytes, whatever -h says."""
-    diverges(request, kind, "-o slab_chunk_max is read in kilobytes")
     srv = server_factory(kind, *flags)
     with Conn(srv.address) as conn:
         settings = dict(stats(conn, b"settings"))

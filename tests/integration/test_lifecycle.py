@@ -381,6 +381,38 @@ def test_bad_flags_exit_at_once(args: list[str], message: str, code: int) -> Non
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "slab_chunk_max=2097152"],  # larger than -I
+        ["-o", "slab_chunk_max=3000"],  # -I is not a multiple of it
+        ["-I", "1000k"],  # the same, with the default of 512 KB
+        ["-I", "2m", "-o", "slab_chunk_max=2097152"],  # not a divisor of the 1 MB page
+        ["-I", "1000", "-o", "slab_chunk_max=1000"],  # -I's own bound comes first
+    ],
+)
+def test_issue_12_slab_chunk_max_is_bytes_with_memcacheds_checks(args: list[str]) -> None:
+    """Regression: mcached read ``-o slab_chunk_max`` in kilobytes (memcached 1.6.18 reads
+    bytes: ``-o slab_chunk_max=16384`` failed to start). The bytes themselves are checked
+    against both servers in test_conformance.py; here, that a value either refuses is refused
+    by both, with the same message and exit code."""
+    memcached = shutil.which("memcached")
+    if memcached is None:
+        pytest.skip("reference memcached not installed")
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    results = []
+    for cmd in ([sys.executable, "-m", "mcached"], [memcached, *root]):
+        result = subprocess.run(
+            [*cmd, "-l", HOST, "-p", "0", "-U", "0", *args],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=30,
+        )
+        results.append((result.returncode, result.stderr.decode().strip()))
+    assert results[0] == results[1]
+    assert results[0][0] == 64
+
+
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind((HOST, 0))

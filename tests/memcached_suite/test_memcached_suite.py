@@ -12,8 +12,12 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     fail, and fails when one of them passes (remove it from the table then) or anything
     else fails. ``unrun`` counts the
     subtests a known failure keeps from running (an ``eval`` that dies part-way).
-  - ``dies``: the file cannot run today at all (the server refuses its flags): the whole
-    test is ``xfail(strict=True)`` with the ``TRIAGE.md`` section.
+  - ``dies``: the file cannot run through today (the server refuses its flags, or the file
+    hangs part-way: it then runs with a short ``timeout``): the whole test is
+    ``xfail(strict=True)`` with the ``TRIAGE.md`` section.
+  - ``flaky``: the file passes or fails with the machine's load, for a reason in
+    ``TRIAGE.md``: ``xfail(strict=False)``, so neither outcome fails the run (and a failing
+    run that then waits on a reply is cut at its ``timeout``).
   - ``vacuous``: output showing that the file took a branch that tests nothing (unixsocket.t
     when ``-h`` does not advertise unix sockets): reported as XFAIL until it stops appearing.
 * `PENDING`: files for protocols mcached does not serve yet (meta, binary); skipped with the
@@ -57,7 +61,9 @@ class InScope:
     unrun: int = 0
     quirks: Mapping[str, str] = field(default_factory=_frozen)
     dies: str = ""
+    flaky: str = ""
     vacuous: tuple[str, str] | None = None
+    timeout: float = TIMEOUT  # seconds; shorter for a file known to hang
 
 
 def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
@@ -67,13 +73,13 @@ def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
 
 PASSES = InScope()
 BINARY = "pending: binary protocol (TRIAGE.md: 00-startup.t)"
-SLAB_CHUNK_MAX = "TRIAGE.md: -o slab_chunk_max is read in kilobytes"
 
 IN_SCOPE: dict[str, InScope] = {
     # issue 12's core group
     "bogus-commands.t": PASSES,
     "cas.t": PASSES,
-    "chunked-items.t": InScope(dies=SLAB_CHUNK_MAX),
+    # passes alone in ~45 s; under load the automover empties the cache mid-append
+    "chunked-items.t": InScope(flaky="TRIAGE.md: chunked-items.t", timeout=150.0),
     "dash-M.t": PASSES,
     "flags.t": PASSES,
     "flush-all.t": InScope(
@@ -98,7 +104,7 @@ IN_SCOPE: dict[str, InScope] = {
     "issue_41.t": PASSES,
     "issue_68.t": PASSES,
     "issue_70.t": PASSES,
-    "item_size_max.t": InScope(dies=SLAB_CHUNK_MAX),
+    "item_size_max.t": PASSES,
     "malicious-commands.t": PASSES,
     "maxconns.t": PASSES,
     "multiversioning.t": PASSES,
@@ -133,7 +139,8 @@ IN_SCOPE: dict[str, InScope] = {
     "issue_42.t": PASSES,
     "issue_61.t": PASSES,
     "lru.t": known("TRIAGE.md: lru.t", "big == <undef>", "item_36 == "),
-    "stats.t": InScope(dies=SLAB_CHUNK_MAX + "; then TRIAGE.md: stats.t"),
+    # subtests 1 and 21 fail, then the file waits forever on `stats cachedump` (22)
+    "stats.t": InScope(dies="TRIAGE.md: stats.t (hangs at stats cachedump)", timeout=30.0),
     "stats-detail.t": PASSES,
     # beyond issue 12's list: text protocol and flags mcached claims, passing
     "binary-get.t": PASSES,  # binary-safe values over the text protocol, despite its name
@@ -205,14 +212,14 @@ class Suite:
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="memcached-suite")
         ordered = sorted(names, key=lambda n: (n not in SLOW, SLOW.index(n) if n in SLOW else 0))
         self.runs: dict[str, Future[runner.Result]] = {
-            n: self.pool.submit(runner.run_file, run_dir, n, TIMEOUT) for n in ordered
+            n: self.pool.submit(runner.run_file, run_dir, n, IN_SCOPE[n].timeout) for n in ordered
         }
 
     def result(self, name: str) -> runner.Result:
         future = self.runs.get(name)
         if future is None:  # not selected at start-up (a -k run): run it now
             future = self.runs[name] = self.pool.submit(
-                runner.run_file, self.run_dir, name, TIMEOUT
+                runner.run_file, self.run_dir, name, IN_SCOPE[name].timeout
             )
         return future.result()
 
@@ -250,6 +257,8 @@ def _params() -> list[object]:
         marks = []
         if entry.dies and SERVER == "mcached":
             marks.append(pytest.mark.xfail(strict=True, reason=entry.dies))
+        if entry.flaky and SERVER == "mcached":
+            marks.append(pytest.mark.xfail(strict=False, reason=entry.flaky))
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 
