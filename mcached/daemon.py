@@ -36,11 +36,13 @@ from typing import Any
 
 import psutil
 
-from mcached import systemd
+from mcached import MEMCACHED_VERSION, metrics, systemd
+from mcached.addr import format_address
 from mcached.auth import AuthFile
 from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
+from mcached.metrics import MetricsServer
 from mcached.protocol.parser import Parser
 from mcached.server.board import (
     COUNTERS,
@@ -51,6 +53,7 @@ from mcached.server.board import (
     G_STOP,
     G_TLS_EPOCH,
     G_VERBOSE,
+    G_WATCH,
     STOP_GRACEFUL,
     STOP_NOW,
     TLS_FIGURES,
@@ -130,6 +133,7 @@ class Daemon:
             tcp_sockets=tcp_sockets,
         )
         self.board = self.server.board
+        self.handlers.events = self.server.events  # watch: where handlers log items
         self.handlers.tls = self.server.tls  # refresh_certs
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
         # each has reload() -> None and is called from the thread that serves.
@@ -144,6 +148,10 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.port = 0
         self.udp_port = 0
+        # --metrics-listen: bound with the other sockets, served by a thread (see metrics)
+        self.metrics_sock: socket.socket | None = None
+        self.metrics: MetricsServer | None = None
+        self.metrics_port = 0
 
     def _make_cache(self) -> Cache:
         s = self.settings
@@ -172,6 +180,25 @@ class Daemon:
             out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
         return out
 
+    def _bind_metrics(self) -> None:
+        """--metrics-listen: bind now, with the other sockets (before -u drops root)."""
+        if self.settings.metrics_listen and self.metrics_sock is None:
+            self.metrics_sock = metrics.bind(self.settings.metrics_listen)
+            self.metrics_port = int(self.metrics_sock.getsockname()[1])
+            log.info(
+                "metrics on http://%s/metrics", format_address(self.metrics_sock.getsockname())
+            )
+
+    def _start_metrics(self, cache: Cache) -> None:
+        """Serve the metrics from a thread of this process, reading `cache` (a view with a
+        holder word of its own: a scrape takes the cache's class locks)."""
+        if self.metrics_sock is None:
+            return
+        self.metrics = MetricsServer(
+            self.metrics_sock, metrics.Collector(lambda: self.metrics_snapshot(cache))
+        )
+        self.metrics.start()
+
     def _bound(self) -> None:
         """After binding: the ports we got (port 0 asks for a free one), in stats settings."""
         self.port = self.server.ports[0]
@@ -191,6 +218,7 @@ class Daemon:
     def start(self) -> None:
         """Serve from threads of this process (workers, maintainers, discovery)."""
         self.server.bind()
+        self._bind_metrics()
         self._bound()
         self.server.start()
         if self.settings.verbose >= 3:
@@ -198,6 +226,7 @@ class Daemon:
         self._threads_started = [self.discovery, *self._maintainers(holder=0)]
         for svc in self._threads_started:
             svc.start()
+        self._start_metrics(self.cache)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop accepting; when `graceful`, answer what every connection has sent and send
@@ -207,6 +236,8 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
+        if self.metrics is not None:
+            self.metrics.stop()
         for svc in reversed(self._threads_started):
             svc.stop()
         self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
@@ -232,6 +263,7 @@ class Daemon:
         ``shutdown``, stop. Main thread only. Tells systemd each step when under it."""
         self._install_signals()
         self.server.bind()  # binding errors surface here, before we detach
+        self._bind_metrics()
         if before_start is not None:
             before_start()
         self._supervisor_pid = os.getpid()  # -d made a new process: the pid file's
@@ -335,7 +367,7 @@ class Daemon:
         arena = self.cache.arena
         n = self.settings.threads
         if child.kind == MAINTAINER:
-            holders = [n + 1, n + 2]
+            holders = [n + 1, n + 2, n + 3]  # crawler, automover, metrics
         else:
             holders = [child.slot + 1]
         inside = any(arena.holding(h) for h in holders)
@@ -395,12 +427,15 @@ class Daemon:
         services = [*self._maintainers(holder=self.settings.threads + 1), self.discovery]
         for svc in services:
             svc.start()
+        self._start_metrics(self.cache.view(holder=self.settings.threads + 3))
         while not done.wait(0.2):
             if os.getppid() != self._supervisor_pid:
                 break
             if self._hup:
                 self._hup = False
                 self.discovery.reload()
+        if self.metrics is not None:
+            self.metrics.stop()
         for svc in reversed(services):
             svc.stop()
 
@@ -419,6 +454,8 @@ class Daemon:
         board = self.board
         level = board.get(G_VERBOSE)
         self._apply_verbosity(level)
+        # watch: what the attached watchers want logged (a plain int the request path tests)
+        self.handlers.watching = self.server.events.flags = board.get(G_WATCH)
         detail = bool(board.get(G_DETAIL))
         self.handlers.detail.enabled = detail
         self.handlers.settings = self.handlers.settings.replace(
@@ -496,21 +533,83 @@ class Daemon:
 
     # ---- ServerInfo, for the handlers ----
 
-    def general_stats(self) -> dict[str, Any]:
-        srv = self.server
-        srv.gather(COUNTERS | TLS_FIGURES)
-        counters, figures = srv.totals()
-        self._last_totals = counters
-        # the daemon's pid (the pid file's) and the CPU of all its processes
+    def _processes(self) -> list[psutil.Process]:
+        """The daemon's processes: the supervisor and its children (this one alone when the
+        workers are threads: a program that embeds the daemon has children of its own)."""
         main = psutil.Process(self._supervisor_pid)
+        if not self.processes:
+            return [main]
+        try:
+            return [main, *main.children()]
+        except psutil.Error:
+            return [main]
+
+    def _cpu(self, procs: list[psutil.Process] | None = None) -> tuple[float, float]:
+        """User and system CPU seconds of every process of the daemon."""
         user = system = 0.0
-        for p in [main, *main.children()]:
+        for p in self._processes() if procs is None else procs:
             try:
                 cpu = p.cpu_times()
             except psutil.Error:
                 continue  # a child that exited meanwhile
             user += cpu.user
             system += cpu.system
+        return user, system
+
+    def metrics_snapshot(self, cache: Cache) -> dict[str, Any]:
+        """Every figure the metrics endpoint serves (`mcached.metrics.Snapshot`), gathered
+        from every worker through the board (the asker slot) and from the arena."""
+        board = self.board
+        srv = self.server
+        board.gather(board.asker(), COUNTERS, lambda: None)
+        counters, figures = srv.totals()
+        stats: dict[str, Any] = dict(vars(counters))
+        stats.update(figures)
+        stats.update(cache.stats())
+        procs = self._processes()
+        user, system = self._cpu(procs)
+        classes, totals = cache.slabs_stats()
+        stats.update(
+            version=MEMCACHED_VERSION,
+            time=int(time.time()),
+            uptime=max(0, int(time.time()) - board.get(G_STARTED)),
+            rusage_user=user,
+            rusage_system=system,
+            curr_connections=srv.curr_connections,
+            max_connections=self.settings.max_connections,
+            accepting_conns=1 if srv.accepting else 0,
+            total_malloced=totals["total_malloced"],
+            lru_crawler=self.settings.lru_crawler,
+        )
+        host: dict[str, float] = {"cpu_user": user, "cpu_system": system}
+        rss = pss = swap = 0
+        for p in procs:
+            try:
+                mem = p.memory_full_info()
+            except psutil.Error:
+                continue
+            rss += mem.rss
+            pss += getattr(mem, "pss", mem.rss)
+            swap += getattr(mem, "swap", 0)
+        host.update(rss=rss, pss=pss, swap=swap, processes=len(procs))
+        host["host_available"] = psutil.virtual_memory().available
+        host["host_swap_used"] = psutil.swap_memory().used
+        host["host_cpu"] = psutil.cpu_percent(None) / 100.0
+        return {
+            "stats": stats,
+            "items": dict(cache.items_stats()),
+            "slabs": dict(classes),
+            "latency": srv.latency_totals(),
+            "host": host,
+        }
+
+    def general_stats(self) -> dict[str, Any]:
+        srv = self.server
+        srv.gather(COUNTERS | TLS_FIGURES)
+        counters, figures = srv.totals()
+        self._last_totals = counters
+        # the daemon's pid (the pid file's) and the CPU of all its processes
+        user, system = self._cpu()
         out: dict[str, Any] = {
             "pid": self._supervisor_pid,
             "rusage_user": f"{user:.6f}",
@@ -555,6 +654,15 @@ class Daemon:
 
     def reset_stats(self) -> None:
         self.server.reset_figures()
+
+    def watchers(self) -> int:
+        """Watchers attached to the whole daemon (``watch`` stops at memcached's 20)."""
+        return self.board.watchers()[0]
+
+    def latency(self) -> dict[str, list[int]]:
+        """Every worker's latency histograms, summed per verb (``stats latency``)."""
+        self.server.gather(COUNTERS)
+        return self.server.latency_totals()
 
     def refresh_settings(self) -> None:
         """Before ``stats settings``: what another worker changed (the limit, automove,

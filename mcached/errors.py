@@ -6,6 +6,7 @@ the handlers answer them as values from `mcached.protocol.responses`, and the co
 open. What is left here cannot be answered with a line:
 
 * `CloseConnection`: hang up on the client without a reply (memcached's ``conn_closing``).
+* `StartWatch`: the connection becomes a ``watch`` stream (its worker takes it over).
 * `Shutdown`: stop the daemon (the ``shutdown`` command). It derives from BaseException so
   that no ``except Exception`` swallows a stop request.
 
@@ -19,6 +20,14 @@ class CloseConnection(Exception):
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class StartWatch(Exception):
+    """``watch`` answered OK: from now on the connection streams log lines of `flags`."""
+
+    def __init__(self, flags: int) -> None:
+        super().__init__(flags)
+        self.flags = flags
 
 
 class Shutdown(BaseException):

@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mcached import MEMCACHED_VERSION
+from mcached import MEMCACHED_VERSION, watch
 from mcached.clock import Clock
 from mcached.cluster.config import CLUSTER_KEY, LEGACY_KEY, parse_data
-from mcached.errors import CloseConnection, Shutdown
+from mcached.errors import CloseConnection, Shutdown, StartWatch
+from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error, Out, Outcome
+from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
 from mcached.stats import Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit
@@ -63,6 +65,10 @@ class ServerInfo(Protocol):
 
     def detail_table(self) -> dict[bytes, list[int]]: ...
 
+    def latency(self) -> dict[str, list[int]]: ...
+
+    def watchers(self) -> int: ...
+
 
 STORE_OUTCOME: dict[StoreResult, Outcome | Error] = {
     StoreResult.STORED: Outcome.STORED,
@@ -83,6 +89,24 @@ STORE_MODE = {
 }
 
 MB = 1024 * 1024
+
+# watch's item_store codes (memcached's store_item_type and NREAD_* orders: mcached.watch)
+STORE_STATUS_CODE = {
+    StoreResult.NOT_STORED: 0,
+    StoreResult.STORED: 1,
+    StoreResult.EXISTS: 2,
+    StoreResult.NOT_FOUND: 3,
+    StoreResult.TOO_LARGE: 4,
+    StoreResult.NO_MEMORY: 5,
+}
+STORE_CMD_CODE = {
+    b"add": watch.CMD_ADD,
+    b"set": watch.CMD_SET,
+    b"replace": watch.CMD_REPLACE,
+    b"append": watch.CMD_APPEND,
+    b"prepend": watch.CMD_PREPEND,
+    b"cas": watch.CMD_CAS,
+}
 
 REASSIGN_OUTCOME: dict[ReassignResult, Outcome | Error] = {
     ReassignResult.OK: Outcome.OK,
@@ -163,6 +187,11 @@ class Handlers:
         # -Z: the server's TLS context holder (refresh() -> None, or an error line)
         self.tls = tls
         self.detail = PrefixStats(settings.stat_key_prefix.encode(), settings.detail_enabled)
+        # watch: what the attached watchers want logged (`mcached.watch` flags; 0, the
+        # request path's one test, while nobody watches), and where events go (the
+        # server's `mcached.server.eventlog.EventLog`)
+        self.watching = 0
+        self.events: Any = None
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
             c.Get: self.get,
             c.Gets: self.gets,
@@ -196,6 +225,7 @@ class Handlers:
             c.Invalid: self.invalid,
             c.Auth: self.auth,
             c.RefreshCerts: self.refresh_certs,
+            c.Watch: self.watch,
         }
 
     def dispatch_table(self) -> dict[type[c.Command], Callable[[Any, Session], None]]:
@@ -207,7 +237,7 @@ class Handlers:
 
     def get(self, cmd: c.Get, s: Session) -> None:
         keys = cmd.keys
-        if len(keys) != 1 or self.detail.enabled:
+        if len(keys) != 1 or self.detail.enabled or self.watching:
             self._get_many(cmd, s)
             return
         # Hot path: one key, the commonest request a cache serves: no loop, and one reply
@@ -231,13 +261,19 @@ class Handlers:
         cmd.reply_one_value(s.out, key, value, flags)
 
     def _lookup(
-        self, lookup: Callable[[bytes], Hit | None], keys: list[bytes], once: bool = True
+        self,
+        lookup: Callable[[bytes], Hit | None],
+        keys: list[bytes],
+        once: bool = True,
+        s: Session | None = None,
     ) -> Any:
         """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`;
         not with `once` false: the lookup handles repeats itself), and telling `stats detail`
-        of each hit or miss while it is on."""
+        of each hit or miss while it is on, and the watchers of fetches while they watch."""
         if once:
             lookup = per_key(lookup, keys)
+        if self.watching & watch.FETCHERS and s is not None:
+            lookup = self._watched_lookup(lookup, s)
         if not self.detail.enabled:
             return lookup
         record = self.detail.record_get
@@ -261,7 +297,7 @@ class Handlers:
         out = s.out
         reply_value = cmd.reply_value
         keys = cmd.keys
-        cache_get = self._lookup(lookup, keys, once)
+        cache_get = self._lookup(lookup, keys, once, s)
         discovery = self.discovery
         hits = 0
         for key in keys:
@@ -333,10 +369,15 @@ class Handlers:
             ctr.store_too_large += 1
         if self.detail.enabled:
             self.detail.record_set(cmd.key)
+        if self.watching & watch.MUTATIONS:
+            self._watch_store(cmd, mode, result, s)
         cmd.reply(s.out, STORE_OUTCOME[result])
 
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
         s.counters.store_too_large += 1
+        if self.watching & watch.MUTATIONS:
+            cmd_code = STORE_CMD_CODE.get(cmd.mode, 0)
+            self.events.item_store(4, cmd_code, cmd.key, 0, 0, 0, getattr(s, "fd", -1))
         if cmd.mode == b"set":
             # memcached drops the old value so a failed set never leaves stale data behind
             self.cache.unlink(cmd.key)
@@ -354,6 +395,8 @@ class Handlers:
         if self.cache.delete(cmd.key):
             s.counters.delete_hits += 1
             outcome = Outcome.DELETED
+            if self.watching & watch.DELETIONS:
+                self.events.deleted(1, cmd.key, 0, 0)
         else:
             s.counters.delete_misses += 1
             outcome = Outcome.NOT_FOUND
@@ -541,6 +584,64 @@ class Handlers:
             self.info.tls_refreshed()  # every worker loads them too
             cmd.reply(s.out, Outcome.OK)
 
+    # ---- watch (memcached's logger.c: mcached.watch, mcached.server.eventlog) ----
+
+    def watch(self, cmd: c.Watch, s: Session) -> None:
+        """``watch [<word>...]``: answer OK, then the connection streams the log lines its
+        words ask for (its worker takes it over: `StartWatch`)."""
+        flags = watch.parse(cmd.args)
+        if flags is None:
+            cmd.reply(s.out, Error.UNKNOWN_COMMAND)
+        elif self.info.watchers() >= watch.WATCHER_LIMIT:
+            cmd.reply(s.out, Error.WATCHER_TOO_MANY)
+        else:
+            cmd.reply(s.out, Outcome.OK)
+            raise StartWatch(flags)
+
+    def _watched_lookup(
+        self, lookup: Callable[[bytes], Hit | None], s: Session
+    ) -> Callable[[bytes], Hit | None]:
+        """`lookup`, logging an item_get for each key (memcached logs in do_item_get)."""
+        events = self.events
+        cfd = getattr(s, "fd", -1)
+        class_of = self.cache.class_of
+        cas_on = self.settings.cas_enabled
+
+        def logged(key: bytes) -> Hit | None:
+            hit = lookup(key)
+            if hit is None:
+                events.item_get(watch.NOT_FOUND, key, 0, 0, cfd)
+            else:
+                value, flags, _ = hit
+                n = len(value)
+                clsid = class_of(item_total_size(len(key), flags, n, cas_on))
+                events.item_get(watch.FOUND, key, clsid, n, cfd)
+            return hit
+
+        return logged
+
+    def _watch_store(self, cmd: c.Store, mode: StoreMode, result: StoreResult, s: Session) -> None:
+        """An item_store line (memcached logs in do_store_item): the new item's class and
+        size, and the seconds it has to live (memcached's unsigned ``exptime - now``)."""
+        n = len(cmd.value)
+        if result is StoreResult.TOO_LARGE:
+            clsid = n = 0
+        else:
+            total = item_total_size(len(cmd.key), cmd.flags, n, self.settings.cas_enabled)
+            clsid = self.cache.class_of(total)
+        ttl = 0
+        if cmd.exptime:
+            ttl = (self.clock.realtime(cmd.exptime) - self.clock.now()) & 0xFFFFFFFF
+        self.events.item_store(
+            STORE_STATUS_CODE[result],
+            STORE_CMD_CODE[cmd.verb],
+            cmd.key,
+            ttl,
+            clsid,
+            n,
+            getattr(s, "fd", -1),
+        )
+
     def invalid(self, cmd: c.Invalid, s: Session) -> None:
         cmd.reply(s.out, cmd.error)
 
@@ -570,6 +671,9 @@ class Handlers:
         elif sub == b"cluster" and len(args) == 1 and self.discovery is not None:
             # mcached's own: the membership and each node's health as this node sees it
             cmd.reply_stats(s.out, self.discovery.health_rows())
+        elif sub == b"latency" and len(args) == 1:
+            # mcached's own: per verb, how many and how long (see mcached.latency)
+            cmd.reply_stats(s.out, latency_rows(self.info.latency()))
         else:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
 

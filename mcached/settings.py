@@ -268,6 +268,15 @@ def name_and_port(value: str) -> None:
         raise SettingsError(f"--cluster-dns wants name:port, got {value!r}")
 
 
+def addr_and_port(value: str) -> None:
+    """``--metrics-listen``: ``addr:port`` (``[v6]:port``), or a port alone; empty is off."""
+    if not value or value.isdigit():
+        return
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingsError(f"--metrics-listen wants addr:port, got {value!r}")
+
+
 # ---- show: how stats settings prints a value ----
 
 
@@ -654,6 +663,19 @@ class Settings:
             long="--cluster-health-rise",
             metavar="<num>",
             check=at_least(1, HEALTH_COUNTS),
+        ),
+    )
+    # ---- monitoring: mcached-only ----
+    metrics_listen: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "serve Prometheus metrics at http://<addr:port>/metrics (memcached_exporter's "
+            "names, latency histograms, host figures); off by default. No TLS or "
+            "authentication: bind it to localhost or a private address (default: off)",
+            long="--metrics-listen",
+            metavar="<addr:port>",
+            check=addr_and_port,
         ),
     )
     # ---- extended options (-o key=value, memcached's names) ----

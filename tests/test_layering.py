@@ -39,6 +39,8 @@ LAYERS: dict[str, set[str]] = {
     "mcached.clock": LEAF,
     "mcached.settings": LEAF,
     "mcached.stats": LEAF,
+    "mcached.latency": LEAF,  # the histograms' buckets and figures, plain ints
+    "mcached.watch": LEAF,  # watch's vocabulary and memcached's log lines
     "mcached.systemd": LEAF,
     "mcached.process": LEAF,
     "mcached.auth": {"mcached.settings"},  # raises SettingsError, as a bad flag does
@@ -104,6 +106,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.server.udp": {"mcached.errors", "mcached.stats", PROTOCOL},
     "mcached.server.connection": {
         "mcached.errors",
+        "mcached.latency",
         "mcached.stats",
         PROTOCOL,
         "mcached.server.poller",
@@ -114,25 +117,32 @@ LAYERS: dict[str, set[str]] = {
     # one shared document (bytes) for every process of a daemon: what it means is the
     # daemon's business (the cluster's membership and health)
     "mcached.server.docs": LEAF,
+    # watch's rings in shared memory and the streams that read them
+    "mcached.server.eventlog": {"mcached.watch", "mcached.server.board"},
     "mcached.server.workers": {
         "mcached.addr",
+        "mcached.latency",
         "mcached.settings",
         "mcached.stats",
         PROTOCOL,
         "mcached.server.board",
         "mcached.server.connection",
+        "mcached.server.eventlog",
         "mcached.server.poller",
         "mcached.server.tls",
         "mcached.server.udp",
+        "mcached.watch",
     },
     "mcached.server.listener": {
         "mcached.addr",
         "mcached.errors",
+        "mcached.latency",
         "mcached.settings",
         "mcached.stats",
         PROTOCOL,
         "mcached.server.board",
         "mcached.server.connection",
+        "mcached.server.eventlog",
         "mcached.server.tls",
         "mcached.server.udp",
         "mcached.server.workers",
@@ -142,6 +152,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached",
         "mcached.clock",
         "mcached.errors",
+        "mcached.latency",
         "mcached.settings",
         "mcached.stats",
         PROTOCOL,
@@ -149,10 +160,16 @@ LAYERS: dict[str, set[str]] = {
         "mcached.storage.results",
         "mcached.cluster.config",
         "mcached.cluster.discovery",
+        "mcached.watch",
         "psutil",  # rusage and memory figures for stats
     },
+    # ---- the metrics endpoint: figures in, Prometheus' format out (prometheus_client) ----
+    "mcached.metrics": {"mcached.addr", "mcached.latency", "prometheus_client"},
     # ---- wiring and the command line ----
     "mcached.daemon": {
+        "mcached",
+        "mcached.addr",
+        "mcached.metrics",
         "mcached.auth",
         "mcached.clock",
         "mcached.cluster.discovery",
@@ -192,7 +209,8 @@ LAYERS: dict[str, set[str]] = {
         "mcached.client.hashing",
         "mcached.client.node",
     },
-    "mcached.client.tool_stats": {"mcached.client.node", "click"},
+    "mcached.client.tool_stats": {"mcached.client.node", "mcached.client.tool_watch", "click"},
+    "mcached.client.tool_watch": {"mcached.client.node", "click"},
     "mcached.client.tool": {
         "mcached",
         "mcached.addr",

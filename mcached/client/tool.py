@@ -511,7 +511,8 @@ def cluster_revert(ctx: click.Context, endpoint_only: bool) -> None:
         ctx.exit(1)
 
 
-# display, stats, settings, dump, top (memcached-tool's own commands) live in tool_stats
+# display, stats, settings, dump, top (memcached-tool's own commands) live in tool_stats,
+# watch in tool_watch
 from mcached.client.tool_stats import COMMANDS as _STATS_COMMANDS  # noqa: E402
 
 for _command in _STATS_COMMANDS:

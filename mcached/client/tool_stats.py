@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import click
 
 from mcached.client.node import NodeClient, NodeError, ReplyError
+from mcached.client.tool_watch import HotKeys, WatchClient, render_hot, watch
 
 STATS_TIMEOUT = 5.0  # seconds: at least this for a node's reply, whatever --timeout says
 
@@ -203,19 +204,37 @@ def render_top(
 @click.command()
 @click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
 @click.option("--count", default=0, help="stop after this many refreshes (0: until Ctrl-C)")
+@click.option(
+    "--hot-keys",
+    default=10,
+    show_default=True,
+    help="show this many of the most fetched keys (from `watch fetchers`; 0: none)",
+)
 @click.pass_context
-def top(ctx: click.Context, interval: float, count: int) -> None:
-    """A live view: ops/s by command, hit ratio, connections, memory by slab class."""
+def top(ctx: click.Context, interval: float, count: int, hot_keys: int) -> None:
+    """A live view: ops/s by command, hit ratio, connections, memory by slab class, and
+    the hot keys (a `watch fetchers` stream, while top runs)."""
     address = f"{ctx.obj.address[0]}:{ctx.obj.address[1]}"
     tty = sys.stdout.isatty()
+    watcher: WatchClient | None = None
+    hot = HotKeys()
+    if hot_keys:
+        try:
+            watcher = WatchClient(ctx.obj.address, ("fetchers",), STATS_TIMEOUT)
+        except NodeError:
+            watcher = None  # a server without watch: top without hot keys
     with _node(ctx) as node:
         try:
             prev, t0 = node.stats(), time.monotonic()
             n = 0
             while count == 0 or n < count:
-                time.sleep(interval)
+                _wait(watcher, hot, interval)
                 cur, t1 = node.stats(), time.monotonic()
-                screen = render_top(address, prev, cur, node.stats("slabs"), max(t1 - t0, 1e-6))
+                elapsed = max(t1 - t0, 1e-6)
+                screen = render_top(address, prev, cur, node.stats("slabs"), elapsed)
+                if watcher is not None:
+                    screen += "\n".join(render_hot(hot.top(hot_keys), elapsed, hot.skipped))
+                    hot.clear()
                 if tty:
                     click.echo("\x1b[H\x1b[2J" + screen)
                 else:
@@ -224,6 +243,23 @@ def top(ctx: click.Context, interval: float, count: int) -> None:
                 n += 1
         except KeyboardInterrupt:
             pass
+        finally:
+            if watcher is not None:
+                watcher.close()
 
 
-COMMANDS = (display, stats, settings, dump, top)
+def _wait(watcher: WatchClient | None, hot: HotKeys, interval: float) -> None:
+    """`interval` seconds, reading the watcher's lines meanwhile."""
+    if watcher is None:
+        time.sleep(interval)
+        return
+    deadline = time.monotonic() + interval
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            hot.feed(watcher.lines(left))
+        except NodeError:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+
+
+COMMANDS = (display, stats, settings, dump, top, watch)

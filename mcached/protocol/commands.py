@@ -354,6 +354,18 @@ class Auth(Command):
         return f"Auth(user={self.user!r}, password=<{len(self.password)} bytes>)"
 
 
+class Watch(Command):
+    """``watch [fetchers] [mutations] ...``: the connection becomes a stream of log lines
+    (the words are the handler's to read: `mcached.watch`)."""
+
+    __slots__ = ("args", "noreply")
+    verb = b"watch"
+
+    def __init__(self, args: list[bytes], noreply: bool = False) -> None:
+        self.args = args
+        self.noreply = noreply
+
+
 class Invalid(Command):
     """A request that earns an error; `noreply` (when the parser had seen it) may hide it.
 

@@ -106,6 +106,7 @@ class Error(_Member):
     CONFIG_SET_DISABLED = "config_set_disabled"  # config set without --enable-config-set
     CONFIG_DELETE_DISABLED = "config_delete_disabled"
     BAD_CLUSTER_CONFIG = "bad_cluster_config"  # config set data: `detail` says what is wrong
+    WATCHER_TOO_MANY = "watcher_too_many"  # memcached's 20 watchers are attached
 
 
 class Replies(Protocol):

@@ -199,6 +199,7 @@ class Parser:
             b"slabs": self._slabs,
             b"config": self._config,
             b"refresh_certs": self._refresh_certs,
+            b"watch": self._watch,
         }
 
     # ---- buffer ----
@@ -595,6 +596,11 @@ class Parser:
     def _refresh_certs(self, tokens: list[bytes]) -> c.Command:
         """``refresh_certs [noreply]``: reload the TLS certificates (other tokens ignored)."""
         return c.RefreshCerts(len(tokens) > 1 and tokens[-1] == _NOREPLY)
+
+    def _watch(self, tokens: list[bytes]) -> c.Command:
+        """``watch [<word>...]``. memcached's set_noreply_maybe applies, and then reads
+        ``noreply`` as a word it does not know: its ERROR is hidden."""
+        return c.Watch(tokens[1:], tokens[-1] == _NOREPLY)
 
     # ---- ASCII authentication (-Y): memcached 1.6.18's try_read_command_asciiauth ----
 

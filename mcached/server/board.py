@@ -12,6 +12,8 @@ start, so a forked worker and a thread read and write the same words. It carries
   path (a word of shared memory costs about twice as much to bump), and are copied here on
   request, with a blob of what varies in size (its connections for ``stats conns``, its
   ``stats detail`` table, its TLS figures);
+* a *vector* of ints each worker publishes beside its counters and that is summed like them
+  (its latency histograms: `mcached.latency`); the board does not know what it holds;
 * global words: a stop request (from the ``shutdown`` command), the run-time settings a
   command changes for every worker (``verbosity``, ``stats detail on|off``), and epochs that
   tell every worker to re-read something (``refresh_certs``).
@@ -25,6 +27,10 @@ is counted in it, whichever worker served it. Requests are per requester (no sha
 no lock), so two workers asking at once each get their answer; a requester keeps answering
 requests while it waits. A worker that does not answer within `PUBLISH_WAIT` seconds (stuck,
 or dying) is counted with its last published figures.
+
+*Askers*: slots past the workers' (`askers` of them) that only ask, for a process that is
+not a worker and needs every worker's figures (the metrics endpoint, in the maintainer
+process): it gathers as a worker does, answering nothing itself, and no worker waits for it.
 
 Totals survive workers: when a worker dies, the supervisor adds its last published figures
 to the *retired* row before the slot is reused; ``stats reset`` records the current totals
@@ -41,6 +47,7 @@ import mmap
 import pickle
 import socket
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +76,8 @@ W_REQ_KINDS = 5  # the kinds of its latest request
 W_BLOB_LEN = 6
 W_PUBLISHED = 7  # how many times it published (tests, diagnostics)
 W_ACCEPTING = 8  # 0 while it pauses accepting (out of descriptors)
+W_WATCH = 9  # what the watchers this worker serves want logged
+W_WATCHERS = 10  # how many watchers it serves
 W_HEAD = 16  # then: the ack row (one word per requester), then the figures row
 
 # ---- global words ----
@@ -78,6 +87,8 @@ G_DETAIL = 2  # `stats detail on|off`
 G_SETTINGS_EPOCH = 3  # bumped when one of the two above changes
 G_TLS_EPOCH = 4  # bumped by refresh_certs: every worker reloads its certificates
 G_STARTED = 5  # time.time() the daemon started (uptime survives worker restarts)
+G_WATCH = 6  # what the attached watchers want logged (`mcached.watch` flags), OR of W_WATCH
+G_LOG_SEQ = 7  # the daemon's log sequence (gid of `watch` lines)
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2
@@ -98,20 +109,29 @@ def _map(size: int) -> mmap.mmap:
 
 class Board:
     """The shared words and blobs of `slots` workers whose published figures are named
-    `counter_fields` (the `Counters` fields). Made before the workers start."""
+    `counter_fields` (the `Counters` fields), plus a published `vector` of that many ints,
+    and `askers` slots for processes that only ask. Made before the workers start."""
 
-    def __init__(self, slots: int, counter_fields: Sequence[str]) -> None:
+    def __init__(
+        self, slots: int, counter_fields: Sequence[str], vector: int = 0, askers: int = 0
+    ) -> None:
         self.slots = slots
+        self.askers = askers
+        self.requesters = slots + askers  # who may ask: every worker, then the askers
         self.fields = tuple(counter_fields) + SERVER_FIGURES
         self.index = {name: k for k, name in enumerate(self.fields)}
+        self.vector = vector
+        # the summed row: the fields, then the vector
+        self.width = len(self.fields) + vector
         self.ack_base = W_HEAD
-        self.fig_base = W_HEAD + slots
-        self.slot_words = self.fig_base + len(self.fields)
-        # globals, then the retired and baseline rows, then the slots
+        self.fig_base = W_HEAD + self.requesters
+        self.vec_base = self.fig_base + len(self.fields)
+        self.slot_words = self.fig_base + self.width
+        # globals, then the retired and baseline rows, then the slots (the askers' last)
         self.retired_base = G_WORDS
-        self.baseline_base = self.retired_base + len(self.fields)
-        self.slot_base = self.baseline_base + len(self.fields)
-        nwords = self.slot_base + slots * self.slot_words
+        self.baseline_base = self.retired_base + self.width
+        self.slot_base = self.baseline_base + self.width
+        nwords = self.slot_base + self.requesters * self.slot_words
         self._map = _map(nwords * 8)
         self.words = memoryview(self._map).cast("q")
         self.blobs = _map(slots * BLOB_MAX)
@@ -173,53 +193,81 @@ class Board:
     def live(self) -> list[int]:
         return [s for s in range(self.slots) if self.word(s, W_STATE) != EMPTY]
 
+    def watchers(self) -> tuple[int, int]:
+        """How many watchers the daemon serves, and the OR of what they want logged."""
+        n = flags = 0
+        for s in range(self.slots):
+            n += self.word(s, W_WATCHERS)
+            flags |= self.word(s, W_WATCH)
+        return n, flags
+
     def connections(self) -> int:
         """Open connections of the whole daemon (what ``-c`` limits)."""
         return sum(self.word(s, W_CONNS) for s in range(self.slots))
 
-    def totals(self) -> dict[str, int]:
-        """Every figure summed over workers, retired ones included, since the last reset."""
+    def _summed(self) -> list[int]:
+        """The fields and the vector, summed over workers, retired ones included, since the
+        last reset."""
         out = []
         w = self.words
-        n = len(self.fields)
-        for k in range(n):
+        bases = [self.base(s) + self.fig_base for s in range(self.slots)]
+        for k in range(self.width):
             total = w[self.retired_base + k] - w[self.baseline_base + k]
-            for s in range(self.slots):
-                total += w[self.base(s) + self.fig_base + k]
+            for b in bases:
+                total += w[b + k]
             out.append(int(total))
-        return dict(zip(self.fields, out, strict=True))
+        return out
+
+    def totals(self) -> dict[str, int]:
+        """Every figure summed over workers, retired ones included, since the last reset."""
+        n = len(self.fields)
+        return dict(zip(self.fields, self._summed()[:n], strict=True))
+
+    def vector_totals(self) -> list[int]:
+        """The published vectors, summed as `totals` sums the figures."""
+        return self._summed()[len(self.fields) :]
 
     def reset(self) -> None:
         """``stats reset``: every total reads 0 from now on (after a publish round)."""
-        totals = self.totals()
+        summed = self._summed()
         w = self.words
-        for k, name in enumerate(self.fields):
-            w[self.baseline_base + k] += totals[name]
+        for k in range(self.width):
+            w[self.baseline_base + k] += summed[k]
 
     def retire(self, slot: int) -> None:
         """The supervisor, for a dead worker: keep its figures, free its slot."""
         w = self.words
         b = self.base(slot)
-        for k in range(len(self.fields)):
+        for k in range(self.width):
             w[self.retired_base + k] += w[b + self.fig_base + k]
             w[b + self.fig_base + k] = 0
-        for word in (W_PID, W_CONNS, W_BLOB_LEN, W_ACCEPTING):
+        for word in (W_PID, W_CONNS, W_BLOB_LEN, W_ACCEPTING, W_WATCH, W_WATCHERS):
             w[b + word] = 0
         # its requests and acks restart from zero with its next worker
         w[b + W_REQ_SEQ] = 0
-        for r in range(self.slots):
+        for r in range(self.requesters):
             w[b + self.ack_base + r] = 0
             w[self.base(r) + self.ack_base + slot] = 0
         w[b + W_STATE] = EMPTY
 
     # ---- publishing (a worker) ----
 
-    def publish(self, slot: int, counters: Any, blob: dict[str, Any] | None) -> None:
-        """Copy `counters` (a `Counters`) and `blob` into `slot`."""
+    def publish(
+        self,
+        slot: int,
+        counters: Any,
+        blob: dict[str, Any] | None,
+        vector: Sequence[int] = (),
+    ) -> None:
+        """Copy `counters` (a `Counters`), `vector` (at most `self.vector` ints) and `blob`
+        into `slot`."""
         w = self.words
         b = self.base(slot) + self.fig_base
         for k, name in enumerate(self.fields[: -len(SERVER_FIGURES)]):
             w[b + k] = getattr(counters, name)
+        if vector:
+            v = self.base(slot) + self.vec_base
+            w[v : v + len(vector)] = memoryview(array("q", vector))
         if blob is not None:
             data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
             if len(data) > BLOB_MAX:
@@ -244,7 +292,7 @@ class Board:
         """The kinds other workers asked for since `slot` last looked (`seen`: per
         requester, the request number acknowledged; updated by `acknowledge`)."""
         kinds = 0
-        for r in range(self.slots):
+        for r in range(self.requesters):
             if r != slot and self.word(r, W_REQ_SEQ) > seen[r]:
                 kinds |= self.word(r, W_REQ_KINDS)
         return kinds
@@ -252,7 +300,7 @@ class Board:
     def acknowledge(self, slot: int, seen: list[int]) -> None:
         """After publishing: `slot` answered every request made so far."""
         b = self.base(slot) + self.ack_base
-        for r in range(self.slots):
+        for r in range(self.requesters):
             seq = self.word(r, W_REQ_SEQ)
             if seq > seen[r]:
                 seen[r] = seq
@@ -264,7 +312,8 @@ class Board:
         """Ask every other running worker to publish `kinds`, and wait for them. `answer`
         publishes this worker's own figures and answers requests made meanwhile. Returns
         the slots that did not answer in time (their figures are the last they published).
-        `slot` -1: the asker is not a worker (it only waits)."""
+        `slot` -1: the asker has no slot (it does not ask; the figures are the last
+        published); an asker's slot (`asker`) asks and answers nothing."""
         if slot >= 0:
             seq = self.word(slot, W_REQ_SEQ) + 1
             self.set_word(slot, W_REQ_KINDS, kinds)
@@ -289,6 +338,12 @@ class Board:
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
             answer()
+
+    def asker(self, k: int = 0) -> int:
+        """The slot of asker `k` (pass it to `gather`)."""
+        if not 0 <= k < self.askers:
+            raise ValueError(f"the board has {self.askers} asker slot(s)")
+        return self.slots + k
 
     def close(self) -> None:
         for r, w in self.wakers:

@@ -36,12 +36,13 @@ from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any, Protocol
 
-from mcached.errors import CloseConnection, Shutdown
+from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.parser import NEED_DATA, Parser
 from mcached.server.poller import READ, WRITE, Poller
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.conn")
+_monotonic_ns = time.monotonic_ns
 
 TRACE = 5  # the -vvv log level
 READ_SIZE = 65536
@@ -57,6 +58,7 @@ YIELDED = "conn_yield"
 BLOCKED = "conn_write_blocked"
 CLOSING = "conn_closing"
 CLOSED = "conn_closed"
+WATCHING = "conn_watch"  # a watch stream took the socket (memcached's conn_watch)
 
 _EVENTS = {
     HANDSHAKE: READ,
@@ -78,7 +80,9 @@ class Owner(Protocol):
     selector: Poller  # where the connection registers the events its state wants
     ready: set[Connection]  # YIELDED connections, served again without a read
     now: float  # time.monotonic() when the loop last woke (one clock read per batch)
+    now_ns: int  # the same time, in nanoseconds (time.monotonic_ns())
     trace: bool  # -vvv: log every command and reply
+    latency_rows: dict[type, list[int]]  # per command type, its verb's histogram row
 
     def connection_closed(self, conn: Connection, reason: str) -> None: ...
 
@@ -87,6 +91,8 @@ class Owner(Protocol):
     def tls_handshake_failed(self) -> None: ...
 
     def tls_handshake_done(self, sock: Any) -> None: ...
+
+    def start_watch(self, conn: Connection, flags: int) -> None: ...
 
 
 class Connection:
@@ -110,6 +116,8 @@ class Connection:
         "tls",
         "opened",
         "req_start",
+        "req_ns",
+        "latency_rows",
         "out_since",
         "_closing",
         "drain_left",
@@ -143,6 +151,8 @@ class Connection:
         # For the worker's stall check: when the request now arriving began, and when the
         # unsent output last moved (a handshake or a login is timed from `opened`).
         self.req_start = self.last_cmd
+        self.req_ns = time.monotonic_ns()
+        self.latency_rows = worker.latency_rows  # per command type, its latency row
         self.out_since = self.last_cmd
         self.dispatch = dispatch  # command type -> its handler(command, connection)
         self.reqs_per_event = reqs_per_event
@@ -230,7 +240,9 @@ class Connection:
             return
         self.counters.bytes_read += len(data)
         if self.parser.feed(data):
-            self.req_start = self.worker.now  # a new request begins arriving
+            # a new request begins arriving (the loop clock, in seconds and nanoseconds)
+            self.req_start = self.worker.now
+            self.req_ns = self.worker.now_ns
         self.process()
 
     def on_writable(self) -> None:
@@ -290,6 +302,10 @@ class Connection:
         dispatch = self.dispatch
         trace = self.worker.trace
         budget = self.reqs_per_event
+        # for latency: the type of the turn's first command, and of the others when a
+        # pipeline mixes types (one identity test per command otherwise)
+        first: type | None = None
+        others: list[type] | None = None
         try:
             while budget:
                 cmd = next_command()
@@ -297,7 +313,15 @@ class Connection:
                     break
                 if trace:
                     log.log(TRACE, "<%d %r", self.fd, cmd)
-                dispatch[type(cmd)](cmd, self)
+                kind = type(cmd)
+                dispatch[kind](cmd, self)
+                if kind is not first:
+                    if first is None:
+                        first = kind
+                    elif others is None:
+                        others = [kind]
+                    else:
+                        others.append(kind)
                 budget -= 1
                 if budget and parser.at_end:
                     break  # nothing left: no call just to hear NEED_DATA
@@ -311,6 +335,12 @@ class Connection:
             self.close("shutdown command")
             self.worker.request_shutdown(exc.graceful)
             return
+        except StartWatch as exc:
+            # `watch` answered OK: the worker streams log lines here from now on
+            self.flush()
+            if self.state != CLOSED:
+                self.worker.start_watch(self, exc.flags)
+            return
         except Exception:
             log.exception("error handling a request from %s; closing the connection", self.peer)
             self.close("internal error")
@@ -318,6 +348,23 @@ class Connection:
         if budget != self.reqs_per_event:
             self.last_cmd = self.worker.now
         self.flush()
+        if first is not None:
+            # Latency (mcached.latency): from the read that brought the turn's first request
+            # to its replies handed to the kernel, in integer nanoseconds (no float on this
+            # path); its bucket is its bit length. One clock read per turn.
+            took = _monotonic_ns() - self.req_ns
+            bucket = took.bit_length()
+            rows = self.latency_rows
+            n = self.reqs_per_event - budget
+            if others is not None:
+                n -= len(others)
+                for kind in others:
+                    row = rows[kind]
+                    row[bucket] += 1
+                    row[-1] += took
+            row = rows[first]
+            row[bucket] += n
+            row[-1] += took * n
         if self.state == CLOSED:
             return
         if self._wq_bytes >= OUTPUT_SOFT_CAP:
@@ -457,6 +504,17 @@ class Connection:
             head = b"".join(parts)
             wq.appendleft(head)
         return head[:TLS_WRITE_MAX] if len(head) > TLS_WRITE_MAX else head
+
+    def hand_over(self) -> bytes:
+        """Stop serving requests (``watch``): the socket's events go to whoever takes it
+        from now on; returns the output not yet sent, for it to send first."""
+        self._set_events(0)
+        self.worker.ready.discard(self)
+        self.state = WATCHING
+        pending = b"".join(self._wq)
+        self._wq.clear()
+        self._wq_bytes = 0
+        return pending
 
     @property
     def unsent(self) -> int:

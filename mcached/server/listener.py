@@ -25,6 +25,7 @@ from dataclasses import fields
 from typing import Any, Protocol
 
 from mcached.addr import format_address, parse_listen, split_notls
+from mcached.latency import Latency, split
 from mcached.protocol.parser import Parser
 from mcached.server.board import (
     CONNS,
@@ -35,6 +36,7 @@ from mcached.server.board import (
     W_STATE,
     Board,
 )
+from mcached.server.eventlog import EventLog
 from mcached.server.tls import TLS
 from mcached.server.udp import UdpServer
 from mcached.server.workers import Worker
@@ -42,6 +44,8 @@ from mcached.settings import Settings
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.server")
+
+ASKERS = 1  # board slots for processes that gather figures without serving (the metrics)
 
 
 def bind_sockets(
@@ -135,7 +139,16 @@ class Server:
         self.udp_server = UdpServer(
             dispatch, make_parser, settings.reqs_per_event, hooks.request_shutdown
         )
-        self.board = Board(slots or settings.threads, [f.name for f in fields(Counters)])
+        # every worker's latency histograms have this layout (the board sums them)
+        self.latency_names = Latency(dispatch).names
+        self.board = Board(
+            slots or settings.threads,
+            [f.name for f in fields(Counters)],
+            vector=Latency(dispatch).size,
+            askers=ASKERS,
+        )
+        # watch: a log ring per worker (mcached.server.eventlog)
+        self.events = EventLog(self.board)
         self.workers: list[Worker] = []
         self._local = threading.local()  # the worker this thread runs, if it runs one
 
@@ -250,6 +263,10 @@ class Server:
         worker = self.current()
         if worker is not None:
             worker.gather(kinds)
+
+    def latency_totals(self) -> dict[str, list[int]]:
+        """Every worker's latency histograms, summed per verb (after a `gather` of COUNTERS)."""
+        return split(self.latency_names, self.board.vector_totals())
 
     def totals(self) -> tuple[Counters, dict[str, int]]:
         """Every worker's `Counters`, summed (after a `gather`), and the server figures."""

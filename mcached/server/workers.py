@@ -43,7 +43,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mcached import watch
 from mcached.addr import format_address
+from mcached.latency import Latency
 from mcached.protocol.parser import Parser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
 from mcached.server.board import (
@@ -52,6 +54,7 @@ from mcached.server.board import (
     G_SETTINGS_EPOCH,
     G_STOP,
     G_TLS_EPOCH,
+    G_WATCH,
     RUNNING,
     STOPPING,
     TLS_FIGURES,
@@ -59,9 +62,12 @@ from mcached.server.board import (
     W_CONNS,
     W_PID,
     W_STATE,
+    W_WATCH,
+    W_WATCHERS,
 )
 from mcached.server.connection import BLOCKED, CLOSED, HANDSHAKE, READING, YIELDED, Connection
-from mcached.server.poller import READ, READ_READY, WRITE_READY, Poller
+from mcached.server.eventlog import WATCH_INTERVAL, EventLog, WatchStream
+from mcached.server.poller import READ, READ_READY, WRITE, WRITE_READY, Poller
 from mcached.stats import Counters
 
 if TYPE_CHECKING:
@@ -87,6 +93,7 @@ class Host(Protocol):
     tls: TLS | None
     notls: set[socket.socket]
     udp_server: UdpServer
+    events: EventLog
 
     def make_parser(self) -> Parser: ...
 
@@ -135,6 +142,13 @@ class Worker:
         self.max_connections = s.max_connections
         self.tls = server.tls  # the server's `tls.TLS` (context, handshake counters), or None
         self.counters = Counters()
+        # request latency per verb (mcached.latency): the connections record into it
+        self.latency = Latency(server.dispatch)
+        self.latency_rows = self.latency.index
+        # watch: the log rings (events), and the watchers this worker streams to
+        self.events = server.events
+        self.watchers: dict[WatchStream, Connection] = {}
+        self._next_pump = 0.0
         self.selector = Poller()
         self.ready: set[Connection] = set()
         self.conns: set[Connection] = set()
@@ -151,12 +165,13 @@ class Worker:
         self.trace = False  # -vvv: log every command and reply
         self._stopping = False
         self._drain_until: float | None = None
-        self._seen = [0] * board.slots  # requests of each other worker answered
+        self._seen = [0] * board.requesters  # requests of each other worker (or asker) answered
         self._settings_epoch = board.get(G_SETTINGS_EPOCH)
         # The loop's clock: time.monotonic() when the last poll returned. Connections stamp
         # their timeout bookkeeping with it (one clock read per batch of events, not two per
         # request); the timeouts it serves are whole seconds.
-        self.now = time.monotonic()
+        self.now_ns = time.monotonic_ns()
+        self.now = self.now_ns / 1e9
         self.thread: threading.Thread | None = None
         board.set_word(slot, W_ACCEPTING, 1)
 
@@ -184,6 +199,7 @@ class Worker:
 
     def run(self) -> None:
         board = self.board
+        self.events.bind(self.slot)  # this thread's events go to this slot's ring
         board.set_word(self.slot, W_PID, os.getpid())
         board.set_word(self.slot, W_STATE, RUNNING)
         self.server.worker_started(self)
@@ -200,20 +216,24 @@ class Worker:
         owners = self.selector.owners
         ready = self.ready
         monotonic = time.monotonic
+        monotonic_ns = time.monotonic_ns
         next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
         while not self._stopping:
             if ready:
                 timeout = 0
             else:
-                timeout = TIMEOUT_CHECK_INTERVAL
+                # a watcher's lines go out every WATCH_INTERVAL
+                timeout = WATCH_INTERVAL if self.watchers else TIMEOUT_CHECK_INTERVAL
                 if self._paused_until:
                     timeout = max(0.0, min(timeout, self._paused_until - monotonic()))
             try:
                 events = poll(timeout)
             except InterruptedError:
                 continue
-            self.now = monotonic()
+            # the loop clock, in nanoseconds too (requests' latency: mcached.latency)
+            self.now_ns = ns = monotonic_ns()
+            self.now = ns / 1e9
             # hot path: one iteration per ready socket; raw epoll events and one dict
             # lookup (poller.py says why not selectors)
             for fd, mask in events:
@@ -237,6 +257,8 @@ class Worker:
                 for conn in list(ready):
                     if conn.state != CLOSED:
                         conn.process()
+            if self.watchers and self.now >= self._next_pump:
+                self._pump_watchers()
             if self._paused_until and self.now >= self._paused_until:
                 self._resume_accepting()
             if self.now >= next_check:
@@ -288,7 +310,7 @@ class Worker:
             if kinds & TLS_FIGURES and self.tls is not None:
                 blob["tls"] = self.tls.figures()
             blob.update(self.server.extra_figures(kinds))
-        self.board.publish(self.slot, self.counters, blob)
+        self.board.publish(self.slot, self.counters, blob, self.latency.flat())
 
     def gather(self, kinds: int) -> list[int]:
         """Every worker's figures of `kinds`, published on the board (see `board.gather`)."""
@@ -360,6 +382,8 @@ class Worker:
             )
             self.conns.add(conn)
             self.selector.register(sock, READ, conn)
+            if self.events.flags & watch.CONNEVENTS:
+                self._conn_event(watch.CONN_NEW, conn, "")
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<%d new client connection from %s", conn.fd, conn.peer)
 
@@ -404,6 +428,7 @@ class Worker:
     def _drain(self, deadline: float) -> None:
         """Answer what was received, send it, close; give up at `deadline`."""
         self._stop_accepting()
+        self._close_watchers("server stopping")
         for conn in list(self.conns):
             conn.drain_step(deadline)
         while True:
@@ -462,6 +487,7 @@ class Worker:
 
     def _close_all(self) -> None:
         self._stop_accepting()
+        self._close_watchers("server stopping")
         for conn in list(self.conns):
             conn.flush()
             conn.close("server stopping")
@@ -473,6 +499,8 @@ class Worker:
         if conn in self.conns:
             self.conns.discard(conn)
             self.board.add(self.slot, W_CONNS, -1)  # counted out at once: -c sees it free
+            if self.events.flags & watch.CONNEVENTS:
+                self._conn_event(watch.CONN_CLOSE, conn, reason)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("<%d connection closed: %s", conn.fd, reason)
 
@@ -486,3 +514,68 @@ class Worker:
     def tls_handshake_done(self, sock: Any) -> None:
         if self.tls is not None:
             self.tls.handshake_done(sock)
+
+    # ---- watch: streams of log lines (mcached.server.eventlog) ----
+
+    def start_watch(self, conn: Connection, flags: int) -> None:
+        """`conn` answered ``watch`` OK: a stream takes its socket from now on."""
+        pending = conn.hand_over()
+        stream = WatchStream(
+            self.events, conn.sock, flags, pending, self._watch_closed, self._watch_register
+        )
+        if stream.closed:
+            return
+        self.watchers[stream] = conn
+        self._next_pump = 0.0
+        self._publish_watch()
+
+    def _watch_register(self, sock: socket.socket, want_write: bool, stream: Any) -> None:
+        events = READ | WRITE if want_write else READ
+        try:
+            self.selector.modify(sock, events, stream)
+        except (KeyError, ValueError, OSError):
+            self.selector.register(sock, events, stream)
+
+    def _watch_closed(self, stream: WatchStream, reason: str) -> None:
+        conn = self.watchers.pop(stream, None)
+        try:
+            self.selector.unregister(stream.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if conn is not None:
+            conn.close(reason)
+            self._publish_watch()
+
+    def _pump_watchers(self) -> None:
+        self._next_pump = self.now + WATCH_INTERVAL
+        for stream in list(self.watchers):
+            stream.pump()
+
+    def _close_watchers(self, reason: str) -> None:
+        for stream in list(self.watchers):
+            stream.pump()  # what was logged before the stop
+            stream.close(reason)
+
+    def _publish_watch(self) -> None:
+        """Tell every worker what the watchers want logged now (the board's G_WATCH)."""
+        board = self.board
+        flags = 0
+        for stream in self.watchers:
+            flags |= stream.flags
+        board.set_word(self.slot, W_WATCH, flags)
+        board.set_word(self.slot, W_WATCHERS, len(self.watchers))
+        board.set(G_WATCH, board.watchers()[1])
+        board.bump(G_SETTINGS_EPOCH)
+        board.wake_all()
+
+    def _conn_event(self, kind: int, conn: Connection, reason: str) -> None:
+        host, _, port = conn.peer.rpartition(":")
+        why = watch.NORMAL
+        if reason == "idle timeout":
+            why = watch.IDLE_TIMEOUT
+        elif reason in ("server stopping", "shutdown command"):
+            why = watch.SHUTDOWN
+        elif "error" in reason:
+            why = watch.ERROR
+        rport = int(port) if port.isdigit() else 0
+        self.events.conn_event(kind, host.strip("[]"), rport, watch.TCP, why, conn.fd)

@@ -4,12 +4,15 @@ fake owner in place of its worker and a small dispatch table in place of the han
 from __future__ import annotations
 
 import socket
+import time
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from mcached.errors import CloseConnection, Shutdown
+from mcached.latency import ROW, count
 from mcached.protocol import commands as c
 from mcached.protocol.parser import Parser
 from mcached.server.connection import (
@@ -56,7 +59,10 @@ class FakeOwner:
         self.selector = RecordingPoller()
         self.ready: set[Connection] = set()
         self.now = 0.0
+        self.now_ns = 0
         self.trace = False
+        # per command type, its latency row (mcached.latency), made on first use
+        self.latency_rows: defaultdict[type, list[int]] = defaultdict(lambda: [0] * ROW)
         self.closed: list[str] = []
         self.shutdowns: list[bool] = []
 
@@ -146,6 +152,23 @@ def test_a_request_is_answered_and_counted() -> None:
     assert conn.state == READING and owner.interest(conn) == READ
     assert owner.counters.bytes_read == 9 and owner.counters.bytes_written == 6
     assert not owner.ready and not owner.closed
+    conn.close()
+
+
+def test_each_answered_command_is_timed_from_its_read_to_its_send() -> None:
+    """Latency (mcached.latency): one count per command answered, in its type's row, timed
+    from the loop clock of the read that brought it (the owner's `now`) to the send."""
+    conn, client, owner = make(reqs_per_event=2)
+    owner.now_ns = time.monotonic_ns() - 2_000_000  # the read was 2 ms before the loop got here
+    owner.now = owner.now_ns / 1e9
+    client.sendall(b"get a\r\nget b\r\nget c\r\n")
+    conn.on_readable()
+    conn.process()  # the third, in the next turn: timed from the same read
+    assert received(client) == b"a\r\nb\r\nc\r\n"
+    row = owner.latency_rows[c.Get]
+    assert count(row) == 3
+    assert sum(row[:21]) == 0  # none took less than the 2 ms (bucket 21: 2^20..2^21 ns)
+    assert 3 * 0.002 <= row[-1] / 1e9 < 3 * 1.0  # the sum, in nanoseconds
     conn.close()
 
 

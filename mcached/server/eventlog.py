@@ -1,0 +1,262 @@
+"""The event log behind ``watch``: a ring per worker in shared memory, read by the watchers.
+
+memcached gives each worker thread a buffer its events go into and a logger thread that
+drains every buffer into every watcher's. Here the workers may be processes, so each
+worker slot has a *ring* in one ``MAP_SHARED`` mapping made before the workers start: its
+worker is the only writer, and any worker serving a watcher reads it.
+
+Rules that keep the request path free:
+
+* Nothing is recorded while no watcher wants it: the emitters check `flags` (a plain int,
+  the OR of what every attached watcher asked for, copied from the board's ``G_WATCH``
+  when it changes); a handler checks its own copy first, so a request pays one attribute
+  test when nobody watches.
+* A writer never waits: a ring has fixed slots (`SLOT` bytes: a key of up to 250 bytes
+  fits) and the writer overwrites the oldest. A record is written as a seqlock: its
+  sequence word is cleared, the fields written, then the sequence set, then the ring's
+  head moved on; a reader copies a record and keeps it only if its sequence word is still
+  the one it expected, so a record overwritten under it is counted as skipped, never read
+  torn.
+* A reader never blocks a writer: it has its own cursor per ring. What it missed (lapped,
+  or not taken because the watcher's output was full) is counted and told as memcached
+  tells it, a ``skipped=N`` line before the next line sent.
+
+Each record carries a *gid* from the board's ``G_LOG_SEQ`` word, bumped by each writer
+without a lock: it orders the events of the whole daemon, and two events written at the
+same instant by two worker processes may rarely share one (memcached's is an atomic add).
+
+`WatchStream` is one watcher: a connection handed over by its worker after ``watch``
+answered OK. Its worker calls `pump` every `WATCH_INTERVAL` seconds: the stream reads
+what every ring holds since it last looked, renders the lines it wants
+(`mcached.watch.render`), and sends what the socket takes, keeping at most `STREAM_BUF`
+bytes unsent; past that, lines are skipped and counted. The stream reads nothing but the
+client's EOF (memcached's watcher takes no more commands).
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mcached import watch
+from mcached.server.board import G_LOG_SEQ, Board
+
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+SLOT = 320  # bytes per record: the header and a key of up to 272 bytes
+SLOTS = 2048  # records per ring (640 KB; memcached's worker buffer is 64 KB)
+RING_HEAD = 64  # bytes before the slots: the head word (the next record's sequence)
+RING = RING_HEAD + SLOTS * SLOT
+# seq, gid, ts, type, a, b, (pad), i1, i2, i3, i4, key length
+RECORD = struct.Struct("<qqdBBBxiiiiH")
+KEY_AT = RECORD.size
+KEY_MAX = SLOT - KEY_AT
+SEQ = struct.Struct("<q")
+STREAM_BUF = 256 * 1024  # unsent bytes a watcher may hold (memcached's watcher buffer)
+WATCH_INTERVAL = 0.02  # seconds between a worker's pumps of its watchers
+PUMP_MAX = 4 * SLOTS  # records one pump reads at most (the rest: next pump, or skipped)
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _map(size: int) -> mmap.mmap:
+    size = max(mmap.PAGESIZE, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+
+
+class EventLog:
+    """The rings of `board.slots` workers. Made before the workers start; a worker binds
+    its slot (`bind`) in the thread that runs it."""
+
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.rings = board.slots
+        self.map = _map(self.rings * RING)
+        self.flags = 0  # what the watchers want (the board's G_WATCH, copied)
+        self._slot_of: dict[int, int] = {}  # thread ident -> its worker slot
+        self._pack = RECORD.pack_into
+        self._seqs = memoryview(self.map).cast("q")  # the head words live here too
+
+    def bind(self, slot: int) -> None:
+        """The calling thread writes into worker `slot`'s ring from now on."""
+        self._slot_of[threading.get_ident()] = slot
+
+    def head(self, ring: int) -> int:
+        return int(self._seqs[ring * RING // 8])
+
+    # ---- writing (the worker whose ring it is) ----
+
+    def emit(
+        self, kind: int, a: int, b: int, i1: int, i2: int, i3: int, i4: int, key: bytes
+    ) -> None:
+        ring = self._slot_of.get(threading.get_ident())
+        if ring is None:
+            return  # not a worker's thread (nothing of a watcher's concern)
+        words = self._seqs
+        base = ring * RING
+        seq = int(words[base // 8])
+        at = base + RING_HEAD + (seq % SLOTS) * SLOT
+        g = self.board.words
+        gid = g[G_LOG_SEQ] + 1
+        g[G_LOG_SEQ] = gid
+        key = key[:KEY_MAX]
+        words[at // 8] = -1  # being written
+        self._pack(self.map, at, -1, gid, time.time(), kind, a, b, i1, i2, i3, i4, len(key))
+        self.map[at + KEY_AT : at + KEY_AT + len(key)] = key
+        words[at // 8] = seq
+        words[base // 8] = seq + 1
+
+    def item_get(self, status: int, key: bytes, clsid: int, size: int, cfd: int) -> None:
+        self.emit(watch.ITEM_GET, status, 0, clsid, cfd, size, 0, key)
+
+    def item_store(
+        self, status: int, cmd: int, key: bytes, ttl: int, clsid: int, size: int, cfd: int
+    ) -> None:
+        self.emit(watch.ITEM_STORE, status, cmd, clsid, cfd, size, ttl, key)
+
+    def deleted(self, cmd: int, key: bytes, clsid: int, size: int) -> None:
+        self.emit(watch.DELETED, 0, cmd, clsid, 0, size, 0, key)
+
+    def conn_event(
+        self, kind: int, rip: str, rport: int, transport: int, reason: int, cfd: int
+    ) -> None:
+        self.emit(kind, transport, reason, rport, cfd, 0, 0, rip.encode())
+
+    # ---- reading (a watcher's worker) ----
+
+    def read(
+        self, cursors: list[int], want: int, limit: int = PUMP_MAX
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """The records of every ring since `cursors` (advanced) whose type `want` covers,
+        in gid order, and how many were lost (overwritten before they were read)."""
+        out: list[tuple[Any, ...]] = []
+        lost = 0
+        unpack = RECORD.unpack_from
+        m = self.map
+        words = self._seqs
+        flag_of = watch.FLAG_OF
+        for ring in range(self.rings):
+            base = ring * RING
+            head = int(words[base // 8])
+            seq = cursors[ring]
+            if head - seq > SLOTS:
+                lost += head - SLOTS - seq
+                seq = head - SLOTS
+            stop = min(head, seq + limit)
+            while seq < stop:
+                at = base + RING_HEAD + (seq % SLOTS) * SLOT
+                rec = unpack(m, at)
+                key = bytes(m[at + KEY_AT : at + KEY_AT + rec[-1]])
+                if rec[0] != seq or words[at // 8] != seq:
+                    lost += 1  # overwritten (or being written) under us
+                elif flag_of.get(rec[3], 0) & want:
+                    # (gid, type, ts, a, b, i1, i2, i3, i4, key): `watch.render`'s order
+                    out.append((rec[1], rec[3], rec[2], *rec[4:-1], key))
+                seq += 1
+            cursors[ring] = seq
+        out.sort(key=lambda r: r[0])
+        return out, lost
+
+    def cursors(self) -> list[int]:
+        """A new reader's cursors: from now on (memcached's watcher sees nothing older)."""
+        return [self.head(r) for r in range(self.rings)]
+
+    def close(self) -> None:
+        self._seqs.release()
+        self.map.close()
+
+
+class WatchStream:
+    """One watcher: the socket of a connection that asked ``watch``, its flags, its cursors
+    and its unsent lines. Registered on its worker's poller in the connection's place (the
+    poller calls it on any event: EOF, or room to send)."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        sock: socket.socket,
+        flags: int,
+        pending: bytes,
+        on_close: Callable[[WatchStream, str], None],
+        register: Callable[[socket.socket, bool, Any], None],
+    ) -> None:
+        self.log = log
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.flags = flags
+        self.cursors = log.cursors()
+        self.out = bytearray(pending)  # unsent, oldest first (the OK first)
+        self.skipped = 0
+        self.sent_lines = 0  # stats: log_watcher_sent
+        self.skipped_total = 0  # stats: log_watcher_skipped
+        self.on_close = on_close
+        self.register = register  # (sock, want_write, owner): the worker's poller
+        self.closed = False
+        self._writing = False
+        self.register(sock, False, self)
+        self._send()
+
+    def __call__(self) -> None:
+        """The poller saw an event: the client closed (or sent something), or the socket
+        has room again."""
+        try:
+            data = self.sock.recv(4096)
+        except _WOULD_BLOCK:
+            data = None
+        except OSError:
+            data = b""
+        if data == b"":
+            self.close("watcher closed")
+            return
+        self._send()
+
+    def pump(self) -> None:
+        """Read what the rings hold for us; queue the lines, skipping past `STREAM_BUF`."""
+        if self.closed:
+            return
+        records, lost = self.log.read(self.cursors, self.flags)
+        self.skipped += lost
+        self.skipped_total += lost
+        out = self.out
+        render = watch.render
+        for rec in records:
+            if len(out) >= STREAM_BUF:
+                self.skipped += 1
+                self.skipped_total += 1
+                continue
+            if self.skipped:
+                out += b"skipped=%d\n" % self.skipped
+                self.skipped = 0
+            out += render(*rec)
+            self.sent_lines += 1
+        self._send()
+
+    def _send(self) -> None:
+        out = self.out
+        while out:
+            try:
+                n = self.sock.send(out)
+            except _WOULD_BLOCK:
+                break
+            except OSError:
+                self.close("write error")
+                return
+            if n <= 0:
+                break
+            del out[:n]
+        want_write = bool(out)
+        if want_write != self._writing:
+            self._writing = want_write
+            self.register(self.sock, want_write, self)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.out.clear()
+        self.on_close(self, reason)

@@ -1,0 +1,288 @@
+"""The metrics endpoint (``--metrics-listen``, mcached/metrics.py) and ``stats latency``.
+
+Each test runs against the daemon in this process (worker threads) and as the ``mcached``
+command (worker processes, the endpoint served by the maintainer process): it scrapes
+``/metrics`` while clients load the daemon, parses the text with prometheus_client's own
+parser, and checks memcached_exporter's names, labels and types, that the counters moved by
+exactly the commands sent, and that the latency histogram counted every request served.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import HOST, Server, free_port
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+KINDS = ("mcached", "mcached-procs")
+
+# memcached_exporter's metrics, with their type and labels, that every scrape carries
+EXPORTER = {
+    "memcached_up": ("gauge", set()),
+    "memcached_version": ("gauge", {"version"}),
+    "memcached_uptime_seconds": ("gauge", set()),
+    "memcached_time_seconds": ("gauge", set()),
+    "memcached_process_user_cpu_seconds": ("counter", set()),
+    "memcached_process_system_cpu_seconds": ("counter", set()),
+    "memcached_read_bytes": ("counter", set()),
+    "memcached_written_bytes": ("counter", set()),
+    "memcached_current_connections": ("gauge", set()),
+    "memcached_max_connections": ("gauge", set()),
+    "memcached_connections": ("counter", set()),
+    "memcached_connections_rejected": ("counter", set()),
+    "memcached_connections_yielded": ("counter", set()),
+    "memcached_connections_listener_disabled": ("counter", set()),
+    "memcached_current_bytes": ("gauge", set()),
+    "memcached_limit_bytes": ("gauge", set()),
+    "memcached_commands": ("counter", {"command", "status"}),
+    "memcached_current_items": ("gauge", set()),
+    "memcached_items": ("counter", set()),
+    "memcached_items_evicted": ("counter", set()),
+    "memcached_items_reclaimed": ("counter", set()),
+    "memcached_item_too_large": ("counter", set()),
+    "memcached_item_no_memory": ("counter", set()),
+    "memcached_malloced_bytes": ("gauge", set()),
+    "memcached_accepting_connections": ("gauge", set()),
+    "memcached_lru_crawler_enabled": ("gauge", set()),
+    "memcached_slab_current_items": ("gauge", {"slab"}),
+    "memcached_slab_items_evicted": ("counter", {"slab"}),
+    "memcached_slab_lru_hits": ("counter", {"slab", "lru"}),
+    "memcached_slab_chunk_size_bytes": ("gauge", {"slab"}),
+    "memcached_slab_chunks_used": ("gauge", {"slab"}),
+    "memcached_slab_commands": ("counter", {"slab", "command", "status"}),
+    # mcached's own
+    "mcached_command_duration_seconds": ("histogram", {"command"}),
+    "mcached_process_cpu_seconds": ("counter", {"mode"}),
+    "mcached_process_resident_memory_bytes": ("gauge", set()),
+    "mcached_process_proportional_memory_bytes": ("gauge", set()),
+    "mcached_process_swap_bytes": ("gauge", set()),
+    "mcached_host_memory_available_bytes": ("gauge", set()),
+    "mcached_host_swap_used_bytes": ("gauge", set()),
+    "mcached_host_cpu_utilization_ratio": ("gauge", set()),
+}
+
+
+def start(server_factory: Callable[..., Server], kind: str, *args: str) -> tuple[Server, int]:
+    port = free_port()
+    srv = server_factory(kind, "--metrics-listen", f"{HOST}:{port}", *args)
+    return srv, port
+
+
+def ask(c: Conn, request: bytes, end: bytes = b"\r\n") -> bytes:
+    """Send `request`; its reply, up to `end` (Conn.request waits for silence instead)."""
+    c.send(request)
+    return c.read_until(end)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as reply:
+        assert reply.status == 200
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        return str(reply.read().decode())
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    return samples(text)[(name, frozenset(labels.items()))]
+
+
+def served(text: str, verb: str) -> int:
+    got = samples(text).get(
+        ("mcached_command_duration_seconds_count", frozenset({("command", verb)}))
+    )
+    return int(got or 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_names_labels_and_types_are_memcached_exporters(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    srv, port = start(server_factory, kind, "-t", "2")
+    with Conn(srv.address) as c:
+        assert c.request(b"set k 0 0 1\r\nx\r\n", expect_len=8) == b"STORED\r\n"
+        ask(c, b"get k\r\n", b"END\r\n")
+    text = scrape(port)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, (kind_, labels) in EXPORTER.items():
+        assert name in families, f"{name} missing"
+        family = families[name]
+        assert family.type == kind_, (name, family.type)
+        for s in family.samples:
+            got = set(s.labels) - {"le"}
+            assert got == labels, (name, s.labels)
+    assert value(text, "memcached_up") == 1
+    assert value(text, "memcached_version", version="1.6.18") == 1
+    assert value(text, "memcached_max_connections") == 1024
+    assert value(text, "memcached_limit_bytes") == 64 * 1024 * 1024
+    assert value(text, "memcached_lru_crawler_enabled") == 1
+    # every command/status pair the exporter makes
+    pairs = {
+        (dict(k[1])["command"], dict(k[1])["status"])
+        for k in samples(text)
+        if k[0] == "memcached_commands_total"
+    }
+    for op in ("get", "delete", "incr", "decr", "cas", "touch"):
+        assert {(op, "hit"), (op, "miss")} <= pairs
+    assert {("cas", "badval"), ("flush", "hit"), ("set", "hit")} <= pairs
+    # the exposition's own lines, as Prometheus reads them
+    assert re.search(r"^# TYPE memcached_commands_total counter$", text, re.M)
+    assert re.search(r'^memcached_commands_total\{command="get",status="hit"\} 1\.0$', text, re.M)
+    assert re.search(r"^# TYPE mcached_command_duration_seconds histogram$", text, re.M)
+    assert re.search(
+        r'^mcached_command_duration_seconds_bucket\{command="get",le="\+Inf"\} 1\.0$', text, re.M
+    )
+    # memory figures are real: the cache's arena is resident somewhere
+    assert value(text, "mcached_process_resident_memory_bytes") > 10_000_000
+    assert value(text, "mcached_host_memory_available_bytes") > 0
+    assert 0 <= value(text, "mcached_host_cpu_utilization_ratio") <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_counters_and_histograms_move_with_the_commands_sent_under_load(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Clients on several connections (spread over the workers) send a known mix while
+    the endpoint is scraped; at the end the counters moved by exactly what was sent, and the
+    histogram counted every request, whichever worker served it."""
+    srv, port = start(server_factory, kind, "-t", "3")
+    before = scrape(port)
+    clients, rounds = 6, 100
+    errors: list[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            with Conn(srv.address) as c:
+                for i in range(rounds):
+                    key = b"c%d:%d" % (n, i)
+                    assert c.request(b"set %b 0 0 2\r\nxy\r\n" % key, expect_len=8) == (
+                        b"STORED\r\n"
+                    )
+                    assert ask(c, b"get %b\r\n" % key, b"END\r\n").startswith(b"VALUE")
+                    assert ask(c, b"get nothing:%b\r\n" % key) == b"END\r\n"
+                    assert ask(c, b"delete %b\r\n" % key) == b"DELETED\r\n"
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    scrapes = 0
+    while any(t.is_alive() for t in threads):
+        text = scrape(port)  # scraping under load: every scrape parses and is up
+        assert value(text, "memcached_up") == 1
+        scrapes += 1
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert scrapes >= 1
+    after = scrape(port)
+    total = clients * rounds
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("memcached_commands_total", command="set", status="hit") == total
+    assert moved("memcached_commands_total", command="get", status="hit") == total
+    assert moved("memcached_commands_total", command="get", status="miss") == total
+    assert moved("memcached_commands_total", command="delete", status="hit") == total
+    assert moved("memcached_items_total") == total
+    assert value(after, "memcached_current_items") == 0
+    assert moved("memcached_connections_total") == clients
+    assert moved("memcached_read_bytes_total") > 0
+    # the histogram: one count per request served, per verb
+    assert served(after, "set") - served(before, "set") == total
+    assert served(after, "get") - served(before, "get") == 2 * total
+    assert served(after, "delete") - served(before, "delete") == total
+    # buckets are cumulative and end at the count
+    s = samples(after)
+    buckets = sorted(
+        (float(dict(k[1])["le"]), v)
+        for k, v in s.items()
+        if k[0] == "mcached_command_duration_seconds_bucket" and ("command", "get") in k[1]
+    )
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and counts[-1] == served(after, "get")
+    assert s[("mcached_command_duration_seconds_sum", frozenset({("command", "get")}))] > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stats_latency_counts_every_request_served(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    srv = server_factory(kind, "-t", "2")
+    conns = [Conn(srv.address) for _ in range(4)]
+    try:
+        for n, c in enumerate(conns):
+            for i in range(25):
+                c.request(b"set k%d 0 0 1\r\nx\r\n" % i, expect_len=8)
+                ask(c, b"get k%d\r\n" % i, b"END\r\n")
+            ask(c, b"incr n%d 1\r\n" % n)
+        with Conn(srv.address) as asker:
+            asker.send(b"stats latency\r\n")
+            reply = asker.read_until(b"END\r\n").decode()
+        rows = dict(re.findall(r"^STAT (\S+) (\S+)\r$", reply, re.M))
+        assert rows["get:count"] == "100" and rows["set:count"] == "100"
+        assert rows["incr:count"] == "4"
+        for verb in ("get", "set"):
+            p50, p90, p99, p999 = (
+                int(rows[f"{verb}:{p}_us"]) for p in ("p50", "p90", "p99", "p999")
+            )
+            assert 0 < p50 <= p90 <= p99 <= p999 < 10_000_000
+            assert int(rows[f"{verb}:mean_us"]) > 0
+        # stats reset starts them again
+        with Conn(srv.address) as asker:
+            assert ask(asker, b"stats reset\r\n") == b"RESET\r\n"
+            asker.send(b"stats latency\r\n")
+            reply = asker.read_until(b"END\r\n").decode()
+        assert "get:count" not in reply and "stats:count 1" in reply
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_slow_scraper_does_not_stall_the_workers_or_other_scrapes(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A scraper that connects and sends half a request holds only its own thread: clients
+    are served and a second scrape answers meanwhile."""
+    srv, port = start(server_factory, "mcached-procs", "-t", "2")
+    slow = socket.create_connection((HOST, port))
+    slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+    try:
+        with Conn(srv.address) as c:
+            t0 = time.monotonic()
+            for i in range(50):
+                c.request(b"set k%d 0 0 1\r\nx\r\n" % i, expect_len=8)
+            assert time.monotonic() - t0 < 5
+        text = scrape(port)
+        assert value(text, "memcached_commands_total", command="set", status="hit") == 50
+    finally:
+        slow.close()
+
+
+def test_a_bad_metrics_address_stops_the_start() -> None:
+    from mcached.cli import parse_settings
+    from mcached.settings import SettingsError
+
+    with pytest.raises(SettingsError):
+        parse_settings(["--metrics-listen", "127.0.0.1"])
+    with pytest.raises(SettingsError):
+        parse_settings(["--metrics-listen", "127.0.0.1:99999"])

@@ -1,0 +1,88 @@
+"""mcached-tool's ``watch`` and the hot keys of ``top``, against both servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from mcached.client.tool import main
+from mcached.client.tool_watch import HotKeys
+from tests.conftest import Server
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+
+def keep_fetching(server: Server, stop: threading.Event, hot: bytes = b"hot:key") -> None:
+    """Fetches until `stop`: `hot` ten times as often as any other key."""
+    with Conn(server.address) as c:
+        c.send(b"set %b 0 0 1\r\nx\r\n" % hot)
+        c.read_until(b"\r\n")
+        i = 0
+        while not stop.is_set():
+            i += 1
+            c.send(b"get %b %b %b cold:%d\r\n" % (hot, hot, hot, i % 30))
+            c.read_until(b"END\r\n")
+            time.sleep(0.002)
+
+
+@pytest.fixture
+def load(server: Server) -> Iterator[None]:
+    stop = threading.Event()
+    t = threading.Thread(target=keep_fetching, args=(server, stop))
+    t.start()
+    yield
+    stop.set()
+    t.join()
+
+
+def test_watch_prints_the_stream(server: Server, load: None) -> None:
+    result = CliRunner().invoke(
+        main, [f"{server.host}:{server.port}", "watch", "fetchers", "--count", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 5
+    assert all(" type=item_get key=" in line and line.startswith("ts=") for line in lines)
+
+
+def test_watch_stops_after_seconds_and_refuses_unknown_words(server: Server) -> None:
+    t0 = time.monotonic()
+    result = CliRunner().invoke(
+        main, [f"{server.host}:{server.port}", "watch", "mutations", "--seconds", "0.5"]
+    )
+    assert result.exit_code == 0 and result.output == ""
+    assert time.monotonic() - t0 < 5
+    result = CliRunner().invoke(main, [f"{server.host}:{server.port}", "watch", "bogus"])
+    assert result.exit_code != 0
+
+
+def test_top_shows_the_hot_keys(server: Server, load: None) -> None:
+    args = ["top", "--interval", "1", "--count", "1", "--hot-keys", "3"]
+    result = CliRunner().invoke(main, [f"{server.host}:{server.port}", *args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if "hot keys" in line)
+    first = lines[at + 1].split()
+    assert first[0] == "hot:key" and float(first[1].replace(",", "")) > 0
+    assert first[2] == "100.0"  # always found
+    assert len([x for x in lines[at + 1 :] if x.strip()]) <= 4
+
+
+def test_hot_keys_count_fetches_and_hits() -> None:
+    hot = HotKeys()
+    hot.feed(
+        [
+            "ts=1.1 gid=1 type=item_get key=a%3Ab status=found clsid=1 cfd=5 size=3",
+            "ts=1.2 gid=2 type=item_get key=a%3Ab status=not_found clsid=0 cfd=5 size=0",
+            "skipped=4",
+            "ts=1.3 gid=7 type=item_get key=c status=found clsid=1 cfd=5 size=3",
+            "ts=1.4 gid=8 type=item_store key=c status=stored cmd=set ttl=0 clsid=1 cfd=5 size=3",
+        ]
+    )
+    assert hot.top(5) == [("a:b", 2, 1), ("c", 1, 1)]
+    assert hot.skipped == 4

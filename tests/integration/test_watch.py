@@ -1,0 +1,249 @@
+"""``watch`` (mcached/watch.py, mcached/server/eventlog.py) against memcached 1.6.18's.
+
+The same commands go to mcached and to Debian's memcached, each with a watcher attached;
+the lines' fields are compared, all but those that differ by nature (``ts``, ``gid``, the
+connection's ``cfd``). Then what only a daemon of several processes shows: a watcher on one
+worker sees the events of every worker; and a watcher that never reads costs the clients
+nothing but its skipped lines.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Server
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+VARIES = re.compile(r"^ts=\d+\.\d+ gid=\d+ |\bcfd=-?\d+ ?")
+
+
+def attach(srv: Server, *words: bytes) -> socket.socket:
+    w = socket.create_connection(srv.address)
+    w.sendall(b"watch" + b"".join(b" " + x for x in words) + b"\r\n")
+    w.settimeout(5)
+    assert w.recv(4) == b"OK\r\n"
+    return w
+
+
+def lines_until(w: socket.socket, marker: bytes, timeout: float = 10.0) -> list[str]:
+    """The watcher's lines up to the one naming `marker` (a key sent last)."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"key=" + marker + b" " not in buf:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line for {marker!r} after {buf[-500:]!r}"
+        w.settimeout(left)
+        chunk = w.recv(65536)
+        assert chunk, "the watcher was closed"
+        buf += chunk
+    out = buf.decode().splitlines()
+    return [line for line in out if not line.startswith("skipped=")]
+
+
+def fields(line: str) -> str:
+    return VARIES.sub("", line).strip()
+
+
+def ask(c: Conn, request: bytes, end: bytes = b"\r\n") -> bytes:
+    c.send(request)
+    return c.read_until(end)
+
+
+MUTATIONS = [
+    b"set a 5 0 3\r\nabc\r\n",
+    b"add a 0 0 1\r\nx\r\n",
+    b"replace zz 0 0 1\r\nx\r\n",
+    b"prepend zz 0 0 1\r\nx\r\n",
+    b"cas a 0 0 1 999999\r\nx\r\n",
+    b"cas nothing 0 0 1 1\r\nx\r\n",
+    b"set e 0 1000 2\r\nxx\r\n",
+    b"set medium 7 0 500\r\n" + b"m" * 500 + b"\r\n",
+    b"set k%01x:\xc3\xa9 0 0 1\r\nx\r\n",
+    b"add b 0 0 1\r\ny\r\n",
+    b"set endmutations 0 0 1\r\nx\r\n",
+]
+
+FETCHES = [
+    b"get a\r\n",
+    b"get missing\r\n",
+    b"gets a missing medium\r\n",
+    b"gat 100 e\r\n",
+    b"gats 100 missing b\r\n",
+    b"get k%01x:\xc3\xa9\r\n",
+    b"get endfetches\r\n",
+]
+
+
+def watched(srv: Server) -> tuple[list[str], list[str], list[str], int]:
+    """Run the commands with a mutations watcher, then the fetches with a fetchers watcher
+    (attached after the stores: memcached also logs the lookup each store makes), then one
+    connection with a connevents watcher."""
+    w = attach(srv, b"mutations")
+    with Conn(srv.address) as c:
+        for request in MUTATIONS:
+            c.send(request)
+            c.read_until(b"\r\n")
+    mutations = lines_until(w, b"endmutations")
+    w.close()
+    w = attach(srv, b"fetchers")
+    with Conn(srv.address) as c:
+        for request in FETCHES:
+            c.send(request)
+            c.read_until(b"END\r\n")
+    fetches = lines_until(w, b"endfetches")
+    w.close()
+    w = attach(srv, b"connevents")
+    c = Conn(srv.address)
+    port = c.sock.getsockname()[1]
+    assert ask(c, b"version\r\n").startswith(b"VERSION")
+    c.close()
+    buf = b""
+    deadline = time.monotonic() + 10
+    while buf.count(b"\n") < 2 and time.monotonic() < deadline:
+        buf += w.recv(4096)
+    w.close()
+    conns = [line for line in buf.decode().splitlines() if f"rport={port} " in line]
+    return mutations, fetches, conns, port
+
+
+def test_lines_and_fields_are_memcacheds(server_factory: Callable[..., Server]) -> None:
+    ours = watched(server_factory("mcached"))
+    theirs = watched(server_factory("memcached"))
+    for mine, reference in zip(ours[:2], theirs[:2], strict=True):
+        assert [fields(x) for x in mine] == [fields(x) for x in reference]
+    # connection events: the client's port is each run's own
+    assert [fields(x).replace(f"rport={ours[3]}", "rport=P") for x in ours[2]] == [
+        fields(x).replace(f"rport={theirs[3]}", "rport=P") for x in theirs[2]
+    ]
+    # and what a line is made of, on ours
+    mutations, fetches, conns, port = ours
+    assert re.fullmatch(
+        r"ts=\d+\.\d+ gid=\d+ type=item_store key=a status=stored cmd=set ttl=0 clsid=1 "
+        r"cfd=\d+ size=3",
+        mutations[0],
+    )
+    assert "key=k%2501x%3A%C3%A9 " in mutations[-3]  # memcached's uriencode
+    assert fields(conns[0]) == f"type=conn_new rip=127.0.0.1 rport={port} transport=tcp"
+    assert fields(conns[1]) == (
+        f"type=conn_close rip=127.0.0.1 rport={port} transport=tcp reason=normal"
+    )
+    gids = [int(re.search(r"gid=(\d+)", x).group(1)) for x in fetches]  # type: ignore[union-attr]
+    assert gids == sorted(gids) and len(set(gids)) == len(gids)
+
+
+@pytest.mark.parametrize("kind", ["mcached", "memcached"])
+def test_watch_words_and_limits(kind: str, server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(kind)
+    watchers = [attach(srv) for _ in range(20)]
+    try:
+        with Conn(srv.address) as c:
+            assert ask(c, b"watch\r\n") == b"WATCHER_TOO_MANY log watcher limit reached\r\n"
+    finally:
+        for w in watchers:
+            w.close()
+    with Conn(srv.address) as c:
+        assert ask(c, b"watch bogus\r\n") == b"ERROR\r\n"
+        assert ask(c, b"watch noreply\r\nversion\r\n").startswith(b"VERSION")  # hidden
+    time.sleep(1.5)  # memcached notices closed watchers within a second
+    with Conn(srv.address) as c:  # a command before watch in the same read is answered
+        c.send(b"get a\r\nwatch\r\n")
+        assert c.read_until(b"OK\r\n") == b"END\r\nOK\r\n"
+
+
+def test_deletions_is_the_later_memcacheds(mcached: Server) -> None:
+    w = attach(mcached, b"deletions")
+    with Conn(mcached.address) as c:
+        ask(c, b"set gone 0 0 1\r\nx\r\n")
+        assert ask(c, b"delete gone\r\n") == b"DELETED\r\n"
+        assert ask(c, b"delete gone\r\n") == b"NOT_FOUND\r\n"  # nothing deleted: no line
+        ask(c, b"set x 0 0 1\r\nx\r\n")
+        ask(c, b"delete x\r\n")
+    got = lines_until(w, b"x")
+    w.close()
+    assert [fields(x) for x in got] == [
+        "type=deleted key=gone cmd=delete clsid=0 size=0",
+        "type=deleted key=x cmd=delete clsid=0 size=0",
+    ]
+
+
+def test_a_watcher_on_one_worker_sees_every_workers_events(
+    server_factory: Callable[..., Server],
+) -> None:
+    srv = server_factory("mcached-procs", "-t", "4")
+    w = attach(srv, b"fetchers", b"mutations")
+    conns = [Conn(srv.address) for _ in range(12)]
+    try:
+        for n, c in enumerate(conns):
+            ask(c, b"set k%d 0 0 1\r\nx\r\n" % n)
+            ask(c, b"get k%d\r\n" % n, b"END\r\n")
+        ask(conns[0], b"get last\r\n", b"END\r\n")
+        got = lines_until(w, b"last")
+    finally:
+        for c in conns:
+            c.close()
+        w.close()
+    stored = {m.group(1) for x in got if (m := re.search(r"type=item_store key=(\S+) ", x))}
+    found = {
+        m.group(1) for x in got if (m := re.search(r"type=item_get key=(\S+) status=found", x))
+    }
+    want = {f"k{n}" for n in range(12)}
+    assert stored == want and found == want
+    cfds = {m.group(1) for x in got if (m := re.search(r"cfd=(\d+)", x))}
+    assert len(cfds) > 1  # the lines came from several connections (and workers)
+
+
+def test_a_watcher_that_never_reads_does_not_slow_a_client(
+    server_factory: Callable[..., Server],
+) -> None:
+    """One worker serves both: the watcher's socket fills, its lines are skipped (and told
+    as skipped=N once it reads again), and the client's requests are not held up."""
+    srv = server_factory("mcached-procs", "-t", "1")
+    # more lines than the kernel's socket buffers (up to 4 MB) and the stream's 256 KB hold
+    n = 2000
+    keys = b" ".join(b"key:%d" % k for k in range(25))
+
+    def run() -> float:
+        with Conn(srv.address) as c:
+            t0 = time.monotonic()
+            for i in range(n):
+                # 26 lines a round: a store and 25 fetches
+                c.send(b"set key:%d 0 0 10\r\n0123456789\r\nget %b\r\n" % (i, keys))
+                c.read_until(b"END\r\n")
+            return time.monotonic() - t0
+
+    alone = run()
+    w = socket.socket()
+    w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    w.connect(srv.address)
+    w.sendall(b"watch fetchers mutations\r\n")
+    time.sleep(0.2)  # attached; from now on it reads nothing
+    watched_run = run()
+    assert watched_run < 3 * alone + 2.0, (alone, watched_run)
+    # it reads again: what did not fit was skipped, and said so
+    buf = b""
+    w.settimeout(1.0)
+    try:
+        while chunk := w.recv(1 << 20):  # what the buffers held, until a second of quiet
+            buf += chunk
+    except TimeoutError:
+        pass
+    with Conn(srv.address) as c:
+        ask(c, b"get tailmarker\r\n", b"END\r\n")
+    w.settimeout(10)
+    deadline = time.monotonic() + 10
+    while b"key=tailmarker " not in buf and time.monotonic() < deadline:
+        buf += w.recv(1 << 20)
+    w.close()
+    assert b"key=tailmarker " in buf
+    skipped = [int(x) for x in re.findall(rb"^skipped=(\d+)$", buf, re.M)]
+    assert skipped and sum(skipped) > 0
+    # the daemon counted its sent and skipped lines nowhere it should not: still serving
+    with Conn(srv.address) as c:
+        assert ask(c, b"version\r\n").startswith(b"VERSION")
