@@ -336,10 +336,9 @@ class Connection:
             self.worker.request_shutdown(exc.graceful)
             return
         except StartWatch as exc:
-            # `watch` answered OK: the worker streams log lines here from now on
-            self.flush()
-            if self.state != CLOSED:
-                self.worker.start_watch(self, exc.flags)
+            # `watch` answered OK: the worker streams log lines here from now on (it sends
+            # the OK once every worker logs what the watcher wants)
+            self.worker.start_watch(self, exc.flags)
             return
         except Exception:
             log.exception("error handling a request from %s; closing the connection", self.peer)
@@ -511,9 +510,10 @@ class Connection:
         self._set_events(0)
         self.worker.ready.discard(self)
         self.state = WATCHING
-        pending = b"".join(self._wq)
+        pending = b"".join([*self._wq, *self.out])
         self._wq.clear()
         self._wq_bytes = 0
+        self.out.clear()
         return pending
 
     @property

@@ -199,7 +199,6 @@ class WatchStream:
         self.closed = False
         self._writing = False
         self.register(sock, False, self)
-        self._send()
 
     def __call__(self) -> None:
         """The poller saw an event: the client closed (or sent something), or the socket
@@ -213,7 +212,7 @@ class WatchStream:
         if data == b"":
             self.close("watcher closed")
             return
-        self._send()
+        self.send()
 
     def pump(self) -> None:
         """Read what the rings hold for us; queue the lines, skipping past `STREAM_BUF`."""
@@ -234,9 +233,10 @@ class WatchStream:
                 self.skipped = 0
             out += render(*rec)
             self.sent_lines += 1
-        self._send()
+        self.send()
 
-    def _send(self) -> None:
+    def send(self) -> None:
+        """Send what the socket takes now (the poller says when it takes more)."""
         out = self.out
         while out:
             try:

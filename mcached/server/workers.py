@@ -280,7 +280,6 @@ class Worker:
         except (BlockingIOError, InterruptedError):
             pass
         board = self.board
-        self.answer_requests()
         epoch = board.get(G_SETTINGS_EPOCH)
         if epoch != self._settings_epoch:
             self._settings_epoch = epoch
@@ -291,6 +290,8 @@ class Worker:
             # share one)
             self.tls.epoch = epoch
             self.tls.refresh()
+        # after the settings: a worker gathering figures knows every worker applied them
+        self.answer_requests()
         if board.get(G_STOP) and not self._stopping:
             pass  # the supervisor (or the daemon) stops every worker; nothing to do here
 
@@ -523,11 +524,16 @@ class Worker:
         stream = WatchStream(
             self.events, conn.sock, flags, pending, self._watch_closed, self._watch_register
         )
-        if stream.closed:
-            return
         self.watchers[stream] = conn
         self._next_pump = 0.0
         self._publish_watch()
+        self._settings_epoch = self.board.get(G_SETTINGS_EPOCH)
+        self.server.apply_settings(self)  # this worker logs from now on too
+        # every worker applies the new flags before it answers a publish request: once they
+        # all have, the watcher sees every event from here on (memcached's min_gid), and
+        # its OK goes out
+        self.gather(COUNTERS)
+        stream.send()
 
     def _watch_register(self, sock: socket.socket, want_write: bool, stream: Any) -> None:
         events = READ | WRITE if want_write else READ
