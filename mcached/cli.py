@@ -236,11 +236,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = daemon.run(before_start=before_start)
     except OSError as exc:
-        click.echo(
-            f"failed to listen on {','.join(settings.listen)} port {settings.port}: "
-            f"{exc.strerror or exc}",
-            err=True,
+        where = (
+            f"UNIX socket {settings.unix_socket}"
+            if settings.unix_socket
+            else f"{','.join(settings.listen)} port {settings.port}"
         )
+        click.echo(f"failed to listen on {where}: {exc.strerror or exc}", err=True)
         sys.exit(71)  # EX_OSERR, as memcached
     finally:
         if settings.pidfile:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import platform
 import queue
 import signal
 import socket
@@ -37,7 +38,7 @@ from typing import Any
 import psutil
 
 from mcached import MEMCACHED_VERSION, metrics, systemd
-from mcached.addr import format_address
+from mcached.addr import DEFAULT_PORT, format_address
 from mcached.auth import AuthFile
 from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
@@ -72,6 +73,8 @@ log = logging.getLogger("mcached")
 lifecycle = logging.getLogger("mcached.lifecycle")
 lifecycle.setLevel(logging.INFO)
 
+# stats' libevent row names the event library: mcached's loop is Python's epoll
+LIBEVENT = f"epoll-python{platform.python_version()}"
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
 logging.addLevelName(TRACE, "TRACE")  # -vvv: every command and reply (the connections log it)
 
@@ -108,7 +111,7 @@ class Daemon:
         writers = settings.threads + 2
         self.discovery = Discovery(
             settings,
-            local_port=lambda: self.server.ports[0],
+            local_port=self._local_port,
             docs=SharedDocs(writers),
             health_docs=SharedDocs(writers),
         )
@@ -152,6 +155,11 @@ class Daemon:
         self.metrics_sock: socket.socket | None = None
         self.metrics: MetricsServer | None = None
         self.metrics_port = 0
+
+    def _local_port(self) -> int:
+        """The port this node lists itself with: its TCP port (under -s, which serves no
+        TCP, the one given, or memcached's default)."""
+        return self.server.ports[0] if self.server.tcp else (self.port or DEFAULT_PORT)
 
     def _make_cache(self) -> Cache:
         s = self.settings
@@ -200,18 +208,28 @@ class Daemon:
         self.metrics.start()
 
     def _bound(self) -> None:
-        """After binding: the ports we got (port 0 asks for a free one), in stats settings."""
+        """After binding: the ports we got (port 0 asks for a free one), in stats settings.
+        With ``-s`` there are none: the settings keep the ports given, as memcached's do."""
+        if not self.server.tcp:
+            self.port, self.udp_port = self.settings.port, self.settings.udp_port
+            self._bound_figures()
+            return
         self.port = self.server.ports[0]
         self.udp_port = self.server.udp_ports[0] if self.server.udp_ports else 0
         if self.port != self.settings.port or self.udp_port != self.settings.udp_port:
             self.settings = self.settings.replace(port=self.port, udp_port=self.udp_port)
             self.handlers.settings = self.settings
+        self._bound_figures()
+
+    def _bound_figures(self) -> None:
         self.board.set(G_VERBOSE, self.settings.verbose)
         self.board.set(G_DETAIL, int(self.settings.detail_enabled))
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
         for u in self.server.udp:
             log.info("listening on udp %s", u.getsockname())
+        if self.server.unix is not None:
+            log.info("listening on unix socket %s", self.settings.unix_socket)
 
     # ---- threads: the daemon inside this process ----
 
@@ -241,6 +259,7 @@ class Daemon:
         for svc in reversed(self._threads_started):
             svc.stop()
         self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
+        self.server.remove_unix_file()
         lifecycle.info("stopped")
 
     def request_stop(self, graceful: bool = False) -> None:
@@ -262,10 +281,12 @@ class Daemon:
         """Bind, (detach, drop privileges: `before_start`), start, serve until a signal or
         ``shutdown``, stop. Main thread only. Tells systemd each step when under it."""
         self._install_signals()
-        self.server.bind()  # binding errors surface here, before we detach
+        self.server.bind(unix=False)  # binding errors surface here, before we detach
         self._bind_metrics()
         if before_start is not None:
             before_start()
+        # -s: the unix socket after -u, so its file is the user's (memcached's order)
+        self.server.bind()
         self._supervisor_pid = os.getpid()  # -d made a new process: the pid file's
         if self.processes:
             return self._run_processes()
@@ -360,6 +381,7 @@ class Daemon:
             # every worker has closed its own too, which each does as it starts to stop
             self.server.close_sockets()
             sup.stop(graceful, self.settings.shutdown_timeout)
+            self.server.remove_unix_file()
             lifecycle.info("stopped")
         return code
 
@@ -490,6 +512,8 @@ class Daemon:
         """One line for systemd's STATUS= and the log: where we listen and what we hold."""
         c = self.cache.stats()
         addrs = ",".join(f"{h}:{p}" for h, p in self._addresses())
+        if self.server.unix is not None:
+            addrs = self.settings.unix_socket
         return (
             f"listening on {addrs}; {self.server.curr_connections} connections; "
             f"{c['curr_items']} items, {c['bytes']} of {c['limit_maxbytes']} bytes"
@@ -619,13 +643,16 @@ class Daemon:
             "curr_connections": srv.curr_connections,
             "total_connections": figures["total_connections"],
             "rejected_connections": figures["rejected_connections"],
-            "connection_structures": srv.curr_connections + len(srv.tcp) + len(srv.udp),
+            "connection_structures": (
+                srv.curr_connections + len(srv.tcp) + len(srv.udp) + (srv.unix is not None)
+            ),
             "accepting_conns": 1 if srv.accepting else 0,
             "listen_disabled_num": figures["listen_disabled_num"],
             "threads": self.settings.threads,
         }
-        if self.settings.idle_timeout:  # memcached shows the row only then
-            out["idle_kicks"] = figures["idle_kicks"]
+        out["idle_kicks"] = figures["idle_kicks"]  # shown with -o idle_timeout only
+        out["time_in_listen_disabled_us"] = figures["time_in_listen_disabled_us"]
+        out["libevent"] = LIBEVENT
         if srv.tls is not None:
             tls = srv.tls_figures()
             if self.settings.ssl_session_cache:
@@ -641,8 +668,8 @@ class Daemon:
 
     _last_totals: Counters | None = None
 
-    def conns_stats(self) -> list[tuple[str, object]]:
-        return self.server.conns_stats()
+    def conns_stats(self, asking: object = None) -> list[tuple[str, object]]:
+        return self.server.conns_stats(asking)
 
     def all_counters(self) -> list[Counters]:
         """The workers' counters, summed (as `general_stats` gathered them)."""

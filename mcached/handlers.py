@@ -29,7 +29,7 @@ from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error, Out, Outcome
 from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
-from mcached.stats import Counters, PrefixStats, ordered
+from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 
@@ -49,7 +49,7 @@ class ServerInfo(Protocol):
 
     def general_stats(self) -> dict[str, Any]: ...
 
-    def conns_stats(self) -> list[tuple[str, object]]: ...
+    def conns_stats(self, asking: object = None) -> list[tuple[str, object]]: ...
 
     def all_counters(self) -> list[Counters]: ...
 
@@ -89,6 +89,19 @@ STORE_MODE = {
 }
 
 MB = 1024 * 1024
+MAX_SLAB_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES: class ids 0..63
+UINT32_MAX = 2**32 - 1
+
+
+def strtoul(text: bytes) -> int | None:
+    """memcached's ``safe_strtoul`` on a token: decimal digits (a leading ``+`` allowed, no
+    ``-``), at most 32 bits; None otherwise."""
+    digits = text[1:] if text[:1] == b"+" else text
+    if not digits.isdigit():
+        return None
+    n = int(digits)
+    return n if n <= UINT32_MAX else None
+
 
 # watch's item_store codes (memcached's store_item_type and NREAD_* orders: mcached.watch)
 STORE_STATUS_CODE = {
@@ -512,6 +525,9 @@ class Handlers:
             self.cache.crawl(classes)
             cmd.reply(s.out, Outcome.OK)
             return
+        if not self.settings.dump_enabled:
+            cmd.reply(s.out, Error.METADUMP_DISABLED)
+            return
         base = self.clock.process_started  # server time -> Unix time
         rows = [
             (key, exptime + base if exptime else -1, atime + base, cas, fetched, size, clsid)
@@ -665,9 +681,11 @@ class Handlers:
         elif sub == b"sizes" and len(args) == 1:
             cmd.reply_stats(s.out, self.sizes_stats())
         elif sub == b"conns" and len(args) == 1:
-            cmd.reply_stats(s.out, self.info.conns_stats())
+            cmd.reply_stats(s.out, self.info.conns_stats(s))  # s: in conn_parse_cmd
         elif sub == b"detail":
             self.stats_detail(cmd, args[1:], s)
+        elif sub == b"cachedump":
+            self.stats_cachedump(cmd, args[1:], s)
         elif sub == b"cluster" and len(args) == 1 and self.discovery is not None:
             # mcached's own: the membership and each node's health as this node sees it
             cmd.reply_stats(s.out, self.discovery.health_rows())
@@ -676,6 +694,28 @@ class Handlers:
             cmd.reply_stats(s.out, latency_rows(self.info.latency()))
         else:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
+
+    def stats_cachedump(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:
+        """``stats cachedump <class> <limit>``: the class's items, newest first (libmemcached's
+        memcdump lists keys with it). memcached's checks, in its order: -X, two numbers
+        (safe_strtoul: no sign), a class below its 64 (an empty class lists nothing)."""
+        if not self.settings.dump_enabled:
+            cmd.reply(s.out, Error.CACHEDUMP_DISABLED)
+            return
+        if len(args) < 2:
+            cmd.reply(s.out, Error.BAD_COMMAND_LINE)
+            return
+        clsid, limit = (strtoul(a) for a in args[:2])
+        if clsid is None or limit is None:
+            cmd.reply(s.out, Error.BAD_FORMAT)
+        elif clsid >= MAX_SLAB_CLASSES:
+            cmd.reply(s.out, Error.ILLEGAL_SLAB_ID)
+        else:
+            base = self.clock.process_started  # server time -> Unix time
+            rows = self.cache.cachedump(clsid, limit)
+            cmd.reply_cachedump(
+                s.out, [(key, n, exptime + base if exptime else 0) for key, n, exptime in rows]
+            )
 
     def stats_detail(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:
         """``stats detail on|off|dump``: per-prefix counters (keys split at ``-D``)."""
@@ -692,7 +732,7 @@ class Handlers:
     def general_stats(self) -> list[tuple[str, object]]:
         from mcached.stats import sum_counters
 
-        values: dict[str, object] = {}
+        values: dict[str, object] = dict.fromkeys(ABSENT_ROWS, 0)
         values.update(self.info.general_stats())  # pid, rusage, connections...
         values["version"] = MEMCACHED_VERSION
         values["pointer_size"] = 64
@@ -701,7 +741,9 @@ class Handlers:
             values[name] = value
         values.update(self.cache.stats())
         values["time"] = int(time.time())
-        return ordered(values)
+        settings = self.settings
+        hidden = frozenset(row for row, name in ONLY_WITH.items() if not getattr(settings, name))
+        return ordered(values, hidden)
 
     def reset_stats(self) -> None:
         for ctr in self.info.all_counters():

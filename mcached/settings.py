@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -193,6 +194,25 @@ def memcached_text(raw: str, what: str) -> str:
     return raw
 
 
+def octal(raw: str, what: str) -> int:
+    """``-a``: memcached reads it with ``strtol(optarg, NULL, 8)``: leading blanks and a
+    sign allowed, the octal digits up to the first other character, 0 when there are none."""
+    t = raw.lstrip(" \t\n\v\f\r")
+    sign = -1 if t[:1] == "-" else 1
+    t = t[1:] if t[:1] in ("+", "-") else t
+    digits = ""
+    for ch in t:
+        if ch not in "01234567":
+            break
+        digits += ch
+    return sign * int(digits or "0", 8)
+
+
+def automove_level(raw: str, what: str) -> int:
+    """``-o slab_automove`` alone is ``slab_automove=1`` (memcached's)."""
+    return number(raw, what) if raw else 1
+
+
 # ---- check: bounds, with memcached's messages ----
 
 
@@ -293,6 +313,10 @@ def or_else(empty: str) -> Show:
     return lambda value: value or empty
 
 
+def in_octal(value: int) -> str:
+    return f"{value:o}"
+
+
 def looked_up(table: tuple[Any, ...]) -> Show:
     return lambda value: str(table[value])
 
@@ -341,6 +365,29 @@ class Settings:
             stat="udpport",
             metavar="<num>",
             check=port_number,
+        ),
+    )
+    unix_socket: str = field(
+        default="",
+        metadata=opt(
+            "-s",
+            "UNIX socket to listen on (disables network support)",
+            long="--unix-socket",
+            stat="domain_socket",
+            metavar="<file>",
+            show=or_else("NULL"),
+        ),
+    )
+    unix_mask: int = field(
+        default=0o700,
+        metadata=opt(
+            "-a",
+            "access mask for UNIX socket, in octal (default: 700)",
+            long="--unix-mask",
+            stat="umask",
+            metavar="<mask>",
+            parse=octal,
+            show=in_octal,
         ),
     )
     listen: tuple[str, ...] = field(
@@ -529,6 +576,15 @@ class Settings:
         default=True,
         metadata=opt(
             "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"
+        ),
+    )
+    dump_enabled: bool = field(
+        default=True,
+        metadata=opt(
+            "-X",
+            "disable stats cachedump and lru_crawler metadump",
+            long="--disable-dumping",
+            stat="dump_enabled",
         ),
     )
     # ---- process lifecycle (memcached's letters; mcached-only ones have long names) ----
@@ -729,6 +785,7 @@ class Settings:
             "0 off, 1 move pages slowly to where evictions are, 2 aggressively (default: 1)",
             stat="slab_automove",
             extended=True,
+            parse=automove_level,
             check=one_of((0, 1, 2), "slab_automove must be between 0 and 2", 1),
         ),
     )
@@ -738,6 +795,28 @@ class Settings:
             None,
             "background thread that reclaims expired items (default: enabled)",
             stat="lru_crawler",
+            extended=True,
+        ),
+    )
+    lru_maintainer: bool = field(
+        default=True,
+        metadata=opt(
+            None,
+            "memcached's LRU maintainer thread; with it (and lru_segmented), stats shows "
+            "the segmented LRU's rows. mcached's clock LRU needs no maintainer and works the "
+            "same either way (default: enabled; no_lru_maintainer also turns lru_segmented off)",
+            stat="lru_maintainer_thread",
+            extended=True,
+            implies={"lru_segmented": True},
+        ),
+    )
+    lru_segmented: bool = field(
+        default=True,
+        metadata=opt(
+            None,
+            "memcached's HOT/WARM/COLD LRU; mcached's clock gives reads a second chance "
+            "either way, this decides which stats rows are shown (default: enabled)",
+            stat="lru_segmented",
             extended=True,
         ),
     )
@@ -950,10 +1029,10 @@ OPTIONS: dict[str, Option] = {
 IGNORED_EXTENDED = frozenset(
     """
     hashpower tail_repair_time hash_algorithm lru_crawler_sleep lru_crawler_tocrawl
-    read_buf_mem_limit resp_obj_mem_limit lru_maintainer no_lru_maintainer hot_lru_pct
+    read_buf_mem_limit resp_obj_mem_limit hot_lru_pct
     warm_lru_pct hot_max_factor warm_max_factor temporary_ttl watcher_logbuf_size
-    worker_logbuf_size no_hashexpand modern no_modern sock_cookie_id lru_segmented
-    no_lru_segmented inline_ascii_response no_inline_ascii_response slab_automove_ratio
+    worker_logbuf_size no_hashexpand modern sock_cookie_id
+    inline_ascii_response no_inline_ascii_response slab_automove_ratio
     slab_automove_window slab_automove_freeratio large_memory_pages
     ext_path ext_page_size ext_wbuf_size ext_threads ext_io_threadcount ext_item_size
     ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate ext_compact_under ext_drop_under
@@ -961,6 +1040,24 @@ IGNORED_EXTENDED = frozenset(
     """.split()
 )
 _EXTENDED = {o.name: o for o in OPTIONS.values() if o.extended}
+
+#: ``-o`` keys that stand for several settings: (what they set, what they set unless given
+#: before them). ``no_modern``: memcached's pre-1.5 defaults (``memcached.c``), in the
+#: settings mcached has: slab_chunk_max becomes the page size, no page moves, no
+#: maxconns_fast, and no crawler, maintainer or segmented LRU
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "no_modern": (
+        {
+            "slab_reassign": False,
+            "slab_automove": 0,
+            "maxconns_fast": False,
+            "lru_segmented": False,
+            "lru_crawler": False,
+            "lru_maintainer": False,
+        },
+        {"slab_chunk_max": MB},  # memcached's slab_page_size
+    ),
+}
 
 
 def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
@@ -973,6 +1070,11 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
         if not item:
             continue
         name, _, value = item.partition("=")
+        if name in PRESETS:
+            sets, defaults = PRESETS[name]
+            options.update(sets)
+            options.update({k: v for k, v in defaults.items() if k not in options})
+            continue
         if name in IGNORED_EXTENDED:
             warn.append(f"-o {name}: memcached-internal option, accepted and ignored")
             continue
@@ -983,6 +1085,8 @@ def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
         if o.take == FLAG:
             o.parse(value, name)  # a switch: refuses a value, or ignores it
             options[o.name] = not off
+            # what a switch implies follows it both ways (no_lru_maintainer: not segmented)
+            options.update({k: v if not off else not v for k, v in o.implies.items()})
         elif off:
             raise SettingsError(f"-o {name} needs a value: {name}=<num>", code=1)
         else:
@@ -1080,8 +1184,76 @@ def validate(s: Settings) -> None:
         rule(s)
 
 
+#: memcached 1.6.18's ``stats settings`` rows, in its order (``process_stat_settings``)
+STATS_SETTINGS_ORDER = tuple(
+    """
+    maxbytes maxconns tcpport udpport inter verbosity oldest evictions domain_socket umask
+    shutdown_command growth_factor chunk_size num_threads num_threads_per_udp
+    stat_key_prefix detail_enabled reqs_per_event cas_enabled tcp_backlog binding_protocol
+    auth_enabled_sasl auth_enabled_ascii item_size_max maxconns_fast hashpower_init
+    slab_reassign slab_automove slab_automove_ratio slab_automove_window slab_chunk_max
+    lru_crawler lru_crawler_sleep lru_crawler_tocrawl tail_repair_time flush_enabled
+    dump_enabled hash_algorithm lru_maintainer_thread lru_segmented hot_lru_pct warm_lru_pct
+    hot_max_factor warm_max_factor temp_lru temporary_ttl idle_timeout watcher_logbuf_size
+    worker_logbuf_size read_buf_mem_limit track_sizes inline_ascii_response ext_item_size
+    ext_item_age ext_low_ttl ext_recache_rate ext_wbuf_size ext_compact_under ext_drop_under
+    ext_max_sleep ext_max_frag slab_automove_freeratio ext_drop_unread ssl_enabled
+    ssl_chain_cert ssl_key ssl_verify_mode ssl_keyformat ssl_ciphers ssl_ca_cert ssl_wbuf_size
+    ssl_session_cache ssl_kernel_tls ssl_min_version num_napi_ids memory_file
+    """.split()
+)
+
+#: rows for what mcached has no setting of: its value where mcached has one (no SASL, the
+#: interpreter's hash, no warm-restart file), else memcached's default for tuning of
+#: machinery mcached does without (the segmented LRU, extstore, log buffers), which is
+#: what such a row says on a memcached that does not use that machinery either
+FIXED_SETTINGS_ROWS: dict[str, str] = {
+    "oldest": "0",
+    "auth_enabled_sasl": "no",
+    "hashpower_init": "0",
+    "slab_automove_ratio": "0.80",
+    "slab_automove_window": "30",
+    "lru_crawler_sleep": "100",
+    "lru_crawler_tocrawl": "0",
+    "tail_repair_time": "0",
+    "hash_algorithm": sys.hash_info.algorithm,
+    "hot_lru_pct": "20",
+    "warm_lru_pct": "40",
+    "hot_max_factor": "0.20",
+    "warm_max_factor": "2.00",
+    "temp_lru": "no",
+    "temporary_ttl": "61",
+    "watcher_logbuf_size": "262144",
+    "worker_logbuf_size": "65536",
+    "read_buf_mem_limit": "0",
+    "inline_ascii_response": "no",
+    "ext_item_size": "512",
+    "ext_item_age": "4294967295",
+    "ext_low_ttl": "0",
+    "ext_recache_rate": "2000",
+    "ext_wbuf_size": "4194304",
+    "ext_compact_under": "0",
+    "ext_drop_under": "0",
+    "ext_max_sleep": "1000000",
+    "ext_max_frag": "0.80",
+    "slab_automove_freeratio": "0.010",
+    "ext_drop_unread": "no",
+    "ssl_keyformat": "1",
+    "ssl_wbuf_size": "16384",
+    "ssl_kernel_tls": "no",
+    "num_napi_ids": "(null)",
+    "memory_file": "(null)",
+}
+
+
 def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
-    """``stats settings`` lines: every field that names a stat, in declaration order."""
+    """``stats settings`` lines: memcached's rows in its order, each setting's from its
+    field, the others from `FIXED_SETTINGS_ROWS`; then any row memcached does not have."""
+    rows = dict(FIXED_SETTINGS_ROWS)
+    rows["num_threads_per_udp"] = str(s.threads)  # every worker serves the UDP sockets
     for o in OPTIONS.values():
         if o.stat:
-            yield o.stat, o.show(getattr(s, o.name))
+            rows[o.stat] = o.show(getattr(s, o.name))
+    for name in STATS_SETTINGS_ORDER:
+        yield name, rows.pop(name)
+    yield from rows.items()

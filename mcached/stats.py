@@ -125,31 +125,69 @@ class PrefixStats:
         return [(p, v[0], v[1], v[2], v[3]) for p, v in sorted(table.items())]
 
 
-# Order of the general ``stats`` reply: memcached 1.6's, for the names we keep.
+# The general ``stats`` reply: memcached 1.6.18's rows in its order (``server_stats`` in
+# memcached.c, then the thread and slab figures), the TLS rows where it puts them.
 GENERAL_ORDER = (
     "pid uptime time version libevent pointer_size rusage_user rusage_system max_connections "
     "curr_connections total_connections rejected_connections connection_structures "
-    "reserved_fds cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses "
-    "get_expired get_flushed delete_misses delete_hits incr_misses incr_hits decr_misses "
-    "decr_hits cas_misses cas_hits cas_badval touch_hits touch_misses store_too_large "
-    "store_no_memory auth_cmds auth_errors idle_kicks bytes_read bytes_written limit_maxbytes "
-    "accepting_conns listen_disabled_num time_in_listen_disabled_us threads conn_yields "
-    "hash_power_level hash_bytes hash_is_expanding slab_reassign_rescues "
+    "response_obj_oom response_obj_count response_obj_bytes read_buf_count read_buf_bytes "
+    "read_buf_bytes_free read_buf_oom reserved_fds cmd_get cmd_set cmd_flush cmd_touch cmd_meta "
+    "get_hits get_misses get_expired get_flushed delete_misses delete_hits incr_misses "
+    "incr_hits decr_misses decr_hits cas_misses cas_hits cas_badval touch_hits touch_misses "
+    "store_too_large store_no_memory auth_cmds auth_errors idle_kicks bytes_read bytes_written "
+    "limit_maxbytes accepting_conns listen_disabled_num time_in_listen_disabled_us threads "
+    "conn_yields hash_power_level hash_bytes hash_is_expanding slab_reassign_rescues "
     "slab_reassign_chunk_rescues slab_reassign_evictions_nomem slab_reassign_inline_reclaim "
     "slab_reassign_busy_items slab_reassign_busy_deletes slab_reassign_running slabs_moved "
     "lru_crawler_running lru_crawler_starts lru_maintainer_juggles malloc_fails "
     "log_worker_dropped log_worker_written log_watcher_skipped log_watcher_sent log_watchers "
     "ssl_new_sessions ssl_handshake_errors time_since_server_cert_refresh "
+    "unexpected_napi_ids round_robin_fallback "
     "bytes curr_items total_items slab_global_page_pool expired_unfetched evicted_unfetched "
     "evicted_active evictions reclaimed crawler_reclaimed crawler_items_checked "
     "lrutail_reflocked moves_to_cold moves_to_warm moves_within_lru direct_reclaims "
     "lru_bumps_dropped"
 ).split()
 
+#: rows memcached prints only while a setting is on (``server_stats``): the `Settings`
+#: field that decides each
+ONLY_WITH = {
+    "rejected_connections": "maxconns_fast",
+    "idle_kicks": "idle_timeout",
+    **dict.fromkeys(
+        "slab_reassign_rescues slab_reassign_chunk_rescues slab_reassign_evictions_nomem "
+        "slab_reassign_inline_reclaim slab_reassign_busy_items slab_reassign_busy_deletes "
+        "slab_reassign_running slabs_moved".split(),
+        "slab_reassign",
+    ),
+    "lru_crawler_running": "lru_crawler",
+    "lru_crawler_starts": "lru_crawler",
+    "lru_maintainer_juggles": "lru_maintainer",
+    **dict.fromkeys(
+        "evicted_active moves_to_cold moves_to_warm moves_within_lru direct_reclaims "
+        "lru_bumps_dropped".split(),
+        "lru_segmented",
+    ),
+}
 
-def ordered(values: dict[str, object]) -> list[tuple[str, object]]:
-    """`values` in memcached's order; names memcached does not have go last."""
-    out = [(name, values[name]) for name in GENERAL_ORDER if name in values]
+#: memcached's figures of machinery mcached does without, always 0 here: its response
+#: objects and read buffers (mcached's connections own their buffers), the descriptors it
+#: reserves, the LRU maintainer's juggles, the logger's (``watch``) buffers, NAPI ids and
+#: the round-robin fallback of its connection dispatch
+ABSENT_ROWS = (
+    "response_obj_oom response_obj_count response_obj_bytes read_buf_count read_buf_bytes "
+    "read_buf_bytes_free read_buf_oom reserved_fds lru_maintainer_juggles log_worker_dropped "
+    "log_worker_written log_watcher_skipped log_watcher_sent log_watchers unexpected_napi_ids "
+    "round_robin_fallback"
+).split()
+
+
+def ordered(
+    values: dict[str, object], hidden: frozenset[str] = frozenset()
+) -> list[tuple[str, object]]:
+    """`values` in memcached's order, less the `hidden` rows; names memcached does not have
+    go last."""
+    out = [(name, values[name]) for name in GENERAL_ORDER if name in values and name not in hidden]
     known = set(GENERAL_ORDER)
     out.extend((k, v) for k, v in values.items() if k not in known)
     return out

@@ -76,7 +76,7 @@ STORE_CMD = ("null", "add", "set", "replace", "append", "prepend", "cas")
 CMD_ADD, CMD_SET, CMD_REPLACE, CMD_APPEND, CMD_PREPEND, CMD_CAS = 1, 2, 3, 4, 5, 6
 DELETE_CMD = ("null", "delete", "md")
 TRANSPORT = ("local", "tcp", "udp")
-TCP = 1
+LOCAL, TCP = 0, 1  # local: a unix domain socket
 CLOSE_REASON = ("error", "normal", "idle_timeout", "shutdown")
 ERROR, NORMAL, IDLE_TIMEOUT, SHUTDOWN = 0, 1, 2, 3
 

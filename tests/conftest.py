@@ -35,10 +35,29 @@ class Server:
     port: int
     udp_port: int = 0
     handle: Any = field(default=None, repr=False)
+    path: str = ""  # -s: the unix domain socket it serves instead of TCP
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+
+def unix_path(args: list[str]) -> str:
+    """The ``-s`` path among memcached-style flags, or ""."""
+    return args[args.index("-s") + 1] if "-s" in args else ""
+
+
+def wait_for_unix(path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -73,8 +92,12 @@ def _start_memcached(args: list[str]) -> Server:
         cmd += ["-u", "root"]
     cmd += args
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    path = unix_path(args)
     try:
-        wait_for_port(port)
+        if path:  # -s: no TCP port, the socket file
+            wait_for_unix(path)
+        else:
+            wait_for_port(port)
     except OSError:
         proc.kill()
         _, err = proc.communicate()
@@ -82,7 +105,7 @@ def _start_memcached(args: list[str]) -> Server:
     udp = 0
     if "-U" in args:
         udp = int(args[args.index("-U") + 1])
-    return Server("memcached", HOST, port, udp, proc)
+    return Server("memcached", HOST, port, udp, proc, path)
 
 
 def _stop_memcached(server: Server) -> None:
@@ -104,7 +127,7 @@ def _start_mcached(args: list[str]) -> Server:
     settings = parse_settings(argv)
     daemon = Daemon(settings)
     daemon.start()
-    return Server("mcached", HOST, daemon.port, daemon.udp_port, daemon)
+    return Server("mcached", HOST, daemon.port, daemon.udp_port, daemon, unix_path(list(args)))
 
 
 def _stop_mcached(server: Server) -> None:
@@ -140,7 +163,7 @@ def _start_mcached_procs(args: list[str]) -> Server:
         notify.close()
         os.unlink(notify_path)
         os.rmdir(notify_dir)
-    return Server("mcached-procs", HOST, port, 0, proc)
+    return Server("mcached-procs", HOST, port, 0, proc, unix_path(args))
 
 
 def _stop_mcached_procs(server: Server) -> None:

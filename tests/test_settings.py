@@ -14,7 +14,14 @@ import pytest
 
 from mcached import cli, settings
 from mcached.cli import parse_settings
-from mcached.settings import MB, OPTIONS, Settings, SettingsError, stats_settings
+from mcached.settings import (
+    MB,
+    OPTIONS,
+    STATS_SETTINGS_ORDER,
+    Settings,
+    SettingsError,
+    stats_settings,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -182,10 +189,42 @@ def test_errors_are_memcacheds(argv: list[str], message: str, code: int) -> None
 
 
 def test_ignored_memcached_options_warn(capsys: pytest.CaptureFixture[str]) -> None:
-    assert isinstance(settle(["-o", "hashpower=20,no_modern"]), Settings)
+    assert isinstance(settle(["-o", "hashpower=20,hot_lru_pct=30"]), Settings)
     err = capsys.readouterr().err
     assert "warning: -o hashpower: memcached-internal option, accepted and ignored" in err
-    assert "warning: -o no_modern: memcached-internal option, accepted and ignored" in err
+    assert "warning: -o hot_lru_pct: memcached-internal option, accepted and ignored" in err
+
+
+def test_no_modern_is_memcacheds_old_defaults() -> None:
+    s = settle(["-o", "no_modern"])
+    assert isinstance(s, Settings)
+    assert (s.slab_chunk_max, s.slab_reassign, s.slab_automove, s.maxconns_fast) == (
+        MB,
+        False,
+        0,
+        False,
+    )
+    assert not (s.lru_crawler or s.lru_maintainer or s.lru_segmented)
+    s = settle(["-o", "slab_chunk_max=16384,no_modern"])
+    assert isinstance(s, Settings) and s.slab_chunk_max == 16384  # given first: kept
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-o", "slab_automove"], {"slab_automove": 1}),  # memcached: alone means 1
+        (["-o", "no_lru_maintainer"], {"lru_maintainer": False, "lru_segmented": False}),
+        (["-o", "no_lru_maintainer,lru_maintainer"], {"lru_segmented": True}),
+        (["-a", "0766"], {"unix_mask": 0o766}),
+        (["-a", "77x"], {"unix_mask": 0o77}),  # strtol(.., 8): the digits before the rest
+        (["-a", "x"], {"unix_mask": 0}),
+        (["-s", "/run/mc.sock", "-X"], {"unix_socket": "/run/mc.sock", "dump_enabled": False}),
+    ],
+)
+def test_memcached_flags_issue_12(argv: list[str], expected: dict[str, object]) -> None:
+    s = settle(argv)
+    assert isinstance(s, Settings)
+    assert {k: getattr(s, k) for k in expected} == expected
 
 
 def test_stats_settings_formats() -> None:
@@ -205,7 +244,12 @@ def test_stats_settings_formats() -> None:
     rows = dict(stats_settings(s))
     assert (rows["evictions"], rows["auth_enabled_ascii"], rows["inter"]) == ("off", "users", "a,b")
     assert (rows["ssl_verify_mode"], rows["ssl_min_version"]) == ("3", "tlsv1.3")
-    assert list(rows) == [o.stat for o in OPTIONS.values() if o.stat]  # declaration order
+    assert list(rows) == list(STATS_SETTINGS_ORDER)  # memcached's rows, in its order
+    assert (rows["domain_socket"], rows["umask"], rows["auth_enabled_sasl"]) == (
+        "NULL",
+        "700",
+        "no",
+    )
 
 
 def test_help_lists_every_flag_and_extended_option() -> None:

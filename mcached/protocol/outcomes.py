@@ -92,6 +92,10 @@ class Error(_Member):
     MEMLIMIT_FAILED = "memlimit_failed"
     BAD_CLASS = "bad_class"  # lru_crawler with a class id that does not exist
     CRAWLER_FAILED = "crawler_failed"  # lru_crawler crawl hash
+    METADUMP_DISABLED = "metadump_disabled"  # lru_crawler metadump under -X
+    BAD_COMMAND_LINE = "bad_command_line"  # stats cachedump without its two numbers
+    ILLEGAL_SLAB_ID = "illegal_slab_id"  # stats cachedump past memcached's 63 classes
+    CACHEDUMP_DISABLED = "cachedump_disabled"  # stats cachedump under -X
     REASSIGN_DISABLED = "reassign_disabled"  # -o no_slab_reassign
     REASSIGN_BUSY = "reassign_busy"
     REASSIGN_BAD_CLASS = "reassign_bad_class"
@@ -160,6 +164,9 @@ class Replies(Protocol):
     ) -> None:
         """``lru_crawler metadump``: (key, exptime or -1, last access, cas, fetched, size,
         class id) rows, times as Unix time."""
+
+    def reply_cachedump(self, out: Out, rows: Iterable[tuple[bytes, int, int]]) -> None:
+        """``stats cachedump``: (key, value length, exptime as Unix time or 0) rows."""
 
     def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
         """``config get <key>``: the auto-discovery data (ElastiCache's endpoint)."""

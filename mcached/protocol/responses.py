@@ -31,6 +31,7 @@ VALUE_END = b"\r\nEND\r\n"  # what follows the value of a single-key get
 # over -c, before any request; to a UDP request spread over several datagrams.
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
 UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
+CACHEDUMP_MAX = 2 * 1024 * 1024  # bytes of a stats cachedump reply (memcached's)
 
 LINES: dict[Outcome | Error, bytes] = {
     Outcome.STORED: b"STORED\r\n",
@@ -62,6 +63,11 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.MEMLIMIT_FAILED: b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n",
     Error.BAD_CLASS: b"BADCLASS invalid class id\r\n",
     Error.CRAWLER_FAILED: b"ERROR an unknown error happened\r\n",
+    Error.METADUMP_DISABLED: b"ERROR metadump not allowed\r\n",
+    # stats cachedump (proto_text.c process_stat)
+    Error.BAD_COMMAND_LINE: b"CLIENT_ERROR bad command line\r\n",
+    Error.ILLEGAL_SLAB_ID: b"CLIENT_ERROR Illegal slab id\r\n",
+    Error.CACHEDUMP_DISABLED: b"CLIENT_ERROR stats cachedump not allowed\r\n",
     # slabs reassign (proto_text.c process_slabs_reassign_command)
     Error.REASSIGN_DISABLED: b"CLIENT_ERROR slab reassignment disabled\r\n",
     Error.REASSIGN_BUSY: b"BUSY currently processing reassign request\r\n",
@@ -216,6 +222,19 @@ class TextReplies:
             )
             for key, exptime, atime, cas, fetched, size, clsid in rows
         ]
+        lines.append(END)
+        out.append(b"".join(lines))
+
+    def reply_cachedump(self, out: Out, rows: Iterable[tuple[bytes, int, int]]) -> None:
+        # memcached's item_cachedump: at most 2 MB of lines (END included), then END
+        lines = []
+        size = 0
+        for key, nbytes, exptime in rows:
+            line = b"ITEM %b [%d b; %d s]\r\n" % (key, nbytes, exptime)
+            size += len(line)
+            if size + 6 > CACHEDUMP_MAX:
+                break
+            lines.append(line)
         lines.append(END)
         out.append(b"".join(lines))
 

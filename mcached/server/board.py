@@ -99,6 +99,7 @@ SERVER_FIGURES = (
     "rejected_connections",
     "listen_disabled_num",
     "idle_kicks",
+    "time_in_listen_disabled_us",
 )
 
 

@@ -11,20 +11,31 @@ With ``-Z`` every TCP listener speaks TLS except those bound from a ``notls:<add
 spec; a worker wraps their accepted sockets (no I/O: the handshake runs on the worker).
 
 UDP (``-U``): the sockets are bound here and served by the workers (`mcached.server.udp`).
+
+A unix domain socket (``-s PATH``, memcached's) replaces the TCP and UDP listeners, as in
+memcached ("disables network support"). It is bound after the daemon detached and gave up
+root (`bind` with ``unix=True``), so the file belongs to the ``-u`` user, with the
+permissions of ``-a`` (memcached binds it under ``umask(~mask & 0777)``). A socket file left
+by an earlier run is removed first; a file that is not a socket is not. ``SO_REUSEPORT``
+does not spread connections over copies of a unix socket, so there is one socket, which
+every worker (thread or process) watches with ``EPOLLEXCLUSIVE``, as the sockets systemd
+passes. The file is removed when the daemon stops, if it is still the one bound.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
-from mcached.addr import format_address, parse_listen, split_notls
+from mcached.addr import parse_listen, split_notls
 from mcached.latency import Latency, split
 from mcached.protocol.parser import Parser
 from mcached.server.board import (
@@ -39,7 +50,7 @@ from mcached.server.board import (
 from mcached.server.eventlog import EventLog
 from mcached.server.tls import TLS
 from mcached.server.udp import UdpServer
-from mcached.server.workers import Worker
+from mcached.server.workers import Worker, sock_name
 from mcached.settings import Settings
 from mcached.stats import Counters
 
@@ -100,6 +111,30 @@ def bind_sockets(
     return groups
 
 
+def bind_unix(path: str, mask: int, backlog: int) -> socket.socket:
+    """A listening unix domain socket at `path`, its file's mode `mask` (memcached's
+    ``server_socket_unix``: a socket file left there is replaced, the mode set by the umask
+    in force while binding)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(~mask & 0o777)
+        try:
+            s.bind(path)
+        finally:
+            os.umask(old)
+        s.listen(backlog)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 class Hooks(Protocol):
     """What the server asks of whoever runs it (the daemon): decisions that are not its own."""
 
@@ -133,6 +168,11 @@ class Server:
         # systemd passes). `tcp` and `udp`: the first of each group.
         self.tcp_groups: list[list[socket.socket]] = [[t] for t in tcp_sockets or []]
         self.udp_groups: list[list[socket.socket]] = []
+        # -s: the unix domain socket, one that every worker shares, and its file's identity
+        # (device, inode) while bound, so that a stop removes only the file it made
+        self.unix: socket.socket | None = None
+        self._unix_file: tuple[int, int] | None = None
+        self.started = time.monotonic()  # the listeners' secs_since_last_cmd in stats conns
         # -Z: every TCP listener speaks TLS except those bound from a notls: address
         self.tls = TLS(settings) if settings.ssl_enabled else None
         self.notls: set[socket.socket] = set()
@@ -163,14 +203,27 @@ class Server:
         return [group[0] for group in self.udp_groups]
 
     def listening(self, slot: int) -> list[socket.socket]:
-        """The TCP sockets worker `slot` accepts on: its copy of each address's."""
-        return [group[slot % len(group)] for group in self.tcp_groups]
+        """The sockets worker `slot` accepts on: its copy of each TCP address's, and the
+        unix socket (one for all)."""
+        out = [group[slot % len(group)] for group in self.tcp_groups]
+        if self.unix is not None:
+            out.append(self.unix)
+        return out
 
     def datagram_sockets(self, slot: int) -> list[socket.socket]:
         return [group[slot % len(group)] for group in self.udp_groups]
 
-    def bind(self) -> None:
+    def bind(self, unix: bool = True) -> None:
+        """Bind what is not bound yet: the TCP and UDP sockets, or with ``-s`` (which
+        replaces them) the unix socket when `unix` (the daemon binds that one after it
+        detached and gave up root: `unix` false before)."""
         s = self.settings
+        if s.unix_socket:
+            if unix and self.unix is None:
+                self.unix = bind_unix(s.unix_socket, s.unix_mask, s.tcp_backlog)
+                st = os.stat(s.unix_socket)
+                self._unix_file = (st.st_dev, st.st_ino)
+            return
         copies = self.board.slots
         if not self.tcp_groups:
             self.tcp_groups = bind_sockets(
@@ -205,12 +258,27 @@ class Server:
                 w.join((drain or 0) + timeout)
 
     def close_sockets(self) -> None:
-        for group in (*self.tcp_groups, *self.udp_groups):
+        unix = [[self.unix]] if self.unix is not None else []
+        for group in (*self.tcp_groups, *self.udp_groups, *unix):
             for sock in group:
                 try:
                     sock.close()
                 except OSError:
                     pass
+
+    def remove_unix_file(self) -> None:
+        """The daemon stopped: remove the unix socket's file, if it is still the one bound
+        (not one a newer daemon made meanwhile)."""
+        path, made = self.settings.unix_socket, self._unix_file
+        if not path or made is None:
+            return
+        self._unix_file = None
+        try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == made:
+                os.unlink(path)
+        except OSError:
+            pass  # gone already, or a directory we may no longer write to (after -u)
 
     @property
     def ports(self) -> list[int]:
@@ -308,22 +376,42 @@ class Server:
     def per_process(self, key: str) -> list[Any]:
         return list(self._per_process(key).values())
 
-    def conns_stats(self) -> list[tuple[str, object]]:
-        """``stats conns``: the listening sockets, then every worker's connections."""
-        self.gather(CONNS)
+    def conns_stats(self, asking: object = None) -> list[tuple[str, object]]:
+        """``stats conns`` as memcached prints it: the listening sockets, the UDP sockets
+        (one per worker, as memcached's per-thread UDP connections), then every worker's
+        connections; `asking` (the connection that asked) is in ``conn_parse_cmd``."""
+        worker = self.current()
+        if worker is not None:
+            worker.asking = asking
+        try:
+            self.gather(CONNS)
+        finally:
+            if worker is not None:
+                worker.asking = None
         out: list[tuple[str, object]] = []
-        for t in self.tcp:
+        now = time.monotonic()
+        since_start = int(now - self.started)
+        listeners = [(t, False) for t in self.tcp]
+        if self.unix is not None:
+            listeners.append((self.unix, False))
+        listeners += [(u, True) for group in self.udp_groups for u in group]
+        for sock, udp in listeners:
             try:
-                fd = t.fileno()
-                out.append((f"{fd}:addr", "tcp:" + format_address(t.getsockname())))
-                out.append((f"{fd}:state", "conn_listening"))
+                fd = sock.fileno()
+                addr = sock_name(sock)
             except OSError:
                 continue
-        now = time.monotonic()
+            if fd < 0:
+                continue
+            if udp:
+                out.append((f"{fd}:UDP", "UDP"))
+            out.append((f"{fd}:addr", addr))
+            out.append((f"{fd}:state", "conn_read" if udp else "conn_listening"))
+            out.append((f"{fd}:secs_since_last_cmd", since_start))
         rows = [row for entry in self.blob_entries("conns") for row in entry]
         for fd, peer, listen_addr, state, last_cmd in sorted(rows):
-            out.append((f"{fd}:addr", f"tcp:{peer}"))
-            out.append((f"{fd}:listen_addr", f"tcp:{listen_addr}"))
+            out.append((f"{fd}:addr", peer))
+            out.append((f"{fd}:listen_addr", listen_addr))
             out.append((f"{fd}:state", state))
             out.append((f"{fd}:secs_since_last_cmd", int(now - last_cmd)))
         return out

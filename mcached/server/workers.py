@@ -116,15 +116,39 @@ class Host(Protocol):
     def request_shutdown(self, graceful: bool) -> None: ...
 
 
+def transport(sock: socket.socket, kind: str = "tcp") -> str:
+    """memcached's name for a socket's transport in ``stats conns``: tcp, tcp6, udp, udp6,
+    unix."""
+    if sock.family == socket.AF_UNIX:
+        return "unix"
+    return kind + "6" if sock.family == socket.AF_INET6 else kind
+
+
+def sock_name(sock: socket.socket) -> str:
+    """``<transport>:<address>`` of a listening socket, as ``stats conns`` prints it."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        return "unix:" + text
+    kind = "udp" if sock.type == socket.SOCK_DGRAM else "tcp"
+    return f"{transport(sock, kind)}:{format_address(name)}"
+
+
+# memcached's address text for a unix domain client: it keeps no peer address for one
+# (``request_addr_size`` 0), so ``stats conns`` prints address family 0
+UNIX_PEER = "?:<AF 0>"
+
+
 class _Listening:
     """Marks a listening socket among the poller's owners."""
 
-    __slots__ = ("sock", "addr", "tls")
+    __slots__ = ("sock", "addr", "tls", "unix")
 
     def __init__(self, sock: socket.socket, tls: bool) -> None:
         self.sock = sock
-        self.addr = format_address(sock.getsockname())
-        self.tls = tls
+        self.addr = sock_name(sock)  # "tcp:127.0.0.1:11211", "unix:/run/memcached.sock"
+        self.unix = sock.family == socket.AF_UNIX
+        self.tls = tls and not self.unix  # memcached: a unix socket never speaks TLS
 
 
 class Worker:
@@ -157,12 +181,14 @@ class Worker:
         self.selector.register(self._wake, READ, None)
         self._listening = [_Listening(t, t not in server.notls) for t in server.listening(slot)]
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
+        self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
         self._udp = server.datagram_sockets(slot)
         for u in self._udp:
             self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
         self.trace = False  # -vvv: log every command and reply
+        self.asking: object = None  # the connection whose stats conns is being answered
         self._stopping = False
         self._drain_until: float | None = None
         self._seen = [0] * board.requesters  # requests of each other worker (or asker) answered
@@ -323,12 +349,22 @@ class Worker:
         return self.board.gather(self.slot, kinds, answer)
 
     def conns_rows(self) -> list[tuple[int, str, str, str, float]]:
-        """(fd, peer, listen address, state, last command) of each open connection."""
-        return [
-            (c.fd, c.peer, c.listen_addr, c.state, c.last_cmd)
-            for c in self.conns
-            if c.state != CLOSED
-        ]
+        """(fd, address, listen address, state, last command) of each open connection, as
+        ``stats conns`` names them: the one asking is in ``conn_parse_cmd``, one part-way
+        through a value in ``conn_nread``."""
+        rows = []
+        for c in self.conns:
+            state = c.state
+            if state == CLOSED:
+                continue
+            if c is self.asking:
+                state = "conn_parse_cmd"
+            elif state == READING and c.parser.in_data_block:
+                state = "conn_nread"
+            proto = c.listen_addr.partition(":")[0]
+            addr = UNIX_PEER if proto == "unix" else f"{proto}:{c.peer}"
+            rows.append((c.fd, addr, c.listen_addr, state, c.last_cmd))
+        return rows
 
     # ---- accepting ----
 
@@ -374,7 +410,7 @@ class Worker:
             board.add_figure(self.slot, "total_connections")
             conn = Connection(
                 sock,
-                format_address(peer),
+                lst.addr if lst.unix else format_address(peer),  # a unix client has no name
                 lst.addr,
                 self,
                 self.dispatch,
@@ -394,9 +430,12 @@ class Worker:
                 self.selector.unregister(lst.sock)
             self.board.set_word(self.slot, W_ACCEPTING, 0)
             self.board.add_figure(self.slot, "listen_disabled_num")
+            self._paused_at = time.monotonic()
         self._paused_until = time.monotonic() + ACCEPT_BACKOFF
 
     def _resume_accepting(self) -> None:
+        paused = time.monotonic() - self._paused_at
+        self.board.add_figure(self.slot, "time_in_listen_disabled_us", int(paused * 1e6))
         self._paused_until = 0.0
         if self._stopping:
             return
@@ -576,6 +615,9 @@ class Worker:
 
     def _conn_event(self, kind: int, conn: Connection, reason: str) -> None:
         host, _, port = conn.peer.rpartition(":")
+        transport = watch.TCP
+        if conn.listen_addr.startswith("unix:"):  # memcached: rip=unix rport=0 transport=local
+            host, port, transport = "unix", "0", watch.LOCAL
         why = watch.NORMAL
         if reason == "idle timeout":
             why = watch.IDLE_TIMEOUT
@@ -584,4 +626,4 @@ class Worker:
         elif "error" in reason:
             why = watch.ERROR
         rport = int(port) if port.isdigit() else 0
-        self.events.conn_event(kind, host.strip("[]"), rport, watch.TCP, why, conn.fd)
+        self.events.conn_event(kind, host.strip("[]"), rport, transport, why, conn.fd)

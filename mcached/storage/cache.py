@@ -72,6 +72,7 @@ from mcached.storage.arena import (
     I32,
     NSTAT,
     OFF_CAS,
+    OFF_CLSID,
     OFF_EXPTIME,
     OFF_FETCHED,
     OFF_REF,
@@ -298,6 +299,7 @@ class Cache:
         unpack = GET_HDR.unpack_from
         pack = HDR.pack_into
         gone = self._gone_locked
+        reclaimed = self._reclaimed_locked
         read_chained = items.read_chained
         link = self._link_locked
         slow = self._store_slow
@@ -362,11 +364,13 @@ class Cache:
                     part, i, a, exptime, itime, cas
                 ):
                     return None
-                # the LRU bump: one byte each, written only when it changes
-                if not ref:
-                    pm[a + 2] = 1  # OFF_REF
+                # the LRU bump, memcached's do_item_bump: the first read only marks the item
+                # fetched, a later one references it (a read right after a store does not
+                # protect it: lru.t); one byte, written only when it changes
                 if not fetched:
                     pm[a + 3] = 1  # OFF_FETCHED
+                elif not ref:
+                    pm[a + 2] = 1  # OFF_REF
                 part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
                 if st & 2:  # ST_CHAINED
                     return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
@@ -441,7 +445,7 @@ class Cache:
                             old_cas,
                             _,
                         ) = unpack(pm, a)
-                        if (old_exp or part.flush_at or old_cas <= part.flush_seq) and gone(
+                        if (old_exp or part.flush_at or old_cas <= part.flush_seq) and reclaimed(
                             part, i, a, old_exp, old_time, old_cas
                         ):
                             a = -1
@@ -549,17 +553,19 @@ class Cache:
 
     # ---- lookups (partition lock held) ----
 
-    def _find_locked(self, part: Partition, key: bytes, h: int) -> int:
+    def _find_locked(self, part: Partition, key: bytes, h: int, storing: bool = False) -> int:
         """The slot of `key`'s live item, or ``-1 - slot`` where it would be inserted. An
         expired or flushed item found on the way is unlinked and counted (memcached's
-        ``do_item_get``: get_expired / get_flushed, whatever the command)."""
+        ``do_item_get``: get_expired / get_flushed, whatever the command; when `storing`, its
+        memory goes to the new item: reclaimed)."""
         i = self._raw_find_locked(part, key, h)
         if i < 0:
             return i
         a = part.tbl[i] & ADDR_MASK
         exptime, itime, _, cas, _ = TAIL_HDR.unpack_from(self._pm, a + OFF_EXPTIME)
+        drop = self._reclaimed_locked if storing else self._gone_locked
         if (exptime or part.flush_at or cas <= part.flush_seq) and (
-            self._gone_locked(part, i, a, exptime, itime, cas)
+            drop(part, i, a, exptime, itime, cas)
         ):
             return -1 - i  # unlinked: its slot (now a tombstone) takes the new item
         return i
@@ -597,6 +603,24 @@ class Cache:
             part.count_get_gone(flushed=False)
         else:
             return False
+        self._items.unlink_locked(part, i, a)
+        return True
+
+    def _reclaimed_locked(
+        self, part: Partition, i: int, a: int, exptime: int, itime: int, cas: int
+    ) -> bool:
+        """A store found its key's item flushed or expired: unlink it, counted as reclaimed
+        (and expired_unfetched), not as a get. memcached reuses that memory for the new item
+        (its allocation pulls the expired item off the LRU tail first, issue_163/183);
+        True if so."""
+        now = self._now()
+        if not (exptime and exptime <= now) and not self._items.is_flushed(part, cas, itime, now):
+            return False
+        pm = self._pm
+        base = pm[a + OFF_CLSID] * NSTAT
+        part.cst[base + S_RECLAIMED] += 1
+        if not pm[a + OFF_FETCHED]:
+            part.cst[base + S_EXPIRED_UNFETCHED] += 1
         self._items.unlink_locked(part, i, a)
         return True
 
@@ -693,7 +717,7 @@ class Cache:
         steal_ok: bool,
     ) -> StoreResult | int:
         """`store` under the partition lock; an int (a class id) asks for a page first."""
-        i = self._find_locked(part, key, h)
+        i = self._find_locked(part, key, h, storing=True)
         old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
         pm = self._pm
         if mode is _SET:
@@ -1150,6 +1174,31 @@ class Cache:
         for row in self._walk():
             if classes is None or row[6] in classes:
                 yield row
+
+    def cachedump(self, clsid: int, limit: int = 0) -> list[tuple[bytes, int, int]]:
+        """``stats cachedump``: (key, value length, exptime in server time, 0: never) of the
+        live items of class `clsid`, newest first as memcached's LRU lists them (by last
+        store or bump, then CAS), at most `limit` (0: all). A read-only walk of the item
+        tables, partition by partition, never one long lock."""
+        items = self._items
+        pm = self._pm
+        now = self._now()
+        found = []
+        for part in self._parts:
+            with self._hold, part:
+                for _, a in items.iter_items(part):
+                    _, nkey, _, _, nbytes, _, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(
+                        pm, a
+                    )
+                    if cid != clsid or (exptime and exptime <= now):
+                        continue
+                    if items.is_flushed(part, cas, itime, now):
+                        continue
+                    found.append((itime, cas, pm[a + HEADER : a + HEADER + nkey], nbytes, exptime))
+        found.sort(reverse=True)
+        if limit:
+            del found[limit:]
+        return [(key, nbytes, exptime) for _, _, key, nbytes, exptime in found]
 
     def _walk(
         self, live_only: bool = True

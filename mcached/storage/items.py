@@ -116,6 +116,9 @@ log = logging.getLogger("mcached.storage")
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
 NEED_PAGE = -2  # the class has no page (or too few chunks for a chained item)
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
+# chunks the hand looks at for an expired or flushed item before a class takes a new page
+# (memcached's lru_pull_tail looks at 5 items of the tail before each allocation)
+RECLAIM_SCAN = 5
 # (memcached looks at 5 items of the LRU tail; the crawler reclaims what the hand misses)
 
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
@@ -370,8 +373,28 @@ class Items:
         return got
 
     def _alloc_locked(self, cls: SlabClass, part: Partition, now: int) -> int:
-        """Class lock held: free chunk, else a new page, else evict from the clock hand."""
+        """Class lock held: free chunk, else an expired or flushed item's chunk near the
+        clock hand (memcached reuses an expired item's memory before it takes more:
+        ``do_item_alloc_pull``; counted in ``reclaimed``), else a new page, else evict from
+        the clock hand."""
         a = cls.chunk_pop_locked()
+        if a < 0 and cls.npages:
+            pool = self.pool
+            with pool.lock:
+                room = pool.room()
+            # Only while a new page would be taken: with memory full, the eviction below
+            # reclaims what is dead at the hand anyway, and a look ahead here would move the
+            # hand past live items it has not given their turn.
+            if room:
+                w, b = cls.w, cls.b
+                hand = w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK]
+                a = self._evict_locked(cls, part, now, dead_only=True)
+                if a >= 0:
+                    self.pm[a] = ST_RESERVED
+                    return a  # the dead item's chunk (the hand just passed it)
+                # nothing dead: the hand goes back, so the look ahead moves it past no live
+                # item (a class growing a page per item would otherwise spin it)
+                w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK] = hand
         if a < 0:
             pno = self.pool.take(cls.id)
             if pno >= 0:
@@ -387,14 +410,19 @@ class Items:
         cls.count_used(1)
         return a
 
-    def _evict_locked(self, cls: SlabClass, part: Partition, now: int) -> int:
+    def _evict_locked(
+        self, cls: SlabClass, part: Partition, now: int, dead_only: bool = False
+    ) -> int:
         """Class lock held: free the chunk of the next clock candidate, reclaiming it if it is
-        expired or flushed, evicting it otherwise (not with -M). Its address, or NO_ROOM."""
+        expired or flushed, evicting it otherwise (not with -M, nor `dead_only`: then only
+        the next `RECLAIM_SCAN` chunks are looked at). Its address, or NO_ROOM."""
         parts = self.parts
         pmask = self.pmask
-        evict = self.evictions
+        evict = self.evictions and not dead_only
         pm = self.pm
-        if evict:
+        if dead_only:
+            limit = RECLAIM_SCAN
+        elif evict:
             # two turns: the first may only clear reference bytes
             limit = (2 * cls.npages + 1) * cls.perslab
         else:

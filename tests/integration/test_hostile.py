@@ -564,8 +564,9 @@ def test_bug_an_accept_error_killed_the_listener(server_factory: Callable[..., S
 
     class Listening:  # what a worker keeps of a listening socket
         sock = FlakyListener()
-        addr = "127.0.0.1:0"
+        addr = "tcp:127.0.0.1:0"
         tls = False
+        unix = False
 
     client = socket.create_connection(real.getsockname(), timeout=5)
     try:

@@ -588,11 +588,13 @@ def test_overwrites_keep_the_counters_exact(clock: FakeClock) -> None:
     cache.store(SET, b"k", b"z" * 20, exptime=10)
     clock.advance(10)
     assert cache.crawl() == 1 and cache.stats()["curr_items"] == 0
-    # a set over an expired item: counted as such, replaced by the new one
+    # a set over an expired item: its memory reclaimed for the new one (memcached's
+    # issue_163: its allocation pulls the expired item first), not counted as a get
     cache.store(SET, b"e", b"1", exptime=1)
     clock.advance(1)
     assert cache.store(SET, b"e", b"2") is StoreResult.STORED
-    assert cache.stats()["get_expired"] == 1 and cache.stats()["curr_items"] == 1
+    st = cache.stats()
+    assert (st["get_expired"], st["reclaimed"], st["curr_items"]) == (0, 1, 1)
     assert cache.get(b"e") == (b"2", 0, cache.get(b"e")[2])  # type: ignore[index]
 
 
@@ -701,3 +703,47 @@ def test_keys_over_250_bytes_are_a_caller_bug(clock: FakeClock) -> None:
     with pytest.raises(ValueError):
         cache.store(SET, b"k" * 251, b"x")
     assert cache.store(SET, b"k" * 250, b"x") is StoreResult.STORED
+
+
+def test_issue_14_expired_items_memory_is_reused_before_a_new_page(clock: FakeClock) -> None:
+    """memcached's t/issue_14.t: ten 65 KB items expire; ten more of the same class take
+    their chunks (counted as reclaimed), not a second page."""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    for i in range(10):
+        cache.store(SET, b"key%d" % i, value_for(b"key%d" % i, 66560), exptime=2)
+    malloced = cache.slabs_stats()[1]["total_malloced"]
+    clock.advance(4)
+    for i in range(10, 20):
+        key = b"key%d" % i
+        assert cache.store(SET, key, value_for(key, 66560), exptime=2) is StoreResult.STORED
+    assert cache.slabs_stats()[1]["total_malloced"] == malloced
+    st = cache.stats()
+    # each new item took a free chunk or a dead item's (the rest wait to be found expired)
+    assert st["reclaimed"] > 0 and st["evictions"] == 0
+    assert st["curr_items"] == 20 - st["reclaimed"]
+    check_consistent(cache)
+
+
+def test_issue_14_the_look_ahead_leaves_live_items_their_turn(clock: FakeClock) -> None:
+    """A class that takes a page per item looks ahead of its hand each time and finds
+    nothing dead: the hand stays, and evictions go oldest first."""
+    cache = Cache(memory_limit=16 * MB, clock=clock, slab_reassign=False, slab_automove=0)
+    big = b"x" * (MB - 250)
+    for i in range(30):
+        cache.store(SET, b"item_%d" % i, big)
+    alive = [i for i in range(30) if cache.get(b"item_%d" % i) is not None]
+    assert alive == list(range(30 - len(alive), 30)) and len(alive) > 8
+
+
+def test_lru_a_read_right_after_a_store_does_not_protect(clock: FakeClock) -> None:
+    """memcached's t/lru.t: the first read only marks an item fetched; a second one gives
+    it the second chance."""
+    for reads, survives in ((1, False), (2, True)):
+        cache = Cache(memory_limit=16 * MB, clock=clock, slab_reassign=False, slab_automove=0)
+        big = b"x" * (MB - 250)
+        cache.store(SET, b"big", big)
+        for _ in range(reads):
+            assert cache.get(b"big") is not None
+        for i in range(16):
+            cache.store(SET, b"item_%d" % i, big)
+        assert (cache.get(b"big") is not None) is survives
