@@ -78,6 +78,26 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def wait_ready(port: int, timeout: float = 20.0) -> None:
+    """Until the server on `port` answers a plain-text ``version`` (whatever it answers:
+    with -Y it refuses it). The port alone is not enough: worker processes are forked after
+    it is bound, and until one runs, a connection only waits in the backlog."""
+    deadline = time.monotonic() + timeout
+    wait_for_port(port, timeout)
+    while True:
+        try:
+            left = max(0.1, deadline - time.monotonic())
+            with socket.create_connection((HOST, port), timeout=left) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(100):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer on port {port}")
+        time.sleep(0.05)
+
+
 def _start_memcached(args: list[str]) -> Server:
     binary = shutil.which("memcached")
     if binary is None:

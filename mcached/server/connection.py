@@ -20,6 +20,15 @@ nothing for ``--stall-timeout`` seconds is closed by its worker.
 After the client's EOF (a half-close), every request received before it is still answered
 and every reply sent, as memcached does; then the connection closes.
 
+Streams. A reply too large to build at once (a multiget of many large values) is given as
+an iterator of pieces in `stream` instead of pieces in `out`: the connection pulls pieces
+only while less than `STREAM_CAP` bytes wait to be sent, so a client that reads slowly, or
+never, makes the daemon hold that much of its reply, not the whole of it. No command after
+it runs before it is done (its replies would come first, and its reads would see what later
+commands write). `after_sent(callback)` runs the callback once every byte queued so far has
+been sent, or the connection closes: what a reply holds on to (a value sent from the cache's
+own memory) is let go then.
+
 A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
 and loop clock, and four callbacks. `Worker` is the one owner in the daemon; tests build a
 connection over a socketpair with a fake one (tests/server/test_connection.py).
@@ -32,7 +41,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any, Protocol
 
@@ -47,6 +56,7 @@ _monotonic_ns = time.monotonic_ns
 TRACE = 5  # the -vvv log level
 READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 4 * 1024 * 1024  # stop reading past this much unsent output
+STREAM_CAP = 256 * 1024  # a stream's pieces are pulled while less than this waits unsent
 JOIN_MAX = 256 * 1024  # a turn's replies up to this size are joined into one send
 SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
 TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
@@ -121,6 +131,9 @@ class Connection:
         "out_since",
         "_closing",
         "drain_left",
+        "stream",
+        "_after",
+        "_sent_total",
     )
 
     def __init__(
@@ -139,7 +152,7 @@ class Connection:
         self.listen_addr = listen_addr
         self.worker = worker
         self.parser = parser
-        self.out: list[bytes | bytearray] = []
+        self.out: list[bytes | bytearray | memoryview] = []
         self.counters: Counters = worker.counters
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.state = HANDSHAKE if self.tls else READING
@@ -159,6 +172,11 @@ class Connection:
         self.eof = False  # the client half-closed: nothing more is read
         self._closing = ""  # CLOSING: why, logged once the output is sent
         self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
+        self.stream: Iterator[bytes | bytearray | memoryview] | None = None
+        # after_sent callbacks: [bytes sent in all when they may run, callback]; the end is
+        # None until the flush that queues their bytes
+        self._after: deque[list[Any]] = deque()
+        self._sent_total = 0
 
     # ---- state ----
 
@@ -250,12 +268,14 @@ class Connection:
             self._handshake()
             return
         self._drain_output()
+        if self.stream is not None and self._wq_bytes < STREAM_CAP and self.state != CLOSED:
+            self._pull()
         state = self.state
         if state == CLOSED:
             return
         if not self._wq and state == CLOSING:
             self.close(self._closing)
-        elif state == BLOCKED and self._wq_bytes < OUTPUT_SOFT_CAP:
+        elif state == BLOCKED and self._wq_bytes < OUTPUT_SOFT_CAP and self.stream is None:
             # drained enough: go back to parsing what is buffered, then reading
             self.set_state(YIELDED)
         elif not self._wq:
@@ -323,6 +343,8 @@ class Connection:
                     else:
                         others.append(kind)
                 budget -= 1
+                if self.stream is not None:
+                    break  # a streamed reply: nothing after it runs until it is sent
                 if budget and parser.at_end:
                     break  # nothing left: no call just to hear NEED_DATA
             else:
@@ -364,9 +386,11 @@ class Connection:
             row = rows[first]
             row[bucket] += n
             row[-1] += took * n
+        if self.stream is not None:
+            self._pull()
         if self.state == CLOSED:
             return
-        if self._wq_bytes >= OUTPUT_SOFT_CAP:
+        if self._wq_bytes >= OUTPUT_SOFT_CAP or self.stream is not None:
             self.set_state(BLOCKED)
         elif budget == 0:
             self.set_state(YIELDED)
@@ -408,7 +432,50 @@ class Connection:
         while self.state == YIELDED and time.monotonic() < deadline:
             self.process()
 
+    def _pull(self) -> None:
+        """Pieces of the stream, while less than `STREAM_CAP` bytes wait to be sent."""
+        stream = self.stream
+        assert stream is not None
+        out = self.out
+        room = STREAM_CAP - self._wq_bytes
+        try:
+            while room > 0:
+                piece = next(stream, None)
+                if piece is None:
+                    self.stream = None
+                    break
+                out.append(piece)
+                room -= len(piece)
+        except Exception:
+            log.exception("error streaming a reply to %s; closing the connection", self.peer)
+            self.close("internal error")
+            return
+        self.flush()
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything queued so far (this turn's replies included) has
+        been sent, or when the connection closes."""
+        self._after.append([None, callback])
+
+    def _run_after(self) -> None:
+        after = self._after
+        sent = self._sent_total
+        while after and after[0][0] is not None and after[0][0] <= sent:
+            after.popleft()[1]()
+
     def flush(self) -> None:
+        if self._after:
+            self._flush()
+            # the bytes this turn queued end where every unsent byte does
+            end = self._sent_total + self._wq_bytes
+            for entry in self._after:
+                if entry[0] is None:
+                    entry[0] = end
+            self._run_after()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
         out = self.out
         if len(out) == 1:
             data = out.pop()
@@ -440,6 +507,7 @@ class Connection:
             self.close("write error")
             return
         self.counters.bytes_written += sent
+        self._sent_total += sent
         if sent < len(data):
             self._queue((memoryview(data)[sent:],))
             self._refresh_events()
@@ -472,6 +540,7 @@ class Connection:
                 self.close("write error")
                 return
             self.counters.bytes_written += sent
+            self._sent_total += sent
             self._wq_bytes -= sent
             self.out_since = time.monotonic()
             left = sent
@@ -485,6 +554,8 @@ class Connection:
                     left = 0
             if sent < asked:
                 break  # the socket is full
+        if self._after:
+            self._run_after()
         if self.state != CLOSED:
             self._refresh_events()
 
@@ -533,6 +604,14 @@ class Connection:
         self.worker.ready.discard(self)
         self._wq.clear()  # release the values we were sending
         self._wq_bytes = 0
+        self.out.clear()
+        if self.stream is not None:
+            close = getattr(self.stream, "close", None)
+            self.stream = None
+            if close is not None:
+                close()  # a generator's finally blocks let go of what it holds
+        while self._after:
+            self._after.popleft()[1]()
         try:
             self.sock.close()
         except OSError:

@@ -30,7 +30,7 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheClientError
 
 from mcached.auth import AuthFile, AuthFileError, parse_auth_file
-from tests.conftest import HOST, Server, free_port, wait_for_port
+from tests.conftest import HOST, Server, free_port, wait_ready
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -371,7 +371,7 @@ def test_sighup_reloads_the_auth_file(authfile: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port)
+        wait_ready(port)
         server = Server("mcached", HOST, port)
         assert answer(server, LOGIN) == b"STORED\r\n"
         authfile.write_bytes(b"dave:pa55\n")

@@ -24,7 +24,7 @@ import pytest
 
 from mcached.cluster.config import Node, format_data
 from mcached.cluster.sources import name_of
-from tests.conftest import Server, free_port, wait_for_port
+from tests.conftest import Server, free_port, wait_ready
 from tests.wire import Conn, config_reply
 
 pytestmark = pytest.mark.integration
@@ -274,7 +274,7 @@ def test_sighup_rereads_the_file_in_a_real_process(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port)
+        wait_ready(port)
         node = Server("mcached", "127.0.0.1", port)
         before = config_reply(b"1\nlocalhost|127.0.0.1|%d\n" % a)
         assert request(node, GET) == before

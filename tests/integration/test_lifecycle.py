@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOST, free_port, wait_for_port
+from tests.conftest import HOST, free_port, wait_for_port, wait_ready
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def tmp() -> Iterator[Path]:
 def test_stop_signal_mid_pipeline_loses_no_reply(signo: int) -> None:
     proc, port = spawn()
     try:
-        wait_for_port(port)
+        wait_ready(port)
         with Conn((HOST, port)) as conn:
             assert conn.request(b"version\r\n").startswith(b"VERSION ")  # accepted
             n = 1500
@@ -137,7 +137,7 @@ def test_bug_a_client_that_keeps_pipelining_held_the_stop_past_its_deadline() ->
     proc, port = spawn("--shutdown-timeout", "3")
     stop_sending = threading.Event()
     try:
-        wait_for_port(port)
+        wait_ready(port)
         conns = [socket.create_connection((HOST, port), timeout=10) for _ in range(2)]
         one = b"set p 0 0 2\r\nok\r\nget p\r\n"
         answer = b"STORED\r\nVALUE p 0 2\r\nok\r\nEND\r\n"
@@ -187,7 +187,7 @@ def test_shutdown_stops_at_once_dropping_unsent_replies() -> None:
     a client has not read, however long --shutdown-timeout is."""
     proc, port = spawn("-A", "--shutdown-timeout", "60")
     try:
-        wait_for_port(port)
+        wait_ready(port)
         reader, whole = unread_replies(port)
         with Conn((HOST, port)) as admin:
             admin.send(b"shutdown\r\n")
@@ -205,7 +205,7 @@ def test_shutdown_graceful_sends_every_reply_first() -> None:
     already asked for (within --shutdown-timeout) before it exits."""
     proc, port = spawn("-A", "--shutdown-timeout", "60")
     try:
-        wait_for_port(port)
+        wait_ready(port)
         reader, whole = unread_replies(port)
         with Conn((HOST, port)) as admin:
             admin.send(b"shutdown graceful\r\n")
@@ -307,7 +307,7 @@ def test_daemonize_writes_pidfile_and_detaches(tmp: Path) -> None:
         pid = int(pidfile.read_text())
         assert pid != proc.pid
         assert os.getsid(pid) != os.getsid(0)  # a session of its own: detached
-        wait_for_port(port)
+        wait_ready(port)
         with Conn((HOST, port)) as conn:
             assert conn.request(b"version\r\n").startswith(b"VERSION ")
         os.kill(pid, signal.SIGTERM)
@@ -339,7 +339,7 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for_port(port)
+        wait_ready(port)
         with Conn((HOST, port)) as conn:
             settings = conn.request(b"stats settings\r\n")
         assert b"STAT maxbytes 50331648\r\n" in settings  # -m 48 on the command line wins

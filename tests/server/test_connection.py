@@ -21,6 +21,7 @@ from mcached.server.connection import (
     CLOSING,
     OUTPUT_SOFT_CAP,
     READING,
+    STREAM_CAP,
     YIELDED,
     Connection,
 )
@@ -100,7 +101,27 @@ def shutdown(cmd: c.ShutdownCmd, conn: Any) -> None:
     raise Shutdown(graceful=cmd.mode == b"graceful")
 
 
-DISPATCH = {c.Get: get, c.Quit: quit_, c.ShutdownCmd: shutdown}  # nothing else: a KeyError
+RELEASED: list[str] = []
+
+
+def gets(cmd: c.Gets, conn: Any) -> None:
+    """``gets <key>...``: streamed, one ``<key>`` piece of 100 KB per key; each piece's
+    "hold" is let go once it is sent (`after_sent`), or when the stream is dropped."""
+
+    def pieces() -> Iterator[bytes]:
+        try:
+            for key in cmd.keys:
+                conn.after_sent(lambda key=key: RELEASED.append(key.decode()))
+                yield key * (100_000 // len(key))
+            yield b"END\r\n"
+        finally:
+            RELEASED.append("stream closed")
+
+    conn.out.append(b"begin\r\n")
+    conn.stream = pieces()
+
+
+DISPATCH = {c.Get: get, c.Gets: gets, c.Quit: quit_, c.ShutdownCmd: shutdown}  # else KeyError
 
 
 _OPEN: list[Any] = []  # sockets and pollers a test made, closed after it
@@ -363,3 +384,66 @@ def test_a_read_error_closes_the_connection() -> None:
     conn.on_readable()
     assert conn.state == CLOSED and owner.closed == ["read error"]
     assert ours.fileno() == -1
+
+
+# ---- streamed replies ----
+
+
+def test_a_stream_is_pulled_only_as_the_client_reads() -> None:
+    """A reply given as a stream (gets of 40 keys x 100 KB here) is built only while less
+    than STREAM_CAP waits unsent; commands after it wait until it is done."""
+    RELEASED.clear()
+    conn, client, owner = make(sndbuf=4096)
+    keys = [b"k%02d" % i for i in range(40)]
+    client.sendall(b"gets " + b" ".join(keys) + b"\r\nget after\r\n")
+    conn.on_readable()
+    assert conn.stream is not None and conn.state == BLOCKED
+    assert owner.interest(conn) == WRITE  # the rest is not read or parsed meanwhile
+    assert conn.unsent <= STREAM_CAP + 100_000  # one piece past the cap, at most
+    assert conn.parser.buffered == len(b"get after\r\n")
+    got = b""
+    while conn.stream is not None or conn.unsent:
+        assert conn.unsent <= STREAM_CAP + 100_000
+        got += client.recv(1 << 20)
+        conn.on_writable()
+    got += received(client)
+    expected = b"begin\r\n" + b"".join(k * (100_000 // 3) for k in keys) + b"END\r\n"
+    assert got == expected
+    # each hold let go once its bytes were sent, in order; the stream ended when its last
+    # piece was pulled (before the last pieces were sent)
+    assert [r for r in RELEASED if r != "stream closed"] == [k.decode() for k in keys]
+    assert RELEASED.count("stream closed") == 1
+    assert conn.state == YIELDED  # and the command after it runs now
+    conn.process()
+    assert received(client) == b"after\r\n"
+    conn.close()
+
+
+def test_closing_mid_stream_lets_go_of_everything() -> None:
+    RELEASED.clear()
+    conn, client, owner = make(sndbuf=4096)
+    client.sendall(b"gets aaa bbb ccc ddd eee fff\r\n")
+    conn.on_readable()
+    assert conn.stream is not None
+    conn.close("client gone")
+    assert "stream closed" in RELEASED and conn.stream is None
+    assert set(RELEASED) - {"stream closed"} <= {"aaa", "bbb", "ccc", "ddd", "eee", "fff"}
+    # every hold taken was let go: none is still waiting for bytes that will never go
+    assert not conn._after
+
+
+def test_after_sent_waits_for_its_bytes() -> None:
+    conn, client, owner = make(sndbuf=4096)
+    done: list[int] = []
+    conn.out.append(b"y" * 300_000)
+    conn.after_sent(lambda: done.append(1))
+    conn.flush()
+    assert done == [] and conn.unsent  # not sent yet: the client has not read
+    while conn.unsent:
+        client.recv(1 << 20)
+        conn.on_writable()
+    assert done == [1]
+    conn.after_sent(lambda: done.append(2))  # nothing queued: runs at the next flush
+    conn.flush()
+    assert done == [1, 2]
+    conn.close()
