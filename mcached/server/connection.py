@@ -463,23 +463,21 @@ class Connection:
         while after and after[0][0] is not None and after[0][0] <= sent:
             after.popleft()[1]()
 
-    def flush(self) -> None:
-        if self._after:
-            self._flush()
-            # the bytes this turn queued end where every unsent byte does
-            end = self._sent_total + self._wq_bytes
-            for entry in self._after:
-                if entry[0] is None:
-                    entry[0] = end
-            self._run_after()
-            return
-        self._flush()
+    def _sent_after(self) -> None:
+        """after_sent callbacks of this turn: their bytes end where every unsent byte does."""
+        end = self._sent_total + self._wq_bytes
+        for entry in self._after:
+            if entry[0] is None:
+                entry[0] = end
+        self._run_after()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         out = self.out
         if len(out) == 1:
             data = out.pop()
         elif not out:
+            if self._after:
+                self._sent_after()
             return
         else:
             if sum(map(len, out)) > JOIN_MAX:
@@ -489,6 +487,8 @@ class Connection:
                 self._queue(out)
                 out.clear()
                 self._drain_output()
+                if self._after:
+                    self._sent_after()
                 return
             data = b"".join(out)
             out.clear()
@@ -498,6 +498,8 @@ class Connection:
             # earlier replies still wait (keep the order), or too big for one SSL_write
             self._queue((data,))
             self._drain_output()
+            if self._after:
+                self._sent_after()
             return
         try:
             sent = self.sock.send(data)
@@ -511,6 +513,8 @@ class Connection:
         if sent < len(data):
             self._queue((memoryview(data)[sent:],))
             self._refresh_events()
+        if self._after:
+            self._sent_after()
 
     def _queue(self, pieces: Any) -> None:
         if not self._wq:
