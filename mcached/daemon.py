@@ -44,7 +44,7 @@ from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.metrics import MetricsServer
-from mcached.protocol.parser import Parser
+from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.server.board import (
     COUNTERS,
     DETAIL,
@@ -125,7 +125,12 @@ class Daemon:
         auth = self.authfile is not None
 
         def make_parser() -> Parser:
-            return Parser(item_size_max=item_size_max, cas_enabled=cas_enabled, auth=auth)
+            return Parser(
+                item_size_max=item_size_max,
+                cas_enabled=cas_enabled,
+                auth=auth,
+                receive_min=RECEIVE_MIN,
+            )
 
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
         self.server = Server(
@@ -395,6 +400,14 @@ class Daemon:
         inside = any(arena.holding(h) for h in holders)
         for h in holders:
             arena.clear_holder(h)
+        if not inside:
+            # the arena is whole: only what the child was still sending or receiving (its
+            # pins and reserved chunks) is let go here
+            released = sum(self.cache.release_holder(h) for h in holders)
+            if released:
+                log.info(
+                    "released %d pins and reservations of %s %d", released, child.kind, child.slot
+                )
         return inside
 
     def _rebuild(self) -> None:

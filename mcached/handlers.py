@@ -12,12 +12,20 @@ serves a verb in every syntax (see `mcached.protocol.outcomes`).
 
 Hot path: `get` and the storage verbs run once per request, so they bind attributes to
 locals, and `get` has its own one-key path (see there).
+
+Memory. A reply never holds more of the cache than it must: a value of `PIN_MIN` bytes or
+more is sent from the cache's own memory (`Cache.get_ref` lends it, and ``Session.after_sent``
+gives it back once the socket took it), and a multiget whose reply grows past `STREAM_AFTER`
+hands the rest of its keys to the connection as a stream (``Session.stream``): they are looked
+up and rendered only as the client reads, so ``get`` of a thousand large keys that is never
+read costs what a few of them do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcached import MEMCACHED_VERSION, watch
@@ -30,7 +38,7 @@ from mcached.protocol.outcomes import Error, Out, Outcome
 from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
-from mcached.storage.cache import Cache, Hit
+from mcached.storage.cache import Cache, Hit, RefHit, Reservation
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 
 if TYPE_CHECKING:
@@ -42,6 +50,22 @@ class Session(Protocol):
 
     out: Out  # reply pieces, appended by the commands' replies
     counters: Counters
+    #: the rest of a reply, pulled piece by piece as the client reads; nothing after it runs
+    stream: Iterator[bytes | bytearray | memoryview] | None
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once what is in `out` now (and before) is sent, or the connection
+        closes."""
+
+    def receive(
+        self,
+        views: list[memoryview] | None,
+        nbytes: int,
+        done: Callable[[bool], None],
+        abort: Callable[[], None] | None,
+    ) -> None:
+        """Read the next `nbytes` bytes into `views` (None: drop them), then the two after
+        them; ``done(they were CRLF)``, or ``abort()`` if the connection closes first."""
 
 
 class ServerInfo(Protocol):
@@ -178,6 +202,22 @@ def touch_per_key(
     return lookup
 
 
+STREAM_AFTER = 64 * 1024  # a multiget's reply past this size is streamed (see the docstring)
+
+
+def _tally_get(ctr: Counters, looked: int, hits: int) -> None:
+    ctr.cmd_get += looked
+    ctr.get_hits += hits
+    ctr.get_misses += looked - hits
+
+
+def _tally_touch(ctr: Counters, looked: int, hits: int) -> None:
+    # memcached counts gat/gats as touches only (cmd_touch, touch_hits/misses)
+    ctr.cmd_touch += looked
+    ctr.touch_hits += hits
+    ctr.touch_misses += looked - hits
+
+
 class Handlers:
     def __init__(
         self,
@@ -217,6 +257,7 @@ class Handlers:
             c.Prepend: self.store,
             c.Cas: self.store,
             c.TooLarge: self.too_large,
+            c.Incoming: self.incoming,
             c.BadDataChunk: self.bad_data_chunk,
             c.Delete: self.delete,
             c.Incr: self.delta,
@@ -256,7 +297,7 @@ class Handlers:
         # Hot path: one key, the commonest request a cache serves: no loop, and one reply
         # call writes the whole reply (reply_one_value, reply_one_miss).
         key = keys[0]
-        hit = self.cache.get(key)
+        hit = self.cache.get_ref(key)
         ctr = s.counters
         ctr.cmd_get += 1
         if hit is None:
@@ -270,8 +311,13 @@ class Handlers:
                 cmd.reply_one_miss(s.out, key)
             return
         ctr.get_hits += 1
-        value, flags, _ = hit
-        cmd.reply_one_value(s.out, key, value, flags)
+        cmd.reply_one_value(s.out, key, hit[0], hit[1])
+        if len(hit) == 4:  # lent from the cache's memory: given back once it is sent
+            s.after_sent(partial(self.cache.unpin, hit[3]))
+        elif len(hit[0]) >= STREAM_AFTER:
+            # a large value copied out (one chained over several chunks): end the turn
+            # here, so a pipeline of such gets holds one copy at a time, not a turn's worth
+            s.stream = iter(())
 
     def _lookup(
         self,
@@ -302,46 +348,86 @@ class Handlers:
         self,
         cmd: c.Get | c.Gat,
         s: Session,
-        lookup: Callable[[bytes], Hit | None],
+        lookup: Callable[[bytes], Hit | RefHit | None],
         with_cas: bool,
+        tally: Callable[[int, int], None],
         once: bool = True,
-    ) -> int:
-        """Every key of a get/gets/gat/gats looked up and rendered in order; the hits."""
+    ) -> None:
+        """Every key of a get/gets/gat/gats looked up and rendered in order; `tally(looked,
+        hits)` once they all were (or the connection closed first). Up to `STREAM_AFTER`
+        bytes of reply are made now; the rest becomes the connection's stream."""
         out = s.out
-        reply_value = cmd.reply_value
+        size = 0
+        values = self._values(cmd, s, lookup, with_cas, tally, once)
+        for piece in values:
+            out.append(piece)
+            size += len(piece)
+            if size >= STREAM_AFTER:
+                s.stream = values
+                return
+
+    def _values(
+        self,
+        cmd: c.Get | c.Gat,
+        s: Session,
+        lookup: Callable[[bytes], Hit | RefHit | None],
+        with_cas: bool,
+        tally: Callable[[int, int], None],
+        once: bool,
+    ) -> Iterator[bytes | bytearray | memoryview]:
+        """The pieces of a retrieval's reply, key by key (a generator: see `_retrieve`)."""
         keys = cmd.keys
-        cache_get = self._lookup(lookup, keys, once, s)
-        discovery = self.discovery
-        hits = 0
-        for key in keys:
-            hit = cache_get(key)
-            if hit is not None:
-                data, flags, cas = hit
-                reply_value(out, key, data, flags, cas if with_cas else None)
-                hits += 1
-            elif discovery is not None and key == LEGACY_KEY and type(cmd) is c.Get:
-                reply_value(out, key, discovery.data(), 0, None)  # as in get()
-                hits += 1
+        if lookup == self.cache.get_ref:
+            if repeats(keys):
+                # a repeated key's later copies may be sent long after the first: a lent
+                # value could be given back in between, so repeats are served copies
+                lookup = self.cache.get
             else:
-                cmd.reply_miss(out, key)
-        cmd.reply_end(out)
-        return hits
+                lookup = self._lending(lookup, s)
+        cache_get = self._lookup(lookup, keys, once, s)
+        reply_value = cmd.reply_value
+        discovery = self.discovery
+        buf: Out = []
+        hits = looked = 0
+        try:
+            for key in keys:
+                hit = cache_get(key)
+                looked += 1
+                if hit is not None:
+                    reply_value(buf, key, hit[0], hit[1], hit[2] if with_cas else None)
+                    hits += 1
+                elif discovery is not None and key == LEGACY_KEY and type(cmd) is c.Get:
+                    reply_value(buf, key, discovery.data(), 0, None)  # as in get()
+                    hits += 1
+                else:
+                    cmd.reply_miss(buf, key)
+                if buf:
+                    yield from buf
+                    buf.clear()
+            cmd.reply_end(buf)
+            yield from buf
+        finally:
+            # also when the connection closes mid-stream: what was looked up is counted
+            tally(looked, hits)
+
+    def _lending(self, get_ref: Callable[[bytes], Any], s: Session) -> Callable[[bytes], Any]:
+        """`get_ref` whose lent values go back to the cache once the session sent them."""
+        unpin = self.cache.unpin
+        after_sent = s.after_sent
+
+        def lend(key: bytes) -> Any:
+            hit = get_ref(key)
+            if hit is not None and len(hit) == 4:
+                after_sent(partial(unpin, hit[3]))
+            return hit
+
+        return lend
 
     def _get_many(self, cmd: c.Get, s: Session) -> None:
-        hits = self._retrieve(cmd, s, self.cache.get, False)
-        ctr = s.counters
-        n = len(cmd.keys)
-        ctr.cmd_get += n
-        ctr.get_hits += hits
-        ctr.get_misses += n - hits
+        self._retrieve(cmd, s, self.cache.get_ref, False, partial(_tally_get, s.counters))
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
-        hits = self._retrieve(cmd, s, self.cache.get, True)
-        ctr = s.counters
-        n = len(cmd.keys)
-        ctr.cmd_get += n
-        ctr.get_hits += hits
-        ctr.get_misses += n - hits
+        self._retrieve(cmd, s, self.cache.get_ref, True, partial(_tally_get, s.counters))
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         exptime = cmd.exptime
@@ -353,13 +439,9 @@ class Handlers:
         lookup: Callable[[bytes], Hit | None] = get_and_touch
         if repeats(cmd.keys):
             lookup = touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
-        hits = self._retrieve(cmd, s, lookup, type(cmd) is c.Gats, once=False)
-        ctr = s.counters
-        n = len(cmd.keys)
-        # memcached counts gat/gats as touches only (cmd_touch, touch_hits/misses)
-        ctr.cmd_touch += n
-        ctr.touch_hits += hits
-        ctr.touch_misses += n - hits
+        self._retrieve(
+            cmd, s, lookup, type(cmd) is c.Gats, partial(_tally_touch, s.counters), once=False
+        )
 
     # ---- storage ----
 
@@ -367,6 +449,44 @@ class Handlers:
         mode = STORE_MODE[type(cmd)]
         cas = cmd.cas_unique if isinstance(cmd, c.Cas) else 0
         result = self.cache.store(mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cas)
+        self._stored(cmd, s, mode, result)
+
+    def incoming(self, cmd: c.Incoming, s: Session) -> None:
+        """A large value still arriving: reserve its memory in the cache and have the session
+        receive it there (see `Session.receive`); the store finishes in `_received`."""
+        store = cmd.store
+        res = self.cache.reserve(store.key, cmd.vlen, store.flags)
+        if isinstance(res, Reservation):
+            s.receive(
+                res.views,
+                cmd.vlen,
+                partial(self._received, store, s, res),
+                partial(self.cache.abandon, res),
+            )
+        else:  # no room: the bytes are dropped as they come, then the error is answered
+            s.receive(None, cmd.vlen, partial(self._not_received, store, s, res), None)
+
+    def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
+        if not terminated:
+            self.cache.abandon(res)
+            self.bad_data_chunk(cmd, s)
+            return
+        mode = STORE_MODE[type(cmd)]
+        cas = cmd.cas_unique if isinstance(cmd, c.Cas) else 0
+        self._stored(cmd, s, mode, self.cache.commit(res, mode, cmd.exptime, cas))
+
+    def _not_received(
+        self, cmd: c.Store, s: Session, result: StoreResult, terminated: bool
+    ) -> None:
+        if not terminated:
+            self.bad_data_chunk(cmd, s)
+            return
+        if type(cmd) is c.Set:
+            self.cache.unlink(cmd.key)  # memcached drops the old value when a set fails
+        self._stored(cmd, s, STORE_MODE[type(cmd)], result)
+
+    def _stored(self, cmd: c.Store, s: Session, mode: StoreMode, result: StoreResult) -> None:
+        """What a storage command came to: its counters and its reply."""
         ctr = s.counters
         ctr.cmd_set += 1
         if mode is StoreMode.CAS:
@@ -396,7 +516,7 @@ class Handlers:
             self.cache.unlink(cmd.key)
         cmd.reply(s.out, Error.TOO_LARGE)
 
-    def bad_data_chunk(self, cmd: c.BadDataChunk, s: Session) -> None:
+    def bad_data_chunk(self, cmd: c.BadDataChunk | c.Store, s: Session) -> None:
         s.counters.cmd_set += 1
         cmd.reply(s.out, Error.BAD_DATA_CHUNK)
 
@@ -628,7 +748,7 @@ class Handlers:
             if hit is None:
                 events.item_get(watch.NOT_FOUND, key, 0, 0, cfd)
             else:
-                value, flags, _ = hit
+                value, flags = hit[0], hit[1]  # a Hit, or a RefHit (a lent value)
                 n = len(value)
                 clsid = class_of(item_total_size(len(key), flags, n, cas_on))
                 events.item_get(watch.FOUND, key, clsid, n, cfd)

@@ -139,6 +139,20 @@ class Cas(Store):
         self.cas_unique = cas_unique
 
 
+class Incoming(Command):
+    """A set/add/replace/cas whose value is large and still arriving (memcached's
+    ``conn_nread``): the server receives the next `vlen` bytes (and the ``\r\n`` after them)
+    straight into memory the handler reserves, then the handler finishes `store`, whose own
+    `value` stays empty."""
+
+    __slots__ = ("store", "vlen")
+    verb = b"set"
+
+    def __init__(self, store: Store, vlen: int) -> None:
+        self.store = store
+        self.vlen = vlen
+
+
 class TooLarge(Command):
     """A storage command whose value is over -I; its data block was swallowed."""
 

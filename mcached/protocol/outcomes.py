@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 #: a handler's output: reply pieces in order (a bytearray: a value copied out of the cache)
-Out = list[bytes | bytearray]
+Out = list[bytes | bytearray | memoryview]  # a value may be a view of the cache (lent)
 
 
 class _Member(enum.Enum):
@@ -123,7 +123,12 @@ class Replies(Protocol):
     # ---- retrieval: reply_value() per item found, reply_miss() per key not, reply_end() ----
 
     def reply_value(
-        self, out: Out, key: bytes, value: bytes | bytearray, flags: int, cas: int | None
+        self,
+        out: Out,
+        key: bytes,
+        value: bytes | bytearray | memoryview,
+        flags: int,
+        cas: int | None,
     ) -> None:
         """An item found. `cas` is the item's CAS unique, or None when the command did not
         ask for it (``get`` and ``gat`` do not; ``gets`` and ``gats`` do)."""
@@ -134,7 +139,9 @@ class Replies(Protocol):
     def reply_end(self, out: Out) -> None:
         """After the last key of a retrieval."""
 
-    def reply_one_value(self, out: Out, key: bytes, value: bytes | bytearray, flags: int) -> None:
+    def reply_one_value(
+        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
+    ) -> None:
         """A retrieval of one key that was found, without its CAS: exactly `reply_value` then
         `reply_end`, in one call (``get <key>``, the commonest request there is)."""
 

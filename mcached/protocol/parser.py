@@ -49,6 +49,11 @@ KEY_MAX_LENGTH = 250
 BUFFER_SWITCH = 64 * 1024  # past this many unconsumed bytes, accumulate in a bytearray
 MAX_LINE = 2048  # memcached: a line this long without "\n" must be a multiget, or we hang up
 MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grows unbounded)
+# A set/add/replace/cas value of this size or more that has not fully arrived with its line is
+# not buffered here (with ``receive_min=RECEIVE_MIN``, as the daemon's parsers have it): the
+# parser answers `Incoming`, and the server receives the value into the cache's memory, so
+# what a connection holds of a value in flight stays below this.
+RECEIVE_MIN = 16 * 1024
 # memcached's item header (struct _stritem on 64-bit) and its optional CAS field: counted with
 # the key (plus its NUL) and the value (plus "\r\n") against -I; flags take 4 bytes when set.
 ITEM_HEADER_SIZE = 48
@@ -146,10 +151,15 @@ class Parser:
         "_auth_len",
         "_framed",
         "at_end",
+        "receive_min",
     )
 
     def __init__(
-        self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True, auth: bool = False
+        self,
+        item_size_max: int = 1024 * 1024,
+        cas_enabled: bool = True,
+        auth: bool = False,
+        receive_min: int | None = None,
     ) -> None:
         self._buf: bytes | bytearray = b""
         self._pos = 0
@@ -160,6 +170,9 @@ class Parser:
         self._after_swallow: c.Command | None = None
         self.item_size_max = item_size_max
         self.cas_enabled = cas_enabled
+        # values from this size on that are still arriving become `Incoming` (None: never;
+        # the daemon's parsers use RECEIVE_MIN)
+        self.receive_min = receive_min if receive_min is not None else INT32_MAX
         # -Y: until granted, only the authentication exchange is parsed (see _next_auth)
         self._auth = auth
         self._auth_len = -1  # the exchange's data block length (+2), once its line is read
@@ -248,6 +261,15 @@ class Parser:
                 self._buf = rest + data
         self._pos = 0
         return False
+
+    def take(self, n: int) -> bytes | bytearray:
+        """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
+        the server receives itself."""
+        buf = self._buf
+        pos = self._pos
+        end = min(len(buf), pos + n)
+        self._pos = end
+        return buf[pos:end]
 
     @property
     def buffered(self) -> int:
@@ -465,7 +487,21 @@ class Parser:
         if item_total_size(len(key), flags, vlen, self.cas_enabled) > self.item_size_max:
             # memcached answers once the whole block has been swallowed
             return self._swallow_block(vlen + 2, c.TooLarge(verb, key, noreply))
-        self._pending = (self._STORAGE[verb], key, flags, exptime, vlen, cas_unique, noreply, verb)
+        build = self._STORAGE[verb]
+        if (
+            vlen >= self.receive_min
+            and len(self._buf) - self._pos < vlen + 2
+            and build is not c.Append
+            and build is not c.Prepend
+        ):
+            # a large value still arriving: the server receives it into place (`take`)
+            if build is c.Cas:
+                store: c.Command = c.Cas(key, flags, exptime, b"", cas_unique, noreply)
+            else:
+                store = build(key, flags, exptime, b"", noreply)
+            assert isinstance(store, c.Store)
+            return c.Incoming(store, vlen)
+        self._pending = (build, key, flags, exptime, vlen, cas_unique, noreply, verb)
         cmd = self._data_block()  # usually the block came with its line: done here
         if cmd is None:
             self._framed = True

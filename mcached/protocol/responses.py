@@ -140,7 +140,12 @@ class TextReplies:
     # ---- retrieval ----
 
     def reply_value(
-        self, out: Out, key: bytes, value: bytes | bytearray, flags: int, cas: int | None
+        self,
+        out: Out,
+        key: bytes,
+        value: bytes | bytearray | memoryview,
+        flags: int,
+        cas: int | None,
     ) -> None:
         # Hot path (once per key of a multiget): value_header() written out, and the reply
         # left in pieces, not joined: the connection joins a turn's replies, or sends a large
@@ -160,7 +165,9 @@ class TextReplies:
     def reply_end(self, out: Out) -> None:
         out.append(END)
 
-    def reply_one_value(self, out: Out, key: bytes, value: bytes | bytearray, flags: int) -> None:
+    def reply_one_value(
+        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
+    ) -> None:
         # Hot path: ``get <key>`` that hit. value_header() is written out here, and a small
         # value's reply is made as one piece (header, value, CRLF and END joined at once)
         # that the connection sends as it is: callgrind counted ~9 % fewer instructions per

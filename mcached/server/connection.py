@@ -29,6 +29,14 @@ commands write). `after_sent(callback)` runs the callback once every byte queued
 been sent, or the connection closes: what a reply holds on to (a value sent from the cache's
 own memory) is let go then.
 
+Values received into place. A large value still arriving when its command line is parsed
+(`Incoming`) is not buffered: the handler reserves the cache memory it will live in and calls
+`receive(views, nbytes, done, abort)`, and the connection reads the value's bytes straight
+into those views (``recv_into``; memcached's ``conn_nread``), then the two bytes after it, and
+calls ``done(terminated)``. Nothing is parsed meanwhile. If the connection closes first,
+``abort()`` gives the memory back. With no views (no memory for it) the bytes are read and
+dropped, as memcached swallows them.
+
 A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
 and loop clock, and four callbacks. `Worker` is the one owner in the daemon; tests build a
 connection over a socketpair with a fake one (tests/server/test_connection.py).
@@ -55,9 +63,9 @@ _monotonic_ns = time.monotonic_ns
 
 TRACE = 5  # the -vvv log level
 READ_SIZE = 65536
-OUTPUT_SOFT_CAP = 4 * 1024 * 1024  # stop reading past this much unsent output
+OUTPUT_SOFT_CAP = 256 * 1024  # stop reading past this much unsent output
 STREAM_CAP = 256 * 1024  # a stream's pieces are pulled while less than this waits unsent
-JOIN_MAX = 256 * 1024  # a turn's replies up to this size are joined into one send
+JOIN_MAX = 64 * 1024  # a turn's replies up to this size are joined into one send (a copy)
 SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
 TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
 DRAIN_READ_MAX = 4 * 1024 * 1024  # bytes a stopping connection still reads (what it holds)
@@ -134,6 +142,7 @@ class Connection:
         "stream",
         "_after",
         "_sent_total",
+        "sink",
     )
 
     def __init__(
@@ -177,6 +186,7 @@ class Connection:
         # None until the flush that queues their bytes
         self._after: deque[list[Any]] = deque()
         self._sent_total = 0
+        self.sink: _Sink | None = None  # a value being received into place
 
     # ---- state ----
 
@@ -237,6 +247,9 @@ class Connection:
     def on_readable(self) -> None:
         # hot path: one call per request under a request-reply load, so the plain-TCP read
         # is written out here rather than through _recv()
+        if self.sink is not None:
+            self._receive_into()
+            return
         if self.tls:
             if self.state == HANDSHAKE:
                 self._handshake()
@@ -326,6 +339,7 @@ class Connection:
         # pipeline mixes types (one identity test per command otherwise)
         first: type | None = None
         others: list[type] | None = None
+        cut = False  # stopped for a stream or a value to receive, with commands maybe left
         try:
             while budget:
                 cmd = next_command()
@@ -343,8 +357,9 @@ class Connection:
                     else:
                         others.append(kind)
                 budget -= 1
-                if self.stream is not None:
-                    break  # a streamed reply: nothing after it runs until it is sent
+                if self.stream is not None or self.sink is not None:
+                    cut = True  # a streamed reply, or a value to receive: nothing after it
+                    break  # runs before it is done
                 if budget and parser.at_end:
                     break  # nothing left: no call just to hear NEED_DATA
             else:
@@ -368,6 +383,10 @@ class Connection:
             return
         if budget != self.reqs_per_event:
             self.last_cmd = self.worker.now
+        if self.sink is not None:
+            # the start of the value came with its line (never all of it: then the parser
+            # had made it a plain store)
+            self.sink.write(self.parser.take(self.sink.wanted))
         self.flush()
         if first is not None:
             # Latency (mcached.latency): from the read that brought the turn's first request
@@ -390,10 +409,13 @@ class Connection:
             self._pull()
         if self.state == CLOSED:
             return
+        if self.sink is not None:
+            self.set_state(READING)  # only the value's bytes are read, whatever is unsent
+            return
         if self._wq_bytes >= OUTPUT_SOFT_CAP or self.stream is not None:
             self.set_state(BLOCKED)
-        elif budget == 0:
-            self.set_state(YIELDED)
+        elif budget == 0 or (cut and parser.buffered):
+            self.set_state(YIELDED)  # more commands may be buffered: another turn
         elif self.eof:
             self._finish("client closed")
         elif self.state is not READING:  # usually already READING: skip the call
@@ -423,8 +445,12 @@ class Connection:
                 self.drain_left = 0  # the kernel held no more: nothing is read from now on
                 break
             self.counters.bytes_read += len(data)
-            self.parser.feed(data)
             self.drain_left -= len(data)
+            if self.sink is not None:
+                data = data[self.sink.write(data) :]
+                if self.sink.complete:
+                    self._received()
+            self.parser.feed(data)
             self._process_until_blocked(deadline)
 
     def _process_until_blocked(self, deadline: float = float("inf")) -> None:
@@ -470,6 +496,63 @@ class Connection:
             if entry[0] is None:
                 entry[0] = end
         self._run_after()
+
+    # ---- values received into place ----
+
+    def receive(
+        self,
+        views: list[memoryview] | None,
+        nbytes: int,
+        done: Callable[[bool], None],
+        abort: Callable[[], None] | None,
+    ) -> None:
+        """Read the next `nbytes` bytes into `views` (None: drop them), check the two after
+        them, then ``done(they were "\\r\\n")``; ``abort()`` if the connection closes first."""
+        self.sink = _Sink(views, nbytes, done, abort)
+
+    def _receive_into(self) -> None:
+        sink = self.sink
+        assert sink is not None
+        sock = self.sock
+        try:
+            got = sock.recv_into(sink.space())
+        except _WOULD_BLOCK:
+            return
+        except OSError:
+            self.close("read error")
+            return
+        if not got:
+            self.eof = True
+            self.close("client closed in the middle of a value")
+            return
+        sink.advance(got)
+        if self.tls:
+            # decrypted bytes OpenSSL holds are invisible to the selector: take them now
+            try:
+                while not sink.complete and sock.pending():  # type: ignore[attr-defined]
+                    k = sock.recv_into(sink.space())
+                    if not k:
+                        break
+                    sink.advance(k)
+                    got += k
+            except OSError:  # SSLWantRead included: the next read sees it
+                pass
+        self.counters.bytes_read += got
+        if sink.complete:
+            self._received()
+            self.process()  # the replies, and whatever the client sent next
+
+    def _received(self) -> None:
+        """The value and its two closing bytes are in: the handler finishes the command."""
+        sink = self.sink
+        assert sink is not None and sink.complete
+        self.sink = None
+        self.last_cmd = self.worker.now
+        try:
+            sink.done(sink.terminated)
+        except Exception:
+            log.exception("error storing a value from %s; closing the connection", self.peer)
+            self.close("internal error")
 
     def flush(self) -> None:
         out = self.out
@@ -616,8 +699,82 @@ class Connection:
                 close()  # a generator's finally blocks let go of what it holds
         while self._after:
             self._after.popleft()[1]()
+        if self.sink is not None:
+            sink, self.sink = self.sink, None
+            if sink.abort is not None:
+                sink.abort()  # the memory reserved for the value goes back
         try:
             self.sock.close()
         except OSError:
             pass
         self.worker.connection_closed(self, reason)
+
+
+_DISCARD = memoryview(bytearray(READ_SIZE))  # where dropped value bytes are read (never read)
+
+
+class _Sink:
+    """A value being received into place: where its bytes go, and what runs when it is in."""
+
+    __slots__ = ("views", "left", "tail", "ntail", "done", "abort")
+
+    def __init__(
+        self,
+        views: list[memoryview] | None,
+        nbytes: int,
+        done: Callable[[bool], None],
+        abort: Callable[[], None] | None,
+    ) -> None:
+        # what is left of each view, the current one first (None: the bytes are dropped)
+        self.views = deque(v for v in views if len(v)) if views is not None else None
+        self.left = nbytes
+        self.tail = bytearray(2)  # the two bytes after the value: "\r\n" when well formed
+        self.ntail = 0
+        self.done = done
+        self.abort = abort
+
+    @property
+    def wanted(self) -> int:
+        return self.left + 2 - self.ntail
+
+    @property
+    def complete(self) -> bool:
+        return self.ntail == 2
+
+    @property
+    def terminated(self) -> bool:
+        return self.tail == b"\r\n"
+
+    def space(self) -> memoryview:
+        """Where the next bytes received go."""
+        if self.left:
+            if self.views is None:
+                return _DISCARD[: self.left]
+            return self.views[0]
+        return memoryview(self.tail)[self.ntail :]
+
+    def advance(self, n: int) -> None:
+        """`n` bytes were written into `space()`."""
+        if not self.left:
+            self.ntail += n
+            return
+        self.left -= n
+        views = self.views
+        if views is not None:
+            head = views[0]
+            if n == len(head):
+                views.popleft()
+            else:
+                views[0] = head[n:]
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Copy as much of `data` as belongs to the value in; the bytes taken."""
+        taken = 0
+        mv = memoryview(data)
+        while taken < len(mv) and not self.complete:
+            space = self.space()
+            k = min(len(space), len(mv) - taken)
+            space[:k] = mv[taken : taken + k]
+            self.advance(k)
+            taken += k
+        return taken

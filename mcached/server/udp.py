@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mcached.errors import CloseConnection, Shutdown
@@ -33,13 +33,43 @@ READS_PER_WAKE = 16  # datagrams one worker reads per wake-up, so it gets back t
 
 
 class Datagram:
-    """What a handler writes to while one datagram is served (a connection's stand-in)."""
+    """What a handler writes to while one datagram is served (a connection's stand-in). Its
+    reply is made whole before it is sent: a stream is drained into `out` after each command,
+    and what was lent for the reply goes back once it is joined (`done`)."""
 
-    __slots__ = ("out", "counters")
+    __slots__ = ("out", "counters", "stream", "_after")
 
     def __init__(self, counters: Counters) -> None:
-        self.out: list[bytes | bytearray] = []
+        self.out: list[Any] = []
         self.counters = counters
+        self.stream: Iterator[Any] | None = None
+        self._after: list[Callable[[], None]] = []
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        self._after.append(callback)
+
+    def receive(self, views: Any, nbytes: int, done: Any, abort: Callable[[], None] | None) -> None:
+        """A value the datagram does not hold whole: it never will, so nothing is stored and
+        the rest of the datagram is not served."""
+        if abort is not None:
+            abort()
+        raise CloseConnection("a value cut short by the end of its datagram")
+
+    def take_stream(self) -> None:
+        if self.stream is not None:
+            self.out.extend(self.stream)
+            self.stream = None
+
+    def done(self) -> bytes:
+        """The reply, joined; everything lent to it given back."""
+        try:
+            self.take_stream()
+            return b"".join(self.out)
+        finally:
+            if self.stream is not None:
+                self.stream.close()  # type: ignore[attr-defined]
+            for callback in self._after:
+                callback()
 
 
 class UdpServer:
@@ -91,14 +121,16 @@ class UdpServer:
                     if cmd is NEED_DATA:
                         break
                     self.dispatch[type(cmd)](cmd, datagram)
+                    datagram.take_stream()
             except CloseConnection:
                 pass
             except Shutdown as exc:
                 self.on_shutdown(exc.graceful)
             except Exception:
                 log.exception("error handling a UDP request from %s", peer)
+                datagram.done()
                 return
-        reply = b"".join(datagram.out)
+        reply = datagram.done()
         if not reply:
             return
         size = UDP_MAX_PAYLOAD - UDP_HEADER.size

@@ -512,7 +512,7 @@ class Worker:
                     conn.close("TLS handshake not done")
             elif state == READING:
                 parser = conn.parser
-                in_block = parser.in_data_block
+                in_block = parser.in_data_block or conn.sink is not None
                 if idle and not in_block and now - conn.last_cmd > idle:
                     self.server.idle_kicked(self)
                     conn.close("idle timeout")

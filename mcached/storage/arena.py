@@ -30,6 +30,7 @@ The item header (48 bytes, memcached's own header size), at the start of an item
      3 fetched  read since stored  24 cas      uint64, also the flush_all sequence mark
      4 nbytes   value length       32 hash     int64, hash(key): partition and table slot
      8 flags    uint32             40 next     chained items: the next chunk (-1: none)
+    22 pins     replies still sending the value from this chunk (see Pins below)
     48 key, then the value (no CRLF, no NUL)
 
 A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`; a continuation
@@ -40,6 +41,15 @@ Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per sla
 for the page pool, one each for page moves, crawls and flush generations. They work across
 processes and threads alike, and cost less than a `threading.Lock` to take (~90 ns). The
 order in which they are taken is written once, in `mcached.storage.items`.
+
+Pins. A large value is sent from the page itself, not copied out: the reply holds a *pin*
+on its item (the ``pins`` byte, changed under the item's partition lock) until the socket
+has taken the last byte. A pinned item is never rewritten in place, evicted, reclaimed or
+moved; deleting or replacing it takes it out of the table and the counters at once but leaves
+its chunks as a *zombie* (`ST_ZOMBIE`) that the last unpin frees. Each worker process also
+writes what it pins in its own row of the *pin table* (`PIN_SLOTS` words per holder slot), so
+when it dies the supervisor can let its pins go. A chunk reserved for a value that a client
+is still sending (`ST_RESERVED`, received straight into the page) is listed there too.
 
 Holders. A worker process that dies holding a lock leaves it taken for ever and the data it
 guarded half written. So every public storage operation first writes a non-zero word into its
@@ -75,6 +85,7 @@ OFF_FLAGS = 8
 OFF_EXPTIME = 12
 OFF_TIME = 16
 OFF_CLSID = 20
+OFF_PINS = 22  # uint8: replies sending from this item
 OFF_CAS = 24
 OFF_HASH = 32
 OFF_HEAD = 32  # continuation chunk: its item's head address
@@ -86,6 +97,8 @@ ST_LINKED = 1  # the head chunk of an item reachable from an item table
 ST_CHAINED = 2  # (with ST_LINKED) the item continues in other chunks
 ST_CONT = 4  # a continuation chunk of a chained item
 ST_RESERVED = 8  # allocated, not yet linked (a store is writing it)
+ST_ZOMBIE = 16  # out of the table and uncounted, kept for its pins (with ST_CHAINED if so)
+MAX_PINS = 255  # a value pinned this often is copied instead
 HOLE = 1  # tag on an address popped from a free list (addresses are 8-byte aligned)
 
 #: the whole header: status, nkey, ref, fetched, nbytes, flags, exptime, time, clsid, cas,
@@ -195,6 +208,9 @@ NSTAT = 21
 GAUGES = (S_NUMBER, S_MEM, S_TTL)
 
 MAX_HOLDERS = 257  # holder slots: 0 for threads, 1.. for worker processes
+PIN_SLOTS = 4096  # pin table entries per holder slot (past them, values are copied)
+PIN_TAG = 1  # a pin table entry: address + PIN_TAG (a pin) or + RESERVE_TAG; 0 is free
+RESERVE_TAG = 2
 MAX_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES
 
 # ---- item tables ----
@@ -244,13 +260,15 @@ class Arena:
         self.cst_width = (nclasses + 1) * NSTAT
         self.cst_base = self.part_base + partitions * T_WORDS
         self.holder_base = self.cst_base + partitions * self.cst_width
-        nwords = self.holder_base + MAX_HOLDERS
+        self.pin_base = self.holder_base + MAX_HOLDERS
+        nwords = self.pin_base + MAX_HOLDERS * PIN_SLOTS
 
         # each window starts on an OS page, so that giving one back never touches another
         self.stride = -(-window * 8 // OS_PAGE) * OS_PAGE // 8
         self.pages = _map(max_pages * SLAB_PAGE_SIZE)
         self.tables = _map(partitions * 2 * self.stride * 8)
         self._words_map = _map(nwords * 8)
+        self.page_view = memoryview(self.pages)  # pinned values are sent as slices of it
         self.words = memoryview(self._words_map).cast("q")
         tables = memoryview(self.tables).cast("q")
         #: windows[partition][0 or 1]: int64 views of the two table windows
@@ -322,6 +340,11 @@ class Arena:
     def clear_holder(self, slot: int) -> None:
         self.holders[slot] = 0
 
+    def pin_row(self, slot: int) -> memoryview:
+        """Holder `slot`'s row of the pin table: what that process pinned or reserved."""
+        b = self.pin_base + slot * PIN_SLOTS
+        return self.words[b : b + PIN_SLOTS]
+
     def locks(self) -> Sequence[Any]:
         """Every lock of the arena (tests and the supervisor's diagnostics)."""
         return [
@@ -337,7 +360,7 @@ class Arena:
         """Unmap now, if no view of this process still points in (else the mappings go
         with their last view: an arena is never unmapped under a reader)."""
         self.windows = []
-        for view in (self.holders, self.words):
+        for view in (self.holders, self.words, self.page_view):
             try:
                 view.release()
             except BufferError:

@@ -75,7 +75,11 @@ from mcached.storage.arena import (
     OFF_CLSID,
     OFF_EXPTIME,
     OFF_FETCHED,
+    OFF_PINS,
     OFF_REF,
+    PIN_SLOTS,
+    PIN_TAG,
+    RESERVE_TAG,
     S_CAS_BADVAL,
     S_CAS_HITS,
     S_CMD_SET,
@@ -122,7 +126,16 @@ from mcached.storage.assoc import (
 from mcached.storage.items import NEED_PAGE, Items, ItemStats, Partition, item_size
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 
-__all__ = ["Cache", "Hit", "ItemStats", "item_size", "parse_counter"]
+__all__ = [
+    "PIN_MIN",
+    "Cache",
+    "Hit",
+    "ItemStats",
+    "RefHit",
+    "Reservation",
+    "item_size",
+    "parse_counter",
+]
 
 UINT64_MAX = 2**64 - 1
 _SPACE = b" \t\n\v\f\r"
@@ -141,6 +154,37 @@ _NO_MEMORY = StoreResult.NO_MEMORY
 #: what `get` returns for a hit: (value, flags, cas unique); the value is the caller's own
 #: copy (bytes out of the page mapping: it is only ever sent)
 Hit = tuple[bytes | bytearray, int, int]
+#: what `get_ref` returns for a hit: a `Hit`, or for a value of `PIN_MIN` bytes or more held
+#: in one chunk, (value, flags, cas, token): the value is a view of the item's own memory,
+#: valid until ``unpin(token)``, which the caller calls exactly once, when it has sent it
+RefHit = tuple[Any, ...]
+PIN_MIN = 4096  # values from this size on are sent from their page (a pin), not copied
+
+
+class Reservation:
+    """Chunks reserved for an item whose value is being received (see `Cache.reserve`)."""
+
+    __slots__ = ("head", "key", "h", "nbytes", "cid", "token", "views", "flags")
+
+    def __init__(
+        self,
+        head: int,
+        key: bytes,
+        h: int,
+        nbytes: int,
+        cid: int,
+        token: int,
+        views: list[memoryview],
+        flags: int = 0,
+    ) -> None:
+        self.head = head
+        self.key = key
+        self.h = h
+        self.nbytes = nbytes
+        self.cid = cid
+        self.token = token  # its entry in the holder's pin table row (-1: none)
+        self.views = views  # where the value goes, in order
+        self.flags = flags
 
 
 def parse_counter(value: bytes) -> int | None:
@@ -256,7 +300,50 @@ class Cache:
             raise ValueError(f"holder slots are 0..{len(self.arena.holders) - 1}")
         self.holder = slot
         self._hold = _Holding(self.arena.holders, slot)
+        # Pins are listed in the holder's row of the pin table, so the supervisor can let a
+        # dead process's go. Slot 0 (threads, one process) needs no list: a token is the
+        # item's address.
+        self._pin_row: Any = None
+        self._pin_free: list[int] | None = None
+        if slot:
+            self._pin_row = self.arena.pin_row(slot)
+            self._pin_free = [k for k in range(PIN_SLOTS - 1, -1, -1) if not self._pin_row[k]]
         self._bind_hot_paths()
+
+    # ---- pins (see the arena's docstring) ----
+
+    def _pin_locked(self, a: int) -> int | None:
+        """Pin the item at `a` (its partition lock held): its token, or None (copy it)."""
+        free = self._pin_free
+        if free is None:
+            return a if self._items.pin_locked(a) else None
+        if not free or not self._items.pin_locked(a):
+            return None
+        k = free.pop()
+        self._pin_row[k] = a + PIN_TAG
+        return k
+
+    def unpin(self, token: int) -> None:
+        """The value `get_ref` lent under `token` has been sent (or will never be)."""
+        with self._hold:
+            free = self._pin_free
+            if free is None:
+                self._items.unpin(token)
+                return
+            row = self._pin_row
+            self._items.unpin(row[token] - PIN_TAG)
+            row[token] = 0
+            free.append(token)
+
+    def pins_held(self) -> int:
+        """Pins this view holds (slot 0: not counted)."""
+        return 0 if self._pin_free is None else PIN_SLOTS - len(self._pin_free)
+
+    def release_holder(self, slot: int) -> int:
+        """Let go of what the process of holder `slot` pinned or reserved (it died with its
+        holder word clear). The number of pins and reservations released."""
+        with self._hold:
+            return self._items.release_holder(slot)
 
     @property
     def memory_limit(self) -> int:
@@ -307,6 +394,8 @@ class Cache:
         held = self.arena.holders
         slot = self.holder
         hard_max = items.arena.window * 9 // 10  # assoc.FULL_NUM / FULL_DEN
+        pin = self._pin_locked
+        page_view = items.arena.page_view
         SET = StoreMode.SET
         STORED = StoreResult.STORED
         TOO_LARGE = StoreResult.TOO_LARGE
@@ -330,56 +419,66 @@ class Cache:
             1,
         )
         assert (S_NUMBER, S_MEM, S_TTL, S_TOTAL, S_CMD_SET, S_GET_HITS) == (0, 1, 2, 3, 12, 11)
-        assert (HB_MASK, T_GEN, T_SEQ) == (0x3FFFFF, 7, 0)
+        assert (HB_MASK, T_GEN, T_SEQ, OFF_PINS) == (0x3FFFFF, 7, 0, 22)
 
-        def get(key: bytes) -> Hit | None:
-            h = hash(key)
-            part = parts[h & pmask]
-            s = h >> pshift
-            # make_entry's MARK and tag bits, shifted down: `e >> 40` compares them as a
-            # one-digit int, where `e & TAG_MASK` made a 63-bit one per probe
-            want = (s & 0x3FFFFF) | 0x400000
-            lock = part.lock
-            held[slot] = 1
-            lock.acquire()
-            try:
-                if w[part.tb + 7] != part.gen:  # T_GEN: the table moved, or a flush_all
-                    part.sync()
-                tbl = part.tbl
-                m = part.mask
-                i = s & m
-                while True:
-                    e = tbl[i]
-                    if e >> 40 == want:  # ADDR_BITS
-                        a = e & 0xFFFFFFFFFF
-                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
-                            pm, a
-                        )
-                        if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
-                            break
-                    elif not e:
+        def make_get(pin_min: int) -> Callable[[bytes], Any]:
+            # `get` and `get_ref` are this one closure: `get` never pins (pin_min is past
+            # any value), `get_ref` pins values of PIN_MIN bytes or more held in one chunk
+            def get(key: bytes) -> Any:
+                h = hash(key)
+                part = parts[h & pmask]
+                s = h >> pshift
+                # make_entry's MARK and tag bits, shifted down: `e >> 40` compares them as a
+                # one-digit int, where `e & TAG_MASK` made a 63-bit one per probe
+                want = (s & 0x3FFFFF) | 0x400000
+                lock = part.lock
+                held[slot] = 1
+                lock.acquire()
+                try:
+                    if w[part.tb + 7] != part.gen:  # T_GEN: the table moved, or a flush_all
+                        part.sync()
+                    tbl = part.tbl
+                    m = part.mask
+                    i = s & m
+                    while True:
+                        e = tbl[i]
+                        if e >> 40 == want:  # ADDR_BITS
+                            a = e & 0xFFFFFFFFFF
+                            st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
+                                unpack(pm, a)
+                            )
+                            if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
+                                break
+                        elif not e:
+                            return None
+                        i = (i + 1) & m
+                    if (exptime or part.flush_at or cas <= part.flush_seq) and gone(
+                        part, i, a, exptime, itime, cas
+                    ):
                         return None
-                    i = (i + 1) & m
-                if (exptime or part.flush_at or cas <= part.flush_seq) and gone(
-                    part, i, a, exptime, itime, cas
-                ):
-                    return None
-                # the LRU bump, memcached's do_item_bump: the first read only marks the item
-                # fetched, a later one references it (a read right after a store does not
-                # protect it: lru.t); one byte, written only when it changes
-                if not fetched:
-                    pm[a + 3] = 1  # OFF_FETCHED
-                elif not ref:
-                    pm[a + 2] = 1  # OFF_REF
-                part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
-                if st & 2:  # ST_CHAINED
-                    return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
-                # one copy out of the page mapping, made under the lock
-                vo = a + 48 + nk
-                return pm[vo : vo + nbytes], flags, (cas if cas_on else 0)
-            finally:
-                lock.release()
-                held[slot] = 0
+                    # the LRU bump, memcached's do_item_bump: the first read only marks the
+                    # item fetched, a later one references it (a read right after a store
+                    # does not protect it: lru.t); one byte, written only when it changes
+                    if not fetched:
+                        pm[a + 3] = 1  # OFF_FETCHED
+                    elif not ref:
+                        pm[a + 2] = 1  # OFF_REF
+                    part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
+                    if st & 2:  # ST_CHAINED
+                        return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
+                    vo = a + 48 + nk
+                    if nbytes >= pin_min:
+                        token = pin(a)
+                        if token is not None:
+                            # sent from the page itself: a view, kept valid by the pin
+                            return page_view[vo : vo + nbytes], flags, (cas if cas_on else 0), token
+                    # one copy out of the page mapping, made under the lock
+                    return pm[vo : vo + nbytes], flags, (cas if cas_on else 0)
+                finally:
+                    lock.release()
+                    held[slot] = 0
+
+            return get
 
         def store(
             mode: StoreMode,
@@ -451,10 +550,11 @@ class Cache:
                             a = -1
                             if ins < 0:
                                 ins = i
-                        elif evictions and old_cid == cid and not st & 2:
+                        elif evictions and old_cid == cid and not st & 2 and not pm[a + 22]:
                             # The same class and one chunk: rewrite the item in place. (Not
                             # with -M: memcached must find room for the new item before it
-                            # frees the old one, and answers NO_MEMORY when there is none.)
+                            # frees the old one, and answers NO_MEMORY when there is none.
+                            # Not while a reply sends it: OFF_PINS.)
                             seq = w[tb] + part.stride  # T_SEQ
                             w[tb] = seq
                             pack(pm, a, 1, nkey, 1, 0, nbytes, flags, exp, now, cid, seq, h, -1)
@@ -529,7 +629,8 @@ class Cache:
             finally:
                 held[slot] = 0
 
-        self.get = get
+        self.get = make_get(1 << 62)
+        self.get_ref = make_get(PIN_MIN)
         self.store = store
 
     # ---- sizes and settings ----
@@ -801,9 +902,10 @@ class Cache:
             st, _, _, _, old_nbytes, old_flags, old_exptime, _, old_cid, _, _ = GET_HDR.unpack_from(
                 pm, old
             )
-            if old_cid == cid and not st & ST_CHAINED:
+            if old_cid == cid and not st & ST_CHAINED and not pm[old + OFF_PINS]:
                 # Same class, one chunk: rewrite in place. With -M this is not done: there
                 # memcached must find room for the new item before it frees the old one.
+                # Nor while a reply sends the old value from its page (pinned).
                 HDR.pack_into(
                     pm,
                     old,
@@ -875,6 +977,122 @@ class Cache:
         cst[base + S_TOTAL] += 1
         return _STORED
 
+    # ---- values received into place (memcached's conn_nread into its new item) ----
+
+    def reserve(self, key: bytes, nbytes: int, flags: int) -> Reservation | StoreResult:
+        """Chunks for an item of `key` whose `nbytes` of value will be written straight into
+        them (`Reservation.views`, received from a socket) before `commit` links it, or
+        `abandon` frees them. Until then it is no item (no table entry, no count), but its
+        memory is the cache's: -m bounds it. TOO_LARGE or NO_MEMORY if there is no room."""
+        nkey = len(key)
+        total = self._base_size + nkey + nbytes + (4 if flags else 0)
+        if total > self.item_size_max or nkey > KEY_MAX_LENGTH:
+            return StoreResult.TOO_LARGE
+        items = self._items
+        if total <= self._chunk_max:
+            cid, n = self._lookup[(total + 7) >> 3], 1
+        else:
+            cid, n = self._largest, items.chunks_for(nkey, nbytes)
+        part, h = self._part(key)
+        with self._hold:
+            for attempt in (0, 1):
+                with part:
+                    now = self._now()
+                    if n == 1:
+                        got: list[int] | int = items.alloc(cid, part, now)
+                        if isinstance(got, int) and got >= 0:
+                            got = [got]
+                    else:
+                        got = items.alloc_chain(part, n, now)
+                    if isinstance(got, list):
+                        head = items.write_reserved(got, key, h, nbytes, flags, cid)
+                        token = self._list_reservation(head)
+                        views = items.value_views(head, nkey, nbytes, ST_CHAINED if n > 1 else 0)
+                        return Reservation(head, key, h, nbytes, cid, token, views, flags)
+                    if got != NEED_PAGE or attempt:
+                        part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
+                        return StoreResult.NO_MEMORY
+                items.steal_page(cid)  # no page for the class: move one, no lock held
+        raise AssertionError("unreachable")
+
+    def _list_reservation(self, head: int) -> int:
+        row = self._pin_row
+        if row is None or not self._pin_free:
+            return -1  # threads (nothing to clean up after), or a full row
+        k = self._pin_free.pop()
+        row[k] = head + RESERVE_TAG
+        return k
+
+    def _unlist_reservation(self, token: int) -> None:
+        if token >= 0:
+            self._pin_row[token] = 0
+            assert self._pin_free is not None
+            self._pin_free.append(token)
+
+    def commit(
+        self, res: Reservation, mode: StoreMode, exptime: int = 0, cas: int = 0
+    ) -> StoreResult:
+        """Link the item whose value was written into `res` (set, add, replace or cas, with
+        `store`'s meaning); its chunks go back if it is not stored."""
+        part = self._parts[res.h & self._pmask]
+        items = self._items
+        pm = self._pm
+        key = res.key
+        base = res.cid * NSTAT
+        with self._hold, part:
+            i = self._find_locked(part, key, res.h)
+            old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
+            result = _STORED
+            if mode is _ADD and old >= 0:
+                pm[old + OFF_REF] = 1  # add promotes the existing item
+                result = StoreResult.NOT_STORED
+            elif mode is _REPLACE and old < 0:
+                result = StoreResult.NOT_STORED
+            elif mode is _CAS:
+                if old < 0:
+                    result = StoreResult.NOT_FOUND
+                else:
+                    obase = pm[old + OFF_CLSID] * NSTAT
+                    if not self.cas_enabled or cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
+                        part.cst[obase + S_CAS_BADVAL] += 1
+                        result = StoreResult.EXISTS
+                    else:
+                        part.cst[obase + S_CAS_HITS] += 1
+            elif mode not in (_SET, _ADD, _REPLACE):
+                raise ValueError(f"{mode} cannot be received into place")
+            if result is _STORED and old < 0 and part.full():
+                part.cst[base + S_OUTOFMEMORY] += 1
+                result = _NO_MEMORY
+            if result is not _NO_MEMORY:
+                part.cst[base + S_CMD_SET] += 1  # whatever the outcome, as `store` counts
+            if result is not _STORED:
+                items.free_reserved_locked(res.head)
+                self._unlist_reservation(res.token)
+                return result
+            exp = self._realtime(exptime) if exptime else 0
+            items.link_reserved(res.head, exp, self._now(), part.next_cas())
+            entry = make_entry(res.h >> self._pshift, res.head)
+            if old >= 0:
+                part.tbl[i] = entry
+                items.forget_locked(part, old)
+            else:
+                part.insert_at(-1 - i, entry)
+            self._unlist_reservation(res.token)
+            cst = part.cst
+            cst[base + S_NUMBER] += 1
+            cst[base + S_MEM] += item_size(len(key), res.flags, res.nbytes, self.cas_enabled)
+            if exp:
+                cst[base + S_TTL] += 1
+            cst[base + S_TOTAL] += 1
+            return _STORED
+
+    def abandon(self, res: Reservation) -> None:
+        """The value never arrived whole: give `res`'s chunks back."""
+        part = self._parts[res.h & self._pmask]
+        with self._hold, part:
+            self._items.free_reserved_locked(res.head)
+            self._unlist_reservation(res.token)
+
     def delete(self, key: bytes) -> bool:
         """True if a live item was deleted."""
         part, h = self._part(key)
@@ -925,7 +1143,7 @@ class Cache:
         else:
             number = max(number - delta, 0)
         digits = b"%d" % number
-        if len(digits) <= nbytes and not st & ST_CHAINED:
+        if len(digits) <= nbytes and not st & ST_CHAINED and not pm[a + OFF_PINS]:
             # memcached rewrites in place and pads with spaces to the old length
             vo = a + HEADER + nkey
             pm[vo : vo + nbytes] = digits.ljust(nbytes)

@@ -72,14 +72,22 @@ from mcached.storage.arena import (
     HOLE,
     I32,
     MAX_PAGES,
+    MAX_PINS,
     NSTAT,
+    OFF_CAS,
+    OFF_CLSID,
     OFF_EXPTIME,
     OFF_HASH,
     OFF_HEAD,
     OFF_NEXT,
+    OFF_PINS,
     OFF_TIME,
+    P_FLAGS,
     PAGE_SHIFT,
     PF_MOVING,
+    PIN_SLOTS,
+    PIN_TAG,
+    RESERVE_TAG,
     S_CRAWLER_RECLAIMED,
     S_EVICTED,
     S_EVICTED_NONZERO,
@@ -96,12 +104,15 @@ from mcached.storage.arena import (
     ST_CONT,
     ST_LINKED,
     ST_RESERVED,
+    ST_ZOMBIE,
     T_FLUSH_SEQ,
     T_GEN,
     T_GET_EXPIRED,
     T_GET_FLUSHED,
     T_SEQ,
     TAIL_HDR,
+    U32,
+    U64,
     Arena,
     Q,
     window_slots,
@@ -121,6 +132,7 @@ NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before g
 RECLAIM_SCAN = 5
 # (memcached looks at 5 items of the LRU tail; the crawler reclaims what the hand misses)
 
+PIN_CHUNK_MIN = 1024  # chunks smaller than this never hold a pinned value (see Cache)
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
 AUTOMOVE_WINDOW = 3  # automove 1: a class must evict in this many ticks in a row
 AUTOMOVE_FREE_PAGES = 2.5  # a class holding this many pages' worth of free chunks gives one
@@ -439,6 +451,8 @@ class Items:
                 )
                 if ref and evict:
                     continue  # read since the hand looked: it keeps its second chance
+                if pm[a + OFF_PINS]:
+                    continue  # a reply is sending it (memcached skips items with refs too)
                 dead = (exptime and exptime <= now) or self.is_flushed(owner, cas, itime, now)
                 if not dead and not evict:
                     continue
@@ -566,6 +580,48 @@ class Items:
             pos += take
         return head
 
+    def write_reserved(
+        self, addrs: list[int], key: bytes, h: int, nbytes: int, flags: int, cid: int
+    ) -> int:
+        """Label reserved chunks (as `alloc`/`alloc_chain` tag them) for an item of `key`
+        whose value is still to be written: the head's header and key, each continuation's
+        head and next. Returns the head's address; `link_reserved` finishes it."""
+        ref = addrs[0] & HOLE
+        addrs = [a & ~HOLE for a in addrs]
+        head = addrs[0]
+        pm = self.pm
+        nkey = len(key)
+        nxt = addrs[1] if len(addrs) > 1 else -1
+        HDR.pack_into(pm, head, ST_RESERVED, nkey, ref, 0, nbytes, flags, 0, 0, cid, 0, h, nxt)
+        pm[head + HEADER : head + HEADER + nkey] = key
+        for k in range(1, len(addrs)):
+            nxt = addrs[k + 1] if k + 1 < len(addrs) else -1
+            CONT_HDR.pack_into(pm, addrs[k], ST_CONT, head, nxt)
+        return head
+
+    def link_reserved(self, head: int, exptime: int, now: int, cas: int) -> None:
+        """The value is in: the reserved item at `head` becomes a linked one (the caller puts
+        it in the table, its partition lock held)."""
+        pm = self.pm
+        I32.pack_into(pm, head + OFF_EXPTIME, exptime)
+        U32.pack_into(pm, head + OFF_TIME, now)
+        U64.pack_into(pm, head + OFF_CAS, cas)
+        chained = Q.unpack_from(pm, head + OFF_NEXT)[0] >= 0
+        pm[head] = ST_LINKED | ST_CHAINED if chained else ST_LINKED
+
+    def free_reserved_locked(self, head: int) -> None:
+        """Give back the chunks reserved at `head` (its partition lock held)."""
+        pm = self.pm
+        st = ST_CHAINED if Q.unpack_from(pm, head + OFF_NEXT)[0] >= 0 else 0
+        self._free_item_locked(pm[head + OFF_CLSID], st, head)
+
+    def unreserve(self, head: int) -> None:
+        """`free_reserved_locked`, taking the partition lock (a dead process's reservation)."""
+        part = self.parts[Q.unpack_from(self.pm, head + OFF_HASH)[0] & self.pmask]
+        with part:
+            if self.pm[head] == ST_RESERVED:
+                self.free_reserved_locked(head)
+
     def read_chained(self, a: int, nkey: int, nbytes: int) -> bytes:
         """The value of a chained item, joined from its chunks."""
         pm = self.pm
@@ -608,6 +664,13 @@ class Items:
         cst[base + S_MEM] -= item_size(nkey, flags, nbytes, self.cas_enabled)
         if exptime:
             cst[base + S_TTL] -= 1
+        if self.pm[a + OFF_PINS]:
+            self.pm[a] = ST_ZOMBIE | (st & ST_CHAINED)  # the last unpin frees it
+            return
+        self._free_item_locked(cid, st, a)
+
+    def _free_item_locked(self, cid: int, st: int, a: int) -> None:
+        """Give the chunks of the item at `a` (class `cid`) back to their class."""
         cls = self.classes[cid]
         with cls.lock:
             n = 1
@@ -615,6 +678,69 @@ class Items:
                 n += self._free_continuations_locked(cls, a)
             cls.chunk_push_locked(a)
             cls.count_used(-n)
+
+    # ---- pins (see the arena's docstring) ----
+
+    def pin_locked(self, a: int) -> bool:
+        """One more reply sends the value of the item at `a` from its page (its partition
+        lock held). False if it cannot be pinned (too many pins, its page is being moved):
+        copy it instead."""
+        pm = self.pm
+        n = pm[a + OFF_PINS]
+        if n >= MAX_PINS or self.w[self.arena.page_row(a >> PAGE_SHIFT) + P_FLAGS] & PF_MOVING:
+            return False
+        pm[a + OFF_PINS] = n + 1
+        return True
+
+    def unpin(self, a: int) -> None:
+        """A reply has sent the value at `a` (no lock held): one pin goes; the last pin of a
+        zombie frees its chunks."""
+        pm = self.pm
+        part = self.parts[Q.unpack_from(pm, a + OFF_HASH)[0] & self.pmask]
+        with part:
+            n = pm[a + OFF_PINS] - 1
+            pm[a + OFF_PINS] = n
+            st = pm[a]
+            if not n and st & ST_ZOMBIE:
+                self._free_item_locked(pm[a + OFF_CLSID], st, a)
+
+    def value_views(self, a: int, nkey: int, nbytes: int, st: int) -> list[memoryview]:
+        """The value of the item at `a` as views of its chunks' memory (valid while pinned)."""
+        pv = self.arena.page_view
+        vo = a + HEADER + nkey
+        if not st & ST_CHAINED:
+            return [pv[vo : vo + nbytes]]
+        first = min(nbytes, self.chunk_max - HEADER - nkey)
+        views = [pv[vo : vo + first]]
+        left = nbytes - first
+        rest = self.chunk_max - HEADER
+        nxt = Q.unpack_from(self.pm, a + OFF_NEXT)[0]
+        while left > 0:
+            take = min(left, rest)
+            views.append(pv[nxt + HEADER : nxt + HEADER + take])
+            left -= take
+            nxt = Q.unpack_from(self.pm, nxt + OFF_NEXT)[0]
+        return views
+
+    def release_holder(self, slot: int) -> int:
+        """What the process of holder `slot` pinned or reserved, let go (it died, with its
+        holder word clear). The number of entries released."""
+        row = self.arena.pin_row(slot)
+        n = 0
+        try:
+            for k in range(PIN_SLOTS):
+                e = row[k]
+                if not e:
+                    continue
+                row[k] = 0
+                n += 1
+                if e & PIN_TAG:
+                    self.unpin(e - PIN_TAG)
+                elif e & RESERVE_TAG:
+                    self.unreserve(e - RESERVE_TAG)
+        finally:
+            row.release()
+        return n
 
     # ---- page moves (memcached's slab rebalancer) ----
 
@@ -705,6 +831,12 @@ class Items:
                     pages = cls.pages_locked()
                     if not pages:
                         return False
+                    # never a page a reply is sending from or a value is being received
+                    # into: the move would wait for that client (pins are refused on a
+                    # page once it is moving)
+                    pages = [p for p in pages if not self._pinned_in(cls, p)]
+                    if not pages:
+                        return False
                     pno = max(pages, key=cls.free_in_page_locked)
                     cls.remove_page_locked(pno)
                 if not self._empty_page(cls, pno):
@@ -721,6 +853,21 @@ class Items:
         finally:
             self.w[G_MOVING] = 0
 
+    def _pinned_in(self, cls: SlabClass, pno: int) -> bool:
+        """Whether a chunk of page `pno` is pinned, a zombie or reserved for a value being
+        received (an unlocked hint)."""
+        if cls.size < PIN_CHUNK_MIN:
+            return False  # too small for a value that is ever pinned
+        pm = self.pm
+        base = pno << PAGE_SHIFT
+        for o in range(0, cls.perslab * cls.size, cls.size):
+            c = base | o
+            if pm[c] & ST_CONT:
+                c = Q.unpack_from(pm, c + OFF_HEAD)[0]  # a chained item's pins are its head's
+            if pm[c] & (ST_ZOMBIE | ST_RESERVED) or pm[c + OFF_PINS]:
+                return True
+        return False
+
     def _empty_page(self, cls: SlabClass, pno: int) -> bool:
         """Rescue (copy to a free chunk of the class) or evict every item in a detached page.
         Items being written (reserved chunks) are waited for."""
@@ -735,7 +882,7 @@ class Items:
                 st = pm[c]
                 if not st:
                     continue
-                if st & ST_RESERVED:
+                if st & (ST_RESERVED | ST_ZOMBIE):
                     busy += 1
                     continue
                 if st & ST_CONT:
@@ -771,6 +918,8 @@ class Items:
             return False
         if not pm[head] & ST_LINKED or Q.unpack_from(pm, head + OFF_HASH)[0] != h:
             return False
+        if pm[head + OFF_PINS]:
+            return False  # a reply is sending it from this page: wait for it
         hst, nkey, _, _, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(pm, head)
         base = cid * NSTAT
         if not hst & ST_CHAINED:
@@ -921,8 +1070,8 @@ class Items:
                 st, nkey, _, fetched, nbytes, flags, exptime, itime, _, cas, hh = (
                     GET_HDR.unpack_from(pm, c)
                 )
-                if hh != h:
-                    continue
+                if hh != h or pm[c + OFF_PINS]:
+                    continue  # another item now, or being sent: next pass
                 flushed = self.is_flushed(part, cas, itime, now)
                 if not (flushed or (exptime and exptime <= now)):
                     continue

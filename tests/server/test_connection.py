@@ -14,7 +14,7 @@ import pytest
 from mcached.errors import CloseConnection, Shutdown
 from mcached.latency import ROW, count
 from mcached.protocol import commands as c
-from mcached.protocol.parser import Parser
+from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.server.connection import (
     BLOCKED,
     CLOSED,
@@ -121,7 +121,42 @@ def gets(cmd: c.Gets, conn: Any) -> None:
     conn.stream = pieces()
 
 
-DISPATCH = {c.Get: get, c.Gets: gets, c.Quit: quit_, c.ShutdownCmd: shutdown}  # else KeyError
+def gat(cmd: c.Gat, conn: Any) -> None:
+    """``gat <n> <key>``: a stream of one small piece, done within the turn that made it."""
+    conn.stream = iter([b"short " + cmd.keys[0] + b"\r\n"])
+
+
+RECEIVED: list[Any] = []
+
+
+def incoming(cmd: c.Incoming, conn: Any) -> None:
+    """A value received into place: into a buffer of its size, split in three views, or
+    (key ``drop``) dropped; `RECEIVED` records what ``done`` or ``abort`` saw."""
+    key = cmd.store.key
+    if key == b"drop":
+        views = None
+    else:
+        target = bytearray(cmd.vlen)
+        mv = memoryview(target)
+        third = cmd.vlen // 3
+        views = [mv[:third], mv[third : 2 * third], mv[2 * third :]]
+
+    def done(terminated: bool) -> None:
+        value = None if views is None else bytes(target)
+        RECEIVED.append((key, terminated, value))
+        conn.out.append(b"STORED\r\n" if terminated else b"BAD\r\n")
+
+    conn.receive(views, cmd.vlen, done, lambda: RECEIVED.append((key, "aborted")))
+
+
+DISPATCH = {
+    c.Get: get,
+    c.Gets: gets,
+    c.Gat: gat,
+    c.Incoming: incoming,
+    c.Quit: quit_,
+    c.ShutdownCmd: shutdown,
+}  # else KeyError
 
 
 _OPEN: list[Any] = []  # sockets and pollers a test made, closed after it
@@ -146,7 +181,8 @@ def make(
     client.settimeout(5)
     owner = FakeOwner()
     _OPEN.append(owner.selector)
-    conn = Connection(ours, "peer", "listen", owner, DISPATCH, Parser(), reqs_per_event)
+    parser = Parser(receive_min=RECEIVE_MIN)
+    conn = Connection(ours, "peer", "listen", owner, DISPATCH, parser, reqs_per_event)
     owner.selector.register(ours, READ, conn)  # as Worker._accept_handed_off does
     return conn, client, owner
 
@@ -447,3 +483,84 @@ def test_after_sent_waits_for_its_bytes() -> None:
     conn.flush()
     assert done == [1, 2]
     conn.close()
+
+
+def test_bug_commands_after_a_stream_done_in_its_turn_were_left_unserved() -> None:
+    """A stream finished within the turn that made it, with commands pipelined after it:
+    the connection went back to READING with those commands buffered, and as the client
+    had sent everything, nothing woke it again (a pipeline of large gets hung)."""
+    conn, client, owner = make()
+    client.sendall(b"gat 0 a\r\nget b\r\ngat 0 c\r\nget d\r\n")
+    conn.on_readable()
+    while conn.state == YIELDED:
+        conn.process()
+    assert received(client) == b"short a\r\nb\r\nshort c\r\nd\r\n"
+    assert conn.state == READING
+    conn.close()
+
+
+def test_a_large_value_is_received_into_its_views() -> None:
+    RECEIVED.clear()
+    conn, client, owner = make()
+    value = bytes(range(256)) * 400  # 102,400 bytes: over RECEIVE_MIN
+    client.sendall(b"set k 0 0 %d\r\n" % len(value) + value[:1000])
+    conn.on_readable()
+    assert conn.sink is not None and conn.parser.buffered == 0  # its start went in
+    rest = value[1000:] + b"\r\nget after\r\n"
+    for i in range(0, len(rest), 7000):  # in pieces, as a slow client sends it
+        client.sendall(rest[i : i + 7000])
+        while conn.sink is not None and conn.state != CLOSED:
+            before = owner.counters.bytes_read
+            conn.on_readable()
+            if owner.counters.bytes_read == before:
+                break  # read all there was
+    assert RECEIVED == [(b"k", True, value)]
+    assert received(client) == b"STORED\r\n"
+    # the value was read to its last byte and no further: the next command is read as
+    # usual (the poller reports the socket readable again)
+    assert conn.state == READING and conn.sink is None
+    conn.on_readable()
+    assert received(client) == b"after\r\n"
+    conn.close()
+
+
+def test_a_value_without_its_crlf_is_a_bad_chunk_and_the_stream_goes_on() -> None:
+    RECEIVED.clear()
+    conn, client, owner = make()
+    value = b"v" * 50_000
+    client.sendall(b"set k 0 0 %d\r\n" % len(value))
+    conn.on_readable()
+    client.sendall(value + b"XYget after\r\n")
+    while conn.sink is not None:
+        conn.on_readable()
+    conn.on_readable()
+    assert RECEIVED == [(b"k", False, value)]
+    assert received(client) == b"BAD\r\nafter\r\n"
+    conn.close()
+
+
+def test_dropped_value_is_read_and_discarded() -> None:
+    RECEIVED.clear()
+    conn, client, owner = make()
+    client.sendall(b"set drop 0 0 200000\r\n")
+    conn.on_readable()
+    client.sendall(b"d" * 200_000 + b"\r\nget after\r\n")
+    while conn.sink is not None:
+        conn.on_readable()
+    conn.on_readable()
+    assert RECEIVED == [(b"drop", True, None)]
+    assert received(client) == b"STORED\r\nafter\r\n"
+    conn.close()
+
+
+def test_closing_mid_value_aborts_it() -> None:
+    RECEIVED.clear()
+    conn, client, owner = make()
+    client.sendall(b"set k 0 0 100000\r\n" + b"z" * 5000)
+    conn.on_readable()
+    assert conn.sink is not None
+    client.close()
+    conn.on_readable()  # EOF in the middle of the value
+    assert conn.state == CLOSED and conn.sink is None
+    assert RECEIVED == [(b"k", "aborted")]
+    assert owner.closed == ["client closed in the middle of a value"]

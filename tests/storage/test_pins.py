@@ -1,0 +1,257 @@
+"""Pins and reservations: a value lent to a reply (`Cache.get_ref`) stays whole until it is
+given back; a value received into reserved chunks (`Cache.reserve`) is the cache's memory
+from the start and becomes an item only at `commit`."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcached.clock import FakeClock
+from mcached.storage.arena import OFF_PINS, ST_ZOMBIE
+from mcached.storage.cache import PIN_MIN, Cache, Reservation
+from mcached.storage.results import ReassignResult, StoreMode, StoreResult
+
+pytestmark = pytest.mark.unit
+
+MB = 1024 * 1024
+SET, ADD, REPLACE, APPEND, CAS = (
+    StoreMode.SET,
+    StoreMode.ADD,
+    StoreMode.REPLACE,
+    StoreMode.APPEND,
+    StoreMode.CAS,
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=[0, 1], ids=["threads", "process-slot"])
+def cache(request: pytest.FixtureRequest, clock: FakeClock) -> Cache:
+    # slot 0: a token is the item's address; slot 1: an entry of the pin table
+    return Cache(memory_limit=8 * MB, clock=clock, holder=request.param)
+
+
+def used_chunks(cache: Cache) -> int:
+    return sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
+
+
+def test_small_values_are_copies(cache: Cache) -> None:
+    cache.store(SET, b"k", b"x" * (PIN_MIN - 1))
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 3 and isinstance(hit[0], bytes)
+    assert cache.pins_held() == 0
+
+
+def test_a_lent_value_survives_overwrite_delete_and_eviction(cache: Cache) -> None:
+    old = b"a" * 100_000
+    cache.store(SET, b"k", old, flags=7)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    view, flags, _, token = hit
+    assert isinstance(view, memoryview) and flags == 7 and bytes(view) == old
+    if cache.holder:
+        assert cache.pins_held() == 1
+    # the same size again would be rewritten in place: not while it is lent
+    assert cache.store(SET, b"k", b"b" * 100_000) is StoreResult.STORED
+    assert bytes(view) == old
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"b" * 100_000
+    # the replaced item is out of the counts, its chunk kept for the reply
+    assert cache.stats()["curr_items"] == 1
+    # fill the cache: the zombie's chunk is never handed out
+    for i in range(200):
+        cache.store(SET, b"fill%d" % i, b"c" * 100_000)
+    assert bytes(view) == old
+    before = used_chunks(cache)
+    cache.unpin(token)
+    assert used_chunks(cache) == before - 1  # the last pin freed the zombie
+    assert cache.pins_held() == 0
+
+
+def test_pinned_item_is_not_evicted_and_stays_readable(cache: Cache) -> None:
+    value = b"p" * 200_000
+    cache.store(SET, b"keep", value)
+    hit = cache.get_ref(b"keep")
+    assert hit is not None and len(hit) == 4
+    for i in range(300):  # far more than 8 MB of the same class
+        cache.store(SET, b"f%d" % i, b"q" * 200_000)
+    assert bytes(hit[0]) == value
+    got = cache.get(b"keep")
+    assert got is not None and got[0] == value  # pinned: the clock hand passed it by
+    cache.unpin(hit[3])
+
+
+def test_delete_then_unpin_frees_once(cache: Cache) -> None:
+    cache.store(SET, b"k", b"d" * 50_000)
+    a = cache.get_ref(b"k")
+    b = cache.get_ref(b"k")  # two replies lend the same item
+    assert a is not None and b is not None and len(a) == 4 and len(b) == 4
+    used = used_chunks(cache)
+    assert cache.delete(b"k")
+    assert cache.get(b"k") is None
+    assert used_chunks(cache) == used  # zombie: held for the two replies
+    cache.unpin(a[3])
+    assert used_chunks(cache) == used
+    cache.unpin(b[3])
+    assert used_chunks(cache) == used - 1
+
+
+def test_append_to_a_lent_value_leaves_the_lent_bytes_alone(cache: Cache) -> None:
+    cache.store(SET, b"k", b"1" * 10_000)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    assert cache.store(APPEND, b"k", b"2") is StoreResult.STORED
+    assert bytes(hit[0]) == b"1" * 10_000
+    cache.unpin(hit[3])
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"1" * 10_000 + b"2"
+
+
+def test_page_moves_skip_pages_with_pinned_items(cache: Cache) -> None:
+    # 300 KB items: three to a 1 MB page, so four of them take two pages
+    values = {b"k%d" % i: bytes([65 + i]) * 300_000 for i in range(4)}
+    for key, value in values.items():
+        cache.store(SET, key, value)
+    cid = cache.class_of(300_000 + 60)
+    pages = lambda: dict(cache.slabs_stats()[0])[cid]["total_pages"]  # noqa: E731
+    assert pages() == 2
+    lent = {key: cache.get_ref(key) for key in (b"k0", b"k1", b"k2")}
+    assert all(hit is not None and len(hit) == 4 for hit in lent.values())
+    # the page of k0..k2 is pinned all over: the move takes the other one
+    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert pages() == 1
+    for key, hit in lent.items():
+        assert hit is not None and bytes(hit[0]) == values[key]
+    # nothing left to move without waiting for a reply: no page moves
+    cache.store(SET, b"k3", values[b"k3"])
+    cache.reassign(cid, 0)
+    assert pages() >= 1
+    for key, hit in lent.items():
+        assert hit is not None and bytes(hit[0]) == values[key]
+        cache.unpin(hit[3])
+        got = cache.get(key)
+        assert got is not None and got[0] == values[key]
+
+
+def test_release_holder_lets_a_dead_process_pins_go(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    worker = cache.view(holder=3)  # a worker process's view
+    cache.store(SET, b"k", b"z" * 20_000)
+    hit = worker.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    cache.delete(b"k")
+    used = used_chunks(cache)
+    # the worker dies without unpinning: the supervisor lets its pins go
+    assert cache.release_holder(3) == 1
+    assert used_chunks(cache) == used - 1
+    assert cache.release_holder(3) == 0
+    # a new process in the same slot starts with an empty row
+    again = cache.view(holder=3)
+    assert again.pins_held() == 0
+
+
+def test_pin_byte_is_cleared_by_every_new_item(cache: Cache) -> None:
+    cache.store(SET, b"k", b"v" * 8000)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    cache.unpin(hit[3])
+    for i in range(50):
+        cache.store(SET, b"n%d" % i, b"w" * 8000)
+    items = cache._items
+    for part in items.parts:
+        for _, addr in items.iter_items(part):
+            assert items.pm[addr + OFF_PINS] == 0
+            assert not items.pm[addr] & ST_ZOMBIE
+
+
+# ---- values received into place ----
+
+
+def fill(res: Reservation, value: bytes) -> None:
+    pos = 0
+    for view in res.views:
+        view[:] = value[pos : pos + len(view)]
+        pos += len(view)
+    assert pos == len(value)
+
+
+@pytest.mark.parametrize("size", [20_000, 800_000], ids=["one-chunk", "chained"])
+def test_reserve_fill_commit(cache: Cache, size: int) -> None:
+    value = bytes(range(256)) * (size // 256) + b"t" * (size % 256)
+    used = used_chunks(cache)
+    res = cache.reserve(b"k", len(value), 5)
+    assert isinstance(res, Reservation)
+    assert used_chunks(cache) > used  # the memory is the cache's from the start
+    assert cache.get(b"k") is None  # not an item yet
+    assert cache.stats()["curr_items"] == 0
+    fill(res, value)
+    assert cache.commit(res, SET, exptime=0) is StoreResult.STORED
+    got = cache.get(b"k")
+    assert got is not None and got[0] == value and got[1] == 5
+    assert cache.stats()["curr_items"] == 1
+    assert cache.pins_held() == 0
+
+
+def test_abandon_gives_the_chunks_back(cache: Cache) -> None:
+    used = used_chunks(cache)
+    res = cache.reserve(b"k", 700_000, 0)
+    assert isinstance(res, Reservation)
+    cache.abandon(res)
+    assert used_chunks(cache) == used
+    assert cache.get(b"k") is None
+    assert cache.pins_held() == 0
+
+
+def test_commit_modes(cache: Cache) -> None:
+    def received(key: bytes, value: bytes) -> Reservation:
+        res = cache.reserve(key, len(value), 0)
+        assert isinstance(res, Reservation)
+        fill(res, value)
+        return res
+
+    big = b"x" * 30_000
+    used = used_chunks(cache)
+    assert cache.commit(received(b"k", big), REPLACE) is StoreResult.NOT_STORED
+    assert cache.commit(received(b"k", big), CAS, cas=1) is StoreResult.NOT_FOUND
+    assert used_chunks(cache) == used  # not stored: nothing kept
+    assert cache.commit(received(b"k", big), ADD) is StoreResult.STORED
+    assert cache.commit(received(b"k", b"y" * 30_000), ADD) is StoreResult.NOT_STORED
+    hit = cache.get(b"k")
+    assert hit is not None and hit[0] == big
+    assert cache.commit(received(b"k", b"z" * 30_000), CAS, cas=hit[2] + 1) is (StoreResult.EXISTS)
+    assert cache.commit(received(b"k", b"z" * 30_000), CAS, cas=hit[2]) is StoreResult.STORED
+    assert cache.commit(received(b"k", b"w" * 30_000), REPLACE) is StoreResult.STORED
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"w" * 30_000
+    assert cache.stats()["curr_items"] == 1
+
+
+def test_reservations_count_against_the_limit(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=4 * MB, clock=clock, evictions=False)
+    held = []
+    while True:
+        res = cache.reserve(b"r%d" % len(held), 500_000, 0)
+        if not isinstance(res, Reservation):
+            assert res is StoreResult.NO_MEMORY
+            break
+        held.append(res)
+        assert len(held) < 20, "reservations went past -m"
+    assert 4 <= len(held) <= 8
+    for res in held:
+        cache.abandon(res)
+    assert cache.store(SET, b"after", b"a" * 500_000) is StoreResult.STORED
+
+
+def test_release_holder_frees_a_dead_process_reservation(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    worker = cache.view(holder=2)
+    used = used_chunks(cache)
+    res = worker.reserve(b"k", 100_000, 0)
+    assert isinstance(res, Reservation)
+    assert used_chunks(cache) > used
+    assert cache.release_holder(2) == 1
+    assert used_chunks(cache) == used
+    assert cache.get(b"k") is None
