@@ -268,8 +268,13 @@ class Parser:
         buf = self._buf
         pos = self._pos
         end = min(len(buf), pos + n)
-        self._pos = end
-        return buf[pos:end]
+        data = buf[pos:end]
+        if end >= len(buf):
+            self._buf = b""  # let the read buffer go now: the value may take long to come
+            self._pos = 0
+        else:
+            self._pos = end
+        return data
 
     @property
     def buffered(self) -> int:

@@ -1,0 +1,255 @@
+"""No client can push the daemon's memory past ``-m`` plus a small, stated overhead (README
+"Security"): replies are sent from the cache's own memory and streamed as the client reads,
+and large values are received straight into chunks of the cache.
+
+The attacks are scripts/hostile_memory.py's, smaller: stored values read by multigets that
+are never read, pipelines of large gets never read, and values half sent then abandoned.
+The daemon runs as worker processes (``-t 4``); its memory is the PSS of its whole process
+tree (the arena is shared: summing RSS would count it once per process). Each attack must
+keep the daemon within ``start + -m + OVERHEAD``, serve other clients meanwhile, and leave
+nothing behind once its connections close.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from tests.conftest import HOST, Server
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+LIMIT_MB = 32
+#: what the daemon may hold past its start-up size and -m, whatever clients do (README
+#: "Security": a few MB for the processes' own buffers, ~10 KB per open connection)
+OVERHEAD = 12 * MB
+VALUE = bytes(range(256)) * 2000  # 512,000 bytes: one chunk each
+LAST_LINE = re.compile(rb"(?:^|\n)(?:END|STORED|NOT_STORED|\S*ERROR[^\r\n]*)\r\n\Z")
+
+
+def pss(server: Server) -> int:
+    main = psutil.Process(server.handle.pid)
+    total = 0
+    for p in [main, *main.children(recursive=True)]:
+        try:
+            total += int(p.memory_full_info().pss)
+        except psutil.Error:
+            continue
+    return total
+
+
+def settled(server: Server, seconds: float = 1.5) -> int:
+    """PSS once it stops moving (highest of the last readings: never flatter the daemon)."""
+    time.sleep(seconds)
+    readings = [pss(server)]
+    for _ in range(3):
+        time.sleep(0.2)
+        readings.append(pss(server))
+    return max(readings)
+
+
+def command(server: Server, line: bytes) -> bytes:
+    with socket.create_connection(server.address, timeout=10) as s:
+        s.sendall(line)
+        buf = bytearray()
+        while not LAST_LINE.search(buf):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+        return bytes(buf)
+
+
+def stats(server: Server, group: bytes = b"") -> dict[str, int]:
+    reply = command(server, b"stats " + group + b"\r\n" if group else b"stats\r\n")
+    out = {}
+    for m in re.finditer(rb"STAT (\S+) (\d+)\r\n", reply):
+        out[m.group(1).decode()] = int(m.group(2))
+    return out
+
+
+def used_chunks(server: Server) -> int:
+    return sum(v for k, v in stats(server, b"slabs").items() if k.endswith(":used_chunks"))
+
+
+def store(server: Server, keys: list[bytes], value: bytes = VALUE) -> None:
+    with socket.create_connection(server.address, timeout=10) as s:
+        for key in keys:
+            s.sendall(b"set %b 0 0 %d noreply\r\n%b\r\n" % (key, len(value), value))
+        s.sendall(b"version\r\n")
+        assert s.recv(100).startswith(b"VERSION")
+
+
+def check_served(server: Server) -> None:
+    """Another client is served while the attack holds: its set is stored, or refused for
+    want of memory when in-flight values fill the cache (memcached answers the same)."""
+    reply = command(server, b"set probe 0 0 2\r\nok\r\n")
+    if reply == b"STORED\r\n":
+        assert command(server, b"get probe\r\n") == b"VALUE probe 0 2\r\nok\r\nEND\r\n"
+    else:
+        assert reply == b"SERVER_ERROR out of memory storing object\r\n"
+        assert command(server, b"get probe\r\n") == b"END\r\n"
+
+
+@pytest.fixture
+def daemon(server_factory: Callable[..., Server]) -> Iterator[Server]:
+    server = server_factory(
+        "mcached-procs", "-t", "4", "-m", str(LIMIT_MB), "-c", "2048", "--stall-timeout", "0"
+    )
+    yield server
+
+
+def idle_sockets(n: int, server: Server, rcvbuf: int = 4096) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        c.settimeout(10)
+        c.connect(server.address)
+        socks.append(c)
+    return socks
+
+
+def test_multigets_never_read_hold_nothing_past_the_bound(daemon: Server) -> None:
+    keys = [b"big%d" % i for i in range(40)]  # 20 MB stored
+    store(daemon, keys)
+    start = settled(daemon)
+    line = b"get " + b" ".join(keys) + b"\r\n"
+    conns = idle_sockets(20, daemon)
+    try:
+        for c in conns:
+            c.sendall(line)  # 20 x 20 MB of replies, never read
+        during = settled(daemon, 2.5)
+        check_served(daemon)
+        # the cache's own memory is already in `start`: the replies add next to nothing
+        assert during - start <= OVERHEAD, (start / MB, during / MB)
+        # one client reads its reply in full: it arrives whole while the others still hold
+        want = b"".join(b"VALUE %b 0 %d\r\n%b\r\n" % (k, len(VALUE), VALUE) for k in keys)
+        reader = conns.pop()
+        got = bytearray()
+        while len(got) < len(want) + 5:
+            chunk = reader.recv(1 << 20)
+            assert chunk, "closed before the reply was whole"
+            got += chunk
+        assert bytes(got) == want + b"END\r\n"
+        reader.close()
+    finally:
+        for c in conns:
+            c.close()
+    after = settled(daemon)
+    assert after - start <= OVERHEAD
+    assert stats(daemon)["curr_connections"] <= 3  # listeners' + this one's, as memcached
+
+
+def test_pipelined_large_gets_never_read_hold_nothing_past_the_bound(daemon: Server) -> None:
+    store(daemon, [b"big"])
+    chained = VALUE * 2  # over slab_chunk_max: held in several chunks
+    store(daemon, [b"chained"], chained)
+    start = settled(daemon)
+    conns = idle_sockets(20, daemon)
+    try:
+        for i, c in enumerate(conns):
+            key = b"chained" if i % 2 else b"big"
+            c.sendall(b"get %b\r\n" % key * 200)  # 100-200 MB each, never read
+        during = settled(daemon, 2.5)
+        check_served(daemon)
+        # copies of chained values: at most one per connection at a time
+        assert during - start <= OVERHEAD + len(conns) * len(chained), (start / MB, during / MB)
+    finally:
+        for c in conns:
+            c.close()
+    assert settled(daemon) - start <= OVERHEAD + len(conns) * len(chained)
+
+
+def test_half_sent_values_are_held_in_the_cache_and_given_back(daemon: Server) -> None:
+    start = settled(daemon)
+    rounds = []
+    for r in range(2):
+        conns = idle_sockets(120, daemon, rcvbuf=65536)
+        try:
+            for i, c in enumerate(conns):
+                c.setblocking(False)
+                data = b"set part%d 0 0 1048000\r\n" % i + b"h" * 700_000
+                try:
+                    sent = c.send(data)
+                    c.settimeout(2)
+                    c.sendall(data[sent:])
+                except OSError:
+                    pass  # the daemon stopped reading: what it holds is what it holds
+            during = settled(daemon, 2.0)
+            check_served(daemon)
+            # 84 MB sent into a 32 MB cache: what is held is inside -m
+            assert during - start <= LIMIT_MB * MB + OVERHEAD, (start / MB, during / MB)
+        finally:
+            for c in conns:
+                c.close()
+        time.sleep(1.0)
+        rounds.append(settled(daemon))
+        assert command(daemon, b"get part0\r\n") == b"END\r\n"  # nothing half-stored
+    # every reservation went back: only a stored probe holds a chunk
+    assert used_chunks(daemon) == stats(daemon)["curr_items"] <= 1
+    # and the second round took nothing more than the first
+    assert rounds[1] - rounds[0] <= 2 * MB, [m / MB for m in rounds]
+    big = b"v" * 900_000
+    store(daemon, [b"whole"], big)
+    reply = command(daemon, b"get whole\r\n")
+    assert reply == b"VALUE whole 0 %d\r\n%b\r\nEND\r\n" % (len(big), big)
+
+
+@pytest.mark.parametrize("kind_", ["mcached", "mcached-procs"])
+def test_a_value_being_sent_is_not_torn_by_a_set(
+    server_factory: Callable[..., Server], kind_: str
+) -> None:
+    """A reply sends a value from the cache's memory: a set of the same key (same size, so
+    it could be rewritten in place) while the reply is half read leaves the reply whole."""
+    server = server_factory(kind_, "-t", "4", "--stall-timeout", "0")
+    old, new = b"o" * 400_000, b"n" * 400_000
+    store(server, [b"k"], old)
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(10)
+        c.connect(server.address)
+        c.sendall(b"get k\r\n" * 3)
+        first = c.recv(1000)
+        assert first.startswith(b"VALUE k 0 400000\r\n")
+        store(server, [b"k"], new)
+        assert command(server, b"get k\r\n") == b"VALUE k 0 400000\r\n%b\r\nEND\r\n" % new
+        want = (b"VALUE k 0 400000\r\n%b\r\nEND\r\n" % old) * 3
+        got = bytearray(first)
+        while len(got) < len(want):
+            chunk = c.recv(1 << 20)
+            assert chunk
+            got += chunk
+        # all three were looked up before the set: each is the old value, whole
+        assert bytes(got) == want
+    # the replaced item's memory went back once the reply was sent
+    deadline = time.monotonic() + 5
+    while used_chunks(server) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert used_chunks(server) == 1
+
+
+def test_a_large_value_sent_slowly_is_stored_whole(server_factory: Callable[..., Server]) -> None:
+    server = server_factory("mcached-procs", "-t", "4")
+    value = bytes(range(251)) * 3000  # 753,000 bytes: chained, and not a multiple of a view
+    with socket.create_connection(server.address, timeout=10) as c:
+        c.sendall(b"set slow 5 0 %d\r\n" % len(value))
+        for i in range(0, len(value), 65_000):
+            c.sendall(value[i : i + 65_000])
+            time.sleep(0.01)
+        c.sendall(b"\r\n")
+        assert c.recv(100) == b"STORED\r\n"
+        c.sendall(b"set bad 0 0 %d\r\n%bXY" % (len(value), value))
+        assert c.recv(100) == b"CLIENT_ERROR bad data chunk\r\n"
+    assert command(server, b"get slow\r\n") == b"VALUE slow 5 %d\r\n%b\r\nEND\r\n" % (
+        len(value),
+        value,
+    )
+    assert command(server, b"get bad\r\n") == b"END\r\n"
+    assert used_chunks(server) == 2  # the stored item's chunks; the bad one's went back
