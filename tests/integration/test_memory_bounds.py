@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from tests.conftest import HOST, Server
+from tests.conftest import Server
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_pipelined_large_gets_never_read_hold_nothing_past_the_bound(daemon: Ser
 def test_half_sent_values_are_held_in_the_cache_and_given_back(daemon: Server) -> None:
     start = settled(daemon)
     rounds = []
-    for r in range(2):
+    for _ in range(2):
         conns = idle_sockets(120, daemon, rcvbuf=65536)
         try:
             for i, c in enumerate(conns):
