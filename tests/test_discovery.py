@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,11 +81,19 @@ class NoItems:
 
     get_ref = get  # the lookup that may lend a value (none here)
 
+    @staticmethod
+    def unpin(token: int) -> None:
+        raise AssertionError("nothing was lent")
+
 
 class Session:
     def __init__(self) -> None:
         self.out: Out = []
         self.counters = Counters()
+        self.stream = None
+
+    def after_sent(self, callback: Any) -> None:
+        raise AssertionError("nothing is lent by a cache of no items")
 
 
 def ask(d: Discovery, cmd: c.Command, one_write: bool = True) -> bytes:
