@@ -1040,7 +1040,7 @@ class Cache:
         key = res.key
         base = res.cid * NSTAT
         with self._hold, part:
-            i = self._find_locked(part, key, res.h)
+            i = self._find_locked(part, key, res.h, storing=True)
             old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
             result = _STORED
             if mode is _ADD and old >= 0:
