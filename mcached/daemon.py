@@ -49,6 +49,7 @@ from mcached.server.board import (
     COUNTERS,
     DETAIL,
     G_DETAIL,
+    G_LRU_CRAWLER,
     G_SETTINGS_EPOCH,
     G_STARTED,
     G_STOP,
@@ -186,9 +187,13 @@ class Daemon:
         (-o lru_crawler) reclaims expired items nobody reads; the automover moves slab pages
         (also what frees pages after cache_memlimit lowers the limit), so it runs whenever
         pages may move."""
-        out: list[Any] = []
-        if self.settings.lru_crawler:
-            out.append(LruCrawler(self.cache.view(holder=holder)))
+        board = self.board
+        out: list[Any] = [
+            # always there: `lru_crawler enable|disable` turns it on and off at run time
+            LruCrawler(
+                self.cache.view(holder=holder), enabled=lambda: bool(board.get(G_LRU_CRAWLER))
+            )
+        ]
         if self.settings.slab_reassign:
             out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
         return out
@@ -228,6 +233,7 @@ class Daemon:
 
     def _bound_figures(self) -> None:
         self.board.set(G_VERBOSE, self.settings.verbose)
+        self.board.set(G_LRU_CRAWLER, int(self.settings.lru_crawler))
         self.board.set(G_DETAIL, int(self.settings.detail_enabled))
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
@@ -496,6 +502,7 @@ class Daemon:
         self.handlers.settings = self.handlers.settings.replace(
             verbose=min(level, 2),
             detail_enabled=detail,
+            lru_crawler=bool(board.get(G_LRU_CRAWLER)),
             memory_limit=self.cache.memory_limit,
             slab_automove=self.cache.automove,
         )
@@ -720,6 +727,14 @@ class Daemon:
     def set_detail(self, on: bool) -> None:
         board = self.board
         board.set(G_DETAIL, int(on))
+        board.bump(G_SETTINGS_EPOCH)
+        board.wake_all()
+
+    def set_lru_crawler(self, on: bool) -> None:
+        """``lru_crawler enable|disable``: the crawler (a thread of the maintainer process,
+        or of this one) reads the word before each sweep; the workers' settings follow."""
+        board = self.board
+        board.set(G_LRU_CRAWLER, int(on))
         board.bump(G_SETTINGS_EPOCH)
         board.wake_all()
 

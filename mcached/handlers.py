@@ -83,6 +83,8 @@ class ServerInfo(Protocol):
 
     def set_detail(self, on: bool) -> None: ...
 
+    def set_lru_crawler(self, on: bool) -> None: ...
+
     def refresh_settings(self) -> None: ...
 
     def tls_refreshed(self) -> None: ...
@@ -626,8 +628,29 @@ class Handlers:
 
         ``hash`` asks memcached to walk its hash table rather than its LRUs, which can skip or
         repeat items they reorder mid-walk; mcached always walks its item tables, so it is
-        ``all``. memcached only dumps that way: ``crawl hash`` is its "unknown error"."""
+        ``all``. memcached only dumps that way: ``crawl hash`` is its "unknown error".
+
+        ``lru_crawler enable|disable`` turns the crawler on or off at run time, in every
+        worker (memcached: enabling a running crawler is an error, disabling is always OK);
+        while it is off, crawl and metadump are refused, as in memcached."""
         sub, which = cmd.args
+        if sub in (b"enable", b"disable"):
+            on = sub == b"enable"
+            self.info.refresh_settings()
+            if on and self.settings.lru_crawler:
+                cmd.reply(s.out, Error.CRAWLER_NOT_STARTED)
+                return
+            self.settings = self.settings.replace(lru_crawler=on)
+            self.info.set_lru_crawler(on)
+            cmd.reply(s.out, Outcome.OK)
+            return
+        self.info.refresh_settings()
+        if not self.settings.lru_crawler:
+            cmd.reply(s.out, Error.CRAWLER_DISABLED)
+            return
+        if sub == b"metadump" and not self.settings.dump_enabled:
+            cmd.reply(s.out, Error.METADUMP_DISABLED)
+            return
         classes: set[int] | None = None
         if which == b"hash":
             if sub == b"crawl":
@@ -644,9 +667,6 @@ class Handlers:
         if sub == b"crawl":
             self.cache.crawl(classes)
             cmd.reply(s.out, Outcome.OK)
-            return
-        if not self.settings.dump_enabled:
-            cmd.reply(s.out, Error.METADUMP_DISABLED)
             return
         base = self.clock.process_started  # server time -> Unix time
         rows = [

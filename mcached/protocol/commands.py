@@ -265,7 +265,8 @@ class Stats(Command):
 
 
 class LruCrawler(Command):
-    """``lru_crawler metadump|crawl <all|class ids>`` (other subcommands: ERROR)."""
+    """``lru_crawler metadump|crawl <all|class ids>``, ``lru_crawler enable|disable`` (then
+    the second argument is empty; other subcommands: ERROR)."""
 
     __slots__ = ("args",)
     verb = b"lru_crawler"

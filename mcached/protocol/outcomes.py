@@ -93,6 +93,8 @@ class Error(_Member):
     BAD_CLASS = "bad_class"  # lru_crawler with a class id that does not exist
     CRAWLER_FAILED = "crawler_failed"  # lru_crawler crawl hash
     METADUMP_DISABLED = "metadump_disabled"  # lru_crawler metadump under -X
+    CRAWLER_DISABLED = "crawler_disabled"  # lru_crawler crawl|metadump with the crawler off
+    CRAWLER_NOT_STARTED = "crawler_not_started"  # lru_crawler enable when it runs already
     BAD_COMMAND_LINE = "bad_command_line"  # stats cachedump without its two numbers
     ILLEGAL_SLAB_ID = "illegal_slab_id"  # stats cachedump past memcached's 63 classes
     CACHEDUMP_DISABLED = "cachedump_disabled"  # stats cachedump under -X

@@ -604,6 +604,8 @@ class Parser:
         return c.Stats(tokens[1:])
 
     def _lru_crawler(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) == 2 and tokens[1] in (b"enable", b"disable"):
+            return c.LruCrawler([tokens[1], b""])
         if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
             return _ERROR
         return c.LruCrawler(tokens[1:])

@@ -89,6 +89,7 @@ G_TLS_EPOCH = 4  # bumped by refresh_certs: every worker reloads its certificate
 G_STARTED = 5  # time.time() the daemon started (uptime survives worker restarts)
 G_WATCH = 6  # what the attached watchers want logged (`mcached.watch` flags), OR of W_WATCH
 G_LOG_SEQ = 7  # the daemon's log sequence (gid of `watch` lines)
+G_LRU_CRAWLER = 8  # 1 while the LRU crawler runs (-o lru_crawler, `lru_crawler enable|disable`)
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2

@@ -66,16 +66,26 @@ class LruCrawler(_Periodic):
 
     name = "mcached-lru-crawler"
 
-    def __init__(self, cache: Cache, interval: float = 60.0, pause: float = 0.001) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        interval: float = 60.0,
+        pause: float = 0.001,
+        enabled: Callable[[], bool] | None = None,
+    ) -> None:
         """60 s: memcached's autocrawl waits as long before a class's first sweep. (The
         clock hand reclaims expired items of a full class anyway; a sweep costs about a
-        second of interpreter time per million items.)"""
+        second of interpreter time per million items.) `enabled`: asked before each sweep
+        (``lru_crawler enable|disable`` at run time); None is always."""
         super().__init__(interval)
         self.cache = cache
         self.pause = pause
+        self.enabled = enabled
         self.reclaimed = 0
 
     def run(self) -> None:
+        if self.enabled is not None and not self.enabled():
+            return
         nap: Callable[[], None] | None = None
         if self.pause > 0:
             pause = self.pause

@@ -491,3 +491,34 @@ def test_a_read_right_after_a_store_does_not_protect_an_item(
         evictions = dict(stats(conn))["evictions"]
     assert gone == ["big"] + [f"item_{i}" for i in range(12)]
     assert evictions == "13"
+
+
+# --- lru_crawler enable|disable (lru-crawler.t) -------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_lru_crawler_enable_and_disable(which: str, server_factory: Callable[..., Server]) -> None:
+    """Off (-o no_lru_crawler), crawl and metadump are refused; enable turns the crawler on
+    in every worker (again: an error), disable off (again: OK); stats settings follows."""
+    srv = server_factory(which, "-o", "no_lru_crawler", "-t", "2")
+
+    def crawler(conn: Conn) -> str:
+        return dict(stats(conn, b"settings"))["lru_crawler"]
+
+    with Conn(srv.address) as a, Conn(srv.address) as b:
+        exchange(
+            a,
+            b"lru_crawler crawl all\r\nlru_crawler metadump all\r\n",
+            b"CLIENT_ERROR lru crawler disabled\r\nCLIENT_ERROR lru crawler disabled\r\n",
+        )
+        assert crawler(a) == "no"
+        exchange(a, b"lru_crawler enable\r\n", b"OK\r\n")
+        exchange(b, b"lru_crawler enable\r\n", b"ERROR failed to start lru crawler thread\r\n")
+        assert crawler(b) == "yes"
+        exchange(b, b"lru_crawler crawl all\r\n", b"OK\r\n")
+        exchange(b, b"lru_crawler disable\r\nlru_crawler disable\r\n", b"OK\r\nOK\r\n")
+        deadline = time.monotonic() + 5
+        while crawler(a) != "no":  # memcached: once its crawler thread has stopped
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        exchange(a, b"lru_crawler crawl all\r\n", b"CLIENT_ERROR lru crawler disabled\r\n")
