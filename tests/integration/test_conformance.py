@@ -17,7 +17,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -443,6 +443,23 @@ def test_unix_socket(which: str, server_factory: Callable[..., Server]) -> None:
     assert (settings["domain_socket"], settings["umask"]) == (path, "766")
     # with the unix socket there is no TCP listener (memcached: "disables network support")
     assert not any(g["addr"].startswith("tcp") for g in groups)
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def test_unix_socket_file_goes_with_the_daemon(mcached_unix: tuple[Server, str]) -> None:
+    """mcached removes the socket file it made when it stops (memcached leaves it; both
+    replace one left behind at start)."""
+    srv, path = mcached_unix
+    assert os.path.exists(path)
+    srv.handle.stop()
+    assert not os.path.exists(path)
+
+
+@pytest.fixture
+def mcached_unix(server_factory: Callable[..., Server]) -> Iterator[tuple[Server, str]]:
+    short = tempfile.mkdtemp(prefix="mc", dir="/tmp")
+    path = os.path.join(short, "s")
+    yield server_factory("mcached", "-s", path), path
     shutil.rmtree(short, ignore_errors=True)
 
 
