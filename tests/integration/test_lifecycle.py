@@ -169,7 +169,9 @@ def test_bug_a_client_that_keeps_pipelining_held_the_stop_past_its_deadline() ->
                 pass
             replies.append(data)
         assert proc.wait(15) == 0
-        assert time.monotonic() - t0 < 3 + 1.5  # within the deadline: no worker was killed
+        # within the deadline (plus the supervisor's grace, on a loaded machine); whether a
+        # worker had to be killed the log says, below
+        assert time.monotonic() - t0 < 3 + 2 + 1.5
         assert proc.stderr is not None
         assert b"killed" not in proc.stderr.read()
         for data in replies:

@@ -448,7 +448,7 @@ def start_and_fail(kind: str, args: list[str]) -> tuple[int, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("NOTIFY_SOCKET", None)
     try:
-        proc = subprocess.run(cmd + args, capture_output=True, timeout=10, env=env)
+        proc = subprocess.run(cmd + args, capture_output=True, timeout=30, env=env)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{kind} {args} started instead of failing")
     return proc.returncode, proc.stderr.decode()
