@@ -348,6 +348,14 @@ class Board:
         return self.slots + k
 
     def close(self) -> None:
+        """Once no worker runs: the wake-up sockets and both mappings, now (a daemon
+        started and stopped inside a program gives everything back at its stop)."""
         for r, w in self.wakers:
             r.close()
             w.close()
+        try:
+            self.words.release()
+        except BufferError:
+            return  # a view in use: the mappings go with it
+        self._map.close()
+        self.blobs.close()

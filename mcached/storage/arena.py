@@ -64,6 +64,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import struct
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -278,6 +279,8 @@ class Arena:
             for i in range(partitions)
         ]
         self.holders = self.words[self.holder_base : self.holder_base + MAX_HOLDERS]
+        # every lasting view cut from the mappings, so that `close` can release them all
+        self._views: list[weakref.ref[memoryview]] = []
 
         ctx = multiprocessing.get_context("fork")
         self.part_locks = [ctx.Lock() for _ in range(partitions)]
@@ -311,7 +314,9 @@ class Arena:
     def counters(self, index: int) -> memoryview:
         """Partition `index`'s per-class counters: ``[clsid * NSTAT + S_*]``."""
         b = self.cst_base + index * self.cst_width
-        return self.words[b : b + self.cst_width]
+        view = self.words[b : b + self.cst_width]
+        self._views.append(weakref.ref(view))
+        return view
 
     def counter_blocks(self) -> memoryview:
         """Every partition's counters, one after another."""
@@ -357,14 +362,22 @@ class Arena:
         ]
 
     def close(self) -> None:
-        """Unmap now, if no view of this process still points in (else the mappings go
-        with their last view: an arena is never unmapped under a reader)."""
-        self.windows = []
-        for view in (self.holders, self.words, self.page_view):
+        """Unmap now: every view this arena cut (`words`, `holders`, the pages' view, the
+        table windows, the counter rows) is released first, so a later use of one raises
+        ValueError instead of keeping the mappings alive until the garbage collector finds the
+        views' owners (they sit in reference cycles). Call it once nothing uses the cache any more. A view in use
+        at this very moment (a buffer taken from it) stops the release: the mappings then go
+        with their last view, so an arena is never unmapped under a reader."""
+        views = [self.holders, self.words, self.page_view]
+        views += [w for pair in self.windows for w in pair]
+        views += [v for v in (ref() for ref in self._views) if v is not None]
+        for view in views:
             try:
                 view.release()
             except BufferError:
                 return
+        self.windows = []
+        self._views = []
         for region in (self._words_map, self.tables, self.pages):
             try:
                 region.close()

@@ -204,3 +204,26 @@ def test_a_table_that_cannot_grow_refuses_new_keys() -> None:
     assert set(results) == {StoreResult.STORED, StoreResult.NO_MEMORY}
     assert all(tiny.get(b"k%d" % i) is not None for i in range(10))
     assert tiny.stats()["curr_items"] == 128 * 9 // 10
+
+
+def test_close_unmaps_at_once_though_views_still_point_in() -> None:
+    """The views sit in reference cycles (bound methods kept for the hot path), so waiting for
+    their last reference would keep the mappings until the garbage collector runs; close()
+    releases every view the arena cut and unmaps now."""
+    cache = Cache(memory_limit=8 * MB)
+    other = cache.view(holder=1)  # a second view: its partitions cut counter rows too
+    cache.store(SET, b"k", b"v")
+    arena = cache.arena
+    arena.close()
+    assert arena.pages.closed and arena.tables.closed and arena._words_map.closed
+    with pytest.raises(ValueError):  # a stale view fails loudly, it never reads freed memory
+        other.get(b"k")
+
+
+def test_close_leaves_a_view_in_use_mapped() -> None:
+    cache = Cache(memory_limit=8 * MB)
+    arena = cache.arena
+    busy = memoryview(arena.words)  # a buffer taken from a view, as a reader holds one
+    arena.close()
+    assert not arena._words_map.closed
+    busy.release()
