@@ -33,7 +33,8 @@ PROTOCOL = "mcached.protocol.*"
 
 LAYERS: dict[str, set[str]] = {
     # ---- leaves: every layer may import them ----
-    "mcached": LEAF,  # the version constants
+    # the version constants; serve() and serve_cluster() from embed, imported on first use
+    "mcached": {"mcached.embed"},
     "mcached.errors": LEAF,
     "mcached.addr": LEAF,
     "mcached.clock": LEAF,
@@ -192,6 +193,22 @@ LAYERS: dict[str, set[str]] = {
         "click",
     },
     "mcached.__main__": {"mcached.cli"},
+    # ---- inside a program: servers as threads of the caller, and the pytest fixtures ----
+    "mcached.embed": {
+        "mcached.addr",
+        "mcached.auth",
+        "mcached.cli",
+        "mcached.cluster.config",
+        "mcached.cluster.discovery",
+        "mcached.daemon",
+        "mcached.settings",
+    },
+    "mcached.pytest_plugin": {
+        "mcached.addr",
+        "mcached.client.node",  # the external cluster's node list
+        "mcached.embed",
+        "pytest",
+    },
     # ---- client/: clients of running nodes; no daemon layer, pymemcache only for one ----
     "mcached.client": LEAF,
     "mcached.client.node": {"mcached.addr", "mcached.cluster.config"},

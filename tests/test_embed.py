@@ -1,0 +1,291 @@
+"""Servers inside a program (mcached/embed.py): settings as keywords, the handle, stop and kill,
+and the issue's proof that a program may start and stop servers without leaking.
+
+The cluster half (`serve_cluster`) and the discovery clients driven through it are in
+tests/integration/test_embed_discovery.py; the pytest fixtures in tests/test_pytest_plugin.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import gc
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+import mcached
+from mcached import embed
+from mcached.embed import PROCESS_SETTINGS, ServerError, make_settings, serve
+from mcached.settings import MB, Settings, SettingsError
+from tests.certs import make_pki
+
+# ---- settings: unit ----
+
+
+@pytest.mark.unit
+def test_defaults_are_the_commands_but_a_free_port_and_one_thread() -> None:
+    s = make_settings()
+    assert s.port == 0
+    assert s.threads == 1  # under the GIL; memcached's 4 on a free-threaded interpreter
+    assert s.listen == ("127.0.0.1",)
+    assert s.memory_limit == Settings().memory_limit
+    assert dataclasses.replace(s, port=11211, threads=Settings().threads) == Settings()
+
+
+@pytest.mark.unit
+def test_every_setting_of_the_command_is_a_keyword() -> None:
+    """Each field, given its own default, is taken (the process-wide ones are refused)."""
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        if f.name in PROCESS_SETTINGS:
+            continue
+        value = getattr(defaults, f.name)
+        if f.name == "port":
+            value = 0
+        assert getattr(make_settings(**{f.name: value}), f.name) == value
+
+
+@pytest.mark.unit
+def test_flags_first_then_keywords_override_them() -> None:
+    s = make_settings(["-m", "32", "-c", "64", "-U", "0"], max_connections=10)
+    assert (s.memory_limit, s.max_connections) == (32 * MB, 10)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("keywords", "field", "want"),
+    [
+        ({"memory_limit": "16m"}, "memory_limit", 16 * MB),
+        ({"memory_limit": 16 * MB}, "memory_limit", 16 * MB),
+        ({"item_size_max": "2m"}, "item_size_max", 2 * MB),
+        ({"slab_chunk_max": "256k"}, "slab_chunk_max", 256 * 1024),
+        ({"listen": "::1"}, "listen", ("::1",)),
+        ({"listen": ["127.0.0.1", "::1"]}, "listen", ("127.0.0.1", "::1")),
+        ({"shutdown_timeout": 2}, "shutdown_timeout", 2.0),
+        ({"stat_key_prefix": "#"}, "detail_enabled", True),  # as -D turns it on
+    ],
+)
+def test_keyword_forms(keywords: dict[str, Any], field: str, want: Any) -> None:
+    assert getattr(make_settings(**keywords), field) == want
+
+
+@pytest.mark.unit
+def test_tls_shorthands(tmp_path: Path) -> None:
+    s = make_settings(tls=True, ssl_chain_cert="c.pem")
+    assert s.ssl_enabled and s.ssl_chain_cert == "c.pem"
+    s = make_settings(tls=tmp_path / "both.pem")
+    assert s.ssl_enabled and s.ssl_chain_cert == str(tmp_path / "both.pem") and not s.ssl_key
+    s = make_settings(tls=("chain.pem", "key.pem"))
+    assert (s.ssl_enabled, s.ssl_chain_cert, s.ssl_key) == (True, "chain.pem", "key.pem")
+    with pytest.raises(TypeError, match="tls wants"):
+        make_settings(tls=3)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("keywords", "error", "message"),
+    [
+        ({"memory_limt": "1m"}, TypeError, "did you mean memory_limit"),
+        ({"threads": "2"}, TypeError, "threads wants int"),
+        ({"evictions": 0}, TypeError, "evictions wants bool"),
+        ({"memory_limit": 64}, ValueError, "memory_limit='64m' means 64 MB"),
+        ({"threads": 0}, SettingsError, "Number of threads must be greater than 0"),
+        ({"item_size_max": "40m"}, SettingsError, "1/2 of memory max"),
+        ({"daemonize": True}, ValueError, "cannot detach"),
+        ({"user": "nobody"}, ValueError, "change the program's user"),
+        ({"log_file": "x.log"}, ValueError, "'mcached' logger"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_starts(
+    keywords: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make_settings(**keywords)
+
+
+@pytest.mark.unit
+def test_process_flags_are_refused_too() -> None:
+    with pytest.raises(ValueError, match="cannot detach"):
+        make_settings(["-d"])
+    with pytest.raises(ValueError, match="mlockall"):
+        make_settings(["-k"])
+
+
+@pytest.mark.unit
+def test_import_mcached_stays_light() -> None:
+    code = "import sys, mcached; print('mcached.daemon' in sys.modules, mcached.serve.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "mcached.embed"]
+    assert mcached.serve is embed.serve and mcached.serve_cluster is embed.serve_cluster
+
+
+# ---- the handle: integration ----
+
+
+@pytest.mark.integration
+def test_serve_stats_flush_and_stop() -> None:
+    with serve() as server:
+        assert server.running and server.address == ("127.0.0.1", server.port)
+        assert server.endpoint == f"127.0.0.1:{server.port}"
+        client = Client(server.address)
+        client.set("k", b"v")
+        assert client.get("k") == b"v"
+        stats = server.stats()
+        assert stats["curr_items"] == 1 and stats["get_hits"] == 1  # counted by the worker
+        assert isinstance(stats["rusage_user"], float) and stats["version"] == "1.6.18"
+        assert server.stats("settings")["tcpport"] == server.port
+        server.flush()
+        assert client.get("k") is None
+        client.close()
+    assert not server.running
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=2)
+    with pytest.raises(ServerError, match="not running"):
+        server.stats()
+    server.stop()  # again: nothing
+
+
+@pytest.mark.integration
+def test_settings_reach_the_server() -> None:
+    with serve("-c", "64", memory_limit="16m", threads=2, udp_port=0) as server:
+        s = server.stats("settings")
+        assert (s["maxbytes"], s["num_threads"], s["maxconns"]) == (16 * MB, 2, 64)
+        assert server.stats()["threads"] == 2
+
+
+@pytest.mark.integration
+def test_a_port_in_use_raises_and_leaves_nothing_running() -> None:
+    with serve() as first:
+        before = set(threading.enumerate())
+        with pytest.raises(OSError) as info:
+            serve(port=first.port)
+        assert info.value.errno == errno.EADDRINUSE
+        assert set(threading.enumerate()) <= before
+
+
+@pytest.mark.integration
+def test_tls_and_client_certificates(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    import ssl
+
+    with serve(tls=(pki.server_cert, pki.server_key)) as server:
+        assert server.stats()["curr_connections"] >= 1  # the handle's own, over TLS
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        client = Client(server.address, tls_context=ctx)
+        client.set("k", b"v")
+        assert client.get("k") == b"v"
+        client.close()
+    with serve(
+        tls=(pki.server_cert, pki.server_key), ssl_verify_mode=2, ssl_ca_cert=str(pki.ca)
+    ) as server:
+        with pytest.raises(ServerError, match="client_cert"):
+            server.stats()
+        server.client_cert = (str(pki.client_cert), str(pki.client_key))
+        assert server.stats("settings")["ssl_verify_mode"] == 3
+
+
+@pytest.mark.integration
+def test_auth_file_the_handle_logs_in(tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    auth.write_text("alice:s3cret\n")
+    with serve(auth_file=auth) as server:
+        assert server.stats()["curr_items"] == 0
+        with socket.create_connection(server.address, timeout=2) as sock:
+            sock.sendall(b"get k\r\n")
+            assert sock.recv(100) == b"CLIENT_ERROR unauthenticated\r\n"
+
+
+@pytest.mark.integration
+def test_kill_refuses_new_connections_resets_open_ones_and_restart_comes_back_empty() -> None:
+    server = serve()
+    try:
+        client = Client(server.address, timeout=2)
+        client.set("k", b"v")
+        raw = socket.create_connection(server.address, timeout=2)
+        raw.sendall(b"version\r\n")
+        assert raw.recv(100).startswith(b"VERSION")
+        server.kill()
+        assert not server.running and server.killed
+        with pytest.raises(ConnectionResetError):  # an RST, as from a dead process
+            raw.sendall(b"version\r\n")
+            if not raw.recv(100):
+                raise AssertionError("an orderly close (FIN), not a reset")
+        raw.close()
+        with pytest.raises((ConnectionResetError, MemcacheUnexpectedCloseError)):
+            client.get("k")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(server.address, timeout=2)
+        port = server.port
+        server.restart()
+        assert server.running and server.port == port and not server.killed
+        assert client.get("k") is None  # pymemcache reconnects; the content died with it
+        client.close()
+        with pytest.raises(RuntimeError, match="running"):
+            server.restart()
+    finally:
+        server.stop()
+
+
+# ---- the issue's proof: 200 servers in one process ----
+
+LEAK_SERVERS = 200
+RSS_SLACK = 8 * MB  # allocator and interpreter caches; one leaked daemon's arena alone is ~2 MB
+VMS_SLACK = 768 * MB  # one arena that stayed mapped reserves more than 1 GB of address space
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _use(server: embed.EmbeddedServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"set k 0 0 5\r\nhello\r\nget k\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            chunk = sock.recv(4096)
+            assert chunk
+            reply += chunk
+    assert reply == b"STORED\r\nVALUE k 0 5\r\nhello\r\nEND\r\n"
+
+
+@pytest.mark.integration
+def test_issue_20_starting_and_stopping_200_servers_leaks_nothing() -> None:
+    """Threads and descriptors are back after each stop, and the arena is unmapped at the
+    stop (address space back), without any help from the garbage collector; after the 200,
+    one collection (the rest of a stopped daemon is cyclic garbage) and RSS is back."""
+    proc = psutil.Process()
+    with serve() as server:  # warm-up: lazy imports, the allocator's per-thread arenas
+        _use(server)
+    gc.collect()
+    threads0 = set(threading.enumerate())
+    fds0 = _fds()
+    rss0 = proc.memory_info().rss
+    vms0 = proc.memory_info().vms
+    rss_peak = vms_peak = 0
+    for _ in range(LEAK_SERVERS):
+        with serve() as server:
+            _use(server)
+        assert set(threading.enumerate()) <= threads0
+        assert _fds() <= fds0
+        mem = proc.memory_info()
+        rss_peak, vms_peak = max(rss_peak, mem.rss), max(vms_peak, mem.vms)
+        assert mem.vms - vms0 < VMS_SLACK
+    gc.collect()
+    rss1 = proc.memory_info().rss
+    figures = (
+        f"{LEAK_SERVERS} servers: threads {len(threads0)} -> {threading.active_count()}, fds "
+        f"{fds0} -> {_fds()}, RSS {rss0 / MB:.1f} -> {rss1 / MB:.1f} MB (peak "
+        f"{rss_peak / MB:.1f}), VMS peak +{(vms_peak - vms0) / MB:.0f} MB"
+    )
+    print(figures)
+    assert rss1 - rss0 < RSS_SLACK, figures
