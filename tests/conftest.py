@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 
 HOST = "127.0.0.1"
+# a downstream project's tests, run as their own pytest project by tests/test_pytest_plugin.py
+collect_ignore = ["example_app"]
 KINDS = ("mcached", "memcached")
 
 

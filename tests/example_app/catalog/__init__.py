@@ -1,0 +1,1 @@
+"""A shop's catalog: prices and recommendations, cached in memcached."""
