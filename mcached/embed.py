@@ -78,6 +78,7 @@ __all__ = [
     "EmbeddedServer",
     "ServerError",
     "ServerHandle",
+    "SettingsError",  # what a bad value raises, with memcached's message
     "serve",
     "serve_cluster",
 ]
@@ -588,7 +589,3 @@ def serve_cluster(n: int = 3, *flags: str, **settings: Any) -> EmbeddedCluster:
         if own in settings:
             raise ValueError(f"{own}: the cluster sets it for each node")
     return EmbeddedCluster(n, make_settings(flags, **settings))
-
-
-# SettingsError is what a bad value raises; re-exported for `except mcached.SettingsError`
-__all__ += ["SettingsError"]
