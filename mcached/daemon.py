@@ -110,11 +110,12 @@ class Daemon:
         # maintainer (t, the keeper: source and health checks) and the supervisor (t+1, the
         # first load); in one process, every thread writes as 0.
         writers = settings.threads + 2
+        self._docs = (SharedDocs(writers), SharedDocs(writers))
         self.discovery = Discovery(
             settings,
             local_port=self._local_port,
-            docs=SharedDocs(writers),
-            health_docs=SharedDocs(writers),
+            docs=self._docs[0],
+            health_docs=self._docs[1],
         )
         # -Y: the credentials (read now: a bad file stops us before anything binds)
         self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
@@ -276,9 +277,10 @@ class Daemon:
     def close(self) -> bool:
         """After `stop`: give the memory back now, not when the garbage collector finds the
         daemon's objects (they sit in reference cycles): the board's mappings and wake-up
-        sockets, the arena's mappings (a program that starts and stops daemons leaks
-        nothing). False, and nothing done, while one of the daemon's threads still runs (a
-        stop that gave up waiting): its memory then goes with its last reference."""
+        sockets, the arena's mappings, watch's event rings and the cluster's shared
+        documents (a program that starts and stops daemons leaks nothing). False, and
+        nothing done, while one of the daemon's threads still runs (a stop that gave up
+        waiting): its memory then goes with its last reference."""
         threads = [w.thread for w in self.server.workers]
         threads += [getattr(svc, "_thread", None) for svc in self._threads_started]
         if not self._stopped or any(t is not None and t.is_alive() for t in threads):
@@ -286,6 +288,11 @@ class Daemon:
         self._threads_started = []
         self.board.close()
         self.cache.arena.close()
+        for mapped in (self.server.events, *self._docs):  # watch's rings, the cluster's docs
+            try:
+                mapped.close()
+            except BufferError:
+                pass  # a view in use: the mapping goes with it
         return True
 
     def request_stop(self, graceful: bool = False) -> None:
