@@ -17,11 +17,13 @@ MEMCACHED_VERSION = "1.6.18"
 
 if TYPE_CHECKING:
     from mcached.embed import EmbeddedCluster, EmbeddedServer, serve, serve_cluster
+    from mcached.settings import SettingsError
 
 __all__ = [
     "MEMCACHED_VERSION",
     "EmbeddedCluster",
     "EmbeddedServer",
+    "SettingsError",
     "__version__",
     "serve",
     "serve_cluster",
@@ -30,6 +32,11 @@ _EMBED = {"EmbeddedCluster", "EmbeddedServer", "serve", "serve_cluster"}
 
 
 def __getattr__(name: str) -> Any:
+    # what serve() raises for a bad value, with memcached's message: `except mcached.SettingsError`
+    if name == "SettingsError":
+        from mcached.settings import SettingsError
+
+        return SettingsError
     if name in _EMBED:
         from mcached import embed
 

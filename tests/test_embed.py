@@ -128,6 +128,7 @@ def test_import_mcached_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "mcached.embed"]
     assert mcached.serve is embed.serve and mcached.serve_cluster is embed.serve_cluster
+    assert mcached.SettingsError is embed.SettingsError is SettingsError
 
 
 # ---- the handle: integration ----

@@ -33,8 +33,9 @@ PROTOCOL = "mcached.protocol.*"
 
 LAYERS: dict[str, set[str]] = {
     # ---- leaves: every layer may import them ----
-    # the version constants; serve() and serve_cluster() from embed, imported on first use
-    "mcached": {"mcached.embed"},
+    # the version constants; serve(), serve_cluster() (embed) and SettingsError, imported on
+    # first use
+    "mcached": {"mcached.embed", "mcached.settings"},
     "mcached.errors": LEAF,
     "mcached.addr": LEAF,
     "mcached.clock": LEAF,
