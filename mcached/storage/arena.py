@@ -348,7 +348,9 @@ class Arena:
     def pin_row(self, slot: int) -> memoryview:
         """Holder `slot`'s row of the pin table: what that process pinned or reserved."""
         b = self.pin_base + slot * PIN_SLOTS
-        return self.words[b : b + PIN_SLOTS]
+        view = self.words[b : b + PIN_SLOTS]
+        self._views.append(weakref.ref(view))  # kept by its cache: `close` releases it
+        return view
 
     def locks(self) -> Sequence[Any]:
         """Every lock of the arena (tests and the supervisor's diagnostics)."""
@@ -365,9 +367,9 @@ class Arena:
         """Unmap now: every view this arena cut (`words`, `holders`, the pages' view, the
         table windows, the counter rows) is released first, so a later use of one raises
         ValueError instead of keeping the mappings alive until the garbage collector finds the
-        views' owners (they sit in reference cycles). Call it once nothing uses the cache any more. A view in use
-        at this very moment (a buffer taken from it) stops the release: the mappings then go
-        with their last view, so an arena is never unmapped under a reader."""
+        views' owners (they sit in reference cycles). Call it once nothing uses the cache any
+        more. A view in use at this very moment (a buffer taken from it) stops the release: the
+        mappings then go with their last view, so an arena is never unmapped under a reader."""
         views = [self.holders, self.words, self.page_view]
         views += [w for pair in self.windows for w in pair]
         views += [v for v in (ref() for ref in self._views) if v is not None]
