@@ -10,6 +10,12 @@ syntax the command was parsed from (`mcached.protocol.responses.TextReplies` for
 text protocol) or, under ``noreply`` or a quiet flag, write nothing. So the same handler
 serves a verb in every syntax (see `mcached.protocol.outcomes`).
 
+The meta commands are served by the handlers of their meaning: ``ms`` by `store`, ``md`` by
+`delete`, ``ma`` by `delta`, each counted as memcached counts the classic verb; a command
+that is ``extended`` (its syntax reports a CAS or the item's state) gets the richer storage
+call of the same meaning (``store_ex``, ``delete_ex``, ``delta_ex``). ``mg`` is `lookup`: one
+key, counted as a get, or as a touch when it sets a TTL (as ``gat`` is).
+
 Hot path: `get` and the storage verbs run once per request, so they bind attributes to
 locals, and `get` has its own one-key path (see there).
 
@@ -39,7 +45,13 @@ from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit, RefHit, Reservation
-from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
+from mcached.storage.results import (
+    DeleteResult,
+    DeltaResult,
+    ReassignResult,
+    StoreMode,
+    StoreResult,
+)
 
 if TYPE_CHECKING:
     from mcached.cluster.discovery import Discovery
@@ -112,6 +124,27 @@ STORE_MODE = {
     c.Append: StoreMode.APPEND,
     c.Prepend: StoreMode.PREPEND,
     c.Cas: StoreMode.CAS,
+    c.MetaSet: StoreMode.SET,
+    c.MetaAdd: StoreMode.ADD,
+    c.MetaReplace: StoreMode.REPLACE,
+    c.MetaAppend: StoreMode.APPEND,
+    c.MetaPrepend: StoreMode.PREPEND,
+    c.MetaCas: StoreMode.CAS,
+}
+
+DELETE_OUTCOME: dict[DeleteResult, Outcome | Error] = {
+    DeleteResult.DELETED: Outcome.DELETED,
+    DeleteResult.INVALIDATED: Outcome.DELETED,  # md I: memcached answers HD all the same
+    DeleteResult.NOT_FOUND: Outcome.NOT_FOUND,
+    DeleteResult.EXISTS: Outcome.EXISTS,
+}
+
+DELTA_OUTCOME: dict[DeltaResult, Outcome | Error] = {
+    DeltaResult.NOT_FOUND: Outcome.NOT_FOUND,
+    DeltaResult.EXISTS: Outcome.EXISTS,
+    DeltaResult.NON_NUMERIC: Error.NON_NUMERIC,
+    DeltaResult.NO_MEMORY: Error.NO_MEMORY,
+    DeltaResult.NOT_CREATED: Error.META_NOT_CREATED,
 }
 
 MB = 1024 * 1024
@@ -145,6 +178,15 @@ STORE_CMD_CODE = {
     b"append": watch.CMD_APPEND,
     b"prepend": watch.CMD_PREPEND,
     b"cas": watch.CMD_CAS,
+}
+
+MODE_CMD_CODE = {
+    StoreMode.ADD: watch.CMD_ADD,
+    StoreMode.SET: watch.CMD_SET,
+    StoreMode.REPLACE: watch.CMD_REPLACE,
+    StoreMode.APPEND: watch.CMD_APPEND,
+    StoreMode.PREPEND: watch.CMD_PREPEND,
+    StoreMode.CAS: watch.CMD_CAS,
 }
 
 REASSIGN_OUTCOME: dict[ReassignResult, Outcome | Error] = {
@@ -270,6 +312,17 @@ class Handlers:
             c.Verbosity: self.verbosity,
             c.Quit: self.quit,
             c.ShutdownCmd: self.shutdown,
+            c.MetaGet: self.lookup,
+            c.MetaSet: self.store,
+            c.MetaAdd: self.store,
+            c.MetaReplace: self.store,
+            c.MetaAppend: self.store,
+            c.MetaPrepend: self.store,
+            c.MetaCas: self.store,
+            c.MetaDelete: self.delete,
+            c.MetaArith: self.delta,
+            c.MetaNoop: self.noop,
+            c.MetaDebug: self.debug,
             c.Stats: self.stats,
             c.CacheMemlimit: self.cache_memlimit,
             c.LruCrawler: self.lru_crawler,
@@ -445,13 +498,72 @@ class Handlers:
             cmd, s, lookup, type(cmd) is c.Gats, partial(_tally_touch, s.counters), once=False
         )
 
+    def lookup(self, cmd: c.MetaGet, s: Session) -> None:
+        """``mg``: one key, looked up with what its flags ask (see `Cache.lookup`). Counted
+        as a get, or as a touch when it sets a TTL (memcached counts ``mg ... T`` so, as
+        ``gat``); an item it creates (``N``) is a hit."""
+        state = self.cache.lookup(
+            cmd.key,
+            cmd.want_value,
+            cmd.bump,
+            True,
+            cmd.touch,
+            cmd.vivify,
+            cmd.recache,
+            cmd.recache_after_touch,
+            cmd.vivify_last,
+        )
+        ctr = s.counters
+        if cmd.touch is None:
+            ctr.cmd_get += 1
+            if state is None:
+                ctr.get_misses += 1
+            else:
+                ctr.get_hits += 1
+        else:
+            ctr.cmd_touch += 1
+            if state is None:
+                ctr.touch_misses += 1
+            else:
+                ctr.touch_hits += 1
+        if state is None:
+            cmd.reply_one_miss(s.out, cmd.key)
+        else:
+            cmd.reply_item(s.out, state)
+
+    def debug(self, cmd: c.MetaDebug, s: Session) -> None:
+        """``me``: the item's state, changed in nothing (memcached counts it as cmd_meta)."""
+        s.counters.cmd_meta += 1
+        state = self.cache.lookup(cmd.key, False, False, False)
+        if state is None:
+            cmd.reply_one_miss(s.out, cmd.key)
+        else:
+            cmd.reply_item(s.out, state)
+
+    def noop(self, cmd: c.MetaNoop, s: Session) -> None:
+        cmd.reply(s.out, Outcome.NOOP)
+
     # ---- storage ----
 
     def store(self, cmd: c.Store, s: Session) -> None:
         mode = STORE_MODE[type(cmd)]
-        cas = cmd.cas_unique if isinstance(cmd, c.Cas) else 0
-        result = self.cache.store(mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cas)
-        self._stored(cmd, s, mode, result)
+        if cmd.extended:
+            result, cas = self.cache.store_ex(
+                mode,
+                cmd.key,
+                cmd.value,
+                cmd.flags,
+                cmd.exptime,
+                cmd.cas_unique,
+                cmd.invalidate,  # type: ignore[attr-defined]
+                cmd.binary,  # type: ignore[attr-defined]
+            )
+        else:
+            result = self.cache.store(
+                mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cmd.cas_unique
+            )
+            cas = 0
+        self._stored(cmd, s, mode, result, cas)
 
     def incoming(self, cmd: c.Incoming, s: Session) -> None:
         """A large value still arriving: reserve its memory in the cache and have the session
@@ -487,8 +599,11 @@ class Handlers:
             self.cache.unlink(cmd.key)  # memcached drops the old value when a set fails
         self._stored(cmd, s, STORE_MODE[type(cmd)], result)
 
-    def _stored(self, cmd: c.Store, s: Session, mode: StoreMode, result: StoreResult) -> None:
-        """What a storage command came to: its counters and its reply."""
+    def _stored(
+        self, cmd: c.Store, s: Session, mode: StoreMode, result: StoreResult, cas: int = 0
+    ) -> None:
+        """What a storage command came to: its counters and its reply (`cas`: the new
+        item's, for the syntaxes that report it)."""
         ctr = s.counters
         ctr.cmd_set += 1
         if mode is StoreMode.CAS:
@@ -502,11 +617,11 @@ class Handlers:
             ctr.store_no_memory += 1
         elif result is StoreResult.TOO_LARGE:
             ctr.store_too_large += 1
-        if self.detail.enabled:
+        if self.detail.enabled and cmd.detailed:
             self.detail.record_set(cmd.key)
         if self.watching & watch.MUTATIONS:
             self._watch_store(cmd, mode, result, s)
-        cmd.reply(s.out, STORE_OUTCOME[result])
+        cmd.reply_stored(s.out, STORE_OUTCOME[result], cas)
 
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
         s.counters.store_too_large += 1
@@ -525,43 +640,63 @@ class Handlers:
     # ---- other keyed commands ----
 
     def delete(self, cmd: c.Delete, s: Session) -> None:
-        if self.detail.enabled:
+        if self.detail.enabled and cmd.detailed:
             self.detail.record_delete(cmd.key)
-        if self.cache.delete(cmd.key):
-            s.counters.delete_hits += 1
-            outcome = Outcome.DELETED
-            if self.watching & watch.DELETIONS:
-                self.events.deleted(1, cmd.key, 0, 0)
+        if cmd.extended:
+            result = self.cache.delete_ex(
+                cmd.key,
+                cmd.cas,  # type: ignore[attr-defined]
+                cmd.invalidate,  # type: ignore[attr-defined]
+                cmd.touch,  # type: ignore[attr-defined]
+            )
+        elif self.cache.delete(cmd.key):
+            result = DeleteResult.DELETED
         else:
+            result = DeleteResult.NOT_FOUND
+        # memcached: a CAS that did not match is a miss; an invalidation counts nothing
+        if result is DeleteResult.DELETED:
+            s.counters.delete_hits += 1
+            if self.watching & watch.DELETIONS:
+                self.events.deleted(2 if cmd.extended else 1, cmd.key, 0, 0)  # md or delete
+        elif result is not DeleteResult.INVALIDATED:
             s.counters.delete_misses += 1
-            outcome = Outcome.NOT_FOUND
-        cmd.reply(s.out, outcome)
+        cmd.reply(s.out, DELETE_OUTCOME[result])
 
     def delta(self, cmd: c.Incr, s: Session) -> None:
-        incr = type(cmd) is c.Incr
-        if incr:
+        incr = cmd.incr
+        item = None
+        if cmd.extended:
+            m: Any = cmd  # a MetaArith
+            result, item = self.cache.delta_ex(
+                cmd.key, incr, cmd.delta, m.cas, m.vivify, m.initial, m.touch, m.vivify_last
+            )
+            value = 0
+        elif incr:
             result, value = self.cache.incr(cmd.key, cmd.delta)
         else:
             result, value = self.cache.decr(cmd.key, cmd.delta)
         ctr = s.counters
         if result is DeltaResult.OK:
-            if incr:
-                ctr.incr_hits += 1
-            else:
-                ctr.decr_hits += 1
-            cmd.reply_number(s.out, value)
+            if item is None:
+                if incr:
+                    ctr.incr_hits += 1
+                else:
+                    ctr.decr_hits += 1
+                cmd.reply_number(s.out, value)
+                return
+            if not item.created:  # a counter created on a miss counts nothing
+                if incr:
+                    ctr.incr_hits += 1
+                else:
+                    ctr.decr_hits += 1
+            cmd.reply_item(s.out, item)
             return
         if result is DeltaResult.NOT_FOUND:
             if incr:
                 ctr.incr_misses += 1
             else:
                 ctr.decr_misses += 1
-            outcome: Outcome | Error = Outcome.NOT_FOUND
-        elif result is DeltaResult.NON_NUMERIC:
-            outcome = Error.NON_NUMERIC
-        else:
-            outcome = Error.NO_MEMORY
-        cmd.reply(s.out, outcome)
+        cmd.reply(s.out, DELTA_OUTCOME[result])
 
     def touch(self, cmd: c.Touch, s: Session) -> None:
         s.counters.cmd_touch += 1
@@ -790,7 +925,7 @@ class Handlers:
             ttl = (self.clock.realtime(cmd.exptime) - self.clock.now()) & 0xFFFFFFFF
         self.events.item_store(
             STORE_STATUS_CODE[result],
-            STORE_CMD_CODE[cmd.verb],
+            MODE_CMD_CODE[mode],  # ms logs its mode, as memcached's comm
             cmd.key,
             ttl,
             clsid,

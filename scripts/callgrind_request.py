@@ -2,6 +2,7 @@
 
     python scripts/callgrind_request.py                  # get, set, 10-key get, noreply set
     python scripts/callgrind_request.py --root /tmp/old  # the same for another checkout
+    python scripts/callgrind_request.py --loads cache-get,cache-set   # the storage calls alone
 
 What is counted: one `Connection.on_readable()` per request, as a worker calls it (recv, the
 parser, the handler, the cache, the reply joined and "sent"), over a socket whose ``recv``
@@ -32,7 +33,14 @@ LOADS = {
     "get10": b"get " + b" ".join(b"key:%04d" % i for i in range(10)) + b"\r\n",
     "set-noreply": b"set key:0001 0 0 1024 noreply\r\n" + VALUE + b"\r\n",
     "incr": b"incr n 1\r\n",
+    "mg": b"mg key:0001 v\r\n",
+    "mg-flags": b"mg key:0001 s f t c v\r\n",
+    "ms": b"ms key:0001 1024\r\n" + VALUE + b"\r\n",
+    "ma": b"ma n\r\n",
 }
+# The storage hot paths alone, called directly (no parser, handler or connection):
+# `Cache.get` of a 1 KB hit and `Cache.store` of a 1 KB set over an item of the same class.
+CACHE_LOADS = ("cache-get", "cache-set")
 
 
 def child(root: str, load: str, n: int) -> None:
@@ -48,7 +56,7 @@ def child(root: str, load: str, n: int) -> None:
     from mcached.stats import Counters
     from mcached.storage.results import StoreMode
 
-    request = LOADS[load]
+    request = LOADS.get(load, b"")
 
     class FakeSocket:
         def fileno(self) -> int:
@@ -88,10 +96,28 @@ def child(root: str, load: str, n: int) -> None:
         def connection_closed(self, conn: Any, reason: str) -> None:
             raise AssertionError(reason)
 
-    conn = Connection(FakeSocket(), "test", "test", Owner(), dispatch, Parser(), 20)  # type: ignore[arg-type]
+    owner = Owner()
+    conn = Connection(FakeSocket(), "test", "test", owner, dispatch, Parser(), 20)  # type: ignore[arg-type]
     for i in range(10):
         daemon.cache.store(StoreMode.SET, b"key:%04d" % i, VALUE, 0, 0, 0)
     daemon.cache.store(StoreMode.SET, b"n", b"1", 0, 0, 0)
+    if load in CACHE_LOADS:
+        cache = daemon.cache
+        key = b"key:0001"
+        if load == "cache-get":
+            get = cache.get
+            for _ in range(200):
+                get(key)
+            for _ in range(n):
+                get(key)
+        else:
+            store = cache.store
+            mode = StoreMode.SET
+            for _ in range(200):
+                store(mode, key, VALUE, 0, 0, 0)
+            for _ in range(n):
+                store(mode, key, VALUE, 0, 0, 0)
+        return
     on_readable = conn.on_readable
     for _ in range(200):  # warm-up: caches, the VALUE suffix table, specialisation
         on_readable()
@@ -128,7 +154,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--root", default=str(ROOT), help="the checkout whose mcached is measured")
     ap.add_argument("-n", type=int, default=2000, help="requests per measured run")
-    ap.add_argument("--loads", default=",".join(LOADS), help="comma separated: " + ", ".join(LOADS))
+    every = (*LOADS, *CACHE_LOADS)
+    ap.add_argument("--loads", default=",".join(LOADS), help="comma separated: " + ", ".join(every))
     ap.add_argument("--child", nargs=2, metavar=("LOAD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -6,9 +6,12 @@ the slots, for tests. `noreply` is carried on every command that memcached lets 
 (False on the others).
 
 A command answers in the syntax it was parsed from: the handler that serves it says what it
-came to (``cmd.reply(out, Outcome.STORED)``) and the command's replies write the bytes. These
-are the text protocol's commands and inherit `responses.TextReplies`; another syntax's
-command types inherit their own replies (see `outcomes`).
+came to (``cmd.reply(out, Outcome.STORED)``) and the command's replies write the bytes.
+
+The text protocol's commands inherit `responses.TextReplies`; the meta commands (``Meta*``,
+at the end) are the same meanings in memcached's second text syntax and inherit
+`responses.MetaReplies` first: ``ms`` is a `Store`, ``md`` a `Delete`, ``ma`` an `Incr`, so
+the handler of each meaning serves both syntaxes (see `outcomes`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from mcached.protocol.outcomes import Error
-from mcached.protocol.responses import TextReplies
+from mcached.protocol.responses import (
+    MetaArithReplies,
+    MetaDebugReplies,
+    MetaGetReplies,
+    MetaReplies,
+    TextReplies,
+)
 
 
 class Command(TextReplies):
@@ -25,6 +34,11 @@ class Command(TextReplies):
     verb = b""
     #: a command that memcached lets say noreply has it as a slot instead
     noreply: bool = False
+    #: its syntax reports more than the classic reply does (a CAS, an item's state): the
+    #: handler then makes the richer storage call of the same meaning
+    extended = False
+    #: counted by ``stats detail`` (memcached counts the classic verbs, not the meta ones)
+    detailed = True
     #: every slot, base classes first (filled in by __init_subclass__)
     _fields: tuple[str, ...] = ()
 
@@ -88,6 +102,8 @@ class Store(Command):
     """set/add/replace/append/prepend: the data block has been read in full."""
 
     __slots__ = ("key", "flags", "exptime", "value", "noreply")
+    #: the CAS unique to compare (`Cas` and meta's C flag have it as a slot); 0: none
+    cas_unique = 0
 
     def __init__(self, key: bytes, flags: int, exptime: int, value: bytes, noreply: bool = False):
         self.key = key
@@ -192,6 +208,7 @@ class Delete(Command):
 class Incr(Command):
     __slots__ = ("key", "delta", "noreply")
     verb = b"incr"
+    incr = True  # False: decr (meta's ma has it as a slot)
 
     def __init__(self, key: bytes, delta: int, noreply: bool = False) -> None:
         self.key = key
@@ -202,6 +219,7 @@ class Incr(Command):
 class Decr(Incr):
     __slots__ = ()
     verb = b"decr"
+    incr = False
 
 
 class Touch(Command):
@@ -394,3 +412,218 @@ class Invalid(Command):
     def __init__(self, error: Error, noreply: bool = False) -> None:
         self.error = error
         self.noreply = noreply
+
+
+# ---- the meta commands (memcached 1.6.18: mg ms md ma mn me) ----
+#
+# Each carries its flag tokens as sent (`tokens`: the reply echoes O and k, and writes the
+# flags asked for, in their order), its key decoded when ``b`` said it was base64 (`binary`),
+# `quiet` (``q``), and what the flags ask of the command, parsed once. Errors in the flags
+# never reach a command: the parser answers them (`Invalid`).
+
+
+class MetaGet(MetaGetReplies, Command):
+    """``mg <key> <flags>*``: a lookup of one key. `touch` (T), `vivify` (N) and `recache`
+    (R) are client exptimes or None; `recache_after_touch` and `vivify_last` say how the
+    flags stood (memcached applies them in their order)."""
+
+    __slots__ = (
+        "key",
+        "tokens",
+        "binary",
+        "quiet",
+        "want_value",
+        "bump",
+        "touch",
+        "vivify",
+        "recache",
+        "recache_after_touch",
+        "vivify_last",
+    )
+    verb = b"mg"
+    extended = True
+    detailed = False
+
+    def __init__(
+        self,
+        key: bytes,
+        tokens: list[bytes],
+        binary: bool = False,
+        quiet: bool = False,
+        want_value: bool = False,
+        bump: bool = True,
+        touch: int | None = None,
+        vivify: int | None = None,
+        recache: int | None = None,
+        recache_after_touch: bool = False,
+        vivify_last: bool = True,
+    ) -> None:
+        self.key = key
+        self.tokens = tokens
+        self.binary = binary
+        self.quiet = quiet
+        self.want_value = want_value
+        self.bump = bump
+        self.touch = touch
+        self.vivify = vivify
+        self.recache = recache
+        self.recache_after_touch = recache_after_touch
+        self.vivify_last = vivify_last
+
+
+class MetaStore(MetaReplies, Store):
+    """``ms <key> <datalen> <flags>*`` and its data block: a `Store` whose mode is its class
+    (``M`` and ``C`` chose it: `MetaCas` for a set or replace with a CAS). `invalidate` (I)
+    lets an older CAS store the value marked stale."""
+
+    __slots__ = ("tokens", "binary", "quiet", "cas_unique", "invalidate")
+    verb = b"ms"
+    extended = True
+    detailed = False
+
+    def __init__(
+        self,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        value: bytes,
+        tokens: list[bytes],
+        binary: bool = False,
+        quiet: bool = False,
+        cas_unique: int = 0,
+        invalidate: bool = False,
+    ) -> None:
+        super().__init__(key, flags, exptime, value)
+        self.tokens = tokens
+        self.binary = binary
+        self.quiet = quiet
+        self.cas_unique = cas_unique
+        self.invalidate = invalidate
+
+
+class MetaSet(MetaStore):
+    __slots__ = ()
+
+
+class MetaAdd(MetaStore):
+    __slots__ = ()
+
+
+class MetaReplace(MetaStore):
+    __slots__ = ()
+
+
+class MetaAppend(MetaStore):
+    __slots__ = ()
+
+
+class MetaPrepend(MetaStore):
+    __slots__ = ()
+
+
+class MetaCas(MetaStore):
+    __slots__ = ()
+
+
+class MetaDelete(MetaReplies, Delete):
+    """``md <key> <flags>*``: a `Delete`; `cas` (C, None: not given) must match, and
+    `invalidate` (I) keeps the item marked stale, with a new exptime when `touch` (T)."""
+
+    __slots__ = ("tokens", "binary", "quiet", "cas", "invalidate", "touch")
+    verb = b"md"
+    extended = True
+    detailed = False
+
+    def __init__(
+        self,
+        key: bytes,
+        tokens: list[bytes],
+        binary: bool = False,
+        quiet: bool = False,
+        cas: int | None = None,
+        invalidate: bool = False,
+        touch: int | None = None,
+    ) -> None:
+        super().__init__(key)
+        self.tokens = tokens
+        self.binary = binary
+        self.quiet = quiet
+        self.cas = cas
+        self.invalidate = invalidate
+        self.touch = touch
+
+
+class MetaArith(MetaArithReplies, Incr):
+    """``ma <key> <flags>*``: an incr or decr (`incr`, from M) by `delta` (D, default 1); a
+    non-zero `cas` (C) must match; on a miss `vivify` (N, a client exptime) creates the
+    counter holding `initial` (J); `touch` (T) sets the exptime; `want_value` (v) asks for the
+    new number."""
+
+    __slots__ = (
+        "tokens",
+        "binary",
+        "quiet",
+        "incr",
+        "cas",
+        "vivify",
+        "initial",
+        "touch",
+        "vivify_last",
+        "want_value",
+    )
+    verb = b"ma"
+    extended = True
+    detailed = False
+
+    def __init__(
+        self,
+        key: bytes,
+        tokens: list[bytes],
+        binary: bool = False,
+        quiet: bool = False,
+        incr: bool = True,
+        delta: int = 1,
+        cas: int = 0,
+        vivify: int | None = None,
+        initial: int = 0,
+        touch: int | None = None,
+        vivify_last: bool = True,
+        want_value: bool = False,
+    ) -> None:
+        super().__init__(key, delta)
+        self.tokens = tokens
+        self.binary = binary
+        self.quiet = quiet
+        self.incr = incr
+        self.cas = cas
+        self.vivify = vivify
+        self.initial = initial
+        self.touch = touch
+        self.vivify_last = vivify_last
+        self.want_value = want_value
+
+
+class MetaNoop(MetaReplies, Command):
+    """``mn``: answers ``MN``, so a client knows every quiet command before it was served."""
+
+    __slots__ = ()
+    verb = b"mn"
+    key = b""
+    tokens: list[bytes] = []
+    binary = False
+    quiet = False
+
+
+class MetaDebug(MetaDebugReplies, Command):
+    """``me <key> [b]``: memcached's debug line of the item (nothing about it changes)."""
+
+    __slots__ = ("key", "binary")
+    verb = b"me"
+    extended = True
+    detailed = False
+    tokens: list[bytes] = []
+    quiet = False
+
+    def __init__(self, key: bytes, binary: bool = False) -> None:
+        self.key = key
+        self.binary = binary

@@ -18,22 +18,28 @@ a method of the command's class is one specialised lookup, where ``cmd.renderer.
 instructions with the bytes written in the handlers, 24,619 through a renderer object (+2.3%),
 24,452 through inherited replies (+1.6%). The text of every reply still lives in ``protocol/``.
 
-How the protocols still to come plug in:
+The meta commands (``mg ms md ma mn me``) are a second text syntax: their command classes
+inherit `mcached.protocol.responses.MetaReplies` first in their bases (so it overrides every
+text reply): ``reply(out, Outcome.STORED)`` writes ``HD`` plus the flags the request asked to
+echo (``O`` opaque, ``k`` key), or nothing under ``q`` for the codes memcached hides in quiet
+mode; ``reply_item`` writes ``VA <size> <flags>`` from the `ItemView` a lookup returned,
+``reply_one_miss`` ``EN``; an `Error` writes memcached's ``CLIENT_ERROR``/``SERVER_ERROR``
+line, never hidden. The handlers serve them as the classic verbs of the same meaning (``ms``
+is a store, ``mg`` a lookup, ``md`` a delete, ``ma`` a delta); a command whose syntax reports
+more than the classic reply carries (a CAS, an item's state) says so with ``extended``, and
+the handler then makes the richer storage call of the same meaning.
 
-* The meta commands (``mg ms md ma mn me``) are a second text syntax. Their parser builds
-  command classes that inherit a ``MetaReplies`` first in their bases (so it overrides every
-  text reply): ``reply(out, Outcome.STORED)`` writes ``HD`` plus the flags the request asked
-  to echo (``O`` opaque, ``k`` key, ``b``), or nothing under ``q`` for the codes memcached
-  hides in quiet mode; ``reply_value`` writes ``VA <size> <flags>``, ``reply_miss`` ``EN``,
-  ``reply_end`` nothing; an `Error` writes memcached's ``CLIENT_ERROR``/``SERVER_ERROR``
-  line, never hidden.
+How the protocol still to come plugs in:
+
 * The binary protocol parses frames into command classes carrying the opcode, the opaque
   and whether the opcode is quiet, with ``BinaryReplies``: one 24-byte response header per
   reply, ``reply`` mapping the outcome to a status (``STORED`` 0x0000, ``NOT_FOUND`` 0x0001,
   ``EXISTS`` 0x0002, ``Error.TOO_LARGE`` 0x0003, ``Error.NON_NUMERIC`` 0x0006,
-  ``Error.NO_MEMORY`` 0x0082, ``Error.UNKNOWN_COMMAND`` 0x0081...), ``reply_number`` an
-  8-byte body, ``reply_stats`` one packet per row and an empty one to end; quiet opcodes
-  drop the successes.
+  ``Error.NO_MEMORY`` 0x0082, ``Error.UNKNOWN_COMMAND`` 0x0081...), ``reply_stored`` the
+  status with the new CAS in the header, ``reply_item`` an incr's 8-byte body and CAS,
+  ``reply_stats`` one packet per row and an empty one to end; quiet opcodes drop the
+  successes. Its commands are ``extended`` (they want the CAS back, and incr's create-on-miss
+  is meta's ``N``/``J``), so they reach the same storage calls as the meta commands.
 * A new syntax adds its command types to ``Handlers.dispatch_table()``, pointing at the
   handler of the same meaning: handlers never test which syntax a command came in.
 
@@ -67,6 +73,7 @@ class Outcome(_Member):
     TOUCHED = "touched"
     OK = "ok"
     RESET = "reset"  # stats reset
+    NOOP = "noop"  # mn: nothing asked, everything before it answered
 
 
 class Error(_Member):
@@ -113,6 +120,61 @@ class Error(_Member):
     CONFIG_DELETE_DISABLED = "config_delete_disabled"
     BAD_CLUSTER_CONFIG = "bad_cluster_config"  # config set data: `detail` says what is wrong
     WATCHER_TOO_MANY = "watcher_too_many"  # memcached's 20 watchers are attached
+    # the meta commands' (memcached 1.6.18 proto_text.c words each)
+    META_FLAG_INVALID = "meta_flag_invalid"  # a flag no meta command knows
+    META_FLAG_DUPLICATE = "meta_flag_duplicate"  # a flag given twice (or not ASCII)
+    META_FLAG_BAD = "meta_flag_bad"  # md and ma say this for any flag error
+    META_BAD_TOKEN = "meta_bad_token"  # N, T, R or C with a token that is not a number
+    META_KEY_DECODE = "meta_key_decode"  # b with a key that is not base64
+    META_MODE_LENGTH = "meta_mode_length"  # M with other than one character
+    META_BAD_INITIAL = "meta_bad_initial"  # J
+    META_BAD_DELTA = "meta_bad_delta"  # D
+    META_TOO_MANY_FLAGS = "meta_too_many_flags"  # mg (its wording)
+    META_TOO_MANY_FLAGS_STORE = "meta_too_many_flags_store"  # ms, md, ma (theirs)
+    META_OPAQUE_TOO_LONG = "meta_opaque_too_long"  # O over 32 bytes
+    META_SET_MODE = "meta_set_mode"  # ms M with an unknown mode
+    META_ARITH_MODE = "meta_arith_mode"  # ma M with an unknown mode
+    META_NOT_CREATED = "meta_not_created"  # ma N: no memory for the new item
+
+
+class ItemView(Protocol):
+    """What a lookup saw of an item, for the replies that report it (meta's flags, a debug
+    line): `mcached.storage.results.ItemState` is one. A TTL is seconds left, None when the
+    item never expires; `ttl`, `idle` and `fetched` are from before the command changed it,
+    `touch_ttl` and `vivify_ttl` what the command set."""
+
+    @property
+    def value(self) -> bytes | bytearray | None: ...
+    @property
+    def flags(self) -> int: ...
+    @property
+    def cas(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def clsid(self) -> int: ...
+    @property
+    def ttl(self) -> int | None: ...
+    @property
+    def touch_ttl(self) -> int | None: ...
+    @property
+    def vivify_ttl(self) -> int | None: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def fetched(self) -> bool: ...
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def token_sent(self) -> bool: ...
+    @property
+    def won(self) -> bool: ...
+    @property
+    def created(self) -> bool: ...
+    @property
+    def binary_key(self) -> bool: ...
 
 
 class Replies(Protocol):
@@ -157,6 +219,15 @@ class Replies(Protocol):
 
     def reply_number(self, out: Out, n: int) -> None:
         """incr/decr: the new value."""
+
+    def reply_stored(self, out: Out, outcome: Outcome | Error, cas: int) -> None:
+        """A storage command's outcome, and the new item's CAS: 0 unless stored, and 0 for a
+        command that is not ``extended`` (the classic text reply has no place for it, so the
+        classic store does not look it up)."""
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        """A keyed command found (or made) this item: report what the command asked of it
+        (``mg``'s value and flags, ``ma``'s new number, ``me``'s debug line)."""
 
     def reply_version(self, out: Out, version: str) -> None: ...
 

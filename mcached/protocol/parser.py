@@ -14,6 +14,13 @@ The parser owns the framing of memcached's text protocol (``proto_text.c`` in me
 * More than 2048 bytes without a newline closes the connection, unless the line is a ``get`` or
   ``gets`` (multigets may be long); those are capped at `MAX_MULTIGET_LINE`.
 
+* The meta commands (``mg ms md ma mn me``) are parsed as memcached 1.6.18's
+  ``process_m*_command`` reads them: a key, (``ms``) a data length, then single-character
+  flags, some with a token (``T30``, ``Oabc``), each allowed once. The flags are read here
+  once (`_meta_flags`, memcached's ``_meta_flag_preparse``) into the command; an error in
+  them is memcached's error line. ``ms`` reads its data block as a storage command does, and
+  swallows it when its flags are in error.
+
 * With ``-Y`` (``Parser(auth=True)``) a connection starts unauthenticated: only memcached's
   ``set <key> <flags> <exptime> <n>`` + ``<user> <password>`` exchange is parsed, into `Auth`;
   every other line is ``CLIENT_ERROR unauthenticated``. The handler checks the credentials
@@ -80,6 +87,9 @@ _UNAUTHENTICATED = c.Invalid(Error.UNAUTHENTICATED)
 _AUTH_BAD_TERMINATION = c.Invalid(Error.AUTH_BAD_TERMINATION)
 _AUTH_BAD_FORMAT = c.Invalid(Error.AUTH_BAD_FORMAT)
 _NOREPLY = b"noreply"
+_META_TOO_MANY = c.Invalid(Error.META_TOO_MANY_FLAGS)
+_META_TOO_MANY_STORE = c.Invalid(Error.META_TOO_MANY_FLAGS_STORE)
+_META_FLAG_BAD = c.Invalid(Error.META_FLAG_BAD)
 
 
 def item_total_size(nkey: int, flags: int, vlen: int, cas_enabled: bool) -> int:
@@ -110,9 +120,19 @@ def _digits(tok: bytes) -> int | None:
 
 
 def parse_uint64(tok: bytes) -> int | None:
-    """``safe_strtoull``: 0..2^64-1; a minus sign is refused (except on zero)."""
+    """``safe_strtoull``: 0..2^64-1. strtoull negates a minus-signed number modulo 2^64, and
+    safe_strtoull refuses the result only when it reads as negative in 64 bits, so "-1" is
+    refused but "-18446744073709551615" is 1 (and "-0" is 0)."""
     v = _digits(tok)
-    if v is None or v > UINT64_MAX or v < 0:
+    if v is None:
+        return None
+    if v < 0:
+        if v < -UINT64_MAX:
+            return None  # ERANGE
+        v &= UINT64_MAX
+    elif v > UINT64_MAX:
+        return None
+    if v > INT64_MAX and b"-" in tok:
         return None
     return v
 
@@ -213,6 +233,12 @@ class Parser:
             b"config": self._config,
             b"refresh_certs": self._refresh_certs,
             b"watch": self._watch,
+            b"mg": self._mg,
+            b"ms": self._ms,
+            b"md": self._md,
+            b"ma": self._ma,
+            b"mn": self._mn,
+            b"me": self._me,
         }
 
     # ---- buffer ----
@@ -645,6 +671,139 @@ class Parser:
         ``noreply`` as a word it does not know: its ERROR is hidden."""
         return c.Watch(tokens[1:], tokens[-1] == _NOREPLY)
 
+    # ---- the meta commands: memcached 1.6.18's process_m*_command ----
+    #
+    # Each checks what memcached checks, in its order: enough tokens (else ERROR), the key's
+    # length as sent (before any base64 decoding), the number of tokens, then the flags.
+
+    def _mg(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n < 2:
+            return _ERROR
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH:
+            return _FORMAT
+        if n == 2:
+            return c.MetaGet(key, [])
+        if n >= META_MAX_TOKENS:
+            return _META_TOO_MANY
+        flags = tokens[2:]
+        f = _meta_flags(key, flags)
+        if isinstance(f, Error):
+            return c.Invalid(f)
+        return c.MetaGet(
+            f.key,
+            flags,
+            f.binary,
+            f.quiet,
+            f.value,
+            f.bump,
+            f.touch,
+            f.vivify,
+            f.recache,
+            f.recache_after_touch,
+            f.vivify_last,
+        )
+
+    def _ms(self, tokens: list[bytes]) -> c.Command | None:
+        n = len(tokens)
+        if n < 2:
+            return _ERROR
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH or n == 2:
+            return _FORMAT
+        if n >= META_MAX_TOKENS:
+            return _META_TOO_MANY_STORE
+        vlen = parse_int32(tokens[2])
+        if vlen is None or vlen < 0 or vlen > INT32_MAX - 2:
+            return _FORMAT
+        # from here on an error swallows the data block (memcached's conn_swallow)
+        flags = tokens[3:]
+        f = _meta_flags(key, flags)
+        if isinstance(f, Error):
+            return self._swallow_block(vlen + 2, c.Invalid(f))
+        opaque_ok = _opaque_ok(flags)
+        build = _META_STORE.get(f.mode)
+        if build is None:
+            return self._swallow_block(vlen + 2, c.Invalid(Error.META_SET_MODE))
+        if not opaque_ok:
+            return self._swallow_block(vlen + 2, c.Invalid(Error.META_OPAQUE_TOO_LONG))
+        if f.cas is not None and (build is c.MetaSet or build is c.MetaReplace):
+            build = c.MetaCas  # a set or replace with a CAS is a cas
+        key = f.key
+        if item_total_size(len(key), f.client_flags, vlen, self.cas_enabled) > self.item_size_max:
+            # memcached drops the item whatever the mode; the error is never quiet
+            return self._swallow_block(vlen + 2, c.TooLarge(b"set", key))
+        make = _MetaStoreBuilder(build, flags, f)
+        self._pending = (make, key, f.client_flags, f.exptime, vlen, 0, False, b"ms")
+        cmd = self._data_block()  # usually the block came with its line
+        if cmd is None:
+            self._framed = True
+        return cmd
+
+    def _md(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n < 2:
+            return _ERROR
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH:
+            return _FORMAT
+        if n >= META_MAX_TOKENS:
+            return _META_TOO_MANY_STORE
+        flags = tokens[2:]
+        f = _meta_flags(key, flags)
+        if isinstance(f, Error):
+            return _META_FLAG_BAD  # md's one word for every flag error
+        if not _opaque_ok(flags):
+            return c.Invalid(Error.META_OPAQUE_TOO_LONG)
+        return c.MetaDelete(f.key, flags, f.binary, f.quiet, f.cas, f.invalidate, f.touch)
+
+    def _ma(self, tokens: list[bytes]) -> c.Command:
+        n = len(tokens)
+        if n < 2:
+            return _ERROR
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH:
+            return _FORMAT
+        if n >= META_MAX_TOKENS:
+            return _META_TOO_MANY_STORE
+        flags = tokens[2:]
+        f = _meta_flags(key, flags)
+        if isinstance(f, Error):
+            return _META_FLAG_BAD  # ma's one word for every flag error
+        incr = _META_ARITH.get(f.mode)
+        if incr is None:
+            return c.Invalid(Error.META_ARITH_MODE)
+        # an O token too long is found as the reply is written, after the counter moved
+        return c.MetaArith(
+            f.key,
+            flags,
+            f.binary,
+            f.quiet,
+            incr,
+            f.delta,
+            f.cas or 0,
+            f.vivify,
+            f.initial,
+            f.touch,
+            f.vivify_last,
+            f.value,
+        )
+
+    def _mn(self, tokens: list[bytes]) -> c.Command:
+        return _MN  # whatever follows it
+
+    def _me(self, tokens: list[bytes]) -> c.Command:
+        if len(tokens) < 2 or len(tokens[1]) > KEY_MAX_LENGTH:
+            return _FORMAT  # "me" alone included: memcached checks both at once
+        key = tokens[1]
+        if len(tokens) > 2 and tokens[2] == b"b":
+            decoded = base64_decode(key)
+            if decoded is None:
+                return _FORMAT
+            return c.MetaDebug(decoded, True)
+        return c.MetaDebug(key)
+
     # ---- ASCII authentication (-Y): memcached 1.6.18's try_read_command_asciiauth ----
 
     def authenticated(self) -> None:
@@ -712,6 +871,215 @@ class Parser:
             self._framed = True
             return None
         return _ERROR
+
+
+# ---- the meta commands' flags: memcached 1.6.18's _meta_flag_preparse ----
+
+META_MAX_TOKENS = 19  # MFLAG_MAX_OPT_LENGTH (20) counts memcached's final empty token
+OPAQUE_MAX = 32  # MFLAG_MAX_OPAQUE_LENGTH: an O token, its O included
+
+_MN = c.MetaNoop()
+
+# memcached's base64 decoding table: value of each byte, 0x80 for bytes that are skipped
+_B64 = bytearray(b"\x80" * 256)
+for _i, _ch in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):
+    _B64[_ch] = _i
+_B64[ord("=")] = 0
+
+
+def base64_decode(src: bytes) -> bytes | None:
+    """memcached's ``base64_decode`` (base64.c): bytes outside the alphabet are skipped, the
+    rest must come in groups of four, and the first group holding ``=`` ends the input (one
+    or two of them cut as many bytes; three or four are an error). None where memcached's
+    returns 0, an empty result included."""
+    table = _B64
+    count = sum(1 for b in src if table[b] != 0x80)
+    if count == 0 or count % 4:
+        return None
+    out = bytearray()
+    block: list[int] = []
+    pad = 0
+    for b in src:
+        v = table[b]
+        if v == 0x80:
+            continue
+        if b == 61:  # "="
+            pad += 1
+        block.append(v)
+        if len(block) == 4:
+            a0, a1, a2, a3 = block
+            out += bytes(
+                ((a0 << 2 | a1 >> 4) & 255, (a1 << 4 | a2 >> 2) & 255, (a2 << 6 | a3) & 255)
+            )
+            block = []
+            if pad:
+                if pad > 2:
+                    return None
+                del out[-pad:]
+                break
+    return bytes(out) or None
+
+
+class MetaFlags:
+    """What `_meta_flags` read from a meta command's flags (memcached's ``struct
+    _meta_flags``). Attributes not set by a flag keep the class defaults below (one object
+    per request, and only the flags sent are written into it)."""
+
+    key = b""
+    binary = False  # b: the key was base64 and is decoded
+    quiet = False  # q
+    value = False  # v
+    bump = True  # not u
+    touch: int | None = None  # T, a client exptime
+    vivify: int | None = None  # N
+    recache: int | None = None  # R
+    recache_after_touch = False  # T came before R: R compares the exptime T set
+    vivify_last = True  # N came after T (or alone): a created item takes N's exptime
+    client_flags = 0  # F
+    exptime = 0  # T again, for ms
+    cas: int | None = None  # C
+    mode = 0  # M's character (0: none)
+    invalidate = False  # I
+    delta = 1  # D
+    initial = 0  # J
+
+
+def _meta_flags(key: bytes, tokens: list[bytes]) -> MetaFlags | Error:
+    """The flags of a meta command, or the error memcached answers for them.
+
+    As memcached's ``_meta_flag_preparse``: a flag is the first byte of its token; a byte
+    over 126 or a flag seen before is at once "duplicate flag", an unknown one at once
+    "invalid flag"; a bad token is noted and the reading goes on, so the last error noted is
+    the one answered (a bad F notes no words of its own: then "bad command line format").
+    Every meta command reads every flag any of them knows (mg reads M, ma reads F...)."""
+    f = MetaFlags()
+    f.key = key
+    seen = bytearray(128)
+    error: Error | None = None
+    bad = False
+    t_at = n_at = r_at = -1
+    for i, tok in enumerate(tokens):
+        o = tok[0]
+        if o > 126 or seen[o]:
+            return Error.META_FLAG_DUPLICATE
+        seen[o] = 1
+        if o == 118:  # v
+            f.value = True
+        elif o in _META_PLAIN:
+            if o == 113:  # q
+                f.quiet = True
+            elif o == 117:  # u
+                f.bump = False
+            elif o == 73:  # I
+                f.invalidate = True
+        elif o == 84 or o == 78 or o == 82:  # T N R: a client exptime (safe_strtol)
+            v = parse_int32(tok[1:])
+            if v is None:
+                error = Error.META_BAD_TOKEN
+                bad = True
+            elif o == 84:
+                f.touch = f.exptime = v
+                t_at = i
+            elif o == 78:
+                f.vivify = v
+                n_at = i
+            else:
+                f.recache = v
+                r_at = i
+        elif o == 98:  # b: decode the key (memcached decodes it in place, here)
+            decoded = base64_decode(key)
+            f.binary = True
+            if decoded is None:
+                error = Error.META_KEY_DECODE
+                bad = True
+                decoded = b""
+            f.key = decoded
+        elif o == 67:  # C
+            cas = parse_uint64(tok[1:])
+            if cas is None:
+                error = Error.META_BAD_TOKEN
+                bad = True
+            else:
+                f.cas = cas
+        elif o == 70:  # F: safe_strtoul, no words of its own
+            flags = parse_uint32(tok[1:])
+            if flags is None:
+                bad = True
+            else:
+                f.client_flags = flags
+        elif o == 77:  # M
+            if len(tok) != 2:
+                error = Error.META_MODE_LENGTH
+                bad = True
+            else:
+                f.mode = tok[1]
+        elif o == 74 or o == 68:  # J D
+            v = parse_uint64(tok[1:])
+            if v is None:
+                error = Error.META_BAD_INITIAL if o == 74 else Error.META_BAD_DELTA
+                bad = True
+            elif o == 74:
+                f.initial = v
+            else:
+                f.delta = v
+        else:
+            return Error.META_FLAG_INVALID
+    if bad:
+        return error or Error.BAD_FORMAT
+    if t_at >= 0:
+        f.recache_after_touch = t_at < r_at
+        f.vivify_last = n_at > t_at
+    return f
+
+
+# flags that are known and only switch something on, or nothing (O, P, L, k, s, t, c, f, h,
+# l, q, u, I): the commands that use them read their tokens
+_META_PLAIN = frozenset(b"OPLkstcfhlquI")
+
+
+def _opaque_ok(tokens: list[bytes]) -> bool:
+    """No O token longer than memcached's 32 bytes (its O included)."""
+    for tok in tokens:
+        if tok[0] == 79 and len(tok) > OPAQUE_MAX:
+            return False
+    return True
+
+
+# ms's M: the store each mode is (a C turns set and replace into cas); ma's M: incr or not
+_META_STORE: dict[int, type[c.MetaStore]] = {
+    0: c.MetaSet,
+    ord("S"): c.MetaSet,
+    ord("E"): c.MetaAdd,
+    ord("A"): c.MetaAppend,
+    ord("P"): c.MetaPrepend,
+    ord("R"): c.MetaReplace,
+}
+_META_ARITH: dict[int, bool] = {
+    0: True,
+    ord("I"): True,
+    ord("+"): True,
+    ord("D"): False,
+    ord("-"): False,
+}
+
+
+class _MetaStoreBuilder:
+    """Builds an ms command once its data block is read (the parser's pending build)."""
+
+    __slots__ = ("cls", "tokens", "f")
+
+    def __init__(self, cls: type[c.MetaStore], tokens: list[bytes], f: MetaFlags) -> None:
+        self.cls = cls
+        self.tokens = tokens
+        self.f = f
+
+    def __call__(
+        self, key: bytes, flags: int, exptime: int, value: bytes, noreply: bool
+    ) -> c.Command:
+        f = self.f
+        return self.cls(
+            key, flags, exptime, value, self.tokens, f.binary, f.quiet, f.cas or 0, f.invalidate
+        )
 
 
 def _config_set(key: bytes, flags: int, exptime: int, value: bytes, noreply: bool) -> c.Command:

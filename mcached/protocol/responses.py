@@ -1,4 +1,5 @@
-"""The text protocol's replies: memcached 1.6's lines, and `TextReplies`, which writes them.
+"""The text protocol's replies: memcached 1.6's lines, and `TextReplies`, which writes them;
+the meta commands' replies (`MetaReplies` and its kin) after them.
 
 Handlers say what a command came to (`mcached.protocol.outcomes`); every text command
 inherits `TextReplies`, which writes that the way memcached's ``proto_text.c`` does, into the
@@ -18,10 +19,11 @@ line's tail comes from a table, and a small value's whole reply is joined at onc
 
 from __future__ import annotations
 
+from base64 import b64encode
 from collections.abc import Iterable
 from urllib.parse import quote_from_bytes
 
-from mcached.protocol.outcomes import Error, Out, Outcome
+from mcached.protocol.outcomes import Error, ItemView, Out, Outcome
 
 CRLF = b"\r\n"
 END = b"END\r\n"
@@ -42,6 +44,7 @@ LINES: dict[Outcome | Error, bytes] = {
     Outcome.TOUCHED: b"TOUCHED\r\n",
     Outcome.OK: b"OK\r\n",
     Outcome.RESET: b"RESET\r\n",
+    Outcome.NOOP: b"MN\r\n",  # mn (memcached's out_string "MN")
     Error.UNKNOWN_COMMAND: b"ERROR\r\n",
     Error.BAD_FORMAT: b"CLIENT_ERROR bad command line format\r\n",
     Error.BAD_DELETE_FORMAT: (
@@ -87,6 +90,21 @@ LINES: dict[Outcome | Error, bytes] = {
     # config set|delete cluster (mcached's: ElastiCache has no public wording for them)
     Error.CONFIG_SET_DISABLED: b"CLIENT_ERROR config set not allowed\r\n",
     Error.CONFIG_DELETE_DISABLED: b"CLIENT_ERROR config delete not allowed\r\n",
+    # the meta commands (memcached 1.6.18's proto_text.c, _meta_flag_preparse and process_m*)
+    Error.META_FLAG_INVALID: b"CLIENT_ERROR invalid flag\r\n",
+    Error.META_FLAG_DUPLICATE: b"CLIENT_ERROR duplicate flag\r\n",
+    Error.META_FLAG_BAD: b"CLIENT_ERROR invalid or duplicate flag\r\n",
+    Error.META_BAD_TOKEN: b"CLIENT_ERROR bad token in command line format\r\n",
+    Error.META_KEY_DECODE: b"CLIENT_ERROR error decoding key\r\n",
+    Error.META_MODE_LENGTH: b"CLIENT_ERROR incorrect length for M token\r\n",
+    Error.META_BAD_INITIAL: b"CLIENT_ERROR invalid numeric initial value\r\n",
+    Error.META_BAD_DELTA: b"CLIENT_ERROR invalid numeric delta value\r\n",
+    Error.META_TOO_MANY_FLAGS: b"CLIENT_ERROR options flags are too long\r\n",
+    Error.META_TOO_MANY_FLAGS_STORE: b"CLIENT_ERROR options flags too long\r\n",
+    Error.META_OPAQUE_TOO_LONG: b"CLIENT_ERROR opaque token too long\r\n",
+    Error.META_SET_MODE: b"CLIENT_ERROR invalid mode for ms M token\r\n",
+    Error.META_ARITH_MODE: b"CLIENT_ERROR invalid mode for ma M token\r\n",
+    Error.META_NOT_CREATED: b"SERVER_ERROR Out of memory allocating new item\r\n",
 }
 
 # Errors whose line carries a message (``reply(..., detail)``).
@@ -200,6 +218,16 @@ class TextReplies:
         if not self.noreply:  # out_string, as reply()
             out.append(b"%d\r\n" % n)
 
+    def reply_stored(self, out: Out, outcome: Outcome | Error, cas: int) -> None:
+        # reply() again rather than a call to it (hot path: every storage command); the
+        # text protocol's storage replies carry no CAS
+        if self.noreply and outcome not in ALWAYS_SENT:
+            return
+        out.append(LINES[outcome])
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        raise NotImplementedError("no text command reports an item's state")
+
     # ---- blocks (commands that cannot say noreply) ----
 
     def reply_version(self, out: Out, version: str) -> None:
@@ -251,3 +279,241 @@ class TextReplies:
         # ElastiCache's CONFIG block: <n> counts the data, not the \r\n after it (VALUE
         # framing). One bytes object: clients that keep only their last read get it whole.
         out.append(b"CONFIG %b 0 %d\r\n%b\r\nEND\r\n" % (key, len(data), data))
+
+
+# ---- the meta commands: mg, ms, md, ma, mn, me (memcached 1.6.18's proto_text.c) ----
+#
+# A meta reply is a two-letter code and the flags the request asked for, in the order it
+# asked: ``HD c5 Oabc k<key>``. Flags are told apart by their first byte (memcached reads
+# ``tokens[i].value[0]``), which these replies compare as ints.
+
+META_CODE: dict[Outcome | Error, bytes] = {
+    Outcome.STORED: b"HD",
+    Outcome.DELETED: b"HD",
+    Outcome.TOUCHED: b"HD",
+    Outcome.NOT_STORED: b"NS",
+    Outcome.EXISTS: b"EX",
+    Outcome.NOT_FOUND: b"NF",
+    Outcome.NOOP: b"MN",
+}
+# What ``q`` hides: the nominal answers (memcached's resp->skip); NS, EX, NF and errors are
+# always sent, and a miss's EN is hidden by reply_one_miss.
+QUIET_HIDES = frozenset((Outcome.STORED, Outcome.DELETED, Outcome.TOUCHED))
+OPAQUE_MAX = 32  # MFLAG_MAX_OPAQUE_LENGTH: an O token, its O included, up to 32 bytes
+U32 = 0xFFFFFFFF  # itoa_u32: times print as unsigned 32-bit numbers
+
+_O, _k, _c, _s, _t, _f, _l, _h, _T, _N = b"OkcstflhTN"
+
+
+def meta_key(key: bytes, binary: bool) -> bytes:
+    """The ``k`` flag of a reply: the key, or when it is a binary key (``b``) its base64
+    encoding and a ``b`` flag (memcached's META_KEY)."""
+    if binary:
+        return b" k" + b64encode(key) + b" b"
+    return b" k" + key
+
+
+def _ttl(ttl: int | None) -> bytes:
+    return b" t-1" if ttl is None else b" t%d" % (ttl & U32)
+
+
+class MetaReplies:
+    """The meta commands' replies (`outcomes.Replies`), inherited by every meta command
+    before its text base. A command carries the flag tokens of its request (`tokens`), its
+    key (decoded, for ``b``), `binary` (it came base64-encoded) and `quiet` (``q``).
+
+    Every error is sent, ``q`` or not; an ``O`` token over `OPAQUE_MAX` bytes, when the
+    parser left it for the reply to find (mg and ma check it as they write their answer, after
+    the command took effect), turns the answer into memcached's error line."""
+
+    __slots__ = ()
+    key: bytes
+    tokens: list[bytes]
+    binary: bool
+    quiet: bool
+
+    def _echo(self, head: bytes, cas: int | None = None) -> bytes | None:
+        """`head`, then the O and k flags (and c with `cas`) in the order asked, and CRLF;
+        None when an O token is too long."""
+        parts = [head]
+        for t in self.tokens:
+            f = t[0]
+            if f == _O:
+                if len(t) > OPAQUE_MAX:
+                    return None
+                parts += (b" ", t)
+            elif f == _k:
+                parts.append(meta_key(self.key, self.binary))
+            elif f == _c and cas is not None:
+                parts.append(b" c%d" % cas)
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    def _status(self, out: Out, outcome: Outcome | Error, cas: int | None) -> None:
+        if outcome.__class__ is Error:
+            out.append(LINES[outcome])
+            return
+        line = self._echo(META_CODE[outcome], cas)
+        if line is None:
+            out.append(LINES[Error.META_OPAQUE_TOO_LONG])
+        elif not (self.quiet and outcome in QUIET_HIDES):
+            out.append(line)
+
+    def reply(self, out: Out, outcome: Outcome | Error, detail: str = "") -> None:
+        if detail:
+            out.append(DETAILED[outcome] % detail.encode())
+            return
+        self._status(out, outcome, None)
+
+    def reply_stored(self, out: Out, outcome: Outcome | Error, cas: int) -> None:
+        # ms: its c flag gives the new CAS, 0 when nothing was stored (memcached's c->cas)
+        self._status(out, outcome, cas)
+
+    def reply_one_miss(self, out: Out, key: bytes) -> None:
+        line = self._echo(b"EN")
+        if line is None:
+            out.append(LINES[Error.META_OPAQUE_TOO_LONG])
+        elif not self.quiet:
+            out.append(line)
+
+    def reply_miss(self, out: Out, key: bytes) -> None:
+        self.reply_one_miss(out, key)
+
+    def reply_end(self, out: Out) -> None:
+        pass
+
+    def reply_value(
+        self, out: Out, key: bytes, value: bytes | bytearray, flags: int, cas: int | None
+    ) -> None:
+        raise NotImplementedError("meta commands answer with reply_item")
+
+    def reply_one_value(self, out: Out, key: bytes, value: bytes | bytearray, flags: int) -> None:
+        raise NotImplementedError("meta commands answer with reply_item")
+
+    def reply_number(self, out: Out, n: int) -> None:
+        raise NotImplementedError("ma answers with reply_item")
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        raise NotImplementedError
+
+
+class MetaGetReplies(MetaReplies):
+    """``mg``: ``VA <size> <flags>`` and the value, or ``HD <flags>`` without ``v``; ``EN``
+    on a miss (hidden by ``q``). The flags are written in the order asked, and the TTL ``t``
+    shows is the one in force at its place: after a ``T`` the new one, after an ``N`` that
+    created the item the one it was given (memcached writes them as it walks the flags).
+    Then ``Z`` (another client holds the recache token), ``X`` (stale), ``W`` (won)."""
+
+    __slots__ = ()
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        value = item.value
+        parts: list[bytes | bytearray] = [b"HD" if value is None else b"VA %d" % item.size]
+        ttl = item.ttl
+        for t in self.tokens:
+            f = t[0]
+            if f == _s:
+                parts.append(b" s%d" % item.size)
+            elif f == _t:
+                parts.append(_ttl(ttl))
+            elif f == _c:
+                parts.append(b" c%d" % item.cas)
+            elif f == _f:
+                parts.append(b" f%d" % item.flags)
+            elif f == _O:
+                if len(t) > OPAQUE_MAX:
+                    out.append(LINES[Error.META_OPAQUE_TOO_LONG])
+                    return
+                parts += (b" ", t)
+            elif f == _k:
+                parts.append(meta_key(self.key, item.binary_key))
+            elif f == _T:
+                ttl = item.touch_ttl
+            elif f == _N:
+                if item.created:
+                    ttl = item.vivify_ttl
+            elif f == _l:
+                parts.append(b" l%d" % (item.idle & U32))
+            elif f == _h:
+                parts.append(b" h1" if item.fetched else b" h0")
+        if item.token_sent:
+            parts.append(b" Z")
+        if item.stale:
+            parts.append(b" X")
+        if item.won:
+            parts.append(b" W")
+        parts.append(CRLF)
+        if value is not None:
+            if len(value) <= INLINE_VALUE_MAX:
+                parts += (value, CRLF)
+            else:
+                out += (b"".join(parts), value, CRLF)  # a large value: uncopied
+                return
+        out.append(b"".join(parts))
+
+
+class MetaArithReplies(MetaReplies):
+    """``ma``: ``HD <flags>``, or ``VA <size> <flags>`` and the new number with ``v``;
+    ``NF`` / ``EX`` with the O and k flags. ``q`` hides the answer of a counter that
+    existed, not of one the command created (memcached skips only its OK)."""
+
+    __slots__ = ()
+    want_value: bool
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        digits = item.value or b""
+        parts: list[bytes | bytearray] = [b"VA %d" % len(digits) if self.want_value else b"HD"]
+        ttl = item.ttl
+        for t in self.tokens:
+            f = t[0]
+            if f == _c:
+                parts.append(b" c%d" % item.cas)
+            elif f == _t:
+                parts.append(_ttl(ttl))
+            elif f == _T:
+                ttl = item.touch_ttl
+            elif f == _N:
+                if item.created:
+                    ttl = item.vivify_ttl
+            elif f == _O:
+                if len(t) > OPAQUE_MAX:
+                    out.append(LINES[Error.META_OPAQUE_TOO_LONG])
+                    return
+                parts += (b" ", t)
+            elif f == _k:
+                parts.append(meta_key(self.key, self.binary))
+        if self.quiet and not item.created:
+            return
+        parts.append(CRLF)
+        if self.want_value:
+            parts += (digits, CRLF)
+        out.append(b"".join(parts))
+
+
+class MetaDebugReplies(MetaReplies):
+    """``me``: memcached's debug line of an item, or ``EN``. ``exp`` is memcached's
+    ``current_time - exptime`` (so minus the TTL; -1: never), ``la`` the seconds since the
+    item was stored, ``size`` its total size, ``cls`` its slab class."""
+
+    __slots__ = ()
+
+    def reply_one_miss(self, out: Out, key: bytes) -> None:
+        out.append(b"EN\r\n")
+
+    def reply_item(self, out: Out, item: ItemView) -> None:
+        key = b64encode(self.key) if item.binary_key else self.key
+        ttl = item.ttl
+        # %d of an unsigned difference: a 32-bit signed number
+        exp = -1 if ttl is None else ((-ttl + 2**31) & U32) - 2**31
+        out.append(
+            b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n"
+            % (
+                key,
+                exp,
+                item.idle & U32,
+                item.cas,
+                b"yes" if item.fetched else b"no",
+                item.clsid,
+                item.total,
+            )
+        )

@@ -27,11 +27,20 @@ The item header (48 bytes, memcached's own header size), at the start of an item
      0 status   ST_*               12 exptime  int32, server time; 0 = never
      1 nkey                        16 time     uint32, server time of the last store
      2 ref      clock reference    20 clsid    the slab class of the chunk
-     3 fetched  read since stored  24 cas      uint64, also the flush_all sequence mark
-     4 nbytes   value length       32 hash     int64, hash(key): partition and table slot
-     8 flags    uint32             40 next     chained items: the next chunk (-1: none)
-    22 pins     replies still sending the value from this chunk (see Pins below)
+     3 fetched  read since stored  21 mflags   MF_*: the meta commands' item state
+     4 nbytes   value length       22 pins     replies still sending the value from this chunk
+     8 flags    uint32                         (see Pins below)
+                                   24 cas      uint64, also the flush_all sequence mark
+                                   32 hash     int64, hash(key): partition and table slot
+                                   40 next     chained items: the next chunk (-1: none)
     48 key, then the value (no CRLF, no NUL)
+
+`OFF_MFLAGS` is memcached's ``it_flags`` bits that only the meta commands read or set: stale
+(``md <key> I``), a recache token handed out (``mg`` answered ``W``), a base64 key (``ms <key>
+b``). The whole-header `HDR` writes it as a pad byte, that is 0: a store makes a new item,
+which is not stale, has handed out no token and has a plain key, as in memcached, where every
+store allocates a new item; what keeps an item (touch, an in-place incr) keeps its bits.
+Byte 23 is spare.
 
 A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`; a continuation
 chunk of a chained item has status `ST_CONT`, its head's address at `OFF_HEAD` and the next
@@ -86,6 +95,7 @@ OFF_FLAGS = 8
 OFF_EXPTIME = 12
 OFF_TIME = 16
 OFF_CLSID = 20
+OFF_MFLAGS = 21  # MF_* bits, one byte; read and written alone (the Structs skip it as a pad)
 OFF_PINS = 22  # uint8: replies sending from this item
 OFF_CAS = 24
 OFF_HASH = 32
@@ -102,8 +112,13 @@ ST_ZOMBIE = 16  # out of the table and uncounted, kept for its pins (with ST_CHA
 MAX_PINS = 255  # a value pinned this often is copied instead
 HOLE = 1  # tag on an address popped from a free list (addresses are 8-byte aligned)
 
+# OFF_MFLAGS bits (memcached's ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY)
+MF_STALE = 1  # invalidated: served with X until a store replaces it
+MF_WON = 2  # a client won the right to recache it (W); later readers see Z
+MF_BINKEY = 4  # stored under a base64-decoded key: replies give the key back encoded
+
 #: the whole header: status, nkey, ref, fetched, nbytes, flags, exptime, time, clsid, cas,
-#: hash, next
+#: hash, next (OFF_MFLAGS, OFF_PINS and the spare byte are pads: written 0)
 HDR = struct.Struct("<BBBBIIiIBxxxQqq")
 #: what a read needs: the header up to the hash
 GET_HDR = struct.Struct("<BBBBIIiIBxxxQq")
@@ -116,6 +131,7 @@ I32 = struct.Struct("<i")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 assert HDR.size == HEADER and GET_HDR.size == OFF_NEXT and TAIL_HDR.size == OFF_NEXT - OFF_EXPTIME
+assert HDR.size == OFF_NEXT + 8 and OFF_MFLAGS == OFF_CLSID + 1  # the pad after clsid
 assert CONT_HDR.size == HEADER
 
 # ---- the global block ----

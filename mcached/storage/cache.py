@@ -70,11 +70,15 @@ from mcached.storage.arena import (
     HEADER,
     HOLE,
     I32,
+    MF_BINKEY,
+    MF_STALE,
+    MF_WON,
     NSTAT,
     OFF_CAS,
     OFF_CLSID,
     OFF_EXPTIME,
     OFF_FETCHED,
+    OFF_MFLAGS,
     OFF_PINS,
     OFF_REF,
     PIN_SLOTS,
@@ -124,12 +128,20 @@ from mcached.storage.assoc import (
     make_entry,
 )
 from mcached.storage.items import NEED_PAGE, Items, ItemStats, Partition, item_size
-from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
+from mcached.storage.results import (
+    DeleteResult,
+    DeltaResult,
+    ItemState,
+    ReassignResult,
+    StoreMode,
+    StoreResult,
+)
 
 __all__ = [
     "PIN_MIN",
     "Cache",
     "Hit",
+    "ItemState",
     "ItemStats",
     "RefHit",
     "Reservation",
@@ -764,6 +776,327 @@ class Cache:
         pm[a + OFF_REF] = 1
         part.cst[base + S_TOUCH_HITS] += 1
 
+    # ---- the meta commands' operations (memcached's proto_text.c process_m*_command) ----
+
+    def lookup(
+        self,
+        key: bytes,
+        value: bool = True,
+        bump: bool = True,
+        count: bool = True,
+        touch: int | None = None,
+        vivify: int | None = None,
+        recache: int | None = None,
+        recache_after_touch: bool = False,
+        vivify_last: bool = True,
+    ) -> ItemState | None:
+        """A lookup that tells everything about the item, and may change it: ``mg`` (and
+        ``me``, which changes nothing). None on a miss that created nothing.
+
+        * `value`: copy the value out; `bump`: mark it read (``mg`` without ``u``), after
+          its state was taken; `count`: count the hit in its slab class (a touch hit when
+          `touch` is given, a get hit otherwise).
+        * `touch` (a client exptime): set the item's exptime (``T``).
+        * `vivify` (a client exptime): on a miss, create an empty item with that exptime and
+          win its recache (``N``); with `touch` too, the exptime of the two flags' later
+          (`vivify_last`).
+        * `recache` (a client exptime): win the recache when the item expires before that
+          time (``R``), comparing the exptime set by `touch` when that flag came first
+          (`recache_after_touch`).
+
+        A stale item is won by the first lookup after it was invalidated; the win is
+        recorded in the item (`MF_WON`), so the later lookups see ``token_sent``.
+        """
+        part, h = self._part(key)
+        rt = self._realtime
+        touch_exp = None if touch is None else rt(touch)
+        vivify_exp = None if vivify is None else rt(vivify)
+        recache_exp = None if recache is None else rt(recache)
+        with self._hold:
+            with part:
+                got = self._lookup_locked(
+                    part, h, key, value, bump, count, touch_exp, vivify_exp,
+                    recache_exp, recache_after_touch, vivify_last, True,
+                )  # fmt: skip
+            if got.__class__ is int:
+                self._items.steal_page(got)
+                with part:
+                    got = self._lookup_locked(
+                        part, h, key, value, bump, count, touch_exp, vivify_exp,
+                        recache_exp, recache_after_touch, vivify_last, False,
+                    )  # fmt: skip
+        return got  # type: ignore[return-value]
+
+    def _lookup_locked(
+        self,
+        part: Partition,
+        h: int,
+        key: bytes,
+        value: bool,
+        bump: bool,
+        count: bool,
+        touch_exp: int | None,
+        vivify_exp: int | None,
+        recache_exp: int | None,
+        recache_after_touch: bool,
+        vivify_last: bool,
+        steal_ok: bool,
+    ) -> ItemState | None | int:
+        """`lookup` under the partition lock, times in server time; an int (a class id) asks
+        for a page first (to create the item)."""
+        i = self._find_locked(part, key, h)
+        pm = self._pm
+        now = self._now()
+        created = False
+        if i < 0:
+            if vivify_exp is None:
+                return None
+            # memcached: an item of 0 bytes, flags 0; the exptime is the later flag's
+            exp = vivify_exp if touch_exp is None or vivify_last else touch_exp
+            got = self._link_locked(part, i, -1, key, h, b"", 0, exp, steal_ok, False)
+            if got.__class__ is int:
+                return got
+            if got is not _STORED:
+                return None  # no memory: memcached's item_alloc failed, a miss
+            i = self._raw_find_locked(part, key, h)
+            created = True
+        a = part.tbl[i] & ADDR_MASK
+        st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(
+            pm, a
+        )
+        mf = pm[a + OFF_MFLAGS]
+        sent = mf & MF_WON
+        base = cid * NSTAT
+        if created:
+            ttl = None  # memcached creates it with exptime 0, then applies N (and T)
+            won = True
+        else:
+            ttl = exptime - now if exptime else None
+            won = False
+            if recache_exp is not None and not sent:
+                seen = touch_exp if touch_exp is not None and recache_after_touch else exptime
+                won = bool(seen) and seen < recache_exp
+            if touch_exp is not None:
+                if bool(exptime) != bool(touch_exp):
+                    part.cst[base + S_TTL] += 1 if touch_exp else -1
+                I32.pack_into(pm, a + OFF_EXPTIME, touch_exp)
+        if mf & MF_STALE and not sent:
+            won = True  # the first reader of a stale item recaches it
+        if won:
+            pm[a + OFF_MFLAGS] = mf | MF_WON
+        if count:
+            part.cst[base + (S_GET_HITS if touch_exp is None else S_TOUCH_HITS)] += 1
+        if bump:
+            pm[a + OFF_REF] = 1
+            pm[a + OFF_FETCHED] = 1
+        data: bytes | None = None
+        if value:
+            if st & ST_CHAINED:
+                data = self._items.read_chained(a, nkey, nbytes)
+            else:
+                vo = a + HEADER + nkey
+                data = pm[vo : vo + nbytes]
+        cas_on = self.cas_enabled
+        return ItemState(
+            data,
+            flags,
+            cas if cas_on else 0,
+            nbytes,
+            item_size(nkey, flags, nbytes, cas_on),
+            cid,
+            ttl,
+            touch_exp - now if touch_exp else None,
+            vivify_exp - now if vivify_exp else None,
+            now - itime,
+            bool(fetched) and not created,
+            bool(mf & MF_STALE),
+            bool(sent),
+            won,
+            created,
+            bool(mf & MF_BINKEY),
+        )
+
+    def store_ex(
+        self,
+        mode: StoreMode,
+        key: bytes,
+        value: bytes,
+        flags: int = 0,
+        exptime: int = 0,
+        cas: int = 0,
+        stale: bool = False,
+        binary_key: bool = False,
+    ) -> tuple[StoreResult, int]:
+        """`store` with the meta commands' extras (``ms``): `stale` (``I``: a CAS older than
+        the item's stores the value marked stale), `binary_key` (``b``: the item remembers
+        its key came base64-encoded), and the new item's CAS returned with the result (0
+        unless stored, or with -C). A CAS given with append or prepend must match."""
+        if len(key) > KEY_MAX_LENGTH:
+            raise ValueError(f"keys are at most {KEY_MAX_LENGTH} bytes (the parser says so)")
+        total = self._base_size + len(key) + len(value)
+        if flags:
+            total += 4
+        if total > self.item_size_max:
+            return StoreResult.TOO_LARGE, 0
+        part, h = self._part(key)
+        mflags = MF_BINKEY if binary_key else 0
+        counted = self._items.class_for(total) * NSTAT + S_CMD_SET
+        steal_ok = True
+        with self._hold:
+            while True:
+                with part:
+                    result = self._store_locked(
+                        part, h, mode, key, value, flags, exptime, cas, steal_ok, stale, mflags
+                    )
+                    if result.__class__ is not int:
+                        if result is not _NO_MEMORY:
+                            part.cst[counted] += 1
+                        new_cas = 0
+                        if result is _STORED and self.cas_enabled:
+                            i = self._raw_find_locked(part, key, h)
+                            new_cas = U64.unpack_from(
+                                self._pm, (part.tbl[i] & ADDR_MASK) + OFF_CAS
+                            )[0]
+                        return result, new_cas  # type: ignore[return-value]
+                # no page for the item's class: move one from another class, then once more
+                self._items.steal_page(result)
+                steal_ok = False
+
+    def delete_ex(
+        self, key: bytes, cas: int | None = None, invalidate: bool = False, touch: int | None = None
+    ) -> DeleteResult:
+        """``md``: delete, or with `invalidate` (``I``) keep the item, mark it stale (its
+        recache token back up for grabs), give it a new CAS and, with `touch`, a new exptime.
+        A `cas` (even 0) must match the item's (0 with -C)."""
+        part, h = self._part(key)
+        with self._hold, part:
+            i = self._find_locked(part, key, h)
+            if i < 0:
+                return DeleteResult.NOT_FOUND
+            a = part.tbl[i] & ADDR_MASK
+            pm = self._pm
+            if cas is not None:
+                item_cas = U64.unpack_from(pm, a + OFF_CAS)[0] if self.cas_enabled else 0
+                if cas != item_cas:
+                    return DeleteResult.EXISTS
+            if invalidate:
+                if touch is not None:
+                    exptime = self._realtime(touch)
+                    old = I32.unpack_from(pm, a + OFF_EXPTIME)[0]
+                    if bool(old) != bool(exptime):
+                        part.cst[pm[a + 20] * NSTAT + S_TTL] += 1 if exptime else -1  # OFF_CLSID
+                    I32.pack_into(pm, a + OFF_EXPTIME, exptime)
+                pm[a + OFF_MFLAGS] = (pm[a + OFF_MFLAGS] | MF_STALE) & ~MF_WON
+                U64.pack_into(pm, a + OFF_CAS, part.next_cas())
+                return DeleteResult.INVALIDATED
+            part.cst[pm[a + 20] * NSTAT + S_DELETE_HITS] += 1  # OFF_CLSID
+            self._items.unlink_locked(part, i, a)
+            return DeleteResult.DELETED
+
+    def delta_ex(
+        self,
+        key: bytes,
+        incr: bool,
+        delta: int,
+        cas: int = 0,
+        vivify: int | None = None,
+        initial: int = 0,
+        touch: int | None = None,
+        vivify_last: bool = True,
+    ) -> tuple[DeltaResult, ItemState | None]:
+        """``ma``: incr or decr (a non-zero `cas` must match), and the item as it is then.
+
+        On a miss with `vivify` (a client exptime, ``N``) the item is created holding
+        `initial` (``J``), with that exptime or, with `touch` too, the later flag's. `touch`
+        (``T``) sets a found item's exptime, but only when the new number fit in the old
+        value's length: memcached sets it on the item it modified, which is the old one (no
+        longer stored) when the number grew past its length.
+        """
+        part, h = self._part(key)
+        rt = self._realtime
+        touch_exp = None if touch is None else rt(touch)
+        vivify_exp = None if vivify is None else rt(vivify)
+        steal_ok = True
+        with self._hold:
+            while True:
+                with part:
+                    got = self._delta_ex_locked(
+                        part, h, key, incr, delta, cas, vivify_exp, initial, touch_exp,
+                        vivify_last, steal_ok,
+                    )  # fmt: skip
+                    if got.__class__ is not int:
+                        return got  # type: ignore[return-value]
+                self._items.steal_page(got)
+                steal_ok = False
+
+    def _delta_ex_locked(
+        self,
+        part: Partition,
+        h: int,
+        key: bytes,
+        incr: bool,
+        delta: int,
+        cas: int,
+        vivify_exp: int | None,
+        initial: int,
+        touch_exp: int | None,
+        vivify_last: bool,
+        steal_ok: bool,
+    ) -> tuple[DeltaResult, ItemState | None] | int:
+        pm = self._pm
+        i = self._find_locked(part, key, h)
+        created = False
+        if i >= 0:
+            a = part.tbl[i] & ADDR_MASK
+            old_nbytes = GET_HDR.unpack_from(pm, a)[4]
+            result, number = self._delta_locked(part, h, key, delta, incr, steal_ok, cas)
+            if result is None:
+                return number  # a class id: steal a page first
+            if result is not DeltaResult.OK:
+                return result, None
+            digits = b"%d" % number
+            in_place = len(digits) <= old_nbytes
+        elif vivify_exp is None:
+            return DeltaResult.NOT_FOUND, None
+        else:
+            digits = b"%d" % initial
+            exp = vivify_exp if touch_exp is None or vivify_last else touch_exp
+            got = self._link_locked(part, i, -1, key, h, digits, 0, exp, steal_ok, False)
+            if got.__class__ is int:
+                return got
+            if got is not _STORED:
+                return DeltaResult.NOT_CREATED, None
+            created = in_place = True
+        i = self._raw_find_locked(part, key, h)
+        a = part.tbl[i] & ADDR_MASK
+        _, nkey, _, _, nbytes, flags, exptime, itime, cid, item_cas, _ = GET_HDR.unpack_from(pm, a)
+        now = self._now()
+        ttl = None if created or not exptime else exptime - now
+        if touch_exp is not None and in_place and not created:
+            if bool(exptime) != bool(touch_exp):
+                part.cst[cid * NSTAT + S_TTL] += 1 if touch_exp else -1
+            I32.pack_into(pm, a + OFF_EXPTIME, touch_exp)
+        cas_on = self.cas_enabled
+        mf = pm[a + OFF_MFLAGS]
+        return DeltaResult.OK, ItemState(
+            digits,
+            flags,
+            item_cas if cas_on else 0,
+            nbytes,
+            item_size(nkey, flags, nbytes, cas_on),
+            cid,
+            ttl,
+            touch_exp - now if touch_exp else None,
+            vivify_exp - now if vivify_exp else None,
+            now - itime,
+            False,
+            bool(mf & MF_STALE),
+            bool(mf & MF_WON),
+            False,
+            created,
+            bool(mf & MF_BINKEY),
+        )
+
     # ---- writes ----
 
     def _store_slow(
@@ -816,11 +1149,20 @@ class Cache:
         exptime: int,
         cas: int,
         steal_ok: bool,
+        stale: bool = False,
+        mflags: int = 0,
     ) -> StoreResult | int:
-        """`store` under the partition lock; an int (a class id) asks for a page first."""
+        """`store` under the partition lock; an int (a class id) asks for a page first.
+
+        memcached's ``do_store_item``, with the meta commands' two extras: with `stale` (``ms
+        ... I``) a CAS *older* than the item's is not refused but stores the value marked
+        stale, keeping the item's exptime and its recache token (memcached's CAS_STALE); a
+        CAS given with append or prepend must match. `mflags` (``MF_*``) are the new item's
+        (a base64 key); append and prepend make an item of their own, without them."""
         i = self._find_locked(part, key, h, storing=True)
         old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
         pm = self._pm
+        new_exptime = self._realtime(exptime) if exptime else 0
         if mode is _SET:
             pass
         elif mode is _ADD:
@@ -834,13 +1176,19 @@ class Cache:
             base = pm[old + 20] * NSTAT  # OFF_CLSID
             old_cas = U64.unpack_from(pm, old + OFF_CAS)[0]
             if not self.cas_enabled or cas != old_cas:
-                part.cst[base + S_CAS_BADVAL] += 1
-                return StoreResult.EXISTS  # with -C memcached never matches a cas
+                # with -C memcached never matches a cas; a CAS of 0 never matches either
+                if not (stale and self.cas_enabled and 0 < cas < old_cas):
+                    part.cst[base + S_CAS_BADVAL] += 1
+                    return StoreResult.EXISTS
+                new_exptime = I32.unpack_from(pm, old + OFF_EXPTIME)[0]
+                mflags |= MF_STALE | (pm[old + OFF_MFLAGS] & MF_WON)
             part.cst[base + S_CAS_HITS] += 1
         else:  # REPLACE, APPEND, PREPEND
             if old < 0:
                 return StoreResult.NOT_STORED
             if mode is not _REPLACE:
+                if cas and self.cas_enabled and cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
+                    return StoreResult.EXISTS
                 # append/prepend keep the old item's flags and exptime
                 _, _, _, _, _, flags, old_exptime, _, _, _, _ = GET_HDR.unpack_from(pm, old)
                 current = self._items.read_value(old)
@@ -851,16 +1199,7 @@ class Cache:
                     part, i, old, key, h, value, flags, old_exptime, steal_ok, False
                 )
         return self._link_locked(
-            part,
-            i,
-            old,
-            key,
-            h,
-            value,
-            flags,
-            self._realtime(exptime) if exptime else 0,
-            steal_ok,
-            mode is _SET,
+            part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags
         )
 
     def _link_locked(
@@ -876,8 +1215,10 @@ class Cache:
         steal_ok: bool,
         drop_old_on_failure: bool,
         fetched: int = 0,
+        mflags: int = 0,
     ) -> StoreResult | int:
-        """Write a new item for `key` (replacing `old`, the item in slot `i`, if >= 0)."""
+        """Write a new item for `key` (replacing `old`, the item in slot `i`, if >= 0), with
+        `mflags` in its `OFF_MFLAGS` byte."""
         items = self._items
         pm = self._pm
         now = self._now()
@@ -924,6 +1265,8 @@ class Cache:
                 )
                 vo = old + HEADER + nkey
                 pm[vo : vo + nbytes] = value
+                if mflags:
+                    pm[old + OFF_MFLAGS] = mflags
                 cst[base + S_MEM] += total - item_size(
                     nkey, old_flags, old_nbytes, self.cas_enabled
                 )
@@ -964,6 +1307,8 @@ class Cache:
             a = items.write_chain(chain, key, h, value, flags, exptime, now, cas)
         if fetched:
             pm[a + OFF_FETCHED] = 1
+        if mflags:
+            pm[a + OFF_MFLAGS] = mflags
         entry = make_entry(h >> self._pshift, a)
         if old >= 0:
             part.tbl[i] = entry
@@ -1123,19 +1468,34 @@ class Cache:
         return result  # type: ignore[return-value]
 
     def _delta_locked(
-        self, part: Partition, h: int, key: bytes, delta: int, incr: bool, steal_ok: bool
+        self,
+        part: Partition,
+        h: int,
+        key: bytes,
+        delta: int,
+        incr: bool,
+        steal_ok: bool,
+        cas: int = 0,
     ) -> tuple[DeltaResult | None, int]:
-        """memcached's ``do_add_delta``: wraps at 2^64 going up, stops at 0 going down.
+        """memcached's ``do_add_delta``: wraps at 2^64 going up, stops at 0 going down; an
+        empty or chained value is not a number (memcached: ``nbytes <= 2`` or chunked), and a
+        non-zero `cas` must match the item's (checked after that, before the value is read).
         (None, class id) asks for a page first."""
         i = self._find_locked(part, key, h)
         if i < 0:
             return DeltaResult.NOT_FOUND, 0
         a = part.tbl[i] & ADDR_MASK
         pm = self._pm
-        st, nkey, _, fetched, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(pm, a)
+        st, nkey, _, fetched, nbytes, flags, exptime, _, cid, item_cas, _ = GET_HDR.unpack_from(
+            pm, a
+        )
+        if not nbytes or st & ST_CHAINED:
+            return DeltaResult.NON_NUMERIC, 0
+        if cas and cas != (item_cas if self.cas_enabled else 0):
+            return DeltaResult.EXISTS, 0
         hits = cid * NSTAT + (S_INCR_HITS if incr else S_DECR_HITS)  # the old item's
-        value = self._items.read_value(a)
-        number = parse_counter(value) if value else None
+        vo = a + HEADER + nkey
+        number = parse_counter(pm[vo : vo + nbytes])
         if number is None:
             return DeltaResult.NON_NUMERIC, 0
         if incr:
@@ -1143,15 +1503,12 @@ class Cache:
         else:
             number = max(number - delta, 0)
         digits = b"%d" % number
-        if len(digits) <= nbytes and not st & ST_CHAINED and not pm[a + OFF_PINS]:
+        if len(digits) <= nbytes and not pm[a + OFF_PINS]:
             # memcached rewrites in place and pads with spaces to the old length
-            vo = a + HEADER + nkey
             pm[vo : vo + nbytes] = digits.ljust(nbytes)
             U64.pack_into(pm, a + OFF_CAS, part.next_cas())
             pm[a + OFF_REF] = 1
         else:
-            if len(digits) <= nbytes:
-                digits = digits.ljust(nbytes)
             got = self._link_locked(
                 part, i, a, key, h, digits, flags, exptime, steal_ok, False, fetched
             )

@@ -1,10 +1,12 @@
 """Result enums: what a storage operation did (memcached's ``enum store_item_type`` and
-``enum delta_result_type``). Handlers map them to reply lines; storage never writes wire text.
+``enum delta_result_type``), and `ItemState`, what a lookup saw of an item. Handlers map them
+to outcomes; storage never writes wire text.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 
 class _Result(enum.Enum):
@@ -37,6 +39,42 @@ class DeltaResult(_Result):
     NON_NUMERIC = "non_numeric"
     NOT_FOUND = "not_found"
     NO_MEMORY = "no_memory"
+    EXISTS = "exists"  # a CAS was given and the item's differs (memcached's CAS_MISMATCH)
+    NOT_CREATED = "not_created"  # a miss asked to create the item, and there was no memory
+
+
+class DeleteResult(_Result):
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"  # a CAS was given and the item's differs
+    INVALIDATED = "invalidated"  # kept, marked stale, given a new CAS
+
+
+class ItemState(NamedTuple):
+    """An item as a lookup saw it (``Cache.lookup``, ``Cache.delta_ex``): what memcached's
+    meta commands report of it. Times are seconds; a TTL is ``exptime - now``, None when the
+    item never expires, and may be negative when the command itself set a time already past.
+
+    `ttl`, `idle` and `fetched` are as the item was *before* the command changed it (a
+    created item: None, 0, False); `touch_ttl` and `vivify_ttl` are the TTLs the command set
+    (None: never, or not set; a reply shows each from the point where its flag stands)."""
+
+    value: bytes | bytearray | None  # a copy, when asked for (ma: the new number)
+    flags: int  # the client flags
+    cas: int  # 0 with -C
+    size: int  # value length
+    total: int  # memcached's item size (header, key, value, CAS)
+    clsid: int  # slab class
+    ttl: int | None
+    touch_ttl: int | None  # the TTL a touch set
+    vivify_ttl: int | None  # the TTL a created item was given
+    idle: int  # seconds since it was stored
+    fetched: bool  # read before (memcached's ITEM_FETCHED)
+    stale: bool  # invalidated (MF_STALE)
+    token_sent: bool  # another client had won the recache (MF_WON before this command)
+    won: bool  # this command won the recache
+    created: bool  # this command created the item (a miss with vivify)
+    binary_key: bool  # stored under a base64 key (MF_BINKEY)
 
 
 class ReassignResult(_Result):
