@@ -500,8 +500,8 @@ class Handlers:
 
     def lookup(self, cmd: c.MetaGet, s: Session) -> None:
         """``mg``: one key, looked up with what its flags ask (see `Cache.lookup`). Counted
-        as a get, or as a touch when it sets a TTL (memcached counts ``mg ... T`` so, as
-        ``gat``); an item it creates (``N``) is a hit."""
+        as a get, or as a touch hit when it set a TTL (``T``); a miss is a get miss, with
+        ``T`` or not, and an item it creates (``N``) is a hit (memcached's counting)."""
         state = self.cache.lookup(
             cmd.key,
             cmd.want_value,
@@ -514,22 +514,18 @@ class Handlers:
             cmd.vivify_last,
         )
         ctr = s.counters
+        if state is None:
+            ctr.cmd_get += 1
+            ctr.get_misses += 1
+            cmd.reply_one_miss(s.out, cmd.key)
+            return
         if cmd.touch is None:
             ctr.cmd_get += 1
-            if state is None:
-                ctr.get_misses += 1
-            else:
-                ctr.get_hits += 1
+            ctr.get_hits += 1
         else:
             ctr.cmd_touch += 1
-            if state is None:
-                ctr.touch_misses += 1
-            else:
-                ctr.touch_hits += 1
-        if state is None:
-            cmd.reply_one_miss(s.out, cmd.key)
-        else:
-            cmd.reply_item(s.out, state)
+            ctr.touch_hits += 1
+        cmd.reply_item(s.out, state)
 
     def debug(self, cmd: c.MetaDebug, s: Session) -> None:
         """``me``: the item's state, changed in nothing (memcached counts it as cmd_meta)."""

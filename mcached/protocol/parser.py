@@ -875,7 +875,7 @@ class Parser:
 
 # ---- the meta commands' flags: memcached 1.6.18's _meta_flag_preparse ----
 
-META_MAX_TOKENS = 19  # MFLAG_MAX_OPT_LENGTH (20) counts memcached's final empty token
+META_MAX_TOKENS = 20  # MFLAG_MAX_OPT_LENGTH: memcached counts a final empty token, so 19 is the most
 OPAQUE_MAX = 32  # MFLAG_MAX_OPAQUE_LENGTH: an O token, its O included
 
 _MN = c.MetaNoop()
@@ -1028,7 +1028,8 @@ def _meta_flags(key: bytes, tokens: list[bytes]) -> MetaFlags | Error:
         return error or Error.BAD_FORMAT
     if t_at >= 0:
         f.recache_after_touch = t_at < r_at
-        f.vivify_last = n_at > t_at
+        if n_at >= 0:
+            f.vivify_last = n_at > t_at
     return f
 
 

@@ -20,7 +20,7 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     run that then waits on a reply is cut at its ``timeout``).
   - ``vacuous``: output showing that the file took a branch that tests nothing (unixsocket.t
     when ``-h`` does not advertise unix sockets): reported as XFAIL until it stops appearing.
-* `PENDING`: files for protocols mcached does not serve yet (meta, binary); skipped with the
+* `PENDING`: files for protocols mcached does not serve yet (binary); skipped with the
   reason, they join `IN_SCOPE` when the protocol lands.
 * `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
   seccomp, persistence, memcached's own source checks...), each with the reason; skipped.
@@ -138,10 +138,11 @@ IN_SCOPE: dict[str, InScope] = {
     "dyn-maxbytes.t": PASSES,
     "slabs_reassign.t": PASSES,
     "udp.t": known(BINARY, "binary protocol", unrun=7),  # the text half passes
+    # the meta protocol (issue 13)
+    "metaget.t": PASSES,
 }
 
 PENDING: dict[str, str] = {
-    "metaget.t": "pending: meta protocol (mg/ms/md/mn/ma/me), not served yet",
     "binary.t": "pending: binary protocol, not served yet (-B binary is refused)",
     "issue_50.t": "pending: binary protocol (starts the server with -B binary)",
 }

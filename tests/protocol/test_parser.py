@@ -318,6 +318,13 @@ def test_cas_disabled_shrinks_item_size() -> None:
         (b"4294967296", 0, 4294967296, 0),
         (b"18446744073709551615", 4294967295, 2**64 - 1, None),
         (b"18446744073709551616", None, None, None),
+        # strtoull negates a minus-signed number modulo 2^64; safe_strtoull refuses only a
+        # result that reads as negative in 64 bits
+        (b"-18446744073709551615", 1, 1, None),
+        (b"-9223372036854775809", 2**32 - 1, 2**63 - 1, None),
+        (b"-9223372036854775808", None, None, 0),
+        (b"-18446744073709551616", None, None, None),
+        (b"18446744073709551615\t-", None, None, None),  # strchr looks past the number
         (b"2147483647", 2147483647, 2147483647, 2147483647),
         (b"12a", None, None, None),
         (b"", None, None, None),
