@@ -875,7 +875,9 @@ class Parser:
 
 # ---- the meta commands' flags: memcached 1.6.18's _meta_flag_preparse ----
 
-META_MAX_TOKENS = 20  # MFLAG_MAX_OPT_LENGTH: memcached counts a final empty token, so 19 is the most
+# MFLAG_MAX_OPT_LENGTH: at this many tokens a meta command is refused (memcached counts a
+# final empty token, so 19 real ones is the most: a key and 17 flags)
+META_MAX_TOKENS = 20
 OPAQUE_MAX = 32  # MFLAG_MAX_OPAQUE_LENGTH: an O token, its O included
 
 _MN = c.MetaNoop()
