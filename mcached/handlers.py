@@ -46,6 +46,7 @@ from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit, RefHit, Reservation
 from mcached.storage.results import (
+    CREATED,
     DeleteResult,
     DeltaResult,
     ReassignResult,
@@ -680,7 +681,7 @@ class Handlers:
                     ctr.decr_hits += 1
                 cmd.reply_number(s.out, value)
                 return
-            if not item.created:  # a counter created on a miss counts nothing
+            if not item[CREATED]:  # a counter created on a miss counts nothing
                 if incr:
                     ctr.incr_hits += 1
                 else:

@@ -42,6 +42,13 @@ Loads
     malformed or wrong replies, unexpected misses and disconnects are counted
     as errors, never as ops, and the first ones are printed.  The latency of
     each request is measured from just before ``send`` to the parsed reply.
+``meta``
+    The ``mix`` again, the same keys, values, connections and sequence of
+    operations, in the meta protocol: ``mg <key> v`` for each get (the reply
+    ``VA <size>`` and the value), ``ms <key> <size>`` for each set (``HD``).
+    Read against ``mix``, it tells what the meta commands cost next to the
+    classic ones on the same server (the summary prints meta/mix per server).
+    The ``--ceiling`` servers know no meta command and sit it out.
 
 Caveats
 -------
@@ -98,7 +105,8 @@ import psutil
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEMCACHED_BIN = "/usr/bin/memcached"
-LOADS = ("memaslap", "multiget", "mix")
+LOADS = ("memaslap", "multiget", "mix", "meta")
+TEXT_ONLY = ("ceiling", "ceiling-cache")  # servers that know get/set/version alone
 SERVERS = ("mcached", "memcached")
 # --ceiling: scripts/bench_ceiling.py, a bare Python server, over a dict and over mcached's cache
 CEILINGS = ("ceiling", "ceiling-cache")
@@ -459,6 +467,8 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
 
 STORED = b"STORED\r\n"
 END = b"END\r\n"
+HD = b"HD\r\n"
+EN = b"EN\r\n"
 
 
 def mix_key(k: int) -> bytes:
@@ -553,6 +563,47 @@ def _classify_set(buf: bytes) -> tuple[str, str, int]:
     return "desync", f"unexpected reply to set: {line[:80]!r}", len(buf)
 
 
+def _classify_mg(buf: bytes, key: bytes) -> tuple[str, str, int]:
+    """`_classify_get` for ``mg <key> v``: ``VA <size>`` and the value, or ``EN``."""
+    if buf.startswith(EN):
+        return "miss", "unexpected miss (key was preloaded)", len(EN)
+    if EN.startswith(buf):
+        return "incomplete", "", 0
+    nl = buf.find(b"\r\n")
+    if nl < 0:
+        if len(buf) > 4096:
+            return "desync", f"no line end in {buf[:80]!r}", len(buf)
+        return "incomplete", "", 0
+    line = buf[:nl]
+    if line.startswith(b"VA "):
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            return "desync", f"malformed VA line {line[:80]!r}", len(buf)
+        need = nl + 2 + int(parts[1]) + 2
+        if len(buf) < need:
+            return "incomplete", "", 0
+        if buf[need - 2 : need] != b"\r\n":
+            return "desync", f"bad data block in {buf[:80]!r}...", len(buf)
+        return "wrong", f"wrong value for {key!r}: {buf[: min(need, 80)]!r}", need
+    if line == b"ERROR" or line.startswith((b"CLIENT_ERROR", b"SERVER_ERROR")):
+        return "error", f"error reply to mg: {line[:80]!r}", nl + 2
+    return "desync", f"unexpected reply to mg: {line[:80]!r}", len(buf)
+
+
+def _classify_ms(buf: bytes) -> tuple[str, str, int]:
+    nl = buf.find(b"\r\n")
+    if nl < 0:
+        if HD.startswith(buf) or len(buf) < 1024:
+            return "incomplete", "", 0
+        return "desync", f"no line end in {buf[:80]!r}", len(buf)
+    line = buf[:nl]
+    if line == b"HD":
+        return "error", "", nl + 2  # only reached with trailing bytes: caller sees desync
+    if line == b"ERROR" or line.startswith((b"CLIENT_ERROR", b"SERVER_ERROR")):
+        return "error", f"error reply to ms: {line[:80]!r}", nl + 2
+    return "desync", f"unexpected reply to ms: {line[:80]!r}", len(buf)
+
+
 def mix_worker(
     idx: int,
     port: int,
@@ -579,15 +630,27 @@ def mix_worker(
             samples.append(f"[worker {idx}] {kind}: {msg}")
 
     try:
-        get_reqs = [b"get %s\r\n" % mix_key(k) for k in range(nkeys)]
-        set_reqs = [
-            b"set %s 0 0 %d\r\n%s\r\n" % (mix_key(k), vsize, mix_value(k, vsize))
-            for k in range(nkeys)
-        ]
-        hits = [
-            b"VALUE %s 0 %d\r\n%s\r\n" % (mix_key(k), vsize, mix_value(k, vsize)) + END
-            for k in range(nkeys)
-        ]
+        if cfg.get("meta"):  # the same operations in the meta protocol
+            get_reqs = [b"mg %s v\r\n" % mix_key(k) for k in range(nkeys)]
+            set_reqs = [
+                b"ms %s %d\r\n%s\r\n" % (mix_key(k), vsize, mix_value(k, vsize))
+                for k in range(nkeys)
+            ]
+            hits = [b"VA %d\r\n%s\r\n" % (vsize, mix_value(k, vsize)) for k in range(nkeys)]
+            stored = HD
+            classify_get, classify_set = _classify_mg, _classify_ms
+        else:
+            get_reqs = [b"get %s\r\n" % mix_key(k) for k in range(nkeys)]
+            set_reqs = [
+                b"set %s 0 0 %d\r\n%s\r\n" % (mix_key(k), vsize, mix_value(k, vsize))
+                for k in range(nkeys)
+            ]
+            hits = [
+                b"VALUE %s 0 %d\r\n%s\r\n" % (mix_key(k), vsize, mix_value(k, vsize)) + END
+                for k in range(nkeys)
+            ]
+            stored = STORED
+            classify_get, classify_set = _classify_get, _classify_set
         rng = random.Random(cfg["seed"] * 1009 + idx)
         plan_mask = (1 << 16) - 1
         set_ratio = 1.0 - cfg["get_ratio"]
@@ -628,7 +691,7 @@ def mix_worker(
         c.op = op
         if op & 1:
             req = set_reqs[op >> 1]
-            c.expected = STORED
+            c.expected = stored
         else:
             req = get_reqs[op >> 1]
             c.expected = hits[op >> 1]
@@ -703,9 +766,9 @@ def mix_worker(
                 c.buf = buf
                 continue
             if c.op & 1:
-                state, msg, used = _classify_set(buf)
+                state, msg, used = classify_set(buf)
             else:
-                state, msg, used = _classify_get(buf, mix_key(c.op >> 1))
+                state, msg, used = classify_get(buf, mix_key(c.op >> 1))
             if state == "incomplete":
                 c.buf = buf
                 continue
@@ -750,7 +813,7 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-def run_mix(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+def run_mix(server: Server, args: argparse.Namespace, meta: bool = False) -> dict[str, Any]:
     preload(server.port, args.mix_keys, args.mix_value_size)
     procs = args.mix_procs
     per_proc = [args.mix_conns // procs + (i < args.mix_conns % procs) for i in range(procs)]
@@ -761,6 +824,7 @@ def run_mix(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "max_ops": max(1, args.max_ops // procs),
         "get_ratio": 0.9,
         "seed": args.seed,
+        "meta": meta,
     }
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else None)
@@ -855,13 +919,17 @@ def run_load(load: str, server: Server, args: argparse.Namespace) -> dict[str, A
         return run_memaslap(server, args, 1)
     if load == "multiget":
         return run_memaslap(server, args, args.multiget_keys)
-    return run_mix(server, args)
+    return run_mix(server, args, meta=load == "meta")
 
 
 def fmt_num(v: float | None, digits: int = 3, approx: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{'~' if approx else ''}{v:.{digits}f}"
+
+
+def ratio_of(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def fmt_ops(v: float | None) -> str:
@@ -908,7 +976,8 @@ def progress_line(load: str, rnd: int, name: str, r: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Compare mcached with memcached under memaslap and a Python get/set mix.",
+        description="Compare mcached with memcached under memaslap and a Python get/set mix "
+        "(in the classic and in the meta protocol).",
         epilog="See the module docstring for what is measured and the caveats.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
@@ -1032,7 +1101,8 @@ def main(argv: list[str] | None = None) -> int:
         for load in loads:
             print(f"{load}:", flush=True)
             for rnd in range(1, args.repeat + 1):
-                order = servers if rnd % 2 == 1 else servers[::-1]
+                here = [s for s in servers if not (load == "meta" and s in TEXT_ONLY)]
+                order = here if rnd % 2 == 1 else here[::-1]
                 for name in order:
                     server = Server(name, templates[name], args.threads)
                     idle: list[socket.socket] = []
@@ -1058,7 +1128,11 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         print("\ninterrupted: reporting what ran", flush=True)
 
-    summary = {ld: {s: summarize(runs[ld][s]) for s in servers} for ld in loads}
+    for load in ("meta",):
+        if load in runs:
+            for s in TEXT_ONLY:
+                runs[load].pop(s, None)
+    summary = {ld: {s: summarize(runs[ld][s]) for s in runs[ld]} for ld in loads}
     # each server's figures over memcached's, when memcached ran
     ratios: dict[str, dict[str, dict[str, float | None]]] = {}
     for ld in loads:
@@ -1066,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ref = summary[ld]["memcached"]
         ratios[ld] = {}
-        for s in servers:
+        for s in summary[ld]:
             if s != "memcached":
                 sm = summary[ld][s]
                 ratios[ld][s] = {
@@ -1084,7 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for ld in loads:
-        for s in servers:
+        for s in summary[ld]:
             sm = summary[ld][s]
             approx = sm["latency_approx"]
             ratio = ratios.get(ld, {}).get(s, {}).get("ops_per_s")
@@ -1108,21 +1182,21 @@ def main(argv: list[str] | None = None) -> int:
             if sm["ok_runs"] < sm["runs"]:
                 print(f"{'':<24} {sm['runs'] - sm['ok_runs']} of {sm['runs']} run(s) FAILED")
     print()
-    if any(summary[ld][s]["latency_approx"] for ld in loads for s in servers):
+    if any(summary[ld][s]["latency_approx"] for ld in loads for s in summary[ld]):
         print(
             "~ memaslap reports no percentiles, only a log2 histogram: its p50/p99 are estimates"
             " (factor-2 buckets, interpolated); avg ms is exact."
         )
     print(
-        "errors: mix = error/malformed/wrong replies, unexpected misses, disconnects (not counted"
-        " as ops); memaslap = get_misses (+ verify failures, nonzero exit)."
+        "errors: mix, meta = error/malformed/wrong replies, unexpected misses, disconnects (not"
+        " counted as ops); memaslap = get_misses (+ verify failures, nonzero exit)."
     )
     print(
         "srv/cli cpu: CPU used by the server / load generator during the run, % of one core;"
         f" this machine has {os.cpu_count()} logical CPUs for both."
     )
     for ld in loads:
-        for s in servers:
+        for s in summary[ld]:
             per_proc = [
                 p for r in runs[ld][s] for p in r.get("client_cpu_pct_per_proc", []) if p > 90
             ]
@@ -1146,6 +1220,17 @@ def main(argv: list[str] | None = None) -> int:
                 "  ceiling: scripts/bench_ceiling.py, get/set/version over a dict and nothing"
                 " else;\n  ceiling-cache: the same over mcached's slab cache (no daemon around it)"
             )
+    if "mix" in summary and "meta" in summary:
+        print()
+        print("meta over mix, per server (mg <key> v against get, ms against set)")
+        for s in summary["meta"]:
+            meta, mix = summary["meta"][s], summary["mix"].get(s)
+            if mix and meta["ops_per_s"] and mix["ops_per_s"]:
+                print(
+                    f"  {s:<13} ops/s {fmt_num(meta['ops_per_s'] / mix['ops_per_s'], 2)}x"
+                    f"   p50 {fmt_num(ratio_of(meta['p50_ms'], mix['p50_ms']), 2)}x"
+                    f"   p99 {fmt_num(ratio_of(meta['p99_ms'], mix['p99_ms']), 2)}x"
+                )
 
     if args.json:
         doc = {
@@ -1171,7 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(text + "\n")
             print(f"\nraw figures written to {args.json}")
     bad = any(
-        "failed" in r or r.get("errors") for ld in loads for s in servers for r in runs[ld][s]
+        "failed" in r or r.get("errors") for ld in loads for rs in runs[ld].values() for r in rs
     )
     return 130 if interrupted else (1 if bad else 0)
 

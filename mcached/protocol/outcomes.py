@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 #: a handler's output: reply pieces in order (a bytearray: a value copied out of the cache)
 Out = list[bytes | bytearray | memoryview]  # a value may be a view of the cache (lent)
@@ -137,44 +137,30 @@ class Error(_Member):
     META_NOT_CREATED = "meta_not_created"  # ma N: no memory for the new item
 
 
-class ItemView(Protocol):
-    """What a lookup saw of an item, for the replies that report it (meta's flags, a debug
-    line): `mcached.storage.results.ItemState` is one. A TTL is seconds left, None when the
-    item never expires; `ttl`, `idle` and `fetched` are from before the command changed it,
-    `touch_ttl` and `vivify_ttl` what the command set."""
-
-    @property
-    def value(self) -> bytes | bytearray | None: ...
-    @property
-    def flags(self) -> int: ...
-    @property
-    def cas(self) -> int: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def clsid(self) -> int: ...
-    @property
-    def ttl(self) -> int | None: ...
-    @property
-    def touch_ttl(self) -> int | None: ...
-    @property
-    def vivify_ttl(self) -> int | None: ...
-    @property
-    def idle(self) -> int: ...
-    @property
-    def fetched(self) -> bool: ...
-    @property
-    def stale(self) -> bool: ...
-    @property
-    def token_sent(self) -> bool: ...
-    @property
-    def won(self) -> bool: ...
-    @property
-    def created(self) -> bool: ...
-    @property
-    def binary_key(self) -> bool: ...
+#: What a lookup saw of an item, for the replies that report it (meta's flags, a debug line):
+#: a tuple of `ITEM_FIELDS`, in that order (`mcached.storage.results.ItemState` names them;
+#: a reply on the hot path unpacks the tuple at once). A TTL is seconds left, None when the
+#: item never expires; ttl, idle and fetched are from before the command changed the item,
+#: touch_ttl and vivify_ttl what the command set.
+ItemView = tuple[Any, ...]
+ITEM_FIELDS = (
+    "value",  # a copy, when asked for (ma: the new number), else None
+    "flags",  # the client flags
+    "cas",
+    "size",  # value length
+    "total",  # memcached's item size
+    "clsid",  # slab class
+    "ttl",
+    "touch_ttl",
+    "vivify_ttl",
+    "idle",  # seconds since it was stored
+    "fetched",
+    "stale",
+    "token_sent",  # another client won the recache before this command
+    "won",  # this command won it
+    "created",  # this command created the item
+    "binary_key",  # stored under a base64 key
+)
 
 
 class Replies(Protocol):

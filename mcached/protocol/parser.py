@@ -688,6 +688,14 @@ class Parser:
         if n >= META_MAX_TOKENS:
             return _META_TOO_MANY
         flags = tokens[2:]
+        # Hot path: flags that only ask for things to be returned (``mg <key> v``, ``s f t
+        # c k q h l``), each once, need no reading beyond this.
+        for tok in flags:
+            if len(tok) != 1 or tok not in _MG_RETURN_ONLY:
+                break
+        else:
+            if n == 3 or len(set(flags)) == n - 2:
+                return c.MetaGet(key, flags, False, b"q" in flags, b"v" in flags)
         f = _meta_flags(key, flags)
         if isinstance(f, Error):
             return c.Invalid(f)
@@ -1038,6 +1046,8 @@ def _meta_flags(key: bytes, tokens: list[bytes]) -> MetaFlags | Error:
 # flags that are known and only switch something on, or nothing (O, P, L, k, s, t, c, f, h,
 # l, q, u, I): the commands that use them read their tokens
 _META_PLAIN = frozenset(b"OPLkstcfhlquI")
+# mg's flags that only ask for something back, written alone: no token to read
+_MG_RETURN_ONLY = frozenset((b"v", b"s", b"f", b"t", b"c", b"k", b"q", b"h", b"l"))
 
 
 def _opaque_ok(tokens: list[bytes]) -> bool:

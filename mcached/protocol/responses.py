@@ -303,6 +303,7 @@ OPAQUE_MAX = 32  # MFLAG_MAX_OPAQUE_LENGTH: an O token, its O included, up to 32
 U32 = 0xFFFFFFFF  # itoa_u32: times print as unsigned 32-bit numbers
 
 _O, _k, _c, _s, _t, _f, _l, _h, _T, _N = b"OkcstflhTN"
+_SILENT = frozenset(b"vqubRPLMCFJDI")  # mg flags that add nothing to a hit's line
 
 
 def meta_key(key: bytes, binary: bool) -> bytes:
@@ -407,48 +408,54 @@ class MetaGetReplies(MetaReplies):
     __slots__ = ()
 
     def reply_item(self, out: Out, item: ItemView) -> None:
-        value = item.value
-        parts: list[bytes | bytearray] = [b"HD" if value is None else b"VA %d" % item.size]
-        ttl = item.ttl
+        # Hot path (mg <key> v): the item's fields unpacked at once (a plain tuple: see
+        # outcomes.ItemView), flags that write nothing skipped first, the line and a small
+        # value joined.
+        (value, flags, cas, size, _, _, ttl, touch_ttl, vivify_ttl, idle, fetched, stale, sent,
+         won, created, binary_key) = item  # fmt: skip
+        parts: list[bytes | bytearray] = [b"HD" if value is None else b"VA %d" % size]
         for t in self.tokens:
             f = t[0]
+            if f in _SILENT:
+                continue
             if f == _s:
-                parts.append(b" s%d" % item.size)
+                parts.append(b" s%d" % size)
             elif f == _t:
                 parts.append(_ttl(ttl))
             elif f == _c:
-                parts.append(b" c%d" % item.cas)
+                parts.append(b" c%d" % cas)
             elif f == _f:
-                parts.append(b" f%d" % item.flags)
+                parts.append(b" f%d" % flags)
             elif f == _O:
                 if len(t) > OPAQUE_MAX:
                     out.append(LINES[Error.META_OPAQUE_TOO_LONG])
                     return
                 parts += (b" ", t)
             elif f == _k:
-                parts.append(meta_key(self.key, item.binary_key))
+                parts.append(meta_key(self.key, binary_key))
             elif f == _T:
-                ttl = item.touch_ttl
+                ttl = touch_ttl
             elif f == _N:
-                if item.created:
-                    ttl = item.vivify_ttl
+                if created:
+                    ttl = vivify_ttl
             elif f == _l:
-                parts.append(b" l%d" % (item.idle & U32))
+                parts.append(b" l%d" % (idle & U32))
             elif f == _h:
-                parts.append(b" h1" if item.fetched else b" h0")
-        if item.token_sent:
+                parts.append(b" h1" if fetched else b" h0")
+        if sent:
             parts.append(b" Z")
-        if item.stale:
+        if stale:
             parts.append(b" X")
-        if item.won:
+        if won:
             parts.append(b" W")
-        parts.append(CRLF)
-        if value is not None:
-            if len(value) <= INLINE_VALUE_MAX:
-                parts += (value, CRLF)
-            else:
-                out += (b"".join(parts), value, CRLF)  # a large value: uncopied
-                return
+        if value is None:
+            parts.append(CRLF)
+        elif len(value) <= INLINE_VALUE_MAX:
+            parts += (CRLF, value, CRLF)
+        else:
+            parts.append(CRLF)
+            out += (b"".join(parts), value, CRLF)  # a large value: uncopied
+            return
         out.append(b"".join(parts))
 
 
@@ -461,20 +468,20 @@ class MetaArithReplies(MetaReplies):
     want_value: bool
 
     def reply_item(self, out: Out, item: ItemView) -> None:
-        digits = item.value or b""
+        digits, _, cas, _, _, _, ttl, touch_ttl, vivify_ttl, _, _, _, _, _, created, _ = item
+        digits = digits or b""
         parts: list[bytes | bytearray] = [b"VA %d" % len(digits) if self.want_value else b"HD"]
-        ttl = item.ttl
         for t in self.tokens:
             f = t[0]
             if f == _c:
-                parts.append(b" c%d" % item.cas)
+                parts.append(b" c%d" % cas)
             elif f == _t:
                 parts.append(_ttl(ttl))
             elif f == _T:
-                ttl = item.touch_ttl
+                ttl = touch_ttl
             elif f == _N:
-                if item.created:
-                    ttl = item.vivify_ttl
+                if created:
+                    ttl = vivify_ttl
             elif f == _O:
                 if len(t) > OPAQUE_MAX:
                     out.append(LINES[Error.META_OPAQUE_TOO_LONG])
@@ -482,7 +489,7 @@ class MetaArithReplies(MetaReplies):
                 parts += (b" ", t)
             elif f == _k:
                 parts.append(meta_key(self.key, self.binary))
-        if self.quiet and not item.created:
+        if self.quiet and not created:
             return
         parts.append(CRLF)
         if self.want_value:
@@ -501,19 +508,11 @@ class MetaDebugReplies(MetaReplies):
         out.append(b"EN\r\n")
 
     def reply_item(self, out: Out, item: ItemView) -> None:
-        key = b64encode(self.key) if item.binary_key else self.key
-        ttl = item.ttl
+        _, _, cas, _, total, clsid, ttl, _, _, idle, fetched, _, _, _, _, binary_key = item
+        key = b64encode(self.key) if binary_key else self.key
         # %d of an unsigned difference: a 32-bit signed number
         exp = -1 if ttl is None else ((-ttl + 2**31) & U32) - 2**31
         out.append(
             b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n"
-            % (
-                key,
-                exp,
-                item.idle & U32,
-                item.cas,
-                b"yes" if item.fetched else b"no",
-                item.clsid,
-                item.total,
-            )
+            % (key, exp, idle & U32, cas, b"yes" if fetched else b"no", clsid, total)
         )

@@ -131,6 +131,7 @@ from mcached.storage.items import NEED_PAGE, Items, ItemStats, Partition, item_s
 from mcached.storage.results import (
     DeleteResult,
     DeltaResult,
+    Item,
     ItemState,
     ReassignResult,
     StoreMode,
@@ -367,6 +368,8 @@ class Cache:
     get: Callable[[bytes], Hit | None]
     #: memcached's ``do_store_item``: store(mode, key, value, flags=0, exptime=0, cas=0)
     store: Callable[..., StoreResult]
+    #: what the meta commands ask of an item (see `_lookup_slow`, the general path)
+    lookup: Callable[..., Item | None]
 
     def _bind_hot_paths(self) -> None:
         """Build `get` and `store` as closures over local aliases.
@@ -431,6 +434,7 @@ class Cache:
             1,
         )
         assert (S_NUMBER, S_MEM, S_TTL, S_TOTAL, S_CMD_SET, S_GET_HITS) == (0, 1, 2, 3, 12, 11)
+        assert (OFF_MFLAGS, MF_STALE, MF_WON, MF_BINKEY) == (21, 1, 2, 4)
         assert (HB_MASK, T_GEN, T_SEQ, OFF_PINS) == (0x3FFFFF, 7, 0, 22)
 
         def make_get(pin_min: int) -> Callable[[bytes], Any]:
@@ -641,9 +645,100 @@ class Cache:
             finally:
                 held[slot] = 0
 
+        slow_lookup = self._lookup_slow
+
+        def meta_lookup(
+            key: bytes,
+            value: bool = True,
+            bump: bool = True,
+            count: bool = True,
+            touch: int | None = None,
+            vivify: int | None = None,
+            recache: int | None = None,
+            recache_after_touch: bool = False,
+            vivify_last: bool = True,
+        ) -> Item | None:
+            # Hot path (mg): a lookup that changes no exptime and creates nothing is written
+            # out as `get` is; anything else takes `_lookup_slow`, the reference.
+            if touch is not None or vivify is not None or recache is not None:
+                return slow_lookup(
+                    key, value, bump, count, touch, vivify, recache, recache_after_touch,
+                    vivify_last,
+                )  # fmt: skip
+            h = hash(key)
+            part = parts[h & pmask]
+            s = h >> pshift
+            want = (s & 0x3FFFFF) | 0x400000
+            lock = part.lock
+            held[slot] = 1
+            lock.acquire()
+            try:
+                if w[part.tb + 7] != part.gen:  # T_GEN
+                    part.sync()
+                tbl = part.tbl
+                m = part.mask
+                i = s & m
+                while True:
+                    e = tbl[i]
+                    if e >> 40 == want:  # ADDR_BITS
+                        a = e & 0xFFFFFFFFFF
+                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
+                            pm, a
+                        )
+                        if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
+                            break
+                    elif not e:
+                        return None
+                    i = (i + 1) & m
+                if (exptime or part.flush_at or cas <= part.flush_seq) and gone(
+                    part, i, a, exptime, itime, cas
+                ):
+                    return None
+                now = now_fn()
+                mf = pm[a + 21]  # OFF_MFLAGS
+                won = mf & 3 == 1  # MF_STALE without MF_WON: the first reader recaches
+                if won:
+                    pm[a + 21] = mf | 2
+                if count:
+                    part.cst[cid * 21 + 11] += 1  # S_GET_HITS
+                if bump:
+                    if not ref:
+                        pm[a + 2] = 1  # OFF_REF
+                    if not fetched:
+                        pm[a + 3] = 1  # OFF_FETCHED
+                data = None
+                if value:
+                    if st & 2:  # ST_CHAINED
+                        data = read_chained(a, nk, nbytes)
+                    else:
+                        vo = a + 48 + nk
+                        data = pm[vo : vo + nbytes]
+                return (
+                    data,
+                    flags,
+                    cas if cas_on else 0,
+                    nbytes,
+                    base_size + nk + nbytes + (4 if flags else 0),  # item_size()
+                    cid,
+                    exptime - now if exptime else None,
+                    None,
+                    None,
+                    now - itime,
+                    fetched != 0,
+                    mf & 1 != 0,  # MF_STALE
+                    mf & 2 != 0,  # MF_WON, before this lookup
+                    won,
+                    False,
+                    mf & 4 != 0,  # MF_BINKEY
+                )
+            finally:
+                lock.release()
+                held[slot] = 0
+
         self.get = make_get(1 << 62)
         self.get_ref = make_get(PIN_MIN)
         self.store = store
+        self.lookup = meta_lookup
 
     # ---- sizes and settings ----
 
@@ -778,7 +873,7 @@ class Cache:
 
     # ---- the meta commands' operations (memcached's proto_text.c process_m*_command) ----
 
-    def lookup(
+    def _lookup_slow(
         self,
         key: bytes,
         value: bool = True,
@@ -789,9 +884,9 @@ class Cache:
         recache: int | None = None,
         recache_after_touch: bool = False,
         vivify_last: bool = True,
-    ) -> ItemState | None:
-        """A lookup that tells everything about the item, and may change it: ``mg`` (and
-        ``me``, which changes nothing). None on a miss that created nothing.
+    ) -> Item | None:
+        """`lookup`: a lookup that tells everything about the item, and may change it:
+        ``mg`` (and ``me``, which changes nothing). None on a miss that created nothing.
 
         * `value`: copy the value out; `bump`: mark it read (``mg`` without ``u``), after
           its state was taken; `count`: count the hit in its slab class (a touch hit when
@@ -841,7 +936,7 @@ class Cache:
         recache_after_touch: bool,
         vivify_last: bool,
         steal_ok: bool,
-    ) -> ItemState | None | int:
+    ) -> Item | None | int:
         """`lookup` under the partition lock, times in server time; an int (a class id) asks
         for a page first (to create the item)."""
         i = self._find_locked(part, key, h)
@@ -897,7 +992,7 @@ class Cache:
                 vo = a + HEADER + nkey
                 data = pm[vo : vo + nbytes]
         cas_on = self.cas_enabled
-        return ItemState(
+        return (
             data,
             flags,
             cas if cas_on else 0,
@@ -1003,7 +1098,7 @@ class Cache:
         initial: int = 0,
         touch: int | None = None,
         vivify_last: bool = True,
-    ) -> tuple[DeltaResult, ItemState | None]:
+    ) -> tuple[DeltaResult, Item | None]:
         """``ma``: incr or decr (a non-zero `cas` must match), and the item as it is then.
 
         On a miss with `vivify` (a client exptime, ``N``) the item is created holding
@@ -1042,7 +1137,7 @@ class Cache:
         touch_exp: int | None,
         vivify_last: bool,
         steal_ok: bool,
-    ) -> tuple[DeltaResult, ItemState | None] | int:
+    ) -> tuple[DeltaResult, Item | None] | int:
         pm = self._pm
         i = self._find_locked(part, key, h)
         created = False
@@ -1078,7 +1173,7 @@ class Cache:
             I32.pack_into(pm, a + OFF_EXPTIME, touch_exp)
         cas_on = self.cas_enabled
         mf = pm[a + OFF_MFLAGS]
-        return DeltaResult.OK, ItemState(
+        return DeltaResult.OK, (
             digits,
             flags,
             item_cas if cas_on else 0,

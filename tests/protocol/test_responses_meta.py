@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 
 from mcached.protocol import commands as c
-from mcached.protocol.outcomes import Error, Out, Outcome
+from mcached.protocol.outcomes import ITEM_FIELDS, Error, Out, Outcome
 from mcached.protocol.parser import NEED_DATA, Parser
 from mcached.storage.results import ItemState
 
 pytestmark = pytest.mark.unit
 
 
-def item(**fields: Any) -> ItemState:
+def item(**fields: Any) -> tuple[Any, ...]:
     base: dict[str, Any] = dict(
         value=None,
         flags=0,
@@ -34,7 +34,7 @@ def item(**fields: Any) -> ItemState:
         binary_key=False,
     )
     base.update(fields)
-    return ItemState(**base)
+    return tuple(ItemState(**base))  # what the cache returns: a plain tuple
 
 
 def parse(line: bytes) -> Any:
@@ -45,7 +45,7 @@ def parse(line: bytes) -> Any:
     return cmd
 
 
-def hit(line: bytes, state: ItemState) -> bytes:
+def hit(line: bytes, state: tuple[Any, ...]) -> bytes:
     out: Out = []
     parse(line).reply_item(out, state)
     return b"".join(out)
@@ -104,7 +104,7 @@ def status(line: bytes, outcome: Outcome | Error, cas: int | None = None) -> byt
         (b"mg k O" + b"x" * 32 + b" v\r\n", item(value=b"hi"), None),
     ],
 )
-def test_mg_hit(line: bytes, state: ItemState, expected: bytes | None) -> None:
+def test_mg_hit(line: bytes, state: tuple[Any, ...], expected: bytes | None) -> None:
     if expected is None:
         expected = b"CLIENT_ERROR opaque token too long\r\n"
     assert hit(line, state) == expected
@@ -179,7 +179,7 @@ def test_status(line: bytes, outcome: Outcome | Error, expected: bytes | None) -
         (b"ma k q O" + b"x" * 32 + b"\r\n", item(value=b"1"), None),
     ],
 )
-def test_ma(line: bytes, state: ItemState, expected: bytes | None) -> None:
+def test_ma(line: bytes, state: tuple[Any, ...], expected: bytes | None) -> None:
     if expected is None:
         expected = b"CLIENT_ERROR opaque token too long\r\n"
     assert hit(line, state) == expected
@@ -192,6 +192,10 @@ def test_me() -> None:
     assert hit(b"me Zm9v b\r\n", item(binary_key=True)).startswith(b"ME Zm9v exp=")
     assert hit(b"me Zm9v b\r\n", item()).startswith(b"ME foo exp=")  # a plain key, as is
     assert miss(b"me k\r\n") == b"EN\r\n"
+
+
+def test_the_item_tuples_fields_are_storages() -> None:
+    assert ITEM_FIELDS == ItemState._fields
 
 
 def test_text_commands_have_no_item_reply() -> None:

@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mcached.clock import FakeClock
 from mcached.storage.arena import MF_BINKEY, MF_STALE, MF_WON, OFF_MFLAGS
 from mcached.storage.assoc import ADDR_MASK
 from mcached.storage.cache import Cache
-from mcached.storage.results import DeleteResult, DeltaResult, StoreMode, StoreResult
+from mcached.storage.results import (
+    DeleteResult,
+    DeltaResult,
+    ItemState,
+    StoreMode,
+    StoreResult,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -30,11 +38,29 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def cache(clock: FakeClock) -> Cache:
-    return Cache(memory_limit=64 * MB, clock=clock)
+def cache(clock: FakeClock) -> Any:
+    return Named(Cache(memory_limit=64 * MB, clock=clock))
 
 
-def mflags(cache: Cache, key: bytes) -> int:
+class Named:
+    """The cache with its lookups' tuples named (`ItemState`), for reading the tests."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def lookup(self, key: bytes, *args: Any, **kwargs: Any) -> ItemState | None:
+        item = self.cache.lookup(key, *args, **kwargs)
+        return None if item is None else ItemState(*item)
+
+    def delta_ex(self, *args: Any, **kwargs: Any) -> tuple[DeltaResult, ItemState | None]:
+        result, item = self.cache.delta_ex(*args, **kwargs)
+        return result, None if item is None else ItemState(*item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cache, name)
+
+
+def mflags(cache: Any, key: bytes) -> int:
     """The OFF_MFLAGS byte of `key`'s item (the test reads the arena directly)."""
     part, h = cache._part(key)
     with part:
@@ -43,13 +69,13 @@ def mflags(cache: Cache, key: bytes) -> int:
         return cache._pm[(part.tbl[i] & ADDR_MASK) + OFF_MFLAGS]
 
 
-def cas_of(cache: Cache, key: bytes) -> int:
+def cas_of(cache: Any, key: bytes) -> int:
     hit = cache.get(key)
     assert hit is not None
     return hit[2]
 
 
-def slab_row(cache: Cache, field: str) -> int:
+def slab_row(cache: Any, field: str) -> int:
     classes, _ = cache.slabs_stats()
     return sum(fields[field] for _, fields in classes)
 
@@ -75,7 +101,7 @@ def test_lookup_reports_the_item_before_the_command_changed_it(
     assert cache.lookup(b"nope") is None
 
 
-def test_lookup_without_bump_leaves_the_item_unread(cache: Cache) -> None:
+def test_lookup_without_bump_leaves_the_item_unread(cache: Any) -> None:
     cache.store(SET, b"k", b"v")
     assert not cache.lookup(b"k", bump=False).fetched  # type: ignore[union-attr]
     assert not cache.lookup(b"k", value=False).fetched  # type: ignore[union-attr]
@@ -83,7 +109,7 @@ def test_lookup_without_bump_leaves_the_item_unread(cache: Cache) -> None:
     assert cache.lookup(b"k", value=False).value is None  # type: ignore[union-attr]
 
 
-def test_lookup_counts_a_get_or_a_touch_hit_in_the_class(cache: Cache) -> None:
+def test_lookup_counts_a_get_or_a_touch_hit_in_the_class(cache: Any) -> None:
     cache.store(SET, b"k", b"v")
     cache.lookup(b"k")
     cache.lookup(b"k", count=False)
@@ -91,7 +117,7 @@ def test_lookup_counts_a_get_or_a_touch_hit_in_the_class(cache: Cache) -> None:
     assert slab_row(cache, "get_hits") == 1 and slab_row(cache, "touch_hits") == 1
 
 
-def test_lookup_touch_sets_the_exptime(cache: Cache, clock: FakeClock) -> None:
+def test_lookup_touch_sets_the_exptime(cache: Any, clock: FakeClock) -> None:
     cache.store(SET, b"k", b"v", exptime=100)
     st = cache.lookup(b"k", touch=30)
     assert st is not None and (st.ttl, st.touch_ttl) == (100, 30)
@@ -104,7 +130,7 @@ def test_lookup_touch_sets_the_exptime(cache: Cache, clock: FakeClock) -> None:
     assert cache.lookup(b"k") is None
 
 
-def test_vivify_creates_an_empty_item_and_wins_it(cache: Cache, clock: FakeClock) -> None:
+def test_vivify_creates_an_empty_item_and_wins_it(cache: Any, clock: FakeClock) -> None:
     st = cache.lookup(b"k", vivify=30)
     assert st is not None and st.created and st.won and not st.token_sent
     assert (st.value, st.size, st.ttl, st.vivify_ttl, st.fetched) == (b"", 0, None, 30, False)
@@ -116,7 +142,7 @@ def test_vivify_creates_an_empty_item_and_wins_it(cache: Cache, clock: FakeClock
     assert st2["curr_items"] == 1 and st2["total_items"] == 1
 
 
-def test_vivify_with_touch_takes_the_later_flags_exptime(cache: Cache) -> None:
+def test_vivify_with_touch_takes_the_later_flags_exptime(cache: Any) -> None:
     cache.lookup(b"a", vivify=30, touch=60, vivify_last=True)
     cache.lookup(b"b", vivify=30, touch=60, vivify_last=False)
     assert cache.lookup(b"a").ttl == 30  # type: ignore[union-attr]
@@ -138,14 +164,14 @@ def test_recache_wins_when_the_item_expires_before_the_token(
     assert not cache.lookup(b"k", recache=0).won  # type: ignore[union-attr]
 
 
-def test_recache_compares_the_touched_exptime_only_after_the_touch(cache: Cache) -> None:
+def test_recache_compares_the_touched_exptime_only_after_the_touch(cache: Any) -> None:
     cache.store(SET, b"a", b"v", exptime=100)
     cache.store(SET, b"b", b"v", exptime=100)
     assert cache.lookup(b"a", touch=200, recache=130, recache_after_touch=False).won  # type: ignore[union-attr]
     assert not cache.lookup(b"b", touch=200, recache=130, recache_after_touch=True).won  # type: ignore[union-attr]
 
 
-def test_invalidate_marks_stale_and_the_first_reader_wins(cache: Cache, clock: FakeClock) -> None:
+def test_invalidate_marks_stale_and_the_first_reader_wins(cache: Any, clock: FakeClock) -> None:
     cache.store(SET, b"k", b"moo")
     old_cas = cas_of(cache, b"k")
     assert cache.delete_ex(b"k", invalidate=True, touch=30) is DeleteResult.INVALIDATED
@@ -162,7 +188,7 @@ def test_invalidate_marks_stale_and_the_first_reader_wins(cache: Cache, clock: F
     assert slab_row(cache, "delete_hits") == 0
 
 
-def test_stale_store_keeps_the_ttl_and_the_token(cache: Cache, clock: FakeClock) -> None:
+def test_stale_store_keeps_the_ttl_and_the_token(cache: Any, clock: FakeClock) -> None:
     cache.store(SET, b"k", b"moo")
     cache.delete_ex(b"k", invalidate=True, touch=30)
     cache.lookup(b"k")  # wins
@@ -181,7 +207,7 @@ def test_stale_store_keeps_the_ttl_and_the_token(cache: Cache, clock: FakeClock)
     assert slab_row(cache, "cas_hits") == 2 and slab_row(cache, "cas_badval") == 2
 
 
-def test_store_ex_modes_cas_and_binary_keys(cache: Cache) -> None:
+def test_store_ex_modes_cas_and_binary_keys(cache: Any) -> None:
     assert cache.store_ex(ADD, b"k", b"a", binary_key=True)[0] is StoreResult.STORED
     assert mflags(cache, b"k") == MF_BINKEY
     assert cache.lookup(b"k").binary_key  # type: ignore[union-attr]
@@ -205,7 +231,7 @@ def test_store_ex_modes_cas_and_binary_keys(cache: Cache) -> None:
     assert mflags(cache, b"s") == 0
 
 
-def test_touch_and_an_incr_in_place_keep_the_meta_bits(cache: Cache) -> None:
+def test_touch_and_an_incr_in_place_keep_the_meta_bits(cache: Any) -> None:
     cache.store(SET, b"n", b"10")
     cache.delete_ex(b"n", invalidate=True)
     cache.touch(b"n", 100)
@@ -215,7 +241,7 @@ def test_touch_and_an_incr_in_place_keep_the_meta_bits(cache: Cache) -> None:
     assert mflags(cache, b"n") == 0
 
 
-def test_delete_ex(cache: Cache) -> None:
+def test_delete_ex(cache: Any) -> None:
     assert cache.delete_ex(b"k") is DeleteResult.NOT_FOUND
     cache.store(SET, b"k", b"v")
     cur = cas_of(cache, b"k")
@@ -225,7 +251,7 @@ def test_delete_ex(cache: Cache) -> None:
     assert cache.get(b"k") is None and slab_row(cache, "delete_hits") == 1
 
 
-def test_delta_ex(cache: Cache, clock: FakeClock) -> None:
+def test_delta_ex(cache: Any, clock: FakeClock) -> None:
     assert cache.delta_ex(b"n", True, 1) == (DeltaResult.NOT_FOUND, None)
     result, st = cache.delta_ex(b"n", True, 1, vivify=0, initial=13)
     assert result is DeltaResult.OK and st is not None and st.created and st.value == b"13"
@@ -247,7 +273,7 @@ def test_delta_ex(cache: Cache, clock: FakeClock) -> None:
     assert cache.delta_ex(b"w", True, 1) == (DeltaResult.NON_NUMERIC, None)
 
 
-def test_delta_ex_touch_applies_only_when_the_number_kept_its_length(cache: Cache) -> None:
+def test_delta_ex_touch_applies_only_when_the_number_kept_its_length(cache: Any) -> None:
     cache.store(SET, b"a", b"5")
     _, st = cache.delta_ex(b"a", True, 1, touch=100)
     assert st is not None and st.ttl is None and st.touch_ttl == 100
@@ -262,7 +288,7 @@ def test_delta_ex_touch_applies_only_when_the_number_kept_its_length(cache: Cach
 
 
 def test_cas_disabled(clock: FakeClock) -> None:
-    cache = Cache(memory_limit=64 * MB, clock=clock, cas_enabled=False)
+    cache = Named(Cache(memory_limit=64 * MB, clock=clock, cas_enabled=False))
     cache.store(SET, b"k", b"1")
     assert cache.lookup(b"k").cas == 0  # type: ignore[union-attr]
     assert cache.store_ex(CAS, b"k", b"2", cas=1, stale=True)[0] is StoreResult.EXISTS
