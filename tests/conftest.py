@@ -201,9 +201,7 @@ def _stop_mcached_procs(server: Server) -> None:
         proc.stderr.close()
 
 
-@pytest.fixture
-def server_factory() -> Iterator[Callable[..., Server]]:
-    """``server_factory(kind, *flags)`` starts a server; all are stopped after the test."""
+def _servers() -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(kind: str, *args: str) -> Server:
@@ -226,6 +224,19 @@ def server_factory() -> Iterator[Callable[..., Server]]:
             _stop_memcached(srv)
 
 
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Server]]:
+    """``server_factory(kind, *flags)`` starts a server; all are stopped after the test."""
+    yield from _servers()
+
+
+@pytest.fixture(scope="module")
+def module_server_factory() -> Iterator[Callable[..., Server]]:
+    """`server_factory` for servers a whole module shares (stopped after its last test): for
+    tables of cases that leave nothing behind but items (a ``flush_all`` clears those)."""
+    yield from _servers()
+
+
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -235,6 +246,24 @@ def kind(request: pytest.FixtureRequest) -> str:
 def server(kind: str, server_factory: Callable[..., Server]) -> Server:
     """A fresh server with default flags, once as mcached and once as memcached."""
     return server_factory(kind)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def module_server(
+    request: pytest.FixtureRequest, module_server_factory: Callable[..., Server]
+) -> Server:
+    """One server of each kind for a whole module (see `emptied_server`)."""
+    return module_server_factory(str(request.param))
+
+
+@pytest.fixture
+def emptied_server(module_server: Server) -> Server:
+    """`server` for tests that leave nothing behind but items: the module's server of this
+    kind, emptied with ``flush_all`` first (a fresh daemon per test costs ~0.2 s)."""
+    with socket.create_connection(module_server.address, timeout=10) as s:
+        s.sendall(b"flush_all\r\n")
+        assert s.recv(16) == b"OK\r\n"
+    return module_server
 
 
 @pytest.fixture

@@ -39,6 +39,13 @@ from tests.conftest import Server
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def server(emptied_server: Server) -> Server:
+    """Both kinds, shared by the module's tests and emptied before each (conftest)."""
+    return emptied_server
+
+
 NO_WAIT = LeasePolicy(ttl=30, miss_retries=3, miss_retry_wait=0.001, miss_max_retry_wait=0.001)
 
 

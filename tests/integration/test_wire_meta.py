@@ -6,6 +6,9 @@ Table cases go on a fresh connection as ``request + PROBE`` and expect ``reply +
 is sent whole and again one byte at a time. Replies that carry a CAS (mcached's CAS uniques
 are its own, see README) or a time that can tick between two commands are checked in the
 flows below, with the CAS read back first or the number matched.
+
+The module's tests share one server of each kind, emptied (``flush_all``) before each test;
+those that need flags of their own (``-C``, ``-M``) or exact stats start theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from tests.integration.test_wire import stats
 from tests.wire import PROBE, PROBE_REPLY, Conn, exchange, recv_exact
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(emptied_server: Server) -> Server:
+    """Both kinds, shared by the module's tests and emptied before each (conftest)."""
+    return emptied_server
+
 
 K250 = b"k" * 250
 K251 = b"k" * 251
