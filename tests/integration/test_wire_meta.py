@@ -303,6 +303,22 @@ def test_ms_too_large_drops_the_item_whatever_the_mode(server: Server) -> None:
         )
 
 
+@pytest.mark.parametrize("size", [20_000, 700_000])  # over one reply piece; chunked items
+def test_large_values(server: Server, size: int) -> None:
+    value = bytes(range(256)) * (size // 256) + b"\r\n" * 8
+    n = len(value)
+    more = value + b"xy"
+    with Conn(server.address) as conn:
+        exchange(
+            conn,
+            b"ms k %d T0 F3\r\n%b\r\nmg k v\r\nmg k s f t v\r\nms k 2 MA\r\nxy\r\n"
+            b"mg k s\r\nmg k v T100 q\r\nget k\r\n" % (n, value),
+            b"HD\r\nVA %d\r\n%b\r\nVA %d s%d f3 t-1\r\n%b\r\nHD\r\nHD s%d\r\n"
+            b"VA %d\r\n%b\r\nVALUE k 3 %d\r\n%b\r\nEND\r\n"
+            % (n, value, n, n, value, n + 2, n + 2, more, n + 2, more),
+        )
+
+
 # --- md -----------------------------------------------------------------------------------
 
 MD = cases(
