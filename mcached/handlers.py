@@ -46,9 +46,12 @@ from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import Cache, Hit, RefHit, Reservation
 from mcached.storage.results import (
+    CLSID,
     CREATED,
+    SIZE,
     DeleteResult,
     DeltaResult,
+    ItemState,
     ReassignResult,
     StoreMode,
     StoreResult,
@@ -514,6 +517,8 @@ class Handlers:
             cmd.recache_after_touch,
             cmd.vivify_last,
         )
+        if self.watching & watch.FETCHERS:
+            self._watch_meta_get(cmd.key, state, s)
         ctr = s.counters
         if state is None:
             ctr.cmd_get += 1
@@ -908,18 +913,38 @@ class Handlers:
 
         return logged
 
+    def _watch_meta_get(self, key: bytes, item: Any, s: Session) -> None:
+        """``mg``'s item_get line, as `_watched_lookup` writes a get's: memcached's
+        do_item_get logs it, so an item ``N`` creates is first a miss."""
+        cfd = getattr(s, "fd", -1)
+        if item is None or item[CREATED]:
+            self.events.item_get(watch.NOT_FOUND, key, 0, 0, cfd)
+        else:
+            self.events.item_get(watch.FOUND, key, item[CLSID], item[SIZE], cfd)
+
     def _watch_store(self, cmd: c.Store, mode: StoreMode, result: StoreResult, s: Session) -> None:
         """An item_store line (memcached logs in do_store_item): the new item's class and
         size, and the seconds it has to live (memcached's unsigned ``exptime - now``)."""
         n = len(cmd.value)
+        ttl = 0
         if result is StoreResult.TOO_LARGE:
             clsid = n = 0
+        elif result is StoreResult.STORED and (
+            mode is StoreMode.APPEND or mode is StoreMode.PREPEND
+        ):
+            # the item it made: both values, the old item's exptime (a watcher's rare path)
+            item = self.cache.lookup(cmd.key, False, False, False)
+            if item is not None:
+                made = ItemState(*item)
+                n, clsid = made.size, made.clsid
+                ttl = 0 if made.ttl is None else made.ttl & 0xFFFFFFFF
+            else:  # already replaced by another client
+                clsid = 0
         else:
             total = item_total_size(len(cmd.key), cmd.flags, n, self.settings.cas_enabled)
             clsid = self.cache.class_of(total)
-        ttl = 0
-        if cmd.exptime:
-            ttl = (self.clock.realtime(cmd.exptime) - self.clock.now()) & 0xFFFFFFFF
+            if cmd.exptime:
+                ttl = (self.clock.realtime(cmd.exptime) - self.clock.now()) & 0xFFFFFFFF
         self.events.item_store(
             STORE_STATUS_CODE[result],
             MODE_CMD_CODE[mode],  # ms logs its mode, as memcached's comm

@@ -99,7 +99,10 @@ Item: TypeAlias = tuple[
     bool,
     bool,
 ]
-CREATED = ItemState._fields.index("created")  # an Item's field, for those who read one alone
+# an Item's fields, for those who read one alone
+SIZE = ItemState._fields.index("size")
+CLSID = ItemState._fields.index("clsid")
+CREATED = ItemState._fields.index("created")
 
 
 class ReassignResult(_Result):

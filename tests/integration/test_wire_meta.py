@@ -723,6 +723,61 @@ def test_meta_with_evictions_disabled(kind: str, server_factory: Callable[..., S
         assert set(reply.split(b"\r\n")[:-2]) == {b"SERVER_ERROR out of memory storing object"}
 
 
+# --- watch: the lines memcached logs for meta commands --------------------------------------
+
+WATCHED_STORES = (
+    b"ms a 3 T0\r\nabc\r\nms a 1 ME\r\nx\r\nms zz 1 MR\r\nx\r\nms zz 1 MP\r\nx\r\n"
+    b"ms a 1 C999999\r\nx\r\nms e 2 T1000 F3\r\nxx\r\nms Zm9v 1 b\r\nx\r\nms a 1 MA q\r\nx\r\n"
+    b"ms end 1\r\nx\r\nmn\r\n"
+)
+WATCHED_GETS = (
+    b"mg a v\r\nmg missing v\r\nmg a s k\r\nmg Zm9v b v\r\nmg e T30\r\nmg viv N30\r\n"
+    b"mg viv N30\r\nmg a u\r\nmg end\r\nmn\r\n"
+)
+
+
+def test_watch_lines(server: Server) -> None:
+    """What a watcher sees: ms logs the mode it stored in (an append the item it made), mg a
+    fetch (an item N creates is first a miss)."""
+    from tests.integration.test_watch import attach, fields, lines_until
+
+    got = []
+    for words, requests, expected in (
+        (b"mutations", WATCHED_STORES, b"HD\r\nNS\r\nNS\r\nNS\r\nEX\r\nHD\r\nHD\r\nHD\r\nMN\r\n"),
+        (b"fetchers", WATCHED_GETS, None),
+    ):
+        w = attach(server, words)
+        try:
+            with Conn(server.address) as conn:
+                conn.send(requests)
+                reply = conn.read_until(b"MN\r\n")
+                assert expected is None or reply == expected
+            got += [fields(x) for x in lines_until(w, b"end")]
+        finally:
+            w.close()
+    store, get = "type=item_store key=", "type=item_get key="
+    assert got == [
+        store + "a status=stored cmd=set ttl=0 clsid=1 size=3",
+        store + "a status=not_stored cmd=add ttl=0 clsid=1 size=1",
+        store + "zz status=not_stored cmd=replace ttl=0 clsid=1 size=1",
+        store + "zz status=not_stored cmd=prepend ttl=0 clsid=1 size=1",
+        store + "a status=exists cmd=cas ttl=0 clsid=1 size=1",
+        store + "e status=stored cmd=set ttl=1000 clsid=1 size=2",
+        store + "foo status=stored cmd=set ttl=0 clsid=1 size=1",
+        store + "a status=stored cmd=append ttl=0 clsid=1 size=4",
+        store + "end status=stored cmd=set ttl=0 clsid=1 size=1",
+        get + "a status=found clsid=1 size=4",
+        get + "missing status=not_found clsid=0 size=0",
+        get + "a status=found clsid=1 size=4",
+        get + "foo status=found clsid=1 size=1",
+        get + "e status=found clsid=1 size=2",
+        get + "viv status=not_found clsid=0 size=0",
+        get + "viv status=found clsid=1 size=0",
+        get + "a status=found clsid=1 size=4",
+        get + "end status=found clsid=1 size=1",
+    ]
+
+
 # --- stats: what memcached counts for each meta command -------------------------------------
 
 STAT_NAMES = (
