@@ -701,11 +701,11 @@ class Cache:
                     pm[a + 21] = mf | 2
                 if count:
                     part.cst[cid * 21 + 11] += 1  # S_GET_HITS
-                if bump:
-                    if not ref:
-                        pm[a + 2] = 1  # OFF_REF
+                if bump:  # as get's: the first read marks it fetched, a later one referenced
                     if not fetched:
                         pm[a + 3] = 1  # OFF_FETCHED
+                    elif not ref:
+                        pm[a + 2] = 1  # OFF_REF
                 data = None
                 if value:
                     if st & 2:  # ST_CHAINED
@@ -981,9 +981,11 @@ class Cache:
             pm[a + OFF_MFLAGS] = mf | MF_WON
         if count:
             part.cst[base + (S_GET_HITS if touch_exp is None else S_TOUCH_HITS)] += 1
-        if bump:
-            pm[a + OFF_REF] = 1
-            pm[a + OFF_FETCHED] = 1
+        if bump:  # memcached's do_item_bump: fetched by the first read, referenced by a later
+            if not fetched:
+                pm[a + OFF_FETCHED] = 1
+            else:
+                pm[a + OFF_REF] = 1
         data: bytes | None = None
         if value:
             if st & ST_CHAINED:
