@@ -723,6 +723,36 @@ def test_meta_with_evictions_disabled(kind: str, server_factory: Callable[..., S
         assert set(reply.split(b"\r\n")[:-2]) == {b"SERVER_ERROR out of memory storing object"}
 
 
+# --- UDP: the same commands, one datagram each --------------------------------------------
+
+# one reply each (memcached sends each command's reply in a datagram of its own)
+UDP = (
+    (b"ms k 2 T0 c\r\nhi\r\n", rb"HD c\d+\r\n"),
+    (b"mg k v s k Oa\r\n", rb"VA 2 s2 kk Oa\r\nhi\r\n"),
+    (b"mg zz v\r\n", rb"EN\r\n"),
+    (b"mg zz v q\r\nmn\r\n", rb"MN\r\n"),
+    (b"ma n N0 J5 v\r\n", rb"VA 1\r\n5\r\n"),
+    (b"ma n q\r\nmn\r\n", rb"MN\r\n"),
+    (b"ma n v\r\n", rb"VA 1\r\n7\r\n"),
+    (b"md k I\r\n", rb"HD\r\n"),
+    (b"mg k v\r\n", rb"VA 2 X W\r\nhi\r\n"),
+    (b"md k q\r\nmn\r\n", rb"MN\r\n"),
+    (b"md k\r\n", rb"NF\r\n"),
+    (b"me zz\r\n", rb"EN\r\n"),
+    (b"mg k x\r\n", rb"CLIENT_ERROR invalid flag\r\n"),
+)
+
+
+def test_udp(kind: str, server_factory: Callable[..., Server]) -> None:
+    from tests.integration.test_udp import HEADER, start, udp_request
+
+    srv = start(kind, server_factory)
+    for n, (request, expected) in enumerate(UDP):
+        [reply] = udp_request(srv.udp_port, n, request)
+        assert reply[:8] == HEADER.pack(n, 0, 1, 0)
+        assert re.fullmatch(expected, reply[8:]), (request, reply)
+
+
 # --- watch: the lines memcached logs for meta commands --------------------------------------
 
 WATCHED_STORES = (
