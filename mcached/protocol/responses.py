@@ -384,11 +384,18 @@ class MetaReplies:
         pass
 
     def reply_value(
-        self, out: Out, key: bytes, value: bytes | bytearray, flags: int, cas: int | None
+        self,
+        out: Out,
+        key: bytes,
+        value: bytes | bytearray | memoryview,
+        flags: int,
+        cas: int | None,
     ) -> None:
         raise NotImplementedError("meta commands answer with reply_item")
 
-    def reply_one_value(self, out: Out, key: bytes, value: bytes | bytearray, flags: int) -> None:
+    def reply_one_value(
+        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
+    ) -> None:
         raise NotImplementedError("meta commands answer with reply_item")
 
     def reply_number(self, out: Out, n: int) -> None:
