@@ -38,14 +38,18 @@ run: $(VENV)/.installed
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# The suite runs in TEST_JOBS processes (pytest-xdist; TEST_JOBS=0: one process). Most tests
+# wait on sockets, timers and subprocesses rather than compute, so more processes than cores
+# still shortens the run.
+TEST_JOBS ?= 4
 test: system-deps $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS)
 
 test-unit: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m unit
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m unit
 
 test-int: system-deps $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m integration
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m integration
 
 # Line and branch coverage of the whole suite, one row per module (COV_ARGS: pytest's, e.g.
 # COV_ARGS="-m unit" or COV_ARGS=tests/protocol); the daemons it starts as subprocesses

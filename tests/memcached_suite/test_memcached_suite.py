@@ -3,7 +3,8 @@
 Every ``.t`` file of memcached's source is in exactly one table below (a test checks it):
 
 * `IN_SCOPE`: the files that test what mcached claims (the text protocol, its flags, its
-  stats, UDP): each runs as one test, ``perl t/<file>`` with a timeout, two files at a time.
+  stats, UDP): each runs as one test, ``perl t/<file>`` with a timeout, two files at a time
+  (under pytest-xdist, one at a time in each worker).
   A file passes when it ran its whole plan and every subtest passed, except
   - ``quirks``: subtests that assert a memcached quirk which would be a bug to copy; their
     outcome is ignored, and the reason is given;
@@ -238,6 +239,10 @@ def suite(
         for item in request.session.items
         if item.originalname == "test_memcached_suite_file" and hasattr(item, "callspec")
     ]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # under pytest-xdist every worker collects every file but runs only those it is
+        # handed: each runs when its test asks for it, and the workers are the parallelism
+        selected = []
     run_dir = runner.make_run_dir(tmp_path_factory.mktemp("memcached-suite"), SERVER, source)
     s = Suite(run_dir, selected)
     yield s
