@@ -44,8 +44,14 @@ def test_cluster_shows_nodes_and_health(
     fast = ("--cluster-health-interval", "0.2", "--cluster-health-failures", "2")
     cluster = start_cluster(server_factory, tmp_path, 3, *fast, "--cluster-health-rise", "2")
     a = cluster.servers[0]
-    # every node's checks have seen every other node up
-    assert wait_until(lambda: "up:2" in run(a, "cluster").output.split("\n")[4], 5)
+    # every node's checks have seen every other node up (each row: a node, seen by the two
+    # others; the nodes start one after another, so the first checks of a later one fail)
+    assert wait_until(
+        lambda: all(
+            row.split()[-2:-1] == ["up:2"] for row in run(a, "cluster").output.split("\n")[2:5]
+        ),
+        10,
+    )
     res = run(a, "cluster")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
