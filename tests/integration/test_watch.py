@@ -221,13 +221,15 @@ def test_a_watcher_that_never_reads_does_not_slow_a_client(
                 c.read_until(b"END\r\n")
             return time.monotonic() - t0
 
-    alone = run()
+    # each timing is the better of two runs: on a busy machine one run can lose a second or
+    # more to other processes, which is not what is measured here
+    alone = min(run(), run())
     w = socket.socket()
     w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     w.connect(srv.address)
     w.sendall(b"watch fetchers mutations\r\n")
     time.sleep(0.2)  # attached; from now on it reads nothing
-    watched_run = run()
+    watched_run = min(run(), run())
     assert watched_run < 3 * alone + 2.0, (alone, watched_run)
     # it reads again: what did not fit was skipped, and said so
     buf = b""
