@@ -93,13 +93,16 @@ class Conn:
         return buf
 
     def request(self, data: bytes, expect_len: int | None = None, quiet: float = 0.3) -> bytes:
-        """Send `data`; return `expect_len` bytes, or what arrives until `quiet` s of silence."""
+        """Send `data`; return `expect_len` bytes, or what arrives until `quiet` s of silence
+        after the first bytes. The first bytes are waited for up to the connection's timeout:
+        every request sent this way has a reply, and on a loaded machine (the suite runs in
+        parallel processes) it may come later than `quiet`."""
         self.send(data)
         if expect_len is not None:
             return self.read_exact(expect_len)
         buf = b""
         while True:
-            self.sock.settimeout(quiet)
+            self.sock.settimeout(quiet if buf else self.timeout)
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
