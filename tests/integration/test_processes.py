@@ -124,8 +124,9 @@ def test_stats_count_every_worker_exactly(procs: Server) -> None:
         assert len(by_worker) >= 2
         for i, c in enumerate(conns):
             c.request(b"set k%d 0 0 1\r\nx\r\n" % i, expect_len=8)
-            for _ in range(3):
-                c.request(b"get k%d\r\n" % i)
+            hit = b"VALUE k%d 0 1\r\nx\r\nEND\r\n" % i
+            for _ in range(3):  # the reply read whole, not until 0.3 s of quiet
+                assert c.request(b"get k%d\r\n" % i, expect_len=len(hit)) == hit
         with Conn(procs.address) as asker:
             assert stat(asker, "cmd_set") == str(len(conns))
             assert stat(asker, "cmd_get") == str(3 * len(conns))
