@@ -194,8 +194,9 @@ def test_half_sent_values_are_held_in_the_cache_and_given_back(daemon: Server) -
         assert command(daemon, b"get part0\r\n") == b"END\r\n"  # nothing half-stored
     # every reservation went back: only a stored probe holds a chunk
     assert used_chunks(daemon) == stats(daemon)["curr_items"] <= 1
-    # and the second round took nothing more than the first
-    assert rounds[1] - rounds[0] <= 2 * MB, [m / MB for m in rounds]
+    # and the second round took next to nothing more than the first (the processes' heaps
+    # move by a few MB under load; a round that kept what it was sent would add ~84 MB)
+    assert rounds[1] - rounds[0] <= 8 * MB, [m / MB for m in rounds]
     big = b"v" * 900_000
     store(daemon, [b"whole"], big)
     reply = command(daemon, b"get whole\r\n")
