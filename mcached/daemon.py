@@ -44,7 +44,10 @@ from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
 from mcached.metrics import MetricsServer
+from mcached.protocol.binary_parser import BINARY, AnyParser, BinaryParser, Negotiator
 from mcached.protocol.parser import RECEIVE_MIN, Parser
+from mcached.sasl import ENV as SASL_PWDB_ENV
+from mcached.sasl import Passwords, Sasl
 from mcached.server.board import (
     COUNTERS,
     DETAIL,
@@ -64,7 +67,7 @@ from mcached.server.connection import TRACE
 from mcached.server.docs import SharedDocs
 from mcached.server.listener import Server
 from mcached.server.supervisor import MAINTAINER, Child, Supervisor, TooManyDeaths
-from mcached.settings import Settings
+from mcached.settings import Settings, binding_protocol
 from mcached.stats import Counters
 from mcached.storage.cache import Cache
 from mcached.storage.maintainer import LruCrawler, SlabAutomover
@@ -99,6 +102,8 @@ class Daemon:
         tcp_sockets: list[socket.socket] | None = None,
         processes: bool = False,
     ) -> None:
+        # -B as served: memcached's choice when it was not given (stats settings shows it)
+        settings = settings.replace(protocol=binding_protocol(settings))
         self.settings = settings
         self.clock = clock or Clock()
         self.processes = processes
@@ -119,20 +124,44 @@ class Daemon:
         )
         # -Y: the credentials (read now: a bad file stops us before anything binds)
         self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
+        # -S: the SASL password file (memcached's MEMCACHED_SASL_PWDB, or --sasl-pwdb)
+        self.sasl_passwords: Passwords | None = None
+        sasl = None
+        if settings.sasl:
+            pwdb = settings.sasl_pwdb or os.environ.get(SASL_PWDB_ENV, "")
+            self.sasl_passwords = Passwords(pwdb)
+            sasl = Sasl(self.sasl_passwords)
         self.handlers = Handlers(
-            self.cache, settings, self, self.clock, discovery=self.discovery, authfile=self.authfile
+            self.cache,
+            settings,
+            self,
+            self.clock,
+            discovery=self.discovery,
+            authfile=self.authfile,
+            sasl=sasl,
         )
         item_size_max = settings.item_size_max
         cas_enabled = settings.cas_enabled
         auth = self.authfile is not None
+        sasl_on = settings.sasl
+        mode = settings.protocol
 
-        def make_parser() -> Parser:
+        def make_text() -> Parser:
             return Parser(
                 item_size_max=item_size_max,
                 cas_enabled=cas_enabled,
                 auth=auth,
                 receive_min=RECEIVE_MIN,
             )
+
+        def make_binary() -> BinaryParser:
+            return BinaryParser(item_size_max=item_size_max, cas_enabled=cas_enabled, sasl=sasl_on)
+
+        # -B: each connection's protocol, from its first byte (memcached's negotiation)
+        def make_parser() -> AnyParser:
+            if mode == BINARY:
+                return make_binary()
+            return Negotiator(mode, make_text, make_binary, auth=auth)
 
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
         self.server = Server(
@@ -148,7 +177,9 @@ class Daemon:
         # Parts that re-read their configuration on SIGHUP (cluster membership, auth file...):
         # each has reload() -> None and is called from the thread that serves.
         self.reloadables: list[Any] = [self.discovery]
-        self.reloadables += [p for p in (self.authfile, self.server.tls) if p is not None]
+        self.reloadables += [
+            p for p in (self.authfile, self.sasl_passwords, self.server.tls) if p is not None
+        ]
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
         self._stop_lock = threading.Lock()

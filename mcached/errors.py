@@ -17,9 +17,12 @@ Rules: this module imports nothing, so every layer may import it.
 class CloseConnection(Exception):
     """Hang up on the client without a reply (garbage, HTTP, over-long line)."""
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", notice: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        # logged at -v (memcached prints "Invalid magic" and binary protocol errors there);
+        # other hang-ups are logged at -vv with every closed connection
+        self.notice = notice
 
 
 class StartWatch(Exception):

@@ -39,6 +39,7 @@ from mcached.clock import Clock
 from mcached.cluster.config import CLUSTER_KEY, LEGACY_KEY, parse_data
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.latency import stats_rows as latency_rows
+from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error, Out, Outcome
 from mcached.protocol.parser import item_total_size
@@ -134,6 +135,12 @@ STORE_MODE = {
     c.MetaAppend: StoreMode.APPEND,
     c.MetaPrepend: StoreMode.PREPEND,
     c.MetaCas: StoreMode.CAS,
+    b.BinSet: StoreMode.SET,
+    b.BinAdd: StoreMode.ADD,
+    b.BinReplace: StoreMode.REPLACE,
+    b.BinAppend: StoreMode.APPEND,
+    b.BinPrepend: StoreMode.PREPEND,
+    b.BinCas: StoreMode.CAS,
 }
 
 DELETE_OUTCOME: dict[DeleteResult, Outcome | Error] = {
@@ -276,6 +283,7 @@ class Handlers:
         discovery: Discovery | None = None,
         authfile: Any = None,
         tls: Any = None,
+        sasl: Any = None,
     ) -> None:
         self.cache = cache
         self.settings = settings
@@ -285,6 +293,9 @@ class Handlers:
         # -Y: an `mcached.auth.AuthFile` (check(user, password) -> bool); the parser only
         # sends `Auth` commands when it is set
         self.authfile = authfile
+        # -S: an `mcached.sasl.Sasl` (the mechanisms and the password file); the binary
+        # parser refuses every other opcode until it authenticated the connection
+        self.sasl = sasl
         # -Z: the server's TLS context holder (refresh() -> None, or an error line)
         self.tls = tls
         self.detail = PrefixStats(settings.stat_key_prefix.encode(), settings.detail_enabled)
@@ -339,6 +350,29 @@ class Handlers:
             c.Auth: self.auth,
             c.RefreshCerts: self.refresh_certs,
             c.Watch: self.watch,
+            # the binary protocol: the same meanings (see mcached.protocol.binary)
+            b.BinGet: self.gets,
+            b.BinGetK: self.gets,
+            b.BinGat: self.gat,
+            b.BinGatK: self.gat,
+            b.BinTouch: self.gat,
+            b.BinSet: self.store,
+            b.BinAdd: self.store,
+            b.BinReplace: self.store,
+            b.BinCas: self.store,
+            b.BinAppend: self.store,
+            b.BinPrepend: self.store,
+            b.BinTooLarge: self.too_large,
+            b.BinDelete: self.delete,
+            b.BinIncr: self.delta,
+            b.BinFlush: self.flush_all,
+            b.BinNoop: self.noop,
+            b.BinVersion: self.version,
+            b.BinQuit: self.quit,
+            b.BinStats: self.stats,
+            b.BinInvalid: self.invalid,
+            b.BinSaslList: self.sasl_list_mechs,
+            b.BinSaslAuth: self.sasl_auth,
         }
 
     def dispatch_table(self) -> dict[type[c.Command], Callable[[Any, Session], None]]:
@@ -499,7 +533,7 @@ class Handlers:
         if repeats(cmd.keys):
             lookup = touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
         self._retrieve(
-            cmd, s, lookup, type(cmd) is c.Gats, partial(_tally_touch, s.counters), once=False
+            cmd, s, lookup, cmd.with_cas, partial(_tally_touch, s.counters), once=False
         )
 
     def lookup(self, cmd: c.MetaGet, s: Session) -> None:
@@ -734,6 +768,7 @@ class Handlers:
         cmd.reply(s.out, Outcome.OK)
 
     def quit(self, cmd: c.Quit, s: Session) -> None:
+        cmd.reply(s.out, Outcome.OK)  # the binary protocol's quit answers (quitq does not)
         raise CloseConnection("quit")
 
     def shutdown(self, cmd: c.ShutdownCmd, s: Session) -> None:
@@ -861,6 +896,33 @@ class Handlers:
         if self.authfile is not None and self.authfile.check(cmd.user, cmd.password):
             cmd.grant()
             cmd.reply(s.out, Outcome.STORED)
+        else:
+            ctr.auth_errors += 1
+            cmd.reply(s.out, Error.AUTH_FAILED)
+
+    def sasl_list_mechs(self, cmd: b.BinSaslList, s: Session) -> None:
+        cmd.reply_mechs(s.out, self.sasl.mechs())
+
+    def sasl_auth(self, cmd: b.BinSaslAuth, s: Session) -> None:
+        """-S: SASL_AUTH starts a mechanism, SASL_STEP answers its challenge. A success lets
+        the connection in; a failure keeps it out and open. memcached counts each ending
+        (success or failure) in auth_cmds, each failure in auth_errors; a challenge sent
+        counts nothing."""
+        from mcached.sasl import Result
+
+        state = cmd.state
+        if cmd.step:
+            result, data = self.sasl.step(state, cmd.data)
+        else:
+            result, data = self.sasl.start(state, cmd.mech, cmd.data)
+        if result is Result.CONTINUE:
+            cmd.reply_challenge(s.out, data)
+            return
+        ctr = s.counters
+        ctr.auth_cmds += 1
+        if result is Result.OK:
+            state.authenticated = True
+            cmd.reply_authenticated(s.out)
         else:
             ctr.auth_errors += 1
             cmd.reply(s.out, Error.AUTH_FAILED)

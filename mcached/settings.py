@@ -266,17 +266,20 @@ def port_number(value: int) -> None:
         raise SettingsError(f"ERROR: Invalid port number {value}.")
 
 
-def ascii_protocol(value: str) -> None:
-    if value == "ascii":
-        return
-    if value in ("binary", "auto"):
+PROTOCOLS = ("ascii", "binary", "auto")
+
+
+def binding(value: str) -> None:
+    """-B: one of memcached's three ("" when not given: see `binding_protocol`)."""
+    if value and value not in PROTOCOLS:
         raise SettingsError(
-            f"Binding protocol {value!r} is not supported: mcached speaks the ascii "
-            "protocol only (-B ascii)"
+            f"Invalid value for binding protocol: {value}\n"
+            " -- should be one of auto, binary, or ascii"
         )
-    raise SettingsError(
-        f"Invalid value for binding protocol: {value}\n -- should be one of auto, binary, or ascii"
-    )
+
+
+def show_binding(value: str) -> str:
+    return "auto-negotiate" if value in ("", "auto") else value
 
 
 def name_and_port(value: str) -> None:
@@ -522,14 +525,37 @@ class Settings:
         ),
     )
     protocol: str = field(
-        default="ascii",
+        default="",
         metadata=opt(
             "-B",
-            "protocol: ascii (the only one served; binary and auto are refused)",
+            "protocol - one of ascii, binary, or auto (default: auto-negotiate; binary with "
+            "-S, ascii with -Y)",
             long="--protocol",
             stat="binding_protocol",
             metavar="<name>",
-            check=ascii_protocol,
+            check=binding,
+            show=show_binding,
+        ),
+    )
+    sasl: bool = field(
+        default=False,
+        metadata=opt(
+            "-S",
+            "turn on SASL authentication (binary protocol only): PLAIN and CRAM-MD5 against "
+            "the user:password lines of --sasl-pwdb, or of the file MEMCACHED_SASL_PWDB names",
+            long="--enable-sasl",
+            stat="auth_enabled_sasl",
+        ),
+    )
+    sasl_pwdb: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "SASL password file: user:password lines, re-read on SIGHUP (default: the "
+            "MEMCACHED_SASL_PWDB environment variable, as memcached reads it)",
+            long="--sasl-pwdb",
+            metavar="<file>",
+            path=True,
         ),
     )
     auth_file: str = field(
@@ -1152,6 +1178,22 @@ def _no_udp_with_auth(s: Settings) -> None:
         raise SettingsError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)")
 
 
+def _sasl_is_binary(s: Settings) -> None:
+    """memcached's words: SASL rides on the binary protocol alone, -Y on the ascii one."""
+    if s.sasl and s.protocol not in ("", "binary"):
+        raise SettingsError("ERROR: You cannot allow the ASCII protocol while using SASL.")
+    if s.sasl and s.udp_port:
+        raise SettingsError("ERROR: Cannot enable UDP while using binary SASL authentication.")
+    if s.sasl and s.auth_file:
+        raise SettingsError(
+            "-S (SASL, binary protocol) and -Y (ascii authentication) exclude each other"
+        )
+    if s.auth_file and s.protocol not in ("", "ascii"):
+        raise SettingsError(
+            "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens."
+        )
+
+
 def _notls_needs_ssl(s: Settings) -> None:
     if not s.ssl_enabled and any(h.startswith("notls:") for h in s.listen):
         raise SettingsError("'notls' option is valid only when SSL is enabled", code=71)
@@ -1168,6 +1210,7 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     _item_size_within_memory,
     _slab_chunk_max_fits,
     _no_udp_with_auth,
+    _sasl_is_binary,
     _notls_needs_ssl,
     _one_cluster_source,
 )
@@ -1209,7 +1252,6 @@ STATS_SETTINGS_ORDER = tuple(
 #: what such a row says on a memcached that does not use that machinery either
 FIXED_SETTINGS_ROWS: dict[str, str] = {
     "oldest": "0",
-    "auth_enabled_sasl": "no",
     "hashpower_init": "0",
     "slab_automove_ratio": "0.80",
     "slab_automove_window": "30",
@@ -1244,6 +1286,19 @@ FIXED_SETTINGS_ROWS: dict[str, str] = {
     "num_napi_ids": "(null)",
     "memory_file": "(null)",
 }
+
+
+def binding_protocol(s: Settings) -> str:
+    """The protocol connections may speak: -B's, else memcached's choice (binary with -S,
+    ascii with -Y, auto-negotiated from each connection's first byte otherwise). The daemon
+    sets it in its settings, so ``stats settings`` says what it serves."""
+    if s.protocol:
+        return s.protocol
+    if s.sasl:
+        return "binary"
+    if s.auth_file:
+        return "ascii"
+    return "auto"
 
 
 def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:

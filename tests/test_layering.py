@@ -46,6 +46,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.systemd": LEAF,
     "mcached.process": LEAF,
     "mcached.auth": {"mcached.settings"},  # raises SettingsError, as a bad flag does
+    "mcached.sasl": LEAF,  # -S: the mechanisms and the password file
     # ---- protocol/: bytes in, commands out; outcomes in, reply bytes out; no sockets ----
     "mcached.protocol": LEAF,
     "mcached.protocol.outcomes": LEAF,  # the vocabulary: knows no bytes
@@ -56,6 +57,14 @@ LAYERS: dict[str, set[str]] = {
         "mcached.errors",
         "mcached.protocol.commands",
         "mcached.protocol.outcomes",
+    },
+    # the binary protocol: its frames, commands and replies; its framing and -B's choice
+    "mcached.protocol.binary": {"mcached.protocol.commands", "mcached.protocol.outcomes"},
+    "mcached.protocol.binary_parser": {
+        "mcached.errors",
+        "mcached.protocol.binary",
+        "mcached.protocol.outcomes",
+        "mcached.protocol.parser",
     },
     # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
     # The arena owns the shared layout and every module reads it; items owns the allocator's
@@ -163,6 +172,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.cluster.config",
         "mcached.cluster.discovery",
         "mcached.watch",
+        "mcached.sasl",  # -S: what a SASL exchange came to
         "psutil",  # rusage and memory figures for stats
     },
     # ---- the metrics endpoint: figures in, Prometheus' format out (prometheus_client) ----
@@ -173,6 +183,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.addr",
         "mcached.metrics",
         "mcached.auth",
+        "mcached.sasl",
         "mcached.clock",
         "mcached.cluster.discovery",
         "mcached.handlers",

@@ -84,6 +84,8 @@ class Gets(Get):
 class Gat(Command):
     __slots__ = ("exptime", "keys")
     verb = b"gat"
+    #: the reply carries each item's CAS (gats, and the binary protocol's gets and gats)
+    with_cas = False
 
     def __init__(self, exptime: int, keys: list[bytes]) -> None:
         self.exptime = exptime
@@ -93,6 +95,7 @@ class Gat(Command):
 class Gats(Gat):
     __slots__ = ()
     verb = b"gats"
+    with_cas = True
 
 
 # ---- storage ----
@@ -262,6 +265,9 @@ class Verbosity(Command):
 class Quit(Command):
     __slots__ = ()
     verb = b"quit"
+    # the text protocol's quit says nothing before the connection closes (the binary
+    # protocol's answers): the handler's reply is hidden as noreply hides one
+    noreply = True
 
 
 class ShutdownCmd(Command):

@@ -135,6 +135,9 @@ class Error(_Member):
     META_SET_MODE = "meta_set_mode"  # ms M with an unknown mode
     META_ARITH_MODE = "meta_arith_mode"  # ma M with an unknown mode
     META_NOT_CREATED = "meta_not_created"  # ma N: no memory for the new item
+    # the binary protocol's (memcached 1.6.18's proto_bin.c)
+    BIN_INVALID = "bin_invalid"  # lengths the opcode does not take: "Invalid arguments"
+    BIN_NO_MEMORY = "bin_no_memory"  # a SASL exchange too long to hold: "Out of memory"
 
 
 #: What a lookup saw of an item, for the replies that report it (meta's flags, a debug line):

@@ -105,6 +105,9 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.META_SET_MODE: b"CLIENT_ERROR invalid mode for ms M token\r\n",
     Error.META_ARITH_MODE: b"CLIENT_ERROR invalid mode for ma M token\r\n",
     Error.META_NOT_CREATED: b"SERVER_ERROR Out of memory allocating new item\r\n",
+    # the binary protocol's own (its statuses): their nearest text lines
+    Error.BIN_INVALID: b"CLIENT_ERROR bad command line format\r\n",
+    Error.BIN_NO_MEMORY: b"SERVER_ERROR out of memory\r\n",
 }
 
 # Errors whose line carries a message (``reply(..., detail)``).

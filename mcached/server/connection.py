@@ -54,7 +54,8 @@ from itertools import islice
 from typing import Any, Protocol
 
 from mcached.errors import CloseConnection, Shutdown, StartWatch
-from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.protocol.binary_parser import AnyParser, Negotiator
+from mcached.protocol.parser import NEED_DATA
 from mcached.server.poller import READ, WRITE, Poller
 from mcached.stats import Counters
 
@@ -152,7 +153,7 @@ class Connection:
         listen_addr: str,
         worker: Owner,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
-        parser: Parser,
+        parser: AnyParser,
         reqs_per_event: int,
     ) -> None:
         self.sock = sock
@@ -187,6 +188,12 @@ class Connection:
         self._after: deque[list[Any]] = deque()
         self._sent_total = 0
         self.sink: _Sink | None = None  # a value being received into place
+        if type(parser) is Negotiator:
+            # -B: the first byte picks the parser, which this connection then uses directly
+            parser.adopt = self._adopt
+
+    def _adopt(self, parser: Any) -> None:
+        self.parser = parser
 
     # ---- state ----
 
@@ -365,6 +372,8 @@ class Connection:
             else:
                 self.counters.conn_yields += 1
         except CloseConnection as exc:
+            if exc.notice:
+                log.info("<%d closing: %s", self.fd, exc.reason)
             self._finish(exc.reason)
             return
         except Shutdown as exc:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from mcached.addr import parse_listen, split_notls
 from mcached.latency import Latency, split
-from mcached.protocol.parser import Parser
+from mcached.protocol.binary_parser import AnyParser
 from mcached.server.board import (
     CONNS,
     COUNTERS,
@@ -154,7 +154,7 @@ class Server:
         self,
         settings: Settings,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
-        make_parser: Callable[[], Parser],
+        make_parser: Callable[[], AnyParser],
         hooks: Hooks,
         tcp_sockets: list[socket.socket] | None = None,
         slots: int | None = None,

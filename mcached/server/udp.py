@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mcached.errors import CloseConnection, Shutdown
-from mcached.protocol.parser import NEED_DATA, Parser
+from mcached.protocol.binary_parser import AnyParser
+from mcached.protocol.parser import NEED_DATA
 from mcached.protocol.responses import UDP_MULTI_PACKET
 from mcached.stats import Counters
 
@@ -78,7 +79,7 @@ class UdpServer:
     def __init__(
         self,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
-        make_parser: Callable[[], Parser],
+        make_parser: Callable[[], AnyParser],
         reqs_per_event: int,
         on_shutdown: Callable[[bool], None],
     ) -> None:

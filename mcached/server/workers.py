@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mcached import watch
 from mcached.addr import format_address
 from mcached.latency import Latency
-from mcached.protocol.parser import Parser
+from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
 from mcached.server.board import (
     CONNS,
@@ -95,7 +95,7 @@ class Host(Protocol):
     udp_server: UdpServer
     events: EventLog
 
-    def make_parser(self) -> Parser: ...
+    def make_parser(self) -> AnyParser: ...
 
     def listening(self, slot: int) -> list[socket.socket]: ...
 
