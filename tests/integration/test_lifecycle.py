@@ -362,7 +362,11 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
         (["-c", "0"], "Maximum connections must be greater than 0", 1),
         (["-I", "512"], "Item max size cannot be less than 1024 bytes.", 64),
         (["-f", "1.0"], "Factor must be greater than 1", 1),
-        (["-B", "binary"], "ascii protocol only", 64),
+        (["-B", "utf8"], "Invalid value for binding protocol: utf8", 64),
+        # memcached's words: SASL rides on the binary protocol alone, -Y on the ascii one
+        (["-S", "-B", "auto"], "You cannot allow the ASCII protocol while using SASL.", 64),
+        (["-S", "-U", "11211"], "Cannot enable UDP while using binary SASL authentication", 64),
+        (["-Y", "/dev/null", "-B", "binary"], "cannot allow the BINARY protocol", 64),
         (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
         (["-p", "70000"], "Invalid port number 70000", 64),
         (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),

@@ -21,7 +21,7 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     run that then waits on a reply is cut at its ``timeout``).
   - ``vacuous``: output showing that the file took a branch that tests nothing (unixsocket.t
     when ``-h`` does not advertise unix sockets): reported as XFAIL until it stops appearing.
-* `PENDING`: files for protocols mcached does not serve yet (binary); skipped with the
+* `PENDING`: files for protocols mcached does not serve yet (none now); skipped with the
   reason, they join `IN_SCOPE` when the protocol lands.
 * `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
   seccomp, persistence, memcached's own source checks...), each with the reason; skipped.
@@ -73,7 +73,6 @@ def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
 
 
 PASSES = InScope()
-BINARY = "pending: binary protocol (TRIAGE.md: 00-startup.t)"
 
 IN_SCOPE: dict[str, InScope] = {
     # issue 12's core group
@@ -121,7 +120,7 @@ IN_SCOPE: dict[str, InScope] = {
     "unixsocket.t": PASSES,
     "stats-conns.t": PASSES,
     # start-up, memory, stats
-    "00-startup.t": known(BINARY, "auto works", "binary works", unrun=1),
+    "00-startup.t": PASSES,
     "evictions.t": PASSES,
     "issue_14.t": PASSES,
     "issue_163.t": PASSES,
@@ -135,18 +134,18 @@ IN_SCOPE: dict[str, InScope] = {
     "stats-detail.t": PASSES,
     # beyond issue 12's list: text protocol and flags mcached claims, passing
     "binary-get.t": PASSES,  # binary-safe values over the text protocol, despite its name
+    # the binary protocol (issue 14)
+    "binary.t": known("TRIAGE.md: binary.t", "#3098"),  # an is() without a description
+    "issue_50.t": PASSES,
     "daemonize.t": PASSES,
     "dyn-maxbytes.t": PASSES,
     "slabs_reassign.t": PASSES,
-    "udp.t": known(BINARY, "binary protocol", unrun=7),  # the text half passes
+    "udp.t": PASSES,
     # the meta protocol (issue 13)
     "metaget.t": PASSES,
 }
 
-PENDING: dict[str, str] = {
-    "binary.t": "pending: binary protocol, not served yet (-B binary is refused)",
-    "issue_50.t": "pending: binary protocol (starts the server with -B binary)",
-}
+PENDING: dict[str, str] = {}
 
 OUT_OF_SCOPE: dict[str, str] = {
     "64bit.t": "memcached's T_MEMD_INITIAL_MALLOC/T_MEMD_SLABS_ALLOC environment hooks fake "
@@ -274,7 +273,12 @@ def test_memcached_suite_file(suite: Suite, name: str) -> None:
     problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
     assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
     failed = list(result.failed.values())
-    passing = [k for k in expected if not any(k in d for d in failed)]
+    numbers = {f"#{n}" for n in result.failed}
+    passing = [
+        k
+        for k in expected
+        if not (k in numbers if k.startswith("#") else any(k in d for d in failed))
+    ]
     assert not passing, f"{name}: known failures now pass, remove them from IN_SCOPE: {passing}"
     if entry.vacuous and not reference:
         pattern, reason = entry.vacuous
