@@ -96,8 +96,7 @@ class Passwords:
             user, colon, rest = line.partition(b":")
             if colon and user:
                 entries.append((user, rest.split(b":", 1)[0].split(b"\0", 1)[0]))
-        by_user = parse_pwdb(data)
-        self._entries, self._by_user = entries, by_user
+        self._entries, self._by_user = entries, parse_pwdb(data)
 
     def reload(self) -> None:
         """SIGHUP: re-read the file (a missing one keeps the current entries)."""

@@ -3,6 +3,9 @@
 # Debian's packages, when it is missing:
 #   - the reference memcached and libmemcached's tools (memccapable, memcaslap);
 #   - perl with Test::More, which memcached's t/*.t files are written in (perl-base has neither);
+#   - Cyrus SASL's saslpasswd2 (sasl2-bin), which makes the reference memcached's user database
+#     for the SASL tests, and its mechanism plugins (libsasl2-modules), which the SASL clients
+#     load;
 #   - memcached's source, for its test suite, fetched with `apt-get source` (dpkg-dev unpacks
 #     it) into MEMCACHED_SRC_CACHE (default /var/cache/mcached/memcached-src), outside the
 #     repository: tests/memcached_suite/ runs its t/*.t files against mcached. The source must
@@ -32,6 +35,8 @@ command -v memcaslap >/dev/null 2>&1 || need+=(libmemcached-tools)
 command -v prove >/dev/null 2>&1 || need+=(perl)
 perl -MTest::More -e 1 >/dev/null 2>&1 || need+=(perl)
 command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || need+=(libsasl2-modules)
 if [ ${#need[@]} -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     echo "installing ${need[*]} from Debian's packages" >&2

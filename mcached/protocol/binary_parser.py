@@ -6,6 +6,7 @@ and `Negotiator`, which picks a connection's protocol from its first byte (``-B`
 `mcached.protocol.binary`, checking what memcached checks, in its order:
 
 1. a magic other than 0x80: the connection is closed (memcached: "Invalid magic");
+   then, as memcached, nothing more is decided until the extras and the key are in;
 2. a key or extras longer than the body: ``Unknown command``, then the connection closes;
 3. with SASL on and the connection not authenticated, any opcode but the SASL ones and
    ``version``: ``Auth failure.``, then the connection closes;
@@ -204,6 +205,8 @@ class BinaryParser:
                 f"invalid magic {magic:#04x} (not a binary protocol request)", notice=True
             )
         body = pos + b.HEADER_SIZE
+        if keylen <= KEY_MAX_LENGTH and avail < b.HEADER_SIZE + extlen + keylen:
+            return NEED_DATA  # memcached judges a frame once its extras and key are in
         if keylen > bodylen or keylen + extlen > bodylen:
             self._pos = body
             return self._last(
@@ -231,11 +234,9 @@ class BinaryParser:
         if base in _SASL_OPCODES and not self.sasl:
             self._skip(body, bodylen)  # memcached swallows what follows the key
             return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque)
-        # extras and key first (at most 24 + 255 + 250 bytes)
+        # the extras and the key are in (at most 24 + 255 + 250 bytes)
         kstart = body + extlen
         vstart = kstart + keylen
-        if len(buf) < vstart:
-            return NEED_DATA
         key = bytes(buf[kstart:vstart])
         vlen = bodylen - extlen - keylen
         if base in (b.SET, b.ADD, b.REPLACE, b.APPEND, b.PREPEND):

@@ -1,0 +1,82 @@
+"""mcached/sasl.py: the password file and the PLAIN and CRAM-MD5 mechanisms."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+
+from mcached.protocol.binary import SaslState
+from mcached.sasl import MECHS, Passwords, Result, Sasl, parse_pwdb
+
+pytestmark = pytest.mark.unit
+
+
+def test_pwdb_lines_as_memcached_reads_them() -> None:
+    data = b"alice:secret\nbob:pw:ignored after a colon\r\nno colon here\n:nouser\ncarol:\n"
+    assert parse_pwdb(data) == {b"alice": b"secret", b"bob": b"pw", b"carol": b""}
+
+
+def sasl_for(tmp_path: Path, text: bytes = b"alice:secret\nbob@realm:pw\n") -> Sasl:
+    f = tmp_path / "pwdb"
+    f.write_bytes(text)
+    return Sasl(Passwords(str(f)), hostname="host")
+
+
+def test_plain(tmp_path: Path) -> None:
+    sasl = sasl_for(tmp_path)
+    st = SaslState()
+    assert sasl.mechs() == MECHS == b"PLAIN CRAM-MD5"
+    assert sasl.start(st, b"PLAIN", b"\0alice\0secret") == (Result.OK, b"")
+    assert sasl.start(st, b"PLAIN", b"alice\0alice\0secret")[0] is Result.OK  # libmemcached's
+    assert sasl.start(st, b"PLAIN", b"\0bob@realm\0pw")[0] is Result.OK
+    assert sasl.start(st, b"PLAIN", b"\0alice\0wrong")[0] is Result.FAIL
+    assert sasl.start(st, b"PLAIN", b"\0bob\0pw")[0] is Result.FAIL  # the realm is the user's
+    assert sasl.start(st, b"PLAIN", b"alice secret")[0] is Result.FAIL
+    assert sasl.start(st, b"PLAIN", b"\0\0secret")[0] is Result.FAIL
+    assert sasl.start(st, b"GSSAPI", b"")[0] is Result.FAIL
+
+
+def test_cram_md5(tmp_path: Path) -> None:
+    sasl = sasl_for(tmp_path)
+    st = SaslState()
+    result, challenge = sasl.start(st, b"CRAM-MD5", b"")
+    assert result is Result.CONTINUE and challenge.startswith(b"<") and b"@host>" in challenge
+    digest = hmac.new(b"secret", challenge, "md5").hexdigest().encode()
+    assert sasl.step(st, b"alice " + digest) == (Result.OK, b"")
+    # a challenge answers once
+    assert sasl.step(st, b"alice " + digest)[0] is Result.FAIL
+    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
+    assert sasl.step(st, b"alice " + b"0" * 32)[0] is Result.FAIL
+    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
+    assert sasl.step(st, b"nobody " + digest)[0] is Result.FAIL
+    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
+    assert sasl.step(st, b"nospace")[0] is Result.FAIL
+
+
+def test_step_without_start_fails(tmp_path: Path) -> None:
+    assert sasl_for(tmp_path).step(SaslState(), b"alice x")[0] is Result.FAIL
+
+
+def test_reload_swaps_and_a_missing_file_keeps(tmp_path: Path) -> None:
+    sasl = sasl_for(tmp_path)
+    st = SaslState()
+    (tmp_path / "pwdb").write_bytes(b"alice:new\n")
+    assert sasl.start(st, b"PLAIN", b"\0alice\0new")[0] is Result.FAIL  # until SIGHUP
+    sasl.passwords.reload()
+    assert sasl.start(st, b"PLAIN", b"\0alice\0new")[0] is Result.OK
+    assert len(sasl.passwords) == 1
+    (tmp_path / "pwdb").unlink()
+    sasl.passwords.reload()
+    assert sasl.start(st, b"PLAIN", b"\0alice\0new")[0] is Result.OK
+    assert "pwdb" in repr(sasl.passwords)
+
+
+def test_no_file_means_no_users(tmp_path: Path) -> None:
+    st = SaslState()
+    assert Sasl(Passwords("")).start(st, b"PLAIN", b"\0a\0b")[0] is Result.FAIL
+    assert Sasl(Passwords(str(tmp_path / "missing"))).start(st, b"PLAIN", b"\0a\0b")[0] is (
+        Result.FAIL
+    )
+    Passwords("").reload()  # nothing to re-read
