@@ -16,8 +16,8 @@ and `Negotiator`, which picks a connection's protocol from its first byte (``-B`
    the body is skipped; a value too large for ``-I``: ``Too large.``, and the value is skipped.
 
 What it holds is bounded whatever a client sends: one header and its extras and key (at most
-24 + 255 + 250 bytes: a longer key is refused from the header alone), or one value that fits
-in an item (``-I``), or one SASL exchange (at most `SASL_DATA_MAX`). Every body it does not
+24 + 255 + 65,535 bytes, as memcached), or one value that fits in an item (``-I``), or one
+SASL exchange (at most `SASL_DATA_MAX`). Every body it does not
 serve is skipped as it arrives, never buffered, so a 4 GB body length costs nothing.
 
 One difference from memcached, on purpose: an unknown opcode's body is skipped exactly;
@@ -205,8 +205,10 @@ class BinaryParser:
                 f"invalid magic {magic:#04x} (not a binary protocol request)", notice=True
             )
         body = pos + b.HEADER_SIZE
-        if keylen <= KEY_MAX_LENGTH and avail < b.HEADER_SIZE + extlen + keylen:
-            return NEED_DATA  # memcached judges a frame once its extras and key are in
+        if avail < b.HEADER_SIZE + extlen + keylen:
+            # memcached judges a frame once its extras and key are in (at most 64 KB): a
+            # client is never hung up on while it is still sending them
+            return NEED_DATA
         if keylen > bodylen or keylen + extlen > bodylen:
             self._pos = body
             return self._last(
@@ -234,7 +236,7 @@ class BinaryParser:
         if base in _SASL_OPCODES and not self.sasl:
             self._skip(body, bodylen)  # memcached swallows what follows the key
             return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque)
-        # the extras and the key are in (at most 24 + 255 + 250 bytes)
+        # the extras and the key are in
         kstart = body + extlen
         vstart = kstart + keylen
         key = bytes(buf[kstart:vstart])
