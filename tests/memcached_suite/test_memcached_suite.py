@@ -156,7 +156,6 @@ OUT_OF_SCOPE: dict[str, str] = {
     "/tmp/test-memcached.sasldb), which mcached does not read: its SASL checks the "
     "MEMCACHED_SASL_PWDB file (tests/integration/test_wire_binary.py runs the same exchanges "
     "against both servers)",
-    "authenticates text clients with -Y (ascii-auth.t)",
     "chunked-extstore.t": "extstore: mcached keeps nothing on disk, by design",
     "conn-limits.t": "memcached's read/response buffer memory accounting "
     "(-o read_buf_mem_limit, response_obj_oom), and meta commands",
