@@ -47,7 +47,7 @@ from mcached.metrics import MetricsServer
 from mcached.protocol.binary_parser import BINARY, AnyParser, BinaryParser, Negotiator
 from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.sasl import ENV as SASL_PWDB_ENV
-from mcached.sasl import Passwords, Sasl
+from mcached.sasl import Cyrus, CyrusUnavailable, Passwords, Sasl
 from mcached.server.board import (
     COUNTERS,
     DETAIL,
@@ -125,12 +125,19 @@ class Daemon:
         # -Y: the credentials (read now: a bad file stops us before anything binds)
         self.authfile = AuthFile(settings.auth_file) if settings.auth_file else None
         # -S: the SASL password file (memcached's MEMCACHED_SASL_PWDB, or --sasl-pwdb)
+        # (or, without one, Cyrus SASL's library, configuration and sasldb, as memcached)
         self.sasl_passwords: Passwords | None = None
-        sasl = None
+        sasl: Sasl | Cyrus | None = None
         if settings.sasl:
             pwdb = settings.sasl_pwdb or os.environ.get(SASL_PWDB_ENV, "")
-            self.sasl_passwords = Passwords(pwdb)
-            sasl = Sasl(self.sasl_passwords)
+            if not pwdb:
+                try:
+                    sasl = Cyrus()
+                except CyrusUnavailable as exc:
+                    log.warning("%s", exc)
+            if sasl is None:
+                self.sasl_passwords = Passwords(pwdb)
+                sasl = Sasl(self.sasl_passwords)
         self.handlers = Handlers(
             self.cache,
             settings,

@@ -10,8 +10,14 @@ memcached's own password file (``MEMCACHED_SASL_PWDB``, or ``--sasl-pwdb``):
   ``user SP hex(HMAC-MD5(password, challenge))``: the password never crosses the wire.
   libmemcached (through Cyrus's client) picks it over PLAIN from the list we send.
 
-`MECHS` is what ``SASL_LIST_MECHS`` answers: memcached's test configuration's list
-(``t/sasl/memcached.conf``: ``mech_list: plain cram-md5``), in Cyrus's order.
+Without a password file, `Cyrus` serves SASL as memcached does: through Cyrus SASL's own
+library (``libsasl2``, through ctypes), its configuration (``memcached.conf`` in
+``SASL_CONF_PATH``, else ``/etc/sasl2``: ``mech_list``, ``sasldb_path``) and its user
+database (``saslpasswd2 -a memcached``), whatever mechanisms its plugins offer.
+
+`MECHS` is what ``SASL_LIST_MECHS`` answers with a password file: the list of memcached's
+test configuration (``t/sasl/memcached.conf``: ``mech_list: plain cram-md5``), in the order
+Cyrus lists it.
 
 The file: one ``user:password`` per line, as memcached's ``sasl_server_userdb_checkpass``
 reads it: the password ends at a ``:``, ``\\r``, ``\\n`` or the end of the line; lines
@@ -26,6 +32,8 @@ memcached's ``safe_memcmp``; nothing here logs a password.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import enum
 import hmac
 import logging
@@ -33,6 +41,8 @@ import os
 import secrets
 import socket
 import time
+import weakref
+from typing import Any
 
 log = logging.getLogger("mcached.sasl")
 
@@ -174,3 +184,110 @@ class Sasl:
         expected = hmac.new(password, challenge, "md5").hexdigest().encode()
         ok = hmac.compare_digest(digest.lower(), expected)
         return (Result.OK if ok else Result.FAIL), b""
+
+
+# ---- Cyrus SASL (libsasl2), memcached's own route ----
+
+SASL_OK = 0
+SASL_CONTINUE = 1
+_c = ctypes.c_void_p
+
+
+class CyrusUnavailable(Exception):
+    """libsasl2 cannot be loaded or initialised."""
+
+
+class Cyrus:
+    """memcached's SASL: a ``sasl_conn_t`` per connection (kept in its `SaslState`, disposed
+    with it), ``sasl_server_start``/``sasl_server_step`` deciding. Initialised once per
+    process, at first use (worker processes are forked before any)."""
+
+    def __init__(self, hostname: str | None = None, lib: Any = None) -> None:
+        self.hostname = (hostname or socket.gethostname() or "").encode() or None
+        self._lib = lib if lib is not None else self._load()
+        self._pid = 0
+
+    @staticmethod
+    def _load() -> Any:
+        name = ctypes.util.find_library("sasl2") or "libsasl2.so.2"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as exc:
+            raise CyrusUnavailable(f"Cyrus SASL library not loadable: {exc}") from None
+        p, cp, u = ctypes.c_char_p, ctypes.POINTER(_c), ctypes.c_uint
+        lib.sasl_server_init.argtypes = [_c, p]
+        lib.sasl_server_new.argtypes = [p, p, p, p, p, _c, u, cp]
+        lib.sasl_listmech.argtypes = [
+            _c, p, p, p, p, ctypes.POINTER(p), ctypes.POINTER(u), ctypes.POINTER(ctypes.c_int)
+        ]  # fmt: skip
+        lib.sasl_server_start.argtypes = [_c, p, p, u, cp, ctypes.POINTER(u)]
+        lib.sasl_server_step.argtypes = [_c, p, u, cp, ctypes.POINTER(u)]
+        lib.sasl_dispose.argtypes = [cp]
+        return lib
+
+    def _ready(self) -> None:
+        pid = os.getpid()
+        if self._pid != pid:
+            if self._lib.sasl_server_init(None, b"memcached") != SASL_OK:
+                raise CyrusUnavailable("sasl_server_init failed")
+            self._pid = pid
+
+    def _new(self) -> Any:
+        self._ready()
+        conn = _c()
+        rc = self._lib.sasl_server_new(
+            b"memcached", self.hostname, None, None, None, None, 0, ctypes.byref(conn)
+        )
+        if rc != SASL_OK:
+            raise CyrusUnavailable(f"sasl_server_new failed ({rc})")
+        return conn
+
+    def _conn(self, state: Any) -> Any:
+        conn = state.cyrus
+        if conn is None:
+            conn = state.cyrus = self._new()
+            weakref.finalize(state, self._lib.sasl_dispose, ctypes.byref(conn))
+        return conn
+
+    def mechs(self) -> bytes:
+        conn = self._new()
+        try:
+            out = ctypes.c_char_p()
+            n = ctypes.c_uint()
+            count = ctypes.c_int()
+            rc = self._lib.sasl_listmech(
+                conn, None, b"", b" ", b"", ctypes.byref(out), ctypes.byref(n), ctypes.byref(count)
+            )
+            return (out.value or b"") if rc == SASL_OK else b""
+        finally:
+            self._lib.sasl_dispose(ctypes.byref(conn))
+
+    def _result(self, rc: int, out: Any, n: Any) -> tuple[Result, bytes]:
+        if rc == SASL_OK:
+            return Result.OK, b""
+        if rc == SASL_CONTINUE:
+            return Result.CONTINUE, ctypes.string_at(out, n.value) if n.value else b""
+        return Result.FAIL, b""
+
+    def start(self, state: Any, mech: bytes, data: bytes) -> tuple[Result, bytes]:
+        conn = self._conn(state)
+        out = _c()
+        n = ctypes.c_uint()
+        rc = self._lib.sasl_server_start(
+            conn, mech, data or None, len(data), ctypes.byref(out), ctypes.byref(n)
+        )
+        state.mech = mech if rc in (SASL_OK, SASL_CONTINUE) else b""
+        return self._result(rc, out, n)
+
+    def step(self, state: Any, data: bytes) -> tuple[Result, bytes]:
+        if not state.mech or state.cyrus is None:
+            return Result.FAIL, b""  # memcached: SASL_STEP before sasl_server_start
+        out = _c()
+        n = ctypes.c_uint()
+        rc = self._lib.sasl_server_step(
+            state.cyrus, data or None, len(data), ctypes.byref(out), ctypes.byref(n)
+        )
+        return self._result(rc, out, n)
+
+    def reload(self) -> None:
+        """Cyrus reads its user database at every authentication: nothing to re-read."""

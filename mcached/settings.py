@@ -542,7 +542,8 @@ class Settings:
         metadata=opt(
             "-S",
             "turn on SASL authentication (binary protocol only): PLAIN and CRAM-MD5 against "
-            "the user:password lines of --sasl-pwdb, or of the file MEMCACHED_SASL_PWDB names",
+            "the user:password lines of --sasl-pwdb or MEMCACHED_SASL_PWDB, else Cyrus SASL's "
+            "configuration and sasldb, as memcached",
             long="--enable-sasl",
             stat="auth_enabled_sasl",
         ),

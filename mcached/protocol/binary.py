@@ -569,12 +569,13 @@ class SaslState:
     CRAM-MD5 challenge), and whether the connection is in. The parser owns it (it refuses
     every other opcode until `authenticated`); the handler moves it on."""
 
-    __slots__ = ("mech", "challenge", "authenticated")
+    __slots__ = ("mech", "challenge", "authenticated", "cyrus", "__weakref__")
 
     def __init__(self) -> None:
         self.mech = b""
         self.challenge = b""
         self.authenticated = False
+        self.cyrus: Any = None  # Cyrus SASL's sasl_conn_t, when it serves SASL
 
     def __repr__(self) -> str:
         return f"SaslState(mech={self.mech!r}, authenticated={self.authenticated})"

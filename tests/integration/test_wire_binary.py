@@ -28,8 +28,10 @@ from tests.conftest import (
     KINDS,
     Server,
     _start_mcached,
+    _start_mcached_procs,
     _start_memcached,
     _stop_mcached,
+    _stop_mcached_procs,
     _stop_memcached,
 )
 
@@ -467,11 +469,15 @@ def sasl_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_sasl(kind: str, files: Path, *args: str) -> Server:
+    """mcached with the password file; memcached, and mcached without a password file
+    (``mcached-cyrus``: its worker processes), through Cyrus SASL's sasldb."""
     if kind == "mcached":
         return _start_mcached(["-S", "--sasl-pwdb", str(files / "pwdb"), *args])
     old = os.environ.get("SASL_CONF_PATH")
-    os.environ["SASL_CONF_PATH"] = str(files)  # what the memcached subprocess inherits
+    os.environ["SASL_CONF_PATH"] = str(files)  # what the server's process inherits
     try:
+        if kind == "mcached-cyrus":
+            return _start_mcached_procs(["-S", "-t", "1", *args])
         return _start_memcached(["-S", *args])
     finally:
         if old is None:
@@ -480,11 +486,21 @@ def start_sasl(kind: str, files: Path, *args: str) -> Server:
             os.environ["SASL_CONF_PATH"] = old
 
 
-@pytest.fixture(scope="module", params=KINDS)
+def stop_sasl(srv: Server) -> None:
+    if srv.kind == "mcached-procs":
+        _stop_mcached_procs(srv)
+    else:
+        _stop(srv)
+
+
+SASL_KINDS = [*KINDS, "mcached-cyrus"]
+
+
+@pytest.fixture(scope="module", params=SASL_KINDS)
 def sasl_srv(request: pytest.FixtureRequest, sasl_files: Path) -> Iterator[Server]:
     s = start_sasl(request.param, sasl_files)
     yield s
-    _stop(s)
+    stop_sasl(s)
 
 
 def plain(user: bytes = SASL_USER, password: bytes = SASL_PASSWORD, opaque: int = 0) -> bytes:
@@ -549,7 +565,7 @@ def test_sasl_unauthenticated_is_refused_and_closed(sasl_srv: Server, name: str)
     assert hangup(sasl_srv.address, frame + plain()) == [err(op[name], 0x20)]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SASL_KINDS)
 def test_sasl_counters_and_text_refused(kind: str, sasl_files: Path) -> None:
     """binary-sasl.t's count: every ending exchange is an auth_cmd, every failure an
     auth_error; a step that started nothing fails. The text protocol is hung up on."""
@@ -563,7 +579,7 @@ def test_sasl_counters_and_text_refused(kind: str, sasl_files: Path) -> None:
         stats = {f[6][: f[2]]: f[6][f[2] :] for f in rows if f[4] == 9 and f[2]}
         assert (stats[b"auth_cmds"], stats[b"auth_errors"]) == (b"5", b"3")
     finally:
-        _stop(s)
+        stop_sasl(s)
 
 
 def test_sasl_file_reloads_on_sighup_in_every_worker(

@@ -137,6 +137,7 @@ IN_SCOPE: dict[str, InScope] = {
     # the binary protocol (issue 14)
     "binary.t": known("TRIAGE.md: binary.t", "#3098"),  # an is() without a description
     "issue_50.t": PASSES,
+    "binary-sasl.t": PASSES,  # through Cyrus SASL's library and sasldb, as memcached
     "daemonize.t": PASSES,
     "dyn-maxbytes.t": PASSES,
     "slabs_reassign.t": PASSES,
@@ -152,10 +153,6 @@ OUT_OF_SCOPE: dict[str, str] = {
     "total_malloced; mcached has no such hooks",
     "binary-extstore.t": "extstore (binary protocol over flash storage): mcached keeps nothing "
     "on disk, by design",
-    "binary-sasl.t": "SASL with its users in Cyrus SASL's sasldb (made by saslpasswd2 at "
-    "/tmp/test-memcached.sasldb), which mcached does not read: its SASL checks the "
-    "MEMCACHED_SASL_PWDB file (tests/integration/test_wire_binary.py runs the same exchanges "
-    "against both servers)",
     "chunked-extstore.t": "extstore: mcached keeps nothing on disk, by design",
     "conn-limits.t": "memcached's read/response buffer memory accounting "
     "(-o read_buf_mem_limit, response_obj_oom), and meta commands",
