@@ -189,11 +189,7 @@ class BinaryParser:
         if self._hangup:
             raise CloseConnection(self._hangup, notice=True)
         if self._swallow:
-            n = min(self._swallow, len(self._buf) - self._pos)
-            self._pos += n
-            self._swallow -= n
-            if self._swallow:
-                return NEED_DATA
+            return NEED_DATA  # a skip is pending only once the buffer is spent (feed skips)
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos

@@ -406,3 +406,56 @@ def test_binary_only_hangs_up_on_text() -> None:
 
 def test_negotiator_reports_authentication_to_come() -> None:
     assert _negotiator(ASCII, auth=True).authenticating
+
+
+def test_the_rest_of_the_replies() -> None:
+    get = b.BinGet(b"k", b.GET, 1)
+    assert replies(get, "reply_end") == b""
+    assert replies(get, "reply_one_value", b"k", b"v", 0) == b.response(
+        b.GET, 1, body=bytes(4) + b"v", extlen=4
+    )
+    assert replies(get, "reply_one_miss", b"k") == b.response(b.GET, 1, 1, b"Not found")
+    assert replies(b.BinDelete(b"k"), "reply", Outcome.DELETED) == b.response(b.DELETE, 0)
+    assert replies(b.BinDelete(b"k", b.DELETEQ, 0, True), "reply", Outcome.DELETED) == b""
+    quiet_incr = b.BinIncr(b"n", 1, 0, None, True, b.INCREMENTQ, 0, True)
+    assert replies(quiet_incr, "reply_item", (b"1", 0, 5) + (0,) * 13) == b""
+    for method, args in (
+        ("reply_number", (1,)),
+        ("reply_metadump", ([],)),
+        ("reply_config", (b"cluster", b"")),
+    ):
+        with pytest.raises(NotImplementedError):
+            replies(get, method, *args)
+    assert "authenticated=False" in repr(b.SaslState())
+
+
+def test_partial_frames_in_a_growing_buffer() -> None:
+    value = bytes(100_000)
+    frame = R(b.SET, b"k", value, SE(0, 0)) + R(b.NOOP)
+    p = BinaryParser()
+    p.feed(frame[:70_000])  # past BUFFER_SWITCH: the buffer becomes a bytearray
+    assert p.next_command() is NEED_DATA
+    p.feed(frame[70_000:])
+    assert p.next_command() == b.BinSet(b"k", 0, 0, value)
+    p.feed(R(b.NOOP, opaque=2))  # the bytearray keeps its unread tail
+    assert p.next_command() == b.BinNoop()
+    assert p.next_command() == b.BinNoop(2)
+
+
+def test_a_skip_that_spans_feeds_and_commands() -> None:
+    p = BinaryParser(item_size_max=1024)
+    big = R(b.SET, b"k", bytes(5000), SE(0, 0))
+    p.feed(big[:2000])
+    assert isinstance(p.next_command(), b.BinTooLarge)
+    assert p.next_command() is NEED_DATA  # still skipping what is buffered
+    p.feed(big[2000:] + R(b.NOOP))
+    assert p.next_command() == b.BinNoop()
+
+
+def test_sasl_data_arrives_in_pieces() -> None:
+    p = BinaryParser(sasl=True)
+    frame = R(b.SASL_AUTH, b"PLAIN", b"\0alice\0secret")
+    p.feed(frame[:-3])
+    assert p.next_command() is NEED_DATA
+    p.feed(frame[-3:])
+    assert p.next_command().data == b"\0alice\0secret"
