@@ -135,7 +135,7 @@ IN_SCOPE: dict[str, InScope] = {
     # beyond issue 12's list: text protocol and flags mcached claims, passing
     "binary-get.t": PASSES,  # binary-safe values over the text protocol, despite its name
     # the binary protocol (issue 14)
-    "binary.t": known("TRIAGE.md: binary.t", "#3098"),  # an is() without a description
+    "binary.t": PASSES,
     "issue_50.t": PASSES,
     "binary-sasl.t": PASSES,  # through Cyrus SASL's library and sasldb, as memcached
     "daemonize.t": PASSES,
@@ -272,12 +272,7 @@ def test_memcached_suite_file(suite: Suite, name: str) -> None:
     problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
     assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
     failed = list(result.failed.values())
-    numbers = {f"#{n}" for n in result.failed}
-    passing = [
-        k
-        for k in expected
-        if not (k in numbers if k.startswith("#") else any(k in d for d in failed))
-    ]
+    passing = [k for k in expected if not any(k in d for d in failed)]
     assert not passing, f"{name}: known failures now pass, remove them from IN_SCOPE: {passing}"
     if entry.vacuous and not reference:
         pattern, reason = entry.vacuous
