@@ -532,9 +532,7 @@ class Handlers:
         lookup: Callable[[bytes], Hit | None] = get_and_touch
         if repeats(cmd.keys):
             lookup = touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
-        self._retrieve(
-            cmd, s, lookup, cmd.with_cas, partial(_tally_touch, s.counters), once=False
-        )
+        self._retrieve(cmd, s, lookup, cmd.with_cas, partial(_tally_touch, s.counters), once=False)
 
     def lookup(self, cmd: c.MetaGet, s: Session) -> None:
         """``mg``: one key, looked up with what its flags ask (see `Cache.lookup`). Counted

@@ -202,9 +202,15 @@ class BinaryReplies:
     # ---- retrieval ----
 
     def reply_value(
-        self, out: Out, key: bytes, value: bytes | bytearray, flags: int, cas: int | None
+        self,
+        out: Out,
+        key: bytes,
+        value: bytes | bytearray | memoryview,
+        flags: int,
+        cas: int | None,
     ) -> None:
-        # a hit is sent, quiet or not (memcached writes it without asking noreply)
+        # a hit is sent, quiet or not (memcached writes it without asking noreply); the value
+        # (perhaps lent from the cache: the handler gets it back once sent) is not copied
         key = key if self.with_key else b""
         if not self.with_value:
             value = b""
@@ -225,7 +231,9 @@ class BinaryReplies:
     def reply_end(self, out: Out) -> None:
         pass
 
-    def reply_one_value(self, out: Out, key: bytes, value: bytes | bytearray, flags: int) -> None:
+    def reply_one_value(
+        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
+    ) -> None:
         self.reply_value(out, key, value, flags, 0)
 
     def reply_one_miss(self, out: Out, key: bytes) -> None:

@@ -160,6 +160,12 @@ class BinaryParser:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def take(self, n: int) -> bytes | bytearray:
+        """The text parser's hand-off of a value the server receives into place; binary
+        stores are read whole here (at most -I), so the server never asks (kept for the
+        parser interface)."""
+        raise NotImplementedError("binary values are read by the parser")
+
     @property
     def authenticating(self) -> bool:
         """-S: the connection has not authenticated yet."""
@@ -359,6 +365,11 @@ class Negotiator:
         if self._refused:
             raise CloseConnection(self._refused, notice=True)
         return NEED_DATA
+
+    def take(self, n: int) -> bytes | bytearray:
+        if self.chosen is None:
+            return b""
+        return self.chosen.take(n)
 
     @property
     def at_end(self) -> bool:

@@ -459,3 +459,12 @@ def test_sasl_data_arrives_in_pieces() -> None:
     assert p.next_command() is NEED_DATA
     p.feed(frame[-3:])
     assert p.next_command().data == b"\0alice\0secret"
+
+
+def test_take_is_the_text_parsers() -> None:
+    with pytest.raises(NotImplementedError):
+        BinaryParser().take(1)
+    n = _negotiator(AUTO)
+    assert n.take(1) == b""
+    n.feed(b"set k 0 0 1\r\n")
+    assert n.take(0) == b""
