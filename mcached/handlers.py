@@ -373,6 +373,9 @@ class Handlers:
             b.BinInvalid: self.invalid,
             b.BinSaslList: self.sasl_list_mechs,
             b.BinSaslAuth: self.sasl_auth,
+            b.BinConfigGet: self.config_get,
+            b.BinConfigSet: self.config_set,
+            b.BinConfigDelete: self.config_delete,
         }
 
     def dispatch_table(self) -> dict[type[c.Command], Callable[[Any, Session], None]]:

@@ -18,6 +18,12 @@ calls as the meta commands.
 Quiet opcodes (``getq``, ``setq``...) hide what memcached hides: a miss of a get, the success
 of everything else; errors are always sent, and a hit of ``getq`` too.
 
+ElastiCache's ``config get|set|delete cluster`` have binary opcodes of their own (0x60, 0x64,
+0x66: `CONFIG_GET`), which memcached does not know; they parse into the text ``config``
+commands' types and are served by the same handlers, so a binary ``config get`` carries the
+same data as the text one (a lone node lists itself). Where the handlers have no discovery,
+the answer is memcached's own, "Unknown command".
+
 Rules: pure (no sockets); replies append bytes to the output list and never decide what a
 command means.
 """
@@ -75,6 +81,16 @@ SASL_AUTH = 0x21
 SASL_STEP = 0x22
 GATK = 0x23
 GATKQ = 0x24
+# ElastiCache's auto-discovery verbs (``config get|set|delete cluster``) in binary. memcached
+# has no such opcodes (it answers them "Unknown command"); these are the ones the AWS
+# ElastiCache Cluster Client for Java sends (awslabs/aws-elasticache-cluster-client-memcached-
+# for-java, src/main/java/net/spy/memcached/protocol/binary/: GetConfigOperationImpl.java
+# CONFIG_GET_CMD = 0x60, SetConfigOperationImpl.java SET_CONFIG = 0x64,
+# DeleteConfigOperationImpl.java CMD = 0x66). Each request's key is the configuration type
+# ("cluster"); a set carries 4 bytes of extras (the flags) and the data as its value.
+CONFIG_GET = 0x60
+CONFIG_SET = 0x64
+CONFIG_DELETE = 0x66
 
 #: a quiet opcode -> the opcode it is the quiet form of (memcached's dispatch_bin_command)
 QUIET = {
@@ -146,6 +162,11 @@ STATUS: dict[Outcome | Error, tuple[int, bytes]] = {
     Error.UNAUTHENTICATED: (AUTH_ERROR, MESSAGES[AUTH_ERROR]),
     Error.AUTH_FAILED: (AUTH_ERROR, MESSAGES[AUTH_ERROR]),
     Error.DETAIL_USAGE: (KEY_ENOENT, MESSAGES[KEY_ENOENT]),
+    # config set|delete cluster without --enable-config-set: what memcached answers a flush
+    # it does not allow (-F), the binary word for "not allowed"
+    Error.CONFIG_SET_DISABLED: (AUTH_ERROR, MESSAGES[AUTH_ERROR]),
+    Error.CONFIG_DELETE_DISABLED: (AUTH_ERROR, MESSAGES[AUTH_ERROR]),
+    Error.BAD_CLUSTER_CONFIG: (EINVAL, MESSAGES[EINVAL]),
 }
 _SUCCESSES = frozenset(o for o, (status, _) in STATUS.items() if status == SUCCESS)
 _NOT_FOUND = b"Not found"
@@ -308,7 +329,14 @@ class BinaryReplies:
         raise NotImplementedError("lru_crawler has no binary opcode")
 
     def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
-        raise NotImplementedError("config get has no binary opcode in memcached")
+        # config get: a get's hit without the key (4 bytes of flags, 0, then the data), as
+        # GetConfigOperationImpl.decodePayload reads it: flags from the body's first 4
+        # bytes, the rest is the data (it ignores the key and extras lengths)
+        out.append(
+            HEADER.pack(RESPONSE, self.opcode, 0, 4, 0, SUCCESS, 4 + len(data), self.opaque, 0)
+            + b"\0\0\0\0"
+            + data
+        )
 
 
 # ---- the commands: each a text command's meaning, answered in binary ----
@@ -565,6 +593,46 @@ class BinInvalid(BinaryReplies, c.Invalid):
     def __init__(self, error: Error, opcode: int, opaque: int = 0) -> None:
         super().__init__(error, False)
         self.opcode = opcode
+        self.opaque = opaque
+        self.quiet = False
+
+
+# ---- ElastiCache's configuration verbs: the text ``config`` commands' meanings ----
+
+
+class BinConfigGet(BinaryReplies, c.ConfigGet):
+    """config get (0x60): the key names the configuration ("cluster")."""
+
+    __slots__ = ("opcode", "opaque", "quiet")
+
+    def __init__(self, key: bytes, opaque: int = 0) -> None:
+        super().__init__(key)
+        self.opcode = CONFIG_GET
+        self.opaque = opaque
+        self.quiet = False
+
+
+class BinConfigSet(BinaryReplies, c.ConfigSet):
+    """config set (0x64): extras are the flags (ignored, as the text verb ignores them),
+    the value is the data. Success is an empty response."""
+
+    __slots__ = ("opcode", "opaque", "quiet")
+
+    def __init__(self, key: bytes, flags: int, value: bytes, opaque: int = 0) -> None:
+        super().__init__(key, flags, value)
+        self.opcode = CONFIG_SET
+        self.opaque = opaque
+        self.quiet = False
+
+
+class BinConfigDelete(BinaryReplies, c.ConfigDelete):
+    """config delete (0x66): an empty response, or "Not found" with no override to drop."""
+
+    __slots__ = ("opcode", "opaque", "quiet")
+
+    def __init__(self, key: bytes, opaque: int = 0) -> None:
+        super().__init__(key)
+        self.opcode = CONFIG_DELETE
         self.opaque = opaque
         self.quiet = False
 

@@ -15,6 +15,11 @@ and `Negotiator`, which picks a connection's protocol from its first byte (``-B`
 5. an opcode memcached does not serve (``verbosity`` among them): ``Unknown command``, and
    the body is skipped; a value too large for ``-I``: ``Too large.``, and the value is skipped.
 
+ElastiCache's config opcodes (0x60, 0x64, 0x66, which memcached does not know) pass step 4
+whatever their extras and key lengths (memcached would answer them "Unknown command" without
+judging the lengths, so a frame never closes a connection here that memcached keeps open); a
+``config set`` value is bounded by ``-I`` like a store's.
+
 What it holds is bounded whatever a client sends: one header and its extras and key (at most
 24 + 255 + 65,535 bytes, as memcached), or one value that fits in an item (``-I``), or one
 SASL exchange (at most `SASL_DATA_MAX`). Every body it does not
@@ -93,6 +98,7 @@ KNOWN = frozenset(
         b.GET, b.GETK, b.SET, b.ADD, b.REPLACE, b.DELETE, b.INCREMENT, b.DECREMENT, b.QUIT,
         b.FLUSH, b.NOOP, b.VERSION, b.APPEND, b.PREPEND, b.STAT, b.TOUCH, b.GAT, b.GATK,
         b.SASL_LIST_MECHS, b.SASL_AUTH, b.SASL_STEP,
+        b.CONFIG_GET, b.CONFIG_SET, b.CONFIG_DELETE,
     )
 )  # fmt: skip
 
@@ -263,6 +269,17 @@ class BinaryParser:
                 return klass(key, 0, 0, value, opcode, opaque, quiet, cas)
             klass = b.BinCas if cas else _STORE_CLASS[base]
             return klass(key, flags, _exptime(exptime), value, opcode, opaque, quiet, cas)
+        if base == b.CONFIG_SET:
+            if vlen > self.item_size_max:
+                self._skip(vstart, vlen)
+                return b.BinInvalid(Error.TOO_LARGE, opcode, opaque)
+            end = vstart + vlen
+            if len(buf) < end:
+                return NEED_DATA
+            data = bytes(buf[vstart:end])
+            self._pos = end
+            flags = _EXPTIME(buf, body)[0] if extlen == 4 else 0
+            return b.BinConfigSet(key, flags, data, opaque)
         if base in (b.SASL_AUTH, b.SASL_STEP):
             if keylen > SASL_MECH_MAX:
                 self._skip(vstart, vlen)
@@ -302,6 +319,10 @@ class BinaryParser:
             return b.BinQuit(opcode, opaque, quiet)
         if base == b.STAT:
             return b.BinStats([t for t in key.split(b" ") if t], opaque)
+        if base == b.CONFIG_GET:
+            return b.BinConfigGet(key, opaque)
+        if base == b.CONFIG_DELETE:
+            return b.BinConfigDelete(key, opaque)
         return b.BinSaslList(opaque)  # SASL_LIST_MECHS: the last one KNOWN leaves
 
 

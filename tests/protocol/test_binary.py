@@ -117,6 +117,30 @@ CASES: list[tuple[str, bytes, Any]] = [
         R(b.SASL_AUTH, b"PLAIN", b"\0u\0p"),
         b.BinInvalid(Error.UNKNOWN_COMMAND, b.SASL_AUTH),
     ),
+    # ElastiCache's config verbs (the AWS ElastiCache Cluster Client for Java's frames)
+    ("config get", R(0x60, b"cluster", opaque=7), b.BinConfigGet(b"cluster", 7)),
+    (
+        "config get: extras and a value are skipped",
+        R(0x60, b"cluster", b"junk", EXP(1)),
+        b.BinConfigGet(b"cluster"),
+    ),
+    ("config get without a key", R(0x60), b.BinConfigGet(b"")),
+    (
+        "config set: the flags, then the data",
+        R(0x64, b"cluster", b"2\nh|10.0.0.1|11211\n", EXP(9), opaque=3),
+        b.BinConfigSet(b"cluster", 9, b"2\nh|10.0.0.1|11211\n", 3),
+    ),
+    (
+        "config set without extras: flags 0",
+        R(0x64, b"cluster", b"1\nh||1\n"),
+        b.BinConfigSet(b"cluster", 0, b"1\nh||1\n"),
+    ),
+    (
+        "config set over -I: too large, the data skipped",
+        R(0x64, b"cluster", b"x" * 1025, EXP(0), opaque=4),
+        b.BinInvalid(Error.TOO_LARGE, 0x64, 4),
+    ),
+    ("config delete", R(0x66, b"cluster", opaque=5), b.BinConfigDelete(b"cluster", 5)),
     (
         "a value over -I: too large, the value skipped",
         R(b.SET, b"big", b"x" * 2000, SE(0, 0)),
@@ -237,10 +261,19 @@ def test_a_4gb_body_is_skipped_as_it_arrives() -> None:
 
 def test_a_huge_unknown_body_is_skipped() -> None:
     p = BinaryParser()
-    p.feed(b.HEADER.pack(0x80, 0x60, 0, 0, 0, 0, 2**32 - 1, 0, 0))
+    p.feed(b.HEADER.pack(0x80, 0x50, 0, 0, 0, 0, 2**32 - 1, 0, 0))
     assert isinstance(p.next_command(), b.BinInvalid)
     p.feed(bytes(1 << 20))
     assert p.buffered == 0
+
+
+@pytest.mark.parametrize("opcode", [0x60, 0x64, 0x66])
+def test_a_huge_config_body_is_skipped(opcode: int) -> None:
+    p = BinaryParser(item_size_max=1024)
+    p.feed(b.HEADER.pack(0x80, opcode, 7, 0, 0, 0, 2**32 - 1, 0, 0) + b"cluster")
+    assert p.next_command() is not NEED_DATA
+    p.feed(bytes(1 << 20))
+    assert p.buffered == 0 and p.next_command() is NEED_DATA
 
 
 def test_a_long_key_is_refused_once_it_is_in() -> None:
@@ -355,6 +388,40 @@ def test_sasl_reply_bytes() -> None:
     )
 
 
+def test_config_reply_bytes() -> None:
+    data = b"1\nlocalhost|127.0.0.1|11211\n"
+    got = replies(b.BinConfigGet(b"cluster", 0x01020304), "reply_config", b"cluster", data)
+    # magic, opcode 0x60, no key, 4 bytes of extras, status 0, body 4 + 28, the opaque, CAS 0;
+    # then the flags (0) and the data, the key left out
+    assert got == (
+        bytes.fromhex("81 60 0000 04 00 0000 00000020 01020304 0000000000000000")
+        + b"\0\0\0\0"
+        + data
+    )
+    cset = b.BinConfigSet(b"cluster", 0, data, 6)
+    assert replies(cset, "reply", Outcome.STORED) == bytes.fromhex(
+        "81 64 0000 00 00 0000 00000000 00000006 0000000000000000"
+    )
+    assert replies(cset, "reply", Error.CONFIG_SET_DISABLED) == (
+        bytes.fromhex("81 64 0000 00 00 0020 0000000d 00000006 0000000000000000") + b"Auth failure."
+    )
+    assert replies(cset, "reply", Error.BAD_CLUSTER_CONFIG, "no nodes") == (
+        bytes.fromhex("81 64 0000 00 00 0004 00000011 00000006 0000000000000000")
+        + b"Invalid arguments"
+    )
+    cdel = b.BinConfigDelete(b"cluster", 2)
+    assert replies(cdel, "reply", Outcome.DELETED) == b.response(0x66, 2)
+    assert replies(cdel, "reply", Outcome.NOT_FOUND) == b.response(0x66, 2, 1, b"Not found")
+    assert replies(cdel, "reply", Error.CONFIG_DELETE_DISABLED) == b.response(
+        0x66, 2, 0x20, b"Auth failure."
+    )
+    # no discovery (or another key): memcached's answer to an opcode it does not know
+    assert replies(b.BinConfigGet(b"x", 9), "reply", Error.UNKNOWN_COMMAND) == (
+        bytes.fromhex("81 60 0000 00 00 0081 0000000f 00000009 0000000000000000")
+        + b"Unknown command"
+    )
+
+
 def test_header_fields() -> None:
     f = b.header_fields(b.response(b.GET, 5, 1, b"Not found"))
     assert (f["magic"], f["status"], f["bodylen"], f["opaque"]) == (0x81, 1, 9, 5)
@@ -422,7 +489,6 @@ def test_the_rest_of_the_replies() -> None:
     for method, args in (
         ("reply_number", (1,)),
         ("reply_metadump", ([],)),
-        ("reply_config", (b"cluster", b"")),
     ):
         with pytest.raises(NotImplementedError):
             replies(get, method, *args)
