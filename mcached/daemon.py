@@ -70,7 +70,7 @@ from mcached.server.supervisor import MAINTAINER, Child, Supervisor, TooManyDeat
 from mcached.settings import Settings, binding_protocol
 from mcached.stats import Counters
 from mcached.storage.cache import Cache
-from mcached.storage.maintainer import LruCrawler, SlabAutomover
+from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
 
 log = logging.getLogger("mcached")
 # Start, stop and reload lines: logged whatever the verbosity (a few lines per lifetime).
@@ -223,15 +223,18 @@ class Daemon:
 
     def _maintainers(self, holder: int) -> list[Any]:
         """The cache's own threads, each over a view of its own holder word: the LRU crawler
-        (-o lru_crawler) reclaims expired items nobody reads; the automover moves slab pages
-        (also what frees pages after cache_memlimit lowers the limit), so it runs whenever
-        pages may move."""
+        (-o lru_crawler) reclaims expired items nobody reads; the ticker moves the read path's
+        "60 s ago" (it takes no lock: it shares the crawler's word); the automover moves slab
+        pages (also what frees pages after cache_memlimit lowers the limit), so it runs
+        whenever pages may move."""
         board = self.board
         out: list[Any] = [
             # always there: `lru_crawler enable|disable` turns it on and off at run time
             LruCrawler(
                 self.cache.view(holder=holder), enabled=lambda: bool(board.get(G_LRU_CRAWLER))
-            )
+            ),
+            # reads refresh a referenced item's last access once it is 60 s old (Cache.tick)
+            Ticker(self.cache.view(holder=holder)),
         ]
         if self.settings.slab_reassign:
             out.append(SlabAutomover(self.cache.view(holder=holder + 1)))

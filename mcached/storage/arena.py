@@ -25,7 +25,7 @@ can be generous while resident memory follows what is stored.
 The item header (48 bytes, memcached's own header size), at the start of an item's chunk:
 
      0 status   ST_*               12 exptime  int32, server time; 0 = never
-     1 nkey                        16 time     uint32, server time of the last store
+     1 nkey                        16 time     uint32, server time of the last access
      2 ref      clock reference    20 clsid    the slab class of the chunk
      3 fetched  read since stored  21 mflags   MF_*: the meta commands' item state
      4 nbytes   value length       22 pins     replies still sending the value from this chunk
@@ -41,6 +41,11 @@ b``). The whole-header `HDR` writes it as a pad byte, that is 0: a store makes a
 which is not stale, has handed out no token and has a plain key, as in memcached, where every
 store allocates a new item; what keeps an item (touch, an in-place incr) keeps its bits.
 Byte 23 is spare.
+
+`OFF_TIME` is memcached's ``it->time``, the last access: a store sets it, and reads move it
+the way memcached 1.6.18's ``do_item_bump`` does (the rule is `mcached.storage.cache`'s), so
+``mg <key> l``, ``me``'s ``la=``, ``stats items`` ``age`` and ``evicted_time`` read what
+memcached's do.
 
 A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`; a continuation
 chunk of a chained item has status `ST_CONT`, its head's address at `OFF_HEAD` and the next
@@ -150,6 +155,8 @@ G_CRAWLER_STARTS = 11
 G_AUTOMOVE = 12  # slab_automove level (changed at run time by `slabs automove`)
 G_MOVING = 13  # 1 while a page move runs (stats: slab_reassign_running)
 G_CRAWLING = 14  # 1 while a crawl pass runs (stats: lru_crawler_running)
+G_ACCESS_BEFORE = 15  # a read of a referenced item older than this server time sets its time
+#                       (now - 60: memcached's ITEM_UPDATE_INTERVAL; `Cache.tick`; 0: never)
 G_WORDS = 16
 
 # ---- one block per slab class (0 is the page pool's, unused) ----

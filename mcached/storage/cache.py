@@ -44,6 +44,18 @@ the table probe, the header write and the common set written out inline; ``acqui
 the header; the key compared and the value copied out with one slice of the page mapping;
 and a set over an existing item of the same class rewritten in place (no chunk allocated or
 freed).
+
+Last access. An item's time (`OFF_TIME`, memcached's ``it->time``) is when it was stored or
+last *bumped*, and reads bump it as memcached 1.6.18's ``do_item_bump`` does (its default,
+segmented LRU; ``items.c``): the first read after a store only marks the item fetched (the
+time stays the store's); a later read of an item not referenced (memcached's ``ITEM_ACTIVE``,
+our reference byte) references it and sets its time to now; reads of a referenced item leave
+it, unless it is `ITEM_UPDATE_INTERVAL` (60 s) old, when it is set again (memcached's LRU
+maintainer keeps clearing ``ITEM_ACTIVE`` so later reads refresh it; memcached without the
+segmented LRU refreshes on this same 60 s rule, which bounds how stale a hot item's time gets
+here). ``add`` of an existing key and an ``incr``/``decr`` in place set it (``do_item_update``);
+``mg`` with ``u``, ``me`` and a failed ``cas`` do not. A hot item's time is therefore written
+at most once per 60 s: the read path pays one comparison (`G_ACCESS_BEFORE`, moved by `tick`).
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ from mcached.storage.arena import (
     C_EVICTED_TIME,
     C_MOVES_TO_WARM,
     C_REFLOCKED,
+    G_ACCESS_BEFORE,
     G_CRAWLER_STARTS,
     G_CRAWLING,
     G_MALLOC_FAILS,
@@ -81,6 +94,7 @@ from mcached.storage.arena import (
     OFF_MFLAGS,
     OFF_PINS,
     OFF_REF,
+    OFF_TIME,
     PIN_SLOTS,
     PIN_TAG,
     RESERVE_TAG,
@@ -114,6 +128,7 @@ from mcached.storage.arena import (
     T_GET_FLUSHED,
     T_SEQ,
     TAIL_HDR,
+    U32,
     U64,
     Arena,
 )
@@ -137,6 +152,8 @@ from mcached.storage.results import (
     StoreMode,
     StoreResult,
 )
+
+ITEM_UPDATE_INTERVAL = 60  # memcached's: a referenced item's time is refreshed this often
 
 __all__ = [
     "PIN_MIN",
@@ -436,6 +453,8 @@ class Cache:
         assert (S_NUMBER, S_MEM, S_TTL, S_TOTAL, S_CMD_SET, S_GET_HITS) == (0, 1, 2, 3, 12, 11)
         assert (OFF_MFLAGS, MF_STALE, MF_WON, MF_BINKEY) == (21, 1, 2, 4)
         assert (HB_MASK, T_GEN, T_SEQ, OFF_PINS) == (0x3FFFFF, 7, 0, 22)
+        assert (OFF_TIME, G_ACCESS_BEFORE) == (16, 15)
+        put_time = U32.pack_into
 
         def make_get(pin_min: int) -> Callable[[bytes], Any]:
             # `get` and `get_ref` are this one closure: `get` never pins (pin_min is past
@@ -474,11 +493,16 @@ class Cache:
                         return None
                     # the LRU bump, memcached's do_item_bump: the first read only marks the
                     # item fetched, a later one references it (a read right after a store
-                    # does not protect it: lru.t); one byte, written only when it changes
+                    # does not protect it: lru.t) and sets its last access; one byte, written
+                    # only when it changes. A referenced item (the common case) costs one
+                    # comparison: its time is refreshed once it is 60 s old (module header)
                     if not fetched:
                         pm[a + 3] = 1  # OFF_FETCHED
                     elif not ref:
                         pm[a + 2] = 1  # OFF_REF
+                        put_time(pm, a + 16, now_fn())  # OFF_TIME
+                    elif itime < w[15]:  # G_ACCESS_BEFORE
+                        put_time(pm, a + 16, now_fn())
                     part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
                     if st & 2:  # ST_CHAINED
                         return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
@@ -706,6 +730,9 @@ class Cache:
                         pm[a + 3] = 1  # OFF_FETCHED
                     elif not ref:
                         pm[a + 2] = 1  # OFF_REF
+                        put_time(pm, a + 16, now)  # OFF_TIME
+                    elif itime < w[15]:  # G_ACCESS_BEFORE
+                        put_time(pm, a + 16, now)
                 data = None
                 if value:
                     if st & 2:  # ST_CHAINED
@@ -847,9 +874,7 @@ class Cache:
                 return None
             a = part.tbl[i] & ADDR_MASK
             self._touch_locked(part, a, self._realtime(exptime))
-            pm = self._pm
-            pm[a + OFF_FETCHED] = 1
-            _, _, _, _, _, flags, _, _, _, cas, _ = GET_HDR.unpack_from(pm, a)
+            _, _, _, _, _, flags, _, _, _, cas, _ = GET_HDR.unpack_from(self._pm, a)
             return self._items.read_value(a), flags, (cas if self.cas_enabled else 0)
 
     def touch(self, key: bytes, exptime: int) -> bool:
@@ -862,14 +887,42 @@ class Cache:
             return True
 
     def _touch_locked(self, part: Partition, a: int, exptime: int) -> None:
+        """touch, gat: memcached's do_item_touch, a read (do_item_get bumps it) that sets a
+        new exptime."""
         pm = self._pm
         base = pm[a + 20] * NSTAT  # OFF_CLSID
         old = I32.unpack_from(pm, a + OFF_EXPTIME)[0]
         if bool(old) != bool(exptime):
             part.cst[base + S_TTL] += 1 if exptime else -1
         I32.pack_into(pm, a + OFF_EXPTIME, exptime)
-        pm[a + OFF_REF] = 1
+        itime = U32.unpack_from(pm, a + OFF_TIME)[0]
+        self._bump_locked(a, pm[a + OFF_FETCHED], pm[a + OFF_REF], itime, self._now())
         part.cst[base + S_TOUCH_HITS] += 1
+
+    def _bump_locked(self, a: int, fetched: int, ref: int, itime: int, now: int) -> None:
+        """A read's bump (memcached's do_item_bump; module header: Last access), given the
+        item's fetched and reference bytes and time as the read found them. `get` and
+        `lookup` write the same out inline."""
+        pm = self._pm
+        if not fetched:
+            pm[a + OFF_FETCHED] = 1
+        elif not ref:
+            pm[a + OFF_REF] = 1
+            U32.pack_into(pm, a + OFF_TIME, now)
+        elif itime < self._w[G_ACCESS_BEFORE]:
+            U32.pack_into(pm, a + OFF_TIME, now)
+
+    def _updated_locked(self, a: int) -> None:
+        """memcached's do_item_update (``add`` of an existing key, an incr in place): the
+        item is referenced and its time set to now."""
+        pm = self._pm
+        pm[a + OFF_REF] = 1
+        U32.pack_into(pm, a + OFF_TIME, self._now())
+
+    def tick(self) -> None:
+        """Once a second (`maintainer.Ticker`): reads refresh the time of referenced items
+        older than `ITEM_UPDATE_INTERVAL` from now on."""
+        self._w[G_ACCESS_BEFORE] = self._now() - ITEM_UPDATE_INTERVAL
 
     # ---- the meta commands' operations (memcached's proto_text.c process_m*_command) ----
 
@@ -956,7 +1009,7 @@ class Cache:
             i = self._raw_find_locked(part, key, h)
             created = True
         a = part.tbl[i] & ADDR_MASK
-        st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(
+        st, nkey, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(
             pm, a
         )
         mf = pm[a + OFF_MFLAGS]
@@ -981,11 +1034,8 @@ class Cache:
             pm[a + OFF_MFLAGS] = mf | MF_WON
         if count:
             part.cst[base + (S_GET_HITS if touch_exp is None else S_TOUCH_HITS)] += 1
-        if bump:  # memcached's do_item_bump: fetched by the first read, referenced by a later
-            if not fetched:
-                pm[a + OFF_FETCHED] = 1
-            else:
-                pm[a + OFF_REF] = 1
+        if bump:  # memcached's do_item_bump (module header: Last access)
+            self._bump_locked(a, fetched, ref, itime, now)
         data: bytes | None = None
         if value:
             if st & ST_CHAINED:
@@ -1265,7 +1315,7 @@ class Cache:
         elif mode is _ADD:
             if old >= 0:
                 # add promotes the existing item (memcached's do_item_update)
-                pm[old + OFF_REF] = 1
+                self._updated_locked(old)
                 return StoreResult.NOT_STORED
         elif mode is _CAS:
             if old < 0:
@@ -1486,7 +1536,7 @@ class Cache:
             old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
             result = _STORED
             if mode is _ADD and old >= 0:
-                pm[old + OFF_REF] = 1  # add promotes the existing item
+                self._updated_locked(old)  # add promotes the existing item
                 result = StoreResult.NOT_STORED
             elif mode is _REPLACE and old < 0:
                 result = StoreResult.NOT_STORED
@@ -1604,7 +1654,7 @@ class Cache:
             # memcached rewrites in place and pads with spaces to the old length
             pm[vo : vo + nbytes] = digits.ljust(nbytes)
             U64.pack_into(pm, a + OFF_CAS, part.next_cas())
-            pm[a + OFF_REF] = 1
+            self._updated_locked(a)  # do_add_delta in place: do_item_update
         else:
             got = self._link_locked(
                 part, i, a, key, h, digits, flags, exptime, steal_ok, False, fetched

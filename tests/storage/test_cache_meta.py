@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -297,3 +298,107 @@ def test_cas_disabled(clock: FakeClock) -> None:
     assert cache.delete_ex(b"k", cas=5) is DeleteResult.EXISTS
     assert cache.delete_ex(b"k", cas=0, invalidate=True) is DeleteResult.INVALIDATED
     assert cache.delta_ex(b"k", True, 1, cas=5) == (DeltaResult.EXISTS, None)
+
+
+# ---- the last access (issue 13): memcached 1.6.18's do_item_bump and do_item_update ----
+
+
+def idle(cache: Any, key: bytes) -> int:
+    """`me`'s la=: seconds since the last access, read without bumping."""
+    st = cache.lookup(key, value=False, bump=False, count=False)
+    assert st is not None
+    return int(st.idle)
+
+
+READS: dict[str, Callable[[Any, bytes], object]] = {
+    "get": lambda c, k: c.get(k),
+    "get_ref": lambda c, k: c.get_ref(k),
+    "mg": lambda c, k: c.lookup(k),
+    "mg T": lambda c, k: c.lookup(k, touch=100),
+    "touch": lambda c, k: c.touch(k, 100),
+    "gat": lambda c, k: c.get_and_touch(k, 100),
+}
+
+
+@pytest.mark.parametrize("read", READS.values(), ids=READS.keys())
+def test_the_second_read_sets_the_last_access(
+    cache: Any, clock: FakeClock, read: Callable[[Any, bytes], object]
+) -> None:
+    """The first read after a store only marks the item fetched; the next one references it
+    and sets its time; later reads leave it (until it is 60 s old)."""
+    cache.store(SET, b"k", b"v")
+    clock.advance(5)
+    read(cache, b"k")
+    assert idle(cache, b"k") == 5 and cache.lookup(b"k", bump=False).fetched
+    clock.advance(2)
+    read(cache, b"k")
+    assert idle(cache, b"k") == 0
+    clock.advance(3)
+    read(cache, b"k")
+    assert idle(cache, b"k") == 3
+
+
+def test_mg_reports_the_last_access_before_its_bump(cache: Any, clock: FakeClock) -> None:
+    cache.store(SET, b"k", b"v")
+    clock.advance(4)
+    assert (cache.lookup(b"k").idle, cache.lookup(b"k").idle) == (4, 4)
+    assert cache.lookup(b"k").idle == 0
+
+
+def test_reads_that_do_not_bump(cache: Any, clock: FakeClock) -> None:
+    """mg with u (bump=False), me, a failed cas, md I: the time stays the store's."""
+    cache.store(SET, b"k", b"v")
+    clock.advance(4)
+    for _ in range(3):
+        cache.lookup(b"k", bump=False)
+    assert cache.store(StoreMode.CAS, b"k", b"w", cas=12345) is StoreResult.EXISTS
+    assert idle(cache, b"k") == 4
+    assert not cache.lookup(b"k", bump=False).fetched
+
+
+def test_add_and_incr_in_place_set_the_last_access(cache: Any, clock: FakeClock) -> None:
+    """memcached's do_item_update: add of an existing key, incr/decr rewriting in place."""
+    cache.store(SET, b"a", b"v")
+    cache.store(SET, b"n", b"10")
+    clock.advance(6)
+    assert cache.store(StoreMode.ADD, b"a", b"w") is StoreResult.NOT_STORED
+    assert cache.incr(b"n", 1) == (DeltaResult.OK, 11)
+    assert (idle(cache, b"a"), idle(cache, b"n")) == (0, 0)
+
+
+def test_a_referenced_item_is_refreshed_every_60_seconds(cache: Any, clock: FakeClock) -> None:
+    """memcached's ITEM_UPDATE_INTERVAL: reads of a referenced item set its time again once
+    it is 60 s old; the read path learns "60 s ago" from `tick` (the ticker, every second)."""
+    cache.store(SET, b"k", b"v")
+    cache.get(b"k")
+    cache.get(b"k")  # referenced, time = now
+    clock.advance(61)
+    cache.get(b"k")
+    assert idle(cache, b"k") == 61  # no tick yet: nothing is older than "0"
+    cache.tick()  # now - 60: the item is older (memcached: time < current_time - 60)
+    cache.get(b"k")
+    assert idle(cache, b"k") == 0
+    clock.advance(60)
+    cache.tick()
+    cache.get(b"k")
+    assert idle(cache, b"k") == 60  # 60 s old: not older than now - 60
+    clock.advance(1)
+    cache.tick()
+    cache.lookup(b"k", touch=0)  # the slow lookup's bump: the same rule
+    assert idle(cache, b"k") == 0
+    clock.advance(61)
+    cache.tick()
+    cache.touch(b"k", 0)  # touch's too
+    assert idle(cache, b"k") == 0
+
+
+def test_a_flush_still_takes_items_read_before_it(cache: Any, clock: FakeClock) -> None:
+    """flush_all <delay> drops items whose time is before its deadline: a read before the
+    deadline moves the time, but never past it."""
+    cache.store(SET, b"k", b"v")
+    cache.flush_all(10)
+    clock.advance(5)
+    cache.get(b"k")
+    cache.get(b"k")  # time = now, still before the deadline
+    clock.advance(5)
+    assert cache.get(b"k") is None

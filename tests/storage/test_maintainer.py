@@ -12,8 +12,9 @@ from collections.abc import Callable
 import pytest
 
 from mcached.clock import FakeClock
+from mcached.storage.arena import G_ACCESS_BEFORE
 from mcached.storage.cache import Cache
-from mcached.storage.maintainer import LruCrawler, SlabAutomover
+from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
 from mcached.storage.results import StoreMode
 
 pytestmark = pytest.mark.unit
@@ -85,3 +86,18 @@ def test_a_failing_run_is_logged_and_the_thread_goes_on(
             mover.stop()
     assert "failed" in caplog.text and "boom" in caplog.text
     mover.stop()  # stopping twice is harmless
+
+
+def test_the_ticker_moves_the_read_paths_60_seconds_ago() -> None:
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    words = cache._w
+    assert words[G_ACCESS_BEFORE] == 0  # no ticker: reads never refresh on age
+    ticker = Ticker(cache, interval=0.01)
+    ticker.start()
+    try:
+        assert words[G_ACCESS_BEFORE] == clock.now() - 60  # at once, not a second later
+        clock.advance(100)
+        assert wait_for(lambda: words[G_ACCESS_BEFORE] == clock.now() - 60)
+    finally:
+        ticker.stop()
