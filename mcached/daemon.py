@@ -162,7 +162,12 @@ class Daemon:
             )
 
         def make_binary() -> BinaryParser:
-            return BinaryParser(item_size_max=item_size_max, cas_enabled=cas_enabled, sasl=sasl_on)
+            return BinaryParser(
+                item_size_max=item_size_max,
+                cas_enabled=cas_enabled,
+                sasl=sasl_on,
+                receive_min=RECEIVE_MIN,
+            )
 
         # -B: each connection's protocol, from its first byte (memcached's negotiation)
         def make_parser() -> AnyParser:

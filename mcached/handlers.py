@@ -80,8 +80,9 @@ class Session(Protocol):
         nbytes: int,
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
+        tail: int = 2,
     ) -> None:
-        """Read the next `nbytes` bytes into `views` (None: drop them), then the two after
+        """Read the next `nbytes` bytes into `views` (None: drop them), then the `tail` after
         them; ``done(they were CRLF)``, or ``abort()`` if the connection closes first."""
 
 
@@ -603,8 +604,10 @@ class Handlers:
         self._stored(cmd, s, mode, result, cas)
 
     def incoming(self, cmd: c.Incoming, s: Session) -> None:
-        """A large value still arriving: reserve its memory in the cache and have the session
-        receive it there (see `Session.receive`); the store finishes in `_received`."""
+        """A large value still arriving, of any storage command in any syntax: reserve its
+        memory in the cache (an append's or prepend's own bytes, as memcached allocates an
+        item for them) and have the session receive it there (see `Session.receive`); the
+        store finishes in `_received`, through the same storage call as `store`'s."""
         store = cmd.store
         res = self.cache.reserve(store.key, cmd.vlen, store.flags)
         if isinstance(res, Reservation):
@@ -613,9 +616,10 @@ class Handlers:
                 cmd.vlen,
                 partial(self._received, store, s, res),
                 partial(self.cache.abandon, res),
+                cmd.tail,
             )
         else:  # no room: the bytes are dropped as they come, then the error is answered
-            s.receive(None, cmd.vlen, partial(self._not_received, store, s, res), None)
+            s.receive(None, cmd.vlen, partial(self._not_received, store, s, res), None, cmd.tail)
 
     def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
         if not terminated:
@@ -623,8 +627,19 @@ class Handlers:
             self.bad_data_chunk(cmd, s)
             return
         mode = STORE_MODE[type(cmd)]
-        cas = cmd.cas_unique if isinstance(cmd, c.Cas) else 0
-        self._stored(cmd, s, mode, self.cache.commit(res, mode, cmd.exptime, cas))
+        if cmd.extended:
+            result, cas = self.cache.commit_ex(
+                res,
+                mode,
+                cmd.exptime,
+                cmd.cas_unique,
+                cmd.invalidate,  # type: ignore[attr-defined]
+                cmd.binary,  # type: ignore[attr-defined]
+            )
+        else:
+            result = self.cache.commit(res, mode, cmd.exptime, cmd.cas_unique)
+            cas = 0
+        self._stored(cmd, s, mode, result, cas)
 
     def _not_received(
         self, cmd: c.Store, s: Session, result: StoreResult, terminated: bool
@@ -632,9 +647,12 @@ class Handlers:
         if not terminated:
             self.bad_data_chunk(cmd, s)
             return
-        if type(cmd) is c.Set:
-            self.cache.unlink(cmd.key)  # memcached drops the old value when a set fails
-        self._stored(cmd, s, STORE_MODE[type(cmd)], result)
+        mode = STORE_MODE[type(cmd)]
+        if mode is StoreMode.SET:
+            # memcached drops the old value when a set fails (as `store` does: its
+            # _link_locked drops it in set mode)
+            self.cache.unlink(cmd.key)
+        self._stored(cmd, s, mode, result)
 
     def _stored(
         self, cmd: c.Store, s: Session, mode: StoreMode, result: StoreResult, cas: int = 0

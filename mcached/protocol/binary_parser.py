@@ -21,8 +21,10 @@ judging the lengths, so a frame never closes a connection here that memcached ke
 ``config set`` value is bounded by ``-I`` like a store's.
 
 What it holds is bounded whatever a client sends: one header and its extras and key (at most
-24 + 255 + 65,535 bytes, as memcached), or one value that fits in an item (``-I``), or one
-SASL exchange (at most `SASL_DATA_MAX`). Every body it does not
+24 + 255 + 65,535 bytes, as memcached), or one value that fits in an item (``-I``; with
+``receive_min``, as the daemon has it, one under that size: a larger one still arriving is
+`Incoming`, received by the server into the cache's memory), or one SASL exchange (at most
+`SASL_DATA_MAX`). Every body it does not
 serve is skipped as it arrives, never buffered, so a 4 GB body length costs nothing.
 
 One difference from memcached, on purpose: an unknown opcode's body is skipped exactly;
@@ -38,9 +40,11 @@ from typing import Any
 
 from mcached.errors import CloseConnection
 from mcached.protocol import binary as b
+from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error
 from mcached.protocol.parser import (
     BUFFER_SWITCH,
+    INT32_MAX,
     KEY_MAX_LENGTH,
     NEED_DATA,
     Parser,
@@ -49,7 +53,6 @@ from mcached.protocol.parser import (
 
 SASL_MECH_MAX = 32  # MAX_SASL_MECH_LEN: a longer mechanism name is "Invalid arguments"
 SASL_DATA_MAX = 64 * 1024  # a SASL exchange this long is out of memory (memcached: -I)
-INT32_MAX = 2**31 - 1
 NO_CREATE = 0xFFFFFFFF  # incr/decr's exptime that means "do not create on a miss"
 
 _HEADER = b.HEADER.unpack_from
@@ -116,10 +119,15 @@ class BinaryParser:
         "sasl",
         "sasl_state",
         "at_end",
+        "receive_min",
     )
 
     def __init__(
-        self, item_size_max: int = 1024 * 1024, cas_enabled: bool = True, sasl: bool = False
+        self,
+        item_size_max: int = 1024 * 1024,
+        cas_enabled: bool = True,
+        sasl: bool = False,
+        receive_min: int | None = None,
     ) -> None:
         self._buf: bytes | bytearray = b""
         self._pos = 0
@@ -130,6 +138,9 @@ class BinaryParser:
         self.sasl = sasl  # -S: only SASL and version until authenticated
         self.sasl_state = b.SaslState()
         self.at_end = False  # never a promise here: the server always asks next_command()
+        # a store's value from this size on that is still arriving becomes `c.Incoming`, as
+        # in the text parser (None: never; the daemon's parsers use RECEIVE_MIN)
+        self.receive_min = receive_min if receive_min is not None else INT32_MAX
 
     # ---- buffer ----
 
@@ -167,10 +178,18 @@ class BinaryParser:
         return len(self._buf) - self._pos
 
     def take(self, n: int) -> bytes | bytearray:
-        """The text parser's hand-off of a value the server receives into place; binary
-        stores are read whole here (at most -I), so the server never asks (kept for the
-        parser interface)."""
-        raise NotImplementedError("binary values are read by the parser")
+        """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
+        the server receives itself."""
+        buf = self._buf
+        pos = self._pos
+        end = min(len(buf), pos + n)
+        data = buf[pos:end]
+        if end >= len(buf):
+            self._buf = b""  # let the read buffer go now: the value may take long to come
+            self._pos = 0
+        else:
+            self._pos = end
+        return data
 
     @property
     def authenticating(self) -> bool:
@@ -259,15 +278,21 @@ class BinaryParser:
                 mode = _STORE_MODE.get(base, b"append")
                 return b.BinTooLarge(mode, key, opcode, opaque)
             end = vstart + vlen
-            if len(buf) < end:
-                return NEED_DATA
-            value = bytes(buf[vstart:end])
-            self._pos = end
             klass: type[b.BinSet]
             if base == b.APPEND or base == b.PREPEND:
                 klass = b.BinAppend if base == b.APPEND else b.BinPrepend
-                return klass(key, 0, 0, value, opcode, opaque, quiet, cas)
-            klass = b.BinCas if cas else _STORE_CLASS[base]
+                exptime = 0
+            else:
+                klass = b.BinCas if cas else _STORE_CLASS[base]
+            if len(buf) < end:
+                if vlen < self.receive_min:
+                    return NEED_DATA
+                # a large value still arriving: the server receives it into place (`take`)
+                self._pos = vstart
+                store = klass(key, flags, _exptime(exptime), b"", opcode, opaque, quiet, cas)
+                return c.Incoming(store, vlen, 0)
+            value = bytes(buf[vstart:end])
+            self._pos = end
             return klass(key, flags, _exptime(exptime), value, opcode, opaque, quiet, cas)
         if base == b.CONFIG_SET:
             if vlen > self.item_size_max:

@@ -159,17 +159,19 @@ class Cas(Store):
 
 
 class Incoming(Command):
-    """A set/add/replace/cas whose value is large and still arriving (memcached's
-    ``conn_nread``): the server receives the next `vlen` bytes (and the ``\r\n`` after them)
-    straight into memory the handler reserves, then the handler finishes `store`, whose own
-    `value` stays empty."""
+    """A storage command (text, meta ``ms`` or binary; any mode) whose value is large and
+    still arriving (memcached's ``conn_nread``): the server receives the next `vlen` bytes,
+    and the `tail` bytes after them (the text protocols' ``\r\n``; none in binary), straight
+    into memory the handler reserves, then the handler finishes `store`, whose own `value`
+    stays empty."""
 
-    __slots__ = ("store", "vlen")
+    __slots__ = ("store", "vlen", "tail")
     verb = b"set"
 
-    def __init__(self, store: Store, vlen: int) -> None:
+    def __init__(self, store: Store, vlen: int, tail: int = 2) -> None:
         self.store = store
         self.vlen = vlen
+        self.tail = tail
 
 
 class TooLarge(Command):

@@ -30,8 +30,11 @@ Errors that memcached answers with a line come back as `Invalid` commands naming
 (the renderer writes it, or hides it under ``noreply``); input that memcached hangs up on
 raises `CloseConnection`.
 
-Rule: the parser never holds more than one line or one data block (at most -I bytes) beyond
-what the caller has not yet taken, plus what the last ``feed()`` brought.
+Rule: the parser never holds more than one line or one data block beyond what the caller has
+not yet taken, plus what the last ``feed()`` brought. With ``receive_min`` (the daemon's
+parsers) a data block of that size or more that is still arriving is not held at all: the
+command comes back as `Incoming` and the server receives the value itself (`take` hands it
+what was already buffered), so a block held here is under ``receive_min`` bytes.
 """
 
 from __future__ import annotations
@@ -56,10 +59,11 @@ KEY_MAX_LENGTH = 250
 BUFFER_SWITCH = 64 * 1024  # past this many unconsumed bytes, accumulate in a bytearray
 MAX_LINE = 2048  # memcached: a line this long without "\n" must be a multiget, or we hang up
 MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grows unbounded)
-# A set/add/replace/cas value of this size or more that has not fully arrived with its line is
-# not buffered here (with ``receive_min=RECEIVE_MIN``, as the daemon's parsers have it): the
-# parser answers `Incoming`, and the server receives the value into the cache's memory, so
-# what a connection holds of a value in flight stays below this.
+# A storage command's value (set, add, replace, cas, append, prepend, ms) of this size or more
+# that has not fully arrived with its line is not buffered here (with
+# ``receive_min=RECEIVE_MIN``, as the daemon's parsers have it): the parser answers
+# `Incoming`, and the server receives the value into the cache's memory, so what a connection
+# holds of a value in flight stays below this.
 RECEIVE_MIN = 16 * 1024
 # memcached's item header (struct _stritem on 64-bit) and its optional CAS field: counted with
 # the key (plus its NUL) and the value (plus "\r\n") against -I; flags take 4 bytes when set.
@@ -519,12 +523,7 @@ class Parser:
             # memcached answers once the whole block has been swallowed
             return self._swallow_block(vlen + 2, c.TooLarge(verb, key, noreply))
         build = self._STORAGE[verb]
-        if (
-            vlen >= self.receive_min
-            and len(self._buf) - self._pos < vlen + 2
-            and build is not c.Append
-            and build is not c.Prepend
-        ):
+        if vlen >= self.receive_min and len(self._buf) - self._pos < vlen + 2:
             # a large value still arriving: the server receives it into place (`take`)
             if build is c.Cas:
                 store: c.Command = c.Cas(key, flags, exptime, b"", cas_unique, noreply)
@@ -743,6 +742,11 @@ class Parser:
             # memcached drops the item whatever the mode; the error is never quiet
             return self._swallow_block(vlen + 2, c.TooLarge(b"set", key))
         make = _MetaStoreBuilder(build, flags, f)
+        if vlen >= self.receive_min and len(self._buf) - self._pos < vlen + 2:
+            # a large value still arriving: received into place, as a set's (`take`)
+            store = make(key, f.client_flags, f.exptime, b"", False)
+            assert isinstance(store, c.Store)
+            return c.Incoming(store, vlen)
         self._pending = (make, key, f.client_flags, f.exptime, vlen, 0, False, b"ms")
         cmd = self._data_block()  # usually the block came with its line
         if cmd is None:

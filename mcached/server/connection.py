@@ -29,11 +29,12 @@ commands write). `after_sent(callback)` runs the callback once every byte queued
 been sent, or the connection closes: what a reply holds on to (a value sent from the cache's
 own memory) is let go then.
 
-Values received into place. A large value still arriving when its command line is parsed
-(`Incoming`) is not buffered: the handler reserves the cache memory it will live in and calls
-`receive(views, nbytes, done, abort)`, and the connection reads the value's bytes straight
-into those views (``recv_into``; memcached's ``conn_nread``), then the two bytes after it, and
-calls ``done(terminated)``. Nothing is parsed meanwhile. If the connection closes first,
+Values received into place. A large value still arriving when its command line (or binary
+header) is parsed (`Incoming`) is not buffered: the handler reserves the cache memory it will
+live in and calls `receive(views, nbytes, done, abort, tail)`, and the connection reads the
+value's bytes straight into those views (``recv_into``; memcached's ``conn_nread``), then the
+`tail` bytes after it (the text protocols' ``\r\n``; none in binary), and calls
+``done(terminated)``. Nothing is parsed meanwhile. If the connection closes first,
 ``abort()`` gives the memory back. With no views (no memory for it) the bytes are read and
 dropped, as memcached swallows them.
 
@@ -514,10 +515,12 @@ class Connection:
         nbytes: int,
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
+        tail: int = 2,
     ) -> None:
-        """Read the next `nbytes` bytes into `views` (None: drop them), check the two after
-        them, then ``done(they were "\\r\\n")``; ``abort()`` if the connection closes first."""
-        self.sink = _Sink(views, nbytes, done, abort)
+        """Read the next `nbytes` bytes into `views` (None: drop them), check the `tail`
+        after them (the text protocols' two; the binary protocol has none), then ``done(they
+        were "\\r\\n")``; ``abort()`` if the connection closes first."""
+        self.sink = _Sink(views, nbytes, done, abort, tail)
 
     def _receive_into(self) -> None:
         sink = self.sink
@@ -733,26 +736,28 @@ class _Sink:
         nbytes: int,
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
+        tail: int = 2,
     ) -> None:
         # what is left of each view, the current one first (None: the bytes are dropped)
         self.views = deque(v for v in views if len(v)) if views is not None else None
         self.left = nbytes
-        self.tail = bytearray(2)  # the two bytes after the value: "\r\n" when well formed
+        # the bytes after the value: "\r\n" when well formed (binary: none)
+        self.tail = bytearray(tail)
         self.ntail = 0
         self.done = done
         self.abort = abort
 
     @property
     def wanted(self) -> int:
-        return self.left + 2 - self.ntail
+        return self.left + len(self.tail) - self.ntail
 
     @property
     def complete(self) -> bool:
-        return self.ntail == 2
+        return not self.left and self.ntail == len(self.tail)
 
     @property
     def terminated(self) -> bool:
-        return self.tail == b"\r\n"
+        return self.tail == b"\r\n"[: len(self.tail)]
 
     def space(self) -> memoryview:
         """Where the next bytes received go."""

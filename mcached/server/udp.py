@@ -49,7 +49,9 @@ class Datagram:
     def after_sent(self, callback: Callable[[], None]) -> None:
         self._after.append(callback)
 
-    def receive(self, views: Any, nbytes: int, done: Any, abort: Callable[[], None] | None) -> None:
+    def receive(
+        self, views: Any, nbytes: int, done: Any, abort: Callable[[], None] | None, tail: int = 2
+    ) -> None:
         """A value the datagram does not hold whole: it never will, so nothing is stored and
         the rest of the datagram is not served."""
         if abort is not None:

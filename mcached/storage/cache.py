@@ -142,7 +142,14 @@ from mcached.storage.assoc import (
     TOMB,
     make_entry,
 )
-from mcached.storage.items import NEED_PAGE, Items, ItemStats, Partition, item_size
+from mcached.storage.items import (
+    NEED_PAGE,
+    Items,
+    ItemStats,
+    Partition,
+    copy_views,
+    item_size,
+)
 from mcached.storage.results import (
     DeleteResult,
     DeltaResult,
@@ -194,7 +201,7 @@ PIN_MIN = 4096  # values from this size on are sent from their page (a pin), not
 class Reservation:
     """Chunks reserved for an item whose value is being received (see `Cache.reserve`)."""
 
-    __slots__ = ("head", "key", "h", "nbytes", "cid", "token", "views", "flags")
+    __slots__ = ("head", "key", "h", "nbytes", "cid", "token", "views", "flags", "linked")
 
     def __init__(
         self,
@@ -215,6 +222,21 @@ class Reservation:
         self.token = token  # its entry in the holder's pin table row (-1: none)
         self.views = views  # where the value goes, in order
         self.flags = flags
+        self.linked = False  # its chunks became an item (else `commit` gives them back)
+
+
+class _Join:
+    """What `Cache._store_locked` asks for to append or prepend a received value: chunks
+    for the joined value (`nbytes`, the old item's `flags`), reserved with no lock held, for
+    the item at `old` as it was at CAS `old_cas`."""
+
+    __slots__ = ("nbytes", "flags", "old", "old_cas")
+
+    def __init__(self, nbytes: int, flags: int, old: int, old_cas: int) -> None:
+        self.nbytes = nbytes
+        self.flags = flags
+        self.old = old
+        self.old_cas = old_cas
 
 
 def parse_counter(value: bytes) -> int | None:
@@ -1291,13 +1313,14 @@ class Cache:
         h: int,
         mode: StoreMode,
         key: bytes,
-        value: bytes,
+        value: bytes | Reservation,
         flags: int,
         exptime: int,
         cas: int,
         steal_ok: bool,
         stale: bool = False,
         mflags: int = 0,
+        joined: tuple[Reservation, int, int] | None = None,
     ) -> StoreResult | int:
         """`store` under the partition lock; an int (a class id) asks for a page first.
 
@@ -1305,7 +1328,12 @@ class Cache:
         ... I``) a CAS *older* than the item's is not refused but stores the value marked
         stale, keeping the item's exptime and its recache token (memcached's CAS_STALE); a
         CAS given with append or prepend must match. `mflags` (``MF_*``) are the new item's
-        (a base64 key); append and prepend make an item of their own, without them."""
+        (a base64 key); append and prepend make an item of their own, without them.
+
+        `value` may be a `Reservation` (a value received into place, see `commit`): a set,
+        add, replace or cas links its chunks as the item; an append or prepend copies the
+        old value and it into `joined`'s chunks (reserved for the item as it is now: a `_Join`
+        asks for them) and links those, as memcached's ``_store_item_copy_data`` does."""
         i = self._find_locked(part, key, h, storing=True)
         old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
         pm = self._pm
@@ -1337,7 +1365,14 @@ class Cache:
                 if cas and self.cas_enabled and cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
                     return StoreResult.EXISTS
                 # append/prepend keep the old item's flags and exptime
-                _, _, _, _, _, flags, old_exptime, _, _, _, _ = GET_HDR.unpack_from(pm, old)
+                _, _, _, _, old_nbytes, flags, old_exptime, _, _, old_cas, _ = GET_HDR.unpack_from(
+                    pm, old
+                )
+                if isinstance(value, Reservation):
+                    return self._join_locked(  # type: ignore[return-value]
+                        part, i, old, key, value, mode, flags, old_nbytes, old_exptime, old_cas,
+                        joined,
+                    )  # fmt: skip
                 current = self._items.read_value(old)
                 value = current + value if mode is _APPEND else value + current
                 if item_size(len(key), flags, len(value), self.cas_enabled) > self.item_size_max:
@@ -1345,9 +1380,69 @@ class Cache:
                 return self._link_locked(
                     part, i, old, key, h, value, flags, old_exptime, steal_ok, False
                 )
+        if isinstance(value, Reservation):
+            return self._link_reserved_locked(part, i, old, value, new_exptime, mflags)
         return self._link_locked(
             part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags
         )
+
+    def _join_locked(
+        self,
+        part: Partition,
+        i: int,
+        old: int,
+        key: bytes,
+        res: Reservation,
+        mode: StoreMode,
+        flags: int,
+        old_nbytes: int,
+        old_exptime: int,
+        old_cas: int,
+        joined: tuple[Reservation, int, int] | None,
+    ) -> StoreResult | _Join:
+        """Append or prepend the value received into `res` to the item at `old` (slot `i`):
+        both values are copied, chunk to chunk, into `joined`'s chunks, which become the
+        item; the old item is left whole until then. A `_Join` if `joined` is missing or was
+        reserved for another state of the item."""
+        nbytes = old_nbytes + res.nbytes
+        if item_size(len(key), flags, nbytes, self.cas_enabled) > self.item_size_max:
+            return StoreResult.NOT_STORED
+        if joined is None or joined[1] != old or joined[2] != old_cas:
+            return _Join(nbytes, flags, old, old_cas)
+        into = joined[0]
+        items = self._items
+        old_views = items.value_views(old, len(key), old_nbytes, self._pm[old] & ST_CHAINED)
+        data = res.views
+        copy_views(into.views, old_views + data if mode is _APPEND else data + old_views)
+        return self._link_reserved_locked(part, i, old, into, old_exptime, 0)
+
+    def _link_reserved_locked(
+        self, part: Partition, i: int, old: int, res: Reservation, exptime: int, mflags: int
+    ) -> StoreResult:
+        """The value is in `res`'s chunks: they become the item of its key (replacing `old`,
+        the item in slot `i`, if >= 0), with server time `exptime` and `mflags`."""
+        base = res.cid * NSTAT
+        cst = part.cst
+        if old < 0 and part.full():
+            cst[base + S_OUTOFMEMORY] += 1
+            return _NO_MEMORY
+        items = self._items
+        items.link_reserved(res.head, exptime, self._now(), part.next_cas())
+        if mflags:
+            self._pm[res.head + OFF_MFLAGS] = mflags
+        entry = make_entry(res.h >> self._pshift, res.head)
+        if old >= 0:
+            part.tbl[i] = entry
+            items.forget_locked(part, old)
+        else:
+            part.insert_at(-1 - i, entry)
+        res.linked = True
+        cst[base + S_NUMBER] += 1
+        cst[base + S_MEM] += item_size(len(res.key), res.flags, res.nbytes, self.cas_enabled)
+        if exptime:
+            cst[base + S_TTL] += 1
+        cst[base + S_TOTAL] += 1
+        return _STORED
 
     def _link_locked(
         self,
@@ -1524,66 +1619,87 @@ class Cache:
     def commit(
         self, res: Reservation, mode: StoreMode, exptime: int = 0, cas: int = 0
     ) -> StoreResult:
-        """Link the item whose value was written into `res` (set, add, replace or cas, with
-        `store`'s meaning); its chunks go back if it is not stored."""
+        """Store the value written into `res` with `store`'s meaning (any mode: append and
+        prepend join it to the old value); its chunks go back if they do not become the
+        item."""
+        return self._commit(res, mode, exptime, cas, False, 0)[0]
+
+    def commit_ex(
+        self,
+        res: Reservation,
+        mode: StoreMode,
+        exptime: int = 0,
+        cas: int = 0,
+        stale: bool = False,
+        binary_key: bool = False,
+    ) -> tuple[StoreResult, int]:
+        """`commit` with `store_ex`'s extras and result (the new item's CAS)."""
+        return self._commit(res, mode, exptime, cas, stale, MF_BINKEY if binary_key else 0)
+
+    def _commit(
+        self, res: Reservation, mode: StoreMode, exptime: int, cas: int, stale: bool, mflags: int
+    ) -> tuple[StoreResult, int]:
+        """`store_ex` for a value received into `res`: the same `_store_locked`, counted the
+        same way. An append or prepend first reserves the joined item's chunks, with no lock
+        held (`_Join`), and tries again; if the item changed meanwhile, once more."""
         part = self._parts[res.h & self._pmask]
-        items = self._items
-        pm = self._pm
-        key = res.key
-        base = res.cid * NSTAT
-        with self._hold, part:
-            i = self._find_locked(part, key, res.h, storing=True)
-            old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
-            result = _STORED
-            if mode is _ADD and old >= 0:
-                self._updated_locked(old)  # add promotes the existing item
-                result = StoreResult.NOT_STORED
-            elif mode is _REPLACE and old < 0:
-                result = StoreResult.NOT_STORED
-            elif mode is _CAS:
-                if old < 0:
-                    result = StoreResult.NOT_FOUND
-                else:
-                    obase = pm[old + OFF_CLSID] * NSTAT
-                    if not self.cas_enabled or cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
-                        part.cst[obase + S_CAS_BADVAL] += 1
-                        result = StoreResult.EXISTS
-                    else:
-                        part.cst[obase + S_CAS_HITS] += 1
-            elif mode not in (_SET, _ADD, _REPLACE):
-                raise ValueError(f"{mode} cannot be received into place")
-            if result is _STORED and old < 0 and part.full():
-                part.cst[base + S_OUTOFMEMORY] += 1
-                result = _NO_MEMORY
-            if result is not _NO_MEMORY:
-                part.cst[base + S_CMD_SET] += 1  # whatever the outcome, as `store` counts
-            if result is not _STORED:
-                items.free_reserved_locked(res.head)
-                self._unlist_reservation(res.token)
-                return result
-            exp = self._realtime(exptime) if exptime else 0
-            items.link_reserved(res.head, exp, self._now(), part.next_cas())
-            entry = make_entry(res.h >> self._pshift, res.head)
-            if old >= 0:
-                part.tbl[i] = entry
-                items.forget_locked(part, old)
-            else:
-                part.insert_at(-1 - i, entry)
-            self._unlist_reservation(res.token)
-            cst = part.cst
-            cst[base + S_NUMBER] += 1
-            cst[base + S_MEM] += item_size(len(key), res.flags, res.nbytes, self.cas_enabled)
-            if exp:
-                cst[base + S_TTL] += 1
-            cst[base + S_TOTAL] += 1
-            return _STORED
+        counted = res.cid * NSTAT + S_CMD_SET
+        steal_ok = True
+        joined: tuple[Reservation, int, int] | None = None
+        try:
+            while True:
+                with self._hold:
+                    with part:
+                        result: Any = self._store_locked(
+                            part, res.h, mode, res.key, res, res.flags, exptime, cas,
+                            steal_ok, stale, mflags, joined,
+                        )  # fmt: skip
+                        if result.__class__ is not int and result.__class__ is not _Join:
+                            if result is not _NO_MEMORY:
+                                part.cst[counted] += 1
+                            new_cas = 0
+                            if result is _STORED and self.cas_enabled:
+                                j = self._raw_find_locked(part, res.key, res.h)
+                                new_cas = U64.unpack_from(
+                                    self._pm, (part.tbl[j] & ADDR_MASK) + OFF_CAS
+                                )[0]
+                            self._release_locked(res)
+                            if joined is not None:
+                                self._release_locked(joined[0])
+                                joined = None
+                            return result, new_cas
+                    if result.__class__ is int:
+                        self._items.steal_page(result)
+                        steal_ok = False
+                        continue
+                need = result
+                assert isinstance(need, _Join)
+                if joined is not None:
+                    self.abandon(joined[0])
+                    joined = None
+                got = self.reserve(res.key, need.nbytes, need.flags)
+                if not isinstance(got, Reservation):
+                    # no room for the joined item (memcached: its do_item_alloc fails)
+                    self.abandon(res)
+                    return got, 0
+                joined = (got, need.old, need.old_cas)
+        except BaseException:
+            if joined is not None:
+                self.abandon(joined[0])
+            raise
+
+    def _release_locked(self, res: Reservation) -> None:
+        """`res` is done with (its partition lock held): its chunks go back unless they
+        became an item, and its pin table entry is cleared."""
+        if not res.linked:
+            self._items.free_reserved_locked(res.head)
+        self._unlist_reservation(res.token)
 
     def abandon(self, res: Reservation) -> None:
         """The value never arrived whole: give `res`'s chunks back."""
         part = self._parts[res.h & self._pmask]
         with self._hold, part:
-            self._items.free_reserved_locked(res.head)
-            self._unlist_reservation(res.token)
+            self._release_locked(res)
 
     def delete(self, key: bytes) -> bool:
         """True if a live item was deleted."""

@@ -149,6 +149,26 @@ def item_size(nkey: int, flags: int, nvalue: int, cas_enabled: bool) -> int:
     return size
 
 
+def copy_views(into: list[memoryview], pieces: list[memoryview]) -> None:
+    """Copy `pieces`, in order, into the views `into` (as many bytes in all): chunk memory
+    to chunk memory, with no copy in between."""
+    k = 0
+    dst = into[0] if into else memoryview(b"")
+    at = 0
+    for src in pieces:
+        pos = 0
+        n = len(src)
+        while pos < n:
+            if at == len(dst):
+                k += 1
+                dst = into[k]
+                at = 0
+            take = min(n - pos, len(dst) - at)
+            dst[at : at + take] = src[pos : pos + take]
+            at += take
+            pos += take
+
+
 class Partition(Assoc):
     """A slice of the key space: its item table, lock, CAS sequence, flush marks, counters."""
 

@@ -3,7 +3,8 @@
 and large values are received straight into chunks of the cache.
 
 The attacks are scripts/hostile_memory.py's, smaller: stored values read by multigets that
-are never read, pipelines of large gets never read, and values half sent then abandoned.
+are never read, pipelines of large gets never read, and values half sent then abandoned
+(text set, meta ms, binary set and append in turn).
 The daemon runs as worker processes (``-t 4``); its memory is the PSS of its whole process
 tree (the arena is shared: summing RSS would count it once per process). Each attack must
 keep the daemon within ``start + -m + OVERHEAD``, serve other clients meanwhile, and leave
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+from mcached.protocol import binary as b
 from tests.conftest import Server
 
 pytestmark = pytest.mark.integration
@@ -167,6 +169,22 @@ def test_pipelined_large_gets_never_read_hold_nothing_past_the_bound(daemon: Ser
     assert settled(daemon) - start <= OVERHEAD + len(conns) * len(chained)
 
 
+def half_sent(i: int) -> bytes:
+    """The head of a 1,048,000-byte store, in turn each syntax and mode that receives its
+    value into place: text set, meta ms, a binary set, text append."""
+    key = b"part%d" % i
+    n = 1_048_000
+    kind = i % 4
+    if kind == 0:
+        return b"set %b 0 0 %d\r\n" % (key, n)
+    if kind == 1:
+        return b"ms %b %d T0\r\n" % (key, n)
+    if kind == 2:
+        body = 8 + len(key) + n
+        return b.HEADER.pack(b.REQUEST, b.SET, len(key), 8, 0, 0, body, 0, 0) + bytes(8) + key
+    return b"append %b 0 0 %d\r\n" % (key, n)
+
+
 def test_half_sent_values_are_held_in_the_cache_and_given_back(daemon: Server) -> None:
     start = settled(daemon)
     rounds = []
@@ -175,7 +193,7 @@ def test_half_sent_values_are_held_in_the_cache_and_given_back(daemon: Server) -
         try:
             for i, c in enumerate(conns):
                 c.setblocking(False)
-                data = b"set part%d 0 0 1048000\r\n" % i + b"h" * 700_000
+                data = half_sent(i) + b"h" * 700_000
                 try:
                     sent = c.send(data)
                     c.settimeout(2)

@@ -13,6 +13,7 @@ import pytest
 
 from mcached.errors import CloseConnection
 from mcached.protocol import binary as b
+from mcached.protocol import commands as c
 from mcached.protocol.binary_parser import (
     ASCII,
     AUTO,
@@ -528,9 +529,56 @@ def test_sasl_data_arrives_in_pieces() -> None:
 
 
 def test_take_is_the_text_parsers() -> None:
-    with pytest.raises(NotImplementedError):
-        BinaryParser().take(1)
+    p = BinaryParser()
+    assert p.take(1) == b""
+    p.feed(b"abcdef")
+    assert p.take(2) == b"ab" and p.buffered == 4
+    assert p.take(10) == b"cdef" and p.buffered == 0
     n = _negotiator(AUTO)
     assert n.take(1) == b""
     n.feed(b"set k 0 0 1\r\n")
     assert n.take(0) == b""
+
+
+BIG = 20_000
+INCOMING: list[tuple[str, bytes, Any]] = [
+    ("set", R(b.SET, b"k", b"v" * BIG, SE(3, 60), 5), b.BinSet(b"k", 3, 60, b"", b.SET, 5)),
+    ("setq", R(b.SETQ, b"k", b"v" * BIG, SE(0, 0)), b.BinSet(b"k", 0, 0, b"", b.SETQ, 0, True)),
+    ("add", R(b.ADD, b"k", b"v" * BIG, SE(0, 0)), b.BinAdd(b"k", 0, 0, b"", b.ADD)),
+    (
+        "replace-cas",
+        R(b.REPLACE, b"k", b"v" * BIG, SE(0, 0), cas=9),
+        b.BinCas(b"k", 0, 0, b"", b.REPLACE, 0, False, 9),
+    ),
+    ("append", R(b.APPEND, b"k", b"v" * BIG), b.BinAppend(b"k", 0, 0, b"", b.APPEND)),
+    (
+        "prependq",
+        R(b.PREPENDQ, b"k", b"v" * BIG, cas=4),
+        b.BinPrepend(b"k", 0, 0, b"", b.PREPENDQ, 0, True, 4),
+    ),
+]
+
+
+@pytest.mark.parametrize("name,frame,store", INCOMING, ids=[x[0] for x in INCOMING])
+def test_a_large_value_still_arriving_is_incoming(name: str, frame: bytes, store: Any) -> None:
+    """A store's value of receive_min bytes or more that has not all arrived: the server
+    receives it into place, with no CRLF after it (as the text parser's `Incoming`)."""
+    p = BinaryParser(receive_min=16384)
+    head = len(frame) - BIG
+    p.feed(frame[: head + 100])
+    assert p.next_command() == c.Incoming(store, BIG, 0)
+    assert p.take(BIG) == b"v" * 100
+    assert p.buffered == 0 and not p.in_data_block
+    p.feed(R(b.NOOP))
+    assert p.next_command() == b.BinNoop(0)
+    # whole, or under receive_min: read by the parser as before
+    assert parse_all(frame, receive_min=16384) == [
+        type(store)(b"k", store.flags, store.exptime, b"v" * BIG, *_bin_tail(store))
+    ]
+    p = BinaryParser(receive_min=BIG + 1)
+    p.feed(frame[:-1])
+    assert p.next_command() is NEED_DATA
+
+
+def _bin_tail(store: Any) -> tuple[Any, ...]:
+    return (store.opcode, store.opaque, store.quiet, store.cas_unique)

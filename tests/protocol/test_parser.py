@@ -346,3 +346,58 @@ def test_number_parsers(tok: bytes, u32: int | None, u64: int | None, i32: int |
     assert parse_uint32(tok) == u32
     assert parse_uint64(tok) == u64
     assert parse_int32(tok) == i32
+
+
+# ---- values received into place (receive_min) ----
+
+INCOMING_CASES: list[tuple[str, bytes, c.Store]] = [
+    ("set", b"set k 1 2 %d\r\n", c.Set(b"k", 1, 2, b"")),
+    ("add", b"add k 0 0 %d noreply\r\n", c.Add(b"k", 0, 0, b"", True)),
+    ("replace", b"replace k 0 0 %d\r\n", c.Replace(b"k", 0, 0, b"")),
+    ("cas", b"cas k 0 0 %d 77\r\n", c.Cas(b"k", 0, 0, b"", 77)),
+    ("append", b"append k 5 0 %d\r\n", c.Append(b"k", 5, 0, b"")),
+    ("prepend", b"prepend k 0 0 %d noreply\r\n", c.Prepend(b"k", 0, 0, b"", True)),
+    ("ms", b"ms k %d T30 F9\r\n", c.MetaSet(b"k", 9, 30, b"", [b"T30", b"F9"])),
+    ("ms-append", b"ms k %d MA q\r\n", c.MetaAppend(b"k", 0, 0, b"", [b"MA", b"q"], quiet=True)),
+    ("ms-prepend", b"ms k %d MP\r\n", c.MetaPrepend(b"k", 0, 0, b"", [b"MP"])),
+    (
+        "ms-cas",
+        b"ms k %d C5 I\r\n",
+        c.MetaCas(b"k", 0, 0, b"", [b"C5", b"I"], False, False, 5, True),
+    ),
+    ("ms-b", b"ms a2V5 %d b\r\n", c.MetaSet(b"key", 0, 0, b"", [b"b"], True)),
+]
+
+
+@pytest.mark.parametrize("name,line,store", INCOMING_CASES, ids=[x[0] for x in INCOMING_CASES])
+def test_a_large_value_still_arriving_is_incoming(name: str, line: bytes, store: c.Store) -> None:
+    """Every storage command, in both text syntaxes: its value is left to the server, which
+    takes what came with the line and receives the rest itself."""
+    p = Parser(receive_min=16384)
+    n = 20_000
+    p.feed(line % n + b"v" * 1000)
+    assert p.next_command() == c.Incoming(store, n)
+    assert p.take(n + 2) == b"v" * 1000
+    assert p.buffered == 0 and not p.in_data_block
+    p.feed(b"get k\r\n")  # the server received the value: lines resume
+    assert p.next_command() == c.Get([b"k"])
+
+
+def test_a_large_value_that_came_whole_is_parsed_as_usual() -> None:
+    p = Parser(receive_min=16384)
+    value = b"w" * 20_000
+    p.feed(b"append k 0 0 20000\r\n" + value + b"\r\nms k 20000 MP\r\n" + value + b"\r\n")
+    assert p.next_command() == c.Append(b"k", 0, 0, value)
+    assert p.next_command() == c.MetaPrepend(b"k", 0, 0, value, [b"MP"])
+
+
+def test_small_values_and_bad_meta_flags_are_never_incoming() -> None:
+    p = Parser(receive_min=16384)
+    p.feed(b"ms k 1000\r\n" + b"s" * 10)
+    assert p.next_command() is NEED_DATA  # under receive_min: buffered
+    p.feed(b"s" * 990 + b"\r\nms k 20000 Zz\r\n" + b"x" * 100)
+    assert p.next_command() == c.MetaSet(b"k", 0, 0, b"s" * 1000, [])
+    # a flag in error: the block is swallowed, never received
+    assert p.next_command() is NEED_DATA
+    p.feed(b"x" * 19_900 + b"\r\n")
+    assert p.next_command() == c.Invalid(Error.META_FLAG_INVALID)

@@ -13,7 +13,9 @@ import pytest
 
 from mcached.errors import CloseConnection, Shutdown
 from mcached.latency import ROW, count
+from mcached.protocol import binary as b
 from mcached.protocol import commands as c
+from mcached.protocol.binary_parser import BinaryParser
 from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.server.connection import (
     BLOCKED,
@@ -146,7 +148,7 @@ def incoming(cmd: c.Incoming, conn: Any) -> None:
         RECEIVED.append((key, terminated, value))
         conn.out.append(b"STORED\r\n" if terminated else b"BAD\r\n")
 
-    conn.receive(views, cmd.vlen, done, lambda: RECEIVED.append((key, "aborted")))
+    conn.receive(views, cmd.vlen, done, lambda: RECEIVED.append((key, "aborted")), cmd.tail)
 
 
 DISPATCH = {
@@ -154,6 +156,7 @@ DISPATCH = {
     c.Gets: gets,
     c.Gat: gat,
     c.Incoming: incoming,
+    b.BinNoop: lambda cmd, conn: conn.out.append(b"noop\r\n"),
     c.Quit: quit_,
     c.ShutdownCmd: shutdown,
 }  # else KeyError
@@ -170,7 +173,7 @@ def _close_what_tests_open() -> Iterator[None]:
 
 
 def make(
-    reqs_per_event: int = 20, sndbuf: int | None = None
+    reqs_per_event: int = 20, sndbuf: int | None = None, parser: Any = None
 ) -> tuple[Connection, socket.socket, FakeOwner]:
     """A connection as a worker holds it after the hand-off, and the client's end."""
     ours, client = socket.socketpair()
@@ -181,7 +184,7 @@ def make(
     client.settimeout(5)
     owner = FakeOwner()
     _OPEN.append(owner.selector)
-    parser = Parser(receive_min=RECEIVE_MIN)
+    parser = parser or Parser(receive_min=RECEIVE_MIN)
     conn = Connection(ours, "peer", "listen", owner, DISPATCH, parser, reqs_per_event)
     owner.selector.register(ours, READ, conn)  # as Worker._accept_handed_off does
     return conn, client, owner
@@ -564,3 +567,23 @@ def test_closing_mid_value_aborts_it() -> None:
     assert conn.state == CLOSED and conn.sink is None
     assert RECEIVED == [(b"k", "aborted")]
     assert owner.closed == ["client closed in the middle of a value"]
+
+
+def test_a_binary_value_is_received_with_nothing_after_it() -> None:
+    """The binary protocol's value ends the frame: no CRLF is read after it, and the next
+    frame's first bytes are left for the parser."""
+    RECEIVED.clear()
+    conn, client, owner = make(parser=BinaryParser(receive_min=RECEIVE_MIN))
+    value = bytes(range(256)) * 100  # 25,600 bytes
+    frame = b.request(b.SET, b"k", value, b"\0" * 8)
+    client.sendall(frame[:-5000])
+    conn.on_readable()
+    assert conn.sink is not None and conn.sink.wanted == 5000
+    client.sendall(frame[-5000:] + b.request(b.NOOP))
+    while conn.sink is not None:
+        conn.on_readable()
+    assert RECEIVED == [(b"k", True, value)]
+    conn.on_readable()
+    assert received(client) == b"STORED\r\nnoop\r\n"
+    assert conn.state == READING
+    conn.close()

@@ -255,3 +255,123 @@ def test_release_holder_frees_a_dead_process_reservation(clock: FakeClock) -> No
     assert cache.release_holder(2) == 1
     assert used_chunks(cache) == used
     assert cache.get(b"k") is None
+
+
+def received(cache: Cache, key: bytes, value: bytes, flags: int = 0) -> Reservation:
+    res = cache.reserve(key, len(value), flags)
+    assert isinstance(res, Reservation)
+    fill(res, value)
+    return res
+
+
+def items_and_chunks(cache: Cache) -> tuple[int, int]:
+    return cache.stats()["curr_items"], used_chunks(cache)
+
+
+@pytest.mark.parametrize(
+    "old_size,size", [(100, 30_000), (600_000, 30_000), (30_000, 400_000), (0, 20_000)]
+)
+def test_commit_appends_and_prepends_chunk_to_chunk(cache: Cache, old_size: int, size: int) -> None:
+    """The received bytes join the old value (one chunk or chained, either side) in a new
+    item that keeps the old one's flags and exptime, as memcached's append makes one."""
+    old = bytes(range(256)) * (old_size // 256) + b"o" * (old_size % 256)
+    data = b"d" * (size - 7) + b"1234567"
+    cache.store(SET, b"k", old, flags=3, exptime=100)
+    assert cache.commit(received(cache, b"k", data, 9), APPEND) is StoreResult.STORED
+    got = cache.get(b"k")
+    assert got is not None and got[0] == old + data and got[1] == 3
+    assert cache.commit(received(cache, b"k", data), StoreMode.PREPEND) is StoreResult.STORED
+    got = cache.get(b"k")
+    assert got is not None and got[0] == data + old + data and got[1] == 3
+    state = cache.lookup(b"k", False, False, False)
+    assert state is not None and state[6] is not None and 0 < state[6] <= 100  # its ttl
+    assert cache.stats()["curr_items"] == 1
+    # the old items and the received bytes' chunks all went back
+    cache.delete(b"k")
+    assert used_chunks(cache) == 0
+    assert cache.pins_held() == 0
+
+
+def test_commit_append_outcomes_leave_the_item_alone(cache: Cache) -> None:
+    data = b"a" * 30_000
+    before = items_and_chunks(cache)
+    assert cache.commit(received(cache, b"k", data), APPEND) is StoreResult.NOT_STORED
+    assert items_and_chunks(cache) == before
+    cache.store(SET, b"k", b"v" * 1000)
+    hit = cache.get(b"k")
+    assert hit is not None
+    before = items_and_chunks(cache)
+    # a CAS given with append must match
+    res = received(cache, b"k", data)
+    assert cache.commit(res, APPEND, cas=hit[2] + 1) is StoreResult.EXISTS
+    # joined, it would be over -I (1 MB): not stored
+    res = received(cache, b"k", b"b" * 1_048_000)
+    assert cache.commit(res, StoreMode.PREPEND) is StoreResult.NOT_STORED
+    assert items_and_chunks(cache) == before
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"v" * 1000 and got[2] == hit[2]
+    assert cache.commit(received(cache, b"k", data), APPEND, cas=hit[2]) is StoreResult.STORED
+    assert cache.pins_held() == 0
+
+
+def test_commit_append_when_the_item_changes_meanwhile(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The joined item's chunks are reserved with no lock held: if another store changed the
+    item meanwhile, they are given back and reserved again for the item as it is now."""
+    cache.store(SET, b"k", b"1" * 5000)
+    reserve = cache.reserve
+    calls = []
+
+    def racing(key: bytes, nbytes: int, flags: int) -> Reservation | StoreResult:
+        calls.append(nbytes)
+        if len(calls) == 1:
+            cache.store(SET, b"k", b"2" * 9000)  # another client, between the two steps
+        return reserve(key, nbytes, flags)
+
+    data = b"d" * 20_000
+    res = received(cache, b"k", data)
+    monkeypatch.setattr(cache, "reserve", racing)
+    assert cache.commit(res, APPEND) is StoreResult.STORED
+    assert calls == [25_000, 29_000]
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"2" * 9000 + data
+    assert cache.stats()["curr_items"] == 1
+    used = used_chunks(cache)
+    cache.delete(b"k")
+    assert used_chunks(cache) == used - 1
+    assert cache.pins_held() == 0
+
+
+def test_commit_append_without_room_for_the_joined_item(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=4 * MB, clock=clock, evictions=False)
+    cache.store(SET, b"k", b"o" * 400_000)
+    held = []
+    res = received(cache, b"k", b"d" * 400_000)
+    while True:  # fill what is left
+        r = cache.reserve(b"f%d" % len(held), 400_000, 0)
+        if not isinstance(r, Reservation):
+            break
+        held.append(r)
+    assert cache.commit(res, APPEND) is StoreResult.NO_MEMORY
+    got = cache.get(b"k")
+    assert got is not None and got[0] == b"o" * 400_000
+    for r in held:
+        cache.abandon(r)
+    assert items_and_chunks(cache) == (1, 1)
+
+
+def test_commit_ex_is_store_ex(cache: Cache) -> None:
+    """ms's extras: the new CAS returned, a base64 key remembered, I's stale store."""
+    value = b"m" * 30_000
+    result, cas = cache.commit_ex(received(cache, b"k", value), SET, binary_key=True)
+    assert result is StoreResult.STORED and cas > 0
+    item = cache.lookup(b"k", False, False, False)
+    assert item is not None and item[2] == cas and item[15]  # its CAS; a binary key
+    result, cas2 = cache.commit_ex(received(cache, b"k", value), CAS, cas=cas - 1, stale=True)
+    assert result is StoreResult.STORED and cas2 > cas
+    item = cache.lookup(b"k", False, False, False)
+    assert item is not None and item[11]  # stale
+    result, cas3 = cache.commit_ex(received(cache, b"k", value), ADD)
+    assert result is StoreResult.NOT_STORED and cas3 == 0
+    assert items_and_chunks(cache)[0] == 1
