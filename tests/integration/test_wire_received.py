@@ -33,7 +33,7 @@ SE = struct.Struct(">II").pack
 
 def slowly(server: Server, data: bytes, until: Callable[[bytes], bool], head: int) -> bytes:
     """Send the first `head` bytes, pause, send the rest; what came back once `until`."""
-    with socket.create_connection(server.address, timeout=5) as s:
+    with socket.create_connection(server.address, timeout=15) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(data[:head])
         time.sleep(0.03)  # the server parses the line with the value still arriving
@@ -215,13 +215,13 @@ def test_values_cut_short_leave_no_chunk_behind(server_factory: Callable[..., Se
     once or after a bad terminator, and the chunks in use are the items' once they closed."""
     server = server_factory("mcached-procs", "-t", "4", "--stall-timeout", "0")
     assert text(server, b"set k 2 0 %d\r\n%b\r\n" % (N, W)) == b"STORED\r\n"
-    for _ in range(3):  # on whichever workers the connections land
+    for _ in range(2):  # on whichever workers the connections land
         for _, line in HALF:
             cut_short(server, line)
     bad = [b"set k 0 0 %d\r\n%bXY" % (N, V), b"ms k %d MA\r\n%bXY" % (N, V)]
     assert text(server, *bad) == b"CLIENT_ERROR bad data chunk\r\n" * 2
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # the workers see the closes in their own time
     while used_chunks(server) != stats(server)["curr_items"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert used_chunks(server) == stats(server)["curr_items"] == 1
+    assert (used_chunks(server), stats(server)["curr_items"]) == (1, 1)
     assert text(server, b"get k\r\n") == b"VALUE k 2 %d\r\n%b\r\nEND\r\n" % (N, W)
