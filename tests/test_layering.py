@@ -63,6 +63,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.protocol.binary_parser": {
         "mcached.errors",
         "mcached.protocol.binary",
+        "mcached.protocol.commands",  # Incoming: a large value received into place
         "mcached.protocol.outcomes",
         "mcached.protocol.parser",
     },
