@@ -67,6 +67,8 @@ LAYERS: dict[str, set[str]] = {
         "mcached.protocol.outcomes",
         "mcached.protocol.parser",
     },
+    # UDP: how memcached cuts a datagram's replies into messages
+    "mcached.protocol.datagram": {"mcached.protocol.binary", "mcached.protocol.commands"},
     # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
     # The arena owns the shared layout and every module reads it; items owns the allocator's
     # pieces (slabs, lru, assoc); lru walks slab classes; cache is the facade over items and

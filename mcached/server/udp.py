@@ -1,10 +1,12 @@
 """UDP (``-U``): memcached's datagram framing, served from the workers' own loops.
 
 Each datagram starts with an 8-byte header (request id, sequence number, datagram count,
-reserved; 16-bit big-endian each); a request must fit in one datagram, and the reply is split
-into datagrams of at most `UDP_MAX_PAYLOAD` bytes, each with the request id, its sequence
-number and the total. Every worker polls every UDP socket (`Worker.add_reader`); the first
-to wake reads up to `READS_PER_WAKE` datagrams.
+reserved; 16-bit big-endian each); a request must fit in one datagram. Its commands are
+answered as memcached 1.6.18 answers them: one message per memcached response object (a
+multi-key get makes one per key), each split into datagrams of at most 1,400 bytes with the
+request id, its own sequence number from 0 and its own count, sent when memcached would
+send them (`mcached.protocol.datagram`). Every worker polls every UDP socket
+(`Worker.add_reader`); the first to wake reads up to `READS_PER_WAKE` datagrams.
 
 Rules: as meaning-free as the TCP side: a datagram is parsed by the parser the listener
 was given and each command served through the same dispatch table, with a `Datagram` in the
@@ -22,6 +24,7 @@ from typing import Any
 
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.binary_parser import AnyParser
+from mcached.protocol.datagram import Unit, flushes, messages, transmit, units
 from mcached.protocol.parser import NEED_DATA
 from mcached.protocol.responses import UDP_MULTI_PACKET
 from mcached.stats import Counters
@@ -29,7 +32,6 @@ from mcached.stats import Counters
 log = logging.getLogger("mcached.server")
 
 UDP_HEADER = struct.Struct("!HHHH")
-UDP_MAX_PAYLOAD = 1400  # memcached's UDP_MAX_PAYLOAD_SIZE: header included
 READS_PER_WAKE = 16  # datagrams one worker reads per wake-up, so it gets back to its TCP
 
 
@@ -63,16 +65,22 @@ class Datagram:
             self.out.extend(self.stream)
             self.stream = None
 
-    def done(self) -> bytes:
-        """The reply, joined; everything lent to it given back."""
-        try:
-            self.take_stream()
-            return b"".join(self.out)
-        finally:
-            if self.stream is not None:
-                self.stream.close()  # type: ignore[attr-defined]
-            for callback in self._after:
-                callback()
+    def take(self) -> bytes:
+        """What the commands served since the last call answered, joined (a copy: what was
+        lent for it is given back only by `done`)."""
+        self.take_stream()
+        reply = b"".join(self.out)
+        self.out.clear()
+        return reply
+
+    def done(self) -> None:
+        """Everything lent to the replies given back."""
+        if self.stream is not None:
+            self.stream.close()  # type: ignore[attr-defined]
+            self.stream = None
+        for callback in self._after:
+            callback()
+        self._after.clear()
 
 
 class UdpServer:
@@ -113,37 +121,45 @@ class UdpServer:
         req_id, seq, total, _ = UDP_HEADER.unpack_from(data)
         counters.bytes_read += len(data)
         datagram = Datagram(counters)
-        if seq != 0 or total != 1:
-            datagram.out.append(UDP_MULTI_PACKET)
-        else:
-            parser = self.make_parser()
-            parser.feed(data[UDP_HEADER.size :])
-            try:
-                for _ in range(self.reqs_per_event * 50):
-                    cmd = parser.next_command()
-                    if cmd is NEED_DATA:
-                        break
-                    self.dispatch[type(cmd)](cmd, datagram)
-                    datagram.take_stream()
-            except CloseConnection:
-                pass
-            except Shutdown as exc:
-                self.on_shutdown(exc.graceful)
-            except Exception:
-                log.exception("error handling a UDP request from %s", peer)
-                datagram.done()
-                return
-        reply = datagram.done()
-        if not reply:
-            return
-        size = UDP_MAX_PAYLOAD - UDP_HEADER.size
-        chunks = [reply[i : i + size] for i in range(0, len(reply), size)]
-        n = len(chunks)
-        if n > 0xFFFF:
-            return
-        for i, chunk in enumerate(chunks):
-            try:
-                sock.sendto(UDP_HEADER.pack(req_id, i, n, 0) + chunk, peer)
-                counters.bytes_written += len(chunk) + UDP_HEADER.size
-            except OSError:
-                return
+        pending: list[Unit] = []  # response objects memcached has not transmitted yet
+        try:
+            if seq != 0 or total != 1:
+                pending.append(UDP_MULTI_PACKET)
+            else:
+                parser = self.make_parser()
+                parser.feed(data[UDP_HEADER.size :])
+                try:
+                    for _ in range(self.reqs_per_event * 50):
+                        cmd = parser.next_command()
+                        if cmd is NEED_DATA:
+                            break
+                        self.dispatch[type(cmd)](cmd, datagram)
+                        reply = datagram.take()
+                        pending += units(cmd, reply)
+                        if flushes(cmd, reply):
+                            self._send(sock, peer, req_id, pending, counters)
+                            pending = []
+                except CloseConnection:
+                    pass
+                except Shutdown as exc:
+                    self.on_shutdown(exc.graceful)
+                except Exception:
+                    log.exception("error handling a UDP request from %s", peer)
+                    return
+                rest = datagram.take()  # a command cut short by a hang-up may have answered
+                if rest:
+                    pending.append(rest)
+            self._send(sock, peer, req_id, pending, counters)
+        finally:
+            datagram.done()
+
+    def _send(
+        self, sock: socket.socket, peer: Any, req_id: int, pending: list[Unit], counters: Counters
+    ) -> None:
+        for unit in transmit(pending):
+            for message in messages(req_id, unit):
+                try:
+                    sock.sendto(message, peer)
+                except OSError:
+                    return
+                counters.bytes_written += len(message)
