@@ -384,6 +384,10 @@ def test_a_referenced_item_is_refreshed_every_60_seconds(cache: Any, clock: Fake
     assert idle(cache, b"k") == 60  # 60 s old: not older than now - 60
     clock.advance(1)
     cache.tick()
+    cache.lookup(b"k")  # mg's: the same rule
+    assert idle(cache, b"k") == 0
+    clock.advance(61)
+    cache.tick()
     cache.lookup(b"k", touch=0)  # the slow lookup's bump: the same rule
     assert idle(cache, b"k") == 0
     clock.advance(61)
