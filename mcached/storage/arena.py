@@ -63,7 +63,10 @@ moved; deleting or replacing it takes it out of the table and the counters at on
 its chunks as a *zombie* (`ST_ZOMBIE`) that the last unpin frees. Each worker process also
 writes what it pins in its own row of the *pin table* (`PIN_SLOTS` words per holder slot), so
 when it dies the supervisor can let its pins go. A chunk reserved for a value that a client
-is still sending (`ST_RESERVED`, received straight into the page) is listed there too.
+is still sending (`ST_RESERVED`, received straight into the page) is listed there too. Nothing
+is ever pinned or reserved unlisted: with its row full a process copies a value instead of
+pinning it, and refuses a reservation (the store is out of memory); pins leave the row's last
+quarter to reservations (`Cache.bind_holder`).
 
 Holders. A worker process that dies holding a lock leaves it taken for ever and the data it
 guarded half written. So every public storage operation first writes a non-zero word into its

@@ -196,6 +196,7 @@ Hit = tuple[bytes | bytearray, int, int]
 #: valid until ``unpin(token)``, which the caller calls exactly once, when it has sent it
 RefHit = tuple[Any, ...]
 PIN_MIN = 4096  # values from this size on are sent from their page (a pin), not copied
+PIN_KEEP_DIV = 4  # pins leave 1/4 of a pin table row to reservations (see bind_holder)
 
 
 class Reservation:
@@ -346,20 +347,29 @@ class Cache:
         process that may die alone needs its own)."""
         return Cache(clock=clock or self.clock, arena=self.arena, holder=holder, **self._config)
 
-    def bind_holder(self, slot: int) -> None:
-        """Use holder word `slot` from now on (a forked worker calls this once)."""
+    def bind_holder(self, slot: int, pin_slots: int = PIN_SLOTS) -> None:
+        """Use holder word `slot` from now on (a forked worker calls this once). `pin_slots`:
+        how many entries of its pin table row it uses (all of them; tests use fewer)."""
         if not 0 <= slot < len(self.arena.holders):
             raise ValueError(f"holder slots are 0..{len(self.arena.holders) - 1}")
+        if not 0 < pin_slots <= PIN_SLOTS:
+            raise ValueError(f"a pin table row has 1..{PIN_SLOTS} entries")
         self.holder = slot
         self._hold = _Holding(self.arena.holders, slot)
-        # Pins are listed in the holder's row of the pin table, so the supervisor can let a
-        # dead process's go. Slot 0 (threads, one process) needs no list: a token is the
-        # item's address.
+        # Pins and reservations are listed in the holder's row of the pin table, so the
+        # supervisor can let a dead process's go. Slot 0 (threads, one process) needs no
+        # list: a token is the item's address. A full row is never worked around: a value
+        # that would be pinned is copied instead (bounded: see handlers and connection), and
+        # a reservation is refused (NO_MEMORY, as when -m is full). Pins leave the last
+        # `_pin_keep` entries to reservations, so replies that are not read cannot stop the
+        # stores of other clients.
         self._pin_row: Any = None
         self._pin_free: list[int] | None = None
+        self._pin_slots = pin_slots
+        self._pin_keep = pin_slots // PIN_KEEP_DIV
         if slot:
             self._pin_row = self.arena.pin_row(slot)
-            self._pin_free = [k for k in range(PIN_SLOTS - 1, -1, -1) if not self._pin_row[k]]
+            self._pin_free = [k for k in range(pin_slots - 1, -1, -1) if not self._pin_row[k]]
         self._bind_hot_paths()
 
     # ---- pins (see the arena's docstring) ----
@@ -369,7 +379,7 @@ class Cache:
         free = self._pin_free
         if free is None:
             return a if self._items.pin_locked(a) else None
-        if not free or not self._items.pin_locked(a):
+        if len(free) <= self._pin_keep or not self._items.pin_locked(a):
             return None
         k = free.pop()
         self._pin_row[k] = a + PIN_TAG
@@ -388,8 +398,9 @@ class Cache:
             free.append(token)
 
     def pins_held(self) -> int:
-        """Pins this view holds (slot 0: not counted)."""
-        return 0 if self._pin_free is None else PIN_SLOTS - len(self._pin_free)
+        """Entries of this view's pin table row in use: pins and reservations (slot 0: not
+        counted)."""
+        return 0 if self._pin_free is None else self._pin_slots - len(self._pin_free)
 
     def release_holder(self, slot: int) -> int:
         """Let go of what the process of holder `slot` pinned or reserved (it died with its
@@ -1584,6 +1595,12 @@ class Cache:
         with self._hold:
             for attempt in (0, 1):
                 with part:
+                    if self._pin_free is not None and not self._pin_free:
+                        # The pin table row is full: a reservation it cannot list would be
+                        # lost for good if this process died. Refused, before anything is
+                        # evicted for it, as a store finding no memory is.
+                        part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
+                        return StoreResult.NO_MEMORY
                     now = self._now()
                     if n == 1:
                         got: list[int] | int = items.alloc(cid, part, now)
@@ -1603,9 +1620,12 @@ class Cache:
         raise AssertionError("unreachable")
 
     def _list_reservation(self, head: int) -> int:
+        """List the reservation at `head` in the pin table row (checked not full, under the
+        partition lock that `reserve` still holds): its entry, or -1 (slot 0: no row)."""
         row = self._pin_row
-        if row is None or not self._pin_free:
-            return -1  # threads (nothing to clean up after), or a full row
+        if row is None:
+            return -1  # threads: nothing to clean up after
+        assert self._pin_free is not None
         k = self._pin_free.pop()
         row[k] = head + RESERVE_TAG
         return k

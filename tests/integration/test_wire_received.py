@@ -225,3 +225,47 @@ def test_values_cut_short_leave_no_chunk_behind(server_factory: Callable[..., Se
         time.sleep(0.05)
     assert (used_chunks(server), stats(server)["curr_items"]) == (1, 1)
     assert text(server, b"get k\r\n") == b"VALUE k 2 %d\r\n%b\r\nEND\r\n" % (N, W)
+
+
+def test_a_full_pin_row_refuses_large_stores_until_it_drains(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A worker's pin table row (values lent to replies, values being received) is full:
+    a large store gets memcached's out-of-memory reply, its value swallowed, the connection
+    kept; large values are still served (copied); once the half-sent values' connections
+    close, their entries and chunks are back and large stores are stored again. (The
+    in-process daemon, its cache given a row of 4 entries as a worker process has one of
+    PIN_SLOTS.)"""
+    server = server_factory("mcached", "-t", "1", "--stall-timeout", "0")
+    cache = server.handle.cache
+    cache.bind_holder(1, pin_slots=4)
+    assert text(server, b"set big 0 0 %d\r\n%b\r\n" % (N, W)) == b"STORED\r\n"
+    halves = []
+    for i in range(4):
+        s = socket.create_connection(server.address, timeout=5)
+        s.sendall(b"set h%d 0 0 %d\r\n%b" % (i, N, V[:1000]))
+        halves.append(s)
+    deadline = time.monotonic() + 10
+    while cache.pins_held() < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.pins_held() == 4
+    try:
+        refused = b"SERVER_ERROR out of memory storing object\r\n"
+        assert text(server, b"set x 0 0 %d\r\n%b\r\n" % (N, V), b"get x\r\n") == (
+            refused + b"END\r\n"
+        )
+        assert text(server, b"ms x %d MA\r\n%b\r\n" % (N, V)) == refused
+        # a value that came whole with its line needs no reservation
+        whole = b"get big\r\nset y 0 0 %d\r\n%b\r\n" % (N, V)
+        assert slowly(server, whole, lambda buf: buf.endswith(b"STORED\r\n"), len(whole)) == (
+            b"VALUE big 0 %d\r\n%b\r\nEND\r\nSTORED\r\n" % (N, W)
+        )
+    finally:
+        for s in halves:
+            s.close()
+    deadline = time.monotonic() + 10
+    while cache.pins_held() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.pins_held() == 0
+    assert (used_chunks(server), stats(server)["curr_items"]) == (2, 2)
+    assert text(server, b"set x 0 0 %d\r\n%b\r\n" % (N, V)) == b"STORED\r\n"
