@@ -41,7 +41,7 @@ from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
-from mcached.protocol.outcomes import Error, Out, Outcome
+from mcached.protocol.outcomes import Error, Out, Outcome, Piece, Pieces
 from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
@@ -68,7 +68,7 @@ class Session(Protocol):
     out: Out  # reply pieces, appended by the commands' replies
     counters: Counters
     #: the rest of a reply, pulled piece by piece as the client reads; nothing after it runs
-    stream: Iterator[bytes | bytearray | memoryview] | None
+    stream: Iterator[Piece] | None
 
     def after_sent(self, callback: Callable[[], None]) -> None:
         """Run `callback` once what is in `out` now (and before) is sent, or the connection
@@ -408,10 +408,15 @@ class Handlers:
                 cmd.reply_one_miss(s.out, key)
             return
         ctr.get_hits += 1
-        cmd.reply_one_value(s.out, key, hit[0], hit[1])
         if len(hit) == 4:  # lent from the cache's memory: given back once it is sent
+            value = hit[0]
+            if value.__class__ is list:  # a value in several chunks: their views
+                value = Pieces(value)
+            cmd.reply_one_value(s.out, key, value, hit[1])
             s.after_sent(partial(self.cache.unpin, hit[3]))
-        elif len(hit[0]) >= STREAM_AFTER:
+            return
+        cmd.reply_one_value(s.out, key, hit[0], hit[1])
+        if len(hit[0]) >= STREAM_AFTER:
             # a large value copied out (one chained over several chunks): end the turn
             # here, so a pipeline of such gets holds one copy at a time, not a turn's worth
             s.stream = iter(())
@@ -471,7 +476,7 @@ class Handlers:
         with_cas: bool,
         tally: Callable[[int, int], None],
         once: bool,
-    ) -> Iterator[bytes | bytearray | memoryview]:
+    ) -> Iterator[Piece]:
         """The pieces of a retrieval's reply, key by key (a generator: see `_retrieve`)."""
         keys = cmd.keys
         if lookup == self.cache.get_ref:
@@ -516,6 +521,8 @@ class Handlers:
             hit = get_ref(key)
             if hit is not None and len(hit) == 4:
                 after_sent(partial(unpin, hit[3]))
+                if hit[0].__class__ is list:  # a value in several chunks: their views
+                    return Pieces(hit[0]), hit[1], hit[2], hit[3]
             return hit
 
         return lend

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mcached.protocol import commands as c
-from mcached.protocol.outcomes import Error, ItemView, Out, Outcome
+from mcached.protocol.outcomes import Error, ItemView, Out, Outcome, Piece
 
 #: the 24-byte header: magic, opcode, key length, extras length, data type, vbucket (a
 #: request's) or status (a response's), body length, opaque, CAS
@@ -226,7 +226,7 @@ class BinaryReplies:
         self,
         out: Out,
         key: bytes,
-        value: bytes | bytearray | memoryview,
+        value: Piece,
         flags: int,
         cas: int | None,
     ) -> None:
@@ -252,9 +252,7 @@ class BinaryReplies:
     def reply_end(self, out: Out) -> None:
         pass
 
-    def reply_one_value(
-        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
-    ) -> None:
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
         self.reply_value(out, key, value, flags, 0)
 
     def reply_one_miss(self, out: Out, key: bytes) -> None:

@@ -52,8 +52,32 @@ import enum
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-#: a handler's output: reply pieces in order (a bytearray: a value copied out of the cache)
-Out = list[bytes | bytearray | memoryview]  # a value may be a view of the cache (lent)
+
+class Pieces:
+    """A value in several buffers: a large value held in several chunks of the cache and lent
+    to a reply (views of each chunk's data, under a pin), so that it is never copied whole.
+    Its length is theirs in all. A reply carries it as one piece; the connection queues its
+    buffers themselves (one is never joined: it is 64 KB or more, past the connection's
+    JOIN_MAX, and so is the turn that holds it)."""
+
+    __slots__ = ("views", "nbytes")
+
+    def __init__(self, views: list[memoryview]) -> None:
+        self.views = views
+        self.nbytes = sum(map(len, views))
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.views)
+
+
+#: a reply piece: a bytearray is a value copied out of the cache; a memoryview or `Pieces`,
+#: a value lent by the cache
+Piece = bytes | bytearray | memoryview | Pieces
+#: a handler's output: reply pieces in order
+Out = list[Piece]
 
 
 class _Member(enum.Enum):
@@ -179,7 +203,7 @@ class Replies(Protocol):
         self,
         out: Out,
         key: bytes,
-        value: bytes | bytearray | memoryview,
+        value: Piece,
         flags: int,
         cas: int | None,
     ) -> None:
@@ -192,9 +216,7 @@ class Replies(Protocol):
     def reply_end(self, out: Out) -> None:
         """After the last key of a retrieval."""
 
-    def reply_one_value(
-        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
-    ) -> None:
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
         """A retrieval of one key that was found, without its CAS: exactly `reply_value` then
         `reply_end`, in one call (``get <key>``, the commonest request there is)."""
 

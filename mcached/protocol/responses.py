@@ -23,7 +23,7 @@ from base64 import b64encode
 from collections.abc import Iterable
 from urllib.parse import quote_from_bytes
 
-from mcached.protocol.outcomes import Error, ItemView, Out, Outcome
+from mcached.protocol.outcomes import Error, ItemView, Out, Outcome, Piece
 
 CRLF = b"\r\n"
 END = b"END\r\n"
@@ -166,7 +166,7 @@ class TextReplies:
         self,
         out: Out,
         key: bytes,
-        value: bytes | bytearray | memoryview,
+        value: Piece,
         flags: int,
         cas: int | None,
     ) -> None:
@@ -188,9 +188,7 @@ class TextReplies:
     def reply_end(self, out: Out) -> None:
         out.append(END)
 
-    def reply_one_value(
-        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
-    ) -> None:
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
         # Hot path: ``get <key>`` that hit. value_header() is written out here, and a small
         # value's reply is made as one piece (header, value, CRLF and END joined at once)
         # that the connection sends as it is: callgrind counted ~9 % fewer instructions per
@@ -199,8 +197,8 @@ class TextReplies:
         suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
         if suffix is None:
             suffix = value_suffix(flags, n)
-        if n <= INLINE_VALUE_MAX:
-            out.append(b"".join((b"VALUE ", key, suffix, value, VALUE_END)))
+        if n <= INLINE_VALUE_MAX:  # never `Pieces` (64 KB or more)
+            out.append(b"".join((b"VALUE ", key, suffix, value, VALUE_END)))  # type: ignore[arg-type]
         else:
             out += (b"VALUE " + key + suffix, value, VALUE_END)  # a large value: uncopied
 
@@ -390,15 +388,13 @@ class MetaReplies:
         self,
         out: Out,
         key: bytes,
-        value: bytes | bytearray | memoryview,
+        value: Piece,
         flags: int,
         cas: int | None,
     ) -> None:
         raise NotImplementedError("meta commands answer with reply_item")
 
-    def reply_one_value(
-        self, out: Out, key: bytes, value: bytes | bytearray | memoryview, flags: int
-    ) -> None:
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
         raise NotImplementedError("meta commands answer with reply_item")
 
     def reply_number(self, out: Out, n: int) -> None:

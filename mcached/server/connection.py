@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.binary_parser import AnyParser, Negotiator
+from mcached.protocol.outcomes import Piece, Pieces
 from mcached.protocol.parser import NEED_DATA
 from mcached.server.poller import READ, WRITE, Poller
 from mcached.stats import Counters
@@ -163,7 +164,9 @@ class Connection:
         self.listen_addr = listen_addr
         self.worker = worker
         self.parser = parser
-        self.out: list[bytes | bytearray | memoryview] = []
+        # this turn's replies: bytes-like pieces, or `Pieces` (unpacked when queued; a turn
+        # holding one is never joined)
+        self.out: list[Any] = []
         self.counters: Counters = worker.counters
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.state = HANDSHAKE if self.tls else READING
@@ -183,7 +186,7 @@ class Connection:
         self.eof = False  # the client half-closed: nothing more is read
         self._closing = ""  # CLOSING: why, logged once the output is sent
         self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
-        self.stream: Iterator[bytes | bytearray | memoryview] | None = None
+        self.stream: Iterator[Piece] | None = None
         # after_sent callbacks: [bytes sent in all when they may run, callback]; the end is
         # None until the flush that queues their bytes
         self._after: deque[list[Any]] = deque()
@@ -480,7 +483,10 @@ class Connection:
                 if piece is None:
                     self.stream = None
                     break
-                out.append(piece)
+                if piece.__class__ is Pieces:
+                    out += piece.views
+                else:
+                    out.append(piece)
                 room -= len(piece)
         except Exception:
             log.exception("error streaming a reply to %s; closing the connection", self.peer)
@@ -614,9 +620,13 @@ class Connection:
     def _queue(self, pieces: Any) -> None:
         if not self._wq:
             self.out_since = time.monotonic()
+        wq = self._wq
         for piece in pieces:
             if piece:
-                self._wq.append(piece)
+                if piece.__class__ is Pieces:
+                    wq.extend(piece.views)  # a lent value in several chunks: each one's view
+                else:
+                    wq.append(piece)
                 self._wq_bytes += len(piece)
 
     def _drain_output(self) -> None:
@@ -680,7 +690,9 @@ class Connection:
         self._set_events(0)
         self.worker.ready.discard(self)
         self.state = WATCHING
-        pending = b"".join([*self._wq, *self.out])
+        pending = b"".join(
+            [bytes(p) if p.__class__ is Pieces else p for p in [*self._wq, *self.out]]
+        )
         self._wq.clear()
         self._wq_bytes = 0
         self.out.clear()

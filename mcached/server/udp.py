@@ -25,6 +25,7 @@ from typing import Any
 from mcached.errors import CloseConnection, Shutdown
 from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.datagram import Unit, flushes, messages, transmit, units
+from mcached.protocol.outcomes import Pieces
 from mcached.protocol.parser import NEED_DATA
 from mcached.protocol.responses import UDP_MULTI_PACKET
 from mcached.stats import Counters
@@ -69,7 +70,8 @@ class Datagram:
         """What the commands served since the last call answered, joined (a copy: what was
         lent for it is given back only by `done`)."""
         self.take_stream()
-        reply = b"".join(self.out)
+        # a value lent in several chunks (`Pieces`) is joined too: a datagram is made whole
+        reply = b"".join([bytes(p) if p.__class__ is Pieces else p for p in self.out])
         self.out.clear()
         return reply
 

@@ -193,10 +193,17 @@ _NO_MEMORY = StoreResult.NO_MEMORY
 Hit = tuple[bytes | bytearray, int, int]
 #: what `get_ref` returns for a hit: a `Hit`, or for a value of `PIN_MIN` bytes or more held
 #: in one chunk, (value, flags, cas, token): the value is a view of the item's own memory,
-#: valid until ``unpin(token)``, which the caller calls exactly once, when it has sent it
+#: valid until ``unpin(token)``, which the caller calls exactly once, when it has sent it; for
+#: one of `CHAIN_PIN_MIN` bytes or more held in several chunks, the value is the list of the
+#: views of each chunk's part, in order
 RefHit = tuple[Any, ...]
 PIN_MIN = 4096  # values from this size on are sent from their page (a pin), not copied
 PIN_KEEP_DIV = 4  # pins leave 1/4 of a pin table row to reservations (see bind_holder)
+#: a value held in several chunks (past slab_chunk_max) from this size on is lent as the
+#: list of its chunks' views (RefHit's value), never copied whole; a smaller one (only with a
+#: small -o slab_chunk_max) is copied. 64 KB: so a reply holding one is never joined (the
+#: connection joins only turns up to its JOIN_MAX, 64 KB, and the header comes on top)
+CHAIN_PIN_MIN = 64 * 1024
 
 
 class Reservation:
@@ -489,7 +496,11 @@ class Cache:
         assert (OFF_TIME, G_ACCESS_BEFORE) == (16, 15)
         put_time = U32.pack_into
 
+        value_views = items.value_views
+
         def make_get(pin_min: int) -> Callable[[bytes], Any]:
+            chain_pin_min = max(pin_min, CHAIN_PIN_MIN)
+
             # `get` and `get_ref` are this one closure: `get` never pins (pin_min is past
             # any value), `get_ref` pins values of PIN_MIN bytes or more held in one chunk
             def get(key: bytes) -> Any:
@@ -538,6 +549,13 @@ class Cache:
                         put_time(pm, a + 16, now_fn())
                     part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
                     if st & 2:  # ST_CHAINED
+                        if nbytes >= chain_pin_min:
+                            token = pin(a)
+                            if token is not None:
+                                # each chunk's part sent from its page: views, kept valid by
+                                # the pin (a whole copy would be held while it is sent)
+                                views = value_views(a, nk, nbytes, st)
+                                return views, flags, (cas if cas_on else 0), token
                         return read_chained(a, nk, nbytes), flags, (cas if cas_on else 0)
                     vo = a + 48 + nk
                     if nbytes >= pin_min:

@@ -269,3 +269,24 @@ def test_a_full_pin_row_refuses_large_stores_until_it_drains(
     assert cache.pins_held() == 0
     assert (used_chunks(server), stats(server)["curr_items"]) == (2, 2)
     assert text(server, b"set x 0 0 %d\r\n%b\r\n" % (N, V)) == b"STORED\r\n"
+
+
+def test_chained_values_are_sent_whole(emptied_server: Server) -> None:
+    """Values past slab_chunk_max, sent from each of their chunks (mcached): get, a
+    multiget, gets and the binary get answer memcached's bytes."""
+    big = bytes(range(256)) * 3500 + b"end"  # 896,003 bytes: two chunks
+    other = b"o" * 600_000
+    assert text(emptied_server, b"set big 3 0 %d\r\n%b\r\n" % (len(big), big)) == b"STORED\r\n"
+    assert text(emptied_server, b"set o 0 0 %d\r\n%b\r\n" % (len(other), other)) == b"STORED\r\n"
+    one = b"VALUE big 3 %d\r\n%b\r\n" % (len(big), big)
+    assert text(emptied_server, b"get big\r\n") == one + b"END\r\n"
+    got = text(emptied_server, b"get o big o\r\n")
+    two = b"VALUE o 0 %d\r\n%b\r\n" % (len(other), other)
+    assert got == two + one + two + b"END\r\n"
+    got = text(emptied_server, b"gets big\r\n")
+    assert got.startswith(b"VALUE big 3 %d " % len(big)) and got.endswith(
+        b"\r\n%b\r\nEND\r\n" % big
+    )
+    assert binary(emptied_server, R(b.GET, b"big", opaque=3)) == [
+        (b.GET, 0, 3, True, SE(3, 0)[:4] + big)
+    ]

@@ -8,7 +8,7 @@ import pytest
 
 from mcached.clock import FakeClock
 from mcached.storage.arena import OFF_PINS, ST_ZOMBIE
-from mcached.storage.cache import PIN_MIN, Cache, Reservation
+from mcached.storage.cache import CHAIN_PIN_MIN, PIN_MIN, Cache, Reservation
 from mcached.storage.results import ReassignResult, StoreMode, StoreResult
 
 pytestmark = pytest.mark.unit
@@ -421,3 +421,47 @@ def test_a_full_pin_row_refuses_reservations_and_copies_values(clock: FakeClock)
     assert used_chunks(cache) == 1
     with pytest.raises(ValueError):
         worker.bind_holder(1, pin_slots=0)
+
+
+# ---- values held in several chunks ----
+
+
+def test_a_chained_value_is_lent_as_its_chunks_views(cache: Cache) -> None:
+    """A value past slab_chunk_max is lent as the views of its chunks' parts, in order, under
+    one pin of its head: never copied whole; it stays whole through an overwrite and a
+    delete, and its chunks go back at the last unpin."""
+    value = bytes(range(251)) * 3600  # 903,600 bytes: two chunks
+    cache.store(SET, b"k", value, flags=4)
+    used = used_chunks(cache)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    views, flags, _, token = hit
+    assert isinstance(views, list) and len(views) == 2 and flags == 4
+    assert all(isinstance(v, memoryview) for v in views)
+    assert b"".join(views) == value
+    assert cache.store(SET, b"k", b"n" * len(value)) is StoreResult.STORED
+    assert cache.delete(b"k")
+    assert b"".join(views) == value
+    assert used_chunks(cache) == used  # the zombie's two chunks, nothing else
+    cache.unpin(token)
+    assert used_chunks(cache) == 0
+    assert cache.pins_held() == 0
+    # get() never lends
+    cache.store(SET, b"k", value)
+    got = cache.get(b"k")
+    assert got is not None and len(got) == 3 and got[0] == value
+
+
+def test_a_small_chained_value_is_copied(clock: FakeClock) -> None:
+    """With a small slab_chunk_max a value of a few KB is chained: under CHAIN_PIN_MIN it is
+    copied (a reply holding one could be joined with others)."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_chunk_max=4096)
+    value = b"s" * (CHAIN_PIN_MIN - 1)
+    cache.store(SET, b"k", value)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 3 and hit[0] == value
+    cache.store(SET, b"k", value + b"!")
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4 and len(hit[0]) == 17  # 4 KB chunks
+    assert b"".join(hit[0]) == value + b"!"
+    cache.unpin(hit[3])
