@@ -15,12 +15,14 @@ some commands make several objects:
   leaves an *empty* object.
 
 What is sent of them depends on when memcached transmits. A get (any of the four) and ``mn``
-transmit at once, as does a binary command that answered; the rest wait for the next
-transmission. An object at the head of what waits is sent even when empty (a message of
-just the header, count 0), while a skip object there is dropped; once a message has gone,
-the empty and skip objects right behind it are dropped unsent (``_transmit_post``). Hence
-``get b a`` (``b`` missing) answers an empty message, then ``VALUE a ... END``; but
-``set ...`` then ``get b a`` answers ``STORED``, then ``VALUE a ... END``.
+transmit at once, as does a binary command that answered; so does the command that spends a
+turn's ``-R`` requests (the 21st of a datagram with ``-R 20``, then every 20th: the server
+counts); the rest wait for the next transmission. An object at the head of what waits is
+sent even when empty (a message of just the header, count 0), while a skip object there is
+dropped; once a message has gone, the empty and skip objects right behind it are dropped
+unsent (``_transmit_post``). Hence ``get b a`` (``b`` missing) answers an empty message,
+then ``VALUE a ... END``; but ``set ...`` then ``get b a`` answers ``STORED``, then
+``VALUE a ... END``.
 
 `units` gives a command's objects from its reply; `flushes` tells whether memcached
 transmits after it. `mcached.server.udp` sends them.

@@ -131,14 +131,17 @@ class UdpServer:
                 parser = self.make_parser()
                 parser.feed(data[UDP_HEADER.size :])
                 try:
-                    for _ in range(self.reqs_per_event * 50):
+                    per_event = self.reqs_per_event
+                    for n in range(1, per_event * 50 + 1):
                         cmd = parser.next_command()
                         if cmd is NEED_DATA:
                             break
                         self.dispatch[type(cmd)](cmd, datagram)
                         reply = datagram.take()
                         pending += units(cmd, reply)
-                        if flushes(cmd, reply):
+                        # memcached also transmits when a turn's -R requests are spent: after
+                        # the 21st command of a datagram (-R 20), then after every 20th
+                        if flushes(cmd, reply) or (n - 1) % per_event == 0 < n - 1:
                             self._send(sock, peer, req_id, pending, counters)
                             pending = []
                 except CloseConnection:

@@ -70,6 +70,21 @@ CASES: list[tuple[str, bytes, list[Message]]] = [
         [(0, 3, VBIG[:1392]), (1, 3, VBIG[1392:2784]), (2, 3, VBIG[2784:]), (0, 1, VA + END)],
     ),
     (
+        "the 21st command spends -R 20: it transmits",
+        b"mg a v\r\n" * 21 + b"get b a\r\n",
+        [(0, 1, b"VA 1\r\nx\r\n")] * 21 + [(0, 0, b""), (0, 1, VA + END)],
+    ),
+    (
+        "the 22nd waits",
+        b"mg a v\r\n" * 22 + b"get b a\r\n",
+        [(0, 1, b"VA 1\r\nx\r\n")] * 22 + [(0, 1, VA + END)],
+    ),
+    (
+        "then every 20th",
+        b"get a\r\n" + b"mg a v\r\n" * 40 + b"get b a\r\n",
+        [(0, 1, VA + END)] + [(0, 1, b"VA 1\r\nx\r\n")] * 40 + [(0, 0, b""), (0, 1, VA + END)],
+    ),
+    (
         "binary: a quiet miss leaves an empty message",
         R(b.NOOP, opaque=1) + R(b.GET, b"zz", opaque=2) + R(b.GETQ, b"zz", opaque=3),
         [(0, 1, NOOP), (0, 1, NF), (0, 0, b"")],
