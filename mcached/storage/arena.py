@@ -160,7 +160,8 @@ G_MOVING = 13  # 1 while a page move runs (stats: slab_reassign_running)
 G_CRAWLING = 14  # 1 while a crawl pass runs (stats: lru_crawler_running)
 G_ACCESS_BEFORE = 15  # a read of a referenced item older than this server time sets its time
 #                       (now - 60: memcached's ITEM_UPDATE_INTERVAL; `Cache.tick`; 0: never)
-G_WORDS = 16
+G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePool.take)
+G_WORDS = 24
 
 # ---- one block per slab class (0 is the page pool's, unused) ----
 C_HEAD = 0  # the class's pages, in clock order: a list through P_NEXT/P_PREV (-1: none)

@@ -9,8 +9,10 @@ shared-memory `arena`:
   them; the key -> item table of each partition is a window of int64 slots, so the only
   per-item memory outside the pages is its table slot (8 bytes at a load of 0.25 to 0.6);
 * a store that finds no free chunk and no page to take evicts from its class's clock hand
-  (`lru`); with ``-M`` it answers NO_MEMORY instead; a class with no page at all gets one
-  moved from another class (`Items.steal_page`), so a new size never fails for want of pages;
+  (`lru`); with ``-M`` it answers NO_MEMORY instead; a class with no page at all gets a new
+  one even past the limit, as in memcached (one page per class at most: `PagePool.take`), so
+  a new size never fails for want of pages; a chained item that needs more chunks than its
+  class's pages hold gets a page moved from another class (`Items.steal_page`);
 * expired items go when they are looked up, when the clock hand reaches them, or when the
   crawler (`maintainer.LruCrawler`) sweeps their class; ``flush_all`` only moves marks.
 
@@ -20,10 +22,10 @@ are hashed with Python's ``hash()``, which is the same in a forked process as in
 (the hash secret is chosen at interpreter start), so every worker finds every key; never
 share an arena with a process that was not forked from the one that made it.
 
-Memory. The arena reserves address space for ``max(-m, 1 GB)`` of pages at start-up (only
-what is written becomes resident): ``cache_memlimit`` can raise the limit, and pages then
-grow up to that reserve; a limit past it is accepted (as memcached accepts one past the
-machine's memory) and pages stop at the reserve.
+Memory. The arena reserves address space for ``max(-m, 1 GB)`` of pages at start-up, plus
+a first page for every slab class (only what is written becomes resident): ``cache_memlimit``
+can raise the limit, and pages then grow up to that reserve; a limit past it is accepted (as
+memcached accepts one past the machine's memory) and pages stop at the reserve.
 
 Concurrency. Keys are split into hash partitions (memcached's striped item locks), each with
 its own lock, item table, CAS sequence and counters, so workers working on different keys do

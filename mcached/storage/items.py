@@ -252,7 +252,8 @@ class Items:
     """Pages, classes, partitions, and every operation that moves an item in or out of them.
 
     Without `arena` a new one is laid out for these settings (the memory for ``-m``, reserved
-    as `reserve` bytes of address space, at least `RESERVE_MIN`; table windows of `window`
+    as `reserve` bytes of address space, by default at least `RESERVE_MIN` plus one page per
+    slab class, the first pages a class may take past the limit; table windows of `window`
     slots, by default sized from the reserve); with it, these are views of an arena another
     `Items` laid out with the same settings.
 
@@ -292,7 +293,8 @@ class Items:
         fresh = arena is None
         if arena is None:
             if reserve is None:
-                reserve = max(memory_limit, RESERVE_MIN)
+                # plus a first page for every class past the limit (`PagePool.take`)
+                reserve = max(memory_limit, RESERVE_MIN) + self.largest * SLAB_PAGE_SIZE
             max_pages = min(MAX_PAGES, -(-reserve // SLAB_PAGE_SIZE))
             if memory_limit > MAX_PAGES * SLAB_PAGE_SIZE:
                 raise ValueError("memory limit over 1 TB: addresses hold 20 bits of page number")
@@ -428,7 +430,7 @@ class Items:
                 # item (a class growing a page per item would otherwise spin it)
                 w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK] = hand
         if a < 0:
-            pno = self.pool.take(cls.id)
+            pno = self.pool.take(cls.id, first=not cls.npages)
             if pno >= 0:
                 cls.add_page_locked(pno)
                 a = cls.chunk_pop_locked()
@@ -781,11 +783,11 @@ class Items:
             if src is not None:
                 self._move_page_locked(src, cid)
 
-    def _pick_source(self, dst: int) -> int | None:
-        """The class to take a page from for `dst`: the one with the most pages (two at
-        least if any has two). With -M only a page holding no item may move."""
+    def _pick_source(self, dst: int, least: int = 1) -> int | None:
+        """The class to take a page from for `dst`: the one with the most pages, `least` at
+        least. With -M only a page holding no item may move."""
         best = None
-        best_pages = 0
+        best_pages = least - 1
         for cls in self.classes[1:]:
             if cls.id == dst:
                 continue
@@ -966,10 +968,12 @@ class Items:
         if not self.move_lock.acquire(False):
             return False
         try:
-            if self.pool.over_limit():
-                # cache_memlimit went down: give pages back, fullest class first
-                src = self._pick_source(0)
-                return src is not None and self._move_page_locked(src, 0)
+            if self.slab_reassign and self.pool.over_limit():
+                # cache_memlimit went down: give pages back, fullest class first, never a
+                # class's last page (the first pages past the limit stay, as in memcached)
+                src = self._pick_source(0, least=2)
+                if src is not None:
+                    return self._move_page_locked(src, 0)
             evictions = self.class_counter(S_EVICTED)
             delta = [n - last for n, last in zip(evictions, self._last_evictions, strict=True)]
             self._last_evictions = evictions

@@ -13,6 +13,14 @@ plus ``-n`` bytes, each next class is ``-f`` times larger, 8-byte aligned, until
 `SlabClass` and `PagePool` are views: every field they read or write is a word of the arena
 (``C_``, ``P_`` and ``G_`` names), so another process's view sees the same class.
 
+The limit. A class takes a new page only while the pages stay within ``-m`` (``G_LIMIT``),
+except its first: memcached's ``do_slabs_newslab`` never refuses a class its first page, so a
+new size is stored even when larger items fill the memory. The pages past the limit never
+outnumber the classes holding a page (`PagePool.first_page_room_locked`): one page per class
+at most. They stay, as in memcached (``G_EXCESS`` counts them, so that the automover, which
+gives pages back after ``cache_memlimit`` lowers the limit, leaves them be); a page that goes
+back to the pool is freed while the pages are past the limit.
+
 Free chunks. Each page keeps its own free list, threaded through the free chunks themselves
 (the next address sits at `OFF_NEXT`), and a class keeps the pages that have free chunks in
 a list, plus a bump pointer into its newest page (chunks never used yet: memcached's old
@@ -38,6 +46,7 @@ from mcached.storage.arena import (
     C_NPAGES,
     C_TAIL,
     C_USED,
+    G_EXCESS,
     G_LIMIT,
     G_MALLOC_FAILS,
     G_MALLOCED,
@@ -342,6 +351,10 @@ class PagePool:
         self.max_pages = arena.max_pages
         self.spare_base = arena.spare_base
         self.released_base = arena.released_base
+        #: the word of each class's page count (C_NPAGES)
+        self.class_counts = [
+            arena.class_block(cid) + C_NPAGES for cid in range(1, arena.nclasses + 1)
+        ]
 
     def row(self, pno: int) -> int:
         return self.arena.page_row(pno)
@@ -367,9 +380,12 @@ class PagePool:
     def _can_make_locked(self) -> bool:
         return bool(self.w[G_NRELEASED]) or self.w[G_NEXT_PAGE] < self.max_pages
 
-    def take(self, clsid: int) -> int:
+    def take(self, clsid: int, first: bool = False) -> int:
         """A page for class `clsid` (its number): a spare one, else a new one within the
-        limit; -1 when there is none."""
+        limit, else, if it is the class's `first` page, a new one past the limit; -1 when
+        there is none. memcached's ``do_slabs_newslab`` refuses a page at the limit only to
+        a class that already has one, so every size can be stored (`first_page_room_locked`
+        bounds what that costs)."""
         w = self.w
         with self.lock:
             n = w[G_NSPARE]
@@ -381,10 +397,31 @@ class PagePool:
                 if pno < 0:
                     w[G_MALLOC_FAILS] += 1
                     return -1
+            elif first and self.first_page_room_locked():
+                pno = self._new_page_locked()
+                if pno < 0:
+                    w[G_MALLOC_FAILS] += 1
+                    return -1
+                w[G_EXCESS] += 1
             else:
                 return -1
             w[self.row(pno) + P_CLSID] = clsid
             return pno
+
+    def first_page_room_locked(self) -> bool:
+        """Whether a class's first page may be made past the limit (pool lock held): the
+        first pages past it never outnumber the classes holding a page, the new one
+        included. So the limit is exceeded by at most one page per slab class (memcached,
+        where a class that lost its pages to moves takes another first page, has no bound),
+        and a class that keeps losing its page cannot grow the excess. (Other classes' page
+        counts are read without their locks: a hint, off by one while another class gains
+        or loses its first page.)"""
+        w = self.w
+        holding = 1
+        for b in self.class_counts:
+            if w[b]:
+                holding += 1
+        return bool(w[G_EXCESS] < holding)
 
     def _new_page_locked(self) -> int:
         w = self.w
@@ -425,10 +462,20 @@ class PagePool:
             self._release_over_limit_locked()
 
     def over_limit(self) -> bool:
+        """Whether the pages are past the limit by more than the classes' first pages (the
+        limit went down: the automover gives pages back)."""
         with self.lock:
-            return bool(self.w[G_MALLOCED] > self.w[G_LIMIT])
+            w = self.w
+            return bool(w[G_MALLOCED] > w[G_LIMIT] + w[G_EXCESS] * SLAB_PAGE_SIZE)
+
+    @property
+    def excess(self) -> int:
+        """Pages past the limit that classes took as their first one."""
+        return int(self.w[G_EXCESS])
 
     def _release_over_limit_locked(self) -> None:
+        """Free spare pages while the pages are past the limit; the first pages' excess is
+        then at most what is still past it."""
         w = self.w
         while w[G_MALLOCED] > w[G_LIMIT] and w[G_NSPARE]:
             n = w[G_NSPARE] - 1
@@ -440,6 +487,9 @@ class PagePool:
             w[self.released_base + m] = pno
             w[G_NRELEASED] = m + 1
             w[G_MALLOCED] -= SLAB_PAGE_SIZE
+        past = max(0, -(-(w[G_MALLOCED] - w[G_LIMIT]) // SLAB_PAGE_SIZE))
+        if w[G_EXCESS] > past:
+            w[G_EXCESS] = past
 
     def spare_count(self) -> int:
         with self.lock:

@@ -510,6 +510,41 @@ def test_a_read_right_after_a_store_does_not_protect_an_item(
     assert evictions == "13"
 
 
+# --- a class's first page past -m (binary.t) ---------------------------------------------
+
+
+def test_binary_t_a_new_size_is_stored_after_large_items_fill_memory(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """binary.t died here: once ~600 KB items had taken every page of -m (no_modern: no page
+    moves), a 2 KB item got SERVER_ERROR out of memory. memcached's do_slabs_newslab refuses a
+    page at the limit only to a class that has one: a class's first page may exceed -m."""
+    srv = server_factory(kind, "-m", "8", "-o", "no_modern")
+    big = b"b" * (600 * 1024)
+    small = b"s" * 2000
+    with Conn(srv.address) as conn:
+        for i in range(16):  # more than fit: the last ones evict the first
+            exchange(conn, b"set big%d 0 0 %d\r\n%b\r\n" % (i, len(big), big), b"STORED\r\n")
+        exchange(conn, b"set small 0 0 2000\r\n%b\r\n" % small, b"STORED\r\n")
+        conn.send(b"get small big15\r\n")
+        assert conn.read_until(b"END\r\n") == (
+            b"VALUE small 0 2000\r\n%b\r\nVALUE big15 0 %d\r\n%b\r\nEND\r\n"
+            % (small, len(big), big)
+        )
+        slabs = dict(stats(conn, b"slabs"))
+        rows = dict(stats(conn))
+    small_class = next(
+        k.split(":")[0]
+        for k, v in slabs.items()
+        if k.endswith(":chunk_size") and 2000 < int(v) < 4000
+    )
+    assert slabs[f"{small_class}:total_pages"] == "1"
+    # the small class's page is past the limit (memcached: 13 pages of one 613 KB chunk
+    # each under no_modern, then 1 MB; mcached: 8 pages of 1 MB, then one)
+    assert int(slabs["total_malloced"]) > int(rows["limit_maxbytes"]) == 8 * 1024 * 1024
+    assert int(rows["evictions"]) > 0
+
+
 # --- lru_crawler enable|disable (lru-crawler.t) -------------------------------------------
 
 

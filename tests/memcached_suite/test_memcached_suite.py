@@ -135,9 +135,7 @@ IN_SCOPE: dict[str, InScope] = {
     # beyond issue 12's list: text protocol and flags mcached claims, passing
     "binary-get.t": PASSES,  # binary-safe values over the text protocol, despite its name
     # the binary protocol (issue 14)
-    "binary.t": InScope(
-        dies="TRIAGE.md: binary.t (out of memory for a 2 KB item after 60 MB of large ones)"
-    ),
+    "binary.t": PASSES,
     "issue_50.t": PASSES,
     "binary-sasl.t": PASSES,  # through Cyrus SASL's library and sasldb, as memcached
     "daemonize.t": PASSES,

@@ -42,7 +42,8 @@ def check_consistent(cache: Cache) -> None:
     keys = list(cache.keys())
     assert st["curr_items"] == len(keys)
     classes, totals = cache.slabs_stats()
-    assert totals["total_malloced"] <= cache.memory_limit
+    # within -m, but for a first page per class (memcached's do_slabs_newslab)
+    assert totals["total_malloced"] <= cache.memory_limit + len(classes) * MB
     assert sum(row["total_pages"] for _, row in classes) * MB <= totals["total_malloced"]
     for key in keys:
         hit = cache.get(key)
@@ -86,16 +87,20 @@ def test_churn_of_ten_times_the_limit_stays_within_it(clock: FakeClock) -> None:
 
 
 def test_more_sizes_than_pages_still_stores(clock: FakeClock) -> None:
-    """Two pages, five sizes: a class without a page takes one from another class each
-    time (memcached instead lets every class have one page over -m)."""
+    """Two pages, five sizes: each class gets its first page past -m, as from memcached
+    (``memcached -m 2``, the same five sets: five classes of one page, total_malloced
+    5242880); no page moves, and the automover has none to give back (no class has two)."""
     cache = Cache(memory_limit=2 * MB, clock=clock)
     for rnd in range(3):
         for size in (10, 200, 2000, 20_000, 100_000):
             key = b"%d:%d" % (rnd, size)
             assert cache.store(SET, key, value_for(key, size)) is StoreResult.STORED
             assert cache.get(key) is not None
-    assert cache.stats()["slabs_moved"] >= 3
-    assert cache.slabs_stats()[1]["total_malloced"] == 2 * MB
+    assert sorted(class_pages(cache).values()) == [1] * 5
+    assert cache.slabs_stats()[1]["total_malloced"] == 5 * MB
+    assert cache.automove_tick() is False
+    st = cache.stats()
+    assert st["slabs_moved"] == 0 and st["curr_items"] == 15
     check_consistent(cache)
 
 
@@ -182,23 +187,44 @@ def test_disabled_evictions_refuse_instead(clock: FakeClock) -> None:
     assert cache.stats()["reclaimed"] == 1 and cache.stats()["evictions"] == 0
 
 
-def test_a_class_without_pages_takes_one_from_another(clock: FakeClock) -> None:
+def test_a_class_without_pages_gets_one_past_the_limit(clock: FakeClock) -> None:
+    """Memory full of class 1: a new size still gets its first page (memcached: ``-m 4``,
+    43,688 items of class 1, then a 50 KB set: STORED, total_malloced 5242880, with or
+    without -M). It keeps it: the automover gives pages back only when the limit went down
+    past that excess."""
     cache = Cache(memory_limit=4 * MB, clock=clock)
     for i in range(60_000):
-        cache.store(SET, b"s%d" % i, b"x" * 30)  # 95 bytes: class 1
+        key = b"s%d" % i
+        cache.store(SET, key, value_for(key, 30))  # 95 bytes: class 1
     assert class_pages(cache) == {1: 4}
-    assert cache.store(SET, b"big", b"y" * 50_000) is StoreResult.STORED
-    assert cache.get(b"big") == (b"y" * 50_000, 0, cache.get(b"big")[2])  # type: ignore[index]
-    pages = class_pages(cache)
-    assert pages[1] == 3 and sum(pages.values()) == 4
-    assert cache.stats()["slabs_moved"] == 1
-    # with -M only an empty page may move, so a new size is refused
+    assert cache.store(SET, b"big", value_for(b"big", 50_000)) is StoreResult.STORED
+    assert cache.get(b"big")[0] == value_for(b"big", 50_000)  # type: ignore[index]
+    big_class = cache.class_of(50_000 + 61)
+    assert class_pages(cache) == {1: 4, big_class: 1}
+    assert cache.slabs_stats()[1]["total_malloced"] == 5 * MB
+    assert cache.automove_tick() is False
+    assert cache.stats()["slabs_moved"] == 0
+    check_consistent(cache)
+    # cache_memlimit 3: pages go back until the pages are within it but for that first page
+    assert cache.set_memory_limit(3 * MB)
+    while cache.automove_tick():
+        pass
+    assert class_pages(cache) == {1: 3, big_class: 1}
+    assert cache.slabs_stats()[1]["total_malloced"] == 4 * MB
+    assert cache.get(b"big") is not None
+    # raised past the pages, the excess is forgotten: another new size is within the limit
+    assert cache.set_memory_limit(8 * MB)
+    assert cache.store(SET, b"mid", value_for(b"mid", 5_000)) is StoreResult.STORED
+    assert cache.slabs_stats()[1]["total_malloced"] == 5 * MB
+    # with -M too (only an empty page may move, so the excess stays)
     strict = Cache(memory_limit=4 * MB, clock=clock, evictions=False)
     n = 0
     while strict.store(SET, b"s%d" % n, b"x" * 30) is StoreResult.STORED:
         n += 1
-    assert class_pages(strict) == {1: 4}
-    assert strict.store(SET, b"big", b"y" * 50_000) is StoreResult.NO_MEMORY
+    assert n == 43_688 and class_pages(strict) == {1: 4}
+    assert strict.store(SET, b"big", b"y" * 50_000) is StoreResult.STORED
+    assert strict.automove_tick() is False
+    assert strict.slabs_stats()[1]["total_malloced"] == 5 * MB
     assert strict.stats()["slabs_moved"] == 0
 
 
@@ -350,12 +376,12 @@ def fill_small_then_shift(cache: Cache, tick: bool) -> int:
 def test_automove_moves_pages_after_a_size_shift(clock: FakeClock) -> None:
     still = Cache(memory_limit=8 * MB, clock=clock, slab_automove=0)
     held_without = fill_small_then_shift(still, tick=True)
-    assert still.stats()["slabs_moved"] == 1  # the one page the first 10 KB item needed
+    assert still.stats()["slabs_moved"] == 0  # the 10 KB class's first page is past -m
     moving = Cache(memory_limit=8 * MB, clock=clock, slab_automove=1)
     held_with = fill_small_then_shift(moving, tick=True)
     large_class = moving.class_of(10_000 + 61)
     pages = class_pages(moving)
-    assert moving.stats()["slabs_moved"] >= 3
+    assert moving.stats()["slabs_moved"] >= 2
     assert pages[large_class] >= 3 and class_pages(still)[large_class] == 1
     assert held_with >= 2 * held_without
     check_consistent(moving)
@@ -658,12 +684,21 @@ def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
 
 
 def test_no_slab_reassign_means_no_page_moves(clock: FakeClock) -> None:
+    """Without slab_reassign (-o no_modern) pages never move: a new size takes its first
+    page past -m, keeps it, and evicts within it (binary.t's case)."""
     cache = Cache(memory_limit=2 * MB, clock=clock, slab_reassign=False)
     for i in range(30_000):
-        cache.store(SET, b"s%d" % i, b"x" * 30)
-    assert cache.store(SET, b"big", b"y" * 50_000) is StoreResult.NO_MEMORY
+        key = b"s%d" % i
+        cache.store(SET, key, value_for(key, 30))
+    for i in range(40):
+        key = b"big%d" % i
+        assert cache.store(SET, key, value_for(key, 50_000)) is StoreResult.STORED
+    assert cache.get(b"big39") is not None and cache.get(b"big0") is None
     assert cache.automove_tick() is False
+    assert class_pages(cache) == {1: 2, cache.class_of(50_000 + 61): 1}
+    assert cache.slabs_stats()[1]["total_malloced"] == 3 * MB
     assert cache.stats()["slabs_moved"] == 0
+    check_consistent(cache)
 
 
 def test_evictions_of_items_with_an_exptime_and_the_age_of_the_tail(clock: FakeClock) -> None:
@@ -688,11 +723,16 @@ def test_automove_1_waits_for_three_ticks_of_evictions(clock: FakeClock) -> None
         cache.store(SET, b"s%d" % i, b"x" * 30)  # class 1, 8 pages, nothing evicted
     assert class_pages(cache) == {1: 8} and cache.stats()["evictions"] == 0
     moved = []
+    large = cache.class_of(10_000 + 59)
     for batch in range(3):
         for i in range(200):
             cache.store(SET, b"large:%d:%d" % (batch, i), b"y" * 10_000)
+        if not batch:  # its first page, past -m (memcached's rule), then evictions in it
+            assert class_pages(cache) == {1: 8, large: 1}
+            assert cache.slabs_stats()[1]["total_malloced"] == 9 * MB
         moved.append(cache.automove_tick())
     assert moved == [False, False, True]
+    assert class_pages(cache) == {1: 7, large: 2}
     cache.automove = 0
     assert cache.automove == 0
     for i in range(200):

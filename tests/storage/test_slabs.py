@@ -6,6 +6,7 @@ import pytest
 
 from mcached.storage.arena import (
     C_HAND_PAGE,
+    C_NPAGES,
     G_LIMIT,
     HOLE,
     PAGE_SHIFT,
@@ -148,6 +149,34 @@ def test_pool_never_exceeds_its_limit() -> None:
     assert pool.spare_count() == 1 and pool.malloced == 3 * MB
     again = pool.take(5)
     assert again == pages[0] and pool.clsid(again) == 5
+
+
+def test_a_first_page_may_pass_the_limit_by_one_page_per_class_holding_pages() -> None:
+    """memcached's do_slabs_newslab: at the limit, only a class with no page gets one. The
+    pages past the limit never outnumber the classes holding a page, so a class that keeps
+    losing its page (moves) cannot grow the excess past one page per class."""
+    pool = pool_of(1, reserve=8)  # two classes
+    w = pool.arena.words
+    npages = [0] + [pool.arena.class_block(cid) + C_NPAGES for cid in (1, 2)]
+    assert pool.take(1) == 0
+    w[npages[1]] = 1
+    assert pool.take(1) == -1  # class 1 has a page: refused at the limit
+    assert pool.take(2, first=True) == 1 and pool.malloced == 2 * MB
+    # class 2's page moves to class 1: its next first page is still one per class
+    w[npages[1]], w[npages[2]] = 2, 0
+    assert pool.take(2, first=True) == 2 and pool.malloced == 3 * MB
+    # and again: now that would be a third page past the limit for two classes
+    w[npages[1]], w[npages[2]] = 3, 0
+    assert pool.take(2, first=True) == -1 and pool.malloced == 3 * MB
+    assert pool.field(2) == 0  # a refusal, not a failed malloc
+    # the excess is not "over the limit" (the automover leaves it be), what passes it is
+    assert pool.excess == 2 and pool.over_limit() is False
+    pool.set_limit(0)
+    assert pool.over_limit() is True
+    # a page given back while past the limit is freed, and the excess is what is still past
+    pool.set_limit(2 * MB)
+    pool.give(2)
+    assert pool.malloced == 2 * MB and pool.excess == 0 and pool.spare_count() == 0
 
 
 def test_pool_stops_at_the_arenas_reserve_and_counts_a_failure() -> None:

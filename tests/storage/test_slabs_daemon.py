@@ -233,7 +233,8 @@ def test_automove_follows_a_size_shift(server_factory: Callable[..., Server]) ->
         fill_small(conn, 90_000)  # all 8 pages to class 1
         assert stats(conn, b"slabs")["1:total_pages"] == "8"
         value = b"v" * 10_000
-        # the set moves a page first: wait for its reply, not for 0.3 s of silence
+        # its class's first page, past -m as in memcached (wait for the reply, not for 0.3 s
+        # of silence)
         large = conn.request(b"set probe 0 0 10000\r\n" + value + b"\r\n", expect_len=8)
         assert large == b"STORED\r\n"
         clsid = next(
@@ -250,5 +251,5 @@ def test_automove_follows_a_size_shift(server_factory: Callable[..., Server]) ->
 
         assert wait_for(moved, timeout=30)
         st = stats(conn)
-        assert int(st["slabs_moved"]) >= 3
-        assert int(stats(conn, b"slabs")["total_malloced"]) <= 8 * 1024 * 1024
+        assert int(st["slabs_moved"]) >= 2  # and the first page: 3
+        assert int(stats(conn, b"slabs")["total_malloced"]) == 9 * 1024 * 1024
