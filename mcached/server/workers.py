@@ -351,7 +351,7 @@ class Worker:
     def conns_rows(self) -> list[tuple[int, str, str, str, float]]:
         """(fd, address, listen address, state, last command) of each open connection, as
         ``stats conns`` names them: the one asking is in ``conn_parse_cmd``, one part-way
-        through a value in ``conn_nread``."""
+        through a value in ``conn_nread`` (buffered by its parser, or received into place)."""
         rows = []
         for c in self.conns:
             state = c.state
@@ -359,7 +359,7 @@ class Worker:
                 continue
             if c is self.asking:
                 state = "conn_parse_cmd"
-            elif state == READING and c.parser.in_data_block:
+            elif state == READING and (c.parser.in_data_block or c.sink is not None):
                 state = "conn_nread"
             proto = c.listen_addr.partition(":")[0]
             addr = UNIX_PEER if proto == "unix" else f"{proto}:{c.peer}"

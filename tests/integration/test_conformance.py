@@ -344,18 +344,21 @@ def test_stats_reset_clears_stats_detail(server: Server) -> None:
 # --- stats conns (stats-conns.t) --------------------------------------------------------
 
 
-def test_stats_conns_lists_udp_and_states(kind: str, server_factory: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("size", [6, 20_000], ids=["small", "received-into-place"])
+def test_stats_conns_lists_udp_and_states(
+    kind: str, server_factory: Callable[..., Server], size: int
+) -> None:
     """A UDP socket is a `conn_read` connection per worker thread; a client part-way
-    through a value is in `conn_nread`, the one asking in `conn_parse_cmd`; the listener
-    has a `secs_since_last_cmd` row too."""
+    through a value is in `conn_nread` (a large one too, which mcached receives into place),
+    the one asking in `conn_parse_cmd`; the listener has a `secs_since_last_cmd` row too."""
     udp = free_port(socket.SOCK_DGRAM)
     srv = server_factory(kind, "-U", str(udp))
     with Conn(srv.address) as writer, Conn(srv.address) as asker:
-        writer.send(b"set foo 0 0 6\r\n")
+        writer.send(b"set foo 0 0 %d\r\n" % size + b"f" * (size // 2))
         time.sleep(0.2)
         asker.send(b"stats conns\r\n")
         text = asker.read_until(b"END\r\n").decode()
-        writer.send(b"fooval\r\n")
+        writer.send(b"f" * (size - size // 2) + b"\r\n")
     groups = conn_groups(text)
     listener = [g for g in groups if g.get("state") == "conn_listening"]
     assert listener and all("secs_since_last_cmd" in g for g in listener)
