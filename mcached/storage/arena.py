@@ -161,6 +161,7 @@ G_CRAWLING = 14  # 1 while a crawl pass runs (stats: lru_crawler_running)
 G_ACCESS_BEFORE = 15  # a read of a referenced item older than this server time sets its time
 #                       (now - 60: memcached's ITEM_UPDATE_INTERVAL; `Cache.tick`; 0: never)
 G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePool.take)
+G_CHUNK_RESCUES = 17  # page moves: chunks of chained items copied (slab_reassign_chunk_rescues)
 G_WORDS = 24
 
 # ---- one block per slab class (0 is the page pool's, unused) ----

@@ -73,6 +73,7 @@ from mcached.storage.arena import (
     C_MOVES_TO_WARM,
     C_REFLOCKED,
     G_ACCESS_BEFORE,
+    G_CHUNK_RESCUES,
     G_CRAWLER_STARTS,
     G_CRAWLING,
     G_MALLOC_FAILS,
@@ -830,6 +831,11 @@ class Cache:
     def class_of(self, total: int) -> int:
         """The class memcached puts an item of `total` bytes in."""
         return self._items.class_for(total)
+
+    @property
+    def flush_gen(self) -> int:
+        """Bumped by every flush_all (the crawler sweeps again after one)."""
+        return self._items.flush_gen
 
     @property
     def automove(self) -> int:
@@ -1904,7 +1910,7 @@ class Cache:
             "hash_bytes": slots * 8,
             "hash_is_expanding": 0,
             "slab_reassign_rescues": sum(r[S_MOVE_RESCUED] for r in rows),
-            "slab_reassign_chunk_rescues": 0,
+            "slab_reassign_chunk_rescues": fig(G_CHUNK_RESCUES),
             "slab_reassign_evictions_nomem": sum(r[S_MOVE_EVICTED] for r in rows),
             "slab_reassign_inline_reclaim": 0,
             "slab_reassign_busy_items": fig(G_REASSIGN_BUSY),

@@ -56,6 +56,7 @@ from mcached.storage.arena import (
     C_REFLOCKED,
     CONT_HDR,
     G_AUTOMOVE,
+    G_CHUNK_RESCUES,
     G_CRAWLER_STARTS,
     G_CRAWLING,
     G_FLUSH_AT,
@@ -102,6 +103,7 @@ from mcached.storage.arena import (
     SLAB_PAGE_SIZE,
     ST_CHAINED,
     ST_CONT,
+    ST_FREE,
     ST_LINKED,
     ST_RESERVED,
     ST_ZOMBIE,
@@ -136,6 +138,7 @@ PIN_CHUNK_MIN = 1024  # chunks smaller than this never hold a pinned value (see 
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
 AUTOMOVE_WINDOW = 3  # automove 1: a class must evict in this many ticks in a row
 AUTOMOVE_FREE_PAGES = 2.5  # a class holding this many pages' worth of free chunks gives one
+AUTOMOVE_GIVE_MAX = 16  # pages given back to the pool in one automover tick, at most
 RESERVE_MIN = 1024 * 1024 * 1024  # address space reserved for pages: at least 1 GB (see Cache)
 
 
@@ -862,6 +865,8 @@ class Items:
                     pno = max(pages, key=cls.free_in_page_locked)
                     cls.remove_page_locked(pno)
                 if not self._empty_page(cls, pno):
+                    with cls.lock:
+                        cls.restore_page_locked(pno)
                     return False
             if dst == 0:
                 self.pool.give(pno)
@@ -891,8 +896,10 @@ class Items:
         return False
 
     def _empty_page(self, cls: SlabClass, pno: int) -> bool:
-        """Rescue (copy to a free chunk of the class) or evict every item in a detached page.
-        Items being written (reserved chunks) are waited for."""
+        """Rescue (copy to a free chunk of the class) or evict every item in a detached page
+        (memcached's ``slab_rebalance_move``). Busy chunks (an item a reply is sending from,
+        a chunk reserved for a value being received or written) are waited for; False if
+        one stays busy for `MOVE_PATIENCE` passes (the caller puts the page back)."""
         pm = self.pm
         base = pno << PAGE_SHIFT
         parts = self.parts
@@ -922,17 +929,21 @@ class Items:
             self.w[G_REASSIGN_BUSY] += busy
             waited += 1
             if waited > MOVE_PATIENCE:
-                # A store holds a reserved chunk for microseconds: this is a bug elsewhere.
-                # Leave the page detached (1 MB lost) rather than hang the mover.
-                log.error("page %d of class %d stays busy: not moved", pno, cls.id)
+                # a reply still sending from the page (a client that does not read), or a
+                # value still arriving: give up on this page rather than hang the mover
+                log.warning("page %d of class %d stays busy: not moved", pno, cls.id)
                 return False
             time.sleep(0.001)
 
     def _move_one_locked(
         self, part: Partition, cls: SlabClass, c: int, st: int, head: int, h: int
     ) -> bool:
-        """Partition and class locks held: free the chunk at `c` of a detached page, by
-        moving its item to another chunk or evicting it. False if it changed meanwhile."""
+        """Partition and class locks held: free the chunk at `c` of a detached page. A live
+        item's chunk is copied to a free chunk of the class (a rescue: the table, or the
+        previous chunk of a chained item, then points at the copy); with no free chunk the
+        whole item is evicted (``slab_reassign_evictions_nomem``); an expired or flushed
+        item just goes, as memcached's mover does not save it. False if the chunk changed
+        meanwhile, or its item is pinned (a reply is sending it from these chunks)."""
         pm = self.pm
         if pm[c] != st:
             return False
@@ -941,25 +952,39 @@ class Items:
         if not pm[head] & ST_LINKED or Q.unpack_from(pm, head + OFF_HASH)[0] != h:
             return False
         if pm[head + OFF_PINS]:
-            return False  # a reply is sending it from this page: wait for it
-        hst, nkey, _, _, nbytes, flags, exptime, _, cid, _, _ = GET_HDR.unpack_from(pm, head)
+            return False  # a reply is sending it from its chunks: wait for it
+        hst, nkey, _, _, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(pm, head)
+        # every chunk of an item is in its head's class: `cls`
         base = cid * NSTAT
-        if not hst & ST_CHAINED:
-            to = cls.chunk_pop_locked() & ~HOLE
-            if to >= 0:
-                # rescue: copy the chunk and point the table at the copy
-                pm[to : to + cls.size] = pm[c : c + cls.size]
-                i = part.find_addr(h >> self.pshift, head)
-                assert i >= 0, "a linked item is in its partition's table"
-                part.tbl[i] = make_entry(h >> self.pshift, to)
-                pm[c] = 0
-                part.cst[base + S_MOVE_RESCUED] += 1
-                return True
-        part.cst[base + S_MOVE_EVICTED] += 1
-        hcls = self.classes[cid]
-        self._drop_locked(part, hcls, head, h, hst, nkey, nbytes, flags, exptime)
-        hcls.chunk_push_locked(head)
-        hcls.count_used(-1)
+        now = self.clock.now()
+        dead = (exptime and exptime <= now) or self.is_flushed(part, cas, itime, now)
+        to = -1 if dead else cls.chunk_pop_locked()
+        if to < 0:
+            if not dead:
+                part.cst[base + S_MOVE_EVICTED] += 1
+            self._drop_locked(part, cls, head, h, hst, nkey, nbytes, flags, exptime)
+            cls.chunk_push_locked(head)
+            cls.count_used(-1)
+            return True
+        to &= ~HOLE
+        size = cls.size
+        pm[to : to + size] = pm[c : c + size]
+        if c == head:
+            i = part.find_addr(h >> self.pshift, head)
+            assert i >= 0, "a linked item is in its partition's table"
+            part.tbl[i] = make_entry(h >> self.pshift, to)
+            nxt = Q.unpack_from(pm, to + OFF_NEXT)[0] if hst & ST_CHAINED else -1
+            while nxt >= 0:
+                Q.pack_into(pm, nxt + OFF_HEAD, to)
+                nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
+            part.cst[base + S_MOVE_RESCUED] += 1
+        else:
+            prev = head
+            while (nxt := Q.unpack_from(pm, prev + OFF_NEXT)[0]) != c:
+                prev = nxt
+            Q.pack_into(pm, prev + OFF_NEXT, to)
+            self.w[G_CHUNK_RESCUES] += 1  # move_lock held: one writer
+        pm[c] = ST_FREE  # on no free list: the page is leaving the class
         return True
 
     def automove_tick(self) -> bool:
@@ -981,13 +1006,19 @@ class Items:
             automove = self.automove
             if not automove or not self.slab_reassign:
                 return False
-            # a class sitting on free memory gives a page back to the pool
+            # classes sitting on free memory give pages back to the pool, several a tick
+            # (memcached's automover looks again at once after a move to the pool)
+            gave = 0
             for cls in self.classes[1:]:
-                with cls.lock:
-                    free = cls.nfree + cls.uncarved
-                    spare = cls.npages > 1 and free >= AUTOMOVE_FREE_PAGES * cls.perslab
-                if spare:
-                    return self._move_page_locked(cls.id, 0)
+                while gave < AUTOMOVE_GIVE_MAX:
+                    with cls.lock:
+                        free = cls.nfree + cls.uncarved
+                        spare = cls.npages > 1 and free >= AUTOMOVE_FREE_PAGES * cls.perslab
+                    if not spare or not self._move_page_locked(cls.id, 0):
+                        break
+                    gave += 1
+            if gave:
+                return True
             dst = max(range(1, self.largest + 1), key=lambda i: delta[i])
             if delta[dst] <= 0:
                 return False
@@ -1186,7 +1217,7 @@ class Items:
                 for f in (C_MOVES_TO_WARM, C_REFLOCKED, C_EVICTED_TIME, C_CRAWLER_CHECKED):
                     cls.set_field(f, 0)
         with self.move_lock:
-            self.w[G_SLABS_MOVED] = self.w[G_REASSIGN_BUSY] = 0
+            self.w[G_SLABS_MOVED] = self.w[G_REASSIGN_BUSY] = self.w[G_CHUNK_RESCUES] = 0
         self.w[G_CRAWLER_STARTS] = 0
 
     def flush(self, realtime_at: int) -> None:

@@ -3,16 +3,18 @@
 Both are daemon services (``start()``/``stop()``, started after the server, stopped before
 it) around one method of `Cache`, which tests call directly instead of waiting on a thread:
 
-* `LruCrawler` runs `Cache.crawl` every `interval` seconds: classes that hold items with an
-  exptime, or that a ``flush_all`` touched since their last sweep, are walked page by page
-  and their expired and flushed items unlinked, so their memory is reused without anyone
-  reading them. It sleeps `pause` seconds between pages (memcached's ``lru_crawler_sleep``),
-  so a sweep never holds the interpreter for long.
+* `LruCrawler` runs `Cache.crawl` every `interval` seconds, and within a second of a
+  ``flush_all``: classes that hold items with an exptime, or that a ``flush_all`` touched
+  since their last sweep, are walked page by page and their expired and flushed items
+  unlinked, so their memory is reused without anyone reading them. It sleeps `pause` seconds
+  between pages (memcached's ``lru_crawler_sleep``), so a sweep never holds the interpreter
+  for long.
 * `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
-  pool after ``cache_memlimit`` lowered the limit, a class sitting on several pages of free
-  chunks gives one back, and with ``slab_automove`` 1 (a class evicted in each of the last 3
-  ticks while another evicted nothing) or 2 (a class evicted more than another) a page moves
-  from the quiet class to the evicting one -- the cure for slab calcification.
+  pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages of free
+  chunks give them back (up to 16 a tick), and with ``slab_automove`` 1 (a class evicted in
+  each of the last 3 ticks while another evicted nothing) or 2 (a class evicted more than
+  another) a page moves from the quiet class to the evicting one -- the cure for slab
+  calcification.
 * `Ticker` runs `Cache.tick` every second: reads refresh the last access of an item that is
   referenced and 60 s old (memcached's ``ITEM_UPDATE_INTERVAL``), and the read path learns
   "60 s ago" from one word instead of reading the clock.
@@ -28,6 +30,8 @@ from collections.abc import Callable
 from mcached.storage.cache import Cache
 
 log = logging.getLogger("mcached.storage")
+
+FLUSH_LOOK = 1.0  # seconds: how soon the crawler sweeps after a flush_all
 
 
 class _Periodic:
@@ -52,8 +56,20 @@ class _Periodic:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def _step(self) -> float:
+        """Seconds between two looks at `due`."""
+        return self.interval
+
+    def due(self, elapsed: float) -> bool:
+        """Whether to run now, `elapsed` seconds after the last run began."""
+        return True
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        last = time.monotonic()
+        while not self._stop.wait(self._step()):
+            if not self.due(time.monotonic() - last):
+                continue
+            last = time.monotonic()
             try:
                 self.run()
                 self.runs += 1
@@ -85,6 +101,20 @@ class LruCrawler(_Periodic):
         self.pause = pause
         self.enabled = enabled
         self.reclaimed = 0
+        self._flush_gen = cache.flush_gen
+
+    def _step(self) -> float:
+        return min(self.interval, FLUSH_LOOK)
+
+    def due(self, elapsed: float) -> bool:
+        """Every `interval`, and within `FLUSH_LOOK` of a flush_all: memcached's maintainer
+        frees flushed items from its LRU tails as it meets them, so their memory (and the
+        pages the automover can then give back) is free within seconds."""
+        gen = self.cache.flush_gen
+        if gen != self._flush_gen:
+            self._flush_gen = gen
+            return True
+        return elapsed + 0.001 >= self.interval
 
     def run(self) -> None:
         if self.enabled is not None and not self.enabled():

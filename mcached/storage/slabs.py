@@ -323,6 +323,29 @@ class SlabClass:
         w[r + P_NFREE] = 0
         w[r + P_FLAGS] |= PF_MOVING
 
+    def restore_page_locked(self, pno: int) -> None:
+        """Take back page `pno`, detached for a move that could not finish: it goes last in
+        clock order, and its chunks that hold nothing (status 0: freed since, or never used)
+        are free again."""
+        w = self.w
+        b = self.b
+        r = self.row(pno)
+        w[r + P_FLAGS] &= ~PF_MOVING
+        tail = w[b + C_TAIL]
+        w[r + P_NEXT] = -1
+        w[r + P_PREV] = tail
+        if tail >= 0:
+            w[self.row(int(tail)) + P_NEXT] = pno
+        else:
+            w[b + C_HEAD] = pno
+        w[b + C_TAIL] = pno
+        w[b + C_NPAGES] += 1
+        pm = self.pm
+        base = pno << PAGE_SHIFT
+        for o in range(0, self.perslab * self.size, self.size):
+            if not pm[base | o]:
+                self.chunk_push_locked(base | o)
+
     def free_in_page_locked(self, pno: int) -> int:
         """How many chunks of page `pno` hold nothing (the mover prefers the emptiest)."""
         w = self.w

@@ -10,6 +10,7 @@ import tracemalloc
 import pytest
 
 from mcached.clock import FakeClock
+from mcached.storage import items as items_module
 from mcached.storage.cache import Cache
 from mcached.storage.items import HEADER, NSTAT
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
@@ -401,9 +402,14 @@ def test_automove_gives_back_free_pages(clock: FakeClock) -> None:
     for i in range(0, 80_000):
         if i % 10:
             cache.delete(b"k%d" % i)
-    assert cache.automove_tick()
+    pages = sum(class_pages(cache).values())
+    assert cache.automove_tick()  # several pages in one tick, as memcached's automover
     st = cache.stats()
-    assert st["slab_global_page_pool"] == 1 and st["slab_reassign_rescues"] > 0
+    assert st["slab_global_page_pool"] == 12 and st["slab_reassign_rescues"] > 0
+    assert sum(class_pages(cache).values()) == pages - 12
+    classes, _ = cache.slabs_stats()
+    assert all(row["free_chunks"] < 2.5 * row["chunks_per_page"] for _, row in classes)
+    assert cache.automove_tick() is False  # what is left is not worth a page
     assert st["slab_reassign_evictions_nomem"] == 0  # they fit elsewhere: all kept
     assert st["curr_items"] == 8000
     check_consistent(cache)
@@ -681,6 +687,135 @@ def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
     used = dict(classes)[largest]["used_chunks"]
     assert used == 3 * st["curr_items"]
     check_consistent(cache)
+
+
+def test_a_page_move_rescues_live_items_whole(clock: FakeClock) -> None:
+    """memcached's slab_rebalance_move: a live item of the page that moves is copied into a
+    free chunk of its class, with its value, flags and CAS (slab_reassign_rescues)."""
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    keys = [b"k%d" % i for i in range(30_000)]  # three pages of class 1
+    for i, key in enumerate(keys):
+        cache.store(SET, key, value_for(key, 20), flags=i + 1)
+    for key in keys[::2]:
+        cache.delete(key)  # free chunks on every page
+    before = {key: cache.get(key) for key in keys[1::2]}
+    assert cache.reassign(1, 5) is ReassignResult.OK
+    assert class_pages(cache) == {1: 2, 5: 1}
+    st = cache.stats()
+    assert st["slab_reassign_rescues"] > 1000 and st["slab_reassign_evictions_nomem"] == 0
+    assert st["slab_reassign_chunk_rescues"] == 0
+    assert {key: cache.get(key) for key in keys[1::2]} == before
+    check_consistent(cache)
+
+
+def test_a_page_move_rescues_chained_items_chunk_by_chunk(clock: FakeClock) -> None:
+    """A chained item with chunks in the page that moves keeps them all: a continuation is
+    copied and its previous chunk points at the copy (slab_reassign_chunk_rescues), a head is
+    copied and the table and its continuations point at it (slab_reassign_rescues)."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_chunk_max=16 * KB)
+    largest = len(cache.slab_sizes)
+    keys = [b"c%d" % i for i in range(120)]  # 40 KB: three 16 KB chunks, six pages
+    for i, key in enumerate(keys):
+        assert cache.store(SET, key, value_for(key, 40_000), flags=i) is StoreResult.STORED
+    for key in keys[::2]:
+        cache.delete(key)
+    before = {key: cache.get(key) for key in keys[1::2]}
+    pages = class_pages(cache)[largest]
+    assert cache.reassign(largest, 0) is ReassignResult.OK
+    assert class_pages(cache)[largest] == pages - 1
+    st = cache.stats()
+    assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_rescues"] > 0
+    assert st["slab_reassign_evictions_nomem"] == 0 and st["curr_items"] == 60
+    assert {key: cache.get(key) for key in keys[1::2]} == before
+    used = dict(cache.slabs_stats()[0])[largest]["used_chunks"]
+    assert used == 3 * 60
+    # and again, until the class has no free chunk left for them: then whole items go
+    while cache.reassign(largest, 0) is ReassignResult.OK:
+        pass
+    st = cache.stats()
+    assert st["slab_reassign_evictions_nomem"] > 0
+    assert dict(cache.slabs_stats()[0])[largest]["used_chunks"] == 3 * st["curr_items"]
+    for key in cache.keys():
+        assert cache.get(key) == before[key]
+    check_consistent(cache)
+
+
+def test_chunked_items_t_an_item_being_appended_survives_page_moves(clock: FakeClock) -> None:
+    """chunked-items.t failed under load: an append got NOT_STORED because a page move had
+    evicted the chained item it was appending to. Pages of its class move away between
+    appends: the item (and every other one) is rescued, and each append finds it whole."""
+    cache = Cache(memory_limit=16 * MB, clock=clock, slab_chunk_max=16 * KB)
+    largest = len(cache.slab_sizes)
+    fillers = [b"f%d" % i for i in range(100)]  # 40 KB: three chunks each, five pages
+    for key in fillers:
+        cache.store(SET, key, value_for(key, 40_000))
+    expected = b"seed" * 5000
+    assert cache.store(SET, b"appender", expected) is StoreResult.STORED
+    for key in fillers[1::2]:
+        cache.delete(key)  # free chunks on every page: each move has items to rescue
+    moved = 0
+    for i in range(30):
+        part = b"%d" % i + b"x" * 1000
+        assert cache.store(APPEND, b"appender", part) is StoreResult.STORED
+        expected += part
+        assert cache.get(b"appender")[0] == expected  # type: ignore[index]
+        if class_pages(cache)[largest] > 3 and cache.reassign(largest, 0) is ReassignResult.OK:
+            moved += 1
+    assert moved >= 2
+    st = cache.stats()
+    assert st["slab_reassign_evictions_nomem"] == 0
+    assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_rescues"] > 0
+    for key in fillers[::2]:
+        assert cache.get(key)[0] == value_for(key, 40_000)  # type: ignore[index]
+
+
+def test_a_page_move_drops_dead_items_without_counting_them(clock: FakeClock) -> None:
+    """memcached's mover does not save an expired or flushed item: it is neither a rescue
+    nor an eviction."""
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    for i in range(30_000):
+        cache.store(SET, b"k%d" % i, b"x" * 30, exptime=10 if i % 2 else 0)
+    clock.advance(11)
+    for i in range(0, 30_000, 4):
+        cache.delete(b"k%d" % i)  # free chunks: the live ones have somewhere to go
+    assert cache.reassign(1, 0) is ReassignResult.OK
+    st = cache.stats()
+    assert st["slab_reassign_evictions_nomem"] == 0
+    assert 0 < st["slab_reassign_rescues"] < 30_000 // 4  # the live ones on the page only
+    assert cache.get(b"k2") is not None and cache.get(b"k1") is None
+
+
+def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pinned item (a reply sending its value from the page) is never moved or freed: the
+    mover waits for it, and if it stays pinned the page goes back to its class, whole."""
+    monkeypatch.setattr(items_module, "MOVE_PATIENCE", 2)
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    values = {b"k%d" % i: bytes([65 + i]) * 300_000 for i in range(4)}  # three to a page
+    for key, value in values.items():
+        cache.store(SET, key, value, flags=3)
+    cid = cache.class_of(300_000 + 60)
+    cache.delete(b"k0")  # a free chunk on the first page; k3 alone on the second
+    hit = cache.get_ref(b"k3")
+    assert hit is not None and len(hit) == 4
+    # the pin came after the mover chose the page (its unlocked look missed it)
+    monkeypatch.setattr(cache._items, "_pinned_in", lambda cls, pno: False)
+    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert class_pages(cache)[cid] == 2
+    st = cache.stats()
+    assert st["slabs_moved"] == 0 and st["slab_reassign_busy_items"] > 0
+    assert st["slab_reassign_rescues"] == 0 and bytes(hit[0]) == values[b"k3"]
+    # given back whole: its free chunks take items again, no new page
+    assert cache.store(SET, b"k4", values[b"k0"]) is StoreResult.STORED
+    assert cache.slabs_stats()[1]["total_malloced"] == 2 * MB
+    cache.unpin(hit[3])
+    cache.delete(b"k4")
+    cas = cache.get(b"k3")[2]  # type: ignore[index]
+    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert class_pages(cache)[cid] == 1
+    assert cache.stats()["slab_reassign_rescues"] == 1
+    assert cache.get(b"k3") == (values[b"k3"], 3, cas)
 
 
 def test_no_slab_reassign_means_no_page_moves(clock: FakeClock) -> None:

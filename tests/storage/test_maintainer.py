@@ -52,6 +52,27 @@ def test_the_crawler_thread_reclaims_expired_items() -> None:
     assert not any(t.name == LruCrawler.name for t in threading.enumerate())
 
 
+def test_the_crawler_sweeps_within_a_second_of_a_flush_all() -> None:
+    """memcached's maintainer frees flushed items as it meets them at its LRU tails, so a
+    flushed cache's pages can go back to the pool at once (slabs-reassign2.t): the crawler
+    does not wait for its interval after a flush_all."""
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock())
+    for i in range(2000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100)
+    crawler = LruCrawler(cache, interval=60.0, pause=0.0)
+    crawler.start()
+    try:
+        time.sleep(0.05)
+        assert crawler.runs == 0  # its interval is a minute
+        cache.flush_all()
+        assert wait_for(lambda: crawler.reclaimed == 2000, timeout=5)
+        assert crawler.runs == 1
+        classes, _ = cache.slabs_stats()
+        assert sum(row["used_chunks"] for _, row in classes) == 0
+    finally:
+        crawler.stop()
+
+
 def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
     cache = Cache(memory_limit=8 * MB, clock=FakeClock())
     for i in range(80_000):
