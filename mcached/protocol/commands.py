@@ -24,6 +24,7 @@ from mcached.protocol.responses import (
     MetaDebugReplies,
     MetaGetReplies,
     MetaReplies,
+    MetaValueReplies,
     TextReplies,
 )
 
@@ -477,6 +478,27 @@ class MetaGet(MetaGetReplies, Command):
         self.recache = recache
         self.recache_after_touch = recache_after_touch
         self.vivify_last = vivify_last
+
+
+class MetaValue(MetaValueReplies, Command):
+    """``mg <key> v``, flags otherwise none: served as a one-key `Get` is (the same storage
+    read; the handler falls back to `general()` for an item a plain read cannot describe).
+    Its own type so the commonest meta request pays for no flag it does not carry."""
+
+    __slots__ = ("key",)
+    verb = b"mg"
+    extended = True
+    detailed = False
+    tokens = [b"v"]  # what the replies read of a MetaGet's slots, the same for every one
+    binary = False
+    quiet = False
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def general(self) -> MetaGet:
+        """The same request as a `MetaGet`, every flag field filled in."""
+        return MetaGet(self.key, [b"v"], want_value=True)
 
 
 class MetaStore(MetaReplies, Store):

@@ -684,6 +684,8 @@ class Parser:
             return _FORMAT
         if n == 2:
             return c.MetaGet(key, [])
+        if n == 3 and tokens[2] == b"v":
+            return c.MetaValue(key)  # the commonest meta request (see c.MetaValue)
         if n >= META_MAX_TOKENS:
             return _META_TOO_MANY
         flags = tokens[2:]

@@ -28,6 +28,7 @@ from mcached.protocol.outcomes import Error, ItemView, Out, Outcome, Piece
 CRLF = b"\r\n"
 END = b"END\r\n"
 VALUE_END = b"\r\nEND\r\n"  # what follows the value of a single-key get
+EN = b"EN\r\n"  # a meta get's miss
 
 # Lines the server writes itself, outside any command (memcached's words): to a connection
 # over -c, before any request; to a UDP request spread over several datagrams.
@@ -463,6 +464,25 @@ class MetaGetReplies(MetaReplies):
             out += (b"".join(parts), value, CRLF)  # a large value: uncopied
             return
         out.append(b"".join(parts))
+
+
+class MetaValueReplies(MetaGetReplies):
+    """``mg <key> v`` and nothing else: ``VA <size>``, the value; ``EN`` on a miss. The
+    replies `get`'s hot path makes (reply_one_value, reply_one_miss), in the meta syntax;
+    the item's other states (stale, won) as any ``mg`` writes them (reply_item)."""
+
+    __slots__ = ()
+
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
+        # Hot path: as TextReplies.reply_one_value, a small value's reply made one piece
+        n = len(value)
+        if n <= INLINE_VALUE_MAX:  # never `Pieces` (64 KB or more)
+            out.append(b"".join((b"VA %d\r\n" % n, value, CRLF)))  # type: ignore[arg-type]
+        else:
+            out += (b"VA %d\r\n" % n, value, CRLF)  # a large value: uncopied
+
+    def reply_one_miss(self, out: Out, key: bytes) -> None:
+        out.append(EN)
 
 
 class MetaArithReplies(MetaReplies):

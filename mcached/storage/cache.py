@@ -166,6 +166,7 @@ from mcached.storage.results import (
 ITEM_UPDATE_INTERVAL = 60  # memcached's: a referenced item's time is refreshed this often
 
 __all__ = [
+    "NOT_PLAIN",
     "PIN_MIN",
     "Cache",
     "Hit",
@@ -207,6 +208,19 @@ PIN_KEEP_DIV = 4  # pins leave 1/4 of a pin table row to reservations (see bind_
 #: small -o slab_chunk_max) is copied. 64 KB: so a reply holding one is never joined (the
 #: connection joins only turns up to its JOIN_MAX, 64 KB, and the header comes on top)
 CHAIN_PIN_MIN = 64 * 1024
+
+
+class _NotPlain:
+    """What `Cache.get_value` answers for an item the meta protocol marks (stale, or its
+    recache token won): a plain read cannot say so; `lookup` serves it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_PLAIN"
+
+
+NOT_PLAIN = _NotPlain()
 
 
 class Reservation:
@@ -426,6 +440,11 @@ class Cache:
 
     #: (value, flags, cas) of a live item, marked referenced; None on a miss.
     get: Callable[[bytes], Hit | None]
+    #: `get` that lends values of PIN_MIN bytes or more (a `RefHit`; see `unpin`)
+    get_ref: Callable[[bytes], RefHit | None]
+    #: `get_ref` for a plain ``mg <key> v``: NOT_PLAIN for an item that is stale or whose
+    #: recache token was won, without touching it (`lookup` serves those)
+    get_value: Callable[[bytes], Any]
     #: memcached's ``do_store_item``: store(mode, key, value, flags=0, exptime=0, cas=0)
     store: Callable[..., StoreResult]
     #: what the meta commands ask of an item (see `_lookup_slow`, the general path)
@@ -501,11 +520,14 @@ class Cache:
 
         value_views = items.value_views
 
-        def make_get(pin_min: int) -> Callable[[bytes], Any]:
+        def make_get(pin_min: int, meta: bool = False) -> Callable[[bytes], Any]:
             chain_pin_min = max(pin_min, CHAIN_PIN_MIN)
 
-            # `get` and `get_ref` are this one closure: `get` never pins (pin_min is past
-            # any value), `get_ref` pins values of PIN_MIN bytes or more held in one chunk
+            # `get`, `get_ref` and `get_value` are this one closure: `get` never pins
+            # (pin_min is past any value), `get_ref` pins values of PIN_MIN bytes or more
+            # held in one chunk (CHAIN_PIN_MIN in several); `get_value` (meta) is `get_ref`
+            # that leaves a stale or won item alone and answers NOT_PLAIN, for
+            # `meta_lookup` to serve
             def get(key: bytes) -> Any:
                 h = hash(key)
                 part = parts[h & pmask]
@@ -538,6 +560,8 @@ class Cache:
                         part, i, a, exptime, itime, cas
                     ):
                         return None
+                    if meta and pm[a + 21] & 3:  # OFF_MFLAGS: MF_STALE or MF_WON
+                        return NOT_PLAIN
                     # the LRU bump, memcached's do_item_bump: the first read only marks the
                     # item fetched, a later one references it (a read right after a store
                     # does not protect it: lru.t) and sets its last access; one byte, written
@@ -818,6 +842,7 @@ class Cache:
 
         self.get = make_get(1 << 62)
         self.get_ref = make_get(PIN_MIN)
+        self.get_value = make_get(PIN_MIN, True)
         self.store = store
         self.lookup = meta_lookup
 
