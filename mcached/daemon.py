@@ -739,6 +739,7 @@ class Daemon:
             "threads": self.settings.threads,
         }
         out["idle_kicks"] = figures["idle_kicks"]  # shown with -o idle_timeout only
+        out["read_buf_oom"] = figures["read_buf_oom"]
         out["time_in_listen_disabled_us"] = figures["time_in_listen_disabled_us"]
         out["libevent"] = LIBEVENT
         if srv.tls is not None:

@@ -316,6 +316,11 @@ def or_else(empty: str) -> Show:
     return lambda value: value or empty
 
 
+def megabytes_in_bytes(value: int) -> str:
+    """A figure set in megabytes, shown in bytes (memcached's stats settings row)."""
+    return str(value * 1024 * 1024)
+
+
 def in_octal(value: int) -> str:
     return f"{value:o}"
 
@@ -771,6 +776,19 @@ class Settings:
             extended=True,
         ),
     )
+    read_buf_mem_limit: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "megabytes all connections may hold outside the cache: requests received and "
+            "replies not yet read, split between the workers; past it, the connections "
+            "holding the most are closed (default: 0, 32 MB per worker)",
+            stat="read_buf_mem_limit",
+            extended=True,
+            check=at_least(0, "read_buf_mem_limit must be 0 or more", 1),
+            show=megabytes_in_bytes,
+        ),
+    )
     idle_timeout: int = field(
         default=0,
         metadata=opt(
@@ -1056,7 +1074,7 @@ OPTIONS: dict[str, Option] = {
 IGNORED_EXTENDED = frozenset(
     """
     hashpower tail_repair_time hash_algorithm lru_crawler_sleep lru_crawler_tocrawl
-    read_buf_mem_limit resp_obj_mem_limit hot_lru_pct
+    resp_obj_mem_limit hot_lru_pct
     warm_lru_pct hot_max_factor warm_max_factor temporary_ttl watcher_logbuf_size
     worker_logbuf_size no_hashexpand modern sock_cookie_id
     inline_ascii_response no_inline_ascii_response slab_automove_ratio
@@ -1268,7 +1286,6 @@ FIXED_SETTINGS_ROWS: dict[str, str] = {
     "temporary_ttl": "61",
     "watcher_logbuf_size": "262144",
     "worker_logbuf_size": "65536",
-    "read_buf_mem_limit": "0",
     "inline_ascii_response": "no",
     "ext_item_size": "512",
     "ext_item_age": "4294967295",

@@ -101,6 +101,7 @@ SERVER_FIGURES = (
     "listen_disabled_num",
     "idle_kicks",
     "time_in_listen_disabled_us",
+    "read_buf_oom",
 )
 
 

@@ -702,6 +702,12 @@ class Connection:
     def unsent(self) -> int:
         return self._wq_bytes
 
+    @property
+    def held(self) -> int:
+        """Bytes this connection holds outside the cache: received and not yet served,
+        replies not yet taken by the socket."""
+        return self._wq_bytes + self.parser.buffered
+
     def close(self, reason: str = "") -> None:
         if self.state == CLOSED:
             return

@@ -305,6 +305,9 @@ class Server:
     def idle_kicked(self, worker: Worker) -> None:
         self.board.add_figure(worker.slot, "idle_kicks")
 
+    def read_buf_oom(self, worker: Worker) -> None:
+        self.board.add_figure(worker.slot, "read_buf_oom")
+
     def request_shutdown(self, graceful: bool) -> None:
         self.hooks.request_shutdown(graceful)
 

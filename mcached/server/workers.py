@@ -29,6 +29,8 @@ Timeouts, checked once a second (`TIMEOUT_CHECK_INTERVAL`):
   never reads), a TLS handshake not done S seconds after the accept, and, with ``-Y``, a
   connection that has not logged in S seconds after the accept (so that clients without
   credentials cannot hold the ``-c`` slots).
+
+and the memory connections hold, in all (``-o read_buf_mem_limit``: see `Worker._shed_memory`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcached.worker")
 
 TIMEOUT_CHECK_INTERVAL = 1.0
+#: what one worker's connections may hold outside the cache, in all, when ``-o
+#: read_buf_mem_limit`` is 0 (see `Worker._shed_memory`)
+CONN_MEMORY_DEFAULT = 32 * 1024 * 1024
 ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
 ACCEPT_BATCH = 16  # connections one wake-up accepts, so others get theirs too
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
@@ -112,6 +117,8 @@ class Host(Protocol):
     def extra_figures(self, kinds: int) -> dict[str, Any]: ...
 
     def idle_kicked(self, worker: Worker) -> None: ...
+
+    def read_buf_oom(self, worker: Worker) -> None: ...
 
     def request_shutdown(self, graceful: bool) -> None: ...
 
@@ -163,6 +170,8 @@ class Worker:
         self.reqs_per_event = s.reqs_per_event
         self.idle_timeout = s.idle_timeout
         self.stall_timeout = s.stall_timeout
+        limit = s.read_buf_mem_limit * 1024 * 1024
+        self.conn_memory_cap = limit // s.threads if limit else CONN_MEMORY_DEFAULT
         self.max_connections = s.max_connections
         self.tls = server.tls  # the server's `tls.TLS` (context, handshake counters), or None
         self.counters = Counters()
@@ -295,6 +304,7 @@ class Worker:
         """Once a second: timeouts, whether the daemon still runs."""
         if self.idle_timeout or self.stall_timeout:
             self._close_timed_out()
+        self._shed_memory()
         self.server.worker_tick(self)
 
     # ---- the board ----
@@ -524,6 +534,36 @@ class Worker:
                     and now - max(conn.req_start, conn.last_cmd) > stall
                 ):
                     conn.close("request incomplete")
+
+    def _shed_memory(self) -> None:
+        """Bound what this worker's connections hold outside the cache, in all: requests
+        received and not yet served, replies not yet read (`Connection.held`). Each is
+        bounded already (a line, `-I`, the output cap); this bounds their sum, which would
+        otherwise grow with ``-c``. Past `conn_memory_cap` (``-o read_buf_mem_limit``, split
+        between the workers), the connections holding the most are closed, largest first,
+        until three quarters of it are held: as memcached closes a connection it finds no
+        buffer memory for, counted in ``read_buf_oom``. A client that reads its replies
+        holds a few KB, so only the ones that stop reading (or stall mid-request) go."""
+        cap = self.conn_memory_cap
+        held = [(conn.held, conn) for conn in self.conns]
+        total = sum(h for h, _ in held)
+        if total <= cap:
+            return
+        held.sort(key=lambda pair: pair[0], reverse=True)
+        for h, conn in held:
+            if total <= cap * 3 // 4 or not h:
+                break
+            log.info(
+                "<%d closing: %d bytes held, over this worker's share of read_buf_mem_limit "
+                "(%d bytes held by %d connections)",
+                conn.fd,
+                h,
+                total,
+                len(held),
+            )
+            conn.close("out of buffer memory")
+            self.server.read_buf_oom(self)
+            total -= h
 
     def _close_all(self) -> None:
         self._stop_accepting()

@@ -245,8 +245,9 @@ NO_MODERN = {
             {"lru_maintainer_thread": "no", "lru_segmented": "no", "lru_crawler": "yes"},
         ),
         (("-X", "-a", "0755"), {"dump_enabled": "no", "umask": "755"}),
+        (("-o", "read_buf_mem_limit=2"), {"read_buf_mem_limit": "2097152"}),  # set in MB
     ],
-    ids=["no_modern", "no_modern-chunk-given", "no_lru_maintainer", "X-a"],
+    ids=["no_modern", "no_modern-chunk-given", "no_lru_maintainer", "X-a", "read_buf_mem_limit"],
 )
 def test_stats_settings_follow_flags(
     kind: str,

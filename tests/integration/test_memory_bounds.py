@@ -276,3 +276,41 @@ def test_a_large_value_sent_slowly_is_stored_whole(server_factory: Callable[...,
     )
     assert command(server, b"get bad\r\n") == b"END\r\n"
     assert used_chunks(server) == 2  # the stored item's chunks; the bad one's went back
+
+
+def test_past_read_buf_mem_limit_the_connections_holding_most_are_closed(
+    server_factory: Callable[..., Server],
+) -> None:
+    # 20 connections each send 200 KB of a multiget's line and stop: 4 MB held, over the
+    # 2 MB this one worker may hold in all. The daemon closes the largest holders until it
+    # holds 1.5 MB at most, counts them in read_buf_oom, and serves the rest as before.
+    # (Replies a client does not read mostly wait in the kernel's socket buffers, not in
+    # the daemon: the received side is the one a test can fill.)
+    server = server_factory(
+        "mcached-procs", "-t", "1", "-m", str(LIMIT_MB), "-o", "read_buf_mem_limit=2",
+        "--stall-timeout", "0",
+    )  # fmt: skip
+    line = b"get " + b" ".join(b"k%06d" % i for i in range(200 * 1024 // 8))
+    conns = idle_sockets(20, server)
+    try:
+        for c in conns:
+            c.sendall(line)
+        deadline = time.monotonic() + 15
+        while stats(server)["read_buf_oom"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        closed = stats(server)["read_buf_oom"]
+        assert 12 <= closed <= 14, closed  # 13 when every byte has arrived
+        check_served(server)  # a client that reads is served meanwhile
+        kept = 0
+        for c in conns:
+            try:
+                c.sendall(b"\r\n")
+                reply = c.recv(100)
+            except (BrokenPipeError, ConnectionResetError):
+                reply = b""
+            assert reply in (b"", b"END\r\n")  # the line's end, or closed
+            kept += reply == b"END\r\n"
+        assert kept == 20 - closed
+    finally:
+        for c in conns:
+            c.close()
