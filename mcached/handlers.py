@@ -174,6 +174,11 @@ def strtoul(text: bytes) -> int | None:
     return n if n <= UINT32_MAX else None
 
 
+#: what memcached's do_item_get logs of a lookup: (status, slab class, value length); see
+#: `Handlers._seen`
+Seen = tuple[int, int, int]
+NOT_SEEN: Seen = (watch.NOT_FOUND, 0, 0)
+
 # watch's item_store codes (memcached's store_item_type and NREAD_* orders: mcached.watch)
 STORE_STATUS_CODE = {
     StoreResult.NOT_STORED: 0,
@@ -665,6 +670,8 @@ class Handlers:
         """``me``: the item's state, changed in nothing (memcached counts it as cmd_meta)."""
         s.counters.cmd_meta += 1
         state = self.cache.lookup(cmd.key, False, False, False)
+        if self.watching & watch.FETCHERS:
+            self._watch_meta_get(cmd.key, state, s)
         if state is None:
             cmd.reply_one_miss(s.out, cmd.key)
         else:
@@ -677,6 +684,7 @@ class Handlers:
 
     def store(self, cmd: c.Store, s: Session) -> None:
         mode = STORE_MODE[type(cmd)]
+        seen = self._seen(cmd.key) if self.watching else None
         if cmd.extended:
             result, cas = self.cache.store_ex(
                 mode,
@@ -693,7 +701,7 @@ class Handlers:
                 mode, cmd.key, cmd.value, cmd.flags, cmd.exptime, cmd.cas_unique
             )
             cas = 0
-        self._stored(cmd, s, mode, result, cas)
+        self._stored(cmd, s, mode, result, cas, seen)
 
     def incoming(self, cmd: c.Incoming, s: Session) -> None:
         """A large value still arriving, of any storage command in any syntax: reserve its
@@ -711,7 +719,9 @@ class Handlers:
                 cmd.tail,
             )
         else:  # no room: the bytes are dropped as they come, then the error is answered
-            s.receive(None, cmd.vlen, partial(self._not_received, store, s, res), None, cmd.tail)
+            s.receive(
+                None, cmd.vlen, partial(self._not_received, store, s, res, cmd.vlen), None, cmd.tail
+            )
 
     def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
         if not terminated:
@@ -719,6 +729,7 @@ class Handlers:
             self.bad_data_chunk(cmd, s)
             return
         mode = STORE_MODE[type(cmd)]
+        seen = self._seen(cmd.key) if self.watching else None
         if cmd.extended:
             result, cas = self.cache.commit_ex(
                 res,
@@ -731,26 +742,36 @@ class Handlers:
         else:
             result = self.cache.commit(res, mode, cmd.exptime, cmd.cas_unique)
             cas = 0
-        self._stored(cmd, s, mode, result, cas)
+        self._stored(cmd, s, mode, result, cas, seen, res.nbytes)
 
     def _not_received(
-        self, cmd: c.Store, s: Session, result: StoreResult, terminated: bool
+        self, cmd: c.Store, s: Session, result: StoreResult, vlen: int, terminated: bool
     ) -> None:
         if not terminated:
             self.bad_data_chunk(cmd, s)
             return
         mode = STORE_MODE[type(cmd)]
+        seen = self._seen(cmd.key) if self.watching else None
         if mode is StoreMode.SET:
             # memcached drops the old value when a set fails (as `store` does: its
             # _link_locked drops it in set mode)
             self.cache.unlink(cmd.key)
-        self._stored(cmd, s, mode, result)
+        self._stored(cmd, s, mode, result, 0, seen, vlen)
 
     def _stored(
-        self, cmd: c.Store, s: Session, mode: StoreMode, result: StoreResult, cas: int = 0
+        self,
+        cmd: c.Store,
+        s: Session,
+        mode: StoreMode,
+        result: StoreResult,
+        cas: int = 0,
+        seen: Seen | None = None,
+        vlen: int = -1,
     ) -> None:
         """What a storage command came to: its counters and its reply (`cas`: the new
-        item's, for the syntaxes that report it)."""
+        item's, for the syntaxes that report it; `seen`: what `_seen` found before the
+        store, when fetchers are watched; `vlen`: the value's length when it was received
+        into the cache's memory, not into ``cmd.value``)."""
         ctr = s.counters
         ctr.cmd_set += 1
         if mode is StoreMode.CAS:
@@ -766,8 +787,8 @@ class Handlers:
             ctr.store_too_large += 1
         if self.detail.enabled and cmd.detailed:
             self.detail.record_set(cmd.key)
-        if self.watching & watch.MUTATIONS:
-            self._watch_store(cmd, mode, result, s)
+        if self.watching:
+            self._watch_store(cmd, mode, result, s, seen, vlen)
         cmd.reply_stored(s.out, STORE_OUTCOME[result], cas)
 
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
@@ -777,6 +798,9 @@ class Handlers:
             self.events.item_store(4, cmd_code, cmd.key, 0, 0, 0, getattr(s, "fd", -1))
         if cmd.mode == b"set":
             # memcached drops the old value so a failed set never leaves stale data behind
+            # (it looks the item up to do so: an item_get line after the item_store one)
+            if self.watching & watch.FETCHERS:
+                self._log_seen(cmd.key, self._seen(cmd.key), s)
             self.cache.unlink(cmd.key)
         cmd.reply(s.out, Error.TOO_LARGE)
 
@@ -789,6 +813,8 @@ class Handlers:
     def delete(self, cmd: c.Delete, s: Session) -> None:
         if self.detail.enabled and cmd.detailed:
             self.detail.record_delete(cmd.key)
+        if self.watching & watch.FETCHERS:  # memcached's delete looks the item up first
+            self._log_seen(cmd.key, self._seen(cmd.key), s)
         if cmd.extended:
             result = self.cache.delete_ex(
                 cmd.key,
@@ -812,6 +838,8 @@ class Handlers:
     def delta(self, cmd: c.Incr, s: Session) -> None:
         incr = cmd.incr
         item = None
+        if self.watching & watch.FETCHERS:  # memcached's do_add_delta looks the item up first
+            self._log_seen(cmd.key, self._seen(cmd.key), s)
         if cmd.extended:
             m: Any = cmd  # a MetaArith
             result, item = self.cache.delta_ex(
@@ -836,6 +864,8 @@ class Handlers:
                     ctr.incr_hits += 1
                 else:
                     ctr.decr_hits += 1
+            elif self.watching:
+                self._watch_created(cmd, item, s)
             cmd.reply_item(s.out, item)
             return
         if result is DeltaResult.NOT_FOUND:
@@ -847,6 +877,8 @@ class Handlers:
 
     def touch(self, cmd: c.Touch, s: Session) -> None:
         s.counters.cmd_touch += 1
+        if self.watching & watch.FETCHERS:  # memcached's do_item_touch is a do_item_get
+            self._log_seen(cmd.key, self._seen(cmd.key), s)
         if self.cache.touch(cmd.key, cmd.exptime):
             s.counters.touch_hits += 1
             outcome = Outcome.TOUCHED
@@ -1095,13 +1127,65 @@ class Handlers:
         else:
             self.events.item_get(watch.FOUND, key, item[CLSID], item[SIZE], cfd)
 
-    def _watch_store(self, cmd: c.Store, mode: StoreMode, result: StoreResult, s: Session) -> None:
+    def _seen(self, key: bytes) -> Seen | None:
+        """While fetchers are watched, what memcached's ``do_item_get`` would log of `key` now:
+        the lookup inside a store, a delta, a touch or a delete, which memcached logs as an
+        item_get line as it logs a get's (an expired or flushed item: not_found, as
+        `_watched_lookup` logs a get of one). None while they are not."""
+        if not self.watching & watch.FETCHERS:
+            return None
+        got = self.cache.peek(key)
+        return NOT_SEEN if got is None else (watch.FOUND, got[0], got[1])
+
+    def _log_seen(self, key: bytes, seen: Seen | None, s: Session) -> None:
+        if seen is not None:
+            self.events.item_get(seen[0], key, seen[1], seen[2], getattr(s, "fd", -1))
+
+    def _watch_created(self, cmd: c.Incr, item: Any, s: Session) -> None:
+        """A counter a delta's miss created (``ma`` with ``N``, a binary incr with an initial
+        value): memcached stores it through do_store_item as an add, which logs its own
+        lookup (a miss) and an item_store line. ``ma`` gives it its TTL after the store (the
+        line says 0), the binary incr when it allocates it."""
+        cfd = getattr(s, "fd", -1)
+        if self.watching & watch.FETCHERS:
+            self.events.item_get(watch.NOT_FOUND, cmd.key, 0, 0, cfd)
+        if self.watching & watch.MUTATIONS:
+            made = ItemState(*item)
+            ttl = 0
+            if isinstance(cmd, b.BinIncr) and made.vivify_ttl is not None:
+                ttl = made.vivify_ttl & 0xFFFFFFFF
+            self.events.item_store(1, watch.CMD_ADD, cmd.key, ttl, made.clsid, made.size, cfd)
+
+    def _watch_store(
+        self,
+        cmd: c.Store,
+        mode: StoreMode,
+        result: StoreResult,
+        s: Session,
+        seen: Seen | None,
+        vlen: int,
+    ) -> None:
+        """A store's lines: the item_get of its lookup (when fetchers are watched: `seen`)
+        and its item_store (when mutations are). A store that found no memory or no room
+        fails in memcached at its allocation, before any lookup: its item_store comes
+        first, then the lookup that drops the old value (a set's; any ``ms``'s)."""
+        failed = result is StoreResult.TOO_LARGE or result is StoreResult.NO_MEMORY
+        if not failed:
+            self._log_seen(cmd.key, seen, s)
+        if self.watching & watch.MUTATIONS:
+            self._log_store(cmd, mode, result, s, vlen)
+        if failed and (mode is StoreMode.SET or isinstance(cmd, c.MetaStore)):
+            self._log_seen(cmd.key, seen, s)
+
+    def _log_store(
+        self, cmd: c.Store, mode: StoreMode, result: StoreResult, s: Session, vlen: int
+    ) -> None:
         """An item_store line (memcached logs in do_store_item): the new item's class and
         size, and the seconds it has to live (memcached's unsigned ``exptime - now``)."""
-        n = len(cmd.value)
+        n = len(cmd.value) if vlen < 0 else vlen
         ttl = 0
-        if result is StoreResult.TOO_LARGE:
-            clsid = n = 0
+        if result is StoreResult.TOO_LARGE or result is StoreResult.NO_MEMORY:
+            clsid = n = 0  # memcached logs a failed allocation with no item
         elif result is StoreResult.STORED and (
             mode is StoreMode.APPEND or mode is StoreMode.PREPEND
         ):

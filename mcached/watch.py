@@ -16,8 +16,14 @@ accepted, and nothing is logged for them.
 
 This module is the vocabulary only: flags, event types, statuses, and `render`, which turns
 a recorded event into its line. Events are recorded by whoever sees them (the handlers for
-items, the workers for connections) into `mcached.server.eventlog`, and rendered by the
+items, the workers for connections, the storage for evictions: its ``Cache.on_evict`` hook,
+set only while a watcher wants them) into `mcached.server.eventlog`, and rendered by the
 worker that serves the watcher.
+
+As memcached's, ``fetchers`` covers every lookup its ``do_item_get`` makes, not only a get's:
+the one inside each store (logged before the store's ``item_store`` line), delta, touch,
+delete and ``me``; the handlers ask the storage what such a lookup would see
+(``Cache.peek``) only while fetchers are watched.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Rules that keep the request path free:
 * Nothing is recorded while no watcher wants it: the emitters check `flags` (a plain int,
   the OR of what every attached watcher asked for, copied from the board's ``G_WATCH``
   when it changes); a handler checks its own copy first, so a request pays one attribute
-  test when nobody watches.
+  test when nobody watches. The storage tells of evictions through a hook (`eviction`)
+  the daemon sets only while a watcher asks for ``evictions``: an eviction otherwise pays
+  one test of None.
 * A writer never waits: a ring has fixed slots (`SLOT` bytes: a key of up to 250 bytes
   fits) and the writer overwrites the oldest. A record is written as a seqlock: its
   sequence word is cleared, the fields written, then the sequence set, then the ring's
@@ -48,12 +50,14 @@ from mcached import watch
 from mcached.server.board import G_LOG_SEQ, Board
 
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
-SLOT = 320  # bytes per record: the header and a key of up to 272 bytes
+SLOT = 320  # bytes per record: the header and a key of up to 270 bytes
 SLOTS = 2048  # records per ring (640 KB; memcached's worker buffer is 64 KB)
 RING_HEAD = 64  # bytes before the slots: the head word (the next record's sequence)
 RING = RING_HEAD + SLOTS * SLOT
-# seq, gid, ts, type, a, b, (pad), i1, i2, i3, i4, key length
-RECORD = struct.Struct("<qqdBBBxiiiiH")
+# seq, gid, ts, type, a, b, (pad), i1, i2, i3, i4, key length; i4 is a TTL, which memcached
+# prints as an unsigned 32-bit number for a store (a past exptime: 4294967235) and as -1 for
+# an eviction's item that never expires, so it takes 64 bits
+RECORD = struct.Struct("<qqdBBBxiiiqH")
 KEY_AT = RECORD.size
 KEY_MAX = SLOT - KEY_AT
 SEQ = struct.Struct("<q")
@@ -118,6 +122,12 @@ class EventLog:
         self, status: int, cmd: int, key: bytes, ttl: int, clsid: int, size: int, cfd: int
     ) -> None:
         self.emit(watch.ITEM_STORE, status, cmd, clsid, cfd, size, ttl, key)
+
+    def eviction(
+        self, key: bytes, fetched: bool, ttl: int, idle: int, clsid: int, size: int
+    ) -> None:
+        """An item the storage evicted (its `Cache.on_evict` hook, in the storing thread)."""
+        self.emit(watch.EVICTION, fetched, 0, clsid, idle, size, ttl, key)
 
     def deleted(self, cmd: int, key: bytes, clsid: int, size: int) -> None:
         self.emit(watch.DELETED, 0, cmd, clsid, 0, size, 0, key)

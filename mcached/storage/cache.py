@@ -147,6 +147,7 @@ from mcached.storage.assoc import (
 )
 from mcached.storage.items import (
     NEED_PAGE,
+    EvictHook,
     Items,
     ItemStats,
     Partition,
@@ -869,6 +870,35 @@ class Cache:
     @automove.setter
     def automove(self, level: int) -> None:
         self._items.automove = level
+
+    # ---- what a watcher is told (``watch``: the server's log, never seen from here) ----
+
+    @property
+    def on_evict(self) -> EvictHook | None:
+        """Called, under the storage's locks, with each item a store evicts (see
+        `EvictHook`): it must not block nor call back into the cache. None while nobody
+        listens, which is all an eviction then pays for."""
+        return self._items.on_evict
+
+    @on_evict.setter
+    def on_evict(self, hook: EvictHook | None) -> None:
+        self._items.on_evict = hook
+
+    def peek(self, key: bytes) -> tuple[int, int] | None:
+        """(slab class, value length) of `key`'s live item, None if there is none; nothing
+        is changed or counted (an expired item is left for the command that follows). What
+        memcached logs of the lookup inside a store, delta, touch or delete."""
+        part, h = self._part(key)
+        with self._hold, part:
+            i = self._raw_find_locked(part, key, h)
+            if i < 0:
+                return None
+            a = part.tbl[i] & ADDR_MASK
+            _, _, _, _, nbytes, _, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(self._pm, a)
+            now = self._now()
+            if (exptime and exptime <= now) or self._items.is_flushed(part, cas, itime, now):
+                return None
+            return cid, nbytes
 
     # ---- lookups (partition lock held) ----
 

@@ -129,6 +129,10 @@ log = logging.getLogger("mcached.storage")
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
 NEED_PAGE = -2  # the class has no page (or too few chunks for a chained item)
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
+#: what `Items.on_evict` is called with: (key, fetched, ttl or -1 when it never expires,
+#: seconds since its last access, slab class, value length), memcached's eviction log entry
+EvictHook = Callable[[bytes, bool, int, int, int, int], None]
+
 # chunks the hand looks at for an expired or flushed item before a class takes a new page
 # (memcached's lru_pull_tail looks at 5 items of the tail before each allocation)
 RECLAIM_SCAN = 5
@@ -331,6 +335,10 @@ class Items:
         # The automover's memory of past ticks: only one automover runs (in one process).
         self._last_evictions = [0] * (self.largest + 1)
         self._window: deque[list[int]] = deque(maxlen=AUTOMOVE_WINDOW)
+        # Told of each item the clock hand evicts (not of reclaims, nor of page moves), as
+        # memcached logs LOGGER_EVICTION in lru_pull_tail; None (one test per eviction)
+        # unless someone listens: ``watch evictions`` (see `Cache.on_evict`).
+        self.on_evict: EvictHook | None = None
 
     # ---- shared figures ----
 
@@ -494,6 +502,10 @@ class Items:
                     if not fetched:
                         cst[base + S_EVICTED_UNFETCHED] += 1
                     cls.set_field(C_EVICTED_TIME, now - itime)
+                    if self.on_evict is not None:
+                        key = bytes(pm[a + HEADER : a + HEADER + nkey])
+                        ttl = exptime - now if exptime else -1
+                        self.on_evict(key, bool(fetched), ttl, now - itime, cls.id, nbytes)
                 self._drop_locked(owner, cls, a, h, st, nkey, nbytes, flags, exptime)
                 return a
             finally:

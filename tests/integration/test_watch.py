@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -139,6 +140,148 @@ def test_lines_and_fields_are_memcacheds(server_factory: Callable[..., Server]) 
     )
     gids = [int(re.search(r"gid=(\d+)", x).group(1)) for x in fetches]  # type: ignore[union-attr]
     assert gids == sorted(gids) and len(set(gids)) == len(gids)
+
+
+# memcached logs the lookup inside each of these (do_store_item, do_add_delta, do_item_touch,
+# the deletes' item_get_locked, me's) as an item_get line, before the store's item_store line;
+# a store refused at its allocation logs its item_store first, then (a set, any ms) the
+# lookup that drops the old value. (request, the end of its reply)
+INTERNAL = [
+    (b"set a 0 0 1\r\nx\r\n", b"\r\n"),
+    (b"set a 0 0 2\r\nxy\r\n", b"\r\n"),
+    (b"add a 0 0 1\r\nx\r\n", b"\r\n"),
+    (b"add b 0 0 1\r\nx\r\n", b"\r\n"),
+    (b"replace c 0 0 1\r\nx\r\n", b"\r\n"),
+    (b"append a 0 0 1\r\nz\r\n", b"\r\n"),
+    (b"prepend c 0 0 1\r\nz\r\n", b"\r\n"),
+    (b"cas a 0 0 1 1\r\nq\r\n", b"\r\n"),
+    (b"cas c 0 0 1 1\r\nq\r\n", b"\r\n"),
+    (b"set n 0 0 1\r\n5\r\n", b"\r\n"),
+    (b"incr n 3\r\n", b"\r\n"),
+    (b"decr n 1\r\n", b"\r\n"),
+    (b"incr a 1\r\n", b"\r\n"),  # non-numeric: found all the same
+    (b"incr c 1\r\n", b"\r\n"),
+    (b"touch a 100\r\n", b"\r\n"),
+    (b"touch c 100\r\n", b"\r\n"),
+    (b"delete a\r\n", b"\r\n"),
+    (b"delete c\r\n", b"\r\n"),
+    (b"set past 0 -1 1\r\nx\r\n", b"\r\n"),  # a TTL past 2^31: an unsigned 32-bit number
+    (b"ms m 2 T0\r\nhi\r\n", b"\r\n"),
+    (b"ms m 2 MA\r\nho\r\n", b"\r\n"),
+    (b"ms m2 2 MR\r\nho\r\n", b"\r\n"),
+    (b"md m\r\n", b"\r\n"),
+    (b"md m\r\n", b"\r\n"),
+    (b"ma cnt\r\n", b"\r\n"),
+    (b"ma cnt N0 J5\r\n", b"\r\n"),  # a miss that creates: do_store_item's add
+    (b"ma cnt\r\n", b"\r\n"),
+    (b"me cnt\r\n", b"\r\n"),
+    (b"set big 0 0 100000\r\n" + b"x" * 100000 + b"\r\n", b"\r\n"),  # received in place
+    (b"set big 0 0 200000\r\n" + b"x" * 200000 + b"\r\n", b"\r\n"),
+    (b"set huge 0 0 2000000\r\n" + b"x" * 2000000 + b"\r\n", b"\r\n"),  # over -I
+    (b"add huge 0 0 2000000\r\n" + b"x" * 2000000 + b"\r\n", b"\r\n"),
+]
+
+
+def binary(op: int, key: bytes, extras: bytes = b"", value: bytes = b"") -> bytes:
+    body = len(extras) + len(key) + len(value)
+    return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), len(extras), 0, 0, body, 0, 0) + (
+        extras + key + value
+    )
+
+
+# the binary protocol's: set, incr creating its counter (twice), get, touch, delete, append
+BINARY = [
+    binary(0x01, b"bk", struct.pack(">II", 0, 0), b"v"),
+    binary(0x05, b"bn", struct.pack(">QQI", 1, 7, 0)),
+    binary(0x05, b"bn", struct.pack(">QQI", 1, 7, 0)),
+    binary(0x00, b"bk"),
+    binary(0x1C, b"bk", struct.pack(">I", 10)),
+    binary(0x04, b"bk"),
+    binary(0x0E, b"bn", b"", b"x"),
+]
+
+# memcached logs a store refused at its allocation with its arguments shifted by one
+# (proto_text.c passes no TTL): the connection's fd lands in clsid, cfd is whatever follows
+SLIPPED = re.compile(r"(status=(?:too_large|no_memory) .*)clsid=\d+")
+PAST = re.compile(r"ttl=42949\d{5}")  # 2^32 - (seconds since start): the start differs
+
+
+def internal(srv: Server) -> list[str]:
+    w = attach(srv, b"fetchers", b"mutations")
+    with Conn(srv.address) as c:
+        for request, end in INTERNAL:
+            c.send(request)
+            c.read_until(end)
+    with Conn(srv.address) as c:
+        for frame in BINARY:
+            c.send(frame)
+            head = c.read_exact(24)
+            c.read_exact(struct.unpack(">I", head[8:12])[0])
+    with Conn(srv.address) as c:
+        assert ask(c, b"get endlookups\r\n") == b"END\r\n"
+    got = lines_until(w, b"endlookups")
+    w.close()
+    return [PAST.sub("ttl=PAST", SLIPPED.sub(r"\1clsid=?", fields(x))) for x in got]
+
+
+def test_internal_lookups_are_memcacheds(server_factory: Callable[..., Server]) -> None:
+    ours = internal(server_factory("mcached"))
+    assert ours == internal(server_factory("memcached"))
+    # what the lines say, on ours: a store's lookup comes before its item_store
+    assert ours[:4] == [
+        "type=item_get key=a status=not_found clsid=0 size=0",
+        "type=item_store key=a status=stored cmd=set ttl=0 clsid=1 size=1",
+        "type=item_get key=a status=found clsid=1 size=1",
+        "type=item_store key=a status=stored cmd=set ttl=0 clsid=1 size=2",
+    ]
+    assert "type=item_store key=past status=stored cmd=set ttl=PAST clsid=1 size=1" in ours
+    huge = [x for x in ours if "key=huge " in x]
+    assert huge == [
+        "type=item_store key=huge status=too_large cmd=set ttl=0 clsid=? size=0",
+        "type=item_get key=huge status=not_found clsid=0 size=0",
+        "type=item_store key=huge status=too_large cmd=add ttl=0 clsid=? size=0",
+    ]
+
+
+def evictions(srv: Server) -> list[str]:
+    """Stores of 3 KB items into 2 MB until 64 were evicted; k1 read once, the odd keys with
+    a TTL of 1000 s. The eviction lines, as many as ``stats`` counts."""
+    w = attach(srv, b"evictions")
+    value = b"v" * 3000
+    with Conn(srv.address) as c:
+        for i in range(640):
+            exptime = 1000 if i % 2 else 0
+            assert ask(c, b"set k%d 0 %d 3000\r\n%s\r\n" % (i, exptime, value)) == b"STORED\r\n"
+            if i == 1:
+                ask(c, b"get k1\r\n", b"END\r\n")
+        stats = ask(c, b"stats\r\n", b"END\r\n")
+    m = re.search(rb"STAT evictions (\d+)", stats)
+    assert m is not None
+    evicted = int(m.group(1))
+    buf = b""
+    deadline = time.monotonic() + 10
+    while buf.count(b"\n") < evicted:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{len(buf.splitlines())} eviction lines of {evicted}"
+        w.settimeout(left)
+        buf += w.recv(65536)
+    w.close()
+    # a second may tick between a store and its eviction (memcached's clock has seconds)
+    return [
+        fields(x).replace("ttl=999 ", "ttl=1000 ").replace("la=1 ", "la=0 ")
+        for x in buf.decode().splitlines()
+    ]
+
+
+@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
+def test_evictions_are_memcacheds(kind: str, server_factory: Callable[..., Server]) -> None:
+    ours = evictions(server_factory(kind, "-m", "2"))
+    assert ours == evictions(server_factory("memcached", "-m", "2"))
+    assert len(ours) == 64
+    assert ours[:2] == [
+        "type=eviction key=k0 fetch=no ttl=-1 la=0 clsid=17 size=3000",
+        "type=eviction key=k1 fetch=yes ttl=1000 la=0 clsid=17 size=3000",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["mcached", "memcached"])

@@ -259,3 +259,63 @@ def test_failed_set_drops_the_old_value(clock: FakeClock) -> None:
     assert cache.store(SET, b"k1", value) is StoreResult.NO_MEMORY
     assert cache.get(b"k1") is None
     assert cache.get(b"k0") is not None
+
+
+def test_on_evict_tells_each_eviction_as_memcached_logs_it(clock: FakeClock) -> None:
+    """`Cache.on_evict` (``watch evictions``): one call per evicted item with memcached's
+    LOGGER_EVICTION fields; none once unset."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=1)
+    assert cache.on_evict is None
+    told: list[tuple[bytes, bool, int, int, int, int]] = []
+    cache.on_evict = lambda *args: told.append(args)
+    value = b"v" * 3000
+    cache.store(SET, b"k0", value)
+    cache.store(SET, b"k1", value, exptime=1000)
+    assert cache.get(b"k1") is not None  # fetched once
+    clock.advance(7)
+    n = 2
+    while len(told) < 2:
+        cache.store(SET, b"k%d" % n, value)
+        n += 1
+    cid = cache.class_of(item_size(2, 0, 3000, True))
+    assert told == [(b"k0", False, -1, 7, cid, 3000), (b"k1", True, 993, 7, cid, 3000)]
+    assert cache.stats()["evictions"] == 2
+    cache.on_evict = None
+    for i in range(50):
+        cache.store(SET, b"more%d" % i, value)
+    assert cache.stats()["evictions"] > len(told) == 2
+
+
+def test_on_evict_is_not_told_of_reclaimed_items(clock: FakeClock) -> None:
+    """An expired item whose memory a store takes is reclaimed, not evicted (memcached
+    logs no eviction for it either)."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=1)
+    told: list[object] = []
+    cache.on_evict = lambda *args: told.append(args)
+    value = b"v" * 3000
+    for i in range(700):
+        cache.store(SET, b"old%d" % i, value, exptime=3)
+    told.clear()
+    clock.advance(7)
+    for i in range(300):
+        cache.store(SET, b"new%d" % i, value)
+    st = cache.stats()
+    assert told == [] and st["reclaimed"] > 0
+
+
+def test_peek_sees_a_live_item_and_changes_nothing(cache: Cache, clock: FakeClock) -> None:
+    """`Cache.peek`: what a watcher is told of the lookup inside a store, delta, touch or
+    delete; an expired or flushed item is not seen, and left for the command to count."""
+    assert cache.peek(b"nothing") is None
+    cache.store(SET, b"k", b"abc")
+    assert cache.peek(b"k") == (cache.class_of(item_size(1, 0, 3, True)), 3)
+    cache.store(SET, b"gone", b"x", exptime=5)
+    clock.advance(6)
+    assert cache.peek(b"gone") is None
+    assert cache.stats()["get_expired"] == 0  # not counted, not unlinked by the peek
+    assert cache.get(b"gone") is None
+    assert cache.stats()["get_expired"] == 1
+    cache.flush_all()
+    assert cache.peek(b"k") is None
+    st = cache.stats()
+    assert st["get_flushed"] == 0
