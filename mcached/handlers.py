@@ -1088,7 +1088,9 @@ class Handlers:
         """``watch [<word>...]``: answer OK, then the connection streams the log lines its
         words ask for (its worker takes it over: `StartWatch`)."""
         flags = watch.parse(cmd.args)
-        if flags is None:
+        if not self.settings.watch_enabled:
+            cmd.reply(s.out, Error.WATCH_DISABLED)
+        elif flags is None:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
         elif self.info.watchers() >= watch.WATCHER_LIMIT:
             cmd.reply(s.out, Error.WATCHER_TOO_MANY)
@@ -1294,6 +1296,7 @@ class Handlers:
         for name, value in vars(total).items():
             values[name] = value
         values.update(self.cache.stats())
+        values["log_watchers"] = self.info.watchers()
         values["time"] = int(time.time())
         settings = self.settings
         hidden = frozenset(row for row, name in ONLY_WITH.items() if not getattr(settings, name))

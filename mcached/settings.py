@@ -610,6 +610,10 @@ class Settings:
             "-F", "disable flush_all command", long="--disable-flush-all", stat="flush_enabled"
         ),
     )
+    watch_enabled: bool = field(
+        default=True,
+        metadata=opt("-W", "disable watch commands (live logging)", long="--disable-watch"),
+    )
     dump_enabled: bool = field(
         default=True,
         metadata=opt(

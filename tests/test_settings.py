@@ -81,6 +81,8 @@ VALUES = [
     (["-M"], "evictions", False),
     (["-C"], "cas_enabled", False),
     (["-F"], "flush_enabled", False),
+    (["-W"], "watch_enabled", False),
+    (["--disable-watch"], "watch_enabled", False),
     (["-A"], "shutdown_command", True),
     (["-vv"], "verbose", 2),
     (["-I", "2m"], "item_size_max", 2 * MB),

@@ -144,6 +144,7 @@ class Error(_Member):
     CONFIG_DELETE_DISABLED = "config_delete_disabled"
     BAD_CLUSTER_CONFIG = "bad_cluster_config"  # config set data: `detail` says what is wrong
     WATCHER_TOO_MANY = "watcher_too_many"  # memcached's 20 watchers are attached
+    WATCH_DISABLED = "watch_disabled"  # -W
     # the meta commands' (memcached 1.6.18 proto_text.c words each)
     META_FLAG_INVALID = "meta_flag_invalid"  # a flag no meta command knows
     META_FLAG_DUPLICATE = "meta_flag_duplicate"  # a flag given twice (or not ASCII)

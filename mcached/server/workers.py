@@ -86,6 +86,8 @@ TIMEOUT_CHECK_INTERVAL = 1.0
 CONN_MEMORY_DEFAULT = 32 * 1024 * 1024
 ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
 ACCEPT_BATCH = 16  # connections one wake-up accepts, so others get theirs too
+# the close reasons a conn_close line calls normal (see `Worker._conn_event`)
+NORMAL_CLOSE = frozenset(("client closed", "client closed in the middle of a value", "quit", ""))
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
@@ -658,12 +660,15 @@ class Worker:
         transport = watch.TCP
         if conn.listen_addr.startswith("unix:"):  # memcached: rip=unix rport=0 transport=local
             host, port, transport = "unix", "0", watch.LOCAL
-        why = watch.NORMAL
-        if reason == "idle timeout":
+        # memcached's close_reason: normal for the client's EOF (even inside a value) and
+        # for quit, error (its zero value) for any other hang-up: a protocol error, an HTTP
+        # request line, a failed read or write
+        why = watch.ERROR
+        if reason in NORMAL_CLOSE:
+            why = watch.NORMAL
+        elif reason == "idle timeout":
             why = watch.IDLE_TIMEOUT
         elif reason in ("server stopping", "shutdown command"):
             why = watch.SHUTDOWN
-        elif "error" in reason:
-            why = watch.ERROR
         rport = int(port) if port.isdigit() else 0
         self.events.conn_event(kind, host.strip("[]"), rport, transport, why, conn.fd)

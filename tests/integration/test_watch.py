@@ -303,6 +303,83 @@ def test_watch_words_and_limits(kind: str, server_factory: Callable[..., Server]
         assert c.read_until(b"OK\r\n") == b"END\r\nOK\r\n"
 
 
+def close_reasons(srv: Server) -> list[str]:
+    """conn_close lines of a client that closes, one that quits and one that sends an HTTP
+    request line (hung up on)."""
+    w = attach(srv, b"connevents")
+    ports = []
+    for request in (b"version\r\n", b"quit\r\n", b"GET / HTTP/1.1\r\n"):
+        c = socket.create_connection(srv.address)
+        c.settimeout(5)
+        ports.append(c.getsockname()[1])
+        c.sendall(request)
+        if request.startswith(b"version"):
+            assert c.recv(100).startswith(b"VERSION")
+        else:
+            assert c.recv(100) == b""  # the server closed it
+        c.close()
+    buf = b""
+    deadline = time.monotonic() + 10
+    while b"rport=%d " % ports[-1] not in buf.partition(b"type=conn_close")[2]:
+        assert time.monotonic() < deadline, buf
+        buf += w.recv(4096)
+    w.close()
+    lines = [x for x in buf.decode().splitlines() if "conn_close" in x]
+    out = []
+    for n, port in enumerate(ports):
+        out += [
+            fields(x).replace(f"rport={port} ", f"rport=P{n} ")
+            for x in lines
+            if f"rport={port} " in x
+        ]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mcached", "memcached"])
+def test_close_reasons_are_memcacheds(kind: str, server_factory: Callable[..., Server]) -> None:
+    """memcached's close_reason: normal for an EOF or quit, error (its zero value) for a
+    hang-up such as an HTTP request line (watcher.t)."""
+    assert close_reasons(server_factory(kind)) == [
+        "type=conn_close rip=127.0.0.1 rport=P0 transport=tcp reason=normal",
+        "type=conn_close rip=127.0.0.1 rport=P1 transport=tcp reason=normal",
+        "type=conn_close rip=127.0.0.1 rport=P2 transport=tcp reason=error",
+    ]
+
+
+def log_watchers(c: Conn, want: int) -> None:
+    """Wait until ``stats`` counts `want` watchers (memcached's logger thread updates the
+    figure on its rounds)."""
+    deadline = time.monotonic() + 5
+    while True:
+        m = re.search(rb"STAT log_watchers (\d+)", ask(c, b"stats\r\n", b"END\r\n"))
+        assert m is not None
+        if int(m.group(1)) == want:
+            return
+        assert time.monotonic() < deadline, f"log_watchers {int(m.group(1))}, not {want}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["mcached", "memcached"])
+def test_watchers_are_counted_and_W_refuses_watch(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    srv = server_factory(kind)
+    with Conn(srv.address) as c:
+        log_watchers(c, 0)
+        watchers = [attach(srv), attach(srv, b"mutations")]
+        log_watchers(c, 2)
+        watchers.pop().close()
+        log_watchers(c, 1)
+        watchers.pop().close()
+        log_watchers(c, 0)
+    srv = server_factory(kind, "-W")
+    with Conn(srv.address) as c:
+        refused = b"CLIENT_ERROR watch commands not allowed\r\n"
+        assert ask(c, b"watch\r\n") == refused
+        assert ask(c, b"watch bogus\r\n") == refused  # before the words are read
+        assert ask(c, b"version\r\n").startswith(b"VERSION")
+
+
 def test_deletions_is_the_later_memcacheds(mcached: Server) -> None:
     w = attach(mcached, b"deletions")
     with Conn(mcached.address) as c:
