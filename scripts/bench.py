@@ -73,6 +73,17 @@ bare one-thread Python server that knows get/set/version over a dict (the most
 CPython gets out of this machine: mcached cannot beat it), and the same over
 mcached's slab cache (what the storage costs without the daemon around it).
 Their ratios to memcached, from the same run, are the yardstick for mcached's.
+``--metrics`` adds ``mcached+metrics`` to every load: mcached's command with
+``--metrics-listen 127.0.0.1:<a free port>``, its ``/metrics`` read over HTTP every
+``--scrape-every`` seconds (default 1: harsher than Prometheus's usual 15 s) while each
+load runs, as an endpoint costs nothing until something reads it. Its run's detail line
+adds the scrapes made and their mean time; a failed scrape counts as an error. The
+summary then prints it over mcached (endpoint on over off). The issue's on/off figures::
+
+    .venv/bin/python scripts/bench.py --servers mcached --metrics --repeat 3
+
+(add ``--servers both`` to see both against memcached too). ``--mcached-cmd`` changes
+both mcached commands (the endpoint's flag is appended to it).
 """
 
 from __future__ import annotations
@@ -95,8 +106,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from array import array
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +124,8 @@ TEXT_ONLY = ("ceiling", "ceiling-cache")  # servers that know get/set/version al
 SERVERS = ("mcached", "memcached")
 # --ceiling: scripts/bench_ceiling.py, a bare Python server, over a dict and over mcached's cache
 CEILINGS = ("ceiling", "ceiling-cache")
+# --metrics: mcached with its Prometheus endpoint on, scraped while the load runs
+METRICS_SERVER = "mcached+metrics"
 START_TIMEOUT = 20.0  # seconds for a server to answer "version"
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 
@@ -167,6 +183,7 @@ class Server:
         self.threads = threads
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0  # the endpoint's, when the command has {metrics_port}
         self.version = ""
         self.argv: list[str] = []
         self._log = tempfile.TemporaryFile()
@@ -175,7 +192,12 @@ class Server:
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between probe and bind
             self.port = free_port()
-            self.argv = [a.format(port=self.port, threads=self.threads) for a in self.template]
+            if any("{metrics_port}" in a for a in self.template):
+                self.metrics_port = free_port()
+            self.argv = [
+                a.format(port=self.port, threads=self.threads, metrics_port=self.metrics_port)
+                for a in self.template
+            ]
             self._log.seek(0)
             self._log.truncate()
             self.proc = subprocess.Popen(
@@ -253,6 +275,58 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
         self.proc = None
+
+
+class Scraper:
+    """Reads ``http://127.0.0.1:<port>/metrics`` every `every` seconds in a thread, from
+    ``with`` until its end (--metrics): what a Prometheus server does to the daemon."""
+
+    def __init__(self, port: int, every: float) -> None:
+        self.url = f"http://{HOST}:{port}/metrics"
+        self.every = every
+        self.scrapes = 0
+        self.failures = 0
+        self.seconds = 0.0
+        self.first_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as reply:
+                    body: bytes = reply.read()
+                if b"memcached_up" not in body:
+                    raise ValueError(f"no memcached_up in {len(body)} bytes")
+                self.scrapes += 1
+            except (OSError, ValueError) as e:
+                self.failures += 1
+                self.first_error = self.first_error or f"{self.url}: {e}"
+            took = time.monotonic() - t0
+            self.seconds += took
+            if self._stop.wait(max(0.0, self.every - took)):
+                return
+
+    def record(self, result: dict[str, Any]) -> None:
+        """Add the scrapes to a load's result (a failed scrape is an error of the run)."""
+        done = self.scrapes + self.failures
+        extra = result.setdefault("extra", {})
+        extra["scrapes"] = self.scrapes
+        extra["scrape_ms"] = 1000 * self.seconds / done if done else None
+        if self.failures:
+            result["errors"] = result.get("errors", 0) + self.failures
+            kinds = result.setdefault("error_kinds", {})
+            kinds["metrics scrape failed"] = kinds.get("metrics scrape failed", 0) + self.failures
+            result.setdefault("error_samples", []).append(self.first_error)
 
 
 # ---------------------------------------------------------------------------
@@ -1008,6 +1082,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "most a Python server gets out of this machine, measured in the same run",
     )
     p.add_argument(
+        "--metrics",
+        action="store_true",
+        help=f"also run {METRICS_SERVER}: mcached with --metrics-listen on a free port, its "
+        "/metrics read every --scrape-every seconds during each load",
+    )
+    p.add_argument(
+        "--scrape-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="--metrics: seconds between two scrapes (default 1)",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -1043,8 +1130,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     d.add_argument("--memcached-cmd", help="command line replacing memcached's (same placeholders)")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.repeat < 1 or args.threads < 1:
-        p.error("--duration, --repeat and --threads must be positive")
+    if args.duration <= 0 or args.repeat < 1 or args.threads < 1 or args.scrape_every <= 0:
+        p.error("--duration, --repeat, --threads and --scrape-every must be positive")
     if args.mix_procs < 1 or args.mix_conns < args.mix_procs or args.mix_keys < 1:
         p.error("need --mix-procs >= 1, --mix-conns >= --mix-procs, --mix-keys >= 1")
     return args
@@ -1062,6 +1149,11 @@ def server_templates(args: argparse.Namespace) -> dict[str, list[str]]:
             if "{port}" not in override:
                 raise SystemExit(f"--{name}-cmd must contain {{port}}")
             templates[name] = shlex.split(override)
+    templates[METRICS_SERVER] = [
+        *templates["mcached"],
+        "--metrics-listen",
+        HOST + ":{metrics_port}",
+    ]
     return templates
 
 
@@ -1071,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = list(SERVERS) if args.servers == "both" else [args.servers]
     if args.ceiling:
         servers += CEILINGS
+    if args.metrics:
+        servers.insert(servers.index("mcached") + 1 if "mcached" in servers else 0, METRICS_SERVER)
     templates = server_templates(args)
     if any(name in loads for name in ("memaslap", "multiget")) and find_memaslap() is None:
         print("memaslap (memcaslap) not found: install libmemcached-tools", file=sys.stderr)
@@ -1110,7 +1204,13 @@ def main(argv: list[str] | None = None) -> int:
                         server.start()
                         versions[name] = server.version
                         idle = open_idle(server.port, args.idle_conns)
-                        result = run_load(load, server, args)
+                        scraper = None
+                        if server.metrics_port:
+                            scraper = Scraper(server.metrics_port, args.scrape_every)
+                        with scraper or nullcontext():
+                            result = run_load(load, server, args)
+                        if scraper is not None:
+                            scraper.record(result)
                         if not server.alive():
                             result["failed"] = "server died during the load:\n" + server.log_tail()
                     except (RuntimeError, OSError, ValueError) as e:
@@ -1152,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
     title = f"medians of {args.repeat} run(s)" if args.repeat > 1 else "1 run each"
     print(f"Results ({title}; latency in ms; cpu in % of one core)")
     header = (
-        f"{'load':<10} {'server':<13} {'ops/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'avg ms':>8}"
+        f"{'load':<10} {'server':<15} {'ops/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'avg ms':>8}"
         f" {'errors':>7} {'srv cpu':>8} {'cli cpu':>8} {'ratio(ops)':>11}"
     )
     print(header)
@@ -1163,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
             approx = sm["latency_approx"]
             ratio = ratios.get(ld, {}).get(s, {}).get("ops_per_s")
             print(
-                f"{ld:<10} {s:<13} {fmt_ops(sm['ops_per_s']):>11}"
+                f"{ld:<10} {s:<15} {fmt_ops(sm['ops_per_s']):>11}"
                 f" {fmt_num(sm['p50_ms'], approx=approx):>9}"
                 f" {fmt_num(sm['p99_ms'], approx=approx):>9} {fmt_num(sm['avg_ms']):>8}"
                 f" {sm['errors'] if sm['ok_runs'] else '-':>7}"
@@ -1175,12 +1275,12 @@ def main(argv: list[str] | None = None) -> int:
                 shown = ", ".join(
                     f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.3g}" for k, v in extra.items()
                 )
-                print(f"{'':<24} {shown}")
+                print(f"{'':<26} {shown}")
             if sm["error_kinds"]:
                 kinds = ", ".join(f"{k} {v}" for k, v in sm["error_kinds"].items())
-                print(f"{'':<24} ERRORS (all runs): {kinds}")
+                print(f"{'':<26} ERRORS (all runs): {kinds}")
             if sm["ok_runs"] < sm["runs"]:
-                print(f"{'':<24} {sm['runs'] - sm['ok_runs']} of {sm['runs']} run(s) FAILED")
+                print(f"{'':<26} {sm['runs'] - sm['ok_runs']} of {sm['runs']} run(s) FAILED")
     print()
     if any(summary[ld][s]["latency_approx"] for ld in loads for s in summary[ld]):
         print(
@@ -1212,7 +1312,7 @@ def main(argv: list[str] | None = None) -> int:
         for ld, per_server in ratios.items():
             for s, r in per_server.items():
                 print(
-                    f"  {ld:<10} {s:<13} ops/s {fmt_num(r['ops_per_s'], 2)}x"
+                    f"  {ld:<10} {s:<15} ops/s {fmt_num(r['ops_per_s'], 2)}x"
                     f"   p50 {fmt_num(r['p50_ms'], 2)}x   p99 {fmt_num(r['p99_ms'], 2)}x"
                 )
         if args.ceiling:
@@ -1220,6 +1320,20 @@ def main(argv: list[str] | None = None) -> int:
                 "  ceiling: scripts/bench_ceiling.py, get/set/version over a dict and nothing"
                 " else;\n  ceiling-cache: the same over mcached's slab cache (no daemon around it)"
             )
+    if args.metrics:
+        print()
+        print(
+            f"metrics endpoint on over off ({METRICS_SERVER} over mcached; scraped every"
+            f" {args.scrape_every:g} s)"
+        )
+        for ld in loads:
+            on, off = summary[ld].get(METRICS_SERVER), summary[ld].get("mcached")
+            if on and off:
+                print(
+                    f"  {ld:<10} ops/s {fmt_num(ratio_of(on['ops_per_s'], off['ops_per_s']), 3)}x"
+                    f"   p50 {fmt_num(ratio_of(on['p50_ms'], off['p50_ms']), 2)}x"
+                    f"   p99 {fmt_num(ratio_of(on['p99_ms'], off['p99_ms']), 2)}x"
+                )
     if "mix" in summary and "meta" in summary:
         print()
         print("meta over mix, per server (mg <key> v against get, ms against set)")
@@ -1227,7 +1341,7 @@ def main(argv: list[str] | None = None) -> int:
             meta, mix = summary["meta"][s], summary["mix"].get(s)
             if mix and meta["ops_per_s"] and mix["ops_per_s"]:
                 print(
-                    f"  {s:<13} ops/s {fmt_num(meta['ops_per_s'] / mix['ops_per_s'], 2)}x"
+                    f"  {s:<15} ops/s {fmt_num(meta['ops_per_s'] / mix['ops_per_s'], 2)}x"
                     f"   p50 {fmt_num(ratio_of(meta['p50_ms'], mix['p50_ms']), 2)}x"
                     f"   p99 {fmt_num(ratio_of(meta['p99_ms'], mix['p99_ms']), 2)}x"
                 )

@@ -1,0 +1,69 @@
+"""scripts/bench.py's ``--metrics``: mcached with its endpoint on, scraped while a load runs.
+
+The benchmark itself is not run here (it takes minutes and a quiet machine); this checks
+the part the figures depend on: the ``mcached+metrics`` command really serves /metrics on
+the port the script picked, and the scraper reads it on schedule and reports a failure as
+an error of the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses and typing look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_metrics_server_is_scraped_during_the_load(bench: ModuleType) -> None:
+    mcached = f"{sys.executable} -m mcached -l 127.0.0.1 -p {{port}} -m 64"
+    args = bench.parse_args(
+        ["--servers", "mcached", "--metrics", "--scrape-every", "0.05", "--mcached-cmd", mcached]
+    )
+    template = bench.server_templates(args)[bench.METRICS_SERVER]
+    assert template == [*mcached.split(), "--metrics-listen", "127.0.0.1:{metrics_port}"]
+    server = bench.Server(bench.METRICS_SERVER, template, 2)
+    server.start()
+    try:
+        assert server.metrics_port and f"127.0.0.1:{server.metrics_port}" in server.argv
+        with bench.Scraper(server.metrics_port, args.scrape_every) as scraper:
+            deadline = time.monotonic() + 10
+            while scraper.scrapes < 3:
+                assert time.monotonic() < deadline, scraper.first_error
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    result: dict[str, object] = {"errors": 0}
+    scraper.record(result)
+    assert scraper.failures == 0 and result["errors"] == 0
+    extra = result["extra"]
+    assert isinstance(extra, dict) and extra["scrapes"] >= 3 and extra["scrape_ms"] > 0
+
+
+def test_a_failed_scrape_is_an_error_of_the_run(bench: ModuleType) -> None:
+    with bench.Scraper(bench.free_port(), 0.05) as scraper:  # nothing listens there
+        deadline = time.monotonic() + 10
+        while scraper.failures < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    result: dict[str, object] = {"errors": 1}
+    scraper.record(result)
+    assert result["errors"] == 1 + scraper.failures
+    assert result["error_kinds"] == {"metrics scrape failed": scraper.failures}
+    assert "Connection refused" in str(result["error_samples"])
