@@ -37,7 +37,7 @@ from typing import Any
 
 import psutil
 
-from mcached import MEMCACHED_VERSION, metrics, systemd, watch
+from mcached import MEMCACHED_VERSION, metrics, systemd
 from mcached.addr import DEFAULT_PORT, format_address
 from mcached.auth import AuthFile
 from mcached.clock import Clock
@@ -564,10 +564,9 @@ class Daemon:
         level = board.get(G_VERBOSE)
         self._apply_verbosity(level)
         # watch: what the attached watchers want logged (a plain int the request path tests)
-        watching = self.handlers.watching = self.server.events.flags = board.get(G_WATCH)
+        self.handlers.watching = self.server.events.flags = board.get(G_WATCH)
         # the storage tells of evictions only while a watcher wants them
-        events = self.server.events
-        self.handlers.cache.on_evict = events.eviction if watching & watch.EVICTIONS else None
+        self.handlers.cache.on_evict = self.server.events.eviction_hook()
         detail = bool(board.get(G_DETAIL))
         self.handlers.detail.enabled = detail
         self.handlers.settings = self.handlers.settings.replace(

@@ -123,6 +123,11 @@ class EventLog:
     ) -> None:
         self.emit(watch.ITEM_STORE, status, cmd, clsid, cfd, size, ttl, key)
 
+    def eviction_hook(self) -> Callable[[bytes, bool, int, int, int, int], None] | None:
+        """What the storage's ``on_evict`` should be now: `eviction` while a watcher wants
+        evictions (`flags`), else None."""
+        return self.eviction if self.flags & watch.EVICTIONS else None
+
     def eviction(
         self, key: bytes, fetched: bool, ttl: int, idle: int, clsid: int, size: int
     ) -> None:
@@ -143,9 +148,19 @@ class EventLog:
         self, cursors: list[int], want: int, limit: int = PUMP_MAX
     ) -> tuple[list[tuple[Any, ...]], int]:
         """The records of every ring since `cursors` (advanced) whose type `want` covers,
-        in gid order, and how many were lost (overwritten before they were read)."""
+        in gid order, and how many were lost (overwritten before they were read).
+
+        Only records whose gid was drawn before this read began are taken; later ones wait
+        for the next read. The rings are read one after the other, so without that bound a
+        record written to a ring already read (gid 50) could be missed while a later one
+        (gid 51, of a request that followed the first's reply) is taken from a ring read
+        after it: the watcher would see 51 before 50. (A record stamped before the read
+        began is taken whatever its gid: the unlocked counter can step back when two
+        processes bump it at once, and its records must not wait for the next event.)"""
         out: list[tuple[Any, ...]] = []
         lost = 0
+        began = time.time()
+        last_gid = self.board.words[G_LOG_SEQ]
         unpack = RECORD.unpack_from
         m = self.map
         words = self._seqs
@@ -164,6 +179,8 @@ class EventLog:
                 key = bytes(m[at + KEY_AT : at + KEY_AT + rec[-1]])
                 if rec[0] != seq or words[at // 8] != seq:
                     lost += 1  # overwritten (or being written) under us
+                elif rec[1] > last_gid and rec[2] >= began:
+                    break  # drawn after this read began: the next read takes it
                 elif flag_of.get(rec[3], 0) & want:
                     # (gid, type, ts, a, b, i1, i2, i3, i4, key): `watch.render`'s order
                     out.append((rec[1], rec[3], rec[2], *rec[4:-1], key))

@@ -320,11 +320,14 @@ def close_reasons(srv: Server) -> list[str]:
         c.close()
     buf = b""
     deadline = time.monotonic() + 10
-    while b"rport=%d " % ports[-1] not in buf.partition(b"type=conn_close")[2]:
+    while True:
+        whole = buf[: buf.rfind(b"\n") + 1].decode()  # complete lines only
+        lines = [x for x in whole.splitlines() if "type=conn_close" in x]
+        if all(any(f"rport={port} " in x for x in lines) for port in ports):
+            break
         assert time.monotonic() < deadline, buf
         buf += w.recv(4096)
     w.close()
-    lines = [x for x in buf.decode().splitlines() if "conn_close" in x]
     out = []
     for n, port in enumerate(ports):
         out += [
