@@ -966,6 +966,12 @@ class Handlers:
         if sub == b"metadump" and not self.settings.dump_enabled:
             cmd.reply(s.out, Error.METADUMP_DISABLED)
             return
+        if sub == b"metadump" and s.out:
+            # memcached's resp_has_stack: earlier replies of this read are still unsent (it
+            # transmits at once after a get or mn, so a metadump right behind one of those
+            # is served there: TRIAGE.md, lru-crawler.t)
+            cmd.reply(s.out, Error.METADUMP_PIPELINED)
+            return
         classes: set[int] | None = None
         if which == b"hash":
             if sub == b"crawl":

@@ -124,6 +124,7 @@ class Error(_Member):
     BAD_CLASS = "bad_class"  # lru_crawler with a class id that does not exist
     CRAWLER_FAILED = "crawler_failed"  # lru_crawler crawl hash
     METADUMP_DISABLED = "metadump_disabled"  # lru_crawler metadump under -X
+    METADUMP_PIPELINED = "metadump_pipelined"  # replies of earlier commands still unsent
     CRAWLER_DISABLED = "crawler_disabled"  # lru_crawler crawl|metadump with the crawler off
     CRAWLER_NOT_STARTED = "crawler_not_started"  # lru_crawler enable when it runs already
     BAD_COMMAND_LINE = "bad_command_line"  # stats cachedump without its two numbers

@@ -68,6 +68,7 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.BAD_CLASS: b"BADCLASS invalid class id\r\n",
     Error.CRAWLER_FAILED: b"ERROR an unknown error happened\r\n",
     Error.METADUMP_DISABLED: b"ERROR metadump not allowed\r\n",
+    Error.METADUMP_PIPELINED: b"ERROR cannot pipeline other commands before metadump\r\n",
     Error.CRAWLER_DISABLED: b"CLIENT_ERROR lru crawler disabled\r\n",
     Error.CRAWLER_NOT_STARTED: b"ERROR failed to start lru crawler thread\r\n",
     # stats cachedump (proto_text.c process_stat)

@@ -328,6 +328,21 @@ def test_dumps_not_allowed_under_X(kind: str, server_factory: Callable[..., Serv
         )
 
 
+def test_metadump_refuses_to_follow_other_commands(server: Server) -> None:
+    """lru-crawler.t: memcached refuses a metadump behind replies of the same read still
+    unsent (its resp_has_stack), and serves it alone."""
+    roundtrip(
+        server,
+        b"mg foo v\r\nlru_crawler metadump all\r\nversion\r\nlru_crawler metadump all\r\n",
+        b"EN\r\nERROR cannot pipeline other commands before metadump\r\nVERSION 1.6.18\r\n"
+        b"ERROR cannot pipeline other commands before metadump\r\n",
+    )
+    with Conn(server.address) as conn:  # alone it is served (nothing may follow it: no probe)
+        conn.send(b"lru_crawler metadump all\r\n")
+        reply = conn.read_until(b"END\r\n")
+    assert reply.endswith(b"END\r\n") and b"ERROR" not in reply
+
+
 # --- stats detail (stats-detail.t) ------------------------------------------------------
 
 

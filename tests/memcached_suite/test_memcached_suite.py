@@ -142,6 +142,7 @@ IN_SCOPE: dict[str, InScope] = {
     "slabs_reassign.t": PASSES,
     # page moves: rescues of items and of chained items' chunks, free pages back to the pool
     "slabs-reassign2.t": PASSES,
+    "lru-crawler.t": PASSES,
     "slabs-reassign-chunked.t": PASSES,
     "udp.t": PASSES,
     # the meta protocol (issue 13)
@@ -173,8 +174,6 @@ OUT_OF_SCOPE: dict[str, str] = {
     "issue_67.t": "memcached's MEMCACHED_PORT_FILENAME port file, and it binds the default "
     "port 11211; mcached does not write the port file (TRIAGE.md: beyond the list)",
     "line-lengths.t": "checks the line lengths of memcached's doc/protocol.txt, not a server",
-    "lru-crawler.t": "its crawls pass; it fails from subtest 99 on: memcached refuses a "
-    "metadump pipelined after other commands, mcached serves it (TRIAGE.md: lru-crawler.t)",
     "lru-maintainer.t": "memcached's segmented LRU (HOT/WARM/COLD moves, which mcached's "
     "clock LRU does not have by design); TRIAGE.md: beyond the list",
     "misbehave.t": "seccomp (-o drop_privileges), which memcached's debug build tests",
