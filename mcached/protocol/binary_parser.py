@@ -47,6 +47,7 @@ from mcached.protocol.parser import (
     INT32_MAX,
     KEY_MAX_LENGTH,
     NEED_DATA,
+    Buffered,
     Parser,
     item_total_size,
 )
@@ -106,12 +107,10 @@ KNOWN = frozenset(
 )  # fmt: skip
 
 
-class BinaryParser:
+class BinaryParser(Buffered):
     """One per binary connection. Not thread-safe: a connection lives on one worker."""
 
     __slots__ = (
-        "_buf",
-        "_pos",
         "_swallow",
         "_hangup",
         "item_size_max",
@@ -172,24 +171,6 @@ class BinaryParser:
                 self._buf = rest + data
         self._pos = 0
         return fresh
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    def take(self, n: int) -> bytes | bytearray:
-        """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
-        the server receives itself."""
-        buf = self._buf
-        pos = self._pos
-        end = min(len(buf), pos + n)
-        data = buf[pos:end]
-        if end >= len(buf):
-            self._buf = b""  # let the read buffer go now: the value may take long to come
-            self._pos = 0
-        else:
-            self._pos = end
-        return data
 
     @property
     def authenticating(self) -> bool:

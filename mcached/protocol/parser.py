@@ -159,12 +159,38 @@ def parse_int32(tok: bytes) -> int | None:
     return ((v + 2**31) & UINT32_MAX) - 2**31
 
 
-class Parser:
+class Buffered:
+    """What a parser holds of the bytes received: ``_buf`` from ``_pos`` on (the text and
+    the binary parsers both)."""
+
+    __slots__ = ("_buf", "_pos")
+    _buf: bytes | bytearray
+    _pos: int
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that no command has consumed yet."""
+        return len(self._buf) - self._pos
+
+    def take(self, n: int) -> bytes | bytearray:
+        """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
+        the server receives itself."""
+        buf = self._buf
+        pos = self._pos
+        end = min(len(buf), pos + n)
+        data = buf[pos:end]
+        if end >= len(buf):
+            self._buf = b""  # let the read buffer go now: the value may take long to come
+            self._pos = 0
+        else:
+            self._pos = end
+        return data
+
+
+class Parser(Buffered):
     """One per connection. Not thread-safe: a connection lives on one worker."""
 
     __slots__ = (
-        "_buf",
-        "_pos",
         "_pending",
         "_swallow",
         "_after_swallow",
@@ -291,25 +317,6 @@ class Parser:
                 self._buf = rest + data
         self._pos = 0
         return False
-
-    def take(self, n: int) -> bytes | bytearray:
-        """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
-        the server receives itself."""
-        buf = self._buf
-        pos = self._pos
-        end = min(len(buf), pos + n)
-        data = buf[pos:end]
-        if end >= len(buf):
-            self._buf = b""  # let the read buffer go now: the value may take long to come
-            self._pos = 0
-        else:
-            self._pos = end
-        return data
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held that no command has consumed yet."""
-        return len(self._buf) - self._pos
 
     @property
     def authenticating(self) -> bool:
