@@ -159,6 +159,18 @@ DELTA_OUTCOME: dict[DeltaResult, Outcome | Error] = {
     DeltaResult.NOT_CREATED: Error.META_NOT_CREATED,
 }
 
+
+def drops_old_item(cmd: c.Store) -> bool:
+    """Whether a store refused at its allocation (no memory, or too large for -I) drops the
+    key's item, so that the write it failed leaves no stale value behind. memcached's text
+    ``set`` does (process_update_command: NREAD_SET only), every ``ms`` whatever its mode and
+    CAS (process_mset_command), and the binary set and setq with a CAS or not
+    (process_bin_update tests the opcode); the other verbs keep the item."""
+    if isinstance(cmd, b.BinSet):
+        return b.QUIET.get(cmd.opcode, cmd.opcode) == b.SET
+    return type(cmd) is c.Set or isinstance(cmd, c.MetaStore)
+
+
 MB = 1024 * 1024
 MAX_SLAB_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES: class ids 0..63
 UINT32_MAX = 2**32 - 1
@@ -752,10 +764,6 @@ class Handlers:
             return
         mode = STORE_MODE[type(cmd)]
         seen = self._seen(cmd.key) if self.watching else None
-        if mode is StoreMode.SET:
-            # memcached drops the old value when a set fails (as `store` does: its
-            # _link_locked drops it in set mode)
-            self.cache.unlink(cmd.key)
         self._stored(cmd, s, mode, result, 0, seen, vlen)
 
     def _stored(
@@ -772,6 +780,9 @@ class Handlers:
         item's, for the syntaxes that report it; `seen`: what `_seen` found before the
         store, when fetchers are watched; `vlen`: the value's length when it was received
         into the cache's memory, not into ``cmd.value``)."""
+        if result is StoreResult.NO_MEMORY or result is StoreResult.TOO_LARGE:
+            self._refused(cmd, s, mode, result, seen, vlen)
+            return
         ctr = s.counters
         ctr.cmd_set += 1
         if mode is StoreMode.CAS:
@@ -781,18 +792,42 @@ class Handlers:
                 ctr.cas_badval += 1
             elif result is StoreResult.NOT_FOUND:
                 ctr.cas_misses += 1
-        if result is StoreResult.NO_MEMORY:
-            ctr.store_no_memory += 1
-        elif result is StoreResult.TOO_LARGE:
-            ctr.store_too_large += 1
         if self.detail.enabled and cmd.detailed:
             self.detail.record_set(cmd.key)
         if self.watching:
             self._watch_store(cmd, mode, result, s, seen, vlen)
         cmd.reply_stored(s.out, STORE_OUTCOME[result], cas)
 
+    def _refused(
+        self,
+        cmd: c.Store,
+        s: Session,
+        mode: StoreMode,
+        result: StoreResult,
+        seen: Seen | None,
+        vlen: int,
+    ) -> None:
+        """A store refused at its allocation (NO_MEMORY; TOO_LARGE when the storage, not the
+        parser, found it over -I), as memcached refuses it before reading its value: not a
+        cmd_set (memcached counts a set once its item is allocated); store_no_memory or
+        store_too_large in text and meta, neither in binary (process_bin_update counts
+        nothing); and the key's item dropped when `drops_old_item` says so."""
+        if not isinstance(cmd, b.BinaryReplies):
+            if result is StoreResult.NO_MEMORY:
+                s.counters.store_no_memory += 1
+            else:
+                s.counters.store_too_large += 1
+        if self.detail.enabled and cmd.detailed:
+            self.detail.record_set(cmd.key)
+        if drops_old_item(cmd):
+            self.cache.unlink(cmd.key)
+        if self.watching:
+            self._watch_store(cmd, mode, result, s, seen, vlen)
+        cmd.reply_stored(s.out, STORE_OUTCOME[result], 0)
+
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
-        s.counters.store_too_large += 1
+        if not isinstance(cmd, b.BinaryReplies):  # memcached's binary stores count nothing
+            s.counters.store_too_large += 1
         if self.watching & watch.MUTATIONS:
             cmd_code = STORE_CMD_CODE.get(cmd.mode, 0)
             self.events.item_store(4, cmd_code, cmd.key, 0, 0, 0, getattr(s, "fd", -1))
@@ -1176,13 +1211,13 @@ class Handlers:
         """A store's lines: the item_get of its lookup (when fetchers are watched: `seen`)
         and its item_store (when mutations are). A store that found no memory or no room
         fails in memcached at its allocation, before any lookup: its item_store comes
-        first, then the lookup that drops the old value (a set's; any ``ms``'s)."""
+        first, then the lookup that drops the old value (`drops_old_item`)."""
         failed = result is StoreResult.TOO_LARGE or result is StoreResult.NO_MEMORY
         if not failed:
             self._log_seen(cmd.key, seen, s)
         if self.watching & watch.MUTATIONS:
             self._log_store(cmd, mode, result, s, vlen)
-        if failed and (mode is StoreMode.SET or isinstance(cmd, c.MetaStore)):
+        if failed and drops_old_item(cmd):
             self._log_seen(cmd.key, seen, s)
 
     def _log_store(

@@ -190,7 +190,9 @@ _SET, _ADD, _CAS, _REPLACE, _APPEND = (
     StoreMode.REPLACE,
     StoreMode.APPEND,
 )
+_PREPEND = StoreMode.PREPEND
 _STORED = StoreResult.STORED
+_NOT_STORED = StoreResult.NOT_STORED
 _NO_MEMORY = StoreResult.NO_MEMORY
 
 #: what `get` returns for a hit: (value, flags, cas unique); the value is the caller's own
@@ -263,6 +265,21 @@ class _Join:
         self.flags = flags
         self.old = old
         self.old_cas = old_cas
+
+
+class _Probe:
+    """The chunks `Cache._store_locked` takes for a new item before it looks its key up, as
+    memcached's stores allocate the item first (``item_alloc`` in ``process_update_command``,
+    ``process_mset_command``, ``process_bin_update``): `addrs` as `Items.alloc` or
+    `alloc_chain` tag them, of class `cid`; `used` once they became the item."""
+
+    __slots__ = ("cid", "addrs", "chained", "used")
+
+    def __init__(self, cid: int, addrs: list[int], chained: bool) -> None:
+        self.cid = cid
+        self.addrs = addrs
+        self.chained = chained
+        self.used = False
 
 
 def parse_counter(value: bytes) -> int | None:
@@ -1425,7 +1442,84 @@ class Cache:
         `value` may be a `Reservation` (a value received into place, see `commit`): a set,
         add, replace or cas links its chunks as the item; an append or prepend copies the
         old value and it into `joined`'s chunks (reserved for the item as it is now: a `_Join`
-        asks for them) and links those, as memcached's ``_store_item_copy_data`` does."""
+        asks for them) and links those, as memcached's ``_store_item_copy_data`` does.
+
+        Any mode but set takes the new item's chunks first (a `_Probe`), before the key is
+        looked up, as memcached allocates the item before ``do_store_item`` (a `Reservation`
+        was taken that way too): with no room, the store is NO_MEMORY whatever the key holds
+        (an add of a key that exists, a cas that would not match), and an append or prepend
+        holds its own bytes' chunks while it takes the joined item's (with no room for that
+        one: NOT_STORED, as ``do_store_item`` answers). A set needs no probe: it stores
+        whatever the key holds, and `_link_locked` allocates before it touches the old item.
+        What the old item becomes when the store fails at that allocation is the caller's
+        to say (it depends on the syntax: see `Handlers`); a set here drops it."""
+        probe: _Probe | None = None
+        if mode is not _SET and not isinstance(value, Reservation):
+            got = self._probe_locked(part, len(key), len(value), flags, steal_ok)
+            if not isinstance(got, _Probe):
+                return got
+            probe = got
+        try:
+            return self._store_item_locked(
+                part, h, mode, key, value, flags, exptime, cas, steal_ok, stale, mflags, joined,
+                probe,
+            )  # fmt: skip
+        finally:
+            if probe is not None and not probe.used:
+                self._unprobe_locked(probe)
+
+    def _probe_locked(
+        self, part: Partition, nkey: int, nbytes: int, flags: int, steal_ok: bool
+    ) -> _Probe | StoreResult | int:
+        """The chunks of a new item of `nkey` + `nbytes` (`_Probe`), or NO_MEMORY (counted
+        in the class's outofmemory, as memcached's do_item_alloc counts it), or, when the
+        class has no page and `steal_ok`, its id (the caller moves a page to it and tries
+        again)."""
+        total = self._base_size + nkey + nbytes
+        if flags:
+            total += 4
+        items = self._items
+        now = self._now()
+        if total <= self._chunk_max:
+            cid = self._lookup[(total + 7) >> 3]
+            a = items.alloc(cid, part, now)
+            got: list[int] | int = [a] if a >= 0 else a
+        else:
+            cid = self._largest
+            got = items.alloc_chain(part, items.chunks_for(nkey, nbytes), now)
+        if isinstance(got, list):
+            return _Probe(cid, got, total > self._chunk_max)
+        if got == NEED_PAGE and steal_ok:
+            return cid
+        part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
+        return _NO_MEMORY
+
+    def _unprobe_locked(self, probe: _Probe) -> None:
+        """Give back a `_Probe`'s chunks: the store did not make them its item."""
+        cls = self._items.classes[probe.cid]
+        with cls.lock:
+            for a in probe.addrs:
+                cls.chunk_push_locked(a & ~HOLE)
+            cls.count_used(-len(probe.addrs))
+
+    def _store_item_locked(
+        self,
+        part: Partition,
+        h: int,
+        mode: StoreMode,
+        key: bytes,
+        value: bytes | Reservation,
+        flags: int,
+        exptime: int,
+        cas: int,
+        steal_ok: bool,
+        stale: bool,
+        mflags: int,
+        joined: tuple[Reservation, int, int] | None,
+        probe: _Probe | None,
+    ) -> StoreResult | int:
+        """`_store_locked` once the new item's chunks are taken (`probe`, or `value`'s own
+        when it is a `Reservation`; a set takes them in `_link_locked`)."""
         i = self._find_locked(part, key, h, storing=True)
         old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
         pm = self._pm
@@ -1469,14 +1563,18 @@ class Cache:
                 value = current + value if mode is _APPEND else value + current
                 if item_size(len(key), flags, len(value), self.cas_enabled) > self.item_size_max:
                     return StoreResult.NOT_STORED
-                return self._link_locked(
+                result = self._link_locked(
                     part, i, old, key, h, value, flags, old_exptime, steal_ok, False
                 )
+                # no room for the joined item: memcached's do_store_item answers NOT_STORED
+                # (its own bytes' item was allocated: the store did not fail for memory)
+                return _NOT_STORED if result is _NO_MEMORY else result
         if isinstance(value, Reservation):
             return self._link_reserved_locked(part, i, old, value, new_exptime, mflags)
         return self._link_locked(
-            part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags
-        )
+            part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags,
+            probe,
+        )  # fmt: skip
 
     def _join_locked(
         self,
@@ -1550,9 +1648,11 @@ class Cache:
         drop_old_on_failure: bool,
         fetched: int = 0,
         mflags: int = 0,
+        probe: _Probe | None = None,
     ) -> StoreResult | int:
         """Write a new item for `key` (replacing `old`, the item in slot `i`, if >= 0), with
-        `mflags` in its `OFF_MFLAGS` byte."""
+        `mflags` in its `OFF_MFLAGS` byte, into `probe`'s chunks if given (taken for this
+        item before `i` was found), else into chunks taken here."""
         items = self._items
         pm = self._pm
         now = self._now()
@@ -1573,7 +1673,7 @@ class Cache:
             cst[base + S_OUTOFMEMORY] += 1
             return _NO_MEMORY
         cas = part.next_cas()
-        if old >= 0 and n == 1 and self.evictions:
+        if old >= 0 and n == 1 and self.evictions and probe is None:
             st, _, _, _, old_nbytes, old_flags, old_exptime, _, old_cid, _, _ = GET_HDR.unpack_from(
                 pm, old
             )
@@ -1610,7 +1710,13 @@ class Cache:
                 return _STORED
         used = part.used
         chain: list[int] | None = None
-        if n == 1:
+        if probe is not None:
+            probe.used = True
+            if probe.chained:
+                chain, a = probe.addrs, 0
+            else:
+                a = probe.addrs[0]
+        elif n == 1:
             a = items.alloc(cid, part, now)
         else:
             got = items.alloc_chain(part, n, now)
@@ -1668,10 +1774,6 @@ class Cache:
         if total > self.item_size_max or nkey > KEY_MAX_LENGTH:
             return StoreResult.TOO_LARGE
         items = self._items
-        if total <= self._chunk_max:
-            cid, n = self._lookup[(total + 7) >> 3], 1
-        else:
-            cid, n = self._largest, items.chunks_for(nkey, nbytes)
         part, h = self._part(key)
         with self._hold:
             for attempt in (0, 1):
@@ -1680,24 +1782,21 @@ class Cache:
                         # The pin table row is full: a reservation it cannot list would be
                         # lost for good if this process died. Refused, before anything is
                         # evicted for it, as a store finding no memory is.
+                        cid = self._largest
+                        if total <= self._chunk_max:
+                            cid = self._lookup[(total + 7) >> 3]
                         part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
                         return StoreResult.NO_MEMORY
-                    now = self._now()
-                    if n == 1:
-                        got: list[int] | int = items.alloc(cid, part, now)
-                        if isinstance(got, int) and got >= 0:
-                            got = [got]
-                    else:
-                        got = items.alloc_chain(part, n, now)
-                    if isinstance(got, list):
-                        head = items.write_reserved(got, key, h, nbytes, flags, cid)
+                    got = self._probe_locked(part, nkey, nbytes, flags, not attempt)
+                    if isinstance(got, _Probe):
+                        head = items.write_reserved(got.addrs, key, h, nbytes, flags, got.cid)
                         token = self._list_reservation(head)
-                        views = items.value_views(head, nkey, nbytes, ST_CHAINED if n > 1 else 0)
-                        return Reservation(head, key, h, nbytes, cid, token, views, flags)
-                    if got != NEED_PAGE or attempt:
-                        part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
-                        return StoreResult.NO_MEMORY
-                items.steal_page(cid)  # no page for the class: move one, no lock held
+                        st = ST_CHAINED if got.chained else 0
+                        views = items.value_views(head, nkey, nbytes, st)
+                        return Reservation(head, key, h, nbytes, got.cid, token, views, flags)
+                    if not isinstance(got, int):
+                        return got
+                items.steal_page(got)  # no page for the class: move one, no lock held
         raise AssertionError("unreachable")
 
     def _list_reservation(self, head: int) -> int:
@@ -1780,9 +1879,12 @@ class Cache:
                     joined = None
                 got = self.reserve(res.key, need.nbytes, need.flags)
                 if not isinstance(got, Reservation):
-                    # no room for the joined item (memcached: its do_item_alloc fails)
-                    self.abandon(res)
-                    return got, 0
+                    # no room for the joined item: memcached's do_store_item answers
+                    # NOT_STORED (the received bytes had their item: counted as a set)
+                    with self._hold, part:
+                        part.cst[counted] += 1
+                        self._release_locked(res)
+                    return _NOT_STORED, 0
                 joined = (got, need.old, need.old_cas)
         except BaseException:
             if joined is not None:
