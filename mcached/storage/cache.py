@@ -1454,19 +1454,93 @@ class Cache:
         What the old item becomes when the store fails at that allocation is the caller's
         to say (it depends on the syntax: see `Handlers`); a set here drops it."""
         probe: _Probe | None = None
-        if mode is not _SET and not isinstance(value, Reservation):
+        if (
+            mode is not _SET
+            and not isinstance(value, Reservation)
+            and self._must_probe(mode, len(key), len(value), flags)
+        ):
             got = self._probe_locked(part, len(key), len(value), flags, steal_ok)
             if not isinstance(got, _Probe):
                 return got
             probe = got
         try:
-            return self._store_item_locked(
-                part, h, mode, key, value, flags, exptime, cas, steal_ok, stale, mflags, joined,
+            i = self._find_locked(part, key, h, storing=True)
+            old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
+            pm = self._pm
+            new_exptime = self._realtime(exptime) if exptime else 0
+            if mode is _SET:
+                pass
+            elif mode is _ADD:
+                if old >= 0:
+                    # add promotes the existing item (memcached's do_item_update)
+                    self._updated_locked(old)
+                    return StoreResult.NOT_STORED
+            elif mode is _CAS:
+                if old < 0:
+                    return StoreResult.NOT_FOUND
+                base = pm[old + 20] * NSTAT  # OFF_CLSID
+                old_cas = U64.unpack_from(pm, old + OFF_CAS)[0]
+                if not self.cas_enabled or cas != old_cas:
+                    # with -C memcached never matches a cas; a CAS of 0 never matches either
+                    if not (stale and self.cas_enabled and 0 < cas < old_cas):
+                        part.cst[base + S_CAS_BADVAL] += 1
+                        return StoreResult.EXISTS
+                    new_exptime = I32.unpack_from(pm, old + OFF_EXPTIME)[0]
+                    mflags |= MF_STALE | (pm[old + OFF_MFLAGS] & MF_WON)
+                part.cst[base + S_CAS_HITS] += 1
+            else:  # REPLACE, APPEND, PREPEND
+                if old < 0:
+                    return StoreResult.NOT_STORED
+                if mode is not _REPLACE:
+                    if cas and self.cas_enabled and cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
+                        return StoreResult.EXISTS
+                    # append/prepend keep the old item's flags and exptime
+                    _, _, _, _, old_nbytes, flags, old_exptime, _, _, old_cas, _ = (
+                        GET_HDR.unpack_from(pm, old)
+                    )
+                    if isinstance(value, Reservation):
+                        return self._join_locked(  # type: ignore[return-value]
+                            part, i, old, key, value, mode, flags, old_nbytes, old_exptime, old_cas,
+                            joined,
+                        )  # fmt: skip
+                    current = self._items.read_value(old)
+                    value = current + value if mode is _APPEND else value + current
+                    if (
+                        item_size(len(key), flags, len(value), self.cas_enabled)
+                        > self.item_size_max
+                    ):
+                        return StoreResult.NOT_STORED
+                    result = self._link_locked(
+                        part, i, old, key, h, value, flags, old_exptime, steal_ok, False
+                    )
+                    # no room for the joined item: memcached's do_store_item answers NOT_STORED
+                    # (its own bytes' item was allocated: the store did not fail for memory)
+                    return _NOT_STORED if result is _NO_MEMORY else result
+            if isinstance(value, Reservation):
+                return self._link_reserved_locked(part, i, old, value, new_exptime, mflags)
+            return self._link_locked(
+                part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags,
                 probe,
             )  # fmt: skip
         finally:
             if probe is not None and not probe.used:
                 self._unprobe_locked(probe)
+
+    def _must_probe(self, mode: StoreMode, nkey: int, nbytes: int, flags: int) -> bool:
+        """Whether the new item's chunks must be taken before the lookup. Not for an add,
+        replace or cas of one chunk whose class has one free (`Items.has_free_chunk`): the
+        allocation would succeed, with nothing evicted and no page taken, so its outcome
+        cannot differ, and `_link_locked` takes the chunk only if the store happens (or
+        rewrites the old item in place). An append or prepend always probes: memcached holds
+        its own bytes' chunk while it allocates the joined item, which may need that chunk."""
+        if mode is _APPEND or mode is _PREPEND:
+            return True
+        total = self._base_size + nkey + nbytes
+        if flags:
+            total += 4
+        if total > self._chunk_max:
+            return True
+        return not self._items.has_free_chunk(self._lookup[(total + 7) >> 3])
 
     def _probe_locked(
         self, part: Partition, nkey: int, nbytes: int, flags: int, steal_ok: bool
@@ -1501,80 +1575,6 @@ class Cache:
             for a in probe.addrs:
                 cls.chunk_push_locked(a & ~HOLE)
             cls.count_used(-len(probe.addrs))
-
-    def _store_item_locked(
-        self,
-        part: Partition,
-        h: int,
-        mode: StoreMode,
-        key: bytes,
-        value: bytes | Reservation,
-        flags: int,
-        exptime: int,
-        cas: int,
-        steal_ok: bool,
-        stale: bool,
-        mflags: int,
-        joined: tuple[Reservation, int, int] | None,
-        probe: _Probe | None,
-    ) -> StoreResult | int:
-        """`_store_locked` once the new item's chunks are taken (`probe`, or `value`'s own
-        when it is a `Reservation`; a set takes them in `_link_locked`)."""
-        i = self._find_locked(part, key, h, storing=True)
-        old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
-        pm = self._pm
-        new_exptime = self._realtime(exptime) if exptime else 0
-        if mode is _SET:
-            pass
-        elif mode is _ADD:
-            if old >= 0:
-                # add promotes the existing item (memcached's do_item_update)
-                self._updated_locked(old)
-                return StoreResult.NOT_STORED
-        elif mode is _CAS:
-            if old < 0:
-                return StoreResult.NOT_FOUND
-            base = pm[old + 20] * NSTAT  # OFF_CLSID
-            old_cas = U64.unpack_from(pm, old + OFF_CAS)[0]
-            if not self.cas_enabled or cas != old_cas:
-                # with -C memcached never matches a cas; a CAS of 0 never matches either
-                if not (stale and self.cas_enabled and 0 < cas < old_cas):
-                    part.cst[base + S_CAS_BADVAL] += 1
-                    return StoreResult.EXISTS
-                new_exptime = I32.unpack_from(pm, old + OFF_EXPTIME)[0]
-                mflags |= MF_STALE | (pm[old + OFF_MFLAGS] & MF_WON)
-            part.cst[base + S_CAS_HITS] += 1
-        else:  # REPLACE, APPEND, PREPEND
-            if old < 0:
-                return StoreResult.NOT_STORED
-            if mode is not _REPLACE:
-                if cas and self.cas_enabled and cas != U64.unpack_from(pm, old + OFF_CAS)[0]:
-                    return StoreResult.EXISTS
-                # append/prepend keep the old item's flags and exptime
-                _, _, _, _, old_nbytes, flags, old_exptime, _, _, old_cas, _ = GET_HDR.unpack_from(
-                    pm, old
-                )
-                if isinstance(value, Reservation):
-                    return self._join_locked(  # type: ignore[return-value]
-                        part, i, old, key, value, mode, flags, old_nbytes, old_exptime, old_cas,
-                        joined,
-                    )  # fmt: skip
-                current = self._items.read_value(old)
-                value = current + value if mode is _APPEND else value + current
-                if item_size(len(key), flags, len(value), self.cas_enabled) > self.item_size_max:
-                    return StoreResult.NOT_STORED
-                result = self._link_locked(
-                    part, i, old, key, h, value, flags, old_exptime, steal_ok, False
-                )
-                # no room for the joined item: memcached's do_store_item answers NOT_STORED
-                # (its own bytes' item was allocated: the store did not fail for memory)
-                return _NOT_STORED if result is _NO_MEMORY else result
-        if isinstance(value, Reservation):
-            return self._link_reserved_locked(part, i, old, value, new_exptime, mflags)
-        return self._link_locked(
-            part, i, old, key, h, value, flags, new_exptime, steal_ok, mode is _SET, 0, mflags,
-            probe,
-        )  # fmt: skip
 
     def _join_locked(
         self,

@@ -385,6 +385,13 @@ class Items:
 
     # ---- getting memory ----
 
+    def has_free_chunk(self, cid: int) -> bool:
+        """Whether class `cid` has a chunk `alloc` would take at once: a free one, or one of
+        its newest page never used (no eviction, no new page). Read without the class lock:
+        a hint, which another partition's store may make stale at once."""
+        cls = self.classes[cid]
+        return cls.nfree > 0 or cls.uncarved > 0
+
     def alloc(self, cid: int, part: Partition, now: int) -> int:
         """One reserved chunk of class `cid` (its address, tagged `HOLE` when it came from a
         free list), or NO_ROOM / NEED_PAGE. The caller holds `part`'s lock (evictions in

@@ -261,6 +261,88 @@ def test_failed_set_drops_the_old_value(clock: FakeClock) -> None:
     assert cache.get(b"k0") is not None
 
 
+def full_class(clock: FakeClock, value: bytes) -> tuple[Cache, list[bytes]]:
+    """A -M cache whose class for `value` is full (one partition: the table never moves)."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, evictions=False, partitions=1)
+    keys: list[bytes] = []
+    while cache.store(SET, b"k%d" % len(keys), value) is StoreResult.STORED:
+        keys.append(b"k%d" % len(keys))
+    assert len(keys) >= 5
+    return cache, keys
+
+
+def chunks_used(cache: Cache) -> int:
+    return sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
+
+
+def test_a_store_allocates_before_it_looks_the_key_up(clock: FakeClock) -> None:
+    """memcached allocates a store's item first: in a full class every mode is NO_MEMORY,
+    whatever the key holds, and the key's item stays (which syntaxes drop it is the
+    handlers' to say); no chunk is left taken."""
+    value = b"x" * 100_000
+    cache, keys = full_class(clock, value)
+    used = chunks_used(cache)
+    old = cache.get(keys[0])
+    cas = old[2]  # type: ignore[index]
+    for mode, key, unique in (
+        (ADD, keys[0], 0),  # exists
+        (ADD, b"new", 0),
+        (REPLACE, keys[0], 0),
+        (REPLACE, b"new", 0),  # missing
+        (CAS, keys[0], cas),  # would match
+        (CAS, keys[0], cas + 1),  # would not
+        (CAS, b"new", 1),
+        (APPEND, keys[0], 0),  # its own bytes find no room
+        (PREPEND, b"new", 0),
+    ):
+        assert cache.store(mode, key, value, cas=unique) is StoreResult.NO_MEMORY, (mode, key)
+        assert cache.store_ex(mode, key, value, cas=unique)[0] is StoreResult.NO_MEMORY
+    assert cache.get(keys[0]) == old and cache.get(b"new") is None
+    assert chunks_used(cache) == used
+    assert cache.stats()["curr_items"] == len(keys)
+
+
+def test_an_append_whose_joined_item_finds_no_room_is_not_stored(clock: FakeClock) -> None:
+    """The appended bytes get their chunk (a class with room), the joined item none:
+    memcached's do_store_item answers NOT_STORED and keeps the item, and the bytes' chunk
+    goes back."""
+    value = b"x" * 100_000
+    cache, keys = full_class(clock, value)
+    assert cache.store(SET, b"small", b"s") is StoreResult.STORED  # the 1-byte class has room
+    used = chunks_used(cache)
+    old = cache.get(keys[0])
+    for mode in (APPEND, PREPEND):
+        assert cache.store(mode, keys[0], b"y") is StoreResult.NOT_STORED
+        assert cache.store_ex(mode, keys[0], b"y")[0] is StoreResult.NOT_STORED
+    assert cache.get(keys[0]) == old
+    assert chunks_used(cache) == used
+
+
+def test_a_chained_store_takes_its_chunks_first_too(clock: FakeClock) -> None:
+    """A value past slab_chunk_max: the early chunks are a chain of the largest class, which
+    (it has too few pages) first gets a page moved from another class; an add of a key that
+    exists gives them back, a replace makes them its item."""
+    cache, keys = full_class(clock, b"x" * 100_000)
+    big = b"z" * 1_000_000
+    assert cache.store(ADD, keys[0], big) is StoreResult.NOT_STORED
+    assert cache.get(keys[0])[0] == b"x" * 100_000  # type: ignore[index]
+    assert cache.store(REPLACE, keys[1], big) is StoreResult.STORED
+    assert cache.get(keys[1])[0] == big  # type: ignore[index]
+    assert cache.stats()["curr_items"] == len(keys)
+
+
+def test_a_store_with_room_in_its_class_needs_no_early_chunk(cache: Cache) -> None:
+    """With a free chunk in the class, an add, replace or cas cannot fail for memory: it
+    looks the key up first, and a replace of one chunk rewrites the item in place."""
+    assert cache.store(SET, b"k", b"a" * 100) is StoreResult.STORED
+    used = chunks_used(cache)
+    assert cache.store(ADD, b"k", b"b" * 100) is StoreResult.NOT_STORED
+    assert cache.store(REPLACE, b"k", b"c" * 100) is StoreResult.STORED
+    assert cache.store(CAS, b"k", b"d" * 100, cas=1) is StoreResult.EXISTS
+    assert chunks_used(cache) == used
+    assert cache.get(b"k")[0] == b"c" * 100  # type: ignore[index]
+
+
 def test_on_evict_tells_each_eviction_as_memcached_logs_it(clock: FakeClock) -> None:
     """`Cache.on_evict` (``watch evictions``): one call per evicted item with memcached's
     LOGGER_EVICTION fields; none once unset."""
