@@ -353,11 +353,12 @@ def test_commit_append_without_room_for_the_joined_item(clock: FakeClock) -> Non
         if not isinstance(r, Reservation):
             break
         held.append(r)
-    # memcached's do_store_item answers NOT_STORED when the joined item cannot be allocated
-    # (the appended bytes had their item), and keeps the old one; counted as a set
+
     def sets() -> int:
         return sum(row["cmd_set"] for _, row in cache.slabs_stats()[0])
 
+    # memcached's do_store_item answers NOT_STORED when the joined item cannot be allocated
+    # (the appended bytes had their item), and keeps the old one; counted as a set
     before = sets()
     assert cache.commit(res, APPEND) is StoreResult.NOT_STORED
     assert sets() == before + 1
