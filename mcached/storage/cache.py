@@ -1444,14 +1444,15 @@ class Cache:
         old value and it into `joined`'s chunks (reserved for the item as it is now: a `_Join`
         asks for them) and links those, as memcached's ``_store_item_copy_data`` does.
 
-        Any mode but set takes the new item's chunks first (a `_Probe`), before the key is
-        looked up, as memcached allocates the item before ``do_store_item`` (a `Reservation`
-        was taken that way too): with no room, the store is NO_MEMORY whatever the key holds
-        (an add of a key that exists, a cas that would not match), and an append or prepend
-        holds its own bytes' chunks while it takes the joined item's (with no room for that
-        one: NOT_STORED, as ``do_store_item`` answers). A set needs no probe: it stores
-        whatever the key holds, and `_link_locked` allocates before it touches the old item.
-        What the old item becomes when the store fails at that allocation is the caller's
+        Any mode but set takes the new item's chunks first (a `_Probe`, unless `_must_probe`
+        shows the allocation cannot fail), before the key is looked up, as memcached
+        allocates the item before ``do_store_item`` (a `Reservation` was taken that way too):
+        with no room, the store is NO_MEMORY whatever the key holds (an add of a key that
+        exists, a cas that would not match), and an append or prepend holds its own bytes'
+        chunks while it takes the joined item's (with no room for that one: NOT_STORED, as
+        ``do_store_item`` answers). A set needs no probe: it stores whatever the key holds,
+        and `_link_locked` allocates before it touches the old item. What the old item
+        becomes when the store fails at that allocation is the caller's
         to say (it depends on the syntax: see `Handlers`); a set here drops it."""
         probe: _Probe | None = None
         if (
