@@ -334,6 +334,7 @@ class Handlers:
             c.Prepend: self.store,
             c.Cas: self.store,
             c.TooLarge: self.too_large,
+            c.MetaTooLarge: self.too_large,
             c.Incoming: self.incoming,
             c.BadDataChunk: self.bad_data_chunk,
             c.Delete: self.delete,
@@ -828,6 +829,8 @@ class Handlers:
     def too_large(self, cmd: c.TooLarge, s: Session) -> None:
         if not isinstance(cmd, b.BinaryReplies):  # memcached's binary stores count nothing
             s.counters.store_too_large += 1
+        if self.detail.enabled and cmd.detailed:  # recorded before the allocation fails
+            self.detail.record_set(cmd.key)
         if self.watching & watch.MUTATIONS:
             cmd_code = STORE_CMD_CODE.get(cmd.mode, 0)
             self.events.item_store(4, cmd_code, cmd.key, 0, 0, 0, getattr(s, "fd", -1))

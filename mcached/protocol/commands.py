@@ -187,6 +187,15 @@ class TooLarge(Command):
         self.noreply = noreply
 
 
+class MetaTooLarge(TooLarge):
+    """An ``ms`` over -I: as a `TooLarge`, but kept out of ``stats detail`` (memcached's
+    process_mset_command records no per-prefix set, where the classic stores record one
+    before they allocate)."""
+
+    __slots__ = ()
+    detailed = False
+
+
 class BadDataChunk(Command):
     """A storage command whose data block did not end with \\r\\n; nothing is stored."""
 

@@ -749,7 +749,7 @@ class Parser(Buffered):
         key = f.key
         if item_total_size(len(key), f.client_flags, vlen, self.cas_enabled) > self.item_size_max:
             # memcached drops the item whatever the mode; the error is never quiet
-            return self._swallow_block(vlen + 2, c.TooLarge(b"set", key))
+            return self._swallow_block(vlen + 2, c.MetaTooLarge(b"set", key))
         make = _MetaStoreBuilder(build, flags, f)
         if vlen >= self.receive_min and len(self._buf) - self._pos < vlen + 2:
             # a large value still arriving: received into place, as a set's (`take`)

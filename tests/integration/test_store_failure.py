@@ -194,6 +194,22 @@ def test_ms_too_large_with_a_base64_key_drops_the_decoded_key(small: Server) -> 
     )
 
 
+def test_too_large_stores_count_in_stats_detail_but_ms(small: Server) -> None:
+    """The classic and binary stores record their prefix's set before they allocate
+    (stats_prefix_record_set), so a store too large counts there; ms records nothing."""
+    request = b"stats detail on\r\n"
+    for line in (b"set dtl:a 0 0 2000", b"add dtl:b 0 0 2000", b"ms dtl:c 2000"):
+        request += line + b"\r\n" + X + b"\r\n"
+    try:
+        assert text(small, request) == b"OK\r\n" + TOO_LARGE * 3
+        got = binary(small, R(b.SET, b"dtl:d", X, SE(0, 0)) + R(b.APPEND, b"dtl:e", X))
+        assert [f[1] for f in got] == [3, 3]
+        dump = text(small, b"stats detail dump\r\n")
+        assert b"PREFIX dtl get 0 hit 0 set 4 del 0\r\n" in dump
+    finally:
+        assert text(small, b"stats detail off\r\n") == b"OK\r\n"
+
+
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
