@@ -323,3 +323,38 @@ def test_prober_against_no_one() -> None:
     res = asyncio.run(go())[nobody]
     assert not res.ok and res.error == "connection refused"
     assert time.monotonic() - start < 1.0
+
+
+def test_rounds_start_an_interval_apart_even_after_a_late_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round that starts late (the keeper was not scheduled in time) does not make the next
+    one early: `rise` passed checks in a row always span (rise - 1) intervals. The clock is
+    made up; one sleep oversleeps by most of two intervals."""
+    import types
+
+    from mcached.cluster import discovery
+
+    clock = [100.0]
+    sleeps = [0]
+
+    async def sleep(seconds: float) -> None:
+        sleeps[0] += 1
+        clock[0] += seconds + (1.7 if sleeps[0] == 1 else 0.0)  # the first one oversleeps
+
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(discovery, "time", fake_time)
+    monkeypatch.setattr(discovery, "asyncio", types.SimpleNamespace(sleep=sleep))
+    d = make(cluster_health_interval=1.0)
+    starts: list[float] = []
+
+    async def round_(prober: Prober, timeout: float, started: float | None = None) -> None:
+        starts.append(clock[0])
+        if len(starts) == 4:
+            d._stop.set()
+
+    d.health_round = round_  # type: ignore[method-assign]
+    asyncio.run(d._health_main())
+    assert starts[1] - starts[0] == pytest.approx(1.8)  # late
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 1.0 - 1e-9, gaps  # and the next one a whole interval after it

@@ -418,14 +418,17 @@ class Discovery:
         interval = self.health_interval
         timeout = min(interval, CHECK_TIMEOUT)
         self._resume_health()
-        next_at = time.monotonic()
         try:
             while not self._stop.is_set():
+                # a round starts an interval after the last one *started*, never sooner: a
+                # round that starts late (this process was not scheduled) does not make the
+                # next one early, so `rise` passed checks always span (rise - 1) intervals
+                started = time.monotonic()
+                next_at = started + interval
                 try:
-                    await self.health_round(prober, timeout)
+                    await self.health_round(prober, timeout, started)
                 except Exception:
                     log.exception("cluster health round failed")
-                next_at = max(next_at + interval, time.monotonic())
                 while not self._stop.is_set():
                     left = next_at - time.monotonic()
                     if left <= 0:
@@ -445,8 +448,11 @@ class Discovery:
             t.hides.append(now)
             self.tracks[node] = t
 
-    async def health_round(self, prober: Prober, timeout: float) -> None:
-        """One round: check every listed member but this node, apply the rule, publish."""
+    async def health_round(
+        self, prober: Prober, timeout: float, started: float | None = None
+    ) -> None:
+        """One round: check every listed member but this node, apply the rule, publish.
+        `started`: when the round began (time.monotonic(); default now)."""
         m = self._read()[1]
         members = [n for n in m.listed if not self.is_self(n)]
         for node in list(self.tracks):
@@ -455,13 +461,19 @@ class Discovery:
         for node in members:
             if node not in self.tracks:
                 self.tracks[node] = Track(node)
+        started = time.monotonic() if started is None else started
         results = await prober.round(members, timeout) if members else {}
         now = time.time()
         for node, r in results.items():
-            self.tracks[node].record(r.ok, r.latency, r.error, r.view)
+            t = self.tracks[node]
+            t.record(r.ok, r.latency, r.error, r.view)
             self.counters["checks"] += 1
             if not r.ok:
                 self.counters["failed_checks"] += 1
+            elif t.passes == 1:
+                t.passing_since = started
+                if t.state == DOWN:
+                    log.warning("cluster health: %s answers again (still hidden)", node)
         events = decide(self._self_node, m.listed, self.tracks, self.rule, now)
         for node in events.hidden:
             self.counters["hides"] += 1
@@ -471,7 +483,13 @@ class Discovery:
             )
         for node in events.back:
             self.counters["returns"] += 1
-            log.warning("cluster health: %s is back", node)
+            t = self.tracks[node]
+            log.warning(
+                "cluster health: %s is back after %d passed checks in %.2fs",
+                node,
+                t.passes,
+                started - t.passing_since,
+            )
         hidden = frozenset(n for n, t in self.tracks.items() if t.state == DOWN)
         if hidden != self._hidden:
             self._hidden = hidden

@@ -85,6 +85,9 @@ class Track:
     reached: bool = False  # a check of it ever passed
     hides: list[float] = field(default_factory=list)  # when it was hidden, recent ones
     view: dict[Node, int] | None = None  # the member's own consecutive failures per node
+    # when the round of the first check of the passes in a row began (time.monotonic(); the
+    # keeper sets it): a hidden member's return is logged with how long it kept passing
+    passing_since: float = 0.0
 
     def record(
         self, ok: bool, latency: float | None, error: str, view: dict[Node, int] | None

@@ -24,6 +24,9 @@ from tests.wire import Conn
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+# seconds a daemon may take to start answering: an interpreter's start-up is well under a
+# second on a quiet machine, but several suites at once on two cores stretch it many times
+STARTUP = 60.0
 
 
 def spawn(
@@ -288,11 +291,13 @@ def test_socket_activation_serves_the_inherited_socket() -> None:
     listener.close()  # the daemon holds the only copy now
     try:
         wait_for_port(port)  # connects at once: the socket listened before the daemon ran
-        with Conn((HOST, port)) as conn:
-            # so wait for the whole reply (the interpreter may take a while to start)
+        # so the first reply comes once the interpreter has started and a worker runs: under
+        # a second on a quiet machine, many seconds on a loaded one. Wait for whole replies.
+        with Conn((HOST, port), timeout=STARTUP) as conn:
             want = b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
             assert conn.request(b"set a 0 0 1\r\nx\r\nget a\r\n", expect_len=len(want)) == want
-            assert f"STAT tcpport {port}\r\n".encode() in conn.request(b"stats settings\r\n")
+            conn.send(b"stats settings\r\n")
+            assert f"STAT tcpport {port}\r\n".encode() in conn.read_until(b"END\r\n")
     finally:
         stop(proc)
 
