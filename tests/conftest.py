@@ -80,7 +80,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def wait_ready(port: int, timeout: float = 20.0) -> None:
+def wait_ready(port: int, timeout: float = 60.0) -> None:
     """Until the server on `port` answers a plain-text ``version`` (whatever it answers:
     with -Y it refuses it). The port alone is not enough: worker processes are forked after
     it is bound, and until one runs, a connection only waits in the backlog."""
@@ -174,7 +174,7 @@ def _start_mcached_procs(args: list[str]) -> Server:
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        notify.settimeout(20)
+        notify.settimeout(60)  # start-up: well under a second, unless the machine is loaded
         while b"READY=1" not in notify.recv(4096):
             pass
     except OSError:
