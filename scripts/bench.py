@@ -69,9 +69,10 @@ The exit status is 1 if any run failed or counted errors, 130 if interrupted.
 ``{threads}`` placeholders); e.g. pass a memcached command to check the script
 itself with memcached on both sides.
 ``--ceiling`` adds two more servers to every load: ``scripts/bench_ceiling.py``, a
-bare one-thread Python server that knows get/set/version over a dict (the most
-CPython gets out of this machine: mcached cannot beat it), and the same over
-mcached's slab cache (what the storage costs without the daemon around it).
+bare Python server that knows get/set/version over a dict (the most CPython gets out
+of this machine: mcached cannot beat it), and the same over mcached's slab cache
+(what the storage costs without the daemon around it); each runs as many processes
+as mcached has workers, on one listening socket.
 Their ratios to memcached, from the same run, are the yardstick for mcached's.
 ``--metrics`` adds ``mcached+metrics`` to every load: mcached's command with
 ``--metrics-listen 127.0.0.1:<a free port>``, its ``/metrics`` read over HTTP every
@@ -118,6 +119,8 @@ import psutil
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from mcached.settings import default_threads  # noqa: E402  (mcached's -t when not given)
 MEMCACHED_BIN = "/usr/bin/memcached"
 LOADS = ("memaslap", "multiget", "mix", "meta")
 TEXT_ONLY = ("ceiling", "ceiling-cache")  # servers that know get/set/version alone
@@ -163,9 +166,10 @@ def mcached_cmd(threads: int | None) -> list[str]:
     return cmd + ["-m", "1024", "-c", "4096"]  # as memcached's command
 
 
-def ceiling_cmd(store: str) -> list[str]:
+def ceiling_cmd(store: str, procs: int) -> list[str]:
     script = str(REPO_ROOT / "scripts" / "bench_ceiling.py")
-    return [sys.executable, script, "--port", "{port}", "--store", store, "-m", "1024"]
+    cmd = [sys.executable, script, "--port", "{port}", "--store", store, "-m", "1024"]
+    return cmd + ["--procs", str(procs)]
 
 
 def free_port() -> int:
@@ -1141,8 +1145,9 @@ def server_templates(args: argparse.Namespace) -> dict[str, list[str]]:
     templates = {
         "mcached": mcached_cmd(args.mcached_threads),
         "memcached": memcached_cmd(args.threads),
-        "ceiling": ceiling_cmd("dict"),
-        "ceiling-cache": ceiling_cmd("cache"),
+        # as many processes as mcached has workers
+        "ceiling": ceiling_cmd("dict", args.mcached_threads or default_threads()),
+        "ceiling-cache": ceiling_cmd("cache", args.mcached_threads or default_threads()),
     }
     for name, override in (("mcached", args.mcached_cmd), ("memcached", args.memcached_cmd)):
         if override:

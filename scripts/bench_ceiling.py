@@ -12,19 +12,28 @@ same run as mcached's, is how far "as close to memcached as Python can go" can g
 ``--store cache`` keeps them in mcached's slab cache (`mcached.storage.Cache`), which
 separates the cost of the storage from the cost of the rest of the daemon.
 
-Usage: ``bench_ceiling.py --port N [--store dict|cache] [-m MB]``.
+``--procs N`` forks N processes that accept on the one listening socket, as mcached's
+workers do: the most N interpreters get out of the machine. With ``--store cache`` they share
+one cache (its arena and locks, as mcached's workers do); with ``--store dict`` each has its
+own dict, so a key set through one process is a miss in another: cheaper than any cache,
+an upper bound.
+
+Usage: ``bench_ceiling.py --port N [--store dict|cache] [-m MB] [--procs N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import selectors
+import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+_CACHES: dict[int, Any] = {}  # --store cache: made before the fork, shared by the processes
 
 
 def dict_store() -> tuple[Any, Any]:
@@ -39,12 +48,15 @@ def dict_store() -> tuple[Any, Any]:
     return get, put
 
 
-def cache_store(megabytes: int) -> tuple[Any, Any]:
+def cache_store(megabytes: int, slot: int = 0) -> tuple[Any, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from mcached.storage.cache import Cache
     from mcached.storage.results import StoreMode
 
-    cache = Cache(memory_limit=megabytes << 20)
+    cache = _CACHES.get(megabytes)
+    if cache is None:
+        cache = _CACHES[megabytes] = Cache(memory_limit=megabytes << 20)
+    cache.bind_holder(slot)  # each process its own holder slot, as mcached's workers
     cache_get, store, mode = cache.get, cache.store, StoreMode.SET
 
     def get(key: bytes) -> tuple[bytes | bytearray, int] | None:
@@ -57,13 +69,17 @@ def cache_store(megabytes: int) -> tuple[Any, Any]:
     return get, put
 
 
-def serve(port: int, get: Any, put: Any) -> None:
-    sel = selectors.DefaultSelector()
+def listen(port: int) -> socket.socket:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((HOST, port))
     listener.listen(1024)
     listener.setblocking(False)
+    return listener
+
+
+def serve(listener: socket.socket, get: Any, put: Any) -> None:
+    sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, None)
     pending: dict[socket.socket, bytes] = {}
 
@@ -134,13 +150,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--store", choices=("dict", "cache"), default="dict")
     p.add_argument("-m", type=int, default=1024, help="cache megabytes (--store cache)")
+    p.add_argument("--procs", type=int, default=1, help="processes accepting on the port")
     args = p.parse_args(argv)
-    get, put = dict_store() if args.store == "dict" else cache_store(args.m)
+    listener = listen(args.port)
+    if args.store == "cache":
+        cache_store(args.m)  # the arena, made once before the fork
+    children = []
+    for slot in range(1, args.procs):
+        pid = os.fork()
+        if pid == 0:
+            _serve_one(listener, args, slot)
+            os._exit(0)
+        children.append(pid)
     try:
-        serve(args.port, get, put)
+        _serve_one(listener, args, 0 if args.procs == 1 else args.procs)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+    return 0
+
+
+def _serve_one(listener: socket.socket, args: argparse.Namespace, slot: int) -> None:
+    get, put = dict_store() if args.store == "dict" else cache_store(args.m, slot)
+    try:
+        serve(listener, get, put)
     except KeyboardInterrupt:
         pass
-    return 0
 
 
 if __name__ == "__main__":

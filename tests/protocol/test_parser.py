@@ -401,3 +401,81 @@ def test_small_values_and_bad_meta_flags_are_never_incoming() -> None:
     assert p.next_command() is NEED_DATA
     p.feed(b"x" * 19_900 + b"\r\n")
     assert p.next_command() == c.Invalid(Error.META_FLAG_INVALID)
+
+
+# ---- Parser.lone: a read that is one plain get / mg <key> v ----
+
+
+def _lone_agrees(data: bytes) -> c.Command | None:
+    """lone() on `data` fed at rest: when it answers, the command next_command() gives for
+    the same bytes, all of them consumed; when it does not, nothing consumed."""
+    p, q = Parser(), Parser()
+    assert p.feed(data) and q.feed(data)
+    cmd = p.lone()
+    if cmd is None:
+        assert p.buffered == len(data) and drain(p) == drain(q)
+        return None
+    assert drain(q) == [cmd]
+    assert p.at_end and p.buffered == 0 and p.next_command() is NEED_DATA
+    return cmd
+
+
+@pytest.mark.parametrize(
+    "data,expected", [(d, e) for _, d, e in CASES], ids=[n for n, _, _ in CASES]
+)
+def test_lone_agrees_with_next_command(data: bytes, expected: list[c.Command]) -> None:
+    _lone_agrees(data)
+
+
+@pytest.mark.parametrize(
+    "data,kind",
+    [
+        (b"get k\r\n", c.Get),
+        (b"get " + K250 + b"\r\n", c.Get),
+        (b"get a\rb\r\n", c.Get),  # a CR inside a key is part of it, as next_command has it
+        (b"mg k v\r\n", c.MetaValue),
+    ],
+)
+def test_lone_takes_one_plain_get_or_mg_v(data: bytes, kind: type) -> None:
+    assert type(_lone_agrees(data)) is kind
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"get k\n",  # a bare LF
+        b"get  k\r\n",  # a doubled space
+        b"get k \r\n",
+        b"get a b\r\n",
+        b"get k\0x\r\n",  # a NUL ends the line for memcached: next_command's business
+        b"get \r\n",
+        b"get " + K251 + b"\r\n",
+        b"get k\r\nget j\r\n",  # two lines
+        b"get k",  # still arriving
+        b"gets k\r\n",
+        b"mg k\r\n",
+        b"mg k v t\r\n",
+        b"mg  v\r\n",
+        b"mg " + K251 + b" v\r\n",
+        b"set k 0 0 1\r\nx\r\n",
+        b"\r\n",
+    ],
+)
+def test_lone_leaves_everything_else_to_next_command(data: bytes) -> None:
+    assert _lone_agrees(data) is None
+
+
+def test_lone_never_answers_before_the_login() -> None:
+    p = Parser(auth=True)
+    assert p.feed(b"get k\r\n")  # a fresh request, but the login comes first
+    assert p.lone() is None
+    assert p.next_command() == c.Invalid(Error.UNAUTHENTICATED)
+
+
+def test_lone_never_takes_a_data_block_for_a_line() -> None:
+    p = Parser()
+    p.feed(b"set k 0 0 7\r\n")
+    assert p.next_command() is NEED_DATA  # the value comes next
+    p.feed(b"get k\r\n\r\n")  # seven bytes of value that look like a get
+    assert p.lone() is None
+    assert p.next_command() == c.Set(b"k", 0, 0, b"get k\r\n", False)

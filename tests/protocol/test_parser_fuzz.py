@@ -265,3 +265,26 @@ def test_auth_exchange_round_trips(
     seen, closed = run(data.draw(cut(raw)), auth=True, grant=True)
     assert not closed
     assert seen == [("auth", user, password)] + [cmd for _, cmd in after]
+
+
+reads = (
+    st.binary(min_size=1, max_size=300)
+    | st.builds(lambda k: b"get " + k + b"\r\n", keys | st.binary(max_size=260))
+    | st.builds(lambda k: b"mg " + k + b" v\r\n", keys | st.binary(max_size=260))
+)
+
+
+@FUZZ
+@given(reads)
+def test_lone_is_next_command_or_nothing(raw: bytes) -> None:
+    """Whatever one read brings, `lone` answers exactly what `next_command` would (all of
+    it consumed, nothing after it), or leaves the bytes untouched."""
+    p, q = Parser(), Parser()
+    p.feed(raw)
+    q.feed(raw)
+    cmd = p.lone()
+    if cmd is None:
+        assert p.buffered == len(raw)
+        return
+    assert q.next_command() == cmd
+    assert q.buffered == 0 and p.buffered == 0 and p.at_end
