@@ -397,9 +397,9 @@ class Parser(Buffered):
         if self._framed or self._pos:  # a login, data block or swallow under way
             return None
         if (
-            buf[-2:] != b"\r\n"
+            32 in key  # a space (a multiget: first); ints: see next_command's NUL test
+            or buf[-2:] != b"\r\n"
             or not 0 < len(key) <= KEY_MAX_LENGTH
-            or 32 in key  # a space (ints: see next_command's NUL test)
             or 10 in key  # a second line
             or 0 in key
         ):
