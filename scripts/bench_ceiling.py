@@ -159,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     for slot in range(1, args.procs):
         pid = os.fork()
         if pid == 0:
-            _serve_one(listener, args, slot)
-            os._exit(0)
+            try:
+                _serve_one(listener, args, slot)  # until SIGTERM (the default: it ends here)
+            finally:
+                os._exit(0)
         children.append(pid)
+    # bench.py stops a server with SIGTERM: the processes forked here go with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _serve_one(listener, args, 0 if args.procs == 1 else args.procs)
     finally:

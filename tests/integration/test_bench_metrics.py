@@ -9,6 +9,7 @@ an error of the run.
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 import time
 from pathlib import Path
@@ -67,3 +68,41 @@ def test_a_failed_scrape_is_an_error_of_the_run(bench: ModuleType) -> None:
     assert result["errors"] == 1 + scraper.failures
     assert result["error_kinds"] == {"metrics scrape failed": scraper.failures}
     assert "Connection refused" in str(result["error_samples"])
+
+
+def test_ceiling_runs_as_many_processes_as_mcached_has_workers_over_one_cache(
+    bench: ModuleType,
+) -> None:
+    """``--ceiling``'s cache server: N processes accepting on one port share one cache (a
+    set through one connection is a hit on every other), and go when bench.py stops it."""
+    import psutil
+
+    from mcached.settings import default_threads
+
+    args = bench.parse_args(["--ceiling"])
+    template = bench.server_templates(args)["ceiling-cache"]
+    assert template[-2:] == ["--procs", str(default_threads())]
+    template[-1] = "2"
+    server = bench.Server("ceiling-cache", template, 2)
+    server.start()
+    try:
+        assert server.proc is not None
+        parent = psutil.Process(server.proc.pid)
+        assert len(parent.children()) == 1  # the parent serves too
+        with socket.create_connection(("127.0.0.1", server.port)) as first:
+            first.sendall(b"set shared 0 0 5\r\nhello\r\n")
+            assert first.recv(100) == b"STORED\r\n"
+        for _ in range(8):  # whichever process accepts each
+            with socket.create_connection(("127.0.0.1", server.port)) as conn:
+                conn.sendall(b"get shared\r\n")
+                reply = b""
+                while not reply.endswith(b"END\r\n"):
+                    chunk = conn.recv(100)
+                    assert chunk
+                    reply += chunk
+                assert reply == b"VALUE shared 0 5\r\nhello\r\nEND\r\n"
+        children = parent.children()
+    finally:
+        server.stop()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
