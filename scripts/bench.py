@@ -121,6 +121,7 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from mcached.settings import default_threads  # noqa: E402  (mcached's -t when not given)
+
 MEMCACHED_BIN = "/usr/bin/memcached"
 LOADS = ("memaslap", "multiget", "mix", "meta")
 TEXT_ONLY = ("ceiling", "ceiling-cache")  # servers that know get/set/version alone
