@@ -232,6 +232,48 @@ def test_each_answered_command_is_timed_from_its_read_to_its_send() -> None:
     conn.close()
 
 
+def test_a_lone_get_is_answered_counted_and_timed_as_a_turn_is() -> None:
+    """A read that is one plain get takes the lone path (Parser.lone): the same reply,
+    byte counts, latency row and state as process() gives the same get read in two parts."""
+    for reads in ([b"get a\r\n"], [b"get ", b"a\r\n"]):
+        conn, client, owner = make()
+        owner.now_ns = time.monotonic_ns() - 2_000_000
+        owner.now = owner.now_ns / 1e9
+        for data in reads:
+            client.sendall(data)
+            conn.on_readable()
+        assert client.recv(100) == b"a\r\n"
+        assert owner.counters.bytes_read == 7 and owner.counters.bytes_written == 3
+        assert conn.state == READING and owner.interest(conn) == READ and not owner.ready
+        assert conn.last_cmd == owner.now
+        row = owner.latency_rows[c.Get]
+        assert count(row) == 1 and sum(row[:21]) == 0 and row[-1] >= 2_000_000
+        conn.close()
+
+
+def test_a_lone_get_whose_handler_fails_closes_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn, client, owner = make()
+    conn.dispatch = {}  # the get's handler lookup raises, on the lone path
+    client.sendall(b"get a\r\n")
+    conn.on_readable()
+    assert conn.state == CLOSED and owner.closed == ["internal error"]
+    assert "error handling a request from peer" in caplog.text
+    assert client.recv(100) == b""
+
+
+def test_no_lone_path_under_reqs_per_event_1() -> None:
+    """-R 1: every turn yields after its command (conn_yields counts it), lone get or not."""
+    conn, client, owner = make(reqs_per_event=1)
+    assert conn.lone is None
+    client.sendall(b"get a\r\n")
+    conn.on_readable()
+    assert client.recv(100) == b"a\r\n"
+    assert owner.counters.conn_yields == 1
+    conn.close()
+
+
 def test_pipelined_requests_yield_after_reqs_per_event_commands() -> None:
     """-R 2: five pipelined commands take three turns; between them the connection waits
     in the owner's ready set, not on the poller, and is not read."""
