@@ -798,35 +798,19 @@ class Parser(Buffered):
         return cmd
 
     def _md(self, tokens: list[bytes]) -> c.Command:
-        n = len(tokens)
-        if n < 2:
-            return _ERROR
-        key = tokens[1]
-        if len(key) > KEY_MAX_LENGTH:
-            return _FORMAT
-        if n >= META_MAX_TOKENS:
-            return _META_TOO_MANY_STORE
-        flags = tokens[2:]
-        f = _meta_flags(key, flags)
-        if isinstance(f, Error):
-            return _META_FLAG_BAD  # md's one word for every flag error
+        checked = _md_ma_flags(tokens)
+        if not isinstance(checked, tuple):
+            return checked
+        flags, f = checked
         if not _opaque_ok(flags):
             return c.Invalid(Error.META_OPAQUE_TOO_LONG)
         return c.MetaDelete(f.key, flags, f.binary, f.quiet, f.cas, f.invalidate, f.touch)
 
     def _ma(self, tokens: list[bytes]) -> c.Command:
-        n = len(tokens)
-        if n < 2:
-            return _ERROR
-        key = tokens[1]
-        if len(key) > KEY_MAX_LENGTH:
-            return _FORMAT
-        if n >= META_MAX_TOKENS:
-            return _META_TOO_MANY_STORE
-        flags = tokens[2:]
-        f = _meta_flags(key, flags)
-        if isinstance(f, Error):
-            return _META_FLAG_BAD  # ma's one word for every flag error
+        checked = _md_ma_flags(tokens)
+        if not isinstance(checked, tuple):
+            return checked
+        flags, f = checked
         incr = _META_ARITH.get(f.mode)
         if incr is None:
             return c.Invalid(Error.META_ARITH_MODE)
@@ -1000,6 +984,25 @@ class MetaFlags:
     invalidate = False  # I
     delta = 1  # D
     initial = 0  # J
+
+
+def _md_ma_flags(tokens: list[bytes]) -> tuple[list[bytes], MetaFlags] | c.Command:
+    """``md`` and ``ma``'s first checks, in memcached's order (enough tokens, the key's
+    length, the number of tokens), then their flags: the flag tokens and what they say, or
+    the command that answers the error (one word for every flag error)."""
+    n = len(tokens)
+    if n < 2:
+        return _ERROR
+    key = tokens[1]
+    if len(key) > KEY_MAX_LENGTH:
+        return _FORMAT
+    if n >= META_MAX_TOKENS:
+        return _META_TOO_MANY_STORE
+    flags = tokens[2:]
+    f = _meta_flags(key, flags)
+    if isinstance(f, Error):
+        return _META_FLAG_BAD
+    return flags, f
 
 
 def _meta_flags(key: bytes, tokens: list[bytes]) -> MetaFlags | Error:
