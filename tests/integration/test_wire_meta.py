@@ -3,9 +3,12 @@
 As test_wire.py: every expectation runs against ``mcached`` and the reference ``memcached``
 (the ``server`` fixture), so a green run against memcached proves the bytes are memcached's.
 Table cases go on a fresh connection as ``request + PROBE`` and expect ``reply + END``; each
-is sent whole and again one byte at a time. Replies that carry a CAS (mcached's CAS uniques
-are its own, see README) or a time that can tick between two commands are checked in the
-flows below, with the CAS read back first or the number matched.
+is sent whole and again one byte at a time. A TTL that one command sets and a later one reads
+back is written `later(ttl)`: the clock may tick between the two (one byte at a time, on a
+loaded machine, the bytes take a while), so it matches the values that the time the exchange
+took allows. Replies that carry a CAS (mcached's CAS uniques are its own, see README) or
+other times are checked in the flows below, with the CAS read back first or the number
+matched.
 
 The module's tests share one server of each kind, emptied (``flush_all``) before each test;
 those that need flags of their own (``-C``, ``-M``) or exact stats start theirs.
@@ -14,6 +17,7 @@ those that need flags of their own (``-C``, ``-M``) or exact stats start theirs.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
 from collections.abc import Callable
@@ -58,11 +62,58 @@ def split(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+LATER = re.compile(rb"<ttl-later (\d+)>")
+
+
+def later(ttl: int) -> bytes:
+    """In an expected reply: the TTL `ttl` that an earlier command of the request set, read
+    back by a later one: `ttl` less the whole seconds the server's clock may have moved
+    between the two while the request's bytes trickled in (`check` works them out from how
+    long the exchange took)."""
+    return b"<ttl-later %d>" % ttl
+
+
+def ticked(expected: bytes, kind: str, elapsed: float) -> re.Pattern[bytes]:
+    """`expected` as a pattern: each `later` TTL matches exactly the values the server's
+    clock allows within `elapsed` s. mcached reads a monotonic clock at each command, so it
+    moves at most ceil(elapsed) seconds; memcached's ``current_time`` is sampled by a timer
+    once a second, so the sample the first command saw may already be up to a second old:
+    one more."""
+    moved = math.ceil(elapsed) + (1 if kind == "memcached" else 0)
+    out, at = b"", 0
+    for m in LATER.finditer(expected):
+        ttl = int(m.group(1))
+        values = b"|".join(b"%d" % (ttl - k) for k in range(moved + 1))
+        out += re.escape(expected[at : m.start()]) + b"(?:" + values + b")"
+        at = m.end()
+    return re.compile(out + re.escape(expected[at:]), re.S)
+
+
 def check(server: Server, request: bytes, expected: bytes, split: str) -> None:
     with Conn(server.address) as conn:
+        started = time.monotonic()
         send(conn, request + PROBE, split)
-        got = recv_exact(conn, len(expected) + len(PROBE_REPLY))
-        assert got == expected + PROBE_REPLY
+        if not LATER.search(expected):
+            got = recv_exact(conn, len(expected) + len(PROBE_REPLY))
+            assert got == expected + PROBE_REPLY
+            return
+        # the reply's length depends on the TTLs: read until it matches (or 5 s pass)
+        got = b""
+        deadline = started + 5
+        while True:
+            elapsed = time.monotonic() - started
+            want = ticked(expected + PROBE_REPLY, server.kind, elapsed)
+            if want.fullmatch(got) or time.monotonic() > deadline:
+                break
+            conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = conn.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            got += chunk
+        assert want.fullmatch(got), f"{got!r} is not {want.pattern!r}"
 
 
 # --- mg -----------------------------------------------------------------------------------
@@ -340,7 +391,7 @@ MD = cases(
     (
         "invalidate",
         b"set k 0 0 3\r\nmoo\r\nmd k I T1000\r\nmg k s t v\r\nmg k s v\r\nget k\r\n",
-        b"STORED\r\nHD\r\nVA 3 s3 t1000 X W\r\nmoo\r\nVA 3 s3 Z X\r\nmoo\r\n"
+        b"STORED\r\nHD\r\nVA 3 s3 t" + later(1000) + b" X W\r\nmoo\r\nVA 3 s3 Z X\r\nmoo\r\n"
         b"VALUE k 0 3\r\nmoo\r\nEND\r\n",
     ),
     (
@@ -409,7 +460,7 @@ MA = cases(
     (
         "touch",
         b"set n 0 0 1\r\n5\r\nma n T1000 t v\r\nmg n t v\r\n",
-        b"STORED\r\nVA 1 t1000\r\n6\r\nVA 1 t1000\r\n6\r\n",
+        b"STORED\r\nVA 1 t1000\r\n6\r\nVA 1 t" + later(1000) + b"\r\n6\r\n",
     ),
     # memcached sets T on the item it changed: the old one, when the number grew longer
     (
