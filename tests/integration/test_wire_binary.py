@@ -118,12 +118,30 @@ def exchange(address: tuple[str, int], data: bytes, step: int | None = None) -> 
 
 
 def hangup(address: tuple[str, int], data: bytes, step: int | None = None) -> list[Frame]:
-    """Send `data`; the frames answered before the server closed the connection."""
+    """Send `data`; the frames answered before the server closed the connection.
+
+    The server may close before the last of `data` has reached it (sent one byte at a time,
+    on a loaded machine): then its close is a reset, not a FIN (TCP resets a connection
+    closed with bytes unread, and answers bytes that reach a closed one with a reset), and
+    sending the rest may fail. The connection has ended either way, after the frames it
+    answered, which came before in order and are still read from the socket first. A server
+    that does not close within the deadline fails the test (TimeoutError)."""
     with socket.create_connection(address) as sock:
-        send(sock, data, step)
-        got = read_until(sock, lambda buf: False)
-    assert got.endswith(b"<EOF>"), got
-    return frames(got[: -len(b"<EOF>")])
+        try:
+            send(sock, data, step)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed already: what it answered is still to be read
+        got = b""
+        sock.settimeout(30.0)  # a deadline for a loaded machine: a closed socket reads at once
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    return frames(got)
 
 
 STEPS = pytest.mark.parametrize("step", [None, 1], ids=["whole", "bytewise"])
