@@ -275,6 +275,21 @@ class SlabClass:
         w[r + P_CLSID] = self.id
         w[r + P_FREE_HEAD] = -1
         w[r + P_NFREE] = 0
+        self._link_last_locked(pno)
+        carve = w[b + C_CARVE]
+        if carve >= 0:
+            # an older partly carved page keeps its bump pointer; list its rest as free
+            base = int(carve) << PAGE_SHIFT
+            for o in range(int(w[b + C_CARVE_OFF]), SLAB_PAGE_SIZE - self.size + 1, self.size):
+                self.chunk_push_locked(base | o)
+        w[b + C_CARVE] = pno
+        w[b + C_CARVE_OFF] = 0
+
+    def _link_last_locked(self, pno: int) -> None:
+        """Put page `pno` last in the class's page list (clock order) and count it."""
+        w = self.w
+        b = self.b
+        r = self.row(pno)
         tail = w[b + C_TAIL]
         w[r + P_NEXT] = -1
         w[r + P_PREV] = tail
@@ -284,14 +299,6 @@ class SlabClass:
             w[b + C_HEAD] = pno
         w[b + C_TAIL] = pno
         w[b + C_NPAGES] += 1
-        carve = w[b + C_CARVE]
-        if carve >= 0:
-            # an older partly carved page keeps its bump pointer; list its rest as free
-            base = int(carve) << PAGE_SHIFT
-            for o in range(int(w[b + C_CARVE_OFF]), SLAB_PAGE_SIZE - self.size + 1, self.size):
-                self.chunk_push_locked(base | o)
-        w[b + C_CARVE] = pno
-        w[b + C_CARVE_OFF] = 0
 
     def remove_page_locked(self, pno: int) -> None:
         """Detach page `pno` for a move: no allocation or hand visit reaches it from now on.
@@ -327,19 +334,8 @@ class SlabClass:
         """Take back page `pno`, detached for a move that could not finish: it goes last in
         clock order, and its chunks that hold nothing (status 0: freed since, or never used)
         are free again."""
-        w = self.w
-        b = self.b
-        r = self.row(pno)
-        w[r + P_FLAGS] &= ~PF_MOVING
-        tail = w[b + C_TAIL]
-        w[r + P_NEXT] = -1
-        w[r + P_PREV] = tail
-        if tail >= 0:
-            w[self.row(int(tail)) + P_NEXT] = pno
-        else:
-            w[b + C_HEAD] = pno
-        w[b + C_TAIL] = pno
-        w[b + C_NPAGES] += 1
+        self.w[self.row(pno) + P_FLAGS] &= ~PF_MOVING
+        self._link_last_locked(pno)
         pm = self.pm
         base = pno << PAGE_SHIFT
         for o in range(0, self.perslab * self.size, self.size):
