@@ -9,13 +9,14 @@ an error of the run.
 from __future__ import annotations
 
 import importlib.util
-import socket
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.wire import Conn, exchange
 
 pytestmark = pytest.mark.integration
 
@@ -89,18 +90,11 @@ def test_ceiling_runs_as_many_processes_as_mcached_has_workers_over_one_cache(
         assert server.proc is not None
         parent = psutil.Process(server.proc.pid)
         assert len(parent.children()) == 1  # the parent serves too
-        with socket.create_connection(("127.0.0.1", server.port)) as first:
-            first.sendall(b"set shared 0 0 5\r\nhello\r\n")
-            assert first.recv(100) == b"STORED\r\n"
+        with Conn(("127.0.0.1", server.port)) as first:
+            exchange(first, b"set shared 0 0 5\r\nhello\r\n", b"STORED\r\n")
         for _ in range(8):  # whichever process accepts each
-            with socket.create_connection(("127.0.0.1", server.port)) as conn:
-                conn.sendall(b"get shared\r\n")
-                reply = b""
-                while not reply.endswith(b"END\r\n"):
-                    chunk = conn.recv(100)
-                    assert chunk
-                    reply += chunk
-                assert reply == b"VALUE shared 0 5\r\nhello\r\nEND\r\n"
+            with Conn(("127.0.0.1", server.port)) as conn:
+                exchange(conn, b"get shared\r\n", b"VALUE shared 0 5\r\nhello\r\nEND\r\n")
         children = parent.children()
     finally:
         server.stop()
