@@ -171,6 +171,21 @@ def returns_logged(cluster: Cluster, n: Node_, member: Node_) -> list[tuple[int,
     return [(int(p), float(t)) for p, t in re.findall(pattern, log)]
 
 
+def diagnose(cluster: Cluster, nodes: list[Node_]) -> str:
+    """What each node serves, its ``stats cluster`` and the end of its log: the message of a
+    failed check of the health rule, so a failure on a loaded CI machine can be explained."""
+    parts = []
+    for n in nodes:
+        try:
+            view = f"{served(n)} {cluster_stats(n)}"
+        except OSError as exc:
+            view = f"unreachable: {exc!r}"
+        log = cluster.file.parent / f"node-{n.port}.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        parts.append(f"node {n.port}: {view}\n{tail}")
+    return "\n".join(parts)
+
+
 def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.02) -> float | None:
     """Seconds until `check()` held, or None if it never did within `timeout`."""
     start = time.monotonic()
@@ -223,10 +238,22 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
     # nodes started one after the other: a node checked before it answered may have been
     # hidden and brought back (the version moved); wait until every node lists every node
     assert wait_for(lambda: all(served(n)[1] == all_ports for n in cluster.nodes), STARTUP)
+    # and until every live node has seen the victim answer a check: a member never reached
+    # is not hidden before its start-up grace (30 s; a fleet's nodes start together), and on a
+    # loaded machine the first checks can all time out, so listing it is not enough
+    victim_row = f"node:{victim.node}"
+    seen_up = wait_for(
+        lambda: all(cluster_stats(n)[victim_row].startswith("up ") for n in live), STARTUP
+    )
+    assert seen_up is not None, diagnose(cluster, live)
     base = {n.port: served(n)[0] for n in live}
     client = ClusterClient(
         f"127.0.0.1:{a.port}", poll_interval=0.2, ignore_exc=True, timeout=1.0, connect_timeout=1.0
     )
+    # the load is stopped however the test ends: left running after a failed check, it reads
+    # on and its list of calls grows until the test process runs out of memory
+    stop = threading.Event()
+    worker: threading.Thread | None = None
     try:
         for k in KEYS:
             assert client.set(k, k.encode(), noreply=False)
@@ -237,7 +264,6 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
         # the load: one thread reading every key in turn, recording what each call took
         calls: list[tuple[float, str, bytes | None, float]] = []
         failures: list[str] = []
-        stop = threading.Event()
 
         def load() -> None:
             while not stop.is_set():
@@ -250,14 +276,14 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
                         got = None
                     calls.append((t0, k, got, time.monotonic() - t0))
 
-        worker = threading.Thread(target=load)
+        worker = threading.Thread(target=load, daemon=True)
         worker.start()
         assert wait_for(lambda: len(calls) > len(KEYS), STARTUP)  # the load is going
         killed = time.monotonic()
         cluster.kill9(victim)
         # every live node stops listing it
         gone = wait_for(lambda: all(victim.port not in served(n)[1] for n in live), 10)
-        assert gone is not None, [served(n) for n in live]
+        assert gone is not None, diagnose(cluster, live)
         assert gone <= DETECT, f"the live nodes took {gone:.2f}s"
         print(f"kill -9: every live node stopped listing it after {gone:.2f}s")
         for n in live:  # one change on every node
@@ -314,6 +340,9 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
         client.set(theirs[0], b"again", noreply=False)
         assert client.get(theirs[0]) == b"again"
     finally:
+        stop.set()
+        if worker is not None:
+            worker.join(10)
         client.close()
 
 
