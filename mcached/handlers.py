@@ -69,6 +69,9 @@ class Session(Protocol):
     counters: Counters
     #: the rest of a reply, pulled piece by piece as the client reads; nothing after it runs
     stream: Iterator[Piece] | None
+    #: earlier commands whose replies memcached would still hold unsent (its resp_has_stack:
+    #: it transmits after a get or mn, and when it needs more bytes)
+    stacked: int
 
     def after_sent(self, callback: Callable[[], None]) -> None:
         """Run `callback` once what is in `out` now (and before) is sent, or the connection
@@ -1004,10 +1007,9 @@ class Handlers:
         if sub == b"metadump" and not self.settings.dump_enabled:
             cmd.reply(s.out, Error.METADUMP_DISABLED)
             return
-        if sub == b"metadump" and s.out:
-            # memcached's resp_has_stack: earlier replies of this read are still unsent (it
-            # transmits at once after a get or mn, so a metadump right behind one of those
-            # is served there: TRIAGE.md, lru-crawler.t)
+        if sub == b"metadump" and s.stacked:
+            # memcached's resp_has_stack: replies of earlier commands still unsent (it
+            # transmits at once after a get or mn: a metadump right behind one is served)
             cmd.reply(s.out, Error.METADUMP_PIPELINED)
             return
         classes: set[int] | None = None
@@ -1134,6 +1136,8 @@ class Handlers:
         flags = watch.parse(cmd.args)
         if not self.settings.watch_enabled:
             cmd.reply(s.out, Error.WATCH_DISABLED)
+        elif s.stacked:  # as a metadump (see there)
+            cmd.reply(s.out, Error.WATCH_PIPELINED)
         elif flags is None:
             cmd.reply(s.out, Error.UNKNOWN_COMMAND)
         elif self.info.watchers() >= watch.WATCHER_LIMIT:

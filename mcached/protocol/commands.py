@@ -666,3 +666,10 @@ class MetaDebug(MetaDebugReplies, Command):
     def __init__(self, key: bytes, binary: bool = False) -> None:
         self.key = key
         self.binary = binary
+
+
+#: The text commands after which memcached transmits every reply it holds (a served get of
+#: any kind, ``mn``); after the others their replies wait for the next transmission, which
+#: a metadump and a watch must not find pending (its ``resp_has_stack``). Exact types: the
+#: binary protocol's gets subclass these and follow their own rule.
+TRANSMITTING: frozenset[type] = frozenset({Get, Gets, Gat, Gats, MetaNoop})

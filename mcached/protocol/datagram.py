@@ -71,7 +71,7 @@ def flushes(cmd: Any, reply: bytes) -> bool:
     """Whether memcached transmits what waits once `cmd` is served."""
     if isinstance(cmd, BinaryReplies):
         return bool(reply)
-    return _is_text_get(cmd) or isinstance(cmd, c.MetaNoop)
+    return type(cmd) in c.TRANSMITTING
 
 
 def _split_values(keys: list[bytes], reply: bytes) -> list[bytes] | None:

@@ -146,6 +146,7 @@ class Error(_Member):
     BAD_CLUSTER_CONFIG = "bad_cluster_config"  # config set data: `detail` says what is wrong
     WATCHER_TOO_MANY = "watcher_too_many"  # memcached's 20 watchers are attached
     WATCH_DISABLED = "watch_disabled"  # -W
+    WATCH_PIPELINED = "watch_pipelined"  # replies of earlier commands still unsent
     # the meta commands' (memcached 1.6.18 proto_text.c words each)
     META_FLAG_INVALID = "meta_flag_invalid"  # a flag no meta command knows
     META_FLAG_DUPLICATE = "meta_flag_duplicate"  # a flag given twice (or not ASCII)

@@ -90,6 +90,7 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.TLS_NOT_ENABLED: b"Error TLS not enabled\r\n",
     Error.WATCHER_TOO_MANY: b"WATCHER_TOO_MANY log watcher limit reached\r\n",
     Error.WATCH_DISABLED: b"CLIENT_ERROR watch commands not allowed\r\n",
+    Error.WATCH_PIPELINED: b"ERROR cannot pipeline other commands before watch\r\n",
     # config set|delete cluster (mcached's: ElastiCache has no public wording for them)
     Error.CONFIG_SET_DISABLED: b"CLIENT_ERROR config set not allowed\r\n",
     Error.CONFIG_DELETE_DISABLED: b"CLIENT_ERROR config delete not allowed\r\n",

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.binary_parser import AnyParser, Negotiator
+from mcached.protocol.commands import TRANSMITTING
 from mcached.protocol.outcomes import Piece, Pieces
 from mcached.protocol.parser import NEED_DATA
 from mcached.server.poller import READ, WRITE, Poller
@@ -143,6 +144,8 @@ class Connection:
         "_closing",
         "drain_left",
         "stream",
+        "stacked",
+        "_yielded",
         "_after",
         "_sent_total",
         "sink",
@@ -188,6 +191,12 @@ class Connection:
         self._closing = ""  # CLOSING: why, logged once the output is sent
         self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
         self.stream: Iterator[Piece] | None = None
+        # Commands served since memcached would last have transmitted what it holds (after
+        # a get or mn, when it needs more bytes, and at a -R yield): a metadump or a watch
+        # behind any is refused. Set before each command of a turn; carried into the next
+        # turn only when commands are left buffered behind a -R yield or a long reply.
+        self.stacked = 0
+        self._yielded = False  # the last turn spent its -R budget with commands left
         # after_sent callbacks: [bytes sent in all when they may run, callback]; the end is
         # None until the flush that queues their bytes
         self._after: deque[list[Any]] = deque()
@@ -390,6 +399,12 @@ class Connection:
         first: type | None = None
         others: list[type] | None = None
         cut = False  # stopped for a stream or a value to receive, with commands maybe left
+        stacked = self.stacked
+        # memcached transmits one command later than mcached yields: its first turn after a
+        # read runs -R + 1 commands, the next ones -R; so behind the first of a turn that
+        # goes on after a yield (`budget` is -R there)
+        flush_at = budget if self._yielded else -1
+        yielded = False
         try:
             while budget:
                 cmd = next_command()
@@ -398,7 +413,9 @@ class Connection:
                 if trace:
                     log.log(TRACE, "<%d %r", self.fd, cmd)
                 kind = type(cmd)
+                self.stacked = stacked
                 dispatch[kind](cmd, self)
+                stacked = 0 if kind in TRANSMITTING or budget == flush_at else stacked + 1
                 if kind is not first:
                     if first is None:
                         first = kind
@@ -414,11 +431,17 @@ class Connection:
                     break  # nothing left: no call just to hear NEED_DATA
             else:
                 self.counters.conn_yields += 1
+                yielded = True
         except (Exception, Shutdown) as exc:
             self._failed(exc)
             return
         if budget != self.reqs_per_event:
             self.last_cmd = self.worker.now
+        # memcached also transmits when it needs more bytes and once a value read in parts
+        # is in; a long reply that mcached sends on its own (a stream) is neither
+        carry = (yielded or self.stream is not None) and parser.buffered > 0
+        self.stacked = stacked if carry else 0
+        self._yielded = yielded and carry
         if self.sink is not None:
             # the start of the value came with its line (never all of it: then the parser
             # had made it a plain store)

@@ -41,12 +41,13 @@ class Datagram:
     reply is made whole before it is sent: a stream is drained into `out` after each command,
     and what was lent for the reply goes back once it is joined (`done`)."""
 
-    __slots__ = ("out", "counters", "stream", "_after")
+    __slots__ = ("out", "counters", "stream", "stacked", "_after")
 
     def __init__(self, counters: Counters) -> None:
         self.out: list[Any] = []
         self.counters = counters
         self.stream: Iterator[Any] | None = None
+        self.stacked = 0  # response objects not transmitted yet (set before each command)
         self._after: list[Callable[[], None]] = []
 
     def after_sent(self, callback: Callable[[], None]) -> None:
@@ -136,6 +137,7 @@ class UdpServer:
                         cmd = parser.next_command()
                         if cmd is NEED_DATA:
                             break
+                        datagram.stacked = len(pending)
                         self.dispatch[type(cmd)](cmd, datagram)
                         reply = datagram.take()
                         pending += units(cmd, reply)

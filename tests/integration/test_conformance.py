@@ -343,6 +343,94 @@ def test_metadump_refuses_to_follow_other_commands(server: Server) -> None:
     assert reply.endswith(b"END\r\n") and b"ERROR" not in reply
 
 
+# What memcached has sent when a metadump or a watch arrives (its resp_has_stack): it
+# transmits at once after a get, gets, gat, gats (served, not refused) or mn, and whenever
+# it needs more bytes for a line; every other reply waits, a noreply's and a quiet miss's
+# included. (bytes sent in one write before the command, the replies to them, whether
+# memcached has sent them all by then.)
+STACK_CASES = [
+    (b"get foo\r\n", b"END\r\n", True),
+    (b"gets foo bar\r\n", b"END\r\n", True),
+    (b"gat 0 foo\r\n", b"END\r\n", True),
+    (b"gats 0 foo\r\n", b"END\r\n", True),
+    (b"mn\r\n", b"MN\r\n", True),
+    (b"version\r\nget foo\r\n", b"VERSION 1.6.18\r\nEND\r\n", True),
+    (b"get foo\r\nmn\r\n", b"END\r\nMN\r\n", True),
+    (b"get foo\r\nversion\r\n", b"END\r\nVERSION 1.6.18\r\n", False),
+    (b"mg foo v\r\n", b"EN\r\n", False),
+    (b"mg foo v q\r\n", b"", False),
+    (b"set stack 0 0 1 noreply\r\nx\r\n", b"", False),
+    (b"delete foo\r\n", b"NOT_FOUND\r\n", False),
+    (b"get " + b"k" * 251 + b"\r\n", b"CLIENT_ERROR bad command line format\r\n", False),
+    (b"get\r\n", b"ERROR\r\n", False),
+    (b"gat abc foo\r\n", b"CLIENT_ERROR invalid exptime argument\r\n", False),
+]
+
+
+def stack_checked(which: str) -> tuple[bytes, bytes]:
+    """The metadump or watch line, and memcached's error refusing it behind held replies."""
+    line = b"lru_crawler metadump all\r\n" if which == "metadump" else b"watch\r\n"
+    return line, b"ERROR cannot pipeline other commands before %b\r\n" % which.encode()
+
+
+@pytest.mark.parametrize(
+    ("before", "replies", "sent"), STACK_CASES, ids=[repr(c[0])[2:40] for c in STACK_CASES]
+)
+@pytest.mark.parametrize("which", ["metadump", "watch"])
+def test_metadump_and_watch_follow_only_replies_already_sent(
+    emptied_server: Server, which: str, before: bytes, replies: bytes, sent: bool
+) -> None:
+    """Each case in one write with the command behind it: refused with memcached's error
+    behind replies it still holds, served behind replies it has sent."""
+    line, refused = stack_checked(which)
+    with Conn(emptied_server.address) as conn:
+        if not sent:
+            exchange(conn, before + line, replies + refused)
+            return
+        conn.send(before + line)
+        if which == "watch":
+            assert conn.read_exact(len(replies) + 4) == replies + b"OK\r\n"
+            return
+        # served: the dump follows (nothing may follow it on the connection: no probe)
+        assert conn.read_exact(len(replies)) == replies
+        dump = conn.read_until(b"END\r\n")
+        assert dump.endswith(b"END\r\n") and b"ERROR" not in dump, dump
+
+
+@pytest.mark.parametrize("which", ["metadump", "watch"])
+def test_under_R_memcached_transmits_after_R_plus_1_commands_then_every_R(
+    kind: str, server_factory: Callable[..., Server], which: str
+) -> None:
+    """``-R 2``: behind 0..7 ``version`` lines in one write, a metadump or a watch finds
+    replies held unless the last transmission (after commands 3, 5, 7) came right before it."""
+    srv = server_factory(kind, "-R", "2")
+    line, refused = stack_checked(which)
+    for n in range(8):
+        versions = b"VERSION 1.6.18\r\n" * n
+        with Conn(srv.address) as conn:
+            if n in (1, 2, 4, 6):
+                exchange(conn, b"version\r\n" * n + line, versions + refused)
+                continue
+            conn.send(b"version\r\n" * n + line)
+            assert conn.read_exact(len(versions)) == versions
+            served = b"OK\r\n" if which == "watch" else b"END\r\n"  # nothing stored
+            assert conn.read_exact(len(served)) == served, n
+
+
+@pytest.mark.parametrize("which", ["metadump", "watch"])
+def test_a_large_mg_value_still_waits_behind_a_metadump_or_watch(
+    emptied_server: Server, which: str
+) -> None:
+    """An ``mg`` reply is held whatever its size (only gets and mn transmit), also when
+    mcached sends a large value on its own before serving what follows it."""
+    value = b"v" * 100_000
+    line, refused = stack_checked(which)
+    with Conn(emptied_server.address) as conn:
+        exchange(conn, b"set big 0 0 %d\r\n%b\r\n" % (len(value), value), b"STORED\r\n")
+        reply = b"VA %d\r\n%b\r\n" % (len(value), value)
+        exchange(conn, b"mg big v\r\n" + line, reply + refused)
+
+
 # --- stats detail (stats-detail.t) ------------------------------------------------------
 
 

@@ -85,6 +85,19 @@ CASES: list[tuple[str, bytes, list[Message]]] = [
         [(0, 1, VA + END)] + [(0, 1, b"VA 1\r\nx\r\n")] * 40 + [(0, 0, b""), (0, 1, VA + END)],
     ),
     (
+        "a watch behind a reply still held: refused",
+        b"version\r\nwatch\r\n",
+        [
+            (0, 1, b"VERSION 1.6.18\r\n"),
+            (0, 1, b"ERROR cannot pipeline other commands before watch\r\n"),
+        ],
+    ),
+    (
+        "a metadump behind a skipped reply: refused",
+        b"mg zz v q\r\nlru_crawler metadump all\r\n",
+        [(0, 1, b"ERROR cannot pipeline other commands before metadump\r\n")],
+    ),
+    (
         "binary: a quiet miss leaves an empty message",
         R(b.NOOP, opaque=1) + R(b.GET, b"zz", opaque=2) + R(b.GETQ, b"zz", opaque=3),
         [(0, 1, NOOP), (0, 1, NF), (0, 0, b"")],
