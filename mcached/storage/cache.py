@@ -569,7 +569,7 @@ class Cache:
                             st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
                                 unpack(pm, a)
                             )
-                            if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
+                            if pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY; other lengths differ
                                 break
                         elif not e:
                             return None
@@ -805,7 +805,7 @@ class Cache:
                         st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
                             pm, a
                         )
-                        if nk == len(key) and pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
+                        if pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY; other lengths differ
                             break
                     elif not e:
                         return None
