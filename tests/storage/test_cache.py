@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from mcached.clock import REALTIME_MAXDELTA, FakeClock
-from mcached.storage.cache import Cache, item_size, parse_counter
+from mcached.storage.cache import Cache, ItemState, item_size, parse_counter
 from mcached.storage.results import DeltaResult, StoreMode, StoreResult
 
 pytestmark = pytest.mark.unit
@@ -401,3 +401,37 @@ def test_peek_sees_a_live_item_and_changes_nothing(cache: Cache, clock: FakeCloc
     assert cache.peek(b"k") is None
     st = cache.stats()
     assert st["get_flushed"] == 0
+
+
+def test_keys_whose_table_entries_carry_the_same_tag_are_told_apart(cache: Cache) -> None:
+    """A table entry holds 22 bits of the key's hash: keys in one partition with the same
+    bits share a first slot and a tag, and only the key compare tells them apart (of one
+    length or of two). Pairs found by hashing keys of varied lengths (this process's hash)."""
+    parts = len(cache._parts)
+    pshift = parts.bit_length() - 1
+    seen: dict[tuple[int, int], bytes] = {}
+    pairs: list[tuple[bytes, bytes]] = []
+    for i in range(200_000):
+        key = b"k%d" % i + b"x" * (i % 5)
+        h = hash(key)
+        where = (h & (parts - 1), (h >> pshift) & 0x3FFFFF)
+        other = seen.setdefault(where, key)
+        if other != key:
+            pairs.append((other, key))
+            if len(pairs) >= 6 and any(len(a) != len(b) for a, b in pairs):
+                break
+    assert any(len(a) != len(b) for a, b in pairs), "no pair of different lengths found"
+    for first, second in pairs:
+        missing = first + b"-"  # never stored (its tag is its own)
+        assert cache.store(SET, first, b"1:" + first, 0, 0, 0) is StoreResult.STORED
+        assert cache.get(second) is None  # a tag match of another key: a miss
+        assert cache.store(SET, second, b"2:" + second, 0, 0, 0) is StoreResult.STORED
+        for key, value in ((first, b"1:" + first), (second, b"2:" + second)):
+            for lookup in (cache.get, cache.get_ref, cache.get_value):
+                hit = lookup(key)
+                assert hit is not None and bytes(hit[0]) == value
+            state = cache.lookup(key, True)
+            assert state is not None and bytes(ItemState(*state).value) == value
+        assert cache.get(missing) is None
+        assert cache.delete(first)
+        assert cache.get(first) is None and bytes(cache.get(second)[0]) == b"2:" + second
