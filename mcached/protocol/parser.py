@@ -376,7 +376,7 @@ class Parser(Buffered):
         return cmd
 
     def lone(self) -> c.Command | None:
-        """Right after feed() at rest: when the buffer is exactly one ``get <key>`` or
+        """Right after feed() at rest: when the buffer is exactly one ``get <key>...`` or
         ``mg <key> v`` line, that command (the one next_command() would return), the buffer
         consumed; otherwise None, nothing consumed.
 
@@ -396,18 +396,21 @@ class Parser(Buffered):
             return None
         if self._framed or self._pos:  # a login, data block or swallow under way
             return None
-        if (
-            32 in key  # a space (a multiget: first); ints: see next_command's NUL test
-            or buf[-2:] != b"\r\n"
-            or not 0 < len(key) <= KEY_MAX_LENGTH
-            or 10 in key  # a second line
-            or 0 in key
-        ):
+        if buf[-2:] != b"\r\n" or 10 in key or 0 in key:  # a second line; ints: see
+            return None  # next_command's NUL test
+        # fed at rest, the buffer is the received bytes object: the keys are bytes
+        if 32 in key:  # a space: a multiget (never an mg)
+            keys = key.split(b" ")
+            if meta or b"" in keys or max(map(len, keys)) > KEY_MAX_LENGTH:
+                return None  # a doubled space, a key over 250 bytes
+            cmd: c.Command = _Get(keys)  # type: ignore[arg-type]
+        elif not 0 < len(key) <= KEY_MAX_LENGTH:
             return None
+        else:
+            cmd = c.MetaValue(key) if meta else _Get([key])  # type: ignore[list-item,arg-type]
         self._pos = len(buf)
         self.at_end = True
-        # fed at rest, the buffer is the received bytes object: the key is bytes
-        return c.MetaValue(key) if meta else _Get([key])  # type: ignore[list-item,arg-type]
+        return cmd
 
     def _next_framed(self) -> c.Command | _NeedData:
         """next_command() in the other states: authentication, swallowing an oversized

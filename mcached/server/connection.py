@@ -324,15 +324,18 @@ class Connection:
         row = self.latency_rows[kind]
         row[took.bit_length()] += 1
         row[-1] += took
-        # process()'s tail, for a turn that leaves nothing buffered
+        # process()'s tail, for a turn that leaves nothing buffered (a multiget's reply
+        # past STREAM_AFTER goes on as a stream: reading stops until it is sent)
         if self.stream is not None:
             self._pull()
         state = self.state
-        if state is READING or state == CLOSED:
+        if state == CLOSED:
             return
         if self._wq_bytes >= OUTPUT_SOFT_CAP or self.stream is not None:
             self.set_state(BLOCKED)
-        else:
+        elif self.eof:
+            self._finish("client closed")
+        elif state is not READING:
             self.set_state(READING)
 
     def on_writable(self) -> None:

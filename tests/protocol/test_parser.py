@@ -403,7 +403,7 @@ def test_small_values_and_bad_meta_flags_are_never_incoming() -> None:
     assert p.next_command() == c.Invalid(Error.META_FLAG_INVALID)
 
 
-# ---- Parser.lone: a read that is one plain get / mg <key> v ----
+# ---- Parser.lone: a read that is one plain get (of any number of keys) / mg <key> v ----
 
 
 def _lone_agrees(data: bytes) -> c.Command | None:
@@ -434,6 +434,8 @@ def test_lone_agrees_with_next_command(data: bytes, expected: list[c.Command]) -
         (b"get " + K250 + b"\r\n", c.Get),
         (b"get a\rb\r\n", c.Get),  # a CR inside a key is part of it, as next_command has it
         (b"mg k v\r\n", c.MetaValue),
+        (b"get a b\r\n", c.Get),  # a multiget
+        (b"get " + b" ".join([K250] * 30) + b"\r\n", c.Get),  # past MAX_LINE, whole
     ],
 )
 def test_lone_takes_one_plain_get_or_mg_v(data: bytes, kind: type) -> None:
@@ -446,7 +448,11 @@ def test_lone_takes_one_plain_get_or_mg_v(data: bytes, kind: type) -> None:
         b"get k\n",  # a bare LF
         b"get  k\r\n",  # a doubled space
         b"get k \r\n",
-        b"get a b\r\n",
+        b"get a  b\r\n",
+        b"get a b \r\n",
+        b"get a " + K251 + b"\r\n",
+        b"get a b\r\nget c\r\n",
+        b"mg a b v\r\n",
         b"get k\0x\r\n",  # a NUL ends the line for memcached: next_command's business
         b"get \r\n",
         b"get " + K251 + b"\r\n",

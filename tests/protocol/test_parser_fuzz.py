@@ -270,6 +270,10 @@ def test_auth_exchange_round_trips(
 reads = (
     st.binary(min_size=1, max_size=300)
     | st.builds(lambda k: b"get " + k + b"\r\n", keys | st.binary(max_size=260))
+    | st.builds(
+        lambda ks: b"get " + b" ".join(ks) + b"\r\n",
+        st.lists(keys | st.binary(max_size=260), min_size=2, max_size=12),
+    )
     | st.builds(lambda k: b"mg " + k + b" v\r\n", keys | st.binary(max_size=260))
 )
 

@@ -232,18 +232,29 @@ def test_each_answered_command_is_timed_from_its_read_to_its_send() -> None:
     conn.close()
 
 
-def test_a_lone_get_is_answered_counted_and_timed_as_a_turn_is() -> None:
-    """A read that is one plain get takes the lone path (Parser.lone): the same reply,
-    byte counts, latency row and state as process() gives the same get read in two parts."""
-    for reads in ([b"get a\r\n"], [b"get ", b"a\r\n"]):
+@pytest.mark.parametrize(
+    ("request_", "reply"), [(b"get a\r\n", b"a\r\n"), (b"get a b\r\n", b"a\r\nb\r\n")]
+)
+def test_a_lone_get_is_answered_counted_and_timed_as_a_turn_is(
+    request_: bytes, reply: bytes
+) -> None:
+    """A read that is one plain get (of one key or more) takes the lone path (Parser.lone):
+    the same reply, byte counts, latency row and state as process() gives the same get read
+    in two parts."""
+    whole = Parser()
+    whole.feed(request_)
+    assert whole.lone() is not None  # read at once, it takes the lone path
+    for reads in ([request_], [request_[:4], request_[4:]]):
         conn, client, owner = make()
+        assert conn.lone is not None
         owner.now_ns = time.monotonic_ns() - 2_000_000
         owner.now = owner.now_ns / 1e9
         for data in reads:
             client.sendall(data)
             conn.on_readable()
-        assert client.recv(100) == b"a\r\n"
-        assert owner.counters.bytes_read == 7 and owner.counters.bytes_written == 3
+        assert client.recv(100) == reply
+        assert owner.counters.bytes_read == len(request_)
+        assert owner.counters.bytes_written == len(reply)
         assert conn.state == READING and owner.interest(conn) == READ and not owner.ready
         assert conn.last_cmd == owner.now
         row = owner.latency_rows[c.Get]
@@ -465,6 +476,44 @@ def test_a_read_error_closes_the_connection() -> None:
     conn.on_readable()
     assert conn.state == CLOSED and owner.closed == ["read error"]
     assert ours.fileno() == -1
+
+
+def test_a_lone_get_past_the_output_cap_blocks_reading() -> None:
+    """The lone path ends its turn as process() does: a reply past OUTPUT_SOFT_CAP that
+    the client has not read stops reading (a get of one key, and one of two)."""
+    size = OUTPUT_SOFT_CAP + 1024 * 1024
+    for request_ in (b"get big%d\r\n" % size, b"get a big%d\r\n" % size):
+        conn, client, owner = make(sndbuf=4096)
+        client.sendall(request_)
+        conn.on_readable()
+        assert conn.parser.buffered == 0  # the whole read was the one command
+        assert conn.state == BLOCKED and owner.interest(conn) == WRITE
+        conn.close()
+
+
+def test_a_lone_multiget_streams_its_reply_as_process_does() -> None:
+    """A read that is one multiget whose reply streams (the fake ``gets`` is a stream; a
+    real get streams past STREAM_AFTER): reading stops until the stream is sent, then the
+    connection reads again."""
+    RELEASED.clear()
+    conn, client, owner = make(sndbuf=4096)
+    conn.dispatch = {**DISPATCH, c.Get: gets}
+    keys = [b"k%02d" % i for i in range(20)]
+    client.sendall(b"get " + b" ".join(keys) + b"\r\n")
+    conn.on_readable()
+    assert conn.parser.buffered == 0
+    assert conn.stream is not None and conn.state == BLOCKED
+    assert owner.interest(conn) == WRITE
+    got = b""
+    while conn.stream is not None or conn.unsent:
+        got += client.recv(1 << 20)
+        conn.on_writable()
+    got += received(client)
+    assert got == b"begin\r\n" + b"".join(k * (100_000 // 3) for k in keys) + b"END\r\n"
+    assert conn.state == YIELDED  # then a turn finds nothing buffered and reads again
+    conn.process()
+    assert conn.state == READING and owner.interest(conn) == READ
+    conn.close()
 
 
 # ---- streamed replies ----
