@@ -247,22 +247,38 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def cpu_seconds(self) -> float:
-        """User+system CPU time of the server and its children so far."""
+    def cpu_sample(self) -> tuple[float, float, int, int]:
+        """The server's processes and threads so far: user and system CPU seconds, voluntary
+        and involuntary context switches (NaN and 0 once it died). The switches are read
+        from each thread's /proc status: a process's own counts only its first thread."""
         if not self.alive():
-            return float("nan")
+            return float("nan"), float("nan"), 0, 0
         assert self.proc is not None
+        user = system = 0.0
+        vol = invol = 0
         try:
-            p = psutil.Process(self.proc.pid)
-            total = sum(p.cpu_times()[:2])
-            for child in p.children(recursive=True):
-                try:
-                    total += sum(child.cpu_times()[:2])
-                except psutil.Error:
-                    pass
-            return float(total)
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return float("nan")
+            return float("nan"), float("nan"), 0, 0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                user += t.user
+                system += t.system
+            except psutil.Error:
+                continue
+            for status in Path(f"/proc/{p.pid}/task").glob("*/status"):
+                try:
+                    text = status.read_text()
+                except OSError:
+                    continue  # a thread that ended
+                for line in text.splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        return user, system, vol, invol
 
     def log_tail(self, n: int = 2000) -> str:
         self._log.seek(0)
@@ -459,6 +475,27 @@ def log2_percentile(block: dict[str, Any], q: float) -> float | None:
     return est
 
 
+def server_cpu(
+    before: tuple[float, float, int, int],
+    after: tuple[float, float, int, int],
+    wall: float,
+    ops: float,
+) -> dict[str, float | None]:
+    """The server's CPU over a run: % of one core, and per request served: microseconds of
+    user and of system time, involuntary context switches (preempted) and voluntary ones
+    (slept: waited for a socket or a lock)."""
+    user, system = after[0] - before[0], after[1] - before[1]
+    if not ops or math.isnan(user + system):
+        return {"server_cpu_pct": None}
+    return {
+        "server_cpu_pct": 100 * (user + system) / wall if wall > 0 else None,
+        "server_user_us_per_op": 1e6 * user / ops,
+        "server_sys_us_per_op": 1e6 * system / ops,
+        "server_preempted_per_op": (after[3] - before[3]) / ops,
+        "server_sleeps_per_op": (after[2] - before[2]) / ops,
+    }
+
+
 def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dict[str, Any]:
     exe = find_memaslap()
     if exe is None:
@@ -473,7 +510,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
         if division > 1:
             cmd += ["-d", str(division)]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+        cpu0, wall0 = server.cpu_sample(), time.monotonic()
         try:
             proc = subprocess.run(
                 cmd,
@@ -486,7 +523,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
             )
         except subprocess.TimeoutExpired as e:
             raise RuntimeError(f"memaslap did not finish within {secs + 60}s") from e
-        cpu1, wall1 = server.cpu_seconds(), time.monotonic()
+        cpu1, wall1 = server.cpu_sample(), time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     parsed = parse_memaslap(proc.stdout)
     if "run_time" not in parsed or not parsed["run_time"]:
@@ -515,7 +552,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "error_samples": [proc.stderr.strip()[-500:]] if proc.stderr.strip() else [],
-        "server_cpu_pct": 100 * (cpu1 - cpu0) / wall if wall > 0 else None,
+        **server_cpu(cpu0, cpu1, wall, parsed["ops"]),
         "client_cpu_pct": 100
         * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
         / run_time,
@@ -926,12 +963,12 @@ def run_mix(server: Server, args: argparse.Namespace, meta: bool = False) -> dic
             idx, problem = ready_q.get(timeout=60)
             if problem:
                 raise RuntimeError(f"mix worker {idx}: {problem}")
-        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+        cpu0, wall0 = server.cpu_sample(), time.monotonic()
         go_at.value = time.monotonic() + 0.1
         go.set()
         for _ in workers:
             results.append(result_q.get(timeout=args.duration + 60))
-        cpu1, wall1 = server.cpu_seconds(), time.monotonic()
+        cpu1, wall1 = server.cpu_sample(), time.monotonic()
         for w in workers:
             w.join(10)
     finally:
@@ -969,7 +1006,7 @@ def run_mix(server: Server, args: argparse.Namespace, meta: bool = False) -> dic
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "error_samples": samples[:10],
-        "server_cpu_pct": 100 * (cpu1 - cpu0) / wall if wall > 0 else None,
+        **server_cpu(cpu0, cpu1, wall, ops),
         "client_cpu_pct": 100 * sum(r["cpu"] for r in results) / elapsed if elapsed else None,
         "client_cpu_pct_per_proc": [
             100 * r["cpu"] / r["elapsed"] for r in results if r["elapsed"] > 0
@@ -1015,6 +1052,27 @@ def fmt_ops(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
+# server_cpu()'s figures
+SERVER_CPU = (
+    "server_cpu_pct",
+    "server_user_us_per_op",
+    "server_sys_us_per_op",
+    "server_preempted_per_op",
+    "server_sleeps_per_op",
+)
+
+
+def cpu_per_op(r: dict[str, Any]) -> str:
+    """server_cpu()'s per-request figures of a run or a summary, for a line of output."""
+    if r.get("server_user_us_per_op") is None:
+        return ""
+    return (
+        f"srv us/op {r['server_user_us_per_op']:.1f} user + {r['server_sys_us_per_op']:.1f} sys,"
+        f" preempted {r['server_preempted_per_op']:.2f}/op,"
+        f" slept {r['server_sleeps_per_op']:.2f}/op"
+    )
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     vals = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -1023,7 +1081,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "failed" not in r]
     s: dict[str, Any] = {"runs": len(runs), "ok_runs": len(ok)}
-    for key in ("ops_per_s", "p50_ms", "p99_ms", "avg_ms", "server_cpu_pct", "client_cpu_pct"):
+    for key in ("ops_per_s", "p50_ms", "p99_ms", "avg_ms", "client_cpu_pct", *SERVER_CPU):
         s[key] = median_of(ok, key)
     s["errors"] = sum(r.get("errors", 0) for r in ok)
     kinds: dict[str, int] = {}
@@ -1049,7 +1107,7 @@ def progress_line(load: str, rnd: int, name: str, r: dict[str, Any]) -> str:
         f"  [{load} #{rnd}] {name:<9} {fmt_ops(r['ops_per_s']):>11} ops/s"
         f"  p50 {fmt_num(r['p50_ms'], approx=approx)} ms  p99 {fmt_num(r['p99_ms'], approx=approx)}"
         f" ms  errors {r['errors']}  srv cpu {fmt_num(r['server_cpu_pct'], 0)}%"
-        f"  cli cpu {fmt_num(r['client_cpu_pct'], 0)}%"
+        f"  cli cpu {fmt_num(r['client_cpu_pct'], 0)}%  {cpu_per_op(r)}"
     )
 
 
@@ -1276,6 +1334,8 @@ def main(argv: list[str] | None = None) -> int:
                 f" {fmt_num(sm['server_cpu_pct'], 0):>8} {fmt_num(sm['client_cpu_pct'], 0):>8}"
                 f" {fmt_num(ratio, 2):>11}"
             )
+            if cpu_per_op(sm):
+                print(f"{'':<26} {cpu_per_op(sm)}")
             extra = {k: v for k, v in sm["extra"].items() if v is not None}
             if extra:
                 shown = ", ".join(
@@ -1299,7 +1359,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "srv/cli cpu: CPU used by the server / load generator during the run, % of one core;"
-        f" this machine has {os.cpu_count()} logical CPUs for both."
+        f" this machine has {os.cpu_count()} logical CPUs for both. srv us/op: the server's"
+        " user and system CPU per request served; preempted/op and slept/op: its involuntary"
+        " and voluntary context switches per request (all its processes and threads)."
     )
     for ld in loads:
         for s in summary[ld]:

@@ -100,3 +100,27 @@ def test_ceiling_runs_as_many_processes_as_mcached_has_workers_over_one_cache(
         server.stop()
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+def test_cpu_sample_counts_every_worker_process(bench: ModuleType) -> None:
+    """``srv us/op`` and ``slept/op`` read all the server's processes: 200 requests, each
+    sent only once the last was answered, make the workers wait in epoll 200 times (the
+    supervisor alone would show a handful of switches and next to no CPU)."""
+    template = f"{sys.executable} -m mcached -l 127.0.0.1 -p {{port}} -m 64 -t 2".split()
+    server = bench.Server("mcached", template, 2)
+    server.start()
+    try:
+        conns = [Conn(("127.0.0.1", server.port)) for _ in range(4)]
+        before = server.cpu_sample()
+        for i in range(200):
+            exchange(conns[i % 4], b"delete nokey\r\n", b"NOT_FOUND\r\n")
+        after = server.cpu_sample()
+        for conn in conns:
+            conn.close()
+    finally:
+        server.stop()
+    assert after[2] - before[2] >= 100, (before, after)
+    figures = bench.server_cpu(before, after, 1.0, 200)
+    assert figures["server_user_us_per_op"] + figures["server_sys_us_per_op"] > 0
+    assert figures["server_sleeps_per_op"] >= 0.5
+    assert bench.cpu_per_op(figures).startswith("srv us/op ")
