@@ -496,6 +496,31 @@ def server_cpu(
     }
 
 
+# /proc/stat's first line, in its order (Linux): the machine's CPU time by kind
+MACHINE_CPU = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_ticks() -> list[int]:
+    """The whole machine's CPU time so far, in clock ticks, by MACHINE_CPU's kinds."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return []
+    return [int(v) for v in fields[1 : 1 + len(MACHINE_CPU)]]
+
+
+def machine_cpu(before: list[int], after: list[int]) -> dict[str, Any]:
+    """How the machine's CPUs spent a run, in % of all their time: what no process is
+    charged with shows here (softirq: the network stack's own work; idle: neither the
+    server nor the load generator had work to run)."""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent)
+    if not total or len(spent) != len(MACHINE_CPU):
+        return {}
+    return {"machine_pct": {k: 100 * v / total for k, v in zip(MACHINE_CPU, spent, strict=True)}}
+
+
 def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dict[str, Any]:
     exe = find_memaslap()
     if exe is None:
@@ -510,7 +535,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
         if division > 1:
             cmd += ["-d", str(division)]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu0, wall0 = server.cpu_sample(), time.monotonic()
+        cpu0, wall0, machine0 = server.cpu_sample(), time.monotonic(), machine_ticks()
         try:
             proc = subprocess.run(
                 cmd,
@@ -523,7 +548,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
             )
         except subprocess.TimeoutExpired as e:
             raise RuntimeError(f"memaslap did not finish within {secs + 60}s") from e
-        cpu1, wall1 = server.cpu_sample(), time.monotonic()
+        cpu1, wall1, machine1 = server.cpu_sample(), time.monotonic(), machine_ticks()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     parsed = parse_memaslap(proc.stdout)
     if "run_time" not in parsed or not parsed["run_time"]:
@@ -553,6 +578,7 @@ def run_memaslap(server: Server, args: argparse.Namespace, division: int) -> dic
         "error_kinds": errors,
         "error_samples": [proc.stderr.strip()[-500:]] if proc.stderr.strip() else [],
         **server_cpu(cpu0, cpu1, wall, parsed["ops"]),
+        **machine_cpu(machine0, machine1),
         "client_cpu_pct": 100
         * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
         / run_time,
@@ -963,12 +989,12 @@ def run_mix(server: Server, args: argparse.Namespace, meta: bool = False) -> dic
             idx, problem = ready_q.get(timeout=60)
             if problem:
                 raise RuntimeError(f"mix worker {idx}: {problem}")
-        cpu0, wall0 = server.cpu_sample(), time.monotonic()
+        cpu0, wall0, machine0 = server.cpu_sample(), time.monotonic(), machine_ticks()
         go_at.value = time.monotonic() + 0.1
         go.set()
         for _ in workers:
             results.append(result_q.get(timeout=args.duration + 60))
-        cpu1, wall1 = server.cpu_sample(), time.monotonic()
+        cpu1, wall1, machine1 = server.cpu_sample(), time.monotonic(), machine_ticks()
         for w in workers:
             w.join(10)
     finally:
@@ -1007,6 +1033,7 @@ def run_mix(server: Server, args: argparse.Namespace, meta: bool = False) -> dic
         "error_kinds": errors,
         "error_samples": samples[:10],
         **server_cpu(cpu0, cpu1, wall, ops),
+        **machine_cpu(machine0, machine1),
         "client_cpu_pct": 100 * sum(r["cpu"] for r in results) / elapsed if elapsed else None,
         "client_cpu_pct_per_proc": [
             100 * r["cpu"] / r["elapsed"] for r in results if r["elapsed"] > 0
@@ -1063,14 +1090,20 @@ SERVER_CPU = (
 
 
 def cpu_per_op(r: dict[str, Any]) -> str:
-    """server_cpu()'s per-request figures of a run or a summary, for a line of output."""
+    """server_cpu()'s per-request figures of a run or a summary, and machine_cpu()'s split,
+    for a line of output."""
     if r.get("server_user_us_per_op") is None:
         return ""
-    return (
+    line = (
         f"srv us/op {r['server_user_us_per_op']:.1f} user + {r['server_sys_us_per_op']:.1f} sys,"
         f" preempted {r['server_preempted_per_op']:.2f}/op,"
         f" slept {r['server_sleeps_per_op']:.2f}/op"
     )
+    machine = r.get("machine_pct")
+    if machine:
+        shown = ("user", "system", "softirq", "idle")
+        line += "; machine " + ", ".join(f"{k} {machine[k]:.0f}%" for k in shown)
+    return line
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -1083,6 +1116,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     s: dict[str, Any] = {"runs": len(runs), "ok_runs": len(ok)}
     for key in ("ops_per_s", "p50_ms", "p99_ms", "avg_ms", "client_cpu_pct", *SERVER_CPU):
         s[key] = median_of(ok, key)
+    machine = [r["machine_pct"] for r in ok if r.get("machine_pct")]
+    if machine:
+        s["machine_pct"] = {k: statistics.median(m[k] for m in machine) for k in machine[0]}
     s["errors"] = sum(r.get("errors", 0) for r in ok)
     kinds: dict[str, int] = {}
     for r in ok:
@@ -1361,7 +1397,9 @@ def main(argv: list[str] | None = None) -> int:
         "srv/cli cpu: CPU used by the server / load generator during the run, % of one core;"
         f" this machine has {os.cpu_count()} logical CPUs for both. srv us/op: the server's"
         " user and system CPU per request served; preempted/op and slept/op: its involuntary"
-        " and voluntary context switches per request (all its processes and threads)."
+        " and voluntary context switches per request (all its processes and threads);"
+        " machine: how all the CPUs spent the run (/proc/stat; softirq is the network"
+        " stack's work, charged to no process)."
     )
     for ld in loads:
         for s in summary[ld]:

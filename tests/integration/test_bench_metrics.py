@@ -111,10 +111,11 @@ def test_cpu_sample_counts_every_worker_process(bench: ModuleType) -> None:
     server.start()
     try:
         conns = [Conn(("127.0.0.1", server.port)) for _ in range(4)]
-        before = server.cpu_sample()
+        before, machine0 = server.cpu_sample(), bench.machine_ticks()
         for i in range(200):
             exchange(conns[i % 4], b"delete nokey\r\n", b"NOT_FOUND\r\n")
-        after = server.cpu_sample()
+        time.sleep(0.05)  # a few clock ticks for /proc/stat, however fast the requests
+        after, machine1 = server.cpu_sample(), bench.machine_ticks()
         for conn in conns:
             conn.close()
     finally:
@@ -123,4 +124,7 @@ def test_cpu_sample_counts_every_worker_process(bench: ModuleType) -> None:
     figures = bench.server_cpu(before, after, 1.0, 200)
     assert figures["server_user_us_per_op"] + figures["server_sys_us_per_op"] > 0
     assert figures["server_sleeps_per_op"] >= 0.5
-    assert bench.cpu_per_op(figures).startswith("srv us/op ")
+    machine = bench.machine_cpu(machine0, machine1)["machine_pct"]
+    assert tuple(machine) == bench.MACHINE_CPU and abs(sum(machine.values()) - 100) < 1e-6
+    line = bench.cpu_per_op({**figures, "machine_pct": machine})
+    assert line.startswith("srv us/op ") and "; machine user " in line
