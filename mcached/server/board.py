@@ -140,7 +140,10 @@ class Board:
         self.blobs = _map(slots * BLOB_MAX)
         # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
         self.wakers = [socket.socketpair() for _ in range(slots)]
-        for r, w in self.wakers:
+        # and a datagram pair per slot for the connections other workers hand it (one
+        # descriptor a message, see hand_over)
+        self.handoffs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(slots)]
+        for r, w in (*self.wakers, *self.handoffs):
             r.setblocking(False)
             w.setblocking(False)
         self.words[G_STARTED] = int(time.time())
@@ -190,6 +193,36 @@ class Board:
         for slot in range(self.slots):
             if slot != but and self.word(slot, W_STATE) in (STARTING, RUNNING, STOPPING):
                 self.wake(slot)
+
+    # ---- balancing connections ----
+
+    def fewer_than(self, slot: int) -> int | None:
+        """The worker to hand a connection `slot` just accepted to: of the running workers
+        that accept, the one with the fewest open connections (the first of equals), if it
+        has fewer than `slot`; None to keep it. memcached deals its new connections out to
+        its threads in turn; SO_REUSEPORT spreads them by a hash of the addresses, which
+        can leave a worker with none while another serves several."""
+        best, fewest = None, self.word(slot, W_CONNS)
+        for s in range(self.slots):
+            if s == slot or self.word(s, W_STATE) != RUNNING or not self.word(s, W_ACCEPTING):
+                continue
+            n = self.word(s, W_CONNS)
+            if n < fewest:
+                best, fewest = s, n
+        return best
+
+    def hand_over(self, slot: int, sock: socket.socket, listener: int) -> bool:
+        """Send `sock` (accepted from the `listener`-th listening socket of the sender) to
+        `slot`'s worker; False if it could not go (the pair's buffer is full): keep it."""
+        try:
+            socket.send_fds(self.handoffs[slot][1], [b"%d" % listener], [sock.fileno()])
+        except OSError:
+            return False
+        return True
+
+    def handoff_fd(self, slot: int) -> socket.socket:
+        """Where `slot`'s worker receives the connections handed to it."""
+        return self.handoffs[slot][0]
 
     # ---- figures ----
 
@@ -349,9 +382,10 @@ class Board:
         return self.slots + k
 
     def close(self) -> None:
-        """Once no worker runs: the wake-up sockets and both mappings, now (a daemon
-        started and stopped inside a program gives everything back at its stop)."""
-        for r, w in self.wakers:
+        """Once no worker runs: the wake-up and hand-over sockets (a connection still in
+        one is closed with it) and both mappings, now (a daemon started and stopped inside
+        a program gives everything back at its stop)."""
+        for r, w in (*self.wakers, *self.handoffs):
             r.close()
             w.close()
         try:

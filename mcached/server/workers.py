@@ -151,10 +151,11 @@ UNIX_PEER = "?:<AF 0>"
 class _Listening:
     """Marks a listening socket among the poller's owners."""
 
-    __slots__ = ("sock", "addr", "tls", "unix")
+    __slots__ = ("sock", "addr", "tls", "unix", "index")
 
-    def __init__(self, sock: socket.socket, tls: bool) -> None:
+    def __init__(self, sock: socket.socket, tls: bool, index: int) -> None:
         self.sock = sock
+        self.index = index  # its place in every worker's list (a connection handed over names it)
         self.addr = sock_name(sock)  # "tcp:127.0.0.1:11211", "unix:/run/memcached.sock"
         self.unix = sock.family == socket.AF_UNIX
         self.tls = tls and not self.unix  # memcached: a unix socket never speaks TLS
@@ -190,7 +191,12 @@ class Worker:
         self._wake = board.wake_fd(slot)
         self._wake_fd = self._wake.fileno()
         self.selector.register(self._wake, READ, None)
-        self._listening = [_Listening(t, t not in server.notls) for t in server.listening(slot)]
+        self._listening = [
+            _Listening(t, t not in server.notls, i) for i, t in enumerate(server.listening(slot))
+        ]
+        # connections other workers accepted and hand to this one (Board.fewer_than)
+        self._handoff = board.handoff_fd(slot)
+        self.selector.register(self._handoff, READ, self._take_handed)
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
@@ -408,33 +414,68 @@ class Worker:
                     pass
                 sock.close()
                 continue
-            try:
-                sock.setblocking(False)
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.tls is not None and lst.tls:
-                    sock = self.tls.wrap(sock)
-            except (OSError, ValueError) as exc:  # reset before we got to it
-                log.info("dropping a connection from %s: %s", format_address(peer), exc)
-                sock.close()
+            # a worker with fewer connections serves it (the target counts it once it takes
+            # it: until then -c may let a few more in, as many as are in flight)
+            target = board.fewer_than(self.slot)
+            if target is not None and board.hand_over(target, sock, lst.index):
+                sock.close()  # this process's descriptor; the target has its own
                 continue
-            board.add(self.slot, W_CONNS, 1)
-            board.add_figure(self.slot, "total_connections")
-            conn = Connection(
-                sock,
-                lst.addr if lst.unix else format_address(peer),  # a unix client has no name
-                lst.addr,
-                self,
-                self.dispatch,
-                self.make_parser(),
-                self.reqs_per_event,
-            )
-            self.conns.add(conn)
-            self.selector.register(sock, READ, conn)
-            if self.events.flags & watch.CONNEVENTS:
-                self._conn_event(watch.CONN_NEW, conn, "")
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("<%d new client connection from %s", conn.fd, conn.peer)
+            self._serve_accepted(sock, peer, lst)
+
+    def _take_handed(self) -> None:
+        """Connections another worker accepted and handed over (one descriptor a message,
+        which names the listening socket it came from)."""
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self._handoff, 16, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the kernel dropped the connection
+                log.warning("taking a connection handed over failed: %s", exc)
+                return
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                try:
+                    lst = self._listening[int(msg)] if not self._stopping else None
+                    peer = sock.getpeername()
+                except (OSError, ValueError, IndexError) as exc:  # reset before we got to it
+                    log.info("dropping a connection handed over: %s", exc)
+                    lst = None
+                if lst is None:
+                    sock.close()
+                else:
+                    self._serve_accepted(sock, peer, lst)
+
+    def _serve_accepted(self, sock: socket.socket, peer: Any, lst: _Listening) -> None:
+        """A connection accepted here or handed over: set up, counted, served for life."""
+        board = self.board
+        try:
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None and lst.tls:
+                sock = self.tls.wrap(sock)
+        except (OSError, ValueError) as exc:  # reset before we got to it
+            log.info("dropping a connection from %s: %s", format_address(peer), exc)
+            sock.close()
+            return
+        board.add(self.slot, W_CONNS, 1)
+        board.add_figure(self.slot, "total_connections")
+        conn = Connection(
+            sock,
+            lst.addr if lst.unix else format_address(peer),  # a unix client has no name
+            lst.addr,
+            self,
+            self.dispatch,
+            self.make_parser(),
+            self.reqs_per_event,
+        )
+        self.conns.add(conn)
+        self.selector.register(sock, READ, conn)
+        if self.events.flags & watch.CONNEVENTS:
+            self._conn_event(watch.CONN_NEW, conn, "")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("<%d new client connection from %s", conn.fd, conn.peer)
 
     def _pause_accepting(self) -> None:
         if not self._paused_until:
@@ -474,6 +515,12 @@ class Worker:
         self._paused_until = 0.0
         self._listening = []
         self._udp = []
+        # no more handed over either; one on its way now is closed (no listener to name)
+        try:
+            self.selector.unregister(self._handoff)
+        except KeyError:
+            pass
+        self._take_handed()
 
     # ---- stopping ----
 

@@ -17,6 +17,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import psutil
 import pytest
 
 from mcached.server.supervisor import CRASH_LIMIT
+from tests.certs import make_pki
 from tests.conftest import Server
 from tests.wire import Conn
 
@@ -143,6 +145,78 @@ def test_stats_count_every_worker_exactly(procs: Server) -> None:
             assert asker.read_until(b"RESET\r\n") == b"RESET\r\n"
             assert stat(asker, "cmd_get") == "0"
             assert stat(asker, "curr_items") == str(len(conns))  # a gauge: not reset
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_new_connections_go_to_the_worker_with_the_fewest(procs: Server) -> None:
+    """A connection goes to the worker that serves the fewest (memcached deals them out to
+    its threads in turn): one to each of the 4 workers, then a second each, whatever the
+    kernel's SO_REUSEPORT hash picked; a worker whose connections closed gets the next."""
+
+    def connect(n: int) -> list[Conn]:
+        conns = []
+        for _ in range(n):  # one at a time: each is served before the next comes
+            conn = Conn(procs.address)
+            assert conn.request(b"version\r\n").startswith(b"VERSION")
+            conns.append(conn)
+        return conns
+
+    def served(conns: list[Conn]) -> dict[int, int]:
+        by_worker: dict[int, int] = {}
+        for c in conns:
+            pid = worker_pid_of(c, procs)
+            by_worker[pid] = by_worker.get(pid, 0) + 1
+        return by_worker
+
+    conns = connect(WORKERS)
+    try:
+        assert sorted(served(conns).values()) == [1] * WORKERS
+        conns += connect(WORKERS)
+        by_worker = served(conns)
+        assert sorted(by_worker.values()) == [2] * WORKERS
+        emptied = next(iter(by_worker))
+        for c in [c for c in conns if worker_pid_of(c, procs) == emptied]:
+            conns.remove(c)
+            c.close()
+        deadline = time.monotonic() + 5  # until the worker has seen the closes
+        while True:
+            probe = connect(1)[0]
+            if worker_pid_of(probe, procs) == emptied:
+                conns.append(probe)
+                break
+            probe.close()
+            assert time.monotonic() < deadline, "the emptied worker gets no new connection"
+        conns += connect(1)  # it still has the fewest
+        assert served(conns)[emptied] == 2
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_tls_connections_are_balanced_too(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A TLS connection handed to another worker shakes hands there: 6 of them, one at a
+    time, over 2 workers, 3 each, all answering (the kernel's hash keeps about half of
+    them where they were accepted, the rest are handed over)."""
+    pki = make_pki(tmp_path)
+    opts = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
+    server = server_factory("mcached-procs", "-t", "2", "-Z", "-o", opts)
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    conns: list[Conn] = []
+    try:
+        for _ in range(6):
+            conn = Conn(server.address)
+            conn.sock = ctx.wrap_socket(conn.sock, server_hostname="127.0.0.1")
+            assert conn.request(b"version\r\n").startswith(b"VERSION")
+            conns.append(conn)
+        by_worker: dict[int, int] = {}
+        for c in conns:
+            pid = worker_pid_of(c, server)
+            by_worker[pid] = by_worker.get(pid, 0) + 1
+        assert sorted(by_worker.values()) == [3, 3]
     finally:
         for c in conns:
             c.close()

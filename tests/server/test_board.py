@@ -3,13 +3,22 @@ dies, read against a reset) and the asker slots (a gatherer that serves nothing)
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from mcached.server.board import COUNTERS, RUNNING, W_STATE, Board
+from mcached.server.board import (
+    COUNTERS,
+    RUNNING,
+    STOPPING,
+    W_ACCEPTING,
+    W_CONNS,
+    W_STATE,
+    Board,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -69,4 +78,39 @@ def test_an_asker_gathers_every_workers_figures_and_no_worker_waits_for_it() -> 
         stop.set()
         for t in threads:
             t.join()
+        board.close()
+
+
+def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> None:
+    board = Board(4, ["x"])
+    for slot, (conns, state, accepting) in enumerate(
+        [(3, RUNNING, 1), (1, RUNNING, 1), (0, STOPPING, 1), (0, RUNNING, 0)]
+    ):
+        board.set_word(slot, W_CONNS, conns)
+        board.set_word(slot, W_STATE, state)
+        board.set_word(slot, W_ACCEPTING, accepting)
+    # slot 2 stops and slot 3 is out of descriptors: slot 1 is the one with fewer
+    assert board.fewer_than(0) == 1
+    assert board.fewer_than(1) is None  # none has fewer than 1 among the others
+    board.set_word(0, W_CONNS, 1)
+    assert board.fewer_than(0) is None  # as few is not fewer: the acceptor keeps it
+    board.set_word(3, W_ACCEPTING, 1)
+    assert board.fewer_than(0) == 3 and board.fewer_than(1) == 3
+    board.close()
+
+
+def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
+    board = Board(2, ["x"])
+    a, b = socket.socketpair()
+    try:
+        assert board.hand_over(1, a, 3)
+        msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 16, 1)
+        assert msg == b"3" and len(fds) == 1
+        with socket.socket(fileno=fds[0]) as received:
+            a.close()  # the sender's descriptor goes: the received one still works
+            received.sendall(b"ping")
+            assert b.recv(4) == b"ping"
+    finally:
+        a.close()
+        b.close()
         board.close()
