@@ -211,11 +211,13 @@ class Board:
                 best, fewest = s, n
         return best
 
-    def hand_over(self, slot: int, sock: socket.socket, listener: int) -> bool:
-        """Send `sock` (accepted from the `listener`-th listening socket of the sender) to
-        `slot`'s worker; False if it could not go (the pair's buffer is full): keep it."""
+    def hand_over(self, slot: int, sock: socket.socket, listener: int, peer: str) -> bool:
+        """Send `sock` (accepted from the `listener`-th listening socket of the sender, from
+        `peer`) to `slot`'s worker; False if it could not go (the pair's buffer is full):
+        keep it. The message is ``<listener> <peer>``."""
+        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
         try:
-            socket.send_fds(self.handoffs[slot][1], [b"%d" % listener], [sock.fileno()])
+            socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
         except OSError:
             return False
         return True

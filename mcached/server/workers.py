@@ -416,38 +416,39 @@ class Worker:
                 continue
             # a worker with fewer connections serves it (the target counts it once it takes
             # it: until then -c may let a few more in, as many as are in flight)
+            name = lst.addr if lst.unix else format_address(peer)  # a unix client has no name
             target = board.fewer_than(self.slot)
-            if target is not None and board.hand_over(target, sock, lst.index):
+            if target is not None and board.hand_over(target, sock, lst.index, name):
                 sock.close()  # this process's descriptor; the target has its own
                 continue
-            self._serve_accepted(sock, peer, lst)
+            self._serve_accepted(sock, name, lst)
 
     def _take_handed(self) -> None:
         """Connections another worker accepted and handed over (one descriptor a message,
-        which names the listening socket it came from)."""
+        which names the listening socket it came from and the peer: Board.hand_over)."""
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self._handoff, 16, 1)
+                msg, fds, _, _ = socket.recv_fds(self._handoff, 512, 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors: the kernel dropped the connection
                 log.warning("taking a connection handed over failed: %s", exc)
                 return
+            index, _, name = msg.partition(b" ")
             for fd in fds:
                 sock = socket.socket(fileno=fd)
                 try:
-                    lst = self._listening[int(msg)] if not self._stopping else None
-                    peer = sock.getpeername()
-                except (OSError, ValueError, IndexError) as exc:  # reset before we got to it
-                    log.info("dropping a connection handed over: %s", exc)
-                    lst = None
+                    lst = self._listening[int(index)] if not self._stopping else None
+                except (ValueError, IndexError):
+                    lst = None  # stopping: the listeners are gone
                 if lst is None:
                     sock.close()
                 else:
-                    self._serve_accepted(sock, peer, lst)
+                    self._serve_accepted(sock, name.decode(errors="replace"), lst)
 
-    def _serve_accepted(self, sock: socket.socket, peer: Any, lst: _Listening) -> None:
-        """A connection accepted here or handed over: set up, counted, served for life."""
+    def _serve_accepted(self, sock: socket.socket, name: str, lst: _Listening) -> None:
+        """A connection accepted here or handed over, from `name` (the peer's address, or
+        the unix socket's): set up, counted, served for life."""
         board = self.board
         try:
             sock.setblocking(False)
@@ -456,14 +457,14 @@ class Worker:
             if self.tls is not None and lst.tls:
                 sock = self.tls.wrap(sock)
         except (OSError, ValueError) as exc:  # reset before we got to it
-            log.info("dropping a connection from %s: %s", format_address(peer), exc)
+            log.info("dropping a connection from %s: %s", name, exc)
             sock.close()
             return
         board.add(self.slot, W_CONNS, 1)
         board.add_figure(self.slot, "total_connections")
         conn = Connection(
             sock,
-            lst.addr if lst.unix else format_address(peer),  # a unix client has no name
+            name,
             lst.addr,
             self,
             self.dispatch,

@@ -103,9 +103,9 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
     board = Board(2, ["x"])
     a, b = socket.socketpair()
     try:
-        assert board.hand_over(1, a, 3)
-        msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 16, 1)
-        assert msg == b"3" and len(fds) == 1
+        assert board.hand_over(1, a, 3, "[::1]:4321")
+        msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
+        assert msg == b"3 [::1]:4321" and len(fds) == 1
         with socket.socket(fileno=fds[0]) as received:
             a.close()  # the sender's descriptor goes: the received one still works
             received.sendall(b"ping")
