@@ -78,7 +78,8 @@ W_PUBLISHED = 7  # how many times it published (tests, diagnostics)
 W_ACCEPTING = 8  # 0 while it pauses accepting (out of descriptors)
 W_WATCH = 9  # what the watchers this worker serves want logged
 W_WATCHERS = 10  # how many watchers it serves
-W_HEAD = 16  # then: the ack row (one word per requester), then the figures row
+W_HANDED_IN = 11  # connections other workers handed it, all told (kept across its restarts)
+W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
 G_STOP = 0  # 0: none; STOP_NOW or STOP_GRACEFUL, set by the `shutdown` command
@@ -129,7 +130,10 @@ class Board:
         self.ack_base = W_HEAD
         self.fig_base = W_HEAD + self.requesters
         self.vec_base = self.fig_base + len(self.fields)
-        self.slot_words = self.fig_base + self.width
+        # the handed row: how many connections this worker handed to each worker, all told
+        # (kept across restarts, as W_HANDED_IN: their difference is what is in flight)
+        self.handed_base = self.fig_base + self.width
+        self.slot_words = self.handed_base + slots
         # globals, then the retired and baseline rows, then the slots (the askers' last)
         self.retired_base = G_WORDS
         self.baseline_base = self.retired_base + self.width
@@ -196,31 +200,50 @@ class Board:
 
     # ---- balancing connections ----
 
+    def load(self, slot: int) -> int:
+        """`slot`'s open connections and those on their way to it (handed over, not yet
+        taken): what -c counts and balancing compares."""
+        w = self.words
+        col = self.handed_base + slot
+        handed = sum(w[self.base(s) + col] for s in range(self.slots))
+        return int(w[self.base(slot) + W_CONNS] + handed - w[self.base(slot) + W_HANDED_IN])
+
     def fewer_than(self, slot: int) -> int | None:
-        """The worker to hand a connection `slot` just accepted to: of the running workers
-        that accept, the one with the fewest open connections (the first of equals), if it
-        has fewer than `slot`; None to keep it. memcached deals its new connections out to
-        its threads in turn; SO_REUSEPORT spreads them by a hash of the addresses, which
-        can leave a worker with none while another serves several."""
-        best, fewest = None, self.word(slot, W_CONNS)
+        """The worker to hand a connection `slot` just accepted (and counted) to: of the
+        running workers that accept, the one with the fewest connections (`load`; the first
+        of equals), if it has fewer than `slot` had before this one; None to keep it.
+        memcached deals its new connections out to its threads in turn; SO_REUSEPORT
+        spreads them by a hash of the addresses, which can leave a worker with none while
+        another serves several."""
+        best, fewest = None, self.load(slot) - 1
         for s in range(self.slots):
             if s == slot or self.word(s, W_STATE) != RUNNING or not self.word(s, W_ACCEPTING):
                 continue
-            n = self.word(s, W_CONNS)
+            n = self.load(s)
             if n < fewest:
                 best, fewest = s, n
         return best
 
-    def hand_over(self, slot: int, sock: socket.socket, listener: int, peer: str) -> bool:
-        """Send `sock` (accepted from the `listener`-th listening socket of the sender, from
-        `peer`) to `slot`'s worker; False if it could not go (the pair's buffer is full):
-        keep it. The message is ``<listener> <peer>``."""
-        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
+    def hand_over(
+        self, sender: int, slot: int, sock: socket.socket, listener: int, peer: str
+    ) -> bool:
+        """`sender` sends `sock` (accepted from its `listener`-th listening socket, from
+        `peer`) to `slot`'s worker, counted in flight until `slot` took it (`took_one`);
+        False if it could not go (the pair's buffer is full): keep it. The message is
+        ``<sender> <listener> <peer>``."""
+        msg = b"%d %d %s" % (sender, listener, peer.encode(errors="replace"))
+        handed = self.base(sender) + self.handed_base + slot
+        self.words[handed] += 1  # before it can arrive: -c never misses it
         try:
             socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
         except OSError:
+            self.words[handed] -= 1
             return False
         return True
+
+    def took_one(self, slot: int) -> None:
+        """`slot`'s worker received a connection handed to it (served, or closed)."""
+        self.words[self.base(slot) + W_HANDED_IN] += 1
 
     def handoff_fd(self, slot: int) -> socket.socket:
         """Where `slot`'s worker receives the connections handed to it."""
@@ -240,8 +263,9 @@ class Board:
         return n, flags
 
     def connections(self) -> int:
-        """Open connections of the whole daemon (what ``-c`` limits)."""
-        return sum(self.word(s, W_CONNS) for s in range(self.slots))
+        """Open connections of the whole daemon, those handed from one worker to another
+        included (what ``-c`` limits)."""
+        return sum(self.load(s) for s in range(self.slots))
 
     def _summed(self) -> list[int]:
         """The fields and the vector, summed over workers, retired ones included, since the

@@ -194,9 +194,12 @@ class Worker:
         self._listening = [
             _Listening(t, t not in server.notls, i) for i, t in enumerate(server.listening(slot))
         ]
-        # connections other workers accepted and hand to this one (Board.fewer_than)
+        # connections other workers accepted and hand to this one (Board.fewer_than), and a
+        # descriptor kept in reserve: closed just before one is received, so that it has
+        # a place even when the process is out of them (it then pauses as accept does)
         self._handoff = board.handoff_fd(slot)
         self.selector.register(self._handoff, READ, self._take_handed)
+        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
@@ -405,7 +408,11 @@ class Worker:
                 # ECONNABORTED, EPROTO, EPERM...: that one connection is gone, the rest wait
                 log.info("accept failed: %s", exc)
                 continue
-            if self._stopping or board.connections() >= self.max_connections:
+            # counted before -c is checked: two workers accepting at once cannot both take
+            # the last place (both may refuse: a moment early, never past the limit)
+            board.add(self.slot, W_CONNS, 1)
+            if self._stopping or board.connections() > self.max_connections:
+                board.add(self.slot, W_CONNS, -1)
                 board.add_figure(self.slot, "rejected_connections")
                 try:
                     sock.setblocking(False)
@@ -414,27 +421,43 @@ class Worker:
                     pass
                 sock.close()
                 continue
-            # a worker with fewer connections serves it (the target counts it once it takes
-            # it: until then -c may let a few more in, as many as are in flight)
+            # a worker with fewer connections serves it (counted on its way there too)
             name = lst.addr if lst.unix else format_address(peer)  # a unix client has no name
             target = board.fewer_than(self.slot)
-            if target is not None and board.hand_over(target, sock, lst.index, name):
+            if target is not None and board.hand_over(self.slot, target, sock, lst.index, name):
+                board.add(self.slot, W_CONNS, -1)
                 sock.close()  # this process's descriptor; the target has its own
                 continue
             self._serve_accepted(sock, name, lst)
 
     def _take_handed(self) -> None:
         """Connections another worker accepted and handed over (one descriptor a message,
-        which names the listening socket it came from and the peer: Board.hand_over)."""
-        while True:
+        which names the sender, the listening socket it came from and the peer:
+        Board.hand_over), each counted as taken (Board.took_one), served or not."""
+        board = self.board
+        while self._reserve >= 0:
+            os.close(self._reserve)  # the received descriptor's place
+            msg: bytes | None
             try:
-                msg, fds, _, _ = socket.recv_fds(self._handoff, 512, 1)
+                msg, fds, flags, _ = socket.recv_fds(self._handoff, 512, 1)
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of descriptors: the kernel dropped the connection
+                msg = None
+            except OSError as exc:
                 log.warning("taking a connection handed over failed: %s", exc)
+                msg = None
+            try:
+                self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                # that was the last descriptor: no more until some are free
+                self._reserve = -1
+                log.warning("accept failed: %s; pausing accepts", exc)
+                self._pause_accepting()
+            if msg is None:
                 return
-            index, _, name = msg.partition(b" ")
+            board.took_one(self.slot)  # (counted here a moment later, if it is served)
+            if flags & socket.MSG_CTRUNC:
+                log.warning("a connection handed over was lost: out of descriptors")
+            _, index, name = msg.split(b" ", 2)
             for fd in fds:
                 sock = socket.socket(fileno=fd)
                 try:
@@ -444,11 +467,12 @@ class Worker:
                 if lst is None:
                     sock.close()
                 else:
+                    board.add(self.slot, W_CONNS, 1)
                     self._serve_accepted(sock, name.decode(errors="replace"), lst)
 
     def _serve_accepted(self, sock: socket.socket, name: str, lst: _Listening) -> None:
         """A connection accepted here or handed over, from `name` (the peer's address, or
-        the unix socket's): set up, counted, served for life."""
+        the unix socket's), counted in W_CONNS already: set up and served for life."""
         board = self.board
         try:
             sock.setblocking(False)
@@ -458,9 +482,9 @@ class Worker:
                 sock = self.tls.wrap(sock)
         except (OSError, ValueError) as exc:  # reset before we got to it
             log.info("dropping a connection from %s: %s", name, exc)
+            board.add(self.slot, W_CONNS, -1)
             sock.close()
             return
-        board.add(self.slot, W_CONNS, 1)
         board.add_figure(self.slot, "total_connections")
         conn = Connection(
             sock,
@@ -482,6 +506,10 @@ class Worker:
         if not self._paused_until:
             for lst in self._listening:
                 self.selector.unregister(lst.sock)
+            try:
+                self.selector.unregister(self._handoff)  # W_ACCEPTING 0: none is sent here
+            except KeyError:
+                pass  # stopping: unregistered already
             self.board.set_word(self.slot, W_ACCEPTING, 0)
             self.board.add_figure(self.slot, "listen_disabled_num")
             self._paused_at = time.monotonic()
@@ -493,8 +521,16 @@ class Worker:
         self._paused_until = 0.0
         if self._stopping:
             return
+        if self._reserve < 0:
+            try:
+                self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:  # still out of descriptors: paused a while longer
+                self._paused_at = time.monotonic()
+                self._paused_until = self._paused_at + ACCEPT_BACKOFF
+                return
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
+        self.selector.register(self._handoff, READ, self._take_handed)
         self.board.set_word(self.slot, W_ACCEPTING, 1)
 
     def _stop_accepting(self) -> None:
@@ -520,8 +556,11 @@ class Worker:
         try:
             self.selector.unregister(self._handoff)
         except KeyError:
-            pass
+            pass  # paused
         self._take_handed()
+        if self._reserve >= 0:
+            os.close(self._reserve)
+            self._reserve = -1
 
     # ---- stopping ----
 

@@ -514,13 +514,15 @@ def test_bug_emfile_made_the_listener_spin(
     daemon = server.handle
     clients: list[socket.socket] = []
     cpus = [ThreadCPU(w.thread.native_id) for w in daemon.server.workers]
+    # the clients' sockets are made before the limit comes down (they share this process's
+    # descriptors): the server, not a client, is the one that runs out
+    unconnected = [socket.socket() for _ in range(40)]
     fd_limit(24)
     try:
-        for _ in range(40):
-            try:
-                clients.append(socket.create_connection(server.address, timeout=2))
-            except OSError:
-                break
+        for c in unconnected:
+            c.settimeout(2)
+            c.connect(server.address)
+            clients.append(c)
         time.sleep(0.3)
         assert daemon.server.board.totals()["listen_disabled_num"] > 0
         before = sum(cpu.seconds() for cpu in cpus)
@@ -530,6 +532,8 @@ def test_bug_emfile_made_the_listener_spin(
         for cpu in cpus:
             cpu.close()
         for c in clients[:8]:
+            c.close()
+        for c in unconnected[len(clients) :]:
             c.close()
     for c in clients[8:]:  # these waited in the backlog, or were served: all are served now
         c.sendall(b"version\r\n")

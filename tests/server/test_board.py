@@ -89,11 +89,13 @@ def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> 
         board.set_word(slot, W_CONNS, conns)
         board.set_word(slot, W_STATE, state)
         board.set_word(slot, W_ACCEPTING, accepting)
+    # the acceptor has counted the new connection: slot 0 had 2 before it, slot 1 has 1;
     # slot 2 stops and slot 3 is out of descriptors: slot 1 is the one with fewer
     assert board.fewer_than(0) == 1
-    assert board.fewer_than(1) is None  # none has fewer than 1 among the others
-    board.set_word(0, W_CONNS, 1)
-    assert board.fewer_than(0) is None  # as few is not fewer: the acceptor keeps it
+    board.set_word(1, W_CONNS, 2)  # slot 1 accepted one: it had 1, none has fewer
+    assert board.fewer_than(1) is None
+    board.set_word(0, W_CONNS, 2)  # slot 0 had 1 before: as few is not fewer, it keeps it
+    assert board.fewer_than(0) is None
     board.set_word(3, W_ACCEPTING, 1)
     assert board.fewer_than(0) == 3 and board.fewer_than(1) == 3
     board.close()
@@ -103,9 +105,17 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
     board = Board(2, ["x"])
     a, b = socket.socketpair()
     try:
-        assert board.hand_over(1, a, 3, "[::1]:4321")
+        board.set_word(1, W_CONNS, 2)
+        assert board.connections() == 2 and board.load(1) == 2
+        assert board.hand_over(0, 1, a, 3, "[::1]:4321")
+        # on its way: counted by -c and by balancing, on the receiver's side
+        assert board.connections() == 3 and board.load(1) == 3 and board.load(0) == 0
         msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
-        assert msg == b"3 [::1]:4321" and len(fds) == 1
+        assert msg == b"0 3 [::1]:4321" and len(fds) == 1
+        board.set_word(1, W_CONNS, 3)  # the receiver serves it (counted twice a moment)
+        assert board.connections() == 4
+        board.took_one(1)
+        assert board.connections() == 3 and board.load(1) == 3
         with socket.socket(fileno=fds[0]) as received:
             a.close()  # the sender's descriptor goes: the received one still works
             received.sendall(b"ping")
