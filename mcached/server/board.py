@@ -204,9 +204,10 @@ class Board:
         """`slot`'s open connections and those on their way to it (handed over, not yet
         taken): what -c counts and balancing compares."""
         w = self.words
-        col = self.handed_base + slot
-        handed = sum(w[self.base(s) + col] for s in range(self.slots))
-        return int(w[self.base(slot) + W_CONNS] + handed - w[self.base(slot) + W_HANDED_IN])
+        b, step = self.base(slot), self.slot_words
+        col = self.slot_base + self.handed_base + slot
+        handed = sum(w[col : col + self.slots * step : step])
+        return int(w[b + W_CONNS] + handed - w[b + W_HANDED_IN])
 
     def fewer_than(self, slot: int) -> int | None:
         """The worker to hand a connection `slot` just accepted (and counted) to: of the
@@ -264,8 +265,15 @@ class Board:
 
     def connections(self) -> int:
         """Open connections of the whole daemon, those handed from one worker to another
-        included (what ``-c`` limits)."""
-        return sum(self.load(s) for s in range(self.slots))
+        included (what ``-c`` limits): every worker's open ones, plus all handed over, less
+        all taken (once per accept: slices of the words, not a call per word)."""
+        w, n, step, b = self.words, self.slots, self.slot_words, self.slot_base
+        end = b + n * step
+        total = sum(w[b + W_CONNS : end : step]) - sum(w[b + W_HANDED_IN : end : step])
+        for s in range(n):
+            row = b + s * step + self.handed_base
+            total += sum(w[row : row + n])
+        return int(total)
 
     def _summed(self) -> list[int]:
         """The fields and the vector, summed over workers, retired ones included, since the

@@ -38,6 +38,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -86,6 +87,7 @@ TIMEOUT_CHECK_INTERVAL = 1.0
 CONN_MEMORY_DEFAULT = 32 * 1024 * 1024
 ACCEPT_BACKOFF = 0.05  # seconds without accepting after EMFILE (memcached: maxconns_handler)
 ACCEPT_BATCH = 16  # connections one wake-up accepts, so others get theirs too
+FD_HEADROOM = 64  # descriptors short of the limit where a received one needs the reserve
 # the close reasons a conn_close line calls normal (see `Worker._conn_event`)
 NORMAL_CLOSE = frozenset(("client closed", "client closed in the middle of a value", "quit", ""))
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
@@ -200,6 +202,7 @@ class Worker:
         self._handoff = board.handoff_fd(slot)
         self.selector.register(self._handoff, READ, self._take_handed)
         self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._near_fd_limit = True  # until a received descriptor's number says otherwise
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
@@ -433,10 +436,17 @@ class Worker:
     def _take_handed(self) -> None:
         """Connections another worker accepted and handed over (one descriptor a message,
         which names the sender, the listening socket it came from and the peer:
-        Board.hand_over), each counted as taken (Board.took_one), served or not."""
+        Board.hand_over), each counted as taken (Board.took_one), served or not. Near the
+        descriptor limit the reserve is given up for each one received (and made again
+        after, or accepting pauses); far from it, that is two system calls saved."""
         board = self.board
-        while self._reserve >= 0:
-            os.close(self._reserve)  # the received descriptor's place
+        while True:
+            near = self._near_fd_limit
+            if near:
+                if self._reserve < 0:
+                    return  # paused: nothing is received until descriptors are free
+                os.close(self._reserve)  # the received descriptor's place
+                self._reserve = -1
             msg: bytes | None
             try:
                 msg, fds, flags, _ = socket.recv_fds(self._handoff, 512, 1)
@@ -445,13 +455,13 @@ class Worker:
             except OSError as exc:
                 log.warning("taking a connection handed over failed: %s", exc)
                 msg = None
-            try:
-                self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                # that was the last descriptor: no more until some are free
-                self._reserve = -1
-                log.warning("accept failed: %s; pausing accepts", exc)
-                self._pause_accepting()
+            if near:
+                try:
+                    self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    # that was the last descriptor: no more until some are free
+                    log.warning("accept failed: %s; pausing accepts", exc)
+                    self._pause_accepting()
             if msg is None:
                 return
             board.took_one(self.slot)  # (counted here a moment later, if it is served)
@@ -459,6 +469,9 @@ class Worker:
                 log.warning("a connection handed over was lost: out of descriptors")
             _, index, name = msg.split(b" ", 2)
             for fd in fds:
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                # descriptors are numbered from the lowest free one: how full the table is
+                self._near_fd_limit = 0 <= limit <= fd + FD_HEADROOM
                 sock = socket.socket(fileno=fd)
                 try:
                     lst = self._listening[int(index)] if not self._stopping else None
