@@ -145,7 +145,10 @@ class Board:
         # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
         self.wakers = [socket.socketpair() for _ in range(slots)]
         # and a datagram pair per slot for the connections other workers hand it (one
-        # descriptor a message, see hand_over)
+        # descriptor a message, see hand_over). Worker processes only: threads share one
+        # table of descriptors, where another thread could take the place a received one
+        # needs (the server turns balancing off for them)
+        self.balance = True
         self.handoffs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(slots)]
         for r, w in (*self.wakers, *self.handoffs):
             r.setblocking(False)
@@ -216,6 +219,8 @@ class Board:
         memcached deals its new connections out to its threads in turn; SO_REUSEPORT
         spreads them by a hash of the addresses, which can leave a worker with none while
         another serves several."""
+        if not self.balance:
+            return None
         best, fewest = None, self.load(slot) - 1
         for s in range(self.slots):
             if s == slot or self.word(s, W_STATE) != RUNNING or not self.word(s, W_ACCEPTING):

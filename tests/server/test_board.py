@@ -98,6 +98,8 @@ def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> 
     assert board.fewer_than(0) is None
     board.set_word(3, W_ACCEPTING, 1)
     assert board.fewer_than(0) == 3 and board.fewer_than(1) == 3
+    board.balance = False  # workers that are threads keep what they accept
+    assert board.fewer_than(0) is None
     board.close()
 
 
