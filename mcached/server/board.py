@@ -236,8 +236,8 @@ class Board:
         """`sender` sends `sock` (accepted from its `listener`-th listening socket, from
         `peer`) to `slot`'s worker, counted in flight until `slot` took it (`took_one`);
         False if it could not go (the pair's buffer is full): keep it. The message is
-        ``<sender> <listener> <peer>``."""
-        msg = b"%d %d %s" % (sender, listener, peer.encode(errors="replace"))
+        ``<listener> <peer>``."""
+        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
         handed = self.base(sender) + self.handed_base + slot
         self.words[handed] += 1  # before it can arrive: -c never misses it
         try:

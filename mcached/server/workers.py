@@ -198,10 +198,13 @@ class Worker:
         ]
         # connections other workers accepted and hand to this one (Board.fewer_than), and a
         # descriptor kept in reserve: closed just before one is received, so that it has
-        # a place even when the process is out of them (it then pauses as accept does)
+        # a place even when the process is out of them (it then pauses as accept does).
+        # Worker processes only (Board.balance): a thread keeps what it accepts
         self._handoff = board.handoff_fd(slot)
-        self.selector.register(self._handoff, READ, self._take_handed)
-        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._reserve = -1
+        if board.balance:
+            self.selector.register(self._handoff, READ, self._take_handed)
+            self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._near_fd_limit = True  # until a received descriptor's number says otherwise
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
@@ -435,7 +438,7 @@ class Worker:
 
     def _take_handed(self) -> None:
         """Connections another worker accepted and handed over (one descriptor a message,
-        which names the sender, the listening socket it came from and the peer:
+        which names the listening socket it came from and the peer:
         Board.hand_over), each counted as taken (Board.took_one), served or not. Near the
         descriptor limit the reserve is given up for each one received (and made again
         after, or accepting pauses); far from it, that is two system calls saved."""
@@ -467,7 +470,7 @@ class Worker:
             board.took_one(self.slot)  # (counted here a moment later, if it is served)
             if flags & socket.MSG_CTRUNC:
                 log.warning("a connection handed over was lost: out of descriptors")
-            _, index, name = msg.split(b" ", 2)
+            index, _, name = msg.partition(b" ")
             for fd in fds:
                 limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
                 # descriptors are numbered from the lowest free one: how full the table is
@@ -522,7 +525,7 @@ class Worker:
             try:
                 self.selector.unregister(self._handoff)  # W_ACCEPTING 0: none is sent here
             except KeyError:
-                pass  # stopping: unregistered already
+                pass  # stopping (unregistered already), or a thread worker (never was)
             self.board.set_word(self.slot, W_ACCEPTING, 0)
             self.board.add_figure(self.slot, "listen_disabled_num")
             self._paused_at = time.monotonic()
@@ -534,7 +537,8 @@ class Worker:
         self._paused_until = 0.0
         if self._stopping:
             return
-        if self._reserve < 0:
+        balance = self.board.balance
+        if balance and self._reserve < 0:
             try:
                 self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:  # still out of descriptors: paused a while longer
@@ -543,7 +547,8 @@ class Worker:
                 return
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
-        self.selector.register(self._handoff, READ, self._take_handed)
+        if balance:
+            self.selector.register(self._handoff, READ, self._take_handed)
         self.board.set_word(self.slot, W_ACCEPTING, 1)
 
     def _stop_accepting(self) -> None:
@@ -569,7 +574,7 @@ class Worker:
         try:
             self.selector.unregister(self._handoff)
         except KeyError:
-            pass  # paused
+            pass  # paused, or a thread worker
         self._take_handed()
         if self._reserve >= 0:
             os.close(self._reserve)

@@ -113,7 +113,7 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
         # on its way: counted by -c and by balancing, on the receiver's side
         assert board.connections() == 3 and board.load(1) == 3 and board.load(0) == 0
         msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
-        assert msg == b"0 3 [::1]:4321" and len(fds) == 1
+        assert msg == b"3 [::1]:4321" and len(fds) == 1
         board.set_word(1, W_CONNS, 3)  # the receiver serves it (counted twice a moment)
         assert board.connections() == 4
         board.took_one(1)
