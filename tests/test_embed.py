@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,36 @@ def test_settings_reach_the_server() -> None:
         s = server.stats("settings")
         assert (s["maxbytes"], s["num_threads"], s["maxconns"]) == (16 * MB, 2, 64)
         assert server.stats()["threads"] == 2
+
+
+@pytest.mark.integration
+def test_worker_threads_share_the_connections_out_too() -> None:
+    """Workers that are threads balance as worker processes do, the socket itself handed
+    to the thread with the fewest: 4 connections one per worker, 8 two each, all served;
+    once closed, the workers count none (nothing left on its way)."""
+    with serve(threads=4) as server:
+        daemon = server.daemon
+        assert daemon is not None
+        workers = daemon.server.workers
+        conns: list[socket.socket] = []
+        try:
+            for want in (1, 2):
+                for _ in range(4):  # one at a time: each is served before the next comes
+                    conn = socket.create_connection(server.address, timeout=5)
+                    conns.append(conn)
+                    conn.sendall(b"version\r\n")
+                    assert conn.recv(100).startswith(b"VERSION")
+                assert sorted(len(w.conns) for w in workers) == [want] * 4
+            for i, conn in enumerate(conns):  # every one still answers where it went
+                conn.sendall(b"set k%d 0 0 1\r\n%d\r\n" % (i, i % 10))
+                assert conn.recv(100) == b"STORED\r\n"
+        finally:
+            for conn in conns:
+                conn.close()
+        deadline = time.monotonic() + 5
+        while server.stats()["curr_connections"] != 1:  # the one asking
+            assert time.monotonic() < deadline, server.stats()["curr_connections"]
+            time.sleep(0.02)
 
 
 @pytest.mark.integration

@@ -48,6 +48,7 @@ import pickle
 import socket
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,10 +146,11 @@ class Board:
         # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
         self.wakers = [socket.socketpair() for _ in range(slots)]
         # and a datagram pair per slot for the connections other workers hand it (one
-        # descriptor a message, see hand_over). Worker processes only: threads share one
-        # table of descriptors, where another thread could take the place a received one
-        # needs (the server turns balancing off for them)
-        self.balance = True
+        # descriptor a message, see hand_over). Worker threads (`threads`, set before they
+        # start) share one table of descriptors, where another thread could take the place
+        # a received one needs: they pass the socket itself, through a queue per slot, and
+        # the pair's datagram only wakes the receiver
+        self.inboxes: list[deque[tuple[socket.socket, int, str]]] | None = None
         self.handoffs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(slots)]
         for r, w in (*self.wakers, *self.handoffs):
             r.setblocking(False)
@@ -219,8 +221,6 @@ class Board:
         memcached deals its new connections out to its threads in turn; SO_REUSEPORT
         spreads them by a hash of the addresses, which can leave a worker with none while
         another serves several."""
-        if not self.balance:
-            return None
         best, fewest = None, self.load(slot) - 1
         for s in range(self.slots):
             if s == slot or self.word(s, W_STATE) != RUNNING or not self.word(s, W_ACCEPTING):
@@ -235,17 +235,49 @@ class Board:
     ) -> bool:
         """`sender` sends `sock` (accepted from its `listener`-th listening socket, from
         `peer`) to `slot`'s worker, counted in flight until `slot` took it (`took_one`);
-        False if it could not go (the pair's buffer is full): keep it. The message is
-        ``<listener> <peer>``."""
-        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
+        False if it could not go (the pair's buffer is full): keep it. Between processes
+        the message is ``<listener> <peer>`` with the descriptor, and the sender's own
+        descriptor is closed once it went; between threads, the socket object itself goes
+        into `slot`'s queue (`take_queued`)."""
         handed = self.base(sender) + self.handed_base + slot
         self.words[handed] += 1  # before it can arrive: -c never misses it
+        if self.inboxes is not None:
+            self.inboxes[slot].append((sock, listener, peer))
+            try:
+                self.handoffs[slot][1].send(b"\0")
+            except OSError:
+                pass  # the pair's buffer is full: a wake-up is pending already
+            return True
+        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
         try:
             socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
         except OSError:
             self.words[handed] -= 1
             return False
+        sock.close()  # this process's descriptor: the receiver has its own
         return True
+
+    def threads(self) -> None:
+        """The workers are threads of this process: connections are handed over in
+        queues (`hand_over`)."""
+        self.inboxes = [deque() for _ in range(self.slots)]
+
+    def take_queued(self, slot: int) -> list[tuple[socket.socket, int, str]]:
+        """Worker threads: what was handed to `slot` (its wake-up datagrams read first, so
+        a hand-over that comes after the queue is emptied wakes it again), each counted as
+        taken (`took_one`)."""
+        assert self.inboxes is not None
+        try:
+            while self.handoffs[slot][0].recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        inbox = self.inboxes[slot]
+        taken = []
+        while inbox:
+            taken.append(inbox.popleft())
+            self.took_one(slot)
+        return taken
 
     def took_one(self, slot: int) -> None:
         """`slot`'s worker received a connection handed to it (served, or closed)."""
@@ -427,6 +459,9 @@ class Board:
         for r, w in (*self.wakers, *self.handoffs):
             r.close()
             w.close()
+        for inbox in self.inboxes or ():
+            while inbox:
+                inbox.popleft()[0].close()
         try:
             self.words.release()
         except BufferError:

@@ -236,9 +236,9 @@ class Server:
                 t.setblocking(False)
 
     def start(self) -> None:
-        """Thread mode: every worker a thread of this process (connections stay with the
-        thread that accepts them: Board.balance)."""
-        self.board.balance = False
+        """Thread mode: every worker a thread of this process (a connection handed to
+        another worker goes as the socket itself: Board.threads)."""
+        self.board.threads()
         self.bind()
         self.workers = [self.make_worker(i) for i in range(self.settings.threads)]
         for w in self.workers:

@@ -196,14 +196,15 @@ class Worker:
         self._listening = [
             _Listening(t, t not in server.notls, i) for i, t in enumerate(server.listening(slot))
         ]
-        # connections other workers accepted and hand to this one (Board.fewer_than), and a
-        # descriptor kept in reserve: closed just before one is received, so that it has
-        # a place even when the process is out of them (it then pauses as accept does).
-        # Worker processes only (Board.balance): a thread keeps what it accepts
+        # connections other workers accepted and hand to this one (Board.fewer_than), and,
+        # in a worker process, a descriptor kept in reserve: closed just before one is
+        # received, so that it has a place even when the process is out of them (it then
+        # pauses as accept does). Worker threads receive the socket itself (Board.inboxes)
         self._handoff = board.handoff_fd(slot)
+        self._threads = board.inboxes is not None
         self._reserve = -1
-        if board.balance:
-            self.selector.register(self._handoff, READ, self._take_handed)
+        self.selector.register(self._handoff, READ, self._take_handed)
+        if not self._threads:
             self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._near_fd_limit = True  # until a received descriptor's number says otherwise
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
@@ -432,7 +433,6 @@ class Worker:
             target = board.fewer_than(self.slot)
             if target is not None and board.hand_over(self.slot, target, sock, lst.index, name):
                 board.add(self.slot, W_CONNS, -1)
-                sock.close()  # this process's descriptor; the target has its own
                 continue
             self._serve_accepted(sock, name, lst)
 
@@ -441,8 +441,17 @@ class Worker:
         which names the listening socket it came from and the peer:
         Board.hand_over), each counted as taken (Board.took_one), served or not. Near the
         descriptor limit the reserve is given up for each one received (and made again
-        after, or accepting pauses); far from it, that is two system calls saved."""
+        after, or accepting pauses); far from it, that is two system calls saved. Worker
+        threads take the sockets themselves, no descriptor made (Board.take_queued)."""
         board = self.board
+        if self._threads:
+            for handed, at, peer in board.take_queued(self.slot):
+                if self._stopping:
+                    handed.close()  # the listeners are gone
+                else:
+                    board.add(self.slot, W_CONNS, 1)
+                    self._serve_accepted(handed, peer, self._listening[at])
+            return
         while True:
             near = self._near_fd_limit
             if near:
@@ -525,7 +534,7 @@ class Worker:
             try:
                 self.selector.unregister(self._handoff)  # W_ACCEPTING 0: none is sent here
             except KeyError:
-                pass  # stopping (unregistered already), or a thread worker (never was)
+                pass  # stopping (unregistered already)
             self.board.set_word(self.slot, W_ACCEPTING, 0)
             self.board.add_figure(self.slot, "listen_disabled_num")
             self._paused_at = time.monotonic()
@@ -537,8 +546,7 @@ class Worker:
         self._paused_until = 0.0
         if self._stopping:
             return
-        balance = self.board.balance
-        if balance and self._reserve < 0:
+        if not self._threads and self._reserve < 0:
             try:
                 self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:  # still out of descriptors: paused a while longer
@@ -547,8 +555,7 @@ class Worker:
                 return
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
-        if balance:
-            self.selector.register(self._handoff, READ, self._take_handed)
+        self.selector.register(self._handoff, READ, self._take_handed)
         self.board.set_word(self.slot, W_ACCEPTING, 1)
 
     def _stop_accepting(self) -> None:
@@ -574,7 +581,7 @@ class Worker:
         try:
             self.selector.unregister(self._handoff)
         except KeyError:
-            pass  # paused, or a thread worker
+            pass  # paused
         self._take_handed()
         if self._reserve >= 0:
             os.close(self._reserve)

@@ -98,8 +98,6 @@ def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> 
     assert board.fewer_than(0) is None
     board.set_word(3, W_ACCEPTING, 1)
     assert board.fewer_than(0) == 3 and board.fewer_than(1) == 3
-    board.balance = False  # workers that are threads keep what they accept
-    assert board.fewer_than(0) is None
     board.close()
 
 
@@ -110,6 +108,7 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
         board.set_word(1, W_CONNS, 2)
         assert board.connections() == 2 and board.load(1) == 2
         assert board.hand_over(0, 1, a, 3, "[::1]:4321")
+        assert a.fileno() == -1  # the sender's descriptor is closed once it went
         # on its way: counted by -c and by balancing, on the receiver's side
         assert board.connections() == 3 and board.load(1) == 3 and board.load(0) == 0
         msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
@@ -118,11 +117,33 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
         assert board.connections() == 4
         board.took_one(1)
         assert board.connections() == 3 and board.load(1) == 3
-        with socket.socket(fileno=fds[0]) as received:
-            a.close()  # the sender's descriptor goes: the received one still works
+        with socket.socket(fileno=fds[0]) as received:  # works without the sender's
             received.sendall(b"ping")
             assert b.recv(4) == b"ping"
     finally:
         a.close()
         b.close()
         board.close()
+
+
+def test_worker_threads_hand_over_the_socket_itself() -> None:
+    """Between threads no descriptor is made: the socket goes into the receiver's queue and
+    a datagram wakes it; counted in flight until taken, as between processes."""
+    board = Board(2, ["x"])
+    board.threads()
+    a, b = socket.socketpair()
+    try:
+        assert board.take_queued(1) == []
+        assert board.hand_over(0, 1, a, 2, "127.0.0.1:5")
+        assert board.connections() == 1 and board.load(1) == 1
+        assert a.fileno() >= 0  # not closed: the receiver serves this very object
+        assert board.handoff_fd(1).recv(512, socket.MSG_PEEK)  # it is woken
+        assert board.take_queued(1) == [(a, 2, "127.0.0.1:5")]
+        assert board.connections() == 0  # taken (the receiver then counts it as its own)
+        with pytest.raises(BlockingIOError):  # its wake-ups were read with it
+            board.handoff_fd(1).recv(512)
+        assert board.hand_over(0, 1, a, 0, "127.0.0.1:5")
+    finally:
+        board.close()  # a socket still queued is closed with the board
+        assert a.fileno() == -1
+        b.close()
