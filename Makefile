@@ -36,7 +36,7 @@ run: $(VENV)/.installed
 
 # The reference memcached and libmemcached's tools, for the comparison tests and benchmarks.
 system-deps:
-	@bash scripts/install-system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/install-system-deps.sh
 
 # The suite runs in TEST_JOBS processes (pytest-xdist; TEST_JOBS=0: one process). Most tests
 # wait on sockets, timers and subprocesses rather than compute, so more processes than cores

@@ -3,6 +3,7 @@
 # Debian's packages, when it is missing:
 #   - the reference memcached and libmemcached's tools (memccapable, memcaslap);
 #   - perl with Test::More, which memcached's t/*.t files are written in (perl-base has neither);
+#   - libmemcached's headers, where the tests run on a CPython pylibmc has no wheel for;
 #   - Cyrus SASL's saslpasswd2 (sasl2-bin), which makes the reference memcached's user database
 #     for the SASL tests, and its mechanism plugins (libsasl2-modules), which the SASL clients
 #     load;
@@ -37,6 +38,11 @@ perl -MTest::More -e 1 >/dev/null 2>&1 || need+=(perl)
 command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
 ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || need+=(libsasl2-modules)
+# pylibmc's wheels (libmemcached inside) stop at CPython 3.11: for a newer PYTHON (the
+# Makefile's), pip builds it from source, against libmemcached's headers
+if [ -n "${PYTHON:-}" ] && "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+    [ -e /usr/include/libmemcached/memcached.h ] || need+=(libmemcached-dev)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     echo "installing ${need[*]} from Debian's packages" >&2
