@@ -237,12 +237,37 @@ class Server:
                         if not chunk:
                             break
                         reply += chunk
-                if reply.startswith(b"VERSION "):
-                    return reply[8:].strip().decode(errors="replace")
-                raise RuntimeError(f"bad reply to 'version': {reply[:100]!r}")
+                if not reply.startswith(b"VERSION "):
+                    raise RuntimeError(f"bad reply to 'version': {reply[:100]!r}")
+                self._check_owner()
+                return reply[8:].strip().decode(errors="replace")
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"no answer on {HOST}:{self.port} after {START_TIMEOUT:.0f}s")
+
+    def _check_owner(self) -> None:
+        """The server that answered is this one, not another process that took the port
+        between probe and bind while this one, failing to bind, is still on its way out:
+        the ``pid`` of its ``stats`` (where it says one) is its process's."""
+        assert self.proc is not None
+        with socket.create_connection((HOST, self.port), timeout=5.0) as s:
+            s.sendall(b"stats\r\n")
+            reply = b""
+            while not reply.endswith((b"END\r\n", b"ERROR\r\n")) and len(reply) < 65536:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        found = re.search(rb"^STAT pid (\d+)\r$", reply, re.M)
+        if found is None:
+            return  # a yardstick: no stats
+        pid = int(found.group(1))
+        try:  # the command itself, or what a wrapper of it started
+            ours = [self.proc.pid] + [p.pid for p in psutil.Process(self.proc.pid).children(True)]
+        except psutil.Error:
+            ours = [self.proc.pid]
+        if pid not in ours:
+            raise RuntimeError(f"port {self.port} answered by pid {pid}, not this server")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -9,6 +9,7 @@ an error of the run.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from types import ModuleType
 
 import pytest
 
+import mcached
 from tests.wire import Conn, exchange
 
 pytestmark = pytest.mark.integration
@@ -47,7 +49,9 @@ def test_metrics_server_is_scraped_during_the_load(bench: ModuleType) -> None:
         with bench.Scraper(server.metrics_port, args.scrape_every) as scraper:
             deadline = time.monotonic() + 10
             while scraper.scrapes < 3:
-                assert time.monotonic() < deadline, scraper.first_error
+                assert time.monotonic() < deadline, (
+                    f"{scraper.first_error}; server alive: {server.alive()}\n{server.log_tail()}"
+                )
                 time.sleep(0.05)
     finally:
         server.stop()
@@ -128,3 +132,20 @@ def test_cpu_sample_counts_every_worker_process(bench: ModuleType) -> None:
     assert tuple(machine) == bench.MACHINE_CPU and abs(sum(machine.values()) - 100) < 1e-6
     line = bench.cpu_per_op({**figures, "machine_pct": machine})
     assert line.startswith("srv us/op ") and "; machine user " in line
+
+
+def test_a_port_another_server_answers_is_not_taken_for_the_one_started(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port picked can be taken by another test's server between probe and bind: the
+    one started then fails to bind, but until it has exited, the other answers `version`.
+    The benchmark took that for its server (and scraped a metrics port nobody listened on
+    for 10 s); now the answer's `stats` pid must be the started command's."""
+    with mcached.serve() as other:  # its pid is this process's
+        monkeypatch.setattr(bench, "free_port", lambda: other.port)
+        server = bench.Server("not-listening", ["sleep", "30"], 1)
+        try:
+            with pytest.raises(RuntimeError, match=f"answered by pid {os.getpid()}"):
+                server.start()
+        finally:
+            server.stop()
