@@ -197,7 +197,7 @@ PF_MOVING = 1  # being emptied by a page move: frees do not list its chunks
 PF_DIRTY = 2  # holds old data: zeroed before a class uses it
 
 # ---- one block per partition ----
-T_SEQ = 0  # the last CAS unique drawn (partition i draws i, i + n, i + 2n...)
+T_SEQ = 0  # the last CAS unique drawn (partition i draws only i + k*n: Partition.next_cas)
 T_FLUSH_SEQ = 1  # items with cas <= this are flushed
 T_USED = 2  # live entries in the table
 T_TOMBS = 3  # deleted slots in the table
@@ -343,6 +343,13 @@ class Arena:
         """Partition `index`'s per-class counters: ``[clsid * NSTAT + S_*]``."""
         b = self.cst_base + index * self.cst_width
         view = self.words[b : b + self.cst_width]
+        self._views.append(weakref.ref(view))
+        return view
+
+    def sequences(self) -> memoryview:
+        """Every partition's T_SEQ word (the last CAS unique it drew), in partition order."""
+        b = self.part_base + T_SEQ
+        view = self.words[b : b + self.partitions * T_WORDS : T_WORDS]
         self._views.append(weakref.ref(view))
         return view
 

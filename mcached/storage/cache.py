@@ -691,8 +691,7 @@ class Cache:
                             # with -M: memcached must find room for the new item before it
                             # frees the old one, and answers NO_MEMORY when there is none.
                             # Not while a reply sends it: OFF_PINS.)
-                            seq = w[tb] + part.stride  # T_SEQ
-                            w[tb] = seq
+                            seq = part.next_cas()
                             pack(pm, a, 1, nkey, 1, 0, nbytes, flags, exp, now, cid, seq, h, -1)
                             vo = a + 48 + nkey
                             pm[vo : vo + nbytes] = value
@@ -735,8 +734,7 @@ class Cache:
                             if result is STORED:
                                 cst[base + 12] += 1
                         else:
-                            seq = w[tb] + part.stride  # T_SEQ
-                            w[tb] = seq
+                            seq = part.next_cas()
                             pack(pm, c, 1, nkey, ref, 0, nbytes, flags, exp, now, cid, seq, h, -1)
                             vo = c + 48
                             pm[vo : vo + nkey] = key

@@ -179,13 +179,17 @@ def copy_views(into: list[memoryview], pieces: list[memoryview]) -> None:
 class Partition(Assoc):
     """A slice of the key space: its item table, lock, CAS sequence, flush marks, counters."""
 
-    __slots__ = ("lock", "stride", "cst", "flush_seq", "flush_at")
+    __slots__ = ("lock", "stride", "seqs", "cst", "flush_seq", "flush_at")
 
     def __init__(self, arena: Arena, index: int, count: int, hash_at: Callable[[int], int]):
         self.lock = arena.part_locks[index]
-        # CAS numbers: partition i draws i + count, i + 2*count... so they are unique across
-        # partitions without a shared lock, and increase within each.
+        # CAS numbers (`next_cas`): partition i draws only numbers i + k*count, so they are
+        # unique across partitions without a shared lock, each past the last one any
+        # partition drew (`seqs`: every partition's T_SEQ word, each written only under its
+        # partition's lock and only ever raised), so that a store that follows another,
+        # whatever their keys, gets a higher one, as from memcached's one counter.
         self.stride = count
+        self.seqs = arena.sequences()
         self.cst = arena.counters(index)
         self.flush_seq = 0
         self.flush_at = 0
@@ -214,10 +218,14 @@ class Partition(Assoc):
         return True
 
     def next_cas(self) -> int:
-        w = self.w
-        seq = w[self.tb + T_SEQ] + self.stride
-        w[self.tb + T_SEQ] = seq
-        return int(seq)
+        """The next CAS unique (lock held): past every partition's last, this one's residue."""
+        top = max(self.seqs)
+        n = self.stride
+        seq = top - top % n + self.index
+        if seq <= top:
+            seq += n
+        self.w[self.tb + T_SEQ] = seq
+        return seq
 
     @property
     def seq(self) -> int:

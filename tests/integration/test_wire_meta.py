@@ -714,6 +714,26 @@ def test_ms_cas_flow(server: Server) -> None:
         exchange(conn, b"gets k\r\n", b"VALUE k 0 1 %d\r\ny\r\nEND\r\n" % cas)
 
 
+def test_cas_uniques_rise_across_keys(server: Server) -> None:
+    """memcached draws every CAS unique from one counter: a store gets a higher one than any
+    store before it, whatever the keys. So a CAS read from one key is older than another
+    key's stored after it, and ``ms I C<cas>`` (invalidate: store it as stale when the CAS
+    given is older than the item's) compares as memcached does. A differential fuzzer
+    found mcached drawing per hash partition: it answered EX here."""
+    with Conn(server.address) as conn:
+        keys = [b"rise%d" % i for i in range(40)]  # over every partition
+        for key in keys:
+            exchange(conn, b"ms " + key + b" 1\r\nv\r\n", b"HD\r\n")
+        drawn = [mg_cas(conn, key) for key in keys]
+        assert drawn == sorted(drawn) and len(set(drawn)) == len(drawn), drawn
+        for _ in range(3):
+            exchange(conn, b"set x 0 0 1\r\na\r\n", b"STORED\r\n")
+        exchange(conn, b"set y 0 0 1\r\nb\r\n", b"STORED\r\n")
+        older = mg_cas(conn, b"x")
+        exchange(conn, b"ms y 1 I C%d\r\nz\r\n" % older, b"HD\r\n")
+        exchange(conn, b"mg y v\r\n", b"VA 1 X W\r\nz\r\n")  # stored, stale: the win is yours
+
+
 def test_md_and_ma_cas_flows(server: Server) -> None:
     with Conn(server.address) as conn:
         exchange(conn, b"ms k 2\r\nzo\r\n", b"HD\r\n")
