@@ -640,16 +640,20 @@ class Handlers:
         self._retrieve(cmd, s, self.cache.get_ref, True, partial(_tally_get, s.counters))
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
+        tally = partial(_tally_touch, s.counters)
+        self._retrieve(cmd, s, self._touching(cmd), cmd.with_cas, tally, once=False)
+
+    def _touching(self, cmd: c.Gat) -> Callable[[bytes], Hit | None]:
+        """gat's lookup: each key read and touched (a repeated key touched again)."""
         exptime = cmd.exptime
         cache = self.cache
 
         def get_and_touch(key: bytes) -> Hit | None:
             return cache.get_and_touch(key, exptime)
 
-        lookup: Callable[[bytes], Hit | None] = get_and_touch
         if repeats(cmd.keys):
-            lookup = touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
-        self._retrieve(cmd, s, lookup, cmd.with_cas, partial(_tally_touch, s.counters), once=False)
+            return touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
+        return get_and_touch
 
     def lookup(self, cmd: c.MetaGet, s: Session) -> None:
         """``mg``: one key, looked up with what its flags ask (see `Cache.lookup`). Counted
@@ -1263,6 +1267,18 @@ class Handlers:
         )
 
     def invalid(self, cmd: c.Invalid, s: Session) -> None:
+        before = cmd.before
+        if before is not None:
+            # the keys before a bad one: looked up for their effects and counts, as
+            # memcached does, their reply dropped (copies, never lent values)
+            if isinstance(before, c.Gat):
+                lookup, once = self._touching(before), False
+                tally = partial(_tally_touch, s.counters)
+            else:
+                lookup, once = self.cache.get, True
+                tally = partial(_tally_get, s.counters)
+            for _ in self._values(before, s, lookup, False, tally, once, before.keys):
+                pass
         cmd.reply(s.out, cmd.error)
 
     # ---- stats ----

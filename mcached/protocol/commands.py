@@ -422,14 +422,21 @@ class Invalid(Command):
 
     Returned rather than raised so the parser keeps its place in the stream and the reply
     decides, as memcached's ``out_string`` does, whether ``noreply`` hides it.
+
+    `before`: a get, gets, gat or gats of the keys its line held before one over 250 bytes.
+    memcached looks those up one by one (they are counted, touched, marked fetched) before it
+    meets the bad key, then sends the error alone.
     """
 
-    __slots__ = ("error", "noreply")
+    __slots__ = ("error", "noreply", "before")
     verb = b""
 
-    def __init__(self, error: Error, noreply: bool = False) -> None:
+    def __init__(
+        self, error: Error, noreply: bool = False, before: Get | Gat | None = None
+    ) -> None:
         self.error = error
         self.noreply = noreply
+        self.before = before
 
 
 # ---- the meta commands (memcached 1.6.18: mg ms md ma mn me) ----

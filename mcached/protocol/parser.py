@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 from mcached.errors import CloseConnection
@@ -478,11 +479,12 @@ class Parser(Buffered):
 
     # ---- verbs ----
 
-    def _keys(self, keys: list[bytes]) -> c.Invalid | None:
-        for k in keys:
-            if len(k) > KEY_MAX_LENGTH:
-                return c.Invalid(Error.BAD_FORMAT)
-        return None
+    @staticmethod
+    def _cut(keys: list[bytes], make: Callable[[list[bytes]], c.Get | c.Gat]) -> c.Invalid:
+        """A retrieval with a key over 250 bytes: an error, after the keys before it
+        (`c.Invalid.before`)."""
+        n = next(i for i, k in enumerate(keys) if len(k) > KEY_MAX_LENGTH)
+        return c.Invalid(Error.BAD_FORMAT, before=make(keys[:n])) if n else _FORMAT
 
     def _get(self, tokens: list[bytes]) -> c.Command:
         if len(tokens) < 2:
@@ -492,7 +494,7 @@ class Parser(Buffered):
             if len(keys[0]) > KEY_MAX_LENGTH:
                 return _FORMAT
         elif max(map(len, keys)) > KEY_MAX_LENGTH:
-            return _FORMAT
+            return self._cut(keys, c.Get)
         return c.Get(keys)
 
     def _gets(self, tokens: list[bytes]) -> c.Command:
@@ -500,7 +502,7 @@ class Parser(Buffered):
             return _ERROR
         keys = tokens[1:]
         if max(map(len, keys)) > KEY_MAX_LENGTH:
-            return _FORMAT
+            return self._cut(keys, c.Gets)
         return c.Gets(keys)
 
     def _gat(self, tokens: list[bytes]) -> c.Command:
@@ -510,10 +512,10 @@ class Parser(Buffered):
         if exptime is None:
             return c.Invalid(Error.BAD_EXPTIME)
         keys = tokens[2:]
-        bad = self._keys(keys)
-        if bad:
-            return bad
-        return c.Gat(exptime, keys) if tokens[0] == b"gat" else c.Gats(exptime, keys)
+        kind = c.Gat if tokens[0] == b"gat" else c.Gats
+        if keys and max(map(len, keys)) > KEY_MAX_LENGTH:
+            return self._cut(keys, partial(kind, exptime))
+        return kind(exptime, keys)
 
     _STORAGE: dict[bytes, Callable[..., c.Command]] = {
         b"set": c.Set,

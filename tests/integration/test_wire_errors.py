@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
+from tests.integration.test_wire import stats
 from tests.wire import Conn, exchange, roundtrip
 
 pytestmark = pytest.mark.integration
@@ -178,6 +179,31 @@ def test_too_long_key_drops_values_already_found_by_that_get(server: Server, ver
     with Conn(server.address) as conn:
         exchange(conn, b"set a 0 0 1\r\n1\r\n", b"STORED\r\n")
         exchange(conn, verb + b" a " + KEY251 + b" a\r\n", BAD_FORMAT)
+
+
+@pytest.mark.parametrize("verb", [b"get", b"gets", b"gat 100"])
+def test_too_long_key_keeps_the_effects_of_the_keys_before_it(server: Server, verb: bytes) -> None:
+    """memcached looks the keys before the bad one up (counted, marked fetched, touched)
+    and drops only their reply; those after it are never looked at. A differential fuzzer
+    found mcached refusing the whole line first: nothing counted, nothing touched."""
+    with Conn(server.address) as conn:
+        exchange(conn, b"set a 0 0 1\r\n1\r\nset c 0 0 1\r\n2\r\n", b"STORED\r\nSTORED\r\n")
+        before = stats(conn)
+        conn.send(verb + b" a zz " + KEY251 + b" c\r\n")
+        assert conn.read_until(b"\r\n") == BAD_FORMAT
+        after = stats(conn)
+        names = ["cmd_get", "get_hits", "get_misses", "cmd_touch", "touch_hits", "touch_misses"]
+        moved = {n: int(after[n]) - int(before[n]) for n in names}
+        touched = verb.startswith(b"gat")
+        # a and zz, one hit and one miss, as gets or as touches
+        want = {"cmd_get": 2, "get_hits": 1, "get_misses": 1}
+        if touched:
+            want = {"cmd_touch": 2, "touch_hits": 1, "touch_misses": 1}
+        assert {n: v for n, v in moved.items() if v} == want
+        exchange(conn, b"mg a h\r\nmg c h\r\n", b"HD h1\r\nHD h0\r\n")  # c: never read
+        conn.send(b"mg a t\r\n")
+        ttl = conn.read_until(b"\r\n")
+        assert ttl == b"HD t-1\r\n" if not touched else ttl in (b"HD t100\r\n", b"HD t99\r\n")
 
 
 # --- data blocks --------------------------------------------------------------------------

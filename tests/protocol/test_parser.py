@@ -35,6 +35,23 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("gets", b"gets a b\r\n", [c.Gets([b"a", b"b"])]),
     ("get-250", b"get " + K250 + b"\r\n", [c.Get([K250])]),
     ("get-251", b"get " + K251 + b"\r\n", [FMT]),
+    # the keys before a bad one are looked up first (their effects stay), the rest never
+    (
+        "get-251-later",
+        b"get a b " + K251 + b" c\r\n",
+        [c.Invalid(Error.BAD_FORMAT, before=c.Get([b"a", b"b"]))],
+    ),
+    (
+        "gets-251-later",
+        b"gets a " + K251 + b"\r\n",
+        [c.Invalid(Error.BAD_FORMAT, before=c.Gets([b"a"]))],
+    ),
+    ("gat-251-first", b"gat 5 " + K251 + b" a\r\n", [FMT]),
+    (
+        "gats-251-later",
+        b"gats 5 a " + K251 + b"\r\n",
+        [c.Invalid(Error.BAD_FORMAT, before=c.Gats(5, [b"a"]))],
+    ),
     ("gat", b"gat 10 a b\r\n", [c.Gat(10, [b"a", b"b"])]),
     ("gats", b"gats -1 a\r\n", [c.Gats(-1, [b"a"])]),
     ("gat-bad-exptime", b"gat x a\r\n", [c.Invalid(Error.BAD_EXPTIME)]),
