@@ -60,6 +60,10 @@ KEY_MAX_LENGTH = 250
 BUFFER_SWITCH = 64 * 1024  # past this many unconsumed bytes, accumulate in a bytearray
 MAX_LINE = 2048  # memcached: a line this long without "\n" must be a multiget, or we hang up
 MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grows unbounded)
+# memcached reads into a 16 KB buffer (READ_BUFFER_SIZE): a line whose "\n" lies this far from
+# its start never fits in it, so whatever the reads, memcached meets it as over MAX_LINE
+# without a newline and hangs up (on a get or gets, it grows the buffer instead)
+READ_BUFFER = 16384
 # A storage command's value (set, add, replace, cas, append, prepend, ms) of this size or more
 # that has not fully arrived with its line is not buffered here (with
 # ``receive_min=RECEIVE_MIN``, as the daemon's parsers have it): the parser answers
@@ -348,6 +352,8 @@ class Parser(Buffered):
             if len(buf) - pos > MAX_LINE:
                 self._check_partial_line()
             return NEED_DATA
+        if nl - pos >= READ_BUFFER and not self._multiget_line():
+            raise CloseConnection(f"line over {READ_BUFFER} bytes")  # see READ_BUFFER
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
         line = buf[pos:end]
         if type(line) is not bytes:  # a bytearray buffer (see feed): keys must be bytes
@@ -445,15 +451,20 @@ class Parser(Buffered):
         self._framed = False
         return self.next_command()
 
+    def _multiget_line(self) -> bool:
+        """The line at the parser's place is a get or gets (after at most 100 spaces): the
+        one kind memcached lets run past its read buffer."""
+        raw = bytes(self._buf[self._pos : self._pos + 110])
+        head = raw.lstrip(b" ")
+        return len(raw) - len(head) <= 100 and (
+            head.startswith(b"get ") or head.startswith(b"gets ")
+        )
+
     def _check_partial_line(self) -> None:
         size = len(self._buf) - self._pos
         if size <= MAX_LINE:
             return
-        raw = bytes(self._buf[self._pos : self._pos + 110])
-        head = raw.lstrip(b" ")
-        if len(raw) - len(head) > 100 or not (
-            head.startswith(b"get ") or head.startswith(b"gets ")
-        ):
+        if not self._multiget_line():
             raise CloseConnection(f"line over {MAX_LINE} bytes without a newline")
         if size > MAX_MULTIGET_LINE:
             raise CloseConnection(f"multiget line over {MAX_MULTIGET_LINE} bytes")

@@ -359,6 +359,30 @@ def test_over_2048_bytes_without_newline_closes(server: Server, data: bytes) -> 
         assert conn.closed()
 
 
+@pytest.mark.parametrize("verb", [b"", b"set ", b"gat 1 ", b"mg "])
+def test_a_line_past_16k_closes_even_with_its_newline(server: Server, verb: bytes) -> None:
+    """memcached reads into a 16 KB buffer: a line (but a get's) whose newline lies further
+    than that never fits, so it hangs up whatever the reads, where a line 1 byte shorter
+    sent the same way is answered. A differential fuzzer found mcached (reading 64 KB at a
+    time) answering both."""
+    for n, closes in ((16382, False), (16383, True)):
+        with Conn(server.address) as conn:
+            conn.send(verb + b"a" * (n - len(verb)) + b"\r\nmn\r\n")
+            if closes:
+                assert conn.closed(), n
+            else:
+                reply = conn.read_until(b"MN\r\n")
+                assert reply in (b"ERROR\r\nMN\r\n", BAD_FORMAT + b"MN\r\n"), (n, reply[:80])
+
+
+def test_a_get_line_past_16k_is_answered(server: Server) -> None:
+    keys = b" ".join(b"key%05d" % i for i in range(2500))  # 22,499 bytes
+    with Conn(server.address) as conn:
+        exchange(conn, b"set key02499 0 0 1\r\nx\r\n", b"STORED\r\n")
+        conn.send(b"get " + keys + b"\r\n")
+        assert conn.read_until(b"END\r\n") == b"VALUE key02499 0 1\r\nx\r\nEND\r\n"
+
+
 def test_2048_bytes_without_newline_waits(server: Server) -> None:
     with Conn(server.address) as conn:
         conn.send(b"x" * 2048)

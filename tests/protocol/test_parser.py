@@ -11,6 +11,7 @@ from mcached.protocol.parser import (
     MAX_LINE,
     MAX_MULTIGET_LINE,
     NEED_DATA,
+    READ_BUFFER,
     Parser,
     item_total_size,
     parse_int32,
@@ -288,6 +289,18 @@ def test_long_line_without_newline_closes() -> None:
     p.feed(b"set " + b"k" * MAX_LINE)
     with pytest.raises(CloseConnection):
         p.next_command()
+
+
+def test_a_whole_line_past_memcacheds_read_buffer_closes_but_a_gets() -> None:
+    for head, closes in ((b"set ", True), (b"  mg ", True), (b"gets ", False)):
+        for n, past in ((READ_BUFFER - 2, False), (READ_BUFFER - 1, closes)):
+            p = Parser()
+            p.feed(head + b"k" * (n - len(head)) + b"\r\n")  # its "\n" at offset n + 1
+            if past:
+                with pytest.raises(CloseConnection):
+                    p.next_command()
+            else:
+                p.next_command()  # answered (an error, or the multiget)
 
 
 def test_long_get_line_is_allowed() -> None:
