@@ -180,6 +180,7 @@ __all__ = [
 ]
 
 UINT64_MAX = 2**64 - 1
+INT64_MAX = 2**63 - 1
 _SPACE = b" \t\n\v\f\r"
 DEFAULT_PARTITIONS = 16
 KEY_MAX_LENGTH = 250  # memcached's KEY_MAX_LENGTH; the item header keeps it in one byte
@@ -285,9 +286,11 @@ class _Probe:
 def parse_counter(value: bytes) -> int | None:
     """The number an item holds, as memcached's ``safe_strtoull`` reads item data.
 
-    Leading whitespace is skipped, a sign is allowed, and the digits must be followed by
-    whitespace or the end of the value (the data is always followed by CRLF). A minus sign
-    on a non-zero number is refused; over 2^64-1 is refused.
+    As ``strtoull``: leading whitespace is skipped, a sign is allowed, and a minus negates
+    the number modulo 2^64. The digits must be followed by whitespace, a NUL or the end of
+    the value (the data is always followed by CRLF). Refused: no digits, over 2^64-1, and a
+    minus sign whose result reads as negative as a signed 64-bit number (so "-5" is refused
+    but "-18446744073709551615" is 1, as in memcached).
     """
     s = value.lstrip(_SPACE)
     i = 0
@@ -299,13 +302,15 @@ def parse_counter(value: bytes) -> int | None:
         j += 1
     if j == i:
         return None
-    if j < n and s[j] not in _SPACE:
+    if j < n and s[j] and s[j] not in _SPACE:  # s[j] 0: a NUL ends the digits too
         return None
     number = int(s[i:j])
     if number > UINT64_MAX:
         return None
-    if s[:1] == b"-" and number != 0:
-        return None
+    if s[:1] == b"-":
+        number = -number & UINT64_MAX
+        if number > INT64_MAX:
+            return None
     return number
 
 

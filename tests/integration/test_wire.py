@@ -261,6 +261,7 @@ def test_noreply_sends_nothing(server: Server, request_: bytes, expected: bytes)
 
 NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 DELTA = b"CLIENT_ERROR invalid numeric delta argument\r\n"
+NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
 def _num(value: bytes, flags: int = 0) -> bytes:
@@ -346,6 +347,15 @@ INCR = cases(
         _num(b"12") + b"incr n 01\r\nincr n +1\r\n",
         b"STORED\r\n13\r\n14\r\n",
     ),
+    # the value read as strtoull reads it: a NUL ends the digits, and a minus negates
+    # modulo 2^64 (refused only when that reads as negative signed)
+    (
+        "decr-digits-then-nul",
+        _num(b"3\0") + b"decr n 1\r\nget n\r\n",
+        b"STORED\r\n2\r\nVALUE n 0 2\r\n2 \r\nEND\r\n",
+    ),
+    ("incr-minus-wraps", _num(b"-18446744073709551615") + b"incr n 1\r\n", b"STORED\r\n2\r\n"),
+    ("incr-minus-negative", _num(b"-5") + b"incr n 1\r\n", b"STORED\r\n" + NON_NUMERIC),
     ("incr-no-delta", b"incr n\r\n", b"ERROR\r\n"),
     ("decr-no-delta", b"decr n\r\n", b"ERROR\r\n"),
     ("incr-no-key", b"incr\r\n", b"ERROR\r\n"),

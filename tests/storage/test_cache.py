@@ -158,6 +158,14 @@ def test_incr_decr(cache: Cache) -> None:
         (b" ", None),
         (b"18446744073709551615", 2**64 - 1),
         (b"18446744073709551616", None),
+        # strtoull's: a NUL ends the digits; a minus negates modulo 2^64, refused only when
+        # the result reads as negative signed (a binary differential fuzzer found these)
+        (b"3\0", 3),
+        (b"5\0x", 5),
+        (b"-18446744073709551615", 1),
+        (b"-9223372036854775809", 2**63 - 1),
+        (b"-9223372036854775808", None),
+        (b"-18446744073709551616", None),
     ],
 )
 def test_parse_counter(value: bytes, number: int | None) -> None:
