@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
@@ -33,6 +34,8 @@ from tests.conftest import Server
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
+
+Reply = TypeVar("Reply")
 
 SEEDS = range(6)
 COMMANDS = 300
@@ -261,6 +264,28 @@ def shown(data: bytes, limit: int = 300) -> str:
     return f"{data[: limit // 2]!r} ...({len(data)} bytes)... {data[-limit // 4 :]!r}"
 
 
+def assert_same_session(
+    kind: str,
+    seed: int,
+    what: str,
+    expected: Sequence[tuple[bytes, Reply, object]],
+    got: Sequence[tuple[bytes, Reply, object]],
+    show: Callable[[Reply], str],
+) -> None:
+    """Each (sent, reply, normalised reply) of `kind`'s session equal to memcached's; a
+    failure names the seed and the first `what` (command, request) that differs."""
+    for i, ((sent, reply, norm), (our_sent, our_reply, our_norm)) in enumerate(
+        zip(expected, got, strict=True)
+    ):
+        assert our_norm == norm, (
+            f"seed {seed}, {what} {i} of {len(expected)} differs ({kind} vs memcached):\n"
+            f"  sent to memcached: {shown(sent)}\n"
+            f"  sent to {kind}: {shown(our_sent)}\n"
+            f"  memcached: {show(reply)}\n"
+            f"  {kind}: {show(our_reply)}"
+        )
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
 def test_random_sessions_match_memcached(
@@ -269,13 +294,4 @@ def test_random_sessions_match_memcached(
     """Every reply of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
-    for i, ((sent, reply, norm), (our_sent, our_reply, our_norm)) in enumerate(
-        zip(expected, got, strict=True)
-    ):
-        assert our_norm == norm, (
-            f"seed {seed}, command {i} of {COMMANDS} differs ({kind} vs memcached):\n"
-            f"  sent to memcached: {shown(sent)}\n"
-            f"  sent to {kind}: {shown(our_sent)}\n"
-            f"  memcached: {shown(reply)}\n"
-            f"  {kind}: {shown(our_reply)}"
-        )
+    assert_same_session(kind, seed, "command", expected, got, shown)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import Server
+from tests.integration.test_differential import assert_same_session, shown
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -283,12 +284,6 @@ def replies(server: Server, seed: int) -> list[tuple[bytes, list[Frame], list[by
         run.close()
 
 
-def shown(data: bytes, limit: int = 300) -> str:
-    if len(data) <= limit:
-        return repr(data)
-    return f"{data[: limit // 2]!r} ...({len(data)} bytes)... {data[-limit // 4 :]!r}"
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
 def test_random_binary_sessions_match_memcached(
@@ -297,13 +292,4 @@ def test_random_binary_sessions_match_memcached(
     """Every response frame of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
-    for i, ((sent, frames, norm), (our_sent, our_frames, our_norm)) in enumerate(
-        zip(expected, got, strict=True)
-    ):
-        assert our_norm == norm, (
-            f"seed {seed}, request {i} of {REQUESTS} differs ({kind} vs memcached):\n"
-            f"  sent to memcached: {shown(sent)}\n"
-            f"  sent to {kind}: {shown(our_sent)}\n"
-            f"  memcached: {described(frames)}\n"
-            f"  {kind}: {described(our_frames)}"
-        )
+    assert_same_session(kind, seed, "request", expected, got, described)
