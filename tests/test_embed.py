@@ -197,6 +197,26 @@ def test_worker_threads_share_the_connections_out_too() -> None:
 
 
 @pytest.mark.integration
+def test_a_worker_thread_closes_a_connection_handed_from_no_listener_it_has() -> None:
+    """A thread worker taking a socket whose listener it does not have (as when it has
+    closed its listeners) closes it and goes on serving. It indexed its list of listeners
+    and raised IndexError: its loop would have ended."""
+    with serve(threads=2) as server:
+        daemon = server.daemon
+        assert daemon is not None
+        board = daemon.server.board
+        ours, theirs = socket.socketpair()
+        try:
+            assert board.hand_over(0, 1, theirs, 7, "127.0.0.1:1")
+            ours.settimeout(5)
+            assert ours.recv(10) == b""  # closed by worker 1
+            assert server.stats()["curr_connections"] == 1  # counted neither in nor out
+            assert all(w.thread is not None and w.thread.is_alive() for w in daemon.server.workers)
+        finally:
+            ours.close()
+
+
+@pytest.mark.integration
 def test_a_port_in_use_raises_and_leaves_nothing_running() -> None:
     with serve() as first:
         before = set(threading.enumerate())

@@ -446,11 +446,12 @@ class Worker:
         board = self.board
         if self._threads:
             for handed, at, peer in board.take_queued(self.slot):
-                if self._stopping:
-                    handed.close()  # the listeners are gone
+                lst = self._listener(at)
+                if lst is None:
+                    handed.close()
                 else:
                     board.add(self.slot, W_CONNS, 1)
-                    self._serve_accepted(handed, peer, self._listening[at])
+                    self._serve_accepted(handed, peer, lst)
             return
         while True:
             near = self._near_fd_limit
@@ -485,15 +486,19 @@ class Worker:
                 # descriptors are numbered from the lowest free one: how full the table is
                 self._near_fd_limit = 0 <= limit <= fd + FD_HEADROOM
                 sock = socket.socket(fileno=fd)
-                try:
-                    lst = self._listening[int(index)] if not self._stopping else None
-                except (ValueError, IndexError):
-                    lst = None  # stopping: the listeners are gone
+                lst = self._listener(int(index)) if index.isdigit() else None
                 if lst is None:
                     sock.close()
                 else:
                     board.add(self.slot, W_CONNS, 1)
                     self._serve_accepted(sock, name.decode(errors="replace"), lst)
+
+    def _listener(self, index: int) -> _Listening | None:
+        """The listening socket a connection handed over came from; None once this worker
+        stops (its listeners are gone: the connection is closed)."""
+        if self._stopping or not 0 <= index < len(self._listening):
+            return None
+        return self._listening[index]
 
     def _serve_accepted(self, sock: socket.socket, name: str, lst: _Listening) -> None:
         """A connection accepted here or handed over, from `name` (the peer's address, or
