@@ -307,6 +307,9 @@ class Arena:
             for i in range(partitions)
         ]
         self.holders = self.words[self.holder_base : self.holder_base + MAX_HOLDERS]
+        #: every partition's T_SEQ word (the last CAS unique it drew), in partition order
+        b = self.part_base + T_SEQ
+        self.sequences = self.words[b : b + partitions * T_WORDS : T_WORDS]
         # every lasting view cut from the mappings, so that `close` can release them all
         self._views: list[weakref.ref[memoryview]] = []
 
@@ -343,13 +346,6 @@ class Arena:
         """Partition `index`'s per-class counters: ``[clsid * NSTAT + S_*]``."""
         b = self.cst_base + index * self.cst_width
         view = self.words[b : b + self.cst_width]
-        self._views.append(weakref.ref(view))
-        return view
-
-    def sequences(self) -> memoryview:
-        """Every partition's T_SEQ word (the last CAS unique it drew), in partition order."""
-        b = self.part_base + T_SEQ
-        view = self.words[b : b + self.partitions * T_WORDS : T_WORDS]
         self._views.append(weakref.ref(view))
         return view
 
@@ -399,13 +395,13 @@ class Arena:
         ]
 
     def close(self) -> None:
-        """Unmap now: every view this arena cut (`words`, `holders`, the pages' view, the
-        table windows, the counter rows) is released first, so a later use of one raises
+        """Unmap now: every view this arena cut (`words`, `holders`, `sequences`, the pages'
+        view, the table windows, the counter rows) is released first, so a later use of one raises
         ValueError instead of keeping the mappings alive until the garbage collector finds the
         views' owners (they sit in reference cycles). Call it once nothing uses the cache any
         more. A view in use at this very moment (a buffer taken from it) stops the release: the
         mappings then go with their last view, so an arena is never unmapped under a reader."""
-        views = [self.holders, self.words, self.page_view]
+        views = [self.holders, self.sequences, self.words, self.page_view]
         views += [w for pair in self.windows for w in pair]
         views += [v for v in (ref() for ref in self._views) if v is not None]
         for view in views:

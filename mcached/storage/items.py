@@ -189,7 +189,7 @@ class Partition(Assoc):
         # partition's lock and only ever raised), so that a store that follows another,
         # whatever their keys, gets a higher one, as from memcached's one counter.
         self.stride = count
-        self.seqs = arena.sequences()
+        self.seqs = arena.sequences
         self.cst = arena.counters(index)
         self.flush_seq = 0
         self.flush_at = 0
