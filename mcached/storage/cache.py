@@ -289,8 +289,11 @@ def parse_counter(value: bytes) -> int | None:
     As ``strtoull``: leading whitespace is skipped, a sign is allowed, and a minus negates
     the number modulo 2^64. The digits must be followed by whitespace, a NUL or the end of
     the value (the data is always followed by CRLF). Refused: no digits, over 2^64-1, and a
-    minus sign whose result reads as negative as a signed 64-bit number (so "-5" is refused
-    but "-18446744073709551615" is 1, as in memcached).
+    number that reads as negative as a signed 64-bit one when a minus sign is anywhere in
+    the value before its first NUL (memcached's ``strchr``: so "-5" is refused but
+    "-18446744073709551615" is 1, and "18446744073709551615 -" is refused but
+    "9223372036854775807 -" is not). memcached's scan goes on past the value's end, into
+    whatever memory follows the item; mcached reads the value alone (TRIAGE.md).
     """
     s = value.lstrip(_SPACE)
     i = 0
@@ -309,8 +312,8 @@ def parse_counter(value: bytes) -> int | None:
         return None
     if s[:1] == b"-":
         number = -number & UINT64_MAX
-        if number > INT64_MAX:
-            return None
+    if number > INT64_MAX and b"-" in value.partition(b"\0")[0]:
+        return None
     return number
 
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import Server
-from tests.integration.test_differential import assert_same_session, shown
+from tests.integration.test_differential import assert_same_session, seeds, shown
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
 
-SEEDS = range(4)
+SEEDS = seeds(range(4))
 REQUESTS = 200
 CONNS = 3
 KEYS = [b"a", b"k2", b"num", b"key with space", b"\x00\xffbin\r\n", b"x" * 250]

@@ -356,6 +356,22 @@ INCR = cases(
     ),
     ("incr-minus-wraps", _num(b"-18446744073709551615") + b"incr n 1\r\n", b"STORED\r\n2\r\n"),
     ("incr-minus-negative", _num(b"-5") + b"incr n 1\r\n", b"STORED\r\n" + NON_NUMERIC),
+    # a number negative as signed, and a minus anywhere in the value before a NUL: refused
+    (
+        "incr-big-then-minus",
+        _num(b"18446744073709551615 -") + b"incr n 1\r\n",
+        b"STORED\r\n" + NON_NUMERIC,
+    ),
+    (
+        "incr-big-then-nul-then-minus",
+        _num(b"18446744073709551615\0-") + b"incr n 1\r\n",
+        b"STORED\r\n0\r\n",
+    ),
+    (
+        "incr-small-then-minus",
+        _num(b"9223372036854775807 -") + b"incr n 1\r\n",
+        b"STORED\r\n9223372036854775808\r\n",
+    ),
     ("incr-no-delta", b"incr n\r\n", b"ERROR\r\n"),
     ("decr-no-delta", b"decr n\r\n", b"ERROR\r\n"),
     ("incr-no-key", b"incr\r\n", b"ERROR\r\n"),

@@ -166,6 +166,15 @@ def test_incr_decr(cache: Cache) -> None:
         (b"-9223372036854775809", 2**63 - 1),
         (b"-9223372036854775808", None),
         (b"-18446744073709551616", None),
+        # and a number negative as signed is refused for a minus anywhere before a NUL
+        # (memcached's strchr over the value; a text differential sweep found these)
+        (b"18446744073709551615 -", None),
+        (b"9223372036854775808 x-y", None),
+        (b"  18446744073709551615 a-b", None),
+        (b"9223372036854775807 -", 2**63 - 1),
+        (b"18446744073709551615\0-", 2**64 - 1),
+        (b"18446744073709551615 \0-", 2**64 - 1),
+        (b"-18446744073709551615 -", 1),
     ],
 )
 def test_parse_counter(value: bytes, number: int | None) -> None:
