@@ -16,6 +16,11 @@ keeps: opaques over 32 bytes, bad keys pipelined with other commands, absolute-t
 the past; and all that depends on the clock or the server (stats, version, the ``t``, ``h``
 and ``l`` flags, verbosity).
 
+The same sessions also go pipelined (`test_pipelined_sessions_match_memcached`): all on one
+connection, written in pieces cut at random bytes (one byte to 64 KB) without waiting for a
+reply, while a thread reads: every request and value meets read boundaries anywhere, as a
+client's pipeline or a slow network cuts them.
+
 A failure names the seed, the command that first differs, and both servers' replies:
 ``pytest tests/integration/test_differential.py -k "<kind>-<seed>"`` runs it again.
 ``MCACHED_DIFF_SEEDS=100-399`` runs other seeds (a longer sweep, by hand; this file's and
@@ -27,6 +32,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -284,6 +292,60 @@ def replies(server: Server, seed: int) -> list[tuple[bytes, bytes, bytes]]:
         run.close()
 
 
+PIPELINED_SEEDS = seeds(range(3))
+PIECES = (1, 2, 3, 7, 50, 500, 4000, 65536)
+
+
+def pipelined(server: Server, seed: int) -> list[tuple[bytes, bytes, bytes]]:
+    """`replies`, for the seed's session written on one connection at once, in pieces cut at
+    random (a ``cas`` or ``C`` sends a unique no item has: no reply is awaited)."""
+    commands = session(seed)
+    requests = [
+        b"".join(p if isinstance(p, bytes) else b"99999999999" for p in c.parts) + b"mn\r\n"
+        for c in commands
+    ]
+    data = b"".join(requests)
+    want = sum(c.mns for c in commands)
+    sock = socket.create_connection(server.address, timeout=20)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    got = bytearray()
+
+    def read() -> None:  # until every MN (no value here holds one: they are lower case)
+        try:
+            while got.count(b"MN\r\n") < want and (chunk := sock.recv(1 << 20)):
+                got.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    rng = random.Random(seed)
+    try:
+        pos = 0
+        while pos < len(data):
+            n = rng.choice(PIECES)
+            sock.sendall(data[pos : pos + n])
+            pos += n
+            if rng.random() < 0.3:
+                time.sleep(0.0003)  # let the server read what came so far on its own
+        reader.join(30)
+    finally:
+        sock.close()
+        reader.join()
+    run = Run.__new__(Run)  # its normalisation alone: no connections
+    run.order, run.last = {}, {}
+    out, pos = [], 0
+    for command, sent in zip(commands, requests, strict=True):
+        end = pos
+        for _ in range(command.mns):
+            found = got.find(b"MN\r\n", end)
+            end = len(got) if found < 0 else found + 4  # short: the comparison shows it
+        reply = bytes(got[pos:end])
+        out.append((sent, reply, run.normalise(command.key, reply)))
+        pos = end
+    return out
+
+
 def shown(data: bytes, limit: int = 300) -> str:
     if len(data) <= limit:
         return repr(data)
@@ -320,4 +382,16 @@ def test_random_sessions_match_memcached(
     """Every reply of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
+    assert_same_session(kind, seed, "command", expected, got, shown)
+
+
+@pytest.mark.parametrize("seed", PIPELINED_SEEDS)
+@pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
+def test_pipelined_sessions_match_memcached(
+    server_factory: Callable[..., Server], kind: str, seed: int
+) -> None:
+    """The seed's session pipelined on one connection, cut at random bytes: every reply equal
+    on memcached and mcached (``-t 4``)."""
+    expected = pipelined(server_factory("memcached", "-t", "4"), seed)
+    got = pipelined(server_factory(kind, "-t", "4"), seed)
     assert_same_session(kind, seed, "command", expected, got, shown)
