@@ -18,8 +18,10 @@ and ``l`` flags, verbosity).
 
 The same sessions also go pipelined (`test_pipelined_sessions_match_memcached`): all on one
 connection, written in pieces cut at random bytes (one byte to 64 KB) without waiting for a
-reply, while a thread reads: every request and value meets read boundaries anywhere, as a
-client's pipeline or a slow network cuts them.
+reply, while a thread reads: requests and values meet read boundaries at random places, as a
+client's pipeline or a slow network cuts them. A sample, not every cut: the parsers' unit
+tables feed each case byte by byte; this is the whole server's side of it (connection,
+values received into place, parser), against memcached.
 
 A failure names the seed, the command that first differs, and both servers' replies:
 ``pytest tests/integration/test_differential.py -k "<kind>-<seed>"`` runs it again.

@@ -16,6 +16,9 @@ test_differential.py's ARITH_KEYS). Left out: malformed frames, whose difference
 tests/memcached_suite/TRIAGE.md ("The binary protocol") records and keeps, and what depends
 on the clock or the server (stat, version, flush with a delay).
 
+The same sessions also go pipelined (`test_pipelined_binary_sessions_match_memcached`), as
+test_differential.py's do: on one connection, in pieces cut at random bytes, without waiting.
+
 A failure names the seed, the request that first differs, and both servers' frames:
 ``pytest tests/integration/test_differential_binary.py -k "<kind>-<seed>"`` runs it again.
 """
@@ -24,14 +27,23 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from tests.conftest import Server
-from tests.integration.test_differential import assert_same_session, seeds, shown
+from tests.integration.test_differential import (
+    PIECES,
+    PIPELINED_SEEDS,
+    assert_same_session,
+    seeds,
+    shown,
+)
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -188,6 +200,41 @@ def session(seed: int) -> list[Request]:
 
 
 PADDED = re.compile(rb"(\d+) +")
+NOOP_FRAME = HEADER.pack(REQUEST_MAGIC, NOOP, 0, 0, 0, 0, 0, NOOP_OPAQUE, 0)
+
+
+def packed(req: Request, cas: int) -> bytes:
+    """The request's frame, with `cas`."""
+    body = req.extras + req.key + req.value
+    return (
+        HEADER.pack(
+            REQUEST_MAGIC,
+            req.opcode,
+            len(req.key),
+            len(req.extras),
+            0,
+            0,
+            len(body),
+            req.opaque,
+            cas,
+        )
+        + body
+    )
+
+
+def frame_at(data: bytes | bytearray, pos: int) -> tuple[Frame, int] | None:
+    """The response frame at `pos` of `data` and where it ends; None if not all there."""
+    if len(data) - pos < HEADER.size:
+        return None
+    magic, opcode, kl, el, dt, status, bl, opaque, unique = HEADER.unpack_from(data, pos)
+    start = pos + HEADER.size
+    if len(data) < start + bl:
+        return None
+    body = bytes(data[start : start + bl])
+    frame = Frame(
+        magic, opcode, body[:el], body[el : el + kl], body[el + kl :], dt, status, opaque, unique
+    )
+    return frame, start + bl
 
 
 class Run:
@@ -210,44 +257,18 @@ class Run:
 
     def send(self, req: Request) -> tuple[bytes, list[Frame]]:
         """The request's frame as sent to this server, and its response frames."""
-        cas = req.cas if isinstance(req.cas, int) else self.last.get(req.cas.key, 0)
-        body = req.extras + req.key + req.value
-        sent = HEADER.pack(
-            REQUEST_MAGIC,
-            req.opcode,
-            len(req.key),
-            len(req.extras),
-            0,
-            0,
-            len(body),
-            req.opaque,
-            cas,
-        )
-        sent += body
-        noop = HEADER.pack(REQUEST_MAGIC, NOOP, 0, 0, 0, 0, 0, NOOP_OPAQUE, 0)
+        sent = packed(req, req.cas if isinstance(req.cas, int) else self.last.get(req.cas.key, 0))
         conn = self.conns[req.conn]
-        conn.send(sent + noop)
+        conn.send(sent + NOOP_FRAME)
         frames: list[Frame] = []
         while True:
-            magic, opcode, kl, el, dt, status, bl, opaque, unique = HEADER.unpack(
-                self.read(conn, HEADER.size)
-            )
-            body = self.read(conn, bl)
-            if opcode == NOOP:
+            head = self.read(conn, HEADER.size)
+            found = frame_at(head + self.read(conn, HEADER.unpack(head)[6]), 0)
+            assert found is not None  # a whole frame, read to its body length
+            frame = found[0]
+            if frame.opcode == NOOP:
                 return sent, frames
-            frames.append(
-                Frame(
-                    magic,
-                    opcode,
-                    body[:el],
-                    body[el : el + kl],
-                    body[el + kl :],
-                    dt,
-                    status,
-                    opaque,
-                    unique,
-                )  # fmt: skip
-            )
+            frames.append(frame)
 
     def normalise(self, key: bytes, frames: list[Frame]) -> list[bytes]:
         out = []
@@ -284,6 +305,55 @@ def replies(server: Server, seed: int) -> list[tuple[bytes, list[Frame], list[by
         run.close()
 
 
+def pipelined(server: Server, seed: int) -> list[tuple[bytes, list[Frame], list[bytes]]]:
+    """`replies`, for the seed's session written on one connection at once, in pieces cut at
+    random (a CAS taken from an earlier response is one no item has: none is awaited)."""
+    reqs = session(seed)
+    sent = [packed(r, r.cas if isinstance(r.cas, int) else WRONG_CASES[0]) for r in reqs]
+    data = b"".join(s + NOOP_FRAME for s in sent)
+    sock = socket.create_connection(server.address, timeout=20)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    answers: list[list[Frame]] = []
+
+    def read() -> None:  # each request's frames, up to its NOOP's
+        buf, pos, frames = bytearray(), 0, []
+        try:
+            while len(answers) < len(reqs) and (chunk := sock.recv(1 << 20)):
+                buf += chunk
+                while (found := frame_at(buf, pos)) is not None:
+                    frame, pos = found
+                    if frame.opcode == NOOP:
+                        answers.append(frames)
+                        frames = []
+                    else:
+                        frames.append(frame)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    rng = random.Random(seed)
+    try:
+        pos = 0
+        while pos < len(data):
+            n = rng.choice(PIECES)
+            sock.sendall(data[pos : pos + n])
+            pos += n
+            if rng.random() < 0.3:
+                time.sleep(0.0003)  # let the server read what came so far on its own
+        reader.join(30)
+    finally:
+        sock.close()
+        reader.join()
+    run = Run.__new__(Run)  # its normalisation alone: no connections
+    run.order, run.last = {0: 0}, {}
+    answers += [[]] * (len(reqs) - len(answers))  # cut short: the comparison shows it
+    return [
+        (s, frames, run.normalise(r.key, frames))
+        for r, s, frames in zip(reqs, sent, answers, strict=True)
+    ]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
 def test_random_binary_sessions_match_memcached(
@@ -292,4 +362,16 @@ def test_random_binary_sessions_match_memcached(
     """Every response frame of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
+    assert_same_session(kind, seed, "request", expected, got, described)
+
+
+@pytest.mark.parametrize("seed", PIPELINED_SEEDS)
+@pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
+def test_pipelined_binary_sessions_match_memcached(
+    server_factory: Callable[..., Server], kind: str, seed: int
+) -> None:
+    """The seed's session pipelined on one connection, cut at random bytes: every response
+    frame equal on memcached and mcached (``-t 4``)."""
+    expected = pipelined(server_factory("memcached", "-t", "4"), seed)
+    got = pipelined(server_factory(kind, "-t", "4"), seed)
     assert_same_session(kind, seed, "request", expected, got, described)
