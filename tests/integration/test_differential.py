@@ -298,28 +298,20 @@ PIPELINED_SEEDS = seeds(range(3))
 PIECES = (1, 2, 3, 7, 50, 500, 4000, 65536)
 
 
-def pipelined(server: Server, seed: int) -> list[tuple[bytes, bytes, bytes]]:
-    """`replies`, for the seed's session written on one connection at once, in pieces cut at
-    random (a ``cas`` or ``C`` sends a unique no item has: no reply is awaited)."""
-    commands = session(seed)
-    requests = [
-        b"".join(p if isinstance(p, bytes) else b"99999999999" for p in c.parts) + b"mn\r\n"
-        for c in commands
-    ]
-    data = b"".join(requests)
-    want = sum(c.mns for c in commands)
+def pipeline(server: Server, data: bytes, seed: int, read: Callable[[socket.socket], None]) -> None:
+    """Write `data` on a new connection to `server` in pieces cut at random (by `seed`),
+    without waiting, while `read(sock)` takes the replies in a thread (until it has them
+    all, or the connection ends: an error ends it too)."""
     sock = socket.create_connection(server.address, timeout=20)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    got = bytearray()
 
-    def read() -> None:  # until every MN (no value here holds one: they are lower case)
+    def reading() -> None:
         try:
-            while got.count(b"MN\r\n") < want and (chunk := sock.recv(1 << 20)):
-                got.extend(chunk)
+            read(sock)
         except OSError:
             pass
 
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=reading)
     reader.start()
     rng = random.Random(seed)
     try:
@@ -334,6 +326,24 @@ def pipelined(server: Server, seed: int) -> list[tuple[bytes, bytes, bytes]]:
     finally:
         sock.close()
         reader.join()
+
+
+def pipelined(server: Server, seed: int) -> list[tuple[bytes, bytes, bytes]]:
+    """`replies`, for the seed's session written on one connection at once, in pieces cut at
+    random (a ``cas`` or ``C`` sends a unique no item has: no reply is awaited)."""
+    commands = session(seed)
+    requests = [
+        b"".join(p if isinstance(p, bytes) else b"99999999999" for p in c.parts) + b"mn\r\n"
+        for c in commands
+    ]
+    want = sum(c.mns for c in commands)
+    got = bytearray()
+
+    def read(sock: socket.socket) -> None:  # every MN (no value holds one: lower case)
+        while got.count(b"MN\r\n") < want and (chunk := sock.recv(1 << 20)):
+            got.extend(chunk)
+
+    pipeline(server, b"".join(requests), seed, read)
     run = Run.__new__(Run)  # its normalisation alone: no connections
     run.order, run.last = {}, {}
     out, pos = [], 0

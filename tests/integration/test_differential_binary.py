@@ -29,8 +29,6 @@ import random
 import re
 import socket
 import struct
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,9 +36,9 @@ import pytest
 
 from tests.conftest import Server
 from tests.integration.test_differential import (
-    PIECES,
     PIPELINED_SEEDS,
     assert_same_session,
+    pipeline,
     seeds,
     shown,
 )
@@ -310,41 +308,21 @@ def pipelined(server: Server, seed: int) -> list[tuple[bytes, list[Frame], list[
     random (a CAS taken from an earlier response is one no item has: none is awaited)."""
     reqs = session(seed)
     sent = [packed(r, r.cas if isinstance(r.cas, int) else WRONG_CASES[0]) for r in reqs]
-    data = b"".join(s + NOOP_FRAME for s in sent)
-    sock = socket.create_connection(server.address, timeout=20)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     answers: list[list[Frame]] = []
 
-    def read() -> None:  # each request's frames, up to its NOOP's
+    def read(sock: socket.socket) -> None:  # each request's frames, up to its NOOP's
         buf, pos, frames = bytearray(), 0, []
-        try:
-            while len(answers) < len(reqs) and (chunk := sock.recv(1 << 20)):
-                buf += chunk
-                while (found := frame_at(buf, pos)) is not None:
-                    frame, pos = found
-                    if frame.opcode == NOOP:
-                        answers.append(frames)
-                        frames = []
-                    else:
-                        frames.append(frame)
-        except OSError:
-            pass
+        while len(answers) < len(reqs) and (chunk := sock.recv(1 << 20)):
+            buf += chunk
+            while (found := frame_at(buf, pos)) is not None:
+                frame, pos = found
+                if frame.opcode == NOOP:
+                    answers.append(frames)
+                    frames = []
+                else:
+                    frames.append(frame)
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    rng = random.Random(seed)
-    try:
-        pos = 0
-        while pos < len(data):
-            n = rng.choice(PIECES)
-            sock.sendall(data[pos : pos + n])
-            pos += n
-            if rng.random() < 0.3:
-                time.sleep(0.0003)  # let the server read what came so far on its own
-        reader.join(30)
-    finally:
-        sock.close()
-        reader.join()
+    pipeline(server, b"".join(s + NOOP_FRAME for s in sent), seed, read)
     run = Run.__new__(Run)  # its normalisation alone: no connections
     run.order, run.last = {0: 0}, {}
     answers += [[]] * (len(reqs) - len(answers))  # cut short: the comparison shows it
