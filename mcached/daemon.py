@@ -61,12 +61,19 @@ from mcached.server.board import (
     G_WATCH,
     STOP_GRACEFUL,
     STOP_NOW,
+    STOP_SIGNALLED,
     TLS_FIGURES,
 )
 from mcached.server.connection import TRACE
 from mcached.server.docs import SharedDocs
 from mcached.server.listener import Server
-from mcached.server.supervisor import MAINTAINER, Child, Supervisor, TooManyDeaths
+from mcached.server.supervisor import (
+    CHILD_SIGNALS,
+    MAINTAINER,
+    Child,
+    Supervisor,
+    TooManyDeaths,
+)
 from mcached.settings import Settings, binding_protocol
 from mcached.stats import Counters
 from mcached.storage.cache import Cache
@@ -493,6 +500,11 @@ class Daemon:
 
     def _child_signals(self, on_stop: Callable[[bool], None]) -> None:
         def stop_draining(signo: int, frame: Any) -> None:
+            if not self.board.get(G_STOP):
+                # not the supervisor's (it marks the board first): sent to the process group
+                # or to this child alone. The whole daemon stops, as on the supervisor's.
+                self.board.set(G_STOP, STOP_SIGNALLED)
+                os.kill(self._supervisor_pid, signal.SIGTERM)
             on_stop(True)
 
         def stop_now(signo: int, frame: Any) -> None:
@@ -510,6 +522,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # blocked since the fork (Supervisor._spawn): one that came meanwhile runs here now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
 
     def _worker_main(self, slot: int) -> None:
         """A worker process: one worker loop in this (the main) thread."""

@@ -159,8 +159,9 @@ def _stop_mcached(server: Server) -> None:
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
-def _start_mcached_procs(args: list[str]) -> Server:
-    """``python -m mcached`` (worker processes) on a free port, answering once it returns."""
+def _start_mcached_procs(args: list[str], new_session: bool = False) -> Server:
+    """``python -m mcached`` (worker processes) on a free port, answering once it returns;
+    with `new_session`, in a process group of its own (its pid is the group's id)."""
     import sys
     import tempfile
 
@@ -172,7 +173,13 @@ def _start_mcached_procs(args: list[str]) -> Server:
     notify.bind(notify_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify_path)
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=new_session,
+    )
     try:
         notify.settimeout(60)  # start-up: well under a second, unless the machine is loaded
         while b"READY=1" not in notify.recv(4096):

@@ -83,7 +83,9 @@ W_HANDED_IN = 11  # connections other workers handed it, all told (kept across i
 W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
-G_STOP = 0  # 0: none; STOP_NOW or STOP_GRACEFUL, set by the `shutdown` command
+# 0: none; STOP_NOW or STOP_GRACEFUL, set by the `shutdown` command and by the supervisor
+# before it signals its children; STOP_SIGNALLED by a child that got a stop signal first
+G_STOP = 0
 G_VERBOSE = 1  # `verbosity` (and -v) for every worker
 G_DETAIL = 2  # `stats detail on|off`
 G_SETTINGS_EPOCH = 3  # bumped when one of the two above changes
@@ -95,6 +97,7 @@ G_LRU_CRAWLER = 8  # 1 while the LRU crawler runs (-o lru_crawler, `lru_crawler 
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2
+STOP_SIGNALLED = 3
 
 #: figures kept per worker beside the `Counters` fields: written live by the server
 SERVER_FIGURES = (

@@ -21,6 +21,15 @@ A child that exits while the daemon is not stopping is replaced:
 A child that keeps dying (`CRASH_LIMIT` deaths within `CRASH_WINDOW` seconds) stops the
 daemon instead of being replaced for ever.
 
+A child that exits with status 0 once a stop is under way (the board's G_STOP) stopped, it
+did not die. SIGTERM can reach the children before the supervisor, or without it: sent to
+the whole process group (a terminal, ``timeout``, a unit without ``KillMode=mixed``) or to
+one child. A child that gets it first passes it on (it marks G_STOP and signals the
+supervisor: the daemon's `_child_signals`), so the whole daemon stops, and the supervisor
+marks G_STOP itself before it signals them. A new child starts with the stop and reload
+signals blocked (`CHILD_SIGNALS`) until it has its own handlers: one sent meanwhile waits
+for them instead of running the supervisor's, which the fork copied.
+
 Children exit when the supervisor does (``PR_SET_PDEATHSIG``, and a check of the parent pid
 once a second where that is not available).
 """
@@ -37,7 +46,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mcached.server.board import EMPTY, RUNNING, STARTING, W_STATE, Board
+from mcached.server.board import (
+    EMPTY,
+    G_STOP,
+    RUNNING,
+    STARTING,
+    STOP_GRACEFUL,
+    STOP_NOW,
+    W_STATE,
+    Board,
+)
 
 log = logging.getLogger("mcached.supervisor")
 
@@ -48,6 +66,8 @@ PR_SET_PDEATHSIG = 1
 
 WORKER = "worker"
 MAINTAINER = "maintainer"
+# blocked in a new child until it installs its handlers (then it unblocks them)
+CHILD_SIGNALS = {signal.SIGTERM, signal.SIGUSR1, signal.SIGQUIT, signal.SIGHUP}
 
 
 @dataclass
@@ -108,8 +128,11 @@ class Supervisor:
     def _spawn(self, kind: str, slot: int) -> None:
         if kind == WORKER:
             self.board.set_word(slot, W_STATE, STARTING)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child (tests see it through its behaviour)
+        if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        else:  # pragma: no cover - the child (tests see it through its behaviour)
             code = 0
             try:
                 die_with_parent()
@@ -154,7 +177,10 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            if self.stopping:
+            if self.stopping or (status == 0 and self.board.get(G_STOP)):
+                # stopped, not dead: the daemon stops (the main loop hears why, if it has
+                # not yet)
+                log.debug("%s %d (pid %d) stopped", child.kind, child.slot, child.pid)
                 if child.kind == WORKER:
                     self.board.retire(child.slot)
                 continue
@@ -214,6 +240,8 @@ class Supervisor:
         """Tell every child to stop (workers drain for `timeout` seconds when `graceful`),
         wait for them, kill those still there `KILL_GRACE` seconds after the deadline."""
         self.stopping = True
+        if not self.board.get(G_STOP):  # the children know the signal is the supervisor's
+            self.board.set(G_STOP, STOP_GRACEFUL if graceful else STOP_NOW)
         for pid, child in list(self.children.items()):
             sig = signal.SIGTERM if graceful or child.kind == MAINTAINER else signal.SIGQUIT
             try:

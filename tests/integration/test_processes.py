@@ -28,7 +28,7 @@ import pytest
 
 from mcached.server.supervisor import CRASH_LIMIT
 from tests.certs import make_pki
-from tests.conftest import Server
+from tests.conftest import Server, _start_mcached_procs, _stop_mcached_procs
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -347,6 +347,61 @@ def test_sigterm_drains_every_worker(procs: Server) -> None:
         assert data.count(b"STORED\r\n") == n and data.count(b"END\r\n") == n
         c.close()
     assert procs.handle.wait(20) == 0
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_sigterm_to_the_whole_group_stops_the_daemon_cleanly(busy: bool) -> None:
+    """SIGTERM to every process at once, as ``kill -TERM -<pgid>``, ``timeout`` or a unit
+    without ``KillMode=mixed`` send it: the daemon stops gracefully, answering what it was
+    asked, and no worker is taken for dead and replaced on its way out."""
+    server = _start_mcached_procs(["-t", str(WORKERS)], new_session=True)
+    proc = server.handle
+    try:
+        if not busy:  # idle workers are gone at once, maybe before the supervisor knows why
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(20) == 0
+            log = proc.stderr.read().decode()
+            assert "SIGTERM: stopping" in log
+            assert "starting another" not in log and "ERROR" not in log, log
+            return
+        conns, by_worker = spread(server, 8)
+        assert len(by_worker) >= 2
+        n = 200
+        batch = b"".join(b"set g%d 0 0 3\r\nabc\r\nget g%d\r\n" % (i, i) for i in range(n))
+        for c in conns:
+            c.send(batch)
+        os.killpg(proc.pid, signal.SIGTERM)
+        for c in conns:
+            data = b""
+            c.sock.settimeout(15)
+            while chunk := c.sock.recv(65536):
+                data += chunk
+            assert data.count(b"STORED\r\n") == n and data.count(b"END\r\n") == n
+            c.close()
+        assert proc.wait(20) == 0
+        log = proc.stderr.read().decode()
+        assert "SIGTERM: stopping" in log
+        assert "starting another" not in log and "ERROR" not in log, log
+    finally:
+        _stop_mcached_procs(server)
+
+
+@pytest.mark.parametrize("target", ["worker", "maintainer"])
+def test_sigterm_to_one_child_stops_the_whole_daemon(procs: Server, target: str) -> None:
+    """SIGTERM to one child process alone stops the daemon, as SIGTERM to its first process
+    does: gracefully, with nothing taken for dead and replaced."""
+    with Conn(procs.address) as conn:
+        assert conn.request(b"version\r\n").startswith(b"VERSION")
+        worker = worker_pid_of(conn, procs)
+    children = [p.pid for p in psutil.Process(procs.handle.pid).children()]
+    assert len(children) == WORKERS + 1
+    maintainer = max(children)  # forked last, after the workers (Supervisor.start)
+    assert maintainer != worker
+    os.kill(worker if target == "worker" else maintainer, signal.SIGTERM)
+    assert procs.handle.wait(20) == 0
+    log = procs.handle.stderr.read().decode()
+    assert "SIGTERM: stopping" in log
+    assert "starting another" not in log and "ERROR" not in log, log
 
 
 def test_random_sessions_over_several_workers_match_memcached(
