@@ -500,9 +500,11 @@ class Daemon:
 
     def _child_signals(self, on_stop: Callable[[bool], None]) -> None:
         def stop_draining(signo: int, frame: Any) -> None:
-            if not self.board.get(G_STOP):
-                # not the supervisor's (it marks the board first): sent to the process group
-                # or to this child alone. The whole daemon stops, as on the supervisor's.
+            if not self.board.get(G_STOP) and os.getppid() == self._supervisor_pid:
+                # not the supervisor's (it marks the board first), nor the kernel's for its
+                # death (then this child has another parent, and its pid may be anyone's):
+                # sent to the process group or to this child alone. The whole daemon stops,
+                # as on the supervisor's.
                 self.board.set(G_STOP, STOP_SIGNALLED)
                 os.kill(self._supervisor_pid, signal.SIGTERM)
             on_stop(True)

@@ -451,6 +451,10 @@ def test_the_daemon_pid_file_and_children(server_factory: Callable[..., Server])
     assert not alive
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=1).close()
+    # they stopped on their own (the SIGTERM the kernel sends them when the supervisor
+    # dies), not by an error: there is no supervisor to pass the signal to
+    log = server.handle.stderr.read().decode()
+    assert "Traceback" not in log and "Error" not in log, log
 
 
 def ask(server: Server, request: bytes, until: bytes = b"END\r\n", within: float = 60.0) -> bytes:
