@@ -18,6 +18,7 @@ import select
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -327,25 +328,40 @@ def test_a_worker_killed_under_load_costs_only_its_connections(procs: Server) ->
         c.close()
 
 
-def test_sigterm_drains_every_worker(procs: Server) -> None:
-    """Pipelined requests on connections of different workers: all answered at SIGTERM."""
-    conns, by_worker = spread(procs, 8)
+def load_every_worker(server: Server, n: int) -> list[Conn]:
+    """8 connections over two workers or more, each sent `n` pipelined set+get at once."""
+    conns, by_worker = spread(server, 8)
     assert len(by_worker) >= 2
-    n = 800
     batch = b"".join(b"set d%d 0 0 3\r\nabc\r\nget d%d\r\n" % (i, i) for i in range(n))
     for c in conns:
         c.send(batch)
-    procs.handle.send_signal(signal.SIGTERM)
+    return conns
+
+
+def assert_all_answered(conns: list[Conn], n: int) -> None:
+    """Every request `load_every_worker` sent was answered before the connection closed."""
     for c in conns:
         data = b""
         c.sock.settimeout(15)
-        while True:
-            chunk = c.sock.recv(65536)
-            if not chunk:
-                break
+        while chunk := c.sock.recv(65536):
             data += chunk
         assert data.count(b"STORED\r\n") == n and data.count(b"END\r\n") == n
         c.close()
+
+
+def assert_stopped_cleanly(proc: subprocess.Popen[bytes]) -> None:
+    """The daemon exited 0 on SIGTERM, with no child taken for dead on its way out."""
+    assert proc.wait(20) == 0
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert "SIGTERM: stopping" in log
+    assert "starting another" not in log and "ERROR" not in log, log
+
+
+def test_sigterm_drains_every_worker(procs: Server) -> None:
+    """Pipelined requests on connections of different workers: all answered at SIGTERM."""
+    conns = load_every_worker(procs, 800)
+    procs.handle.send_signal(signal.SIGTERM)
+    assert_all_answered(conns, 800)
     assert procs.handle.wait(20) == 0
 
 
@@ -353,35 +369,14 @@ def test_sigterm_drains_every_worker(procs: Server) -> None:
 def test_sigterm_to_the_whole_group_stops_the_daemon_cleanly(busy: bool) -> None:
     """SIGTERM to every process at once, as ``kill -TERM -<pgid>``, ``timeout`` or a unit
     without ``KillMode=mixed`` send it: the daemon stops gracefully, answering what it was
-    asked, and no worker is taken for dead and replaced on its way out."""
+    asked, and no worker is taken for dead and replaced on its way out (idle workers are
+    gone at once, maybe before the supervisor knows why)."""
     server = _start_mcached_procs(["-t", str(WORKERS)], new_session=True)
-    proc = server.handle
     try:
-        if not busy:  # idle workers are gone at once, maybe before the supervisor knows why
-            os.killpg(proc.pid, signal.SIGTERM)
-            assert proc.wait(20) == 0
-            log = proc.stderr.read().decode()
-            assert "SIGTERM: stopping" in log
-            assert "starting another" not in log and "ERROR" not in log, log
-            return
-        conns, by_worker = spread(server, 8)
-        assert len(by_worker) >= 2
-        n = 200
-        batch = b"".join(b"set g%d 0 0 3\r\nabc\r\nget g%d\r\n" % (i, i) for i in range(n))
-        for c in conns:
-            c.send(batch)
-        os.killpg(proc.pid, signal.SIGTERM)
-        for c in conns:
-            data = b""
-            c.sock.settimeout(15)
-            while chunk := c.sock.recv(65536):
-                data += chunk
-            assert data.count(b"STORED\r\n") == n and data.count(b"END\r\n") == n
-            c.close()
-        assert proc.wait(20) == 0
-        log = proc.stderr.read().decode()
-        assert "SIGTERM: stopping" in log
-        assert "starting another" not in log and "ERROR" not in log, log
+        conns = load_every_worker(server, 200) if busy else []
+        os.killpg(server.handle.pid, signal.SIGTERM)
+        assert_all_answered(conns, 200)
+        assert_stopped_cleanly(server.handle)
     finally:
         _stop_mcached_procs(server)
 
@@ -398,10 +393,7 @@ def test_sigterm_to_one_child_stops_the_whole_daemon(procs: Server, target: str)
     maintainer = max(children)  # forked last, after the workers (Supervisor.start)
     assert maintainer != worker
     os.kill(worker if target == "worker" else maintainer, signal.SIGTERM)
-    assert procs.handle.wait(20) == 0
-    log = procs.handle.stderr.read().decode()
-    assert "SIGTERM: stopping" in log
-    assert "starting another" not in log and "ERROR" not in log, log
+    assert_stopped_cleanly(procs.handle)
 
 
 def test_random_sessions_over_several_workers_match_memcached(
