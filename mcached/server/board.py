@@ -46,6 +46,7 @@ from __future__ import annotations
 import mmap
 import pickle
 import socket
+import threading
 import time
 from array import array
 from collections import deque
@@ -145,6 +146,9 @@ class Board:
         nwords = self.slot_base + self.requesters * self.slot_words
         self._map = _map(nwords * 8)
         self.words = memoryview(self._map).cast("q")
+        # each thread slices its own view of the words (`_own_words`)
+        self._local = threading.local()
+        self._own_views: list[memoryview] = []
         self.blobs = _map(slots * BLOB_MAX)
         # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
         self.wakers = [socket.socketpair() for _ in range(slots)]
@@ -164,6 +168,17 @@ class Board:
 
     def base(self, slot: int) -> int:
         return self.slot_base + slot * self.slot_words
+
+    def _own_words(self) -> memoryview:
+        """The calling thread's view of the words, for the sums that read slices of them:
+        on a free-threaded CPython, slicing one memoryview from several threads at once can
+        release it (CPython gh-155606; see `mcached.storage.arena`)."""
+        try:
+            view: memoryview = self._local.words
+        except AttributeError:
+            view = self._local.words = memoryview(self._map).cast("q")
+            self._own_views.append(view)
+        return view
 
     def word(self, slot: int, w: int) -> int:
         return int(self.words[self.base(slot) + w])
@@ -211,7 +226,7 @@ class Board:
     def load(self, slot: int) -> int:
         """`slot`'s open connections and those on their way to it (handed over, not yet
         taken): what -c counts and balancing compares."""
-        w = self.words
+        w = self._own_words()
         b, step = self.base(slot), self.slot_words
         col = self.slot_base + self.handed_base + slot
         handed = sum(w[col : col + self.slots * step : step])
@@ -250,14 +265,15 @@ class Board:
                 self.handoffs[slot][1].send(b"\0")
             except OSError:
                 pass  # the pair's buffer is full: a wake-up is pending already
-            return True
-        msg = b"%d %s" % (listener, peer.encode(errors="replace"))
-        try:
-            socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
-        except OSError:
-            self.words[handed] -= 1
-            return False
-        sock.close()  # this process's descriptor: the receiver has its own
+        else:
+            msg = b"%d %s" % (listener, peer.encode(errors="replace"))
+            try:
+                socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
+            except OSError:
+                self.words[handed] -= 1
+                return False
+            sock.close()  # this process's descriptor: the receiver has its own
+        self.words[self.base(sender) + W_CONNS] -= 1  # counted in flight now
         return True
 
     def threads(self) -> None:
@@ -279,12 +295,17 @@ class Board:
         taken = []
         while inbox:
             taken.append(inbox.popleft())
-            self.took_one(slot)
+            self.arrived(slot, 1)
         return taken
 
-    def took_one(self, slot: int) -> None:
-        """`slot`'s worker received a connection handed to it (served, or closed)."""
-        self.words[self.base(slot) + W_HANDED_IN] += 1
+    def arrived(self, slot: int, conns: int) -> None:
+        """`slot`'s worker received a connection handed to it: `conns` is 1, or 0 when its
+        descriptor was lost on the way. It is counted as the receiver's open connection
+        (which the receiver takes back if it does not serve it) *before* it stops counting
+        as in flight, so that `connections` never misses it."""
+        b = self.base(slot)
+        self.words[b + W_CONNS] += conns
+        self.words[b + W_HANDED_IN] += 1
 
     def handoff_fd(self, slot: int) -> socket.socket:
         """Where `slot`'s worker receives the connections handed to it."""
@@ -306,10 +327,18 @@ class Board:
     def connections(self) -> int:
         """Open connections of the whole daemon, those handed from one worker to another
         included (what ``-c`` limits): every worker's open ones, plus all handed over, less
-        all taken (once per accept: slices of the words, not a call per word)."""
-        w, n, step, b = self.words, self.slots, self.slot_words, self.slot_base
+        all taken (once per accept: slices of the words, not a call per word).
+
+        Other workers change the words while they are read, so a connection handed over
+        could be missed (and let one more in past ``-c``): it is counted in the sender's open
+        ones, then in flight (the sender's handed word, then its open ones less one), then in
+        the receiver's open ones, then taken (`arrived`), each step before the last one is
+        undone. Read in the order taken, open, handed, it is counted at least once whenever
+        the reads fall (twice at worst: a newcomer refused a moment early)."""
+        w, n, step, b = self._own_words(), self.slots, self.slot_words, self.slot_base
         end = b + n * step
-        total = sum(w[b + W_CONNS : end : step]) - sum(w[b + W_HANDED_IN : end : step])
+        taken = sum(w[b + W_HANDED_IN : end : step])
+        total = sum(w[b + W_CONNS : end : step]) - taken
         for s in range(n):
             row = b + s * step + self.handed_base
             total += sum(w[row : row + n])
@@ -466,7 +495,8 @@ class Board:
             while inbox:
                 inbox.popleft()[0].close()
         try:
-            self.words.release()
+            for view in (*self._own_views, self.words):
+                view.release()
         except BufferError:
             return  # a view in use: the mappings go with it
         self._map.close()

@@ -432,25 +432,25 @@ class Worker:
             name = lst.addr if lst.unix else format_address(peer)  # a unix client has no name
             target = board.fewer_than(self.slot)
             if target is not None and board.hand_over(self.slot, target, sock, lst.index, name):
-                board.add(self.slot, W_CONNS, -1)
                 continue
             self._serve_accepted(sock, name, lst)
 
     def _take_handed(self) -> None:
         """Connections another worker accepted and handed over (one descriptor a message,
-        which names the listening socket it came from and the peer:
-        Board.hand_over), each counted as taken (Board.took_one), served or not. Near the
-        descriptor limit the reserve is given up for each one received (and made again
-        after, or accepting pauses); far from it, that is two system calls saved. Worker
-        threads take the sockets themselves, no descriptor made (Board.take_queued)."""
+        which names the listening socket it came from and the peer: Board.hand_over),
+        each counted as this worker's own (Board.arrived; taken back if it is not served).
+        Near the descriptor limit the reserve is given up for each one received (and made
+        again after, or accepting pauses); far from it, that is two system calls saved.
+        Worker threads take the sockets themselves, no descriptor made
+        (Board.take_queued)."""
         board = self.board
         if self._threads:
             for handed, at, peer in board.take_queued(self.slot):
                 lst = self._listener(at)
                 if lst is None:
+                    board.add(self.slot, W_CONNS, -1)
                     handed.close()
                 else:
-                    board.add(self.slot, W_CONNS, 1)
                     self._serve_accepted(handed, peer, lst)
             return
         while True:
@@ -477,7 +477,7 @@ class Worker:
                     self._pause_accepting()
             if msg is None:
                 return
-            board.took_one(self.slot)  # (counted here a moment later, if it is served)
+            board.arrived(self.slot, len(fds))  # counted in W_CONNS (undone if not served)
             if flags & socket.MSG_CTRUNC:
                 log.warning("a connection handed over was lost: out of descriptors")
             index, _, name = msg.partition(b" ")
@@ -488,9 +488,9 @@ class Worker:
                 sock = socket.socket(fileno=fd)
                 lst = self._listener(int(index)) if index.isdigit() else None
                 if lst is None:
+                    board.add(self.slot, W_CONNS, -1)
                     sock.close()
                 else:
-                    board.add(self.slot, W_CONNS, 1)
                     self._serve_accepted(sock, name.decode(errors="replace"), lst)
 
     def _listener(self, index: int) -> _Listening | None:

@@ -68,6 +68,13 @@ is ever pinned or reserved unlisted: with its row full a process copies a value 
 pinning it, and refuses a reservation (the store is out of memory); pins leave the row's last
 quarter to reservations (`Cache.bind_holder`).
 
+Views and threads. The mappings are read and written through `memoryview`\\ s. A view that
+is sliced while the daemon serves (the pages' view: values are sent from and received into
+slices of it) is each thread's own (`Arena.pages_view`): on a free-threaded CPython, slicing
+one memoryview from several threads at once can release it under all of them, since the
+count of views cut from it is not kept atomically (CPython gh-155606). Views shared by
+threads are only indexed, or sliced while one thread builds a cache's view.
+
 Holders. A worker process that dies holding a lock leaves it taken for ever and the data it
 guarded half written. So every public storage operation first writes a non-zero word into its
 process's *holder slot* (`HOLDER_BASE`) and clears it after its last lock is released. A
@@ -81,6 +88,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import struct
+import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -297,7 +305,7 @@ class Arena:
         self.pages = _map(max_pages * SLAB_PAGE_SIZE)
         self.tables = _map(partitions * 2 * self.stride * 8)
         self._words_map = _map(nwords * 8)
-        self.page_view = memoryview(self.pages)  # pinned values are sent as slices of it
+        self._local = threading.local()  # each thread's own view of the pages
         self.words = memoryview(self._words_map).cast("q")
         tables = memoryview(self.tables).cast("q")
         #: windows[partition][0 or 1]: int64 views of the two table windows
@@ -349,9 +357,15 @@ class Arena:
         self._views.append(weakref.ref(view))
         return view
 
-    def counter_blocks(self) -> memoryview:
-        """Every partition's counters, one after another."""
-        return self.words[self.cst_base : self.cst_base + self.partitions * self.cst_width]
+    def pages_view(self) -> memoryview:
+        """The calling thread's view of the pages, made at its first call: values are sent
+        from and received into slices of it (see "Views and threads" above)."""
+        try:
+            view: memoryview = self._local.pages
+        except AttributeError:
+            view = self._local.pages = memoryview(self.pages)
+            self._views.append(weakref.ref(view))
+        return view
 
     # ---- memory ----
 
@@ -395,13 +409,14 @@ class Arena:
         ]
 
     def close(self) -> None:
-        """Unmap now: every view this arena cut (`words`, `holders`, `sequences`, the pages'
-        view, the table windows, the counter rows) is released first, so a later use of one raises
-        ValueError instead of keeping the mappings alive until the garbage collector finds the
-        views' owners (they sit in reference cycles). Call it once nothing uses the cache any
-        more. A view in use at this very moment (a buffer taken from it) stops the release: the
-        mappings then go with their last view, so an arena is never unmapped under a reader."""
-        views = [self.holders, self.sequences, self.words, self.page_view]
+        """Unmap now: every view this arena cut (`words`, `holders`, `sequences`, the
+        threads' views of the pages, the table windows, the counter rows) is released
+        first, so a later use of one raises ValueError instead of keeping the mappings alive
+        until the garbage collector finds the views' owners (they sit in reference cycles).
+        Call it once nothing uses the cache any more. A view in use at this very moment (a
+        buffer taken from it) stops the release: the mappings then go with their last view,
+        so an arena is never unmapped under a reader."""
+        views = [self.holders, self.sequences, self.words]
         views += [w for pair in self.windows for w in pair]
         views += [v for v in (ref() for ref in self._views) if v is not None]
         for view in views:

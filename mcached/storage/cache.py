@@ -515,7 +515,7 @@ class Cache:
         slot = self.holder
         hard_max = items.arena.window * 9 // 10  # assoc.FULL_NUM / FULL_DEN
         pin = self._pin_locked
-        page_view = items.arena.page_view
+        pages_view = items.arena.pages_view
         SET = StoreMode.SET
         STORED = StoreResult.STORED
         TOO_LARGE = StoreResult.TOO_LARGE
@@ -615,7 +615,8 @@ class Cache:
                         token = pin(a)
                         if token is not None:
                             # sent from the page itself: a view, kept valid by the pin
-                            return page_view[vo : vo + nbytes], flags, (cas if cas_on else 0), token
+                            view = pages_view()[vo : vo + nbytes]
+                            return view, flags, (cas if cas_on else 0), token
                     # one copy out of the page mapping, made under the lock
                     return pm[vo : vo + nbytes], flags, (cas if cas_on else 0)
                 finally:

@@ -758,7 +758,7 @@ class Items:
 
     def value_views(self, a: int, nkey: int, nbytes: int, st: int) -> list[memoryview]:
         """The value of the item at `a` as views of its chunks' memory (valid while pinned)."""
-        pv = self.arena.page_view
+        pv = self.arena.pages_view()
         vo = a + HEADER + nkey
         if not st & ST_CHAINED:
             return [pv[vo : vo + nbytes]]

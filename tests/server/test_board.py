@@ -3,9 +3,12 @@ dies, read against a reset) and the asker slots (a gatherer that serves nothing)
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -106,17 +109,18 @@ def test_a_connection_handed_over_arrives_whole_with_its_listener() -> None:
     a, b = socket.socketpair()
     try:
         board.set_word(1, W_CONNS, 2)
-        assert board.connections() == 2 and board.load(1) == 2
+        board.set_word(0, W_CONNS, 1)  # the sender accepted it (and counted it)
+        assert board.connections() == 3 and board.load(1) == 2
         assert board.hand_over(0, 1, a, 3, "[::1]:4321")
         assert a.fileno() == -1  # the sender's descriptor is closed once it went
         # on its way: counted by -c and by balancing, on the receiver's side
         assert board.connections() == 3 and board.load(1) == 3 and board.load(0) == 0
+        assert board.word(0, W_CONNS) == 0
         msg, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
         assert msg == b"3 [::1]:4321" and len(fds) == 1
-        board.set_word(1, W_CONNS, 3)  # the receiver serves it (counted twice a moment)
-        assert board.connections() == 4
-        board.took_one(1)
+        board.arrived(1, len(fds))  # now the receiver's own
         assert board.connections() == 3 and board.load(1) == 3
+        assert board.word(1, W_CONNS) == 3
         with socket.socket(fileno=fds[0]) as received:  # works without the sender's
             received.sendall(b"ping")
             assert b.recv(4) == b"ping"
@@ -134,12 +138,13 @@ def test_worker_threads_hand_over_the_socket_itself() -> None:
     a, b = socket.socketpair()
     try:
         assert board.take_queued(1) == []
+        board.set_word(0, W_CONNS, 1)  # the sender accepted it
         assert board.hand_over(0, 1, a, 2, "127.0.0.1:5")
-        assert board.connections() == 1 and board.load(1) == 1
+        assert board.connections() == 1 and board.load(1) == 1 and board.load(0) == 0
         assert a.fileno() >= 0  # not closed: the receiver serves this very object
         assert board.handoff_fd(1).recv(512, socket.MSG_PEEK)  # it is woken
         assert board.take_queued(1) == [(a, 2, "127.0.0.1:5")]
-        assert board.connections() == 0  # taken (the receiver then counts it as its own)
+        assert board.connections() == 1 and board.word(1, W_CONNS) == 1  # its own now
         with pytest.raises(BlockingIOError):  # its wake-ups were read with it
             board.handoff_fd(1).recv(512)
         assert board.hand_over(0, 1, a, 0, "127.0.0.1:5")
@@ -147,3 +152,83 @@ def test_worker_threads_hand_over_the_socket_itself() -> None:
         board.close()  # a socket still queued is closed with the board
         assert a.fileno() == -1
         b.close()
+
+
+class Interleaved:
+    """A thread's view of a board's words whose slice reads (what `Board.connections`
+    reads, a slice of the words at a time) let other workers' steps happen first, as a
+    schedule says: the steps listed under ``n`` run just before the ``n``-th slice read."""
+
+    def __init__(self, words: memoryview, schedule: dict[int, list[Callable[[], object]]]):
+        self.words = words
+        self.schedule = schedule
+        self.reads = 0
+
+    def __getitem__(self, key: int | slice) -> object:
+        if isinstance(key, slice):
+            for step in self.schedule.pop(self.reads, []):
+                step()
+            self.reads += 1
+        return self.words[key]
+
+    def __setitem__(self, key: int, value: int) -> None:
+        self.words[key] = value
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])
+def test_a_connection_on_its_way_is_counted_wherever_the_count_reads_it(threads: bool) -> None:
+    """-c is read while other workers change the words: a connection handed over (accepted
+    and counted by worker 0, handed to worker 1, taken there) must be counted at least once
+    wherever its steps fall between the count's reads, or one more newcomer gets in past the
+    limit. Every placement of the steps is tried. Regression: the taken word was bumped
+    before the receiver counted the connection, and the open connections were read before
+    the taken ones, so a count read across a step saw none (31 connections let in under -c
+    30 on a free-threaded interpreter)."""
+    for first, second in itertools.combinations_with_replacement(range(6), 2):
+        counted, after = count_during_a_hand_over(threads, first, second)
+        assert counted >= 6, f"steps before reads {first} and {second}: {counted}"
+        assert after == 6
+
+
+def count_during_a_hand_over(threads: bool, first: int, second: int) -> tuple[int, int]:
+    """What `Board.connections` says when a connection goes from worker 0 to worker 1 (a
+    third holds 5), handed over just before its `first` slice read and taken just before
+    its `second` (or after the count, past its last read); and the count once it is done."""
+    board = Board(3, ["x"])
+    if threads:
+        board.threads()
+    a, b = socket.socketpair()
+    try:
+        board.set_word(2, W_CONNS, 5)  # a third worker's own
+        board.add(0, W_CONNS, 1)  # worker 0 accepted it
+
+        def hand_over() -> None:
+            assert board.hand_over(0, 1, a, 0, "p")
+
+        def take() -> None:
+            if threads:
+                assert len(board.take_queued(1)) == 1
+            else:
+                _, fds, _, _ = socket.recv_fds(board.handoff_fd(1), 512, 1)
+                board.arrived(1, len(fds))
+                os.close(fds[0])
+
+        schedule: dict[int, list[Callable[[], object]]] = {}
+        schedule.setdefault(first, []).append(hand_over)
+        schedule.setdefault(second, []).append(take)
+        words = board._own_words()  # what this thread's sums read slices of
+        interleaved = Interleaved(words, schedule)
+        board._local.words = interleaved
+        try:
+            counted = board.connections()
+        finally:
+            board._local.words = words
+        assert interleaved.reads >= 2  # the count reads a slice at a time
+        for n in sorted(schedule):  # the steps placed after the count's last read
+            for step in schedule[n]:
+                step()
+        return counted, board.connections()
+    finally:
+        a.close()
+        b.close()
+        board.close()

@@ -4,6 +4,8 @@ from the start and becomes an item only at `commit`."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from mcached.clock import FakeClock
@@ -43,6 +45,35 @@ def test_small_values_are_copies(cache: Cache) -> None:
     hit = cache.get_ref(b"k")
     assert hit is not None and len(hit) == 3 and isinstance(hit[0], bytes)
     assert cache.pins_held() == 0
+
+
+def test_each_thread_lends_from_a_view_of_its_own(cache: Cache) -> None:
+    """Lent values are slices of the calling thread's own view of the pages, never of one
+    view that threads share: on a free-threaded CPython, slicing one memoryview from several
+    threads at once can release it under all of them (gh-155606; the daemon's worker
+    threads died of it: tests/integration/test_free_threaded.py)."""
+    cache.store(SET, b"one", b"a" * PIN_MIN)
+    cache.store(SET, b"many", b"b" * 600_000)  # in several chunks
+    views: dict[str, list[memoryview]] = {}
+
+    def lend(name: str) -> None:
+        one = cache.get_ref(b"one")
+        many = cache.get_ref(b"many")
+        assert one is not None and len(one) == 4 and many is not None and len(many) == 4
+        assert isinstance(one[0], memoryview) and isinstance(many[0], list)
+        views[name] = [one[0], *many[0], cache.arena.pages_view(), cache.arena.pages_view()]
+        cache.unpin(one[3])
+        cache.unpin(many[3])
+
+    lend("main")
+    other = threading.Thread(target=lend, args=("other",))
+    other.start()
+    other.join(10)
+    for *lent, own, again in views.values():
+        assert own is again  # one view a thread, made once
+        assert all(v.obj is own.obj for v in lent)  # each lent view is cut from it
+        assert all(bytes(v) in (b"a" * len(v), b"b" * len(v)) for v in lent)
+    assert views["main"][-1] is not views["other"][-1]
 
 
 def test_a_lent_value_survives_overwrite_delete_and_eviction(cache: Cache) -> None:
