@@ -7,7 +7,7 @@ PORT   ?= 11211
 ARGS   ?=
 
 # `make install` installs system-wide (root): see scripts/install.sh.
-.PHONY: all venv install dev run test test-unit test-int cov lint fmt type bench bench-memory clean system-deps
+.PHONY: all venv install dev run test test-unit test-int test-free-threaded cov lint fmt type bench bench-memory clean system-deps
 
 all: test
 
@@ -51,6 +51,24 @@ test-unit: $(VENV)/.installed-test
 test-int: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) -m integration
 
+# The suite on a free-threaded CPython, where the workers are threads of one process that run
+# Python at the same time (by hand, not in CI): scripts/free-threaded-python.sh builds
+# python3.13t from Debian's source first (~5 minutes, once). The test clients with no
+# free-threaded build that installs here (cryptography for the TLS certificates, emcache,
+# meta-memcache: they need Rust or an older CPython) are left out, with the tests that use them.
+FT_VENV ?= .venv-ft
+FT_SKIP  = --ignore=tests/integration/test_tls.py --ignore=tests/integration/test_processes.py \
+	--ignore=tests/integration/test_discovery_processes.py --ignore=tests/test_embed.py \
+	--ignore=tests/integration/test_meta_memcache.py \
+	-k "not test_emcache and not test_every_client_discovers"
+test-free-threaded: system-deps
+	@set -e; py="$$(bash scripts/free-threaded-python.sh)"; \
+	[ -x $(FT_VENV)/bin/python ] || "$$py" -m venv $(FT_VENV); \
+	$(FT_VENV)/bin/python -m pip install -q -e . pytest pytest-xdist pymemcache \
+		--only-binary hypothesis hypothesis django-elastipymemcache Django \
+		elasticache-auto-discovery python-binary-memcached pylibmc; \
+	PATH="$(CURDIR)/$(FT_VENV)/bin:$$PATH" $(FT_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(FT_SKIP)
+
 # Line and branch coverage of the whole suite, one row per module (COV_ARGS: pytest's, e.g.
 # COV_ARGS="-m unit" or COV_ARGS=tests/protocol); the daemons it starts as subprocesses
 # (lifecycle tests, scripts/cluster.py) are not counted.
@@ -78,5 +96,5 @@ bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python scripts/bench_memory.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(FT_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
