@@ -53,14 +53,15 @@ test-int: system-deps $(VENV)/.installed-test
 
 # The suite on a free-threaded CPython, where the workers are threads of one process that run
 # Python at the same time (by hand, not in CI): scripts/free-threaded-python.sh builds
-# python3.13t from Debian's source first (~5 minutes, once). The test clients with no
-# free-threaded build that installs here (cryptography for the TLS certificates, emcache,
-# meta-memcache: they need Rust or an older CPython) are left out, with the tests that use them.
+# python3.13t from Debian's source first (~5 minutes, once). Left out: the tests of worker
+# processes (there the command runs threads), and the test clients with no free-threaded build
+# that installs here (cryptography for the TLS certificates, emcache, meta-memcache: they need
+# Rust or an older CPython), with the tests that use them.
 FT_VENV ?= .venv-ft
-FT_SKIP  = --ignore=tests/integration/test_tls.py --ignore=tests/integration/test_processes.py \
-	--ignore=tests/integration/test_discovery_processes.py --ignore=tests/test_embed.py \
-	--ignore=tests/integration/test_meta_memcache.py \
-	-k "not test_emcache and not test_every_client_discovers"
+FT_SKIP  = --ignore=tests/integration/test_processes.py \
+	--ignore=tests/integration/test_discovery_processes.py \
+	--ignore=tests/integration/test_tls.py --ignore=tests/integration/test_meta_memcache.py \
+	-k "not test_emcache and not test_every_client_discovers and not test_tls_and_client"
 test-free-threaded: system-deps
 	@set -e; py="$$(bash scripts/free-threaded-python.sh)"; \
 	[ -x $(FT_VENV)/bin/python ] || "$$py" -m venv $(FT_VENV); \

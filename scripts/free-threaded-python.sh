@@ -45,8 +45,8 @@ apt_opts=(
     -o Dir::State::Lists="$tmp/lists" -o APT::Sandbox::User=root
 )
 echo "fetching Debian's python3.13 source" >&2
-apt-get "${apt_opts[@]}" update -qq
-(cd "$tmp" && apt-get "${apt_opts[@]}" source --download-only -qq python3.13 >/dev/null)
+$SUDO apt-get "${apt_opts[@]}" update -qq
+(cd "$tmp" && $SUDO apt-get "${apt_opts[@]}" source --download-only -qq python3.13 >/dev/null)
 tar -C "$tmp" -xf "$tmp"/python3.13_*.orig.tar.xz
 src="$(find "$tmp" -maxdepth 1 -type d -name 'Python-3.13*' | head -n 1)"
 echo "building $(basename "$src") without the GIL into $PREFIX" >&2

@@ -30,7 +30,6 @@ from mcached import embed
 from mcached.embed import PROCESS_SETTINGS, ServerError, make_settings, serve
 from mcached.server.board import W_CONNS
 from mcached.settings import MB, Settings, SettingsError
-from tests.certs import make_pki
 
 # ---- settings: unit ----
 
@@ -230,6 +229,9 @@ def test_a_port_in_use_raises_and_leaves_nothing_running() -> None:
 
 @pytest.mark.integration
 def test_tls_and_client_certificates(tmp_path: Path) -> None:
+    # imported here: `make test-free-threaded` runs this module where cryptography is missing
+    from tests.certs import make_pki
+
     pki = make_pki(tmp_path)
     import ssl
 
