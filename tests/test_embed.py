@@ -27,6 +27,7 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
 import mcached
 from mcached import embed
+from mcached.daemon import gil_enabled
 from mcached.embed import PROCESS_SETTINGS, ServerError, make_settings, serve
 from mcached.server.board import W_CONNS
 from mcached.settings import MB, Settings, SettingsError
@@ -35,10 +36,12 @@ from mcached.settings import MB, Settings, SettingsError
 
 
 @pytest.mark.unit
-def test_defaults_are_the_commands_but_a_free_port_and_one_thread() -> None:
+def test_defaults_are_the_commands_but_a_free_port_and_one_thread_under_the_gil() -> None:
     s = make_settings()
     assert s.port == 0
-    assert s.threads == 1  # under the GIL; memcached's 4 on a free-threaded interpreter
+    # one under the GIL; on a free-threaded interpreter the command's (memcached's 4, capped
+    # at the cores)
+    assert s.threads == (1 if gil_enabled() else Settings().threads)
     assert s.listen == ("127.0.0.1",)
     assert s.memory_limit == Settings().memory_limit
     assert dataclasses.replace(s, port=11211, threads=Settings().threads) == Settings()
@@ -218,11 +221,14 @@ def test_a_worker_thread_closes_a_connection_handed_from_no_listener_it_has() ->
 
 
 @pytest.mark.integration
-def test_a_port_in_use_raises_and_leaves_nothing_running() -> None:
-    with serve() as first:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_port_in_use_raises_and_leaves_nothing_running(threads: int) -> None:
+    """At 2 threads each listens on a copy of the port (``SO_REUSEPORT``): a second server
+    on the port of the first bound copies of its own beside the first's and started."""
+    with serve(threads=threads) as first:
         before = set(threading.enumerate())
         with pytest.raises(OSError) as info:
-            serve(port=first.port)
+            serve(port=first.port, threads=threads)
         assert info.value.errno == errno.EADDRINUSE
         assert set(threading.enumerate()) <= before
 

@@ -89,6 +89,12 @@ def bind_sockets(
         for family, stype, proto, _, addr in infos:
             group: list[socket.socket] = []
             groups.append(group)
+            if copies > 1:
+                try:
+                    addr = free_address(family, stype, proto, addr)
+                except OSError:
+                    close_all()
+                    raise
             for _ in range(copies):
                 s = socket.socket(family, stype, proto)
                 group.append(s)
@@ -109,6 +115,24 @@ def bind_sockets(
                 if plain and notls is not None:
                     notls.add(s)
     return groups
+
+
+def free_address(family: int, kind: int, proto: int, addr: Any) -> Any:
+    """`addr` (its port chosen, if it asked for port 0) once a socket without
+    ``SO_REUSEPORT`` could bind it, or OSError (``EADDRINUSE``) if something holds it.
+
+    Sockets that all set ``SO_REUSEPORT`` (the same user's) share a port: the copies of one
+    daemon, but also those of a second daemon started on the port of the first, which would
+    quietly take half its connections. A probe that does not set it fails on any socket bound
+    there, as a lone socket would; it is closed before the copies bind. It sets
+    ``SO_REUSEADDR``, as memcached's sockets and the copies do: connections left in TIME_WAIT
+    do not hold a TCP port, and a UDP port bound with it is shared, as memcached shares it."""
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(addr)
+        return probe.getsockname()
 
 
 def bind_unix(path: str, mask: int, backlog: int) -> socket.socket:

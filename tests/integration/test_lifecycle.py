@@ -13,12 +13,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOST, free_port, wait_for_port, wait_ready
+from tests.conftest import HOST, Server, free_port, wait_for_port, wait_ready
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -437,6 +437,33 @@ def test_port_in_use_is_a_clear_error() -> None:
         )
     assert result.returncode == 71
     assert b"failed to listen" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["mcached-procs", "memcached"])
+def test_a_second_server_on_the_port_of_a_running_one_fails_to_start(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """A server whose workers listen on copies of the port (``SO_REUSEPORT``) still refuses
+    a port in use, as memcached does. The second mcached at ``-t 2`` bound copies of its own
+    beside the first's and started, taking half of its connections."""
+    first = server_factory(kind, "-t", "2")
+    if kind == "memcached":
+        cmd = [shutil.which("memcached") or "memcached", "-l", HOST, "-U", "0"]
+        cmd += ["-u", "root"] if os.geteuid() == 0 else []
+    else:
+        cmd = [sys.executable, "-m", "mcached", "-l", HOST]
+    result = subprocess.run(
+        [*cmd, "-p", str(first.port), "-t", "2"],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=STARTUP,
+    )
+    assert result.returncode == 71, result.stderr
+    assert b"failed to listen" in result.stderr
+    assert b"Address already in use" in result.stderr
+    with Conn((HOST, first.port)) as c:  # the first still serves
+        c.send(b"version\r\n")
+        assert c.read_until(b"\r\n").startswith(b"VERSION ")
 
 
 def test_version_and_help_entry_points() -> None:
