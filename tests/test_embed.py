@@ -11,6 +11,7 @@ import ctypes
 import dataclasses
 import errno
 import gc
+import logging
 import os
 import socket
 import subprocess
@@ -304,6 +305,9 @@ def test_kill_refuses_new_connections_resets_open_ones_and_restart_comes_back_em
 LEAK_SERVERS = 200
 RSS_SLACK = 8 * MB  # allocator and interpreter caches; one leaked daemon's arena alone is ~2 MB
 VMS_SLACK = 768 * MB  # one arena that stayed mapped reserves more than 1 GB of address space
+# Python's allocated blocks: a running server holds ~6,600, a stopped handle kept alive ~9;
+# 200 servers end within +5 (GIL) and +450 (free-threaded, which frees some lazily)
+BLOCKS_SLACK = 1000
 
 
 def _fds() -> int:
@@ -332,18 +336,30 @@ def _use(server: embed.EmbeddedServer) -> None:
 
 
 @pytest.mark.integration
-def test_issue_20_starting_and_stopping_200_servers_leaks_nothing() -> None:
+def test_issue_20_starting_and_stopping_200_servers_leaks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Threads and descriptors are back after each stop, and the arena is unmapped at the
     stop (address space back), without any help from the garbage collector; after the 200,
-    one collection (the rest of a stopped daemon is cyclic garbage), the allocator trimmed,
-    and RSS is back within `RSS_SLACK`."""
+    one collection (the rest of a stopped daemon is cyclic garbage), Python's allocated
+    blocks are back within `BLOCKS_SLACK` and, the allocator trimmed, RSS within `RSS_SLACK`.
+
+    RSS is not checked on a free-threaded interpreter: its allocator (mimalloc) keeps the
+    pages that exited threads freed, for as long as it likes, and no call hands them back.
+    Measured on 3.13.5t over 800 servers: RSS 49 -> 63..134 MB, up and down, while the
+    allocated blocks stayed within 149,600..150,050; with ``MIMALLOC_PURGE_DELAY=0`` RSS
+    stays at 55 MB from the 200th server on."""
     proc = psutil.Process()
     with serve() as server:  # warm-up: lazy imports, the allocator's per-thread arenas
         _use(server)
+    # the daemons log as usual, but not to pytest, which keeps every record till the end
+    monkeypatch.setattr(logging.getLogger("mcached"), "propagate", False)
+    monkeypatch.setattr(logging.getLogger("mcached"), "handlers", [logging.NullHandler()])
     gc.collect()
     _trim()
     threads0 = set(threading.enumerate())
     fds0 = _fds()
+    blocks0 = sys.getallocatedblocks()
     rss0 = proc.memory_info().rss
     vms0 = proc.memory_info().vms
     rss_peak = vms_peak = 0
@@ -356,14 +372,17 @@ def test_issue_20_starting_and_stopping_200_servers_leaks_nothing() -> None:
         rss_peak, vms_peak = max(rss_peak, mem.rss), max(vms_peak, mem.vms)
         assert mem.vms - vms0 < VMS_SLACK
     gc.collect()
+    blocks1 = sys.getallocatedblocks()
     untrimmed = proc.memory_info().rss
     _trim()
     rss1 = proc.memory_info().rss
     figures = (
         f"{LEAK_SERVERS} servers: threads {len(threads0)} -> {threading.active_count()}, fds "
-        f"{fds0} -> {_fds()}, RSS {rss0 / MB:.1f} -> {rss1 / MB:.1f} MB ({untrimmed / MB:.1f} "
-        f"before trimming the allocator; peak {rss_peak / MB:.1f}), VMS peak "
-        f"+{(vms_peak - vms0) / MB:.0f} MB"
+        f"{fds0} -> {_fds()}, blocks {blocks0} -> {blocks1}, RSS {rss0 / MB:.1f} -> "
+        f"{rss1 / MB:.1f} MB ({untrimmed / MB:.1f} before trimming the allocator; peak "
+        f"{rss_peak / MB:.1f}), VMS peak +{(vms_peak - vms0) / MB:.0f} MB"
     )
     print(figures)
-    assert rss1 - rss0 < RSS_SLACK, figures
+    assert blocks1 - blocks0 < BLOCKS_SLACK, figures
+    if gil_enabled():
+        assert rss1 - rss0 < RSS_SLACK, figures
