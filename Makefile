@@ -1,5 +1,5 @@
 # mcached: the two commands a newcomer needs are `make run` and `make test`.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell bash scripts/python.sh)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1

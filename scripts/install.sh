@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-/opt/mcached}"
-PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+PYTHON="${PYTHON:-$(bash scripts/python.sh)}"
 if [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: run as root (sudo make install)" >&2
     exit 1
