@@ -5,7 +5,7 @@
 # profile-guided and link-time optimisation, into a static executable), then any python3.11
 # on PATH, then python3. A build without them (pyenv's default, `./configure` without
 # --enable-optimizations, libpython shared) runs mcached's request path on 1.2x to 1.5x
-# the CPU: README, "Where it stands". Set PYTHON to choose another.
+# the CPU, measured in-process (README, "Where it stands"). Set PYTHON to choose another.
 for p in /usr/bin/python3.11 "$(command -v python3.11)"; do
     if [ -n "$p" ] && [ -x "$p" ] &&
         "$p" -c 'import ensurepip, sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
