@@ -11,13 +11,9 @@ from mcached.client.cluster import ClusterClient
 
 
 class Recommendations:
-    def __init__(self, endpoint: str, poll_interval: float = 60.0, timeout: float = 1.0) -> None:
+    def __init__(self, endpoint: str, poll_interval: float = 60.0) -> None:
         self._client = ClusterClient(
-            endpoint,
-            poll_interval=poll_interval,
-            ignore_exc=True,
-            connect_timeout=timeout,
-            timeout=timeout,
+            endpoint, poll_interval=poll_interval, ignore_exc=True, connect_timeout=1, timeout=1
         )
 
     def remember(self, user_id: int, items: list[str]) -> None:

@@ -31,9 +31,6 @@ def memcached_cache(mcached_server: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def recommendations(mcached_cluster: Any) -> Iterator[Recommendations]:
-    # 5 s, not the app's 1 s: a node just started on a busy machine can take longer to
-    # answer, and a request that times out is a silent miss that takes the node out of the
-    # ring (pymemcache's dead_timeout), so no key would reach it
-    recs = Recommendations(mcached_cluster.endpoint, poll_interval=0.1, timeout=5.0)
+    recs = Recommendations(mcached_cluster.endpoint, poll_interval=0.1)
     yield recs
     recs.close()
