@@ -215,8 +215,12 @@ class Daemon:
 
     def _local_port(self) -> int:
         """The port this node lists itself with: its TCP port (under -s, which serves no
-        TCP, the one given, or memcached's default)."""
-        return self.server.ports[0] if self.server.tcp else (self.port or DEFAULT_PORT)
+        TCP, the one given, or memcached's default). Once bound, the port recorded then:
+        the listeners close first when the daemon stops, and a ``stats`` served meanwhile
+        still asks (the socket's own answer was EBADF, and the request's connection closed)."""
+        if self.port:
+            return self.port
+        return self.server.ports[0] if self.server.tcp else DEFAULT_PORT
 
     def _make_cache(self) -> Cache:
         s = self.settings

@@ -90,6 +90,25 @@ def test_endpoint_is_the_first_running_node_and_restart_brings_a_node_back() -> 
             cluster.endpoint  # noqa: B018
 
 
+def test_stats_cluster_while_the_listeners_close_answers_whole() -> None:
+    """A node's listeners close first when it stops; a ``stats cluster`` served meanwhile on
+    a connection already open tells which listed node is itself, by its own port. That was
+    read from the closed socket (EBADF): the connection was closed, unanswered."""
+    with serve_cluster(2) as cluster:
+        node = cluster.nodes[0]
+        daemon = node.daemon
+        assert daemon is not None
+        with Conn(node.address) as conn:
+            conn.send(b"version\r\n")
+            assert conn.read_until(b"\r\n").startswith(b"VERSION ")  # accepted: served
+            daemon.server.close_sockets()  # as the stop's first step does
+            conn.send(b"stats cluster\r\n")
+            reply = conn.read_until(b"END\r\n")
+        assert reply.startswith(b"STAT health ")
+        assert f"|127.0.0.1|{node.port} self\r\n".encode() in reply, reply
+        assert reply.count(b"STAT node:") == 2
+
+
 def test_reset_undoes_what_a_test_did() -> None:
     with serve_cluster(3) as cluster:
         first = cluster.nodes
