@@ -232,6 +232,12 @@ def test_issue_19_a_stopped_node_costs_a_miss_within_the_default_timeout(
         for p in procs:
             os.kill(p.pid, signal.SIGSTOP)
         try:
+            # SIGSTOP takes effect a moment after kill() returns: until then a worker (a
+            # thread still running on the other core) can answer
+            deadline = time.monotonic() + 10
+            while any(p.status() != psutil.STATUS_STOPPED for p in procs):
+                assert time.monotonic() < deadline, [p.status() for p in procs]
+                time.sleep(0.01)
             start = time.monotonic()
             assert c.get(theirs[0]) is None
             took = time.monotonic() - start
