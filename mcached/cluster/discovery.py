@@ -435,7 +435,7 @@ class Discovery:
                         break
                     await asyncio.sleep(min(left, 0.1))
         finally:
-            prober.close()
+            await prober.close()
 
     def _resume_health(self) -> None:
         """A keeper that replaces a dead one goes on with its counters and hidden nodes."""
