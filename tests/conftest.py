@@ -208,6 +208,33 @@ def _stop_mcached_procs(server: Server) -> None:
         proc.stderr.close()
 
 
+#: the ``mcached-procs`` daemons a running test started, for `pytest_runtest_makereport`
+_RUNNING_PROCS: list[Server] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report shows what each daemon it ran as a command wrote to stderr
+    so far (its log) and whether it is still running: a daemon that died under a test
+    otherwise leaves only "connection refused" behind."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when != "call":
+        return
+    for srv in _RUNNING_PROCS:
+        proc: subprocess.Popen[bytes] = srv.handle
+        if proc.stderr is None or proc.stderr.closed:
+            continue
+        os.set_blocking(proc.stderr.fileno(), False)
+        try:
+            log = proc.stderr.read() or b""
+        except OSError:
+            log = b""
+        state = "running" if proc.poll() is None else f"exited with {proc.returncode}"
+        text = log.decode(errors="replace")[-8000:]
+        report.sections.append((f"mcached on port {srv.port} ({state}): stderr", text))
+
+
 def _servers() -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
@@ -219,10 +246,14 @@ def _servers() -> Iterator[Callable[..., Server]]:
         }[kind]
         srv = starter(list(args))
         started.append(srv)
+        if kind == "mcached-procs":
+            _RUNNING_PROCS.append(srv)
         return srv
 
     yield start
     for srv in reversed(started):
+        if srv in _RUNNING_PROCS:
+            _RUNNING_PROCS.remove(srv)
         if srv.kind == "mcached":
             _stop_mcached(srv)
         elif srv.kind == "mcached-procs":
