@@ -364,6 +364,7 @@ class Daemon:
             ).start()
 
     _waiting = False
+    failed = ""  # why the daemon stopped itself (worker threads kept failing), if it did
 
     # ---- the main loop ----
 
@@ -389,7 +390,7 @@ class Daemon:
             self._waiting = False
             systemd.notify("STOPPING=1")
             self.stop(graceful)
-        return 0
+        return 1 if self.failed else 0
 
     def _main_loop(self, on_tick: Callable[[str, Any], None] | None = None) -> bool:
         """Serve signals and systemd until a stop; whether the stop is graceful."""
@@ -412,6 +413,8 @@ class Daemon:
             if time.monotonic() >= next_status:
                 systemd.notify("STATUS=" + self.status_line())
                 next_status = time.monotonic() + STATUS_INTERVAL
+            if kind == "fail":
+                return False  # logged by workers_failing
             if kind == "stop":
                 graceful = bool(arg)
                 how = "gracefully" if graceful else "at once"
@@ -576,6 +579,19 @@ class Daemon:
             os.kill(self._supervisor_pid, signal.SIGTERM)
         else:
             self.request_stop(graceful)
+
+    def workers_failing(self, reason: str) -> None:
+        """Worker threads keep failing (`Server.worker_failed`): stop at once; `run` then
+        returns 1, so that a service manager sees a failure (and may restart the daemon),
+        as after the supervisor gives up on worker processes."""
+        log.error("%s: stopping", reason)
+        self.failed = reason
+        if self._waiting:
+            self._events.put(("fail", reason))
+        else:  # inside a program: stop from a helper thread (the caller is a worker)
+            threading.Thread(
+                target=self.stop, args=(False,), name="mcached-stop", daemon=True
+            ).start()
 
     def apply_settings(self) -> None:
         """Run-time settings another worker changed (verbosity, stats detail), and a

@@ -157,6 +157,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.server.board",
         "mcached.server.connection",
         "mcached.server.eventlog",
+        "mcached.server.supervisor",  # its limit on workers that keep dying, for threads
         "mcached.server.tls",
         "mcached.server.udp",
         "mcached.server.workers",

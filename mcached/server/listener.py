@@ -31,6 +31,7 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Protocol
@@ -48,6 +49,7 @@ from mcached.server.board import (
     Board,
 )
 from mcached.server.eventlog import EventLog
+from mcached.server.supervisor import CRASH_LIMIT, CRASH_WINDOW
 from mcached.server.tls import TLS
 from mcached.server.udp import UdpServer
 from mcached.server.workers import Worker, sock_name
@@ -170,6 +172,8 @@ class Hooks(Protocol):
 
     def worker_tick(self) -> None: ...
 
+    def workers_failing(self, reason: str) -> None: ...
+
 
 class Server:
     """Listening sockets, board and workers. Knows nothing of what commands mean."""
@@ -215,6 +219,10 @@ class Server:
         self.events = EventLog(self.board)
         self.workers: list[Worker] = []
         self._local = threading.local()  # the worker this thread runs, if it runs one
+        # worker threads that failed (Worker.run), as the supervisor counts dead processes
+        self._failures: deque[float] = deque(maxlen=CRASH_LIMIT)
+        self._workers_lock = threading.Lock()  # a failed worker's successor against stop()
+        self._stopping = False
 
     # ---- lifecycle ----
 
@@ -275,11 +283,14 @@ class Server:
     def stop(self, drain: float | None = None, timeout: float = 5.0) -> None:
         """Stop the workers (threads) in reverse start order. With `drain` seconds, they
         first answer the requests already received (graceful stop)."""
+        with self._workers_lock:
+            self._stopping = True  # a worker that fails from now on gets no successor
+            workers = list(self.workers)
         self.close_sockets()  # new connections are refused from now on
         deadline = time.monotonic() + drain if drain else None
-        for w in reversed(self.workers):
+        for w in reversed(workers):
             w.stop(deadline)
-        for w in reversed(self.workers):
+        for w in reversed(workers):
             if threading.current_thread() is not w.thread:
                 w.join((drain or 0) + timeout)
 
@@ -321,6 +332,31 @@ class Server:
 
     def worker_tick(self, worker: Worker) -> None:
         self.hooks.worker_tick()
+
+    def worker_failed(self, worker: Worker) -> None:
+        """Thread mode, from the thread of a worker that failed (it closed its connections
+        and published its figures): another worker thread takes its slot, as the
+        supervisor replaces a worker process that died; the listening sockets never
+        closed. `CRASH_LIMIT` failures within `CRASH_WINDOW` seconds stop the daemon
+        instead (a bug that every worker meets would otherwise be met for ever)."""
+        now = time.monotonic()
+        with self._workers_lock:
+            if self._stopping:
+                return
+            self._failures.append(now)
+            if len(self._failures) == CRASH_LIMIT and now - self._failures[0] < CRASH_WINDOW:
+                self._stopping = True
+                limit = True
+            else:
+                limit = False
+                self.board.retire(worker.slot)  # its figures stay in the totals
+                successor = self.make_worker(worker.slot)
+                self.workers[self.workers.index(worker)] = successor
+                successor.start()
+        if limit:
+            self.hooks.workers_failing(
+                f"{CRASH_LIMIT} worker threads failed within {CRASH_WINDOW:.0f}s"
+            )
 
     def apply_settings(self, worker: Worker) -> None:
         self.hooks.apply_settings()

@@ -126,6 +126,8 @@ class Host(Protocol):
 
     def request_shutdown(self, graceful: bool) -> None: ...
 
+    def worker_failed(self, worker: Worker) -> None: ...
+
 
 def transport(sock: socket.socket, kind: str = "tcp") -> str:
     """memcached's name for a socket's transport in ``stats conns``: tcp, tcp6, udp, udp6,
@@ -256,13 +258,36 @@ class Worker:
         board.set_word(self.slot, W_PID, os.getpid())
         board.set_word(self.slot, W_STATE, RUNNING)
         self.server.worker_started(self)
+        failed = False
         try:
             self._loop()
             board.set_word(self.slot, W_STATE, STOPPING)
             if self._drain_until is not None:
                 self._drain(self._drain_until)
+        except Exception:
+            # A bug outside any one request (those close their connection: Connection
+            # ._failed). A worker process dies of it and its supervisor starts another; a
+            # worker thread must not take the process's listening sockets, which its
+            # sibling threads share, down with it (the port would refuse every client
+            # while the daemon still ran): it closes its connections and asks the server
+            # for a successor
+            if not self._threads or self._stopping:
+                raise
+            failed = True
+            log.critical(
+                "worker %d failed: its %d connections are closed and another worker takes "
+                "its place",
+                self.slot,
+                len(self.conns),
+                exc_info=True,
+            )
         finally:
-            self._close_all()
+            if failed:
+                self._abandon()
+            else:
+                self._close_all()
+        if failed:
+            self.server.worker_failed(self)
 
     def _loop(self) -> None:
         poll = self.selector.poll
@@ -683,6 +708,25 @@ class Worker:
             conn.close("out of buffer memory")
             self.server.read_buf_oom(self)
             total -= h
+
+    def _abandon(self) -> None:
+        """A failed worker thread: its connections closed (reset, as a dead worker
+        process's are), its figures published for the totals, the listening sockets left
+        open for its successor and its siblings."""
+        for conn in list(self.conns):
+            try:
+                conn.close("internal error")
+            except Exception:  # the state that failed the worker may fail this too
+                log.exception("closing a connection of failed worker %d", self.slot)
+                try:
+                    conn.sock.close()  # its count goes with the slot's (Board.retire)
+                except OSError:
+                    pass
+        self.conns.clear()
+        self.ready.clear()
+        self._close_watchers("worker failed")
+        self.publish(COUNTERS)
+        self.selector.close()
 
     def _close_all(self) -> None:
         self._stop_accepting()
