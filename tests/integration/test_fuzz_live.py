@@ -235,7 +235,10 @@ def test_live_fuzz_leaves_other_clients_keys_exact(
             model.verify(key)
         assert c.request(b"version\r\n", expect_len=16) == b"VERSION 1.6.18\r\n"
     assert checks > 50
-    assert stats["answered"] > 100 and stats["connections"] > FUZZERS  # some were hung up on
+    # the fuzzers run for SECONDS, and a batch whose garbage swallowed the sentinel waits
+    # 0.5 s for it: ~145 answered batches on a quiet machine, 100 seen on a loaded one. The
+    # bar says the fuzz reached the server many times, not how fast
+    assert stats["answered"] > 40 and stats["connections"] > FUZZERS  # some were hung up on
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     # and a fresh client is served normally
     with Conn(server.address) as fresh:
