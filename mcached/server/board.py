@@ -382,8 +382,11 @@ class Board:
             w[b + self.fig_base + k] = 0
         for word in (W_PID, W_CONNS, W_BLOB_LEN, W_ACCEPTING, W_WATCH, W_WATCHERS):
             w[b + word] = 0
-        # its requests and acks restart from zero with its next worker
-        w[b + W_REQ_SEQ] = 0
+        # Its next worker numbers its requests on from W_REQ_SEQ, which is kept: the other
+        # workers remember (their `seen`) the last request of this slot they answered, and
+        # would take a request numbered from zero again for one answered already: every
+        # gather of the next worker then waited PUBLISH_WAIT and read stale figures, until
+        # its numbers passed the dead worker's. The acks restart from zero.
         for r in range(self.requesters):
             w[b + self.ack_base + r] = 0
             w[self.base(r) + self.ack_base + slot] = 0

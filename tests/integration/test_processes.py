@@ -328,6 +328,43 @@ def test_a_worker_killed_under_load_costs_only_its_connections(procs: Server) ->
         c.close()
 
 
+def test_stats_from_a_replaced_worker_count_every_worker_exactly(procs: Server) -> None:
+    """After a worker is killed and replaced, ``stats`` served by its successor still
+    counts the other workers' latest requests. (Its requests for their figures were numbered
+    from zero again, which the others took for requests answered already: each ``stats``
+    it served waited 1 s and read figures a publish old, until its numbers passed the dead
+    worker's: for ever, on a daemon that had been polled for long.)"""
+    conns, by_worker = spread(procs)
+    fresh: list[Conn] = []
+    try:
+        assert len(by_worker) >= 2
+        for c in conns * 3:  # every worker asks for the others' figures a few times
+            stat(c, "cmd_set")
+        victim = next(iter(by_worker))
+        os.kill(victim, signal.SIGKILL)
+        for c in by_worker[victim]:
+            assert c.closed()
+        others = [c for pid, cs in by_worker.items() if pid != victim for c in cs]
+        # a connection served by the successor (a new process), found among fresh ones
+        successor: Conn | None = None
+        deadline = time.monotonic() + 30
+        while successor is None:
+            assert time.monotonic() < deadline, "no connection reached the new worker"
+            c = Conn(procs.address)
+            fresh.append(c)
+            assert c.request(b"version\r\n").startswith(b"VERSION")
+            if worker_pid_of(c, procs) not in by_worker:
+                successor = c
+        for i in range(3):
+            before = int(stat(successor, "cmd_set"))
+            for c in others:  # served by the other workers since they last published
+                assert c.request(b"set o%d 0 0 1\r\nx\r\n" % i, expect_len=8) == b"STORED\r\n"
+            assert int(stat(successor, "cmd_set")) == before + len(others)
+    finally:
+        for c in conns + fresh:
+            c.close()
+
+
 def load_every_worker(server: Server, n: int) -> list[Conn]:
     """8 connections over two workers or more, each sent `n` pipelined set+get at once."""
     conns, by_worker = spread(server, 8)

@@ -84,6 +84,44 @@ def test_an_asker_gathers_every_workers_figures_and_no_worker_waits_for_it() -> 
         board.close()
 
 
+def test_the_next_worker_of_a_retired_slot_is_answered_at_once_with_fresh_figures() -> None:
+    """Worker 1 asks a few times, dies (retired), and the next worker of its slot asks:
+    worker 0, which remembers the dead one's last request as answered, answers the new
+    one, so the gather is whole and the figures are those worker 0 has now. (With the
+    request numbers of the slot restarted from zero, worker 0 took them for answered: the
+    gather returned slot 0 as late, and its figures were a publish behind: 0 here.)"""
+    board = Board(2, ["cmd_get"])
+    seen0 = [0] * board.requesters
+    figures0 = [0]
+    stop = threading.Event()
+
+    def worker0() -> None:
+        board.set_word(0, W_STATE, RUNNING)
+        while not stop.is_set():
+            if board.requests(0, seen0) & COUNTERS:
+                board.publish(0, Figures(figures0[0]), None)
+                board.acknowledge(0, seen0)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=worker0)
+    thread.start()
+    try:
+        while board.live() != [0]:
+            time.sleep(0.001)
+        board.set_word(1, W_STATE, RUNNING)
+        for _ in range(5):
+            assert board.gather(1, COUNTERS, lambda: None, wait=10) == []
+        board.retire(1)
+        figures0[0] = 42  # served since its last publish
+        board.set_word(1, W_STATE, RUNNING)  # the next worker of slot 1
+        assert board.gather(1, COUNTERS, lambda: None, wait=10) == []
+        assert board.totals()["cmd_get"] == 42
+    finally:
+        stop.set()
+        thread.join()
+        board.close()
+
+
 def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> None:
     board = Board(4, ["x"])
     for slot, (conns, state, accepting) in enumerate(
