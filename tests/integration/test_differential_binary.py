@@ -93,9 +93,13 @@ EXPTIMES = (0, 0, 0, 3600, 100000, 2592001, 2000000000, 0x80000000, 0xFFFFFFFF)
 # 0xffffffff: incr/decr of a missing key answers NOT_FOUND instead of creating it
 ARITH_EXPTIMES = (0, 0, 0, 3600, 0xFFFFFFFF, 0xFFFFFFFF, 2000000000)
 SIZES = (0, 1, 1, 100, 100, 20000, 200000)  # 200000: chained over several chunks
+# No value with a minus in it: memcached looks for a minus in a number of 2^63 or more
+# past the value's end, into what an earlier item left in the chunk, so a minus stored
+# anywhere can make its answer "non-numeric" or not from run to run (TRIAGE.md; seed 881
+# of a sweep met it). The minus's own rules are tested against both servers in test_wire.py
 NUMBERS = (
     b"0", b"7", b"99", b"100", b"18446744073709551615", b"18446744073709551610", b"abc",
-    b"-3", b"3\x00", b"-18446744073709551615",
+    b"3\x00",
 )  # fmt: skip
 DELTAS = (0, 1, 1, 5, 100, 2**63, 2**64 - 1)
 INITIALS = (0, 1, 42, 2**64 - 1)
