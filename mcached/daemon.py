@@ -657,14 +657,13 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read what can be re-read; the cache is never touched. The supervisor
-        passes it on to every child, which reloads its own copies."""
+        passes it on to every child, which reloads its own copies, and reloads its own: a
+        child it forks later (in place of one that died) starts from them. (It kept the
+        files as read at start, so a user removed from the auth file and reloaded could log
+        in again on the next worker.)"""
         lifecycle.info("SIGHUP: reloading")
         if self.supervisor is not None and os.getpid() == self._supervisor_pid:
             self.supervisor.signal_all(signal.SIGHUP)
-            for part in self.reloadables:
-                if isinstance(part, LogFile):
-                    part.reload()
-            return
         for part in self.reloadables:
             try:
                 part.reload()

@@ -258,6 +258,10 @@ class Worker:
         board.set_word(self.slot, W_PID, os.getpid())
         board.set_word(self.slot, W_STATE, RUNNING)
         self.server.worker_started(self)
+        # A worker process forked in place of a dead one has the supervisor's copy of the
+        # certificates, as loaded at start: it loads the files a refresh_certs loaded since
+        # before its first handshake, not at its first wake-up
+        self._catch_up_tls()
         failed = False
         try:
             self._loop()
@@ -363,16 +367,19 @@ class Worker:
         if epoch != self._settings_epoch:
             self._settings_epoch = epoch
             self.server.apply_settings(self)
-        epoch = board.get(G_TLS_EPOCH)
+        self._catch_up_tls()
+        # after the settings: a worker gathering figures knows every worker applied them
+        self.answer_requests()
+        if board.get(G_STOP) and not self._stopping:
+            pass  # the supervisor (or the daemon) stops every worker; nothing to do here
+
+    def _catch_up_tls(self) -> None:
+        epoch = self.board.get(G_TLS_EPOCH)
         if self.tls is not None and epoch != self.tls.epoch:
             # another worker ran refresh_certs (this process's copy, once: worker threads
             # share one)
             self.tls.epoch = epoch
             self.tls.refresh()
-        # after the settings: a worker gathering figures knows every worker applied them
-        self.answer_requests()
-        if board.get(G_STOP) and not self._stopping:
-            pass  # the supervisor (or the daemon) stops every worker; nothing to do here
 
     def answer_requests(self) -> None:
         """Publish what other workers asked for since we last looked."""

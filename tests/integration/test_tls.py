@@ -542,3 +542,54 @@ def test_refresh_certs_reaches_every_worker_process(
             break
         assert time.monotonic() < deadline, reply
         time.sleep(0.05)
+
+
+def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate(
+    pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """A worker process that replaces a dead one is forked from the supervisor, which
+    loaded the certificate files at start: it must load the files refresh_certs loaded
+    since, before its first handshake, not at its first wake-up."""
+    import psutil
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    server = server_factory(
+        "mcached-procs", "-t", "2", "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"
+    )
+    ctx = client_context(pki)
+
+    def peer_cns(n: int) -> list[str]:
+        names = []
+        socks = [tls_conn(server.port, ctx) for _ in range(n)]  # spread over the workers
+        for s in socks:
+            request(s, b"version\r\n")
+            names.append(str(dict(x[0] for x in s.getpeercert()["subject"])["commonName"]))
+        for s in socks:
+            s.close()
+        return names
+
+    shutil.copy(pki.other_server_cert, cert)
+    shutil.copy(pki.other_server_key, key)
+    with tls_conn(server.port, ctx) as s:
+        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+    assert set(peer_cns(8)) == {"127.0.0.1 (rotated)"}
+    supervisor = psutil.Process(server.handle.pid)
+    before = {p.pid for p in supervisor.children()}
+    with tls_conn(server.port, ctx) as s:  # the worker that serves it is the one killed
+        request(s, b"version\r\n")
+        port = s.getsockname()[1]
+        victim = next(
+            p.pid
+            for p in supervisor.children()
+            if any(c.raddr and c.raddr.port == port for c in p.net_connections("tcp"))
+        )
+    os.kill(victim, 9)
+    deadline = time.monotonic() + 20
+    while len({p.pid for p in supervisor.children()} - before) < 1:
+        assert time.monotonic() < deadline, "the dead child was not replaced"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the new process starts its loop
+    # 8 new connections, none woken by anything: the balancing spreads them over both
+    assert set(peer_cns(8)) == {"127.0.0.1 (rotated)"}
