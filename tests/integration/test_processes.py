@@ -365,6 +365,57 @@ def test_stats_from_a_replaced_worker_count_every_worker_exactly(procs: Server) 
             c.close()
 
 
+LOGIN = b"set auth 0 0 12\r\nalice s3cret\r\n"
+FAILURE = b"CLIENT_ERROR authentication failure\r\n"
+
+
+def first_line(server: Server, data: bytes) -> bytes:
+    """The one reply line to one packet, on a connection of its own."""
+    with Conn(server.address) as c:
+        c.send(data)
+        return c.read_until(b"\r\n")
+
+
+def test_a_worker_process_started_after_sighup_knows_the_reloaded_auth_file(
+    tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """A worker process that replaces a dead one is forked from the supervisor: the
+    supervisor reloads its own copy on SIGHUP too, so a user removed from the file and
+    reloaded cannot log in on the new worker (it could: the fork had the file as read at
+    start)."""
+    authfile = tmp_path / "auth"
+    authfile.write_bytes(b"alice:s3cret\n")
+    server = server_factory("mcached-procs", "-t", "2", "-Y", str(authfile))
+    assert first_line(server, LOGIN) == b"STORED\r\n"
+    authfile.write_bytes(b"dave:pa55\n")
+    server.handle.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while any(first_line(server, LOGIN) != FAILURE for _ in range(6)):
+        assert time.monotonic() < deadline, "SIGHUP did not reload the auth file"
+        time.sleep(0.05)
+    supervisor = psutil.Process(server.handle.pid)
+    before = {p.pid for p in supervisor.children()}
+    with Conn(server.address) as c:  # the worker that serves it is the one killed
+        port = c.sock.getsockname()[1]
+        c.send(b"version\r\n")
+        c.read_until(b"\r\n")
+        victim = next(
+            p.pid
+            for p in supervisor.children()
+            if any(x.raddr and x.raddr.port == port for x in p.net_connections("tcp"))
+        )
+    os.kill(victim, signal.SIGKILL)
+    while not {p.pid for p in supervisor.children()} - before:
+        assert time.monotonic() < deadline + 10, "the dead worker was not replaced"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the new worker starts its loop
+    # new connections are spread over both workers: none lets alice in, all let dave in
+    assert [first_line(server, LOGIN) for _ in range(8)] == [FAILURE] * 8
+    assert {first_line(server, b"set k 0 0 9\r\ndave pa55\r\n") for _ in range(8)} == {
+        b"STORED\r\n"
+    }
+
+
 def load_every_worker(server: Server, n: int) -> list[Conn]:
     """8 connections over two workers or more, each sent `n` pipelined set+get at once."""
     conns, by_worker = spread(server, 8)

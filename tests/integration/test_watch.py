@@ -286,7 +286,14 @@ def evictions(srv: Server) -> list[str]:
 @pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
 def test_evictions_are_memcacheds(kind: str, server_factory: Callable[..., Server]) -> None:
     ours = evictions(server_factory(kind, "-m", "2"))
-    assert ours == evictions(server_factory("memcached", "-m", "2"))
+    reference = evictions(server_factory("memcached", "-m", "2"))
+    if ours != reference:
+        # memcached's LRU maintainer thread moves items between its queues while the stores
+        # run, so under load its order can differ from run to run (one CI run evicted k17
+        # before k16, where mcached and memcached's other runs kept key order): a second
+        # run of memcached says whether that was the case
+        reference = evictions(server_factory("memcached", "-m", "2"))
+    assert ours == reference
     assert len(ours) == 64
     assert ours[:2] == [
         "type=eviction key=k0 fetch=no ttl=-1 la=? clsid=17 size=3000",
