@@ -377,6 +377,7 @@ class Board:
         """The supervisor, for a dead worker: keep its figures, free its slot."""
         w = self.words
         b = self.base(slot)
+        watched = w[b + W_WATCH]
         for k in range(self.width):
             w[self.retired_base + k] += w[b + self.fig_base + k]
             w[b + self.fig_base + k] = 0
@@ -391,6 +392,12 @@ class Board:
             w[b + self.ack_base + r] = 0
             w[self.base(r) + self.ack_base + slot] = 0
         w[b + W_STATE] = EMPTY
+        if watched:
+            # its watchers went with it: the others stop logging what only they wanted (a
+            # worker that closes its watchers tells them so itself: Worker._publish_watch)
+            self.set(G_WATCH, self.watchers()[1])
+            self.bump(G_SETTINGS_EPOCH)
+            self.wake_all()
 
     # ---- publishing (a worker) ----
 

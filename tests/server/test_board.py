@@ -15,11 +15,15 @@ import pytest
 
 from mcached.server.board import (
     COUNTERS,
+    G_SETTINGS_EPOCH,
+    G_WATCH,
     RUNNING,
     STOPPING,
     W_ACCEPTING,
     W_CONNS,
     W_STATE,
+    W_WATCH,
+    W_WATCHERS,
     Board,
 )
 
@@ -120,6 +124,25 @@ def test_the_next_worker_of_a_retired_slot_is_answered_at_once_with_fresh_figure
         stop.set()
         thread.join()
         board.close()
+
+
+def test_a_dead_workers_watchers_no_longer_make_the_others_log() -> None:
+    """Worker 1 served a watcher of flags 4 and died (killed: it could not say so itself);
+    its retirement leaves G_WATCH with worker 0's flags alone and bumps the settings epoch,
+    so every worker copies them (before, they went on logging for nobody)."""
+    board = Board(2, ["x"])
+    board.set_word(0, W_WATCH, 3)
+    board.set_word(0, W_WATCHERS, 1)
+    board.set_word(1, W_WATCH, 4)
+    board.set_word(1, W_WATCHERS, 1)
+    board.set(G_WATCH, 7)
+    epoch = board.get(G_SETTINGS_EPOCH)
+    board.retire(1)
+    assert board.get(G_WATCH) == 3 and board.watchers() == (1, 3)
+    assert board.get(G_SETTINGS_EPOCH) == epoch + 1
+    board.retire(0)
+    assert board.get(G_WATCH) == 0 and board.get(G_SETTINGS_EPOCH) == epoch + 2
+    board.close()
 
 
 def test_a_connection_goes_to_the_running_accepting_worker_with_the_fewest() -> None:
