@@ -717,9 +717,13 @@ class Worker:
             total -= h
 
     def _abandon(self) -> None:
-        """A failed worker thread: its connections closed (reset, as a dead worker
+        """A failed worker thread: its watchers and connections closed (as a dead worker
         process's are), its figures published for the totals, the listening sockets left
         open for its successor and its siblings."""
+        try:
+            self._close_watchers("worker failed")
+        except Exception:  # the state that failed the worker may fail this too
+            log.exception("closing the watchers of failed worker %d", self.slot)
         for conn in list(self.conns):
             try:
                 conn.close("internal error")
@@ -731,7 +735,6 @@ class Worker:
                     pass
         self.conns.clear()
         self.ready.clear()
-        self._close_watchers("worker failed")
         self.publish(COUNTERS)
         self.selector.close()
 
