@@ -498,35 +498,48 @@ def test_bad_tls_options(kind: str, option: str, message: str) -> None:
     assert message in err
 
 
+def procs_with_rotating_files(
+    pki: PKI, tmp_path: Path, server_factory: Callable[..., Server], threads: int
+) -> tuple[Server, ssl.SSLContext]:
+    """Worker processes serving TLS from copies of the PKI's files, which `rotate` replaces."""
+    shutil.copy(pki.server_cert, tmp_path / "cert.pem")
+    shutil.copy(pki.server_key, tmp_path / "key.pem")
+    files = f"ssl_chain_cert={tmp_path / 'cert.pem'},ssl_key={tmp_path / 'key.pem'}"
+    server = server_factory("mcached-procs", "-t", str(threads), "-Z", "-o", files)
+    return server, client_context(pki)
+
+
+def rotate(pki: PKI, tmp_path: Path, server: Server, ctx: ssl.SSLContext) -> None:
+    """The other certificate and key in place of the files, and refresh_certs."""
+    shutil.copy(pki.other_server_cert, tmp_path / "cert.pem")
+    shutil.copy(pki.other_server_key, tmp_path / "key.pem")
+    with tls_conn(server.port, ctx) as s:
+        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+
+
+def peer_cns(server: Server, ctx: ssl.SSLContext, n: int) -> set[str]:
+    """The certificate names `n` new connections were shown (open at once: they spread
+    over the workers)."""
+    names = set()
+    socks = [tls_conn(server.port, ctx) for _ in range(n)]
+    for s in socks:
+        request(s, b"version\r\n")
+        names.add(str(dict(x[0] for x in s.getpeercert()["subject"])["commonName"]))
+    for s in socks:
+        s.close()
+    return names
+
+
 def test_refresh_certs_reaches_every_worker_process(
     pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
 ) -> None:
     """With worker processes, refresh_certs on one connection loads the new files in every
     worker: each new handshake, whichever worker accepts it, shows the new certificate; and
     the handshake errors of every worker are counted in stats."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    shutil.copy(pki.server_cert, cert)
-    shutil.copy(pki.server_key, key)
-    server = server_factory(
-        "mcached-procs", "-t", "4", "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"
-    )
-    ctx = client_context(pki)
-
-    def peer_cns(n: int) -> set[str]:
-        names = set()
-        socks = [tls_conn(server.port, ctx) for _ in range(n)]  # spread over the workers
-        for s in socks:
-            request(s, b"version\r\n")
-            names.add(str(dict(x[0] for x in s.getpeercert()["subject"])["commonName"]))
-            s.close()
-        return names
-
-    assert peer_cns(12) == {"127.0.0.1"}
-    shutil.copy(pki.other_server_cert, cert)
-    shutil.copy(pki.other_server_key, key)
-    with tls_conn(server.port, ctx) as s:
-        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
-    assert peer_cns(12) == {"127.0.0.1 (rotated)"}
+    server, ctx = procs_with_rotating_files(pki, tmp_path, server_factory, 4)
+    assert peer_cns(server, ctx, 12) == {"127.0.0.1"}
+    rotate(pki, tmp_path, server, ctx)
+    assert peer_cns(server, ctx, 12) == {"127.0.0.1 (rotated)"}
     for _ in range(6):  # plain-text clients fail their handshakes on whichever worker
         with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
             raw.sendall(b"version\r\n")
@@ -552,29 +565,9 @@ def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate
     since, before its first handshake, not at its first wake-up."""
     import psutil
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    shutil.copy(pki.server_cert, cert)
-    shutil.copy(pki.server_key, key)
-    server = server_factory(
-        "mcached-procs", "-t", "2", "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"
-    )
-    ctx = client_context(pki)
-
-    def peer_cns(n: int) -> list[str]:
-        names = []
-        socks = [tls_conn(server.port, ctx) for _ in range(n)]  # spread over the workers
-        for s in socks:
-            request(s, b"version\r\n")
-            names.append(str(dict(x[0] for x in s.getpeercert()["subject"])["commonName"]))
-        for s in socks:
-            s.close()
-        return names
-
-    shutil.copy(pki.other_server_cert, cert)
-    shutil.copy(pki.other_server_key, key)
-    with tls_conn(server.port, ctx) as s:
-        assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
-    assert set(peer_cns(8)) == {"127.0.0.1 (rotated)"}
+    server, ctx = procs_with_rotating_files(pki, tmp_path, server_factory, 2)
+    rotate(pki, tmp_path, server, ctx)
+    assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
     supervisor = psutil.Process(server.handle.pid)
     before = {p.pid for p in supervisor.children()}
     with tls_conn(server.port, ctx) as s:  # the worker that serves it is the one killed
@@ -592,4 +585,4 @@ def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate
         time.sleep(0.05)
     time.sleep(0.5)  # the new process starts its loop
     # 8 new connections, none woken by anything: the balancing spreads them over both
-    assert set(peer_cns(8)) == {"127.0.0.1 (rotated)"}
+    assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
