@@ -490,9 +490,9 @@ class Settings:
         default_factory=lambda: default_threads(),
         metadata=opt(
             "-t",
-            "number of worker threads (default: 1 under the GIL, where more threads only "
-            "fight over it and measured at half the throughput; 4, memcached's default, on a "
-            "free-threaded Python)",
+            "number of workers, each serving its connections with its own share of the "
+            "CPU: processes over one shared cache (threads on a free-threaded Python) "
+            f"(default: memcached's 4, at most the machine's cores: {default_threads()} here)",
             long="--threads",
             stat="num_threads",
             metavar="<num>",

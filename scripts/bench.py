@@ -161,7 +161,7 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
 
 
 def mcached_cmd(threads: int | None) -> list[str]:
-    # None: mcached's own default thread count (1 under the GIL; see settings.py)
+    # None: mcached's own default worker count (settings.default_threads)
     t = ["-t", str(threads)] if threads else []
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", "{port}", *t]
     return cmd + ["-m", "1024", "-c", "4096"]  # as memcached's command

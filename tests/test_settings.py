@@ -263,3 +263,13 @@ def test_help_lists_every_flag_and_extended_option() -> None:
                 assert decl in text, decl
         if o.extended:
             assert f"{o.name}:" in text.replace("\n", " ").replace("  ", " "), o.name
+
+
+def test_help_states_the_default_worker_count_that_runs() -> None:
+    # --help once said "1 under the GIL" long after the default became memcached's 4 capped
+    # at the machine's cores: the text now shows the figure the daemon takes
+    command = cli._command()
+    text = " ".join(command.get_help(click.Context(command)).split())
+    assert parse_settings([]).threads == settings.default_threads()
+    assert f"at most the machine's cores: {settings.default_threads()} here" in text
+    assert "1 under the GIL" not in text
