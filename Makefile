@@ -62,8 +62,9 @@ FT_SKIP  = --ignore=tests/integration/test_processes.py \
 	--ignore=tests/integration/test_discovery_processes.py \
 	--ignore=tests/integration/test_tls.py --ignore=tests/integration/test_meta_memcache.py \
 	-k "not test_emcache and not test_every_client_discovers and not test_tls_and_client"
-test-free-threaded: system-deps
+test-free-threaded:
 	@set -e; py="$$(bash scripts/free-threaded-python.sh)"; \
+	PYTHON="$$py" bash scripts/install-system-deps.sh; \
 	[ -x $(FT_VENV)/bin/python ] || "$$py" -m venv $(FT_VENV); \
 	$(FT_VENV)/bin/python -m pip install -q -e . pytest pytest-xdist pymemcache \
 		--only-binary hypothesis hypothesis django-elastipymemcache Django \
