@@ -1,4 +1,4 @@
-"""mcached: a memcached-compatible, multi-threaded cache daemon in pure Python.
+"""mcached: a memcached-compatible cache daemon in pure Python that uses every core it is given.
 
 `__version__` is the package's own release. `MEMCACHED_VERSION` is what the `version`
 command answers: clients (auto-discovery ones in particular) parse a plain dotted memcached

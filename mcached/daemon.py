@@ -12,8 +12,8 @@ Two ways to run the same workers:
   process binds, lays out the cache's arena and the board, then becomes the supervisor
   (`mcached.server.supervisor`) of ``-t`` worker processes and one maintainer process (the
   LRU crawler and the slab automover). Each worker process runs one worker loop in its main
-  thread, with its own holder word in the arena (``slot + 1``); the maintainer's two threads
-  have the two words after the workers'.
+  thread, with its own holder word in the arena (``slot + 1``); the maintainer's threads
+  (crawler and ticker, automover, metrics) have the three words after the workers'.
 * *threads* (`start`/`stop`, and `run` on a free-threaded interpreter): every worker is a
   thread of this process, the maintainer's threads too. Tests and programs that embed the
   daemon use this: forking a process that runs other threads (pytest, a web server) is not
@@ -87,9 +87,12 @@ lifecycle.setLevel(logging.INFO)
 # stats' libevent row names the event library: mcached's loop is Python's epoll
 LIBEVENT = f"epoll-python{platform.python_version()}"
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
-logging.addLevelName(TRACE, "TRACE")  # -vvv: every command and reply (the connections log it)
+logging.addLevelName(TRACE, "TRACE")  # -vv: every command and reply (the connections log it)
 
-VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+# memcached's levels: -vv prints connections, commands and replies; -vvv is the same here
+# (memcached adds its state machine's transitions, which mcached does not have)
+VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+TRACE_VERBOSITY = 2
 
 
 def log_level(verbose: int) -> int:
@@ -308,7 +311,7 @@ class Daemon:
         self._bind_metrics()
         self._bound()
         self.server.start()
-        if self.settings.verbose >= 3:
+        if self.settings.verbose >= TRACE_VERBOSITY:
             self.set_verbosity(self.settings.verbose)
         self._threads_started = [self.discovery, *self._maintainers(holder=0)]
         for svc in self._threads_started:
@@ -862,10 +865,10 @@ class Daemon:
     def _apply_verbosity(self, level: int) -> None:
         logging.getLogger("mcached").setLevel(log_level(level))
         for w in self.server.workers:
-            w.trace = level >= 3
+            w.trace = level >= TRACE_VERBOSITY
         worker = self.server.current()
         if worker is not None:
-            worker.trace = level >= 3
+            worker.trace = level >= TRACE_VERBOSITY
 
 
 class LogFile:
@@ -886,8 +889,8 @@ class LogFile:
 
 
 def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
-    """stderr (journald takes it) or a file; -v INFO, -vv DEBUG (connections), -vvv TRACE
-    (every command and reply)."""
+    """stderr (journald takes it) or a file; warnings and errors always, -v INFO, -vv TRACE
+    (connections, every command and reply)."""
     handler: logging.Handler
     reopen = None
     if log_file:

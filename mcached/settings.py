@@ -457,7 +457,9 @@ class Settings:
         default=0,
         metadata=opt(
             "-v",
-            "verbose: -v errors and warnings, -vv client connections and commands, -vvv everything",
+            "verbose (warnings and errors are always logged): -v adds the listening sockets "
+            "and why connections close, -vv (and -vvv) client connections, commands and "
+            "replies",
             long="--verbose",
             stat="verbosity",
             take=COUNT,
@@ -775,7 +777,8 @@ class Settings:
         default=True,
         metadata=opt(
             None,
-            "immediately close new connections after limit (default: enabled)",
+            "immediately close new connections after limit (default: enabled; mcached "
+            "always does, no_maxconns_fast only changes stats settings)",
             stat="maxconns_fast",
             extended=True,
         ),

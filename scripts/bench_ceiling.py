@@ -9,11 +9,12 @@ memaslap here at all? mcached cannot beat it, so its ratio to memcached, measure
 same run as mcached's, is how far "as close to memcached as Python can go" can go.
 
 ``--store dict`` keeps values in a dict (nothing cheaper exists in Python);
-``--store cache`` keeps them in mcached's slab cache (`mcached.storage.Cache`), which
+``--store cache`` keeps them in mcached's slab cache (`mcached.storage.cache.Cache`), which
 separates the cost of the storage from the cost of the rest of the daemon.
 
-``--procs N`` forks N processes that accept on the one listening socket, as mcached's
-workers do: the most N interpreters get out of the machine. With ``--store cache`` they share
+``--procs N`` forks N processes that accept on the one listening socket (mcached's workers
+each have their own ``SO_REUSEPORT`` copy instead; both spread the connections over the
+processes): the most N interpreters get out of the machine. With ``--store cache`` they share
 one cache (its arena and locks, as mcached's workers do); with ``--store dict`` each has its
 own dict, so a key set through one process is a miss in another: cheaper than any cache,
 an upper bound.

@@ -94,7 +94,12 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> Address:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("address", metavar="HOST:PORT", callback=_address)
-@click.option("--timeout", default=2.0, show_default=True, help="seconds per node request")
+@click.option(
+    "--timeout",
+    default=2.0,
+    show_default=True,
+    help="seconds per node request (display, stats, settings, dump and top wait at least 5)",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="mcached-tool")
 @click.pass_context
 def main(ctx: click.Context, address: Address, timeout: float) -> None:

@@ -2,9 +2,10 @@
 ``memcached-tool`` shows, plus a live view.
 
 Rules: works against memcached as well as mcached, so it only reads ``stats``,
-``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get``, through the one node
-client (`mcached.client.node.NodeClient`); a node's error or an unreachable node is a
-one-line message and exit 1 (click's `ClickException`), never a traceback.
+``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get`` (and ``top`` a ``watch
+fetchers`` stream, for its hot keys), through the one node client
+(`mcached.client.node.NodeClient`); a node's error or an unreachable node is a one-line
+message and exit 1 (click's `ClickException`), never a traceback.
 """
 
 from __future__ import annotations

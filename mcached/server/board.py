@@ -252,7 +252,7 @@ class Board:
         self, sender: int, slot: int, sock: socket.socket, listener: int, peer: str
     ) -> bool:
         """`sender` sends `sock` (accepted from its `listener`-th listening socket, from
-        `peer`) to `slot`'s worker, counted in flight until `slot` took it (`took_one`);
+        `peer`) to `slot`'s worker, counted in flight until `slot` took it (`arrived`);
         False if it could not go (the pair's buffer is full): keep it. Between processes
         the message is ``<listener> <peer>`` with the descriptor, and the sender's own
         descriptor is closed once it went; between threads, the socket object itself goes
@@ -284,7 +284,7 @@ class Board:
     def take_queued(self, slot: int) -> list[tuple[socket.socket, int, str]]:
         """Worker threads: what was handed to `slot` (its wake-up datagrams read first, so
         a hand-over that comes after the queue is emptied wakes it again), each counted as
-        taken (`took_one`)."""
+        taken (`arrived`)."""
         assert self.inboxes is not None
         try:
             while self.handoffs[slot][0].recv(512):

@@ -39,7 +39,7 @@ value's bytes straight into those views (``recv_into``; memcached's ``conn_nread
 dropped, as memcached swallows them.
 
 A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
-and loop clock, and four callbacks. `Worker` is the one owner in the daemon; tests build a
+and loop clock, and five callbacks. `Worker` is the one owner in the daemon; tests build a
 connection over a socketpair with a fake one (tests/server/test_connection.py).
 """
 
@@ -65,7 +65,7 @@ from mcached.stats import Counters
 log = logging.getLogger("mcached.conn")
 _monotonic_ns = time.monotonic_ns
 
-TRACE = 5  # the -vvv log level
+TRACE = 5  # the -vv log level
 READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 256 * 1024  # stop reading past this much unsent output
 STREAM_CAP = 256 * 1024  # a stream's pieces are pulled while less than this waits unsent
@@ -103,7 +103,7 @@ class Owner(Protocol):
     ready: set[Connection]  # YIELDED connections, served again without a read
     now: float  # time.monotonic() when the loop last woke (one clock read per batch)
     now_ns: int  # the same time, in nanoseconds (time.monotonic_ns())
-    trace: bool  # -vvv: log every command and reply
+    trace: bool  # -vv: log every command and reply
     latency_rows: dict[type, list[int]]  # per command type, its verb's histogram row
 
     def connection_closed(self, conn: Connection, reason: str) -> None: ...
@@ -414,7 +414,7 @@ class Connection:
                 if cmd is NEED_DATA:
                     break
                 if trace:
-                    log.log(TRACE, "<%d %r", self.fd, cmd)
+                    log.log(TRACE, "<%d %.512r", self.fd, cmd)  # a value is cut as a reply is
                 kind = type(cmd)
                 self.stacked = stacked
                 dispatch[kind](cmd, self)

@@ -5,8 +5,8 @@ reserved; 16-bit big-endian each); a request must fit in one datagram. Its comma
 answered as memcached 1.6.18 answers them: one message per memcached response object (a
 multi-key get makes one per key), each split into datagrams of at most 1,400 bytes with the
 request id, its own sequence number from 0 and its own count, sent when memcached would
-send them (`mcached.protocol.datagram`). Every worker polls every UDP socket
-(`Worker.add_reader`); the first to wake reads up to `READS_PER_WAKE` datagrams.
+send them (`mcached.protocol.datagram`). Each worker polls its own ``SO_REUSEPORT`` copy of
+each UDP socket (`Server.datagram_sockets`) and reads up to `READS_PER_WAKE` datagrams a wake.
 
 Rules: as meaning-free as the TCP side: a datagram is parsed by the parser the listener
 was given and each command served through the same dispatch table, with a `Datagram` in the

@@ -1,13 +1,16 @@
 """Workers: each runs its own poll loop, accepts its own connections and serves them for life.
 
 A worker is a thread, or the main thread of a worker process (see `mcached.server.supervisor`):
-the code is the same. Every worker watches every listening socket (``EPOLLEXCLUSIVE``: the
-kernel wakes one worker per new connection, not all of them), accepts, and serves what it
-accepted until the connection closes (memcached's worker threads, minus its dispatcher
-thread). Past ``-c`` open connections in the whole daemon (summed from the board), a newcomer
-gets memcached's ``ERROR Too many open connections`` and is closed at once (memcached's
-``maxconns_fast``). Out of file descriptors (EMFILE), a worker stops watching the listening
-sockets for `ACCEPT_BACKOFF` seconds instead of spinning on a socket that stays readable.
+the code is the same. Every worker watches its own copy of each listening TCP socket
+(``SO_REUSEPORT``: the kernel spreads new connections over the copies; sockets passed by
+systemd and the unix socket are one for all, watched with ``EPOLLEXCLUSIVE``), accepts, and
+serves what it accepted until the connection closes (memcached's worker threads, minus its
+dispatcher thread); a worker that accepts while another serves fewer hands the connection
+over to it (`Board.fewer_than`, `Board.hand_over`). Past ``-c`` open connections in the whole
+daemon (summed from the board), a newcomer gets memcached's ``ERROR Too many open
+connections`` and is closed at once (memcached's ``maxconns_fast``). Out of file
+descriptors (EMFILE), a worker stops watching the listening sockets for `ACCEPT_BACKOFF`
+seconds instead of spinning on a socket that stays readable.
 
 The loop serves I/O events, then gives each YIELDED connection (one that used its ``-R`` turn
 with commands still buffered) another turn, so a pipelining client shares the worker fairly.
@@ -216,7 +219,7 @@ class Worker:
         self._udp = server.datagram_sockets(slot)
         for u in self._udp:
             self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
-        self.trace = False  # -vvv: log every command and reply
+        self.trace = False  # -vv: log every command and reply
         self.asking: object = None  # the connection whose stats conns is being answered
         self._stopping = False
         self._drain_until: float | None = None
@@ -258,6 +261,9 @@ class Worker:
         board.set_word(self.slot, W_PID, os.getpid())
         board.set_word(self.slot, W_STATE, RUNNING)
         self.server.worker_started(self)
+        # the run-time settings as they are now (verbosity: a worker process forked at start,
+        # or in place of a dead one, traces commands under -vv from its first request)
+        self.server.apply_settings(self)
         # A worker process forked in place of a dead one has the supervisor's copy of the
         # certificates, as loaded at start: it loads the files a refresh_certs loaded since
         # before its first handshake, not at its first wake-up

@@ -486,6 +486,40 @@ def test_version_and_help_entry_points() -> None:
         assert flag in out.stdout, flag
 
 
+@pytest.mark.parametrize(
+    ("args", "traced"),
+    [(["-v"], False), (["-vv"], True), (["-vvv"], True), (["-v", "verbosity"], True)],
+    ids=["v", "vv", "vvv", "verbosity-2-at-run-time"],
+)
+def test_vv_logs_commands_and_replies_as_memcacheds_does(args: list[str], traced: bool) -> None:
+    """memcached's -vv prints each client's commands and replies (its -h: "very verbose (also
+    print client commands/responses)"); mcached's logged them only from -vvv once."""
+    runtime = "verbosity" in args
+    proc, port = spawn(*[a for a in args if a != "verbosity"], "-t", "2")
+    try:
+        wait_ready(port)
+        if runtime:
+            with Conn((HOST, port)) as conn:
+                assert conn.request(b"verbosity 2\r\n") == b"OK\r\n"
+        value = b"v" * 50_000
+        for _ in range(4):  # new connections, spread over both workers
+            with Conn((HOST, port)) as conn:
+                assert conn.request(b"set tracedkey 0 0 1\r\nx\r\n") == b"STORED\r\n"
+                stored = conn.request(b"set bigvalue 0 0 50000\r\n%b\r\n" % value)
+                assert stored == b"STORED\r\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    lines = err.splitlines()
+    assert len([n for n in lines if b"tracedkey" in n]) == (4 if traced else 0), err[-2000:]
+    assert (b"STORED" in err) == traced
+    # a stored value is logged cut short, as a reply is (memcached logs the line alone)
+    big = [n for n in lines if b"bigvalue" in n]
+    assert len(big) == (4 if traced else 0)
+    assert all(len(n) < 1000 for n in big)
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
 def test_unit_files_verify(tmp: Path) -> None:
     """systemd-analyze accepts the units (ExecStart pointed at an existing binary)."""
