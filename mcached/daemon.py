@@ -70,6 +70,7 @@ from mcached.server.listener import Server
 from mcached.server.supervisor import (
     CHILD_SIGNALS,
     MAINTAINER,
+    WORKER,
     Child,
     Supervisor,
     TooManyDeaths,
@@ -225,10 +226,10 @@ class Daemon:
             return self.port
         return self.server.ports[0] if self.server.tcp else DEFAULT_PORT
 
-    def _make_cache(self) -> Cache:
+    def _make_cache(self, memory_limit: int | None = None, automove: int | None = None) -> Cache:
         s = self.settings
         return Cache(
-            memory_limit=s.memory_limit,
+            memory_limit=s.memory_limit if memory_limit is None else memory_limit,
             item_size_max=s.item_size_max,
             evictions=s.evictions,
             cas_enabled=s.cas_enabled,
@@ -237,7 +238,7 @@ class Daemon:
             growth_factor=s.growth_factor,
             slab_chunk_max=s.slab_chunk_max,
             slab_reassign=s.slab_reassign,
-            slab_automove=s.slab_automove,
+            slab_automove=s.slab_automove if automove is None else automove,
         )
 
     def _maintainers(self, holder: int) -> list[Any]:
@@ -481,30 +482,45 @@ class Daemon:
             lifecycle.info("stopped")
         return code
 
-    def _died_inside(self, child: Child) -> bool:
-        arena = self.cache.arena
+    def _holders(self, kind: str, slot: int) -> list[int]:
+        """The arena's holder words of a child process."""
         n = self.settings.threads
-        if child.kind == MAINTAINER:
-            holders = [n + 1, n + 2, n + 3]  # crawler, automover, metrics
-        else:
-            holders = [child.slot + 1]
+        if kind == MAINTAINER:
+            return [n + 1, n + 2, n + 3]  # crawler and ticker, automover, metrics
+        return [slot + 1]
+
+    def _died_inside(self, child: Child) -> bool:
+        """Whether `child` died inside a cache operation (its holder word says so). The
+        supervisor takes no lock of the arena, ever: a lock may be held by another child
+        that died at the same moment and is not reaped yet, and the supervisor would wait
+        for it for good, with no worker replaced and SIGTERM unheard. What the child still
+        had pinned or reserved is let go by the child that takes its place
+        (`_release_left`)."""
+        arena = self.cache.arena
+        holders = self._holders(child.kind, child.slot)
         inside = any(arena.holding(h) for h in holders)
         for h in holders:
             arena.clear_holder(h)
-        if not inside:
-            # the arena is whole: only what the child was still sending or receiving (its
-            # pins and reserved chunks) is let go here
-            released = sum(self.cache.release_holder(h) for h in holders)
-            if released:
-                log.info(
-                    "released %d pins and reservations of %s %d", released, child.kind, child.slot
-                )
         return inside
 
+    def _release_left(self, kind: str, slot: int) -> None:
+        """In a child as it starts: let go what the child before it on its holder words
+        pinned or reserved (values it was sending or receiving when it died between cache
+        operations; nothing on a first start). A lock it waits for here is held by another
+        child that died inside an operation, whose death empties the cache and kills this
+        child too."""
+        released = sum(
+            self.cache.view(holder=h).release_holder(h) for h in self._holders(kind, slot)
+        )
+        if released:
+            log.info("released %d pins and reservations of the dead %s %d", released, kind, slot)
+
     def _rebuild(self) -> None:
-        """A child died inside a cache operation: a new, empty arena (every child is dead)."""
+        """A child died inside a cache operation: a new, empty arena (every child is dead),
+        with the run-time settings the old one held (`cache_memlimit`, `slabs automove`)."""
         old = self.cache
-        self.cache = self._make_cache()
+        limit = old.memory_limit if old.memory_limit > 0 else None  # a word of the old arena
+        self.cache = self._make_cache(limit, old.automove)
         self.handlers.cache = self.cache
         old.arena.close()
 
@@ -539,6 +555,7 @@ class Daemon:
 
     def _worker_main(self, slot: int) -> None:
         """A worker process: one worker loop in this (the main) thread."""
+        self._release_left(WORKER, slot)
         self.cache.bind_holder(slot + 1)
         worker = self.server.make_worker(slot)
         timeout = self.settings.shutdown_timeout
@@ -558,6 +575,7 @@ class Daemon:
         one that never serves a request, so a check never waits behind one)."""
         done = threading.Event()
         self._child_signals(lambda graceful: done.set())
+        self._release_left(MAINTAINER, 0)
         self.discovery.writer = self.settings.threads
         services = [*self._maintainers(holder=self.settings.threads + 1), self.discovery]
         for svc in services:

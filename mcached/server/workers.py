@@ -354,10 +354,14 @@ class Worker:
                 next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
 
     def _tick(self) -> None:
-        """Once a second: timeouts, whether the daemon still runs."""
+        """Once a second: timeouts, whether the daemon still runs, and this worker's
+        counters onto the board, so that a worker process killed (``kill -9``) takes at most
+        its last second of counted requests with it (`Board.retire` keeps what it
+        published; ``stats`` asks the running workers for their figures at once)."""
         if self.idle_timeout or self.stall_timeout:
             self._close_timed_out()
         self._shed_memory()
+        self.publish(COUNTERS)
         self.server.worker_tick(self)
 
     # ---- the board ----

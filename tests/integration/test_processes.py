@@ -365,6 +365,29 @@ def test_stats_from_a_replaced_worker_count_every_worker_exactly(procs: Server) 
             c.close()
 
 
+def test_a_killed_workers_counted_requests_stay_in_stats(procs: Server) -> None:
+    """A worker publishes its counters on the board once a second, so ``kill -9`` takes at
+    most its last second of them. (It published only when another worker asked, for a
+    ``stats``: the requests it served since, all answered, were gone from every total.)"""
+    conns, by_worker = spread(procs)
+    try:
+        victim, served = next(iter(by_worker.items()))
+        on_victim = served[0]
+        for i in range(50):  # a new daemon: no stats asked, no figure published yet
+            assert on_victim.request(b"set v%d 0 0 1\r\nx\r\n" % i, expect_len=8) == b"STORED\r\n"
+            assert on_victim.request(b"get v%d\r\n" % i).startswith(b"VALUE")
+        time.sleep(2.5)  # a tick or two of the victim's loop
+        os.kill(victim, signal.SIGKILL)
+        assert on_victim.closed()
+        survivor = next(c for pid, cs in by_worker.items() if pid != victim for c in cs)
+        after = {k: int(stat(survivor, k)) for k in ("cmd_set", "cmd_get", "get_hits")}
+        assert after == {"cmd_set": 50, "cmd_get": 50, "get_hits": 50}
+        assert stat(survivor, "curr_items") == "50"
+    finally:
+        for c in conns:
+            c.close()
+
+
 LOGIN = b"set auth 0 0 12\r\nalice s3cret\r\n"
 FAILURE = b"CLIENT_ERROR authentication failure\r\n"
 
@@ -583,10 +606,14 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
     items tens of ms), however slowly a loaded machine lets it run. A walk that ends before
     it is caught is asked for again, without a kill. A kill that still misses (stopped in
     the instant between the walk's end and its reply) is allowed, but never as many as the
-    supervisor's CRASH_LIMIT, whose deaths stop the daemon."""
+    supervisor's CRASH_LIMIT, whose deaths stop the daemon.
+
+    The new arena keeps the run-time settings the old one held (it was laid out from the
+    command line's: ``cache_memlimit`` and ``slabs automove`` were undone)."""
     server = server_factory("mcached-procs", "-t", "2")
     fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(60_000))
     assert ask(server, fill + b"get w59999\r\n").startswith(b"VALUE w59999")
+    assert ask(server, b"cache_memlimit 100\r\nslabs automove 0\r\n", b"OK\r\nOK\r\n")
     kills = 0
     deadline = time.monotonic() + 120
     while True:
@@ -629,6 +656,10 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
         time.sleep(0.05)
     assert ask(server, b"set again 0 0 1\r\nx\r\n", b"STORED\r\n") == b"STORED\r\n"
     assert ask(server, b"get again\r\n") == b"VALUE again 0 1\r\nx\r\nEND\r\n"
+    settings = ask(server, b"stats settings\r\n")
+    assert b"STAT maxbytes 104857600\r\n" in settings
+    assert b"STAT slab_automove 0\r\n" in settings
+    assert b"STAT limit_maxbytes 104857600\r\n" in ask(server, b"stats\r\n")
     server.handle.terminate()
     _, err = server.handle.communicate(timeout=60)
     assert b"inside a cache operation" in err

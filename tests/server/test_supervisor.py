@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from mcached.cli import parse_settings
+from mcached.daemon import Daemon
 from mcached.server import supervisor as sup_module
 from mcached.server.board import EMPTY, RUNNING, W_STATE, Board
 from mcached.server.supervisor import WORKER, Child, Supervisor, TooManyDeaths
+from mcached.storage.cache import Reservation
+from mcached.storage.results import StoreMode, StoreResult
 
 pytestmark = pytest.mark.unit
 
@@ -129,3 +134,74 @@ def test_stop_drains_then_kills_what_ignores_it() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert all(h.board.word(s, W_STATE) == EMPTY for s in (0, 1))
+
+
+# ---- the daemon's part: what a death leaves in the arena ----
+
+
+def in_child(fn: Callable[[], None]) -> int:
+    """Run `fn()` in a forked child that then exits (whatever it holds); its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            fn()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return pid
+
+
+def two_worker_daemon() -> Daemon:
+    return Daemon(parse_settings(["-t", "2", "-m", "8", "-p", "0"]), processes=True)
+
+
+def reserve_and_die(daemon: Daemon) -> Callable[[], None]:
+    """Worker 0 (holder word 1) dies between operations with a value half received: its
+    chunk reserved and listed in its row of the pin table, its holder word clear."""
+
+    def child() -> None:
+        res = daemon.cache.view(holder=1).reserve(b"half-sent", 100_000, 0)
+        assert isinstance(res, Reservation)
+
+    return child
+
+
+def test_a_death_is_dealt_with_without_a_lock_another_dead_worker_may_hold() -> None:
+    """Two workers die at once: worker 0 between operations, leaving a reservation; worker
+    1 inside one, holding partition locks. The supervisor, told of worker 0 first, let go
+    of its reservation there and then, which takes the partition's lock: it waited for
+    dead worker 1 for good (no worker replaced, no new arena, SIGTERM unheard). Now it
+    takes no lock: it only reads the holder words."""
+    daemon = two_worker_daemon()
+    pid0 = in_child(reserve_and_die(daemon))
+
+    def lock_and_die() -> None:
+        view = daemon.cache.view(holder=2)
+        view._hold.__enter__()  # inside an operation...
+        for part in view._items.parts:  # ...that holds every partition's lock: killed there
+            part.lock.acquire()
+
+    pid1 = in_child(lock_and_die)
+    verdicts: list[bool] = []
+    t = threading.Thread(
+        target=lambda: verdicts.append(daemon._died_inside(Child(WORKER, 0, pid0))), daemon=True
+    )
+    t.start()
+    t.join(10)
+    assert verdicts == [False]  # between operations: its successor lets go of what it held
+    assert daemon._died_inside(Child(WORKER, 1, pid1)) is True  # a new arena follows
+
+
+def test_a_successor_lets_go_of_what_its_dead_predecessor_reserved() -> None:
+    daemon = two_worker_daemon()
+    pid0 = in_child(reserve_and_die(daemon))
+    assert daemon._died_inside(Child(WORKER, 0, pid0)) is False
+    assert daemon.cache.view(holder=1).pins_held() == 1  # listed, not yet let go
+    in_child(lambda: daemon._release_left(WORKER, 0))  # as worker 0's successor starts
+    assert daemon.cache.view(holder=1).pins_held() == 0
+    # the chunk is back: the key can be stored whole, and nothing half-stored is there
+    assert daemon.cache.get(b"half-sent") is None
+    assert daemon.cache.store(StoreMode.SET, b"half-sent", b"v" * 100_000) is StoreResult.STORED
