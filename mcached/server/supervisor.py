@@ -191,6 +191,7 @@ class Supervisor:
         now = time.monotonic()
         self._deaths.append(now)
         if len(self._deaths) == CRASH_LIMIT and now - self._deaths[0] < CRASH_WINDOW:
+            log.error("%s %d (pid %d) %s", child.kind, child.slot, child.pid, how)
             raise TooManyDeaths(f"{CRASH_LIMIT} children died within {CRASH_WINDOW:.0f}s")
         if self.died_inside(child):
             log.error(

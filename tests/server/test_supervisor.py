@@ -110,14 +110,21 @@ def test_a_worker_that_died_inside_the_cache_restarts_everything_on_a_new_arena(
     assert harness.rebuilt == 1 and harness.sup.rebuilds == 1
 
 
-def test_a_crash_loop_stops_the_daemon(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_loop_stops_the_daemon(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(sup_module, "CRASH_LIMIT", 3)
     harness.sup._deaths = sup_module.deque(maxlen=3)
+    killed = []
     with pytest.raises(TooManyDeaths):
         for _ in range(3):
             before = harness.pids()
+            killed.append(before[0])
             os.kill(before[0], signal.SIGKILL)
             harness.wait_replaced(before, {0})
+    # every death is logged, the last one too (it was not: the limit was raised first)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert all(f"(pid {pid}) was killed by SIGKILL" in logged for pid in killed), logged
 
 
 def test_stop_drains_then_kills_what_ignores_it() -> None:
