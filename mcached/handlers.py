@@ -527,6 +527,7 @@ class Handlers:
         unpin = self.cache.unpin
         reply_value = cmd.reply_value
         size = hits = looked = 0
+        copied = False
         for key in keys:
             hit = get_ref(key)
             looked += 1
@@ -536,6 +537,8 @@ class Handlers:
                     s.after_sent(partial(unpin, hit[3]))
                     if value.__class__ is list:  # a value in several chunks: their views
                         value = Pieces(value)
+                elif len(value) >= STREAM_AFTER:
+                    copied = True  # a large value copied out (its item pinned too often)
                 reply_value(out, key, value, hit[1], hit[2] if with_cas else None)
                 hits += 1
                 size += len(value) + len(key)
@@ -551,6 +554,11 @@ class Handlers:
                 cmd.reply_miss(out, key)
         cmd.reply_end(out)
         tally(looked, hits)
+        if copied:
+            # end the turn here, as `_hit_one` does: a pipeline of such gets (gets, binary
+            # gets) holds one copy at a time, not a turn's worth (-R of them: 20 MB of 1 MB
+            # values per connection)
+            s.stream = iter(())
 
     def _values_into(
         self,

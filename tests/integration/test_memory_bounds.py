@@ -169,6 +169,44 @@ def test_pipelined_large_gets_never_read_hold_nothing_past_the_bound(daemon: Ser
     assert settled(daemon) - start <= OVERHEAD
 
 
+@pytest.mark.parametrize("kind", ["gets", "binary-getk"])
+def test_gets_of_a_value_lent_to_every_reply_it_may_copy_one_at_a_time(
+    daemon: Server, kind: str
+) -> None:
+    """An item lent to MAX_PINS replies at once is copied out for the next ones. A pipeline
+    of single-key gets that reads slowly then held one copy at a time on the plain `get`
+    path, but -R copies a turn (10 MB of these values a connection, each turn) on the path
+    of gets, multigets and the binary gets: it ends the turn after such a copy now too."""
+    store(daemon, [b"big"])
+    start = settled(daemon)
+    if kind == "gets":
+        one = b"gets big\r\n"
+    else:
+        one = b.HEADER.pack(b.REQUEST, b.GETK, 3, 0, 0, 0, 3, 0, 0) + b"big"
+    conns = idle_sockets(40, daemon)
+    try:
+        for c in conns:
+            c.sendall(one * 200)  # 200 values of 512 KB asked for, read a little at a time
+        peak = start
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            for c in conns:
+                try:
+                    c.recv(4096, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+            peak = max(peak, pss(daemon))
+            time.sleep(0.1)
+        check_served(daemon)
+        # 40 copies of 512 KB at most, one per connection (the rest are lent)
+        bound = OVERHEAD + 40 * len(VALUE)
+        assert peak - start <= bound, (start / MB, peak / MB)
+    finally:
+        for c in conns:
+            c.close()
+    assert settled(daemon) - start <= OVERHEAD
+
+
 def half_sent(i: int) -> bytes:
     """The head of a 1,048,000-byte store, in turn each syntax and mode that receives its
     value into place: text set, meta ms, a binary set, text append."""
