@@ -398,6 +398,10 @@ class Negotiator:
             return b""
         return self.chosen.take(n)
 
+    def release(self) -> None:
+        if self.chosen is not None:
+            self.chosen.release()
+
     @property
     def at_end(self) -> bool:
         return self.chosen.at_end if self.chosen is not None else False

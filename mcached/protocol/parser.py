@@ -178,6 +178,12 @@ class Buffered:
         """Bytes held that no command has consumed yet."""
         return len(self._buf) - self._pos
 
+    def release(self) -> None:
+        """The connection is closed: the bytes it held go now, not when the garbage collector
+        gets to the connection (the objects of a connection refer to each other)."""
+        self._buf = b""
+        self._pos = 0
+
     def take(self, n: int) -> bytes | bytearray:
         """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
         the server receives itself."""

@@ -39,7 +39,7 @@ value's bytes straight into those views (``recv_into``; memcached's ``conn_nread
 dropped, as memcached swallows them.
 
 A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
-and loop clock, and five callbacks. `Worker` is the one owner in the daemon; tests build a
+and loop clock, and six callbacks. `Worker` is the one owner in the daemon; tests build a
 connection over a socketpair with a fake one (tests/server/test_connection.py).
 """
 
@@ -70,6 +70,9 @@ READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 256 * 1024  # stop reading past this much unsent output
 STREAM_CAP = 256 * 1024  # a stream's pieces are pulled while less than this waits unsent
 JOIN_MAX = 64 * 1024  # a turn's replies up to this size are joined into one send (a copy)
+#: a request part-way in that holds this much (a long multiget line) has its worker check
+#: what all its connections hold at once, not at its next tick (Owner.memory_pressure)
+PRESSURE_AT = 256 * 1024
 SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
 TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
 DRAIN_READ_MAX = 4 * 1024 * 1024  # bytes a stopping connection still reads (what it holds)
@@ -115,6 +118,8 @@ class Owner(Protocol):
     def tls_handshake_done(self, sock: Any) -> None: ...
 
     def start_watch(self, conn: Connection, flags: int) -> None: ...
+
+    def memory_pressure(self) -> None: ...
 
 
 class Connection:
@@ -306,6 +311,12 @@ class Connection:
                 if cmd is not None:
                     self._serve_lone(cmd)
                     return
+        elif self.parser.buffered >= PRESSURE_AT:
+            # many such requests at once could take hundreds of MB before the worker's
+            # once-a-second check sheds them: it checks now (at most every few ms)
+            self.worker.memory_pressure()
+            if self.state == CLOSED:
+                return
         self.process()
 
     def _serve_lone(self, cmd: Any) -> None:
@@ -794,6 +805,11 @@ class Connection:
         self._wq.clear()  # release the values we were sending
         self._wq_bytes = 0
         self.out.clear()
+        # what it received and had not served yet (a long multiget line: a MB or more),
+        # let go now: a connection closed for holding too much (Worker._shed_memory) would
+        # otherwise hold it until the collector ran, and a flood of such lines grew the
+        # daemon by all of them
+        self.parser.release()
         if self.stream is not None:
             close = getattr(self.stream, "close", None)
             self.stream = None

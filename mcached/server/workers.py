@@ -85,6 +85,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcached.worker")
 
 TIMEOUT_CHECK_INTERVAL = 1.0
+SHED_EVERY = 0.005  # seconds between two checks of what the connections hold, under pressure
 #: what one worker's connections may hold outside the cache, in all, when ``-o
 #: read_buf_mem_limit`` is 0 (see `Worker._shed_memory`)
 CONN_MEMORY_DEFAULT = 32 * 1024 * 1024
@@ -213,6 +214,7 @@ class Worker:
             self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._near_fd_limit = True  # until a received descriptor's number says otherwise
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
+        self._next_shed = 0.0  # memory_pressure: when it may check again
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
@@ -695,6 +697,13 @@ class Worker:
                     and now - max(conn.req_start, conn.last_cmd) > stall
                 ):
                     conn.close("request incomplete")
+
+    def memory_pressure(self) -> None:
+        """A connection holds a large request part-way in: check the bound now (at most
+        every `SHED_EVERY` seconds), not only at the next tick."""
+        if self.now >= self._next_shed:
+            self._next_shed = self.now + SHED_EVERY
+            self._shed_memory()
 
     def _shed_memory(self) -> None:
         """Bound what this worker's connections hold outside the cache, in all: requests

@@ -207,6 +207,45 @@ def test_gets_of_a_value_lent_to_every_reply_it_may_copy_one_at_a_time(
     assert settled(daemon) - start <= OVERHEAD
 
 
+def test_long_multiget_lines_half_sent_are_let_go_when_shed(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Connections that each send a 1 MB ``get`` line with no end and go silent are closed
+    past ``read_buf_mem_limit`` (16 MB here: 4 MB a worker). The lines of those closed went
+    on holding their memory until the garbage collector ran, so the daemon grew by every
+    line sent (+60 MB for these 60), not by the limit."""
+    server = server_factory(
+        "mcached-procs",
+        "-t",
+        "4",
+        "-m",
+        str(LIMIT_MB),
+        "-c",
+        "2048",
+        "--stall-timeout",
+        "0",
+        "-o",
+        "read_buf_mem_limit=16",
+    )
+    start = settled(server)
+    line = b"get" + b" k" * 500_000  # 1,000,003 bytes, no newline
+    conns = idle_sockets(60, server, rcvbuf=65536)
+    try:
+        for c in conns:
+            try:
+                c.sendall(line)
+            except OSError:
+                pass  # closed as it sent: what it held is what it held
+        during = settled(server, 2.5)
+        check_served(server)
+        assert stats(server)["read_buf_oom"] >= 30
+        # the limit, and a read buffer's worth for each line part-way in
+        assert during - start <= 16 * MB + OVERHEAD + 8 * MB, (start / MB, during / MB)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def half_sent(i: int) -> bytes:
     """The head of a 1,048,000-byte store, in turn each syntax and mode that receives its
     value into place: text set, meta ms, a binary set, text append."""

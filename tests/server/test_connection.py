@@ -68,6 +68,7 @@ class FakeOwner:
         self.latency_rows: defaultdict[type, list[int]] = defaultdict(lambda: [0] * ROW)
         self.closed: list[str] = []
         self.shutdowns: list[bool] = []
+        self.pressed = 0
 
     def connection_closed(self, conn: Connection, reason: str) -> None:
         self.closed.append(reason)
@@ -80,6 +81,9 @@ class FakeOwner:
 
     def tls_handshake_done(self, sock: Any) -> None:
         raise AssertionError("no TLS here")
+
+    def memory_pressure(self) -> None:
+        self.pressed += 1
 
     def interest(self, conn: Connection) -> int:
         """The events the connection asks the poller for (0: not registered)."""
@@ -442,6 +446,29 @@ def test_close_is_once_and_unregisters() -> None:
     assert conn.state == CLOSED and owner.closed == ["first"]
     assert owner.interest(conn) == 0 and conn.fd not in owner.selector.owners
     assert client.recv(100) == b""
+
+
+def test_a_long_line_part_way_in_tells_the_owner_and_is_let_go_at_close() -> None:
+    """A request line growing past PRESSURE_AT asks the worker to check what its
+    connections hold at once; closing the connection lets the line's bytes go at once (the
+    connection's objects refer to each other, so they waited for the collector)."""
+    conn, client, owner = make()
+    line = b"get" + b" k" * 200_000  # 400 KB with no newline yet
+
+    def feed(upto: int) -> None:
+        sent = conn.parser.buffered
+        while conn.parser.buffered < upto:
+            if sent < upto:
+                client.sendall(line[sent : min(upto, sent + 32_768)])
+                sent = min(upto, sent + 32_768)
+            conn.on_readable()
+
+    feed(100_000)
+    assert owner.pressed == 0
+    feed(len(line))
+    assert owner.pressed >= 1
+    conn.close("out of buffer memory")
+    assert conn.parser.buffered == 0
 
 
 class ResetSocket:
