@@ -177,16 +177,18 @@ def drops_old_item(cmd: c.Store) -> bool:
 MB = 1024 * 1024
 MAX_SLAB_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES: class ids 0..63
 UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
 
 
 def strtoul(text: bytes) -> int | None:
     """memcached's ``safe_strtoul`` on a token: decimal digits (a leading ``+`` allowed, no
-    ``-``), at most 32 bits; None otherwise."""
+    ``-``) read as C's 64-bit ``strtoul`` reads them (None past 64 bits: ERANGE), then kept
+    in 32 bits as it stores them: 4294967296 is 0; None otherwise."""
     digits = text[1:] if text[:1] == b"+" else text
     if not digits.isdigit():
         return None
     n = int(digits)
-    return n if n <= UINT32_MAX else None
+    return n & UINT32_MAX if n <= UINT64_MAX else None
 
 
 #: what memcached's do_item_get logs of a lookup: (status, slab class, value length); see
@@ -1292,23 +1294,25 @@ class Handlers:
     # ---- stats ----
 
     def stats(self, cmd: c.Stats, s: Session) -> None:
+        """``stats [group]``: memcached reads the group's name and nothing after it (``stats
+        items foo`` is ``stats items``), but for ``detail`` and ``cachedump``."""
         args = cmd.args
         sub = args[0] if args else b""
         if sub == b"":
             cmd.reply_stats(s.out, self.general_stats())
-        elif sub == b"reset" and len(args) == 1:
+        elif sub == b"reset":
             self.reset_stats()
             cmd.reply(s.out, Outcome.RESET)
-        elif sub == b"settings" and len(args) == 1:
+        elif sub == b"settings":
             self.info.refresh_settings()  # what other workers changed at run time
             cmd.reply_stats(s.out, stats_settings(self.settings))
-        elif sub == b"items" and len(args) == 1:
+        elif sub == b"items":
             cmd.reply_stats(s.out, self.items_stats())
-        elif sub == b"slabs" and len(args) == 1:
+        elif sub == b"slabs":
             cmd.reply_stats(s.out, self.slabs_stats())
-        elif sub == b"sizes" and len(args) == 1:
+        elif sub == b"sizes":
             cmd.reply_stats(s.out, self.sizes_stats())
-        elif sub == b"conns" and len(args) == 1:
+        elif sub == b"conns":
             cmd.reply_stats(s.out, self.info.conns_stats(s))  # s: in conn_parse_cmd
         elif sub == b"detail":
             self.stats_detail(cmd, args[1:], s)
@@ -1347,12 +1351,13 @@ class Handlers:
 
     def stats_detail(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:
         """``stats detail on|off|dump``: per-prefix counters (keys split at ``-D``)."""
-        if len(args) == 1 and args[0] in (b"on", b"off"):
-            self.detail.enabled = args[0] == b"on"
+        word = args[0] if args else b""  # memcached reads this one word, and no more
+        if word in (b"on", b"off"):
+            self.detail.enabled = word == b"on"
             self.settings = self.settings.replace(detail_enabled=self.detail.enabled)
             self.info.set_detail(self.detail.enabled)  # every worker
             cmd.reply(s.out, Outcome.OK)
-        elif len(args) == 1 and args[0] == b"dump":
+        elif word == b"dump":
             cmd.reply_prefix_stats(s.out, self.detail.rows(self.info.detail_table()))
         else:
             cmd.reply(s.out, Error.DETAIL_USAGE)

@@ -293,6 +293,36 @@ def test_stats_cachedump(kind: str, server_factory: Callable[..., Server]) -> No
             b"END\r\nCLIENT_ERROR Illegal slab id\r\nCLIENT_ERROR bad command line format\r\n"
             b"CLIENT_ERROR bad command line\r\n",
         )
+        # the class read as strtoul reads it, then kept in 32 bits: 2^32 is class 0 (empty),
+        # 99999999999 a class past 63; past 64 bits, not a number
+        exchange(
+            conn,
+            b"stats cachedump 4294967296 1\r\nstats cachedump 99999999999 1\r\n"
+            b"stats cachedump 18446744073709551616 1\r\n",
+            b"END\r\nCLIENT_ERROR Illegal slab id\r\nCLIENT_ERROR bad command line format\r\n",
+        )
+
+
+def test_stats_groups_read_no_word_past_their_name(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached reads a stats group's name and ignores what follows it (``stats items
+    foo`` is ``stats items``; ``stats detail on foo`` is ``stats detail on``); mcached
+    answered them ERROR and a usage error."""
+    srv = server_factory(kind)
+    with Conn(srv.address) as conn:
+        exchange(conn, b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+        for group in (b"items", b"slabs", b"settings", b"conns", b"sizes"):
+            conn.send(b"stats %b\r\n" % group)
+            plain = conn.read_until(b"END\r\n")
+            conn.send(b"stats %b extra words\r\n" % group)
+            extra = conn.read_until(b"END\r\n")
+            # the same rows (conns: its last-command times and states may move on)
+            names = [line.split(b" ")[1] for line in plain.split(b"\r\n")[:-2]]
+            assert [line.split(b" ")[1] for line in extra.split(b"\r\n")[:-2]] == names, group
+        exchange(conn, b"stats reset extra\r\n", b"RESET\r\n")
+        exchange(conn, b"stats detail on extra\r\nstats detail off x y\r\n", b"OK\r\nOK\r\n")
+        exchange(conn, b"stats detail\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
