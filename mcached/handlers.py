@@ -41,7 +41,7 @@ from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
-from mcached.protocol.outcomes import Error, Out, Outcome, Piece, Pieces
+from mcached.protocol.outcomes import GIVE_WAY, Error, Out, Outcome, Piece, Pieces
 from mcached.protocol.parser import item_total_size
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
@@ -1043,14 +1043,32 @@ class Handlers:
             self.cache.crawl(classes)
             cmd.reply(s.out, Outcome.OK)
             return
+        s.stream = self._metadump(cmd, classes)
+
+    def _metadump(self, cmd: c.LruCrawler, classes: set[int] | None) -> Iterator[Piece]:
+        """A metadump's reply, a batch of rows at a time (a generator: the connection's
+        stream). A batch is rendered only when the client has read what came before it
+        (the connection pulls while little is unsent), so a dump of any size held by a
+        client that never reads costs a batch or two, as memcached's crawler writes into
+        a fixed buffer; and a step that found nothing gives way, so the worker serves its
+        other connections between steps however few items the dump lists."""
         base = self.clock.process_started  # server time -> Unix time
-        rows = [
-            (key, exptime + base if exptime else -1, atime + base, cas, fetched, size, clsid)
-            for key, exptime, atime, cas, fetched, size, clsid in self.cache.metadump(
-                classes=classes
+        buf: Out = []
+        for batch in self.cache.metadump_batches(classes=classes):
+            cmd.reply_metadump(
+                buf,
+                [
+                    (key, exptime + base if exptime else -1, atime + base, cas, fetched, size, cid)
+                    for key, exptime, atime, cas, fetched, size, cid in batch
+                ],
             )
-        ]
-        cmd.reply_metadump(s.out, rows)
+            if buf:
+                yield from buf
+                buf.clear()
+            else:
+                yield GIVE_WAY
+        cmd.reply_end(buf)
+        yield from buf
 
     # ---- the auto-discovery endpoint (ElastiCache's config verbs; only the key "cluster") ----
 
@@ -1344,9 +1362,15 @@ class Handlers:
             cmd.reply(s.out, Error.ILLEGAL_SLAB_ID)
         else:
             base = self.clock.process_started  # server time -> Unix time
-            rows = self.cache.cachedump(clsid, limit)
+            size = cmd.reply_cachedump_size
+
+            def cost(nkey: int, nbytes: int, exptime: int) -> int:
+                return size(nkey, nbytes, exptime + base if exptime else 0)
+
+            # only the newest rows the reply can hold are kept while the class is walked
+            rows = self.cache.cachedump(clsid, limit, cmd.cachedump_room, cost)
             cmd.reply_cachedump(
-                s.out, [(key, n, exptime + base if exptime else 0) for key, n, exptime in rows]
+                s.out, ((key, n, exptime + base if exptime else 0) for key, n, exptime in rows)
             )
 
     def stats_detail(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:

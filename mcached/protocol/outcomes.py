@@ -76,6 +76,11 @@ class Pieces:
 #: a reply piece: a bytearray is a value copied out of the cache; a memoryview or `Pieces`,
 #: a value lent by the cache
 Piece = bytes | bytearray | memoryview | Pieces
+#: A piece of a stream that is no output: its producer gave way (a bounded step of a long
+#: walk found nothing to send). The connection pulls no more of the stream until the socket
+#: is writable again, so its worker serves its other connections in between. Compared by
+#: identity (an empty value is an empty piece too, and is sent as any other).
+GIVE_WAY: Piece = memoryview(b"")
 #: a handler's output: reply pieces in order
 Out = list[Piece]
 
@@ -217,7 +222,7 @@ class Replies(Protocol):
         """A key not found."""
 
     def reply_end(self, out: Out) -> None:
-        """After the last key of a retrieval."""
+        """After the last key of a retrieval (and the last row of a metadump)."""
 
     def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
         """A retrieval of one key that was found, without its CAS: exactly `reply_value` then
@@ -257,10 +262,19 @@ class Replies(Protocol):
         self, out: Out, rows: Iterable[tuple[bytes, int, int, int, bool, int, int]]
     ) -> None:
         """``lru_crawler metadump``: (key, exptime or -1, last access, cas, fetched, size,
-        class id) rows, times as Unix time."""
+        class id) rows, times as Unix time: one batch of the dump (called once per batch,
+        then `reply_end`)."""
+
+    #: bytes of rows ``stats cachedump`` sends at most (memcached's cap): see below
+    cachedump_room: int
+
+    def reply_cachedump_size(self, nkey: int, nbytes: int, exptime: int) -> int:
+        """What a row (its key's length, value length, exptime as Unix time or 0) takes of
+        `cachedump_room`: the handler keeps only the newest rows that fit."""
 
     def reply_cachedump(self, out: Out, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        """``stats cachedump``: (key, value length, exptime as Unix time or 0) rows."""
+        """``stats cachedump``: (key, value length, exptime as Unix time or 0) rows, newest
+        first; those past `cachedump_room` are left out."""
 
     def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
         """``config get <key>``: the auto-discovery data (ElastiCache's endpoint)."""

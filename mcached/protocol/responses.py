@@ -250,7 +250,9 @@ class TextReplies:
     def reply_metadump(
         self, out: Out, rows: Iterable[tuple[bytes, int, int, int, bool, int, int]]
     ) -> None:
-        # memcached-tool dump reads these lines; keys are URI-encoded as memcached does
+        # memcached-tool dump reads these lines; keys are URI-encoded as memcached does.
+        # One piece per batch of rows (the handler streams a dump batch by batch), nothing
+        # for none; reply_end() ends the dump.
         lines = [
             b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n"
             % (
@@ -264,21 +266,30 @@ class TextReplies:
             )
             for key, exptime, atime, cas, fetched, size, clsid in rows
         ]
-        lines.append(END)
-        out.append(b"".join(lines))
+        if lines:
+            out.append(b"".join(lines))
+
+    #: bytes of rows a ``stats cachedump`` reply holds (memcached's item_cachedump: 2 MB in
+    #: all, with room for its END and a NUL); rows past them are not sent, so the handler
+    #: keeps no more
+    cachedump_room = CACHEDUMP_MAX - len(END) - 1
+
+    def reply_cachedump_size(self, nkey: int, nbytes: int, exptime: int) -> int:
+        """What `reply_cachedump` spends of `cachedump_room` on a row (its line's bytes)."""
+        return 5 + nkey + len(b" [%d b; %d s]\r\n" % (nbytes, exptime))
 
     def reply_cachedump(self, out: Out, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        # memcached's item_cachedump: at most 2 MB of lines (END included), then END
-        lines = []
-        size = 0
+        # memcached's item_cachedump: at most 2 MB of lines (END included), then END. Built
+        # in place: a list of the lines, then their join, would hold the reply twice.
+        reply = bytearray()
+        room = self.cachedump_room
         for key, nbytes, exptime in rows:
             line = b"ITEM %b [%d b; %d s]\r\n" % (key, nbytes, exptime)
-            size += len(line)
-            if size + 6 > CACHEDUMP_MAX:
+            if len(reply) + len(line) > room:
                 break
-            lines.append(line)
-        lines.append(END)
-        out.append(b"".join(lines))
+            reply += line
+        reply += END
+        out.append(reply)
 
     def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
         # ElastiCache's CONFIG block: <n> counts the data, not the \r\n after it (VALUE

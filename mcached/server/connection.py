@@ -25,9 +25,12 @@ an iterator of pieces in `stream` instead of pieces in `out`: the connection pul
 only while less than `STREAM_CAP` bytes wait to be sent, so a client that reads slowly, or
 never, makes the daemon hold that much of its reply, not the whole of it. No command after
 it runs before it is done (its replies would come first, and its reads would see what later
-commands write). `after_sent(callback)` runs the callback once every byte queued so far has
-been sent, or the connection closes: what a reply holds on to (a value sent from the cache's
-own memory) is let go then.
+commands write). A stream whose producer walks something long (``lru_crawler metadump``
+walks every item) yields `GIVE_WAY` after a step that found nothing to send: the pull stops
+there and goes on when the socket is next writable, so one turn never walks the whole of it
+and the worker serves its other connections between steps. `after_sent(callback)` runs the
+callback once every byte queued so far has been sent, or the connection closes: what a reply
+holds on to (a value sent from the cache's own memory) is let go then.
 
 Values received into place. A large value still arriving when its command line (or binary
 header) is parsed (`Incoming`) is not buffered: the handler reserves the cache memory it will
@@ -57,7 +60,7 @@ from typing import Any, Protocol
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.binary_parser import AnyParser, Negotiator
 from mcached.protocol.commands import TRANSMITTING
-from mcached.protocol.outcomes import Piece, Pieces
+from mcached.protocol.outcomes import GIVE_WAY, Piece, Pieces
 from mcached.protocol.parser import NEED_DATA
 from mcached.server.poller import READ, WRITE, Poller
 from mcached.stats import Counters
@@ -555,7 +558,8 @@ class Connection:
             self.process()
 
     def _pull(self) -> None:
-        """Pieces of the stream, while less than `STREAM_CAP` bytes wait to be sent."""
+        """Pieces of the stream, while less than `STREAM_CAP` bytes wait to be sent, up to a
+        `GIVE_WAY` (then the next writable event pulls on)."""
         stream = self.stream
         assert stream is not None
         out = self.out
@@ -565,6 +569,8 @@ class Connection:
                 piece = next(stream, None)
                 if piece is None:
                     self.stream = None
+                    break
+                if piece is GIVE_WAY:
                     break
                 if piece.__class__ is Pieces:
                     out += piece.views

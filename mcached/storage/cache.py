@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from heapq import heappop, heappush
 from typing import Any
 
 from mcached.clock import Clock
@@ -183,6 +184,11 @@ UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
 _SPACE = b" \t\n\v\f\r"
 DEFAULT_PARTITIONS = 16
+# A dump's batch (`Cache.metadump_batches`): at most this many rows, from at most this many
+# table slots, per hold of a partition's lock. 256 rows of 250-byte keys are ~200 KB once
+# rendered (a connection's STREAM_CAP); 4096 slots are a few ms of Python at most.
+DUMP_BATCH_ROWS = 256
+DUMP_BATCH_SLOTS = 4096
 KEY_MAX_LENGTH = 250  # memcached's KEY_MAX_LENGTH; the item header keeps it in one byte
 _SET, _ADD, _CAS, _REPLACE, _APPEND = (
     StoreMode.SET,
@@ -2219,20 +2225,51 @@ class Cache:
         self, class_of: Any = None, classes: set[int] | None = None
     ) -> Iterator[tuple[bytes, int, int, int, bool, int, int]]:
         """Live items: (key, exptime, last access, cas, fetched, size, class id), times in
-        server time (exptime 0: never). Partition by partition, never one long lock."""
-        for row in self._walk():
-            if classes is None or row[6] in classes:
-                yield row
+        server time (exptime 0: never). A batch at a time (`metadump_batches`)."""
+        for batch in self._batches(True, classes):
+            yield from batch
 
-    def cachedump(self, clsid: int, limit: int = 0) -> list[tuple[bytes, int, int]]:
+    def metadump_batches(
+        self,
+        classes: set[int] | None = None,
+        rows: int = DUMP_BATCH_ROWS,
+        slots: int = DUMP_BATCH_SLOTS,
+    ) -> Iterator[list[tuple[bytes, int, int, int, bool, int, int]]]:
+        """`metadump`'s rows (of the classes in `classes`; None: all), in batches: each is
+        what one hold of one partition's lock found, at most `rows` rows from at most
+        `slots` slots of its table, so a batch may be empty. Nothing is held between
+        batches but the place the walk is at: a caller that renders each batch as the
+        client reads holds a batch's worth of a dump of any size, and can serve others
+        between batches (``lru_crawler metadump``)."""
+        return self._batches(True, classes, rows, slots)
+
+    def cachedump(
+        self,
+        clsid: int,
+        limit: int = 0,
+        room: int = 0,
+        cost: Callable[[int, int, int], int] | None = None,
+    ) -> list[tuple[bytes, int, int]]:
         """``stats cachedump``: (key, value length, exptime in server time, 0: never) of the
         live items of class `clsid`, newest first as memcached's LRU lists them (by last
-        store or bump, then CAS), at most `limit` (0: all). A read-only walk of the item
-        tables, partition by partition, never one long lock."""
+        store or bump, then CAS): at most `limit` of them (0: any number), and no more than
+        the newest whose ``cost(key length, value length, exptime)`` add up to `room` (0:
+        no bound): the reply's cap. A read-only walk of the item tables, partition by
+        partition, never one long lock.
+
+        Only what the reply can hold is kept while walking: a heap of the newest rows found
+        so far, whose oldest goes once the rows pass `limit` or `room`; a row no newer than
+        one that went can never be listed, so it is not even copied. Memory is bounded by
+        the reply, not by the class (which may hold millions of items)."""
         items = self._items
         pm = self._pm
         now = self._now()
-        found = []
+        # (time, cas, the item's address then its key, key length, value length, exptime,
+        # cost): a row's key is copied once its partition is walked, if it is still kept
+        heap: list[tuple[int, int, Any, int, int, int, int]] = []
+        spent = 0
+        # the newest (time, cas) that went: a row not newer is never listed
+        floor_time = floor_cas = -1
         for part in self._parts:
             with self._hold, part:
                 for _, a in items.iter_items(part):
@@ -2241,41 +2278,93 @@ class Cache:
                     )
                     if cid != clsid or (exptime and exptime <= now):
                         continue
+                    if itime < floor_time or (itime == floor_time and cas <= floor_cas):
+                        continue
                     if items.is_flushed(part, cas, itime, now):
                         continue
-                    found.append((itime, cas, pm[a + HEADER : a + HEADER + nkey], nbytes, exptime))
-        found.sort(reverse=True)
-        if limit:
-            del found[limit:]
-        return [(key, nbytes, exptime) for _, _, key, nbytes, exptime in found]
+                    n = cost(nkey, nbytes, exptime) if cost is not None else 0
+                    heappush(heap, (itime, cas, a, nkey, nbytes, exptime, n))
+                    spent += n
+                    while (limit and len(heap) > limit) or (room and spent > room):
+                        gone = heappop(heap)
+                        spent -= gone[6]
+                        # the oldest kept, so newer than the last that went
+                        floor_time, floor_cas = gone[0], gone[1]
+                # (time, cas) is unique (CAS numbers are): an address is never compared
+                for j, row in enumerate(heap):
+                    if row[2].__class__ is int:
+                        a, nkey = row[2], row[3]
+                        heap[j] = (*row[:2], pm[a + HEADER : a + HEADER + nkey], *row[3:])
+        heap.sort(reverse=True)
+        return [(key, nbytes, exptime) for _, _, key, _, nbytes, exptime, _ in heap]
 
     def _walk(
         self, live_only: bool = True
     ) -> Iterator[tuple[bytes, int, int, int, bool, int, int]]:
+        for batch in self._batches(live_only):
+            yield from batch
+
+    def _batches(
+        self,
+        live_only: bool,
+        classes: set[int] | None = None,
+        rows: int = DUMP_BATCH_ROWS,
+        slots: int = DUMP_BATCH_SLOTS,
+    ) -> Iterator[list[tuple[bytes, int, int, int, bool, int, int]]]:
+        """The items' rows (see `metadump`), a batch per hold of a partition's lock, walking
+        each partition's table slot by slot. Within one table an item is where it was
+        stored until it goes, so an item that lives through the walk is listed once. A
+        rebuild of the table while the walk is in it moves items: the walk starts that
+        partition over (what it listed may be listed again, nothing that lived throughout
+        is missed), once; a second rebuild there and it goes on from its place (an item
+        may then be missed or repeated, as memcached's crawler may skip or repeat items
+        its LRUs reorder mid-walk)."""
         items = self._items
         pm = self._pm
         now = self._now()
+        cas_on = self.cas_enabled
+        unpack = GET_HDR.unpack_from
         for part in self._parts:
-            rows = []
-            with self._hold, part:
-                for _, a in items.iter_items(part):
-                    st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
-                        GET_HDR.unpack_from(pm, a)
-                    )
-                    if live_only and (
-                        (exptime and exptime <= now) or items.is_flushed(part, cas, itime, now)
-                    ):
-                        continue
-                    assert st & ST_LINKED
-                    rows.append(
-                        (
-                            pm[a + HEADER : a + HEADER + nkey],
-                            exptime,
-                            itime,
-                            cas if self.cas_enabled else 0,
-                            bool(fetched),
-                            item_size(nkey, flags, nbytes, self.cas_enabled),
-                            cid,
+            i = 0
+            gen = -1
+            restarted = False
+            while True:
+                batch: list[tuple[bytes, int, int, int, bool, int, int]] = []
+                with self._hold, part:
+                    if gen != part.gen:
+                        if gen != -1 and not restarted:
+                            i, restarted = 0, True
+                        gen = part.gen
+                    tbl = part.tbl
+                    capacity = part.mask + 1
+                    stop = min(i + slots, capacity)
+                    while i < stop and len(batch) < rows:
+                        e = tbl[i]
+                        i += 1
+                        if e <= TOMB:
+                            continue
+                        a = e & ADDR_MASK
+                        st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
+                            pm, a
                         )
-                    )
-            yield from rows
+                        if classes is not None and cid not in classes:
+                            continue
+                        if live_only and (
+                            (exptime and exptime <= now) or items.is_flushed(part, cas, itime, now)
+                        ):
+                            continue
+                        assert st & ST_LINKED
+                        batch.append(
+                            (
+                                pm[a + HEADER : a + HEADER + nkey],
+                                exptime,
+                                itime,
+                                cas if cas_on else 0,
+                                bool(fetched),
+                                item_size(nkey, flags, nbytes, cas_on),
+                                cid,
+                            )
+                        )
+                yield batch
+                if i >= capacity:
+                    break

@@ -395,3 +395,117 @@ def test_past_read_buf_mem_limit_the_connections_holding_most_are_closed(
     finally:
         for c in conns:
             c.close()
+
+
+# ---- dumps: lru_crawler metadump, stats cachedump (the audit's metadump_mem.py, smaller) ----
+
+DUMP_ITEMS = 50_000
+#: 250 bytes (memcached's longest key), which metadump URI-encodes into 750
+DUMP_KEY = b"%08d" + b"!" * 242
+
+
+def store_many(server: Server, n: int) -> None:
+    """`n` items of one-byte values under `DUMP_KEY` keys (all in one slab class)."""
+    with socket.create_connection(server.address, timeout=60) as s:
+        for start in range(0, n, 2000):
+            lines = [
+                b"set %b 0 0 1 noreply\r\nx\r\n" % (DUMP_KEY % i)
+                for i in range(start, min(n, start + 2000))
+            ]
+            s.sendall(b"".join(lines))
+        s.sendall(b"version\r\n")
+        s.settimeout(60)
+        assert s.recv(100).startswith(b"VERSION")
+
+
+def peak_while(server: Server, seconds: float) -> int:
+    """The highest PSS seen over `seconds` (a dump built whole may be let go later)."""
+    peak = pss(server)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        peak = max(peak, pss(server))
+    return peak
+
+
+def read_all(conn: socket.socket, end: bytes) -> bytes:
+    conn.settimeout(30)
+    got = bytearray()
+    while not got.endswith(end):
+        chunk = conn.recv(1 << 20)
+        assert chunk, "closed before the reply was whole"
+        got += chunk
+    return bytes(got)
+
+
+def test_metadumps_never_read_hold_a_batch_each_and_others_are_served(daemon: Server) -> None:
+    """Audit: 4 connections that sent ``lru_crawler metadump all`` into a full -m 32 and
+    never read grew the daemon by ~450 MB (each built its whole dump, 750-byte keys, at
+    once), and other clients waited seconds for the walks; memcached: +0.6 MB. A dump is
+    rendered a batch at a time as the client reads: it holds what the connection's output
+    cap does, and its worker serves other connections between batches."""
+    store_many(daemon, DUMP_ITEMS)
+    start = settled(daemon)
+    hogs = idle_sockets(8, daemon)  # on every worker, two each on average
+    try:
+        for h in hogs:
+            h.sendall(b"lru_crawler metadump all\r\n")
+        # others are served while every dump is unread (old: each walk took its worker
+        # for seconds, and a probe queued behind it)
+        probes = idle_sockets(8, daemon, rcvbuf=65536)
+        for p in probes:
+            p.sendall(b"version\r\n")
+            assert p.recv(100) == b"VERSION 1.6.18\r\n"
+            p.close()
+        check_served(daemon)
+        during = peak_while(daemon, 3.0)
+        # 8 dumps of 50,000 lines of ~800 bytes: ~40 MB each if built whole (old: +260 MB)
+        assert during - start <= OVERHEAD, (start / MB, during / MB)
+        # one reads its dump while the others still hold theirs: every item, once, and END
+        reader = hogs.pop()
+        reply = read_all(reader, b"END\r\n")
+        lines = reply.split(b"\n")
+        assert lines[-1] == b"" and lines[-2] == b"END\r"
+        keys = sorted(line.split(b" ", 1)[0] for line in lines[:-2])
+        keys.remove(b"key=probe")  # check_served's
+        encoded = (DUMP_KEY % 0).replace(b"!", b"%21")
+        assert len(keys) == DUMP_ITEMS == len(set(keys))
+        assert keys[0] == b"key=" + encoded
+        reader.close()
+    finally:
+        for h in hogs:
+            h.close()
+    assert settled(daemon) - start <= OVERHEAD
+    assert b"END\r\n" in command(daemon, b"lru_crawler metadump 1,2,3\r\n")  # served still
+
+
+def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> None:
+    """Audit: ``stats cachedump <class> <limit>`` listed every item of the class (then
+    sorted it) to send at most 2 MB of it: 4 connections, +153 MB at the peak. Only the
+    newest rows the 2 MB can hold are kept while walking: each connection holds its reply
+    (memcached holds as much), not its class."""
+    store_many(daemon, DUMP_ITEMS)
+    items = stats(daemon, b"items")
+    [clsid] = {int(k.split(":")[1]) for k in items if k.endswith(":number")}
+    start = settled(daemon)
+    n = 4
+    hogs = idle_sockets(n, daemon)
+    try:
+        for h in hogs:
+            h.sendall(b"stats cachedump %d 0\r\n" % clsid)
+        check_served(daemon)
+        during = peak_while(daemon, 3.0)
+        # each holds its 2 MB reply, and held about twice that more while it was made (the
+        # newest rows that fit, keys copied); old: +90 MB, each class's 50,000 rows listed
+        assert during - start <= n * 4 * MB + OVERHEAD, (start / MB, during / MB)
+        reader = hogs.pop()
+        reply = read_all(reader, b"END\r\n")
+        assert 2 * MB - 300 < len(reply) <= 2 * MB - 1  # memcached's cap, END and a NUL
+        rows = reply.split(b"\r\n")[:-2]
+        assert rows[0] == b"ITEM %b [1 b; 0 s]" % (DUMP_KEY % (DUMP_ITEMS - 1))  # newest
+        assert len(set(rows)) == len(rows) == (len(reply) - 5) // len(rows[0] + b"\r\n")
+        reader.close()
+    finally:
+        for h in hogs:
+            h.close()
+    assert settled(daemon) - start <= n * 4 * MB + OVERHEAD

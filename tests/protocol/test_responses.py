@@ -148,9 +148,31 @@ def test_metadump_lines() -> None:
         (b"a b/\xff", -1, 1700000000, 7, False, 96, 1),
         (b"k", 1700000100, 1700000001, 8, True, 100, 2),
     ]
-    c.LruCrawler([b"metadump", b"all"]).reply_metadump(out, rows)
+    cmd = c.LruCrawler([b"metadump", b"all"])
+    # one piece per batch of rows (a dump is streamed batch by batch), none for no rows,
+    # then END
+    cmd.reply_metadump(out, rows)
+    cmd.reply_metadump(out, [])
+    cmd.reply_metadump(out, rows[:1])
+    cmd.reply_end(out)
     assert out == [
         b"key=a%20b%2F%FF exp=-1 la=1700000000 cas=7 fetch=no cls=1 size=96\n"
-        b"key=k exp=1700000100 la=1700000001 cas=8 fetch=yes cls=2 size=100\n"
-        b"END\r\n"
+        b"key=k exp=1700000100 la=1700000001 cas=8 fetch=yes cls=2 size=100\n",
+        b"key=a%20b%2F%FF exp=-1 la=1700000000 cas=7 fetch=no cls=1 size=96\n",
+        b"END\r\n",
     ]
+
+
+def test_cachedump_row_size_is_its_line() -> None:
+    cmd = c.Stats([b"cachedump", b"1", b"0"])
+    for key, nbytes, exptime in ((b"k", 0, 0), (b"a" * 250, 1_000_000, 1_700_000_000)):
+        out: Out = []
+        cmd.reply_cachedump(out, [(key, nbytes, exptime)])
+        assert cmd.reply_cachedump_size(len(key), nbytes, exptime) == len(out[0]) - len(b"END\r\n")
+    assert cmd.cachedump_room == 2 * 1024 * 1024 - 6  # memcached: its END and a NUL fit
+    # the rows up to the cap, not one byte past it
+    key = b"k" * 238  # a line of 256 bytes: 8192 of them would be 2 MB
+    out = []
+    cmd.reply_cachedump(out, [(key, 1, 0)] * 9000)
+    line = b"ITEM %b [1 b; 0 s]\r\n" % key
+    assert bytes(out[0]) == line * 8191 + b"END\r\n"

@@ -16,6 +16,7 @@ from mcached.latency import ROW, count
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol.binary_parser import BinaryParser
+from mcached.protocol.outcomes import GIVE_WAY
 from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.server.connection import (
     BLOCKED,
@@ -573,6 +574,23 @@ def test_a_stream_is_pulled_only_as_the_client_reads() -> None:
     assert conn.state == YIELDED  # and the command after it runs now
     conn.process()
     assert received(client) == b"after\r\n"
+    conn.close()
+
+
+def test_a_stream_that_gives_way_is_pulled_on_at_the_next_writable_event() -> None:
+    """A stream's producer walking something long (a metadump) yields GIVE_WAY after a
+    step that found nothing: the pull stops there, so the worker serves its other
+    connections, and goes on when the socket is next writable."""
+    conn, client, owner = make()
+    conn.stream = iter([b"a", GIVE_WAY, b"b", GIVE_WAY, GIVE_WAY, b"c\r\n"])
+    conn.set_state(BLOCKED)
+    got = []
+    while conn.stream is not None:
+        assert owner.interest(conn) == WRITE  # comes back without a read
+        conn.on_writable()
+        got.append(received(client))
+    assert got == [b"a", b"b", b"", b"c\r\n"]
+    assert conn.state == YIELDED
     conn.close()
 
 

@@ -550,6 +550,91 @@ def test_sizes_and_metadump(clock: FakeClock) -> None:
     assert list(cache.metadump(classes={2})) == [rows[1]]
 
 
+def test_metadump_batches_are_bounded_and_list_every_item_once(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock, partitions=4)
+    for i in range(1000):
+        cache.store(SET, b"k%04d" % i, b"x" * (200 if i % 100 == 0 else 1))
+    everything = sorted(cache.metadump())
+    assert len(everything) == 1000
+    batches = list(cache.metadump_batches(rows=10, slots=64))
+    assert all(len(b) <= 10 for b in batches)
+    assert sorted(r for b in batches for r in b) == everything
+    # a class with few items: most steps find nothing, each after at most `slots` slots
+    big = everything[0][6]
+    assert big != everything[1][6]
+    batches = list(cache.metadump_batches(classes={big}, rows=10, slots=64))
+    assert [] in batches
+    assert sum(map(len, batches)) == 10
+    capacity = sum(p.mask + 1 for p in cache._parts)
+    assert len(batches) >= capacity // 64
+
+
+def test_metadump_starts_a_partition_over_once_when_its_table_is_rebuilt(
+    clock: FakeClock,
+) -> None:
+    """Items move when a partition's table is rebuilt mid-walk: the walk starts that
+    partition over once (what it listed may come again; nothing that lived throughout is
+    missed), and goes on from its place after a second rebuild."""
+    cache = Cache(memory_limit=64 * MB, clock=clock, partitions=1)
+    old = [b"old%d" % i for i in range(30)]
+    for key in old:
+        cache.store(SET, key, b"x")
+    part = cache._parts[0]
+    walk = cache.metadump_batches(rows=5, slots=1 << 20)
+    seen = [r[0] for r in next(walk)]
+    gen = part.gen
+    n = 0
+    while part.gen == gen:  # new items until the table is rebuilt
+        cache.store(SET, b"new%d" % n, b"x")
+        n += 1
+    seen += [r[0] for r in next(walk)]
+    gen = part.gen
+    while part.gen == gen:  # and once more: this walk does not start over again
+        cache.store(SET, b"new%d" % n, b"x")
+        n += 1
+    for batch in walk:
+        seen += [r[0] for r in batch]
+    assert set(old) <= set(seen)  # every item that lived throughout
+    assert max(seen.count(k) for k in seen) <= 3  # listed again after each rebuild at most
+
+
+def test_cachedump_keeps_the_newest_rows_the_reply_holds(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock, partitions=4)
+    for i in range(50):
+        cache.store(SET, b"k%d" % i, b"v")  # flushed: never listed
+    cache.flush_all()
+    rng = random.Random(7)
+    keys = [b"k%d" % i + b"x" * rng.randrange(20) for i in range(400)]
+    for i, key in enumerate(keys):
+        cache.store(SET, key, b"v", exptime=rng.choice([0, 99]))
+        if i % 7 == 0:
+            clock.advance(1)
+    cache.store(SET, b"other", b"v" * 500)  # another class: never listed
+    cache.store(SET, b"gone", b"v", exptime=1)
+    clock.advance(2)  # `gone` expired: never listed
+    for key in keys[::3]:
+        cache.get(key)  # marks fetched
+        cache.get(key)  # bumps: its time is now
+    clsid = next(r[6] for r in cache.metadump() if r[0] == keys[0])
+    everything = cache.cachedump(clsid)
+    assert len(everything) == 400
+    times = {r[0]: (r[2], r[3]) for r in cache.metadump()}
+    assert [times[k] for k, _, _ in everything] == sorted(times[k] for k, _, _ in everything)[::-1]
+
+    def cost(nkey: int, nbytes: int, exptime: int) -> int:
+        return nkey + nbytes + (3 if exptime else 1)
+
+    for limit, room in ((0, 0), (1, 0), (50, 0), (0, 1), (0, 700), (30, 700), (400, 10**6)):
+        want = []
+        spent = 0
+        for key, nbytes, exptime in everything:  # the reply's own rule: newest first
+            spent += cost(len(key), nbytes, exptime)
+            if (limit and len(want) == limit) or (room and spent > room):
+                break
+            want.append((key, nbytes, exptime))
+        assert cache.cachedump(clsid, limit, room, cost) == want, (limit, room)
+
+
 def test_partition_counters_are_per_class(clock: FakeClock) -> None:
     cache = Cache(memory_limit=64 * MB, clock=clock, partitions=4)
     for i in range(100):
