@@ -569,12 +569,14 @@ def test_metadump_batches_are_bounded_and_list_every_item_once(clock: FakeClock)
     assert len(batches) >= capacity // 64
 
 
+@pytest.mark.parametrize("rebuilds", [1, 2])
 def test_metadump_starts_a_partition_over_once_when_its_table_is_rebuilt(
-    clock: FakeClock,
+    clock: FakeClock, rebuilds: int
 ) -> None:
     """Items move when a partition's table is rebuilt mid-walk: the walk starts that
     partition over once (what it listed may come again; nothing that lived throughout is
-    missed), and goes on from its place after a second rebuild."""
+    missed), and goes on from its place after a second rebuild (then an item may be missed
+    or listed again, as memcached's crawler may miss one that moves ahead of it)."""
     cache = Cache(memory_limit=64 * MB, clock=clock, partitions=1)
     old = [b"old%d" % i for i in range(30)]
     for key in old:
@@ -582,20 +584,18 @@ def test_metadump_starts_a_partition_over_once_when_its_table_is_rebuilt(
     part = cache._parts[0]
     walk = cache.metadump_batches(rows=5, slots=1 << 20)
     seen = [r[0] for r in next(walk)]
-    gen = part.gen
     n = 0
-    while part.gen == gen:  # new items until the table is rebuilt
-        cache.store(SET, b"new%d" % n, b"x")
-        n += 1
-    seen += [r[0] for r in next(walk)]
-    gen = part.gen
-    while part.gen == gen:  # and once more: this walk does not start over again
-        cache.store(SET, b"new%d" % n, b"x")
-        n += 1
+    for _ in range(rebuilds):
+        gen = part.gen
+        while part.gen == gen:  # new items until the table is rebuilt
+            cache.store(SET, b"new%d" % n, b"x")
+            n += 1
+        seen += [r[0] for r in next(walk)]
     for batch in walk:
         seen += [r[0] for r in batch]
-    assert set(old) <= set(seen)  # every item that lived throughout
-    assert max(seen.count(k) for k in seen) <= 3  # listed again after each rebuild at most
+    if rebuilds == 1:
+        assert set(old) <= set(seen)  # every item that lived throughout
+    assert max(seen.count(k) for k in seen) <= 1 + rebuilds  # listed again once a rebuild
 
 
 def test_cachedump_keeps_the_newest_rows_the_reply_holds(clock: FakeClock) -> None:
