@@ -595,16 +595,18 @@ class Handlers:
     ) -> Iterator[Piece]:
         """The pieces of the reply for `keys` of a retrieval, key by key (a generator: see
         `_retrieve`)."""
+        lent: list[int] = []  # the pin of the value whose pieces are being yielded
         if lookup == self.cache.get_ref:
             if repeats(keys):
                 # a repeated key's later copies may be sent long after the first: a lent
                 # value could be given back in between, so repeats are served copies
                 lookup = self.cache.get
             else:
-                lookup = self._lending(lookup, s)
+                lookup = self._lending(lookup, lent)
         cache_get = self._lookup(lookup, keys, once, s)
         reply_value = cmd.reply_value
         discovery = self.discovery
+        unpin = self.cache.unpin
         buf: Out = []
         hits = looked = 0
         try:
@@ -622,21 +624,31 @@ class Handlers:
                 if buf:
                     yield from buf
                     buf.clear()
+                if lent:
+                    # Only now is every piece of the lent value in the connection's output,
+                    # so only now may its pin be tied to the bytes queued (after_sent). Tied
+                    # at the lookup, it went once the VALUE line before it was sent, when a
+                    # pull stopped between the two: the value was then sent from memory a
+                    # store could already be rewriting.
+                    s.after_sent(partial(unpin, lent.pop()))
             cmd.reply_end(buf)
             yield from buf
         finally:
-            # also when the connection closes mid-stream: what was looked up is counted
+            # also when the connection closes mid-stream: what was looked up is counted, and
+            # a value looked up whose pieces were not all taken is given back (the
+            # connection dropped what it had queued before it closed its stream)
+            for token in lent:
+                unpin(token)
             tally(looked, hits)
 
-    def _lending(self, get_ref: Callable[[bytes], Any], s: Session) -> Callable[[bytes], Any]:
-        """`get_ref` whose lent values go back to the cache once the session sent them."""
-        unpin = self.cache.unpin
-        after_sent = s.after_sent
+    def _lending(self, get_ref: Callable[[bytes], Any], lent: list[int]) -> Callable[[bytes], Any]:
+        """`get_ref` that notes each value it lends in `lent` (`_values` gives it back once
+        the value's pieces are all queued and sent)."""
 
         def lend(key: bytes) -> Any:
             hit = get_ref(key)
             if hit is not None and len(hit) == 4:
-                after_sent(partial(unpin, hit[3]))
+                lent.append(hit[3])
                 if hit[0].__class__ is list:  # a value in several chunks: their views
                     return Pieces(hit[0]), hit[1], hit[2], hit[3]
             return hit
