@@ -198,13 +198,16 @@ def test_gets_of_a_value_lent_to_every_reply_it_may_copy_one_at_a_time(
             peak = max(peak, pss(daemon))
             time.sleep(0.1)
         check_served(daemon)
-        # 40 copies of 512 KB at most, one per connection (the rest are lent)
-        bound = OVERHEAD + 40 * len(VALUE)
-        assert peak - start <= bound, (start / MB, peak / MB)
+        # two copies of 512 KB a connection at most (the rest are lent): one part-sent, and
+        # the next one its next turn makes (the old code: -R a turn, +214 MB)
+        copies = 2 * 40 * len(VALUE)
+        assert peak - start <= OVERHEAD + copies, (start / MB, peak / MB)
     finally:
         for c in conns:
             c.close()
-    assert settled(daemon) - start <= OVERHEAD
+    # the copies are gone (a free-threaded build's allocator keeps some of their memory for
+    # reuse: +30 MB seen there; the GIL build's gives it back)
+    assert settled(daemon) - start <= OVERHEAD + copies // 2
 
 
 def test_long_multiget_lines_half_sent_are_let_go_when_shed(
@@ -467,7 +470,8 @@ def test_metadumps_never_read_hold_a_batch_each_and_others_are_served(daemon: Se
         lines = reply.split(b"\n")
         assert lines[-1] == b"" and lines[-2] == b"END\r"
         keys = sorted(line.split(b" ", 1)[0] for line in lines[:-2])
-        keys.remove(b"key=probe")  # check_served's
+        if b"key=probe" in keys:  # check_served's, stored as the walk ran: met or not
+            keys.remove(b"key=probe")
         encoded = (DUMP_KEY % 0).replace(b"!", b"%21")
         assert len(keys) == DUMP_ITEMS == len(set(keys))
         assert keys[0] == b"key=" + encoded
