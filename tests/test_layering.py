@@ -67,8 +67,12 @@ LAYERS: dict[str, set[str]] = {
         "mcached.protocol.outcomes",
         "mcached.protocol.parser",
     },
-    # UDP: how memcached cuts a datagram's replies into messages
-    "mcached.protocol.datagram": {"mcached.protocol.binary", "mcached.protocol.commands"},
+    # UDP: how memcached cuts a datagram's replies into messages (a reply's pieces, as lent)
+    "mcached.protocol.datagram": {
+        "mcached.protocol.binary",
+        "mcached.protocol.commands",
+        "mcached.protocol.outcomes",
+    },
     # ---- storage/: keys and bytes in, result enums out; settings arrive as plain values.
     # The arena owns the shared layout and every module reads it; items owns the allocator's
     # pieces (slabs, lru, assoc); lru walks slab classes; cache is the facade over items and

@@ -79,7 +79,7 @@ from mcached.stats import Counters
 if TYPE_CHECKING:
     from mcached.server.board import Board
     from mcached.server.tls import TLS
-    from mcached.server.udp import UdpServer
+    from mcached.server.udp import UdpReader, UdpServer
     from mcached.settings import Settings
 
 log = logging.getLogger("mcached.worker")
@@ -221,6 +221,8 @@ class Worker:
         self._udp = server.datagram_sockets(slot)
         for u in self._udp:
             self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
+        # UDP readers in the middle of a datagram: served a turn each time round the loop
+        self.udp_busy: set[UdpReader] = set()
         self.trace = False  # -vv: log every command and reply
         self.asking: object = None  # the connection whose stats conns is being answered
         self._stopping = False
@@ -309,8 +311,9 @@ class Worker:
         monotonic_ns = time.monotonic_ns
         next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
+        udp_busy = self.udp_busy
         while not self._stopping:
-            if ready:
+            if ready or udp_busy:
                 timeout = 0
             else:
                 # a watcher's lines go out every WATCH_INTERVAL
@@ -324,6 +327,11 @@ class Worker:
             # the loop clock, in nanoseconds too (requests' latency: mcached.latency)
             self.now_ns = ns = monotonic_ns()
             self.now = ns / 1e9
+            if udp_busy:
+                # datagrams half served: one turn each, then the other sockets
+                for reader in list(udp_busy):
+                    if not reader():
+                        udp_busy.discard(reader)
             # hot path: one iteration per ready socket; raw epoll events and one dict
             # lookup (poller.py says why not selectors)
             for fd, mask in events:
@@ -341,8 +349,8 @@ class Worker:
                     # else: closed by an earlier event of this batch
                 elif type(conn) is _Listening:
                     self._accept(conn)
-                else:
-                    conn()  # a UDP socket
+                elif conn not in udp_busy and conn():  # a UDP socket (a busy one: above)
+                    udp_busy.add(conn)
             if ready:
                 for conn in list(ready):
                     if conn.state != CLOSED:
@@ -622,6 +630,7 @@ class Worker:
                 self.selector.unregister(u)
             except KeyError:
                 pass
+        self._udp_abandon()
         self.server.close_sockets()  # this process's copies, all of them
         self._paused_until = 0.0
         self._listening = []
@@ -638,8 +647,18 @@ class Worker:
 
     # ---- stopping ----
 
+    def _udp_abandon(self) -> None:
+        """Datagrams half served are dropped: what their replies were lent let go."""
+        for reader in self.udp_busy:
+            reader.abandon()
+        self.udp_busy.clear()
+
     def _drain(self, deadline: float) -> None:
         """Answer what was received, send it, close; give up at `deadline`."""
+        while self.udp_busy and time.monotonic() < deadline:  # datagrams half served
+            for reader in list(self.udp_busy):
+                if not reader.resume():
+                    self.udp_busy.discard(reader)
         self._stop_accepting()
         self._close_watchers("server stopping")
         for conn in list(self.conns):
@@ -754,6 +773,10 @@ class Worker:
                     pass
         self.conns.clear()
         self.ready.clear()
+        try:
+            self._udp_abandon()
+        except Exception:  # the state that failed the worker may fail this too
+            log.exception("dropping the datagrams of failed worker %d", self.slot)
         self.publish(COUNTERS)
         self.selector.close()
 
