@@ -148,29 +148,27 @@ class _Sender:
         if not self.transmission.admit(unit) or self.lost:
             return
         assert unit is not None
-        sendmsg = self.sock.sendmsg
-        peer = self.peer
-        reader = self.reader
         if unit.nbytes <= DATA_SIZE:  # one datagram (most replies): `frames`, inlined
-            frame = [self.one if unit.nbytes else self.empty, *unit.pieces]
-            try:
-                sent = sendmsg(frame, _NO_ANCILLARY, 0, peer)
-            except OSError:
-                self.lost = True
-                return
-            self.counters.bytes_written += sent
-            reader.turn_bytes += sent
+            self._put([self.one if unit.nbytes else self.empty, *unit.pieces])
             return
+        reader = self.reader
         for frame in frames(self.head, unit):
-            try:
-                sent = sendmsg(frame, _NO_ANCILLARY, 0, peer)
-            except OSError:
-                self.lost = True
+            if not self._put(frame):
                 return
-            self.counters.bytes_written += sent
-            reader.turn_bytes += sent
             if reader.turn_bytes >= WAKE_BYTES:
                 yield
+
+    def _put(self, frame: list[Any]) -> bool:
+        """One datagram out, counted; False if it failed (the rest of the transmission is
+        then not sent)."""
+        try:
+            sent = self.sock.sendmsg(frame, _NO_ANCILLARY, 0, self.peer)
+        except OSError:
+            self.lost = True
+            return False
+        self.counters.bytes_written += sent
+        self.reader.turn_bytes += sent
+        return True
 
     def transmitted(self) -> None:
         """memcached transmits here: what follows starts a new transmission."""
