@@ -30,6 +30,7 @@ a datagram's commands are answered from that datagram alone, and nothing stays b
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import struct
@@ -282,7 +283,7 @@ class UdpServer:
         dispatch = self.dispatch
         splitter: Splitter | None = None
         try:
-            for n in range(1, per_event * 50 + 1):
+            for n in itertools.count(1):  # every command of the datagram, as memcached
                 cmd = parser.next_command()
                 if cmd is NEED_DATA:
                     break

@@ -85,6 +85,11 @@ CASES: list[tuple[str, bytes, list[Message]]] = [
         [(0, 1, VA + END)] + [(0, 1, b"VA 1\r\nx\r\n")] * 40 + [(0, 0, b""), (0, 1, VA + END)],
     ),
     (
+        "every command of a datagram is served (mcached stopped at 1,000)",
+        b"mg zz v q\r\n" * 1200 + b"mn\r\n",
+        [(0, 1, b"MN\r\n")],
+    ),
+    (
         "a watch behind a reply still held: refused",
         b"version\r\nwatch\r\n",
         [
