@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,6 +32,11 @@ LIMIT_MB = 32
 #: what the daemon may hold past its start-up size and -m, whatever clients do (README
 #: "Security": a few MB for the processes' own buffers, ~10 KB per open connection)
 OVERHEAD = 12 * MB
+#: what a free-threaded CPython's allocator (mimalloc, the workers threads of one process)
+#: keeps of the memory its connections let go (shed buffers, replies made), past the GIL
+#: build's: `make test-free-threaded` saw the half-sent lines below at +42 MB against +25
+#: (+86 before the fix), the cachedumps at up to +42 against +17
+FREED_KEPT = 0 if getattr(sys, "_is_gil_enabled", lambda: True)() else 20 * MB
 VALUE = bytes(range(256)) * 2000  # 512,000 bytes: one chunk each
 LAST_LINE = re.compile(rb"(?:^|\n)(?:END|STORED|NOT_STORED|\S*ERROR[^\r\n]*)\r\n\Z")
 
@@ -243,7 +249,8 @@ def test_long_multiget_lines_half_sent_are_let_go_when_shed(
         check_served(server)
         assert stats(server)["read_buf_oom"] >= 30
         # the limit, and a read buffer's worth for each line part-way in
-        assert during - start <= 16 * MB + OVERHEAD + 8 * MB, (start / MB, during / MB)
+        bound = 16 * MB + OVERHEAD + 8 * MB + FREED_KEPT
+        assert during - start <= bound, (start / MB, during / MB)
     finally:
         for c in conns:
             c.close()
@@ -501,7 +508,7 @@ def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> Non
         during = peak_while(daemon, 3.0)
         # each holds its 2 MB reply, and held about twice that more while it was made (the
         # newest rows that fit, keys copied); old: +90 MB, each class's 50,000 rows listed
-        assert during - start <= n * 4 * MB + OVERHEAD, (start / MB, during / MB)
+        assert during - start <= n * 4 * MB + OVERHEAD + FREED_KEPT, (start / MB, during / MB)
         reader = hogs.pop()
         reply = read_all(reader, b"END\r\n")
         assert 2 * MB - 300 < len(reply) <= 2 * MB - 1  # memcached's cap, END and a NUL
@@ -512,4 +519,4 @@ def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> Non
     finally:
         for h in hogs:
             h.close()
-    assert settled(daemon) - start <= n * 4 * MB + OVERHEAD
+    assert settled(daemon) - start <= n * 4 * MB + OVERHEAD + FREED_KEPT
