@@ -564,7 +564,6 @@ class Daemon:
             worker.stop(time.monotonic() + timeout if graceful else None)
 
         self._child_signals(on_stop)
-        self.apply_settings()
         self.discovery.writer = slot
         self.discovery.keeper = False  # it serves the shared membership; the maintainer keeps it
         worker.run()

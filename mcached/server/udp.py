@@ -83,8 +83,9 @@ class Datagram:
 
     def after_sent(self, callback: Callable[[], None]) -> None:
         # A handler lends a value just before it writes it (the next piece is its VALUE
-        # line: the value is in that piece's object), or just after (a one-key reply:
-        # `release` at the command's end covers it)
+        # line: the value is in that piece's object), or just after (a one-key reply, or a
+        # streamed multiget, which ties each value's release to the piece after it: it then
+        # goes with the next object, or at the command's end)
         self._after.append((self.taken + len(self.out), callback))
 
     def receive(

@@ -2335,15 +2335,12 @@ class Cache:
                         if gen != -1 and not restarted:
                             i, restarted = 0, True
                         gen = part.gen
-                    tbl = part.tbl
-                    capacity = part.mask + 1
+                    capacity = part.capacity
                     stop = min(i + slots, capacity)
-                    while i < stop and len(batch) < rows:
-                        e = tbl[i]
-                        i += 1
-                        if e <= TOMB:
-                            continue
-                        a = e & ADDR_MASK
+                    for slot, a in items.iter_items(part, i, stop):
+                        if len(batch) == rows:
+                            stop = slot  # the next batch starts here
+                            break
                         st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
                             pm, a
                         )
@@ -2365,6 +2362,7 @@ class Cache:
                                 cid,
                             )
                         )
+                    i = stop
                 yield batch
                 if i >= capacity:
                     break

@@ -1221,10 +1221,13 @@ class Items:
                     break
         return max(0, now - oldest) if seen else 0
 
-    def iter_items(self, part: Partition) -> Iterator[tuple[int, int]]:
-        """(slot, address) of every item in the table (partition lock held)."""
+    def iter_items(
+        self, part: Partition, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, int]]:
+        """(slot, address) of every item in the table, or in its slots `start` to `stop`
+        (partition lock held)."""
         tbl = part.tbl
-        for i in range(part.capacity):
+        for i in range(start, part.capacity if stop is None else min(stop, part.capacity)):
             e = tbl[i]
             if e > 1:
                 yield i, e & ADDR_MASK
