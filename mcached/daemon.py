@@ -51,9 +51,12 @@ from mcached.sasl import Cyrus, CyrusUnavailable, Passwords, Sasl
 from mcached.server.board import (
     COUNTERS,
     DETAIL,
+    G_CRAWLER_SLEEP,
+    G_CRAWLER_TOCRAWL,
     G_DETAIL,
     G_LRU_CRAWLER,
     G_SETTINGS_EPOCH,
+    G_SIZES,
     G_STARTED,
     G_STOP,
     G_TLS_EPOCH,
@@ -251,7 +254,10 @@ class Daemon:
         out: list[Any] = [
             # always there: `lru_crawler enable|disable` turns it on and off at run time
             LruCrawler(
-                self.cache.view(holder=holder), enabled=lambda: bool(board.get(G_LRU_CRAWLER))
+                self.cache.view(holder=holder),
+                enabled=lambda: bool(board.get(G_LRU_CRAWLER)),
+                sleep=lambda: board.get(G_CRAWLER_SLEEP),
+                tocrawl=lambda: board.get(G_CRAWLER_TOCRAWL),
             ),
             # reads refresh a referenced item's last access once it is 60 s old (Cache.tick)
             Ticker(self.cache.view(holder=holder)),
@@ -296,6 +302,9 @@ class Daemon:
     def _bound_figures(self) -> None:
         self.board.set(G_VERBOSE, self.settings.verbose)
         self.board.set(G_LRU_CRAWLER, int(self.settings.lru_crawler))
+        self.board.set(G_CRAWLER_SLEEP, self.settings.lru_crawler_sleep)
+        self.board.set(G_CRAWLER_TOCRAWL, self.settings.lru_crawler_tocrawl)
+        self.board.set(G_SIZES, int(self.settings.track_sizes))  # from the first CAS
         self.board.set(G_DETAIL, int(self.settings.detail_enabled))
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
@@ -629,6 +638,8 @@ class Daemon:
             verbose=min(level, 2),
             detail_enabled=detail,
             lru_crawler=bool(board.get(G_LRU_CRAWLER)),
+            lru_crawler_sleep=board.get(G_CRAWLER_SLEEP),
+            lru_crawler_tocrawl=board.get(G_CRAWLER_TOCRAWL),
             memory_limit=self.cache.memory_limit,
             slab_automove=self.cache.automove,
         )
@@ -863,6 +874,26 @@ class Daemon:
         board.set(G_LRU_CRAWLER, int(on))
         board.bump(G_SETTINGS_EPOCH)
         board.wake_all()
+
+    def tune_crawler(self, name: str, value: int) -> None:
+        """``lru_crawler sleep|tocrawl``: the crawler reads its word before each sweep."""
+        board = self.board
+        board.set(G_CRAWLER_SLEEP if name == "lru_crawler_sleep" else G_CRAWLER_TOCRAWL, value)
+        board.bump(G_SETTINGS_EPOCH)
+        board.wake_all()
+
+    def set_sizes(self, on: bool) -> None:
+        """``stats sizes_enable|disable``: from now on (turned on already: as it was), the
+        histogram counts the items with a later CAS than the last one handed out."""
+        board = self.board
+        if not on:
+            board.set(G_SIZES, 0)
+        elif not board.get(G_SIZES):
+            board.set(G_SIZES, self.cache.cas_mark() + 2)  # 1 + the least CAS counted
+
+    def sizes_since(self) -> int | None:
+        word = self.board.get(G_SIZES)
+        return word - 1 if word else None
 
     def detail_table(self) -> dict[bytes, list[int]]:
         """Every process's ``stats detail`` table, summed."""

@@ -106,6 +106,12 @@ class ServerInfo(Protocol):
 
     def set_lru_crawler(self, on: bool) -> None: ...
 
+    def tune_crawler(self, name: str, value: int) -> None: ...
+
+    def set_sizes(self, on: bool) -> None: ...
+
+    def sizes_since(self) -> int | None: ...
+
     def refresh_settings(self) -> None: ...
 
     def tls_refreshed(self) -> None: ...
@@ -366,6 +372,7 @@ class Handlers:
             c.Stats: self.stats,
             c.CacheMemlimit: self.cache_memlimit,
             c.LruCrawler: self.lru_crawler,
+            c.LruCrawlerTune: self.lru_crawler_tune,
             c.SlabsReassign: self.slabs_reassign,
             c.SlabsAutomove: self.slabs_automove,
             c.ConfigGet: self.config_get,
@@ -1052,10 +1059,17 @@ class Handlers:
                 cmd.reply(s.out, Error.BAD_CLASS)
                 return
         if sub == b"crawl":
-            self.cache.crawl(classes)
+            self.cache.crawl(classes, limit=self.settings.lru_crawler_tocrawl)
             cmd.reply(s.out, Outcome.OK)
             return
         s.stream = self._metadump(cmd, classes)
+
+    def lru_crawler_tune(self, cmd: c.LruCrawlerTune, s: Session) -> None:
+        """``lru_crawler sleep|tocrawl <n>``: for the whole daemon (the crawler reads both
+        before each sweep; ``tocrawl`` also bounds ``lru_crawler crawl``)."""
+        self.settings = self.settings.replace(**{cmd.name: cmd.value})
+        self.info.tune_crawler(cmd.name, cmd.value)
+        cmd.reply(s.out, Outcome.OK)
 
     def _metadump(self, cmd: c.LruCrawler, classes: set[int] | None) -> Iterator[Piece]:
         """A metadump's reply, a batch of rows at a time (a generator: the connection's
@@ -1342,6 +1356,9 @@ class Handlers:
             cmd.reply_stats(s.out, self.slabs_stats())
         elif sub == b"sizes":
             cmd.reply_stats(s.out, self.sizes_stats())
+        elif sub in (b"sizes_enable", b"sizes_disable"):
+            # memcached's reply to these has no END (get_stats' groups end their own)
+            cmd.reply_stats(s.out, self.sizes_switch(sub == b"sizes_enable"), end=False)
         elif sub == b"conns":
             cmd.reply_stats(s.out, self.info.conns_stats(s))  # s: in conn_parse_cmd
         elif sub == b"detail":
@@ -1458,7 +1475,17 @@ class Handlers:
         return out
 
     def sizes_stats(self) -> list[tuple[str, object]]:
-        if not self.settings.track_sizes:
+        since = self.info.sizes_since()
+        if since is None:
             return [("sizes_status", "disabled")]
-        # memcached's histogram: live items by total size, rounded up to 32-byte buckets
-        return [(str(b), n) for b, n in sorted(self.cache.size_histogram().items())]
+        # memcached's histogram: live items by total size, rounded up to 32-byte buckets,
+        # of those stored since it was turned on
+        return [(str(b), n) for b, n in sorted(self.cache.size_histogram(since).items())]
+
+    def sizes_switch(self, on: bool) -> list[tuple[str, object]]:
+        """``stats sizes_enable|disable`` (-o track_sizes at start): the histogram counts
+        the items stored from then on; it needs CAS uniques to tell them apart."""
+        if on and not self.settings.cas_enabled:
+            return [("sizes_status", "error"), ("sizes_error", "cas_support_disabled")]
+        self.info.set_sizes(on)
+        return [("sizes_status", "enabled" if on else "disabled")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -188,6 +189,30 @@ def memcached_number(raw: str, what: str) -> int:
         raise SettingsError(f"could not parse argument to {what}", code=1) from None
 
 
+def atoi(raw: str, what: str) -> int:
+    """A numeric ``-o`` key memcached reads with ``atoi``: leading blanks and a sign, the
+    digits up to the first other character, 0 when there are none."""
+    if not raw:
+        raise SettingsError(f"Missing {what} value", code=1)
+    m = _ATOI.match(raw)
+    return int(m.group(1)) if m else 0
+
+
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+
+
+def uint32(raw: str, what: str) -> int:
+    """A numeric ``-o`` key memcached reads with ``safe_strtoul``: up to 64 bits (no minus
+    sign), kept in 32 (4294967296 is 0)."""
+    if not raw:
+        raise SettingsError(f"Missing {what} value", code=1)
+    m = _ATOI.fullmatch(raw)
+    value = int(m.group(1)) if m else -1
+    if not 0 <= value < 2**64:
+        raise SettingsError(f"{what} takes a numeric 32bit value", code=1)
+    return value & 0xFFFFFFFF
+
+
 def memcached_text(raw: str, what: str) -> str:
     if not raw:
         raise SettingsError(f"Missing {what} argument", code=1)
@@ -227,6 +252,14 @@ def at_least(low: float, message: str, code: int = 64) -> Check:
 def at_most(high: float, message: str, code: int = 64) -> Check:
     def check(value: Any) -> None:
         if not value <= high:
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def between(low: float, high: float, message: str, code: int = 64) -> Check:
+    def check(value: Any) -> None:
+        if not low <= value <= high:
             raise SettingsError(message.format(value=value), code)
 
     return check
@@ -850,6 +883,29 @@ class Settings:
             extended=True,
         ),
     )
+    lru_crawler_sleep: int = field(
+        default=100,
+        metadata=opt(
+            None,
+            "microseconds the LRU crawler sleeps after each 1000 items it checks, 0 to "
+            "1000000 (default: 100; `lru_crawler sleep <us>` at run time)",
+            stat="lru_crawler_sleep",
+            extended=True,
+            parse=atoi,
+            check=between(0, 1_000_000, "LRU crawler sleep must be between 0 and 1 second", 1),
+        ),
+    )
+    lru_crawler_tocrawl: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "items of each slab class the LRU crawler checks at most per sweep, 0 for all "
+            "(default: 0; `lru_crawler tocrawl <n>` at run time)",
+            stat="lru_crawler_tocrawl",
+            extended=True,
+            parse=uint32,
+        ),
+    )
     lru_maintainer: bool = field(
         default=True,
         metadata=opt(
@@ -1080,8 +1136,7 @@ OPTIONS: dict[str, Option] = {
 # that an existing memcached command line starts; they change nothing here.
 IGNORED_EXTENDED = frozenset(
     """
-    hashpower tail_repair_time hash_algorithm lru_crawler_sleep lru_crawler_tocrawl
-    resp_obj_mem_limit hot_lru_pct
+    hashpower tail_repair_time hash_algorithm resp_obj_mem_limit hot_lru_pct
     warm_lru_pct hot_max_factor warm_max_factor temporary_ttl watcher_logbuf_size
     worker_logbuf_size no_hashexpand modern sock_cookie_id
     inline_ascii_response no_inline_ascii_response slab_automove_ratio
@@ -1281,8 +1336,6 @@ FIXED_SETTINGS_ROWS: dict[str, str] = {
     "hashpower_init": "0",
     "slab_automove_ratio": "0.80",
     "slab_automove_window": "30",
-    "lru_crawler_sleep": "100",
-    "lru_crawler_tocrawl": "0",
     "tail_repair_time": "0",
     "hash_algorithm": sys.hash_info.algorithm,
     "hot_lru_pct": "20",

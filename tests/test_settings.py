@@ -163,6 +163,18 @@ ERRORS = [
     (["-o", "ssl_verify_mode=x"], "could not parse argument to ssl_verify_mode", 1),
     (["-o", "ssl_verify_mode=5"], "Invalid ssl_verify_mode. Use help to see valid options.", 1),
     (["-o", "ssl_min_version=4"], "Invalid ssl_min_version. Use help to see valid options.", 1),
+    # the LRU crawler's tuning, in memcached's words (sleep: atoi; tocrawl: safe_strtoul)
+    (["-o", "lru_crawler_sleep"], "Missing lru_crawler_sleep value", 1),
+    (["-o", "lru_crawler_sleep=1000001"], "LRU crawler sleep must be between 0 and 1 second", 1),
+    (["-o", "lru_crawler_sleep=-1"], "LRU crawler sleep must be between 0 and 1 second", 1),
+    (["-o", "lru_crawler_tocrawl"], "Missing lru_crawler_tocrawl value", 1),
+    (["-o", "lru_crawler_tocrawl=x"], "lru_crawler_tocrawl takes a numeric 32bit value", 1),
+    (["-o", "lru_crawler_tocrawl=-1"], "lru_crawler_tocrawl takes a numeric 32bit value", 1),
+    (
+        ["-o", "lru_crawler_tocrawl=18446744073709551616"],
+        "lru_crawler_tocrawl takes a numeric 32bit value",
+        1,
+    ),
     # issue 12: memcached's words for slab_chunk_max (it crashes on the first two)
     (["-o", "slab_chunk_max"], "Missing slab_chunk_max argument", 1),
     (["-o", "slab_chunk_max=16k"], "could not parse argument to slab_chunk_max", 1),
@@ -195,6 +207,25 @@ def test_ignored_memcached_options_warn(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err
     assert "warning: -o hashpower: memcached-internal option, accepted and ignored" in err
     assert "warning: -o hot_lru_pct: memcached-internal option, accepted and ignored" in err
+
+
+@pytest.mark.parametrize(
+    ("spec", "sleep", "tocrawl"),
+    [
+        ("lru_crawler_sleep=0,lru_crawler_tocrawl=0", 0, 0),
+        ("lru_crawler_sleep=1000000,lru_crawler_tocrawl=4294967295", 1_000_000, 2**32 - 1),
+        ("lru_crawler_sleep=abc", 0, 0),  # atoi: no digits is 0
+        ("lru_crawler_sleep=12ab", 12, 0),
+        ("lru_crawler_tocrawl=4294967297", 100, 1),  # 64 bits kept in 32
+        ("lru_crawler_tocrawl=+7", 100, 7),
+    ],
+)
+def test_lru_crawler_tuning_reads_as_memcached_reads_it(
+    spec: str, sleep: int, tocrawl: int
+) -> None:
+    s = settle(["-o", spec])
+    assert isinstance(s, Settings)
+    assert (s.lru_crawler_sleep, s.lru_crawler_tocrawl) == (sleep, tocrawl)
 
 
 def test_no_modern_is_memcacheds_old_defaults() -> None:

@@ -298,9 +298,10 @@ class BinaryReplies:
 
     # ---- stats: one response per row, then one with no key to end ----
 
-    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]]) -> None:
+    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]], end: bool = True) -> None:
         frames = [self._stat(name.encode(), str(value).encode()) for name, value in rows]
-        frames.append(self._stat(b"", b""))
+        if end:
+            frames.append(self._stat(b"", b""))
         out.append(b"".join(frames))
 
     def _stat(self, key: bytes, value: bytes) -> bytes:

@@ -311,6 +311,18 @@ class LruCrawler(Command):
         self.args = args
 
 
+class LruCrawlerTune(Command):
+    """``lru_crawler sleep <us>`` or ``lru_crawler tocrawl <n>``: `name` is the setting
+    (``lru_crawler_sleep``, ``lru_crawler_tocrawl``), `value` its new value."""
+
+    __slots__ = ("name", "value")
+    verb = b"lru_crawler"
+
+    def __init__(self, name: str, value: int) -> None:
+        self.name = name
+        self.value = value
+
+
 class SlabsReassign(Command):
     """``slabs reassign <src> <dst>``: move a page between slab classes (dst 0: the global
     page pool; src -1: any class with a page to spare). A number memcached's ``safe_strtol``

@@ -132,6 +132,7 @@ class Error(_Member):
     METADUMP_PIPELINED = "metadump_pipelined"  # replies of earlier commands still unsent
     CRAWLER_DISABLED = "crawler_disabled"  # lru_crawler crawl|metadump with the crawler off
     CRAWLER_NOT_STARTED = "crawler_not_started"  # lru_crawler enable when it runs already
+    CRAWLER_SLEEP_RANGE = "crawler_sleep_range"  # lru_crawler sleep past 1000000 us
     BAD_COMMAND_LINE = "bad_command_line"  # stats cachedump without its two numbers
     ILLEGAL_SLAB_ID = "illegal_slab_id"  # stats cachedump past memcached's 63 classes
     CACHEDUMP_DISABLED = "cachedump_disabled"  # stats cachedump under -X
@@ -250,8 +251,9 @@ class Replies(Protocol):
 
     def reply_version(self, out: Out, version: str) -> None: ...
 
-    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]]) -> None:
-        """A stats group: (name, value) rows, in order."""
+    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]], end: bool = True) -> None:
+        """A stats group: (name, value) rows, in order; then its end unless `end` is false
+        (memcached ends ``stats sizes_enable|disable`` without one)."""
 
     def reply_prefix_stats(
         self, out: Out, rows: Iterable[tuple[bytes, int, int, int, int]]

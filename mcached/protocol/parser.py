@@ -695,6 +695,13 @@ class Parser(Buffered):
     def _lru_crawler(self, tokens: list[bytes]) -> c.Command:
         if len(tokens) == 2 and tokens[1] in (b"enable", b"disable"):
             return c.LruCrawler([tokens[1], b""])
+        if len(tokens) == 3 and tokens[1] in (b"sleep", b"tocrawl"):
+            value = parse_uint32(tokens[2])  # safe_strtoul into a uint32_t
+            if value is None:
+                return _FORMAT
+            if tokens[1] == b"sleep" and value > 1_000_000:
+                return c.Invalid(Error.CRAWLER_SLEEP_RANGE)
+            return c.LruCrawlerTune("lru_crawler_" + tokens[1].decode(), value)
         if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
             return _ERROR
         return c.LruCrawler(tokens[1:])

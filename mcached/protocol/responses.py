@@ -71,6 +71,7 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.METADUMP_PIPELINED: b"ERROR cannot pipeline other commands before metadump\r\n",
     Error.CRAWLER_DISABLED: b"CLIENT_ERROR lru crawler disabled\r\n",
     Error.CRAWLER_NOT_STARTED: b"ERROR failed to start lru crawler thread\r\n",
+    Error.CRAWLER_SLEEP_RANGE: b"CLIENT_ERROR sleep must be one second or less\r\n",
     # stats cachedump (proto_text.c process_stat)
     Error.BAD_COMMAND_LINE: b"CLIENT_ERROR bad command line\r\n",
     Error.ILLEGAL_SLAB_ID: b"CLIENT_ERROR Illegal slab id\r\n",
@@ -238,8 +239,8 @@ class TextReplies:
     def reply_version(self, out: Out, version: str) -> None:
         out.append(b"VERSION %b\r\n" % version.encode())
 
-    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]]) -> None:
-        out.append(b"".join([stat_line(n, v) for n, v in rows]) + END)
+    def reply_stats(self, out: Out, rows: Iterable[tuple[str, object]], end: bool = True) -> None:
+        out.append(b"".join([stat_line(n, v) for n, v in rows]) + (END if end else b""))
 
     def reply_prefix_stats(
         self, out: Out, rows: Iterable[tuple[bytes, int, int, int, int]]

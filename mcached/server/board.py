@@ -95,6 +95,11 @@ G_STARTED = 5  # time.time() the daemon started (uptime survives worker restarts
 G_WATCH = 6  # what the attached watchers want logged (`mcached.watch` flags), OR of W_WATCH
 G_LOG_SEQ = 7  # the daemon's log sequence (gid of `watch` lines)
 G_LRU_CRAWLER = 8  # 1 while the LRU crawler runs (-o lru_crawler, `lru_crawler enable|disable`)
+G_CRAWLER_SLEEP = 9  # -o lru_crawler_sleep, `lru_crawler sleep <us>`
+G_CRAWLER_TOCRAWL = 10  # -o lru_crawler_tocrawl, `lru_crawler tocrawl <n>`
+G_SIZES = (
+    11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (-o track_sizes, sizes_enable)
+)
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2

@@ -2037,10 +2037,11 @@ class Cache:
         with self._hold:
             return self._items.automove_tick()
 
-    def crawl(self, classes: set[int] | None = None, pause: Any = None) -> int:
-        """Reclaim expired and flushed items now, without reads (``lru_crawler crawl``)."""
+    def crawl(self, classes: set[int] | None = None, pause: Any = None, limit: int = 0) -> int:
+        """Reclaim expired and flushed items now, without reads (``lru_crawler crawl``):
+        `Items.crawl`."""
         with self._hold:
-            return self._items.crawl(classes, pause)
+            return self._items.crawl(classes, pause, limit)
 
     # ---- stats ----
 
@@ -2208,13 +2209,20 @@ class Cache:
                 )
         return out
 
-    def size_histogram(self) -> dict[int, int]:
-        """``stats sizes``: live items by total size, rounded up to 32 bytes (a walk)."""
+    def size_histogram(self, since: int = 0) -> dict[int, int]:
+        """``stats sizes``: live items by total size, rounded up to 32 bytes (a walk); only
+        those whose CAS is `since` or later (memcached counts the items stored since
+        ``stats sizes_enable``)."""
         out: dict[int, int] = {}
-        for _, _, _, _, _, size, _ in self._walk():
-            bucket = (size + 31) // 32 * 32
-            out[bucket] = out.get(bucket, 0) + 1
+        for _, _, _, cas, _, size, _ in self._walk():
+            if cas >= since:
+                bucket = (size + 31) // 32 * 32
+                out[bucket] = out.get(bucket, 0) + 1
         return out
+
+    def cas_mark(self) -> int:
+        """The last CAS unique handed out: every item stored from now on has a larger one."""
+        return int(max(self._parts[0].seqs))
 
     def keys(self) -> Iterator[bytes]:
         """A snapshot of the keys, partition by partition (tools and tests)."""

@@ -1079,10 +1079,16 @@ class Items:
     # ---- the LRU crawler ----
 
     def crawl(
-        self, classes: set[int] | None = None, pause: Callable[[], None] | None = None
+        self,
+        classes: set[int] | None = None,
+        pause: Callable[[int], None] | None = None,
+        limit: int = 0,
     ) -> int:
         """Reclaim expired and flushed items of `classes` (all that may hold some if None),
-        page by page, without reads (memcached's LRU crawler). Returns how many."""
+        page by page, without reads (memcached's LRU crawler). Returns how many. `pause` is
+        called after each page with the number of items it checked; `limit` (memcached's
+        ``lru_crawler_tocrawl``), when not 0, is how many items of each class to check at
+        most: memcached checks those at its LRU's tail, mcached the first in page order."""
         if not self.crawl_lock.acquire(False):
             return 0  # a pass is running (the background crawler, or a crawl command)
         w = self.w
@@ -1106,19 +1112,28 @@ class Items:
                     continue  # nothing here can have expired or been flushed
                 with cls.lock:
                     pages = cls.pages_locked()
+                left = limit or -1  # -1: no limit
                 for pno in pages:
-                    reclaimed += self._crawl_page(cls, pno, now)
+                    n, checked = self._crawl_page(cls, pno, now, left)
+                    reclaimed += n
                     if pause is not None:
-                        pause()
-                with cls.lock:
-                    cls.set_field(C_CRAWLED_FLUSH_GEN, gen)
-                    cls.set_field(C_CRAWLED_TIME, now)
+                        pause(checked)
+                    if left > 0:
+                        left -= checked
+                        if not left:
+                            break
+                else:  # the whole class was checked: nothing it holds now is stale
+                    with cls.lock:
+                        cls.set_field(C_CRAWLED_FLUSH_GEN, gen)
+                        cls.set_field(C_CRAWLED_TIME, now)
             return reclaimed
         finally:
             w[G_CRAWLING] = 0
             self.crawl_lock.release()
 
-    def _crawl_page(self, cls: SlabClass, pno: int, now: int) -> int:
+    def _crawl_page(self, cls: SlabClass, pno: int, now: int, left: int) -> tuple[int, int]:
+        """Reclaim what is stale in page `pno` of `cls`, checking at most `left` items of it
+        (-1: all): (how many reclaimed, how many checked)."""
         pm = self.pm
         parts = self.parts
         pmask = self.pmask
@@ -1133,6 +1148,8 @@ class Items:
         for o in range(0, cls.perslab * cls.size, cls.size):
             c = base | o
             if pm[c] & ST_LINKED:
+                if checked == left:
+                    break
                 checked += 1
                 exptime, itime, _, cas, h = TAIL_HDR.unpack_from(pm, c + OFF_EXPTIME)
                 if (
@@ -1167,7 +1184,7 @@ class Items:
                 reclaimed += 1
         with cls.lock:
             cls.add_to(C_CRAWLER_CHECKED, checked)
-        return reclaimed
+        return reclaimed, checked
 
     # ---- stats ----
 

@@ -6,9 +6,9 @@ it) around one method of `Cache`, which tests call directly instead of waiting o
 * `LruCrawler` runs `Cache.crawl` every `interval` seconds, and within a second of a
   ``flush_all``: classes that hold items with an exptime, or that a ``flush_all`` touched
   since their last sweep, are walked page by page and their expired and flushed items
-  unlinked, so their memory is reused without anyone reading them. It sleeps `pause` seconds
-  between pages (memcached's ``lru_crawler_sleep``), so a sweep never holds the interpreter
-  for long.
+  unlinked, so their memory is reused without anyone reading them. It sleeps after each
+  page, as long as memcached's ``lru_crawler_sleep`` says for the items the page held, so a
+  sweep never holds the interpreter for long.
 * `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
   pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages of free
   chunks give them back (up to 16 a tick), and with ``slab_automove`` 1 (a class evicted in
@@ -89,17 +89,22 @@ class LruCrawler(_Periodic):
         self,
         cache: Cache,
         interval: float = 60.0,
-        pause: float = 0.001,
         enabled: Callable[[], bool] | None = None,
+        sleep: Callable[[], int] = lambda: 100,
+        tocrawl: Callable[[], int] = lambda: 0,
     ) -> None:
         """60 s: memcached's autocrawl waits as long before a class's first sweep. (The
         clock hand reclaims expired items of a full class anyway; a sweep costs about a
         second of interpreter time per million items.) `enabled`: asked before each sweep
-        (``lru_crawler enable|disable`` at run time); None is always."""
+        (``lru_crawler enable|disable`` at run time); None is always. `sleep` and `tocrawl`
+        are asked before each sweep too: memcached's ``lru_crawler_sleep`` (microseconds
+        after each 1000 items checked) and ``lru_crawler_tocrawl`` (items of each class
+        checked at most, 0 all)."""
         super().__init__(interval)
         self.cache = cache
-        self.pause = pause
         self.enabled = enabled
+        self.sleep = sleep
+        self.tocrawl = tocrawl
         self.reclaimed = 0
         self._flush_gen = cache.flush_gen
 
@@ -119,16 +124,20 @@ class LruCrawler(_Periodic):
     def run(self) -> None:
         if self.enabled is not None and not self.enabled():
             return
-        nap: Callable[[], None] | None = None
-        if self.pause > 0:
-            pause = self.pause
-            stop = self._stop
+        each = self.sleep() / 1e6
+        stop = self._stop
+        since = 0  # items checked since the last sleep
 
-            def nap() -> None:
-                if not stop.is_set():
-                    time.sleep(pause)
+        def nap(checked: int) -> None:
+            # memcached sleeps after every 1000 items; a page is checked whole, so its
+            # naps come after it. With no sleep, it still gives way (worker threads).
+            nonlocal since
+            since += checked
+            naps, since = divmod(since, 1000)
+            if not stop.is_set():
+                time.sleep(naps * each)
 
-        self.reclaimed += self.cache.crawl(pause=nap)
+        self.reclaimed += self.cache.crawl(pause=nap, limit=self.tocrawl())
 
 
 class SlabAutomover(_Periodic):

@@ -325,6 +325,104 @@ def test_stats_groups_read_no_word_past_their_name(
         exchange(conn, b"stats detail\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
+# --- lru_crawler sleep|tocrawl, stats sizes_enable|disable (a hostile-input review) -----
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_lru_crawler_sleep_and_tocrawl(which: str, server_factory: Callable[..., Server]) -> None:
+    """``lru_crawler sleep <us>`` and ``lru_crawler tocrawl <n>`` set the crawler's tuning
+    for the whole daemon (``stats settings`` on every connection shows it), read as
+    memcached's safe_strtoul reads them; mcached answered ERROR."""
+    srv = server_factory(which, "-t", "4", "-o", "lru_crawler_sleep=77,lru_crawler_tocrawl=5")
+    conns = [Conn(srv.address) for _ in range(4)]
+    try:
+        settings = dict(stats(conns[0], b"settings"))
+        assert (settings["lru_crawler_sleep"], settings["lru_crawler_tocrawl"]) == ("77", "5")
+        exchange(
+            conns[0],
+            b"lru_crawler sleep 1000001\r\nlru_crawler sleep -1\r\nlru_crawler sleep x\r\n"
+            b"lru_crawler tocrawl 18446744073709551616\r\nlru_crawler tocrawl\r\n"
+            b"lru_crawler sleep 5 6\r\nlru_crawler sleep 5 noreply\r\n",
+            b"CLIENT_ERROR sleep must be one second or less\r\n"
+            + b"CLIENT_ERROR bad command line format\r\n" * 3
+            + b"ERROR\r\n" * 3,
+        )
+        exchange(
+            conns[1],
+            b"lru_crawler sleep 1000000\r\nlru_crawler tocrawl 4294967297\r\n",
+            b"OK\r\nOK\r\n",
+        )
+        for conn in conns:  # each on whichever worker took it
+            settings = dict(stats(conn, b"settings"))
+            assert (settings["lru_crawler_sleep"], settings["lru_crawler_tocrawl"]) == (
+                "1000000",
+                "1",
+            )
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
+def test_lru_crawler_tocrawl_bounds_a_crawl(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """``lru_crawler crawl`` checks at most ``tocrawl`` items of a class (without the LRU
+    maintainer memcached has one LRU a class, so the figure is exact on both)."""
+    srv = server_factory(which, "-t", "4", "-o", "no_lru_maintainer")
+    with Conn(srv.address) as conn:
+        conn.send(b"".join(b"set k%d 0 1 10 noreply\r\n0123456789\r\n" % i for i in range(500)))
+        exchange(conn, b"", b"")
+        time.sleep(2.2)  # all expired
+        exchange(conn, b"lru_crawler tocrawl 100\r\n", b"OK\r\n")
+        for reclaimed in (100, 200):
+            exchange(conn, b"lru_crawler crawl 1\r\n", b"OK\r\n")
+            deadline = time.monotonic() + 10  # memcached crawls in its own thread
+            while True:
+                items = dict(stats(conn, b"items"))
+                if items["items:1:crawler_reclaimed"] == str(reclaimed):
+                    break
+                assert time.monotonic() < deadline, items
+                time.sleep(0.05)
+            assert items["items:1:number"] == str(500 - reclaimed)
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_stats_sizes_enable_and_disable(which: str, server_factory: Callable[..., Server]) -> None:
+    """``stats sizes_enable`` turns the size histogram on at run time for the whole daemon,
+    counting the items stored from then on; ``stats sizes_disable`` turns it off. Their
+    replies have no END (memcached's get_stats groups end their own, these do not)."""
+    srv = server_factory(which, "-t", "4")
+    a, b = Conn(srv.address), Conn(srv.address)
+    try:
+        exchange(a, b"set a 0 0 1\r\nx\r\n", b"STORED\r\n")
+        exchange(a, b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n")
+        exchange(a, b"stats sizes_enable\r\n", b"STAT sizes_status enabled\r\n")
+        exchange(b, b"set b 0 0 1\r\nx\r\n", b"STORED\r\n")
+        exchange(b, b"stats sizes\r\n", b"STAT 64 1\r\nEND\r\n")  # not the one before
+        exchange(a, b"stats sizes_enable more\r\n", b"STAT sizes_status enabled\r\n")
+        exchange(a, b"stats sizes\r\n", b"STAT 64 1\r\nEND\r\n")  # kept its start
+        exchange(b, b"stats sizes_disable\r\n", b"STAT sizes_status disabled\r\n")
+        exchange(a, b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n")
+        settings = dict(stats(a, b"settings"))
+        assert settings["track_sizes"] == "no"  # the start-up setting, as memcached shows
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
+def test_stats_sizes_enable_needs_cas(which: str, server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(which, "-C")
+    with Conn(srv.address) as conn:
+        exchange(
+            conn,
+            b"stats sizes_enable\r\n",
+            b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n",
+        )
+        exchange(conn, b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n")
+
+
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_memcdump_lists_every_key(which: str, server_factory: Callable[..., Server]) -> None:
     """libmemcached's ``memcdump`` (``stats items``, then ``stats cachedump`` per class)

@@ -366,6 +366,23 @@ def test_stats_groups(srv: Server) -> None:
     ]
 
 
+def test_stats_sizes_switches_have_no_terminator(srv: Server) -> None:
+    """``sizes_enable`` and ``sizes_disable``: one STAT frame each, no empty one after it
+    (memcached's get_stats groups end their own; these two do not). Turned off again
+    at the end: the module's servers are shared."""
+    got = exchange(
+        srv.address,
+        R(b.STAT, b"sizes_enable", opaque=1)
+        + R(b.STAT, b"sizes", opaque=2)
+        + R(b.STAT, b"sizes_disable", opaque=3),
+    )
+    assert got == [
+        (b.STAT, 0, 12, 0, 1, False, b"sizes_statusenabled"),
+        (b.STAT, 0, 0, 0, 2, False, b""),
+        (b.STAT, 0, 12, 0, 3, False, b"sizes_statusdisabled"),
+    ]
+
+
 # ---- what closes the connection ----
 
 

@@ -36,7 +36,7 @@ def test_the_crawler_thread_reclaims_expired_items() -> None:
     cache = Cache(memory_limit=16 * MB, clock=clock)
     for i in range(2000):
         cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100, exptime=5 if i % 2 else 0)
-    crawler = LruCrawler(cache, interval=0.01, pause=0.0005)
+    crawler = LruCrawler(cache, interval=0.01, sleep=lambda: 500)
     crawler.start()
     try:
         assert wait_for(lambda: crawler.runs >= 2)
@@ -59,7 +59,7 @@ def test_the_crawler_sweeps_within_a_second_of_a_flush_all() -> None:
     cache = Cache(memory_limit=16 * MB, clock=FakeClock())
     for i in range(2000):
         cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100)
-    crawler = LruCrawler(cache, interval=60.0, pause=0.0)
+    crawler = LruCrawler(cache, interval=60.0, sleep=lambda: 0)
     crawler.start()
     try:
         time.sleep(0.05)
@@ -71,6 +71,31 @@ def test_the_crawler_sweeps_within_a_second_of_a_flush_all() -> None:
         assert sum(row["used_chunks"] for _, row in classes) == 0
     finally:
         crawler.stop()
+
+
+def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``lru_crawler sleep`` (microseconds after every 1000 items checked) and ``lru_crawler
+    tocrawl`` (items of each class checked at most) are read before every sweep, so a
+    change at run time holds from the next one."""
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(5000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100, exptime=5)
+    clock.advance(5)
+    slept: list[float] = []
+    settings = {"sleep": 200_000, "tocrawl": 1500}
+    crawler = LruCrawler(
+        cache, sleep=lambda: settings["sleep"], tocrawl=lambda: settings["tocrawl"]
+    )
+    monkeypatch.setattr(time, "sleep", slept.append)
+    crawler.run()
+    assert crawler.reclaimed == 1500  # the first 1500 items checked of the one class
+    assert sum(slept) == pytest.approx(0.2)  # one nap: 1000 items; the other 500 wait
+    settings.update(sleep=0, tocrawl=0)
+    crawler.run()
+    assert crawler.reclaimed == 5000 and cache.stats()["curr_items"] == 0
 
 
 def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
