@@ -900,12 +900,15 @@ class Handlers:
             result = DeleteResult.DELETED
         else:
             result = DeleteResult.NOT_FOUND
-        # memcached: a CAS that did not match is a miss; an invalidation counts nothing
+        # memcached: a CAS that did not match is a miss in md (not in the binary delete);
+        # an invalidation counts nothing
         if result is DeleteResult.DELETED:
             s.counters.delete_hits += 1
             if self.watching & watch.DELETIONS:
                 self.events.deleted(2 if cmd.extended else 1, cmd.key, 0, 0)  # md or delete
-        elif result is not DeleteResult.INVALIDATED:
+        elif result is DeleteResult.NOT_FOUND or (
+            result is DeleteResult.EXISTS and cmd.cas_miss_counts
+        ):
             s.counters.delete_misses += 1
         cmd.reply(s.out, DELETE_OUTCOME[result])
 
@@ -1148,16 +1151,20 @@ class Handlers:
             cmd.reply(s.out, Error.AUTH_FAILED)
 
     def sasl_list_mechs(self, cmd: b.BinSaslList, s: Session) -> None:
+        """The mechanisms. As every SASL command in memcached (init_sasl_conn), it takes
+        the connection's authentication away: only a new exchange lets it in again."""
+        cmd.state.authenticated = False
         cmd.reply_mechs(s.out, self.sasl.mechs())
 
     def sasl_auth(self, cmd: b.BinSaslAuth, s: Session) -> None:
         """-S: SASL_AUTH starts a mechanism, SASL_STEP answers its challenge. A success lets
-        the connection in; a failure keeps it out and open. memcached counts each ending
-        (success or failure) in auth_cmds, each failure in auth_errors; a challenge sent
-        counts nothing."""
+        the connection in; a failure keeps it out and open, whether it was in before or
+        not (memcached's init_sasl_conn). memcached counts each ending (success or failure)
+        in auth_cmds, each failure in auth_errors; a challenge sent counts nothing."""
         from mcached.sasl import Result
 
         state = cmd.state
+        state.authenticated = False
         if cmd.step:
             result, data = self.sasl.step(state, cmd.data)
         else:

@@ -147,16 +147,18 @@ class Sasl:
         return MECHS
 
     def start(self, state: object, mech: bytes, data: bytes) -> tuple[Result, bytes]:
-        """SASL_AUTH: begin `mech` with the client's first message."""
+        """SASL_AUTH: begin `mech` with the client's first message. A connection an
+        exchange has let in already starts no other (Cyrus SASL: its conn is spent)."""
         state.mech = b""  # type: ignore[attr-defined]
         state.challenge = b""  # type: ignore[attr-defined]
+        if state.spent:  # type: ignore[attr-defined]
+            return Result.FAIL, b""
         if mech == PLAIN:
             parts = data.split(b"\0")
             if len(parts) != 3 or not parts[1]:
                 return Result.FAIL, b""
             _authzid, user, password = parts
-            ok = self.passwords.check(user, password)
-            return (Result.OK if ok else Result.FAIL), b""
+            return self._ended(state, self.passwords.check(user, password))
         if mech == CRAM_MD5:
             challenge = b"<%d.%d@%s>" % (
                 secrets.randbits(63),
@@ -182,7 +184,12 @@ class Sasl:
             hmac.compare_digest(digest, hmac.new(b"", challenge, "md5").hexdigest().encode())
             return Result.FAIL, b""
         expected = hmac.new(password, challenge, "md5").hexdigest().encode()
-        ok = hmac.compare_digest(digest.lower(), expected)
+        return self._ended(state, hmac.compare_digest(digest.lower(), expected))
+
+    @staticmethod
+    def _ended(state: object, ok: bool) -> tuple[Result, bytes]:
+        if ok:
+            state.spent = True  # type: ignore[attr-defined]
         return (Result.OK if ok else Result.FAIL), b""
 
 

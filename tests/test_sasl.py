@@ -26,16 +26,30 @@ def sasl_for(tmp_path: Path, text: bytes = b"alice:secret\nbob@realm:pw\n") -> S
 
 def test_plain(tmp_path: Path) -> None:
     sasl = sasl_for(tmp_path)
-    st = SaslState()
     assert sasl.mechs() == MECHS == b"PLAIN CRAM-MD5"
-    assert sasl.start(st, b"PLAIN", b"\0alice\0secret") == (Result.OK, b"")
-    assert sasl.start(st, b"PLAIN", b"alice\0alice\0secret")[0] is Result.OK  # libmemcached's
-    assert sasl.start(st, b"PLAIN", b"\0bob@realm\0pw")[0] is Result.OK
+
+    def start(mech: bytes, data: bytes) -> tuple[Result, bytes]:
+        return sasl.start(SaslState(), mech, data)  # each on a connection of its own
+
+    assert start(b"PLAIN", b"\0alice\0secret") == (Result.OK, b"")
+    assert start(b"PLAIN", b"alice\0alice\0secret")[0] is Result.OK  # libmemcached's
+    assert start(b"PLAIN", b"\0bob@realm\0pw")[0] is Result.OK
+    assert start(b"PLAIN", b"\0alice\0wrong")[0] is Result.FAIL
+    assert start(b"PLAIN", b"\0bob\0pw")[0] is Result.FAIL  # the realm is the user's
+    assert start(b"PLAIN", b"alice secret")[0] is Result.FAIL
+    assert start(b"PLAIN", b"\0\0secret")[0] is Result.FAIL
+    assert start(b"GSSAPI", b"")[0] is Result.FAIL
+
+
+def test_a_connection_an_exchange_let_in_starts_no_other(tmp_path: Path) -> None:
+    """As Cyrus SASL (memcached's): after a failure a connection may try again; after a
+    success no new exchange starts on it, whatever its credentials."""
+    sasl = sasl_for(tmp_path)
+    st = SaslState()
     assert sasl.start(st, b"PLAIN", b"\0alice\0wrong")[0] is Result.FAIL
-    assert sasl.start(st, b"PLAIN", b"\0bob\0pw")[0] is Result.FAIL  # the realm is the user's
-    assert sasl.start(st, b"PLAIN", b"alice secret")[0] is Result.FAIL
-    assert sasl.start(st, b"PLAIN", b"\0\0secret")[0] is Result.FAIL
-    assert sasl.start(st, b"GSSAPI", b"")[0] is Result.FAIL
+    assert sasl.start(st, b"PLAIN", b"\0alice\0secret")[0] is Result.OK
+    assert sasl.start(st, b"PLAIN", b"\0alice\0secret")[0] is Result.FAIL
+    assert sasl.start(st, b"CRAM-MD5", b"")[0] is Result.FAIL
 
 
 def test_cram_md5(tmp_path: Path) -> None:
@@ -47,12 +61,11 @@ def test_cram_md5(tmp_path: Path) -> None:
     assert sasl.step(st, b"alice " + digest) == (Result.OK, b"")
     # a challenge answers once
     assert sasl.step(st, b"alice " + digest)[0] is Result.FAIL
-    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
-    assert sasl.step(st, b"alice " + b"0" * 32)[0] is Result.FAIL
-    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
-    assert sasl.step(st, b"nobody " + digest)[0] is Result.FAIL
-    _, challenge = sasl.start(st, b"CRAM-MD5", b"")
-    assert sasl.step(st, b"nospace")[0] is Result.FAIL
+    for answer in (b"alice " + b"0" * 32, b"nobody " + digest, b"nospace"):
+        st = SaslState()
+        result, challenge = sasl.start(st, b"CRAM-MD5", b"")
+        assert result is Result.CONTINUE
+        assert sasl.step(st, answer)[0] is Result.FAIL
 
 
 def test_step_without_start_fails(tmp_path: Path) -> None:
@@ -69,7 +82,7 @@ def test_reload_swaps_and_a_missing_file_keeps(tmp_path: Path) -> None:
     assert len(sasl.passwords) == 1
     (tmp_path / "pwdb").unlink()
     sasl.passwords.reload()
-    assert sasl.start(st, b"PLAIN", b"\0alice\0new")[0] is Result.OK
+    assert sasl.start(SaslState(), b"PLAIN", b"\0alice\0new")[0] is Result.OK
     assert "pwdb" in repr(sasl.passwords)
 
 

@@ -464,6 +464,7 @@ class BinDelete(BinaryReplies, c.Delete):
     extended = True
     invalidate = False
     touch = None
+    cas_miss_counts = False  # process_bin_delete counts only a missing key
 
     def __init__(
         self, key: bytes, opcode: int = DELETE, opaque: int = 0, quiet: bool = False, cas: int = 0
@@ -641,15 +642,18 @@ class BinConfigDelete(BinaryReplies, c.ConfigDelete):
 
 class SaslState:
     """One connection's SASL conversation: the mechanism started and what it sent (the
-    CRAM-MD5 challenge), and whether the connection is in. The parser owns it (it refuses
-    every other opcode until `authenticated`); the handler moves it on."""
+    CRAM-MD5 challenge), whether the connection is in, and whether an exchange has
+    succeeded on it (`spent`: Cyrus SASL starts no other on the same connection). The
+    parser owns it (it refuses every other opcode until `authenticated`); the handler
+    moves it on."""
 
-    __slots__ = ("mech", "challenge", "authenticated", "cyrus", "__weakref__")
+    __slots__ = ("mech", "challenge", "authenticated", "spent", "cyrus", "__weakref__")
 
     def __init__(self) -> None:
         self.mech = b""
         self.challenge = b""
         self.authenticated = False
+        self.spent = False
         self.cyrus: Any = None  # Cyrus SASL's sasl_conn_t, when it serves SASL
 
     def __repr__(self) -> str:
@@ -659,11 +663,12 @@ class SaslState:
 class BinSaslList(_BinSimple, c.Command):
     """sasl list mechs: the mechanisms, space-separated."""
 
-    __slots__ = ("opcode", "opaque", "quiet")
+    __slots__ = ("opcode", "opaque", "quiet", "state")
     verb = b"sasl_list_mechs"
 
-    def __init__(self, opaque: int = 0) -> None:
+    def __init__(self, state: SaslState, opaque: int = 0) -> None:
         self._init(SASL_LIST_MECHS, opaque, False)
+        self.state = state
 
     def reply_mechs(self, out: Out, mechs: bytes) -> None:
         out.append(self._frame(SUCCESS, mechs))

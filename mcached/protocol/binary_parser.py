@@ -259,6 +259,8 @@ class BinaryParser(Buffered):
                 mode = _STORE_MODE.get(base, b"append")
                 return b.BinTooLarge(mode, key, opcode, opaque)
             end = vstart + vlen
+            if not self.cas_enabled:
+                cas = 0  # -C: memcached's ITEM_set_cas does nothing, the store is plain
             klass: type[b.BinSet]
             if base == b.APPEND or base == b.PREPEND:
                 klass = b.BinAppend if base == b.APPEND else b.BinPrepend
@@ -324,12 +326,41 @@ class BinaryParser(Buffered):
         if base == b.QUIT:
             return b.BinQuit(opcode, opaque, quiet)
         if base == b.STAT:
-            return b.BinStats([t for t in key.split(b" ") if t], opaque)
+            group = _stats_group(key)
+            if group is None:
+                return b.BinInvalid(Error.DETAIL_USAGE, b.STAT, opaque)  # "Not found"
+            return b.BinStats(group, opaque)
         if base == b.CONFIG_GET:
             return b.BinConfigGet(key, opaque)
         if base == b.CONFIG_DELETE:
             return b.BinConfigDelete(key, opaque)
-        return b.BinSaslList(opaque)  # SASL_LIST_MECHS: the last one KNOWN leaves
+        return b.BinSaslList(self.sasl_state, opaque)  # SASL_LIST_MECHS: the last one KNOWN leaves
+
+
+def _stats_group(key: bytes) -> list[bytes] | None:
+    """The stats group a STAT key names, matched as memcached's process_bin_stat and
+    get_stats match it: ``reset``, ``settings`` and ``detail <dump|on|off>`` by their first
+    bytes (``resetx`` is ``reset``), the others whole; None for a key it does not know
+    ("Not found": ``conns`` and ``cachedump`` are text-only in memcached). mcached's own
+    ``latency`` and ``cluster`` are served too."""
+    if not key:
+        return []
+    for word in (b"reset", b"settings"):
+        if key.startswith(word):
+            return [word]
+    if key.startswith(b"detail"):
+        for sub in (b" dump", b" on", b" off"):
+            if key.startswith(sub, 6):
+                return [b"detail", sub[1:]]
+        return None
+    if key in _BIN_STATS_GROUPS:
+        return [key]
+    return None
+
+
+_BIN_STATS_GROUPS = frozenset(
+    (b"items", b"slabs", b"sizes", b"sizes_enable", b"sizes_disable", b"latency", b"cluster")
+)
 
 
 # ---- protocol selection (memcached.c try_read_command_negotiate) ----

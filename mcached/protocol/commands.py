@@ -214,6 +214,7 @@ class BadDataChunk(Command):
 class Delete(Command):
     __slots__ = ("key", "noreply")
     verb = b"delete"
+    cas_miss_counts = True  # a CAS that did not match is a delete_miss (md's; not binary's)
 
     def __init__(self, key: bytes, noreply: bool = False) -> None:
         self.key = key

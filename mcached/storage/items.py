@@ -388,8 +388,13 @@ class Items:
         return int(Q.unpack_from(self.pm, addr + OFF_HASH)[0] >> self.pshift)
 
     def is_flushed(self, part: Partition, cas: int, itime: int, now: int) -> bool:
+        """At or below the partition's flush mark, or stored before a delayed flush's time
+        `fa` once its second before has come: memcached's ``flush_all <n>`` sets its
+        oldest_live to the second before `fa`, and from that second on drops what was
+        stored up to then (a delay of 2 takes effect after 1 s, with the stores of that
+        second)."""
         fa = part.flush_at
-        return cas <= part.flush_seq or bool(fa and fa <= now and itime < fa)
+        return cas <= part.flush_seq or bool(fa and fa <= now + 1 and itime < fa)
 
     # ---- getting memory ----
 
@@ -1107,7 +1112,7 @@ class Items:
                 elif (
                     not ttl[cls.id]
                     and cls.field(C_CRAWLED_FLUSH_GEN) == gen
-                    and not (cls.field(C_CRAWLED_TIME) < flush_at <= now)
+                    and not (cls.field(C_CRAWLED_TIME) < flush_at - 1 <= now)
                 ):
                     continue  # nothing here can have expired or been flushed
                 with cls.lock:
@@ -1155,7 +1160,7 @@ class Items:
                 if (
                     (exptime and exptime <= now)
                     or cas <= flush_seq[h & pmask]
-                    or (flush_at and flush_at <= now and itime < flush_at)
+                    or (flush_at and flush_at <= now + 1 and itime < flush_at)
                 ):
                     found.append((c, h))
         reclaimed = 0
@@ -1269,15 +1274,19 @@ class Items:
 
     def flush(self, realtime_at: int) -> None:
         """flush_all: every item now (`realtime_at` 0), or those stored before that server
-        time once it comes. Nothing is walked: marks move, one partition lock at a time."""
+        time once the second before it comes (`is_flushed`); when that is now already (a
+        delay of 1, a time past), every item stored so far goes at once too, by its CAS
+        (memcached's oldest_cas). Nothing is walked: marks move, one partition lock at a
+        time."""
         w = self.w
         w[G_FLUSH_AT] = realtime_at
+        now_too = not realtime_at or realtime_at - 1 <= self.clock.now()
         for part in self.parts:
             with part:
-                if realtime_at:
-                    part.bump()
-                else:
+                if now_too:
                     part.mark_flushed()
+                else:
+                    part.bump()
         with self.flush_lock:  # not crawl_lock: a crawl pass holds that for seconds
             w[G_FLUSH_GEN] += 1
 

@@ -325,6 +325,17 @@ def test_stats_groups_read_no_word_past_their_name(
         exchange(conn, b"stats detail\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
+# --- flush_all with a delay (a binary-protocol review) -------------------------------------
+
+
+def test_flush_all_with_a_delay_of_one_second_flushes_at_once(server: Server) -> None:
+    """memcached's oldest_live is the second before the flush's time, so a delay of 1 is
+    now (by CAS, whatever the clock's phase); mcached waited the second out."""
+    with Conn(server.address) as conn:
+        exchange(conn, b"set a 0 0 1\r\nx\r\nflush_all 1\r\n", b"STORED\r\nOK\r\n")
+        exchange(conn, b"get a\r\n", b"END\r\n")
+
+
 # --- lru_crawler sleep|tocrawl, stats sizes_enable|disable (a hostile-input review) -----
 
 

@@ -366,6 +366,90 @@ def test_stats_groups(srv: Server) -> None:
     ]
 
 
+def test_a_delete_whose_cas_differs_is_no_miss(srv: Server) -> None:
+    """process_bin_delete counts delete_misses only for a missing key (md counts a CAS
+    that differs too); mcached counted both."""
+
+    def misses() -> bytes:
+        rows = exchange(srv.address, R(b.STAT, opaque=3))
+        return {f[6][: f[2]]: f[6][f[2] :] for f in rows if f[2]}[b"delete_misses"]
+
+    before = misses()
+    got = exchange(
+        srv.address,
+        R(b.SET, b"dcas", b"v", SE(0, 0), opaque=1) + R(b.DELETE, b"dcas", opaque=2, cas=2**63),
+    )
+    assert got == [ok(b.SET, 1, cas=True), err(b.DELETE, 2, 2)]
+    assert misses() == before
+    assert exchange(srv.address, R(b.DELETE, b"dcas") + R(b.DELETE, b"dcas")) == [
+        ok(b.DELETE),
+        err(b.DELETE, 1),
+    ]
+    assert int(misses()) == int(before) + 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stores_ignore_a_cas_under_minus_C(kind: str) -> None:
+    """-C: memcached's ITEM_set_cas does nothing, so a set, add or replace that carries a
+    CAS is a plain one; mcached compared it (EEXISTS, or ENOENT for a missing key)."""
+    s = _start(kind, "-C")
+    try:
+        got = exchange(
+            s.address,
+            R(b.SET, b"c1", b"v", SE(0, 0))
+            + R(b.SET, b"c1", b"w", SE(0, 0), cas=12345)
+            + R(b.SET, b"c2", b"x", SE(0, 0), cas=9)
+            + R(b.ADD, b"c3", b"y", SE(0, 0), cas=9)
+            + R(b.REPLACE, b"c1", b"z", SE(0, 0), cas=9)
+            + R(b.APPEND, b"c1", b"!", cas=9)
+            + R(b.GETK, b"c1")
+            + R(b.GETK, b"c2")
+            + R(b.GETK, b"c3"),
+        )
+        assert got == [ok(op) for op in (b.SET, b.SET, b.SET, b.ADD, b.REPLACE, b.APPEND)] + [
+            (b.GETK, 0, 2, 4, 0, False, bytes(4) + b"c1z!"),
+            (b.GETK, 0, 2, 4, 0, False, bytes(4) + b"c2x"),
+            (b.GETK, 0, 2, 4, 0, False, bytes(4) + b"c3y"),
+        ]
+    finally:
+        _stop(s)
+
+
+def test_stats_group_names_match_as_memcached_matches_them(srv: Server) -> None:
+    """memcached's process_bin_stat matches reset, settings and detail by their first bytes
+    and get_stats its groups whole; conns and cachedump are text-only there. mcached split
+    the key at spaces: it answered conns, and cachedump with text bytes (or a closed
+    connection)."""
+    not_found = [
+        b"conns",
+        b"cachedump 1 1",
+        b"cachedump",
+        b"cachedump 1 x",
+        b"items ",
+        b" items",
+        b"slabs x",
+        b" ",
+        b"detail  dump",
+        b"detail",
+    ]
+    got = exchange(
+        srv.address,
+        b"".join(R(b.STAT, key, opaque=n) for n, key in enumerate(not_found, 1))
+        + R(b.STAT, b"resetting", opaque=50)
+        + R(b.STAT, b"settingsx", opaque=51)
+        + R(b.STAT, b"detail offx", opaque=52)
+        + R(b.STAT, b"detail dumpx", opaque=53),
+    )
+    assert [f for f in got if f[4] < 50] == [
+        err(b.STAT, 1, n) for n in range(1, len(not_found) + 1)
+    ]
+    assert [f for f in got if f[4] == 50] == [(b.STAT, 0, 0, 0, 50, False, b"")]
+    settings = {f[6][: f[2]] for f in got if f[4] == 51 and f[2]}
+    assert b"maxbytes" in settings and b"binding_protocol" in settings
+    assert [f for f in got if f[4] == 52] == [(b.STAT, 0, 0, 0, 52, False, b"")]
+    assert [f[6][: f[2]] for f in got if f[4] == 53] == [b"detailed", b""]
+
+
 def test_stats_sizes_switches_have_no_terminator(srv: Server) -> None:
     """``sizes_enable`` and ``sizes_disable``: one STAT frame each, no empty one after it
     (memcached's get_stats groups end their own; these two do not). Turned off again
@@ -585,6 +669,38 @@ def test_sasl_cram_md5(sasl_srv: Server) -> None:
 
 def _ends_with_noop(opaque: int) -> Callable[[bytes], bool]:
     return lambda buf: buf.endswith(b.response(b.NOOP, opaque))
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (R(b.SASL_LIST_MECHS), "mechs"),  # the mechanisms, and the connection is out
+        (plain(password=b"wrong"), "failure"),
+        (plain(), "failure"),  # Cyrus starts no second exchange on a connection
+    ],
+    ids=["list", "bad-password", "again"],
+)
+def test_sasl_commands_take_the_authentication_away(
+    sasl_srv: Server, first: bytes, then: str
+) -> None:
+    """Every SASL command resets the connection's authentication (memcached's
+    init_sasl_conn): after it, the next command is refused and the connection closed.
+    mcached let the connection stay in."""
+    got = hangup(sasl_srv.address, plain() + first + R(b.NOOP, opaque=4))
+    assert got[0] == AUTHENTICATED
+    if then == "mechs":
+        assert got[1][:2] == (b.SASL_LIST_MECHS, 0)
+    else:
+        assert got[1] == err(b.SASL_AUTH, 0x20)
+    assert got[2:] == [err(b.NOOP, 0x20, 4)]
+
+
+def test_sasl_a_failure_may_be_followed_by_a_success(sasl_srv: Server) -> None:
+    assert exchange(sasl_srv.address, plain(password=b"wrong") + plain() + R(b.NOOP)) == [
+        err(b.SASL_AUTH, 0x20),
+        AUTHENTICATED,
+        ok(b.NOOP),
+    ]
 
 
 @pytest.mark.parametrize("name", ["set", "delete", "flush", "noop", "stat"])
