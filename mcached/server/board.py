@@ -237,6 +237,25 @@ class Board:
         handed = sum(w[col : col + self.slots * step : step])
         return int(w[b + W_CONNS] + handed - w[b + W_HANDED_IN])
 
+    def _handed_to(self, slot: int) -> int:
+        """Connections every worker handed to `slot`, all told."""
+        w = self._own_words()
+        step = self.slot_words
+        col = self.slot_base + self.handed_base + slot
+        return int(sum(w[col : col + self.slots * step : step]))
+
+    def in_flight(self, slot: int) -> int:
+        """Connections handed to `slot` and not yet taken (`arrived`)."""
+        return self._handed_to(slot) - int(self.words[self.base(slot) + W_HANDED_IN])
+
+    def settle(self, slot: int) -> None:
+        """`slot`'s worker process, as it takes the place of a dead one, has taken what was
+        queued for it, and nothing is on its way to it any more (`Worker.run` says why):
+        every connection handed to `slot` counts as taken. One its predecessor took and was
+        killed before it counted it (between `recv_fds` and `arrived`) was otherwise counted
+        in flight for good, one place of ``-c`` lost for the daemon's life."""
+        self.words[self.base(slot) + W_HANDED_IN] = self._handed_to(slot)
+
     def fewer_than(self, slot: int) -> int | None:
         """The worker to hand a connection `slot` just accepted (and counted) to: of the
         running workers that accept, the one with the fewest connections (`load`; the first

@@ -263,6 +263,8 @@ class Worker:
         board = self.board
         self.events.bind(self.slot)  # this thread's events go to this slot's ring
         board.set_word(self.slot, W_PID, os.getpid())
+        if not self._threads and board.in_flight(self.slot):
+            self._settle_handed()
         board.set_word(self.slot, W_STATE, RUNNING)
         self.server.worker_started(self)
         # the run-time settings as they are now (verbosity: a worker process forked at start,
@@ -544,6 +546,20 @@ class Worker:
                     sock.close()
                 else:
                     self._serve_accepted(sock, name.decode(errors="replace"), lst)
+
+    def _settle_handed(self) -> None:
+        """A worker process in place of a dead one, before it runs (no worker hands it a
+        connection until then: `Board.fewer_than`), when connections handed to its slot are
+        not counted as taken: those queued for it are taken (and served), and one its
+        predecessor took but was killed before it counted it is counted as taken too
+        (`Board.settle`), or ``-c`` would count it open for good. A hand-over to the dead
+        predecessor that another worker had begun is finished first: each worker answers
+        this one's request for figures from its loop, never in the middle of an accept.
+        (Out of descriptors, with some still queued, nothing is settled.)"""
+        self.gather(COUNTERS)
+        self._take_handed()
+        if self._reserve >= 0:  # not paused: every datagram queued was taken
+            self.board.settle(self.slot)
 
     def _listener(self, index: int) -> _Listening | None:
         """The listening socket a connection handed over came from; None once this worker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ import pytest
 from mcached.cli import parse_settings
 from mcached.daemon import Daemon
 from mcached.server import supervisor as sup_module
-from mcached.server.board import EMPTY, RUNNING, W_STATE, Board
+from mcached.server.board import EMPTY, RUNNING, W_CONNS, W_STATE, Board
 from mcached.server.supervisor import WORKER, Child, Supervisor, TooManyDeaths
 from mcached.storage.cache import Reservation
 from mcached.storage.results import StoreMode, StoreResult
@@ -212,3 +213,53 @@ def test_a_successor_lets_go_of_what_its_dead_predecessor_reserved() -> None:
     # the chunk is back: the key can be stored whole, and nothing half-stored is there
     assert daemon.cache.get(b"half-sent") is None
     assert daemon.cache.store(StoreMode.SET, b"half-sent", b"v" * 100_000) is StoreResult.STORED
+
+
+def test_bug_a_connection_taken_by_a_worker_killed_before_it_counted_it_held_a_place() -> None:
+    """Worker 0 accepts two connections and hands them to worker 1; worker 1 takes the first
+    (`recv_fds`) and is killed before it counts it (`Board.arrived`). That connection stayed
+    counted on its way for the daemon's life: ``-c N`` let N - 1 clients in, and
+    ``curr_connections`` said one more than were open. Now worker 1's successor, before it
+    runs, takes what is queued for it (the second connection, which it serves) and counts
+    every connection handed to its slot as taken."""
+    daemon = Daemon(
+        parse_settings(["-t", "2", "-m", "8", "-l", "127.0.0.1", "-p", "0"]), processes=True
+    )
+    daemon.server.bind()
+    board = daemon.board
+    lost, lost_peer = socket.socketpair()
+    queued, client = socket.socketpair()
+    try:
+        for sock in (lost, queued):
+            board.add(0, W_CONNS, 1)  # accepted by worker 0...
+            assert board.hand_over(0, 1, sock, 0, "127.0.0.1:1")  # ...and handed to worker 1
+        assert board.connections() == 2
+        in_child(lambda: socket.recv_fds(board.handoff_fd(1), 512, 1))  # taken, then killed
+        board.retire(1)  # the supervisor, for the dead worker 1
+        assert board.connections() == 2  # the one it took is gone with it, still counted
+        client.sendall(b"version\r\n")  # the queued one's client asks
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: worker 1's successor
+            code = 1
+            try:
+                daemon._worker_main(1)
+                code = 0
+            finally:
+                os._exit(code)
+        try:
+            deadline = time.monotonic() + 10
+            while board.word(1, W_STATE) != RUNNING:
+                assert time.monotonic() < deadline, "the successor did not start"
+                time.sleep(0.01)
+            client.settimeout(10)
+            assert client.recv(100) == b"VERSION 1.6.18\r\n"  # served by the successor
+            assert board.connections() == 1  # that one, open; the lost one no longer counted
+        finally:
+            os.kill(pid, signal.SIGQUIT)  # the supervisor's quick stop
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert board.connections() == 0
+    finally:
+        for sock in (lost_peer, client):
+            sock.close()
+        daemon.server.close_sockets()
