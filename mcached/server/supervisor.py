@@ -21,14 +21,17 @@ A child that exits while the daemon is not stopping is replaced:
 A child that keeps dying (`CRASH_LIMIT` deaths within `CRASH_WINDOW` seconds) stops the
 daemon instead of being replaced for ever.
 
-A child that exits with status 0 once a stop is under way (the board's G_STOP) stopped, it
-did not die. SIGTERM can reach the children before the supervisor, or without it: sent to
-the whole process group (a terminal, ``timeout``, a unit without ``KillMode=mixed``) or to
-one child. A child that gets it first passes it on (it marks G_STOP and signals the
-supervisor: the daemon's `_child_signals`), so the whole daemon stops, and the supervisor
-marks G_STOP itself before it signals them. A new child starts with the stop and reload
-signals blocked (`CHILD_SIGNALS`) until it has its own handlers: one sent meanwhile waits
-for them instead of running the supervisor's, which the fork copied.
+A child that exits once a stop was asked (the board's G_STOP) stopped, it did not die, and
+is not replaced. SIGTERM can reach the children before the supervisor, or without it: sent
+to the whole process group (a terminal, ``timeout``, a unit without ``KillMode=mixed``) or
+to one child. A child that gets it first passes it on (it marks G_STOP and signals the
+supervisor: the daemon's `_child_signals`; the ``shutdown`` command does the same), so the
+whole daemon stops, and the supervisor marks G_STOP itself before it signals them. A child
+killed between its mark and its signal could not pass the stop on: the supervisor, which
+finds the mark when it reaps the child, signals itself as the child would have. A new child
+starts with the stop and reload signals blocked (`CHILD_SIGNALS`) until it has its own
+handlers: one sent meanwhile waits for them instead of running the supervisor's, which the
+fork copied.
 
 Children exit when the supervisor does (``PR_SET_PDEATHSIG``, and a check of the parent pid
 once a second where that is not available).
@@ -112,6 +115,7 @@ class Supervisor:
         self.rebuild = rebuild
         self.children: dict[int, Child] = {}
         self.stopping = False
+        self._stop_passed = False  # a stop a child asked for, passed on to this process
         self.pid = os.getpid()
         self._deaths: deque[float] = deque(maxlen=CRASH_LIMIT)
         self.restarts = 0  # children replaced (stats, tests)
@@ -177,14 +181,35 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            if self.stopping or (status == 0 and self.board.get(G_STOP)):
-                # stopped, not dead: the daemon stops (the main loop hears why, if it has
-                # not yet)
+            if self.stopping or self.board.get(G_STOP):
+                # stopped, not dead: the daemon stops
                 log.debug("%s %d (pid %d) stopped", child.kind, child.slot, child.pid)
                 if child.kind == WORKER:
                     self.board.retire(child.slot)
+                if not self.stopping:
+                    self._stop_asked(child, status)
                 continue
             self._died(child, status)
+
+    def _stop_asked(self, child: Child, status: int) -> None:
+        """A child exited once a stop was asked (G_STOP), before this process acted on it:
+        the main loop hears of the stop from a SIGTERM, which the child that marked the
+        board sends next. It may have been killed before it could (the mark was then left
+        for good: the stop was lost, and a child stopped later by a SIGTERM of its own was
+        not replaced, the daemon one worker, or its maintainer, short), so this process
+        sends it to itself, once; a second one, if the child's came too, is not read."""
+        if self._stop_passed:
+            return
+        self._stop_passed = True
+        if status != 0:
+            log.warning(
+                "%s %d (pid %d) %s once a stop was asked: stopping",
+                child.kind,
+                child.slot,
+                child.pid,
+                _describe(status),
+            )
+        os.kill(self.pid, signal.SIGTERM)
 
     def _died(self, child: Child, status: int) -> None:
         how = _describe(status)

@@ -21,7 +21,15 @@ import pytest
 from mcached.cli import parse_settings
 from mcached.daemon import Daemon
 from mcached.server import supervisor as sup_module
-from mcached.server.board import EMPTY, RUNNING, W_CONNS, W_STATE, Board
+from mcached.server.board import (
+    EMPTY,
+    G_STOP,
+    RUNNING,
+    STOP_SIGNALLED,
+    W_CONNS,
+    W_STATE,
+    Board,
+)
 from mcached.server.supervisor import WORKER, Child, Supervisor, TooManyDeaths
 from mcached.storage.cache import Reservation
 from mcached.storage.results import StoreMode, StoreResult
@@ -142,6 +150,38 @@ def test_stop_drains_then_kills_what_ignores_it() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert all(h.board.word(s, W_STATE) == EMPTY for s in (0, 1))
+
+
+def test_bug_a_child_killed_between_asking_for_a_stop_and_signalling_it_lost_the_stop() -> None:
+    """A child that gets SIGTERM (or the ``shutdown`` command) marks G_STOP on the board,
+    then signals the supervisor. Of one killed between the two, the supervisor heard only
+    the death: it forked another and ran on, the stop lost. The mark stayed, so a child
+    later stopped by a SIGTERM of its own (which it no longer passed on: the mark said the
+    supervisor had sent it) exited and was taken as stopped, not replaced: the daemon ran a
+    worker, or its maintainer, short. Now the supervisor, which finds the mark as it reaps
+    the dead child, sends itself the SIGTERM the child could not, and forks no other: the
+    daemon stops."""
+    heard: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signo, frame: heard.append(signo))
+    h = Harness()
+    try:
+        h.sup.start()
+        assert h.sup.wait_ready(10)
+        before = h.pids()
+        h.board.set(G_STOP, STOP_SIGNALLED)  # worker 0 got a SIGTERM and marked the board...
+        os.kill(before[0], signal.SIGKILL)  # ...and was killed before it signalled us
+        deadline = time.monotonic() + 10
+        while before[0] in h.pids() or not heard:
+            assert time.monotonic() < deadline, f"heard {heard}, workers {h.pids()}"
+            h.sup.reap()
+            time.sleep(0.02)
+        assert heard == [signal.SIGTERM]  # the stop it asked for, as it would have sent it
+        assert h.pids() == {1: before[1]} and h.sup.restarts == 0  # nothing forked: we stop
+        h.sup.reap()
+        assert heard == [signal.SIGTERM]  # once
+    finally:
+        h.sup.stop(graceful=True, timeout=1)
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- the daemon's part: what a death leaves in the arena ----
