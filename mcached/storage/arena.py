@@ -80,7 +80,9 @@ guarded half written. So every public storage operation first writes a non-zero 
 process's *holder slot* (`HOLDER_BASE`) and clears it after its last lock is released. A
 supervisor that sees a worker die with its slot set knows the arena cannot be trusted and
 builds a new one (`Arena.holding`); a worker that died with its slot clear left the arena
-whole. In one process (threads) every thread uses slot 0, which nobody reads.
+whole. (A crawl pass clears it while it naps between pages, holding only the crawl lock,
+which G_CRAWLING names the owner of: the dead process's successor releases it.) In one
+process (threads) every thread uses slot 0, which nobody reads.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ G_PICK_CURSOR = 10  # slabs_reassign_pick_any's round robin
 G_CRAWLER_STARTS = 11
 G_AUTOMOVE = 12  # slab_automove level (changed at run time by `slabs automove`)
 G_MOVING = 13  # 1 while a page move runs (stats: slab_reassign_running)
-G_CRAWLING = 14  # 1 while a crawl pass runs (stats: lru_crawler_running)
+G_CRAWLING = 14  # while a crawl pass runs, its holder slot + 1 (stats: lru_crawler_running)
 G_ACCESS_BEFORE = 15  # a read of a referenced item older than this server time sets its time
 #                       (now - 60: memcached's ITEM_UPDATE_INTERVAL; `Cache.tick`; 0: never)
 G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePool.take)

@@ -2037,11 +2037,31 @@ class Cache:
         with self._hold:
             return self._items.automove_tick()
 
-    def crawl(self, classes: set[int] | None = None, pause: Any = None, limit: int = 0) -> int:
+    def crawl(
+        self,
+        classes: set[int] | None = None,
+        pause: Callable[[int], None] | None = None,
+        limit: int = 0,
+    ) -> int:
         """Reclaim expired and flushed items now, without reads (``lru_crawler crawl``):
-        `Items.crawl`."""
-        with self._hold:
-            return self._items.crawl(classes, pause, limit)
+        `Items.crawl`. `pause` runs between two pages (the background crawler's naps) with
+        the holder word clear: no lock is held there but the pass's own crawl lock, so a
+        process killed in a pause has left the arena whole, and costs no new one (its
+        successor lets the crawl lock go: `release_holder`)."""
+        hold = self._hold
+        nap = None
+        if pause is not None:
+            outside = pause
+
+            def nap(checked: int) -> None:
+                hold.__exit__()
+                try:
+                    outside(checked)
+                finally:
+                    hold.__enter__()
+
+        with hold:
+            return self._items.crawl(classes, nap, limit, owner=self.holder + 1)
 
     # ---- stats ----
 
@@ -2089,7 +2109,7 @@ class Cache:
             "slab_reassign_busy_deletes": 0,
             "slab_reassign_running": fig(G_MOVING),
             "slabs_moved": fig(G_SLABS_MOVED),
-            "lru_crawler_running": fig(G_CRAWLING),
+            "lru_crawler_running": 1 if fig(G_CRAWLING) else 0,  # G_CRAWLING: who crawls
             "lru_crawler_starts": fig(G_CRAWLER_STARTS),
             "malloc_fails": fig(G_MALLOC_FAILS),
             "bytes": s.bytes,

@@ -781,7 +781,13 @@ class Items:
 
     def release_holder(self, slot: int) -> int:
         """What the process of holder `slot` pinned or reserved, let go (it died, with its
-        holder word clear). The number of entries released."""
+        holder word clear), and the crawl pass it was pausing in, if it was (`crawl`: its
+        crawl lock, which nothing else would ever release). The number of pins and
+        reservations released."""
+        w = self.w
+        if w[G_CRAWLING] == slot + 1:
+            w[G_CRAWLING] = 0
+            self.crawl_lock.release()
         row = self.arena.pin_row(slot)
         n = 0
         try:
@@ -1088,16 +1094,20 @@ class Items:
         classes: set[int] | None = None,
         pause: Callable[[int], None] | None = None,
         limit: int = 0,
+        owner: int = 1,
     ) -> int:
         """Reclaim expired and flushed items of `classes` (all that may hold some if None),
         page by page, without reads (memcached's LRU crawler). Returns how many. `pause` is
         called after each page with the number of items it checked; `limit` (memcached's
         ``lru_crawler_tocrawl``), when not 0, is how many items of each class to check at
-        most: memcached checks those at its LRU's tail, mcached the first in page order."""
+        most: memcached checks those at its LRU's tail, mcached the first in page order.
+        `owner` (the crawling process's holder slot + 1) is written in G_CRAWLING while the
+        pass holds the crawl lock, so that `release_holder` can let the pass of a process
+        that died in a `pause` go."""
         if not self.crawl_lock.acquire(False):
             return 0  # a pass is running (the background crawler, or a crawl command)
         w = self.w
-        w[G_CRAWLING] = 1
+        w[G_CRAWLING] = owner
         try:
             w[G_CRAWLER_STARTS] += 1
             now = self.clock.now()

@@ -8,7 +8,8 @@ it) around one method of `Cache`, which tests call directly instead of waiting o
   since their last sweep, are walked page by page and their expired and flushed items
   unlinked, so their memory is reused without anyone reading them. It sleeps after each
   page, as long as memcached's ``lru_crawler_sleep`` says for the items the page held, so a
-  sweep never holds the interpreter for long.
+  sweep never holds the interpreter for long; asleep, it is outside any cache operation
+  (`Cache.crawl`): a maintainer killed there is replaced alone, the cache kept.
 * `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
   pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages of free
   chunks give them back (up to 16 a tick), and with ``slab_automove`` 1 (a class evicted in

@@ -30,7 +30,7 @@ from mcached.server.board import (
     W_STATE,
     Board,
 )
-from mcached.server.supervisor import WORKER, Child, Supervisor, TooManyDeaths
+from mcached.server.supervisor import MAINTAINER, WORKER, Child, Supervisor, TooManyDeaths
 from mcached.storage.cache import Reservation
 from mcached.storage.results import StoreMode, StoreResult
 
@@ -303,3 +303,38 @@ def test_bug_a_connection_taken_by_a_worker_killed_before_it_counted_it_held_a_p
         for sock in (lost_peer, client):
             sock.close()
         daemon.server.close_sockets()
+
+
+def test_bug_the_maintainer_killed_while_its_crawler_napped_emptied_the_cache() -> None:
+    """The LRU crawler (in the maintainer process) naps between pages of a sweep, as the
+    one that follows a flush_all. Its holder word stayed set across the naps, so a
+    maintainer killed in one was taken to have died inside a cache operation: a new, empty
+    arena, every worker restarted, every connection reset. It holds no lock there but the
+    pass's own crawl lock: now the word is clear while it naps, its death costs only the
+    maintainer, and the successor lets the crawl lock go (or no crawl would ever run again)."""
+    daemon = two_worker_daemon()
+    crawler_word = daemon._holders(MAINTAINER, 0)[0]  # the crawler's (and the ticker's)
+    assert daemon.cache.store(StoreMode.SET, b"old", b"v") is StoreResult.STORED
+    daemon.cache.flush_all()  # the crawler sweeps every class within a second
+    assert daemon.cache.store(StoreMode.SET, b"kept", b"v") is StoreResult.STORED
+    starts = daemon.cache.stats()["lru_crawler_starts"]
+
+    def killed_in_a_nap(checked: int) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: the maintainer's crawler
+        try:
+            daemon.cache.view(holder=crawler_word).crawl(pause=killed_in_a_nap)
+        finally:
+            os._exit(1)  # the pass ended without a nap
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert daemon.cache.stats()["lru_crawler_running"] == 1
+    assert daemon._died_inside(Child(MAINTAINER, 0, pid)) is False  # no new arena
+    in_child(lambda: daemon._release_left(MAINTAINER, 0))  # as its successor starts
+    stats = daemon.cache.stats()
+    assert stats["lru_crawler_running"] == 0 and stats["lru_crawler_starts"] == starts + 1
+    daemon.cache.view(holder=crawler_word).crawl()  # the next pass runs
+    assert daemon.cache.stats()["lru_crawler_starts"] == starts + 2
+    assert daemon.cache.get(b"kept") is not None and daemon.cache.get(b"old") is None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from mcached.clock import FakeClock
-from mcached.storage.arena import G_ACCESS_BEFORE
+from mcached.storage.arena import G_ACCESS_BEFORE, G_CRAWLING
 from mcached.storage.cache import Cache
 from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
 from mcached.storage.results import StoreMode
@@ -96,6 +96,37 @@ def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sw
     settings.update(sleep=0, tocrawl=0)
     crawler.run()
     assert crawler.reclaimed == 5000 and cache.stats()["curr_items"] == 0
+
+
+def test_the_crawler_naps_outside_any_cache_operation() -> None:
+    """Between pages a pass holds only its crawl lock: its holder word is clear there, so a
+    process killed in a nap leaves the arena whole (tests/server/test_supervisor.py kills
+    one there); its successor lets the pass go (`release_holder`), crawl lock included."""
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    crawler = cache.view(holder=3)  # a maintainer process's view
+    for i in range(2000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100, exptime=5)
+    clock.advance(5)
+    naps: list[tuple[bool, int]] = []
+
+    def nap(checked: int) -> None:
+        naps.append((cache.arena.holding(3), cache.stats()["lru_crawler_running"]))
+
+    assert crawler.crawl(pause=nap) == 2000
+    assert naps and set(naps) == {(False, 1)}  # not inside an operation, yet crawling
+    assert not cache.arena.holding(3)
+    # what a process killed in a nap leaves: the crawl lock taken, and itself named
+    cache.arena.crawl_lock.acquire()
+    cache.arena.words[G_CRAWLING] = 3 + 1
+    starts = cache.stats()["lru_crawler_starts"]
+    assert cache.crawl() == 0 and cache.stats()["lru_crawler_starts"] == starts  # busy
+    cache.release_holder(2)  # another process's successor: not its pass
+    assert cache.stats()["lru_crawler_running"] == 1
+    cache.release_holder(3)  # its own
+    assert cache.stats()["lru_crawler_running"] == 0
+    cache.crawl()
+    assert cache.stats()["lru_crawler_starts"] == starts + 1
 
 
 def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
