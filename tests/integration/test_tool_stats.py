@@ -35,6 +35,13 @@ def load(server: Server) -> None:
         conn.read_until(b"END\r\n")
 
 
+def dump_keys(server: Server) -> list[bytes]:
+    with Conn(server.address) as conn:
+        conn.send(b"lru_crawler metadump all\r\n")
+        lines = conn.read_until(b"END\r\n").splitlines()
+    return [line.split(b" ")[0] for line in lines if line.startswith(b"key=")]
+
+
 def test_stats_and_settings(server: Server) -> None:
     load(server)
     out = run(server, "stats")
@@ -51,7 +58,10 @@ def test_display_shows_the_slab_table(server: Server) -> None:
     assert out[0].split()[:4] == ["#", "Item_Size", "Max_age", "Pages"]
     rows = [line.split() for line in out[1:]]
     assert rows and all(r[0].isdigit() for r in rows)
-    assert sum(int(r[4]) for r in rows) == 21  # the Count column adds up to curr_items
+    count = sum(int(r[4]) for r in rows)
+    # the Count column adds up to curr_items (once 23 under a loaded CI run, not since
+    # reproduced: the keys then say whether the extra items were real, and whose)
+    assert count == 21, (count, dump_keys(server))
 
 
 def test_dump_replays_into_an_empty_server(server: Server, server_factory: object) -> None:
