@@ -62,10 +62,14 @@ from mcached.server.board import (
     G_TLS_EPOCH,
     G_VERBOSE,
     G_WATCH,
+    RUNNING,
     STOP_GRACEFUL,
     STOP_NOW,
     STOP_SIGNALLED,
     TLS_FIGURES,
+    W_PID,
+    W_PUBLISHED,
+    W_STATE,
 )
 from mcached.server.connection import TRACE
 from mcached.server.docs import SharedDocs
@@ -106,6 +110,54 @@ def log_level(verbose: int) -> int:
 def gil_enabled() -> bool:
     """False on a free-threaded interpreter that runs without its GIL."""
     return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+# seconds a worker process may go without publishing (it does every second) before the
+# watchdog goes unfed: half of WatchdogSec, but never less (a short WatchdogSec, a worker
+# busy with one long request)
+LIVENESS_FLOOR = 5.0
+
+
+class _Liveness:
+    """Whether every running worker process still runs its loop: each publishes its
+    counters on the board once a second (`Worker._tick`). The supervisor feeds systemd's
+    watchdog only while none has gone `window` seconds without (half of WatchdogSec), so
+    a worker stuck for good (a deadlock, a loop that never returns) gets the daemon
+    restarted, where a supervisor alone would keep the watchdog fed. A worker that dies
+    is replaced by the supervisor instead, and starts its count afresh."""
+
+    def __init__(self, board: Any, window: float) -> None:
+        self.board = board
+        self.window = window
+        self._seen: dict[int, tuple[int, int, float]] = {}  # slot: (pid, published, when)
+        self._stuck: set[int] = set()  # told of in the log
+
+    def all_alive(self) -> bool:
+        board = self.board
+        now = time.monotonic()
+        ok = True
+        for slot in range(board.slots):
+            if board.word(slot, W_STATE) != RUNNING:
+                self._seen.pop(slot, None)
+                continue
+            pid, published = board.word(slot, W_PID), board.word(slot, W_PUBLISHED)
+            last = self._seen.get(slot)
+            if last is None or last[:2] != (pid, published):
+                self._seen[slot] = (pid, published, now)
+            elif now - last[2] > self.window:
+                if slot not in self._stuck:
+                    self._stuck.add(slot)
+                    log.error(
+                        "worker %d (pid %d) has not run its loop for %.0f s: the systemd "
+                        "watchdog is no longer fed",
+                        slot,
+                        pid,
+                        now - last[2],
+                    )
+                ok = False
+                continue
+            self._stuck.discard(slot)
+        return ok
 
 
 class Daemon:
@@ -410,6 +462,7 @@ class Daemon:
         systemd.notify("READY=1\nSTATUS=" + self.status_line() + f"\nMAINPID={os.getpid()}")
         lifecycle.info("ready: %s", self.status_line())
         watchdog = systemd.watchdog_interval()
+        alive = _Liveness(self.board, max(watchdog or 0.0, LIVENESS_FLOOR))
         if watchdog:
             systemd.notify("WATCHDOG=1")
         next_status = time.monotonic() + STATUS_INTERVAL
@@ -421,7 +474,7 @@ class Daemon:
                 kind, arg = "tick", None
             if on_tick is not None:
                 on_tick(kind, arg)
-            if watchdog:
+            if watchdog and (not self.processes or alive.all_alive()):
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_status:
                 systemd.notify("STATUS=" + self.status_line())

@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from mcached.daemon import LIVENESS_FLOOR
 from tests.conftest import HOST, Server, free_port, wait_for_port, wait_ready
 from tests.wire import Conn
 
@@ -266,6 +268,54 @@ def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path)
     finally:
         sink.close()
         stop(proc)
+
+
+def test_the_watchdog_goes_unfed_while_a_worker_process_is_stuck(tmp: Path) -> None:
+    """The supervisor pings WATCHDOG=1 only while every worker process runs its loop (each
+    publishes its counters every second): with one stuck (SIGSTOP stands in for a deadlock)
+    the pings stop after LIVENESS_FLOOR seconds, so systemd restarts the daemon, and they
+    come back once it runs again. It pinged whatever its workers did."""
+    path = str(tmp / "notify.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    proc, port = spawn("-t", "2", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    stuck: list[int] = []
+    try:
+        sink.settimeout(15)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        workers = [p.pid for p in psutil.Process(proc.pid).children()]
+        stuck.append(workers[0])  # a worker or the maintainer: stop every child but one
+        os.kill(stuck[0], signal.SIGSTOP)
+        for pid in workers[1:]:
+            os.kill(pid, signal.SIGSTOP)
+            stuck.append(pid)
+        # pings go on for up to LIVENESS_FLOOR s (and STATUS= lines throughout), then stop
+        sink.settimeout(0.5)
+        stopped_at = time.monotonic()
+        last_ping = stopped_at
+        while time.monotonic() - last_ping < 3:
+            try:
+                msg = sink.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in msg:
+                last_ping = time.monotonic()
+                assert last_ping - stopped_at < LIVENESS_FLOOR + 3, "pinged on"
+        for pid in stuck:
+            os.kill(pid, signal.SIGCONT)
+        sink.settimeout(5)  # a STATUS= line may come first; a ping within 5 s
+        while "WATCHDOG=1" not in sink.recv(4096).decode():
+            pass
+    finally:
+        for pid in stuck:
+            os.kill(pid, signal.SIGCONT)
+        sink.close()
+        proc.terminate()
+        proc.wait(30)
+        err = proc.stderr.read() if proc.stderr else b""
+        stop(proc)
+    assert b"has not run its loop for" in err, err
 
 
 def test_socket_activation_serves_the_inherited_socket() -> None:
