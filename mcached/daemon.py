@@ -55,6 +55,7 @@ from mcached.server.board import (
     G_CRAWLER_TOCRAWL,
     G_DETAIL,
     G_LRU_CRAWLER,
+    G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
     G_SIZES,
     G_STARTED,
@@ -69,6 +70,7 @@ from mcached.server.board import (
     TLS_FIGURES,
     W_PID,
     W_PUBLISHED,
+    W_RELOADED,
     W_STATE,
 )
 from mcached.server.connection import TRACE
@@ -95,6 +97,7 @@ lifecycle.setLevel(logging.INFO)
 # stats' libevent row names the event library: mcached's loop is Python's epoll
 LIBEVENT = f"epoll-python{platform.python_version()}"
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
+RELOAD_WAIT = 5.0  # seconds the supervisor waits for every worker to reload on SIGHUP
 logging.addLevelName(TRACE, "TRACE")  # -vv: every command and reply (the connections log it)
 
 # memcached's levels: -vv prints connections, commands and replies; -vvv is the same here
@@ -262,7 +265,10 @@ class Daemon:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._threads_started: list[Any] = []
-        self._hup = False  # a worker process: SIGHUP arrived, reload at the next turn
+        self._hup = False  # a child process: SIGHUP sent to it arrived, reload at once
+        # the board's G_RELOAD_EPOCH whose reload this process's copies have (a child forked
+        # later inherits the supervisor's: the files as the supervisor last loaded them)
+        self._reload_epoch = 0
         self._supervisor_pid = os.getpid()
         self.supervisor: Supervisor | None = None
         self.port = 0
@@ -601,10 +607,11 @@ class Daemon:
             on_stop(False)
 
         def hup(signo: int, frame: Any) -> None:
+            # sent to this child alone (the supervisor asks its workers through the board)
             self._hup = True
             worker = self.server.current()
             if worker is not None:
-                self.board.wake(worker.slot)  # reload at the worker's next turn
+                self.board.wake(worker.slot)  # the wake-up reloads (worker_woken)
 
         signal.signal(signal.SIGTERM, stop_draining)
         signal.signal(signal.SIGUSR1, stop_draining)
@@ -676,8 +683,7 @@ class Daemon:
             ).start()
 
     def apply_settings(self) -> None:
-        """Run-time settings another worker changed (verbosity, stats detail), and a
-        pending SIGHUP of a worker process."""
+        """Run-time settings another worker changed (verbosity, stats detail)."""
         board = self.board
         level = board.get(G_VERBOSE)
         self._apply_verbosity(level)
@@ -696,9 +702,25 @@ class Daemon:
             memory_limit=self.cache.memory_limit,
             slab_automove=self.cache.automove,
         )
-        if self._hup:
+
+    def worker_woken(self) -> None:
+        """A worker process woke (or starts): a reload SIGHUP asked for is done now, before
+        it serves on (the supervisor's, which bumps the board's reload epoch and wakes every
+        worker, or a SIGHUP sent to this process alone), and recorded in the worker's
+        W_RELOADED word: the supervisor tells systemd READY=1 once every worker has. (The
+        reload waited for the worker's once-a-second tick: a user removed from the auth file
+        could log in on some workers for up to a second after ``systemctl reload``.)"""
+        if not self.processes:
+            return
+        board = self.board
+        epoch = board.get(G_RELOAD_EPOCH)
+        if self._hup or epoch != self._reload_epoch:
             self._hup = False
+            self._reload_epoch = epoch
             self.reload()
+        worker = self.server.current()
+        if worker is not None and board.word(worker.slot, W_RELOADED) != epoch:
+            board.set_word(worker.slot, W_RELOADED, epoch)
 
     def extra_figures(self, kinds: int) -> dict[str, Any]:
         if kinds & DETAIL:
@@ -708,8 +730,7 @@ class Daemon:
     def worker_tick(self) -> None:
         if not self.processes:
             return
-        if self._hup:
-            self.apply_settings()
+        self.worker_woken()
         if os.getppid() != self._supervisor_pid:
             worker = self.server.current()
             if worker is not None:
@@ -744,15 +765,30 @@ class Daemon:
         passes it on to every child, which reloads its own copies, and reloads its own: a
         child it forks later (in place of one that died) starts from them. (It kept the
         files as read at start, so a user removed from the auth file and reloaded could log
-        in again on the next worker.)"""
+        in again on the next worker.) It returns once every worker has reloaded (or after
+        `RELOAD_WAIT` seconds), so the READY=1 that follows means the new files are in
+        force in every worker."""
         lifecycle.info("SIGHUP: reloading")
-        if self.supervisor is not None and os.getpid() == self._supervisor_pid:
-            self.supervisor.signal_all(signal.SIGHUP)
+        sup = self.supervisor if os.getpid() == self._supervisor_pid else None
+        if sup is not None:
+            board = self.board
+            board.bump(G_RELOAD_EPOCH)
+            self._reload_epoch = board.get(G_RELOAD_EPOCH)
+            board.wake_all()  # each worker reloads as it wakes (worker_woken)
+            sup.signal_all(signal.SIGHUP, MAINTAINER)
         for part in self.reloadables:
             try:
                 part.reload()
             except Exception:
                 log.exception("reload of %r failed; keeping the previous configuration", part)
+        if sup is not None:
+            late = sup.wait_workers(W_RELOADED, self._reload_epoch, RELOAD_WAIT)
+            if late:
+                log.warning(
+                    "worker(s) %s did not reload within %.0f s",
+                    ", ".join(map(str, late)),
+                    RELOAD_WAIT,
+                )
 
     def _install_signals(self) -> None:
         def on_signal(signo: int, frame: Any) -> None:

@@ -16,7 +16,8 @@ start, so a forked worker and a thread read and write the same words. It carries
   (its latency histograms: `mcached.latency`); the board does not know what it holds;
 * global words: a stop request (from the ``shutdown`` command), the run-time settings a
   command changes for every worker (``verbosity``, ``stats detail on|off``), and epochs that
-  tell every worker to re-read something (``refresh_certs``).
+  tell every worker to re-read something (``refresh_certs``, SIGHUP: each worker records
+  the reload epoch it has done in its slot, so the supervisor knows when all have).
 
 Publishing (exact, not sampled). A worker that needs every worker's figures (``stats``)
 bumps its own request word, wakes every other worker (one byte on each worker's wake-up
@@ -81,6 +82,7 @@ W_ACCEPTING = 8  # 0 while it pauses accepting (out of descriptors)
 W_WATCH = 9  # what the watchers this worker serves want logged
 W_WATCHERS = 10  # how many watchers it serves
 W_HANDED_IN = 11  # connections other workers handed it, all told (kept across its restarts)
+W_RELOADED = 12  # the G_RELOAD_EPOCH whose reload this worker has done
 W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
@@ -97,9 +99,8 @@ G_LOG_SEQ = 7  # the daemon's log sequence (gid of `watch` lines)
 G_LRU_CRAWLER = 8  # 1 while the LRU crawler runs (-o lru_crawler, `lru_crawler enable|disable`)
 G_CRAWLER_SLEEP = 9  # -o lru_crawler_sleep, `lru_crawler sleep <us>`
 G_CRAWLER_TOCRAWL = 10  # -o lru_crawler_tocrawl, `lru_crawler tocrawl <n>`
-G_SIZES = (
-    11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (-o track_sizes, sizes_enable)
-)
+G_SIZES = 11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (track_sizes, sizes_enable)
+G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads, then says so
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2
@@ -339,6 +340,15 @@ class Board:
 
     def live(self) -> list[int]:
         return [s for s in range(self.slots) if self.word(s, W_STATE) != EMPTY]
+
+    def behind(self, w: int, value: int) -> list[int]:
+        """The running workers whose word `w` is still short of `value` (an epoch each
+        records once it has acted on it)."""
+        return [
+            s
+            for s in range(self.slots)
+            if self.word(s, W_STATE) == RUNNING and self.word(s, w) < value
+        ]
 
     def watchers(self) -> tuple[int, int]:
         """How many watchers the daemon serves, and the OR of what they want logged."""

@@ -172,6 +172,8 @@ class Hooks(Protocol):
 
     def worker_tick(self) -> None: ...
 
+    def worker_woken(self) -> None: ...
+
     def workers_failing(self, reason: str) -> None: ...
 
 
@@ -332,6 +334,9 @@ class Server:
 
     def worker_tick(self, worker: Worker) -> None:
         self.hooks.worker_tick()
+
+    def worker_woken(self, worker: Worker) -> None:
+        self.hooks.worker_woken()
 
     def worker_failed(self, worker: Worker) -> None:
         """Thread mode, from the thread of a worker that failed (it closed its connections

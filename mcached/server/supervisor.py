@@ -255,12 +255,29 @@ class Supervisor:
 
     # ---- stopping ----
 
-    def signal_all(self, sig: int) -> None:
-        for pid in list(self.children):
+    def signal_all(self, sig: int, kind: str | None = None) -> None:
+        """Send `sig` to every child (of `kind` only, if given)."""
+        for pid, child in list(self.children.items()):
+            if kind is not None and child.kind != kind:
+                continue
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def wait_workers(self, word: int, value: int, timeout: float) -> list[int]:
+        """Until every running worker's board word `word` reaches `value` (an epoch it
+        records once it has acted on it), reaping children meanwhile (one forked now starts
+        from this process's state); the slots still short of it after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            self.reap()
+            behind = self.board.behind(word, value)
+            if not behind or time.monotonic() >= deadline:
+                return behind
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def stop(self, graceful: bool, timeout: float) -> None:
         """Tell every child to stop (workers drain for `timeout` seconds when `graceful`),

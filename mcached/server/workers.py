@@ -17,7 +17,8 @@ with commands still buffered) another turn, so a pipelining client shares the wo
 
 Its board slot (`mcached.server.board`) is how a worker hears the others: a byte on its
 wake-up socket means look at the board: publish figures another worker asked for, apply a
-run-time setting (verbosity, stats detail), reload certificates, stop.
+run-time setting (verbosity, stats detail), reload certificates, reload on SIGHUP (the
+server's `worker_woken`), stop.
 
 Each worker owns its `Counters`; only its own thread writes them.
 
@@ -119,6 +120,8 @@ class Host(Protocol):
     def worker_started(self, worker: Worker) -> None: ...
 
     def worker_tick(self, worker: Worker) -> None: ...
+
+    def worker_woken(self, worker: Worker) -> None: ...
 
     def apply_settings(self, worker: Worker) -> None: ...
 
@@ -270,6 +273,8 @@ class Worker:
         # the run-time settings as they are now (verbosity: a worker process forked at start,
         # or in place of a dead one, traces commands under -vv from its first request)
         self.server.apply_settings(self)
+        # and what a wake-up would find asked of it (a reload asked before it started)
+        self.server.worker_woken(self)
         # A worker process forked in place of a dead one has the supervisor's copy of the
         # certificates, as loaded at start: it loads the files a refresh_certs loaded since
         # before its first handshake, not at its first wake-up
@@ -390,6 +395,9 @@ class Worker:
             self._settings_epoch = epoch
             self.server.apply_settings(self)
         self._catch_up_tls()
+        # what the server's owner has pending for a worker (a SIGHUP's reload): at once, not
+        # at the next tick
+        self.server.worker_woken(self)
         # after the settings: a worker gathering figures knows every worker applied them
         self.answer_requests()
         if board.get(G_STOP) and not self._stopping:

@@ -19,6 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,14 @@ import pytest
 
 from mcached.server.supervisor import CRASH_LIMIT
 from tests.certs import make_pki
-from tests.conftest import Server, _start_mcached_procs, _stop_mcached_procs
+from tests.conftest import (
+    HOST,
+    ROOT,
+    Server,
+    _start_mcached_procs,
+    _stop_mcached_procs,
+    free_port,
+)
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -437,6 +445,54 @@ def test_a_worker_process_started_after_sighup_knows_the_reloaded_auth_file(
     assert {first_line(server, b"set k 0 0 9\r\ndave pa55\r\n") for _ in range(8)} == {
         b"STORED\r\n"
     }
+
+
+def test_bug_ready_after_sighup_came_before_the_workers_reloaded(tmp_path: Path) -> None:
+    """systemd's READY=1 after a reload means the files are reloaded in every worker: a
+    user removed from the -Y file and reloaded is refused on every connection from then on,
+    and the new one let in. (A worker reloaded at its once-a-second tick, not when SIGHUP
+    woke it, while the supervisor sent READY=1 at once: the removed user could log in on
+    some workers for up to a second after ``systemctl reload``.)"""
+    authfile = tmp_path / "auth"
+    authfile.write_bytes(b"alice:s3cret\n")
+    dave = b"set k 0 0 9\r\ndave pa55\r\n"
+    sink_path = str(tmp_path / "notify")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(sink_path)
+    sink.settimeout(60)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=sink_path)
+    cmd = ["-l", HOST, "-p", str(port), "-t", str(WORKERS), "-Y", str(authfile)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcached", *cmd], env=env, stderr=subprocess.DEVNULL
+    )
+    server = Server("mcached-procs", HOST, port, 0, proc)
+    conns: list[Conn] = []
+    try:
+        while b"READY=1" not in sink.recv(4096):
+            pass
+        conns = [Conn(server.address) for _ in range(4 * WORKERS)]
+        for c in conns:  # each served by a worker (and still not logged in)
+            assert c.request(dave) == FAILURE
+        assert len({worker_pid_of(c, server) for c in conns}) == WORKERS
+        authfile.write_bytes(b"dave:pa55\n")
+        proc.send_signal(signal.SIGHUP)
+        messages = []
+        while not messages or "READY=1" not in messages[-1].split("\n"):
+            messages.append(sink.recv(4096).decode())
+        assert "RELOADING=1" in messages
+        for c in conns:
+            c.send(LOGIN)
+        assert [c.read_until(b"\r\n") for c in conns] == [FAILURE] * len(conns)
+        for c in conns:
+            c.send(dave)
+        assert {c.read_until(b"\r\n") for c in conns} == {b"STORED\r\n"}
+    finally:
+        for c in conns:
+            c.close()
+        sink.close()
+        proc.terminate()
+        proc.wait(20)
 
 
 def load_every_worker(server: Server, n: int) -> list[Conn]:

@@ -15,12 +15,14 @@ import pytest
 
 from mcached.server.board import (
     COUNTERS,
+    G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
     G_WATCH,
     RUNNING,
     STOPPING,
     W_ACCEPTING,
     W_CONNS,
+    W_RELOADED,
     W_STATE,
     W_WATCH,
     W_WATCHERS,
@@ -124,6 +126,20 @@ def test_the_next_worker_of_a_retired_slot_is_answered_at_once_with_fresh_figure
         stop.set()
         thread.join()
         board.close()
+
+
+def test_behind_lists_the_running_workers_short_of_an_epoch() -> None:
+    """What the supervisor waits on after SIGHUP (W_RELOADED against G_RELOAD_EPOCH)."""
+    board = Board(3, ["cmd_get"])
+    for slot in range(3):
+        board.set_word(slot, W_STATE, RUNNING)
+    board.bump(G_RELOAD_EPOCH)
+    epoch = board.get(G_RELOAD_EPOCH)
+    assert board.behind(W_RELOADED, epoch) == [0, 1, 2]
+    board.set_word(1, W_RELOADED, epoch)
+    board.set_word(2, W_STATE, STOPPING)  # not waited for
+    assert board.behind(W_RELOADED, epoch) == [0]
+    board.close()
 
 
 def test_a_dead_workers_watchers_no_longer_make_the_others_log() -> None:
