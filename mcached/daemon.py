@@ -67,7 +67,6 @@ from mcached.server.board import (
     STOP_GRACEFUL,
     STOP_NOW,
     STOP_SIGNALLED,
-    TLS_FIGURES,
     W_PID,
     W_PUBLISHED,
     W_RELOADED,
@@ -85,7 +84,7 @@ from mcached.server.supervisor import (
     TooManyDeaths,
 )
 from mcached.settings import Settings, binding_protocol
-from mcached.stats import Counters
+from mcached.stats import Counters, PrefixStats
 from mcached.storage.cache import Cache
 from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
 
@@ -727,6 +726,18 @@ class Daemon:
             return {"detail": self.handlers.detail.snapshot()}
         return {}
 
+    def keep_figures(self, kept: dict[str, Any], dead: dict[str, Any]) -> dict[str, Any]:
+        """`Board.retire`: what of a dead worker process's last published blob stays in the
+        totals, as its counters do: its ``stats detail`` table, added to those of the
+        workers dead before it (bounded as one worker's table is). Worker threads share
+        their process's table: a dead one's is still in what its siblings publish."""
+        if not self.processes:
+            return kept
+        tables = [t for t in (kept.get("detail"), dead.get("detail")) if t]
+        if not tables:
+            return kept
+        return {**kept, "detail": PrefixStats.merge(tables, limit=PrefixStats.MAX_PREFIXES)}
+
     def worker_tick(self) -> None:
         if not self.processes:
             return
@@ -874,7 +885,7 @@ class Daemon:
 
     def general_stats(self) -> dict[str, Any]:
         srv = self.server
-        srv.gather(COUNTERS | TLS_FIGURES)
+        srv.gather(COUNTERS)
         counters, figures = srv.totals()
         self._last_totals = counters
         # the daemon's pid (the pid file's) and the CPU of all its processes
@@ -900,10 +911,9 @@ class Daemon:
         out["time_in_listen_disabled_us"] = figures["time_in_listen_disabled_us"]
         out["libevent"] = LIBEVENT
         if srv.tls is not None:
-            tls = srv.tls_figures()
             if self.settings.ssl_session_cache:
-                out["ssl_new_sessions"] = tls["new_sessions"]
-            out["ssl_handshake_errors"] = tls["handshake_errors"]
+                out["ssl_new_sessions"] = figures["ssl_new_sessions"]
+            out["ssl_handshake_errors"] = figures["ssl_handshake_errors"]
             out["time_since_server_cert_refresh"] = int(time.monotonic() - srv.tls.loaded_at)
         s = self.settings
         if s.cluster_file or s.cluster_dns or s.config_set_enabled:
@@ -985,11 +995,15 @@ class Daemon:
         return word - 1 if word else None
 
     def detail_table(self) -> dict[bytes, list[int]]:
-        """Every process's ``stats detail`` table, summed."""
+        """Every process's ``stats detail`` table, and those dead workers left
+        (`keep_figures`), summed."""
         self.server.gather(DETAIL)
         tables = self.server.per_process("detail")
         if self.server.current() is None or not tables:
             tables.append(self.handlers.detail.snapshot())
+        kept = self.server.kept("detail")
+        if kept:
+            tables.append(kept)
         return self.handlers.detail.merge(tables)
 
     def set_verbosity(self, level: int) -> None:

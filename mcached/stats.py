@@ -110,11 +110,17 @@ class PrefixStats:
             return {p: list(v) for p, v in self._table.items()}
 
     @staticmethod
-    def merge(tables: list[dict[bytes, list[int]]]) -> dict[bytes, list[int]]:
+    def merge(tables: list[dict[bytes, list[int]]], limit: int = 0) -> dict[bytes, list[int]]:
+        """The tables summed; with a `limit`, prefixes past that many are left out (as a
+        full table leaves out new ones)."""
         out: dict[bytes, list[int]] = {}
         for table in tables:
             for prefix, row in table.items():
-                got = out.setdefault(prefix, [0, 0, 0, 0])
+                got = out.get(prefix)
+                if got is None:
+                    if limit and len(out) >= limit:
+                        continue
+                    got = out[prefix] = [0, 0, 0, 0]
                 for k in range(4):
                     got[k] += row[k]
         return out

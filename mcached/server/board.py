@@ -7,11 +7,11 @@ start, so a forked worker and a thread read and write the same words. It carries
 
 * live figures each worker writes as they change, so anyone may read them at any time: its
   open connections (``-c`` counts the daemon's total), total and rejected connections, how
-  often it stopped accepting, its pid and state;
+  often it stopped accepting, its TLS handshake figures, its pid and state;
 * *published* figures: a worker's `Counters` stay plain Python attributes on the request
   path (a word of shared memory costs about twice as much to bump), and are copied here on
   request, with a blob of what varies in size (its connections for ``stats conns``, its
-  ``stats detail`` table, its TLS figures);
+  ``stats detail`` table);
 * a *vector* of ints each worker publishes beside its counters and that is summed like them
   (its latency histograms: `mcached.latency`); the board does not know what it holds;
 * global words: a stop request (from the ``shutdown`` command), the run-time settings a
@@ -34,8 +34,10 @@ not a worker and needs every worker's figures (the metrics endpoint, in the main
 process): it gathers as a worker does, answering nothing itself, and no worker waits for it.
 
 Totals survive workers: when a worker dies, the supervisor adds its last published figures
-to the *retired* row before the slot is reused; ``stats reset`` records the current totals
-as the *baseline* row, which every total is read against.
+to the *retired* row before the slot is reused, and what of its last published blob should
+stay in the totals (its ``stats detail`` table) to the *kept* blob: the board's owner says
+how (`keep`; the board does not know what a blob holds). ``stats reset`` records the current
+totals as the *baseline* row, which every total is read against, and empties the kept blob.
 
 Rules: words of a slot are written by its worker only (the supervisor writes them only for
 a worker that is dead); global words by anyone, each one a whole value (no read-modify-write
@@ -62,7 +64,6 @@ BLOB_MAX = 4 * 1024 * 1024  # bytes of a worker's published blob (a longer one i
 COUNTERS = 1
 CONNS = 2
 DETAIL = 4
-TLS_FIGURES = 8
 
 # worker states
 EMPTY = 0
@@ -101,6 +102,7 @@ G_CRAWLER_SLEEP = 9  # -o lru_crawler_sleep, `lru_crawler sleep <us>`
 G_CRAWLER_TOCRAWL = 10  # -o lru_crawler_tocrawl, `lru_crawler tocrawl <n>`
 G_SIZES = 11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (track_sizes, sizes_enable)
 G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads, then says so
+G_KEPT_LEN = 13  # bytes of the kept blob (what dead workers' blobs left in the totals)
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2
@@ -114,6 +116,8 @@ SERVER_FIGURES = (
     "idle_kicks",
     "time_in_listen_disabled_us",
     "read_buf_oom",
+    "ssl_handshake_errors",
+    "ssl_new_sessions",
 )
 
 
@@ -122,13 +126,23 @@ def _map(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
 
 
+Blob = dict[str, Any]
+
+
 class Board:
     """The shared words and blobs of `slots` workers whose published figures are named
     `counter_fields` (the `Counters` fields), plus a published `vector` of that many ints,
-    and `askers` slots for processes that only ask. Made before the workers start."""
+    and `askers` slots for processes that only ask. Made before the workers start.
+    `keep(kept, dead)`, if given, is what stays in the totals of the kept blob `kept` and
+    the last blob `dead` of a worker that died (`retire`)."""
 
     def __init__(
-        self, slots: int, counter_fields: Sequence[str], vector: int = 0, askers: int = 0
+        self,
+        slots: int,
+        counter_fields: Sequence[str],
+        vector: int = 0,
+        askers: int = 0,
+        keep: Callable[[Blob, Blob], Blob] | None = None,
     ) -> None:
         self.slots = slots
         self.askers = askers
@@ -155,7 +169,9 @@ class Board:
         # each thread slices its own view of the words (`_own_words`)
         self._local = threading.local()
         self._own_views: list[memoryview] = []
-        self.blobs = _map(slots * BLOB_MAX)
+        # a blob per slot, then the kept blob
+        self.blobs = _map((slots + 1) * BLOB_MAX)
+        self.keep = keep
         # a wake-up socket pair per slot: anyone writes a byte, the slot's worker reads it
         self.wakers = [socket.socketpair() for _ in range(slots)]
         # and a datagram pair per slot for the connections other workers hand it (one
@@ -406,12 +422,15 @@ class Board:
         w = self.words
         for k in range(self.width):
             w[self.baseline_base + k] += summed[k]
+        self.set(G_KEPT_LEN, 0)
 
     def retire(self, slot: int) -> None:
         """The supervisor, for a dead worker: keep its figures, free its slot."""
         w = self.words
         b = self.base(slot)
         watched = w[b + W_WATCH]
+        if self.keep is not None and w[b + W_BLOB_LEN]:
+            self._write_blob(self.slots, self.keep(self.kept(), self.blob(slot)), G_KEPT_LEN)
         for k in range(self.width):
             w[self.retired_base + k] += w[b + self.fig_base + k]
             w[b + self.fig_base + k] = 0
@@ -452,24 +471,36 @@ class Board:
             v = self.base(slot) + self.vec_base
             w[v : v + len(vector)] = memoryview(array("q", vector))
         if blob is not None:
-            data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
-            if len(data) > BLOB_MAX:
-                data = pickle.dumps({"truncated": True}, protocol=pickle.HIGHEST_PROTOCOL)
-            start = slot * BLOB_MAX
-            self.blobs[start : start + len(data)] = data
-            self.set_word(slot, W_BLOB_LEN, len(data))
+            self._write_blob(slot, blob, self.base(slot) + W_BLOB_LEN)
         self.add(slot, W_PUBLISHED, 1)
 
-    def blob(self, slot: int) -> dict[str, Any]:
-        n = self.word(slot, W_BLOB_LEN)
+    def _write_blob(self, index: int, blob: Blob, length_word: int) -> None:
+        """`blob` into blob place `index` (a slot's, or the kept one), its length into the
+        word at `length_word`."""
+        data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > BLOB_MAX:
+            data = pickle.dumps({"truncated": True}, protocol=pickle.HIGHEST_PROTOCOL)
+        start = index * BLOB_MAX
+        self.blobs[start : start + len(data)] = data
+        self.words[length_word] = len(data)
+
+    def _read_blob(self, index: int, n: int) -> Blob:
         if not n:
             return {}
-        start = slot * BLOB_MAX
+        start = index * BLOB_MAX
         try:
-            data: dict[str, Any] = pickle.loads(self.blobs[start : start + n])
+            data: Blob = pickle.loads(self.blobs[start : start + n])
         except Exception:  # torn by a worker that died while writing it
             return {}
         return data
+
+    def blob(self, slot: int) -> Blob:
+        """What `slot`'s worker published last."""
+        return self._read_blob(slot, self.word(slot, W_BLOB_LEN))
+
+    def kept(self) -> Blob:
+        """What the blobs of dead workers left in the totals since the last reset (`keep`)."""
+        return self._read_blob(self.slots, self.get(G_KEPT_LEN))
 
     def requests(self, slot: int, seen: list[int]) -> int:
         """The kinds other workers asked for since `slot` last looked (`seen`: per

@@ -170,6 +170,8 @@ class Hooks(Protocol):
 
     def extra_figures(self, kinds: int) -> dict[str, Any]: ...
 
+    def keep_figures(self, kept: dict[str, Any], dead: dict[str, Any]) -> dict[str, Any]: ...
+
     def worker_tick(self) -> None: ...
 
     def worker_woken(self) -> None: ...
@@ -216,6 +218,7 @@ class Server:
             [f.name for f in fields(Counters)],
             vector=Latency(dispatch).size,
             askers=ASKERS,
+            keep=hooks.keep_figures,
         )
         # watch: a log ring per worker (mcached.server.eventlog)
         self.events = EventLog(self.board)
@@ -414,15 +417,6 @@ class Server:
             setattr(counters, f.name, totals.pop(f.name))
         return counters, totals
 
-    def tls_figures(self) -> dict[str, int]:
-        """Handshake errors and new sessions summed over processes (after a `gather` of
-        TLS_FIGURES)."""
-        out = {"handshake_errors": 0, "new_sessions": 0}
-        for figures in self._per_process("tls").values():
-            for k in out:
-                out[k] += int(figures.get(k, 0))
-        return out
-
     def _per_process(self, key: str) -> dict[int, Any]:
         """One published blob entry per process (threads of one process publish the same)."""
         board = self.board
@@ -445,6 +439,11 @@ class Server:
 
     def per_process(self, key: str) -> list[Any]:
         return list(self._per_process(key).values())
+
+    def kept(self, key: str) -> Any:
+        """The `key` entry of what dead workers' blobs left in the totals (`Board.retire`
+        with the owner's `keep_figures`), or None."""
+        return self.board.kept().get(key)
 
     def conns_stats(self, asking: object = None) -> list[tuple[str, object]]:
         """``stats conns`` as memcached prints it: the listening sockets, the UDP sockets

@@ -17,7 +17,9 @@ renegotiation, which is disabled); ``ssl_min_version`` 0..3 -> TLS 1.0 .. 1.3;
 ticket either way, as they do in memcached.
 
 Counters (``stats``, shown only with -Z, memcached's names): ``ssl_handshake_errors``,
-``ssl_new_sessions`` (with ssl_session_cache: full handshakes, i.e. not resumed),
+``ssl_new_sessions`` (with ssl_session_cache: full handshakes, i.e. not resumed), each a
+figure of the worker that counted it on the board (`mcached.server.board`: summed over
+workers, a dead one's kept, zeroed by ``stats reset`` as memcached's are), and
 ``time_since_server_cert_refresh``.
 """
 
@@ -28,9 +30,7 @@ import os
 import re
 import socket
 import ssl
-import threading
 import time
-from typing import Any
 
 from mcached.settings import Settings, SettingsError
 
@@ -112,10 +112,7 @@ class TLS:
         self.settings = settings
         self.context = build_context(settings)
         self.loaded_at = time.monotonic()
-        self.handshake_errors = 0
-        self.new_sessions = 0
         self.epoch = 0  # the board's TLS epoch these files were loaded for
-        self._lock = threading.Lock()
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
         """A non-blocking server-side TLS socket; no I/O happens here."""
@@ -137,27 +134,10 @@ class TLS:
         """SIGHUP."""
         self.refresh()
 
-    def handshake_failed(self) -> None:
-        with self._lock:
-            self.handshake_errors += 1
-
-    def handshake_done(self, sock: ssl.SSLSocket) -> None:
-        if self.settings.ssl_session_cache and not sock.session_reused:
-            with self._lock:
-                self.new_sessions += 1
-
-    def figures(self) -> dict[str, int]:
-        """This process's handshake counters (the board sums them over processes)."""
-        with self._lock:
-            return {"handshake_errors": self.handshake_errors, "new_sessions": self.new_sessions}
-
-    def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.settings.ssl_session_cache:
-            out["ssl_new_sessions"] = self.new_sessions
-        out["ssl_handshake_errors"] = self.handshake_errors
-        out["time_since_server_cert_refresh"] = int(time.monotonic() - self.loaded_at)
-        return out
+    def new_session(self, sock: ssl.SSLSocket) -> bool:
+        """Whether a handshake just done counts in ``ssl_new_sessions``: a full one (not
+        resumed), counted with ssl_session_cache only, as memcached counts it."""
+        return bool(self.settings.ssl_session_cache and not sock.session_reused)
 
     def __repr__(self) -> str:
         return f"TLS({self.settings.ssl_chain_cert!r})"

@@ -58,13 +58,14 @@ from mcached.protocol.responses import TOO_MANY_CONNECTIONS
 from mcached.server.board import (
     CONNS,
     COUNTERS,
+    DETAIL,
+    G_DETAIL,
     G_SETTINGS_EPOCH,
     G_STOP,
     G_TLS_EPOCH,
     G_WATCH,
     RUNNING,
     STOPPING,
-    TLS_FIGURES,
     W_ACCEPTING,
     W_CONNS,
     W_PID,
@@ -231,6 +232,9 @@ class Worker:
         self._stopping = False
         self._drain_until: float | None = None
         self._seen = [0] * board.requesters  # requests of each other worker (or asker) answered
+        # what it published last, by kind: a publish of some kinds keeps the others' entries,
+        # which a requester of those may still be reading
+        self._blob: dict[str, Any] = {}
         self._settings_epoch = board.get(G_SETTINGS_EPOCH)
         # The loop's clock: time.monotonic() when the last poll returned. Connections stamp
         # their timeout bookkeeping with it (one clock read per batch of events, not two per
@@ -372,13 +376,14 @@ class Worker:
 
     def _tick(self) -> None:
         """Once a second: timeouts, whether the daemon still runs, and this worker's
-        counters onto the board, so that a worker process killed (``kill -9``) takes at most
-        its last second of counted requests with it (`Board.retire` keeps what it
-        published; ``stats`` asks the running workers for their figures at once)."""
+        counters onto the board (its ``stats detail`` table too while detail is on), so that
+        a worker process killed (``kill -9``) takes at most its last second of counted
+        requests with it (`Board.retire` keeps what it published; ``stats`` asks the running
+        workers for their figures at once)."""
         if self.idle_timeout or self.stall_timeout:
             self._close_timed_out()
         self._shed_memory()
-        self.publish(COUNTERS)
+        self.publish(COUNTERS | DETAIL if self.board.get(G_DETAIL) else COUNTERS)
         self.server.worker_tick(self)
 
     # ---- the board ----
@@ -421,11 +426,9 @@ class Worker:
     def publish(self, kinds: int) -> None:
         blob: dict[str, Any] | None = None
         if kinds & ~COUNTERS:
-            blob = {}
+            blob = self._blob
             if kinds & CONNS:
                 blob["conns"] = self.conns_rows()
-            if kinds & TLS_FIGURES and self.tls is not None:
-                blob["tls"] = self.tls.figures()
             blob.update(self.server.extra_figures(kinds))
         self.board.publish(self.slot, self.counters, blob, self.latency.flat())
 
@@ -827,12 +830,11 @@ class Worker:
         self.server.request_shutdown(graceful)
 
     def tls_handshake_failed(self) -> None:
-        if self.tls is not None:
-            self.tls.handshake_failed()
+        self.board.add_figure(self.slot, "ssl_handshake_errors")
 
     def tls_handshake_done(self, sock: Any) -> None:
-        if self.tls is not None:
-            self.tls.handshake_done(sock)
+        if self.tls is not None and self.tls.new_session(sock):
+            self.board.add_figure(self.slot, "ssl_new_sessions")
 
     # ---- watch: streams of log lines (mcached.server.eventlog) ----
 

@@ -396,6 +396,82 @@ def test_a_killed_workers_counted_requests_stay_in_stats(procs: Server) -> None:
             c.close()
 
 
+def kill_and_wait_replaced(server: Server, victim: int) -> None:
+    """``kill -9`` worker `victim`, then wait until the supervisor has started another in
+    its place (so it has retired the dead one's slot)."""
+    supervisor = psutil.Process(server.handle.pid)
+    before = {p.pid for p in supervisor.children()}
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not {p.pid for p in supervisor.children()} - before:
+        assert time.monotonic() < deadline, "the dead worker was not replaced"
+        time.sleep(0.05)
+
+
+def test_a_killed_workers_stats_detail_stays_in_the_table(procs: Server) -> None:
+    """A dead worker's ``stats detail`` table stays in the daemon's, as its counters stay
+    in the totals: a worker publishes its table once a second while detail is on, and the
+    supervisor keeps the last one when it retires the slot. (The table was read from the
+    live workers only, and published only when asked: 80 sets over 4 workers read 60 after
+    one was killed.)"""
+    conns, by_worker = spread(procs)
+    try:
+        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
+        for i, c in enumerate(conns):
+            for j in range(5):
+                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
+                    b"STORED\r\n"
+                )
+        time.sleep(2.5)  # a tick or two of every worker: no dump asked for
+        victim = next(iter(by_worker))
+        kill_and_wait_replaced(procs, victim)
+        survivor = next(c for pid, cs in by_worker.items() if pid != victim for c in cs)
+        survivor.send(b"stats detail dump\r\n")
+        dump = survivor.read_until(b"END\r\n")
+        assert dump == b"PREFIX user get 0 hit 0 set 80 del 0\r\nEND\r\n"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_killed_workers_tls_handshake_errors_stay_in_stats(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """``ssl_handshake_errors`` counts the handshakes that failed on every worker, a dead
+    one's too, as its other counters; ``stats reset`` zeroes it, as memcached's. (Each
+    worker process counted its own and published them when asked: the live workers' were
+    read, 8 errors read 6 once one of four workers had been killed.)"""
+    pki = make_pki(tmp_path)
+    opts = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
+    server = server_factory("mcached-procs", "-t", str(WORKERS), "-Z", "-o", opts)
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    plain: list[Conn] = []
+    by_worker: dict[int, int] = {}
+    for _ in range(2 * WORKERS):  # one at a time: each goes to the worker with the fewest
+        conn = Conn(server.address)
+        plain.append(conn)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                pid = worker_pid_of(conn, server)
+                break
+            except AssertionError:  # not accepted yet
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        by_worker[pid] = by_worker.get(pid, 0) + 1
+    assert sorted(by_worker.values()) == [2] * WORKERS
+    for conn in plain:  # text where a ClientHello should be: every handshake fails
+        conn.send(b"version\r\n" * 10)
+    assert all(conn.closed() for conn in plain)
+    with Conn(server.address) as asker:
+        asker.sock = ctx.wrap_socket(asker.sock, server_hostname="127.0.0.1")
+        assert stat(asker, "ssl_handshake_errors") == "8"
+        kill_and_wait_replaced(server, next(iter(by_worker)))
+        assert stat(asker, "ssl_handshake_errors") == "8"
+        assert asker.request(b"stats reset\r\n") == b"RESET\r\n"
+        assert stat(asker, "ssl_handshake_errors") == "0"
+
+
 LOGIN = b"set auth 0 0 12\r\nalice s3cret\r\n"
 FAILURE = b"CLIENT_ERROR authentication failure\r\n"
 

@@ -52,6 +52,31 @@ def test_vectors_are_summed_kept_after_a_death_and_read_against_a_reset() -> Non
     board.close()
 
 
+def test_what_a_dead_worker_published_is_kept_as_its_owner_says_until_a_reset() -> None:
+    """`keep` decides what of a dead worker's last blob stays (the board does not know what
+    a blob holds); a slot retired twice, or with nothing published, adds nothing more; a
+    reset empties it, as it zeroes the totals."""
+    calls = []
+
+    def keep(kept: dict[str, int], dead: dict[str, int]) -> dict[str, int]:
+        calls.append(dead)
+        return {"n": kept.get("n", 0) + dead["n"]}
+
+    board = Board(2, ["cmd_get"], keep=keep)
+    assert board.kept() == {}
+    board.publish(0, Figures(1), {"n": 3, "conns": 9}, ())
+    board.publish(1, Figures(1), {"n": 4}, ())
+    board.retire(0)
+    board.retire(0)  # its blob went with the first
+    assert board.kept() == {"n": 3} and board.blob(0) == {}
+    board.retire(1)
+    assert board.kept() == {"n": 7}
+    assert calls == [{"n": 3, "conns": 9}, {"n": 4}]
+    board.reset()
+    assert board.kept() == {}
+    board.close()
+
+
 def test_an_asker_gathers_every_workers_figures_and_no_worker_waits_for_it() -> None:
     """Two workers (threads that answer requests as a worker's loop does); the asker's
     gather returns once both published what it asked for."""
