@@ -222,16 +222,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if log_file is not None:
         daemon.reloadables.append(log_file)
 
+    pidfile_written = False
+
     def before_start() -> None:
-        # bound, no thread started yet: detach, record the pid, give up root
+        # bound, no thread started yet: detach, give up root, then record the pid (as
+        # memcached does: the file is the -u user's, who can remove it at exit)
+        nonlocal pidfile_written
         if settings.daemonize and not under_systemd:
             process.daemonize(keep_stdio=settings.verbose > 0 and not settings.log_file)
-        if settings.pidfile:
-            process.write_pidfile(settings.pidfile)
         if settings.lock_memory:
             process.lock_memory()
         if settings.user:
             process.drop_privileges(settings.user)
+        if settings.pidfile:
+            pidfile_written = process.write_pidfile(settings.pidfile)
 
     try:
         code = daemon.run(before_start=before_start)
@@ -244,6 +248,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"failed to listen on {where}: {exc.strerror or exc}", err=True)
         sys.exit(71)  # EX_OSERR, as memcached
     finally:
-        if settings.pidfile:
+        if pidfile_written:
             process.remove_pidfile(settings.pidfile)
     sys.exit(code)

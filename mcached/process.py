@@ -2,7 +2,9 @@
 
 Each mirrors a memcached flag: ``-d`` (`daemonize`), ``-P`` (`write_pidfile`), ``-u``
 (`drop_privileges`), ``-r`` (`raise_core_limit`), ``-k`` (`lock_memory`). They run in the
-main thread before any worker thread exists (fork and threads do not mix).
+main thread before any worker thread exists (fork and threads do not mix), in this order:
+detach, lock memory, drop root, write the pid file (memcached's order for the last two; it
+locks memory after dropping root, where the user's RLIMIT_MEMLOCK can refuse it).
 """
 
 from __future__ import annotations
@@ -38,21 +40,50 @@ def daemonize(keep_stdio: bool = False) -> None:
             os.close(fd)
 
 
-def write_pidfile(path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+def write_pidfile(path: str) -> bool:
+    """``-P``: this process's pid into `path`, written whole under a temporary name first
+    (a reader never finds it empty), as memcached's ``save_pid``: once root is dropped, so
+    that the ``-u`` user owns it and can remove it at exit (even from a sticky directory
+    such as /tmp). A failure is logged with memcached's words, and the daemon runs on
+    without one. False then."""
+    pid = os.getpid()
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+        if old > 0 and old != pid:
+            os.kill(old, 0)
+            log.warning("WARNING: The pid file contained the following (running) pid: %d", old)
+    except (OSError, ValueError):
+        pass  # none there, unreadable, or its process gone
+    tmp = f"{path}.{pid}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{pid}\n")
+    except OSError as exc:
+        log.warning("Could not open the pid file %s for writing: %s", tmp, exc.strerror)
+        return False
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("Could not rename the pid file from %s to %s: %s", tmp, path, exc.strerror)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+    return True
 
 
 def remove_pidfile(path: str) -> None:
+    """At exit: remove the pid file this process wrote (not one another instance wrote over
+    it since); a failure is logged, as memcached's ``remove_pidfile`` prints it."""
     try:
         with open(path) as f:
             if f.read().strip() != str(os.getpid()):
                 return  # another instance owns it now
         os.unlink(path)
-    except OSError:
-        pass
+    except OSError as exc:
+        log.warning("Could not remove the pid file %s: %s", path, exc.strerror)
 
 
 def drop_privileges(user: str) -> None:

@@ -381,6 +381,40 @@ def test_daemonize_writes_pidfile_and_detaches(tmp: Path) -> None:
                 pass
 
 
+def nobody() -> int | None:
+    """The uid of user nobody, when this runs as root and it exists (for -u)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return None
+
+
+@pytest.mark.skipif(nobody() is None, reason="-u needs root and a user nobody")
+def test_bug_the_pid_file_was_written_as_root_and_left_behind_by_the_u_user(tmp: Path) -> None:
+    """``-P`` with ``-u``: the pid file is written once root is dropped, as memcached writes
+    it, so the user owns it and removes it at exit, even in a sticky world-writable
+    directory such as /tmp. (It was written as root before dropping privileges: there the
+    user could not remove it, and the failure went unsaid.)"""
+    tmp.chmod(0o1777)
+    pidfile = tmp / "mcached.pid"
+    proc, port = spawn("-u", "nobody", "-P", str(pidfile))
+    try:
+        wait_ready(port, STARTUP)
+        assert pidfile.read_text() == f"{proc.pid}\n"
+        assert pidfile.stat().st_uid == nobody()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not pidfile.exists()
+        assert proc.stderr is not None
+        assert b"pid file" not in proc.stderr.read()
+    finally:
+        stop(proc)
+
+
 def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
     conf = tmp / "mcached.conf"
     port = free_port()
