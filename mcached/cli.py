@@ -207,6 +207,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     log_file = configure_logging(settings.verbose, settings.log_file)
     if settings.enable_coredumps:
         process.raise_core_limit()
+    # -c: room for that many connections in one process, and the daemon's own descriptors,
+    # before anything is opened (memcached's words and EX_OSERR when it cannot)
+    needed = process.open_files_needed(
+        settings.max_connections, settings.threads, len(settings.listen)
+    )
+    if not process.raise_open_files(needed):
+        click.echo(
+            "failed to set rlimit for open files. Try starting as root or requesting smaller "
+            "maxconns value.",
+            err=True,
+        )
+        sys.exit(71)
     under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
     if settings.daemonize and under_systemd:
         click.echo("warning: -d ignored: running under systemd, which supervises mcached", err=True)

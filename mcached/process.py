@@ -1,7 +1,8 @@
 """Process-level chores of a Unix daemon: detach, pid file, drop root, core dumps, mlock.
 
 Each mirrors a memcached flag: ``-d`` (`daemonize`), ``-P`` (`write_pidfile`), ``-u``
-(`drop_privileges`), ``-r`` (`raise_core_limit`), ``-k`` (`lock_memory`). They run in the
+(`drop_privileges`), ``-r`` (`raise_core_limit`), ``-k`` (`lock_memory`), ``-c`` (the open
+files limit: `raise_open_files`). They run in the
 main thread before any worker thread exists (fork and threads do not mix), in this order:
 detach, lock memory, drop root, write the pid file (memcached's order for the last two; it
 locks memory after dropping root, where the user's RLIMIT_MEMLOCK can refuse it).
@@ -20,6 +21,46 @@ log = logging.getLogger("mcached")
 
 MCL_CURRENT = 1
 MCL_FUTURE = 2
+
+# Descriptors a process of the daemon holds besides its -c connections, for RLIMIT_NOFILE.
+# Every worker process holds, besides the connections it serves: stdio, its epoll, its
+# spare descriptor (`mcached.server.workers`), the log file, a connection accepted past -c
+# until it is refused, a connection on its way to or from another worker (open in both
+# processes for a moment), and the maintainer's metrics and health-check sockets: 64 covers
+# them. Then, per worker, since every process inherits them all: its wake-up and hand-over
+# socket pairs (4 descriptors) and its copies of the listening sockets (a TCP and a UDP one
+# per address, and an address may resolve to an IPv4 and an IPv6 one: 4 per -l address).
+# Measured: a worker of -t 4 -U on one address holds 31 descriptors with no connection;
+# this allows 96. With worker threads (one process), the same sum bounds the process.
+OPEN_FILES_BASE = 64
+OPEN_FILES_PER_WORKER = 4
+OPEN_FILES_PER_ADDRESS = 4
+
+
+def open_files_needed(max_connections: int, workers: int, addresses: int) -> int:
+    """The RLIMIT_NOFILE soft limit a process of the daemon needs to serve ``-c``
+    `max_connections` with `workers` workers listening on `addresses` addresses."""
+    per_worker = OPEN_FILES_PER_WORKER + OPEN_FILES_PER_ADDRESS * max(1, addresses)
+    return max_connections + OPEN_FILES_BASE + workers * per_worker
+
+
+def raise_open_files(needed: int) -> bool:
+    """RLIMIT_NOFILE's soft limit raised to `needed` (and the hard limit too, when it is
+    lower: root may), as memcached sets it from ``-c`` at start, but never lowered (memcached
+    sets both to ``-c``, less than a limit set higher on purpose). False if it could not be
+    raised (not root, or past the system's fs.nr_open)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return True
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        limits = (needed, hard)
+    else:
+        limits = (needed, needed)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def daemonize(keep_stdio: bool = False) -> None:

@@ -69,3 +69,47 @@ def test_a_pid_file_another_instance_wrote_over_is_left_alone(tmp_path: Path) ->
     path.write_text("1\n")
     process.remove_pidfile(str(path))
     assert path.read_text() == "1\n"
+
+
+class FakeLimits:
+    """resource.getrlimit/setrlimit for RLIMIT_NOFILE; `cap`: what setrlimit refuses past."""
+
+    def __init__(self, soft: int, hard: int, cap: int = 1 << 20) -> None:
+        self.limits = (soft, hard)
+        self.cap = cap
+        self.set: list[tuple[int, int]] = []
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        return self.limits
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        if limits[1] > self.cap:
+            raise ValueError("not allowed to raise maximum limit")
+        self.set.append(limits)
+        self.limits = limits
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "cap", "ok", "after"),
+    [
+        (256, 4096, 1 << 20, True, (1120, 4096)),  # the soft limit raised to what -c needs
+        (256, 512, 1 << 20, True, (1120, 1120)),  # the hard one too, when root may
+        (256, 512, 512, False, (256, 512)),  # not root: memcached's message, exit 71
+        (5000, 5000, 1 << 20, True, (5000, 5000)),  # higher already: never lowered
+    ],
+)
+def test_c_sets_the_open_files_limit_with_room_and_never_lowers_it(
+    monkeypatch: pytest.MonkeyPatch,
+    soft: int,
+    hard: int,
+    cap: int,
+    ok: bool,
+    after: tuple[int, int],
+) -> None:
+    fake = FakeLimits(soft, hard, cap)
+    monkeypatch.setattr(process.resource, "getrlimit", fake.getrlimit)
+    monkeypatch.setattr(process.resource, "setrlimit", fake.setrlimit)
+    needed = process.open_files_needed(1024, 4, 1)
+    assert needed == 1024 + 64 + 4 * (4 + 4)
+    assert process.raise_open_files(needed) is ok
+    assert fake.limits == after

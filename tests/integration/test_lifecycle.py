@@ -4,6 +4,7 @@ config file, bad flags. Each test starts ``python -m mcached`` on a free loopbac
 from __future__ import annotations
 
 import os
+import resource
 import select
 import shutil
 import signal
@@ -411,6 +412,83 @@ def test_bug_the_pid_file_was_written_as_root_and_left_behind_by_the_u_user(tmp:
         assert not pidfile.exists()
         assert proc.stderr is not None
         assert b"pid file" not in proc.stderr.read()
+    finally:
+        stop(proc)
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard RLIMIT_NOFILE of process `pid` (/proc/<pid>/limits)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files limit")
+
+
+def with_open_files(soft: int, hard: int | None = None) -> Callable[[], None]:
+    """A preexec_fn: the child starts with these RLIMIT_NOFILE limits (hard: as it is)."""
+
+    def preexec() -> None:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if hard is None else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, limit))
+
+    return preexec
+
+
+def test_bug_connections_past_a_low_open_files_limit_were_left_unanswered() -> None:
+    """``-c`` sets the open files limit, as memcached does at start, with room for the
+    daemon's own descriptors: under a soft limit of 256 (``ulimit -n 256``), ``-c 1024``
+    serves 300 connections on one worker. (mcached never set it: past about 230 the worker
+    ran out of descriptors, stopped accepting, and the rest waited unanswered.)"""
+    proc, port = spawn("-t", "1", "-c", "1024", preexec_fn=with_open_files(256))
+    conns: list[socket.socket] = []
+    try:
+        wait_ready(port, STARTUP)
+        soft, _ = open_files_limit(proc.pid)
+        assert soft >= 1024 + 64
+        for _ in range(300):
+            s = socket.create_connection((HOST, port), timeout=10)
+            s.sendall(b"version\r\n")
+            conns.append(s)
+        waiting = set(conns)
+        deadline = time.monotonic() + 20
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(waiting), [], [], 0.5)
+            for s in ready:
+                assert s.recv(100).startswith(b"VERSION ")
+                waiting.discard(s)
+        assert not waiting, f"{len(waiting)} of 300 connections unanswered"
+    finally:
+        for s in conns:
+            s.close()
+        stop(proc)
+
+
+def test_an_open_files_limit_above_what_c_needs_is_left_as_it_is() -> None:
+    """memcached sets both limits to ``-c``; mcached never lowers one set higher."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 5000:
+        pytest.skip("the hard open files limit is below 5000")
+    proc, port = spawn("-c", "100", preexec_fn=with_open_files(5000))
+    try:
+        wait_ready(port, STARTUP)
+        assert open_files_limit(proc.pid) == (5000, hard)
+    finally:
+        stop(proc)
+
+
+def test_a_connection_limit_past_what_the_system_allows_stops_the_start() -> None:
+    """memcached's words and EX_OSERR when the open files limit cannot be set from ``-c``
+    (past fs.nr_open even root cannot)."""
+    nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    proc, _ = spawn("-c", str(nr_open + 1))
+    try:
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 71
+        assert err.decode().strip() == (
+            "failed to set rlimit for open files. Try starting as root or requesting smaller "
+            "maxconns value."
+        )
     finally:
         stop(proc)
 
