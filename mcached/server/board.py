@@ -322,6 +322,17 @@ class Board:
         queues (`hand_over`)."""
         self.inboxes = [deque() for _ in range(self.slots)]
 
+    def conn_number(self, slot: int, fd: int) -> int:
+        """The number of worker `slot`'s descriptor `fd` in what the daemon shows of its
+        sockets (``stats conns`` keys, ``watch``'s ``cfd=``, ``-vv`` lines): memcached shows
+        the descriptor, unique in its one process. Worker processes number their
+        descriptors each for itself (a connection of each often has the same one), so there
+        it is ``fd * slots + slot``, unique in the daemon (the slot is the remainder, the
+        descriptor the quotient); worker threads share one table: the descriptor itself."""
+        if self.inboxes is not None:
+            return fd
+        return fd * self.slots + slot
+
     def take_queued(self, slot: int) -> list[tuple[socket.socket, int, str]]:
         """Worker threads: what was handed to `slot` (its wake-up datagrams read first, so
         a hand-over that comes after the queue is emptied wakes it again), each counted as

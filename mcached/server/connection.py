@@ -169,9 +169,12 @@ class Connection:
         dispatch: Mapping[type, Callable[[Any, Any], None]],
         parser: AnyParser,
         reqs_per_event: int,
+        number: int | None = None,
     ) -> None:
         self.sock = sock
-        self.fd = sock.fileno()
+        # what stats conns, watch (cfd=) and -vv call it: its descriptor, or the number its
+        # worker gives it (unique across worker processes: `Board.conn_number`)
+        self.fd = sock.fileno() if number is None else number
         self.peer = peer
         self.listen_addr = listen_addr
         self.worker = worker

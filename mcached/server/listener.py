@@ -448,7 +448,11 @@ class Server:
     def conns_stats(self, asking: object = None) -> list[tuple[str, object]]:
         """``stats conns`` as memcached prints it: the listening sockets, the UDP sockets
         (one per worker, as memcached's per-thread UDP connections), then every worker's
-        connections; `asking` (the connection that asked) is in ``conn_parse_cmd``."""
+        connections, oldest first (memcached lists them by descriptor, which is their age
+        while none closes: its watcher_connid.t takes the last one for the newest); each
+        keyed by its number (`Board.conn_number`: the listeners and the shared unix socket
+        as worker 0's, a worker's UDP copy as its own); `asking` (the connection that
+        asked) is in ``conn_parse_cmd``."""
         worker = self.current()
         if worker is not None:
             worker.asking = asking
@@ -460,11 +464,11 @@ class Server:
         out: list[tuple[str, object]] = []
         now = time.monotonic()
         since_start = int(now - self.started)
-        listeners = [(t, False) for t in self.tcp]
+        listeners = [(t, False, 0) for t in self.tcp]
         if self.unix is not None:
-            listeners.append((self.unix, False))
-        listeners += [(u, True) for group in self.udp_groups for u in group]
-        for sock, udp in listeners:
+            listeners.append((self.unix, False, 0))
+        listeners += [(u, True, i) for group in self.udp_groups for i, u in enumerate(group)]
+        for sock, udp, slot in listeners:
             try:
                 fd = sock.fileno()
                 addr = sock_name(sock)
@@ -472,13 +476,15 @@ class Server:
                 continue
             if fd < 0:
                 continue
+            fd = self.board.conn_number(slot, fd)
             if udp:
                 out.append((f"{fd}:UDP", "UDP"))
             out.append((f"{fd}:addr", addr))
             out.append((f"{fd}:state", "conn_read" if udp else "conn_listening"))
             out.append((f"{fd}:secs_since_last_cmd", since_start))
         rows = [row for entry in self.blob_entries("conns") for row in entry]
-        for fd, peer, listen_addr, state, last_cmd in sorted(rows):
+        rows.sort(key=lambda row: (row[5], row[0]))  # by age
+        for fd, peer, listen_addr, state, last_cmd, _ in rows:
             out.append((f"{fd}:addr", peer))
             out.append((f"{fd}:listen_addr", listen_addr))
             out.append((f"{fd}:state", state))

@@ -441,10 +441,11 @@ class Worker:
 
         return self.board.gather(self.slot, kinds, answer)
 
-    def conns_rows(self) -> list[tuple[int, str, str, str, float]]:
-        """(fd, address, listen address, state, last command) of each open connection, as
-        ``stats conns`` names them: the one asking is in ``conn_parse_cmd``, one part-way
-        through a value in ``conn_nread`` (buffered by its parser, or received into place)."""
+    def conns_rows(self) -> list[tuple[int, str, str, str, float, float]]:
+        """(number, address, listen address, state, last command, opened) of each open
+        connection, as ``stats conns`` names them: the one asking is in ``conn_parse_cmd``,
+        one part-way through a value in ``conn_nread`` (buffered by its parser, or received
+        into place)."""
         rows = []
         for c in self.conns:
             state = c.state
@@ -456,7 +457,7 @@ class Worker:
                 state = "conn_nread"
             proto = c.listen_addr.partition(":")[0]
             addr = UNIX_PEER if proto == "unix" else f"{proto}:{c.peer}"
-            rows.append((c.fd, addr, c.listen_addr, state, c.last_cmd))
+            rows.append((c.fd, addr, c.listen_addr, state, c.last_cmd, c.opened))
         return rows
 
     # ---- accepting ----
@@ -603,6 +604,7 @@ class Worker:
             self.dispatch,
             self.make_parser(),
             self.reqs_per_event,
+            board.conn_number(self.slot, sock.fileno()),
         )
         self.conns.add(conn)
         self.selector.register(sock, READ, conn)

@@ -47,8 +47,8 @@ def stats(conn: Conn, sub: bytes = b"") -> list[tuple[str, str]]:
 
 
 def conn_groups(text: str) -> list[dict[str, str]]:
-    """``stats conns`` rows, one dict per socket, in order. Grouped by position, not by
-    fd: worker processes number their descriptors each for itself."""
+    """``stats conns`` rows, one dict per socket, in order (a socket's rows are together,
+    under one number)."""
     groups: list[dict[str, str]] = []
     last = None
     for fd, name, value in re.findall(r"STAT (\d+):(\S+) (.*)\r\n", text):

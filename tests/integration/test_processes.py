@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pymemcache.client.base import Client as PymemcacheClient
 
 from mcached.server.supervisor import CRASH_LIMIT
 from tests.certs import make_pki
@@ -240,6 +241,47 @@ def test_stats_conns_lists_every_workers_connections(procs: Server) -> None:
         peers = set(re.findall(r":addr tcp:127\.0\.0\.1:(\d+)\r", reply))
         for c in conns:
             assert str(c.sock.getsockname()[1]) in peers
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_bug_stats_conns_keys_repeated_across_worker_processes(procs: Server) -> None:
+    """``stats conns`` gives every socket of the daemon a number of its own, and a
+    connection's is the one ``watch`` names it by (``cfd=``): a dict of the rows, as
+    pymemcache's ``stats("conns")`` makes, holds every connection. (Rows were keyed by each
+    worker process's own descriptor numbers, so connections of two workers shared keys:
+    pymemcache saw 5 of 9 connections where memcached shows 10.)"""
+    conns, by_worker = spread(procs, 8)
+    try:
+        assert len(by_worker) == WORKERS
+        with Conn(procs.address) as asker:
+            asker.send(b"stats conns\r\n")
+            rows = re.findall(r"STAT (\d+):(\S+) (.*)\r\n", asker.read_until(b"END\r\n").decode())
+        keys = [f"{n}:{name}" for n, name, _ in rows]
+        assert len(keys) == len(set(keys))
+        number = {}  # a client's local port -> the number its row has
+        for n, name, value in rows:
+            m = re.fullmatch(r"tcp:127\.0\.0\.1:(\d+)", value)
+            if name == "addr" and m:
+                number[int(m.group(1))] = n
+        client = PymemcacheClient(procs.address)
+        try:
+            addrs = {v for k, v in client.stats("conns").items() if k.endswith(b":addr")}
+        finally:
+            client.close()
+        for c in conns:
+            assert f"tcp:127.0.0.1:{c.sock.getsockname()[1]}".encode() in addrs
+        with Conn(procs.address) as watcher:
+            assert watcher.request(b"watch mutations\r\n") == b"OK\r\n"
+            for i, c in enumerate(conns):
+                assert c.request(b"set w%d 0 0 1\r\nx\r\n" % i, expect_len=8) == b"STORED\r\n"
+            seen = ""
+            while len(re.findall(r"key=w\d+ ", seen)) < len(conns):
+                seen += watcher.read_until(b"\n").decode()
+        for i, c in enumerate(conns):
+            m = re.search(rf"key=w{i} .* cfd=(\d+)", seen)
+            assert m and m.group(1) == number[c.sock.getsockname()[1]], seen
     finally:
         for c in conns:
             c.close()

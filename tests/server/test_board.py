@@ -167,6 +167,18 @@ def test_behind_lists_the_running_workers_short_of_an_epoch() -> None:
     board.close()
 
 
+def test_connection_numbers_are_unique_across_worker_processes() -> None:
+    """Worker processes number their descriptors each for itself: `conn_number` makes one
+    number of a slot and a descriptor (worker threads share one table: the descriptor)."""
+    board = Board(4, ["cmd_get"])
+    numbers = {board.conn_number(slot, fd) for slot in range(4) for fd in range(3, 200)}
+    assert len(numbers) == 4 * 197
+    assert board.conn_number(2, 25) == 25 * 4 + 2
+    board.threads()
+    assert board.conn_number(2, 25) == 25
+    board.close()
+
+
 def test_a_dead_workers_watchers_no_longer_make_the_others_log() -> None:
     """Worker 1 served a watcher of flags 4 and died (killed: it could not say so itself);
     its retirement leaves G_WATCH with worker 0's flags alone and bumps the settings epoch,
