@@ -212,13 +212,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     needed = process.open_files_needed(
         settings.max_connections, settings.threads, len(settings.listen)
     )
-    if not process.raise_open_files(needed):
+    got = process.raise_open_files(needed)
+    if got < settings.max_connections:  # memcached's test: -c itself
         click.echo(
             "failed to set rlimit for open files. Try starting as root or requesting smaller "
             "maxconns value.",
             err=True,
         )
         sys.exit(71)
+    if got < needed:
+        click.echo(
+            f"warning: the open files limit is {got}: -c {settings.max_connections} and "
+            f"mcached's own descriptors need {needed}; connections near -c may wait to be "
+            "accepted (raise the hard limit: ulimit -Hn, LimitNOFILE=)",
+            err=True,
+        )
     under_systemd = bool(os.environ.get("NOTIFY_SOCKET"))
     if settings.daemonize and under_systemd:
         click.echo("warning: -d ignored: running under systemd, which supervises mcached", err=True)

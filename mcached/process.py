@@ -44,23 +44,26 @@ def open_files_needed(max_connections: int, workers: int, addresses: int) -> int
     return max_connections + OPEN_FILES_BASE + workers * per_worker
 
 
-def raise_open_files(needed: int) -> bool:
+def raise_open_files(needed: int) -> int:
     """RLIMIT_NOFILE's soft limit raised to `needed` (and the hard limit too, when it is
     lower: root may), as memcached sets it from ``-c`` at start, but never lowered (memcached
-    sets both to ``-c``, less than a limit set higher on purpose). False if it could not be
-    raised (not root, or past the system's fs.nr_open)."""
+    sets both to ``-c``, less than a limit set higher on purpose). Where the hard limit
+    cannot be raised (not root, or past the system's fs.nr_open), the soft one goes as
+    high as it allows. The soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return True
-    if hard == resource.RLIM_INFINITY or hard >= needed:
-        limits = (needed, hard)
-    else:
-        limits = (needed, needed)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-    except (ValueError, OSError):
-        return False
-    return True
+        return needed
+    for limits in ((needed, hard), (needed, needed), (hard, hard)):
+        if limits[1] != resource.RLIM_INFINITY and limits[0] > limits[1]:
+            continue  # a soft limit past this hard one
+        if limits[1] == resource.RLIM_INFINITY and limits[0] == resource.RLIM_INFINITY:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        except (ValueError, OSError):
+            continue
+        return limits[0]
+    return soft
 
 
 def daemonize(keep_stdio: bool = False) -> None:

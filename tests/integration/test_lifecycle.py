@@ -493,6 +493,37 @@ def test_a_connection_limit_past_what_the_system_allows_stops_the_start() -> Non
         stop(proc)
 
 
+def test_a_limit_that_fits_c_but_not_the_daemons_own_descriptors_is_a_warning() -> None:
+    """memcached starts wherever ``-c`` itself fits: so does mcached, warning that the
+    connections near ``-c`` may wait (it refused to start at first). A hard limit of 1100
+    that the daemon may not raise (setpriv drops CAP_SYS_RESOURCE): -c 1060 fits, the
+    daemon's own descriptors (1132 in all with one worker) do not."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) missing")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NOTIFY_SOCKET", None)
+    cmd = [setpriv, "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
+    cmd += [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-t", "1"]
+    proc = subprocess.Popen(
+        [*cmd, "-c", "1060"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=with_open_files(256, 1100),
+    )
+    try:
+        wait_ready(port, STARTUP)
+        assert open_files_limit(proc.pid) == (1100, 1100)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        stop(proc)
+    assert "warning: the open files limit is 1100: -c 1060 and mcached's own" in err, err
+
+
 def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
     conf = tmp / "mcached.conf"
     port = free_port()
