@@ -54,6 +54,7 @@ from mcached.server.board import (
     G_CRAWLER_SLEEP,
     G_CRAWLER_TOCRAWL,
     G_DETAIL,
+    G_DETAIL_RESETS,
     G_LRU_CRAWLER,
     G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
@@ -268,6 +269,7 @@ class Daemon:
         # the board's G_RELOAD_EPOCH whose reload this process's copies have (a child forked
         # later inherits the supervisor's: the files as the supervisor last loaded them)
         self._reload_epoch = 0
+        self._detail_resets = 0  # the board's G_DETAIL_RESETS this process's table has seen
         self._supervisor_pid = os.getpid()
         self.supervisor: Supervisor | None = None
         self.port = 0
@@ -682,8 +684,13 @@ class Daemon:
             ).start()
 
     def apply_settings(self) -> None:
-        """Run-time settings another worker changed (verbosity, stats detail)."""
+        """Run-time settings another worker changed (verbosity, stats detail, a ``stats
+        reset`` of the detail table)."""
         board = self.board
+        resets = board.get(G_DETAIL_RESETS)
+        if resets != self._detail_resets:
+            self._detail_resets = resets
+            self.handlers.detail.clear()
         level = board.get(G_VERBOSE)
         self._apply_verbosity(level)
         # watch: what the attached watchers want logged (a plain int the request path tests)
@@ -936,7 +943,16 @@ class Daemon:
         return [totals]
 
     def reset_stats(self) -> None:
+        """``stats reset``: the counters (a baseline on the board), and every worker
+        process's ``stats detail`` table (each clears its own as it applies the settings,
+        before it answers a request for figures; this one's handlers cleared theirs)."""
         self.server.reset_figures()
+        if self.processes:
+            board = self.board
+            board.bump(G_DETAIL_RESETS)
+            self._detail_resets = board.get(G_DETAIL_RESETS)
+            board.bump(G_SETTINGS_EPOCH)
+            board.wake_all()
 
     def watchers(self) -> int:
         """Watchers attached to the whole daemon (``watch`` stops at memcached's 20)."""

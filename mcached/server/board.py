@@ -103,6 +103,7 @@ G_CRAWLER_TOCRAWL = 10  # -o lru_crawler_tocrawl, `lru_crawler tocrawl <n>`
 G_SIZES = 11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (track_sizes, sizes_enable)
 G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads, then says so
 G_KEPT_LEN = 13  # bytes of the kept blob (what dead workers' blobs left in the totals)
+G_DETAIL_RESETS = 14  # `stats reset`s so far: every worker clears its stats detail table
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2

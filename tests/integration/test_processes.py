@@ -476,6 +476,30 @@ def test_a_killed_workers_stats_detail_stays_in_the_table(procs: Server) -> None
             c.close()
 
 
+def test_stats_reset_clears_every_workers_stats_detail_table(procs: Server) -> None:
+    """``stats reset`` clears the detail table (memcached's stats_prefix_clear) of every
+    worker process, not only the one that read it (50 of 80 sets were still counted)."""
+    conns, _ = spread(procs)
+    try:
+        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
+        for i, c in enumerate(conns):
+            for j in range(5):
+                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
+                    b"STORED\r\n"
+                )
+        assert conns[-1].request(b"stats reset\r\n") == b"RESET\r\n"
+        for c in conns:  # from any worker, at once
+            c.send(b"stats detail dump\r\n")
+            assert c.read_until(b"END\r\n") == b"END\r\n"
+        assert conns[1].request(b"set user:x 0 0 1\r\nx\r\n", expect_len=8) == b"STORED\r\n"
+        conns[2].send(b"stats detail dump\r\n")
+        assert conns[2].read_until(b"END\r\n") == b"PREFIX user get 0 hit 0 set 1 del 0\r\nEND\r\n"
+        assert conns[0].request(b"stats detail off\r\n") == b"OK\r\n"
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_a_killed_workers_tls_handshake_errors_stay_in_stats(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
