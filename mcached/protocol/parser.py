@@ -771,6 +771,10 @@ class Parser(Buffered):
         f = _meta_flags(key, flags)
         if isinstance(f, Error):
             return c.Invalid(f)
+        if not _opaque_ok(flags):
+            # memcached finds it as it writes the reply, having looked up (and changed) no
+            # more than the flags before it; here before anything: no hit, win or touch
+            return c.Invalid(Error.META_OPAQUE_TOO_LONG)
         return c.MetaGet(
             f.key,
             flags,
@@ -844,6 +848,7 @@ class Parser(Buffered):
         if incr is None:
             return c.Invalid(Error.META_ARITH_MODE)
         # an O token too long is found as the reply is written, after the counter moved
+        # (memcached's order: its reply loop meets it after do_add_delta)
         return c.MetaArith(
             f.key,
             flags,

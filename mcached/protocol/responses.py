@@ -448,10 +448,7 @@ class MetaGetReplies(MetaReplies):
                 parts.append(b" c%d" % cas)
             elif f == _f:
                 parts.append(b" f%d" % flags)
-            elif f == _O:
-                if len(t) > OPAQUE_MAX:
-                    out.append(LINES[Error.META_OPAQUE_TOO_LONG])
-                    return
+            elif f == _O:  # at most OPAQUE_MAX: the parser refuses a longer one
                 parts += (b" ", t)
             elif f == _k:
                 parts.append(meta_key(self.key, binary_key))

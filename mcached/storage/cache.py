@@ -829,7 +829,8 @@ class Cache:
                     return None
                 now = now_fn()
                 mf = pm[a + 21]  # OFF_MFLAGS
-                won = mf & 3 == 1  # MF_STALE without MF_WON: the first reader recaches
+                # MF_STALE without MF_WON: the first reader recaches (not `me`'s look)
+                won = count and mf & 3 == 1
                 if won:
                     pm[a + 21] = mf | 2
                 if count:
@@ -1086,8 +1087,9 @@ class Cache:
         ``mg`` (and ``me``, which changes nothing). None on a miss that created nothing.
 
         * `value`: copy the value out; `bump`: mark it read (``mg`` without ``u``), after
-          its state was taken; `count`: count the hit in its slab class (a touch hit when
-          `touch` is given, a get hit otherwise).
+          its state was taken; `count`: a client's read (``mg``): count the hit in its
+          slab class (a touch hit when `touch` is given, a get hit otherwise) and take a
+          stale item's recache; ``me`` and the watcher's looks change nothing.
         * `touch` (a client exptime): set the item's exptime (``T``).
         * `vivify` (a client exptime): on a miss, create an empty item with that exptime and
           win its recache (``N``); with `touch` too, the exptime of the two flags' later
@@ -1172,8 +1174,8 @@ class Cache:
                 if bool(exptime) != bool(touch_exp):
                     part.cst[base + S_TTL] += 1 if touch_exp else -1
                 I32.pack_into(pm, a + OFF_EXPTIME, touch_exp)
-        if mf & MF_STALE and not sent:
-            won = True  # the first reader of a stale item recaches it
+        if mf & MF_STALE and not sent and count:
+            won = True  # the first reader of a stale item recaches it (`me` reads nothing)
         if won:
             pm[a + OFF_MFLAGS] = mf | MF_WON
         if count:
@@ -1966,9 +1968,7 @@ class Cache:
             return DeltaResult.NOT_FOUND, 0
         a = part.tbl[i] & ADDR_MASK
         pm = self._pm
-        st, nkey, _, fetched, nbytes, flags, exptime, _, cid, item_cas, _ = GET_HDR.unpack_from(
-            pm, a
-        )
+        st, nkey, _, _, nbytes, flags, exptime, _, cid, item_cas, _ = GET_HDR.unpack_from(pm, a)
         if not nbytes or st & ST_CHAINED:
             return DeltaResult.NON_NUMERIC, 0
         if cas and cas != (item_cas if self.cas_enabled else 0):
@@ -1989,8 +1989,9 @@ class Cache:
             U64.pack_into(pm, a + OFF_CAS, part.next_cas())
             self._updated_locked(a)  # do_add_delta in place: do_item_update
         else:
+            # memcached's do_add_delta makes a new item, not yet fetched
             got = self._link_locked(
-                part, i, a, key, h, digits, flags, exptime, steal_ok, False, fetched
+                part, i, a, key, h, digits, flags, exptime, steal_ok, False, False
             )
             if got.__class__ is int:
                 return None, got

@@ -498,6 +498,32 @@ def test_ma(server: Server, split: str, request_: bytes, expected: bytes) -> Non
     check(server, request_, expected, split)
 
 
+def test_reads_that_take_no_recache_token(server: Server) -> None:
+    """A stale item's recache token (W) goes to the first client read: not to ``me``,
+    which reads nothing, nor to an ``mg`` refused for its opaque (mcached gave both the
+    token, so no reader ever won it and the stale value was served until its TTL)."""
+    with Conn(server.address) as conn:
+        exchange(conn, b"ms rk1 1\r\nx\r\nmd rk1 I\r\n", b"HD\r\nHD\r\n")
+        conn.send(b"me rk1\r\n")
+        assert conn.read_until(b"\r\n").startswith(b"ME rk1 exp=-1 ")
+        exchange(
+            conn,
+            b"mg rk1 " + O33 + b"\r\nmg rk1 v\r\nmg rk1 v\r\n",
+            b"CLIENT_ERROR opaque token too long\r\nVA 1 X W\r\nx\r\nVA 1 Z X\r\nx\r\n",
+        )
+
+
+def test_a_number_that_grows_is_a_new_item_not_yet_fetched(server: Server) -> None:
+    """memcached's do_add_delta makes a new item when the number no longer fits in place:
+    it has not been fetched (mcached kept the old item's mark: h1)."""
+    with Conn(server.address) as conn:
+        exchange(
+            conn,
+            b"ms rk7 2\r\n99\r\nmg rk7 v\r\nma rk7\r\nmg rk7 h v\r\nincr rk7 900\r\nmg rk7 h v\r\n",
+            b"HD\r\nVA 2\r\n99\r\nHD\r\nVA 3 h0\r\n100\r\n1000\r\nVA 4 h0\r\n1000\r\n",
+        )
+
+
 def test_ma_of_a_chunked_value_is_non_numeric(server: Server) -> None:
     big = b"7" + b" " * 700_000  # past slab_chunk_max: memcached chunks it
     with Conn(server.address) as conn:

@@ -123,8 +123,9 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
         [bad(Error.META_TOO_MANY_FLAGS)],
     ),
     ("mg-opaque-32", b"mg k " + O32 + b"\r\n", [c.MetaGet(b"k", [O32])]),
-    # an O too long is found as mg writes its answer (after the lookup), as in memcached
-    ("mg-opaque-33", b"mg k " + O33 + b"\r\n", [c.MetaGet(b"k", [O33])]),
+    # an O too long: refused before the lookup (memcached finds it as it answers, having
+    # applied only the flags before it: no hit, win, touch or bump here)
+    ("mg-opaque-33", b"mg k " + O33 + b"\r\n", [bad(Error.META_OPAQUE_TOO_LONG)]),
     # ---- base64 keys ----
     ("mg-b64", b"mg Zm9v b v\r\n", [c.MetaGet(b"foo", [b"b", b"v"], True, want_value=True)]),
     ("mg-b64-bad", b"mg Zm9 b\r\n", [bad(Error.META_KEY_DECODE)]),
