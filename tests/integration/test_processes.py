@@ -532,7 +532,9 @@ def test_a_killed_workers_tls_handshake_errors_stay_in_stats(
     with Conn(server.address) as asker:
         asker.sock = ctx.wrap_socket(asker.sock, server_hostname="127.0.0.1")
         assert stat(asker, "ssl_handshake_errors") == "8"
-        kill_and_wait_replaced(server, next(iter(by_worker)))
+        # a worker other than the asker's (killing that one would close the asker)
+        asker_pid = worker_pid_of(asker, server)
+        kill_and_wait_replaced(server, next(pid for pid in by_worker if pid != asker_pid))
         assert stat(asker, "ssl_handshake_errors") == "8"
         assert asker.request(b"stats reset\r\n") == b"RESET\r\n"
         assert stat(asker, "ssl_handshake_errors") == "0"
