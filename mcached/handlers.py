@@ -42,7 +42,7 @@ from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import GIVE_WAY, Error, Out, Outcome, Piece, Pieces
-from mcached.protocol.parser import item_total_size
+from mcached.protocol.parser import item_total_size, strtoul32
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import NOT_PLAIN, Cache, Hit, RefHit, Reservation
@@ -182,19 +182,6 @@ def drops_old_item(cmd: c.Store) -> bool:
 
 MB = 1024 * 1024
 MAX_SLAB_CLASSES = 64  # memcached's MAX_NUMBER_OF_SLAB_CLASSES: class ids 0..63
-UINT32_MAX = 2**32 - 1
-UINT64_MAX = 2**64 - 1
-
-
-def strtoul(text: bytes) -> int | None:
-    """memcached's ``safe_strtoul`` on a token: decimal digits (a leading ``+`` allowed, no
-    ``-``) read as C's 64-bit ``strtoul`` reads them (None past 64 bits: ERANGE), then kept
-    in 32 bits as it stores them: 4294967296 is 0; None otherwise."""
-    digits = text[1:] if text[:1] == b"+" else text
-    if not digits.isdigit():
-        return None
-    n = int(digits)
-    return n & UINT32_MAX if n <= UINT64_MAX else None
 
 
 #: what memcached's do_item_get logs of a lookup: (status, slab class, value length); see
@@ -1391,7 +1378,7 @@ class Handlers:
         if len(args) < 2:
             cmd.reply(s.out, Error.BAD_COMMAND_LINE)
             return
-        clsid, limit = (strtoul(a) for a in args[:2])
+        clsid, limit = (strtoul32(a) for a in args[:2])
         if clsid is None or limit is None:
             cmd.reply(s.out, Error.BAD_FORMAT)
         elif clsid >= MAX_SLAB_CLASSES:

@@ -53,11 +53,11 @@ def raise_open_files(needed: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return needed
-    for limits in ((needed, hard), (needed, needed), (hard, hard)):
-        if limits[1] != resource.RLIM_INFINITY and limits[0] > limits[1]:
-            continue  # a soft limit past this hard one
-        if limits[1] == resource.RLIM_INFINITY and limits[0] == resource.RLIM_INFINITY:
-            continue
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        tries = [(needed, hard)]
+    else:
+        tries = [(needed, needed), (hard, hard)]  # the hard limit raised, or reached
+    for limits in tries:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         except (ValueError, OSError):

@@ -156,6 +156,17 @@ def parse_uint32(tok: bytes) -> int | None:
     return v & UINT32_MAX
 
 
+def strtoul32(tok: bytes) -> int | None:
+    """``safe_strtoul`` into a uint32_t, on a token with no blanks (the ``-Y`` exchange's
+    length, ``stats cachedump``'s numbers): digits with an optional '+', up to 2^64-1, then
+    kept in 32 bits (4294967296 is 0); None otherwise."""
+    digits = tok[1:] if tok[:1] == b"+" else tok
+    if not digits.isdigit():
+        return None
+    v = int(digits)
+    return v & UINT32_MAX if v <= UINT64_MAX else None
+
+
 def parse_int32(tok: bytes) -> int | None:
     """``safe_strtol`` into an int32: strtol's 64-bit range, then truncated to 32 bits as
     memcached 1.6 does (a length of 4294967296 reads as 0, 2147483648 as negative)."""
@@ -899,7 +910,7 @@ class Parser(Buffered):
                 return NEED_DATA
             self._pos = nl + 1
             tokens = _tokens(bytes(buf[pos:nl]).removesuffix(b"\r"))
-            size = _strtoul32(tokens[4]) if len(tokens) >= 5 and tokens[0] == b"set" else None
+            size = strtoul32(tokens[4]) if len(tokens) >= 5 and tokens[0] == b"set" else None
             if size is None:
                 return _UNAUTHENTICATED
             if size + 2 > AUTH_BLOCK_MAX:
@@ -1189,13 +1200,3 @@ def _tokens(line: bytes) -> list[bytes]:
     if 0 in line:  # the NUL as an int (see Parser.next_command)
         line = line[: line.index(0)]
     return [t for t in line.split(b" ") if t]
-
-
-def _strtoul32(tok: bytes) -> int | None:
-    """``safe_strtoul`` into a uint32_t, as memcached 1.6.18 reads the exchange's length:
-    digits with an optional '+', up to 2^64-1, then truncated to 32 bits (4294967296 is 0)."""
-    digits = tok[1:] if tok[:1] == b"+" else tok
-    if not digits.isdigit():
-        return None
-    v = int(digits)
-    return v & UINT32_MAX if v <= UINT64_MAX else None
