@@ -42,7 +42,7 @@ from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import GIVE_WAY, Error, Out, Outcome, Piece, Pieces
-from mcached.protocol.parser import item_total_size, strtoul32
+from mcached.protocol.parser import class_ids, item_total_size, strtoul32
 from mcached.settings import Settings, stats_settings
 from mcached.stats import ABSENT_ROWS, ONLY_WITH, Counters, PrefixStats, ordered
 from mcached.storage.cache import NOT_PLAIN, Cache, Hit, RefHit, Reservation
@@ -1041,16 +1041,17 @@ class Handlers:
                 cmd.reply(s.out, Error.CRAWLER_FAILED)
                 return
         elif which != b"all":
-            try:
-                classes = {int(x) for x in which.split(b",")}
-            except ValueError:
-                classes = {-1}
-            if not all(1 <= i <= len(self.cache.slab_sizes) for i in classes):
+            classes = class_ids(which)
+            if classes is None:
                 cmd.reply(s.out, Error.BAD_CLASS)
                 return
+            if not classes:
+                cmd.reply(s.out, Error.CRAWLER_NO_CLASS)
+                return
         if sub == b"crawl":
-            self.cache.crawl(classes, limit=self.settings.lru_crawler_tocrawl)
-            cmd.reply(s.out, Outcome.OK)
+            # the crawler runs the pass (memcached's crawler thread), this worker answers
+            asked = self.cache.ask_crawl(classes, limit=self.settings.lru_crawler_tocrawl)
+            cmd.reply(s.out, Outcome.OK if asked else Error.CRAWLER_BUSY)
             return
         s.stream = self._metadump(cmd, classes)
 

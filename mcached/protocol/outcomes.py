@@ -126,10 +126,12 @@ class Error(_Member):
     MEMLIMIT_TOO_SMALL = "memlimit_too_small"
     MEMLIMIT_NOT_MB = "memlimit_not_mb"
     MEMLIMIT_FAILED = "memlimit_failed"
-    BAD_CLASS = "bad_class"  # lru_crawler with a class id that does not exist
+    BAD_CLASS = "bad_class"  # lru_crawler with a class id not a number from 1 to 63
     CRAWLER_FAILED = "crawler_failed"  # lru_crawler crawl hash
     METADUMP_DISABLED = "metadump_disabled"  # lru_crawler metadump under -X
     METADUMP_PIPELINED = "metadump_pipelined"  # replies of earlier commands still unsent
+    CRAWLER_BUSY = "crawler_busy"  # lru_crawler crawl while a pass runs or is asked for
+    CRAWLER_NO_CLASS = "crawler_no_class"  # lru_crawler crawl|metadump of no class (",")
     CRAWLER_DISABLED = "crawler_disabled"  # lru_crawler crawl|metadump with the crawler off
     CRAWLER_NOT_STARTED = "crawler_not_started"  # lru_crawler enable when it runs already
     CRAWLER_SLEEP_RANGE = "crawler_sleep_range"  # lru_crawler sleep past 1000000 us

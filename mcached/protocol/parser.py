@@ -167,6 +167,24 @@ def strtoul32(tok: bytes) -> int | None:
     return v & UINT32_MAX if v <= UINT64_MAX else None
 
 
+MAX_CLASS_ID = 63  # memcached's MAX_NUMBER_OF_SLAB_CLASSES - 1: the ids a command may name
+
+
+def class_ids(tok: bytes) -> set[int] | None:
+    """``lru_crawler crawl|metadump``'s list of class ids, read as memcached reads it: split
+    on commas with empty pieces skipped (strtok_r), each a `strtoul32` from 1 to
+    `MAX_CLASS_ID` whether the class holds pages or not; None if one is not. An empty set
+    (``,``) names none."""
+    ids = set()
+    for piece in tok.split(b","):
+        if piece:
+            i = strtoul32(piece)
+            if i is None or not 1 <= i <= MAX_CLASS_ID:
+                return None
+            ids.add(i)
+    return ids
+
+
 def parse_int32(tok: bytes) -> int | None:
     """``safe_strtol`` into an int32: strtol's 64-bit range, then truncated to 32 bits as
     memcached 1.6 does (a length of 4294967296 reads as 0, 2147483648 as negative)."""

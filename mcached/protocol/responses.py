@@ -69,6 +69,8 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.CRAWLER_FAILED: b"ERROR an unknown error happened\r\n",
     Error.METADUMP_DISABLED: b"ERROR metadump not allowed\r\n",
     Error.METADUMP_PIPELINED: b"ERROR cannot pipeline other commands before metadump\r\n",
+    Error.CRAWLER_BUSY: b"BUSY currently processing crawler request\r\n",
+    Error.CRAWLER_NO_CLASS: b"NOTSTARTED no items to crawl\r\n",
     Error.CRAWLER_DISABLED: b"CLIENT_ERROR lru crawler disabled\r\n",
     Error.CRAWLER_NOT_STARTED: b"ERROR failed to start lru crawler thread\r\n",
     Error.CRAWLER_SLEEP_RANGE: b"CLIENT_ERROR sleep must be one second or less\r\n",

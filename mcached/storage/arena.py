@@ -54,7 +54,8 @@ chunk at `OFF_NEXT`. The header is read and written only through the `Struct`\\ 
 Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per slab class, one
 for the page pool, one each for page moves, crawls and flush generations. They work across
 processes and threads alike, and cost less than a `threading.Lock` to take (~90 ns). The
-order in which they are taken is written once, in `mcached.storage.items`.
+order in which they are taken is written once, in `mcached.storage.items`. One more
+semaphore wakes the crawler (`crawl_wake`); nothing holds it.
 
 Pins. A large value is sent from the page itself, not copied out: the reply holds a *pin*
 on its item (the ``pins`` byte, changed under the item's partition lock) until the socket
@@ -172,7 +173,10 @@ G_ACCESS_BEFORE = 15  # a read of a referenced item older than this server time 
 #                       (now - 60: memcached's ITEM_UPDATE_INTERVAL; `Cache.tick`; 0: never)
 G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePool.take)
 G_CHUNK_RESCUES = 17  # page moves: chunks of chained items copied (slab_reassign_chunk_rescues)
+G_CRAWL_ASKED = 18  # `lru_crawler crawl` asked for, not begun: CRAWL_ALL, or a mask of class ids
+G_CRAWL_LIMIT = 19  # the items of each class it checks at most (its tocrawl; 0: all)
 G_WORDS = 24
+CRAWL_ALL = -1  # G_CRAWL_ASKED for every class that may hold something stale (`crawl all`)
 
 # ---- one block per slab class (0 is the page pool's, unused) ----
 C_HEAD = 0  # the class's pages, in clock order: a list through P_NEXT/P_PREV (-1: none)
@@ -330,6 +334,8 @@ class Arena:
         self.move_lock = ctx.Lock()
         self.crawl_lock = ctx.Lock()
         self.flush_lock = ctx.Lock()
+        #: not a lock: released to wake the crawler for a pass asked for (`Items.ask_crawl`)
+        self.crawl_wake = ctx.Semaphore(0)
 
         w = self.words
         for cid in range(nclasses + 1):

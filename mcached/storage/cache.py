@@ -2044,25 +2044,54 @@ class Cache:
         pause: Callable[[int], None] | None = None,
         limit: int = 0,
     ) -> int:
-        """Reclaim expired and flushed items now, without reads (``lru_crawler crawl``):
-        `Items.crawl`. `pause` runs between two pages (the background crawler's naps) with
-        the holder word clear: no lock is held there but the pass's own crawl lock, so a
-        process killed in a pause has left the arena whole, and costs no new one (its
-        successor lets the crawl lock go: `release_holder`)."""
+        """Reclaim expired and flushed items now, without reads (the crawler's sweep; a
+        ``lru_crawler crawl`` asks for one: `ask_crawl`): `Items.crawl`. `pause` runs
+        between two pages (the crawler's naps) with the holder word clear: no lock is held
+        there but the pass's own crawl lock, so a process killed in a pause has left the
+        arena whole, and costs no new one (its successor lets the crawl lock go:
+        `release_holder`)."""
+        with self._hold:
+            return self._items.crawl(classes, self._unheld(pause), limit, self.holder + 1)
+
+    def _unheld(self, pause: Callable[[int], None] | None) -> Callable[[int], None] | None:
+        """`pause`, run with the holder word clear (a crawl pass's naps)."""
+        if pause is None:
+            return None
         hold = self._hold
-        nap = None
-        if pause is not None:
-            outside = pause
 
-            def nap(checked: int) -> None:
-                hold.__exit__()
-                try:
-                    outside(checked)
-                finally:
-                    hold.__enter__()
+        def nap(checked: int) -> None:
+            hold.__exit__()
+            try:
+                pause(checked)
+            finally:
+                hold.__enter__()
 
-        with hold:
-            return self._items.crawl(classes, nap, limit, owner=self.holder + 1)
+        return nap
+
+    def ask_crawl(self, classes: set[int] | None, limit: int = 0) -> bool:
+        """``lru_crawler crawl``: ask the crawler for a pass (`Items.ask_crawl`), which
+        `crawl_asked` runs; False if one runs or is asked for already (memcached's BUSY)."""
+        with self._hold:
+            return self._items.ask_crawl(classes, limit)
+
+    @property
+    def crawl_waiting(self) -> bool:
+        """Whether a pass asked for has not begun (`ask_crawl`)."""
+        return self._items.crawl_waiting
+
+    def await_crawl_ask(self, timeout: float) -> None:
+        """The crawler, between sweeps: wait until a pass is asked for, or `timeout` s."""
+        self._items.await_crawl_ask(timeout)
+
+    def wake_crawler(self) -> None:
+        """End the crawler's `await_crawl_ask` now (it is stopping)."""
+        self._items.wake_crawler()
+
+    def crawl_asked(self, pause: Callable[[int], None] | None = None) -> int:
+        """The crawler: run the pass asked for, if any and none runs (as `crawl`, naps and
+        all). How many items it reclaimed."""
+        with self._hold:
+            return self._items.crawl_asked(self._unheld(pause), self.holder + 1)
 
     # ---- stats ----
 

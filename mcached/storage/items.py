@@ -55,8 +55,11 @@ from mcached.storage.arena import (
     C_MOVES_TO_WARM,
     C_REFLOCKED,
     CONT_HDR,
+    CRAWL_ALL,
     G_AUTOMOVE,
     G_CHUNK_RESCUES,
+    G_CRAWL_ASKED,
+    G_CRAWL_LIMIT,
     G_CRAWLER_STARTS,
     G_CRAWLING,
     G_FLUSH_AT,
@@ -1105,7 +1108,71 @@ class Items:
         pass holds the crawl lock, so that `release_holder` can let the pass of a process
         that died in a `pause` go."""
         if not self.crawl_lock.acquire(False):
-            return 0  # a pass is running (the background crawler, or a crawl command)
+            return 0  # a pass is running (the background crawler, or an asked one)
+        try:
+            return self._crawl_locked(classes, pause, limit, owner)
+        finally:
+            self.crawl_lock.release()
+
+    def ask_crawl(self, classes: set[int] | None, limit: int) -> bool:
+        """``lru_crawler crawl``: leave a pass of `classes` (None: all) checking at most
+        `limit` items of each for the crawler to run (`crawl_asked`), as memcached's worker
+        hands it to its crawler thread. False while a pass runs or one is asked for already
+        (memcached's BUSY): the words are written under the crawl lock, which a pass holds
+        throughout, so no request is lost or merged into another."""
+        if not self.crawl_lock.acquire(False):
+            return False
+        try:
+            w = self.w
+            if w[G_CRAWL_ASKED]:
+                return False
+            w[G_CRAWL_LIMIT] = limit
+            w[G_CRAWL_ASKED] = CRAWL_ALL if classes is None else sum(1 << (i - 1) for i in classes)
+        finally:
+            self.crawl_lock.release()
+        self.arena.crawl_wake.release()
+        return True
+
+    def await_crawl_ask(self, timeout: float) -> None:
+        """The crawler: sleep until a pass is asked for (or `wake_crawler`), at most
+        `timeout` seconds."""
+        self.arena.crawl_wake.acquire(timeout=timeout)
+
+    def wake_crawler(self) -> None:
+        """End an `await_crawl_ask` now (the crawler is stopping)."""
+        self.arena.crawl_wake.release()
+
+    def crawl_asked(self, pause: Callable[[int], None] | None = None, owner: int = 1) -> int:
+        """Run the pass `ask_crawl` left, if one is waiting and no other pass runs (the
+        crawler, within its step): as `crawl`. How many items it reclaimed."""
+        w = self.w
+        if not w[G_CRAWL_ASKED] or not self.crawl_lock.acquire(False):
+            return 0
+        try:
+            asked = int(w[G_CRAWL_ASKED])  # read again: another pass may have run it
+            if not asked:
+                return 0
+            w[G_CRAWL_ASKED] = 0
+            classes = None
+            if asked != CRAWL_ALL:
+                classes = {i + 1 for i in range(asked.bit_length()) if asked >> i & 1}
+            return self._crawl_locked(classes, pause, int(w[G_CRAWL_LIMIT]), owner)
+        finally:
+            self.crawl_lock.release()
+
+    @property
+    def crawl_waiting(self) -> bool:
+        """Whether a pass asked for (`ask_crawl`) has not begun."""
+        return bool(self.w[G_CRAWL_ASKED])
+
+    def _crawl_locked(
+        self,
+        classes: set[int] | None,
+        pause: Callable[[int], None] | None,
+        limit: int,
+        owner: int,
+    ) -> int:
+        """`crawl`'s pass, the crawl lock held."""
         w = self.w
         w[G_CRAWLING] = owner
         try:
@@ -1144,7 +1211,6 @@ class Items:
             return reclaimed
         finally:
             w[G_CRAWLING] = 0
-            self.crawl_lock.release()
 
     def _crawl_page(self, cls: SlabClass, pno: int, now: int, left: int) -> tuple[int, int]:
         """Reclaim what is stale in page `pno` of `cls`, checking at most `left` items of it

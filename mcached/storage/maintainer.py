@@ -3,12 +3,15 @@
 Both are daemon services (``start()``/``stop()``, started after the server, stopped before
 it) around one method of `Cache`, which tests call directly instead of waiting on a thread:
 
-* `LruCrawler` runs `Cache.crawl` every `interval` seconds, and within a second of a
-  ``flush_all``: classes that hold items with an exptime, or that a ``flush_all`` touched
-  since their last sweep, are walked page by page and their expired and flushed items
-  unlinked, so their memory is reused without anyone reading them. It sleeps after each
-  page, as long as memcached's ``lru_crawler_sleep`` says for the items the page held, so a
-  sweep never holds the interpreter for long; asleep, it is outside any cache operation
+* `LruCrawler` runs `Cache.crawl` every `interval` seconds and within a second of a
+  ``flush_all``, and at once the pass an ``lru_crawler crawl`` asked for
+  (`Cache.crawl_asked`: the worker that read the command answers at once, as memcached's
+  hands it to its crawler thread, and serves its other clients meanwhile): classes that
+  hold items with an exptime, or that a ``flush_all`` touched since their last sweep, are
+  walked page by page and their expired and flushed items unlinked, so their memory is
+  reused without anyone reading them. It sleeps after each page, as long as memcached's
+  ``lru_crawler_sleep`` says for the items the page held, so a sweep never holds the
+  interpreter for long; asleep, it is outside any cache operation
   (`Cache.crawl`): a maintainer killed there is replaced alone, the cache kept.
 * `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
   pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages of free
@@ -65,9 +68,13 @@ class _Periodic:
         """Whether to run now, `elapsed` seconds after the last run began."""
         return True
 
+    def _sleep(self, timeout: float) -> bool:
+        """Wait `timeout` seconds between two looks; True once stopped."""
+        return self._stop.wait(timeout)
+
     def _loop(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(self._step()):
+        while not self._sleep(self._step()):
             if not self.due(time.monotonic() - last):
                 continue
             last = time.monotonic()
@@ -112,10 +119,23 @@ class LruCrawler(_Periodic):
     def _step(self) -> float:
         return min(self.interval, FLUSH_LOOK)
 
+    def _sleep(self, timeout: float) -> bool:
+        # woken at once by a pass asked for (or by `stop`)
+        self.cache.await_crawl_ask(timeout)
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cache.wake_crawler()
+        super().stop()
+
     def due(self, elapsed: float) -> bool:
-        """Every `interval`, and within `FLUSH_LOOK` of a flush_all: memcached's maintainer
-        frees flushed items from its LRU tails as it meets them, so their memory (and the
-        pages the automover can then give back) is free within seconds."""
+        """Every `interval`, within `FLUSH_LOOK` of a flush_all (memcached's maintainer
+        frees flushed items from its LRU tails as it meets them, so their memory, and the
+        pages the automover can then give back, is free within seconds), and as soon as a
+        pass is asked for."""
+        if self.cache.crawl_waiting:
+            return True
         gen = self.cache.flush_gen
         if gen != self._flush_gen:
             self._flush_gen = gen
@@ -125,7 +145,16 @@ class LruCrawler(_Periodic):
     def run(self) -> None:
         if self.enabled is not None and not self.enabled():
             return
-        each = self.sleep() / 1e6
+        nap = self._napper()
+        if self.cache.crawl_waiting:
+            self.reclaimed += self.cache.crawl_asked(pause=nap)
+        else:
+            self.reclaimed += self.cache.crawl(pause=nap, limit=self.tocrawl())
+
+    def _napper(self) -> Callable[[int], None]:
+        """A pass's `pause`: memcached's ``lru_crawler_sleep`` after every 1000 items, the
+        setting read as the pass goes (as memcached reads it), the naps cut short by `stop`."""
+        sleep = self.sleep
         stop = self._stop
         since = 0  # items checked since the last sleep
 
@@ -135,10 +164,13 @@ class LruCrawler(_Periodic):
             nonlocal since
             since += checked
             naps, since = divmod(since, 1000)
-            if not stop.is_set():
-                time.sleep(naps * each)
+            pause = naps * sleep() / 1e6
+            if pause:
+                stop.wait(pause)
+            else:
+                time.sleep(0)
 
-        self.reclaimed += self.cache.crawl(pause=nap, limit=self.tocrawl())
+        return nap
 
 
 class SlabAutomover(_Periodic):

@@ -796,23 +796,26 @@ def cpu_ns(pid: int) -> int:
 def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daemon(
     server_factory: Callable[..., Server],
 ) -> None:
-    """A worker killed while the crawler it runs for ``lru_crawler crawl`` walks a class
-    (a long cache operation) may leave a lock taken and an item half changed: the supervisor
-    lays out a new, empty arena and restarts every worker; the port never closes.
+    """A worker killed while it moves a page for ``slabs reassign`` (a long cache operation:
+    some 10,000 chunks of class 1 to empty, their items moved or evicted) may leave a lock
+    taken and an item half changed: the supervisor lays out a new, empty arena and restarts
+    every worker; the port never closes.
 
-    The kill lands inside the walk: the worker is stopped (SIGSTOP) now and then after the
+    The kill lands inside the move: the worker is stopped (SIGSTOP) now and then after the
     command is sent, and killed while stopped once it has run 5 ms of CPU on it with the
-    reply still unsent (reading the command costs a fraction of that; the walk of 60,000
-    items tens of ms), however slowly a loaded machine lets it run. A walk that ends before
-    it is caught is asked for again, without a kill. A kill that still misses (stopped in
-    the instant between the walk's end and its reply) is allowed, but never as many as the
-    supervisor's CRASH_LIMIT, whose deaths stop the daemon.
+    reply still unsent (reading the command costs a fraction of that; the move tens of ms),
+    however slowly a loaded machine lets it run. A move that ends before it is caught is
+    asked for again, without a kill (class 1 has some 15 pages to give). A kill that still
+    misses (stopped in the instant between the move's end and its reply) is allowed, but
+    never as many as the supervisor's CRASH_LIMIT, whose deaths stop the daemon. The cache
+    was emptied when an item of another class, which no move touches, is gone.
 
     The new arena keeps the run-time settings the old one held (it was laid out from the
     command line's: ``cache_memlimit`` and ``slabs automove`` were undone)."""
     server = server_factory("mcached-procs", "-t", "2")
-    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(60_000))
-    assert ask(server, fill + b"get w59999\r\n").startswith(b"VALUE w59999")
+    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(150_000))
+    fill += b"set marker 0 0 2000 noreply\r\n" + b"m" * 2000 + b"\r\n"
+    assert ask(server, fill + b"get w149999\r\n").startswith(b"VALUE w149999")
     assert ask(server, b"cache_memlimit 100\r\nslabs automove 0\r\n", b"OK\r\nOK\r\n")
     kills = 0
     deadline = time.monotonic() + 120
@@ -821,9 +824,9 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
             assert walker.request(b"version\r\n").startswith(b"VERSION")
             pid = worker_pid_of(walker, server)
             before = cpu_ns(pid)
-            walker.send(b"lru_crawler crawl 1\r\n")  # about 60,000 chunks to look at
+            walker.send(b"slabs reassign 1 2\r\n")
             while True:
-                assert time.monotonic() < deadline, "no crawl was caught running"
+                assert time.monotonic() < deadline, "no move was caught running"
                 os.kill(pid, signal.SIGSTOP)
                 while process_state(pid) != "T":
                     time.sleep(0.001)
@@ -834,10 +837,10 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
                 os.kill(pid, signal.SIGCONT)
                 if replied:
                     assert walker.read_until(b"\r\n") == b"OK\r\n"
-                    break  # the walk is over: another one
+                    break  # the move is over: another one
                 time.sleep(0.002)
             if inside:
-                assert kills < CRASH_LIMIT - 1, "the kills missed the walk as often as allowed"
+                assert kills < CRASH_LIMIT - 1, "the kills missed the move as often as allowed"
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
         if not inside:
@@ -847,7 +850,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
         while pid in (kids := children_of(server)) or len(kids) != 2 + 1:
             assert time.monotonic() < deadline, "the killed worker was not replaced"
             time.sleep(0.01)
-        if ask(server, b"get w1\r\n") == b"END\r\n":
+        if ask(server, b"get marker\r\n") == b"END\r\n":
             break  # the arena was laid out again: an empty cache
     # the daemon serves on, with all its workers
     deadline = time.monotonic() + 60

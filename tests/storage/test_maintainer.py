@@ -77,8 +77,9 @@ def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sw
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``lru_crawler sleep`` (microseconds after every 1000 items checked) and ``lru_crawler
-    tocrawl`` (items of each class checked at most) are read before every sweep, so a
-    change at run time holds from the next one."""
+    tocrawl`` (items of each class checked at most) are read at run time: the sleep as the
+    pass goes, tocrawl before every sweep. A nap is a wait on the crawler's stop event, so
+    stopping it cuts the nap short."""
     clock = FakeClock()
     cache = Cache(memory_limit=16 * MB, clock=clock)
     for i in range(5000):
@@ -89,7 +90,7 @@ def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sw
     crawler = LruCrawler(
         cache, sleep=lambda: settings["sleep"], tocrawl=lambda: settings["tocrawl"]
     )
-    monkeypatch.setattr(time, "sleep", slept.append)
+    monkeypatch.setattr(crawler._stop, "wait", slept.append)
     crawler.run()
     assert crawler.reclaimed == 1500  # the first 1500 items checked of the one class
     assert sum(slept) == pytest.approx(0.2)  # one nap: 1000 items; the other 500 wait
@@ -178,3 +179,34 @@ def test_the_ticker_moves_the_read_paths_60_seconds_ago() -> None:
         assert wait_for(lambda: words[G_ACCESS_BEFORE] == clock.now() - 60)
     finally:
         ticker.stop()
+
+
+def test_a_crawl_asked_for_is_run_by_the_crawler_at_once_and_one_at_a_time() -> None:
+    """``lru_crawler crawl`` leaves a pass for the crawler (`Cache.ask_crawl`): the crawler,
+    asleep for its interval, wakes for it at once and runs it with the classes and tocrawl
+    asked; while one is asked for or runs, another is refused (BUSY), never merged or lost."""
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    big = cache.class_of(2000)
+    for i in range(300):
+        cache.store(StoreMode.SET, b"s%d" % i, b"x" * 10, exptime=5)
+        cache.store(StoreMode.SET, b"b%d" % i, b"x" * 1900, exptime=5)
+    clock.advance(5)
+    assert cache.ask_crawl({big, 63}, limit=100)
+    assert cache.crawl_waiting
+    assert not cache.ask_crawl(None)  # asked for already
+    cache.arena.crawl_lock.acquire()  # as a pass that runs holds it
+    try:
+        assert cache.crawl_asked() == 0  # it waits for that pass
+    finally:
+        cache.arena.crawl_lock.release()
+    crawler = LruCrawler(cache, interval=3600)  # its own sweeps: an hour away
+    crawler.start()
+    try:
+        assert wait_for(lambda: not cache.crawl_waiting and crawler.reclaimed == 100)
+        assert cache.stats()["curr_items"] == 500  # the small items' class was not asked
+        assert cache.ask_crawl(None)  # the next one: every class, no limit
+        assert wait_for(lambda: crawler.reclaimed == 600)
+    finally:
+        crawler.stop()
+    assert cache.stats()["curr_items"] == 0
