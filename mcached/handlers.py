@@ -320,6 +320,7 @@ class Handlers:
         # server's `mcached.server.eventlog.EventLog`)
         self.watching = 0
         self.events: Any = None
+        self._dumping = False  # a `stats cachedump` walks (one at a time: `_cachedump`)
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
             c.Get: self.get,
             c.Gets: self.gets,
@@ -1391,11 +1392,35 @@ class Handlers:
             def cost(nkey: int, nbytes: int, exptime: int) -> int:
                 return size(nkey, nbytes, exptime + base if exptime else 0)
 
-            # only the newest rows the reply can hold are kept while the class is walked
-            rows = self.cache.cachedump(clsid, limit, cmd.cachedump_room, cost)
-            cmd.reply_cachedump(
-                s.out, ((key, n, exptime + base if exptime else 0) for key, n, exptime in rows)
-            )
+            s.stream = self._cachedump(cmd, clsid, limit, cost)
+
+    def _cachedump(
+        self, cmd: c.Stats, clsid: int, limit: int, cost: Callable[[int, int, int], int]
+    ) -> Iterator[Piece]:
+        """A cachedump's reply (the connection's stream): the walk gives way between its
+        steps, so the worker serves its other connections while it walks a class of any
+        size; only the newest rows the reply can hold are kept meanwhile. One walk at a
+        time in a process (others wait their turn, giving way): a walk holds a few times
+        its reply's rows, and clients that ask for many at once would hold that many."""
+        while self._dumping:
+            yield GIVE_WAY
+        self._dumping = True
+        try:
+            rows: list[tuple[bytes, int, int]] = []
+            for step in self.cache.cachedump_steps(clsid, limit, cmd.cachedump_room, cost):
+                if step is None:
+                    yield GIVE_WAY
+                else:
+                    rows = step
+        finally:
+            self._dumping = False  # before the reply, which a client may never read
+        base = self.clock.process_started
+        buf: Out = []
+        cmd.reply_cachedump(
+            buf, ((key, n, exptime + base if exptime else 0) for key, n, exptime in rows)
+        )
+        del rows, step  # the reply alone is held while a client that may never read has it
+        yield from buf
 
     def stats_detail(self, cmd: c.Stats, args: list[bytes], s: Session) -> None:
         """``stats detail on|off|dump``: per-prefix counters (keys split at ``-D``)."""

@@ -4,6 +4,8 @@ checked against both servers."""
 from __future__ import annotations
 
 import re
+import select
+from collections.abc import Callable
 
 import pytest
 
@@ -59,3 +61,32 @@ def test_lru_crawler_replies(server: Server, request_line: bytes, reply: bytes) 
     with Conn(server.address) as conn:
         conn.send(request_line)
         assert conn.read_until(b"\r\n") == reply
+
+
+@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
+def test_a_cachedump_walk_lets_its_worker_serve_others(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """``stats cachedump`` walks every item table for its class's newest items: a step at a
+    time, between which its worker serves its other connections (one worker here). It was
+    one call: 3.4 s of one worker, none of its clients answered, for a million items.
+    Another client's ``version``, sent right after the dump, is answered while the dump
+    still walks (its reply, sent once the walk ends, has not come); before, the whole walk
+    came first."""
+    srv = server_factory(kind, "-t", "1")
+    with Conn(srv.address, timeout=60) as dumper, Conn(srv.address) as other:
+        for start in range(0, 100_000, 10_000):
+            dumper.send(
+                b"".join(
+                    b"set key%d 0 0 1 noreply\r\nx\r\n" % i for i in range(start, start + 10_000)
+                )
+            )
+        assert dumper.request(b"version\r\n").startswith(b"VERSION")
+        dumper.send(b"stats cachedump 1 0\r\n")
+        other.send(b"version\r\n")
+        assert other.read_until(b"\r\n").startswith(b"VERSION")
+        assert not select.select([dumper.sock], [], [], 0)[0], "the dump ended first"
+        reply = dumper.read_until(b"END\r\n")
+        assert 2 * 1024 * 1024 - 300 < len(reply) < 2 * 1024 * 1024  # memcached's cap
+        rows = reply.split(b"\r\n")[:-2]
+        assert rows == [b"ITEM key%d [1 b; 0 s]" % (99_999 - i) for i in range(len(rows))]

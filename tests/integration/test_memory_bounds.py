@@ -509,8 +509,10 @@ def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> Non
         check_served(daemon)
         during = peak_while(daemon, 3.0)
         # each holds its 2 MB reply, and held about twice that more while it was made (the
-        # newest rows that fit, keys copied); old: +90 MB, each class's 50,000 rows listed
-        assert during - start <= n * 4 * MB + OVERHEAD + FREED_KEPT, (start / MB, during / MB)
+        # newest rows that fit, keys copied); old: +90 MB, each class's 50,000 rows listed.
+        # Since a walk gives way between its steps, the workers' allocators keep a little
+        # more of what the walks let go: +23 to +27 MB here, +15 to +17 before
+        assert during - start <= n * 5 * MB + OVERHEAD + FREED_KEPT, (start / MB, during / MB)
         reader = hogs.pop()
         reply = read_all(reader, b"END\r\n")
         assert 2 * MB - 300 < len(reply) <= 2 * MB - 1  # memcached's cap, END and a NUL
@@ -521,4 +523,4 @@ def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> Non
     finally:
         for h in hogs:
             h.close()
-    assert settled(daemon) - start <= n * 4 * MB + OVERHEAD + FREED_KEPT
+    assert settled(daemon) - start <= n * 5 * MB + OVERHEAD + FREED_KEPT
