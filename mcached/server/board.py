@@ -39,25 +39,52 @@ stay in the totals (its ``stats detail`` table) to the *kept* blob: the board's 
 how (`keep`; the board does not know what a blob holds). ``stats reset`` records the current
 totals as the *baseline* row, which every total is read against, and empties the kept blob.
 
+The lock. Those two are read-modify-writes by different processes (the supervisor retires,
+any worker resets): a reset that read the totals between a retirement's add to the retired
+row and its zeroing of the dead slot counted the dead worker twice (totals read low, even
+negative, until the next reset); a retirement that read the kept blob before a reset emptied
+it wrote it back after (the reset lost for ``stats detail``); two resets at once both added
+the totals to the baseline. So they, and whoever reads the totals or the kept blob, take the
+board's lock (`locked`): a POSIX record lock (``fcntl``) on a file made with the board, which
+the kernel lets go when its holder dies however it dies (``kill -9`` inside `reset` wedges
+nothing: no holder word to clear, no successor to wait for), plus a `threading.Lock` for the
+threads of one process, which share record locks. It is held for microseconds and never
+while waiting for anything else; a holder that keeps it longer (stopped, stuck) is waited for
+`LOCK_WAIT` seconds, then logged and gone around, so that nothing, the supervisor least of
+all, can hang on it.
+
 Rules: words of a slot are written by its worker only (the supervisor writes them only for
-a worker that is dead); global words by anyone, each one a whole value (no read-modify-write
-across workers). Nothing here is on the request path.
+a worker that is dead). Global words are written by anyone, each as a whole value, except
+what is read-modify-written: the retired and baseline rows and the kept blob (`retire`,
+`reset`) and the epochs (`bump`) are, under the lock; ``G_LOG_SEQ`` is bumped without it
+(`mcached.server.eventlog`: two events at the same instant may share a gid). Nothing here is
+on the request path.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import mmap
+import os
 import pickle
 import socket
+import tempfile
 import threading
 import time
+import weakref
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger("mcached.board")
 
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 PUBLISH_WAIT = 1.0  # seconds a requester waits for a worker's figures
+LOCK_WAIT = 1.0  # seconds anyone waits for the board's lock before going on without it
 BLOB_MAX = 4 * 1024 * 1024  # bytes of a worker's published blob (a longer one is cut short)
 
 # publish kinds (a request asks for the union)
@@ -104,6 +131,7 @@ G_SIZES = 11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (track_si
 G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads, then says so
 G_KEPT_LEN = 13  # bytes of the kept blob (what dead workers' blobs left in the totals)
 G_DETAIL_RESETS = 14  # `stats reset`s so far: every worker clears its stats detail table
+G_LOCK_PID = 15  # the pid of the process that holds the board's lock (for the log), or 0
 G_WORDS = 16
 STOP_NOW = 1
 STOP_GRACEFUL = 2
@@ -128,6 +156,27 @@ def _map(size: int) -> mmap.mmap:
 
 
 Blob = dict[str, Any]
+
+# A forked child gets a copy of every board's thread lock as it was, held if a thread other
+# than the forking one held it: it starts with a free one of its own.
+_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for board in _BOARDS:
+        board._threads_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _lock_file() -> int:
+    """A file descriptor for the board's record lock: a memfd, or an unlinked temporary
+    file where memfd_create is not allowed."""
+    try:
+        return os.memfd_create("mcached-board")
+    except (AttributeError, OSError):
+        return os.dup(tempfile.TemporaryFile().fileno())
 
 
 class Board:
@@ -186,6 +235,55 @@ class Board:
             r.setblocking(False)
             w.setblocking(False)
         self.words[G_STARTED] = int(time.time())
+        # the lock (`locked`): a record lock on this file between processes, and this
+        # between the threads of one
+        self._lock_fd = _lock_file()
+        self._threads_lock = threading.Lock()
+        _BOARDS.add(self)
+
+    # ---- the lock ----
+
+    @contextmanager
+    def locked(self, wait: float = LOCK_WAIT) -> Iterator[bool]:
+        """The board's lock (see the module's docstring), for what several processes
+        read-modify-write; yields whether this holds it: False when its holder kept it
+        `wait` seconds (logged), and the caller goes on without it. Not reentrant."""
+        held = self._acquire(wait)
+        try:
+            yield held
+        finally:
+            if held:
+                self.words[G_LOCK_PID] = 0
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
+                self._threads_lock.release()
+
+    def _acquire(self, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        threads = self._threads_lock
+        if threads.acquire(timeout=wait):
+            pause = 0.0001
+            while True:
+                try:
+                    fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        threads.release()
+                        raise
+                else:
+                    self.words[G_LOCK_PID] = os.getpid()
+                    return True
+                if time.monotonic() >= deadline:
+                    threads.release()
+                    break
+                time.sleep(pause)  # no wait with a timeout for a record lock: a poll
+                pause = min(pause * 2, 0.005)
+        log.warning(
+            "the board's lock was held for over %.1f s (by pid %d, stopped or stuck?): "
+            "going on without it",
+            wait,
+            self.words[G_LOCK_PID],
+        )
+        return False
 
     # ---- places ----
 
@@ -225,8 +323,9 @@ class Board:
         self.words[g] = value
 
     def bump(self, g: int) -> None:
-        """An epoch moves on (its writers take turns: a command, then the next)."""
-        self.words[g] = self.words[g] + 1
+        """An epoch moves on (under the lock: two bumps at once are two)."""
+        with self.locked():
+            self.words[g] += 1
 
     # ---- waking ----
 
@@ -408,7 +507,8 @@ class Board:
 
     def _summed(self) -> list[int]:
         """The fields and the vector, summed over workers, retired ones included, since the
-        last reset."""
+        last reset (under the lock: a retirement moves figures from a slot to the retired
+        row, a reset moves the baseline, and either, half seen, reads wrong)."""
         out = []
         w = self.words
         bases = [self.base(s) + self.fig_base for s in range(self.slots)]
@@ -422,30 +522,36 @@ class Board:
     def totals(self) -> dict[str, int]:
         """Every figure summed over workers, retired ones included, since the last reset."""
         n = len(self.fields)
-        return dict(zip(self.fields, self._summed()[:n], strict=True))
+        with self.locked():
+            summed = self._summed()
+        return dict(zip(self.fields, summed[:n], strict=True))
 
     def vector_totals(self) -> list[int]:
         """The published vectors, summed as `totals` sums the figures."""
-        return self._summed()[len(self.fields) :]
+        with self.locked():
+            return self._summed()[len(self.fields) :]
 
     def reset(self) -> None:
         """``stats reset``: every total reads 0 from now on (after a publish round)."""
-        summed = self._summed()
         w = self.words
-        for k in range(self.width):
-            w[self.baseline_base + k] += summed[k]
-        self.set(G_KEPT_LEN, 0)
+        with self.locked():
+            summed = self._summed()
+            for k in range(self.width):
+                w[self.baseline_base + k] += summed[k]
+            w[G_KEPT_LEN] = 0
 
     def retire(self, slot: int) -> None:
         """The supervisor, for a dead worker: keep its figures, free its slot."""
         w = self.words
         b = self.base(slot)
         watched = w[b + W_WATCH]
-        if self.keep is not None and w[b + W_BLOB_LEN]:
-            self._write_blob(self.slots, self.keep(self.kept(), self.blob(slot)), G_KEPT_LEN)
-        for k in range(self.width):
-            w[self.retired_base + k] += w[b + self.fig_base + k]
-            w[b + self.fig_base + k] = 0
+        with self.locked():
+            if self.keep is not None and w[b + W_BLOB_LEN]:
+                kept = self.keep(self._kept(), self.blob(slot))
+                self._write_blob(self.slots, kept, G_KEPT_LEN)
+            for k in range(self.width):
+                w[self.retired_base + k] += w[b + self.fig_base + k]
+                w[b + self.fig_base + k] = 0
         for word in (W_PID, W_CONNS, W_BLOB_LEN, W_ACCEPTING, W_WATCH, W_WATCHERS):
             w[b + word] = 0
         # Its next worker numbers its requests on from W_REQ_SEQ, which is kept: the other
@@ -512,6 +618,10 @@ class Board:
 
     def kept(self) -> Blob:
         """What the blobs of dead workers left in the totals since the last reset (`keep`)."""
+        with self.locked():
+            return self._kept()
+
+    def _kept(self) -> Blob:
         return self._read_blob(self.slots, self.get(G_KEPT_LEN))
 
     def requests(self, slot: int, seen: list[int]) -> int:
@@ -581,6 +691,9 @@ class Board:
         for inbox in self.inboxes or ():
             while inbox:
                 inbox.popleft()[0].close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
         try:
             for view in (*self._own_views, self.words):
                 view.release()

@@ -500,6 +500,63 @@ def test_stats_reset_clears_every_workers_stats_detail_table(procs: Server) -> N
             c.close()
 
 
+def test_stats_reset_while_workers_are_killed_never_reads_wrong_totals(procs: Server) -> None:
+    """Two workers serve ``stats reset`` over and over (each followed by ``stats``) while
+    the other workers, which served every set, are killed one after the other: no total
+    ever reads negative or more than was sent, and once all is quiet a reset zeroes
+    everything. (A reset that read the totals while the supervisor moved a dead worker's
+    figures into the retired row counted them twice: ``cmd_set`` read minus the dead
+    worker's sets until the next reset; two resets at once both moved the baseline.)"""
+    conns, by_worker = spread(procs)
+    pids = list(by_worker)
+    assert len(pids) >= 3
+    resetters = [by_worker[pids[0]][0], by_worker[pids[1]][0]]
+    victims = pids[2:]
+    sent = 0
+    wrong: list[str] = []
+    stop = threading.Event()
+    names = ("cmd_set", "cmd_get", "get_misses", "total_items")
+
+    def reset_and_read(c: Conn) -> None:
+        while not stop.is_set():
+            c.send(b"stats reset\r\n")
+            assert c.read_until(b"\r\n") == b"RESET\r\n"
+            c.send(b"stats\r\n")
+            reply = c.read_until(b"END\r\n").decode()
+            for name in names:
+                m = re.search(rf"^STAT {name} (-?\d+)\r$", reply, re.M)
+                assert m, reply
+                if int(m.group(1)) < 0 or name == "cmd_set" and int(m.group(1)) > sent:
+                    wrong.append(f"{name} {m.group(1)}")
+
+    try:
+        for victim in victims:  # each has served every set and get so far, and counted them
+            on_victim = by_worker[victim][0]
+            for i in range(100):
+                on_victim.send(b"set r%d 0 0 1 noreply\r\nx\r\nget nothing\r\n" % i)
+                sent += 1
+            on_victim.send(b"mn\r\n")
+            on_victim.read_until(b"MN\r\n", limit=10)
+        threads = [threading.Thread(target=reset_and_read, args=(c,)) for c in resetters]
+        for t in threads:
+            t.start()
+        for victim in victims:
+            time.sleep(0.2)
+            kill_and_wait_replaced(procs, victim)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert wrong == []
+        with Conn(procs.address) as fresh:
+            assert fresh.request(b"stats reset\r\n") == b"RESET\r\n"
+            assert [int(stat(fresh, name)) for name in names] == [0, 0, 0, 0]
+    finally:
+        stop.set()
+        for c in conns:
+            c.close()
+
+
 def test_a_killed_workers_tls_handshake_errors_stay_in_stats(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from mcached.server.board import (
     COUNTERS,
+    G_KEPT_LEN,
     G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
     G_WATCH,
@@ -346,3 +348,200 @@ def count_during_a_hand_over(threads: bool, first: int, second: int) -> tuple[in
         a.close()
         b.close()
         board.close()
+
+
+class Meanwhile:
+    """A board's words through which the calling thread's first write to word `at` (or
+    its first read, with `on_read`) lets another worker act: `other` runs in a thread of
+    its own, waited for up to `wait` seconds (it finishes at once unless it waits for the
+    board's lock, which the calling thread may hold), then the caller goes on. Two
+    processes' sequences interleaved at a chosen word, in one process."""
+
+    def __init__(
+        self, board: Board, at: int, other: Callable[[], object], on_read: bool = False
+    ) -> None:
+        self.board = board
+        self.words = board.words
+        self.at = at
+        self.other = other
+        self.on_read = on_read
+        self.thread: threading.Thread | None = None
+        self.caller = threading.get_ident()
+
+    def __enter__(self) -> Meanwhile:
+        self.board.words = self  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is not None:
+            self.thread.join(10)
+        self.board.words = self.words
+
+    def _act(self, key: object) -> None:
+        if key == self.at and self.thread is None and threading.get_ident() == self.caller:
+            self.thread = threading.Thread(target=self.other)
+            self.thread.start()
+            self.thread.join(0.5)  # under LOCK_WAIT: a blocked one gets the lock after
+
+    def __getitem__(self, key: int | slice) -> object:
+        value = self.words[key]
+        if self.on_read:
+            self._act(key)
+        return value
+
+    def __setitem__(self, key: int | slice, value: object) -> None:
+        self.words[key] = value  # type: ignore[assignment]
+        if not self.on_read:
+            self._act(key)
+
+
+def test_bug_a_reset_in_the_middle_of_a_retirement_counted_the_dead_worker_twice() -> None:
+    """Worker 1 died; as the supervisor moves its figures to the retired row (added there,
+    not yet zeroed in its slot), a worker serves ``stats reset``. The totals read 0 after
+    both. (They read -7: the reset counted the dead worker twice into the baseline, and
+    every total read low by its figures until the next reset.)"""
+    board = Board(2, ["cmd_get"])
+    board.publish(0, Figures(5), None)
+    board.publish(1, Figures(7), None)
+    with Meanwhile(board, board.retired_base, board.reset):
+        board.retire(1)
+    assert board.totals()["cmd_get"] == 0
+    board.publish(0, Figures(6), None)
+    assert board.totals()["cmd_get"] == 1
+    board.close()
+
+
+def test_bug_stats_read_in_the_middle_of_a_retirement_counted_the_dead_worker_twice() -> None:
+    """The same moment, for a worker reading the totals (``stats``): 12, not 19."""
+    board = Board(2, ["cmd_get"])
+    board.publish(0, Figures(5), None)
+    board.publish(1, Figures(7), None)
+    read: list[int] = []
+    with Meanwhile(board, board.retired_base, lambda: read.append(board.totals()["cmd_get"])):
+        board.retire(1)
+    assert read == [12]
+    board.close()
+
+
+def test_bug_a_retirement_around_a_reset_brought_the_kept_table_back() -> None:
+    """Worker 0 died earlier (its table kept); as the supervisor retires worker 1 (it has
+    read the kept blob, not yet written it back with worker 1's table added), a worker
+    serves ``stats reset``. The kept blob is empty after both: the reset came last. (It
+    held both tables: the retirement wrote back what it had read before the reset.)"""
+
+    def keep(kept: dict[str, int], dead: dict[str, int]) -> dict[str, int]:
+        return {"n": kept.get("n", 0) + dead["n"]}
+
+    board = Board(2, ["cmd_get"], keep=keep)
+    board.publish(0, Figures(1), {"n": 3})
+    board.publish(1, Figures(1), {"n": 4})
+    board.retire(0)
+    assert board.kept() == {"n": 3}
+    with Meanwhile(board, G_KEPT_LEN, board.reset, on_read=True):
+        board.retire(1)
+    assert board.kept() == {} and board.totals()["cmd_get"] == 0
+    board.close()
+
+
+def test_bug_two_resets_at_once_both_moved_the_baseline() -> None:
+    """Two workers serve ``stats reset`` at once: the second reads the totals while the
+    first adds them to the baseline, field by field. Every total reads 0 after both. (The
+    second added what the first was adding: total_connections read -3.)"""
+    board = Board(1, ["cmd_get"])
+    board.publish(0, Figures(5), None)
+    board.add_figure(0, "total_connections", 3)
+    with Meanwhile(board, board.baseline_base, board.reset):
+        board.reset()
+    assert set(board.totals().values()) == {0}
+    board.close()
+
+
+def test_bug_two_epoch_bumps_at_once_counted_one() -> None:
+    """Two workers bump the settings epoch at once (``verbosity`` on one, ``stats detail
+    on`` on another): it moves on twice. (Both read it, then both wrote it plus one: a
+    worker that had applied the first bump missed the second setting.)"""
+    board = Board(1, ["cmd_get"])
+    with Meanwhile(board, G_SETTINGS_EPOCH, lambda: board.bump(G_SETTINGS_EPOCH), on_read=True):
+        board.bump(G_SETTINGS_EPOCH)
+    assert board.get(G_SETTINGS_EPOCH) == 2
+    board.close()
+
+
+def _hold_in_a_child(board: Board) -> int:
+    """Fork a process that takes the board's lock and keeps it; its pid, once it holds it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            with board.locked():
+                os.write(w, b"x")
+                time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"x"
+    finally:
+        os.close(r)
+    return pid
+
+
+def test_the_lock_of_a_worker_killed_holding_it_is_free_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another process's lock keeps this one out (for `wait` seconds, then it goes on
+    without it, logged, naming the holder); once the holder is killed (``kill -9`` in the
+    middle of a ``stats reset``), the lock is free at once: nothing waits on the dead."""
+    board = Board(2, ["cmd_get"])
+    board.publish(0, Figures(5), None)
+    pid = _hold_in_a_child(board)
+    try:
+        start = time.monotonic()
+        with board.locked(wait=0.2) as held:
+            assert not held
+        assert 0.2 <= time.monotonic() - start < 5
+        assert f"by pid {pid}" in caplog.text
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    caplog.clear()
+    start = time.monotonic()
+    with board.locked(wait=5) as held:
+        assert held
+    board.reset()
+    assert time.monotonic() - start < 1 and not caplog.text
+    assert board.totals()["cmd_get"] == 0
+    board.close()
+
+
+def test_a_process_forked_while_a_thread_held_the_lock_can_take_it() -> None:
+    """A fork copies the thread lock as it was: the child starts with a free one (and the
+    record lock, which is its own, waits for the parent's holder only)."""
+    board = Board(1, ["cmd_get"])
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with board.locked():
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            with board.locked(wait=5) as held:
+                code = 0 if held else 1
+        finally:
+            os._exit(code)
+    try:
+        time.sleep(0.1)
+        release.set()
+        holder.join()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    board.close()
