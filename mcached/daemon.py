@@ -65,6 +65,7 @@ from mcached.server.board import (
     G_VERBOSE,
     G_WATCH,
     RUNNING,
+    STARTING,
     STOP_GRACEFUL,
     STOP_NOW,
     STOP_SIGNALLED,
@@ -115,24 +116,31 @@ def gil_enabled() -> bool:
     return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
-# seconds a worker process may go without publishing (it does every second) before the
-# watchdog goes unfed: half of WatchdogSec, but never less (a short WatchdogSec, a worker
-# busy with one long request)
+# seconds a worker process may go without publishing (it does every second), or stay starting,
+# before the watchdog goes unfed: half of WatchdogSec, but never less (a short WatchdogSec, a
+# worker busy with one long request)
 LIVENESS_FLOOR = 5.0
+# seconds after the start before workers that do not all run yet are logged (READY=1 waits
+# for them however long it takes: systemd's TimeoutStartSec= decides when it is too long)
+START_WAIT = 15.0
+START_POLL = 0.01  # seconds between looks at the workers until they all run
 
 
 class _Liveness:
-    """Whether every running worker process still runs its loop: each publishes its
-    counters on the board once a second (`Worker._tick`). The supervisor feeds systemd's
-    watchdog only while none has gone `window` seconds without (half of WatchdogSec), so
-    a worker stuck for good (a deadlock, a loop that never returns) gets the daemon
-    restarted, where a supervisor alone would keep the watchdog fed. A worker that dies
-    is replaced by the supervisor instead, and starts its count afresh."""
+    """Whether every worker process runs its loop: each publishes its counters on the board
+    once a second (`Worker._tick`). The supervisor feeds systemd's watchdog only while none
+    has gone `window` seconds without (half of WatchdogSec), so a worker stuck for good (a
+    deadlock, a loop that never returns) gets the daemon restarted, where a supervisor alone
+    would keep the watchdog fed. A worker that dies is replaced by the supervisor instead,
+    and its successor starts the count afresh; one that stays starting for `window` seconds
+    (stuck before its loop, or dying as it starts, over and over) counts as stuck too: it
+    was ignored, and the watchdog was fed while its slot served nobody, for good."""
 
     def __init__(self, board: Any, window: float) -> None:
         self.board = board
         self.window = window
-        self._seen: dict[int, tuple[int, int, float]] = {}  # slot: (pid, published, when)
+        # slot: ((state, pid, published), when it was first seen so)
+        self._seen: dict[int, tuple[tuple[int, int, int], float]] = {}
         self._stuck: set[int] = set()  # told of in the log
 
     def all_alive(self) -> bool:
@@ -140,22 +148,25 @@ class _Liveness:
         now = time.monotonic()
         ok = True
         for slot in range(board.slots):
-            if board.word(slot, W_STATE) != RUNNING:
+            state = board.word(slot, W_STATE)
+            if state not in (RUNNING, STARTING):
                 self._seen.pop(slot, None)
                 continue
-            pid, published = board.word(slot, W_PID), board.word(slot, W_PUBLISHED)
+            pid = board.word(slot, W_PID)
+            mark = (state, pid, board.word(slot, W_PUBLISHED))
             last = self._seen.get(slot)
-            if last is None or last[:2] != (pid, published):
-                self._seen[slot] = (pid, published, now)
-            elif now - last[2] > self.window:
+            if last is None or last[0] != mark:
+                self._seen[slot] = (mark, now)
+            elif now - last[1] > self.window:
                 if slot not in self._stuck:
                     self._stuck.add(slot)
                     log.error(
-                        "worker %d (pid %d) has not run its loop for %.0f s: the systemd "
-                        "watchdog is no longer fed",
+                        "worker %d %s for %.0f s: the systemd watchdog is no longer fed",
                         slot,
-                        pid,
-                        now - last[2],
+                        f"(pid {pid}) has not run its loop"
+                        if state == RUNNING
+                        else "has not started",
+                        now - last[1],
                     )
                 ok = False
                 continue
@@ -464,27 +475,57 @@ class Daemon:
             self.stop(graceful)
         return 1 if self.failed else 0
 
-    def _main_loop(self, on_tick: Callable[[str, Any], None] | None = None) -> bool:
-        """Serve signals and systemd until a stop; whether the stop is graceful."""
-        systemd.notify("READY=1\nSTATUS=" + self.status_line() + f"\nMAINPID={os.getpid()}")
-        lifecycle.info("ready: %s", self.status_line())
+    def _main_loop(
+        self,
+        on_tick: Callable[[str, Any], None] | None = None,
+        starting: Callable[[], list[int]] | None = None,
+    ) -> bool:
+        """Serve signals and systemd until a stop; whether the stop is graceful. systemd
+        hears READY=1 once no worker is `starting` (every worker process runs its loop),
+        and WATCHDOG=1 from then on: a daemon whose workers do not start claims nothing
+        (until, it was READY=1 after 15 s whatever they did, and pings for good)."""
         watchdog = systemd.watchdog_interval()
         alive = _Liveness(self.board, max(watchdog or 0.0, LIVENESS_FLOOR))
-        if watchdog:
-            systemd.notify("WATCHDOG=1")
-        next_status = time.monotonic() + STATUS_INTERVAL
+        started = time.monotonic()
+        ready = told = False
+        late: list[int] = []
+        next_status = started + STATUS_INTERVAL
+
+        def status() -> str:
+            if ready:
+                return self.status_line()
+            slots = ", ".join(map(str, late))
+            return f"starting: worker(s) {slots} not running yet; {self.status_line()}"
+
         while True:
+            if not ready:
+                late = starting() if starting is not None else []
+                if not late:
+                    ready = True
+                    systemd.notify(f"READY=1\nSTATUS={status()}\nMAINPID={os.getpid()}")
+                    lifecycle.info("ready: %s", status())
+                    if watchdog:
+                        systemd.notify("WATCHDOG=1")
+                elif not told and time.monotonic() - started >= START_WAIT:
+                    told = True
+                    log.error(
+                        "worker(s) %s not running %.0f s after the start: not ready until "
+                        "they are (a service manager's start timeout decides)",
+                        ", ".join(map(str, late)),
+                        START_WAIT,
+                    )
+                    systemd.notify("STATUS=" + status())
             timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL, 1.0)
             try:
-                kind, arg = self._events.get(timeout=timeout)
+                kind, arg = self._events.get(timeout=timeout if ready else START_POLL)
             except queue.Empty:
                 kind, arg = "tick", None
             if on_tick is not None:
                 on_tick(kind, arg)
-            if watchdog and (not self.processes or alive.all_alive()):
+            if ready and watchdog and (not self.processes or alive.all_alive()):
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_status:
-                systemd.notify("STATUS=" + self.status_line())
+                systemd.notify("STATUS=" + status())
                 next_status = time.monotonic() + STATUS_INTERVAL
             if kind == "fail":
                 return False  # logged by workers_failing
@@ -503,9 +544,11 @@ class Daemon:
                     lifecycle.info("%s: stopping", signal.Signals(arg).name)
                 return True
             if kind == "signal" and arg == signal.SIGHUP:
-                systemd.notify("RELOADING=1")
+                if ready:  # before, READY=1 is still to come, once the workers run
+                    systemd.notify("RELOADING=1")
                 self.reload()
-                systemd.notify("READY=1\nSTATUS=" + self.status_line())
+                if ready:
+                    systemd.notify("READY=1\nSTATUS=" + status())
 
     # ---- processes: the supervisor ----
 
@@ -526,8 +569,6 @@ class Daemon:
             rebuild=self._rebuild,
         )
         sup.start()
-        if not sup.wait_ready():
-            log.error("the workers did not all start within 15 s")
         self._waiting = True
 
         def on_tick(kind: str, arg: Any) -> None:
@@ -536,7 +577,7 @@ class Daemon:
         graceful = True
         code = 0
         try:
-            graceful = self._main_loop(on_tick)
+            graceful = self._main_loop(on_tick, sup.starting)
         except TooManyDeaths as exc:
             log.error("%s: stopping", exc)
             code = 1

@@ -157,12 +157,16 @@ class Supervisor:
         self.children[pid] = Child(kind, slot, pid)
         log.debug("started %s %d (pid %d)", kind, slot, pid)
 
-    def wait_ready(self, timeout: float = 15.0) -> bool:
+    def starting(self) -> list[int]:
+        """The workers that do not run their loop yet (none: the daemon is ready)."""
+        return [s for s in range(self.nworkers) if self.board.word(s, W_STATE) != RUNNING]
+
+    def wait_ready(self, timeout: float) -> bool:
         """True once every worker runs its loop (False if `timeout` passed first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.reap()
-            if all(self.board.word(s, W_STATE) == RUNNING for s in range(self.nworkers)):
+            if not self.starting():
                 return True
             time.sleep(0.01)
         return False

@@ -39,7 +39,8 @@ def spawn(
     full_env = dict(os.environ)
     full_env.pop("NOTIFY_SOCKET", None)
     full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(ROOT)
+    extra = (env or {}).get("PYTHONPATH")  # a directory of start-up code (spawn_holding)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), extra] if extra else [str(ROOT)])
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
     return proc, port
@@ -319,6 +320,130 @@ def test_the_watchdog_goes_unfed_while_a_worker_process_is_stuck(tmp: Path) -> N
         err = proc.stderr.read() if proc.stderr else b""
         stop(proc)
     assert b"has not run its loop for" in err, err
+
+
+# Interpreter start-up code for the daemons below (as ``sitecustomize``, found first on their
+# PYTHONPATH): while the file $MCACHED_TEST_HOLD exists, a worker process forked now waits
+# before it starts (stuck before its loop, as a worker that never comes up), and the daemon
+# logs workers that do not all run after $MCACHED_TEST_START_WAIT seconds, not 15.
+HOLD_WORKERS = """
+import os, time
+import mcached.daemon as daemon
+
+daemon.START_WAIT = float(os.environ["MCACHED_TEST_START_WAIT"])
+worker_main = daemon.Daemon._worker_main
+
+
+def held(self, slot):
+    while os.path.exists(os.environ["MCACHED_TEST_HOLD"]):
+        time.sleep(0.02)
+    worker_main(self, slot)
+
+
+daemon.Daemon._worker_main = held
+"""
+
+
+def spawn_holding(
+    tmp: Path, *args: str, watchdog_usec: int
+) -> tuple[subprocess.Popen[bytes], int, Path, socket.socket]:
+    """A daemon whose workers wait while the returned file exists (`HOLD_WORKERS`), with a
+    notify socket (returned) and the watchdog at `watchdog_usec`."""
+    (tmp / "site").mkdir()
+    (tmp / "site" / "sitecustomize.py").write_text(HOLD_WORKERS)
+    hold = tmp / "hold"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp / "notify.sock"))
+    env = {
+        "NOTIFY_SOCKET": str(tmp / "notify.sock"),
+        "WATCHDOG_USEC": str(watchdog_usec),
+        "PYTHONPATH": str(tmp / "site"),
+        "MCACHED_TEST_HOLD": str(hold),
+        "MCACHED_TEST_START_WAIT": "1",
+    }
+    proc, port = spawn(*args, env=env)
+    return proc, port, hold, sink
+
+
+def test_bug_ready_and_the_watchdog_came_though_the_workers_never_started(tmp: Path) -> None:
+    """A daemon whose worker processes do not start tells systemd nothing but why: no
+    READY=1 and no WATCHDOG=1 while they do not run (its STATUS= says which; the log says
+    so after START_WAIT), and SIGTERM still stops it. Once they run, READY=1, then the
+    pings. (READY=1 came 15 s after the start whatever the workers did, with an error in
+    the log, and the watchdog was fed from then on: a daemon serving nobody was "active"
+    for good.)"""
+    (tmp / "hold").touch()
+    proc, port, hold, sink = spawn_holding(tmp, "-t", "2", watchdog_usec=400000)
+    messages: list[str] = []
+    try:
+        sink.settimeout(0.5)
+        deadline = time.monotonic() + 4  # START_WAIT is 1 s here
+        while time.monotonic() < deadline:
+            try:
+                messages.append(sink.recv(4096).decode())
+            except TimeoutError:
+                pass
+        lines = [line for msg in messages for line in msg.split("\n")]
+        assert "READY=1" not in lines and "WATCHDOG=1" not in lines, messages
+        assert any(
+            line.startswith("STATUS=starting: worker(s) 0, 1 not running yet") for line in lines
+        ), messages
+        hold.unlink()  # the workers start now
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        with socket.create_connection((HOST, port), timeout=5) as s:
+            s.sendall(b"version\r\n")
+            assert s.recv(100).startswith(b"VERSION ")
+        while "WATCHDOG=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "worker(s) 0, 1 not running 1 s after the start: not ready" in err, err
+    finally:
+        sink.close()
+        stop(proc)
+
+
+def test_bug_the_watchdog_was_fed_while_replaced_workers_never_started(tmp: Path) -> None:
+    """Every child killed (``kill -9``) and its successors stuck before their loop: the
+    pings stop after LIVENESS_FLOOR seconds, as for a worker stuck in its loop, and come
+    back once they run. (Only running workers were watched: with none running the
+    watchdog was fed for good.)"""
+    proc, port, hold, sink = spawn_holding(tmp, "-t", "2", watchdog_usec=1000000)
+    try:
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        children = psutil.Process(proc.pid).children()
+        if not children:  # a free-threaded build: worker threads, none can be killed alone
+            pytest.skip("the daemon runs worker threads here, not processes")
+        hold.touch()
+        for child in children:
+            os.kill(child.pid, signal.SIGKILL)
+        sink.settimeout(0.5)
+        killed_at = last_ping = time.monotonic()
+        while time.monotonic() - last_ping < 3:
+            try:
+                msg = sink.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in msg.split("\n"):
+                last_ping = time.monotonic()
+                assert last_ping - killed_at < LIVENESS_FLOOR + 3, "pinged on"
+        hold.unlink()
+        sink.settimeout(15)  # the workers start; a ping within a window
+        while "WATCHDOG=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "has not started for" in err, err
+    finally:
+        hold.unlink(missing_ok=True)
+        sink.close()
+        stop(proc)
 
 
 def test_socket_activation_serves_the_inherited_socket() -> None:
