@@ -515,6 +515,7 @@ class Daemon:
                         START_WAIT,
                     )
                     systemd.notify("STATUS=" + status())
+                    next_status = time.monotonic() + STATUS_INTERVAL
             timeout = min(watchdog or STATUS_INTERVAL, STATUS_INTERVAL, 1.0)
             try:
                 kind, arg = self._events.get(timeout=timeout if ready else START_POLL)
