@@ -772,17 +772,22 @@ class Daemon:
 
     def extra_figures(self, kinds: int) -> dict[str, Any]:
         if kinds & DETAIL:
-            return {"detail": self.handlers.detail.snapshot()}
+            # the reset it dates from: `keep_figures` drops a table older than the last
+            return {"detail": self.handlers.detail.snapshot(), "resets": self._detail_resets}
         return {}
 
     def keep_figures(self, kept: dict[str, Any], dead: dict[str, Any]) -> dict[str, Any]:
         """`Board.retire`: what of a dead worker process's last published blob stays in the
         totals, as its counters do: its ``stats detail`` table, added to those of the
-        workers dead before it (bounded as one worker's table is). Worker threads share
-        their process's table: a dead one's is still in what its siblings publish."""
+        workers dead before it (bounded as one worker's table is), unless a ``stats reset``
+        came after it was published (its worker died before it published its cleared
+        table: what it held is gone from the totals, as the rest of the table; it came
+        back). Worker threads share their process's table: a dead one's is still in what
+        its siblings publish. (Under the board's lock, which a reset takes too.)"""
         if not self.processes:
             return kept
-        tables = [t for t in (kept.get("detail"), dead.get("detail")) if t]
+        stale = dead.get("resets") != self.board.get(G_DETAIL_RESETS)
+        tables = [t for t in (kept.get("detail"), None if stale else dead.get("detail")) if t]
         if not tables:
             return kept
         return {**kept, "detail": PrefixStats.merge(tables, limit=PrefixStats.MAX_PREFIXES)}
@@ -988,11 +993,10 @@ class Daemon:
         """``stats reset``: the counters (a baseline on the board), and every worker
         process's ``stats detail`` table (each clears its own as it applies the settings,
         before it answers a request for figures; this one's handlers cleared theirs)."""
-        self.server.reset_figures()
+        self.server.reset_figures()  # and counts the reset in G_DETAIL_RESETS, at once
+        board = self.board
+        self._detail_resets = board.get(G_DETAIL_RESETS)
         if self.processes:
-            board = self.board
-            board.bump(G_DETAIL_RESETS)
-            self._detail_resets = board.get(G_DETAIL_RESETS)
             board.bump(G_SETTINGS_EPOCH)
             board.wake_all()
 

@@ -130,7 +130,7 @@ G_CRAWLER_TOCRAWL = 10  # -o lru_crawler_tocrawl, `lru_crawler tocrawl <n>`
 G_SIZES = 11  # `stats sizes`: 0 off, else 1 + the least CAS it counts (track_sizes, sizes_enable)
 G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads, then says so
 G_KEPT_LEN = 13  # bytes of the kept blob (what dead workers' blobs left in the totals)
-G_DETAIL_RESETS = 14  # `stats reset`s so far: every worker clears its stats detail table
+G_DETAIL_RESETS = 14  # `reset`s so far: every worker clears its stats detail table
 G_LOCK_PID = 15  # the pid of the process that holds the board's lock (for the log), or 0
 G_WORDS = 16
 STOP_NOW = 1
@@ -532,13 +532,15 @@ class Board:
             return self._summed()[len(self.fields) :]
 
     def reset(self) -> None:
-        """``stats reset``: every total reads 0 from now on (after a publish round)."""
+        """``stats reset``: every total reads 0 from now on (after a publish round), the
+        kept blob is empty, and G_DETAIL_RESETS counts one more."""
         w = self.words
         with self.locked():
             summed = self._summed()
             for k in range(self.width):
                 w[self.baseline_base + k] += summed[k]
             w[G_KEPT_LEN] = 0
+            w[G_DETAIL_RESETS] += 1  # with the rest: `keep` tells a blob older than this
 
     def retire(self, slot: int) -> None:
         """The supervisor, for a dead worker: keep its figures, free its slot."""

@@ -500,6 +500,33 @@ def test_stats_reset_clears_every_workers_stats_detail_table(procs: Server) -> N
             c.close()
 
 
+def test_bug_a_worker_killed_just_after_stats_reset_brought_its_detail_table_back(
+    procs: Server,
+) -> None:
+    """A worker killed right after a ``stats reset``, before it published its cleared
+    ``stats detail`` table (it does once a second), leaves nothing in the table: the reset
+    came after what it last published. (Its table from before the reset was kept: the
+    reset's 80 sets came back in the dump, 20 of them the dead worker's.)"""
+    conns, by_worker = spread(procs)
+    try:
+        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
+        for i, c in enumerate(conns):
+            for j in range(5):
+                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
+                    b"STORED\r\n"
+                )
+        time.sleep(2.5)  # every worker published its table
+        victim = next(iter(by_worker))
+        survivor = next(c for pid, cs in by_worker.items() if pid != victim for c in cs)
+        assert survivor.request(b"stats reset\r\n", expect_len=7) == b"RESET\r\n"
+        kill_and_wait_replaced(procs, victim)
+        survivor.send(b"stats detail dump\r\n")
+        assert survivor.read_until(b"END\r\n") == b"END\r\n"
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_stats_reset_while_workers_are_killed_never_reads_wrong_totals(procs: Server) -> None:
     """Two workers serve ``stats reset`` over and over (each followed by ``stats``) while
     the other workers, which served every set, are killed one after the other: no total
