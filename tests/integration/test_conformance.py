@@ -386,6 +386,13 @@ def crawl(conn: Conn, request: bytes) -> bytes:
         time.sleep(0.05)
 
 
+def store_expired(conn: Conn, n: int) -> None:
+    """`n` items of class 1 stored with a TTL of 1 s, then waited for until all expired."""
+    conn.send(b"".join(b"set k%d 0 1 10 noreply\r\n0123456789\r\n" % i for i in range(n)))
+    exchange(conn, b"", b"")
+    time.sleep(2.2)
+
+
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_lru_crawler_class_lists(which: str, server_factory: Callable[..., Server]) -> None:
     """``lru_crawler crawl|metadump`` take the ids memcached takes: any from 1 to 63, whether
@@ -427,9 +434,7 @@ def test_lru_crawler_crawl_runs_in_the_crawler(
     0 to let it end."""
     srv = server_factory(which, "-t", "4", "-o", "no_lru_maintainer")
     with Conn(srv.address) as conn:
-        conn.send(b"".join(b"set k%d 0 1 10 noreply\r\n0123456789\r\n" % i for i in range(3000)))
-        exchange(conn, b"", b"")
-        time.sleep(2.2)  # all expired
+        store_expired(conn, 3000)
         exchange(conn, b"lru_crawler sleep 1000000\r\n", b"OK\r\n")
         assert crawl(conn, b"lru_crawler crawl 1\r\n") == b"OK\r\n"
         deadline = time.monotonic() + 10
@@ -459,9 +464,7 @@ def test_lru_crawler_tocrawl_bounds_a_crawl(
     maintainer memcached has one LRU a class, so the figure is exact on both)."""
     srv = server_factory(which, "-t", "4", "-o", "no_lru_maintainer")
     with Conn(srv.address) as conn:
-        conn.send(b"".join(b"set k%d 0 1 10 noreply\r\n0123456789\r\n" % i for i in range(500)))
-        exchange(conn, b"", b"")
-        time.sleep(2.2)  # all expired
+        store_expired(conn, 500)
         exchange(conn, b"lru_crawler tocrawl 100\r\n", b"OK\r\n")
         for reclaimed in (100, 200):
             assert crawl(conn, b"lru_crawler crawl 1\r\n") == b"OK\r\n"

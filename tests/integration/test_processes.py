@@ -450,6 +450,16 @@ def kill_and_wait_replaced(server: Server, victim: int) -> None:
         time.sleep(0.05)
 
 
+def detail_sets(conns: list[Conn]) -> None:
+    """``stats detail on``, then 5 sets of ``user:`` keys on each connection (20 a worker)."""
+    assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
+    for i, c in enumerate(conns):
+        for j in range(5):
+            assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
+                b"STORED\r\n"
+            )
+
+
 def test_a_killed_workers_stats_detail_stays_in_the_table(procs: Server) -> None:
     """A dead worker's ``stats detail`` table stays in the daemon's, as its counters stay
     in the totals: a worker publishes its table once a second while detail is on, and the
@@ -458,12 +468,7 @@ def test_a_killed_workers_stats_detail_stays_in_the_table(procs: Server) -> None
     one was killed.)"""
     conns, by_worker = spread(procs)
     try:
-        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
-        for i, c in enumerate(conns):
-            for j in range(5):
-                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
-                    b"STORED\r\n"
-                )
+        detail_sets(conns)
         time.sleep(2.5)  # a tick or two of every worker: no dump asked for
         victim = next(iter(by_worker))
         kill_and_wait_replaced(procs, victim)
@@ -481,12 +486,7 @@ def test_stats_reset_clears_every_workers_stats_detail_table(procs: Server) -> N
     worker process, not only the one that read it (50 of 80 sets were still counted)."""
     conns, _ = spread(procs)
     try:
-        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
-        for i, c in enumerate(conns):
-            for j in range(5):
-                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
-                    b"STORED\r\n"
-                )
+        detail_sets(conns)
         assert conns[-1].request(b"stats reset\r\n") == b"RESET\r\n"
         for c in conns:  # from any worker, at once
             c.send(b"stats detail dump\r\n")
@@ -509,12 +509,7 @@ def test_bug_a_worker_killed_just_after_stats_reset_brought_its_detail_table_bac
     reset's 80 sets came back in the dump, 20 of them the dead worker's.)"""
     conns, by_worker = spread(procs)
     try:
-        assert conns[0].request(b"stats detail on\r\n") == b"OK\r\n"
-        for i, c in enumerate(conns):
-            for j in range(5):
-                assert c.request(b"set user:%d_%d 0 0 1\r\nx\r\n" % (i, j), expect_len=8) == (
-                    b"STORED\r\n"
-                )
+        detail_sets(conns)
         time.sleep(2.5)  # every worker published its table
         victim = next(iter(by_worker))
         survivor = next(c for pid, cs in by_worker.items() if pid != victim for c in cs)
