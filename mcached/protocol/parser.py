@@ -84,6 +84,26 @@ INT64_MIN = -(2**63)
 
 AUTH_BLOCK_MAX = 16384  # memcached's 16 KB read buffer: a longer auth block resets the link
 
+# memcached's tokenize_command reads at most MAX_TOKENS - 1 (23) tokens of a line and leaves
+# the rest unread; only the retrievals (_WHOLE_LINE) go on reading their keys from there. So
+# for any other verb a 24th token and those after it do not exist: the last token a command
+# sees (where set_noreply_maybe looks for "noreply", where the HTTP test looks) is the 23rd.
+MAX_TOKENS = 24
+_WHOLE_LINE = frozenset((b"get", b"gets", b"gat", b"gats", b"bget"))
+
+
+def _http(tokens: list[bytes]) -> bool:
+    """Whether memcached hangs up on this line of an unknown verb: it tests the line's last
+    token for "HTTP/" only in its last branch, which a verb of one byte, of two bytes
+    starting "m" (the meta commands'), or starting with one of "gsacidt" (its branches for
+    get..., set/stats/shutdown/slabs, add/append, cas/cache_memlimit, incr,
+    delete/decr, touch) never reaches: those are ERROR."""
+    verb = tokens[0]
+    if len(verb) < 2 or verb[0] in b"gsacidt" or (len(verb) == 2 and verb[0] == _M):
+        return False
+    return tokens[-1].startswith(b"HTTP/")
+
+
 # a storage command waiting for its data block
 _Pending = tuple[Callable[..., c.Command], bytes, int, int, int, int, bool, bytes]
 
@@ -279,6 +299,7 @@ class Parser(Buffered):
         # Dispatch on the verb: one dict lookup per line (hot path).
         self._dispatch: dict[bytes, Callable[[list[bytes]], c.Command | None]] = {
             b"get": self._get,
+            b"bget": self._get,  # memcached keeps this ancient name of get
             b"gets": self._gets,
             b"set": self._storage,
             b"add": self._storage,
@@ -406,9 +427,11 @@ class Parser(Buffered):
         elif len(tokens) == 2 and tokens[0] == b"get" and len(tokens[1]) <= KEY_MAX_LENGTH:
             self.at_end = nl + 1 >= len(buf)
             return _Get(tokens[1:])  # the commonest line of all, without the _get() call
+        if len(tokens) >= MAX_TOKENS and tokens[0] not in _WHOLE_LINE:
+            tokens = tokens[: MAX_TOKENS - 1]  # the rest is unread (see MAX_TOKENS)
         fn = self._dispatch.get(tokens[0])
         if fn is None:
-            if tokens[-1].startswith(b"HTTP/"):
+            if _http(tokens):
                 raise CloseConnection("HTTP request on the memcached port")
             return _ERROR
         cmd = fn(tokens)

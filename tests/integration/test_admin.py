@@ -90,3 +90,63 @@ def test_a_cachedump_walk_lets_its_worker_serve_others(
         assert 2 * 1024 * 1024 - 300 < len(reply) < 2 * 1024 * 1024  # memcached's cap
         rows = reply.split(b"\r\n")[:-2]
         assert rows == [b"ITEM key%d [1 b; 0 s]" % (99_999 - i) for i in range(len(rows))]
+
+
+# --- a review of the admin and control commands' arguments, side by side with memcached ---
+
+MANY = b"".join(b" a%d" % i for i in range(19))  # 19 tokens: "slabs automove 1" + them is 22
+
+
+@pytest.mark.parametrize(
+    ("request_line", "reply"),
+    [
+        # the 23rd token is the last memcached reads: "noreply" there counts, after it not
+        (b"slabs automove 1" + MANY + b" noreply a b c\r\n", b""),
+        (b"slabs automove 1" + MANY + b" x noreply\r\n", b"OK\r\n"),
+        # and it is the one memcached tests for "HTTP/" (None: hung up on)
+        (b"foo" + MANY + b" a19 a20 HTTP/1.1 a b\r\n", None),
+        (b"foo" + MANY + b" a19 a20 a21 HTTP/1.1\r\n", b"ERROR\r\n"),
+    ],
+    ids=["noreply-23rd", "noreply-24th", "http-23rd", "http-24th"],
+)
+def test_a_line_past_23_tokens_is_read_as_memcached_reads_it(
+    server: Server, request_line: bytes, reply: bytes | None
+) -> None:
+    """memcached's tokenize_command reads 23 tokens and leaves the rest of the line unread
+    (only a get reads on); mcached read every token, so a noreply or an "HTTP/" after the
+    23rd counted, and one at the 23rd did not."""
+    with Conn(server.address) as conn:
+        assert conn.request(b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        conn.send(request_line + b"mn\r\n")
+        if reply is None:
+            assert conn.closed()
+        else:
+            assert conn.read_until(b"MN\r\n") == reply + b"MN\r\n"
+
+
+@pytest.mark.parametrize(
+    "verb", [b"gx", b"sx", b"ax", b"cx", b"ix", b"dx", b"tx", b"mx", b"x", b"sets", b"dump"]
+)
+def test_http_lines_of_verbs_memcached_reads_as_its_own_are_errors(
+    server: Server, verb: bytes
+) -> None:
+    """memcached hangs up on an unknown verb's line ending "HTTP/..." only in its last branch:
+    a one-byte verb, a two-byte one starting "m", or one starting with a letter of its verbs
+    "gsacidt" is answered ERROR (``dx / HTTP/1.1``); mcached hung up on all of them."""
+    with Conn(server.address) as conn:
+        conn.send(verb + b" / HTTP/1.1\r\nmn\r\n")
+        assert conn.read_until(b"MN\r\n") == b"ERROR\r\nMN\r\n"
+    with Conn(server.address) as conn:  # the others are still hung up on
+        conn.send(b"e" + verb + b" / HTTP/1.1\r\nmn\r\n")
+        assert conn.closed()
+
+
+def test_bget_is_get(server: Server) -> None:
+    """memcached keeps ``bget``, an ancient name of get; mcached answered ERROR."""
+    with Conn(server.address) as conn:
+        assert conn.request(b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        conn.send(b"bget k nokey k\r\nbget\r\n")
+        assert (
+            conn.read_until(b"ERROR\r\n")
+            == b"VALUE k 0 1\r\nv\r\nVALUE k 0 1\r\nv\r\nEND\r\nERROR\r\n"
+        )

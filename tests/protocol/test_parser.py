@@ -329,6 +329,38 @@ def test_http_request_closes(line: bytes) -> None:
         p.next_command()
 
 
+_MANY = b"".join(b" a%d" % i for i in range(20))  # "foo" + these: 21 tokens
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"x HTTP/1.1\r\n",  # a verb of one byte
+        b"mx / HTTP/1.1\r\n",  # of two starting "m" (the meta commands')
+        b"dx / HTTP/1.1\r\n",  # starting with one of memcached's own verbs' letters
+        b"foo" + _MANY + b" a21 a22 HTTP/1.1\r\n",  # "HTTP/" is the 24th token, never read
+    ],
+)
+def test_http_line_memcached_answers_error(line: bytes) -> None:
+    """memcached tests an unknown verb's line for "HTTP/" in its last branch only, and in
+    its 23rd token at most (its MAX_TOKENS)."""
+    p = Parser()
+    p.feed(line)
+    assert p.next_command() == c.Invalid(Error.UNKNOWN_COMMAND)
+
+
+def test_only_the_first_23_tokens_are_read() -> None:
+    """memcached's tokenizer leaves the rest of a line past 23 tokens unread: "noreply" is
+    looked for in the 23rd (set_noreply_maybe)."""
+    p = Parser()
+    p.feed(b"slabs automove 1" + _MANY[:-4] + b" noreply x\r\n")
+    assert p.next_command() == c.SlabsAutomove(1, True)
+    p.feed(b"watch" + _MANY + b" a21 fetchers x\r\n")
+    cmd = p.next_command()
+    assert isinstance(cmd, c.Watch)
+    assert cmd.args == [b"a%d" % i for i in range(20)] + [b"a21", b"fetchers"]
+
+
 def test_cas_disabled_shrinks_item_size() -> None:
     limit = 1024 * 1024
     assert item_total_size(1, 0, 10, False) == item_total_size(1, 0, 10, True) - 8
