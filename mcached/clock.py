@@ -21,6 +21,7 @@ REALTIME_MAXDELTA = 60 * 60 * 24 * 30  # 30 days: memcached's cut between relati
 # memcached starts current_time a little above zero (process_started = time(0) - 2 - 60) so that
 # a relative time of 0 is never "now"; we start at the same offset.
 START_OFFSET = 62
+UPTIME_OFFSET = 60  # stats uptime is current_time less this (memcached's ITEM_UPDATE_INTERVAL)
 
 
 class Clock:
@@ -45,6 +46,11 @@ class Clock:
                 return 1
             return exptime - self.process_started
         return exptime + self.now()
+
+    def uptime(self) -> int:
+        """``stats``' uptime: memcached's ``current_time - ITEM_UPDATE_INTERVAL`` (60), so a
+        daemon just started says 2."""
+        return max(0, self.now() - UPTIME_OFFSET)
 
     def unixtime(self) -> int:
         """The wall-clock time that server time `now()` stands for."""

@@ -51,18 +51,26 @@ from mcached.sasl import Cyrus, CyrusUnavailable, Passwords, Sasl
 from mcached.server.board import (
     COUNTERS,
     DETAIL,
+    G_AUTOMOVE_RATIO,
     G_CRAWLER_SLEEP,
     G_CRAWLER_TOCRAWL,
     G_DETAIL,
     G_DETAIL_RESETS,
+    G_HOT_LRU_PCT,
+    G_HOT_MAX_FACTOR,
     G_LRU_CRAWLER,
+    G_LRU_SEGMENTED,
+    G_OLDEST_LIVE,
     G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
     G_SIZES,
-    G_STARTED,
     G_STOP,
+    G_TEMP_LRU,
+    G_TEMPORARY_TTL,
     G_TLS_EPOCH,
     G_VERBOSE,
+    G_WARM_LRU_PCT,
+    G_WARM_MAX_FACTOR,
     G_WATCH,
     RUNNING,
     STARTING,
@@ -105,6 +113,22 @@ logging.addLevelName(TRACE, "TRACE")  # -vv: every command and reply (the connec
 # (memcached adds its state machine's transitions, which mcached does not have)
 VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO}
 TRACE_VERBOSITY = 2
+
+
+#: run-time settings a command changes for every worker (`Daemon.tune_settings`), each in
+#: a board word (a float as its bits): only stats settings reads them
+TUNABLE_WORDS: dict[str, int] = {
+    "slab_automove_ratio": G_AUTOMOVE_RATIO,
+    "hot_lru_pct": G_HOT_LRU_PCT,
+    "warm_lru_pct": G_WARM_LRU_PCT,
+    "hot_max_factor": G_HOT_MAX_FACTOR,
+    "warm_max_factor": G_WARM_MAX_FACTOR,
+    "lru_segmented": G_LRU_SEGMENTED,
+    "temp_lru": G_TEMP_LRU,
+    "temporary_ttl": G_TEMPORARY_TTL,
+    "oldest_live": G_OLDEST_LIVE,
+}
+_FLOAT_TUNABLES = frozenset(("slab_automove_ratio", "hot_max_factor", "warm_max_factor"))
 
 
 def log_level(verbose: int) -> int:
@@ -376,6 +400,7 @@ class Daemon:
         self.board.set(G_CRAWLER_TOCRAWL, self.settings.lru_crawler_tocrawl)
         self.board.set(G_SIZES, int(self.settings.track_sizes))  # from the first CAS
         self.board.set(G_DETAIL, int(self.settings.detail_enabled))
+        self._put_tunables({name: getattr(self.settings, name) for name in TUNABLE_WORDS})
         for t in self.server.tcp:
             log.info("listening on tcp %s", t.getsockname())
         for u in self.server.udp:
@@ -749,7 +774,28 @@ class Daemon:
             lru_crawler_tocrawl=board.get(G_CRAWLER_TOCRAWL),
             memory_limit=self.cache.memory_limit,
             slab_automove=self.cache.automove,
+            **self._tunables(),
         )
+
+    def _tunables(self) -> dict[str, Any]:
+        board = self.board
+        values: dict[str, Any] = {}
+        for name, word in TUNABLE_WORDS.items():
+            if name in _FLOAT_TUNABLES:
+                values[name] = board.get_float(word)
+            elif isinstance(getattr(self.settings, name), bool):
+                values[name] = bool(board.get(word))
+            else:
+                values[name] = board.get(word)
+        return values
+
+    def _put_tunables(self, values: dict[str, Any]) -> None:
+        board = self.board
+        for name, value in values.items():
+            if name in _FLOAT_TUNABLES:
+                board.set_float(TUNABLE_WORDS[name], value)
+            else:
+                board.set(TUNABLE_WORDS[name], int(value))
 
     def worker_woken(self) -> None:
         """A worker process woke (or starts): a reload SIGHUP asked for is done now, before
@@ -906,7 +952,7 @@ class Daemon:
         stats.update(
             version=MEMCACHED_VERSION,
             time=int(time.time()),
-            uptime=max(0, int(time.time()) - board.get(G_STARTED)),
+            uptime=self.clock.uptime(),
             rusage_user=user,
             rusage_system=system,
             curr_connections=srv.curr_connections,
@@ -948,7 +994,7 @@ class Daemon:
             "pid": self._supervisor_pid,
             "rusage_user": f"{user:.6f}",
             "rusage_system": f"{system:.6f}",
-            "uptime": max(0, int(time.time()) - self.board.get(G_STARTED)),
+            "uptime": self.clock.uptime(),
             "max_connections": self.settings.max_connections,
             "curr_connections": srv.curr_connections,
             "total_connections": figures["total_connections"],
@@ -1040,6 +1086,14 @@ class Daemon:
         """``lru_crawler sleep|tocrawl``: the crawler reads its word before each sweep."""
         board = self.board
         board.set(G_CRAWLER_SLEEP if name == "lru_crawler_sleep" else G_CRAWLER_TOCRAWL, value)
+        board.bump(G_SETTINGS_EPOCH)
+        board.wake_all()
+
+    def tune_settings(self, values: dict[str, Any]) -> None:
+        """``lru tune|mode|temp_ttl``, ``slabs automove ratio``, ``flush_all``'s oldest_live:
+        every worker's stats settings shows them (`TUNABLE_WORDS`)."""
+        self._put_tunables(values)
+        board = self.board
         board.bump(G_SETTINGS_EPOCH)
         board.wake_all()
 

@@ -110,6 +110,8 @@ class ServerInfo(Protocol):
 
     def set_sizes(self, on: bool) -> None: ...
 
+    def tune_settings(self, values: dict[str, Any]) -> None: ...
+
     def sizes_since(self) -> int | None: ...
 
     def refresh_settings(self) -> None: ...
@@ -363,6 +365,7 @@ class Handlers:
             c.LruCrawlerTune: self.lru_crawler_tune,
             c.SlabsReassign: self.slabs_reassign,
             c.SlabsAutomove: self.slabs_automove,
+            c.Lru: self.lru,
             c.ConfigGet: self.config_get,
             c.ConfigSet: self.config_set,
             c.ConfigDelete: self.config_delete,
@@ -962,6 +965,11 @@ class Handlers:
             outcome = Error.BAD_EXPTIME
         else:
             self.cache.flush_all(cmd.delay)
+            # memcached's oldest_live (stats settings' oldest): the second before the
+            # flush's time with CAS uniques, the flush's time without
+            clock = self.clock
+            oldest = clock.realtime(cmd.delay) if cmd.delay > 0 else clock.now()
+            self._tune({"oldest_live": oldest - 1 if self.settings.cas_enabled else oldest})
             outcome = Outcome.OK
         cmd.reply(s.out, outcome)
 
@@ -1357,6 +1365,10 @@ class Handlers:
             cmd.reply_stats(s.out, self.sizes_switch(sub == b"sizes_enable"), end=False)
         elif sub == b"conns":
             cmd.reply_stats(s.out, self.info.conns_stats(s))  # s: in conn_parse_cmd
+        elif sub == b"extstore" and not isinstance(cmd, b.BinStats):
+            # memcached (built with extstore, as Debian's is) run without -o ext_path has
+            # no figures to show: its END alone
+            cmd.reply_stats(s.out, [])
         elif sub == b"detail":
             self.stats_detail(cmd, args[1:], s)
         elif sub == b"cachedump":
@@ -1474,7 +1486,24 @@ class Handlers:
         if cmd.level is not None:
             self.cache.automove = cmd.level
             self.settings = self.settings.replace(slab_automove=cmd.level)
+        else:
+            self._tune({"slab_automove_ratio": cmd.ratio})
         cmd.reply(s.out, Outcome.OK)
+
+    def lru(self, cmd: c.Lru, s: Session) -> None:
+        """``lru tune|mode|temp_ttl``: memcached's segmented LRU's tuning. mcached's clock
+        LRU has no segments to tune: the values are its stats settings rows (and ``mode``
+        which stats rows are shown, as memcached's lru_segmented decides)."""
+        if cmd.needs_maintainer and not self.settings.lru_maintainer:
+            cmd.reply(s.out, Error.UNKNOWN_COMMAND)
+            return
+        self._tune(dict(cmd.values))
+        cmd.reply(s.out, Outcome.OK)
+
+    def _tune(self, values: dict[str, Any]) -> None:
+        """Run-time settings for every worker (`ServerInfo.tune_settings`)."""
+        self.settings = self.settings.replace(**values)
+        self.info.tune_settings(values)
 
     def items_stats(self) -> list[tuple[str, object]]:
         """``stats items``: memcached's per-class fields, for classes holding items."""

@@ -344,6 +344,13 @@ def joined(value: tuple[str, ...]) -> str:
     return ",".join(value)
 
 
+def c_float(value: float) -> str:
+    """printf's ``%.2f``, which (unlike Python's) keeps a NaN's sign: ``-nan``."""
+    if math.isnan(value):
+        return "-nan" if math.copysign(1.0, value) < 0 else "nan"
+    return f"{value:.2f}"
+
+
 def or_else(empty: str) -> Show:
     """The value, or memcached's word for "not set" (``no``, ``NULL``, ``(null)``)."""
     return lambda value: value or empty
@@ -928,6 +935,21 @@ class Settings:
             extended=True,
         ),
     )
+    # run-time only (memcached's ``lru tune|mode|temp_ttl``, ``slabs automove ratio``,
+    # ``flush_all``): the segmented LRU's and the automover's tuning, which mcached's clock
+    # LRU and automover do without, kept for the ``stats settings`` rows they set
+    slab_automove_ratio: float = field(
+        default=0.8, metadata=opt(None, "", stat="slab_automove_ratio")
+    )
+    hot_lru_pct: int = field(default=20, metadata=opt(None, "", stat="hot_lru_pct"))
+    warm_lru_pct: int = field(default=40, metadata=opt(None, "", stat="warm_lru_pct"))
+    hot_max_factor: float = field(default=0.2, metadata=opt(None, "", stat="hot_max_factor"))
+    warm_max_factor: float = field(default=2.0, metadata=opt(None, "", stat="warm_max_factor"))
+    temp_lru: bool = field(default=False, metadata=opt(None, "", stat="temp_lru"))
+    temporary_ttl: int = field(default=61, metadata=opt(None, "", stat="temporary_ttl"))
+    # memcached's oldest_live: the server time (clock.py) before which items are flushed,
+    # as the last flush_all set it (0: none yet)
+    oldest_live: int = field(default=0, metadata=opt(None, "", stat="oldest"))
     track_sizes: bool = field(
         default=False,
         metadata=opt(
@@ -1088,15 +1110,11 @@ def _show_yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def _show_float(value: float) -> str:
-    return f"{value:.2f}"
-
-
 _BY_TYPE: dict[Any, tuple[Parse, Parse, Show]] = {
     # type: (command-line parse, -o parse, stats settings format)
     bool: (text, switch, _show_yes_no),
     int: (integer, number, str),
-    float: (decimal, number, _show_float),
+    float: (decimal, number, c_float),
     str: (text, memcached_text, str),
 }
 
@@ -1332,18 +1350,10 @@ STATS_SETTINGS_ORDER = tuple(
 #: machinery mcached does without (the segmented LRU, extstore, log buffers), which is
 #: what such a row says on a memcached that does not use that machinery either
 FIXED_SETTINGS_ROWS: dict[str, str] = {
-    "oldest": "0",
     "hashpower_init": "0",
-    "slab_automove_ratio": "0.80",
     "slab_automove_window": "30",
     "tail_repair_time": "0",
     "hash_algorithm": sys.hash_info.algorithm,
-    "hot_lru_pct": "20",
-    "warm_lru_pct": "40",
-    "hot_max_factor": "0.20",
-    "warm_max_factor": "2.00",
-    "temp_lru": "no",
-    "temporary_ttl": "61",
     "watcher_logbuf_size": "262144",
     "worker_logbuf_size": "65536",
     "inline_ascii_response": "no",
@@ -1379,6 +1389,9 @@ def binding_protocol(s: Settings) -> str:
     return "auto"
 
 
+STAT_VALUE_MAX = 126
+
+
 def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
     """``stats settings`` lines: memcached's rows in its order, each setting's from its
     field, the others from `FIXED_SETTINGS_ROWS`; then any row memcached does not have."""
@@ -1387,6 +1400,9 @@ def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
     for o in OPTIONS.values():
         if o.stat:
             rows[o.stat] = o.show(getattr(s, o.name))
+    # memcached prints each row into a buffer of STAT_VAL_LEN (128) bytes, less one, and
+    # the NUL: a longer value (a ratio of 1e126, a long -l list) is cut to 126 bytes
     for name in STATS_SETTINGS_ORDER:
-        yield name, rows.pop(name)
-    yield from rows.items()
+        yield name, rows.pop(name)[:STAT_VALUE_MAX]
+    for name, value in rows.items():
+        yield name, value[:STAT_VALUE_MAX]

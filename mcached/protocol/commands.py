@@ -324,6 +324,23 @@ class LruCrawlerTune(Command):
         self.value = value
 
 
+class Lru(Command):
+    """``lru tune <hot%> <warm%> <hot factor> <warm factor>``, ``lru mode flat|segmented``,
+    ``lru temp_ttl <ttl>``: memcached's segmented LRU's tuning, for the whole daemon.
+    `values`: the settings it sets (field name, value); `needs_maintainer`: memcached
+    refuses it (ERROR) without its LRU maintainer thread (mode and temp_ttl)."""
+
+    __slots__ = ("values", "needs_maintainer", "noreply")
+    verb = b"lru"
+
+    def __init__(
+        self, values: tuple[tuple[str, Any], ...], needs_maintainer: bool, noreply: bool = False
+    ) -> None:
+        self.values = values
+        self.needs_maintainer = needs_maintainer
+        self.noreply = noreply
+
+
 class SlabsReassign(Command):
     """``slabs reassign <src> <dst>``: move a page between slab classes (dst 0: the global
     page pool; src -1: any class with a page to spare). A number memcached's ``safe_strtol``
@@ -338,15 +355,17 @@ class SlabsReassign(Command):
 
 
 class SlabsAutomove(Command):
-    """``slabs automove <0|1|2>``; `level` is None for ``slabs automove ratio <r>``, which
-    memcached accepts and mcached's automover has no use for."""
+    """``slabs automove <0|1|2>``, or (`level` None) ``slabs automove ratio <r>``, which
+    sets the ``stats settings`` row and nothing else: mcached's automover has no use for
+    it."""
 
-    __slots__ = ("level", "noreply")
+    __slots__ = ("level", "noreply", "ratio")
     verb = b"slabs"
 
-    def __init__(self, level: int | None, noreply: bool = False) -> None:
+    def __init__(self, level: int | None, noreply: bool = False, ratio: float = 0.0) -> None:
         self.level = level
         self.noreply = noreply
+        self.ratio = ratio
 
 
 class CacheMemlimit(Command):

@@ -135,6 +135,8 @@ class Error(_Member):
     CRAWLER_DISABLED = "crawler_disabled"  # lru_crawler crawl|metadump with the crawler off
     CRAWLER_NOT_STARTED = "crawler_not_started"  # lru_crawler enable when it runs already
     CRAWLER_SLEEP_RANGE = "crawler_sleep_range"  # lru_crawler sleep past 1000000 us
+    LRU_PCTS = "lru_pcts"  # lru tune: hot and warm over 80 %
+    LRU_FACTORS = "lru_factors"  # lru tune: an age factor of 0 or less
     BAD_COMMAND_LINE = "bad_command_line"  # stats cachedump without its two numbers
     ILLEGAL_SLAB_ID = "illegal_slab_id"  # stats cachedump past memcached's 63 classes
     CACHEDUMP_DISABLED = "cachedump_disabled"  # stats cachedump under -X

@@ -39,8 +39,11 @@ what was already buffered), so a block held here is under ``receive_min`` bytes.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from functools import partial
 from typing import Final
 
@@ -111,8 +114,6 @@ _ERROR = c.Invalid(Error.UNKNOWN_COMMAND)
 _Get = c.Get
 _G, _M = b"gm"  # Parser.lone: the first bytes of get and mg, as ints
 _FORMAT = c.Invalid(Error.BAD_FORMAT)
-# what strtod reads as a whole token (``slabs automove ratio <r>``)
-_STRTOD = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf(?:inity)?|nan))")
 _UNAUTHENTICATED = c.Invalid(Error.UNAUTHENTICATED)
 _AUTH_BAD_TERMINATION = c.Invalid(Error.AUTH_BAD_TERMINATION)
 _AUTH_BAD_FORMAT = c.Invalid(Error.AUTH_BAD_FORMAT)
@@ -203,6 +204,55 @@ def class_ids(tok: bytes) -> set[int] | None:
                 return None
             ids.add(i)
     return ids
+
+
+# what glibc's strtod reads (C locale): blanks, a sign, then a decimal or hex number, an
+# infinity or a NaN (``slabs automove ratio <r>``, ``lru tune``)
+_STRTOD = re.compile(
+    rb"[ \t\n\v\f\r]*([+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)"
+    rb"(?:[pP][+-]?[0-9]+)?|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    rb"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)))"
+)
+_DBL_MIN = 2.2250738585072014e-308  # the least normal double
+
+
+def strtod(tok: bytes) -> float | None:
+    """``safe_strtod``: the number strtod reads, when whitespace or the end follows it and
+    strtod set no ERANGE (a finite number past the doubles, or one that rounds to a
+    subnormal or to zero); None otherwise."""
+    m = _STRTOD.match(tok)
+    if m is None or (m.end() < len(tok) and not tok[m.end() : m.end() + 1].isspace()):
+        return None
+    text = m.group(1).decode()
+    sign = -1.0 if text[0] == "-" else 1.0
+    body = text.lstrip("+-").lower()
+    if body[0] in "in":
+        return math.copysign(math.inf if body[0] == "i" else math.nan, sign)
+    if body.startswith("0x"):
+        try:
+            value = float.fromhex(body)
+        except OverflowError:
+            return None
+        mantissa, _, exp = body[2:].partition("p")
+        whole, _, frac = mantissa.partition(".")
+        digits = int(whole + frac or "0", 16)
+        if value < _DBL_MIN and digits:  # subnormal or zero: ERANGE unless exact
+            if not value or Fraction(digits, 16 ** len(frac)) * Fraction(2) ** int(
+                exp or "0"
+            ) != Fraction(value):
+                return None
+    else:
+        value = float(body)
+        if math.isinf(value):
+            return None
+        if value < _DBL_MIN and Decimal(body) != Decimal(value):
+            return None
+    return sign * value
+
+
+def _int32(v: int) -> int:
+    """A 32-bit value as a C int holds it."""
+    return ((v + 2**31) & UINT32_MAX) - 2**31
 
 
 def parse_int32(tok: bytes) -> int | None:
@@ -322,6 +372,7 @@ class Parser(Buffered):
             b"cache_memlimit": self._memlimit,
             b"lru_crawler": self._lru_crawler,
             b"slabs": self._slabs,
+            b"lru": self._lru,
             b"config": self._config,
             b"refresh_certs": self._refresh_certs,
             b"watch": self._watch,
@@ -767,9 +818,10 @@ class Parser(Buffered):
         if n >= 3 and tokens[1] == b"automove":
             noreply = tokens[-1] == _NOREPLY
             if tokens[2] == b"ratio":
-                if n < 4 or not _STRTOD.fullmatch(tokens[3]):
+                ratio = strtod(tokens[3]) if n >= 4 else None
+                if ratio is None:
                     return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
-                return c.SlabsAutomove(None, noreply)
+                return c.SlabsAutomove(None, noreply, ratio)
             level = parse_uint32(tokens[2])  # safe_strtoul: 64 bits, kept modulo 2^32
             if level is None:
                 return c.Invalid(Error.BAD_FORMAT, noreply)
@@ -777,6 +829,42 @@ class Parser(Buffered):
                 return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
             return c.SlabsAutomove(level, noreply)
         return _ERROR
+
+    def _lru(self, tokens: list[bytes]) -> c.Command:
+        """``lru tune|mode|temp_ttl``, read as memcached's process_lru_command reads them:
+        noreply, then each form's least token count and its numbers (safe_strtoul for the
+        percentages, kept in a C int; safe_strtod for the factors; safe_strtol for the
+        ttl), else ERROR."""
+        n = len(tokens)
+        if n < 2:
+            return _ERROR
+        noreply = tokens[-1] == _NOREPLY
+        sub = tokens[1]
+        if sub == b"tune" and n >= 6:
+            hot, warm = parse_uint32(tokens[2]), parse_uint32(tokens[3])
+            hot_factor, factor = strtod(tokens[4]), strtod(tokens[5])
+            if hot is None or warm is None or hot_factor is None or factor is None:
+                return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
+            if (hot + warm) & UINT32_MAX > 80:  # unsigned: it wraps
+                return c.Invalid(Error.LRU_PCTS, noreply)
+            if factor <= 0 or hot_factor <= 0:  # a NaN passes
+                return c.Invalid(Error.LRU_FACTORS, noreply)
+            values: tuple[tuple[str, object], ...] = (
+                ("hot_lru_pct", _int32(hot)),
+                ("warm_lru_pct", _int32(warm)),
+                ("hot_max_factor", hot_factor),
+                ("warm_max_factor", factor),
+            )
+            return c.Lru(values, False, noreply)
+        if sub == b"mode" and n >= 3 and tokens[2] in (b"flat", b"segmented"):
+            return c.Lru((("lru_segmented", tokens[2] == b"segmented"),), True, noreply)
+        if sub == b"temp_ttl" and n >= 3:
+            ttl = parse_int32(tokens[2])
+            if ttl is not None:
+                if ttl < 0:
+                    return c.Lru((("temp_lru", False),), True, noreply)
+                return c.Lru((("temp_lru", True), ("temporary_ttl", ttl)), True, noreply)
+        return c.Invalid(Error.UNKNOWN_COMMAND, noreply)
 
     def _memlimit(self, tokens: list[bytes]) -> c.Command:
         n = len(tokens)

@@ -74,6 +74,9 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.CRAWLER_DISABLED: b"CLIENT_ERROR lru crawler disabled\r\n",
     Error.CRAWLER_NOT_STARTED: b"ERROR failed to start lru crawler thread\r\n",
     Error.CRAWLER_SLEEP_RANGE: b"CLIENT_ERROR sleep must be one second or less\r\n",
+    # lru tune (proto_text.c process_lru_command)
+    Error.LRU_PCTS: b"ERROR hot and warm pcts must not exceed 80\r\n",
+    Error.LRU_FACTORS: b"ERROR hot/warm age factors must be greater than 0\r\n",
     # stats cachedump (proto_text.c process_stat)
     Error.BAD_COMMAND_LINE: b"CLIENT_ERROR bad command line\r\n",
     Error.ILLEGAL_SLAB_ID: b"CLIENT_ERROR Illegal slab id\r\n",

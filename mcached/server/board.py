@@ -70,6 +70,7 @@ import mmap
 import os
 import pickle
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -132,7 +133,18 @@ G_RELOAD_EPOCH = 12  # bumped by the supervisor on SIGHUP: every worker reloads,
 G_KEPT_LEN = 13  # bytes of the kept blob (what dead workers' blobs left in the totals)
 G_DETAIL_RESETS = 14  # `reset`s so far: every worker clears its stats detail table
 G_LOCK_PID = 15  # the pid of the process that holds the board's lock (for the log), or 0
-G_WORDS = 16
+# the run-time settings only stats settings shows (`lru tune|mode|temp_ttl`, `slabs automove
+# ratio`, flush_all's oldest_live), a float as its IEEE bits (`get_float`)
+G_AUTOMOVE_RATIO = 16
+G_HOT_LRU_PCT = 17
+G_WARM_LRU_PCT = 18
+G_HOT_MAX_FACTOR = 19
+G_WARM_MAX_FACTOR = 20
+G_LRU_SEGMENTED = 21
+G_TEMP_LRU = 22
+G_TEMPORARY_TTL = 23
+G_OLDEST_LIVE = 24
+G_WORDS = 32
 STOP_NOW = 1
 STOP_GRACEFUL = 2
 STOP_SIGNALLED = 3
@@ -148,6 +160,10 @@ SERVER_FIGURES = (
     "ssl_handshake_errors",
     "ssl_new_sessions",
 )
+
+
+_WORD = struct.Struct("q")
+_DOUBLE = struct.Struct("d")
 
 
 def _map(size: int) -> mmap.mmap:
@@ -321,6 +337,12 @@ class Board:
 
     def set(self, g: int, value: int) -> None:
         self.words[g] = value
+
+    def get_float(self, g: int) -> float:
+        return float(_DOUBLE.unpack(_WORD.pack(self.words[g]))[0])
+
+    def set_float(self, g: int, value: float) -> None:
+        self.words[g] = _WORD.unpack(_DOUBLE.pack(value))[0]
 
     def bump(self, g: int) -> None:
         """An epoch moves on (under the lock: two bumps at once are two)."""

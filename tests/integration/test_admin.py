@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import select
+import time
 from collections.abc import Callable
 
 import pytest
@@ -150,3 +151,155 @@ def test_bget_is_get(server: Server) -> None:
             conn.read_until(b"ERROR\r\n")
             == b"VALUE k 0 1\r\nv\r\nVALUE k 0 1\r\nv\r\nEND\r\nERROR\r\n"
         )
+
+
+def settings_rows(address: tuple[str, int] | str, *names: str) -> dict[str, str]:
+    """These rows of ``stats settings``, asked on a connection of its own (on a daemon of
+    worker processes, maybe another worker's)."""
+    with Conn(address) as conn:
+        conn.send(b"stats settings\r\n")
+        text = conn.read_until(b"END\r\n").decode()
+    rows = dict(re.findall(r"STAT (\S+) (.*)\r\n", text))
+    return {name: rows[name] for name in names}
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_slabs_automove_ratio_is_read_by_strtod_and_shown(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """``slabs automove ratio <r>`` sets stats settings' slab_automove_ratio (printf's
+    %.2f, cut at 126 bytes as memcached's stat buffer cuts it), read as strtod reads it:
+    hex floats and NaN(...) too, but nothing past the doubles or rounding to a subnormal
+    (ERANGE). mcached always showed 0.80, refused hex and took 1e999."""
+    srv = server_factory(which)
+    cases = [
+        (b"0.5", b"OK", "0.50"),
+        (b"0x1p-2", b"OK", "0.25"),
+        (b"1e999", b"ERROR", "0.25"),
+        (b"1e-310", b"ERROR", "0.25"),
+        (b"0x1p-1074", b"OK", "0.00"),  # a subnormal, but exact: no ERANGE
+        (b"-nan", b"OK", "-nan"),
+        (b"NaN(x1)", b"OK", "nan"),
+        (b"-inf", b"OK", "-inf"),
+        (b"1.7976931348623157e308", b"OK", "17976931348623157" + "0" * 109),
+        (b"2 noreply", b"", "2.00"),
+    ]
+    for ratio, reply, row in cases:
+        with Conn(srv.address) as conn:
+            conn.send(b"slabs automove ratio %b\r\nmn\r\n" % ratio)
+            assert conn.read_until(b"MN\r\n") == (reply + b"\r\n" if reply else b"") + b"MN\r\n"
+        got = settings_rows(srv.address, "slab_automove_ratio")["slab_automove_ratio"]
+        if row.startswith("1797"):
+            assert len(got) == 126 and got.startswith("179769313486231570814"), ratio
+        else:
+            assert got == row, ratio
+
+
+LRU_ROWS = (
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temp_lru",
+    "temporary_ttl",
+    "lru_segmented",
+)
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_lru_tune_mode_and_temp_ttl(which: str, server_factory: Callable[..., Server]) -> None:
+    """memcached's ``lru`` command tunes its segmented LRU for the whole daemon: the
+    values are stats settings rows (and mode says which stats rows are shown). mcached
+    answered ERROR to every form."""
+    srv = server_factory(which)
+    steps = [
+        (b"lru tune 10 30 0.5 3", b"OK\r\n", ("10", "30", "0.50", "3.00", "no", "61", "yes")),
+        (b"lru tune 50 31 1 1", b"ERROR hot and warm pcts must not exceed 80\r\n", None),
+        (b"lru tune 1 1 0 1", b"ERROR hot/warm age factors must be greater than 0\r\n", None),
+        (b"lru tune 1 1 1 x", b"ERROR\r\n", None),
+        (b"lru tune 1 1 1", b"ERROR\r\n", None),
+        # the percentages are added as 32-bit unsigned numbers, and kept in C ints
+        (b"lru tune 4294967295 2 0x1p1 nan", b"OK\r\n", ("-1", "2", "2.00", "nan")),
+        (b"lru mode flat", b"OK\r\n", ("-1", "2", "2.00", "nan", "no", "61", "no")),
+        (b"lru mode x", b"ERROR\r\n", None),
+        (b"lru temp_ttl 30 noreply", b"", ("-1", "2", "2.00", "nan", "yes", "30", "no")),
+        (b"lru temp_ttl -1", b"OK\r\n", ("-1", "2", "2.00", "nan", "no", "30", "no")),
+        (b"lru temp_ttl x", b"ERROR\r\n", None),
+        (b"lru mode segmented", b"OK\r\n", ("-1", "2", "2.00", "nan", "no", "30", "yes")),
+        (b"lru", b"ERROR\r\n", None),
+        (b"lru foo 1", b"ERROR\r\n", None),
+    ]
+    for line, reply, rows in steps:
+        with Conn(srv.address) as conn:
+            conn.send(line + b"\r\nmn\r\n")
+            assert conn.read_until(b"MN\r\n") == reply + b"MN\r\n", line
+        if rows is not None:
+            got = settings_rows(srv.address, *LRU_ROWS)
+            assert tuple(got.values())[: len(rows)] == rows, line
+
+
+@pytest.mark.parametrize("which", ["mcached", "memcached"])
+def test_lru_mode_and_temp_ttl_need_the_maintainer(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    srv = server_factory(which, "-o", "no_lru_maintainer")
+    with Conn(srv.address) as conn:
+        conn.send(b"lru mode flat\r\nlru temp_ttl 5\r\nlru tune 10 10 1 1\r\nmn\r\n")
+        assert conn.read_until(b"MN\r\n") == b"ERROR\r\nERROR\r\nOK\r\nMN\r\n"
+
+
+def uptime(conn: Conn) -> int:
+    conn.send(b"stats\r\n")
+    return int(re.findall(rb"STAT uptime (\d+)", conn.read_until(b"END\r\n"))[0])
+
+
+@pytest.mark.parametrize("which", ["mcached", "memcached"])
+def test_uptime_starts_at_2(which: str, server_factory: Callable[..., Server]) -> None:
+    """memcached's uptime is its current_time less 60, and current_time starts at 62: a
+    daemon just started says 2. mcached counted from 0."""
+    started = time.monotonic()
+    srv = server_factory(which)
+    with Conn(srv.address) as conn:
+        up = uptime(conn)
+    assert 2 <= up <= 3 + time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("which", "flags"),
+    [
+        ("mcached", ()),
+        ("mcached-procs", ()),
+        ("memcached", ()),
+        ("mcached", ("-C",)),
+        ("memcached", ("-C",)),
+    ],
+)
+def test_flush_all_sets_stats_settings_oldest(
+    which: str, flags: tuple[str, ...], server_factory: Callable[..., Server]
+) -> None:
+    """stats settings' ``oldest`` is memcached's oldest_live, in server time (uptime + 60):
+    what the last flush_all set, the second before its time with CAS uniques. mcached
+    always showed 0."""
+    srv = server_factory(which, *flags)
+    cas = 0 if flags else 1  # -C: no CAS uniques
+    assert settings_rows(srv.address, "oldest") == {"oldest": "0"}
+    with Conn(srv.address) as conn:
+        for line, ahead in [(b"flush_all", 0), (b"flush_all 100", 100), (b"flush_all -5", 0)]:
+            before = uptime(conn)
+            conn.send(line + b"\r\n")
+            assert conn.read_until(b"\r\n") == b"OK\r\n"
+            after = uptime(conn)
+            oldest = int(settings_rows(srv.address, "oldest")["oldest"])
+            assert before + 60 + ahead - cas <= oldest <= after + 60 + ahead - cas, line
+        # a unix time before the start: memcached's realtime() says 1
+        conn.send(b"flush_all 2592001\r\n")
+        assert conn.read_until(b"\r\n") == b"OK\r\n"
+    assert settings_rows(srv.address, "oldest") == {"oldest": str(1 - cas)}
+
+
+def test_stats_extstore_is_empty(server: Server) -> None:
+    """memcached (built with extstore, as Debian's is) answers ``stats extstore`` without
+    -o ext_path with END alone; mcached answered ERROR."""
+    with Conn(server.address) as conn:
+        conn.send(b"stats extstore\r\nmn\r\n")
+        assert conn.read_until(b"MN\r\n") == b"END\r\nMN\r\n"

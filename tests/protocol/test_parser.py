@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mcached.errors import CloseConnection
@@ -152,10 +154,90 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("slabs-automove-negative", b"slabs automove -1\r\n", [FMT]),
     ("slabs-automove-text", b"slabs automove x\r\n", [FMT]),
     ("slabs-automove-none", b"slabs automove\r\n", [ERR]),
-    ("slabs-automove-ratio", b"slabs automove ratio 0.5\r\n", [c.SlabsAutomove(None)]),
-    ("slabs-automove-ratio-exp", b"slabs automove ratio 1e-2\r\n", [c.SlabsAutomove(None)]),
+    ("slabs-automove-ratio", b"slabs automove ratio 0.5\r\n", [c.SlabsAutomove(None, False, 0.5)]),
+    (
+        "slabs-automove-ratio-exp",
+        b"slabs automove ratio 1e-2\r\n",
+        [c.SlabsAutomove(None, False, 0.01)],
+    ),
     ("slabs-automove-ratio-bad", b"slabs automove ratio x\r\n", [ERR]),
     ("slabs-automove-ratio-none", b"slabs automove ratio\r\n", [ERR]),
+    (
+        "slabs-automove-ratio-hex",
+        b"slabs automove ratio 0x.8p1\r\n",
+        [c.SlabsAutomove(None, False, 1.0)],
+    ),
+    ("slabs-automove-ratio-huge", b"slabs automove ratio 1e999\r\n", [ERR]),
+    ("slabs-automove-ratio-hex-huge", b"slabs automove ratio 0x1p1024\r\n", [ERR]),
+    ("slabs-automove-ratio-tiny", b"slabs automove ratio 1e-310\r\n", [ERR]),
+    ("slabs-automove-ratio-hex-tiny", b"slabs automove ratio 0x3p-1075\r\n", [ERR]),
+    ("slabs-automove-ratio-hex-zero", b"slabs automove ratio 0x1p-99999\r\n", [ERR]),
+    (
+        "slabs-automove-ratio-hex-exact",
+        b"slabs automove ratio 0x1p-1074\r\n",
+        [c.SlabsAutomove(None, False, 5e-324)],
+    ),
+    (
+        "slabs-automove-ratio-hex-0",
+        b"slabs automove ratio -0x0p-5\r\n",
+        [c.SlabsAutomove(None, False, -0.0)],
+    ),
+    (
+        "slabs-automove-ratio-inf",
+        b"slabs automove ratio -Infinity\r\n",
+        [c.SlabsAutomove(None, False, -math.inf)],
+    ),
+    (
+        "slabs-automove-ratio-tab",
+        b"slabs automove ratio 0.5\tx\r\n",
+        [c.SlabsAutomove(None, False, 0.5)],
+    ),
+    ("slabs-automove-ratio-tail", b"slabs automove ratio 0.5x\r\n", [ERR]),
+    ("lru-alone", b"lru\r\n", [ERR]),
+    (
+        "lru-tune",
+        b"lru tune 10 20 0.5 2 noreply\r\n",
+        [
+            c.Lru(
+                (
+                    ("hot_lru_pct", 10),
+                    ("warm_lru_pct", 20),
+                    ("hot_max_factor", 0.5),
+                    ("warm_max_factor", 2.0),
+                ),
+                False,
+                True,
+            )
+        ],
+    ),
+    (
+        "lru-tune-wraps",
+        b"lru tune 4294967295 2 1 1\r\n",
+        [
+            c.Lru(
+                (
+                    ("hot_lru_pct", -1),
+                    ("warm_lru_pct", 2),
+                    ("hot_max_factor", 1.0),
+                    ("warm_max_factor", 1.0),
+                ),
+                False,
+            )
+        ],
+    ),
+    ("lru-tune-short", b"lru tune 10 20 0.5\r\n", [ERR]),
+    ("lru-tune-bad", b"lru tune 10 20 x 1 noreply\r\n", [c.Invalid(Error.UNKNOWN_COMMAND, True)]),
+    ("lru-tune-pcts", b"lru tune 41 40 1 1\r\n", [c.Invalid(Error.LRU_PCTS)]),
+    ("lru-tune-factors", b"lru tune 1 1 1 -0\r\n", [c.Invalid(Error.LRU_FACTORS)]),
+    ("lru-mode", b"lru mode flat\r\n", [c.Lru((("lru_segmented", False),), True)]),
+    ("lru-mode-bad", b"lru mode x\r\n", [ERR]),
+    (
+        "lru-temp-ttl",
+        b"lru temp_ttl 5\r\n",
+        [c.Lru((("temp_lru", True), ("temporary_ttl", 5)), True)],
+    ),
+    ("lru-temp-ttl-off", b"lru temp_ttl -5\r\n", [c.Lru((("temp_lru", False),), True)]),
+    ("lru-temp-ttl-bad", b"lru temp_ttl x\r\n", [ERR]),
     ("slabs-alone", b"slabs\r\n", [ERR]),
     ("slabs-unknown", b"slabs foo bar\r\n", [ERR]),
     ("memlimit", b"cache_memlimit 100\r\n", [c.CacheMemlimit(100)]),
