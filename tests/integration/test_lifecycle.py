@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -372,6 +373,8 @@ def test_bug_ready_and_the_watchdog_came_though_the_workers_never_started(tmp: P
     pings. (READY=1 came 15 s after the start whatever the workers did, with an error in
     the log, and the watchdog was fed from then on: a daemon serving nobody was "active"
     for good.)"""
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # its daemon runs worker threads
+        pytest.skip("a free-threaded build: the daemon starts worker threads, not processes")
     (tmp / "hold").touch()
     proc, port, hold, sink = spawn_holding(tmp, "-t", "2", watchdog_usec=400000)
     messages: list[str] = []
