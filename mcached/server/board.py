@@ -253,7 +253,9 @@ class Board:
         self.words[G_STARTED] = int(time.time())
         # the lock (`locked`): a record lock on this file between processes, and this
         # between the threads of one
-        self._lock_fd = _lock_file()
+        # a file object, not a bare descriptor: a board never closed gives it back when it
+        # is collected (an int leaked a descriptor per board: a program starting daemons)
+        self._lock_file = os.fdopen(_lock_file(), "r+b", buffering=0)
         self._threads_lock = threading.Lock()
         _BOARDS.add(self)
 
@@ -270,7 +272,7 @@ class Board:
         finally:
             if held:
                 self.words[G_LOCK_PID] = 0
-                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
                 self._threads_lock.release()
 
     def _acquire(self, wait: float) -> bool:
@@ -280,7 +282,7 @@ class Board:
             pause = 0.0001
             while True:
                 try:
-                    fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.lockf(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         threads.release()
@@ -715,9 +717,7 @@ class Board:
         for inbox in self.inboxes or ():
             while inbox:
                 inbox.popleft()[0].close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._lock_file.close()
         try:
             for view in (*self._own_views, self.words):
                 view.release()

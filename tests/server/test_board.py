@@ -3,6 +3,7 @@ dies, read against a reset) and the asker slots (a gatherer that serves nothing)
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -545,3 +546,20 @@ def test_a_process_forked_while_a_thread_held_the_lock_can_take_it() -> None:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     board.close()
+
+
+def test_bug_a_board_never_closed_kept_its_lock_descriptor() -> None:
+    """A board that is only collected (a daemon stopped inside a program without `close`)
+    gives every descriptor back: its lock's was a bare int, one leaked per board (the
+    free-threaded suite, whose tests start hundreds of daemons in one process, ran into
+    fds in the hundreds)."""
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = descriptors()
+    for _ in range(20):
+        Board(2, ["a", "b"])
+    gc.collect()
+    assert descriptors() == before
