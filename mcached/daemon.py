@@ -1014,7 +1014,7 @@ class Daemon:
             if self.settings.ssl_session_cache:
                 out["ssl_new_sessions"] = figures["ssl_new_sessions"]
             out["ssl_handshake_errors"] = figures["ssl_handshake_errors"]
-            out["time_since_server_cert_refresh"] = int(time.monotonic() - srv.tls.loaded_at)
+            out["time_since_server_cert_refresh"] = srv.tls.since_refresh(out["uptime"])
         s = self.settings
         if s.cluster_file or s.cluster_dns or s.config_set_enabled:
             # a node of a cluster: its configuration and health checks (mcached's own rows,

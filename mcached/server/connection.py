@@ -158,6 +158,7 @@ class Connection:
         "_sent_total",
         "sink",
         "lone",
+        "_hs_steps",
     )
 
     def __init__(
@@ -185,6 +186,7 @@ class Connection:
         self.counters: Counters = worker.counters
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.state = HANDSHAKE if self.tls else READING
+        self._hs_steps = 0  # TLS handshake steps taken (only the first one's failure counts)
         # unsent output, oldest first: bytes, or memoryview slices of partly sent pieces
         self._wq: deque[bytes | memoryview] = deque()
         self._wq_bytes = 0
@@ -373,9 +375,23 @@ class Connection:
         elif not self._wq:
             self._refresh_events()
 
+    def start_tls(self) -> None:
+        """Just accepted: the handshake's first step, on whatever has arrived."""
+        if self.state == HANDSHAKE:
+            self._handshake()
+
     def _handshake(self) -> None:
-        """One non-blocking step of the TLS handshake (memcached's ssl_accept)."""
+        """One non-blocking step of the TLS handshake (memcached's ssl_accept).
+
+        The first step is taken as the connection is accepted (`start_tls`), as memcached
+        calls SSL_accept once in its accept, and only that step's failure counts in
+        ``ssl_handshake_errors``: what had arrived by then (a ClientHello refused, plain
+        text, an EOF). memcached runs the rest of the handshake inside its reads, where a
+        failure (a client certificate refused, plain text sent late, a client that leaves
+        without a byte) just closes the connection."""
         sock: ssl.SSLSocket = self.sock  # type: ignore[assignment]
+        first = not self._hs_steps
+        self._hs_steps += 1
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -385,7 +401,8 @@ class Connection:
             self._set_events(WRITE)
             return
         except (OSError, ValueError) as exc:  # SSLError is an OSError
-            self.worker.tls_handshake_failed()
+            if first:
+                self.worker.tls_handshake_failed()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("<%d TLS handshake failed: %s", self.fd, exc)
             self.close("TLS handshake failed")

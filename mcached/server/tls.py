@@ -17,7 +17,8 @@ renegotiation, which is disabled); ``ssl_min_version`` 0..3 -> TLS 1.0 .. 1.3;
 ticket either way, as they do in memcached.
 
 Counters (``stats``, shown only with -Z, memcached's names): ``ssl_handshake_errors``,
-``ssl_new_sessions`` (with ssl_session_cache: full handshakes, i.e. not resumed), each a
+``ssl_new_sessions`` (with ssl_session_cache: sessions OpenSSL's callback would see, as
+memcached counts them: `TLS.new_sessions`), each a
 figure of the worker that counted it on the board (`mcached.server.board`: summed over
 workers, a dead one's kept, zeroed by ``stats reset`` as memcached's are), and
 ``time_since_server_cert_refresh``.
@@ -111,7 +112,9 @@ class TLS:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.context = build_context(settings)
-        self.loaded_at = time.monotonic()
+        # when refresh_certs last loaded the files; None: never since the start, when
+        # memcached's clock stood at zero, 60 s before its uptime's (see `since_refresh`)
+        self.loaded_at: float | None = None
         self.epoch = 0  # the board's TLS epoch these files were loaded for
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
@@ -130,14 +133,30 @@ class TLS:
         logging.getLogger("mcached.lifecycle").info("TLS certificates reloaded")
         return None
 
+    def since_refresh(self, uptime: int) -> int:
+        """``time_since_server_cert_refresh``: memcached stamps its start-up load with its
+        clock's zero, which runs 60 s (ITEM_UPDATE_INTERVAL) ahead of ``uptime``."""
+        if self.loaded_at is None:
+            return uptime + 60
+        return int(time.monotonic() - self.loaded_at)
+
     def reload(self) -> None:
         """SIGHUP."""
         self.refresh()
 
-    def new_session(self, sock: ssl.SSLSocket) -> bool:
-        """Whether a handshake just done counts in ``ssl_new_sessions``: a full one (not
-        resumed), counted with ssl_session_cache only, as memcached counts it."""
-        return bool(self.settings.ssl_session_cache and not sock.session_reused)
+    def new_sessions(self, sock: ssl.SSLSocket) -> int:
+        """What a handshake just done adds to ``ssl_new_sessions`` (with ssl_session_cache
+        only): memcached counts OpenSSL's new-session callback, which runs for every TLS 1.3
+        ticket sent (the context's `num_tickets`, 2, after a full handshake; one after a
+        resumption) and, below TLS 1.3, for a full handshake's session put in the server's
+        cache, which OpenSSL does not do when it sends a ticket instead (the server's
+        session then has no id)."""
+        if not self.settings.ssl_session_cache:
+            return 0
+        if sock.version() == "TLSv1.3":
+            return 1 if sock.session_reused else self.context.num_tickets
+        session = sock.session
+        return int(not sock.session_reused and session is not None and bool(session.id))
 
     def __repr__(self) -> str:
         return f"TLS({self.settings.ssl_chain_cert!r})"

@@ -612,6 +612,7 @@ class Worker:
             self._conn_event(watch.CONN_NEW, conn, "")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("<%d new client connection from %s", conn.fd, conn.peer)
+        conn.start_tls()  # memcached's SSL_accept in its accept
 
     def _pause_accepting(self) -> None:
         if not self._paused_until:
@@ -835,8 +836,8 @@ class Worker:
         self.board.add_figure(self.slot, "ssl_handshake_errors")
 
     def tls_handshake_done(self, sock: Any) -> None:
-        if self.tls is not None and self.tls.new_session(sock):
-            self.board.add_figure(self.slot, "ssl_new_sessions")
+        if self.tls is not None and (new := self.tls.new_sessions(sock)):
+            self.board.add_figure(self.slot, "ssl_new_sessions", new)
 
     # ---- watch: streams of log lines (mcached.server.eventlog) ----
 

@@ -540,13 +540,27 @@ def test_refresh_certs_reaches_every_worker_process(
     assert peer_cns(server, ctx, 12) == {"127.0.0.1"}
     rotate(pki, tmp_path, server, ctx)
     assert peer_cns(server, ctx, 12) == {"127.0.0.1 (rotated)"}
-    for _ in range(6):  # plain-text clients fail their handshakes on whichever worker
-        with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
+    # plain-text clients fail their handshakes on whichever worker; counted when their text
+    # has come by the accept (as memcached counts), so it is sent while the workers are
+    # stopped
+    import psutil
+
+    workers = psutil.Process(server.handle.pid).children()
+    for p in workers:
+        p.suspend()
+    try:
+        raws = [socket.create_connection(server.address, timeout=TIMEOUT) for _ in range(6)]
+        for raw in raws:
             raw.sendall(b"version\r\n")
-            try:
-                raw.recv(100)
-            except OSError:
-                pass
+    finally:
+        for p in workers:
+            p.resume()
+    for raw in raws:
+        try:
+            raw.recv(100)
+        except OSError:
+            pass
+        raw.close()
     deadline = time.monotonic() + 5
     while True:
         with tls_conn(server.port, ctx) as s:
@@ -586,3 +600,111 @@ def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate
     time.sleep(0.5)  # the new process starts its loop
     # 8 new connections, none woken by anything: the balancing spreads them over both
     assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
+
+
+# ---- the ssl_* stats rows, counted as memcached counts them ----
+
+
+def test_time_since_server_cert_refresh_counts_from_memcacheds_clock_zero(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached stamps the certificates loaded at start with its clock's zero, 60 s ahead
+    of ``uptime`` (ITEM_UPDATE_INTERVAL): a fresh daemon shows uptime + 60; after
+    refresh_certs, the seconds since it."""
+    server = server_factory(kind, *tls_flags(pki))
+    client = mc_client(server, client_context(pki))
+    try:
+        stats = client.stats()
+        assert stats[b"time_since_server_cert_refresh"] - stats[b"uptime"] == 60
+        with tls_conn(server.port, client_context(pki)) as s:
+            assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+        assert client.stats()[b"time_since_server_cert_refresh"] <= 1
+    finally:
+        client.close()
+
+
+def test_ssl_new_sessions_counts_tickets(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached counts OpenSSL's new-session callback: TLS 1.3 sends two tickets after a
+    full handshake and one after a resumption; TLS 1.2 caches a session (counted) only for
+    a client that takes no ticket."""
+    server = server_factory(kind, *tls_flags(pki, "ssl_session_cache"))
+
+    def new_sessions() -> int:
+        with tls_conn(server.port, client_context(pki)) as s:
+            reply = request(s, b"stats\r\n", end=b"END\r\n")
+        row = next(ln for ln in reply.split(b"\r\n") if ln.startswith(b"STAT ssl_new_sessions "))
+        return int(row.split()[2])
+
+    def connect(ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> ssl.SSLSession:
+        raw = socket.create_connection(server.address, timeout=TIMEOUT)
+        with ctx.wrap_socket(raw, server_hostname=HOST, session=session) as s:
+            request(s, b"version\r\n")  # TLS 1.3 tickets arrive after the handshake
+            assert s.session_reused == (session is not None)
+            assert s.session is not None
+            return s.session
+
+    tls13 = client_context(pki)
+    tls12 = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    no_ticket = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    no_ticket.options |= ssl.OP_NO_TICKET
+    counts = []
+    before = new_sessions()  # itself a full TLS 1.3 handshake: 2
+    for ctx in (tls13, tls12):
+        session = connect(ctx)
+        counts.append(new_sessions() - before - 2)
+        connect(ctx, session)
+        counts.append(new_sessions() - before - 4 - counts[-1])
+        before = new_sessions()
+    connect(no_ticket)
+    counts.append(new_sessions() - before - 2)
+    assert counts == [2, 1, 0, 0, 1]
+
+
+def test_handshake_errors_count_only_what_came_with_the_accept(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached calls SSL_accept once as it accepts and counts only that call's failures
+    in ssl_handshake_errors; the rest of the handshake runs in its reads, where a failure
+    closes the connection uncounted. So a client that waits before its ClientHello and is
+    then refused (no certificate, one from another CA), or that sends plain text late, or
+    connects and leaves without a byte, is not counted; plain text that comes with the
+    connection is."""
+    server = server_factory(kind, *tls_flags(pki, "ssl_verify_mode=2", f"ssl_ca_cert={pki.ca}"))
+    good = client_context(pki, (pki.client_cert, pki.client_key))
+
+    def errors() -> int:
+        client = mc_client(server, good)
+        try:
+            return int(client.stats()[b"ssl_handshake_errors"])
+        finally:
+            client.close()
+
+    def slow(send: Callable[[socket.socket], None]) -> None:
+        with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
+            time.sleep(0.3)  # accepted, and its first handshake step taken, by now
+            try:
+                send(raw)
+            except (ssl.SSLError, OSError):
+                pass
+
+    def tls_client(ctx: ssl.SSLContext) -> Callable[[socket.socket], None]:
+        def send(raw: socket.socket) -> None:
+            s = ctx.wrap_socket(raw, server_hostname=HOST)
+            s.sendall(b"version\r\n")
+            s.recv(100)
+
+        return send
+
+    def plain_text(raw: socket.socket) -> None:
+        raw.sendall(b"version\r\n")
+        raw.recv(100)
+
+    assert errors() == 0
+    slow(tls_client(client_context(pki)))
+    slow(tls_client(client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)))
+    slow(tls_client(client_context(pki, (pki.rogue_cert, pki.rogue_key))))
+    slow(plain_text)
+    slow(lambda raw: None)
+    assert errors() == 0
