@@ -54,12 +54,27 @@ class TLSError(SettingsError):
         super().__init__(message, code=64)
 
 
-def _reason(exc: BaseException) -> str:
+# OpenSSL 3's numbers and names for the libraries its errors come from (ERR_LIB_*): a
+# message ends as memcached's does, with ERR_error_string_n's "error:<code>:<lib>::<reason>"
+_LIBRARIES = {"SSL": (20, "SSL routines"), "X509": (11, "x509 certificate routines"),
+              "PEM": (9, "PEM routines")}  # fmt: skip
+NULL_FILE = "error:8000000E:system library::Bad address"  # OpenSSL given no file name
+NO_PEM = "error:0480006C:PEM routines::no start line"  # a file with no PEM block of the kind
+NO_KEY = "error:1E08010C:DECODER routines::unsupported"  # a key file with no key in it
+
+
+def _reason(exc: BaseException, default: str = "") -> str:
+    """The error OpenSSL would report first, as memcached prints it (ERR_error_string_n);
+    `default` when Python's exception names only a later one ("[SSL] PEM lib")."""
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        lib = _LIBRARIES.get(exc.library or "")
+        if lib and exc.reason and exc.reason != "PEM_LIB" and isinstance(exc.errno, int):
+            code = lib[0] << 23 | exc.errno & 0x7FFFFF
+            return f"error:{code:08X}:{lib[1]}::{exc.reason.lower().replace('_', ' ')}"
+        return default or str(exc)
     if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc)
+        return f"error:{0x80000000 | exc.errno:08X}:system library::{os.strerror(exc.errno)}"
+    return default or str(exc)
 
 
 def _check_chain(path: str) -> None:
@@ -67,14 +82,14 @@ def _check_chain(path: str) -> None:
     load_cert_chain can be blamed on the key, as memcached's messages do)."""
     what = "Error loading the certificate chain"
     if not path:
-        raise TLSError(f"{what}: (null) : -o ssl_chain_cert=<file> is required with -Z")
+        raise TLSError(f"{what}: (null) : {NULL_FILE}")
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise TLSError(f"{what}: {path} : {_reason(exc)}") from None
     if not _PEM_CERT.search(data):
-        raise TLSError(f"{what}: {path} : no PEM certificate in the file")
+        raise TLSError(f"{what}: {path} : {NO_PEM}")
 
 
 def build_context(s: Settings) -> ssl.SSLContext:
@@ -85,7 +100,10 @@ def build_context(s: Settings) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(s.ssl_chain_cert, s.ssl_key or None)
     except (OSError, ValueError) as exc:
-        raise TLSError(f"Error loading the key: {s.ssl_key or '(null)'} : {_reason(exc)}") from None
+        key = s.ssl_key or "(null)"
+        raise TLSError(
+            f"Error loading the key: {key} : {_reason(exc, NO_KEY if s.ssl_key else NULL_FILE)}"
+        ) from None
     ctx.verify_mode = VERIFY_MODES[s.ssl_verify_mode]
     if s.ssl_ca_cert:
         try:

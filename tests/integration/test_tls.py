@@ -454,32 +454,87 @@ def start_and_fail(kind: str, args: list[str]) -> tuple[int, str]:
     return proc.returncode, proc.stderr.decode()
 
 
+NO_FILE = "error:80000002:system library::No such file or directory"
+NULL_FILE = "error:8000000E:system library::Bad address"
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("missing-chain", "Error loading the certificate chain: {missing} : "),
-        ("bad-key", "Error loading the key: {ca} : "),
-        ("missing-ca", "Error loading the CA certificate: {missing} : "),
+        ("missing-chain", "Error loading the certificate chain: {missing} : " + NO_FILE),
+        ("no-chain", "Error loading the certificate chain: (null) : " + NULL_FILE),
+        (
+            "junk-chain",
+            "Error loading the certificate chain: {junk} : "
+            "error:0480006C:PEM routines::no start line",
+        ),
+        ("missing-key", "Error loading the key: {missing} : " + NO_FILE),
+        ("no-key", "Error loading the key: (null) : " + NULL_FILE),
+        ("bad-key", "Error loading the key: {ca} : error:1E08010C:DECODER routines::unsupported"),
+        (
+            "mismatched-key",
+            "Error loading the key: {other_key} : "
+            "error:05800074:x509 certificate routines::key values mismatch",
+        ),
+        ("missing-ca", "Error loading the CA certificate: {missing} : " + NO_FILE),
+        (
+            "junk-ca",
+            "Error loading the CA certificate: {junk} : "
+            "error:05800088:x509 certificate routines::no certificate or crl found",
+        ),
         ("bad-ciphers", "Error setting the provided cipher(s): BOGUS"),
     ],
 )
 def test_bad_tls_files_stop_the_start(
     kind: str, name: str, expected: str, pki: PKI, tmp_path: Path
 ) -> None:
+    """memcached's line, ending with OpenSSL's first error as ERR_error_string_n prints it
+    (memcached prints the queue's later errors above it: those lines are not mcached's)."""
     if kind == "memcached" and shutil.which("memcached") is None:
         pytest.skip("reference memcached not installed")
     missing = tmp_path / "missing.pem"
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk\n")
+    files = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
     opts = {
         "missing-chain": f"ssl_chain_cert={missing},ssl_key={pki.server_key}",
+        "no-chain": f"ssl_key={pki.server_key}",
+        "junk-chain": f"ssl_chain_cert={junk},ssl_key={pki.server_key}",
+        "missing-key": f"ssl_chain_cert={pki.server_cert},ssl_key={missing}",
+        "no-key": f"ssl_chain_cert={pki.server_cert}",
         "bad-key": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.ca}",
-        "missing-ca": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key},"
-        f"ssl_ca_cert={missing}",
-        "bad-ciphers": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key},"
-        "ssl_ciphers=BOGUS",
+        "mismatched-key": f"ssl_chain_cert={pki.server_cert},ssl_key={pki.other_server_key}",
+        "missing-ca": f"{files},ssl_ca_cert={missing}",
+        "junk-ca": f"{files},ssl_ca_cert={junk}",
+        "bad-ciphers": f"{files},ssl_ciphers=BOGUS",
     }[name]
     code, err = start_and_fail(kind, ["-Z", "-o", opts])
     assert code == 64
-    assert expected.format(missing=missing, ca=pki.ca) in err
+    line = expected.format(missing=missing, ca=pki.ca, junk=junk, other_key=pki.other_server_key)
+    assert err.splitlines()[-1] == line
+
+
+def test_refresh_certs_error_line(
+    kind: str, pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """A bad file at refresh_certs: memcached's error line, sent even with noreply."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    server = server_factory(kind, "-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}")
+    with tls_conn(server.port, client_context(pki)) as s:
+        shutil.copy(pki.other_server_cert, cert)
+        mismatch = (
+            f"Error loading the key: {key} : "
+            "error:05800074:x509 certificate routines::key values mismatch\r\n"
+        ).encode()
+        assert request(s, b"refresh_certs\r\n") == mismatch
+        cert.write_text("junk\n")
+        junk = (
+            f"Error loading the certificate chain: {cert} : "
+            "error:0480006C:PEM routines::no start line\r\n"
+        ).encode()
+        assert request(s, b"refresh_certs noreply\r\n") == junk
 
 
 @pytest.mark.parametrize(
