@@ -756,10 +756,14 @@ def test_handshake_errors_count_only_what_came_with_the_accept(
         raw.sendall(b"version\r\n")
         raw.recv(100)
 
-    assert errors() == 0
-    slow(tls_client(client_context(pki)))
-    slow(tls_client(client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)))
-    slow(tls_client(client_context(pki, (pki.rogue_cert, pki.rogue_key))))
-    slow(plain_text)
-    slow(lambda raw: None)
-    assert errors() == 0
+    counts = [errors()]
+    for send in (
+        tls_client(client_context(pki)),
+        tls_client(client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)),
+        tls_client(client_context(pki, (pki.rogue_cert, pki.rogue_key))),
+        plain_text,
+        lambda raw: None,
+    ):
+        slow(send)
+        counts.append(errors())
+    assert counts == [counts[0]] * 6  # (the test harness's readiness probe may count once)
