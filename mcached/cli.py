@@ -63,7 +63,7 @@ def _convert(values: dict[str, Any]) -> Settings:
     settings = Settings(**options)
     validate(settings)
     for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(w, err=True)
     return settings
 
 

@@ -39,6 +39,8 @@ class SettingsError(Exception):
 
 KB = 1024
 MB = 1024 * 1024
+#: -m's bound: mcached's item addresses hold 20 bits of 1 MB page number (storage/items.py)
+MAX_MEMORY_LIMIT = 2**20 * MB
 
 #: text (as given) and how messages name the setting ("-m", "--stall-timeout", "idle_timeout")
 Parse = Callable[[Any, str], Any]
@@ -66,6 +68,7 @@ def opt(
     show: Show | None = None,
     implies: Mapping[str, Any] | None = None,
     path: bool = False,
+    negatable: bool = False,
 ) -> dict[str, Any]:
     """Field metadata: `flag`/`long` on the command line, or an ``-o`` key when `extended`.
     What is left out defaults by the field's type (see `Option`)."""
@@ -82,6 +85,7 @@ def opt(
         "show": show,
         "implies": dict(implies or {}),
         "path": path,
+        "negatable": negatable,
     }
 
 
@@ -106,14 +110,6 @@ def decimal(raw: str, what: str) -> float:
         raise SettingsError(f"Invalid value for {what}: {raw!r} (a number)") from None
 
 
-def megabytes(raw: str, what: str) -> int:
-    """``-m 64`` or ``-m 64m``: megabytes."""
-    digits = raw.strip().lower().removesuffix("m")
-    if not digits.isdigit():
-        raise SettingsError(f"Invalid value for {what}: {raw!r} (megabytes)")
-    return int(digits) * MB
-
-
 def parse_size(text: str, what: str = "size") -> int:
     """``-I`` style sizes: plain bytes, or a k/m suffix (memcached's ``-I`` parser)."""
     s = text.strip().lower()
@@ -127,50 +123,171 @@ def parse_size(text: str, what: str = "size") -> int:
     return int(s) * unit
 
 
-def size(raw: str, what: str) -> int:
-    return parse_size(raw, f"{what} value")
-
-
-def one_char(raw: str, what: str) -> str:
-    if len(raw) != 1:
-        raise SettingsError(f"{what} takes one character", code=1)
-    return raw
-
-
 def addresses(raw: tuple[str, ...], what: str) -> tuple[str, ...]:
     """``-l`` given several times, each comma separated."""
     return tuple(h.strip() for spec in raw for h in spec.split(",") if h.strip())
 
 
-def failing_with(parse: Parse, message: str, code: int) -> Parse:
-    """`parse`, with memcached's message for a value it cannot read."""
+# ---- memcached's C readers (libc's atoi/atof, util.c's safe_strto*), on text ----
 
-    def read(raw: str, what: str) -> Any:
+_C_SPACE = " \t\n\v\f\r"
+_LEAD_INT = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+# what glibc's strtod reads (C locale): a decimal or hex number, an infinity or a NaN
+_LEAD_FLOAT = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)"
+    r"(?:[pP][+-]?[0-9]+)?|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)))"
+)
+_INT64 = 2**63
+_UINT64 = 2**64
+_UINT32 = 2**32
+
+
+def _int32(value: int) -> int:
+    """A number as a C int holds it (strtol's long, stored in 32 bits)."""
+    value = max(-_INT64, min(_INT64 - 1, value))
+    return ((value + 2**31) % _UINT32) - 2**31
+
+
+def _float(text: str) -> float:
+    sign = -1.0 if text[0] == "-" else 1.0
+    body = text.lstrip("+-").lower()
+    if body[0] in "in":
+        return math.copysign(math.inf if body[0] == "i" else math.nan, sign)
+    if body.startswith("0x"):
         try:
-            return parse(raw, what)
-        except SettingsError:
-            raise SettingsError(message, code) from None
-
-    return read
-
-
-# -o values: the text after "=", "" when there is none (or after a no_ prefix)
+            return sign * float.fromhex(body)
+        except OverflowError:
+            return sign * math.inf
+    return sign * float(body)
 
 
-def switch(raw: str, what: str) -> bool:
-    """An on/off ``-o`` key (``no_`` turns it off): a value is refused."""
-    if raw:
-        raise SettingsError(f"-o {what} takes no value", code=1)
+def c_atoi(raw: str) -> int:
+    """libc's ``atoi``: leading blanks and a sign, the digits up to the first other
+    character, 0 when there are none; kept in a C int."""
+    m = _LEAD_INT.match(raw)
+    return _int32(int(m.group(1))) if m else 0
+
+
+def c_atof(raw: str) -> float:
+    """libc's ``atof``: the number ``strtod`` reads at the start, 0.0 when there is none
+    (``1.5x`` is 1.5, ``0x2`` is 2.0, ``1e999`` is inf)."""
+    m = _LEAD_FLOAT.match(raw)
+    return _float(m.group(1)) if m else 0.0
+
+
+def _ends_number(raw: str, end: int) -> bool:
+    """memcached's safe_strto* take a number followed by a blank or the end."""
+    return end == len(raw) or raw[end] in _C_SPACE
+
+
+def safe_strtoul(raw: str) -> int | None:
+    """util.c's ``safe_strtoul`` into a uint32_t: strtoul's 64 bits (a minus sign negates
+    modulo 2^64, refused when the result reads as negative), kept in 32; None if not a
+    number."""
+    m = _LEAD_INT.match(raw)
+    if not m or not _ends_number(raw, m.end()):
+        return None
+    value = int(m.group(1))
+    if abs(value) >= _UINT64:
+        return None  # ERANGE
+    value %= _UINT64
+    if value >= _INT64 and "-" in raw:
+        return None
+    return value % _UINT32
+
+
+def safe_strtol(raw: str) -> int | None:
+    """util.c's ``safe_strtol`` into an int32_t: strtol's 64-bit range, kept in 32 bits."""
+    m = _LEAD_INT.match(raw)
+    if not m or not _ends_number(raw, m.end()):
+        return None
+    value = int(m.group(1))
+    if not -_INT64 <= value < _INT64:
+        return None  # ERANGE
+    return _int32(value)
+
+
+def safe_strtod(raw: str) -> float | None:
+    """util.c's ``safe_strtod``: strtod's number, followed by a blank or the end, and not
+    past the doubles."""
+    m = _LEAD_FLOAT.match(raw)
+    if not m or not _ends_number(raw, m.end()):
+        return None
+    value = _float(m.group(1))
+    if math.isinf(value) and "inf" not in m.group(1).lower():
+        return None  # ERANGE
+    return value
+
+
+def atoi_flag(raw: str, what: str) -> int:
+    """A flag memcached reads with ``atoi`` (``-c``, ``-t``, ``-n``, ``-R``, ``-b``, ``-m``):
+    ``x`` is 0, which its bound refuses in memcached's words; ``5x`` is 5."""
+    return c_atoi(raw)
+
+
+def atof_flag(raw: str, what: str) -> float:
+    return c_atof(raw)
+
+
+def megabytes(raw: str, what: str) -> int:
+    """``-m``: memcached's ``atoi(optarg) * 1024 * 1024`` (``-m 64m`` is 64 MB, ``-m 1g`` 1)."""
+    return c_atoi(raw) * MB
+
+
+def item_size(raw: str, what: str) -> int:
+    """``-I``: memcached's reading: a last k/m (K/M) is the unit, ``atoi`` the rest."""
+    unit = {"k": KB, "m": MB}.get(raw[-1:].lower(), 1)
+    return c_atoi(raw[:-1] if unit > 1 else raw) * unit
+
+
+def delimiter(raw: str, what: str) -> str:
+    """``-D``: the first character (memcached's ``optarg[0]``)."""
+    if not raw:
+        raise SettingsError("No delimiter specified", code=1)
+    return raw[0]
+
+
+# -o values: the text after "=", None when there is none; memcached's suboption readers.
+# (memcached reads a switch's value, if any, and ignores it.)
+
+
+def switch(raw: str | None, what: str) -> bool:
+    """An on/off ``-o`` key: a value given is ignored, as memcached's getsubopt does."""
     return True
 
 
-def lax_switch(raw: str, what: str) -> bool:
-    """An on/off ``-o`` key whose value memcached ignores (its ssl_* switches)."""
-    return True
+lax_switch = switch
 
 
-def number(raw: str, what: str) -> int:
-    """A numeric ``-o`` key, in mcached's words."""
+def suboption(
+    read: Callable[[str], Any],
+    missing: str = "Missing {what} argument",
+    bad: str = "could not parse argument to {what}",
+    then: Callable[[Any], Any] | None = None,
+) -> Parse:
+    """An ``-o key=value`` read as memcached reads it: `read` (libc's or util.c's, None for
+    text it refuses), memcached's words for no value and for a refused one (exit 1), and
+    what memcached does to the number (kilobytes into bytes, in 32 bits)."""
+
+    def parse(raw: str | None, what: str) -> Any:
+        if raw is None:
+            raise SettingsError(missing.format(what=what), code=1)
+        value = read(raw)
+        if value is None:
+            raise SettingsError(bad.format(what=what), code=1)
+        return then(value) if then else value
+
+    return parse
+
+
+def in_32_bits(scale: int) -> Callable[[int], int]:
+    """memcached multiplies a uint32_t setting in place (``*= 1024``): the product wraps."""
+    return lambda value: value * scale % _UINT32
+
+
+def number(raw: str | None, what: str) -> int:
+    """A numeric ``-o`` key mcached adds, in mcached's words."""
     if not raw:
         raise SettingsError(f"-o {what} needs a value: {what}=<num>", code=1)
     try:
@@ -179,42 +296,23 @@ def number(raw: str, what: str) -> int:
         raise SettingsError(f"Invalid value for {what}: {raw!r}") from None
 
 
-def memcached_number(raw: str, what: str) -> int:
-    """A numeric ``-o`` key, in memcached's words (its ``safe_strtol`` suboptions)."""
-    if not raw:
+memcached_number = suboption(safe_strtol)  # memcached's safe_strtol suboptions
+atoi = suboption(c_atoi, missing="Missing {what} value")  # lru_crawler_sleep
+uint32 = suboption(
+    safe_strtoul, missing="Missing {what} value", bad="{what} takes a numeric 32bit value"
+)
+
+
+def hash_name(raw: str | None, what: str) -> str:
+    if raw is None:
         raise SettingsError(f"Missing {what} argument", code=1)
-    try:
-        return int(raw, 10)
-    except ValueError:
-        raise SettingsError(f"could not parse argument to {what}", code=1) from None
+    if raw not in ("jenkins", "murmur3", "xxh3"):
+        raise SettingsError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", code=1)
+    return raw
 
 
-def atoi(raw: str, what: str) -> int:
-    """A numeric ``-o`` key memcached reads with ``atoi``: leading blanks and a sign, the
-    digits up to the first other character, 0 when there are none."""
-    if not raw:
-        raise SettingsError(f"Missing {what} value", code=1)
-    m = _ATOI.match(raw)
-    return int(m.group(1)) if m else 0
-
-
-_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
-
-
-def uint32(raw: str, what: str) -> int:
-    """A numeric ``-o`` key memcached reads with ``safe_strtoul``: up to 64 bits (no minus
-    sign), kept in 32 (4294967296 is 0)."""
-    if not raw:
-        raise SettingsError(f"Missing {what} value", code=1)
-    m = _ATOI.fullmatch(raw)
-    value = int(m.group(1)) if m else -1
-    if not 0 <= value < 2**64:
-        raise SettingsError(f"{what} takes a numeric 32bit value", code=1)
-    return value & 0xFFFFFFFF
-
-
-def memcached_text(raw: str, what: str) -> str:
-    if not raw:
+def memcached_text(raw: str | None, what: str) -> str:
+    if raw is None:
         raise SettingsError(f"Missing {what} argument", code=1)
     return raw
 
@@ -233,9 +331,9 @@ def octal(raw: str, what: str) -> int:
     return sign * int(digits or "0", 8)
 
 
-def automove_level(raw: str, what: str) -> int:
-    """``-o slab_automove`` alone is ``slab_automove=1`` (memcached's)."""
-    return number(raw, what) if raw else 1
+def automove_level(raw: str | None, what: str) -> int:
+    """``-o slab_automove`` alone is ``slab_automove=1``, else ``atoi`` (memcached's)."""
+    return 1 if raw is None else c_atoi(raw)
 
 
 # ---- check: bounds, with memcached's messages ----
@@ -276,6 +374,16 @@ def one_of(values: tuple[Any, ...], message: str, code: int = 64) -> Check:
 def above(low: float, message: str, code: int = 64) -> Check:
     def check(value: Any) -> None:
         if not value > low:
+            raise SettingsError(message.format(value=value), code)
+
+    return check
+
+
+def outside(low: float, high: float, message: str, code: int = 64) -> Check:
+    """memcached's ``if (v <= low || v > high)``: a NaN passes, as it does in C."""
+
+    def check(value: Any) -> None:
+        if value <= low or value > high:
             raise SettingsError(message.format(value=value), code)
 
     return check
@@ -344,11 +452,11 @@ def joined(value: tuple[str, ...]) -> str:
     return ",".join(value)
 
 
-def c_float(value: float) -> str:
+def c_float(value: float, places: int = 2) -> str:
     """printf's ``%.2f``, which (unlike Python's) keeps a NaN's sign: ``-nan``."""
     if math.isnan(value):
         return "-nan" if math.copysign(1.0, value) < 0 else "nan"
-    return f"{value:.2f}"
+    return f"{value:.{places}f}"
 
 
 def or_else(empty: str) -> Show:
@@ -367,6 +475,22 @@ def in_octal(value: int) -> str:
 
 def looked_up(table: tuple[Any, ...]) -> Show:
     return lambda value: str(table[value])
+
+
+def ext_opt(
+    stat: str, help: str, *, parse: Parse | None = None, show: Show | None = None
+) -> dict[str, Any]:
+    """An extstore ``-o`` key (memcached's ``storage_read_config``): memcached built with
+    extstore reads it whether ``ext_path`` is given or not, and shows it in stats settings;
+    mcached has no extstore, and reads it, checks it and shows it the same way."""
+    return opt(
+        None,
+        f"{help} (extstore: read and shown in stats settings; mcached has no extstore)",
+        stat=stat,
+        extended=True,
+        parse=parse or suboption(safe_strtoul),
+        show=show,
+    )
 
 
 def default_threads() -> int:
@@ -470,6 +594,11 @@ class Settings:
             stat="maxbytes",
             metavar="<num>",
             parse=megabytes,
+            check=at_most(
+                MAX_MEMORY_LIMIT,
+                "Cannot set memory limit higher than 1048576 megabytes (1 terabyte): "
+                "mcached's item addresses hold 20 bits of page number",
+            ),
         ),
     )
     evictions: bool = field(
@@ -490,6 +619,7 @@ class Settings:
             long="--conn-limit",
             stat="maxconns",
             metavar="<num>",
+            parse=atoi_flag,
             check=at_least(1, "Maximum connections must be greater than 0", 1),
         ),
     )
@@ -513,7 +643,7 @@ class Settings:
             long="--slab-growth-factor",
             stat="growth_factor",
             metavar="<num>",
-            parse=failing_with(decimal, FACTOR, 1),
+            parse=atof_flag,
             check=(above(1.0, FACTOR, 1), finite(FACTOR, 1)),
         ),
     )
@@ -525,6 +655,7 @@ class Settings:
             long="--slab-min-size",
             stat="chunk_size",
             metavar="<bytes>",
+            parse=atoi_flag,
             check=at_least(1, "Chunk size must be greater than 0", 1),
         ),
     )
@@ -537,6 +668,7 @@ class Settings:
             f"(default: memcached's 4, at most the machine's cores: {default_threads()} here)",
             long="--threads",
             stat="num_threads",
+            parse=atoi_flag,
             metavar="<num>",
             check=(
                 at_least(1, "Number of threads must be greater than 0", 1),
@@ -553,6 +685,7 @@ class Settings:
             long="--max-reqs-per-event",
             stat="reqs_per_event",
             metavar="<num>",
+            parse=atoi_flag,
             check=at_least(1, "Number of requests per event must be greater than 0", 1),
         ),
     )
@@ -568,7 +701,7 @@ class Settings:
             long="--listen-backlog",
             stat="tcp_backlog",
             metavar="<num>",
-            check=at_least(1, "Listen backlog must be greater than 0", 1),
+            parse=atoi_flag,
         ),
     )
     protocol: str = field(
@@ -626,11 +759,9 @@ class Settings:
             long="--max-item-size",
             stat="item_size_max",
             metavar="<num>",
-            parse=size,
-            check=(
-                at_least(KB, "Item max size cannot be less than 1024 bytes."),
-                at_most(1024 * MB, "Cannot set item size limit higher than 1 gigabytes."),
-            ),
+            parse=item_size,
+            # its upper bound is a rule: memcached checks it after the 1/2 of -m one
+            check=at_least(KB, "Item max size cannot be less than 1024 bytes."),
         ),
     )
     stat_key_prefix: str = field(
@@ -641,7 +772,7 @@ class Settings:
             " giving it turns the collection on",
             stat="stat_key_prefix",
             metavar="<char>",
-            parse=one_char,
+            parse=delimiter,
             implies={"detail_enabled": True},
         ),
     )
@@ -693,6 +824,15 @@ class Settings:
     lock_memory: bool = field(
         default=False,
         metadata=opt("-k", "lock down all paged memory (mlockall)", long="--lock-memory"),
+    )
+    large_pages: bool = field(
+        default=False,
+        metadata=opt(
+            "-L",
+            "try to use large memory pages (if available): accepted, as memcached's on "
+            "Linux; mcached leaves its arena's pages to the kernel (transparent huge pages)",
+            long="--enable-largepages",
+        ),
     )
     log_file: str = field(
         default="",
@@ -821,6 +961,7 @@ class Settings:
             "always does, no_maxconns_fast only changes stats settings)",
             stat="maxconns_fast",
             extended=True,
+            negatable=True,
         ),
     )
     read_buf_mem_limit: int = field(
@@ -832,7 +973,7 @@ class Settings:
             "holding the most are closed (default: 0, 32 MB per worker)",
             stat="read_buf_mem_limit",
             extended=True,
-            check=at_least(0, "read_buf_mem_limit must be 0 or more", 1),
+            parse=suboption(safe_strtoul),
             show=megabytes_in_bytes,
         ),
     )
@@ -843,6 +984,9 @@ class Settings:
             "timeout for idle connections in seconds (default: 0, no timeout)",
             stat="idle_timeout",
             extended=True,
+            # memcached's atoi takes a negative one, and then closes every connection that
+            # waits a second: mcached refuses it
+            parse=suboption(c_atoi, missing="Missing numeric argument for {what}"),
             check=at_least(0, "idle_timeout must be 0 or more", 1),
         ),
     )
@@ -855,10 +999,8 @@ class Settings:
             stat="slab_chunk_max",
             extended=True,
             parse=memcached_number,
-            # memcached takes any size (and crashes on 0); mcached's chunks hold a 48-byte
-            # item header, so it keeps the floor -I has, which the kilobytes it once read
-            # here had too
-            check=at_least(KB, "slab_chunk_max cannot be less than 1024 bytes."),
+            # its floor is a rule (`_slab_chunk_max_fits`): checked after the list, as
+            # memcached checks -I's
         ),
     )
     slab_reassign: bool = field(
@@ -868,6 +1010,7 @@ class Settings:
             "allow moving slab pages between classes (default: enabled)",
             stat="slab_reassign",
             extended=True,
+            negatable=True,
         ),
     )
     slab_automove: int = field(
@@ -888,6 +1031,7 @@ class Settings:
             "background thread that reclaims expired items (default: enabled)",
             stat="lru_crawler",
             extended=True,
+            negatable=True,
         ),
     )
     lru_crawler_sleep: int = field(
@@ -922,6 +1066,7 @@ class Settings:
             "same either way (default: enabled; no_lru_maintainer also turns lru_segmented off)",
             stat="lru_maintainer_thread",
             extended=True,
+            negatable=True,
             implies={"lru_segmented": True},
         ),
     )
@@ -933,20 +1078,218 @@ class Settings:
             "either way, this decides which stats rows are shown (default: enabled)",
             stat="lru_segmented",
             extended=True,
+            negatable=True,
         ),
     )
-    # run-time only (memcached's ``lru tune|mode|temp_ttl``, ``slabs automove ratio``,
-    # ``flush_all``): the segmented LRU's and the automover's tuning, which mcached's clock
-    # LRU and automover do without, kept for the ``stats settings`` rows they set
+    # the segmented LRU's and the automover's tuning, which mcached's clock LRU and
+    # automover do without: read and checked as memcached reads them, at start (-o) and at
+    # run time (``lru tune|mode|temp_ttl``, ``slabs automove ratio``), for the ``stats
+    # settings`` rows they set
     slab_automove_ratio: float = field(
-        default=0.8, metadata=opt(None, "", stat="slab_automove_ratio")
+        default=0.8,
+        metadata=opt(
+            None,
+            "ratio limit between young/old slab classes (default: 0.8; shown in stats "
+            "settings, mcached's automover does without it)",
+            stat="slab_automove_ratio",
+            extended=True,
+            parse=suboption(c_atof),
+            check=outside(0, 1, "slab_automove_ratio must be > 0 and < 1", 1),
+        ),
     )
-    hot_lru_pct: int = field(default=20, metadata=opt(None, "", stat="hot_lru_pct"))
-    warm_lru_pct: int = field(default=40, metadata=opt(None, "", stat="warm_lru_pct"))
-    hot_max_factor: float = field(default=0.2, metadata=opt(None, "", stat="hot_max_factor"))
-    warm_max_factor: float = field(default=2.0, metadata=opt(None, "", stat="warm_max_factor"))
+    slab_automove_window: int = field(
+        default=30,
+        metadata=opt(
+            None,
+            "window size for mem limit ratio (default: 30; shown in stats settings)",
+            stat="slab_automove_window",
+            extended=True,
+            parse=suboption(c_atoi),
+            check=at_least(3, "slab_automove_window must be > 2", 1),
+        ),
+    )
+    hot_lru_pct: int = field(
+        default=20,
+        metadata=opt(
+            None,
+            "pct of slab memory to reserve for hot lru (default: 20; shown in stats settings)",
+            stat="hot_lru_pct",
+            extended=True,
+            parse=suboption(c_atoi),
+            check=between(1, 79, "hot_lru_pct must be > 1 and < 80", 1),
+        ),
+    )
+    warm_lru_pct: int = field(
+        default=40,
+        metadata=opt(
+            None,
+            "pct of slab memory to reserve for warm lru (default: 40; shown in stats settings)",
+            stat="warm_lru_pct",
+            extended=True,
+            parse=suboption(c_atoi),
+            check=between(1, 79, "warm_lru_pct must be > 1 and < 80", 1),
+        ),
+    )
+    hot_max_factor: float = field(
+        default=0.2,
+        metadata=opt(
+            None,
+            "items idle > cold lru age * this are moved from hot lru (default: 0.2; shown "
+            "in stats settings)",
+            stat="hot_max_factor",
+            extended=True,
+            parse=suboption(c_atof),
+            check=outside(0, math.inf, "hot_max_factor must be > 0", 1),
+        ),
+    )
+    warm_max_factor: float = field(
+        default=2.0,
+        metadata=opt(
+            None,
+            "items idle > cold lru age * this are moved from warm lru (default: 2.0; shown "
+            "in stats settings)",
+            stat="warm_max_factor",
+            extended=True,
+            parse=suboption(c_atof),
+            check=outside(0, math.inf, "warm_max_factor must be > 0", 1),
+        ),
+    )
     temp_lru: bool = field(default=False, metadata=opt(None, "", stat="temp_lru"))
-    temporary_ttl: int = field(default=61, metadata=opt(None, "", stat="temporary_ttl"))
+    temporary_ttl: int = field(
+        default=61,
+        metadata=opt(
+            None,
+            "TTL's below this use separate LRU, cannot be evicted (default: off; shown in "
+            "stats settings, with temp_lru yes; needs the LRU maintainer)",
+            stat="temporary_ttl",
+            extended=True,
+            parse=suboption(c_atoi),
+            implies={"temp_lru": True},
+        ),
+    )
+    # memcached's tuning of machinery mcached does without (its hash table, its logger's
+    # buffers, extstore with no ext_path, TLS buffers): read and checked as memcached does,
+    # and shown in the stats settings rows memcached has for them
+    hashpower: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "an int from 12 to 32: memcached's initial hash table size (mcached's table "
+            "grows by itself; shown in stats settings as hashpower_init)",
+            stat="hashpower_init",
+            extended=True,
+            parse=suboption(c_atoi, missing="Missing numeric argument for {what}"),
+            check=(
+                at_least(12, "Initial hashtable multiplier of {value} is too low", 1),
+                at_most(
+                    32,
+                    "Initial hashtable multiplier of {value} is too high\n"
+                    'Choose a value based on "STAT hash_power_level" from a running instance',
+                    1,
+                ),
+            ),
+        ),
+    )
+    tail_repair_time: int = field(
+        default=0,
+        metadata=opt(
+            None,
+            "seconds before memcached frees a leaked item (10 or more; shown in stats settings)",
+            stat="tail_repair_time",
+            extended=True,
+            parse=suboption(c_atoi, missing="Missing numeric argument for {what}"),
+            check=at_least(10, "Cannot set tail_repair_time to less than 10 seconds", 1),
+        ),
+    )
+    hash_algorithm: str = field(
+        default="",
+        metadata=opt(
+            None,
+            "jenkins, murmur3 or xxh3: memcached's key hash (mcached hashes with the "
+            "interpreter's, which stats settings shows)",
+            extended=True,
+            parse=hash_name,
+        ),
+    )
+    watcher_logbuf_size: int = field(
+        default=256 * KB,
+        metadata=opt(
+            None,
+            "size in kilobytes of per-watcher write buffer (default: 256; shown in stats settings)",
+            stat="watcher_logbuf_size",
+            extended=True,
+            parse=suboption(safe_strtoul, then=in_32_bits(KB)),
+        ),
+    )
+    worker_logbuf_size: int = field(
+        default=64 * KB,
+        metadata=opt(
+            None,
+            "size in kilobytes of per-worker-thread buffer read by background thread "
+            "(default: 64; shown in stats settings)",
+            stat="worker_logbuf_size",
+            extended=True,
+            parse=suboption(safe_strtoul, then=in_32_bits(KB)),
+        ),
+    )
+    ext_item_size: int = field(
+        default=512, metadata=ext_opt("ext_item_size", "store items larger than this (bytes)")
+    )
+    ext_item_age: int = field(
+        default=2**32 - 1,
+        metadata=ext_opt("ext_item_age", "store items idle at least this long (seconds)"),
+    )
+    ext_low_ttl: int = field(
+        default=0, metadata=ext_opt("ext_low_ttl", "consider TTLs lower than this specially")
+    )
+    ext_recache_rate: int = field(
+        default=2000, metadata=ext_opt("ext_recache_rate", "recache an item every N accesses")
+    )
+    ext_wbuf_size: int = field(
+        default=4 * MB,
+        metadata=ext_opt(
+            "ext_wbuf_size",
+            "size in megabytes of page write buffers",
+            parse=suboption(safe_strtoul, then=in_32_bits(MB)),
+        ),
+    )
+    ext_compact_under: int = field(
+        default=0,
+        metadata=ext_opt("ext_compact_under", "compact when fewer than this many free pages"),
+    )
+    ext_drop_under: int = field(
+        default=0,
+        metadata=ext_opt("ext_drop_under", "drop COLD items when fewer than this many free pages"),
+    )
+    ext_max_sleep: int = field(
+        default=1_000_000,
+        metadata=ext_opt("ext_max_sleep", "max sleep time of background threads in us"),
+    )
+    ext_max_frag: float = field(
+        default=0.8,
+        metadata=ext_opt(
+            "ext_max_frag",
+            "max page fragmentation to tolerate",
+            parse=suboption(safe_strtod),
+        ),
+    )
+    slab_automove_freeratio: float = field(
+        default=0.01,
+        metadata=ext_opt(
+            "slab_automove_freeratio",
+            "ratio of memory to hold free as buffer",
+            parse=suboption(safe_strtod),
+            show=lambda value: c_float(value, 3),
+        ),
+    )
+    ext_drop_unread: bool = field(
+        default=False,
+        metadata=ext_opt(
+            "ext_drop_unread",
+            "don't re-write unread values during compaction",
+            parse=switch,
+        ),
+    )
     # memcached's oldest_live: the server time (clock.py) before which items are flushed,
     # as the last flush_all set it (0: none yet)
     oldest_live: int = field(default=0, metadata=opt(None, "", stat="oldest"))
@@ -1053,6 +1396,38 @@ class Settings:
             show=looked_up(SSL_VERSIONS),
         ),
     )
+    ssl_keyformat: int = field(
+        default=1,
+        metadata=opt(
+            None,
+            "private key format (PEM 1, DER 2, ENGINE 3) (default: PEM; mcached reads PEM)",
+            stat="ssl_keyformat",
+            extended=True,
+            parse=memcached_number,
+        ),
+    )
+    ssl_wbuf_size: int = field(
+        default=16 * KB,
+        metadata=opt(
+            None,
+            "size in kilobytes of per-connection SSL output buffer (default: 16; shown in "
+            "stats settings)",
+            stat="ssl_wbuf_size",
+            extended=True,
+            parse=suboption(safe_strtoul, then=in_32_bits(KB)),
+        ),
+    )
+    ssl_kernel_tls: bool = field(
+        default=False,
+        metadata=opt(
+            None,
+            "enable kernel TLS offload (shown in stats settings; mcached's TLS is OpenSSL's "
+            "through Python)",
+            stat="ssl_kernel_tls",
+            extended=True,
+            parse=switch,
+        ),
+    )
     # ---- hostile clients: mcached-only ----
     stall_timeout: float = field(
         default=30.0,
@@ -1098,6 +1473,7 @@ class Option:
     show: Show
     implies: Mapping[str, Any]
     path: bool
+    negatable: bool
     default: Any
 
     @property
@@ -1138,6 +1514,7 @@ def _option(f: dataclasses.Field[Any], kind: Any) -> Option:
         show=md["show"] or show,
         implies=md["implies"],
         path=md["path"],
+        negatable=md["negatable"],
         default=default,
     )
 
@@ -1149,27 +1526,19 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-# memcached-internal -o keys: tuning for machinery mcached does not have (extstore, the hash
-# table's growth, the LRU maintainer's thresholds, log buffers). Accepted, with a warning, so
-# that an existing memcached command line starts; they change nothing here.
-IGNORED_EXTENDED = frozenset(
-    """
-    hashpower tail_repair_time hash_algorithm resp_obj_mem_limit hot_lru_pct
-    warm_lru_pct hot_max_factor warm_max_factor temporary_ttl watcher_logbuf_size
-    worker_logbuf_size no_hashexpand modern sock_cookie_id
-    inline_ascii_response no_inline_ascii_response slab_automove_ratio
-    slab_automove_window slab_automove_freeratio large_memory_pages
-    ext_path ext_page_size ext_wbuf_size ext_threads ext_io_threadcount ext_item_size
-    ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate ext_compact_under ext_drop_under
-    ext_max_frag ext_max_sleep ext_path_sync ssl_wbuf_size ssl_kernel_tls ssl_keyformat
-    """.split()
-)
+# memcached's -o keys for machinery mcached does not have and whose value no stats row shows
+# (extstore's file and threads, custom slab sizes): read, with a warning, so that an existing
+# memcached command line starts; they change nothing here
+IGNORED_EXTENDED = frozenset("ext_path ext_page_size ext_threads ext_io_depth slab_sizes".split())
 _EXTENDED = {o.name: o for o in OPTIONS.values() if o.extended}
 
-#: ``-o`` keys that stand for several settings: (what they set, what they set unless given
-#: before them). ``no_modern``: memcached's pre-1.5 defaults (``memcached.c``), in the
-#: settings mcached has: slab_chunk_max becomes the page size, no page moves, no
-#: maxconns_fast, and no crawler, maintainer or segmented LRU
+#: ``-o`` keys that stand for several settings (or none): (what they set, what they set unless
+#: given before them); memcached ignores a value given to any of them. ``no_modern``:
+#: memcached's pre-1.5 defaults (``memcached.c``), in the settings mcached has:
+#: slab_chunk_max becomes the page size, no page moves, no maxconns_fast, and no crawler,
+#: maintainer or segmented LRU. The no-ops: ``modern`` ("currently no new defaults"), the
+#: inline responses memcached 1.6 dropped, the hash table's growth (mcached's table grows
+#: by itself), the seccomp privileges of memcached's threads, memcached's socket cookie
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "no_modern": (
         {
@@ -1182,40 +1551,59 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
         {"slab_chunk_max": MB},  # memcached's slab_page_size
     ),
+    "no_slab_automove": ({"slab_automove": 0}, {}),
+    "no_chunked_items": ({"slab_chunk_max": MB}, {}),
+    **dict.fromkeys(
+        "modern inline_ascii_resp no_inline_ascii_resp no_hashexpand drop_privileges "
+        "no_drop_privileges sock_cookie_id".split(),
+        ({}, {}),
+    ),
+}
+
+#: ``-o`` keys memcached only prints a line for (stderr)
+NOTICES = {
+    "resp_obj_mem_limit": "DEPRECATED: resp_obj_mem_limit no longer used. See read_buf_mem_limit,"
 }
 
 
 def apply_extended(options: dict[str, Any], spec: str, warn: list[str]) -> None:
-    """Parse one ``-o`` comma list into `options` (field name -> value); `warn` collects notes.
+    """Parse one ``-o`` comma list into `options` (field name -> value); `warn` collects
+    lines for stderr.
 
-    ``key=value`` or ``key``; ``no_<key>`` turns an on/off key off (memcached's convention)
-    and is refused on a key that takes a value."""
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, _, value = item.partition("=")
+    As memcached's ``getsubopt`` loop: ``key=value`` or ``key`` (the value None), an empty
+    piece refused (one trailing comma ends the list), each value read and checked as it
+    comes. ``no_<key>`` turns a switch off where memcached has that form."""
+    pieces = spec.split(",")
+    if pieces[-1] == "":
+        pieces.pop()
+    for item in pieces:
+        name, eq, given = item.partition("=")
+        value = given if eq else None
         if name in PRESETS:
             sets, defaults = PRESETS[name]
             options.update(sets)
             options.update({k: v for k, v in defaults.items() if k not in options})
             continue
+        if name in NOTICES:
+            warn.append(NOTICES[name])
+            continue
         if name in IGNORED_EXTENDED:
-            warn.append(f"-o {name}: memcached-internal option, accepted and ignored")
+            warn.append(f"warning: -o {name}: memcached-internal option, accepted and ignored")
             continue
         off = name.startswith("no_") and name not in _EXTENDED
         o = _EXTENDED.get(name[3:] if off else name)
-        if o is None:
-            raise SettingsError(f'Illegal suboption "{name}"', code=1)
+        if o is None or (off and not o.negatable):
+            raise SettingsError(f'Illegal suboption "{item}"', code=1)
         if o.take == FLAG:
-            o.parse(value, name)  # a switch: refuses a value, or ignores it
+            o.parse(value, name)  # a switch: its value is ignored
             options[o.name] = not off
             # what a switch implies follows it both ways (no_lru_maintainer: not segmented)
             options.update({k: v if not off else not v for k, v in o.implies.items()})
-        elif off:
-            raise SettingsError(f"-o {name} needs a value: {name}=<num>", code=1)
         else:
             options[o.name] = o.parse(value, name)
+            for check in o.checks:  # memcached checks each as it reads it
+                check(options[o.name])
+            options.update(o.implies)
 
 
 def convert(
@@ -1252,11 +1640,18 @@ def convert(
 def _item_size_within_memory(s: Settings) -> None:
     if s.memory_limit <= 0 or s.item_size_max > s.memory_limit // 2:
         raise SettingsError("Cannot set item size limit higher than 1/2 of memory max.")
+    if s.item_size_max > 1024 * MB:
+        raise SettingsError("Cannot set item size limit higher than a gigabyte.")
 
 
 def _slab_chunk_max_fits(s: Settings) -> None:
     """memcached's three checks on -o slab_chunk_max, in its order and words."""
     chunk, item, page = s.slab_chunk_max, s.item_size_max, s.slab_page_size
+    if chunk < KB:
+        # memcached takes any size (and crashes on 0); mcached's chunks hold a 48-byte
+        # item header, so it keeps the floor -I has, which the kilobytes it once read
+        # here had too
+        raise SettingsError("slab_chunk_max cannot be less than 1024 bytes.")
     if chunk > item:
         raise SettingsError(
             f"slab_chunk_max (bytes: {chunk}) cannot be larger than -I (item_size_max {item})"
@@ -1270,6 +1665,16 @@ def _slab_chunk_max_fits(s: Settings) -> None:
         raise SettingsError(
             f"slab_chunk_max (bytes: {chunk}) must divide evenly into {page} (slab_page_size)"
         )
+
+
+def _lru_shares(s: Settings) -> None:
+    if s.hot_lru_pct + s.warm_lru_pct > 80:
+        raise SettingsError("hot_lru_pct + warm_lru_pct cannot be more than 80% combined")
+
+
+def _temp_lru_needs_maintainer(s: Settings) -> None:
+    if s.temp_lru and not s.lru_maintainer:
+        raise SettingsError("temporary_ttl requires lru_maintainer to be enabled")
 
 
 def _no_udp_with_auth(s: Settings) -> None:
@@ -1308,6 +1713,8 @@ def _one_cluster_source(s: Settings) -> None:
 RULES: tuple[Callable[[Settings], None], ...] = (
     _item_size_within_memory,
     _slab_chunk_max_fits,
+    _lru_shares,
+    _temp_lru_needs_maintainer,
     _no_udp_with_auth,
     _sasl_is_binary,
     _notls_needs_ssl,
@@ -1317,9 +1724,12 @@ RULES: tuple[Callable[[Settings], None], ...] = (
 
 def validate(s: Settings) -> None:
     """memcached's start-up checks, with its messages (``memcached.c`` ``main``): every
-    setting's own bounds, in declaration order, then the rules between settings."""
+    setting's own bounds, in declaration order, then the rules between settings. A default
+    is not checked (memcached checks what it is given: hashpower's is 0, below its 12)."""
     for o in OPTIONS.values():
         value = getattr(s, o.name)
+        if value == o.default and o.default is not None:
+            continue
         for check in o.checks:
             check(value)
     for rule in RULES:
@@ -1345,32 +1755,12 @@ STATS_SETTINGS_ORDER = tuple(
     """.split()
 )
 
-#: rows for what mcached has no setting of: its value where mcached has one (no SASL, the
-#: interpreter's hash, no warm-restart file), else memcached's default for tuning of
-#: machinery mcached does without (the segmented LRU, extstore, log buffers), which is
-#: what such a row says on a memcached that does not use that machinery either
+#: rows for what mcached has no setting of: its value (the interpreter's hash, no
+#: warm-restart file, no NAPI ids), or memcached's where the setting does nothing there
+#: either (inline_ascii_response)
 FIXED_SETTINGS_ROWS: dict[str, str] = {
-    "hashpower_init": "0",
-    "slab_automove_window": "30",
-    "tail_repair_time": "0",
     "hash_algorithm": sys.hash_info.algorithm,
-    "watcher_logbuf_size": "262144",
-    "worker_logbuf_size": "65536",
     "inline_ascii_response": "no",
-    "ext_item_size": "512",
-    "ext_item_age": "4294967295",
-    "ext_low_ttl": "0",
-    "ext_recache_rate": "2000",
-    "ext_wbuf_size": "4194304",
-    "ext_compact_under": "0",
-    "ext_drop_under": "0",
-    "ext_max_sleep": "1000000",
-    "ext_max_frag": "0.80",
-    "slab_automove_freeratio": "0.010",
-    "ext_drop_unread": "no",
-    "ssl_keyformat": "1",
-    "ssl_wbuf_size": "16384",
-    "ssl_kernel_tls": "no",
     "num_napi_ids": "(null)",
     "memory_file": "(null)",
 }

@@ -111,8 +111,13 @@ def test_values(argv: list[str], name: str, value: object) -> None:
 
 ERRORS = [
     (["-p", "70000"], "ERROR: Invalid port number 70000.", 64),
-    (["-m", "x"], "Invalid value for -m: 'x' (megabytes)", 64),
-    (["-c", "x"], "Invalid value for -c: 'x' (a number)", 64),
+    # memcached reads -m -c -t -n -R with atoi: text is 0, refused in its words
+    (["-m", "x"], "Cannot set item size limit higher than 1/2 of memory max.", 64),
+    (["-m", "1g"], "Cannot set item size limit higher than 1/2 of memory max.", 64),
+    (["-c", "x"], "Maximum connections must be greater than 0", 1),
+    (["-t", "x"], "Number of threads must be greater than 0", 1),
+    (["-n", "x"], "Chunk size must be greater than 0", 1),
+    (["-R", "x"], "Number of requests per event must be greater than 0", 1),
     (["-c", "0"], "Maximum connections must be greater than 0", 1),
     (["-t", "0"], "Number of threads must be greater than 0", 1),
     (["-t", "65"], "Number of threads must be 64 or fewer", 1),
@@ -121,17 +126,23 @@ ERRORS = [
     (["-f", "inf"], "Factor must be greater than 1", 1),
     (["-n", "0"], "Chunk size must be greater than 0", 1),
     (["-R", "0"], "Number of requests per event must be greater than 0", 1),
-    (["-b", "0"], "Listen backlog must be greater than 0", 1),
     (
         ["-B", "foo"],
         "Invalid value for binding protocol: foo\n -- should be one of auto, binary, or ascii",
         64,
     ),
-    (["-I", "x"], "Invalid -I value: 'x'", 64),
+    (["-I", "x"], "Item max size cannot be less than 1024 bytes.", 64),
     (["-I", "512"], "Item max size cannot be less than 1024 bytes.", 64),
-    (["-I", "1025m"], "Cannot set item size limit higher than 1 gigabytes.", 64),
+    (["-I", "1025m"], "Cannot set item size limit higher than 1/2 of memory max.", 64),
+    (["-m", "4096", "-I", "1025m"], "Cannot set item size limit higher than a gigabyte.", 64),
+    (
+        ["-m", "99999999"],
+        "Cannot set memory limit higher than 1048576 megabytes (1 terabyte): mcached's item "
+        "addresses hold 20 bits of page number",
+        64,
+    ),
     (["-m", "1", "-I", "1m"], "Cannot set item size limit higher than 1/2 of memory max.", 64),
-    (["-D", "ab"], "-D takes one character", 1),
+    (["-D", ""], "No delimiter specified", 1),
     (["-l", ","], "-l needs at least one interface", 64),
     (["-l", "notls:127.0.0.1:5"], "'notls' option is valid only when SSL is enabled", 71),
     (
@@ -153,12 +164,57 @@ ERRORS = [
         64,
     ),
     (["-o", "bogus"], 'Illegal suboption "bogus"', 1),
-    (["-o", "track_sizes=1"], "-o track_sizes takes no value", 1),
-    (["-o", "idle_timeout"], "-o idle_timeout needs a value: idle_timeout=<num>", 1),
-    (["-o", "no_idle_timeout=3"], "-o no_idle_timeout needs a value: no_idle_timeout=<num>", 1),
-    (["-o", "idle_timeout=x"], "Invalid value for idle_timeout: 'x'", 64),
+    (["-o", "bogus=1"], 'Illegal suboption "bogus=1"', 1),  # the piece as given
+    (["-o", "idle_timeout=5,,track_sizes"], 'Illegal suboption ""', 1),
+    # no_ only where memcached has it
+    (["-o", "no_track_sizes"], 'Illegal suboption "no_track_sizes"', 1),
+    (["-o", "no_idle_timeout=3"], 'Illegal suboption "no_idle_timeout=3"', 1),
+    (["-o", "inline_ascii_response"], 'Illegal suboption "inline_ascii_response"', 1),
+    (["-o", "idle_timeout"], "Missing numeric argument for idle_timeout", 1),
     (["-o", "idle_timeout=-1"], "idle_timeout must be 0 or more", 1),
     (["-o", "slab_automove=3"], "slab_automove must be between 0 and 2", 1),
+    (["-o", "read_buf_mem_limit"], "Missing read_buf_mem_limit argument", 1),
+    (["-o", "read_buf_mem_limit=x"], "could not parse argument to read_buf_mem_limit", 1),
+    (["-o", "read_buf_mem_limit=-1"], "could not parse argument to read_buf_mem_limit", 1),
+    # the start-up options of the run-time tunables (lru tune, slabs automove ratio)
+    (["-o", "hot_lru_pct"], "Missing hot_lru_pct argument", 1),
+    (["-o", "hot_lru_pct=x"], "hot_lru_pct must be > 1 and < 80", 1),
+    (["-o", "hot_lru_pct=80"], "hot_lru_pct must be > 1 and < 80", 1),
+    (["-o", "warm_lru_pct=0"], "warm_lru_pct must be > 1 and < 80", 1),
+    (["-o", "hot_lru_pct=79"], "hot_lru_pct + warm_lru_pct cannot be more than 80% combined", 64),
+    (["-o", "hot_max_factor"], "Missing hot_max_factor argument", 1),
+    (["-o", "hot_max_factor=x"], "hot_max_factor must be > 0", 1),
+    (["-o", "warm_max_factor=-1"], "warm_max_factor must be > 0", 1),
+    (["-o", "temporary_ttl"], "Missing temporary_ttl argument", 1),
+    (
+        ["-o", "temporary_ttl=100,no_lru_maintainer"],
+        "temporary_ttl requires lru_maintainer to be enabled",
+        64,
+    ),
+    (["-o", "slab_automove_ratio"], "Missing slab_automove_ratio argument", 1),
+    (["-o", "slab_automove_ratio=0"], "slab_automove_ratio must be > 0 and < 1", 1),
+    (["-o", "slab_automove_ratio=1.5"], "slab_automove_ratio must be > 0 and < 1", 1),
+    (["-o", "slab_automove_window"], "Missing slab_automove_window argument", 1),
+    (["-o", "slab_automove_window=2"], "slab_automove_window must be > 2", 1),
+    # memcached's tuning of machinery mcached does without: its checks and words
+    (["-o", "hashpower"], "Missing numeric argument for hashpower", 1),
+    (["-o", "hashpower=5"], "Initial hashtable multiplier of 5 is too low", 1),
+    (
+        ["-o", "hashpower=40"],
+        "Initial hashtable multiplier of 40 is too high\n"
+        'Choose a value based on "STAT hash_power_level" from a running instance',
+        1,
+    ),
+    (["-o", "tail_repair_time"], "Missing numeric argument for tail_repair_time", 1),
+    (["-o", "tail_repair_time=5"], "Cannot set tail_repair_time to less than 10 seconds", 1),
+    (["-o", "hash_algorithm"], "Missing hash_algorithm argument", 1),
+    (["-o", "hash_algorithm=foo"], "Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1),
+    (["-o", "watcher_logbuf_size"], "Missing watcher_logbuf_size argument", 1),
+    (["-o", "worker_logbuf_size=x"], "could not parse argument to worker_logbuf_size", 1),
+    (["-o", "ext_item_size"], "Missing ext_item_size argument", 1),
+    (["-o", "ext_max_frag=x"], "could not parse argument to ext_max_frag", 1),
+    (["-o", "ssl_wbuf_size=x"], "could not parse argument to ssl_wbuf_size", 1),
+    (["-o", "ssl_keyformat"], "Missing ssl_keyformat argument", 1),
     (["-o", "ssl_key"], "Missing ssl_key argument", 1),
     (["-o", "ssl_verify_mode=x"], "could not parse argument to ssl_verify_mode", 1),
     (["-o", "ssl_verify_mode=5"], "Invalid ssl_verify_mode. Use help to see valid options.", 1),
@@ -203,10 +259,82 @@ def test_errors_are_memcacheds(argv: list[str], message: str, code: int) -> None
 
 
 def test_ignored_memcached_options_warn(capsys: pytest.CaptureFixture[str]) -> None:
-    assert isinstance(settle(["-o", "hashpower=20,hot_lru_pct=30"]), Settings)
+    assert isinstance(settle(["-o", "ext_path=/tmp/x:1G,hashpower=20,hot_lru_pct=30"]), Settings)
     err = capsys.readouterr().err
-    assert "warning: -o hashpower: memcached-internal option, accepted and ignored" in err
-    assert "warning: -o hot_lru_pct: memcached-internal option, accepted and ignored" in err
+    assert err == "warning: -o ext_path: memcached-internal option, accepted and ignored\n"
+
+
+def test_resp_obj_mem_limit_says_what_memcached_says(capsys: pytest.CaptureFixture[str]) -> None:
+    assert isinstance(settle(["-o", "resp_obj_mem_limit=5"]), Settings)
+    err = capsys.readouterr().err
+    assert err == "DEPRECATED: resp_obj_mem_limit no longer used. See read_buf_mem_limit,\n"
+
+
+# start-up -o options and the stats settings rows they set, as memcached 1.6.18 shows them
+# (each measured on memcached 1.6.18: before, hot_lru_pct and the others were accepted and
+# ignored, and stats settings showed the defaults)
+STARTUP_ROWS = [
+    ("hot_lru_pct=30", {"hot_lru_pct": "30"}),
+    ("hot_lru_pct=1", {"hot_lru_pct": "1"}),
+    ("hot_lru_pct=10,hot_lru_pct=7", {"hot_lru_pct": "7"}),  # repeated: the last one
+    ("warm_lru_pct=50", {"warm_lru_pct": "50"}),
+    ("hot_max_factor=0.5", {"hot_max_factor": "0.50"}),
+    ("warm_max_factor=3", {"warm_max_factor": "3.00"}),
+    ("warm_max_factor=3x", {"warm_max_factor": "3.00"}),  # atof
+    ("temporary_ttl=100", {"temp_lru": "yes", "temporary_ttl": "100"}),
+    ("temporary_ttl=x", {"temp_lru": "yes", "temporary_ttl": "0"}),  # atoi
+    ("slab_automove_ratio=0.5", {"slab_automove_ratio": "0.50"}),
+    ("slab_automove_ratio=1", {"slab_automove_ratio": "1.00"}),
+    ("slab_automove_window=10", {"slab_automove_window": "10"}),
+    ("hashpower=20", {"hashpower_init": "20"}),
+    ("tail_repair_time=30", {"tail_repair_time": "30"}),
+    ("watcher_logbuf_size=512", {"watcher_logbuf_size": "524288"}),
+    ("worker_logbuf_size=128", {"worker_logbuf_size": "131072"}),
+    ("idle_timeout=5x", {"idle_timeout": "5"}),  # atoi
+    ("slab_automove=x", {"slab_automove": "0"}),  # atoi
+    ("no_slab_automove", {"slab_automove": "0"}),
+    ("no_chunked_items", {"slab_chunk_max": "1048576"}),
+    ("no_slab_reassign=1", {"slab_reassign": "no"}),  # a switch's value is ignored
+    ("track_sizes=1", {"track_sizes": "yes"}),
+    ("ext_item_size=1024,ext_max_frag=0.5", {"ext_item_size": "1024", "ext_max_frag": "0.50"}),
+    ("ext_wbuf_size=8,ext_drop_unread", {"ext_wbuf_size": "8388608", "ext_drop_unread": "yes"}),
+    ("slab_automove_freeratio=0.5", {"slab_automove_freeratio": "0.500"}),
+    ("ssl_wbuf_size=32,ssl_kernel_tls", {"ssl_wbuf_size": "32768", "ssl_kernel_tls": "yes"}),
+    ("ssl_keyformat=2", {"ssl_keyformat": "2"}),
+    ("modern,no_hashexpand,inline_ascii_resp,no_inline_ascii_resp,drop_privileges", {}),
+]
+
+
+@pytest.mark.parametrize(("spec", "changed"), STARTUP_ROWS)
+def test_startup_options_set_memcacheds_stats_settings_rows(
+    spec: str, changed: dict[str, str]
+) -> None:
+    s = settle(["-o", spec])
+    assert isinstance(s, Settings), s
+    defaults = dict(stats_settings(Settings()))
+    rows = dict(stats_settings(s))
+    assert {k: v for k, v in rows.items() if v != defaults[k]} == changed
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "value"),
+    [
+        (["-c", "5x"], "max_connections", 5),  # atoi, as memcached
+        (["-t", "2x"], "threads", 2),
+        (["-m", "64x"], "memory_limit", 64 * MB),
+        (["-b", "0"], "tcp_backlog", 0),  # memcached takes any backlog
+        (["-f", "1.5x"], "growth_factor", 1.5),  # atof
+        (["-f", "0x2"], "growth_factor", 2.0),
+        (["-I", "1.5m"], "item_size_max", MB),  # atoi("1.5") megabytes
+        (["-D", "ab"], "stat_key_prefix", "a"),  # its first character
+        (["-L"], "large_pages", True),
+        (["--enable-largepages"], "large_pages", True),
+    ],
+)
+def test_flags_read_as_memcached_reads_them(argv: list[str], name: str, value: object) -> None:
+    s = settle(argv)
+    assert isinstance(s, Settings), s
+    assert getattr(s, name) == value
 
 
 @pytest.mark.parametrize(

@@ -336,6 +336,49 @@ def test_flush_all_with_a_delay_of_one_second_flushes_at_once(server: Server) ->
         exchange(conn, b"get a\r\n", b"END\r\n")
 
 
+# --- start-up -o options and their stats settings rows (a start-up options audit) ---------
+
+STARTUP_TUNING = (
+    "hot_lru_pct=30,warm_lru_pct=45,hot_max_factor=0.5,warm_max_factor=3x,"
+    "temporary_ttl=100,slab_automove_ratio=0.25,slab_automove_window=10,hashpower=20,"
+    "tail_repair_time=30,watcher_logbuf_size=512,"
+    "ext_item_size=1024,ext_max_frag=0.5,slab_automove_freeratio=0.5,no_chunked_items,"
+    "modern,no_hashexpand,inline_ascii_resp,track_sizes=1"
+)
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_startup_tuning_options_show_in_stats_settings(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached's -o tuning of its segmented LRU, automover, hash table, logger and
+    extstore sets the stats settings rows they name, read as memcached reads them (atoi,
+    atof, safe_strtoul in kilobytes). mcached accepted them with a warning and stats
+    settings showed the defaults (hot_lru_pct 20 after -o hot_lru_pct=30)."""
+    srv = server_factory(which, "-o", STARTUP_TUNING)
+    with Conn(srv.address) as conn:
+        rows = dict(stats(conn, b"settings"))
+    expected = {
+        "hot_lru_pct": "30",
+        "warm_lru_pct": "45",
+        "hot_max_factor": "0.50",
+        "warm_max_factor": "3.00",
+        "temp_lru": "yes",
+        "temporary_ttl": "100",
+        "slab_automove_ratio": "0.25",
+        "slab_automove_window": "10",
+        "hashpower_init": "20",
+        "tail_repair_time": "30",
+        "watcher_logbuf_size": "524288",
+        "ext_item_size": "1024",
+        "ext_max_frag": "0.50",
+        "slab_automove_freeratio": "0.500",
+        "slab_chunk_max": "1048576",
+        "track_sizes": "yes",
+    }
+    assert {k: rows[k] for k in expected} == expected
+
+
 # --- lru_crawler sleep|tocrawl, stats sizes_enable|disable (a hostile-input review) -----
 
 

@@ -747,6 +747,57 @@ def test_issue_12_slab_chunk_max_is_bytes_with_memcacheds_checks(args: list[str]
     assert results[0][0] == 64
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "hot_lru_pct=80"],
+        ["-o", "hot_lru_pct"],
+        ["-o", "hot_lru_pct=60,warm_lru_pct=30"],  # 64: the sum, checked after the list
+        ["-o", "hot_max_factor=x"],
+        ["-o", "temporary_ttl=100,no_lru_maintainer"],
+        ["-o", "slab_automove_ratio=1.5"],
+        ["-o", "slab_automove_window=2"],
+        ["-o", "hashpower=40"],
+        ["-o", "tail_repair_time=5"],
+        ["-o", "hash_algorithm=foo"],
+        ["-o", "watcher_logbuf_size=x"],
+        ["-o", "idle_timeout"],
+        ["-o", "read_buf_mem_limit=-1"],
+        ["-o", "ext_max_frag=x"],
+        ["-o", "bogus=1"],
+        ["-o", "no_track_sizes"],
+        ["-o", "inline_ascii_response"],
+        ["-o", ",idle_timeout=5"],
+        ["-c", "x"],
+        ["-t", "x"],
+        ["-R", "x"],
+        ["-m", "x"],
+        ["-I", "x"],
+    ],
+)
+def test_startup_option_errors_are_memcacheds(args: list[str]) -> None:
+    """Regression: mcached accepted hot_lru_pct, warm_lru_pct, hot_max_factor,
+    warm_max_factor, temporary_ttl, slab_automove_ratio and memcached's other tuning
+    suboptions with a warning whatever their value, refused in its own words what memcached
+    reads with atoi (``-c x``: "Invalid value for -c"), and knew no_ forms memcached has not.
+    Both now exit with the same code and the same stderr."""
+    memcached = shutil.which("memcached")
+    if memcached is None:
+        pytest.skip("reference memcached not installed")
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    results = []
+    for cmd in ([sys.executable, "-m", "mcached"], [memcached, *root]):
+        result = subprocess.run(
+            [*cmd, "-l", HOST, "-p", "0", "-U", "0", *args],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=30,
+        )
+        results.append((result.returncode, result.stderr.decode().strip()))
+    assert results[0] == results[1]
+    assert results[0][0] in (1, 64)
+
+
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind((HOST, 0))
