@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from mcached.cnum import c_atof, c_atoi, safe_strtod, safe_strtol, safe_strtoul
 
 
 class SettingsError(Exception):
@@ -128,98 +129,6 @@ def addresses(raw: tuple[str, ...], what: str) -> tuple[str, ...]:
     return tuple(h.strip() for spec in raw for h in spec.split(",") if h.strip())
 
 
-# ---- memcached's C readers (libc's atoi/atof, util.c's safe_strto*), on text ----
-
-_C_SPACE = " \t\n\v\f\r"
-_LEAD_INT = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
-# what glibc's strtod reads (C locale): a decimal or hex number, an infinity or a NaN
-_LEAD_FLOAT = re.compile(
-    r"[ \t\n\v\f\r]*([+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)"
-    r"(?:[pP][+-]?[0-9]+)?|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    r"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)))"
-)
-_INT64 = 2**63
-_UINT64 = 2**64
-_UINT32 = 2**32
-
-
-def _int32(value: int) -> int:
-    """A number as a C int holds it (strtol's long, stored in 32 bits)."""
-    value = max(-_INT64, min(_INT64 - 1, value))
-    return ((value + 2**31) % _UINT32) - 2**31
-
-
-def _float(text: str) -> float:
-    sign = -1.0 if text[0] == "-" else 1.0
-    body = text.lstrip("+-").lower()
-    if body[0] in "in":
-        return math.copysign(math.inf if body[0] == "i" else math.nan, sign)
-    if body.startswith("0x"):
-        try:
-            return sign * float.fromhex(body)
-        except OverflowError:
-            return sign * math.inf
-    return sign * float(body)
-
-
-def c_atoi(raw: str) -> int:
-    """libc's ``atoi``: leading blanks and a sign, the digits up to the first other
-    character, 0 when there are none; kept in a C int."""
-    m = _LEAD_INT.match(raw)
-    return _int32(int(m.group(1))) if m else 0
-
-
-def c_atof(raw: str) -> float:
-    """libc's ``atof``: the number ``strtod`` reads at the start, 0.0 when there is none
-    (``1.5x`` is 1.5, ``0x2`` is 2.0, ``1e999`` is inf)."""
-    m = _LEAD_FLOAT.match(raw)
-    return _float(m.group(1)) if m else 0.0
-
-
-def _ends_number(raw: str, end: int) -> bool:
-    """memcached's safe_strto* take a number followed by a blank or the end."""
-    return end == len(raw) or raw[end] in _C_SPACE
-
-
-def safe_strtoul(raw: str) -> int | None:
-    """util.c's ``safe_strtoul`` into a uint32_t: strtoul's 64 bits (a minus sign negates
-    modulo 2^64, refused when the result reads as negative), kept in 32; None if not a
-    number."""
-    m = _LEAD_INT.match(raw)
-    if not m or not _ends_number(raw, m.end()):
-        return None
-    value = int(m.group(1))
-    if abs(value) >= _UINT64:
-        return None  # ERANGE
-    value %= _UINT64
-    if value >= _INT64 and "-" in raw:
-        return None
-    return value % _UINT32
-
-
-def safe_strtol(raw: str) -> int | None:
-    """util.c's ``safe_strtol`` into an int32_t: strtol's 64-bit range, kept in 32 bits."""
-    m = _LEAD_INT.match(raw)
-    if not m or not _ends_number(raw, m.end()):
-        return None
-    value = int(m.group(1))
-    if not -_INT64 <= value < _INT64:
-        return None  # ERANGE
-    return _int32(value)
-
-
-def safe_strtod(raw: str) -> float | None:
-    """util.c's ``safe_strtod``: strtod's number, followed by a blank or the end, and not
-    past the doubles."""
-    m = _LEAD_FLOAT.match(raw)
-    if not m or not _ends_number(raw, m.end()):
-        return None
-    value = _float(m.group(1))
-    if math.isinf(value) and "inf" not in m.group(1).lower():
-        return None  # ERANGE
-    return value
-
-
 def atoi_flag(raw: str, what: str) -> int:
     """A flag memcached reads with ``atoi`` (``-c``, ``-t``, ``-n``, ``-R``, ``-b``, ``-m``):
     ``x`` is 0, which its bound refuses in memcached's words; ``5x`` is 5."""
@@ -283,7 +192,7 @@ def suboption(
 
 def in_32_bits(scale: int) -> Callable[[int], int]:
     """memcached multiplies a uint32_t setting in place (``*= 1024``): the product wraps."""
-    return lambda value: value * scale % _UINT32
+    return lambda value: value * scale % 2**32
 
 
 def number(raw: str | None, what: str) -> int:

@@ -39,7 +39,8 @@ LAYERS: dict[str, set[str]] = {
     "mcached.errors": LEAF,
     "mcached.addr": LEAF,
     "mcached.clock": LEAF,
-    "mcached.settings": LEAF,
+    "mcached.cnum": LEAF,  # memcached's number readers (atoi, safe_strtoul...), on text
+    "mcached.settings": {"mcached.cnum"},
     "mcached.stats": LEAF,
     "mcached.latency": LEAF,  # the histograms' buckets and figures, plain ints
     "mcached.watch": LEAF,  # watch's vocabulary and memcached's log lines
@@ -54,6 +55,7 @@ LAYERS: dict[str, set[str]] = {
     # a command inherits the replies of its syntax
     "mcached.protocol.commands": {"mcached.protocol.outcomes", "mcached.protocol.responses"},
     "mcached.protocol.parser": {
+        "mcached.cnum",
         "mcached.errors",
         "mcached.protocol.commands",
         "mcached.protocol.outcomes",

@@ -39,14 +39,12 @@ what was already buffered), so a block held here is under ``receive_min`` bytes.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
-from decimal import Decimal
-from fractions import Fraction
 from functools import partial
 from typing import Final
 
+from mcached.cnum import safe_strtod
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error
@@ -206,48 +204,9 @@ def class_ids(tok: bytes) -> set[int] | None:
     return ids
 
 
-# what glibc's strtod reads (C locale): blanks, a sign, then a decimal or hex number, an
-# infinity or a NaN (``slabs automove ratio <r>``, ``lru tune``)
-_STRTOD = re.compile(
-    rb"[ \t\n\v\f\r]*([+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)"
-    rb"(?:[pP][+-]?[0-9]+)?|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    rb"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?)))"
-)
-_DBL_MIN = 2.2250738585072014e-308  # the least normal double
-
-
 def strtod(tok: bytes) -> float | None:
-    """``safe_strtod``: the number strtod reads, when whitespace or the end follows it and
-    strtod set no ERANGE (a finite number past the doubles, or one that rounds to a
-    subnormal or to zero); None otherwise."""
-    m = _STRTOD.match(tok)
-    if m is None or (m.end() < len(tok) and not tok[m.end() : m.end() + 1].isspace()):
-        return None
-    text = m.group(1).decode()
-    sign = -1.0 if text[0] == "-" else 1.0
-    body = text.lstrip("+-").lower()
-    if body[0] in "in":
-        return math.copysign(math.inf if body[0] == "i" else math.nan, sign)
-    if body.startswith("0x"):
-        try:
-            value = float.fromhex(body)
-        except OverflowError:
-            return None
-        mantissa, _, exp = body[2:].partition("p")
-        whole, _, frac = mantissa.partition(".")
-        digits = int(whole + frac or "0", 16)
-        if value < _DBL_MIN and digits:  # subnormal or zero: ERANGE unless exact
-            if not value or Fraction(digits, 16 ** len(frac)) * Fraction(2) ** int(
-                exp or "0"
-            ) != Fraction(value):
-                return None
-    else:
-        value = float(body)
-        if math.isinf(value):
-            return None
-        if value < _DBL_MIN and Decimal(body) != Decimal(value):
-            return None
-    return sign * value
+    """``safe_strtod`` (``slabs automove ratio <r>``, ``lru tune``): `mcached.cnum`."""
+    return safe_strtod(tok.decode("latin-1"))
 
 
 def _int32(v: int) -> int:
