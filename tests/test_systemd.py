@@ -3,6 +3,7 @@ socket activation from fds we place, the watchdog interval. No systemd needed.""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -66,7 +67,11 @@ def test_notify_to_a_gone_socket_warns_and_goes_on(
 @pytest.fixture
 def passed_fds() -> Iterator[tuple[int, list[tuple[str, int]]]]:
     """Two listening sockets placed on two consecutive free fds, as systemd places its
-    sockets from fd 3 on. Yields the first fd and their addresses."""
+    sockets from fd 3 on. Yields the first fd and their addresses. Garbage is collected
+    first: a socket object of an earlier test that is collected later closes its
+    descriptor by number, and would close one of these (a free-threaded build collected
+    in-process daemons' sockets late, and these tests lost theirs)."""
+    gc.collect()
     first = 200
     while any(_open(fd) for fd in (first, first + 1)):
         first += 2
