@@ -715,6 +715,25 @@ def test_bad_flags_exit_at_once(args: list[str], message: str, code: int) -> Non
     assert time.monotonic() - started < 20
 
 
+def start_both(args: list[str]) -> list[tuple[int, str]]:
+    """(exit code, stderr) of mcached, then memcached, started with `args` (each is
+    expected to refuse them and exit)."""
+    memcached = shutil.which("memcached")
+    if memcached is None:
+        pytest.skip("reference memcached not installed")
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    results = []
+    for cmd in ([sys.executable, "-m", "mcached"], [memcached, *root]):
+        result = subprocess.run(
+            [*cmd, "-l", HOST, "-p", "0", "-U", "0", *args],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=30,
+        )
+        results.append((result.returncode, result.stderr.decode().strip()))
+    return results
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -730,19 +749,7 @@ def test_issue_12_slab_chunk_max_is_bytes_with_memcacheds_checks(args: list[str]
     bytes: ``-o slab_chunk_max=16384`` failed to start). The bytes themselves are checked
     against both servers in test_conformance.py; here, that a value either refuses is refused
     by both, with the same message and exit code."""
-    memcached = shutil.which("memcached")
-    if memcached is None:
-        pytest.skip("reference memcached not installed")
-    root = ["-u", "root"] if os.geteuid() == 0 else []
-    results = []
-    for cmd in ([sys.executable, "-m", "mcached"], [memcached, *root]):
-        result = subprocess.run(
-            [*cmd, "-l", HOST, "-p", "0", "-U", "0", *args],
-            capture_output=True,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            timeout=30,
-        )
-        results.append((result.returncode, result.stderr.decode().strip()))
+    results = start_both(args)
     assert results[0] == results[1]
     assert results[0][0] == 64
 
@@ -781,19 +788,7 @@ def test_startup_option_errors_are_memcacheds(args: list[str]) -> None:
     suboptions with a warning whatever their value, refused in its own words what memcached
     reads with atoi (``-c x``: "Invalid value for -c"), and knew no_ forms memcached has not.
     Both now exit with the same code and the same stderr."""
-    memcached = shutil.which("memcached")
-    if memcached is None:
-        pytest.skip("reference memcached not installed")
-    root = ["-u", "root"] if os.geteuid() == 0 else []
-    results = []
-    for cmd in ([sys.executable, "-m", "mcached"], [memcached, *root]):
-        result = subprocess.run(
-            [*cmd, "-l", HOST, "-p", "0", "-U", "0", *args],
-            capture_output=True,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            timeout=30,
-        )
-        results.append((result.returncode, result.stderr.decode().strip()))
+    results = start_both(args)
     assert results[0] == results[1]
     assert results[0][0] in (1, 64)
 
