@@ -3,7 +3,6 @@ socket activation from fds we place, the watchdog interval. No systemd needed.""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -67,19 +66,19 @@ def test_notify_to_a_gone_socket_warns_and_goes_on(
 @pytest.fixture
 def passed_fds() -> Iterator[tuple[int, list[tuple[str, int]]]]:
     """Two listening sockets placed on two consecutive free fds, as systemd places its
-    sockets from fd 3 on. Yields the first fd and their addresses. Garbage is collected
-    first: a socket object of an earlier test that is collected later closes its
-    descriptor by number, and would close one of these (a free-threaded build collected
-    in-process daemons' sockets late, and these tests lost theirs)."""
-    gc.collect()
-    first = 200
+    sockets from fd 3 on. Yields the first fd and their addresses. The sockets are made
+    first and the fds chosen above theirs: a socket made after the choice could be given
+    the chosen fd itself, as the lowest free one (with 200 fds open, as a free-threaded
+    build's in-process daemons left until collected), and closing it closed the fd."""
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    first = max(200, max(s.fileno() for s in servers) + 1)
     while any(_open(fd) for fd in (first, first + 1)):
         first += 2
     addresses = []
-    for fd in (first, first + 1):
-        with socket.create_server(("127.0.0.1", 0)) as s:
-            addresses.append(s.getsockname())
-            os.dup2(s.fileno(), fd)
+    for s, fd in zip(servers, (first, first + 1), strict=True):
+        addresses.append(s.getsockname())
+        os.dup2(s.fileno(), fd)
+        s.close()
     yield first, addresses
     for fd in (first, first + 1):
         if _open(fd):
