@@ -387,7 +387,10 @@ def test_stalled_handshake_is_closed_and_others_are_served(
     pki: PKI, server_factory: Callable[..., Server]
 ) -> None:
     """A client that connects to a TLS port and sends nothing, or half a ClientHello, holds
-    no thread and is closed after --stall-timeout; handshakes that fail are counted."""
+    no thread and is closed after --stall-timeout; one that sends garbage is closed.
+    (Whether that garbage counts in ssl_handshake_errors depends on whether it was there
+    at the accept, as on memcached: test_handshake_errors_count_only_what_came_with_the_accept
+    makes it so.)"""
     server = server_factory("mcached", *tls_flags(pki), "--stall-timeout", "1")
     silent = socket.create_connection(server.address, timeout=TIMEOUT)
     half = socket.create_connection(server.address, timeout=TIMEOUT)
@@ -406,7 +409,6 @@ def test_stalled_handshake_is_closed_and_others_are_served(
         c.send(b"GET / HTTP/1.1\r\n\r\n")
         assert c.closed()
     stats = mc_client(server, ctx).stats()
-    assert stats[b"ssl_handshake_errors"] >= 1
     assert stats[b"curr_connections"] == 1
 
 
