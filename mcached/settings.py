@@ -166,9 +166,6 @@ def switch(raw: str | None, what: str) -> bool:
     return True
 
 
-lax_switch = switch
-
-
 def suboption(
     read: Callable[[str], Any],
     missing: str = "Missing {what} argument",
@@ -1288,7 +1285,7 @@ class Settings:
             "way; with it, stats counts ssl_new_sessions)",
             stat="ssl_session_cache",
             extended=True,
-            parse=lax_switch,
+            parse=switch,
         ),
     )
     ssl_min_version: int = field(

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from mcached.cnum import safe_strtod
+from mcached.cnum import int32, safe_strtod, safe_strtoul
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error
@@ -176,14 +176,9 @@ def parse_uint32(tok: bytes) -> int | None:
 
 
 def strtoul32(tok: bytes) -> int | None:
-    """``safe_strtoul`` into a uint32_t, on a token with no blanks (the ``-Y`` exchange's
-    length, ``stats cachedump``'s numbers): digits with an optional '+', up to 2^64-1, then
-    kept in 32 bits (4294967296 is 0); None otherwise."""
-    digits = tok[1:] if tok[:1] == b"+" else tok
-    if not digits.isdigit():
-        return None
-    v = int(digits)
-    return v & UINT32_MAX if v <= UINT64_MAX else None
+    """``safe_strtoul`` into a uint32_t (the ``-Y`` exchange's length, ``stats
+    cachedump``'s numbers, class ids): `mcached.cnum`."""
+    return safe_strtoul(tok.decode("latin-1"))
 
 
 MAX_CLASS_ID = 63  # memcached's MAX_NUMBER_OF_SLAB_CLASSES - 1: the ids a command may name
@@ -207,11 +202,6 @@ def class_ids(tok: bytes) -> set[int] | None:
 def strtod(tok: bytes) -> float | None:
     """``safe_strtod`` (``slabs automove ratio <r>``, ``lru tune``): `mcached.cnum`."""
     return safe_strtod(tok.decode("latin-1"))
-
-
-def _int32(v: int) -> int:
-    """A 32-bit value as a C int holds it."""
-    return ((v + 2**31) & UINT32_MAX) - 2**31
 
 
 def parse_int32(tok: bytes) -> int | None:
@@ -809,8 +799,8 @@ class Parser(Buffered):
             if factor <= 0 or hot_factor <= 0:  # a NaN passes
                 return c.Invalid(Error.LRU_FACTORS, noreply)
             values: tuple[tuple[str, object], ...] = (
-                ("hot_lru_pct", _int32(hot)),
-                ("warm_lru_pct", _int32(warm)),
+                ("hot_lru_pct", int32(hot)),
+                ("warm_lru_pct", int32(warm)),
                 ("hot_max_factor", hot_factor),
                 ("warm_max_factor", factor),
             )
