@@ -1472,8 +1472,8 @@ class Handlers:
         self.detail.clear()  # memcached's stats_reset calls stats_prefix_clear
 
     def slabs_reassign(self, cmd: c.SlabsReassign, s: Session) -> None:
-        """``slabs reassign <src> <dst>``: memcached moves the page in the background and
-        answers OK at once; mcached moves it before answering (a few milliseconds)."""
+        """``slabs reassign <src> <dst>``: the page moves in the background (the cache's page
+        mover), and the reply comes at once, as memcached's rebalancer thread does it."""
         if not self.settings.slab_reassign:
             outcome: Outcome | Error = Error.REASSIGN_DISABLED
         elif cmd.src is None or cmd.dst is None:

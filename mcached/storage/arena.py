@@ -55,7 +55,8 @@ Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per sla
 for the page pool, one each for page moves, crawls and flush generations. They work across
 processes and threads alike, and cost less than a `threading.Lock` to take (~90 ns). The
 order in which they are taken is written once, in `mcached.storage.items`. One more
-semaphore wakes the crawler (`crawl_wake`); nothing holds it.
+semaphores wake the crawler (`crawl_wake`) and the page mover (`move_wake`); nothing holds
+them.
 
 Pins. A large value is sent from the page itself, not copied out: the reply holds a *pin*
 on its item (the ``pins`` byte, changed under the item's partition lock) until the socket
@@ -175,6 +176,7 @@ G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePo
 G_CHUNK_RESCUES = 17  # page moves: chunks of chained items copied (slab_reassign_chunk_rescues)
 G_CRAWL_ASKED = 18  # `lru_crawler crawl` asked for, not begun: CRAWL_ALL, or a mask of class ids
 G_CRAWL_LIMIT = 19  # the items of each class it checks at most (its tocrawl; 0: all)
+G_MOVE_ASKED = 20  # `slabs reassign` asked for, not done: (src + 1) << 8 | dst (0: none)
 G_WORDS = 24
 CRAWL_ALL = -1  # G_CRAWL_ASKED for every class that may hold something stale (`crawl all`)
 
@@ -336,6 +338,8 @@ class Arena:
         self.flush_lock = ctx.Lock()
         #: not a lock: released to wake the crawler for a pass asked for (`Items.ask_crawl`)
         self.crawl_wake = ctx.Semaphore(0)
+        #: the same for the page mover, for a move asked for (`Items.reassign`)
+        self.move_wake = ctx.Semaphore(0)
 
         w = self.words
         for cid in range(nclasses + 1):

@@ -2028,10 +2028,30 @@ class Cache:
         return True
 
     def reassign(self, src: int, dst: int) -> ReassignResult:
-        """``slabs reassign <src> <dst>``: move a page from class `src` to `dst` (0: the
-        global pool; src -1: any class with a page to spare)."""
+        """``slabs reassign <src> <dst>``: ask the page mover to move a page from class `src`
+        to `dst` (0: the global pool; src -1: any class with a page to spare), which
+        `move_asked` does (`Items.reassign`)."""
         with self._hold:
             return self._items.reassign(src, dst)
+
+    def move_asked(self) -> bool:
+        """The page mover (the daemon's `SlabAutomover`): the move ``slabs reassign`` asked
+        for, if one is waiting (`Items.move_asked`). True if a page moved."""
+        with self._hold:
+            return self._items.move_asked()
+
+    @property
+    def move_waiting(self) -> bool:
+        """Whether a move asked for by ``slabs reassign`` is not done."""
+        return self._items.move_waiting
+
+    def await_move_ask(self, timeout: float) -> None:
+        """Sleep until a page move is asked for, at most `timeout` seconds (no lock held)."""
+        self._items.await_move_ask(timeout)
+
+    def wake_mover(self) -> None:
+        """End an `await_move_ask` now."""
+        self._items.wake_mover()
 
     def automove_tick(self) -> bool:
         """One run of the slab automover (the daemon's `SlabAutomover` calls it)."""

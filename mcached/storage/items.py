@@ -65,6 +65,7 @@ from mcached.storage.arena import (
     G_FLUSH_AT,
     G_FLUSH_GEN,
     G_LIMIT,
+    G_MOVE_ASKED,
     G_MOVING,
     G_PICK_CURSOR,
     G_REASSIGN_BUSY,
@@ -848,11 +849,17 @@ class Items:
         return best
 
     def reassign(self, src: int, dst: int) -> ReassignResult:
-        """``slabs reassign <src> <dst>``: move one page now (memcached's checks and order;
-        memcached moves it in the background, we move it before answering)."""
+        """``slabs reassign <src> <dst>``: ask the page mover (`move_asked`) to move a page,
+        after memcached's checks, in its order; the move itself runs in the background, as
+        memcached hands it to its rebalancer thread. RUNNING while a move runs (the mover
+        holds the move lock) or one is asked for and not done: the word is written under
+        the move lock, so no request is lost or merged into another."""
         if not self.move_lock.acquire(False):
             return ReassignResult.RUNNING
         try:
+            w = self.w
+            if w[G_MOVE_ASKED]:
+                return ReassignResult.RUNNING
             if src == dst:
                 return ReassignResult.SAME
             if src == -1:
@@ -866,9 +873,50 @@ class Items:
                 with self.classes[src].lock:
                     if self.classes[src].npages < 2:
                         return ReassignResult.NOSPARE
-            self._move_page_locked(src, dst)
-            return ReassignResult.OK
+            w[G_MOVE_ASKED] = (src + 1) << 8 | dst
         finally:
+            self.move_lock.release()
+        self.arena.move_wake.release()
+        return ReassignResult.OK
+
+    @property
+    def move_waiting(self) -> bool:
+        """Whether a move asked for (`reassign`) is not done."""
+        return bool(self.w[G_MOVE_ASKED])
+
+    def await_move_ask(self, timeout: float) -> None:
+        """The page mover: sleep until a move is asked for (or `wake_mover`), at most
+        `timeout` seconds."""
+        self.arena.move_wake.acquire(timeout=timeout)
+
+    def wake_mover(self) -> None:
+        """End an `await_move_ask` now (the mover is stopping)."""
+        self.arena.move_wake.release()
+
+    def move_asked(self) -> bool:
+        """The page mover: make the move `reassign` asked for, if one is waiting. The word
+        is cleared once the move is over (memcached's rebalance signal), so asking again
+        meanwhile is RUNNING. A move the class no longer allows (it gave its pages away
+        meanwhile), or whose page stays busy, is dropped, as memcached's rebalancer drops
+        it. True if a page moved."""
+        w = self.w
+        if not w[G_MOVE_ASKED] or not self.move_lock.acquire(timeout=1.0):
+            return False
+        try:
+            asked = int(w[G_MOVE_ASKED])  # read again, under the lock
+            if not asked:
+                return False
+            src, dst = (asked >> 8) - 1, asked & 0xFF
+            if src == 0:
+                if self.pool.spare_count() < 2:
+                    return False
+            else:
+                with self.classes[src].lock:
+                    if self.classes[src].npages < 2:
+                        return False
+            return self._move_page_locked(src, dst)
+        finally:
+            w[G_MOVE_ASKED] = 0
             self.move_lock.release()
 
     def _pick_any(self, dst: int) -> int:

@@ -13,12 +13,14 @@ it) around one method of `Cache`, which tests call directly instead of waiting o
   ``lru_crawler_sleep`` says for the items the page held, so a sweep never holds the
   interpreter for long; asleep, it is outside any cache operation
   (`Cache.crawl`): a maintainer killed there is replaced alone, the cache kept.
-* `SlabAutomover` runs `Cache.automove_tick` every `interval` seconds: pages go back to the
-  pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages of free
-  chunks give them back (up to 16 a tick), and with ``slab_automove`` 1 (a class evicted in
-  each of the last 3 ticks while another evicted nothing) or 2 (a class evicted more than
-  another) a page moves from the quiet class to the evicting one -- the cure for slab
-  calcification.
+* `SlabAutomover` makes the page move a ``slabs reassign`` asked for as soon as it is asked
+  (`Cache.move_asked`: the worker answers at once, as memcached hands the move to its
+  rebalancer thread), and runs `Cache.automove_tick` every `interval` seconds: pages go back
+  to the pool after ``cache_memlimit`` lowered the limit, classes sitting on several pages
+  of free chunks give them back (up to 16 a tick), and with ``slab_automove`` 1 (a class
+  evicted in each of the last 3 ticks while another evicted nothing) or 2 (a class evicted
+  more than another) a page moves from the quiet class to the evicting one -- the cure for
+  slab calcification.
 * `Ticker` runs `Cache.tick` every second: reads refresh the last access of an item that is
   referenced and 60 s old (memcached's ``ITEM_UPDATE_INTERVAL``), and the read path learns
   "60 s ago" from one word instead of reading the clock.
@@ -174,7 +176,9 @@ class LruCrawler(_Periodic):
 
 
 class SlabAutomover(_Periodic):
-    """Moves pages to the classes that need them (memcached's slab rebalancer thread)."""
+    """Moves pages to the classes that need them (memcached's slab automover and rebalancer
+    threads): the move a ``slabs reassign`` asked for at once (`Cache.move_asked`: the worker
+    that read the command has answered already), and an automover tick every `interval`."""
 
     name = "mcached-slab-automover"
 
@@ -182,6 +186,29 @@ class SlabAutomover(_Periodic):
         super().__init__(interval)
         self.cache = cache
         self.moved = 0
+
+    def _sleep(self, timeout: float) -> bool:
+        """Between two ticks: make each move asked for as soon as it is asked (woken by
+        `Cache.reassign`, or by `stop`)."""
+        end = time.monotonic() + timeout
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.cache.await_move_ask(left)
+            if self._stop.is_set() or not self.cache.move_waiting:
+                continue
+            try:
+                if self.cache.move_asked():
+                    self.moved += 1
+            except Exception:  # a bug here must not kill the thread silently
+                log.exception("%s failed", self.name)
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cache.wake_mover()
+        super().stop()
 
     def run(self) -> None:
         if self.cache.automove_tick():

@@ -878,79 +878,147 @@ def cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
-def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daemon(
-    server_factory: Callable[..., Server],
-) -> None:
-    """A worker killed while it moves a page for ``slabs reassign`` (a long cache operation:
-    some 10,000 chunks of class 1 to empty, their items moved or evicted) may leave a lock
-    taken and an item half changed: the supervisor lays out a new, empty arena and restarts
-    every worker; the port never closes.
-
-    The kill lands inside the move: the worker is stopped (SIGSTOP) now and then after the
-    command is sent, and killed while stopped once it has run 5 ms of CPU on it with the
-    reply still unsent (reading the command costs a fraction of that; the move tens of ms),
-    however slowly a loaded machine lets it run. A move that ends before it is caught is
-    asked for again, without a kill (class 1 has some 15 pages to give). A kill that still
-    misses (stopped in the instant between the move's end and its reply) is allowed, but
-    never as many as the supervisor's CRASH_LIMIT, whose deaths stop the daemon. The cache
-    was emptied when an item of another class, which no move touches, is gone.
-
-    The new arena keeps the run-time settings the old one held (it was laid out from the
-    command line's: ``cache_memlimit`` and ``slabs automove`` were undone)."""
-    server = server_factory("mcached-procs", "-t", "2")
-    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(150_000))
+def filled_for_page_moves(server: Server) -> None:
+    """The cache of `server` (-m 8) raised to 9 MB and filled past it with small items (class
+    1: ~11,000 chunks a page, every page full, each chunk a live item for a page move to
+    evict), a marker in a class of its own, and the run-time settings a new arena must keep
+    (`assert_emptied_and_serving`)."""
+    assert ask(server, b"cache_memlimit 9\r\nslabs automove 0\r\n", b"OK\r\nOK\r\n")
+    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(120_000))
     fill += b"set marker 0 0 2000 noreply\r\n" + b"m" * 2000 + b"\r\n"
-    assert ask(server, fill + b"get w149999\r\n").startswith(b"VALUE w149999")
-    assert ask(server, b"cache_memlimit 100\r\nslabs automove 0\r\n", b"OK\r\nOK\r\n")
-    kills = 0
-    deadline = time.monotonic() + 120
-    while True:
-        with Conn(server.address, timeout=60) as walker:
-            assert walker.request(b"version\r\n").startswith(b"VERSION")
-            pid = worker_pid_of(walker, server)
-            before = cpu_ns(pid)
-            walker.send(b"slabs reassign 1 2\r\n")
-            while True:
-                assert time.monotonic() < deadline, "no move was caught running"
-                os.kill(pid, signal.SIGSTOP)
-                while process_state(pid) != "T":
-                    time.sleep(0.001)
-                replied = select.select([walker.sock], [], [], 0)[0]
-                inside = not replied and cpu_ns(pid) - before >= 5_000_000
-                if inside:
-                    break
-                os.kill(pid, signal.SIGCONT)
-                if replied:
-                    assert walker.read_until(b"\r\n") == b"OK\r\n"
-                    break  # the move is over: another one
-                time.sleep(0.002)
-            if inside:
-                assert kills < CRASH_LIMIT - 1, "the kills missed the move as often as allowed"
-                os.kill(pid, signal.SIGKILL)
-                kills += 1
-        if not inside:
-            continue
-        # the supervisor has dealt with the death once the killed worker is replaced (until
-        # then the other worker may still answer from the old arena)
-        while pid in (kids := children_of(server)) or len(kids) != 2 + 1:
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.01)
-        if ask(server, b"get marker\r\n") == b"END\r\n":
-            break  # the arena was laid out again: an empty cache
-    # the daemon serves on, with all its workers
+    assert ask(server, fill + b"get marker\r\n").startswith(b"VALUE marker")
+    assert b"STAT evictions 0\r\n" not in ask(server, b"stats\r\n")
+
+
+def assert_emptied_and_serving(server: Server, nchildren: int) -> None:
+    """After a kill inside a cache operation: the supervisor laid out a new, empty arena (the
+    marker, which no page move touches, is gone), every child runs, the daemon serves, and
+    the new arena kept the old one's run-time settings (`filled_for_page_moves`: the command
+    line's were undone)."""
     deadline = time.monotonic() + 60
-    while len(psutil.Process(server.handle.pid).children()) != 2 + 1:
+    while len(psutil.Process(server.handle.pid).children()) != nchildren:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert ask(server, b"get marker\r\n") == b"END\r\n"
     assert ask(server, b"set again 0 0 1\r\nx\r\n", b"STORED\r\n") == b"STORED\r\n"
     assert ask(server, b"get again\r\n") == b"VALUE again 0 1\r\nx\r\nEND\r\n"
     settings = ask(server, b"stats settings\r\n")
-    assert b"STAT maxbytes 104857600\r\n" in settings
+    assert b"STAT maxbytes 9437184\r\n" in settings
     assert b"STAT slab_automove 0\r\n" in settings
-    assert b"STAT limit_maxbytes 104857600\r\n" in ask(server, b"stats\r\n")
+    assert b"STAT limit_maxbytes 9437184\r\n" in ask(server, b"stats\r\n")
     server.handle.terminate()
     _, err = server.handle.communicate(timeout=60)
     assert b"inside a cache operation" in err
+
+
+def replaced(server: Server, pid: int, nchildren: int, deadline: float) -> None:
+    """Wait until the supervisor has dealt with the death of `pid` (until then another
+    worker may still answer from the old arena)."""
+    while pid in (kids := children_of(server)) or len(kids) != nchildren:
+        assert time.monotonic() < deadline, "the killed process was not replaced"
+        time.sleep(0.01)
+
+
+def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daemon(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A worker killed inside a cache operation may leave a lock taken and an item half
+    changed: the supervisor lays out a new, empty arena and restarts every worker; the port
+    never closes.
+
+    The operation: a page moved by the worker itself, in a store. A 1.3 MB value (three
+    chunks of the largest class) when that class has one page (two chunks) takes a page from
+    the class with the most (class 1, full: some 11,000 items to evict) before it is
+    received. Each try sends only the command line, then stops the worker (SIGSTOP) now and
+    then, and kills it while stopped once it has run 5 ms of CPU on the line (reading it
+    costs a fraction of that) and ran since the last look. A try whose move ends uncaught
+    (the worker then waits for the value, its CPU still) is given its value, and the page
+    goes back to class 1 for the next. A kill that still misses (the move ended in the
+    instant before the stop) is allowed, but never as many as the supervisor's CRASH_LIMIT,
+    whose deaths stop the daemon."""
+    server = server_factory("mcached-procs", "-t", "2", "-m", "8", "-I", "2m")
+    filled_for_page_moves(server)
+    kills = 0
+    deadline = time.monotonic() + 120
+    while True:
+        with Conn(server.address, timeout=60) as c:
+            assert c.request(b"version\r\n").startswith(b"VERSION")
+            pid = worker_pid_of(c, server)
+            before = last = cpu_ns(pid)
+            c.send(b"set big 0 0 1300000\r\n")
+            flat = 0  # looks in a row at which it had run no CPU
+            while True:
+                assert time.monotonic() < deadline, "no page move was caught running"
+                os.kill(pid, signal.SIGSTOP)
+                while process_state(pid) != "T":
+                    time.sleep(0.001)
+                now = cpu_ns(pid)
+                inside = now > last and now - before >= 5_000_000
+                if inside:
+                    break
+                flat = flat + 1 if now == last else 0
+                last = now
+                os.kill(pid, signal.SIGCONT)
+                if flat >= 20 and now - before >= 5_000_000:
+                    break  # the move is over: the worker waits for the value
+                time.sleep(0.002)
+            if not inside:
+                assert c.request(b"x" * 1_300_000 + b"\r\n", expect_len=8) == b"STORED\r\n"
+                assert c.request(b"delete big\r\n", expect_len=9) == b"DELETED\r\n"
+                # the page back to class 1 (the maintainer moves it), for the next try
+                slabs = ask(server, b"stats slabs\r\n")
+                largest = re.findall(rb"STAT (\d+):chunk_size 524288\r\n", slabs)[0]
+                again = b"slabs reassign %s 1\r\n" % largest
+                while c.request(again, expect_len=4) != b"OK\r\n":
+                    c.read_until(b"\r\n")  # BUSY: the move before still runs
+                    time.sleep(0.01)
+                while b"STAT slab_reassign_running 0\r\n" not in ask(server, b"stats\r\n"):
+                    time.sleep(0.01)
+                continue
+            assert kills < CRASH_LIMIT - 1, "the kills missed the move as often as allowed"
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+        replaced(server, pid, 2 + 1, deadline)
+        if ask(server, b"get marker\r\n") == b"END\r\n":
+            break  # the arena was laid out again: an empty cache
+    assert_emptied_and_serving(server, 2 + 1)
+
+
+def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daemon(
+    server_factory: Callable[..., Server],
+) -> None:
+    """``slabs reassign`` is answered at once and the maintainer moves the page (memcached's
+    rebalancer thread): killed in the move, it may leave a lock taken, and the supervisor
+    lays out a new arena and restarts every child, as for a worker. The maintainer is
+    stopped now and then during the move and killed once ``stats`` (from a worker) says the
+    move runs (``slab_reassign_running``: set inside the operation, with the holder word)."""
+    server = server_factory("mcached-procs", "-t", "2", "-m", "8")
+    filled_for_page_moves(server)
+    deadline = time.monotonic() + 120
+    maintainer = max(children_of(server))  # forked last (Supervisor.start)
+    moved = 0
+    with Conn(server.address, timeout=60) as c:
+        assert c.request(b"slabs reassign 1 2\r\nslabs reassign 1 3\r\n", expect_len=48) == (
+            b"OK\r\nBUSY currently processing reassign request\r\n"
+        )  # asked for, answered; the second while the first is not done
+        while True:
+            assert time.monotonic() < deadline, "no move was caught running"
+            os.kill(maintainer, signal.SIGSTOP)
+            while process_state(maintainer) != "T":
+                time.sleep(0.001)
+            c.send(b"stats\r\n")
+            st = c.read_until(b"END\r\n")
+            if b"STAT slab_reassign_running 1\r\n" in st:
+                break
+            os.kill(maintainer, signal.SIGCONT)
+            if b"STAT slabs_moved %d\r\n" % moved not in st:
+                # missed: ask for another (class 1 has 9 pages to give)
+                moved += 1
+                assert c.request(b"slabs reassign 1 2\r\n", expect_len=4) == b"OK\r\n"
+            time.sleep(0.002)
+    os.kill(maintainer, signal.SIGKILL)
+    replaced(server, maintainer, 2 + 1, deadline)
+    assert_emptied_and_serving(server, 2 + 1)
 
 
 @pytest.mark.parametrize("kind", ["mcached", "mcached-procs", "memcached"])

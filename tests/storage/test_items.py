@@ -37,6 +37,17 @@ def class_pages(cache: Cache) -> dict[int, int]:
     return {cid: row["total_pages"] for cid, row in classes}
 
 
+def move_page(cache: Cache, src: int, dst: int) -> ReassignResult:
+    """``slabs reassign src dst`` and the move it asks for, done by the caller in place of the
+    page mover (`Cache.move_asked`): the reply."""
+    result = cache.reassign(src, dst)
+    if result is ReassignResult.OK:
+        assert cache.move_waiting
+        cache.move_asked()
+        assert not cache.move_waiting
+    return result
+
+
 def check_consistent(cache: Cache) -> None:
     """curr_items, bytes and the slab figures agree with the items actually held."""
     st = cache.stats()
@@ -421,24 +432,50 @@ def test_reassign_replies(clock: FakeClock) -> None:
         key = b"k%d" % i
         cache.store(SET, key, value_for(key, 30))  # 3 pages of class 1
     assert class_pages(cache) == {1: 3}
-    assert cache.reassign(1, 1) is ReassignResult.SAME
-    assert cache.reassign(1, 99) is ReassignResult.BADCLASS
-    assert cache.reassign(-2, 5) is ReassignResult.BADCLASS
-    assert cache.reassign(5, 1) is ReassignResult.NOSPARE
-    assert cache.reassign(0, 1) is ReassignResult.NOSPARE  # the pool holds no spare page
-    assert cache.reassign(1, 5) is ReassignResult.OK
-    assert cache.reassign(-1, 7) is ReassignResult.OK  # any class with two pages: class 1
+    assert move_page(cache, 1, 1) is ReassignResult.SAME
+    assert move_page(cache, 1, 99) is ReassignResult.BADCLASS
+    assert move_page(cache, -2, 5) is ReassignResult.BADCLASS
+    assert move_page(cache, 5, 1) is ReassignResult.NOSPARE
+    assert move_page(cache, 0, 1) is ReassignResult.NOSPARE  # the pool holds no spare page
+    assert move_page(cache, 1, 5) is ReassignResult.OK
+    assert move_page(cache, -1, 7) is ReassignResult.OK  # any class with two pages: class 1
     assert class_pages(cache) == {1: 1, 5: 1, 7: 1}
-    assert cache.reassign(-1, 9) is ReassignResult.BADCLASS  # none has two pages now
-    assert cache.reassign(5, 0) is ReassignResult.NOSPARE
+    assert move_page(cache, -1, 9) is ReassignResult.BADCLASS  # none has two pages now
+    assert move_page(cache, 5, 0) is ReassignResult.NOSPARE
     st = cache.stats()
     assert st["slabs_moved"] == 2
     assert st["curr_items"] + st["slab_reassign_evictions_nomem"] == 30_000
     cache._items.move_lock.acquire()  # a move in progress
     try:
-        assert cache.reassign(1, 5) is ReassignResult.RUNNING
+        assert move_page(cache, 1, 5) is ReassignResult.RUNNING
     finally:
         cache._items.move_lock.release()
+    check_consistent(cache)
+
+
+def test_reassign_asks_the_mover_and_answers_at_once(clock: FakeClock) -> None:
+    """memcached's ``slabs reassign`` hands the move to its rebalancer thread and answers OK
+    at once; until the move is done another is RUNNING (BUSY), whatever it asks. A move
+    the source class can no longer make when the mover comes to it is dropped."""
+    cache = Cache(memory_limit=8 * MB, clock=clock)
+    for i in range(30_000):
+        key = b"k%d" % i
+        cache.store(SET, key, value_for(key, 30))  # 3 pages of class 1
+    assert cache.reassign(1, 5) is ReassignResult.OK
+    assert class_pages(cache) == {1: 3}  # not moved yet: asked for
+    assert cache.stats()["slab_reassign_running"] == 0
+    assert cache.reassign(1, 7) is ReassignResult.RUNNING
+    assert cache.reassign(1, 1) is ReassignResult.RUNNING  # before any other check
+    assert cache.move_asked() is True
+    assert not cache.move_waiting and cache.move_asked() is False
+    assert class_pages(cache) == {1: 2, 5: 1}
+    assert cache.stats()["slabs_moved"] == 1
+    assert move_page(cache, 1, 9) is ReassignResult.OK
+    assert cache.reassign(1, 7) is ReassignResult.NOSPARE  # one page left
+    # the same move, asked for while class 1 still had two pages: dropped
+    cache._items.w[items_module.G_MOVE_ASKED] = (1 + 1) << 8 | 7
+    assert cache.move_asked() is False
+    assert not cache.move_waiting and class_pages(cache) == {1: 1, 5: 1, 9: 1}
     check_consistent(cache)
 
 
@@ -446,10 +483,10 @@ def test_reassign_to_the_pool_and_back(clock: FakeClock) -> None:
     cache = Cache(memory_limit=8 * MB, clock=clock)
     for i in range(40_000):
         cache.store(SET, b"k%d" % i, b"x" * 30)
-    assert cache.reassign(1, 0) is ReassignResult.OK
-    assert cache.reassign(1, 0) is ReassignResult.OK
+    assert move_page(cache, 1, 0) is ReassignResult.OK
+    assert move_page(cache, 1, 0) is ReassignResult.OK
     assert cache.stats()["slab_global_page_pool"] == 2
-    assert cache.reassign(0, 3) is ReassignResult.OK
+    assert move_page(cache, 0, 3) is ReassignResult.OK
     assert class_pages(cache)[3] == 1 and cache.stats()["slab_global_page_pool"] == 1
 
 
@@ -764,8 +801,8 @@ def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
         assert cache.store(SET, key, value_for(key, 1_500_000)) is StoreResult.STORED
     largest = len(cache.slab_sizes)
     assert class_pages(cache) == {largest: 8}
-    assert cache.reassign(largest, 0) is ReassignResult.OK
-    assert cache.reassign(largest, 3) is ReassignResult.OK
+    assert move_page(cache, largest, 0) is ReassignResult.OK
+    assert move_page(cache, largest, 3) is ReassignResult.OK
     st = cache.stats()
     assert st["slabs_moved"] == 2 and 2 <= st["curr_items"] < 5
     classes, _ = cache.slabs_stats()
@@ -784,7 +821,7 @@ def test_a_page_move_rescues_live_items_whole(clock: FakeClock) -> None:
     for key in keys[::2]:
         cache.delete(key)  # free chunks on every page
     before = {key: cache.get(key) for key in keys[1::2]}
-    assert cache.reassign(1, 5) is ReassignResult.OK
+    assert move_page(cache, 1, 5) is ReassignResult.OK
     assert class_pages(cache) == {1: 2, 5: 1}
     st = cache.stats()
     assert st["slab_reassign_rescues"] > 1000 and st["slab_reassign_evictions_nomem"] == 0
@@ -806,7 +843,7 @@ def test_a_page_move_rescues_chained_items_chunk_by_chunk(clock: FakeClock) -> N
         cache.delete(key)
     before = {key: cache.get(key) for key in keys[1::2]}
     pages = class_pages(cache)[largest]
-    assert cache.reassign(largest, 0) is ReassignResult.OK
+    assert move_page(cache, largest, 0) is ReassignResult.OK
     assert class_pages(cache)[largest] == pages - 1
     st = cache.stats()
     assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_rescues"] > 0
@@ -815,7 +852,7 @@ def test_a_page_move_rescues_chained_items_chunk_by_chunk(clock: FakeClock) -> N
     used = dict(cache.slabs_stats()[0])[largest]["used_chunks"]
     assert used == 3 * 60
     # and again, until the class has no free chunk left for them: then whole items go
-    while cache.reassign(largest, 0) is ReassignResult.OK:
+    while move_page(cache, largest, 0) is ReassignResult.OK:
         pass
     st = cache.stats()
     assert st["slab_reassign_evictions_nomem"] > 0
@@ -844,7 +881,7 @@ def test_chunked_items_t_an_item_being_appended_survives_page_moves(clock: FakeC
         assert cache.store(APPEND, b"appender", part) is StoreResult.STORED
         expected += part
         assert cache.get(b"appender")[0] == expected  # type: ignore[index]
-        if class_pages(cache)[largest] > 3 and cache.reassign(largest, 0) is ReassignResult.OK:
+        if class_pages(cache)[largest] > 3 and move_page(cache, largest, 0) is ReassignResult.OK:
             moved += 1
     assert moved >= 2
     st = cache.stats()
@@ -863,7 +900,7 @@ def test_a_page_move_drops_dead_items_without_counting_them(clock: FakeClock) ->
     clock.advance(11)
     for i in range(0, 30_000, 4):
         cache.delete(b"k%d" % i)  # free chunks: the live ones have somewhere to go
-    assert cache.reassign(1, 0) is ReassignResult.OK
+    assert move_page(cache, 1, 0) is ReassignResult.OK
     st = cache.stats()
     assert st["slab_reassign_evictions_nomem"] == 0
     assert 0 < st["slab_reassign_rescues"] < 30_000 // 4  # the live ones on the page only
@@ -886,7 +923,7 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     assert hit is not None and len(hit) == 4
     # the pin came after the mover chose the page (its unlocked look missed it)
     monkeypatch.setattr(cache._items, "_pinned_in", lambda cls, pno: False)
-    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert move_page(cache, cid, 0) is ReassignResult.OK
     assert class_pages(cache)[cid] == 2
     st = cache.stats()
     assert st["slabs_moved"] == 0 and st["slab_reassign_busy_items"] > 0
@@ -897,7 +934,7 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     cache.unpin(hit[3])
     cache.delete(b"k4")
     cas = cache.get(b"k3")[2]  # type: ignore[index]
-    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert move_page(cache, cid, 0) is ReassignResult.OK
     assert class_pages(cache)[cid] == 1
     assert cache.stats()["slab_reassign_rescues"] == 1
     assert cache.get(b"k3") == (values[b"k3"], 3, cas)

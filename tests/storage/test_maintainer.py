@@ -15,7 +15,7 @@ from mcached.clock import FakeClock
 from mcached.storage.arena import G_ACCESS_BEFORE, G_CRAWLING
 from mcached.storage.cache import Cache
 from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
-from mcached.storage.results import StoreMode
+from mcached.storage.results import ReassignResult, StoreMode
 
 pytestmark = pytest.mark.unit
 
@@ -141,6 +141,26 @@ def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
         cache.set_memory_limit(5 * MB)
         assert wait_for(lambda: cache.slabs_stats()[1]["total_malloced"] == 5 * MB)
         assert mover.moved == 3
+    finally:
+        mover.stop()
+
+
+def test_the_mover_makes_a_move_asked_for_at_once() -> None:
+    """``slabs reassign`` asks (`Cache.reassign`) and the thread moves the page within moments,
+    not at its next tick (an hour away here); then it can be asked again."""
+    cache = Cache(memory_limit=8 * MB, clock=FakeClock())
+    for i in range(40_000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 30)  # 4 pages of class 1
+    pages = lambda cid: dict(cache.slabs_stats()[0]).get(cid, {}).get("total_pages", 0)  # noqa: E731
+    mover = SlabAutomover(cache, interval=3600)
+    mover.start()
+    try:
+        for dst in (5, 7, 9):
+            assert cache.reassign(1, dst) is ReassignResult.OK
+            assert wait_for(lambda: not cache.move_waiting)  # noqa: B023
+            assert pages(dst) == 1
+        assert mover.moved == 3 and pages(1) == 1
+        assert cache.stats()["slabs_moved"] == 3
     finally:
         mover.stop()
 

@@ -12,6 +12,7 @@ from mcached.clock import FakeClock
 from mcached.storage.arena import OFF_PINS, ST_ZOMBIE
 from mcached.storage.cache import CHAIN_PIN_MIN, PIN_MIN, Cache, Reservation
 from mcached.storage.results import ReassignResult, StoreMode, StoreResult
+from tests.storage.test_items import move_page
 
 pytestmark = pytest.mark.unit
 
@@ -152,13 +153,13 @@ def test_page_moves_skip_pages_with_pinned_items(cache: Cache) -> None:
     lent = {key: cache.get_ref(key) for key in (b"k0", b"k1", b"k2")}
     assert all(hit is not None and len(hit) == 4 for hit in lent.values())
     # the page of k0..k2 is pinned all over: the move takes the other one
-    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert move_page(cache, cid, 0) is ReassignResult.OK
     assert pages() == 1
     for key, hit in lent.items():
         assert hit is not None and bytes(hit[0]) == values[key]
     # nothing left to move without waiting for a reply: no page moves
     cache.store(SET, b"k3", values[b"k3"])
-    cache.reassign(cid, 0)
+    move_page(cache, cid, 0)
     assert pages() >= 1
     for key, hit in lent.items():
         assert hit is not None and bytes(hit[0]) == values[key]
