@@ -819,8 +819,10 @@ class Items:
         with self.move_lock:
             dst = self.classes[cid]
             with dst.lock:
-                if dst.nfree or dst.uncarved:
-                    return  # another worker got it memory meanwhile
+                # another worker got it memory meanwhile (a chunk; a chained item wants more
+                # chunks than the class's pages hold, whatever is free in them)
+                if cid != self.largest and (dst.nfree or dst.uncarved):
+                    return
             with self.pool.lock:
                 if self.pool.room():
                     return  # the retry takes a page from the pool

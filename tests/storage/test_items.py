@@ -940,6 +940,29 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     assert cache.get(b"k3") == (values[b"k3"], 3, cas)
 
 
+def test_bug_a_chained_item_larger_than_its_class_pages_was_refused_in_a_full_cache(
+    clock: FakeClock,
+) -> None:
+    """A chained item that needs more chunks than the largest class's pages hold gets a page
+    from another class. With the class's one page free (two chunks, fewer than the three
+    wanted) the page was not taken: its free chunks read as "another store got memory
+    meanwhile", and the store was refused, out of memory (memcached stores this item)."""
+    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock)
+    for i in range(100_000):
+        key = b"k%d" % i
+        cache.store(SET, key, value_for(key, 10))  # every page of class 1, and evictions
+    assert cache.stats()["evictions"] > 0
+    largest = len(cache.slab_sizes)
+    for size in (1_000_000, 1_300_000, 1_900_000):  # 2, then 3, then 4 chunks
+        key = b"big%d" % size
+        assert cache.store(SET, key, value_for(key, size)) is StoreResult.STORED
+        assert cache.get(key)[0] == value_for(key, size)  # type: ignore[index]
+        cache.delete(key)
+    assert class_pages(cache)[largest] == 2  # its first page, and one moved to it
+    assert cache.stats()["slabs_moved"] == 1
+    check_consistent(cache)
+
+
 def test_no_slab_reassign_means_no_page_moves(clock: FakeClock) -> None:
     """Without slab_reassign (-o no_modern) pages never move: a new size takes its first
     page past -m, keeps it, and evicts within it (binary.t's case)."""
