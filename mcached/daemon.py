@@ -212,6 +212,9 @@ class Daemon:
         self.clock = clock or Clock()
         self.processes = processes
         self.cache = self._make_cache()
+        if settings.verbose > 1:  # memcached's slabs_init prints its classes under -vv
+            for cid, (size, perslab) in enumerate(self.cache.slab_classes, 1):
+                log.log(TRACE, "slab class %3d: chunk size %9d perslab %7d", cid, size, perslab)
         # The `config get cluster` endpoint. It lists this node by its bound port, known only
         # once the server has bound (port 0 picks one), hence the callable. Its membership and
         # health live in two shared documents, made here, before any worker process is forked,

@@ -885,6 +885,12 @@ class Cache:
         """Chunk size of each slab class, class 1 first."""
         return self._items.sizes
 
+    @property
+    def slab_classes(self) -> list[tuple[int, int]]:
+        """Each slab class's chunk size and chunks a page, class 1 first (what memcached's
+        ``-vv`` prints at start)."""
+        return [(cls.size, cls.perslab) for cls in self._items.classes[1:]]
+
     def class_of(self, total: int) -> int:
         """The class memcached puts an item of `total` bytes in."""
         return self._items.class_for(total)

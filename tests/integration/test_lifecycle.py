@@ -4,6 +4,7 @@ config file, bad flags. Each test starts ``python -m mcached`` on a free loopbac
 from __future__ import annotations
 
 import os
+import re
 import resource
 import select
 import shutil
@@ -791,6 +792,25 @@ def test_startup_option_errors_are_memcacheds(args: list[str]) -> None:
     results = start_both(args)
     assert results[0] == results[1]
     assert results[0][0] in (1, 64)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["-f", "1.5", "-n", "100"], ["-o", "slab_chunk_max=16384"], ["-I", "2m", "-n", "10"]],
+)
+def test_vv_prints_memcacheds_slab_classes(
+    args: list[str], server_factory: Callable[..., Server]
+) -> None:
+    """memcached's ``-vv`` prints its slab classes as it starts, one line each; mcached
+    printed none. Its lines (in its log's format) now say the same, class for class."""
+    tables = []
+    for kind in ("mcached-procs", "memcached"):
+        server = server_factory(kind, "-vv", *args)
+        server.handle.terminate()
+        _, err = server.handle.communicate(timeout=STARTUP)
+        tables.append(re.findall(r"slab class +\d+: chunk size +\d+ perslab +\d+", err.decode()))
+    assert tables[0] == tables[1]
+    assert len(tables[0]) > 10
 
 
 def test_port_in_use_is_a_clear_error() -> None:
