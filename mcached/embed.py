@@ -112,6 +112,7 @@ def _check_type(name: str, value: Any) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "str": isinstance(value, str),
+        "str | None": value is None or isinstance(value, str),
     }.get(str(kind), True)
     if not ok:
         raise TypeError(f"{name} wants {kind}, got {value!r}")
@@ -147,7 +148,7 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
     elif name == "listen":
         value = (value,) if isinstance(value, str) else tuple(value)
     elif name in ("ssl_chain_cert", "ssl_key", "ssl_ca_cert", "auth_file", "cluster_file"):
-        value = os.fspath(value)
+        value = None if value is None else os.fspath(value)  # (None: the TLS files unset)
     out[name] = _check_type(name, value)
 
 

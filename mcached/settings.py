@@ -365,6 +365,12 @@ def c_float(value: float, places: int = 2) -> str:
     return f"{value:.{places}f}"
 
 
+def unset_as(word: str) -> Show:
+    """The value as given (an empty one too: memcached's ``STAT <name>`` with no value), or
+    memcached's word for "never given" (a NULL pointer: ``NULL``, ``(null)``)."""
+    return lambda value: word if value is None else value
+
+
 def or_else(empty: str) -> Show:
     """The value, or memcached's word for "not set" (``no``, ``NULL``, ``(null)``)."""
     return lambda value: value or empty
@@ -1218,26 +1224,26 @@ class Settings:
             stat="ssl_enabled",
         ),
     )
-    ssl_chain_cert: str = field(
-        default="",
+    ssl_chain_cert: str | None = field(
+        default=None,
         metadata=opt(
             None,
             "certificate chain file in PEM format",
             stat="ssl_chain_cert",
             extended=True,
             parse=memcached_text,
-            show=or_else("(null)"),
+            show=unset_as("(null)"),
         ),
     )
-    ssl_key: str = field(
-        default="",
+    ssl_key: str | None = field(
+        default=None,
         metadata=opt(
             None,
             "private key, if not part of the ssl_chain_cert",
             stat="ssl_key",
             extended=True,
             parse=memcached_text,
-            show=or_else("(null)"),
+            show=unset_as("(null)"),
         ),
     )
     ssl_verify_mode: int = field(
@@ -1255,26 +1261,26 @@ class Settings:
             show=looked_up(SSL_VERIFY_FLAGS),
         ),
     )
-    ssl_ciphers: str = field(
-        default="",
+    ssl_ciphers: str | None = field(
+        default=None,
         metadata=opt(
             None,
             "OpenSSL cipher list for TLS 1.2 and older",
             stat="ssl_ciphers",
             extended=True,
             parse=memcached_text,
-            show=or_else("NULL"),
+            show=unset_as("NULL"),
         ),
     )
-    ssl_ca_cert: str = field(
-        default="",
+    ssl_ca_cert: str | None = field(
+        default=None,
         metadata=opt(
             None,
             "PEM file of the CAs client certificates are verified against",
             stat="ssl_ca_cert",
             extended=True,
             parse=memcached_text,
-            show=or_else("NULL"),
+            show=unset_as("NULL"),
         ),
     )
     ssl_session_cache: bool = field(

@@ -160,7 +160,11 @@ def value_header(key: bytes, flags: int, length: int, cas: int | None = None) ->
 
 
 def stat_line(name: str, value: object) -> bytes:
-    return b"STAT %b %b\r\n" % (name.encode(), str(value).encode())
+    """``STAT <name> <value>``; an empty value, ``STAT <name>`` (memcached's)."""
+    text = str(value)
+    if not text:
+        return b"STAT %b\r\n" % name.encode()
+    return b"STAT %b %b\r\n" % (name.encode(), text.encode())
 
 
 class TextReplies:

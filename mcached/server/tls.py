@@ -77,11 +77,11 @@ def _reason(exc: BaseException, default: str = "") -> str:
     return default or str(exc)
 
 
-def _check_chain(path: str) -> None:
+def _check_chain(path: str | None) -> str:
     """The chain file is readable and holds a PEM certificate (so that an error from
-    load_cert_chain can be blamed on the key, as memcached's messages do)."""
+    load_cert_chain can be blamed on the key, as memcached's messages do): its path."""
     what = "Error loading the certificate chain"
-    if not path:
+    if path is None:
         raise TLSError(f"{what}: (null) : {NULL_FILE}")
     try:
         with open(path, "rb") as f:
@@ -90,29 +90,29 @@ def _check_chain(path: str) -> None:
         raise TLSError(f"{what}: {path} : {_reason(exc)}") from None
     if not _PEM_CERT.search(data):
         raise TLSError(f"{what}: {path} : {NO_PEM}")
+    return path
 
 
 def build_context(s: Settings) -> ssl.SSLContext:
     """A server context from the ``ssl_*`` settings; raises TLSError with memcached's words."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSIONS[s.ssl_min_version]
-    _check_chain(s.ssl_chain_cert)
+    chain = _check_chain(s.ssl_chain_cert)
     try:
-        ctx.load_cert_chain(s.ssl_chain_cert, s.ssl_key or None)
+        ctx.load_cert_chain(chain, s.ssl_key)
     except (OSError, ValueError) as exc:
-        key = s.ssl_key or "(null)"
-        raise TLSError(
-            f"Error loading the key: {key} : {_reason(exc, NO_KEY if s.ssl_key else NULL_FILE)}"
-        ) from None
+        key = "(null)" if s.ssl_key is None else s.ssl_key
+        reason = _reason(exc, NULL_FILE if s.ssl_key is None else NO_KEY)
+        raise TLSError(f"Error loading the key: {key} : {reason}") from None
     ctx.verify_mode = VERIFY_MODES[s.ssl_verify_mode]
-    if s.ssl_ca_cert:
+    if s.ssl_ca_cert is not None:
         try:
             ctx.load_verify_locations(cafile=s.ssl_ca_cert)
         except (OSError, ValueError) as exc:
             raise TLSError(
                 f"Error loading the CA certificate: {s.ssl_ca_cert} : {_reason(exc)}"
             ) from None
-    if s.ssl_ciphers:
+    if s.ssl_ciphers is not None:
         try:
             ctx.set_ciphers(s.ssl_ciphers)
         except ssl.SSLError:

@@ -260,6 +260,19 @@ def test_stats_settings_without_tls(server: Server) -> None:
     assert b"STAT ssl_min_version tlsv1.2" in lines
 
 
+def test_stats_settings_show_tls_options_given_empty(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Without -Z the files and ciphers are only settings: given empty, memcached shows the
+    row with no value (``STAT ssl_ciphers``), where a missing one reads NULL or (null);
+    mcached showed NULL and (null) for both."""
+    server = server_factory(kind, "-o", "ssl_chain_cert=,ssl_key=,ssl_ciphers=,ssl_ca_cert=")
+    with Conn(server.address) as c:
+        lines = c.request(b"stats settings\r\n").split(b"\r\n")
+    for name in (b"ssl_chain_cert", b"ssl_key", b"ssl_ciphers", b"ssl_ca_cert"):
+        assert b"STAT " + name in lines
+
+
 # ---- client certificates and versions ----
 
 
@@ -485,6 +498,11 @@ NULL_FILE = "error:8000000E:system library::Bad address"
             "error:05800088:x509 certificate routines::no certificate or crl found",
         ),
         ("bad-ciphers", "Error setting the provided cipher(s): BOGUS"),
+        # given empty is given: the file "" (not a missing option's NULL), no cipher
+        ("empty-chain", "Error loading the certificate chain:  : " + NO_FILE),
+        ("empty-key", "Error loading the key:  : " + NO_FILE),
+        ("empty-ca", "Error loading the CA certificate:  : " + NO_FILE),
+        ("empty-ciphers", "Error setting the provided cipher(s): "),
     ],
 )
 def test_bad_tls_files_stop_the_start(
@@ -509,6 +527,10 @@ def test_bad_tls_files_stop_the_start(
         "missing-ca": f"{files},ssl_ca_cert={missing}",
         "junk-ca": f"{files},ssl_ca_cert={junk}",
         "bad-ciphers": f"{files},ssl_ciphers=BOGUS",
+        "empty-chain": f"ssl_chain_cert=,ssl_key={pki.server_key}",
+        "empty-key": f"ssl_chain_cert={pki.server_cert},ssl_key=",
+        "empty-ca": f"{files},ssl_ca_cert=",
+        "empty-ciphers": f"{files},ssl_ciphers=",
     }[name]
     code, err = start_and_fail(kind, ["-Z", "-o", opts])
     assert code == 64
