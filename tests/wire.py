@@ -153,7 +153,8 @@ def recv_exact(conn: Conn, n: int, timeout: float = 5.0) -> bytes:
 def exchange(conn: Conn, request: bytes, expected: bytes) -> None:
     """Send `request` + PROBE on `conn`; assert the reply is exactly `expected` + END."""
     conn.send(request + PROBE)
-    assert recv_exact(conn, len(expected) + len(PROBE_REPLY)) == expected + PROBE_REPLY
+    got = recv_exact(conn, len(expected) + len(PROBE_REPLY))
+    assert got == expected + PROBE_REPLY, got  # (this module's asserts are not rewritten)
 
 
 def roundtrip(server: Any, request: bytes, expected: bytes) -> None:
