@@ -1312,7 +1312,7 @@ class Settings:
         default=1,
         metadata=opt(
             None,
-            "private key format (PEM 1, DER 2, ENGINE 3) (default: PEM; mcached reads PEM)",
+            "private key format: PEM 1, DER 2 (default: PEM; ENGINE keys are not read)",
             stat="ssl_keyformat",
             extended=True,
             parse=memcached_number,

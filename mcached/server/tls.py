@@ -26,6 +26,7 @@ workers, a dead one's kept, zeroed by ``stats reset`` as memcached's are), and
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -63,9 +64,15 @@ NO_PEM = "error:0480006C:PEM routines::no start line"  # a file with no PEM bloc
 NO_KEY = "error:1E08010C:DECODER routines::unsupported"  # a key file with no key in it
 
 
+class _Failed(ValueError):
+    """A failure whose OpenSSL error line is known here (its one argument)."""
+
+
 def _reason(exc: BaseException, default: str = "") -> str:
     """The error OpenSSL would report first, as memcached prints it (ERR_error_string_n);
     `default` when Python's exception names only a later one ("[SSL] PEM lib")."""
+    if isinstance(exc, _Failed):
+        return str(exc)
     if isinstance(exc, ssl.SSLError):
         lib = _LIBRARIES.get(exc.library or "")
         if lib and exc.reason and exc.reason != "PEM_LIB" and isinstance(exc.errno, int):
@@ -93,14 +100,57 @@ def _check_chain(path: str | None) -> str:
     return path
 
 
+#: errors of a key that was read, but does not go with the certificate
+KEY_READ = ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+KEY_PEM, KEY_DER = 1, 2  # ssl_keyformat: OpenSSL's SSL_FILETYPE_PEM and SSL_FILETYPE_ASN1
+BAD_FILETYPE = "error:0A00007C:SSL routines::bad ssl filetype"
+# the PEM labels OpenSSL reads a DER private key under: PKCS #8, then the traditional ones
+_DER_LABELS = (b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY")
+
+
+def _load_key_as(ctx: ssl.SSLContext, chain: str, key: str, keyformat: int) -> None:
+    """``ssl_keyformat`` 2: the key file is DER, which the ssl module cannot read. Its bytes
+    go into a PEM block, in memory (a memfd, read by its /proc path: no key file is written),
+    under each label OpenSSL's DER reader would try, until one loads. Another format is
+    refused once the file is read, as OpenSSL refuses it; a file that is not a DER key
+    fails as memcached's does (NO_KEY)."""
+    with open(key, "rb") as f:
+        der = f.read()
+    if keyformat != KEY_DER:
+        raise _Failed(BAD_FILETYPE)
+    body = base64.encodebytes(der)
+    last: Exception | None = None
+    for label in _DER_LABELS:
+        pem = b"-----BEGIN %b-----\n%b-----END %b-----\n" % (label, body, label)
+        fd = os.memfd_create("mcached-tls-key", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, pem)
+            ctx.load_cert_chain(chain, f"/proc/self/fd/{fd}")
+            return
+        except ssl.SSLError as exc:
+            if exc.reason in KEY_READ:
+                raise  # a key, but not the certificate's
+            last = exc
+        finally:
+            os.close(fd)
+    raise _Failed(NO_KEY) from last
+
+
 def build_context(s: Settings) -> ssl.SSLContext:
     """A server context from the ``ssl_*`` settings; raises TLSError with memcached's words."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSIONS[s.ssl_min_version]
     chain = _check_chain(s.ssl_chain_cert)
     try:
-        ctx.load_cert_chain(chain, s.ssl_key)
+        if s.ssl_keyformat == KEY_PEM or s.ssl_key is None:
+            ctx.load_cert_chain(chain, s.ssl_key)
+        else:
+            _load_key_as(ctx, chain, s.ssl_key, s.ssl_keyformat)
     except (OSError, ValueError) as exc:
+        if isinstance(exc, ssl.SSLError) and exc.reason == "NO_CERTIFICATE_ASSIGNED":
+            # a key of another type than the certificate's: OpenSSL takes it, and
+            # memcached's next step, SSL_CTX_check_private_key, fails
+            raise TLSError(f"Error validating the certificate: {_reason(exc)}") from None
         key = "(null)" if s.ssl_key is None else s.ssl_key
         reason = _reason(exc, NULL_FILE if s.ssl_key is None else NO_KEY)
         raise TLSError(f"Error loading the key: {key} : {reason}") from None
