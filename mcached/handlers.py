@@ -132,6 +132,7 @@ STORE_OUTCOME: dict[StoreResult, Outcome | Error] = {
     StoreResult.NOT_FOUND: Outcome.NOT_FOUND,
     StoreResult.TOO_LARGE: Error.TOO_LARGE,
     StoreResult.NO_MEMORY: Error.NO_MEMORY_STORING,
+    StoreResult.NO_MEMORY_READING: Error.NO_MEMORY_READING,
 }
 
 STORE_MODE = {
@@ -810,6 +811,12 @@ class Handlers:
         into the cache's memory, not into ``cmd.value``)."""
         if result is StoreResult.NO_MEMORY or result is StoreResult.TOO_LARGE:
             self._refused(cmd, s, mode, result, seen, vlen)
+            return
+        if result is StoreResult.NO_MEMORY_READING:
+            # memcached had the item's header, not a chunk for its value: it answers while
+            # reading and swallows the rest (conn_nread); no store ran, so nothing is counted
+            # or logged and the key's item stays
+            cmd.reply_stored(s.out, Error.NO_MEMORY_READING, 0)
             return
         ctr = s.counters
         ctr.cmd_set += 1

@@ -153,6 +153,7 @@ STATUS: dict[Outcome | Error, tuple[int, bytes]] = {
     Error.NON_NUMERIC: (DELTA_BADVAL, MESSAGES[DELTA_BADVAL]),
     # memcached's out_of_memory(): the text error's words without "SERVER_ERROR "
     Error.NO_MEMORY_STORING: (ENOMEM, b"Out of memory allocating item"),
+    Error.NO_MEMORY_READING: (ENOMEM, b"Out of memory during read"),
     Error.NO_MEMORY: (ENOMEM, b"Out of memory incrementing value"),
     Error.META_NOT_CREATED: (ENOMEM, b"Out of memory allocating new item"),
     Error.BIN_NO_MEMORY: (ENOMEM, MESSAGES[ENOMEM]),

@@ -118,6 +118,7 @@ class Error(_Member):
     NON_NUMERIC = "non_numeric"  # incr/decr of a value that is not a number
     TOO_LARGE = "too_large"
     NO_MEMORY_STORING = "no_memory_storing"  # a store with -M and no memory to evict
+    NO_MEMORY_READING = "no_memory_reading"  # a chained item's value chunk could not be had
     NO_MEMORY = "no_memory"  # incr/decr could not allocate the new value
     FLUSH_DISABLED = "flush_disabled"  # -F
     SHUTDOWN_DISABLED = "shutdown_disabled"  # no -A

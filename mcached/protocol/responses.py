@@ -57,6 +57,7 @@ LINES: dict[Outcome | Error, bytes] = {
     Error.NON_NUMERIC: b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     Error.TOO_LARGE: b"SERVER_ERROR object too large for cache\r\n",
     Error.NO_MEMORY_STORING: b"SERVER_ERROR out of memory storing object\r\n",
+    Error.NO_MEMORY_READING: b"SERVER_ERROR Out of memory during read\r\n",
     Error.NO_MEMORY: b"SERVER_ERROR out of memory\r\n",
     Error.FLUSH_DISABLED: b"CLIENT_ERROR flush_all not allowed\r\n",
     Error.SHUTDOWN_DISABLED: b"ERROR: shutdown not enabled\r\n",

@@ -47,9 +47,13 @@ the way memcached 1.6.18's ``do_item_bump`` does (the rule is `mcached.storage.c
 ``mg <key> l``, ``me``'s ``la=``, ``stats items`` ``age`` and ``evicted_time`` read what
 memcached's do.
 
-A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`; a continuation
-chunk of a chained item has status `ST_CONT`, its head's address at `OFF_HEAD` and the next
-chunk at `OFF_NEXT`. The header is read and written only through the `Struct`\\ s here.
+A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`. A chained item
+(one larger than the largest chunk) is laid out as memcached lays it out (see
+`mcached.storage.items`, "Chained items"): its head chunk, of a small class, holds the header
+and the key and no value byte (`OFF_CLSID` names the largest class, where it is counted, and
+`OFF_NEXT` its first value chunk); each value chunk has status `ST_CONT`, its head's address
+at `OFF_HEAD`, the next chunk at `OFF_NEXT` and value bytes from 48. The header is read and
+written only through the `Struct`\\ s here.
 
 Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per slab class, one
 for the page pool, one each for page moves, crawls and flush generations. They work across

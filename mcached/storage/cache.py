@@ -11,8 +11,11 @@ shared-memory `arena`:
 * a store that finds no free chunk and no page to take evicts from its class's clock hand
   (`lru`); with ``-M`` it answers NO_MEMORY instead; a class with no page at all gets a new
   one even past the limit, as in memcached (one page per class at most: `PagePool.take`), so
-  a new size never fails for want of pages; a chained item that needs more chunks than its
-  class's pages hold gets a page moved from another class (`Items.steal_page`);
+  a new size never fails for want of pages (past that bound, a page moves from another
+  class: `Items.steal_page`); a chained item's chunks are memcached's (its header in a small
+  class, its value in chunks of the largest class and the last one's own class, see
+  `items`), and when one of its value chunks cannot be had the store fails as memcached's
+  does while it reads the value (NO_MEMORY_READING);
 * expired items go when they are looked up, when the clock hand reaches them, or when the
   crawler (`maintainer.LruCrawler`) sweeps their class; ``flush_all`` only moves marks.
 
@@ -148,6 +151,7 @@ from mcached.storage.assoc import (
 )
 from mcached.storage.items import (
     NEED_PAGE,
+    NO_CHUNK,
     EvictHook,
     Items,
     ItemStats,
@@ -201,6 +205,9 @@ _PREPEND = StoreMode.PREPEND
 _STORED = StoreResult.STORED
 _NOT_STORED = StoreResult.NOT_STORED
 _NO_MEMORY = StoreResult.NO_MEMORY
+_NO_MEMORY_READING = StoreResult.NO_MEMORY_READING
+#: a store that could not have its item (memcached counts no set for it)
+_UNALLOCATED = (_NO_MEMORY, _NO_MEMORY_READING)
 
 #: what `get` returns for a hit: (value, flags, cas unique); the value is the caller's own
 #: copy (bytes out of the page mapping: it is only ever sent)
@@ -1248,7 +1255,7 @@ class Cache:
                         part, h, mode, key, value, flags, exptime, cas, steal_ok, stale, mflags
                     )
                     if result.__class__ is not int:
-                        if result is not _NO_MEMORY:
+                        if result not in _UNALLOCATED:
                             part.cst[counted] += 1
                         new_cas = 0
                         if result is _STORED and self.cas_enabled:
@@ -1423,7 +1430,7 @@ class Cache:
         with self._hold:
             with part:
                 result = self._store_locked(part, h, mode, key, value, flags, exptime, cas, True)
-                if result.__class__ is not int and result is not _NO_MEMORY:
+                if result.__class__ is not int and result not in _UNALLOCATED:
                     part.cst[counted] += 1
             if result.__class__ is int:
                 # The item's class has no page and the pool none to give: move one from
@@ -1433,7 +1440,7 @@ class Cache:
                     result = self._store_locked(
                         part, h, mode, key, value, flags, exptime, cas, False
                     )
-                    if result is not _NO_MEMORY:
+                    if result not in _UNALLOCATED:
                         part.cst[counted] += 1
         return result  # type: ignore[return-value]
 
@@ -1537,7 +1544,7 @@ class Cache:
                     )
                     # no room for the joined item: memcached's do_store_item answers NOT_STORED
                     # (its own bytes' item was allocated: the store did not fail for memory)
-                    return _NOT_STORED if result is _NO_MEMORY else result
+                    return _NOT_STORED if result in _UNALLOCATED else result
             if isinstance(value, Reservation):
                 return self._link_reserved_locked(part, i, old, value, new_exptime, mflags)
             return self._link_locked(
@@ -1579,24 +1586,25 @@ class Cache:
         if total <= self._chunk_max:
             cid = self._lookup[(total + 7) >> 3]
             a = items.alloc(cid, part, now)
-            got: list[int] | int = [a] if a >= 0 else a
+            if a >= 0:
+                return _Probe(cid, [a], False)
+            need = cid
         else:
             cid = self._largest
-            got = items.alloc_chain(part, items.chunks_for(nkey, nbytes), now)
-        if isinstance(got, list):
-            return _Probe(cid, got, total > self._chunk_max)
-        if got == NEED_PAGE and steal_ok:
-            return cid
+            got = items.alloc_chain(part, nkey, nbytes, flags, now)
+            if isinstance(got, list):
+                return _Probe(cid, got, True)
+            a, need = got
+            if a == NO_CHUNK:
+                return _NO_MEMORY_READING  # memcached counts no outofmemory for a chunk
+        if a == NEED_PAGE and steal_ok:
+            return need
         part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
         return _NO_MEMORY
 
     def _unprobe_locked(self, probe: _Probe) -> None:
         """Give back a `_Probe`'s chunks: the store did not make them its item."""
-        cls = self._items.classes[probe.cid]
-        with cls.lock:
-            for a in probe.addrs:
-                cls.chunk_push_locked(a & ~HOLE)
-            cls.count_used(-len(probe.addrs))
+        self._items.free_chunks(probe.addrs)
 
     def _join_locked(
         self,
@@ -1683,19 +1691,15 @@ class Cache:
         total = self._base_size + nkey + nbytes
         if flags:
             total += 4
-        if total <= self._chunk_max:
-            cid = self._lookup[(total + 7) >> 3]
-            n = 1
-        else:
-            cid = self._largest
-            n = items.chunks_for(nkey, nbytes)
+        chained = total > self._chunk_max
+        cid = self._largest if chained else self._lookup[(total + 7) >> 3]
         cst = part.cst
         base = cid * NSTAT
         if old < 0 and part.full():
             cst[base + S_OUTOFMEMORY] += 1
             return _NO_MEMORY
         cas = part.next_cas()
-        if old >= 0 and n == 1 and self.evictions and probe is None:
+        if old >= 0 and not chained and self.evictions and probe is None:
             st, _, _, _, old_nbytes, old_flags, old_exptime, _, old_cid, _, _ = GET_HDR.unpack_from(
                 pm, old
             )
@@ -1738,18 +1742,23 @@ class Cache:
                 chain, a = probe.addrs, 0
             else:
                 a = probe.addrs[0]
-        elif n == 1:
+        elif not chained:
             a = items.alloc(cid, part, now)
+            need = cid
         else:
-            got = items.alloc_chain(part, n, now)
-            if isinstance(got, int):
-                a = got
-            else:
+            got = items.alloc_chain(part, nkey, nbytes, flags, now)
+            if isinstance(got, list):
                 chain = got
                 a = 0
+            else:
+                a, need = got
+                if a == NO_CHUNK:
+                    # memcached read the value into the chunks it could get: the old item
+                    # stays, nothing is counted (conn_nread's "Out of memory during read")
+                    return _NO_MEMORY_READING
         if a < 0:
             if a == NEED_PAGE and steal_ok:
-                return cid
+                return need
             cst[base + S_OUTOFMEMORY] += 1
             if drop_old_on_failure and old >= 0:
                 # memcached drops the old value when a set fails: never serve stale data
@@ -1877,7 +1886,7 @@ class Cache:
                             steal_ok, stale, mflags, joined,
                         )  # fmt: skip
                         if result.__class__ is not int and result.__class__ is not _Join:
-                            if result is not _NO_MEMORY:
+                            if result not in _UNALLOCATED:
                                 part.cst[counted] += 1
                             new_cas = 0
                             if result is _STORED and self.cas_enabled:

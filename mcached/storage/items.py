@@ -5,10 +5,21 @@ leaves. `Items` holds the views of the page pool, the slab classes and the parti
 An item is written into a chunk of page memory, header first (the layout is the arena's, see
 `mcached.storage.arena`). An item of memcached's total size ``48 + nkey + 1 + nbytes + 2 (+ 8
 CAS) (+ 4 flags)`` goes in the class memcached would put it in; our layout is never larger,
-so it always fits. Items larger than the largest chunk are chained through chunks of the
-largest class: the head holds the header, key and the start of the value, each continuation
-chunk (`ST_CONT`) holds its head's address at `OFF_HEAD`, the next chunk at `OFF_NEXT`, and
-value bytes from 48.
+so it always fits.
+
+Chained items. An item larger than the largest chunk takes the chunks memcached 1.6.18 takes
+(``do_item_alloc``, ``do_item_alloc_chunk``; `chain_plan`): its *head* (header and key, no
+value byte) is a chunk of the small class of memcached's header item, and its value is in
+*value chunks* (`ST_CONT`: the head's address at `OFF_HEAD`, the next chunk at `OFF_NEXT`,
+value bytes from 48), each full one of the largest class, the last of the smallest class
+that holds what is left (or of the largest, when that class cannot give one: memcached's
+fallback). The item is counted in the largest class (its `OFF_CLSID`, as memcached's
+``it->slabs_clsid``), and it is in that class's clock, at its first value chunk (`lru`);
+the classes of its head and last chunk never evict it, nor count it. A chunk's class is its
+page's (``P_CLSID``), so each chunk goes back to its own class. A chained item's head is
+freed last (`free_chunks`): so while a value chunk is held, the chunk at its `OFF_HEAD` is
+its item's head (a page move may copy it elsewhere and rewrite `OFF_HEAD`, under the
+item's partition lock: readers without that lock check again once they hold it).
 
 Partitions. The key space is split by ``hash(key) & (partitions - 1)``; each `Partition` is an
 item table (`assoc.Assoc`) with its lock, its CAS sequence and flush mark, and counters per
@@ -23,8 +34,17 @@ Locks, in the only order they are taken (the whole storage package, every proces
 another partition's lock (the clock hand evicting, in ``_evict_locked``) only try-acquires it
 and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with item locks. A
 store that needs a page taken from another class releases its partition lock first
-(`steal_page`) and retries. No code path holds two partition locks except the clock hand, nor
-two class locks.
+(`steal_page`) and retries. No code path holds two partition locks except the clock hand.
+
+Class locks among themselves: at most two are held at once, and then the first is the
+*largest* class's: its clock hand (``_evict_locked``, under `alloc`), having evicted a
+chained item, gives the item's head and last chunk back to their (smaller) classes, taking
+each of their locks in turn (`free_chunks` with ``held``). No path takes the largest class's
+lock while it holds another class's: a chained item's chunks are taken one class lock at a
+time (`alloc_chain`: each `alloc` releases its lock), and freed one at a time with no class
+lock held (`free_chunks`, from `forget_locked`, `unpin`, `free_reserved_locked`, the
+crawler's `_crawl_page` and the page mover's `_empty_page`, which let their class lock go
+first). So the largest class's lock is always taken first, and no cycle can form.
 
 Reads without locks. The page mover and the crawler first scan pages without any lock to
 find candidates (a racy read is only a hint), then lock the candidate's partition and class
@@ -87,6 +107,7 @@ from mcached.storage.arena import (
     OFF_NEXT,
     OFF_PINS,
     OFF_TIME,
+    P_CLSID,
     P_FLAGS,
     PAGE_SHIFT,
     PF_MOVING,
@@ -131,7 +152,8 @@ from mcached.storage.slabs import PagePool, SlabClass, class_lookup, slab_class_
 log = logging.getLogger("mcached.storage")
 
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
-NEED_PAGE = -2  # the class has no page (or too few chunks for a chained item)
+NEED_PAGE = -2  # the class has no page
+NO_CHUNK = -3  # a chained item's value chunk could not be had (memcached: during read)
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
 #: what `Items.on_evict` is called with: (key, fetched, ttl or -1 when it never expires,
 #: seconds since its last access, slab class, value length), memcached's eviction log entry
@@ -142,7 +164,14 @@ EvictHook = Callable[[bytes, bool, int, int, int, int], None]
 RECLAIM_SCAN = 5
 # (memcached looks at 5 items of the LRU tail; the crawler reclaims what the hand misses)
 
-PIN_CHUNK_MIN = 1024  # chunks smaller than this never hold a pinned value (see Cache)
+#: `_move_one_locked`: a chained item was evicted, its chunks are the caller's to free
+_DROP_CHAIN = object()
+#: `_pinned_in`: a chunk's status -> b"B" (a zombie or a reservation: busy), b"C" (a
+#: continuation: its head says), else 0
+_BUSY_MARKS = bytes(
+    ord("B") if st & (ST_ZOMBIE | ST_RESERVED) else ord("C") if st & ST_CONT else 0
+    for st in range(256)
+)
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
 AUTOMOVE_WINDOW = 3  # automove 1: a class must evict in this many ticks in a row
 AUTOMOVE_FREE_PAGES = 2.5  # a class holding this many pages' worth of free chunks gives one
@@ -379,13 +408,25 @@ class Items:
     def class_for(self, total: int) -> int:
         return self.lookup[(total + 7) >> 3] if total <= self.chunk_max else self.largest
 
-    def chunks_for(self, nkey: int, nbytes: int) -> int:
-        """Chunks of the largest class an item takes (1 unless it is chained)."""
-        first = self.chunk_max - HEADER - nkey
-        if nbytes <= first:
-            return 1
-        rest = self.chunk_max - HEADER
-        return 1 + (nbytes - first + rest - 1) // rest
+    def chain_plan(self, nkey: int, nbytes: int, flags: int) -> tuple[int, list[int]]:
+        """The classes of a chained item's chunks, as memcached 1.6.18 takes them: the
+        header item's class (``do_item_alloc``: ``slabs_clsid(htotal)``, the header, key,
+        suffix, CAS and an ``item_chunk``), then one class per value chunk (``do_item_alloc_
+        chunk``: the bytes still to come, CRLF included, plus a 48-byte ``item_chunk``,
+        capped at the largest chunk): every full chunk of the largest class, the last one of
+        the smallest class that holds what is left. The first value chunk is always of the
+        largest class (it is the item's place in that class's clock, see `lru`); memcached
+        takes it there too unless -f is so close to 1 that a class lies within 263 bytes of
+        the largest chunk."""
+        htotal = HEADER + nkey + 1 + (4 if flags else 0) + HEADER + (8 if self.cas_enabled else 0)
+        cids: list[int] = []
+        remain = nbytes + 2  # memcached stores the CRLF; mcached does not, but sizes as it does
+        cmax = self.chunk_max
+        while remain > 0:
+            size = min(remain + HEADER, cmax)
+            cids.append(self.largest if not cids else self.lookup[(size + 7) >> 3])
+            remain -= size - HEADER
+        return self.lookup[(htotal + 7) >> 3], cids
 
     def hash_at(self, addr: int) -> int:
         """The table hash bits (``hash >> partition bits``) of the item at `addr`."""
@@ -424,22 +465,77 @@ class Items:
         finally:
             lock.release()
 
-    def alloc_chain(self, part: Partition, n: int, now: int) -> list[int] | int:
-        """`n` reserved chunks of the largest class for a chained item, or NO_ROOM/NEED_PAGE."""
-        cls = self.classes[self.largest]
-        got: list[int] = []
-        with cls.lock:
-            for _ in range(n):
-                a = self._alloc_locked(cls, part, now)
-                if a < 0:
-                    for x in got:
-                        cls.chunk_push_locked(x & ~HOLE)
-                    cls.count_used(-len(got))
-                    if cls.npages * cls.perslab < n:
-                        return NEED_PAGE
-                    return a
-                got.append(a)
+    def alloc_chain(
+        self, part: Partition, nkey: int, nbytes: int, flags: int, now: int
+    ) -> list[int] | tuple[int, int]:
+        """The reserved chunks of a chained item (`chain_plan`), head first, or what failed:
+        (NO_ROOM or NEED_PAGE, the header's class) if its header chunk could not be had
+        (memcached's ``do_item_alloc`` fails: out of memory storing object), (NO_CHUNK, the
+        class) if a value chunk could not (memcached's ``do_item_alloc_chunk`` fails while
+        the value is read: out of memory during read), or (NEED_PAGE, the class) if a value
+        chunk's class has no page at all and could not take its first (memcached would have
+        taken it: the caller moves one, `steal_page`). In memcached's order: the header,
+        then each chunk, each evicting from its own class if it must; the last chunk falls
+        back to one of the largest class when its own class cannot give one. No class lock
+        is held between two chunks. What was taken goes back on failure."""
+        hdr, cids = self.chain_plan(nkey, nbytes, flags)
+        a = self.alloc(hdr, part, now)
+        if a < 0:
+            return a, hdr
+        got = [a]
+        last = len(cids) - 1
+        largest = self.largest
+        for k, cid in enumerate(cids):
+            c = self.alloc(cid, part, now)
+            if c < 0 and k == last and cid != largest:
+                cid = largest  # memcached's fallback: a max-size chunk for the remainder
+                c = self.alloc(cid, part, now)
+            if c < 0:
+                self.free_chunks(got)
+                return (NEED_PAGE if c == NEED_PAGE else NO_CHUNK), cid
+            got.append(c)
         return got
+
+    def free_chunks(self, addrs: list[int], held: SlabClass | None = None, keep: int = -1) -> None:
+        """Give chunks back, each to its own class (its page's), in reverse order (a chained
+        item's head is `addrs[0]`: it goes last, see "Chained items" above), except `keep`.
+        The caller holds the item's partition lock and no class lock but `held`'s, which is
+        the largest class's (the only class lock under which another is taken)."""
+        w = self.w
+        row = self.arena.page_row
+        classes = self.classes
+        cls: SlabClass | None = None
+        n = 0
+        for c in reversed(addrs):
+            c &= ~HOLE
+            if c == keep:
+                continue
+            nxt = classes[int(w[row(c >> PAGE_SHIFT) + P_CLSID])]
+            if nxt is not cls:
+                if cls is not None:
+                    cls.count_used(-n)
+                    if cls is not held:
+                        cls.lock.release()
+                cls, n = nxt, 0
+                if cls is not held:
+                    assert held is None or held.id == self.largest, "class lock order"
+                    cls.lock.acquire()
+            cls.chunk_push_locked(c)
+            n += 1
+        if cls is not None:
+            cls.count_used(-n)
+            if cls is not held:
+                cls.lock.release()
+
+    def chain_of(self, a: int) -> list[int]:
+        """The chunks of the chained item at `a`, head first."""
+        pm = self.pm
+        out = [a]
+        nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
+        while nxt >= 0:
+            out.append(nxt)
+            nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
+        return out
 
     def _alloc_locked(self, cls: SlabClass, part: Partition, now: int) -> int:
         """Class lock held: free chunk, else an expired or flushed item's chunk near the
@@ -484,7 +580,9 @@ class Items:
     ) -> int:
         """Class lock held: free the chunk of the next clock candidate, reclaiming it if it is
         expired or flushed, evicting it otherwise (not with -M, nor `dead_only`: then only
-        the next `RECLAIM_SCAN` chunks are looked at). Its address, or NO_ROOM."""
+        the next `RECLAIM_SCAN` chunks are looked at). Its address, or NO_ROOM. A chained
+        item's candidate is its first value chunk (of the largest class, see `lru`): that
+        chunk is the one returned, the item's other chunks go back to their classes."""
         parts = self.parts
         pmask = self.pmask
         evict = self.evictions and not dead_only
@@ -497,24 +595,35 @@ class Items:
         else:
             limit = NO_EVICT_SCAN
         for a in sweep(cls, limit, evict):
-            h = Q.unpack_from(pm, a + OFF_HASH)[0]
+            head = a if pm[a] != ST_CONT else Q.unpack_from(pm, a + OFF_HEAD)[0]
+            h = Q.unpack_from(pm, head + OFF_HASH)[0]
             owner = parts[h & pmask]
             if owner is not part and not owner.try_enter():
                 cls.add_to(C_REFLOCKED, 1)
                 continue
             try:
-                st, nkey, ref, fetched, nbytes, flags, exptime, itime, _, cas, _ = (
-                    GET_HDR.unpack_from(pm, a)
+                if head != a:
+                    # read again under the item's partition lock: a page move may have
+                    # rescued its head meanwhile (the same hash: the same partition)
+                    head = Q.unpack_from(pm, a + OFF_HEAD)[0]
+                    if (
+                        pm[head] != ST_LINKED | ST_CHAINED
+                        or Q.unpack_from(pm, head + OFF_NEXT)[0] != a
+                        or Q.unpack_from(pm, head + OFF_HASH)[0] != h
+                    ):
+                        continue
+                st, nkey, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
+                    GET_HDR.unpack_from(pm, head)
                 )
                 if ref and evict:
                     continue  # read since the hand looked: it keeps its second chance
-                if pm[a + OFF_PINS]:
+                if pm[head + OFF_PINS]:
                     continue  # a reply is sending it (memcached skips items with refs too)
                 dead = (exptime and exptime <= now) or self.is_flushed(owner, cas, itime, now)
                 if not dead and not evict:
                     continue
                 cst = owner.cst
-                base = cls.id * NSTAT
+                base = cid * NSTAT
                 if dead:
                     cst[base + S_RECLAIMED] += 1
                     if not fetched:
@@ -527,10 +636,14 @@ class Items:
                         cst[base + S_EVICTED_UNFETCHED] += 1
                     cls.set_field(C_EVICTED_TIME, now - itime)
                     if self.on_evict is not None:
-                        key = bytes(pm[a + HEADER : a + HEADER + nkey])
+                        key = bytes(pm[head + HEADER : head + HEADER + nkey])
                         ttl = exptime - now if exptime else -1
-                        self.on_evict(key, bool(fetched), ttl, now - itime, cls.id, nbytes)
-                self._drop_locked(owner, cls, a, h, st, nkey, nbytes, flags, exptime)
+                        self.on_evict(key, bool(fetched), ttl, now - itime, cid, nbytes)
+                self._drop_locked(owner, head, h, nkey, nbytes, flags, exptime, cid)
+                if head != a:
+                    # the largest class's lock is held: the one under which another class
+                    # lock may be taken (the module header)
+                    self.free_chunks(self.chain_of(head), held=cls, keep=a)
                 return a
             finally:
                 if owner is not part:
@@ -540,39 +653,25 @@ class Items:
     def _drop_locked(
         self,
         part: Partition,
-        cls: SlabClass,
         a: int,
         h: int,
-        st: int,
         nkey: int,
         nbytes: int,
         flags: int,
         exptime: int,
+        cid: int,
     ) -> None:
-        """Partition and class locks held: take the item at `a` out of the table and the
-        counters, free its continuation chunks; its head chunk is left to the caller."""
+        """Partition lock held: take the item at `a` (counted in class `cid`) out of the
+        table and the counters; its chunks are left to the caller."""
         slot = part.find_addr(h >> self.pshift, a)
         assert slot >= 0, "a linked item is in its partition's table"
         part.remove_at(slot)
         cst = part.cst
-        base = cls.id * NSTAT
+        base = cid * NSTAT
         cst[base + S_NUMBER] -= 1
         cst[base + S_MEM] -= item_size(nkey, flags, nbytes, self.cas_enabled)
         if exptime:
             cst[base + S_TTL] -= 1
-        if st & ST_CHAINED:
-            cls.count_used(-self._free_continuations_locked(cls, a))
-
-    def _free_continuations_locked(self, cls: SlabClass, a: int) -> int:
-        pm = self.pm
-        nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
-        n = 0
-        while nxt >= 0:
-            c = nxt
-            nxt = Q.unpack_from(pm, c + OFF_NEXT)[0]
-            cls.chunk_push_locked(c)
-            n += 1
-        return n
 
     # ---- writing and reading items (partition lock held) ----
 
@@ -611,26 +710,34 @@ class Items:
         now: int,
         cas: int,
     ) -> int:
-        """Fill reserved chunks (as `alloc_chain` tags them) with a chained item: head first,
-        then continuations. Returns the head's address."""
+        """Fill reserved chunks (as `alloc_chain` tags them) with a chained item: the head
+        (header and key, no value byte, counted in the largest class as memcached counts
+        its header item), then the value chunks. Returns the head's address."""
         ref = addrs[0] & HOLE
         addrs = [a & ~HOLE for a in addrs]
         head = addrs[0]
         pm = self.pm
         nkey = len(key)
         nbytes = len(value)
-        nxt = addrs[1] if len(addrs) > 1 else -1
-        status = ST_LINKED | ST_CHAINED if nxt >= 0 else ST_LINKED
         HDR.pack_into(
-            pm, head, status, nkey, ref, 0, nbytes, flags, exptime, now, self.largest, cas, h, nxt
+            pm,
+            head,
+            ST_LINKED | ST_CHAINED,
+            nkey,
+            ref,
+            0,
+            nbytes,
+            flags,
+            exptime,
+            now,
+            self.largest,
+            cas,
+            h,
+            addrs[1],
         )
-        ko = head + HEADER
-        pm[ko : ko + nkey] = key
-        first = min(nbytes, self.chunk_max - HEADER - nkey)
-        ko += nkey
+        pm[head + HEADER : head + HEADER + nkey] = key
         mv = memoryview(value)
-        pm[ko : ko + first] = mv[:first]
-        pos = first
+        pos = 0
         rest = self.chunk_max - HEADER
         for k in range(1, len(addrs)):
             c = addrs[k]
@@ -684,12 +791,10 @@ class Items:
                 self.free_reserved_locked(head)
 
     def read_chained(self, a: int, nkey: int, nbytes: int) -> bytes:
-        """The value of a chained item, joined from its chunks."""
+        """The value of a chained item, joined from its value chunks (the head holds none)."""
         pm = self.pm
-        first = min(nbytes, self.chunk_max - HEADER - nkey)
-        vo = a + HEADER + nkey
-        pieces = [pm[vo : vo + first]]
-        left = nbytes - first
+        pieces = []
+        left = nbytes
         rest = self.chunk_max - HEADER
         nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
         while left > 0:
@@ -731,14 +836,15 @@ class Items:
         self._free_item_locked(cid, st, a)
 
     def _free_item_locked(self, cid: int, st: int, a: int) -> None:
-        """Give the chunks of the item at `a` (class `cid`) back to their class."""
+        """Give the chunks of the item at `a` (class `cid`) back to their classes (no class
+        lock held)."""
+        if st & ST_CHAINED:
+            self.free_chunks(self.chain_of(a))
+            return
         cls = self.classes[cid]
         with cls.lock:
-            n = 1
-            if st & ST_CHAINED:
-                n += self._free_continuations_locked(cls, a)
             cls.chunk_push_locked(a)
-            cls.count_used(-n)
+            cls.count_used(-1)
 
     # ---- pins (see the arena's docstring) ----
 
@@ -768,12 +874,11 @@ class Items:
     def value_views(self, a: int, nkey: int, nbytes: int, st: int) -> list[memoryview]:
         """The value of the item at `a` as views of its chunks' memory (valid while pinned)."""
         pv = self.arena.pages_view()
-        vo = a + HEADER + nkey
         if not st & ST_CHAINED:
+            vo = a + HEADER + nkey
             return [pv[vo : vo + nbytes]]
-        first = min(nbytes, self.chunk_max - HEADER - nkey)
-        views = [pv[vo : vo + first]]
-        left = nbytes - first
+        views = []
+        left = nbytes
         rest = self.chunk_max - HEADER
         nxt = Q.unpack_from(self.pm, a + OFF_NEXT)[0]
         while left > 0:
@@ -812,17 +917,19 @@ class Items:
     # ---- page moves (memcached's slab rebalancer) ----
 
     def steal_page(self, cid: int) -> None:
-        """Give class `cid`, which has no page (or too few chunks), one taken from another
-        class. Called with no lock held, by a store that will retry."""
+        """Give class `cid`, which has no page, one taken from another class. Called with no
+        lock held, by a store that will retry. memcached gives a class its first page past
+        the limit (``do_slabs_newslab``); mcached bounds those first pages
+        (`PagePool.first_page_room_locked`), and moves a page where memcached would have
+        made one. A class that has pages but no chunk to spare gets none: there memcached
+        fails too (a chained item's chunks: out of memory during read)."""
         if not self.slab_reassign:
             return
         with self.move_lock:
             dst = self.classes[cid]
             with dst.lock:
-                # another worker got it memory meanwhile (a chunk; a chained item wants more
-                # chunks than the class's pages hold, whatever is free in them)
-                if cid != self.largest and (dst.nfree or dst.uncarved):
-                    return
+                if dst.nfree or dst.uncarved:
+                    return  # another worker got it memory meanwhile
             with self.pool.lock:
                 if self.pool.room():
                     return  # the retry takes a page from the pool
@@ -973,17 +1080,24 @@ class Items:
 
     def _pinned_in(self, cls: SlabClass, pno: int) -> bool:
         """Whether a chunk of page `pno` is pinned, a zombie or reserved for a value being
-        received (an unlocked hint)."""
-        if cls.size < PIN_CHUNK_MIN:
-            return False  # too small for a value that is ever pinned
+        received, or is a chained item's chunk whose head is (an unlocked hint). Read a
+        byte in each chunk at a time (strided slices of the page: a small class's page
+        holds thousands of chunks, and its chained items' heads and tails may be pinned)."""
         pm = self.pm
         base = pno << PAGE_SHIFT
-        for o in range(0, cls.perslab * cls.size, cls.size):
-            c = base | o
-            if pm[c] & ST_CONT:
-                c = Q.unpack_from(pm, c + OFF_HEAD)[0]  # a chained item's pins are its head's
-            if pm[c] & (ST_ZOMBIE | ST_RESERVED) or pm[c + OFF_PINS]:
+        size = cls.size
+        end = base + cls.perslab * size
+        if pm[base + OFF_PINS : end : size].strip(b"\0"):
+            return True  # a pinned head (a continuation's pins byte is a pad: 0)
+        marks = pm[base:end:size].translate(_BUSY_MARKS)
+        if b"B" in marks:
+            return True  # a zombie or a reservation
+        i = marks.find(b"C")
+        while i >= 0:
+            head = Q.unpack_from(pm, base + i * size + OFF_HEAD)[0]
+            if pm[head] & (ST_ZOMBIE | ST_RESERVED) or pm[head + OFF_PINS]:
                 return True
+            i = marks.find(b"C", i + 1)
         return False
 
     def _empty_page(self, cls: SlabClass, pno: int) -> bool:
@@ -1012,8 +1126,14 @@ class Items:
                     head = c
                     h = Q.unpack_from(pm, c + OFF_HASH)[0]
                 part = parts[h & self.pmask]
-                with part, cls.lock:
-                    if not self._move_one_locked(part, cls, c, st, head, h):
+                with part:
+                    with cls.lock:
+                        moved = self._move_one_locked(part, cls, c, st, head, h)
+                    if moved is _DROP_CHAIN:
+                        # evicted: its chunks go back to their classes, no class lock held
+                        # (a page of any class may hold a chunk of a chained item)
+                        self.free_chunks(self.chain_of(head))
+                    elif not moved:
                         busy += 1
             if not busy:
                 return True
@@ -1028,13 +1148,15 @@ class Items:
 
     def _move_one_locked(
         self, part: Partition, cls: SlabClass, c: int, st: int, head: int, h: int
-    ) -> bool:
+    ) -> bool | object:
         """Partition and class locks held: free the chunk at `c` of a detached page. A live
         item's chunk is copied to a free chunk of the class (a rescue: the table, or the
         previous chunk of a chained item, then points at the copy); with no free chunk the
         whole item is evicted (``slab_reassign_evictions_nomem``); an expired or flushed
         item just goes, as memcached's mover does not save it. False if the chunk changed
-        meanwhile, or its item is pinned (a reply is sending it from these chunks)."""
+        meanwhile, or its item is pinned (a reply is sending it from these chunks);
+        `_DROP_CHAIN` for a chained item taken out of the table, whose chunks (in several
+        classes) the caller frees once it has let the class lock go."""
         pm = self.pm
         if pm[c] != st:
             return False
@@ -1045,7 +1167,7 @@ class Items:
         if pm[head + OFF_PINS]:
             return False  # a reply is sending it from its chunks: wait for it
         hst, nkey, _, _, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(pm, head)
-        # every chunk of an item is in its head's class: `cls`
+        # the item is counted in `cid` (a chained one in the largest class); `c` is in `cls`
         base = cid * NSTAT
         now = self.clock.now()
         dead = (exptime and exptime <= now) or self.is_flushed(part, cas, itime, now)
@@ -1053,7 +1175,9 @@ class Items:
         if to < 0:
             if not dead:
                 part.cst[base + S_MOVE_EVICTED] += 1
-            self._drop_locked(part, cls, head, h, hst, nkey, nbytes, flags, exptime)
+            self._drop_locked(part, head, h, nkey, nbytes, flags, exptime, cid)
+            if hst & ST_CHAINED:
+                return _DROP_CHAIN
             cls.chunk_push_locked(head)
             cls.count_used(-1)
             return True
@@ -1264,7 +1388,9 @@ class Items:
 
     def _crawl_page(self, cls: SlabClass, pno: int, now: int, left: int) -> tuple[int, int]:
         """Reclaim what is stale in page `pno` of `cls`, checking at most `left` items of it
-        (-1: all): (how many reclaimed, how many checked)."""
+        (-1: all): (how many reclaimed, how many checked). The items of a class are those
+        of its clock (`lru`): its single-chunk items, and the chained items whose first
+        value chunk it holds (their heads, in smaller classes' pages, are not theirs)."""
         pm = self.pm
         parts = self.parts
         pmask = self.pmask
@@ -1278,41 +1404,58 @@ class Items:
         flush_seq = [int(w[p.tb + T_FLUSH_SEQ]) for p in parts]
         for o in range(0, cls.perslab * cls.size, cls.size):
             c = base | o
-            if pm[c] & ST_LINKED:
-                if checked == left:
-                    break
-                checked += 1
-                exptime, itime, _, cas, h = TAIL_HDR.unpack_from(pm, c + OFF_EXPTIME)
-                if (
-                    (exptime and exptime <= now)
-                    or cas <= flush_seq[h & pmask]
-                    or (flush_at and flush_at <= now + 1 and itime < flush_at)
-                ):
-                    found.append((c, h))
+            st = pm[c]
+            if st == ST_LINKED:
+                head = c
+            elif st == ST_CONT:
+                head = Q.unpack_from(pm, c + OFF_HEAD)[0]
+                if pm[head] != ST_LINKED | ST_CHAINED or Q.unpack_from(pm, head + OFF_NEXT)[0] != c:
+                    continue
+            else:
+                continue
+            if checked == left:
+                break
+            checked += 1
+            exptime, itime, _, cas, h = TAIL_HDR.unpack_from(pm, head + OFF_EXPTIME)
+            if (
+                (exptime and exptime <= now)
+                or cas <= flush_seq[h & pmask]
+                or (flush_at and flush_at <= now + 1 and itime < flush_at)
+            ):
+                found.append((c, h))
         reclaimed = 0
         for c, h in found:
             part = parts[h & pmask]
-            with part, cls.lock:
-                if self.pool.clsid(pno) != cls.id or self.pool.flags(pno) & PF_MOVING:
-                    break  # the page left the class
-                if not pm[c] & ST_LINKED:
-                    continue
-                st, nkey, _, fetched, nbytes, flags, exptime, itime, _, cas, hh = (
-                    GET_HDR.unpack_from(pm, c)
-                )
-                if hh != h or pm[c + OFF_PINS]:
-                    continue  # another item now, or being sent: next pass
-                flushed = self.is_flushed(part, cas, itime, now)
-                if not (flushed or (exptime and exptime <= now)):
-                    continue
-                b = cls.id * NSTAT
-                part.cst[b + S_CRAWLER_RECLAIMED] += 1
-                if not fetched and not flushed:
-                    part.cst[b + S_EXPIRED_UNFETCHED] += 1
-                self._drop_locked(part, cls, c, h, st, nkey, nbytes, flags, exptime)
-                cls.chunk_push_locked(c)
-                cls.count_used(-1)
+            with part:
+                with cls.lock:
+                    if self.pool.clsid(pno) != cls.id or self.pool.flags(pno) & PF_MOVING:
+                        break  # the page left the class
+                    head = c
+                    if pm[c] == ST_CONT:
+                        head = Q.unpack_from(pm, c + OFF_HEAD)[0]
+                        if Q.unpack_from(pm, head + OFF_NEXT)[0] != c:
+                            continue
+                    elif pm[c] != ST_LINKED:
+                        continue
+                    st, nkey, _, fetched, nbytes, flags, exptime, itime, cid, cas, hh = (
+                        GET_HDR.unpack_from(pm, head)
+                    )
+                    if not st & ST_LINKED or hh != h or pm[head + OFF_PINS]:
+                        continue  # another item now, or being sent: next pass
+                    flushed = self.is_flushed(part, cas, itime, now)
+                    if not (flushed or (exptime and exptime <= now)):
+                        continue
+                    b = cid * NSTAT
+                    part.cst[b + S_CRAWLER_RECLAIMED] += 1
+                    if not fetched and not flushed:
+                        part.cst[b + S_EXPIRED_UNFETCHED] += 1
+                    self._drop_locked(part, head, h, nkey, nbytes, flags, exptime, cid)
+                    if head == c:
+                        cls.chunk_push_locked(c)
+                        cls.count_used(-1)
                 reclaimed += 1
+                if head != c:  # its chunks, each to its class, the class lock let go
+                    self.free_chunks(self.chain_of(head))
         with cls.lock:
             cls.add_to(C_CRAWLER_CHECKED, checked)
         return reclaimed, checked
@@ -1361,7 +1504,15 @@ class Items:
                 pi = (pi + 1) % len(pages)
             c = (pages[pi] << PAGE_SHIFT) + ci * cls.size
             ci += 1
-            if pm[c] & ST_LINKED:
+            st = pm[c]
+            if st == ST_CONT:  # a chained item's first value chunk stands for it (`lru`)
+                head = Q.unpack_from(pm, c + OFF_HEAD)[0]
+                if (
+                    pm[head] == ST_LINKED | ST_CHAINED
+                    and Q.unpack_from(pm, head + OFF_NEXT)[0] == c
+                ):
+                    st, c = ST_LINKED, head
+            if st == ST_LINKED:
                 t = I32.unpack_from(pm, c + OFF_TIME)[0]
                 oldest = min(oldest, t)
                 seen += 1

@@ -30,15 +30,23 @@ from mcached.storage.arena import (
     C_HAND_PAGE,
     C_HEAD,
     C_MOVES_TO_WARM,
+    OFF_HEAD,
+    OFF_NEXT,
     OFF_REF,
     PAGE_SHIFT,
+    ST_CHAINED,
+    ST_CONT,
     ST_LINKED,
+    Q,
 )
 from mcached.storage.slabs import SlabClass
 
 
 def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[int]:
-    """Candidates for eviction, in clock order: addresses of linked, unreferenced items.
+    """Candidates for eviction, in clock order: addresses of linked, unreferenced items, or,
+    for a chained item, of its first value chunk (its header item sits in a small class's
+    page, as memcached's does, but it is in the largest class's LRU: the hand of that class
+    meets it at its first value chunk; its head and last chunk are skipped where they lie).
 
     The class lock must be held for the whole iteration. At most `limit` chunks are visited;
     the hand keeps its place between calls. Without `second_chance` (-M: only expired items
@@ -54,6 +62,7 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
         if pno < 0:
             return
     pm = cls.pm
+    unpack = Q.unpack_from
     size = cls.size
     per = cls.perslab
     base = pno << PAGE_SHIFT
@@ -65,17 +74,26 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
             base = pno << PAGE_SHIFT
         a = base + ci * size
         ci += 1
-        if pm[a] & ST_LINKED:
-            if second_chance and pm[a + OFF_REF]:
-                pm[a + OFF_REF] = 0
-                warmed += 1
+        st = pm[a]
+        if st == ST_LINKED:
+            item = a
+        elif st == ST_CONT:
+            # a chained item's first value chunk stands for it in this (the largest) class
+            item = unpack(pm, a + OFF_HEAD)[0]
+            if pm[item] != ST_LINKED | ST_CHAINED or unpack(pm, item + OFF_NEXT)[0] != a:
                 continue
-            # the consumer may stop here: everything is recorded before each yield
-            w[b + C_HAND_PAGE] = pno
-            w[b + C_HAND_CHUNK] = ci
-            w[b + C_MOVES_TO_WARM] += warmed
-            warmed = 0
-            yield a
+        else:
+            continue  # free, reserved, a zombie, a chained item's head or later chunk
+        if second_chance and pm[item + OFF_REF]:
+            pm[item + OFF_REF] = 0
+            warmed += 1
+            continue
+        # the consumer may stop here: everything is recorded before each yield
+        w[b + C_HAND_PAGE] = pno
+        w[b + C_HAND_CHUNK] = ci
+        w[b + C_MOVES_TO_WARM] += warmed
+        warmed = 0
+        yield a
     w[b + C_HAND_PAGE] = pno
     w[b + C_HAND_CHUNK] = ci
     w[b + C_MOVES_TO_WARM] += warmed

@@ -32,6 +32,9 @@ class StoreResult(_Result):
     NOT_FOUND = "not_found"
     TOO_LARGE = "too_large"
     NO_MEMORY = "no_memory"
+    #: a chained item's header was had, one of its value chunks not: memcached allocates
+    #: those while it reads the value and answers "Out of memory during read"
+    NO_MEMORY_READING = "no_memory_reading"
 
 
 class DeltaResult(_Result):

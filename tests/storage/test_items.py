@@ -48,8 +48,35 @@ def move_page(cache: Cache, src: int, dst: int) -> ReassignResult:
     return result
 
 
-def check_consistent(cache: Cache) -> None:
-    """curr_items, bytes and the slab figures agree with the items actually held."""
+def memcached_chunks(cache: Cache, nkey: int, nbytes: int, flags: int) -> list[int]:
+    """The classes memcached 1.6.18 takes an item's chunks from, worked out here on their
+    own: one class for an item within slab_chunk_max (``item_make_header``, ``slabs_clsid``);
+    past it, the header item's class (``do_item_alloc``: header, key, NUL, suffix, CAS and a
+    48-byte ``item_chunk``), then each value chunk's (``do_item_alloc_chunk``: what is left
+    of the value and its CRLF plus an ``item_chunk``, at most slab_chunk_max)."""
+    sizes = cache.slab_sizes
+
+    def clsid(n: int) -> int:
+        return next(i for i, size in enumerate(sizes, 1) if size >= n)
+
+    cas = 8 if cache.cas_enabled else 0
+    suffix = 4 if flags else 0
+    ntotal = 48 + nkey + 1 + suffix + nbytes + 2 + cas
+    if ntotal <= sizes[-1]:
+        return [clsid(ntotal)]
+    out = [clsid(48 + nkey + 1 + suffix + 48 + cas)]
+    remain = nbytes + 2
+    while remain > 0:
+        size = min(remain + 48, sizes[-1])
+        out.append(clsid(size))
+        remain -= size - 48
+    return out
+
+
+def check_consistent(cache: Cache, exact: bool = True) -> None:
+    """curr_items, bytes and the slab figures agree with the items actually held; with
+    `exact`, each class's used chunks are those memcached would take for them (no chained
+    item's last chunk fell back to the largest class)."""
     st = cache.stats()
     keys = list(cache.keys())
     assert st["curr_items"] == len(keys)
@@ -57,10 +84,16 @@ def check_consistent(cache: Cache) -> None:
     # within -m, but for a first page per class (memcached's do_slabs_newslab)
     assert totals["total_malloced"] <= cache.memory_limit + len(classes) * MB
     assert sum(row["total_pages"] for _, row in classes) * MB <= totals["total_malloced"]
+    want: dict[int, int] = {}
     for key in keys:
         hit = cache.get(key)
         if hit is not None:  # (a flushed or expired one is dropped by the get)
             assert hit[0] == value_for(key, len(hit[0]))
+            for cid in memcached_chunks(cache, len(key), len(hit[0]), hit[1]):
+                want[cid] = want.get(cid, 0) + 1
+    if exact:
+        used = {cid: row["used_chunks"] for cid, row in cache.slabs_stats()[0]}
+        assert {cid: n for cid, n in used.items() if n} == want
 
 
 # ---- the memory bound ----
@@ -248,17 +281,21 @@ def test_items_spanning_chunks_round_trip_byte_exact(clock: FakeClock, chunk_max
     cache = Cache(memory_limit=32 * MB, item_size_max=4 * MB, clock=clock, slab_chunk_max=chunk_max)
     rnd = random.Random(3)
     key = b"chained"
-    first = chunk_max - HEADER - len(key)  # value bytes the head chunk holds
-    rest = chunk_max - HEADER
-    sizes = [first - 1, first, first + 1, first + rest, first + rest + 1, MB, 4 * MB - 200]
+    rest = chunk_max - HEADER  # a value chunk's bytes (the head holds none)
+    over = chunk_max - 48 - len(key) - 1 - 4 - 2 - 8 + 1  # the first chained size
+    # around each chunk's end: memcached's last chunk may hold one or two bytes of the CRLF
+    # alone (mcached's then holds no value byte)
+    sizes = [over - 1, over, *(k * rest + d for k in (1, 2) for d in (-3, -2, -1, 0, 1))]
+    sizes += [MB, 4 * MB - 200]
     for size in sizes:
         value = rnd.randbytes(size)
         assert cache.store(SET, key, value, flags=7) is StoreResult.STORED, size
         hit = cache.get(key)
         assert hit is not None and hit[0] == value and hit[1] == 7, size
         assert cache.get_and_touch(key, 100) == hit
-    used = sum(row["used_chunks"] for _, row in cache.slabs_stats()[0])
-    assert used == 1 + (4 * MB - 200 - first + rest - 1) // rest
+        used = {cid: row["used_chunks"] for cid, row in cache.slabs_stats()[0]}
+        want = memcached_chunks(cache, len(key), size, 7)
+        assert {cid: n for cid, n in used.items() if n} == {c: want.count(c) for c in want}
     assert cache.store(APPEND, key, b"x" * 200) is StoreResult.NOT_STORED  # over -I
     value = rnd.randbytes(MB)
     assert cache.store(SET, key, value) is StoreResult.STORED
@@ -278,10 +315,7 @@ def test_chained_items_are_evicted_whole(clock: FakeClock) -> None:
         assert cache.store(SET, key, value_for(key, 1_500_000)) is StoreResult.STORED
     st = cache.stats()
     assert st["evictions"] > 0
-    check_consistent(cache)
-    classes, _ = cache.slabs_stats()
-    used = sum(row["used_chunks"] for _, row in classes)
-    assert used == 3 * st["curr_items"]  # 1.5 MB: three 512 KB chunks each
+    check_consistent(cache)  # 1.5 MB: a header and three 512 KB chunks each
 
 
 # ---- expiry and the crawler ----
@@ -784,12 +818,15 @@ def test_incr_that_outgrows_its_chunk_or_spans_chunks(clock: FakeClock) -> None:
 def test_no_room_for_a_chained_item_leaks_no_chunk(clock: FakeClock) -> None:
     cache = Cache(memory_limit=4 * MB, item_size_max=2 * MB, clock=clock, evictions=False)
     n = 0
-    while cache.store(SET, b"c%d" % n, b"x" * 1_500_000) is StoreResult.STORED:
+    while (result := cache.store(SET, b"c%d" % n, value_for(b"c%d" % n, 1_500_000))) is (
+        StoreResult.STORED
+    ):
         n += 1
-    assert n == 2  # 4 pages of two 512 KB chunks; three chunks an item
-    classes, _ = cache.slabs_stats()
-    assert sum(row["used_chunks"] for _, row in classes) == 3 * n
+    # a page of headers (a first page, past the limit) and four of two 512 KB chunks hold two
+    # items of three chunks; the third one's header is had, then one of its chunks is not
+    assert n == 2 and result is StoreResult.NO_MEMORY_READING
     assert cache.stats()["curr_items"] == n
+    check_consistent(cache)
 
 
 def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
@@ -800,14 +837,14 @@ def test_moving_a_page_of_chained_items(clock: FakeClock) -> None:
         key = b"c%d" % i
         assert cache.store(SET, key, value_for(key, 1_500_000)) is StoreResult.STORED
     largest = len(cache.slab_sizes)
-    assert class_pages(cache) == {largest: 8}
+    # the headers' page; three 512 KB chunks an item (the last for 440 KB: no class between
+    # 410 KB and 512 KB) in the rest
+    assert memcached_chunks(cache, 2, 1_500_000, 0) == [2, largest, largest, largest]
+    assert class_pages(cache) == {2: 1, largest: 7}
     assert move_page(cache, largest, 0) is ReassignResult.OK
     assert move_page(cache, largest, 3) is ReassignResult.OK
     st = cache.stats()
     assert st["slabs_moved"] == 2 and 2 <= st["curr_items"] < 5
-    classes, _ = cache.slabs_stats()
-    used = dict(classes)[largest]["used_chunks"]
-    assert used == 3 * st["curr_items"]
     check_consistent(cache)
 
 
@@ -831,32 +868,41 @@ def test_a_page_move_rescues_live_items_whole(clock: FakeClock) -> None:
 
 
 def test_a_page_move_rescues_chained_items_chunk_by_chunk(clock: FakeClock) -> None:
-    """A chained item with chunks in the page that moves keeps them all: a continuation is
-    copied and its previous chunk points at the copy (slab_reassign_chunk_rescues), a head is
-    copied and the table and its continuations point at it (slab_reassign_rescues)."""
-    cache = Cache(memory_limit=8 * MB, clock=clock, slab_chunk_max=16 * KB)
+    """A chained item with chunks in the page that moves keeps them all: a value chunk is
+    copied and its previous chunk points at the copy (slab_reassign_chunk_rescues), a head
+    (in the small class of memcached's header items) is copied and the table and its value
+    chunks point at it (slab_reassign_rescues)."""
+    cache = Cache(memory_limit=16 * MB, clock=clock, slab_chunk_max=16 * KB)
     largest = len(cache.slab_sizes)
-    keys = [b"c%d" % i for i in range(120)]  # 40 KB: three 16 KB chunks, six pages
+    keys = [b"c%d" % i for i in range(240)]  # 40 KB: a header, two 16 KB chunks, a 7 KB one
     for i, key in enumerate(keys):
-        assert cache.store(SET, key, value_for(key, 40_000), flags=i) is StoreResult.STORED
-    for key in keys[::2]:
+        assert cache.store(SET, key, value_for(key, 40_000), flags=i + 1) is StoreResult.STORED
+    hdr = memcached_chunks(cache, 3, 40_000, 1)[0]
+    small = [b"s%d" % i for i in range(20_000)]  # items of the headers' class: three pages
+    for key in small:
+        cache.store(SET, key, value_for(key, 40))
+    assert cache.class_of(48 + 7 + 40 + 2 + 8) == hdr and class_pages(cache)[hdr] == 3
+    for key in keys[::2] + small[::2]:
         cache.delete(key)
     before = {key: cache.get(key) for key in keys[1::2]}
     pages = class_pages(cache)[largest]
     assert move_page(cache, largest, 0) is ReassignResult.OK
     assert class_pages(cache)[largest] == pages - 1
     st = cache.stats()
-    assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_rescues"] > 0
-    assert st["slab_reassign_evictions_nomem"] == 0 and st["curr_items"] == 60
+    assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_evictions_nomem"] == 0
+    assert move_page(cache, hdr, 0) is ReassignResult.OK
+    st = cache.stats()
+    assert st["slab_reassign_rescues"] > 0 and st["slab_reassign_evictions_nomem"] == 0
+    assert st["curr_items"] == 120 + 10_000
     assert {key: cache.get(key) for key in keys[1::2]} == before
-    used = dict(cache.slabs_stats()[0])[largest]["used_chunks"]
-    assert used == 3 * 60
+    check_consistent(cache)
+    for key in small[1::2]:
+        cache.delete(key)
     # and again, until the class has no free chunk left for them: then whole items go
     while move_page(cache, largest, 0) is ReassignResult.OK:
         pass
     st = cache.stats()
     assert st["slab_reassign_evictions_nomem"] > 0
-    assert dict(cache.slabs_stats()[0])[largest]["used_chunks"] == 3 * st["curr_items"]
     for key in cache.keys():
         assert cache.get(key) == before[key]
     check_consistent(cache)
@@ -868,7 +914,7 @@ def test_chunked_items_t_an_item_being_appended_survives_page_moves(clock: FakeC
     appends: the item (and every other one) is rescued, and each append finds it whole."""
     cache = Cache(memory_limit=16 * MB, clock=clock, slab_chunk_max=16 * KB)
     largest = len(cache.slab_sizes)
-    fillers = [b"f%d" % i for i in range(100)]  # 40 KB: three chunks each, five pages
+    fillers = [b"f%d" % i for i in range(150)]  # 40 KB: two 16 KB chunks each, five pages
     for key in fillers:
         cache.store(SET, key, value_for(key, 40_000))
     expected = b"seed" * 5000
@@ -885,8 +931,7 @@ def test_chunked_items_t_an_item_being_appended_survives_page_moves(clock: FakeC
             moved += 1
     assert moved >= 2
     st = cache.stats()
-    assert st["slab_reassign_evictions_nomem"] == 0
-    assert st["slab_reassign_chunk_rescues"] > 0 and st["slab_reassign_rescues"] > 0
+    assert st["slab_reassign_evictions_nomem"] == 0 and st["slab_reassign_chunk_rescues"] > 0
     for key in fillers[::2]:
         assert cache.get(key)[0] == value_for(key, 40_000)  # type: ignore[index]
 
@@ -940,26 +985,34 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     assert cache.get(b"k3") == (values[b"k3"], 3, cas)
 
 
-def test_bug_a_chained_item_larger_than_its_class_pages_was_refused_in_a_full_cache(
+def test_a_chained_item_wanting_more_chunks_than_memory_holds_fails_as_in_memcached(
     clock: FakeClock,
 ) -> None:
-    """A chained item that needs more chunks than the largest class's pages hold gets a page
-    from another class. With the class's one page free (two chunks, fewer than the three
-    wanted) the page was not taken: its free chunks read as "another store got memory
-    meanwhile", and the store was refused, out of memory (memcached stores this item)."""
-    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock)
-    for i in range(100_000):
-        key = b"k%d" % i
+    """memcached 1.6.18 (-m 8, cache_memlimit 9, -I 2m; 120,000 ten-byte items fill class
+    1) stores 1.3 MB twice, its header in class 2, two 512 KB chunks in class 39 and the
+    last 254 KB in class 36, each a first page; 1.9 MB then wants a third 512 KB chunk, and
+    the largest class's one page holds two: it evicts the old item for the first two and
+    fails at the third, "Out of memory during read". mcached moved a page from class 1 to
+    the largest class for it (`steal_page`), and stored it in 2 x 512 KB + 512 KB + 512 KB
+    (every chunk of the largest class): pages 1 (8) and 39 (2), where memcached's are 1 (9),
+    2 (1), 36 (1) and 39 (1)."""
+    cache = Cache(memory_limit=9 * MB, item_size_max=2 * MB, clock=clock, slab_automove=0)
+    for i in range(120_000):
+        key = b"w%d" % i
         cache.store(SET, key, value_for(key, 10))  # every page of class 1, and evictions
     assert cache.stats()["evictions"] > 0
-    largest = len(cache.slab_sizes)
-    for size in (1_000_000, 1_300_000, 1_900_000):  # 2, then 3, then 4 chunks
-        key = b"big%d" % size
-        assert cache.store(SET, key, value_for(key, size)) is StoreResult.STORED
-        assert cache.get(key)[0] == value_for(key, size)  # type: ignore[index]
-        cache.delete(key)
-    assert class_pages(cache)[largest] == 2  # its first page, and one moved to it
-    assert cache.stats()["slabs_moved"] == 1
+    results = []
+    for size in (1_300_000, 1_300_000, 1_900_000):
+        results.append(cache.store(SET, b"big", value_for(b"big", size)))
+        if results[-1] is StoreResult.STORED:
+            assert cache.get(b"big")[0] == value_for(b"big", size)  # type: ignore[index]
+    assert results == [StoreResult.STORED, StoreResult.STORED, StoreResult.NO_MEMORY_READING]
+    assert memcached_chunks(cache, 3, 1_300_000, 0) == [2, 39, 39, 36]
+    assert class_pages(cache) == {1: 9, 2: 1, 36: 1, 39: 1}
+    st = cache.stats()
+    assert st["slabs_moved"] == 0 and cache.get(b"big") is None  # evicted for the third
+    rows = dict(cache.items_stats())
+    assert 39 not in rows and rows[1]["outofmemory"] == 0  # a chunk's failure is not counted
     check_consistent(cache)
 
 
