@@ -51,8 +51,9 @@ A chunk on a free list keeps status 0 and the next free chunk at `OFF_NEXT`. A c
 (one larger than the largest chunk) is laid out as memcached lays it out (see
 `mcached.storage.items`, "Chained items"): its head chunk, of a small class, holds the header
 and the key and no value byte (`OFF_CLSID` names the largest class, where it is counted, and
-`OFF_NEXT` its first value chunk); each value chunk has status `ST_CONT`, its head's address
-at `OFF_HEAD`, the next chunk at `OFF_NEXT` and value bytes from 48. The header is read and
+`OFF_NEXT` its first value chunk); each value chunk has status `ST_CONT`, the number of value
+bytes it holds at `OFF_NBYTES` (from 48 on; memcached's ``item_chunk.used``, less the CRLF),
+its head's address at `OFF_HEAD` and the next chunk at `OFF_NEXT`. The header is read and
 written only through the `Struct`\\ s here.
 
 Locks. POSIX semaphores (`multiprocessing.Lock`): one per partition, one per slab class, one
@@ -148,8 +149,9 @@ HDR = struct.Struct("<BBBBIIiIBxxxQqq")
 GET_HDR = struct.Struct("<BBBBIIiIBxxxQq")
 #: exptime, time, clsid, cas, hash: what the crawler and the clock hand need
 TAIL_HDR = struct.Struct("<iIBxxxQq")
-#: a continuation chunk: status, head, next
-CONT_HDR = struct.Struct("<B31xqq")
+#: a value chunk of a chained item: status, the value bytes it holds (at OFF_NBYTES), head,
+#: next
+CONT_HDR = struct.Struct("<B3xI24xqq")
 Q = struct.Struct("<q")
 I32 = struct.Struct("<i")
 U32 = struct.Struct("<I")

@@ -272,13 +272,14 @@ class _Join:
     for the joined value (`nbytes`, the old item's `flags`), reserved with no lock held, for
     the item at `old` as it was at CAS `old_cas`."""
 
-    __slots__ = ("nbytes", "flags", "old", "old_cas")
+    __slots__ = ("nbytes", "flags", "old", "old_cas", "split")
 
-    def __init__(self, nbytes: int, flags: int, old: int, old_cas: int) -> None:
+    def __init__(self, nbytes: int, flags: int, old: int, old_cas: int, split: int) -> None:
         self.nbytes = nbytes
         self.flags = flags
         self.old = old
         self.old_cas = old_cas
+        self.split = split  # the joined value's first part (`Items.chain_plan`)
 
 
 class _Probe:
@@ -287,12 +288,12 @@ class _Probe:
     ``process_mset_command``, ``process_bin_update``): `addrs` as `Items.alloc` or
     `alloc_chain` tag them, of class `cid`; `used` once they became the item."""
 
-    __slots__ = ("cid", "addrs", "chained", "used")
+    __slots__ = ("cid", "addrs", "plan", "used")
 
-    def __init__(self, cid: int, addrs: list[int], chained: bool) -> None:
+    def __init__(self, cid: int, addrs: list[int], plan: list[int] | None) -> None:
         self.cid = cid
         self.addrs = addrs
-        self.chained = chained
+        self.plan = plan  # a chained item's (`Items.chain_plan`); None: one chunk
         self.used = False
 
 
@@ -1488,7 +1489,7 @@ class Cache:
             and not isinstance(value, Reservation)
             and self._must_probe(mode, len(key), len(value), flags)
         ):
-            got = self._probe_locked(part, len(key), len(value), flags, steal_ok)
+            got = self._probe_locked(part, len(key), len(value), flags, steal_ok, -1)
             if not isinstance(got, _Probe):
                 return got
             probe = got
@@ -1539,9 +1540,11 @@ class Cache:
                         > self.item_size_max
                     ):
                         return StoreResult.NOT_STORED
+                    split = len(current) if mode is _APPEND else len(value) - len(current)
                     result = self._link_locked(
-                        part, i, old, key, h, value, flags, old_exptime, steal_ok, False
-                    )
+                        part, i, old, key, h, value, flags, old_exptime, steal_ok, False,
+                        split=split,
+                    )  # fmt: skip
                     # no room for the joined item: memcached's do_store_item answers NOT_STORED
                     # (its own bytes' item was allocated: the store did not fail for memory)
                     return _NOT_STORED if result in _UNALLOCATED else result
@@ -1572,7 +1575,7 @@ class Cache:
         return not self._items.has_free_chunk(self._lookup[(total + 7) >> 3])
 
     def _probe_locked(
-        self, part: Partition, nkey: int, nbytes: int, flags: int, steal_ok: bool
+        self, part: Partition, nkey: int, nbytes: int, flags: int, steal_ok: bool, split: int
     ) -> _Probe | StoreResult | int:
         """The chunks of a new item of `nkey` + `nbytes` (`_Probe`), or NO_MEMORY (counted
         in the class's outofmemory, as memcached's do_item_alloc counts it), or, when the
@@ -1587,13 +1590,14 @@ class Cache:
             cid = self._lookup[(total + 7) >> 3]
             a = items.alloc(cid, part, now)
             if a >= 0:
-                return _Probe(cid, [a], False)
+                return _Probe(cid, [a], None)
             need = cid
         else:
             cid = self._largest
-            got = items.alloc_chain(part, nkey, nbytes, flags, now)
+            plan = items.chain_plan(nkey, nbytes, flags, split)
+            got = items.alloc_chain(part, plan, now)
             if isinstance(got, list):
-                return _Probe(cid, got, True)
+                return _Probe(cid, got, plan)
             a, need = got
             if a == NO_CHUNK:
                 return _NO_MEMORY_READING  # memcached counts no outofmemory for a chunk
@@ -1628,7 +1632,7 @@ class Cache:
         if item_size(len(key), flags, nbytes, self.cas_enabled) > self.item_size_max:
             return StoreResult.NOT_STORED
         if joined is None or joined[1] != old or joined[2] != old_cas:
-            return _Join(nbytes, flags, old, old_cas)
+            return _Join(nbytes, flags, old, old_cas, old_nbytes if mode is _APPEND else res.nbytes)
         into = joined[0]
         items = self._items
         old_views = items.value_views(old, len(key), old_nbytes, self._pm[old] & ST_CHAINED)
@@ -1679,10 +1683,13 @@ class Cache:
         fetched: int = 0,
         mflags: int = 0,
         probe: _Probe | None = None,
+        split: int = -1,
     ) -> StoreResult | int:
         """Write a new item for `key` (replacing `old`, the item in slot `i`, if >= 0), with
         `mflags` in its `OFF_MFLAGS` byte, into `probe`'s chunks if given (taken for this
-        item before `i` was found), else into chunks taken here."""
+        item before `i` was found), else into chunks taken here (a chained one's as memcached
+        takes them for an append or prepend when `split`, the first part's length, is given:
+        `Items.chain_plan`)."""
         items = self._items
         pm = self._pm
         now = self._now()
@@ -1736,17 +1743,19 @@ class Cache:
                 return _STORED
         used = part.used
         chain: list[int] | None = None
+        plan: list[int] = []
         if probe is not None:
             probe.used = True
-            if probe.chained:
-                chain, a = probe.addrs, 0
+            if probe.plan is not None:
+                chain, a, plan = probe.addrs, 0, probe.plan
             else:
                 a = probe.addrs[0]
         elif not chained:
             a = items.alloc(cid, part, now)
             need = cid
         else:
-            got = items.alloc_chain(part, nkey, nbytes, flags, now)
+            plan = items.chain_plan(nkey, nbytes, flags, split)
+            got = items.alloc_chain(part, plan, now)
             if isinstance(got, list):
                 chain = got
                 a = 0
@@ -1775,7 +1784,7 @@ class Cache:
             a &= ~HOLE
             items.write(a, key, h, value, flags, exptime, now, cas, ref, cid)
         else:
-            a = items.write_chain(chain, key, h, value, flags, exptime, now, cas)
+            a = items.write_chain(chain, plan, key, h, value, flags, exptime, now, cas)
         if fetched:
             pm[a + OFF_FETCHED] = 1
         if mflags:
@@ -1795,7 +1804,9 @@ class Cache:
 
     # ---- values received into place (memcached's conn_nread into its new item) ----
 
-    def reserve(self, key: bytes, nbytes: int, flags: int) -> Reservation | StoreResult:
+    def reserve(
+        self, key: bytes, nbytes: int, flags: int, split: int = -1
+    ) -> Reservation | StoreResult:
         """Chunks for an item of `key` whose `nbytes` of value will be written straight into
         them (`Reservation.views`, received from a socket) before `commit` links it, or
         `abandon` frees them. Until then it is no item (no table entry, no count), but its
@@ -1818,11 +1829,13 @@ class Cache:
                             cid = self._lookup[(total + 7) >> 3]
                         part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
                         return StoreResult.NO_MEMORY
-                    got = self._probe_locked(part, nkey, nbytes, flags, not attempt)
+                    got = self._probe_locked(part, nkey, nbytes, flags, not attempt, split)
                     if isinstance(got, _Probe):
-                        head = items.write_reserved(got.addrs, key, h, nbytes, flags, got.cid)
+                        head = items.write_reserved(
+                            got.addrs, got.plan, key, h, nbytes, flags, got.cid
+                        )
                         token = self._list_reservation(head)
-                        st = ST_CHAINED if got.chained else 0
+                        st = ST_CHAINED if got.plan is not None else 0
                         views = items.value_views(head, nkey, nbytes, st)
                         return Reservation(head, key, h, nbytes, got.cid, token, views, flags)
                     if not isinstance(got, int):
@@ -1908,7 +1921,7 @@ class Cache:
                 if joined is not None:
                     self.abandon(joined[0])
                     joined = None
-                got = self.reserve(res.key, need.nbytes, need.flags)
+                got = self.reserve(res.key, need.nbytes, need.flags, need.split)
                 if not isinstance(got, Reservation):
                     # no room for the joined item: memcached's do_store_item answers
                     # NOT_STORED (the received bytes had their item: counted as a set)

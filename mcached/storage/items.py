@@ -13,9 +13,11 @@ value byte) is a chunk of the small class of memcached's header item, and its va
 *value chunks* (`ST_CONT`: the head's address at `OFF_HEAD`, the next chunk at `OFF_NEXT`,
 value bytes from 48), each full one of the largest class, the last of the smallest class
 that holds what is left (or of the largest, when that class cannot give one: memcached's
-fallback). The item is counted in the largest class (its `OFF_CLSID`, as memcached's
-``it->slabs_clsid``), and it is in that class's clock, at its first value chunk (`lru`);
-the classes of its head and last chunk never evict it, nor count it. A chunk's class is its
+fallback); an append or prepend makes memcached's layout of a copy, each part's chunks
+then an empty one. The item is counted in the largest class (its `OFF_CLSID`, as memcached's
+``it->slabs_clsid``), and it is in the clock of its first value chunk's class (`lru`): the
+largest's but after a short prepend or append (memcached's LRU is the largest class's there
+too); the classes of its head and later chunks never evict it, nor count it. A chunk's class is its
 page's (``P_CLSID``), so each chunk goes back to its own class. A chained item's head is
 freed last (`free_chunks`): so while a value chunk is held, the chunk at its `OFF_HEAD` is
 its item's head (a page move may copy it elsewhere and rewrite `OFF_HEAD`, under the
@@ -36,15 +38,15 @@ and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with ite
 store that needs a page taken from another class releases its partition lock first
 (`steal_page`) and retries. No code path holds two partition locks except the clock hand.
 
-Class locks among themselves: at most two are held at once, and then the first is the
-*largest* class's: its clock hand (``_evict_locked``, under `alloc`), having evicted a
-chained item, gives the item's head and last chunk back to their (smaller) classes, taking
-each of their locks in turn (`free_chunks` with ``held``). No path takes the largest class's
-lock while it holds another class's: a chained item's chunks are taken one class lock at a
-time (`alloc_chain`: each `alloc` releases its lock), and freed one at a time with no class
-lock held (`free_chunks`, from `forget_locked`, `unpin`, `free_reserved_locked`, the
-crawler's `_crawl_page` and the page mover's `_empty_page`, which let their class lock go
-first). So the largest class's lock is always taken first, and no cycle can form.
+A chained item's chunks are in several classes, yet no path holds two class locks: they are
+taken one class lock at a time (`alloc_chain`: each `alloc` lets its lock go), and freed one
+class lock at a time (`free_chunks`) by whoever holds the item's partition lock and no class
+lock: `forget_locked`, `unpin`, `free_reserved_locked`, and the crawler (`_crawl_page`) and
+the page mover (`_empty_page`), which let their class lock go first. The clock hand, which
+finds a chained item from one class (`_evict_locked`, under `alloc`'s class lock), takes it
+out of its table under its partition lock, marks its head a zombie with no pin (nothing else
+touches such an item) and leaves its other chunks to `alloc`, which frees them once it has
+let its class lock go.
 
 Reads without locks. The page mover and the crawler first scan pages without any lock to
 find candidates (a racy read is only a hint), then lock the candidate's partition and class
@@ -104,6 +106,7 @@ from mcached.storage.arena import (
     OFF_EXPTIME,
     OFF_HASH,
     OFF_HEAD,
+    OFF_NBYTES,
     OFF_NEXT,
     OFF_PINS,
     OFF_TIME,
@@ -408,25 +411,33 @@ class Items:
     def class_for(self, total: int) -> int:
         return self.lookup[(total + 7) >> 3] if total <= self.chunk_max else self.largest
 
-    def chain_plan(self, nkey: int, nbytes: int, flags: int) -> tuple[int, list[int]]:
-        """The classes of a chained item's chunks, as memcached 1.6.18 takes them: the
-        header item's class (``do_item_alloc``: ``slabs_clsid(htotal)``, the header, key,
-        suffix, CAS and an ``item_chunk``), then one class per value chunk (``do_item_alloc_
-        chunk``: the bytes still to come, CRLF included, plus a 48-byte ``item_chunk``,
-        capped at the largest chunk): every full chunk of the largest class, the last one of
-        the smallest class that holds what is left. The first value chunk is always of the
-        largest class (it is the item's place in that class's clock, see `lru`); memcached
-        takes it there too unless -f is so close to 1 that a class lies within 263 bytes of
-        the largest chunk."""
+    def chain_plan(self, nkey: int, nbytes: int, flags: int, split: int = -1) -> list[int]:
+        """The chunks memcached 1.6.18 takes for a chained item: the header item's class
+        (``do_item_alloc``: ``slabs_clsid(htotal)``, the header, key, suffix, CAS and an
+        ``item_chunk``), then for each value chunk, in order, its class and how many bytes
+        of the value and its CRLF it holds (``do_item_alloc_chunk``: what is left, plus a
+        48-byte ``item_chunk``, capped at the largest chunk): ``[hdr, cid1, cap1, cid2,
+        cap2...]``. Every full chunk is of the largest class, the last of the smallest class
+        holding what is left. An append or prepend (`split`: the joined value's first part,
+        the old value or the added bytes) makes memcached copy each part in turn
+        (``_store_item_copy_chunks``): each part's chunks are sized from what is left of that
+        part alone, and each part is followed by an empty chunk (the copy allocates the next
+        chunk as soon as one is full, even with nothing left to put in it)."""
         htotal = HEADER + nkey + 1 + (4 if flags else 0) + HEADER + (8 if self.cas_enabled else 0)
-        cids: list[int] = []
-        remain = nbytes + 2  # memcached stores the CRLF; mcached does not, but sizes as it does
+        plan = [self.lookup[(htotal + 7) >> 3]]
         cmax = self.chunk_max
-        while remain > 0:
-            size = min(remain + HEADER, cmax)
-            cids.append(self.largest if not cids else self.lookup[(size + 7) >> 3])
-            remain -= size - HEADER
-        return self.lookup[(htotal + 7) >> 3], cids
+        lookup = self.lookup
+        parts = (nbytes + 2,) if split < 0 else (split, nbytes - split + 2)
+        for remain in parts:
+            if not remain:
+                continue  # memcached copies nothing, and takes no chunk
+            while remain > 0:
+                size = min(remain + HEADER, cmax)
+                plan += (lookup[(size + 7) >> 3], size - HEADER)
+                remain -= size - HEADER
+            if split >= 0:
+                plan += (lookup[(HEADER + 7) >> 3], 0)
+        return plan
 
     def hash_at(self, addr: int) -> int:
         """The table hash bits (``hash >> partition bits``) of the item at `addr`."""
@@ -456,17 +467,20 @@ class Items:
         `part` then need no trylock)."""
         cls = self.classes[cid]
         lock = cls.lock
+        freed: list[int] = []
         lock.acquire()
         try:
-            a = self._alloc_locked(cls, part, now)
+            a = self._alloc_locked(cls, part, now, freed)
             if a < 0 and not cls.npages:
                 return NEED_PAGE
             return a
         finally:
             lock.release()
+            if freed:  # an evicted chained item's other chunks: each to its class, now
+                self.free_chunks(freed)
 
     def alloc_chain(
-        self, part: Partition, nkey: int, nbytes: int, flags: int, now: int
+        self, part: Partition, plan: list[int], now: int
     ) -> list[int] | tuple[int, int]:
         """The reserved chunks of a chained item (`chain_plan`), head first, or what failed:
         (NO_ROOM or NEED_PAGE, the header's class) if its header chunk could not be had
@@ -475,20 +489,21 @@ class Items:
         the value is read: out of memory during read), or (NEED_PAGE, the class) if a value
         chunk's class has no page at all and could not take its first (memcached would have
         taken it: the caller moves one, `steal_page`). In memcached's order: the header,
-        then each chunk, each evicting from its own class if it must; the last chunk falls
-        back to one of the largest class when its own class cannot give one. No class lock
-        is held between two chunks. What was taken goes back on failure."""
-        hdr, cids = self.chain_plan(nkey, nbytes, flags)
+        then each chunk, each evicting from its own class if it must; a chunk smaller than
+        the largest falls back to one of the largest class when its own class cannot give
+        one (memcached's fallback; the chunk then holds what was planned for it). One class
+        lock at a time. What was taken goes back on failure."""
+        hdr = plan[0]
         a = self.alloc(hdr, part, now)
         if a < 0:
             return a, hdr
         got = [a]
-        last = len(cids) - 1
         largest = self.largest
-        for k, cid in enumerate(cids):
+        for k in range(1, len(plan), 2):
+            cid = plan[k]
             c = self.alloc(cid, part, now)
-            if c < 0 and k == last and cid != largest:
-                cid = largest  # memcached's fallback: a max-size chunk for the remainder
+            if c < 0 and cid != largest:
+                cid = largest
                 c = self.alloc(cid, part, now)
             if c < 0:
                 self.free_chunks(got)
@@ -496,11 +511,10 @@ class Items:
             got.append(c)
         return got
 
-    def free_chunks(self, addrs: list[int], held: SlabClass | None = None, keep: int = -1) -> None:
-        """Give chunks back, each to its own class (its page's), in reverse order (a chained
-        item's head is `addrs[0]`: it goes last, see "Chained items" above), except `keep`.
-        The caller holds the item's partition lock and no class lock but `held`'s, which is
-        the largest class's (the only class lock under which another is taken)."""
+    def free_chunks(self, addrs: list[int]) -> None:
+        """Give chunks back, each to its own class (its page's), in reverse order: a chained
+        item's head, `addrs[0]`, goes last (see "Chained items" above). The caller holds the
+        item's partition lock, if it has one, and no class lock: one is taken at a time."""
         w = self.w
         row = self.arena.page_row
         classes = self.classes
@@ -508,24 +522,18 @@ class Items:
         n = 0
         for c in reversed(addrs):
             c &= ~HOLE
-            if c == keep:
-                continue
             nxt = classes[int(w[row(c >> PAGE_SHIFT) + P_CLSID])]
             if nxt is not cls:
                 if cls is not None:
                     cls.count_used(-n)
-                    if cls is not held:
-                        cls.lock.release()
+                    cls.lock.release()
                 cls, n = nxt, 0
-                if cls is not held:
-                    assert held is None or held.id == self.largest, "class lock order"
-                    cls.lock.acquire()
+                cls.lock.acquire()
             cls.chunk_push_locked(c)
             n += 1
         if cls is not None:
             cls.count_used(-n)
-            if cls is not held:
-                cls.lock.release()
+            cls.lock.release()
 
     def chain_of(self, a: int) -> list[int]:
         """The chunks of the chained item at `a`, head first."""
@@ -537,7 +545,7 @@ class Items:
             nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
         return out
 
-    def _alloc_locked(self, cls: SlabClass, part: Partition, now: int) -> int:
+    def _alloc_locked(self, cls: SlabClass, part: Partition, now: int, freed: list[int]) -> int:
         """Class lock held: free chunk, else an expired or flushed item's chunk near the
         clock hand (memcached reuses an expired item's memory before it takes more:
         ``do_item_alloc_pull``; counted in ``reclaimed``), else a new page, else evict from
@@ -553,7 +561,7 @@ class Items:
             if room:
                 w, b = cls.w, cls.b
                 hand = w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK]
-                a = self._evict_locked(cls, part, now, dead_only=True)
+                a = self._evict_locked(cls, part, now, freed, dead_only=True)
                 if a >= 0:
                     self.pm[a] = ST_RESERVED
                     return a  # the dead item's chunk (the hand just passed it)
@@ -566,7 +574,7 @@ class Items:
                 cls.add_page_locked(pno)
                 a = cls.chunk_pop_locked()
             else:
-                a = self._evict_locked(cls, part, now)
+                a = self._evict_locked(cls, part, now, freed)
                 if a < 0:
                     return a
                 self.pm[a] = ST_RESERVED
@@ -576,13 +584,15 @@ class Items:
         return a
 
     def _evict_locked(
-        self, cls: SlabClass, part: Partition, now: int, dead_only: bool = False
+        self, cls: SlabClass, part: Partition, now: int, freed: list[int], dead_only: bool = False
     ) -> int:
         """Class lock held: free the chunk of the next clock candidate, reclaiming it if it is
         expired or flushed, evicting it otherwise (not with -M, nor `dead_only`: then only
         the next `RECLAIM_SCAN` chunks are looked at). Its address, or NO_ROOM. A chained
-        item's candidate is its first value chunk (of the largest class, see `lru`): that
-        chunk is the one returned, the item's other chunks go back to their classes."""
+        item's candidate is its first value chunk (see `lru`): that chunk is the one
+        returned; the item's other chunks, of other classes too, are added to `freed`, for
+        the caller to free once it has let its class lock go (`alloc`): its head is marked a
+        zombie with no pin first, which nothing but that caller touches."""
         parts = self.parts
         pmask = self.pmask
         evict = self.evictions and not dead_only
@@ -641,9 +651,8 @@ class Items:
                         self.on_evict(key, bool(fetched), ttl, now - itime, cid, nbytes)
                 self._drop_locked(owner, head, h, nkey, nbytes, flags, exptime, cid)
                 if head != a:
-                    # the largest class's lock is held: the one under which another class
-                    # lock may be taken (the module header)
-                    self.free_chunks(self.chain_of(head), held=cls, keep=a)
+                    freed += [c for c in self.chain_of(head) if c != a]
+                    pm[head] = ST_ZOMBIE | ST_CHAINED
                 return a
             finally:
                 if owner is not part:
@@ -702,6 +711,7 @@ class Items:
     def write_chain(
         self,
         addrs: list[int],
+        plan: list[int],
         key: bytes,
         h: int,
         value: bytes,
@@ -710,50 +720,44 @@ class Items:
         now: int,
         cas: int,
     ) -> int:
-        """Fill reserved chunks (as `alloc_chain` tags them) with a chained item: the head
-        (header and key, no value byte, counted in the largest class as memcached counts
-        its header item), then the value chunks. Returns the head's address."""
-        ref = addrs[0] & HOLE
-        addrs = [a & ~HOLE for a in addrs]
-        head = addrs[0]
+        """Fill reserved chunks (as `alloc_chain` took them for `plan`) with a chained item:
+        the head (header and key, no value byte, counted in the largest class as memcached
+        counts its header item), then the value chunks. Returns the head's address."""
+        head = self.write_reserved(addrs, plan, key, h, len(value), flags, self.largest)
         pm = self.pm
-        nkey = len(key)
-        nbytes = len(value)
         HDR.pack_into(
             pm,
             head,
             ST_LINKED | ST_CHAINED,
-            nkey,
-            ref,
+            len(key),
+            addrs[0] & HOLE,
             0,
-            nbytes,
+            len(value),
             flags,
             exptime,
             now,
             self.largest,
             cas,
             h,
-            addrs[1],
+            addrs[1] & ~HOLE,
         )
-        pm[head + HEADER : head + HEADER + nkey] = key
-        mv = memoryview(value)
-        pos = 0
-        rest = self.chunk_max - HEADER
-        for k in range(1, len(addrs)):
-            c = addrs[k]
-            nxt = addrs[k + 1] if k + 1 < len(addrs) else -1
-            take = min(rest, nbytes - pos)
-            pm[c + HEADER : c + HEADER + take] = mv[pos : pos + take]
-            CONT_HDR.pack_into(pm, c, ST_CONT, head, nxt)
-            pos += take
+        copy_views(self.value_views(head, len(key), len(value), ST_CHAINED), [memoryview(value)])
         return head
 
     def write_reserved(
-        self, addrs: list[int], key: bytes, h: int, nbytes: int, flags: int, cid: int
+        self,
+        addrs: list[int],
+        plan: list[int] | None,
+        key: bytes,
+        h: int,
+        nbytes: int,
+        flags: int,
+        cid: int,
     ) -> int:
-        """Label reserved chunks (as `alloc`/`alloc_chain` tag them) for an item of `key`
-        whose value is still to be written: the head's header and key, each continuation's
-        head and next. Returns the head's address; `link_reserved` finishes it."""
+        """Label reserved chunks (as `alloc` or `alloc_chain` took them, for `plan`) for an
+        item of `key` whose value is still to be written: the head's header and key, each
+        value chunk's byte count (what `plan` gives it of the value, less the CRLF at its
+        end), head and next. Returns the head's address; `link_reserved` finishes it."""
         ref = addrs[0] & HOLE
         addrs = [a & ~HOLE for a in addrs]
         head = addrs[0]
@@ -762,9 +766,13 @@ class Items:
         nxt = addrs[1] if len(addrs) > 1 else -1
         HDR.pack_into(pm, head, ST_RESERVED, nkey, ref, 0, nbytes, flags, 0, 0, cid, 0, h, nxt)
         pm[head + HEADER : head + HEADER + nkey] = key
+        left = nbytes
         for k in range(1, len(addrs)):
             nxt = addrs[k + 1] if k + 1 < len(addrs) else -1
-            CONT_HDR.pack_into(pm, addrs[k], ST_CONT, head, nxt)
+            assert plan is not None
+            used = min(plan[2 * k], left)
+            left -= used
+            CONT_HDR.pack_into(pm, addrs[k], ST_CONT, used, head, nxt)
         return head
 
     def link_reserved(self, head: int, exptime: int, now: int, cas: int) -> None:
@@ -794,13 +802,10 @@ class Items:
         """The value of a chained item, joined from its value chunks (the head holds none)."""
         pm = self.pm
         pieces = []
-        left = nbytes
-        rest = self.chunk_max - HEADER
         nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
-        while left > 0:
-            take = min(left, rest)
-            pieces.append(pm[nxt + HEADER : nxt + HEADER + take])
-            left -= take
+        while nxt >= 0:
+            used = U32.unpack_from(pm, nxt + OFF_NBYTES)[0]
+            pieces.append(pm[nxt + HEADER : nxt + HEADER + used])
             nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
         return b"".join(pieces)
 
@@ -872,20 +877,20 @@ class Items:
                 self._free_item_locked(pm[a + OFF_CLSID], st, a)
 
     def value_views(self, a: int, nkey: int, nbytes: int, st: int) -> list[memoryview]:
-        """The value of the item at `a` as views of its chunks' memory (valid while pinned)."""
+        """The value of the item at `a` as views of its chunks' memory (valid while pinned);
+        a chained item's empty chunks give none."""
         pv = self.arena.pages_view()
         if not st & ST_CHAINED:
             vo = a + HEADER + nkey
             return [pv[vo : vo + nbytes]]
+        pm = self.pm
         views = []
-        left = nbytes
-        rest = self.chunk_max - HEADER
-        nxt = Q.unpack_from(self.pm, a + OFF_NEXT)[0]
-        while left > 0:
-            take = min(left, rest)
-            views.append(pv[nxt + HEADER : nxt + HEADER + take])
-            left -= take
-            nxt = Q.unpack_from(self.pm, nxt + OFF_NEXT)[0]
+        nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
+        while nxt >= 0:
+            used = U32.unpack_from(pm, nxt + OFF_NBYTES)[0]
+            if used:
+                views.append(pv[nxt + HEADER : nxt + HEADER + used])
+            nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
         return views
 
     def release_holder(self, slot: int) -> int:

@@ -44,9 +44,11 @@ from mcached.storage.slabs import SlabClass
 
 def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[int]:
     """Candidates for eviction, in clock order: addresses of linked, unreferenced items, or,
-    for a chained item, of its first value chunk (its header item sits in a small class's
-    page, as memcached's does, but it is in the largest class's LRU: the hand of that class
-    meets it at its first value chunk; its head and last chunk are skipped where they lie).
+    for a chained item, of its first value chunk. Its header item sits in a small class's
+    page, as memcached's does, and memcached keeps it in the largest class's LRU: the hand
+    meets it at its first value chunk, which is of the largest class but in an item an
+    append or prepend made (its first part's chunks are sized from that part alone); its
+    head and later chunks are skipped where they lie.
 
     The class lock must be held for the whole iteration. At most `limit` chunks are visited;
     the hand keeps its place between calls. Without `second_chance` (-M: only expired items
@@ -78,7 +80,7 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
         if st == ST_LINKED:
             item = a
         elif st == ST_CONT:
-            # a chained item's first value chunk stands for it in this (the largest) class
+            # a chained item's first value chunk stands for it
             item = unpack(pm, a + OFF_HEAD)[0]
             if pm[item] != ST_LINKED | ST_CHAINED or unpack(pm, item + OFF_NEXT)[0] != a:
                 continue

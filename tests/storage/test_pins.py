@@ -355,11 +355,11 @@ def test_commit_append_when_the_item_changes_meanwhile(
     reserve = cache.reserve
     calls = []
 
-    def racing(key: bytes, nbytes: int, flags: int) -> Reservation | StoreResult:
+    def racing(key: bytes, nbytes: int, flags: int, split: int) -> Reservation | StoreResult:
         calls.append(nbytes)
         if len(calls) == 1:
             cache.store(SET, b"k", b"2" * 9000)  # another client, between the two steps
-        return reserve(key, nbytes, flags)
+        return reserve(key, nbytes, flags, split)
 
     data = b"d" * 20_000
     res = received(cache, b"k", data)

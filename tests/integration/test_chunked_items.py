@@ -1,0 +1,146 @@
+"""Chained ("chunked") items laid out as memcached 1.6.18 lays them out: the same commands
+against mcached (worker threads, worker processes) and memcached give the same replies and
+the same ``stats slabs`` and ``stats items`` rows (memcached's items.c ``do_item_alloc`` and
+``do_item_alloc_chunk``: the header item in a small class, full chunks of the largest class,
+the last chunk of the class fitting the remainder; chunked-items.t)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Server
+from tests.wire import Conn
+
+pytestmark = pytest.mark.integration
+
+KB = 1024
+#: the stats items fields that do not depend on time or on memcached's segmented LRU
+ITEM_FIELDS = ("number", "mem_requested", "evicted", "evicted_unfetched", "outofmemory")
+
+
+def value(n: int, seed: int = 0) -> bytes:
+    """`n` bytes that show a piece out of place (no CRLF inside)."""
+    unit = b"%07d|" % seed
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def _stats(conn: Conn, what: bytes) -> dict[str, str]:
+    conn.send(b"stats " + what + b"\r\n")
+    text = conn.read_until(b"END\r\n", 30).decode()
+    return dict(re.findall(r"STAT (\S+) (\S+)\r\n", text))
+
+
+def figures(conn: Conn) -> tuple[dict[str, str], dict[str, str]]:
+    """Every ``stats slabs`` row, and `ITEM_FIELDS` of every ``stats items`` class."""
+    slabs = _stats(conn, b"slabs")
+    items = {
+        k: v for k, v in _stats(conn, b"items").items() if k.split(":")[-1] in ITEM_FIELDS
+    }
+    return slabs, items
+
+
+def store(conn: Conn, verb: bytes, key: bytes, data: bytes, flags: int = 0) -> bytes:
+    conn.send(b"%s %s %d 0 %d\r\n" % (verb, key, flags, len(data)) + data + b"\r\n")
+    return conn.read_until(b"\r\n", 30)
+
+
+def get(conn: Conn, key: bytes) -> bytes:
+    conn.send(b"get " + key + b"\r\n")
+    return conn.read_until(b"END\r\n", 30)  # (no value here holds END)
+
+
+Script = Callable[[Conn], list[bytes]]
+
+
+def sizes_script(sizes: list[int]) -> Script:
+    """Stores of each size (a second key with flags), an append and a prepend to the first,
+    reads of everything, a delete: what each leaves in the classes is compared."""
+
+    def run(conn: Conn) -> list[bytes]:
+        out = []
+        for i, n in enumerate(sizes):
+            out.append(store(conn, b"set", b"a%d" % i, value(n, i)))
+            out.append(store(conn, b"set", b"b%d" % i, value(n, i + 100), flags=i + 1))
+            out.append(store(conn, b"append", b"a%d" % i, b"<tail>"))
+            out.append(store(conn, b"prepend", b"a%d" % i, b"<head>" * 100))
+        for i in range(len(sizes)):
+            out += [get(conn, b"a%d" % i), get(conn, b"b%d" % i)]
+        conn.send(b"delete b0\r\n")
+        out.append(conn.read_until(b"\r\n", 10))
+        return out
+
+    return run
+
+
+def full_cache(conn: Conn) -> list[bytes]:
+    """The cache full of small items, then chained items of 1.3 MB twice and 1.9 MB: the
+    last wants three 512 KB chunks where the largest class's one page holds two."""
+    conn.send(b"cache_memlimit 9\r\nslabs automove 0\r\n")
+    assert conn.read_until(b"OK\r\nOK\r\n", 10) == b"OK\r\nOK\r\n"
+    fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(120_000))
+    conn.send(fill + b"mn\r\n")
+    assert conn.read_until(b"MN\r\n", 120) == b"MN\r\n"
+    out = [store(conn, b"set", b"big", value(n, n)) for n in (1_300_000, 1_300_000, 1_900_000)]
+    out.append(get(conn, b"big"))
+    st = _stats(conn, b"")
+    out += [b"%s %s" % (k.encode(), st[k].encode()) for k in ("curr_items", "evictions")]
+    return out
+
+
+CASES: dict[str, tuple[tuple[str, ...], Script]] = {
+    # 600 KB: a header (class 2), a 512 KB chunk, an 88 KB one (memcached's 512 KB + ~88 KB;
+    # mcached's were two 512 KB chunks)
+    "600k": (("-m", "64"), sizes_script([600 * KB, 524_200, 524_300, 1_048_000])),
+    "1300k": (("-m", "64", "-I", "2m"), sizes_script([1_300_000])),
+    "2m": (("-m", "64", "-I", "4m"), sizes_script([2 * 1024 * KB])),
+    # chunked-items.t's setting: 16 KB chunks, so a 20 KB value is chained
+    "chunk16k": (
+        ("-m", "64", "-o", "slab_chunk_max=16384"),
+        sizes_script([16_300, 16_400, 20_000, 32_670, 32_671, 40_000, 100_000, 900_000]),
+    ),
+    "full": (("-m", "8", "-I", "2m"), full_cache),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chained_items_take_memcacheds_chunks(
+    case: str, server_factory: Callable[..., Server]
+) -> None:
+    flags, script = CASES[case]
+    seen = {}
+    for kind in ("memcached", "mcached", "mcached-procs"):
+        srv = server_factory(kind, *flags)
+        with Conn(srv.address, timeout=60) as conn:
+            replies = script(conn)
+            seen[kind] = (replies, *figures(conn))
+    want_replies, want_slabs, want_items = seen["memcached"]
+    for kind in ("mcached", "mcached-procs"):
+        replies, slabs, items = seen[kind]
+        assert replies == want_replies, kind
+        assert slabs == want_slabs, kind
+        assert items == want_items, kind
+
+
+@pytest.mark.parametrize("kind", ["memcached", "mcached", "mcached-procs"])
+def test_full_cache_sequence_answers_out_of_memory_during_read(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """What the sequence of `full_cache` comes to on memcached 1.6.18: the third store
+    fails while its value is read, and the header's class 2, the last chunk's class 36 and
+    the largest class each hold one page. mcached stored all three, having moved a page
+    from class 1 to the largest class (`steal_page`): pages 1 (8) and 39 (2)."""
+    srv = server_factory(kind, "-m", "8", "-I", "2m")
+    with Conn(srv.address, timeout=60) as conn:
+        replies = full_cache(conn)
+        slabs, _ = figures(conn)
+    assert replies[:4] == [
+        b"STORED\r\n",
+        b"STORED\r\n",
+        b"SERVER_ERROR Out of memory during read\r\n",
+        b"END\r\n",
+    ]
+    pages = {k.split(":")[0]: v for k, v in slabs.items() if k.endswith(":total_pages")}
+    assert pages == {"1": "9", "2": "1", "36": "1", "39": "1"}
