@@ -36,9 +36,7 @@ def _stats(conn: Conn, what: bytes) -> dict[str, str]:
 def figures(conn: Conn) -> tuple[dict[str, str], dict[str, str]]:
     """Every ``stats slabs`` row, and `ITEM_FIELDS` of every ``stats items`` class."""
     slabs = _stats(conn, b"slabs")
-    items = {
-        k: v for k, v in _stats(conn, b"items").items() if k.split(":")[-1] in ITEM_FIELDS
-    }
+    items = {k: v for k, v in _stats(conn, b"items").items() if k.split(":")[-1] in ITEM_FIELDS}
     return slabs, items
 
 
