@@ -1,0 +1,222 @@
+"""Chained items, whose chunks are in several classes as memcached's are (a head in the small
+class of its header item, value chunks of the largest class and of the class fitting the
+remainder): every path that frees, evicts, reclaims, moves, pins or lends one gives each
+chunk back to its own class, and never holds two class locks (mcached/storage/items.py)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from mcached.clock import FakeClock
+from mcached.storage import items as items_module
+from mcached.storage.cache import Cache, Reservation
+from mcached.storage.results import ReassignResult, StoreMode, StoreResult
+from tests.storage.test_items import check_consistent, class_pages, memcached_chunks, value_for
+from tests.storage.test_items import move_page as move_page
+
+pytestmark = pytest.mark.unit
+
+KB = 1024
+MB = 1024 * 1024
+SET, APPEND, PREPEND = StoreMode.SET, StoreMode.APPEND, StoreMode.PREPEND
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def used(cache: Cache) -> dict[int, int]:
+    return {cid: row["used_chunks"] for cid, row in cache.slabs_stats()[0] if row["used_chunks"]}
+
+
+def chunks_of(cache: Cache, key: bytes, size: int, flags: int = 0) -> dict[int, int]:
+    want = memcached_chunks(cache, len(key), size, flags)
+    return {cid: want.count(cid) for cid in want}
+
+
+def test_a_chained_item_takes_memcacheds_chunks_and_gives_each_back(clock: FakeClock) -> None:
+    """600 KB: the header in class 2, a 512 KB chunk and an 88 KB one (class 32), where the
+    head held the key and the start of the value in a 512 KB chunk, and a second one the
+    rest; every chunk goes back to its own class."""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    value = value_for(b"k", 600 * KB)
+    assert cache.store(SET, b"k", value) is StoreResult.STORED
+    assert used(cache) == {2: 1, 39: 1, 32: 1} == chunks_of(cache, b"k", 600 * KB)
+    rows = dict(cache.items_stats())
+    assert list(rows) == [39] and rows[39]["number"] == 1  # counted in the largest class
+    assert rows[39]["mem_requested"] == 48 + 2 + 600 * KB + 2 + 8
+    assert cache.get(b"k")[0] == value  # type: ignore[index]
+    assert [key for key, *_ in cache.cachedump(39)] == [b"k"] and not cache.cachedump(2)
+    assert cache.delete(b"k")
+    assert used(cache) == {}
+
+
+def test_a_pinned_chained_item_is_a_zombie_until_its_last_unpin(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock, holder=1)
+    value = value_for(b"k", 700 * KB)
+    cache.store(SET, b"k", value)
+    hit = cache.get_ref(b"k")
+    assert hit is not None and len(hit) == 4
+    assert cache.delete(b"k")
+    assert cache.stats()["curr_items"] == 0
+    assert used(cache) == chunks_of(cache, b"k", 700 * KB)  # held for the reply
+    assert b"".join(bytes(v) for v in hit[0]) == value
+    cache.unpin(hit[3])
+    assert used(cache) == {}
+
+
+def test_a_dead_process_chained_reservation_goes_back_to_every_class(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    worker = cache.view(holder=2)
+    res = worker.reserve(b"k", 900_000, 5)
+    assert isinstance(res, Reservation)
+    assert used(cache) == chunks_of(cache, b"k", 900_000, 5)
+    assert sum(len(v) for v in res.views) == 900_000
+    assert cache.release_holder(2) == 1
+    assert used(cache) == {}
+
+
+def test_the_crawler_reclaims_chained_items_from_the_largest_class(clock: FakeClock) -> None:
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    for i in range(5):
+        key = b"c%d" % i
+        cache.store(SET, key, value_for(key, 800 * KB), exptime=10 if i % 2 else 0)
+    cache.store(SET, b"small", b"x" * 50, exptime=10)
+    clock.advance(11)
+    # the headers' class holds two of them and a small item of its own: only the latter
+    # is its class's; the chained ones are the largest class's, as in memcached's LRUs
+    assert cache.crawl({2}) == 1
+    assert cache.crawl({39}) == 2
+    rows = dict(cache.items_stats())
+    assert rows[39]["crawler_reclaimed"] == 2 and rows[39]["number"] == 3
+    check_consistent(cache)
+
+
+def test_the_hand_evicts_chained_items_whole_at_their_first_value_chunk(
+    clock: FakeClock,
+) -> None:
+    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock, slab_automove=0)
+    for i in range(12):
+        key = b"c%d" % i
+        assert cache.store(SET, key, value_for(key, 1_200_000)) is StoreResult.STORED
+    rows = dict(cache.items_stats())
+    assert rows[39]["evicted"] > 0 and 2 not in rows
+    assert cache.get(b"c11") is not None and cache.get(b"c0") is None
+    check_consistent(cache)
+
+
+def test_a_prepend_to_a_chained_item_copies_it_into_memcacheds_chunks(
+    clock: FakeClock,
+) -> None:
+    """A prepend of a few bytes makes memcached's layout of the copy: a small chunk for
+    them, an empty one, then the old value's chunks and another empty one."""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    value = value_for(b"k", 600 * KB)
+    cache.store(SET, b"k", value)
+    assert cache.store(PREPEND, b"k", b"<" * 600) is StoreResult.STORED
+    assert cache.get(b"k")[0] == b"<" * 600 + value  # type: ignore[index]
+    small = cache.class_of(600 + 48)
+    # the header, 600 bytes, an empty chunk (48 bytes: class 1), 512 KB, 88 KB, empty again
+    assert used(cache) == {2: 1, small: 1, 1: 2, 39: 1, 32: 1}
+    assert cache.delete(b"k")
+    assert used(cache) == {}
+
+
+def test_a_small_page_holding_a_pinned_chained_head_is_not_moved(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small classes hold chained items' heads, and so pinned items: the page mover leaves
+    a page holding one alone (it used to skip the check below 1 KB chunks: no pinned value
+    was ever that small), instead of waiting on it and giving up."""
+    monkeypatch.setattr(items_module, "MOVE_PATIENCE", 2)
+    cache = Cache(memory_limit=64 * MB, clock=clock, holder=1)
+    value = value_for(b"big", 700 * KB)
+    cache.store(SET, b"big", value)  # its head: the first chunk of class 2's first page
+    small = [b"s%d" % i for i in range(20_000)]  # of class 2 too: three pages
+    for key in small:
+        cache.store(SET, key, value_for(key, 40))
+    assert class_pages(cache)[2] == 3
+    for key in small[:8_000]:
+        cache.delete(key)  # the first page is the emptiest: the one the mover picks
+    hit = cache.get_ref(b"big")
+    assert hit is not None and len(hit) == 4
+    assert move_page(cache, 2, 0) is ReassignResult.OK
+    st = cache.stats()
+    assert st["slabs_moved"] == 1 and st["slab_reassign_busy_items"] == 0
+    assert class_pages(cache)[2] == 2
+    assert b"".join(bytes(v) for v in hit[0]) == value
+    cache.unpin(hit[3])
+    assert cache.get(b"big")[0] == value  # type: ignore[index]
+    # unpinned, it moves (its head is copied: a rescue)
+    for key in small[8_000:]:
+        cache.delete(key)
+    while move_page(cache, 2, 0) is ReassignResult.OK:
+        pass
+    assert cache.get(b"big")[0] == value  # type: ignore[index]
+    check_consistent(cache)
+
+
+def test_chained_and_small_items_from_threads_with_page_moves_and_crawls(
+    clock: FakeClock,
+) -> None:
+    """Stores, evictions, appends, deletes, page moves and crawls at once, over chained
+    items whose chunks are in three classes: nothing deadlocks (no path holds two class
+    locks), and the figures add up."""
+    cache = Cache(memory_limit=12 * MB, item_size_max=2 * MB, clock=clock, slab_chunk_max=64 * KB)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        view = cache.view(holder=seed)
+        try:
+            for _ in range(300):
+                key = b"k%d" % rnd.randrange(60)
+                size = rnd.choice((100, 5_000, 70_000, 300_000, 900_000))
+                op = rnd.random()
+                if op < 0.6:
+                    view.store(SET, key, value_for(key, size), exptime=rnd.choice((0, 5)))
+                elif op < 0.7:
+                    view.store(APPEND, key, b"+" * rnd.randrange(1, 3000))
+                elif op < 0.8:
+                    view.delete(key)
+                else:
+                    hit = view.get_ref(key)
+                    if hit is not None and len(hit) == 4:
+                        view.unpin(hit[3])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def mover() -> None:
+        rnd = random.Random(9)
+        while not stop.is_set():
+            cache.reassign(rnd.choice((-1, 2, len(cache.slab_sizes))), 0)
+            cache.move_asked()
+            clock.advance(1)
+            cache.crawl()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (1, 2, 3)]
+    side = threading.Thread(target=mover)
+    for t in [*threads, side]:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stop.set()
+    side.join(60)
+    assert not any(t.is_alive() for t in [*threads, side]), "a lock was never let go"
+    assert not errors
+    st = cache.stats()
+    assert st["curr_items"] == len(list(cache.keys()))
+    classes, _ = cache.slabs_stats()
+    assert all(row["used_chunks"] + row["free_chunks"] == row["total_chunks"] for _, row in classes)
+    for key in cache.keys():
+        hit = cache.get(key)
+        if hit is not None:
+            assert hit[0].rstrip(b"+") == value_for(key, len(hit[0].rstrip(b"+")))
+    for key in list(cache.keys()):
+        cache.delete(key)
+    assert used(cache) == {}
