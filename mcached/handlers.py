@@ -135,6 +135,11 @@ STORE_OUTCOME: dict[StoreResult, Outcome | Error] = {
     StoreResult.NO_MEMORY_READING: Error.NO_MEMORY_READING,
 }
 
+#: what a store whose item could not be had comes to (`Handlers._stored`)
+UNALLOCATED = frozenset(
+    (StoreResult.NO_MEMORY, StoreResult.TOO_LARGE, StoreResult.NO_MEMORY_READING)
+)
+
 STORE_MODE = {
     c.Set: StoreMode.SET,
     c.Add: StoreMode.ADD,
@@ -809,14 +814,14 @@ class Handlers:
         item's, for the syntaxes that report it; `seen`: what `_seen` found before the
         store, when fetchers are watched; `vlen`: the value's length when it was received
         into the cache's memory, not into ``cmd.value``)."""
-        if result is StoreResult.NO_MEMORY or result is StoreResult.TOO_LARGE:
-            self._refused(cmd, s, mode, result, seen, vlen)
-            return
-        if result is StoreResult.NO_MEMORY_READING:
-            # memcached had the item's header, not a chunk for its value: it answers while
-            # reading and swallows the rest (conn_nread); no store ran, so nothing is counted
-            # or logged and the key's item stays
-            cmd.reply_stored(s.out, Error.NO_MEMORY_READING, 0)
+        if result in UNALLOCATED:  # one set lookup: the common outcomes pay no more
+            if result is StoreResult.NO_MEMORY_READING:
+                # memcached had the item's header, not a chunk for its value: it answers
+                # while reading and swallows the rest (conn_nread); no store ran, so nothing
+                # is counted or logged and the key's item stays
+                cmd.reply_stored(s.out, Error.NO_MEMORY_READING, 0)
+            else:
+                self._refused(cmd, s, mode, result, seen, vlen)
             return
         ctr = s.counters
         ctr.cmd_set += 1
