@@ -78,7 +78,12 @@ ARITH_KEYS, STALE_KEYS = KEYS[:4], KEYS[4:]
 FLAGS = (b"0", b"0", b"1", b"4294967295")
 EXPTIMES = (b"0", b"0", b"100000", b"2000000000", b"-1")  # relative, absolute (2033), past
 TTLS = (b"0", b"1000", b"100000", b"-1")
-SIZES = (0, 0, 1, 1, 100, 100, 2000, 20000, 200000)  # 200000: chained over several chunks
+# 200000, and 20000 with SMALL_CHUNKS: chained over several chunks
+SIZES = (0, 0, 1, 1, 100, 100, 2000, 20000, 200000)
+#: memcached's chunked-items.t layout: values past 16 KB are chained items (a header chunk,
+#: 16 KB chunks, the last of the class that fits the rest), appended to and prepended to
+SMALL_CHUNKS = ("-o", "slab_chunk_max=16384")
+CHUNKED_SEEDS = seeds(range(1000, 1003))
 # No minus: memcached looks for one after a number of 2^63 or more through the memory past
 # the item's end, where an earlier value's bytes may hold one (TRIAGE.md); "+3" is the sign
 NUMBERS = (b"0", b"7", b"99", b"18446744073709551615", b"18446744073709551610", b"abc", b"+3")
@@ -394,6 +399,17 @@ def test_random_sessions_match_memcached(
     """Every reply of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
+    assert_same_session(kind, seed, "command", expected, got, shown)
+
+
+@pytest.mark.parametrize("seed", CHUNKED_SEEDS)
+@pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
+def test_random_sessions_over_small_chunks_match_memcached(
+    server_factory: Callable[..., Server], kind: str, seed: int
+) -> None:
+    """The same, with 16 KB chunks: most values of 20 KB and more are chained items."""
+    expected = replies(server_factory("memcached", "-t", "4", *SMALL_CHUNKS), seed)
+    got = replies(server_factory(kind, "-t", "4", *SMALL_CHUNKS), seed)
     assert_same_session(kind, seed, "command", expected, got, shown)
 
 

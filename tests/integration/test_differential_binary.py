@@ -36,7 +36,9 @@ import pytest
 
 from tests.conftest import Server
 from tests.integration.test_differential import (
+    CHUNKED_SEEDS,
     PIPELINED_SEEDS,
+    SMALL_CHUNKS,
     assert_same_session,
     pipeline,
     seeds,
@@ -92,7 +94,7 @@ FLAGS = (0, 0, 0, 1, 2**32 - 1)
 EXPTIMES = (0, 0, 0, 3600, 100000, 2592001, 2000000000, 0x80000000, 0xFFFFFFFF)
 # 0xffffffff: incr/decr of a missing key answers NOT_FOUND instead of creating it
 ARITH_EXPTIMES = (0, 0, 0, 3600, 0xFFFFFFFF, 0xFFFFFFFF, 2000000000)
-SIZES = (0, 1, 1, 100, 100, 20000, 200000)  # 200000: chained over several chunks
+SIZES = (0, 1, 1, 100, 100, 20000, 200000)  # chained with SMALL_CHUNKS
 # No value with a minus in it: memcached looks for a minus in a number of 2^63 or more
 # past the value's end, into what an earlier item left in the chunk, so a minus stored
 # anywhere can make its answer "non-numeric" or not from run to run (TRIAGE.md; seed 881
@@ -344,6 +346,17 @@ def test_random_binary_sessions_match_memcached(
     """Every response frame of the seed's session equal on memcached and mcached (``-t 4``)."""
     expected = replies(server_factory("memcached", "-t", "4"), seed)
     got = replies(server_factory(kind, "-t", "4"), seed)
+    assert_same_session(kind, seed, "request", expected, got, described)
+
+
+@pytest.mark.parametrize("seed", CHUNKED_SEEDS)
+@pytest.mark.parametrize("kind", ["mcached-procs", "mcached"])
+def test_random_binary_sessions_over_small_chunks_match_memcached(
+    server_factory: Callable[..., Server], kind: str, seed: int
+) -> None:
+    """The same, with 16 KB chunks: values of 20 KB and more are chained items."""
+    expected = replies(server_factory("memcached", "-t", "4", *SMALL_CHUNKS), seed)
+    got = replies(server_factory(kind, "-t", "4", *SMALL_CHUNKS), seed)
     assert_same_session(kind, seed, "request", expected, got, described)
 
 
