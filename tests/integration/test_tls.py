@@ -472,6 +472,9 @@ def start_and_fail(kind: str, args: list[str]) -> tuple[int, str]:
 NO_FILE = "error:80000002:system library::No such file or directory"
 NULL_FILE = "error:8000000E:system library::Bad address"
 NO_CERT_ASSIGNED = "error:0A0000B1:SSL routines::no certificate assigned"
+NO_KEY_READ = "error:1E08010C:DECODER routines::unsupported"
+BAD_FILETYPE = "error:0A00007C:SSL routines::bad ssl filetype"
+KEY_CASES = ("der-as-pem", "other-type", "other-type-der")  # the keys der_keys makes
 
 
 @pytest.mark.parametrize(
@@ -486,7 +489,7 @@ NO_CERT_ASSIGNED = "error:0A0000B1:SSL routines::no certificate assigned"
         ),
         ("missing-key", "Error loading the key: {missing} : " + NO_FILE),
         ("no-key", "Error loading the key: (null) : " + NULL_FILE),
-        ("bad-key", "Error loading the key: {ca} : error:1E08010C:DECODER routines::unsupported"),
+        ("bad-key", "Error loading the key: {ca} : " + NO_KEY_READ),
         (
             "mismatched-key",
             "Error loading the key: {other_key} : "
@@ -504,6 +507,15 @@ NO_CERT_ASSIGNED = "error:0A0000B1:SSL routines::no certificate assigned"
         ("empty-key", "Error loading the key:  : " + NO_FILE),
         ("empty-ca", "Error loading the CA certificate:  : " + NO_FILE),
         ("empty-ciphers", "Error setting the provided cipher(s): "),
+        # a key in another format than ssl_keyformat says, an unknown format, a key of
+        # another type than the certificate's (taken by OpenSSL, then refused by memcached's
+        # check of the pair, where mcached said "Error loading the key")
+        ("pem-as-der", "Error loading the key: {key} : " + NO_KEY_READ),
+        ("der-as-pem", "Error loading the key: {der} : " + NO_KEY_READ),
+        ("format-3", "Error loading the key: {key} : " + BAD_FILETYPE),
+        ("format-0", "Error loading the key: {key} : " + BAD_FILETYPE),
+        ("other-type", "Error validating the certificate: " + NO_CERT_ASSIGNED),
+        ("other-type-der", "Error validating the certificate: " + NO_CERT_ASSIGNED),
     ],
 )
 def test_bad_tls_files_stop_the_start(
@@ -517,6 +529,8 @@ def test_bad_tls_files_stop_the_start(
     junk = tmp_path / "junk.pem"
     junk.write_text("junk\n")
     files = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
+    chain = f"ssl_chain_cert={pki.server_cert}"
+    keys = der_keys(pki, tmp_path) if name in KEY_CASES else {}
     opts = {
         "missing-chain": f"ssl_chain_cert={missing},ssl_key={pki.server_key}",
         "no-chain": f"ssl_key={pki.server_key}",
@@ -532,16 +546,29 @@ def test_bad_tls_files_stop_the_start(
         "empty-key": f"ssl_chain_cert={pki.server_cert},ssl_key=",
         "empty-ca": f"{files},ssl_ca_cert=",
         "empty-ciphers": f"{files},ssl_ciphers=",
+        "pem-as-der": f"{chain},ssl_key={pki.server_key},ssl_keyformat=2",
+        "der-as-pem": f"{chain},ssl_key={keys.get('pkcs8')},ssl_keyformat=1",
+        "format-3": f"{chain},ssl_key={pki.server_key},ssl_keyformat=3",
+        "format-0": f"{chain},ssl_key={pki.server_key},ssl_keyformat=0",
+        "other-type": f"{chain},ssl_key={keys.get('rsa')}",
+        "other-type-der": f"{chain},ssl_key={keys.get('rsa-der')},ssl_keyformat=2",
     }[name]
     code, err = start_and_fail(kind, ["-Z", "-o", opts])
     assert code == 64
-    line = expected.format(missing=missing, ca=pki.ca, junk=junk, other_key=pki.other_server_key)
+    line = expected.format(
+        missing=missing,
+        ca=pki.ca,
+        junk=junk,
+        other_key=pki.other_server_key,
+        key=pki.server_key,
+        der=keys.get("pkcs8"),
+    )
     assert err.splitlines()[-1] == line
 
 
 def der_keys(pki: PKI, tmp_path: Path) -> dict[str, Path]:
-    """The server's key as DER, PKCS #8 and traditional (SEC 1), and an RSA key in PEM (a
-    key of another type than the certificate's)."""
+    """The server's key as DER, PKCS #8 and traditional (SEC 1), and an RSA key in PEM and
+    DER (a key of another type than the certificate's)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -555,14 +582,17 @@ def der_keys(pki: PKI, tmp_path: Path) -> dict[str, Path]:
         out[name].write_bytes(
             key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
         )
-    out["rsa"] = tmp_path / "rsa.pem"
-    out["rsa"].write_bytes(
-        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for name, encoding in (
+        ("rsa", serialization.Encoding.PEM),
+        ("rsa-der", serialization.Encoding.DER),
+    ):
+        out[name] = tmp_path / f"{name}.key"
+        out[name].write_bytes(
+            other.private_bytes(
+                encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
-    )
     return out
 
 
@@ -578,63 +608,6 @@ def test_ssl_keyformat_2_reads_a_der_key(
     )
     with tls_conn(server.port, client_context(pki)) as s:
         assert request(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        (
-            "pem-as-der",
-            "Error loading the key: {key} : error:1E08010C:DECODER routines::unsupported",
-        ),
-        (
-            "der-as-pem",
-            "Error loading the key: {der} : error:1E08010C:DECODER routines::unsupported",
-        ),
-        (
-            "format-3",
-            "Error loading the key: {key} : error:0A00007C:SSL routines::bad ssl filetype",
-        ),
-        (
-            "format-0",
-            "Error loading the key: {key} : error:0A00007C:SSL routines::bad ssl filetype",
-        ),
-        (
-            "other-type",
-            "Error validating the certificate: " + NO_CERT_ASSIGNED,
-        ),
-        (
-            "other-type-der",
-            "Error validating the certificate: " + NO_CERT_ASSIGNED,
-        ),
-    ],
-)
-def test_key_format_and_type_errors(
-    kind: str, name: str, expected: str, pki: PKI, tmp_path: Path
-) -> None:
-    """A key in another format than ``ssl_keyformat`` says, an unknown format, and a key of
-    another type than the certificate's (taken by OpenSSL, then refused by memcached's
-    check of the pair; mcached said "Error loading the key")."""
-    if kind == "memcached" and shutil.which("memcached") is None:
-        pytest.skip("reference memcached not installed")
-    keys = der_keys(pki, tmp_path)
-    rsa_der = tmp_path / "rsa.der"
-    subprocess.run(
-        ["openssl", "pkey", "-in", str(keys["rsa"]), "-outform", "DER", "-out", str(rsa_der)],
-        check=True,
-    )
-    chain = f"ssl_chain_cert={pki.server_cert}"
-    opts = {
-        "pem-as-der": f"{chain},ssl_key={pki.server_key},ssl_keyformat=2",
-        "der-as-pem": f"{chain},ssl_key={keys['pkcs8']},ssl_keyformat=1",
-        "format-3": f"{chain},ssl_key={pki.server_key},ssl_keyformat=3",
-        "format-0": f"{chain},ssl_key={pki.server_key},ssl_keyformat=0",
-        "other-type": f"{chain},ssl_key={keys['rsa']}",
-        "other-type-der": f"{chain},ssl_key={rsa_der},ssl_keyformat=2",
-    }[name]
-    code, err = start_and_fail(kind, ["-Z", "-o", opts])
-    assert code == 64
-    assert err.splitlines()[-1] == expected.format(key=pki.server_key, der=keys["pkcs8"])
 
 
 def test_refresh_certs_error_line(

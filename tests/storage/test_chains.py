@@ -13,20 +13,22 @@ import pytest
 from mcached.clock import FakeClock
 from mcached.storage import items as items_module
 from mcached.storage.cache import Cache, Reservation
-from mcached.storage.results import ReassignResult, StoreMode, StoreResult
-from tests.storage.test_items import check_consistent, class_pages, memcached_chunks, value_for
+from mcached.storage.results import ReassignResult, StoreResult
+from tests.storage.test_items import (
+    APPEND,
+    KB,
+    MB,
+    PREPEND,
+    SET,
+    check_consistent,
+    class_pages,
+    memcached_chunks,
+    value_for,
+)
+from tests.storage.test_items import clock as clock  # the fixture
 from tests.storage.test_items import move_page as move_page
 
 pytestmark = pytest.mark.unit
-
-KB = 1024
-MB = 1024 * 1024
-SET, APPEND, PREPEND = StoreMode.SET, StoreMode.APPEND, StoreMode.PREPEND
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def used(cache: Cache) -> dict[int, int]:
