@@ -15,9 +15,11 @@ value bytes from 48), each full one of the largest class, the last of the smalle
 that holds what is left (or of the largest, when that class cannot give one: memcached's
 fallback); an append or prepend makes memcached's layout of a copy, each part's chunks
 then an empty one. The item is counted in the largest class (its `OFF_CLSID`, as memcached's
-``it->slabs_clsid``), and it is in the clock of its first value chunk's class (`lru`): the
-largest's but after a short prepend or append (memcached's LRU is the largest class's there
-too); the classes of its head and later chunks never evict it, nor count it. A chunk's class is its
+``it->slabs_clsid``), and it is in the largest class's clock, met there at its first chunk of
+that class (`lru.clock_chunk`), as it is in memcached's LRU of that class; only an item with
+no chunk of the largest class (an append or prepend of parts each smaller than a largest
+chunk) is in its first value chunk's class's clock. The other classes of its chunks never
+evict it, nor count it. A chunk's class is its
 page's (``P_CLSID``), so each chunk goes back to its own class. A chained item's head is
 freed last (`free_chunks`): so while a value chunk is held, the chunk at its `OFF_HEAD` is
 its item's head (a page move may copy it elsewhere and rewrite `OFF_HEAD`, under the
@@ -34,7 +36,9 @@ Locks, in the only order they are taken (the whole storage package, every proces
 
 (``flush_lock`` is a leaf, held for one increment.) A holder of a class lock that needs
 another partition's lock (the clock hand evicting, in ``_evict_locked``) only try-acquires it
-and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with item locks. A
+and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with item locks; when
+busy items were all the hand found, `alloc` lets the class lock go, pauses and looks again,
+a few times (as memcached's ``do_item_alloc_pull`` pulls its tail up to 10 times). A
 store that needs a page taken from another class releases its partition lock first
 (`steal_page`) and retries. No code path holds two partition locks except the clock hand.
 
@@ -148,7 +152,7 @@ from mcached.storage.arena import (
     window_slots,
 )
 from mcached.storage.assoc import ADDR_MASK, Assoc, init_table, make_entry
-from mcached.storage.lru import sweep
+from mcached.storage.lru import clock_chunk, sweep
 from mcached.storage.results import ReassignResult
 from mcached.storage.slabs import PagePool, SlabClass, class_lookup, slab_class_sizes
 
@@ -157,6 +161,13 @@ log = logging.getLogger("mcached.storage")
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
 NEED_PAGE = -2  # the class has no page
 NO_CHUNK = -3  # a chained item's value chunk could not be had (memcached: during read)
+# (inside `alloc` only) nothing evicted, but items whose partition was busy were passed over
+_BUSY_ROOM = -4
+# `alloc` looks for a victim this many times while busy partitions are all that stop it
+# (memcached's do_item_alloc_pull pulls the LRU tail up to 10 times), pausing between tries
+# for their holders (another worker storing or copying a large value) to let them go
+ALLOC_TRIES = 10
+ALLOC_PAUSE = 0.0002
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
 #: what `Items.on_evict` is called with: (key, fetched, ttl or -1 when it never expires,
 #: seconds since its last access, slab class, value length), memcached's eviction log entry
@@ -467,17 +478,21 @@ class Items:
         `part` then need no trylock)."""
         cls = self.classes[cid]
         lock = cls.lock
-        freed: list[int] = []
-        lock.acquire()
-        try:
-            a = self._alloc_locked(cls, part, now, freed)
-            if a < 0 and not cls.npages:
-                return NEED_PAGE
-            return a
-        finally:
-            lock.release()
-            if freed:  # an evicted chained item's other chunks: each to its class, now
-                self.free_chunks(freed)
+        for _ in range(ALLOC_TRIES):
+            freed: list[int] = []
+            lock.acquire()
+            try:
+                a = self._alloc_locked(cls, part, now, freed)
+                if a < 0 and not cls.npages:
+                    return NEED_PAGE
+            finally:
+                lock.release()
+                if freed:  # an evicted chained item's other chunks: each to its class, now
+                    self.free_chunks(freed)
+            if a != _BUSY_ROOM:
+                return a
+            time.sleep(ALLOC_PAUSE)  # no class lock held; our partition's is the caller's
+        return NO_ROOM
 
     def alloc_chain(
         self, part: Partition, plan: list[int], now: int
@@ -589,10 +604,12 @@ class Items:
         """Class lock held: free the chunk of the next clock candidate, reclaiming it if it is
         expired or flushed, evicting it otherwise (not with -M, nor `dead_only`: then only
         the next `RECLAIM_SCAN` chunks are looked at). Its address, or NO_ROOM. A chained
-        item's candidate is its first value chunk (see `lru`): that chunk is the one
+        item's candidate is its clock chunk (`lru.clock_chunk`): that chunk is the one
         returned; the item's other chunks, of other classes too, are added to `freed`, for
         the caller to free once it has let its class lock go (`alloc`): its head is marked a
-        zombie with no pin first, which nothing but that caller touches."""
+        zombie with no pin first, which nothing but that caller touches. When evicting,
+        `_BUSY_ROOM` instead of NO_ROOM if candidates were passed over because another
+        process or thread held their partition lock (`alloc` then tries again)."""
         parts = self.parts
         pmask = self.pmask
         evict = self.evictions and not dead_only
@@ -604,12 +621,14 @@ class Items:
             limit = (2 * cls.npages + 1) * cls.perslab
         else:
             limit = NO_EVICT_SCAN
+        busy = False
         for a in sweep(cls, limit, evict):
             head = a if pm[a] != ST_CONT else Q.unpack_from(pm, a + OFF_HEAD)[0]
             h = Q.unpack_from(pm, head + OFF_HASH)[0]
             owner = parts[h & pmask]
             if owner is not part and not owner.try_enter():
                 cls.add_to(C_REFLOCKED, 1)
+                busy = evict
                 continue
             try:
                 if head != a:
@@ -618,8 +637,8 @@ class Items:
                     head = Q.unpack_from(pm, a + OFF_HEAD)[0]
                     if (
                         pm[head] != ST_LINKED | ST_CHAINED
-                        or Q.unpack_from(pm, head + OFF_NEXT)[0] != a
                         or Q.unpack_from(pm, head + OFF_HASH)[0] != h
+                        or clock_chunk(cls, head) != a
                     ):
                         continue
                 st, nkey, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
@@ -657,7 +676,7 @@ class Items:
             finally:
                 if owner is not part:
                     owner.__exit__()
-        return NO_ROOM
+        return _BUSY_ROOM if busy else NO_ROOM
 
     def _drop_locked(
         self,
@@ -1394,8 +1413,9 @@ class Items:
     def _crawl_page(self, cls: SlabClass, pno: int, now: int, left: int) -> tuple[int, int]:
         """Reclaim what is stale in page `pno` of `cls`, checking at most `left` items of it
         (-1: all): (how many reclaimed, how many checked). The items of a class are those
-        of its clock (`lru`): its single-chunk items, and the chained items whose first
-        value chunk it holds (their heads, in smaller classes' pages, are not theirs)."""
+        of its clock (`lru`): its single-chunk items, and the chained items whose clock
+        chunk it holds (`lru.clock_chunk`; their heads, in smaller classes' pages, are not
+        theirs)."""
         pm = self.pm
         parts = self.parts
         pmask = self.pmask
@@ -1414,7 +1434,7 @@ class Items:
                 head = c
             elif st == ST_CONT:
                 head = Q.unpack_from(pm, c + OFF_HEAD)[0]
-                if pm[head] != ST_LINKED | ST_CHAINED or Q.unpack_from(pm, head + OFF_NEXT)[0] != c:
+                if pm[head] != ST_LINKED | ST_CHAINED or clock_chunk(cls, head) != c:
                     continue
             else:
                 continue
@@ -1438,7 +1458,7 @@ class Items:
                     head = c
                     if pm[c] == ST_CONT:
                         head = Q.unpack_from(pm, c + OFF_HEAD)[0]
-                        if Q.unpack_from(pm, head + OFF_NEXT)[0] != c:
+                        if clock_chunk(cls, head) != c:
                             continue
                     elif pm[c] != ST_LINKED:
                         continue
@@ -1510,12 +1530,9 @@ class Items:
             c = (pages[pi] << PAGE_SHIFT) + ci * cls.size
             ci += 1
             st = pm[c]
-            if st == ST_CONT:  # a chained item's first value chunk stands for it (`lru`)
+            if st == ST_CONT:  # a chained item's clock chunk stands for it (`lru`)
                 head = Q.unpack_from(pm, c + OFF_HEAD)[0]
-                if (
-                    pm[head] == ST_LINKED | ST_CHAINED
-                    and Q.unpack_from(pm, head + OFF_NEXT)[0] == c
-                ):
+                if pm[head] == ST_LINKED | ST_CHAINED and clock_chunk(cls, head) == c:
                     st, c = ST_LINKED, head
             if st == ST_LINKED:
                 t = I32.unpack_from(pm, c + OFF_TIME)[0]

@@ -30,9 +30,12 @@ from mcached.storage.arena import (
     C_HAND_PAGE,
     C_HEAD,
     C_MOVES_TO_WARM,
+    OFF_CLSID,
     OFF_HEAD,
     OFF_NEXT,
     OFF_REF,
+    P_CLSID,
+    P_WORDS,
     PAGE_SHIFT,
     ST_CHAINED,
     ST_CONT,
@@ -42,13 +45,40 @@ from mcached.storage.arena import (
 from mcached.storage.slabs import SlabClass
 
 
+def clock_chunk(cls: SlabClass, head: int, walk: int = 1 << 20) -> int:
+    """The chunk at which the clock meets the chained item at `head`: its first chunk of
+    the class it is counted in (the largest, `OFF_CLSID`), as memcached keeps every chained
+    item in the largest class's LRU, whatever classes its chunks are in. An append or
+    prepend can make the first value chunks smaller ones (each part's chunks are sized from
+    that part alone), so the walk may pass a few. An item with no chunk of the largest class
+    (every part smaller than a largest chunk) is met at its first value chunk, in that
+    chunk's class. -1 if the walk passes `walk` chunks or leaves the pages: a reader
+    without the item's partition lock may meet a chain being rewritten (a chunk freed and
+    its page given to another class, whose bytes there are no pointer), and must not follow
+    it for ever, nor out of the pages."""
+    pm = cls.pm
+    w = cls.w
+    base = cls.page_base + P_CLSID
+    end = len(pm) - OFF_NEXT - 8
+    counted = pm[head + OFF_CLSID]
+    first = c = int(Q.unpack_from(pm, head + OFF_NEXT)[0])
+    while c >= 0:
+        if c > end:
+            return -1
+        if w[base + (c >> PAGE_SHIFT) * P_WORDS] == counted:
+            return c
+        walk -= 1
+        if not walk:
+            return -1
+        c = int(Q.unpack_from(pm, c + OFF_NEXT)[0])
+    return first
+
+
 def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[int]:
     """Candidates for eviction, in clock order: addresses of linked, unreferenced items, or,
-    for a chained item, of its first value chunk. Its header item sits in a small class's
-    page, as memcached's does, and memcached keeps it in the largest class's LRU: the hand
-    meets it at its first value chunk, which is of the largest class but in an item an
-    append or prepend made (its first part's chunks are sized from that part alone); its
-    head and later chunks are skipped where they lie.
+    for a chained item, of the chunk the clock meets it at (`clock_chunk`); its header item
+    sits in a small class's page, as memcached's does, and its other chunks are skipped
+    where they lie.
 
     The class lock must be held for the whole iteration. At most `limit` chunks are visited;
     the hand keeps its place between calls. Without `second_chance` (-M: only expired items
@@ -80,9 +110,9 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
         if st == ST_LINKED:
             item = a
         elif st == ST_CONT:
-            # a chained item's first value chunk stands for it
+            # a chained item's clock chunk stands for it (unlocked: a hint, see clock_chunk)
             item = unpack(pm, a + OFF_HEAD)[0]
-            if pm[item] != ST_LINKED | ST_CHAINED or unpack(pm, item + OFF_NEXT)[0] != a:
+            if pm[item] != ST_LINKED | ST_CHAINED or clock_chunk(cls, item) != a:
                 continue
         else:
             continue  # free, reserved, a zombie, a chained item's head or later chunk

@@ -6,7 +6,10 @@ the last chunk of the class fitting the remainder; chunked-items.t)."""
 
 from __future__ import annotations
 
+import random
 import re
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -159,3 +162,97 @@ def test_full_cache_sequence_answers_out_of_memory_during_read(
     ]
     pages = {k.split(":")[0]: v for k, v in slabs.items() if k.endswith(":total_pages")}
     assert pages == {"1": "9", "2": "1", "36": "1", "39": "1"}
+
+
+@pytest.mark.parametrize("kind", ["memcached", "mcached-procs"])
+def test_chained_items_from_four_workers_with_page_moves_are_never_damaged(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Clients on several connections (so several workers of `-t 4`) set, append to,
+    prepend to, delete and read chained items of 16 KB chunks (up to ~90 of them, and
+    items of a few chunks) and small ones, while pages move between classes (`slabs
+    reassign`, `slab_automove=2`) and the cache evicts: every value read is one its client
+    could have left there (its own stores, appends and prepends, or nothing: an eviction).
+    A store may fail for memory; it never damages an item, nor brings back a deleted one."""
+    srv = server_factory(
+        kind, "-t", "4", "-m", "32", "-I", "2m", "-o", "slab_chunk_max=16384,slab_automove=2"
+    )
+    deadline = time.monotonic() + 6
+    wrong: list[str] = []
+    counts = {"chained": 0, "reads": 0}
+
+    def size(rnd: random.Random) -> int:
+        r = rnd.random()
+        if r < 0.4:
+            return rnd.randint(1, 300)
+        if r < 0.6:
+            return rnd.randint(1_000, 15_000)
+        if r < 0.95:
+            return rnd.randint(16_000, 200_000)
+        return rnd.randint(400_000, 1_500_000)
+
+    def client(n: int) -> None:
+        rnd = random.Random(n)
+        keys = [b"c%d-%d" % (n, i) for i in range(20)]
+        # what each key may hold now: None for nothing (never stored, deleted, evicted)
+        may: dict[bytes, set[bytes | None]] = {k: {None} for k in keys}
+        with Conn(srv.address, timeout=60) as conn:
+            while time.monotonic() < deadline and not wrong:
+                key = rnd.choice(keys)
+                r = rnd.random()
+                if r < 0.35:
+                    data = value(size(rnd), rnd.randrange(10**7))
+                    counts["chained"] += len(data) > 16_000
+                    reply = store(conn, b"set", key, data)
+                    # a failed set may leave the old value, or (memcached) drop it
+                    may[key] = {data} if reply == b"STORED\r\n" else may[key] | {None}
+                elif r < 0.55:
+                    verb = rnd.choice((b"append", b"prepend"))
+                    data = value(size(rnd) // rnd.choice((1, 10, 100)) + 1, rnd.randrange(10**7))
+                    reply = store(conn, verb, key, data)
+                    if reply == b"STORED\r\n":
+                        old = [v for v in may[key] if v is not None]
+                        if not old:
+                            wrong.append(f"{verb!r} to {key!r} stored, where nothing was")
+                        may[key] = {v + data if verb == b"append" else data + v for v in old}
+                    else:  # a miss, too large, or no memory: the old value stays, if any
+                        may[key] = may[key] | {None}
+                elif r < 0.6:
+                    conn.send(b"delete " + key + b"\r\n")
+                    conn.read_until(b"\r\n", 30)
+                    may[key] = {None}
+                else:
+                    reply = get(conn, key)
+                    got = None
+                    if reply != b"END\r\n":
+                        head, _, rest = reply.partition(b"\r\n")
+                        got = rest[: int(head.split()[3])]
+                    counts["reads"] += 1
+                    if got is not None and got not in may[key]:  # (None: evicted)
+                        wrong.append(
+                            f"{key!r}: got {None if got is None else len(got)} bytes "
+                            f"({(got or b'')[:40]!r}), could have "
+                            f"{sorted(len(v) for v in may[key] if v is not None)} or nothing"
+                        )
+                    may[key] = {got}
+
+    def mover() -> None:
+        rnd = random.Random(99)
+        with Conn(srv.address, timeout=60) as conn:
+            while time.monotonic() < deadline:
+                time.sleep(rnd.uniform(0.01, 0.1))
+                conn.send(b"slabs reassign -1 %d\r\n" % rnd.randint(1, 24))
+                conn.read_until(b"\r\n", 30)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    threads.append(threading.Thread(target=mover))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not wrong, wrong[:5]
+    assert counts["chained"] > 50 and counts["reads"] > 500
+    with Conn(srv.address, timeout=30) as conn:
+        conn.send(b"stats\r\n")
+        st = dict(re.findall(r"STAT (\S+) (\S+)\r\n", conn.read_until(b"END\r\n", 30).decode()))
+    assert int(st["evictions"]) > 0 and int(st["slabs_moved"]) > 0

@@ -111,6 +111,70 @@ def test_the_hand_evicts_chained_items_whole_at_their_first_value_chunk(
     check_consistent(cache)
 
 
+def test_bug_a_prepended_chained_item_was_not_evicted_from_the_largest_class(
+    clock: FakeClock,
+) -> None:
+    """A short prepend leaves a chained item's first value chunks small ones (a chunk for
+    the prepended bytes, an empty one), then its 512 KB chunks. memcached keeps it in the
+    largest class's LRU all the same, and so does the clock, which meets it at its first
+    512 KB chunk. It used to meet it only at its first value chunk, so a largest class full
+    of such items had nothing it could evict: a new large item got "Out of memory during
+    read"."""
+    cache = Cache(memory_limit=8 * MB, item_size_max=2 * MB, clock=clock, slab_automove=0)
+    for i in range(12):
+        key = b"p%d" % i
+        assert cache.store(SET, key, value_for(key, 1_200_000)) is StoreResult.STORED
+        # 100 bytes that keep the value `value_for`'s (check_consistent reads it so)
+        assert cache.store(PREPEND, key, (key + b"|") * 25) is StoreResult.STORED
+    rows = dict(cache.items_stats())
+    assert rows[39]["evicted"] > 0 and rows[39]["outofmemory"] == 0
+    assert cache.get(b"p11")[0] == value_for(b"p11", 1_200_100)  # type: ignore[index]
+    assert cache.get(b"p0") is None
+    check_consistent(cache, exact=False)  # (a prepend's copy is not a set's layout)
+
+
+def test_the_hand_tries_again_when_busy_partitions_hold_every_candidate(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand only try-locks another partition: an item whose partition is held (another
+    worker storing or copying a large value) is passed over. When nothing else could be
+    evicted, `alloc` waits a moment and looks again (memcached pulls its LRU tail up to 10
+    times) instead of failing the store at once."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, slab_automove=0, partitions=2)
+    keys = [b"k%d" % i for i in range(400)]
+    held = cache._part(keys[0])[0]
+    mine = [k for k in keys if cache._part(k)[0] is held]
+    other = next(k for k in keys if cache._part(k)[0] is not held)
+    size = 400 * KB
+    stored = 0
+    for key in mine:
+        if cache.store(SET, key, value_for(key, size)) is StoreResult.STORED:
+            stored += 1
+        if dict(cache.items_stats()).get(cache.class_of(size + 60), {}).get("evicted"):
+            break
+    assert stored > 1
+    pauses: list[float] = []
+
+    class Time:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            if len(pauses) == 3:
+                held.__exit__()  # the holder is done
+
+    monkeypatch.setattr(items_module, "time", Time)
+    held.__enter__()
+    try:
+        result = cache.store(SET, other, value_for(other, size))
+    finally:
+        if len(pauses) < 3:
+            held.__exit__()
+    assert len(pauses) == 3
+    assert result is StoreResult.STORED
+    assert cache.get(other)[0] == value_for(other, size)  # type: ignore[index]
+    check_consistent(cache)
+
+
 def test_a_prepend_to_a_chained_item_copies_it_into_memcacheds_chunks(
     clock: FakeClock,
 ) -> None:
