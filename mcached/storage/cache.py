@@ -1594,8 +1594,9 @@ class Cache:
             need = cid
         else:
             cid = self._largest
-            plan = items.chain_plan(nkey, nbytes, flags, split)
-            got = items.alloc_chain(part, plan, now)
+            shape = (nkey, nbytes, flags, split)
+            plan = items.chain_plan(*shape)
+            got = items.alloc_chain(part, plan, now, shape)
             if isinstance(got, list):
                 return _Probe(cid, got, plan)
             a, need = got
@@ -1754,8 +1755,9 @@ class Cache:
             a = items.alloc(cid, part, now)
             need = cid
         else:
-            plan = items.chain_plan(nkey, nbytes, flags, split)
-            got = items.alloc_chain(part, plan, now)
+            shape = (nkey, nbytes, flags, split)
+            plan = items.chain_plan(*shape)
+            got = items.alloc_chain(part, plan, now, shape)
             if isinstance(got, list):
                 chain = got
                 a = 0

@@ -422,7 +422,14 @@ class Items:
     def class_for(self, total: int) -> int:
         return self.lookup[(total + 7) >> 3] if total <= self.chunk_max else self.largest
 
-    def chain_plan(self, nkey: int, nbytes: int, flags: int, split: int = -1) -> list[int]:
+    def chain_plan(
+        self,
+        nkey: int,
+        nbytes: int,
+        flags: int,
+        split: int = -1,
+        wide: frozenset[int] = frozenset(),
+    ) -> list[int]:
         """The chunks memcached 1.6.18 takes for a chained item: the header item's class
         (``do_item_alloc``: ``slabs_clsid(htotal)``, the header, key, suffix, CAS and an
         ``item_chunk``), then for each value chunk, in order, its class and how many bytes
@@ -432,22 +439,44 @@ class Items:
         holding what is left. An append or prepend (`split`: the joined value's first part,
         the old value or the added bytes) makes memcached copy each part in turn
         (``_store_item_copy_chunks``): each part's chunks are sized from what is left of that
-        part alone, and each part is followed by an empty chunk (the copy allocates the next
-        chunk as soon as one is full, even with nothing left to put in it)."""
+        part alone, and a part that fills its last chunk is followed by an empty chunk (the
+        copy allocates the next chunk as soon as one is full, even with nothing left to put
+        in it). `wide`: the value chunks (numbered from 1) that fell back to the largest
+        class (`alloc_chain`); memcached's fallback chunk has the largest chunk's room, so it
+        takes more than planned where a part goes on (the next part of a copy is copied
+        into what is left of it), and the chunks after it are laid out from there."""
         htotal = HEADER + nkey + 1 + (4 if flags else 0) + HEADER + (8 if self.cas_enabled else 0)
         plan = [self.lookup[(htotal + 7) >> 3]]
         cmax = self.chunk_max
         lookup = self.lookup
+        largest = self.largest
         parts = (nbytes + 2,) if split < 0 else (split, nbytes - split + 2)
+        room = 0  # what the current chunk can still take (the head holds no value byte)
+        k = 0  # value chunks so far
         for remain in parts:
             if not remain:
                 continue  # memcached copies nothing, and takes no chunk
-            while remain > 0:
-                size = min(remain + HEADER, cmax)
-                plan += (lookup[(size + 7) >> 3], size - HEADER)
-                remain -= size - HEADER
-            if split >= 0:
-                plan += (lookup[(HEADER + 7) >> 3], 0)
+            while remain:
+                if not room:  # full: the next chunk, sized from what is left of this part
+                    k += 1
+                    size = min(remain + HEADER, cmax)
+                    if k in wide:
+                        plan += (largest, 0)
+                        room = cmax - HEADER
+                    else:
+                        plan += (lookup[(size + 7) >> 3], 0)
+                        room = size - HEADER
+                took = min(room, remain)
+                plan[-1] += took
+                room -= took
+                remain -= took
+            if split >= 0 and not room:
+                k += 1
+                if k in wide:
+                    plan += (largest, 0)
+                    room = cmax - HEADER
+                else:
+                    plan += (lookup[(HEADER + 7) >> 3], 0)
         return plan
 
     def hash_at(self, addr: int) -> int:
@@ -495,35 +524,42 @@ class Items:
         return NO_ROOM
 
     def alloc_chain(
-        self, part: Partition, plan: list[int], now: int
+        self, part: Partition, plan: list[int], now: int, shape: tuple[int, int, int, int]
     ) -> list[int] | tuple[int, int]:
-        """The reserved chunks of a chained item (`chain_plan`), head first, or what failed:
-        (NO_ROOM or NEED_PAGE, the header's class) if its header chunk could not be had
-        (memcached's ``do_item_alloc`` fails: out of memory storing object), (NO_CHUNK, the
-        class) if a value chunk could not (memcached's ``do_item_alloc_chunk`` fails while
-        the value is read: out of memory during read), or (NEED_PAGE, the class) if a value
-        chunk's class has no page at all and could not take its first (memcached would have
-        taken it: the caller moves one, `steal_page`). In memcached's order: the header,
-        then each chunk, each evicting from its own class if it must; a chunk smaller than
-        the largest falls back to one of the largest class when its own class cannot give
-        one (memcached's fallback; the chunk then holds what was planned for it). One class
-        lock at a time. What was taken goes back on failure."""
+        """The reserved chunks of a chained item (`chain_plan` of `shape`: its nkey, nbytes,
+        flags and split), head first, or what failed: (NO_ROOM or NEED_PAGE, the header's
+        class) if its header chunk could not be had (memcached's ``do_item_alloc`` fails:
+        out of memory storing object), (NO_CHUNK, the class) if a value chunk could not
+        (memcached's ``do_item_alloc_chunk`` fails while the value is read: out of memory
+        during read), or (NEED_PAGE, the class) if a value chunk's class has no page at all
+        and could not take its first (memcached would have taken it: the caller moves one,
+        `steal_page`). In memcached's order: the header, then each chunk, each evicting from
+        its own class if it must; a chunk smaller than the largest falls back to one of the
+        largest class when its own class cannot give one (memcached's fallback), and `plan`
+        is then laid out again from it, in place (`chain_plan`'s `wide`). One class lock at
+        a time. What was taken goes back on failure."""
         hdr = plan[0]
         a = self.alloc(hdr, part, now)
         if a < 0:
             return a, hdr
         got = [a]
         largest = self.largest
-        for k in range(1, len(plan), 2):
+        wide: frozenset[int] = frozenset()
+        k = 1
+        while k < len(plan):
             cid = plan[k]
             c = self.alloc(cid, part, now)
             if c < 0 and cid != largest:
                 cid = largest
                 c = self.alloc(cid, part, now)
+                if c >= 0:
+                    wide |= {len(got)}
+                    plan[:] = self.chain_plan(*shape, wide=wide)
             if c < 0:
                 self.free_chunks(got)
                 return (NEED_PAGE if c == NEED_PAGE else NO_CHUNK), cid
             got.append(c)
+            k += 2
         return got
 
     def free_chunks(self, addrs: list[int]) -> None:

@@ -101,6 +101,28 @@ def full_cache(conn: Conn) -> list[bytes]:
     return out
 
 
+def fallback_copy(conn: Conn) -> list[bytes]:
+    """An append whose copy meets a full small class (under -M, nothing is evicted): the
+    empty chunk that follows the old value's part falls back to the largest class, whose
+    room then takes the appended bytes too (memcached's ``do_item_alloc_chunk`` gives a
+    fallback chunk the largest chunk's size). mcached used to fill it with nothing, then
+    take a chunk of another class for the appended bytes and one more empty one."""
+    out = [store(conn, b"set", b"big%d" % i, value(100_000, i)) for i in range(6)]
+    conn.send(b"".join(b"delete big%d\r\n" % i for i in range(6)))  # free 16 KB chunks
+    out.append(conn.read_until(b"DELETED\r\n" * 6, 30))
+    out.append(store(conn, b"set", b"A", value(20_000, 7)))
+    n = 11_000  # more small items than the memory holds (10,922 of class 1 in -m 2)
+    conn.send(b"".join(b"set s%d 0 0 10\r\n0123456789\r\n" % i for i in range(n)))
+    replies = b""
+    while replies.count(b"\r\n") < n:
+        replies += conn.read_until(b"\r\n", 60)
+    lines = replies.splitlines()
+    out.append(b"%d stored, then %s" % (lines.index(lines[-1]), lines[-1]))
+    out.append(store(conn, b"append", b"A", b"+" * 100))
+    out.append(get(conn, b"A"))
+    return out
+
+
 CASES: dict[str, tuple[tuple[str, ...], Script]] = {
     # 600 KB: a header (class 2), a 512 KB chunk, an 88 KB one (memcached's 512 KB + ~88 KB;
     # mcached's were two 512 KB chunks)
@@ -113,6 +135,10 @@ CASES: dict[str, tuple[tuple[str, ...], Script]] = {
         sizes_script([16_300, 16_400, 20_000, 32_670, 32_671, 40_000, 100_000, 900_000]),
     ),
     "full": (("-m", "8", "-I", "2m"), full_cache),
+    "fallback": (
+        ("-m", "2", "-M", "-o", "slab_chunk_max=16384,slab_automove=0"),
+        fallback_copy,
+    ),
 }
 
 

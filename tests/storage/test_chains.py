@@ -192,6 +192,23 @@ def test_a_prepend_to_a_chained_item_copies_it_into_memcacheds_chunks(
     assert used(cache) == {}
 
 
+def test_a_fallback_chunk_takes_what_follows_as_memcacheds_does(clock: FakeClock) -> None:
+    """A chunk that falls back to the largest class has that class's room (memcached's
+    ``do_item_alloc_chunk``), so an append's copy goes on in it: no empty chunk after the
+    old value's part, and the appended bytes in the same chunk (`wide`)."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_chunk_max=16 * KB)
+    plan = cache._items.chain_plan
+    tail, empty, added = cache.class_of(3664 + 48), cache.class_of(48), cache.class_of(102 + 48)
+    # 20,000 bytes appended with 100 (and the CRLF): two parts, each followed by an empty chunk
+    assert plan(1, 20_100, 0, 20_000) == [2, 23, 16336, tail, 3664, empty, 0, added, 102, empty, 0]
+    # the first empty chunk fell back: the appended bytes go into it, and nothing follows
+    assert plan(1, 20_100, 0, 20_000, frozenset({3})) == [2, 23, 16336, tail, 3664, 23, 102]
+    # the old value's last chunk fell back: it takes the rest of the old value and the added
+    assert plan(1, 20_100, 0, 20_000, frozenset({2})) == [2, 23, 16336, 23, 3766]
+    # a set's last chunk holds what it would have held
+    assert plan(1, 20_100, 0, -1, frozenset({2})) == [2, 23, 16336, 23, 3766]
+
+
 def test_a_small_page_holding_a_pinned_chained_head_is_not_moved(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
