@@ -700,6 +700,8 @@ class Items:
                     if not fetched:
                         cst[base + S_EVICTED_UNFETCHED] += 1
                     cls.set_field(C_EVICTED_TIME, now - itime)
+                    if self.slab_reassign and self.w[G_AUTOMOVE] == 2:
+                        self.ask_move_for(cls.id)
                     if self.on_evict is not None:
                         key = bytes(pm[head + HEADER : head + HEADER + nkey])
                         ttl = exptime - now if exptime else -1
@@ -1048,6 +1050,24 @@ class Items:
         self.arena.move_wake.release()
         return ReassignResult.OK
 
+    def ask_move_for(self, dst: int) -> None:
+        """`slab_automove=2`: memcached's ``lru_pull_tail`` asks for a page from any class
+        (``slabs_reassign(-1, class)``) at each eviction. Called by the clock hand, a class
+        lock and a partition lock held: so the move lock is only tried, as memcached's
+        ``slabs_reassign`` tries its rebalance lock, and the source is left to the mover to
+        pick (`move_asked`, no lock held then). A move running or asked for already is left
+        alone: the ask is dropped, as memcached's is."""
+        w = self.w
+        if w[G_MOVE_ASKED] or not self.move_lock.acquire(False):
+            return
+        try:
+            if w[G_MOVE_ASKED]:
+                return
+            w[G_MOVE_ASKED] = dst  # (src + 1) << 8 | dst, with src -1: any class
+        finally:
+            self.move_lock.release()
+        self.arena.move_wake.release()
+
     @property
     def move_waiting(self) -> bool:
         """Whether a move asked for (`reassign`) is not done."""
@@ -1076,6 +1096,10 @@ class Items:
             if not asked:
                 return False
             src, dst = (asked >> 8) - 1, asked & 0xFF
+            if src == -1:  # asked at an eviction (ask_move_for): any class with two pages
+                src = self._pick_any(dst)
+                if src < 0:
+                    return False
             if src == 0:
                 if self.pool.spare_count() < 2:
                     return False

@@ -439,6 +439,39 @@ def test_automove_2_moves_on_any_eviction(clock: FakeClock) -> None:
     assert cache.stats()["slabs_moved"] >= 6
 
 
+def test_bug_automove_2_asked_for_a_page_once_a_tick_not_at_each_eviction(
+    clock: FakeClock,
+) -> None:
+    """memcached's slab_automove=2 asks for a page from any class with two
+    (``slabs_reassign(-1, class)``) at each eviction, and its rebalancer makes the move at
+    once; mcached's moved one page a tick, so a class whose items outgrew its pages
+    (chained items, ~92 chunks each in a class of one page) failed stores for seconds. The
+    hand now asks (`ask_move_for`): the first eviction leaves a move waiting, for a page
+    of a class the mover picks then, and no tick is needed."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, slab_automove=2)
+    for i in range(80_000):
+        key = b"small:%d" % i
+        cache.store(SET, key, value_for(key, 100))
+    # the small items' own evictions asked for a page for their class, from a class with
+    # two: there is none, so the mover drops the ask
+    assert cache.stats()["evictions"] and cache.move_waiting
+    assert not cache.move_asked() and not cache.move_waiting
+    large_class = cache.class_of(10_000 + 61)
+    evicted = cache.stats()["evictions"]
+    i = 0
+    while cache.stats()["evictions"] == evicted or not cache.move_waiting:
+        key = b"large:%d" % i
+        assert cache.store(SET, key, value_for(key, 10_000)) is StoreResult.STORED
+        i += 1
+        assert i < 200, "no eviction asked for a move"
+    assert class_pages(cache)[large_class] == 1
+    assert cache.reassign(1, large_class) is ReassignResult.RUNNING  # one move at a time
+    assert cache.move_asked()
+    assert not cache.move_waiting
+    assert class_pages(cache)[large_class] == 2 and cache.stats()["slabs_moved"] == 1
+    check_consistent(cache)
+
+
 def test_automove_gives_back_free_pages(clock: FakeClock) -> None:
     cache = Cache(memory_limit=16 * MB, clock=clock)
     for i in range(80_000):
