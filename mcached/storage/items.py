@@ -450,33 +450,30 @@ class Items:
         cmax = self.chunk_max
         lookup = self.lookup
         largest = self.largest
+
+        def next_chunk(remain: int) -> int:
+            """Plan the next chunk for `remain` bytes of the part (0: an empty one); its room."""
+            if (len(plan) + 1) // 2 in wide:  # this value chunk's number
+                plan.extend((largest, 0))
+                return cmax - HEADER
+            size = min(remain + HEADER, cmax)
+            plan.extend((lookup[(size + 7) >> 3], 0))
+            return size - HEADER
+
         parts = (nbytes + 2,) if split < 0 else (split, nbytes - split + 2)
         room = 0  # what the current chunk can still take (the head holds no value byte)
-        k = 0  # value chunks so far
         for remain in parts:
             if not remain:
                 continue  # memcached copies nothing, and takes no chunk
             while remain:
                 if not room:  # full: the next chunk, sized from what is left of this part
-                    k += 1
-                    size = min(remain + HEADER, cmax)
-                    if k in wide:
-                        plan += (largest, 0)
-                        room = cmax - HEADER
-                    else:
-                        plan += (lookup[(size + 7) >> 3], 0)
-                        room = size - HEADER
+                    room = next_chunk(remain)
                 took = min(room, remain)
                 plan[-1] += took
                 room -= took
                 remain -= took
             if split >= 0 and not room:
-                k += 1
-                if k in wide:
-                    plan += (largest, 0)
-                    room = cmax - HEADER
-                else:
-                    plan += (lookup[(HEADER + 7) >> 3], 0)
+                room = next_chunk(0)
         return plan
 
     def hash_at(self, addr: int) -> int:
