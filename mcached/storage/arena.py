@@ -182,7 +182,8 @@ G_EXCESS = 16  # pages past G_LIMIT that classes took as their first one (PagePo
 G_CHUNK_RESCUES = 17  # page moves: chunks of chained items copied (slab_reassign_chunk_rescues)
 G_CRAWL_ASKED = 18  # `lru_crawler crawl` asked for, not begun: CRAWL_ALL, or a mask of class ids
 G_CRAWL_LIMIT = 19  # the items of each class it checks at most (its tocrawl; 0: all)
-G_MOVE_ASKED = 20  # `slabs reassign` asked for, not done: (src + 1) << 8 | dst (0: none)
+G_MOVE_ASKED = 20  # a move asked for, not done: (src + 1) << 8 | dst (0: none; src -1: any class,
+#   asked at an eviction under slab_automove=2)
 G_WORDS = 24
 CRAWL_ALL = -1  # G_CRAWL_ASKED for every class that may hold something stale (`crawl all`)
 
