@@ -18,6 +18,7 @@ import errno
 import os
 import random
 import resource
+import select
 import socket
 import struct
 import threading
@@ -541,11 +542,26 @@ def test_bug_emfile_made_the_listener_spin(
             c.close()
         for c in unconnected[len(clients) :]:
             c.close()
-    for c in clients[8:]:  # these waited in the backlog, or were served: all are served now
+    # These waited in the backlog, or were served: all are served now. Each worker has its
+    # own listening socket (SO_REUSEPORT) and backlog, and a freed descriptor goes to the
+    # worker that accepts first, not to the client that connected first; so the clients are
+    # not waited on one by one (one left in a backlog while later ones held every descriptor
+    # waited for ever: a flake), each is closed as soon as it is answered, which frees a
+    # descriptor for the next.
+    waiting = {c: b"" for c in clients[8:]}
+    for c in waiting:
+        c.setblocking(False)
         c.sendall(b"version\r\n")
-        c.settimeout(5)
-        assert c.recv(100) == b"VERSION 1.6.18\r\n"
-        c.close()
+    deadline = time.monotonic() + 10
+    while waiting:
+        assert time.monotonic() < deadline, f"{len(waiting)} clients never answered"
+        readable, _, _ = select.select(list(waiting), [], [], 0.5)
+        for c in readable:
+            data = c.recv(100)
+            waiting[c] += data
+            if not data or len(waiting[c]) >= len(b"VERSION 1.6.18\r\n"):
+                assert waiting.pop(c) == b"VERSION 1.6.18\r\n"
+                c.close()
     deadline = time.monotonic() + 2
     while not daemon.server.accepting:  # each worker resumes 50 ms after its last EMFILE
         assert time.monotonic() < deadline
