@@ -116,9 +116,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import servers
+from servers import HOST, free_port
 
-HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = servers.ROOT
 sys.path.insert(0, str(REPO_ROOT))
 from mcached.settings import default_threads  # noqa: E402  (mcached's -t when not given)
 
@@ -173,12 +174,6 @@ def ceiling_cmd(store: str, procs: int) -> list[str]:
     return cmd + ["--procs", str(procs)]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """One server process on a free loopback port."""
 
@@ -222,28 +217,12 @@ class Server:
 
     def _wait_ready(self) -> str:
         assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"exited with {self.proc.returncode}: {' '.join(self.argv)}\n{self.log_tail()}"
-                )
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1.0) as s:
-                    s.sendall(b"version\r\n")
-                    reply = b""
-                    while not reply.endswith(b"\r\n") and len(reply) < 1024:
-                        chunk = s.recv(1024)
-                        if not chunk:
-                            break
-                        reply += chunk
-                if not reply.startswith(b"VERSION "):
-                    raise RuntimeError(f"bad reply to 'version': {reply[:100]!r}")
-                self._check_owner()
-                return reply[8:].strip().decode(errors="replace")
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"no answer on {HOST}:{self.port} after {START_TIMEOUT:.0f}s")
+        try:
+            version = servers.wait_ready(self.proc, self.port, HOST, START_TIMEOUT)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {' '.join(self.argv)}\n{self.log_tail()}") from None
+        self._check_owner()
+        return version
 
     def _check_owner(self) -> None:
         """The server that answered is this one, not another process that took the port

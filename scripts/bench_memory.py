@@ -24,71 +24,23 @@ checkout (e.g. ``git worktree add /tmp/old <commit>``), to compare before and af
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
+import servers
 
-HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
+HOST = servers.HOST
+ROOT = servers.ROOT
 MB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def start(kind: str, memory_mb: int) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    if kind == "memcached":
-        binary = shutil.which("memcached")
-        if binary is None:
-            raise SystemExit("memcached is not installed (scripts/install-system-deps.sh)")
-        cmd = [binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", str(memory_mb)]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "mcached",
-            "-l",
-            HOST,
-            "-p",
-            str(port),
-            "-U",
-            "0",
-            "-m",
-            str(memory_mb),
-        ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit(f"{kind} did not start") from None
-            time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    args = ["-m", str(memory_mb), "-U", "0"]
+    return servers.start(kind, *args)
 
 
 class Client:
@@ -123,27 +75,12 @@ class Client:
         )
 
 
-def rss(proc: subprocess.Popen[bytes]) -> int:
-    """The memory a server holds: the proportional set size (PSS) of its process and every
-    child of it, summed. mcached is a supervisor and worker processes over one shared
-    arena: PSS counts each shared page once across them, where summing RSS would count it
-    once per process. (memcached is one process: its PSS is its RSS less shared libraries.)"""
-    main = psutil.Process(proc.pid)
-    total = 0
-    for p in [main, *main.children(recursive=True)]:
-        try:
-            total += int(p.memory_full_info().pss)
-        except psutil.Error:
-            continue
-    return total
-
-
 def load(kind: str, n: int, value_size: int, memory_mb: int) -> dict[str, float]:
     proc, port = start(kind, memory_mb)
     try:
         client = Client(port)
         client.sync()
-        before = rss(proc)
+        before = servers.pss(proc)
         value = b"v" * value_size
         t0 = time.perf_counter()
         batch = 2000
@@ -160,7 +97,7 @@ def load(kind: str, n: int, value_size: int, memory_mb: int) -> dict[str, float]
                 f"{st['evictions']}): raise --memory"
             )
         time.sleep(0.5)
-        after = rss(proc)
+        after = servers.pss(proc)
         out = {
             "before": before,
             "after": after,
@@ -171,7 +108,7 @@ def load(kind: str, n: int, value_size: int, memory_mb: int) -> dict[str, float]
             out["hash_bytes"] = int(st["hash_bytes"])
         return out
     finally:
-        stop(proc)
+        servers.stop(proc)
 
 
 def churn(kind: str, memory_mb: int, factor: int, seed: int = 1) -> dict[str, int]:
@@ -198,7 +135,7 @@ def churn(kind: str, memory_mb: int, factor: int, seed: int = 1) -> dict[str, in
         st = client.stats()
         slabs = client.stats(b"slabs")
         return {
-            "rss": rss(proc),
+            "rss": servers.pss(proc),
             "written": written,
             "sets": n,
             "curr_items": int(st["curr_items"]),
@@ -207,7 +144,7 @@ def churn(kind: str, memory_mb: int, factor: int, seed: int = 1) -> dict[str, in
             "slabs_moved": int(st["slabs_moved"]),
         }
     finally:
-        stop(proc)
+        servers.stop(proc)
 
 
 def micro(root: str | None, ops: int, rounds: int) -> None:

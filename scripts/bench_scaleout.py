@@ -31,18 +31,14 @@ import threading
 import time
 from pathlib import Path
 
+import servers
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcached.client.cluster import ClusterClient  # noqa: E402
 from mcached.client.hashing import Ring  # noqa: E402
 from mcached.cluster.config import Node  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ask(port: int, data: bytes, until: bytes = b"\r\n") -> bytes:
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mcached-scaleout-"))
     ports: list[int] = []
     while len(ports) < args.nodes + 1:
-        p = free_port()
+        p = servers.free_port()
         if p not in ports:
             ports.append(p)
     nodes, spare = ports[:-1], ports[-1]
@@ -160,17 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--cluster-node-name", "localhost", "-m", "64"]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=env))
             log.close()
-        deadline = time.monotonic() + 30 + 2 * len(ports)
-        for port in ports:
-            while True:
-                try:
-                    if ask(port, b"version\r\n").startswith(b"VERSION"):
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {port} did not start")
-                time.sleep(0.1)
+        for port, proc in zip(ports, procs, strict=True):
+            servers.wait_ready(proc, port, timeout=30 + 2 * len(ports))
         keys = [f"user:{i}" for i in range(args.keys)]
         listed = [Node("localhost", "127.0.0.1", p) for p in nodes]
         before, after = Ring(listed), Ring([*listed, Node("localhost", "127.0.0.1", spare)])

@@ -31,16 +31,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import servers
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the node accepts a connection (only that: `node_args` may turn on TLS or
+    authentication, where a plain ``version`` would not be answered)."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ports = []
         while len(ports) < total:
-            port = free_port(args.host)
+            port = servers.free_port(args.host)
             if port not in ports:
                 ports.append(port)
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="mcached-cluster-"))

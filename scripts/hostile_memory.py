@@ -20,63 +20,25 @@ test_memory_bounds.py asserts it with smaller sizes.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import psutil
+import servers
 
-HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
+HOST = servers.HOST
 MB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def start(kind: str, port: int) -> subprocess.Popen[bytes]:
-    if kind == "memcached":
-        binary = shutil.which("memcached")
-        if binary is None:
-            raise SystemExit("memcached is not installed (scripts/install-system-deps.sh)")
-        cmd = [binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", "64", "-c", "1024"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]
-    else:
-        cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-m", "64"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5) as s:
-                s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION"):
-                    time.sleep(0.3)
-                    return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit(f"{kind} did not start")
-        time.sleep(0.05)
+def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
+    args = ["-m", "64", *(["-U", "0", "-c", "1024"] if kind == "memcached" else [])]
+    proc, port = servers.start(kind, *args)
+    time.sleep(0.3)
+    return proc, port
 
 
 def memory(proc: subprocess.Popen[bytes]) -> float:
-    main = psutil.Process(proc.pid)
-    total = 0
-    for p in [main, *main.children(recursive=True)]:
-        try:
-            total += int(p.memory_full_info().pss)
-        except psutil.Error:
-            continue
-    return total / MB
+    return servers.pss(proc) / MB
 
 
 def settle(proc: subprocess.Popen[bytes], seconds: float = 1.0) -> float:
@@ -138,8 +100,7 @@ def main() -> int:
     args = p.parse_args()
     for kind in args.servers.split(","):
         for attack in ("multiget", "half-values"):
-            port = free_port()
-            proc = start(kind, port)
+            proc, port = start(kind)
             try:
                 base = memory(proc)
                 print(f"{kind:9s} {attack}: {base:7.1f} MB at start (-m 64)")
@@ -150,11 +111,7 @@ def main() -> int:
                 for label, mb in marks:
                     print(f"    {mb:7.1f} MB  {label}")
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                servers.stop(proc, 15)
     return 0
 
 

@@ -24,12 +24,13 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMASLAP_CONFIG = "key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 0.1\n1 0.9\n"
@@ -39,27 +40,6 @@ KERNEL_MARKS = {
     "_raw_spin_unlock_irqrestore": "wake-ups (interrupts back on: mostly try_to_wake_up)",
     "finish_task_switch.isra.0": "context switches",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION"):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not answer version")
 
 
 def memaslap() -> str:
@@ -87,11 +67,11 @@ def report(data: Path, *fields: str, comm: str | None = None) -> list[tuple[floa
 
 
 def profile(name: str, command: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    port = free_port()
+    port = servers.free_port()
     argv = shlex.split(command.format(port=port, threads=args.threads))
     server = subprocess.Popen(argv, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(port, server)
+        servers.wait_ready(server, port, timeout=30)
         config = workdir / "memaslap.cnf"
         config.write_text(MEMASLAP_CONFIG)
         load = subprocess.Popen(

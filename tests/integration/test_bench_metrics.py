@@ -31,7 +31,12 @@ def bench() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench"] = module  # dataclasses and typing look the module up by name
-    spec.loader.exec_module(module)
+    # the script imports its neighbour `servers`, as `python scripts/bench.py` finds it
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
     return module
 
 
