@@ -2,7 +2,9 @@
 # Installs what the comparison tests, memcached's own test suite and the benchmarks need, from
 # Debian's packages, when it is missing:
 #   - the reference memcached and libmemcached's tools (memccapable, memcaslap);
-#   - perl with Test::More, which memcached's t/*.t files are written in (perl-base has neither);
+#   - perl with Test::More, which memcached's t/*.t files are written in (perl-base has neither),
+#     and IO::Socket::SSL, their TLS client (SSL_TEST=1: the ssl_*.t files, and the files run
+#     again over TLS);
 #   - libmemcached's headers, where the tests run on a CPython pylibmc has no wheel for;
 #   - Cyrus SASL's saslpasswd2 (sasl2-bin), which makes the reference memcached's user database
 #     for the SASL tests, and its mechanism plugins (libsasl2-modules), which the SASL clients
@@ -35,6 +37,7 @@ command -v memccapable >/dev/null 2>&1 || need+=(libmemcached-tools)
 command -v memcaslap >/dev/null 2>&1 || need+=(libmemcached-tools)
 command -v prove >/dev/null 2>&1 || need+=(perl)
 perl -MTest::More -e 1 >/dev/null 2>&1 || need+=(perl)
+perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
 command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
 ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || need+=(libsasl2-modules)

@@ -820,6 +820,8 @@ class Connection:
     def close(self, reason: str = "") -> None:
         if self.state == CLOSED:
             return
+        if self.tls and self.state != HANDSHAKE:
+            _close_notify(self.sock)  # type: ignore[arg-type]
         if self._events:
             try:
                 self.worker.selector.unregister(self.sock)
@@ -852,6 +854,18 @@ class Connection:
         except OSError:
             pass
         self.worker.connection_closed(self, reason)
+
+
+def _close_notify(sock: ssl.SSLSocket) -> None:
+    """Tell a TLS peer the connection ends (a close_notify alert), as memcached's
+    ``SSL_shutdown`` before it closes: once, without waiting for the peer's own. A client
+    that finds the connection closed without it may take the end for an attack on the
+    stream (OpenSSL's "unexpected eof"), and Perl's IO::Socket::SSL then dies of SIGPIPE
+    on its next write (memcached's idle-timeout.t over TLS)."""
+    try:
+        sock.unwrap()
+    except (ssl.SSLError, OSError, ValueError):
+        pass  # not sent whole (a full socket buffer, a reset peer): the close goes on
 
 
 _DISCARD = memoryview(bytearray(READ_SIZE))  # where dropped value bytes are read (never read)

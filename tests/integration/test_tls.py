@@ -127,6 +127,26 @@ def test_pymemcache_over_tls(kind: str, pki: PKI, server_factory: Callable[..., 
         client.close()
 
 
+@pytest.mark.parametrize("how", ["quit", "idle_timeout"])
+def test_bug_a_connection_the_server_closes_ends_with_a_close_notify(
+    kind: str, how: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached sends a TLS close_notify alert before it closes a connection
+    (``SSL_shutdown``); mcached closed the socket alone. A client then read an end of stream
+    that TLS cannot tell from a cut one ("EOF occurred in violation of protocol"), and
+    memcached's idle-timeout.t over TLS died of SIGPIPE (Perl's IO::Socket::SSL)."""
+    server = server_factory(kind, *tls_flags(pki, *(["idle_timeout=1"] if how != "quit" else [])))
+    ctx = client_context(pki)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python's default takes a cut for an end
+    raw = socket.create_connection((HOST, server.port), timeout=TIMEOUT)
+    with ctx.wrap_socket(raw, server_hostname=HOST, suppress_ragged_eofs=False) as s:
+        assert request(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
+        if how == "quit":
+            s.sendall(b"quit\r\n")
+        # the closing alert reads as a clean end (b""); without it, SSLEOFError
+        assert s.recv(100) == b""
+
+
 def test_one_reply_larger_than_the_socket_buffer_over_tls(
     kind: str, pki: PKI, server_factory: Callable[..., Server]
 ) -> None:

@@ -171,32 +171,38 @@ def parse(name: str, status: int | None, seconds: float, output: str) -> Result:
     return result
 
 
-def run_file(run_dir: Path, name: str, timeout: float) -> Result:
+def run_file(run_dir: Path, name: str, timeout: float, tls: bool = False) -> Result:
     """`run_once`, and once more when a server it started could not listen because its port
     was taken meanwhile: MemcachedTest.pm picks a random port it checked free, and with the
     suite's processes starting servers side by side another one may bind it first."""
-    result = run_once(run_dir, name, timeout)
+    result = run_once(run_dir, name, timeout, tls)
     if result.planned is not None and not result.ran and PORT_TAKEN in result.output:
-        result = run_once(run_dir, name, timeout)
+        result = run_once(run_dir, name, timeout, tls)
     return result
 
 
 PORT_TAKEN = "Address already in use"
 
 
-def run_once(run_dir: Path, name: str, timeout: float) -> Result:
+def run_once(run_dir: Path, name: str, timeout: float, tls: bool = False) -> Result:
     """``perl t/<name>`` in `run_dir`, in a process group of its own, killed when done.
+    `tls`: with ``SSL_TEST=1``, which makes MemcachedTest.pm start every server with
+    ``-Z`` and the certificates in memcached's ``t/`` (``server_crt.pem``, ``server_key.pem``)
+    and connect every client over TLS (Perl's IO::Socket::SSL, ``client_crt.pem``); the
+    ``ssl_*.t`` files run only so.
 
     The output goes to a file, not a pipe: the servers the file started inherit it, and one
     still on its way out must not hold the run open.
     """
     start = time.monotonic()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("T_MEMD", "SSL_TEST"))}
+    if tls:
+        env["SSL_TEST"] = "1"
     # binary-sasl.t runs only when asked (it needs saslpasswd2, which the install step
     # brings); a password file in the environment would take SASL away from Cyrus's sasldb
     env["RUN_SASL_TESTS"] = "1"
     env.pop("MEMCACHED_SASL_PWDB", None)
-    log = run_dir / f"{name}.log"
+    log = run_dir / f"{name}{'.tls' if tls else ''}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["perl", f"t/{name}"],

@@ -21,6 +21,11 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     run that then waits on a reply is cut at its ``timeout``).
   - ``vacuous``: output showing that the file took a branch that tests nothing (unixsocket.t
     when ``-h`` does not advertise unix sockets): reported as XFAIL until it stops appearing.
+  - ``tls``: the file runs only over TLS (the ``ssl_*.t`` files: ``SSL_TEST=1``, see
+    `runner.run_once`).
+
+  The files named in `OVER_TLS` run a second time, over TLS, as memcached's ``make
+  test_tls`` runs them.
 * `PENDING`: files for protocols mcached does not serve yet (none now); skipped with the
   reason, they join `IN_SCOPE` when the protocol lands.
 * `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
@@ -65,6 +70,7 @@ class InScope:
     flaky: str = ""
     vacuous: tuple[str, str] | None = None
     timeout: float = TIMEOUT  # seconds; shorter for a file known to hang
+    tls: bool = False  # runs only over TLS (SSL_TEST=1): the ssl_*.t files
 
 
 def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
@@ -73,6 +79,7 @@ def known(section: str, *subtests: str, unrun: int = 0) -> InScope:
 
 
 PASSES = InScope()
+PASSES_OVER_TLS = InScope(tls=True)
 
 IN_SCOPE: dict[str, InScope] = {
     # issue 12's core group
@@ -151,7 +158,40 @@ IN_SCOPE: dict[str, InScope] = {
     # log_watchers, -W
     "watcher.t": PASSES,
     "watcher_connid.t": PASSES,
+    # TLS: -Z, the certificate files and their refresh, verify modes, protocol versions,
+    # session resumption, notls: listeners
+    "ssl_cert_refresh.t": PASSES_OVER_TLS,
+    "ssl_ports.t": PASSES_OVER_TLS,
+    "ssl_proto_version.t": PASSES_OVER_TLS,
+    "ssl_session_resumption.t": PASSES_OVER_TLS,
+    "ssl_settings.t": PASSES_OVER_TLS,
+    "ssl_verify_modes.t": PASSES_OVER_TLS,
 }
+
+# Files that run a second time over TLS (SSL_TEST=1: every server with -Z, every client
+# over TLS), as memcached's own `make test_tls` runs its suite: the commands whose replies
+# or values span reads and writes (large values, chunked items, pipelined and noreply
+# requests, the binary and meta protocols), and the connections' life (idle timeouts,
+# quit, shutdown, stats conns). The whole suite passes over TLS, but the one quirk of
+# flush-all.t and binary-sasl.t, which memcached fails over TLS too (it calls send(), which
+# Perl's IO::Socket::SSL does not have); these few keep the suite's time within bounds.
+OVER_TLS = (
+    "binary.t",
+    "chunked-items.t",
+    "getset.t",
+    "metaget.t",
+    "cas.t",
+    "incrdecr.t",
+    "noreply.t",
+    "multiversioning.t",
+    "binary-get.t",
+    "malicious-commands.t",
+    "item_size_max.t",
+    "idle-timeout.t",
+    "quit.t",
+    "shutdown.t",
+    "stats-conns.t",
+)
 
 PENDING: dict[str, str] = {}
 
@@ -182,13 +222,6 @@ OUT_OF_SCOPE: dict[str, str] = {
     "restart.t": "warm restart from a memory file (-e): mcached keeps nothing across a "
     "restart, by design",
     "slabhang.t": "skipped by memcached itself ('Test is flaky. Needs special hooks.')",
-    "ssl_cert_refresh.t": "TLS files run only with SSL_TEST=1, which runs the whole suite "
-    "over TLS: a later phase",
-    "ssl_ports.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
-    "ssl_proto_version.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
-    "ssl_session_resumption.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
-    "ssl_settings.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
-    "ssl_verify_modes.t": "TLS: runs only with SSL_TEST=1 (a later phase)",
     "whitespace.t": "checks whitespace in memcached's git checkout, not a server",
 }
 
@@ -205,23 +238,30 @@ SLOW = (
 
 
 class Suite:
-    """The run directory and the files' runs, two at a time, started at first use."""
+    """The run directory and the files' runs, two at a time, started at first use. A run is
+    keyed by its file and whether it runs over TLS."""
 
-    def __init__(self, run_dir: Path, names: list[str]) -> None:
+    def __init__(self, run_dir: Path, selected: list[tuple[str, bool]]) -> None:
         self.run_dir = run_dir
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="memcached-suite")
-        ordered = sorted(names, key=lambda n: (n not in SLOW, SLOW.index(n) if n in SLOW else 0))
-        self.runs: dict[str, Future[runner.Result]] = {
-            n: self.pool.submit(runner.run_file, run_dir, n, IN_SCOPE[n].timeout) for n in ordered
-        }
+        ordered = sorted(
+            selected, key=lambda r: (r[0] not in SLOW, SLOW.index(r[0]) if r[0] in SLOW else 0)
+        )
+        self.runs: dict[tuple[str, bool], Future[runner.Result]] = {}
+        for name, tls in ordered:
+            self.result_future(name, tls)
 
-    def result(self, name: str) -> runner.Result:
-        future = self.runs.get(name)
-        if future is None:  # not selected at start-up (a -k run): run it now
-            future = self.runs[name] = self.pool.submit(
-                runner.run_file, self.run_dir, name, IN_SCOPE[name].timeout
+    def result_future(self, name: str, tls: bool) -> Future[runner.Result]:
+        future = self.runs.get((name, tls))
+        if future is None:  # not selected at start-up (a -k run, or under xdist): run it now
+            timeout = IN_SCOPE[name].timeout
+            future = self.runs[name, tls] = self.pool.submit(
+                runner.run_file, self.run_dir, name, timeout, tls
             )
-        return future.result()
+        return future
+
+    def result(self, name: str, tls: bool = False) -> runner.Result:
+        return self.result_future(name, tls).result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -241,9 +281,11 @@ def suite(
     if shutil.which("perl") is None:
         raise RuntimeError("perl is not installed: run `make system-deps`")
     selected = [
-        item.callspec.params["name"]
+        (name, item.originalname.endswith("_over_tls") or IN_SCOPE[name].tls)
         for item in request.session.items
-        if item.originalname == "test_memcached_suite_file" and hasattr(item, "callspec")
+        if item.originalname in ("test_memcached_suite_file", "test_memcached_suite_file_over_tls")
+        and hasattr(item, "callspec")
+        for name in [item.callspec.params["name"]]
     ]
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # under pytest-xdist every worker collects every file but runs only those it is
@@ -269,10 +311,22 @@ def _params() -> list[object]:
 
 @pytest.mark.parametrize("name", _params())
 def test_memcached_suite_file(suite: Suite, name: str) -> None:
+    check_file(suite, name, IN_SCOPE[name].tls)
+
+
+@pytest.mark.parametrize("name", OVER_TLS)
+def test_memcached_suite_file_over_tls(suite: Suite, name: str) -> None:
+    """The file again, over TLS (`OVER_TLS`)."""
+    entry = IN_SCOPE[name]
+    assert not entry.tls and not entry.known and not entry.dies and not entry.flaky, name
+    check_file(suite, name, True)
+
+
+def check_file(suite: Suite, name: str, tls: bool) -> None:
     entry = IN_SCOPE[name]
     reference = SERVER != "mcached"
     expected = {} if reference else dict(entry.known)
-    result = suite.result(name)
+    result = suite.result(name, tls)
     allowed = {**expected, **entry.quirks}
     problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
     assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
