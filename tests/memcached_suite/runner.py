@@ -87,9 +87,10 @@ def server_command(kind: str) -> list[str]:
     return [binary]
 
 
-def make_run_dir(directory: Path, kind: str, source: Path) -> Path:
-    """A directory laid out as memcached's build directory, serving `kind`."""
-    command = server_command(kind)
+def make_run_dir(directory: Path, kind: str, source: Path, args: tuple[str, ...] = ()) -> Path:
+    """A directory laid out as memcached's build directory, serving `kind`, started with
+    `args` before the suite's own (which win where they give the same option)."""
+    command = [*server_command(kind), *args]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "t").symlink_to(source / "t")
     help_run = subprocess.run([*command, "-h"], capture_output=True, timeout=60)

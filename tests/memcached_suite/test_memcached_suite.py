@@ -25,7 +25,7 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     `runner.run_once`).
 
   The files named in `OVER_TLS` run a second time, over TLS, as memcached's ``make
-  test_tls`` runs them.
+  test_tls`` runs them; those in `FOUR_WORKERS` a second time with ``-t 4``.
 * `PENDING`: files for protocols mcached does not serve yet (none now); skipped with the
   reason, they join `IN_SCOPE` when the protocol lands.
 * `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
@@ -193,6 +193,26 @@ OVER_TLS = (
     "stats-conns.t",
 )
 
+# Files that run a second time with -t 4 before their own flags: four worker processes (the
+# default -t is the machine's cores, two here), and memcached's default. What crosses
+# workers: the connection limit and stats conns, watchers, the crawler and page moves,
+# chunked items, stats totals, cas and incr. Every in-scope file passes so when run by hand
+# (the one quirk of flush-all.t aside); these few keep the suite's time within bounds.
+FOUR_WORKERS = (
+    "watcher.t",
+    "lru-crawler.t",
+    "slabs-reassign2.t",
+    "chunked-items.t",
+    "maxconns.t",
+    "stats-conns.t",
+    "stats.t",
+    "getset.t",
+    "cas.t",
+    "incrdecr.t",
+    "noreply.t",
+    "metaget.t",
+)
+
 PENDING: dict[str, str] = {}
 
 OUT_OF_SCOPE: dict[str, str] = {
@@ -237,35 +257,62 @@ SLOW = (
 )
 
 
-class Suite:
-    """The run directory and the files' runs, two at a time, started at first use. A run is
-    keyed by its file and whether it runs over TLS."""
+@dataclass(frozen=True)
+class Run:
+    """One run of a file: over TLS or not, with its server's default workers or four."""
 
-    def __init__(self, run_dir: Path, selected: list[tuple[str, bool]]) -> None:
-        self.run_dir = run_dir
+    name: str
+    tls: bool = False
+    four_workers: bool = False
+
+
+class Suite:
+    """The run directories (one per worker count) and the files' runs, two at a time,
+    started at first use."""
+
+    def __init__(self, run_dirs: dict[bool, Path], selected: list[Run]) -> None:
+        self.run_dirs = run_dirs
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="memcached-suite")
         ordered = sorted(
-            selected, key=lambda r: (r[0] not in SLOW, SLOW.index(r[0]) if r[0] in SLOW else 0)
+            selected,
+            key=lambda r: (r.name not in SLOW, SLOW.index(r.name) if r.name in SLOW else 0),
         )
-        self.runs: dict[tuple[str, bool], Future[runner.Result]] = {}
-        for name, tls in ordered:
-            self.result_future(name, tls)
+        self.runs: dict[Run, Future[runner.Result]] = {}
+        for run in ordered:
+            self.result_future(run)
 
-    def result_future(self, name: str, tls: bool) -> Future[runner.Result]:
-        future = self.runs.get((name, tls))
+    def result_future(self, run: Run) -> Future[runner.Result]:
+        future = self.runs.get(run)
         if future is None:  # not selected at start-up (a -k run, or under xdist): run it now
-            timeout = IN_SCOPE[name].timeout
-            future = self.runs[name, tls] = self.pool.submit(
-                runner.run_file, self.run_dir, name, timeout, tls
+            run_dir = self.run_dirs[run.four_workers]
+            timeout = IN_SCOPE[run.name].timeout
+            future = self.runs[run] = self.pool.submit(
+                runner.run_file, run_dir, run.name, timeout, run.tls
             )
         return future
 
-    def result(self, name: str, tls: bool = False) -> runner.Result:
-        return self.result_future(name, tls).result()
+    def result(self, run: Run) -> runner.Result:
+        return self.result_future(run).result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         runner.kill_running()
+
+
+def run_of(test: str, name: str) -> Run:
+    """The run a test function of this module asks for."""
+    return Run(
+        name,
+        tls=test == "test_memcached_suite_file_over_tls" or IN_SCOPE[name].tls,
+        four_workers=test == "test_memcached_suite_file_four_workers",
+    )
+
+
+RUN_TESTS = (
+    "test_memcached_suite_file",
+    "test_memcached_suite_file_over_tls",
+    "test_memcached_suite_file_four_workers",
+)
 
 
 @pytest.fixture(scope="session")
@@ -281,18 +328,21 @@ def suite(
     if shutil.which("perl") is None:
         raise RuntimeError("perl is not installed: run `make system-deps`")
     selected = [
-        (name, item.originalname.endswith("_over_tls") or IN_SCOPE[name].tls)
+        run_of(item.originalname, item.callspec.params["name"])
         for item in request.session.items
-        if item.originalname in ("test_memcached_suite_file", "test_memcached_suite_file_over_tls")
-        and hasattr(item, "callspec")
-        for name in [item.callspec.params["name"]]
+        if item.originalname in RUN_TESTS and hasattr(item, "callspec")
     ]
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # under pytest-xdist every worker collects every file but runs only those it is
         # handed: each runs when its test asks for it, and the workers are the parallelism
         selected = []
-    run_dir = runner.make_run_dir(tmp_path_factory.mktemp("memcached-suite"), SERVER, source)
-    s = Suite(run_dir, selected)
+    run_dirs = {
+        four: runner.make_run_dir(
+            tmp_path_factory.mktemp("memcached-suite"), SERVER, source, ("-t", "4") if four else ()
+        )
+        for four in (False, True)
+    }
+    s = Suite(run_dirs, selected)
     yield s
     s.close()
 
@@ -311,7 +361,7 @@ def _params() -> list[object]:
 
 @pytest.mark.parametrize("name", _params())
 def test_memcached_suite_file(suite: Suite, name: str) -> None:
-    check_file(suite, name, IN_SCOPE[name].tls)
+    check_file(suite, run_of("test_memcached_suite_file", name))
 
 
 @pytest.mark.parametrize("name", OVER_TLS)
@@ -319,14 +369,23 @@ def test_memcached_suite_file_over_tls(suite: Suite, name: str) -> None:
     """The file again, over TLS (`OVER_TLS`)."""
     entry = IN_SCOPE[name]
     assert not entry.tls and not entry.known and not entry.dies and not entry.flaky, name
-    check_file(suite, name, True)
+    check_file(suite, run_of("test_memcached_suite_file_over_tls", name))
 
 
-def check_file(suite: Suite, name: str, tls: bool) -> None:
+@pytest.mark.parametrize("name", FOUR_WORKERS)
+def test_memcached_suite_file_four_workers(suite: Suite, name: str) -> None:
+    """The file again, its servers started with ``-t 4`` (`FOUR_WORKERS`)."""
+    entry = IN_SCOPE[name]
+    assert not entry.known and not entry.dies and not entry.flaky, name
+    check_file(suite, run_of("test_memcached_suite_file_four_workers", name))
+
+
+def check_file(suite: Suite, run: Run) -> None:
+    name = run.name
     entry = IN_SCOPE[name]
     reference = SERVER != "mcached"
     expected = {} if reference else dict(entry.known)
-    result = suite.result(name, tls)
+    result = suite.result(run)
     allowed = {**expected, **entry.quirks}
     problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
     assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
