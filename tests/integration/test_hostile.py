@@ -517,20 +517,27 @@ def test_bug_emfile_made_the_listener_spin(
     cpus = [ThreadCPU(w.thread.native_id) for w in daemon.server.workers]
     # the clients' sockets are made before the limit comes down (they share this process's
     # descriptors): the server, not a client, is the one that runs out
-    unconnected = [socket.socket() for _ in range(40)]
+    unconnected = [socket.socket() for _ in range(120)]
     fd_limit(24)
     try:
+        # 40 clients outnumber the 24 descriptors left; but descriptors another test's
+        # server in this process lets go of late count too (a free-threaded run under load
+        # once saw no EMFILE in 5 s), so more clients come, 20 at a time, until it runs out
         for c in unconnected:
             c.settimeout(2)
             c.connect(server.address)
             clients.append(c)
-        # the workers take the connections from the backlog as they get the CPU (a busy CI
-        # machine: not always within 0.3 s of the connects)
-        deadline = time.monotonic() + 5
-        while not daemon.server.board.totals()["listen_disabled_num"]:
-            if time.monotonic() > deadline:
+            if len(clients) < 40 or len(clients) % 20:
+                continue
+            # the workers take the connections from the backlog as they get the CPU (a busy
+            # CI machine: not always within 0.3 s of the connects)
+            deadline = time.monotonic() + 5
+            while not daemon.server.board.totals()["listen_disabled_num"]:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            else:
                 break
-            time.sleep(0.05)
         assert daemon.server.board.totals()["listen_disabled_num"] > 0
         before = sum(cpu.seconds() for cpu in cpus)
         time.sleep(1.0)
