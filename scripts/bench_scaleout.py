@@ -33,7 +33,7 @@ from pathlib import Path
 
 import servers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = servers.ROOT
 sys.path.insert(0, str(ROOT))
 
 from mcached.client.cluster import ClusterClient  # noqa: E402

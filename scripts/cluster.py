@@ -33,7 +33,7 @@ from types import FrameType
 
 import servers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = servers.ROOT
 
 
 def wait_for(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

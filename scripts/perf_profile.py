@@ -32,7 +32,7 @@ from pathlib import Path
 
 import servers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = servers.ROOT
 MEMASLAP_CONFIG = "key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 0.1\n1 0.9\n"
 # kernel functions worth naming: a reply that wakes its client, and a switch of tasks
 MACHINE = ("server user", "server kernel", "client", "other")  # the rows that add up
@@ -91,12 +91,7 @@ def profile(name: str, command: str, args: argparse.Namespace, workdir: Path) ->
         )
         out, _ = load.communicate()
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        servers.stop(server, 20)
     tps = re.findall(r"TPS: (\d+)", out)
     if not tps:
         sys.exit(f"{name}: memaslap printed no TPS:\n{out[-2000:]}")
