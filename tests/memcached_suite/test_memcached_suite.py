@@ -25,7 +25,8 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
     `runner.run_once`).
 
   The files named in `OVER_TLS` run a second time, over TLS, as memcached's ``make
-  test_tls`` runs them; those in `FOUR_WORKERS` a second time with ``-t 4``.
+  test_tls`` runs them; those in `OTHER_WORKERS` a second time with another worker count
+  (`OTHER_T`).
 * `PENDING`: files for protocols mcached does not serve yet (none now); skipped with the
   reason, they join `IN_SCOPE` when the protocol lands.
 * `OUT_OF_SCOPE`: what mcached does not claim (extstore, the proxy, debug-build hooks,
@@ -48,6 +49,7 @@ from types import MappingProxyType
 
 import pytest
 
+from mcached.settings import default_threads
 from tests.memcached_suite import runner
 
 pytestmark = pytest.mark.integration
@@ -193,12 +195,14 @@ OVER_TLS = (
     "stats-conns.t",
 )
 
-# Files that run a second time with -t 4 before their own flags: four worker processes (the
-# default -t is the machine's cores, two here), and memcached's default. What crosses
-# workers: the connection limit and stats conns, watchers, the crawler and page moves,
-# chunked items, stats totals, cas and incr. Every in-scope file passes so when run by hand
-# (the one quirk of flush-all.t aside); these few keep the suite's time within bounds.
-FOUR_WORKERS = (
+# Files that run a second time with another -t before their own flags: one worker process
+# where the default is four (memcached's), four where it is one (a single CPU). What a
+# worker count changes: the connection limit and stats conns, watchers, the crawler and page
+# moves, chunked items, stats totals, cas and incr. Every in-scope file passed with -t 4 and
+# with -t 1 when run by hand (the one quirk of flush-all.t aside); these few keep the
+# suite's time within bounds.
+OTHER_T = "1" if default_threads() > 1 else "4"
+OTHER_WORKERS = (
     "watcher.t",
     "lru-crawler.t",
     "slabs-reassign2.t",
@@ -259,11 +263,11 @@ SLOW = (
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a file: over TLS or not, with its server's default workers or four."""
+    """One run of a file: over TLS or not, with its server's default workers or `OTHER_T`."""
 
     name: str
     tls: bool = False
-    four_workers: bool = False
+    other_workers: bool = False
 
 
 class Suite:
@@ -284,7 +288,7 @@ class Suite:
     def result_future(self, run: Run) -> Future[runner.Result]:
         future = self.runs.get(run)
         if future is None:  # not selected at start-up (a -k run, or under xdist): run it now
-            run_dir = self.run_dirs[run.four_workers]
+            run_dir = self.run_dirs[run.other_workers]
             timeout = IN_SCOPE[run.name].timeout
             future = self.runs[run] = self.pool.submit(
                 runner.run_file, run_dir, run.name, timeout, run.tls
@@ -304,14 +308,14 @@ def run_of(test: str, name: str) -> Run:
     return Run(
         name,
         tls=test == "test_memcached_suite_file_over_tls" or IN_SCOPE[name].tls,
-        four_workers=test == "test_memcached_suite_file_four_workers",
+        other_workers=test == "test_memcached_suite_file_other_workers",
     )
 
 
 RUN_TESTS = (
     "test_memcached_suite_file",
     "test_memcached_suite_file_over_tls",
-    "test_memcached_suite_file_four_workers",
+    "test_memcached_suite_file_other_workers",
 )
 
 
@@ -337,10 +341,13 @@ def suite(
         # handed: each runs when its test asks for it, and the workers are the parallelism
         selected = []
     run_dirs = {
-        four: runner.make_run_dir(
-            tmp_path_factory.mktemp("memcached-suite"), SERVER, source, ("-t", "4") if four else ()
+        other: runner.make_run_dir(
+            tmp_path_factory.mktemp("memcached-suite"),
+            SERVER,
+            source,
+            ("-t", OTHER_T) if other else (),
         )
-        for four in (False, True)
+        for other in (False, True)
     }
     s = Suite(run_dirs, selected)
     yield s
@@ -372,12 +379,12 @@ def test_memcached_suite_file_over_tls(suite: Suite, name: str) -> None:
     check_file(suite, run_of("test_memcached_suite_file_over_tls", name))
 
 
-@pytest.mark.parametrize("name", FOUR_WORKERS)
-def test_memcached_suite_file_four_workers(suite: Suite, name: str) -> None:
-    """The file again, its servers started with ``-t 4`` (`FOUR_WORKERS`)."""
+@pytest.mark.parametrize("name", OTHER_WORKERS)
+def test_memcached_suite_file_other_workers(suite: Suite, name: str) -> None:
+    """The file again, its servers started with ``-t`` `OTHER_T` (`OTHER_WORKERS`)."""
     entry = IN_SCOPE[name]
     assert not entry.known and not entry.dies and not entry.flaky, name
-    check_file(suite, run_of("test_memcached_suite_file_four_workers", name))
+    check_file(suite, run_of("test_memcached_suite_file_other_workers", name))
 
 
 def check_file(suite: Suite, run: Run) -> None:
