@@ -10,7 +10,9 @@ Load: each server in turn (never both at once) is started on a free loopback por
 ``-m 1024`` so nothing is evicted, and given N items -- 12-byte keys, 100-byte values --
 as pipelined ``set ... noreply``. Its memory (PSS summed over its processes, see `rss`) is read
 before and after; the script prints memory per item, both as (after - before) / N and as
-after / N, for each server, and the ratios. Target: mcached within 1.5x of memcached.
+after / N, for each server, and the ratios. Target: mcached within 1.3x of memcached, each
+ratio said apart (the total counts the start-up memory of every process: ``--threads``
+sets mcached's ``-t``).
 
 Churn: mcached (and memcached) with ``-m 64`` receive distinct keys totalling 10 x 64 MB of
 values of mixed sizes (100 B to 16 KB), then the memory and ``total_malloced`` are printed: the
@@ -38,9 +40,13 @@ ROOT = servers.ROOT
 MB = 1024 * 1024
 
 
+TARGET = 1.3  # mcached's PSS per item at most this many times memcached's
+THREADS: list[str] = []  # --threads: mcached's -t (default: its own default)
+
+
 def start(kind: str, memory_mb: int) -> tuple[subprocess.Popen[bytes], int]:
     args = ["-m", str(memory_mb), "-U", "0"]
-    return servers.start(kind, *args)
+    return servers.start(kind, *args, *(THREADS if kind == "mcached" else []))
 
 
 class Client:
@@ -199,7 +205,10 @@ def main() -> None:
     ap.add_argument("--root", help="--micro: import mcached from this checkout")
     ap.add_argument("--ops", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, help="mcached's -t (default: its own default)")
     args = ap.parse_args()
+    if args.threads:
+        THREADS[:] = ["-t", str(args.threads)]
     if args.micro:
         micro(args.root, args.ops, args.rounds)
         return
@@ -226,7 +235,8 @@ def main() -> None:
         total = mine["after"] / ref["after"]
         print(
             f"  ratio mcached/memcached: {added:.2f}x (added), {total:.2f}x (total)   "
-            f"target <= 1.5x: {'met' if max(added, total) <= 1.5 else 'NOT met'}"
+            f"target <= {TARGET}x: added {'met' if added <= TARGET else 'NOT met'}, total "
+            f"{'met' if total <= TARGET else 'NOT met'}"
         )
     if args.skip_churn:
         return
