@@ -159,6 +159,31 @@ def _stop_mcached(server: Server) -> None:
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
+def _where_stuck(proc: subprocess.Popen[bytes]) -> str:
+    """What a daemon that did not start was doing: each of its processes' state and kernel
+    wait channel, then SIGABRT to each, so that Python's fault handler writes every thread's
+    stack to the stderr they share (read once they are killed)."""
+    import signal
+
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid)]
+        family += family[0].children(recursive=True)
+    except psutil.Error as exc:
+        return f"(its processes are gone: {exc})"
+    lines = []
+    for p in family:
+        try:
+            wchan = open(f"/proc/{p.pid}/wchan").read()  # noqa: SIM115 (one read)
+            lines.append(f"pid {p.pid} {p.status()} wchan {wchan or '-'}: {' '.join(p.cmdline())}")
+            os.kill(p.pid, signal.SIGABRT)
+        except (OSError, psutil.Error) as exc:
+            lines.append(f"pid {p.pid}: {exc}")
+    time.sleep(1)  # the handlers write their stacks
+    return "\n".join(lines)
+
+
 def _start_mcached_procs(args: list[str], new_session: bool = False) -> Server:
     """``python -m mcached`` (worker processes) on a free port, answering once it returns;
     with `new_session`, in a process group of its own (its pid is the group's id)."""
@@ -171,7 +196,8 @@ def _start_mcached_procs(args: list[str], new_session: bool = False) -> Server:
     notify_path = os.path.join(notify_dir, "notify")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify_path)
+    # PYTHONFAULTHANDLER: a daemon that does not start is asked where it is (`_where_stuck`)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify_path, PYTHONFAULTHANDLER="1")
     cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
     proc = subprocess.Popen(
         cmd,
@@ -185,9 +211,10 @@ def _start_mcached_procs(args: list[str], new_session: bool = False) -> Server:
         while b"READY=1" not in notify.recv(4096):
             pass
     except OSError:
+        where = _where_stuck(proc)
         proc.kill()
         _, err = proc.communicate()
-        raise RuntimeError(f"mcached {args} did not start: {err.decode()}") from None
+        raise RuntimeError(f"mcached {args} did not start: {where}\n{err.decode()}") from None
     finally:
         notify.close()
         os.unlink(notify_path)
