@@ -419,8 +419,8 @@ def default_threads() -> int:
     Measured (README, "Where it stands"): on two CPUs shared with the load, four worker
     processes served more than two (1.15x under memaslap, 1.07x with multigets, 0.93x to
     1.02x in the get/set mix), with a lower p99 in every load: while one worker waits for
-    a CPU, another serves. On one CPU, four served about as much as one at three times its
-    p99: there the workers can only take turns.
+    a CPU, another serves. On one CPU, four served about as much as one at three to ten
+    times its p99: there the workers can only take turns.
     """
     return 4 if usable_cpus() > 1 else 1
 
