@@ -184,42 +184,57 @@ def _where_stuck(proc: subprocess.Popen[bytes]) -> str:
     return "\n".join(lines)
 
 
+START_TRIES = 3  # ports tried: one free_port() found can be taken before the daemon binds it
+START_TIMEOUT = 60.0  # seconds to READY=1: well under one, unless the machine is loaded
+
+
 def _start_mcached_procs(args: list[str], new_session: bool = False) -> Server:
     """``python -m mcached`` (worker processes) on a free port, answering once it returns;
     with `new_session`, in a process group of its own (its pid is the group's id)."""
     import sys
     import tempfile
 
-    port = free_port()
     # readiness as systemd hears it: READY=1 once every worker process runs its loop
     notify_dir = tempfile.mkdtemp(prefix="mcached-notify-")
     notify_path = os.path.join(notify_dir, "notify")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
+    notify.settimeout(0.1)
     # PYTHONFAULTHANDLER: a daemon that does not start is asked where it is (`_where_stuck`)
     env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify_path, PYTHONFAULTHANDLER="1")
-    cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=new_session,
-    )
     try:
-        notify.settimeout(60)  # start-up: well under a second, unless the machine is loaded
-        while b"READY=1" not in notify.recv(4096):
-            pass
-    except OSError:
-        where = _where_stuck(proc)
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"mcached {args} did not start: {where}\n{err.decode()}") from None
+        for attempt in range(START_TRIES):
+            port = free_port()
+            cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), *args]
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=new_session,
+            )
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    if b"READY=1" in notify.recv(4096):
+                        return Server("mcached-procs", HOST, port, 0, proc, unix_path(args))
+                except TimeoutError:
+                    pass
+                if proc.poll() is not None:  # it exited: never wait the minute out for it
+                    err = proc.communicate()[1].decode()
+                    if "Address already in use" in err and attempt + 1 < START_TRIES:
+                        break  # another process took the port first: another one
+                    raise RuntimeError(f"mcached {args} exited with {proc.returncode}: {err}")
+                if time.monotonic() > deadline:
+                    where = _where_stuck(proc)
+                    proc.kill()
+                    _, err = proc.communicate()
+                    raise RuntimeError(f"mcached {args} did not start: {where}\n{err.decode()}")
+        raise AssertionError("unreachable: the last try raises")
     finally:
         notify.close()
         os.unlink(notify_path)
         os.rmdir(notify_dir)
-    return Server("mcached-procs", HOST, port, 0, proc, unix_path(args))
 
 
 def _stop_mcached_procs(server: Server) -> None:
