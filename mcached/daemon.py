@@ -33,17 +33,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from mcached import MEMCACHED_VERSION, metrics, systemd
+from mcached import MEMCACHED_VERSION, systemd
 from mcached.addr import DEFAULT_PORT, format_address
 from mcached.auth import AuthFile
 from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
-from mcached.metrics import MetricsServer
 from mcached.protocol.binary_parser import BINARY, AnyParser, BinaryParser, Negotiator
 from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.sasl import ENV as SASL_PWDB_ENV
@@ -97,6 +96,9 @@ from mcached.settings import Settings, binding_protocol
 from mcached.stats import Counters, PrefixStats
 from mcached.storage.cache import Cache
 from mcached.storage.maintainer import LruCrawler, SlabAutomover, Ticker
+
+if TYPE_CHECKING:
+    from mcached.metrics import MetricsServer
 
 log = logging.getLogger("mcached")
 # Start, stop and reload lines: logged whatever the verbosity (a few lines per lifetime).
@@ -366,6 +368,8 @@ class Daemon:
     def _bind_metrics(self) -> None:
         """--metrics-listen: bind now, with the other sockets (before -u drops root)."""
         if self.settings.metrics_listen and self.metrics_sock is None:
+            from mcached import metrics  # prometheus_client: only in daemons that serve it
+
             self.metrics_sock = metrics.bind(self.settings.metrics_listen)
             self.metrics_port = int(self.metrics_sock.getsockname()[1])
             log.info(
@@ -377,7 +381,9 @@ class Daemon:
         holder word of its own: a scrape takes the cache's class locks)."""
         if self.metrics_sock is None:
             return
-        self.metrics = MetricsServer(
+        from mcached import metrics
+
+        self.metrics = metrics.MetricsServer(
             self.metrics_sock, metrics.Collector(lambda: self.metrics_snapshot(cache))
         )
         self.metrics.start()

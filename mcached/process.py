@@ -11,7 +11,6 @@ locks memory after dropping root, where the user's RLIMIT_MEMLOCK can refuse it)
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import resource
@@ -159,9 +158,8 @@ def raise_core_limit() -> None:
 
 def lock_memory() -> bool:
     """``-k``: mlockall(MCL_CURRENT | MCL_FUTURE); False (and a warning) if refused."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's symbols: libc's among them
         if libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
             return True
         err = ctypes.get_errno()

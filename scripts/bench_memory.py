@@ -12,7 +12,8 @@ as pipelined ``set ... noreply``. Its memory (PSS summed over its processes, see
 before and after; the script prints memory per item, both as (after - before) / N and as
 after / N, for each server, and the ratios. Target: mcached within 1.3x of memcached, each
 ratio said apart (the total counts the start-up memory of every process: ``--threads``
-sets mcached's ``-t``).
+sets mcached's ``-t``). mcached runs with its bytecode compiled, as an installed package does
+(`servers.installed_env`), whatever this machine's PYTHONDONTWRITEBYTECODE says.
 
 Churn: mcached (and memcached) with ``-m 64`` receive distinct keys totalling 10 x 64 MB of
 values of mixed sizes (100 B to 16 KB), then the memory and ``total_malloced`` are printed: the

@@ -7,6 +7,7 @@ The scripts are run as ``python scripts/NAME.py``, which puts this directory fir
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import socket
@@ -80,12 +81,28 @@ def wait_ready(
             time.sleep(0.05)
 
 
+def installed_env() -> dict[str, str]:
+    """The environment mcached is started in: this one, but with the package's bytecode
+    compiled and used, as an installed package's is (pip compiles a wheel's modules as it
+    installs it). This machine sets PYTHONDONTWRITEBYTECODE; a daemon started under it
+    compiles every module of the package from source, and the compiler's freed memory stays
+    in the heap its worker processes share (measured at -t 4: 50.9 against 46.4 MB of PSS
+    at start, every module compiled against none)."""
+    compileall.compile_dir(ROOT / "mcached", quiet=1)
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def start(kind: str, *args: str, host: str = HOST) -> tuple[subprocess.Popen[bytes], int]:
     """`kind` (see `server_cmd`) started on a free port with `args`, answering: the process
     and its port. Output is discarded. SystemExit if it does not start."""
     port = free_port(host)
     cmd = server_cmd(kind, port, *args, host=host)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = installed_env() if kind == "mcached" else None
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_ready(proc, port, host)
     except RuntimeError as e:

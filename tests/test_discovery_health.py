@@ -19,14 +19,13 @@ from mcached.cluster.health import (
     FAILING,
     UNCHECKED,
     UP,
-    Prober,
-    Result,
     Rule,
     Track,
     decide,
     parse_view,
 )
 from mcached.cluster.membership import LocalDocs, Membership, decode, encode, settle
+from mcached.cluster.prober import Prober, Result
 from mcached.server.docs import SharedDocs
 from mcached.settings import Settings
 
@@ -336,26 +335,34 @@ def test_rounds_start_an_interval_apart_even_after_a_late_one(
     from mcached.cluster import discovery
 
     clock = [100.0]
-    sleeps = [0]
-
-    async def sleep(seconds: float) -> None:
-        sleeps[0] += 1
-        clock[0] += seconds + (1.7 if sleeps[0] == 1 else 0.0)  # the first one oversleeps
-
-    fake_time = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
-    monkeypatch.setattr(discovery, "time", fake_time)
-    monkeypatch.setattr(discovery, "asyncio", types.SimpleNamespace(sleep=sleep))
+    waits = [0]
     d = make(cluster_health_interval=1.0)
     starts: list[float] = []
 
-    async def round_(prober: Prober, timeout: float, started: float | None = None) -> None:
+    class Stop:  # the keeper's stop event, over the made-up clock
+        is_stopped = False
+
+        def is_set(self) -> bool:
+            return self.is_stopped
+
+        def wait(self, seconds: float) -> bool:
+            waits[0] += 1
+            clock[0] += seconds + (1.7 if waits[0] == 1 else 0.0)  # the first one oversleeps
+            return self.is_stopped
+
+    stop = Stop()
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(discovery, "time", fake_time)
+    monkeypatch.setattr(d, "_stop", stop)
+
+    def round_(timeout: float, started: float | None = None) -> None:
         starts.append(clock[0])
         if len(starts) == 4:
-            d._stop.set()
+            stop.is_stopped = True
 
     d.health_round = round_  # type: ignore[method-assign]
-    asyncio.run(d._health_main())
-    assert starts[1] - starts[0] == pytest.approx(1.8)  # late
+    d._health_main()
+    assert starts[1] - starts[0] == pytest.approx(2.7)  # late: the interval, overslept by 1.7
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 1.0 - 1e-9, gaps  # and the next one a whole interval after it
 
@@ -363,7 +370,7 @@ def test_rounds_start_an_interval_apart_even_after_a_late_one(
 RESET_PEER_SCRIPT = """
 import asyncio, socket, struct, sys, threading
 from mcached.cluster.config import Node
-from mcached.cluster.health import Prober
+from mcached.cluster.prober import Prober
 
 async def main():
     async def reset(reader, writer):

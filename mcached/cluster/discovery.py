@@ -46,7 +46,6 @@ Lock order: `_refresh_lock` (one refresher at a time) before `_lock` (this proce
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
@@ -54,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcached.addr import parse_listen
 from mcached.cluster.config import (
@@ -68,7 +67,6 @@ from mcached.cluster.health import (
     DOWN,
     SELF,
     UNCHECKED,
-    Prober,
     Rule,
     Track,
     decide,
@@ -76,6 +74,9 @@ from mcached.cluster.health import (
 from mcached.cluster.membership import Docs, LocalDocs, Membership, decode, encode, settle
 from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
 from mcached.settings import Settings
+
+if TYPE_CHECKING:
+    from mcached.cluster.prober import Checks, Result
 
 log = logging.getLogger("mcached.discovery")
 
@@ -155,6 +156,7 @@ class Discovery:
         self.tracks: dict[Node, Track] = {}
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.rounds = 0
+        self._checks: Checks | None = None  # the health checks, once there is a peer
         self._local_ips: set[str] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -409,12 +411,11 @@ class Discovery:
 
     def _health_thread(self) -> None:
         try:
-            asyncio.run(self._health_main())
+            self._health_main()
         except Exception:
             log.exception("cluster health checks stopped")
 
-    async def _health_main(self) -> None:
-        prober = Prober()
+    def _health_main(self) -> None:
         interval = self.health_interval
         timeout = min(interval, CHECK_TIMEOUT)
         self._resume_health()
@@ -426,16 +427,24 @@ class Discovery:
                 started = time.monotonic()
                 next_at = started + interval
                 try:
-                    await self.health_round(prober, timeout, started)
+                    self.health_round(timeout, started)
                 except Exception:
                     log.exception("cluster health round failed")
-                while not self._stop.is_set():
-                    left = next_at - time.monotonic()
-                    if left <= 0:
-                        break
-                    await asyncio.sleep(min(left, 0.1))
+                left = next_at - time.monotonic()
+                if left > 0:
+                    self._stop.wait(left)
         finally:
-            await prober.close()
+            if self._checks is not None:
+                self._checks.close()
+                self._checks = None
+
+    def _check(self, members: list[Node], timeout: float) -> dict[Node, Result]:
+        if self._checks is None:
+            # asyncio's: loaded with the first peer to check (a node alone never loads it)
+            from mcached.cluster.prober import Checks
+
+            self._checks = Checks()
+        return self._checks.round(members, timeout)
 
     def _resume_health(self) -> None:
         """A keeper that replaces a dead one goes on with its counters and hidden nodes."""
@@ -448,9 +457,7 @@ class Discovery:
             t.hides.append(now)
             self.tracks[node] = t
 
-    async def health_round(
-        self, prober: Prober, timeout: float, started: float | None = None
-    ) -> None:
+    def health_round(self, timeout: float, started: float | None = None) -> None:
         """One round: check every listed member but this node, apply the rule, publish.
         `started`: when the round began (time.monotonic(); default now)."""
         m = self._read()[1]
@@ -462,7 +469,7 @@ class Discovery:
             if node not in self.tracks:
                 self.tracks[node] = Track(node)
         started = time.monotonic() if started is None else started
-        results = await prober.round(members, timeout) if members else {}
+        results = self._check(members, timeout) if members else {}
         now = time.time()
         for node, r in results.items():
             t = self.tracks[node]

@@ -66,6 +66,7 @@ at most once per 60 s: the read path pays one comparison (`G_ACCESS_BEFORE`, mov
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterator
 from heapq import heappop, heappush
 from typing import Any
@@ -428,12 +429,13 @@ class Cache:
         # `_pin_keep` entries to reservations, so replies that are not read cannot stop the
         # stores of other clients.
         self._pin_row: Any = None
-        self._pin_free: list[int] | None = None
+        self._pin_free: array[int] | None = None  # a stack of free entries (2 bytes each)
         self._pin_slots = pin_slots
         self._pin_keep = pin_slots // PIN_KEEP_DIV
         if slot:
             self._pin_row = self.arena.pin_row(slot)
-            self._pin_free = [k for k in range(pin_slots - 1, -1, -1) if not self._pin_row[k]]
+            row = self._pin_row
+            self._pin_free = array("H", (k for k in range(pin_slots - 1, -1, -1) if not row[k]))
         self._bind_hot_paths()
 
     # ---- pins (see the arena's docstring) ----

@@ -351,7 +351,7 @@ class Items:
         self.sizes = slab_class_sizes(chunk_size, growth_factor, slab_chunk_max)
         self.largest = len(self.sizes)
         self.chunk_max = self.sizes[-1]
-        self.lookup = class_lookup(self.sizes)
+        self.lookup = class_lookup(tuple(self.sizes))
         fresh = arena is None
         if arena is None:
             if reserve is None:

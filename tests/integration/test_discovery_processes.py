@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,48 @@ def test_replaced_worker_and_keeper_serve_the_same_version(
     finally:
         for c in conns:
             c.close()
+
+
+def asyncio_mapped(server: Server) -> set[int]:
+    """The pids of `server`'s processes that have CPython's asyncio accelerator mapped."""
+    main = psutil.Process(server.handle.pid)
+    out = set()
+    for p in [main, *main.children()]:
+        try:
+            with open(f"/proc/{p.pid}/maps") as maps:
+                if any("/_asyncio." in line for line in maps):
+                    out.add(p.pid)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def test_asyncio_is_loaded_with_the_first_peer_to_check(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The health checks run on asyncio, which the keeper imports with its first peer to
+    check: in a daemon alone, as most are, no process holds it (~4.5 MB of heap it would
+    cost)."""
+    if "_asyncio" in sys.builtin_module_names:
+        pytest.skip("this interpreter has _asyncio built in: no library to see in the maps")
+    alone = server_factory("mcached-procs", "-t", "2", "--cluster-health-interval", "0.1")
+    time.sleep(0.5)  # five rounds with no one to check
+    with Conn(alone.address) as c:
+        c.send(b"stats cluster\r\n")
+        assert c.read_until(b"END\r\n").endswith(b" self\r\nEND\r\n")
+    assert asyncio_mapped(alone) == set()
+    f = tmp_path / "cluster.conf"
+    f.write_text("localhost:1\n")  # a peer that refuses: a check that fails
+    peered = server_factory(
+        "mcached-procs", "-t", "2", "--cluster-file", str(f), "--cluster-health-interval", "0.1"
+    )
+
+    def failing() -> bool:
+        with Conn(peered.address) as c:
+            c.send(b"stats cluster\r\n")
+            return b" failing " in c.read_until(b"END\r\n")
+
+    assert wait_until(failing, 5)
+    (keeper,) = asyncio_mapped(peered)
+    assert keeper != peered.handle.pid
+    assert asyncio_mapped(alone) == set()

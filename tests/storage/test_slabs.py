@@ -119,7 +119,7 @@ def test_class_table_smaller_chunk_max() -> None:
 @pytest.mark.parametrize("n,f", sorted(MEMCACHED_TABLES) + [(48, 1.08)])
 def test_class_lookup_agrees_with_bisect(n: int, f: float) -> None:
     sizes = slab_class_sizes(n, f)
-    table = class_lookup(sizes)
+    table = class_lookup(tuple(sizes))
     classes = SlabClasses(sizes)
     for total in list(range(1, 5000)) + list(range(5000, sizes[-1] + 1, 997)) + [sizes[-1]]:
         assert table[(total + 7) >> 3] == classes.class_of(total), total
