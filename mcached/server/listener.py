@@ -68,17 +68,22 @@ def bind_sockets(
     backlog: int,
     notls: set[socket.socket] | None = None,
     copies: int = 1,
+    claims: list[socket.socket] | None = None,
 ) -> list[list[socket.socket]]:
     """Bind every address of `listen`, `copies` sockets each (with ``SO_REUSEPORT`` when
     more than one: the kernel then spreads new connections, and datagrams, over them, and a
     worker serves its own copy). One list of copies per address; the sockets of ``notls:``
-    specs also go in `notls`."""
+    specs also go in `notls`, the claims of shared addresses (`claim_address`) in `claims`,
+    to be closed with the copies."""
     groups: list[list[socket.socket]] = []
+    taken: list[socket.socket] = []
 
     def close_all() -> None:
         for group in groups:
             for other in group:
                 other.close()
+        for claim in taken:
+            claim.close()
 
     for spec in listen:
         plain, _ = split_notls(spec)
@@ -93,6 +98,9 @@ def bind_sockets(
             groups.append(group)
             if copies > 1:
                 try:
+                    if addr[1] == 0:  # the port the kernel picks, then claimed as any other
+                        addr = free_address(family, stype, proto, addr)
+                    taken.append(claim_address(stype, addr))
                     addr = free_address(family, stype, proto, addr)
                 except OSError:
                     close_all()
@@ -116,7 +124,28 @@ def bind_sockets(
                 addr = s.getsockname()  # port 0 asked for one: the copies take the same
                 if plain and notls is not None:
                     notls.add(s)
+    if claims is not None:
+        claims.extend(taken)
     return groups
+
+
+def claim_address(kind: int, addr: Any) -> socket.socket:
+    """A claim on `addr` for one daemon's ``SO_REUSEPORT`` copies: a socket bound to a name
+    made of the address in Linux's abstract unix namespace, which one socket at a time may
+    hold (OSError ``EADDRINUSE`` otherwise) and which the kernel frees when its holder
+    exits. `free_address` alone leaves a window: two daemons that probe the same free
+    address before either binds it would both bind their copies, and share its clients
+    unknowingly, each serving some connections meant for the other. The claim is taken
+    before the probe and held for as long as the copies are bound."""
+    proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    name = f"\0mcached-claim:{proto}:{addr[0]}:{addr[1]}"
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(name)  # EADDRINUSE ("Address already in use"), as the port itself says
+    except OSError:
+        claim.close()
+        raise
+    return claim
 
 
 def free_address(family: int, kind: int, proto: int, addr: Any) -> Any:
@@ -126,7 +155,8 @@ def free_address(family: int, kind: int, proto: int, addr: Any) -> Any:
     Sockets that all set ``SO_REUSEPORT`` (the same user's) share a port: the copies of one
     daemon, but also those of a second daemon started on the port of the first, which would
     quietly take half its connections. A probe that does not set it fails on any socket bound
-    there, as a lone socket would; it is closed before the copies bind. It sets
+    there, as a lone socket would; it is closed before the copies bind (a daemon probing at
+    the same moment is kept out by `claim_address`). It sets
     ``SO_REUSEADDR``, as memcached's sockets and the copies do: connections left in TIME_WAIT
     do not hold a TCP port, and a UDP port bound with it is shared, as memcached shares it."""
     with socket.socket(family, kind, proto) as probe:
@@ -208,6 +238,7 @@ class Server:
         # -Z: every TCP listener speaks TLS except those bound from a notls: address
         self.tls = TLS(settings) if settings.ssl_enabled else None
         self.notls: set[socket.socket] = set()
+        self.claims: list[socket.socket] = []  # of the addresses the copies share
         self.udp_server = UdpServer(
             dispatch, make_parser, settings.reqs_per_event, hooks.request_shutdown
         )
@@ -264,10 +295,18 @@ class Server:
         copies = self.board.slots
         if not self.tcp_groups:
             self.tcp_groups = bind_sockets(
-                s.listen, s.port, socket.SOCK_STREAM, s.tcp_backlog, self.notls, copies
+                s.listen,
+                s.port,
+                socket.SOCK_STREAM,
+                s.tcp_backlog,
+                self.notls,
+                copies,
+                self.claims,
             )
         if s.udp_port and not self.udp_groups:
-            self.udp_groups = bind_sockets(s.listen, s.udp_port, socket.SOCK_DGRAM, 0, None, copies)
+            self.udp_groups = bind_sockets(
+                s.listen, s.udp_port, socket.SOCK_DGRAM, 0, None, copies, self.claims
+            )
         for group in self.tcp_groups:
             for t in group:
                 t.setblocking(False)
@@ -301,7 +340,7 @@ class Server:
 
     def close_sockets(self) -> None:
         unix = [[self.unix]] if self.unix is not None else []
-        for group in (*self.tcp_groups, *self.udp_groups, *unix):
+        for group in (*self.tcp_groups, *self.udp_groups, *unix, self.claims):
             for sock in group:
                 try:
                     sock.close()

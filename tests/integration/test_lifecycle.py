@@ -855,6 +855,29 @@ def test_a_second_server_on_the_port_of_a_running_one_fails_to_start(
         assert c.read_until(b"\r\n").startswith(b"VERSION ")
 
 
+def test_a_server_starting_on_an_address_another_one_claimed_fails_to_start() -> None:
+    """Two mcached daemons that probe one free port at the same moment: the one that finds
+    it claimed (`claim_address`, held here as the other daemon would hold it between its
+    probe and its bind) does not bind copies beside the other's, and says why as memcached
+    would."""
+    from mcached.server.listener import claim_address
+
+    port = free_port()
+    claim = claim_address(socket.SOCK_STREAM, (HOST, port))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-t", "2", "-U", "0"],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=STARTUP,
+        )
+    finally:
+        claim.close()
+    assert result.returncode == 71, result.stderr
+    assert b"failed to listen" in result.stderr
+    assert b"Address already in use" in result.stderr
+
+
 def test_version_and_help_entry_points() -> None:
     for cmd in (
         [sys.executable, "-m", "mcached", "--version"],

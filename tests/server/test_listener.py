@@ -1,7 +1,9 @@
-"""mcached/server/listener.py: the unix domain socket (-s, -a), bound as memcached binds it."""
+"""mcached/server/listener.py: the unix domain socket (-s, -a), bound as memcached binds it;
+the claims that keep two daemons off one address."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcached.server.listener import bind_unix
+from mcached.server.listener import bind_sockets, bind_unix, claim_address
 from mcached.server.workers import sock_name
 
 pytestmark = pytest.mark.unit
@@ -67,3 +69,48 @@ def test_tcp_and_udp_names() -> None:
         except OSError:
             pytest.skip("no IPv6 loopback here")
         assert sock_name(u) == f"udp6:[::1]:{u.getsockname()[1]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_copies_of_a_claimed_address_are_not_bound() -> None:
+    """Another daemon between its probe and its bind holds the claim: the copies are not
+    bound, though the port itself is free, and the error is the port's own."""
+    port = _free_port()
+    other = claim_address(socket.SOCK_STREAM, ("127.0.0.1", port))
+    try:
+        with pytest.raises(OSError) as info:
+            bind_sockets(("127.0.0.1",), port, socket.SOCK_STREAM, 16, copies=2)
+        assert info.value.errno == errno.EADDRINUSE
+        with socket.socket() as probe:  # nothing was left bound
+            probe.bind(("127.0.0.1", port))
+    finally:
+        other.close()
+
+
+def test_the_claim_is_held_with_the_copies_and_let_go_with_them() -> None:
+    claims: list[socket.socket] = []
+    groups = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=2, claims=claims)
+    (group,) = groups
+    port = group[0].getsockname()[1]
+    assert len(group) == 2 and len(claims) == 1
+    with pytest.raises(OSError) as info:
+        claim_address(socket.SOCK_STREAM, ("127.0.0.1", port))
+    assert info.value.errno == errno.EADDRINUSE
+    # a datagram socket on the same port number is another address
+    claim_address(socket.SOCK_DGRAM, ("127.0.0.1", port)).close()
+    for s in (*group, *claims):
+        s.close()
+    claim_address(socket.SOCK_STREAM, ("127.0.0.1", port)).close()
+
+
+def test_one_copy_takes_no_claim() -> None:
+    """A lone socket (no SO_REUSEPORT) is kept exclusive by the kernel itself."""
+    claims: list[socket.socket] = []
+    (group,) = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=1, claims=claims)
+    assert claims == []
+    group[0].close()
