@@ -58,7 +58,9 @@ def pss(server: Server) -> int:
                 rollup = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
-        total += sum(int(rollup[k].split()[0]) * 1024 for k in ("Pss_Anon", "Pss_Shmem"))
+        # Pss_Anon and Pss_Shmem since Linux 5.0; before, the whole PSS
+        keys = ("Pss_Anon", "Pss_Shmem") if "Pss_Anon" in rollup else ("Pss",)
+        total += sum(int(rollup[k].split()[0]) * 1024 for k in keys)
     return total
 
 
