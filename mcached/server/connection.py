@@ -329,8 +329,9 @@ class Connection:
 
     def _serve_lone(self, cmd: Any) -> None:
         """One command that is the whole read (Parser.lone): what process() does for it,
-        without the loop. Hot path: the commonest turn of all (a get or ``mg <key> v`` under
-        a request-reply load); ~200 fewer bytecodes a request than process()."""
+        without the loop. Hot path: the commonest turn of all (a get, ``mg <key> v`` or a
+        plain set under a request-reply load); ~200 fewer bytecodes a request than
+        process()."""
         kind = type(cmd)
         try:
             self.dispatch[kind](cmd, self)

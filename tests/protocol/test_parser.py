@@ -580,9 +580,13 @@ def test_lone_agrees_with_next_command(data: bytes, expected: list[c.Command]) -
         (b"mg k v\r\n", c.MetaValue),
         (b"get a b\r\n", c.Get),  # a multiget
         (b"get " + b" ".join([K250] * 30) + b"\r\n", c.Get),  # past MAX_LINE, whole
+        (b"set k 0 0 1\r\nx\r\n", c.Set),
+        (b"set " + K250 + b" 4294967 999999999 5\r\nab\r\nc\r\n", c.Set),  # CRLF in a value
+        (b"set k 007 0 0\r\n\r\n", c.Set),  # leading zeros, an empty value
+        (b"set a\rb 1 2 3\r\nxyz\r\n", c.Set),
     ],
 )
-def test_lone_takes_one_plain_get_or_mg_v(data: bytes, kind: type) -> None:
+def test_lone_takes_one_plain_get_mg_v_or_set(data: bytes, kind: type) -> None:
     assert type(_lone_agrees(data)) is kind
 
 
@@ -607,7 +611,26 @@ def test_lone_takes_one_plain_get_or_mg_v(data: bytes, kind: type) -> None:
         b"mg k v t\r\n",
         b"mg  v\r\n",
         b"mg " + K251 + b" v\r\n",
-        b"set k 0 0 1\r\nx\r\n",
+        b"set k 0 0 1 noreply\r\nx\r\n",
+        b"set k 0 0 1\nx\r\n",  # a bare LF ends the line
+        b"set k 0 0 1\r\nx\n",  # a bad data chunk: next_command's error
+        b"set k 0 0 1\r\nxy\r\n",
+        b"set k 0 0 2\r\nx\r\n",  # the block still arriving
+        b"set k 0 0 1\r\nx",
+        b"set k 0 0 1\r\nx\r\nget k\r\n",  # more after the block
+        b"set k  0 0 1\r\nx\r\n",
+        b"set k 0 0 1 \r\nx\r\n",
+        b"set  k 0 0 1\r\nx\r\n",
+        b"set k 0 0\r\n\r\n",
+        b"set k 0 -1 1\r\nx\r\n",  # a negative exptime: memcached's parser
+        b"set k 1234567890 0 1\r\nx\r\n",  # ten digits
+        b"set k 0 0 +1\r\nx\r\n",
+        b"set k\0j 0 0 1\r\nx\r\n",
+        b"set " + K251 + b" 0 0 1\r\nx\r\n",
+        b"set \r\n",
+        b"setx k 0 0 1\r\nx\r\n",
+        b"stats\r\n",
+        b"s",
         b"\r\n",
     ],
 )
@@ -620,6 +643,27 @@ def test_lone_never_answers_before_the_login() -> None:
     assert p.feed(b"get k\r\n")  # a fresh request, but the login comes first
     assert p.lone() is None
     assert p.next_command() == c.Invalid(Error.UNAUTHENTICATED)
+    p = Parser(auth=True)
+    assert p.feed(b"set k 0 0 3\r\na b\r\n")  # the ASCII login is a set
+    assert p.lone() is None
+
+
+@pytest.mark.parametrize("size", [100, 1024 * 1024])
+def test_lone_set_leaves_an_item_near_the_limit_to_next_command(size: int) -> None:
+    """What passes -I, or nearly, is sized by next_command() (it swallows what is too
+    large); lone takes only what fits whatever its flags."""
+    taken = 0
+    for vlen in range(size - 80, size + 3):
+        data = b"set k 1 0 %d\r\n%b\r\n" % (vlen, b"v" * vlen)
+        p, q = Parser(item_size_max=size), Parser(item_size_max=size)
+        assert p.feed(data) and q.feed(data)
+        cmd = p.lone()
+        if cmd is None:
+            assert p.buffered == len(data) and drain(p) == drain(q)  # nothing consumed
+        else:
+            taken += 1
+            assert drain(q) == [cmd] and type(cmd) is c.Set
+    assert 0 < taken < 83  # some taken, and those nearest the limit left
 
 
 def test_lone_never_takes_a_data_block_for_a_line() -> None:
