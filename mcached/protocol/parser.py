@@ -135,6 +135,15 @@ def item_total_size(nkey: int, flags: int, vlen: int, cas_enabled: bool) -> int:
     return total
 
 
+def plain_numbers(f: bytes, e: bytes, n: bytes) -> bool:
+    """A storage line's flags, exptime and length as plain digits, under ten each: below
+    2^31, which memcached's parsers take as they are (``int()`` reads them the same). The
+    hot path's test; anything else takes memcached's parsers."""
+    return (
+        len(f) < 10 and len(e) < 10 and len(n) < 10 and f.isdigit() and e.isdigit() and n.isdigit()
+    )
+
+
 # ---- memcached's number parsers (util.c): strtoul and friends, then its extra checks ----
 
 
@@ -500,16 +509,7 @@ class Parser(Buffered):
         if len(tokens) != 5 or tokens[0] != b"set":
             return None
         _, key, f, e, n = tokens
-        if not (
-            len(f) < 10
-            and len(e) < 10
-            and len(n) < 10
-            and f.isdigit()
-            and e.isdigit()
-            and n.isdigit()
-            and 0 < len(key) <= KEY_MAX_LENGTH
-            and 0 not in key
-        ):
+        if not (0 < len(key) <= KEY_MAX_LENGTH and 0 not in key and plain_numbers(f, e, n)):
             return None
         vlen = int(n)
         end = nl + 1 + vlen
@@ -663,15 +663,7 @@ class Parser(Buffered):
         if len(key) > KEY_MAX_LENGTH:
             return c.Invalid(Error.BAD_FORMAT, noreply)
         f, e, n = tokens[2], tokens[3], tokens[4]
-        if (
-            len(f) < 10
-            and len(e) < 10
-            and len(n) < 10
-            and f.isdigit()
-            and e.isdigit()
-            and n.isdigit()
-        ):
-            # hot path: plain digits below 2^31, which memcached's parsers take as they are
+        if plain_numbers(f, e, n):
             flags: int | None = int(f)
             exptime: int | None = int(e)
             vlen: int | None = int(n)
