@@ -112,9 +112,6 @@ _ERROR = c.Invalid(Error.UNKNOWN_COMMAND)
 _Get = c.Get
 _G, _M, _S = b"gms"  # Parser.lone: the first bytes of get, mg and set, as ints
 _Set = c.Set
-# Parser.lone takes a set whose key and value add up to at most -I less this (an item of
-# any flags and a CAS fits); one nearer the limit takes next_command(), which sizes it
-_LONE_SET_MARGIN = ITEM_HEADER_SIZE + 1 + 2 + ITEM_FLAGS_SIZE + ITEM_CAS_SIZE
 _FORMAT = c.Invalid(Error.BAD_FORMAT)
 _UNAUTHENTICATED = c.Invalid(Error.UNAUTHENTICATED)
 _AUTH_BAD_TERMINATION = c.Invalid(Error.AUTH_BAD_TERMINATION)
@@ -133,6 +130,11 @@ def item_total_size(nkey: int, flags: int, vlen: int, cas_enabled: bool) -> int:
     if cas_enabled:
         total += ITEM_CAS_SIZE
     return total
+
+
+# Parser.lone takes a set whose key and value add up to at most -I less this (an item of
+# any flags and a CAS fits); one nearer the limit takes next_command(), which sizes it
+_LONE_SET_MARGIN = item_total_size(0, 1, 0, True)
 
 
 def plain_numbers(f: bytes, e: bytes, n: bytes) -> bool:
