@@ -9,7 +9,8 @@ waits until it answers ``version``, runs the load, and stops the server
 (SIGTERM, then SIGKILL).  Only one server runs at a time.  It reports, per load
 and server: operations per second, p50 and p99 latency (ms), mean latency,
 errors, and the CPU used by the server and by the load generator; then the ratio
-mcached/memcached of the throughputs.
+mcached/memcached of the throughputs: of their medians, and with --repeat, round by
+round (each round's two runs back to back), the median and range of those ratios.
 
 Loads
 -----
@@ -1119,6 +1120,20 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def pair_ratios(runs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> list[float]:
+    """ops/s of each round of `runs` over the same round of `ref` (the two servers ran one
+    after the other, alternating which went first), rounds where either failed left out.
+    On a noisy machine the median of these pairs moves less than the ratio of the two
+    medians, which takes each from a different round."""
+    by_round = {r["round"]: r for r in ref if "failed" not in r and r.get("ops_per_s")}
+    pairs = []
+    for r in runs:
+        other = by_round.get(r.get("round"))
+        if other is not None and "failed" not in r and r.get("ops_per_s") is not None:
+            pairs.append(r["ops_per_s"] / other["ops_per_s"])
+    return pairs
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "failed" not in r]
     s: dict[str, Any] = {"runs": len(runs), "ok_runs": len(ok)}
@@ -1342,7 +1357,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[load].pop(s, None)
     summary = {ld: {s: summarize(runs[ld][s]) for s in runs[ld]} for ld in loads}
     # each server's figures over memcached's, when memcached ran
-    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    ratios: dict[str, dict[str, dict[str, Any]]] = {}
     for ld in loads:
         if "memcached" not in servers:
             continue
@@ -1355,6 +1370,7 @@ def main(argv: list[str] | None = None) -> int:
                     k: (sm[k] / ref[k] if sm[k] is not None and ref[k] else None)
                     for k in ("ops_per_s", "p50_ms", "p99_ms")
                 }
+                ratios[ld][s]["ops_per_s_pairs"] = pair_ratios(runs[ld][s], runs[ld]["memcached"])
 
     print()
     title = f"medians of {args.repeat} run(s)" if args.repeat > 1 else "1 run each"
@@ -1425,9 +1441,16 @@ def main(argv: list[str] | None = None) -> int:
         print("ratio to memcached (ops/s: higher is better; latency: lower is better)")
         for ld, per_server in ratios.items():
             for s, r in per_server.items():
+                pairs = r["ops_per_s_pairs"]
+                by_pair = (
+                    f"   (round by round: median {statistics.median(pairs):.2f}x,"
+                    f" {min(pairs):.2f}x-{max(pairs):.2f}x over {len(pairs)})"
+                    if len(pairs) > 1
+                    else ""
+                )
                 print(
                     f"  {ld:<10} {s:<15} ops/s {fmt_num(r['ops_per_s'], 2)}x"
-                    f"   p50 {fmt_num(r['p50_ms'], 2)}x   p99 {fmt_num(r['p99_ms'], 2)}x"
+                    f"   p50 {fmt_num(r['p50_ms'], 2)}x   p99 {fmt_num(r['p99_ms'], 2)}x" + by_pair
                 )
         if args.ceiling:
             print(

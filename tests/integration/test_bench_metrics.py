@@ -173,3 +173,24 @@ def test_bug_the_dict_yardsticks_misses_do_not_fail_the_benchmark(bench: ModuleT
     assert bench.run_failed({"failed": "no reply", "errors": 0}, expected)
     assert bench.run_failed({"errors": 1}, set())
     assert not bench.run_failed({"errors": 0, "error_kinds": {}}, set())
+
+
+def test_pair_ratios_take_each_round_over_the_same_round_of_the_reference(
+    bench: ModuleType,
+) -> None:
+    """The round-by-round ratios: each round of a server over the same round of memcached,
+    whatever order the lists are in; a round that failed on either side is left out."""
+    ours = [
+        {"round": 1, "ops_per_s": 90.0},
+        {"round": 2, "ops_per_s": 80.0},
+        {"round": 3, "failed": "server died", "ops_per_s": None},
+        {"round": 4, "ops_per_s": 70.0},
+    ]
+    ref = [
+        {"round": 4, "failed": "no reply", "ops_per_s": 100.0},
+        {"round": 2, "ops_per_s": 100.0},
+        {"round": 1, "ops_per_s": 120.0},
+        {"round": 3, "ops_per_s": 100.0},
+    ]
+    assert bench.pair_ratios(ours, ref) == [0.75, 0.8]
+    assert bench.pair_ratios(ours, []) == []
