@@ -259,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = daemon.run(before_start=before_start)
+        daemon.close()  # the mappings, the board's sockets and lock file: none left open
     except OSError as exc:
         where = (
             f"UNIX socket {settings.unix_socket}"

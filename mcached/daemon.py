@@ -624,6 +624,7 @@ class Daemon:
             self.server.close_sockets()
             sup.stop(graceful, self.settings.shutdown_timeout)
             self.server.remove_unix_file()
+            self._stopped = True  # every child reaped: `close` may give the memory back
             lifecycle.info("stopped")
         return code
 

@@ -233,6 +233,35 @@ def test_shutdown_graceful_sends_every_reply_first() -> None:
         stop(proc)
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "shutdown"])
+def test_bug_a_stopped_daemon_left_its_board_sockets_and_lock_file_open(how: str) -> None:
+    """Python's development mode reports every file or socket still open when the
+    interpreter exits (``ResourceWarning``). The supervisor used to exit with the board's
+    wake-up socket pairs and its lock file open, one warning each; now it closes them, and
+    the arena's mappings, once every worker is reaped, however it was stopped."""
+    proc, port = spawn("-A", "-t", "2", env={"PYTHONDEVMODE": "1"})
+    try:
+        wait_ready(port)
+        with Conn((HOST, port)) as c:
+            c.send(b"set k 0 0 1\r\nv\r\nget k k\r\n")
+            assert (
+                c.read_until(b"END\r\n")
+                == b"STORED\r\nVALUE k 0 1\r\nv\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+            )
+            if how == "shutdown":
+                c.send(b"shutdown\r\n")
+                assert c.closed()
+            else:
+                proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert b"stopped" in err  # the log reached stderr, and the exit was the daemon's own
+        assert b"ResourceWarning" not in err, err.decode(errors="replace")
+    finally:
+        stop(proc)
+
+
 def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path) -> None:
     path = str(tmp / "notify.sock")
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
