@@ -58,6 +58,9 @@ from mcached.stats import Counters
 
 log = logging.getLogger("mcached.server")
 
+#: seconds a daemon waits for another one's binds on the same port (`port_gate`); a bind
+#: takes microseconds, so only a daemon stopped in the middle of one holds the gate longer
+GATE_WAIT = 2.0
 ASKERS = 1  # board slots for processes that gather figures without serving (the metrics)
 
 
@@ -96,34 +99,42 @@ def bind_sockets(
         for family, stype, proto, _, addr in infos:
             group: list[socket.socket] = []
             groups.append(group)
+            gate = None
             if copies > 1:
                 try:
                     if addr[1] == 0:  # the port the kernel picks, then claimed as any other
                         addr = free_address(family, stype, proto, addr)
+                    gate = port_gate(stype, int(addr[1]))
                     taken.append(claim_address(stype, addr))
                     addr = free_address(family, stype, proto, addr)
                 except OSError:
+                    if gate is not None:
+                        gate.close()
                     close_all()
                     raise
-            for _ in range(copies):
-                s = socket.socket(family, stype, proto)
-                group.append(s)
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    if copies > 1:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                    if family == socket.AF_INET6:
-                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    s.bind(addr)
-                    if kind == socket.SOCK_STREAM:
-                        s.listen(backlog)
-                    s.setblocking(False)
-                except OSError:
-                    close_all()
-                    raise
-                addr = s.getsockname()  # port 0 asked for one: the copies take the same
-                if plain and notls is not None:
-                    notls.add(s)
+            try:
+                for _ in range(copies):
+                    s = socket.socket(family, stype, proto)
+                    group.append(s)
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        if copies > 1:
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                        if family == socket.AF_INET6:
+                            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                        s.bind(addr)
+                        if kind == socket.SOCK_STREAM:
+                            s.listen(backlog)
+                        s.setblocking(False)
+                    except OSError:
+                        close_all()
+                        raise
+                    addr = s.getsockname()  # port 0 asked for one: the copies take the same
+                    if plain and notls is not None:
+                        notls.add(s)
+            finally:
+                if gate is not None:
+                    gate.close()  # the copies are bound: a probe of the port now fails
     if claims is not None:
         claims.extend(taken)
     return groups
@@ -146,6 +157,33 @@ def claim_address(kind: int, addr: Any) -> socket.socket:
         claim.close()
         raise
     return claim
+
+
+def port_gate(kind: int, port: int, wait: float = GATE_WAIT) -> socket.socket:
+    """The right to probe and bind `port` (of `kind`), held by one daemon at a time, from
+    its claim to its last copy bound; waits up to `wait` seconds for another daemon to let
+    it go, then OSError ``EADDRINUSE``. `claim_address` keys a claim by the exact address,
+    and a wildcard and a specific address share a port: two daemons starting at the same
+    moment on ``0.0.0.0`` and ``127.0.0.1`` with the same port would both probe it free,
+    then both bind their copies (the kernel lets ``SO_REUSEPORT`` sockets of one user
+    overlap so), and the specific one would take the connections made to it. Under the
+    gate, the second daemon's probe comes after the first one's copies are bound, and fails
+    as it does for a daemon started later. Held for a few binds only (a name in Linux's
+    abstract namespace, freed by the kernel when its holder exits), so daemons on the same
+    port of different addresses only wait for each other's binds."""
+    proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    name = f"\0mcached-bind:{proto}:{port}"
+    deadline = time.monotonic() + wait
+    while True:
+        gate = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            gate.bind(name)
+            return gate
+        except OSError as exc:
+            gate.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.002)
 
 
 def free_address(family: int, kind: int, proto: int, addr: Any) -> Any:

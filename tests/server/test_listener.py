@@ -8,11 +8,13 @@ import os
 import socket
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from mcached.server.listener import bind_sockets, bind_unix, claim_address
+from mcached.server.listener import bind_sockets, bind_unix, claim_address, port_gate
 from mcached.server.workers import sock_name
 
 pytestmark = pytest.mark.unit
@@ -90,6 +92,69 @@ def test_copies_of_a_claimed_address_are_not_bound() -> None:
             probe.bind(("127.0.0.1", port))
     finally:
         other.close()
+
+
+def test_bug_a_daemon_bound_its_copies_while_another_was_between_probe_and_bind() -> None:
+    """Two daemons starting at the same moment on a wildcard and a specific address with
+    the same port (``0.0.0.0`` and ``127.0.0.1``) hold different claims, so both probed the
+    port free and both bound their ``SO_REUSEPORT`` copies: the specific one then took
+    every connection made to it. Now the port's gate makes the second wait until the first
+    one's copies are bound, and its probe then fails. The test plays the first daemon on
+    127.0.0.1 itself (tests stay on loopback): it holds the gate but no claim, as a daemon
+    on the wildcard would hold none of 127.0.0.1's."""
+    port = _free_port()
+    gate = port_gate(socket.SOCK_STREAM, port)  # the first daemon: probed, about to bind
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["groups"] = bind_sockets(("127.0.0.1",), port, socket.SOCK_STREAM, 16, copies=2)
+        except OSError as exc:
+            outcome["error"] = exc
+
+    t = threading.Thread(target=second)
+    t.start()
+    first: list[socket.socket] = []
+    try:
+        time.sleep(0.3)
+        assert outcome == {}  # waiting at the gate, nothing bound
+        for _ in range(2):  # the first daemon's copies
+            s = socket.socket()
+            first.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(16)
+        gate.close()
+        t.join(5)
+        error = outcome.get("error")
+        assert isinstance(error, OSError) and error.errno == errno.EADDRINUSE, outcome
+    finally:
+        gate.close()
+        t.join(5)
+        for g in outcome.get("groups", []):  # type: ignore[attr-defined]
+            for s in g:
+                s.close()
+        for s in first:
+            s.close()
+
+
+def test_the_ports_gate_is_let_go_once_the_copies_are_bound_and_waited_for_briefly() -> None:
+    claims: list[socket.socket] = []
+    (group,) = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=2, claims=claims)
+    port = group[0].getsockname()[1]
+    gate = port_gate(socket.SOCK_STREAM, port, wait=0)  # free again: not held with the copies
+    try:
+        began = time.monotonic()
+        with pytest.raises(OSError) as info:
+            port_gate(socket.SOCK_STREAM, port, wait=0.2)
+        assert info.value.errno == errno.EADDRINUSE
+        assert time.monotonic() - began >= 0.2  # it waited before giving up
+        port_gate(socket.SOCK_DGRAM, port, wait=0).close()  # UDP's port is another gate
+    finally:
+        gate.close()
+        for s in (*group, *claims):
+            s.close()
 
 
 def test_the_claim_is_held_with_the_copies_and_let_go_with_them() -> None:
