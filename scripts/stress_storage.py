@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The shared cache under several processes at once, then its invariant checked (by hand).
+
+    python scripts/stress_storage.py --seed 1 --seconds 20
+    python scripts/stress_storage.py --seed 1 --workers 1 --no-crawler --no-flush --no-reserve
+
+What it does: one arena, as the daemon makes it (``-m 16``, ``-o slab_reassign,
+slab_automove=2``), shared by forked processes that use it as the daemon's children do, each
+with its own holder word: `--workers` workers that store (set, add, replace, append,
+prepend), read (lending values and giving them back later, as replies do), delete, incr,
+reserve, fill and commit or abandon values, and now and then flush_all, over 400 keys with
+values of 10 B to 600 KB (the largest are chained items); a page mover that asks for moves
+and runs the automover; a crawler. With `--kill`, a worker is killed (SIGKILL) now and then
+between two cache operations, as `kill -9` would, and what it held is let go as the daemon
+lets it go (`release_holder`), and another takes its place.
+
+Then every child is stopped between two operations and the arena is checked: every table
+entry is a linked item of its own partition, reachable from its home slot, and every linked
+item's head in every page is in its partition's table. A child that fails (an assertion of
+the storage code) is reported with its traceback. The exit status is 1 if the check or any
+child failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mcached.cli import parse_settings  # noqa: E402
+from mcached.daemon import Daemon  # noqa: E402
+from mcached.storage.arena import (  # noqa: E402
+    OFF_HASH,
+    PAGE_SHIFT,
+    ST_CONT,
+    ST_LINKED,
+    ST_ZOMBIE,
+    Q,
+)
+from mcached.storage.assoc import ADDR_MASK, make_entry  # noqa: E402
+from mcached.storage.cache import Cache, Reservation  # noqa: E402
+from mcached.storage.results import StoreMode  # noqa: E402
+
+SIZES = [10, 100, 1000, 5000, 20000, 100000, 300000, 600000]
+STOP = [False]
+
+
+def _stop(signo: int, frame: Any) -> None:
+    STOP[0] = True
+
+
+def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
+    cache.bind_holder(slot)
+    rng = random.Random(seed)
+    lent: list[int] = []
+    keys = [b"k%d" % i for i in range(400)]
+    modes = [StoreMode.APPEND, StoreMode.PREPEND, StoreMode.ADD, StoreMode.REPLACE]
+    while not STOP[0]:
+        key = rng.choice(keys)
+        r = rng.random()
+        n = rng.choice(SIZES)
+        if r < 0.30:
+            value = bytes([65 + rng.randrange(26)]) * n
+            cache.store(StoreMode.SET, key, value, 0, rng.choice([0, 0, 1, 2]), 0)
+        elif r < 0.45:
+            hit = cache.get_ref(key)
+            if hit is not None and len(hit) == 4:
+                lent.append(hit[3])
+        elif r < 0.52:
+            cache.store(rng.choice(modes), key, b"z" * rng.choice(SIZES[:6]), 0, 0, 0)
+        elif r < 0.58:
+            cache.delete(key)
+        elif r < 0.75 and args.reserve:
+            res = cache.reserve(key, n, rng.choice([0, 5]))
+            if isinstance(res, Reservation):
+                for view in res.views:
+                    view[:] = b"r" * len(view)
+                if rng.random() < 0.15:
+                    cache.abandon(res)
+                else:
+                    mode = rng.choice([StoreMode.SET, StoreMode.SET, *modes[::2]])
+                    cache.commit(res, mode, rng.choice([0, 0, 1]))
+        elif r < 0.77:
+            cache.incr(key, 1)
+        elif r < 0.772 and args.flush:
+            cache.flush_all(0)
+        if lent and (len(lent) > 20 or rng.random() < 0.3):
+            cache.unpin(lent.pop(rng.randrange(len(lent))))
+
+
+def mover(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
+    view = cache.view(holder=slot)
+    rng = random.Random(seed)
+    while not STOP[0]:
+        if rng.random() < 0.5:
+            view.reassign(rng.randrange(1, 40), rng.randrange(0, 40))
+        else:
+            view.automove_tick()
+        time.sleep(0.001)
+
+
+def crawler(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
+    view = cache.view(holder=slot)
+    while not STOP[0]:
+        view.crawl()
+        time.sleep(0.01)
+
+
+def spawn(role: Any, cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: its role until SIGTERM, between two operations
+        signal.signal(signal.SIGTERM, _stop)
+        code = 0
+        try:
+            role(cache, slot, seed, args)
+        except BaseException:
+            print(f"{role.__name__} (holder {slot}) failed:", flush=True)
+            traceback.print_exc()
+            sys.stdout.flush()
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def stopped(pid: int) -> None:
+    """Wait until the SIGSTOP sent to `pid` has taken effect."""
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "Tt":
+        time.sleep(0.0005)
+
+
+def check(cache: Cache) -> int:
+    """The invariant, every child stopped: the number of faults found (each printed)."""
+    items = cache._items
+    pm, pmask, pshift = items.pm, items.pmask, items.pshift
+    bad = entries = heads = 0
+    for part in items.parts:
+        part.sync()
+        for i, e in enumerate(part.tbl[: part.mask + 1]):
+            if e <= 1:
+                continue
+            entries += 1
+            a = e & ADDR_MASK
+            st = pm[a]
+            h = Q.unpack_from(pm, a + OFF_HASH)[0]
+            if not st & ST_LINKED or st & ST_ZOMBIE or h & pmask != part.index:
+                bad += 1
+                print(f"table entry {part.index}/{i} -> {a}: status {st}, hash {h:#x}")
+            elif make_entry(h >> pshift, a) != e or part.find_addr(h >> pshift, a) != i:
+                bad += 1
+                print(f"table entry {part.index}/{i} -> {a}: not where its hash leads")
+    for cls in items.classes[1:]:
+        for pno in cls.pages_locked():
+            for o in range(0, cls.perslab * cls.size, cls.size):
+                a = pno << PAGE_SHIFT | o
+                if pm[a] & ST_LINKED and not pm[a] & ST_CONT:
+                    heads += 1
+                    h = Q.unpack_from(pm, a + OFF_HASH)[0]
+                    if items.parts[h & pmask].find_addr(h >> pshift, a) < 0:
+                        bad += 1
+                        print(f"linked item at {a} (class {cls.id}) is in no table")
+    print(f"checked: {entries} table entries, {heads} linked items, {bad} faults")
+    return bad
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--kill", action="store_true", help="kill workers between operations")
+    ap.add_argument("--no-mover", dest="mover", action="store_false")
+    ap.add_argument(
+        "--no-page-moves", dest="moves", action="store_false", help="-o no_slab_reassign"
+    )
+    ap.add_argument("--no-crawler", dest="crawler", action="store_false")
+    ap.add_argument("--no-flush", dest="flush", action="store_false")
+    ap.add_argument("--no-reserve", dest="reserve", action="store_false")
+    args = ap.parse_args()
+    nw = args.workers
+    flags = ["-l", "127.0.0.1", "-p", "0", "-m", "16", "-t", str(nw)]
+    moves = "slab_reassign,slab_automove=2" if args.moves else "no_slab_reassign"
+    daemon = Daemon(parse_settings([*flags, "-o", moves]))
+    cache = daemon.cache
+    arena = cache.arena
+    kids: dict[int, tuple[Any, int]] = {}
+    for slot in range(1, nw + 1):
+        kids[spawn(worker, cache, slot, args.seed * 100 + slot, args)] = (worker, slot)
+    if args.crawler:
+        kids[spawn(crawler, cache, nw + 1, args.seed, args)] = (crawler, nw + 1)
+    if args.mover and args.moves:
+        kids[spawn(mover, cache, nw + 2, args.seed, args)] = (mover, nw + 2)
+    rng = random.Random(args.seed)
+    end = time.monotonic() + args.seconds
+    kills = failed = 0
+    while time.monotonic() < end and not failed:
+        time.sleep(rng.uniform(0.05, 0.4))
+        for pid in list(kids):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                kids.pop(pid)
+                failed += 1
+        if not args.kill or failed:
+            continue
+        pid = rng.choice([p for p, (role, _) in kids.items() if role is worker])
+        role, slot = kids[pid]
+        os.kill(pid, signal.SIGSTOP)
+        stopped(pid)
+        if arena.holding(slot):  # inside an operation: the daemon would start afresh
+            os.kill(pid, signal.SIGCONT)
+            continue
+        del kids[pid]
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        kills += 1
+        cache.view(holder=slot).release_holder(slot)
+        kids[spawn(worker, cache, slot, args.seed * 100 + slot + 7 * kills, args)] = (role, slot)
+    for pid in kids:
+        os.kill(pid, signal.SIGTERM)
+    for pid in kids:
+        failed += os.waitpid(pid, 0)[1] != 0
+    held = [s for s in range(1, nw + 3) if arena.holding(s)]
+    print(f"seed {args.seed}: {kills} workers killed, {failed} children failed")
+    if held:
+        print(f"holder words still set ({held}): not checked")
+        return 1
+    return 1 if check(cache) or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
