@@ -760,11 +760,14 @@ class Cache:
                                 cst[base + 12] += 1
                         else:
                             seq = part.next_cas()
-                            pack(pm, c, 1, nkey, ref, 0, nbytes, flags, exp, now, cid, seq, h, -1)
+                            # ST_RESERVED (8) until it is whole, then ST_LINKED (1): the
+                            # status last, as in Items.write
+                            pack(pm, c, 8, nkey, ref, 0, nbytes, flags, exp, now, cid, seq, h, -1)
                             vo = c + 48
                             pm[vo : vo + nkey] = key
                             vo += nkey
                             pm[vo : vo + nbytes] = value
+                            pm[c] = 1
                             part.insert_at(i, want | c)
                             cst[base] += 1  # S_NUMBER
                             cst[base + 1] += total  # S_MEM

@@ -655,8 +655,11 @@ class Items:
         else:
             limit = NO_EVICT_SCAN
         busy = False
+        top = len(pm) - HEADER
         for a in sweep(cls, limit, evict):
             head = a if pm[a] != ST_CONT else Q.unpack_from(pm, a + OFF_HEAD)[0]
+            if not 0 <= head < top:
+                continue  # read again, torn: a page move is rewriting the pointer
             h = Q.unpack_from(pm, head + OFF_HASH)[0]
             owner = parts[h & pmask]
             if owner is not part and not owner.try_enter():
@@ -669,9 +672,9 @@ class Items:
                     # rescued its head meanwhile (the same hash: the same partition)
                     head = Q.unpack_from(pm, a + OFF_HEAD)[0]
                     if (
-                        pm[head] != ST_LINKED | ST_CHAINED
+                        clock_chunk(cls, head) != a  # first: it checks `head` is in the pages
+                        or pm[head] != ST_LINKED | ST_CHAINED
                         or Q.unpack_from(pm, head + OFF_HASH)[0] != h
-                        or clock_chunk(cls, head) != a
                     ):
                         continue
                 st, nkey, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
@@ -684,6 +687,9 @@ class Items:
                 dead = (exptime and exptime <= now) or self.is_flushed(owner, cas, itime, now)
                 if not dead and not evict:
                     continue
+                slot = self._slot_locked(owner, head, h)
+                if slot < 0:
+                    continue  # no item yet: a store is writing it
                 cst = owner.cst
                 base = cid * NSTAT
                 if dead:
@@ -703,7 +709,7 @@ class Items:
                         key = bytes(pm[head + HEADER : head + HEADER + nkey])
                         ttl = exptime - now if exptime else -1
                         self.on_evict(key, bool(fetched), ttl, now - itime, cid, nbytes)
-                self._drop_locked(owner, head, h, nkey, nbytes, flags, exptime, cid)
+                self._drop_locked(owner, slot, nkey, nbytes, flags, exptime, cid)
                 if head != a:
                     freed += [c for c in self.chain_of(head) if c != a]
                     pm[head] = ST_ZOMBIE | ST_CHAINED
@@ -713,21 +719,32 @@ class Items:
                     owner.__exit__()
         return _BUSY_ROOM if busy else NO_ROOM
 
+    def _slot_locked(self, part: Partition, a: int, h: int) -> int:
+        """The slot of `part`'s table that holds the item at `a`, whose header says hash `h`
+        (the partition lock held), or -1: then it is no item, whatever its header says.
+
+        The page scans (the clock hand, the crawler, the page mover) read a chunk's status
+        and hash before they hold any partition lock, to know which to take. A chunk that a
+        store in another process is filling reads half written meanwhile (a header is
+        packed field by field: its status may be there before its hash), so the lock they
+        then take may be another partition's, under which the header proves nothing. An
+        item is in its partition's table (put there under that partition's lock): a chunk
+        that is not, in the table of the lock held, is left alone."""
+        return part.find_addr(h >> self.pshift, a)
+
     def _drop_locked(
         self,
         part: Partition,
-        a: int,
-        h: int,
+        slot: int,
         nkey: int,
         nbytes: int,
         flags: int,
         exptime: int,
         cid: int,
     ) -> None:
-        """Partition lock held: take the item at `a` (counted in class `cid`) out of the
-        table and the counters; its chunks are left to the caller."""
-        slot = part.find_addr(h >> self.pshift, a)
-        assert slot >= 0, "a linked item is in its partition's table"
+        """Partition lock held: take the item in table slot `slot` (`_slot_locked`; counted
+        in class `cid`) out of the table and the counters; its chunks are left to the
+        caller."""
         part.remove_at(slot)
         cst = part.cst
         base = cid * NSTAT
@@ -751,16 +768,19 @@ class Items:
         ref: int,
         cid: int,
     ) -> None:
-        """Fill the reserved chunk at `a` with a single-chunk item (it is linked from here)."""
+        """Fill the reserved chunk at `a` with a single-chunk item (it is linked from here).
+        Its status is written last, as everywhere a chunk becomes an item or part of one:
+        page scans in other processes read chunks without their lock (`_slot_locked`)."""
         pm = self.pm
         nkey = len(key)
         HDR.pack_into(
-            pm, a, ST_LINKED, nkey, ref, 0, len(value), flags, exptime, now, cid, cas, h, -1
+            pm, a, ST_RESERVED, nkey, ref, 0, len(value), flags, exptime, now, cid, cas, h, -1
         )
         ko = a + HEADER
         pm[ko : ko + nkey] = key
         ko += nkey
         pm[ko : ko + len(value)] = value
+        pm[a] = ST_LINKED
 
     def write_chain(
         self,
@@ -782,7 +802,7 @@ class Items:
         HDR.pack_into(
             pm,
             head,
-            ST_LINKED | ST_CHAINED,
+            ST_RESERVED,
             len(key),
             addrs[0] & HOLE,
             0,
@@ -796,6 +816,7 @@ class Items:
             addrs[1] & ~HOLE,
         )
         copy_views(self.value_views(head, len(key), len(value), ST_CHAINED), [memoryview(value)])
+        pm[head] = ST_LINKED | ST_CHAINED  # last (`write`)
         return head
 
     def write_reserved(
@@ -826,7 +847,9 @@ class Items:
             assert plan is not None
             used = min(plan[2 * k], left)
             left -= used
-            CONT_HDR.pack_into(pm, addrs[k], ST_CONT, used, head, nxt)
+            CONT_HDR.pack_into(pm, addrs[k], ST_RESERVED, used, head, nxt)
+        for c in addrs[1:]:
+            pm[c] = ST_CONT  # each once its header is whole (`write`)
         return head
 
     def link_reserved(self, head: int, exptime: int, now: int, cas: int) -> None:
@@ -1176,6 +1199,8 @@ class Items:
         i = marks.find(b"C")
         while i >= 0:
             head = Q.unpack_from(pm, base + i * size + OFF_HEAD)[0]
+            if not 0 <= head < len(pm) - HEADER:
+                return True  # a pointer being written (unlocked): look again later
             if pm[head] & (ST_ZOMBIE | ST_RESERVED) or pm[head + OFF_PINS]:
                 return True
             i = marks.find(b"C", i + 1)
@@ -1202,6 +1227,9 @@ class Items:
                     continue
                 if st & ST_CONT:
                     head = Q.unpack_from(pm, c + OFF_HEAD)[0]
+                    if not 0 <= head < len(pm) - HEADER:
+                        busy += 1  # a pointer being written (unlocked): look again
+                        continue
                     h = Q.unpack_from(pm, head + OFF_HASH)[0]
                 else:
                     head = c
@@ -1247,6 +1275,9 @@ class Items:
             return False
         if pm[head + OFF_PINS]:
             return False  # a reply is sending it from its chunks: wait for it
+        slot = self._slot_locked(part, head, h)
+        if slot < 0:
+            return False  # no item yet: a store is writing it, wait for it
         hst, nkey, _, _, nbytes, flags, exptime, itime, cid, cas, _ = GET_HDR.unpack_from(pm, head)
         # the item is counted in `cid` (a chained one in the largest class); `c` is in `cls`
         base = cid * NSTAT
@@ -1256,7 +1287,7 @@ class Items:
         if to < 0:
             if not dead:
                 part.cst[base + S_MOVE_EVICTED] += 1
-            self._drop_locked(part, head, h, nkey, nbytes, flags, exptime, cid)
+            self._drop_locked(part, slot, nkey, nbytes, flags, exptime, cid)
             if hst & ST_CHAINED:
                 return _DROP_CHAIN
             cls.chunk_push_locked(head)
@@ -1264,11 +1295,10 @@ class Items:
             return True
         to &= ~HOLE
         size = cls.size
-        pm[to : to + size] = pm[c : c + size]
+        pm[to + 1 : to + size] = pm[c + 1 : c + size]
+        pm[to] = pm[c]  # the status last (`write`)
         if c == head:
-            i = part.find_addr(h >> self.pshift, head)
-            assert i >= 0, "a linked item is in its partition's table"
-            part.tbl[i] = make_entry(h >> self.pshift, to)
+            part.tbl[slot] = make_entry(h >> self.pshift, to)
             nxt = Q.unpack_from(pm, to + OFF_NEXT)[0] if hst & ST_CHAINED else -1
             while nxt >= 0:
                 Q.pack_into(pm, nxt + OFF_HEAD, to)
@@ -1491,8 +1521,8 @@ class Items:
                 head = c
             elif st == ST_CONT:
                 head = Q.unpack_from(pm, c + OFF_HEAD)[0]
-                if pm[head] != ST_LINKED | ST_CHAINED or clock_chunk(cls, head) != c:
-                    continue
+                if clock_chunk(cls, head) != c or pm[head] != ST_LINKED | ST_CHAINED:
+                    continue  # (clock_chunk first: it checks the pointer is in the pages)
             else:
                 continue
             if checked == left:
@@ -1527,11 +1557,14 @@ class Items:
                     flushed = self.is_flushed(part, cas, itime, now)
                     if not (flushed or (exptime and exptime <= now)):
                         continue
+                    slot = self._slot_locked(part, head, h)
+                    if slot < 0:
+                        continue  # no item yet: a store is writing it
                     b = cid * NSTAT
                     part.cst[b + S_CRAWLER_RECLAIMED] += 1
                     if not fetched and not flushed:
                         part.cst[b + S_EXPIRED_UNFETCHED] += 1
-                    self._drop_locked(part, head, h, nkey, nbytes, flags, exptime, cid)
+                    self._drop_locked(part, slot, nkey, nbytes, flags, exptime, cid)
                     if head == c:
                         cls.chunk_push_locked(c)
                         cls.count_used(-1)
@@ -1589,7 +1622,7 @@ class Items:
             st = pm[c]
             if st == ST_CONT:  # a chained item's clock chunk stands for it (`lru`)
                 head = Q.unpack_from(pm, c + OFF_HEAD)[0]
-                if pm[head] == ST_LINKED | ST_CHAINED and clock_chunk(cls, head) == c:
+                if clock_chunk(cls, head) == c and pm[head] == ST_LINKED | ST_CHAINED:
                     st, c = ST_LINKED, head
             if st == ST_LINKED:
                 t = I32.unpack_from(pm, c + OFF_TIME)[0]

@@ -30,6 +30,7 @@ from mcached.storage.arena import (
     C_HAND_PAGE,
     C_HEAD,
     C_MOVES_TO_WARM,
+    HEADER,
     OFF_CLSID,
     OFF_HEAD,
     OFF_NEXT,
@@ -60,6 +61,8 @@ def clock_chunk(cls: SlabClass, head: int, walk: int = 1 << 20) -> int:
     w = cls.w
     base = cls.page_base + P_CLSID
     end = len(pm) - OFF_NEXT - 8
+    if not 0 <= head < len(pm) - HEADER:
+        return -1
     counted = pm[head + OFF_CLSID]
     first = c = int(Q.unpack_from(pm, head + OFF_NEXT)[0])
     while c >= 0:
@@ -98,6 +101,7 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
     size = cls.size
     per = cls.perslab
     base = pno << PAGE_SHIFT
+    top = len(pm) - HEADER
     warmed = 0
     for _ in range(limit):
         if ci >= per:
@@ -112,7 +116,11 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
         elif st == ST_CONT:
             # a chained item's clock chunk stands for it (unlocked: a hint, see clock_chunk)
             item = unpack(pm, a + OFF_HEAD)[0]
-            if pm[item] != ST_LINKED | ST_CHAINED or clock_chunk(cls, item) != a:
+            if (
+                not 0 <= item < top  # a pointer being rewritten (a page move) reads torn
+                or pm[item] != ST_LINKED | ST_CHAINED
+                or clock_chunk(cls, item) != a
+            ):
                 continue
         else:
             continue  # free, reserved, a zombie, a chained item's head or later chunk

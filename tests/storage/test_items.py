@@ -1155,3 +1155,38 @@ def test_lru_a_read_right_after_a_store_does_not_protect(clock: FakeClock) -> No
         for i in range(16):
             cache.store(SET, b"item_%d" % i, big)
         assert (cache.get(b"big") is not None) is survives
+
+
+def test_bug_the_page_scans_took_a_chunk_a_store_was_still_writing_for_an_item(
+    clock: FakeClock,
+) -> None:
+    """The crawler, the clock hand and the page mover read a chunk's status and hash with no
+    partition lock, to know which lock to take. A store in another process, holding its own
+    key's partition lock, wrote a new item's header field by field, its status (linked)
+    first: a scan could read it linked with its hash still zero, take partition 0's lock,
+    find the header unchanged under it (hash 0, CAS 0: flushed) and drop it, and the
+    storage assertion "a linked item is in its partition's table" killed that process
+    (`scripts/stress_storage.py` found it). Here a chunk is left in exactly that state -- taken
+    as a store takes one, its header zero but for a linked status and a key length -- and
+    every scan must leave it alone: only what is in its partition's table is an item."""
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=4)
+    items = cache._items
+    pm = items.pm
+    for i in range(300):
+        cache.store(SET, b"ttl:%d" % i, b"x" * 800, exptime=5)
+    key = b"ttl:0"
+    part = items.parts[hash(key) & items.pmask]
+    with part:
+        cid = pm[
+            (part.tbl[cache._raw_find_locked(part, key, hash(key))] & items_module.ADDR_MASK) + 20
+        ]
+        a = items.alloc(cid, part, clock.now()) & ~items_module.HOLE
+    torn = bytes([items_module.ST_LINKED, 3]) + bytes(HEADER - 2)
+    pm[a : a + HEADER] = torn  # as another process's store is seen halfway
+    clock.advance(6)
+    assert cache.crawl() == 300  # the expired items, not the chunk being written
+    assert bytes(pm[a : a + HEADER]) == torn
+    for i in range(3000):  # the hand goes round the class, evicting, past the chunk
+        cache.store(SET, b"new:%d" % i, b"y" * 800)
+    assert cache.stats()["evictions"] > 0
+    assert bytes(pm[a : a + HEADER]) == torn
