@@ -7,12 +7,14 @@
 What it does: one arena, as the daemon makes it (``-m 16``, ``-o slab_reassign,
 slab_automove=2``), shared by forked processes that use it as the daemon's children do, each
 with its own holder word: `--workers` workers that store (set, add, replace, append,
-prepend), read (lending values and giving them back later, as replies do), delete, incr,
-reserve, fill and commit or abandon values, and now and then flush_all, over 400 keys with
-values of 10 B to 600 KB (the largest are chained items); a page mover that asks for moves
-and runs the automover; a crawler. With `--kill`, a worker is killed (SIGKILL) now and then
-between two cache operations, as `kill -9` would, and what it held is let go as the daemon
-lets it go (`release_holder`), and another takes its place.
+prepend, cas), read (lending values and giving them back later, as replies do), touch,
+get-and-touch, make and touch items by meta lookups, delete, incr and decr, reserve, fill
+and commit or abandon values, and now and then flush_all, over 400 keys with values of 10 B
+to 600 KB (the largest are chained items); a page mover that asks for moves, runs the
+automover and changes the memory limit (``cache_memlimit``); a crawler. With `--kill`, a
+worker is killed (SIGKILL) now and then between two cache operations, as `kill -9` would,
+and what it held is let go as the daemon lets it go (`release_holder`), and another takes
+its place.
 
 Then every child is stopped between two operations and the arena is checked: every table
 entry is a linked item of its own partition, reachable from its home slot, and every linked
@@ -89,7 +91,19 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
                     mode = rng.choice([StoreMode.SET, StoreMode.SET, *modes[::2]])
                     cache.commit(res, mode, rng.choice([0, 0, 1]))
         elif r < 0.77:
-            cache.incr(key, 1)
+            cache.incr(key, 1) if rng.random() < 0.5 else cache.decr(key, 1)
+        elif r < 0.80:
+            cache.touch(key, rng.choice([0, 1, 30]))
+        elif r < 0.83:
+            cache.get_and_touch(key, rng.choice([0, 1, 30]))
+        elif r < 0.86:
+            hit = cache.get(key)
+            if hit is not None:  # a cas with the CAS just read, or a stale one
+                cas = hit[2] + rng.choice([0, 0, 1])
+                cache.store(StoreMode.CAS, key, b"c" * rng.choice(SIZES[:7]), 0, 0, cas)
+        elif r < 0.88:
+            # meta: created on a miss (N), a new TTL (T), no value lent
+            cache.lookup(key, value=False, vivify=30, touch=rng.choice([None, 30]))
         elif r < 0.772 and args.flush:
             cache.flush_all(0)
         if lent and (len(lent) > 20 or rng.random() < 0.3):
@@ -100,8 +114,11 @@ def mover(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
     view = cache.view(holder=slot)
     rng = random.Random(seed)
     while not STOP[0]:
-        if rng.random() < 0.5:
+        r = rng.random()
+        if r < 0.5:
             view.reassign(rng.randrange(1, 40), rng.randrange(0, 40))
+        elif r < 0.52:
+            view.set_memory_limit(rng.choice([12, 16, 20]) << 20)  # cache_memlimit
         else:
             view.automove_tick()
         time.sleep(0.001)
