@@ -152,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     port,
                     subprocess.Popen(
-                        cmd, stdout=log, stderr=log, env=env, stdin=subprocess.DEVNULL
+                        cmd,
+                        stdout=log,
+                        stderr=log,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        # its own process group: the stop below reaches the node's worker
+                        # processes too, even if the node's supervisor is gone first
+                        start_new_session=True,
                     ),
                 )
             )
@@ -213,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            try:  # whatever of the node is left (a worker whose supervisor was killed)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
         print("stopped", flush=True)

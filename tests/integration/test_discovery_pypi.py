@@ -23,6 +23,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import Server
@@ -228,6 +229,13 @@ def test_every_client_discovers_the_twenty_nodes_of_scripts_cluster_py(tmp_path:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, rest
+        # no process of any node outlives the script (a node's workers included)
+        left = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path / "cluster.conf") in " ".join(p.info["cmdline"] or [])
+        ]
+        assert left == [], left
     finally:
         if proc.poll() is None:
             proc.kill()
