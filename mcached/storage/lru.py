@@ -101,7 +101,6 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
     size = cls.size
     per = cls.perslab
     base = pno << PAGE_SHIFT
-    top = len(pm) - HEADER
     warmed = 0
     for _ in range(limit):
         if ci >= per:
@@ -116,11 +115,9 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
         elif st == ST_CONT:
             # a chained item's clock chunk stands for it (unlocked: a hint, see clock_chunk)
             item = unpack(pm, a + OFF_HEAD)[0]
-            if (
-                not 0 <= item < top  # a pointer being rewritten (a page move) reads torn
-                or pm[item] != ST_LINKED | ST_CHAINED
-                or clock_chunk(cls, item) != a
-            ):
+            # clock_chunk first: it checks the pointer lies in the pages (a page move may
+            # be rewriting it, and this read is not under the item's lock)
+            if clock_chunk(cls, item) != a or pm[item] != ST_LINKED | ST_CHAINED:
                 continue
         else:
             continue  # free, reserved, a zombie, a chained item's head or later chunk
