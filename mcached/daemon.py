@@ -719,16 +719,21 @@ class Daemon:
         """The maintainer process: the LRU crawler, the slab automover, and the cluster's
         keeper (the source watcher and the health checks: one process for the daemon, and
         one that never serves a request, so a check never waits behind one)."""
-        done = threading.Event()
-        self._child_signals(lambda graceful: done.set())
+        # A flag, not a threading.Event: the stop comes in a signal handler, which runs on
+        # this thread between two bytecodes, maybe while Event.wait holds the event's lock,
+        # and Event.set would then wait for that lock for good (a maintainer hung so after a
+        # SIGTERM, its supervisor gone).
+        stopping: list[bool] = []
+        self._child_signals(lambda graceful: stopping.append(graceful))
         self._release_left(MAINTAINER, 0)
         self.discovery.writer = self.settings.threads
         services = [*self._maintainers(holder=self.settings.threads + 1), self.discovery]
         for svc in services:
             svc.start()
         self._start_metrics(self.cache.view(holder=self.settings.threads + 3))
-        while not done.wait(0.2):
-            if os.getppid() != self._supervisor_pid:
+        while not stopping:
+            time.sleep(0.2)  # a signal cuts it short
+            if stopping or os.getppid() != self._supervisor_pid:
                 break
             if self._hup:
                 self._hup = False

@@ -262,6 +262,59 @@ def test_bug_a_stopped_daemon_left_its_board_sockets_and_lock_file_open(how: str
         stop(proc)
 
 
+# Start-up code for the daemon's processes: once the test names a process in the trigger
+# file, that process's main thread, back from a `Condition.wait` and so holding the
+# condition's lock again, sends itself SIGTERM, whose handler then runs inside that window.
+SIGNAL_IN_WAIT = """
+import os, signal, threading
+_trigger = os.environ["MCACHED_TEST_TRIGGER"]
+_wait = threading.Condition.wait
+def wait(self, timeout=None):
+    got = _wait(self, timeout)
+    if threading.current_thread() is threading.main_thread():
+        try:
+            with open(_trigger) as f:
+                named = int(f.read() or 0) == os.getpid()
+        except OSError:
+            named = False
+        if named:
+            os.remove(_trigger)
+            signal.raise_signal(signal.SIGTERM)  # its handler runs here, the lock held
+    return got
+threading.Condition.wait = wait
+"""
+
+
+def test_bug_a_signal_during_the_maintainers_wait_hung_it_for_good(tmp: Path) -> None:
+    """The maintainer process waited on a threading.Event and its SIGTERM handler set it.
+    A handler runs on the main thread between two bytecodes, and one that came while
+    Event.wait held the event's lock waited for that lock for good: a maintainer outlived
+    its daemon after a CI run. Here the signal comes at exactly that moment whenever the
+    maintainer's main thread waits on a condition (the start-up code above); if it no
+    longer does, the test sends the signal itself. Either way the maintainer must be gone
+    long before --shutdown-timeout, when its supervisor would kill it."""
+    (tmp / "site").mkdir()
+    (tmp / "site" / "sitecustomize.py").write_text(SIGNAL_IN_WAIT)
+    trigger = tmp / "trigger"
+    env = {"PYTHONPATH": str(tmp / "site"), "MCACHED_TEST_TRIGGER": str(trigger)}
+    proc, port = spawn("-t", "1", "--shutdown-timeout", "60", env=env)
+    try:
+        wait_ready(port)
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2  # a worker and the maintainer, which runs the threads
+        time.sleep(1.0)  # its services started, its loop waiting
+        maintainer = max(children, key=lambda c: c.num_threads())
+        trigger.write_text(str(maintainer.pid))
+        time.sleep(1.0)  # the old loop waited 0.2 s at a time
+        if trigger.exists():  # its main thread no longer waits on a condition
+            maintainer.send_signal(signal.SIGTERM)
+        gone, alive = psutil.wait_procs([maintainer], timeout=15)
+        assert not alive, "the maintainer hung in its stop handler"
+        assert proc.wait(30) == 0  # the signal stopped the whole daemon, as a stop does
+    finally:
+        stop(proc)
+
+
 def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path) -> None:
     path = str(tmp / "notify.sock")
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
