@@ -16,11 +16,14 @@ worker is killed (SIGKILL) now and then between two cache operations, as `kill -
 and what it held is let go as the daemon lets it go (`release_holder`), and another takes
 its place.
 
-Then every child is stopped between two operations and the arena is checked: every table
-entry is a linked item of its own partition, reachable from its home slot, and every linked
-item's head in every page is in its partition's table. A child that fails (an assertion of
-the storage code) is reported with its traceback. The exit status is 1 if the check or any
-child failed.
+Every value a worker reads is checked to be made of whole pieces as they are written (see
+`WELL_FORMED`), and every value lent to it to be unchanged when it gives the value back (a
+lent value is a reply being sent from the page). Then every child is stopped between two
+operations and the arena is checked: every table entry is a linked item of its own
+partition, reachable from its home slot, and every linked item's head in every page is in
+its partition's table. A child that fails (an assertion of the storage code, or a damaged
+value) is reported with its traceback. The exit status is 1 if the check or any child
+failed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -52,6 +56,27 @@ from mcached.storage.cache import Cache, Reservation  # noqa: E402
 from mcached.storage.results import StoreMode  # noqa: E402
 
 SIZES = [10, 100, 1000, 5000, 20000, 100000, 300000, 600000]
+# Every value written is pieces of this form: "<" and ">" round one letter (a set's, "z" for
+# an append's or another mode's, "c" for a cas's, "r" for a reservation's), so a value read
+# that was torn, or mixed with another item's bytes, is seen. A meta lookup makes an empty
+# value; incr and decr make digits (of a value that is a number, which none of these are).
+WELL_FORMED = re.compile(rb"(?:<([A-Zcrz])\1*>)+|[0-9]*")
+
+
+def piece(letter: int, n: int) -> bytes:
+    return b"<" + bytes([letter]) * (n - 2) + b">"
+
+
+class Damaged(AssertionError):
+    """A value read, or lent, that is not what was written."""
+
+
+def well_formed(key: bytes, value: bytes | bytearray | memoryview, how: str) -> None:
+    if not WELL_FORMED.fullmatch(value):
+        v = bytes(value)
+        raise Damaged(f"{how} {key!r}: {len(v)} bytes, {v[:24]!r}...{v[-24:]!r}")
+
+
 STOP = [False]
 
 
@@ -62,7 +87,9 @@ def _stop(signo: int, frame: Any) -> None:
 def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
     cache.bind_holder(slot)
     rng = random.Random(seed)
-    lent: list[int] = []
+    # what is lent: (token, key, the view or the views, the bytes they held when lent),
+    # each checked to be unchanged when given back
+    lent: list[tuple[int, bytes, Any, bytes]] = []
     keys = [b"k%d" % i for i in range(400)]
     modes = [StoreMode.APPEND, StoreMode.PREPEND, StoreMode.ADD, StoreMode.REPLACE]
     while not STOP[0]:
@@ -70,21 +97,27 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
         r = rng.random()
         n = rng.choice(SIZES)
         if r < 0.30:
-            value = bytes([65 + rng.randrange(26)]) * n
+            value = piece(65 + rng.randrange(26), n)
             cache.store(StoreMode.SET, key, value, 0, rng.choice([0, 0, 1, 2]), 0)
         elif r < 0.45:
             hit = cache.get_ref(key)
-            if hit is not None and len(hit) == 4:
-                lent.append(hit[3])
+            if hit is not None:
+                views = hit[0]
+                now = b"".join(views) if isinstance(views, list) else bytes(views)
+                well_formed(key, now, "read")
+                if len(hit) == 4:
+                    lent.append((hit[3], key, views, now))
         elif r < 0.52:
-            cache.store(rng.choice(modes), key, b"z" * rng.choice(SIZES[:6]), 0, 0, 0)
+            cache.store(rng.choice(modes), key, piece(122, rng.choice(SIZES[:6])), 0, 0, 0)
         elif r < 0.58:
             cache.delete(key)
         elif r < 0.75 and args.reserve:
             res = cache.reserve(key, n, rng.choice([0, 5]))
             if isinstance(res, Reservation):
+                whole, at = piece(114, n), 0
                 for view in res.views:
-                    view[:] = b"r" * len(view)
+                    view[:] = whole[at : at + len(view)]
+                    at += len(view)
                 if rng.random() < 0.15:
                     cache.abandon(res)
                 else:
@@ -95,19 +128,29 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
         elif r < 0.80:
             cache.touch(key, rng.choice([0, 1, 30]))
         elif r < 0.83:
-            cache.get_and_touch(key, rng.choice([0, 1, 30]))
+            hit = cache.get_and_touch(key, rng.choice([0, 1, 30]))
+            if hit is not None:
+                well_formed(key, hit[0], "read (gat)")
         elif r < 0.86:
             hit = cache.get(key)
             if hit is not None:  # a cas with the CAS just read, or a stale one
+                well_formed(key, hit[0], "read")
                 cas = hit[2] + rng.choice([0, 0, 1])
-                cache.store(StoreMode.CAS, key, b"c" * rng.choice(SIZES[:7]), 0, 0, cas)
+                cache.store(StoreMode.CAS, key, piece(99, rng.choice(SIZES[:7])), 0, 0, cas)
         elif r < 0.88:
             # meta: created on a miss (N), a new TTL (T), no value lent
             cache.lookup(key, value=False, vivify=30, touch=rng.choice([None, 30]))
-        elif r < 0.772 and args.flush:
+        elif r < 0.881 and args.flush:
             cache.flush_all(0)
         if lent and (len(lent) > 20 or rng.random() < 0.3):
-            cache.unpin(lent.pop(rng.randrange(len(lent))))
+            token, key, views, was = lent.pop(rng.randrange(len(lent)))
+            now = b"".join(views) if isinstance(views, list) else bytes(views)
+            if now != was:  # changed while lent (pinned): a reply would have sent that
+                at = next(
+                    (i for i, (x, y) in enumerate(zip(was, now, strict=True)) if x != y), None
+                )
+                raise Damaged(f"lent {key!r} changed while lent ({len(was)} bytes): at {at}")
+            cache.unpin(token)
 
 
 def mover(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
