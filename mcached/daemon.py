@@ -732,7 +732,7 @@ class Daemon:
             svc.start()
         self._start_metrics(self.cache.view(holder=self.settings.threads + 3))
         while not stopping:
-            time.sleep(0.2)  # a signal cuts it short
+            time.sleep(0.2)  # a handler runs inside it; the flag is seen within 0.2 s
             if stopping or os.getppid() != self._supervisor_pid:
                 break
             if self._hup:
