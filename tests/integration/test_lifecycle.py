@@ -304,7 +304,8 @@ def test_bug_a_signal_during_the_maintainers_wait_hung_it_for_good(tmp: Path) ->
         assert len(children) == 2  # a worker and the maintainer, which runs the threads
         time.sleep(1.0)  # its services started, its loop waiting
         maintainer = max(children, key=lambda c: c.num_threads())
-        trigger.write_text(str(maintainer.pid))
+        (tmp / "named").write_text(str(maintainer.pid))
+        os.replace(tmp / "named", trigger)  # whole, never read half-written
         time.sleep(1.0)  # the old loop waited 0.2 s at a time
         if trigger.exists():  # its main thread no longer waits on a condition
             maintainer.send_signal(signal.SIGTERM)
