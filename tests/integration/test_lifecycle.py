@@ -3,6 +3,7 @@ config file, bad flags. Each test starts ``python -m mcached`` on a free loopbac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -300,6 +301,7 @@ def test_bug_a_signal_during_the_maintainers_wait_hung_it_for_good(tmp: Path) ->
     trigger = tmp / "trigger"
     env = {"PYTHONPATH": str(tmp / "site"), "MCACHED_TEST_TRIGGER": str(trigger)}
     proc, port = spawn("-t", "1", "--shutdown-timeout", "60", env=env)
+    children: list[psutil.Process] = []
     try:
         wait_ready(port)
         children = psutil.Process(proc.pid).children()
@@ -316,6 +318,9 @@ def test_bug_a_signal_during_the_maintainers_wait_hung_it_for_good(tmp: Path) ->
         assert proc.wait(30) == 0  # the signal stopped the whole daemon, as a stop does
     finally:
         stop(proc)
+        for child in children:  # a hung maintainer outlives its supervisor's SIGKILL
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path) -> None:
