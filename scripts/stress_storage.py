@@ -67,6 +67,11 @@ def piece(letter: int, n: int) -> bytes:
     return b"<" + bytes([letter]) * (n - 2) + b">"
 
 
+def content(views: Any) -> bytes:
+    """The bytes of a value as `get_ref` gives it: one view or copy, or a list of views."""
+    return b"".join(views) if isinstance(views, list) else bytes(views)
+
+
 class Damaged(AssertionError):
     """A value read, or lent, that is not what was written."""
 
@@ -103,7 +108,7 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
             hit = cache.get_ref(key)
             if hit is not None:
                 views = hit[0]
-                now = b"".join(views) if isinstance(views, list) else bytes(views)
+                now = content(views)
                 well_formed(key, now, "read")
                 if len(hit) == 4:
                     lent.append((hit[3], key, views, now))
@@ -144,7 +149,7 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
             cache.flush_all(0)
         if lent and (len(lent) > 20 or rng.random() < 0.3):
             token, key, views, was = lent.pop(rng.randrange(len(lent)))
-            now = b"".join(views) if isinstance(views, list) else bytes(views)
+            now = content(views)
             if now != was:  # changed while lent (pinned): a reply would have sent that
                 at = next(
                     (i for i, (x, y) in enumerate(zip(was, now, strict=True)) if x != y), None

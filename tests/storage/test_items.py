@@ -1178,7 +1178,8 @@ def test_bug_the_page_scans_took_a_chunk_a_store_was_still_writing_for_an_item(
     part = items.parts[hash(key) & items.pmask]
     with part:
         cid = pm[
-            (part.tbl[cache._raw_find_locked(part, key, hash(key))] & items_module.ADDR_MASK) + 20
+            (part.tbl[cache._raw_find_locked(part, key, hash(key))] & items_module.ADDR_MASK)
+            + items_module.OFF_CLSID
         ]
         a = items.alloc(cid, part, clock.now()) & ~items_module.HOLE
     torn = bytes([items_module.ST_LINKED, 3]) + bytes(HEADER - 2)
