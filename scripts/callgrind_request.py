@@ -15,10 +15,10 @@ out. With a fixed hash seed the counts repeat from run to run, so one run per lo
 With ``--daemon``, the real daemon (``-t 1``: one worker process) runs under callgrind
 instead, and one client connection sends the requests over loopback, one at a time, waiting
 for each reply, as the benchmarks' mix does: the worker's event loop, its ``epoll`` and the
-real ``recv`` and ``send`` are counted too (their user side). The busiest process (the
-worker) is counted, again as the difference of an N and a 2N run. Its once-a-second upkeep
-falls in both, in proportion to the run's length, so these counts vary by a few tenths of a
-percent from run to run.
+real ``recv`` and ``send`` are counted too (their user side). The worker (the process that
+holds the connection's server end) is counted, again as the difference of an N and a 2N
+run. Its once-a-second upkeep falls in both, in proportion to the run's length, so these
+counts vary from run to run: by a few tenths of a percent with the default N.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUE = b"x" * 1024
@@ -53,6 +55,8 @@ LOADS = {
 # The storage hot paths alone, called directly (no parser, handler or connection):
 # `Cache.get` of a 1 KB hit and `Cache.store` of a 1 KB set over an item of the same class.
 CACHE_LOADS = ("cache-get", "cache-set")
+# The loads `--daemon` runs: each reply ends in END or STORED
+DAEMON_LOADS = ("get", "get-miss", "get10", "set")
 
 
 def child(root: str, load: str, n: int) -> None:
@@ -186,9 +190,9 @@ def drive(port: int, request: bytes, n: int) -> None:
 
 def daemon_instructions(root: str, load: str, n: int) -> int:
     """The worker's instructions over 200 warm-up requests and `n` more of `load`."""
+    if load not in DAEMON_LOADS:
+        raise SystemExit(f"--daemon runs {', '.join(DAEMON_LOADS)}, not {load}")
     request = LOADS[load]
-    if request.rstrip().endswith(b"noreply") or not request.startswith((b"get ", b"set ")):
-        raise SystemExit(f"--daemon runs get, get10 and set loads, not {load}")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -219,15 +223,30 @@ def daemon_instructions(root: str, load: str, n: int) -> int:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("the daemon did not start under valgrind") from None
                     time.sleep(0.5)
+            worker = serving_pid(proc.pid, port)
             drive(port, request, 200)
             drive(port, request, n)
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
-        counts = [int(m) for m in re.findall(r"Collected : (\d+)", err)]
-        if not counts:
+        m = re.search(rf"^=={worker}== Collected : (\d+)", err, re.MULTILINE)
+        if m is None:
             raise RuntimeError(err)
-        return max(counts)
+        return int(m.group(1))
+
+
+def serving_pid(daemon: int, port: int) -> int:
+    """The process of the daemon `daemon` that serves a connection to `port` (the one
+    worker of ``-t 1``; callgrind counts every process, the supervisor and the maintainer
+    too)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(b"version\r\n")
+        sock.recv(100)  # accepted and served: the worker holds its end
+        for child in psutil.Process(daemon).children(recursive=True):
+            for c in child.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port:
+                    return child.pid
+    raise RuntimeError(f"no process of {daemon} serves port {port}")
 
 
 def main() -> None:
@@ -235,11 +254,15 @@ def main() -> None:
     ap.add_argument("--root", default=str(ROOT), help="the checkout whose mcached is measured")
     ap.add_argument("-n", type=int, default=2000, help="requests per measured run")
     every = (*LOADS, *CACHE_LOADS)
-    ap.add_argument("--loads", default=",".join(LOADS), help="comma separated: " + ", ".join(every))
+    ap.add_argument(
+        "--loads",
+        help=f"comma separated: {', '.join(every)} (default: {', '.join(LOADS)}; with "
+        f"--daemon: {', '.join(DAEMON_LOADS)})",
+    )
     ap.add_argument(
         "--daemon",
         action="store_true",
-        help="count the real daemon's worker over a loopback connection (get, get10, set)",
+        help="count the real daemon's worker over loopback: " + ", ".join(DAEMON_LOADS),
     )
     ap.add_argument("--child", nargs=2, metavar=("LOAD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -248,7 +271,8 @@ def main() -> None:
         return
     print(f"mcached from {args.root}, Python {sys.version.split()[0]}")
     count = daemon_instructions if args.daemon else instructions
-    for load in args.loads.split(","):
+    loads = args.loads or ",".join(DAEMON_LOADS if args.daemon else LOADS)
+    for load in loads.split(","):
         one = count(args.root, load, args.n)
         two = count(args.root, load, 2 * args.n)
         print(f"  {load:12s} {(two - one) / args.n:10,.0f} instructions a request")
