@@ -141,21 +141,16 @@ def child(root: str, load: str, n: int) -> None:
         on_readable()
 
 
+def under_callgrind(out: str, *argv: str) -> list[str]:
+    """This interpreter run with `argv` under callgrind, its counts written to `out`."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *argv]
+
+
 def instructions(root: str, load: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--child",
-            load,
-            str(n),
-            "--root",
-            root,
-        ]
+        cmd = under_callgrind(
+            os.path.join(tmp, "cg.out"), __file__, "--child", load, str(n), "--root", root
+        )
         # a fixed hash seed: the keys' partitions and the dicts' layouts, hence the counts,
         # are then the same from run to run
         env = dict(os.environ, PYTHONHASHSEED="0")
@@ -197,16 +192,8 @@ def daemon_instructions(root: str, load: str, n: int) -> int:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.%p")
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "mcached",
-            *("-l", "127.0.0.1", "-p", str(port), "-t", "1", "-m", "64", "-U", "0"),
-        ]
+        flags = ("-l", "127.0.0.1", "-p", str(port), "-t", "1", "-m", "64", "-U", "0")
+        cmd = under_callgrind(os.path.join(tmp, "cg.%p"), "-m", "mcached", *flags)
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=root)
