@@ -142,6 +142,7 @@ FAR_FROM_THE_RACE = (
         # the same error, far from the race: an item lost elsewhere
         ("binary.t", 255, FAR_FROM_THE_RACE),
         ("binary.t", 0, RACED + "1..1960\n"),  # finished
+        ("binary.t", 255, RACED + "1..1960\n"),  # died after its last test
     ],
 )
 def test_other_deaths_are_not_run_again(name: str, status: int, output: str) -> None:
