@@ -8,6 +8,7 @@ daemon.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -84,6 +85,14 @@ class Harness:
             time.sleep(0.02)
 
 
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    """The supervisor freezes the objects of the process it runs in (here, the test's) for
+    good: each test gives them back to the collector."""
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture
 def harness() -> Iterator[Harness]:
     h = Harness()
@@ -134,6 +143,68 @@ def test_a_crash_loop_stops_the_daemon(
     # every death is logged, the last one too (it was not: the limit was raised first)
     logged = " ".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
     assert all(f"(pid {pid}) was killed by SIGKILL" in logged for pid in killed), logged
+
+
+def test_the_objects_shared_at_the_fork_are_left_out_of_garbage_collections() -> None:
+    """A full pass of the garbage collector writes to the header of every object it looks
+    at: in a child, the objects it shares with the supervisor (copy-on-write since the
+    fork) would be copied, page by page. The supervisor freezes its objects for good before
+    it forks (`gc.freeze`), so neither side's collections look at them."""
+    board = Board(1, ["cmd_get"])
+    shared = [object()]  # an object the supervisor made before the fork
+    read_end, write_end = os.pipe()
+
+    def main(slot: int) -> None:
+        seen = any(o is shared for o in gc.get_objects())  # the generations it collects
+        os.write(write_end, b"%d %d" % (gc.get_freeze_count(), seen))
+        board.set_word(slot, W_STATE, RUNNING)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            time.sleep(0.02)
+
+    sup = Supervisor(
+        board,
+        1,
+        worker_main=main,
+        maintainer_main=None,
+        died_inside=lambda c: False,
+        rebuild=lambda: None,
+    )
+    sup.start()
+    try:
+        assert sup.wait_ready(10)
+        frozen, seen = map(int, os.read(read_end, 100).split())
+        later = [object()]  # made after the fork: collected as before
+        here = gc.get_objects()
+        assert not any(o is shared for o in here) and any(o is later for o in here)
+    finally:
+        sup.stop(graceful=True, timeout=1)
+        os.close(read_end)
+        os.close(write_end)
+    assert frozen > 1000 and not seen  # the child: its inheritance frozen, `shared` with it
+
+
+def test_bug_a_fork_that_failed_left_the_supervisor_deaf_to_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop and reload signals are blocked across the fork (a new child must not run
+    the supervisor's handlers); a fork that failed (EAGAIN: the process limit) left them
+    blocked in the supervisor, which then ignored SIGTERM and SIGHUP for good."""
+    h = Harness(workers=1)
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(sup_module.os, "fork", no_fork)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        with pytest.raises(BlockingIOError):
+            h.sup.start()
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    assert not sup_module.CHILD_SIGNALS & before  # none of them was blocked to begin with
+    assert not h.sup.children
 
 
 def test_stop_drains_then_kills_what_ignores_it() -> None:
