@@ -14,7 +14,9 @@ are closed:
 
 Usage: ``python scripts/hostile_memory.py [--servers mcached,memcached] [--rounds 3]``. The
 bound mcached states for these attacks is in README "Security"; tests/integration/
-test_memory_bounds.py asserts it with smaller sizes.
+test_memory_bounds.py asserts it with smaller sizes. ``--rounds 40`` runs long enough for
+every process's garbage collector to make full passes (README "Memory over time"): what a
+short run cannot show.
 """
 
 from __future__ import annotations
