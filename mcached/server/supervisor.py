@@ -248,6 +248,10 @@ class Supervisor:
             self._kill_all()
             for slot in range(self.nworkers):
                 self.board.retire(slot)
+            # the old arena's objects were frozen at the forks (`_spawn`): given back to the
+            # collector, they go at the next fork's collection (its locks hold a mapping
+            # each until they are freed)
+            gc.unfreeze()
             self.rebuild()
             self.rebuilds += 1
             self.start()

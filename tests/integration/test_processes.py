@@ -889,15 +889,32 @@ def filled_for_page_moves(server: Server) -> None:
     assert b"STAT evictions 0\r\n" not in ask(server, b"stats\r\n")
 
 
-def assert_emptied_and_serving(server: Server, nchildren: int) -> None:
+def shared_mappings(pid: int) -> list[int]:
+    """The sizes of the shared mappings process `pid` holds (the arena's regions, the
+    board's, the locks' semaphores), in address order."""
+    sizes = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 6 and fields[1].endswith("s"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                sizes.append(end - start)
+    return sizes
+
+
+def assert_emptied_and_serving(server: Server, nchildren: int, mappings: list[int]) -> None:
     """After a kill inside a cache operation: the supervisor laid out a new, empty arena (the
     marker, which no page move touches, is gone), every child runs, the daemon serves, and
     the new arena kept the old one's run-time settings (`filled_for_page_moves`: the command
-    line's were undone)."""
+    line's were undone). The supervisor unmapped the old arena: it holds shared mappings of
+    the sizes it held before (`mappings`), not those and the old ones. (Its objects are left
+    to no garbage collector: `Supervisor._spawn` freezes them, so what the arena's `close`
+    did not unmap would stay mapped for good.)"""
     deadline = time.monotonic() + 60
     while len(psutil.Process(server.handle.pid).children()) != nchildren:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert sorted(shared_mappings(server.handle.pid)) == sorted(mappings)
     assert ask(server, b"get marker\r\n") == b"END\r\n"
     assert ask(server, b"set again 0 0 1\r\nx\r\n", b"STORED\r\n") == b"STORED\r\n"
     assert ask(server, b"get again\r\n") == b"VALUE again 0 1\r\nx\r\nEND\r\n"
@@ -950,6 +967,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
     daemon."""
     server = server_factory("mcached-procs", "-t", "2", "-m", "8", "-I", "2m")
     filled_for_page_moves(server)
+    mappings = shared_mappings(server.handle.pid)
     kills = tries = 0
     deadline = time.monotonic() + 120
     while True:
@@ -985,7 +1003,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
         replaced(server, pid, 2 + 1, deadline)
         if ask(server, b"get marker\r\n") == b"END\r\n":
             break  # the arena was laid out again: an empty cache
-    assert_emptied_and_serving(server, 2 + 1)
+    assert_emptied_and_serving(server, 2 + 1, mappings)
 
 
 def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daemon(
@@ -998,6 +1016,7 @@ def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daem
     move runs (``slab_reassign_running``: set inside the operation, with the holder word)."""
     server = server_factory("mcached-procs", "-t", "2", "-m", "8")
     filled_for_page_moves(server)
+    mappings = shared_mappings(server.handle.pid)
     deadline = time.monotonic() + 120
     maintainer = max(children_of(server))  # forked last (Supervisor.start)
     moved = 0
@@ -1022,7 +1041,7 @@ def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daem
             time.sleep(0.002)
     os.kill(maintainer, signal.SIGKILL)
     replaced(server, maintainer, 2 + 1, deadline)
-    assert_emptied_and_serving(server, 2 + 1)
+    assert_emptied_and_serving(server, 2 + 1, mappings)
 
 
 @pytest.mark.parametrize("kind", ["mcached", "mcached-procs", "memcached"])
