@@ -51,9 +51,10 @@ pytestmark = pytest.mark.integration
 Reply = TypeVar("Reply")
 
 
-def seeds(default: range) -> range:
-    """`default`, or the range ``MCACHED_DIFF_SEEDS`` names (``FIRST-LAST``, both in)."""
-    spec = os.environ.get("MCACHED_DIFF_SEEDS")
+def seeds(default: range, var: str = "MCACHED_DIFF_SEEDS") -> range:
+    """`default`, or the range the environment variable `var` names (``FIRST-LAST``, both
+    in)."""
+    spec = os.environ.get(var)
     if not spec:
         return default
     first, _, last = spec.partition("-")

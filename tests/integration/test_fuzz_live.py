@@ -2,7 +2,9 @@
 split at random, on their own keys, while a checker client runs its own operations on its
 own keys against a model and verifies every reply and every value exactly.
 
-Bounded: each fuzzer stops after 150 batches or 3 seconds. The fuzzers never send
+Bounded: each fuzzer stops after 150 batches or 3 seconds. One run by default; more, each
+with fuzzers and a checker seeded anew, with ``MCACHED_FUZZ_SEEDS=FIRST-LAST`` (seed 0 is the
+default run). The fuzzers never send
 flush_all, cache_memlimit, shutdown or verbosity (they would legitimately change what the
 checker sees); everything else, garbage included, is fair game. A fuzzer that gets hung up
 on reconnects. Runs against both servers.
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.integration.test_differential import seeds
 from tests.wire import Conn
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ FUZZERS = 4
 BATCHES = 150
 SECONDS = 3.0
 SENTINEL = b"version\r\n"
+SEEDS = seeds(range(1), "MCACHED_FUZZ_SEEDS")
 
 
 def fuzz_key(rng: random.Random) -> bytes:
@@ -212,15 +216,16 @@ class Model:
         self.verify(key)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 def test_live_fuzz_leaves_other_clients_keys_exact(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Server, caplog: pytest.LogCaptureFixture, seed: int
 ) -> None:
     stats = {"connections": 0, "answered": 0}
     threads = [
-        threading.Thread(target=fuzzer, args=(server, 1000 + i, stats), daemon=True)
+        threading.Thread(target=fuzzer, args=(server, 1000 + 10 * seed + i, stats), daemon=True)
         for i in range(FUZZERS)
     ]
-    rng = random.Random(7)
+    rng = random.Random(7 + seed)
     checks = 0
     with Conn(server.address, timeout=5) as c:
         model = Model(c)
