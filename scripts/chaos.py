@@ -5,13 +5,14 @@ mcached starts on a free loopback port (by default ``-t 4 -m 32 -o
 slab_reassign,slab_automove=2``: a small cache, so pages move between classes and items are
 evicted throughout). Then, for ``--seconds``:
 
-* ``--clients`` client threads, each on its own connection and its own keys, store values of
-  10 B to 600 KB (most small, some chained over several chunks), read them back one at a
-  time and in multigets, and delete some. Every value is made from its key and a version
-  number, so a hit is checked byte for byte against what its client last stored (or, where
-  the reply to a store or a delete was lost with its connection, what it may have stored);
-  a miss is always allowed (evicted, flushed, or a cache emptied by a death inside a cache
-  operation);
+* ``--clients`` client threads, each on its own connection and its own keys, in the text,
+  meta and binary protocols in turn, store values of 10 B to 600 KB (most small, some
+  chained over several chunks), read them back one at a time and in multigets (``get k1
+  k2 ...``; quiet ``mg`` and ``mn``; ``getkq`` and ``noop``), and delete some. Every value
+  is made from its key and a version number, so a hit is checked byte for byte against what
+  its client last stored (or, where the reply to a store or a delete was lost with its
+  connection, what it may have stored); a miss is always allowed (evicted, flushed, or a
+  cache emptied by a death inside a cache operation);
 * every ``--kill-every`` seconds, one of the supervisor's children (a worker or the
   maintainer), chosen at random, gets SIGKILL;
 * every ``--hup-every`` seconds the supervisor gets SIGHUP (the reload of TLS certificates
@@ -21,8 +22,8 @@ evicted throughout). Then, for ``--seconds``:
 Connections that a death closes are opened again. At the end every client reads all its keys
 back with nothing else going on, the daemon is stopped with SIGTERM, and the figures are
 printed: operations, hits, reconnections, kills, and the failures -- a wrong value, a request
-unanswered for ``--stall`` seconds, a daemon that died or did not stop, a log line that is
-neither the start, the stop, a reload nor a death the script caused. The exit status is 1 if
+unanswered for ``--stall`` seconds, a daemon that died or did not stop, a log line of a
+warning or worse other than the deaths the script caused. The exit status is 1 if
 there was any.
 
 Usage: ``python scripts/chaos.py [--seconds 300] [--seed 1] [--args "-t 4 -m 32 ..."]``.
@@ -38,6 +39,7 @@ import re
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -113,20 +115,12 @@ class Conn:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def values(self) -> dict[bytes, tuple[int, bytes]]:
-        """A retrieval's reply: key -> (flags, value), up to END."""
-        found = {}
-        while True:
-            line = self.line()
-            if line == b"END":
-                return found
-            parts = line.split()
-            if len(parts) != 4 or parts[0] != b"VALUE":
-                raise AssertionError(f"unexpected line {line[:200]!r}")
-            data = self.exactly(int(parts[3]) + 2)
-            if data[-2:] != b"\r\n":
-                raise AssertionError(f"value of {parts[1]!r} not followed by CRLF")
-            found[parts[1]] = (int(parts[2]), data[:-2])
+    def value(self, n: int) -> bytes:
+        """A value of `n` bytes and the CRLF after it."""
+        data = self.exactly(n + 2)
+        if data[-2:] != b"\r\n":
+            raise AssertionError("a value not followed by CRLF")
+        return data[:-2]
 
 
 class Tally:
@@ -142,6 +136,147 @@ class Tally:
     def fail(self, what: str) -> None:
         with self.lock:
             self.wrong.append(what)
+
+
+class Text:
+    """set, get (a multiget for several keys) and delete in the text protocol."""
+
+    @staticmethod
+    def store(conn: Conn, key: bytes, flags: int, data: bytes) -> str:
+        conn.send(b"set %b %d 0 %d\r\n%b\r\n" % (key, flags, len(data), data))
+        reply = conn.line()
+        if reply == b"STORED":
+            return "stored"
+        if reply.startswith(b"SERVER_ERROR out of memory"):
+            return "out of memory"
+        return repr(reply[:100])
+
+    @staticmethod
+    def delete(conn: Conn, key: bytes) -> str:
+        conn.send(b"delete %b\r\n" % key)
+        reply = conn.line()
+        return {b"DELETED": "deleted", b"NOT_FOUND": "not found"}.get(reply, repr(reply[:100]))
+
+    @staticmethod
+    def get(conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        conn.send(b"get " + b" ".join(keys) + b"\r\n")
+        found = {}
+        while True:
+            line = conn.line()
+            if line == b"END":
+                return found
+            parts = line.split()
+            if len(parts) != 4 or parts[0] != b"VALUE":
+                raise AssertionError(f"unexpected line {line[:200]!r}")
+            found[parts[1]] = (int(parts[2]), conn.value(int(parts[3])))
+
+
+class Meta:
+    """The same in the meta protocol: ms, mg (quiet ones and mn for several keys), md."""
+
+    @staticmethod
+    def store(conn: Conn, key: bytes, flags: int, data: bytes) -> str:
+        conn.send(b"ms %b %d F%d\r\n%b\r\n" % (key, len(data), flags, data))
+        reply = conn.line()
+        if reply == b"HD":
+            return "stored"
+        if reply.startswith(b"SERVER_ERROR out of memory"):
+            return "out of memory"
+        return repr(reply[:100])
+
+    @staticmethod
+    def delete(conn: Conn, key: bytes) -> str:
+        conn.send(b"md %b\r\n" % key)
+        reply = conn.line()
+        return {b"HD": "deleted", b"NF": "not found"}.get(reply, repr(reply[:100]))
+
+    @staticmethod
+    def get(conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        if len(keys) == 1:
+            conn.send(b"mg %b v f\r\n" % keys[0])
+        else:
+            conn.send(b"".join(b"mg %b k v f q\r\n" % key for key in keys) + b"mn\r\n")
+        found = {}
+        while True:
+            line = conn.line()
+            if line in (b"MN", b"EN"):
+                return found
+            parts = line.split()
+            if len(parts) < 2 or parts[0] != b"VA":
+                raise AssertionError(f"unexpected line {line[:200]!r}")
+            got = {t[:1]: t[1:] for t in parts[2:]}
+            key = got.get(b"k", keys[0])
+            found[key] = (int(got[b"f"]), conn.value(int(parts[1])))
+            if len(keys) == 1:
+                return found
+
+
+BIN_HEADER = struct.Struct(">BBHBBHIIQ")
+
+
+class Binary:
+    """The same in the binary protocol: set, get (getkq and a noop for several keys),
+    delete."""
+
+    @staticmethod
+    def request(opcode: int, key: bytes, extras: bytes = b"", value: bytes = b"") -> bytes:
+        body = len(extras) + len(key) + len(value)
+        head = BIN_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, body, 0, 0)
+        return head + extras + key + value
+
+    @staticmethod
+    def response(conn: Conn) -> tuple[int, int, bytes, bytes, bytes]:
+        """opcode, status, extras, key, value."""
+        magic, opcode, nkey, nextras, _, status, body, _, _ = BIN_HEADER.unpack(conn.exactly(24))
+        if magic != 0x81:
+            raise AssertionError(f"a response with magic {magic:#x}")
+        data = conn.exactly(body)
+        return (
+            opcode,
+            status,
+            data[:nextras],
+            data[nextras : nextras + nkey],
+            data[nextras + nkey :],
+        )
+
+    @classmethod
+    def store(cls, conn: Conn, key: bytes, flags: int, data: bytes) -> str:
+        conn.send(cls.request(0x01, key, struct.pack(">II", flags, 0), data))
+        _, status, *_ = cls.response(conn)
+        if status == 0:
+            return "stored"
+        if status == 0x82:
+            return "out of memory"
+        return f"status {status:#x}"
+
+    @classmethod
+    def delete(cls, conn: Conn, key: bytes) -> str:
+        conn.send(cls.request(0x04, key))
+        _, status, *_ = cls.response(conn)
+        return {0: "deleted", 1: "not found"}.get(status, f"status {status:#x}")
+
+    @classmethod
+    def get(cls, conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        if len(keys) == 1:
+            conn.send(cls.request(0x00, keys[0]))
+            _, status, extras, _, value = cls.response(conn)
+            if status == 1:
+                return {}
+            if status != 0:
+                raise AssertionError(f"get: status {status:#x}")
+            return {keys[0]: (struct.unpack(">I", extras)[0], value)}
+        conn.send(b"".join(cls.request(0x0D, key) for key in keys) + cls.request(0x0A, b""))
+        found = {}
+        while True:
+            opcode, status, extras, key, value = cls.response(conn)
+            if opcode == 0x0A:
+                return found
+            if opcode != 0x0D or status != 0:
+                raise AssertionError(f"getkq: opcode {opcode:#x}, status {status:#x}")
+            found[key] = (struct.unpack(">I", extras)[0], value)
+
+
+WIRES = {"text": Text, "meta": Meta, "binary": Binary}
 
 
 class Client:
@@ -160,6 +295,8 @@ class Client:
         self.version = 0
         self.conn: Conn | None = None
         self.stop = stop  # the run is over: no more reconnecting
+        self.protocol = args.protocols[n % len(args.protocols)]
+        self.wire = WIRES[self.protocol]
 
     def key(self, k: int) -> bytes:
         return b"c%d:k%d" % (self.n, k)
@@ -201,7 +338,7 @@ class Client:
         elif flags != version & 0xFFFF:
             self.tally.fail(f"{self.key(k)!r}: flags {flags} for version {version}")
         else:
-            self.tally.add("hits")
+            self.tally.add(f"hits ({self.protocol})")
 
     def set(self, k: int) -> None:
         self.version += 1
@@ -211,39 +348,36 @@ class Client:
         key = self.key(k)
         try:
             conn = self.connect()
-            conn.send(b"set %b %d 0 %d\r\n%b\r\n" % (key, self.version & 0xFFFF, len(data), data))
-            reply = conn.line()
+            reply = self.wire.store(conn, key, self.version & 0xFFFF, data)
         except Lost as exc:
             self.may[k].add(new)  # stored or not
             self.lost(str(exc))
             return
-        if reply == b"STORED":
+        if reply == "stored":
             self.may[k] = {new}
             self.tally.add("sets")
-        elif reply.startswith(b"SERVER_ERROR"):
-            self.tally.add("sets refused (" + reply.decode()[13:] + ")")  # out of memory
+        elif reply.startswith("out of memory"):
+            self.tally.add("sets refused (out of memory)")  # every page in use, pinned
         else:
-            self.tally.fail(f"{key!r}: set answered {reply[:100]!r}")
+            self.tally.fail(f"{key!r}: a set answered {reply}")
 
     def delete(self, k: int) -> None:
         try:
             conn = self.connect()
-            conn.send(b"delete %b\r\n" % self.key(k))
-            reply = conn.line()
+            reply = self.wire.delete(conn, self.key(k))
         except Lost as exc:
             self.lost(str(exc))  # deleted or not: what it held may stay
             return
-        if reply in (b"DELETED", b"NOT_FOUND"):
+        if reply in ("deleted", "not found"):
             self.may[k] = set()
             self.tally.add("deletes")
         else:
-            self.tally.fail(f"delete answered {reply[:100]!r}")
+            self.tally.fail(f"a delete answered {reply}")
 
     def get(self, ks: list[int]) -> None:
         try:
             conn = self.connect()
-            conn.send(b"get " + b" ".join(self.key(k) for k in ks) + b"\r\n")
-            found = conn.values()
+            found = self.wire.get(conn, [self.key(k) for k in ks])
         except Lost as exc:
             self.lost(str(exc))
             return
@@ -351,6 +485,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument(
+        "--protocols",
+        default="text,meta,binary",
+        type=lambda v: v.split(","),
+        help="the clients' protocols, taken in turn (default text,meta,binary)",
+    )
     ap.add_argument("--kill-every", type=float, default=10.0)
     ap.add_argument("--hup-every", type=float, default=0.4)
     ap.add_argument("--flush-every", type=float, default=1.4)
