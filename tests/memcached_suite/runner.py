@@ -173,12 +173,14 @@ def parse(name: str, status: int | None, seconds: float, output: str) -> Result:
 
 
 def run_file(run_dir: Path, name: str, timeout: float, tls: bool = False) -> Result:
-    """`run_once`, and once more when a server it started could not listen because its port
-    was taken meanwhile (MemcachedTest.pm picks a random port it checked free, and with the
-    suite's processes starting servers side by side another one may bind it first), or when
-    the file died where it races the server's clock (`CLOCK_RACES`)."""
+    """`run_once`, and once more when it failed where a server it started could not listen
+    because its port was taken meanwhile (MemcachedTest.pm picks a random port it checked
+    free, and with the suite's processes starting servers side by side another one may bind
+    it first: before the file's first test, or later, as shutdown.t starts a server for
+    each of its parts), or when the file died where it races the server's clock
+    (`CLOCK_RACES`)."""
     result = run_once(run_dir, name, timeout, tls)
-    if result.planned is not None and not result.ran and PORT_TAKEN in result.output:
+    if result.status != 0 and PORT_TAKEN in result.output:
         result = run_once(run_dir, name, timeout, tls)
     elif lost_clock_race(result):
         result = run_once(run_dir, name, timeout, tls)
