@@ -138,24 +138,30 @@ class Tally:
             self.wrong.append(what)
 
 
+def line_reply(conn: Conn, request: bytes, meanings: dict[bytes, str]) -> str:
+    """`request` sent and its one-line reply read: what `meanings` says the line means,
+    "out of memory" for that SERVER_ERROR, else the line itself (repr)."""
+    conn.send(request)
+    reply = conn.line()
+    if reply in meanings:
+        return meanings[reply]
+    if reply.startswith(b"SERVER_ERROR out of memory"):
+        return "out of memory"
+    return repr(reply[:100])
+
+
 class Text:
     """set, get (a multiget for several keys) and delete in the text protocol."""
 
     @staticmethod
     def store(conn: Conn, key: bytes, flags: int, data: bytes) -> str:
-        conn.send(b"set %b %d 0 %d\r\n%b\r\n" % (key, flags, len(data), data))
-        reply = conn.line()
-        if reply == b"STORED":
-            return "stored"
-        if reply.startswith(b"SERVER_ERROR out of memory"):
-            return "out of memory"
-        return repr(reply[:100])
+        request = b"set %b %d 0 %d\r\n%b\r\n" % (key, flags, len(data), data)
+        return line_reply(conn, request, {b"STORED": "stored"})
 
     @staticmethod
     def delete(conn: Conn, key: bytes) -> str:
-        conn.send(b"delete %b\r\n" % key)
-        reply = conn.line()
-        return {b"DELETED": "deleted", b"NOT_FOUND": "not found"}.get(reply, repr(reply[:100]))
+        meanings = {b"DELETED": "deleted", b"NOT_FOUND": "not found"}
+        return line_reply(conn, b"delete %b\r\n" % key, meanings)
 
     @staticmethod
     def get(conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
@@ -176,19 +182,12 @@ class Meta:
 
     @staticmethod
     def store(conn: Conn, key: bytes, flags: int, data: bytes) -> str:
-        conn.send(b"ms %b %d F%d\r\n%b\r\n" % (key, len(data), flags, data))
-        reply = conn.line()
-        if reply == b"HD":
-            return "stored"
-        if reply.startswith(b"SERVER_ERROR out of memory"):
-            return "out of memory"
-        return repr(reply[:100])
+        request = b"ms %b %d F%d\r\n%b\r\n" % (key, len(data), flags, data)
+        return line_reply(conn, request, {b"HD": "stored"})
 
     @staticmethod
     def delete(conn: Conn, key: bytes) -> str:
-        conn.send(b"md %b\r\n" % key)
-        reply = conn.line()
-        return {b"HD": "deleted", b"NF": "not found"}.get(reply, repr(reply[:100]))
+        return line_reply(conn, b"md %b\r\n" % key, {b"HD": "deleted", b"NF": "not found"})
 
     @staticmethod
     def get(conn: Conn, keys: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
