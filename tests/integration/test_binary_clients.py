@@ -86,8 +86,12 @@ def bmemcached_script(
     return out
 
 
-def pylibmc_script(srv: Server, user: str | None = None, password: str | None = None) -> list[Any]:
-    kw: dict[str, Any] = {"binary": True, "behaviors": {"cas": True, "connect_timeout": 2000}}
+def pylibmc_script(
+    srv: Server, user: str | None = None, password: str | None = None, binary: bool = True
+) -> list[Any]:
+    """pylibmc's whole API, in binary mode (SASL with `user`) or in its default text mode
+    (``test_text_clients``)."""
+    kw: dict[str, Any] = {"binary": binary, "behaviors": {"cas": True, "connect_timeout": 2000}}
     if user is not None:
         kw.update(username=user, password=password)
     c = pylibmc.Client([f"{srv.host}:{srv.port}"], **kw)
