@@ -68,7 +68,7 @@ test-free-threaded:
 	[ -x $(FT_VENV)/bin/python ] || "$$py" -m venv $(FT_VENV); \
 	$(FT_VENV)/bin/python -m pip install -q -e . pytest pytest-xdist pymemcache \
 		--only-binary hypothesis hypothesis django-elastipymemcache Django \
-		elasticache-auto-discovery python-binary-memcached pylibmc; \
+		elasticache-auto-discovery python-binary-memcached pylibmc python-memcached; \
 	PATH="$(CURDIR)/$(FT_VENV)/bin:$$PATH" $(FT_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(FT_SKIP)
 
 # Line and branch coverage of the whole suite, one row per module (COV_ARGS: pytest's, e.g.
