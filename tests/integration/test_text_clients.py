@@ -285,6 +285,7 @@ def test_pylibmc_text_mode_whole_api(servers: dict[str, Server]) -> None:
     assert results["get"] == "1"
     assert results["get appended"] == b"start-mid-end"
     assert results["get after cas"] == 10
+    assert results["touch"] is True
 
 
 def shard_work(addresses: list[tuple[str, int]], t: int, errors: list[str]) -> None:
