@@ -7,9 +7,9 @@ README's, but for the CAS unique, which each server draws its own way.
 python-memcached (``memcache``, pure Python) runs one script against both servers, over TCP
 and over a unix domain socket (``-s``), and pylibmc runs its script in its default text mode
 (libmemcached's text protocol; ``test_binary_clients`` runs the same script in binary mode):
-the results must be identical. mcached runs as its command does, with four worker processes,
-and each step of a script may land on any of them (python-memcached opens a new connection
-after a server error; the sharded test uses one connection per node and thread).
+the results must be identical. mcached runs as its command does, with four worker processes;
+each connection is served by whichever of them accepts it (the sharded test's four threads
+hold a connection to each node apiece).
 
 python-memcached's ``get_slabs`` is left out: under Python 3 it compares the bytes it reads
 with ``'END'`` and splits them by a str, so it fails against any server.
@@ -119,7 +119,7 @@ def memcache_script(address: str) -> list[Step]:
         ("touch noreply", lambda: c.touch("pm:q", 50, noreply=True)),
         ("after noreply", lambda: [c.get("pm:q"), c.get("pm:qn"), c.get("pm:b")]),
         ("set_multi noreply", lambda: c.set_multi({"pm:r1": "1", "pm:r2": "2"}, noreply=True)),
-        ("get_multi after it", lambda: sorted(c.get_multi(["pm:r1", "pm:r2"]).items())),
+        ("get_multi after noreply", lambda: sorted(c.get_multi(["pm:r1", "pm:r2"]).items())),
         ("utf-8 key", lambda: c.set("pm:ключ", "значение")),
         ("get utf-8 key", lambda: c.get("pm:ключ")),
         ("key of 250 bytes", lambda: c.set("k" * 250, "long") and c.get("k" * 250)),
