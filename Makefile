@@ -56,7 +56,10 @@ test-int: system-deps $(VENV)/.installed-test
 # python3.13t from Debian's source first (~5 minutes, once). Left out: the tests of worker
 # processes (there the command runs threads), and the test clients with no free-threaded build
 # that installs here (cryptography for the TLS certificates, emcache, meta-memcache: they need
-# Rust or an older CPython), with the tests that use them.
+# Rust or an older CPython), with the tests that use them. PYTHON_GIL=0 keeps the GIL off in
+# the test processes once they import pylibmc (its extension does not declare itself safe
+# without the GIL, so importing it would turn the GIL on for the in-process daemons that run
+# after it; the tests use each pylibmc client from one thread).
 FT_VENV ?= .venv-ft
 FT_SKIP  = --ignore=tests/integration/test_processes.py \
 	--ignore=tests/integration/test_discovery_processes.py \
@@ -69,7 +72,8 @@ test-free-threaded:
 	$(FT_VENV)/bin/python -m pip install -q -e . pytest pytest-xdist pymemcache \
 		--only-binary hypothesis hypothesis django-elastipymemcache Django \
 		elasticache-auto-discovery python-binary-memcached pylibmc python-memcached; \
-	PATH="$(CURDIR)/$(FT_VENV)/bin:$$PATH" $(FT_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(FT_SKIP)
+	PATH="$(CURDIR)/$(FT_VENV)/bin:$$PATH" PYTHON_GIL=0 \
+		$(FT_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(FT_SKIP)
 
 # Line and branch coverage of the whole suite, one row per module (COV_ARGS: pytest's, e.g.
 # COV_ARGS="-m unit" or COV_ARGS=tests/protocol); the daemons it starts as subprocesses

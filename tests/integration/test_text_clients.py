@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Server
-from tests.integration.test_binary_clients import pylibmc_script
 
 memcache = pytest.importorskip("memcache")
 
@@ -278,6 +277,10 @@ def test_python_memcached_over_a_unix_socket(unix_servers: dict[str, Server]) ->
 
 
 def test_pylibmc_text_mode_whole_api(servers: dict[str, Server]) -> None:
+    # imported here: that module skips itself where pylibmc or bmemcached is not installed,
+    # and python-memcached's tests above do not need either
+    from tests.integration.test_binary_clients import pylibmc_script
+
     ours = pylibmc_script(servers["mcached"], binary=False)
     theirs = pylibmc_script(servers["memcached"], binary=False)
     check_same(ours, theirs)
