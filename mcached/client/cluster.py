@@ -24,8 +24,12 @@ Rules:
    membership. A node that dies but stays listed is pymemcache's business: its keys miss (or
    raise, without ``ignore_exc``) and the others keep serving.
 3. `HashClient` is not written for a ring that changes under it, so the ring is read and
-   changed under `_ring_lock`, and a removed node's client stays in ``clients`` until the
-   next poll closes it (a request that picked it just before may still be using it).
+   changed under `_ring_lock`; a multi-key call keeps the node clients it picked, rather
+   than looking them up again by address; and a removed node's client leaves ``clients`` at
+   the next poll, its connections closed as they fall idle (with ``use_pooling``): a request
+   that picked it before it was removed finishes on its connection, however long it takes.
+   (Closing it at the next poll, as before, broke such a request's socket under it whenever
+   it took longer than a poll interval.)
 4. A node that stops answering never blocks a caller for long: unless given, the connect and
    I/O timeouts are `CONNECT_TIMEOUT` and `TIMEOUT` (pymemcache's own default is to wait for
    ever). With ``ignore_exc=True`` such a node's keys are then misses after at most that long,
@@ -105,7 +109,7 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
         self._ring_lock = threading.RLock()
         self._seeds = _addresses(endpoints)
         self._members: set[Address] = set()
-        self._retired: list[tuple[str, Any]] = []  # (ring key, client) removed last poll
+        self._retired: list[tuple[str, Any]] = []  # (ring key, client) removed, not yet idle
         self._endpoint: NodeClient | None = None
         self.poll_interval = poll_interval
         self.use_ip = use_ip
@@ -177,11 +181,13 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
     def _apply(self, config: ClusterConfig) -> bool:
         wanted = {self._node_address(n) for n in config.nodes}
         with self._ring_lock:
-            for key, client in self._retired:  # rule 3: removed a poll ago, now unused
+            busy = []
+            for key, client in self._retired:  # rule 3: removed a poll ago or more
                 if self.clients.get(key) is client:
                     del self.clients[key]
-                self._close_quietly(client)
-            self._retired = []
+                if not self._close_idle(client):
+                    busy.append((key, client))
+            self._retired = busy
             previous = self.config
             self.config = config
             added = wanted - self._members
@@ -217,6 +223,19 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
         except ValueError:
             pass  # pymemcache had already taken it out (marked dead)
 
+    @classmethod
+    def _close_idle(cls, client: Any) -> bool:
+        """Close a removed node's idle connections; True once none is in use (rule 3). A
+        client without a pool is one connection that threads do not share: closed now."""
+        pool = getattr(client, "client_pool", None)
+        if pool is None:
+            cls._close_quietly(client)
+            return True
+        while pool.free:  # (only requests already running use a removed node's pool)
+            conn = pool.get()  # an idle connection, now marked in use...
+            pool.destroy(conn)  # ...and closed
+        return not pool.used
+
     @staticmethod
     def _close_quietly(client: Any) -> None:
         try:
@@ -245,6 +264,55 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
                     return None
                 raise MemcacheError("All servers seem to be down right now")
             return self.clients[server]
+
+    def get_many(self, keys: Iterable[Any], gets: bool = False, *args: Any, **kwargs: Any) -> Any:
+        """`HashClient.get_many`, each node's keys sent to the client picked for them."""
+        batches: dict[int, tuple[Any, list[Any]]] = {}
+        for key in keys:
+            client = self._get_client(key)
+            if client is not None:
+                batches.setdefault(id(client), (client, []))[1].append(key)
+        found: dict[Any, Any] = {}
+        for client, batch in batches.values():
+            func = client.gets_many if gets else client.get_many
+            found.update(self._safely_run_func(client, func, {}, batch, *args, **kwargs))
+        return found
+
+    get_multi = get_many
+
+    def gets_many(self, keys: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
+        return self.get_many(keys, True, *args, **kwargs)
+
+    gets_multi = gets_many
+
+    def set_many(self, values: dict[Any, Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """`HashClient.set_many`, each node's values sent to the client picked for them."""
+        batches: dict[int, tuple[Any, dict[Any, Any]]] = {}
+        failed: list[Any] = []
+        for key, value in values.items():
+            client = self._get_client(key)
+            if client is None:
+                failed.append(key)
+            else:
+                batches.setdefault(id(client), (client, {}))[1][key] = value
+        for client, batch in batches.values():
+            failed += self._safely_run_set_many(client, batch, *args, **kwargs)
+        return failed
+
+    set_multi = set_many
+
+    def _every_client(self) -> list[Any]:
+        with self._ring_lock:
+            return list(self.clients.values())
+
+    def flush_all(self, *args: Any, **kwargs: Any) -> None:
+        """`HashClient.flush_all` over the clients of the moment (the poll may change them)."""
+        for client in self._every_client():
+            self._safely_run_func(client, client.flush_all, False, *args, **kwargs)
+
+    def quit(self) -> None:
+        for client in self._every_client():
+            self._safely_run_func(client, client.quit, False)
 
     def remove_server(self, server: Any, port: Any = None) -> None:
         """pymemcache marks a failing node dead through here; tolerate a node already gone."""

@@ -172,6 +172,37 @@ def test_threads_share_a_client_while_it_changes(
     assert errors == []
 
 
+def test_a_request_on_a_removed_node_keeps_its_connection(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A request that picked a node just before the node was removed finishes on its pooled
+    connection, however many polls pass meanwhile; the connection is closed once it is given
+    back. Before, the poll after the removal closed it under the request (a thread sharing
+    the client then met EBADF; seen under a free-threaded CPython in
+    `test_threads_share_a_client_while_it_changes`)."""
+    cluster = start_cluster(server_factory, tmp_path, 2, "--enable-config-set")
+    keep, gone = sorted(cluster.nodes)
+    with ClusterClient(f"127.0.0.1:{keep.port}", poll_interval=0, use_pooling=True, **FAST) as c:
+        key = next(k for k in KEYS if c._get_client(k).server == ("127.0.0.1", gone.port))
+        removed = c._get_client(key)
+        with removed.client_pool.get_and_release() as conn:  # the request in flight
+            assert conn.set(key, b"v", noreply=False)
+            push(cluster.servers, [keep], 2)
+            c.refresh()  # the node leaves the ring
+            assert c.servers == [("127.0.0.1", keep.port)]
+            c.refresh()
+            c.refresh()  # and its client leaves `clients`
+            assert c.clients.get(c._make_client_key(("127.0.0.1", gone.port))) is not removed
+            assert conn.sock is not None  # not closed under the request
+            assert conn.get(key) == b"v"
+        c.refresh()  # given back: closed at the next poll
+        assert conn.sock is None
+        assert not removed.client_pool.free and not removed.client_pool.used
+        # the multi-key calls go to the clients they picked
+        assert c.set_many({k: b"x" for k in KEYS[:20]}, noreply=False) == []
+        assert c.get_many(KEYS[:20]) == {k: b"x" for k in KEYS[:20]}
+
+
 def test_legacy_key_on_memcached(server_factory: Callable[..., Server]) -> None:
     """Debian's memcached answers ERROR to config get; the item holds the configuration."""
     ref = server_factory("memcached")

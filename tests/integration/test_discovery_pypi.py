@@ -23,9 +23,9 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
+from tests.cluster_script import cluster_script, node_pids
 from tests.conftest import Server
 from tests.integration.test_discovery import start_cluster
 from tests.integration.test_discovery_client import push
@@ -153,37 +153,12 @@ def test_every_client_discovers_the_twenty_nodes_of_scripts_cluster_py(tmp_path:
     """ElastiCache's largest cluster, 20 nodes, on this machine: ``scripts/cluster.py -n 20``
     (real processes, one worker each) starts it, and every auto-discovery client the tests
     install finds all 20 nodes through one of them."""
-    import os
-    import re
     import signal
-    import subprocess
-    import sys
 
     from mcached.client.cluster import ClusterClient
-    from tests.conftest import ROOT
 
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "cluster.py"), "-n", "20", "--base-port", "0"]
-        + ["--dir", str(tmp_path), "--", "-m", "8"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert proc.stdout is not None
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("ready"):
-                break
-        text = "".join(lines)
-        assert "ready" in text, text
-        ports = sorted(int(p) for p in re.findall(r"^  127\.0\.0\.1:(\d+)  pid", text, re.M))
+    with cluster_script(tmp_path, 20, "-m", "8", timeout=120) as (proc, ports, _):
+        ports.sort()
         assert len(ports) == 20
         endpoint = ports[7]
         # ClusterClient
@@ -230,13 +205,4 @@ def test_every_client_discovers_the_twenty_nodes_of_scripts_cluster_py(tmp_path:
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, rest
         # no process of any node outlives the script (a node's workers included)
-        left = [
-            p.pid
-            for p in psutil.process_iter(["cmdline"])
-            if str(tmp_path / "cluster.conf") in " ".join(p.info["cmdline"] or [])
-        ]
-        assert left == [], left
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert node_pids(tmp_path) == []

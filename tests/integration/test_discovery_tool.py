@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from mcached.client.tool import main
 from mcached.cluster.config import Node, format_data
+from tests.cluster_script import cluster_script, node_pids
 from tests.conftest import Server, free_port
 from tests.integration.test_discovery import Cluster, request, start_cluster, wait_until
 from tests.wire import Conn, config_reply
@@ -205,40 +205,7 @@ def test_tool_at_its_old_path() -> None:
 
 def test_cluster_script_starts_and_stops_n_nodes(tmp_path: Path) -> None:
     """`python scripts/cluster.py -n 3`: three real processes, one node list, Ctrl-C stops all."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "cluster.py"),
-            "-n",
-            "3",
-            "--spares",
-            "1",
-            "--base-port",
-            "0",
-            "--dir",
-            str(tmp_path),
-            "--",
-            "-m",
-            "16",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("ready"):
-                break
-        text = "".join(lines)
-        assert "ready" in text, text
-        ports = [int(p) for p in re.findall(r"^  127\.0\.0\.1:(\d+)  pid", text, re.M)]
+    with cluster_script(tmp_path, 3, "-m", "16", spares=1) as (proc, ports, _):
         assert len(ports) == 4
         nodes = sorted(Node("localhost", "127.0.0.1", p) for p in ports[:3])
         expected = config_reply(format_data(1, nodes))
@@ -252,7 +219,18 @@ def test_cluster_script_starts_and_stops_n_nodes(tmp_path: Path) -> None:
         for port in ports:
             with pytest.raises(OSError):
                 request(Server("mcached", "127.0.0.1", port), GET)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert node_pids(tmp_path) == []
+
+
+def test_a_test_that_fails_leaves_no_node_of_the_cluster_script(tmp_path: Path) -> None:
+    """A test that fails while `cluster_script` runs still stops every node: before, such a
+    test's cleanup killed the script with SIGKILL and its nodes, each in a session of its
+    own, ran on (one failed run left 20 nodes, 60 processes, for the rest of the day)."""
+    with pytest.raises(RuntimeError, match="the test failed here"):
+        with cluster_script(tmp_path, 2, "-m", "8") as (_, ports, _):
+            assert len(ports) == 2 and len(node_pids(tmp_path)) >= 2
+            raise RuntimeError("the test failed here")
+    assert node_pids(tmp_path) == []
+    for port in ports:
+        with pytest.raises(OSError):
+            request(Server("mcached", "127.0.0.1", port), GET)
