@@ -140,8 +140,13 @@ def big_server(kind: str, server_factory: Callable[..., Server]) -> Server:
 
 def test_connection_limit(kind: str, server_factory: Callable[..., Server]) -> None:
     """Past -c, a newcomer gets memcached's line and is closed; the others are served, and
-    once some leave, newcomers are accepted again. (memcached keeps 25 of 30 for itself.)"""
-    server = server_factory(kind, "-c", "30")
+    once some leave, newcomers are accepted again. (memcached keeps 25 of 30 for itself.)
+
+    mcached's workers count a connection before they check -c, so that two of them cannot
+    both take the last place; both may refuse instead, a moment early. With four workers
+    accepting at once, up to three of the last places can go that way (29 of 30 were seen
+    where the workers run Python at the same time: a free-threaded CPython)."""
+    server = server_factory(kind, "-c", "30", "-t", "4")
     conns = [Conn(server.address) for _ in range(40)]
     try:
         for c in conns:
@@ -160,7 +165,7 @@ def test_connection_limit(kind: str, server_factory: Callable[..., Server]) -> N
                 accepted.append(c)
         assert accepted and rejected
         if kind == "mcached":
-            assert len(accepted) == 30
+            assert 30 - 3 <= len(accepted) <= 30
         for c in accepted:
             c.close()
         deadline = time.monotonic() + 5
