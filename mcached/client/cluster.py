@@ -232,7 +232,12 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
             cls._close_quietly(client)
             return True
         while pool.free:  # (only requests already running use a removed node's pool)
-            conn = pool.get()  # an idle connection, now marked in use...
+            try:
+                conn = pool.get()  # an idle connection, now marked in use...
+            except RuntimeError:
+                # a request took the last idle one since `free` was read, and the pool is
+                # at the user's max_pool_size: that one is in use now, closed once idle
+                break
             pool.destroy(conn)  # ...and closed
         return not pool.used
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,6 +202,49 @@ def test_a_request_on_a_removed_node_keeps_its_connection(
         # the multi-key calls go to the clients they picked
         assert c.set_many({k: b"x" for k in KEYS[:20]}, noreply=False) == []
         assert c.get_many(KEYS[:20]) == {k: b"x" for k in KEYS[:20]}
+
+
+def test_a_request_taking_the_last_idle_connection_mid_poll(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The poll that closes a removed node's idle connections reads the pool's free list,
+    then takes each idle connection to close it. A request that picked the node just before
+    its removal may take the last idle one in between; with the pool at ``max_pool_size``
+    the poll's take then raised RuntimeError ("Too many objects") and the poll failed. Now
+    it leaves that connection to the request and closes it at a later poll, once idle."""
+    cluster = start_cluster(server_factory, tmp_path, 2, "--enable-config-set")
+    keep, gone = sorted(cluster.nodes)
+    with ClusterClient(
+        f"127.0.0.1:{keep.port}", poll_interval=0, use_pooling=True, max_pool_size=1, **FAST
+    ) as c:
+        key = next(k for k in KEYS if c._get_client(k).server == ("127.0.0.1", gone.port))
+        removed = c._get_client(key)
+        assert removed.set(key, b"v", noreply=False)  # its one connection, now idle
+        pool = removed.client_pool
+        assert len(pool.free) == 1
+        push(cluster.servers, [keep], 2)
+        c.refresh()  # the node leaves the ring; its client is retired
+        assert c.servers == [("127.0.0.1", keep.port)]
+        taken: list[Any] = []
+        take = pool.get
+
+        def request_first() -> Any:
+            # the request's take lands between the poll's read of `free` and its own take
+            if not taken:
+                taken.append(take())
+            return take()
+
+        pool.get = request_first  # type: ignore[method-assign]
+        c.refresh()  # raised RuntimeError before
+        del pool.get
+        (conn,) = taken
+        assert pool.used == (conn,) and conn.sock is not None  # left to the request
+        assert conn.get(key) == b"v"
+        pool.release(conn)
+        c.refresh()  # idle now: closed
+        assert conn.sock is None
+        assert not pool.free and not pool.used
+        assert c.set("after", b"x", noreply=False) and c.get("after") == b"x"
 
 
 def test_legacy_key_on_memcached(server_factory: Callable[..., Server]) -> None:
