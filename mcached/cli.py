@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if o.path and value:  # -d changes directory to /: make paths absolute first
             settings = settings.replace(**{o.name: os.path.abspath(value)})
     log_file = configure_logging(settings.verbose, settings.log_file)
+    process.fix_malloc_threshold()
     if settings.enable_coredumps:
         process.raise_core_limit()
     # -c: room for that many connections in one process, and the daemon's own descriptors,

@@ -91,6 +91,7 @@ class Session:
         self.out: Out = []
         self.counters = Counters()
         self.stream = None
+        self.stream_held = 0
         self.stacked = 0
 
     def after_sent(self, callback: Any) -> None:

@@ -43,6 +43,7 @@ class Pulling:
         self.out: list[Any] = []
         self.counters = Counters()
         self.stream: Any = None
+        self.stream_held = 0
         self.stacked = 0
         self.releases: list[list[Any]] = []  # [bytes queued it is tied to, callback]
 

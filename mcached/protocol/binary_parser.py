@@ -433,6 +433,10 @@ class Negotiator:
         if self.chosen is not None:
             self.chosen.release()
 
+    def compact(self) -> None:
+        if self.chosen is not None:
+            self.chosen.compact()
+
     @property
     def at_end(self) -> bool:
         return self.chosen.at_end if self.chosen is not None else False

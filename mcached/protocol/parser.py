@@ -247,6 +247,16 @@ class Buffered:
         self._buf = b""
         self._pos = 0
 
+    def compact(self) -> None:
+        """Let go of the bytes commands have consumed, which the buffer holds until the next
+        read replaces it: a long multiget's line (up to `MAX_MULTIGET_LINE`) while its reply
+        streams, and nothing is read. What follows it is kept (copied)."""
+        pos = self._pos
+        if pos:
+            buf = self._buf
+            self._buf = buf[pos:] if pos < len(buf) else b""
+            self._pos = 0
+
     def take(self, n: int) -> bytes | bytearray:
         """Up to `n` of the buffered bytes, consumed: the start of an `Incoming` value, which
         the server receives itself."""

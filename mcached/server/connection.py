@@ -96,6 +96,9 @@ _EVENTS = {
     CLOSING: WRITE,
 }
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+#: what a queued view may be a view of that is a copy (`held` counts it); any other object
+#: under a view is the cache's memory, lent to the reply
+_COPIES = (bytes, bytearray)
 
 
 class Owner(Protocol):
@@ -152,6 +155,7 @@ class Connection:
         "_closing",
         "drain_left",
         "stream",
+        "stream_held",
         "stacked",
         "_yielded",
         "_after",
@@ -204,6 +208,7 @@ class Connection:
         self._closing = ""  # CLOSING: why, logged once the output is sent
         self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
         self.stream: Iterator[Piece] | None = None
+        self.stream_held = 0  # bytes the request the stream serves holds (`held`)
         # Commands served since memcached would last have transmitted what it holds (after
         # a get or mn, when it needs more bytes, and at a -R yield): a metadump or a watch
         # behind any is refused. Set before each command of a turn; carried into the next
@@ -583,6 +588,16 @@ class Connection:
         `GIVE_WAY` (then the next writable event pulls on)."""
         stream = self.stream
         assert stream is not None
+        if self.stream_held:
+            # a multiget's reply streams, and nothing is read meanwhile: its line, consumed,
+            # is let go now rather than at the next read. Its keys stay until the stream
+            # ends (up to ~17 MB for a long line): as for a long request arriving
+            # (`on_readable`), the worker checks its bound now
+            self.parser.compact()
+            if self.stream_held >= PRESSURE_AT:
+                self.worker.memory_pressure()
+                if self.state == CLOSED:
+                    return
         out = self.out
         room = STREAM_CAP - self._wq_bytes
         try:
@@ -590,6 +605,7 @@ class Connection:
                 piece = next(stream, None)
                 if piece is None:
                     self.stream = None
+                    self.stream_held = 0
                     break
                 if piece is GIVE_WAY:
                     break
@@ -815,8 +831,16 @@ class Connection:
     @property
     def held(self) -> int:
         """Bytes this connection holds outside the cache: received and not yet served,
-        replies not yet taken by the socket."""
-        return self._wq_bytes + self.parser.buffered
+        replies not yet taken by the socket. A value the cache lends to a reply (a view of
+        its memory, under a pin: see `Pieces`) is the cache's, inside ``-m``, and is not
+        counted; a copy, and a view of one (bytes the socket took part of), is; so is what
+        the request a stream serves holds (`stream_held`: a multiget's keys)."""
+        lent = 0
+        if self._wq_bytes:
+            for piece in self._wq:
+                if piece.__class__ is memoryview and piece.obj.__class__ not in _COPIES:
+                    lent += piece.nbytes
+        return self._wq_bytes - lent + self.parser.buffered + self.stream_held
 
     def close(self, reason: str = "") -> None:
         if self.state == CLOSED:
@@ -842,6 +866,7 @@ class Connection:
         if self.stream is not None:
             close = getattr(self.stream, "close", None)
             self.stream = None
+            self.stream_held = 0
             if close is not None:
                 close()  # a generator's finally blocks let go of what it holds
         while self._after:

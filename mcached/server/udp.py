@@ -70,12 +70,13 @@ class Datagram:
     them; `after_sent` callbacks run once the pieces written before them, and the object
     the next piece written after them belongs to, are sent (`release`)."""
 
-    __slots__ = ("out", "counters", "stream", "stacked", "taken", "_after")
+    __slots__ = ("out", "counters", "stream", "stream_held", "stacked", "taken", "_after")
 
     def __init__(self, counters: Counters) -> None:
         self.out: list[Any] = []
         self.counters = counters
         self.stream: Iterator[Any] | None = None
+        self.stream_held = 0  # (a datagram's request is bounded by its size: not checked)
         self.stacked = 0  # response objects not transmitted yet (set before each command)
         self.taken = 0  # pieces taken out of `out` and `stream` so far
         # [the piece the callback goes with (its number), callback], in order

@@ -748,8 +748,9 @@ class Worker:
                     conn.close("request incomplete")
 
     def memory_pressure(self) -> None:
-        """A connection holds a large request part-way in: check the bound now (at most
-        every `SHED_EVERY` seconds), not only at the next tick."""
+        """A connection holds a large request part-way in, or the keys of a long multiget
+        whose reply waits: check the bound now (at most every `SHED_EVERY` seconds), not
+        only at the next tick."""
         if self.now >= self._next_shed:
             self._next_shed = self.now + SHED_EVERY
             self._shed_memory()

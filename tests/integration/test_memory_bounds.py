@@ -295,6 +295,98 @@ def test_long_multiget_lines_half_sent_are_let_go_when_shed(
             c.close()
 
 
+_ALNUM = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: 3,844 two-byte keys: a 1 MB ``get`` line of them names 333,331 keys
+SHORT_KEYS = [bytes((a, b_)) for a in _ALNUM for b_ in _ALNUM]
+
+
+def read_whole_replies(conns: list[socket.socket], want: bytes) -> int:
+    """How many of `conns` still get `want` whole (the others were closed)."""
+    whole = 0
+    for c in conns:
+        try:
+            got = read_all(c, b"\r\nEND\r\n")
+        except (AssertionError, OSError):
+            continue  # closed: shed
+        assert got == want
+        whole += 1
+    return whole
+
+
+def test_bug_long_multigets_never_read_held_their_keys_uncounted(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A 1 MB ``get`` line of two-byte keys, all hits, whose ~6 MB reply the client does not
+    read: while the reply waits, the request's 333,331 keys are Python objects (~19 MB, 19
+    times the line), and the bound did not count them. Ten such connections grew one worker
+    by ~196 MB (100 of them on four workers: ~2 GB), none closed. Now they count
+    (`keys_held`), and the worker sheds the largest holders past its share of
+    ``read_buf_mem_limit`` (32 MB) as soon as such a reply starts to wait."""
+    server = server_factory(
+        "mcached-procs", "-t", "1", "-m", str(LIMIT_MB), "--stall-timeout", "0"
+    )  # fmt: skip
+    with socket.create_connection(server.address, timeout=30) as s:
+        s.sendall(b"".join(b"set %b 0 0 1 noreply\r\nx\r\n" % k for k in SHORT_KEYS))
+        s.sendall(b"version\r\n")
+        assert s.recv(100).startswith(b"VERSION")
+    keys = (SHORT_KEYS * 87)[:333_331]
+    line = b"get " + b" ".join(keys) + b"\r\n"
+    start = warmed(server, line, 2)
+    oom = stats(server)["read_buf_oom"]
+    conns = idle_sockets(10, server)
+    try:
+        for c in conns:
+            c.sendall(line)
+        deadline = time.monotonic() + 60
+        while stats(server)["read_buf_oom"] < oom + 9 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # each holds ~19 MB: one at a time fits the worker's 32 MB (24 once it sheds)
+        assert stats(server)["read_buf_oom"] == oom + 9
+        during = settled(server, 2.5)
+        check_served(server)
+        # the limit, one line's keys parsed before it is shed, and what the allocator kept
+        # of the others' (measured +20 MB; +196 MB before)
+        bound = 32 * MB + 20 * MB + OVERHEAD + FREED_KEPT
+        assert during - start <= bound, (start / MB, during / MB)
+        want = b"".join(b"VALUE %b 0 1\r\nx\r\n" % k for k in keys) + b"END\r\n"
+        assert read_whole_replies(conns, want) == 1  # the one kept is served in full
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_long_multiget_whose_reply_waits_lets_its_line_go(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A connection's 1 MB ``get`` line stayed in its read buffer until its next read, and
+    none comes while the reply waits to be sent: 10 clients slow to read replies to lines
+    of 250-byte keys held ~1 MB each more than their keys. The line, consumed, is now let
+    go as the reply starts to wait; the clients are served in full."""
+    server = server_factory(
+        "mcached-procs", "-t", "1", "-m", "64", "--stall-timeout", "0"
+    )  # fmt: skip
+    keys = [b"%04d" % i + b"." * 246 for i in range(3_990)]  # 250 bytes each
+    value = b"v" * 1000
+    store(server, keys, value)
+    line = b"get " + b" ".join(keys) + b"\r\n"  # 998,504 bytes, a ~5 MB reply
+    start = warmed(server, line, 2)
+    conns = idle_sockets(10, server)
+    try:
+        for c in conns:
+            c.sendall(line)
+        during = settled(server, 2.5)
+        # their keys (~1.2 MB each, counted, under the worker's 32 MB: none is shed), some
+        # of their replies: measured +10 MB, and +24 MB with the lines kept
+        assert stats(server)["read_buf_oom"] == 0
+        bound = 10 * 1_300_000 + 3 * MB + FREED_KEPT
+        assert during - start <= bound, (start / MB, during / MB)
+        want = b"".join(b"VALUE %b 0 1000\r\n%b\r\n" % (k, value) for k in keys) + b"END\r\n"
+        assert read_whole_replies(conns, want) == 10
+    finally:
+        for c in conns:
+            c.close()
+
+
 def half_sent(i: int) -> bytes:
     """The head of a 1,048,000-byte store, in turn each syntax and mode that receives its
     value into place: text set, meta ms, a binary set, text append."""
@@ -445,6 +537,45 @@ def test_past_read_buf_mem_limit_the_connections_holding_most_are_closed(
     finally:
         for c in conns:
             c.close()
+
+
+@pytest.mark.parametrize("kind_", ["mcached-procs", "mcached"])
+def test_bug_a_reader_of_a_large_value_was_closed_as_if_it_held_a_copy(
+    server_factory: Callable[..., Server], kind_: str
+) -> None:
+    """A large value is sent from the cache's own chunks (lent under a pin, never copied),
+    yet the bytes of it not yet sent were counted as memory the connection held outside the
+    cache: a client that read a 50 MB value a moment late (its reply past 32 MB, one
+    worker's share of read_buf_mem_limit) was closed as an attacker, with ``read_buf_oom``
+    counted (found by a hostile-client hunt; memcached serves it). Here the same at a
+    smaller scale: a 12 MB value, a 2 MB share, the reply read two checks later."""
+    server = server_factory(
+        kind_, "-t", "1", "-m", "64", "-I", "16m", "-o", "read_buf_mem_limit=2",
+        "--stall-timeout", "0",
+    )  # fmt: skip
+    value = bytes(range(251)) * (12 * 1024 * 1024 // 251)
+    store(server, [b"big"], value)
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the rest waits in mcached
+        c.settimeout(30)
+        c.connect(server.address)
+        c.sendall(b"get big\r\n")
+        time.sleep(2.5)  # the workers check what connections hold every second
+        got = read_all(c, b"\r\nEND\r\n")
+    assert got == b"VALUE big 0 %d\r\n%b\r\nEND\r\n" % (len(value), value)
+    assert stats(server)["read_buf_oom"] == 0
+    # what a copy would hold is still counted: a value repeated in one multiget is copied
+    # for its second and later replies, and a client that never reads them is closed
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.settimeout(30)
+        c.connect(server.address)
+        c.sendall(b"get big big\r\n")
+        deadline = time.monotonic() + 30
+        while stats(server)["read_buf_oom"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert stats(server)["read_buf_oom"] == 1
+    check_served(server)
 
 
 # ---- dumps: lru_crawler metadump, stats cachedump (the audit's metadump_mem.py, smaller) ----

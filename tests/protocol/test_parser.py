@@ -396,6 +396,33 @@ def test_long_get_line_is_allowed() -> None:
     assert got == [c.Get(keys)]
 
 
+@pytest.mark.parametrize(
+    "data,expected", [(d, e) for _, d, e in CASES], ids=[n for n, _, _ in CASES]
+)
+def test_compact_after_a_long_line_keeps_what_follows(
+    data: bytes, expected: list[c.Command]
+) -> None:
+    """`compact` (a long multiget's reply streams: its consumed line is let go) keeps the
+    parser where it was: what follows the line, whole or part-way in, is parsed as before,
+    whether the buffer was the bytes received or a bytearray they accumulated in."""
+    keys = [b"key%05d" % i for i in range(10_000)]
+    line = b"get " + b" ".join(keys) + b"\r\n"  # past BUFFER_SWITCH: a bytearray if split
+    for pieces in ([line + data[:5]], [line[:1000], line[1000:] + data[:5]]):
+        p = Parser()
+        for piece in pieces:
+            p.feed(piece)
+        assert p.next_command() == c.Get(keys)
+        held = p.buffered
+        p.compact()
+        assert p.buffered == held == min(5, len(data))
+        assert len(p._buf) == held  # the line's bytes are gone
+        p.feed(data[5:])
+        assert drain(p) == expected
+        assert p.buffered == 0
+        p.compact()  # nothing consumed past the buffer's start: nothing to do
+        assert p.buffered == 0
+
+
 def test_multiget_line_is_capped() -> None:
     p = Parser()
     p.feed(b"get " + b"k " * (MAX_MULTIGET_LINE // 2 + 10))
