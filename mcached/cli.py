@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -260,6 +261,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = daemon.run(before_start=before_start)
+        # stopped: a reload or a graceful stop asked for now has nothing left to do. As the
+        # interpreter exits it sets its signals' handlers back to the default, which would
+        # end the process by that signal instead of its exit status (seen under a storm of
+        # SIGHUPs at SIGTERM); ignored signals are left ignored
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
         daemon.close()  # the mappings, the board's sockets and lock file: none left open
     except OSError as exc:
         where = (

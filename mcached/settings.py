@@ -428,6 +428,7 @@ def default_threads() -> int:
 FACTOR = "Factor must be greater than 1"
 DNS_INTERVAL = "--cluster-dns-interval must be a positive number of seconds"
 STALL = "--stall-timeout must be 0 (off) or a number of seconds"
+SHUTDOWN = "--shutdown-timeout must be 0 (exit at once) or a number of seconds"
 HEALTH_INTERVAL = "--cluster-health-interval must be 0 (off) or a number of seconds"
 HEALTH_COUNTS = "--cluster-health-failures and --cluster-health-rise must be 1 or more"
 
@@ -774,6 +775,7 @@ class Settings:
             "exiting anyway (default: 10)",
             long="--shutdown-timeout",
             metavar="<seconds>",
+            check=(at_least(0, SHUTDOWN), finite(SHUTDOWN)),
         ),
     )
     # ---- cluster (auto discovery, `config get cluster`): mcached-only, long names only ----

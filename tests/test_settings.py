@@ -152,6 +152,16 @@ ERRORS = [
     ),
     (["--stall-timeout", "-1"], "--stall-timeout must be 0 (off) or a number of seconds", 64),
     (["--shutdown-timeout", "x"], "Invalid value for --shutdown-timeout: 'x' (a number)", 64),
+    (
+        ["--shutdown-timeout", "-1"],
+        "--shutdown-timeout must be 0 (exit at once) or a number of seconds",
+        64,
+    ),
+    (
+        ["--shutdown-timeout", "inf"],
+        "--shutdown-timeout must be 0 (exit at once) or a number of seconds",
+        64,
+    ),
     (["--cluster-dns", "svc"], "--cluster-dns wants name:port, got 'svc'", 64),
     (
         ["--cluster-dns-interval", "0"],

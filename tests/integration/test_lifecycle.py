@@ -194,6 +194,41 @@ def test_bug_a_client_that_keeps_pipelining_held_the_stop_past_its_deadline() ->
         stop(proc)
 
 
+def test_bug_a_sighup_during_the_exit_ended_the_daemon_by_that_signal() -> None:
+    """SIGHUPs (reloads) keep coming while the daemon stops on SIGTERM. As the interpreter
+    exits it sets its signals' handlers back to the default: a SIGHUP then ended the
+    process by that signal (status -1) instead of its exit status 0, every time under a
+    storm of them (found by a hostile-client hunt). Once stopped it ignores them."""
+    for _ in range(3):
+        proc, port = spawn("-t", "2")
+        try:
+            wait_ready(port)
+            fd = os.pidfd_open(proc.pid)  # never signals a pid reused once it is reaped
+            done = threading.Event()
+
+            def storm() -> None:
+                while not done.is_set():
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGHUP)
+                    except ProcessLookupError:
+                        return  # exited
+                    time.sleep(0.002)
+
+            t = threading.Thread(target=storm)
+            t.start()
+            try:
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(30)
+            finally:
+                done.set()
+                t.join()
+                os.close(fd)
+            assert code == 0
+        finally:
+            stop(proc)
+
+
 def test_shutdown_stops_at_once_dropping_unsent_replies() -> None:
     """``shutdown`` (memcached's: it raises SIGINT, which exits) does not wait for replies
     a client has not read, however long --shutdown-timeout is."""
