@@ -206,7 +206,7 @@ def test_bug_a_sighup_during_the_exit_ended_the_daemon_by_that_signal() -> None:
             fd = os.pidfd_open(proc.pid)  # never signals a pid reused once it is reaped
             done = threading.Event()
 
-            def storm() -> None:
+            def storm(fd: int, done: threading.Event) -> None:
                 while not done.is_set():
                     try:
                         signal.pidfd_send_signal(fd, signal.SIGHUP)
@@ -214,7 +214,7 @@ def test_bug_a_sighup_during_the_exit_ended_the_daemon_by_that_signal() -> None:
                         return  # exited
                     time.sleep(0.002)
 
-            t = threading.Thread(target=storm)
+            t = threading.Thread(target=storm, args=(fd, done))
             t.start()
             try:
                 time.sleep(0.5)
