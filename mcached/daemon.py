@@ -162,9 +162,10 @@ class _Liveness:
     (stuck before its loop, or dying as it starts, over and over) counts as stuck too: it
     was ignored, and the watchdog was fed while its slot served nobody, for good."""
 
-    def __init__(self, board: Any, window: float) -> None:
+    def __init__(self, board: Any, window: float, watchdog: bool = True) -> None:
         self.board = board
         self.window = window
+        self.watchdog = watchdog  # what the log says a stuck worker costs
         # slot: ((state, pid, published), when it was first seen so)
         self._seen: dict[int, tuple[tuple[int, int, int], float]] = {}
         self._stuck: set[int] = set()  # told of in the log
@@ -187,16 +188,22 @@ class _Liveness:
                 if slot not in self._stuck:
                     self._stuck.add(slot)
                     log.error(
-                        "worker %d %s for %.0f s: the systemd watchdog is no longer fed",
+                        "worker %d %s for %.0f s: %s",
                         slot,
                         f"(pid {pid}) has not run its loop"
                         if state == RUNNING
                         else "has not started",
                         now - last[1],
+                        "the systemd watchdog is no longer fed"
+                        if self.watchdog
+                        else "stuck or stopped; while it holds a cache lock, the other "
+                        "workers wait for it too",
                     )
                 ok = False
                 continue
-            self._stuck.discard(slot)
+            if slot in self._stuck:
+                self._stuck.discard(slot)
+                log.warning("worker %d (pid %d) runs its loop again", slot, pid)
         return ok
 
 
@@ -519,7 +526,7 @@ class Daemon:
         and WATCHDOG=1 from then on: a daemon whose workers do not start claims nothing
         (until, it was READY=1 after 15 s whatever they did, and pings for good)."""
         watchdog = systemd.watchdog_interval()
-        alive = _Liveness(self.board, max(watchdog or 0.0, LIVENESS_FLOOR))
+        alive = _Liveness(self.board, max(watchdog or 0.0, LIVENESS_FLOOR), bool(watchdog))
         started = time.monotonic()
         ready = told = False
         late: list[int] = []
@@ -557,7 +564,10 @@ class Daemon:
                 kind, arg = "tick", None
             if on_tick is not None:
                 on_tick(kind, arg)
-            if ready and watchdog and (not self.processes or alive.all_alive()):
+            # every worker process runs its loop: checked with no watchdog to feed too, so
+            # that a stuck or stopped one is in the log
+            healthy = not self.processes or not ready or alive.all_alive()
+            if ready and watchdog and healthy:
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_status:
                 systemd.notify("STATUS=" + status())

@@ -449,6 +449,46 @@ def test_the_watchdog_goes_unfed_while_a_worker_process_is_stuck(tmp: Path) -> N
     assert b"has not run its loop for" in err, err
 
 
+def test_a_stuck_worker_process_is_logged_without_a_watchdog_too() -> None:
+    """A worker process that stops running its loop (SIGSTOP stands in for a debugger or a
+    deadlock) is named in the log after LIVENESS_FLOOR seconds, and again once it runs:
+    the check ran only to feed systemd's watchdog, so without one nothing was said, though
+    a worker stopped while it holds a partition's lock holds up the others (found by a
+    hostile-client hunt: the daemon froze, its log silent)."""
+    proc, port = spawn("-t", "2")
+    stopped: list[int] = []
+    try:
+        wait_ready(port)
+        workers = [p.pid for p in psutil.Process(proc.pid).children()]
+        if not workers:  # a free-threaded build: worker threads, none can be stopped alone
+            pytest.skip("the daemon runs worker threads here, not processes")
+        for pid in workers:  # the workers and the maintainer (not checked): all stopped
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        time.sleep(LIVENESS_FLOOR + 2.5)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        stopped.clear()
+        time.sleep(2.5)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        proc.terminate()
+        code = proc.wait(30)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        stop(proc)
+    assert code == 0
+    stuck = re.findall(
+        r"worker (\d) \(pid (\d+)\) has not run its loop for \d+ s: stuck or stopped; "
+        r"while it holds a cache lock, the other workers wait for it too",
+        err,
+    )
+    assert sorted(slot for slot, _ in stuck) == ["0", "1"], err
+    assert {int(pid) for _, pid in stuck} <= set(workers)
+    for slot, pid in stuck:
+        assert f"worker {slot} (pid {pid}) runs its loop again" in err, err
+
+
 # Interpreter start-up code for the daemons below (as ``sitecustomize``, found first on their
 # PYTHONPATH): while the file $MCACHED_TEST_HOLD exists, a worker process forked now waits
 # before it starts (stuck before its loop, as a worker that never comes up), and the daemon
