@@ -2420,6 +2420,8 @@ class Cache:
                         )
                         if cid != clsid or (exptime and exptime <= now):
                             continue
+                        if pm[a + OFF_MFLAGS] & MF_BINKEY:
+                            continue  # a binary key (meta's b flag): never printed, as memcached
                         if itime < floor_time or (itime == floor_time and cas <= floor_cas):
                             continue
                         if cas in kept or items.is_flushed(part, cas, itime, now):

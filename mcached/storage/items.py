@@ -1666,10 +1666,25 @@ class Items:
         time once the second before it comes (`is_flushed`); when that is now already (a
         delay of 1, a time past), every item stored so far goes at once too, by its CAS
         (memcached's oldest_cas). Nothing is walked: marks move, one partition lock at a
-        time."""
+        time. A time at or before the daemon's start (`Clock.realtime` answers 1) flushes
+        nothing and calls off a delayed flush still to come: memcached's oldest_live is then
+        0, which its ``item_is_flushed`` reads as no flush.
+
+        Without CAS (``-C``) memcached has no oldest_cas, and its oldest_live is the flush's
+        time itself, not the second before: items whose time is at or before it go, from
+        that second on. So a flush now takes what is stored in the rest of this second too,
+        and a delayed one comes a second later than with CAS. The same here: the mark is
+        the second after that time, read as with CAS, and no CAS cut is made."""
         w = self.w
+        if realtime_at == 1:
+            realtime_at = 0
+            now_too = False
+        elif not self.cas_enabled:
+            realtime_at = (realtime_at or self.clock.now()) + 1
+            now_too = False
+        else:
+            now_too = not realtime_at or realtime_at - 1 <= self.clock.now()
         w[G_FLUSH_AT] = realtime_at
-        now_too = not realtime_at or realtime_at - 1 <= self.clock.now()
         for part in self.parts:
             with part:
                 if now_too:

@@ -266,6 +266,21 @@ def test_stats_settings_follow_flags(
 # --- stats cachedump (stats.t; libmemcached's memcdump) ---------------------------------
 
 
+def test_stats_cachedump_never_prints_a_binary_key(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """An item stored under a binary key (meta's ``b`` flag: the key sent in base64) is left
+    out of the dump, as memcached leaves it out; mcached printed its raw bytes, so a key of
+    ``x\r\nEND\r\nITEM`` ended the reply early for its reader (found by a protocol hunt)."""
+    srv = server_factory(kind, "-o", "no_lru_maintainer")
+    with Conn(srv.address) as conn:
+        exchange(conn, b"ms eA0KRU5EDQpJVEVN 3 b\r\nbar\r\n", b"HD\r\n")
+        exchange(conn, b"ms Zm9v 3 b\r\nbar\r\n", b"HD\r\n")  # foo, in base64
+        exchange(conn, b"set plain 0 0 3\r\nbar\r\n", b"STORED\r\n")
+        exchange(conn, b"stats cachedump 1 0\r\n", b"ITEM plain [3 b; 0 s]\r\nEND\r\n")
+        exchange(conn, b"stats cachedump 1 1\r\n", b"ITEM plain [3 b; 0 s]\r\nEND\r\n")
+
+
 def test_stats_cachedump(kind: str, server_factory: Callable[..., Server]) -> None:
     """``ITEM <key> [<bytes> b; <absolute exptime or 0> s]`` for a class, then END.
     Without the LRU maintainer every item is in memcached's COLD LRU, which it walks newest
@@ -334,6 +349,48 @@ def test_flush_all_with_a_delay_of_one_second_flushes_at_once(server: Server) ->
     with Conn(server.address) as conn:
         exchange(conn, b"set a 0 0 1\r\nx\r\nflush_all 1\r\n", b"STORED\r\nOK\r\n")
         exchange(conn, b"get a\r\n", b"END\r\n")
+
+
+def test_flush_all_with_a_time_before_the_start_flushes_nothing(server: Server) -> None:
+    """An absolute time at or before the server's start (memcached's ``realtime()`` answers
+    1) makes memcached's oldest_live 0, which flushes nothing and calls off a delayed flush
+    still to come; mcached flushed everything at once (found by a protocol hunt)."""
+    hit = b"VALUE a 0 1\r\nx\r\nEND\r\n"
+    with Conn(server.address) as conn:
+        exchange(conn, b"set a 0 0 1\r\nx\r\nflush_all 2592001\r\n", b"STORED\r\nOK\r\n")
+        exchange(conn, b"get a\r\n", hit)
+        exchange(conn, b"flush_all 1000000000 noreply\r\nget a\r\n", hit)
+        exchange(conn, b"flush_all 2\r\nflush_all 1000000000\r\n", b"OK\r\nOK\r\n")
+        time.sleep(2.2)  # past the delayed flush's time
+        exchange(conn, b"get a\r\n", hit)
+        exchange(conn, b"flush_all\r\nget a\r\n", b"OK\r\nEND\r\n")  # a real one still
+
+
+def test_flush_all_without_cas_takes_the_stores_of_its_second_and_waits_its_delay(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Under ``-C`` memcached's oldest_live is the flush's own second (no oldest_cas, no
+    second before): a flush now also takes what is stored in the rest of that second, and
+    ``flush_all 2`` leaves the items for at least a second. mcached flushed by CAS
+    regardless, so the store right after a flush stayed, and a delay ended a second early
+    (found by a protocol hunt)."""
+    srv = server_factory(kind, "-C")
+    with Conn(srv.address) as conn:
+        # one packet: the flush and the store come within the same second (but for a
+        # clock's tick falling between them, microseconds apart)
+        exchange(
+            conn,
+            b"flush_all\r\nset foo 0 0 3\r\nbar\r\nget foo\r\n",
+            b"OK\r\nSTORED\r\nEND\r\n",
+        )
+        time.sleep(1.1)  # a later second: stores live again
+        exchange(conn, b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n")
+        start = time.monotonic()
+        exchange(conn, b"flush_all 2\r\n", b"OK\r\n")
+        time.sleep(max(0.0, 0.9 - (time.monotonic() - start)))
+        exchange(conn, b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n")
+        time.sleep(max(0.0, 2.2 - (time.monotonic() - start)))
+        exchange(conn, b"get foo\r\n", b"END\r\n")
 
 
 # --- start-up -o options and their stats settings rows (a start-up options audit) ---------
