@@ -8,6 +8,9 @@ are closed:
 
 * ``multiget``: 110 values of 500 KB are stored, then 10 connections with small receive
   buffers each send ``get big0 big1 ... big109`` and never read the reply;
+* ``short-keys``: 3,844 one-byte values under two-byte keys are stored, then 100 connections
+  with small receive buffers each send a 1 MB ``get`` line of 333,331 of those keys (a ~6
+  MB reply) and never read it;
 * ``half-values``: 300 connections each send ``set partN 0 0 1048000`` and 1,000 KB of its
   data, then stop sending (rounds of them, closing the connections in between, to show the
   memory comes back).
@@ -71,6 +74,32 @@ def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]
     return marks
 
 
+def short_keys(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]]:
+    alnum = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    keys = [bytes((a, b)) for a in alnum for b in alnum]
+    with socket.create_connection((HOST, port)) as s:
+        s.sendall(b"".join(b"set %b 0 0 1 noreply\r\nx\r\n" % k for k in keys))
+        s.sendall(b"version\r\n")
+        s.recv(100)
+    marks = [("stored", settle(proc))]
+    line = b"get " + b" ".join((keys * 87)[:333_331]) + b"\r\n"
+    conns = []
+    for _ in range(100):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((HOST, port))
+        try:
+            c.sendall(line)
+        except OSError:
+            pass  # closed as it sent: what it holds is what it holds
+        conns.append(c)
+    marks.append(("100 multigets of 333,331 keys unread", settle(proc, 5.0)))
+    for c in conns:
+        c.close()
+    marks.append(("closed", settle(proc, 2.0)))
+    return marks
+
+
 def half_values(proc: subprocess.Popen[bytes], port: int, rounds: int) -> list[tuple[str, float]]:
     marks = [("start", settle(proc, 0.5))]
     chunk = b"h" * 1000 * 1024
@@ -101,13 +130,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     for kind in args.servers.split(","):
-        for attack in ("multiget", "half-values"):
+        for attack in ("multiget", "short-keys", "half-values"):
             proc, port = start(kind)
             try:
                 base = memory(proc)
                 print(f"{kind:9s} {attack}: {base:7.1f} MB at start (-m 64)")
                 if attack == "multiget":
                     marks = multiget(proc, port)
+                elif attack == "short-keys":
+                    marks = short_keys(proc, port)
                 else:
                     marks = half_values(proc, port, args.rounds)
                 for label, mb in marks:

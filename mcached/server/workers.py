@@ -751,8 +751,11 @@ class Worker:
         """A connection holds a large request part-way in, or the keys of a long multiget
         whose reply waits: check the bound now (at most every `SHED_EVERY` seconds), not
         only at the next tick."""
-        if self.now >= self._next_shed:
-            self._next_shed = self.now + SHED_EVERY
+        # the clock read now, not the loop's: one poll may bring many such connections,
+        # and each may add megabytes (a long multiget's keys) before the loop turns
+        now = time.monotonic()
+        if now >= self._next_shed:
+            self._next_shed = now + SHED_EVERY
             self._shed_memory()
 
     def _shed_memory(self) -> None:
