@@ -51,6 +51,22 @@ def settle(proc: subprocess.Popen[bytes], seconds: float = 1.0) -> float:
     return memory(proc)
 
 
+def unread(port: int, request: bytes, n: int) -> list[socket.socket]:
+    """`n` connections with small receive buffers that each send `request`, never to read
+    the reply."""
+    conns = []
+    for _ in range(n):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((HOST, port))
+        try:
+            c.sendall(request)
+        except OSError:
+            pass  # closed as it sent: what it holds is what it holds
+        conns.append(c)
+    return conns
+
+
 def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]]:
     value = b"m" * 500_000
     with socket.create_connection((HOST, port)) as s:
@@ -60,13 +76,7 @@ def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]
         s.recv(100)
     marks = [("stored", settle(proc))]
     line = b"get " + b" ".join(b"big%d" % i for i in range(110)) + b"\r\n"
-    conns = []
-    for _ in range(10):
-        c = socket.socket()
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.connect((HOST, port))
-        c.sendall(line)
-        conns.append(c)
+    conns = unread(port, line, 10)
     marks.append(("10 multigets unread", settle(proc, 3.0)))
     for c in conns:
         c.close()
@@ -83,16 +93,7 @@ def short_keys(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, floa
         s.recv(100)
     marks = [("stored", settle(proc))]
     line = b"get " + b" ".join((keys * 87)[:333_331]) + b"\r\n"
-    conns = []
-    for _ in range(100):
-        c = socket.socket()
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.connect((HOST, port))
-        try:
-            c.sendall(line)
-        except OSError:
-            pass  # closed as it sent: what it holds is what it holds
-        conns.append(c)
+    conns = unread(port, line, 100)
     marks.append(("100 multigets of 333,331 keys unread", settle(proc, 5.0)))
     for c in conns:
         c.close()
