@@ -449,16 +449,23 @@ def test_the_watchdog_goes_unfed_while_a_worker_process_is_stuck(tmp: Path) -> N
     assert b"has not run its loop for" in err, err
 
 
-def test_a_stuck_worker_process_is_logged_without_a_watchdog_too() -> None:
+def test_a_stuck_worker_process_is_logged_without_a_watchdog_too(tmp: Path) -> None:
     """A worker process that stops running its loop (SIGSTOP stands in for a debugger or a
     deadlock) is named in the log after LIVENESS_FLOOR seconds, and again once it runs:
     the check ran only to feed systemd's watchdog, so without one nothing was said, though
     a worker stopped while it holds a partition's lock holds up the others (found by a
     hostile-client hunt: the daemon froze, its log silent)."""
-    proc, port = spawn("-t", "2")
+    path = str(tmp / "notify.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    proc, port = spawn("-t", "2", env={"NOTIFY_SOCKET": path})  # no WATCHDOG_USEC
     stopped: list[int] = []
     try:
-        wait_ready(port)
+        # READY=1: every worker runs its loop (the port accepts before they all do, and a
+        # worker stopped before its loop is one that has not started: not this case)
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
         workers = [p.pid for p in psutil.Process(proc.pid).children()]
         if not workers:  # a free-threaded build: worker threads, none can be stopped alone
             pytest.skip("the daemon runs worker threads here, not processes")
@@ -473,6 +480,7 @@ def test_a_stuck_worker_process_is_logged_without_a_watchdog_too() -> None:
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
+        sink.close()
         proc.terminate()
         code = proc.wait(30)
         err = proc.stderr.read().decode() if proc.stderr else ""
