@@ -293,7 +293,7 @@ KEY_COST = 56
 
 def keys_held(keys: list[bytes]) -> int:
     """What a multiget's `keys` hold while its reply streams (`Session.stream_held`): up to
-    ~17 MB for a 1 MB line of two-byte keys."""
+    ~19 MB for a 1 MB line of two-byte keys."""
     return sum(map(len, keys)) + KEY_COST * len(keys)
 
 
