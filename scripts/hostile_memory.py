@@ -67,6 +67,20 @@ def unread(port: int, request: bytes, n: int) -> list[socket.socket]:
     return conns
 
 
+def unread_then_closed(
+    proc: subprocess.Popen[bytes], port: int, request: bytes, n: int, label: str, hold: float
+) -> list[tuple[str, float]]:
+    """The memory once the items are stored, while `n` connections hold `request` unread
+    (after `hold` seconds), and once they are closed."""
+    marks = [("stored", settle(proc))]
+    conns = unread(port, request, n)
+    marks.append((label, settle(proc, hold)))
+    for c in conns:
+        c.close()
+    marks.append(("closed", settle(proc, 2.0)))
+    return marks
+
+
 def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]]:
     value = b"m" * 500_000
     with socket.create_connection((HOST, port)) as s:
@@ -74,14 +88,8 @@ def multiget(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]
             s.sendall(b"set big%d 0 0 %d noreply\r\n%b\r\n" % (i, len(value), value))
         s.sendall(b"version\r\n")
         s.recv(100)
-    marks = [("stored", settle(proc))]
     line = b"get " + b" ".join(b"big%d" % i for i in range(110)) + b"\r\n"
-    conns = unread(port, line, 10)
-    marks.append(("10 multigets unread", settle(proc, 3.0)))
-    for c in conns:
-        c.close()
-    marks.append(("closed", settle(proc, 2.0)))
-    return marks
+    return unread_then_closed(proc, port, line, 10, "10 multigets unread", 3.0)
 
 
 def short_keys(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, float]]:
@@ -91,14 +99,8 @@ def short_keys(proc: subprocess.Popen[bytes], port: int) -> list[tuple[str, floa
         s.sendall(b"".join(b"set %b 0 0 1 noreply\r\nx\r\n" % k for k in keys))
         s.sendall(b"version\r\n")
         s.recv(100)
-    marks = [("stored", settle(proc))]
     line = b"get " + b" ".join((keys * 87)[:333_331]) + b"\r\n"
-    conns = unread(port, line, 100)
-    marks.append(("100 multigets of 333,331 keys unread", settle(proc, 5.0)))
-    for c in conns:
-        c.close()
-    marks.append(("closed", settle(proc, 2.0)))
-    return marks
+    return unread_then_closed(proc, port, line, 100, "100 multigets of 333,331 keys unread", 5.0)
 
 
 def half_values(proc: subprocess.Popen[bytes], port: int, rounds: int) -> list[tuple[str, float]]:
