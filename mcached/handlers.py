@@ -284,6 +284,9 @@ def touch_per_key(
     return lookup
 
 
+#: the commands whose miss of `LEGACY_KEY` serves the cluster's data (a get's, not a gets')
+LEGACY_GETS = (c.Get, c.GetPart)
+
 STREAM_AFTER = 64 * 1024  # a multiget's reply past this size is streamed (see the docstring)
 #: what one key of a multiget costs while its reply streams, past the key's own bytes: a
 #: bytes object's header (33 bytes, in 8-byte blocks) and the pointers of the lists that
@@ -293,7 +296,7 @@ KEY_COST = 56
 
 def keys_held(keys: list[bytes]) -> int:
     """What a multiget's `keys` hold while its reply streams (`Session.stream_held`): up to
-    ~19 MB for a 1 MB line of two-byte keys."""
+    ~1.2 MB for a part of a long line (`parser.LINE_PART`) of two-byte keys."""
     return sum(map(len, keys)) + KEY_COST * len(keys)
 
 
@@ -344,7 +347,9 @@ class Handlers:
         self._dumping = False  # a `stats cachedump` walks (one at a time: `_cachedump`)
         self._table: dict[type[c.Command], Callable[[Any, Session], None]] = {
             c.Get: self.get,
+            c.GetPart: self.get,
             c.Gets: self.gets,
+            c.GetsPart: self.gets,
             c.Gat: self.gat,
             c.Gats: self.gat,
             c.Set: self.store,
@@ -572,7 +577,7 @@ class Handlers:
                     s.stream = self._values(cmd, s, get_ref, with_cas, tally, True, rest)
                     s.stream_held = keys_held(keys)
                     return
-            elif self.discovery is not None and key == LEGACY_KEY and type(cmd) is c.Get:
+            elif self.discovery is not None and key == LEGACY_KEY and type(cmd) in LEGACY_GETS:
                 reply_value(out, key, self.discovery.data(), 0, None)  # as in get()
                 hits += 1
             else:
@@ -644,7 +649,7 @@ class Handlers:
                 if hit is not None:
                     reply_value(buf, key, hit[0], hit[1], hit[2] if with_cas else None)
                     hits += 1
-                elif discovery is not None and key == LEGACY_KEY and type(cmd) is c.Get:
+                elif discovery is not None and key == LEGACY_KEY and type(cmd) in LEGACY_GETS:
                     reply_value(buf, key, discovery.data(), 0, None)  # as in get()
                     hits += 1
                 else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcached.protocol.outcomes import Error
+from mcached.protocol.outcomes import Error, Out, Piece
 from mcached.protocol.responses import (
     MetaArithReplies,
     MetaDebugReplies,
@@ -80,6 +80,37 @@ class Get(Command):
 class Gets(Get):
     __slots__ = ()
     verb = b"gets"
+
+
+class _Part:
+    """Replies of a get line's part but its last (`GetPart`, `GetsPart`): its keys' values
+    without the END that the line's last part sends."""
+
+    __slots__ = ()
+    reply_value: Any
+
+    def reply_end(self, out: Out) -> None:
+        pass
+
+    def reply_one_value(self, out: Out, key: bytes, value: Piece, flags: int) -> None:
+        self.reply_value(out, key, value, flags, None)
+
+    def reply_one_miss(self, out: Out, key: bytes) -> None:
+        pass
+
+
+class GetPart(_Part, Get):
+    """Keys of a get line over `parser.LINE_PART` bytes, which is parsed a part at a time
+    (`Parser._line_part`): a get of these keys whose reply does not end the line's. The
+    line's last part is a `Get`."""
+
+    __slots__ = ()
+
+
+class GetsPart(_Part, Gets):
+    """`GetPart` of a gets line: the line's last part is a `Gets`."""
+
+    __slots__ = ()
 
 
 class Gat(Command):

@@ -65,6 +65,13 @@ MAX_MULTIGET_LINE = 1024 * 1024  # our cap for a multiget line (memcached's grow
 # its start never fits in it, so whatever the reads, memcached meets it as over MAX_LINE
 # without a newline and hangs up (on a get or gets, it grows the buffer instead)
 READ_BUFFER = 16384
+# A get or gets line longer than this is taken a part of at most this many bytes at a time
+# (`Parser._long_line`): its keys as one list would take ~19x the line (a 1 MB line of
+# two-byte keys is 333,333 of them, `handlers.keys_held`). Past a UDP datagram's size, so
+# a datagram's line is always one command.
+LINE_PART = 64 * 1024
+# a space, then a key over 250 bytes: the end of what a long line's get serves
+_BAD_KEY = re.compile(rb" [^ ]{%d}" % (KEY_MAX_LENGTH + 1))
 # A storage command's value (set, add, replace, cas, append, prepend, ms) of this size or more
 # that has not fully arrived with its line is not buffered here (with
 # ``receive_min=RECEIVE_MIN``, as the daemon's parsers have it): the parser answers
@@ -285,6 +292,7 @@ class Parser(Buffered):
         "_auth",
         "_auth_len",
         "_framed",
+        "_part",
         "at_end",
         "receive_min",
     )
@@ -315,6 +323,10 @@ class Parser(Buffered):
         # one-line fast path for _next_framed(), which clears it once none is left. One
         # attribute test per command instead of four.
         self._framed = auth
+        # a long get line under way (`_long_line`): (its parts' command, its last part's,
+        # bytes of its keys left from _pos, bytes after them to the next line, whether a key
+        # over 250 bytes ends them, whether a part had keys)
+        self._part: tuple[type[c.Get], type[c.Get], int, int, bool, bool] | None = None
         # True when the last command took the last buffered byte and left no state: the
         # next next_command() would only say NEED_DATA, and the server skips that call
         # (~5 % of a get). Set on the one-line fast path, cleared by feed(); False
@@ -405,6 +417,10 @@ class Parser(Buffered):
         self._pos = 0
         return False
 
+    def release(self) -> None:
+        super().release()
+        self._part = None
+
     @property
     def authenticating(self) -> bool:
         """-Y: the connection has not authenticated yet."""
@@ -433,8 +449,11 @@ class Parser(Buffered):
             if len(buf) - pos > MAX_LINE:
                 self._check_partial_line()
             return NEED_DATA
-        if nl - pos >= READ_BUFFER and not self._multiget_line():
-            raise CloseConnection(f"line over {READ_BUFFER} bytes")  # see READ_BUFFER
+        if nl - pos >= READ_BUFFER:
+            if not self._multiget_line():
+                raise CloseConnection(f"line over {READ_BUFFER} bytes")  # see READ_BUFFER
+            if nl - pos > LINE_PART:
+                return self._long_line(nl)
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
         line = buf[pos:end]
         if type(line) is not bytes:  # a bytearray buffer (see feed): keys must be bytes
@@ -493,6 +512,8 @@ class Parser(Buffered):
             return None  # next_command's NUL test
         # fed at rest, the buffer is the received bytes object: the keys are bytes
         if 32 in key:  # a space: a multiget (never an mg)
+            if len(buf) > LINE_PART:  # (a TLS read can be that long) taken in parts
+                return None
             keys = key.split(b" ")
             if meta or b"" in keys or max(map(len, keys)) > KEY_MAX_LENGTH:
                 return None  # a doubled space, a key over 250 bytes
@@ -545,12 +566,15 @@ class Parser(Buffered):
             or self._swallow > 0
             or self._auth
             or self._after_swallow is not None
+            or self._part is not None
         )
         return cmd
 
     def _framed_step(self) -> c.Command | _NeedData:
         if self._auth:
             return self._next_auth()
+        if self._part is not None:
+            return self._line_part()
         if self._swallow:
             n = min(self._swallow, len(self._buf) - self._pos)
             self._pos += n
@@ -576,6 +600,78 @@ class Parser(Buffered):
         return len(raw) - len(head) <= 100 and (
             head.startswith(b"get ") or head.startswith(b"gets ")
         )
+
+    def _long_line(self, nl: int) -> c.Command:
+        """A get or gets line over `LINE_PART` bytes (ending at `nl`): its first part now,
+        the others as the server asks for the next command (`_line_part`). Each part is
+        served as a get of its keys, the next one parsed once the server takes it, which it
+        does not while a long reply waits for the client: so a connection holds the line's
+        bytes and one part's keys, not the whole line's keys (memcached walks its line in
+        place, key by key). A key over 250 bytes ends the line's get: the keys before it are
+        looked up and the error sent alone, as `_cut` does for a line read whole."""
+        buf = self._buf
+        pos = self._pos
+        end = nl - 1 if buf[nl - 1] == 13 else nl
+        nul = buf.find(b"\0", pos, end)  # a NUL ends the line (see next_command)
+        if nul >= 0:
+            end = nul
+        head = bytes(buf[pos : pos + 110])  # "get " or "gets " after at most 100 spaces
+        start = pos + len(head) - len(head.lstrip(b" "))
+        keys_at = buf.index(b" ", start)
+        gets = keys_at - start == 4
+        bad = _BAD_KEY.search(buf, keys_at, end)
+        stop = end if bad is None else bad.start()
+        self._part = (
+            c.GetsPart if gets else c.GetPart,
+            c.Gets if gets else c.Get,
+            stop - keys_at,
+            nl + 1 - stop,
+            bad is not None,
+            False,
+        )
+        self._pos = keys_at
+        self._framed = True
+        return self._line_part()
+
+    def _line_part(self) -> c.Command:
+        """The next part of a long get line (`_long_line`): its keys up to the last space
+        within `LINE_PART` bytes (parts of spaces alone are skipped). Every part but the
+        last is a `GetPart` (or `GetsPart`); the last is a plain `Get` (`Gets`), whose reply
+        ends with END. Before a key over 250 bytes, each part is `Invalid`: looked up for
+        its effects and counts, answered by nothing but the last part's error."""
+        assert self._part is not None
+        part, last, left, after, bad, had_keys = self._part
+        buf = self._buf
+        pos = self._pos
+        while True:
+            if left > LINE_PART:
+                # a space lies within reach: no key before `stop` is over 250 bytes
+                cut = buf.rfind(b" ", pos, pos + LINE_PART)
+                assert cut >= pos
+                nxt = cut + 1
+            else:
+                cut = nxt = pos + left
+            chunk = buf[pos:cut]
+            keys = (chunk if type(chunk) is bytes else bytes(chunk)).split(b" ")
+            if b"" in keys:
+                keys = [k for k in keys if k]
+            left -= nxt - pos
+            pos = nxt
+            if keys or not left:
+                break
+        if left:
+            self._pos = pos
+            self._part = (part, last, left, after, bad, True)
+            if bad:
+                return c.Invalid(Error.BAD_FORMAT, noreply=True, before=last(keys))
+            return part(keys)
+        self._part = None
+        self._pos = pos + after
+        if bad:
+            return c.Invalid(Error.BAD_FORMAT, before=last(keys) if keys else None)
+        if not keys and not had_keys:
+            return _ERROR  # "get" and spaces: no key at all
+        return last(keys)
 
     def _check_partial_line(self) -> None:
         size = len(self._buf) - self._pos

@@ -591,10 +591,11 @@ class Connection:
         if self.stream_held:
             # a multiget's reply streams, and nothing is read meanwhile: its line, consumed,
             # is let go now rather than at the next read. Its keys stay until the stream
-            # ends (up to ~19 MB for a long line): as for a long request arriving
+            # ends (up to ~1.3 MB: a long line's part, `parser.LINE_PART`), and the rest of
+            # a long line waits in the parser: as for a long request arriving
             # (`on_readable`), the worker checks its bound now
             self.parser.compact()
-            if self.stream_held >= PRESSURE_AT:
+            if self.stream_held + self.parser.buffered >= PRESSURE_AT:
                 self.worker.memory_pressure()
                 if self.state == CLOSED:
                     return

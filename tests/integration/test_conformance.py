@@ -340,6 +340,50 @@ def test_stats_groups_read_no_word_past_their_name(
         exchange(conn, b"stats detail\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
+# --- a get line longer than LINE_PART (mcached parses it a part at a time) ---------------
+
+
+END = b"END\r\n"
+
+
+def counts(conn: Conn) -> tuple[int, int, int]:
+    rows = dict(stats(conn))
+    return int(rows["cmd_get"]), int(rows["get_hits"]), int(rows["get_misses"])
+
+
+@pytest.mark.parametrize("verb", [b"get", b"gets"])
+def test_a_long_get_line_is_answered_whole(server: Server, verb: bytes) -> None:
+    """A get line of ~190 KB (mcached parses it in parts of LINE_PART bytes, each served as
+    its own get): hits, misses, repeated keys, runs of spaces across the parts' ends; then
+    such a line with a key over 250 bytes late in it. The replies, byte for byte, and the
+    counts, as memcached's."""
+    keys = [b"key%05d" % i for i in range(12_000)]
+    with Conn(server.address) as conn:
+        conn.send(
+            b"".join(b"set %b 0 0 6 noreply\r\n%b\r\n" % (k, k[3:] + b"!") for k in keys[::3])
+        )
+        conn.send(b"version\r\n")
+        conn.read_until(b"\r\n")
+        asked = keys[:6_000] + keys[5_000:] + keys[:2_000]
+        line = b" ".join(asked[:6_000]) + b" " * 70_000 + b"  ".join(asked[6_000:])
+        before = counts(conn)
+        conn.send(verb + b" " + line + b"\r\n")
+        got = conn.read_until(b"END\r\n", limit=30)
+        hits = [k for k in asked if int(k[3:]) % 3 == 0]
+        if verb == b"get":
+            assert got == b"".join(b"VALUE %b 0 6\r\n%b!\r\n" % (k, k[3:]) for k in hits) + END
+        else:
+            rows = re.findall(rb"VALUE (\S+) 0 6 \d+\r\n(\S+)\r\n", got)
+            assert rows == [(k, k[3:] + b"!") for k in hits] and got.endswith(b"!\r\nEND\r\n")
+        after = counts(conn)
+        assert (after[0] - before[0], after[1] - before[1]) == (len(asked), len(hits))
+        # a key over 250 bytes: the keys before it looked up, the error alone
+        bad = line + b" " + b"k" * 251 + b" " + keys[0] + b"\r\n"
+        exchange(conn, verb + b" " + bad, b"CLIENT_ERROR bad command line format\r\n")
+        end = counts(conn)
+        assert (end[0] - after[0], end[1] - after[1]) == (len(asked) + 1, len(hits))  # + probe
+
+
 # --- flush_all with a delay (a binary-protocol review) -------------------------------------
 
 

@@ -10,6 +10,7 @@ from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error
 from mcached.protocol.parser import (
+    LINE_PART,
     MAX_LINE,
     MAX_MULTIGET_LINE,
     NEED_DATA,
@@ -402,25 +403,115 @@ def test_long_get_line_is_allowed() -> None:
 def test_compact_after_a_long_line_keeps_what_follows(
     data: bytes, expected: list[c.Command]
 ) -> None:
-    """`compact` (a long multiget's reply streams: its consumed line is let go) keeps the
-    parser where it was: what follows the line, whole or part-way in, is parsed as before,
-    whether the buffer was the bytes received or a bytearray they accumulated in."""
+    """`compact` (a long multiget's reply streams: its consumed part is let go) keeps the
+    parser where it was: the line's next part, and what follows the line, whole or part-way
+    in, are parsed as before, whether the buffer was the bytes received or a bytearray they
+    accumulated in."""
     keys = [b"key%05d" % i for i in range(10_000)]
     line = b"get " + b" ".join(keys) + b"\r\n"  # past BUFFER_SWITCH: a bytearray if split
     for pieces in ([line + data[:5]], [line[:1000], line[1000:] + data[:5]]):
         p = Parser()
         for piece in pieces:
             p.feed(piece)
-        assert p.next_command() == c.Get(keys)
-        held = p.buffered
-        p.compact()
-        assert p.buffered == held == min(5, len(data))
-        assert len(p._buf) == held  # the line's bytes are gone
+        parts = []
+        while not parts or type(parts[-1]) is c.GetPart:
+            parts.append(p.next_command())
+            held = p.buffered
+            p.compact()  # as the server does while a part's reply waits
+            assert p.buffered == held
+            assert len(p._buf) == held  # what was consumed is gone
+        assert len(parts) == 2 and type(parts[-1]) is c.Get
+        assert [k for part in parts for k in part.keys] == keys  # type: ignore[attr-defined]
+        assert p.buffered == min(5, len(data))
         p.feed(data[5:])
         assert drain(p) == expected
         assert p.buffered == 0
         p.compact()  # nothing consumed past the buffer's start: nothing to do
         assert p.buffered == 0
+
+
+def parts_of(line: bytes, pieces: int = 1) -> list[object]:
+    """What a parser makes of `line` then ``version``, fed in `pieces`, checking that it
+    never holds more than what is left of the line (and the version line)."""
+    p = Parser()
+    size = -(-len(line) // pieces)
+    for i in range(0, len(line), size):
+        p.feed(line[i : i + size])
+    p.feed(b"version\r\n")
+    out: list[object] = []
+    while (cmd := p.next_command()) is not NEED_DATA:
+        out.append(cmd)
+        assert p.buffered <= len(line) + 9
+    assert out[-1] == c.Version()
+    return out[:-1]
+
+
+def test_a_long_get_line_is_parsed_a_part_at_a_time() -> None:
+    """A get line over LINE_PART bytes: parts of at most LINE_PART bytes of keys, each cut
+    at a space, all but the last a GetPart; together, the keys of the line read whole (a 1
+    MB line of two-byte keys is 333,333 keys: ~19 MB as one list, ~1.2 MB as a part's)."""
+    keys = [b"%02d" % (i % 100) for i in range(333_000)]
+    line = b"get " + b" ".join(keys) + b"\r\n"
+    for pieces in (1, 7):
+        parts = parts_of(line, pieces)
+        assert [type(x) for x in parts] == [c.GetPart] * (len(parts) - 1) + [c.Get]
+        assert len(parts) == -(-(len(line) - 6) // LINE_PART)
+        assert [k for x in parts for k in x.keys] == keys  # type: ignore[attr-defined]
+        assert all(len(x.keys) * 3 <= LINE_PART + 1 for x in parts)  # type: ignore[attr-defined]
+
+
+def test_a_long_gets_line_is_parsed_a_part_at_a_time() -> None:
+    keys = [b"key%06d" % i for i in range(20_000)]
+    parts = parts_of(b"  gets " + b" ".join(keys) + b"\n")
+    assert [type(x) for x in parts] == [c.GetsPart] * (len(parts) - 1) + [c.Gets]
+    assert [k for x in parts for k in x.keys] == keys  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("line", "keys"),
+    [
+        # spaces across a part's end, and a run of them longer than a part
+        (b"get a" + b" " * 70_000 + b"b  c\r\n", [b"a", b"b", b"c"]),
+        (b"get " + b"ab " * 30_000 + b" " * 70_000 + b"\r\n", [b"ab"] * 30_000),
+        (b"get   " + b" " * 70_000 + b"zz\r\n", [b"zz"]),
+        # a NUL ends the line: what follows it up to the newline is dropped
+        (
+            b"get " + b"ab " * 30_000 + b"cd\0ef" + b" gh" * 1000 + b"\r\n",
+            [b"ab"] * 30_000 + [b"cd"],
+        ),
+    ],
+    ids=["spaces-between", "spaces-after", "spaces-before", "nul"],
+)
+def test_a_long_get_line_s_parts_are_its_keys(line: bytes, keys: list[bytes]) -> None:
+    parts = parts_of(line)
+    assert [type(x) for x in parts] == [c.GetPart] * (len(parts) - 1) + [c.Get]
+    assert [k for x in parts for k in x.keys] == keys  # type: ignore[attr-defined]
+
+
+def test_a_long_get_line_of_no_key_is_an_error() -> None:
+    assert parts_of(b"get" + b" " * 70_000 + b"\r\n") == [ERR]
+    assert parts_of(b"get " + b"\0" + b"a " * 40_000 + b"\r\n") == [ERR]
+
+
+@pytest.mark.parametrize("verb,whole", [(b"get", c.Get), (b"gets", c.Gets)])
+def test_a_long_get_line_with_a_key_over_250_bytes(verb: bytes, whole: type[c.Get]) -> None:
+    """The keys before the bad one are looked up (parts answered by nothing), then the
+    error alone; the rest of the line is never read, as when the line is read whole."""
+    keys = [b"k%05d" % i for i in range(30_000)]
+    line = verb + b" " + b" ".join(keys) + b" " + K251 + b" more keys\r\n"
+    parts = parts_of(line)
+    assert len(parts) > 1
+    assert all(isinstance(x, c.Invalid) and x.error is Error.BAD_FORMAT for x in parts)
+    assert [x.noreply for x in parts] == [True] * (len(parts) - 1) + [False]  # type: ignore[attr-defined]
+    assert all(type(x.before) is whole for x in parts)  # type: ignore[attr-defined]
+    assert [k for x in parts for k in x.before.keys] == keys  # type: ignore[attr-defined]
+    # a bad key right after a part's worth of keys, or after a part of spaces
+    for pad in (b"", b" " * 70_000):
+        line = verb + b" " + b"ab " * 21_845 + pad + K251 + b"\r\n"
+        parts = parts_of(line)
+        assert all(isinstance(x, c.Invalid) and x.error is Error.BAD_FORMAT for x in parts)
+        assert [x.noreply for x in parts] == [True] * (len(parts) - 1) + [False]  # type: ignore[attr-defined]
+        assert sum(len(x.before.keys) for x in parts if x.before) == 21_845  # type: ignore[attr-defined]
 
 
 def test_multiget_line_is_capped() -> None:
