@@ -153,12 +153,13 @@ class Sasl:
         state.challenge = b""  # type: ignore[attr-defined]
         if state.spent:  # type: ignore[attr-defined]
             return Result.FAIL, b""
+        mech = mech.upper()  # Cyrus names mechanisms without regard to case
         if mech == PLAIN:
-            parts = data.split(b"\0")
-            if len(parts) != 3 or not parts[1]:
-                return Result.FAIL, b""
-            _authzid, user, password = parts
-            return self._ended(state, self.passwords.check(user, password))
+            if not data:
+                # no initial response: Cyrus asks for it with an empty challenge
+                state.mech = PLAIN  # type: ignore[attr-defined]
+                return Result.CONTINUE, b""
+            return self._plain(state, data)
         if mech == CRAM_MD5:
             challenge = b"<%d.%d@%s>" % (
                 secrets.randbits(63),
@@ -175,6 +176,8 @@ class Sasl:
         mech, challenge = state.mech, state.challenge  # type: ignore[attr-defined]
         state.mech = b""  # type: ignore[attr-defined]
         state.challenge = b""  # type: ignore[attr-defined]
+        if mech == PLAIN:
+            return self._plain(state, data)
         if mech != CRAM_MD5 or not challenge:
             return Result.FAIL, b""  # memcached: a step with no auth started fails
         user, sep, digest = data.rpartition(b" ")
@@ -185,6 +188,17 @@ class Sasl:
             return Result.FAIL, b""
         expected = hmac.new(password, challenge, "md5").hexdigest().encode()
         return self._ended(state, hmac.compare_digest(digest.lower(), expected))
+
+    def _plain(self, state: object, data: bytes) -> tuple[Result, bytes]:
+        """PLAIN's one message, ``authzid NUL user NUL password``. As Cyrus (with no proxy
+        policy), an identity to act as that is not the user's own is refused."""
+        parts = data.split(b"\0")
+        if len(parts) != 3 or not parts[1]:
+            return Result.FAIL, b""
+        authzid, user, password = parts
+        if authzid and authzid != user:
+            return Result.FAIL, b""
+        return self._ended(state, self.passwords.check(user, password))
 
     @staticmethod
     def _ended(state: object, ok: bool) -> tuple[Result, bytes]:

@@ -41,6 +41,25 @@ def test_plain(tmp_path: Path) -> None:
     assert start(b"GSSAPI", b"")[0] is Result.FAIL
 
 
+def test_plain_as_cyrus_reads_it(tmp_path: Path) -> None:
+    """Found by a hunt against memcached with Cyrus's sasldb: a mechanism named in lower
+    case, PLAIN with no initial response (an empty challenge, then the credentials in a
+    step) and an identity to act as (authzid) that is not the user's: mcached failed the
+    first two and let the third in."""
+    sasl = sasl_for(tmp_path)
+    assert sasl.start(SaslState(), b"plain", b"\0alice\0secret")[0] is Result.OK
+    assert sasl.start(SaslState(), b"cram-md5", b"")[0] is Result.CONTINUE
+    st = SaslState()
+    assert sasl.start(st, b"PLAIN", b"") == (Result.CONTINUE, b"")
+    assert sasl.step(st, b"\0alice\0secret")[0] is Result.OK
+    st = SaslState()
+    assert sasl.start(st, b"PLAIN", b"") == (Result.CONTINUE, b"")
+    assert sasl.step(st, b"\0alice\0wrong")[0] is Result.FAIL
+    assert sasl.step(st, b"\0alice\0secret")[0] is Result.FAIL  # the exchange is over
+    assert sasl.start(SaslState(), b"PLAIN", b"bob@realm\0alice\0secret")[0] is Result.FAIL
+    assert sasl.start(SaslState(), b"PLAIN", b"alice\0bob@realm\0pw")[0] is Result.FAIL
+
+
 def test_a_connection_an_exchange_let_in_starts_no_other(tmp_path: Path) -> None:
     """As Cyrus SASL (memcached's): after a failure a connection may try again; after a
     success no new exchange starts on it, whatever its credentials."""

@@ -685,7 +685,30 @@ class Connection:
         self.counters.bytes_read += got
         if sink.complete:
             self._received()
+            if self.tls and self.sink is None and self.state != CLOSED:
+                self._take_pending()
             self.process()  # the replies, and whatever the client sent next
+
+    def _take_pending(self) -> None:
+        """TLS: the bytes OpenSSL decrypted past a value just received (the next requests,
+        in the record the value ended in) are invisible to the selector: into the parser
+        now, or they wait for the client's next bytes, which may never come."""
+        sock = self.sock
+        parts = []
+        try:
+            while sock.pending():  # type: ignore[attr-defined]
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    break
+                parts.append(data)
+        except OSError:  # SSLWantRead included: the next read sees it
+            pass
+        if parts:
+            data = b"".join(parts)
+            self.counters.bytes_read += len(data)
+            if self.parser.feed(data):
+                self.req_start = self.worker.now
+                self.req_ns = self.worker.now_ns
 
     def _received(self) -> None:
         """The value and its two closing bytes are in: the handler finishes the command."""

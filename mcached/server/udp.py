@@ -262,12 +262,12 @@ class UdpServer:
         self, sock: socket.socket, data: bytes, peer: Any, counters: Counters, reader: UdpReader
     ) -> Iterator[None]:
         """Serve one datagram; yields at the end of each turn (see the module docstring)."""
-        if len(data) < UDP_HEADER.size:
-            return
-        req_id, seq, total, _ = UDP_HEADER.unpack_from(data)
+        if len(data) <= UDP_HEADER.size:
+            return  # memcached neither serves nor counts a datagram of no request
+        req_id, _, total, _ = UDP_HEADER.unpack_from(data)
         counters.bytes_read += len(data)
         sender = _Sender(sock, peer, req_id, counters, reader)
-        if seq != 0 or total != 1:
+        if total != 1:  # (memcached reads no sequence number)
             yield from sender.send(Unit([UDP_MULTI_PACKET], len(UDP_MULTI_PACKET)))
             return
         datagram = Datagram(counters)

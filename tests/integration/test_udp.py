@@ -74,6 +74,36 @@ def test_udp_off_by_default(kind: str, server_factory: Callable[..., Server]) ->
         assert b"STAT udpport 0\r\n" in conn.request(b"stats settings\r\n")
 
 
+def test_udp_a_request_s_sequence_number_is_not_read(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached looks only at a request's datagram count; mcached refused a one-datagram
+    request whose sequence number was not 0 (found by a hunt)."""
+    srv = start(kind, server_factory)
+    [reply] = udp_request(srv.udp_port, 9, b"version\r\n", seq=1)
+    assert reply.startswith(HEADER.pack(9, 0, 1, 0) + b"VERSION ")
+
+
+def test_udp_a_datagram_of_a_header_alone_is_not_counted(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached reads a datagram of 8 bytes or fewer as no data: no reply, and not in
+    ``bytes_read`` (mcached counted the header's 8; found by a hunt)."""
+    srv = start(kind, server_factory)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for data in (HEADER.pack(3, 0, 1, 0), b"", b"abc"):
+            s.sendto(data, (HOST, srv.udp_port))
+        [reply] = udp_request(srv.udp_port, 4, b"get nothing\r\n")  # after the others
+        assert reply == HEADER.pack(4, 0, 1, 0) + b"END\r\n"
+        s.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            s.recvfrom(65536)  # nothing came for them
+    with Conn(srv.address) as conn:
+        stats = conn.request(b"stats\r\n")
+    counted = 8 + len(b"get nothing\r\n") + len(b"stats\r\n")
+    assert b"STAT bytes_read %d\r\n" % counted in stats, stats
+
+
 def test_udp_multi_datagram_request_is_refused(server_factory: Callable[..., Server]) -> None:
     """mcached only: memcached 1.6.18 queues this same reply but sends it only along with a
     later request's (a fresh server stays silent), so clients cannot rely on it there."""
