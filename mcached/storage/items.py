@@ -278,10 +278,12 @@ class Partition(Assoc):
     def seq(self) -> int:
         return int(self.w[self.tb + T_SEQ])
 
-    def mark_flushed(self) -> None:
-        """flush_all now: every item stored so far is gone (lock held)."""
+    def mark_flushed(self, cut: int) -> None:
+        """flush_all now: every item whose CAS is `cut` or less is gone (lock held; a mark
+        never goes back: a flush that cut later may have marked it first)."""
         w = self.w
-        w[self.tb + T_FLUSH_SEQ] = w[self.tb + T_SEQ]
+        if cut > w[self.tb + T_FLUSH_SEQ]:
+            w[self.tb + T_FLUSH_SEQ] = cut
         self.bump()
 
     def bump(self) -> None:
@@ -1685,10 +1687,17 @@ class Items:
         else:
             now_too = not realtime_at or realtime_at - 1 <= self.clock.now()
         w[G_FLUSH_AT] = realtime_at
+        # One cut for every partition, memcached's oldest_cas: every store done before it
+        # goes, whatever its partition, and none after it. (Each partition marked with its
+        # own last CAS as its lock came free let a client's store in a partition marked
+        # already live, and its next one, in a partition marked later, go.) CAS numbers are
+        # drawn past every partition's last (`Partition.next_cas`): a store that starts
+        # after this read gets a higher one.
+        cut = max(self.arena.sequences)
         for part in self.parts:
             with part:
                 if now_too:
-                    part.mark_flushed()
+                    part.mark_flushed(cut)
                 else:
                     part.bump()
         with self.flush_lock:  # not crawl_lock: a crawl pass holds that for seconds

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from mcached.clock import REALTIME_MAXDELTA, FakeClock
+from mcached.storage.arena import T_GEN
 from mcached.storage.assoc import HB_MASK
 from mcached.storage.cache import Cache, ItemState, item_size, parse_counter
 from mcached.storage.results import DeltaResult, StoreMode, StoreResult
@@ -194,6 +196,39 @@ def test_flush_all_immediate_and_delayed(cache: Cache, clock: FakeClock) -> None
     assert cache.get(b"b") is None
     cache.store(SET, b"c", b"1")
     assert cache.get(b"c") is not None
+
+
+def test_a_flush_all_is_one_cut_across_partitions(cache: Cache) -> None:
+    """Found by a hunt (12 clients storing in order, a flush_all among them): flush_all
+    marked the partitions one lock at a time, each with its own last CAS, so a store in a
+    partition marked already lived on while a later store, in a partition marked after it,
+    went. memcached cuts once (oldest_cas): a store that follows a surviving one survives.
+    Here the flush is held at partition 2's lock, after it marked 0 and 1."""
+    items = cache._items
+    parts = items.parts
+
+    def key_in(p: int, nth: int = 0) -> bytes:
+        keys = (k for k in (b"k%d" % i for i in range(10_000)) if hash(k) & items.pmask == p)
+        return [next(keys) for _ in range(nth + 1)][-1]
+
+    old = key_in(3, 1)
+    cache.store(SET, old, b"old")  # stored before the flush: goes
+    marked = parts[1].w[parts[1].tb + T_GEN]
+    with parts[2].lock:
+        flush = threading.Thread(target=cache.flush_all)
+        flush.start()
+        for _ in range(2000):  # until the flush has marked partition 1
+            if parts[1].w[parts[1].tb + T_GEN] != marked:
+                break
+            time.sleep(0.005)
+        assert parts[1].w[parts[1].tb + T_GEN] != marked
+        first, then = key_in(0), key_in(3)
+        assert cache.store(SET, first, b"1") is StoreResult.STORED  # a marked partition
+        assert cache.store(SET, then, b"2") is StoreResult.STORED  # one to be marked
+    flush.join(10)
+    assert cache.get(first) is not None
+    assert cache.get(then) is not None  # flushed by the old code
+    assert cache.get(old) is None
 
 
 def test_a_delayed_flush_takes_effect_in_the_second_before_its_time(
