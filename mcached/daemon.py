@@ -950,7 +950,9 @@ class Daemon:
             return [main]
 
     def _cpu(self, procs: list[psutil.Process] | None = None) -> tuple[float, float]:
-        """User and system CPU seconds of every process of the daemon."""
+        """User and system CPU seconds of every process of the daemon, those it has reaped
+        too (a worker or maintainer that died, which a counter must not lose: a metric that
+        went back at each death)."""
         user = system = 0.0
         for p in self._processes() if procs is None else procs:
             try:
@@ -959,6 +961,9 @@ class Daemon:
                 continue  # a child that exited meanwhile
             user += cpu.user
             system += cpu.system
+            if self.processes and p.pid == self._supervisor_pid:
+                user += cpu.children_user  # the children it has waited for
+                system += cpu.children_system
         return user, system
 
     def metrics_snapshot(self, cache: Cache) -> dict[str, Any]:

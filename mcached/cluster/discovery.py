@@ -343,6 +343,11 @@ class Discovery:
     def start(self) -> None:
         """Become the keeper: publish the inputs, follow the source, check health."""
         self.keeper = True
+        # read the sources afresh and resume the nodes the last keeper hid from the
+        # document: a keeper forked to replace a dead one inherits the supervisor's inputs,
+        # loaded before any was hidden, and would list them again (then hide them again
+        # only past the start-up grace of a node never reached: 30 s)
+        self._inputs = False
         self.load("start")
         self._stop.clear()
         if self.file is not None or self.dns is not None:

@@ -186,3 +186,36 @@ def test_asyncio_is_loaded_with_the_first_peer_to_check(
     (keeper,) = asyncio_mapped(peered)
     assert keeper != peered.handle.pid
     assert asyncio_mapped(alone) == set()
+
+
+def test_a_replaced_keeper_keeps_hiding_the_nodes_health_hid(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A keeper forked to replace a dead one listed again the nodes health had hidden (a
+    version more), then hid them again only past the 30 s start-up grace of a node never
+    reached: it resumed its inputs from the supervisor's, loaded before any was hidden
+    (found by a hunt). README: it resumes "the nodes it hid"."""
+    f = tmp_path / "cluster.conf"
+    f.write_text("localhost:1\n")
+    cluster = ("--cluster-file", str(f), "--cluster-health-interval", "0.2")
+    alive = server_factory("mcached", *cluster)
+    doomed = server_factory("mcached-procs", "-t", "1", *cluster)
+    procs = server_factory("mcached-procs", "-t", "2", *cluster)
+    f.write_text("".join(f"localhost:{s.port}\n" for s in (procs, alive, doomed)))
+    with Conn(procs.address) as c:
+        assert wait_until(lambda: len(get(c).split(b"\r\n")[1].split(b"\n")[1].split()) == 3)
+        time.sleep(1.0)  # both reached by the health checks
+        doomed.handle.kill()
+        doomed.handle.wait()
+        assert wait_until(lambda: len(get(c).split(b"\r\n")[1].split(b"\n")[1].split()) == 2, 10)
+        hidden = get(c)
+        assert b"|%d" % alive.port in hidden and b"|%d" % doomed.port not in hidden
+    assert wait_until(lambda: len(peers_of(procs, alive.port)) == 1, 5)
+    (keeper,) = peers_of(procs, alive.port)
+    os.kill(keeper, signal.SIGKILL)
+    with Conn(procs.address) as c:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # the old code listed it within 0.1 s
+            assert get(c) == hidden
+            time.sleep(0.05)
+    assert wait_until(lambda: peers_of(procs, alive.port) - {keeper}, 10)  # a new keeper

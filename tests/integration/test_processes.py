@@ -437,6 +437,31 @@ def test_a_killed_workers_counted_requests_stay_in_stats(procs: Server) -> None:
             c.close()
 
 
+def test_a_killed_workers_cpu_time_stays_in_stats(procs: Server) -> None:
+    """``rusage_user`` and ``rusage_system`` (and the CPU counters of ``/metrics``) added up
+    the daemon's processes alive at the time, so they went back at each worker's death, by
+    the CPU it had used (found by a hunt). The supervisor's reaped children count too."""
+    conns, by_worker = spread(procs)
+    try:
+        victim, served = next(iter(by_worker.items()))
+        on_victim = served[0]
+        spent = psutil.Process(victim).cpu_times()
+        deadline = time.monotonic() + 30
+        while spent.user + spent.system < 0.5:  # the victim works a while
+            assert time.monotonic() < deadline
+            on_victim.send(b"set k 0 0 1\r\nx\r\n" * 200 + b"get k\r\n" * 200 + b"mn\r\n")
+            on_victim.read_until(b"MN\r\n")
+            spent = psutil.Process(victim).cpu_times()
+        survivor = next(c for pid, cs in by_worker.items() if pid != victim for c in cs)
+        before = float(stat(survivor, "rusage_user")) + float(stat(survivor, "rusage_system"))
+        kill_and_wait_replaced(procs, victim)
+        after = float(stat(survivor, "rusage_user")) + float(stat(survivor, "rusage_system"))
+        assert after >= before, (before, after, spent)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def kill_and_wait_replaced(server: Server, victim: int) -> None:
     """``kill -9`` worker `victim`, then wait until the supervisor has started another in
     its place (so it has retired the dead one's slot)."""
