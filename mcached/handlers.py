@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mcached import MEMCACHED_VERSION, watch
 from mcached.clock import Clock
-from mcached.cluster.config import CLUSTER_KEY, LEGACY_KEY, parse_data
+from mcached.cluster.config import CLUSTER_KEY, LEGACY_KEY, TooManyNodes, parse_data
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.latency import stats_rows as latency_rows
 from mcached.protocol import binary as b
@@ -1159,7 +1159,11 @@ class Handlers:
             except ValueError as exc:
                 cmd.reply(s.out, Error.BAD_CLUSTER_CONFIG, str(exc))
                 return
-            self.discovery.override(version, nodes)
+            try:
+                self.discovery.override(version, nodes)
+            except TooManyNodes as exc:
+                cmd.reply(s.out, Error.BAD_CLUSTER_CONFIG, str(exc))
+                return
             outcome = Outcome.STORED
         cmd.reply(s.out, outcome)
 

@@ -119,6 +119,11 @@ def parse_node(
     return node
 
 
+class TooManyNodes(ValueError):
+    """A membership too large to serve: the daemon shares it in a document of a fixed size
+    (`mcached.server.docs`), which thousands of nodes outgrow."""
+
+
 def parse_data(
     text: bytes | str, resolve: Resolver | None = None, default_port: int = DEFAULT_PORT
 ) -> tuple[int | None, tuple[Node, ...]]:

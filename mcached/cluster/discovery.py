@@ -60,6 +60,7 @@ from mcached.cluster.config import (
     ClusterConfig,
     Node,
     Resolver,
+    TooManyNodes,
     is_ip,
 )
 from mcached.cluster.health import (
@@ -219,7 +220,13 @@ class Discovery:
                 else:
                     inputs = replace(inputs, k_seq=prev.k_seq + 1)
                 m = settle(prev, inputs)
-                self.docs.write(self.writer, encode(m))
+                data = encode(m)
+                if len(data) > self.docs.size:
+                    raise TooManyNodes(
+                        f"{len(m.listed)} nodes take {len(data)} bytes of membership, over"
+                        f" the {self.docs.size} it may"
+                    )
+                self.docs.write(self.writer, data)
                 back = self._read()[1]
                 if (back.o_seq >= m.o_seq) if part == "o" else (back.k_seq >= m.k_seq):
                     if m.config != prev.config:
@@ -284,9 +291,10 @@ class Discovery:
             source, version = self._collect(initial=not self._inputs)
             if not self._inputs:
                 self._hidden = self._read()[1].hidden  # resume what the last keeper hid
+            old = self._source, self._source_version
             self._self_node, self._source, self._source_version = self_node, source, version
             self._inputs = True
-            self._publish(why)
+            self._publish_or_keep(why, old)
 
     def _collect(self, initial: bool = False) -> tuple[tuple[Node, ...] | None, int | None]:
         """Read the file or resolve the DNS name (no `_lock` held: rule 5).
@@ -325,8 +333,22 @@ class Discovery:
             self.load(why)
             return
         with self._refresh_lock:
+            old = self._source, self._source_version
             if self.file is not None or self.dns is not None:
                 self._source, self._source_version = self._collect()
+            self._publish_or_keep(why, old)
+
+    def _publish_or_keep(self, why: str, old: tuple[tuple[Node, ...] | None, int | None]) -> None:
+        """`_publish`; a source too large to serve is logged and `old` kept instead."""
+        try:
+            self._publish(why)
+        except TooManyNodes as exc:
+            log.error(
+                "cluster membership: %s; %s",
+                exc,
+                "keeping the previous membership" if old[0] else "listing this node only",
+            )
+            self._source, self._source_version = old
             self._publish(why)
 
     def reload(self) -> None:
@@ -343,11 +365,11 @@ class Discovery:
     def start(self) -> None:
         """Become the keeper: publish the inputs, follow the source, check health."""
         self.keeper = True
-        # read the sources afresh and resume the nodes the last keeper hid from the
-        # document: a keeper forked to replace a dead one inherits the supervisor's inputs,
-        # loaded before any was hidden, and would list them again (then hide them again
-        # only past the start-up grace of a node never reached: 30 s)
-        self._inputs = False
+        # resume the nodes the last keeper hid, from the document: a keeper forked to
+        # replace a dead one inherits the supervisor's inputs, loaded before any was
+        # hidden, and would list them again (then hide them again only past the start-up
+        # grace of a node never reached: 30 s)
+        self._hidden = self._read()[1].hidden
         self.load("start")
         self._stop.clear()
         if self.file is not None or self.dns is not None:

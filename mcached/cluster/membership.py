@@ -42,6 +42,8 @@ from mcached.cluster.config import ClusterConfig, Node, parse_node
 class Docs(Protocol):
     """A store of one current document (bytes), newest wins (`mcached.server.docs`)."""
 
+    size: int  # bytes a document may take (`write` refuses more)
+
     def write(self, writer: int, data: bytes) -> int: ...
 
     def newest(self) -> int: ...
@@ -51,6 +53,8 @@ class Docs(Protocol):
 
 class LocalDocs:
     """`Docs` for one process: the document is an attribute."""
+
+    size = 1 << 62  # no store of a fixed size to fit
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -247,6 +247,35 @@ def test_big_cluster_reply_in_one_piece(
         assert conn.request(GET) == config_reply(data)
 
 
+def test_a_membership_too_large_to_serve_is_an_error_not_a_crash(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """3,000 nodes outgrow the document the daemon shares its membership in: ``config set``
+    closed the connection (a traceback in the log), and such a cluster file stopped the
+    daemon at its start (found by a hunt). Now an error line, and the file is logged and
+    passed over (this node alone, then the previous membership)."""
+    nodes = [
+        Node(f"host{i:05d}.example.com", f"10.0.{i // 256}.{i % 256}", 11211) for i in range(3000)
+    ]
+    big = format_data(5, nodes)
+    s = server_factory("mcached", "--enable-config-set")
+    with Conn(s.address) as conn:
+        reply = conn.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(big), big))
+        assert reply.startswith(b"CLIENT_ERROR bad cluster configuration: 3000 nodes take ")
+        assert conn.request(b"version\r\n").startswith(b"VERSION ")  # still served
+    f = tmp_path / "cluster.conf"
+    f.write_text(big.decode())
+    s = server_factory("mcached", "--cluster-file", str(f))
+    with Conn(s.address) as conn:
+        alone = conn.request(GET)
+        assert alone.count(b"|") == 2  # this node alone
+        f.write_text("localhost:21001\n")
+        assert wait_until(lambda: b"|21001" in conn.request(GET))
+        f.write_text(big.decode())
+        time.sleep(2.5)  # the watcher reads it within a second: passed over
+        assert b"|21001" in conn.request(GET)
+
+
 def test_sighup_rereads_the_file_in_a_real_process(tmp_path: Path) -> None:
     """SIGHUP to a real ``python -m mcached``: the file is re-read even when stat() cannot
     tell (same size, same inode, mtime put back), which the watcher alone would miss."""
