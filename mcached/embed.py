@@ -464,8 +464,13 @@ class EmbeddedCluster:
         return node
 
     def _write(self) -> None:
-        """Rule 5: the whole file, a version up, then every running node re-reads it."""
-        self.version += 1
+        """Rule 5: the whole file, a version up, then every running node re-reads it. Up
+        from the highest any node serves: health checks that hid a dead node served a
+        version more than the file's, which the next list must not reuse."""
+        served = [n.daemon.discovery.membership().version for n in self._nodes if n.daemon]
+        if not self.version:
+            served = []  # the first file: the nodes list themselves alone until they read it
+        self.version = max([self.version, *served]) + 1
         names = [self._names[id(node)] for node in self._nodes]
         data = format_data(self.version, names)  # the same text as the endpoint serves
         tmp = self.cluster_file + ".new"

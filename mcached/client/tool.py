@@ -498,12 +498,11 @@ def cluster_revert(ctx: click.Context, endpoint_only: bool) -> None:
     """Drop what `cluster set|add|remove` stored (config delete cluster): each node serves its
     --cluster-file, --cluster-dns or itself again."""
     target: Target = ctx.obj
-    current = target.config()
-    addresses = [target.address]
-    if not endpoint_only:
-        addresses += [n.address for n in current.nodes]
+    listed, _ = target.listed(target.config())  # served, and hidden by health checks
     failed = False
-    for address in dict.fromkeys(addresses):
+
+    def revert(address: Address) -> None:
+        nonlocal failed
         try:
             with target.endpoint(address) as ep:
                 reply = ep.config_delete().decode("ascii", "replace").strip()
@@ -512,6 +511,15 @@ def cluster_revert(ctx: click.Context, endpoint_only: bool) -> None:
         if reply not in ("DELETED", "NOT_FOUND"):
             failed = True
         click.echo(f"  {format_address(address)}: {reply}")
+
+    revert(target.address)
+    if not endpoint_only:
+        # the endpoint serves its source again: what it lists now names the nodes a
+        # `cluster remove` left out of the override, which it was stored on too
+        source, _ = target.listed(target.config())
+        for address in dict.fromkeys(n.address for n in listed + source):
+            if address != target.address:
+                revert(address)
     if failed:
         ctx.exit(1)
 

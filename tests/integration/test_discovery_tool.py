@@ -143,6 +143,12 @@ def test_cluster_set_add_remove_revert(
     res = run(a, "cluster", "revert")
     assert res.exit_code == 0, res.output
     assert served(cluster, a) == cluster.expected(4)  # the file again, one version on
+    # every node the override was stored on, c too, which `remove` had left out of it (the
+    # tool reverted only the nodes the endpoint served: found by a hunt)
+    assert res.output.count(": DELETED") == 4
+    assert served(cluster, c) == cluster.expected(4)
+    assert served(cluster, b) == cluster.expected(5)
+    assert b"|%d\n" % spare.port in served(cluster, spare)  # itself alone, as it starts
 
 
 def test_cluster_changes_refused_and_bad_input(

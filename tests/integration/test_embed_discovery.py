@@ -75,6 +75,22 @@ def test_every_node_serves_the_same_list_and_each_change_bumps_the_version() -> 
             assert f"|{removed.port} ".encode() not in reply and b"\r\n3\n" in reply
 
 
+def test_a_change_after_health_hid_a_node_takes_a_version_never_served() -> None:
+    """Health checks that hide a killed node serve the file's version + 1; add_node then
+    wrote the file's version + 1 too, so a new list came under a version clients had seen
+    with another, and those that only act on a new version never saw the node added (found
+    by a hunt)."""
+    with serve_cluster(3, cluster_health_interval=0.3) as cluster:
+        time.sleep(1.5)  # every node reached by the others
+        cluster.kill(1)
+        assert wait_until(lambda: b"\r\n2\n" in config_get(cluster[0].address))
+        hid = config_get(cluster[0].address)
+        added = cluster.add_node()
+        now = config_get(cluster[0].address)
+        assert f"|{added.port}".encode() in now and b"\r\n3\n" in now, (hid, now)
+        assert cluster.version == 3
+
+
 def test_endpoint_is_the_first_running_node_and_restart_brings_a_node_back() -> None:
     with serve_cluster(2) as cluster:
         first, second = cluster.nodes
