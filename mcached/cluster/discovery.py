@@ -113,6 +113,11 @@ def health_enabled(settings: Settings) -> bool:
     return settings.cluster_health_interval > 0 and not settings.ssl_enabled
 
 
+def _keeper_inputs(m: Membership) -> tuple[object, ...]:
+    """What the keeper's part of the document holds (`Discovery._publish`)."""
+    return (m.source, m.source_pin, m.self_node, m.hidden)
+
+
 class Discovery:
     """The membership one daemon serves; see the module's rules.
 
@@ -209,9 +214,9 @@ class Discovery:
         """Write `change(newest)` (None: nothing to change), again on top of a concurrent
         write that lost ours. `part` is "o" (the override) or "k" (the keeper's inputs)."""
         with self._lock:
-            back = self._read()[1]
+            key, back, _ = self._read()
             for _ in range(COMMIT_TRIES):
-                prev = back
+                prev, based = back, key
                 inputs = change(prev)
                 if inputs is None:
                     return prev
@@ -226,9 +231,24 @@ class Discovery:
                         f"{len(m.listed)} nodes take {len(data)} bytes of membership, over"
                         f" the {self.docs.size} it may"
                     )
-                self.docs.write(self.writer, data)
-                back = self._read()[1]
-                if (back.o_seq >= m.o_seq) if part == "o" else (back.k_seq >= m.k_seq):
+                mine = self.docs.write(self.writer, data)
+                key, back, _ = self._read()
+                # Ours counts if the newest holds it (or a later change of the same part) and
+                # no document came between the one ours was based on and ours. Two writers
+                # of one part at once (config set on two worker processes) both wrote the
+                # part's next sequence: the one whose document lost saw only an equal one;
+                # the other had replaced its change unknowingly, under the same version.
+                # Each goes again on top, a version up: no version stays served with two
+                # lists.
+                if part == "o":
+                    held = back.o_seq > m.o_seq or (
+                        back.o_seq == m.o_seq and back.override == m.override
+                    )
+                else:
+                    held = back.k_seq > m.k_seq or (
+                        back.k_seq == m.k_seq and _keeper_inputs(back) == _keeper_inputs(m)
+                    )
+                if held and not self.docs.written_between(based, mine):
                     if m.config != prev.config:
                         log.info(
                             "cluster configuration %d (%s): %s",
@@ -268,7 +288,7 @@ class Discovery:
 
         def change(p: Membership) -> Membership | None:
             mine = (self._source, self._source_version, self._self_node, self._hidden)
-            if p.loaded and (p.source, p.source_pin, p.self_node, p.hidden) == mine:
+            if p.loaded and _keeper_inputs(p) == mine:
                 return None
             return replace(
                 p,

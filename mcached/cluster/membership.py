@@ -48,6 +48,8 @@ class Docs(Protocol):
 
     def newest(self) -> int: ...
 
+    def written_between(self, low: int, high: int) -> bool: ...
+
     def read(self) -> tuple[int, bytes]: ...
 
 
@@ -69,6 +71,9 @@ class LocalDocs:
 
     def newest(self) -> int:
         return self._key
+
+    def written_between(self, low: int, high: int) -> bool:
+        return False  # one process: writes take turns under its lock, each on the newest
 
     def read(self) -> tuple[int, bytes]:
         with self._lock:

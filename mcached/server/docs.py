@@ -141,6 +141,12 @@ class SharedDocs:
                 return key, data
         return 0, b""
 
+    def written_between(self, low: int, high: int) -> bool:
+        """Whether a complete document has a key between `low` and `high` (both excluded):
+        a writer that based its document `high` on `low` learns that another wrote in
+        between, and its own lost that write (rule 2's read-back cannot tell)."""
+        return any(low < key < high for key, _ in self._keys())
+
     # ---- writers ----
 
     def write(self, writer: int, data: bytes) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -219,3 +220,51 @@ def test_a_replaced_keeper_keeps_hiding_the_nodes_health_hid(
             assert get(c) == hidden
             time.sleep(0.05)
     assert wait_until(lambda: peers_of(procs, alive.port) - {keeper}, 10)  # a new keeper
+
+
+def test_config_sets_at_once_on_several_workers_end_on_a_version_of_one_list(
+    server_factory: Callable[..., Server],
+) -> None:
+    """``config set`` arriving at once on different worker processes: each wrote the
+    override's next sequence on the same document, each read back an equal one and took it
+    for its own, so a version was served with one list and then another, for good: a client
+    that keeps a list whose version it has never saw the last (found by a hunt). Now each
+    round ends on a version no read saw with another list."""
+    procs = server_factory("mcached-procs", "-t", "4", "--enable-config-set")
+    conns, by_worker = spread(procs, 12)
+    setters = [cs[0] for cs in by_worker.values()]
+    assert len(setters) >= 2
+    seen: dict[bytes, set[bytes]] = {}
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        with Conn(procs.address) as reader:
+            while not stop.is_set():
+                version, nodes = get(reader).split(b"\r\n")[1].split(b"\n")[:2]
+                seen.setdefault(version, set()).add(nodes)
+
+    reading = threading.Thread(target=read_loop)
+    reading.start()
+    try:
+        for r in range(20):
+            barrier = threading.Barrier(len(setters))
+
+            def one(i: int, conn: Conn, r: int = r, barrier: threading.Barrier = barrier) -> None:
+                data = b"node%d.example:11211 round%d.example:11211\n" % (i, r)
+                barrier.wait()
+                assert config_set(conn, data) == b"STORED\r\n"
+
+            threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(setters)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            with Conn(procs.address) as c:
+                version, nodes = get(c).split(b"\r\n")[1].split(b"\n")[:2]
+            time.sleep(0.05)  # the reader reads it too
+            assert seen.get(version, {nodes}) == {nodes}, (version, seen[version])
+    finally:
+        stop.set()
+        reading.join(10)
+        for c in conns:
+            c.close()
