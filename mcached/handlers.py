@@ -236,19 +236,26 @@ REASSIGN_OUTCOME: dict[ReassignResult, Outcome | Error] = {
 }
 
 
-def once_per_key(lookup: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def once_per_key(
+    lookup: Callable[[bytes], Any], reread: Callable[[bytes], object] | None = None
+) -> Callable[[bytes], Any]:
     """`lookup`, remembered per key for one multiget. The cache copies a value out on every
     hit, so ``get k k k ...`` (a 1 MB line can name a key 500,000 times) would otherwise
     build 500,000 copies of it before the first byte is sent. A repeated key is served the
-    value it had at its first lookup; the reply is one the same get could have produced."""
+    value it had at its first lookup; the reply is one the same get could have produced.
+    `reread(key)` reads a repeat that hit again, value aside: memcached reads every one, so
+    the item's class counts each hit and its LRU bump sees the second read."""
     seen: dict[bytes, Any] = {}
 
     def get(key: bytes) -> Any:
         try:
-            return seen[key]
+            hit = seen[key]
         except KeyError:
             hit = seen[key] = lookup(key)
             return hit
+        if hit is not None and reread is not None:
+            reread(key)
+        return hit
 
     return get
 
@@ -257,10 +264,14 @@ def repeats(keys: list[bytes]) -> bool:
     return len(keys) > 1 and len(set(keys)) < len(keys)
 
 
-def per_key(lookup: Callable[[bytes], Any], keys: list[bytes]) -> Callable[[bytes], Any]:
-    """The lookup for a multiget of `keys`: `once_per_key(lookup)` when a key repeats,
-    else `lookup` itself (no wrapper call per key on the common path)."""
-    return once_per_key(lookup) if repeats(keys) else lookup
+def per_key(
+    lookup: Callable[[bytes], Any],
+    keys: list[bytes],
+    reread: Callable[[bytes], object] | None = None,
+) -> Callable[[bytes], Any]:
+    """The lookup for a multiget of `keys`: `once_per_key(lookup, reread)` when a key
+    repeats, else `lookup` itself (no wrapper call per key on the common path)."""
+    return once_per_key(lookup, reread) if repeats(keys) else lookup
 
 
 def touch_per_key(
@@ -491,6 +502,10 @@ class Handlers:
         ctr.get_hits += 1
         self._hit_one(cmd, key, hit, s)
 
+    def reread(self, key: bytes) -> None:
+        """A multiget's repeated key read again, its value not copied (`once_per_key`)."""
+        self.cache.lookup(key, False, win=False)
+
     def _lookup(
         self,
         lookup: Callable[[bytes], Hit | None],
@@ -502,7 +517,7 @@ class Handlers:
         not with `once` false: the lookup handles repeats itself), and telling `stats detail`
         of each hit or miss while it is on, and the watchers of fetches while they watch."""
         if once:
-            lookup = per_key(lookup, keys)
+            lookup = per_key(lookup, keys, self.reread)
         if self.watching & watch.FETCHERS and s is not None:
             lookup = self._watched_lookup(lookup, s)
         if not self.detail.enabled:

@@ -384,6 +384,25 @@ def test_a_long_get_line_is_answered_whole(server: Server, verb: bytes) -> None:
         assert (end[0] - after[0], end[1] - after[1]) == (len(asked) + 1, len(hits))  # + probe
 
 
+def test_a_key_repeated_in_a_get_is_a_hit_of_its_class_each_time(server: Server) -> None:
+    """memcached reads every key of a multiget, a repeated one each time: its class's
+    ``get_hits`` in ``stats slabs`` counts each (mcached served a repeat from its first read
+    and counted the class once: found by two hunts)."""
+
+    def hits(conn: Conn) -> tuple[int, int]:
+        total = int(dict(stats(conn))["get_hits"])
+        per_class = sum(int(v) for k, v in stats(conn, b"slabs") if k.endswith(":get_hits"))
+        return total, per_class
+
+    with Conn(server.address) as conn:
+        conn.send(b"set k 0 0 1\r\nx\r\nget k k k\r\n")
+        assert conn.read_until(b"END\r\n") == b"STORED\r\n" + b"VALUE k 0 1\r\nx\r\n" * 3 + END
+        assert hits(conn) == (3, 3)
+        conn.send(b"gets k nothing k\r\n")
+        assert conn.read_until(b"END\r\n").count(b"VALUE k 0 1 ") == 2
+        assert hits(conn) == (5, 5)
+
+
 # --- flush_all with a delay (a binary-protocol review) -------------------------------------
 
 
