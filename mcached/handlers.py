@@ -295,6 +295,15 @@ def touch_per_key(
     return lookup
 
 
+#: the ``stats items`` rows memcached prints only while its LRU maintainer thread runs
+MAINTAINER_ROWS = frozenset(
+    (
+        "number_hot number_warm number_cold age_hot age_warm evicted_active moves_to_cold"
+        " moves_to_warm moves_within_lru direct_reclaims hits_to_hot hits_to_warm"
+        " hits_to_cold hits_to_temp"
+    ).split()
+)
+
 #: the commands whose miss of `LEGACY_KEY` serves the cluster's data (a get's, not a gets')
 LEGACY_GETS = (c.Get, c.GetPart)
 
@@ -1566,11 +1575,19 @@ class Handlers:
         self.info.tune_settings(values)
 
     def items_stats(self) -> list[tuple[str, object]]:
-        """``stats items``: memcached's per-class fields, for classes holding items."""
+        """``stats items``: memcached's per-class fields, for classes holding items; those
+        of its segmented LRU only while its LRU maintainer runs, and ``number_temp`` (0:
+        the clock has no temporary LRU) only with one (items.c ``item_stats``)."""
+        maintainer = self.settings.lru_maintainer
+        temp = maintainer and self.settings.temp_lru
         out: list[tuple[str, object]] = []
         for clsid, fields in self.cache.items_stats():
             p = f"items:{clsid}:"
-            out += [(p + name, value) for name, value in fields.items()]
+            for name, value in fields.items():
+                if maintainer or name not in MAINTAINER_ROWS:
+                    out.append((p + name, value))
+                if temp and name == "number_cold":
+                    out.append((p + "number_temp", 0))
         return out
 
     def slabs_stats(self) -> list[tuple[str, object]]:

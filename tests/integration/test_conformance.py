@@ -403,6 +403,39 @@ def test_a_key_repeated_in_a_get_is_a_hit_of_its_class_each_time(server: Server)
         assert hits(conn) == (5, 5)
 
 
+ITEMS_ROWS = (
+    "number number_hot number_warm number_cold age_hot age_warm age mem_requested evicted"
+    " evicted_nonzero evicted_time outofmemory tailrepairs reclaimed expired_unfetched"
+    " evicted_unfetched evicted_active crawler_reclaimed crawler_items_checked"
+    " lrutail_reflocked moves_to_cold moves_to_warm moves_within_lru direct_reclaims"
+    " hits_to_hot hits_to_warm hits_to_cold hits_to_temp"
+).split()
+#: the rows memcached prints only while its LRU maintainer runs (items.c item_stats)
+SEGMENTED_ROWS = set(ITEMS_ROWS[1:6]) | {"evicted_active"} | set(ITEMS_ROWS[20:])
+
+
+@pytest.mark.parametrize(
+    ("flags", "rows"),
+    [
+        ((), ITEMS_ROWS),
+        (("-o", "no_modern"), [r for r in ITEMS_ROWS if r not in SEGMENTED_ROWS]),
+        (("-o", "no_lru_maintainer"), [r for r in ITEMS_ROWS if r not in SEGMENTED_ROWS]),
+        (("-o", "temporary_ttl=30"), [*ITEMS_ROWS[:4], "number_temp", *ITEMS_ROWS[4:]]),
+    ],
+    ids=["default", "no_modern", "no_lru_maintainer", "temporary_ttl"],
+)
+def test_stats_items_rows_follow_the_lru_settings(
+    kind: str, server_factory: Callable[..., Server], flags: tuple[str, ...], rows: list[str]
+) -> None:
+    """memcached prints its segmented LRU's rows only while its LRU maintainer runs, and
+    number_temp only with a temporary LRU; mcached printed the same rows always (found by a
+    hunt)."""
+    server = server_factory(kind, *flags)
+    with Conn(server.address) as conn:
+        exchange(conn, b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+        assert [name.split(":")[2] for name, _ in stats(conn, b"items")] == rows
+
+
 # --- flush_all with a delay (a binary-protocol review) -------------------------------------
 
 
