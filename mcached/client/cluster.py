@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -110,6 +111,10 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
         self._seeds = _addresses(endpoints)
         self._members: set[Address] = set()
         self._retired: list[tuple[str, Any]] = []  # (ring key, client) removed, not yet idle
+        # every client a poll removed, for as long as anything holds it: a request that
+        # picked one before the poll may open a connection on it after the poll closed its
+        # idle ones and forgot it (`_safely_run_func`)
+        self._gone: weakref.WeakSet[Any] = weakref.WeakSet()
         self._endpoint: NodeClient | None = None
         self.poll_interval = poll_interval
         self.use_ip = use_ip
@@ -204,6 +209,7 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
                 client = self.clients.get(key)
                 if client is not None:
                     self._retired.append((key, client))
+                    self._gone.add(client)
             self._members = wanted
         if added or removed:
             log.info(
@@ -305,6 +311,20 @@ class ClusterClient(HashClient):  # type: ignore[misc]  # pymemcache's HashClien
         return failed
 
     set_multi = set_many
+
+    def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._safely_run_func(client, *args, **kwargs)
+        finally:
+            if client in self._gone:
+                self._close_idle(client)  # a removed node's: its connection closed now
+
+    def _safely_run_set_many(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._safely_run_set_many(client, *args, **kwargs)
+        finally:
+            if client in self._gone:
+                self._close_idle(client)
 
     def _every_client(self) -> list[Any]:
         with self._ring_lock:
