@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
 import threading
 import time
@@ -82,7 +83,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcached.discovery")
 
 FILE_POLL_INTERVAL = 1.0  # seconds between stat() calls on --cluster-file
-COMMIT_TRIES = 8  # writes lost to concurrent ones before giving up (logged)
+COMMIT_TRIES = 20  # writes lost to concurrent ones before giving up (logged)
+# before a write lost to concurrent ones goes again: a random wait up to this many seconds,
+# doubled each time, so that writers who met go one after another, not in step for ever
+COMMIT_BACKOFF = 0.001
 WILDCARDS = ("", "0.0.0.0", "::", "*")
 COUNTERS = ("checks", "failed_checks", "hides", "returns")
 
@@ -212,10 +216,15 @@ class Discovery:
 
     def _commit(self, change: Callable[[Membership], Membership | None], part: str) -> Membership:
         """Write `change(newest)` (None: nothing to change), again on top of a concurrent
-        write that lost ours. `part` is "o" (the override) or "k" (the keeper's inputs)."""
-        with self._lock:
+        write that lost ours. `part` is "o" (the override) or "k" (the keeper's inputs).
+        Writers take turns across the processes (`exclusive`); the checks below are what
+        is left when a stopped holder is passed over."""
+        with self._lock, self.docs.exclusive():
             key, back, _ = self._read()
-            for _ in range(COMMIT_TRIES):
+            for attempt in range(COMMIT_TRIES):
+                if attempt:
+                    time.sleep(random.uniform(0, COMMIT_BACKOFF * 2 ** min(attempt, 6)))
+                    key, back, _ = self._read()
                 prev, based = back, key
                 inputs = change(prev)
                 if inputs is None:

@@ -31,8 +31,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -49,6 +51,8 @@ class Docs(Protocol):
     def newest(self) -> int: ...
 
     def written_between(self, low: int, high: int) -> bool: ...
+
+    def exclusive(self) -> AbstractContextManager[None]: ...
 
     def read(self) -> tuple[int, bytes]: ...
 
@@ -74,6 +78,9 @@ class LocalDocs:
 
     def written_between(self, low: int, high: int) -> bool:
         return False  # one process: writes take turns under its lock, each on the newest
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # (its writers take turns on their own lock)
 
     def read(self) -> tuple[int, bytes]:
         with self._lock:

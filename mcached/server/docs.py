@@ -28,7 +28,11 @@ Rules:
 3. A reader copies the bytes, then checks ``SEQ`` and the CRC again; a buffer rewritten under
    it, or torn on a CPU that reorders stores, is read again (then skipped for the next
    newest). Words are aligned 8-byte stores, as in `mcached.server.board`.
-4. Nothing here is on the request path: documents change when membership or health changes,
+4. A writer whose document is a change of the newest one (a read, then a write) may take
+   `exclusive`: a POSIX record lock, which the kernel lets go when its holder dies however it
+   dies, so rule 1 stands. A holder stopped or stuck past `EXCLUSIVE_WAIT` is passed over:
+   the writer goes on without it, and rule 2's read-back is all it has.
+5. Nothing here is on the request path: documents change when membership or health changes,
    and readers keep the decoded document until ``newest()`` moves.
 
 Fork: the per-process lock is made anew in every child (`os.register_at_fork`), so a fork
@@ -38,12 +42,15 @@ an embedding program might) cannot leave the child's lock held.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import mmap
 import os
 import threading
 import time
 import weakref
 import zlib
+from collections.abc import Iterator
 
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 DEFAULT_SIZE = 256 * 1024  # bytes of a document: 20 nodes take ~2 KB, 1,000 ~60 KB
@@ -51,6 +58,7 @@ HEADER = 32  # bytes: SEQ, KEY, LEN, CRC
 SEQ, KEY, LEN, CRC = 0, 1, 2, 3
 INDEX_BITS = 16
 READ_TRIES = 5
+EXCLUSIVE_WAIT = 2.0  # seconds `exclusive` waits for another holder before it goes on
 
 _instances: weakref.WeakSet[SharedDocs] = weakref.WeakSet()
 
@@ -78,6 +86,7 @@ class SharedDocs:
         self._map = mmap.mmap(-1, total, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         self._words = memoryview(self._map).cast("q")
         self._lock = threading.Lock()
+        self._lockfile = os.memfd_create("mcached-docs", os.MFD_CLOEXEC)  # for `exclusive`
         _instances.add(self)
 
     # ---- one buffer ----
@@ -149,6 +158,27 @@ class SharedDocs:
 
     # ---- writers ----
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One read-then-write at a time across the processes (rule 4); a process's threads
+        take turns on a lock of their own first."""
+        deadline = time.monotonic() + EXCLUSIVE_WAIT
+        held = False
+        while True:
+            try:
+                fcntl.lockf(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break  # its holder is stopped or stuck: without it (rule 4)
+                time.sleep(0.001)
+        try:
+            yield
+        finally:
+            if held:
+                fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
+
     def write(self, writer: int, data: bytes) -> int:
         """Make `data` the newest document; returns its key. Only writer `writer` (one process,
         its threads one at a time) writes through that number."""
@@ -181,3 +211,4 @@ class SharedDocs:
     def close(self) -> None:
         self._words.release()
         self._map.close()
+        os.close(self._lockfile)
