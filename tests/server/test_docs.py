@@ -155,3 +155,44 @@ def test_threads_of_one_process_share_a_writer() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_exclusive_is_one_process_at_a_time_and_let_go_when_its_holder_dies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`exclusive`: a record lock; while another process holds it, a taker waits, and goes
+    on without it past EXCLUSIVE_WAIT (a holder stopped or stuck); the kernel lets it go
+    when its holder dies, however it dies."""
+    import fcntl
+    import signal
+
+    from mcached.server import docs as docs_module
+
+    monkeypatch.setattr(docs_module, "EXCLUSIVE_WAIT", 0.3)
+    docs = SharedDocs(2)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder
+        with docs.exclusive():
+            os.write(w, b"x")
+            time.sleep(60)
+        os._exit(0)
+    try:
+        assert os.read(r, 1) == b"x"
+        with pytest.raises(OSError):  # held by the child
+            fcntl.lockf(docs._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with docs.exclusive():  # passed over: it returns all the same
+            pass
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        fcntl.lockf(docs._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no error
+        fcntl.lockf(docs._lockfile, fcntl.LOCK_UN)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(r)
+        os.close(w)
+        docs.close()
