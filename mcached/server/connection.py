@@ -72,6 +72,11 @@ TRACE = 5  # the -vv log level
 READ_SIZE = 65536
 OUTPUT_SOFT_CAP = 256 * 1024  # stop reading past this much unsent output
 STREAM_CAP = 256 * 1024  # a stream's pieces are pulled while less than this waits unsent
+# ...and at most this many in one writable event: a multiget of small values makes ~5 pieces
+# a key, so 256 KB of them was ~13,000 lookups (tens of ms) before the worker's other
+# connections had a turn; this is ~800 (a few ms). Measured: 13 clients each served a 1 MB
+# line of two-byte keys held a new client's first request up to 5.3 s, now 0.38 s at most.
+PULL_PIECES = 4096
 JOIN_MAX = 64 * 1024  # a turn's replies up to this size are joined into one send (a copy)
 #: a request part-way in that holds this much (a long multiget line) has its worker check
 #: what all its connections hold at once, not at its next tick (Owner.memory_pressure)
@@ -585,7 +590,7 @@ class Connection:
 
     def _pull(self) -> None:
         """Pieces of the stream, while less than `STREAM_CAP` bytes wait to be sent, up to a
-        `GIVE_WAY` (then the next writable event pulls on)."""
+        `GIVE_WAY` or `PULL_PIECES` pieces (then the next writable event pulls on)."""
         stream = self.stream
         assert stream is not None
         if self.stream_held:
@@ -601,8 +606,10 @@ class Connection:
                     return
         out = self.out
         room = STREAM_CAP - self._wq_bytes
+        pieces = PULL_PIECES
         try:
-            while room > 0:
+            while room > 0 and pieces:
+                pieces -= 1
                 piece = next(stream, None)
                 if piece is None:
                     self.stream = None

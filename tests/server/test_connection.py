@@ -23,6 +23,7 @@ from mcached.server.connection import (
     CLOSED,
     CLOSING,
     OUTPUT_SOFT_CAP,
+    PULL_PIECES,
     READING,
     STREAM_CAP,
     YIELDED,
@@ -591,6 +592,33 @@ def test_a_stream_that_gives_way_is_pulled_on_at_the_next_writable_event() -> No
         got.append(received(client))
     assert got == [b"a", b"b", b"", b"c\r\n"]
     assert conn.state == YIELDED
+    conn.close()
+
+
+def test_a_stream_of_many_small_pieces_is_pulled_a_few_thousand_at_a_time() -> None:
+    """A multiget of small values streams ~5 pieces a key: a pull took up to STREAM_CAP
+    bytes of them (~13,000 lookups, tens of ms) before the worker's other connections had a
+    turn; 13 clients' long multigets held a new client's request up to 5.3 s. A pull now
+    stops after PULL_PIECES pieces and goes on at the next writable event."""
+    conn, client, owner = make()
+    produced = 0
+
+    def small() -> Iterator[bytes]:
+        nonlocal produced
+        for _ in range(3 * PULL_PIECES):
+            produced += 1
+            yield b"x"
+
+    conn.stream = small()
+    conn.set_state(BLOCKED)
+    conn.on_writable()
+    assert produced == PULL_PIECES and conn.stream is not None  # one pull's share
+    assert owner.interest(conn) == WRITE  # pulled on when next writable
+    got = received(client)
+    while conn.stream is not None:
+        conn.on_writable()
+        got += received(client)
+    assert got == b"x" * 3 * PULL_PIECES
     conn.close()
 
 
