@@ -450,10 +450,11 @@ class Parser(Buffered):
                 self._check_partial_line()
             return NEED_DATA
         if nl - pos >= READ_BUFFER:
-            if not self._multiget_line():
+            start = self._multiget_line()
+            if start < 0:
                 raise CloseConnection(f"line over {READ_BUFFER} bytes")  # see READ_BUFFER
             if nl - pos > LINE_PART:
-                return self._long_line(nl)
+                return self._long_line(start, nl)
         end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # drop a "\r"
         line = buf[pos:end]
         if type(line) is not bytes:  # a bytearray buffer (see feed): keys must be bytes
@@ -592,18 +593,21 @@ class Parser(Buffered):
         self._framed = False
         return self.next_command()
 
-    def _multiget_line(self) -> bool:
-        """The line at the parser's place is a get or gets (after at most 100 spaces): the
-        one kind memcached lets run past its read buffer."""
+    def _multiget_line(self) -> int:
+        """Where the get or gets starts (after at most 100 spaces) when the line at the
+        parser's place is one, the one kind memcached lets run past its read buffer; else
+        -1."""
         raw = bytes(self._buf[self._pos : self._pos + 110])
         head = raw.lstrip(b" ")
-        return len(raw) - len(head) <= 100 and (
-            head.startswith(b"get ") or head.startswith(b"gets ")
-        )
+        spaces = len(raw) - len(head)
+        if spaces <= 100 and (head.startswith(b"get ") or head.startswith(b"gets ")):
+            return self._pos + spaces
+        return -1
 
-    def _long_line(self, nl: int) -> c.Command:
-        """A get or gets line over `LINE_PART` bytes (ending at `nl`): its first part now,
-        the others as the server asks for the next command (`_line_part`). Each part is
+    def _long_line(self, start: int, nl: int) -> c.Command:
+        """A get or gets line over `LINE_PART` bytes (its verb at `start`, its end at `nl`):
+        its first part now, the others as the server asks for the next command
+        (`_line_part`). Each part is
         served as a get of its keys, the next one parsed once the server takes it, which it
         does not while a long reply waits for the client: so a connection holds the line's
         bytes and one part's keys, not the whole line's keys (memcached walks its line in
@@ -615,8 +619,6 @@ class Parser(Buffered):
         nul = buf.find(b"\0", pos, end)  # a NUL ends the line (see next_command)
         if nul >= 0:
             end = nul
-        head = bytes(buf[pos : pos + 110])  # "get " or "gets " after at most 100 spaces
-        start = pos + len(head) - len(head.lstrip(b" "))
         keys_at = buf.index(b" ", start)
         gets = keys_at - start == 4
         bad = _BAD_KEY.search(buf, keys_at, end)
@@ -677,7 +679,7 @@ class Parser(Buffered):
         size = len(self._buf) - self._pos
         if size <= MAX_LINE:
             return
-        if not self._multiget_line():
+        if self._multiget_line() < 0:
             raise CloseConnection(f"line over {MAX_LINE} bytes without a newline")
         if size > MAX_MULTIGET_LINE:
             raise CloseConnection(f"multiget line over {MAX_MULTIGET_LINE} bytes")

@@ -281,11 +281,7 @@ class Connection:
         try:
             data = sock.recv(READ_SIZE)
             if self.tls and data:
-                # TLS: decrypted bytes OpenSSL holds are invisible to the selector
-                parts = [data]
-                while sock.pending():  # type: ignore[attr-defined]
-                    parts.append(sock.recv(READ_SIZE))
-                data = b"".join(parts)
+                data = self._tls_pending([data])
         except _WOULD_BLOCK:
             return None
         except OSError:
@@ -696,12 +692,10 @@ class Connection:
                 self._take_pending()
             self.process()  # the replies, and whatever the client sent next
 
-    def _take_pending(self) -> None:
-        """TLS: the bytes OpenSSL decrypted past a value just received (the next requests,
-        in the record the value ended in) are invisible to the selector: into the parser
-        now, or they wait for the client's next bytes, which may never come."""
+    def _tls_pending(self, parts: list[bytes]) -> bytes:
+        """`parts` and the bytes OpenSSL has decrypted past them, which the selector cannot
+        see."""
         sock = self.sock
-        parts = []
         try:
             while sock.pending():  # type: ignore[attr-defined]
                 data = sock.recv(READ_SIZE)
@@ -710,8 +704,14 @@ class Connection:
                 parts.append(data)
         except OSError:  # SSLWantRead included: the next read sees it
             pass
-        if parts:
-            data = b"".join(parts)
+        return b"".join(parts)
+
+    def _take_pending(self) -> None:
+        """TLS: the bytes past a value just received (the next requests, in the record the
+        value ended in) into the parser now, or they wait for the client's next bytes,
+        which may never come."""
+        data = self._tls_pending([])
+        if data:
             self.counters.bytes_read += len(data)
             if self.parser.feed(data):
                 self.req_start = self.worker.now
