@@ -303,6 +303,17 @@ def whole(cmd: Any, pieces: list[Piece]) -> AnyUnit | Literal[False]:
     return SKIP
 
 
+def closing(cmd: Any, pieces: list[Piece]) -> AnyUnit:
+    """The object memcached sends as `cmd` closes the datagram's connection: a quit's (text
+    quit's and quitq's empty: memcached transmits before it closes), SKIP for any other
+    close (a value cut short sends nothing)."""
+    if not isinstance(cmd, c.Quit):
+        return SKIP
+    unit = whole(cmd, pieces)
+    assert unit is not False  # (a quit's reply is never split)
+    return Unit([], 0) if unit is SKIP else unit
+
+
 def units(cmd: Any, reply: bytes) -> list[bytes | None]:
     """The response objects memcached makes for `cmd`, which answered `reply` (whole)."""
     splitter = Splitter(cmd)

@@ -46,6 +46,7 @@ from mcached.protocol.datagram import (
     Splitter,
     Transmission,
     Unit,
+    closing,
     flushes,
     frames,
     whole,
@@ -284,6 +285,7 @@ class UdpServer:
         per_event = self.reqs_per_event
         dispatch = self.dispatch
         splitter: Splitter | None = None
+        cmd = None
         try:
             for n in itertools.count(1):  # every command of the datagram, as memcached
                 cmd = parser.next_command()
@@ -316,7 +318,12 @@ class UdpServer:
                     yield
             splitter = None
         except CloseConnection:
-            pass
+            if splitter is None:  # a quit's object goes, even empty; then nothing more
+                unit = closing(cmd, datagram.out)
+                datagram.taken += len(datagram.out)
+                datagram.out.clear()
+                yield from sender.send(unit)
+                datagram.release()
         except Shutdown as exc:
             self.on_shutdown(exc.graceful)
         except Exception:

@@ -150,3 +150,42 @@ def exchange(port: int, payload: bytes, expect: int, request_id: int = 0x0A0B) -
 def test_messages(udp_server: Server, name: str, payload: bytes, expected: list[Message]) -> None:
     got = exchange(udp_server.udp_port, payload, len(expected))
     assert got == [HEADER.pack(0x0A0B, seq, n, 0) + body for seq, n, body in expected]
+
+
+QUIT_CASES: list[tuple[str, bytes, list[Message]]] = [
+    ("quit alone: an empty message", b"quit\r\n", [(0, 0, b"")]),
+    (
+        "quit after mn, which transmitted: an empty message",
+        b"mn\r\nquit\r\n",
+        [(0, 1, b"MN\r\n"), (0, 0, b"")],
+    ),
+    ("quit after a get: an empty message", b"get a\r\nquit\r\n", [(0, 1, VA + END), (0, 0, b"")]),
+    (
+        "quit behind a reply that waits: dropped, and nothing after it served",
+        b"mg a v\r\nquit\r\nget a\r\n",
+        [(0, 1, b"VA 1\r\nx\r\n")],
+    ),
+    ("binary quitq: an empty message", R(b.QUITQ), [(0, 0, b"")]),
+    ("binary quit: its reply", R(b.QUIT, opaque=5) + R(b.NOOP), [(0, 1, b.response(b.QUIT, 5))]),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "expected"), QUIT_CASES, ids=[c[0] for c in QUIT_CASES]
+)
+def test_quit(
+    kind: str,
+    server_factory: Callable[..., Server],
+    name: str,
+    payload: bytes,
+    expected: list[Message],
+) -> None:
+    """A quit ends the datagram: memcached transmits what waits, the quit's own (empty)
+    object among it, and serves nothing after. A server of its own for each case: memcached
+    1.6.18's UDP connection keeps its close-after-write flag after a quit, so each later
+    datagram its thread serves stops after its first transmission (not copied)."""
+    srv = server_factory(kind, "-U", str(free_port(socket.SOCK_DGRAM)), "-t", "1")
+    with Conn(srv.address) as conn:
+        assert conn.request(b"set a 0 0 1\r\nx\r\n") == b"STORED\r\n"
+    got = exchange(srv.udp_port, payload, len(expected))
+    assert got == [HEADER.pack(0x0A0B, seq, n, 0) + body for seq, n, body in expected]
