@@ -587,15 +587,17 @@ class BinStats(BinaryReplies, c.Stats):
 
 class BinInvalid(BinaryReplies, c.Invalid):
     """A frame memcached answers with an error status (the parser decides whether the
-    connection closes after it)."""
+    connection closes after it). `swallows`: memcached then swallows the frame's body
+    rather than send what waits (it matters to UDP's messages alone)."""
 
-    __slots__ = ("opcode", "opaque", "quiet")
+    __slots__ = ("opcode", "opaque", "quiet", "swallows")
 
-    def __init__(self, error: Error, opcode: int, opaque: int = 0) -> None:
+    def __init__(self, error: Error, opcode: int, opaque: int = 0, swallows: bool = False) -> None:
         super().__init__(error, False)
         self.opcode = opcode
         self.opaque = opaque
         self.quiet = False
+        self.swallows = swallows
 
 
 # ---- ElastiCache's configuration verbs: the text ``config`` commands' meanings ----

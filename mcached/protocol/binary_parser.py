@@ -240,10 +240,10 @@ class BinaryParser(Buffered):
             )
         if base not in KNOWN:
             self._skip(body, bodylen)
-            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque)
+            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > 0)
         if base in _SASL_OPCODES and not self.sasl:
             self._skip(body, bodylen)  # memcached swallows what follows the key
-            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque)
+            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > keylen)
         # the extras and the key are in
         kstart = body + extlen
         vstart = kstart + keylen
@@ -280,7 +280,7 @@ class BinaryParser(Buffered):
         if base == b.CONFIG_SET:
             if vlen > self.item_size_max:
                 self._skip(vstart, vlen)
-                return b.BinInvalid(Error.TOO_LARGE, opcode, opaque)
+                return b.BinInvalid(Error.TOO_LARGE, opcode, opaque, True)
             end = vstart + vlen
             if len(buf) < end:
                 return NEED_DATA
@@ -291,10 +291,10 @@ class BinaryParser(Buffered):
         if base in (b.SASL_AUTH, b.SASL_STEP):
             if keylen > SASL_MECH_MAX:
                 self._skip(vstart, vlen)
-                return b.BinInvalid(Error.BIN_INVALID, opcode, opaque)
+                return b.BinInvalid(Error.BIN_INVALID, opcode, opaque, True)
             if vlen > SASL_DATA_MAX:
                 self._skip(vstart, vlen)
-                return b.BinInvalid(Error.BIN_NO_MEMORY, opcode, opaque)
+                return b.BinInvalid(Error.BIN_NO_MEMORY, opcode, opaque, True)
             end = vstart + vlen
             if len(buf) < end:
                 return NEED_DATA

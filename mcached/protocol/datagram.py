@@ -15,7 +15,11 @@ some commands make several objects:
   leaves an *empty* object.
 
 What is sent of them depends on when memcached transmits. A get (any of the four) and ``mn``
-transmit at once, as does a binary command that answered; so does the command that spends a
+transmit at once; of the binary commands, those memcached leaves in ``conn_mwrite``
+(``proto_bin.c``): a noop, a quit, an SASL step that continues, and an error, but for a
+getk/gatk miss (it carries the key) and an error behind which the request's body is
+swallowed (a store too large or out of memory, an unknown command with a body); a binary
+hit or success waits. So does the command that spends a
 turn's ``-R`` requests (the 21st of a datagram with ``-R 20``, then every 20th: the server
 counts); the rest wait for the next transmission. An object at the head of what waits is
 sent even when empty (a message of just the header, count 0), while a skip object there is
@@ -40,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol.binary import BinaryReplies
 from mcached.protocol.outcomes import Piece, Pieces
@@ -103,6 +108,7 @@ class Splitter:
         "keys",
         "fed",
         "nbytes",
+        "head",
         "_held_from",
         "_i",
         "_misses",
@@ -124,6 +130,7 @@ class Splitter:
         self.keys: list[bytes] | None = keys if keys is not None and len(keys) > 1 else None
         self.fed = 0  # pieces fed
         self.nbytes = 0  # bytes fed
+        self.head = b""  # a binary reply's first bytes, for `flushes`
         self._held_from: int | None = None  # the first piece with bytes held
         self._i = 0  # the key whose block may come next
         self._misses = 0  # keys missed since the block held (or the start)
@@ -152,6 +159,8 @@ class Splitter:
         for view in views:
             if len(view):
                 self.nbytes += len(view)
+                if self.binary and len(self.head) < b.HEADER_SIZE:
+                    self.head += bytes(view[: b.HEADER_SIZE - len(self.head)])
                 if self._held_from is None:
                     self._held_from = self.fed
                 self._take(view, out)
@@ -321,12 +330,37 @@ def units(cmd: Any, reply: bytes) -> list[bytes | None]:
     return [None if u is None else bytes(u) for u in made]
 
 
-def flushes(cmd: Any, nbytes: int) -> bool:
-    """Whether memcached transmits what waits once `cmd`, which answered `nbytes` bytes, is
-    served."""
-    if isinstance(cmd, BinaryReplies):
-        return nbytes > 0
-    return type(cmd) in c.TRANSMITTING
+def flushes(cmd: Any, reply: list[Piece]) -> bool:
+    """Whether memcached transmits what waits once `cmd` is served; `reply` is what it
+    answered, or the start of it (a binary header's worth is read)."""
+    if not isinstance(cmd, BinaryReplies):
+        return type(cmd) in c.TRANSMITTING
+    head = reply_head(reply)
+    if len(head) < b.HEADER_SIZE:
+        return False  # a quiet command that said nothing
+    opcode = head[1]
+    status = int.from_bytes(head[6:8], "big")
+    if opcode == b.NOOP or opcode == b.QUIT or status == b.AUTH_CONTINUE:
+        return True
+    if status == b.SUCCESS or (status == b.KEY_ENOENT and head[2:4] != b"\0\0"):
+        return False  # a hit, a success, a getk/gatk miss
+    # an error: sent at once, unless memcached swallows the request's body behind it
+    if isinstance(cmd, b.BinInvalid):
+        return not cmd.swallows
+    if isinstance(cmd, b.BinTooLarge):
+        return False
+    return not (isinstance(cmd, b.BinSet) and status == b.ENOMEM)
+
+
+def reply_head(pieces: list[Piece]) -> bytes:
+    """The first bytes of a reply written as `pieces`, a binary header's worth at most."""
+    head = b""
+    for piece in pieces:
+        for view in piece.views if isinstance(piece, Pieces) else (piece,):
+            head += bytes(view[: b.HEADER_SIZE - len(head)])
+            if len(head) >= b.HEADER_SIZE:
+                return head
+    return head
 
 
 class Transmission:

@@ -298,20 +298,20 @@ class UdpServer:
                 if unit is False:
                     splitter = Splitter(cmd)
                     yield from self._reply(datagram, splitter, sender)
-                    nbytes = splitter.nbytes
+                    reply: list[Any] = [splitter.head]
                 else:
                     # most commands: one object, all written at once
                     datagram.taken += len(datagram.out)
                     datagram.out.clear()
                     yield from sender.send(unit)
                     datagram.release()
-                    nbytes = 0 if unit is None else unit.nbytes
+                    reply = [] if unit is None else unit.pieces
                 reader.turn_cmds += 1
                 # memcached also transmits when a turn's -R requests are spent: after the
                 # 21st command of a datagram (-R 20), then after every 20th; then it serves
                 # its other connections
                 turn_spent = (n - 1) % per_event == 0 < n - 1
-                if flushes(cmd, nbytes) or turn_spent:
+                if flushes(cmd, reply) or turn_spent:
                     sender.transmitted()
                 if turn_spent:
                     datagram.counters.conn_yields += 1  # as memcached counts its yield

@@ -25,6 +25,7 @@ END = b"END\r\n"
 BIG = bytes(range(256)) * 11 + b"y" * 184  # 3000 bytes
 VBIG = b"VALUE big 0 3000\r\n" + BIG + b"\r\n"
 NOOP = b.response(b.NOOP, 1)
+NOOP2 = b.response(b.NOOP, 2)
 NF = b.response(b.GET, 2, 1, b"Not found")
 
 Message = tuple[int, int, bytes]  # sequence number, count, payload
@@ -111,6 +112,21 @@ CASES: list[tuple[str, bytes, list[Message]]] = [
         "binary: quiet ones wait, the first of them is sent empty",
         R(b.NOOP, opaque=1) + R(b.GETQ, b"zz") + R(b.GETQ, b"zz") + R(b.NOOP, opaque=1),
         [(0, 1, NOOP), (0, 0, b""), (0, 1, NOOP)],
+    ),
+    (
+        "binary: a success waits, so a quiet miss behind it is dropped",
+        R(b.VERSION, opaque=1) + R(b.GETQ, b"zz") + R(b.NOOP, opaque=2),
+        [(0, 1, b.response(b.VERSION, 1, body=b"1.6.18")), (0, 1, NOOP2)],
+    ),
+    (
+        "binary: a getk miss carries its key and waits",
+        R(b.GETK, b"zz", opaque=1) + R(b.GETQ, b"zz") + R(b.NOOP, opaque=2),
+        [(0, 1, b.response(b.GETK, 1, 1, b"zz", keylen=2)), (0, 1, NOOP2)],
+    ),
+    (
+        "binary: an error transmits at once",
+        R(b.DELETEQ, b"zz", opaque=1) + R(b.GETQ, b"zz") + R(b.NOOP, opaque=2),
+        [(0, 1, b.response(b.DELETEQ, 1, 1, b"Not found")), (0, 0, b""), (0, 1, NOOP2)],
     ),
     (
         "binary: a quiet set",

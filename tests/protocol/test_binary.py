@@ -106,17 +106,22 @@ CASES: list[tuple[str, bytes, Any]] = [
     (
         "unknown opcode: its body skipped",
         R(0x50, b"key", b"value", b"ext"),
+        b.BinInvalid(Error.UNKNOWN_COMMAND, 0x50, 0, True),
+    ),
+    (
+        "unknown opcode without a body: nothing to swallow",
+        R(0x50),
         b.BinInvalid(Error.UNKNOWN_COMMAND, 0x50),
     ),
     (
         "verbosity: unknown, as in memcached 1.6.18",
         R(b.VERBOSITY, extras=EXP(1)),
-        b.BinInvalid(Error.UNKNOWN_COMMAND, b.VERBOSITY),
+        b.BinInvalid(Error.UNKNOWN_COMMAND, b.VERBOSITY, 0, True),
     ),
     (
         "sasl without -S: unknown",
         R(b.SASL_AUTH, b"PLAIN", b"\0u\0p"),
-        b.BinInvalid(Error.UNKNOWN_COMMAND, b.SASL_AUTH),
+        b.BinInvalid(Error.UNKNOWN_COMMAND, b.SASL_AUTH, 0, True),
     ),
     # ElastiCache's config verbs (the AWS ElastiCache Cluster Client for Java's frames)
     ("config get", R(0x60, b"cluster", opaque=7), b.BinConfigGet(b"cluster", 7)),
@@ -139,7 +144,7 @@ CASES: list[tuple[str, bytes, Any]] = [
     (
         "config set over -I: too large, the data skipped",
         R(0x64, b"cluster", b"x" * 1025, EXP(0), opaque=4),
-        b.BinInvalid(Error.TOO_LARGE, 0x64, 4),
+        b.BinInvalid(Error.TOO_LARGE, 0x64, 4, True),
     ),
     ("config delete", R(0x66, b"cluster", opaque=5), b.BinConfigDelete(b"cluster", 5)),
     (

@@ -9,7 +9,7 @@ import pytest
 from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol import datagram as d
-from mcached.protocol.outcomes import Pieces
+from mcached.protocol.outcomes import Error, Pieces
 
 pytestmark = pytest.mark.unit
 
@@ -54,12 +54,36 @@ def test_units(cmd: Any, reply: bytes, expected: list[bytes | None]) -> None:
 
 
 def test_flushes() -> None:
-    assert d.flushes(c.Get([b"a"]), 5)
-    assert d.flushes(c.Gats(0, [b"a"]), 5)
-    assert d.flushes(c.MetaNoop(), 4)
-    assert not d.flushes(c.Version(), 16)
-    assert d.flushes(b.BinNoop(), 24)
-    assert not d.flushes(b.BinGet(b"k", b.GETQ, 0, True), 0)
+    assert d.flushes(c.Get([b"a"]), [b"END\r\n"])
+    assert d.flushes(c.Gats(0, [b"a"]), [b"END\r\n"])
+    assert d.flushes(c.MetaNoop(), [b"MN\r\n"])
+    assert not d.flushes(c.Version(), [b"VERSION 1.6.18\r\n"])
+
+
+R = b.response
+NF = R(b.GET, 0, b.KEY_ENOENT, b"Not found")
+# (the command, its reply cut into pieces, whether memcached 1.6.18 transmits after it)
+BINARY_FLUSHES: list[tuple[Any, list[Any], bool]] = [
+    (b.BinNoop(), [R(b.NOOP, 0)], True),
+    (b.BinQuit(), [R(b.QUIT, 0)], True),
+    (b.BinGet(b"k", b.GETQ, 0, True), [], False),  # a quiet miss says nothing
+    (b.BinGet(b"k", b.GET, 0, False), [NF[:5], Pieces([memoryview(NF[5:])])], True),
+    (b.BinGet(b"k", b.GET, 0, False), [R(b.GET, 0, body=b"\0\0\0\0v", extlen=4)], False),
+    (b.BinGetK(b"k", b.GETK, 0, False), [R(b.GETK, 0, b.KEY_ENOENT, b"k", keylen=1)], False),
+    (b.BinVersion(), [R(b.VERSION, 0, body=b"1.6.18")], False),
+    (b.BinDelete(b"k", b.DELETEQ, 0, True), [R(b.DELETEQ, 0, b.KEY_ENOENT, b"Not found")], True),
+    (b.BinSet(b"k", 0, 0, b"v", b.SET, 0, False), [R(b.SET, 0, b.NOT_STORED)], True),
+    (b.BinSet(b"k", 0, 0, b"v", b.SET, 0, False), [R(b.SET, 0, b.ENOMEM)], False),
+    (b.BinTooLarge(b"set", b"k", b.SET), [R(b.SET, 0, b.E2BIG)], False),
+    (b.BinInvalid(Error.UNKNOWN_COMMAND, 0x55), [R(0x55, 0, b.UNKNOWN_COMMAND)], True),
+    (b.BinInvalid(Error.UNKNOWN_COMMAND, 0x55, 0, True), [R(0x55, 0, b.UNKNOWN_COMMAND)], False),
+    (b.BinIncr(b"k", 1, 0, None, True, b.INCREMENT, 0, False, 0), [R(b.INCREMENT, 0)], False),
+]
+
+
+@pytest.mark.parametrize(("cmd", "reply", "expected"), BINARY_FLUSHES)
+def test_flushes_binary(cmd: Any, reply: list[Any], expected: bool) -> None:
+    assert d.flushes(cmd, reply) is expected
 
 
 def sent(unit: d.Unit) -> list[bytes]:
