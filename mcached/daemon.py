@@ -311,6 +311,7 @@ class Daemon:
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
         self._stop_lock = threading.Lock()
+        self._stop_done = threading.Event()  # `stop` finished (whichever thread ran it)
         self._threads_started: list[Any] = []
         self._hup = False  # a child process: SIGHUP sent to it arrived, reload at once
         # the board's G_RELOAD_EPOCH whose reload this process's copies have (a child forked
@@ -447,13 +448,25 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
-        if self.metrics is not None:
-            self.metrics.stop()
-        for svc in reversed(self._threads_started):
-            svc.stop()
-        self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
-        self.server.remove_unix_file()
-        lifecycle.info("stopped")
+        try:
+            if self.metrics is not None:
+                self.metrics.stop()
+            for svc in reversed(self._threads_started):
+                svc.stop()
+            self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
+            self.server.remove_unix_file()
+            lifecycle.info("stopped")
+        finally:
+            self._stop_done.set()
+
+    @property
+    def stopped(self) -> bool:
+        """Stopping or stopped: by `stop`, or by the ``shutdown`` command."""
+        return self._stopped
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait for a `stop` another thread runs (the ``shutdown`` command's) to finish."""
+        return self._stop_done.wait(timeout)
 
     def close(self) -> bool:
         """After `stop`: give the memory back now, not when the garbage collector finds the

@@ -61,9 +61,10 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from mcached.addr import format_address
 from mcached.auth import load_auth_file
@@ -71,6 +72,9 @@ from mcached.cli import parse_settings
 from mcached.cluster.config import Node, format_data
 from mcached.cluster.discovery import own_node
 from mcached.daemon import Daemon, gil_enabled
+from mcached.protocol import binary as b
+from mcached.sasl import ENV as SASL_PWDB_ENV
+from mcached.sasl import parse_pwdb
 from mcached.settings import Settings, SettingsError, default_threads, parse_size, validate
 
 __all__ = [
@@ -95,6 +99,7 @@ PROCESS_SETTINGS = {
 SIZE_SETTINGS = ("memory_limit", "item_size_max", "slab_chunk_max")
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 REQUEST_TIMEOUT = 5.0  # seconds a handle's own request (stats, flush_all) may take
+T = TypeVar("T")
 
 
 class ServerError(Exception):
@@ -146,7 +151,15 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
             f"(memory_limit='{value}m' means {value} MB)"
         )
     elif name == "listen":
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+            value = format_address(value)  # (host, port), the shape `address` has
         value = (value,) if isinstance(value, str) else tuple(value)
+        for spec in value:
+            if not isinstance(spec, str):
+                raise TypeError(
+                    f"listen wants 'host:port' text, a (host, port) pair or a list of "
+                    f"'host:port', got {spec!r}"
+                )
     elif name in ("ssl_chain_cert", "ssl_key", "ssl_ca_cert", "auth_file", "cluster_file"):
         value = None if value is None else os.fspath(value)  # (None: the TLS files unset)
     out[name] = _check_type(name, value)
@@ -180,21 +193,27 @@ def _value(text: str) -> int | float | str:
 
 class ServerHandle:
     """A server, seen as its clients see it: where it is, and two requests a test needs
-    (``stats``, ``flush_all``), each over a connection of its own."""
+    (``stats``, ``flush_all``), each over a connection of its own: text, or with `binary`
+    the binary protocol (a server that speaks only that: ``-B binary``, ``-S``)."""
+
+    #: the unix domain socket's path of a server listening on one (``-s``), else None
+    path: str | None = None
+    binary = False
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
 
     @property
-    def address(self) -> tuple[str, int]:
-        """(host, port), what pymemcache's ``Client`` takes."""
-        return (self.host, self.port)
+    def address(self) -> Any:
+        """(host, port), what pymemcache's ``Client`` takes (on a unix socket: its path,
+        which it takes too)."""
+        return self.path if self.path is not None else (self.host, self.port)
 
     @property
     def endpoint(self) -> str:
         """``host:port`` (``[v6]:port``): Django's ``LOCATION``, and the configuration
-        endpoint of a discovery client (a lone node lists itself)."""
+        endpoint of a discovery client (a lone node lists itself); a unix socket's path."""
         return format_address(self.address)
 
     def __repr__(self) -> str:
@@ -203,27 +222,48 @@ class ServerHandle:
     # ---- requests (overridden for TLS and -Y by the embedded server) ----
 
     def _connect(self) -> socket.socket:
+        if self.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(REQUEST_TIMEOUT)
+                sock.connect(self.path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
         return socket.create_connection(self.address, timeout=REQUEST_TIMEOUT)
 
     def _login(self, sock: socket.socket) -> None:
-        """Before the request: nothing here (the embedded server logs in under ``-Y``)."""
+        """Before the request: nothing here (the embedded server logs in under ``-Y``,
+        ``-S``)."""
 
-    def _request(self, data: bytes, ends: tuple[bytes, ...]) -> bytes:
-        """Send `data`; the reply, read until it ends with one of `ends` or an error line."""
+    def _request(self, data: bytes, read: Callable[[socket.socket], T]) -> T:
+        """Send `data`; the reply as `read` reads it."""
         try:
             with self._connect() as sock:
                 self._login(sock)
                 sock.sendall(data)
-                return _read_reply(sock, ends)
+                return read(sock)
         except OSError as exc:
             raise ServerError(f"{self.endpoint}: {exc}") from exc
 
     def stats(self, sub: str = "") -> dict[str, int | float | str]:
         """``stats`` (or ``stats <sub>``: ``settings``, ``items``, ``slabs``...) as a dict;
-        numbers as numbers."""
-        request = b"stats " + sub.encode("ascii") if sub else b"stats"
-        reply = self._request(request + b"\r\n", (b"END\r\n",))
+        numbers as numbers (``reset``, ``detail on|off``: an empty dict)."""
         out: dict[str, int | float | str] = {}
+        if self.binary:
+            frames = self._request(b.request(b.STAT, sub.encode("ascii")), _read_stat_frames)
+            for name, value in frames:
+                out[name.decode("ascii", "replace")] = _value(value.decode("ascii", "replace"))
+            return out
+        # what ends the reply: END, but for the two that answer otherwise
+        ends = (b"END\r\n",)
+        if sub.strip() == "reset":
+            ends = (b"RESET\r\n",)
+        elif sub.split()[:1] == ["detail"] and sub.split()[1:2] != ["dump"]:
+            ends = (b"OK\r\n",)
+        request = b"stats " + sub.encode("ascii") if sub else b"stats"
+        reply = self._request(request + b"\r\n", lambda sock: _read_reply(sock, ends))
         for line in reply.split(b"\r\n"):
             parts = line.split(b" ", 2)
             if len(parts) == 3 and parts[0] == b"STAT":
@@ -234,10 +274,50 @@ class ServerHandle:
 
     def flush(self) -> None:
         """``flush_all``: every item is gone."""
-        self._request(b"flush_all\r\n", (b"OK\r\n",))
+        if self.binary:
+            self._request(b.request(b.FLUSH), _read_frame)
+        else:
+            self._request(b"flush_all\r\n", lambda sock: _read_reply(sock, (b"OK\r\n",)))
 
 
 _ERROR_LINES = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+
+
+def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ServerError(f"no complete reply within {REQUEST_TIMEOUT}s")
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ServerError(f"connection closed by the server after {buf[:200]!r}")
+        buf += chunk
+    return buf
+
+
+def _read_frame(sock: socket.socket, deadline: float | None = None) -> tuple[bytes, bytes]:
+    """One binary response: (key, value); ServerError for an error status."""
+    if deadline is None:
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+    header = _recv_exactly(sock, b.HEADER_SIZE, deadline)
+    _, _, keylen, extlen, _, status, bodylen, _, _ = b.HEADER.unpack(header)
+    body = _recv_exactly(sock, bodylen, deadline)
+    if status != b.SUCCESS:
+        raise ServerError(f"binary status {status:#x}: {body[extlen + keylen :]!r}")
+    return body[extlen : extlen + keylen], body[extlen + keylen :]
+
+
+def _read_stat_frames(sock: socket.socket) -> list[tuple[bytes, bytes]]:
+    """A binary stat's responses, up to the one with no key and no value that ends them."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    out: list[tuple[bytes, bytes]] = []
+    while True:
+        key, value = _read_frame(sock, deadline)
+        if not key and not value:
+            return out
+        out.append((key, value))
 
 
 def _read_reply(sock: socket.socket, ends: tuple[bytes, ...]) -> bytes:
@@ -273,6 +353,7 @@ class EmbeddedServer(ServerHandle):
         #: with ``ssl_verify_mode`` 2 or 3: the (certificate, key) files `stats` and `flush`
         #: present, a client certificate the server's ``ssl_ca_cert`` accepts
         self.client_cert: tuple[str, str] | None = None
+        self._plain = False
         host, port = self._bind(settings)
         super().__init__(host, port)
         if start:
@@ -290,7 +371,15 @@ class EmbeddedServer(ServerHandle):
             _discard(daemon)
             raise
         self._daemon = daemon
-        name = daemon.server.tcp[0].getsockname()
+        self.binary = settings.protocol == "binary" or settings.sasl
+        server = daemon.server
+        if not server.tcp:  # -s: a unix domain socket alone
+            self.path = settings.unix_socket
+            self._plain = True
+            return "", 0
+        first = server.tcp[0]
+        self._plain = first in server.notls  # a notls: listener: the handle speaks plain
+        name = first.getsockname()
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(name[0]), str(name[0]))
         return host, int(name[1])
 
@@ -303,7 +392,15 @@ class EmbeddedServer(ServerHandle):
             self._daemon = None
             _discard(daemon)
             raise
-        self.settings = daemon.settings  # with the port it got
+        _live.add(self)
+        # with the port it got; and where each listener listens, for `restart` (a listen
+        # address of port 0 got one of its own)
+        settings = daemon.settings
+        bound = [
+            ("notls:" if sock in daemon.server.notls else "") + format_address(sock.getsockname())
+            for sock in daemon.server.tcp
+        ]
+        self.settings = settings.replace(listen=tuple(dict.fromkeys(bound))) if bound else settings
 
     @property
     def daemon(self) -> Daemon | None:
@@ -311,7 +408,10 @@ class EmbeddedServer(ServerHandle):
 
     @property
     def running(self) -> bool:
-        return self._daemon is not None
+        """Serving: started, and neither stopped, killed nor shut down by a client's
+        ``shutdown`` (``shutdown_command``)."""
+        daemon = self._daemon
+        return daemon is not None and not daemon.stopped
 
     def stop(self, graceful: bool = True) -> None:
         """Stop and give everything back (rule 3). `graceful`: answer the requests already
@@ -344,8 +444,9 @@ class EmbeddedServer(ServerHandle):
         """Start again, empty, on the same port (a crashed node that comes back). Raises
         OSError if another program took the port meanwhile."""
         with self._lock:
-            if self._daemon is not None:
+            if self.running:
                 raise RuntimeError(f"{self} is running: stop() or kill() it first")
+            self.stop()  # a server a client's ``shutdown`` stopped: given back first
             self._bind(self.settings.replace(port=self.port))
             self._start()
             self.killed = False
@@ -372,7 +473,7 @@ class EmbeddedServer(ServerHandle):
             raise ServerError(f"{self} is not running")
         sock = super()._connect()
         s = self.settings
-        if not s.ssl_enabled:
+        if not s.ssl_enabled or self._plain:
             return sock
         # our own server: no need to check who it is; a client certificate when it wants one
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -389,6 +490,8 @@ class EmbeddedServer(ServerHandle):
         return ctx.wrap_socket(sock)
 
     def _login(self, sock: socket.socket) -> None:
+        if self.settings.sasl:
+            self._sasl_login(sock)
         if not self.settings.auth_file:
             return
         entries = load_auth_file(self.settings.auth_file)
@@ -398,6 +501,20 @@ class EmbeddedServer(ServerHandle):
         data = user + b" " + password
         sock.sendall(b"set _ 0 0 %d\r\n%b\r\n" % (len(data), data))
         _read_reply(sock, (b"STORED\r\n",))
+
+    def _sasl_login(self, sock: socket.socket) -> None:
+        """``-S``: PLAIN, as the password file's first user."""
+        path = self.settings.sasl_pwdb or os.environ.get(SASL_PWDB_ENV, "")
+        try:
+            with open(path, "rb") as f:
+                users = parse_pwdb(f.read())
+        except OSError as exc:
+            raise ServerError(f"{self}: SASL without a readable password file: {exc}") from None
+        if not users:
+            raise ServerError(f"{path} holds no credentials")
+        user, password = next(iter(users.items()))
+        sock.sendall(b.request(b.SASL_AUTH, b"PLAIN", b"\0" + user + b"\0" + password))
+        _read_frame(sock)
 
 
 def _snapshot(conns: set[Any]) -> list[Any]:
@@ -410,8 +527,37 @@ def _snapshot(conns: set[Any]) -> list[Any]:
     return []
 
 
+#: the servers started in this process, for `_after_fork_in_child`
+_live: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked from a program that runs embedded servers (``os.fork``,
+    multiprocessing's "fork"): no thread of theirs runs here, so the child closes its copies
+    of their sockets, which would otherwise keep accepting connections nobody answers once
+    the parent's server stopped, and keep open the connections the parent closed. (Only the
+    descriptors: the poller the parent shares is not touched.) Their handles say stopped."""
+    for server in list(_live):
+        daemon, server._daemon = server._daemon, None
+        if daemon is None:
+            continue
+        daemon.server.close_sockets()
+        socks = [conn.sock for w in daemon.server.workers for conn in _snapshot(w.conns)]
+        if daemon.metrics_sock is not None:
+            socks.append(daemon.metrics_sock)
+        for sock in socks:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _discard(daemon: Daemon, graceful: bool = False) -> None:
-    daemon.stop(graceful)
+    daemon.stop(graceful)  # (returns at once if a client's ``shutdown`` is stopping it...)
+    daemon.wait_stopped(daemon.settings.shutdown_timeout + 10)  # (... which we wait for)
     daemon.close()
 
 
@@ -551,6 +697,7 @@ class EmbeddedCluster:
         removed, stopped or killed run again (restarted empty, on their ports), the first
         membership is served again (a version up, when it changed), every node is flushed."""
         with self._lock:
+            os.makedirs(self._dir, mode=0o700, exist_ok=True)  # (gone with a `stop`)
             if self._nodes != self._first or not all(n.running for n in self._first):
                 for node in self._nodes:
                     if node not in self._first:

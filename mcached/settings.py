@@ -209,10 +209,13 @@ uint32 = suboption(
 )
 
 
+HASH_NAMES = ("jenkins", "murmur3", "xxh3")
+
+
 def hash_name(raw: str | None, what: str) -> str:
     if raw is None:
         raise SettingsError(f"Missing {what} argument", code=1)
-    if raw not in ("jenkins", "murmur3", "xxh3"):
+    if raw not in HASH_NAMES:
         raise SettingsError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", code=1)
     return raw
 
@@ -898,6 +901,7 @@ class Settings:
             stat="read_buf_mem_limit",
             extended=True,
             parse=suboption(safe_strtoul),
+            check=between(0, 2**32 - 1, "could not parse argument to read_buf_mem_limit", 1),
             show=megabytes_in_bytes,
         ),
     )
@@ -979,6 +983,7 @@ class Settings:
             stat="lru_crawler_tocrawl",
             extended=True,
             parse=uint32,
+            check=between(0, 2**32 - 1, "lru_crawler_tocrawl takes a numeric 32bit value", 1),
         ),
     )
     lru_maintainer: bool = field(
@@ -1133,6 +1138,7 @@ class Settings:
             "interpreter's, which stats settings shows)",
             extended=True,
             parse=hash_name,
+            check=one_of(HASH_NAMES, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1),
         ),
     )
     watcher_logbuf_size: int = field(
@@ -1154,6 +1160,7 @@ class Settings:
             stat="worker_logbuf_size",
             extended=True,
             parse=suboption(safe_strtoul, then=in_32_bits(KB)),
+            check=between(0, 2**32 - 1, "could not parse argument to worker_logbuf_size", 1),
         ),
     )
     ext_item_size: int = field(

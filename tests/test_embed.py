@@ -301,6 +301,152 @@ def test_kill_refuses_new_connections_resets_open_ones_and_restart_comes_back_em
         server.stop()
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("keyword", "value", "message"),
+    [
+        ("hash_algorithm", "x", "Unknown hash_algorithm option"),
+        ("lru_crawler_tocrawl", -5, "lru_crawler_tocrawl takes a numeric 32bit value"),
+        ("read_buf_mem_limit", -1, "read_buf_mem_limit"),
+        ("worker_logbuf_size", -1, "worker_logbuf_size"),
+    ],
+)
+def test_a_keyword_is_checked_as_its_flag_is(keyword: str, value: Any, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        make_settings(**{keyword: value})
+
+
+@pytest.mark.integration
+def test_a_unix_socket_server_and_its_handle(tmp_path: Path) -> None:
+    path = str(tmp_path / "mc.sock")
+    with serve(unix_socket=path) as server:
+        assert server.address == path and server.endpoint == path
+        client = Client(server.address, timeout=2)  # pymemcache takes the path
+        client.set("k", b"v")
+        assert server.stats()["curr_items"] == 1
+        server.flush()
+        assert client.get("k") is None
+        client.close()
+    assert not os.path.exists(path)
+
+
+@pytest.mark.integration
+def test_a_refused_start_gives_its_descriptors_back(tmp_path: Path) -> None:
+    serve().stop()  # (what a first server opens once for the process)
+    gc.collect()
+    before = _fds()
+    for _ in range(5):
+        with pytest.raises(SettingsError):
+            serve(auth_file=tmp_path / "missing")
+    gc.collect()
+    assert _fds() == before
+
+
+@pytest.mark.integration
+def test_after_the_shutdown_command_the_handle_says_stopped_and_restarts() -> None:
+    server = serve(shutdown_command=True)
+    try:
+        port = server.port
+        with socket.create_connection(server.address, timeout=2) as sock:
+            sock.sendall(b"shutdown\r\n")
+            sock.recv(100)
+        deadline = time.monotonic() + 10
+        while server.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.running and "stopped" in repr(server)
+        server.restart()
+        assert server.running and server.port == port
+        assert server.stats()["curr_items"] == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flags", [("-B", "binary"), ("-S",)], ids=["binary protocol", "sasl"])
+def test_the_handle_speaks_binary_to_a_server_that_speaks_only_that(
+    flags: tuple[str, ...], tmp_path: Path
+) -> None:
+    pwdb = tmp_path / "pwdb"
+    pwdb.write_text("alice:s3cret\n")
+    with serve(*flags, sasl_pwdb=str(pwdb)) as server:
+        started = time.monotonic()
+        stats = server.stats()
+        assert stats["curr_connections"] >= 1 and stats["cmd_flush"] == 0
+        server.flush()
+        assert server.stats()["cmd_flush"] == 1
+        assert server.stats("settings")["binding_protocol"] == "binary"
+        assert server.stats("reset") == {}
+        assert time.monotonic() - started < embed.REQUEST_TIMEOUT  # nothing waited it out
+
+
+@pytest.mark.integration
+def test_stats_reset_and_detail_return_at_once() -> None:
+    with serve() as server:
+        server.flush()
+        started = time.monotonic()
+        assert server.stats("reset") == {}
+        assert server.stats("detail on") == {}
+        assert server.stats("detail off") == {}
+        assert server.stats()["cmd_flush"] == 0  # reset
+        assert time.monotonic() - started < embed.REQUEST_TIMEOUT
+
+
+@pytest.mark.integration
+def test_restart_comes_back_on_the_port_a_listen_address_of_port_0_got() -> None:
+    server = serve(listen=("127.0.0.1", 0))  # the shape `address` has
+    try:
+        port = server.port
+        server.kill()
+        server.restart()
+        assert server.daemon is not None and server.daemon.server.ports == [port]
+        assert server.stats()["curr_items"] == 0
+    finally:
+        server.stop()
+    with pytest.raises(TypeError, match="listen wants"):
+        serve(listen=[("127.0.0.1", 0)])
+
+
+@pytest.mark.integration
+def test_a_notls_listener_first_the_handle_speaks_plain_to_it(tmp_path: Path) -> None:
+    from tests.certs import make_pki  # (see test_tls_and_client_certificates)
+
+    pki = make_pki(tmp_path)
+    with serve(
+        tls=(pki.server_cert, pki.server_key), listen=["notls:127.0.0.1:0", "127.0.0.1:0"]
+    ) as server:
+        assert server.stats()["curr_connections"] >= 1
+
+
+@pytest.mark.integration
+def test_a_forked_child_does_not_keep_the_servers_sockets() -> None:
+    server = serve()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child doing something else (a multiprocessing worker, say)
+        os.close(writer)
+        os.read(reader, 1)
+        os._exit(0)
+    os.close(reader)
+    try:
+        raw = socket.create_connection(server.address, timeout=2)
+        raw.sendall(b"version\r\n")
+        assert raw.recv(100).startswith(b"VERSION")
+        server.kill()
+        with pytest.raises(ConnectionRefusedError):  # not taken by the child's copy
+            socket.create_connection(server.address, timeout=2)
+        with pytest.raises(ConnectionResetError):  # the child held no copy open either
+            raw.sendall(b"version\r\n")
+            if not raw.recv(100):
+                raise AssertionError("an orderly close (FIN), not a reset")
+        raw.close()
+        server.restart()  # the port is free
+        assert server.stats()["curr_items"] == 0
+    finally:
+        os.close(writer)
+        os.waitpid(pid, 0)
+        server.stop()
+
+
 # ---- the proof: 200 servers in one process ----
 
 LEAK_SERVERS = 200

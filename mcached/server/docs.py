@@ -87,6 +87,8 @@ class SharedDocs:
         self._words = memoryview(self._map).cast("q")
         self._lock = threading.Lock()
         self._lockfile = os.memfd_create("mcached-docs", os.MFD_CLOEXEC)  # for `exclusive`
+        # closed by `close`, or with the object (a daemon whose start failed)
+        self._close_lockfile = weakref.finalize(self, os.close, self._lockfile)
         _instances.add(self)
 
     # ---- one buffer ----
@@ -211,4 +213,4 @@ class SharedDocs:
     def close(self) -> None:
         self._words.release()
         self._map.close()
-        os.close(self._lockfile)
+        self._close_lockfile()

@@ -144,6 +144,20 @@ def test_reset_undoes_what_a_test_did() -> None:
         assert len({config_get(n.address) for n in first}) == 1
 
 
+def test_reset_after_stop_brings_the_first_nodes_back() -> None:
+    """What the session-scoped fixture does after a test stopped the shared cluster."""
+    with serve_cluster(2) as cluster:
+        first = cluster.nodes
+        cluster.stop()
+        assert not cluster.running
+        cluster.reset()
+        assert cluster.nodes == first and all(n.running for n in first)
+        lists = {config_get(n.address) for n in first}
+        assert len(lists) == 1
+        listed = lists.pop()
+        assert all(b"|%d" % n.port in listed for n in first)
+
+
 def test_cluster_settings_and_refusals() -> None:
     with serve_cluster(1, "-c", "32", memory_limit="8m") as cluster:
         settings = cluster.nodes[0].stats("settings")
