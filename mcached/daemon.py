@@ -998,7 +998,7 @@ class Daemon:
             uptime=self.clock.uptime(),
             rusage_user=user,
             rusage_system=system,
-            curr_connections=srv.curr_connections,
+            curr_connections=srv.reported_connections,
             max_connections=self.settings.max_connections,
             accepting_conns=1 if srv.accepting else 0,
             total_malloced=totals["total_malloced"],
@@ -1039,12 +1039,10 @@ class Daemon:
             "rusage_system": f"{system:.6f}",
             "uptime": self.clock.uptime(),
             "max_connections": self.settings.max_connections,
-            "curr_connections": srv.curr_connections,
+            "curr_connections": srv.reported_connections,
             "total_connections": figures["total_connections"],
             "rejected_connections": figures["rejected_connections"],
-            "connection_structures": (
-                srv.curr_connections + len(srv.tcp) + len(srv.udp) + (srv.unix is not None)
-            ),
+            "connection_structures": (srv.curr_connections + srv.listening_conns),
             "accepting_conns": 1 if srv.accepting else 0,
             "listen_disabled_num": figures["listen_disabled_num"],
             "threads": self.settings.threads,

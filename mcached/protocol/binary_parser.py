@@ -182,6 +182,11 @@ class BinaryParser(Buffered):
         """A frame's header has arrived and its body has not (or is being skipped)."""
         return self._swallow > 0 or len(self._buf) - self._pos >= b.HEADER_SIZE
 
+    @property
+    def swallowing(self) -> bool:
+        """A refused frame's body is being skipped (memcached's ``conn_swallow``)."""
+        return self._swallow > 0
+
     # ---- frames ----
 
     def _skip(self, start: int, n: int) -> None:
@@ -452,6 +457,10 @@ class Negotiator:
     @property
     def in_data_block(self) -> bool:
         return self.chosen.in_data_block if self.chosen is not None else False
+
+    @property
+    def swallowing(self) -> bool:
+        return self.chosen.swallowing if self.chosen is not None else False
 
 
 #: what a connection's parser may be

@@ -433,6 +433,11 @@ class Parser(Buffered):
         leaves alone."""
         return self._pending is not None or self._swallow > 0 or self._auth_len >= 0
 
+    @property
+    def swallowing(self) -> bool:
+        """A refused value's bytes are being skipped (memcached's ``conn_swallow``)."""
+        return self._swallow > 0
+
     # ---- commands ----
 
     def next_command(self) -> c.Command | _NeedData:

@@ -332,6 +332,11 @@ class Board:
     def add_figure(self, slot: int, name: str, delta: int = 1) -> None:
         self.words[self.base(slot) + self.fig_base + self.index[name]] += delta
 
+    def add_retired(self, name: str, delta: int) -> None:
+        """Count `delta` in the totals as no live worker's (as a dead worker's are kept)."""
+        with self.locked():
+            self.words[self.retired_base + self.index[name]] += delta
+
     # ---- global words ----
 
     def get(self, g: int) -> int:

@@ -92,6 +92,10 @@ BLOCKED = "conn_write_blocked"
 CLOSING = "conn_closing"
 CLOSED = "conn_closed"
 WATCHING = "conn_watch"  # a watch stream took the socket (memcached's conn_watch)
+#: ``stats conns``: memcached's names of the states it names otherwise (a reply waiting for
+#: the client to read is its conn_mwrite; a yield leaves it in conn_new_cmd; its TLS
+#: handshake happens in a read)
+STATE_NAMES = {BLOCKED: "conn_mwrite", YIELDED: "conn_new_cmd", HANDSHAKE: "conn_read"}
 
 _EVENTS = {
     HANDSHAKE: READ,

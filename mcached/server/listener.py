@@ -272,6 +272,7 @@ class Server:
         # (device, inode) while bound, so that a stop removes only the file it made
         self.unix: socket.socket | None = None
         self._unix_file: tuple[int, int] | None = None
+        self._listening_counted = False  # (`_count_listening`)
         self.started = time.monotonic()  # the listeners' secs_since_last_cmd in stats conns
         # -Z: every TCP listener speaks TLS except those bound from a notls: address
         self.tls = TLS(settings) if settings.ssl_enabled else None
@@ -329,6 +330,7 @@ class Server:
                 self.unix = bind_unix(s.unix_socket, s.unix_mask, s.tcp_backlog)
                 st = os.stat(s.unix_socket)
                 self._unix_file = (st.st_dev, st.st_ino)
+            self._count_listening()
             return
         copies = self.board.slots
         if not self.tcp_groups:
@@ -348,6 +350,22 @@ class Server:
         for group in self.tcp_groups:
             for t in group:
                 t.setblocking(False)
+        self._count_listening()
+
+    def _count_listening(self) -> None:
+        """Once everything is bound: memcached counts a connection for each listening socket
+        in total_connections (`listening_conns`)."""
+        if not self._listening_counted and (self.unix is not None or not self.settings.unix_socket):
+            self._listening_counted = True
+            self.board.add_retired("total_connections", self.listening_conns)
+
+    @property
+    def listening_conns(self) -> int:
+        """The connections memcached makes for its listening sockets, which its
+        curr_connections and total_connections count: one per TCP address and for the unix
+        socket, one per worker for each UDP address (memcached's per-thread UDP ones)."""
+        udp = len(self.udp_groups) * self.settings.threads
+        return len(self.tcp_groups) + (self.unix is not None) + udp
 
     def start(self) -> None:
         """Thread mode: every worker a thread of this process (a connection handed to
@@ -466,7 +484,14 @@ class Server:
 
     @property
     def curr_connections(self) -> int:
+        """Open client connections."""
         return self.board.connections()
+
+    @property
+    def reported_connections(self) -> int:
+        """``curr_connections`` as memcached reports it: its count of connections, the
+        listening sockets' among them (`listening_conns`), less one."""
+        return self.board.connections() + self.listening_conns - 1
 
     @property
     def accepting(self) -> bool:

@@ -73,7 +73,15 @@ from mcached.server.board import (
     W_WATCH,
     W_WATCHERS,
 )
-from mcached.server.connection import BLOCKED, CLOSED, HANDSHAKE, READING, YIELDED, Connection
+from mcached.server.connection import (
+    BLOCKED,
+    CLOSED,
+    HANDSHAKE,
+    READING,
+    STATE_NAMES,
+    YIELDED,
+    Connection,
+)
 from mcached.server.eventlog import WATCH_INTERVAL, EventLog, WatchStream
 from mcached.server.poller import READ, READ_READY, WRITE, WRITE_READY, Poller
 from mcached.stats import Counters
@@ -445,7 +453,8 @@ class Worker:
         """(number, address, listen address, state, last command, opened) of each open
         connection, as ``stats conns`` names them: the one asking is in ``conn_parse_cmd``,
         one part-way through a value in ``conn_nread`` (buffered by its parser, or received
-        into place)."""
+        into place), one skipping a refused value in ``conn_swallow``; the rest by
+        `STATE_NAMES`."""
         rows = []
         for c in self.conns:
             state = c.state
@@ -453,8 +462,12 @@ class Worker:
                 continue
             if c is self.asking:
                 state = "conn_parse_cmd"
+            elif state == READING and c.parser.swallowing:
+                state = "conn_swallow"
             elif state == READING and (c.parser.in_data_block or c.sink is not None):
                 state = "conn_nread"
+            else:
+                state = STATE_NAMES.get(state, state)
             proto = c.listen_addr.partition(":")[0]
             addr = UNIX_PEER if proto == "unix" else f"{proto}:{c.peer}"
             rows.append((c.fd, addr, c.listen_addr, state, c.last_cmd, c.opened))

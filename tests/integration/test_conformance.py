@@ -895,6 +895,30 @@ def test_stats_conns_lists_udp_and_states(
     assert states == ["conn_nread", "conn_parse_cmd"]
 
 
+def test_stats_conns_names_a_blocked_reply_and_a_swallow_as_memcached(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """A reply the client does not read is `conn_mwrite`; a refused value being skipped
+    `conn_swallow` (mcached said conn_write_blocked and conn_nread)."""
+    srv = server_factory(kind)
+    with Conn(srv.address) as setter:
+        assert setter.request(b"set big 0 0 900000\r\n" + b"x" * 900000 + b"\r\n") == (
+            b"STORED\r\n"
+        )
+    blocked = socket.socket()
+    blocked.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    blocked.connect(srv.address)
+    with blocked, Conn(srv.address) as swallower, Conn(srv.address) as asker:
+        blocked.sendall(b"get" + b" big" * 10 + b"\r\n")  # ~9 MB never read
+        swallower.send(b"set k 0 0 2000000\r\n" + b"x" * 1000)  # over -I: swallowed
+        time.sleep(0.5)
+        asker.send(b"stats conns\r\n")
+        groups = conn_groups(asker.read_until(b"END\r\n").decode())
+        by_port = {g["addr"].rsplit(":", 1)[1]: g["state"] for g in groups if "listen_addr" in g}
+        assert by_port[str(blocked.getsockname()[1])] == "conn_mwrite"
+        assert by_port[str(swallower.sock.getsockname()[1])] == "conn_swallow"
+
+
 # --- gat with a past exptime and a repeated key (the issue) -----------------------------
 
 

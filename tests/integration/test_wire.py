@@ -15,6 +15,7 @@ without waiting for the connection to go quiet.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -897,3 +898,37 @@ def test_shutdown_enabled_closes_and_stops(
             break
         assert time.monotonic() < deadline, "server still accepting after shutdown"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("flags", "listening"),
+    [
+        ((), 1),
+        (("-l", "127.0.0.2"), 2),  # a second address: its listener counts too
+        (("-U", "udp", "-t", "4"), 5),  # a UDP address: a connection per worker
+    ],
+    ids=["one listener", "two addresses", "udp at -t 4"],
+)
+def test_connection_counts_include_the_listeners_as_memcached_counts(
+    kind: str, server_factory: Callable[..., Server], flags: tuple[str, ...], listening: int
+) -> None:
+    """memcached counts a connection for each listening socket (conn_new) in total_ and
+    curr_connections, and shows curr_connections less one."""
+    from tests.conftest import free_port
+
+    flags = tuple(str(free_port(socket.SOCK_DGRAM)) if f == "udp" else f for f in flags)
+    srv = server_factory(kind, *flags)
+    clients = [Conn(srv.address) for _ in range(3)]
+    try:
+        for c in clients:
+            assert c.request(b"version\r\n").startswith(b"VERSION")
+        with Conn(srv.address) as asker:
+            got = stats(asker)
+            assert int(got["curr_connections"]) == 4 + listening - 1
+            probes = 1 if kind == "memcached" else 0  # the fixture's connect until it listens
+            assert int(got["total_connections"]) == 4 + listening + probes
+            assert asker.request(b"stats reset\r\n") == b"RESET\r\n"
+            assert int(stats(asker)["total_connections"]) == 0
+    finally:
+        for c in clients:
+            c.close()
