@@ -812,6 +812,7 @@ class Daemon:
             lru_crawler_tocrawl=board.get(G_CRAWLER_TOCRAWL),
             memory_limit=self.cache.memory_limit,
             slab_automove=self.cache.automove,
+            track_sizes=bool(board.get(G_SIZES)),
             **self._tunables(),
         )
 
@@ -1049,6 +1050,8 @@ class Daemon:
         }
         out["idle_kicks"] = figures["idle_kicks"]  # shown with -o idle_timeout only
         out["read_buf_oom"] = figures["read_buf_oom"]
+        out["log_watcher_sent"] = figures["log_watcher_sent"]
+        out["log_watcher_skipped"] = figures["log_watcher_skipped"]
         out["time_in_listen_disabled_us"] = figures["time_in_listen_disabled_us"]
         out["libevent"] = LIBEVENT
         if srv.tls is not None:
@@ -1146,6 +1149,8 @@ class Daemon:
             board.set(G_SIZES, 0)
         elif not board.get(G_SIZES):
             board.set(G_SIZES, self.cache.cas_mark() + 2)  # 1 + the least CAS counted
+        board.bump(G_SETTINGS_EPOCH)  # stats settings' track_sizes follows, as memcached's
+        board.wake_all()
 
     def sizes_since(self) -> int | None:
         word = self.board.get(G_SIZES)

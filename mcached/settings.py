@@ -1562,7 +1562,19 @@ def convert(
         options.update(o.implies)
     for spec in extended:
         apply_extended(options, spec, warnings)
+    for rule in GIVEN_RULES:
+        rule(options)
     return options, warnings
+
+
+def _tcp_port_follows_udp(options: dict[str, Any]) -> None:
+    """memcached: -U without -p listens for TCP on the UDP port too."""
+    if options.get("udp_port") and "port" not in options:
+        options["port"] = options["udp_port"]
+
+
+#: rules on what was given, before the defaults fill the rest (memcached's, after getopt)
+GIVEN_RULES: tuple[Callable[[dict[str, Any]], None], ...] = (_tcp_port_follows_udp,)
 
 
 # ---- rules between settings (memcached.c main, after the options are read) ----

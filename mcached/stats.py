@@ -183,8 +183,7 @@ ONLY_WITH = {
 ABSENT_ROWS = (
     "response_obj_oom response_obj_count response_obj_bytes read_buf_count read_buf_bytes "
     "read_buf_bytes_free reserved_fds lru_maintainer_juggles log_worker_dropped "
-    "log_worker_written log_watcher_skipped log_watcher_sent unexpected_napi_ids "
-    "round_robin_fallback"
+    "log_worker_written unexpected_napi_ids round_robin_fallback"
 ).split()
 
 

@@ -99,6 +99,10 @@ VALUES = [
     # issue 12: bytes, as memcached 1.6.18 reads it (kilobytes before)
     (["-o", "slab_chunk_max=16384"], "slab_chunk_max", 16384),
     (["-I", "1024", "-o", "slab_chunk_max=1024"], "slab_chunk_max", 1024),
+    # memcached: -U without -p listens for TCP on the UDP port too
+    (["-U", "12345"], "port", 12345),
+    (["-U", "12345", "-p", "11300"], "port", 11300),
+    (["-U", "0"], "port", 11211),
 ]
 
 

@@ -159,6 +159,8 @@ SERVER_FIGURES = (
     "read_buf_oom",
     "ssl_handshake_errors",
     "ssl_new_sessions",
+    "log_watcher_sent",
+    "log_watcher_skipped",
 )
 
 

@@ -211,6 +211,7 @@ class WatchStream:
         pending: bytes,
         on_close: Callable[[WatchStream, str], None],
         register: Callable[[socket.socket, bool, Any], None],
+        count: Callable[[int, int], None],
     ) -> None:
         self.log = log
         self.sock = sock
@@ -219,8 +220,7 @@ class WatchStream:
         self.cursors = log.cursors()
         self.out = bytearray(pending)  # unsent, oldest first (the OK first)
         self.skipped = 0
-        self.sent_lines = 0  # stats: log_watcher_sent
-        self.skipped_total = 0  # stats: log_watcher_skipped
+        self.count = count  # (lines sent, lines skipped): stats log_watcher_sent, _skipped
         self.on_close = on_close
         self.register = register  # (sock, want_write, owner): the worker's poller
         self.closed = False
@@ -247,19 +247,21 @@ class WatchStream:
             return
         records, lost = self.log.read(self.cursors, self.flags)
         self.skipped += lost
-        self.skipped_total += lost
         out = self.out
         render = watch.render
+        sent = 0
         for rec in records:
             if len(out) >= STREAM_BUF:
                 self.skipped += 1
-                self.skipped_total += 1
+                lost += 1
                 continue
             if self.skipped:
                 out += b"skipped=%d\n" % self.skipped
                 self.skipped = 0
             out += render(*rec)
-            self.sent_lines += 1
+            sent += 1
+        if sent or lost:
+            self.count(sent, lost)
         self.send()
 
     def send(self) -> None:

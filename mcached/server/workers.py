@@ -862,7 +862,13 @@ class Worker:
         """`conn` answered ``watch`` OK: a stream takes its socket from now on."""
         pending = conn.hand_over()
         stream = WatchStream(
-            self.events, conn.sock, flags, pending, self._watch_closed, self._watch_register
+            self.events,
+            conn.sock,
+            flags,
+            pending,
+            self._watch_closed,
+            self._watch_register,
+            self._watch_counted,
         )
         self.watchers[stream] = conn
         self._next_pump = 0.0
@@ -881,6 +887,10 @@ class Worker:
             self.selector.modify(sock, events, stream)
         except (KeyError, ValueError, OSError):
             self.selector.register(sock, events, stream)
+
+    def _watch_counted(self, sent: int, skipped: int) -> None:
+        self.board.add_figure(self.slot, "log_watcher_sent", sent)
+        self.board.add_figure(self.slot, "log_watcher_skipped", skipped)
 
     def _watch_closed(self, stream: WatchStream, reason: str) -> None:
         conn = self.watchers.pop(stream, None)

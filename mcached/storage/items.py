@@ -91,6 +91,7 @@ from mcached.storage.arena import (
     G_FLUSH_AT,
     G_FLUSH_GEN,
     G_LIMIT,
+    G_MALLOC_FAILS,
     G_MOVE_ASKED,
     G_MOVING,
     G_PICK_CURSOR,
@@ -1662,6 +1663,8 @@ class Items:
         with self.move_lock:
             self.w[G_SLABS_MOVED] = self.w[G_REASSIGN_BUSY] = self.w[G_CHUNK_RESCUES] = 0
         self.w[G_CRAWLER_STARTS] = 0
+        with self.pool.lock:  # memcached's stats_reset zeroes its stats, malloc_fails too
+            self.w[G_MALLOC_FAILS] = 0
 
     def flush(self, realtime_at: int) -> None:
         """flush_all: every item now (`realtime_at` 0), or those stored before that server

@@ -687,12 +687,13 @@ def test_stats_sizes_enable_and_disable(which: str, server_factory: Callable[...
         exchange(a, b"stats sizes_enable\r\n", b"STAT sizes_status enabled\r\n")
         exchange(b, b"set b 0 0 1\r\nx\r\n", b"STORED\r\n")
         exchange(b, b"stats sizes\r\n", b"STAT 64 1\r\nEND\r\n")  # not the one before
+        assert dict(stats(b, b"settings"))["track_sizes"] == "yes"  # it follows the switch
         exchange(a, b"stats sizes_enable more\r\n", b"STAT sizes_status enabled\r\n")
         exchange(a, b"stats sizes\r\n", b"STAT 64 1\r\nEND\r\n")  # kept its start
         exchange(b, b"stats sizes_disable\r\n", b"STAT sizes_status disabled\r\n")
         exchange(a, b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n")
         settings = dict(stats(a, b"settings"))
-        assert settings["track_sizes"] == "no"  # the start-up setting, as memcached shows
+        assert settings["track_sizes"] == "no"
     finally:
         a.close()
         b.close()

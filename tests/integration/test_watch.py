@@ -407,6 +407,31 @@ def test_watchers_are_counted_and_W_refuses_watch(
         assert ask(c, b"version\r\n").startswith(b"VERSION")
 
 
+@pytest.mark.parametrize("kind", ["mcached", "mcached-procs", "memcached"])
+def test_lines_sent_to_watchers_are_counted(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """``stats`` log_watcher_sent counts the lines sent to watchers (each watcher's)."""
+    srv = server_factory(kind)
+    w = attach(srv, b"mutations")
+    with Conn(srv.address) as c:
+        for i in range(20):
+            assert ask(c, b"set k%d 0 0 1\r\nx\r\n" % i) == b"STORED\r\n"
+        lines_until(w, b"k19")
+        deadline = time.monotonic() + 5  # (memcached's logger thread counts on its rounds)
+        while True:
+            m = re.search(rb"STAT log_watcher_sent (\d+)", ask(c, b"stats\r\n", b"END\r\n"))
+            assert m is not None
+            if int(m.group(1)) == 20:
+                break
+            assert time.monotonic() < deadline, f"log_watcher_sent {int(m.group(1))}"
+            time.sleep(0.05)
+        assert b"STAT log_watcher_skipped 0\r\n" in ask(c, b"stats\r\n", b"END\r\n")
+        assert ask(c, b"stats reset\r\n") == b"RESET\r\n"
+        assert b"STAT log_watcher_sent 0\r\n" in ask(c, b"stats\r\n", b"END\r\n")
+    w.close()
+
+
 def test_deletions_is_the_later_memcacheds(mcached: Server) -> None:
     w = attach(mcached, b"deletions")
     with Conn(mcached.address) as c:

@@ -11,6 +11,7 @@ import pytest
 
 from mcached.clock import FakeClock
 from mcached.storage import items as items_module
+from mcached.storage.arena import G_MALLOC_FAILS
 from mcached.storage.cache import Cache
 from mcached.storage.items import HEADER, NSTAT
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
@@ -598,6 +599,16 @@ def test_stats_for_one_item_are_memcacheds(clock: FakeClock) -> None:
     cache.reset_stats()
     st = cache.stats()
     assert st["total_items"] == 0 and st["curr_items"] == 1 and st["bytes"] == 61
+
+
+def test_reset_zeroes_malloc_fails(clock: FakeClock) -> None:
+    """memcached's stats_reset zeroes its struct stats, malloc_fails in it. (A page the
+    address space had no room for: set by hand, as 1 GB of pages would be needed.)"""
+    cache = Cache(memory_limit=64 * MB, clock=clock)
+    cache._items.w[G_MALLOC_FAILS] = 3
+    assert cache.stats()["malloc_fails"] == 3
+    cache.reset_stats()
+    assert cache.stats()["malloc_fails"] == 0
 
 
 def test_per_class_command_counters(clock: FakeClock) -> None:
