@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from mcached import MEMCACHED_VERSION, systemd
+from mcached import MEMCACHED_VERSION, process, systemd
 from mcached.addr import DEFAULT_PORT, format_address
 from mcached.auth import AuthFile
 from mcached.clock import Clock
@@ -723,8 +723,14 @@ class Daemon:
         # blocked since the fork (Supervisor._spawn): one that came meanwhile runs here now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
 
+    def _lock_memory(self) -> None:
+        """-k in a child process: mlockall's locks are not inherited across fork."""
+        if self.settings.lock_memory:
+            process.lock_memory()
+
     def _worker_main(self, slot: int) -> None:
         """A worker process: one worker loop in this (the main) thread."""
+        self._lock_memory()
         self._release_left(WORKER, slot)
         self.cache.bind_holder(slot + 1)
         worker = self.server.make_worker(slot)
@@ -748,6 +754,7 @@ class Daemon:
         # SIGTERM, its supervisor gone).
         stopping: list[bool] = []
         self._child_signals(lambda graceful: stopping.append(graceful))
+        self._lock_memory()
         self._release_left(MAINTAINER, 0)
         self.discovery.writer = self.settings.threads
         services = [*self._maintainers(holder=self.settings.threads + 1), self.discovery]

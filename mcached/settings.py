@@ -749,7 +749,9 @@ class Settings:
     )
     lock_memory: bool = field(
         default=False,
-        metadata=opt("-k", "lock down all paged memory (mlockall)", long="--lock-memory"),
+        metadata=opt(
+            "-k", "lock down all paged memory (mlockall, as it is touched)", long="--lock-memory"
+        ),
     )
     large_pages: bool = field(
         default=False,

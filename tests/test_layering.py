@@ -206,6 +206,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.server.*",
         "mcached.storage.cache",
         "mcached.storage.maintainer",
+        "mcached.process",  # -k: each worker process locks its own memory
         "psutil",  # the daemon's processes' CPU, for stats
     },
     "mcached.cli": {
@@ -226,6 +227,8 @@ LAYERS: dict[str, set[str]] = {
         "mcached.cluster.discovery",
         "mcached.daemon",
         "mcached.settings",
+        "mcached.protocol.binary",  # the handle's requests to a binary-only server
+        "mcached.sasl",  # ... and its SASL login
     },
     "mcached.pytest_plugin": {
         "mcached.addr",

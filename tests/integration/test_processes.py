@@ -1084,3 +1084,27 @@ def test_bug_connect_close_churn_was_refused_under_the_limit(
             reply = c.request(b"version\r\n", expect_len=len(b"VERSION 1.6.18\r\n"))
             refused += reply.startswith(b"ERROR")
     assert refused == 0
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mlockall past ulimit -l needs root")
+def test_lock_memory_locks_every_process_and_only_what_it_touches(
+    server_factory: Callable[..., Server],
+) -> None:
+    """-k: each process (locks are not inherited across fork) locks its pages as it touches
+    them. Locking at once what is mapped filled the arena's reserved address space: 3.2 GB
+    of RSS at -m 64, and the workers locked nothing."""
+    srv = server_factory("mcached-procs", "-k", "-m", "64", "-t", "2")
+    with Conn(srv.address) as c:
+        assert c.request(b"set k 0 0 5\r\nhello\r\n") == b"STORED\r\n"
+    pids = [srv.handle.pid] + [p.pid for p in psutil.Process(srv.handle.pid).children()]
+    assert len(pids) == 4  # the supervisor, two workers, the maintainer
+    for pid in pids:
+        assert status_kb(pid, "VmLck") > 0, pid  # locked
+        assert status_kb(pid, "VmRSS") < 200 * 1024, pid  # what it uses, not its reserve
