@@ -47,6 +47,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from mcached import latency
 from mcached.addr import parse_listen
+from mcached.errors import BindError
 
 log = logging.getLogger("mcached.metrics")
 
@@ -450,6 +451,13 @@ def bind(spec: str) -> socket.socket:
         host, port = "127.0.0.1", int(spec)
     else:
         host, port = parse_listen(spec, 0)
+    try:
+        return _listen(host, port)
+    except OSError as exc:  # named, or the start's message would name -l/-p's address
+        raise BindError(f"--metrics-listen {spec}", exc) from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
     infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
     family, stype, proto, _, addr = infos[0]
     sock = socket.socket(family, stype, proto)

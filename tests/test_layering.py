@@ -188,7 +188,7 @@ LAYERS: dict[str, set[str]] = {
         "psutil",  # rusage and memory figures for stats
     },
     # ---- the metrics endpoint: figures in, Prometheus' format out (prometheus_client) ----
-    "mcached.metrics": {"mcached.addr", "mcached.latency", "prometheus_client"},
+    "mcached.metrics": {"mcached.addr", "mcached.errors", "mcached.latency", "prometheus_client"},
     # ---- wiring and the command line ----
     "mcached.daemon": {
         "mcached",
@@ -211,6 +211,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.cli": {
         "mcached",
         "mcached.daemon",
+        "mcached.errors",  # BindError: which address a failed start names
         "mcached.process",
         "mcached.settings",
         "mcached.systemd",

@@ -10,8 +10,11 @@ exactly the commands sent, and that the latency histogram counted every request 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +23,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import HOST, Server, free_port
+from tests.conftest import HOST, ROOT, Server, free_port
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -296,3 +299,23 @@ def test_a_bad_metrics_address_stops_the_start() -> None:
     for bad in ("127.0.0.1", "127.0.0.1:99999", "91808", "65536"):
         with pytest.raises(SettingsError):
             parse_settings(["--metrics-listen", bad])
+
+
+def test_a_metrics_address_that_cannot_be_bound_is_the_one_named() -> None:
+    """The start fails with EX_OSERR naming the metrics address, not the cache's -l/-p
+    (free), which sent an operator looking at the wrong port."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = free_port()
+        for spec in (f"{HOST}:{taken.getsockname()[1]}", "nosuchhost.invalid:1"):
+            result = subprocess.run(
+                [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-U", "0"]
+                + ["--metrics-listen", spec],
+                capture_output=True,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                timeout=30,
+            )
+            assert result.returncode == 71, result.stderr
+            assert f"failed to listen on --metrics-listen {spec}: ".encode() in result.stderr
+            assert f"port {port}".encode() not in result.stderr
