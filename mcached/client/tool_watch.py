@@ -50,17 +50,23 @@ class WatchClient:
 
     def lines(self, wait: float | None) -> list[str]:
         """The complete lines that arrived, waiting at most `wait` seconds for the first
-        (None: until one comes); [] on a quiet socket. NodeError when the server closed."""
+        (None: until one comes); [] on a quiet socket. NodeError when the server closed or
+        reset the connection."""
+        try:
+            return self._lines(wait)
+        except TimeoutError:
+            return []
+        except OSError as exc:  # a reset: the one-line error of every command, not a traceback
+            raise NodeError(f"watch: {exc}") from None
+
+    def _lines(self, wait: float | None) -> list[str]:
         deadline = None if wait is None else time.monotonic() + wait
         while b"\n" not in self.buf:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return []
             self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                return []
+            chunk = self.sock.recv(65536)
             if not chunk:
                 raise NodeError("the server closed the watch")
             self.buf += chunk
