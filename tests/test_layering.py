@@ -261,6 +261,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.client.hashing",
         "mcached.client.node",
         "mcached.client.tool_stats",
+        "mcached.client.tool_watch",  # Seconds: --timeout's type
         "mcached.client.warm",
         "click",
     },

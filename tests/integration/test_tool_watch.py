@@ -67,6 +67,20 @@ def test_watch_stops_after_seconds_and_refuses_unknown_words(server: Server) -> 
     assert result.exit_code != 0
 
 
+def test_bad_counts_and_seconds_are_usage_errors(mcached: Server) -> None:
+    """Exit 2 before watching: a negative count stopped after the first line, negative
+    seconds at once, and inf seconds ended in settimeout's traceback."""
+    for args in (
+        ["--count", "-1", "--seconds", "1"],  # --seconds: were -1 taken, the idle watch ends
+        ["--seconds", "-1"],
+        ["--seconds", "inf"],
+        ["--seconds", "nan"],
+    ):
+        result = CliRunner().invoke(main, [f"{mcached.host}:{mcached.port}", "watch", *args])
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "Error: Invalid value for '--" in result.stderr, args
+
+
 def test_a_reset_mid_stream_is_a_one_line_error() -> None:
     """A watch whose connection is reset after its OK (a crashed host, a firewall) ends as
     every command's reset does, "Error: ..." and exit 1, not a ConnectionResetError
