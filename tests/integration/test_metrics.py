@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -289,6 +290,41 @@ def test_a_slow_scraper_does_not_stall_the_workers_or_other_scrapes(
         assert value(text, "memcached_commands_total", command="set", status="hit") == 50
     finally:
         slow.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_idle_and_dripping_clients_are_dropped_and_bounded(
+    server_factory: Callable[..., Server], kind: str
+) -> None:
+    """A client that does not send its request whole within REQUEST_SECONDS is closed, idle
+    or sending a byte at a time, and at most MAX_CONNECTIONS are held at once (the rest are
+    closed as they are accepted); then a scrape is answered while they sit there. Before,
+    each held a thread and a descriptor for good: ~1,100 exhausted the maintainer's
+    descriptors, its accept loop spun on EMFILE and scrapes timed out."""
+    from mcached.metrics import MAX_CONNECTIONS, REQUEST_SECONDS
+
+    srv, port = start(server_factory, kind)
+    clients = [socket.create_connection((HOST, port)) for _ in range(MAX_CONNECTIONS + 20)]
+    dripper = clients[0]
+    dripper.sendall(b"GET /metrics HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    closed_at: dict[socket.socket, float] = {}
+    try:
+        while len(closed_at) < len(clients) and time.monotonic() - t0 < REQUEST_SECONDS + 3:
+            with contextlib.suppress(OSError):
+                dripper.send(b"X")  # a header that never ends
+            open_ = [c for c in clients if c not in closed_at]
+            for c in select.select(open_, [], [], 0.5)[0]:
+                with contextlib.suppress(OSError):  # a reset is a close too
+                    assert c.recv(4096) == b""
+                closed_at[c] = time.monotonic() - t0
+        assert len(closed_at) == len(clients)
+        early = [c for c, t in closed_at.items() if t < REQUEST_SECONDS - 1]
+        assert len(early) == 20 and dripper not in early
+        assert value(scrape(port), "memcached_up") == 1
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_a_bad_metrics_address_stops_the_start() -> None:
