@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from mcached import MEMCACHED_VERSION, __version__
+from mcached.errors import BindError
 from mcached.settings import COUNT, FLAG, LIST, OPTIONS, Settings, SettingsError, convert, validate
 
 
@@ -269,11 +270,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             signal.signal(sig, signal.SIG_IGN)
         daemon.close()  # the mappings, the board's sockets and lock file: none left open
     except OSError as exc:
-        where = (
-            f"UNIX socket {settings.unix_socket}"
-            if settings.unix_socket
-            else f"{','.join(settings.listen)} port {settings.port}"
-        )
+        if isinstance(exc, BindError):
+            where = exc.where
+        elif settings.unix_socket:
+            where = f"UNIX socket {settings.unix_socket}"
+        else:
+            where = f"{','.join(settings.listen)} port {settings.port}"
         click.echo(f"failed to listen on {where}: {exc.strerror or exc}", err=True)
         sys.exit(71)  # EX_OSERR, as memcached
     finally:

@@ -7,6 +7,8 @@ open. What is left here cannot be answered with a line:
 
 * `CloseConnection`: hang up on the client without a reply (memcached's ``conn_closing``).
 * `StartWatch`: the connection becomes a ``watch`` stream (its worker takes it over).
+* `BindError`: an address other than ``-l``/``-p``/``-s`` could not be listened on; it names
+  that address, so the start's failure message does not point at the cache's.
 * `Shutdown`: stop the daemon (the ``shutdown`` command). It derives from BaseException so
   that no ``except Exception`` swallows a stop request.
 
@@ -31,6 +33,14 @@ class StartWatch(Exception):
     def __init__(self, flags: int) -> None:
         super().__init__(flags)
         self.flags = flags
+
+
+class BindError(OSError):
+    """Listening on `where` (e.g. ``--metrics-listen 127.0.0.1:9150``) failed with `cause`."""
+
+    def __init__(self, where: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.where = where
 
 
 class Shutdown(BaseException):

@@ -18,7 +18,11 @@ supervisor runs no thread because it forks), or of the daemon's process when the
 are threads. A scrape asks every worker for its figures through the board
 (`mcached.server.board`, an asker slot: exact, as ``stats`` is) and reads the cache's figures
 from the arena. Scrapes are served one at a time (a lock), each connection in its own
-thread, so a slow scraper holds only its own thread.
+thread, so a slow scraper holds only its own thread. Connections are bounded so that
+hostile or broken clients cannot take the process's descriptors (~1,100 idle ones did, and
+its accept loop then spun on EMFILE): at most `MAX_CONNECTIONS` at once, more are closed as
+they are accepted, and each must send its request whole within `REQUEST_SECONDS` (an idle
+or dripping client is dropped), which also bounds each send of the reply.
 
 prometheus_client formats and serves (`MetricsHandler`, gzip and OpenMetrics when asked);
 nothing of it is on the request path. The exporter types a few counters whose names lack
@@ -29,9 +33,11 @@ Prometheus text format (and prometheus_client) only lets a counter's samples end
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -47,8 +53,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from mcached import latency
 from mcached.addr import parse_listen
+from mcached.errors import BindError
 
 log = logging.getLogger("mcached.metrics")
+
+# Prometheus scrapes one connection at a time per server (an HA pair: two), and its request
+# is a few hundred bytes sent at once: room for those, a person's curl, and a little more.
+MAX_CONNECTIONS = 8
+REQUEST_SECONDS = 3.0
+MAX_HEAD = 16384  # bytes of request line and headers
 
 #: A snapshot of the daemon's figures (see `Daemon.metrics_snapshot`):
 #: "stats": general stats by memcached's names; "items" and "slabs": per class id, memcached's
@@ -450,6 +463,13 @@ def bind(spec: str) -> socket.socket:
         host, port = "127.0.0.1", int(spec)
     else:
         host, port = parse_listen(spec, 0)
+    try:
+        return _listen(host, port)
+    except OSError as exc:  # named, or the start's message would name -l/-p's address
+        raise BindError(f"--metrics-listen {spec}", exc) from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
     infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
     family, stype, proto, _, addr = infos[0]
     sock = socket.socket(family, stype, proto)
@@ -463,8 +483,57 @@ def bind(spec: str) -> socket.socket:
     return sock
 
 
+def _read_head(sock: socket.socket) -> bytes:
+    """The request line and headers, whole within `REQUEST_SECONDS` and `MAX_HEAD` bytes,
+    else TimeoutError: a per-read timeout alone would keep a client sending a byte a second."""
+    deadline = time.monotonic() + REQUEST_SECONDS
+    head = b""
+    while b"\n\n" not in head and b"\n\r\n" not in head:
+        left = deadline - time.monotonic()
+        if left <= 0 or len(head) > MAX_HEAD:
+            raise TimeoutError("no whole request head in time")
+        sock.settimeout(left)
+        chunk = sock.recv(4096)
+        if not chunk:
+            break  # closed: http.server answers what came, as it would have
+        head += chunk
+    sock.settimeout(REQUEST_SECONDS)
+    return head
+
+
+class _Handler(MetricsHandler):
+    timeout = REQUEST_SECONDS  # for each send too: a scraper that stops reading is dropped
+
+    def handle(self) -> None:
+        head = _read_head(self.connection)
+        self.rfile.close()  # a GET has no body: http.server reads the head from memory
+        self.rfile = io.BytesIO(head)
+        super().handle()
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("metrics: %s refused: %d connections open", client_address, MAX_CONNECTIONS)
+            self.shutdown_request(request)  # closed at once: no thread, no descriptor kept
+            return
+        try:
+            super().process_request(request, client_address)  # a thread serves it
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("metrics: a scrape from %s failed", client_address, exc_info=True)
@@ -485,7 +554,7 @@ class MetricsServer:
 
         collector.collect = collect  # type: ignore[method-assign]
         registry.register(collector)
-        self.httpd = _HTTPServer(sock.getsockname()[:2], MetricsHandler.factory(registry), False)
+        self.httpd = _HTTPServer(sock.getsockname()[:2], _Handler.factory(registry), False)
         self.httpd.socket.close()
         self.httpd.socket = sock
         self.httpd.server_address = sock.getsockname()

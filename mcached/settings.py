@@ -343,11 +343,11 @@ def name_and_port(value: str) -> None:
 
 def addr_and_port(value: str) -> None:
     """``--metrics-listen``: ``addr:port`` (``[v6]:port``), or a port alone; empty is off."""
-    if not value or value.isdigit():
+    if not value:
         return
-    _, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise SettingsError(f"--metrics-listen wants addr:port, got {value!r}")
+    _, _, port = value.rpartition(":")  # a port alone is all port: range-checked too
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingsError(f"--metrics-listen wants addr:port or a port (0-65535), got {value!r}")
 
 
 # ---- show: how stats settings prints a value ----

@@ -188,7 +188,7 @@ LAYERS: dict[str, set[str]] = {
         "psutil",  # rusage and memory figures for stats
     },
     # ---- the metrics endpoint: figures in, Prometheus' format out (prometheus_client) ----
-    "mcached.metrics": {"mcached.addr", "mcached.latency", "prometheus_client"},
+    "mcached.metrics": {"mcached.addr", "mcached.errors", "mcached.latency", "prometheus_client"},
     # ---- wiring and the command line ----
     "mcached.daemon": {
         "mcached",
@@ -212,6 +212,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.cli": {
         "mcached",
         "mcached.daemon",
+        "mcached.errors",  # BindError: which address a failed start names
         "mcached.process",
         "mcached.settings",
         "mcached.systemd",
@@ -263,6 +264,7 @@ LAYERS: dict[str, set[str]] = {
         "mcached.client.hashing",
         "mcached.client.node",
         "mcached.client.tool_stats",
+        "mcached.client.tool_watch",  # Seconds: --timeout's type
         "mcached.client.warm",
         "click",
     },

@@ -31,6 +31,7 @@ from mcached import __version__
 from mcached.addr import format_address, parse_address
 from mcached.client.hashing import Ring
 from mcached.client.node import NodeClient, NodeError, ReplyError
+from mcached.client.tool_watch import Seconds
 from mcached.client.warm import warm
 from mcached.cluster.config import ClusterConfig, Node, canonical, format_data, parse_node
 from mcached.cluster.sources import resolve_name
@@ -96,6 +97,7 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> Address:
 @click.argument("address", metavar="HOST:PORT", callback=_address)
 @click.option(
     "--timeout",
+    type=Seconds(),
     default=2.0,
     show_default=True,
     help="seconds per node request (display, stats, settings, dump and top wait at least 5)",

@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes
 import click
 
 from mcached.client.node import NodeClient, NodeError, ReplyError
-from mcached.client.tool_watch import HotKeys, WatchClient, render_hot, watch
+from mcached.client.tool_watch import HotKeys, Seconds, WatchClient, render_hot, watch
 
 STATS_TIMEOUT = 5.0  # seconds: at least this for a node's reply, whatever --timeout says
 
@@ -203,10 +203,18 @@ def render_top(
 
 
 @click.command()
-@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
-@click.option("--count", default=0, help="stop after this many refreshes (0: until Ctrl-C)")
+@click.option(
+    "--interval", type=Seconds(), default=1.0, show_default=True, help="seconds between refreshes"
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=0,
+    help="stop after this many refreshes (0: until Ctrl-C)",
+)
 @click.option(
     "--hot-keys",
+    type=click.IntRange(min=0),
     default=10,
     show_default=True,
     help="show this many of the most fetched keys (from `watch fetchers`; 0: none)",

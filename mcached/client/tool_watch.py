@@ -9,10 +9,12 @@ memcached's users get when they ask how to find their hot keys.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import time
 from collections import Counter
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import click
@@ -21,6 +23,24 @@ from mcached.client.node import NodeError
 
 WORDS = ("fetchers", "mutations", "evictions", "connevents", "deletions", "sysevents", "rawcmds")
 _GET = re.compile(r"\btype=item_get key=(\S+) status=(\S+)")
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds for the tool's options (a socket timeout, a sleep): finite and
+    within what ``settimeout`` and ``sleep`` take, else a usage error; -1, inf or nan ended
+    in their traceback. 0 only when `zero` (it means "no bound": 0 as a timeout would make
+    the socket non-blocking)."""
+
+    name = "seconds"
+
+    def __init__(self, zero: bool = False) -> None:
+        super().__init__(min=0, min_open=not zero, max=1e9)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):  # passes the range's comparisons
+            self.fail(f"{value} is not a number of seconds", param, ctx)
+        return seconds
 
 
 class WatchClient:
@@ -50,17 +70,23 @@ class WatchClient:
 
     def lines(self, wait: float | None) -> list[str]:
         """The complete lines that arrived, waiting at most `wait` seconds for the first
-        (None: until one comes); [] on a quiet socket. NodeError when the server closed."""
+        (None: until one comes); [] on a quiet socket. NodeError when the server closed or
+        reset the connection."""
+        try:
+            return self._lines(wait)
+        except TimeoutError:
+            return []
+        except OSError as exc:  # a reset: the one-line error of every command, not a traceback
+            raise NodeError(f"watch: {exc}") from None
+
+    def _lines(self, wait: float | None) -> list[str]:
         deadline = None if wait is None else time.monotonic() + wait
         while b"\n" not in self.buf:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return []
             self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                return []
+            chunk = self.sock.recv(65536)
             if not chunk:
                 raise NodeError("the server closed the watch")
             self.buf += chunk
@@ -128,8 +154,18 @@ def render_hot(hot: list[tuple[str, int, int]], elapsed: float, skipped: int) ->
 
 @click.command()
 @click.argument("words", nargs=-1, type=click.Choice(WORDS))
-@click.option("--count", default=0, help="stop after this many lines (0: until Ctrl-C)")
-@click.option("--seconds", default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=0,
+    help="stop after this many lines (0: until Ctrl-C)",
+)
+@click.option(
+    "--seconds",
+    type=Seconds(zero=True),
+    default=0.0,
+    help="stop after this many seconds (0: until Ctrl-C)",
+)
 @click.pass_context
 def watch(ctx: click.Context, words: tuple[str, ...], count: int, seconds: float) -> None:
     """memcached's log stream: one line per event the WORDS ask for (none: fetchers), e.g.

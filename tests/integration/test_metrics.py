@@ -10,8 +10,12 @@ exactly the commands sent, and that the latency histogram counted every request 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +24,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import HOST, Server, free_port
+from tests.conftest import HOST, ROOT, Server, free_port
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -288,11 +292,66 @@ def test_a_slow_scraper_does_not_stall_the_workers_or_other_scrapes(
         slow.close()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_idle_and_dripping_clients_are_dropped_and_bounded(
+    server_factory: Callable[..., Server], kind: str
+) -> None:
+    """A client that does not send its request whole within REQUEST_SECONDS is closed, idle
+    or sending a byte at a time, and at most MAX_CONNECTIONS are held at once (the rest are
+    closed as they are accepted); then a scrape is answered while they sit there. Before,
+    each held a thread and a descriptor for good: ~1,100 exhausted the maintainer's
+    descriptors, its accept loop spun on EMFILE and scrapes timed out."""
+    from mcached.metrics import MAX_CONNECTIONS, REQUEST_SECONDS
+
+    srv, port = start(server_factory, kind)
+    clients = [socket.create_connection((HOST, port)) for _ in range(MAX_CONNECTIONS + 20)]
+    dripper = clients[0]
+    dripper.sendall(b"GET /metrics HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    closed_at: dict[socket.socket, float] = {}
+    try:
+        while len(closed_at) < len(clients) and time.monotonic() - t0 < REQUEST_SECONDS + 3:
+            with contextlib.suppress(OSError):
+                dripper.send(b"X")  # a header that never ends
+            open_ = [c for c in clients if c not in closed_at]
+            for c in select.select(open_, [], [], 0.5)[0]:
+                with contextlib.suppress(OSError):  # a reset is a close too
+                    assert c.recv(4096) == b""
+                closed_at[c] = time.monotonic() - t0
+        assert len(closed_at) == len(clients)
+        early = [c for c, t in closed_at.items() if t < REQUEST_SECONDS - 1]
+        assert len(early) == 20 and dripper not in early
+        assert value(scrape(port), "memcached_up") == 1
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_a_bad_metrics_address_stops_the_start() -> None:
     from mcached.cli import parse_settings
     from mcached.settings import SettingsError
 
-    with pytest.raises(SettingsError):
-        parse_settings(["--metrics-listen", "127.0.0.1"])
-    with pytest.raises(SettingsError):
-        parse_settings(["--metrics-listen", "127.0.0.1:99999"])
+    # a port alone is range-checked as one after an address is (91808 wrapped to 26272)
+    for bad in ("127.0.0.1", "127.0.0.1:99999", "91808", "65536"):
+        with pytest.raises(SettingsError):
+            parse_settings(["--metrics-listen", bad])
+
+
+def test_a_metrics_address_that_cannot_be_bound_is_the_one_named() -> None:
+    """The start fails with EX_OSERR naming the metrics address, not the cache's -l/-p
+    (free), which sent an operator looking at the wrong port."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = free_port()
+        for spec in (f"{HOST}:{taken.getsockname()[1]}", "nosuchhost.invalid:1"):
+            result = subprocess.run(
+                [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-U", "0"]
+                + ["--metrics-listen", spec],
+                capture_output=True,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                timeout=30,
+            )
+            assert result.returncode == 71, result.stderr
+            assert f"failed to listen on --metrics-listen {spec}: ".encode() in result.stderr
+            assert f"port {port}".encode() not in result.stderr

@@ -132,6 +132,26 @@ def test_top_refreshes(server: Server) -> None:
     assert "ops:  get " in out and "connections:" in out and "class  chunk_size" in out
 
 
+def test_bad_seconds_and_counts_are_usage_errors(mcached: Server) -> None:
+    """Exit 2 with click's one-line message, before any request: -1, nan or inf seconds
+    ended in settimeout's or sleep's traceback, 0 made the socket non-blocking, and a
+    negative count stopped top at once."""
+    address = f"{mcached.host}:{mcached.port}"
+    for args in (
+        ["--timeout", "-1", address, "stats"],
+        ["--timeout", "nan", address, "stats"],
+        ["--timeout", "inf", address, "display"],
+        ["--timeout", "0", address, "stats"],
+        [address, "top", "--interval", "-1", "--hot-keys", "0", "--count", "1"],
+        [address, "top", "--interval", "nan", "--count", "1"],
+        [address, "top", "--count", "-1"],
+        [address, "top", "--hot-keys", "-1", "--count", "1"],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "Error: Invalid value for '--" in result.stderr, args
+
+
 def test_render_top_rates() -> None:
     prev = {"cmd_get": "100", "get_hits": "50", "cmd_set": "10", "evictions": "0"}
     cur = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -63,6 +65,48 @@ def test_watch_stops_after_seconds_and_refuses_unknown_words(server: Server) -> 
     assert time.monotonic() - t0 < 5
     result = CliRunner().invoke(main, [f"{server.host}:{server.port}", "watch", "bogus"])
     assert result.exit_code != 0
+
+
+def test_bad_counts_and_seconds_are_usage_errors(mcached: Server) -> None:
+    """Exit 2 before watching: a negative count stopped after the first line, negative
+    seconds at once, and inf seconds ended in settimeout's traceback."""
+    for args in (
+        ["--count", "-1", "--seconds", "1"],  # --seconds: were -1 taken, the idle watch ends
+        ["--seconds", "-1"],
+        ["--seconds", "inf"],
+        ["--seconds", "nan"],
+    ):
+        result = CliRunner().invoke(main, [f"{mcached.host}:{mcached.port}", "watch", *args])
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "Error: Invalid value for '--" in result.stderr, args
+
+
+def test_a_reset_mid_stream_is_a_one_line_error() -> None:
+    """A watch whose connection is reset after its OK (a crashed host, a firewall) ends as
+    every command's reset does, "Error: ..." and exit 1, not a ConnectionResetError
+    traceback. A stand-in node: mcached and memcached only close a watch with a FIN."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(100)  # watch
+        conn.sendall(b"OK\r\nts=1.1 gid=1 type=item_get key=a status=found clsid=1 cfd=1 size=1\n")
+        time.sleep(0.5)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # an RST
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    host, port = listener.getsockname()
+    try:
+        result = CliRunner().invoke(main, [f"{host}:{port}", "watch", "--seconds", "5"])
+    finally:
+        listener.close()
+        thread.join(5)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.stdout.startswith("ts=1.1 ")
+    assert result.stderr.startswith("Error: watch: ") and "Connection reset" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_top_shows_the_hot_keys(server: Server, load: None) -> None:
