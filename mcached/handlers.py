@@ -1127,6 +1127,9 @@ class Handlers:
             asked = self.cache.ask_crawl(classes, limit=self.settings.lru_crawler_tocrawl)
             cmd.reply(s.out, Outcome.OK if asked else Error.CRAWLER_BUSY)
             return
+        if self.cache.crawl_busy:  # memcached's crawler runs one job at a time
+            cmd.reply(s.out, Error.CRAWLER_BUSY)
+            return
         s.stream = self._metadump(cmd, classes)
 
     def lru_crawler_tune(self, cmd: c.LruCrawlerTune, s: Session) -> None:

@@ -187,6 +187,11 @@ def suboption(
     return parse
 
 
+def unsigned_32(value: int) -> str:
+    """A C int as ``%u`` prints it (-1 is 4294967295)."""
+    return str(value % 2**32)
+
+
 def in_32_bits(scale: int) -> Callable[[int], int]:
     """memcached multiplies a uint32_t setting in place (``*= 1024``): the product wraps."""
     return lambda value: value * scale % 2**32
@@ -1006,10 +1011,9 @@ class Settings:
         metadata=opt(
             None,
             "memcached's HOT/WARM/COLD LRU; mcached's clock gives reads a second chance "
-            "either way, this decides which stats rows are shown (default: enabled)",
+            "either way, this decides which stats rows are shown (default: enabled; not an "
+            "-o option in memcached 1.6.18: -o no_lru_maintainer, or `lru mode flat`)",
             stat="lru_segmented",
-            extended=True,
-            negatable=True,
         ),
     )
     # the segmented LRU's and the automover's tuning, which mcached's clock LRU and
@@ -1095,6 +1099,7 @@ class Settings:
             stat="temporary_ttl",
             extended=True,
             parse=suboption(c_atoi),
+            show=unsigned_32,  # memcached prints its int with %u
             implies={"temp_lru": True},
         ),
     )

@@ -297,6 +297,7 @@ STARTUP_ROWS = [
     ("warm_max_factor=3x", {"warm_max_factor": "3.00"}),  # atof
     ("temporary_ttl=100", {"temp_lru": "yes", "temporary_ttl": "100"}),
     ("temporary_ttl=x", {"temp_lru": "yes", "temporary_ttl": "0"}),  # atoi
+    ("temporary_ttl=-1", {"temp_lru": "yes", "temporary_ttl": "4294967295"}),  # printed %u
     ("slab_automove_ratio=0.5", {"slab_automove_ratio": "0.50"}),
     ("slab_automove_ratio=1", {"slab_automove_ratio": "1.00"}),
     ("slab_automove_window=10", {"slab_automove_window": "10"}),

@@ -2133,6 +2133,12 @@ class Cache:
             return self._items.ask_crawl(classes, limit)
 
     @property
+    def crawl_busy(self) -> bool:
+        """Whether a pass runs or is asked for (memcached's crawler then answers BUSY to a
+        metadump too: one crawler job at a time)."""
+        return self._items.crawl_busy
+
+    @property
     def crawl_waiting(self) -> bool:
         """Whether a pass asked for has not begun (`ask_crawl`)."""
         return self._items.crawl_waiting

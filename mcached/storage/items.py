@@ -1421,6 +1421,11 @@ class Items:
         self.arena.crawl_wake.release()
         return True
 
+    @property
+    def crawl_busy(self) -> bool:
+        """A pass runs (G_CRAWLING names its process) or is asked for (read unlocked)."""
+        return bool(self.w[G_CRAWLING] or self.w[G_CRAWL_ASKED])
+
     def await_crawl_ask(self, timeout: float) -> None:
         """The crawler: sleep until a pass is asked for (or `wake_crawler`), at most
         `timeout` seconds."""

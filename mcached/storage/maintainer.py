@@ -162,14 +162,20 @@ class LruCrawler(_Periodic):
 
         def nap(checked: int) -> None:
             # memcached sleeps after every 1000 items; a page is checked whole, so its
-            # naps come after it. With no sleep, it still gives way (worker threads).
+            # naps come after it, each as long as the setting says then (a sleep lowered
+            # meanwhile shortens the rest). With no sleep, it still gives way (worker
+            # threads).
             nonlocal since
             since += checked
             naps, since = divmod(since, 1000)
-            pause = naps * sleep() / 1e6
-            if pause:
-                stop.wait(pause)
-            else:
+            slept = False
+            for _ in range(naps):
+                pause = sleep() / 1e6
+                if pause:
+                    slept = True
+                    if stop.wait(pause):
+                        return
+            if not slept:
                 time.sleep(0)
 
         return nap

@@ -570,6 +570,31 @@ def test_lru_crawler_sleep_and_tocrawl(which: str, server_factory: Callable[...,
             conn.close()
 
 
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_a_metadump_during_a_crawl_is_busy_and_a_lowered_sleep_ends_the_crawl_soon(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """One crawler job at a time: a metadump while a crawl runs is BUSY. The crawl naps
+    1 s per 1000 items; ``lru_crawler sleep 0`` shortens the naps left, so it ends in a
+    moment (mcached took the whole page's naps at the first setting: ~4 s here)."""
+    srv = server_factory(which, "-t", "2")
+    with Conn(srv.address) as conn:
+        for i in range(4000):
+            conn.send(b"set k%d 0 1000 1 noreply\r\nx\r\n" % i)
+        assert conn.request(b"mn\r\n") == b"MN\r\n"
+        exchange(conn, b"lru_crawler sleep 1000000\r\n", b"OK\r\n")
+        assert crawl(conn, b"lru_crawler crawl all\r\n") == b"OK\r\n"
+        time.sleep(0.3)
+        exchange(
+            conn, b"lru_crawler metadump all\r\n", b"BUSY currently processing crawler request\r\n"
+        )
+        exchange(conn, b"lru_crawler sleep 0\r\n", b"OK\r\n")
+        time.sleep(2.5)  # a nap of 1 s may have begun before; the rest are none
+        assert dict(stats(conn))["lru_crawler_running"] == "0"
+        conn.send(b"lru_crawler metadump 1\r\n")
+        assert conn.read_until(b"END\r\n").count(b"\n") == 4001
+
+
 def crawl(conn: Conn, request: bytes) -> bytes:
     """The reply to `request` (an ``lru_crawler`` line), asked again while the crawler is
     BUSY with a pass of its own (memcached's autocrawler), for up to 10 s."""

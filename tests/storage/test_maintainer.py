@@ -99,6 +99,21 @@ def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sw
     assert crawler.reclaimed == 5000 and cache.stats()["curr_items"] == 0
 
 
+def test_a_sleep_lowered_during_a_page_shortens_its_naps_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page of 5000 items is checked whole, then napped after as five naps of 1000: each
+    reads the setting, as memcached reads it before each nap (the whole page's five were
+    taken at the first value: a crawl at sleep 1 s stayed BUSY ~10 s after sleep 0)."""
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock())
+    values = iter([200_000])  # then 0: lowered after the first nap
+    crawler = LruCrawler(cache, sleep=lambda: next(values, 0))
+    slept: list[float] = []
+    monkeypatch.setattr(crawler._stop, "wait", slept.append)
+    crawler._napper()(5000)
+    assert slept == [0.2]
+
+
 def test_the_crawler_naps_outside_any_cache_operation() -> None:
     """Between pages a pass holds only its crawl lock: its holder word is clear there, so a
     process killed in a nap leaves the arena whole (tests/server/test_supervisor.py kills
