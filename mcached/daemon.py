@@ -51,6 +51,7 @@ from mcached.server.board import (
     COUNTERS,
     DETAIL,
     G_AUTOMOVE_RATIO,
+    G_CONN_PEAK,
     G_CRAWLER_SLEEP,
     G_CRAWLER_TOCRAWL,
     G_DETAIL,
@@ -724,9 +725,10 @@ class Daemon:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
 
     def _lock_memory(self) -> None:
-        """-k in a child process: mlockall's locks are not inherited across fork."""
+        """-k in a child process: mlockall's locks are not inherited across fork. (A refusal
+        was logged once, by the supervisor.)"""
         if self.settings.lock_memory:
-            process.lock_memory()
+            process.lock_memory(logging.DEBUG)
 
     def _worker_main(self, slot: int) -> None:
         """A worker process: one worker loop in this (the main) thread."""
@@ -1050,7 +1052,10 @@ class Daemon:
             "curr_connections": srv.reported_connections,
             "total_connections": figures["total_connections"],
             "rejected_connections": figures["rejected_connections"],
-            "connection_structures": (srv.curr_connections + srv.listening_conns),
+            # memcached's conn_structs: the structures it ever made, freed never
+            "connection_structures": (
+                max(srv.curr_connections, self.board.get(G_CONN_PEAK)) + srv.listening_conns
+            ),
             "accepting_conns": 1 if srv.accepting else 0,
             "listen_disabled_num": figures["listen_disabled_num"],
             "threads": self.settings.threads,

@@ -587,12 +587,14 @@ class EmbeddedCluster:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
         self._lock = threading.RLock()
-        self._dir = tempfile.mkdtemp(prefix="mcached-cluster-")
-        self.cluster_file = os.path.join(self._dir, "cluster.conf")
-        self.settings = settings.replace(cluster_file=self.cluster_file, port=0)
-        self.version = 0
         self._nodes: list[EmbeddedServer] = []
+        self._first: list[EmbeddedServer] = []
         self._names: dict[int, Node] = {}  # id(node) -> how it is listed: host|ip|port
+        self._dir: str | None = None
+        self.cluster_file = ""
+        self.settings = settings.replace(port=0)
+        self._new_dir()
+        self.version = 0
         try:
             fresh = [self._new_node() for _ in range(n)]
             self._nodes = list(fresh)
@@ -603,6 +605,15 @@ class EmbeddedCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _new_dir(self) -> None:
+        """A private directory for the cluster file (`mkdtemp`: made anew, never one that
+        happens to be at a path), which the nodes' settings name."""
+        self._dir = tempfile.mkdtemp(prefix="mcached-cluster-")
+        self.cluster_file = os.path.join(self._dir, "cluster.conf")
+        self.settings = self.settings.replace(cluster_file=self.cluster_file)
+        for node in {*self._nodes, *self._first}:
+            node.settings = node.settings.replace(cluster_file=self.cluster_file)
 
     def _new_node(self) -> EmbeddedServer:
         node = EmbeddedServer(self.settings, start=False)
@@ -697,16 +708,17 @@ class EmbeddedCluster:
         removed, stopped or killed run again (restarted empty, on their ports), the first
         membership is served again (a version up, when it changed), every node is flushed."""
         with self._lock:
-            os.makedirs(self._dir, mode=0o700, exist_ok=True)  # (gone with a `stop`)
+            if self._dir is None:  # gone with a `stop`
+                self._new_dir()
             if self._nodes != self._first or not all(n.running for n in self._first):
                 for node in self._nodes:
                     if node not in self._first:
                         node.stop()
+                self._nodes = list(self._first)
+                self._write()  # before the restarts: a node reads it as it starts
                 for node in self._first:
                     if not node.running:
                         node.restart()
-                self._nodes = list(self._first)
-                self._write()
             self.flush()
 
     def stop(self) -> None:
@@ -714,7 +726,9 @@ class EmbeddedCluster:
         with self._lock:
             for node in self._nodes:
                 node.stop()
-            shutil.rmtree(self._dir, ignore_errors=True)
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
 
     def __enter__(self) -> EmbeddedCluster:
         return self

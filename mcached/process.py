@@ -176,12 +176,13 @@ def fix_malloc_threshold() -> None:
         pass  # not glibc: its allocator's own policy stands
 
 
-def lock_memory() -> bool:
-    """``-k``: mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT); False (and a warning) if
-    refused. On fault: the arena reserves address space for its pages up front (several GB
-    of it, untouched), which plain MCL_FUTURE would fill and lock at once (3.2 GB of RSS at
-    -m 64); locked as touched, the daemon locks what it uses, as memcached does, whose
-    pages are mapped as they are allocated."""
+def lock_memory(level: int = logging.WARNING) -> bool:
+    """``-k``: mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT); False, and a warning logged
+    at `level`, if refused (the worker processes, which lock again after the supervisor
+    did, log at debug level: it said so once). On fault: the arena reserves address space
+    for its pages up front (several GB of it, untouched), which plain MCL_FUTURE would fill
+    and lock at once (3.2 GB of RSS at -m 64); locked as touched, the daemon locks what it
+    uses, as memcached does, whose pages are mapped as they are allocated."""
     try:
         # no cap on what may be locked, while root may lift it: the worker processes,
         # forked after -u, lock their own memory (locks are not inherited) under it
@@ -193,7 +194,7 @@ def lock_memory() -> bool:
         if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0:
             return True
         err = ctypes.get_errno()
-        log.warning("warning: -k invalid, mlockall() failed: %s", os.strerror(err))
+        log.log(level, "warning: -k invalid, mlockall() failed: %s", os.strerror(err))
     except (OSError, AttributeError) as exc:
-        log.warning("warning: -k invalid, mlockall() unavailable: %s", exc)
+        log.log(level, "warning: -k invalid, mlockall() unavailable: %s", exc)
     return False

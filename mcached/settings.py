@@ -384,9 +384,15 @@ def or_else(empty: str) -> Show:
     return lambda value: value or empty
 
 
+def megabytes_in_32_bits(value: int) -> int:
+    """Megabytes in bytes as memcached makes them, multiplying its uint32_t in place: the
+    product wraps (``-o read_buf_mem_limit=4097`` is 1 MB)."""
+    return value * 1024 * 1024 % 2**32
+
+
 def megabytes_in_bytes(value: int) -> str:
     """A figure set in megabytes, shown in bytes (memcached's stats settings row)."""
-    return str(value * 1024 * 1024)
+    return str(megabytes_in_32_bits(value))
 
 
 def in_octal(value: int) -> str:
@@ -1732,11 +1738,18 @@ def binding_protocol(s: Settings) -> str:
 STAT_VALUE_MAX = 126
 
 
+def threads_per_udp(s: Settings) -> int:
+    """memcached's num_threads_per_udp: a UDP connection for each worker thread on each UDP
+    socket, but one when -l lists several addresses (mcached's every worker serves each
+    socket either way: this is what stats counts and shows)."""
+    return 1 if len(s.listen) > 1 else s.threads
+
+
 def stats_settings(s: Settings) -> Iterator[tuple[str, str]]:
     """``stats settings`` lines: memcached's rows in its order, each setting's from its
     field, the others from `FIXED_SETTINGS_ROWS`; then any row memcached does not have."""
     rows = dict(FIXED_SETTINGS_ROWS)
-    rows["num_threads_per_udp"] = str(s.threads)  # every worker serves the UDP sockets
+    rows["num_threads_per_udp"] = str(threads_per_udp(s))
     for o in OPTIONS.values():
         if o.stat:
             rows[o.stat] = o.show(getattr(s, o.name))

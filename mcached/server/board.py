@@ -144,6 +144,7 @@ G_LRU_SEGMENTED = 21
 G_TEMP_LRU = 22
 G_TEMPORARY_TTL = 23
 G_OLDEST_LIVE = 24
+G_CONN_PEAK = 25  # the most connections open at once (memcached's conn_structs, less listeners)
 G_WORDS = 32
 STOP_NOW = 1
 STOP_GRACEFUL = 2
@@ -333,6 +334,13 @@ class Board:
 
     def add_figure(self, slot: int, name: str, delta: int = 1) -> None:
         self.words[self.base(slot) + self.fig_base + self.index[name]] += delta
+
+    def note_peak(self) -> None:
+        """A connection was accepted: keep the most ever open at once (a racy maximum:
+        another process's write may replace one a little higher)."""
+        n = self.connections()
+        if n > self.words[G_CONN_PEAK]:
+            self.words[G_CONN_PEAK] = n
 
     def add_retired(self, name: str, delta: int) -> None:
         """Count `delta` in the totals as no live worker's (as a dead worker's are kept)."""

@@ -53,7 +53,7 @@ from mcached.server.supervisor import CRASH_LIMIT, CRASH_WINDOW
 from mcached.server.tls import TLS
 from mcached.server.udp import UdpServer
 from mcached.server.workers import Worker, sock_name
-from mcached.settings import Settings
+from mcached.settings import Settings, threads_per_udp
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.server")
@@ -364,7 +364,7 @@ class Server:
         """The connections memcached makes for its listening sockets, which its
         curr_connections and total_connections count: one per TCP address and for the unix
         socket, one per worker for each UDP address (memcached's per-thread UDP ones)."""
-        udp = len(self.udp_groups) * self.settings.threads
+        udp = len(self.udp_groups) * threads_per_udp(self.settings)
         return len(self.tcp_groups) + (self.unix is not None) + udp
 
     def start(self) -> None:
@@ -569,7 +569,8 @@ class Server:
         listeners = [(t, False, 0) for t in self.tcp]
         if self.unix is not None:
             listeners.append((self.unix, False, 0))
-        listeners += [(u, True, i) for group in self.udp_groups for i, u in enumerate(group)]
+        per = threads_per_udp(self.settings)  # the UDP connections memcached would have
+        listeners += [(u, True, i) for group in self.udp_groups for i, u in enumerate(group[:per])]
         for sock, udp, slot in listeners:
             try:
                 fd = sock.fileno()

@@ -84,6 +84,7 @@ from mcached.server.connection import (
 )
 from mcached.server.eventlog import WATCH_INTERVAL, EventLog, WatchStream
 from mcached.server.poller import READ, READ_READY, WRITE, WRITE_READY, Poller
+from mcached.settings import megabytes_in_32_bits
 from mcached.stats import Counters
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class Worker:
         self.reqs_per_event = s.reqs_per_event
         self.idle_timeout = s.idle_timeout
         self.stall_timeout = s.stall_timeout
-        limit = s.read_buf_mem_limit * 1024 * 1024
+        limit = megabytes_in_32_bits(s.read_buf_mem_limit)
         self.conn_memory_cap = limit // s.threads if limit else CONN_MEMORY_DEFAULT
         self.max_connections = s.max_connections
         self.tls = server.tls  # the server's `tls.TLS` (context, handshake counters), or None
@@ -609,6 +610,7 @@ class Worker:
             sock.close()
             return
         board.add_figure(self.slot, "total_connections")
+        board.note_peak()
         conn = Connection(
             sock,
             name,

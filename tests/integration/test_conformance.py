@@ -246,8 +246,16 @@ NO_MODERN = {
         ),
         (("-X", "-a", "0755"), {"dump_enabled": "no", "umask": "755"}),
         (("-o", "read_buf_mem_limit=2"), {"read_buf_mem_limit": "2097152"}),  # set in MB
+        (("-o", "read_buf_mem_limit=4097"), {"read_buf_mem_limit": "1048576"}),  # in 32 bits
     ],
-    ids=["no_modern", "no_modern-chunk-given", "no_lru_maintainer", "X-a", "read_buf_mem_limit"],
+    ids=[
+        "no_modern",
+        "no_modern-chunk-given",
+        "no_lru_maintainer",
+        "X-a",
+        "read_buf_mem_limit",
+        "read_buf_mem_limit-wraps",
+    ],
 )
 def test_stats_settings_follow_flags(
     kind: str,

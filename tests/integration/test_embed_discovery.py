@@ -10,6 +10,8 @@ listed); a replacement joins (`add_node`: the client uses 4 nodes); the dead nod
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 from collections.abc import Callable
 from importlib import import_module
@@ -156,6 +158,26 @@ def test_reset_after_stop_brings_the_first_nodes_back() -> None:
         assert len(lists) == 1
         listed = lists.pop()
         assert all(b"|%d" % n.port in listed for n in first)
+
+
+def test_reset_after_stop_takes_a_new_private_directory(tmp_path: Any) -> None:
+    """The stopped cluster's directory name is known: someone may make it meanwhile, with
+    a link where the cluster file is written. reset() takes a new one (mkdtemp)."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    with serve_cluster(1) as cluster:
+        old = os.path.dirname(cluster.cluster_file)
+        cluster.stop()
+        os.mkdir(old, 0o777)
+        os.symlink(victim, os.path.join(old, "cluster.conf.new"))
+        try:
+            cluster.reset()
+            assert victim.read_text() == "keep me"
+            assert os.path.dirname(cluster.cluster_file) != old
+            assert os.stat(os.path.dirname(cluster.cluster_file)).st_mode & 0o077 == 0
+            assert cluster.nodes[0].running and config_get(cluster.nodes[0].address)
+        finally:
+            shutil.rmtree(old)
 
 
 def test_cluster_settings_and_refusals() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -37,6 +38,7 @@ from tests.conftest import (
     _start_mcached_procs,
     _stop_mcached_procs,
     free_port,
+    wait_ready,
 )
 from tests.wire import Conn
 
@@ -1108,3 +1110,25 @@ def test_lock_memory_locks_every_process_and_only_what_it_touches(
     for pid in pids:
         assert status_kb(pid, "VmLck") > 0, pid  # locked
         assert status_kb(pid, "VmRSS") < 200 * 1024, pid  # what it uses, not its reserve
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become nobody"
+)
+def test_lock_memory_refused_is_said_once() -> None:
+    """-k for a user whose memory-lock limit is too low: one warning (memcached's), not
+    one from every process that tried."""
+    port = free_port()
+    cmd = (
+        f"ulimit -l 64; exec runuser -u nobody -- {sys.executable} -m mcached "
+        f"-l {HOST} -p {port} -U 0 -k -t 2"
+    )
+    proc = subprocess.Popen(
+        ["sh", "-c", cmd], cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_ready(port)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert err.count("mlockall() failed") == 1, err

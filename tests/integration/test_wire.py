@@ -906,8 +906,10 @@ def test_shutdown_enabled_closes_and_stops(
         ((), 1),
         (("-l", "127.0.0.2"), 2),  # a second address: its listener counts too
         (("-U", "udp", "-t", "4"), 5),  # a UDP address: a connection per worker
+        # several addresses: one UDP connection a socket (memcached's num_threads_per_udp)
+        (("-l", "127.0.0.2", "-U", "udp", "-t", "2"), 4),
     ],
-    ids=["one listener", "two addresses", "udp at -t 4"],
+    ids=["one listener", "two addresses", "udp at -t 4", "udp on two addresses"],
 )
 def test_connection_counts_include_the_listeners_as_memcached_counts(
     kind: str, server_factory: Callable[..., Server], flags: tuple[str, ...], listening: int
@@ -927,6 +929,14 @@ def test_connection_counts_include_the_listeners_as_memcached_counts(
             assert int(got["curr_connections"]) == 4 + listening - 1
             probes = 1 if kind == "memcached" else 0  # the fixture's connect until it listens
             assert int(got["total_connections"]) == 4 + listening + probes
+            structures = int(got["connection_structures"])
+            assert structures >= 4 + listening
+            for c in clients:
+                c.close()
+            time.sleep(0.2)
+            after = stats(asker)
+            assert int(after["curr_connections"]) == 1 + listening - 1
+            assert int(after["connection_structures"]) == structures  # made, never freed
             assert asker.request(b"stats reset\r\n") == b"RESET\r\n"
             assert int(stats(asker)["total_connections"]) == 0
     finally:
