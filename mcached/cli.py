@@ -109,7 +109,13 @@ def _command() -> click.Command:
             "`memcached -m 64 -p 11211 -t 4 -c 1024` command line works with mcached in its "
             "place. Nothing is kept on disk: a restart starts empty."
         ),
-        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        # words that are no option, and all after ``--``, are ignored, as memcached's getopt
+        # loop leaves them
+        context_settings={
+            "help_option_names": ["-h", "--help"],
+            "max_content_width": 100,
+            "allow_extra_args": True,
+        },
     )
 
 
@@ -117,7 +123,8 @@ def read_config_file(path: str) -> list[str]:
     """Flags from a file in the format of Debian's ``/etc/memcached.conf``.
 
     One flag per line (``-m 64``, ``-l 127.0.0.1``, ``-v``), ``#`` comments and blank lines
-    ignored; Debian's ``logfile <path>`` line means ``--log-file <path>``.
+    ignored; Debian's ``logfile <path>`` line means ``--log-file <path>``; ``-d`` and ``-h``
+    lines are skipped, as Debian's start-memcached and systemd wrapper skip them.
     """
     args: list[str] = []
     try:
@@ -137,6 +144,8 @@ def read_config_file(path: str) -> list[str]:
             continue
         if words[0] == "logfile" and len(words) == 2:
             args += ["--log-file", words[1]]
+        elif words[0] in ("-d", "-h"):
+            continue  # Debian's readers of the file skip these (the service manager detaches)
         elif words[0].startswith("-"):
             args += words
         else:
@@ -167,8 +176,34 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def _raw_params(args: list[str]) -> dict[str, Any]:
     cmd = _command()
-    ctx = cmd.make_context("mcached", list(args))
+    ctx = cmd.make_context("mcached", _getopt_longs(list(args), cmd))
     return dict(ctx.params)
+
+
+def _getopt_longs(args: list[str], cmd: click.Command) -> list[str]:
+    """Long options as getopt_long takes them: a unique abbreviation (``--thr=2``), and
+    ``--verbose=N``, an optional value memcached ignores (one more -v)."""
+    longs: set[str] = set()
+    counts: set[str] = set()
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            names = [n for n in p.opts + p.secondary_opts if n.startswith("--")]
+            longs.update(names)
+            if p.count:
+                counts.update(names)
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg.partition("=")
+            if name not in longs:
+                found = [n for n in longs if n.startswith(name)]
+                if len(found) == 1:
+                    name = found[0]
+            arg = name if name in counts else name + eq + value
+        out.append(arg)
+    return out
 
 
 def _is_set(value: Any) -> bool:
@@ -181,8 +216,14 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     config, args = _split_config(list(argv))
     params = _raw_params(args)
     if config:
+        # the command line's flags after the file's, as Debian's wrapper joins them: a
+        # value given again wins, lists (-o, -l) add up
         merged = _raw_params(read_config_file(config))
-        merged.update({k: v for k, v in params.items() if _is_set(v)})
+        for k, v in params.items():
+            if isinstance(v, tuple) and v and merged.get(k):
+                merged[k] = merged[k] + v
+            elif _is_set(v):
+                merged[k] = v
         params = merged
     return _convert(params)
 
@@ -199,6 +240,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.code)
     except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
+    except (click.NoSuchOption, click.BadOptionUsage) as exc:
+        # getopt's words, then memcached's, and its exit status
+        name = exc.option_name
+        if isinstance(exc, click.NoSuchOption):
+            said = (
+                f"unrecognized option '{name}'"
+                if name.startswith("--")
+                else (f"invalid option -- '{name[1:]}'")
+            )
+        else:
+            said = (
+                f"option '{name}' requires an argument"
+                if name.startswith("--")
+                else (f"option requires an argument -- '{name[1:]}'")
+            )
+        click.echo(f'mcached: {said}\nIllegal argument "?"', err=True)
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(64)

@@ -814,7 +814,7 @@ class Daemon:
         detail = bool(board.get(G_DETAIL))
         self.handlers.detail.enabled = detail
         self.handlers.settings = self.handlers.settings.replace(
-            verbose=min(level, 2),
+            verbose=level,  # -vvv shows 3; the verbosity command caps at 2 (memcached's)
             detail_enabled=detail,
             lru_crawler=bool(board.get(G_LRU_CRAWLER)),
             lru_crawler_sleep=board.get(G_CRAWLER_SLEEP),

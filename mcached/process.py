@@ -143,7 +143,8 @@ def drop_privileges(user: str) -> None:
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        raise SystemExit(f"can't find the user {user} to switch to") from None
+        print(f"can't find the user {user} to switch to", file=sys.stderr)
+        raise SystemExit(os.EX_NOUSER) from None  # (67, as memcached exits)
     groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
     os.setgroups(sorted(set(groups + [pw.pw_gid])))
     os.setgid(pw.pw_gid)

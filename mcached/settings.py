@@ -125,13 +125,16 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def addresses(raw: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """``-l`` given several times, each comma separated."""
-    return tuple(h.strip() for spec in raw for h in spec.split(",") if h.strip())
+    """``-l`` given several times, each comma separated; an address given again is
+    dropped, as memcached drops it (a second bind of it would fail)."""
+    specs = (h.strip() for spec in raw for h in spec.split(","))
+    return tuple(dict.fromkeys(h for h in specs if h))
 
 
 def atoi_flag(raw: str, what: str) -> int:
-    """A flag memcached reads with ``atoi`` (``-c``, ``-t``, ``-n``, ``-R``, ``-b``, ``-m``):
-    ``x`` is 0, which its bound refuses in memcached's words; ``5x`` is 5."""
+    """A flag memcached reads with ``atoi`` (``-c``, ``-t``, ``-n``, ``-R``, ``-b``, ``-m``,
+    ``-p``, ``-U``): ``x`` is 0, which its bound refuses in memcached's words; ``5x`` is
+    5."""
     return c_atoi(raw)
 
 
@@ -462,6 +465,7 @@ class Settings:
             long="--port",
             stat="tcpport",
             metavar="<num>",
+            parse=atoi_flag,
             check=port_number,
         ),
     )
@@ -473,6 +477,7 @@ class Settings:
             long="--udp-port",
             stat="udpport",
             metavar="<num>",
+            parse=atoi_flag,
             check=port_number,
         ),
     )

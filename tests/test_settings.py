@@ -461,3 +461,33 @@ def test_default_workers_are_memcacheds_four_but_one_on_a_single_cpu(
     assert settings.usable_cpus() == cpus
     assert settings.default_threads() == workers
     assert parse_settings([]).threads == workers
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-t", "2", "junk", "-c", "5"], {"threads": 2, "max_connections": 5}),  # ignored
+        (["-t", "2", "--", "-t", "3"], {"threads": 2}),  # the rest after -- too
+        (["--thr=3", "--max-item=2m"], {"threads": 3, "item_size_max": 2 * MB}),  # abbreviated
+        (["--verbose=2", "-v"], {"verbose": 2}),  # an optional value memcached ignores
+        (["-vvv"], {"verbose": 3}),  # shown as given (the command caps at 2)
+        (["-p", "27410x", "-U", "abc"], {"port": 27410, "udp_port": 0}),  # atoi
+        (["-l", "127.0.0.1", "-l", "127.0.0.1,::1"], {"listen": ("127.0.0.1", "::1")}),
+    ],
+)
+def test_the_command_line_reads_as_getopt_reads_it(
+    argv: list[str], expected: dict[str, object]
+) -> None:
+    s = parse_settings(argv)
+    assert {k: getattr(s, k) for k in expected} == expected
+
+
+def test_a_config_file_skips_detach_and_help_lines_and_adds_up_lists(tmp_path: Path) -> None:
+    """As Debian's start-memcached and systemd wrapper read /etc/memcached.conf: -d and -h
+    lines skipped, the command line's flags joined after the file's (-o lists add up)."""
+    conf = tmp_path / "memcached.conf"
+    conf.write_text("-d\n-h\n-m 32\n-o idle_timeout=600\n-l 127.0.0.1\n")
+    s = parse_settings(["--config", str(conf), "-o", "track_sizes", "-m", "48"])
+    assert not s.daemonize
+    assert (s.memory_limit, s.idle_timeout, s.track_sizes) == (48 * MB, 600, True)
+    assert s.listen == ("127.0.0.1",)

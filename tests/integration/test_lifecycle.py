@@ -1126,3 +1126,23 @@ def test_unit_files_verify(tmp: Path) -> None:
             line for line in result.stderr.decode().splitlines() if name.split("@")[0] in line
         ]
         assert result.returncode == 0 and not errors, result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["-x"], ["--no-such-flag"], ["-c"], ["--threads"]],
+    ids=["unknown letter", "unknown long", "no value", "long, no value"],
+)
+def test_a_bad_option_is_refused_in_getopts_and_memcacheds_words(args: list[str]) -> None:
+    """getopt's line (after the program's name), memcached's ``Illegal argument "?"``,
+    exit 1 (mcached printed click's usage and exited 64)."""
+    (ours, our_err), (theirs, their_err) = start_both(args)
+    assert ours == theirs == 1
+    assert our_err.split(": ", 1)[1] == their_err.split(": ", 1)[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u acts only as root")
+def test_an_unknown_user_exits_67() -> None:
+    (ours, our_err), (theirs, their_err) = start_both(["-u", "no-such-user-mcached"])
+    assert ours == theirs == 67  # EX_NOUSER
+    assert our_err.splitlines()[-1] == their_err.splitlines()[-1]

@@ -942,3 +942,14 @@ def test_connection_counts_include_the_listeners_as_memcached_counts(
     finally:
         for c in clients:
             c.close()
+
+
+def test_vvv_shows_verbosity_3_and_the_command_caps_at_2(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    srv = server_factory(kind, "-vvv")
+    with Conn(srv.address) as conn:
+        assert stats(conn, b"settings")["verbosity"] == "3"
+        assert conn.request(b"verbosity 5\r\n") == b"OK\r\n"
+        assert stats(conn, b"settings")["verbosity"] == "2"
+        assert conn.request(b"verbosity 0\r\n") == b"OK\r\n"
