@@ -264,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(settings, o.name)
         if o.path and value:  # -d changes directory to /: make paths absolute first
             settings = settings.replace(**{o.name: os.path.abspath(value)})
-    log_file = configure_logging(settings.verbose, settings.log_file)
+    try:
+        log_file = configure_logging(settings.verbose, settings.log_file)
+    except OSError as exc:
+        click.echo(f"cannot open log file {settings.log_file}: {exc.strerror}", err=True)
+        sys.exit(73)  # EX_CANTCREAT
     process.fix_malloc_threshold()
     if settings.enable_coredumps:
         process.raise_core_limit()
@@ -296,7 +300,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             "running as root without -u: consider -u <user> to drop privileges"
         )
     try:
-        daemon = Daemon(settings, tcp_sockets=systemd.listen_fds() or None, processes=gil_enabled())
+        passed = systemd.listen_fds()
+    except systemd.ActivationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(78)  # EX_CONFIG: the unit's sockets
+    if passed and settings.unix_socket:
+        click.echo(
+            "socket activation passed TCP sockets, but -s serves a unix socket in their "
+            "place: drop one",
+            err=True,
+        )
+        sys.exit(78)
+    try:
+        daemon = Daemon(settings, tcp_sockets=passed or None, processes=gil_enabled())
     except SettingsError as exc:  # -Y file, -Z certificates: memcached's messages and codes
         click.echo(str(exc), err=True)
         sys.exit(exc.code)

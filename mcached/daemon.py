@@ -604,7 +604,9 @@ class Daemon:
                 return True
             if kind == "signal" and arg == signal.SIGHUP:
                 if ready:  # before, READY=1 is still to come, once the workers run
-                    systemd.notify("RELOADING=1")
+                    # with the time, as Type=notify-reload waits for (sd_notify(3))
+                    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                    systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
                 self.reload()
                 if ready:
                     systemd.notify("READY=1\nSTATUS=" + status())
@@ -1213,6 +1215,21 @@ class LogFile:
             self.handler.release()
 
 
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: its ``<N>`` priority prefix (so ``journalctl -p err`` finds the
+    errors), and the process's pid, which journald does not tell apart (it tags every line
+    of the stream with the main pid); it adds the time itself."""
+
+    PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s [%(process)d] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITY.get(record.levelname, 7)  # (TRACE: debug)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
+
+
 def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     """stderr (journald takes it) or a file; warnings and errors always, -v INFO, -vv TRACE
     (connections, every command and reply)."""
@@ -1222,16 +1239,14 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
         fh = logging.handlers.WatchedFileHandler(log_file)
         handler = fh
         reopen = LogFile(fh)
-        fmt = "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s"
     else:
         handler = logging.StreamHandler()
-        # under systemd, journald adds the time and the pid itself
-        fmt = (
-            "%(levelname)s %(message)s"
-            if os.environ.get("JOURNAL_STREAM")
-            else "%(asctime)s mcached[%(process)d] %(levelname)s %(message)s"
+    if not log_file and os.environ.get("JOURNAL_STREAM"):  # stderr is journald's
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s mcached[%(process)d] %(levelname)s %(message)s")
         )
-    handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("mcached")
     root.handlers[:] = [handler]
     root.setLevel(log_level(verbose))

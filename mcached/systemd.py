@@ -19,6 +19,11 @@ import socket
 log = logging.getLogger("mcached.systemd")
 
 SD_LISTEN_FDS_START = 3
+_notify_failed = False  # said once: a socket that is gone stays gone (libsystemd is silent)
+
+
+class ActivationError(Exception):
+    """A socket systemd passed that mcached cannot serve (the unit's sockets are wrong)."""
 
 
 def notify(state: str) -> bool:
@@ -34,7 +39,10 @@ def notify(state: str) -> bool:
             s.sendall(state.encode())
         return True
     except OSError as exc:
-        log.warning("sd_notify(%s) failed: %s", state.split("\n")[0], exc)
+        global _notify_failed
+        if not _notify_failed:
+            _notify_failed = True
+            log.warning("sd_notify(%s) failed: %s (said once)", state.split("\n")[0], exc)
         return False
 
 
@@ -53,8 +61,34 @@ def listen_fds(unset_environment: bool = True) -> list[socket.socket]:
     socks = []
     for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
         os.set_inheritable(fd, False)
-        socks.append(socket.socket(fileno=fd))
+        socks.append(_listening_tcp(fd))
     return socks
+
+
+def _listening_tcp(fd: int) -> socket.socket:
+    """Passed descriptor `fd` as the listening TCP socket it must be (sd_is_socket's check:
+    a ListenStream= of an address, Accept=no); ActivationError for anything else, which the
+    daemon would otherwise fail on as it serves (a UDP or unix socket, a socket not
+    listening, a file)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ActivationError(f"socket activation: descriptor {fd} is no socket ({exc})") from None
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        if listening:
+            return sock
+        what = "a TCP socket that is not listening (Accept=yes passes connections)"
+    elif sock.type == socket.SOCK_DGRAM:
+        what = "a datagram socket (ListenDatagram=: use -U for UDP)"
+    elif sock.family == socket.AF_UNIX:
+        what = "a unix socket (use -s for one)"
+    else:
+        what = f"a socket of family {sock.family!r}, type {sock.type!r}"
+    sock.detach()  # left open, as it came
+    raise ActivationError(
+        f"socket activation: descriptor {fd} is {what}; mcached takes listening TCP sockets"
+    )
 
 
 def watchdog_interval() -> float | None:

@@ -56,11 +56,54 @@ def test_notify_to_a_gone_socket_warns_and_goes_on(
 ) -> None:
     gone = str(tmp_path / "nobody-listens")
     with (
+        mock.patch.object(systemd, "_notify_failed", False),
         mock.patch.dict(os.environ, {"NOTIFY_SOCKET": gone}, clear=True),
         caplog.at_level(logging.WARNING, "mcached.systemd"),
     ):
         assert systemd.notify("READY=1\nSTATUS=x") is False
-    assert "sd_notify(READY=1) failed" in caplog.text
+        assert "sd_notify(READY=1) failed" in caplog.text
+        caplog.clear()
+        assert systemd.notify("WATCHDOG=1") is False
+        assert caplog.text == ""  # said once, not at every watchdog ping
+
+
+@pytest.mark.parametrize("kind", ["udp", "unix", "tcp not listening", "a file"])
+def test_listen_fds_refuses_what_it_cannot_serve(kind: str, tmp_path: Path) -> None:
+    """Only listening TCP sockets (as sd_is_socket checks): a UDP socket made a worker spin
+    on accept, a unix one crashed the start, one not listening was served as refused."""
+    if kind == "udp":
+        thing: object = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        thing.bind(("127.0.0.1", 0))  # type: ignore[attr-defined]
+    elif kind == "unix":
+        thing = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        thing.bind(str(tmp_path / "s"))  # type: ignore[attr-defined]
+        thing.listen()  # type: ignore[attr-defined]
+    elif kind == "tcp not listening":
+        thing = socket.socket()
+        thing.bind(("127.0.0.1", 0))  # type: ignore[attr-defined]
+    else:
+        thing = open(tmp_path / "f", "w")  # noqa: SIM115
+    fd = max(200, thing.fileno() + 1)  # type: ignore[attr-defined]
+    while _open(fd):
+        fd += 1
+    os.dup2(thing.fileno(), fd)  # type: ignore[attr-defined]
+    thing.close()  # type: ignore[attr-defined]
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}
+    try:
+        with (
+            mock.patch.object(systemd, "SD_LISTEN_FDS_START", fd),
+            mock.patch.dict(os.environ, env, clear=True),
+            pytest.raises(systemd.ActivationError, match=f"descriptor {fd} is"),
+        ):
+            systemd.listen_fds()
+    finally:
+        os.close(fd)
+
+
+def test_journal_lines_carry_their_priority_and_pid() -> None:
+    fmt = __import__("mcached.daemon", fromlist=["JournalFormatter"]).JournalFormatter()
+    record = logging.LogRecord("mcached", logging.ERROR, __file__, 1, "bad\nworse", None, None)
+    assert fmt.format(record) == f"<3>ERROR [{os.getpid()}] bad\n<3>worse"
 
 
 @pytest.fixture

@@ -388,6 +388,10 @@ def test_notify_socket_ready_after_accepting_then_reload_and_stopping(tmp: Path)
         proc.send_signal(signal.SIGHUP)
         while "RELOADING=1" not in messages[-1]:
             next_msg()
+        # with the time (CLOCK_MONOTONIC), as a Type=notify-reload unit waits for
+        usec = [x for x in messages[-1].split("\n") if x.startswith("MONOTONIC_USEC=")]
+        assert len(usec) == 1
+        assert 0 < time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000 - int(usec[0][15:]) < 10**7
         while "READY=1" not in messages[-1].split("\n"):
             next_msg()
         proc.send_signal(signal.SIGTERM)
@@ -872,6 +876,7 @@ def test_config_file_is_honoured_and_overridden(tmp: Path) -> None:
         (["-o", "no_such_option"], 'Illegal suboption "no_such_option"', 1),
         (["-p", "70000"], "Invalid port number 70000", 64),
         (["--config", "/nonexistent/mcached.conf"], "cannot read config file", 66),
+        (["--log-file", "/nonexistent/dir/x.log"], "cannot open log file", 73),  # a traceback
         # regression: every bad float used to be reported as a bad -f growth factor
         (["--cluster-dns-interval", "abc"], "Invalid value for --cluster-dns-interval", 64),
     ],
@@ -1146,3 +1151,39 @@ def test_an_unknown_user_exits_67() -> None:
     (ours, our_err), (theirs, their_err) = start_both(["-u", "no-such-user-mcached"])
     assert ours == theirs == 67  # EX_NOUSER
     assert our_err.splitlines()[-1] == their_err.splitlines()[-1]
+
+
+def activated(sock: socket.socket, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """mcached started with `sock` passed as systemd passes one (fd 3, LISTEN_PID its own),
+    expected to refuse it and exit."""
+    fd = sock.fileno()
+    move = "" if fd == 3 else f"exec 3<&{fd}; exec {fd}<&-; "
+    script = f'{move}LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m mcached ' + " ".join(args)
+    return subprocess.run(
+        ["bash", "-c", script, sys.executable],
+        pass_fds=(fd,),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp not listening", "tcp with -s"])
+def test_socket_activation_refuses_what_it_cannot_serve(kind: str, tmp: Path) -> None:
+    """A UDP socket made a worker spin on accept, one not listening was served (every
+    connection refused) after READY=1, and -s with a passed TCP socket hung a worker: now
+    each is a one-line error at start (EX_CONFIG)."""
+    args = [f"-l {HOST}", "-U 0"]
+    if kind == "udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        sock = socket.socket()
+    sock.bind((HOST, 0))
+    if kind == "tcp with -s":
+        sock.listen()
+        args.append(f"-s {tmp / 'mc.sock'}")
+    with sock:
+        result = activated(sock, *args)
+    assert result.returncode == 78, result.stderr
+    err = result.stderr.decode()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
