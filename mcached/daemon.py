@@ -943,7 +943,17 @@ class Daemon:
             except Exception:
                 log.exception("reload of %r failed; keeping the previous configuration", part)
         if sup is not None:
-            late = sup.wait_workers(W_RELOADED, self._reload_epoch, RELOAD_WAIT)
+            # systemd keeps its watchdog armed through a reload: the pings go on meanwhile
+            # (a worker that never reloads is no stuck one until its own 5 s: the main
+            # loop's check, after)
+            step = systemd.watchdog_interval() or RELOAD_WAIT
+            deadline = time.monotonic() + RELOAD_WAIT
+            while True:
+                left = deadline - time.monotonic()
+                late = sup.wait_workers(W_RELOADED, self._reload_epoch, max(0.0, min(step, left)))
+                if not late or left <= step:
+                    break
+                systemd.notify("WATCHDOG=1")
             if late:
                 log.warning(
                     "worker(s) %s did not reload within %.0f s",

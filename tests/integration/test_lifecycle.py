@@ -1187,3 +1187,35 @@ def test_socket_activation_refuses_what_it_cannot_serve(kind: str, tmp: Path) ->
     assert result.returncode == 78, result.stderr
     err = result.stderr.decode()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_the_watchdog_is_fed_while_a_reload_waits_for_a_busy_worker(tmp: Path) -> None:
+    """A reload waits up to 5 s for every worker, and systemd's watchdog stays armed: with
+    the workers busy (healthy by the daemon's own 5 s rule), the pings went quiet for those
+    5 s, past a WatchdogSec of 4 s. They go on at half of it (slack for a loaded machine)."""
+    path = str(tmp / "notify.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    sink.settimeout(15)
+    proc, port = spawn("-t", "2", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000"})
+    try:
+        assert "READY=1" in sink.recv(4096).decode().split("\n")
+        children = [p.pid for p in psutil.Process(proc.pid).children()]
+        for pid in children:  # busy, for the supervisor's eyes (the maintainer too)
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            proc.send_signal(signal.SIGHUP)
+            pings = [time.monotonic()]  # (from the SIGHUP to the end of the window)
+            deadline = pings[0] + 6
+            while time.monotonic() < deadline:
+                if "WATCHDOG=1" in sink.recv(4096).decode().split("\n"):
+                    pings.append(time.monotonic())
+        finally:
+            for pid in children:
+                os.kill(pid, signal.SIGCONT)
+        pings.append(deadline)
+        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        assert max(gaps) < 3.5, [round(p - pings[0], 2) for p in pings]
+    finally:
+        sink.close()
+        stop(proc)
