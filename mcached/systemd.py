@@ -98,6 +98,7 @@ def watchdog_interval() -> float | None:
     if not usec or (wpid and wpid != str(os.getpid())):
         return None
     try:
-        return max(int(usec) / 1_000_000 / 2, 0.05)
+        usec_n = int(usec)
     except ValueError:
         return None
+    return max(usec_n / 1_000_000 / 2, 0.05) if usec_n > 0 else None  # 0: none

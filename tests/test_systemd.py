@@ -197,6 +197,7 @@ def test_listen_fds_can_leave_the_environment() -> None:
         ({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}, None),  # another process's
         ({"WATCHDOG_USEC": "10"}, 0.05),  # a floor, so the main loop never spins
         ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "0"}, None),  # systemd's "no watchdog" (pinged 20 times a second)
     ],
 )
 def test_watchdog_interval(env: dict[str, str], interval: float | None) -> None:
