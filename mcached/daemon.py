@@ -446,9 +446,11 @@ class Daemon:
         the replies (within --shutdown-timeout); close the connections (at once, dropping
         unsent replies, when not `graceful`); stop the threads in reverse start order."""
         with self._stop_lock:
-            if self._stopped:
-                return
+            stopping = self._stopped
             self._stopped = True
+        if stopping:  # another thread stops it: done when that stop is
+            self._stop_done.wait(self.settings.shutdown_timeout + 10)
+            return
         try:
             if self.metrics is not None:
                 self.metrics.stop()
@@ -519,10 +521,13 @@ class Daemon:
         self._supervisor_pid = os.getpid()  # -d made a new process: the pid file's
         if self.processes:
             return self._run_processes()
-        self.start()
+        # waiting before the start: a ``shutdown`` a worker serves at once is an event for
+        # the main loop, not a stop from a thread of its own that the main thread's exit
+        # would overtake
         self._waiting = True
         graceful = True  # signals drain; the shutdown command says which it wants
         try:
+            self.start()
             graceful = self._main_loop()
         finally:
             self._waiting = False
