@@ -553,3 +553,38 @@ def test_issue_20_starting_and_stopping_200_servers_leaks_nothing(
     # pytest worker), and still allocates with mimalloc
     if not sysconfig.get_config_var("Py_GIL_DISABLED"):
         assert rss1 - rss0 < RSS_SLACK, figures
+
+
+@pytest.mark.integration
+def test_a_shutdown_served_as_the_daemon_starts_is_the_main_loops_to_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Daemon.run` in thread mode: a ``shutdown`` a worker serves before the main loop
+    waits was handed to a stop thread of its own, which the main thread's own stop and exit
+    then overtook ("Exception in thread mcached-stop" in a loaded free-threaded run). It is
+    the main loop's event now, whenever it comes."""
+    from mcached.daemon import Daemon
+
+    daemon = Daemon(make_settings(["-A"]))
+    started = daemon.start
+
+    def start_then_shutdown() -> None:
+        started()
+        daemon.request_stop(False)  # what the handler of `shutdown` does
+
+    monkeypatch.setattr(daemon, "start", start_then_shutdown)
+    monkeypatch.setattr(daemon, "_install_signals", lambda: None)  # (the test runner's)
+    names: list[str] = []
+    real_start = threading.Thread.start
+
+    def start_thread(self: threading.Thread) -> None:
+        names.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_thread)
+    try:
+        assert daemon.run() == 0
+    finally:
+        daemon.stop()
+        daemon.close()
+    assert "mcached-stop" not in names and daemon.stopped
