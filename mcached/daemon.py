@@ -60,6 +60,7 @@ from mcached.server.board import (
     G_HOT_MAX_FACTOR,
     G_LRU_CRAWLER,
     G_LRU_SEGMENTED,
+    G_MAINTAINER_BEAT,
     G_OLDEST_LIVE,
     G_RELOAD_EPOCH,
     G_SETTINGS_EPOCH,
@@ -154,20 +155,31 @@ START_POLL = 0.01  # seconds between looks at the workers until they all run
 
 
 class _Liveness:
-    """Whether every worker process runs its loop: each publishes its counters on the board
-    once a second (`Worker._tick`). The supervisor feeds systemd's watchdog only while none
-    has gone `window` seconds without (half of WatchdogSec), so a worker stuck for good (a
-    deadlock, a loop that never returns) gets the daemon restarted, where a supervisor alone
-    would keep the watchdog fed. A worker that dies is replaced by the supervisor instead,
-    and its successor starts the count afresh; one that stays starting for `window` seconds
-    (stuck before its loop, or dying as it starts, over and over) counts as stuck too: it
-    was ignored, and the watchdog was fed while its slot served nobody, for good."""
+    """Whether every worker runs its loop: each publishes its counters on the board once a
+    second (`Worker._tick`); and whether the maintainer runs: its ticker beats once a second
+    (G_MAINTAINER_BEAT). The supervisor feeds systemd's watchdog only while none has gone
+    `window` seconds without (half of WatchdogSec), so a worker stuck for good (a deadlock,
+    a loop that never returns) gets the daemon restarted, where a supervisor alone would
+    keep the watchdog fed; so does a stuck maintainer (the LRU crawler, the automover and
+    the cluster's checks stop with it: until, nothing noticed). A worker that dies is
+    replaced by the supervisor instead, and its successor starts the count afresh; one that
+    stays starting for `window` seconds (stuck before its loop, or dying as it starts, over
+    and over) counts as stuck too: it was ignored, and the watchdog was fed while its slot
+    served nobody, for good. Worker threads (a free-threaded build) are checked the same
+    way: they publish on the board as processes do (until, they were not checked)."""
 
-    def __init__(self, board: Any, window: float, watchdog: bool = True) -> None:
+    def __init__(
+        self,
+        board: Any,
+        window: float,
+        watchdog: bool = True,
+        maintainer_pid: Callable[[], int | None] | None = None,
+    ) -> None:
         self.board = board
         self.window = window
         self.watchdog = watchdog  # what the log says a stuck worker costs
-        # slot: ((state, pid, published), when it was first seen so)
+        self.maintainer_pid = maintainer_pid
+        # slot (-1: the maintainer): ((state, pid, published), when it was first seen so)
         self._seen: dict[int, tuple[tuple[int, int, int], float]] = {}
         self._stuck: set[int] = set()  # told of in the log
 
@@ -182,10 +194,7 @@ class _Liveness:
                 continue
             pid = board.word(slot, W_PID)
             mark = (state, pid, board.word(slot, W_PUBLISHED))
-            last = self._seen.get(slot)
-            if last is None or last[0] != mark:
-                self._seen[slot] = (mark, now)
-            elif now - last[1] > self.window:
+            if not self._runs(slot, mark, now):
                 if slot not in self._stuck:
                     self._stuck.add(slot)
                     log.error(
@@ -194,18 +203,48 @@ class _Liveness:
                         f"(pid {pid}) has not run its loop"
                         if state == RUNNING
                         else "has not started",
-                        now - last[1],
+                        now - self._seen[slot][1],
                         "the systemd watchdog is no longer fed"
                         if self.watchdog
                         else "stuck or stopped; while it holds a cache lock, the other "
                         "workers wait for it too",
                     )
                 ok = False
-                continue
-            if slot in self._stuck:
+            elif slot in self._stuck:
                 self._stuck.discard(slot)
                 log.warning("worker %d (pid %d) runs its loop again", slot, pid)
-        return ok
+        return self._maintainer_runs(now) and ok
+
+    def _runs(self, slot: int, mark: tuple[int, int, int], now: float) -> bool:
+        """Whether `slot`'s `mark` changed within the window (or is new)."""
+        last = self._seen.get(slot)
+        if last is None or last[0] != mark:
+            self._seen[slot] = (mark, now)
+            return True
+        return now - last[1] <= self.window
+
+    def _maintainer_runs(self, now: float) -> bool:
+        pid = self.maintainer_pid() if self.maintainer_pid is not None else None
+        if pid is None:  # dead, its successor not forked yet (or none to watch)
+            self._seen.pop(-1, None)
+            return True
+        if self._runs(-1, (RUNNING, pid, self.board.get(G_MAINTAINER_BEAT)), now):
+            if -1 in self._stuck:
+                self._stuck.discard(-1)
+                log.warning("the maintainer (pid %d) runs again", pid)
+            return True
+        if -1 not in self._stuck:
+            self._stuck.add(-1)
+            log.error(
+                "the maintainer (pid %d) has not run for %.0f s: the LRU crawler, the slab "
+                "automover and the cluster's checks wait for it; %s",
+                pid,
+                now - self._seen[-1][1],
+                "the systemd watchdog is no longer fed"
+                if self.watchdog
+                else "stuck or stopped; while it holds a cache lock, the workers wait for it too",
+            )
+        return False
 
 
 class Daemon:
@@ -368,11 +407,15 @@ class Daemon:
                 tocrawl=lambda: board.get(G_CRAWLER_TOCRAWL),
             ),
             # reads refresh a referenced item's last access once it is 60 s old (Cache.tick)
-            Ticker(self.cache.view(holder=holder)),
+            Ticker(self.cache.view(holder=holder), beat=self._maintainer_beat),
         ]
         if self.settings.slab_reassign:
             out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
         return out
+
+    def _maintainer_beat(self) -> None:
+        """The ticker's run, once a second: the maintainer runs (`_Liveness`)."""
+        self.board.set(G_MAINTAINER_BEAT, self.board.get(G_MAINTAINER_BEAT) + 1)
 
     def _bind_metrics(self) -> None:
         """--metrics-listen: bind now, with the other sockets (before -u drops root)."""
@@ -545,7 +588,12 @@ class Daemon:
         and WATCHDOG=1 from then on: a daemon whose workers do not start claims nothing
         (until, it was READY=1 after 15 s whatever they did, and pings for good)."""
         watchdog = systemd.watchdog_interval()
-        alive = _Liveness(self.board, max(watchdog or 0.0, LIVENESS_FLOOR), bool(watchdog))
+        alive = _Liveness(
+            self.board,
+            max(watchdog or 0.0, LIVENESS_FLOOR),
+            bool(watchdog),
+            maintainer_pid=self.supervisor.maintainer_pid if self.supervisor else os.getpid,
+        )
         started = time.monotonic()
         ready = told = False
         late: list[int] = []
@@ -583,9 +631,9 @@ class Daemon:
                 kind, arg = "tick", None
             if on_tick is not None:
                 on_tick(kind, arg)
-            # every worker process runs its loop: checked with no watchdog to feed too, so
+            # every worker and the maintainer run: checked with no watchdog to feed too, so
             # that a stuck or stopped one is in the log
-            healthy = not self.processes or not ready or alive.all_alive()
+            healthy = not ready or alive.all_alive()
             if ready and watchdog and healthy:
                 systemd.notify("WATCHDOG=1")
             if time.monotonic() >= next_status:

@@ -145,6 +145,7 @@ G_TEMP_LRU = 22
 G_TEMPORARY_TTL = 23
 G_OLDEST_LIVE = 24
 G_CONN_PEAK = 25  # the most connections open at once (memcached's conn_structs, less listeners)
+G_MAINTAINER_BEAT = 26  # the maintainer's ticker runs (once a second): the supervisor's liveness
 G_WORDS = 32
 STOP_NOW = 1
 STOP_GRACEFUL = 2

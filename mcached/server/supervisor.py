@@ -175,6 +175,10 @@ class Supervisor:
         """The workers that do not run their loop yet (none: the daemon is ready)."""
         return [s for s in range(self.nworkers) if self.board.word(s, W_STATE) != RUNNING]
 
+    def maintainer_pid(self) -> int | None:
+        """The maintainer process's pid (None between its death and its successor)."""
+        return next((c.pid for c in self.children.values() if c.kind == MAINTAINER), None)
+
     def wait_ready(self, timeout: float) -> bool:
         """True once every worker runs its loop (False if `timeout` passed first)."""
         deadline = time.monotonic() + timeout

@@ -227,9 +227,12 @@ class Ticker(_Periodic):
 
     name = "mcached-ticker"
 
-    def __init__(self, cache: Cache, interval: float = 1.0) -> None:
+    def __init__(
+        self, cache: Cache, interval: float = 1.0, beat: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(interval)
         self.cache = cache
+        self.beat = beat  # told every run: whoever watches that the maintainer runs
 
     def start(self) -> None:
         self.cache.tick()  # right away: a second's wait would leave it at 0 meanwhile
@@ -237,3 +240,5 @@ class Ticker(_Periodic):
 
     def run(self) -> None:
         self.cache.tick()
+        if self.beat is not None:
+            self.beat()

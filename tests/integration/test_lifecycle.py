@@ -426,22 +426,10 @@ def test_the_watchdog_goes_unfed_while_a_worker_process_is_stuck(tmp: Path) -> N
             os.kill(pid, signal.SIGSTOP)
             stuck.append(pid)
         # pings go on for up to LIVENESS_FLOOR s (and STATUS= lines throughout), then stop
-        sink.settimeout(0.5)
-        stopped_at = time.monotonic()
-        last_ping = stopped_at
-        while time.monotonic() - last_ping < 3:
-            try:
-                msg = sink.recv(4096).decode()
-            except TimeoutError:
-                continue
-            if "WATCHDOG=1" in msg:
-                last_ping = time.monotonic()
-                assert last_ping - stopped_at < LIVENESS_FLOOR + 3, "pinged on"
+        pings_stop(sink, time.monotonic())
         for pid in stuck:
             os.kill(pid, signal.SIGCONT)
-        sink.settimeout(5)  # a STATUS= line may come first; a ping within 5 s
-        while "WATCHDOG=1" not in sink.recv(4096).decode():
-            pass
+        pings_resume(sink)
     finally:
         for pid in stuck:
             os.kill(pid, signal.SIGCONT)
@@ -603,24 +591,134 @@ def test_bug_the_watchdog_was_fed_while_replaced_workers_never_started(tmp: Path
         hold.touch()
         for child in children:
             os.kill(child.pid, signal.SIGKILL)
-        sink.settimeout(0.5)
-        killed_at = last_ping = time.monotonic()
-        while time.monotonic() - last_ping < 3:
-            try:
-                msg = sink.recv(4096).decode()
-            except TimeoutError:
-                continue
-            if "WATCHDOG=1" in msg.split("\n"):
-                last_ping = time.monotonic()
-                assert last_ping - killed_at < LIVENESS_FLOOR + 3, "pinged on"
+        pings_stop(sink, time.monotonic())
         hold.unlink()
-        sink.settimeout(15)  # the workers start; a ping within a window
-        while "WATCHDOG=1" not in sink.recv(4096).decode().split("\n"):
-            pass
+        pings_resume(sink, 15)  # the workers start; a ping within a window
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         err = proc.stderr.read().decode() if proc.stderr else ""
         assert "has not started for" in err, err
+    finally:
+        hold.unlink(missing_ok=True)
+        sink.close()
+        stop(proc)
+
+
+def pings_stop(sink: socket.socket, since: float) -> None:
+    """The WATCHDOG=1 pings on `sink` end within LIVENESS_FLOOR seconds (and 3 of slack)
+    of `since`: returns after 3 s without one, fails if they go on."""
+    sink.settimeout(0.5)
+    last_ping = since
+    while time.monotonic() - last_ping < 3:
+        try:
+            msg = sink.recv(4096).decode()
+        except TimeoutError:
+            continue
+        if "WATCHDOG=1" in msg.split("\n"):
+            last_ping = time.monotonic()
+            assert last_ping - since < LIVENESS_FLOOR + 3, "pinged on"
+
+
+def pings_resume(sink: socket.socket, timeout: float = 5) -> None:
+    sink.settimeout(timeout)  # a STATUS= line may come first
+    while "WATCHDOG=1" not in sink.recv(4096).decode().split("\n"):
+        pass
+
+
+def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> None:
+    """The maintainer process (the LRU crawler, the slab automover, the ticker, the
+    cluster's checks) stopped (SIGSTOP stands in for a deadlock): the workers serve on, the
+    pings stop after LIVENESS_FLOOR seconds, the log names it, and both come back once it
+    runs. (Only workers were watched: the watchdog was fed while nothing crawled, moved a
+    page or checked a peer, for good.)"""
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # the maintainer's work runs in threads
+        pytest.skip("a free-threaded build: the daemon starts no maintainer process")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp / "notify.sock"))
+    env = {"NOTIFY_SOCKET": str(tmp / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+    proc, port = spawn("-t", "1", env=env)
+    maintainer: psutil.Process | None = None
+    try:
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2  # a worker and the maintainer, which runs the threads
+        maintainer = max(children, key=lambda c: c.num_threads())
+        maintainer.suspend()
+        pings_stop(sink, time.monotonic())
+        with Conn((HOST, port)) as c:  # served meanwhile: the workers are not stuck
+            c.send(b"set k 0 0 1\r\nv\r\nget k\r\n")
+            assert c.read_until(b"END\r\n") == b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+        maintainer.resume()
+        pings_resume(sink)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        pid = maintainer.pid
+        assert f"the maintainer (pid {pid}) has not run for" in err, err
+        assert f"the maintainer (pid {pid}) runs again" in err, err
+    finally:
+        if maintainer is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                maintainer.resume()
+        sink.close()
+        stop(proc)
+
+
+# Start-up code (``sitecustomize``) for a daemon of worker threads, as on a free-threaded
+# build, here under the GIL: worker 0's once-a-second tick waits while the file
+# $MCACHED_TEST_HOLD exists (its loop stuck, as in a deadlock).
+STUCK_THREAD = """
+import os, time
+import mcached.daemon as daemon
+import mcached.server.workers as workers
+
+daemon.gil_enabled = lambda: False
+tick = workers.Worker._tick
+
+
+def held(self):
+    while self.slot == 0 and os.path.exists(os.environ["MCACHED_TEST_HOLD"]):
+        time.sleep(0.02)
+    tick(self)
+
+
+workers.Worker._tick = held
+"""
+
+
+def test_bug_the_watchdog_was_fed_while_a_worker_thread_was_stuck(tmp: Path) -> None:
+    """Worker threads (the daemon of a free-threaded build) are watched as worker processes
+    are: one stuck in its loop stops the pings after LIVENESS_FLOOR seconds and is named in
+    the log, and the pings come back once it runs. (Only worker processes were watched: a
+    free-threaded daemon fed the watchdog whatever its workers did.)"""
+    (tmp / "site").mkdir()
+    (tmp / "site" / "sitecustomize.py").write_text(STUCK_THREAD)
+    hold = tmp / "hold"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp / "notify.sock"))
+    env = {
+        "NOTIFY_SOCKET": str(tmp / "notify.sock"),
+        "WATCHDOG_USEC": "1000000",
+        "PYTHONPATH": str(tmp / "site"),
+        "MCACHED_TEST_HOLD": str(hold),
+    }
+    proc, port = spawn("-t", "2", env=env)
+    try:
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        assert not psutil.Process(proc.pid).children()  # threads: no process of their own
+        hold.touch()
+        pings_stop(sink, time.monotonic())
+        hold.unlink()
+        pings_resume(sink)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert f"worker 0 (pid {proc.pid}) has not run its loop for" in err, err
+        assert f"worker 0 (pid {proc.pid}) runs its loop again" in err, err
     finally:
         hold.unlink(missing_ok=True)
         sink.close()
