@@ -1,10 +1,12 @@
 """TLS (``-Z``): the server's SSLContext, built from memcached's ``-o ssl_*`` settings.
 
-Only the standard library's `ssl` module. The context is built once at start (a bad file
-stops the daemon with memcached's message and exit code 64) and again by ``refresh_certs``
-or SIGHUP, which swap in a new one only when every file loads: a bad file keeps the running
-context (memcached, which reloads into its live context, can be left with a certificate that
-does not match its key). Connections already open keep the context they started with.
+Only the standard library's `ssl` module (and, to name what is wrong with a certificate chain
+that does not load, OpenSSL's own error through `ctypes`). The context is built once at
+start (a bad file stops the daemon with memcached's message and exit code 64) and again by
+``refresh_certs`` or SIGHUP, which swap in a new one only when every file loads: a bad file
+keeps the running context (memcached, which reloads into its live context, can be left with
+a certificate that does not match its key). Connections already open keep the context they
+started with.
 
 Accepted sockets are wrapped with ``do_handshake_on_connect=False``; the handshake runs on
 the worker, one non-blocking step per readiness event (`Connection._handshake`), so a client
@@ -27,6 +29,8 @@ workers, a dead one's kept, zeroed by ``stats reset`` as memcached's are), and
 from __future__ import annotations
 
 import base64
+import ctypes
+import functools
 import logging
 import os
 import re
@@ -84,9 +88,54 @@ def _reason(exc: BaseException, default: str = "") -> str:
     return default or str(exc)
 
 
+@functools.cache
+def _libssl() -> ctypes.CDLL | None:
+    """The OpenSSL library the `ssl` module runs on (found among this process's mappings:
+    the same one, not another on the disk), or None where it cannot be reached."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/libssl.so" in line}
+        lib = ctypes.CDLL(paths.pop()) if len(paths) == 1 else None
+        if lib is not None:
+            lib.TLS_server_method.restype = ctypes.c_void_p
+            lib.SSL_CTX_new.restype = ctypes.c_void_p
+            lib.SSL_CTX_new.argtypes = [ctypes.c_void_p]
+            lib.SSL_CTX_free.argtypes = [ctypes.c_void_p]
+            lib.SSL_CTX_use_certificate_chain_file.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.ERR_get_error.restype = ctypes.c_ulong
+            lib.ERR_error_string_n.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t]
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+def _chain_error(path: str) -> str | None:
+    """The error OpenSSL reports first for the chain file as memcached loads it
+    (SSL_CTX_use_certificate_chain_file, into a scratch context), as ERR_error_string_n
+    prints it; None if it loads, or if OpenSSL cannot be asked. The ssl module does not
+    load a chain without its key, and names only the last error of a failure ("PEM lib"):
+    a certificate that did not parse was blamed on the key."""
+    lib = _libssl()
+    if lib is None:
+        return None
+    ctx = lib.SSL_CTX_new(lib.TLS_server_method())
+    if not ctx:
+        return None
+    try:
+        lib.ERR_clear_error()
+        if lib.SSL_CTX_use_certificate_chain_file(ctx, os.fsencode(path)) == 1:
+            return None
+        buf = ctypes.create_string_buffer(256)
+        lib.ERR_error_string_n(lib.ERR_get_error(), buf, len(buf))
+        return buf.value.decode(errors="replace")
+    finally:
+        lib.SSL_CTX_free(ctx)
+        lib.ERR_clear_error()
+
+
 def _check_chain(path: str | None) -> str:
-    """The chain file is readable and holds a PEM certificate (so that an error from
-    load_cert_chain can be blamed on the key, as memcached's messages do): its path."""
+    """The chain file is readable and holds certificates OpenSSL reads (so that an error
+    from load_cert_chain can be blamed on the key, as memcached's messages do): its path."""
     what = "Error loading the certificate chain"
     if path is None:
         raise TLSError(f"{what}: (null) : {NULL_FILE}")
@@ -95,8 +144,18 @@ def _check_chain(path: str | None) -> str:
             data = f.read()
     except OSError as exc:
         raise TLSError(f"{what}: {path} : {_reason(exc)}") from None
-    if not _PEM_CERT.search(data):
-        raise TLSError(f"{what}: {path} : {NO_PEM}")
+    if _libssl() is not None:
+        error = _chain_error(path)
+    elif not _PEM_CERT.search(data):  # no OpenSSL to ask: the likeliest words, and whose fault
+        error = NO_PEM
+    else:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+            error = None
+        except (OSError, ValueError) as exc:
+            error = _reason(exc)
+    if error is not None:
+        raise TLSError(f"{what}: {path} : {error}")
     return path
 
 

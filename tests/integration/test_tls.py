@@ -413,6 +413,12 @@ def test_refresh_certs_and_sighup_load_new_files_and_keep_old_ones_on_error(
     with tls_conn(server.port, ctx) as s:
         assert request(s, b"refresh_certs\r\n").startswith(b"Error loading the key: ")
     assert peer_cn() == "127.0.0.1"  # the certificate did not match the key: nothing changed
+    cert.write_text(broken_chain("cert-end-joined", pki.other_server_cert.read_text()))
+    with tls_conn(server.port, ctx) as s:  # a file cut in a rotation: its own fault
+        reply = request(s, b"refresh_certs\r\n")
+        assert reply.startswith(f"Error loading the certificate chain: {cert} : {BAD_END}".encode())
+    assert peer_cn() == "127.0.0.1"
+    shutil.copy(pki.other_server_cert, cert)
     shutil.copy(pki.other_server_key, key)
     with tls_conn(server.port, ctx) as s:
         assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
@@ -511,6 +517,23 @@ NO_CERT_ASSIGNED = "error:0A0000B1:SSL routines::no certificate assigned"
 NO_KEY_READ = "error:1E08010C:DECODER routines::unsupported"
 BAD_FILETYPE = "error:0A00007C:SSL routines::bad ssl filetype"
 KEY_CASES = ("der-as-pem", "other-type", "other-type-der")  # the keys der_keys makes
+WRONG_TAG = "error:068000A8:asn1 encoding routines::wrong tag"
+TOO_LONG = "error:0680009B:asn1 encoding routines::too long"
+BAD_END = "error:04800066:PEM routines::bad end line"
+BAD_BASE64 = "error:04800064:PEM routines::bad base64 decode"
+NOT_DER = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+def broken_chain(name: str, cert: str) -> str:
+    """The server's certificate file `cert` (PEM) broken as test case `name` says."""
+    lines = cert.strip().split("\n")
+    return {
+        "cert-not-der": NOT_DER,
+        "cert-cut": "\n".join(lines[:6] + lines[-1:]) + "\n",  # the DER cut short
+        "cert-end-joined": "\n".join(lines[:6]) + lines[-1] + "\n",  # no line break before
+        "cert-bad-base64": NOT_DER.replace("AAAA", "A*AA"),
+        "cert-then-junk": cert + NOT_DER,  # the chain's second certificate does not read
+    }[name]
 
 
 @pytest.mark.parametrize(
@@ -552,6 +575,13 @@ KEY_CASES = ("der-as-pem", "other-type", "other-type-der")  # the keys der_keys 
         ("format-0", "Error loading the key: {key} : " + BAD_FILETYPE),
         ("other-type", "Error validating the certificate: " + NO_CERT_ASSIGNED),
         ("other-type-der", "Error validating the certificate: " + NO_CERT_ASSIGNED),
+        # a certificate block that is there but does not read: the chain's fault, in
+        # OpenSSL's words (mcached said "Error loading the key", naming the good key file)
+        ("cert-not-der", "Error loading the certificate chain: {broken} : " + WRONG_TAG),
+        ("cert-cut", "Error loading the certificate chain: {broken} : " + TOO_LONG),
+        ("cert-end-joined", "Error loading the certificate chain: {broken} : " + BAD_END),
+        ("cert-bad-base64", "Error loading the certificate chain: {broken} : " + BAD_BASE64),
+        ("cert-then-junk", "Error loading the certificate chain: {broken} : " + WRONG_TAG),
     ],
 )
 def test_bad_tls_files_stop_the_start(
@@ -567,6 +597,9 @@ def test_bad_tls_files_stop_the_start(
     files = f"ssl_chain_cert={pki.server_cert},ssl_key={pki.server_key}"
     chain = f"ssl_chain_cert={pki.server_cert}"
     keys = der_keys(pki, tmp_path) if name in KEY_CASES else {}
+    broken = tmp_path / "broken.pem"
+    if name.startswith("cert-"):
+        broken.write_text(broken_chain(name, pki.server_cert.read_text()))
     opts = {
         "missing-chain": f"ssl_chain_cert={missing},ssl_key={pki.server_key}",
         "no-chain": f"ssl_key={pki.server_key}",
@@ -588,7 +621,7 @@ def test_bad_tls_files_stop_the_start(
         "format-0": f"{chain},ssl_key={pki.server_key},ssl_keyformat=0",
         "other-type": f"{chain},ssl_key={keys.get('rsa')}",
         "other-type-der": f"{chain},ssl_key={keys.get('rsa-der')},ssl_keyformat=2",
-    }[name]
+    }.get(name, f"ssl_chain_cert={broken},ssl_key={pki.server_key}")
     code, err = start_and_fail(kind, ["-Z", "-o", opts])
     assert code == 64
     line = expected.format(
@@ -598,6 +631,7 @@ def test_bad_tls_files_stop_the_start(
         other_key=pki.other_server_key,
         key=pki.server_key,
         der=keys.get("pkcs8"),
+        broken=broken,
     )
     assert err.splitlines()[-1] == line
 
@@ -899,3 +933,21 @@ def test_handshake_errors_count_only_what_came_with_the_accept(
         slow(send)
         counts.append(errors())
     assert counts == [counts[0]] * 6  # (the test harness's readiness probe may count once)
+
+
+def test_a_broken_chain_is_its_own_fault_without_openssl_to_ask_too(
+    pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where OpenSSL's library cannot be reached through ctypes, a certificate block that
+    does not read is still blamed on the chain (in the ssl module's words), not the key."""
+    from mcached.server import tls
+
+    monkeypatch.setattr(tls, "_libssl", lambda: None)
+    broken = tmp_path / "broken.pem"
+    broken.write_text(NOT_DER)
+    with pytest.raises(tls.TLSError, match=f"^Error loading the certificate chain: {broken} : "):
+        tls._check_chain(str(broken))
+    broken.write_text("junk\n")
+    with pytest.raises(tls.TLSError, match="PEM routines::no start line$"):
+        tls._check_chain(str(broken))
+    assert tls._check_chain(str(pki.server_cert)) == str(pki.server_cert)
