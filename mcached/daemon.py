@@ -547,6 +547,7 @@ class Daemon:
             ).start()
 
     _waiting = False
+    _liveness: _Liveness | None = None  # the main loop's check of the workers (`reload`)
     failed = ""  # why the daemon stopped itself (worker threads kept failing), if it did
 
     # ---- the main loop ----
@@ -588,7 +589,7 @@ class Daemon:
         and WATCHDOG=1 from then on: a daemon whose workers do not start claims nothing
         (until, it was READY=1 after 15 s whatever they did, and pings for good)."""
         watchdog = systemd.watchdog_interval()
-        alive = _Liveness(
+        alive = self._liveness = _Liveness(
             self.board,
             max(watchdog or 0.0, LIVENESS_FLOOR),
             bool(watchdog),
@@ -998,7 +999,9 @@ class Daemon:
         if sup is not None:
             # systemd keeps its watchdog armed through a reload: the pings go on meanwhile
             # (a worker that never reloads is no stuck one until its own 5 s: the main
-            # loop's check, after)
+            # loop's check), as long as the check passes (a reload fed the watchdog of a
+            # daemon whose worker was stuck: SIGHUPs closer than WatchdogSec kept it so)
+            alive = self._liveness
             step = systemd.watchdog_interval() or RELOAD_WAIT
             deadline = time.monotonic() + RELOAD_WAIT
             while True:
@@ -1006,7 +1009,8 @@ class Daemon:
                 late = sup.wait_workers(W_RELOADED, self._reload_epoch, max(0.0, min(step, left)))
                 if not late or left <= step:
                     break
-                systemd.notify("WATCHDOG=1")
+                if alive is None or alive.all_alive():
+                    systemd.notify("WATCHDOG=1")
             if late:
                 log.warning(
                     "worker(s) %s did not reload within %.0f s",

@@ -666,6 +666,49 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
         stop(proc)
 
 
+def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> None:
+    """A SIGHUP while a worker process is stuck (SIGSTOP) waits up to RELOAD_WAIT seconds
+    for it to reload; it pinged WATCHDOG=1 meanwhile whatever the liveness check said, so
+    reloads closer than WatchdogSec kept a wedged daemon from being restarted (found by a
+    liveness hunt). No ping now until the worker runs again."""
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp / "notify.sock"))
+    env = {"NOTIFY_SOCKET": str(tmp / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+    proc, port = spawn("-t", "2", env=env)
+    stuck: list[int] = []
+    try:
+        sink.settimeout(STARTUP)
+        while "READY=1" not in sink.recv(4096).decode().split("\n"):
+            pass
+        children = psutil.Process(proc.pid).children()
+        if not children:  # a free-threaded build: worker threads, none can be stopped alone
+            pytest.skip("the daemon runs worker threads here, not processes")
+        worker = min(children, key=lambda c: c.num_threads())  # not the maintainer
+        worker.suspend()
+        stuck.append(worker.pid)
+        pings_stop(sink, time.monotonic())
+        for _ in range(2):  # each waits RELOAD_WAIT (5 s) for the stuck worker
+            proc.send_signal(signal.SIGHUP)
+            sink.settimeout(0.5)
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    msg = sink.recv(4096).decode().split("\n")
+                    assert "WATCHDOG=1" not in msg, "a reload pinged for a stuck worker"
+        worker.resume()
+        stuck.clear()
+        pings_resume(sink)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert f"(pid {worker.pid}) has not run its loop for" in err, err
+    finally:
+        for pid in stuck:
+            os.kill(pid, signal.SIGCONT)
+        sink.close()
+        stop(proc)
+
+
 # Start-up code (``sitecustomize``) for a daemon of worker threads, as on a free-threaded
 # build, here under the GIL: worker 0's once-a-second tick waits while the file
 # $MCACHED_TEST_HOLD exists (its loop stuck, as in a deadlock).
