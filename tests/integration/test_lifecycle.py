@@ -627,10 +627,10 @@ def pings_resume(sink: socket.socket, timeout: float = 5) -> None:
 
 def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> None:
     """The maintainer process (the LRU crawler, the slab automover, the ticker, the
-    cluster's checks) stopped (SIGSTOP stands in for a deadlock): the workers serve on, the
-    pings stop after LIVENESS_FLOOR seconds, the log names it, and both come back once it
-    runs. (Only workers were watched: the watchdog was fed while nothing crawled, moved a
-    page or checked a peer, for good.)"""
+    cluster's checks) stopped (SIGSTOP stands in for a deadlock): the pings stop after
+    LIVENESS_FLOOR seconds, the log names it, and both come back once it runs. (Only
+    workers were watched: the watchdog was fed while nothing crawled, moved a page or
+    checked a peer, for good.)"""
     if sysconfig.get_config_var("Py_GIL_DISABLED"):  # the maintainer's work runs in threads
         pytest.skip("a free-threaded build: the daemon starts no maintainer process")
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -646,10 +646,8 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
         assert len(children) == 2  # a worker and the maintainer, which runs the threads
         maintainer = max(children, key=lambda c: c.num_threads())
         maintainer.suspend()
+        # (the workers serve on, unless it was stopped holding a lock: the crawler's)
         pings_stop(sink, time.monotonic())
-        with Conn((HOST, port)) as c:  # served meanwhile: the workers are not stuck
-            c.send(b"set k 0 0 1\r\nv\r\nget k\r\n")
-            assert c.read_until(b"END\r\n") == b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
         maintainer.resume()
         pings_resume(sink)
         proc.send_signal(signal.SIGTERM)
