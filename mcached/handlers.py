@@ -764,6 +764,10 @@ class Handlers:
             ctr.cmd_touch += 1
             ctr.touch_hits += 1
         cmd.reply_item(s.out, state)
+        if state[0] is not None and state[3] >= STREAM_AFTER:
+            # a large value copied out: end the turn, as `_hit_one` does (a pipeline of
+            # such mg held -R copies a connection: 10 MB of 500 KB values)
+            s.stream = iter(())
 
     def debug(self, cmd: c.MetaDebug, s: Session) -> None:
         """``me``: the item's state, changed in nothing (memcached counts it as cmd_meta)."""

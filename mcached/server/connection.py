@@ -134,7 +134,7 @@ class Owner(Protocol):
 
     def start_watch(self, conn: Connection, flags: int) -> None: ...
 
-    def memory_pressure(self) -> None: ...
+    def memory_pressure(self, held: int) -> None: ...
 
 
 class Connection:
@@ -332,7 +332,7 @@ class Connection:
         elif self.parser.buffered >= PRESSURE_AT:
             # many such requests at once could take hundreds of MB before the worker's
             # once-a-second check sheds them: it checks now (at most every few ms)
-            self.worker.memory_pressure()
+            self.worker.memory_pressure(self.parser.buffered)
             if self.state == CLOSED:
                 return
         self.process()
@@ -514,6 +514,11 @@ class Connection:
             row[-1] += took * n
         if self.stream is not None:
             self._pull()
+        if self._wq_bytes >= PRESSURE_AT:
+            # replies the client does not read: as for a request arriving (`on_readable`),
+            # many such connections at once (pipelined large gets, `stats detail dump`)
+            # could take hundreds of MB before the worker's once-a-second check sheds them
+            self.worker.memory_pressure(self._wq_bytes)
         if self.state == CLOSED:
             return
         if self.sink is not None:
@@ -600,8 +605,9 @@ class Connection:
             # a long line waits in the parser: as for a long request arriving
             # (`on_readable`), the worker checks its bound now
             self.parser.compact()
-            if self.stream_held + self.parser.buffered >= PRESSURE_AT:
-                self.worker.memory_pressure()
+            held = self.stream_held + self.parser.buffered
+            if held >= PRESSURE_AT:
+                self.worker.memory_pressure(held)
                 if self.state == CLOSED:
                     return
         out = self.out
@@ -868,13 +874,17 @@ class Connection:
         """Bytes this connection holds outside the cache: received and not yet served,
         replies not yet taken by the socket. A value the cache lends to a reply (a view of
         its memory, under a pin: see `Pieces`) is the cache's, inside ``-m``, and is not
-        counted; a copy, and a view of one (bytes the socket took part of), is; so is what
-        the request a stream serves holds (`stream_held`: a multiget's keys)."""
+        counted; a copy is, whole even when the socket took part of it (the view of its
+        rest keeps all of it); so is what the request a stream serves holds
+        (`stream_held`: a multiget's keys)."""
         lent = 0
         if self._wq_bytes:
             for piece in self._wq:
-                if piece.__class__ is memoryview and piece.obj.__class__ not in _COPIES:
-                    lent += piece.nbytes
+                if piece.__class__ is memoryview:
+                    if piece.obj.__class__ not in _COPIES:
+                        lent += piece.nbytes
+                    else:  # the rest of a copy the socket took part of: all of it is held
+                        lent -= len(piece.obj) - piece.nbytes
         return self._wq_bytes - lent + self.parser.buffered + self.stream_held
 
     def close(self, reason: str = "") -> None:

@@ -228,6 +228,7 @@ class Worker:
         self._near_fd_limit = True  # until a received descriptor's number says otherwise
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._next_shed = 0.0  # memory_pressure: when it may check again
+        self._pressed = 0  # memory_pressure: bytes claimed since its last check
         self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
@@ -762,15 +763,19 @@ class Worker:
                 ):
                     conn.close("request incomplete")
 
-    def memory_pressure(self) -> None:
-        """A connection holds a large request part-way in, or the keys of a long multiget
-        whose reply waits: check the bound now (at most every `SHED_EVERY` seconds), not
-        only at the next tick."""
+    def memory_pressure(self, held: int) -> None:
+        """A connection holds `held` bytes: a large request part-way in, the keys of a long
+        multiget whose reply waits, or replies its client does not read: check the bound
+        now, not only at the next tick; at most every `SHED_EVERY` seconds, unless such
+        connections together claimed an eighth of the bound since the last check (under
+        load, one worker made 25 MB of replies that nobody read within those 5 ms)."""
         # the clock read now, not the loop's: one poll may bring many such connections,
         # and each may add megabytes (a long multiget's keys) before the loop turns
+        self._pressed += held
         now = time.monotonic()
-        if now >= self._next_shed:
+        if now >= self._next_shed or self._pressed >= self.conn_memory_cap >> 3:
             self._next_shed = now + SHED_EVERY
+            self._pressed = 0
             self._shed_memory()
 
     def _shed_memory(self) -> None:

@@ -208,18 +208,22 @@ def test_pipelined_large_gets_never_read_hold_nothing_past_the_bound(daemon: Ser
     assert settled(daemon) - start <= OVERHEAD
 
 
-@pytest.mark.parametrize("kind", ["gets", "binary-getk"])
+@pytest.mark.parametrize("kind", ["gets", "binary-getk", "mg-flags"])
 def test_gets_of_a_value_lent_to_every_reply_it_may_copy_one_at_a_time(
     daemon: Server, kind: str
 ) -> None:
     """An item lent to MAX_PINS replies at once is copied out for the next ones. A pipeline
     of single-key gets that reads slowly then held one copy at a time on the plain `get`
     path, but -R copies a turn (10 MB of these values a connection, each turn) on the path
-    of gets, multigets and the binary gets: it ends the turn after such a copy now too."""
+    of gets, multigets and the binary gets: it ends the turn after such a copy now too. So
+    does an ``mg`` with flags besides ``v`` (its path copies every value: 100 such
+    connections took a -t 4 daemon from 92 MB to 833, found by a memory hunt)."""
     store(daemon, [b"big"])
     start = settled(daemon)
     if kind == "gets":
         one = b"gets big\r\n"
+    elif kind == "mg-flags":
+        one = b"mg big v f\r\n"
     else:
         one = b.HEADER.pack(b.REQUEST, b.GETK, 3, 0, 0, 0, 3, 0, 0) + b"big"
     conns = idle_sockets(40, daemon)
@@ -703,3 +707,78 @@ def test_cachedumps_never_read_hold_what_their_replies_do(daemon: Server) -> Non
         for h in hogs:
             h.close()
     assert settled(daemon) - start <= n * 5 * MB + OVERHEAD + FREED_KEPT
+
+
+def test_bug_detail_dumps_never_read_held_every_workers_table(daemon: Server) -> None:
+    """``stats detail dump`` sums every worker's prefix table; each holds up to 10,000
+    prefixes, so the dump of a -t 4 daemon whose clients chose their keys ran to 40,000
+    lines (11 MB of 240-byte prefixes), built for each client that asked and never read
+    (a memory hunt's 50 such clients took a daemon of 82 MB to 435). The dump now lists at
+    most 10,000 prefixes, as one table holds, and those clients hold what their replies do,
+    within the workers' share of read_buf_mem_limit."""
+    from mcached.server.workers import CONN_MEMORY_DEFAULT
+    from mcached.stats import PrefixStats
+
+    conns = idle_sockets(16, daemon, rcvbuf=1 << 20)  # spread over the 4 workers
+    conns[0].sendall(b"stats detail on\r\n")
+    assert conns[0].recv(100) == b"OK\r\n"
+    per_conn = 1500  # 24,000 prefixes in all
+    try:
+        for n, c in enumerate(conns):
+            c.sendall(
+                b"".join(b"get %03d-%04d%s:k\r\n" % (n, i, b"p" * 200) for i in range(per_conn))
+            )
+        for c in conns:
+            got = b""
+            while got.count(b"END\r\n") < per_conn:
+                chunk = c.recv(1 << 20)
+                assert chunk
+                got += chunk
+    finally:
+        for c in conns:
+            c.close()
+    dump = command(daemon, b"stats detail dump\r\n")
+    assert dump.endswith(b"END\r\n")
+    assert dump.count(b"PREFIX ") == PrefixStats.MAX_PREFIXES  # (old: up to 24,000)
+    start = settled(daemon)
+    hogs = idle_sockets(30, daemon)
+    try:
+        for h in hogs:
+            h.sendall(b"stats detail dump\r\n")
+        during = peak_while(daemon, 3.0)
+        check_served(daemon)
+        assert during - start <= OVERHEAD + 4 * CONN_MEMORY_DEFAULT, (start / MB, during / MB)
+    finally:
+        for h in hogs:
+            h.close()
+
+
+def test_bug_gat_pipelines_never_read_held_uncounted_copies(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Binary GATKQ pipelines of large values, never read: a gat's reply is a copy (the
+    touch rewrites the item), and the bound counted only the unsent rest of a copy the
+    socket took part of, while the whole copy stays alive; and it was checked at the
+    worker's next tick only, not as replies piled up. A memory hunt's 300 such clients
+    took a -t 4 daemon up 255 MB. Here the workers may hold 32 MB in all."""
+    server = server_factory(
+        "mcached-procs", "-t", "4", "-m", str(LIMIT_MB), "-c", "2048", "--stall-timeout", "0",
+        "-o", "read_buf_mem_limit=32",
+    )  # fmt: skip
+    keys = [b"big%d" % i for i in range(40)]  # 20 MB stored
+    store(server, keys)
+    pipeline = b"".join(
+        b.HEADER.pack(b.REQUEST, b.GATKQ, len(k), 4, 0, 0, 4 + len(k), 0, 0) + bytes(4) + k
+        for k in keys
+    ) + b.HEADER.pack(b.REQUEST, b.NOOP, 0, 0, 0, 0, 0, 0, 0)
+    start = warmed(server, pipeline, 20)
+    conns = idle_sockets(200, server)
+    try:
+        for c in conns:
+            c.sendall(pipeline)
+        during = peak_while(server, 3.0)
+        check_served(server)
+        assert during - start <= OVERHEAD + 32 * MB + FREED_KEPT, (start / MB, during / MB)
+    finally:
+        for c in conns:
+            c.close()

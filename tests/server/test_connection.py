@@ -84,7 +84,7 @@ class FakeOwner:
     def tls_handshake_done(self, sock: Any) -> None:
         raise AssertionError("no TLS here")
 
-    def memory_pressure(self) -> None:
+    def memory_pressure(self, held: int) -> None:
         self.pressed += 1
 
     def interest(self, conn: Connection) -> int:
