@@ -65,6 +65,7 @@ at most once per 60 s: the read path pays one comparison (`G_ACCESS_BEFORE`, mov
 
 from __future__ import annotations
 
+import logging
 import math
 from array import array
 from collections.abc import Callable, Iterator
@@ -169,6 +170,8 @@ from mcached.storage.results import (
     StoreMode,
     StoreResult,
 )
+
+log = logging.getLogger("mcached.storage")
 
 ITEM_UPDATE_INTERVAL = 60  # memcached's: a referenced item's time is refreshed this often
 
@@ -2060,9 +2063,22 @@ class Cache:
 
     def set_memory_limit(self, memory_limit: int) -> bool:
         """``cache_memlimit``: new pages are taken up to the new limit; when it went down,
-        spare pages are freed now and the automover gives back pages in use, one a tick."""
+        spare pages are freed now and the automover gives back pages in use, one a tick. A
+        limit past the arena's reserve is taken, as memcached takes one past the machine's
+        memory, and logged: pages stop at the reserve (a client-set limit that the daemon
+        met by evicting, with nothing said but malloc_fails, was found by a slabs hunt)."""
+        pool = self._items.pool
         with self._hold:
-            self._items.pool.set_limit(memory_limit)
+            pool.set_limit(memory_limit)
+        reserve = pool.max_pages * SLAB_PAGE_SIZE
+        if memory_limit > reserve:
+            log.warning(
+                "cache_memlimit %d MB is past the %d MB this daemon reserved at its start "
+                "(-m, at least 1 GB, and a page per class): it holds at most that; start it "
+                "with -m at the largest limit it will be given",
+                memory_limit >> 20,
+                reserve >> 20,
+            )
         return True
 
     def reassign(self, src: int, dst: int) -> ReassignResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from mcached.storage.arena import (
@@ -293,3 +295,22 @@ def test_a_class_seen_from_another_view_is_the_same_class() -> None:
     one.add_page_locked(pool.take(1))
     c = other.chunk_pop_locked()
     assert c == 0 and one.uncarved == 7 and other.pages_locked() == one.pages_locked()
+
+
+def test_a_memory_limit_past_the_reserve_is_taken_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``cache_memlimit`` past the address space the arena reserved at its start (at least
+    1 GB): taken, as memcached takes any, but pages stop at the reserve, so it is logged
+    (the daemon evicted under a limit a client had raised, nothing said but malloc_fails;
+    found by a slabs hunt). A limit within it says nothing."""
+    from mcached.storage.cache import Cache
+
+    cache = Cache(memory_limit=8 * 1024 * 1024)
+    with caplog.at_level(logging.WARNING, logger="mcached.storage"):
+        assert cache.set_memory_limit(512 * 1024 * 1024)
+        assert not caplog.records
+        assert cache.set_memory_limit(1200 * 1024 * 1024)
+    (record,) = caplog.records
+    assert record.getMessage().startswith("cache_memlimit 1200 MB is past the 1063 MB")
+    cache.arena.close()
