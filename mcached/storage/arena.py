@@ -215,7 +215,8 @@ P_NEXT = 4  # the class's page list
 P_PREV = 5
 P_FNEXT = 6  # the class's list of pages with free chunks
 P_FPREV = 7
-P_WORDS = 8
+P_SEQ = 8  # the page's place in its class's clock order: one more than the page before it
+P_WORDS = 9
 PF_MOVING = 1  # being emptied by a page move: frees do not list its chunks
 PF_DIRTY = 2  # holds old data: zeroed before a class uses it
 

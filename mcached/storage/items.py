@@ -807,7 +807,7 @@ class Items:
             head,
             ST_RESERVED,
             len(key),
-            addrs[0] & HOLE,
+            self.starts_referenced(addrs, plan),
             0,
             len(value),
             flags,
@@ -821,6 +821,21 @@ class Items:
         copy_views(self.value_views(head, len(key), len(value), ST_CHAINED), [memoryview(value)])
         pm[head] = ST_LINKED | ST_CHAINED  # last (`write`)
         return head
+
+    def starts_referenced(self, addrs: list[int], plan: list[int] | None) -> int:
+        """1 if the new item's clock chunk is a hole the hand meets soon (tagged `HOLE`:
+        `SlabClass.chunk_pop_locked`): it starts referenced, to live a turn. A chained
+        item's clock chunk is its first value chunk of the largest class, else its first
+        (`lru.clock_chunk`), not its header, whose tag was read: a chained item put in a
+        hole just ahead of the hand went with the next evictions while older items stayed
+        (a client-library hunt: a 512 KB value read back at once after a set_many missed)."""
+        if plan is None or len(addrs) == 1:
+            return addrs[0] & HOLE
+        largest = self.largest
+        for k in range(1, len(addrs)):
+            if plan[2 * k - 1] == largest:
+                return addrs[k] & HOLE
+        return addrs[1] & HOLE
 
     def write_reserved(
         self,
@@ -836,7 +851,7 @@ class Items:
         item of `key` whose value is still to be written: the head's header and key, each
         value chunk's byte count (what `plan` gives it of the value, less the CRLF at its
         end), head and next. Returns the head's address; `link_reserved` finishes it."""
-        ref = addrs[0] & HOLE
+        ref = self.starts_referenced(addrs, plan)
         addrs = [a & ~HOLE for a in addrs]
         head = addrs[0]
         pm = self.pm

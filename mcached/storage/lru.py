@@ -9,10 +9,13 @@ items out of COLD later. mcached keeps the cheap half of that and drops the list
 * When a class needs memory and has none free, its *hand* walks the class's pages chunk by
   chunk. An item whose reference byte is set gets it cleared and is passed over (a second
   chance: memcached's ``moves_to_warm``); the first unreferenced item is the candidate.
-* A new item goes where memory was free, or where the hand just evicted, so it waits a whole
-  turn of the hand before it can be evicted (memcached's HOT protection); an item that was
-  read since the hand last passed survives the turn. Items never read leave first, oldest
-  first: what a cold scan writes is evicted before what clients keep reading.
+* A new item goes where the hand just evicted, so it waits a whole turn of the hand before it
+  can be evicted (memcached's HOT protection), or where memory was free: a chunk freed by a
+  delete or an overwrite may lie anywhere, so an item put in one the hand meets within half
+  a turn starts referenced (`SlabClass.chunk_pop_locked`), and lives a turn or a little
+  more; one put further on waits half a turn or more. An item that was read since the hand
+  last passed survives the turn. Items never read leave first, oldest first (about: see the
+  freed chunks above): what a cold scan writes is evicted before what clients keep reading.
 
 The walk costs nothing per item and no memory: no prev/next pointers, no list updates on the
 hot path. The price is precision: order among referenced items is not kept, and the hand

@@ -66,6 +66,7 @@ from mcached.storage.arena import (
     P_NEXT,
     P_NFREE,
     P_PREV,
+    P_SEQ,
     P_WORDS,
     PAGE_SHIFT,
     PF_DIRTY,
@@ -206,8 +207,12 @@ class SlabClass:
 
     def chunk_pop_locked(self) -> int:
         """A free chunk's address, from a free list or the bump pointer; -1 if none. An
-        address from a free list is tagged with bit 0 (`HOLE`): a hole left by a delete may
-        lie just ahead of the clock hand, so the item put there starts referenced."""
+        address from a free list is tagged with bit 0 (`HOLE`) when the clock hand reaches
+        it within half a turn (`_soon_locked`): a hole left by a delete may lie just ahead of
+        the hand, so the item put there starts referenced, to live a turn. (Every hole was
+        so tagged: one just behind the hand too, whose item then outlived older unread
+        ones by a turn, and under a churn of multi-chunk items, whose every chunk is such a
+        hole, every item started referenced and the hand evicted in place order.)"""
         w = self.w
         b = self.b
         fp = w[b + C_FREE_PAGES]
@@ -220,7 +225,7 @@ class SlabClass:
             w[b + C_NFREE] -= 1
             if not n:
                 self._unlist_free_locked(fp)
-            return int(addr) | HOLE
+            return int(addr) | HOLE if self._soon_locked(int(fp), int(addr)) else int(addr)
         carve = w[b + C_CARVE]
         if carve >= 0:
             o = w[b + C_CARVE_OFF]
@@ -269,6 +274,29 @@ class SlabClass:
 
     # ---- pages ----
 
+    def _soon_locked(self, pno: int, addr: int) -> bool:
+        """Whether the clock hand meets chunk `addr` of page `pno` within half a turn: the
+        chunk lies ahead of the hand on its page, or on a page whose place (`P_SEQ`) is less
+        than half the class's pages on from the hand's, counting round the end."""
+        w = self.w
+        b = self.b
+        base = self.page_base
+        head = int(w[b + C_HEAD])
+        hand = int(w[b + C_HAND_PAGE])
+        if hand < 0:  # not started: at the first page's first chunk
+            hand, hand_chunk = head, 0
+        else:
+            hand_chunk = int(w[b + C_HAND_CHUNK])
+        at = w[base + pno * P_WORDS + P_SEQ]
+        from_hand = at - w[base + hand * P_WORDS + P_SEQ]
+        if not from_hand and (addr & (SLAB_PAGE_SIZE - 1)) // self.size >= hand_chunk:
+            return True  # ahead of the hand on its own page
+        first = w[base + head * P_WORDS + P_SEQ]
+        span = w[base + int(w[b + C_TAIL]) * P_WORDS + P_SEQ] - first + 1
+        if from_hand <= 0:  # passed in this turn (or just now, on the hand's page)
+            from_hand += span
+        return 2 * from_hand <= span
+
     def add_page_locked(self, pno: int) -> None:
         """Take page `pno` (from the pool or another class): all of it becomes carvable."""
         w = self.w
@@ -300,6 +328,9 @@ class SlabClass:
         tail = w[b + C_TAIL]
         w[r + P_NEXT] = -1
         w[r + P_PREV] = tail
+        # pages only ever join last: their sequence numbers grow in clock order (a page
+        # moved away leaves a gap), which `_soon_locked` reads as places
+        w[r + P_SEQ] = w[self.row(int(tail)) + P_SEQ] + 1 if tail >= 0 else 0
         if tail >= 0:
             w[self.row(int(tail)) + P_NEXT] = pno
         else:
