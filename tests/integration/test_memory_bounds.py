@@ -778,7 +778,13 @@ def test_bug_gat_pipelines_never_read_held_uncounted_copies(
             c.sendall(pipeline)
         during = peak_while(server, 3.0)
         check_served(server)
-        assert during - start <= OVERHEAD + 32 * MB + FREED_KEPT, (start / MB, during / MB)
+        # past the 32 MB, what each of the 4 workers makes before its next check: an eighth
+        # of its share claimed, and the copy under way (old: +196 MB)
+        slack = 4 * (32 * MB // 4 // 8 + len(VALUE))
+        assert during - start <= OVERHEAD + 32 * MB + slack + FREED_KEPT, (
+            start / MB,
+            during / MB,
+        )
     finally:
         for c in conns:
             c.close()
