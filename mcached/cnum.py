@@ -26,6 +26,20 @@ _UINT64 = 2**64
 _UINT32 = 2**32
 
 
+def decimal(digits: str | bytes) -> int:
+    """``int()`` of an optionally signed run of ASCII digits, however long. CPython refuses a
+    string of more than 4,300 digits (``sys.get_int_max_str_digits``), and such a token in a
+    request closed its connection, where C's strtoul reads any number of leading zeros; a
+    number of more than 20 significant digits is past every range memcached reads, so it
+    comes back as 10**20, of its sign (past them too: the readers' ERANGE)."""
+    if len(digits) <= 20:
+        return int(digits)
+    text = digits.decode("ascii") if isinstance(digits, bytes) else digits
+    body = text.lstrip("+-").lstrip("0")
+    value = int(body or "0") if len(body) <= 20 else 10**20
+    return -value if text[:1] == "-" else value
+
+
 def int32(value: int) -> int:
     """A number as a C int holds it (strtol's long, stored in 32 bits)."""
     value = max(-_INT64, min(_INT64 - 1, value))
@@ -61,7 +75,7 @@ def c_atoi(raw: str) -> int:
     """libc's ``atoi``: leading blanks and a sign, the digits up to the first other
     character, 0 when there are none; kept in a C int."""
     m = _LEAD_INT.match(raw)
-    return int32(int(m.group(1))) if m else 0
+    return int32(decimal(m.group(1))) if m else 0
 
 
 def c_atof(raw: str) -> float:
@@ -83,7 +97,7 @@ def safe_strtoul(raw: str) -> int | None:
     m = _LEAD_INT.match(raw)
     if not m or not _ends_number(raw, m.end()):
         return None
-    value = int(m.group(1))
+    value = decimal(m.group(1))
     if abs(value) >= _UINT64:
         return None  # ERANGE
     value %= _UINT64
@@ -97,7 +111,7 @@ def safe_strtol(raw: str) -> int | None:
     m = _LEAD_INT.match(raw)
     if not m or not _ends_number(raw, m.end()):
         return None
-    value = int(m.group(1))
+    value = decimal(m.group(1))
     if not -_INT64 <= value < _INT64:
         return None  # ERANGE
     return int32(value)

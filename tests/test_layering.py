@@ -95,6 +95,7 @@ LAYERS: dict[str, set[str]] = {
     },
     "mcached.storage.cache": {
         "mcached.clock",
+        "mcached.cnum",
         "mcached.storage.arena",
         "mcached.storage.assoc",
         "mcached.storage.items",

@@ -491,3 +491,15 @@ def test_a_config_file_skips_detach_and_help_lines_and_adds_up_lists(tmp_path: P
     assert not s.daemonize
     assert (s.memory_limit, s.idle_timeout, s.track_sizes) == (48 * MB, 600, True)
     assert s.listen == ("127.0.0.1",)
+
+
+def test_decimal_reads_any_number_of_digits() -> None:
+    """`cnum.decimal`: leading zeros of any length (int() refuses past 4,300 digits), and
+    a number of more than 20 significant digits as 10**20, past every range, of its sign."""
+    from mcached.cnum import decimal
+
+    assert decimal(b"0" * 5000 + b"42") == 42 == decimal("+" + "0" * 5000 + "42")
+    assert decimal("-" + "0" * 5000 + "7") == -7
+    assert decimal(b"9" * 5000) == 10**20 == -decimal(b"-" + b"1" * 30)
+    assert decimal(b"18446744073709551615") == 2**64 - 1
+    assert decimal(b"0" * 30 + b"18446744073709551616") == 2**64

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from mcached.cnum import int32, safe_strtod, safe_strtoul
+from mcached.cnum import decimal, int32, safe_strtod, safe_strtoul
 from mcached.errors import CloseConnection
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Error
@@ -165,9 +165,9 @@ _STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)(?:[ \t\n\v\f\r][\s\S]*)?")
 def _digits(tok: bytes) -> int | None:
     """An optionally signed decimal, as safe_strtol reads a token; None if not a number."""
     if tok.isdigit():
-        return int(tok)
+        return decimal(tok)
     m = _STRTOL.fullmatch(tok)
-    return int(m.group(1)) if m else None
+    return decimal(m.group(1)) if m else None
 
 
 def parse_uint64(tok: bytes) -> int | None:

@@ -73,6 +73,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 from mcached.clock import Clock
+from mcached.cnum import decimal
 from mcached.storage.arena import (
     C_CRAWLER_CHECKED,
     C_EVICTED_TIME,
@@ -325,7 +326,7 @@ def parse_counter(value: bytes) -> int | None:
         return None
     if j < n and s[j] and s[j] not in _SPACE:  # s[j] 0: a NUL ends the digits too
         return None
-    number = int(s[i:j])
+    number = decimal(s[i:j])  # any number of digits (int() refuses past 4,300)
     if number > UINT64_MAX:
         return None
     if s[:1] == b"-":

@@ -30,6 +30,7 @@ TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 NO_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
 KEY250 = b"a" * 250
 KEY251 = b"b" * 251
+ZEROS = b"0" * 4300  # with one more digit: past int()'s 4,300
 
 
 def cases(*rows: tuple[str, bytes, bytes]) -> list[Any]:
@@ -113,6 +114,46 @@ FORMAT = cases(
     ("cas-unique-negative", b"cas k 0 0 1 -1\r\nx\r\n", BAD_FORMAT + b"ERROR\r\n"),
     ("cas-unique-2**64", b"cas k 0 0 1 18446744073709551616\r\nx\r\n", BAD_FORMAT + b"ERROR\r\n"),
     ("touch-noreply-not-last", b"touch k 0 noreply extra\r\n", b"ERROR\r\n"),
+    # numbers of more than 4,300 digits, which Python's int() refuses (the connection
+    # closed, its earlier replies lost: a text and binary hunt); strtoul reads any number
+    # of leading zeros, and finds a longer number out of range
+    (
+        "flags-4301-digits",
+        b"set k %b1 0 1\r\nx\r\nget k\r\n" % ZEROS,
+        b"STORED\r\nVALUE k 1 1\r\nx\r\nEND\r\n",
+    ),
+    ("incr-delta-4301-digits", b"set n 0 0 1\r\n5\r\nincr n %b1\r\n" % ZEROS, b"STORED\r\n6\r\n"),
+    (
+        "incr-value-4301-digits",
+        b"set n 0 0 4301\r\n%b5\r\nincr n 1\r\n" % ZEROS,
+        b"STORED\r\n6\r\n",
+    ),
+    (
+        "touch-exptime-4301-digits",
+        b"set n 0 0 1\r\n5\r\ntouch n %b1\r\n" % ZEROS,
+        b"STORED\r\nTOUCHED\r\n",
+    ),
+    (
+        "mg-T-4301-digits",
+        b"set n 0 0 1\r\n5\r\nmg n T%b1 v\r\n" % ZEROS,
+        b"STORED\r\nVA 1\r\n5\r\n",
+    ),
+    (
+        "ma-D-4301-digits",
+        b"set n 0 0 1\r\n5\r\nma n D%b1 v\r\n" % ZEROS,
+        b"STORED\r\nVA 1\r\n6\r\n",
+    ),
+    (
+        "incr-delta-5000-nines",
+        b"set n 0 0 1\r\n5\r\nincr n %b\r\n" % (b"9" * 5000),
+        b"STORED\r\nCLIENT_ERROR invalid numeric delta argument\r\n",
+    ),
+    (
+        "incr-value-5000-nines",
+        b"set n 0 0 5000\r\n%b\r\nincr n 1\r\n" % (b"9" * 5000),
+        b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    ),
+    ("cas-unique-5000-ones", b"cas n 0 0 1 %b\r\nx\r\n" % (b"1" * 5000), BAD_FORMAT + b"ERROR\r\n"),
 )
 
 
