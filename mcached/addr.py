@@ -34,11 +34,21 @@ def split_host_port(text: str) -> tuple[str, str | None]:
     return text, None  # a name, or a bare IPv6 address
 
 
+def _port_number(text: str) -> int:
+    """The number of a port's digits (leading zeros of any length), or -1: not digits, or
+    past 65535 (int() refuses more than 4,300 digits, in words of its own)."""
+    if not text.isdigit():
+        return -1
+    digits = text.lstrip("0")
+    return int(digits or "0") if len(digits) <= 5 and int(digits or "0") < 65536 else -1
+
+
 def parse_port(text: str, context: str) -> int:
     """A TCP/UDP port, 1 to 65535; ValueError naming `context` otherwise."""
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    port = _port_number(text)
+    if port < 1:
         raise ValueError(f"bad port in {context!r}")
-    return int(text)
+    return port
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -48,9 +58,10 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     """
     text = text.strip()
     host, port = split_host_port(text)
-    if not host or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)):
+    number = default_port if port is None else _port_number(port)
+    if not host or number < 1:
         raise ValueError(f"bad address {text!r}: want host:port")
-    return host, int(port) if port is not None else default_port
+    return host, number
 
 
 def split_notls(spec: str) -> tuple[bool, str]:
@@ -67,9 +78,10 @@ def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
     host, port = split_host_port(split_notls(spec)[1])
     if port is None:
         return host, default_port
-    if not port.isdigit() or int(port) > 65535:
+    number = _port_number(port)
+    if number < 0:
         raise ValueError(f"bad port in {spec!r}")
-    return host, int(port)
+    return host, number
 
 
 def format_address(address: tuple[Any, ...] | str) -> str:

@@ -105,3 +105,23 @@ def test_format_address(address: tuple[Any, ...] | str, want: str) -> None:
 @pytest.mark.parametrize("text", ["127.0.0.1:21001", "[::1]:5", "host:7"])
 def test_format_reads_back(text: str) -> None:
     assert format_address(parse_address(text)) == text
+
+
+def test_ports_of_any_number_of_digits() -> None:
+    """Leading zeros of any length are read, and a port of more than 4,300 digits is
+    refused in our words, not int()'s ("Exceeds the limit ... use sys.set_int_max_str_digits",
+    which a `config set cluster` reply showed a client)."""
+    from mcached.addr import parse_address, parse_listen, parse_port
+
+    zeros = "0" * 5000
+    assert parse_port(zeros + "80", "x") == 80
+    assert parse_address("h:" + zeros + "80") == ("h", 80)
+    assert parse_listen("h:" + zeros + "80", 11211) == ("h", 80)
+    for bad in ("9" * 5000, zeros, "65536", zeros + "65536"):
+        with pytest.raises(ValueError, match="^bad port in"):
+            parse_port(bad, "x")
+        with pytest.raises(ValueError, match="^bad address"):
+            parse_address("h:" + bad)
+    with pytest.raises(ValueError, match="^bad port in"):
+        parse_listen("h:" + "9" * 5000, 11211)
+    assert parse_listen("h:" + zeros, 11211) == ("h", 0)  # port 0: a free one

@@ -207,6 +207,17 @@ def test_parse_data_refuses(text: bytes) -> None:
         parse_data(text)
 
 
+def test_parse_data_versions_of_any_number_of_digits() -> None:
+    """A version's leading zeros of any length are read, and one past a signed 64-bit
+    number is refused in our words: one of more than 4,300 digits was refused in int()'s
+    ("use sys.set_int_max_str_digits()"), and a `config set cluster` reply showed it."""
+    assert parse_data(b"0" * 5000 + b"7\na:1\n")[0] == 7
+    assert parse_data(b"9223372036854775807\na:1\n")[0] == 2**63 - 1
+    for version in (b"9223372036854775808", b"9" * 5000):
+        with pytest.raises(ValueError, match="^the version must be at most 9223372036854775807$"):
+            parse_data(version + b"\na:1\n")
+
+
 # ---- serving ----
 
 

@@ -33,6 +33,9 @@ Resolver = Callable[[str, int], list[str]]
 """(host, port) -> the host's addresses, IPv4 first ([] when it does not resolve)."""
 
 
+VERSION_MAX = 2**63 - 1  # a config version: a signed 64-bit number, as clients keep it
+
+
 @dataclass(frozen=True, order=True)
 class Node:
     """One cluster member as the endpoint lists it: ``host|ip|port`` (ip may be empty)."""
@@ -146,7 +149,10 @@ def parse_data(
         if not line:
             continue
         if first and line.isdigit():
-            version = int(line)
+            digits = line.lstrip("0")  # int() refuses more than 4,300 digits, in its words
+            if len(digits) > 19 or int(digits or "0") > VERSION_MAX:
+                raise ValueError(f"the version must be at most {VERSION_MAX}")
+            version = int(digits or "0")
             if version < 1:
                 raise ValueError("the version must be 1 or more")
         else:
