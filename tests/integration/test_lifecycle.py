@@ -604,6 +604,20 @@ def test_bug_the_watchdog_was_fed_while_replaced_workers_never_started(tmp: Path
         stop(proc)
 
 
+def await_ready(sink: socket.socket) -> None:
+    """Until READY=1 comes on `sink`: every worker runs its loop."""
+    sink.settimeout(STARTUP)
+    while "READY=1" not in sink.recv(4096).decode().split("\n"):
+        pass
+
+
+def terminated(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM: the daemon stops with status 0; its log."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    return proc.stderr.read().decode() if proc.stderr else ""
+
+
 def pings_stop(sink: socket.socket, since: float) -> None:
     """The WATCHDOG=1 pings on `sink` end within LIVENESS_FLOOR seconds (and 3 of slack)
     of `since`: returns after 3 s without one, fails if they go on."""
@@ -639,9 +653,7 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
     proc, port = spawn("-t", "1", env=env)
     maintainer: psutil.Process | None = None
     try:
-        sink.settimeout(STARTUP)
-        while "READY=1" not in sink.recv(4096).decode().split("\n"):
-            pass
+        await_ready(sink)
         children = psutil.Process(proc.pid).children()
         assert len(children) == 2  # a worker and the maintainer, which runs the threads
         maintainer = max(children, key=lambda c: c.num_threads())
@@ -650,9 +662,7 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
         pings_stop(sink, time.monotonic())
         maintainer.resume()
         pings_resume(sink)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        err = proc.stderr.read().decode() if proc.stderr else ""
+        err = terminated(proc)
         pid = maintainer.pid
         assert f"the maintainer (pid {pid}) has not run for" in err, err
         assert f"the maintainer (pid {pid}) runs again" in err, err
@@ -675,9 +685,7 @@ def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> No
     proc, port = spawn("-t", "2", env=env)
     stuck: list[int] = []
     try:
-        sink.settimeout(STARTUP)
-        while "READY=1" not in sink.recv(4096).decode().split("\n"):
-            pass
+        await_ready(sink)
         children = psutil.Process(proc.pid).children()
         if not children:  # a free-threaded build: worker threads, none can be stopped alone
             pytest.skip("the daemon runs worker threads here, not processes")
@@ -696,9 +704,7 @@ def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> No
         worker.resume()
         stuck.clear()
         pings_resume(sink)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        err = proc.stderr.read().decode() if proc.stderr else ""
+        err = terminated(proc)
         assert f"(pid {worker.pid}) has not run its loop for" in err, err
     finally:
         for pid in stuck:
@@ -747,17 +753,13 @@ def test_bug_the_watchdog_was_fed_while_a_worker_thread_was_stuck(tmp: Path) -> 
     }
     proc, port = spawn("-t", "2", env=env)
     try:
-        sink.settimeout(STARTUP)
-        while "READY=1" not in sink.recv(4096).decode().split("\n"):
-            pass
+        await_ready(sink)
         assert not psutil.Process(proc.pid).children()  # threads: no process of their own
         hold.touch()
         pings_stop(sink, time.monotonic())
         hold.unlink()
         pings_resume(sink)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        err = proc.stderr.read().decode() if proc.stderr else ""
+        err = terminated(proc)
         assert f"worker 0 (pid {proc.pid}) has not run its loop for" in err, err
         assert f"worker 0 (pid {proc.pid}) runs its loop again" in err, err
     finally:
