@@ -514,11 +514,15 @@ class Connection:
             row[-1] += took * n
         if self.stream is not None:
             self._pull()
-        if self._wq_bytes >= PRESSURE_AT:
+        if self._wq:
             # replies the client does not read: as for a request arriving (`on_readable`),
             # many such connections at once (pipelined large gets, `stats detail dump`)
-            # could take hundreds of MB before the worker's once-a-second check sheds them
-            self.worker.memory_pressure(self._wq_bytes)
+            # could take hundreds of MB before the worker's once-a-second check sheds them.
+            # What it holds, not what is unsent: the socket may have taken most of a copy,
+            # whose rest keeps all of it (a client that reads has nothing left here)
+            held = self.held
+            if held >= PRESSURE_AT:
+                self.worker.memory_pressure(held)
         if self.state == CLOSED:
             return
         if self.sink is not None:
