@@ -37,10 +37,11 @@ def split_host_port(text: str) -> tuple[str, str | None]:
 def _port_number(text: str) -> int:
     """The number of a port's digits (leading zeros of any length), or -1: not digits, or
     past 65535 (int() refuses more than 4,300 digits, in words of its own)."""
-    if not text.isdigit():
-        return -1
     digits = text.lstrip("0")
-    return int(digits or "0") if len(digits) <= 5 and int(digits or "0") < 65536 else -1
+    if not text.isdigit() or len(digits) > 5:
+        return -1
+    port = int(digits or "0")
+    return port if port < 65536 else -1
 
 
 def parse_port(text: str, context: str) -> int:

@@ -104,7 +104,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.storage.maintainer": {"mcached.storage.cache"},
     # ---- cluster/: auto-discovery; config is the format clients and server share ----
     "mcached.cluster": LEAF,
-    "mcached.cluster.config": {"mcached.addr"},
+    "mcached.cluster.config": {"mcached.addr", "mcached.cnum"},
     "mcached.cluster.sources": {"mcached.addr", "mcached.cluster.config"},
     # the membership it serves; what the config verbs mean is the handlers', their bytes the
     # protocol's

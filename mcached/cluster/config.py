@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mcached.addr import DEFAULT_PORT, parse_port, split_host_port
+from mcached.cnum import decimal
 
 CLUSTER_KEY = b"cluster"
 LEGACY_KEY = b"AmazonElastiCache:cluster"
@@ -149,10 +150,9 @@ def parse_data(
         if not line:
             continue
         if first and line.isdigit():
-            digits = line.lstrip("0")  # int() refuses more than 4,300 digits, in its words
-            if len(digits) > 19 or int(digits or "0") > VERSION_MAX:
+            version = decimal(line)  # int() refuses more than 4,300 digits, in its words
+            if version > VERSION_MAX:
                 raise ValueError(f"the version must be at most {VERSION_MAX}")
-            version = int(digits or "0")
             if version < 1:
                 raise ValueError("the version must be 1 or more")
         else:
