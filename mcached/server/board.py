@@ -439,7 +439,13 @@ class Board:
         descriptor is closed once it went; between threads, the socket object itself goes
         into `slot`'s queue (`take_queued`)."""
         handed = self.base(sender) + self.handed_base + slot
-        self.words[handed] += 1  # before it can arrive: -c never misses it
+        conns = self.base(sender) + W_CONNS
+        # Counted in flight, then no longer the sender's, both before the receiver can
+        # take it: -c never misses it, and once the receiver serves it no worker weighs
+        # the sender's load with it still in (a sender whose thread waited for the GIL
+        # after the wake-up did: the next newcomer went to a busier worker).
+        self.words[handed] += 1
+        self.words[conns] -= 1
         if self.inboxes is not None:
             self.inboxes[slot].append((sock, listener, peer))
             try:
@@ -451,10 +457,10 @@ class Board:
             try:
                 socket.send_fds(self.handoffs[slot][1], [msg], [sock.fileno()])
             except OSError:
+                self.words[conns] += 1  # the sender's again, then not in flight
                 self.words[handed] -= 1
                 return False
             sock.close()  # this process's descriptor: the receiver has its own
-        self.words[self.base(sender) + W_CONNS] -= 1  # counted in flight now
         return True
 
     def threads(self) -> None:

@@ -10,8 +10,10 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -269,6 +271,73 @@ def test_worker_threads_hand_over_the_socket_itself() -> None:
         board.close()  # a socket still queued is closed with the board
         assert a.fileno() == -1
         b.close()
+
+
+class Watching(deque[object]):
+    """A worker thread's queue of handed connections that notes, as each one goes in (from
+    then on the receiver can take and serve it), what `seen` returns."""
+
+    def __init__(self, seen: Callable[[], object]):
+        super().__init__()
+        self.seen = seen
+        self.noted: list[object] = []
+
+    def append(self, item: object) -> None:
+        self.noted.append(self.seen())
+        super().append(item)
+
+
+class SendingFds:
+    """A datagram socket whose sendmsg (`socket.send_fds`) notes what `seen` returns just
+    before the descriptor goes (from then on the receiver can take and serve it)."""
+
+    def __init__(self, sock: socket.socket, seen: Callable[[], object]):
+        self.sock = sock
+        self.seen = seen
+        self.noted: list[object] = []
+
+    def sendmsg(self, *args: Any) -> int:
+        self.noted.append(self.seen())
+        return self.sock.sendmsg(*args)
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])
+def test_the_sender_counts_a_connection_out_before_the_receiver_can_take_it(
+    threads: bool,
+) -> None:
+    """Once the receiver can serve a handed connection, the sender's load is without it:
+    the next connection's worker is chosen by the loads (`fewer_than`). Regression: the
+    sender counted it out after the hand-over, and a worker thread that waited for the GIL
+    there kept its load one too high while the receiver served the connection and its
+    client opened the next (the embedded server at 4 threads then dealt 8 connections out
+    1, 2, 2, 3)."""
+    board = Board(2, ["x"])
+    if threads:
+        board.threads()
+    a, b = socket.socketpair()
+    try:
+        board.set_word(0, W_CONNS, 2)  # the sender had 1 and accepted this one
+        board.set_word(1, W_CONNS, 0)
+
+        def seen() -> tuple[int, int, int]:
+            return board.load(0), board.load(1), board.connections()
+
+        watch: Watching | SendingFds
+        if threads:
+            assert board.inboxes is not None
+            watch = board.inboxes[1] = Watching(seen)
+        else:
+            r, w = board.handoffs[1]
+            watch = SendingFds(w, seen)
+            board.handoffs[1] = (r, watch)  # type: ignore[assignment]
+        assert board.hand_over(0, 1, a, 0, "p")
+        assert watch.noted == [(1, 1, 2)]
+        if not threads:
+            board.handoffs[1] = (r, w)
+    finally:
+        a.close()
+        b.close()
+        board.close()
 
 
 class Interleaved:
