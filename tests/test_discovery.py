@@ -409,6 +409,24 @@ def test_config_set_and_delete() -> None:
     assert ask(d, c.ConfigDelete(b"cluster", noreply=True)) == b""
 
 
+def test_config_delete_over_a_pinned_file_moves_the_version_on(tmp_path: Path) -> None:
+    """The file pins 10; a `config set` serves 11; `config delete cluster` lists the file's
+    nodes again at 12, and the next `config set` serves 13: no version goes down, and none
+    is served for two lists (emcache acts only on a changed version and kept the older
+    list). Regression: 10, 11, then 10 and 11 again."""
+    f = tmp_path / "cluster"
+    f.write_text("10\nlocalhost:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f), config_set_enabled=True)
+    assert d.current().version == 10
+    assert ask(d, config_set(b"localhost|127.0.0.1|21003\n")) == b"STORED\r\n"
+    assert d.current().version == 11
+    assert ask(d, c.ConfigDelete(b"cluster")) == b"DELETED\r\n"
+    assert [n.port for n in d.current().nodes] == [21001, 21002]
+    assert d.current().version == 12
+    assert ask(d, config_set(b"localhost|127.0.0.1|21004\n")) == b"STORED\r\n"
+    assert d.current() == ClusterConfig(13, (Node("localhost", "127.0.0.1", 21004),))
+
+
 def test_config_set_never_resolves() -> None:
     dns = FakeDns()
     d = make(dns, config_set_enabled=True)

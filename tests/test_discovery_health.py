@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from mcached.cluster.config import Node
+from mcached.cluster.config import VERSION_MAX, Node
 from mcached.cluster.discovery import Discovery
 from mcached.cluster.health import (
     DISPUTED,
@@ -67,6 +67,38 @@ def test_health_hides_and_moves_the_version_even_under_a_pin() -> None:
     # a hidden node that is no longer listed changes nothing
     gone = settle(pinned, replace(pinned, source=(A, B), source_pin=51, hidden=frozenset({C})))
     assert (gone.nodes, gone.version) == ((A, B), 51)
+
+
+def test_a_pin_uncovered_again_is_no_new_word() -> None:
+    """A pinned source under a `config set` override: dropping the override lists the
+    source's nodes again, one version on, not at the source's pin (which would take the
+    version back below what was served, to a number already served for another list).
+    Regression: 10, 11 (the override), then 10 again, and a second override 11 again."""
+    m = loaded(source=(A, B), source_pin=10)
+    assert m.version == 10
+    over = settle(m, replace(m, override=(None, (A, C))))
+    assert over.version == 11
+    back = settle(over, replace(over, override=None))
+    assert (back.nodes, back.version) == ((A, B), 12)
+    again = settle(back, replace(back, override=(None, (A, D))))
+    assert (again.nodes, again.version) == ((A, D), 13)
+    # the same override again changes nothing; a source written anew is the operator's word
+    assert settle(again, again).version == 13
+    gone = settle(again, replace(again, override=None))
+    rewritten = settle(gone, replace(gone, source=(A, E), source_pin=10))
+    assert (rewritten.nodes, rewritten.version) == ((A, E), 10)
+
+
+def test_the_version_starts_again_at_one_past_the_most_clients_keep() -> None:
+    """A version pinned at 2^63-1 (the most `config set` takes) then moved on by a change:
+    1, not a number the daemon's own `config set` and clients that keep a signed 64-bit
+    number refuse. Regression: 9223372036854775808 was served."""
+    m = loaded(source=(A, B), source_pin=VERSION_MAX)
+    assert m.version == VERSION_MAX
+    hid = settle(m, replace(m, hidden=frozenset({B})))
+    assert (hid.nodes, hid.version) == ((A,), 1)
+    over = settle(m, replace(m, override=(None, (A, C))))
+    assert over.version == 1
 
 
 def test_health_never_hides_every_listed_node() -> None:
@@ -369,7 +401,7 @@ def test_rounds_start_an_interval_apart_even_after_a_late_one(
 
 RESET_PEER_SCRIPT = """
 import asyncio, socket, struct, sys, threading
-from mcached.cluster.config import Node
+from mcached.cluster.config import VERSION_MAX, Node
 from mcached.cluster.prober import Prober
 
 async def main():

@@ -20,7 +20,12 @@ Rules:
    operator's word); otherwise it goes up by one whenever the served nodes change, whatever
    changed them (a source, an override, health), and stays when they do not. So a node that
    health hides or brings back moves the version on, and clients notice it at their next
-   poll, as they notice any change.
+   poll, as they notice any change. A pin is new when the layer that lists the nodes wrote
+   it: a pinned file that ``config delete cluster`` uncovers again is no new word (its pin
+   would take the version back below what the override had served, to a number already
+   served for another list, which a client that acts on a changed version ignores), so
+   the version goes on by one. Past `VERSION_MAX` (a signed 64-bit number, as clients keep
+   it, and the most ``config set`` takes) it starts again at 1.
 4. Lost updates: any process may write the document (a worker on ``config set``, the keeper
    for the source and health), each reading the newest, changing its part, and writing the
    whole. Each part carries a counter (`o_seq` for the override, `k_seq` for what the keeper
@@ -38,7 +43,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from mcached.cluster.config import ClusterConfig, Node, parse_node
+from mcached.cluster.config import VERSION_MAX, ClusterConfig, Node, parse_node
 
 
 class Docs(Protocol):
@@ -134,10 +139,14 @@ def settle(prev: Membership, new: Membership) -> Membership:
     and from `prev`, the membership served until now (rules 1-3)."""
     listed, pin = listed_of(new)
     served = tuple(n for n in listed if n not in new.hidden) or listed
-    if pin is not None and (pin, listed) != (prev.pin, prev.listed):
+    if new.override is not None:
+        written = new.override != prev.override
+    else:
+        written = (new.source_pin, new.source) != (prev.source_pin, prev.source)
+    if pin is not None and written and (pin, listed) != (prev.pin, prev.listed):
         version = pin
     elif served != prev.nodes:
-        version = prev.version + 1
+        version = prev.version + 1 if prev.version < VERSION_MAX else 1
     else:
         version = prev.version
     return replace(new, listed=listed, pin=pin, version=version, nodes=served)
