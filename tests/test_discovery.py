@@ -320,6 +320,29 @@ def test_missing_file_lists_itself_until_it_appears(tmp_path: Path) -> None:
     assert d.current() == ClusterConfig(2, THREE)
 
 
+def test_a_file_gone_is_logged_once_until_it_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher refreshes every second: a file gone (or unreadable) is one error line
+    until it comes back, as a bad file is. Regression: one a second for as long as it was
+    missing."""
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f))
+    before = get(d)
+    f.unlink()
+    with caplog.at_level(logging.ERROR, "mcached.discovery"):
+        for _ in range(5):
+            d.refresh()
+    assert get(d) == before
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        f"cluster file: [Errno 2] No such file or directory: '{f}'"
+    ]
+    write(f, "localhost:21003\n")  # back: read at the next refresh
+    d.refresh()
+    assert [n.port for n in d.current().nodes] == [21003]
+
+
 def test_file_names_are_resolved_and_re_resolved(tmp_path: Path) -> None:
     dns = FakeDns()
     f = tmp_path / "cluster"

@@ -394,11 +394,18 @@ class Discovery:
     def start(self) -> None:
         """Become the keeper: publish the inputs, follow the source, check health."""
         self.keeper = True
-        # resume the nodes the last keeper hid, from the document: a keeper forked to
-        # replace a dead one inherits the supervisor's inputs, loaded before any was
-        # hidden, and would list them again (then hide them again only past the start-up
-        # grace of a node never reached: 30 s)
-        self._hidden = self._read()[1].hidden
+        # resume the last keeper's inputs from the document: a keeper forked to replace a
+        # dead one inherits the supervisor's, loaded at the start, before any node was
+        # hidden (it would list them again, then hide them again only past the start-up
+        # grace of a node never reached: 30 s) and before the source last changed (were
+        # the file bad or gone now, or the name not resolving, it would serve the start's
+        # list: the last good one is the last keeper's)
+        doc = self._read()[1]
+        self._hidden = doc.hidden
+        if doc.loaded and doc.source is not None:
+            self._source, self._source_version = doc.source, doc.source_pin
+            if self.file is not None:
+                self.file.resume(doc.source, doc.source_pin)
         self.load("start")
         self._stop.clear()
         if self.file is not None or self.dns is not None:

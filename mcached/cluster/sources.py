@@ -71,14 +71,24 @@ class FileSource:
     def read(self) -> None:
         """Parse the file; raises OSError/ValueError and then keeps what it had."""
         stamp = self._stat()
-        with open(self.path, "rb") as f:
-            text = f.read()
+        try:
+            with open(self.path, "rb") as f:
+                text = f.read()
+        except OSError:
+            self.stamp = stamp  # nor a file gone or unreadable (logged every second)
+            raise
         try:
             version, specs = parse_data(text)
         except ValueError as exc:
             self.stamp = stamp  # do not re-read a bad file until it changes again
             raise ValueError(f"{self.path}: {exc}") from None
         self.stamp, self.version, self.specs, self.loaded = stamp, version, specs, True
+
+    def resume(self, nodes: tuple[Node, ...], version: int | None) -> None:
+        """What the last keeper served from the file stands for its last good read (a
+        keeper forked in place of a dead one: `Discovery.start`), its names resolved as
+        they were; the file is read again at the next refresh."""
+        self.specs, self.version, self.loaded, self.stamp = nodes, version, True, None
 
     def nodes(self, resolve: Resolver) -> tuple[Node, ...]:
         """The nodes as written, each name without an ip resolved now (IPv4 first)."""

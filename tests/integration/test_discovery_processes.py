@@ -23,7 +23,7 @@ import pytest
 from mcached.cluster.config import Node, format_data
 from tests.conftest import Server
 from tests.integration.test_discovery import wait_until
-from tests.integration.test_processes import worker_pid_of
+from tests.integration.test_processes import children_of, worker_pid_of
 from tests.wire import Conn, config_reply
 
 pytestmark = pytest.mark.integration
@@ -220,6 +220,43 @@ def test_a_replaced_keeper_keeps_hiding_the_nodes_health_hid(
             assert get(c) == hidden
             time.sleep(0.05)
     assert wait_until(lambda: peers_of(procs, alive.port) - {keeper}, 10)  # a new keeper
+
+
+@pytest.mark.parametrize("fault", ["bad", "gone"])
+def test_a_replaced_keeper_keeps_the_last_good_list_of_a_file_gone_bad(
+    server_factory: Callable[..., Server], tmp_path: Path, fault: str
+) -> None:
+    """The file changes (list B), then turns bad or goes: B is kept. The keeper killed and
+    forked again still serves B, at the same version: it resumes the last keeper's source
+    from the document. Regression: it served the list read at the daemon's start (A), one
+    version on (found by a hunt)."""
+    f = tmp_path / "cluster.conf"
+    f.write_text("localhost:21001\n")
+    procs = server_factory(
+        "mcached-procs", "-t", "2", "--cluster-file", str(f), "--cluster-health-interval", "0"
+    )
+    f.write_text("localhost:21001\nlocalhost:21002\n")
+    with Conn(procs.address) as c:
+        assert wait_until(lambda: b"|21002" in get(c), 5)
+        listed_b = get(c)
+    if fault == "bad":
+        f.write_text("localhost:0\n")
+    else:
+        f.unlink()
+    time.sleep(1.5)  # the watcher looked (every second) and kept B
+    conns, by_worker = spread(procs, 8)
+    try:
+        for c in conns:
+            assert get(c) == listed_b
+        (keeper,) = set(children_of(procs)) - set(by_worker)
+        os.kill(keeper, signal.SIGKILL)
+        assert wait_until(lambda: set(children_of(procs)) - set(by_worker) - {keeper}, 10)
+        time.sleep(1.5)  # the new keeper started and published what it read
+        for c in conns:
+            assert get(c) == listed_b
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_config_sets_at_once_on_several_workers_end_on_a_version_of_one_list(
