@@ -151,6 +151,8 @@ NODE_CASES = [
     ("[::1]:11211", Node("::1", "::1", 11211)),
     ("[fd00::1]", Node("fd00::1", "fd00::1", 11211)),
     ("h|fd00::1|1", Node("h", "fd00::1", 1)),
+    ("my_host.example:1", Node("my_host.example", "", 1)),
+    ("Cache-1A", Node("Cache-1A", "", 11211)),
 ]
 
 
@@ -171,6 +173,14 @@ BAD_NODES = [
     "[::1",
     "[nope]:1",
     "h\x01:1",
+    # regressions: hosts no name or address is written as (each was taken as one)
+    "5",
+    "+5",
+    "1.2.3:4",
+    "a\x0bb:1",
+    "a\x1cb:1",
+    "caf\u00e9:1",
+    "a/b:1",
 ]
 
 
@@ -178,6 +188,16 @@ BAD_NODES = [
 def test_parse_node_refuses(token: str) -> None:
     with pytest.raises(ValueError):
         parse_node(token)
+
+
+@pytest.mark.parametrize("name", ["cache a", "a|b", "caf\u00e9", "5"])
+def test_a_node_name_no_client_could_parse_is_refused_at_the_start(name: str) -> None:
+    """--cluster-node-name goes into the list every client parses: refused with the other
+    settings' errors (SettingsError: a line and exit status 64). Regression: the daemon
+    died with a traceback from the membership's decoding."""
+    settings = Settings(listen=("127.0.0.1",), cluster_node_name=name)
+    with pytest.raises(SettingsError, match="--cluster-node-name wants a hostname"):
+        Discovery(settings, lambda: 21001)
 
 
 def test_parse_node_resolves_names_only() -> None:
@@ -192,7 +212,7 @@ def test_parse_node_resolves_names_only() -> None:
 
 
 def test_parse_data_version_comments_and_order() -> None:
-    text = "# the cache\n  3 \nnode-b:2 node-a:1  # two on a line\n\nnode-a:1\n"
+    text = "# the cache\n  3 \nnode-b:2\tnode-a:1  # two on a line\r\n\nnode-a:1\n"
     assert parse_data(text) == (3, (Node("node-a", "", 1), Node("node-b", "", 2)))
     assert parse_data(format_data(1, THREE)) == (1, THREE)  # a config get payload is valid
     assert parse_data(b"localhost|127.0.0.1|21003\nlocalhost|127.0.0.1|21001") == (
@@ -201,7 +221,24 @@ def test_parse_data_version_comments_and_order() -> None:
     )
 
 
-@pytest.mark.parametrize("text", [b"", b"# nothing\n", b"5\n", b"0\na:1\n", b"\xff:1", b"a:0"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"# nothing\n",
+        b"5\n",
+        b"0\na:1\n",
+        b"\xff:1",
+        b"a:0",
+        # regressions: a version on the nodes' line (node 5||11211), a signed one, control
+        # characters that splitlines() and split() took for line and word breaks
+        b"5 a:1 b:2\n",
+        b"+5\na:1\n",
+        b"1\na:1\x1cb:2\n",
+        b"1\na:1\x0bb:2\n",
+        b"1\na:1\x0cb:2\n",
+    ],
+)
 def test_parse_data_refuses(text: bytes) -> None:
     with pytest.raises(ValueError):
         parse_data(text)

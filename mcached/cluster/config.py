@@ -81,8 +81,17 @@ def is_ip(text: str) -> bool:
     return True
 
 
-def _check_host(host: str, token: str) -> None:
-    if not host or not host.isascii() or not host.isprintable() or "|" in host or " " in host:
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def check_host(host: str, token: str) -> None:
+    """A node's host: an IP literal, or a name of letters, digits, ``-``, ``.`` and ``_``
+    with a letter in it (a name of digits and dots alone is an address written wrong, or a
+    version put on the nodes' line: ``5 a:1`` is no node ``5``). Raises ValueError naming
+    `token`."""
+    if is_ip(host):
+        return
+    if not host or not _HOST_CHARS.issuperset(host) or host.strip("0123456789.") == "":
         raise ValueError(f"bad host in {token!r}")
 
 
@@ -100,7 +109,7 @@ def parse_node(
         if len(parts) != 3:
             raise ValueError(f"bad node {token!r}: want host|ip|port")
         host, ip, port_text = parts
-        _check_host(host, token)
+        check_host(host, token)
         if ip and not is_ip(ip):
             raise ValueError(f"bad ip in {token!r}")
         node = Node(host, ip, parse_port(port_text, token))
@@ -114,7 +123,7 @@ def parse_node(
         if port_part is None and ":" in host and not token.startswith("["):
             raise ValueError(f"bad node {token!r}: write an IPv6 address as [addr]:port")
         port = default_port if port_part is None else parse_port(port_part, token)
-        _check_host(host, token)
+        check_host(host, token)
         node = Node(host, host if is_ip(host) else "", port)
     if not node.ip and resolve is not None:
         ips = resolve(node.host, node.port)
@@ -145,8 +154,8 @@ def parse_data(
     version: int | None = None
     tokens: list[str] = []
     first = True
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
+    for raw in text.split("\n"):  # not splitlines(): \x0b, \x1c... end no line here
+        line = raw.split("#", 1)[0].strip(" \t\r")
         if not line:
             continue
         if first and line.isdigit():
@@ -156,7 +165,7 @@ def parse_data(
             if version < 1:
                 raise ValueError("the version must be 1 or more")
         else:
-            tokens += line.split()
+            tokens += [t for t in line.replace("\t", " ").split(" ") if t]  # (\x0b...: a bad host)
         first = False
     nodes = canonical(parse_node(t, default_port, resolve) for t in tokens)
     if not nodes:

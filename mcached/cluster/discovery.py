@@ -62,6 +62,7 @@ from mcached.cluster.config import (
     Node,
     Resolver,
     TooManyNodes,
+    check_host,
     is_ip,
 )
 from mcached.cluster.health import (
@@ -75,7 +76,7 @@ from mcached.cluster.health import (
 )
 from mcached.cluster.membership import Docs, LocalDocs, Membership, decode, encode, settle
 from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
-from mcached.settings import Settings
+from mcached.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from mcached.cluster.prober import Checks, Result
@@ -108,6 +109,10 @@ def own_node(settings: Settings, port: int, resolve: Resolver = resolve_name) ->
     else:
         ips = resolve(host, port)
         ip = ips[0] if ips else ""
+    try:
+        check_host(host, host)  # (--cluster-node-name was checked with the settings)
+    except ValueError:
+        host = ip or "localhost"  # a machine's name no client could parse in the list
     return Node(host, ip, port)
 
 
@@ -138,6 +143,14 @@ class Discovery:
         docs: Docs | None = None,
         health_docs: Docs | None = None,
     ) -> None:
+        if settings.cluster_node_name:
+            try:
+                check_host(settings.cluster_node_name, settings.cluster_node_name)
+            except ValueError:
+                raise SettingsError(
+                    "--cluster-node-name wants a hostname (letters, digits, '-', '.', '_') "
+                    f"or an IP address, got {settings.cluster_node_name!r}"
+                ) from None
         self.settings = settings
         self.local_port = local_port
         self.resolve = resolve

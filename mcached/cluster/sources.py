@@ -87,8 +87,9 @@ class FileSource:
     def resume(self, nodes: tuple[Node, ...], version: int | None) -> None:
         """What the last keeper served from the file stands for its last good read (a
         keeper forked in place of a dead one: `Discovery.start`), its names resolved as
-        they were; the file is read again at the next refresh."""
-        self.specs, self.version, self.loaded, self.stamp = nodes, version, True, None
+        they were. The stamp stays the one read at the start: a file changed since is read
+        again at the next refresh."""
+        self.specs, self.version, self.loaded = nodes, version, True
 
     def nodes(self, resolve: Resolver) -> tuple[Node, ...]:
         """The nodes as written, each name without an ip resolved now (IPv4 first)."""

@@ -1180,7 +1180,9 @@ class Parser(Buffered):
             key = tokens[2]
             flags = parse_uint32(tokens[3])
             vlen = parse_int32(tokens[4])
-            if len(key) > KEY_MAX_LENGTH or flags is None or vlen is None or vlen < 0:
+            if len(key) > KEY_MAX_LENGTH or flags is None or vlen is None:
+                return c.Invalid(Error.BAD_FORMAT, noreply)
+            if vlen < 0 or vlen > INT32_MAX - 2:  # +2 overflows memcached's int, as in a set
                 return c.Invalid(Error.BAD_FORMAT, noreply)
             if vlen + 2 > self.item_size_max:
                 return self._swallow_block(vlen + 2, c.Invalid(Error.TOO_LARGE, noreply))

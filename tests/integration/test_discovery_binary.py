@@ -235,8 +235,11 @@ def test_config_set_then_delete(settable: Server, step: int | None) -> None:
     got = exchange(settable, R(DELETE, b"cluster", opaque=7), step)
     assert got == frame(DELETE, 0x01, b"Not found", 7)
     assert java_read(got, DELETE, 7)[0] == JavaStatus(False, "Not found")
+    # the file's nodes again, one version on from the override's 12 (the file's pin, 7,
+    # is no new word: README "The version")
+    uncovered = b"13\n" + FILE_DATA.split(b"\n", 1)[1]
     assert exchange(settable, R(GET, b"cluster", opaque=8), step) == frame(
-        GET, 0, b"\0\0\0\0" + FILE_DATA, 8, extlen=4
+        GET, 0, b"\0\0\0\0" + uncovered, 8, extlen=4
     )
 
 

@@ -246,6 +246,14 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("config-get", b"config get cluster\r\n", [c.ConfigGet(b"cluster")]),
     ("config-set", b"config set cluster 0 3\r\nabc\r\n", [c.ConfigSet(b"cluster", 0, b"abc")]),
     ("config-delete", b"config delete cluster\r\n", [c.ConfigDelete(b"cluster")]),
+    # a length whose +2 overflows a C int is a bad line, as in a set (memcached's words);
+    # it waited for 2 GB of data
+    (
+        "config-set-huge",
+        b"config set cluster 0 2147483646\r\n",
+        [c.Invalid(Error.BAD_FORMAT)],
+    ),
+    ("config-set-int-max", b"config set cluster 0 2147483647\r\n", [c.Invalid(Error.BAD_FORMAT)]),
     ("unknown", b"foo bar\r\n", [ERR]),
     ("empty-line", b"\r\n", [ERR]),
     ("spaces-line", b"   \r\n", [ERR]),
