@@ -228,6 +228,18 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _convert(params)
 
 
+def flag_error(exc: click.NoSuchOption | click.BadOptionUsage) -> str:
+    """getopt's words for a flag it does not know, or one without its argument."""
+    name = exc.option_name
+    if isinstance(exc, click.NoSuchOption):
+        if name.startswith("--"):
+            return f"unrecognized option '{name}'"
+        return f"invalid option -- '{name[1:]}'"
+    if name.startswith("--"):
+        return f"option '{name}' requires an argument"
+    return f"option requires an argument -- '{name[1:]}'"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from mcached import process, systemd
     from mcached.daemon import Daemon, configure_logging, gil_enabled
@@ -242,20 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (click.NoSuchOption, click.BadOptionUsage) as exc:
         # getopt's words, then memcached's, and its exit status
-        name = exc.option_name
-        if isinstance(exc, click.NoSuchOption):
-            said = (
-                f"unrecognized option '{name}'"
-                if name.startswith("--")
-                else (f"invalid option -- '{name[1:]}'")
-            )
-        else:
-            said = (
-                f"option '{name}' requires an argument"
-                if name.startswith("--")
-                else (f"option requires an argument -- '{name[1:]}'")
-            )
-        click.echo(f'mcached: {said}\nIllegal argument "?"', err=True)
+        click.echo(f'mcached: {flag_error(exc)}\nIllegal argument "?"', err=True)
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()

@@ -507,8 +507,9 @@ class Daemon:
 
     @property
     def stopped(self) -> bool:
-        """Stopping or stopped: by `stop`, or by the ``shutdown`` command."""
-        return self._stopped
+        """Stopping or stopped: by `stop`, or by the ``shutdown`` command (from the moment
+        it is asked: before the client that sent it sees its connection close)."""
+        return self._stopped or self._stop_asked
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait for a `stop` another thread runs (the ``shutdown`` command's) to finish."""
@@ -538,6 +539,7 @@ class Daemon:
     def request_stop(self, graceful: bool = False) -> None:
         """From any thread (the ``shutdown [graceful]`` command): ask the main loop to stop,
         at once or `graceful` (see `stop`)."""
+        self._stop_asked = True
         self._events.put(("stop", graceful))
         if not self._waiting:
             # No main loop is waiting (the daemon runs inside a test): stop from a helper
@@ -547,6 +549,7 @@ class Daemon:
             ).start()
 
     _waiting = False
+    _stop_asked = False  # `request_stop` was called (`stopped`)
     _liveness: _Liveness | None = None  # the main loop's check of the workers (`reload`)
     failed = ""  # why the daemon stopped itself (worker threads kept failing), if it did
 

@@ -66,16 +66,25 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+import click
+
 from mcached.addr import format_address
 from mcached.auth import load_auth_file
-from mcached.cli import parse_settings
+from mcached.cli import flag_error, parse_settings
 from mcached.cluster.config import Node, format_data
 from mcached.cluster.discovery import own_node
 from mcached.daemon import Daemon, gil_enabled
 from mcached.protocol import binary as b
 from mcached.sasl import ENV as SASL_PWDB_ENV
 from mcached.sasl import parse_pwdb
-from mcached.settings import Settings, SettingsError, default_threads, parse_size, validate
+from mcached.settings import (
+    Settings,
+    SettingsError,
+    default_threads,
+    delimiter,
+    parse_size,
+    validate,
+)
 
 __all__ = [
     "EmbeddedCluster",
@@ -162,13 +171,24 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
                 )
     elif name in ("ssl_chain_cert", "ssl_key", "ssl_ca_cert", "auth_file", "cluster_file"):
         value = None if value is None else os.fspath(value)  # (None: the TLS files unset)
+    elif name == "stat_key_prefix" and isinstance(value, str):
+        if len(value) > 1:  # -D takes the first character: a keyword says what it means
+            raise ValueError(f"stat_key_prefix is one character, got {value!r}")
+        value = delimiter(value, name)  # "": memcached's "No delimiter specified"
     out[name] = _check_type(name, value)
 
 
 def make_settings(flags: Sequence[str] = (), **keywords: Any) -> Settings:
     """memcached `flags`, then `keywords`, over the embedded defaults (rule 2); validated
     with memcached's messages (`SettingsError`)."""
-    settings = parse_settings(["-p", "0", "-t", str(_embedded_threads()), *flags])
+    try:
+        settings = parse_settings(["-p", "0", "-t", str(_embedded_threads()), *flags])
+    except (click.NoSuchOption, click.BadOptionUsage) as exc:
+        raise SettingsError(flag_error(exc)) from None
+    except click.ClickException as exc:
+        raise SettingsError(exc.format_message()) from None
+    except click.exceptions.Exit:  # -h, -V: printed
+        raise SettingsError("-h and -V print and exit: they start no server") from None
     for name in PROCESS_SETTINGS:
         if getattr(settings, name) != FIELDS[name].default:
             raise ValueError(f"{name}: {PROCESS_SETTINGS[name]}")
@@ -624,9 +644,11 @@ class EmbeddedCluster:
         """Rule 5: the whole file, a version up, then every running node re-reads it. Up
         from the highest any node serves: health checks that hid a dead node served a
         version more than the file's, which the next list must not reuse."""
-        served = [n.daemon.discovery.membership().version for n in self._nodes if n.daemon]
-        if not self.version:
-            served = []  # the first file: the nodes list themselves alone until they read it
+        # the first file: the nodes list themselves alone until they read it (asked now,
+        # before the file exists, each would load its membership and log it missing)
+        served = []
+        if self.version:
+            served = [n.daemon.discovery.membership().version for n in self._nodes if n.daemon]
         self.version = max([self.version, *served]) + 1
         names = [self._names[id(node)] for node in self._nodes]
         data = format_data(self.version, names)  # the same text as the endpoint serves

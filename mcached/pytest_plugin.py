@@ -69,6 +69,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A bad scope or address is a usage error before any test runs (raised in a fixture's
+    scope callable, pytest wraps it in an INTERNALERROR of its own words)."""
+    _scope("", config)
+    _external(config)
+
+
 def _scope(fixture_name: str, config: pytest.Config) -> Any:
     scope = config.getoption("mcached_scope") or config.getini("mcached_scope") or "function"
     if scope not in SCOPES:

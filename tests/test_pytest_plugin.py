@@ -30,6 +30,18 @@ EXAMPLE_TESTS = 8
 
 def run_example(tmp_path: Path, *args: str) -> tuple[str, dict[str, int]]:
     """pytest in a copy of the example project: its output and its summary's counts."""
+    proc = pytest_in_example(tmp_path, *args)
+    out = proc.stdout + proc.stderr
+    summary = out.strip().splitlines()[-1]
+    counts = {
+        word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    }
+    assert proc.returncode in (0, 1), out
+    return out, counts
+
+
+def pytest_in_example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest run in a copy of the example project."""
     project = tmp_path / "example_app"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
     env = {
@@ -37,7 +49,7 @@ def run_example(tmp_path: Path, *args: str) -> tuple[str, dict[str, int]]:
         for k, v in os.environ.items()
         if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     }
-    proc = subprocess.run(
+    return subprocess.run(
         # (hypothesis is ours, not the example's: its plugin takes seconds to import)
         [sys.executable, "-m", "pytest", "-rs", "--setup-show", "-p", "no:hypothesispytest", *args],
         cwd=project,
@@ -46,13 +58,25 @@ def run_example(tmp_path: Path, *args: str) -> tuple[str, dict[str, int]]:
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("mcached_scope=bogus", "mcached_scope: 'bogus' is not one of function, session"),
+        ("addopts=--mcached-address=localhost:x", "--mcached-address: "),
+    ],
+)
+def test_a_bad_ini_value_is_a_usage_error_before_any_test(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    """Regression: a bad ``mcached_scope`` in the ini file was raised inside a fixture's
+    scope callable, which pytest turned into an INTERNALERROR (exit 3) whose last line
+    blamed the callable's signature."""
+    proc = pytest_in_example(tmp_path, "-o", option)
     out = proc.stdout + proc.stderr
-    summary = out.strip().splitlines()[-1]
-    counts = {
-        word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
-    }
-    assert proc.returncode in (0, 1), out
-    return out, counts
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out
+    assert f"ERROR: {message}" in out and "INTERNALERROR" not in out, out
 
 
 def test_the_plugin_is_installed_and_serves_a_server_per_test(tmp_path: Path) -> None:

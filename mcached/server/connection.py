@@ -546,8 +546,10 @@ class Connection:
             self._finish(exc.reason)
         elif isinstance(exc, Shutdown):
             self.flush()
-            self.close("shutdown command")
+            # asked before the client sees its connection close: from then on the daemon
+            # says it stops (an embedded server's `running`)
             self.worker.request_shutdown(exc.graceful)
+            self.close("shutdown command")
         elif isinstance(exc, StartWatch):
             # `watch` answered OK: the worker streams log lines here from now on (it sends
             # the OK once every worker logs what the watcher wants)

@@ -10,6 +10,7 @@ listed); a replacement joins (`add_node`: the client uses 4 nodes); the dead nod
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import time
@@ -56,8 +57,14 @@ def config_get(address: tuple[str, int]) -> bytes:
 # ---- the cluster itself ----
 
 
-def test_every_node_serves_the_same_list_and_each_change_bumps_the_version() -> None:
-    with serve_cluster(3) as cluster:
+def test_every_node_serves_the_same_list_and_each_change_bumps_the_version(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, "mcached"):
+        cluster = serve_cluster(3)
+    # regression: each node logged its cluster file missing, asked before it was written
+    assert [r.getMessage() for r in caplog.records] == []
+    with cluster:
         replies = {config_get(n.address) for n in cluster.nodes}
         assert len(replies) == 1
         (reply,) = replies
