@@ -1584,8 +1584,11 @@ class Items:
                     if slot < 0:
                         continue  # no item yet: a store is writing it
                     b = cid * NSTAT
-                    part.cst[b + S_CRAWLER_RECLAIMED] += 1
-                    if not fetched and not flushed:
+                    # memcached's LRU maintainer meets flushed items at its tails within
+                    # seconds of a flush_all, before its crawler, and counts them as its
+                    # reclaims, the unfetched ones too (lru_pull_tail): so here
+                    part.cst[b + (S_RECLAIMED if flushed else S_CRAWLER_RECLAIMED)] += 1
+                    if not fetched:
                         part.cst[b + S_EXPIRED_UNFETCHED] += 1
                     self._drop_locked(part, slot, nkey, nbytes, flags, exptime, cid)
                     if head == c:

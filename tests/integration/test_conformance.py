@@ -622,6 +622,26 @@ def store_expired(conn: Conn, n: int) -> None:
     time.sleep(2.2)
 
 
+@pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
+def test_items_a_flush_all_frees_count_as_reclaimed(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """1,000 items, 250 of them read, then flush_all: within seconds the daemon frees them
+    all and counts them reclaimed, 750 never fetched (memcached's LRU maintainer; mcached's
+    sweep after a flush). Regression: mcached counted them crawler_reclaimed."""
+    srv = server_factory(which)
+    with Conn(srv.address) as conn:
+        conn.send(b"".join(b"set k%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(1000)))
+        conn.send(b"get %s\r\n" % b" ".join(b"k%d" % i for i in range(250)))
+        assert conn.read_until(b"END\r\n").count(b"VALUE ") == 250
+        exchange(conn, b"flush_all\r\n", b"OK\r\n")
+        deadline = time.monotonic() + 15
+        while (figures := dict(stats(conn)))["reclaimed"] != "1000":
+            assert time.monotonic() < deadline, figures["reclaimed"]
+            time.sleep(0.1)
+        assert (figures["expired_unfetched"], figures["crawler_reclaimed"]) == ("750", "0")
+
+
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_lru_crawler_class_lists(which: str, server_factory: Callable[..., Server]) -> None:
     """``lru_crawler crawl|metadump`` take the ids memcached takes: any from 1 to 63, whether

@@ -353,6 +353,27 @@ def test_the_crawler_skips_classes_without_expiring_items(clock: FakeClock) -> N
     assert cache.crawl(classes={1}) == 0  # a named class is always swept
 
 
+def test_flushed_items_swept_count_as_the_lru_maintainers_reclaims(clock: FakeClock) -> None:
+    """memcached's LRU maintainer frees flushed items at its tails before its crawler
+    meets them: reclaimed, and expired_unfetched for those never read (lru_pull_tail).
+    Expired ones the crawler finds stay its own. Regression: flushed ones counted as
+    crawler_reclaimed, where memcached shows reclaimed."""
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(100):
+        cache.store(SET, b"k%d" % i, b"x" * 100)
+    for i in range(25):
+        assert cache.get(b"k%d" % i) is not None
+    cache.store(SET, b"ttl", b"x", exptime=5)
+    clock.advance(6)
+    assert cache.crawl() == 1
+    st = cache.stats()
+    assert (st["crawler_reclaimed"], st["reclaimed"], st["expired_unfetched"]) == (1, 0, 1)
+    cache.flush_all()
+    assert cache.crawl() == 100
+    st = cache.stats()
+    assert (st["crawler_reclaimed"], st["reclaimed"], st["expired_unfetched"]) == (1, 100, 76)
+
+
 def test_a_delayed_flush_is_swept_once_due(clock: FakeClock) -> None:
     cache = Cache(memory_limit=16 * MB, clock=clock)
     for i in range(100):
