@@ -455,8 +455,8 @@ class Worker:
         """(number, address, listen address, state, last command, opened) of each open
         connection, as ``stats conns`` names them: the one asking is in ``conn_parse_cmd``,
         one part-way through a value in ``conn_nread`` (buffered by its parser, or received
-        into place), one skipping a refused value in ``conn_swallow``; the rest by
-        `STATE_NAMES`."""
+        into place), one skipping a refused value in ``conn_swallow``, one that has sent
+        nothing yet in ``conn_new_cmd``; the rest by `STATE_NAMES`."""
         rows = []
         for c in self.conns:
             state = c.state
@@ -468,6 +468,10 @@ class Worker:
                 state = "conn_swallow"
             elif state == READING and (c.parser.in_data_block or c.sink is not None):
                 state = "conn_nread"
+            elif state == READING and c.last_cmd == c.opened and not c.parser.buffered:
+                # nothing received yet: memcached's new connection waits in conn_new_cmd
+                # until its first read
+                state = "conn_new_cmd"
             else:
                 state = STATE_NAMES.get(state, state)
             proto = c.listen_addr.partition(":")[0]

@@ -973,6 +973,31 @@ def test_stats_conns_names_a_blocked_reply_and_a_swallow_as_memcached(
         assert by_port[str(swallower.sock.getsockname()[1])] == "conn_swallow"
 
 
+def test_stats_conns_names_a_connection_that_sent_nothing_as_memcached(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """A connection that has sent nothing yet is in `conn_new_cmd` (memcached's state for a
+    new connection until its first read); one part-way through a line, or idle after a
+    command, in `conn_read`. Regression: mcached said conn_read for the first."""
+    srv = server_factory(kind)
+    with (
+        Conn(srv.address) as fresh,
+        Conn(srv.address) as partial,
+        Conn(srv.address) as served,
+        Conn(srv.address) as asker,
+    ):
+        partial.send(b"get fo")
+        assert served.request(b"version\r\n", expect_len=16) == b"VERSION 1.6.18\r\n"
+        time.sleep(0.3)
+        asker.send(b"stats conns\r\n")
+        groups = conn_groups(asker.read_until(b"END\r\n").decode())
+        by_port = {g["addr"].rsplit(":", 1)[1]: g["state"] for g in groups if "listen_addr" in g}
+        port = {c: str(c.sock.getsockname()[1]) for c in (fresh, partial, served)}
+        assert by_port[port[fresh]] == "conn_new_cmd"
+        assert by_port[port[partial]] == "conn_read"
+        assert by_port[port[served]] == "conn_read"
+
+
 # --- gat with a past exptime and a repeated key (the issue) -----------------------------
 
 
