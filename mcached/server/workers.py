@@ -861,7 +861,11 @@ class Worker:
         self.server.request_shutdown(graceful)
 
     def tls_handshake_failed(self) -> None:
+        """The handshake's first step, taken as the connection was accepted, failed:
+        memcached closes such a connection inside its accept, before it counts it in
+        total_connections (`_serve_accepted` just did: taken back)."""
         self.board.add_figure(self.slot, "ssl_handshake_errors")
+        self.board.add_figure(self.slot, "total_connections", -1)
 
     def tls_handshake_done(self, sock: Any) -> None:
         if self.tls is not None and (new := self.tls.new_sessions(sock)):

@@ -935,6 +935,39 @@ def test_handshake_errors_count_only_what_came_with_the_accept(
     assert counts == [counts[0]] * 6  # (the test harness's readiness probe may count once)
 
 
+def test_a_connection_refused_in_the_accepts_handshake_is_not_counted(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached takes the handshake's first step inside its accept and closes a
+    connection that fails it (plain text that came with it) before counting it in
+    total_connections: each connection counts in one of total_connections and
+    ssl_handshake_errors (a step that waits for more is counted as accepted). Regression:
+    mcached counted such a connection in both."""
+    server = server_factory(kind, *tls_flags(pki))
+
+    def figures() -> tuple[int, int]:
+        client = mc_client(server, client_context(pki))
+        try:
+            st = client.stats()
+            return int(st[b"total_connections"]), int(st[b"ssl_handshake_errors"])
+        finally:
+            client.close()
+
+    total, errors = figures()
+    for _ in range(5):
+        with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
+            raw.sendall(b"stats\r\n")
+            try:
+                while raw.recv(4096):
+                    pass
+            except OSError:
+                pass  # reset
+    total_after, errors_after = figures()
+    new = total_after - total - 1  # less the second figures() client's own
+    assert errors_after > errors
+    assert new + (errors_after - errors) == 5
+
+
 def test_a_broken_chain_is_its_own_fault_without_openssl_to_ask_too(
     pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
