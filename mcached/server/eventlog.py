@@ -25,18 +25,21 @@ Rules that keep the request path free:
 
 Each record carries a *gid* from the board's ``G_LOG_SEQ`` word, bumped by each writer
 without a lock: it orders the events of the whole daemon, and two events written at the
-same instant by two worker processes may rarely share one (memcached's is an atomic add).
+same instant by two worker processes may rarely share one (memcached's is an atomic add)
+or come in the other order; a ring's own records keep the order they were written in.
 
 `WatchStream` is one watcher: a connection handed over by its worker after ``watch``
-answered OK. Its worker calls `pump` every `WATCH_INTERVAL` seconds: the stream reads
-what every ring holds since it last looked, renders the lines it wants
-(`mcached.watch.render`), and sends what the socket takes, keeping at most `STREAM_BUF`
-bytes unsent; past that, lines are skipped and counted. The stream reads nothing but the
-client's EOF (memcached's watcher takes no more commands).
+answered OK. `Watchers` are a worker's: every `WATCH_INTERVAL` seconds the worker reads
+what every ring holds since it last looked, once for all of them, renders each record
+once (`mcached.watch.render`), and hands each watcher the lines it wants; a watcher sends
+what the socket takes, keeping at most `STREAM_BUF` bytes unsent; past that, lines are
+skipped and counted. The stream reads nothing but the client's EOF (memcached's watcher
+takes no more commands).
 """
 
 from __future__ import annotations
 
+import heapq
 import mmap
 import socket
 import ssl
@@ -59,6 +62,7 @@ RING = RING_HEAD + SLOTS * SLOT
 # an eviction's item that never expires, so it takes 64 bits
 RECORD = struct.Struct("<qqdBBBxiiiqH")
 KEY_AT = RECORD.size
+TYPE_AT = 24  # the type byte's offset in a record (after seq, gid, ts)
 KEY_MAX = SLOT - KEY_AT
 SEQ = struct.Struct("<q")
 STREAM_BUF = 256 * 1024  # unsent bytes a watcher may hold (memcached's watcher buffer)
@@ -66,6 +70,10 @@ WATCH_INTERVAL = 0.02  # seconds between a worker's pumps of its watchers
 PUMP_MAX = 4 * SLOTS  # records one pump reads at most (the rest: next pump, or skipped)
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _gid(record: tuple[Any, ...]) -> int:
+    return int(record[0])
 
 
 def _map(size: int) -> mmap.mmap:
@@ -157,7 +165,7 @@ class EventLog:
         after it: the watcher would see 51 before 50. (A record stamped before the read
         began is taken whatever its gid: the unlocked counter can step back when two
         processes bump it at once, and its records must not wait for the next event.)"""
-        out: list[tuple[Any, ...]] = []
+        per_ring: list[list[tuple[Any, ...]]] = []
         lost = 0
         began = time.time()
         last_gid = self.board.words[G_LOG_SEQ]
@@ -166,6 +174,8 @@ class EventLog:
         words = self._seqs
         flag_of = watch.FLAG_OF
         for ring in range(self.rings):
+            out: list[tuple[Any, ...]] = []
+            per_ring.append(out)
             base = ring * RING
             head = int(words[base // 8])
             seq = cursors[ring]
@@ -186,8 +196,34 @@ class EventLog:
                     out.append((rec[1], rec[3], rec[2], *rec[4:-1], key))
                 seq += 1
             cursors[ring] = seq
-        out.sort(key=lambda r: r[0])
-        return out, lost
+        # in gid order, each ring's own records in the order written: the unlocked counter
+        # can step back under one ring's writer (another process's bump lands between its
+        # read and its write), and a sort by gid alone put a connection's later line first
+        return list(heapq.merge(*per_ring, key=_gid)), lost
+
+    def tally(self, cursors: list[int], limit: int = PUMP_MAX) -> tuple[dict[int, int], int]:
+        """What `read` would pass over, counted by type and not read: for watchers that
+        take no line now (their output full). Each record's type byte alone is looked at;
+        records written after the tally began are counted too (the lines are skipped all
+        the same)."""
+        kinds: dict[int, int] = {}
+        lost = 0
+        m = self.map
+        words = self._seqs
+        get = kinds.get
+        for ring in range(self.rings):
+            base = ring * RING
+            head = int(words[base // 8])
+            seq = cursors[ring]
+            if head - seq > SLOTS:
+                lost += head - SLOTS - seq
+                seq = head - SLOTS
+            stop = min(head, seq + limit)
+            for n in range(seq, stop):
+                kind = m[base + RING_HEAD + (n % SLOTS) * SLOT + TYPE_AT]
+                kinds[kind] = get(kind, 0) + 1
+            cursors[ring] = stop
+        return kinds, lost
 
     def cursors(self) -> list[int]:
         """A new reader's cursors: from now on (memcached's watcher sees nothing older)."""
@@ -199,13 +235,12 @@ class EventLog:
 
 
 class WatchStream:
-    """One watcher: the socket of a connection that asked ``watch``, its flags, its cursors
-    and its unsent lines. Registered on its worker's poller in the connection's place (the
+    """One watcher: the socket of a connection that asked ``watch``, its flags and its
+    unsent lines. Registered on its worker's poller in the connection's place (the
     poller calls it on any event: EOF, or room to send)."""
 
     def __init__(
         self,
-        log: EventLog,
         sock: socket.socket,
         flags: int,
         pending: bytes,
@@ -213,11 +248,9 @@ class WatchStream:
         register: Callable[[socket.socket, bool, Any], None],
         count: Callable[[int, int], None],
     ) -> None:
-        self.log = log
         self.sock = sock
         self.fd = sock.fileno()
         self.flags = flags
-        self.cursors = log.cursors()
         self.out = bytearray(pending)  # unsent, oldest first (the OK first)
         self.skipped = 0
         self.count = count  # (lines sent, lines skipped): stats log_watcher_sent, _skipped
@@ -241,25 +274,35 @@ class WatchStream:
             return
         self.send()
 
-    def pump(self) -> None:
-        """Read what the rings hold for us; queue the lines, skipping past `STREAM_BUF`."""
+    def take(self, lines: list[bytes], blob: bytes, lost: int) -> None:
+        """Queue `lines` (the lines it wants of a read, `blob` all of them joined), after
+        the `lost` records the read missed; past `STREAM_BUF` unsent, lines are skipped
+        and counted. Then send what the socket takes."""
         if self.closed:
             return
-        records, lost = self.log.read(self.cursors, self.flags)
         self.skipped += lost
         out = self.out
-        render = watch.render
         sent = 0
-        for rec in records:
-            if len(out) >= STREAM_BUF:
-                self.skipped += 1
-                lost += 1
-                continue
-            if self.skipped:
+        if len(out) >= STREAM_BUF:  # full: a watcher that does not read costs a sum
+            self.skipped += len(lines)
+            lost += len(lines)
+        elif len(out) + len(blob) <= STREAM_BUF:  # room for every line: one append
+            if lines and self.skipped:
                 out += b"skipped=%d\n" % self.skipped
                 self.skipped = 0
-            out += render(*rec)
-            sent += 1
+            out += blob
+            sent = len(lines)
+        else:
+            for line in lines:
+                if len(out) >= STREAM_BUF:
+                    self.skipped += 1
+                    lost += 1
+                    continue
+                if self.skipped:
+                    out += b"skipped=%d\n" % self.skipped
+                    self.skipped = 0
+                out += line
+                sent += 1
         if sent or lost:
             self.count(sent, lost)
         self.send()
@@ -289,3 +332,61 @@ class WatchStream:
         self.closed = True
         self.out.clear()
         self.on_close(self, reason)
+
+
+class Watchers:
+    """A worker's watchers, read for together: each pump reads the rings once, for what
+    any of them wants, renders each record once, and hands each watcher the lines it
+    wants (watchers that want the same get the same list, joined once). Read one by one,
+    each watcher cost its worker a read and a render of every event (20 watchers that never
+    read took a node from 352,000 keys a second to 10,900)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.streams: list[WatchStream] = []
+        self._cursors: list[int] = []
+
+    def add(self, stream: WatchStream) -> None:
+        """From now on `stream` is handed what is logged (what was logged before goes to
+        the others first: memcached's watcher sees nothing older than itself)."""
+        if self.streams:
+            self.pump()
+        else:
+            self._cursors = self.log.cursors()
+        self.streams.append(stream)
+
+    def remove(self, stream: WatchStream) -> None:
+        if stream in self.streams:
+            self.streams.remove(stream)
+
+    def pump(self) -> None:
+        """Read what the rings hold since the last pump; hand it out."""
+        streams = [s for s in self.streams if not s.closed]
+        if not streams:
+            return
+        want = 0
+        for stream in streams:
+            if len(stream.out) < STREAM_BUF:
+                want |= stream.flags
+        if not want:  # none takes a line now: count what each skips, render nothing
+            kinds, lost = self.log.tally(self._cursors)
+            flag_of = watch.FLAG_OF
+            for stream in streams:
+                n = sum(c for k, c in kinds.items() if flag_of.get(k, 0) & stream.flags)
+                stream.take([], b"", lost + n)
+            return
+        for stream in streams:
+            want |= stream.flags
+        records, lost = self.log.read(self._cursors, want)
+        render = watch.render
+        flag_of = watch.FLAG_OF
+        rendered = [render(*rec) for rec in records]
+        wanted_by = [flag_of.get(rec[1], 0) for rec in records]
+        chosen: dict[int, tuple[list[bytes], bytes]] = {}
+        for stream in streams:
+            flags = stream.flags
+            if flags not in chosen:
+                lines = [line for line, k in zip(rendered, wanted_by, strict=True) if k & flags]
+                chosen[flags] = (lines, b"".join(lines))
+            lines, blob = chosen[flags]
+            stream.take(lines, blob, lost)

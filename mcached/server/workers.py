@@ -82,7 +82,7 @@ from mcached.server.connection import (
     YIELDED,
     Connection,
 )
-from mcached.server.eventlog import WATCH_INTERVAL, EventLog, WatchStream
+from mcached.server.eventlog import WATCH_INTERVAL, EventLog, Watchers, WatchStream
 from mcached.server.poller import READ, READ_READY, WRITE, WRITE_READY, Poller
 from mcached.settings import megabytes_in_32_bits
 from mcached.stats import Counters
@@ -205,6 +205,7 @@ class Worker:
         # watch: the log rings (events), and the watchers this worker streams to
         self.events = server.events
         self.watchers: dict[WatchStream, Connection] = {}
+        self._watching = Watchers(self.events)  # the same, read for together
         self._next_pump = 0.0
         self.selector = Poller()
         self.ready: set[Connection] = set()
@@ -877,7 +878,6 @@ class Worker:
         """`conn` answered ``watch`` OK: a stream takes its socket from now on."""
         pending = conn.hand_over()
         stream = WatchStream(
-            self.events,
             conn.sock,
             flags,
             pending,
@@ -886,6 +886,7 @@ class Worker:
             self._watch_counted,
         )
         self.watchers[stream] = conn
+        self._watching.add(stream)
         self._next_pump = 0.0
         self._publish_watch()
         self._settings_epoch = self.board.get(G_SETTINGS_EPOCH)
@@ -909,6 +910,7 @@ class Worker:
 
     def _watch_closed(self, stream: WatchStream, reason: str) -> None:
         conn = self.watchers.pop(stream, None)
+        self._watching.remove(stream)
         try:
             self.selector.unregister(stream.sock)
         except (KeyError, ValueError, OSError):
@@ -919,12 +921,11 @@ class Worker:
 
     def _pump_watchers(self) -> None:
         self._next_pump = self.now + WATCH_INTERVAL
-        for stream in list(self.watchers):
-            stream.pump()
+        self._watching.pump()
 
     def _close_watchers(self, reason: str) -> None:
+        self._watching.pump()  # what was logged before the stop
         for stream in list(self.watchers):
-            stream.pump()  # what was logged before the stop
             stream.close(reason)
 
     def _publish_watch(self) -> None:
