@@ -930,9 +930,10 @@ class Handlers:
         if self.watching & watch.MUTATIONS:
             cmd_code = STORE_CMD_CODE.get(cmd.mode, 0)
             self.events.item_store(4, cmd_code, cmd.key, 0, 0, 0, getattr(s, "fd", -1))
-        if cmd.mode == b"set":
-            # memcached drops the old value so a failed set never leaves stale data behind
-            # (it looks the item up to do so: an item_get line after the item_store one)
+        if cmd.mode == b"set" or isinstance(cmd, c.MetaTooLarge):
+            # memcached drops the old value so a failed set (an ms of any mode) never
+            # leaves stale data behind (it looks the item up to do so: an item_get line
+            # after the item_store one)
             if self.watching & watch.FETCHERS:
                 self._log_seen(cmd.key, self._seen(cmd.key), s)
             self.cache.unlink(cmd.key)

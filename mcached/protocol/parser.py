@@ -1060,7 +1060,7 @@ class Parser(Buffered):
         key = f.key
         if item_total_size(len(key), f.client_flags, vlen, self.cas_enabled) > self.item_size_max:
             # memcached drops the item whatever the mode; the error is never quiet
-            return self._swallow_block(vlen + 2, c.MetaTooLarge(b"set", key))
+            return self._swallow_block(vlen + 2, c.MetaTooLarge(_META_VERB[build], key))
         make = _MetaStoreBuilder(build, flags, f)
         if vlen >= self.receive_min and len(self._buf) - self._pos < vlen + 2:
             # a large value still arriving: received into place, as a set's (`take`)
@@ -1396,6 +1396,15 @@ _META_STORE: dict[int, type[c.MetaStore]] = {
     ord("A"): c.MetaAppend,
     ord("P"): c.MetaPrepend,
     ord("R"): c.MetaReplace,
+}
+#: the command a watcher's mutations line names for each (memcached's comm)
+_META_VERB: dict[type[c.MetaStore], bytes] = {
+    c.MetaSet: b"set",
+    c.MetaAdd: b"add",
+    c.MetaAppend: b"append",
+    c.MetaPrepend: b"prepend",
+    c.MetaReplace: b"replace",
+    c.MetaCas: b"cas",
 }
 _META_ARITH: dict[int, bool] = {
     0: True,

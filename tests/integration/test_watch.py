@@ -179,6 +179,16 @@ INTERNAL = [
     (b"set big 0 0 200000\r\n" + b"x" * 200000 + b"\r\n", b"\r\n"),
     (b"set huge 0 0 2000000\r\n" + b"x" * 2000000 + b"\r\n", b"\r\n"),  # over -I
     (b"add huge 0 0 2000000\r\n" + b"x" * 2000000 + b"\r\n", b"\r\n"),
+    # an ms over -I in each mode: memcached's line names the mode (mcached said cmd=set),
+    # and drops the item whatever the mode
+    *(
+        step
+        for mode in (b"MA", b"MP", b"ME", b"MR", b"C1", b"MR C1", b"MS")
+        for step in (
+            (b"set hms 0 0 1\r\nx\r\n", b"\r\n"),
+            (b"ms hms 1100000 %s\r\n" % mode + b"x" * 1100000 + b"\r\n", b"\r\n"),
+        )
+    ),
 ]
 
 
@@ -244,6 +254,9 @@ def test_internal_lookups_are_memcacheds(server_factory: Callable[..., Server]) 
         "type=item_get key=huge status=not_found clsid=0 size=0",
         "type=item_store key=huge status=too_large cmd=add ttl=0 clsid=? size=0",
     ]
+    refused = [x.split(" cmd=")[1].split(" ")[0] for x in ours if "key=hms status=too" in x]
+    assert refused == ["append", "prepend", "add", "replace", "cas", "cas", "set"]
+    assert ours.count("type=item_get key=hms status=found clsid=1 size=1") == 7  # dropped
 
 
 def evictions(srv: Server) -> list[str]:
