@@ -240,6 +240,19 @@ def flag_error(exc: click.NoSuchOption | click.BadOptionUsage) -> str:
     return f"option requires an argument -- '{name[1:]}'"
 
 
+def settings_of(argv: Sequence[str]) -> Settings:
+    """`parse_settings` for a caller that is no command line (``serve()``): every refusal is
+    a SettingsError, a flag's in getopt's words."""
+    try:
+        return parse_settings(argv)
+    except (click.NoSuchOption, click.BadOptionUsage) as exc:
+        raise SettingsError(flag_error(exc)) from None
+    except click.ClickException as exc:
+        raise SettingsError(exc.format_message()) from None
+    except click.exceptions.Exit:  # -h, -V: printed
+        raise SettingsError("-h and -V print and exit: they start no server") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from mcached import process, systemd
     from mcached.daemon import Daemon, configure_logging, gil_enabled

@@ -66,11 +66,9 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import click
-
 from mcached.addr import format_address
 from mcached.auth import load_auth_file
-from mcached.cli import flag_error, parse_settings
+from mcached.cli import settings_of
 from mcached.cluster.config import Node, format_data
 from mcached.cluster.discovery import own_node
 from mcached.daemon import Daemon, gil_enabled
@@ -181,14 +179,7 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
 def make_settings(flags: Sequence[str] = (), **keywords: Any) -> Settings:
     """memcached `flags`, then `keywords`, over the embedded defaults (rule 2); validated
     with memcached's messages (`SettingsError`)."""
-    try:
-        settings = parse_settings(["-p", "0", "-t", str(_embedded_threads()), *flags])
-    except (click.NoSuchOption, click.BadOptionUsage) as exc:
-        raise SettingsError(flag_error(exc)) from None
-    except click.ClickException as exc:
-        raise SettingsError(exc.format_message()) from None
-    except click.exceptions.Exit:  # -h, -V: printed
-        raise SettingsError("-h and -V print and exit: they start no server") from None
+    settings = settings_of(["-p", "0", "-t", str(_embedded_threads()), *flags])
     for name in PROCESS_SETTINGS:
         if getattr(settings, name) != FIELDS[name].default:
             raise ValueError(f"{name}: {PROCESS_SETTINGS[name]}")

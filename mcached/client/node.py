@@ -17,9 +17,11 @@ guessing where the data ends.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import unquote_to_bytes
 
 from mcached.addr import format_address
 from mcached.cluster.config import LEGACY_KEY, ClusterConfig, parse_data
@@ -130,6 +132,22 @@ def _values(buf: bytearray) -> int | None:
             return eol + 2
         else:
             raise NodeError(f"unexpected line in a get reply {bytes(buf[pos:eol][:200])!r}")
+
+
+KEY_MAX = 250  # memcached's KEY_MAX_LENGTH
+_NOT_IN_TEXT_KEYS = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def text_key(key: bytes) -> bool:
+    """A key a text request can carry: 1 to 250 bytes, no space or control byte (the
+    binary protocol stores others, which a dump lists)."""
+    return 0 < len(key) <= KEY_MAX and _NOT_IN_TEXT_KEYS.search(key) is None
+
+
+def _check_keys(keys: Iterable[bytes]) -> None:
+    for key in keys:
+        if not text_key(key):
+            raise ValueError(f"a key the text protocol cannot carry: {key!r}")
 
 
 class NodeClient:
@@ -257,6 +275,7 @@ class NodeClient:
         value), pipelined in one write -> each reply line (``STORED``...), in order."""
         if not items:
             return []
+        _check_keys(key for key, _, _, _ in items)
         data = b"".join(
             b"%b %b %b %d %d\r\n%b\r\n" % (verb, key, flags, exptime, len(value), value)
             for key, flags, exptime, value in items
@@ -271,8 +290,31 @@ class NodeClient:
         reply = self._request(data, complete, bulk=True)
         return reply.split(b"\r\n")[:want]
 
+    def metadump(self) -> tuple[list[tuple[bytes, int]], int]:
+        """Every key the node holds once, with its expiry (absolute Unix time, -1: never),
+        and how many keys were left out: those a text request cannot carry (`text_key`: a
+        binary protocol key with a space or a line end, which a ``get`` would read as more
+        keys or another command, a ``flush_all`` even). ``metadump hash`` walks the hash
+        table (memcached 1.6.10+); ``all`` is the LRU walk, which can meet an item twice
+        (repeats are dropped)."""
+        try:
+            lines = self.lines(b"lru_crawler metadump hash")
+        except ReplyError:
+            lines = self.lines(b"lru_crawler metadump all")
+        seen: dict[bytes, int] = {}
+        for line in lines:
+            if not line.startswith(b"key="):
+                continue
+            fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
+            seen.setdefault(unquote_to_bytes(fields[b"key"]), int(fields[b"exp"]))
+        keys = [(key, exp) for key, exp in seen.items() if text_key(key)]
+        return keys, len(seen) - len(keys)
+
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes]]:
-        """``get <key>...`` -> (key, flags as sent, value) of each hit, in the node's order."""
+        """``get <key>...`` -> (key, flags as sent, value) of each hit, in the node's order.
+        ValueError for a key the text protocol cannot carry (`text_key`): sent, its spaces
+        or line ends would be read as more keys or another command."""
+        _check_keys(keys)
         reply = self._checked(b"get " + b" ".join(keys) + b"\r\n", _values, bulk=True)
         out = []
         pos = 0

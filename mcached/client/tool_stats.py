@@ -14,11 +14,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote_to_bytes
 
 import click
 
-from mcached.client.node import NodeClient, NodeError, ReplyError
+from mcached.client.node import NodeClient, NodeError
 from mcached.client.tool_watch import HotKeys, Seconds, WatchClient, render_hot, watch
 
 STATS_TIMEOUT = 5.0  # seconds: at least this for a node's reply, whatever --timeout says
@@ -103,36 +102,27 @@ def settings(ctx: click.Context) -> None:
         _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", node.stats("settings"))
 
 
-def _metadump(node: NodeClient) -> Iterator[tuple[bytes, int]]:
-    """Every live key once, with its exptime. memcached walks its hash table for ``metadump
-    hash``; its LRU walk (``all``, all a server older than that knows) can skip an item the
-    LRU moves mid-walk, or meet it twice: repeats are dropped."""
-    try:
-        lines = node.lines(b"lru_crawler metadump hash")
-    except ReplyError:
-        lines = node.lines(b"lru_crawler metadump all")
-    seen: set[bytes] = set()
-    for line in lines:
-        if not line.startswith(b"key="):
-            continue
-        fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
-        key = unquote_to_bytes(fields[b"key"])
-        if key not in seen:
-            seen.add(key)
-            yield key, int(fields[b"exp"])
-
-
 @click.command()
 @click.argument("limit", type=int, required=False)
 @click.pass_context
 def dump(ctx: click.Context, limit: int | None) -> None:
-    """Every key and value as a replayable stream of `add` commands (memcached-tool dump)."""
+    """Every key and value as a replayable stream of `add` commands (memcached-tool dump);
+    LIMIT keys at most. Keys no text command can carry (a binary protocol key with a space
+    or a control byte) are left out, and counted."""
+    if limit is not None and limit < 1:
+        raise click.UsageError(f"invalid limit {limit}: at least 1")
     out = sys.stdout.buffer
     with _node(ctx) as node:
-        keys = list(_metadump(node))
+        keys, untold = node.metadump()
         if limit:
             keys = keys[:limit]
         click.echo(f"Dumping memcache contents ({len(keys)} keys)", err=True)
+        if untold:
+            click.echo(
+                f"left out {untold} keys with spaces or control bytes (no text command "
+                "can carry them)",
+                err=True,
+            )
         for i in range(0, len(keys), 100):
             batch = keys[i : i + 100]
             exp = dict(batch)

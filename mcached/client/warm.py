@@ -29,10 +29,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
 
 from mcached.client.hashing import Ring
-from mcached.client.node import NodeClient, ReplyError
+from mcached.client.node import NodeClient
 from mcached.cluster.config import Node
 
 BATCH = 100
@@ -46,6 +45,7 @@ class Report:
     stale: int = 0  # held by a node that does not own them (left alone)
     gone: int = 0  # deleted or evicted between the listing and the read
     failed: int = 0  # the destination refused the store
+    untold: int = 0  # keys no text request can carry (`metadump`): not copied
     seconds: float = 0.0
     by_source: dict[Node, int] = field(default_factory=dict)
 
@@ -62,26 +62,11 @@ class Report:
                 (self.gone, "gone meanwhile"),
                 (self.stale, "stale copies left alone"),
                 (self.failed, "refused"),
+                (self.untold, "keys with spaces or control bytes left out"),
             )
             if n
         ]
         return out + (f"; {', '.join(extra)}" if extra else "")
-
-
-def metadump(node: NodeClient) -> list[tuple[bytes, int]]:
-    """Every key the node holds once, with its expiry (absolute Unix time, -1: never).
-    ``metadump hash`` walks the hash table (memcached 1.6.10+); ``all`` is the LRU walk."""
-    try:
-        lines = node.lines(b"lru_crawler metadump hash")
-    except ReplyError:
-        lines = node.lines(b"lru_crawler metadump all")
-    seen: dict[bytes, int] = {}
-    for line in lines:
-        if not line.startswith(b"key="):
-            continue
-        fields = dict(part.split(b"=", 1) for part in line.split(b" ") if b"=" in part)
-        seen.setdefault(unquote_to_bytes(fields[b"key"]), int(fields[b"exp"]))
-    return list(seen.items())
 
 
 def warm(
@@ -102,7 +87,9 @@ def warm(
         for source in sources:
             with connect(source) as src:
                 moving: list[tuple[bytes, int, Node]] = []
-                for key, exp in metadump(src):
+                listed, untold = src.metadump()
+                report.untold += untold
+                for key, exp in listed:
                     dest = new.owner(key)
                     if dest is None or dest == source:
                         continue  # stays (or, if stale here, is not ours to move)
