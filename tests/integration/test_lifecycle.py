@@ -656,6 +656,11 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
         await_ready(sink)
         children = psutil.Process(proc.pid).children()
         assert len(children) == 2  # a worker and the maintainer, which runs the threads
+        # (which it starts once forked: READY=1 may come first; CI once took the worker)
+        deadline = time.monotonic() + 10
+        while len({c.num_threads() for c in children}) == 1:
+            assert time.monotonic() < deadline, "no child started its threads"
+            time.sleep(0.05)
         maintainer = max(children, key=lambda c: c.num_threads())
         maintainer.suspend()
         # (the workers serve on, unless it was stopped holding a lock: the crawler's)
