@@ -33,7 +33,6 @@ EN = b"EN\r\n"  # a meta get's miss
 # Lines the server writes itself, outside any command (memcached's words): to a connection
 # over -c, before any request; to a UDP request spread over several datagrams.
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
-UDP_MULTI_PACKET = b"SERVER_ERROR multi-packet request not supported\r\n"
 CACHEDUMP_MAX = 2 * 1024 * 1024  # bytes of a stats cachedump reply (memcached's)
 
 LINES: dict[Outcome | Error, bytes] = {

@@ -52,7 +52,6 @@ from mcached.protocol.datagram import (
     whole,
 )
 from mcached.protocol.parser import NEED_DATA
-from mcached.protocol.responses import UDP_MULTI_PACKET
 from mcached.stats import Counters
 
 log = logging.getLogger("mcached.server")
@@ -267,10 +266,9 @@ class UdpServer:
             return  # memcached neither serves nor counts a datagram of no request
         req_id, _, total, _ = UDP_HEADER.unpack_from(data)
         counters.bytes_read += len(data)
+        if total != 1:  # part of a request of several datagrams: dropped unanswered, as
+            return  # memcached 1.6 drops it (it reads no sequence number)
         sender = _Sender(sock, peer, req_id, counters, reader)
-        if total != 1:  # (memcached reads no sequence number)
-            yield from sender.send(Unit([UDP_MULTI_PACKET], len(UDP_MULTI_PACKET)))
-            return
         datagram = Datagram(counters)
         try:
             yield from self._serve(datagram, data, sender, reader)
