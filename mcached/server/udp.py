@@ -45,7 +45,6 @@ from mcached.protocol.datagram import (
     AnyUnit,
     Splitter,
     Transmission,
-    Unit,
     closing,
     flushes,
     frames,
