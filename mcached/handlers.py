@@ -828,8 +828,9 @@ class Handlers:
 
     def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
         if not terminated:
-            self.cache.abandon(res)
-            self.bad_data_chunk(cmd, s)
+            self.cache.abandon(res, bad_chunk=True)  # counted in its item's class
+            s.counters.cmd_set += 1
+            cmd.reply(s.out, Error.BAD_DATA_CHUNK)
             return
         mode = STORE_MODE[type(cmd)]
         seen = self._seen(cmd.key) if self.watching else None
@@ -941,6 +942,8 @@ class Handlers:
 
     def bad_data_chunk(self, cmd: c.BadDataChunk | c.Store, s: Session) -> None:
         s.counters.cmd_set += 1
+        if isinstance(cmd, c.BadDataChunk):  # (a Store: its value was not received)
+            self.cache.count_bad_chunk(cmd.key, cmd.flags, cmd.vlen)
         cmd.reply(s.out, Error.BAD_DATA_CHUNK)
 
     # ---- other keyed commands ----

@@ -228,15 +228,20 @@ class MetaTooLarge(TooLarge):
 
 
 class BadDataChunk(Command):
-    """A storage command whose data block did not end with \\r\\n; nothing is stored."""
+    """A storage command whose data block did not end with \\r\\n; nothing is stored.
+    Its flags and length say which slab class memcached counts the set in."""
 
-    __slots__ = ("mode", "key", "noreply")
+    __slots__ = ("mode", "key", "noreply", "flags", "vlen")
     verb = b"set"
 
-    def __init__(self, mode: bytes, key: bytes, noreply: bool = False) -> None:
+    def __init__(
+        self, mode: bytes, key: bytes, noreply: bool = False, flags: int = 0, vlen: int = 0
+    ) -> None:
         self.mode = mode
         self.key = key
         self.noreply = noreply
+        self.flags = flags
+        self.vlen = vlen
 
 
 # ---- other keyed commands ----

@@ -700,7 +700,7 @@ class Parser(Buffered):
         end = pos + vlen
         self._pos = end + 2
         if buf[end : end + 2] != b"\r\n":
-            return c.BadDataChunk(verb, key, noreply)
+            return c.BadDataChunk(verb, key, noreply, flags, vlen)
         value = buf[pos:end]
         if type(value) is not bytes:  # a bytearray buffer (a value that came in pieces)
             value = bytes(value)

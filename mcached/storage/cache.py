@@ -1956,11 +1956,26 @@ class Cache:
             self._items.free_reserved_locked(res.head)
         self._unlist_reservation(res.token)
 
-    def abandon(self, res: Reservation) -> None:
-        """The value never arrived whole: give `res`'s chunks back."""
+    def abandon(self, res: Reservation, bad_chunk: bool = False) -> None:
+        """The value never arrived whole: give `res`'s chunks back. `bad_chunk`: it came,
+        but not ended by \\r\\n; memcached counts such a set in its item's class (its
+        item was allocated: `count_bad_chunk`)."""
         part = self._parts[res.h & self._pmask]
         with self._hold, part:
             self._release_locked(res)
+            if bad_chunk:
+                part.cst[res.cid * NSTAT + S_CMD_SET] += 1
+
+    def count_bad_chunk(self, key: bytes, flags: int, nbytes: int) -> None:
+        """A set of `nbytes` whose data did not end in \\r\\n (nothing stored): memcached
+        allocated its item before it looked, and counted it in the item's class (slab_stats
+        set_cmds, in complete_nread_ascii); an item over -I had none to count in."""
+        total = self._base_size + len(key) + nbytes + (4 if flags else 0)
+        if total > self.item_size_max:
+            return
+        part, _ = self._part(key)
+        with part:
+            part.cst[self._items.class_for(total) * NSTAT + S_CMD_SET] += 1
 
     def delete(self, key: bytes) -> bool:
         """True if a live item was deleted."""

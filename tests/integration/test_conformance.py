@@ -921,6 +921,31 @@ def test_stats_reset_clears_stats_detail(server: Server) -> None:
     )
 
 
+def test_a_bad_data_chunk_counts_in_its_items_class(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached allocates a set's item before it sees the data block's end, and counts the
+    set in the item's class whatever follows: a bad data chunk too, so the classes' cmd_set
+    add up to the daemon's. Regression: mcached left it out of the class (both a small value
+    and one received into place)."""
+    srv = server_factory(kind)
+    with Conn(srv.address) as conn:
+        for size in (1, 20_000):
+            exchange(
+                conn, b"set a%d 0 0 %d\r\n" % (size, size) + b"x" * size + b"\r\n", b"STORED\r\n"
+            )
+            exchange(
+                conn,
+                b"set b%d 0 0 %d\r\n" % (size, size) + b"x" * (size + 1) + b"\r\n",
+                # (the block's last byte and line end, read as a command line: ERROR)
+                b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+            )
+        figures = dict(stats(conn))
+        slabs = dict(stats(conn, b"slabs"))
+    per_class = sorted(int(v) for k, v in slabs.items() if k.endswith(":cmd_set"))
+    assert figures["cmd_set"] == "4" and per_class == [2, 2]
+
+
 # --- stats conns (stats-conns.t) --------------------------------------------------------
 
 

@@ -91,11 +91,11 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("set-neg-length", b"set k 0 0 -1\r\n", [FMT]),
     ("set-noreply-bad", b"set k 0 0 x noreply\r\n", [c.Invalid(Error.BAD_FORMAT, True)]),
     ("set-251", b"set " + K251 + b" 0 0 1\r\n", [FMT]),
-    ("bad-chunk", b"set k 0 0 1\r\nxy\r\n", [c.BadDataChunk(b"set", b"k"), ERR]),
+    ("bad-chunk", b"set k 5 0 1\r\nxy\r\n", [c.BadDataChunk(b"set", b"k", False, 5, 1), ERR]),
     (
         "bad-chunk-noreply",
         b"set k 0 0 1 noreply\r\nxyz\r\n",
-        [c.BadDataChunk(b"set", b"k", True), c.Invalid(Error.UNKNOWN_COMMAND)],
+        [c.BadDataChunk(b"set", b"k", True, 0, 1), c.Invalid(Error.UNKNOWN_COMMAND)],
     ),
     ("delete", b"delete k\r\n", [c.Delete(b"k")]),
     ("delete-0", b"delete k 0\r\n", [c.Delete(b"k")]),

@@ -196,8 +196,8 @@ CASES: list[tuple[str, bytes, list[c.Command]]] = [
     ("ms-mode-beats-opaque", b"ms k 2 " + O33 + b" MZ\r\nhi\r\n", [bad(Error.META_SET_MODE)]),
     ("ms-opaque-33", b"ms k 2 " + O33 + b"\r\nhi\r\n", [bad(Error.META_OPAQUE_TOO_LONG)]),
     ("ms-b64-bad", b"ms Zm9 2 b\r\nhi\r\n", [bad(Error.META_KEY_DECODE)]),
-    ("ms-bad-chunk", b"ms k 1\r\nxy\r\n", [c.BadDataChunk(b"ms", b"k"), ERR]),
-    ("ms-bad-chunk-quiet", b"ms k 1 q\r\nxy\r\n", [c.BadDataChunk(b"ms", b"k"), ERR]),
+    ("ms-bad-chunk", b"ms k 1\r\nxy\r\n", [c.BadDataChunk(b"ms", b"k", False, 0, 1), ERR]),
+    ("ms-bad-chunk-quiet", b"ms k 1 q\r\nxy\r\n", [c.BadDataChunk(b"ms", b"k", False, 0, 1), ERR]),
     # ---- md ----
     ("md", b"md k\r\n", [c.MetaDelete(b"k", [])]),
     (
