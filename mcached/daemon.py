@@ -1271,19 +1271,60 @@ class Daemon:
             worker.trace = level >= TRACE_VERBOSITY
 
 
+class LogFileHandler(logging.handlers.WatchedFileHandler):
+    """The ``--log-file`` handler: reopened by itself when logrotate moves the file (as
+    WatchedFileHandler is) and on SIGHUP (`LogFile`), but a file that cannot be opened
+    again (its directory gone, or not writable by the user of ``-u``) never raises into
+    the line's caller: the daemon writes on to the file it had open and says so there,
+    once, and tries again at the next line. (WatchedFileHandler's reopen raised out of
+    whatever logged: a SIGHUP, or any request's log line, stopped the daemon.)"""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename)
+        self._failed = ""  # why the last reopen failed ("" while the file is ours)
+
+    def reopenIfNeeded(self) -> None:  # noqa: N802 (logging's name)
+        try:
+            st = os.stat(self.baseFilename)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Open the file's path anew and write there; if it cannot be opened, keep the
+        stream there is. Called with the handler's lock held."""
+        try:
+            stream = self._open()
+        except OSError as exc:
+            why = f"{exc.strerror or exc}"
+            if why != self._failed and self.stream is not None:
+                self._failed = why
+                self.stream.write(
+                    f"mcached: the log file {self.baseFilename} cannot be opened again "
+                    f"({why}); writing on here\n"
+                )
+            return
+        old, self.stream, self._failed = self.stream, stream, ""
+        self._statstream()
+        if old is not None:
+            try:
+                old.close()
+            except OSError:
+                pass
+
+
 class LogFile:
     """The ``--log-file`` handler, reopened on SIGHUP (and by itself when logrotate moves
-    the file: WatchedFileHandler)."""
+    the file)."""
 
-    def __init__(self, handler: logging.handlers.WatchedFileHandler) -> None:
+    def __init__(self, handler: LogFileHandler) -> None:
         self.handler = handler
 
     def reload(self) -> None:
         self.handler.acquire()
         try:
-            if self.handler.stream:
-                self.handler.stream.close()
-            self.handler.stream = self.handler._open()
+            self.handler.reopen()
         finally:
             self.handler.release()
 
@@ -1309,7 +1350,7 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     handler: logging.Handler
     reopen = None
     if log_file:
-        fh = logging.handlers.WatchedFileHandler(log_file)
+        fh = LogFileHandler(log_file)
         handler = fh
         reopen = LogFile(fh)
     else:

@@ -1365,3 +1365,31 @@ def test_the_watchdog_is_fed_while_a_reload_waits_for_a_busy_worker(tmp: Path) -
     finally:
         sink.close()
         stop(proc)
+
+
+def test_bug_a_log_file_that_cannot_be_opened_again_stopped_the_daemon(tmp: Path) -> None:
+    """The log file's directory moved away (or made unwritable for the user of -u): every
+    line the daemon logged after it, the SIGHUP's first, raised out of the logging call
+    and the daemon exited 71 saying it failed to listen, its cache lost (found by a hunt).
+    It now writes on to the file it had open, says so there once, and serves on."""
+    logs = tmp / "logs"
+    logs.mkdir()
+    proc, port = spawn("-t", "2", "-vv", "--log-file", str(logs / "m.log"))
+    try:
+        wait_ready(port)
+        with Conn((HOST, port)) as c:
+            assert c.request(b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        moved = tmp / "moved"
+        logs.rename(moved)
+        with Conn((HOST, port)) as c:  # -vv logs each command: the worker reopens
+            assert c.request(b"get k\r\n") == b"VALUE k 0 1\r\nv\r\nEND\r\n"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        with Conn((HOST, port)) as c:
+            assert c.request(b"get k\r\n") == b"VALUE k 0 1\r\nv\r\nEND\r\n"
+        text = (moved / "m.log").read_text()
+        assert f"the log file {logs / 'm.log'} cannot be opened again" in text
+        assert "SIGHUP: reloading" in text  # written on where it could be
+    finally:
+        stop(proc)
