@@ -375,6 +375,10 @@ def test_a_file_gone_is_logged_once_until_it_changes(
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
         f"cluster file: [Errno 2] No such file or directory: '{f}'"
     ]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, "mcached.discovery"):
+        d.reload()  # SIGHUP: read (and said) again, gone or not (regression: silent)
+    assert "No such file or directory" in caplog.text and get(d) == before
     write(f, "localhost:21003\n")  # back: read at the next refresh
     d.refresh()
     assert [n.port for n in d.current().nodes] == [21003]

@@ -399,7 +399,7 @@ class Discovery:
         if not self.keeper:
             return
         if self.file is not None:
-            self.file.stamp = None  # re-read even if stat() looks the same
+            self.file.forget()  # re-read even if stat() looks the same
         self.refresh("SIGHUP")
 
     # ---- the keeper's threads (a service) ----

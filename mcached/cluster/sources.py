@@ -57,6 +57,7 @@ class FileSource:
         self.version: int | None = None
         self.specs: tuple[Node, ...] = ()  # as written; names not resolved yet
         self.loaded = False
+        self._forced = False  # `forget`: read at the next look, whatever stat() says
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -66,11 +67,18 @@ class FileSource:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def changed(self) -> bool:
-        return self._stat() != self.stamp
+        return self._forced or self._stat() != self.stamp
+
+    def forget(self) -> None:
+        """SIGHUP: read the file at the next look even if stat() looks the same (an edit
+        that kept size and time), or it is gone (a file gone was read last as gone: its
+        stamp and a missing file's are both None)."""
+        self._forced = True
 
     def read(self) -> None:
         """Parse the file; raises OSError/ValueError and then keeps what it had."""
         stamp = self._stat()
+        self._forced = False
         try:
             with open(self.path, "rb") as f:
                 text = f.read()
