@@ -228,6 +228,11 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _convert(params)
 
 
+#: files read again on SIGHUP, made absolute under -d only (`stats settings` shows them as
+#: given, as memcached does): after -d's change to /, a relative one named another file
+READ_AGAIN = ("auth_file", "cluster_file", "ssl_chain_cert", "ssl_key", "ssl_ca_cert")
+
+
 def flag_error(exc: click.NoSuchOption | click.BadOptionUsage) -> str:
     """getopt's words for a flag it does not know, or one without its argument."""
     name = exc.option_name
@@ -274,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(64)
     for o in OPTIONS.values():
         value = getattr(settings, o.name)
-        if o.path and value:  # -d changes directory to /: make paths absolute first
+        if value and (o.path or (settings.daemonize and o.name in READ_AGAIN)):
+            # -d changes directory to /: make paths absolute first
             settings = settings.replace(**{o.name: os.path.abspath(value)})
     try:
         log_file = configure_logging(settings.verbose, settings.log_file)

@@ -1393,3 +1393,44 @@ def test_bug_a_log_file_that_cannot_be_opened_again_stopped_the_daemon(tmp: Path
         assert "SIGHUP: reloading" in text  # written on where it could be
     finally:
         stop(proc)
+
+
+def test_bug_daemonized_relative_files_were_read_again_from_the_root(tmp: Path) -> None:
+    """-d changes directory to /: a relative -Y or --cluster-file was read at the start,
+    but a SIGHUP read it from / (a user removed from the auth file kept logging in; the
+    cluster listed this node alone; found by a hunt). Both are made absolute first."""
+    (tmp / "auth").write_text("alice:pw1\n")
+    (tmp / "cluster.conf").write_text("localhost:21001\nlocalhost:21002\n")
+    pidfile = tmp / "mcached.pid"
+    proc, port = spawn(
+        "-d", "-P", str(pidfile), "-Y", "auth", "--cluster-file", "cluster.conf", cwd=tmp
+    )
+    pid = 0
+    try:
+        assert proc.wait(15) == 0
+        wait_ready(port)
+        pid = int(pidfile.read_text())
+
+        def login(user: bytes, password: bytes) -> bytes:
+            with Conn((HOST, port)) as c:
+                creds = user + b" " + password
+                return c.request(b"set x 0 0 %d\r\n%b\r\n" % (len(creds), creds))
+
+        assert login(b"alice", b"pw1") == b"STORED\r\n"
+        (tmp / "auth").write_text("bob:pw2\n")
+        (tmp / "cluster.conf").write_text("localhost:21003\n")
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while login(b"bob", b"pw2") != b"STORED\r\n":
+            assert time.monotonic() < deadline, "the auth file was not read again"
+            time.sleep(0.1)
+        assert login(b"alice", b"pw1") == b"CLIENT_ERROR authentication failure\r\n"
+        with Conn((HOST, port)) as c:
+            assert c.request(b"set x 0 0 7\r\nbob pw2\r\n") == b"STORED\r\n"
+            c.send(b"config get cluster\r\n")
+            assert b"|21003\n" in c.read_until(b"END\r\n")
+    finally:
+        stop(proc)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
