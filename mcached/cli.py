@@ -128,8 +128,10 @@ def read_config_file(path: str) -> list[str]:
     """
     args: list[str] = []
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        # bytes as the file system's names hold them (surrogateescape): a Latin-1 comment,
+        # or a path in another encoding, reads (it was a UnicodeDecodeError's traceback)
+        with open(path, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
+            lines = f.read().split("\n")
     except OSError as exc:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror}", code=66) from None
     for number, line in enumerate(lines, 1):

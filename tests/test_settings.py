@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import os
 from pathlib import Path
 
 import click
@@ -491,6 +492,16 @@ def test_a_config_file_skips_detach_and_help_lines_and_adds_up_lists(tmp_path: P
     assert not s.daemonize
     assert (s.memory_limit, s.idle_timeout, s.track_sizes) == (48 * MB, 600, True)
     assert s.listen == ("127.0.0.1",)
+
+
+def test_a_config_file_in_another_encoding_reads(tmp_path: Path) -> None:
+    """A Latin-1 comment, a log path in bytes of no UTF-8: read as the file system's names
+    hold them. Regression: a UnicodeDecodeError's traceback at the start."""
+    conf = tmp_path / "memcached.conf"
+    conf.write_bytes(b"# caf\xe9 cache\r\n-m 64\r\nlogfile /var/log/m\xe9.log\n")
+    s = parse_settings(["--config", str(conf)])
+    assert s.memory_limit == 64 * MB
+    assert os.fsencode(s.log_file) == b"/var/log/m\xe9.log"
 
 
 def test_decimal_reads_any_number_of_digits() -> None:
