@@ -36,7 +36,10 @@ class AuthFileError(SettingsError):
 def parse_auth_file(data: bytes, path: str) -> list[tuple[bytes, bytes]]:
     """``user:pass`` lines -> [(user, password)]; raises AuthFileError on a malformed line."""
     entries: list[tuple[bytes, bytes]] = []
-    for line in data.splitlines(keepends=True):
+    lines = data.split(b"\n")  # memcached's fgets: a lone \r ends no line (splitlines did)
+    if not lines[-1]:
+        del lines[-1]  # after the last \n
+    for line in lines:
         user, colon, password = line.partition(b":")
         if not colon or b"\0" in user:
             raise AuthFileError(

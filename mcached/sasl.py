@@ -90,7 +90,8 @@ class Passwords:
                 ENV,
             )
 
-    def _load(self, initial: bool = False) -> None:
+    def _load(self, initial: bool = False) -> bool:
+        """Read the file; False (said why, the entries kept) if it cannot be read."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -100,22 +101,22 @@ class Passwords:
                 log.warning("SASL password file %s unreadable (%s): no users", self.path, reason)
             else:
                 log.error("SASL password file %s not reloaded (%s)", self.path, reason)
-            return
+            return False
         entries = []
         for line in data.splitlines():
             user, colon, rest = line.partition(b":")
             if colon and user:
                 entries.append((user, rest.split(b":", 1)[0].split(b"\0", 1)[0]))
         self._entries, self._by_user = entries, parse_pwdb(data)
+        return True
 
     def reload(self) -> None:
-        """SIGHUP: re-read the file (a missing one keeps the current entries)."""
-        if not self.path:
-            return
-        self._load()
-        logging.getLogger("mcached.lifecycle").info(
-            "SASL password file %s reloaded: %d entries", self.path, len(self._entries)
-        )
+        """SIGHUP: re-read the file (a missing one keeps the current entries, and says so:
+        only that, not that it reloaded)."""
+        if self.path and self._load():
+            logging.getLogger("mcached.lifecycle").info(
+                "SASL password file %s reloaded: %d entries", self.path, len(self._entries)
+            )
 
     def __len__(self) -> int:
         return len(self._entries)

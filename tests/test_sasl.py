@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,23 @@ def test_no_file_means_no_users(tmp_path: Path) -> None:
         Result.FAIL
     )
     Passwords("").reload()  # nothing to re-read
+
+
+def test_a_reload_of_a_file_gone_keeps_its_users_and_says_only_that(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the error line was followed by "reloaded: 1 entries"."""
+    f = tmp_path / "pwdb"
+    f.write_text("alice:s3cret\n")
+    passwords = Passwords(str(f))
+    f.unlink()
+    with caplog.at_level(logging.INFO, "mcached"):
+        passwords.reload()
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"SASL password file {f} not reloaded"
+    ]
+    assert len(passwords) == 1 and passwords.check(b"alice", b"s3cret")
+    f.write_text("alice:s3cret\nbob:pw\n")
+    with caplog.at_level(logging.INFO, "mcached"):
+        passwords.reload()
+    assert caplog.records[-1].getMessage() == f"SASL password file {f} reloaded: 2 entries"

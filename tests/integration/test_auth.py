@@ -401,6 +401,10 @@ def test_sighup_reloads_the_auth_file(authfile: Path) -> None:
         (b"u:a:b:c\n", [(b"u", b"a:b:c")]),
         (b":nouser\n", [(b"", b"nouser")]),
         (b"u:pass\x00ignored\n", [(b"u", b"pass")]),
+        # a lone \r ends the password, not the line (memcached reads lines with fgets;
+        # regression: splitlines() made "junk" a malformed line and the start failed)
+        (b"alice:pw1\rjunk\nbob:pw2\n", [(b"alice", b"pw1"), (b"bob", b"pw2")]),
+        (b"alice:pw\r\r\nbob:x\n", [(b"alice", b"pw"), (b"bob", b"x")]),
         (
             b"".join(b"u%d:p%d\n" % (i, i) for i in range(20)),  # memcached keeps 8
             [(b"u%d" % i, b"p%d" % i) for i in range(20)],
