@@ -151,7 +151,12 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
     if name in PROCESS_SETTINGS:
         raise ValueError(f"{name}: {PROCESS_SETTINGS[name]}")
     if name in SIZE_SETTINGS and isinstance(value, str):
-        value = parse_size(value, name)
+        text, value = value, parse_size(value, name)
+        if name == "memory_limit" and 0 < value < 1 << 20:  # "64": bytes, as an int's
+            raise ValueError(
+                f"memory_limit is in bytes: {text!r} is under a megabyte "
+                f"(memory_limit='{text}m' means {text} MB)"
+            )
     elif name == "memory_limit" and isinstance(value, int) and 0 < value < 1 << 20:
         raise ValueError(
             f"memory_limit is in bytes: {value} is under a megabyte "

@@ -107,6 +107,8 @@ def test_tls_shorthands(tmp_path: Path) -> None:
         ({"threads": "2"}, TypeError, "threads wants int"),
         ({"evictions": 0}, TypeError, "evictions wants bool"),
         ({"memory_limit": 64}, ValueError, "memory_limit='64m' means 64 MB"),
+        # regression: text without a unit was bytes too, refused in -I's words
+        ({"memory_limit": "64"}, ValueError, "memory_limit='64m' means 64 MB"),
         ({"threads": 0}, SettingsError, "Number of threads must be greater than 0"),
         ({"item_size_max": "40m"}, SettingsError, "1/2 of memory max"),
         ({"daemonize": True}, ValueError, "cannot detach"),
