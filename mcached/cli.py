@@ -21,7 +21,17 @@ import click
 
 from mcached import MEMCACHED_VERSION, __version__
 from mcached.errors import BindError
-from mcached.settings import COUNT, FLAG, LIST, OPTIONS, Settings, SettingsError, convert, validate
+from mcached.settings import (
+    COUNT,
+    FLAG,
+    LIST,
+    OPTIONS,
+    REREAD,
+    Settings,
+    SettingsError,
+    convert,
+    validate,
+)
 
 
 def _extended_help() -> str:
@@ -230,11 +240,6 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     return _convert(params)
 
 
-#: files read again on SIGHUP, made absolute under -d only (`stats settings` shows them as
-#: given, as memcached does): after -d's change to /, a relative one named another file
-READ_AGAIN = ("auth_file", "cluster_file", "ssl_chain_cert", "ssl_key", "ssl_ca_cert")
-
-
 def flag_error(exc: click.NoSuchOption | click.BadOptionUsage) -> str:
     """getopt's words for a flag it does not know, or one without its argument."""
     name = exc.option_name
@@ -281,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(64)
     for o in OPTIONS.values():
         value = getattr(settings, o.name)
-        if value and (o.path or (settings.daemonize and o.name in READ_AGAIN)):
+        if value and (o.path is True or (o.path == REREAD and settings.daemonize)):
             # -d changes directory to /: make paths absolute first
             settings = settings.replace(**{o.name: os.path.abspath(value)})
     try:

@@ -53,6 +53,9 @@ VALUE = "value"  # -m 64
 FLAG = "flag"  # -M: present means the opposite of the default
 COUNT = "count"  # -v, -vv, -vvv
 LIST = "list"  # -l a,b -l c
+#: `path`: a file read again on SIGHUP, made absolute under -d only (``stats settings`` shows
+#: it as given, as memcached does; after -d's change to /, a relative one named another)
+REREAD = "reread"
 
 
 def opt(
@@ -68,7 +71,7 @@ def opt(
     check: Check | tuple[Check, ...] = (),
     show: Show | None = None,
     implies: Mapping[str, Any] | None = None,
-    path: bool = False,
+    path: bool | str = False,
     negatable: bool = False,
 ) -> dict[str, Any]:
     """Field metadata: `flag`/`long` on the command line, or an ``-o`` key when `extended`.
@@ -690,6 +693,7 @@ class Settings:
             long="--auth-file",
             stat="auth_enabled_ascii",
             metavar="<file>",
+            path=REREAD,
             show=or_else("no"),
         ),
     )
@@ -808,6 +812,7 @@ class Settings:
             "re-read on SIGHUP and when it changes",
             long="--cluster-file",
             metavar="<path>",
+            path=REREAD,
         ),
     )
     cluster_dns: str = field(
@@ -1268,6 +1273,7 @@ class Settings:
             "certificate chain file in PEM format",
             stat="ssl_chain_cert",
             extended=True,
+            path=REREAD,
             parse=memcached_text,
             show=unset_as("(null)"),
         ),
@@ -1279,6 +1285,7 @@ class Settings:
             "private key, if not part of the ssl_chain_cert",
             stat="ssl_key",
             extended=True,
+            path=REREAD,
             parse=memcached_text,
             show=unset_as("(null)"),
         ),
@@ -1316,6 +1323,7 @@ class Settings:
             "PEM file of the CAs client certificates are verified against",
             stat="ssl_ca_cert",
             extended=True,
+            path=REREAD,
             parse=memcached_text,
             show=unset_as("NULL"),
         ),
@@ -1421,7 +1429,7 @@ class Option:
     checks: tuple[Check, ...]
     show: Show
     implies: Mapping[str, Any]
-    path: bool
+    path: bool | str  # True: made absolute at the start; REREAD: under -d only
     negatable: bool
     default: Any
 
