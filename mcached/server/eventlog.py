@@ -176,13 +176,8 @@ class EventLog:
         for ring in range(self.rings):
             out: list[tuple[Any, ...]] = []
             per_ring.append(out)
-            base = ring * RING
-            head = int(words[base // 8])
-            seq = cursors[ring]
-            if head - seq > SLOTS:
-                lost += head - SLOTS - seq
-                seq = head - SLOTS
-            stop = min(head, seq + limit)
+            base, seq, stop, lapped = self._window(ring, cursors[ring], limit)
+            lost += lapped
             while seq < stop:
                 at = base + RING_HEAD + (seq % SLOTS) * SLOT
                 rec = unpack(m, at)
@@ -201,6 +196,17 @@ class EventLog:
         # read and its write), and a sort by gid alone put a connection's later line first
         return list(heapq.merge(*per_ring, key=_gid)), lost
 
+    def _window(self, ring: int, seq: int, limit: int) -> tuple[int, int, int, int]:
+        """`ring`'s offset, and the records a reader at `seq` looks at now: from (past
+        those overwritten since, the lapped, counted) to at most `limit` of them."""
+        base = ring * RING
+        head = int(self._seqs[base // 8])
+        lapped = 0
+        if head - seq > SLOTS:
+            lapped = head - SLOTS - seq
+            seq = head - SLOTS
+        return base, seq, min(head, seq + limit), lapped
+
     def tally(self, cursors: list[int], limit: int = PUMP_MAX) -> tuple[dict[int, int], int]:
         """What `read` would pass over, counted by type and not read: for watchers that
         take no line now (their output full). Each record's type byte alone is looked at;
@@ -209,16 +215,10 @@ class EventLog:
         kinds: dict[int, int] = {}
         lost = 0
         m = self.map
-        words = self._seqs
         get = kinds.get
         for ring in range(self.rings):
-            base = ring * RING
-            head = int(words[base // 8])
-            seq = cursors[ring]
-            if head - seq > SLOTS:
-                lost += head - SLOTS - seq
-                seq = head - SLOTS
-            stop = min(head, seq + limit)
+            base, seq, stop, lapped = self._window(ring, cursors[ring], limit)
+            lost += lapped
             for n in range(seq, stop):
                 kind = m[base + RING_HEAD + (n % SLOTS) * SLOT + TYPE_AT]
                 kinds[kind] = get(kind, 0) + 1
