@@ -828,9 +828,7 @@ class Handlers:
 
     def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
         if not terminated:
-            self.cache.abandon(res, bad_chunk=True)  # counted in its item's class
-            s.counters.cmd_set += 1
-            cmd.reply(s.out, Error.BAD_DATA_CHUNK)
+            self.bad_data_chunk(cmd, s, res)
             return
         mode = STORE_MODE[type(cmd)]
         seen = self._seen(cmd.key) if self.watching else None
@@ -940,9 +938,15 @@ class Handlers:
             self.cache.unlink(cmd.key)
         cmd.reply(s.out, Error.TOO_LARGE)
 
-    def bad_data_chunk(self, cmd: c.BadDataChunk | c.Store, s: Session) -> None:
+    def bad_data_chunk(
+        self, cmd: c.BadDataChunk | c.Store, s: Session, res: Reservation | None = None
+    ) -> None:
+        """A data block not ended by \\r\\n: counted as a set, in the item's class too as
+        memcached counts it (it allocated the item first), unless no room was had for it."""
         s.counters.cmd_set += 1
-        if isinstance(cmd, c.BadDataChunk):  # (a Store: its value was not received)
+        if res is not None:  # received into place: its chunks go back, counted there
+            self.cache.abandon(res, bad_chunk=True)
+        elif isinstance(cmd, c.BadDataChunk):  # (a Store: its value was not received)
             self.cache.count_bad_chunk(cmd.key, cmd.flags, cmd.vlen)
         cmd.reply(s.out, Error.BAD_DATA_CHUNK)
 

@@ -62,7 +62,7 @@ RING = RING_HEAD + SLOTS * SLOT
 # an eviction's item that never expires, so it takes 64 bits
 RECORD = struct.Struct("<qqdBBBxiiiqH")
 KEY_AT = RECORD.size
-TYPE_AT = 24  # the type byte's offset in a record (after seq, gid, ts)
+TYPE_AT = struct.calcsize("<qqd")  # RECORD's type byte: after seq, gid and ts
 KEY_MAX = SLOT - KEY_AT
 SEQ = struct.Struct("<q")
 STREAM_BUF = 256 * 1024  # unsent bytes a watcher may hold (memcached's watcher buffer)

@@ -1826,7 +1826,7 @@ class Cache:
         `abandon` frees them. Until then it is no item (no table entry, no count), but its
         memory is the cache's: -m bounds it. TOO_LARGE or NO_MEMORY if there is no room."""
         nkey = len(key)
-        total = self._base_size + nkey + nbytes + (4 if flags else 0)
+        total = self._item_total(nkey, nbytes, flags)
         if total > self.item_size_max or nkey > KEY_MAX_LENGTH:
             return StoreResult.TOO_LARGE
         items = self._items
@@ -1970,12 +1970,16 @@ class Cache:
         """A set of `nbytes` whose data did not end in \\r\\n (nothing stored): memcached
         allocated its item before it looked, and counted it in the item's class (slab_stats
         set_cmds, in complete_nread_ascii); an item over -I had none to count in."""
-        total = self._base_size + len(key) + nbytes + (4 if flags else 0)
+        total = self._item_total(len(key), nbytes, flags)
         if total > self.item_size_max:
             return
         part, _ = self._part(key)
-        with part:
+        with self._hold, part:  # a death inside is seen (holder word), as every operation's
             part.cst[self._items.class_for(total) * NSTAT + S_CMD_SET] += 1
+
+    def _item_total(self, nkey: int, nbytes: int, flags: int) -> int:
+        """An item's size in its chunks (header, key, value, the flags' 4 bytes if any)."""
+        return self._base_size + nkey + nbytes + (4 if flags else 0)
 
     def delete(self, key: bytes) -> bool:
         """True if a live item was deleted."""
