@@ -87,8 +87,10 @@ class Session(Protocol):
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
         tail: int = 2,
+        more: Callable[[], memoryview | None] | None = None,
     ) -> None:
-        """Read the next `nbytes` bytes into `views` (None: drop them), then the `tail` after
+        """Read the next `nbytes` bytes into `views` (None: drop them), then into what
+        ``more()`` gives once they are full (None: drop the rest), then the `tail` after
         them; ``done(they were CRLF)``, or ``abort()`` if the connection closes first."""
 
 
@@ -820,6 +822,7 @@ class Handlers:
                 partial(self._received, store, s, res),
                 partial(self.cache.abandon, res),
                 cmd.tail,
+                partial(self.cache.grow, res),
             )
         else:  # no room: the bytes are dropped as they come, then the error is answered
             s.receive(
@@ -827,7 +830,9 @@ class Handlers:
             )
 
     def _received(self, cmd: c.Store, s: Session, res: Reservation, terminated: bool) -> None:
-        if not terminated:
+        # With no chunk for the rest of the value (`res.failed`), memcached answered at once
+        # and swallowed the rest, its end unchecked: the commit answers NO_MEMORY_READING.
+        if not terminated and not res.failed:
             self.bad_data_chunk(cmd, s, res)
             return
         mode = STORE_MODE[type(cmd)]

@@ -119,10 +119,14 @@ def worker(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None
         elif r < 0.75 and args.reserve:
             res = cache.reserve(key, n, rng.choice([0, 5]))
             if isinstance(res, Reservation):
-                whole, at = piece(114, n), 0
-                for view in res.views:
+                whole, at, k = piece(114, n), 0, 0
+                while at < n:  # as a connection fills it: chunks taken as bytes come
+                    if k == len(res.views) and cache.grow(res) is None:
+                        break  # no chunk for the rest: the commit refuses it
+                    view = res.views[k]
                     view[:] = whole[at : at + len(view)]
                     at += len(view)
+                    k += 1
                 if rng.random() < 0.15:
                     cache.abandon(res)
                 else:

@@ -34,12 +34,14 @@ holds on to (a value sent from the cache's own memory) is let go then.
 
 Values received into place. A large value still arriving when its command line (or binary
 header) is parsed (`Incoming`) is not buffered: the handler reserves the cache memory it will
-live in and calls `receive(views, nbytes, done, abort, tail)`, and the connection reads the
-value's bytes straight into those views (``recv_into``; memcached's ``conn_nread``), then the
-`tail` bytes after it (the text protocols' ``\r\n``; none in binary), and calls
-``done(terminated)``. Nothing is parsed meanwhile. If the connection closes first,
-``abort()`` gives the memory back. With no views (no memory for it) the bytes are read and
-dropped, as memcached swallows them.
+live in and calls `receive(views, nbytes, done, abort, tail, more)`, and the connection reads
+the value's bytes straight into those views (``recv_into``; memcached's ``conn_nread``), and
+once they are full into each view ``more()`` gives (the next chunk of a value of several,
+taken as its bytes arrive), then the `tail` bytes after it (the text protocols' ``\r\n``;
+none in binary), and calls ``done(terminated)``. Nothing is parsed meanwhile. If the
+connection closes first, ``abort()`` gives the memory back. With no views (no memory for
+it, or no more: ``more()`` gave None) the bytes are read and dropped, as memcached swallows
+them.
 
 A connection knows its worker only as an `Owner`: the worker's counters, poller, ready set
 and loop clock, and six callbacks. `Worker` is the one owner in the daemon; tests build a
@@ -668,11 +670,13 @@ class Connection:
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
         tail: int = 2,
+        more: Callable[[], memoryview | None] | None = None,
     ) -> None:
-        """Read the next `nbytes` bytes into `views` (None: drop them), check the `tail`
-        after them (the text protocols' two; the binary protocol has none), then ``done(they
-        were "\\r\\n")``; ``abort()`` if the connection closes first."""
-        self.sink = _Sink(views, nbytes, done, abort, tail)
+        """Read the next `nbytes` bytes into `views` (None: drop them), and when they are
+        full into what ``more()`` gives, one view at a time (None: the rest is dropped);
+        check the `tail` after them (the text protocols' two; the binary protocol has none),
+        then ``done(they were "\\r\\n")``; ``abort()`` if the connection closes first."""
+        self.sink = _Sink(views, nbytes, done, abort, tail, more)
 
     def _receive_into(self) -> None:
         sink = self.sink
@@ -951,7 +955,7 @@ _DISCARD = memoryview(bytearray(READ_SIZE))  # where dropped value bytes are rea
 class _Sink:
     """A value being received into place: where its bytes go, and what runs when it is in."""
 
-    __slots__ = ("views", "left", "tail", "ntail", "done", "abort")
+    __slots__ = ("views", "left", "tail", "ntail", "done", "abort", "more")
 
     def __init__(
         self,
@@ -960,6 +964,7 @@ class _Sink:
         done: Callable[[bool], None],
         abort: Callable[[], None] | None,
         tail: int = 2,
+        more: Callable[[], memoryview | None] | None = None,
     ) -> None:
         # what is left of each view, the current one first (None: the bytes are dropped)
         self.views = deque(v for v in views if len(v)) if views is not None else None
@@ -969,6 +974,7 @@ class _Sink:
         self.ntail = 0
         self.done = done
         self.abort = abort
+        self.more = more  # the next view once `views` are full (memory taken as bytes come)
 
     @property
     def wanted(self) -> int:
@@ -985,9 +991,16 @@ class _Sink:
     def space(self) -> memoryview:
         """Where the next bytes received go."""
         if self.left:
-            if self.views is None:
+            views = self.views
+            if views is not None and not views:
+                view = self.more() if self.more is not None else None
+                if view is None:
+                    self.views = views = None  # no memory for the rest: dropped as it comes
+                else:
+                    views.append(view)
+            if views is None:
                 return _DISCARD[: self.left]
-            return self.views[0]
+            return views[0]
         return memoryview(self.tail)[self.ntail :]
 
     def advance(self, n: int) -> None:

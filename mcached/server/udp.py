@@ -89,7 +89,13 @@ class Datagram:
         self._after.append((self.taken + len(self.out), callback))
 
     def receive(
-        self, views: Any, nbytes: int, done: Any, abort: Callable[[], None] | None, tail: int = 2
+        self,
+        views: Any,
+        nbytes: int,
+        done: Any,
+        abort: Callable[[], None] | None,
+        tail: int = 2,
+        more: Any = None,
     ) -> None:
         """A value the datagram does not hold whole: it never will, so nothing is stored and
         the rest of the datagram is not served."""

@@ -248,7 +248,10 @@ NOT_PLAIN = _NotPlain()
 class Reservation:
     """Chunks reserved for an item whose value is being received (see `Cache.reserve`)."""
 
-    __slots__ = ("head", "key", "h", "nbytes", "cid", "token", "views", "flags", "linked")
+    __slots__ = (
+        "head", "key", "h", "nbytes", "cid", "token", "views", "flags", "linked", "left", "last",
+        "failed",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -267,9 +270,15 @@ class Reservation:
         self.nbytes = nbytes
         self.cid = cid
         self.token = token  # its entry in the holder's pin table row (-1: none)
-        self.views = views  # where the value goes, in order
+        self.views = views  # where the value goes, in order (so far: `Cache.grow`)
         self.flags = flags
         self.linked = False  # its chunks became an item (else `commit` gives them back)
+        # A chained item's value chunks are taken as its bytes arrive (`Cache.grow`): what
+        # of the value and its CRLF has no chunk yet, the chain's last chunk (or the head),
+        # and whether one could not be had (memcached: "Out of memory during read").
+        self.left = 0
+        self.last = head
+        self.failed = False
 
 
 class _Join:
@@ -1587,12 +1596,19 @@ class Cache:
         return not self._items.has_free_chunk(self._lookup[(total + 7) >> 3])
 
     def _probe_locked(
-        self, part: Partition, nkey: int, nbytes: int, flags: int, steal_ok: bool, split: int
+        self,
+        part: Partition,
+        nkey: int,
+        nbytes: int,
+        flags: int,
+        steal_ok: bool,
+        split: int,
+        whole: bool = True,
     ) -> _Probe | StoreResult | int:
-        """The chunks of a new item of `nkey` + `nbytes` (`_Probe`), or NO_MEMORY (counted
-        in the class's outofmemory, as memcached's do_item_alloc counts it), or, when the
-        class has no page and `steal_ok`, its id (the caller moves a page to it and tries
-        again)."""
+        """The chunks of a new item of `nkey` + `nbytes` (`_Probe`; of a chained one, its
+        head alone unless `whole`: `grow` takes the rest), or NO_MEMORY (counted in the
+        class's outofmemory, as memcached's do_item_alloc counts it), or, when the class has
+        no page and `steal_ok`, its id (the caller moves a page to it and tries again)."""
         total = self._base_size + nkey + nbytes
         if flags:
             total += 4
@@ -1607,7 +1623,7 @@ class Cache:
         else:
             cid = self._largest
             shape = (nkey, nbytes, flags, split)
-            plan = items.chain_plan(*shape)
+            plan = items.chain_plan(*shape) if whole else [items.head_class(nkey, flags)]
             got = items.alloc_chain(part, plan, now, shape)
             if isinstance(got, list):
                 return _Probe(cid, got, plan)
@@ -1824,7 +1840,10 @@ class Cache:
         """Chunks for an item of `key` whose `nbytes` of value will be written straight into
         them (`Reservation.views`, received from a socket) before `commit` links it, or
         `abandon` frees them. Until then it is no item (no table entry, no count), but its
-        memory is the cache's: -m bounds it. TOO_LARGE or NO_MEMORY if there is no room."""
+        memory is the cache's: -m bounds it. TOO_LARGE or NO_MEMORY if there is no room.
+        A chained item's value chunks (unless `split`: a joined value, copied at once) are
+        taken one at a time as its bytes arrive, by `grow`, as memcached takes them: so an
+        item finished meanwhile can be evicted for them."""
         nkey = len(key)
         total = self._item_total(nkey, nbytes, flags)
         if total > self.item_size_max or nkey > KEY_MAX_LENGTH:
@@ -1843,7 +1862,8 @@ class Cache:
                             cid = self._lookup[(total + 7) >> 3]
                         part.cst[cid * NSTAT + S_OUTOFMEMORY] += 1
                         return StoreResult.NO_MEMORY
-                    got = self._probe_locked(part, nkey, nbytes, flags, not attempt, split)
+                    whole = split >= 0
+                    got = self._probe_locked(part, nkey, nbytes, flags, not attempt, split, whole)
                     if isinstance(got, _Probe):
                         head = items.write_reserved(
                             got.addrs, got.plan, key, h, nbytes, flags, got.cid
@@ -1851,11 +1871,45 @@ class Cache:
                         token = self._list_reservation(head)
                         st = ST_CHAINED if got.plan is not None else 0
                         views = items.value_views(head, nkey, nbytes, st)
-                        return Reservation(head, key, h, nbytes, got.cid, token, views, flags)
+                        res = Reservation(head, key, h, nbytes, got.cid, token, views, flags)
+                        if got.plan is not None and not whole:
+                            res.left = nbytes + 2
+                        return res
                     if not isinstance(got, int):
                         return got
                 items.steal_page(got)  # no page for the class: move one, no lock held
         raise AssertionError("unreachable")
+
+    def grow(self, res: Reservation) -> memoryview | None:
+        """The next chunk of `res`'s chained item, taken now that its bytes arrive
+        (`Items.chunk_for`): where the next of the value goes, or None if no chunk could be
+        had (`res.failed`: its commit answers NO_MEMORY_READING; the rest of the value is
+        dropped, as memcached swallows it). A chunk that the value fills is followed at once
+        by one for what is left of its CRLF, if anything is (memcached takes it as the
+        CRLF arrives)."""
+        items = self._items
+        part = self._parts[res.h & self._pmask]
+        view = None
+        with self._hold:
+            for attempt in (0, 1):
+                with part:
+                    while res.left and (view is None or res.left <= 2):
+                        c, room = items.chunk_for(part, res.head, res.last, res.left, self._now())
+                        if c < 0:
+                            break
+                        used = min(room, max(res.left - 2, 0))
+                        res.left = max(res.left - room, 0)
+                        res.last = c
+                        if used:
+                            view = self.arena.pages_view()[c + HEADER : c + HEADER + used]
+                            res.views.append(view)
+                    else:
+                        return view
+                if c != NEED_PAGE or attempt:
+                    break
+                items.steal_page(room)  # no page for the chunk's class: move one, no lock held
+        res.failed = True
+        return None
 
     def _list_reservation(self, head: int) -> int:
         """List the reservation at `head` in the pin table row (checked not full, under the
@@ -1901,6 +1955,10 @@ class Cache:
         same way. An append or prepend first reserves the joined item's chunks, with no lock
         held (`_Join`), and tries again; if the item changed meanwhile, once more."""
         part = self._parts[res.h & self._pmask]
+        if res.failed:  # a chunk could not be had as the value came (`grow`)
+            with self._hold, part:
+                self._release_locked(res)
+            return _NO_MEMORY_READING, 0
         counted = res.cid * NSTAT + S_CMD_SET
         steal_ok = True
         joined: tuple[Reservation, int, int] | None = None

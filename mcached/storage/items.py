@@ -114,6 +114,7 @@ from mcached.storage.arena import (
     OFF_NBYTES,
     OFF_NEXT,
     OFF_PINS,
+    OFF_REF,
     OFF_TIME,
     P_CLSID,
     P_FLAGS,
@@ -425,6 +426,12 @@ class Items:
     def class_for(self, total: int) -> int:
         return self.lookup[(total + 7) >> 3] if total <= self.chunk_max else self.largest
 
+    def head_class(self, nkey: int, flags: int) -> int:
+        """The class of a chained item's head chunk: memcached's header item (``do_item_alloc``:
+        ``slabs_clsid(htotal)``, the header, key, suffix, CAS and an ``item_chunk``)."""
+        htotal = HEADER + nkey + 1 + (4 if flags else 0) + HEADER + (8 if self.cas_enabled else 0)
+        return self.lookup[(htotal + 7) >> 3]
+
     def chain_plan(
         self,
         nkey: int,
@@ -448,8 +455,7 @@ class Items:
         class (`alloc_chain`); memcached's fallback chunk has the largest chunk's room, so it
         takes more than planned where a part goes on (the next part of a copy is copied
         into what is left of it), and the chunks after it are laid out from there."""
-        htotal = HEADER + nkey + 1 + (4 if flags else 0) + HEADER + (8 if self.cas_enabled else 0)
-        plan = [self.lookup[(htotal + 7) >> 3]]
+        plan = [self.head_class(nkey, flags)]
         cmax = self.chunk_max
         lookup = self.lookup
         largest = self.largest
@@ -561,6 +567,35 @@ class Items:
             got.append(c)
             k += 2
         return got
+
+    def chunk_for(
+        self, part: Partition, head: int, last: int, left: int, now: int
+    ) -> tuple[int, int]:
+        """The next value chunk of the chained item being received at `head`, taken as its
+        bytes arrive (memcached's ``do_item_alloc_chunk`` in ``read_into_chunked_item``):
+        sized from `left`, what is still without a chunk of the value and its CRLF, capped at
+        the largest chunk, from the class that fits it, else from the largest class (its
+        room then a largest chunk's). It is labelled (the value bytes it holds, its head) and
+        linked after `last` (the head or the chain's last chunk); the first sets the head's
+        referenced bit (`starts_referenced`: the first value chunk is the clock's, as it is of
+        the largest class whenever a second follows). (its address, its room), or (NO_CHUNK
+        or NEED_PAGE, the class) as `alloc_chain` fails. The caller holds `part`'s lock."""
+        size = min(left + HEADER, self.chunk_max)
+        cid = self.lookup[(size + 7) >> 3]
+        c = self.alloc(cid, part, now)
+        if c < 0 and cid != self.largest:
+            cid, size = self.largest, self.chunk_max
+            c = self.alloc(cid, part, now)
+        if c < 0:
+            return (NEED_PAGE if c == NEED_PAGE else NO_CHUNK), cid
+        pm = self.pm
+        if last == head:
+            pm[head + OFF_REF] = c & HOLE
+        c &= ~HOLE
+        CONT_HDR.pack_into(pm, c, ST_RESERVED, min(size - HEADER, max(left - 2, 0)), head, -1)
+        pm[c] = ST_CONT  # once its header is whole (`write`), before it is reachable
+        Q.pack_into(pm, last + OFF_NEXT, c)
+        return c, size - HEADER
 
     def free_chunks(self, addrs: list[int]) -> None:
         """Give chunks back, each to its own class (its page's), in reverse order: a chained
@@ -881,10 +916,10 @@ class Items:
         pm[head] = ST_LINKED | ST_CHAINED if chained else ST_LINKED
 
     def free_reserved_locked(self, head: int) -> None:
-        """Give back the chunks reserved at `head` (its partition lock held)."""
-        pm = self.pm
-        st = ST_CHAINED if Q.unpack_from(pm, head + OFF_NEXT)[0] >= 0 else 0
-        self._free_item_locked(pm[head + OFF_CLSID], st, head)
+        """Give back the chunks reserved at `head` (its partition lock held), each to its
+        page's class (a chained item's head is counted in the largest class, but lies in a
+        small one, and may have no value chunk yet: `chunk_for`)."""
+        self.free_chunks(self.chain_of(head))
 
     def unreserve(self, head: int) -> None:
         """`free_reserved_locked`, taking the partition lock (a dead process's reservation)."""

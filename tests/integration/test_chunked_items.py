@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -53,8 +54,10 @@ def dumps(conn: Conn, slabs: dict[str, str]) -> dict[int, set[str]]:
     return out
 
 
-def store(conn: Conn, verb: bytes, key: bytes, data: bytes, flags: int = 0) -> bytes:
-    conn.send(b"%s %s %d 0 %d\r\n" % (verb, key, flags, len(data)) + data + b"\r\n")
+def store(
+    conn: Conn, verb: bytes, key: bytes, data: bytes, flags: int = 0, end: bytes = b"\r\n"
+) -> bytes:
+    conn.send(b"%s %s %d 0 %d\r\n" % (verb, key, flags, len(data)) + data + end)
     return conn.read_until(b"\r\n", 30)
 
 
@@ -86,15 +89,18 @@ def sizes_script(sizes: list[int]) -> Script:
     return run
 
 
-def full_cache(conn: Conn) -> list[bytes]:
+def full_cache(conn: Conn, end: bytes = b"\r\n") -> list[bytes]:
     """The cache full of small items, then chained items of 1.3 MB twice and 1.9 MB: the
-    last wants three 512 KB chunks where the largest class's one page holds two."""
+    last wants three 512 KB chunks where the largest class's one page holds two. `end`:
+    what follows the last value (not its CRLF: memcached, out of memory while it reads
+    the value, answers at once and swallows the rest unchecked, so no bad data chunk)."""
     conn.send(b"cache_memlimit 9\r\nslabs automove 0\r\n")
     assert conn.read_until(b"OK\r\nOK\r\n", 10) == b"OK\r\nOK\r\n"
     fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(120_000))
     conn.send(fill + b"mn\r\n")
     assert conn.read_until(b"MN\r\n", 120) == b"MN\r\n"
-    out = [store(conn, b"set", b"big", value(n, n)) for n in (1_300_000, 1_300_000, 1_900_000)]
+    out = [store(conn, b"set", b"big", value(n, n)) for n in (1_300_000, 1_300_000)]
+    out.append(store(conn, b"set", b"big", value(1_900_000, 1_900_000), end=end))
     out.append(get(conn, b"big"))
     st = _stats(conn, b"")
     out += [b"%s %s" % (k.encode(), st[k].encode()) for k in ("curr_items", "evictions")]
@@ -135,6 +141,7 @@ CASES: dict[str, tuple[tuple[str, ...], Script]] = {
         sizes_script([16_300, 16_400, 20_000, 32_670, 32_671, 40_000, 100_000, 900_000]),
     ),
     "full": (("-m", "8", "-I", "2m"), full_cache),
+    "full-unterminated": (("-m", "8", "-I", "2m"), partial(full_cache, end=b"XX")),
     "fallback": (
         ("-m", "2", "-M", "-o", "slab_chunk_max=16384,slab_automove=0"),
         fallback_copy,
@@ -163,7 +170,7 @@ def test_chained_items_take_memcacheds_chunks(
         # memcached lists its COLD LRU only (not what was stored last), and which small
         # items were evicted differs with mcached's clock: what it lists, mcached lists
         # in the same class
-        if case != "full":
+        if not case.startswith("full"):
             for cid, rows in want_dumps.items():
                 assert rows <= dumped[cid], (kind, cid)
 
@@ -282,3 +289,38 @@ def test_chained_items_from_four_workers_with_page_moves_are_never_damaged(
         conn.send(b"stats\r\n")
         st = dict(re.findall(r"STAT (\S+) (\S+)\r\n", conn.read_until(b"END\r\n", 30).decode()))
     assert int(st["evictions"]) > 0 and int(st["slabs_moved"]) > 0
+
+
+@pytest.mark.parametrize("kind", ["memcached", "mcached", "mcached-procs"])
+def test_values_near_the_item_limit_arriving_at_once_take_chunks_as_their_bytes_come(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Four values of nearly -I (16 MB at -m 64: a quarter of the memory each) arrive at
+    once, on four connections, in halves, over three stored ones. memcached takes a value's
+    chunks as its bytes come, so each value finished meanwhile becomes an item that the
+    later chunks may evict: all four are stored (the first evicted for the last). mcached
+    reserved every chunk when the command line came: the fourth found the other three's
+    reservations holding the memory and was refused (`Out of memory during read`)."""
+    srv = server_factory(kind, "-m", "64", "-I", "16m")
+    n = 16 * 1024 * KB - 100
+    conns = [Conn(srv.address, timeout=60) for _ in range(4)]
+    try:
+        for i in range(3):
+            assert store(conns[0], b"set", b"old%d" % i, value(n, i)) == b"STORED\r\n"
+        datas = [value(n, 10 + i) for i in range(4)]
+        for i, conn in enumerate(conns):
+            conn.send(b"set new%d 0 0 %d\r\n" % (i, n) + datas[i][: n // 2])
+        for i, conn in enumerate(conns):
+            conn.send(datas[i][n // 2 :] + b"\r\n")
+        assert [conn.read_until(b"\r\n", 60) for conn in conns] == [b"STORED\r\n"] * 4
+
+        def held(key: bytes) -> bytes | None:
+            reply = get(conns[0], key)
+            return None if reply == b"END\r\n" else reply.split(b"\r\n", 1)[1][:-7]
+
+        assert held(b"new3") == datas[3]  # the last, whole; the others whole or evicted
+        assert [held(b"new%d" % i) in (datas[i], None) for i in range(3)] == [True] * 3
+        assert [held(b"old%d" % i) for i in range(3)] == [None] * 3
+    finally:
+        for conn in conns:
+            conn.close()

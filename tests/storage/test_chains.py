@@ -76,10 +76,78 @@ def test_a_dead_process_chained_reservation_goes_back_to_every_class(clock: Fake
     worker = cache.view(holder=2)
     res = worker.reserve(b"k", 900_000, 5)
     assert isinstance(res, Reservation)
+    while res.left:  # its value chunks, taken as the bytes come
+        assert worker.grow(res) is not None
     assert used(cache) == chunks_of(cache, b"k", 900_000, 5)
     assert sum(len(v) for v in res.views) == 900_000
     assert cache.release_holder(2) == 1
     assert used(cache) == {}
+
+
+def test_a_received_chained_items_chunks_are_taken_as_its_bytes_come(clock: FakeClock) -> None:
+    """A chained reservation holds its head alone until its bytes come: each `grow` takes
+    the next chunk (memcached's ``do_item_alloc_chunk`` in ``read_into_chunked_item``),
+    the chunks end as memcached's, and one given up early gives each chunk back to its own
+    class (the head to its small class, not to the largest, where it is counted)."""
+    cache = Cache(memory_limit=64 * MB, clock=clock, item_size_max=2 * MB)
+    value = value_for(b"k", 1_200 * KB)
+    res = cache.reserve(b"k", len(value), 5)
+    assert isinstance(res, Reservation)
+    assert used(cache) == {2: 1} and res.views == []
+    views = []
+    while res.left:
+        view = cache.grow(res)
+        assert view is not None
+        views.append(view)
+    assert views == res.views and [len(v) for v in views] == [512 * KB - 48] * 2 + [
+        1_200 * KB - 2 * (512 * KB - 48)
+    ]
+    assert used(cache) == chunks_of(cache, b"k", 1_200 * KB, 5)
+    pos = 0
+    for view in views:
+        view[:] = value[pos : pos + len(view)]
+        pos += len(view)
+    assert cache.commit(res, SET) is StoreResult.STORED
+    assert cache.get(b"k")[:2] == (value, 5)  # type: ignore[index]
+    check_consistent(cache)
+    for grown in (0, 1):  # given up with its head alone, and with one value chunk
+        res = cache.reserve(b"j", len(value), 0)
+        assert isinstance(res, Reservation)
+        for _ in range(grown):
+            assert cache.grow(res) is not None
+        cache.abandon(res)
+        assert used(cache) == chunks_of(cache, b"k", 1_200 * KB, 5)
+        check_consistent(cache)
+
+
+def test_a_chunk_not_had_as_the_bytes_come_is_out_of_memory_during_read(
+    clock: FakeClock,
+) -> None:
+    """Under -M, a chunk that cannot be had while the value arrives: `grow` gives None,
+    and the commit answers NO_MEMORY_READING (memcached's "Out of memory during read"),
+    gives every chunk back, counts nothing and leaves the key's item as it was."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, evictions=False, item_size_max=4 * MB)
+    old = value_for(b"k", 100)
+    assert cache.store(SET, b"k", old) is StoreResult.STORED
+    before = used(cache)
+    res = cache.reserve(b"k", 3 * MB, 0)
+    assert isinstance(res, Reservation)
+    assert cache.grow(res) is not None
+    n = 0  # the largest class's pages filled meanwhile by other stores
+    while cache.store(SET, b"f%d" % n, value_for(b"f%d" % n, 400 * KB)) is StoreResult.STORED:
+        n += 1
+    assert n
+    while res.left and cache.grow(res) is not None:
+        pass
+    assert res.failed and res.left
+    sets = sum(row["cmd_set"] for _, row in cache.slabs_stats()[0])
+    assert cache.commit(res, SET) is StoreResult.NO_MEMORY_READING
+    assert sum(row["cmd_set"] for _, row in cache.slabs_stats()[0]) == sets
+    assert cache.get(b"k")[:2] == (old, 0)  # type: ignore[index]
+    for i in range(n):
+        assert cache.delete(b"f%d" % i)
+    assert used(cache) == before
+    check_consistent(cache)
 
 
 def test_the_crawler_reclaims_chained_items_from_the_largest_class(clock: FakeClock) -> None:

@@ -202,7 +202,11 @@ def test_pin_byte_is_cleared_by_every_new_item(cache: Cache) -> None:
 # ---- values received into place ----
 
 
-def fill(res: Reservation, value: bytes) -> None:
+def fill(cache: Cache, res: Reservation, value: bytes) -> None:
+    """Write `value` where a client's bytes would go, taking a chained item's chunks as
+    they are needed (`Cache.grow`)."""
+    while res.left:
+        assert cache.grow(res) is not None
     pos = 0
     for view in res.views:
         view[:] = value[pos : pos + len(view)]
@@ -219,7 +223,7 @@ def test_reserve_fill_commit(cache: Cache, size: int) -> None:
     assert used_chunks(cache) > used  # the memory is the cache's from the start
     assert cache.get(b"k") is None  # not an item yet
     assert cache.stats()["curr_items"] == 0
-    fill(res, value)
+    fill(cache, res, value)
     assert cache.commit(res, SET, exptime=0) is StoreResult.STORED
     got = cache.get(b"k")
     assert got is not None and got[0] == value and got[1] == 5
@@ -241,7 +245,7 @@ def test_commit_modes(cache: Cache) -> None:
     def received(key: bytes, value: bytes) -> Reservation:
         res = cache.reserve(key, len(value), 0)
         assert isinstance(res, Reservation)
-        fill(res, value)
+        fill(cache, res, value)
         return res
 
     big = b"x" * 30_000
@@ -292,7 +296,7 @@ def test_release_holder_frees_a_dead_process_reservation(clock: FakeClock) -> No
 def received(cache: Cache, key: bytes, value: bytes, flags: int = 0) -> Reservation:
     res = cache.reserve(key, len(value), flags)
     assert isinstance(res, Reservation)
-    fill(res, value)
+    fill(cache, res, value)
     return res
 
 
