@@ -1894,11 +1894,12 @@ class Cache:
             for attempt in (0, 1):
                 with part:
                     while res.left and (view is None or res.left <= 2):
-                        c, room = items.chunk_for(part, res.head, res.last, res.left, self._now())
+                        # (its address and room, or what failed and the chunk's class)
+                        c, got = items.chunk_for(part, res.head, res.last, res.left, self._now())
                         if c < 0:
                             break
-                        used = min(room, max(res.left - 2, 0))
-                        res.left = max(res.left - room, 0)
+                        used = min(got, max(res.left - 2, 0))
+                        res.left = max(res.left - got, 0)
                         res.last = c
                         if used:
                             view = self.arena.pages_view()[c + HEADER : c + HEADER + used]
@@ -1907,7 +1908,7 @@ class Cache:
                         return view
                 if c != NEED_PAGE or attempt:
                     break
-                items.steal_page(room)  # no page for the chunk's class: move one, no lock held
+                items.steal_page(got)  # no page for the chunk's class: move one, no lock held
         res.failed = True
         return None
 

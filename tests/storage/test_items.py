@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 import threading
 import tracemalloc
+from functools import partial
 
 import pytest
 
 from mcached.clock import FakeClock
 from mcached.storage import items as items_module
 from mcached.storage.arena import G_MALLOC_FAILS
-from mcached.storage.cache import Cache
+from mcached.storage.cache import Cache, Reservation
 from mcached.storage.items import HEADER, NSTAT
 from mcached.storage.results import DeltaResult, ReassignResult, StoreMode, StoreResult
 
@@ -1050,8 +1051,26 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     assert cache.get(b"k3") == (values[b"k3"], 3, cas)
 
 
+def store_received(cache: Cache, key: bytes, value: bytes) -> StoreResult:
+    """A set whose value is received into place (`Cache.reserve`), its chunks taken as its
+    bytes come (`Cache.grow`), as a connection stores a large value still arriving."""
+    res = cache.reserve(key, len(value), 0)
+    if not isinstance(res, Reservation):
+        return res
+    pos = k = 0
+    while pos < len(value):
+        if k == len(res.views) and cache.grow(res) is None:
+            break
+        view = res.views[k]
+        view[:] = value[pos : pos + len(view)]
+        pos += len(view)
+        k += 1
+    return cache.commit(res, SET)
+
+
+@pytest.mark.parametrize("how", ["whole", "received"])
 def test_a_chained_item_wanting_more_chunks_than_memory_holds_fails_as_in_memcached(
-    clock: FakeClock,
+    clock: FakeClock, how: str
 ) -> None:
     """memcached 1.6.18 (-m 8, cache_memlimit 9, -I 2m; 120,000 ten-byte items fill class
     1) stores 1.3 MB twice, its header in class 2, two 512 KB chunks in class 39 and the
@@ -1067,8 +1086,11 @@ def test_a_chained_item_wanting_more_chunks_than_memory_holds_fails_as_in_memcac
         cache.store(SET, key, value_for(key, 10))  # every page of class 1, and evictions
     assert cache.stats()["evictions"] > 0
     results = []
+    store = (
+        (lambda k, v: cache.store(SET, k, v)) if how == "whole" else partial(store_received, cache)
+    )
     for size in (1_300_000, 1_300_000, 1_900_000):
-        results.append(cache.store(SET, b"big", value_for(b"big", size)))
+        results.append(store(b"big", value_for(b"big", size)))
         if results[-1] is StoreResult.STORED:
             assert cache.get(b"big")[0] == value_for(b"big", size)  # type: ignore[index]
     assert results == [StoreResult.STORED, StoreResult.STORED, StoreResult.NO_MEMORY_READING]
