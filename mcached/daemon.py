@@ -746,10 +746,12 @@ class Daemon:
 
     def _rebuild(self) -> None:
         """A child died inside a cache operation: a new, empty arena (every child is dead),
-        with the run-time settings the old one held (`cache_memlimit`, `slabs automove`)."""
+        with the run-time settings the old one held (`cache_memlimit`, `slabs automove`)
+        and its counters (the daemon runs on: its figures do not go back to 0)."""
         old = self.cache
         limit = old.memory_limit if old.memory_limit > 0 else None  # a word of the old arena
         self.cache = self._make_cache(limit, old.automove)
+        self.cache.reset_stats(like=old)
         self.handlers.cache = self.cache
         old.arena.close()
 

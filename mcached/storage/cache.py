@@ -2280,10 +2280,9 @@ class Cache:
         s = self.item_stats()
         classes = items.classes[1:]
         slots = sum(p.capacity for p in self._parts)
-        with self._hold:
-            checked = sum(c.field(C_CRAWLER_CHECKED) for c in classes)
-            reflocked = sum(c.field(C_REFLOCKED) for c in classes)
-            warm = sum(c.field(C_MOVES_TO_WARM) for c in classes)
+        checked = sum(c.field(C_CRAWLER_CHECKED) for c in classes)
+        reflocked = sum(c.field(C_REFLOCKED) for c in classes)
+        warm = sum(c.field(C_MOVES_TO_WARM) for c in classes)
         fig = items.figure
         return {
             "limit_maxbytes": self.memory_limit,
@@ -2322,47 +2321,52 @@ class Cache:
             "get_flushed": s.get_flushed,
         }
 
-    def reset_stats(self) -> None:
-        """``stats reset``: zero the counters (not the gauges curr_items and bytes)."""
+    def reset_stats(self, like: Cache | None = None) -> None:
+        """``stats reset``: zero the counters (not the gauges curr_items and bytes); or set
+        them to those of `like`, a cache of the same settings whose arena a dead process
+        left untrustworthy: what it counted carries on in the empty cache that replaces it
+        (total_items, evictions, get_expired... as the workers' own counters carry on)."""
         with self._hold:
-            self._items.reset_counters()
+            self._items.reset_counters(like._items if like is not None else None)
 
     def slabs_stats(self) -> tuple[list[tuple[int, dict[str, int]]], dict[str, int]]:
         """``stats slabs``: per class with pages, memcached's fields; then the totals."""
         items = self._items
         rows = items.class_counters()
         out = []
-        with self._hold:
-            for cls in items.classes[1:]:
-                with cls.lock:
-                    pages = cls.npages
-                    if not pages:
-                        continue
-                    total = pages * cls.perslab
-                    free = cls.nfree + cls.uncarved  # never-used chunks are free chunks too
-                row = rows[cls.id]
-                out.append(
-                    (
-                        cls.id,
-                        {
-                            "chunk_size": cls.size,
-                            "chunks_per_page": cls.perslab,
-                            "total_pages": pages,
-                            "total_chunks": total,
-                            "used_chunks": total - free,
-                            "free_chunks": free,
-                            "free_chunks_end": 0,  # memcached 1.6: always 0 (pages cut whole)
-                            "get_hits": row[S_GET_HITS],
-                            "cmd_set": row[S_CMD_SET],
-                            "delete_hits": row[S_DELETE_HITS],
-                            "incr_hits": row[S_INCR_HITS],
-                            "decr_hits": row[S_DECR_HITS],
-                            "cas_hits": row[S_CAS_HITS],
-                            "cas_badval": row[S_CAS_BADVAL],
-                            "touch_hits": row[S_TOUCH_HITS],
-                        },
-                    )
+        # The holder word is set around each class lock alone: a process that dies between
+        # two (a scrape of the metrics in the maintainer, a worker's ``stats slabs``) has
+        # changed nothing, and its death costs nothing (the supervisor's `died_inside`).
+        for cls in items.classes[1:]:
+            with self._hold, cls.lock:
+                pages = cls.npages
+                if not pages:
+                    continue
+                total = pages * cls.perslab
+                free = cls.nfree + cls.uncarved  # never-used chunks are free chunks too
+            row = rows[cls.id]
+            out.append(
+                (
+                    cls.id,
+                    {
+                        "chunk_size": cls.size,
+                        "chunks_per_page": cls.perslab,
+                        "total_pages": pages,
+                        "total_chunks": total,
+                        "used_chunks": total - free,
+                        "free_chunks": free,
+                        "free_chunks_end": 0,  # memcached 1.6: always 0 (pages cut whole)
+                        "get_hits": row[S_GET_HITS],
+                        "cmd_set": row[S_CMD_SET],
+                        "delete_hits": row[S_DELETE_HITS],
+                        "incr_hits": row[S_INCR_HITS],
+                        "decr_hits": row[S_DECR_HITS],
+                        "cas_hits": row[S_CAS_HITS],
+                        "cas_badval": row[S_CAS_BADVAL],
+                        "touch_hits": row[S_TOUCH_HITS],
+                    },
                 )
+            )
         return out, {"active_slabs": len(out), "total_malloced": items.pool.malloced}
 
     def items_stats(self) -> list[tuple[int, dict[str, int]]]:
@@ -2372,50 +2376,51 @@ class Cache:
         now = self._now()
         rows = items.class_counters()
         out = []
-        with self._hold:
-            for cls in items.classes[1:]:
-                row = rows[cls.id]
-                if not row[S_NUMBER]:
-                    continue
-                with cls.lock:
-                    moves, reflocked = cls.field(C_MOVES_TO_WARM), cls.field(C_REFLOCKED)
-                    evicted_time = cls.field(C_EVICTED_TIME)
-                    checked = cls.field(C_CRAWLER_CHECKED)
-                out.append(
-                    (
-                        cls.id,
-                        {
-                            "number": row[S_NUMBER],
-                            "number_hot": 0,
-                            "number_warm": 0,
-                            "number_cold": row[S_NUMBER],
-                            "age_hot": 0,
-                            "age_warm": 0,
-                            "age": items.oldest_near_hand(cls, now),
-                            "mem_requested": row[S_MEM],
-                            "evicted": row[S_EVICTED],
-                            "evicted_nonzero": row[S_EVICTED_NONZERO],
-                            "evicted_time": evicted_time,
-                            "outofmemory": row[S_OUTOFMEMORY],
-                            "tailrepairs": 0,
-                            "reclaimed": row[S_RECLAIMED],
-                            "expired_unfetched": row[S_EXPIRED_UNFETCHED],
-                            "evicted_unfetched": row[S_EVICTED_UNFETCHED],
-                            "evicted_active": 0,
-                            "crawler_reclaimed": row[S_CRAWLER_RECLAIMED],
-                            "crawler_items_checked": checked,
-                            "lrutail_reflocked": reflocked,
-                            "moves_to_cold": 0,
-                            "moves_to_warm": moves,
-                            "moves_within_lru": 0,
-                            "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED],
-                            "hits_to_hot": 0,
-                            "hits_to_warm": 0,
-                            "hits_to_cold": row[S_GET_HITS],
-                            "hits_to_temp": 0,
-                        },
-                    )
+        for cls in items.classes[1:]:
+            row = rows[cls.id]
+            if not row[S_NUMBER]:
+                continue
+            # the holder word around each class lock alone, as in `slabs_stats` (the age is
+            # read from the pages with no lock held: a page scan of up to 0.2 s)
+            with self._hold, cls.lock:
+                moves, reflocked = cls.field(C_MOVES_TO_WARM), cls.field(C_REFLOCKED)
+                evicted_time = cls.field(C_EVICTED_TIME)
+                checked = cls.field(C_CRAWLER_CHECKED)
+            out.append(
+                (
+                    cls.id,
+                    {
+                        "number": row[S_NUMBER],
+                        "number_hot": 0,
+                        "number_warm": 0,
+                        "number_cold": row[S_NUMBER],
+                        "age_hot": 0,
+                        "age_warm": 0,
+                        "age": items.oldest_near_hand(cls, now, self._hold),
+                        "mem_requested": row[S_MEM],
+                        "evicted": row[S_EVICTED],
+                        "evicted_nonzero": row[S_EVICTED_NONZERO],
+                        "evicted_time": evicted_time,
+                        "outofmemory": row[S_OUTOFMEMORY],
+                        "tailrepairs": 0,
+                        "reclaimed": row[S_RECLAIMED],
+                        "expired_unfetched": row[S_EXPIRED_UNFETCHED],
+                        "evicted_unfetched": row[S_EVICTED_UNFETCHED],
+                        "evicted_active": 0,
+                        "crawler_reclaimed": row[S_CRAWLER_RECLAIMED],
+                        "crawler_items_checked": checked,
+                        "lrutail_reflocked": reflocked,
+                        "moves_to_cold": 0,
+                        "moves_to_warm": moves,
+                        "moves_within_lru": 0,
+                        "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED],
+                        "hits_to_hot": 0,
+                        "hits_to_warm": 0,
+                        "hits_to_cold": row[S_GET_HITS],
+                        "hits_to_temp": 0,
+                    },
                 )
+            )
         return out
 
     def size_histogram(self, since: int = 0) -> dict[int, int]:

@@ -68,6 +68,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from mcached.clock import Clock
@@ -1660,10 +1661,18 @@ class Items:
                     row[k] += cst[b + k]
         return rows
 
-    def oldest_near_hand(self, cls: SlabClass, now: int, sample: int = 64) -> int:
+    def oldest_near_hand(
+        self,
+        cls: SlabClass,
+        now: int,
+        hold: AbstractContextManager[object] | None = None,
+        sample: int = 64,
+    ) -> int:
         """Age of the oldest of the next `sample` items the hand will reach: the age of what
-        gets evicted next (memcached's ``age``: the time of the item at the LRU tail)."""
-        with cls.lock:
+        gets evicted next (memcached's ``age``: the time of the item at the LRU tail).
+        `hold` is entered around the class lock alone (the caller's holder word), not
+        around the walk, which reads the pages with no lock."""
+        with hold or nullcontext(), cls.lock:
             pages = cls.pages_locked()
             hand, ci = cls.field(C_HAND_PAGE), cls.field(C_HAND_CHUNK)
         if not pages:
@@ -1704,25 +1713,37 @@ class Items:
             if e > 1:
                 yield i, e & ADDR_MASK
 
-    def reset_counters(self) -> None:
-        for part in self.parts:
+    def reset_counters(self, like: Items | None = None) -> None:
+        """Zero the counters, not the gauges (``stats reset``), or set them to `like`'s, an
+        arena of the same layout: a dead arena's counters carried into its replacement
+        (`Cache.reset_stats`), read without its locks (whoever wrote them is dead)."""
+        if like is not None:
+            assert len(like.parts) == len(self.parts) and len(like.classes) == len(self.classes)
+
+        def g(k: int) -> int:
+            return int(like.w[k]) if like is not None else 0
+
+        for p, part in enumerate(self.parts):
+            src = like.parts[p] if like is not None else None
             with part:
                 cst = part.cst
                 for cid in range(self.largest + 1):
                     b = cid * NSTAT
                     for k in range(NSTAT):
                         if k not in GAUGES:
-                            cst[b + k] = 0
-                part.w[part.tb + T_GET_EXPIRED] = part.w[part.tb + T_GET_FLUSHED] = 0
-        for cls in self.classes:
+                            cst[b + k] = src.cst[b + k] if src is not None else 0
+                for t in (T_GET_EXPIRED, T_GET_FLUSHED):
+                    part.w[part.tb + t] = src.w[src.tb + t] if src is not None else 0
+        for c, cls in enumerate(self.classes):
             with cls.lock:
                 for f in (C_MOVES_TO_WARM, C_REFLOCKED, C_EVICTED_TIME, C_CRAWLER_CHECKED):
-                    cls.set_field(f, 0)
+                    cls.set_field(f, like.classes[c].field(f) if like is not None else 0)
         with self.move_lock:
-            self.w[G_SLABS_MOVED] = self.w[G_REASSIGN_BUSY] = self.w[G_CHUNK_RESCUES] = 0
-        self.w[G_CRAWLER_STARTS] = 0
+            for k in (G_SLABS_MOVED, G_REASSIGN_BUSY, G_CHUNK_RESCUES):
+                self.w[k] = g(k)
+        self.w[G_CRAWLER_STARTS] = g(G_CRAWLER_STARTS)
         with self.pool.lock:  # memcached's stats_reset zeroes its stats, malloc_fails too
-            self.w[G_MALLOC_FAILS] = 0
+            self.w[G_MALLOC_FAILS] = g(G_MALLOC_FAILS)
 
     def flush(self, realtime_at: int) -> None:
         """flush_all: every item now (`realtime_at` 0), or those stored before that server

@@ -929,11 +929,18 @@ def shared_mappings(pid: int) -> list[int]:
     return sizes
 
 
-def assert_emptied_and_serving(server: Server, nchildren: int, mappings: list[int]) -> None:
+def total_items(server: Server) -> int:
+    return int(re.search(rb"STAT total_items (\d+)", ask(server, b"stats\r\n"))[1])  # type: ignore[index]
+
+
+def assert_emptied_and_serving(
+    server: Server, nchildren: int, mappings: list[int], counted: int
+) -> None:
     """After a kill inside a cache operation: the supervisor laid out a new, empty arena (the
     marker, which no page move touches, is gone), every child runs, the daemon serves, and
     the new arena kept the old one's run-time settings (`filled_for_page_moves`: the command
-    line's were undone). The supervisor unmapped the old arena: it holds shared mappings of
+    line's were undone) and its counters (`counted`, the total_items before the kill, does
+    not go back to 0). The supervisor unmapped the old arena: it holds shared mappings of
     the sizes it held before (`mappings`), not those and the old ones. (Its objects are left
     to no garbage collector: `Supervisor._spawn` freezes them, so what the arena's `close`
     did not unmap would stay mapped for good.)"""
@@ -943,6 +950,7 @@ def assert_emptied_and_serving(server: Server, nchildren: int, mappings: list[in
         time.sleep(0.05)
     assert sorted(shared_mappings(server.handle.pid)) == sorted(mappings)
     assert ask(server, b"get marker\r\n") == b"END\r\n"
+    assert total_items(server) >= counted
     assert ask(server, b"set again 0 0 1\r\nx\r\n", b"STORED\r\n") == b"STORED\r\n"
     assert ask(server, b"get again\r\n") == b"VALUE again 0 1\r\nx\r\nEND\r\n"
     settings = ask(server, b"stats settings\r\n")
@@ -995,6 +1003,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
     server = server_factory("mcached-procs", "-t", "2", "-m", "8", "-I", "2m")
     filled_for_page_moves(server)
     mappings = shared_mappings(server.handle.pid)
+    counted = total_items(server)
     kills = tries = 0
     deadline = time.monotonic() + 120
     while True:
@@ -1030,7 +1039,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
         replaced(server, pid, 2 + 1, deadline)
         if ask(server, b"get marker\r\n") == b"END\r\n":
             break  # the arena was laid out again: an empty cache
-    assert_emptied_and_serving(server, 2 + 1, mappings)
+    assert_emptied_and_serving(server, 2 + 1, mappings, counted)
 
 
 def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daemon(
@@ -1044,6 +1053,7 @@ def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daem
     server = server_factory("mcached-procs", "-t", "2", "-m", "8")
     filled_for_page_moves(server)
     mappings = shared_mappings(server.handle.pid)
+    counted = total_items(server)
     deadline = time.monotonic() + 120
     maintainer = max(children_of(server))  # forked last (Supervisor.start)
     moved = 0
@@ -1068,7 +1078,7 @@ def test_the_maintainer_killed_inside_a_page_move_empties_the_cache_not_the_daem
             time.sleep(0.002)
     os.kill(maintainer, signal.SIGKILL)
     replaced(server, maintainer, 2 + 1, deadline)
-    assert_emptied_and_serving(server, 2 + 1, mappings)
+    assert_emptied_and_serving(server, 2 + 1, mappings, counted)
 
 
 @pytest.mark.parametrize("kind", ["mcached", "mcached-procs", "memcached"])

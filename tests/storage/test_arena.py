@@ -15,6 +15,7 @@ import time
 import pytest
 
 from mcached.clock import FakeClock
+from mcached.storage import items as items_module
 from mcached.storage.arena import HDR, HEADER, MAX_HOLDERS
 from mcached.storage.cache import Cache
 from mcached.storage.results import DeltaResult, StoreMode, StoreResult
@@ -182,6 +183,57 @@ def test_a_process_killed_outside_any_operation_leaves_it_clear() -> None:
     os.waitpid(pid, 0)
     assert not cache.arena.holding(4)
     assert cache.get(b"k") is not None
+
+
+def test_the_stats_walks_hold_the_holder_word_only_around_their_locks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``stats items`` reads each class's age from its pages with no lock held, for up to
+    0.2 s with many pages: a process killed there (the maintainer serving a metrics scrape)
+    holds no lock and has changed nothing, yet its holder word was set for the whole walk,
+    and the supervisor emptied the cache for that death. Every page read of the walk now
+    sees the word clear; it is set only while a class lock is held."""
+    cache = Cache(memory_limit=8 * MB).view(holder=6)
+    for i in range(2000):
+        cache.store(SET, b"k%d" % i, b"v" * (i % 700))
+    seen = []
+    real = items_module.I32
+
+    class Watched:
+        def unpack_from(self, buf: object, offset: int = 0) -> tuple[int, ...]:
+            seen.append(cache.arena.holding(6))
+            return real.unpack_from(buf, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(items_module, "I32", Watched())
+    rows = dict(cache.items_stats())
+    monkeypatch.undo()
+    assert len(rows) > 5 and len(seen) > 100  # every class's walk ran
+    assert not any(seen)
+    cache.slabs_stats()
+    assert not cache.arena.holding(6)
+
+
+def test_stats_carried_into_a_new_arena() -> None:
+    """A new arena laid out for one a dead process left untrustworthy takes its counters
+    (the daemon's ``total_items``, ``evictions``, ``get_expired``... carry on), not its
+    gauges: it holds no item."""
+    clock = FakeClock()
+    old = Cache(memory_limit=2 * MB, clock=clock)
+    for i in range(30_000):  # evictions, expirations and a flush counted
+        old.store(SET, b"k%d" % i, b"v" * 100, exptime=5 if i % 3 else 0)
+    clock.advance(10)
+    for i in range(29_700, 30_000):
+        old.get(b"k%d" % i)
+    new = Cache(memory_limit=2 * MB, clock=clock)  # the same settings: the same layout
+    new.reset_stats(like=old)
+    gauges = ("curr_items", "bytes", "hash_power_level", "hash_bytes", "slab_global_page_pool")
+    want = {k: v for k, v in old.stats().items() if k not in gauges}
+    got = new.stats()
+    assert got["curr_items"] == got["bytes"] == 0
+    assert {k: got[k] for k in want} == want
+    assert want["evictions"] and want["get_expired"] and want["total_items"] == 30_000
+    new.reset_stats()  # and ``stats reset`` zeroes them
+    assert new.stats()["total_items"] == new.stats()["evictions"] == 0
 
 
 def test_views_of_one_arena_are_one_cache() -> None:
