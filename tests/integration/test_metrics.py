@@ -297,15 +297,16 @@ def test_idle_and_dripping_clients_are_dropped_and_bounded(
     server_factory: Callable[..., Server], kind: str
 ) -> None:
     """A client that does not send its request whole within REQUEST_SECONDS is closed, idle
-    or sending a byte at a time, and at most MAX_CONNECTIONS are held at once (the rest are
-    closed as they are accepted); then a scrape is answered while they sit there. Before,
-    each held a thread and a descriptor for good: ~1,100 exhausted the maintainer's
-    descriptors, its accept loop spun on EMFILE and scrapes timed out."""
+    or sending a byte at a time, and at most MAX_CONNECTIONS are held at once (each
+    newcomer past them takes the slot of the one waiting longest, which is closed); then a
+    scrape is answered while they sit there. Before, each held a thread and a descriptor for
+    good: ~1,100 exhausted the maintainer's descriptors, its accept loop spun on EMFILE and
+    scrapes timed out."""
     from mcached.metrics import MAX_CONNECTIONS, REQUEST_SECONDS
 
     srv, port = start(server_factory, kind)
     clients = [socket.create_connection((HOST, port)) for _ in range(MAX_CONNECTIONS + 20)]
-    dripper = clients[0]
+    dripper = clients[-1]  # among the last, which keep their slots
     dripper.sendall(b"GET /metrics HTTP/1.1\r\n")
     t0 = time.monotonic()
     closed_at: dict[socket.socket, float] = {}
@@ -324,6 +325,29 @@ def test_idle_and_dripping_clients_are_dropped_and_bounded(
         assert value(scrape(port), "memcached_up") == 1
     finally:
         for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_idle_clients_holding_every_slot_do_not_keep_a_scraper_out(
+    server_factory: Callable[..., Server], kind: str
+) -> None:
+    """MAX_CONNECTIONS clients that connect and send nothing took every slot, and each
+    newcomer was closed as it was accepted, the scraper too, for REQUEST_SECONDS; clients
+    that reconnect when dropped kept every scrape out (21 of 21 refused). The newcomer now
+    takes the slot of the client that has waited longest for its request, which is closed."""
+    from mcached.metrics import MAX_CONNECTIONS
+
+    srv, port = start(server_factory, kind)
+    idle = [socket.create_connection((HOST, port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)  # each accepted, its thread waiting for its request
+        for _ in range(3):
+            assert value(scrape(port), "memcached_up") == 1
+        idle[0].settimeout(10)
+        assert idle[0].recv(10) == b""  # the one waiting longest made room (closed)
+    finally:
+        for c in idle:
             c.close()
 
 
