@@ -521,6 +521,16 @@ class _Handler(MetricsHandler):
         self.rfile = io.BytesIO(head)
         super().handle()
 
+    def do_HEAD(self) -> None:
+        """GET's status line and headers, without its body (as Go's promhttp answers HEAD,
+        which uptime checkers send; http.server answered 501)."""
+        self.do_GET()
+
+    def end_headers(self) -> None:
+        super().end_headers()
+        if self.command == "HEAD":
+            self.wfile = io.BytesIO()  # the body GET writes next goes nowhere
+
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True

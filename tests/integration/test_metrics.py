@@ -328,6 +328,22 @@ def test_idle_and_dripping_clients_are_dropped_and_bounded(
             c.close()
 
 
+def test_head_is_answered_with_gets_headers_and_no_body(
+    server_factory: Callable[..., Server],
+) -> None:
+    """HEAD /metrics (uptime checkers, load balancers) got ``501 Unsupported method``; it
+    now has GET's status and headers, and no body."""
+    _, port = start(server_factory, "mcached")
+    with socket.create_connection((HOST, port), timeout=10) as c:
+        c.sendall(b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"Content-Type: text/plain" in head and body == b""
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_idle_clients_holding_every_slot_do_not_keep_a_scraper_out(
     server_factory: Callable[..., Server], kind: str
