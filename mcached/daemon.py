@@ -1086,7 +1086,15 @@ class Daemon:
             max_connections=self.settings.max_connections,
             accepting_conns=1 if srv.accepting else 0,
             total_malloced=totals["total_malloced"],
-            lru_crawler=self.settings.lru_crawler,
+        )
+        # the crawler's settings as ``stats settings`` shows them now (the run-time
+        # ``lru_crawler enable|disable|sleep|tocrawl`` of any worker included)
+        crawler = dict(
+            self._tunables(),
+            lru_crawler=bool(board.get(G_LRU_CRAWLER)),
+            lru_crawler_sleep=board.get(G_CRAWLER_SLEEP),
+            lru_crawler_tocrawl=board.get(G_CRAWLER_TOCRAWL),
+            lru_maintainer_thread=self.settings.lru_maintainer,
         )
         host: dict[str, float] = {"cpu_user": user, "cpu_system": system}
         rss = pss = swap = 0
@@ -1104,6 +1112,7 @@ class Daemon:
         host["host_cpu"] = psutil.cpu_percent(None) / 100.0
         return {
             "stats": stats,
+            "settings": crawler,
             "items": dict(cache.items_stats()),
             "slabs": dict(classes),
             "latency": srv.latency_totals(),

@@ -67,11 +67,35 @@ MAX_HEAD = 16384  # bytes of request line and headers
 SLOT_WAIT = 0.5  # how long a newcomer waits for the slot of a connection dropped for it
 
 #: A snapshot of the daemon's figures (see `Daemon.metrics_snapshot`):
-#: "stats": general stats by memcached's names; "items" and "slabs": per class id, memcached's
-#: fields; "latency": per verb a `mcached.latency` row; "host": the host figures.
+#: "stats": general stats by memcached's names; "settings": the crawler's (`CRAWLER_SETTINGS`
+#: and "lru_crawler") as ``stats settings`` names them; "items" and "slabs": per class id,
+#: memcached's fields; "latency": per verb a `mcached.latency` row; "host": the host figures.
 Snapshot = dict[str, Any]
 
 # ---- the exporter's metrics, from memcached's stat names ----
+
+# the crawler's ``stats settings``, shown while it is enabled -> (metric, help)
+CRAWLER_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("lru_crawler_sleep", "memcached_lru_crawler_sleep", "Microseconds to sleep between items."),
+    ("lru_crawler_tocrawl", "memcached_lru_crawler_to_crawl", "Max items to crawl per slab."),
+    (
+        "lru_maintainer_thread",
+        "memcached_lru_crawler_maintainer_thread",
+        "Split LRU mode and background threads.",
+    ),
+    ("hot_lru_pct", "memcached_lru_crawler_hot_percent", "Percent of slab memory for HOT LRU."),
+    ("warm_lru_pct", "memcached_lru_crawler_warm_percent", "Percent of slab memory for WARM LRU."),
+    (
+        "hot_max_factor",
+        "memcached_lru_crawler_hot_max_factor",
+        "Set idle age of HOT LRU to COLD age * this.",
+    ),
+    (
+        "warm_max_factor",
+        "memcached_lru_crawler_warm_max_factor",
+        "Set idle age of WARM LRU to COLD age * this.",
+    ),
+)
 
 # general stats -> (metric, type, help)
 GENERAL: tuple[tuple[str, str, str, str], ...] = (
@@ -312,6 +336,7 @@ class Collector:
             yield up
             return
         yield from self._general(snap["stats"])
+        yield from self._crawler(snap["settings"])
         yield from self._items(snap.get("items", {}))
         yield from self._slabs(snap.get("slabs", {}))
         yield from self._latency(snap.get("latency", {}))
@@ -345,9 +370,18 @@ class Collector:
         cas = s["cas_misses"] + s["cas_hits"] + s["cas_badval"]
         commands.add_metric(["set", "hit"], s["cmd_set"] - cas)
         yield commands
+
+    def _crawler(self, settings: dict[str, Any]) -> Iterator[Metric]:
+        """The exporter's crawler settings: whether it is enabled, and, when it is, how."""
         enabled = GaugeMetricFamily("memcached_lru_crawler_enabled", "Whether the crawler runs.")
-        enabled.add_metric([], 1 if s.get("lru_crawler") else 0)
+        enabled.add_metric([], 1 if settings["lru_crawler"] else 0)
         yield enabled
+        if not settings["lru_crawler"]:
+            return
+        for setting, name, doc in CRAWLER_SETTINGS:
+            m = GaugeMetricFamily(name, doc)
+            m.add_metric([], float(settings[setting]))
+            yield m
 
     def _items(self, items: dict[int, dict[str, int]]) -> Iterator[Metric]:
         for stat, name, kind, doc in ITEMS:

@@ -328,6 +328,45 @@ def test_idle_and_dripping_clients_are_dropped_and_bounded(
             c.close()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_crawler_settings_are_the_exporters_and_follow_run_time_changes(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """While the crawler is enabled the exporter shows how it is set (``stats settings``:
+    lru_crawler_sleep, lru_crawler_tocrawl, lru_maintainer_thread, hot_lru_pct,
+    warm_lru_pct, hot_max_factor, warm_max_factor); mcached showed none of them. And
+    ``memcached_lru_crawler_enabled`` stayed 1 after ``lru_crawler disable`` (the value the
+    daemon started with), where the exporter reads ``stats settings`` at each scrape."""
+    srv, port = start(server_factory, kind, "-t", "2", "-o", "lru_crawler_sleep=250")
+    with Conn(srv.address) as c:
+        settings = dict(
+            line.split()[1:]
+            for line in ask(c, b"stats settings\r\n", b"END\r\n").decode().splitlines()[:-1]
+        )
+    text = scrape(port)
+    shown = {
+        "memcached_lru_crawler_sleep": "lru_crawler_sleep",
+        "memcached_lru_crawler_to_crawl": "lru_crawler_tocrawl",
+        "memcached_lru_crawler_maintainer_thread": "lru_maintainer_thread",
+        "memcached_lru_crawler_hot_percent": "hot_lru_pct",
+        "memcached_lru_crawler_warm_percent": "warm_lru_pct",
+        "memcached_lru_crawler_hot_max_factor": "hot_max_factor",
+        "memcached_lru_crawler_warm_max_factor": "warm_max_factor",
+    }
+    for name, stat in shown.items():
+        want = {"yes": 1.0, "no": 0.0}.get(settings[stat]) or float(settings[stat])
+        assert value(text, name) == want, name
+    assert value(text, "memcached_lru_crawler_sleep") == 250
+    with Conn(srv.address) as c:
+        assert ask(c, b"lru_crawler tocrawl 7\r\n") == b"OK\r\n"
+    assert value(scrape(port), "memcached_lru_crawler_to_crawl") == 7
+    with Conn(srv.address) as c:
+        assert ask(c, b"lru_crawler disable\r\n") == b"OK\r\n"
+    text = scrape(port)
+    assert value(text, "memcached_lru_crawler_enabled") == 0
+    assert "memcached_lru_crawler_sleep" not in text
+
+
 def test_head_is_answered_with_gets_headers_and_no_body(
     server_factory: Callable[..., Server],
 ) -> None:
