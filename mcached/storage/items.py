@@ -134,6 +134,7 @@ from mcached.storage.arena import (
     S_MOVE_RESCUED,
     S_NUMBER,
     S_RECLAIMED,
+    S_TOTAL,
     S_TTL,
     SLAB_PAGE_SIZE,
     ST_CHAINED,
@@ -1358,6 +1359,7 @@ class Items:
                 Q.pack_into(pm, nxt + OFF_HEAD, to)
                 nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
             part.cst[base + S_MOVE_RESCUED] += 1
+            part.cst[base + S_TOTAL] += 1  # memcached relinks the copy: total_items counts it
         else:
             prev = head
             while (nxt := Q.unpack_from(pm, prev + OFF_NEXT)[0]) != c:

@@ -166,6 +166,13 @@ def test_chained_items_take_memcacheds_chunks(
         replies, slabs, items, dumped = seen[kind]
         assert replies == want_replies, kind
         assert slabs == want_slabs, kind
+        if case.startswith("full"):
+            # which of the 120,000 small items of the fill memcached evicts depends on its
+            # LRU maintainer thread's timing: now and then one or two whose keys are a digit
+            # shorter or longer (mem_requested a byte or two apart); their number is exact
+            small = "items:1:mem_requested"
+            assert abs(int(items[small]) - int(want_items[small])) <= 8, kind
+            items = {**items, small: want_items[small]}
         assert items == want_items, kind
         # memcached lists its COLD LRU only (not what was stored last), and which small
         # items were evicted differs with mcached's clock: what it lists, mcached lists

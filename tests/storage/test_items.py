@@ -929,6 +929,8 @@ def test_a_page_move_rescues_live_items_whole(clock: FakeClock) -> None:
     st = cache.stats()
     assert st["slab_reassign_rescues"] > 1000 and st["slab_reassign_evictions_nomem"] == 0
     assert st["slab_reassign_chunk_rescues"] == 0
+    # memcached links each rescued copy as a new item (do_item_replace): total_items counts it
+    assert st["total_items"] == 30_000 + st["slab_reassign_rescues"]
     assert {key: cache.get(key) for key in keys[1::2]} == before
     check_consistent(cache)
 
