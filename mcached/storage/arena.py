@@ -257,7 +257,8 @@ S_CAS_BADVAL = 17
 S_TOUCH_HITS = 18
 S_MOVE_EVICTED = 19  # slab_reassign_evictions_nomem
 S_MOVE_RESCUED = 20  # slab_reassign_rescues
-NSTAT = 21
+S_SWEPT = 21  # of S_RECLAIMED: by the sweep after a flush_all (not by an allocation)
+NSTAT = 22
 GAUGES = (S_NUMBER, S_MEM, S_TTL)
 
 MAX_HOLDERS = 257  # holder slots: 0 for threads, 1.. for worker processes

@@ -126,6 +126,7 @@ from mcached.storage.arena import (
     S_NUMBER,
     S_OUTOFMEMORY,
     S_RECLAIMED,
+    S_SWEPT,
     S_TOTAL,
     S_TOUCH_HITS,
     S_TTL,
@@ -555,7 +556,7 @@ class Cache:
             0xFFFFFFFFFF,
             40,
             48,
-            21,
+            22,
         )
         # the literals below stand for these names
         assert (OFF_REF, OFF_FETCHED, ST_CHAINED, ST_LINKED, ST_RESERVED, HOLE, TOMB) == (
@@ -629,7 +630,7 @@ class Cache:
                         put_time(pm, a + 16, now_fn())  # OFF_TIME
                     elif itime < w[15]:  # G_ACCESS_BEFORE
                         put_time(pm, a + 16, now_fn())
-                    part.cst[cid * 21 + 11] += 1  # S_GET_HITS of the item's class
+                    part.cst[cid * 22 + 11] += 1  # S_GET_HITS of the item's class
                     if st & 2:  # ST_CHAINED
                         if nbytes >= chain_pin_min:
                             token = pin(a)
@@ -676,7 +677,7 @@ class Cache:
             s = h >> pshift
             want = (s & 0x3FFFFF) << 40 | 0x4000000000000000
             cid = lookup[(total + 7) >> 3]
-            base = cid * 21  # NSTAT
+            base = cid * 22  # NSTAT
             lock = part.lock
             held[slot] = 1
             try:
@@ -863,7 +864,7 @@ class Cache:
                 if won:
                     pm[a + 21] = mf | 2
                 if count:
-                    part.cst[cid * 21 + 11] += 1  # S_GET_HITS
+                    part.cst[cid * 22 + 11] += 1  # S_GET_HITS
                 if bump:  # as get's: the first read marks it fetched, a later one referenced
                     if not fetched:
                         pm[a + 3] = 1  # OFF_FETCHED
@@ -2196,15 +2197,17 @@ class Cache:
         classes: set[int] | None = None,
         pause: Callable[[int], None] | None = None,
         limit: int = 0,
+        sweep: bool = False,
     ) -> int:
         """Reclaim expired and flushed items now, without reads (the crawler's sweep; a
-        ``lru_crawler crawl`` asks for one: `ask_crawl`): `Items.crawl`. `pause` runs
+        ``lru_crawler crawl`` asks for one: `ask_crawl`), or, with `sweep`, the flushed
+        ones alone (after a flush_all): `Items.crawl`. `pause` runs
         between two pages (the crawler's naps) with the holder word clear: no lock is held
         there but the pass's own crawl lock, so a process killed in a pause has left the
         arena whole, and costs no new one (its successor lets the crawl lock go:
         `release_holder`)."""
         with self._hold:
-            return self._items.crawl(classes, self._unheld(pause), limit, self.holder + 1)
+            return self._items.crawl(classes, self._unheld(pause), limit, self.holder + 1, sweep)
 
     def _unheld(self, pause: Callable[[int], None] | None) -> Callable[[int], None] | None:
         """`pause`, run with the holder word clear (a crawl pass's naps)."""
@@ -2264,6 +2267,7 @@ class Cache:
             total.evictions += row[S_EVICTED]
             total.evicted_unfetched += row[S_EVICTED_UNFETCHED]
             total.reclaimed += row[S_RECLAIMED]
+            total.swept += row[S_SWEPT]
             total.expired_unfetched += row[S_EXPIRED_UNFETCHED]
             total.outofmemory += row[S_OUTOFMEMORY]
             total.crawler_reclaimed += row[S_CRAWLER_RECLAIMED]
@@ -2315,7 +2319,7 @@ class Cache:
             "moves_to_cold": 0,
             "moves_to_warm": warm,
             "moves_within_lru": 0,
-            "direct_reclaims": s.evictions + s.reclaimed,
+            "direct_reclaims": s.evictions + s.reclaimed - s.swept,
             "lru_bumps_dropped": 0,
             "get_expired": s.get_expired,
             "get_flushed": s.get_flushed,
@@ -2413,7 +2417,7 @@ class Cache:
                         "moves_to_cold": 0,
                         "moves_to_warm": moves,
                         "moves_within_lru": 0,
-                        "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED],
+                        "direct_reclaims": row[S_EVICTED] + row[S_RECLAIMED] - row[S_SWEPT],
                         "hits_to_hot": 0,
                         "hits_to_warm": 0,
                         "hits_to_cold": row[S_GET_HITS],

@@ -134,6 +134,7 @@ from mcached.storage.arena import (
     S_MOVE_RESCUED,
     S_NUMBER,
     S_RECLAIMED,
+    S_SWEPT,
     S_TOTAL,
     S_TTL,
     SLAB_PAGE_SIZE,
@@ -314,6 +315,7 @@ class ItemStats:
     get_flushed: int = 0
     outofmemory: int = 0
     crawler_reclaimed: int = 0
+    swept: int = 0  # (not memcached's: of reclaimed, the flushed items a crawl took)
 
 
 class Items:
@@ -1439,6 +1441,7 @@ class Items:
         pause: Callable[[int], None] | None = None,
         limit: int = 0,
         owner: int = 1,
+        sweep: bool = False,
     ) -> int:
         """Reclaim expired and flushed items of `classes` (all that may hold some if None),
         page by page, without reads (memcached's LRU crawler). Returns how many. `pause` is
@@ -1447,11 +1450,14 @@ class Items:
         most: memcached checks those at its LRU's tail, mcached the first in page order.
         `owner` (the crawling process's holder slot + 1) is written in G_CRAWLING while the
         pass holds the crawl lock, so that `release_holder` can let the pass of a process
-        that died in a `pause` go."""
+        that died in a `pause` go. `sweep`: the pass that follows a flush_all, standing for
+        memcached's LRU maintainer, which frees flushed items as it meets them at its LRUs'
+        tails: it takes the flushed items alone and counts no crawl (lru_crawler_starts,
+        crawler_items_checked), as memcached's crawler has not run."""
         if not self.crawl_lock.acquire(False):
             return 0  # a pass is running (the background crawler, or an asked one)
         try:
-            return self._crawl_locked(classes, pause, limit, owner)
+            return self._crawl_locked(classes, pause, limit, owner, sweep)
         finally:
             self.crawl_lock.release()
 
@@ -1517,12 +1523,14 @@ class Items:
         pause: Callable[[int], None] | None,
         limit: int,
         owner: int,
+        sweep: bool = False,
     ) -> int:
         """`crawl`'s pass, the crawl lock held."""
         w = self.w
         w[G_CRAWLING] = owner
         try:
-            w[G_CRAWLER_STARTS] += 1
+            if not sweep:
+                w[G_CRAWLER_STARTS] += 1
             now = self.clock.now()
             gen = self.flush_gen
             flush_at = self.flush_at
@@ -1542,7 +1550,7 @@ class Items:
                     pages = cls.pages_locked()
                 left = limit or -1  # -1: no limit
                 for pno in pages:
-                    n, checked = self._crawl_page(cls, pno, now, left)
+                    n, checked = self._crawl_page(cls, pno, now, left, sweep)
                     reclaimed += n
                     if pause is not None:
                         pause(checked)
@@ -1558,7 +1566,9 @@ class Items:
         finally:
             w[G_CRAWLING] = 0
 
-    def _crawl_page(self, cls: SlabClass, pno: int, now: int, left: int) -> tuple[int, int]:
+    def _crawl_page(
+        self, cls: SlabClass, pno: int, now: int, left: int, sweep: bool = False
+    ) -> tuple[int, int]:
         """Reclaim what is stale in page `pno` of `cls`, checking at most `left` items of it
         (-1: all): (how many reclaimed, how many checked). The items of a class are those
         of its clock (`lru`): its single-chunk items, and the chained items whose clock
@@ -1616,7 +1626,7 @@ class Items:
                     if not st & ST_LINKED or hh != h or pm[head + OFF_PINS]:
                         continue  # another item now, or being sent: next pass
                     flushed = self.is_flushed(part, cas, itime, now)
-                    if not (flushed or (exptime and exptime <= now)):
+                    if not (flushed or (exptime and exptime <= now and not sweep)):
                         continue
                     slot = self._slot_locked(part, head, h)
                     if slot < 0:
@@ -1625,7 +1635,12 @@ class Items:
                     # memcached's LRU maintainer meets flushed items at its tails within
                     # seconds of a flush_all, before its crawler, and counts them as its
                     # reclaims, the unfetched ones too (lru_pull_tail): so here
-                    part.cst[b + (S_RECLAIMED if flushed else S_CRAWLER_RECLAIMED)] += 1
+                    # reclaims (not, as memcached's allocations' are, direct_reclaims)
+                    if flushed:
+                        part.cst[b + S_RECLAIMED] += 1
+                        part.cst[b + S_SWEPT] += 1
+                    else:
+                        part.cst[b + S_CRAWLER_RECLAIMED] += 1
                     if not fetched:
                         part.cst[b + S_EXPIRED_UNFETCHED] += 1
                     self._drop_locked(part, slot, nkey, nbytes, flags, exptime, cid)
@@ -1635,8 +1650,9 @@ class Items:
                 reclaimed += 1
                 if head != c:  # its chunks, each to its class, the class lock let go
                     self.free_chunks(self.chain_of(head))
-        with cls.lock:
-            cls.add_to(C_CRAWLER_CHECKED, checked)
+        if not sweep:
+            with cls.lock:
+                cls.add_to(C_CRAWLER_CHECKED, checked)
         return reclaimed, checked
 
     # ---- stats ----

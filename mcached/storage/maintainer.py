@@ -117,6 +117,7 @@ class LruCrawler(_Periodic):
         self.tocrawl = tocrawl
         self.reclaimed = 0
         self._flush_gen = cache.flush_gen
+        self._sweep = False  # the next pass follows a flush_all
 
     def _step(self) -> float:
         return min(self.interval, FLUSH_LOOK)
@@ -141,13 +142,20 @@ class LruCrawler(_Periodic):
         gen = self.cache.flush_gen
         if gen != self._flush_gen:
             self._flush_gen = gen
+            self._sweep = True
             return True
         return elapsed + 0.001 >= self.interval
 
     def run(self) -> None:
+        sweep, self._sweep = self._sweep, False
+        nap = self._napper()
+        if sweep and not self.cache.crawl_waiting:
+            # memcached's LRU maintainer's work, not its crawler's: even while the crawler
+            # is disabled, and counted as no crawl (`Cache.crawl`)
+            self.reclaimed += self.cache.crawl(pause=nap, sweep=True)
+            return
         if self.enabled is not None and not self.enabled():
             return
-        nap = self._napper()
         if self.cache.crawl_waiting:
             self.reclaimed += self.cache.crawl_asked(pause=nap)
         else:

@@ -69,6 +69,9 @@ def test_the_crawler_sweeps_within_a_second_of_a_flush_all() -> None:
         assert crawler.runs == 1
         classes, _ = cache.slabs_stats()
         assert sum(row["used_chunks"] for _, row in classes) == 0
+        st = cache.stats()  # the maintainer's reclaims, not a crawl, not direct
+        assert (st["reclaimed"], st["direct_reclaims"], st["lru_crawler_starts"]) == (2000, 0, 0)
+        assert st["crawler_items_checked"] == 0
     finally:
         crawler.stop()
 
