@@ -239,7 +239,8 @@ def memcached_text(raw: str | None, what: str) -> str:
 
 def octal(raw: str, what: str) -> int:
     """``-a``: memcached reads it with ``strtol(optarg, NULL, 8)``: leading blanks and a
-    sign allowed, the octal digits up to the first other character, 0 when there are none."""
+    sign allowed, the octal digits up to the first other character, 0 when there are none,
+    clamped to a long's range, then kept in an int (its low 32 bits, signed)."""
     t = raw.lstrip(" \t\n\v\f\r")
     sign = -1 if t[:1] == "-" else 1
     t = t[1:] if t[:1] in ("+", "-") else t
@@ -248,7 +249,8 @@ def octal(raw: str, what: str) -> int:
         if ch not in "01234567":
             break
         digits += ch
-    return sign * int(digits or "0", 8)
+    n = max(-(2**63), min(2**63 - 1, sign * int(digits or "0", 8)))
+    return (n + 2**31) % 2**32 - 2**31
 
 
 def automove_level(raw: str | None, what: str) -> int:
@@ -402,7 +404,7 @@ def megabytes_in_bytes(value: int) -> str:
 
 
 def in_octal(value: int) -> str:
-    return f"{value:o}"
+    return f"{value & 0xFFFFFFFF:o}"  # memcached's %o of an int: unsigned
 
 
 def looked_up(table: tuple[Any, ...]) -> Show:

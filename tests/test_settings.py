@@ -429,6 +429,24 @@ def test_stats_settings_formats() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("mask", "shown", "mode"),
+    [
+        ("-1", "37777777777", 0o777),
+        ("100000000000", "0", 0),  # 2**33: an int keeps its low 32 bits
+        ("777777777777777777777777", "37777777777", 0o777),  # past a long: clamped
+        ("0644x", "644", 0o644),
+    ],
+)
+def test_umask_is_kept_and_shown_as_memcacheds_int(mask: str, shown: str, mode: int) -> None:
+    """``-a`` is strtol's long kept in an int and shown by %o, unsigned (memcached 1.6.18:
+    ``-a -1`` shows 37777777777); mcached showed -1, and kept numbers past 32 bits whole."""
+    s = settle(["-s", "/tmp/x.sock", "-a", mask])
+    assert isinstance(s, Settings)
+    assert dict(stats_settings(s))["umask"] == shown
+    assert s.unix_mask & 0o777 == mode
+
+
 def test_help_lists_every_flag_and_extended_option() -> None:
     command = cli._command()
     text = command.get_help(click.Context(command))

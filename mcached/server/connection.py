@@ -95,9 +95,8 @@ CLOSING = "conn_closing"
 CLOSED = "conn_closed"
 WATCHING = "conn_watch"  # a watch stream took the socket (memcached's conn_watch)
 #: ``stats conns``: memcached's names of the states it names otherwise (a reply waiting for
-#: the client to read is its conn_mwrite; a yield leaves it in conn_new_cmd; its TLS
-#: handshake happens in a read)
-STATE_NAMES = {BLOCKED: "conn_mwrite", YIELDED: "conn_new_cmd", HANDSHAKE: "conn_read"}
+#: the client to read is its conn_mwrite; a yield leaves it in conn_new_cmd)
+STATE_NAMES = {BLOCKED: "conn_mwrite", YIELDED: "conn_new_cmd"}
 
 _EVENTS = {
     HANDSHAKE: READ,

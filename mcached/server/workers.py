@@ -471,7 +471,12 @@ class Worker:
                 state = "conn_nread"
             elif state == READING and c.last_cmd == c.opened and not c.parser.buffered:
                 # nothing received yet: memcached's new connection waits in conn_new_cmd
-                # until its first read
+                # until its first read (a TLS connection's handshake was that: conn_read)
+                state = "conn_read" if c.tls else "conn_new_cmd"
+            elif state == HANDSHAKE:
+                # memcached's handshake goes on in the reads of conn_read, the first of which
+                # comes with the client's first bytes: one that has sent none (most often
+                # the case here) is still in conn_new_cmd
                 state = "conn_new_cmd"
             else:
                 state = STATE_NAMES.get(state, state)

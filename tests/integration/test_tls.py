@@ -10,6 +10,7 @@ new files are bad, the handshake deadline, the handshake counter) runs against m
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -250,6 +251,33 @@ def test_notls_listener_beside_a_tls_one(
         c.send(b"version\r\n")
         assert c.closed()
     assert stat(server, b"inter", "settings", port=plain) == f"{HOST},notls:{HOST}:{plain}".encode()
+
+
+def test_stats_conns_names_tls_connections_that_sent_nothing_as_memcached(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """A connection to the TLS port that has sent nothing is in conn_new_cmd (memcached's
+    handshake happens in its reads, which have not begun); one whose handshake is done but
+    has sent no request is in conn_read (the handshake's reads put it there). mcached named
+    them the other way round."""
+    srv = server_factory(kind, *tls_flags(pki))
+    ctx = client_context(pki)
+    with (
+        socket.create_connection((HOST, srv.port), timeout=TIMEOUT) as bare,
+        tls_conn(srv.port, ctx) as shaken,
+        tls_conn(srv.port, ctx) as asker,
+    ):
+        time.sleep(0.3)
+        text = request(asker, b"stats conns\r\n", b"END\r\n").decode()
+        ports = {name: str(c.getsockname()[1]) for name, c in (("bare", bare), ("shaken", shaken))}
+    got = {}
+    for group in re.split(r"(?=STAT \d+:addr )", text):  # one connection's rows each
+        addr = re.search(r":addr tcp:\S+:(\d+)\r\n", group)
+        state = re.search(r":state (\S+)\r\n", group)
+        if addr and state:
+            got[addr[1]] = state[1]
+    assert got[ports["bare"]] == "conn_new_cmd"
+    assert got[ports["shaken"]] == "conn_read"
 
 
 def test_stats_settings_name_the_tls_options(
