@@ -1955,7 +1955,10 @@ class Cache:
     ) -> tuple[StoreResult, int]:
         """`store_ex` for a value received into `res`: the same `_store_locked`, counted the
         same way. An append or prepend first reserves the joined item's chunks, with no lock
-        held (`_Join`), and tries again; if the item changed meanwhile, once more."""
+        held (`_Join`), and tries again; if the item changed meanwhile, once more. The old
+        item is pinned meanwhile, as memcached's do_store_item holds a reference to it while
+        it allocates the joined one: the allocation's evictions pass it by (they took it,
+        and the append found nothing to append to: NOT_STORED, the item lost)."""
         part = self._parts[res.h & self._pmask]
         if res.failed:  # a chunk could not be had as the value came (`grow`)
             with self._hold, part:
@@ -1964,6 +1967,7 @@ class Cache:
         counted = res.cid * NSTAT + S_CMD_SET
         steal_ok = True
         joined: tuple[Reservation, int, int] | None = None
+        pins: list[int] = []  # the old items held while a joined item's chunks are taken
         try:
             while True:
                 with self._hold:
@@ -1972,6 +1976,10 @@ class Cache:
                             part, res.h, mode, res.key, res, res.flags, exptime, cas,
                             steal_ok, stale, mflags, joined,
                         )  # fmt: skip
+                        if result.__class__ is _Join:
+                            token = self._pin_locked(result.old)
+                            if token is not None:  # (else unheld: a full pin table row)
+                                pins.append(token)
                         if result.__class__ is not int and result.__class__ is not _Join:
                             if result not in _UNALLOCATED:
                                 part.cst[counted] += 1
@@ -2008,6 +2016,9 @@ class Cache:
             if joined is not None:
                 self.abandon(joined[0])
             raise
+        finally:
+            for token in pins:  # (an old item replaced meanwhile goes with its last pin)
+                self.unpin(token)
 
     def _release_locked(self, res: Reservation) -> None:
         """`res` is done with (its partition lock held): its chunks go back unless they

@@ -210,6 +210,28 @@ def test_a_value_cut_short_leaves_the_item_whole(
     assert text(emptied_server, b"get k\r\n") == b"VALUE k 2 %d\r\n%b\r\nEND\r\n" % (N, W)
 
 
+@pytest.mark.parametrize("kind", ["memcached", "mcached", "mcached-procs"])
+@pytest.mark.parametrize(
+    "line,stored",
+    [(b"append a 0 0 %d\r\n", b"STORED\r\n"), (b"ms a %d MP\r\n", b"HD\r\n")],
+    ids=["append", "ms-prepend"],
+)
+def test_a_received_append_to_the_oldest_item_of_a_full_class_is_stored(
+    kind: str, line: bytes, stored: bytes, server_factory: Callable[..., Server]
+) -> None:
+    """The class of the item appended to is full, and that item is its oldest: memcached
+    holds it while it allocates the joined item, so another is evicted and the append
+    stored. mcached evicted the item itself for the joined one's chunk, then found nothing
+    to append to (NOT_STORED, NS): the item was lost."""
+    srv = server_factory(kind, "-m", "2")
+    keys = [b"a"] + [b"b%d" % i for i in range(7)]
+    assert text(srv, *(b"set %b 0 0 105000\r\n%b\r\n" % (k, b"v" * 105_000) for k in keys)) == (
+        b"STORED\r\n" * 8
+    )
+    assert text(srv, line % N + W + b"\r\n") == stored
+    assert text(srv, b"mg a s\r\n") == b"HD s%d\r\n" % (105_000 + N)
+
+
 def test_values_cut_short_leave_no_chunk_behind(server_factory: Callable[..., Server]) -> None:
     """Worker processes (``-t 4``): every kind of value cut short, on connections closed at
     once or after a bad terminator, and the chunks in use are the items' once they closed."""

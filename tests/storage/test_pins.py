@@ -379,6 +379,28 @@ def test_commit_append_when_the_item_changes_meanwhile(
     assert cache.pins_held() == 0
 
 
+@pytest.mark.parametrize("mode", [StoreMode.APPEND, StoreMode.PREPEND])
+def test_a_received_append_never_evicts_the_item_it_joins(
+    clock: FakeClock, mode: StoreMode
+) -> None:
+    """The joined item's chunks are taken with no lock held, and, the class full, they were
+    taken by evicting the oldest item: the one appended to. The append then found nothing:
+    NOT_STORED, and the item was gone. memcached holds the old item while it allocates
+    (do_store_item): another item is evicted and the append is stored."""
+    cache = Cache(memory_limit=2 * MB, clock=clock)
+    keys = [b"a"] + [b"b%d" % i for i in range(7)]  # one page of the 105 KB items' class
+    for key in keys:
+        assert cache.store(SET, key, b"v" * 105_000) is StoreResult.STORED
+    data = b"X" * 17_000
+    res = received(cache, b"a", data)
+    assert cache.commit(res, mode) is StoreResult.STORED
+    got = cache.get(b"a")
+    assert got is not None
+    assert got[0] == (b"v" * 105_000 + data if mode is StoreMode.APPEND else data + b"v" * 105_000)
+    assert sum(cache.get(k) is None for k in keys[1:]) == 1  # another was evicted instead
+    assert cache.pins_held() == 0
+
+
 def test_commit_append_without_room_for_the_joined_item(clock: FakeClock) -> None:
     cache = Cache(memory_limit=4 * MB, clock=clock, evictions=False)
     cache.store(SET, b"k", b"o" * 400_000)
