@@ -393,7 +393,11 @@ class MetaReplies:
         self._status(out, outcome, None)
 
     def reply_stored(self, out: Out, outcome: Outcome | Error, cas: int) -> None:
-        # ms: its c flag gives the new CAS, 0 when nothing was stored (memcached's c->cas)
+        # ms: its c flag gives the new CAS, 0 when nothing was stored (memcached's c->cas);
+        # q hides "Out of memory during read" too (memcached's ms sets c->noreply, which
+        # out_string obeys for that error alone: the others go through out_errstring)
+        if outcome is Error.NO_MEMORY_READING and self.quiet:
+            return
         self._status(out, outcome, cas)
 
     def reply_one_miss(self, out: Out, key: bytes) -> None:

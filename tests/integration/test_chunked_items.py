@@ -89,18 +89,24 @@ def sizes_script(sizes: list[int]) -> Script:
     return run
 
 
-def full_cache(conn: Conn, end: bytes = b"\r\n") -> list[bytes]:
+def full_cache(conn: Conn, end: bytes = b"\r\n", quiet: bool = False) -> list[bytes]:
     """The cache full of small items, then chained items of 1.3 MB twice and 1.9 MB: the
     last wants three 512 KB chunks where the largest class's one page holds two. `end`:
     what follows the last value (not its CRLF: memcached, out of memory while it reads
-    the value, answers at once and swallows the rest unchecked, so no bad data chunk)."""
+    the value, answers at once and swallows the rest unchecked, so no bad data chunk).
+    `quiet`: the last is ``ms big 1900000 q``, whose "Out of memory during read" memcached
+    does not send (its q sets the noreply that out_string obeys, errors and all)."""
     conn.send(b"cache_memlimit 9\r\nslabs automove 0\r\n")
     assert conn.read_until(b"OK\r\nOK\r\n", 10) == b"OK\r\nOK\r\n"
     fill = b"".join(b"set w%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(120_000))
     conn.send(fill + b"mn\r\n")
     assert conn.read_until(b"MN\r\n", 120) == b"MN\r\n"
     out = [store(conn, b"set", b"big", value(n, n)) for n in (1_300_000, 1_300_000)]
-    out.append(store(conn, b"set", b"big", value(1_900_000, 1_900_000), end=end))
+    if quiet:
+        conn.send(b"ms big 1900000 q\r\n" + value(1_900_000, 1_900_000) + end + b"mn\r\n")
+        out.append(conn.read_until(b"MN\r\n", 30))
+    else:
+        out.append(store(conn, b"set", b"big", value(1_900_000, 1_900_000), end=end))
     out.append(get(conn, b"big"))
     st = _stats(conn, b"")
     out += [b"%s %s" % (k.encode(), st[k].encode()) for k in ("curr_items", "evictions")]
@@ -142,6 +148,7 @@ CASES: dict[str, tuple[tuple[str, ...], Script]] = {
     ),
     "full": (("-m", "8", "-I", "2m"), full_cache),
     "full-unterminated": (("-m", "8", "-I", "2m"), partial(full_cache, end=b"XX")),
+    "full-quiet": (("-m", "8", "-I", "2m"), partial(full_cache, quiet=True)),
     "fallback": (
         ("-m", "2", "-M", "-o", "slab_chunk_max=16384,slab_automove=0"),
         fallback_copy,
