@@ -982,18 +982,27 @@ def test_a_connection_refused_in_the_accepts_handshake_is_not_counted(
             client.close()
 
     total, errors = figures()
-    for _ in range(5):
-        with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
-            raw.sendall(b"stats\r\n")
-            try:
-                while raw.recv(4096):
-                    pass
-            except OSError:
-                pass  # reset
-    total_after, errors_after = figures()
-    new = total_after - total - 1  # less the second figures() client's own
+    sent = asked = 0
+    # Whether the plain text is there at the accept depends on timing: a loaded machine
+    # may accept a connection before its text arrives (then counted as accepted, its
+    # failure not an error): connections are made until one is refused at the accept.
+    for _ in range(8):
+        for _ in range(5):
+            with socket.create_connection(server.address, timeout=TIMEOUT) as raw:
+                raw.sendall(b"stats\r\n")
+                try:
+                    while raw.recv(4096):
+                        pass
+                except OSError:
+                    pass  # reset
+            sent += 1
+        total_after, errors_after = figures()
+        asked += 1
+        if errors_after > errors:
+            break
+    new = total_after - total - asked  # less the figures() clients' own
     assert errors_after > errors
-    assert new + (errors_after - errors) == 5
+    assert new + (errors_after - errors) == sent
 
 
 def test_a_broken_chain_is_its_own_fault_without_openssl_to_ask_too(
