@@ -111,6 +111,13 @@ class Conn:
                 return buf
             buf += chunk
 
+    def request_line(self, data: bytes) -> bytes:
+        """Send `data`; return its one-line reply (``version``...) through its ``\\r\\n``.
+        Unlike `request` it waits for no silence after the reply: a server's bytes past the
+        line stay on the connection, for its next read to find."""
+        self.send(data)
+        return self.read_until(b"\r\n")
+
     def closed(self, wait: float = 2.0) -> bool:
         """True when the server has closed the connection (EOF or reset) within `wait` s."""
         self.sock.settimeout(wait)

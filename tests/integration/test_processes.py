@@ -85,7 +85,7 @@ def spread(server: Server, n: int = 16) -> tuple[list[Conn], dict[int, list[Conn
     """`n` connections, and which worker process serves each."""
     conns = [Conn(server.address) for _ in range(n)]
     for c in conns:
-        assert c.request(b"version\r\n").startswith(b"VERSION")
+        assert c.request_line(b"version\r\n").startswith(b"VERSION ")
     by_worker: dict[int, list[Conn]] = {}
     for c in conns:
         by_worker.setdefault(worker_pid_of(c, server), []).append(c)
@@ -170,7 +170,7 @@ def test_new_connections_go_to_the_worker_with_the_fewest(procs: Server) -> None
         conns = []
         for _ in range(n):  # one at a time: each is served before the next comes
             conn = Conn(procs.address)
-            assert conn.request(b"version\r\n").startswith(b"VERSION")
+            assert conn.request_line(b"version\r\n").startswith(b"VERSION ")
             conns.append(conn)
         return conns
 
@@ -221,7 +221,7 @@ def test_tls_connections_are_balanced_too(
         for _ in range(6):
             conn = Conn(server.address)
             conn.sock = ctx.wrap_socket(conn.sock, server_hostname="127.0.0.1")
-            assert conn.request(b"version\r\n").startswith(b"VERSION")
+            assert conn.request_line(b"version\r\n").startswith(b"VERSION ")
             conns.append(conn)
         by_worker: dict[int, int] = {}
         for c in conns:
@@ -296,7 +296,7 @@ def test_the_connection_limit_counts_the_whole_daemon(
     try:
         assert len(by_worker) >= 2
         with Conn(server.address) as tenth:
-            assert tenth.request(b"version\r\n").startswith(b"VERSION")
+            assert tenth.request_line(b"version\r\n").startswith(b"VERSION ")
             with Conn(server.address) as eleventh:  # told at once, and closed
                 refusal = b"ERROR Too many open connections\r\n"
                 assert eleventh.read_exact(len(refusal)) == refusal
@@ -403,7 +403,7 @@ def test_stats_from_a_replaced_worker_count_every_worker_exactly(procs: Server) 
             assert time.monotonic() < deadline, "no connection reached the new worker"
             c = Conn(procs.address)
             fresh.append(c)
-            assert c.request(b"version\r\n").startswith(b"VERSION")
+            assert c.request_line(b"version\r\n").startswith(b"VERSION ")
             if worker_pid_of(c, procs) not in by_worker:
                 successor = c
         for i in range(3):
@@ -426,7 +426,8 @@ def test_a_killed_workers_counted_requests_stay_in_stats(procs: Server) -> None:
         on_victim = served[0]
         for i in range(50):  # a new daemon: no stats asked, no figure published yet
             assert on_victim.request(b"set v%d 0 0 1\r\nx\r\n" % i, expect_len=8) == b"STORED\r\n"
-            assert on_victim.request(b"get v%d\r\n" % i).startswith(b"VALUE")
+            on_victim.send(b"get v%d\r\n" % i)
+            assert on_victim.read_until(b"END\r\n") == b"VALUE v%d 0 1\r\nx\r\nEND\r\n" % i
         time.sleep(2.5)  # a tick or two of the victim's loop
         os.kill(victim, signal.SIGKILL)
         assert on_victim.closed()
@@ -808,7 +809,7 @@ def test_sigterm_to_one_child_stops_the_whole_daemon(procs: Server, target: str)
     """SIGTERM to one child process alone stops the daemon, as SIGTERM to its first process
     does: gracefully, with nothing taken for dead and replaced."""
     with Conn(procs.address) as conn:
-        assert conn.request(b"version\r\n").startswith(b"VERSION")
+        assert conn.request_line(b"version\r\n").startswith(b"VERSION ")
         worker = worker_pid_of(conn, procs)
     children = [p.pid for p in psutil.Process(procs.handle.pid).children()]
     assert len(children) == WORKERS + 1
@@ -1009,7 +1010,7 @@ def test_a_worker_killed_inside_a_cache_operation_empties_the_cache_not_the_daem
     while True:
         referenced(server)
         with Conn(server.address, timeout=60) as c:
-            assert c.request(b"version\r\n").startswith(b"VERSION")
+            assert c.request_line(b"version\r\n").startswith(b"VERSION ")
             pid = worker_pid_of(c, server)
             before = last = cpu_ns(pid)
             tries += 1
