@@ -34,8 +34,9 @@ class Clock:
     def now(self) -> int:
         return int(time.monotonic() - self._mono0)
 
-    def realtime(self, exptime: int) -> int:
-        """Convert a client exptime to server time (memcached's ``realtime()``)."""
+    def realtime(self, exptime: int, now: int | None = None) -> int:
+        """Convert a client exptime to server time (memcached's ``realtime()``); a relative
+        one counts from `now` if given (when its command came), else from now."""
         if exptime == 0:
             return 0
         if exptime < 0:
@@ -45,7 +46,7 @@ class Clock:
             if exptime <= self.process_started:
                 return 1
             return exptime - self.process_started
-        return exptime + self.now()
+        return exptime + (self.now() if now is None else now)
 
     def uptime(self) -> int:
         """``stats``' uptime: memcached's ``current_time - ITEM_UPDATE_INTERVAL`` (60), so a

@@ -251,7 +251,7 @@ class Reservation:
 
     __slots__ = (
         "head", "key", "h", "nbytes", "cid", "token", "views", "flags", "linked", "left", "last",
-        "failed",
+        "failed", "since",
     )  # fmt: skip
 
     def __init__(
@@ -280,6 +280,7 @@ class Reservation:
         self.left = 0
         self.last = head
         self.failed = False
+        self.since: int | None = None  # server time of its command (a relative exptime's 0)
 
 
 class _Join:
@@ -1519,7 +1520,12 @@ class Cache:
             i = self._find_locked(part, key, h, storing=True)
             old = part.tbl[i] & ADDR_MASK if i >= 0 else -1
             pm = self._pm
-            new_exptime = self._realtime(exptime) if exptime else 0
+            new_exptime = 0
+            if exptime:
+                # a value received into place: its time to live counts from its command
+                # line, as memcached converts it there (a slow upload does not add to it)
+                since = value.since if value.__class__ is Reservation else None
+                new_exptime = self._realtime(exptime, since)
             if mode is _SET:
                 pass
             elif mode is _ADD:
@@ -1875,6 +1881,7 @@ class Cache:
                         res = Reservation(head, key, h, nbytes, got.cid, token, views, flags)
                         if got.plan is not None and not whole:
                             res.left = nbytes + 2
+                        res.since = self._now()
                         return res
                     if not isinstance(got, int):
                         return got

@@ -232,6 +232,27 @@ def test_a_received_append_to_the_oldest_item_of_a_full_class_is_stored(
     assert text(srv, b"mg a s\r\n") == b"HD s%d\r\n" % (105_000 + N)
 
 
+@pytest.mark.parametrize("kind", ["memcached", "mcached", "mcached-procs"])
+def test_a_relative_exptime_counts_from_the_command_line(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached converts a store's exptime when it parses the command line: a value that
+    takes longer to arrive than its time to live is stored already expired. mcached counted
+    it from the store, after the upload: the item lived 2 s past its end."""
+    srv = server_factory(kind)
+    for line in (b"set e 0 2 %d\r\n" % N, b"ms e %d T2\r\n" % N):
+        with socket.create_connection(srv.address, timeout=15) as s:
+            s.sendall(line + V[:1000])
+            time.sleep(3)  # past the 2 s, counted from the line
+            s.sendall(V[1000:] + b"\r\nmg e t\r\n")
+            buf = b""
+            while buf.count(b"\r\n") < 2:  # the store's reply and the mg's
+                chunk = s.recv(4096)
+                assert chunk, buf
+                buf += chunk
+        assert buf in (b"STORED\r\nEN\r\n", b"HD\r\nEN\r\n"), (line, buf)
+
+
 def test_values_cut_short_leave_no_chunk_behind(server_factory: Callable[..., Server]) -> None:
     """Worker processes (``-t 4``): every kind of value cut short, on connections closed at
     once or after a bad terminator, and the chunks in use are the items' once they closed."""
