@@ -35,6 +35,7 @@ Prometheus text format (and prometheus_client) only lets a counter's samples end
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -520,14 +521,28 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _HeadTooLarge(Exception):
+    """A request head past `MAX_HEAD` bytes."""
+
+
+#: the answer to a request head past `MAX_HEAD` (as Go's net/http answers one)
+TOO_LARGE_REPLY = (
+    b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\n\r\n431 Request Header Fields Too Large"
+)
+
+
 def _read_head(sock: socket.socket) -> bytes:
-    """The request line and headers, whole within `REQUEST_SECONDS` and `MAX_HEAD` bytes,
-    else TimeoutError: a per-read timeout alone would keep a client sending a byte a second."""
+    """The request line and headers, whole within `REQUEST_SECONDS` (else TimeoutError: a
+    per-read timeout alone would keep a client sending a byte a second) and `MAX_HEAD`
+    bytes (else `_HeadTooLarge`)."""
     deadline = time.monotonic() + REQUEST_SECONDS
     head = b""
     while b"\n\n" not in head and b"\n\r\n" not in head:
+        if len(head) > MAX_HEAD:
+            raise _HeadTooLarge(head[-3:])
         left = deadline - time.monotonic()
-        if left <= 0 or len(head) > MAX_HEAD:
+        if left <= 0:
             raise TimeoutError("no whole request head in time")
         sock.settimeout(left)
         chunk = sock.recv(4096)
@@ -536,6 +551,23 @@ def _read_head(sock: socket.socket) -> bytes:
         head += chunk
     sock.settimeout(REQUEST_SECONDS)
     return head
+
+
+def _drain_head(sock: socket.socket, tail: bytes, limit: int = 64 * MAX_HEAD) -> None:
+    """Read what is left of a request head too large to serve (`tail`: the last bytes read
+    of it), up to its end, `limit` bytes or `REQUEST_SECONDS`: a close with the client's
+    bytes unread would reset the connection, and the client could lose the answer."""
+    deadline = time.monotonic() + REQUEST_SECONDS
+    while limit > 0 and b"\n\r\n" not in tail and b"\n\n" not in tail:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        limit -= len(chunk)
+        tail = tail[-3:] + chunk
 
 
 class _Handler(MetricsHandler):
@@ -548,6 +580,11 @@ class _Handler(MetricsHandler):
             waiting[self.connection] = time.monotonic()
         try:
             head = _read_head(self.connection)
+        except _HeadTooLarge as e:
+            with contextlib.suppress(OSError):
+                _drain_head(self.connection, e.args[0])  # read: the close resets nothing
+                self.connection.sendall(TOO_LARGE_REPLY)
+            return
         finally:
             with self.server.waiting_lock:
                 waiting.pop(self.connection, None)

@@ -367,6 +367,22 @@ def test_the_crawler_settings_are_the_exporters_and_follow_run_time_changes(
     assert "memcached_lru_crawler_sleep" not in text
 
 
+def test_a_request_head_too_large_is_answered_431(server_factory: Callable[..., Server]) -> None:
+    """A request head past MAX_HEAD (a 64 KB header) was closed with no answer; it is now
+    told 431, as Go's promhttp tells it, and the next scrape is served."""
+    from mcached.metrics import MAX_HEAD
+
+    _, port = start(server_factory, "mcached")
+    with socket.create_connection((HOST, port), timeout=10) as c:
+        c.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"x" * (4 * MAX_HEAD) + b"\r\n\r\n")
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := c.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.0 431 Request Header Fields Too Large\r\n")
+    assert value(scrape(port), "memcached_up") == 1
+
+
 def test_head_is_answered_with_gets_headers_and_no_body(
     server_factory: Callable[..., Server],
 ) -> None:
