@@ -111,6 +111,8 @@ lifecycle.setLevel(logging.INFO)
 LIBEVENT = f"epoll-python{platform.python_version()}"
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
 RELOAD_WAIT = 5.0  # seconds the supervisor waits for every worker to reload on SIGHUP
+RELOAD_POLL = 0.1  # seconds between its looks, meanwhile, for a stop waiting behind it
+STOP_SIGNALS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
 logging.addLevelName(TRACE, "TRACE")  # -vv: every command and reply (the connections log it)
 
 # memcached's levels: -vv prints connections, commands and replies; -vvv is the same here
@@ -349,6 +351,10 @@ class Daemon:
             p for p in (self.authfile, self.sasl_passwords, self.server.tls) if p is not None
         ]
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._stop_asked = False  # a stop is in `_events` (or was served)
+        # SIGHUPs received, taken from `_events`, and covered by a reload that began after
+        # they came (those need no reload of their own)
+        self._hups_received = self._hups_taken = self._hups_covered = 0
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._stop_done = threading.Event()  # `stop` finished (whichever thread ran it)
@@ -540,6 +546,7 @@ class Daemon:
         """From any thread (the ``shutdown [graceful]`` command): ask the main loop to stop,
         at once or `graceful` (see `stop`)."""
         self._stop_asked = True
+        self._stop_asked = True
         self._events.put(("stop", graceful))
         if not self._waiting:
             # No main loop is waiting (the daemon runs inside a test): stop from a helper
@@ -650,7 +657,7 @@ class Daemon:
                 how = "gracefully" if graceful else "at once"
                 lifecycle.info("shutdown command: stopping %s", how)
                 return graceful
-            if kind == "signal" and arg in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            if kind == "signal" and arg in STOP_SIGNALS:
                 if arg == signal.SIGTERM and self.board.get(G_STOP) == STOP_NOW:
                     lifecycle.info("shutdown command: stopping at once")
                     return False
@@ -660,6 +667,12 @@ class Daemon:
                     lifecycle.info("%s: stopping", signal.Signals(arg).name)
                 return True
             if kind == "signal" and arg == signal.SIGHUP:
+                self._hups_taken += 1
+                if self._hups_taken <= self._hups_covered:
+                    continue  # it came before a reload that has read the files since
+                # the SIGHUPs queued behind it came before this reload reads anything: it
+                # stands for them (one each, a stuck worker held a stop 5 s behind each)
+                self._hups_covered = self._hups_received
                 if ready:  # before, READY=1 is still to come, once the workers run
                     # with the time, as Type=notify-reload waits for (sd_notify(3))
                     usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -852,6 +865,7 @@ class Daemon:
         log.error("%s: stopping", reason)
         self.failed = reason
         if self._waiting:
+            self._stop_asked = True
             self._events.put(("fail", reason))
         else:  # inside a program: stop from a helper thread (the caller is a worker)
             threading.Thread(
@@ -1008,14 +1022,27 @@ class Daemon:
             # daemon whose worker was stuck: SIGHUPs closer than WatchdogSec kept it so)
             alive = self._liveness
             step = systemd.watchdog_interval() or RELOAD_WAIT
-            deadline = time.monotonic() + RELOAD_WAIT
+            start = time.monotonic()
+            deadline = start + RELOAD_WAIT
+            ping = start + step
             while True:
-                left = deadline - time.monotonic()
-                late = sup.wait_workers(W_RELOADED, self._reload_epoch, max(0.0, min(step, left)))
-                if not late or left <= step:
+                now = time.monotonic()
+                left = deadline - now
+                late = sup.wait_workers(
+                    W_RELOADED, self._reload_epoch, max(0.0, min(ping - now, left, RELOAD_POLL))
+                )
+                if not late or time.monotonic() >= deadline:
                     break
-                if alive is None or alive.all_alive():
-                    systemd.notify("WATCHDOG=1")
+                if self._stop_asked:
+                    # a stop waits behind this reload: it is not held up (the stop's own
+                    # deadline, --shutdown-timeout, is what a service manager counts on)
+                    lifecycle.info("reload cut short by a stop")
+                    late = []
+                    break
+                if time.monotonic() >= ping:
+                    ping += step
+                    if alive is None or alive.all_alive():
+                        systemd.notify("WATCHDOG=1")
             if late:
                 log.warning(
                     "worker(s) %s did not reload within %.0f s",
@@ -1025,6 +1052,12 @@ class Daemon:
 
     def _install_signals(self) -> None:
         def on_signal(signo: int, frame: Any) -> None:
+            # counted here too, for a reload to see without reading the queue (`reload`,
+            # `_main_loop`): plain writes, safe in a handler, as the queue's put is
+            if signo == signal.SIGHUP:
+                self._hups_received += 1
+            elif signo in STOP_SIGNALS:
+                self._stop_asked = True
             self._events.put(("signal", signo))
 
         sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1]

@@ -718,6 +718,46 @@ def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> No
         stop(proc)
 
 
+def test_a_stop_is_not_held_behind_reloads_waiting_for_a_stuck_worker(tmp: Path) -> None:
+    """SIGHUPs, then SIGTERM, while a worker process is stuck (SIGSTOP): each SIGHUP was a
+    reload of its own, each waiting RELOAD_WAIT (5 s) for the stuck worker, and the stop
+    waited behind them all (four reloads and --shutdown-timeout 10 outlasted systemd's
+    TimeoutStopSec=30, which kills). SIGHUPs queued together are one reload now, and a stop
+    cuts the wait short: the daemon is gone within --shutdown-timeout, as for a SIGTERM
+    alone."""
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(tmp / "notify.sock"))
+    proc, port = spawn(
+        "-t", "2", "--shutdown-timeout", "2", env={"NOTIFY_SOCKET": str(tmp / "notify.sock")}
+    )
+    stuck: list[int] = []
+    try:
+        await_ready(sink)
+        children = psutil.Process(proc.pid).children()
+        if not children:  # a free-threaded build: worker threads, none can be stopped alone
+            pytest.skip("the daemon runs worker threads here, not processes")
+        worker = min(children, key=lambda c: c.num_threads())  # not the maintainer
+        worker.suspend()
+        stuck.append(worker.pid)
+        for _ in range(3):
+            proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)  # the first reload waits for the stuck worker
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        took = time.monotonic() - start
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode == 0, err
+        assert took < 2 + 4, (took, err)  # its 2 s, and room for a loaded machine
+        assert err.count("SIGHUP: reloading") < 3, err
+    finally:
+        for pid in stuck:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        sink.close()
+        stop(proc)
+
+
 # Start-up code (``sitecustomize``) for a daemon of worker threads, as on a free-threaded
 # build, here under the GIL: worker 0's once-a-second tick waits while the file
 # $MCACHED_TEST_HOLD exists (its loop stuck, as in a deadlock).
