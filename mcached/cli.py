@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if settings.daemonize and not under_systemd:
             process.daemonize(keep_stdio=settings.verbose > 0 and not settings.log_file)
         if settings.lock_memory:
-            process.lock_memory()
+            daemon.memory_locked = process.lock_memory()
         if settings.user:
             process.drop_privileges(settings.user)
         if settings.pidfile:

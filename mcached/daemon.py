@@ -352,6 +352,7 @@ class Daemon:
         ]
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stop_asked = False  # a stop is in `_events` (or was served)
+        self.memory_locked = True  # -k: the first process's mlockall (refused: it said so)
         # SIGHUPs received, taken from `_events`, and covered by a reload that began after
         # they came (those need no reload of their own)
         self._hups_received = self._hups_taken = self._hups_covered = 0
@@ -798,15 +799,19 @@ class Daemon:
         # blocked since the fork (Supervisor._spawn): one that came meanwhile runs here now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
 
-    def _lock_memory(self) -> None:
-        """-k in a child process: mlockall's locks are not inherited across fork. (A refusal
-        was logged once, by the supervisor.)"""
+    def _lock_memory(self, slot: int = -1) -> None:
+        """-k in a child process: mlockall's locks are not inherited across fork. A refusal
+        the supervisor has told of (`memory_locked` false) is said at debug level; else
+        worker 0 (`slot`) tells it, once for all (the supervisor's lock says nothing of the
+        children's, taken after -u without root's privileges: with CAP_IPC_LOCK it locked
+        itself while every child was refused, unsaid)."""
         if self.settings.lock_memory:
-            process.lock_memory(logging.DEBUG)
+            tell = slot == 0 and self.memory_locked
+            process.lock_memory(logging.WARNING if tell else logging.DEBUG)
 
     def _worker_main(self, slot: int) -> None:
         """A worker process: one worker loop in this (the main) thread."""
-        self._lock_memory()
+        self._lock_memory(slot)
         self._release_left(WORKER, slot)
         self.cache.bind_holder(slot + 1)
         worker = self.server.make_worker(slot)

@@ -179,8 +179,8 @@ def fix_malloc_threshold() -> None:
 
 def lock_memory(level: int = logging.WARNING) -> bool:
     """``-k``: mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT); False, and a warning logged
-    at `level`, if refused (the worker processes, which lock again after the supervisor
-    did, log at debug level: it said so once). On fault: the arena reserves address space
+    at `level`, if refused (the children lock again, after -u: `Daemon._lock_memory`).
+    On fault: the arena reserves address space
     for its pages up front (several GB of it, untouched), which plain MCL_FUTURE would fill
     and lock at once (3.2 GB of RSS at -m 64); locked as touched, the daemon locks what it
     uses, as memcached does, whose pages are mapped as they are allocated."""

@@ -1146,3 +1146,34 @@ def test_lock_memory_refused_is_said_once() -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert err.count("mlockall() failed") == 1, err
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become nobody"
+)
+def test_lock_memory_refused_to_the_children_alone_is_said_once() -> None:
+    """-k -u nobody, started by root: the first process locks (root's CAP_IPC_LOCK), the
+    children, which lock again after -u, may be refused (a memory-lock limit root could not
+    lift: no CAP_SYS_RESOURCE, as in a container). That was said at debug level only: the
+    cache unlocked, and nothing said. Now once, by worker 0, as memcached says it."""
+    as_nobody = ["runuser", "-u", "nobody", "--", sys.executable, "-c", "import mcached"]
+    if subprocess.run(as_nobody, capture_output=True, cwd="/", timeout=60).returncode:
+        pytest.skip(f"nobody cannot run {sys.executable} here (a root-only interpreter)")
+    port = free_port()
+    cmd = [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(port), "-U", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "-k", "-t", "2", "-u", "nobody"],
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(port)
+        children = psutil.Process(proc.pid).children()
+        locked = [status_kb(c.pid, "VmLck") > 0 for c in children]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert len(locked) == 3
+    assert err.count("mlockall() failed") == (0 if all(locked) else 1), (locked, err)
