@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from mcached import MEMCACHED_VERSION, __version__
+from mcached.auth import load_auth_file
 from mcached.errors import BindError
 from mcached.settings import (
     COUNT,
@@ -356,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             daemon.memory_locked = process.lock_memory()
         if settings.user:
             process.drop_privileges(settings.user)
+            if daemon.authfile is not None:
+                # memcached reads the -Y file as the -u user: one that only root can read
+                # stops the start, as there (read as root, it was served, and no SIGHUP
+                # could ever read it again: a user removed stayed in)
+                load_auth_file(daemon.authfile.path)
         if settings.pidfile:
             pidfile_written = process.write_pidfile(settings.pidfile)
 
@@ -368,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for sig in (signal.SIGHUP, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_IGN)
         daemon.close()  # the mappings, the board's sockets and lock file: none left open
+    except SettingsError as exc:  # (before_start's: a -Y file the -u user cannot read)
+        click.echo(str(exc), err=True)
+        sys.exit(exc.code)
     except OSError as exc:
         if isinstance(exc, BindError):
             where = exc.where

@@ -318,6 +318,20 @@ def test_bad_auth_file_stops_the_start(
     assert message.format(path=path) in err
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start as root and drop to -u")
+def test_an_auth_file_the_user_cannot_read_stops_the_start(kind: str, tmp_path: Path) -> None:
+    """memcached reads the -Y file once it is the -u user: a file only root can read stops
+    its start. mcached read it as root and served it, and then no SIGHUP could read it
+    again (a user removed from it could still log in until a restart)."""
+    path = tmp_path / "auth"
+    path.write_bytes(b"alice:s3cret\n")
+    path.chmod(0o600)
+    tmp_path.chmod(0o755)
+    got_code, err = start_and_fail(kind, ["-U", "0", "-Y", str(path), "-u", "nobody"])
+    assert got_code == 1, err
+    assert f"Could not open authfile [{path}] for reading, error Permission denied" in err
+
+
 def test_auth_refuses_udp(kind: str, authfile: Path) -> None:
     code, err = start_and_fail(kind, ["-U", str(free_port()), "-Y", str(authfile)])
     assert code == 64
