@@ -1393,6 +1393,17 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
 
 
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal's stream: JOURNAL_STREAM names its device and inode
+    (systemd.exec(5)), which a redirection (``2>file``) under a unit does not change."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(2)
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError):
+        return False
+
+
 def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     """stderr (journald takes it) or a file; warnings and errors always, -v INFO, -vv TRACE
     (connections, every command and reply)."""
@@ -1404,7 +1415,7 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
         reopen = LogFile(fh)
     else:
         handler = logging.StreamHandler()
-    if not log_file and os.environ.get("JOURNAL_STREAM"):  # stderr is journald's
+    if not log_file and stderr_is_journal():
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(

@@ -204,3 +204,22 @@ def test_watchdog_interval(env: dict[str, str], interval: float | None) -> None:
     env = {k: v.replace("<pid>", str(os.getpid())) for k, v in env.items()}
     with mock.patch.dict(os.environ, env, clear=True):
         assert systemd.watchdog_interval() == interval
+
+
+def test_the_journal_format_only_when_stderr_is_the_journal_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JOURNAL_STREAM names the journal's stream (device:inode); a unit's process whose
+    stderr was sent elsewhere (``2>file``) keeps the variable, and wrote journal lines
+    (``<6>INFO [pid] ...``, no time) into its file."""
+    from mcached.daemon import stderr_is_journal
+
+    st = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    assert stderr_is_journal()
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+    assert not stderr_is_journal()
+    monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+    assert not stderr_is_journal()
+    monkeypatch.delenv("JOURNAL_STREAM")
+    assert not stderr_is_journal()
