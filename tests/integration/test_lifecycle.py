@@ -679,6 +679,21 @@ def test_bug_the_watchdog_was_fed_while_the_maintainer_was_stuck(tmp: Path) -> N
         stop(proc)
 
 
+def stop_a_worker(
+    proc: subprocess.Popen[bytes], sink: socket.socket, stuck: list[int]
+) -> psutil.Process:
+    """Once the daemon is ready (READY=1 on `sink`), one of its worker processes stopped
+    (SIGSTOP stands in for a deadlock) and listed in `stuck`, to be let go at the end."""
+    await_ready(sink)
+    children = psutil.Process(proc.pid).children()
+    if not children:  # a free-threaded build: worker threads, none can be stopped alone
+        pytest.skip("the daemon runs worker threads here, not processes")
+    worker = min(children, key=lambda c: c.num_threads())  # not the maintainer
+    worker.suspend()
+    stuck.append(worker.pid)
+    return worker
+
+
 def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> None:
     """A SIGHUP while a worker process is stuck (SIGSTOP) waits up to RELOAD_WAIT seconds
     for it to reload; it pinged WATCHDOG=1 meanwhile whatever the liveness check said, so
@@ -690,13 +705,7 @@ def test_bug_a_reload_fed_the_watchdog_while_a_worker_was_stuck(tmp: Path) -> No
     proc, port = spawn("-t", "2", env=env)
     stuck: list[int] = []
     try:
-        await_ready(sink)
-        children = psutil.Process(proc.pid).children()
-        if not children:  # a free-threaded build: worker threads, none can be stopped alone
-            pytest.skip("the daemon runs worker threads here, not processes")
-        worker = min(children, key=lambda c: c.num_threads())  # not the maintainer
-        worker.suspend()
-        stuck.append(worker.pid)
+        worker = stop_a_worker(proc, sink, stuck)
         pings_stop(sink, time.monotonic())
         for _ in range(2):  # each waits RELOAD_WAIT (5 s) for the stuck worker
             proc.send_signal(signal.SIGHUP)
@@ -732,13 +741,7 @@ def test_a_stop_is_not_held_behind_reloads_waiting_for_a_stuck_worker(tmp: Path)
     )
     stuck: list[int] = []
     try:
-        await_ready(sink)
-        children = psutil.Process(proc.pid).children()
-        if not children:  # a free-threaded build: worker threads, none can be stopped alone
-            pytest.skip("the daemon runs worker threads here, not processes")
-        worker = min(children, key=lambda c: c.num_threads())  # not the maintainer
-        worker.suspend()
-        stuck.append(worker.pid)
+        stop_a_worker(proc, sink, stuck)
         for _ in range(3):
             proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)  # the first reload waits for the stuck worker
