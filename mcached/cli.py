@@ -20,7 +20,6 @@ from typing import Any
 import click
 
 from mcached import MEMCACHED_VERSION, __version__
-from mcached.auth import load_auth_file
 from mcached.errors import BindError
 from mcached.settings import (
     COUNT,
@@ -357,11 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             daemon.memory_locked = process.lock_memory()
         if settings.user:
             process.drop_privileges(settings.user)
-            if daemon.authfile is not None:
-                # memcached reads the -Y file as the -u user: one that only root can read
-                # stops the start, as there (read as root, it was served, and no SIGHUP
-                # could ever read it again: a user removed stayed in)
-                load_auth_file(daemon.authfile.path)
+            daemon.check_files_as_user()
         if settings.pidfile:
             pidfile_written = process.write_pidfile(settings.pidfile)
 

@@ -39,7 +39,7 @@ import psutil
 
 from mcached import MEMCACHED_VERSION, process, systemd
 from mcached.addr import DEFAULT_PORT, format_address
-from mcached.auth import AuthFile
+from mcached.auth import AuthFile, load_auth_file
 from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
@@ -798,6 +798,14 @@ class Daemon:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         # blocked since the fork (Supervisor._spawn): one that came meanwhile runs here now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
+
+    def check_files_as_user(self) -> None:
+        """Once -u has dropped root: the -Y file read again, as memcached reads it, as that
+        user (SettingsError, in memcached's words, if it cannot be). One that only root can
+        read stops the start, as there: read as root, it was served, and no SIGHUP could
+        ever read it again (a user removed from it stayed in)."""
+        if self.authfile is not None:
+            load_auth_file(self.authfile.path)
 
     def _lock_memory(self, slot: int = -1) -> None:
         """-k in a child process: mlockall's locks are not inherited across fork. A refusal
