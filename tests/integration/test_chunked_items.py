@@ -332,8 +332,11 @@ def test_values_near_the_item_limit_arriving_at_once_take_chunks_as_their_bytes_
             reply = get(conns[0], key)
             return None if reply == b"END\r\n" else reply.split(b"\r\n", 1)[1][:-7]
 
-        assert held(b"new3") == datas[3]  # the last, whole; the others whole or evicted
-        assert [held(b"new%d" % i) in (datas[i], None) for i in range(3)] == [True] * 3
+        # each whole or evicted, the last to finish whole (which one that is, is the
+        # workers' timing at -t 4, memcached's threads' too)
+        now = [held(b"new%d" % i) for i in range(4)]
+        assert [now[i] in (datas[i], None) for i in range(4)] == [True] * 4
+        assert any(value is not None for value in now)
         assert [held(b"old%d" % i) for i in range(3)] == [None] * 3
     finally:
         for conn in conns:
