@@ -1913,7 +1913,11 @@ class Cache:
                             view = self.arena.pages_view()[c + HEADER : c + HEADER + used]
                             res.views.append(view)
                     else:
-                        return view
+                        if view is not None:
+                            return view
+                        # asked with nothing left to take (a connection asks only while
+                        # value bytes remain): failed, never a value stored short
+                        break
                 if c != NEED_PAGE or attempt:
                     break
                 items.steal_page(got)  # no page for the chunk's class: move one, no lock held

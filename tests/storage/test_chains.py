@@ -120,6 +120,19 @@ def test_a_received_chained_items_chunks_are_taken_as_its_bytes_come(clock: Fake
         check_consistent(cache)
 
 
+def test_growing_a_reservation_with_nothing_left_to_take_fails_it(clock: FakeClock) -> None:
+    """`grow` asked when every chunk is had (a connection asks only while value bytes
+    remain): the reservation fails, so its commit stores nothing short (it returned None
+    and left it good: a caller that then dropped the rest would have stored a value with
+    bytes missing)."""
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    res = cache.reserve(b"k", 20_000, 0)  # one chunk, had whole
+    assert isinstance(res, Reservation) and not res.left
+    assert cache.grow(res) is None and res.failed
+    assert cache.commit(res, SET) is StoreResult.NO_MEMORY_READING
+    assert cache.get(b"k") is None and used(cache) == {}
+
+
 def test_a_chunk_not_had_as_the_bytes_come_is_out_of_memory_during_read(
     clock: FakeClock,
 ) -> None:
