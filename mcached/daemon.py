@@ -567,6 +567,9 @@ class Daemon:
         """Bind, (detach, drop privileges: `before_start`), start, serve until a signal or
         ``shutdown``, stop. Main thread only. Tells systemd each step when under it."""
         self._install_signals()
+        # blocked since the program's first import (mcached.__main__): one that came during
+        # the imports is handled now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGUSR1})
         self.server.bind(unix=False)  # binding errors surface here, before we detach
         self._bind_metrics()
         if before_start is not None:

@@ -1477,3 +1477,49 @@ def test_bug_daemonized_relative_files_were_read_again_from_the_root(tmp: Path) 
         if pid:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def signal_masks(pid: int) -> tuple[int, int]:
+    """Which signals process `pid` (its main thread) blocks and which it has handlers for,
+    from /proc: bit n-1 is signal n."""
+    rows = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(rows["SigBlk"], 16), int(rows["SigCgt"], 16)
+
+
+@pytest.mark.parametrize("signo", [signal.SIGHUP, signal.SIGUSR1])
+def test_a_reload_or_graceful_stop_during_the_imports_does_not_kill_the_daemon(
+    signo: int,
+) -> None:
+    """A SIGHUP (a log rotation's reload) or a SIGUSR1 (memcached's graceful stop) that came
+    in the program's first ~0.2 s, while it imported, ended it by the signal's default action
+    (status -1 / -10, nothing logged). Both are blocked from the first import until the
+    daemon has its handlers: the SIGHUP is then a reload of a daemon that goes on serving,
+    the SIGUSR1 a graceful stop, status 0."""
+    proc, port = spawn("-v")
+    try:
+        bit = 1 << (signo - 1)
+        deadline = time.monotonic() + STARTUP
+        while True:  # until the signal is blocked: sent now, it arrives during the imports
+            try:
+                blocked, caught = signal_masks(proc.pid)
+            except (FileNotFoundError, ProcessLookupError, KeyError):
+                blocked = caught = 0  # not started yet, or its status read half-written
+            if blocked & bit:
+                break
+            assert not caught & bit, "its handler came without the signal ever blocked"
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.001)
+        proc.send_signal(signo)
+        if signo == signal.SIGUSR1:
+            assert proc.wait(STARTUP) == 0
+            return
+        wait_ready(port)
+        with Conn((HOST, port)) as conn:
+            assert conn.request(b"version\r\n").startswith(b"VERSION ")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STARTUP) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "SIGHUP: reloading" in err, err
+    finally:
+        stop(proc)
