@@ -9,6 +9,8 @@ and a non-zero exit at once, before anything binds.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shlex
@@ -256,12 +258,14 @@ def settings_of(argv: Sequence[str]) -> Settings:
     """`parse_settings` for a caller that is no command line (``serve()``): every refusal is
     a SettingsError, a flag's in getopt's words."""
     try:
-        return parse_settings(argv)
+        # -h and -V would print to the calling program's stdout: they only raise here
+        with contextlib.redirect_stdout(io.StringIO()):
+            return parse_settings(argv)
     except (click.NoSuchOption, click.BadOptionUsage) as exc:
         raise SettingsError(flag_error(exc)) from None
     except click.ClickException as exc:
         raise SettingsError(exc.format_message()) from None
-    except click.exceptions.Exit:  # -h, -V: printed
+    except click.exceptions.Exit:  # -h, -V
         raise SettingsError("-h and -V print and exit: they start no server") from None
 
 

@@ -547,7 +547,6 @@ class Daemon:
         """From any thread (the ``shutdown [graceful]`` command): ask the main loop to stop,
         at once or `graceful` (see `stop`)."""
         self._stop_asked = True
-        self._stop_asked = True
         self._events.put(("stop", graceful))
         if not self._waiting:
             # No main loop is waiting (the daemon runs inside a test): stop from a helper

@@ -15,7 +15,7 @@ Rules:
    locks in whatever state they are in at that instant, and a child that takes one of them
    hangs: `os.fork` warns about it from Python 3.12 on. Under the GIL one worker thread is
    the fastest (more only take turns at it), so that is the default here; a free-threaded
-   interpreter gets memcached's 4 (at most the cores).
+   interpreter gets the command's default (memcached's 4; 1 where there is one CPU).
 2. Settings are `mcached.settings.Settings` fields, by keyword, with the command's defaults
    except two: a free port (``port=0``; the handle tells which) and the thread count above.
    memcached flags may come first, as positional strings (``serve("-m", "16", "-c", "64")``);

@@ -73,7 +73,16 @@ def pytest_configure(config: pytest.Config) -> None:
     """A bad scope or address is a usage error before any test runs (raised in a fixture's
     scope callable, pytest wraps it in an INTERNALERROR of its own words)."""
     _scope("", config)
-    _external(config)
+    if _external(config) is not None and (
+        config.getoption("numprocesses", None) or hasattr(config, "workerinput")
+    ):
+        # each xdist worker empties the one server before each of its tests, under the
+        # other workers' tests: theirs would fail at random
+        raise pytest.UsageError(
+            "--mcached-address: one server cannot be shared by pytest-xdist's workers (each "
+            "flushes it before its tests); run without -n, or leave the fixtures their own "
+            "servers"
+        )
 
 
 def _scope(fixture_name: str, config: pytest.Config) -> Any:

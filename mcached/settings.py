@@ -580,6 +580,7 @@ class Settings:
             long="--verbose",
             stat="verbosity",
             take=COUNT,
+            check=at_least(0, "verbose must be 0 or more"),
         ),
     )
     growth_factor: float = field(

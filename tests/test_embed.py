@@ -110,6 +110,8 @@ def test_tls_shorthands(tmp_path: Path) -> None:
         # regression: text without a unit was bytes too, refused in -I's words
         ({"memory_limit": "64"}, ValueError, "memory_limit='64m' means 64 MB"),
         ({"threads": 0}, SettingsError, "Number of threads must be greater than 0"),
+        # regression: taken, and logged as -vvv does (an unknown level was the most verbose)
+        ({"verbose": -1}, SettingsError, "verbose must be 0 or more"),
         ({"item_size_max": "40m"}, SettingsError, "1/2 of memory max"),
         ({"daemonize": True}, ValueError, "cannot detach"),
         ({"user": "nobody"}, ValueError, "change the program's user"),
@@ -137,10 +139,14 @@ def test_bad_settings_are_refused_before_anything_starts(
         (["-V"], "-h and -V print and exit"),
     ],
 )
-def test_a_bad_flag_is_a_settings_error_in_getopts_words(flags: list[str], message: str) -> None:
-    """As the command says them. Regression: click's own exceptions came out of serve()."""
+def test_a_bad_flag_is_a_settings_error_in_getopts_words(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the command says them. Regressions: click's own exceptions came out of serve();
+    -h and -V printed the help (18 KB) or the version to the program's stdout first."""
     with pytest.raises(SettingsError, match=re.escape(message)):
         make_settings(flags)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.unit

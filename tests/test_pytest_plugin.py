@@ -112,6 +112,19 @@ def test_an_external_memcached(tmp_path: Path, server_factory: Callable[..., Ser
     assert "serves no cluster" in out
 
 
+def test_an_external_server_is_not_shared_by_xdist_workers(
+    tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """Regression: under ``-n 2`` each worker flushed the one server before each of its
+    tests, emptying it under the other's: tests failed at random (5 of 10, then 9 of 10, in
+    a hunt's run). It is a usage error now, before any test runs."""
+    memcached = server_factory("memcached")
+    proc = pytest_in_example(tmp_path, "-n", "2", f"--mcached-address=127.0.0.1:{memcached.port}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out
+    assert "cannot be shared by pytest-xdist's workers" in out, out
+
+
 def test_an_external_mcached_command(tmp_path: Path, server_factory: Callable[..., Server]) -> None:
     """``mcached`` run as a command (worker processes), named by host name: a lone node is a
     cluster of one, so only the tests that change the cluster are skipped."""
