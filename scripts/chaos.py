@@ -145,7 +145,11 @@ def line_reply(conn: Conn, request: bytes, meanings: dict[bytes, str]) -> str:
     reply = conn.line()
     if reply in meanings:
         return meanings[reply]
-    if reply.startswith(b"SERVER_ERROR out of memory"):
+    # memcached's two: "out of memory storing object" (no item) and "Out of memory during
+    # read" (no chunk for the rest of a value over slab_chunk_max: every chunk of the largest
+    # class in flight, which automove may have shrunk to a page), as the binary client's
+    # status 0x82 counts both
+    if reply.lower().startswith(b"server_error out of memory"):
         return "out of memory"
     return repr(reply[:100])
 
@@ -356,7 +360,7 @@ class Client:
             self.may[k] = {new}
             self.tally.add("sets")
         elif reply.startswith("out of memory"):
-            self.tally.add("sets refused (out of memory)")  # every page in use, pinned
+            self.tally.add("sets refused (out of memory)")  # every chunk of its class in use
         else:
             self.tally.fail(f"{key!r}: a set answered {reply}")
 
