@@ -148,18 +148,24 @@ class Sasl:
         return MECHS
 
     def start(self, state: object, mech: bytes, data: bytes) -> tuple[Result, bytes]:
-        """SASL_AUTH: begin `mech` with the client's first message. A connection an
-        exchange has let in already starts no other (Cyrus SASL: its conn is spent)."""
+        """SASL_AUTH: begin `mech` with the client's first message.
+
+        As Cyrus SASL (memcached's): once an exchange has let a connection in (`spent`,
+        Cyrus's doneflag), the mechanism's next step refuses ("attempting server step after
+        doneflag"), and a start that fails clears the flag: the next start is a new exchange.
+        So after a success the first new login fails and the one after it is checked; PLAIN
+        with no initial response runs no step (an empty challenge asks for it)."""
         state.mech = b""  # type: ignore[attr-defined]
         state.challenge = b""  # type: ignore[attr-defined]
-        if state.spent:  # type: ignore[attr-defined]
-            return Result.FAIL, b""
         mech = mech.upper()  # Cyrus names mechanisms without regard to case
+        if mech == PLAIN and not data:
+            # no initial response: Cyrus asks for it with an empty challenge
+            state.mech = PLAIN  # type: ignore[attr-defined]
+            return Result.CONTINUE, b""
+        if state.spent or mech not in (PLAIN, CRAM_MD5):  # type: ignore[attr-defined]
+            state.spent = False  # type: ignore[attr-defined]
+            return Result.FAIL, b""  # (a mechanism we do not serve: Cyrus's SASL_NOMECH)
         if mech == PLAIN:
-            if not data:
-                # no initial response: Cyrus asks for it with an empty challenge
-                state.mech = PLAIN  # type: ignore[attr-defined]
-                return Result.CONTINUE, b""
             return self._plain(state, data)
         if mech == CRAM_MD5:
             challenge = b"<%d.%d@%s>" % (
@@ -170,13 +176,16 @@ class Sasl:
             state.mech = CRAM_MD5  # type: ignore[attr-defined]
             state.challenge = challenge  # type: ignore[attr-defined]
             return Result.CONTINUE, challenge
-        return Result.FAIL, b""  # a mechanism we do not serve (Cyrus: SASL_NOMECH)
+        raise AssertionError(mech)
 
     def step(self, state: object, data: bytes) -> tuple[Result, bytes]:
-        """SASL_STEP: the client's answer to the challenge `start` sent."""
+        """SASL_STEP: the client's answer to the challenge `start` sent (none on a
+        connection an exchange let in: see `start`; the flag stays)."""
         mech, challenge = state.mech, state.challenge  # type: ignore[attr-defined]
         state.mech = b""  # type: ignore[attr-defined]
         state.challenge = b""  # type: ignore[attr-defined]
+        if state.spent:  # type: ignore[attr-defined]
+            return Result.FAIL, b""
         if mech == PLAIN:
             return self._plain(state, data)
         if mech != CRAM_MD5 or not challenge:
@@ -188,7 +197,8 @@ class Sasl:
             hmac.compare_digest(digest, hmac.new(b"", challenge, "md5").hexdigest().encode())
             return Result.FAIL, b""
         expected = hmac.new(password, challenge, "md5").hexdigest().encode()
-        return self._ended(state, hmac.compare_digest(digest.lower(), expected))
+        # the digest in lower case, as Cyrus compares it (an upper-case one is refused)
+        return self._ended(state, hmac.compare_digest(digest, expected))
 
     def _plain(self, state: object, data: bytes) -> tuple[Result, bytes]:
         """PLAIN's one message, ``authzid NUL user NUL password``. As Cyrus (with no proxy

@@ -61,15 +61,42 @@ def test_plain_as_cyrus_reads_it(tmp_path: Path) -> None:
     assert sasl.start(SaslState(), b"PLAIN", b"alice\0bob@realm\0pw")[0] is Result.FAIL
 
 
-def test_a_connection_an_exchange_let_in_starts_no_other(tmp_path: Path) -> None:
+def test_after_a_success_the_next_login_fails_and_the_one_after_is_checked(
+    tmp_path: Path,
+) -> None:
     """As Cyrus SASL (memcached's): after a failure a connection may try again; after a
-    success no new exchange starts on it, whatever its credentials."""
+    success its next exchange fails whatever its credentials (a step after the doneflag),
+    and that failed start clears the flag. Regression (a hunt against memcached with a
+    sasldb, at -t 4): the password file's mode refused every later login for good, so a
+    client that logged in again after a failed re-login was shut out."""
     sasl = sasl_for(tmp_path)
-    st = SaslState()
-    assert sasl.start(st, b"PLAIN", b"\0alice\0wrong")[0] is Result.FAIL
-    assert sasl.start(st, b"PLAIN", b"\0alice\0secret")[0] is Result.OK
-    assert sasl.start(st, b"PLAIN", b"\0alice\0secret")[0] is Result.FAIL
-    assert sasl.start(st, b"CRAM-MD5", b"")[0] is Result.FAIL
+    good, bad = b"\0alice\0secret", b"\0alice\0wrong"
+
+    def results(*calls: tuple[bytes, bytes] | bytes) -> list[Result]:
+        """Each call on one connection: (mechanism, data) a start, bytes alone a step."""
+        st = SaslState()
+        out = []
+        for call in calls:
+            if isinstance(call, tuple):
+                out.append(sasl.start(st, *call)[0])
+            else:
+                out.append(sasl.step(st, call)[0])
+        return out
+
+    ok, fail, more = Result.OK, Result.FAIL, Result.CONTINUE
+    plain = b"PLAIN"
+    # the sequences memcached 1.6.18 answered so (-S, Cyrus with a sasldb)
+    assert results((plain, bad), (plain, good)) == [fail, ok]
+    assert results((plain, good), (plain, bad), (plain, good)) == [ok, fail, ok]
+    assert results((plain, good), (plain, good), (plain, good)) == [ok, fail, ok]
+    assert results((plain, good), (b"NOPE", b""), (plain, good)) == [ok, fail, ok]
+    assert results((plain, good), (b"CRAM-MD5", b""), (plain, good)) == [ok, fail, ok]
+    # a step fails on a spent connection and leaves it spent
+    assert results((plain, good), b"x", (plain, good), (plain, good)) == [ok, fail, fail, ok]
+    # PLAIN with no initial response runs no step: an empty challenge, spent or not
+    assert results((plain, good), (plain, b""), good, (plain, good), (plain, good)) == [
+        ok, more, fail, fail, ok,
+    ]  # fmt: skip
 
 
 def test_cram_md5(tmp_path: Path) -> None:
@@ -86,6 +113,18 @@ def test_cram_md5(tmp_path: Path) -> None:
         result, challenge = sasl.start(st, b"CRAM-MD5", b"")
         assert result is Result.CONTINUE
         assert sasl.step(st, answer)[0] is Result.FAIL
+
+
+def test_cram_md5_digest_in_upper_case_is_refused(tmp_path: Path) -> None:
+    """Regression (a hunt against memcached with a sasldb): the password file's mode let
+    in a digest in upper-case hex, which Cyrus refuses (it compares the lower-case one)."""
+    sasl = sasl_for(tmp_path)
+    for upper in (True, False):
+        st = SaslState()
+        _, challenge = sasl.start(st, b"CRAM-MD5", b"")
+        digest = hmac.new(b"secret", challenge, "md5").hexdigest()
+        answer = b"alice " + (digest.upper() if upper else digest).encode()
+        assert sasl.step(st, answer)[0] is (Result.FAIL if upper else Result.OK)
 
 
 def test_step_without_start_fails(tmp_path: Path) -> None:

@@ -764,7 +764,11 @@ class Worker:
                 if idle and not in_block and now - conn.last_cmd > idle:
                     self.server.idle_kicked(self)
                     conn.close("idle timeout")
-                elif stall and parser.authenticating and now - conn.opened > stall:
+                elif stall and parser.authenticating and now - conn.last_cmd > stall:
+                    # silent that long without a login: since it opened, or since its last
+                    # command (a SASL command takes a login away; memcached lets the
+                    # connection log in again, and it was closed within a second when it
+                    # had been open that long)
                     conn.close("not authenticated")
                 elif (
                     stall

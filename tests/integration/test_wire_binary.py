@@ -703,6 +703,54 @@ def test_sasl_a_failure_may_be_followed_by_a_success(sasl_srv: Server) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("second", "results"),
+    [
+        (plain(password=b"wrong"), [0x20, 0]),
+        (plain(), [0x20, 0]),
+        (R(b.SASL_AUTH, b"NOPE", b""), [0x20, 0]),
+        (R(b.SASL_AUTH, b"CRAM-MD5", b""), [0x20, 0]),
+        (R(b.SASL_STEP, b"PLAIN", b"\0a\0b") + plain(), [0x20, 0x20, 0]),
+        (R(b.SASL_LIST_MECHS) + plain(), [0, 0x20, 0]),
+    ],
+    ids=["bad-password", "again", "no-such-mech", "cram-start", "step", "list"],
+)
+def test_sasl_after_a_success_the_next_login_fails_and_the_one_after_is_checked(
+    sasl_srv: Server, second: bytes, results: list[int]
+) -> None:
+    """Cyrus's doneflag: on a connection an exchange let in, the next login fails whatever
+    it sends, and a start that fails clears the flag (a step does not). Regression: with a
+    password file, mcached refused every later login on that connection, for good."""
+    got = exchange(sasl_srv.address, plain() + second + plain())
+    assert got[0] == AUTHENTICATED
+    assert [f[1] for f in got[1:]] == results
+    assert got[-1] == AUTHENTICATED
+
+
+@pytest.mark.parametrize("kind", SASL_KINDS)
+def test_sasl_a_relogin_on_an_old_connection_is_not_cut_short(kind: str, sasl_files: Path) -> None:
+    """A SASL command takes the login away; the connection may log in again, as memcached
+    lets it. Regression: mcached closed a connection without a login once it had been open
+    --stall-timeout, timed from its opening, so one older than that was closed within a
+    second of a failed re-login (its retry found it gone)."""
+    s = start_sasl(kind, sasl_files, *(["--stall-timeout", "2"] if kind != "memcached" else []))
+    try:
+        with socket.create_connection(s.address) as sock:
+            sock.sendall(plain())
+            assert frames(read_until(sock, lambda buf: len(buf) >= 37)) == [AUTHENTICATED]
+            time.sleep(2.5)  # older than its --stall-timeout
+            sock.sendall(plain(password=b"wrong"))
+            assert frames(read_until(sock, lambda buf: len(buf) >= 37))[0][1] == 0x20
+            # a client's pause before its retry: past the check's next round (each second),
+            # within the stall timeout of its last command
+            time.sleep(1.2)
+            sock.sendall(plain() + R(b.NOOP, opaque=1))
+            got = frames(read_until(sock, _ends_with_noop(1)))
+        assert got == [AUTHENTICATED, ok(b.NOOP, 1)]
+    finally:
+        stop_sasl(s)
+
+
 @pytest.mark.parametrize("name", ["set", "delete", "flush", "noop", "stat"])
 def test_sasl_unauthenticated_is_refused_and_closed(sasl_srv: Server, name: str) -> None:
     op = {"set": b.SET, "delete": b.DELETE, "flush": b.FLUSH, "noop": b.NOOP, "stat": b.STAT}
