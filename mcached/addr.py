@@ -17,6 +17,14 @@ from typing import Any
 
 DEFAULT_PORT = 11211  # memcached's
 NOTLS = "notls:"  # ``-l notls:<addr>``: a plain listener beside TLS ones (memcached's)
+# characters of a bad token that an error message repeats: the token may be a whole
+# ``config set cluster`` value, and one huge word must not make a huge error line
+ECHO_MAX = 40
+
+
+def clip(text: str) -> str:
+    """`text` as an error message repeats it: its first `ECHO_MAX` characters, then ``...``."""
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + "..."
 
 
 def split_host_port(text: str) -> tuple[str, str | None]:
@@ -26,7 +34,7 @@ def split_host_port(text: str) -> tuple[str, str | None]:
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad address {text!r}")
+            raise ValueError(f"bad address {clip(text)!r}")
         return host, (rest[1:] if rest else None)
     if text.count(":") == 1:
         host, _, port = text.partition(":")
@@ -48,7 +56,7 @@ def parse_port(text: str, context: str) -> int:
     """A TCP/UDP port, 1 to 65535; ValueError naming `context` otherwise."""
     port = _port_number(text)
     if port < 1:
-        raise ValueError(f"bad port in {context!r}")
+        raise ValueError(f"bad port in {clip(context)!r}")
     return port
 
 
@@ -61,7 +69,7 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     host, port = split_host_port(text)
     number = default_port if port is None else _port_number(port)
     if not host or number < 1:
-        raise ValueError(f"bad address {text!r}: want host:port")
+        raise ValueError(f"bad address {clip(text)!r}: want host:port")
     return host, number
 
 
@@ -81,7 +89,7 @@ def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
         return host, default_port
     number = _port_number(port)
     if number < 0:
-        raise ValueError(f"bad port in {spec!r}")
+        raise ValueError(f"bad port in {clip(spec)!r}")
     return host, number
 
 

@@ -125,3 +125,20 @@ def test_ports_of_any_number_of_digits() -> None:
     with pytest.raises(ValueError, match="^bad port in"):
         parse_listen("h:" + "9" * 5000, 11211)
     assert parse_listen("h:" + zeros, 11211) == ("h", 0)  # port 0: a free one
+
+
+def test_an_error_repeats_the_start_of_a_huge_address() -> None:
+    """Each error names what it refused up to its 40th character, then ``...``: a huge word
+    (a `config set cluster` value, a command line) makes no huge error line."""
+    from mcached.addr import parse_address, parse_listen, parse_port
+
+    huge = "h:" + "x" * 100_000
+    for call in (
+        lambda: parse_port("x" * 100_000, huge),
+        lambda: parse_address(huge),
+        lambda: parse_listen(huge, 11211),
+        lambda: parse_address("[" + huge),
+    ):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert "x" * 37 + "...'" in str(caught.value) and len(str(caught.value)) < 80

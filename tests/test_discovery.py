@@ -153,6 +153,9 @@ NODE_CASES = [
     ("h|fd00::1|1", Node("h", "fd00::1", 1)),
     ("my_host.example:1", Node("my_host.example", "", 1)),
     ("Cache-1A", Node("Cache-1A", "", 11211)),
+    ("1cache.example-2.internal:1", Node("1cache.example-2.internal", "", 1)),
+    ("_mc._tcp.example:1", Node("_mc._tcp.example", "", 1)),
+    ("a" * 63 + ".example:1", Node("a" * 63 + ".example", "", 1)),
 ]
 
 
@@ -181,6 +184,21 @@ BAD_NODES = [
     "a\x1cb:1",
     "caf\u00e9:1",
     "a/b:1",
+    # regressions: no DNS name either, each stored and served (found by a cluster hunt)
+    "-5",
+    "---:1",
+    "_:2",
+    "-.:3",
+    "-a:1",
+    "a-:1",
+    "a.-b:1",
+    "a..b:1",
+    ".a:1",
+    "a.:1",
+    "1-2:1",
+    "-5|127.0.0.1|1",
+    "a" * 64 + ".example:1",
+    ".".join(["a" * 63] * 4) + ":1",
 ]
 
 
@@ -237,11 +255,103 @@ def test_parse_data_version_comments_and_order() -> None:
         b"1\na:1\x1cb:2\n",
         b"1\na:1\x0bb:2\n",
         b"1\na:1\x0cb:2\n",
+        # regressions (a cluster hunt): a signed or fractional version line taken as a host
+        # (-5||11211 served), and names no DNS has
+        b"-5\nlocalhost:1\n",
+        b"-0\nlocalhost:1\n",
+        b"5.0\nlocalhost:1\n",
+        b".5\nlocalhost:1\n",
+        b"1\n---:1 _:2 -.:3\n",
     ],
 )
 def test_parse_data_refuses(text: bytes) -> None:
     with pytest.raises(ValueError):
         parse_data(text)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (b"-5\nlocalhost:1\n", "the version must be 1 or more"),
+        (b"0\nlocalhost:1\n", "the version must be 1 or more"),
+        (b"+5\nlocalhost:1\n", "bad version '+5': want a number from 1 to 9223372036854775807"),
+        (b"2.5\nlocalhost:1\n", "bad version '2.5': want a number from 1 to 9223372036854775807"),
+        (b"1\n---:1 _:2 -.:3\n", "bad host in '---:1'"),
+        (b"1\nlocalhost:1 _:2\n", "bad host in '_:2'"),
+        (b"-5 localhost:1\n", "bad host in '-5'"),
+    ],
+)
+def test_issue_cluster_hunt_a_version_written_wrong_is_no_host(text: bytes, message: str) -> None:
+    """A first line holding a number that is no version is refused as a version, in the
+    words of the other version errors; a host must be a DNS name or an address. Regression:
+    ``-5\\nlocalhost:1`` was stored and served as the nodes ``-5||11211 localhost||1``, and
+    ``---:1 _:2 -.:3`` as three nodes."""
+    with pytest.raises(ValueError) as caught:
+        parse_data(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "a:" + "9" * 100_000,
+        "x" * 100_000 + ":1",
+        "a|" + "b" * 100_000 + "|1",
+        "[" + "f" * 100_000,
+        "a:" + "\x00" * 100_000,
+    ],
+)
+def test_issue_cluster_hunt_an_error_repeats_the_start_of_a_huge_token(token: str) -> None:
+    """A refused token is repeated up to its 40th character, then ``...``: a `config set
+    cluster` of one huge word answered an error line as long as the word."""
+    with pytest.raises(ValueError) as caught:
+        parse_data(b"1\n" + token.encode())
+    message = str(caught.value)
+    assert repr(token[:40] + "...") in message
+    assert len(message) < 4 * 40 + 60, message  # (a control character is repeated as \\xNN)
+
+
+def test_issue_cluster_hunt_one_server_listed_under_two_names_is_served_once(
+    tmp_path: Path,
+) -> None:
+    """``localhost:21001`` and ``127.0.0.1:21001`` are one server: served once (under the
+    first name in the served order, whatever order they were written in), not as two nodes
+    a client would count twice. Nodes without an ip are compared by name (nothing resolves
+    them here)."""
+    one = Node("127.0.0.1", "127.0.0.1", 21001)
+    assert parse_data("localhost|127.0.0.1|21001 127.0.0.1:21001\n")[1] == (one,)
+    assert parse_data("127.0.0.1:21001\nlocalhost|127.0.0.1|21001\n")[1] == (one,)
+    assert parse_data("h|fd00::1|1 g|fd00:0::1|1 g|fd00::1|2\n")[1] == (
+        Node("g", "fd00:0::1", 1),
+        Node("g", "fd00::1", 2),
+    )
+    assert parse_data("localhost:21001 127.0.0.1:21001 other:21001\n")[1] == (
+        one,
+        Node("localhost", "", 21001),
+        Node("other", "", 21001),
+    )
+    f = tmp_path / "cluster"
+    f.write_text("localhost:21001\n127.0.0.1:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f))  # the file's names are resolved: localhost is 127.0.0.1
+    assert get(d) == config_reply(b"1\n127.0.0.1|127.0.0.1|21001 localhost|127.0.0.1|21002\n")
+
+
+def test_issue_cluster_hunt_a_bad_version_line_keeps_the_previous_membership(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cluster file is read by the same code: a version line of -5 is an error there too,
+    and the membership read before stays served."""
+    f = tmp_path / "cluster"
+    f.write_text("3\nlocalhost:21001\nlocalhost:21002\n")
+    d = make(cluster_file=str(f))
+    before = get(d)
+    for text in ("-5\nlocalhost:21001\n", "4\nlocalhost:21001\n_:2\n"):
+        write(f, text)
+        with caplog.at_level(logging.ERROR, "mcached.discovery"):
+            d.reload()
+        assert get(d) == before
+    assert "the version must be 1 or more; keeping the previous membership" in caplog.text
+    assert "bad host in '_:2'; keeping the previous membership" in caplog.text
 
 
 def test_parse_data_versions_of_any_number_of_digits() -> None:

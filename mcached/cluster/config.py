@@ -13,7 +13,10 @@ server writes both in `mcached.protocol.responses`; `mcached.client.node` reads 
 
 Rules: pure values and functions, no sockets; a name is resolved only through a `Resolver`
 the caller passes in. The same membership gives the same bytes (`canonical`: nodes
-de-duplicated and sorted by (host, ip, port), whatever order they were listed in). Imported
+de-duplicated and sorted by (host, ip, port), whatever order they were listed in; one server
+listed under two names that give the same ip and port is listed once). A host is an IP
+address or a plausible DNS name (`check_host`), and an error message repeats at most the
+first `mcached.addr.ECHO_MAX` characters of the token it refuses. Imported
 by the server side (`mcached.cluster.discovery`) and the client side (`mcached.client`), so
 it imports only `mcached.addr`.
 """
@@ -21,10 +24,12 @@ it imports only `mcached.addr`.
 from __future__ import annotations
 
 import ipaddress
+import re
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mcached.addr import DEFAULT_PORT, parse_port, split_host_port
+from mcached.addr import DEFAULT_PORT, clip, parse_port, split_host_port
 from mcached.cnum import decimal
 
 CLUSTER_KEY = b"cluster"
@@ -69,8 +74,24 @@ def format_data(version: int, nodes: Iterable[Node]) -> bytes:
 
 
 def canonical(nodes: Iterable[Node]) -> tuple[Node, ...]:
-    """De-duplicated and sorted, so equal memberships give equal bytes on every node."""
-    return tuple(sorted(set(nodes)))
+    """De-duplicated and sorted, so equal memberships give equal bytes on every node.
+
+    Nodes with the same ip and port are one server listed under two names
+    (``localhost:11211`` and ``127.0.0.1:11211`` once resolved): only the first in that order
+    is kept, since a client given both counts two nodes (two pools, twice the server's share
+    of the keys). The first in sorted order, not as listed, so that the same nodes listed in
+    another order still give the same bytes. Nodes without an ip are compared by name only.
+    """
+    out: list[Node] = []
+    seen: set[tuple[object, int]] = set()
+    for node in sorted(set(nodes)):
+        if node.ip:
+            where = (ipaddress.ip_address(node.ip), node.port)  # (fd00::1 is fd00:0::1)
+            if where in seen:
+                continue
+            seen.add(where)
+        out.append(node)
+    return tuple(out)
 
 
 def is_ip(text: str) -> bool:
@@ -81,18 +102,28 @@ def is_ip(text: str) -> bool:
     return True
 
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_LABEL_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+_LETTERS = frozenset(string.ascii_letters)
 
 
 def check_host(host: str, token: str) -> None:
-    """A node's host: an IP literal, or a name of letters, digits, ``-``, ``.`` and ``_``
-    with a letter in it (a name of digits and dots alone is an address written wrong, or a
-    version put on the nodes' line: ``5 a:1`` is no node ``5``). Raises ValueError naming
-    `token`."""
+    """A node's host: an IP literal, or a plausible DNS name: labels separated by dots, each
+    of letters, digits, ``-`` and ``_`` (which some internal DNS uses), none empty, none
+    starting or ending with ``-``, and a letter somewhere in the name; at most 63 characters
+    a label and 253 the name, as DNS carries them. Anything else is no name a client could
+    look up: a name of digits and dots alone is an address written wrong, or a version put
+    on the nodes' line (``5 a:1`` is no node ``5``, ``-5`` no node ``-5``), and ``---`` or
+    ``a..b`` are typing slips. Raises ValueError naming `token`."""
     if is_ip(host):
         return
-    if not host or not _HOST_CHARS.issuperset(host) or host.strip("0123456789.") == "":
-        raise ValueError(f"bad host in {token!r}")
+    labels = host.split(".")
+    if (
+        len(host) > 253
+        or _LETTERS.isdisjoint(host)
+        or not all(len(label) <= 63 and _LABEL_CHARS.issuperset(label) for label in labels)
+        or not all(label and label[0] != "-" and label[-1] != "-" for label in labels)
+    ):
+        raise ValueError(f"bad host in {clip(token)!r}")
 
 
 def parse_node(
@@ -107,21 +138,21 @@ def parse_node(
     if "|" in token:
         parts = token.split("|")
         if len(parts) != 3:
-            raise ValueError(f"bad node {token!r}: want host|ip|port")
+            raise ValueError(f"bad node {clip(token)!r}: want host|ip|port")
         host, ip, port_text = parts
         check_host(host, token)
         if ip and not is_ip(ip):
-            raise ValueError(f"bad ip in {token!r}")
+            raise ValueError(f"bad ip in {clip(token)!r}")
         node = Node(host, ip, parse_port(port_text, token))
     else:
         try:
             host, port_part = split_host_port(token)
         except ValueError:
-            raise ValueError(f"bad node {token!r}") from None
+            raise ValueError(f"bad node {clip(token)!r}") from None
         if token.startswith("[") and not is_ip(host):
-            raise ValueError(f"bad node {token!r}")
+            raise ValueError(f"bad node {clip(token)!r}")
         if port_part is None and ":" in host and not token.startswith("["):
-            raise ValueError(f"bad node {token!r}: write an IPv6 address as [addr]:port")
+            raise ValueError(f"bad node {clip(token)!r}: write an IPv6 address as [addr]:port")
         port = default_port if port_part is None else parse_port(port_part, token)
         check_host(host, token)
         node = Node(host, host if is_ip(host) else "", port)
@@ -130,6 +161,26 @@ def parse_node(
         if ips:
             node = Node(node.host, ips[0], node.port)
     return node
+
+
+# a first line that is one number, of any sign or form: a version (digits alone), or a
+# version written wrong, never a host (``-5`` was served as the node ``-5||11211``)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def _version(line: str) -> int:
+    """The version a first line holding one number pins; ValueError when it is no whole
+    number from 1 to `VERSION_MAX`."""
+    if not line.isdigit():
+        if line[0] == "-" and line[1:].isdigit():
+            raise ValueError("the version must be 1 or more")
+        raise ValueError(f"bad version {clip(line)!r}: want a number from 1 to {VERSION_MAX}")
+    version = decimal(line)  # int() refuses more than 4,300 digits, in its words
+    if version > VERSION_MAX:
+        raise ValueError(f"the version must be at most {VERSION_MAX}")
+    if version < 1:
+        raise ValueError("the version must be 1 or more")
+    return version
 
 
 class TooManyNodes(ValueError):
@@ -144,7 +195,8 @@ def parse_data(
 
     Nodes are separated by spaces or newlines; ``#`` starts a comment; a first line that is a
     bare number is the version (the wire's own layout, so a ``config get`` payload is valid).
-    Raises ValueError on a bad node, a version below 1, or no node at all.
+    Raises ValueError on a bad node, a first line that is a number but no version (below 1,
+    signed, a fraction), or no node at all.
     """
     if isinstance(text, bytes):
         try:
@@ -158,12 +210,8 @@ def parse_data(
         line = raw.split("#", 1)[0].strip(" \t\r")
         if not line:
             continue
-        if first and line.isdigit():
-            version = decimal(line)  # int() refuses more than 4,300 digits, in its words
-            if version > VERSION_MAX:
-                raise ValueError(f"the version must be at most {VERSION_MAX}")
-            if version < 1:
-                raise ValueError("the version must be 1 or more")
+        if first and _NUMBER.fullmatch(line):
+            version = _version(line)
         else:
             tokens += [t for t in line.replace("\t", " ").split(" ") if t]  # (\x0b...: a bad host)
         first = False

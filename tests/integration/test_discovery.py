@@ -201,6 +201,50 @@ def test_config_set_overrides_the_file_until_deleted(
     assert request(cluster.servers[1], GET) == cluster.expected()
 
 
+HOSTILE_CONFIG_SETS = [
+    # (data, the error line): a version line written wrong, names no DNS has, a huge word
+    (b"-5\nlocalhost:1\n", b"the version must be 1 or more"),
+    (b"+5\nlocalhost:1\n", b"bad version '+5': want a number from 1 to 9223372036854775807"),
+    (b"1.5\nlocalhost:1\n", b"bad version '1.5': want a number from 1 to 9223372036854775807"),
+    (b"---:1 _:2 -.:3\n", b"bad host in '---:1'"),
+    (b"localhost:1 _:2\n", b"bad host in '_:2'"),
+    (b"localhost:1 -.:3\n", b"bad host in '-.:3'"),
+    (b"localhost:1 a..b:3\n", b"bad host in 'a..b:3'"),
+    (b"localhost:" + b"9" * 60_000 + b"\n", b"bad port in 'localhost:" + b"9" * 30 + b"...'"),
+]
+
+
+def test_issue_cluster_hunt_config_set_of_malformed_entries(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Each is refused with a CLIENT_ERROR line (a short one: at most 40 characters of the
+    token it names) and the list served stays as it was. Regression (found by a cluster
+    hunt): ``-5\\nlocalhost:1`` was STORED and served as ``-5||11211 localhost||1``, and
+    ``---:1 _:2 -.:3`` as three nodes."""
+    s = server_factory("mcached", "--enable-config-set")
+    before = request(s, GET)
+    with Conn(s.address) as conn:
+        for data, error in HOSTILE_CONFIG_SETS:
+            reply = conn.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(data), data))
+            assert reply == b"CLIENT_ERROR bad cluster configuration: %b\r\n" % error, data[:40]
+            assert conn.request(GET) == before
+        assert conn.request(b"config set cluster 0 15\r\n-5\nlocalhost:1\n\r\n") == (
+            b"CLIENT_ERROR bad cluster configuration: the version must be 1 or more\r\n"
+        )
+
+
+def test_issue_cluster_hunt_one_server_under_two_names_is_listed_once(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A cluster file listing this node as ``localhost:P`` and ``127.0.0.1:P`` (one server once
+    resolved) serves it once. Regression: twice, so a client counted two nodes."""
+    port = free_port()
+    f = tmp_path / "cluster.conf"
+    f.write_text(f"localhost:{port}\n127.0.0.1:{port}\n")
+    s = server_factory("mcached", "-p", str(port), "--cluster-file", str(f))
+    assert request(s, GET) == config_reply(b"1\n127.0.0.1|127.0.0.1|%d\n" % port)
+
+
 def test_file_is_reread_on_reload_and_on_change(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
