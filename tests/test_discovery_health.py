@@ -176,6 +176,60 @@ def test_two_discoveries_over_one_shared_store_serve_one_membership() -> None:
     assert keeper.current().nodes == (A,) and keeper.current().version == 6
 
 
+def test_issue_cluster_hunt_a_node_listed_by_name_alone_knows_itself() -> None:
+    """``config set`` data is stored as written: ``localhost:21001`` sent to the node on 21001
+    is ``localhost||21001``, no ip. That node is this daemon when its name is the one the
+    daemon lists itself by, or resolves (the keeper's health thread: never a worker) to its
+    listening address on its port; a name that does not resolve, or that resolves elsewhere,
+    or another port, is a peer. Regression (found by a cluster hunt): the node compared the
+    empty ip alone, health-checked itself and showed ``up`` for itself in ``stats cluster``."""
+    table = {"localhost": ["127.0.0.1"], "alias": ["10.9.9.9", "127.0.0.1"], "far": ["10.9.9.9"]}
+    lookups: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return list(table.get(host, []))
+
+    s = Settings(listen=("127.0.0.1",), cluster_node_name="localhost", cluster_health_interval=1)
+    store, health_store = LocalDocs(), LocalDocs()
+    keeper, worker = (
+        Discovery(s, lambda: 21001, resolve=resolve, docs=store, health_docs=health_store)
+        for _ in range(2)
+    )
+    worker.keeper, worker.writer = False, 1
+    keeper.load()
+    me, alias, gone, far = (Node(h, "", 21001) for h in ("localhost", "alias", "gone", "far"))
+    other_port = Node("alias", "", 21002)
+    worker.override(None, (me, alias, gone, far, other_port, B))
+    lookups.clear()
+
+    def rows() -> dict[str, object]:
+        return {k[5:]: v for k, v in worker.health_rows() if k.startswith("node:")}
+
+    assert worker.is_self(me) and not worker.is_self(alias)  # no lookup yet: the name alone
+    assert rows()[str(me)] == "self" and rows()[str(alias)] != "self"
+    assert lookups == []  # a worker never looks a name up
+    checked: list[Node] = []
+
+    def check(members: list[Node], timeout: float) -> dict[Node, Result]:
+        checked.extend(members)
+        return {n: Result(True, 0.001, "", None) for n in members}
+
+    keeper._check = check  # type: ignore[method-assign]
+    keeper.health_round(1.0)
+    assert set(checked) == {gone, far, other_port, B}  # never itself, by either name
+    assert set(lookups) == {"localhost", "alias", "gone", "far"}  # (21002 is not its port)
+    assert worker.is_self(alias) and keeper.is_self(alias)
+    view = rows()
+    assert [n for n, v in view.items() if v == "self"] == [str(me), str(alias)]
+    assert all(str(view[str(n)]).startswith("up ") for n in (gone, far, other_port, B))
+    # each name is looked up again only every --cluster-dns-interval seconds
+    lookups.clear()
+    checked.clear()
+    keeper.health_round(1.0)
+    assert lookups == [] and set(checked) == {gone, far, other_port, B}
+
+
 # ---- the rule ----
 
 

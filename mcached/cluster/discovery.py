@@ -37,9 +37,10 @@ Rules:
    reads back; if a concurrent write from another process built on an older document won,
    it writes again on top of it (membership rule 4). Threads of one process take `_lock`.
 5. Names are resolved outside `_lock`, by the keeper's refreshing thread (the watcher, or
-   SIGHUP's main thread) or before the workers start. A worker never waits on a lookup:
-   ``config set`` data is stored as given (``host||port`` keeps an empty ip); the tool
-   resolves names before it sends.
+   SIGHUP's main thread), its health thread, or before the workers start. A worker never
+   waits on a lookup: ``config set`` data is stored as given (``host||port`` keeps an empty
+   ip); the tool resolves names before it sends; whether such a node is this daemon is
+   resolved by the health thread, which publishes what it found (`is_self`).
 
 Lock order: `_refresh_lock` (one refresher at a time) before `_lock` (this process's writes).
 """
@@ -181,6 +182,10 @@ class Discovery:
         self.rounds = 0
         self._checks: Checks | None = None  # the health checks, once there is a peer
         self._local_ips: set[str] | None = None
+        # listed nodes without an ip whose name the health thread resolved to this daemon
+        # (`is_self`), as ``host|ip|port`` text; swapped whole
+        self._named_self: frozenset[str] = frozenset()
+        self._self_lookups: dict[Node, tuple[float, bool]] = {}  # node -> (when, is self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -461,17 +466,35 @@ class Discovery:
     # ---- health (the keeper's health thread) ----
 
     def is_self(self, node: Node) -> bool:
-        """Whether `node` is this daemon: its own node, or one of its listening addresses."""
+        """Whether `node` is this daemon: its own node, or its port on one of its listening
+        addresses. A node listed by name alone (``host||port``: ``config set`` data, a name
+        in the file that did not resolve) is this daemon when the name is the one it lists
+        itself by, or when the health thread resolved it to one of those addresses
+        (`_resolve_self`; a name that does not resolve is not this daemon). Only the keeper
+        resolves: a worker never waits on a lookup (rule 5) and reads what the keeper found
+        from the health document; until then (or with checks off) it knows the name alone."""
+        named = self._named_self if self.keeper else self._health_doc().get("self", ())
+        return self._is_self(node, named)
+
+    def _is_self(self, node: Node, named: frozenset[str] | list[str]) -> bool:
         me = self._self_node or self._read()[1].self_node
         if node == me:
             return True
+        local = self._local_addresses()
+        if local is None or node.port != local[0]:
+            return False
+        if node.ip:
+            return node.ip in local[1]
+        return (me is not None and node.host == me.host) or str(node) in named
+
+    def _local_addresses(self) -> tuple[int, set[str]] | None:
+        """(port, addresses) this daemon listens on; None before it listens."""
         try:
             port = self.local_port()
         except (IndexError, AttributeError):
-            return False
-        if node.port != port:
-            return False
+            return None
         if self._local_ips is None:
+            me = self._self_node or self._read()[1].self_node
             ips = {me.ip} if me is not None and me.ip else set()
             for spec in self.settings.listen:
                 try:
@@ -483,7 +506,32 @@ class Discovery:
                 elif is_ip(host):
                     ips.add(host)
             self._local_ips = ips
-        return node.ip in self._local_ips
+        return port, self._local_ips
+
+    def _resolve_self(self, listed: tuple[Node, ...]) -> frozenset[str]:
+        """The listed nodes without an ip, on this daemon's port, whose name resolves to one
+        of its listening addresses. The health thread's, before each round (a lookup may
+        take long: no worker waits on it); each name is looked up again every
+        ``--cluster-dns-interval`` seconds, as the file's names are, since a name may come
+        to point here or elsewhere. Without this, ``localhost:P`` in ``config set`` data
+        sent to the node on P was checked by that node as a peer, and voted twice about
+        every other member."""
+        local = self._local_addresses()
+        if local is None:
+            return frozenset()
+        port, ips = local
+        now = time.monotonic()
+        lookups = {}
+        for node in listed:
+            if node.ip or node.port != port:
+                continue
+            when, mine = self._self_lookups.get(node, (-1.0, False))
+            if when < 0 or now - when >= self.settings.cluster_dns_interval:
+                when = now
+                mine = any(ip in ips for ip in self.resolve(node.host, node.port))
+            lookups[node] = (when, mine)
+        self._self_lookups = lookups  # (nodes no longer listed are forgotten)
+        return frozenset(str(node) for node, (_, mine) in lookups.items() if mine)
 
     def _health_thread(self) -> None:
         try:
@@ -537,6 +585,7 @@ class Discovery:
         """One round: check every listed member but this node, apply the rule, publish.
         `started`: when the round began (time.monotonic(); default now)."""
         m = self._read()[1]
+        self._named_self = self._resolve_self(m.listed)
         members = [n for n in m.listed if not self.is_self(n)]
         for node in list(self.tracks):
             if node not in members:
@@ -600,6 +649,7 @@ class Discovery:
                 for t in self.tracks.values()
             ],
             "counters": self.counters,
+            "self": sorted(self._named_self),  # (`is_self`, in the workers)
         }
         self.health_docs.write(self.writer, json.dumps(doc).encode("ascii"))
 

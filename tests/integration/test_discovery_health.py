@@ -32,7 +32,7 @@ import pytest
 
 from mcached.client.cluster import ClusterClient
 from mcached.cluster.config import Node
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, Server, free_port
 from tests.wire import Conn
 
 pytestmark = pytest.mark.integration
@@ -226,6 +226,40 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
 
 KEYS = [f"key:{i}" for i in range(300)]
+
+
+def test_issue_cluster_hunt_a_node_listed_by_name_alone_is_not_checked_as_a_peer(
+    server_factory: Callable[..., Server],
+) -> None:
+    """``config set cluster`` with ``localhost:P localhost:Q`` on the node on P (stored as
+    written: ``localhost||P``, no ip). That node names itself 127.0.0.1 here, so only the
+    keeper's lookup of ``localhost`` (its health thread, in the maintainer) can tell it is
+    itself; the worker serving ``stats cluster`` shows what the keeper found. Regression
+    (found by a cluster hunt): ``localhost||P up ...``, the node checking itself as a peer
+    (and voting twice about every other member)."""
+    node = server_factory(
+        "mcached-procs", "--enable-config-set", "--cluster-node-name", "127.0.0.1", *HEALTH
+    )
+    dead = free_port()  # nobody listens there: its checks fail, round after round
+    data = f"localhost:{node.port} localhost:{dead}\n".encode()
+    with Conn(node.address) as c:
+        assert c.request(b"config set cluster 0 %d\r\n%b\r\n" % (len(data), data)) == (
+            b"STORED\r\n"
+        )
+    me, peer = (f"node:localhost||{p}" for p in (node.port, dead))
+
+    def stats() -> dict[str, str]:
+        with Conn(node.address) as c:
+            c.send(b"stats cluster\r\n")
+            reply = c.read_until(b"END\r\n").decode()
+        return dict(re.findall(r"^STAT (\S+) (.*)\r$", reply, re.M))
+
+    # a few rounds on the new list: the dead peer failed twice since it was listed
+    rounds = wait_for(lambda: int(stats()[peer].split()[1]) >= 2, STARTUP)
+    assert rounds is not None, stats()
+    view = stats()
+    assert view[me] == "self", view
+    assert view["listed"] == "2"
 
 
 def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
