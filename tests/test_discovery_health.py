@@ -308,6 +308,56 @@ def test_the_majority_side_of_a_split_hides_the_minority() -> None:
     assert ev.hidden == []
 
 
+def test_issue_cluster_hunt_a_second_death_is_routed_around() -> None:
+    """Three nodes: C dies, and A (with B's view agreeing) hides it; then B dies too. A member
+    this node hides has no vote, so A is the only voter about B, as in a two-node cluster,
+    and hides it. Regression (found by a cluster hunt): the hidden C still counted as a voter
+    that did not agree, B stayed disputed, and A listed it for ever."""
+    listed = (A, B, C)
+    t = tracks(B, C)
+    for _ in range(3):
+        hidden, _ = round_of(t, listed, {C}, {B: {A: 0, C: 1}})
+    assert hidden == [C]
+    for _ in range(2):
+        assert round_of(t, listed, {B, C}, {}) == ([], [])
+    assert round_of(t, listed, {B, C}, {}) == ([B], [])
+    assert t[B].state == t[C].state == DOWN
+
+
+def test_a_hidden_member_has_no_vote_even_when_it_answers_again() -> None:
+    """C was hidden and answers again, not back yet (`rise`): its view (B is up) is no vote
+    until this node lists it again, so A, the one voter left, hides B when B fails. Once C
+    is back, its view counts again: A alone is no majority of A and C."""
+    listed = (A, B, C)
+    t = tracks(B, C)
+    t[C].set_state(DOWN, 0.0)
+    t[C].hides += [0.0, 0.1, 0.2]  # hidden thrice lately: 8 passes to return (flapping)
+    views = {C: {A: 0, B: 0}}
+    for _ in range(2):
+        assert round_of(t, listed, {B}, views, 1.0) == ([], [])
+    assert round_of(t, listed, {B}, views, 1.0) == ([B], [])
+    assert t[C].state == DOWN
+    t2 = tracks(B, C)  # the same failure with C listed: disputed
+    for _ in range(3):
+        assert round_of(t2, listed, {B}, views, 1.0) == ([], [])
+    assert t2[B].state == DISPUTED
+
+
+def test_cut_off_after_a_death_still_hides_no_one() -> None:
+    """E died and A hid it; then A loses its way to every other peer. B, C and D are three
+    voters it does not reach, against its one: nothing more is hidden (README, "a node cut
+    off from all its peers")."""
+    listed = (A, B, C, D, E)
+    t = tracks(B, C, D, E)
+    side = {A: 0, B: 0, C: 0, D: 0, E: 1}
+    for _ in range(3):
+        hidden, _ = round_of(t, listed, {E}, {B: side, C: side, D: side})
+    assert hidden == [E]
+    for _ in range(5):
+        assert round_of(t, listed, {B, C, D, E}, {}) == ([], [])
+    assert {t[n].state for n in (B, C, D)} == {DISPUTED}
+
+
 def test_two_nodes_each_decide_alone() -> None:
     t = tracks(B)
     for _ in range(3):

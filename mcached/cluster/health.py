@@ -17,11 +17,14 @@ passed; a refused or reset connection, silence past the timeout, or garbage fail
 The rule (the same on every node, so healthy nodes converge on the same list):
 
 1. A member that fails `failures` checks in a row is hidden if a *majority* of the members
-   that could vote agree: every listed member but itself votes, this node included; a peer
-   this node reaches votes "failing" when its own last check of the member failed, "up"
-   otherwise; a peer it cannot reach counts as a vote it does not have (so it never helps to
-   hide); a peer that answers without a view (memcached, ``-Y``) does not vote. Otherwise the
-   member is *disputed*: kept, and shown so.
+   that could vote agree: every listed member that this node does not hide votes, but the
+   member itself, this node included; a peer this node reaches votes "failing" when its own
+   last check of the member failed, "up" otherwise; a peer it cannot reach counts as a vote
+   it does not have (so it never helps to hide); a peer that answers without a view
+   (memcached, ``-Y``) does not vote. Otherwise the member is *disputed*: kept, and shown so.
+   A member this node hides has no vote: it is gone from this node's list, and counted as a
+   voter it would keep the next death from ever being a majority (three nodes, C dead and
+   hidden, then B dead: A failed B alone, of A and C, for ever).
 2. A hidden member comes back after `rise` checks passed in a row; each time it was hidden
    again within `FLAP_WINDOW` seconds doubles that (up to `MAX_PENALTY` times), so a flapping
    node does not churn the version.
@@ -32,8 +35,10 @@ The rule (the same on every node, so healthy nodes converge on the same list):
 What the majority buys: a node that loses its way to one peer (a partition between two nodes)
 does not hide it while the others still reach it, so every node keeps serving the same list;
 a node cut off from all its peers (or a firewall that lets clients in but not peers) hides no
-one. A dead node is hidden by every node that has a majority on its side. A two-node cluster
-has one voter per member: each hides the other if they lose sight of each other.
+one while two or more of them are still listed and not hidden. A dead node is hidden by every
+node that has a majority on its side. A two-node cluster has one voter per member: each hides
+the other if they lose sight of each other; so has a larger one once all but two of its
+members are hidden (dead, or cut off, one after the other).
 """
 
 from __future__ import annotations
@@ -164,6 +169,8 @@ def _majority_agrees(
         if peer == node or peer == me or peer not in tracks:
             continue
         t = tracks[peer]
+        if t.state == DOWN:
+            continue  # hidden by this node: no voter (rule 1)
         if t.fails == 0 and t.checks and t.view is None:
             continue  # reachable but shows no view: not a voter
         voters += 1

@@ -380,6 +380,41 @@ def test_kill9_is_routed_around_and_the_node_returns_after_the_hysteresis(
         client.close()
 
 
+def test_issue_cluster_hunt_a_second_death_is_routed_around(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Three nodes: ``kill -9`` of C, which A and B hide; then of B. A member a node hides has
+    no vote, so A is the only voter about B (as in a two-node cluster) and stops listing it
+    within the same bound. Regression (found by a cluster hunt): the hidden C still counted
+    as a voter A could not reach, B stayed ``disputed``, and A listed it for ever."""
+    cluster = make_cluster(3)
+    a, b, c = cluster.nodes
+    ports = {n.port for n in cluster.nodes}
+    assert wait_for(lambda: all(served(n)[1] == ports for n in cluster.nodes), STARTUP)
+    # every node has seen every other answer: no one is in its start-up grace any more
+    seen = wait_for(
+        lambda: all(
+            cluster_stats(n)[f"node:{m.node}"].startswith("up ")
+            for n in cluster.nodes
+            for m in cluster.nodes
+            if m is not n
+        ),
+        STARTUP,
+    )
+    assert seen is not None, diagnose(cluster, cluster.nodes)
+    cluster.kill9(c)
+    gone = wait_for(lambda: all(served(n)[1] == ports - {c.port} for n in (a, b)), 10)
+    assert gone is not None, diagnose(cluster, [a, b])
+    version = served(a)[0]
+    cluster.kill9(b)
+    alone = wait_for(lambda: served(a)[1] == {a.port}, 10)
+    assert alone is not None, diagnose(cluster, [a])
+    assert alone <= DETECT, f"A took {alone:.2f}s"
+    assert served(a) == (version + 1, {a.port})
+    view = cluster_stats(a)
+    assert view[f"node:{b.node}"].startswith("down ") and view[f"node:{c.node}"].startswith("down ")
+
+
 class Relay:
     """127.0.0.1:<port> forwarding to a node, except for connections opened by a process of a
     blocked name (`owners`: pid -> name): those are accepted and never answered (a black
