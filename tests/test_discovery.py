@@ -441,6 +441,40 @@ def test_file_version_line_pins_the_version(tmp_path: Path) -> None:
     assert d.current().version == 43
 
 
+def test_issue_cluster_hunt_a_pin_at_the_version_health_served_moves_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file pins 300 for three nodes; health hides one (301); the operator pins 301 and
+    lists a new node. The new list is served at 302, with a warning saying why, once; the
+    same pin and list written again change nothing. Regression (found by a cluster hunt):
+    301 was served again for another list, and clients that act on a changed version
+    (emcache) never saw the new node."""
+    f = tmp_path / "cluster"
+    f.write_text("300\nlocalhost:21001\nlocalhost:21002\nlocalhost:21003\n")
+    d = make(cluster_file=str(f))
+    assert d.current() == ClusterConfig(300, THREE)
+    d._hidden = frozenset({THREE[2]})  # what the health thread does
+    d._publish("health")
+    assert d.current() == ClusterConfig(301, THREE[:2])
+    write(f, "301\nlocalhost:21001\nlocalhost:21002\nlocalhost:21004\n")
+    with caplog.at_level(logging.WARNING, "mcached.discovery"):
+        d.reload()
+        assert d.current() == ClusterConfig(
+            302, (*THREE[:2], Node("localhost", "127.0.0.1", 21004))
+        )
+        d.reload()  # read again, the same: no change, nothing more said
+        assert d.current().version == 302
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "cluster configuration: version 301 pinned (SIGHUP) is not above 301, served already:"
+        " serving 302 instead, since a client that has seen a version takes no new list"
+        " under it"
+    ]
+    write(f, "303\nlocalhost:21001\nlocalhost:21004\n")  # a pin above: as written
+    d.reload()
+    assert d.current().version == 303
+
+
 def test_bad_file_keeps_the_previous_membership(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from mcached.cluster import membership
 from mcached.cluster.config import VERSION_MAX, Node
 from mcached.cluster.discovery import Discovery
 from mcached.cluster.health import (
@@ -82,11 +83,42 @@ def test_a_pin_uncovered_again_is_no_new_word() -> None:
     assert (back.nodes, back.version) == ((A, B), 12)
     again = settle(back, replace(back, override=(None, (A, D))))
     assert (again.nodes, again.version) == ((A, D), 13)
-    # the same override again changes nothing; a source written anew is the operator's word
+    # the same override again changes nothing; a source written anew is the operator's
+    # word, but not a number already served (10 was (A, B)): one up instead
     assert settle(again, again).version == 13
     gone = settle(again, replace(again, override=None))
+    assert gone.version == 14
     rewritten = settle(gone, replace(gone, source=(A, E), source_pin=10))
-    assert (rewritten.nodes, rewritten.version) == ((A, E), 10)
+    assert (rewritten.nodes, rewritten.version) == ((A, E), 15)
+    assert settle(rewritten, replace(rewritten, source_pin=20)).version == 20  # above: as written
+
+
+def test_issue_cluster_hunt_a_pin_already_served_is_not_served_for_another_list() -> None:
+    """The file pins 300 for A, B, C; health hides C (301); the operator then pins 301 and
+    lists D in place of C. 301 was served for (A, B): the new list is served at 302, or a
+    client that has seen 301 (emcache) would never take it. Regression (found by a cluster
+    hunt): 301 served again, for (A, B, D)."""
+    m = loaded(source=(A, B, C), source_pin=300)
+    hid = settle(m, replace(m, hidden=frozenset({C})))
+    assert (hid.nodes, hid.version) == ((A, B), 301)
+    edited = settle(hid, replace(hid, source=(A, B, D), source_pin=301))
+    assert (edited.nodes, edited.version) == ((A, B, D), 302)
+    assert membership.pin_passed_over(hid, edited)
+    # from then on the pin is no new word: health moves the version on from 302
+    again = settle(edited, replace(edited, hidden=frozenset({C, D})))
+    assert (again.nodes, again.version) == ((A, B), 303)
+    assert not membership.pin_passed_over(edited, again)
+    # the same pin, below, with the list already served: nothing changes, no number reused
+    same = settle(hid, replace(hid, source=(A, B), source_pin=300))
+    assert (same.nodes, same.version) == ((A, B), 301) and membership.pin_passed_over(hid, same)
+    # two `config set` of one pin with different lists (two worker processes at once, the
+    # second written on top of the first): the second is one up
+    first = settle(m, replace(m, override=(400, (A, B))))
+    second = settle(first, replace(first, override=(400, (A, C))))
+    assert (first.version, second.version, second.nodes) == (400, 401, (A, C))
+    # a pin above what is served is served as written, whatever moved the version before
+    assert settle(hid, replace(hid, source=(A, B, D), source_pin=302)).version == 302
+    assert not membership.pin_passed_over(hid, settle(hid, replace(hid, source_pin=302)))
 
 
 def test_the_version_starts_again_at_one_past_the_most_clients_keep() -> None:

@@ -29,8 +29,9 @@ Rules:
    its reply is one bytes object: it goes out in one write, as clients that keep only their
    last read need.
 2. Where membership comes from, and the version rule: `mcached.cluster.membership` (override,
-   then source, then this node; a pin is served as written; otherwise one more per change of
-   the served nodes). Health only hides listed nodes (`mcached.cluster.health`), never adds.
+   then source, then this node; a pin above the version served is served as written;
+   otherwise one more per change of the served nodes). Health only hides listed nodes
+   (`mcached.cluster.health`), never adds.
 3. The same membership gives the same bytes on every node: nodes are de-duplicated and sorted
    by (host, ip, port), whatever order the source listed them in.
 4. Writes: a writer reads the newest document, changes its own part, writes the whole, and
@@ -75,7 +76,15 @@ from mcached.cluster.health import (
     Track,
     decide,
 )
-from mcached.cluster.membership import Docs, LocalDocs, Membership, decode, encode, settle
+from mcached.cluster.membership import (
+    Docs,
+    LocalDocs,
+    Membership,
+    decode,
+    encode,
+    pin_passed_over,
+    settle,
+)
 from mcached.cluster.sources import DnsSource, FileSource, name_of, resolve_name
 from mcached.settings import Settings, SettingsError
 
@@ -276,6 +285,18 @@ class Discovery:
                         back.k_seq == m.k_seq and _keeper_inputs(back) == _keeper_inputs(m)
                     )
                 if held and not self.docs.written_between(based, mine):
+                    if pin_passed_over(prev, m):
+                        log.warning(
+                            "cluster configuration: version %d pinned (%s) is not above %d,"
+                            " served already: %s, since a client that has seen a version"
+                            " takes no new list under it",
+                            m.pin,
+                            m.why,
+                            prev.version,
+                            f"serving {m.version} instead"
+                            if m.nodes != prev.nodes
+                            else f"{m.version} kept for the same nodes",
+                        )
                     if m.config != prev.config:
                         log.info(
                             "cluster configuration %d (%s): %s",

@@ -16,16 +16,20 @@ Rules:
 2. Health only hides: the served nodes are the listed ones minus those health hides, in the
    listed order, and never none (hiding every listed node would serve nothing: then every
    listed node is served).
-3. The version: a new pin, or the same pin with a new list, is served as written (the
-   operator's word); otherwise it goes up by one whenever the served nodes change, whatever
-   changed them (a source, an override, health), and stays when they do not. So a node that
-   health hides or brings back moves the version on, and clients notice it at their next
-   poll, as they notice any change. A pin is new when the layer that lists the nodes wrote
-   it: a pinned file that ``config delete cluster`` uncovers again is no new word (its pin
-   would take the version back below what the override had served, to a number already
-   served for another list, which a client that acts on a changed version ignores), so
-   the version goes on by one. Past `VERSION_MAX` (a signed 64-bit number, as clients keep
-   it, and the most ``config set`` takes) it starts again at 1.
+3. The version: a new pin, or the same pin with a new list, above the version served is
+   served as written (the operator's word); otherwise it goes up by one whenever the served
+   nodes change, whatever changed them (a source, an override, health), and stays when they
+   do not. So a node that health hides or brings back moves the version on, and clients
+   notice it at their next poll, as they notice any change. A version is never served for
+   two lists, since a client that has seen a version takes no new list under it (emcache:
+   ``if version == self._autodiscover_config_version: return``): a new pin at or below the
+   version served goes the same way, one up when the served nodes change (logged: health
+   had moved a pinned 300 to 301, and a file pinned 301 with a new list would serve 301
+   again), and staying when they do not (going back to it could serve a number already
+   served for another list). A pin is new when the layer that lists the nodes wrote it: a
+   pinned file that ``config delete cluster`` uncovers again is no new word, so the version
+   goes on by one. Past `VERSION_MAX` (a signed 64-bit number, as clients keep it, and the
+   most ``config set`` takes) it starts again at 1.
 4. Lost updates: any process may write the document (a worker on ``config set``, the keeper
    for the source and health), each reading the newest, changing its part, and writing the
    whole. Each part carries a counter (`o_seq` for the override, `k_seq` for what the keeper
@@ -134,22 +138,34 @@ def listed_of(m: Membership) -> tuple[tuple[Node, ...], int | None]:
     return (m.self_node,), None
 
 
+def _new_pin(prev: Membership, new: Membership, listed: tuple[Node, ...], pin: int | None) -> bool:
+    """Whether `pin` is the operator's word anew: written now by the layer that lists the
+    nodes, and not the pin and list `prev` had already (rule 3)."""
+    if pin is None or (pin, listed) == (prev.pin, prev.listed):
+        return False
+    if new.override is not None:
+        return new.override != prev.override
+    return (new.source_pin, new.source) != (prev.source_pin, prev.source)
+
+
 def settle(prev: Membership, new: Membership) -> Membership:
     """`new`'s inputs with the listed and served nodes and the version that follow from them
     and from `prev`, the membership served until now (rules 1-3)."""
     listed, pin = listed_of(new)
     served = tuple(n for n in listed if n not in new.hidden) or listed
-    if new.override is not None:
-        written = new.override != prev.override
-    else:
-        written = (new.source_pin, new.source) != (prev.source_pin, prev.source)
-    if pin is not None and written and (pin, listed) != (prev.pin, prev.listed):
+    if pin is not None and _new_pin(prev, new, listed, pin) and pin > prev.version:
         version = pin
     elif served != prev.nodes:
         version = prev.version + 1 if prev.version < VERSION_MAX else 1
     else:
         version = prev.version
     return replace(new, listed=listed, pin=pin, version=version, nodes=served)
+
+
+def pin_passed_over(prev: Membership, m: Membership) -> bool:
+    """Whether `m` (what `settle` made from `prev`) has a new pin that it does not serve:
+    one not above the version `prev` served (rule 3; the caller logs it)."""
+    return m.pin is not None and _new_pin(prev, m, m.listed, m.pin) and m.version != m.pin
 
 
 # ---- the document ----
