@@ -673,6 +673,8 @@ class Daemon:
                 self._hups_taken += 1
                 if self._hups_taken <= self._hups_covered:
                     continue  # it came before a reload that has read the files since
+                if self._stop_asked:
+                    continue  # a stop is queued behind it: the daemon stops, unreloaded
                 # the SIGHUPs queued behind it came before this reload reads anything: it
                 # stands for them (one each, a stuck worker held a stop 5 s behind each)
                 self._hups_covered = self._hups_received
