@@ -401,7 +401,7 @@ class Daemon:
     def _maintainers(self, holder: int) -> list[Any]:
         """The cache's own threads, each over a view of its own holder word: the LRU crawler
         (-o lru_crawler) reclaims expired items nobody reads; the ticker moves the read path's
-        "60 s ago" (it takes no lock: it shares the crawler's word); the automover moves slab
+        "60 s ago" and reclaims the dead items at the clock hands; the automover moves slab
         pages (also what frees pages after cache_memlimit lowers the limit), so it runs
         whenever pages may move."""
         board = self.board
@@ -413,8 +413,14 @@ class Daemon:
                 sleep=lambda: board.get(G_CRAWLER_SLEEP),
                 tocrawl=lambda: board.get(G_CRAWLER_TOCRAWL),
             ),
-            # reads refresh a referenced item's last access once it is 60 s old (Cache.tick)
-            Ticker(self.cache.view(holder=holder), beat=self._maintainer_beat),
+            # reads refresh a referenced item's last access once it is 60 s old (Cache.tick);
+            # with -o lru_maintainer, dead items at the clock hands go (Cache.reclaim_dead):
+            # it takes locks, so it has a holder word of its own
+            Ticker(
+                self.cache.view(holder=holder + 3),
+                beat=self._maintainer_beat,
+                reclaim=self.settings.lru_maintainer,
+            ),
         ]
         if self.settings.slab_reassign:
             out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
@@ -733,7 +739,7 @@ class Daemon:
         """The arena's holder words of a child process."""
         n = self.settings.threads
         if kind == MAINTAINER:
-            return [n + 1, n + 2, n + 3]  # crawler and ticker, automover, metrics
+            return [n + 1, n + 2, n + 3, n + 4]  # crawler, automover, metrics, ticker
         return [slot + 1]
 
     def _died_inside(self, child: Child) -> bool:

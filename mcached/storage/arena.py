@@ -257,7 +257,7 @@ S_CAS_BADVAL = 17
 S_TOUCH_HITS = 18
 S_MOVE_EVICTED = 19  # slab_reassign_evictions_nomem
 S_MOVE_RESCUED = 20  # slab_reassign_rescues
-S_SWEPT = 21  # of S_RECLAIMED: by the sweep after a flush_all (not by an allocation)
+S_SWEPT = 21  # of S_RECLAIMED: by the LRU maintainer's work (not by an allocation)
 NSTAT = 22
 GAUGES = (S_NUMBER, S_MEM, S_TTL)
 

@@ -233,6 +233,11 @@ PIN_KEEP_DIV = 4  # pins leave 1/4 of a pin table row to reservations (see bind_
 CHAIN_PIN_MIN = 64 * 1024
 
 
+#: dead items `Cache.reclaim_dead` takes at most in a class each second: memcached's
+#: maintainer pulls up to 500 off a tail a pass, several passes a second while it finds some
+RECLAIM_MOST = 1000
+
+
 class _NotPlain:
     """What `Cache.get_value` answers for an item the meta protocol marks (stale, or its
     recache token won): a plain read cannot say so; `lookup` serves it."""
@@ -1105,6 +1110,28 @@ class Cache:
         """Once a second (`maintainer.Ticker`): reads refresh the time of referenced items
         older than `ITEM_UPDATE_INTERVAL` from now on."""
         self._w[G_ACCESS_BEFORE] = self._now() - ITEM_UPDATE_INTERVAL
+
+    def reclaim_dead(self, most: int = RECLAIM_MOST) -> int:
+        """Once a second with the LRU maintainer on (`maintainer.Ticker`): in each class, the
+        dead items its clock hand comes to next, one after the other until it meets a live
+        one (`Items.reclaim_at_hand`), at most `most` a class. How many. Items stored with a
+        short exptime and never read again leave curr_items and give their chunks back
+        within a second, as memcached's maintainer pulls them off its LRUs' tails (they
+        waited for the crawler's next pass, a minute, or for an allocation to meet them);
+        a dead item further on, past a live one, is left to those, as memcached leaves one
+        deep in its LRU. The holder word is set around each item's locks alone."""
+        items = self._items
+        now = self._now()
+        n = 0
+        for cls in items.classes[1:]:
+            if not cls.npages:
+                continue  # (read unlocked: a hint; the class lock decides)
+            for _ in range(most):
+                with self._hold:
+                    if not items.reclaim_at_hand(cls, now):
+                        break
+                n += 1
+        return n
 
     # ---- the meta commands' operations (memcached's proto_text.c process_m*_command) ----
 

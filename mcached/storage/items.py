@@ -673,8 +673,40 @@ class Items:
         cls.count_used(1)
         return a
 
+    def reclaim_at_hand(self, cls: SlabClass, now: int) -> bool:
+        """memcached's LRU maintainer, as far as a clock has one: reclaim the next dead
+        (expired or flushed) item among the `RECLAIM_SCAN` chunks the class's hand comes to
+        next, as an allocation's look ahead does (counted the same: reclaimed,
+        expired_unfetched), and free its chunks. Whether one was: if none was, the hand
+        stays where it was, past no live item. memcached's maintainer pulls dead items off
+        its LRUs' tails within moments, so they leave curr_items and free their memory with
+        no read or allocation to meet them; called until it answers False, this takes a run
+        of dead items at the hand the same way. No lock held by the caller: the class lock
+        is taken here, then the items' partition locks by trylock."""
+        w, b = cls.w, cls.b
+        freed: list[int] = []
+        with cls.lock:
+            if not cls.npages:
+                return False
+            hand = w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK]
+            a = self._evict_locked(cls, None, now, freed, dead_only=True, maintainer=True)
+            if a < 0:
+                w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK] = hand
+            else:
+                cls.chunk_push_locked(a)
+                cls.count_used(-1)
+        if freed:  # a chained item's other chunks: each to its class, with no class lock held
+            self.free_chunks(freed)
+        return a >= 0
+
     def _evict_locked(
-        self, cls: SlabClass, part: Partition, now: int, freed: list[int], dead_only: bool = False
+        self,
+        cls: SlabClass,
+        part: Partition | None,
+        now: int,
+        freed: list[int],
+        dead_only: bool = False,
+        maintainer: bool = False,
     ) -> int:
         """Class lock held: free the chunk of the next clock candidate, reclaiming it if it is
         expired or flushed, evicting it otherwise (not with -M, nor `dead_only`: then only
@@ -682,7 +714,10 @@ class Items:
         item's candidate is its clock chunk (`lru.clock_chunk`): that chunk is the one
         returned; the item's other chunks, of other classes too, are added to `freed`, for
         the caller to free once it has let its class lock go (`alloc`): its head is marked a
-        zombie with no pin first, which nothing but that caller touches. When evicting,
+        zombie with no pin first, which nothing but that caller touches. `part`: the
+        partition whose lock the caller holds (None: none); `maintainer`: the LRU
+        maintainer's reclaim, not an allocation's (`direct_reclaims` leaves it out). When
+        evicting,
         `_BUSY_ROOM` instead of NO_ROOM if candidates were passed over because another
         process or thread held their partition lock (`alloc` then tries again)."""
         parts = self.parts
@@ -736,6 +771,8 @@ class Items:
                 base = cid * NSTAT
                 if dead:
                     cst[base + S_RECLAIMED] += 1
+                    if maintainer:
+                        cst[base + S_SWEPT] += 1
                     if not fetched:
                         cst[base + S_EXPIRED_UNFETCHED] += 1
                 else:

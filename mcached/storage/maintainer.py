@@ -23,7 +23,10 @@ it) around one method of `Cache`, which tests call directly instead of waiting o
   slab calcification.
 * `Ticker` runs `Cache.tick` every second: reads refresh the last access of an item that is
   referenced and 60 s old (memcached's ``ITEM_UPDATE_INTERVAL``), and the read path learns
-  "60 s ago" from one word instead of reading the clock.
+  "60 s ago" from one word instead of reading the clock. With the LRU maintainer on (as
+  memcached's is by default) it also runs `Cache.reclaim_dead`: the dead items at each
+  class's clock hand are reclaimed within a second, as memcached's maintainer pulls them
+  off its LRUs' tails.
 """
 
 from __future__ import annotations
@@ -236,11 +239,17 @@ class Ticker(_Periodic):
     name = "mcached-ticker"
 
     def __init__(
-        self, cache: Cache, interval: float = 1.0, beat: Callable[[], None] | None = None
+        self,
+        cache: Cache,
+        interval: float = 1.0,
+        beat: Callable[[], None] | None = None,
+        reclaim: bool = False,
     ) -> None:
         super().__init__(interval)
         self.cache = cache
         self.beat = beat  # told every run: whoever watches that the maintainer runs
+        self.reclaim = reclaim  # -o lru_maintainer: dead items at the clock hands too
+        self.reclaimed = 0
 
     def start(self) -> None:
         self.cache.tick()  # right away: a second's wait would leave it at 0 meanwhile
@@ -248,5 +257,7 @@ class Ticker(_Periodic):
 
     def run(self) -> None:
         self.cache.tick()
+        if self.reclaim:
+            self.reclaimed += self.cache.reclaim_dead()
         if self.beat is not None:
             self.beat()

@@ -683,6 +683,30 @@ def test_items_a_flush_all_frees_count_as_reclaimed(
         assert figures["direct_reclaims"] == "0"
 
 
+@pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
+def test_items_that_expire_unread_leave_within_seconds(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """2,000 items with a TTL of 1 s, never read: within seconds they leave curr_items and
+    bytes, counted reclaimed and expired_unfetched, neither the crawler's nor direct
+    reclaims (memcached's LRU maintainer pulls them off its tails). Regression (a hunt at
+    -t 4): mcached counted them in curr_items until its crawler's next pass, a minute on."""
+    srv = server_factory(which, "-t", "4", "-m", "8")
+    with Conn(srv.address) as conn:
+        conn.send(
+            b"".join(b"set a%d 0 1 100 noreply\r\n%b\r\n" % (i, b"x" * 100) for i in range(2000))
+        )
+        exchange(conn, b"", b"")
+        assert dict(stats(conn))["curr_items"] == "2000"
+        deadline = time.monotonic() + 15
+        while (figures := dict(stats(conn)))["curr_items"] != "0":
+            assert time.monotonic() < deadline, figures["curr_items"]
+            time.sleep(0.1)
+        assert figures["bytes"] == "0"
+        assert (figures["reclaimed"], figures["expired_unfetched"]) == ("2000", "2000")
+        assert (figures["crawler_reclaimed"], figures["direct_reclaims"]) == ("0", "0")
+
+
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_lru_crawler_class_lists(which: str, server_factory: Callable[..., Server]) -> None:
     """``lru_crawler crawl|metadump`` take the ids memcached takes: any from 1 to 63, whether

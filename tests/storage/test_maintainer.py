@@ -219,6 +219,48 @@ def test_the_ticker_moves_the_read_paths_60_seconds_ago() -> None:
         ticker.stop()
 
 
+def test_the_dead_items_at_the_clock_hands_are_reclaimed_as_memcacheds_maintainer_does() -> None:
+    """Regression (a hunt against memcached -t 4): 2,000 items set with a 1 s exptime and
+    never read stayed in curr_items, bytes and `stats items` for up to a minute (the
+    crawler's next pass), where memcached's LRU maintainer pulls them off its tails within
+    moments (reclaimed 2000, expired_unfetched 2000); with the crawler off, until an
+    allocation met them. A run of dead items at the hand goes now, counted as memcached
+    counts it (not a direct reclaim, nor the crawler's), and a live item ends the run."""
+    clock = FakeClock()
+    cache = Cache(memory_limit=16 * MB, clock=clock)
+    for i in range(2000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 100, exptime=1)
+    cache.store(StoreMode.SET, b"live", b"x" * 100)  # after them in the class's page
+    for i in range(5):
+        cache.store(StoreMode.SET, b"late%d" % i, b"x" * 100, exptime=1)
+    assert cache.reclaim_dead() == 0  # nothing dead yet
+    clock.advance(2)
+    ticker = Ticker(cache, interval=0.01, reclaim=True)
+    ticker.start()
+    try:
+        # (at most RECLAIM_MOST a class a run: three runs)
+        assert wait_for(lambda: cache.stats()["curr_items"] == 1)
+    finally:
+        ticker.stop()
+    st = cache.stats()
+    # the five dead ones just past the live item are within the hand's look ahead too
+    assert ticker.reclaimed == 2005 and st["curr_items"] == 1
+    assert (st["reclaimed"], st["expired_unfetched"], st["crawler_reclaimed"]) == (2005, 2005, 0)
+    assert st["direct_reclaims"] == 0
+    assert cache.get(b"live") is not None
+    # without the flag (-o no_lru_maintainer) the ticker reclaims nothing
+    for i in range(3):
+        cache.store(StoreMode.SET, b"again%d" % i, b"x" * 100, exptime=1)
+    clock.advance(2)
+    quiet = Ticker(cache, interval=0.01)
+    quiet.start()
+    try:
+        assert wait_for(lambda: quiet.runs >= 3)
+    finally:
+        quiet.stop()
+    assert quiet.reclaimed == 0 and cache.stats()["curr_items"] == 4
+
+
 def test_a_crawl_asked_for_is_run_by_the_crawler_at_once_and_one_at_a_time() -> None:
     """``lru_crawler crawl`` leaves a pass for the crawler (`Cache.ask_crawl`): the crawler,
     asleep for its interval, wakes for it at once and runs it with the classes and tocrawl
