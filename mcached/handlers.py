@@ -1085,6 +1085,10 @@ class Handlers:
             outcome = Error.MEMLIMIT_TOO_SMALL
         elif mb > 1_000_000_000:
             outcome = Error.MEMLIMIT_NOT_MB
+        elif self.settings.large_pages:
+            # memcached with -L preallocates its memory and adjusts no limit (its mem_base):
+            # refused as it refuses it, though mcached's arena could follow
+            outcome = Error.MEMLIMIT_FAILED
         elif self.cache.set_memory_limit(mb * MB):
             self.settings = self.settings.replace(memory_limit=mb * MB)
             outcome = Outcome.OK

@@ -683,6 +683,28 @@ def test_items_a_flush_all_frees_count_as_reclaimed(
         assert figures["direct_reclaims"] == "0"
 
 
+@pytest.mark.parametrize("which", ["mcached", "memcached"])
+def test_cache_memlimit_is_refused_under_large_pages(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached with -L preallocates its memory and adjusts no limit: cache_memlimit is
+    MEMLIMIT_ADJUST_FAILED and limit_maxbytes stays. Regression (a hunt at -t 4): mcached
+    answered OK and took the new limit."""
+    srv = server_factory(which, "-L")
+    with Conn(srv.address) as conn:
+        exchange(
+            conn,
+            b"cache_memlimit 32\r\n",
+            b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n",
+        )
+        assert dict(stats(conn))["limit_maxbytes"] == str(64 * 1024 * 1024)
+        exchange(
+            conn,
+            b"cache_memlimit 7\r\n",
+            b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+        )
+
+
 @pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
 def test_items_that_expire_unread_leave_within_seconds(
     which: str, server_factory: Callable[..., Server]
