@@ -1200,11 +1200,16 @@ class Items:
         """The page mover: make the move `reassign` asked for, if one is waiting. The word
         is cleared once the move is over (memcached's rebalance signal), so asking again
         meanwhile is RUNNING. A move the class no longer allows (it gave its pages away
-        meanwhile), or whose page stays busy, is dropped, as memcached's rebalancer drops
-        it. True if a page moved."""
+        meanwhile) is dropped, as memcached's rebalancer drops it; one whose pages are all
+        busy (replies sending from them to clients that do not read) stays asked, and the
+        mover tries it again (each second: `SlabAutomover`), as memcached's rebalancer goes
+        over its page until the items are free: meanwhile a ``slabs reassign`` is BUSY and
+        ``slab_reassign_busy_items`` climbs. (It answered OK and dropped the move.) True
+        if a page moved."""
         w = self.w
         if not w[G_MOVE_ASKED] or not self.move_lock.acquire(timeout=1.0):
             return False
+        keep = False
         try:
             asked = int(w[G_MOVE_ASKED])  # read again, under the lock
             if not asked:
@@ -1221,9 +1226,12 @@ class Items:
                 with self.classes[src].lock:
                     if self.classes[src].npages < 2:
                         return False
-            return self._move_page_locked(src, dst)
+            moved = self._move_page_locked(src, dst)
+            keep = moved is None
+            return bool(moved)
         finally:
-            w[G_MOVE_ASKED] = 0
+            if not keep:
+                w[G_MOVE_ASKED] = 0
             self.move_lock.release()
 
     def _pick_any(self, dst: int) -> int:
@@ -1237,9 +1245,11 @@ class Items:
                 return cls.id
         return -1
 
-    def _move_page_locked(self, src: int, dst: int) -> bool:
+    def _move_page_locked(self, src: int, dst: int) -> bool | None:
         """move_lock held, nothing else: empty one page of `src` (or a spare one, src 0) and
-        give it to `dst` (0: back to the pool, which frees it while over the limit)."""
+        give it to `dst` (0: back to the pool, which frees it while over the limit). True if
+        it moved; None if every page of `src` it could take is busy (pinned, or a value
+        arriving into it; each such page counts a busy item): worth trying again later."""
         self.w[G_MOVING] = 1
         try:
             if src == 0:
@@ -1255,15 +1265,16 @@ class Items:
                     # never a page a reply is sending from or a value is being received
                     # into: the move would wait for that client (pins are refused on a
                     # page once it is moving)
-                    pages = [p for p in pages if not self._pinned_in(cls, p)]
-                    if not pages:
-                        return False
-                    pno = max(pages, key=cls.free_in_page_locked)
+                    free = [p for p in pages if not self._pinned_in(cls, p)]
+                    if not free:
+                        self.w[G_REASSIGN_BUSY] += len(pages)
+                        return None
+                    pno = max(free, key=cls.free_in_page_locked)
                     cls.remove_page_locked(pno)
                 if not self._empty_page(cls, pno):
                     with cls.lock:
                         cls.restore_page_locked(pno)
-                    return False
+                    return None
             if dst == 0:
                 self.pool.give(pno)
             else:
@@ -1419,7 +1430,7 @@ class Items:
                 # class's last page (the first pages past the limit stay, as in memcached)
                 src = self._pick_source(0, least=2)
                 if src is not None:
-                    return self._move_page_locked(src, 0)
+                    return bool(self._move_page_locked(src, 0))
             evictions = self.class_counter(S_EVICTED)
             delta = [n - last for n, last in zip(evictions, self._last_evictions, strict=True)]
             self._last_evictions = evictions
@@ -1466,7 +1477,7 @@ class Items:
             if src is None:
                 return False
             self._window.clear()  # judge the next move on fresh evictions
-            return self._move_page_locked(src, dst)
+            return bool(self._move_page_locked(src, dst))
         finally:
             self.move_lock.release()
 

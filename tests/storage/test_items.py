@@ -1024,7 +1024,9 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pinned item (a reply sending its value from the page) is never moved or freed: the
-    mover waits for it, and if it stays pinned the page goes back to its class, whole."""
+    mover waits for it, and if it stays pinned the page goes back to its class, whole, and
+    the move stays asked (a reassign meanwhile is RUNNING: memcached's BUSY) until the
+    mover, trying again, finds the page free."""
     monkeypatch.setattr(items_module, "MOVE_PATIENCE", 2)
     cache = Cache(memory_limit=8 * MB, clock=clock)
     values = {b"k%d" % i: bytes([65 + i]) * 300_000 for i in range(4)}  # three to a page
@@ -1036,7 +1038,9 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     assert hit is not None and len(hit) == 4
     # the pin came after the mover chose the page (its unlocked look missed it)
     monkeypatch.setattr(cache._items, "_pinned_in", lambda cls, pno: False)
-    assert move_page(cache, cid, 0) is ReassignResult.OK
+    assert cache.reassign(cid, 0) is ReassignResult.OK
+    assert not cache.move_asked() and cache.move_waiting  # busy: asked still
+    assert cache.reassign(cid, 0) is ReassignResult.RUNNING
     assert class_pages(cache)[cid] == 2
     st = cache.stats()
     assert st["slabs_moved"] == 0 and st["slab_reassign_busy_items"] > 0
@@ -1047,7 +1051,7 @@ def test_a_page_move_waits_for_a_pinned_item_then_gives_the_page_back(
     cache.unpin(hit[3])
     cache.delete(b"k4")
     cas = cache.get(b"k3")[2]  # type: ignore[index]
-    assert move_page(cache, cid, 0) is ReassignResult.OK
+    assert cache.move_asked() and not cache.move_waiting  # the same move, tried again
     assert class_pages(cache)[cid] == 1
     assert cache.stats()["slab_reassign_rescues"] == 1
     assert cache.get(b"k3") == (values[b"k3"], 3, cas)
