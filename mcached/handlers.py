@@ -310,6 +310,12 @@ MAINTAINER_ROWS = frozenset(
 LEGACY_GETS = (c.Get, c.GetPart)
 
 STREAM_AFTER = 64 * 1024  # a multiget's reply past this size is streamed (see the docstring)
+# ... or past this many keys (a few ms of lookups), whatever their size: with small values
+# 64 KB of keys and values was ~13,000 lookups in one turn, and a thousand clients sending
+# such gets at once held every other client of their workers for tens of seconds
+STREAM_KEYS = 1024
+KEY_FLOOR = STREAM_AFTER // STREAM_KEYS  # what a key counts towards STREAM_AFTER, at least
+STREAM_PIECES = 4 * STREAM_KEYS  # the same for the generator's pieces (3 to 5 a key)
 #: what one key of a multiget costs while its reply streams, past the key's own bytes: a
 #: bytes object's header (33 bytes, in 8-byte blocks) and the pointers of the lists that
 #: hold it (the command's, and a stream's rest)
@@ -563,7 +569,8 @@ class Handlers:
         self, cmd: c.Get | c.Gat, s: Session, with_cas: bool, tally: Callable[[int, int], None]
     ) -> None:
         """`_retrieve` of a get/gets when nobody watches or details: the reply's first
-        `STREAM_AFTER` bytes rendered in one plain loop, the rest of the keys handed to
+        `STREAM_AFTER` bytes (or `STREAM_KEYS` keys) rendered in one plain loop, the rest of
+        the keys handed to
         `_values` as the connection's stream. Hot path (every multiget): the generator alone
         costs a resume and an append per piece, three to five pieces a key; this loop cut
         callgrind's count for a 10-key get by a fifth. A reply of copies under
@@ -581,6 +588,8 @@ class Handlers:
         reply_value = cmd.reply_value
         size = hits = looked = 0
         copied = lent = False
+        n = len(keys)
+        key_floor = KEY_FLOOR
         for key in keys:
             hit = get_ref(key)
             looked += 1
@@ -595,30 +604,38 @@ class Handlers:
                     copied = True  # a large value copied out (its item pinned too often)
                 reply_value(out, key, value, hit[1], hit[2] if with_cas else None)
                 hits += 1
-                size += len(value) + len(key)
-                if size >= STREAM_AFTER and looked < len(keys):
-                    tally(looked, hits)
-                    s.out += out
-                    rest = keys[looked:]
-                    s.stream = self._values(cmd, s, get_ref, with_cas, tally, True, rest)
-                    s.stream_held = keys_held(keys)
-                    return
+                # each key counts KEY_FLOOR bytes at least: at most STREAM_KEYS lookups a turn
+                size += len(value) + len(key) + key_floor
+                if size >= STREAM_AFTER and looked < n:
+                    break
             elif self.discovery is not None and key == LEGACY_KEY and type(cmd) in LEGACY_GETS:
                 reply_value(out, key, self.discovery.data(), 0, None)  # as in get()
                 hits += 1
             else:
                 cmd.reply_miss(out, key)
-        cmd.reply_end(out)
-        tally(looked, hits)
-        if lent or size >= STREAM_AFTER:
-            s.out += out  # views sent from their pages, or a long reply: never a joined copy
+                size += key_floor
+                if size >= STREAM_AFTER and looked < n:
+                    break
         else:
-            s.out.append(b"".join(out))  # type: ignore[arg-type]  # copies, no Pieces
-        if copied:
-            # end the turn here, as `_hit_one` does: a pipeline of such gets (gets, binary
-            # gets) holds one copy at a time, not a turn's worth (-R of them: 20 MB of 1 MB
-            # values per connection)
-            s.stream = iter(())
+            # made whole (hot path: every multiget of a few keys ends here)
+            cmd.reply_end(out)
+            tally(looked, hits)
+            if lent or size >= STREAM_AFTER:
+                s.out += out  # views sent from their pages, or a long reply: never a joined copy
+            else:
+                s.out.append(b"".join(out))  # type: ignore[arg-type]  # copies, no Pieces
+            if copied:
+                # end the turn here, as `_hit_one` does: a pipeline of such gets (gets,
+                # binary gets) holds one copy at a time, not a turn's worth (-R of them:
+                # 20 MB of 1 MB values per connection)
+                s.stream = iter(())
+            return
+        # the rest as the connection's stream, looked up as the client reads
+        tally(looked, hits)
+        s.out += out
+        rest = keys[looked:]
+        s.stream = self._values(cmd, s, get_ref, with_cas, tally, True, rest)
+        s.stream_held = keys_held(keys)
 
     def _values_into(
         self,
@@ -634,10 +651,10 @@ class Handlers:
         out = s.out
         size = 0
         values = self._values(cmd, s, lookup, with_cas, tally, once, keys)
-        for piece in values:
+        for taken, piece in enumerate(values, 1):
             out.append(piece)
             size += len(piece)
-            if size >= STREAM_AFTER:
+            if size >= STREAM_AFTER or taken >= STREAM_PIECES:
                 s.stream = values
                 s.stream_held = keys_held(keys)
                 return

@@ -17,7 +17,7 @@ import pytest
 
 from mcached.cli import parse_settings
 from mcached.clock import FakeClock
-from mcached.handlers import STREAM_AFTER, Handlers
+from mcached.handlers import STREAM_AFTER, STREAM_KEYS, Handlers
 from mcached.protocol import commands as c
 from mcached.protocol.outcomes import Pieces
 from mcached.stats import Counters
@@ -112,3 +112,38 @@ def test_a_stream_closed_part_way_gives_back_what_it_had_looked_up() -> None:
     for _, release in s.releases:
         release()  # what the turn had queued: sent (or dropped) and given back
     assert pins(cache) == 0
+
+
+@pytest.mark.parametrize("miss", [False, True], ids=["small-values", "misses"])
+def test_a_long_multiget_of_small_values_streams_after_stream_keys_lookups(miss: bool) -> None:
+    """A get's first turn looks up at most STREAM_KEYS keys, whatever their size (each counts
+    KEY_FLOOR bytes of the reply at least); the rest is looked up as the client reads.
+    Regression (a hunt with a thousand clients each sending one such get, never read): the
+    first turn was bounded by STREAM_AFTER bytes of keys and values alone, ~13,000 lookups
+    of 2-byte values (and every key of misses), which held every other client of the worker
+    for tens of seconds (memcached: a few)."""
+    cache = Cache(memory_limit=64 * 1024 * 1024, clock=FakeClock())
+    handlers = Handlers(cache, parse_settings([]), info=None)  # type: ignore[arg-type]
+    keys = [b"%05d" % i for i in range(3 * STREAM_KEYS)]
+    if not miss:
+        for key in keys:
+            cache.store(StoreMode.SET, key, b"vv")
+    looked: list[bytes] = []
+    get_ref = cache.get_ref
+
+    def counting(key: bytes) -> Any:
+        looked.append(key)
+        return get_ref(key)
+
+    cache.get_ref = counting  # type: ignore[method-assign]
+    s = Pulling()
+    handlers.get(c.Get(keys), s)  # type: ignore[arg-type]
+    assert STREAM_KEYS * 0.8 < len(looked) <= STREAM_KEYS and s.stream is not None
+    reply = s.pull_all()
+    assert len(looked) == len(keys)
+    assert reply.count(b"VALUE ") == (0 if miss else len(keys)) and reply.endswith(b"END\r\n")
+    # a get of fewer keys is made whole in its turn
+    looked.clear()
+    s = Pulling()
+    handlers.get(c.Get(keys[: STREAM_KEYS // 2]), s)  # type: ignore[arg-type]
+    assert len(looked) == STREAM_KEYS // 2 and s.stream is None
