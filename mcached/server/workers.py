@@ -47,7 +47,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcached import watch
@@ -96,6 +96,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcached.worker")
 
 TIMEOUT_CHECK_INTERVAL = 1.0
+# ready sockets one poll's batch serves before it answers other workers' requests for figures
+# (`stats`): a worker asking waits for them, its own clients with it (Board.gather), and a
+# batch of hundreds of busy connections takes seconds
+ANSWER_EVERY = 8
 SHED_EVERY = 0.005  # seconds between two checks of what the connections hold, under pressure
 #: what one worker's connections may hold outside the cache, in all, when ``-o
 #: read_buf_mem_limit`` is 0 (see `Worker._shed_memory`)
@@ -334,6 +338,7 @@ class Worker:
         next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
         timeout: float | None
         udp_busy = self.udp_busy
+        answer_every = ANSWER_EVERY
         while not self._stopping:
             if ready or udp_busy:
                 timeout = 0
@@ -355,8 +360,13 @@ class Worker:
                     if not reader():
                         udp_busy.discard(reader)
             # hot path: one iteration per ready socket; raw epoll events and one dict
-            # lookup (poller.py says why not selectors)
-            for fd, mask in events:
+            # lookup (poller.py says why not selectors). A long batch is served a slice at a
+            # time, other workers' requests answered in between (`_sliced`; the common short
+            # batch pays one comparison for it)
+            batch: Iterable[tuple[int, int]] = events
+            if len(events) > answer_every:
+                batch = self._sliced(events)
+            for fd, mask in batch:
                 conn = owners.get(fd)
                 if mask == READ and type(conn) is Connection:
                     conn.on_readable()  # the common event first: one test
@@ -384,6 +394,18 @@ class Worker:
             if self.now >= next_check:
                 self._tick()
                 next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
+
+    def _sliced(self, events: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        """A long batch of ready sockets, `ANSWER_EVERY` at a time, other workers' requests
+        for figures answered between two slices: a worker that asks (``stats``) waits for
+        every other one, its own clients with it (`Board.gather`), and hundreds of busy
+        connections take a worker seconds to serve once each (a hunt: a ``stats`` held its
+        worker's other clients 0.4 s, ten pipelined 1.3 s, while another worker served ten
+        clients' 16,000-key gets; 25 ms and 0.3 s with slices)."""
+        for start in range(0, len(events), ANSWER_EVERY):
+            if start:
+                self.answer_requests()
+            yield from events[start : start + ANSWER_EVERY]
 
     def _tick(self) -> None:
         """Once a second: timeouts, whether the daemon still runs, and this worker's
