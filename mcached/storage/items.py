@@ -1553,8 +1553,12 @@ class Items:
             if not asked:
                 return 0
             w[G_CRAWL_ASKED] = 0
-            classes = None
-            if asked != CRAWL_ALL:
+            if asked == CRAWL_ALL:
+                # every class, as memcached's ``crawl all`` checks every item (the background
+                # pass passes over classes where nothing can have expired: a hunt saw
+                # crawler_items_checked stay 0 over 1.3 million items without a TTL)
+                classes = set(range(1, self.largest + 1))
+            else:
                 classes = {i + 1 for i in range(asked.bit_length()) if asked >> i & 1}
             return self._crawl_locked(classes, pause, int(w[G_CRAWL_LIMIT]), owner)
         finally:

@@ -793,6 +793,26 @@ def test_lru_crawler_crawl_runs_in_the_crawler(
 
 
 @pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
+def test_lru_crawler_crawl_all_checks_items_without_a_ttl_too(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """``lru_crawler crawl all`` checks every item, whether it may expire or not. Regression
+    (a hunt): mcached passed over classes holding no item with a TTL, so crawler_items_checked
+    stayed 0 over 1.3 million of them."""
+    srv = server_factory(which, "-t", "4", "-o", "no_lru_maintainer")
+    with Conn(srv.address) as conn:
+        conn.send(b"".join(b"set k%d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(2000)))
+        exchange(conn, b"", b"")
+        before = int(dict(stats(conn))["crawler_items_checked"])
+        assert crawl(conn, b"lru_crawler crawl all\r\n") == b"OK\r\n"
+        deadline = time.monotonic() + 15
+        while int((figures := dict(stats(conn)))["crawler_items_checked"]) < before + 2000:
+            assert time.monotonic() < deadline, figures["crawler_items_checked"]
+            time.sleep(0.05)
+        assert figures["curr_items"] == "2000"
+
+
+@pytest.mark.parametrize("which", ["mcached-procs", "memcached"])
 def test_lru_crawler_tocrawl_bounds_a_crawl(
     which: str, server_factory: Callable[..., Server]
 ) -> None:

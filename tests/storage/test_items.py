@@ -711,9 +711,10 @@ def test_metadump_starts_a_partition_over_once_when_its_table_is_rebuilt(
     clock: FakeClock, rebuilds: int
 ) -> None:
     """Items move when a partition's table is rebuilt mid-walk: the walk starts that
-    partition over once (what it listed may come again; nothing that lived throughout is
-    missed), and goes on from its place after a second rebuild (then an item may be missed
-    or listed again, as memcached's crawler may miss one that moves ahead of it)."""
+    partition over once, passing over what it listed (nothing that lived throughout is
+    missed or listed twice: regression, a hunt saw 5,921 of 100,000 listed twice), and goes
+    on from its place after a second rebuild (then an item may be missed or listed again,
+    as memcached's crawler may miss one that moves ahead of it)."""
     cache = Cache(memory_limit=64 * MB, clock=clock, partitions=1)
     old = [b"old%d" % i for i in range(30)]
     for key in old:
@@ -732,7 +733,8 @@ def test_metadump_starts_a_partition_over_once_when_its_table_is_rebuilt(
         seen += [r[0] for r in batch]
     if rebuilds == 1:
         assert set(old) <= set(seen)  # every item that lived throughout
-    assert max(seen.count(k) for k in seen) <= 1 + rebuilds  # listed again once a rebuild
+        assert len(seen) == len(set(seen))  # each once
+    assert max(seen.count(k) for k in seen) <= rebuilds  # listed again after a second
 
 
 def test_cachedump_keeps_the_newest_rows_the_reply_holds(clock: FakeClock) -> None:
