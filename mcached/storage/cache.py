@@ -137,6 +137,7 @@ from mcached.storage.arena import (
     T_GEN,
     T_GET_EXPIRED,
     T_GET_FLUSHED,
+    T_MASK,
     T_SEQ,
     TAIL_HDR,
     U32,
@@ -2332,7 +2333,10 @@ class Cache:
         rows = items.class_counters()
         s = self.item_stats()
         classes = items.classes[1:]
-        slots = sum(p.capacity for p in self._parts)
+        # each table's size as the arena has it (a process's view learns a rebuild only
+        # when it next takes the partition's lock: the figure was then the asking worker's)
+        w = self._w
+        slots = sum(int(w[p.tb + T_MASK]) + 1 for p in self._parts)
         checked = sum(c.field(C_CRAWLER_CHECKED) for c in classes)
         reflocked = sum(c.field(C_REFLOCKED) for c in classes)
         warm = sum(c.field(C_MOVES_TO_WARM) for c in classes)

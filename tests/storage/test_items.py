@@ -1253,3 +1253,20 @@ def test_bug_the_page_scans_took_a_chunk_a_store_was_still_writing_for_an_item(
         cache.store(SET, b"new:%d" % i, b"y" * 800)
     assert cache.stats()["evictions"] > 0
     assert bytes(pm[a : a + HEADER]) == torn
+
+
+def test_the_hash_table_size_in_stats_is_the_arenas_whichever_view_asks(clock: FakeClock) -> None:
+    """Regression (a hunt at -t 4): stats' hash_power_level and hash_bytes came from the
+    asking process's view of each table, which learns of a rebuild only when it next takes
+    that partition's lock: the same cache showed four different pairs over 20 connections."""
+    cache = Cache(memory_limit=64 * MB, clock=clock, partitions=1)
+    other = cache.view()
+    before = other.stats()["hash_bytes"]
+    part = cache._parts[0]
+    gen, n = part.gen, 0
+    while part.gen == gen:  # stored through the first view until its table is rebuilt
+        cache.store(SET, b"k%d" % n, b"x")
+        n += 1
+    mine, theirs = cache.stats(), other.stats()
+    assert theirs["hash_bytes"] == mine["hash_bytes"] > before
+    assert theirs["hash_power_level"] == mine["hash_power_level"]
