@@ -93,6 +93,7 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> Address:
 @click.group(
     "mcached-tool",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    invoke_without_command=True,
 )
 @click.argument("address", metavar="HOST:PORT", callback=_address)
 @click.option(
@@ -105,8 +106,11 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> Address:
 @click.version_option(__version__, "-V", "--version", prog_name="mcached-tool")
 @click.pass_context
 def main(ctx: click.Context, address: Address, timeout: float) -> None:
-    """Look at and manage the mcached (or memcached) node at HOST:PORT."""
+    """Look at and manage the mcached (or memcached) node at HOST:PORT (``display`` when no
+    command is given, as memcached-tool does)."""
     ctx.obj = Target(address, timeout)
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(_DISPLAY)
 
 
 # ---- cluster ----
@@ -526,9 +530,10 @@ def cluster_revert(ctx: click.Context, endpoint_only: bool) -> None:
         ctx.exit(1)
 
 
-# display, stats, settings, dump, top (memcached-tool's own commands) live in tool_stats,
-# watch in tool_watch
+# display, stats, settings, sizes, dump, keys, top (memcached-tool's own commands) live in
+# tool_stats, watch in tool_watch
 from mcached.client.tool_stats import COMMANDS as _STATS_COMMANDS  # noqa: E402
+from mcached.client.tool_stats import display as _DISPLAY  # noqa: E402
 
 for _command in _STATS_COMMANDS:
     main.add_command(_command)

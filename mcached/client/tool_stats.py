@@ -1,5 +1,6 @@
-"""``mcached-tool HOST:PORT display|stats|settings|dump|top``: what memcached's
-``memcached-tool`` shows, plus a live view.
+"""``mcached-tool HOST:PORT display|stats|settings|sizes|dump|keys|top``: what memcached's
+``memcached-tool`` shows (``display`` when no command is given, as there), plus a live
+view.
 
 Rules: works against memcached as well as mcached, so it only reads ``stats``,
 ``stats settings|slabs|items``, ``lru_crawler metadump`` and ``get`` (and ``top`` a ``watch
@@ -100,6 +101,34 @@ def settings(ctx: click.Context) -> None:
     """The server's settings (stats settings)."""
     with _node(ctx) as node:
         _table(f"{ctx.obj.address[0]}:{ctx.obj.address[1]}", node.stats("settings"))
+
+
+@click.command()
+@click.pass_context
+def sizes(ctx: click.Context) -> None:
+    """The item size histogram (stats sizes: empty unless the server tracks sizes)."""
+    with _node(ctx) as node:
+        rows = node.stats("sizes")
+    click.echo(f"#{ctx.obj.address[0]}:{ctx.obj.address[1]}   Size   Count")
+    for size, count in rows.items():
+        click.echo(f"{size:>24} {count:>12}")
+
+
+@click.command()
+@click.argument("limit", type=int, required=False)
+@click.pass_context
+def keys(ctx: click.Context, limit: int | None) -> None:
+    """Every key, a metadump line each (key=, exp=, la=, cas=, fetch=, cls=, size=), as
+    memcached-tool keys prints them; LIMIT keys at most."""
+    if limit is not None and limit < 1:
+        raise click.UsageError(f"invalid limit {limit}: at least 1")
+    with _node(ctx) as node:
+        lines = node.lines(b"lru_crawler metadump all")
+    click.echo(
+        "Dumping memcache keys" + (f" (limiting to {limit} keys)" if limit else ""), err=True
+    )
+    for line in [ln for ln in lines if ln.startswith(b"key=")][:limit]:
+        click.echo(line.decode("ascii", "replace"))
 
 
 @click.command()
@@ -261,4 +290,4 @@ def _wait(watcher: WatchClient | None, hot: HotKeys, interval: float) -> None:
             return
 
 
-COMMANDS = (display, stats, settings, dump, top, watch)
+COMMANDS = (display, stats, settings, sizes, dump, keys, top, watch)

@@ -65,6 +65,23 @@ def test_display_shows_the_slab_table(server: Server) -> None:
     assert count == 21, (count, dump_keys(server))
 
 
+def test_display_is_the_default_and_keys_and_sizes_are_memcached_tools(server: Server) -> None:
+    """memcached-tool's ``keys [limit]`` (a metadump line a key), ``sizes`` (stats sizes)
+    and ``display`` when no command is given. Regression (a hunt): mcached-tool had neither
+    command and wanted one."""
+    load(server)
+    assert run(server) == run(server, "display")
+    lines = run(server, "keys").splitlines()
+    assert lines[0] == "Dumping memcache keys"
+    assert sorted(line.split(" ")[0] for line in lines[1:]) == sorted(
+        k.decode() for k in dump_keys(server)
+    )
+    assert all(" exp=" in line and " cls=" in line for line in lines[1:])
+    limited = run(server, "keys", "5").splitlines()
+    assert limited[0] == "Dumping memcache keys (limiting to 5 keys)" and len(limited) == 6
+    assert run(server, "sizes").startswith(f"#{server.host}:{server.port}   Size   Count")
+
+
 def test_dump_replays_into_an_empty_server(server: Server, server_factory: object) -> None:
     load(server)
     result = CliRunner().invoke(main, [f"{server.host}:{server.port}", "dump"])
