@@ -68,6 +68,7 @@ from __future__ import annotations
 import logging
 import math
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from heapq import heappop, heappush
 from typing import Any
@@ -199,6 +200,10 @@ DEFAULT_PARTITIONS = 16
 # table slots, per hold of a partition's lock. 256 rows of 250-byte keys are ~200 KB once
 # rendered (a connection's STREAM_CAP); 4096 slots are a few ms of Python at most.
 DUMP_BATCH_ROWS = 256
+#: items of a partition whose addresses a metadump keeps, to pass them over if the table is
+#: rebuilt under it (8 bytes each: a dump holds at most 1 MB of them, whatever the cache
+#: holds; past that, an item may be listed again after a rebuild)
+DUMP_LISTED_MAX = 1 << 17
 DUMP_BATCH_SLOTS = 4096
 KEY_MAX_LENGTH = 250  # memcached's KEY_MAX_LENGTH; the item header keeps it in one byte
 _SET, _ADD, _CAS, _REPLACE, _APPEND = (
@@ -2632,7 +2637,8 @@ class Cache:
         stored until it goes, so an item that lives through the walk is listed once. A
         rebuild of the table while the walk is in it moves items: the walk starts that
         partition over, once, passing over the items it listed already (by address: an
-        item keeps its chunk), so nothing that lived throughout is missed or listed twice,
+        item keeps its chunk; the first `DUMP_LISTED_MAX` of the partition's), so nothing
+        that lived throughout is missed or listed twice,
         as memcached's ``metadump hash`` holds its table still for the walk (a hunt: 5,921
         of 100,000 keys were listed twice when sets grew the table during a dump); a
         second rebuild there and it goes on from its place (an item may then be missed or
@@ -2647,13 +2653,14 @@ class Cache:
             i = 0
             gen = -1
             restarted = False
-            listed: set[int] = set()  # the addresses listed before a restart
+            listed = array("q")  # the addresses listed before a restart (sorted then)
             while True:
                 batch: list[tuple[bytes, int, int, int, bool, int, int]] = []
                 with self._hold, part:
                     if gen != part.gen:
                         if gen != -1 and not restarted:
                             i, restarted = 0, True
+                            listed = array("q", sorted(listed))
                         gen = part.gen
                     capacity = part.capacity
                     stop = min(i + slots, capacity)
@@ -2671,10 +2678,11 @@ class Cache:
                         ):
                             continue
                         if restarted:
-                            if a in listed:
+                            k = bisect_left(listed, a)
+                            if k < len(listed) and listed[k] == a:
                                 continue
-                        else:
-                            listed.add(a)
+                        elif len(listed) < DUMP_LISTED_MAX:
+                            listed.append(a)
                         assert st & ST_LINKED
                         batch.append(
                             (

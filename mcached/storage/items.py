@@ -315,7 +315,7 @@ class ItemStats:
     get_flushed: int = 0
     outofmemory: int = 0
     crawler_reclaimed: int = 0
-    swept: int = 0  # (not memcached's: of reclaimed, the flushed items a crawl took)
+    swept: int = 0  # (not memcached's: of reclaimed, the LRU maintainer's work: no allocation's)
 
 
 class Items:
