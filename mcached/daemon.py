@@ -423,7 +423,13 @@ class Daemon:
             ),
         ]
         if self.settings.slab_reassign:
-            out.append(SlabAutomover(self.cache.view(holder=holder + 1)))
+            out.append(
+                SlabAutomover(
+                    self.cache.view(holder=holder + 1),
+                    ratio=lambda: board.get_float(G_AUTOMOVE_RATIO),
+                    window=self.settings.slab_automove_window,
+                )
+            )
         return out
 
     def _maintainer_beat(self) -> None:

@@ -2242,10 +2242,11 @@ class Cache:
         """End an `await_move_ask` now."""
         self._items.wake_mover()
 
-    def automove_tick(self) -> bool:
-        """One run of the slab automover (the daemon's `SlabAutomover` calls it)."""
+    def automove_tick(self, ratio: float = 0.8, window: int = 30) -> bool:
+        """One run of the slab automover (the daemon's `SlabAutomover` calls it); `ratio`
+        and `window`: memcached's ``slab_automove_ratio`` and ``slab_automove_window``."""
         with self._hold:
-            return self._items.automove_tick()
+            return self._items.automove_tick(ratio, window)
 
     def crawl(
         self,

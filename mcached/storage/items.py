@@ -133,6 +133,7 @@ from mcached.storage.arena import (
     S_MOVE_EVICTED,
     S_MOVE_RESCUED,
     S_NUMBER,
+    S_OUTOFMEMORY,
     S_RECLAIMED,
     S_SWEPT,
     S_TOTAL,
@@ -192,9 +193,31 @@ _BUSY_MARKS = bytes(
     for st in range(256)
 )
 MOVE_PATIENCE = 5000  # passes of 1 ms the mover waits for a reserved chunk to be written
-AUTOMOVE_WINDOW = 3  # automove 1: a class must evict in this many ticks in a row
+AUTOMOVE_WINDOW = 3  # automove 2: the ticks whose evictions tell which class evicts less
 AUTOMOVE_FREE_PAGES = 2.5  # a class holding this many pages' worth of free chunks gives one
 AUTOMOVE_GIVE_MAX = 16  # pages given back to the pool in one automover tick, at most
+AUTOMOVE_SOURCE_PAGES = 2  # automove 1 takes a page only from a class with more than this
+# automove 1 judges a class by the age of the oldest item of those the clock hand reaches
+# next (memcached: the age of its COLD LRU's tail): it looks at this many items, ...
+AUTOMOVE_SAMPLE = 64
+AUTOMOVE_SCAN = 4096  # ... among this many chunks at most (a class of free chunks: age 0)
+#: a referenced item read in the last minute has its time at most this old (reads refresh
+#: it once it is: memcached's ITEM_UPDATE_INTERVAL, `Cache.tick`), so automove 1 counts it
+#: this much younger: a class read all the time is never the oldest, as memcached's is not
+#: (its items stay in HOT and WARM: its COLD LRU is empty, of age 0)
+ACTIVE_GRACE = 60
+
+
+@dataclass
+class AutomoveTick:
+    """One second of one class in automove 1's window (memcached's ``window_data``)."""
+
+    age: int
+    dirty: bool  # it evicted, ran out of memory or took a page
+    evicted_ratio: float  # its share of the tick's evictions
+    evicted: bool
+
+
 RESERVE_MIN = 1024 * 1024 * 1024  # address space reserved for pages: at least 1 GB (see Cache)
 
 
@@ -398,6 +421,13 @@ class Items:
         # The automover's memory of past ticks: only one automover runs (in one process).
         self._last_evictions = [0] * (self.largest + 1)
         self._window: deque[list[int]] = deque(maxlen=AUTOMOVE_WINDOW)
+        # automove 1's (memcached's slab_automove.c): per tick, per class; counters and
+        # pages as at the last tick; the ticks counted since the window was (re)started
+        self._am_window: deque[list[AutomoveTick]] = deque()
+        self._am_before: list[tuple[int, int, int]] = []
+        self._am_oom: list[int] = []
+        self._am_ticks = 0
+        self._am_ratio = -1.0
         # Told of each item the clock hand evicts (not of reclaims, nor of page moves), as
         # memcached logs LOGGER_EVICTION in lru_pull_tail; None (one test per eviction)
         # unless someone listens: ``watch evictions`` (see `Cache.on_evict`).
@@ -1419,9 +1449,10 @@ class Items:
         pm[c] = ST_FREE  # on no free list: the page is leaving the class
         return True
 
-    def automove_tick(self) -> bool:
+    def automove_tick(self, ratio: float = 0.8, window: int = 30) -> bool:
         """One look at the classes (memcached's automover, every second): move a page where
-        it is needed. True if a page moved."""
+        it is needed. True if a page moved. `ratio` and `window`: memcached's
+        ``slab_automove_ratio`` and ``slab_automove_window`` (automove 1)."""
         if not self.move_lock.acquire(False):
             return False
         try:
@@ -1438,6 +1469,8 @@ class Items:
             automove = self.automove
             if not automove or not self.slab_reassign:
                 return False
+            if automove == 1:
+                return self._automove_1(delta, ratio, window)
             # classes sitting on free memory give pages back to the pool, several a tick
             # (memcached's automover looks again at once after a move to the pool)
             gave = 0
@@ -1454,10 +1487,6 @@ class Items:
             dst = max(range(1, self.largest + 1), key=lambda i: delta[i])
             if delta[dst] <= 0:
                 return False
-            if automove == 1 and (
-                len(self._window) < AUTOMOVE_WINDOW or not all(w[dst] > 0 for w in self._window)
-            ):
-                return False
             with self.pool.lock:
                 if self.pool.room():
                     return False  # the class will take a page from the pool itself
@@ -1465,21 +1494,110 @@ class Items:
             src = None
             best = 1
             for cls in self.classes[1:]:
-                if cls.id == dst:
-                    continue
-                quiet = (
-                    window_evictions[cls.id] == 0
-                    if automove == 1
-                    else window_evictions[cls.id] < window_evictions[dst]
-                )
-                if quiet and cls.npages > best:
-                    src, best = cls.id, cls.npages
+                if cls.id != dst and window_evictions[cls.id] < window_evictions[dst]:
+                    if cls.npages > best:
+                        src, best = cls.id, cls.npages
             if src is None:
                 return False
             self._window.clear()  # judge the next move on fresh evictions
             return bool(self._move_page_locked(src, dst))
         finally:
             self.move_lock.release()
+
+    def _automove_1(self, evicted_delta: list[int], ratio: float, window: int) -> bool:
+        """slab_automove=1, memcached's ``slab_automove_run`` (move_lock held): each tick
+        each class's age (`_automove_age`), and whether it evicted, ran out of memory or
+        took a page (dirty) go into a window of `window` ticks. A class with 2.5 pages'
+        worth of free chunks and a clean window gives pages back to the pool; else, once
+        the window has filled, a page moves from the oldest class of more than two pages to
+        the youngest class that evicts in most ticks of the window (or takes a quarter of
+        its evictions) and evicted this tick, if that one's age is under `ratio` times the
+        oldest's. A class whose items are read all the time is never the oldest: its page
+        is never taken to make room for items nobody reads."""
+        if ratio != self._am_ratio:  # memcached starts its window again at a new ratio
+            self._am_ratio = ratio
+            self._am_window.clear()
+            self._am_before = []
+            self._am_oom = []
+            self._am_ticks = 0
+        now = self.clock.now()
+        oom = self.class_counter(S_OUTOFMEMORY)
+        classes = self.classes
+        after = []
+        for cls in classes:
+            with cls.lock:
+                after.append((cls.npages, cls.nfree + cls.uncarved, cls.perslab))
+        before = self._am_before or after
+        self._am_before = after
+        last_oom = self._am_oom if len(self._am_oom) == len(oom) else oom
+        self._am_oom = oom
+        total = sum(evicted_delta)
+        tick = [AutomoveTick(0, False, 0.0, False)]
+        for cid in range(1, self.largest + 1):
+            ev = evicted_delta[cid]
+            tick.append(
+                AutomoveTick(
+                    age=self._automove_age(classes[cid], now),
+                    dirty=ev > 0 or oom[cid] > last_oom[cid] or after[cid][0] > before[cid][0],
+                    evicted_ratio=ev / total if ev > 0 else 0.0,
+                    evicted=ev > 0,
+                )
+            )
+        self._am_window.append(tick)
+        while len(self._am_window) > window:
+            self._am_window.popleft()
+        self._am_ticks += 1
+        oldest = youngest = -1
+        oldest_age = 0
+        youngest_age = 1 << 64
+        youngest_evicting = False
+        gave = 0
+        for cid in range(1, self.largest + 1):
+            ticks = [t[cid] for t in self._am_window]
+            age = sum(t.age for t in ticks) // window  # memcached divides by the window's size
+            npages, free, perslab = after[cid]
+            if free > perslab * AUTOMOVE_FREE_PAGES and not any(t.dirty for t in ticks):
+                # a clean class sitting on free memory: pages back to the pool, several a
+                # tick (memcached's automover looks again at once after such a move)
+                cls = classes[cid]
+                while gave < AUTOMOVE_GIVE_MAX:
+                    with cls.lock:
+                        free = cls.nfree + cls.uncarved
+                        spare = cls.npages > 1 and free > AUTOMOVE_FREE_PAGES * cls.perslab
+                    if not spare or not self._move_page_locked(cid, 0):
+                        break
+                    gave += 1
+                if gave:
+                    return True
+            if age > oldest_age and npages > AUTOMOVE_SOURCE_PAGES:
+                oldest, oldest_age = cid, age
+            if age < youngest_age and (
+                sum(t.evicted for t in ticks) > window // 2
+                or sum(t.evicted_ratio for t in ticks) / window > 0.25
+            ):
+                youngest, youngest_age = cid, age
+                youngest_evicting = ticks[-1].evicted
+        if (
+            youngest < 0
+            or oldest < 0
+            or youngest == oldest
+            or self._am_ticks <= window
+            or not youngest_evicting
+            or youngest_age >= oldest_age * ratio
+        ):
+            return False
+        with self.pool.lock:
+            if self.pool.room():
+                return False  # the class will take a page from the pool itself
+        return bool(self._move_page_locked(oldest, youngest))
+
+    def _automove_age(self, cls: SlabClass, now: int) -> int:
+        """automove 1's age of a class: of the oldest of the next items the clock hand
+        reaches (`AUTOMOVE_SAMPLE` of them, among `AUTOMOVE_SCAN` chunks), a referenced
+        one counted `ACTIVE_GRACE` younger; 0 if there are none."""
+        return self.oldest_near_hand(
+            cls, now, sample=AUTOMOVE_SAMPLE, scan=AUTOMOVE_SCAN, grace=ACTIVE_GRACE
+        )
 
     # ---- the LRU crawler ----
 
@@ -1737,11 +1855,15 @@ class Items:
         now: int,
         hold: AbstractContextManager[object] | None = None,
         sample: int = 64,
+        scan: int = 0,
+        grace: int = 0,
     ) -> int:
         """Age of the oldest of the next `sample` items the hand will reach: the age of what
         gets evicted next (memcached's ``age``: the time of the item at the LRU tail).
         `hold` is entered around the class lock alone (the caller's holder word), not
-        around the walk, which reads the pages with no lock."""
+        around the walk, which reads the pages with no lock. `scan`: at most this many
+        chunks looked at (0: the whole class); `grace`: seconds a referenced item's time
+        counts later."""
         with hold or nullcontext(), cls.lock:
             pages = cls.pages_locked()
             hand, ci = cls.field(C_HAND_PAGE), cls.field(C_HAND_CHUNK)
@@ -1753,7 +1875,8 @@ class Items:
         pm = self.pm
         oldest = now
         seen = 0
-        for _ in range(len(pages) * cls.perslab):
+        chunks = len(pages) * cls.perslab
+        for _ in range(min(chunks, scan) if scan else chunks):
             if ci >= cls.perslab:
                 ci = 0
                 pi = (pi + 1) % len(pages)
@@ -1766,6 +1889,8 @@ class Items:
                     st, c = ST_LINKED, head
             if st == ST_LINKED:
                 t = I32.unpack_from(pm, c + OFF_TIME)[0]
+                if grace and pm[c + OFF_REF]:
+                    t += grace
                 oldest = min(oldest, t)
                 seen += 1
                 if seen >= sample:

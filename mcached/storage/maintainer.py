@@ -199,10 +199,18 @@ class SlabAutomover(_Periodic):
 
     name = "mcached-slab-automover"
 
-    def __init__(self, cache: Cache, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        interval: float = 1.0,
+        ratio: Callable[[], float] = lambda: 0.8,
+        window: int = 30,
+    ) -> None:
         super().__init__(interval)
         self.cache = cache
         self.moved = 0
+        self.ratio = ratio  # slab_automove_ratio, which `slabs automove ratio` changes
+        self.window = window
 
     def _sleep(self, timeout: float) -> bool:
         """Between two ticks: make each move asked for as soon as it is asked (woken by
@@ -228,7 +236,7 @@ class SlabAutomover(_Periodic):
         super().stop()
 
     def run(self) -> None:
-        if self.cache.automove_tick():
+        if self.cache.automove_tick(self.ratio(), self.window):
             self.moved += 1
 
 

@@ -427,27 +427,30 @@ def test_the_clock_hand_reclaims_expired_before_evicting(clock: FakeClock) -> No
 # ---- page moves ----
 
 
-def fill_small_then_shift(cache: Cache, tick: bool) -> int:
-    """Fill the cache with 100-byte items, then write 10 KB ones in batches (an automover
-    tick after each): how many 10 KB items are held at the end."""
+def fill_small_then_shift(cache: Cache, tick: bool, clock: FakeClock) -> int:
+    """Fill the cache with 100-byte items nobody reads, then, a minute on, write 10 KB ones
+    in batches a second apart (an automover tick after each, its window 3 ticks): how many
+    10 KB items are held at the end."""
     for i in range(80_000):
         key = b"small:%d" % i
         cache.store(SET, key, value_for(key, 100))
+    clock.advance(60)
     for batch in range(12):
         for i in range(200):
             key = b"large:%d:%d" % (batch, i)
             assert cache.store(SET, key, value_for(key, 10_000)) is StoreResult.STORED
+        clock.advance(1)
         if tick:
-            cache.automove_tick()
+            cache.automove_tick(window=3)
     return sum(1 for k in cache.keys() if k.startswith(b"large:"))
 
 
 def test_automove_moves_pages_after_a_size_shift(clock: FakeClock) -> None:
     still = Cache(memory_limit=8 * MB, clock=clock, slab_automove=0)
-    held_without = fill_small_then_shift(still, tick=True)
+    held_without = fill_small_then_shift(still, tick=True, clock=clock)
     assert still.stats()["slabs_moved"] == 0  # the 10 KB class's first page is past -m
     moving = Cache(memory_limit=8 * MB, clock=clock, slab_automove=1)
-    held_with = fill_small_then_shift(moving, tick=True)
+    held_with = fill_small_then_shift(moving, tick=True, clock=clock)
     large_class = moving.class_of(10_000 + 61)
     pages = class_pages(moving)
     assert moving.stats()["slabs_moved"] >= 2
@@ -458,7 +461,7 @@ def test_automove_moves_pages_after_a_size_shift(clock: FakeClock) -> None:
 
 def test_automove_2_moves_on_any_eviction(clock: FakeClock) -> None:
     cache = Cache(memory_limit=8 * MB, clock=clock, slab_automove=2)
-    fill_small_then_shift(cache, tick=True)
+    fill_small_then_shift(cache, tick=True, clock=clock)
     assert cache.stats()["slabs_moved"] >= 6
 
 
@@ -1145,27 +1148,72 @@ def test_evictions_of_items_with_an_exptime_and_the_age_of_the_tail(clock: FakeC
     assert next(iter(dict(cache.items_stats()).values()))["age"] == 35
 
 
-def test_automove_1_waits_for_three_ticks_of_evictions(clock: FakeClock) -> None:
+def test_automove_1_waits_for_its_window(clock: FakeClock) -> None:
+    """memcached's automover moves nothing until its window (slab_automove_window) has
+    filled: with a window of 3, the fourth tick is the first that may move."""
     cache = Cache(memory_limit=8 * MB, clock=clock, slab_automove=1)
     for i in range(80_000):
         cache.store(SET, b"s%d" % i, b"x" * 30)  # class 1, 8 pages, nothing evicted
     assert class_pages(cache) == {1: 8} and cache.stats()["evictions"] == 0
+    clock.advance(100)  # nobody reads them: old
     moved = []
     large = cache.class_of(10_000 + 59)
-    for batch in range(3):
+    for batch in range(4):
         for i in range(200):
             cache.store(SET, b"large:%d:%d" % (batch, i), b"y" * 10_000)
         if not batch:  # its first page, past -m (memcached's rule), then evictions in it
             assert class_pages(cache) == {1: 8, large: 1}
             assert cache.slabs_stats()[1]["total_malloced"] == 9 * MB
-        moved.append(cache.automove_tick())
-    assert moved == [False, False, True]
+        clock.advance(1)
+        moved.append(cache.automove_tick(window=3))
+    assert moved == [False, False, False, True]
     assert class_pages(cache) == {1: 7, large: 2}
     cache.automove = 0
     assert cache.automove == 0
     for i in range(200):
         cache.store(SET, b"later:%d" % i, b"y" * 10_000)
-    assert cache.automove_tick() is False
+    assert cache.automove_tick(window=3) is False
+
+
+def test_bug_automove_1_took_pages_from_a_class_read_all_the_time(clock: FakeClock) -> None:
+    """A hunt: 4,000 1 KB items read every second, while 5 KB items nobody reads evict in
+    another class. memcached's automover never takes the read class's pages (its items
+    stay in HOT and WARM, so its COLD LRU is empty, of age 0); mcached's took a page from
+    the class with the most pages among those that had not evicted for three ticks, the
+    read one, and evicted 460 of its items every round for good. A class is now judged by
+    the age of what its clock hand reaches next, a referenced item counting a minute
+    younger (reads refresh its time once a minute): the read class stays whole, and once
+    nobody reads it its pages do go to the class that evicts."""
+    cache = Cache(memory_limit=12 * MB, clock=clock, slab_automove=1)
+    hot = [b"hot%d" % i for i in range(4000)]
+    for key in hot:
+        cache.store(SET, key, value_for(key, 1000))
+    [(hot_class, pages)] = class_pages(cache).items()
+    assert pages > 2
+    n = 0
+    for _ in range(40):  # 40 s: past the window of 30
+        for _ in range(300):
+            key = b"s%d" % n
+            cache.store(SET, key, value_for(key, 5000))
+            n += 1
+        for key in hot:
+            assert cache.get(key) is not None, key
+        clock.advance(1)
+        cache.automove_tick()
+    assert cache.stats()["evictions"] > 0
+    assert class_pages(cache)[hot_class] == pages
+    assert cache.stats()["slabs_moved"] == 0
+    # nobody reads them any more: two minutes on they are the oldest, and give pages
+    for _ in range(120):
+        for _ in range(300):
+            key = b"s%d" % n
+            cache.store(SET, key, value_for(key, 5000))
+            n += 1
+        clock.advance(1)
+        cache.automove_tick()
+    assert cache.stats()["slabs_moved"] > 0
+    assert class_pages(cache)[hot_class] < pages
+    check_consistent(cache)
 
 
 def test_keys_over_250_bytes_are_a_caller_bug(clock: FakeClock) -> None:

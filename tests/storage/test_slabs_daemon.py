@@ -228,6 +228,40 @@ def test_memcached_tool_display(server_factory: Callable[..., Server]) -> None:
 # ---- the automover and the memory bound, in the daemon ----
 
 
+@pytest.mark.parametrize("kind", ["memcached", "mcached-procs"])
+def test_bug_automove_1_evicted_a_working_set_read_all_the_time(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """A hunt (at -t 4): 4,000 1 KB keys read every round by a cache-aside client, while
+    5 KB keys nobody reads evict in another class. memcached's automover leaves the read
+    class alone; mcached's default automover took a page from it and evicted hundreds of
+    its keys every round. Both with a window of 3 ticks (so a move could come in seconds)."""
+    srv = server_factory(
+        kind, "-m", "12", "-t", "4", "-o", "slab_automove=1,slab_automove_window=3"
+    )
+    hot = [b"hot%d" % i for i in range(4000)]
+    with Conn(srv.address, timeout=30) as conn:
+        conn.send(b"".join(b"set %s 0 0 1000 noreply\r\n%s\r\n" % (k, b"h" * 1000) for k in hot))
+        exchange(conn, b"mn\r\n", b"MN\r\n")
+        n = misses = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            conn.send(
+                b"".join(
+                    b"set s%d 0 0 5000 noreply\r\n%s\r\n" % (n + i, b"s" * 5000) for i in range(600)
+                )
+            )
+            n += 600
+            exchange(conn, b"mn\r\n", b"MN\r\n")
+            conn.send(b"".join(b"mg %s\r\n" % k for k in hot) + b"mn\r\n")
+            replies = conn.read_until(b"MN\r\n", limit=30)
+            misses += replies.count(b"EN\r\n")
+            time.sleep(0.3)
+        st = stats(conn)
+    assert int(st["evictions"]) > 0
+    assert misses == 0 and st["slabs_moved"] == "0", (misses, st["slabs_moved"])
+
+
 def test_automove_follows_a_size_shift(server_factory: Callable[..., Server]) -> None:
     srv = server_factory("mcached", "-m", "8", "-o", "slab_automove=2")
     with Conn(srv.address) as conn:
