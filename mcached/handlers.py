@@ -1469,7 +1469,11 @@ class Handlers:
         elif sub == b"slabs":
             cmd.reply_stats(s.out, self.slabs_stats())
         elif sub == b"sizes":
-            cmd.reply_stats(s.out, self.sizes_stats())
+            since = self.info.sizes_since()
+            if since is None:
+                cmd.reply_stats(s.out, [("sizes_status", "disabled")])
+            else:
+                s.stream = self._sizes(cmd, since)
         elif sub in (b"sizes_enable", b"sizes_disable"):
             # memcached's reply to these has no END (get_stats' groups end their own)
             cmd.reply_stats(s.out, self.sizes_switch(sub == b"sizes_enable"), end=False)
@@ -1641,13 +1645,20 @@ class Handlers:
         out += list(totals.items())
         return out
 
-    def sizes_stats(self) -> list[tuple[str, object]]:
-        since = self.info.sizes_since()
-        if since is None:
-            return [("sizes_status", "disabled")]
-        # memcached's histogram: live items by total size, rounded up to 32-byte buckets,
-        # of those stored since it was turned on
-        return [(str(b), n) for b, n in sorted(self.cache.size_histogram(since).items())]
+    def _sizes(self, cmd: c.Stats, since: int) -> Iterator[Piece]:
+        """``stats sizes``' reply (the connection's stream): memcached's histogram, live
+        items by total size in 32-byte buckets, of those stored since it was turned on. The
+        walk gives way between its steps, so the worker serves its other connections
+        meanwhile (a hunt: the walk of 1.5 million items held them 1.9 s)."""
+        histogram: dict[int, int] = {}
+        for step in self.cache.size_histogram_steps(since):
+            if step is None:
+                yield GIVE_WAY
+            else:
+                histogram = step
+        buf: Out = []
+        cmd.reply_stats(buf, [(str(b), n) for b, n in sorted(histogram.items())])
+        yield from buf
 
     def sizes_switch(self, on: bool) -> list[tuple[str, object]]:
         """``stats sizes_enable|disable`` (-o track_sizes at start): the histogram counts

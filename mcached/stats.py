@@ -168,11 +168,12 @@ ONLY_WITH = {
     ),
     "lru_crawler_running": "lru_crawler",
     "lru_crawler_starts": "lru_crawler",
-    "lru_maintainer_juggles": "lru_maintainer",
+    # memcached prints these while its LRU maintainer runs (items.c item_stats_totals),
+    # whether its LRU is segmented or not (`lru mode flat` leaves them)
     **dict.fromkeys(
-        "evicted_active moves_to_cold moves_to_warm moves_within_lru direct_reclaims "
-        "lru_bumps_dropped".split(),
-        "lru_segmented",
+        "lru_maintainer_juggles evicted_active moves_to_cold moves_to_warm moves_within_lru "
+        "direct_reclaims lru_bumps_dropped".split(),
+        "lru_maintainer",
     ),
 }
 

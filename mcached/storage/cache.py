@@ -2490,12 +2490,24 @@ class Cache:
         """``stats sizes``: live items by total size, rounded up to 32 bytes (a walk); only
         those whose CAS is `since` or later (memcached counts the items stored since
         ``stats sizes_enable``)."""
+        for step in self.size_histogram_steps(since):
+            if step is not None:
+                return step
+        raise AssertionError("the walk ends with its histogram")
+
+    def size_histogram_steps(self, since: int = 0) -> Iterator[dict[int, int] | None]:
+        """`size_histogram`, a step at a time: None after each hold of a partition's lock
+        (a worker serves its other clients between steps: the whole walk in one go held a
+        worker 1.9 s over 1.5 million items, where memcached keeps the histogram as
+        counters), then the histogram once."""
         out: dict[int, int] = {}
-        for _, _, _, cas, _, size, _ in self._walk():
-            if cas >= since:
-                bucket = (size + 31) // 32 * 32
-                out[bucket] = out.get(bucket, 0) + 1
-        return out
+        for batch in self._batches(True):
+            for _, _, _, cas, _, size, _ in batch:
+                if cas >= since:
+                    bucket = (size + 31) // 32 * 32
+                    out[bucket] = out.get(bucket, 0) + 1
+            yield None
+        yield out
 
     def cas_mark(self) -> int:
         """The last CAS unique handed out: every item stored from now on has a larger one."""
