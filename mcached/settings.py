@@ -1592,18 +1592,40 @@ def convert(
     for spec in extended:
         apply_extended(options, spec, warnings)
     for rule in GIVEN_RULES:
-        rule(options)
+        rule(options, extended)
     return options, warnings
 
 
-def _tcp_port_follows_udp(options: dict[str, Any]) -> None:
+def _tcp_port_follows_udp(options: dict[str, Any], extended: tuple[str, ...]) -> None:
     """memcached: -U without -p listens for TCP on the UDP port too."""
     if options.get("udp_port") and "port" not in options:
         options["port"] = options["udp_port"]
 
 
+def _large_items_halve_chunk_max(options: dict[str, Any], extended: tuple[str, ...]) -> None:
+    """memcached: -I past 1 MB makes slab_chunk_max half a page unless ``-o
+    slab_chunk_max`` itself was given (no_chunked_items and no_modern, which set a whole
+    page, do not count)."""
+    given = any(p.partition("=")[0] == "slab_chunk_max" for o in extended for p in o.split(","))
+    if options.get("item_size_max", MB) > MB and not given and "slab_chunk_max" in options:
+        options["slab_chunk_max"] = MB // 2
+
+
+def _auth_file_given_empty(options: dict[str, Any], extended: tuple[str, ...]) -> None:
+    """``-Y ""`` (a unit file's ``-Y $AUTHFILE`` with the variable unset): memcached fails
+    to open it and does not start; read as no -Y it served everyone."""
+    if options.get("auth_file") == "":
+        raise SettingsError(
+            "Could not open authfile [] for reading, error No such file or directory", code=1
+        )
+
+
 #: rules on what was given, before the defaults fill the rest (memcached's, after getopt)
-GIVEN_RULES: tuple[Callable[[dict[str, Any]], None], ...] = (_tcp_port_follows_udp,)
+GIVEN_RULES: tuple[Callable[[dict[str, Any], tuple[str, ...]], None], ...] = (
+    _tcp_port_follows_udp,
+    _large_items_halve_chunk_max,
+    _auth_file_given_empty,
+)
 
 
 # ---- rules between settings (memcached.c main, after the options are read) ----

@@ -16,6 +16,7 @@ import pytest
 from mcached import cli, settings
 from mcached.cli import parse_settings
 from mcached.settings import (
+    KB,
     MB,
     OPTIONS,
     STATS_SETTINGS_ORDER,
@@ -330,6 +331,40 @@ def test_startup_options_set_memcacheds_stats_settings_rows(
     defaults = dict(stats_settings(Settings()))
     rows = dict(stats_settings(s))
     assert {k: v for k, v in rows.items() if v != defaults[k]} == changed
+
+
+@pytest.mark.parametrize(
+    ("argv", "chunk_max"),
+    [
+        (["-I", "2m", "-o", "no_chunked_items"], 512 * KB),
+        (["-I", "2m", "-o", "no_modern"], 512 * KB),
+        (["-o", "no_modern", "-I", "2m"], 512 * KB),
+        (["-I", "2m", "-o", "no_chunked_items,slab_chunk_max=1048576"], MB),
+        (["-o", "no_chunked_items"], MB),
+        (["-o", "no_modern"], MB),
+    ],
+)
+def test_bug_a_large_item_size_halves_the_chunk_max_presets_set(
+    argv: list[str], chunk_max: int
+) -> None:
+    """A hunt: memcached makes slab_chunk_max half a page when -I is past 1 MB unless -o
+    slab_chunk_max was given; no_chunked_items and no_modern, which set a whole page, do
+    not count (memcached 1.6.18: 524288 for each of the first three, side by side).
+    mcached kept a whole page there (42 slab classes against memcached's 39)."""
+    s = settle(argv)
+    assert isinstance(s, Settings), s
+    assert s.slab_chunk_max == chunk_max
+
+
+@pytest.mark.parametrize("argv", [["-Y", ""], ["--auth-file="], ["-Y", "", "-U", "0"]])
+def test_bug_an_empty_auth_file_started_without_authentication(argv: list[str]) -> None:
+    """A hunt: ``-Y ""`` (a unit file's ``-Y $AUTHFILE`` with the variable unset) read as
+    "not given", and the daemon served everyone; memcached fails to open the file and
+    does not start (exit 1)."""
+    assert settle(argv) == (
+        "Could not open authfile [] for reading, error No such file or directory",
+        1,
+    )
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,15 @@ log = logging.getLogger("mcached.server")
 #: seconds a daemon waits for another one's binds on the same port (`port_gate`); a bind
 #: takes microseconds, so only a daemon stopped in the middle of one holds the gate longer
 GATE_WAIT = 2.0
+#: what a negative -b asks of listen(): Linux reads memcached's negative backlog as a huge
+#: unsigned one and caps it at net.core.somaxconn; Python's listen() makes it 0
+_BACKLOG_MAX = 0x7FFFFFFF
 ASKERS = 1  # board slots for processes that gather figures without serving (the metrics)
+
+
+def kernel_backlog(backlog: int) -> int:
+    """-b as memcached's listen() passes it: negative means the kernel's largest."""
+    return backlog if backlog >= 0 else _BACKLOG_MAX
 
 
 def bind_sockets(
@@ -124,7 +132,7 @@ def bind_sockets(
                             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                         s.bind(addr)
                         if kind == socket.SOCK_STREAM:
-                            s.listen(backlog)
+                            s.listen(kernel_backlog(backlog))
                         s.setblocking(False)
                     except OSError:
                         close_all()
@@ -221,7 +229,7 @@ def bind_unix(path: str, mask: int, backlog: int) -> socket.socket:
             s.bind(path)
         finally:
             os.umask(old)
-        s.listen(backlog)
+        s.listen(kernel_backlog(backlog))
         s.setblocking(False)
     except OSError:
         s.close()

@@ -179,3 +179,21 @@ def test_one_copy_takes_no_claim() -> None:
     (group,) = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=1, claims=claims)
     assert claims == []
     group[0].close()
+
+
+def test_bug_a_negative_backlog_was_none_at_all() -> None:
+    """A hunt: ``-b -1`` made every listener's backlog 0 (Python's listen() turns a
+    negative one into 0), where memcached's listen(-1) is the kernel's largest
+    (net.core.somaxconn, as a huge unsigned value): a burst of connections then waited for
+    SYN retries. Twenty connections to a listener nobody accepts from all complete now; with
+    a backlog of 0 the second or third never does."""
+    [[s]] = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, -1)
+    port = s.getsockname()[1]
+    clients = []
+    try:
+        for _ in range(20):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    finally:
+        for c in clients:
+            c.close()
+        s.close()
