@@ -75,6 +75,8 @@ class Session(Protocol):
     #: earlier commands whose replies memcached would still hold unsent (its resp_has_stack:
     #: it transmits after a get or mn, and when it needs more bytes)
     stacked: int
+    #: a datagram's stand-in (UDP), not a connection: nothing can be handed over to it
+    datagram: bool
 
     def after_sent(self, callback: Callable[[], None]) -> None:
         """Run `callback` once what is in `out` now (and before) is sent, or the connection
@@ -1167,6 +1169,11 @@ class Handlers:
             return
         if self.cache.crawl_busy:  # memcached's crawler runs one job at a time
             cmd.reply(s.out, Error.CRAWLER_BUSY)
+            return
+        if s.datagram:
+            # memcached hands the connection to its crawler, which cannot write to a UDP
+            # socket: nothing is sent. (Served, a dump of any size was one datagram reply,
+            # built whole and never giving way: a hunt, 29 MB a dump of 400,000 items.)
             return
         s.stream = self._metadump(cmd, classes)
 

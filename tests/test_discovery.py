@@ -93,6 +93,7 @@ class Session:
         self.stream = None
         self.stream_held = 0
         self.stacked = 0
+        self.datagram = False
 
     def after_sent(self, callback: Any) -> None:
         raise AssertionError("nothing is lent by a cache of no items")

@@ -45,6 +45,7 @@ class Pulling:
         self.stream: Any = None
         self.stream_held = 0
         self.stacked = 0
+        self.datagram = False
         self.releases: list[list[Any]] = []  # [bytes queued it is tied to, callback]
 
     def after_sent(self, callback: Callable[[], None]) -> None:

@@ -174,6 +174,7 @@ class Connection:
         "lone",
         "_hs_steps",
     )
+    datagram = False  # (`Session.datagram`)
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mcached.errors import CloseConnection, Shutdown
+from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.datagram import (
     DATA_SIZE,
@@ -70,6 +70,7 @@ class Datagram:
     the next piece written after them belongs to, are sent (`release`)."""
 
     __slots__ = ("out", "counters", "stream", "stream_held", "stacked", "taken", "_after")
+    datagram = True  # (`Session.datagram`)
 
     def __init__(self, counters: Counters) -> None:
         self.out: list[Any] = []
@@ -329,6 +330,11 @@ class UdpServer:
                 datagram.release()
         except Shutdown as exc:
             self.on_shutdown(exc.graceful)
+        except StartWatch:
+            # memcached makes the connection a watcher, which a datagram cannot be: nothing
+            # of the datagram is sent, nor served after it (and nothing logged: any sender
+            # could fill the log)
+            return
         except Exception:
             log.exception("error handling a UDP request from %s", sender.peer)
             return

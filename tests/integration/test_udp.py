@@ -3,6 +3,7 @@ against both servers."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -125,3 +126,56 @@ def test_udp_a_datagram_of_a_request_of_several_is_dropped_unanswered(
         stats = conn.request(b"stats\r\n")
     assert b"STAT bytes_read %d\r\n" % (3 * 15 + len(b"stats\r\n")) in stats, stats
     assert b"STAT bytes_written 13\r\n" in stats, stats  # the END's datagram alone
+
+
+def silent(port: int, payload: bytes, request_id: int = 1, wait: float = 0.5) -> bool:
+    """Send one datagram: True if no reply came within `wait` seconds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(HEADER.pack(request_id, 0, 1, 0) + payload, (HOST, port))
+        try:
+            s.recvfrom(65536)
+        except TimeoutError:
+            return True
+        return False
+
+
+def test_bug_watch_over_udp_logged_a_traceback_a_datagram(
+    kind: str, server_factory: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hunt: each datagram asking ``watch`` (which a datagram cannot become) logged an
+    ERROR with a traceback: any sender could fill the log (1,029 tracebacks from 2,000
+    datagrams). Nothing is sent for it, nor for what the datagram asked before or after
+    (memcached's connection turns watcher), and nothing is logged."""
+    srv = start(kind, server_factory)
+    with caplog.at_level(logging.WARNING, "mcached"):
+        assert silent(srv.udp_port, b"watch\r\n")
+        # the get's reply goes as memcached's does (it transmits after a get), then nothing
+        [reply] = udp_request(srv.udp_port, 3, b"get a\r\nwatch\r\nversion\r\n")
+        assert reply == HEADER.pack(3, 0, 1, 0) + b"END\r\n"
+        for i in range(20):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(HEADER.pack(i, 0, 1, 0) + b"watch\r\n", (HOST, srv.udp_port))
+        [reply] = udp_request(srv.udp_port, 9, b"version\r\n")
+    assert reply == HEADER.pack(9, 0, 1, 0) + b"VERSION 1.6.18\r\n"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_bug_a_metadump_over_udp_was_built_whole_in_one_reply(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A hunt: ``lru_crawler metadump all`` in a datagram built the whole dump as one
+    reply (29 MB for 400,000 items, held while its datagrams went out, its worker serving
+    nobody else meanwhile), where memcached hands the connection to its crawler, which
+    cannot write to a UDP socket: nothing is sent. As memcached now; the refusals before it
+    (crawler off, dumps off, a pipeline) are still answered."""
+    port = free_port(socket.SOCK_DGRAM)
+    srv = server_factory("mcached-procs", "-U", str(port))
+    with Conn(srv.address, timeout=30) as conn:
+        conn.send(b"".join(b"set key%d 0 0 1 noreply\r\nx\r\n" % i for i in range(2000)))
+        assert conn.request(b"version\r\n").startswith(b"VERSION")
+    assert silent(port, b"lru_crawler metadump all\r\n", wait=1.0)
+    [reply] = udp_request(port, 5, b"mg zz v q\r\nlru_crawler metadump all\r\n")
+    assert reply.endswith(b"ERROR cannot pipeline other commands before metadump\r\n")
+    [reply] = udp_request(port, 9, b"version\r\n")
+    assert reply == HEADER.pack(9, 0, 1, 0) + b"VERSION 1.6.18\r\n"
