@@ -70,44 +70,10 @@ def test_lru_crawler_replies(server: Server, request_line: bytes, reply: bytes) 
         assert got == reply
 
 
-@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
-def test_a_cachedump_walk_lets_its_worker_serve_others(
-    kind: str, server_factory: Callable[..., Server]
-) -> None:
-    """``stats cachedump`` walks every item table for its class's newest items: a step at a
-    time, between which its worker serves its other connections (one worker here). It was
-    one call: 3.4 s of one worker, none of its clients answered, for a million items.
-    Another client's ``version``, sent right after the dump, is answered while the dump
-    still walks (its reply, sent once the walk ends, has not come); before, the whole walk
-    came first."""
-    srv = server_factory(kind, "-t", "1")
-    with Conn(srv.address, timeout=60) as dumper, Conn(srv.address) as other:
-        for start in range(0, 100_000, 10_000):
-            dumper.send(
-                b"".join(
-                    b"set key%d 0 0 1 noreply\r\nx\r\n" % i for i in range(start, start + 10_000)
-                )
-            )
-        assert dumper.request(b"version\r\n").startswith(b"VERSION")
-        dumper.send(b"stats cachedump 1 0\r\n")
-        other.send(b"version\r\n")
-        assert other.read_until(b"\r\n").startswith(b"VERSION")
-        assert not select.select([dumper.sock], [], [], 0)[0], "the dump ended first"
-        reply = dumper.read_until(b"END\r\n")
-        assert 2 * 1024 * 1024 - 300 < len(reply) < 2 * 1024 * 1024  # memcached's cap
-        rows = reply.split(b"\r\n")[:-2]
-        assert rows == [b"ITEM key%d [1 b; 0 s]" % (99_999 - i) for i in range(len(rows))]
-
-
-@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
-def test_bug_stats_sizes_held_its_worker_for_the_whole_walk(
-    kind: str, server_factory: Callable[..., Server]
-) -> None:
-    """A hunt: ``stats sizes`` walked every item in one go (1.9 s of one worker for 1.5
-    million items, none of its other clients answered; memcached keeps the histogram as
-    counters). It walks a step at a time now, as cachedump does: another client's
-    ``version``, sent right after it, is answered while the walk goes on."""
-    srv = server_factory(kind, "-t", "1", "-o", "track_sizes")
+def walk_beside_another_client(srv: Server, request: bytes) -> bytes:
+    """Store 100,000 keys, send `request` (a walk of them all) and, right after, another
+    client's ``version``: that one is answered while the walk still goes on (the walk's
+    reply, sent once it ends, has not come). The walk's reply."""
     with Conn(srv.address, timeout=60) as asker, Conn(srv.address) as other:
         for start in range(0, 100_000, 10_000):
             asker.send(
@@ -116,12 +82,38 @@ def test_bug_stats_sizes_held_its_worker_for_the_whole_walk(
                 )
             )
         assert asker.request(b"version\r\n").startswith(b"VERSION")
-        asker.send(b"stats sizes\r\n")
+        asker.send(request)
         other.send(b"version\r\n")
         assert other.read_until(b"\r\n").startswith(b"VERSION")
         assert not select.select([asker.sock], [], [], 0)[0], "the walk ended first"
-        rows = re.findall(rb"STAT (\d+) (\d+)\r\n", asker.read_until(b"END\r\n"))
-        assert sum(int(n) for _, n in rows) == 100_000
+        return asker.read_until(b"END\r\n")
+
+
+@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
+def test_a_cachedump_walk_lets_its_worker_serve_others(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """``stats cachedump`` walks every item table for its class's newest items: a step at a
+    time, between which its worker serves its other connections (one worker here). It was
+    one call: 3.4 s of one worker, none of its clients answered, for a million items."""
+    srv = server_factory(kind, "-t", "1")
+    reply = walk_beside_another_client(srv, b"stats cachedump 1 0\r\n")
+    assert 2 * 1024 * 1024 - 300 < len(reply) < 2 * 1024 * 1024  # memcached's cap
+    rows = reply.split(b"\r\n")[:-2]
+    assert rows == [b"ITEM key%d [1 b; 0 s]" % (99_999 - i) for i in range(len(rows))]
+
+
+@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
+def test_bug_stats_sizes_held_its_worker_for_the_whole_walk(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """A hunt: ``stats sizes`` walked every item in one go (1.9 s of one worker for 1.5
+    million items, none of its other clients answered; memcached keeps the histogram as
+    counters). It walks a step at a time now, as cachedump does."""
+    srv = server_factory(kind, "-t", "1", "-o", "track_sizes")
+    reply = walk_beside_another_client(srv, b"stats sizes\r\n")
+    rows = re.findall(rb"STAT (\d+) (\d+)\r\n", reply)
+    assert sum(int(n) for _, n in rows) == 100_000
 
 
 # --- a review of the admin and control commands' arguments, side by side with memcached ---
