@@ -21,7 +21,7 @@ import hmac
 import logging
 import os
 
-from mcached.settings import SettingsError
+from mcached.settings import SettingsError, authfile_unreadable
 
 log = logging.getLogger("mcached.auth")
 
@@ -58,9 +58,7 @@ def load_auth_file(path: str) -> list[tuple[bytes, bytes]]:
             data = f.read()
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise AuthFileError(
-            f"Could not open authfile [{path}] for reading, error {reason}"
-        ) from None
+        raise AuthFileError(authfile_unreadable(path, reason)) from None
     return parse_auth_file(data, path)
 
 

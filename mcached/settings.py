@@ -19,6 +19,7 @@ exit codes are memcached's where it has them (64, EX_USAGE, unless it says other
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import sys
@@ -1611,13 +1612,16 @@ def _large_items_halve_chunk_max(options: dict[str, Any], extended: tuple[str, .
         options["slab_chunk_max"] = MB // 2
 
 
+def authfile_unreadable(path: str, reason: str) -> str:
+    """memcached's words for a -Y file it cannot open (`reason`: strerror's)."""
+    return f"Could not open authfile [{path}] for reading, error {reason}"
+
+
 def _auth_file_given_empty(options: dict[str, Any], extended: tuple[str, ...]) -> None:
     """``-Y ""`` (a unit file's ``-Y $AUTHFILE`` with the variable unset): memcached fails
     to open it and does not start; read as no -Y it served everyone."""
     if options.get("auth_file") == "":
-        raise SettingsError(
-            "Could not open authfile [] for reading, error No such file or directory", code=1
-        )
+        raise SettingsError(authfile_unreadable("", os.strerror(errno.ENOENT)), code=1)
 
 
 #: rules on what was given, before the defaults fill the rest (memcached's, after getopt)

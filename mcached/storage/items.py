@@ -421,11 +421,11 @@ class Items:
         # The automover's memory of past ticks: only one automover runs (in one process).
         self._last_evictions = [0] * (self.largest + 1)
         self._window: deque[list[int]] = deque(maxlen=AUTOMOVE_WINDOW)
-        # automove 1's (memcached's slab_automove.c): per tick, per class; counters and
-        # pages as at the last tick; the ticks counted since the window was (re)started
+        # automove 1's (memcached's slab_automove.c): per tick, per class; each class's
+        # (pages, free chunks, chunks a page, refused stores) at the last tick; the ticks
+        # counted since the window was (re)started
         self._am_window: deque[list[AutomoveTick]] = deque()
-        self._am_before: list[tuple[int, int, int]] = []
-        self._am_oom: list[int] = []
+        self._am_before: list[tuple[int, int, int, int]] = []
         self._am_ticks = 0
         self._am_ratio = -1.0
         # Told of each item the clock hand evicts (not of reclaims, nor of page moves), as
@@ -1518,19 +1518,16 @@ class Items:
             self._am_ratio = ratio
             self._am_window.clear()
             self._am_before = []
-            self._am_oom = []
             self._am_ticks = 0
         now = self.clock.now()
         oom = self.class_counter(S_OUTOFMEMORY)
         classes = self.classes
         after = []
-        for cls in classes:
+        for cls, refused in zip(classes, oom, strict=True):
             with cls.lock:
-                after.append((cls.npages, cls.nfree + cls.uncarved, cls.perslab))
+                after.append((cls.npages, cls.nfree + cls.uncarved, cls.perslab, refused))
         before = self._am_before or after
         self._am_before = after
-        last_oom = self._am_oom if len(self._am_oom) == len(oom) else oom
-        self._am_oom = oom
         total = sum(evicted_delta)
         tick = [AutomoveTick(0, False, 0.0, False)]
         for cid in range(1, self.largest + 1):
@@ -1538,7 +1535,9 @@ class Items:
             tick.append(
                 AutomoveTick(
                     age=self._automove_age(classes[cid], now),
-                    dirty=ev > 0 or oom[cid] > last_oom[cid] or after[cid][0] > before[cid][0],
+                    dirty=ev > 0
+                    or after[cid][3] > before[cid][3]
+                    or after[cid][0] > before[cid][0],
                     evicted_ratio=ev / total if ev > 0 else 0.0,
                     evicted=ev > 0,
                 )
@@ -1555,7 +1554,7 @@ class Items:
         for cid in range(1, self.largest + 1):
             ticks = [t[cid] for t in self._am_window]
             age = sum(t.age for t in ticks) // window  # memcached divides by the window's size
-            npages, free, perslab = after[cid]
+            npages, free, perslab, _ = after[cid]
             if free > perslab * AUTOMOVE_FREE_PAGES and not any(t.dirty for t in ticks):
                 # a clean class sitting on free memory: pages back to the pool, several a
                 # tick (memcached's automover looks again at once after such a move)
