@@ -13,7 +13,7 @@ imports nothing from mcached, so every layer may use it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_PORT = 11211  # memcached's
 NOTLS = "notls:"  # ``-l notls:<addr>``: a plain listener beside TLS ones (memcached's)
@@ -73,18 +73,66 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     return host, number
 
 
-def split_notls(spec: str) -> tuple[bool, str]:
-    """``notls:<addr>`` -> (True, addr): a plain listener beside TLS ones (memcached's -l)."""
-    if spec.startswith(NOTLS):
-        return True, spec[len(NOTLS) :]
-    return False, spec
+class ListenSpec(NamedTuple):
+    """An ``-l`` entry read (`split_listen`): memcached 1.6's optional prefixes, in its order
+    (``notls:``, ``proto[<name>]:``, ``tag[<name>]:``), then the address."""
+
+    address: str  # host, host:port, [v6], [v6]:port
+    plain: bool = False  # notls: a plain listener beside TLS ones
+    protocol: str = ""  # proto[...]: "ascii", "binary" or "negotiating"; "": the daemon's (-B)
+    tag: str = ""  # tag[...]: 1 to 8 characters (a name memcached's proxy routes by)
+
+    def at(self, address: str) -> str:
+        """This entry's prefixes before another address (`split_listen`'s inverse)."""
+        return (
+            (NOTLS if self.plain else "")
+            + (f"proto[{self.protocol}]:" if self.protocol else "")
+            + (f"tag[{self.tag}]:" if self.tag else "")
+            + address
+        )
+
+
+#: the names ``proto[...]`` takes, in the order memcached compares them: a name that begins
+#: one of them is that one (its strncmp over the name's length); another name changes nothing
+LISTEN_PROTOCOLS = ("ascii", "binary", "negotiating")
+
+
+def _bracketed(text: str, what: str) -> tuple[str, str]:
+    """``[name]:rest`` -> (name, rest): memcached skips the one character after ``]``, an
+    assumed ``:``. ValueError in memcached's words when the ``]`` is missing."""
+    name, sep, rest = text[1:].partition("]")
+    if not sep:
+        raise ValueError(f'{what}: "{clip(text)}"')
+    return name, rest[1:]
+
+
+def split_listen(spec: str) -> ListenSpec:
+    """An ``-l`` entry -> its prefixes and address, as memcached 1.6.18 reads them
+    (``server_sockets``). ValueError, in memcached's words, on a prefix it refuses: a
+    missing ``]``, a tag not of 1 to 8 characters, ``proto[proxy]`` (memcached's proxy,
+    which a build without it refuses, as Debian's does)."""
+    plain = spec.startswith(NOTLS)
+    if plain:
+        spec = spec[len(NOTLS) :]
+    protocol = ""
+    if spec.startswith("proto["):
+        name, spec = _bracketed(spec[5:], "Invalid protocol spec")
+        protocol = next((p for p in LISTEN_PROTOCOLS if p.startswith(name)), "")
+        if not protocol and "proxy".startswith(name):
+            raise ValueError(f'Server not built with proxy: "proto[{clip(name)}"')
+    tag = ""
+    if spec.startswith("tag["):
+        tag, spec = _bracketed(spec[3:], "Invalid tag in socket config")
+        if not 1 <= len(tag) <= 8:
+            raise ValueError(f'Listener tags must be between 1 and 8 characters: "{clip(tag)}"')
+    return ListenSpec(spec, plain, protocol, tag)
 
 
 def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
     """An ``-l`` address -> (host, port) to bind: ``host``, ``host:port``, ``[v6]``,
-    ``[v6]:port``, with or without ``notls:``. An empty host is the wildcard; port 0 picks
-    a free port. ValueError on a malformed address."""
-    host, port = split_host_port(split_notls(spec)[1])
+    ``[v6]:port``, after memcached's prefixes (`split_listen`). An empty host is the
+    wildcard; port 0 picks a free port. ValueError on a malformed address or prefix."""
+    host, port = split_host_port(split_listen(spec).address)
     if port is None:
         return host, default_port
     number = _port_number(port)

@@ -43,7 +43,14 @@ from mcached.auth import AuthFile, load_auth_file
 from mcached.clock import Clock
 from mcached.cluster.discovery import Discovery
 from mcached.handlers import Handlers
-from mcached.protocol.binary_parser import BINARY, AnyParser, BinaryParser, Negotiator
+from mcached.protocol.binary_parser import (
+    ASCII,
+    AUTO,
+    BINARY,
+    AnyParser,
+    BinaryParser,
+    Negotiator,
+)
 from mcached.protocol.parser import RECEIVE_MIN, Parser
 from mcached.sasl import ENV as SASL_PWDB_ENV
 from mcached.sasl import Cyrus, CyrusUnavailable, Passwords, Sasl
@@ -327,11 +334,15 @@ class Daemon:
                 receive_min=RECEIVE_MIN,
             )
 
-        # -B: each connection's protocol, from its first byte (memcached's negotiation)
-        def make_parser() -> AnyParser:
-            if mode == BINARY:
+        # -B: each connection's protocol, from its first byte (memcached's negotiation), or
+        # its listener's (-l proto[...]:, memcached's names; "": -B's)
+        modes = {"": mode, "ascii": ASCII, "binary": BINARY, "negotiating": AUTO}
+
+        def make_parser(listener: str = "") -> AnyParser:
+            m = modes[listener]
+            if m == BINARY:
                 return make_binary()
-            return Negotiator(mode, make_text, make_binary, auth=auth)
+            return Negotiator(m, make_text, make_binary, auth=auth)
 
         # -Z: the Server builds its TLS context here, so bad certificates stop us early too
         self.server = Server(

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from mcached.addr import format_address
+from mcached.addr import ListenSpec, format_address
 from mcached.auth import load_auth_file
 from mcached.cli import settings_of
 from mcached.cluster.config import Node, format_data
@@ -387,14 +387,17 @@ class EmbeddedServer(ServerHandle):
             _discard(daemon)
             raise
         self._daemon = daemon
-        self.binary = settings.protocol == "binary" or settings.sasl
         server = daemon.server
+        self.binary = settings.protocol == "binary" or settings.sasl
         if not server.tcp:  # -s: a unix domain socket alone
             self.path = settings.unix_socket
             self._plain = True
             return "", 0
         first = server.tcp[0]
-        self._plain = first in server.notls  # a notls: listener: the handle speaks plain
+        spec = server.listen_specs.get(first, ListenSpec(""))
+        self._plain = spec.plain  # a notls: listener: the handle speaks plain
+        if spec.protocol:  # a proto[...] listener: the handle speaks its protocol
+            self.binary = spec.protocol == "binary"
         name = first.getsockname()
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(name[0]), str(name[0]))
         return host, int(name[1])
@@ -412,8 +415,9 @@ class EmbeddedServer(ServerHandle):
         # with the port it got; and where each listener listens, for `restart` (a listen
         # address of port 0 got one of its own)
         settings = daemon.settings
+        specs = daemon.server.listen_specs
         bound = [
-            ("notls:" if sock in daemon.server.notls else "") + format_address(sock.getsockname())
+            specs.get(sock, ListenSpec("")).at(format_address(sock.getsockname()))
             for sock in daemon.server.tcp
         ]
         self.settings = settings.replace(listen=tuple(dict.fromkeys(bound))) if bound else settings

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcached.addr import split_listen
 from mcached.cnum import c_atof, c_atoi, safe_strtod, safe_strtol, safe_strtoul
 
 
@@ -129,9 +130,10 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def addresses(raw: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """``-l`` given several times, each comma separated; an address given again is
-    dropped, as memcached drops it (a second bind of it would fail)."""
-    specs = (h.strip() for spec in raw for h in spec.split(","))
+    """``-l`` given several times, each a list separated by commas or semicolons
+    (memcached's strtok on ``;,``); an address given again is dropped, as memcached drops
+    it (a second bind of it would fail)."""
+    specs = (h.strip() for spec in raw for h in spec.replace(";", ",").split(","))
     return tuple(dict.fromkeys(h for h in specs if h))
 
 
@@ -514,7 +516,8 @@ class Settings:
         default=("127.0.0.1",),
         metadata=opt(
             "-l",
-            "interfaces to listen on, comma separated (default: 127.0.0.1)",
+            "interfaces to listen on, comma or semicolon separated (default: 127.0.0.1); each "
+            "may start with notls:, proto[ascii|binary|negotiating]: or tag[name]:",
             long="--listen",
             stat="inter",
             metavar="<addr>",
@@ -1680,9 +1683,24 @@ def _no_udp_with_auth(s: Settings) -> None:
         raise SettingsError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)")
 
 
+def _listener_protocols(s: Settings) -> set[str]:
+    """The protocols -l's ``proto[...]:`` prefixes give listeners (a malformed prefix is
+    refused when the daemon binds it, in memcached's words)."""
+    protocols = set()
+    for spec in s.listen:
+        try:
+            protocols.add(split_listen(spec).protocol)
+        except ValueError:
+            pass
+    return protocols - {""}
+
+
 def _sasl_is_binary(s: Settings) -> None:
-    """memcached's words: SASL rides on the binary protocol alone, -Y on the ascii one."""
-    if s.sasl and s.protocol not in ("", "binary"):
+    """memcached's words: SASL rides on the binary protocol alone, -Y on the ascii one. A
+    listener's ``proto[...]:`` is held to the same rule as -B: memcached lets it through and
+    serves that listener with no authentication at all (mcached refuses to start)."""
+    given = _listener_protocols(s) | ({s.protocol} - {""})
+    if s.sasl and given - {"binary"}:
         raise SettingsError("ERROR: You cannot allow the ASCII protocol while using SASL.")
     if s.sasl and s.udp_port:
         raise SettingsError("ERROR: Cannot enable UDP while using binary SASL authentication.")
@@ -1690,7 +1708,7 @@ def _sasl_is_binary(s: Settings) -> None:
         raise SettingsError(
             "-S (SASL, binary protocol) and -Y (ascii authentication) exclude each other"
         )
-    if s.auth_file and s.protocol not in ("", "ascii"):
+    if s.auth_file and given - {"ascii"}:
         raise SettingsError(
             "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens."
         )

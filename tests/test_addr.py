@@ -11,7 +11,7 @@ from mcached.addr import (
     parse_address,
     parse_listen,
     split_host_port,
-    split_notls,
+    split_listen,
 )
 
 pytestmark = pytest.mark.unit
@@ -67,6 +67,7 @@ def test_parse_address_refuses(text: str) -> None:
         ("127.0.0.1", ("127.0.0.1", 11211)),
         ("127.0.0.1:0", ("127.0.0.1", 0)),  # port 0: a free one
         ("notls:127.0.0.1:5", ("127.0.0.1", 5)),
+        ("notls:proto[ascii]:tag[a]:127.0.0.1:5", ("127.0.0.1", 5)),
         ("[::1]:5", ("::1", 5)),
         ("[::1]", ("::1", 11211)),
         ("::1", ("::1", 11211)),
@@ -83,9 +84,49 @@ def test_parse_listen_refuses(spec: str) -> None:
         parse_listen(spec, 11211)
 
 
-def test_split_notls() -> None:
-    assert split_notls("notls:127.0.0.1:1") == (True, "127.0.0.1:1")
-    assert split_notls("127.0.0.1:1") == (False, "127.0.0.1:1")
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("127.0.0.1:1", ("127.0.0.1:1", False, "", "")),
+        ("notls:127.0.0.1:1", ("127.0.0.1:1", True, "", "")),
+        ("proto[binary]:127.0.0.1:1", ("127.0.0.1:1", False, "binary", "")),
+        ("notls:proto[ascii]:tag[app]:[::1]:1", ("[::1]:1", True, "ascii", "app")),
+        ("proto[negotiating]:h", ("h", False, "negotiating", "")),
+        ("tag[12345678]:h", ("h", False, "", "12345678")),
+        # memcached compares a name over its own length: a name that begins one is that one
+        # (the empty name begins "ascii"), any other name changes nothing
+        ("proto[bin]:h", ("h", False, "binary", "")),
+        ("proto[]:h", ("h", False, "ascii", "")),
+        ("proto[utf8]:h", ("h", False, "", "")),
+        ("proto[binaryx]:h", ("h", False, "", "")),
+        # the character after "]" is skipped, a ':' or not (memcached's)
+        ("proto[ascii]xh:1", ("h:1", False, "ascii", "")),
+        # only "proto[" and "tag[" are prefixes: a host whose name begins so is a host
+        ("protocols.example:1", ("protocols.example:1", False, "", "")),
+        ("tagged:1", ("tagged:1", False, "", "")),
+    ],
+)
+def test_split_listen(spec: str, want: tuple[str, bool, str, str]) -> None:
+    assert tuple(split_listen(spec)) == want
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("proto[binary:127.0.0.1:1", 'Invalid protocol spec: "[binary:127.0.0.1:1"'),
+        ("tag[app:1", 'Invalid tag in socket config: "[app:1"'),
+        ("tag[]:h", 'Listener tags must be between 1 and 8 characters: ""'),
+        ("tag[123456789]:h", 'Listener tags must be between 1 and 8 characters: "123456789"'),
+        ("proto[proxy]:h", 'Server not built with proxy: "proto[proxy"'),
+        ("proto[pro]:h", 'Server not built with proxy: "proto[pro"'),
+    ],
+)
+def test_split_listen_refuses_in_memcacheds_words(spec: str, words: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        split_listen(spec)
+    assert str(exc.value) == words
+    with pytest.raises(ValueError):
+        parse_listen(spec, 11211)
 
 
 @pytest.mark.parametrize(

@@ -451,6 +451,25 @@ def test_a_notls_listener_first_the_handle_speaks_plain_to_it(tmp_path: Path) ->
 
 
 @pytest.mark.integration
+def test_a_binary_listener_first_the_handle_speaks_binary_to_it_and_keeps_it() -> None:
+    """A first listener of ``proto[binary]:`` serves the binary protocol alone: the handle
+    speaks it there, and a restart binds the same listener, its prefix kept."""
+    with serve(listen=["proto[binary]:127.0.0.1:0", "127.0.0.1:0"]) as server:
+        assert server.binary
+        assert server.stats()["curr_connections"] >= 1  # asked in the binary protocol
+        with socket.create_connection(server.address, timeout=2) as raw:
+            # text on a binary listener: a header of a bad magic, the connection closed
+            raw.sendall(b"version\r\n" + bytes(16))
+            assert raw.recv(100) == b""
+        server.stop()
+        server.restart()
+        assert server.settings.listen[0] == f"proto[binary]:127.0.0.1:{server.port}"
+        assert server.binary
+        server.flush()
+        assert server.stats()["cmd_flush"] == 1
+
+
+@pytest.mark.integration
 def test_a_forked_child_does_not_keep_the_servers_sockets() -> None:
     """The child closes its copies: its descriptors of the listening socket and of an open
     connection are gone (it says so through a pipe), so the parent's kill resets the

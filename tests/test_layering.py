@@ -40,7 +40,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.addr": LEAF,
     "mcached.clock": LEAF,
     "mcached.cnum": LEAF,  # memcached's number readers (atoi, safe_strtoul...), on text
-    "mcached.settings": {"mcached.cnum"},
+    "mcached.settings": {"mcached.addr", "mcached.cnum"},
     "mcached.stats": LEAF,
     "mcached.latency": LEAF,  # the histograms' buckets and figures, plain ints
     "mcached.watch": LEAF,  # watch's vocabulary and memcached's log lines
@@ -126,7 +126,7 @@ LAYERS: dict[str, set[str]] = {
     "mcached.server": LEAF,
     "mcached.server.poller": LEAF,
     "mcached.server.tls": {"mcached.settings"},
-    "mcached.server.udp": {"mcached.errors", "mcached.stats", PROTOCOL},
+    "mcached.server.udp": {"mcached.addr", "mcached.errors", "mcached.stats", PROTOCOL},
     "mcached.server.connection": {
         "mcached.errors",
         "mcached.latency",

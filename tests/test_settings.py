@@ -91,6 +91,7 @@ VALUES = [
     (["-I", "512k"], "item_size_max", 512 * 1024),
     (["-f", "1.5"], "growth_factor", 1.5),
     (["-l", "a,b", "-l", " c "], "listen", ("a", "b", "c")),
+    (["-l", "a;b,c"], "listen", ("a", "b", "c")),  # memcached splits on both
     (["-D", "#"], "detail_enabled", True),  # -D turns prefix stats on
     (["--stall-timeout", "0"], "stall_timeout", 0.0),
     (["-o", "no_lru_crawler,idle_timeout=5"], "lru_crawler", False),
@@ -151,6 +152,23 @@ ERRORS = [
     (["-D", ""], "No delimiter specified", 1),
     (["-l", ","], "-l needs at least one interface", 64),
     (["-l", "notls:127.0.0.1:5"], "'notls' option is valid only when SSL is enabled", 71),
+    # a listener's proto[...] is held to -B's rule: memcached serves such a listener with no
+    # authentication at all
+    (
+        ["-S", "-l", "127.0.0.1,proto[ascii]:127.0.0.1:5"],
+        "ERROR: You cannot allow the ASCII protocol while using SASL.",
+        64,
+    ),
+    (
+        ["-S", "-l", "proto[negotiating]:127.0.0.1:5"],
+        "ERROR: You cannot allow the ASCII protocol while using SASL.",
+        64,
+    ),
+    (
+        ["-Y", "f", "-U", "0", "-l", "proto[binary]:127.0.0.1:5"],
+        "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.",
+        64,
+    ),
     (
         ["-Y", "f", "-U", "5"],
         "Cannot use UDP with ascii authentication enabled (-U 0 to disable)",

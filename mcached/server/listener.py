@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
-from mcached.addr import parse_listen, split_notls
+from mcached.addr import ListenSpec, parse_listen, split_listen
 from mcached.latency import Latency, split
 from mcached.protocol.binary_parser import AnyParser
 from mcached.server.board import (
@@ -77,15 +77,15 @@ def bind_sockets(
     port: int,
     kind: int,
     backlog: int,
-    notls: set[socket.socket] | None = None,
+    specs: dict[socket.socket, ListenSpec] | None = None,
     copies: int = 1,
     claims: list[socket.socket] | None = None,
 ) -> list[list[socket.socket]]:
     """Bind every address of `listen`, `copies` sockets each (with ``SO_REUSEPORT`` when
     more than one: the kernel then spreads new connections, and datagrams, over them, and a
-    worker serves its own copy). One list of copies per address; the sockets of ``notls:``
-    specs also go in `notls`, the claims of shared addresses (`claim_address`) in `claims`,
-    to be closed with the copies."""
+    worker serves its own copy). One list of copies per address; each socket's ``-l`` entry
+    (its prefixes: `split_listen`) goes in `specs`, the claims of shared addresses
+    (`claim_address`) in `claims`, to be closed with the copies."""
     groups: list[list[socket.socket]] = []
     taken: list[socket.socket] = []
 
@@ -97,8 +97,8 @@ def bind_sockets(
             claim.close()
 
     for spec in listen:
-        plain, _ = split_notls(spec)
         try:
+            read = split_listen(spec)
             host, p = parse_listen(spec, port)
         except ValueError as exc:  # reported as a failure to listen, as a bad host is
             close_all()
@@ -138,8 +138,8 @@ def bind_sockets(
                         close_all()
                         raise
                     addr = s.getsockname()  # port 0 asked for one: the copies take the same
-                    if plain and notls is not None:
-                        notls.add(s)
+                    if specs is not None:
+                        specs[s] = read
             finally:
                 if gate is not None:
                     gate.close()  # the copies are bound: a probe of the port now fails
@@ -262,7 +262,7 @@ class Server:
         self,
         settings: Settings,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
-        make_parser: Callable[[], AnyParser],
+        make_parser: Callable[[str], AnyParser],
         hooks: Hooks,
         tcp_sockets: list[socket.socket] | None = None,
         slots: int | None = None,
@@ -284,7 +284,9 @@ class Server:
         self.started = time.monotonic()  # the listeners' secs_since_last_cmd in stats conns
         # -Z: every TCP listener speaks TLS except those bound from a notls: address
         self.tls = TLS(settings) if settings.ssl_enabled else None
-        self.notls: set[socket.socket] = set()
+        # each bound socket's -l entry: notls:, and proto[...]: the protocol its connections
+        # speak where it is not the daemon's (sockets systemd passes have none)
+        self.listen_specs: dict[socket.socket, ListenSpec] = {}
         self.claims: list[socket.socket] = []  # of the addresses the copies share
         self.udp_server = UdpServer(
             dispatch, make_parser, settings.reqs_per_event, hooks.request_shutdown
@@ -347,13 +349,19 @@ class Server:
                 s.port,
                 socket.SOCK_STREAM,
                 s.tcp_backlog,
-                self.notls,
+                self.listen_specs,
                 copies,
                 self.claims,
             )
         if s.udp_port and not self.udp_groups:
             self.udp_groups = bind_sockets(
-                s.listen, s.udp_port, socket.SOCK_DGRAM, 0, None, copies, self.claims
+                s.listen,
+                s.udp_port,
+                socket.SOCK_DGRAM,
+                0,
+                self.listen_specs,
+                copies,
+                self.claims,
             )
         for group in self.tcp_groups:
             for t in group:

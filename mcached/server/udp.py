@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from mcached.addr import ListenSpec
 from mcached.errors import CloseConnection, Shutdown, StartWatch
 from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.datagram import (
@@ -190,11 +191,14 @@ class UdpReader:
     """A worker's service of one UDP socket. Called when the socket is readable, or again
     once it answered True (it stopped at the end of a turn with more to do)."""
 
-    __slots__ = ("server", "sock", "counters", "job", "turn_bytes", "turn_cmds")
+    __slots__ = ("server", "sock", "counters", "job", "turn_bytes", "turn_cmds", "protocol")
 
-    def __init__(self, server: UdpServer, sock: socket.socket, counters: Counters) -> None:
+    def __init__(
+        self, server: UdpServer, sock: socket.socket, counters: Counters, protocol: str = ""
+    ) -> None:
         self.server = server
         self.sock = sock
+        self.protocol = protocol  # the -l entry's proto[...] ("": the daemon's)
         self.counters = counters
         self.job: Iterator[None] | None = None  # the datagram being served, between turns
         self.turn_bytes = 0
@@ -251,7 +255,7 @@ class UdpServer:
     def __init__(
         self,
         dispatch: Mapping[type, Callable[[Any, Any], None]],
-        make_parser: Callable[[], AnyParser],
+        make_parser: Callable[[str], AnyParser],
         reqs_per_event: int,
         on_shutdown: Callable[[bool], None],
     ) -> None:
@@ -260,9 +264,10 @@ class UdpServer:
         self.reqs_per_event = reqs_per_event
         self.on_shutdown = on_shutdown
 
-    def reader(self, sock: socket.socket, counters: Counters) -> UdpReader:
-        """The callback a worker runs when `sock` is readable; `counters` are the worker's."""
-        return UdpReader(self, sock, counters)
+    def reader(self, sock: socket.socket, counters: Counters, spec: ListenSpec) -> UdpReader:
+        """The callback a worker runs when `sock` (bound from `spec`) is readable;
+        `counters` are the worker's."""
+        return UdpReader(self, sock, counters, spec.protocol)
 
     def serve(
         self, sock: socket.socket, data: bytes, peer: Any, counters: Counters, reader: UdpReader
@@ -284,7 +289,7 @@ class UdpServer:
     def _serve(
         self, datagram: Datagram, data: bytes, sender: _Sender, reader: UdpReader
     ) -> Iterator[None]:
-        parser = self.make_parser()
+        parser = self.make_parser(reader.protocol)
         parser.feed(data[UDP_HEADER.size :])
         per_event = self.reqs_per_event
         dispatch = self.dispatch

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcached import watch
-from mcached.addr import format_address
+from mcached.addr import ListenSpec, format_address
 from mcached.latency import Latency
 from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
@@ -110,6 +110,8 @@ FD_HEADROOM = 64  # descriptors short of the limit where a received one needs th
 # the close reasons a conn_close line calls normal (see `Worker._conn_event`)
 NORMAL_CLOSE = frozenset(("client closed", "client closed in the middle of a value", "quit", ""))
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+#: a listening socket no -l entry names (-s, sockets systemd passes): the daemon's protocol
+NO_PREFIX = ListenSpec("")
 
 
 class Host(Protocol):
@@ -119,11 +121,11 @@ class Host(Protocol):
     dispatch: Mapping[type, Callable[[Any, Any], None]]
     board: Board
     tls: TLS | None
-    notls: set[socket.socket]
+    listen_specs: dict[socket.socket, ListenSpec]
     udp_server: UdpServer
     events: EventLog
-
-    def make_parser(self) -> AnyParser: ...
+    #: a connection's parser: the protocol of its listener's proto[...] ("": -B's)
+    make_parser: Callable[[str], AnyParser]
 
     def listening(self, slot: int) -> list[socket.socket]: ...
 
@@ -176,14 +178,15 @@ UNIX_PEER = "?:<AF 0>"
 class _Listening:
     """Marks a listening socket among the poller's owners."""
 
-    __slots__ = ("sock", "addr", "tls", "unix", "index")
+    __slots__ = ("sock", "addr", "tls", "unix", "index", "protocol")
 
-    def __init__(self, sock: socket.socket, tls: bool, index: int) -> None:
+    def __init__(self, sock: socket.socket, spec: ListenSpec, index: int) -> None:
         self.sock = sock
+        self.protocol = spec.protocol  # proto[...]: its connections' protocol ("": -B's)
         self.index = index  # its place in every worker's list (a connection handed over names it)
         self.addr = sock_name(sock)  # "tcp:127.0.0.1:11211", "unix:/run/memcached.sock"
         self.unix = sock.family == socket.AF_UNIX
-        self.tls = tls and not self.unix  # memcached: a unix socket never speaks TLS
+        self.tls = not spec.plain and not self.unix  # memcached: a unix socket never speaks TLS
 
 
 class Worker:
@@ -218,7 +221,8 @@ class Worker:
         self._wake_fd = self._wake.fileno()
         self.selector.register(self._wake, READ, None)
         self._listening = [
-            _Listening(t, t not in server.notls, i) for i, t in enumerate(server.listening(slot))
+            _Listening(t, server.listen_specs.get(t, NO_PREFIX), i)
+            for i, t in enumerate(server.listening(slot))
         ]
         # connections other workers accepted and hand to this one (Board.fewer_than), and,
         # in a worker process, a descriptor kept in reserve: closed just before one is
@@ -239,7 +243,10 @@ class Worker:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
         self._udp = server.datagram_sockets(slot)
         for u in self._udp:
-            self.selector.register(u, READ | EXCLUSIVE, server.udp_server.reader(u, self.counters))
+            reader = server.udp_server.reader(
+                u, self.counters, server.listen_specs.get(u, NO_PREFIX)
+            )
+            self.selector.register(u, READ | EXCLUSIVE, reader)
         # UDP readers in the middle of a datagram: served a turn each time round the loop
         self.udp_busy: set[UdpReader] = set()
         self.trace = False  # -vv: log every command and reply
@@ -650,7 +657,7 @@ class Worker:
             lst.addr,
             self,
             self.dispatch,
-            self.make_parser(),
+            self.make_parser(lst.protocol),
             self.reqs_per_event,
             board.conn_number(self.slot, sock.fileno()),
         )

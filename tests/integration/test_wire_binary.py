@@ -25,6 +25,7 @@ import pytest
 
 from mcached.protocol import binary as b
 from tests.conftest import (
+    HOST,
     KINDS,
     Server,
     _start_mcached,
@@ -33,6 +34,7 @@ from tests.conftest import (
     _stop_mcached,
     _stop_mcached_procs,
     _stop_memcached,
+    free_port,
 )
 
 pytestmark = pytest.mark.integration
@@ -561,6 +563,45 @@ def test_binary_only_refuses_text(kind: str) -> None:
         assert exchange(s.address, R(b.VERSION)) == [ok(b.VERSION, body=b"1.6.18")]
     finally:
         _stop(s)
+
+
+def _first_reply(address: tuple[str, int], data: bytes) -> bytes:
+    """What a new connection that sent `data` reads within a second: b"" when the server
+    waits for more (or hung up)."""
+    with socket.create_connection(address) as sock:
+        sock.sendall(data)
+        sock.settimeout(1.0)
+        try:
+            return sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            return b""
+
+
+@pytest.mark.parametrize("kind", ["mcached-procs", "memcached"])
+def test_a_listener_speaks_the_protocol_its_proto_prefix_names(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """memcached 1.6's -l prefixes: ``proto[ascii]:`` and ``proto[binary]:`` fix a
+    listener's protocol, ``tag[...]:`` names it (for memcached's proxy: no other effect);
+    entries are separated by ``;`` as well as ``,``. Each listener serves its protocol, the
+    others -B's (here negotiated), at -t 4. mcached failed to start (exit 71)."""
+    text_port, binary_port, tagged_port = free_port(), free_port(), free_port()
+    spec = (
+        f"proto[ascii]:{HOST}:{text_port};proto[binary]:{HOST}:{binary_port},"
+        f"tag[app]:{HOST}:{tagged_port}"
+    )
+    srv = server_factory(kind, "-t", "4", "-l", spec)
+    version_text = b"VERSION 1.6.18\r\n"
+    version_binary = R(b.VERSION, opaque=7)
+    for port in (srv.port, tagged_port):  # negotiated: either protocol
+        assert _first_reply((HOST, port), b"version\r\n") == version_text
+        assert exchange((HOST, port), version_binary) == [ok(b.VERSION, 7, b"1.6.18")]
+    assert _first_reply((HOST, text_port), b"version\r\n") == version_text
+    # a binary request on the text listener is no request (memcached waits for a line's
+    # end, mcached hangs up at once, as with -B ascii: `test_ascii_only_refuses_binary_at_once`)
+    assert _first_reply((HOST, text_port), version_binary) == b""
+    assert exchange((HOST, binary_port), version_binary) == [ok(b.VERSION, 7, b"1.6.18")]
+    assert _first_reply((HOST, binary_port), b"version\r\n") == b""
 
 
 # ---- SASL ----
