@@ -605,6 +605,7 @@ def test_bug_an_accept_error_killed_the_listener(server_factory: Callable[..., S
         addr = "tcp:127.0.0.1:0"
         tls = False
         unix = False
+        protocol = ""  # -B's (no proto[...] prefix)
 
     client = socket.create_connection(real.getsockname(), timeout=5)
     try:
