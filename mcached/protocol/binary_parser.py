@@ -112,6 +112,7 @@ class BinaryParser(Buffered):
 
     __slots__ = (
         "_swallow",
+        "_after_swallow",
         "_hangup",
         "item_size_max",
         "cas_enabled",
@@ -131,6 +132,7 @@ class BinaryParser(Buffered):
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._swallow = 0  # body bytes still to skip
+        self._after_swallow: Any = None  # the refusal to answer once they are skipped
         self._hangup = ""  # set: the last command was the connection's last (why)
         self.item_size_max = item_size_max
         self.cas_enabled = cas_enabled
@@ -196,6 +198,16 @@ class BinaryParser(Buffered):
         self._pos = start + take
         self._swallow = n - take
 
+    def _refuse(self, start: int, n: int, cmd: Any) -> Any:
+        """`_skip`, then `cmd` (a refusal): at once if the skipped bytes are all in, else
+        once they are, as memcached answers a refused frame after its swallow (a client
+        still sending a value over -I gets "Too large." when it has sent it all)."""
+        self._skip(start, n)
+        if self._swallow:
+            self._after_swallow = cmd
+            return NEED_DATA
+        return cmd
+
     def _last(self, cmd: Any, reason: str) -> Any:
         self._hangup = reason
         return cmd
@@ -207,6 +219,9 @@ class BinaryParser(Buffered):
             raise CloseConnection(self._hangup, notice=True)
         if self._swallow:
             return NEED_DATA  # a skip is pending only once the buffer is spent (feed skips)
+        if self._after_swallow is not None:
+            done, self._after_swallow = self._after_swallow, None
+            return done
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
@@ -244,11 +259,13 @@ class BinaryParser(Buffered):
                 f"binary protocol error (opcode {opcode:#04x})",
             )
         if base not in KNOWN:
-            self._skip(body, bodylen)
-            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > 0)
+            return self._refuse(
+                body, bodylen, b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > 0)
+            )
         if base in _SASL_OPCODES and not self.sasl:
-            self._skip(body, bodylen)  # memcached swallows what follows the key
-            return b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > keylen)
+            # memcached swallows what follows the key
+            refusal = b.BinInvalid(Error.UNKNOWN_COMMAND, opcode, opaque, bodylen > keylen)
+            return self._refuse(body, bodylen, refusal)
         # the extras and the key are in
         kstart = body + extlen
         vstart = kstart + keylen
@@ -260,9 +277,8 @@ class BinaryParser(Buffered):
             else:
                 flags = exptime = 0
             if item_total_size(keylen, flags, vlen, self.cas_enabled) > self.item_size_max:
-                self._skip(vstart, vlen)
                 mode = _STORE_MODE.get(base, b"append")
-                return b.BinTooLarge(mode, key, opcode, opaque)
+                return self._refuse(vstart, vlen, b.BinTooLarge(mode, key, opcode, opaque))
             end = vstart + vlen
             if not self.cas_enabled:
                 cas = 0  # -C: memcached's ITEM_set_cas does nothing, the store is plain
@@ -284,8 +300,8 @@ class BinaryParser(Buffered):
             return klass(key, flags, _exptime(exptime), value, opcode, opaque, quiet, cas)
         if base == b.CONFIG_SET:
             if vlen > self.item_size_max:
-                self._skip(vstart, vlen)
-                return b.BinInvalid(Error.TOO_LARGE, opcode, opaque, True)
+                refusal = b.BinInvalid(Error.TOO_LARGE, opcode, opaque, True)
+                return self._refuse(vstart, vlen, refusal)
             end = vstart + vlen
             if len(buf) < end:
                 return NEED_DATA
@@ -295,11 +311,11 @@ class BinaryParser(Buffered):
             return b.BinConfigSet(key, flags, data, opaque)
         if base in (b.SASL_AUTH, b.SASL_STEP):
             if keylen > SASL_MECH_MAX:
-                self._skip(vstart, vlen)
-                return b.BinInvalid(Error.BIN_INVALID, opcode, opaque, True)
+                refusal = b.BinInvalid(Error.BIN_INVALID, opcode, opaque, True)
+                return self._refuse(vstart, vlen, refusal)
             if vlen > SASL_DATA_MAX:
-                self._skip(vstart, vlen)
-                return b.BinInvalid(Error.BIN_NO_MEMORY, opcode, opaque, True)
+                refusal = b.BinInvalid(Error.BIN_NO_MEMORY, opcode, opaque, True)
+                return self._refuse(vstart, vlen, refusal)
             end = vstart + vlen
             if len(buf) < end:
                 return NEED_DATA

@@ -346,6 +346,32 @@ def test_unknown_opcodes_and_too_large_values_are_skipped(srv: Server, step: int
     ]
 
 
+@pytest.mark.parametrize(
+    ("what", "frame"),
+    [
+        ("set over -I", R(b.SET, b"big", b"x" * (1024 * 1024 + 100), SE(0, 0), opaque=9)),
+        ("unknown opcode", R(0x50, b"", b"x" * 200_000, opaque=9)),
+    ],
+)
+def test_a_refused_frame_is_answered_once_its_body_is_in(
+    srv: Server, what: str, frame: bytes
+) -> None:
+    """Regression (a hunt with pylibmc): a binary set over -I got its "Too large." as soon
+    as its header, extras and key were in, while the client was still sending the value;
+    memcached answers a refused frame after it swallowed the body (its write_bin_error
+    with a swallow). A client can tell: pylibmc's buffered binary set then read the early
+    reply as the next command's."""
+    with socket.create_connection(srv.address) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(frame[:-5000])
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # nothing yet: 5,000 bytes of its body still to come
+        sock.sendall(frame[-5000:] + R(b.VERSION, opaque=END))
+        got = read_until(sock, _ends_with_marker)
+    assert frames(got[: -len(MARKER)]) == [err(frame[1], 3 if frame[1] == b.SET else 0x81, 9)]
+
+
 def test_stats_groups(srv: Server) -> None:
     got = exchange(
         srv.address,
