@@ -273,7 +273,8 @@ def test_thousands_of_items_that_expire_at_once_go_in_one_run() -> None:
         cache.store(StoreMode.SET, b"t%d" % i, b"x" * 1000, exptime=2)
     cache.store(StoreMode.SET, b"live", b"x" * 1000)
     clock.advance(3)
-    assert cache.reclaim_dead() == 5000
+    # (a budget no loaded machine reaches: the test is of the count, not of the speed)
+    assert cache.reclaim_dead(budget=60) == 5000
     assert cache.stats()["curr_items"] == 1 and cache.get(b"live") is not None
     # the budget ends a run: the rest is the next run's (checked every 256 items)
     cache = Cache(memory_limit=16 * MB, clock=clock)
@@ -281,7 +282,7 @@ def test_thousands_of_items_that_expire_at_once_go_in_one_run() -> None:
         cache.store(StoreMode.SET, b"u%d" % i, b"x" * 1000, exptime=2)
     clock.advance(3)
     assert cache.reclaim_dead(budget=0) == 256
-    assert cache.reclaim_dead() == 344
+    assert cache.reclaim_dead(budget=60) == 344
 
 
 def test_a_crawl_asked_for_is_run_by_the_crawler_at_once_and_one_at_a_time() -> None:
