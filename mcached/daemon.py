@@ -1110,13 +1110,19 @@ class Daemon:
 
     def _processes(self) -> list[psutil.Process]:
         """The daemon's processes: the supervisor and its children (this one alone when the
-        workers are threads: a program that embeds the daemon has children of its own)."""
-        main = psutil.Process(self._supervisor_pid)
+        workers are threads: a program that embeds the daemon has children of its own).
+        None it cannot read: psutil reads /proc, and a process out of descriptors gets
+        OSError (EMFILE), not a psutil.Error; `stats` must still be answered then (its
+        figures of CPU and memory are left out), as memcached's getrusage needs none."""
+        try:
+            main = psutil.Process(self._supervisor_pid)
+        except (psutil.Error, OSError):
+            return []
         if not self.processes:
             return [main]
         try:
             return [main, *main.children()]
-        except psutil.Error:
+        except (psutil.Error, OSError):
             return [main]
 
     def _cpu(self, procs: list[psutil.Process] | None = None) -> tuple[float, float]:
@@ -1127,8 +1133,8 @@ class Daemon:
         for p in self._processes() if procs is None else procs:
             try:
                 cpu = p.cpu_times()
-            except psutil.Error:
-                continue  # a child that exited meanwhile
+            except (psutil.Error, OSError):
+                continue  # a child that exited meanwhile, or no descriptor left to read it
             user += cpu.user
             system += cpu.system
             if self.processes and p.pid == self._supervisor_pid:
@@ -1174,7 +1180,7 @@ class Daemon:
         for p in procs:
             try:
                 mem = p.memory_full_info()
-            except psutil.Error:
+            except (psutil.Error, OSError):
                 continue
             rss += mem.rss
             pss += getattr(mem, "pss", mem.rss)

@@ -238,7 +238,8 @@ class Worker:
         self._paused_until = 0.0  # EMFILE backoff: monotonic time accepting resumes
         self._next_shed = 0.0  # memory_pressure: when it may check again
         self._pressed = 0  # memory_pressure: bytes claimed since its last check
-        self._paused_at = 0.0  # ... and when it stopped (time_in_listen_disabled_us)
+        # out of descriptors since (monotonic; 0: not): one episode, however many retries
+        self._starved_at = 0.0
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)
         self._udp = server.datagram_sockets(slot)
@@ -529,12 +530,13 @@ class Worker:
                     # Out of descriptors: the pending connection stays in the backlog and
                     # the socket stays readable, so the poll would spin. Stop watching the
                     # listeners for a moment (memcached: accept_new_conns(false)).
-                    log.warning("accept failed: %s; pausing accepts", exc)
-                    self._pause_accepting()
+                    self._pause_accepting(exc)
                     return
                 # ECONNABORTED, EPROTO, EPERM...: that one connection is gone, the rest wait
                 log.info("accept failed: %s", exc)
                 continue
+            if self._starved_at:
+                self._fed()
             # counted before -c is checked: two workers accepting at once cannot both take
             # the last place (both may refuse: a moment early, never past the limit)
             board.add(self.slot, W_CONNS, 1)
@@ -593,8 +595,7 @@ class Worker:
                     self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as exc:
                     # that was the last descriptor: no more until some are free
-                    log.warning("accept failed: %s; pausing accepts", exc)
-                    self._pause_accepting()
+                    self._pause_accepting(exc)
             if msg is None:
                 return
             board.arrived(self.slot, len(fds))  # counted in W_CONNS (undone if not served)
@@ -669,7 +670,16 @@ class Worker:
             log.debug("<%d new client connection from %s", conn.fd, conn.peer)
         conn.start_tls()  # memcached's SSL_accept in its accept
 
-    def _pause_accepting(self) -> None:
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors: the listeners unwatched for `ACCEPT_BACKOFF`, then watched
+        again (`_resume_accepting`), until an accept succeeds (`_fed`). That episode is
+        logged, counted in listen_disabled_num and timed once, as memcached's
+        accept_new_conns(false) is until a connection closes; the retries within it are
+        not (each one logged a warning and counted a disable: 800 in 10 s at -t 4)."""
+        if not self._starved_at:
+            log.warning("accept failed: %s; pausing accepts until a descriptor is free", exc)
+            self.board.add_figure(self.slot, "listen_disabled_num")
+            self._starved_at = time.monotonic()
         if not self._paused_until:
             for lst in self._listening:
                 self.selector.unregister(lst.sock)
@@ -678,13 +688,16 @@ class Worker:
             except KeyError:
                 pass  # stopping (unregistered already)
             self.board.set_word(self.slot, W_ACCEPTING, 0)
-            self.board.add_figure(self.slot, "listen_disabled_num")
-            self._paused_at = time.monotonic()
         self._paused_until = time.monotonic() + ACCEPT_BACKOFF
 
+    def _fed(self) -> None:
+        """An accept succeeded: the episode `_pause_accepting` began is over."""
+        starved = time.monotonic() - self._starved_at
+        self._starved_at = 0.0
+        self.board.add_figure(self.slot, "time_in_listen_disabled_us", int(starved * 1e6))
+        log.info("accepting again, after %.1f s out of descriptors", starved)
+
     def _resume_accepting(self) -> None:
-        paused = time.monotonic() - self._paused_at
-        self.board.add_figure(self.slot, "time_in_listen_disabled_us", int(paused * 1e6))
         self._paused_until = 0.0
         if self._stopping:
             return
@@ -692,8 +705,7 @@ class Worker:
             try:
                 self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:  # still out of descriptors: paused a while longer
-                self._paused_at = time.monotonic()
-                self._paused_until = self._paused_at + ACCEPT_BACKOFF
+                self._paused_until = time.monotonic() + ACCEPT_BACKOFF
                 return
         for lst in self._listening:
             self.selector.register(lst.sock, READ | EXCLUSIVE, lst)

@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import select
+import signal
 import socket
 import struct
 import threading
@@ -578,6 +579,61 @@ def test_bug_emfile_made_the_listener_spin(
     while not daemon.server.accepting:  # each worker resumes 50 ms after its last EMFILE
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def _serving_process(server: Server, client: socket.socket) -> psutil.Process:
+    """The process of `server` (memcached, or one of mcached's) holding `client`'s peer."""
+    main = psutil.Process(server.handle.pid)
+    local = client.getsockname()
+    for p in [main, *main.children(recursive=True)]:
+        for c in p.net_connections(kind="tcp"):
+            if c.raddr and tuple(c.raddr) == local:
+                return p
+    raise AssertionError(f"no process of {server.kind} holds {local}")
+
+
+@pytest.mark.parametrize("kind", ["mcached-procs", "memcached"])
+def test_out_of_descriptors_stats_is_answered_and_the_episode_counted_once(
+    kind: str, server_factory: Callable[..., Server]
+) -> None:
+    """Regression (a hunt at -t 1 and -t 4): a worker out of descriptors (its limit lowered
+    under it, as a hard limit the daemon cannot raise would) closed a connection that asked
+    ``stats``, unanswered (psutil's /proc reads for rusage failed with EMFILE, which was not
+    caught), where memcached answers in full; and every 50 ms retry of accept() counted a
+    listen_disabled_num and logged a warning (800 in 10 s), where memcached counts one
+    until it accepts again."""
+    srv = server_factory(kind, "-t", "1")
+    asker = socket.create_connection(srv.address, timeout=5)
+    clients: list[socket.socket] = []
+    try:
+        asker.sendall(b"version\r\n")
+        assert asker.recv(100).startswith(b"VERSION")
+        worker = _serving_process(srv, asker)
+        held = worker.num_fds()
+        worker.rlimit(psutil.RLIMIT_NOFILE, (held + 2, held + 2))
+        for _ in range(6):  # more than the descriptors left: the rest wait in the backlog
+            c = socket.socket()  # (not waited for: memcached shrinks its backlog to 0 then)
+            c.setblocking(False)
+            c.connect_ex(srv.address)
+            clients.append(c)
+        time.sleep(1.5)  # ~30 retries of 50 ms
+        asker.sendall(b"stats\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            data = asker.recv(65536)
+            assert data, f"closed after {len(reply)} bytes"
+            reply += data
+        rows = dict(line.split(b" ")[1:3] for line in reply.split(b"\r\n") if line.count(b" ") == 2)
+        assert rows[b"accepting_conns"] == b"0"
+        assert rows[b"listen_disabled_num"] == b"1"
+    finally:
+        for c in clients:
+            c.close()
+        asker.close()
+    if kind == "mcached-procs":  # the daemon's log, on its stderr
+        srv.handle.send_signal(signal.SIGTERM)
+        _, err = srv.handle.communicate(timeout=30)
+        assert err.count(b"pausing accepts") == 1, err.decode(errors="replace")
 
 
 def test_bug_an_accept_error_killed_the_listener(server_factory: Callable[..., Server]) -> None:
