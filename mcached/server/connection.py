@@ -480,8 +480,12 @@ class Connection:
                 if budget and parser.at_end:
                     break  # nothing left: no call just to hear NEED_DATA
             else:
-                self.counters.conn_yields += 1
                 yielded = True
+                # memcached counts no yield after a command that transmitted its reply (get,
+                # mn...) when nothing more is buffered: its next conn_new_cmd finds no reply
+                # to send and no bytes to parse. After any other kind it counts one.
+                if kind not in TRANSMITTING or parser.buffered:
+                    self.counters.conn_yields += 1
         except (Exception, Shutdown) as exc:
             self._failed(exc)
             return

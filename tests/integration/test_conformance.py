@@ -1012,6 +1012,37 @@ def test_under_R_memcached_transmits_after_R_plus_1_commands_then_every_R(
         assert got == served, n
 
 
+@pytest.mark.parametrize(
+    ("R", "pipeline", "yields"),
+    [
+        (2, b"get a\r\n" * 4, 1),  # memcached: (n - 1) // R after gets
+        (2, b"get a\r\n" * 6, 2),
+        (3, b"mn\r\n" * 6, 1),
+        (20, b"get a\r\n" * 40, 1),
+        (2, b"set a 0 0 1\r\nx\r\n" * 4, 2),  # n // R after other kinds
+        (3, (b"set a 0 0 1\r\nx\r\nget a\r\n") * 3, 1),
+        (3, (b"get a\r\nset a 0 0 1\r\nx\r\n") * 3, 2),
+    ],
+)
+def test_conn_yields_counts_as_memcached_at_a_turns_end(
+    kind: str, server_factory: Callable[..., Server], R: int, pipeline: bytes, yields: int
+) -> None:
+    """Regression (a hunt at -t 4): a pipeline of gets (or mn) whose length is a multiple
+    of -R counted one yield too many: memcached counts none when its turn ends on a command
+    that sent its reply and nothing more is buffered."""
+    srv = server_factory(kind, "-R", str(R))
+    replies = pipeline.count(b"get") + pipeline.count(b"set") + pipeline.count(b"mn")
+    with Conn(srv.address) as probe:
+        before = int(dict(stats(probe))["conn_yields"])
+        with Conn(srv.address) as conn:
+            conn.send(pipeline)
+            got = b""
+            while sum(got.count(end) for end in (b"END\r\n", b"STORED\r\n", b"MN\r\n")) < replies:
+                got += conn.read_until(b"\r\n")
+        after = int(dict(stats(probe))["conn_yields"])
+    assert after - before == yields
+
+
 @pytest.mark.parametrize("which", ["metadump", "watch"])
 def test_a_large_mg_value_still_waits_behind_a_metadump_or_watch(
     emptied_server: Server, which: str
