@@ -581,8 +581,18 @@ class Connection:
             return
         if self.drain_left < 0:
             self.drain_left = DRAIN_READ_MAX
+        # Only between two turns. In the middle of a streamed reply (a long multiget, its
+        # pieces sent as the client reads) the worker's drain sends the rest first and calls
+        # again once it is YIELDED; a connection CLOSING after a quit serves nothing more. (A
+        # turn run here mid-stream wrote the next command's reply into the stream's middle,
+        # and served a get the value a later pipelined set stored; after a quit, it ran the
+        # commands behind it.)
+        if self.stream is not None or self.state not in (READING, YIELDED):
+            return
         self._process_until_blocked(deadline)
-        while self.drain_left > 0 and self.state == READING and not self.eof:
+        while (
+            self.drain_left > 0 and self.state == READING and self.stream is None and not self.eof
+        ):
             if time.monotonic() >= deadline:
                 return
             data = self._recv()

@@ -269,6 +269,54 @@ def test_shutdown_graceful_sends_every_reply_first() -> None:
         stop(proc)
 
 
+def _read_all(sock: socket.socket, timeout: float = 30.0) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    while data := sock.recv(1 << 20):
+        out += data
+    return out
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGUSR1"])
+def test_bug_a_graceful_stop_ran_the_next_command_in_the_middle_of_a_streamed_reply(
+    how: str,
+) -> None:
+    """Regression (a hunt at -t 4): a stop that came while a long multiget's reply was
+    being streamed (its client reading slowly) ran the command pipelined after it at once:
+    its reply landed in the middle of the stream's values, and a later value of the get was
+    the one a pipelined set had stored meanwhile. The stream is sent whole first now, then
+    what follows it; and a connection closing after a ``quit`` runs nothing behind it (it
+    ran those commands too)."""
+    proc, port = spawn("-t", "4", "-R", "200")
+    try:
+        wait_ready(port)
+        values = {b"big%d" % i: (b"%d" % i) * 500_000 for i in range(10)}
+        with Conn((HOST, port)) as c:
+            for key, value in values.items():
+                c.send(b"set %b 0 0 %d\r\n%b\r\n" % (key, len(value), value))
+                assert c.read_until(b"\r\n") == b"STORED\r\n"
+        streamed = socket.socket()
+        streamed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        streamed.connect((HOST, port))
+        streamed.sendall(b"get " + b" ".join(values) + b"\r\nset big9 0 0 3\r\nNEW\r\n")
+        quitter = socket.socket()
+        quitter.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        quitter.connect((HOST, port))
+        quitter.sendall(b"get big1\r\n" * 20 + b"quit\r\nset after 0 0 1\r\nX\r\n")
+        time.sleep(0.5)  # both replies are being streamed, both clients not reading
+        proc.send_signal(getattr(signal, how))
+        time.sleep(0.3)
+        whole = b"".join(b"VALUE %b 0 %d\r\n%b\r\n" % (k, len(v), v) for k, v in values.items())
+        assert _read_all(streamed) == whole + b"END\r\nSTORED\r\n"
+        one = b"VALUE big1 0 500000\r\n" + values[b"big1"] + b"\r\nEND\r\n"
+        assert _read_all(quitter) == one * 20
+        streamed.close()
+        quitter.close()
+        assert proc.wait(30) == 0
+    finally:
+        stop(proc)
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "shutdown"])
 def test_bug_a_stopped_daemon_left_its_board_sockets_and_lock_file_open(how: str) -> None:
     """Python's development mode reports every file or socket still open when the
