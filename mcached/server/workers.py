@@ -344,6 +344,12 @@ class Worker:
         monotonic = time.monotonic
         monotonic_ns = time.monotonic_ns
         next_check = monotonic() + TIMEOUT_CHECK_INTERVAL
+        # a loop clock that jumped past this (the process was stopped: SIGSTOP, a debugger,
+        # a paused container) puts the timeout check off by an interval: the clients' bytes
+        # that came meanwhile are read first (a request whole in the socket was closed as
+        # "request incomplete" after a stop longer than --stall-timeout)
+        jump_ns = int((TIMEOUT_CHECK_INTERVAL + 1.0) * 1e9)
+        prev_ns = monotonic_ns()
         timeout: float | None
         udp_busy = self.udp_busy
         answer_every = ANSWER_EVERY
@@ -362,6 +368,9 @@ class Worker:
             # the loop clock, in nanoseconds too (requests' latency: mcached.latency)
             self.now_ns = ns = monotonic_ns()
             self.now = ns / 1e9
+            if ns - prev_ns > jump_ns:
+                next_check = self.now + TIMEOUT_CHECK_INTERVAL
+            prev_ns = ns
             if udp_busy:
                 # datagrams half served: one turn each, then the other sockets
                 for reader in list(udp_busy):

@@ -636,6 +636,33 @@ def test_out_of_descriptors_stats_is_answered_and_the_episode_counted_once(
         assert err.count(b"pausing accepts") == 1, err.decode(errors="replace")
 
 
+def test_a_stopped_worker_reads_what_came_meanwhile_before_it_judges_stalls(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Regression (a hunt at -t 4): a worker stopped (SIGSTOP; a debugger, a paused
+    container) for longer than --stall-timeout, while the rest of a client's value reached
+    its socket, closed the connection as "request incomplete" on waking: its timeout check
+    ran before it read. It reads first now, and the value is stored."""
+    srv = server_factory("mcached-procs", "-t", "4", "--stall-timeout", "2")
+    value = b"v" * 60_000
+    with socket.create_connection(srv.address, timeout=10) as c:
+        c.sendall(b"set k 0 0 %d\r\n" % len(value) + value[:50_000])
+        time.sleep(0.3)  # the worker has the first part
+        worker = _serving_process(srv, c)
+        worker.suspend()
+        try:
+            c.sendall(value[50_000:] + b"\r\n")  # held by the kernel meanwhile
+            time.sleep(3.5)
+        finally:
+            worker.resume()
+        assert c.recv(100) == b"STORED\r\n"
+        c.sendall(b"get k\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            reply += c.recv(1 << 20)
+    assert reply == b"VALUE k 0 %d\r\n%b\r\nEND\r\n" % (len(value), value)
+
+
 def test_bug_an_accept_error_killed_the_listener(server_factory: Callable[..., Server]) -> None:
     """On Linux, accept() reports some errors of the connection it was about to return
     (EPROTO, ENETDOWN, ECONNABORTED...). The listener re-raised them, which ended its thread:
