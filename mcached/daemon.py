@@ -89,6 +89,7 @@ from mcached.server.board import (
     W_PUBLISHED,
     W_RELOADED,
     W_STATE,
+    W_STUCK,
 )
 from mcached.server.connection import TRACE
 from mcached.server.docs import SharedDocs
@@ -206,6 +207,7 @@ class _Liveness:
             if not self._runs(slot, mark, now):
                 if slot not in self._stuck:
                     self._stuck.add(slot)
+                    board.set_word(slot, W_STUCK, 1)  # asks for figures stop waiting for it
                     log.error(
                         "worker %d %s for %.0f s: %s",
                         slot,
@@ -219,9 +221,11 @@ class _Liveness:
                         "workers wait for it too",
                     )
                 ok = False
-            elif slot in self._stuck:
-                self._stuck.discard(slot)
-                log.warning("worker %d (pid %d) runs its loop again", slot, pid)
+            elif slot in self._stuck or board.word(slot, W_STUCK):
+                board.set_word(slot, W_STUCK, 0)  # (or a new worker in a stuck one's slot)
+                if slot in self._stuck:
+                    self._stuck.discard(slot)
+                    log.warning("worker %d (pid %d) runs its loop again", slot, pid)
         return self._maintainer_runs(now) and ok
 
     def _runs(self, slot: int, mark: tuple[int, int, int], now: float) -> bool:

@@ -112,6 +112,7 @@ W_WATCH = 9  # what the watchers this worker serves want logged
 W_WATCHERS = 10  # how many watchers it serves
 W_HANDED_IN = 11  # connections other workers handed it, all told (kept across its restarts)
 W_RELOADED = 12  # the G_RELOAD_EPOCH whose reload this worker has done
+W_STUCK = 13  # 1 while the supervisor finds this worker's loop stopped: `gather` skips it
 W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
@@ -704,7 +705,9 @@ class Board:
             self.set_word(slot, W_REQ_SEQ, seq)
         else:
             return []
-        others = [s for s in self.live() if s != slot]
+        # (not a worker the supervisor found stopped: each `stats` waited its whole `wait`
+        # for one that SIGSTOP held, and the asker's other clients with it)
+        others = [s for s in self.live() if s != slot and not self.word(s, W_STUCK)]
         for s in others:
             self.wake(s)
         answer()

@@ -537,6 +537,46 @@ def test_a_stuck_worker_process_is_logged_without_a_watchdog_too(tmp: Path) -> N
         assert f"worker {slot} (pid {pid}) runs its loop again" in err, err
 
 
+def test_stats_stops_waiting_for_a_worker_found_stopped() -> None:
+    """Regression (a hunt at -t 4): while one worker was stopped (SIGSTOP), every ``stats``
+    on another waited the whole second `Board.gather` gives a worker to publish, and the
+    asking worker's other clients with it, even once the supervisor had logged the worker
+    as not running its loop. A worker found so is not waited for (its figures are the last
+    it published) until it runs again."""
+    proc, port = spawn("-t", "4")
+    stopped = 0
+    try:
+        wait_ready(port)
+        with Conn((HOST, port)) as c:
+            c.send(b"version\r\n")
+            assert c.read_until(b"\r\n").startswith(b"VERSION")
+            serving = None
+            others = []
+            for child in psutil.Process(proc.pid).children():
+                conns = child.net_connections(kind="tcp")
+                if any(x.raddr and x.raddr[1] == c.sock.getsockname()[1] for x in conns):
+                    serving = child.pid
+                elif any(x.status == psutil.CONN_LISTEN for x in conns):
+                    others.append(child.pid)  # a worker (the maintainer listens on nothing)
+            assert serving is not None and others, (serving, others)
+            stopped = others[0]
+            os.kill(stopped, signal.SIGSTOP)
+            time.sleep(LIVENESS_FLOOR + 2.5)  # the supervisor finds it stopped
+            took = []
+            for _ in range(3):
+                started = time.monotonic()
+                c.send(b"stats\r\n")
+                assert b"STAT pid " in c.read_until(b"END\r\n")
+                took.append(time.monotonic() - started)
+            assert min(took) < 0.9, took  # (each took 1.0 s or more: the whole wait)
+            os.kill(stopped, signal.SIGCONT)
+            stopped = 0
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+        stop(proc)
+
+
 # Interpreter start-up code for the daemons below (as ``sitecustomize``, found first on their
 # PYTHONPATH): while the file $MCACHED_TEST_HOLD exists, a worker process forked now waits
 # before it starts (stuck before its loop, as a worker that never comes up), and the daemon
