@@ -37,6 +37,7 @@ from dataclasses import fields
 from typing import Any, Protocol
 
 from mcached.addr import ListenSpec, parse_listen, split_listen
+from mcached.errors import BindError
 from mcached.latency import Latency, split
 from mcached.protocol.binary_parser import AnyParser
 from mcached.server.board import (
@@ -354,15 +355,20 @@ class Server:
                 self.claims,
             )
         if s.udp_port and not self.udp_groups:
-            self.udp_groups = bind_sockets(
-                s.listen,
-                s.udp_port,
-                socket.SOCK_DGRAM,
-                0,
-                self.listen_specs,
-                copies,
-                self.claims,
-            )
+            try:
+                self.udp_groups = bind_sockets(
+                    s.listen,
+                    s.udp_port,
+                    socket.SOCK_DGRAM,
+                    0,
+                    self.listen_specs,
+                    copies,
+                    self.claims,
+                )
+            except BindError:
+                raise
+            except OSError as exc:  # named as UDP: the message named the TCP port (-p)
+                raise BindError(f"{','.join(s.listen)} UDP port {s.udp_port}", exc) from exc
         for group in self.tcp_groups:
             for t in group:
                 t.setblocking(False)

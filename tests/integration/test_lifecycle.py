@@ -1290,6 +1290,24 @@ def test_port_in_use_is_a_clear_error() -> None:
     assert b"failed to listen" in result.stderr
 
 
+def test_a_udp_port_in_use_is_named_as_the_udp_port() -> None:
+    """Regression (a hunt): with only the UDP port taken, the message named the TCP one
+    (``failed to listen on 127.0.0.1 port <-p>``), which was free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind((HOST, 0))
+        udp = u.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mcached", "-l", HOST, "-p", str(free_port()), "-U", str(udp)],
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=STARTUP,
+        )
+    assert result.returncode == 71
+    assert f"failed to listen on {HOST} UDP port {udp}: Address already in use".encode() in (
+        result.stderr
+    ), result.stderr
+
+
 @pytest.mark.parametrize("kind", ["mcached-procs", "memcached"])
 def test_a_second_server_on_the_port_of_a_running_one_fails_to_start(
     kind: str, server_factory: Callable[..., Server]
