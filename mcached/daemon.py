@@ -672,6 +672,7 @@ class Daemon:
                 kind, arg = "tick", None
             if on_tick is not None:
                 on_tick(kind, arg)
+            self._follow_refresh_certs()
             # every worker and the maintainer run: checked with no watchdog to feed too, so
             # that a stuck or stopped one is in the log
             healthy = not ready or alive.all_alive()
@@ -1281,6 +1282,19 @@ class Daemon:
         """Before ``stats settings``: what another worker changed (the limit, automove,
         verbosity, detail) into this worker's copy of the settings."""
         self.apply_settings()
+
+    def _follow_refresh_certs(self) -> None:
+        """In the supervisor, within a second of a ``refresh_certs`` in a worker: its copy of
+        the certificates loads the files too, so a worker forked in a dead one's place
+        serves what the others loaded (it read the files again when it started: whatever
+        was there by then, or, the files gone, the certificates of the start)."""
+        tls = self.server.tls
+        if tls is None or not self.processes:
+            return
+        epoch = self.board.get(G_TLS_EPOCH)
+        if epoch != tls.epoch:
+            tls.epoch = epoch
+            tls.refresh()
 
     def tls_refreshed(self) -> None:
         """``refresh_certs`` worked here: every other worker process loads the files too."""

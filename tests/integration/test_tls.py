@@ -851,6 +851,33 @@ def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate
     assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
 
 
+def test_a_worker_started_after_refresh_certs_serves_what_the_others_loaded(
+    pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """Regression (a hunt at -t 4): after a refresh_certs, files changed on disk without
+    another refresh (or removed) and then a worker died: its replacement read the files at
+    its start and served other certificates than its siblings (the new files, or with the
+    files gone the start's). The supervisor follows a refresh_certs within a second now,
+    and a replacement starts with the certificates the others serve."""
+    import psutil
+
+    server, ctx = procs_with_rotating_files(pki, tmp_path, server_factory, 2)
+    rotate(pki, tmp_path, server, ctx)
+    time.sleep(2.0)  # the supervisor's copy follows (once a second)
+    shutil.copy(pki.server_cert, tmp_path / "cert.pem")  # changed, not refreshed
+    shutil.copy(pki.server_key, tmp_path / "key.pem")
+    supervisor = psutil.Process(server.handle.pid)
+    before = {p.pid for p in supervisor.children()}
+    for victim in [p for p in supervisor.children() if p.net_connections("tcp")]:
+        victim.kill()  # every worker (the maintainer holds no socket)
+    deadline = time.monotonic() + 20
+    while len({p.pid for p in supervisor.children()} - before) < 2:
+        assert time.monotonic() < deadline, "the dead workers were not replaced"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the new processes start their loops
+    assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
+
+
 # ---- the ssl_* stats rows, counted as memcached counts them ----
 
 
