@@ -73,7 +73,9 @@ def test_lru_crawler_replies(server: Server, request_line: bytes, reply: bytes) 
 def walk_beside_another_client(srv: Server, request: bytes) -> bytes:
     """Store 100,000 keys, send `request` (a walk of them all) and, right after, another
     client's ``version``: that one is answered while the walk still goes on (the walk's
-    reply, sent once it ends, has not come). The walk's reply."""
+    reply, sent once it ends, has not come). The walk's reply. (Three tries: a loaded
+    machine may hold this process back until the walk, a few tenths of a second, is done;
+    a walk made in one go answers the other client after it every time.)"""
     with Conn(srv.address, timeout=60) as asker, Conn(srv.address) as other:
         for start in range(0, 100_000, 10_000):
             asker.send(
@@ -82,11 +84,15 @@ def walk_beside_another_client(srv: Server, request: bytes) -> bytes:
                 )
             )
         assert asker.request(b"version\r\n").startswith(b"VERSION")
-        asker.send(request)
-        other.send(b"version\r\n")
-        assert other.read_until(b"\r\n").startswith(b"VERSION")
-        assert not select.select([asker.sock], [], [], 0)[0], "the walk ended first"
-        return asker.read_until(b"END\r\n")
+        for _ in range(3):
+            asker.send(request)
+            other.send(b"version\r\n")
+            assert other.read_until(b"\r\n").startswith(b"VERSION")
+            walking = not select.select([asker.sock], [], [], 0)[0]
+            reply = asker.read_until(b"END\r\n")
+            if walking:
+                return reply
+        raise AssertionError("the walk ended first, three times")
 
 
 @pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
