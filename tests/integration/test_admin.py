@@ -109,7 +109,10 @@ def test_a_cachedump_walk_lets_its_worker_serve_others(
     assert rows == [b"ITEM key%d [1 b; 0 s]" % (99_999 - i) for i in range(len(rows))]
 
 
-@pytest.mark.parametrize("kind", ["mcached", "mcached-procs"])
+# (worker processes only: with the daemon's worker a thread of this process, the client
+# here shares its GIL, and a walk this short, 0.1 s, could be over before this thread got
+# the GIL back to look; a client in another process is answered within 1 ms either way)
+@pytest.mark.parametrize("kind", ["mcached-procs"])
 def test_bug_stats_sizes_held_its_worker_for_the_whole_walk(
     kind: str, server_factory: Callable[..., Server]
 ) -> None:
