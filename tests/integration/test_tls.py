@@ -820,6 +820,16 @@ def test_refresh_certs_reaches_every_worker_process(
         time.sleep(0.05)
 
 
+def wait_replaced(supervisor: Any, before: set[int], n: int) -> None:
+    """Until `n` children of `supervisor` (a psutil.Process) are new since `before`, then
+    half a second for them to start their loops."""
+    deadline = time.monotonic() + 20
+    while len({p.pid for p in supervisor.children()} - before) < n:
+        assert time.monotonic() < deadline, "the dead workers were not replaced"
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
 def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate(
     pki: PKI, tmp_path: Path, server_factory: Callable[..., Server]
 ) -> None:
@@ -842,11 +852,7 @@ def test_a_worker_process_started_after_refresh_certs_serves_the_new_certificate
             if any(c.raddr and c.raddr.port == port for c in p.net_connections("tcp"))
         )
     os.kill(victim, 9)
-    deadline = time.monotonic() + 20
-    while len({p.pid for p in supervisor.children()} - before) < 1:
-        assert time.monotonic() < deadline, "the dead child was not replaced"
-        time.sleep(0.05)
-    time.sleep(0.5)  # the new process starts its loop
+    wait_replaced(supervisor, before, 1)
     # 8 new connections, none woken by anything: the balancing spreads them over both
     assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
 
@@ -870,11 +876,7 @@ def test_a_worker_started_after_refresh_certs_serves_what_the_others_loaded(
     before = {p.pid for p in supervisor.children()}
     for victim in [p for p in supervisor.children() if p.net_connections("tcp")]:
         victim.kill()  # every worker (the maintainer holds no socket)
-    deadline = time.monotonic() + 20
-    while len({p.pid for p in supervisor.children()} - before) < 2:
-        assert time.monotonic() < deadline, "the dead workers were not replaced"
-        time.sleep(0.05)
-    time.sleep(0.5)  # the new processes start their loops
+    wait_replaced(supervisor, before, 2)
     assert peer_cns(server, ctx, 8) == {"127.0.0.1 (rotated)"}
 
 
