@@ -92,6 +92,9 @@ class ListenSpec(NamedTuple):
         )
 
 
+#: a listening socket no -l entry names (-s, sockets systemd passes): no prefix
+NO_PREFIX = ListenSpec("")
+
 #: the names ``proto[...]`` takes, in the order memcached compares them: a name that begins
 #: one of them is that one (its strncmp over the name's length); another name changes nothing
 LISTEN_PROTOCOLS = ("ascii", "binary", "negotiating")

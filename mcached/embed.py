@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from mcached.addr import ListenSpec, format_address
+from mcached.addr import NO_PREFIX, format_address
 from mcached.auth import load_auth_file
 from mcached.cli import settings_of
 from mcached.cluster.config import Node, format_data
@@ -394,7 +394,7 @@ class EmbeddedServer(ServerHandle):
             self._plain = True
             return "", 0
         first = server.tcp[0]
-        spec = server.listen_specs.get(first, ListenSpec(""))
+        spec = server.listen_specs.get(first, NO_PREFIX)
         self._plain = spec.plain  # a notls: listener: the handle speaks plain
         if spec.protocol:  # a proto[...] listener: the handle speaks its protocol
             self.binary = spec.protocol == "binary"
@@ -417,7 +417,7 @@ class EmbeddedServer(ServerHandle):
         settings = daemon.settings
         specs = daemon.server.listen_specs
         bound = [
-            specs.get(sock, ListenSpec("")).at(format_address(sock.getsockname()))
+            specs.get(sock, NO_PREFIX).at(format_address(sock.getsockname()))
             for sock in daemon.server.tcp
         ]
         self.settings = settings.replace(listen=tuple(dict.fromkeys(bound))) if bound else settings

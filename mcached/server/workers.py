@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcached import watch
-from mcached.addr import ListenSpec, format_address
+from mcached.addr import NO_PREFIX, ListenSpec, format_address
 from mcached.latency import Latency
 from mcached.protocol.binary_parser import AnyParser
 from mcached.protocol.responses import TOO_MANY_CONNECTIONS
@@ -110,8 +110,6 @@ FD_HEADROOM = 64  # descriptors short of the limit where a received one needs th
 # the close reasons a conn_close line calls normal (see `Worker._conn_event`)
 NORMAL_CLOSE = frozenset(("client closed", "client closed in the middle of a value", "quit", ""))
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
-#: a listening socket no -l entry names (-s, sockets systemd passes): the daemon's protocol
-NO_PREFIX = ListenSpec("")
 
 
 class Host(Protocol):
