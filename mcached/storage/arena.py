@@ -204,7 +204,10 @@ C_EVICTED_TIME = 12  # seconds since the last evicted item was stored
 C_CRAWLER_CHECKED = 13
 C_CRAWLED_FLUSH_GEN = 14  # flush_all generation the crawler last swept for
 C_CRAWLED_TIME = 15  # server time of the crawler's last sweep
-C_WORDS = 16
+C_RETRY = 16  # a candidate the hand passed because its partition was locked: its clock chunk's
+#   address + 1 (0: none), which the next eviction looks at first (`Items._retry_locked`)
+C_RETRY_CAS = 17  # ... and its item's CAS then: a chunk that holds another item since is not it
+C_WORDS = 18
 
 # ---- one row per page ----
 P_CLSID = 0  # 0: not in a class

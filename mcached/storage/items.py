@@ -70,6 +70,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from itertools import chain
 
 from mcached.clock import Clock
 from mcached.storage.arena import (
@@ -81,6 +82,8 @@ from mcached.storage.arena import (
     C_HAND_PAGE,
     C_MOVES_TO_WARM,
     C_REFLOCKED,
+    C_RETRY,
+    C_RETRY_CAS,
     CONT_HDR,
     CRAWL_ALL,
     G_AUTOMOVE,
@@ -119,6 +122,7 @@ from mcached.storage.arena import (
     OFF_TIME,
     P_CLSID,
     P_FLAGS,
+    P_WORDS,
     PAGE_SHIFT,
     PF_MOVING,
     PIN_SLOTS,
@@ -763,7 +767,11 @@ class Items:
             limit = NO_EVICT_SCAN
         busy = False
         top = len(pm) - HEADER
-        for a in sweep(cls, limit, evict):
+        w, b = cls.w, cls.b
+        # a candidate passed by (busy) is met first, as memcached's locked LRU tail item is
+        # met again by its next pull; the hand itself only ever goes on
+        first = self._retry_locked(cls) if evict else ()
+        for a in chain(first, sweep(cls, limit, evict)):
             head = a if pm[a] != ST_CONT else Q.unpack_from(pm, a + OFF_HEAD)[0]
             if not 0 <= head < top:
                 continue  # read again, torn: a page move is rewriting the pointer
@@ -771,6 +779,11 @@ class Items:
             owner = parts[h & pmask]
             if owner is not part and not owner.try_enter():
                 cls.add_to(C_REFLOCKED, 1)
+                if evict and not w[b + C_RETRY]:
+                    # passed by for now, not for a whole turn of the hand: the next eviction
+                    # looks at it first (a hint: its CAS, read unlocked, says it is the same)
+                    w[b + C_RETRY] = a + 1
+                    w[b + C_RETRY_CAS] = Q.unpack_from(pm, head + OFF_CAS)[0]
                 busy = evict
                 continue
             try:
@@ -827,6 +840,39 @@ class Items:
                 if owner is not part:
                     owner.__exit__()
         return _BUSY_ROOM if busy else NO_ROOM
+
+    def _retry_locked(self, cls: SlabClass) -> tuple[int, ...]:
+        """Class lock held: the candidate an eviction passed by because its partition was
+        locked (`C_RETRY`), if it is still that item and still a candidate, as a sweep would
+        yield it; the word is cleared (a candidate still busy is recorded again). No chunk of
+        this class is freed or taken without its lock, so a chunk that still holds an item
+        with that CAS is that item."""
+        w, b = cls.w, cls.b
+        r = int(w[b + C_RETRY])
+        if not r:
+            return ()
+        w[b + C_RETRY] = 0
+        a = r - 1
+        pm = self.pm
+        row = cls.page_base + (a >> PAGE_SHIFT) * P_WORDS
+        if (
+            w[row + P_CLSID] != cls.id
+            or w[row + P_FLAGS] & PF_MOVING
+            or (a & (SLAB_PAGE_SIZE - 1)) % cls.size
+        ):
+            return ()  # its page moved (or is moving) meanwhile
+        st = pm[a]
+        if st == ST_CONT:
+            head = Q.unpack_from(pm, a + OFF_HEAD)[0]
+            if clock_chunk(cls, head) != a or pm[head] != ST_LINKED | ST_CHAINED:
+                return ()
+        elif st == ST_LINKED:
+            head = a
+        else:
+            return ()
+        if Q.unpack_from(pm, head + OFF_CAS)[0] != w[b + C_RETRY_CAS] or pm[head + OFF_REF]:
+            return ()  # another item now, or read since: the hand meets it in its turn
+        return (a,)
 
     def _slot_locked(self, part: Partition, a: int, h: int) -> int:
         """The slot of `part`'s table that holds the item at `a`, whose header says hash `h`

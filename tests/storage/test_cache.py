@@ -452,6 +452,38 @@ def test_on_evict_tells_each_eviction_as_memcached_logs_it(clock: FakeClock) -> 
     assert cache.stats()["evictions"] > len(told) == 2
 
 
+def test_an_item_passed_by_for_its_busy_partition_goes_at_the_next_eviction(
+    clock: FakeClock,
+) -> None:
+    """The hand passes an item whose partition another worker holds (trylock, as memcached's
+    lru_pull_tail skips a locked tail item) and evicts the next one; the item passed by is
+    then the next eviction's, as memcached's locked item, still at its LRU's tail, is the
+    next pull's. (It used to outlive a whole turn of newer, unread items: a never-read old
+    value kept while values stored after it went.)"""
+    cache = Cache(memory_limit=2 * MB, clock=clock, partitions=2)
+    told: list[bytes] = []
+    cache.on_evict = lambda key, *_: told.append(key)
+    value = b"v" * 3000
+    n = 0
+    while not told:
+        cache.store(SET, b"k%d" % n, value)
+        n += 1
+    assert told == [b"k0"]
+    # the next in line, and a key of the other partition for the stores
+    busy_part = cache._part(b"k1")[0]
+    other = [b"x%d" % i for i in range(20) if cache._part(b"x%d" % i)[0] is not busy_part]
+    busy_part.lock.acquire()  # another worker's store of a key of k1's partition
+    try:
+        cache.store(SET, other[0], value)
+    finally:
+        busy_part.lock.release()
+    assert told[1] != b"k1" and cache.get(b"k1") is not None
+    cid = cache.class_of(item_size(2, 0, 3000, True))
+    assert dict(cache.items_stats())[cid]["lrutail_reflocked"]
+    cache.store(SET, other[1], value)
+    assert told[2] == b"k1"
+
+
 def test_on_evict_is_not_told_of_reclaimed_items(clock: FakeClock) -> None:
     """An expired item whose memory a store takes is reclaimed, not evicted (memcached
     logs no eviction for it either)."""
