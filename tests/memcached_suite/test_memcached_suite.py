@@ -6,8 +6,6 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
   stats, UDP): each runs as one test, ``perl t/<file>`` with a timeout, two files at a time
   (under pytest-xdist, one at a time in each worker).
   A file passes when it ran its whole plan and every subtest passed, except
-  - ``quirks``: subtests that assert a memcached quirk which would be a bug to copy; their
-    outcome is ignored, and the reason is given;
   - ``known``: subtests (a part of their description) that fail today for a reason written
     up in ``TRIAGE.md``. They are strict: the run is reported as XFAIL while exactly they
     fail, and fails when one of them passes (remove it from the table then) or anything
@@ -33,8 +31,8 @@ Every ``.t`` file of memcached's source is in exactly one table below (a test ch
   seccomp, persistence, memcached's own source checks...), each with the reason; skipped.
 
 ``MCACHED_SUITE_SERVER=memcached`` runs the same files against Debian's memcached instead
-(the reference the expectations come from): there every in-scope file must pass outright,
-quirks aside. Where the files come from and how the server is started: `runner`.
+(the reference the expectations come from): there every in-scope file must pass outright.
+Where the files come from and how the server is started: `runner`.
 """
 
 from __future__ import annotations
@@ -67,7 +65,6 @@ def _frozen(d: Mapping[str, str] | None = None) -> Mapping[str, str]:
 class InScope:
     known: Mapping[str, str] = field(default_factory=_frozen)
     unrun: int = 0
-    quirks: Mapping[str, str] = field(default_factory=_frozen)
     dies: str = ""
     flaky: str = ""
     vacuous: tuple[str, str] | None = None
@@ -90,17 +87,7 @@ IN_SCOPE: dict[str, InScope] = {
     "chunked-items.t": PASSES,  # page moves rescue the item being appended (TRIAGE.md)
     "dash-M.t": PASSES,
     "flags.t": PASSES,
-    "flush-all.t": InScope(
-        quirks=_frozen(
-            {
-                "failed to set value after flush with no CAS at least once": (
-                    "under -C, memcached loses an item set in the same second as flush_all "
-                    "(its flush cliff is a whole second without CAS numbers); the test asserts "
-                    "that loss happens, mcached keeps the item, which is what the client asked"
-                )
-            }
-        )
-    ),
+    "flush-all.t": PASSES,  # -C: an item set in flush_all's second goes, as memcached's
     "getandtouch.t": PASSES,
     "getset.t": PASSES,
     "incrdecr.t": PASSES,
@@ -174,8 +161,8 @@ IN_SCOPE: dict[str, InScope] = {
 # over TLS), as memcached's own `make test_tls` runs its suite: the commands whose replies
 # or values span reads and writes (large values, chunked items, pipelined and noreply
 # requests, the binary and meta protocols), and the connections' life (idle timeouts,
-# quit, shutdown, stats conns). The whole suite passes over TLS, but the one quirk of
-# flush-all.t and binary-sasl.t, which memcached fails over TLS too (it calls send(), which
+# quit, shutdown, stats conns). The whole suite passes over TLS, but binary-sasl.t, which
+# memcached fails over TLS too (it calls send(), which
 # Perl's IO::Socket::SSL does not have); these few keep the suite's time within bounds.
 OVER_TLS = (
     "binary.t",
@@ -199,8 +186,7 @@ OVER_TLS = (
 # where the default is four (memcached's), four where it is one (a single CPU). What a
 # worker count changes: the connection limit and stats conns, watchers, the crawler and page
 # moves, chunked items, stats totals, cas and incr. Every in-scope file passed with -t 4 and
-# with -t 1 when run by hand (the one quirk of flush-all.t aside); these few keep the
-# suite's time within bounds.
+# with -t 1 when run by hand; these few keep the suite's time within bounds.
 OTHER_T = "1" if default_threads() > 1 else "4"
 OTHER_WORKERS = (
     "watcher.t",
@@ -393,8 +379,7 @@ def check_file(suite: Suite, run: Run) -> None:
     reference = SERVER != "mcached"
     expected = {} if reference else dict(entry.known)
     result = suite.result(run)
-    allowed = {**expected, **entry.quirks}
-    problems = result.problems(allowed, unrun=0 if reference else entry.unrun)
+    problems = result.problems(expected, unrun=0 if reference else entry.unrun)
     assert not problems, f"{name}: {'; '.join(problems)}\n{result.report()}"
     failed = list(result.failed.values())
     passing = [k for k in expected if not any(k in d for d in failed)]
