@@ -158,7 +158,8 @@ def test_the_automover_thread_gives_pages_back_after_the_limit_drops() -> None:
     try:
         cache.set_memory_limit(5 * MB)
         assert wait_for(lambda: cache.slabs_stats()[1]["total_malloced"] == 5 * MB)
-        assert mover.moved == 3
+        # the third page is back before the thread has counted its move
+        assert wait_for(lambda: mover.moved >= 3) and mover.moved == 3
     finally:
         mover.stop()
 
