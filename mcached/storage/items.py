@@ -65,6 +65,7 @@ with the view's `gen` and calls `sync` when they differ (`Partition.__enter__` d
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -422,7 +423,9 @@ class Items:
         # The crawler: one pass at a time.
         self.crawl_lock = arena.crawl_lock
         self.flush_lock = arena.flush_lock
-        # The automover's memory of past ticks: only one automover runs (in one process).
+        # The automover's memory of past ticks: only one automover runs (in one process);
+        # its ticks one at a time (tests call `automove_tick` beside a running mover)
+        self._tick_lock = threading.Lock()
         self._last_evictions = [0] * (self.largest + 1)
         self._window: deque[list[int]] = deque(maxlen=AUTOMOVE_WINDOW)
         # automove 1's (memcached's slab_automove.c): per tick, per class; each class's
@@ -1498,8 +1501,14 @@ class Items:
     def automove_tick(self, ratio: float = 0.8, window: int = 30) -> bool:
         """One look at the classes (memcached's automover, every second): move a page where
         it is needed. True if a page moved. `ratio` and `window`: memcached's
-        ``slab_automove_ratio`` and ``slab_automove_window`` (automove 1)."""
-        if not self.move_lock.acquire(False):
+        ``slab_automove_ratio`` and ``slab_automove_window`` (automove 1). The move lock
+        is taken around a move alone (`_automove_page`), not around the look: memcached's
+        automover decides without its rebalance lock, so a ``slabs reassign`` is BUSY only
+        while a page moves. (Held for the whole tick, it made a reassign that came during
+        one BUSY with nothing moving; the tick's period, a second and the tick, is a
+        client's ``reassign; sleep 1``'s too, so such a client met it again each second:
+        slabs-reassign-chunked.t's three reassigns could all be BUSY, and no page moved.)"""
+        if not self._tick_lock.acquire(False):
             return False
         try:
             if self.slab_reassign and self.pool.over_limit():
@@ -1507,7 +1516,7 @@ class Items:
                 # class's last page (the first pages past the limit stay, as in memcached)
                 src = self._pick_source(0, least=2)
                 if src is not None:
-                    return bool(self._move_page_locked(src, 0))
+                    return self._automove_page(src, 0, 2)
             evictions = self.class_counter(S_EVICTED)
             delta = [n - last for n, last in zip(evictions, self._last_evictions, strict=True)]
             self._last_evictions = evictions
@@ -1525,7 +1534,7 @@ class Items:
                     with cls.lock:
                         free = cls.nfree + cls.uncarved
                         spare = cls.npages > 1 and free >= AUTOMOVE_FREE_PAGES * cls.perslab
-                    if not spare or not self._move_page_locked(cls.id, 0):
+                    if not spare or not self._automove_page(cls.id, 0, 2):
                         break
                     gave += 1
             if gave:
@@ -1546,12 +1555,28 @@ class Items:
             if src is None:
                 return False
             self._window.clear()  # judge the next move on fresh evictions
+            return self._automove_page(src, dst, 2)
+        finally:
+            self._tick_lock.release()
+
+    def _automove_page(self, src: int, dst: int, least: int) -> bool:
+        """A move the automover decided on: made if the move lock is free (else a move runs,
+        a reassign's or a store's `steal_page`: the next tick looks again) and `src` still
+        has `least` pages under it (a store's `steal_page` may have taken one since the
+        look). True if the page moved."""
+        if not self.move_lock.acquire(False):
+            return False
+        try:
+            cls = self.classes[src]
+            with cls.lock:
+                if cls.npages < least:
+                    return False
             return bool(self._move_page_locked(src, dst))
         finally:
             self.move_lock.release()
 
     def _automove_1(self, evicted_delta: list[int], ratio: float, window: int) -> bool:
-        """slab_automove=1, memcached's ``slab_automove_run`` (move_lock held): each tick
+        """slab_automove=1, memcached's ``slab_automove_run`` (the tick's lock held): each tick
         each class's age (`_automove_age`), and whether it evicted, ran out of memory or
         took a page (dirty) go into a window of `window` ticks. A class with 2.5 pages'
         worth of free chunks and a clean window gives pages back to the pool; else, once
@@ -1609,7 +1634,7 @@ class Items:
                     with cls.lock:
                         free = cls.nfree + cls.uncarved
                         spare = cls.npages > 1 and free > AUTOMOVE_FREE_PAGES * cls.perslab
-                    if not spare or not self._move_page_locked(cid, 0):
+                    if not spare or not self._automove_page(cid, 0, 2):
                         break
                     gave += 1
                 if gave:
@@ -1634,7 +1659,7 @@ class Items:
         with self.pool.lock:
             if self.pool.room():
                 return False  # the class will take a page from the pool itself
-        return bool(self._move_page_locked(oldest, youngest))
+        return self._automove_page(oldest, youngest, AUTOMOVE_SOURCE_PAGES + 1)
 
     def _automove_age(self, cls: SlabClass, now: int) -> int:
         """automove 1's age of a class: of the oldest of the next items the clock hand

@@ -184,6 +184,36 @@ def test_the_mover_makes_a_move_asked_for_at_once() -> None:
         mover.stop()
 
 
+def test_a_reassign_during_an_automover_tick_is_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the automover's tick held the move lock while it only looked at the
+    classes, so a ``slabs reassign`` that came meanwhile was BUSY with no page moving
+    (memcached's automover decides without its rebalance lock). The tick's period, a second
+    and the tick, is a ``reassign; sleep 1`` client's too: slabs-reassign-chunked.t's three
+    reassigns could all meet it, and no page moved (4 of its 8 subtests failed)."""
+    cache = Cache(memory_limit=8 * MB, clock=FakeClock())
+    for i in range(40_000):
+        cache.store(StoreMode.SET, b"k%d" % i, b"x" * 30)  # 4 pages of class 1
+    items = cache._items
+    looking, go_on = threading.Event(), threading.Event()
+    counter = items.class_counter
+
+    def slow_counter(f: int) -> list[int]:
+        looking.set()
+        go_on.wait(10)
+        return counter(f)
+
+    monkeypatch.setattr(items, "class_counter", slow_counter)
+    tick = threading.Thread(target=cache.automove_tick)
+    tick.start()
+    try:
+        assert looking.wait(10)  # the tick is looking at the classes
+        assert cache.reassign(1, 5) is ReassignResult.OK
+    finally:
+        go_on.set()
+        tick.join(10)
+    assert cache.move_asked() and dict(cache.slabs_stats()[0])[5]["total_pages"] == 1
+
+
 def test_a_failing_run_is_logged_and_the_thread_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
