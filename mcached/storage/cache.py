@@ -83,6 +83,7 @@ from mcached.storage.arena import (
     C_REFLOCKED,
     G_ACCESS_BEFORE,
     G_CHUNK_RESCUES,
+    G_CRAWL_ASKED,
     G_CRAWLER_STARTS,
     G_CRAWLING,
     G_MALLOC_FAILS,
@@ -2368,7 +2369,10 @@ class Cache:
             "slab_reassign_busy_deletes": 0,
             "slab_reassign_running": fig(G_MOVING),
             "slabs_moved": fig(G_SLABS_MOVED),
-            "lru_crawler_running": 1 if fig(G_CRAWLING) else 0,  # G_CRAWLING: who crawls
+            # running from the ask on, as memcached's lru_crawler_start sets it before its OK
+            # (a client polls it until 0 to know the pass is done: lru-crawler.t); read
+            # asked first: a pass marks itself running before it clears the ask
+            "lru_crawler_running": 1 if fig(G_CRAWL_ASKED) or fig(G_CRAWLING) else 0,
             "lru_crawler_starts": fig(G_CRAWLER_STARTS),
             "malloc_fails": fig(G_MALLOC_FAILS),
             "bytes": s.bytes,

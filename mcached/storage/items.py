@@ -1740,6 +1740,7 @@ class Items:
             asked = int(w[G_CRAWL_ASKED])  # read again: another pass may have run it
             if not asked:
                 return 0
+            w[G_CRAWLING] = owner  # running before no longer asked: stats sees one or both
             w[G_CRAWL_ASKED] = 0
             if asked == CRAWL_ALL:
                 # every class, as memcached's ``crawl all`` checks every item (the background

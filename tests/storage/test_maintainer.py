@@ -327,8 +327,13 @@ def test_a_crawl_asked_for_is_run_by_the_crawler_at_once_and_one_at_a_time() -> 
         cache.store(StoreMode.SET, b"s%d" % i, b"x" * 10, exptime=5)
         cache.store(StoreMode.SET, b"b%d" % i, b"x" * 1900, exptime=5)
     clock.advance(5)
+    assert cache.stats()["lru_crawler_running"] == 0
     assert cache.ask_crawl({big, 63}, limit=100)
     assert cache.crawl_waiting
+    # running from the ask, as memcached's: a client that polls lru_crawler_running until
+    # it is 0 must not take a pass not yet begun for one done (lru-crawler.t did, and found
+    # the 30 expired items still there)
+    assert cache.stats()["lru_crawler_running"] == 1
     assert not cache.ask_crawl(None)  # asked for already
     cache.arena.crawl_lock.acquire()  # as a pass that runs holds it
     try:
@@ -345,3 +350,4 @@ def test_a_crawl_asked_for_is_run_by_the_crawler_at_once_and_one_at_a_time() -> 
     finally:
         crawler.stop()
     assert cache.stats()["curr_items"] == 0
+    assert cache.stats()["lru_crawler_running"] == 0
