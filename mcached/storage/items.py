@@ -804,7 +804,13 @@ class Items:
                     GET_HDR.unpack_from(pm, head)
                 )
                 if ref and evict:
-                    continue  # read since the hand looked: it keeps its second chance
+                    # read since the hand looked: it keeps its second chance. A chained
+                    # item's byte is the hand's to clear, here where no page move can take
+                    # its head away (`lru.sweep`)
+                    if head != a:
+                        pm[head + OFF_REF] = 0
+                        cls.add_to(C_MOVES_TO_WARM, 1)
+                    continue
                 if pm[head + OFF_PINS]:
                     continue  # a reply is sending it (memcached skips items with refs too)
                 dead = (exptime and exptime <= now) or self.is_flushed(owner, cas, itime, now)

@@ -20,8 +20,11 @@ items out of COLD later. mcached keeps the cheap half of that and drops the list
 The walk costs nothing per item and no memory: no prev/next pointers, no list updates on the
 hot path. The price is precision: order among referenced items is not kept, and the hand
 clears a reference byte without the item's partition lock, so a read racing with the hand may
-lose its bump (the item then gets one turn less; never a wrong result). The hand's place is
-two words of the class's arena block, so every process's store moves the same hand.
+lose its bump (the item then gets one turn less; never a wrong result). It clears only the
+bytes of its own class's pages, which no page move takes while it holds the class lock: a
+chained item's head lies in another class's page, and its byte is cleared under the item's
+partition lock instead. The hand's place is two words of the class's arena block, so every
+process's store moves the same hand.
 """
 
 from __future__ import annotations
@@ -124,10 +127,13 @@ def sweep(cls: SlabClass, limit: int, second_chance: bool = True) -> Iterator[in
                 continue
         else:
             continue  # free, reserved, a zombie, a chained item's head or later chunk
-        if second_chance and pm[item + OFF_REF]:
-            pm[item + OFF_REF] = 0
+        if second_chance and item == a and pm[a + OFF_REF]:
+            pm[a + OFF_REF] = 0
             warmed += 1
             continue
+        # a chained item's head lies in another class's page, which a page move may rescue
+        # and give away under this very hand: its byte is cleared by the consumer, under the
+        # item's partition lock (`Items._evict_locked`), never here
         # the consumer may stop here: everything is recorded before each yield
         w[b + C_HAND_PAGE] = pno
         w[b + C_HAND_CHUNK] = ci

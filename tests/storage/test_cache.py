@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mcached.clock import REALTIME_MAXDELTA, FakeClock
-from mcached.storage.arena import T_GEN
-from mcached.storage.assoc import HB_MASK
+from mcached.storage.arena import OFF_REF, T_GEN
+from mcached.storage.assoc import ADDR_MASK, HB_MASK
 from mcached.storage.cache import Cache, ItemState, item_size, parse_counter
 from mcached.storage.results import DeltaResult, StoreMode, StoreResult
 
@@ -482,6 +482,47 @@ def test_an_item_passed_by_for_its_busy_partition_goes_at_the_next_eviction(
     assert dict(cache.items_stats())[cid]["lrutail_reflocked"]
     cache.store(SET, other[1], value)
     assert told[2] == b"k1"
+
+
+def test_the_hand_leaves_a_chained_items_byte_to_a_holder_of_its_partition(
+    clock: FakeClock,
+) -> None:
+    """A chained item's header lies in a small class's page, which a page move may rescue
+    and give to a class of other chunk sizes while the largest class's hand walks: the hand
+    cleared its reference byte holding no lock of the item, and so could zero a byte of
+    another item's value. The byte is now cleared by the eviction, under the item's
+    partition lock: with that lock held elsewhere, the hand passes the item untouched."""
+    cache = Cache(memory_limit=8 * MB, clock=clock, partitions=2)
+    told: list[bytes] = []
+    cache.on_evict = lambda key, *_: told.append(key)
+    value = b"c" * 600_000  # past slab_chunk_max: a chained item
+    n = 0
+    while not told:
+        cache.store(SET, b"k%d" % n, value)
+        n += 1
+    assert told == [b"k0"]
+    for _ in range(2):  # the first read marks it fetched, the second referenced
+        assert cache.get(b"k1") is not None
+    part, h = cache._part(b"k1")
+    with part:
+        head = part.tbl[cache._raw_find_locked(part, b"k1", h)] & ADDR_MASK
+    assert cache._pm[head + OFF_REF] == 1
+    other = [b"x%d" % i for i in range(20) if cache._part(b"x%d" % i)[0] is not part]
+    part.lock.acquire()  # another worker's, as a page move holds it to rescue the header
+    try:
+        assert cache.store(SET, other[0], value) is StoreResult.STORED
+        assert cache._pm[head + OFF_REF] == 1  # untouched: cleared by the old hand
+    finally:
+        part.lock.release()
+    assert b"k1" not in told
+    # with the lock free, the hand meets it again in its next turn: the eviction clears the
+    # byte (k1's second chance) and takes another item
+    i = 0
+    while cache._pm[head + OFF_REF] and i < 100:
+        assert cache.store(SET, b"y%d" % i, value) is StoreResult.STORED
+        i += 1
+    assert cache._pm[head + OFF_REF] == 0 and b"k1" not in told
+    assert cache.get(b"k1") is not None
 
 
 def test_on_evict_is_not_told_of_reclaimed_items(clock: FakeClock) -> None:
