@@ -2197,7 +2197,8 @@ class Cache:
         """Invalidate every item now, or those stored before `delay` seconds from now.
 
         Nothing is walked: each partition records its current CAS sequence as its flush mark
-        (items at or below it are gone), one partition lock at a time; items are dropped when
+        (items at or below it are gone), every partition's lock held from the cut to the
+        last mark (`Items.flush`); items are dropped when
         next looked up, reached by the clock hand, or swept by the crawler.
         """
         with self._hold:

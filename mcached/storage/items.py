@@ -179,6 +179,11 @@ _BUSY_ROOM = -4
 # for their holders (another worker storing or copying a large value) to let them go
 ALLOC_TRIES = 10
 ALLOC_PAUSE = 0.0002
+# ... and past those tries, pausing twice as long each time, until this long in all: a
+# partition's lock is held across a whole store or a dump batch (memcached's item locks are
+# not), and a worker process preempted under it holds it for a scheduler tick or more
+ALLOC_BUSY_WAIT = 0.1
+ALLOC_PAUSE_MAX = 0.005
 NO_EVICT_SCAN = 200  # -M: chunks the hand looks at for an expired item before giving up
 #: what `Items.on_evict` is called with: (key, fetched, ttl or -1 when it never expires,
 #: seconds since its last access, slab class, value length), memcached's eviction log entry
@@ -554,7 +559,10 @@ class Items:
         `part` then need no trylock)."""
         cls = self.classes[cid]
         lock = cls.lock
-        for _ in range(ALLOC_TRIES):
+        tries = 0
+        pause = ALLOC_PAUSE
+        deadline = 0.0
+        while True:
             freed: list[int] = []
             lock.acquire()
             try:
@@ -567,8 +575,15 @@ class Items:
                     self.free_chunks(freed)
             if a != _BUSY_ROOM:
                 return a
-            time.sleep(ALLOC_PAUSE)  # no class lock held; our partition's is the caller's
-        return NO_ROOM
+            tries += 1
+            if tries >= ALLOC_TRIES:
+                now_m = time.monotonic()
+                if not deadline:
+                    deadline = now_m + ALLOC_BUSY_WAIT
+                elif now_m >= deadline:
+                    return NO_ROOM
+                pause = min(pause * 2, ALLOC_PAUSE_MAX)
+            time.sleep(pause)  # no class lock held; our partition's is the caller's
 
     def alloc_chain(
         self, part: Partition, plan: list[int], now: int, shape: tuple[int, int, int, int]
@@ -2047,13 +2062,25 @@ class Items:
         # already live, and its next one, in a partition marked later, go.) CAS numbers are
         # drawn past every partition's last (`Partition.next_cas`): a store that starts
         # after this read gets a higher one.
-        cut = max(self.arena.sequences)
-        for part in self.parts:
-            with part:
+        #
+        # Every partition lock is held from the cut to the last mark (in partition order;
+        # no other path waits for a second partition lock, so this cannot deadlock): an
+        # incr in place or an ``md I`` gives an item a new CAS, and one in a partition not
+        # marked yet, after the cut was read, kept an item older than the flush past it.
+        held: list[Partition] = []
+        try:
+            for part in self.parts:
+                part.__enter__()
+                held.append(part)
+            cut = max(self.arena.sequences)
+            for part in held:
                 if now_too:
                     part.mark_flushed(cut)
                 else:
                     part.bump()
+        finally:
+            for part in reversed(held):
+                part.__exit__()
         with self.flush_lock:  # not crawl_lock: a crawl pass holds that for seconds
             w[G_FLUSH_GEN] += 1
 
