@@ -146,16 +146,21 @@ class LruCrawler(_Periodic):
         if gen != self._flush_gen:
             self._flush_gen = gen
             self._sweep = True
-            return True
-        return elapsed + 0.001 >= self.interval
+        return self._sweep or elapsed + 0.001 >= self.interval
 
     def run(self) -> None:
-        sweep, self._sweep = self._sweep, False
         nap = self._napper()
-        if sweep and not self.cache.crawl_waiting:
+        if self._sweep and not self.cache.crawl_waiting:
             # memcached's LRU maintainer's work, not its crawler's: even while the crawler
-            # is disabled, and counted as no crawl (`Cache.crawl`)
-            self.reclaimed += self.cache.crawl(pause=nap, sweep=True)
+            # is disabled, and counted as no crawl (`Cache.crawl`). Owed until it has run:
+            # a pass asked for goes first, and the crawl lock may be taken for a moment by
+            # a worker asking for one (the sweep was dropped then, and flushed items waited
+            # for the interval or the hand)
+            self._sweep = False
+            reclaimed = self.cache.crawl(pause=nap, sweep=True)
+            if not reclaimed and self.cache.crawl_busy:
+                self._sweep = True
+            self.reclaimed += reclaimed
             return
         if self.enabled is not None and not self.enabled():
             return

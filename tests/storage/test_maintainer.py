@@ -76,6 +76,30 @@ def test_the_crawler_sweeps_within_a_second_of_a_flush_all() -> None:
         crawler.stop()
 
 
+def test_the_sweep_after_a_flush_all_waits_for_a_crawl_asked_for_then_runs() -> None:
+    """A crawl of one class asked for between the crawler's noticing a flush_all and its
+    sweep runs first; the sweep the flush owes every class runs after it (it was dropped:
+    the flushed items of the other classes then waited a minute for the crawler's
+    interval, or for the hand). The crawler's steps are driven here as its thread takes
+    them: `due`, then `run`."""
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock())
+    for i in range(1000):
+        cache.store(StoreMode.SET, b"s%d" % i, b"x" * 10)
+        cache.store(StoreMode.SET, b"b%d" % i, b"x" * 1900)
+    crawler = LruCrawler(cache, interval=60.0, sleep=lambda: 0)
+    cache.flush_all()
+    assert crawler.due(0.0)  # the flush noticed: a sweep is owed
+    assert cache.ask_crawl({cache.class_of(2000)})  # the big items' class alone
+    crawler.run()  # the pass asked for
+    assert crawler.reclaimed == 1000
+    assert crawler.due(0.0)  # the sweep still owed, not the interval's
+    crawler.run()
+    assert crawler.reclaimed == 2000
+    assert not crawler.due(0.0)
+    classes, _ = cache.slabs_stats()
+    assert sum(row["used_chunks"] for _, row in classes) == 0
+
+
 def test_the_crawler_sleeps_after_each_1000_items_and_reads_its_settings_each_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
