@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -963,7 +964,20 @@ def _close_notify(sock: ssl.SSLSocket) -> None:
         pass  # not sent whole (a full socket buffer, a reset peer): the close goes on
 
 
-_DISCARD = memoryview(bytearray(READ_SIZE))  # where dropped value bytes are read (never read)
+_discard = threading.local()
+
+
+def _discard_view() -> memoryview:
+    """Where dropped value bytes are read (never read back): each thread's own view. On a
+    free-threaded CPython, slicing one memoryview from several threads at once can release
+    it under all of them (CPython gh-155606, as `Arena.pages_view` says): worker threads
+    that shared one module-wide view failed with "operation forbidden on released
+    memoryview object" while they dropped values at once."""
+    try:
+        return _discard.view  # type: ignore[no-any-return]
+    except AttributeError:
+        _discard.view = view = memoryview(bytearray(READ_SIZE))
+        return view
 
 
 class _Sink:
@@ -1013,7 +1027,7 @@ class _Sink:
                 else:
                     views.append(view)
             if views is None:
-                return _DISCARD[: self.left]
+                return _discard_view()[: self.left]
             return views[0]
         return memoryview(self.tail)[self.ntail :]
 
