@@ -524,6 +524,14 @@ class Board:
             if self.word(s, W_STATE) == RUNNING and self.word(s, w) < value
         ]
 
+    def publish_watch(self) -> None:
+        """G_WATCH from every worker's W_WATCH, under the lock: two workers whose watchers
+        came or went at once each read the words and wrote their OR; the one that read
+        first could write last, and what the other's watchers asked for was logged by no
+        worker until a watcher came or went again."""
+        with self.locked():
+            self.set(G_WATCH, self.watchers()[1])
+
     def watchers(self) -> tuple[int, int]:
         """How many watchers the daemon serves, and the OR of what they want logged."""
         n = flags = 0
@@ -615,7 +623,7 @@ class Board:
         if watched:
             # its watchers went with it: the others stop logging what only they wanted (a
             # worker that closes its watchers tells them so itself: Worker._publish_watch)
-            self.set(G_WATCH, self.watchers()[1])
+            self.publish_watch()
             self.bump(G_SETTINGS_EPOCH)
             self.wake_all()
 

@@ -888,6 +888,10 @@ class Connection:
         self._wq.clear()
         self._wq_bytes = 0
         self.out.clear()
+        # the values lent to those replies are copied into `pending`: their pins go now, not
+        # when the watch ends (memcached has sent them before it parses the watch)
+        while self._after:
+            self._after.popleft()[1]()
         return pending
 
     @property

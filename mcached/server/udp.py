@@ -51,6 +51,7 @@ from mcached.protocol.datagram import (
     frames,
     whole,
 )
+from mcached.protocol.outcomes import GIVE_WAY
 from mcached.protocol.parser import NEED_DATA
 from mcached.stats import Counters
 
@@ -374,6 +375,12 @@ class UdpServer:
             if piece is None:
                 datagram.stream = None
                 break
+            if piece is GIVE_WAY:
+                # a walk gives way (or waits for another one, a TCP client's, to end): the
+                # turn ends here and the worker serves its other sockets, as a connection's
+                # pull stops at it (asked again at once, the walk waited for never went on)
+                yield
+                continue
             out.append(piece)
         for unit in splitter.end():
             yield from sender.send(unit)

@@ -63,7 +63,6 @@ from mcached.server.board import (
     G_SETTINGS_EPOCH,
     G_STOP,
     G_TLS_EPOCH,
-    G_WATCH,
     RUNNING,
     STOPPING,
     W_ACCEPTING,
@@ -994,7 +993,7 @@ class Worker:
             flags |= stream.flags
         board.set_word(self.slot, W_WATCH, flags)
         board.set_word(self.slot, W_WATCHERS, len(self.watchers))
-        board.set(G_WATCH, board.watchers()[1])
+        board.publish_watch()
         board.bump(G_SETTINGS_EPOCH)
         board.wake_all()
 

@@ -1,0 +1,127 @@
+"""Races between a worker's connections and its other clients, or between workers:
+each forced (or met as it comes), each failing on the code before its fix."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from tests.conftest import Server
+from tests.integration.test_wire_received import wait_for
+
+N = 10000
+W = b"w" * N
+
+
+def read_until(s: socket.socket, end: bytes) -> bytes:
+    got = b""
+    while not got.endswith(end):
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+def test_a_watch_behind_a_large_get_lets_go_of_its_value(
+    server_factory: Callable[..., Server],
+) -> None:
+    """``get big`` and ``watch`` in one read: the get's value, lent to its reply (a pin), is
+    handed to the watch stream as a copy; its pin goes with it, not when the watch ends."""
+    server = server_factory("mcached", "-t", "1")
+    cache = server.handle.cache
+    cache.bind_holder(1, pin_slots=4)
+    with socket.create_connection(server.address, timeout=5) as s:
+        s.sendall(b"set big 0 0 %d\r\n%b\r\n" % (N, W))
+        assert read_until(s, b"\r\n") == b"STORED\r\n"
+    w = socket.create_connection(server.address, timeout=5)
+    try:
+        w.sendall(b"get big\r\nwatch\r\n")
+        assert read_until(w, b"OK\r\n") == b"VALUE big 0 %d\r\n%b\r\nEND\r\nOK\r\n" % (N, W)
+        wait_for(lambda: cache.pins_held() == 0, 3)
+    finally:
+        w.close()
+
+
+def test_a_udp_cachedump_waits_for_a_tcp_one_without_hanging_its_worker(
+    server_factory: Callable[..., Server],
+) -> None:
+    """A ``stats cachedump`` over TCP walks the class a step at a time, giving way between
+    steps; one over UDP on the same worker process waits for it (one walk at a time). The
+    datagram's reply loop took the waiting walk's GIVE_WAY for a piece and asked again at
+    once, never back in the worker's loop: the TCP walk never went on and the worker spun
+    for good, every client of it hung."""
+    import struct
+
+    from tests.conftest import free_port
+
+    udp = free_port(socket.SOCK_DGRAM)
+    srv = server_factory("mcached-procs", "-t", "1", "-U", str(udp))
+    with socket.create_connection(srv.address, timeout=5) as c:
+        for i in range(200):
+            c.sendall(b"set k%d 0 0 10\r\n0123456789\r\n" % i)
+            assert read_until(c, b"\r\n") == b"STORED\r\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            c.sendall(b"stats cachedump 1 0\r\n")
+            u.sendto(struct.pack("!HHHH", 7, 0, 1, 0) + b"stats cachedump 1 0\r\n", (srv.host, udp))
+            dump = read_until(c, b"END\r\n")
+            assert dump.count(b"ITEM ") == 200
+            got, _ = u.recvfrom(65536)
+            assert got[:2] == b"\0\x07"
+            c.sendall(b"version\r\n")
+            assert read_until(c, b"\r\n").startswith(b"VERSION ")
+
+
+def test_two_watchers_attaching_at_once_on_two_workers_both_see_their_events(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Each worker that attaches a watcher writes its own W_WATCH, then the OR of every
+    worker's into the board's G_WATCH (what every worker logs). Two at once on two workers:
+    the first read the OR before the second wrote its word, and wrote it after the second
+    wrote the whole OR: the second watcher's flags were lost, nothing it asked for was
+    logged by any worker until a watcher came or went. (Forced: the first worker's read
+    of the words is slowed.)"""
+    srv = server_factory("mcached", "-t", "2")
+    board = srv.handle.board
+    real = board.watchers
+    calls: list[tuple[int, int]] = []
+
+    def slow() -> tuple[int, int]:
+        got: tuple[int, int] = real()
+        calls.append(got)
+        if got[0] and len([c for c in calls if c[0]]) == 1:  # the first watcher's
+            time.sleep(0.3)  # the other worker attaches its watcher meanwhile
+        return got
+
+    board.watchers = slow
+    # two connections first, so they are on two workers (the second is handed over)
+    a = socket.create_connection(srv.address, timeout=5)
+    b = socket.create_connection(srv.address, timeout=5)
+    for s in (a, b):
+        s.sendall(b"version\r\n")
+        assert read_until(s, b"\r\n").startswith(b"VERSION")
+    try:
+        a.sendall(b"watch fetchers\r\n")
+        time.sleep(0.1)  # a's worker is inside its slowed read
+        b.sendall(b"watch mutations\r\n")
+        assert read_until(a, b"OK\r\n") == b"OK\r\n"
+        assert read_until(b, b"OK\r\n") == b"OK\r\n"
+        board.watchers = real
+        with socket.create_connection(srv.address, timeout=5) as c:
+            c.sendall(b"set marker 0 0 1\r\nx\r\n")
+            assert read_until(c, b"\r\n") == b"STORED\r\n"
+        got = b""
+        b.settimeout(3)
+        try:
+            while b"key=marker" not in got:
+                chunk = b.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except TimeoutError:
+            pass
+        assert b"key=marker" in got, (got, calls)
+    finally:
+        a.close()
+        b.close()
