@@ -2036,8 +2036,8 @@ class Items:
         """flush_all: every item now (`realtime_at` 0), or those stored before that server
         time once the second before it comes (`is_flushed`); when that is now already (a
         delay of 1, a time past), every item stored so far goes at once too, by its CAS
-        (memcached's oldest_cas). Nothing is walked: marks move, one partition lock at a
-        time. A time at or before the daemon's start (`Clock.realtime` answers 1) flushes
+        (memcached's oldest_cas). Nothing is walked: marks move, under every partition's
+        lock at once. A time at or before the daemon's start (`Clock.realtime` answers 1) flushes
         nothing and calls off a delayed flush still to come: memcached's oldest_live is then
         0, which its ``item_is_flushed`` reads as no flush.
 
