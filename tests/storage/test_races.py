@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from mcached.clock import FakeClock
+from mcached.storage import items as items_module
 from mcached.storage.cache import Cache
 from mcached.storage.results import DeleteResult, DeltaResult, StoreMode, StoreResult
 
@@ -77,33 +79,43 @@ def _keys_in(cache: Cache, index: int, n: int, prefix: bytes) -> list[bytes]:
     return out
 
 
-def test_a_store_evicts_while_another_worker_holds_the_victims_partition() -> None:
+def test_a_store_evicts_while_another_worker_holds_the_victims_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A class whose items all hash to one partition (a few large items: the largest
-    class holds a handful), and a worker holding that partition's lock for a few ms (a
-    get copying a large value, a dump batch, a process preempted under load): a store of
-    another key that must evict tried 10 times 0.2 ms, then answered NO_MEMORY, where
+    class holds a handful), and another worker holding that partition's lock for a few ms
+    (a get copying a large value, a dump batch, a process preempted under load): a store
+    of another key that must evict tried 10 times 0.2 ms, then answered NO_MEMORY, where
     memcached (whose item locks are not held across a store) evicts. It now tries on,
-    pausing longer each time, for up to ALLOC_BUSY_WAIT."""
+    pausing longer each time, for up to ALLOC_BUSY_WAIT. The other worker lets go during
+    the store's 12th pause (counted by the store's own clock: no thread's timing)."""
     cache = Cache(memory_limit=2 * MB, clock=FakeClock(), slab_automove=0)
     value = b"v" * 200_000
     for key in _keys_in(cache, 2, 20, b"big"):
         assert cache.store(StoreMode.SET, key, value) is StoreResult.STORED
     assert cache.item_stats().evictions > 0
     part = cache._parts[2]
-    held = threading.Event()
-    done = threading.Event()
+    pauses = 0
 
-    def hold() -> None:
-        with part.lock:
-            held.set()
-            done.wait(0.02)  # a dump batch, a preempted worker: a few ms
+    class Clock:
+        """The storage module's `time`, whose 12th sleep is when the holder lets go."""
 
-    t = threading.Thread(target=hold)
-    t.start()
-    held.wait(5)
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        def sleep(self, seconds: float) -> None:
+            nonlocal pauses
+            pauses += 1
+            if pauses == 12:
+                part.lock.release()
+            time.sleep(seconds)
+
+    monkeypatch.setattr(items_module, "time", Clock())
+    part.lock.acquire()  # another worker's hold on the partition of every candidate
+    (key,) = _keys_in(cache, 1, 1, b"new")
     try:
-        (key,) = _keys_in(cache, 1, 1, b"new")
         assert cache.store(StoreMode.SET, key, value) is StoreResult.STORED
     finally:
-        done.set()
-        t.join()
+        if pauses < 12:
+            part.lock.release()
+    assert pauses >= 12
