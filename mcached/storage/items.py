@@ -34,13 +34,17 @@ Locks, in the only order they are taken (the whole storage package, every proces
 
     move_lock or crawl_lock -> partition lock -> class lock -> pool lock
 
-(``flush_lock`` is a leaf, held for one increment.) A holder of a class lock that needs
-another partition's lock (the clock hand evicting, in ``_evict_locked``) only try-acquires it
-and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with item locks; when
-busy items were all the hand found, `alloc` lets the class lock go, pauses and looks again,
-a few times (as memcached's ``do_item_alloc_pull`` pulls its tail up to 10 times). A
-store that needs a page taken from another class releases its partition lock first
-(`steal_page`) and retries. No code path holds two partition locks except the clock hand.
+(``flush_lock`` is a leaf, held for one increment; the automover's ``_tick_lock``, a thread
+lock of the one process that runs it, comes before ``move_lock``.) A holder of a class lock
+that needs another partition's lock (the clock hand evicting, in ``_evict_locked``) only
+try-acquires it and skips the item if it is busy, as memcached's ``lru_pull_tail`` does with
+item locks, and the next eviction looks at that item first (``C_RETRY``); when busy items
+were all the hand found, `alloc` lets the class lock go, pauses and looks again, ten times
+(as memcached's ``do_item_alloc_pull`` pulls its tail up to 10 times), then on with longer
+pauses for up to ``ALLOC_BUSY_WAIT``. A store that needs a page taken from another class
+releases its partition lock first (`steal_page`) and retries. Two partition locks are held
+together only by the clock hand (the second one tried, never waited for) and by `flush`,
+which takes every partition's in index order while it holds no other lock.
 
 A chained item's chunks are in several classes, yet no path holds two class locks: they are
 taken one class lock at a time (`alloc_chain`: each `alloc` lets its lock go), and freed one
