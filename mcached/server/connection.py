@@ -263,8 +263,11 @@ class Connection:
         events = _EVENTS[self.state]
         if self._wq:
             events |= WRITE
-        if self.eof:
-            events &= ~READ  # a half-closed socket is always readable
+        if self.eof or self.drain_left >= 0:
+            # a half-closed socket is always readable; a stopping one reads only what
+            # drain_step takes, and the worker's drain waits for writes alone: a client
+            # sending on made each of its polls return at once, a spin until the deadline
+            events &= ~READ
         self._set_events(events)
 
     def _set_events(self, events: int) -> None:
@@ -582,6 +585,7 @@ class Connection:
             return
         if self.drain_left < 0:
             self.drain_left = DRAIN_READ_MAX
+            self._refresh_events()  # no more interest in reading (see there)
         # Only between two turns. In the middle of a streamed reply (a long multiget, its
         # pieces sent as the client reads) the worker's drain sends the rest first and calls
         # again once it is YIELDED; a connection CLOSING after a quit serves nothing more. (A

@@ -194,6 +194,71 @@ def test_bug_a_client_that_keeps_pipelining_held_the_stop_past_its_deadline() ->
         stop(proc)
 
 
+def _conn_states(port: int) -> list[str]:
+    with Conn((HOST, port)) as admin:
+        admin.send(b"stats conns\r\n")
+        reply = admin.read_until(b"END\r\n")
+    return re.findall(r"STAT \d+:state (\S+)", reply.decode())
+
+
+def test_bug_a_stopping_worker_spun_while_a_client_it_owed_replies_was_readable() -> None:
+    """At SIGTERM a connection with replies unsent but under the output cap (so still
+    reading) stayed in its worker's poll for reads, which the drain no longer does: a
+    client that sent on made every poll return at once, and the worker spun at a whole CPU
+    until --shutdown-timeout (1.4 s of CPU in 1.5 s). Now a stopping connection waits for
+    writes only, and what it owed is sent as its client reads."""
+    proc, port = spawn("-t", "1", "-I", "8m", "-m", "64", "--shutdown-timeout", "6")
+    reader = socket.socket()
+    try:
+        wait_ready(port)
+        value = b"v" * (4 << 20)
+        with Conn((HOST, port), timeout=30) as setter:
+            setter.send(b"set big 0 0 %d\r\n%b\r\n" % (len(value), value))
+            assert setter.read_until(b"\r\n") == b"STORED\r\n"
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect((HOST, port))
+        reader.sendall(b"get big\r\n")
+        # read a little at a time until the worker takes reads again (what it has not sent
+        # yet is under its cap): replies owed, the connection reading
+        got = b""
+        deadline = time.monotonic() + 30
+        while "conn_mwrite" in _conn_states(port):
+            assert time.monotonic() < deadline
+            got += reader.recv(16384)
+        whole = len(b"VALUE big 0 %d\r\n" % len(value)) + len(value) + len(b"\r\nEND\r\n")
+        assert len(got) < whole - 512 * 1024  # owed still: in the kernel's buffers, and unsent
+        children = psutil.Process(proc.pid).children()
+        worker = min(children, key=lambda p: p.pid)  # the maintainer is forked last
+
+        def cpu() -> float:
+            return float(sum(worker.cpu_times()[:2]))
+
+        before = len(got)
+        proc.send_signal(signal.SIGTERM)
+        cpu0 = cpu()
+        reader.setblocking(False)
+        end = time.monotonic() + 2
+        while time.monotonic() < end:  # the client sends on, and reads nothing
+            with contextlib.suppress(BlockingIOError):
+                reader.send(b"v")
+            time.sleep(0.01)
+        spent = cpu() - cpu0
+        assert spent < 0.5, f"the stopping worker used {spent:.2f} s of CPU in 2 s"
+        reader.setblocking(True)
+        reader.settimeout(30)
+        with contextlib.suppress(ConnectionResetError):
+            # the bytes sent after the signal are never read: closed with them unread, the
+            # connection is reset, and the kernel may drop the reply's tail still in flight
+            while chunk := reader.recv(1 << 20):
+                got += chunk
+        assert len(got) > before  # sent on after the signal, as the client read
+        assert (b"VALUE big 0 %d\r\n%b\r\nEND\r\n" % (len(value), value)).startswith(got)
+        assert proc.wait(15) == 0
+    finally:
+        reader.close()
+        stop(proc)
+
+
 def test_bug_a_sighup_during_the_exit_ended_the_daemon_by_that_signal() -> None:
     """SIGHUPs (reloads) keep coming while the daemon stops on SIGTERM. As the interpreter
     exits it sets its signals' handlers back to the default: a SIGHUP then ended the
