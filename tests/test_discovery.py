@@ -82,6 +82,10 @@ class NoItems:
     get_ref = get  # the lookup that may lend a value (none here)
 
     @staticmethod
+    def get_refs(keys: list[bytes], budget: int, floor: int) -> tuple[list[None], int, list[int]]:
+        return [None] * len(keys), floor * len(keys), []  # a multiget's lookups: all misses
+
+    @staticmethod
     def unpin(token: int) -> None:
         raise AssertionError("nothing was lent")
 

@@ -1,0 +1,132 @@
+"""`Cache.get_refs`: a multiget's run of `get_ref` calls made as one. Its loop body is
+`get`'s lookup written out again (hot path: see `_bind_hot_paths`), so these check the two
+against each other: the same hits, the same LRU bumps and counters, the same pins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mcached.clock import FakeClock
+from mcached.storage.cache import CHAIN_PIN_MIN, PIN_MIN, Cache
+from mcached.storage.results import StoreMode
+
+pytestmark = pytest.mark.unit
+
+MB = 1024 * 1024
+SET = StoreMode.SET
+FLOOR = 64
+
+
+@pytest.fixture(params=[0, 1], ids=["threads", "process-slot"])
+def slot(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+def plain(hit: Any) -> Any:
+    """A hit's bytes, flags and CAS, whether copied, lent from a page or lent in chunks."""
+    if hit is None:
+        return None
+    value = hit[0]
+    if value.__class__ is list:
+        value = b"".join(value)
+    return bytes(value), hit[1], hit[2], len(hit) == 4
+
+
+def two_caches(slot: int, **kw: Any) -> tuple[Cache, Cache, FakeClock]:
+    """Two caches filled alike, on one clock: one read a key at a time, the other in runs."""
+    clock = FakeClock()
+    caches = [Cache(memory_limit=16 * MB, clock=clock, holder=slot, **kw) for _ in range(2)]
+    for cache in caches:
+        cache.store(SET, b"small", b"s" * 100, 7)
+        cache.store(SET, b"lent", b"L" * PIN_MIN, 3)
+        cache.store(SET, b"chained", b"C" * (CHAIN_PIN_MIN + 600_000))
+        cache.store(SET, b"expires", b"e", 0, 10)
+        cache.store(SET, b"flushed", b"f")
+    return caches[0], caches[1], clock
+
+
+def state(cache: Cache, keys: list[bytes]) -> Any:
+    """What a read leaves behind: every class's counters, and each key's fetched flag and
+    last access (the LRU bump)."""
+    items = []
+    for key in keys:
+        view = cache.lookup(key, False, False, False)  # `me`'s look: changes nothing
+        items.append(None if view is None else (view[9], view[10]))
+    return cache.items_stats(), cache.slabs_stats(), items
+
+
+def test_get_refs_is_get_ref_a_key_at_a_time(slot: int) -> None:
+    one, run, clock = two_caches(slot)
+    keys = [b"small", b"nothing", b"lent", b"chained", b"expires", b"flushed"]
+    for _ in range(3):  # a first read marks fetched, a second references, a third neither
+        clock.advance(70)  # past ITEM_UPDATE_INTERVAL: a referenced item's time moves too
+        expected = [one.get_ref(key) for key in keys]
+        hits, size, lent = run.get_refs(keys, 1 << 30, FLOOR)
+        assert list(map(plain, hits)) == list(map(plain, expected))
+        assert size == sum(
+            FLOOR + (0 if hit is None else len(key) + len(plain(hit)[0]))
+            for key, hit in zip(keys, hits, strict=True)
+        )
+        assert len(lent) == sum(1 for hit in hits if hit is not None and len(hit) == 4) == 2
+        assert lent == [hit[3] for hit in hits if hit is not None and len(hit) == 4]
+        assert one.pins_held() == run.pins_held()
+        for hit in expected:
+            if hit is not None and len(hit) == 4:
+                one.unpin(hit[3])
+        for token in lent:
+            run.unpin(token)
+        assert one.pins_held() == run.pins_held() == 0
+        assert state(one, keys) == state(run, keys)
+    assert run.arena.holders[slot] == 0
+
+
+def test_an_expired_or_flushed_item_is_a_miss_counted_as_get_ref_counts_it(slot: int) -> None:
+    one, run, clock = two_caches(slot)
+    clock.advance(11)  # `expires` is past its exptime
+    for cache in (one, run):
+        cache.flush_all(0)
+        cache.store(SET, b"after", b"a")  # stored after the flush: alive
+    keys = [b"expires", b"flushed", b"after"]
+    expected = [plain(one.get_ref(key)) for key in keys]
+    assert expected[:2] == [None, None] and expected[2][:2] == (b"a", 0)
+    hits, _, lent = run.get_refs(keys, 1 << 30, FLOOR)
+    assert list(map(plain, hits)) == expected and lent == []
+    assert one.items_stats() == run.items_stats()
+    counted = [{k: v for k, v in c.stats().items() if k.startswith("get_")} for c in (one, run)]
+    assert counted[0] == counted[1]
+    assert counted[1]["get_expired"] + counted[1]["get_flushed"] == 2
+
+
+def test_the_budget_stops_the_run_after_the_key_that_reaches_it() -> None:
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock())
+    keys = [b"k%d" % i for i in range(10)]
+    for key in keys[::2]:
+        cache.store(SET, key, b"v" * 98)  # a hit counts 2 + 98 + FLOOR: 164
+    # hit, miss, hit: 164 + 64 + 164 = 392
+    hits, size, _ = cache.get_refs(keys, 392, FLOOR)
+    assert len(hits) == 3 and size == 392 and hits[1] is None
+    hits, size, _ = cache.get_refs(keys, 393, FLOOR)
+    assert len(hits) == 4 and size == 456  # the miss that came next reached it
+    # reached at the last key: that is no stop, every key is there
+    hits, size, _ = cache.get_refs(keys[:3], 392, FLOOR)
+    assert len(hits) == 3 and size == 392
+    # a lookup past the stop was never made: the key is not marked fetched
+    hits, _, _ = cache.get_refs([b"k0", b"k8"], 1, FLOOR)
+    assert len(hits) == 1
+    view = cache.lookup(b"k8", False, False, False)
+    assert view is not None and not view[10]
+
+
+def test_a_run_that_fails_gives_back_what_it_lent(slot: int) -> None:
+    """Lent values the caller never sees (an exception part way) are given back, and the
+    holder word is clear: the process did not die inside."""
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock(), holder=slot)
+    cache.store(SET, b"lent", b"L" * PIN_MIN)
+    with pytest.raises(TypeError):
+        cache.get_refs([b"lent", [b"unhashable"]], 1 << 30, FLOOR)  # type: ignore[list-item]
+    assert cache.pins_held() == 0 and cache.arena.holders[slot] == 0
+    hits, _, lent = cache.get_refs([b"lent"], 1 << 30, FLOOR)
+    assert len(lent) == 1 and plain(hits[0])[::3] == (b"L" * PIN_MIN, True)
+    cache.unpin(lent[0])
