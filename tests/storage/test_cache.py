@@ -586,6 +586,7 @@ def test_keys_whose_table_entries_carry_the_same_tag_are_told_apart(cache: Cache
         missing = first + b"-"  # never stored
         assert cache.store(SET, first, b"1:" + first, 0, 0, 0) is StoreResult.STORED
         assert cache.get(second) is None  # a tag match of another key: a miss
+        assert cache.get_refs([second], 1 << 20, 1)[0] == [None]
         assert cache.store(SET, second, b"2:" + second, 0, 0, 0) is StoreResult.STORED
         for key, value in ((first, b"1:" + first), (second, b"2:" + second)):
             for lookup in (cache.get, cache.get_ref, cache.get_value):
@@ -593,6 +594,8 @@ def test_keys_whose_table_entries_carry_the_same_tag_are_told_apart(cache: Cache
                 assert hit is not None and bytes(hit[0]) == value
             state = cache.lookup(key, True)
             assert state is not None and bytes(ItemState(*state).value) == value
+        hits = cache.get_refs([second, first], 1 << 20, 1)[0]
+        assert [bytes(hit[0]) for hit in hits] == [b"2:" + second, b"1:" + first]
         assert cache.get(missing) is None
         assert cache.delete(first)
         assert cache.get(first) is None and bytes(cache.get(second)[0]) == b"2:" + second

@@ -62,6 +62,8 @@ def test_get_refs_is_get_ref_a_key_at_a_time(slot: int) -> None:
     keys = [b"small", b"nothing", b"lent", b"chained", b"expires", b"flushed"]
     for _ in range(3):  # a first read marks fetched, a second references, a third neither
         clock.advance(70)  # past ITEM_UPDATE_INTERVAL: a referenced item's time moves too
+        one.tick()
+        run.tick()
         expected = [one.get_ref(key) for key in keys]
         hits, size, lent = run.get_refs(keys, 1 << 30, FLOOR)
         assert list(map(plain, hits)) == list(map(plain, expected))
@@ -80,6 +82,46 @@ def test_get_refs_is_get_ref_a_key_at_a_time(slot: int) -> None:
         assert one.pins_held() == run.pins_held() == 0
         assert state(one, keys) == state(run, keys)
     assert run.arena.holders[slot] == 0
+
+
+def test_many_keys_small_chains_and_a_full_pin_row() -> None:
+    """Keys that meet in the table (probing on), a value chained under CHAIN_PIN_MIN (a
+    copy), a value that would be lent while the pin row is full (a copy), and a table
+    another view moved (its flush_all): hits, pins and counters as `get_ref`'s."""
+    clock = FakeClock()
+    caches = []
+    for _ in range(2):
+        cache = Cache(memory_limit=16 * MB, clock=clock, slab_chunk_max=16384)
+        worker = cache.view(holder=1)
+        worker.bind_holder(1, pin_slots=8)  # lends while more than 2 entries are free
+        caches.append((cache, worker))
+    keys = [b"key:%d" % i for i in range(3000)]
+    held = []
+    for _, worker in caches:
+        for i, key in enumerate(keys):
+            worker.store(SET, key, b"%d" % i, i)
+        worker.store(SET, b"chain", b"c" * 20_000)  # in 16 KB chunks
+        worker.store(SET, b"lend", b"l" * PIN_MIN)
+        worker.store(SET, b"big", b"b" * CHAIN_PIN_MIN)  # lent as its chunks' views, or copied
+        held.append([worker.get_ref(b"lend") for _ in range(5)])  # one entry left to lend
+    (one_cache, one), (_, run) = caches
+    asked = [b"chain", *keys, b"lend", b"lend", b"big", b"nothing"]
+    expected = [one.get_ref(key) for key in asked]
+    hits, _, lent = run.get_refs(asked, 1 << 30, FLOOR)
+    assert list(map(plain, hits)) == list(map(plain, expected))
+    assert len(hits[0]) == 3 and [len(hit) for hit in hits[-4:-1]] == [4, 3, 3]
+    assert hits[-1] is None and len(lent) == 1 and one.pins_held() == run.pins_held() == 6
+    for (_, worker), pins in zip(caches, held, strict=True):
+        for hit in pins:
+            worker.unpin(hit[3])
+    one.unpin(expected[-4][3])
+    run.unpin(lent[0])
+    assert caches[0][0].items_stats() == caches[1][0].items_stats()
+    for cache, _ in caches:
+        cache.flush_all()  # by another view: each worker's view finds its tables moved
+    assert run.get_refs(asked, 1 << 30, FLOOR)[0] == [one.get_ref(key) for key in asked]
+    assert set(run.get_refs(asked, 1 << 30, FLOOR)[0]) == {None}
+    assert caches[0][0].stats()["get_flushed"] == caches[1][0].stats()["get_flushed"] > 0
 
 
 def test_an_expired_or_flushed_item_is_a_miss_counted_as_get_ref_counts_it(slot: int) -> None:
