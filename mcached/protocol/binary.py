@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mcached.protocol import commands as c
-from mcached.protocol.outcomes import Error, ItemView, Out, Outcome, Piece
+from mcached.protocol.outcomes import Error, ItemView, Out, Outcome, Piece, reply_each
 
 #: the 24-byte header: magic, opcode, key length, extras length, data type, vbucket (a
 #: request's) or status (a response's), body length, opaque, CAS
@@ -241,6 +241,9 @@ class BinaryReplies:
             RESPONSE, self.opcode, n, 4, 0, SUCCESS, 4 + n + len(value), self.opaque, cas or 0
         )
         out += (header + struct.pack(">I", flags) + key, value)
+
+    def reply_values(self, out: Out, keys: list[bytes], hits: list[Any], with_cas: bool) -> None:
+        reply_each(self, out, keys, hits, with_cas)
 
     def reply_miss(self, out: Out, key: bytes) -> None:
         if self.quiet:

@@ -230,6 +230,12 @@ class Replies(Protocol):
     def reply_miss(self, out: Out, key: bytes) -> None:
         """A key not found."""
 
+    def reply_values(self, out: Out, keys: list[bytes], hits: list[Any], with_cas: bool) -> None:
+        """`reply_value` or `reply_miss` of each key in turn, as one call: `hits[i]` is
+        ``(value, flags, cas, ...)`` for ``keys[i]``, or None when it was not found (keys
+        past the end of `hits` are left for later); the CAS is given only `with_cas`.
+        `reply_each` is the plain form."""
+
     def reply_end(self, out: Out) -> None:
         """After the last key of a retrieval (and the last row of a metadump)."""
 
@@ -288,3 +294,13 @@ class Replies(Protocol):
 
     def reply_config(self, out: Out, key: bytes, data: bytes) -> None:
         """``config get <key>``: the auto-discovery data (ElastiCache's endpoint)."""
+
+
+def reply_each(replies: Any, out: Out, keys: list[bytes], hits: list[Any], with_cas: bool) -> None:
+    """`Replies.reply_values` in its plain form: one `reply_value` or `reply_miss` a key
+    (what a syntax without a loop of its own answers a multiget's run of hits with)."""
+    for key, hit in zip(keys, hits, strict=False):
+        if hit is None:
+            replies.reply_miss(out, key)
+        else:
+            replies.reply_value(out, key, hit[0], hit[1], hit[2] if with_cas else None)

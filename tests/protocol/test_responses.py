@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from mcached.protocol import binary as b
 from mcached.protocol import commands as c
 from mcached.protocol import responses as r
-from mcached.protocol.outcomes import Error, Out, Outcome
+from mcached.protocol.outcomes import Error, Out, Outcome, Pieces
 
 pytestmark = pytest.mark.unit
 
@@ -100,6 +101,51 @@ def test_retrieval_bytes() -> None:
     cmd.reply_value(out, b"c", bytearray(b"z"), 7, 42)
     cmd.reply_end(out)
     assert b"".join(out) == b"VALUE a 0 2\r\nxy\r\nVALUE c 7 1 42\r\nz\r\nEND\r\n"
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [c.Get([]), c.Gets([]), c.GetPart([]), b.BinGet(b"k", b.GETQ, 9, True), b.BinGetK(b"k")],
+    ids=["get", "gets", "get-part", "binary-getq", "binary-getk"],
+)
+@pytest.mark.parametrize("with_cas", [False, True])
+def test_values_are_each_key_value_or_miss(cmd: c.Get, with_cas: bool) -> None:
+    """`reply_values`, a multiget's run of hits in one call: exactly `reply_value` of each
+    hit and `reply_miss` of each miss, in order; keys past the hits are left for later."""
+    keys = [b"a", b"b", b"c", b"d", b"e", b"f"]
+    big = b"L" * 5000
+    hits = [
+        (b"xy", 0, 5),
+        None,
+        (bytearray(b"z"), 7, 42),
+        (memoryview(big), 0, 6, 1234),  # lent: a fourth field, the pin's token
+        (Pieces([memoryview(b"ab"), memoryview(b"cd")]), 2**32 - 1, 7, 99),
+    ]
+    out: Out = []
+    cmd.reply_values(out, keys, hits, with_cas)
+    each: Out = []
+    for key, hit in zip(keys, hits, strict=False):
+        if hit is None:
+            cmd.reply_miss(each, key)
+        else:
+            cmd.reply_value(each, key, hit[0], hit[1], hit[2] if with_cas else None)
+    assert out == each and b"f" not in b"".join(bytes(p) for p in out if p.__class__ is bytes)
+    # lent values are queued as they are, never copied
+    assert any(p is hits[3][0] for p in out) and any(p is hits[4][0] for p in out)  # type: ignore[index]
+
+
+def test_text_values_bytes() -> None:
+    out: Out = []
+    c.Gets([]).reply_values(out, [b"a", b"b", b"c"], [(b"xy", 0, 5), None, (b"z", 7, 42)], True)
+    assert b"".join(out) == b"VALUE a 0 2 5\r\nxy\r\nVALUE c 7 1 42\r\nz\r\n"
+    out = []
+    c.Get([]).reply_values(out, [b"a", b"b", b"c"], [(b"xy", 0, 5), None, (b"z", 7, 42)], False)
+    assert b"".join(out) == b"VALUE a 0 2\r\nxy\r\nVALUE c 7 1\r\nz\r\n"
+
+
+def test_meta_commands_have_no_run_of_values() -> None:
+    with pytest.raises(NotImplementedError):
+        c.MetaGet(b"k", []).reply_values([], [b"k"], [None], False)
 
 
 @pytest.mark.parametrize("size", [0, 5, r.INLINE_VALUE_MAX, r.INLINE_VALUE_MAX + 1])
