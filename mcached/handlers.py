@@ -567,15 +567,11 @@ class Handlers:
     ) -> None:
         """Every key of a get/gets/gat/gats looked up and rendered in order; `tally(looked,
         hits)` once they all were (or the connection closed first). Up to `STREAM_AFTER`
-        bytes of reply are made now; the rest becomes the connection's stream."""
-        if lookup == self.cache.get_ref and not (self.detail.enabled or self.watching):
-            self._retrieve_lent(cmd, s, with_cas, tally)
-        else:
-            self._values_into(cmd, s, lookup, with_cas, tally, once, cmd.keys)
+        bytes of reply are made now; the rest becomes the connection's stream. (A get or
+        gets while nobody watches or details takes `_retrieve_lent`.)"""
+        self._values_into(cmd, s, lookup, with_cas, tally, once, cmd.keys)
 
-    def _retrieve_lent(
-        self, cmd: c.Get | c.Gat, s: Session, with_cas: bool, tally: Callable[[int, int], None]
-    ) -> None:
+    def _retrieve_lent(self, cmd: c.Get, s: Session, with_cas: bool) -> None:
         """`_retrieve` of a get/gets when nobody watches or details: the keys up to the
         reply's first `STREAM_AFTER` bytes (or `STREAM_KEYS` keys) looked up in one call of
         the cache's (`Cache.get_refs`) and rendered in one call of the command's
@@ -590,6 +586,7 @@ class Handlers:
         there)."""
         keys = cmd.keys
         if repeats(keys):
+            tally = partial(_tally_get, s.counters)
             self._values_into(cmd, s, self.cache.get_ref, with_cas, tally, True, keys)
             return
         # every key's lookup in one call of the cache's, up to STREAM_AFTER bytes (each key
@@ -611,7 +608,7 @@ class Handlers:
         if looked == len(keys):
             # made whole (hot path: every multiget of a few keys ends here)
             cmd.reply_end(out)
-            tally(looked, found)
+            _tally_get(s.counters, looked, found)
             if lent or size >= STREAM_AFTER:
                 s.out += out  # views sent from their pages, or a long reply: never a joined copy
             else:
@@ -623,9 +620,10 @@ class Handlers:
                 s.stream = iter(())
             return
         # the rest as the connection's stream, looked up as the client reads
-        tally(looked, found)
+        _tally_get(s.counters, looked, found)
         s.out += out
         rest = keys[looked:]
+        tally = partial(_tally_get, s.counters)
         s.stream = self._values(cmd, s, self.cache.get_ref, with_cas, tally, True, rest)
         s.stream_held = keys_held(keys)
 
@@ -734,10 +732,16 @@ class Handlers:
         return lend
 
     def _get_many(self, cmd: c.Get, s: Session) -> None:
-        self._retrieve(cmd, s, self.cache.get_ref, False, partial(_tally_get, s.counters))
+        if self.detail.enabled or self.watching:
+            self._retrieve(cmd, s, self.cache.get_ref, False, partial(_tally_get, s.counters))
+        else:
+            self._retrieve_lent(cmd, s, False)  # hot path (every multiget): no tally made
 
     def gets(self, cmd: c.Gets, s: Session) -> None:
-        self._retrieve(cmd, s, self.cache.get_ref, True, partial(_tally_get, s.counters))
+        if self.detail.enabled or self.watching:
+            self._retrieve(cmd, s, self.cache.get_ref, True, partial(_tally_get, s.counters))
+        else:
+            self._retrieve_lent(cmd, s, True)
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         tally = partial(_tally_touch, s.counters)
