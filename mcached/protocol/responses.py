@@ -208,19 +208,22 @@ class TextReplies:
     ) -> None:
         # Hot path (a multiget's keys, looked up in one call): `reply_value` of each hit
         # written out in one loop (a key not found is not listed), rather than a call a key:
-        # a 10-key get 201,888 -> 196,544 instructions (callgrind_request.py)
+        # a 10-key get 201,888 -> 196,544 instructions (callgrind_request.py); the suffix
+        # table's get and CRLF as locals, 194,037 -> 193,645
+        suffixes = ZERO_FLAGS_SUFFIX.get
+        crlf = CRLF
         for key, hit in zip(keys, hits, strict=False):
             if hit is not None:
                 value = hit[0]
                 n = len(value)
                 flags = hit[1]
                 if with_cas:
-                    out += (b"VALUE %b %d %d %d\r\n" % (key, flags, n, hit[2]), value, CRLF)
+                    out += (b"VALUE %b %d %d %d\r\n" % (key, flags, n, hit[2]), value, crlf)
                     continue
-                suffix = ZERO_FLAGS_SUFFIX.get(n) if not flags else None
+                suffix = suffixes(n) if not flags else None
                 if suffix is None:
                     suffix = value_suffix(flags, n)
-                out += (b"VALUE ", key, suffix, value, CRLF)
+                out += (b"VALUE ", key, suffix, value, crlf)
 
     def reply_miss(self, out: Out, key: bytes) -> None:
         pass  # a key not found is simply not listed
