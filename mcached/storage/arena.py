@@ -147,6 +147,9 @@ MF_BINKEY = 4  # stored under a base64-decoded key: replies give the key back en
 HDR = struct.Struct("<BBBBIIiIBxxxQqq")
 #: what a read needs: the header up to the hash
 GET_HDR = struct.Struct("<BBBBIIiIBxxxQq")
+#: what a lookup of a key needs: the header up to the CAS (GET_HDR without the hash: the
+#: lookup hashed the key itself)
+READ_HDR = struct.Struct("<BBBBIIiIBxxxQ")
 #: exptime, time, clsid, cas, hash: what the crawler and the clock hand need
 TAIL_HDR = struct.Struct("<iIBxxxQq")
 #: a value chunk of a chained item: status, the value bytes it holds (at OFF_NBYTES), head,
@@ -156,6 +159,7 @@ Q = struct.Struct("<q")
 I32 = struct.Struct("<i")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
+assert READ_HDR.size == OFF_HASH
 assert HDR.size == HEADER and GET_HDR.size == OFF_NEXT and TAIL_HDR.size == OFF_NEXT - OFF_EXPTIME
 assert HDR.size == OFF_NEXT + 8 and OFF_MFLAGS == OFF_CLSID + 1  # the pad after clsid
 assert CONT_HDR.size == HEADER

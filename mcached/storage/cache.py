@@ -110,6 +110,7 @@ from mcached.storage.arena import (
     OFF_TIME,
     PIN_SLOTS,
     PIN_TAG,
+    READ_HDR,
     RESERVE_TAG,
     S_CAS_BADVAL,
     S_CAS_HITS,
@@ -557,6 +558,9 @@ class Cache:
         now_fn = self._now
         realtime = self._realtime
         unpack = GET_HDR.unpack_from
+        # the lookups' header read (get, get_refs, meta_lookup): no hash, so no 64-bit int
+        # made a read; a 10-key get 193,645 -> 191,368 instructions, a get 35,944 -> 35,654
+        read = READ_HDR.unpack_from
         pack = HDR.pack_into
         gone = self._gone_locked
         reclaimed = self._reclaimed_locked
@@ -648,8 +652,8 @@ class Cache:
                         e = tbl[i]
                         if e >> 40 == want:  # ADDR_BITS
                             a = e & 0xFFFFFFFFFF
-                            st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
-                                unpack(pm, a)
+                            st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas = read(
+                                pm, a
                             )
                             if pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY; other lengths differ
                                 break
@@ -724,8 +728,8 @@ class Cache:
                             e = tbl[i]
                             if e >> 40 == want:  # ADDR_BITS
                                 a = e & 0xFFFFFFFFFF
-                                st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = (
-                                    unpack(pm, a)
+                                st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas = (
+                                    read(pm, a)
                                 )
                                 if pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY
                                     break
@@ -959,9 +963,7 @@ class Cache:
                     e = tbl[i]
                     if e >> 40 == want:  # ADDR_BITS
                         a = e & 0xFFFFFFFFFF
-                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas, _ = unpack(
-                            pm, a
-                        )
+                        st, nk, ref, fetched, nbytes, flags, exptime, itime, cid, cas = read(pm, a)
                         if pm[a + 48 : a + 48 + nk] == key:  # OFF_KEY; other lengths differ
                             break
                     elif not e:
