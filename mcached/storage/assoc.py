@@ -73,7 +73,19 @@ class Assoc:
     """A view of one partition's table. Not thread-safe: the caller holds the partition lock
     (and has called `sync` since taking it)."""
 
-    __slots__ = ("arena", "index", "w", "tb", "wins", "tbl", "mask", "gen", "hash_at", "window")
+    __slots__ = (
+        "arena",
+        "index",
+        "w",
+        "tb",
+        "gen_at",
+        "wins",
+        "tbl",
+        "mask",
+        "gen",
+        "hash_at",
+        "window",
+    )
 
     def __init__(self, arena: Arena, index: int, hash_at: Callable[[int], int]) -> None:
         """`hash_at(addr)` returns the ``s`` value of the item at `addr` (big tables)."""
@@ -81,6 +93,9 @@ class Assoc:
         self.index = index
         self.w = arena.words
         self.tb = arena.part_block(index)
+        # where the table's T_GEN word is: the lookups compare it each time (hot path), and
+        # an index kept made no int object a read (`tb + T_GEN` was one)
+        self.gen_at = self.tb + T_GEN
         self.wins = arena.windows[index]
         self.window = arena.window
         self.hash_at = hash_at
