@@ -172,3 +172,23 @@ def test_a_run_that_fails_gives_back_what_it_lent(slot: int) -> None:
     hits, _, lent = cache.get_refs([b"lent"], 1 << 30, FLOOR)
     assert len(lent) == 1 and plain(hits[0])[::3] == (b"L" * PIN_MIN, True)
     cache.unpin(lent[0])
+
+
+def test_the_holder_word_is_clear_between_two_keys() -> None:
+    """The holder word is set around each key's lock alone, as `get` sets it: a worker
+    killed between two keys of a multiget held no lock, and the supervisor keeps the arena
+    (set for the whole run, the death would have cost every item)."""
+    cache = Cache(memory_limit=16 * MB, clock=FakeClock(), holder=1)
+    cache.store(SET, b"a", b"1")
+    cache.store(SET, b"b", b"2")
+    seen: list[int] = []
+
+    class Key(bytes):
+        # hashed by the run before it takes the key's lock: what the word says then
+        def __hash__(self) -> int:
+            seen.append(cache.arena.holders[1])
+            return bytes.__hash__(self)
+
+    hits, _, _ = cache.get_refs([Key(b"a"), Key(b"b")], 1 << 30, FLOOR)
+    assert [plain(h)[0] for h in hits] == [b"1", b"2"]
+    assert seen == [0, 0] and cache.arena.holders[1] == 0
