@@ -605,10 +605,10 @@ class Handlers:
                     hits[i] = (Pieces(hit[0]), *hit[1:])
         out: Out = []  # this reply's pieces (then the connection's: see the end)
         cmd.reply_values(out, keys, hits, with_cas)
+        _tally_get(s.counters, looked, found)
         if looked == len(keys):
             # made whole (hot path: every multiget of a few keys ends here)
             cmd.reply_end(out)
-            _tally_get(s.counters, looked, found)
             if lent or size >= STREAM_AFTER:
                 s.out += out  # views sent from their pages, or a long reply: never a joined copy
             else:
@@ -620,7 +620,6 @@ class Handlers:
                 s.stream = iter(())
             return
         # the rest as the connection's stream, looked up as the client reads
-        _tally_get(s.counters, looked, found)
         s.out += out
         rest = keys[looked:]
         tally = partial(_tally_get, s.counters)

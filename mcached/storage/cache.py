@@ -700,14 +700,13 @@ class Cache:
 
         # `get_ref` over a run of keys, in one call. Hot path (every multiget): this is
         # get's lookup, bump and count written out again, as the loop's body, rather than a
-        # call of `get_ref` a key;
-        # with the handler's loop over the hits that it allows (no per-key size or lending
-        # tests there), a 10-key get took 215,576 -> 201,888 instructions
-        # (callgrind_request.py); each hit's size counted in its own branch, 195,748 ->
-        # 194,037. The one copy of the lookup written twice, on purpose: keep the two bodies
-        # the same, a change to one is a change to both (tests/storage/test_get_refs.py
-        # checks them against each other). A value lent or chained, the rarer branch, is
-        # `lend_or_copy`'s, written once for both.
+        # call of `get_ref` a key; with the handler's loop over the hits that it allows (no
+        # per-key size or lending tests there), a 10-key get took 215,576 -> 201,888
+        # instructions (callgrind_request.py); each hit's size counted in its own branch,
+        # 195,748 -> 194,037. The one copy of the lookup written twice, on purpose: keep the
+        # two bodies the same, a change to one is a change to both
+        # (tests/storage/test_get_refs.py checks them against each other). A value lent or
+        # chained, the rarer branch, is `lend_or_copy`'s, written once for both.
         def get_refs(
             keys: list[bytes], budget: int, floor: int
         ) -> tuple[list[Any], int, list[int]]:
