@@ -50,9 +50,12 @@ connection over a socketpair with a fake one (tests/server/test_connection.py).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -165,6 +168,7 @@ class Connection:
         "out_since",
         "_closing",
         "drain_left",
+        "lingering",
         "stream",
         "stream_held",
         "stacked",
@@ -219,6 +223,7 @@ class Connection:
         self.eof = False  # the client half-closed: nothing more is read
         self._closing = ""  # CLOSING: why, logged once the output is sent
         self.drain_left = -1  # stopping: bytes it may still read (-1: not stopping yet)
+        self.lingering = False  # stopping, all sent: waits for the kernel to deliver it
         self.stream: Iterator[Piece] | None = None
         self.stream_held = 0  # bytes the request the stream serves holds (`held`)
         # Commands served since memcached would last have transmitted what it holds (after
@@ -284,12 +289,12 @@ class Connection:
 
     # ---- events ----
 
-    def _recv(self) -> bytes | None:
-        """What the socket holds (b"" at EOF); None when nothing is ready or on a read error
-        (then the connection is closed)."""
+    def _recv(self, size: int = READ_SIZE) -> bytes | None:
+        """What the socket holds, up to `size` bytes (b"" at EOF); None when nothing is ready
+        or on a read error (then the connection is closed)."""
         sock = self.sock
         try:
-            data = sock.recv(READ_SIZE)
+            data = sock.recv(size)
             if self.tls and data:
                 data = self._tls_pending([data])
         except _WOULD_BLOCK:
@@ -575,16 +580,21 @@ class Connection:
     def drain_step(self, deadline: float = float("inf")) -> None:
         """Stopping: answer every complete request received, and nothing sent after.
 
-        The first call takes what the kernel already holds for us (at most `DRAIN_READ_MAX`
-        bytes: a client that keeps pipelining cannot hold the stop up), and nothing is read
-        after it. Stops early when the output is BLOCKED, the worker calls again once it
-        drains; and at `deadline` (time.monotonic()), whatever is left.
+        What the kernel holds for us at the first call was sent before the stop: that much
+        is read (at most `DRAIN_READ_MAX` bytes: a client that keeps pipelining cannot hold
+        the stop up) and answered, and nothing after it, even where the first reads come
+        later (a connection in the middle of a long reply reads once it is sent). Stops
+        early when the output is BLOCKED, the worker calls again once it drains; and at
+        `deadline` (time.monotonic()), whatever is left.
         """
         if self.state == HANDSHAKE:
             self.close("server stopping")  # no request can have arrived yet
             return
         if self.drain_left < 0:
-            self.drain_left = DRAIN_READ_MAX
+            # (TLS: the kernel's count is of records, not of requests; there, what the
+            # reads find, up to the bound)
+            held = -1 if self.tls else _queued(self.sock, _IN_QUEUE)
+            self.drain_left = DRAIN_READ_MAX if held < 0 else min(held, DRAIN_READ_MAX)
             self._refresh_events()  # no more interest in reading (see there)
         # Only between two turns. In the middle of a streamed reply (a long multiget, its
         # pieces sent as the client reads) the worker's drain sends the rest first and calls
@@ -600,7 +610,7 @@ class Connection:
         ):
             if time.monotonic() >= deadline:
                 return
-            data = self._recv()
+            data = self._recv(min(READ_SIZE, self.drain_left))
             if not data:
                 if data is not None:
                     self.eof = True
@@ -614,6 +624,49 @@ class Connection:
                     self._received()
             self.parser.feed(data)
             self._process_until_blocked(deadline)
+
+    def linger(self) -> bool:
+        """Stopping, with every reply handed to the socket: close it, unless the kernel still
+        holds some of them (a client that reads slowly). Then True: the connection lingers.
+
+        Closed with bytes it never read (what a client sent after the stop), a connection is
+        reset, and the kernel drops whatever it had not delivered yet: the client would lose
+        the tail of replies it was owed. So a lingering connection ends its sending side
+        (the client reads a FIN after the last reply), reads and drops whatever the client
+        sends (`drop_input`), and closes once the kernel holds nothing unsent
+        (`linger` again, from the worker's drain), the client closes, or the drain's deadline
+        passes. (TLS: closed at once, with its close_notify, as before.)
+        """
+        if self.lingering:
+            if _queued(self.sock, _OUT_QUEUE) > 0:
+                return True
+            self.close("server stopping")
+            return False
+        if self.tls or _queued(self.sock, _OUT_QUEUE) <= 0:
+            self.close("server stopping")
+            return False
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close("server stopping")
+            return False
+        self.lingering = True
+        self._set_events(READ)
+        return True
+
+    def drop_input(self) -> None:
+        """Lingering: what the client sent is read and dropped; its EOF or an error closes."""
+        view = _discard_view()
+        while True:
+            try:
+                n = self.sock.recv_into(view)
+            except _WOULD_BLOCK:
+                return
+            except OSError:
+                n = 0
+            if not n:
+                self.close("server stopping")
+                return
 
     def _process_until_blocked(self, deadline: float = float("inf")) -> None:
         self.process()
@@ -970,6 +1023,23 @@ def _close_notify(sock: ssl.SSLSocket) -> None:
         sock.unwrap()
     except (ssl.SSLError, OSError, ValueError):
         pass  # not sent whole (a full socket buffer, a reset peer): the close goes on
+
+
+# ioctl requests for the bytes a socket's kernel queues hold: received and not read yet, sent
+# and not acknowledged yet (Linux's SIOCINQ and SIOCOUTQ); None where the platform has none
+_IN_QUEUE: int | None = getattr(termios, "FIONREAD", None)
+_OUT_QUEUE: int | None = getattr(termios, "TIOCOUTQ", None)
+
+
+def _queued(sock: socket.socket, request: int | None) -> int:
+    """The bytes one of `sock`'s kernel queues holds (`_IN_QUEUE` or `_OUT_QUEUE`); -1 where
+    that cannot be told."""
+    if request is None:
+        return -1
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return -1
 
 
 _discard = threading.local()

@@ -758,7 +758,7 @@ class Worker:
         self.udp_busy.clear()
 
     def _drain(self, deadline: float) -> None:
-        """Answer what was received, send it, close; give up at `deadline`."""
+        """Answer what was received, send it, close once delivered; give up at `deadline`."""
         while self.udp_busy and time.monotonic() < deadline:  # datagrams half served
             for reader in list(self.udp_busy):
                 if not reader.resume():
@@ -769,13 +769,15 @@ class Worker:
             conn.drain_step(deadline)
         while True:
             busy = []
+            lingering = False
             for conn in list(self.conns):
                 if conn.state == CLOSED:
                     continue
                 if conn.unsent or conn.state == BLOCKED:
                     busy.append(conn)
-                else:
-                    conn.close("server stopping")
+                elif conn.linger():  # all sent: the kernel still delivers it
+                    busy.append(conn)
+                    lingering = True
             left = deadline - time.monotonic()
             if not busy or left <= 0:
                 if busy:
@@ -783,9 +785,13 @@ class Worker:
                         "stop deadline passed with %d connection(s) still sending", len(busy)
                     )
                 return
-            for fd, mask in self.selector.poll(min(left, 0.1)):
+            # (a lingering connection's delivery makes no event: it is looked at again soon)
+            for fd, mask in self.selector.poll(min(left, 0.01 if lingering else 0.1)):
                 owner = self.selector.owners.get(fd)
-                if type(owner) is Connection and mask & WRITE_READY:
+                if type(owner) is Connection and owner.lingering:
+                    if mask & READ_READY:
+                        owner.drop_input()
+                elif type(owner) is Connection and mask & WRITE_READY:
                     owner.on_writable()
                     if owner.state == YIELDED:
                         owner.drain_step(deadline)

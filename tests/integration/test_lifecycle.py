@@ -1703,3 +1703,41 @@ def test_a_reload_or_graceful_stop_during_the_imports_does_not_kill_the_daemon(
         assert "SIGHUP: reloading" in err, err
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_bug_replies_owed_at_a_stop_were_cut_by_a_reset_when_the_client_sent_on(
+    threads: str,
+) -> None:
+    """At SIGTERM, a client still owed most of a reply (it reads slowly) sends on: the drain
+    never reads those bytes, and the connection, closed with them unread, was reset while
+    the reply's tail still sat in the kernel's send queue: the client got a cut reply and
+    ECONNRESET. Now the daemon ends its sending side first (FIN after the last reply), reads
+    and drops what the client sends until the client closes or the deadline, then closes:
+    the client reads every byte it was owed, then EOF."""
+    proc, port = spawn("-t", threads, "-I", "8m", "-m", "64", "--shutdown-timeout", "10")
+    reader = socket.socket()
+    try:
+        wait_ready(port)
+        value = b"v" * (4 << 20)
+        with Conn((HOST, port), timeout=30) as setter:
+            setter.send(b"set big 0 0 %d\r\n%b\r\n" % (len(value), value))
+            assert setter.read_until(b"\r\n") == b"STORED\r\n"
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        reader.connect((HOST, port))
+        reader.sendall(b"get big\r\n")
+        assert select.select([reader], [], [], 10)[0], "no reply began"
+        got = reader.recv(16384)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the signal reaches the workers, which stop reading
+        reader.sendall(b"get big\r\n" * 10)  # sent after the signal: never answered
+        reader.settimeout(30)
+        while chunk := reader.recv(1 << 20):  # a reset raises here
+            got += chunk
+            time.sleep(0.001)  # a slow reader: the tail waits in the daemon's send queue
+        whole = b"VALUE big 0 %d\r\n%b\r\nEND\r\n" % (len(value), value)
+        assert len(got) == len(whole) and got == whole
+        assert proc.wait(15) == 0
+    finally:
+        reader.close()
+        stop(proc)
