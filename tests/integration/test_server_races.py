@@ -125,3 +125,58 @@ def test_two_watchers_attaching_at_once_on_two_workers_both_see_their_events(
     finally:
         a.close()
         b.close()
+
+
+def test_stats_conns_asked_on_every_worker_at_once_lists_every_connection(
+    server_factory: Callable[..., Server],
+) -> None:
+    """``stats conns`` gathers each worker's rows from the blob it publishes, read without
+    the board's lock; a worker asked again by another meanwhile rewrote its blob under the
+    reader, who took the torn blob for none: about one reply in 2,000, with four workers
+    asking at once, lacked a worker's connections. Now a blob is read again while its
+    worker rewrites it (a sequence word, odd meanwhile)."""
+    import re
+    import threading
+
+    srv = server_factory("mcached-procs", "-t", "4")
+    idle = [socket.create_connection(srv.address, timeout=10) for _ in range(200)]
+    askers = [socket.create_connection(srv.address, timeout=30) for _ in range(8)]
+    rounds = 800
+    short: list[int] = []
+    errors: list[BaseException] = []
+    try:
+        # every connection is open (and counted by its worker) before the first ask
+        for s in askers:
+            s.sendall(b"version\r\n")
+            assert read_until(s, b"\r\n").startswith(b"VERSION")
+        want = len(idle) + len(askers)
+        wait_for(lambda: _conn_rows(askers[0]) >= want, 10)
+
+        def ask(s: socket.socket) -> None:
+            try:
+                for _ in range(rounds):
+                    s.sendall(b"stats conns\r\n")
+                    reply = read_until(s, b"END\r\n")
+                    rows = len(set(re.findall(rb"STAT (\d+):", reply)))
+                    if rows < want:
+                        short.append(rows)
+            except BaseException as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=ask, args=(s,)) for s in askers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert not short, f"{len(short)} of {rounds * len(askers)} replies short: {short[:5]}"
+    finally:
+        for s in idle + askers:
+            s.close()
+
+
+def _conn_rows(s: socket.socket) -> int:
+    import re
+
+    s.sendall(b"stats conns\r\n")
+    return len(set(re.findall(rb"STAT (\d+):", read_until(s, b"END\r\n"))))

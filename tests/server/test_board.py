@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mcached.server.board import (
+    BLOB_WAIT,
     COUNTERS,
     G_KEPT_LEN,
     G_RELOAD_EPOCH,
@@ -26,6 +27,8 @@ from mcached.server.board import (
     RUNNING,
     STOPPING,
     W_ACCEPTING,
+    W_BLOB_LEN,
+    W_BLOB_SEQ,
     W_CONNS,
     W_RELOADED,
     W_STATE,
@@ -79,6 +82,41 @@ def test_what_a_dead_worker_published_is_kept_as_its_owner_says_until_a_reset() 
     assert calls == [{"n": 3, "conns": 9}, {"n": 4}]
     board.reset()
     assert board.kept() == {}
+    board.close()
+
+
+def test_a_blob_being_rewritten_is_read_once_whole_or_not_at_all() -> None:
+    """A slot's blob is read without the lock while its worker may rewrite it: the reader
+    reads again while the sequence word is odd (or moved), and gives up after BLOB_WAIT
+    (a worker that died while writing); a dead worker's retirement reads it as it is."""
+    kept: list[dict[str, int]] = []
+
+    def keep(k: dict[str, int], dead: dict[str, int]) -> dict[str, int]:
+        kept.append(dead)
+        return dead
+
+    board = Board(2, ["cmd_get"], keep=keep)
+    board.publish(0, Figures(1), {"n": 1}, ())
+    seq = board.base(0) + W_BLOB_SEQ
+    assert board.words[seq] == 2  # written once: odd then even again
+    board.words[seq] += 1  # a rewrite under way (odd)
+
+    def finish() -> None:
+        board._write_blob(0, {"n": 2}, board.base(0) + W_BLOB_LEN)  # its bytes and length,
+        board.words[seq] += 1  # then the word, even again
+
+    writer = threading.Timer(0.02, finish)
+    writer.start()
+    assert board.blob(0) == {"n": 2}  # waited for the rewrite, not the blob half written
+    writer.join()
+    board.words[seq] += 1  # a writer that never finishes: none, after BLOB_WAIT
+    t0 = time.monotonic()
+    assert board.blob(0) == {}
+    assert time.monotonic() - t0 >= BLOB_WAIT
+    t0 = time.monotonic()
+    board.retire(0)  # (it died so) its retirement reads the blob without waiting
+    assert time.monotonic() - t0 < BLOB_WAIT
+    assert kept == [{"n": 2}] and board.words[seq] == 0
     board.close()
 
 
