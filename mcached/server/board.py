@@ -79,7 +79,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("mcached.board")
 
@@ -87,7 +87,7 @@ MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 PUBLISH_WAIT = 1.0  # seconds a requester waits for a worker's figures
 LOCK_WAIT = 1.0  # seconds anyone waits for the board's lock before going on without it
 BLOB_MAX = 4 * 1024 * 1024  # bytes of a worker's published blob (a longer one is cut short)
-BLOB_WAIT = 0.1  # seconds a reader waits for a blob being rewritten (then: none)
+PUB_WAIT = 0.1  # seconds a reader waits for a publish under way (`_whole`)
 
 # publish kinds (a request asks for the union)
 COUNTERS = 1
@@ -114,7 +114,7 @@ W_WATCHERS = 10  # how many watchers it serves
 W_HANDED_IN = 11  # connections other workers handed it, all told (kept across its restarts)
 W_RELOADED = 12  # the G_RELOAD_EPOCH whose reload this worker has done
 W_STUCK = 13  # 1 while the supervisor finds this worker's loop stopped: `gather` skips it
-W_BLOB_SEQ = 14  # odd while the worker rewrites its blob (`_write_blob`, `blob`)
+W_PUB_SEQ = 14  # odd while the worker publishes (`publish`; its readers: `_whole`)
 W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
@@ -179,6 +179,7 @@ def _map(size: int) -> mmap.mmap:
 
 
 Blob = dict[str, Any]
+_T = TypeVar("_T")
 
 # A forked child gets a copy of every board's thread lock as it was, held if a thread other
 # than the forking one held it: it starts with a free one of its own.
@@ -200,6 +201,14 @@ def _lock_file() -> int:
         return os.memfd_create("mcached-board")
     except (AttributeError, OSError):
         return os.dup(tempfile.TemporaryFile().fileno())
+
+
+def _pickled(blob: Blob) -> bytes:
+    """`blob` as the board stores it (one cut short past `BLOB_MAX`)."""
+    data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) > BLOB_MAX:
+        data = pickle.dumps({"truncated": True}, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
 
 
 class Board:
@@ -568,11 +577,20 @@ class Board:
         row, a reset moves the baseline, and either, half seen, reads wrong)."""
         out = []
         w = self.words
-        bases = [self.base(s) + self.fig_base for s in range(self.slots)]
-        for k in range(self.width):
+        width = self.width
+        rows = []
+        for slot in range(self.slots):
+            lo = self.base(slot) + self.fig_base
+
+            def read(lo: int = lo) -> list[int]:
+                return w[lo : lo + width].tolist()
+
+            row = self._whole(slot, read)
+            rows.append(row if row is not None else read())  # (stuck mid-publish: as it is)
+        for k in range(width):
             total = w[self.retired_base + k] - w[self.baseline_base + k]
-            for b in bases:
-                total += w[b + k]
+            for row in rows:
+                total += row[k]
             out.append(int(total))
         return out
 
@@ -612,7 +630,7 @@ class Board:
             for k in range(self.width):
                 w[self.retired_base + k] += w[b + self.fig_base + k]
                 w[b + self.fig_base + k] = 0
-        for word in (W_PID, W_CONNS, W_BLOB_LEN, W_BLOB_SEQ, W_ACCEPTING, W_WATCH, W_WATCHERS):
+        for word in (W_PID, W_CONNS, W_BLOB_LEN, W_PUB_SEQ, W_ACCEPTING, W_WATCH, W_WATCHERS):
             w[b + word] = 0
         # Its next worker numbers its requests on from W_REQ_SEQ, which is kept: the other
         # workers remember (their `seen`) the last request of this slot they answered, and
@@ -640,39 +658,61 @@ class Board:
         vector: Sequence[int] = (),
     ) -> None:
         """Copy `counters` (a `Counters`), `vector` (at most `self.vector` ints) and `blob`
-        into `slot`."""
+        into `slot`.
+
+        Any worker reads a slot's figures and blob without the lock (`_summed`, `blob`),
+        while the slot's worker may publish again (for another worker's request, or its
+        once-a-second tick): the slot's W_PUB_SEQ word is odd while a publish writes them,
+        and a reader reads again until the word holds still and even (`_whole`), so each
+        publish is seen whole or not at all. (Read without it, a row or blob half rewritten
+        was read torn: a `stats` now and then whose cmd_get was not get_hits + get_misses,
+        kept for good by a `stats reset` that read it; one `stats conns` in ~2,000, with
+        four workers asking at once, without a worker's connections.)"""
+        names = self.fields[: -len(SERVER_FIGURES)]
+        figures = memoryview(array("q", [getattr(counters, name) for name in names]))
+        data = None if blob is None else _pickled(blob)
         w = self.words
-        b = self.base(slot) + self.fig_base
-        for k, name in enumerate(self.fields[: -len(SERVER_FIGURES)]):
-            w[b + k] = getattr(counters, name)
+        b = self.base(slot)
+        w[b + W_PUB_SEQ] += 1  # odd: being written (only its worker writes it)
+        f = b + self.fig_base
+        w[f : f + len(figures)] = figures
         if vector:
-            v = self.base(slot) + self.vec_base
+            v = b + self.vec_base
             w[v : v + len(vector)] = memoryview(array("q", vector))
-        if blob is not None:
-            b = self.base(slot)
-            self._write_blob(slot, blob, b + W_BLOB_LEN, b + W_BLOB_SEQ)
+        if data is not None:
+            self._put_blob(slot, data, b + W_BLOB_LEN)
+        w[b + W_PUB_SEQ] += 1
         self.add(slot, W_PUBLISHED, 1)
 
-    def _write_blob(
-        self, index: int, blob: Blob, length_word: int, seq_word: int | None = None
-    ) -> None:
-        """`blob` into blob place `index` (a slot's, or the kept one), its length into the
-        word at `length_word`. A slot's blob is read without the lock, by any worker, while
-        its own worker may publish again (another worker's request): its `seq_word` is odd
-        while it is rewritten, and a reader that saw it odd, or changed, reads again
-        (`blob`). (A reader took a blob torn by the rewrite for none: one `stats conns` in
-        ~2,000, with four workers asking at once, lacked a worker's connections.)"""
-        data = pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(data) > BLOB_MAX:
-            data = pickle.dumps({"truncated": True}, protocol=pickle.HIGHEST_PROTOCOL)
-        start = index * BLOB_MAX
+    def _whole(self, slot: int, read: Callable[[], _T]) -> _T | None:
+        """`read()` of what `slot`'s worker publishes, done while no publish of it is under
+        way, and again until none was (see `publish`); None after `PUB_WAIT` seconds of
+        publishes under way (a worker that died, or was stopped, in the middle of one)."""
         w = self.words
-        if seq_word is not None:
-            w[seq_word] += 1  # odd: being written (only its worker writes it)
+        at = self.base(slot) + W_PUB_SEQ
+        deadline = 0.0
+        while True:
+            seq = w[at]
+            if not seq & 1:
+                got = read()
+                if w[at] == seq:
+                    return got
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + PUB_WAIT
+            elif now >= deadline:
+                return None
+            time.sleep(0.0002)
+
+    def _write_blob(self, index: int, blob: Blob, length_word: int) -> None:
+        """`blob` into blob place `index` (the kept one, or a slot's), its length into the
+        word at `length_word`."""
+        self._put_blob(index, _pickled(blob), length_word)
+
+    def _put_blob(self, index: int, data: bytes, length_word: int) -> None:
+        start = index * BLOB_MAX
         self.blobs[start : start + len(data)] = data
-        w[length_word] = len(data)
-        if seq_word is not None:
-            w[seq_word] += 1
+        self.words[length_word] = len(data)
 
     def _read_blob(self, index: int, n: int) -> Blob:
         if not n:
@@ -685,29 +725,19 @@ class Board:
         return data
 
     def blob(self, slot: int) -> Blob:
-        """What `slot`'s worker published last: read again while it rewrites it (see
-        `_write_blob`), for up to `BLOB_WAIT` seconds (a worker that died or stopped while
-        writing it: then none)."""
-        w = self.words
-        b = self.base(slot)
-        deadline = 0.0
-        while True:
-            seq = w[b + W_BLOB_SEQ]
-            if not seq & 1:
-                n = w[b + W_BLOB_LEN]
-                start = slot * BLOB_MAX
-                data = bytes(self.blobs[start : start + n])
-                if w[b + W_BLOB_SEQ] == seq:
-                    if not n:
-                        return {}
-                    blob: Blob = pickle.loads(data)  # whole: the word did not move
-                    return blob
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + BLOB_WAIT
-            elif now >= deadline:
-                return {}
-            time.sleep(0.0002)
+        """What `slot`'s worker published last (none if a publish of it stays under way: see
+        `_whole`)."""
+        length = self.base(slot) + W_BLOB_LEN
+        start = slot * BLOB_MAX
+
+        def read() -> bytes:
+            return bytes(self.blobs[start : start + self.words[length]])
+
+        data = self._whole(slot, read)
+        if not data:
+            return {}
+        blob: Blob = pickle.loads(data)  # whole: no publish moved it meanwhile
+        return blob
 
     def kept(self) -> Blob:
         """What the blobs of dead workers left in the totals since the last reset (`keep`)."""
