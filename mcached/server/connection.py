@@ -60,6 +60,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from itertools import islice
 from typing import Any, Protocol
 
@@ -560,11 +561,14 @@ class Connection:
                 log.info("<%d closing: %s", self.fd, exc.reason)
             self._finish(exc.reason)
         elif isinstance(exc, Shutdown):
-            self.flush()
-            # asked before the client sees its connection close: from then on the daemon
-            # says it stops (an embedded server's `running`)
-            self.worker.request_shutdown(exc.graceful)
-            self.close("shutdown command")
+            # Once the replies made before it are sent: memcached reaches the command only
+            # when it has written those, and they reach the client whichever the mode.
+            # (Closed at once, the connection dropped up to OUTPUT_SOFT_CAP bytes of them,
+            # a reply cut in the middle.) Asked before the client sees its connection
+            # close: from then on the daemon says it stops (an embedded server's `running`);
+            # a client that never reads has it asked when its connection is closed for it.
+            self.after_sent(partial(self.worker.request_shutdown, exc.graceful))
+            self._finish("shutdown command")
         elif isinstance(exc, StartWatch):
             # `watch` answered OK: the worker streams log lines here from now on (it sends
             # the OK once every worker logs what the watcher wants)

@@ -528,6 +528,11 @@ class Worker:
         board = self.board
         lsock = lst.sock
         for _ in range(ACCEPT_BATCH):
+            if self._stopping:
+                # (a stop signal's handler ran in the middle of the batch) the rest stay in
+                # the backlog, to be refused by the listener's close, as memcached's exit
+                # does, not told "Too many open connections" and counted as rejected
+                return
             try:
                 sock, peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -547,7 +552,11 @@ class Worker:
             # counted before -c is checked: two workers accepting at once cannot both take
             # the last place (both may refuse: a moment early, never past the limit)
             board.add(self.slot, W_CONNS, 1)
-            if self._stopping or board.connections() > self.max_connections:
+            if self._stopping:  # (since the accept) closed as the rest are: no error line
+                board.add(self.slot, W_CONNS, -1)
+                sock.close()
+                return
+            if board.connections() > self.max_connections:
                 board.add(self.slot, W_CONNS, -1)
                 board.add_figure(self.slot, "rejected_connections")
                 try:

@@ -1741,3 +1741,71 @@ def test_bug_replies_owed_at_a_stop_were_cut_by_a_reset_when_the_client_sent_on(
     finally:
         reader.close()
         stop(proc)
+
+
+@pytest.mark.parametrize("mode", [b"shutdown", b"shutdown graceful"])
+def test_bug_shutdown_behind_pipelined_gets_cut_the_replies_owed_before_it(mode: bytes) -> None:
+    """``shutdown`` behind pipelined gets on one connection: the connection was closed as
+    soon as the command was read, with up to 256 KB of replies to the gets before it still
+    unsent (a reply cut in the middle, the rest gone). memcached reads the command only once
+    it has written those, so every one reaches the client, whichever the mode; so here."""
+    proc, port = spawn("-A", "-t", "1", "--shutdown-timeout", "10")
+    try:
+        wait_ready(port)
+        value = b"y" * 1000
+        with Conn((HOST, port)) as setter:
+            assert setter.request(b"set a 0 0 1000\r\n%b\r\n" % value) == b"STORED\r\n"
+        n = 3000  # 3 MB of replies: far more than the socket buffers hold
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, port))
+        s.sendall(b"get a\r\n" * n + mode + b"\r\n")
+        time.sleep(0.5)  # the daemon reads the command meanwhile
+        got = read_to_the_end(s)
+        one = b"VALUE a 0 1000\r\n%b\r\nEND\r\n" % value
+        assert len(got) == n * len(one) and got == one * n
+        assert proc.wait(15) == 0
+    finally:
+        stop(proc)
+
+
+def test_bug_clients_connecting_through_a_stop_were_told_too_many_connections() -> None:
+    """A stop signal's handler runs in the middle of a worker's batch of accepts; the rest
+    of the batch took the -c path: told ``ERROR Too many open connections`` (and counted in
+    rejected_connections) though nowhere near -c. Now they stay in the backlog, refused by
+    the listener's close, as memcached's exit refuses them."""
+    told = []
+    for _ in range(3):
+        proc, port = spawn("-t", "4")
+        stopping = threading.Event()
+
+        def connect_on(port: int = port, stopping: threading.Event = stopping) -> None:
+            while not stopping.is_set():
+                try:
+                    s = socket.create_connection((HOST, port), timeout=5)
+                except OSError:
+                    time.sleep(0.001)
+                    continue
+                with s:
+                    try:
+                        s.sendall(b"version\r\n")
+                        line = s.recv(100)
+                    except OSError:
+                        continue  # reset by the stop: fine
+                    if line.startswith(b"ERROR"):
+                        told.append(line)
+
+        try:
+            wait_ready(port)
+            clients = [threading.Thread(target=connect_on) for _ in range(4)]
+            for t in clients:
+                t.start()
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            stopping.set()
+            for t in clients:
+                t.join(10)
+            stop(proc)
+    assert not told, told[:3]
