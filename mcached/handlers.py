@@ -240,63 +240,8 @@ REASSIGN_OUTCOME: dict[ReassignResult, Outcome | Error] = {
 }
 
 
-def once_per_key(
-    lookup: Callable[[bytes], Any], reread: Callable[[bytes], object] | None = None
-) -> Callable[[bytes], Any]:
-    """`lookup`, remembered per key for one multiget. The cache copies a value out on every
-    hit, so ``get k k k ...`` (a 1 MB line can name a key 500,000 times) would otherwise
-    build 500,000 copies of it before the first byte is sent. A repeated key is served the
-    value it had at its first lookup; the reply is one the same get could have produced.
-    `reread(key)` reads a repeat that hit again, value aside: memcached reads every one, so
-    the item's class counts each hit and its LRU bump sees the second read."""
-    seen: dict[bytes, Any] = {}
-
-    def get(key: bytes) -> Any:
-        try:
-            hit = seen[key]
-        except KeyError:
-            hit = seen[key] = lookup(key)
-            return hit
-        if hit is not None and reread is not None:
-            reread(key)
-        return hit
-
-    return get
-
-
 def repeats(keys: list[bytes]) -> bool:
     return len(keys) > 1 and len(set(keys)) < len(keys)
-
-
-def per_key(
-    lookup: Callable[[bytes], Any],
-    keys: list[bytes],
-    reread: Callable[[bytes], object] | None = None,
-) -> Callable[[bytes], Any]:
-    """The lookup for a multiget of `keys`: `once_per_key(lookup, reread)` when a key
-    repeats, else `lookup` itself (no wrapper call per key on the common path)."""
-    return once_per_key(lookup, reread) if repeats(keys) else lookup
-
-
-def touch_per_key(
-    get_and_touch: Callable[[bytes], Any], touch: Callable[[bytes], bool]
-) -> Callable[[bytes], Any]:
-    """`gat`'s lookup when a key repeats: every occurrence touches the item, as memcached's
-    does, so an exptime already past expires it at the first and the next ones miss; a
-    repeat still served is given its first hit's value, not copied out again
-    (`once_per_key`)."""
-    first: dict[bytes, Any] = {}
-
-    def lookup(key: bytes) -> Any:
-        if key not in first:
-            hit = first[key] = get_and_touch(key)
-            return hit
-        hit = first[key]
-        if hit is not None and not touch(key):
-            hit = first[key] = None
-        return hit
-
-    return lookup
 
 
 #: the ``stats items`` rows memcached prints only while its LRU maintainer thread runs
@@ -527,22 +472,14 @@ class Handlers:
         ctr.get_hits += 1
         self._hit_one(cmd, key, hit, s)
 
-    def reread(self, key: bytes) -> None:
-        """A multiget's repeated key read again, its value not copied (`once_per_key`)."""
-        self.cache.lookup(key, False, win=False)
-
-    def _lookup(
-        self,
-        lookup: Callable[[bytes], Hit | None],
-        keys: list[bytes],
-        once: bool = True,
-        s: Session | None = None,
-    ) -> Any:
-        """What a multiget calls per key: `lookup`, once per key if keys repeat (`per_key`;
-        not with `once` false: the lookup handles repeats itself), and telling `stats detail`
-        of each hit or miss while it is on, and the watchers of fetches while they watch."""
-        if once:
-            lookup = per_key(lookup, keys, self.reread)
+    def _lookup(self, lookup: Callable[[bytes], Hit | None], s: Session | None = None) -> Any:
+        """What a multiget calls per key: `lookup`, telling `stats detail` of each hit or
+        miss while it is on, and the watchers of fetches while they watch. Every occurrence
+        of a key that repeats is looked up as it comes, as memcached's are: a reply that
+        streams holds the value of the key it is at, not every value it served. (Each
+        key's first hit was kept for its repeats until the multiget ended: copies outside
+        -m and outside what a connection is counted to hold, so 40 clients that paused
+        part way through ``get k0 ... k24 k0`` of 900 KB values held 620 MB.)"""
         if self.watching & watch.FETCHERS and s is not None:
             lookup = self._watched_lookup(lookup, s)
         if not self.detail.enabled:
@@ -563,13 +500,12 @@ class Handlers:
         lookup: Callable[[bytes], Hit | RefHit | None],
         with_cas: bool,
         tally: Callable[[int, int], None],
-        once: bool = True,
     ) -> None:
         """Every key of a get/gets/gat/gats looked up and rendered in order; `tally(looked,
         hits)` once they all were (or the connection closed first). Up to `STREAM_AFTER`
         bytes of reply are made now; the rest becomes the connection's stream. (A get or
         gets while nobody watches or details takes `_retrieve_lent`.)"""
-        self._values_into(cmd, s, lookup, with_cas, tally, once, cmd.keys)
+        self._values_into(cmd, s, lookup, with_cas, tally, cmd.keys)
 
     def _retrieve_lent(self, cmd: c.Get, s: Session, with_cas: bool) -> None:
         """`_retrieve` of a get/gets when nobody watches or details: the keys up to the
@@ -582,12 +518,11 @@ class Handlers:
         by 9 % more (215,576 -> 196,544 instructions). A reply of copies under
         `STREAM_AFTER` goes out as one piece, joined here, where the connection would add
         up and join the turn's pieces (~1 us of a 10-key get's 18). Keys that repeat take
-        `_values` from the start (a repeated key is served a copy, never a lent value: see
-        there)."""
+        `_values` from the start (each occurrence looked up and lent as it comes)."""
         keys = cmd.keys
         if repeats(keys):
             tally = partial(_tally_get, s.counters)
-            self._values_into(cmd, s, self.cache.get_ref, with_cas, tally, True, keys)
+            self._values_into(cmd, s, self.cache.get_ref, with_cas, tally, keys)
             return
         # every key's lookup in one call of the cache's, up to STREAM_AFTER bytes (each key
         # counts KEY_FLOOR at least: at most STREAM_KEYS lookups a turn)
@@ -623,7 +558,7 @@ class Handlers:
         s.out += out
         rest = keys[looked:]
         tally = partial(_tally_get, s.counters)
-        s.stream = self._values(cmd, s, self.cache.get_ref, with_cas, tally, True, rest)
+        s.stream = self._values(cmd, s, self.cache.get_ref, with_cas, tally, rest)
         s.stream_held = keys_held(keys)
 
     def _legacy_hits(self, keys: list[bytes], hits: list[Any]) -> int:
@@ -643,13 +578,12 @@ class Handlers:
         lookup: Callable[[bytes], Hit | RefHit | None],
         with_cas: bool,
         tally: Callable[[int, int], None],
-        once: bool,
         keys: list[bytes],
     ) -> None:
         """`_values` drained into the output up to `STREAM_AFTER`, the rest streamed."""
         out = s.out
         size = 0
-        values = self._values(cmd, s, lookup, with_cas, tally, once, keys)
+        values = self._values(cmd, s, lookup, with_cas, tally, keys)
         for taken, piece in enumerate(values, 1):
             out.append(piece)
             size += len(piece)
@@ -665,20 +599,14 @@ class Handlers:
         lookup: Callable[[bytes], Hit | RefHit | None],
         with_cas: bool,
         tally: Callable[[int, int], None],
-        once: bool,
         keys: list[bytes],
     ) -> Iterator[Piece]:
         """The pieces of the reply for `keys` of a retrieval, key by key (a generator: see
         `_retrieve`)."""
         lent: list[int] = []  # the pin of the value whose pieces are being yielded
         if lookup == self.cache.get_ref:
-            if repeats(keys):
-                # a repeated key's later copies may be sent long after the first: a lent
-                # value could be given back in between, so repeats are served copies
-                lookup = self.cache.get
-            else:
-                lookup = self._lending(lookup, lent)
-        cache_get = self._lookup(lookup, keys, once, s)
+            lookup = self._lending(lookup, lent)
+        cache_get = self._lookup(lookup, s)
         reply_value = cmd.reply_value
         discovery = self.discovery
         unpin = self.cache.unpin
@@ -744,18 +672,18 @@ class Handlers:
 
     def gat(self, cmd: c.Gat, s: Session) -> None:
         tally = partial(_tally_touch, s.counters)
-        self._retrieve(cmd, s, self._touching(cmd), cmd.with_cas, tally, once=False)
+        self._retrieve(cmd, s, self._touching(cmd), cmd.with_cas, tally)
 
     def _touching(self, cmd: c.Gat) -> Callable[[bytes], Hit | None]:
-        """gat's lookup: each key read and touched (a repeated key touched again)."""
+        """gat's lookup: each key read and touched, each occurrence of a repeated key again
+        (as memcached's: an exptime already past expires the item at the first, and the
+        next ones miss)."""
         exptime = cmd.exptime
         cache = self.cache
 
         def get_and_touch(key: bytes) -> Hit | None:
             return cache.get_and_touch(key, exptime)
 
-        if repeats(cmd.keys):
-            return touch_per_key(get_and_touch, lambda key: cache.touch(key, exptime))
         return get_and_touch
 
     def lookup(self, cmd: c.MetaGet, s: Session) -> None:
@@ -1450,12 +1378,12 @@ class Handlers:
             # the keys before a bad one: looked up for their effects and counts, as
             # memcached does, their reply dropped (copies, never lent values)
             if isinstance(before, c.Gat):
-                lookup, once = self._touching(before), False
+                lookup = self._touching(before)
                 tally = partial(_tally_touch, s.counters)
             else:
-                lookup, once = self.cache.get, True
+                lookup = self.cache.get
                 tally = partial(_tally_get, s.counters)
-            for _ in self._values(before, s, lookup, False, tally, once, before.keys):
+            for _ in self._values(before, s, lookup, False, tally, before.keys):
                 pass
         cmd.reply(s.out, cmd.error)
 

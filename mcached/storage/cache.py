@@ -946,12 +946,9 @@ class Cache:
             recache: int | None = None,
             recache_after_touch: bool = False,
             vivify_last: bool = True,
-            win: bool = True,
         ) -> Item | None:
             # Hot path (mg): a lookup that changes no exptime and creates nothing is written
-            # out as `get` is; anything else takes `_lookup_slow`, the reference. `win`
-            # false: a stale item's first reader does not win it (a classic get's read,
-            # `Handlers.reread`; only without touch, vivify or recache)
+            # out as `get` is; anything else takes `_lookup_slow`, the reference
             if touch is not None or vivify is not None or recache is not None:
                 return slow_lookup(
                     key, value, bump, count, touch, vivify, recache, recache_after_touch,
@@ -989,7 +986,7 @@ class Cache:
                 now = now_fn()
                 mf = pm[a + 21]  # OFF_MFLAGS
                 # MF_STALE without MF_WON: the first reader recaches (not `me`'s look)
-                won = count and win and mf & 3 == 1
+                won = count and mf & 3 == 1
                 if won:
                     pm[a + 21] = mf | 2
                 if count:
