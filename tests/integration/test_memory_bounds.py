@@ -753,6 +753,14 @@ def test_bug_detail_dumps_never_read_held_every_workers_table(daemon: Server) ->
             h.close()
 
 
+def limited_daemon(server_factory: Callable[..., Server]) -> Server:
+    """`daemon` whose workers may hold 32 MB in all (read_buf_mem_limit)."""
+    return server_factory(
+        "mcached-procs", "-t", "4", "-m", str(LIMIT_MB), "-c", "2048", "--stall-timeout", "0",
+        "-o", "read_buf_mem_limit=32",
+    )  # fmt: skip
+
+
 def test_bug_gat_pipelines_never_read_held_uncounted_copies(
     server_factory: Callable[..., Server],
 ) -> None:
@@ -761,10 +769,7 @@ def test_bug_gat_pipelines_never_read_held_uncounted_copies(
     socket took part of, while the whole copy stays alive; and it was checked at the
     worker's next tick only, not as replies piled up. A memory hunt's 300 such clients
     took a -t 4 daemon up 255 MB. Here the workers may hold 32 MB in all."""
-    server = server_factory(
-        "mcached-procs", "-t", "4", "-m", str(LIMIT_MB), "-c", "2048", "--stall-timeout", "0",
-        "-o", "read_buf_mem_limit=32",
-    )  # fmt: skip
+    server = limited_daemon(server_factory)
     keys = [b"big%d" % i for i in range(40)]  # 20 MB stored
     store(server, keys)
     pipeline = b"".join(
@@ -801,10 +806,7 @@ def test_bug_multigets_that_repeat_a_key_held_every_value_they_served(
     daemon at 697 MB). Now every occurrence is looked up as the reply reaches it: a get's
     values are lent as any multiget's, a gat's copies (the touch rewrites the item) counted
     and bounded by read_buf_mem_limit as its pipelines' are."""
-    server = server_factory(
-        "mcached-procs", "-t", "4", "-m", str(LIMIT_MB), "-c", "2048", "--stall-timeout", "0",
-        "-o", "read_buf_mem_limit=32",
-    )  # fmt: skip
+    server = limited_daemon(server_factory)
     keys = [b"big%d" % i for i in range(25)]  # 12.8 MB stored
     store(server, keys)
     line = verb + b" " + b" ".join(keys) + b" big0\r\n"
