@@ -168,6 +168,10 @@ class Sasl:
         if mech == PLAIN:
             return self._plain(state, data)
         if mech == CRAM_MD5:
+            if data:
+                # the server speaks first in CRAM-MD5: Cyrus refuses a client's initial
+                # response (SASL_BADPROT), and memcached answers "Auth failure."
+                return Result.FAIL, b""
             challenge = b"<%d.%d@%s>" % (
                 secrets.randbits(63),
                 int(time.time()),

@@ -127,6 +127,20 @@ def test_cram_md5_digest_in_upper_case_is_refused(tmp_path: Path) -> None:
         assert sasl.step(st, answer)[0] is (Result.FAIL if upper else Result.OK)
 
 
+def test_cram_md5_with_an_initial_response_is_refused(tmp_path: Path) -> None:
+    """Regression (a hunt against memcached with a sasldb): CRAM-MD5 started with data (the
+    server speaks first there) was answered a challenge, and a right step let the client in;
+    Cyrus refuses the start, memcached answers "Auth failure." The next start is checked."""
+    sasl = sasl_for(tmp_path)
+    st = SaslState()
+    assert sasl.start(st, b"CRAM-MD5", b"junk") == (Result.FAIL, b"")
+    assert sasl.step(st, b"alice " + b"0" * 32)[0] is Result.FAIL  # nothing was started
+    result, challenge = sasl.start(st, b"CRAM-MD5", b"")
+    assert result is Result.CONTINUE
+    digest = hmac.new(b"secret", challenge, "md5").hexdigest().encode()
+    assert sasl.step(st, b"alice " + digest) == (Result.OK, b"")
+
+
 def test_step_without_start_fails(tmp_path: Path) -> None:
     assert sasl_for(tmp_path).step(SaslState(), b"alice x")[0] is Result.FAIL
 
