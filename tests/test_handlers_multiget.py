@@ -63,6 +63,20 @@ def test_a_repeated_key_is_served_each_time() -> None:
     assert pins(cache) == 0
 
 
+def test_a_repeated_legacy_key_serves_the_cluster_each_time() -> None:
+    """Keys that repeat take the one-call lookup too: each miss of the legacy key served."""
+    d = make()
+    cache = Cache(memory_limit=64 * 1024 * 1024, clock=FakeClock())
+    handlers = Handlers(cache, d.settings, None, Clock(), discovery=d)
+    cache.store(SET, b"k", b"v")
+    s = Pulling()
+    handlers.get(c.Get([LEGACY_KEY, b"k", LEGACY_KEY]), s)  # type: ignore[arg-type]
+    data = d.data()
+    legacy = b"VALUE %b 0 %d\r\n%b\r\n" % (LEGACY_KEY, len(data), data)
+    assert s.out == [legacy + b"VALUE k 0 1\r\nv\r\n" + legacy + b"END\r\n"]
+    assert (s.counters.cmd_get, s.counters.get_hits, s.counters.get_misses) == (3, 3, 0)
+
+
 def test_the_legacy_key_missed_among_others_serves_the_cluster() -> None:
     """Auto discovery before 1.4.14: the cluster's data as an item, on a miss of the legacy
     key, in a multiget too (a hit of it is a hit)."""

@@ -91,6 +91,7 @@ PRESSURE_AT = 256 * 1024
 SENDMSG_BUFFERS = 512  # pieces per sendmsg (Linux's IOV_MAX is 1024)
 TLS_WRITE_MAX = 256 * 1024  # one SSL_write: progress stays visible to the stall check
 DRAIN_READ_MAX = 4 * 1024 * 1024  # bytes a stopping connection still reads (what it holds)
+DROP_READS = 16  # reads of what a lingering connection's client sends, an event
 
 HANDSHAKE = "conn_tls_handshake"
 READING = "conn_read"
@@ -659,9 +660,11 @@ class Connection:
         return True
 
     def drop_input(self) -> None:
-        """Lingering: what the client sent is read and dropped; its EOF or an error closes."""
+        """Lingering: what the client sent is read and dropped; its EOF or an error closes.
+        At most `DROP_READS` reads an event: a client that sends as fast as they go does not
+        keep its worker here past the drain's deadline."""
         view = _discard_view()
-        while True:
+        for _ in range(DROP_READS):
             try:
                 n = self.sock.recv_into(view)
             except _WOULD_BLOCK:
