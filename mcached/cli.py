@@ -9,8 +9,6 @@ and a non-zero exit at once, before anything binds.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import shlex
@@ -87,7 +85,14 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit(0)
 
 
-def _command() -> click.Command:
+def _exit_quietly(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.exit(0)
+
+
+def _command(quiet: bool = False) -> click.Command:
+    """The command line's parser; `quiet`, for a caller that is no command line, makes -h
+    and -V exit without printing (the calling program's stdout is not theirs to write)."""
     params = _build_params()
     params.append(
         click.Option(
@@ -104,10 +109,20 @@ def _command() -> click.Command:
             is_flag=True,
             expose_value=False,
             is_eager=True,
-            callback=_print_version,
+            callback=_exit_quietly if quiet else _print_version,
             help="print version and exit",
         )
     )
+    if quiet:
+        params.append(
+            click.Option(
+                ["-h", "--help"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_exit_quietly,
+            )
+        )
 
     def callback(**values: Any) -> Settings:
         return _convert(values)
@@ -124,7 +139,7 @@ def _command() -> click.Command:
         # words that are no option, and all after ``--``, are ignored, as memcached's getopt
         # loop leaves them
         context_settings={
-            "help_option_names": ["-h", "--help"],
+            "help_option_names": [] if quiet else ["-h", "--help"],
             "max_content_width": 100,
             "allow_extra_args": True,
         },
@@ -188,8 +203,8 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, out
 
 
-def _raw_params(args: list[str]) -> dict[str, Any]:
-    cmd = _command()
+def _raw_params(args: list[str], quiet: bool = False) -> dict[str, Any]:
+    cmd = _command(quiet)
     ctx = cmd.make_context("mcached", _getopt_longs(list(args), cmd))
     return dict(ctx.params)
 
@@ -224,15 +239,16 @@ def _is_set(value: Any) -> bool:
     return value is not None and value != () and value != 0
 
 
-def parse_settings(argv: Sequence[str]) -> Settings:
+def parse_settings(argv: Sequence[str], quiet: bool = False) -> Settings:
     """A memcached-style command line (with an optional ``--config FILE`` whose flags the
-    command line overrides) -> `Settings`. Raises SettingsError or click's UsageError."""
+    command line overrides) -> `Settings`. Raises SettingsError or click's UsageError;
+    -h and -V print (unless `quiet`) and raise click's Exit."""
     config, args = _split_config(list(argv))
-    params = _raw_params(args)
+    params = _raw_params(args, quiet)
     if config:
         # the command line's flags after the file's, as Debian's wrapper joins them: a
         # value given again wins, lists (-o, -l) add up
-        merged = _raw_params(read_config_file(config))
+        merged = _raw_params(read_config_file(config), quiet)
         for k, v in params.items():
             if isinstance(v, tuple) and v and merged.get(k):
                 merged[k] = merged[k] + v
@@ -258,9 +274,10 @@ def settings_of(argv: Sequence[str]) -> Settings:
     """`parse_settings` for a caller that is no command line (``serve()``): every refusal is
     a SettingsError, a flag's in getopt's words."""
     try:
-        # -h and -V would print to the calling program's stdout: they only raise here
-        with contextlib.redirect_stdout(io.StringIO()):
-            return parse_settings(argv)
+        # -h and -V only raise here: the calling program's stdout is its own (redirecting
+        # sys.stdout around the parse swapped it for the whole process, and two threads
+        # starting servers at once could leave a buffer in its place for good)
+        return parse_settings(argv, quiet=True)
     except (click.NoSuchOption, click.BadOptionUsage) as exc:
         raise SettingsError(flag_error(exc)) from None
     except click.ClickException as exc:

@@ -533,8 +533,16 @@ class Daemon:
                 self.metrics.stop()
             for svc in reversed(self._threads_started):
                 svc.stop()
-            self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
-            self.server.remove_unix_file()
+            try:
+                self.server.stop(drain=self.settings.shutdown_timeout if graceful else None)
+            except BaseException:
+                # Interrupted while the drain waited on a client (Ctrl-C in a program that
+                # runs the daemon in its threads): the workers stop now, so that the stop
+                # ends whole (a second `stop` returns at once) before the interrupt goes on
+                self.server.stop()
+                raise
+            finally:
+                self.server.remove_unix_file()
             lifecycle.info("stopped")
         finally:
             self._stop_done.set()
@@ -556,9 +564,10 @@ class Daemon:
         documents (a program that starts and stops daemons leaks nothing). False, and
         nothing done, while one of the daemon's threads still runs (a stop that gave up
         waiting): its memory then goes with its last reference."""
-        threads = [w.thread for w in self.server.workers]
-        threads += [getattr(svc, "_thread", None) for svc in self._threads_started]
-        if not self._stopped or any(t is not None and t.is_alive() for t in threads):
+        threads = [getattr(svc, "_thread", None) for svc in self._threads_started]
+        if not self._stopped or any(w.running for w in self.server.workers):
+            return False
+        if any(t is not None and t.is_alive() for t in threads):
             return False
         self._threads_started = []
         self.board.close()

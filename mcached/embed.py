@@ -576,9 +576,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _discard(daemon: Daemon, graceful: bool = False) -> None:
-    daemon.stop(graceful)  # (returns at once if a client's ``shutdown`` is stopping it...)
-    daemon.wait_stopped(daemon.settings.shutdown_timeout + 10)  # (... which we wait for)
-    daemon.close()
+    try:
+        daemon.stop(graceful)  # (returns at once if a client's ``shutdown`` is stopping it...)
+        daemon.wait_stopped(daemon.settings.shutdown_timeout + 10)  # (... which we wait for)
+    finally:  # (interrupted, Ctrl-C: the stop was cut short, and ends whole)
+        daemon.close()
 
 
 def serve(*flags: str, **settings: Any) -> EmbeddedServer:
@@ -611,6 +613,7 @@ class EmbeddedCluster:
         self._first: list[EmbeddedServer] = []
         self._names: dict[int, Node] = {}  # id(node) -> how it is listed: host|ip|port
         self._dir: str | None = None
+        self._dir_pid = 0  # the process that made it, the one to remove it
         self.cluster_file = ""
         self.settings = settings.replace(port=0)
         self._new_dir()
@@ -630,6 +633,7 @@ class EmbeddedCluster:
         """A private directory for the cluster file (`mkdtemp`: made anew, never one that
         happens to be at a path), which the nodes' settings name."""
         self._dir = tempfile.mkdtemp(prefix="mcached-cluster-")
+        self._dir_pid = os.getpid()
         self.cluster_file = os.path.join(self._dir, "cluster.conf")
         self.settings = self.settings.replace(cluster_file=self.cluster_file)
         for node in {*self._nodes, *self._first}:
@@ -744,12 +748,15 @@ class EmbeddedCluster:
             self.flush()
 
     def stop(self) -> None:
-        """Stop every node; the cluster file goes too. Idempotent."""
+        """Stop every node; the cluster file goes too. Idempotent. In a child forked from
+        the program that started the cluster, its nodes' handles already say stopped
+        (`_after_fork_in_child`), and the directory, the parent's, stays."""
         with self._lock:
             for node in self._nodes:
                 node.stop()
             if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
+                if os.getpid() == self._dir_pid:
+                    shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
 
     def __enter__(self) -> EmbeddedCluster:

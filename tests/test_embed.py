@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -147,6 +148,32 @@ def test_a_bad_flag_is_a_settings_error_in_getopts_words(
     with pytest.raises(SettingsError, match=re.escape(message)):
         make_settings(flags)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.unit
+def test_bug_settings_read_in_several_threads_at_once_left_stdout_swapped() -> None:
+    """Regression: the parse ran with sys.stdout redirected to a buffer (so that -h and -V
+    printed nothing), a swap of the whole process's stream: threads starting servers at
+    once gave back each other's buffer, and the program's output went to it for good."""
+    before = sys.stdout
+    errors: list[BaseException] = []
+
+    def read_many() -> None:
+        try:
+            for _ in range(150):
+                make_settings(["-m", "16"])
+                with pytest.raises(SettingsError):
+                    make_settings(["-h"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sys.stdout is before
 
 
 @pytest.mark.unit
@@ -369,6 +396,56 @@ def test_a_refused_start_gives_its_descriptors_back(tmp_path: Path) -> None:
             serve(auth_file=tmp_path / "missing")
     gc.collect()
     assert _fds() == before
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_bug_an_interrupt_during_a_graceful_stop_left_it_half_done() -> None:
+    """Ctrl-C while `stop` waited on a client reading a long reply slowly: the handle said
+    stopped (a second `stop` returned at once), yet the worker served on until
+    ``shutdown_timeout`` and the daemon's memory stayed mapped. Now the interrupt cuts the
+    drain short: the threads end and the arena is unmapped before it goes on (and not
+    before the worker ends: an interrupted Thread.join marks the thread ended at once on
+    3.11, and the worker then met its board and arena gone)."""
+    server = serve(shutdown_timeout=60)
+    value = b"x" * 500_000
+    client = Client(server.address)
+    for i in range(20):
+        client.set(f"k{i}", value)
+    client.close()
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(server.address)
+    try:
+        slow.sendall(b"get " + b" ".join(b"k%d" % i for i in range(20)) * 10 + b"\r\n")
+        time.sleep(0.3)
+        daemon = server.daemon
+        assert daemon is not None
+        # Ctrl-C: a real SIGINT, which wakes the stop's wait (interrupt_main would not)
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                server.stop()  # 100 MB owed to a client that reads nothing: it waits
+            timer.join()
+        finally:
+            signal.signal(signal.SIGINT, old)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            t.name.startswith("mcached-") for t in threading.enumerate()
+        ):
+            time.sleep(0.05)
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("mcached-")]
+        with pytest.raises(ValueError):  # unmapped: its views released
+            daemon.cache.arena.words[0]
+        assert not server.running
+    finally:
+        slow.close()
+        server.stop()
 
 
 @pytest.mark.integration

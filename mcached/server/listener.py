@@ -15,7 +15,7 @@ UDP (``-U``): the sockets are bound here and served by the workers (`mcached.ser
 A unix domain socket (``-s PATH``, memcached's) replaces the TCP and UDP listeners, as in
 memcached ("disables network support"). It is bound after the daemon detached and gave up
 root (`bind` with ``unix=True``), so the file belongs to the ``-u`` user, with the
-permissions of ``-a`` (memcached binds it under ``umask(~mask & 0777)``). A socket file left
+permissions of ``-a`` (set on the file after the bind, before the listen). A socket file left
 by an earlier run is removed first; a file that is not a socket is not. ``SO_REUSEPORT``
 does not spread connections over copies of a unix socket, so there is one socket, which
 every worker (thread or process) watches with ``EPOLLEXCLUSIVE``, as the sockets systemd
@@ -216,8 +216,10 @@ def free_address(family: int, kind: int, proto: int, addr: Any) -> Any:
 
 def bind_unix(path: str, mask: int, backlog: int) -> socket.socket:
     """A listening unix domain socket at `path`, its file's mode `mask` (memcached's
-    ``server_socket_unix``: a socket file left there is replaced, the mode set by the umask
-    in force while binding)."""
+    ``server_socket_unix``: a socket file left there is replaced). memcached sets the umask
+    around the bind; here the file's mode is set after it, before the listen (no client can
+    connect until then): the umask is the whole process's, and a program that starts
+    servers from several threads (``serve()``) could be left with a server's for good."""
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
@@ -225,11 +227,8 @@ def bind_unix(path: str, mask: int, backlog: int) -> socket.socket:
         pass
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        old = os.umask(~mask & 0o777)
-        try:
-            s.bind(path)
-        finally:
-            os.umask(old)
+        s.bind(path)
+        os.chmod(path, mask & 0o777)
         s.listen(kernel_backlog(backlog))
         s.setblocking(False)
     except OSError:

@@ -262,6 +262,7 @@ class Worker:
         self.now_ns = time.monotonic_ns()
         self.now = self.now_ns / 1e9
         self.thread: threading.Thread | None = None
+        self.finished = threading.Event()  # set as `run` returns (see `join`)
         board.set_word(slot, W_ACCEPTING, 1)
 
     # ---- called from other threads (or a signal handler) ----
@@ -275,18 +276,34 @@ class Worker:
 
     def stop(self, drain_until: float | None = None) -> None:
         """Stop the loop. With `drain_until` (a time.monotonic() deadline), first answer
-        the requests already received on every connection and send the replies."""
+        the requests already received on every connection and send the replies; without,
+        during a drain, cut it short."""
         self._drain_until = drain_until
         self._stopping = True
         self.board.wake(self.slot)
 
     def join(self, timeout: float | None = None) -> None:
-        if self.thread is not None:
+        """Wait for the loop's thread to end, on `finished` rather than Thread.join alone:
+        a Thread.join that an exception interrupts (Ctrl-C in a program that runs the
+        daemon in its threads) leaves CPython 3.11's and 3.12's thread marked ended while
+        it runs on, and whatever was freed after it "ended" was still in its use."""
+        if self.thread is not None and self.finished.wait(timeout):
             self.thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Its thread has not returned from `run` (thread mode)."""
+        return self.thread is not None and not self.finished.is_set()
 
     # ---- the loop (the worker's thread only) ----
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.finished.set()
+
+    def _run(self) -> None:
         board = self.board
         self.events.bind(self.slot)  # this thread's events go to this slot's ring
         board.set_word(self.slot, W_PID, os.getpid())
@@ -788,6 +805,8 @@ class Worker:
                     busy.append(conn)
                     lingering = True
             left = deadline - time.monotonic()
+            if self._drain_until is None:  # a stop without a drain came since
+                left = 0
             if not busy or left <= 0:
                 if busy:
                     log.warning(

@@ -100,6 +100,30 @@ def test_a_change_after_health_hid_a_node_takes_a_version_never_served() -> None
         assert cluster.version == 3
 
 
+def test_bug_a_forked_child_leaving_the_with_block_removed_the_parents_cluster_file() -> None:
+    """A child forked inside ``with serve_cluster()`` that leaves the block (`sys.exit`, an
+    exception) stopped the cluster there too: its nodes' handles say stopped in a child, but
+    the directory of the cluster file, the parent's, was removed, so the parent's next
+    change failed (FileNotFoundError) and a node restarted listed only itself."""
+    with serve_cluster(2) as cluster:
+        directory = os.path.dirname(cluster.cluster_file)
+        pid = os.fork()
+        if pid == 0:  # the child leaves the block as `sys.exit` would make it
+            code = 0
+            try:
+                cluster.__exit__(SystemExit, SystemExit(0), None)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.path.isdir(directory)
+        added = cluster.add_node()
+        reply = config_get(cluster[0].address)
+        assert f"|{added.port}".encode() in reply and b"\r\n2\n" in reply
+    assert not os.path.exists(directory)  # the parent's stop removes it
+
+
 def test_endpoint_is_the_first_running_node_and_restart_brings_a_node_back() -> None:
     with serve_cluster(2) as cluster:
         first, second = cluster.nodes

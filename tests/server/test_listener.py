@@ -42,6 +42,30 @@ def test_the_file_has_the_masks_permissions(path: str, mask: int) -> None:
         os.umask(old)
 
 
+def test_bug_binding_from_several_threads_at_once_left_the_process_umask_changed() -> None:
+    # The mode was set by the umask around the bind: the umask is the process's, and two
+    # threads binding at once (servers started in one program) gave back each other's.
+    d = tempfile.mkdtemp(prefix="mcu", dir="/tmp")
+    old = os.umask(0o022)
+    try:
+
+        def bind_many(n: int) -> None:
+            for _ in range(200):
+                bind_unix(os.path.join(d, f"s{n}"), 0o700, 16).close()
+
+        threads = [threading.Thread(target=bind_many, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+
+
 def test_a_socket_file_left_behind_is_replaced(path: str) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(path)
