@@ -693,6 +693,10 @@ def test_parse_config_reply_errors() -> None:
         b"CONFIG cluster 0 8\r\n1\na:1\nb\n\r\nEND\r\n",  # three lines
         b"CONFIG cluster 0 6\r\n1\na:1\n\r\nEND!\r\n",  # not END
         b"CONFIG cluster 0 x\r\n",
+        # regressions: int()'s ValueError past 4,300 digits, which the client's fallback to
+        # the next endpoint (on NodeError) never caught; a length no cluster has, waited for
+        b"CONFIG cluster 0 " + b"9" * 5000 + b"\r\n",
+        b"CONFIG cluster 0 999999999\r\n",
     ):
         with pytest.raises(NodeError):
             parse_config_reply(bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -208,6 +209,60 @@ def test_two_discoveries_over_one_shared_store_serve_one_membership() -> None:
     assert keeper.current().nodes == (A,) and keeper.current().version == 6
 
 
+def test_bug_a_keeper_taking_over_gave_every_peer_the_start_up_grace_again() -> None:
+    """A keeper forked in a dead one's place tracked every node not hidden as never
+    reached: a peer that died with the old keeper was hidden past the 30 s grace (its
+    siblings hid it in about a second), and a hidden node's recent hides were forgotten
+    (it came back after `rise` passes, not the doubled rise of a node that flaps)."""
+    s = Settings(listen=("127.0.0.1",), cluster_node_name="localhost", cluster_health_interval=1)
+    store, health_store = LocalDocs(), LocalDocs()
+
+    def discovery() -> Discovery:
+        d = Discovery(
+            s,
+            lambda: 21001,
+            resolve=lambda host, port: ["127.0.0.1"],
+            docs=store,
+            health_docs=health_store,
+        )
+        return d
+
+    def answers(dead: set[Node]) -> Any:
+        def check(members: list[Node], timeout: float) -> dict[Node, Result]:
+            view = {n: (3 if n in dead else 0) for n in (A, B, C, D)}
+            return {
+                n: Result(False, None, "refused", None)
+                if n in dead
+                else Result(True, 0.001, "", view)
+                for n in members
+            }
+
+        return check
+
+    first, worker = discovery(), discovery()
+    worker.keeper, worker.writer = False, 1
+    first.load()
+    worker.override(None, (A, B, C, D))
+    first._check = answers(set())  # type: ignore[method-assign]
+    first.health_round(1.0)
+    first._check = answers({D})  # type: ignore[method-assign]
+    for _ in range(3):
+        first.health_round(1.0)
+    assert first.tracks[D].state == DOWN and len(first.tracks[D].hides) == 1
+    hid_at = first.tracks[D].hides[0]
+    # the keeper dies; another takes over as `start` and its health thread do
+    second = discovery()
+    second._hidden = second._read()[1].hidden
+    second.load()
+    second._resume_health()
+    assert second.tracks[D].hides == [hid_at] and second.tracks[C].reached
+    second._check = answers({C, D})  # type: ignore[method-assign]
+    for _ in range(3):
+        second.health_round(1.0)
+    assert second.tracks[C].state == DOWN  # not FAILING for the grace's 30 s
+    assert set(worker.current().nodes) == {A, B}
+
+
 def test_issue_cluster_hunt_a_node_listed_by_name_alone_knows_itself() -> None:
     """``config set`` data is stored as written: ``localhost:21001`` sent to the node on 21001
     is ``localhost||21001``, no ip. That node is this daemon when its name is the one the
@@ -299,6 +354,24 @@ def test_a_dead_node_is_hidden_when_the_others_agree() -> None:
     assert round_of(t, listed, set(), {B: {A: 0, C: 0}}) == ([], [])
     assert round_of(t, listed, set(), {B: {A: 0, C: 0}}) == ([], [C])
     assert t[C].state == UP
+
+
+def test_bug_a_dead_node_its_peers_name_otherwise_was_never_hidden() -> None:
+    """B's file names the nodes by address where A's names them `localhost`: B's view of
+    C was looked up by A's name for it, missed, and B counted as a voter against, for as
+    long as C was dead (disputed on every node, served to clients)."""
+    listed = (A, B, C)
+    t = tracks(B, C)
+    b_sees = {Node("127.0.0.1", "127.0.0.1", A.port): 0, Node("127.0.0.1", "127.0.0.1", C.port): 2}
+    for _ in range(2):
+        assert round_of(t, listed, {C}, {B: b_sees}) == ([], [])
+    assert round_of(t, listed, {C}, {B: b_sees}) == ([C], [])
+    # and a view of another node on the same address says nothing of C
+    t = tracks(B, C)
+    b_sees = {Node("localhost", "127.0.0.2", C.port): 2}
+    for _ in range(4):
+        assert round_of(t, listed, {C}, {B: b_sees}) == ([], [])
+    assert t[C].state == DISPUTED
 
 
 def test_a_partition_between_two_nodes_hides_nothing() -> None:
@@ -468,6 +541,16 @@ def test_parse_view() -> None:
     assert parse_view(reply) == {A: 0, B: 0, C: 7}
     assert parse_view(b"END\r\n") is None
     assert parse_view(b"ERROR\r\n") is None
+
+
+def test_bug_a_view_counting_thousands_of_digits_failed_every_round() -> None:
+    """int() of a count of 5,000 digits raised ValueError (Python's limit on the digits of
+    a conversion): the whole round of checks failed with it, every interval, and no dead
+    peer was hidden while such a peer was listed. A row with garbage is no row."""
+    reply = b"STAT node:localhost|127.0.0.1|21002 down " + b"9" * 5000 + b" 0\r\nEND\r\n"
+    assert parse_view(reply) is None
+    reply += b"STAT node:localhost|127.0.0.1|21003 down 12 0\r\nEND\r\n"
+    assert parse_view(reply) == {C: 12}
 
 
 def test_prober_against_no_one() -> None:

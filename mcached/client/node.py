@@ -54,6 +54,9 @@ Completer = Callable[[bytearray], int | None]
 _CONFIG_HEADS = (b"CONFIG cluster ", b"VALUE " + LEGACY_KEY + b" ")
 
 
+CONFIG_DATA_MAX = 1 << 24  # bytes of configuration data: far more than any node list
+
+
 def parse_config_reply(buf: bytes) -> tuple[int, ClusterConfig | None] | None:
     """One ``config get cluster`` or legacy ``get`` reply at the start of `buf`.
 
@@ -73,7 +76,11 @@ def parse_config_reply(buf: bytes) -> tuple[int, ClusterConfig | None] | None:
     parts = line.split(b" ")
     if head is None or len(parts) != 4 or not parts[3].isdigit():
         raise NodeError(f"unexpected reply {line[:200]!r}")
-    n = int(parts[3])
+    # (a length of thousands of digits was int()'s ValueError, out of reach of the callers
+    # that try the next endpoint on a NodeError)
+    n = int(parts[3]) if len(parts[3]) <= 9 else CONFIG_DATA_MAX + 1
+    if n > CONFIG_DATA_MAX:
+        raise NodeError(f"configuration of {parts[3][:20]!r} bytes: more than any cluster's")
     start = eol + 2
     end = start + n
     if len(buf) < end + 7:

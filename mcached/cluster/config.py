@@ -86,12 +86,20 @@ def canonical(nodes: Iterable[Node]) -> tuple[Node, ...]:
     seen: set[tuple[object, int]] = set()
     for node in sorted(set(nodes)):
         if node.ip:
-            where = (ipaddress.ip_address(node.ip), node.port)  # (fd00::1 is fd00:0::1)
+            where = endpoint(node)
             if where in seen:
                 continue
             seen.add(where)
         out.append(node)
     return tuple(out)
+
+
+def endpoint(node: Node) -> tuple[object, int]:
+    """What a node is whatever its name: its ip (as an address: fd00::1 is fd00:0::1) and
+    port; a node without an ip, its name and port."""
+    if node.ip:
+        return (ipaddress.ip_address(node.ip), node.port)
+    return (node.host, node.port)
 
 
 def is_ip(text: str) -> bool:

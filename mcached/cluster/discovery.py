@@ -66,6 +66,7 @@ from mcached.cluster.config import (
     TooManyNodes,
     check_host,
     is_ip,
+    parse_node,
 )
 from mcached.cluster.health import (
     CHECK_TIMEOUT,
@@ -592,15 +593,39 @@ class Discovery:
         return self._checks.round(members, timeout)
 
     def _resume_health(self) -> None:
-        """A keeper that replaces a dead one goes on with its counters and hidden nodes."""
+        """A keeper that replaces a dead one goes on with its counters, hidden nodes and
+        every node's track as the last one published it: whether it was ever reached (one
+        taken for never reached got the start-up grace again, and a peer that died with
+        the keeper was hidden 30 s late) and when it was hidden lately (its next return
+        needs the doubled rise)."""
         doc = self._health_doc()
         for name in COUNTERS:
             self.counters[name] = int(doc.get("counters", {}).get(name, 0))
         now = time.time()
-        for node in self._hidden:
-            t = Track(node, state=DOWN, reached=True)
-            t.hides.append(now)
+        for e in doc.get("nodes", []):
+            try:
+                node = parse_node(e[0])
+                state, fails, passes, _, since, error, reached, first, hides = e[1:10]
+                t = Track(
+                    node,
+                    state=str(state),
+                    fails=int(fails),
+                    passes=int(passes),
+                    checks=int(fails) + int(passes),
+                    error=str(error),
+                    since=float(since),
+                    first=float(first),
+                    reached=bool(reached),
+                    hides=[float(h) for h in hides],
+                )
+            except (ValueError, TypeError):
+                continue  # (a row of an older keeper, or damaged: tracked anew)
+            if (t.state == DOWN) != (node in self._hidden):
+                continue  # the membership's word is the one served
             self.tracks[node] = t
+        for node in self._hidden:
+            if node not in self.tracks:
+                self.tracks[node] = Track(node, state=DOWN, reached=True, hides=[now])
 
     def health_round(self, timeout: float, started: float | None = None) -> None:
         """One round: check every listed member but this node, apply the rule, publish.
@@ -666,6 +691,9 @@ class Discovery:
                     None if t.latency is None else round(t.latency * 1000, 3),
                     t.since,
                     t.error,
+                    t.reached,  # (these three for a keeper that takes over: `_resume_health`)
+                    t.first,
+                    t.hides,
                 ]
                 for t in self.tracks.values()
             ],
@@ -716,7 +744,7 @@ class Discovery:
                 state = DOWN if node in m.hidden else UNCHECKED
                 rows.append((name, f"{state} 0 0 - 0"))
                 continue
-            _, state, fails, passes, latency, since, error = e
+            _, state, fails, passes, latency, since, error = e[:7]
             lat = "-" if latency is None or fails else f"{latency:.2f}"  # of a passed check
             value = f"{state} {fails} {passes} {lat} {max(0, int(now - since))}"
             rows.append((name, value + (f" {error}" if error else "")))

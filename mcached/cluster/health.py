@@ -47,12 +47,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mcached.cluster.config import Node, parse_node
+from mcached.cluster.config import Node, endpoint, parse_node
 
 CHECK_TIMEOUT = 2.0  # seconds: the longest a check may take (and never past the interval)
 FLAP_WINDOW = 600.0  # seconds during which another hide doubles the passes needed to return
 MAX_PENALTY = 8
 REPLY_MAX = 1 << 20  # bytes of a ``stats cluster`` reply we read before calling it garbage
+COUNT_DIGITS_MAX = 18  # a view's failure count longer than this is garbage
 
 SELF = "self"
 UP = "up"
@@ -174,9 +175,21 @@ def _majority_agrees(
         if t.fails == 0 and t.checks and t.view is None:
             continue  # reachable but shows no view: not a voter
         voters += 1
-        if t.fails == 0 and t.view is not None and t.view.get(node, 0) > 0:
+        if t.fails == 0 and t.view is not None and _fails_in(t.view, node) > 0:
             agree += 1
     return agree * 2 > voters
+
+
+def _fails_in(view: dict[Node, int], node: Node) -> int:
+    """The failures a peer's view counts for `node`: listed there under the same name, or
+    under another for the same ip and port (each node names the others as its own file or
+    DNS does: `localhost` here, `127.0.0.1` there; looked up by name alone, such a peer
+    voted against every hide, and a dead node stayed served, disputed, for good)."""
+    fails = view.get(node)
+    if fails is None:
+        at = endpoint(node)
+        fails = next((f for n, f in view.items() if endpoint(n) == at), 0)
+    return fails
 
 
 # ---- a peer's view: its ``stats cluster`` rows ----
@@ -197,6 +210,11 @@ def parse_view(reply: bytes) -> dict[Node, int] | None:
             node = parse_node(parts[0].decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             continue
+        fails = parts[2] if len(parts) > 2 else b"0"
+        if not (fails.isdigit() and len(fails) <= COUNT_DIGITS_MAX):
+            # garbage (a count of thousands of digits was int()'s ValueError: every
+            # round of this node's checks failed with it, and no peer was hidden)
+            continue
         any_row = True
-        view[node] = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        view[node] = int(fails)
     return view if any_row else None
