@@ -1240,6 +1240,7 @@ class Daemon:
         out["read_buf_oom"] = figures["read_buf_oom"]
         out["log_watcher_sent"] = figures["log_watcher_sent"]
         out["log_watcher_skipped"] = figures["log_watcher_skipped"]
+        out["log_worker_dropped"] = figures["log_worker_dropped"]
         out["time_in_listen_disabled_us"] = figures["time_in_listen_disabled_us"]
         out["libevent"] = LIBEVENT
         if srv.tls is not None:

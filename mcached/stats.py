@@ -183,7 +183,7 @@ ONLY_WITH = {
 #: the round-robin fallback of its connection dispatch
 ABSENT_ROWS = (
     "response_obj_oom response_obj_count response_obj_bytes read_buf_count read_buf_bytes "
-    "read_buf_bytes_free reserved_fds lru_maintainer_juggles log_worker_dropped "
+    "read_buf_bytes_free reserved_fds lru_maintainer_juggles "
     "log_worker_written unexpected_napi_ids round_robin_fallback"
 ).split()
 

@@ -166,6 +166,7 @@ SERVER_FIGURES = (
     "ssl_new_sessions",
     "log_watcher_sent",
     "log_watcher_skipped",
+    "log_worker_dropped",
 )
 
 

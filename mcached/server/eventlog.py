@@ -19,9 +19,12 @@ Rules that keep the request path free:
   head moved on; a reader copies a record and keeps it only if its sequence word is still
   the one it expected, so a record overwritten under it is counted as skipped, never read
   torn.
-* A reader never blocks a writer: it has its own cursor per ring. What it missed (lapped,
-  or not taken because the watcher's output was full) is counted and told as memcached
-  tells it, a ``skipped=N`` line before the next line sent.
+* A reader never blocks a writer: it has its own cursor per ring. Records a ring lapped
+  before they were read (of any type: who wanted them is not known once overwritten) are
+  counted as memcached counts the lines its full worker buffers drop, in
+  ``log_worker_dropped``, and no watcher is told of them; the lines a watcher wanted and
+  could not take (its output full) are told as memcached tells them, a ``skipped=N`` line
+  before the next line sent.
 
 Each record carries a *gid* from the board's ``G_LOG_SEQ`` word, bumped by each writer
 without a lock: it orders the events of the whole daemon, and two events written at the
@@ -341,10 +344,13 @@ class Watchers:
     each watcher cost its worker a read and a render of every event (20 watchers that never
     read took a node from 352,000 keys a second to 10,900)."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, dropped: Callable[[int], None] = lambda n: None) -> None:
         self.log = log
         self.streams: list[WatchStream] = []
         self._cursors: list[int] = []
+        # records lapped before this worker read them (stats log_worker_dropped); each
+        # worker serving watchers counts what its own reads missed
+        self.dropped = dropped
 
     def add(self, stream: WatchStream) -> None:
         """From now on `stream` is handed what is logged (what was logged before goes to
@@ -370,14 +376,21 @@ class Watchers:
                 want |= stream.flags
         if not want:  # none takes a line now: count what each skips, render nothing
             kinds, lost = self.log.tally(self._cursors)
+            if lost:
+                self.dropped(lost)
             flag_of = watch.FLAG_OF
             for stream in streams:
                 n = sum(c for k, c in kinds.items() if flag_of.get(k, 0) & stream.flags)
-                stream.take([], b"", lost + n)
+                stream.take([], b"", n)
             return
         for stream in streams:
             want |= stream.flags
         records, lost = self.log.read(self._cursors, want)
+        if lost:
+            # Not told to the watchers: a `watch mutations` was told of thousands of
+            # lapped `fetchers` records another watcher's gets made (memcached tells a
+            # watcher only of lines of its own kinds it could not take)
+            self.dropped(lost)
         render = watch.render
         flag_of = watch.FLAG_OF
         rendered = [render(*rec) for rec in records]
@@ -389,4 +402,4 @@ class Watchers:
                 lines = [line for line, k in zip(rendered, wanted_by, strict=True) if k & flags]
                 chosen[flags] = (lines, b"".join(lines))
             lines, blob = chosen[flags]
-            stream.take(lines, blob, lost)
+            stream.take(lines, blob, 0)

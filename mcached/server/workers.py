@@ -209,7 +209,7 @@ class Worker:
         # watch: the log rings (events), and the watchers this worker streams to
         self.events = server.events
         self.watchers: dict[WatchStream, Connection] = {}
-        self._watching = Watchers(self.events)  # the same, read for together
+        self._watching = Watchers(self.events, self._watch_dropped)  # read for together
         self._next_pump = 0.0
         self.selector = Poller()
         self.ready: set[Connection] = set()
@@ -998,6 +998,9 @@ class Worker:
     def _watch_counted(self, sent: int, skipped: int) -> None:
         self.board.add_figure(self.slot, "log_watcher_sent", sent)
         self.board.add_figure(self.slot, "log_watcher_skipped", skipped)
+
+    def _watch_dropped(self, n: int) -> None:
+        self.board.add_figure(self.slot, "log_worker_dropped", n)
 
     def _watch_closed(self, stream: WatchStream, reason: str) -> None:
         conn = self.watchers.pop(stream, None)

@@ -11,7 +11,14 @@ import pytest
 
 from mcached import watch
 from mcached.server.board import G_LOG_SEQ, Board
-from mcached.server.eventlog import PUMP_MAX, STREAM_BUF, EventLog, Watchers, WatchStream
+from mcached.server.eventlog import (
+    PUMP_MAX,
+    SLOTS,
+    STREAM_BUF,
+    EventLog,
+    Watchers,
+    WatchStream,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -169,6 +176,42 @@ def test_a_workers_watchers_are_read_for_once_and_each_gets_its_lines() -> None:
         assert full.skipped == 4
     finally:
         for s in streams:
+            s.peer.close()
+            s.sock.close()
+        log.close()
+
+
+@pytest.mark.parametrize("all_full", [False, True], ids=["read", "counted"])
+def test_records_a_ring_lapped_are_dropped_not_told_to_every_watcher(all_full: bool) -> None:
+    """Regression: records overwritten before a read (here a burst of gets) were told to
+    every watcher as skipped, whatever it asked for: a `watch mutations` read ``skipped=``
+    thousands of item_get records it never wanted. They are counted as dropped (stats
+    log_worker_dropped), as memcached counts what its full worker buffers drop; a
+    watcher is told only of lines of its own kinds it could not take."""
+    log = EventLog(Board(1, ["cmd_get"]))
+    dropped: list[int] = []
+    mutations, fetchers = Stream(watch.MUTATIONS, full=all_full), Stream(watch.FETCHERS)
+    hub = Watchers(log, dropped.append)
+    try:
+        hub.add(mutations)
+        hub.add(fetchers)
+        if all_full:
+            fetchers.out += b"x" * STREAM_BUF
+        log.bind(0)
+        burst = SLOTS + 500
+        for i in range(burst):
+            log.item_get(watch.FOUND, b"g%d" % i, 1, 3, 7)
+        log.item_store(1, watch.CMD_SET, b"s", 0, 1, 3, 7)
+        hub.pump()
+        assert sum(dropped) == 501  # the oldest of the burst, lapped by the newest
+        if all_full:  # each is told what it wanted and could not take, and no more
+            assert mutations.skipped == 1 and fetchers.skipped == SLOTS - 1
+        else:
+            assert mutations.counted == [1, 0]
+            assert b"skipped=" not in mutations.received()
+            assert fetchers.counted == [SLOTS - 1, 0]
+    finally:
+        for s in (mutations, fetchers):
             s.peer.close()
             s.sock.close()
         log.close()
