@@ -199,6 +199,23 @@ def build_context(s: Settings) -> ssl.SSLContext:
     """A server context from the ``ssl_*`` settings; raises TLSError with memcached's words."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSIONS[s.ssl_min_version]
+    load_files(ctx, s)
+    ctx.verify_mode = VERIFY_MODES[s.ssl_verify_mode]
+    if s.ssl_ciphers is not None:
+        try:
+            ctx.set_ciphers(s.ssl_ciphers)
+        except ssl.SSLError:
+            raise TLSError(f"Error setting the provided cipher(s): {s.ssl_ciphers}") from None
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # as memcached: a renegotiation is refused
+    # Session tickets stay on, as in memcached (its ssl_session_cache turns on OpenSSL's
+    # server-side cache; tickets resume sessions either way). The ssl module cannot switch
+    # that cache, which OpenSSL keeps by default: the setting is reported, and counted.
+    return ctx
+
+
+def load_files(ctx: ssl.SSLContext, s: Settings) -> None:
+    """The certificate chain, the key and the CA certificates into `ctx`; raises TLSError
+    with memcached's words."""
     chain = _check_chain(s.ssl_chain_cert)
     try:
         if s.ssl_keyformat == KEY_PEM or s.ssl_key is None:
@@ -213,7 +230,6 @@ def build_context(s: Settings) -> ssl.SSLContext:
         key = "(null)" if s.ssl_key is None else s.ssl_key
         reason = _reason(exc, NULL_FILE if s.ssl_key is None else NO_KEY)
         raise TLSError(f"Error loading the key: {key} : {reason}") from None
-    ctx.verify_mode = VERIFY_MODES[s.ssl_verify_mode]
     if s.ssl_ca_cert is not None:
         try:
             ctx.load_verify_locations(cafile=s.ssl_ca_cert)
@@ -221,16 +237,6 @@ def build_context(s: Settings) -> ssl.SSLContext:
             raise TLSError(
                 f"Error loading the CA certificate: {s.ssl_ca_cert} : {_reason(exc)}"
             ) from None
-    if s.ssl_ciphers is not None:
-        try:
-            ctx.set_ciphers(s.ssl_ciphers)
-        except ssl.SSLError:
-            raise TLSError(f"Error setting the provided cipher(s): {s.ssl_ciphers}") from None
-    ctx.options |= ssl.OP_NO_RENEGOTIATION  # as memcached: a renegotiation is refused
-    # Session tickets stay on, as in memcached (its ssl_session_cache turns on OpenSSL's
-    # server-side cache; tickets resume sessions either way). The ssl module cannot switch
-    # that cache, which OpenSSL keeps by default: the setting is reported, and counted.
-    return ctx
 
 
 class TLS:
@@ -249,13 +255,21 @@ class TLS:
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
     def refresh(self) -> str | None:
-        """``refresh_certs``: reload every file into a new context; None, or the error."""
+        """``refresh_certs``: reload every file; None, or the error. The files are tried
+        in a new context first (one that fails leaves the current certificates in force),
+        then loaded into the live one, as memcached loads them into its one context: its
+        session ticket keys, made once at the start and shared by every worker process
+        forked since, stay (in a new context each worker made its own, and a ticket
+        resumed on one worker in four after a refresh)."""
         try:
             context = build_context(self.settings)
         except TLSError as exc:
             log.error("TLS certificates not reloaded, keeping the current ones: %s", exc)
             return str(exc)
-        self.context = context
+        try:
+            load_files(self.context, self.settings)
+        except TLSError:  # (the files changed since the try): the new context, whole
+            self.context = context
         self.loaded_at = time.monotonic()
         logging.getLogger("mcached.lifecycle").info("TLS certificates reloaded")
         return None

@@ -680,6 +680,9 @@ class Worker:
                 sock = self.tls.wrap(sock)
         except (OSError, ValueError) as exc:  # reset before we got to it
             log.info("dropping a connection from %s: %s", name, exc)
+            if self.tls is not None and lst.tls:
+                # memcached's handshake step at the accept fails on it: counted there
+                board.add_figure(self.slot, "ssl_handshake_errors")
             board.add(self.slot, W_CONNS, -1)
             sock.close()
             return
@@ -838,7 +841,13 @@ class Worker:
                 if stall and now - conn.out_since > stall:
                     conn.close("replies not read")
             elif state == HANDSHAKE:
-                if stall and now - conn.opened > stall:
+                if idle and now - conn.opened > idle:
+                    # memcached takes the handshake in its read state, which its idle kick
+                    # covers: with stall checks off, a client silent after its connect or
+                    # part of its handshake held its place against -c for good
+                    self.server.idle_kicked(self)
+                    conn.close("idle timeout")
+                elif stall and now - conn.opened > stall:
                     conn.close("TLS handshake not done")
             elif state == READING:
                 parser = conn.parser

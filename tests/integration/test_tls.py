@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -124,6 +126,36 @@ def test_pymemcache_over_tls(kind: str, pki: PKI, server_factory: Callable[..., 
         assert client.set_many(values) == []
         assert client.get_many(list(values)) == values
         assert client.version() == b"1.6.18"
+    finally:
+        client.close()
+
+
+def test_idle_timeout_closes_a_connection_silent_in_its_handshake(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """memcached takes the handshake in its read state, which its idle kick covers: a
+    client silent after its connect, or after half its handshake, is closed after
+    idle_timeout and counted in idle_kicks. mcached left such a connection to the stall
+    check alone (30 s; never, with ``--stall-timeout 0``), holding its place against -c."""
+    server = server_factory(kind, *tls_flags(pki, "idle_timeout=1"))
+    client = mc_client(server, client_context(pki))
+    try:
+        before = int(client.stats()[b"idle_kicks"])
+        silent = socket.create_connection(server.address, timeout=TIMEOUT)
+        half = socket.create_connection(server.address, timeout=TIMEOUT)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname=HOST)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        half.sendall(outgoing.read())  # the ClientHello, then nothing
+        for sock in (silent, half):
+            sock.settimeout(15)  # memcached looks at idle connections every few seconds
+            while sock.recv(65536):  # (the server's hello, for the half-way one)
+                pass
+            sock.close()
+        client.close()
+        client = mc_client(server, client_context(pki))  # (idle itself by now)
+        assert int(client.stats()[b"idle_kicks"]) - before >= 2
     finally:
         client.close()
 
@@ -398,6 +430,44 @@ def test_session_resumption(kind: str, pki: PKI, server_factory: Callable[..., S
         with ctx.wrap_socket(raw, server_hostname=HOST, session=session) as s:
             request(s, b"version\r\n")
             assert s.session_reused
+
+
+@pytest.mark.parametrize("how", ["refresh_certs", "SIGHUP"])
+@pytest.mark.parametrize("kind", ["mcached-procs", "memcached"])
+def test_sessions_resume_on_every_worker_after_a_reload(
+    kind: str, how: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """Regression: a reload built a new context in each worker process, each with session
+    ticket keys of its own, so a ticket resumed only on the worker that issued it (4 of 24
+    reconnections at -t 4, against memcached's 24). The files now go into the live
+    context, whose keys every worker shares since the fork."""
+    server = server_factory(kind, "-t", "4", *tls_flags(pki))
+    ctx = client_context(pki)
+    for reload in (False, True):
+        if reload:
+            if how == "SIGHUP":
+                if kind == "memcached":
+                    continue  # (memcached reloads nothing on SIGHUP)
+                os.kill(server.handle.pid, signal.SIGHUP)
+            else:
+                with tls_conn(server.port, ctx) as s:
+                    assert request(s, b"refresh_certs\r\n") == b"OK\r\n"
+        # (after a SIGHUP each worker reloads as it wakes: looked at again until then)
+        deadline = time.monotonic() + 10
+        while True:
+            with tls_conn(server.port, ctx) as s:
+                request(s, b"version\r\n")  # TLS 1.3 tickets arrive after the handshake
+                session = s.session
+            reused = 0
+            for _ in range(16):  # new connections spread over the workers
+                raw = socket.create_connection(server.address, timeout=TIMEOUT)
+                with ctx.wrap_socket(raw, server_hostname=HOST, session=session) as s:
+                    request(s, b"version\r\n")
+                    reused += s.session_reused
+            if reused == 16 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reused == 16, (how, reload)
 
 
 def test_key_inside_the_chain_file(pki: PKI, server_factory: Callable[..., Server]) -> None:
@@ -1000,6 +1070,27 @@ def test_handshake_errors_count_only_what_came_with_the_accept(
         slow(send)
         counts.append(errors())
     assert counts == [counts[0]] * 6  # (the test harness's readiness probe may count once)
+
+
+def test_a_connection_reset_before_the_accept_counts_as_a_handshake_error(
+    kind: str, pki: PKI, server_factory: Callable[..., Server]
+) -> None:
+    """A client that connects and resets at once: memcached's handshake step at the accept
+    fails on the reset socket, and counts it; mcached's set-up of the socket failed first
+    and the connection was dropped uncounted (0 of 20 against memcached's 20)."""
+    server = server_factory(kind, *tls_flags(pki))
+    client = mc_client(server, client_context(pki))
+    try:
+        before = int(client.stats()[b"ssl_handshake_errors"])
+        for _ in range(10):
+            raw = socket.create_connection(server.address, timeout=TIMEOUT)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # a reset, before the server's accept most of the time
+        time.sleep(0.5)
+        # (one the server took before its reset arrived fails later, uncounted, as there)
+        assert int(client.stats()[b"ssl_handshake_errors"]) - before >= 5
+    finally:
+        client.close()
 
 
 def test_a_connection_refused_in_the_accepts_handshake_is_not_counted(
