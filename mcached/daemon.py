@@ -381,6 +381,7 @@ class Daemon:
         self._reload_epoch = 0
         self._detail_resets = 0  # the board's G_DETAIL_RESETS this process's table has seen
         self._supervisor_pid = os.getpid()
+        self._cpu_high = (0.0, 0.0)  # the most `_cpu` said in this process (see there)
         self.supervisor: Supervisor | None = None
         self.port = 0
         self.udp_port = 0
@@ -1154,7 +1155,12 @@ class Daemon:
             if self.processes and p.pid == self._supervisor_pid:
                 user += cpu.children_user  # the children it has waited for
                 system += cpu.children_system
-        return user, system
+        # A child reaped between the supervisor's read and its own is counted in neither
+        # (a worker killed during a scrape: the counter stepped back by its CPU, 0.7 s, a
+        # reset to Prometheus); never less than said before, in this process
+        high_user, high_system = self._cpu_high
+        self._cpu_high = (max(user, high_user), max(system, high_system))
+        return self._cpu_high
 
     def metrics_snapshot(self, cache: Cache) -> dict[str, Any]:
         """Every figure the metrics endpoint serves (`mcached.metrics.Snapshot`), gathered

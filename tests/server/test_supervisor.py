@@ -409,3 +409,36 @@ def test_bug_the_maintainer_killed_while_its_crawler_napped_emptied_the_cache() 
     daemon.cache.view(holder=crawler_word).crawl()  # the next pass runs
     assert daemon.cache.stats()["lru_crawler_starts"] == starts + 2
     assert daemon.cache.get(b"kept") is not None and daemon.cache.get(b"old") is None
+
+
+class _Times:
+    def __init__(self, user: float, children_user: float = 0.0) -> None:
+        self.user, self.system = user, user / 10
+        self.children_user, self.children_system = children_user, children_user / 10
+
+
+class _Proc:
+    def __init__(self, pid: int, times: _Times) -> None:
+        self.pid, self.times = pid, times
+
+    def cpu_times(self) -> _Times:
+        return self.times
+
+
+def test_bug_the_cpu_seconds_stepped_back_when_a_child_was_reaped_between_two_reads() -> None:
+    """The supervisor's times (with its reaped children's) are read before its children's:
+    a worker killed and reaped between the two reads was counted in neither, and the
+    metrics' CPU counters stepped back by its CPU (0.7 s in a hunt), a reset to Prometheus.
+    The figures never go below what they said before."""
+    daemon = two_worker_daemon()
+    try:
+        sup = daemon._supervisor_pid
+        before = daemon._cpu([_Proc(sup, _Times(1.0)), _Proc(sup + 1, _Times(0.7))])
+        assert before == pytest.approx((1.7, 0.17))
+        # the child reaped after the supervisor's read, gone before its own
+        during = daemon._cpu([_Proc(sup, _Times(1.01))])
+        assert during >= before
+        after = daemon._cpu([_Proc(sup, _Times(1.02, children_user=0.7))])  # next scrape
+        assert after == pytest.approx((1.72, 0.172)) and after >= during
+    finally:
+        daemon.close()
