@@ -12,10 +12,11 @@ installed has these fixtures without a line of configuration:
 
 Scope: one server per test by default. ``--mcached-scope=session`` (or ``mcached_scope =
 session`` in the ini file) keeps one for the whole run: it is flushed before each test that
-uses it, restarted if a test stopped or killed it, and a cluster a test changed gets its first
-nodes back (restarted empty, on their ports), its added nodes stopped and its first
-membership served again. ``mcached_args`` in the ini file gives memcached flags for the
-servers the fixtures start (``mcached_args = -m 16 -c 256``).
+uses it, restarted if a test stopped or killed it or changed a run-time setting (``stats
+settings`` no longer what it was at the start: ``cache_memlimit``, ``verbosity``...), and a
+cluster a test changed gets its first nodes back (restarted empty, on their ports), its
+added nodes stopped and its first membership served again. ``mcached_args`` in the ini file
+gives memcached flags for the servers the fixtures start (``mcached_args = -m 16 -c 256``).
 
 ``--mcached-address=HOST:PORT`` points the same fixtures at a server that is already running
 (a memcached, an mcached, a staging ElastiCache configuration endpoint), as pymemcache's own
@@ -194,7 +195,9 @@ def mcached_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     from mcached.embed import serve
 
     with serve(*_args(config)) as embedded:
+        _started_with[id(embedded)] = _run_time(embedded)
         yield embedded
+        _started_with.pop(id(embedded), None)
 
 
 @pytest.fixture(scope=_scope)
@@ -211,7 +214,34 @@ def mcached_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     from mcached.embed import serve_cluster
 
     with serve_cluster(3, *_args(config)) as embedded:
+        for node in embedded.nodes:
+            _started_with[id(node)] = _run_time(node)
         yield embedded
+        for node in embedded.nodes:
+            _started_with.pop(id(node), None)
+
+
+#: ``stats settings`` of each embedded server the fixtures started, as it started (by id)
+_started_with: dict[int, dict[str, object]] = {}
+
+
+def _run_time(server: Any) -> dict[str, object]:
+    """Its ``stats settings``, but for ``oldest`` (the age of its oldest item)."""
+    settings = server.stats("settings")
+    settings.pop("oldest", None)
+    return dict(settings)
+
+
+def _as_started(server: Any) -> None:
+    """Restarted (empty, on its port) when it stopped, or when a test changed a run-time
+    setting: the next test would otherwise run under it (a ``cache_memlimit 8``, TRACE
+    logging for the rest of the run)."""
+    start = _started_with.get(id(server))
+    if not server.running:
+        server.restart()
+    elif start is not None and _run_time(server) != start:
+        server.stop()
+        server.restart()
 
 
 @pytest.fixture(autouse=True)
@@ -226,8 +256,11 @@ def _mcached_fresh(request: pytest.FixtureRequest) -> None:
         return
     if "mcached_server" in names:
         server = request.getfixturevalue("mcached_server")
-        if not server.running:
-            server.restart()
+        _as_started(server)
         server.flush()
     if "mcached_cluster" in names:
-        request.getfixturevalue("mcached_cluster").reset()
+        cluster = request.getfixturevalue("mcached_cluster")
+        cluster.reset()
+        for node in getattr(cluster, "running", ()):  # (an external one's are not ours)
+            if id(node) in _started_with:
+                _as_started(node)

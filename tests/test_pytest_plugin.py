@@ -170,3 +170,46 @@ def test_address_forms_and_a_bad_one() -> None:
     assert address("[::1]:21001") == ("::1", 21001)
     with pytest.raises(pytest.UsageError, match="--mcached-address"):
         address("localhost:notaport")
+
+
+def test_bug_a_shared_server_kept_the_run_time_settings_a_test_changed(tmp_path: Path) -> None:
+    """Session scope: a test that sent ``cache_memlimit 8`` and ``verbosity 2`` left the
+    next test a server of 8 MB logging every command; the server is now restarted (empty,
+    on its port) when its ``stats settings`` is not what it was at the start."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_settings.py").write_text(
+        "import socket\n"
+        "\n"
+        "def ask(server, line):\n"
+        "    with socket.create_connection(server.address) as s:\n"
+        "        s.sendall(line)\n"
+        "        return s.recv(100)\n"
+        "\n"
+        "def test_1_changes_them(mcached_server):\n"
+        "    assert ask(mcached_server, b'cache_memlimit 8\\r\\n') == b'OK\\r\\n'\n"
+        "    assert ask(mcached_server, b'verbosity 2\\r\\n') == b'OK\\r\\n'\n"
+        "    assert mcached_server.stats('settings')['maxbytes'] == 8 << 20\n"
+        "\n"
+        "def test_2_finds_them_as_they_started(mcached_server):\n"
+        "    settings = mcached_server.stats('settings')\n"
+        "    assert settings['maxbytes'] == 16 << 20, settings['maxbytes']\n"
+        "    assert settings['verbosity'] == 0\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:hypothesispytest", "-p", "no:cacheprovider"]
+        + ["-o", "mcached_scope=session", "-o", "mcached_args=-m 16", "test_settings.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "2 passed" in out, out
