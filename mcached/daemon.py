@@ -111,9 +111,9 @@ if TYPE_CHECKING:
     from mcached.metrics import MetricsServer
 
 log = logging.getLogger("mcached")
-# Start, stop and reload lines: logged whatever the verbosity (a few lines per lifetime).
+# Start, stop and reload lines: the daemon logs them whatever the verbosity (a few lines per
+# lifetime: `configure_logging`); in a program that embeds it, as its `verbose` says
 lifecycle = logging.getLogger("mcached.lifecycle")
-lifecycle.setLevel(logging.INFO)
 
 # stats' libevent row names the event library: mcached's loop is Python's epoll
 LIBEVENT = f"epoll-python{platform.python_version()}"
@@ -1500,4 +1500,5 @@ def configure_logging(verbose: int, log_file: str = "") -> LogFile | None:
     root.handlers[:] = [handler]
     root.setLevel(log_level(verbose))
     root.propagate = False
+    lifecycle.setLevel(logging.INFO)
     return reopen

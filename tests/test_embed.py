@@ -449,6 +449,26 @@ def test_bug_an_interrupt_during_a_graceful_stop_left_it_half_done() -> None:
 
 
 @pytest.mark.integration
+def test_bug_a_servers_start_and_stop_logged_info_whatever_the_programs_levels(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lifecycle logger was set to INFO at import: a program that logs warnings only
+    got ``INFO:mcached.lifecycle:stopped`` for every server it stopped. Its lines follow
+    ``verbose`` now, as the ``mcached`` logger's others do (the daemon's command still
+    logs them whatever its verbosity)."""
+    caplog.set_level(logging.WARNING)  # the program's level...
+    caplog.handler.setLevel(logging.NOTSET)  # ...and a handler that takes what passes it
+    with serve():
+        pass
+    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == []
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    with serve(verbose=1):
+        pass
+    assert "stopped" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.integration
 def test_after_the_shutdown_command_the_handle_says_stopped_and_restarts() -> None:
     """From the moment the client that sent ``shutdown`` sees its connection close, the
     handle says stopped and `restart` works, round after round. Regression: `running`
