@@ -163,8 +163,20 @@ def _keyword(name: str, value: Any, out: dict[str, Any]) -> None:
             f"(memory_limit='{value}m' means {value} MB)"
         )
     elif name == "listen":
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-            value = format_address(value)  # (host, port), the shape `address` has
+        if (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and isinstance(value[1], int | str)
+            and str(value[1]).isdigit()
+        ):
+            # (host, port), the shape `address` has; a port as text too: ("127.0.0.1",
+            # "0") was two addresses, the second "0" (every interface)
+            value = format_address((value[0], int(value[1])))
+        if not isinstance(value, str | tuple | list):
+            raise TypeError(
+                f"listen wants 'host:port' text, a (host, port) pair or a list of "
+                f"'host:port', got {value!r}"
+            )
         value = (value,) if isinstance(value, str) else tuple(value)
         for spec in value:
             if not isinstance(spec, str):

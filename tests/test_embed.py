@@ -80,6 +80,9 @@ def test_flags_first_then_keywords_override_them() -> None:
         ({"slab_chunk_max": "256k"}, "slab_chunk_max", 256 * 1024),
         ({"listen": "::1"}, "listen", ("::1",)),
         ({"listen": ["127.0.0.1", "::1"]}, "listen", ("127.0.0.1", "::1")),
+        ({"listen": ("127.0.0.1", 11311)}, "listen", ("127.0.0.1:11311",)),
+        # regression: a port as text made two addresses, the second every interface ("0")
+        ({"listen": ("127.0.0.1", "0")}, "listen", ("127.0.0.1:0",)),
         ({"shutdown_timeout": 2}, "shutdown_timeout", 2.0),
         ({"stat_key_prefix": "#"}, "detail_enabled", True),  # as -D turns it on
     ],
@@ -98,6 +101,8 @@ def test_tls_shorthands(tmp_path: Path) -> None:
     assert (s.ssl_enabled, s.ssl_chain_cert, s.ssl_key) == (True, "chain.pem", "key.pem")
     with pytest.raises(TypeError, match="tls wants"):
         make_settings(tls=3)
+    with pytest.raises(TypeError, match="listen wants"):  # (was "'int' object is not iterable")
+        make_settings(listen=5)
 
 
 @pytest.mark.unit
