@@ -14,7 +14,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -90,6 +90,17 @@ def _exit_quietly(ctx: click.Context, param: click.Parameter, value: bool) -> No
         ctx.exit(0)
 
 
+def _eager_flag(
+    names: list[str],
+    callback: Callable[[click.Context, click.Parameter, bool], None],
+    help: str | None = None,
+) -> click.Option:
+    """A flag handled as it is read, before any other (-h, -V)."""
+    return click.Option(
+        names, is_flag=True, expose_value=False, is_eager=True, callback=callback, help=help
+    )
+
+
 def _command(quiet: bool = False) -> click.Command:
     """The command line's parser; `quiet`, for a caller that is no command line, makes -h
     and -V exit without printing (the calling program's stdout is not theirs to write)."""
@@ -103,26 +114,10 @@ def _command(quiet: bool = False) -> click.Command:
             "/etc/memcached.conf); command-line flags override it",
         )
     )
-    params.append(
-        click.Option(
-            ["-V", "--version"],
-            is_flag=True,
-            expose_value=False,
-            is_eager=True,
-            callback=_exit_quietly if quiet else _print_version,
-            help="print version and exit",
-        )
-    )
-    if quiet:
-        params.append(
-            click.Option(
-                ["-h", "--help"],
-                is_flag=True,
-                expose_value=False,
-                is_eager=True,
-                callback=_exit_quietly,
-            )
-        )
+    version = _exit_quietly if quiet else _print_version
+    params.append(_eager_flag(["-V", "--version"], version, "print version and exit"))
+    if quiet:  # (click's own -h prints)
+        params.append(_eager_flag(["-h", "--help"], _exit_quietly))
 
     def callback(**values: Any) -> Settings:
         return _convert(values)
