@@ -169,6 +169,8 @@ def mover(cache: Cache, slot: int, seed: int, args: argparse.Namespace) -> None:
         r = rng.random()
         if r < 0.5:
             view.reassign(rng.randrange(1, 40), rng.randrange(0, 40))
+            if args.reassign_moves:
+                view.move_asked()  # carried out, as the daemon's mover does
         elif r < 0.52:
             view.set_memory_limit(rng.choice([12, 16, 20]) << 20)  # cache_memlimit
         else:
@@ -252,6 +254,12 @@ def main() -> int:
     ap.add_argument("--no-crawler", dest="crawler", action="store_false")
     ap.add_argument("--no-flush", dest="flush", action="store_false")
     ap.add_argument("--no-reserve", dest="reserve", action="store_false")
+    ap.add_argument(
+        "--reassign-moves",
+        action="store_true",
+        help="the mover carries out the moves its reassigns ask for (without, they are only "
+        "asked: pages move through the automover and the workers' page steals alone)",
+    )
     args = ap.parse_args()
     nw = args.workers
     flags = ["-l", "127.0.0.1", "-p", "0", "-m", "16", "-t", str(nw)]
