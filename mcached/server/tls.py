@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 
 from mcached.settings import Settings, SettingsError
@@ -245,6 +246,12 @@ class TLS:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.context = build_context(settings)
+        # Between a reload into the live context and the wraps of worker threads (thread
+        # mode: one TLS for every worker): OpenSSL's SSL_new copies the context's
+        # certificate, which the reload frees, and the ssl module runs both without the
+        # GIL. memcached takes its ssl_ctx_lock the same way. (Worker processes each have
+        # their own copy, and one thread.)
+        self._lock = threading.Lock()
         # when refresh_certs last loaded the files; None: never since the start, when
         # memcached's clock stood at zero, 60 s before its uptime's (see `since_refresh`)
         self.loaded_at: float | None = None
@@ -252,7 +259,8 @@ class TLS:
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
         """A non-blocking server-side TLS socket; no I/O happens here."""
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._lock:
+            return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
     def refresh(self) -> str | None:
         """``refresh_certs``: reload every file; None, or the error. The files are tried
@@ -266,10 +274,11 @@ class TLS:
         except TLSError as exc:
             log.error("TLS certificates not reloaded, keeping the current ones: %s", exc)
             return str(exc)
-        try:
-            load_files(self.context, self.settings)
-        except TLSError:  # (the files changed since the try): the new context, whole
-            self.context = context
+        with self._lock:
+            try:
+                load_files(self.context, self.settings)
+            except TLSError:  # (the files changed since the try): the new context, whole
+                self.context = context
         self.loaded_at = time.monotonic()
         logging.getLogger("mcached.lifecycle").info("TLS certificates reloaded")
         return None
