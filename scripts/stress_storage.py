@@ -18,12 +18,17 @@ its place.
 
 Every value a worker reads is checked to be made of whole pieces as they are written (see
 `WELL_FORMED`), and every value lent to it to be unchanged when it gives the value back (a
-lent value is a reply being sent from the page). Then every child is stopped between two
-operations and the arena is checked: every table entry is a linked item of its own
-partition, reachable from its home slot, and every linked item's head in every page is in
-its partition's table. A child that fails (an assertion of the storage code, or a damaged
-value) is reported with its traceback. The exit status is 1 if the check or any child
-failed.
+lent value is a reply being sent from the page). The storage's own checks are on
+(``MCACHED_STORAGE_CHECKS``, `mcached.storage.checks`): a chunk freed twice or into the wrong
+class, a free list handing out a chunk in use, a chain through a chunk not its own, fail the
+process where they happen. Then every child is stopped between two operations and the arena
+is checked: every table entry is a linked item of its own partition, reachable from its home
+slot, whose chunks are its own (each on its page's grid, used by no other item); every
+linked item's head in every page is in its partition's table; every class's free lists hold
+free chunks of its own pages, each once, as many as it counts. A child that fails (an
+assertion of the storage code, or a damaged value) is reported with its traceback, and the
+others are killed (it may have died holding a lock). The exit status is 1 if the check or
+any child failed.
 """
 
 from __future__ import annotations
@@ -40,12 +45,23 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MCACHED_STORAGE_CHECKS", "1")  # read as the storage is imported
 
 from mcached.cli import parse_settings  # noqa: E402
 from mcached.daemon import Daemon  # noqa: E402
 from mcached.storage.arena import (  # noqa: E402
+    C_FREE_PAGES,
+    OFF_CLSID,
     OFF_HASH,
+    OFF_HEAD,
+    OFF_MASK,
+    OFF_NEXT,
+    P_CLSID,
+    P_FNEXT,
+    P_FREE_HEAD,
+    P_NFREE,
     PAGE_SHIFT,
+    ST_CHAINED,
     ST_CONT,
     ST_LINKED,
     ST_ZOMBIE,
@@ -212,6 +228,7 @@ def check(cache: Cache) -> int:
     items = cache._items
     pm, pmask, pshift = items.pm, items.pmask, items.pshift
     bad = entries = heads = 0
+    owners: dict[int, int] = {}  # chunk -> the head of the item using it
     for part in items.parts:
         part.sync()
         for i, e in enumerate(part.tbl[: part.mask + 1]):
@@ -227,6 +244,8 @@ def check(cache: Cache) -> int:
             elif make_entry(h >> pshift, a) != e or part.find_addr(h >> pshift, a) != i:
                 bad += 1
                 print(f"table entry {part.index}/{i} -> {a}: not where its hash leads")
+            else:
+                bad += check_chunks(items, a, owners)
     for cls in items.classes[1:]:
         for pno in cls.pages_locked():
             for o in range(0, cls.perslab * cls.size, cls.size):
@@ -237,8 +256,82 @@ def check(cache: Cache) -> int:
                     if items.parts[h & pmask].find_addr(h >> pshift, a) < 0:
                         bad += 1
                         print(f"linked item at {a} (class {cls.id}) is in no table")
+        bad += check_free(items, cls, owners)
     print(f"checked: {entries} table entries, {heads} linked items, {bad} faults")
     return bad
+
+
+def on_grid(items: Any, a: int) -> int:
+    """The class of the page chunk `a` lies on, if `a` is on its grid; else 0."""
+    cid = int(items.w[items.arena.page_row(a >> PAGE_SHIFT) + P_CLSID])
+    cls = items.classes[cid] if 0 < cid < len(items.classes) else None
+    if cls is None or (a & OFF_MASK) % cls.size or (a & OFF_MASK) // cls.size >= cls.perslab:
+        return 0
+    return cid
+
+
+def check_chunks(items: Any, head: int, owners: dict[int, int]) -> int:
+    """The chunks of the linked item at `head`: each on its page's grid, used by it alone, a
+    chained item's value chunks continuations of it. The faults found."""
+    pm = items.pm
+    chunks = [head]
+    if pm[head] & ST_CHAINED:
+        nxt = Q.unpack_from(pm, head + OFF_NEXT)[0]
+        while nxt >= 0 and len(chunks) < 5000:
+            if pm[nxt] != ST_CONT or Q.unpack_from(pm, nxt + OFF_HEAD)[0] != head:
+                print(f"item at {head}: chunk {nxt} of its chain is not its (status {pm[nxt]})")
+                return 1
+            chunks.append(nxt)
+            nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
+    elif not on_grid(items, head) or on_grid(items, head) != pm[head + OFF_CLSID]:
+        print(f"item at {head}: not a chunk of its class {pm[head + OFF_CLSID]}")
+        return 1
+    for c in chunks:
+        if not on_grid(items, c):
+            print(f"item at {head}: chunk {c} is off its page's grid")
+            return 1
+        if owners.setdefault(c, head) != head:
+            print(f"item at {head}: chunk {c} is the item at {owners[c]}'s too")
+            return 1
+    return 0
+
+
+def check_free(items: Any, cls: Any, owners: dict[int, int]) -> int:
+    """Class `cls`'s free lists: pages of the class, each listed once, holding as many
+    chunks as they count, each free, on the page's grid, listed once, used by no item; the
+    class's count their sum. The faults found."""
+    pm, w = items.pm, items.w
+    pages = set(cls.pages_locked())
+    listed: set[int] = set()
+    total = 0
+    pno = int(w[cls.b + C_FREE_PAGES])
+    while pno >= 0:
+        if pno in listed or pno not in pages:
+            print(f"class {cls.id}: free list of page {pno}, listed twice or not the class's")
+            return 1
+        listed.add(pno)
+        row = cls.row(pno)
+        seen: set[int] = set()
+        c = int(w[row + P_FREE_HEAD])
+        while c >= 0:
+            if c in seen or c >> PAGE_SHIFT != pno or on_grid(items, c) != cls.id or pm[c]:
+                print(f"class {cls.id}: page {pno}'s free list holds {c} (status {pm[c]})")
+                return 1
+            if c in owners:
+                print(f"class {cls.id}: free chunk {c} is used by the item at {owners[c]}")
+                return 1
+            seen.add(c)
+            c = Q.unpack_from(pm, c + OFF_NEXT)[0]
+        if len(seen) != w[row + P_NFREE]:
+            n = int(w[row + P_NFREE])
+            print(f"class {cls.id}: page {pno} lists {len(seen)} free chunks, counts {n}")
+            return 1
+        total += len(seen)
+        pno = int(w[row + P_FNEXT])
+    if total != cls.nfree:
+        print(f"class {cls.id}: {total} chunks on its free lists, counts {cls.nfree}")
+        return 1
+    return 0
 
 
 def main() -> int:
@@ -299,12 +392,16 @@ def main() -> int:
         cache.view(holder=slot).release_holder(slot)
         kids[spawn(worker, cache, slot, args.seed * 100 + slot + 7 * kills, args)] = (role, slot)
     for pid in kids:
-        os.kill(pid, signal.SIGTERM)
+        # after a failure, the others are killed: the child that failed may have died
+        # holding a lock they wait for
+        os.kill(pid, signal.SIGKILL if failed else signal.SIGTERM)
     for pid in kids:
         status = os.waitpid(pid, 0)[1]
         # a worker forked just before the stop may die of the SIGTERM before its handler
         # is in place: that is the stop, not a failure
-        failed += status != 0 and os.WTERMSIG(status) != signal.SIGTERM
+        failed += status != 0 and not (
+            os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGTERM, signal.SIGKILL)
+        )
     held = [s for s in range(1, nw + 3) if arena.holding(s)]
     print(f"seed {args.seed}: {kills} workers killed, {failed} children failed")
     if held:

@@ -7,6 +7,8 @@ raw-wire expectation is checked against the reference as well as against us.
 subprocess: a supervisor and worker processes, as it runs in production), with extra
 memcached-style flags (``-C``, ``-F``, ``-M -m 2``...).
 
+``MCACHED_STORAGE_CHECKS`` is on for the whole run (see below).
+
 ``MCACHED_NO_REFERENCE=1`` skips the reference runs on a machine without memcached; CI
 installs it (``make test`` runs ``scripts/install-system-deps.sh``), so there they always run.
 """
@@ -23,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+# The storage's checks of its free lists and chains (mcached/storage/checks.py) in every
+# cache the tests make, in this process and in the daemons they start: a chunk freed twice
+# or a chain through a chunk not its own fails where it happens (read as the storage is
+# imported: before any test module imports it)
+os.environ.setdefault("MCACHED_STORAGE_CHECKS", "1")
 
 HOST = "127.0.0.1"
 # a downstream project's tests, run as their own pytest project by tests/test_pytest_plugin.py

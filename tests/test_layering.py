@@ -82,13 +82,16 @@ LAYERS: dict[str, set[str]] = {
     "mcached.storage": LEAF,
     "mcached.storage.arena": LEAF,
     "mcached.storage.results": LEAF,
-    "mcached.storage.slabs": {"mcached.storage.arena"},
+    # the checks of free lists and chains (on in tests) read the layout and the classes
+    "mcached.storage.checks": {"mcached.storage.arena", "mcached.storage.slabs"},
+    "mcached.storage.slabs": {"mcached.storage.arena", "mcached.storage.checks"},
     "mcached.storage.assoc": {"mcached.storage.arena"},
     "mcached.storage.lru": {"mcached.storage.arena", "mcached.storage.slabs"},
     "mcached.storage.items": {
         "mcached.clock",
         "mcached.storage.arena",
         "mcached.storage.assoc",
+        "mcached.storage.checks",
         "mcached.storage.lru",
         "mcached.storage.results",
         "mcached.storage.slabs",

@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 from mcached.clock import Clock
+from mcached.storage import checks
 from mcached.storage.arena import (
     C_CRAWLED_FLUSH_GEN,
     C_CRAWLED_TIME,
@@ -172,6 +173,7 @@ from mcached.storage.results import ReassignResult
 from mcached.storage.slabs import PagePool, SlabClass, class_lookup, slab_class_sizes
 
 log = logging.getLogger("mcached.storage")
+CHECKS = checks.ENABLED  # (a constant: one global test where the checks would be)
 
 NO_ROOM = -1  # nothing could be evicted (or -M: nothing expired)
 NEED_PAGE = -2  # the class has no page
@@ -652,6 +654,8 @@ class Items:
         if last == head:
             pm[head + OFF_REF] = c & HOLE
         c &= ~HOLE
+        if CHECKS:
+            checks.reserved(pm, c, "value chunk")
         CONT_HDR.pack_into(pm, c, ST_RESERVED, min(size - HEADER, max(left - 2, 0)), head, -1)
         pm[c] = ST_CONT  # once its header is whole (`write`), before it is reachable
         Q.pack_into(pm, last + OFF_NEXT, c)
@@ -687,6 +691,8 @@ class Items:
         out = [a]
         nxt = Q.unpack_from(pm, a + OFF_NEXT)[0]
         while nxt >= 0:
+            if CHECKS:
+                checks.link(pm, a, nxt, len(out))
             out.append(nxt)
             nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
         return out
@@ -956,6 +962,8 @@ class Items:
         page scans in other processes read chunks without their lock (`_slot_locked`)."""
         pm = self.pm
         nkey = len(key)
+        if CHECKS:
+            checks.reserved(pm, a, "write")
         HDR.pack_into(
             pm, a, ST_RESERVED, nkey, ref, 0, len(value), flags, exptime, now, cid, cas, h, -1
         )
@@ -1035,6 +1043,9 @@ class Items:
         addrs = [a & ~HOLE for a in addrs]
         head = addrs[0]
         pm = self.pm
+        if CHECKS:
+            for a in addrs:
+                checks.reserved(pm, a, "reservation")
         nkey = len(key)
         nxt = addrs[1] if len(addrs) > 1 else -1
         HDR.pack_into(pm, head, ST_RESERVED, nkey, ref, 0, nbytes, flags, 0, 0, cid, 0, h, nxt)
@@ -1517,6 +1528,8 @@ class Items:
         else:
             prev = head
             while (nxt := Q.unpack_from(pm, prev + OFF_NEXT)[0]) != c:
+                if CHECKS:
+                    checks.link(pm, head, nxt, 0)
                 prev = nxt
             Q.pack_into(pm, prev + OFF_NEXT, to)
             self.w[G_CHUNK_RESCUES] += 1  # move_lock held: one writer

@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import functools
 
+from mcached.storage import checks
 from mcached.storage.arena import (
     C_CARVE,
     C_CARVE_OFF,
@@ -79,6 +80,8 @@ from mcached.storage.arena import (
 
 CHUNK_ALIGN_BYTES = 8
 MAX_NUMBER_OF_SLAB_CLASSES = 64
+
+CHECKS = checks.ENABLED  # (a constant: one global test where the checks would be)
 
 
 def slab_class_sizes(
@@ -219,7 +222,10 @@ class SlabClass:
         if fp >= 0:
             r = self.page_base + fp * P_WORDS
             addr = w[r + P_FREE_HEAD]
-            w[r + P_FREE_HEAD] = Q.unpack_from(self.pm, addr + OFF_NEXT)[0]
+            nxt = Q.unpack_from(self.pm, addr + OFF_NEXT)[0]
+            if CHECKS:
+                checks.popped(self, int(fp), int(addr), nxt)
+            w[r + P_FREE_HEAD] = nxt
             n = w[r + P_NFREE] - 1
             w[r + P_NFREE] = n
             w[b + C_NFREE] -= 1
@@ -233,11 +239,17 @@ class SlabClass:
             w[b + C_CARVE_OFF] = o + size
             if o + 2 * size > SLAB_PAGE_SIZE:
                 w[b + C_CARVE] = -1
+            if CHECKS:
+                checks.carved(self, int(carve) << PAGE_SHIFT | int(o))
             return int(carve) << PAGE_SHIFT | int(o)
         return -1
 
-    def chunk_push_locked(self, addr: int) -> None:
-        """Free the chunk at `addr` (a page being moved keeps it unlisted)."""
+    def chunk_push_locked(self, addr: int, fresh: bool = False) -> None:
+        """Free the chunk at `addr` (a page being moved keeps it unlisted). `fresh`: it is
+        free already, on no list (a page's chunks as it joins the class, or as a move that
+        could not finish gives it back)."""
+        if CHECKS:
+            checks.pushed(self, addr, fresh)
         w = self.w
         pm = self.pm
         pm[addr] = ST_FREE
@@ -316,7 +328,7 @@ class SlabClass:
             # an older partly carved page keeps its bump pointer; list its rest as free
             base = int(carve) << PAGE_SHIFT
             for o in range(int(w[b + C_CARVE_OFF]), SLAB_PAGE_SIZE - self.size + 1, self.size):
-                self.chunk_push_locked(base | o)
+                self.chunk_push_locked(base | o, fresh=True)
         w[b + C_CARVE] = pno
         w[b + C_CARVE_OFF] = 0
 
@@ -378,7 +390,7 @@ class SlabClass:
         base = pno << PAGE_SHIFT
         for o in range(0, self.perslab * self.size, self.size):
             if not pm[base | o]:
-                self.chunk_push_locked(base | o)
+                self.chunk_push_locked(base | o, fresh=True)
 
     def free_in_page_locked(self, pno: int) -> int:
         """How many chunks of page `pno` hold nothing (the mover prefers the emptiest)."""

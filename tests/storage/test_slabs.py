@@ -16,6 +16,7 @@ from mcached.storage.arena import (
     SLAB_PAGE_SIZE,
     ST_FREE,
     ST_LINKED,
+    ST_RESERVED,
     Arena,
 )
 from mcached.storage.slabs import (
@@ -213,6 +214,16 @@ def test_the_arena_refuses_more_than_a_terabyte() -> None:
         Arena(max_pages=(1 << 20) + 1, nclasses=2, partitions=1, window=64)
 
 
+def taken(cls: SlabClass) -> int:
+    """A chunk popped and marked in use, as an allocation takes it (`Items._alloc_locked`):
+    only a chunk in use is freed (the storage's checks, `MCACHED_STORAGE_CHECKS`, refuse a
+    free chunk freed again)."""
+    a = cls.chunk_pop_locked()
+    if a >= 0:
+        cls.pm[a & ~HOLE] = ST_RESERVED
+    return a
+
+
 def test_free_lists_and_bump_pointer() -> None:
     pool = pool_of(2)
     cls = SlabClass(pool.arena, 1, 96 * 1024)  # 10 chunks a page
@@ -221,7 +232,7 @@ def test_free_lists_and_bump_pointer() -> None:
     page = pool.take(1)
     cls.add_page_locked(page)
     assert cls.uncarved == 10
-    got = [cls.chunk_pop_locked() for _ in range(10)]
+    got = [taken(cls) for _ in range(10)]
     assert got == [page << PAGE_SHIFT | i * cls.size for i in range(10)]
     assert cls.chunk_pop_locked() == -1 and cls.uncarved == 0
     cls.chunk_push_locked(page << PAGE_SHIFT | 3 * cls.size)
@@ -245,14 +256,14 @@ def test_a_hole_is_tagged_only_when_the_hand_meets_it_within_half_a_turn() -> No
     for page in pages:
         cls.add_page_locked(page)
     for _ in range(16):
-        cls.chunk_pop_locked()  # every chunk in use
+        taken(cls)  # every chunk in use
     w, b = cls.w, cls.b
     w[b + C_HAND_PAGE], w[b + C_HAND_CHUNK] = pages[2], 1  # next to look at: page 2, chunk 1
 
     def popped(page: int, chunk: int) -> int:
         addr = page << PAGE_SHIFT | chunk * cls.size
         cls.chunk_push_locked(addr)
-        got = cls.chunk_pop_locked()
+        got = taken(cls)
         assert got & ~HOLE == addr
         return got & HOLE
 
@@ -273,7 +284,7 @@ def test_free_chunks_of_several_pages() -> None:
     for _ in range(3):
         cls.add_page_locked(pool.take(1))
     # the first two pages' chunks went to the free list when the next page came
-    chunks = [cls.chunk_pop_locked() & ~HOLE for _ in range(12)]
+    chunks = [taken(cls) & ~HOLE for _ in range(12)]
     assert cls.chunk_pop_locked() == -1
     for c in (chunks[1], chunks[9], chunks[5], chunks[10]):
         cls.chunk_push_locked(c)
@@ -307,7 +318,7 @@ def test_removing_a_page_drops_its_free_chunks() -> None:
     cls = SlabClass(arena, 1, 128 * 1024)  # 8 a page
     p1, p2 = pool.take(1), pool.take(1)
     cls.add_page_locked(p1)
-    first = [cls.chunk_pop_locked() for _ in range(8)]
+    first = [taken(cls) for _ in range(8)]
     cls.add_page_locked(p2)
     cls.chunk_push_locked(first[2])
     assert cls.nfree == 1
