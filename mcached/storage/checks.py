@@ -8,8 +8,8 @@ the checks on, each raises `ArenaDamaged` where it happens, so the traceback nam
 (the storage stress test, ``scripts/stress_storage.py``, runs with them on). Off, the
 storage pays one test of a module constant at each place below.
 
-A failed check leaves the locks its caller holds taken: the process is to die of it (a
-worker's death inside the storage makes the supervisor start afresh, see `arena`).
+A failed check raises through its callers, which let their locks go as on any exception;
+what it found is damage already done, which nothing here mends.
 """
 
 from __future__ import annotations

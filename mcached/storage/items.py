@@ -670,20 +670,23 @@ class Items:
         classes = self.classes
         cls: SlabClass | None = None
         n = 0
-        for c in reversed(addrs):
-            c &= ~HOLE
-            nxt = classes[int(w[row(c >> PAGE_SHIFT) + P_CLSID])]
-            if nxt is not cls:
-                if cls is not None:
-                    cls.count_used(-n)
-                    cls.lock.release()
-                cls, n = nxt, 0
-                cls.lock.acquire()
-            cls.chunk_push_locked(c)
-            n += 1
-        if cls is not None:
-            cls.count_used(-n)
-            cls.lock.release()
+        try:
+            for c in reversed(addrs):
+                c &= ~HOLE
+                nxt = classes[int(w[row(c >> PAGE_SHIFT) + P_CLSID])]
+                if nxt is not cls:
+                    if cls is not None:
+                        cls.count_used(-n)
+                        cls.lock.release()
+                        cls = None
+                    nxt.lock.acquire()
+                    cls, n = nxt, 0
+                cls.chunk_push_locked(c)
+                n += 1
+        finally:  # (a failed check raises in the push: its class lock is let go)
+            if cls is not None:
+                cls.count_used(-n)
+                cls.lock.release()
 
     def chain_of(self, a: int) -> list[int]:
         """The chunks of the chained item at `a`, head first."""

@@ -49,6 +49,21 @@ def test_a_chunk_freed_twice_is_caught_at_the_second_free(cache: Cache) -> None:
         items._free_item_locked(cid, ST_LINKED, a)
 
 
+def test_a_chain_freed_twice_is_caught_and_its_class_lock_let_go(cache: Cache) -> None:
+    items = cache._items
+    head = store(cache, b"chained", 900 * 1024)
+    chunks = items.chain_of(head)
+    part, _ = cache._part(b"chained")
+    with part:
+        i = cache._raw_find_locked(part, b"chained", hash(b"chained"))
+        items.unlink_locked(part, i, head)
+        with pytest.raises(ArenaDamaged, match="free already"):
+            items.free_chunks(chunks)
+    for cls in items.classes[1:]:  # none left taken by the free that failed
+        assert cls.lock.acquire(False), cls.id
+        cls.lock.release()
+
+
 def test_a_free_list_that_hands_out_a_chunk_in_use_is_caught_when_it_does(cache: Cache) -> None:
     items = cache._items
     a = store(cache, b"k", 100)
