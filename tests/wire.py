@@ -7,9 +7,22 @@ goes quiet; ``conn.closed()`` tells whether the server hung up.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from typing import Any
+
+
+def readable(socks: list[Any], timeout: float) -> list[Any]:
+    """Those of `socks` (sockets, or anything with a ``fileno``) with something to read (or
+    closed) within `timeout` s: poll, not select, which refuses a descriptor past 1023 (a
+    test process that has opened many: a free-threaded run's in-process servers did)."""
+    poller = select.poll()
+    by_fd = {s.fileno(): s for s in socks}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
 
 TERMINATORS = (
     b"END\r\n",

@@ -4,14 +4,13 @@ checked against both servers."""
 from __future__ import annotations
 
 import re
-import select
 import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Server
-from tests.wire import Conn
+from tests.wire import Conn, readable
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +87,7 @@ def walk_beside_another_client(srv: Server, request: bytes) -> bytes:
             asker.send(request)
             other.send(b"version\r\n")
             assert other.read_until(b"\r\n").startswith(b"VERSION")
-            walking = not select.select([asker.sock], [], [], 0)[0]
+            walking = not readable([asker.sock], 0)
             reply = asker.read_until(b"END\r\n")
             if walking:
                 return reply

@@ -18,7 +18,6 @@ import errno
 import os
 import random
 import resource
-import select
 import signal
 import socket
 import struct
@@ -32,7 +31,7 @@ import pytest
 
 from mcached.server.connection import OUTPUT_SOFT_CAP
 from tests.conftest import HOST
-from tests.wire import Conn
+from tests.wire import Conn, readable
 
 if TYPE_CHECKING:
     from tests.conftest import Server
@@ -568,8 +567,8 @@ def test_bug_emfile_made_the_listener_spin(
     deadline = time.monotonic() + 10
     while waiting:
         assert time.monotonic() < deadline, f"{len(waiting)} clients never answered"
-        readable, _, _ = select.select(list(waiting), [], [], 0.5)
-        for c in readable:
+        ready = readable(list(waiting), 0.5)
+        for c in ready:
             data = c.recv(100)
             waiting[c] += data
             if not data or len(waiting[c]) >= len(b"VERSION 1.6.18\r\n"):

@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -25,7 +24,7 @@ import pytest
 
 from mcached.daemon import LIVENESS_FLOOR
 from tests.conftest import HOST, Server, free_port, wait_for_port, wait_ready
-from tests.wire import Conn
+from tests.wire import Conn, readable
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +109,7 @@ def unread_replies(port: int) -> tuple[socket.socket, int]:
     reader.sendall(b"get" + b" big" * COPIES + b"\r\n")
     # Readable: the server has begun sending, so it has made every reply (one command's
     # replies are queued together).
-    assert select.select([reader], [], [], 10)[0], "no reply began"
+    assert readable([reader], 10), "no reply began"
     return reader, COPIES * (len(b"VALUE big 0 %d\r\n" % BIG) + BIG + 2) + len(b"END\r\n")
 
 
@@ -1119,7 +1118,7 @@ def test_bug_connections_past_a_low_open_files_limit_were_left_unanswered() -> N
         waiting = set(conns)
         deadline = time.monotonic() + 20
         while waiting and time.monotonic() < deadline:
-            ready, _, _ = select.select(list(waiting), [], [], 0.5)
+            ready = readable(list(waiting), 0.5)
             for s in ready:
                 assert s.recv(100).startswith(b"VERSION ")
                 waiting.discard(s)
@@ -1728,7 +1727,7 @@ def test_bug_replies_owed_at_a_stop_were_cut_by_a_reset_when_the_client_sent_on(
     reader = socket.socket()
     try:
         value = ask_a_big_value(port, reader)
-        assert select.select([reader], [], [], 10)[0], "no reply began"
+        assert readable([reader], 10), "no reply began"
         got = reader.recv(16384)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the signal reaches the workers, which stop reading
