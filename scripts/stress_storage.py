@@ -49,12 +49,11 @@ os.environ.setdefault("MCACHED_STORAGE_CHECKS", "1")  # read as the storage is i
 
 from mcached.cli import parse_settings  # noqa: E402
 from mcached.daemon import Daemon  # noqa: E402
+from mcached.storage import checks  # noqa: E402
 from mcached.storage.arena import (  # noqa: E402
     C_FREE_PAGES,
     OFF_CLSID,
     OFF_HASH,
-    OFF_HEAD,
-    OFF_MASK,
     OFF_NEXT,
     P_CLSID,
     P_FNEXT,
@@ -264,8 +263,11 @@ def check(cache: Cache) -> int:
 def on_grid(items: Any, a: int) -> int:
     """The class of the page chunk `a` lies on, if `a` is on its grid; else 0."""
     cid = int(items.w[items.arena.page_row(a >> PAGE_SHIFT) + P_CLSID])
-    cls = items.classes[cid] if 0 < cid < len(items.classes) else None
-    if cls is None or (a & OFF_MASK) % cls.size or (a & OFF_MASK) // cls.size >= cls.perslab:
+    if not 0 < cid < len(items.classes):
+        return 0
+    try:
+        checks.on_grid(items.classes[cid], a, "")
+    except checks.ArenaDamaged:
         return 0
     return cid
 
@@ -276,14 +278,14 @@ def check_chunks(items: Any, head: int, owners: dict[int, int]) -> int:
     pm = items.pm
     chunks = [head]
     if pm[head] & ST_CHAINED:
-        nxt = Q.unpack_from(pm, head + OFF_NEXT)[0]
-        while nxt >= 0 and len(chunks) < 5000:
-            if pm[nxt] != ST_CONT or Q.unpack_from(pm, nxt + OFF_HEAD)[0] != head:
-                print(f"item at {head}: chunk {nxt} of its chain is not its (status {pm[nxt]})")
-                return 1
-            chunks.append(nxt)
-            nxt = Q.unpack_from(pm, nxt + OFF_NEXT)[0]
-    elif not on_grid(items, head) or on_grid(items, head) != pm[head + OFF_CLSID]:
+        try:
+            chunks = items.chain_of(head)  # (the storage's checks follow each link)
+            for at, c in enumerate(chunks[1:], 1):
+                checks.link(pm, head, c, at)
+        except checks.ArenaDamaged as e:
+            print(f"item at {head}: {e}")
+            return 1
+    elif on_grid(items, head) != pm[head + OFF_CLSID]:
         print(f"item at {head}: not a chunk of its class {pm[head + OFF_CLSID]}")
         return 1
     for c in chunks:

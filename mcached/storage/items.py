@@ -1530,9 +1530,11 @@ class Items:
             part.cst[base + S_TOTAL] += 1  # memcached relinks the copy: total_items counts it
         else:
             prev = head
+            at = 1
             while (nxt := Q.unpack_from(pm, prev + OFF_NEXT)[0]) != c:
                 if CHECKS:
-                    checks.link(pm, head, nxt, 0)
+                    checks.link(pm, head, nxt, at)
+                    at += 1
                 prev = nxt
             Q.pack_into(pm, prev + OFF_NEXT, to)
             self.w[G_CHUNK_RESCUES] += 1  # move_lock held: one writer
