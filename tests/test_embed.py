@@ -742,3 +742,21 @@ def test_a_shutdown_served_as_the_daemon_starts_is_the_main_loops_to_serve(
         daemon.stop()
         daemon.close()
     assert "mcached-stop" not in names and daemon.stopped
+
+
+@pytest.mark.integration
+def test_bug_the_suites_in_process_servers_kept_their_descriptors_till_a_collection() -> None:
+    """The suite's ``mcached`` servers (tests/conftest.py) were stopped and not closed: each
+    left 19 descriptors (its wake-up and hand-over sockets, its shared mappings' files) to
+    the garbage collector, and a free-threaded run's test process held over 1,023 of them
+    once, past what a select() waits on."""
+    from tests.conftest import _start_mcached, _stop_mcached
+
+    gc.collect()
+    gc.disable()  # the descriptors must come back without a collection
+    try:
+        fds0 = _fds()
+        _stop_mcached(_start_mcached([]))
+        assert _fds() == fds0
+    finally:
+        gc.enable()

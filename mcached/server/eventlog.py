@@ -22,7 +22,8 @@ Rules that keep the request path free:
 * A reader never blocks a writer: it has its own cursor per ring. Records a ring lapped
   before they were read (of any type: who wanted them is not known once overwritten) are
   counted as memcached counts the lines its full worker buffers drop, in
-  ``log_worker_dropped``, and no watcher is told of them; the lines a watcher wanted and
+  ``log_worker_dropped`` (once each, by the first reader to find them gone: the ring's
+  *counted* word), and no watcher is told of them; the lines a watcher wanted and
   could not take (its output full) are told as memcached tells them, a ``skipped=N`` line
   before the next line sent.
 
@@ -58,7 +59,9 @@ from mcached.server.board import G_LOG_SEQ, Board
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 SLOT = 320  # bytes per record: the header and a key of up to 270 bytes
 SLOTS = 2048  # records per ring (640 KB; memcached's worker buffer is 64 KB)
-RING_HEAD = 64  # bytes before the slots: the head word (the next record's sequence)
+# bytes before the slots: the head word (the next record's sequence), then the *counted*
+# word (every record before it that a reader found lapped is counted in log_worker_dropped)
+RING_HEAD = 64
 RING = RING_HEAD + SLOTS * SLOT
 # seq, gid, ts, type, a, b, (pad), i1, i2, i3, i4, key length; i4 is a TTL, which memcached
 # prints as an unsigned 32-bit number for a store (a past exptime: 4294967235) and as -1 for
@@ -201,13 +204,22 @@ class EventLog:
 
     def _window(self, ring: int, seq: int, limit: int) -> tuple[int, int, int, int]:
         """`ring`'s offset, and the records a reader at `seq` looks at now: from (past
-        those overwritten since, the lapped, counted) to at most `limit` of them."""
+        those overwritten since, the lapped) to at most `limit` of them; and how many of
+        the lapped no reader has counted yet. Two workers serving watchers both miss a
+        record lapped under both; the ring's counted word makes it one drop, as memcached
+        counts a line its worker buffer drops once (two readers in the same microseconds
+        can still both count the records between their two reads of the word)."""
         base = ring * RING
-        head = int(self._seqs[base // 8])
+        words = self._seqs
+        head = int(words[base // 8])
         lapped = 0
         if head - seq > SLOTS:
-            lapped = head - SLOTS - seq
-            seq = head - SLOTS
+            gone = head - SLOTS  # the oldest record the ring still holds
+            counted = int(words[base // 8 + 1])
+            if gone > counted:
+                lapped = gone - max(seq, counted)
+                words[base // 8 + 1] = gone
+            seq = gone
         return base, seq, min(head, seq + limit), lapped
 
     def tally(self, cursors: list[int], limit: int = PUMP_MAX) -> tuple[dict[int, int], int]:
@@ -348,8 +360,8 @@ class Watchers:
         self.log = log
         self.streams: list[WatchStream] = []
         self._cursors: list[int] = []
-        # records lapped before this worker read them (stats log_worker_dropped); each
-        # worker serving watchers counts what its own reads missed
+        # records lapped before any worker read them (stats log_worker_dropped), counted
+        # by the first worker serving watchers to find them gone
         self.dropped = dropped
 
     def add(self, stream: WatchStream) -> None:

@@ -182,6 +182,35 @@ def test_a_workers_watchers_are_read_for_once_and_each_gets_its_lines() -> None:
 
 
 @pytest.mark.parametrize("all_full", [False, True], ids=["read", "counted"])
+def test_bug_records_lapped_under_two_workers_watchers_were_dropped_twice(all_full: bool) -> None:
+    """Two workers serving watchers (a hub each) both found the same records lapped, and
+    each added them to log_worker_dropped: a burst that lost 501 records counted 1,002.
+    The first to find them gone counts them; a later burst is counted once more, by
+    whichever reads first, from where the count stopped."""
+    log = EventLog(Board(2, ["cmd_get"]))
+    dropped: list[int] = []
+    streams = [Stream(watch.FETCHERS, full=all_full) for _ in range(2)]
+    hubs = [Watchers(log, dropped.append) for _ in range(2)]
+    try:
+        for hub, stream in zip(hubs, streams, strict=True):
+            hub.add(stream)
+        log.bind(0)
+        for burst, first in ((SLOTS + 501, 0), (SLOTS + 20, 1)):
+            for i in range(burst):
+                log.item_get(watch.FOUND, b"g%d" % i, 1, 3, 7)
+            hubs[first].pump()
+            hubs[1 - first].pump()
+        # 501 lapped by the first burst; after it each hub's cursor is at the head, so the
+        # second burst laps the 20 oldest of its own
+        assert sum(dropped) == 501 + 20
+    finally:
+        for s in streams:
+            s.peer.close()
+            s.sock.close()
+        log.close()
+
+
+@pytest.mark.parametrize("all_full", [False, True], ids=["read", "counted"])
 def test_records_a_ring_lapped_are_dropped_not_told_to_every_watcher(all_full: bool) -> None:
     """Regression: records overwritten before a read (here a burst of gets) were told to
     every watcher as skipped, whatever it asked for: a `watch mutations` read ``skipped=``
