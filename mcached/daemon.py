@@ -1274,14 +1274,20 @@ class Daemon:
         totals, self._last_totals = self._last_totals, None
         return [totals]
 
-    def reset_stats(self) -> None:
+    def reset_stats(self, during: Callable[[], None]) -> None:
         """``stats reset``: the counters (a baseline on the board), and every worker
         process's ``stats detail`` table (each clears its own as it applies the settings,
-        before it answers a request for figures; this one's handlers cleared theirs)."""
-        self.server.reset_figures()  # and counts the reset in G_DETAIL_RESETS, at once
+        which a worker holding for the reset does before it serves a request); `during`
+        (the handlers' part: the storage's counters, this process's table) runs while the
+        other workers hold (`Worker.reset_figures`)."""
         board = self.board
-        self._detail_resets = board.get(G_DETAIL_RESETS)
-        if self.processes:
+
+        def still() -> None:
+            during()
+            self._detail_resets = board.get(G_DETAIL_RESETS)  # (bumped by the board's reset)
+
+        self.server.reset_figures(still)
+        if self.processes:  # a worker that did not hold in time clears its table now
             board.bump(G_SETTINGS_EPOCH)
             board.wake_all()
 

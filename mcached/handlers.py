@@ -105,7 +105,7 @@ class ServerInfo(Protocol):
 
     def all_counters(self) -> list[Counters]: ...
 
-    def reset_stats(self) -> None: ...
+    def reset_stats(self, during: Callable[[], None]) -> None: ...
 
     def set_verbosity(self, level: int) -> None: ...
 
@@ -1510,11 +1510,11 @@ class Handlers:
         return ordered(values, hidden)
 
     def reset_stats(self) -> None:
-        for ctr in self.info.all_counters():
-            ctr.reset()
-        self.cache.reset_stats()
-        self.info.reset_stats()
-        self.detail.clear()  # memcached's stats_reset calls stats_prefix_clear
+        def still() -> None:  # while no other worker serves a request: all at one moment
+            self.cache.reset_stats()
+            self.detail.clear()  # memcached's stats_reset calls stats_prefix_clear
+
+        self.info.reset_stats(still)
 
     def slabs_reassign(self, cmd: c.SlabsReassign, s: Session) -> None:
         """``slabs reassign <src> <dst>``: the page moves in the background (the cache's page

@@ -41,10 +41,6 @@ class Counters:
     bytes_written: int = 0
     conn_yields: int = 0
 
-    def reset(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, 0)
-
 
 def sum_counters(parts: list[Counters]) -> Counters:
     total = Counters()

@@ -39,6 +39,14 @@ stay in the totals (its ``stats detail`` table) to the *kept* blob: the board's 
 how (`keep`; the board does not know what a blob holds). ``stats reset`` records the current
 totals as the *baseline* row, which every total is read against, and empties the kept blob.
 
+A reset is a request too (RESET), and the workers that answer it *hold*: publish, acknowledge,
+then serve nothing until the asker says it is done (`W_RESET_DONE`), at most `RESET_HOLD`
+seconds (answering other requests meanwhile, holding for no other reset). So what the reset
+zeroes elsewhere while they hold (the storage's per-class counters, each process's ``stats
+detail`` table) is zeroed at the same moment as the figures, with no request served between
+them: ``stats`` and ``stats slabs`` agree after a reset under load, as memcached's do, where
+three moments a few milliseconds apart left them a few hits apart.
+
 The lock. Those two are read-modify-writes by different processes (the supervisor retires,
 any worker resets): a reset that read the totals between a retirement's add to the retired
 row and its zeroing of the dead slot counted the dead worker twice (totals read low, even
@@ -93,6 +101,10 @@ PUB_WAIT = 0.1  # seconds a reader waits for a publish under way (`_whole`)
 COUNTERS = 1
 CONNS = 2
 DETAIL = 4
+# ``stats reset``: a worker that answers it holds (serves nothing) until the asker's
+# W_RESET_DONE says the reset is done (`holding`)
+RESET = 8
+RESET_HOLD = PUBLISH_WAIT + 0.5  # seconds a worker holds at most for a reset
 
 # worker states
 EMPTY = 0
@@ -115,6 +127,7 @@ W_HANDED_IN = 11  # connections other workers handed it, all told (kept across i
 W_RELOADED = 12  # the G_RELOAD_EPOCH whose reload this worker has done
 W_STUCK = 13  # 1 while the supervisor finds this worker's loop stopped: `gather` skips it
 W_PUB_SEQ = 14  # odd while the worker publishes (`publish`; its readers: `_whole`)
+W_RESET_DONE = 15  # the last of its requests (W_REQ_SEQ) whose `stats reset` it has done
 W_HEAD = 16  # then: the ack row (one word per requester), the figures row, the handed row
 
 # ---- global words ----
@@ -641,6 +654,7 @@ class Board:
         for r in range(self.requesters):
             w[b + self.ack_base + r] = 0
             w[self.base(r) + self.ack_base + slot] = 0
+        w[b + W_RESET_DONE] = w[b + W_REQ_SEQ]  # a reset it died in: done, nobody holds
         w[b + W_STATE] = EMPTY
         if watched:
             # its watchers went with it: the others stop logging what only they wanted (a
@@ -748,23 +762,36 @@ class Board:
     def _kept(self) -> Blob:
         return self._read_blob(self.slots, self.get(G_KEPT_LEN))
 
-    def requests(self, slot: int, seen: list[int]) -> int:
-        """The kinds other workers asked for since `slot` last looked (`seen`: per
-        requester, the request number acknowledged; updated by `acknowledge`)."""
-        kinds = 0
+    def requests(self, slot: int, seen: list[int]) -> list[tuple[int, int, int]]:
+        """The requests of other workers `slot` has not answered (`seen`: per requester, the
+        request number acknowledged; updated by `acknowledge`): (requester, number, kinds)."""
+        asked = []
         for r in range(self.requesters):
-            if r != slot and self.word(r, W_REQ_SEQ) > seen[r]:
-                kinds |= self.word(r, W_REQ_KINDS)
-        return kinds
+            seq = self.word(r, W_REQ_SEQ)  # (a requester writes its kinds, then the number)
+            if r != slot and seq > seen[r]:
+                asked.append((r, seq, self.word(r, W_REQ_KINDS)))
+        return asked
 
-    def acknowledge(self, slot: int, seen: list[int]) -> None:
-        """After publishing: `slot` answered every request made so far."""
+    def acknowledge(self, slot: int, seen: list[int], asked: list[tuple[int, int, int]]) -> None:
+        """After publishing: `slot` answered the requests `asked` (those `requests` read, and
+        no later one: a ``stats reset`` asked between the two reads was acknowledged unread,
+        and its worker then served requests the reset counted as held)."""
         b = self.base(slot) + self.ack_base
-        for r in range(self.requesters):
-            seq = self.word(r, W_REQ_SEQ)
-            if seq > seen[r]:
-                seen[r] = seq
-                self.words[b + r] = seq
+        for r, seq, _ in asked:
+            seen[r] = seq
+            self.words[b + r] = seq
+
+    def holding(self, asked: list[tuple[int, int]]) -> bool:
+        """Whether a reset of `asked` is still under way: its worker runs and has not said
+        it done (`reset_done`)."""
+        return any(
+            self.word(r, W_RESET_DONE) < seq and self.word(r, W_STATE) == RUNNING
+            for r, seq in asked
+        )
+
+    def reset_done(self, slot: int) -> None:
+        """The reset `slot` asked for (its latest request) is done: the holders go on."""
+        self.set_word(slot, W_RESET_DONE, self.word(slot, W_REQ_SEQ))
 
     def gather(
         self, slot: int, kinds: int, answer: Callable[[], None], wait: float = PUBLISH_WAIT

@@ -42,7 +42,6 @@ from mcached.latency import Latency, split
 from mcached.protocol.binary_parser import AnyParser
 from mcached.server.board import (
     CONNS,
-    COUNTERS,
     RUNNING,
     W_ACCEPTING,
     W_PID,
@@ -615,7 +614,12 @@ class Server:
             out.append((f"{fd}:secs_since_last_cmd", int(now - last_cmd)))
         return out
 
-    def reset_figures(self) -> None:
-        """``stats reset``: every worker's figures read 0 from now on."""
-        self.gather(COUNTERS)
-        self.board.reset()
+    def reset_figures(self, during: Callable[[], None]) -> None:
+        """``stats reset``: every worker's figures read 0 from now on; `during` runs while
+        no worker serves a request (`Worker.reset_figures`), to zero what else is counted."""
+        worker = self.current()
+        if worker is not None:
+            worker.reset_figures(during)
+        else:  # not from a worker's thread: nobody to hold
+            self.board.reset()
+            during()

@@ -63,6 +63,8 @@ from mcached.server.board import (
     G_SETTINGS_EPOCH,
     G_STOP,
     G_TLS_EPOCH,
+    RESET,
+    RESET_HOLD,
     RUNNING,
     STOPPING,
     W_ACCEPTING,
@@ -252,6 +254,8 @@ class Worker:
         self._stopping = False
         self._drain_until: float | None = None
         self._seen = [0] * board.requesters  # requests of each other worker (or asker) answered
+        # while it holds for a `stats reset` (or asks for one): the resets it holds for
+        self._held: list[tuple[int, int]] | None = None
         # what it published last, by kind: a publish of some kinds keeps the others' entries,
         # which a requester of those may still be reading
         self._blob: dict[str, Any] = {}
@@ -482,13 +486,61 @@ class Worker:
             self.tls.refresh()
 
     def answer_requests(self) -> None:
-        """Publish what other workers asked for since we last looked."""
-        kinds = self.board.requests(self.slot, self._seen)
-        if kinds:
+        """Publish what other workers asked for since we last looked; for a `stats reset`,
+        then hold until it is done (`_hold`)."""
+        board = self.board
+        asked = board.requests(self.slot, self._seen)
+        if asked:
+            kinds = 0
+            resets = []
+            for r, seq, k in asked:
+                kinds |= k
+                if k & RESET:
+                    resets.append((r, seq))
             self.publish(kinds)
-            self.board.acknowledge(self.slot, self._seen)
+            board.acknowledge(self.slot, self._seen, asked)
+            if resets:
+                if self._held is not None:  # holding, or resetting: held for too, after
+                    self._held += resets
+                else:
+                    self._hold(resets)
+
+    def _hold(self, resets: list[tuple[int, int]]) -> None:
+        """Serve nothing while other workers reset the figures (a RESET request): each
+        zeroes what is counted beside them (the storage's counters, the processes' detail
+        tables: `G_DETAIL_RESETS`, applied here before the next request) while none is
+        served. A reset asked meanwhile is held for too."""
+        board = self.board
+        self._held = resets
+        try:
+            deadline = time.monotonic() + RESET_HOLD
+            pause = 0.00005
+            while board.holding(resets) and time.monotonic() < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+                self.answer_requests()  # other workers' `stats`, as gather does
+        finally:
+            self._held = None
+        self.server.apply_settings(self)
+
+    def reset_figures(self, during: Callable[[], None]) -> None:
+        """``stats reset`` from this worker: every other worker publishes and holds; the
+        board's baseline moves and `during` runs while they do. Resets other workers ask
+        meanwhile are answered without a hold (two asking at once each wait for the
+        other's answer), and held for once this one is done."""
+        self._held = []
+        try:
+            self.gather(COUNTERS | RESET)
+            self.board.reset()
+            during()
+        finally:
+            self.board.reset_done(self.slot)
+            others, self._held = self._held, None
+        if others:
+            self._hold(others)
 
     def publish(self, kinds: int) -> None:
+        kinds &= ~RESET
         blob: dict[str, Any] | None = None
         if kinds & ~COUNTERS:
             blob = self._blob
