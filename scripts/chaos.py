@@ -17,7 +17,9 @@ evicted throughout). Then, for ``--seconds``:
   maintainer), chosen at random, gets SIGKILL;
 * every ``--hup-every`` seconds the supervisor gets SIGHUP (the reload of TLS certificates
   and the auth file: here neither is set, so only the reload's path runs);
-* every ``--flush-every`` seconds, another connection sends ``flush_all``.
+* every ``--flush-every`` seconds, another connection sends ``flush_all``, and every
+  ``--reset-every`` seconds ``stats reset`` (which holds every other worker while it
+  resets).
 
 Connections that a death closes are opened again. At the end every client reads all its keys
 back with nothing else going on, the daemon is stopped with SIGTERM, and the figures are
@@ -430,6 +432,7 @@ def chaos(
     next_kill = start + args.kill_every
     next_hup = start + args.hup_every
     next_flush = start + args.flush_every
+    next_reset = start + args.reset_every
     while not stop.wait(0.02):
         now = time.monotonic()
         if now >= next_kill:
@@ -447,18 +450,27 @@ def chaos(
             next_hup += args.hup_every
             proc.send_signal(signal.SIGHUP)
             tally.add("SIGHUPs")
-        if now >= next_flush:
-            next_flush += args.flush_every
+        for command, answer, due in (
+            (b"flush_all", b"OK\r\n", now >= next_flush),
+            (b"stats reset", b"RESET\r\n", now >= next_reset),
+        ):
+            if not due:
+                continue
+            if command == b"flush_all":
+                next_flush += args.flush_every
+            else:
+                next_reset += args.reset_every
+            name = command.decode()
             try:
                 with socket.create_connection((HOST, port), timeout=args.stall) as s:
-                    s.sendall(b"flush_all\r\n")
+                    s.sendall(command + b"\r\n")
                     reply = s.recv(100)
-                if reply == b"OK\r\n":
-                    tally.add("flush_all")
+                if reply == answer:
+                    tally.add(name)
                 elif reply:
-                    tally.fail(f"flush_all answered {reply!r}")
+                    tally.fail(f"{name} answered {reply!r}")
             except TimeoutError:
-                tally.fail(f"flush_all: no reply within {args.stall} s")
+                tally.fail(f"{name}: no reply within {args.stall} s")
             except OSError:
                 pass  # its worker was killed under it
 
@@ -497,6 +509,7 @@ def main() -> int:
     ap.add_argument("--kill-every", type=float, default=10.0)
     ap.add_argument("--hup-every", type=float, default=0.4)
     ap.add_argument("--flush-every", type=float, default=1.4)
+    ap.add_argument("--reset-every", type=float, default=1.1)
     ap.add_argument("--stall", type=float, default=15.0, help="seconds a reply may take")
     ap.add_argument(
         "--args", default="-t 4 -m 32 -o slab_reassign,slab_automove=2", help="the daemon's options"

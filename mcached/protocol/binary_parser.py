@@ -451,6 +451,10 @@ class Negotiator:
         return self.chosen.take(n)
 
     def release(self) -> None:
+        # (at its connection's close) a connection closed before its first byte, or
+        # refused it, still has this negotiator as its parser, and `adopt` is a method of
+        # the connection: a cycle, which only the garbage collector would free
+        self.adopt = None
         if self.chosen is not None:
             self.chosen.release()
 

@@ -288,7 +288,6 @@ class Parser(Buffered):
         "_after_swallow",
         "item_size_max",
         "cas_enabled",
-        "_dispatch",
         "_auth",
         "_auth_len",
         "_framed",
@@ -332,43 +331,6 @@ class Parser(Buffered):
         # (~5 % of a get). Set on the one-line fast path, cleared by feed(); False
         # otherwise, which only means "ask".
         self.at_end = False
-        # Dispatch on the verb: one dict lookup per line (hot path).
-        self._dispatch: dict[bytes, Callable[[list[bytes]], c.Command | None]] = {
-            b"get": self._get,
-            b"bget": self._get,  # memcached keeps this ancient name of get
-            b"gets": self._gets,
-            b"set": self._storage,
-            b"add": self._storage,
-            b"replace": self._storage,
-            b"append": self._storage,
-            b"prepend": self._storage,
-            b"cas": self._cas,
-            b"delete": self._delete,
-            b"incr": self._arith,
-            b"decr": self._arith,
-            b"touch": self._touch,
-            b"gat": self._gat,
-            b"gats": self._gat,
-            b"flush_all": self._flush_all,
-            b"version": self._version,
-            b"verbosity": self._verbosity,
-            b"quit": self._quit,
-            b"shutdown": self._shutdown,
-            b"stats": self._stats,
-            b"cache_memlimit": self._memlimit,
-            b"lru_crawler": self._lru_crawler,
-            b"slabs": self._slabs,
-            b"lru": self._lru,
-            b"config": self._config,
-            b"refresh_certs": self._refresh_certs,
-            b"watch": self._watch,
-            b"mg": self._mg,
-            b"ms": self._ms,
-            b"md": self._md,
-            b"ma": self._ma,
-            b"mn": self._mn,
-            b"me": self._me,
-        }
 
     # ---- buffer ----
 
@@ -479,12 +441,12 @@ class Parser(Buffered):
             return _Get(tokens[1:])  # the commonest line of all, without the _get() call
         if len(tokens) >= MAX_TOKENS and tokens[0] not in _WHOLE_LINE:
             tokens = tokens[: MAX_TOKENS - 1]  # the rest is unread (see MAX_TOKENS)
-        fn = self._dispatch.get(tokens[0])
+        fn = _DISPATCH.get(tokens[0])
         if fn is None:
             if _http(tokens):
                 raise CloseConnection("HTTP request on the memcached port")
             return _ERROR
-        cmd = fn(tokens)
+        cmd = fn(self, tokens)
         if cmd is None:  # a storage header: its data block comes next
             return self._next_framed()
         self.at_end = self._pos >= len(self._buf) and not self._framed
@@ -1190,6 +1152,48 @@ class Parser(Buffered):
             self._framed = True
             return None
         return _ERROR
+
+
+# Dispatch on the verb: one dict lookup per line (hot path). The class's functions, called
+# with the parser: a table of each parser's bound methods (34 of them, made for every
+# connection) held the parser in a reference cycle, which only the garbage collector
+# freed, at its next full pass for a connection that had lived long enough.
+_DISPATCH: dict[bytes, Callable[[Parser, list[bytes]], c.Command | None]] = {
+    b"get": Parser._get,
+    b"bget": Parser._get,  # memcached keeps this ancient name of get
+    b"gets": Parser._gets,
+    b"set": Parser._storage,
+    b"add": Parser._storage,
+    b"replace": Parser._storage,
+    b"append": Parser._storage,
+    b"prepend": Parser._storage,
+    b"cas": Parser._cas,
+    b"delete": Parser._delete,
+    b"incr": Parser._arith,
+    b"decr": Parser._arith,
+    b"touch": Parser._touch,
+    b"gat": Parser._gat,
+    b"gats": Parser._gat,
+    b"flush_all": Parser._flush_all,
+    b"version": Parser._version,
+    b"verbosity": Parser._verbosity,
+    b"quit": Parser._quit,
+    b"shutdown": Parser._shutdown,
+    b"stats": Parser._stats,
+    b"cache_memlimit": Parser._memlimit,
+    b"lru_crawler": Parser._lru_crawler,
+    b"slabs": Parser._slabs,
+    b"lru": Parser._lru,
+    b"config": Parser._config,
+    b"refresh_certs": Parser._refresh_certs,
+    b"watch": Parser._watch,
+    b"mg": Parser._mg,
+    b"ms": Parser._ms,
+    b"md": Parser._md,
+    b"ma": Parser._ma,
+    b"mn": Parser._mn,
+    b"me": Parser._me,
+}
 
 
 # ---- the meta commands' flags: memcached 1.6.18's _meta_flag_preparse ----
