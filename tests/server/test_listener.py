@@ -182,19 +182,29 @@ def test_the_ports_gate_is_let_go_once_the_copies_are_bound_and_waited_for_brief
 
 
 def test_the_claim_is_held_with_the_copies_and_let_go_with_them() -> None:
-    claims: list[socket.socket] = []
-    groups = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=2, claims=claims)
-    (group,) = groups
-    port = group[0].getsockname()[1]
-    assert len(group) == 2 and len(claims) == 1
-    with pytest.raises(OSError) as info:
-        claim_address(socket.SOCK_STREAM, ("127.0.0.1", port))
-    assert info.value.errno == errno.EADDRINUSE
-    # a datagram socket on the same port number is another address
-    claim_address(socket.SOCK_DGRAM, ("127.0.0.1", port)).close()
-    for s in (*group, *claims):
-        s.close()
-    claim_address(socket.SOCK_STREAM, ("127.0.0.1", port)).close()
+    """(A datagram claim on the same port number is another address. It may be taken all
+    the same, by a daemon of a test running beside this one whose UDP port has that number:
+    a loaded CI run met it once. Then the test goes again on another port, up to 5 times.)"""
+    for attempt in range(5):
+        claims: list[socket.socket] = []
+        groups = bind_sockets(("127.0.0.1",), 0, socket.SOCK_STREAM, 16, copies=2, claims=claims)
+        (group,) = groups
+        port = group[0].getsockname()[1]
+        assert len(group) == 2 and len(claims) == 1
+        with pytest.raises(OSError) as info:
+            claim_address(socket.SOCK_STREAM, ("127.0.0.1", port))
+        assert info.value.errno == errno.EADDRINUSE
+        try:
+            claim_address(socket.SOCK_DGRAM, ("127.0.0.1", port)).close()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == 4:
+                raise
+            continue  # another process's, by chance (see above)
+        finally:
+            for s in (*group, *claims):
+                s.close()
+        claim_address(socket.SOCK_STREAM, ("127.0.0.1", port)).close()
+        return
 
 
 def test_one_copy_takes_no_claim() -> None:
