@@ -41,11 +41,12 @@ totals as the *baseline* row, which every total is read against, and empties the
 
 A reset is a request too (RESET), and the workers that answer it *hold*: publish, acknowledge,
 then serve nothing until the asker says it is done (`W_RESET_DONE`), at most `RESET_HOLD`
-seconds (answering other requests meanwhile, holding for no other reset). So what the reset
-zeroes elsewhere while they hold (the storage's per-class counters, each process's ``stats
-detail`` table) is zeroed at the same moment as the figures, with no request served between
-them: ``stats`` and ``stats slabs`` agree after a reset under load, as memcached's do, where
-three moments a few milliseconds apart left them a few hits apart.
+seconds, answering other requests meanwhile and holding for the resets among them too
+(`Worker.reset_figures` says how two asked at once go). So what the reset zeroes elsewhere
+while they hold (the storage's per-class counters, each process's ``stats detail`` table) is
+zeroed at the same moment as the figures, with no request served between them: ``stats``
+and ``stats slabs`` agree after a reset under load, as memcached's do, where three moments a
+few milliseconds apart left them a few hits apart.
 
 The lock. Those two are read-modify-writes by different processes (the supervisor retires,
 any worker resets): a reset that read the totals between a retirement's add to the retired
