@@ -10,7 +10,16 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20) -> None:
+    """Until `condition()` holds; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def readable(socks: list[Any], timeout: float) -> list[Any]:

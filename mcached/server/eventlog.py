@@ -3,7 +3,8 @@
 memcached gives each worker thread a buffer its events go into and a logger thread that
 drains every buffer into every watcher's. Here the workers may be processes, so each
 worker slot has a *ring* in one ``MAP_SHARED`` mapping made before the workers start: its
-worker is the only writer, and any worker serving a watcher reads it.
+worker is the only writer of its records and head, and any worker serving a watcher reads
+it (and moves its *counted* word, a tally of lapped records, without a lock: `_window`).
 
 Rules that keep the request path free:
 

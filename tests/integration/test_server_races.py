@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import Server
-from tests.integration.test_wire_received import wait_for
+from tests.wire import wait_for
 
 N = 10000
 W = b"w" * N

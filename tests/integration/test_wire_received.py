@@ -21,6 +21,7 @@ import pytest
 from mcached.protocol import binary as b
 from tests.conftest import Server
 from tests.integration.test_memory_bounds import stats, used_chunks
+from tests.wire import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -268,13 +269,6 @@ def test_values_cut_short_leave_no_chunk_behind(server_factory: Callable[..., Se
         time.sleep(0.05)
     assert (used_chunks(server), stats(server)["curr_items"]) == (1, 1)
     assert text(server, b"get k\r\n") == b"VALUE k 2 %d\r\n%b\r\nEND\r\n" % (N, W)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_full_pin_row_refuses_large_stores_until_it_drains(
