@@ -56,7 +56,8 @@ test-int: system-deps $(VENV)/.installed-test
 # python3.13t from Debian's source first (~5 minutes, once). Left out: the tests of worker
 # processes (there the command runs threads), and the test clients with no free-threaded build
 # that installs here (cryptography for the TLS certificates, emcache, meta-memcache: they need
-# Rust or an older CPython), with the tests that use them. PYTHON_GIL=0 keeps the GIL off in
+# Rust or an older CPython), with the tests that use them, and `make run`'s (that environment
+# is not made by the targets above). PYTHON_GIL=0 keeps the GIL off in
 # the test processes once they import pylibmc (its extension does not declare itself safe
 # without the GIL, so importing it would turn the GIL on for the in-process daemons that run
 # after it; the tests use each pylibmc client from one thread).
@@ -65,7 +66,7 @@ FT_SKIP  = --ignore=tests/integration/test_processes.py \
 	--ignore=tests/integration/test_discovery_processes.py \
 	--ignore=tests/integration/test_tls.py --ignore=tests/integration/test_meta_memcache.py \
 	-k "not test_emcache and not test_every_client_discovers and not test_tls_and_client \
-	and not test_a_notls_listener_first and not (reference_cycles and tls)"
+	and not test_a_notls_listener_first and not (reference_cycles and tls) and not make_run"
 test-free-threaded:
 	@set -e; py="$$(bash scripts/free-threaded-python.sh)"; \
 	PYTHON="$$py" bash scripts/install-system-deps.sh; \

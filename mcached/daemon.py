@@ -412,6 +412,8 @@ class Daemon:
             slab_chunk_max=s.slab_chunk_max,
             slab_reassign=s.slab_reassign,
             slab_automove=s.slab_automove if automove is None else automove,
+            # memcached's starting hash table size, in all the partitions' tables
+            table_slots=1 << s.hashpower if s.hashpower else 0,
         )
 
     def _maintainers(self, holder: int) -> list[Any]:

@@ -1126,15 +1126,15 @@ class Settings:
             implies={"temp_lru": True},
         ),
     )
-    # memcached's tuning of machinery mcached does without (its hash table, its logger's
-    # buffers, extstore with no ext_path, TLS buffers): read and checked as memcached does,
-    # and shown in the stats settings rows memcached has for them
+    # the item tables' starting size (memcached's hash table's), checked as memcached does
     hashpower: int = field(
         default=0,
         metadata=opt(
             None,
-            "an int from 12 to 32: memcached's initial hash table size (mcached's table "
-            "grows by itself; shown in stats settings as hashpower_init)",
+            "an int from 12 to 32: the item tables' starting size, 2^N slots in all "
+            "(they grow by themselves, each pausing its share of the keys while it does: "
+            "start large caches of small items at their running hash_power_level; shown "
+            "in stats settings as hashpower_init)",
             stat="hashpower_init",
             extended=True,
             parse=suboption(c_atoi, missing="Missing numeric argument for {what}"),
@@ -1149,6 +1149,9 @@ class Settings:
             ),
         ),
     )
+    # memcached's tuning of machinery mcached does without (its logger's buffers, extstore
+    # with no ext_path, TLS buffers): read and checked as memcached does, and shown in the
+    # stats settings rows memcached has for them
     tail_repair_time: int = field(
         default=0,
         metadata=opt(

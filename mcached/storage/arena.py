@@ -238,7 +238,8 @@ T_WIN = 6  # the live window (0 or 1)
 T_GEN = 7  # bumped by every rebuild: views re-read the table's place
 T_GET_EXPIRED = 8
 T_GET_FLUSHED = 9
-T_WORDS = 10
+T_FLOOR = 10  # the table's least capacity (-o hashpower's share): a rebuild never goes below
+T_WORDS = 11
 
 # ---- per-class counters, one row of NSTAT words per class in each partition ----
 # index ``clsid * NSTAT + S_*`` in the partition's counter block; written under the

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from mcached.storage.arena import (
     MIN_CAPACITY,
+    T_FLOOR,
     T_GEN,
     T_LIMIT,
     T_MASK,
@@ -57,16 +58,26 @@ def make_entry(s: int, addr: int) -> int:
     return MARK | (s & HB_MASK) << ADDR_BITS | addr
 
 
-def init_table(arena: Arena, index: int) -> None:
-    """Lay out partition `index`'s empty table (once, when the arena is made)."""
+def init_table(arena: Arena, index: int, floor: int = MIN_CAPACITY) -> None:
+    """Lay out partition `index`'s empty table (once, when the arena is made): `floor`
+    slots (a power of two, at most the window's), which it never shrinks below."""
     w = arena.words
     tb = arena.part_block(index)
-    capacity = min(MIN_CAPACITY, arena.window)
+    capacity = min(max(floor, MIN_CAPACITY), arena.window)
     w[tb + T_WIN] = 0
     w[tb + T_MASK] = capacity - 1
     w[tb + T_USED] = w[tb + T_TOMBS] = 0
-    w[tb + T_LIMIT] = capacity * LOAD_NUM // LOAD_DEN
+    w[tb + T_LIMIT] = _limit(capacity, arena.window)
     w[tb + T_GEN] = 0
+    w[tb + T_FLOOR] = capacity
+
+
+def _limit(capacity: int, window: int) -> int:
+    """Live entries and tombstones past which a table of `capacity` slots is rebuilt (at
+    its window's size, a store refuses instead: `Assoc.full`)."""
+    if capacity < window:
+        return capacity * LOAD_NUM // LOAD_DEN
+    return capacity * FULL_NUM // FULL_DEN
 
 
 class Assoc:
@@ -167,12 +178,18 @@ class Assoc:
         w[tb + T_USED] -= 1
 
     def rebuild(self) -> None:
-        """Rehash into the other window, three times the live entries (dropping tombstones)."""
+        """Rehash into the other window, three times the live entries (dropping tombstones),
+        and no fewer slots than the table's floor.
+
+        One pass under the partition's lock, ~0.2 us a live entry: a partition of a million
+        items holds its lock ~0.2 s while its table grows (memcached grows its table a few
+        buckets at a time in a thread of its own); a table started large enough
+        (``-o hashpower``) never has to."""
         w = self.w
         tb = self.tb
         used = int(w[tb + T_USED])
         window = self.window
-        capacity = MIN_CAPACITY
+        capacity = max(MIN_CAPACITY, int(w[tb + T_FLOOR]))
         while capacity < used * 3:
             capacity *= 2
         capacity = min(capacity, window)
@@ -203,10 +220,7 @@ class Assoc:
         w[tb + T_WIN] = win
         w[tb + T_MASK] = m
         w[tb + T_TOMBS] = 0
-        if capacity < window:
-            w[tb + T_LIMIT] = capacity * LOAD_NUM // LOAD_DEN
-        else:
-            w[tb + T_LIMIT] = capacity * FULL_NUM // FULL_DEN
+        w[tb + T_LIMIT] = _limit(capacity, window)
         w[tb + T_GEN] += 1
         self.arena.release_window(self.index, old_win, old_capacity)
         self.sync()

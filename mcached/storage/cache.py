@@ -402,6 +402,7 @@ class Cache:
         reserve: int | None = None,
         window: int | None = None,
         holder: int = 0,
+        table_slots: int = 0,
     ) -> None:
         self.clock = clock or Clock()
         self.item_size_max = item_size_max
@@ -421,7 +422,12 @@ class Cache:
             slab_automove=slab_automove,
         )
         self._items = items = Items(
-            clock=self.clock, arena=arena, reserve=reserve, window=window, **self._config
+            clock=self.clock,
+            arena=arena,
+            reserve=reserve,
+            window=window,
+            table_slots=table_slots,
+            **self._config,
         )
         self.arena = items.arena
         # Hot-path aliases (see the module docstring).

@@ -363,8 +363,9 @@ class Items:
     Without `arena` a new one is laid out for these settings (the memory for ``-m``, reserved
     as `reserve` bytes of address space, by default at least `RESERVE_MIN` plus one page per
     slab class, the first pages a class may take past the limit; table windows of `window`
-    slots, by default sized from the reserve); with it, these are views of an arena another
-    `Items` laid out with the same settings.
+    slots, by default sized from the reserve; tables of at least `table_slots` slots in all,
+    rounded up to a power of two a partition, within the windows); with it, these are views
+    of an arena another `Items` laid out with the same settings.
 
     Methods named ``*_locked`` expect the caller to hold the partition lock of the item (and
     say so when they expect a class lock too).
@@ -387,6 +388,7 @@ class Items:
         arena: Arena | None = None,
         reserve: int | None = None,
         window: int | None = None,
+        table_slots: int = 0,
     ) -> None:
         if partitions < 1 or partitions & (partitions - 1):
             raise ValueError("partitions must be a power of two")
@@ -425,8 +427,10 @@ class Items:
             w = self.w
             w[G_LIMIT] = memory_limit
             w[G_AUTOMOVE] = slab_automove
+            # each partition's table starts at its share of `table_slots` (-o hashpower)
+            floor = 1 << max(0, (table_slots // partitions - 1).bit_length())
             for i in range(partitions):
-                init_table(arena, i)
+                init_table(arena, i, floor)
                 w[arena.part_block(i) + T_SEQ] = i
         self.parts = [Partition(arena, i, partitions, self.hash_at) for i in range(partitions)]
         # Page moves: one at a time (memcached's single rebalancer thread).

@@ -95,6 +95,44 @@ def test_insert_find_remove_and_growth() -> None:
     assert sorted(e & ADDR_MASK for e in t.entries()) == sorted(live)
 
 
+def test_a_table_started_large_keeps_its_size_and_grows_past_it() -> None:
+    """init_table's floor (-o hashpower's share): the table starts at it, a rebuild that
+    only drops tombstones keeps it (one sized from the live entries alone would shrink it,
+    to grow again), and growth past it goes to three times the entries as usual; a floor
+    past the window is the window."""
+    arena = Arena(max_pages=1, nclasses=1, partitions=1, window=1 << 14)
+    init_table(arena, 0, 1 << 12)
+    hashes: dict[int, int] = {}
+    t = Assoc(arena, 0, lambda a: hashes[a])
+    assert (t.capacity, t.limit) == (1 << 12, (1 << 12) * 3 // 5)
+    rnd = random.Random(2)
+    live: dict[int, int] = {}
+    gen = t.gen
+    n = 0
+    while t.gen == gen:  # churn of a few hundred items: tombstones until a rebuild
+        n += 1
+        addr = n * 8
+        hashes[addr] = rnd.getrandbits(40)
+        insert(t, hashes[addr], addr)
+        live[addr] = hashes[addr]
+        if len(live) > 300:
+            victim = next(iter(live))
+            t.remove_at(t.find_addr(live.pop(victim), victim))
+    assert t.capacity == 1 << 12 and t.tombs == 0 and t.used == len(live)
+    while t.capacity == 1 << 12:
+        n += 1
+        addr = n * 8
+        hashes[addr] = rnd.getrandbits(40)
+        insert(t, hashes[addr], addr)
+        live[addr] = hashes[addr]
+    assert t.capacity == 1 << 13 and t.used == len(live) > (1 << 12) * 3 // 5
+    for addr, s in live.items():
+        assert probe(t, s, addr) >= 0
+    big = Arena(max_pages=1, nclasses=1, partitions=1, window=1 << 10)
+    init_table(big, 0, 1 << 12)
+    assert Assoc(big, 0, lambda a: 0).capacity == 1 << 10
+
+
 def test_removing_before_an_empty_slot_leaves_no_tombstone() -> None:
     t = table(lambda a: 0)
     insert(t, 5, 8)
