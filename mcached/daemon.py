@@ -117,6 +117,9 @@ lifecycle = logging.getLogger("mcached.lifecycle")
 
 # stats' libevent row names the event library: mcached's loop is Python's epoll
 LIBEVENT = f"epoll-python{platform.python_version()}"
+# the item tables' starting size without -o hashpower: memcached's (2^16 slots in all, so
+# `stats` shows its hash_power_level and hash_bytes at start)
+HASHPOWER_DEFAULT = 16
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
 RELOAD_WAIT = 5.0  # seconds the supervisor waits for every worker to reload on SIGHUP
 RELOAD_POLL = 0.1  # seconds between its looks, meanwhile, for a stop waiting behind it
@@ -413,7 +416,7 @@ class Daemon:
             slab_reassign=s.slab_reassign,
             slab_automove=s.slab_automove if automove is None else automove,
             # memcached's starting hash table size, in all the partitions' tables
-            table_slots=1 << s.hashpower if s.hashpower else 0,
+            table_slots=1 << (s.hashpower or HASHPOWER_DEFAULT),
         )
 
     def _maintainers(self, holder: int) -> list[Any]:

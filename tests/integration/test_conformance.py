@@ -590,6 +590,18 @@ def test_startup_tuning_options_show_in_stats_settings(
 
 
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_the_tables_start_at_memcacheds_hash_table_size(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """Without -o hashpower the tables start at memcached's HASHPOWER_DEFAULT, 2^16 slots
+    (mcached's started at 1,024: `stats` showed hash_power_level 10, hash_bytes 8192)."""
+    srv = server_factory(which)
+    with Conn(srv.address) as conn:
+        rows = dict(stats(conn))
+    assert (rows["hash_power_level"], rows["hash_bytes"]) == ("16", str(8 << 16))
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_hashpower_starts_the_tables_at_that_size(
     which: str, server_factory: Callable[..., Server]
 ) -> None:
