@@ -2438,9 +2438,12 @@ class Cache:
 
     # ---- stats ----
 
-    def item_stats(self) -> ItemStats:
+    def item_stats(self, rows: list[list[int]] | None = None) -> ItemStats:
+        """The item figures of ``stats``, from `rows` (`Items.class_counters`, read now if
+        not given)."""
         total = ItemStats()
-        rows = self._items.class_counters()
+        if rows is None:
+            rows = self._items.class_counters()
         for row in rows[1:]:
             total.curr_items += row[S_NUMBER]
             total.total_items += row[S_TOTAL]
@@ -2462,7 +2465,7 @@ class Cache:
         """General ``stats`` figures owned by storage, under memcached's names."""
         items = self._items
         rows = items.class_counters()
-        s = self.item_stats()
+        s = self.item_stats(rows)
         classes = items.classes[1:]
         # each table's size as the arena has it (a process's view learns a rebuild only
         # when it next takes the partition's lock: the figure was then the asking worker's)

@@ -1318,3 +1318,29 @@ def test_the_hash_table_size_in_stats_is_the_arenas_whichever_view_asks(clock: F
     mine, theirs = cache.stats(), other.stats()
     assert theirs["hash_bytes"] == mine["hash_bytes"] > before
     assert theirs["hash_power_level"] == mine["hash_power_level"]
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 16])
+def test_class_counters_sum_every_partitions_row(clock: FakeClock, partitions: int) -> None:
+    """`class_counters` (the counters of stats, stats slabs and stats items) is each class's
+    row summed over the partitions, as read one partition and counter at a time."""
+    cache = Cache(memory_limit=8 << 20, clock=clock, partitions=partitions)
+    rnd = random.Random(partitions)
+    for _ in range(4000):
+        key = b"k%d" % rnd.randrange(1500)
+        if rnd.random() < 0.7:
+            cache.store(StoreMode.SET, key, value_for(key, rnd.randrange(1, 20_000)))
+        elif rnd.random() < 0.8:
+            cache.get(key)
+        else:
+            cache.delete(key)
+    items = cache._items
+    expected = [[0] * NSTAT for _ in range(items.largest + 1)]
+    for part in items.parts:
+        cst = part.cst.tolist()
+        for cid in range(1, items.largest + 1):
+            for k in range(NSTAT):
+                expected[cid][k] += cst[cid * NSTAT + k]
+    rows = items.class_counters()
+    assert rows == expected
+    assert sum(row[0] for row in rows) == cache.stats()["curr_items"] > 0  # S_NUMBER
