@@ -188,6 +188,7 @@ G_CRAWL_ASKED = 18  # `lru_crawler crawl` asked for, not begun: CRAWL_ALL, or a 
 G_CRAWL_LIMIT = 19  # the items of each class it checks at most (its tocrawl; 0: all)
 G_MOVE_ASKED = 20  # a move asked for, not done: (src + 1) << 8 | dst (0: none; src -1: any class,
 #   asked at an eviction under slab_automove=2)
+G_CAS = 21  # the last CAS unique drawn, by any partition (`Partition.next_cas`, under cas_lock)
 G_WORDS = 24
 CRAWL_ALL = -1  # G_CRAWL_ASKED for every class that may hold something stale (`crawl all`)
 
@@ -228,7 +229,7 @@ PF_MOVING = 1  # being emptied by a page move: frees do not list its chunks
 PF_DIRTY = 2  # holds old data: zeroed before a class uses it
 
 # ---- one block per partition ----
-T_SEQ = 0  # the last CAS unique drawn (partition i draws only i + k*n: Partition.next_cas)
+T_SEQ = 0  # the last CAS unique this partition drew (`Partition.next_cas`)
 T_FLUSH_SEQ = 1  # items with cas <= this are flushed
 T_USED = 2  # live entries in the table
 T_TOMBS = 3  # deleted slots in the table
@@ -340,9 +341,6 @@ class Arena:
             for i in range(partitions)
         ]
         self.holders = self.words[self.holder_base : self.holder_base + MAX_HOLDERS]
-        #: every partition's T_SEQ word (the last CAS unique it drew), in partition order
-        b = self.part_base + T_SEQ
-        self.sequences = self.words[b : b + partitions * T_WORDS : T_WORDS]
         # every lasting view cut from the mappings, so that `close` can release them all
         self._views: list[weakref.ref[memoryview]] = []
 
@@ -353,6 +351,8 @@ class Arena:
         self.move_lock = ctx.Lock()
         self.crawl_lock = ctx.Lock()
         self.flush_lock = ctx.Lock()
+        #: CAS numbers: one counter (G_CAS) for the whole cache, drawn under this lock
+        self.cas_lock = ctx.Lock()
         #: not a lock: released to wake the crawler for a pass asked for (`Items.ask_crawl`)
         self.crawl_wake = ctx.Semaphore(0)
         #: the same for the page mover, for a move asked for (`Items.reassign`)
@@ -435,17 +435,18 @@ class Arena:
             self.move_lock,
             self.crawl_lock,
             self.flush_lock,
+            self.cas_lock,
         ]
 
     def close(self) -> None:
-        """Unmap now: every view this arena cut (`words`, `holders`, `sequences`, the
+        """Unmap now: every view this arena cut (`words`, `holders`, the
         threads' views of the pages, the table windows, the counter rows) is released
         first, so a later use of one raises ValueError instead of keeping the mappings alive
         until the garbage collector finds the views' owners (they sit in reference cycles).
         Call it once nothing uses the cache any more. A view in use at this very moment (a
         buffer taken from it) stops the release: the mappings then go with their last view,
         so an arena is never unmapped under a reader."""
-        views = [self.holders, self.sequences, self.words]
+        views = [self.holders, self.words]
         views += [w for pair in self.windows for w in pair]
         views += [v for v in (ref() for ref in self._views) if v is not None]
         for view in views:

@@ -82,6 +82,7 @@ from mcached.storage.arena import (
     C_MOVES_TO_WARM,
     C_REFLOCKED,
     G_ACCESS_BEFORE,
+    G_CAS,
     G_CHUNK_RESCUES,
     G_CRAWL_ASKED,
     G_CRAWLER_STARTS,
@@ -2642,7 +2643,7 @@ class Cache:
 
     def cas_mark(self) -> int:
         """The last CAS unique handed out: every item stored from now on has a larger one."""
-        return int(max(self._parts[0].seqs))
+        return int(self._w[G_CAS])
 
     def keys(self) -> Iterator[bytes]:
         """A snapshot of the keys, partition by partition (tools and tests)."""

@@ -590,6 +590,25 @@ def test_startup_tuning_options_show_in_stats_settings(
 
 
 @pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
+def test_cas_uniques_count_from_one_whatever_the_key(
+    which: str, server_factory: Callable[..., Server]
+) -> None:
+    """CAS uniques come from one counter for the whole cache, as memcached's: a new
+    server's first store gets 1 and each store after it the next number, whatever its key
+    and worker. mcached's partitions drew numbers of their own residue (16 plus the
+    partition's index, then steps of 16), past the highest any partition had drawn."""
+    srv = server_factory(which, "-t", "4")
+    conns = [Conn(srv.address) for _ in range(4)]  # with -t 4, spread over the workers
+    try:
+        got = [conns[i % 4].request_line(b"ms key%d 1 c\r\nx\r\n" % i) for i in range(40)]
+        got.append(conns[0].request_line(b"mg key7 c\r\n"))
+    finally:
+        for conn in conns:
+            conn.close()
+    assert got == [b"HD c%d\r\n" % (i + 1) for i in range(40)] + [b"HD c8\r\n"]
+
+
+@pytest.mark.parametrize("which", ["mcached", "mcached-procs", "memcached"])
 def test_the_tables_start_at_memcacheds_hash_table_size(
     which: str, server_factory: Callable[..., Server]
 ) -> None:

@@ -430,6 +430,7 @@ def test_commit_append_without_room_for_the_joined_item(clock: FakeClock) -> Non
 def test_commit_ex_is_store_ex(cache: Cache) -> None:
     """ms's extras: the new CAS returned, a base64 key remembered, I's stale store."""
     value = b"m" * 30_000
+    cache.store(SET, b"before", b"x")  # so that `cas - 1` below is an older CAS, not 0
     result, cas = cache.commit_ex(received(cache, b"k", value), SET, binary_key=True)
     assert result is StoreResult.STORED and cas > 0
     item = cache.lookup(b"k", False, False, False)
@@ -440,7 +441,7 @@ def test_commit_ex_is_store_ex(cache: Cache) -> None:
     assert item is not None and item[11]  # stale
     result, cas3 = cache.commit_ex(received(cache, b"k", value), ADD)
     assert result is StoreResult.NOT_STORED and cas3 == 0
-    assert items_and_chunks(cache)[0] == 1
+    assert items_and_chunks(cache)[0] == 2  # "before" and "k"
 
 
 # ---- a full pin table row ----
