@@ -4,7 +4,7 @@ memcached keeps its cache in one process's memory and runs worker *threads* over
 the GIL, threads cannot run Python at the same time, so mcached's workers are *processes*
 (or, on a free-threaded interpreter, threads) over one arena. Nothing of the cache is a Python
 object: the item memory, the item tables, the slab classes' and partitions' state, the clock
-hands, CAS sequences, flush marks and counters are all words in memory that every worker maps.
+hands, the CAS counter, flush marks and counters are all words in memory that every worker maps.
 Each process builds its own Python views (`Cache`, `Items`, `SlabClass`, `Partition`) over
 the arena; the views hold no state of their own, so any worker sees what any other wrote.
 

@@ -31,7 +31,7 @@ can raise the limit, and pages then grow up to that reserve; a limit past it is 
 memcached accepts one past the machine's memory) and pages stop at the reserve.
 
 Concurrency. Keys are split into hash partitions (memcached's striped item locks), each with
-its own lock, item table, CAS sequence and counters, so workers working on different keys do
+its own lock, item table, flush mark and counters, so workers working on different keys do
 not wait for each other. Every compound operation (check-then-store, read-modify-write) runs
 entirely under its partition's lock: nothing relies on the GIL. The lock order is written in
 `items`. Public methods take the partition lock; ``_name_locked`` helpers assume it is held.
@@ -199,7 +199,27 @@ __all__ = [
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
 _SPACE = b" \t\n\v\f\r"
+# Hash partitions (each a lock, an item table and a row of per-class counters): 16, doubled
+# up to 256 while a partition would hold more than PARTITION_ITEMS of the smallest items the
+# memory limit holds. A table grows in one pass under its partition's lock (~0.2 us an entry,
+# `assoc.Assoc.rebuild`): at -m 4096, 16 partitions filled with 20 million small items kept
+# a partition's keys waiting up to 149 ms at a growth, 256 partitions 8 ms. Each doubling
+# adds ~8 KB of counters a partition, read by every `stats` (~1 ms more at 256).
 DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 256
+PARTITION_ITEMS = 1 << 16
+
+
+def partitions_for(memory_limit: int, chunk_size: int) -> int:
+    """The partitions of a cache of `memory_limit` bytes whose smallest chunk holds
+    `chunk_size` bytes of key and value (see PARTITION_ITEMS)."""
+    most = memory_limit // (HEADER + chunk_size)
+    partitions = DEFAULT_PARTITIONS
+    while partitions < MAX_PARTITIONS and most > partitions * PARTITION_ITEMS:
+        partitions *= 2
+    return partitions
+
+
 # A dump's batch (`Cache.metadump_batches`): at most this many rows, from at most this many
 # table slots, per hold of a partition's lock. 256 rows of 250-byte keys are ~200 KB once
 # rendered (a connection's STREAM_CAP); 4096 slots are a few ms of Python at most.
@@ -415,7 +435,7 @@ class Cache:
             item_size_max=item_size_max,
             evictions=evictions,
             cas_enabled=cas_enabled,
-            partitions=partitions or DEFAULT_PARTITIONS,
+            partitions=partitions or partitions_for(memory_limit, chunk_size),
             chunk_size=chunk_size,
             growth_factor=growth_factor,
             slab_chunk_max=slab_chunk_max,
@@ -2312,7 +2332,7 @@ class Cache:
     def flush_all(self, delay: int = 0) -> None:
         """Invalidate every item now, or those stored before `delay` seconds from now.
 
-        Nothing is walked: each partition records its current CAS sequence as its flush mark
+        Nothing is walked: each partition records the last CAS unique drawn as its flush mark
         (items at or below it are gone), every partition's lock held from the cut to the
         last mark (`Items.flush`); items are dropped when
         next looked up, reached by the clock hand, or swept by the crawler.

@@ -26,7 +26,7 @@ its item's head (a page move may copy it elsewhere and rewrite `OFF_HEAD`, under
 item's partition lock: readers without that lock check again once they hold it).
 
 Partitions. The key space is split by ``hash(key) & (partitions - 1)``; each `Partition` is an
-item table (`assoc.Assoc`) with its lock, its CAS sequence and flush mark, and counters per
+item table (`assoc.Assoc`) with its lock, its flush mark, and counters per
 slab class. An item, the chunks it occupies and its counters are only changed with its
 partition lock held; chunks change hands (free <-> used) only with their class lock held too.
 
@@ -269,7 +269,7 @@ def copy_views(into: list[memoryview], pieces: list[memoryview]) -> None:
 
 
 class Partition(Assoc):
-    """A slice of the key space: its item table, lock, CAS sequence, flush marks, counters."""
+    """A slice of the key space: its item table, lock, flush marks, counters."""
 
     __slots__ = ("lock", "cas_lock", "cst", "flush_seq", "flush_at")
 
