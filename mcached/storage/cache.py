@@ -201,13 +201,15 @@ INT64_MAX = 2**63 - 1
 _SPACE = b" \t\n\v\f\r"
 # Hash partitions (each a lock, an item table and a row of per-class counters): 16, doubled
 # up to 256 while a partition would hold more than PARTITION_ITEMS of the smallest items the
-# memory limit holds. A table grows in one pass under its partition's lock (~0.2 us an entry,
-# `assoc.Assoc.rebuild`): at -m 4096, 16 partitions filled with 20 million small items kept
-# a partition's keys waiting up to 149 ms at a growth, 256 partitions 8 ms. Each doubling
-# adds ~8 KB of counters a partition, read by every `stats` (~1 ms more at 256).
+# memory limit holds (-m 1024: 32, -m 4096: 128). A table grows in one pass under its
+# partition's lock (~0.2 us an entry, `assoc.Assoc.rebuild`): a -m 4096 -t 4 fill of 20
+# million small items kept a get waiting up to 149 ms with 16 partitions, 17 ms with 128
+# (scripts/bench_growth.py). More partitions are not free: 256 at -m 1024 ran the benchmarks'
+# mix at 0.92x of 16 (each request touches a table and a row of counters among more pages),
+# so a cache gets them only as its memory grows.
 DEFAULT_PARTITIONS = 16
 MAX_PARTITIONS = 256
-PARTITION_ITEMS = 1 << 16
+PARTITION_ITEMS = 1 << 19
 
 
 def partitions_for(memory_limit: int, chunk_size: int) -> int:

@@ -602,15 +602,15 @@ def test_keys_whose_table_entries_carry_the_same_tag_are_told_apart(cache: Cache
 
 
 def test_partitions_double_with_the_items_the_memory_holds() -> None:
-    """16 partitions up to about a million of the smallest items, then twice as many for
+    """16 partitions up to about 8 million of the smallest items, then twice as many for
     each doubling (a table's growth holds its partition's keys for a time that grows with
     the partition), up to 256."""
     from mcached.storage.cache import partitions_for
 
     assert partitions_for(1 << 20, 48) == 16
-    assert partitions_for(64 << 20, 48) == 16  # -m 64: 699,050 items of 96 bytes at most
-    assert partitions_for(128 << 20, 48) == 32
-    assert partitions_for(1024 << 20, 48) == 256
+    assert partitions_for(512 << 20, 48) == 16  # 5,592,405 items of 96 bytes at most
+    assert partitions_for(1024 << 20, 48) == 32
+    assert partitions_for(4096 << 20, 48) == 128
     assert partitions_for(1 << 40, 48) == 256
-    assert partitions_for(1024 << 20, 1000) == 16  # -n 1000: 1,024,562 items at most
-    assert len(Cache(memory_limit=128 << 20)._parts) == 32
+    assert partitions_for(4096 << 20, 1000) == 16  # -n 1000: 4,098,251 items at most
+    assert len(Cache(memory_limit=1024 << 20)._parts) == 32
