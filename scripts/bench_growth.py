@@ -32,6 +32,17 @@ BATCH = 2000
 SLOW = 0.05  # seconds: a wait worth listing
 
 
+def reply(s: socket.socket, end: bytes, who: str) -> bytes:
+    """What the server sends on `s` until it ends in `end`."""
+    buf = b""
+    while not buf.endswith(end):
+        chunk = s.recv(1000)
+        if not chunk:
+            raise SystemExit(f"the server closed {who}")
+        buf += chunk
+    return buf
+
+
 def fill(port: int, start: int, stop: int) -> None:
     """Store keys `start` to `stop`, BATCH at a time, each batch's replies waited for."""
     with socket.create_connection((servers.HOST, port)) as s:
@@ -41,12 +52,7 @@ def fill(port: int, start: int, stop: int) -> None:
                 for i in range(base, min(stop, base + BATCH))
             )
             s.sendall(batch + b"version\r\n")
-            buf = b""
-            while not buf.endswith(b"\r\n"):
-                chunk = s.recv(100)
-                if not chunk:
-                    raise SystemExit("the server closed a filling connection")
-                buf += chunk
+            buf = reply(s, b"\r\n", "a filling connection")
             if not buf.startswith(b"VERSION"):
                 raise SystemExit(f"a fill's batch was answered {buf[:100]!r}")
 
@@ -62,12 +68,7 @@ def probe(port: int, done: Event, out: Connection) -> None:
             i += 1
             asked = time.monotonic()
             s.sendall(b"get k%09d\r\n" % (i * 7919 % 1000))
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = s.recv(1000)
-                if not chunk:
-                    raise SystemExit("the server closed the probe's connection")
-                buf += chunk
+            reply(s, b"END\r\n", "the probe's connection")
             waits.append((asked - start, time.monotonic() - asked))
             time.sleep(0.001)
     out.send(waits)
