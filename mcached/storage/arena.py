@@ -229,7 +229,7 @@ PF_MOVING = 1  # being emptied by a page move: frees do not list its chunks
 PF_DIRTY = 2  # holds old data: zeroed before a class uses it
 
 # ---- one block per partition ----
-T_SEQ = 0  # the last CAS unique this partition drew (`Partition.next_cas`)
+# (word 0 is free: it held the partition's last CAS unique before they came from G_CAS)
 T_FLUSH_SEQ = 1  # items with cas <= this are flushed
 T_USED = 2  # live entries in the table
 T_TOMBS = 3  # deleted slots in the table

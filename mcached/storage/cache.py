@@ -143,7 +143,6 @@ from mcached.storage.arena import (
     T_GET_EXPIRED,
     T_GET_FLUSHED,
     T_MASK,
-    T_SEQ,
     TAIL_HDR,
     U32,
     U64,
@@ -626,7 +625,7 @@ class Cache:
         )
         assert (S_NUMBER, S_MEM, S_TTL, S_TOTAL, S_CMD_SET, S_GET_HITS) == (0, 1, 2, 3, 12, 11)
         assert (OFF_MFLAGS, MF_STALE, MF_WON, MF_BINKEY) == (21, 1, 2, 4)
-        assert (HB_MASK, T_GEN, T_SEQ, OFF_PINS) == (0x3FFFFF, 7, 0, 22)
+        assert (HB_MASK, T_GEN, OFF_PINS) == (0x3FFFFF, 7, 22)
         assert (OFF_TIME, G_ACCESS_BEFORE) == (16, 15)
         put_time = U32.pack_into
 

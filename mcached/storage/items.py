@@ -43,9 +43,9 @@ A holder of a class lock that needs another partition's lock (the clock hand evi
 pauses and looks again, ten times (as memcached's ``do_item_alloc_pull`` pulls its tail up
 to 10 times), then on with longer pauses for up to ``ALLOC_BUSY_WAIT``. A store that needs
 a page taken from another class releases its partition lock first (`steal_page`) and
-retries. Two partition locks are held
-together only by the clock hand (the second one tried, never waited for) and by `flush`,
-which takes every partition's in index order while it holds no other lock.
+retries. Two partition locks are held together only by the clock hand (the second one
+tried, never waited for) and by `flush`, which takes every partition's in index order while
+it holds no other lock.
 
 A chained item's chunks are in several classes, yet no path holds two class locks: they are
 taken one class lock at a time (`alloc_chain`: each `alloc` lets its lock go), and freed one
@@ -273,7 +273,7 @@ class Partition(Assoc):
 
     __slots__ = ("lock", "cas_lock", "cst", "flush_seq", "flush_at")
 
-    def __init__(self, arena: Arena, index: int, count: int, hash_at: Callable[[int], int]):
+    def __init__(self, arena: Arena, index: int, hash_at: Callable[[int], int]):
         self.lock = arena.part_locks[index]
         self.cas_lock = arena.cas_lock
         self.cst = arena.counters(index)
@@ -318,7 +318,7 @@ class Partition(Assoc):
             w[G_CAS] = seq
         finally:
             lock.release()
-        return int(seq)
+        return seq
 
     def mark_flushed(self, cut: int) -> None:
         """flush_all now: every item whose CAS is `cut` or less is gone (lock held; a mark
@@ -429,7 +429,7 @@ class Items:
             floor = 1 << max(0, (table_slots // partitions - 1).bit_length())
             for i in range(partitions):
                 init_table(arena, i, floor)
-        self.parts = [Partition(arena, i, partitions, self.hash_at) for i in range(partitions)]
+        self.parts = [Partition(arena, i, self.hash_at) for i in range(partitions)]
         # Page moves: one at a time (memcached's single rebalancer thread).
         self.move_lock = arena.move_lock
         # The crawler: one pass at a time.
